@@ -1,0 +1,60 @@
+//! The one place where ferrolab chooses its tensor backend.
+//!
+//! burn 0.22 carries the backend in the [`Device`] rather than in the tensor type, so every
+//! model in ferrolab is written against `burn::prelude::*` and the choice below is the only
+//! backend-specific code. Building with `--features cuda` or `--features wgpu` switches every
+//! system to that GPU backend; the default is burn's pure-Rust `flex` CPU backend.
+
+use burn::prelude::Device;
+
+/// Name of the backend compiled in, for reports.
+pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
+    "burn-cuda"
+} else if cfg!(feature = "wgpu") {
+    "burn-wgpu"
+} else {
+    "burn-flex"
+};
+
+/// The device for inference and evaluation (no autodiff graph is recorded).
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda(0)
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    {
+        Device::wgpu(Default::default())
+    }
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        Device::flex()
+    }
+}
+
+/// The device for training: the same backend with autodiff enabled.
+pub fn train_device() -> Device {
+    device().autodiff()
+}
+
+/// Sets the number of CPU threads used by the backend's kernels and by ferrolab's own
+/// parallel code. Must be called before any tensor work; later calls are ignored because
+/// rayon's global pool can only be built once per process.
+///
+/// Returns the number of threads actually in use.
+pub fn init_threads(threads: Option<usize>) -> usize {
+    if let Some(n) = threads {
+        // Err means a pool already exists (e.g. a second experiment in the same process);
+        // the existing pool is then kept, which is what the returned count reports.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
+    }
+    rayon::current_num_threads()
+}
+
+/// Seeds the backend's own random source (parameter initialisation, dropout masks).
+pub fn seed_backend(seed: u64) {
+    device().seed(seed);
+    train_device().seed(seed);
+}

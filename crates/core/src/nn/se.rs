@@ -1,0 +1,83 @@
+//! Squeeze-and-excitation channel attention (Hu et al., CVPR 2018):
+//! `s = σ(W₂ · ReLU(W₁ · mean_L(x)))`, `y = x ⊙ s`, with `W₁: C → C/r`, `W₂: C/r → C`.
+//! SECNN applies it to stacked 1-D convolution maps; the 2-D form serves image models.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{relu, sigmoid};
+
+/// Configuration of a [`SqueezeExcitation`] block.
+#[derive(Config, Debug)]
+pub struct SqueezeExcitationConfig {
+    /// Channels C.
+    pub channels: usize,
+    /// Reduction ratio r (the bottleneck has `max(1, C / r)` units).
+    #[config(default = 16)]
+    pub reduction: usize,
+}
+
+/// Channel attention by squeeze (global average pool) and excitation (bottleneck MLP + sigmoid).
+#[derive(Module, Debug)]
+pub struct SqueezeExcitation {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl SqueezeExcitationConfig {
+    /// Builds the block on `device`.
+    pub fn init(&self, device: &Device) -> SqueezeExcitation {
+        let hidden = (self.channels / self.reduction.max(1)).max(1);
+        SqueezeExcitation {
+            fc1: LinearConfig::new(self.channels, hidden).init(device),
+            fc2: LinearConfig::new(hidden, self.channels).init(device),
+        }
+    }
+}
+
+impl SqueezeExcitation {
+    /// Channel weights `[batch, C]` in (0, 1) for `x: [batch, C, L]`.
+    pub fn weights(&self, x: &Tensor<3>) -> Tensor<2> {
+        let squeezed = x.clone().mean_dim(2).squeeze_dim::<2>(2);
+        sigmoid(self.fc2.forward(relu(self.fc1.forward(squeezed))))
+    }
+
+    /// `[batch, C, L] → [batch, C, L]`: each channel rescaled by its weight.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let s = self.weights(&x).unsqueeze_dim::<3>(2);
+        x * s
+    }
+
+    /// `[batch, C, H, W] → [batch, C, H, W]`.
+    pub fn forward_2d(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        self.forward(x.reshape([b, c, h * w])).reshape([b, c, h, w])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::train_device;
+    use crate::nn::gradcheck::check_input_gradient;
+
+    #[test]
+    fn shape_and_weights_in_unit_interval() {
+        let dev = train_device();
+        let se = SqueezeExcitationConfig::new(8).with_reduction(4).init(&dev);
+        let x = Tensor::<3>::random([2, 8, 5], burn::tensor::Distribution::Default, &dev);
+        assert_eq!(se.forward(x.clone()).dims(), [2, 8, 5]);
+        let w = crate::nn::to_vec_f32(se.weights(&x));
+        assert_eq!(w.len(), 16);
+        assert!(w.iter().all(|&v| v > 0.0 && v < 1.0));
+        let y = se.forward_2d(Tensor::<4>::zeros([2, 8, 3, 3], &dev));
+        assert_eq!(y.dims(), [2, 8, 3, 3]);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let dev = train_device();
+        dev.seed(2);
+        let se = SqueezeExcitationConfig::new(6).with_reduction(2).init(&dev);
+        check_input_gradient(|x: Tensor<3>| se.forward(x), [2, 6, 4], 12);
+    }
+}

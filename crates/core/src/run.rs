@@ -1,0 +1,223 @@
+//! The run folder: `report.json`, `config.toml`, `metrics.jsonl` and checkpoints, every file
+//! written to a temporary sibling and renamed into place so a crash never leaves half a file.
+
+use crate::error::{CoreError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
+/// synced, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| CoreError::Runtime(format!("{} has no file name", path.display())))?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CoreError::io(path, e));
+    }
+    Ok(())
+}
+
+/// The report every system writes (schema in DESIGN.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// System name, e.g. `secnn`.
+    pub system: String,
+    /// Dataset name, e.g. `mr`.
+    pub dataset: String,
+    /// The resolved configuration.
+    pub config: serde_json::Value,
+    /// Headline metrics of the system itself (lower_snake_case, unit in the name).
+    pub metrics: BTreeMap<String, f64>,
+    /// The baselines measured in the same run: name → metrics.
+    pub baselines: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Wall-clock seconds of named phases.
+    pub timings: BTreeMap<String, f64>,
+    /// The master seed.
+    pub seed: u64,
+    /// Per-seed values and anything else a reader needs to judge the figures.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+    /// Plain-language notes (e.g. "SE did not help on MR: -0.3 ± 0.5").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// A report for `system` on `dataset`.
+    pub fn new(system: &str, dataset: &str, seed: u64) -> Self {
+        Report {
+            system: system.into(),
+            dataset: dataset.into(),
+            seed,
+            config: serde_json::Value::Null,
+            ..Default::default()
+        }
+    }
+}
+
+/// An output folder for one run.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+    metrics_lines: Vec<String>,
+}
+
+impl RunDir {
+    /// Creates (or reuses an empty) folder; refuses one that already holds a run's report.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if root.join("report.json").exists() {
+            return Err(CoreError::RunExists(root));
+        }
+        std::fs::create_dir_all(&root).map_err(|e| CoreError::io(&root, e))?;
+        Ok(RunDir {
+            root,
+            metrics_lines: Vec::new(),
+        })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path inside the folder.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Writes `config.toml`.
+    pub fn write_config(&self, toml_text: &str) -> Result<()> {
+        write_atomic(&self.join("config.toml"), toml_text.as_bytes())
+    }
+
+    /// Appends one record to `metrics.jsonl` (the file is rewritten atomically each time, so
+    /// a reader never sees a torn line).
+    pub fn log_metrics(&mut self, record: &serde_json::Value) -> Result<()> {
+        self.metrics_lines.push(record.to_string());
+        let mut text = self.metrics_lines.join("\n");
+        text.push('\n');
+        write_atomic(&self.join("metrics.jsonl"), text.as_bytes())
+    }
+
+    /// Writes `report.json`; this marks the run as complete.
+    pub fn write_report(&self, report: &Report) -> Result<()> {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| CoreError::Runtime(format!("serialising report: {e}")))?;
+        write_atomic(&self.join("report.json"), text.as_bytes())
+    }
+
+    /// Writes any other artefact atomically.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.join(name), bytes)
+    }
+}
+
+/// Saves a module's parameters as safetensors at `path` (burn-store writes a scratch file and
+/// renames it, so this is atomic too).
+pub fn save_checkpoint<M: burn::module::Module>(model: &M, path: &Path) -> Result<()> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    let mut store = SafetensorsStore::from_file(path).overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| CoreError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })
+}
+
+/// Loads parameters saved by [`save_checkpoint`] into `model` (whose shapes must match);
+/// a missing, truncated or mismatched file is an error naming the file.
+pub fn load_checkpoint<M: burn::module::Module>(model: M, path: &Path) -> Result<M> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    if !path.exists() {
+        return Err(CoreError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: "file not found".into(),
+        });
+    }
+    let mut model = model;
+    let mut store = SafetensorsStore::from_file(path);
+    let res = model
+        .load_from(&mut store)
+        .map_err(|e| CoreError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    if !res.errors.is_empty() || !res.missing.is_empty() {
+        return Err(CoreError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!(
+                "does not match the model: {} errors, missing {:?}",
+                res.errors.len(),
+                res.missing.iter().map(|m| &m.0).collect::<Vec<_>>()
+            ),
+        });
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ferrolab-run-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn run_dir_writes_and_refuses_to_overwrite() {
+        let d = tmpdir("a");
+        let mut run = RunDir::create(&d).unwrap();
+        run.write_config("a = 1\n").unwrap();
+        run.log_metrics(&serde_json::json!({"epoch": 0})).unwrap();
+        run.log_metrics(&serde_json::json!({"epoch": 1})).unwrap();
+        let mut r = Report::new("x", "y", 3);
+        r.metrics.insert("test_accuracy".into(), 0.5);
+        run.write_report(&r).unwrap();
+        let back: Report =
+            serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let lines = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 2);
+        let e = RunDir::create(&d).unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("already holds a run"));
+        // No temporary files are left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn atomic_write_keeps_old_file_when_target_dir_is_missing() {
+        let d = tmpdir("b");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("f.txt");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(write_atomic(&d.join("nope/f.txt"), b"x").is_err());
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
