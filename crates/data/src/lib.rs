@@ -1,1 +1,46 @@
+//! ferrolab-data: readers for the public data formats the ferrolab systems train on, and
+//! deterministic synthetic generators for when real data is absent or too small.
+//!
+//! | module | format | entry point |
+//! | --- | --- | --- |
+//! | [`npy`], [`npz`] | NumPy arrays and archives (stored or deflated) | [`read_npy`], [`Npz::open`] |
+//! | [`graph`] | CSR node-classification graphs in npz (Cora) | [`load_npz_graph`] |
+//! | [`text`] | `<label> <sentence>` files (MR, SST-2) | [`read_labeled_sentences`] |
+//! | [`movielens`] | GroupLens ml-100k folder | [`load_movielens_100k`] |
+//! | [`prices`] | gzip price CSV (S&P 500) | [`load_price_csv_gz`] |
+//! | [`acdc`] | ACDC scribble npz slices/volumes | [`list_acdc`], [`load_acdc_slice`] |
+//! | [`idx`] | IDX (Fashion-MNIST), plain or gzip | [`read_idx`] |
+//! | [`synthetic`] | contextual stochastic block model, streamed to CSR | [`generate_csbm`] |
+//! | [`lookup`] | where the data folder is; registry of known data sets | [`resolve_data_root`], [`datasets`], [`verify`] |
+//!
+//! Every reader returns [`DataError`] naming the file, the place in it (line, field, byte,
+//! npz member, element) and what was expected; none panics on bad input.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod acdc;
+pub mod error;
+pub mod graph;
+pub mod idx;
+pub mod lookup;
+pub mod movielens;
+pub mod npy;
+pub mod npz;
+pub mod prices;
+pub mod synthetic;
+pub mod text;
+
+#[cfg(test)]
+mod testutil;
+
+pub use acdc::{AcdcSlice, AcdcVolume, list_acdc, load_acdc_slice, load_acdc_volume};
+pub use error::{DataError, Result};
+pub use graph::{CsrGraphData, CsrMatrix, Features, Split, load_npz_graph};
+pub use idx::{IdxArray, read_idx};
+pub use lookup::{DATA_ENV, DatasetInfo, DatasetKind, Source, dataset, datasets, find_dataset, locate, resolve_data_root, verify};
+pub use movielens::{Gender, Item, MovieLens100k, Rating, User, load_movielens_100k};
+pub use npy::{NpyArray, NpyData, read_npy, read_npy_strings};
+pub use npz::Npz;
+pub use prices::{PriceTable, load_price_csv_gz};
+pub use synthetic::{CsbmConfig, CsbmGraph, generate_csbm, generate_csbm_threads};
+pub use text::{LabeledSentences, decode_text, read_labeled_sentences};
