@@ -1,1 +1,46 @@
-fn main() {}
+//! `ferrolab`: the one binary. It parses arguments, dispatches to a system's library and maps
+//! errors to exit codes (2 = usage, config or data error; 1 = runtime failure). No maths here.
+
+mod common;
+mod data_cmd;
+mod plot;
+mod reproduce;
+mod secnn_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// ferrolab: eleven published deep-learning systems in one Rust toolkit, each reproduced
+/// side by side with its baseline.
+#[derive(Parser, Debug)]
+#[command(name = "ferrolab", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the datasets ferrolab knows, where each was found (or why not), and verify them.
+    Data(data_cmd::DataArgs),
+    /// Run every system's experiment and write report.md with plots.
+    Reproduce(reproduce::ReproduceArgs),
+    /// SECNN vs Kim-CNN sentence classification (train + evaluate, or `predict`).
+    Secnn(secnn_cmd::SecnnArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(a) => data_cmd::run(&a),
+        Command::Reproduce(a) => reproduce::run(&a),
+        Command::Secnn(a) => secnn_cmd::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", common::one_line(&e));
+            ExitCode::from(common::exit_code(&e))
+        }
+    }
+}

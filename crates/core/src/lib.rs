@@ -21,7 +21,7 @@ pub mod sparse;
 pub mod train;
 
 pub use error::{ConfigError, CoreError, Result};
-pub use run::{Report, RunDir};
+pub use run::{Curve, Outcome, PaperFigure, Report, RunDir};
 
 /// Re-exported so that systems use exactly the burn this crate was built against.
 pub use burn;

@@ -70,6 +70,41 @@ impl Report {
     }
 }
 
+/// A training curve for the plots in `report.md` (e.g. validation accuracy per epoch).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Curve {
+    /// Legend label, e.g. `secnn seed 0`.
+    pub label: String,
+    /// What the y axis measures, e.g. `dev_accuracy`.
+    pub y_name: String,
+    /// `(epoch, value)` points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A published figure to print beside ours.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PaperFigure {
+    /// Model, e.g. `kim_cnn`.
+    pub model: String,
+    /// Metric name as in our report, e.g. `test_accuracy`.
+    pub metric: String,
+    /// The published value, in the same unit as our metric.
+    pub value: f64,
+    /// Where it is published.
+    pub source: String,
+}
+
+/// What a system's experiment returns: its report, curves and the paper's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The report written as `report.json`.
+    pub report: Report,
+    /// Curves for plots.
+    pub curves: Vec<Curve>,
+    /// Published figures for comparison.
+    pub paper: Vec<PaperFigure>,
+}
+
 /// An output folder for one run.
 #[derive(Debug, Clone)]
 pub struct RunDir {

@@ -15,6 +15,16 @@
 //!
 //! Every reader returns [`DataError`] naming the file, the place in it (line, field, byte,
 //! npz member, element) and what was expected; none panics on bad input.
+//!
+//! ```
+//! use ferrolab_data::{CsbmConfig, generate_csbm};
+//!
+//! let g = generate_csbm(&CsbmConfig { nodes: 500, classes: 2, ..Default::default() })?;
+//! let mut x = vec![0.0; g.config.features];
+//! g.feature_row(0, &mut x);
+//! assert_eq!(g.num_nodes(), 500);
+//! # Ok::<(), ferrolab_data::DataError>(())
+//! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -37,7 +47,10 @@ pub use acdc::{AcdcSlice, AcdcVolume, list_acdc, load_acdc_slice, load_acdc_volu
 pub use error::{DataError, Result};
 pub use graph::{CsrGraphData, CsrMatrix, Features, Split, load_npz_graph};
 pub use idx::{IdxArray, read_idx};
-pub use lookup::{DATA_ENV, DatasetInfo, DatasetKind, Source, dataset, datasets, find_dataset, locate, resolve_data_root, verify};
+pub use lookup::{
+    DATA_ENV, DatasetInfo, DatasetKind, Source, dataset, datasets, find_dataset, locate,
+    resolve_data_root, verify,
+};
 pub use movielens::{Gender, Item, MovieLens100k, Rating, User, load_movielens_100k};
 pub use npy::{NpyArray, NpyData, read_npy, read_npy_strings};
 pub use npz::Npz;

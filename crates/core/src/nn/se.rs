@@ -47,6 +47,22 @@ impl SqueezeExcitation {
         x * s
     }
 
+    /// Like [`forward`](Self::forward) for padded sequences: the squeeze averages only the
+    /// valid positions (`mask: [batch, L]`, 1 = valid, 0 = padding), so a sentence's channel
+    /// weights do not depend on how much padding its batch needed.
+    pub fn forward_masked(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
+        let s = self.weights_masked(&x, mask);
+        x * s.unsqueeze_dim::<3>(2)
+    }
+
+    /// Channel weights `[batch, C]` with the squeeze averaged over valid positions only.
+    pub fn weights_masked(&self, x: &Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+        let m = mask.unsqueeze_dim::<3>(1); // [b, 1, L]
+        let len = m.clone().sum_dim(2).clamp_min(1.0); // [b, 1, 1]
+        let squeezed = (x.clone() * m).sum_dim(2).div(len).squeeze_dim::<2>(2);
+        sigmoid(self.fc2.forward(relu(self.fc1.forward(squeezed))))
+    }
+
     /// `[batch, C, H, W] → [batch, C, H, W]`.
     pub fn forward_2d(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
@@ -71,6 +87,20 @@ mod tests {
         assert!(w.iter().all(|&v| v > 0.0 && v < 1.0));
         let y = se.forward_2d(Tensor::<4>::zeros([2, 8, 3, 3], &dev));
         assert_eq!(y.dims(), [2, 8, 3, 3]);
+    }
+
+    #[test]
+    fn masked_squeeze_ignores_padding() {
+        let dev = train_device();
+        let se = SqueezeExcitationConfig::new(4).with_reduction(2).init(&dev);
+        let x = Tensor::<3>::random([1, 4, 3], burn::tensor::Distribution::Default, &dev);
+        let full = se.forward(x.clone());
+        // Same sequence with two padded positions appended: valid outputs must not change.
+        let padded = Tensor::cat(vec![x, Tensor::<3>::ones([1, 4, 2], &dev)], 2);
+        let mask = crate::nn::float_tensor(vec![1., 1., 1., 0., 0.], [1, 5], &dev);
+        let y = se.forward_masked(padded, mask).slice([0..1, 0..4, 0..3]);
+        let d = crate::nn::to_vec_f32((y - full).abs().max())[0];
+        assert!(d < 1e-6, "{d}");
     }
 
     #[test]

@@ -1,0 +1,61 @@
+//! SVG plots of training curves for `report.md`.
+
+use ferrolab_core::run::Curve;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// Draws all `curves` on one chart (x = epoch) into an SVG file, written atomically.
+pub fn write_curves(path: &Path, curves: &[Curve], title: &str) -> anyhow::Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pts = curves.iter().flat_map(|c| c.points.iter());
+        let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &(x, y) in pts {
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+        if !y0.is_finite() {
+            (y0, y1) = (0.0, 1.0);
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-3);
+        let y_name = curves.first().map_or("value", |c| c.y_name.as_str());
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..x1 + 0.5, (y0 - pad)..(y1 + pad))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_name)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, c) in curves.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    c.points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(c.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        if curves.len() <= 12 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    ferrolab_core::run::write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! NumPy `.npz` archives: ZIP files whose members are `<key>.npy`, stored or deflated.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use zip::ZipArchive;
+
+use crate::error::{DataError, Result};
+use crate::npy::{NpyArray, parse_npy, parse_npy_strings};
+
+/// An open `.npz` archive. Members are read on demand, one at a time.
+pub struct Npz {
+    path: PathBuf,
+    archive: ZipArchive<BufReader<File>>,
+    keys: Vec<String>,
+}
+
+impl std::fmt::Debug for Npz {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Npz")
+            .field("path", &self.path)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl Npz {
+    /// Opens the archive and reads its directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| {
+            DataError::malformed(
+                path,
+                "zip directory",
+                format!("not a readable zip/npz archive: {e}"),
+            )
+        })?;
+        let keys = archive
+            .file_names()
+            .map(|n| n.strip_suffix(".npy").unwrap_or(n).to_string())
+            .collect();
+        Ok(Npz {
+            path: path.to_path_buf(),
+            archive,
+            keys,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Array names, in archive order, without the `.npy` suffix.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    fn member_bytes(&mut self, key: &str) -> Result<Vec<u8>> {
+        if !self.contains(key) {
+            return Err(DataError::missing(
+                &self.path,
+                format!("array {key:?} (keys present: {})", self.keys.join(", ")),
+            ));
+        }
+        let name = if self.archive.index_for_name(&format!("{key}.npy")).is_some() {
+            format!("{key}.npy")
+        } else {
+            key.to_string()
+        };
+        let path = &self.path;
+        let mut member = self.archive.by_name(&name).map_err(|e| {
+            DataError::malformed(
+                path,
+                format!("member {name}"),
+                format!("cannot open member: {e}"),
+            )
+        })?;
+        // The declared size is untrusted, so it only bounds the first allocation.
+        let cap = usize::try_from(member.size()).unwrap_or(0).min(1 << 28);
+        let mut bytes = Vec::with_capacity(cap);
+        member.read_to_end(&mut bytes).map_err(|e| {
+            DataError::malformed(
+                path,
+                format!("member {name}"),
+                format!("cannot decompress member: {e}"),
+            )
+        })?;
+        Ok(bytes)
+    }
+
+    /// Reads the numeric array `key`. A missing key is [`DataError::Missing`] naming the key,
+    /// the file and the keys that are there.
+    pub fn get(&mut self, key: &str) -> Result<NpyArray> {
+        let bytes = self.member_bytes(key)?;
+        parse_npy(bytes, &self.path, Some(key))
+    }
+
+    /// Reads the Unicode (`<U<n>`) array `key`.
+    pub fn get_strings(&mut self, key: &str) -> Result<Vec<String>> {
+        let bytes = self.member_bytes(key)?;
+        parse_npy_strings(&bytes, &self.path, Some(key))
+    }
+}
+
+/// Writes an `.npz` of ready-made `.npy` members (see [`crate::npy::npy_bytes`]); a tiny
+/// writer for test fixtures.
+#[doc(hidden)]
+pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) -> Result<()> {
+    use std::io::Write;
+    use zip::CompressionMethod;
+    use zip::write::SimpleFileOptions;
+    let err = |e: &dyn std::fmt::Display| DataError::malformed(path, "zip writer", e.to_string());
+    let file = File::create(path).map_err(|e| DataError::io(path, e))?;
+    let mut zw = zip::ZipWriter::new(file);
+    let method = if deflate {
+        CompressionMethod::Deflated
+    } else {
+        CompressionMethod::Stored
+    };
+    let opts = SimpleFileOptions::default().compression_method(method);
+    for (key, bytes) in members {
+        zw.start_file(format!("{key}.npy"), opts)
+            .map_err(|e| err(&e))?;
+        zw.write_all(bytes).map_err(|e| DataError::io(path, e))?;
+    }
+    zw.finish().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::npy::{NpyData, npy_bytes};
+    use crate::testutil::TempDir;
+
+    fn members() -> Vec<(&'static str, Vec<u8>)> {
+        let f: Vec<u8> = [1.0f32, 2.0, 3.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let names: Vec<u8> = ["ab", "c"]
+            .iter()
+            .flat_map(|s| {
+                let mut cps: Vec<u32> = s.chars().map(u32::from).collect();
+                cps.resize(2, 0);
+                cps.into_iter()
+                    .flat_map(u32::to_le_bytes)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        vec![
+            ("vals", npy_bytes("<f4", &[3], false, &f)),
+            ("img", npy_bytes("|u1", &[2, 2], false, &[1, 2, 3, 4])),
+            ("names", npy_bytes("<U2", &[2], false, &names)),
+        ]
+    }
+
+    #[test]
+    fn reads_stored_and_deflated_archives() {
+        let dir = TempDir::new("npz_rw");
+        for deflate in [false, true] {
+            let p = dir.path().join(format!("a{deflate}.npz"));
+            write_npz(&p, &members(), deflate).unwrap();
+            let mut z = Npz::open(&p).unwrap();
+            assert_eq!(z.keys(), ["vals", "img", "names"]);
+            assert_eq!(
+                z.get("vals").unwrap().data,
+                NpyData::F32(vec![1.0, 2.0, 3.0])
+            );
+            let img = z.get("img").unwrap();
+            assert_eq!(
+                (img.shape.clone(), img.data),
+                (vec![2, 2], NpyData::U8(vec![1, 2, 3, 4]))
+            );
+            assert_eq!(z.get_strings("names").unwrap(), ["ab", "c"]);
+        }
+    }
+
+    #[test]
+    fn errors_name_file_and_member() {
+        let dir = TempDir::new("npz_err");
+        let p = dir.path().join("g.npz");
+        let mut m = members();
+        let cut = m[0].1.len() - 2;
+        m[0].1.truncate(cut);
+        write_npz(&p, &m, true).unwrap();
+        let mut z = Npz::open(&p).unwrap();
+        let e = z.get("vals").unwrap_err().to_string();
+        assert!(
+            e.contains("g.npz") && e.contains("member vals.npy") && e.contains("truncated"),
+            "{e}"
+        );
+        let e = z.get("labels").unwrap_err();
+        assert!(matches!(e, DataError::Missing { .. }));
+        let e = e.to_string();
+        assert!(
+            e.contains("g.npz") && e.contains("\"labels\"") && e.contains("vals, img, names"),
+            "{e}"
+        );
+        assert!(
+            z.get_strings("vals")
+                .unwrap_err()
+                .to_string()
+                .contains("<U")
+        );
+
+        // A zip cut short loses its central directory.
+        let bytes = std::fs::read(&p).unwrap();
+        let cut = dir.path().join("cut.npz");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = Npz::open(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.npz") && e.contains("zip directory"), "{e}");
+
+        // Corrupt deflated bytes inside a member: the CRC or the inflater catches it.
+        let mut bad = bytes.clone();
+        let at = bytes.windows(8).position(|w| w == b"vals.npy").unwrap() + 12;
+        for b in &mut bad[at..at + 20] {
+            *b ^= 0x5a;
+        }
+        let badp = dir.path().join("bad.npz");
+        std::fs::write(&badp, &bad).unwrap();
+        let e = Npz::open(&badp)
+            .and_then(|mut z| z.get("vals"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.npz"), "{e}");
+
+        let e = Npz::open(dir.path().join("absent.npz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absent.npz"), "{e}");
+    }
+}

@@ -1,0 +1,33 @@
+//! The two sentence classifiers: Kim's CNN (the baseline) and SECNN.
+
+pub mod conv;
+pub mod kim_cnn;
+pub mod secnn;
+
+pub use conv::{ConvEncoder, ConvEncoderConfig};
+pub use kim_cnn::KimCnn;
+pub use secnn::Secnn;
+
+use ferrolab_core::burn::prelude::*;
+
+/// What training and prediction need of a sentence classifier.
+pub trait SentenceClassifier: Module {
+    /// `tokens: [batch, T]` (0 = padding), `mask: [batch, T]` (1 = token) → logits `[batch, classes]`.
+    fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2>;
+    /// Rescales the output layer's per-class weight vectors to L2 norm ≤ `max_norm` (Kim 2014).
+    fn apply_max_norm(self, max_norm: f64) -> Self;
+}
+
+/// Max-norm constraint on a `[d_in, classes]` weight: column norms above `max` are scaled down.
+pub(crate) fn max_norm_columns(w: Tensor<2>, max: f64) -> Tensor<2> {
+    let requires = w.is_require_grad();
+    let w = w.detach();
+    let norms = w.clone().powi_scalar(2).sum_dim(0).sqrt(); // [1, classes]
+    let scale = norms
+        .clamp_min(1e-12)
+        .recip()
+        .mul_scalar(max)
+        .clamp_max(1.0);
+    let out = (w * scale).detach();
+    if requires { out.require_grad() } else { out }
+}
