@@ -6,11 +6,13 @@ training step (forward + cross-entropy + backward + Adam step) on random inputs 
 that stay fixed for the run, on the CPU with `torch.set_num_threads(N)`.
 
     python bench/pytorch_step.py [--threads N] [--warmup N] [--iters N]
-                                 [--only mlp,cnn,attention] [--breakdown] [--json]
+                                 [--only mlp,cnn,attention] [--breakdown] [--ops] [--json]
 
 --json prints one object {"mlp_ms": ..., "cnn_ms": ..., "attention_ms": ...} of median step
 times in milliseconds; --breakdown adds <model>_forward_ms, <model>_backward_ms and
-<model>_optim_ms (medians of each phase).
+<model>_optim_ms (medians of each phase). --ops times, instead, the individual kernels of the
+CNN and attention steps through ATen (the ops autograd calls), with the same names and shapes
+as `train_step_bench --ops`.
 """
 
 import argparse
@@ -138,6 +140,75 @@ def bench(name, warmup, iters):
     return {"step": med(steps), "forward": med(fwd), "backward": med(bwd), "optim": med(opt)}
 
 
+def time_op(fn, warmup, iters):
+    times = []
+    for i in range(warmup + iters):
+        t = time.perf_counter()
+        fn()
+        dt = (time.perf_counter() - t) * 1e3
+        if i >= warmup:
+            times.append(dt)
+    return statistics.median(times)
+
+
+def ops(only, warmup, iters):
+    """Per-kernel medians (ms); names and shapes match train_step_bench --ops."""
+    aten = torch.ops.aten
+    out = {}
+
+    def rand(*shape):
+        return torch.rand(shape)
+
+    def op(name, fn):
+        out[name] = time_op(fn, warmup, iters)
+
+    torch.manual_seed(7)
+    with torch.no_grad():
+        if "cnn" in only:
+            x1, w1, b1, g1 = rand(64, 1, 28, 28), rand(32, 1, 3, 3), rand(32), rand(64, 32, 28, 28)
+            x2, w2, b2, g2 = rand(64, 32, 14, 14), rand(64, 32, 3, 3), rand(64), rand(64, 64, 14, 14)
+            h, wf, gf = rand(64, 3136), rand(128, 3136), rand(64, 128)
+
+            def conv_bwd(g, x, w, mask):
+                return aten.convolution_backward(
+                    g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask
+                )
+
+            op("cnn.conv1_forward", lambda: F.conv2d(x1, w1, b1, padding=1))
+            op("cnn.conv1_weight_grad", lambda: conv_bwd(g1, x1, w1, [False, True, False]))
+            op("cnn.relu1_forward", lambda: torch.relu(g1))
+            op("cnn.relu1_backward", lambda: aten.threshold_backward(g1, g1, 0.0))
+            p1, i1 = F.max_pool2d(g1, 2, return_indices=True)
+            op("cnn.pool1_forward", lambda: F.max_pool2d(g1, 2, return_indices=True))
+            op("cnn.pool1_backward",
+               lambda: aten.max_pool2d_with_indices_backward(p1, g1, [2, 2], [2, 2], [0, 0], [1, 1], False, i1))
+            op("cnn.conv2_forward", lambda: F.conv2d(x2, w2, b2, padding=1))
+            op("cnn.conv2_input_grad", lambda: conv_bwd(g2, x2, w2, [True, False, False]))
+            op("cnn.conv2_weight_grad", lambda: conv_bwd(g2, x2, w2, [False, True, False]))
+            p2, i2 = F.max_pool2d(g2, 2, return_indices=True)
+            op("cnn.pool2_forward", lambda: F.max_pool2d(g2, 2, return_indices=True))
+            op("cnn.pool2_backward",
+               lambda: aten.max_pool2d_with_indices_backward(p2, g2, [2, 2], [2, 2], [0, 0], [1, 1], False, i2))
+            op("cnn.fc1_forward", lambda: F.linear(h, wf))
+            op("cnn.fc1_weight_grad", lambda: h.t().matmul(gf))
+            op("cnn.fc1_input_grad", lambda: gf.matmul(wf))
+        if "attention" in only:
+            b, t, d, heads = 32, 64, 128, 4
+            dh = d // heads
+            x, w, bias = rand(b, t, d), rand(d, d), rand(d)
+            q, k, scores = rand(b, heads, t, dh), rand(b, heads, t, dh), rand(b, heads, t, t)
+            gamma, beta = rand(d), rand(d)
+            op("attention.linear_forward", lambda: F.linear(x, w, bias))
+            op("attention.split_heads_copy",
+               lambda: x.reshape(b, t, heads, dh).transpose(1, 2).reshape(b * heads, t, dh))
+            op("attention.scores_matmul", lambda: q.matmul(k.transpose(2, 3)))
+            op("attention.softmax", lambda: torch.softmax(scores, dim=3))
+            op("attention.context_matmul", lambda: scores.matmul(k))
+            op("attention.layer_norm", lambda: F.layer_norm(x, (d,), gamma, beta, 1e-5))
+            op("attention.add_residual", lambda: x + x)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -145,6 +216,7 @@ def main():
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--only", default=",".join(MODELS))
     p.add_argument("--breakdown", action="store_true")
+    p.add_argument("--ops", action="store_true", help="time the individual kernels instead")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     only = [m.strip() for m in a.only.split(",") if m.strip()]
@@ -155,6 +227,15 @@ def main():
         p.error("--threads and --iters must be >= 1, --warmup >= 0")
 
     torch.set_num_threads(a.threads)
+    if a.ops:
+        timings = ops(only, a.warmup, a.iters)
+        if a.json:
+            print(json.dumps({k: round(v, 4) for k, v in timings.items()}))
+        else:
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, per-op median ms")
+            for name, ms in timings.items():
+                print(f"{name:<32} {ms:>10.3f}")
+        return
     results = {name: bench(name, a.warmup, a.iters) for name in MODELS if name in only}
 
     if a.json:

@@ -5,6 +5,7 @@
 #
 #   bench/run_step_bench.sh                   # 2 threads, warmup 5, 30 timed steps, 3 rounds
 #   THREADS=1 ITERS=50 ROUNDS=5 bench/run_step_bench.sh
+#   OPS=1 bench/run_step_bench.sh             # also time the CNN/attention kernels one by one
 #
 # The first run creates bench/.venv (git-ignored) and installs PyTorch from PyPI into it. PyPI's
 # default Linux wheel is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on the CPU
@@ -12,13 +13,16 @@
 #
 # Each round runs the Rust example and then the Python script; each reports the median step
 # time over ITERS steps. The table keeps, per model and side, the fastest of the ROUNDS medians,
-# which is the least disturbed by other work on a shared machine.
+# which is the least disturbed by other work on a shared machine. Run it on an otherwise idle
+# machine: PyTorch's OpenMP threads spin at barriers, and with another busy process on the same
+# cores its step time can grow tenfold (the script warns when the load average says so).
 set -euo pipefail
 
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-5}"
 ITERS="${ITERS:-30}"
 ROUNDS="${ROUNDS:-3}"
+OPS="${OPS:-0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -51,8 +55,13 @@ cargo build --release --quiet -p ferrolab-core --example train_step_bench
 BIN="$ROOT/target/release/examples/train_step_bench"
 
 # --- Measure -----------------------------------------------------------------------------------
+LOAD="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+if awk -v l="$LOAD" 'BEGIN { exit !(l > 0.7) }'; then
+    echo "warning: load average is $LOAD; other work on this machine will distort the timings" >&2
+fi
 RAW="$(mktemp)"
-trap 'rm -f "$RAW"' EXIT
+OPS_RAW="$(mktemp)"
+trap 'rm -f "$RAW" "$OPS_RAW"' EXIT
 COMMON=(--threads "$THREADS" --warmup "$WARMUP" --iters "$ITERS" --breakdown --json)
 for ((r = 1; r <= ROUNDS; r++)); do
     echo ">> round $r/$ROUNDS: ferrolab" >&2
@@ -62,20 +71,35 @@ for ((r = 1; r <= ROUNDS; r++)); do
     # only (PyTorch's x86 wheel uses its own MKL/oneDNN kernels, so this is belt and braces).
     printf 'pytorch %s\n' "$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
         OMP_NUM_THREADS="$THREADS" "$PY" bench/pytorch_step.py "${COMMON[@]}")" >>"$RAW"
+    if [[ "$OPS" == 1 ]]; then
+        echo ">> round $r/$ROUNDS: per-op timings" >&2
+        OPS_ARGS=(--threads "$THREADS" --warmup "$WARMUP" --iters "$ITERS" --ops --json)
+        printf 'ferrolab %s\n' "$("$BIN" "${OPS_ARGS[@]}")" >>"$OPS_RAW"
+        printf 'pytorch %s\n' "$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+            OMP_NUM_THREADS="$THREADS" "$PY" bench/pytorch_step.py "${OPS_ARGS[@]}")" >>"$OPS_RAW"
+    fi
 done
 
 # --- Report ------------------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
-"$PY" - "$RAW" "$OUT_MD" "$THREADS" "$WARMUP" "$ITERS" "$ROUNDS" <<'EOF'
+"$PY" - "$RAW" "$OPS_RAW" "$OUT_MD" "$THREADS" "$WARMUP" "$ITERS" "$ROUNDS" "$LOAD" <<'EOF'
 import datetime, json, os, platform, sys
 import torch
 
-raw, out_md, threads, warmup, iters, rounds = sys.argv[1:]
-best = {"ferrolab": {}, "pytorch": {}}
-for line in open(raw):
-    side, payload = line.split(" ", 1)
-    for k, v in json.loads(payload).items():
-        best[side][k] = min(v, best[side].get(k, float("inf")))
+raw, ops_raw, out_md, threads, warmup, iters, rounds, load = sys.argv[1:]
+
+
+def fastest(path):
+    best = {"ferrolab": {}, "pytorch": {}}
+    for line in open(path):
+        side, payload = line.split(" ", 1)
+        for k, v in json.loads(payload).items():
+            best[side][k] = min(v, best[side].get(k, float("inf")))
+    return best
+
+
+best = fastest(raw)
+ops = fastest(ops_raw)
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
            platform.processor() or "unknown CPU")
@@ -104,13 +128,20 @@ for m in models:
     phase_rows.append((m, cells))
     print(f"{m:<10} " + " ".join(f"{f:>8.2f}/{p:<8.2f}" for f, p in cells))
 
+op_rows = [(k, ops["ferrolab"][k], ops["pytorch"][k]) for k in ops["ferrolab"] if k in ops["pytorch"]]
+if op_rows:
+    print(f"\n{'kernel (same shapes as in the step)':<32} {'ferrolab ms':>12} {'PyTorch ms':>11} {'ratio':>7}")
+    for k, f, p in op_rows:
+        print(f"{k:<32} {f:>12.3f} {p:>11.3f} {f / p:>7.2f}")
+
 date = datetime.date.today().isoformat()
 md = [
     "# Training-step benchmark: ferrolab vs PyTorch (CPU)",
     "",
     f"Written by `bench/run_step_bench.sh` on {date}. Machine: {os.cpu_count()} cores, {cpu}. "
     f"{threads} threads on both sides; warmup {warmup}, median of {iters} timed steps, "
-    f"fastest of {rounds} rounds. ferrolab: burn 0.22.1, flex backend. PyTorch {torch.__version__} (CPU).",
+    f"fastest of {rounds} rounds; load average {load} at the start. ferrolab: burn 0.22.1, flex "
+    f"backend. PyTorch {torch.__version__} (CPU).",
     "",
     "One step = forward + cross-entropy + backward + Adam step (lr 1e-3, eps 1e-8) on a fixed "
     "random batch. Ratio = ferrolab time / PyTorch time (lower is better for ferrolab).",
@@ -128,6 +159,15 @@ md += [
 ]
 md += [f"| {m} | " + " | ".join(f"{f:.2f} / {p:.2f}" for f, p in cells) + " |"
        for m, cells in phase_rows]
+if op_rows:
+    md += [
+        "",
+        "Single kernels, no autodiff (`OPS=1`; median ms, shapes as in the step):",
+        "",
+        "| kernel | ferrolab ms | PyTorch ms | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    md += [f"| {k} | {f:.3f} | {p:.3f} | {f / p:.2f} |" for k, f, p in op_rows]
 with open(out_md, "w") as fh:
     fh.write("\n".join(md) + "\n")
 print(f"\nwrote {out_md}")

@@ -26,7 +26,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ferrolab_core::backend::{BACKEND_NAME, init_threads, seed_backend, train_device};
+use ferrolab_core::backend::{BACKEND_NAME, device, init_threads, seed_backend, train_device};
 use ferrolab_core::burn;
 use ferrolab_core::nn::{
     MlpConfig, MultiHeadSelfAttention, MultiHeadSelfAttentionConfig, int_tensor,
@@ -39,7 +39,12 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::module::{
+    conv_transpose2d, conv2d, conv2d_weight_backward, layer_norm, linear, max_pool2d_with_indices,
+    max_pool2d_with_indices_backward,
+};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, MaxPoolOptions};
 
 const LEARNING_RATE: f64 = 1e-3;
 const CLASSES: usize = 10;
@@ -52,11 +57,12 @@ struct Args {
     iters: usize,
     only: Vec<String>,
     breakdown: bool,
+    ops: bool,
     json: bool,
 }
 
 const USAGE: &str = "usage: train_step_bench [--threads N] [--warmup N] [--iters N] \
-                     [--only mlp,cnn,attention] [--breakdown] [--json]";
+                     [--only mlp,cnn,attention] [--breakdown] [--ops] [--json]";
 const MODELS: [&str; 3] = ["mlp", "cnn", "attention"];
 
 fn parse_args() -> Result<Args, String> {
@@ -66,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         iters: 30,
         only: MODELS.iter().map(|s| s.to_string()).collect(),
         breakdown: false,
+        ops: false,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -96,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--breakdown" => args.breakdown = true,
+            "--ops" => args.ops = true,
             "--json" => args.json = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -292,6 +300,197 @@ fn run(args: &Args) -> Vec<(&'static str, Timing)> {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per-op timing (--ops): the kernels that the CNN and attention steps are made of, timed one by
+// one on the inference device (no autodiff graph), with the shapes those models run them at.
+// bench/pytorch_step.py --ops times the same kernels through ATen, so the two lists can be
+// divided entry by entry to see which kernel carries a gap.
+// ---------------------------------------------------------------------------------------------
+
+/// Median wall time of `f` in milliseconds. The flex backend is eager: an op's result is
+/// computed when the call returns, so dropping it is enough.
+fn time_op<T>(args: &Args, mut f: impl FnMut() -> T) -> f64 {
+    let mut times = Vec::with_capacity(args.iters);
+    for i in 0..args.warmup + args.iters {
+        let t = Instant::now();
+        let out = f();
+        let dt = t.elapsed().as_secs_f64() * 1e3;
+        drop(out);
+        if i >= args.warmup {
+            times.push(dt);
+        }
+    }
+    median(times)
+}
+
+fn rand<const D: usize>(shape: [usize; D], dev: &Device) -> Tensor<D> {
+    Tensor::<D>::random(shape, Distribution::Default, dev)
+}
+
+fn ops(args: &Args) -> Vec<(String, f64)> {
+    let dev = device();
+    seed_backend(7);
+    let mut out: Vec<(String, f64)> = vec![];
+    let mut push = |name: &str, ms: f64| out.push((name.to_string(), ms));
+    let pad1 = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+
+    if args.only.iter().any(|m| m == "cnn") {
+        let (x1, w1, b1) = (
+            rand([64, 1, 28, 28], &dev),
+            rand([32, 1, 3, 3], &dev),
+            rand([32], &dev),
+        );
+        let g1 = rand([64, 32, 28, 28], &dev);
+        let (x2, w2, b2) = (
+            rand([64, 32, 14, 14], &dev),
+            rand([64, 32, 3, 3], &dev),
+            rand([64], &dev),
+        );
+        let g2 = rand([64, 64, 14, 14], &dev);
+        let (h, wf) = (rand([64, 3136], &dev), rand([3136, 128], &dev));
+        let gf = rand([64, 128], &dev);
+        push(
+            "cnn.conv1_forward",
+            time_op(args, || {
+                conv2d(x1.clone(), w1.clone(), Some(b1.clone()), pad1())
+            }),
+        );
+        push(
+            "cnn.conv1_weight_grad",
+            time_op(args, || {
+                conv2d_weight_backward(x1.clone(), w1.clone(), g1.clone(), pad1())
+            }),
+        );
+        push("cnn.relu1_forward", time_op(args, || relu(g1.clone())));
+        push(
+            "cnn.relu1_backward",
+            time_op(args, || {
+                g1.clone().mask_fill(g1.clone().lower_equal_elem(0.0), 0.0)
+            }),
+        );
+        let pool = MaxPoolOptions::new([2, 2]);
+        let (p1, idx1) = max_pool2d_with_indices(g1.clone(), pool.clone());
+        push(
+            "cnn.pool1_forward",
+            time_op(args, || max_pool2d_with_indices(g1.clone(), pool.clone())),
+        );
+        push(
+            "cnn.pool1_backward",
+            time_op(args, || {
+                max_pool2d_with_indices_backward(
+                    g1.clone(),
+                    [2, 2],
+                    [2, 2],
+                    [0, 0],
+                    [1, 1],
+                    false,
+                    p1.clone(),
+                    idx1.clone(),
+                )
+            }),
+        );
+        push(
+            "cnn.conv2_forward",
+            time_op(args, || {
+                conv2d(x2.clone(), w2.clone(), Some(b2.clone()), pad1())
+            }),
+        );
+        let tr = ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1);
+        push(
+            "cnn.conv2_input_grad",
+            time_op(args, || {
+                conv_transpose2d(g2.clone(), w2.clone(), None, tr.clone())
+            }),
+        );
+        push(
+            "cnn.conv2_weight_grad",
+            time_op(args, || {
+                conv2d_weight_backward(x2.clone(), w2.clone(), g2.clone(), pad1())
+            }),
+        );
+        let (p2, idx2) = max_pool2d_with_indices(g2.clone(), pool.clone());
+        push(
+            "cnn.pool2_forward",
+            time_op(args, || max_pool2d_with_indices(g2.clone(), pool.clone())),
+        );
+        push(
+            "cnn.pool2_backward",
+            time_op(args, || {
+                max_pool2d_with_indices_backward(
+                    g2.clone(),
+                    [2, 2],
+                    [2, 2],
+                    [0, 0],
+                    [1, 1],
+                    false,
+                    p2.clone(),
+                    idx2.clone(),
+                )
+            }),
+        );
+        push(
+            "cnn.fc1_forward",
+            time_op(args, || linear(h.clone(), wf.clone(), None)),
+        );
+        push(
+            "cnn.fc1_weight_grad",
+            time_op(args, || h.clone().transpose().matmul(gf.clone())),
+        );
+        push(
+            "cnn.fc1_input_grad",
+            time_op(args, || gf.clone().matmul(wf.clone().transpose())),
+        );
+    }
+
+    if args.only.iter().any(|m| m == "attention") {
+        let (b, t, d, heads) = (32, 64, 128, 4);
+        let dh = d / heads;
+        let x = rand([b, t, d], &dev);
+        let (w, bias) = (rand([d, d], &dev), rand([d], &dev));
+        let q = rand([b, heads, t, dh], &dev);
+        let k = rand([b, heads, t, dh], &dev);
+        let scores = rand([b, heads, t, t], &dev);
+        let (gamma, beta) = (rand([d], &dev), rand([d], &dev));
+        push(
+            "attention.linear_forward",
+            time_op(args, || linear(x.clone(), w.clone(), Some(bias.clone()))),
+        );
+        push(
+            "attention.split_heads_copy",
+            time_op(args, || {
+                // reshape + swap_dims, made contiguous the way a following kernel would need it
+                x.clone()
+                    .reshape([b, t, heads, dh])
+                    .swap_dims(1, 2)
+                    .reshape([b * heads, t, dh])
+            }),
+        );
+        push(
+            "attention.scores_matmul",
+            time_op(args, || q.clone().matmul(k.clone().swap_dims(2, 3))),
+        );
+        push(
+            "attention.softmax",
+            time_op(args, || softmax(scores.clone(), 3)),
+        );
+        push(
+            "attention.context_matmul",
+            time_op(args, || scores.clone().matmul(k.clone())),
+        );
+        push(
+            "attention.layer_norm",
+            time_op(args, || {
+                layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5)
+            }),
+        );
+        push(
+            "attention.add_residual",
+            time_op(args, || x.clone() + x.clone()),
+        );
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -301,6 +500,22 @@ fn main() -> ExitCode {
         }
     };
     let threads = init_threads(Some(args.threads));
+    if args.ops {
+        let timings = ops(&args);
+        if args.json {
+            let fields: Vec<String> = timings
+                .iter()
+                .map(|(name, ms)| format!("\"{name}\": {ms:.4}"))
+                .collect();
+            println!("{{{}}}", fields.join(", "));
+        } else {
+            println!("{BACKEND_NAME}, {threads} threads, per-op median ms");
+            for (name, ms) in &timings {
+                println!("{name:<32} {ms:>10.3}");
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let results = run(&args);
     if args.json {
         let mut fields = vec![];

@@ -165,9 +165,17 @@ impl<M: SentenceClassifier> TrainStep for Fit<'_, M> {
     type Batch = Vec<usize>;
 
     fn batches(&mut self, _epoch: usize) -> Result<Vec<Vec<usize>>> {
+        // Bucketing: shuffle, sort by length within windows of 50 batches, cut batches, shuffle
+        // the batches. Each batch then pads to a similar length (about half the FLOPs of
+        // random batches on MR) while the order stays random from epoch to epoch.
         let mut idx: Vec<usize> = (0..self.train.len()).collect();
         idx.shuffle(&mut self.rng);
-        Ok(idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect())
+        for window in idx.chunks_mut(self.batch_size * 50) {
+            window.sort_by_key(|&i| self.train.ids[i].len());
+        }
+        let mut batches: Vec<Vec<usize>> = idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+        batches.shuffle(&mut self.rng);
+        Ok(batches)
     }
 
     fn step(&mut self, batch: Vec<usize>, lr: f64) -> Result<StepOutput> {

@@ -2,12 +2,15 @@
 //! convolutions of several widths over time with "same" padding so every width keeps the
 //! sentence length (SECNN needs equal-length maps to stack them as channels).
 //!
-//! A width-k convolution is computed as an unfold (k time-shifted copies of the embedded
-//! sentence, concatenated along features) followed by one matrix product, `[B·T, k·E] ×
-//! [k·E, F]`: the product runs on the backend's GEMM, which is faster on CPU than a direct
-//! convolution kernel for these shapes, and its gradient comes from autodiff of slice, cat
-//! and matmul.
+//! A width-k convolution is computed by shifting outputs rather than unfolding inputs: one
+//! matrix product projects every position onto all (width, offset) filter slices at once,
+//! `Z = X W` with `W: [E, Σ_k k·F]`, and then `y_k[t] = Σ_j Z_{k,j}[t + j - ⌊(k-1)/2⌋] + b_k`.
+//! That is the same arithmetic as a convolution, done as a single large GEMM (which the CPU
+//! backend runs far faster than a direct convolution kernel or one unfold per width) plus a
+//! few cheap shifted additions on `[B, T, F]` slices; autodiff of matmul, slice and add gives
+//! the gradient.
 
+use ferrolab_core::burn::module::Param;
 use ferrolab_core::burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use ferrolab_core::burn::prelude::*;
 use ferrolab_core::burn::tensor::activation::relu;
@@ -33,8 +36,10 @@ pub struct ConvEncoderConfig {
 pub struct ConvEncoder {
     /// Word vectors `[vocab, E]`.
     pub embedding: Embedding,
-    convs: Vec<Linear>,
+    proj: Linear,
+    biases: Vec<Param<Tensor<1>>>,
     widths: Vec<usize>,
+    maps: usize,
 }
 
 impl ConvEncoderConfig {
@@ -47,12 +52,22 @@ impl ConvEncoderConfig {
                     max: 0.25,
                 })
                 .init(device),
-            convs: self
+            // PyTorch's Conv1d default, U(±1/√fan_in), with fan_in = k·E of the mean width.
+            proj: {
+                let mean_k = self.widths.iter().sum::<usize>() as f64 / self.widths.len().max(1) as f64;
+                let bound = 1.0 / (mean_k * self.embed_dim as f64).sqrt();
+                LinearConfig::new(self.embed_dim, self.widths.iter().sum::<usize>() * self.maps)
+                    .with_bias(false)
+                    .with_initializer(Initializer::Uniform { min: -bound, max: bound })
+                    .init(device)
+            },
+            biases: self
                 .widths
                 .iter()
-                .map(|&k| LinearConfig::new(k * self.embed_dim, self.maps).init(device))
+                .map(|_| Param::from_tensor(Tensor::<1>::zeros([self.maps], device)))
                 .collect(),
             widths: self.widths.clone(),
+            maps: self.maps,
         }
     }
 
@@ -70,27 +85,36 @@ impl ConvEncoder {
         let m3 = mask.reshape([b, t, 1]);
         // Padded positions contribute zeros to neighbouring windows, as zero padding does.
         let emb = self.embedding.forward(tokens) * m3.clone();
-        let e = emb.dims()[2];
         let device = emb.device();
+        let f = self.maps;
+        let z = self.proj.forward(emb); // [B, T, Σk·F]
+        let width_all = z.dims()[2];
+        let pad = self.widths.iter().map(|&k| (k - 1) / 2).chain(self.widths.iter().map(|&k| k / 2)).max().unwrap_or(0);
+        let z = if pad > 0 {
+            let zeros = Tensor::<3>::zeros([b, pad, width_all], &device);
+            Tensor::cat(vec![zeros.clone(), z, zeros], 1)
+        } else {
+            z
+        };
+        let mut col = 0;
         let maps: Vec<Tensor<3>> = self
-            .convs
+            .widths
             .iter()
-            .zip(&self.widths)
-            .map(|(conv, &k)| {
-                let (left, right) = ((k - 1) / 2, k / 2);
-                let mut parts = Vec::with_capacity(3);
-                if left > 0 {
-                    parts.push(Tensor::<3>::zeros([b, left, e], &device));
+            .zip(&self.biases)
+            .map(|(&k, bias)| {
+                let left = (k - 1) / 2;
+                let mut acc: Option<Tensor<3>> = None;
+                for j in 0..k {
+                    let start = j + pad - left;
+                    let part = z.clone().slice([0..b, start..start + t, col..col + f]);
+                    acc = Some(match acc {
+                        Some(a) => a + part,
+                        None => part,
+                    });
+                    col += f;
                 }
-                parts.push(emb.clone());
-                if right > 0 {
-                    parts.push(Tensor::<3>::zeros([b, right, e], &device));
-                }
-                let padded = Tensor::cat(parts, 1);
-                let windows: Vec<Tensor<3>> = (0..k)
-                    .map(|j| padded.clone().slice([0..b, j..j + t, 0..e]))
-                    .collect();
-                relu(conv.forward(Tensor::cat(windows, 2)))
+                let y = acc.unwrap_or_else(|| Tensor::zeros([b, t, f], &device));
+                relu(y + bias.val().reshape([1, 1, f]))
             })
             .collect();
         Tensor::cat(maps, 2) * m3
