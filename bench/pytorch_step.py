@@ -6,7 +6,8 @@ training step (forward + cross-entropy + backward + Adam step) on random inputs 
 that stay fixed for the run, on the CPU with `torch.set_num_threads(N)`.
 
     python bench/pytorch_step.py [--threads N] [--warmup N] [--iters N]
-                                 [--only mlp,cnn,attention] [--breakdown] [--ops] [--json]
+                                 [--only mlp,cnn,attention] [--breakdown] [--ops] [--op NAME]
+                                 [--json]
 
 --json prints one object {"mlp_ms": ..., "cnn_ms": ..., "attention_ms": ...} of median step
 times in milliseconds; --breakdown adds <model>_forward_ms, <model>_backward_ms and
@@ -151,7 +152,7 @@ def time_op(fn, warmup, iters):
     return statistics.median(times)
 
 
-def ops(only, warmup, iters):
+def ops(only, warmup, iters, name_filter=None):
     """Per-kernel medians (ms); names and shapes match train_step_bench --ops."""
     aten = torch.ops.aten
     out = {}
@@ -160,7 +161,8 @@ def ops(only, warmup, iters):
         return torch.rand(shape)
 
     def op(name, fn):
-        out[name] = time_op(fn, warmup, iters)
+        if name_filter is None or name_filter in name:
+            out[name] = time_op(fn, warmup, iters)
 
     torch.manual_seed(7)
     with torch.no_grad():
@@ -176,6 +178,7 @@ def ops(only, warmup, iters):
 
             op("cnn.conv1_forward", lambda: F.conv2d(x1, w1, b1, padding=1))
             op("cnn.conv1_weight_grad", lambda: conv_bwd(g1, x1, w1, [False, True, False]))
+            op("cnn.conv1_bias_grad", lambda: g1.sum(dim=(0, 2, 3)))
             op("cnn.relu1_forward", lambda: torch.relu(g1))
             op("cnn.relu1_backward", lambda: aten.threshold_backward(g1, g1, 0.0))
             p1, i1 = F.max_pool2d(g1, 2, return_indices=True)
@@ -185,6 +188,7 @@ def ops(only, warmup, iters):
             op("cnn.conv2_forward", lambda: F.conv2d(x2, w2, b2, padding=1))
             op("cnn.conv2_input_grad", lambda: conv_bwd(g2, x2, w2, [True, False, False]))
             op("cnn.conv2_weight_grad", lambda: conv_bwd(g2, x2, w2, [False, True, False]))
+            op("cnn.conv2_bias_grad", lambda: g2.sum(dim=(0, 2, 3)))
             p2, i2 = F.max_pool2d(g2, 2, return_indices=True)
             op("cnn.pool2_forward", lambda: F.max_pool2d(g2, 2, return_indices=True))
             op("cnn.pool2_backward",
@@ -217,6 +221,7 @@ def main():
     p.add_argument("--only", default=",".join(MODELS))
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--ops", action="store_true", help="time the individual kernels instead")
+    p.add_argument("--op", default=None, help="with --ops: only kernels whose name contains this")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     only = [m.strip() for m in a.only.split(",") if m.strip()]
@@ -227,8 +232,8 @@ def main():
         p.error("--threads and --iters must be >= 1, --warmup >= 0")
 
     torch.set_num_threads(a.threads)
-    if a.ops:
-        timings = ops(only, a.warmup, a.iters)
+    if a.ops or a.op:
+        timings = ops(only, a.warmup, a.iters, a.op)
         if a.json:
             print(json.dumps({k: round(v, 4) for k, v in timings.items()}))
         else:

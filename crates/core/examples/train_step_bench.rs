@@ -17,11 +17,15 @@
 //! ```text
 //! cargo run --release -p ferrolab-core --example train_step_bench -- \
 //!     [--threads N] [--warmup N] [--iters N] [--only mlp,cnn,attention] [--breakdown] [--json]
+//! cargo run --release -p ferrolab-core --example train_step_bench -- --ops [--op NAME] [--json]
 //! ```
 //!
 //! `--json` prints one object `{"mlp_ms":…, "cnn_ms":…, "attention_ms":…}` of median step times
 //! in milliseconds; `--breakdown` adds the median of each phase (forward+loss, backward,
 //! optimizer) per model, as `<model>_forward_ms`, `<model>_backward_ms`, `<model>_optim_ms`.
+//! `--ops` times instead the single kernels the CNN and attention steps are made of, with their
+//! shapes and without autodiff (`--op NAME` keeps those whose name contains NAME), to locate a
+//! gap kernel by kernel against `bench/pytorch_step.py --ops`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -58,11 +62,12 @@ struct Args {
     only: Vec<String>,
     breakdown: bool,
     ops: bool,
+    op: Option<String>,
     json: bool,
 }
 
 const USAGE: &str = "usage: train_step_bench [--threads N] [--warmup N] [--iters N] \
-                     [--only mlp,cnn,attention] [--breakdown] [--ops] [--json]";
+                     [--only mlp,cnn,attention] [--breakdown] [--ops] [--op NAME] [--json]";
 const MODELS: [&str; 3] = ["mlp", "cnn", "attention"];
 
 fn parse_args() -> Result<Args, String> {
@@ -73,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         only: MODELS.iter().map(|s| s.to_string()).collect(),
         breakdown: false,
         ops: false,
+        op: None,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -104,6 +110,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--breakdown" => args.breakdown = true,
             "--ops" => args.ops = true,
+            "--op" => {
+                args.op = Some(value("--op")?);
+                args.ops = true;
+            }
             "--json" => args.json = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -331,8 +341,16 @@ fn ops(args: &Args) -> Vec<(String, f64)> {
     let dev = device();
     seed_backend(7);
     let mut out: Vec<(String, f64)> = vec![];
-    let mut push = |name: &str, ms: f64| out.push((name.to_string(), ms));
+    // Times `$body` as kernel `$name` unless `--op` filters it out.
+    macro_rules! op {
+        ($name:expr, $body:expr) => {
+            if args.op.as_deref().is_none_or(|f| $name.contains(f)) {
+                out.push(($name.to_string(), time_op(args, || $body)));
+            }
+        };
+    }
     let pad1 = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let pool = MaxPoolOptions::new([2, 2]);
 
     if args.only.iter().any(|m| m == "cnn") {
         let (x1, w1, b1) = (
@@ -347,98 +365,99 @@ fn ops(args: &Args) -> Vec<(String, f64)> {
             rand([64], &dev),
         );
         let g2 = rand([64, 64, 14, 14], &dev);
-        let (h, wf) = (rand([64, 3136], &dev), rand([3136, 128], &dev));
-        let gf = rand([64, 128], &dev);
-        push(
-            "cnn.conv1_forward",
-            time_op(args, || {
-                conv2d(x1.clone(), w1.clone(), Some(b1.clone()), pad1())
-            }),
+        let (h, wf, gf) = (
+            rand([64, 3136], &dev),
+            rand([3136, 128], &dev),
+            rand([64, 128], &dev),
         );
-        push(
-            "cnn.conv1_weight_grad",
-            time_op(args, || {
-                conv2d_weight_backward(x1.clone(), w1.clone(), g1.clone(), pad1())
-            }),
-        );
-        push("cnn.relu1_forward", time_op(args, || relu(g1.clone())));
-        push(
-            "cnn.relu1_backward",
-            time_op(args, || {
-                g1.clone().mask_fill(g1.clone().lower_equal_elem(0.0), 0.0)
-            }),
-        );
-        let pool = MaxPoolOptions::new([2, 2]);
         let (p1, idx1) = max_pool2d_with_indices(g1.clone(), pool.clone());
-        push(
-            "cnn.pool1_forward",
-            time_op(args, || max_pool2d_with_indices(g1.clone(), pool.clone())),
-        );
-        push(
-            "cnn.pool1_backward",
-            time_op(args, || {
-                max_pool2d_with_indices_backward(
-                    g1.clone(),
-                    [2, 2],
-                    [2, 2],
-                    [0, 0],
-                    [1, 1],
-                    false,
-                    p1.clone(),
-                    idx1.clone(),
-                )
-            }),
-        );
-        push(
-            "cnn.conv2_forward",
-            time_op(args, || {
-                conv2d(x2.clone(), w2.clone(), Some(b2.clone()), pad1())
-            }),
-        );
-        let tr = ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1);
-        push(
-            "cnn.conv2_input_grad",
-            time_op(args, || {
-                conv_transpose2d(g2.clone(), w2.clone(), None, tr.clone())
-            }),
-        );
-        push(
-            "cnn.conv2_weight_grad",
-            time_op(args, || {
-                conv2d_weight_backward(x2.clone(), w2.clone(), g2.clone(), pad1())
-            }),
-        );
         let (p2, idx2) = max_pool2d_with_indices(g2.clone(), pool.clone());
-        push(
+        // What burn's conv2d_x_backward runs: a transposed convolution of the output gradient.
+        let tr = ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1);
+
+        op!(
+            "cnn.conv1_forward",
+            conv2d(x1.clone(), w1.clone(), Some(b1.clone()), pad1())
+        );
+        op!(
+            "cnn.conv1_weight_grad",
+            conv2d_weight_backward(x1.clone(), w1.clone(), g1.clone(), pad1())
+        );
+        // burn's conv2d_bias_backward: swap batch and channels, flatten, sum.
+        op!(
+            "cnn.conv1_bias_grad",
+            g1.clone()
+                .swap_dims(0, 1)
+                .reshape([32, 64 * 28 * 28])
+                .sum_dim(1)
+        );
+        op!("cnn.relu1_forward", relu(g1.clone()));
+        // burn's relu_backward: mask_fill(grad, output <= 0, 0).
+        op!(
+            "cnn.relu1_backward",
+            g1.clone().mask_fill(g1.clone().lower_equal_elem(0.0), 0.0)
+        );
+        op!(
+            "cnn.pool1_forward",
+            max_pool2d_with_indices(g1.clone(), pool.clone())
+        );
+        op!(
+            "cnn.pool1_backward",
+            max_pool2d_with_indices_backward(
+                g1.clone(),
+                [2, 2],
+                [2, 2],
+                [0, 0],
+                [1, 1],
+                false,
+                p1.clone(),
+                idx1.clone()
+            )
+        );
+        op!(
+            "cnn.conv2_forward",
+            conv2d(x2.clone(), w2.clone(), Some(b2.clone()), pad1())
+        );
+        op!(
+            "cnn.conv2_input_grad",
+            conv_transpose2d(g2.clone(), w2.clone(), None, tr.clone())
+        );
+        op!(
+            "cnn.conv2_weight_grad",
+            conv2d_weight_backward(x2.clone(), w2.clone(), g2.clone(), pad1())
+        );
+        op!(
+            "cnn.conv2_bias_grad",
+            g2.clone()
+                .swap_dims(0, 1)
+                .reshape([64, 64 * 14 * 14])
+                .sum_dim(1)
+        );
+        op!(
             "cnn.pool2_forward",
-            time_op(args, || max_pool2d_with_indices(g2.clone(), pool.clone())),
+            max_pool2d_with_indices(g2.clone(), pool.clone())
         );
-        push(
+        op!(
             "cnn.pool2_backward",
-            time_op(args, || {
-                max_pool2d_with_indices_backward(
-                    g2.clone(),
-                    [2, 2],
-                    [2, 2],
-                    [0, 0],
-                    [1, 1],
-                    false,
-                    p2.clone(),
-                    idx2.clone(),
-                )
-            }),
+            max_pool2d_with_indices_backward(
+                g2.clone(),
+                [2, 2],
+                [2, 2],
+                [0, 0],
+                [1, 1],
+                false,
+                p2.clone(),
+                idx2.clone()
+            )
         );
-        push(
-            "cnn.fc1_forward",
-            time_op(args, || linear(h.clone(), wf.clone(), None)),
-        );
-        push(
+        op!("cnn.fc1_forward", linear(h.clone(), wf.clone(), None));
+        op!(
             "cnn.fc1_weight_grad",
-            time_op(args, || h.clone().transpose().matmul(gf.clone())),
+            h.clone().transpose().matmul(gf.clone())
         );
-        push(
+        op!(
             "cnn.fc1_input_grad",
-            time_op(args, || gf.clone().matmul(wf.clone().transpose())),
+            gf.clone().matmul(wf.clone().transpose())
         );
     }
 
@@ -447,46 +466,33 @@ fn ops(args: &Args) -> Vec<(String, f64)> {
         let dh = d / heads;
         let x = rand([b, t, d], &dev);
         let (w, bias) = (rand([d, d], &dev), rand([d], &dev));
-        let q = rand([b, heads, t, dh], &dev);
-        let k = rand([b, heads, t, dh], &dev);
+        let (q, k) = (rand([b, heads, t, dh], &dev), rand([b, heads, t, dh], &dev));
         let scores = rand([b, heads, t, t], &dev);
         let (gamma, beta) = (rand([d], &dev), rand([d], &dev));
-        push(
+
+        op!(
             "attention.linear_forward",
-            time_op(args, || linear(x.clone(), w.clone(), Some(bias.clone()))),
+            linear(x.clone(), w.clone(), Some(bias.clone()))
         );
-        push(
+        // reshape + swap_dims, made contiguous the way a following kernel needs it
+        op!(
             "attention.split_heads_copy",
-            time_op(args, || {
-                // reshape + swap_dims, made contiguous the way a following kernel would need it
-                x.clone()
-                    .reshape([b, t, heads, dh])
-                    .swap_dims(1, 2)
-                    .reshape([b * heads, t, dh])
-            }),
+            x.clone()
+                .reshape([b, t, heads, dh])
+                .swap_dims(1, 2)
+                .reshape([b * heads, t, dh])
         );
-        push(
+        op!(
             "attention.scores_matmul",
-            time_op(args, || q.clone().matmul(k.clone().swap_dims(2, 3))),
+            q.clone().matmul(k.clone().swap_dims(2, 3))
         );
-        push(
-            "attention.softmax",
-            time_op(args, || softmax(scores.clone(), 3)),
-        );
-        push(
-            "attention.context_matmul",
-            time_op(args, || scores.clone().matmul(k.clone())),
-        );
-        push(
+        op!("attention.softmax", softmax(scores.clone(), 3));
+        op!("attention.context_matmul", scores.clone().matmul(k.clone()));
+        op!(
             "attention.layer_norm",
-            time_op(args, || {
-                layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5)
-            }),
+            layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5)
         );
-        push(
-            "attention.add_residual",
-            time_op(args, || x.clone() + x.clone()),
-        );
+        op!("attention.add_residual", x.clone() + x.clone());
     }
     out
 }

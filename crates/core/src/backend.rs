@@ -53,6 +53,21 @@ pub fn init_threads(threads: Option<usize>) -> usize {
     rayon::current_num_threads()
 }
 
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Exclusive use of the backend's random source for one experiment.
+///
+/// burn keeps one random generator per backend, shared by the whole process, so two
+/// experiments running at once (parallel tests, or a user's threads) would interleave their
+/// draws and lose determinism. Experiments hold this guard while they run; a second one waits.
+pub fn exclusive_rng() -> std::sync::MutexGuard<'static, ()> {
+    // A panic in another experiment poisons the lock but leaves no state to repair: the next
+    // holder reseeds before drawing.
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Seeds the backend's own random source (parameter initialisation, dropout masks).
 pub fn seed_backend(seed: u64) {
     device().seed(seed);

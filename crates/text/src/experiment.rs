@@ -140,6 +140,7 @@ pub fn run(
     run: &mut RunDir,
 ) -> Result<Outcome> {
     let files = resolve_files(cfg, data_dir)?;
+    let _rng = backend::exclusive_rng();
     let sw = ferrolab_core::resources::Stopwatch::start();
     let (train_all, mut skipped) = load(&files.train, None)?;
     let classes = train_all.labels.iter().max().map_or(0, |m| m + 1);

@@ -173,7 +173,8 @@ impl<M: SentenceClassifier> TrainStep for Fit<'_, M> {
         for window in idx.chunks_mut(self.batch_size * 50) {
             window.sort_by_key(|&i| self.train.ids[i].len());
         }
-        let mut batches: Vec<Vec<usize>> = idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+        let mut batches: Vec<Vec<usize>> =
+            idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
         batches.shuffle(&mut self.rng);
         Ok(batches)
     }

@@ -2,13 +2,14 @@
 //! convolutions of several widths over time with "same" padding so every width keeps the
 //! sentence length (SECNN needs equal-length maps to stack them as channels).
 //!
-//! A width-k convolution is computed by shifting outputs rather than unfolding inputs: one
-//! matrix product projects every position onto all (width, offset) filter slices at once,
-//! `Z = X W` with `W: [E, Σ_k k·F]`, and then `y_k[t] = Σ_j Z_{k,j}[t + j - ⌊(k-1)/2⌋] + b_k`.
-//! That is the same arithmetic as a convolution, done as a single large GEMM (which the CPU
-//! backend runs far faster than a direct convolution kernel or one unfold per width) plus a
-//! few cheap shifted additions on `[B, T, F]` slices; autodiff of matmul, slice and add gives
-//! the gradient.
+//! All widths are computed by one matrix product over a shared unfold: the embedded sentence
+//! is zero-padded and its `K = max width` time-shifted copies are concatenated along features,
+//! `U: [B, T, K·E]`; then `Y = U (W ⊙ M) + b` with `W: [K·E, widths·F]` and a constant 0/1
+//! mask `M` that keeps, for each width k, only the k shifts a width-k filter sees. This is
+//! exactly the three convolutions (the masked weights stay zero because their gradient is
+//! masked too), done as one large GEMM, which the CPU backend runs far faster than a direct
+//! convolution kernel or one unfold per width; it costs K·widths/Σk (here 15/12) of the
+//! multiply-adds of separate convolutions but only K slice copies of the input.
 
 use ferrolab_core::burn::module::Param;
 use ferrolab_core::burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
@@ -37,7 +38,8 @@ pub struct ConvEncoder {
     /// Word vectors `[vocab, E]`.
     pub embedding: Embedding,
     proj: Linear,
-    biases: Vec<Param<Tensor<1>>>,
+    /// 0/1 mask of `proj`'s weight (not trained; rebuilt from `widths` on load).
+    mask: Param<Tensor<2>>,
     widths: Vec<usize>,
     maps: usize,
 }
@@ -54,18 +56,17 @@ impl ConvEncoderConfig {
                 .init(device),
             // PyTorch's Conv1d default, U(±1/√fan_in), with fan_in = k·E of the mean width.
             proj: {
-                let mean_k = self.widths.iter().sum::<usize>() as f64 / self.widths.len().max(1) as f64;
+                let mean_k =
+                    self.widths.iter().sum::<usize>() as f64 / self.widths.len().max(1) as f64;
                 let bound = 1.0 / (mean_k * self.embed_dim as f64).sqrt();
-                LinearConfig::new(self.embed_dim, self.widths.iter().sum::<usize>() * self.maps)
-                    .with_bias(false)
-                    .with_initializer(Initializer::Uniform { min: -bound, max: bound })
+                LinearConfig::new(self.max_width() * self.embed_dim, self.channels())
+                    .with_initializer(Initializer::Uniform {
+                        min: -bound,
+                        max: bound,
+                    })
                     .init(device)
             },
-            biases: self
-                .widths
-                .iter()
-                .map(|_| Param::from_tensor(Tensor::<1>::zeros([self.maps], device)))
-                .collect(),
+            mask: Param::from_tensor(self.mask(device)).set_require_grad(false),
             widths: self.widths.clone(),
             maps: self.maps,
         }
@@ -74,6 +75,33 @@ impl ConvEncoderConfig {
     /// Total channels of the stacked maps.
     pub fn channels(&self) -> usize {
         self.widths.len() * self.maps
+    }
+
+    fn max_width(&self) -> usize {
+        self.widths.iter().copied().max().unwrap_or(1)
+    }
+
+    /// Left zero-padding of the shared unfold: "same" convolutions of width k pad
+    /// ⌊(k-1)/2⌋ on the left, so the largest left pad decides where shift 0 sits.
+    fn left_pad(&self) -> usize {
+        self.widths.iter().map(|&k| (k - 1) / 2).max().unwrap_or(0)
+    }
+
+    /// Row block s (shift s - left_pad) of the weight is live for width k's columns when
+    /// that width's window covers it.
+    fn mask(&self, device: &Device) -> Tensor<2> {
+        let (kmax, e, f, lp) = (self.max_width(), self.embed_dim, self.maps, self.left_pad());
+        let cols = self.channels();
+        let mut m = vec![0f32; kmax * e * cols];
+        for (w, &k) in self.widths.iter().enumerate() {
+            let first = lp - (k - 1) / 2; // first shift block this width uses
+            for s in first..first + k {
+                for r in s * e..(s + 1) * e {
+                    m[r * cols + w * f..r * cols + (w + 1) * f].fill(1.0);
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [kmax * e, cols]), device)
     }
 }
 
@@ -85,39 +113,40 @@ impl ConvEncoder {
         let m3 = mask.reshape([b, t, 1]);
         // Padded positions contribute zeros to neighbouring windows, as zero padding does.
         let emb = self.embedding.forward(tokens) * m3.clone();
+        let e = emb.dims()[2];
         let device = emb.device();
-        let f = self.maps;
-        let z = self.proj.forward(emb); // [B, T, Σk·F]
-        let width_all = z.dims()[2];
-        let pad = self.widths.iter().map(|&k| (k - 1) / 2).chain(self.widths.iter().map(|&k| k / 2)).max().unwrap_or(0);
-        let z = if pad > 0 {
-            let zeros = Tensor::<3>::zeros([b, pad, width_all], &device);
-            Tensor::cat(vec![zeros.clone(), z, zeros], 1)
+        let kmax = self.widths.iter().copied().max().unwrap_or(1);
+        let left = self.widths.iter().map(|&k| (k - 1) / 2).max().unwrap_or(0);
+        let right = kmax - 1 - left;
+        let mut parts = Vec::with_capacity(3);
+        if left > 0 {
+            parts.push(Tensor::<3>::zeros([b, left, e], &device));
+        }
+        parts.push(emb);
+        if right > 0 {
+            parts.push(Tensor::<3>::zeros([b, right, e], &device));
+        }
+        let padded = Tensor::cat(parts, 1);
+        let unfolded = if kmax == 1 {
+            padded
         } else {
-            z
+            Tensor::cat(
+                (0..kmax)
+                    .map(|s| padded.clone().slice([0..b, s..s + t, 0..e]))
+                    .collect(),
+                2,
+            )
         };
-        let mut col = 0;
-        let maps: Vec<Tensor<3>> = self
-            .widths
-            .iter()
-            .zip(&self.biases)
-            .map(|(&k, bias)| {
-                let left = (k - 1) / 2;
-                let mut acc: Option<Tensor<3>> = None;
-                for j in 0..k {
-                    let start = j + pad - left;
-                    let part = z.clone().slice([0..b, start..start + t, col..col + f]);
-                    acc = Some(match acc {
-                        Some(a) => a + part,
-                        None => part,
-                    });
-                    col += f;
-                }
-                let y = acc.unwrap_or_else(|| Tensor::zeros([b, t, f], &device));
-                relu(y + bias.val().reshape([1, 1, f]))
-            })
-            .collect();
-        Tensor::cat(maps, 2) * m3
+        let c = self.widths.len() * self.maps;
+        let w = self.proj.weight.val() * self.mask.val();
+        let mut y = unfolded
+            .reshape([b * t, kmax * e])
+            .matmul(w)
+            .reshape([b, t, c]);
+        if let Some(bias) = &self.proj.bias {
+            y = y + bias.val().reshape([1, 1, c]);
+        }
+        relu(y) * m3
     }
 
     /// Replaces the embedding matrix (`[vocab, E]`, row-major) with pretrained vectors.
@@ -151,6 +180,14 @@ mod tests {
         let mask = Tensor::<2>::from_data(TensorData::from([[1.0f32, 1., 1., 0., 0.]]), &dev);
         let y = enc.forward(tokens, mask);
         assert_eq!(y.dims(), [1, 5, 9]);
+        // Width 3 (columns 0..3) must not see shift blocks 0 and 4 of a max width of 5.
+        let m = ferrolab_core::nn::to_vec_f32(enc.mask.val());
+        assert_eq!(m.len(), 5 * 4 * 9);
+        assert_eq!(m[0], 0.0); // shift 0 (t-2), width 3
+        assert_eq!(m[4 * 9], 1.0); // shift 1 (t-1), width 3
+        assert_eq!(m[6], 1.0); // shift 0, width 5
+        assert_eq!(m[4 * 4 * 9 + 3], 1.0); // shift 4 (t+2), width 4
+        assert_eq!(m[4 * 4 * 9], 0.0); // shift 4, width 3
         let pad = ferrolab_core::nn::to_vec_f32(y.slice([0..1, 3..5, 0..9]).abs().sum());
         assert_eq!(pad[0], 0.0);
     }
@@ -165,8 +202,10 @@ mod tests {
             .with_widths(vec![3])
             .init(&dev);
         let emb = ferrolab_core::nn::to_vec_f32(enc.embedding.weight.val());
-        let w = ferrolab_core::nn::to_vec_f32(enc.convs[0].weight.val());
-        let bias = enc.convs[0]
+        // proj rows are (shift s, embedding dim): with E = 1, row s is W_s of the only map.
+        let w = ferrolab_core::nn::to_vec_f32(enc.proj.weight.val());
+        let bias = enc
+            .proj
             .bias
             .as_ref()
             .map_or(0.0, |b| ferrolab_core::nn::to_vec_f32(b.val())[0]);

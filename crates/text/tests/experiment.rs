@@ -1,0 +1,147 @@
+//! End-to-end checks of the SECNN experiment on small files written by the tests: it learns a
+//! separable task, writes the report keys scripts depend on, and its checkpoint predicts.
+
+use ferrolab_core::RunDir;
+use ferrolab_text::{Predictor, SecnnConfig, experiment};
+use std::path::PathBuf;
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-text-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Sentences whose label is decided by one cue word among distractors.
+fn write_task(path: &std::path::Path, n: usize, offset: usize) {
+    let fillers = [
+        "the", "film", "plot", "was", "a", "story", "actor", "scene", "really", "quite",
+    ];
+    let mut s = String::new();
+    for i in 0..n {
+        let label = (i + offset) % 2;
+        let cue = if label == 1 {
+            ["great", "wonderful", "superb"][i % 3]
+        } else {
+            ["awful", "boring", "dull"][i % 3]
+        };
+        let mut words: Vec<&str> = (0..(4 + i % 7))
+            .map(|j| fillers[(i * 7 + j * 3) % fillers.len()])
+            .collect();
+        words.insert((i * 5) % words.len(), cue);
+        s.push_str(&format!("{label} {}\n", words.join(" ")));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn small_config(train: &std::path::Path, test: Option<&std::path::Path>) -> SecnnConfig {
+    let mut c = SecnnConfig::default();
+    c.data.train = Some(train.display().to_string());
+    c.data.test = test.map(|p| p.display().to_string());
+    c.model.embed_dim = 16;
+    c.model.maps = 8;
+    c.model.se_reduction = 4;
+    c.train.epochs = 6;
+    c.train.seeds = 2;
+    c.train.batch_size = 16;
+    c.train.lr = 5e-3;
+    c.train.patience = 6;
+    c
+}
+
+#[test]
+fn learns_a_separable_task_and_reports_the_contract_keys() {
+    let d = tmp("sep");
+    let train = d.join("train.txt");
+    let test = d.join("test.txt");
+    write_task(&train, 400, 0);
+    write_task(&test, 100, 1);
+    let cfg = small_config(&train, Some(&test));
+    let mut run = RunDir::create(d.join("run")).unwrap();
+    let out = experiment::run(&cfg, None, 7, &mut run).unwrap();
+    let r = &out.report;
+    assert!(r.metrics["test_accuracy"] > 0.9, "{:?}", r.metrics);
+    assert!(
+        r.baselines["kim_cnn"]["test_accuracy"] > 0.9,
+        "{:?}",
+        r.baselines
+    );
+    for k in [
+        "test_accuracy_std",
+        "paired_difference_mean",
+        "paired_difference_std",
+    ] {
+        assert!(r.metrics.contains_key(k), "missing {k}");
+    }
+    assert!(r.baselines["kim_cnn"].contains_key("test_accuracy_std"));
+    assert_eq!(
+        r.details["secnn_test_accuracy_per_run"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(!r.notes.is_empty());
+    // metrics.jsonl has one line per epoch per model per run.
+    let lines = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+    assert!(lines.lines().count() >= 4);
+
+    // The saved SECNN predicts the cue words.
+    let p = Predictor::load(&d.join("run/checkpoint")).unwrap();
+    let got = p.predict(&[
+        "the film was great".into(),
+        "the plot was awful really".into(),
+    ]);
+    assert_eq!(got[0].0, 1, "{got:?}");
+    assert_eq!(got[1].0, 0, "{got:?}");
+    assert!(got.iter().all(|&(_, prob)| prob > 0.5 && prob <= 1.0));
+    let kim = Predictor::load(&d.join("run/checkpoint-kim-cnn")).unwrap();
+    assert_eq!(kim.kind(), ferrolab_text::ModelKind::KimCnn);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn same_seed_gives_the_same_figures() {
+    let d = tmp("det");
+    let train = d.join("train.txt");
+    write_task(&train, 200, 0);
+    let mut cfg = small_config(&train, None);
+    cfg.train.seeds = 1;
+    cfg.train.epochs = 2;
+    let a = experiment::run(&cfg, None, 3, &mut RunDir::create(d.join("a")).unwrap()).unwrap();
+    let b = experiment::run(&cfg, None, 3, &mut RunDir::create(d.join("b")).unwrap()).unwrap();
+    assert_eq!(a.report.metrics, b.report.metrics);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn bad_input_is_reported_with_file_and_line() {
+    let d = tmp("bad");
+    let train = d.join("train.txt");
+    write_task(&train, 50, 0);
+    let test = d.join("test.txt");
+    std::fs::write(&test, "1 fine\n\n5 unseen label\n").unwrap();
+    let cfg = small_config(&train, Some(&test));
+    let e = experiment::run(&cfg, None, 1, &mut RunDir::create(d.join("r1")).unwrap()).unwrap_err();
+    assert!(e.is_usage());
+    let msg = e.to_string();
+    assert!(msg.contains("test.txt") && msg.contains("line 3"), "{msg}");
+
+    std::fs::write(&test, "").unwrap();
+    let e = experiment::run(&cfg, None, 1, &mut RunDir::create(d.join("r2")).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("test.txt"), "{e}");
+
+    std::fs::write(&test, "positive no numeric label\n").unwrap();
+    let e = experiment::run(&cfg, None, 1, &mut RunDir::create(d.join("r3")).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+
+    let missing = small_config(&d.join("nope.txt"), None);
+    let e = experiment::run(
+        &missing,
+        None,
+        1,
+        &mut RunDir::create(d.join("r4")).unwrap(),
+    )
+    .unwrap_err();
+    assert!(e.is_usage() && e.to_string().contains("nope.txt"), "{e}");
+    std::fs::remove_dir_all(&d).ok();
+}
