@@ -25,14 +25,14 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
             lookup::DATA_ENV
         ),
     }
-    if let (Some((p, src)), Some(_)) = (&root, &args.data_dir) {
-        if !p.is_dir() {
-            return Err(crate::common::UsageError(format!(
-                "--data-dir {} ({src}) is not a folder",
-                p.display()
-            ))
-            .into());
-        }
+    if let (Some((p, src)), Some(_)) = (&root, &args.data_dir)
+        && !p.is_dir()
+    {
+        return Err(crate::common::UsageError(format!(
+            "--data-dir {} ({src}) is not a folder",
+            p.display()
+        ))
+        .into());
     }
     let root_path = root.as_ref().map(|(p, _)| p.as_path());
     let mut found = 0;

@@ -6,10 +6,11 @@ use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// A learning-rate schedule; `total` is the number of epochs it spans.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// The base rate throughout.
+    #[default]
     Constant,
     /// Multiply by `gamma` every `step_size` epochs.
     Step {
@@ -32,12 +33,6 @@ pub enum LrSchedule {
         /// Exponent (0.9 in most segmentation papers).
         power: f64,
     },
-}
-
-impl Default for LrSchedule {
-    fn default() -> Self {
-        LrSchedule::Constant
-    }
 }
 
 impl LrSchedule {

@@ -103,8 +103,8 @@ pub struct Predictor {
 
 #[derive(Debug)]
 enum Loaded {
-    Kim(KimCnn),
-    Secnn(Secnn),
+    Kim(Box<KimCnn>),
+    Secnn(Box<Secnn>),
 }
 
 impl Predictor {
@@ -145,14 +145,14 @@ impl Predictor {
         let weights = dir.join("model.safetensors");
         let enc = meta.encoder();
         let model = match meta.kind {
-            ModelKind::KimCnn => Loaded::Kim(load_checkpoint(
+            ModelKind::KimCnn => Loaded::Kim(Box::new(load_checkpoint(
                 KimCnn::new(&enc, meta.classes, meta.dropout, &dev),
                 &weights,
-            )?),
-            ModelKind::Secnn => Loaded::Secnn(load_checkpoint(
+            )?)),
+            ModelKind::Secnn => Loaded::Secnn(Box::new(load_checkpoint(
                 Secnn::new(&enc, meta.classes, meta.dropout, meta.se_reduction, &dev),
                 &weights,
-            )?),
+            )?)),
         };
         Ok(Predictor { meta, vocab, model })
     }
@@ -174,8 +174,8 @@ impl Predictor {
         let min_len = self.meta.widths.iter().copied().max().unwrap_or(1);
         let dev = ferrolab_core::backend::device();
         let probs = match &self.model {
-            Loaded::Kim(m) => predict_proba(m, &data, min_len, &dev),
-            Loaded::Secnn(m) => predict_proba(m, &data, min_len, &dev),
+            Loaded::Kim(m) => predict_proba(m.as_ref(), &data, min_len, &dev),
+            Loaded::Secnn(m) => predict_proba(m.as_ref(), &data, min_len, &dev),
         };
         probs
             .iter()

@@ -6,7 +6,7 @@ use ferrolab_core::config::{Validate, check};
 use serde::{Deserialize, Serialize};
 
 /// The whole experiment configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecnnConfig {
     /// Where the sentences come from.
@@ -120,16 +120,6 @@ impl Default for TrainConfig {
             lr: 1e-3,
             patience: 2,
             seeds: 5,
-        }
-    }
-}
-
-impl Default for SecnnConfig {
-    fn default() -> Self {
-        SecnnConfig {
-            data: DataConfig::default(),
-            model: ModelConfig::default(),
-            train: TrainConfig::default(),
         }
     }
 }

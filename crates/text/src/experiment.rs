@@ -75,19 +75,24 @@ struct Tokenized {
     labels: Vec<usize>,
 }
 
-fn load(path: &Path, classes: Option<usize>) -> Result<(Tokenized, usize)> {
+/// Reads a sentence file; with `train_labels`, every label must occur in the training file.
+fn load(path: &Path, train_labels: Option<&[bool]>) -> Result<(Tokenized, usize)> {
     let s: LabeledSentences = read_labeled_sentences(path)?;
-    if let Some(c) = classes {
-        if let Some(i) = s.labels.iter().position(|&l| l as usize >= c) {
-            return Err(TextError::bad(
-                path,
-                s.lines.get(i).copied().unwrap_or(i + 1),
-                format!(
-                    "label {} does not occur in the training file (its labels are 0..{c})",
-                    s.labels[i]
-                ),
-            ));
-        }
+    if let Some(seen) = train_labels
+        && let Some(i) = s
+            .labels
+            .iter()
+            .position(|&l| !seen.get(l as usize).copied().unwrap_or(false))
+    {
+        let known: Vec<usize> = (0..seen.len()).filter(|&c| seen[c]).collect();
+        return Err(TextError::bad(
+            path,
+            s.lines.get(i).copied().unwrap_or(i + 1),
+            format!(
+                "label {} does not occur in the training file (its labels are {known:?})",
+                s.labels[i]
+            ),
+        ));
     }
     let tokens = s.texts.iter().map(|t| tokenize(t)).collect();
     let labels = s.labels.iter().map(|&l| l as usize).collect();
@@ -144,6 +149,8 @@ pub fn run(
     let sw = ferrolab_core::resources::Stopwatch::start();
     let (train_all, mut skipped) = load(&files.train, None)?;
     let classes = train_all.labels.iter().max().map_or(0, |m| m + 1);
+    let mut seen = vec![false; classes];
+    train_all.labels.iter().for_each(|&l| seen[l] = true);
     if classes < 2 {
         return Err(TextError::Invalid(format!(
             "{}: needs at least two classes",
@@ -152,7 +159,7 @@ pub fn run(
     }
     let test_file = match &files.test {
         Some(p) => {
-            let (t, s) = load(p, Some(classes))?;
+            let (t, s) = load(p, Some(&seen))?;
             skipped += s;
             Some(t)
         }
@@ -160,7 +167,7 @@ pub fn run(
     };
     let dev_file = match &files.dev {
         Some(p) => {
-            let (t, s) = load(p, Some(classes))?;
+            let (t, s) = load(p, Some(&seen))?;
             skipped += s;
             Some(t)
         }

@@ -1,6 +1,8 @@
 //! End-to-end checks of the SECNN experiment on small files written by the tests: it learns a
 //! separable task, writes the report keys scripts depend on, and its checkpoint predicts.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use ferrolab_core::RunDir;
 use ferrolab_text::{Predictor, SecnnConfig, experiment};
 use std::path::PathBuf;

@@ -3,6 +3,8 @@
 //! data is missing. They use the `reproduce --quick` settings (one seed here) so CI stays
 //! short; the paper-scale figures come from `ferrolab secnn` (see README).
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use ferrolab_core::RunDir;
 use ferrolab_text::{SecnnConfig, experiment};
 

@@ -36,7 +36,7 @@ impl MultiHeadSelfAttentionConfig {
     /// If `d_model` is not divisible by `heads` (a programming error in a model definition).
     pub fn init(&self, device: &Device) -> MultiHeadSelfAttention {
         assert!(
-            self.heads > 0 && self.d_model % self.heads == 0,
+            self.heads > 0 && self.d_model.is_multiple_of(self.heads),
             "d_model {} must be divisible by heads {}",
             self.d_model,
             self.heads
