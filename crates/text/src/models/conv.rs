@@ -109,11 +109,16 @@ impl ConvEncoder {
     /// `tokens: [B, T]`, `mask: [B, T]` → stacked maps `[B, T, C]` (C = widths × maps),
     /// zero at padded positions.
     pub fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
-        let [b, t] = tokens.dims();
+        self.forward_embedded(self.embedding.forward(tokens), mask)
+    }
+
+    /// As [`forward`](Self::forward) from already embedded tokens `[B, T, E]` (training looks
+    /// the rows up itself so that the embedding gradient stays sparse).
+    pub fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
+        let [b, t, e] = emb.dims();
         let m3 = mask.reshape([b, t, 1]);
         // Padded positions contribute zeros to neighbouring windows, as zero padding does.
-        let emb = self.embedding.forward(tokens) * m3.clone();
-        let e = emb.dims()[2];
+        let emb = emb * m3.clone();
         let device = emb.device();
         let kmax = self.widths.iter().copied().max().unwrap_or(1);
         let left = self.widths.iter().map(|&k| (k - 1) / 2).max().unwrap_or(0);
@@ -150,9 +155,16 @@ impl ConvEncoder {
     }
 
     /// Replaces the embedding matrix (`[vocab, E]`, row-major) with pretrained vectors.
-    pub fn set_embeddings(mut self, values: Vec<f32>, device: &Device) -> Self {
+    pub fn set_embeddings(self, values: Vec<f32>, device: &Device) -> Self {
         let [v, e] = self.embedding.weight.val().dims();
-        let t = Tensor::<2>::from_data(TensorData::new(values, [v, e]), device);
+        self.set_embedding_tensor(Tensor::<2>::from_data(
+            TensorData::new(values, [v, e]),
+            device,
+        ))
+    }
+
+    /// Replaces the embedding matrix with `t: [vocab, E]`, keeping its trainability.
+    pub fn set_embedding_tensor(mut self, t: Tensor<2>) -> Self {
         self.embedding.weight = self.embedding.weight.map(|old| {
             if old.is_require_grad() {
                 t.require_grad()

@@ -34,9 +34,18 @@ impl KimCnn {
 }
 
 impl SentenceClassifier for KimCnn {
-    /// `[B, T]` tokens and mask → `[B, classes]` logits.
-    fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
-        let maps = self.encoder.forward(tokens, mask); // [B, T, C]
+    /// `[B, T, E]` embedded tokens and `[B, T]` mask → `[B, classes]` logits.
+    fn encoder(&self) -> &ConvEncoder {
+        &self.encoder
+    }
+
+    fn with_embedding_tensor(mut self, w: Tensor<2>) -> Self {
+        self.encoder = self.encoder.set_embedding_tensor(w);
+        self
+    }
+
+    fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+        let maps = self.encoder.forward_embedded(emb, mask); // [B, T, C]
         let pooled = maps.max_dim(1).squeeze_dim::<2>(1); // [B, C]
         self.output.forward(self.dropout.forward(pooled))
     }

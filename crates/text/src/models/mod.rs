@@ -12,8 +12,16 @@ use ferrolab_core::burn::prelude::*;
 
 /// What training and prediction need of a sentence classifier.
 pub trait SentenceClassifier: Module {
+    /// The embedding and convolution front end.
+    fn encoder(&self) -> &ConvEncoder;
+    /// The model with its word vectors replaced by `w: [vocab, E]`.
+    fn with_embedding_tensor(self, w: Tensor<2>) -> Self;
+    /// Embedded tokens `[batch, T, E]` and mask `[batch, T]` (1 = token) → logits `[batch, classes]`.
+    fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<2>;
     /// `tokens: [batch, T]` (0 = padding), `mask: [batch, T]` (1 = token) → logits `[batch, classes]`.
-    fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2>;
+    fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
+        self.forward_embedded(self.encoder().embedding.forward(tokens), mask)
+    }
     /// Rescales the output layer's per-class weight vectors to L2 norm ≤ `max_norm` (Kim 2014).
     fn apply_max_norm(self, max_norm: f64) -> Self;
 }

@@ -54,9 +54,21 @@ impl Secnn {
 }
 
 impl SentenceClassifier for Secnn {
-    /// `[B, T]` tokens and mask → `[B, classes]` logits.
-    fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
-        let maps = self.encoder.forward(tokens, mask.clone()).swap_dims(1, 2); // [B, C, T]
+    /// `[B, T, E]` embedded tokens and `[B, T]` mask → `[B, classes]` logits.
+    fn encoder(&self) -> &ConvEncoder {
+        &self.encoder
+    }
+
+    fn with_embedding_tensor(mut self, w: Tensor<2>) -> Self {
+        self.encoder = self.encoder.set_embedding_tensor(w);
+        self
+    }
+
+    fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+        let maps = self
+            .encoder
+            .forward_embedded(emb, mask.clone())
+            .swap_dims(1, 2); // [B, C, T]
         let weighted = self.se.forward_masked(maps, mask); // [B, C, T]
         let pooled = weighted.max_dim(2).squeeze_dim::<2>(2); // [B, C]
         self.output.forward(self.dropout.forward(pooled))
