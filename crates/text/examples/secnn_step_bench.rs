@@ -1,0 +1,96 @@
+//! Training-step time of Kim-CNN and SECNN as `ferrolab secnn` trains them (bucketed batch of
+//! 50 sentences, Kim's sizes, lazy Adam for the word vectors, dense Adam for the rest), for
+//! `bench/run_secnn_bench.sh` to divide by PyTorch's time for the same architecture.
+//!
+//! `cargo run --release -p ferrolab-text --example secnn_step_bench -- [--threads N] [--len T] [--json]`
+
+use ferrolab_core::train::TrainStep;
+use ferrolab_text::models::{ConvEncoderConfig, KimCnn, Secnn, SentenceClassifier};
+use ferrolab_text::train::{Encoded, Fit};
+use std::time::Instant;
+
+const VOCAB: usize = 18_000;
+const BATCH: usize = 50;
+
+fn arg(name: &str, default: usize) -> Result<usize, String> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a number")),
+        None => Ok(default),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time_model<M: SentenceClassifier>(model: M, data: &Encoded, warmup: usize, iters: usize) -> f64 {
+    let mut fit = Fit::new(model, data, None, BATCH, 5, 3.0, 1);
+    let batch: Vec<usize> = (0..BATCH).collect();
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        // step() reads the loss back, so the work is complete when it returns.
+        if let Err(e) = fit.step(batch.clone(), 1e-3) {
+            eprintln!("step failed: {e}");
+            std::process::exit(1);
+        }
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    median(times)
+}
+
+fn main() {
+    let parsed = (|| {
+        Ok::<_, String>((
+            arg("--threads", 2)?,
+            arg("--len", 22)?,
+            arg("--warmup", 5)?,
+            arg("--iters", 30)?,
+        ))
+    })();
+    let (threads, len, warmup, iters) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    ferrolab_core::backend::init_threads(Some(threads));
+    ferrolab_core::backend::seed_backend(0);
+    // Deterministic pseudo-random token ids (no padding: every sentence has `len` tokens).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let ids: Vec<Vec<usize>> = (0..BATCH)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    2 + (x % (VOCAB as u64 - 2)) as usize
+                })
+                .collect()
+        })
+        .collect();
+    let data = Encoded {
+        labels: (0..BATCH).map(|i| i % 2).collect(),
+        ids,
+    };
+    let enc = ConvEncoderConfig::new(VOCAB);
+    let dev = ferrolab_core::backend::train_device();
+    let kim = time_model(KimCnn::new(&enc, 2, 0.5, &dev), &data, warmup, iters);
+    let secnn = time_model(Secnn::new(&enc, 2, 0.5, 16, &dev), &data, warmup, iters);
+    if std::env::args().any(|a| a == "--json") {
+        println!("{{\"kim_cnn_ms\": {kim:.3}, \"secnn_ms\": {secnn:.3}}}");
+    } else {
+        println!(
+            "kim_cnn {kim:.2} ms/step, secnn {secnn:.2} ms/step (batch {BATCH}, length {len}, {threads} threads)"
+        );
+    }
+}
