@@ -13,15 +13,24 @@ fi
 cargo build --release -q -p ferrolab-text --example secnn_step_bench
 # The ferrolab binary raises glibc's mmap/trim thresholds at start-up; the example gets the
 # same through GLIBC_TUNABLES.
-ours=$(GLIBC_TUNABLES=glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824 \
-  target/release/examples/secnn_step_bench --threads "$THREADS" --len "$LEN" --json)
-sparse=$("$VENV/bin/python" bench/secnn_step.py --threads "$THREADS" --len "$LEN" --optim sparse)
-dense=$("$VENV/bin/python" bench/secnn_step.py --threads "$THREADS" --len "$LEN" --optim dense)
+# ROUNDS alternating rounds per side; the fastest median of each is kept, since on a shared
+# machine noise only ever adds time.
+ROUNDS="${ROUNDS:-3}"
+ours="" sparse="" dense=""
+for _ in $(seq "$ROUNDS"); do
+  ours+=$(GLIBC_TUNABLES=glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824 \
+    target/release/examples/secnn_step_bench --threads "$THREADS" --len "$LEN" --json)$'\n'
+  sparse+=$("$VENV/bin/python" bench/secnn_step.py --threads "$THREADS" --len "$LEN" --optim sparse 2>/dev/null)$'\n'
+  dense+=$("$VENV/bin/python" bench/secnn_step.py --threads "$THREADS" --len "$LEN" --optim dense 2>/dev/null)$'\n'
+done
 python3 - "$ours" "$sparse" "$dense" "$THREADS" "$LEN" <<'PY'
 import json, sys
-ours, sparse, dense = (json.loads(a) for a in sys.argv[1:4])
+def best(text):
+    runs = [json.loads(l) for l in text.splitlines() if l.strip()]
+    return {k: min(r[k] for r in runs) for k in runs[0]}
+ours, sparse, dense = (best(a) for a in sys.argv[1:4])
 threads, length = sys.argv[4], sys.argv[5]
-lines = [f"SECNN/Kim-CNN training step, batch 50, length {length}, {threads} threads (median ms; ratio = ferrolab / PyTorch)",
+lines = [f"SECNN/Kim-CNN training step, batch 50, length {length}, {threads} threads (fastest of the rounds' medians, ms; ratio = ferrolab / PyTorch)",
          "",
          "| model | ferrolab | PyTorch SparseAdam | ratio | PyTorch dense Adam | ratio |",
          "|---|---:|---:|---:|---:|---:|"]
