@@ -180,7 +180,6 @@ def ops(only, warmup, iters, name_filter=None):
             op("cnn.conv1_weight_grad", lambda: conv_bwd(g1, x1, w1, [False, True, False]))
             op("cnn.conv1_bias_grad", lambda: g1.sum(dim=(0, 2, 3)))
             op("cnn.relu1_forward", lambda: torch.relu(g1))
-            op("cnn.relu1_backward", lambda: aten.threshold_backward(g1, g1, 0.0))
             p1, i1 = F.max_pool2d(g1, 2, return_indices=True)
             op("cnn.pool1_forward", lambda: F.max_pool2d(g1, 2, return_indices=True))
             op("cnn.pool1_backward",
@@ -188,6 +187,8 @@ def ops(only, warmup, iters, name_filter=None):
             op("cnn.conv2_forward", lambda: F.conv2d(x2, w2, b2, padding=1))
             op("cnn.conv2_input_grad", lambda: conv_bwd(g2, x2, w2, [True, False, False]))
             op("cnn.conv2_weight_grad", lambda: conv_bwd(g2, x2, w2, [False, True, False]))
+            g2_rows, cols2 = rand(64, 64 * 14 * 14), rand(64 * 14 * 14, 32 * 9)
+            op("cnn.conv2_weight_grad_gemm_only", lambda: g2_rows.matmul(cols2))
             op("cnn.conv2_bias_grad", lambda: g2.sum(dim=(0, 2, 3)))
             p2, i2 = F.max_pool2d(g2, 2, return_indices=True)
             op("cnn.pool2_forward", lambda: F.max_pool2d(g2, 2, return_indices=True))
@@ -207,6 +208,10 @@ def ops(only, warmup, iters, name_filter=None):
                lambda: x.reshape(b, t, heads, dh).transpose(1, 2).reshape(b * heads, t, dh))
             op("attention.scores_matmul", lambda: q.matmul(k.transpose(2, 3)))
             op("attention.softmax", lambda: torch.softmax(scores, dim=3))
+            # PyTorch's autograd runs its fused kernels in training, so the "as trained" entries
+            # (burn's decompositions on the Rust side) are the same fused ops here.
+            op("attention.softmax_as_trained", lambda: torch.softmax(scores, dim=3))
+            op("attention.layer_norm_as_trained", lambda: F.layer_norm(x, (d,), gamma, beta, 1e-5))
             op("attention.context_matmul", lambda: scores.matmul(k))
             op("attention.layer_norm", lambda: F.layer_norm(x, (d,), gamma, beta, 1e-5))
             op("attention.add_residual", lambda: x + x)

@@ -6,6 +6,7 @@
 #   bench/run_step_bench.sh                   # 2 threads, warmup 5, 30 timed steps, 3 rounds
 #   THREADS=1 ITERS=50 ROUNDS=5 bench/run_step_bench.sh
 #   OPS=1 bench/run_step_bench.sh             # also time the CNN/attention kernels one by one
+#   MALLOC_TUNING=0 bench/run_step_bench.sh   # ferrolab side on glibc's default malloc settings
 #
 # The first run creates bench/.venv (git-ignored) and installs PyTorch from PyPI into it. PyPI's
 # default Linux wheel is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on the CPU
@@ -15,7 +16,8 @@
 # script, each as its own process reporting the median step time over ITERS steps; a run during
 # which other processes used the CPUs is repeated (PyTorch's OpenMP threads spin at barriers, and
 # beside another busy process its step time can grow tenfold). The table keeps, per model and
-# side, the fastest of the ROUNDS medians.
+# side, the fastest of the ROUNDS medians. The ferrolab side gets the malloc settings that the
+# `ferrolab` binary applies at start-up (see bench/step_harness.py).
 set -euo pipefail
 
 THREADS="${THREADS:-2}"
@@ -23,6 +25,9 @@ WARMUP="${WARMUP:-5}"
 ITERS="${ITERS:-30}"
 ROUNDS="${ROUNDS:-3}"
 OPS="${OPS:-0}"
+MALLOC_TUNING="${MALLOC_TUNING:-1}"
+TRIES="${TRIES:-4}"          # attempts per run that other processes disturbed
+IDLE_WAIT="${IDLE_WAIT:-120}" # seconds to wait for a quiet machine before each retry
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -30,7 +35,7 @@ VENV="bench/.venv"
 PY="$VENV/bin/python"
 OUT_MD="bench/results/step_bench.md"
 
-for v in THREADS WARMUP ITERS ROUNDS; do
+for v in THREADS WARMUP ITERS ROUNDS TRIES IDLE_WAIT; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [[ "${!v}" -lt 1 && "$v" != WARMUP ]]; then
         echo "error: $v must be a positive integer (got '${!v}')" >&2
         exit 2
@@ -58,8 +63,11 @@ if awk -v l="$LOAD" 'BEGIN { exit !(l > 0.7) }'; then
     echo "note: load average is $LOAD; runs disturbed by other processes will be repeated" >&2
 fi
 HARNESS_ARGS=(--bin "$BIN" --python "$PY" --threads "$THREADS" --warmup "$WARMUP"
-    --iters "$ITERS" --rounds "$ROUNDS" --out "$OUT_MD")
+    --iters "$ITERS" --rounds "$ROUNDS" --tries "$TRIES" --idle-wait "$IDLE_WAIT" --out "$OUT_MD")
 if [[ "$OPS" == 1 ]]; then
     HARNESS_ARGS+=(--ops)
+fi
+if [[ "$MALLOC_TUNING" == 0 ]]; then
+    HARNESS_ARGS+=(--no-malloc-tuning)
 fi
 "$PY" bench/step_harness.py "${HARNESS_ARGS[@]}"

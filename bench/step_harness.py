@@ -11,7 +11,14 @@ re-run of one model rather than a whole round. A run counts as disturbed when th
 busy CPU time during it exceeds the run's own CPU time by more than --max-foreign of the
 machine's capacity (other processes were running); it is repeated up to --tries times. The table
 keeps, per model and side, the fastest median over the rounds that were not disturbed (or, if
-every try was, the fastest of all, flagged in the output).
+every try was, the fastest of all, flagged in the output). Before each try it waits (up to
+--idle-wait seconds) for the machine to go quiet.
+
+The ferrolab side runs with the glibc malloc settings that the `ferrolab` binary applies at
+start-up (crates/cli/src/main.rs, `tune_allocator`: mmap threshold 512 MiB, trim threshold
+1 GiB), given here through GLIBC_TUNABLES because the example is its own binary; without them
+every large tensor is a fresh mmap and each step pays for page faults (the MLP step takes about
+twice as long). --no-malloc-tuning measures glibc's defaults instead. PyTorch runs as installed.
 """
 
 import argparse
@@ -32,6 +39,8 @@ NAMES = {
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
+# Mirrors tune_allocator() in crates/cli/src/main.rs (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).
+FERROLAB_MALLOC = "glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824"
 
 
 def busy_seconds():
@@ -62,9 +71,21 @@ def run_once(cmd, env):
     return json.loads(lines[-1]), foreign
 
 
-def run_quiet(cmd, env, tries, max_foreign, label):
+def wait_idle(max_wait, max_foreign):
+    """Waits until the CPUs were (almost) idle over a 2 s sample, at most max_wait seconds."""
+    end = time.monotonic() + max_wait
+    while True:
+        b0, t0 = busy_seconds(), time.monotonic()
+        time.sleep(2)
+        busy = (busy_seconds() - b0) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
+        if busy <= max_foreign or time.monotonic() >= end:
+            return
+
+
+def run_quiet(cmd, env, tries, max_foreign, idle_wait, label):
     best = None
     for attempt in range(1, tries + 1):
+        wait_idle(idle_wait if attempt > 1 else min(idle_wait, 10), max_foreign)
         out, foreign = run_once(cmd, env)
         if foreign <= max_foreign:
             return out, True
@@ -74,7 +95,6 @@ def run_quiet(cmd, env, tries, max_foreign, label):
             file=sys.stderr,
         )
         best = out if best is None else {k: min(v, best.get(k, v)) for k, v in out.items()}
-        time.sleep(2)
     return best, False
 
 
@@ -88,7 +108,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ops", action="store_true", help="also compare single kernels")
     ap.add_argument("--tries", type=int, default=4, help="attempts per disturbed run")
-    ap.add_argument("--max-foreign", type=float, default=0.05)
+    ap.add_argument("--max-foreign", type=float, default=0.05,
+                    help="share of the CPUs other processes may use during a clean run")
+    ap.add_argument("--idle-wait", type=float, default=120,
+                    help="seconds to wait for a quiet machine before a retry")
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help="run the ferrolab side with glibc's default malloc settings")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "step_bench.md"))
     a = ap.parse_args()
 
@@ -103,6 +128,9 @@ def main():
         "ferrolab": [a.bin],
         "pytorch": [a.python, os.path.join(HERE, "pytorch_step.py")],
     }
+    envs = {"ferrolab": dict(env), "pytorch": env}
+    if not a.no_malloc_tuning:
+        envs["ferrolab"]["GLIBC_TUNABLES"] = FERROLAB_MALLOC
 
     best = {s: {} for s in sides}
     ops = {s: {} for s in sides}
@@ -117,8 +145,8 @@ def main():
             for side, cmd in sides.items():
                 print(f">> round {r}/{a.rounds}: {model} on {side}", file=sys.stderr)
                 out, clean = run_quiet(
-                    cmd + common + ["--only", model, "--breakdown"], env, a.tries, a.max_foreign,
-                    f"{model}/{side}",
+                    cmd + common + ["--only", model, "--breakdown"], envs[side], a.tries,
+                    a.max_foreign, a.idle_wait, f"{model}/{side}",
                 )
                 keep(best, side, out)
                 if not clean:
@@ -126,7 +154,10 @@ def main():
         if a.ops:
             for side, cmd in sides.items():
                 print(f">> round {r}/{a.rounds}: single kernels on {side}", file=sys.stderr)
-                out, clean = run_quiet(cmd + common + ["--ops"], env, a.tries, a.max_foreign, f"ops/{side}")
+                out, clean = run_quiet(
+                    cmd + common + ["--ops"], envs[side], a.tries, a.max_foreign, a.idle_wait,
+                    f"ops/{side}",
+                )
                 keep(ops, side, out)
                 if not clean:
                     flagged.add("ops")
@@ -169,8 +200,10 @@ def main():
         "",
         f"Written by `bench/run_step_bench.sh` on {date}. Machine: {os.cpu_count()} cores, {cpu}. "
         f"{a.threads} threads on both sides; warmup {a.warmup}, median of {a.iters} timed steps, "
-        f"fastest of {a.rounds} undisturbed rounds. ferrolab: burn 0.22.1, flex backend. "
-        f"PyTorch {torch_version} (CPU).",
+        f"fastest of {a.rounds} undisturbed rounds. ferrolab: burn 0.22.1, flex backend"
+        + (", glibc malloc defaults" if a.no_malloc_tuning else
+           ", with the `ferrolab` binary's malloc tuning (mmap/trim thresholds)")
+        + f". PyTorch {torch_version} (CPU), as installed.",
         "",
         "One step = forward + cross-entropy + backward + Adam step (lr 1e-3, eps 1e-8) on a fixed "
         "random batch. Ratio = ferrolab time / PyTorch time (above 1: ferrolab is slower).",

@@ -30,7 +30,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    ferrolab_core::backend::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(a) => data_cmd::run(&a),
@@ -46,20 +46,3 @@ fn main() -> ExitCode {
     }
 }
 
-/// Training allocates and frees the same large tensors every step (activations, gradients,
-/// optimiser moments). glibc hands blocks above its mmap threshold back to the kernel on
-/// free, so each step paid for fresh zeroed pages (page faults were ~10% of SECNN's profile).
-/// Raising the thresholds keeps those blocks in the heap for reuse.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    // SAFETY: mallopt only sets glibc malloc tunables; it is called first thing in main,
-    // before any other thread exists or any allocation depends on the old values.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn tune_allocator() {}

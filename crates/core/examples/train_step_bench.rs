@@ -392,11 +392,6 @@ fn ops(args: &Args) -> Vec<(String, f64)> {
                 .sum_dim(1)
         );
         op!("cnn.relu1_forward", relu(g1.clone()));
-        // burn's relu_backward: mask_fill(grad, output <= 0, 0).
-        op!(
-            "cnn.relu1_backward",
-            g1.clone().mask_fill(g1.clone().lower_equal_elem(0.0), 0.0)
-        );
         op!(
             "cnn.pool1_forward",
             max_pool2d_with_indices(g1.clone(), pool.clone())
@@ -425,6 +420,16 @@ fn ops(args: &Args) -> Vec<(String, f64)> {
         op!(
             "cnn.conv2_weight_grad",
             conv2d_weight_backward(x2.clone(), w2.clone(), g2.clone(), pad1())
+        );
+        // The GEMM a dedicated weight-gradient kernel would run (dW = grad · im2col(x), with
+        // K = batch·H·W), given the im2col matrix: what cnn.conv2_weight_grad could approach.
+        let (g2_rows, cols2) = (
+            rand([64, 64 * 14 * 14], &dev),
+            rand([64 * 14 * 14, 32 * 9], &dev),
+        );
+        op!(
+            "cnn.conv2_weight_grad_gemm_only",
+            g2_rows.clone().matmul(cols2.clone())
         );
         op!(
             "cnn.conv2_bias_grad",
@@ -487,6 +492,23 @@ fn ops(args: &Args) -> Vec<(String, f64)> {
             q.clone().matmul(k.clone().swap_dims(2, 3))
         );
         op!("attention.softmax", softmax(scores.clone(), 3));
+        // Under autodiff, burn 0.22 does not reach flex's fused softmax/layer-norm kernels: the
+        // Autodiff backend keeps burn-backend's default decompositions (max_dim, sub, exp,
+        // sum_dim, div; mean, sub, mul, mean, add, sqrt, div, mul, add). These two entries time
+        // those decompositions, i.e. what the training step runs forward.
+        op!("attention.softmax_as_trained", {
+            let max = scores.clone().detach().max_dim(3);
+            let e = (scores.clone() - max).exp();
+            let sum = e.clone().sum_dim(3);
+            e / sum
+        });
+        op!("attention.layer_norm_as_trained", {
+            let mean = x.clone().mean_dim(2);
+            let centered = x.clone() - mean;
+            let var = (centered.clone() * centered.clone()).mean_dim(2);
+            let normalized = centered / var.add_scalar(1e-5).sqrt();
+            normalized * gamma.clone().reshape([1, 1, d]) + beta.clone().reshape([1, 1, d])
+        });
         op!("attention.context_matmul", scores.clone().matmul(k.clone()));
         op!(
             "attention.layer_norm",
