@@ -247,8 +247,17 @@ fn csbm_million_nodes() {
     let t = std::time::Instant::now();
     let g = generate_csbm(&cfg).unwrap();
     let secs = t.elapsed().as_secs_f64();
+    // Peak resident memory of the whole test process (run this test alone for a clean figure).
+    let peak_mb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0);
     println!(
-        "csbm 1M nodes: {} adjacency entries in {secs:.2} s",
+        "csbm 1M nodes: {} adjacency entries in {secs:.2} s, peak RSS {peak_mb:.0} MB",
         g.num_edges()
     );
     assert!(
