@@ -8,7 +8,6 @@ use crate::error::{Result, TextError};
 use crate::models::{ConvEncoderConfig, KimCnn, Secnn, SentenceClassifier};
 use crate::tokenize::{Vocab, tokenize};
 use crate::train::{Encoded, Fit, accuracy};
-use ferrolab_core::burn::prelude::*;
 use ferrolab_core::metrics::mean_std;
 use ferrolab_core::run::{Curve, Outcome, PaperFigure, Report, RunDir};
 use ferrolab_core::train::{EarlyStopping, History, Mode, Trainer};
@@ -261,41 +260,41 @@ pub fn run(
             backend::seed_backend(seed::derive(run_seed, "init"));
             let label = format!("{} run {r}", kind.name());
             let sw = ferrolab_core::resources::Stopwatch::start();
+            let ctx = Stage {
+                cfg,
+                train: &train,
+                dev: &dev,
+                test: &test,
+                run_seed,
+                min_len,
+                label: &label,
+                embeddings: embeddings.as_deref(),
+            };
+            // Run 0's models are kept: `checkpoint/` (SECNN) serves `secnn predict`.
+            let save = (r == 0).then(|| {
+                let dir = match kind {
+                    ModelKind::KimCnn => "checkpoint-kim-cnn",
+                    ModelKind::Secnn => "checkpoint",
+                };
+                (
+                    Checkpoint::new(kind, cfg, classes, vocab.clone()),
+                    run.join(dir),
+                )
+            });
             let (acc, hist) = match kind {
                 ModelKind::KimCnn => {
-                    let m = KimCnn::new(&enc, classes, cfg.model.dropout, &tdev);
-                    let m = match &embeddings {
-                        Some(e) => m.with_embeddings(e.clone(), &tdev),
-                        None => m,
-                    };
-                    let (m, h) = fit(cfg, m, &train, &dev, run_seed, min_len, &label)?;
-                    let acc = accuracy(&m.valid(), &test, min_len, &backend::device());
-                    if r == 0 {
-                        Checkpoint::new(kind, cfg, classes, vocab.clone())
-                            .save(&m, &run.join("checkpoint-kim-cnn"))?;
-                    }
-                    (acc, h)
+                    ctx.train_and_test(KimCnn::new(&enc, classes, cfg.model.dropout, &tdev), save)?
                 }
-                ModelKind::Secnn => {
-                    let m = Secnn::new(
+                ModelKind::Secnn => ctx.train_and_test(
+                    Secnn::new(
                         &enc,
                         classes,
                         cfg.model.dropout,
                         cfg.model.se_reduction,
                         &tdev,
-                    );
-                    let m = match &embeddings {
-                        Some(e) => m.with_embeddings(e.clone(), &tdev),
-                        None => m,
-                    };
-                    let (m, h) = fit(cfg, m, &train, &dev, run_seed, min_len, &label)?;
-                    let acc = accuracy(&m.valid(), &test, min_len, &backend::device());
-                    if r == 0 {
-                        Checkpoint::new(kind, cfg, classes, vocab.clone())
-                            .save(&m, &run.join("checkpoint"))?;
-                    }
-                    (acc, h)
-                }
+                    ),
+                    save,
+                )?,
             };
             train_seconds += sw.seconds();
             for ep in &hist.epochs {
@@ -343,6 +342,47 @@ pub fn run(
         train_seconds,
         mean_std(&vocab_sizes).0,
     ))
+}
+
+/// What one model's training and test evaluation needs within a run.
+struct Stage<'a> {
+    cfg: &'a SecnnConfig,
+    train: &'a Encoded,
+    dev: &'a Encoded,
+    test: &'a Encoded,
+    run_seed: u64,
+    min_len: usize,
+    label: &'a str,
+    embeddings: Option<&'a [f32]>,
+}
+
+impl Stage<'_> {
+    /// Trains `model` (with pretrained vectors if any), returns its test accuracy and curve,
+    /// and saves it when `save` names a checkpoint folder.
+    fn train_and_test<M: SentenceClassifier>(
+        &self,
+        model: M,
+        save: Option<(Checkpoint, PathBuf)>,
+    ) -> Result<(f64, History)> {
+        let model = match self.embeddings {
+            Some(e) => model.with_embeddings(e.to_vec()),
+            None => model,
+        };
+        let (m, h) = fit(
+            self.cfg,
+            model,
+            self.train,
+            self.dev,
+            self.run_seed,
+            self.min_len,
+            self.label,
+        )?;
+        let acc = accuracy(&m.valid(), self.test, self.min_len, &backend::device());
+        if let Some((ckpt, dir)) = save {
+            ckpt.save(&m, &dir)?;
+        }
+        Ok((acc, h))
+    }
 }
 
 fn fit<M: SentenceClassifier>(

@@ -154,15 +154,6 @@ impl ConvEncoder {
         relu(y) * m3
     }
 
-    /// Replaces the embedding matrix (`[vocab, E]`, row-major) with pretrained vectors.
-    pub fn set_embeddings(self, values: Vec<f32>, device: &Device) -> Self {
-        let [v, e] = self.embedding.weight.val().dims();
-        self.set_embedding_tensor(Tensor::<2>::from_data(
-            TensorData::new(values, [v, e]),
-            device,
-        ))
-    }
-
     /// Replaces the embedding matrix with `t: [vocab, E]`, keeping its trainability.
     pub fn set_embedding_tensor(mut self, t: Tensor<2>) -> Self {
         self.embedding.weight = self.embedding.weight.map(|old| {

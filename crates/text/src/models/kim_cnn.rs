@@ -25,12 +25,6 @@ impl KimCnn {
             output: LinearConfig::new(enc.channels(), classes).init(device),
         }
     }
-
-    /// Replaces the word vectors.
-    pub fn with_embeddings(mut self, values: Vec<f32>, device: &Device) -> Self {
-        self.encoder = self.encoder.set_embeddings(values, device);
-        self
-    }
 }
 
 impl SentenceClassifier for KimCnn {

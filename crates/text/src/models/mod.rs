@@ -16,6 +16,15 @@ pub trait SentenceClassifier: Module {
     fn encoder(&self) -> &ConvEncoder;
     /// The model with its word vectors replaced by `w: [vocab, E]`.
     fn with_embedding_tensor(self, w: Tensor<2>) -> Self;
+    /// The model with its word vectors replaced by row-major `values` (`vocab × E`).
+    fn with_embeddings(self, values: Vec<f32>) -> Self
+    where
+        Self: Sized,
+    {
+        let weight = self.encoder().embedding.weight.val();
+        let (dims, device) = (weight.dims(), weight.device());
+        self.with_embedding_tensor(Tensor::from_data(TensorData::new(values, dims), &device))
+    }
     /// Embedded tokens `[batch, T, E]` and mask `[batch, T]` (1 = token) → logits `[batch, classes]`.
     fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<2>;
     /// `tokens: [batch, T]` (0 = padding), `mask: [batch, T]` (1 = token) → logits `[batch, classes]`.

@@ -40,12 +40,6 @@ impl Secnn {
         }
     }
 
-    /// Replaces the word vectors.
-    pub fn with_embeddings(mut self, values: Vec<f32>, device: &Device) -> Self {
-        self.encoder = self.encoder.set_embeddings(values, device);
-        self
-    }
-
     /// The SE channel weights `[B, C]` for a batch (for inspection).
     pub fn channel_weights(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
         let maps = self.encoder.forward(tokens, mask.clone()).swap_dims(1, 2);
