@@ -29,8 +29,25 @@ pub struct Files {
     pub dev: Option<PathBuf>,
 }
 
-/// Resolves the files named by `data.train/test/dev`, or the preset under the data folder.
+/// Resolves the files named by `data.train/test/dev`, or the preset under the data folder,
+/// and checks that each exists (so a typo fails before any output is written).
 pub fn resolve_files(cfg: &SecnnConfig, data_dir: Option<&Path>) -> Result<Files> {
+    let files = resolve_paths(cfg, data_dir)?;
+    for p in std::iter::once(&files.train)
+        .chain(&files.test)
+        .chain(&files.dev)
+    {
+        if !p.is_file() {
+            return Err(TextError::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+fn resolve_paths(cfg: &SecnnConfig, data_dir: Option<&Path>) -> Result<Files> {
     let d = &cfg.data;
     if let Some(train) = &d.train {
         let name = Path::new(train).file_stem().map_or_else(
