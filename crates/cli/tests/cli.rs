@@ -1,0 +1,144 @@
+//! The binary's contract: exit codes, one-line errors, the run folder, refusal to overwrite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ferrolab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny_task(dir: &Path) -> PathBuf {
+    let mut s = String::new();
+    for i in 0..120 {
+        let (label, cue) = if i % 2 == 0 {
+            (1, "great")
+        } else {
+            (0, "awful")
+        };
+        s.push_str(&format!(
+            "{label} the film was {cue} and the plot {}\n",
+            ["moved", "ran", "went"][i % 3]
+        ));
+    }
+    let p = dir.join("train.txt");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let o = ferrolab(&["secnn", "--set", "train.lrr=1"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("train.lrr") && e.lines().count() == 1, "{e}");
+
+    let o = ferrolab(&["secnn", "--set", "model.dropout=1.5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("model.dropout"));
+
+    let o = ferrolab(&["reproduce", "--only", "nosuchsystem"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nosuchsystem"));
+
+    let o = ferrolab(&["data", "--data-dir", "/nonexistent/ferrolab-data"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let d = tmp("badcfg");
+    let cfg = d.join("c.toml");
+    std::fs::write(&cfg, "[train\nepochs = 1\n").unwrap();
+    let o = ferrolab(&["secnn", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("c.toml"), "{}", stderr(&o));
+    assert!(ferrolab(&["--help"]).status.success());
+}
+
+#[test]
+fn a_run_writes_its_folder_refuses_to_overwrite_it_and_predicts() {
+    let d = tmp("run");
+    let train = tiny_task(&d);
+    let out = d.join("out");
+    let args = [
+        "secnn",
+        "--set",
+        &format!("data.train={}", train.display()),
+        "--set",
+        "model.embed_dim=8",
+        "--set",
+        "model.maps=4",
+        "--set",
+        "model.se_reduction=2",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.seeds=1",
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+    ];
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "report.json",
+        "config.toml",
+        "metrics.jsonl",
+        "curves.svg",
+        "checkpoint/meta.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["metrics"]["test_accuracy"].is_number());
+    assert!(report["baselines"]["kim_cnn"]["test_accuracy"].is_number());
+    let before = std::fs::read(out.join("report.json")).unwrap();
+
+    let o = ferrolab(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already holds a run"));
+    assert_eq!(std::fs::read(out.join("report.json")).unwrap(), before);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args([
+            "secnn",
+            "predict",
+            "--checkpoint",
+            out.join("checkpoint").to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one line\nanother line\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        let (label, prob) = line.split_once('\t').unwrap();
+        assert!(label == "0" || label == "1");
+        let p: f64 = prob.parse().unwrap();
+        assert!((0.5..=1.0).contains(&p), "{line}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
