@@ -1,5 +1,7 @@
 //! The binary's contract: exit codes, one-line errors, the run folder, refusal to overwrite.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
