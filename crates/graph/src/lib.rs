@@ -1,0 +1,45 @@
+//! # ferrolab-graph
+//!
+//! Node classification on graphs:
+//! - **GCN** (Kipf & Welling, ICLR 2017, arXiv 1609.02907), full-batch, the baseline.
+//! - **Cluster-GCN** (Chiang et al., KDD 2019, arXiv 1905.07953): partition the graph into
+//!   `c` clusters, train on the subgraph induced by `q` random clusters at a time (edges
+//!   between them restored), with the diagonal-enhanced normalisation; memory is bounded by
+//!   the batch, not the graph.
+//!
+//! [`csr`] holds the graph and induced subgraphs, [`norm`] the normalisations, [`models`] the
+//! layers, [`train`] the two training procedures and [`experiment`] the comparison.
+//!
+//! ```
+//! use ferrolab_data::{CsbmConfig, generate_csbm};
+//! use ferrolab_graph::{ClusterConfig, NodeData, TrainConfig, train_cluster_gcn};
+//!
+//! let g = generate_csbm(&CsbmConfig { nodes: 200, classes: 2, ..Default::default() })?
+//!     .to_graph_data();
+//! let split = g.seeded_per_class_split(10, 20, 0)?;
+//! let data = NodeData::from_graph_data(&g, Some(split), false)?;
+//! let cfg = TrainConfig { epochs: 5, ..Default::default() };
+//! let cluster = ClusterConfig { parts: 4, parts_per_batch: 2, ..Default::default() };
+//! let out = train_cluster_gcn(&data, &cfg, &cluster, 0)?;
+//! assert!(out.max_batch_nodes <= 100);
+//! # Ok::<(), ferrolab_graph::GraphError>(())
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod csr;
+pub mod error;
+pub mod experiment;
+pub mod models;
+pub mod norm;
+pub mod train;
+
+pub use csr::CsrGraph;
+pub use error::{GraphError, Result};
+pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare};
+pub use models::{Gcn, GcnConfig};
+pub use norm::{Normalization, WeightedCsr, normalize};
+pub use train::{
+    ClusterConfig, ClusterPartition, NodeData, TrainConfig, TrainOutcome, train_cluster_gcn,
+    train_full_batch,
+};

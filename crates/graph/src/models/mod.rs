@@ -1,0 +1,5 @@
+//! Graph neural network models, one file per model.
+
+pub mod gcn;
+
+pub use gcn::{Gcn, GcnConfig, GcnLayer, GcnLayerConfig};

@@ -1,0 +1,660 @@
+//! Full-batch GCN training (Kipf & Welling) and Cluster-GCN training (Chiang et al., Alg. 1)
+//! with random partitions, both evaluated on the full graph.
+//!
+//! The partition is the expensive, cacheable step ([`ClusterPartition`], PyG's `ClusterData`);
+//! drawing `q` clusters per batch each epoch is cheap ([`ClusterPartition::batches`], PyG's
+//! `ClusterLoader`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use ferrolab_core::backend::{device, exclusive_rng, seed_backend, train_device};
+use ferrolab_core::burn::nn::loss::CrossEntropyLossConfig;
+use ferrolab_core::burn::optim::decay::WeightDecayConfig;
+use ferrolab_core::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use ferrolab_core::burn::prelude::*;
+use ferrolab_core::nn::{int_tensor, to_vec_i64};
+use ferrolab_core::sparse::SparseAdj;
+use ferrolab_data::{CsrGraphData, CsrMatrix, Features, Split};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngExt};
+
+use crate::csr::CsrGraph;
+use crate::error::{GraphError, Result};
+use crate::models::{Gcn, GcnConfig};
+use crate::norm::{Normalization, normalize};
+
+/// A node-classification data set ready for training: symmetric adjacency without self loops,
+/// row-normalised features kept sparse, labels and a split.
+#[derive(Debug, Clone)]
+pub struct NodeData {
+    pub graph: CsrGraph,
+    /// `num_nodes × num_features`, each non-zero row summing to 1.
+    pub features: CsrMatrix,
+    pub labels: Vec<usize>,
+    pub num_classes: usize,
+    pub split: Split,
+}
+
+impl NodeData {
+    /// Symmetrises the adjacency and, with `row_normalize`, scales each feature row to sum 1
+    /// (Kipf & Welling's preprocessing of non-negative bag-of-words; it makes no sense for
+    /// signed features). `split` overrides the file's split; one of the two must exist.
+    pub fn from_graph_data(
+        g: &CsrGraphData,
+        split: Option<Split>,
+        row_normalize: bool,
+    ) -> Result<Self> {
+        let split = split.or_else(|| g.split.clone()).ok_or_else(|| {
+            GraphError::Invalid("the graph has no train/val/test split and none was given".into())
+        })?;
+        let n = g.num_nodes;
+        if let Some(bad) = [&split.train, &split.val, &split.test]
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|&&i| i >= n)
+        {
+            return Err(GraphError::Invalid(format!(
+                "split node {bad} out of range for {n} nodes"
+            )));
+        }
+        if g.labels.len() != n || g.features.num_rows() != n {
+            return Err(GraphError::Invalid(format!(
+                "{n} nodes but {} labels and {} feature rows",
+                g.labels.len(),
+                g.features.num_rows()
+            )));
+        }
+        let graph = CsrGraph::from_data(&g.symmetrize())?;
+        let mut features = match &g.features {
+            Features::Sparse(m) => m.clone(),
+            Features::Dense { rows, cols, values } => dense_to_csr(*rows, *cols, values),
+        };
+        for r in (0..features.rows).filter(|_| row_normalize) {
+            let (a, b) = (features.indptr[r], features.indptr[r + 1]);
+            let row = &mut features.data[a..b];
+            let s: f32 = row.iter().sum();
+            // An all-zero row stays zero rather than becoming NaN.
+            if s != 0.0 {
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+        }
+        Ok(NodeData {
+            graph,
+            features,
+            labels: g.labels.iter().map(|&l| l as usize).collect(),
+            num_classes: g.num_classes,
+            split,
+        })
+    }
+
+    /// Cora in Planetoid order with its 140/500/1000 split (`graphs/cora_planetoid.npz` under
+    /// the data root: `data_dir`, else `$FERROLAB_DATA`, else `../shared/data`).
+    pub fn load_cora(data_dir: Option<&Path>) -> Result<Self> {
+        let path = ferrolab_data::find_dataset(data_dir, "cora_planetoid")?;
+        Self::from_graph_data(&ferrolab_data::load_npz_graph(&path)?, None, true)
+    }
+
+    pub fn num_nodes(&self) -> usize {
+        self.graph.num_nodes()
+    }
+
+    pub fn num_features(&self) -> usize {
+        self.features.cols
+    }
+}
+
+fn dense_to_csr(rows: usize, cols: usize, values: &[f32]) -> CsrMatrix {
+    let mut m = CsrMatrix {
+        rows,
+        cols,
+        indptr: vec![0],
+        ..Default::default()
+    };
+    for row in values.chunks(cols.max(1)).take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            if v != 0.0 {
+                m.indices.push(c as u32);
+                m.data.push(v);
+            }
+        }
+        m.indptr.push(m.indices.len());
+    }
+    m.indptr.resize(rows + 1, m.indices.len());
+    m
+}
+
+/// The feature rows `nodes` as a sparse `nodes.len() × F` matrix on `dev`. With `dropout`,
+/// each stored value is zeroed with probability `p` and the rest scaled by `1 / (1 - p)`
+/// (Kipf & Welling's sparse dropout of the input).
+fn feature_rows(
+    f: &CsrMatrix,
+    nodes: &[usize],
+    dropout: Option<(f64, &mut StdRng)>,
+    dev: &Device,
+) -> Result<SparseAdj> {
+    let mut indptr = Vec::with_capacity(nodes.len() + 1);
+    indptr.push(0);
+    let mut indices = Vec::new();
+    let mut values = Vec::new();
+    let (p, mut rng) = match dropout {
+        Some((p, rng)) if p > 0.0 => (p, Some(rng)),
+        _ => (0.0, None),
+    };
+    let scale = (1.0 / (1.0 - p)) as f32;
+    for &r in nodes {
+        let (idx, val) = f.row(r);
+        for (&c, &v) in idx.iter().zip(val) {
+            if let Some(rng) = rng.as_mut() {
+                if rng.random::<f64>() < p {
+                    continue;
+                }
+                indices.push(c);
+                values.push(v * scale);
+            } else {
+                indices.push(c);
+                values.push(v);
+            }
+        }
+        indptr.push(indices.len());
+    }
+    SparseAdj::from_csr(nodes.len(), f.cols, &indptr, &indices, Some(&values), dev)
+        .map_err(GraphError::Invalid)
+}
+
+/// Hyper-parameters shared by both training procedures. Defaults are Kipf & Welling's Cora
+/// settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f32,
+    pub hidden: usize,
+    pub layers: usize,
+    pub dropout: f64,
+    /// Cluster-GCN's `[ÂH ‖ H] W` + LayerNorm layer instead of the plain GCN layer.
+    pub cluster_gcn_layer: bool,
+    /// Stop after this many epochs without a better validation accuracy.
+    pub patience: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 200,
+            lr: 0.01,
+            weight_decay: 5e-4,
+            hidden: 16,
+            layers: 2,
+            dropout: 0.5,
+            cluster_gcn_layer: false,
+            patience: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every parameter before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(GraphError::config("epochs", "must be at least 1"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(GraphError::config("lr", format!("{} is not > 0", self.lr)));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(GraphError::config("weight_decay", "must be ≥ 0"));
+        }
+        if self.hidden == 0 || self.layers == 0 {
+            return Err(GraphError::config("hidden/layers", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(GraphError::config("dropout", "must be in [0, 1)"));
+        }
+        if self.patience == Some(0) {
+            return Err(GraphError::config("patience", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn model(&self, data: &NodeData) -> GcnConfig {
+        GcnConfig::new(data.num_features(), data.num_classes)
+            .with_hidden(self.hidden)
+            .with_layers(self.layers)
+            .with_dropout(self.dropout)
+            .with_cluster_gcn_layer(self.cluster_gcn_layer)
+    }
+}
+
+/// Cluster-GCN's batching: `parts` clusters, `parts_per_batch` of them per step, and the
+/// normalisation used on each batch subgraph (and on the full graph for evaluation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub parts: usize,
+    pub parts_per_batch: usize,
+    pub norm: Normalization,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            parts: 10,
+            parts_per_batch: 2,
+            norm: Normalization::DiagEnhanced { lambda: 1.0 },
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn validate(&self, num_nodes: usize) -> Result<()> {
+        if self.parts == 0 || self.parts > num_nodes.max(1) {
+            return Err(GraphError::config(
+                "parts",
+                format!("{} is not in 1..={num_nodes}", self.parts),
+            ));
+        }
+        if self.parts_per_batch == 0 || self.parts_per_batch > self.parts {
+            return Err(GraphError::config(
+                "parts_per_batch",
+                format!("{} is not in 1..={}", self.parts_per_batch, self.parts),
+            ));
+        }
+        if let Normalization::DiagEnhanced { lambda } = self.norm
+            && !(lambda >= 0.0 && lambda.is_finite())
+        {
+            return Err(GraphError::config("lambda", "must be ≥ 0"));
+        }
+        Ok(())
+    }
+}
+
+/// A partition of the nodes into clusters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPartition {
+    pub parts: Vec<Vec<usize>>,
+}
+
+impl ClusterPartition {
+    /// Nodes shuffled and cut into `parts` clusters of near-equal size (sizes differ by at
+    /// most one): the random-partition baseline of Cluster-GCN §3.2 / Table 3.
+    pub fn random(num_nodes: usize, parts: usize, rng: &mut impl Rng) -> Self {
+        let mut nodes: Vec<usize> = (0..num_nodes).collect();
+        nodes.shuffle(rng);
+        let parts = parts.max(1);
+        let parts = (0..parts)
+            .map(|p| {
+                let (a, b) = (p * num_nodes / parts, (p + 1) * num_nodes / parts);
+                let mut v = nodes[a..b].to_vec();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        ClusterPartition { parts }
+    }
+
+    /// One epoch of batches: the clusters in random order, `q` at a time, each batch the
+    /// sorted union of its clusters' nodes (the last batch may hold fewer clusters).
+    pub fn batches(&self, q: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.parts.len()).collect();
+        order.shuffle(rng);
+        order
+            .chunks(q.max(1))
+            .map(|group| {
+                let mut nodes: Vec<usize> = group
+                    .iter()
+                    .flat_map(|&p| self.parts[p].iter().copied())
+                    .collect();
+                nodes.sort_unstable();
+                nodes
+            })
+            .collect()
+    }
+}
+
+/// What one training run achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// Test accuracy of the final model.
+    pub test_accuracy: f64,
+    /// Validation accuracy of the final model.
+    pub val_accuracy: f64,
+    /// Test accuracy at the epoch of best validation accuracy (first such epoch).
+    pub test_accuracy_at_best_val: f64,
+    pub best_val_accuracy: f64,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub train_seconds: f64,
+    /// Largest number of nodes in one training batch.
+    pub max_batch_nodes: usize,
+}
+
+/// Tensors for evaluating on the full graph.
+struct FullGraph {
+    adj: SparseAdj,
+    x: SparseAdj,
+}
+
+impl FullGraph {
+    fn new(data: &NodeData, norm: Normalization, dev: &Device) -> Result<Self> {
+        let all: Vec<usize> = (0..data.num_nodes()).collect();
+        Ok(FullGraph {
+            adj: normalize(&data.graph, norm).to_sparse_adj(dev)?,
+            x: feature_rows(&data.features, &all, None, dev)?,
+        })
+    }
+}
+
+fn predict(model: &Gcn, g: &FullGraph) -> Vec<usize> {
+    let logits = model.valid().forward_sparse(&g.adj, &g.x);
+    to_vec_i64(logits.argmax(1).flatten::<1>(0, 1))
+        .into_iter()
+        .map(|c| c as usize)
+        .collect()
+}
+
+fn accuracy_on(pred: &[usize], data: &NodeData, nodes: &[usize]) -> f64 {
+    let p: Vec<usize> = nodes.iter().map(|&i| pred[i]).collect();
+    let l: Vec<usize> = nodes.iter().map(|&i| data.labels[i]).collect();
+    ferrolab_core::metrics::accuracy(&p, &l)
+}
+
+fn index_tensor(v: &[usize], dev: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+    int_tensor(&v, dev)
+}
+
+/// One optimiser step on the nodes `targets` (local indices into `x`) of a (sub)graph.
+fn step(
+    model: Gcn,
+    optim: &mut ModuleOptimizer,
+    lr: f64,
+    adj: &SparseAdj,
+    x: &SparseAdj,
+    targets: &[usize],
+    labels: &[usize],
+) -> Gcn {
+    let logits = model.forward_sparse(adj, x);
+    let dev = logits.device();
+    let logits = logits.select(0, index_tensor(targets, &dev));
+    let y: Vec<i64> = targets.iter().map(|&i| labels[i] as i64).collect();
+    let loss = CrossEntropyLossConfig::new()
+        .init(&dev)
+        .forward(logits, int_tensor(&y, &dev));
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    optim.step(lr, model, grads)
+}
+
+/// Tracks the best validation accuracy and decides early stopping.
+struct Monitor {
+    best_val: f64,
+    test_at_best: f64,
+    best_epoch: usize,
+    patience: Option<usize>,
+    last: (f64, f64),
+}
+
+impl Monitor {
+    fn new(patience: Option<usize>) -> Self {
+        Monitor {
+            best_val: f64::NEG_INFINITY,
+            test_at_best: 0.0,
+            best_epoch: 0,
+            patience,
+            last: (0.0, 0.0),
+        }
+    }
+
+    /// Records an epoch; returns true when training should stop.
+    fn record(&mut self, epoch: usize, val: f64, test: f64) -> bool {
+        self.last = (val, test);
+        if val > self.best_val {
+            (self.best_val, self.test_at_best, self.best_epoch) = (val, test, epoch);
+        }
+        self.patience.is_some_and(|p| epoch - self.best_epoch >= p)
+    }
+
+    fn outcome(&self, epochs_run: usize, seconds: f64, max_batch_nodes: usize) -> TrainOutcome {
+        TrainOutcome {
+            test_accuracy: self.last.1,
+            val_accuracy: self.last.0,
+            test_accuracy_at_best_val: self.test_at_best,
+            best_val_accuracy: self.best_val,
+            best_epoch: self.best_epoch,
+            epochs_run,
+            train_seconds: seconds,
+            max_batch_nodes,
+        }
+    }
+}
+
+fn init(cfg: &TrainConfig, data: &NodeData, seed: u64) -> (Gcn, ModuleOptimizer) {
+    seed_backend(ferrolab_core::seed::derive(seed, "init"));
+    let model = cfg.model(data).init(&train_device());
+    let optim = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay)))
+        .init();
+    (model, optim)
+}
+
+/// Full-batch GCN: every epoch one step on all training nodes with the symmetric
+/// normalisation of the whole graph (Kipf & Welling).
+pub fn train_full_batch(data: &NodeData, cfg: &TrainConfig, seed: u64) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    let _rng = exclusive_rng();
+    let (tdev, edev) = (train_device(), device());
+    let (mut model, mut optim) = init(cfg, data, seed);
+    let adj = normalize(&data.graph, Normalization::Symmetric).to_sparse_adj(&tdev)?;
+    let eval = FullGraph::new(data, Normalization::Symmetric, &edev)?;
+    let all: Vec<usize> = (0..data.num_nodes()).collect();
+    let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
+    let mut monitor = Monitor::new(cfg.patience);
+    let start = Instant::now();
+    let mut epochs_run = 0;
+    for epoch in 0..cfg.epochs {
+        let x = feature_rows(
+            &data.features,
+            &all,
+            Some((cfg.dropout, &mut drop_rng)),
+            &tdev,
+        )?;
+        model = step(
+            model,
+            &mut optim,
+            cfg.lr,
+            &adj,
+            &x,
+            &data.split.train,
+            &data.labels,
+        );
+        epochs_run = epoch + 1;
+        let pred = predict(&model, &eval);
+        let (val, test) = (
+            accuracy_on(&pred, data, &data.split.val),
+            accuracy_on(&pred, data, &data.split.test),
+        );
+        if monitor.record(epoch, val, test) {
+            break;
+        }
+    }
+    Ok(monitor.outcome(epochs_run, start.elapsed().as_secs_f64(), data.num_nodes()))
+}
+
+/// Cluster-GCN (Alg. 1) on a random partition: each step trains on the subgraph induced by
+/// `q` clusters (edges between them restored), normalised on that subgraph; evaluation uses
+/// the full graph with the same normalisation.
+pub fn train_cluster_gcn(
+    data: &NodeData,
+    cfg: &TrainConfig,
+    cluster: &ClusterConfig,
+    seed: u64,
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    cluster.validate(data.num_nodes())?;
+    let _rng = exclusive_rng();
+    let (tdev, edev) = (train_device(), device());
+    let mut part_rng = ferrolab_core::seed::rng(seed, "partition");
+    let partition = ClusterPartition::random(data.num_nodes(), cluster.parts, &mut part_rng);
+    let mut batch_rng = ferrolab_core::seed::rng(seed, "batches");
+    let (mut model, mut optim) = init(cfg, data, seed);
+    let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
+    let eval = FullGraph::new(data, cluster.norm, &edev)?;
+    let mut is_train = vec![false; data.num_nodes()];
+    for &i in &data.split.train {
+        is_train[i] = true;
+    }
+    let mut monitor = Monitor::new(cfg.patience);
+    let mut max_batch_nodes = 0;
+    let start = Instant::now();
+    let mut epochs_run = 0;
+    for epoch in 0..cfg.epochs {
+        for nodes in partition.batches(cluster.parts_per_batch, &mut batch_rng) {
+            let (sub, global) = data.graph.induced_subgraph(&nodes)?;
+            let targets: Vec<usize> = (0..global.len()).filter(|&i| is_train[global[i]]).collect();
+            // A batch without labelled nodes has no loss to follow.
+            if targets.is_empty() {
+                continue;
+            }
+            max_batch_nodes = max_batch_nodes.max(global.len());
+            let labels: Vec<usize> = global.iter().map(|&g| data.labels[g]).collect();
+            let adj = normalize(&sub, cluster.norm).to_sparse_adj(&tdev)?;
+            let x = feature_rows(
+                &data.features,
+                &global,
+                Some((cfg.dropout, &mut drop_rng)),
+                &tdev,
+            )?;
+            model = step(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
+        }
+        epochs_run = epoch + 1;
+        let pred = predict(&model, &eval);
+        let (val, test) = (
+            accuracy_on(&pred, data, &data.split.val),
+            accuracy_on(&pred, data, &data.split.test),
+        );
+        if monitor.record(epoch, val, test) {
+            break;
+        }
+    }
+    Ok(monitor.outcome(epochs_run, start.elapsed().as_secs_f64(), max_batch_nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_data::{CsbmConfig, generate_csbm};
+
+    fn synthetic() -> NodeData {
+        let g = generate_csbm(&CsbmConfig {
+            nodes: 400,
+            classes: 3,
+            avg_degree: 8.0,
+            p_in_ratio: 0.85,
+            features: 16,
+            feature_signal: 0.4,
+            feature_noise: 1.0,
+            seed: 3,
+        })
+        .unwrap()
+        .to_graph_data();
+        let split = g.seeded_per_class_split(10, 30, 1).unwrap();
+        NodeData::from_graph_data(&g, Some(split), false).unwrap()
+    }
+
+    fn quick() -> TrainConfig {
+        TrainConfig {
+            epochs: 60,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn monitor_selects_first_best_validation_epoch_and_stops_on_patience() {
+        let mut m = Monitor::new(Some(2));
+        assert!(!m.record(0, 0.5, 0.4));
+        assert!(!m.record(1, 0.7, 0.6));
+        assert!(!m.record(2, 0.7, 0.9));
+        assert!(m.record(3, 0.6, 0.8));
+        let o = m.outcome(4, 1.0, 10);
+        assert_eq!((o.best_epoch, o.test_accuracy_at_best_val), (1, 0.6));
+        assert_eq!((o.val_accuracy, o.test_accuracy), (0.6, 0.8));
+        let data = synthetic();
+        let cfg = TrainConfig {
+            patience: Some(3),
+            lr: 1e-9,
+            ..quick()
+        };
+        // With a learning rate that changes nothing, validation never improves after epoch 0.
+        assert_eq!(train_full_batch(&data, &cfg, 0).unwrap().epochs_run, 4);
+    }
+
+    #[test]
+    fn random_partition_covers_every_node_once() {
+        let mut rng = ferrolab_core::seed::rng(1, "t");
+        let p = ClusterPartition::random(23, 5, &mut rng);
+        let mut all: Vec<usize> = p.parts.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        assert!(p.parts.iter().all(|c| c.len() == 4 || c.len() == 5));
+        let batches = p.batches(2, &mut rng);
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 23);
+        assert!(batches.iter().all(|b| b.windows(2).all(|w| w[0] < w[1])));
+    }
+
+    #[test]
+    fn bad_parameters_are_rejected_before_training() {
+        let data = synthetic();
+        let bad = TrainConfig {
+            dropout: 1.0,
+            ..quick()
+        };
+        assert!(matches!(
+            train_full_batch(&data, &bad, 0),
+            Err(GraphError::Config {
+                name: "dropout",
+                ..
+            })
+        ));
+        let cluster = ClusterConfig {
+            parts: 4,
+            parts_per_batch: 5,
+            ..Default::default()
+        };
+        assert!(train_cluster_gcn(&data, &quick(), &cluster, 0).is_err());
+        let mut g = generate_csbm(&CsbmConfig {
+            nodes: 50,
+            avg_degree: 4.0,
+            ..Default::default()
+        })
+        .unwrap()
+        .to_graph_data();
+        assert!(NodeData::from_graph_data(&g, None, false).is_err());
+        g.split = Some(Split {
+            train: vec![60],
+            ..Default::default()
+        });
+        assert!(NodeData::from_graph_data(&g, None, false).is_err());
+    }
+
+    #[test]
+    fn both_methods_learn_a_synthetic_graph_deterministically() {
+        let data = synthetic();
+        let full = train_full_batch(&data, &quick(), 7).unwrap();
+        let cluster = ClusterConfig {
+            parts: 8,
+            parts_per_batch: 2,
+            ..Default::default()
+        };
+        let cg = train_cluster_gcn(&data, &quick(), &cluster, 7).unwrap();
+        // Three classes: chance is 1/3.
+        assert!(full.test_accuracy > 0.7, "{full:?}");
+        assert!(cg.test_accuracy_at_best_val > 0.7, "{cg:?}");
+        assert!(cg.max_batch_nodes <= 100, "{cg:?}");
+        let again = train_cluster_gcn(&data, &quick(), &cluster, 7).unwrap();
+        assert_eq!(
+            (again.test_accuracy, again.best_epoch),
+            (cg.test_accuracy, cg.best_epoch)
+        );
+    }
+}
