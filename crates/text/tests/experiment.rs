@@ -147,3 +147,19 @@ fn bad_input_is_reported_with_file_and_line() {
     assert!(e.is_usage() && e.to_string().contains("nope.txt"), "{e}");
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn shipped_presets_load_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/secnn");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg: SecnnConfig = ferrolab_core::config::load(Some(&path), &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(["mr", "sst2"].contains(&cfg.data.preset.as_str()));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 3);
+}
