@@ -2,11 +2,8 @@
 //! big-endian `u32` sizes, then the elements. Only unsigned bytes (type `0x08`) are read,
 //! which is what the MNIST family uses. Gzip-compressed files are detected by their magic.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-
-use flate2::read::MultiGzDecoder;
 
 use crate::error::{DataError, Result};
 
@@ -47,16 +44,7 @@ fn type_name(t: u8) -> &'static str {
 /// Reads an IDX file, plain or gzip-compressed.
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
     let path = path.as_ref();
-    let mut file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
-    let gz = file
-        .fill_buf()
-        .map_err(|e| DataError::io(path, e))?
-        .starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let (mut reader, gz) = crate::io::open_maybe_gz(path)?;
     let unpacked = if gz { " (after gunzip)" } else { "" };
     let read_err = |e: std::io::Error, at: usize| match e.kind() {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {

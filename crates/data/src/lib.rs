@@ -32,6 +32,7 @@ pub mod acdc;
 pub mod error;
 pub mod graph;
 pub mod idx;
+mod io;
 pub mod lookup;
 pub mod movielens;
 pub mod npy;

@@ -1,11 +1,8 @@
 //! Daily price tables: CSV with a `Date` column then one price column per asset, usually
 //! gzip-compressed (skfolio's S&P 500 files).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
-
-use flate2::read::MultiGzDecoder;
 
 use crate::error::{DataError, Result, quote};
 
@@ -66,16 +63,7 @@ fn valid_date(s: &str) -> bool {
 /// number; errors name the file, line and column.
 pub fn load_price_csv_gz(path: impl AsRef<Path>) -> Result<PriceTable> {
     let path = path.as_ref();
-    let mut file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
-    let gz = file
-        .fill_buf()
-        .map_err(|e| DataError::io(path, e))?
-        .starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn BufRead> = if gz {
-        Box::new(BufReader::new(MultiGzDecoder::new(file)))
-    } else {
-        Box::new(file)
-    };
+    let (reader, _) = crate::io::open_maybe_gz(path)?;
     parse_price_csv(reader, path)
 }
 
