@@ -4,6 +4,20 @@ use clap::Args;
 use ferrolab_core::{CoreError, RunDir};
 use std::path::{Path, PathBuf};
 
+/// `[--data-dir DIR] [--seed N] [--threads N]`: shared by every system and `reproduce`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Folder holding the real datasets (else $FERROLAB_DATA, else ../shared/data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Master seed driving every random source.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads for the tensor backend (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
 /// `[--config FILE] [--set key=value]... [--data-dir DIR] [--out DIR] [--seed N] [--threads N]`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct CommonArgs {
@@ -13,19 +27,12 @@ pub struct CommonArgs {
     /// Override one key, e.g. `--set train.epochs=5` (repeatable; unknown keys are errors).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Folder holding the real datasets (else $FERROLAB_DATA, else ../shared/data).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
     /// Output folder for report.json, config.toml, metrics.jsonl and checkpoints
     /// (default: runs/<system>-<unix time>); a folder that already holds a report is refused.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Master seed driving every random source.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// CPU threads for the tensor backend (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 impl CommonArgs {

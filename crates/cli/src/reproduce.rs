@@ -21,15 +21,8 @@ pub struct ReproduceArgs {
     /// Output folder (default: runs/reproduce-<unix time>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Folder holding the real datasets.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Master seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// CPU threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub run: crate::common::RunArgs,
 }
 
 /// One reproducible experiment.
@@ -100,12 +93,12 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
         .into());
     }
     std::fs::create_dir_all(&out).map_err(|e| ferrolab_core::CoreError::io(&out, e))?;
-    ferrolab_core::backend::init_threads(args.threads);
+    ferrolab_core::backend::init_threads(args.run.threads);
     let mode = if args.full { "full" } else { "quick" };
     let mut md = format!(
         "# ferrolab reproduce ({mode})\n\nSeed {}, {} threads, backend {}. Each section: ours vs the baseline measured in the same run \
          (mean ± std over runs), and the paper's figure where one exists.\n\n",
-        args.seed,
+        args.run.seed,
         rayon_threads(),
         ferrolab_core::backend::BACKEND_NAME
     );
@@ -113,10 +106,8 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
     for e in chosen {
         eprintln!("== {} ({mode}): {}", e.name, e.what);
         let common = CommonArgs {
-            data_dir: args.data_dir.clone(),
             out: Some(out.join(e.name)),
-            seed: args.seed,
-            threads: args.threads,
+            run: args.run.clone(),
             ..Default::default()
         };
         let sw = ferrolab_core::resources::Stopwatch::start();

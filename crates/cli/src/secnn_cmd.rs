@@ -79,13 +79,17 @@ pub fn run(args: SecnnArgs) -> anyhow::Result<()> {
 
 /// Trains and writes the run folder; shared with `reproduce`.
 pub fn train(cfg: &SecnnConfig, common: &CommonArgs) -> anyhow::Result<Outcome> {
-    ferrolab_core::backend::init_threads(common.threads);
+    ferrolab_core::backend::init_threads(common.run.threads);
     // Resolve the data before creating the output folder, so a data error leaves nothing behind.
-    ferrolab_text::experiment::resolve_files(cfg, common.data_dir.as_deref())?;
+    ferrolab_text::experiment::resolve_files(cfg, common.run.data_dir.as_deref())?;
     let mut run = common.run_dir("secnn")?;
     run.write_config(&ferrolab_core::config::to_toml(cfg)?)?;
-    let outcome =
-        ferrolab_text::experiment::run(cfg, common.data_dir.as_deref(), common.seed, &mut run)?;
+    let outcome = ferrolab_text::experiment::run(
+        cfg,
+        common.run.data_dir.as_deref(),
+        common.run.seed,
+        &mut run,
+    )?;
     run.write_report(&outcome.report)?;
     crate::plot::write_curves(
         &run.join("curves.svg"),
