@@ -468,16 +468,26 @@ pub fn train_full_batch(data: &NodeData, cfg: &TrainConfig, seed: u64) -> Result
             &data.labels,
         );
         epochs_run = epoch + 1;
-        let pred = predict(&model, &eval);
-        let (val, test) = (
-            accuracy_on(&pred, data, &data.split.val),
-            accuracy_on(&pred, data, &data.split.test),
-        );
-        if monitor.record(epoch, val, test) {
+        if evaluate_epoch(&model, &eval, data, &mut monitor, epoch) {
             break;
         }
     }
     Ok(monitor.outcome(epochs_run, start.elapsed().as_secs_f64(), data.num_nodes()))
+}
+
+/// Scores the model on the full graph after `epoch` and tells whether early stopping ends
+/// training.
+fn evaluate_epoch(
+    model: &Gcn,
+    eval: &FullGraph,
+    data: &NodeData,
+    monitor: &mut Monitor,
+    epoch: usize,
+) -> bool {
+    let pred = predict(model, eval);
+    let val = accuracy_on(&pred, data, &data.split.val);
+    let test = accuracy_on(&pred, data, &data.split.test);
+    monitor.record(epoch, val, test)
 }
 
 /// Cluster-GCN (Alg. 1) on a random partition: each step trains on the subgraph induced by
@@ -527,12 +537,7 @@ pub fn train_cluster_gcn(
             model = step(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
         }
         epochs_run = epoch + 1;
-        let pred = predict(&model, &eval);
-        let (val, test) = (
-            accuracy_on(&pred, data, &data.split.val),
-            accuracy_on(&pred, data, &data.split.test),
-        );
-        if monitor.record(epoch, val, test) {
+        if evaluate_epoch(&model, &eval, data, &mut monitor, epoch) {
             break;
         }
     }
