@@ -78,12 +78,14 @@ impl MultiHeadSelfAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::train_device;
+    // Tests that seed hold `exclusive_rng`: other tests draw from the same process-global generator.
+    use crate::backend::{exclusive_rng, train_device};
     use crate::nn::gradcheck::check_input_gradient;
 
     #[test]
     fn shape_and_padding_is_ignored() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(3);
         let a = MultiHeadSelfAttentionConfig::new(8, 2).init(&dev);
         let x = Tensor::<3>::random([1, 4, 8], burn::tensor::Distribution::Default, &dev);
@@ -108,6 +110,7 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(4);
         let a = MultiHeadSelfAttentionConfig::new(4, 2).init(&dev);
         check_input_gradient(|x: Tensor<3>| a.forward(x, None), [2, 3, 4], 13);

@@ -36,22 +36,56 @@ pub fn check_input_gradient<const D: usize, const E: usize>(
     );
 
     let base = super::to_vec_f32(x);
-    let eps = 1e-2f32;
+    let l0 = loss_at(super::float_tensor(base.clone(), shape, &dev));
+    let tol = |v: f64| ATOL + RTOL * v.abs();
+    // Loss at `x + h e_i`.
+    let shifted = |i: usize, h: f32| {
+        let mut v = base.clone();
+        v[i] += h;
+        loss_at(super::float_tensor(v, shape, &dev))
+    };
     let mut worst = (0usize, 0.0f64, 0.0f64, 0.0f64);
-    for i in 0..base.len() {
-        let mut plus = base.clone();
-        plus[i] += eps;
-        let mut minus = base.clone();
-        minus[i] -= eps;
-        let lp = loss_at(super::float_tensor(plus, shape, &dev));
-        let lm = loss_at(super::float_tensor(minus, shape, &dev));
-        let numeric = (lp - lm) / (2.0 * f64::from(eps));
-        let a = f64::from(analytic[i]);
-        let excess = (a - numeric).abs() - (ATOL + RTOL * numeric.abs());
-        if excess > worst.3 {
+    let mut skipped = 0usize;
+    for (i, &a) in analytic.iter().enumerate() {
+        let a = f64::from(a);
+        let mut accepted = false;
+        let mut numeric = 0.0;
+        // A ReLU (or max) kink inside [x-h, x+h] makes the central difference average two
+        // slopes and fail a correct gradient (CI hit this once on a random point). A smaller
+        // step usually leaves the kink outside; if not, the one-sided slopes disagree and
+        // autodiff must equal the one on its own side. Points accepted that way are counted,
+        // and a test where every point needs it fails below.
+        // (One hidden unit near zero puts every input element of a GCN on a kink at once.)
+        for h in [1e-2f32, 1e-3] {
+            let (lp, lm) = (shifted(i, h), shifted(i, -h));
+            let central = (lp - lm) / (2.0 * f64::from(h));
+            if h == 1e-2 {
+                numeric = central;
+            }
+            if (a - central).abs() <= tol(central) {
+                accepted = true;
+                break;
+            }
+            let forward = (lp - l0) / f64::from(h);
+            let backward = (l0 - lm) / f64::from(h);
+            let kink = (forward - backward).abs() > tol(central);
+            if kink
+                && ((a - forward).abs() <= tol(forward) || (a - backward).abs() <= tol(backward))
+            {
+                skipped += 1;
+                accepted = true;
+                break;
+            }
+        }
+        let excess = (a - numeric).abs() - tol(numeric);
+        if !accepted && excess > worst.3 {
             worst = (i, a, numeric, excess);
         }
     }
+    assert!(
+        skipped < base.len(),
+        "all {skipped} elements sit on a kink; choose another seed or shape"
+    );
     assert!(
         worst.3 <= 0.0,
         "gradient mismatch at element {}: autodiff {} vs finite difference {}",

@@ -60,7 +60,8 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::train_device;
+    // Tests that seed hold `exclusive_rng`: other tests draw from the same process-global generator.
+    use crate::backend::{exclusive_rng, train_device};
     use crate::nn::gradcheck::check_input_gradient;
 
     #[test]
@@ -74,6 +75,7 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(1);
         let m = MlpConfig::new(vec![4, 6, 3]).init(&dev);
         check_input_gradient(|x: Tensor<2>| m.forward(x), [3, 4], 11);

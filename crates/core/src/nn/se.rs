@@ -73,7 +73,8 @@ impl SqueezeExcitation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::train_device;
+    // Tests that seed hold `exclusive_rng`: other tests draw from the same process-global generator.
+    use crate::backend::{exclusive_rng, train_device};
     use crate::nn::gradcheck::check_input_gradient;
 
     #[test]
@@ -106,6 +107,7 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(2);
         let se = SqueezeExcitationConfig::new(6).with_reduction(2).init(&dev);
         check_input_gradient(|x: Tensor<3>| se.forward(x), [2, 6, 4], 12);

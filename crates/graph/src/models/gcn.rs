@@ -176,7 +176,8 @@ mod tests {
     use super::*;
     use crate::csr::CsrGraph;
     use crate::norm::{Normalization, normalize};
-    use ferrolab_core::backend::train_device;
+    // Tests that seed hold `exclusive_rng`: other tests draw from the same process-global generator.
+    use ferrolab_core::backend::{exclusive_rng, train_device};
     use ferrolab_core::nn::gradcheck::check_input_gradient;
 
     fn adj(device: &Device) -> SparseAdj {
@@ -206,6 +207,7 @@ mod tests {
     #[test]
     fn gcn_layer_gradient_matches_finite_differences() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(3);
         let a = adj(&dev);
         let layer = GcnLayerConfig::new(3, 2).init(&dev);
@@ -215,6 +217,7 @@ mod tests {
     #[test]
     fn cluster_gcn_model_gradient_matches_finite_differences() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(4);
         let a = adj(&dev);
         let m = GcnConfig::new(3, 2)
@@ -228,6 +231,7 @@ mod tests {
     #[test]
     fn sparse_input_matches_dense_input() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(6);
         let a = adj(&dev);
         // 4 x 3 features: [1 0 2; 0 0 0; 0 3 0; 4 0 5].
@@ -266,6 +270,7 @@ mod tests {
     #[test]
     fn layer_equals_dense_formula() {
         let dev = train_device();
+        let _rng = exclusive_rng();
         dev.seed(5);
         let a = adj(&dev);
         let layer = GcnLayerConfig::new(3, 2).init(&dev);
