@@ -21,7 +21,9 @@
 //! let cfg = TrainConfig { epochs: 5, ..Default::default() };
 //! let cluster = ClusterConfig { parts: 4, parts_per_batch: 2, ..Default::default() };
 //! let out = train_cluster_gcn(&data, &cfg, &cluster, 0)?;
-//! assert!(out.max_batch_nodes <= 100);
+//! // Two of four METIS clusters (about 50 nodes each, up to 3% over).
+//! assert!(out.max_batch_nodes <= 103);
+//! assert!(out.partition.is_some_and(|p| p.edge_cut < 0.9));
 //! # Ok::<(), ferrolab_graph::GraphError>(())
 //! ```
 
@@ -32,6 +34,7 @@ pub mod error;
 pub mod experiment;
 pub mod models;
 pub mod norm;
+pub mod partition;
 pub mod train;
 
 pub use csr::CsrGraph;
@@ -39,7 +42,8 @@ pub use error::{GraphError, Result};
 pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare};
 pub use models::{Gcn, GcnConfig};
 pub use norm::{Normalization, WeightedCsr, normalize};
+pub use partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
 pub use train::{
-    ClusterConfig, ClusterPartition, NodeData, TrainConfig, TrainOutcome, train_cluster_gcn,
-    train_full_batch,
+    ClusterConfig, NodeData, PartitionInfo, TrainConfig, TrainOutcome, train_cluster_gcn,
+    train_full_batch, train_on_partition,
 };

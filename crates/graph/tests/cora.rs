@@ -36,11 +36,12 @@ fn gcn_and_cluster_gcn_on_cora() {
     );
     println!(
         "Cora, seeds {:?}: full-batch GCN final {} / at best val {} ({:.2} s a run; published \
-         81.5); Cluster-GCN (random, c = {}, q = {}, {:?}) final {} / at best val {} ({:.2} s a run)",
+         81.5); Cluster-GCN ({}, c = {}, q = {}, {:?}) final {} / at best val {} ({:.2} s a run)",
         cfg.seeds,
         pct(full),
         pct(full_sel),
         c.full_batch.train_seconds(),
+        cfg.cluster.method,
         cfg.cluster.parts,
         cfg.cluster.parts_per_batch,
         cfg.cluster.norm,

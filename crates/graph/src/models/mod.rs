@@ -2,4 +2,4 @@
 
 pub mod gcn;
 
-pub use gcn::{Gcn, GcnConfig, GcnLayer, GcnLayerConfig};
+pub use gcn::{Gcn, GcnConfig, GcnInput, GcnLayer, GcnLayerConfig};
