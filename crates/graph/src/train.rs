@@ -151,10 +151,10 @@ fn feature_rows(
             for &r in nodes {
                 block.extend_from_slice(&values[r * cols..(r + 1) * cols]);
             }
-            return Ok(GcnInput::Dense(Tensor::from_data(
+            return Ok(GcnInput::Dense(Box::new(Tensor::from_data(
                 TensorData::new(block, [nodes.len(), *cols]),
                 dev,
-            )));
+            ))));
         }
     };
     let mut indptr = Vec::with_capacity(nodes.len() + 1);
@@ -184,7 +184,7 @@ fn feature_rows(
     }
     let m = SparseAdj::from_csr(nodes.len(), f.cols, &indptr, &indices, Some(&values), dev)
         .map_err(GraphError::Invalid)?;
-    Ok(GcnInput::Sparse(Box::new(m)))
+    Ok(GcnInput::Sparse(m))
 }
 
 /// Hyper-parameters shared by both training procedures. Defaults are Kipf & Welling's Cora

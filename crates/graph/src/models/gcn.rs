@@ -87,9 +87,9 @@ impl GcnLayer {
 #[derive(Debug, Clone)]
 pub enum GcnInput {
     /// Sparse rows (bag-of-words): products cost O(nnz · d_out).
-    Sparse(Box<SparseAdj>),
+    Sparse(SparseAdj),
     /// Dense rows.
-    Dense(Tensor<2>),
+    Dense(Box<Tensor<2>>),
 }
 
 /// Configuration of a [`Gcn`].
@@ -168,7 +168,7 @@ impl Gcn {
     pub fn forward_input(&self, adj: &SparseAdj, x: &GcnInput) -> Tensor<2> {
         match x {
             GcnInput::Sparse(x) => self.forward_sparse(adj, x),
-            GcnInput::Dense(x) => self.forward(adj, x.clone()),
+            GcnInput::Dense(x) => self.forward(adj, (**x).clone()),
         }
     }
 
