@@ -141,6 +141,11 @@ impl ClusterPartition {
         let mut part = vec![0 as metis::Idx; n];
         // METIS seeds with a C int; fold the 64-bit seed into it.
         let metis_seed = ((seed ^ (seed >> 32)) & 0x7fff_ffff) as metis::Idx;
+        // METIS draws from one process-wide C random state: two partitions computed at once
+        // (parallel tests, a user's threads) would race on it and lose determinism.
+        let _one_at_a_time = METIS_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         metis::Graph::new(1, nparts, &xadj, &adjncy)
             .map_err(|e| GraphError::Invalid(format!("METIS rejected the graph: {e}")))?
             .set_option(metis::option::Seed(metis_seed))
@@ -217,6 +222,8 @@ impl Hasher {
         x ^ (x >> 33)
     }
 }
+
+static METIS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const MAGIC: &[u8; 8] = b"FLPART\0\x01";
 const HEADER: usize = 8 + 8 + 8 + 8 + 8 + 8;

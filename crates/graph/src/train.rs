@@ -184,7 +184,7 @@ fn feature_rows(
     }
     let m = SparseAdj::from_csr(nodes.len(), f.cols, &indptr, &indices, Some(&values), dev)
         .map_err(GraphError::Invalid)?;
-    Ok(GcnInput::Sparse(m))
+    Ok(GcnInput::Sparse(Box::new(m)))
 }
 
 /// Hyper-parameters shared by both training procedures. Defaults are Kipf & Welling's Cora

@@ -87,7 +87,7 @@ impl GcnLayer {
 #[derive(Debug, Clone)]
 pub enum GcnInput {
     /// Sparse rows (bag-of-words): products cost O(nnz · d_out).
-    Sparse(SparseAdj),
+    Sparse(Box<SparseAdj>),
     /// Dense rows.
     Dense(Box<Tensor<2>>),
 }
