@@ -1,0 +1,12 @@
+//! # ferrolab-fhe
+//!
+//! Leveled RNS-CKKS (Cheon, Kim, Kim, Song 2017; the full-RNS variant of Cheon, Han, Kim, Kim,
+//! Song 2018) with hybrid key switching (Han & Ki 2020), written from the papers.
+
+#![allow(clippy::needless_range_loop)]
+
+pub mod arith;
+pub mod error;
+pub mod ntt;
+
+pub use error::{FheError, Result};

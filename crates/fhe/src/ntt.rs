@@ -1,0 +1,283 @@
+//! Negacyclic number-theoretic transform over Z_q[X]/(X^N + 1).
+//!
+//! Forward: Cooley–Tukey with the 2N-th root ψ merged into the twiddles (no pre-scaling pass),
+//! Harvey's lazy butterflies with values kept in [0, 4q) and Shoup multiplication; the output
+//! is in bit-reversed order: `a[k] = a(ψ^(2·rev(k)+1))`. Inverse: Gentleman–Sande with ψ^-1,
+//! values in [0, 2q), and the final 1/N folded into the last stage. This is the layout SEAL
+//! and Lattigo use; we wrote it rather than pull in `concrete-ntt` because its prime-generic
+//! 64-bit plan does the same Shoup butterflies (its speed-up comes from AVX-512 IFMA, which
+//! this CPU class lacks) and we need the exact evaluation order for NTT-domain automorphisms.
+
+use crate::arith::{Modulus, bit_reverse, primitive_root_2n};
+
+/// Precomputed twiddles for one prime.
+#[derive(Debug, Clone)]
+pub struct NttTable {
+    /// The prime.
+    pub m: Modulus,
+    /// N.
+    pub n: usize,
+    log_n: u32,
+    /// ψ^rev(i) and Shoup companions.
+    psi_rev: Vec<u64>,
+    psi_rev_shoup: Vec<u64>,
+    /// ψ^-rev(i) (for Gentleman–Sande) and Shoup companions.
+    ipsi_rev: Vec<u64>,
+    ipsi_rev_shoup: Vec<u64>,
+    n_inv: u64,
+    n_inv_shoup: u64,
+    /// ψ^-1 · n^-1 folded for the last inverse stage.
+    last_w: u64,
+    last_w_shoup: u64,
+}
+
+impl NttTable {
+    /// Tables for `q` (≡ 1 mod 2N, prime) and N = 2^log_n. None if no 2N-th root exists.
+    pub fn new(q: u64, log_n: u32) -> Option<Self> {
+        let n = 1usize << log_n;
+        let m = Modulus::new(q);
+        let psi = primitive_root_2n(&m, 2 * n as u64)?;
+        let ipsi = m.inv(psi);
+        let mut psi_rev = vec![0u64; n];
+        let mut ipsi_rev = vec![0u64; n];
+        let (mut p, mut ip) = (1u64, 1u64);
+        for i in 0..n {
+            let r = bit_reverse(i, log_n);
+            psi_rev[r] = p;
+            ipsi_rev[r] = ip;
+            p = m.mul(p, psi);
+            ip = m.mul(ip, ipsi);
+        }
+        let psi_rev_shoup = psi_rev.iter().map(|&w| m.shoup(w)).collect();
+        let ipsi_rev_shoup = ipsi_rev.iter().map(|&w| m.shoup(w)).collect();
+        let n_inv = m.inv(n as u64 % q);
+        let last_w = m.mul(ipsi_rev[1], n_inv);
+        Some(NttTable {
+            m,
+            n,
+            log_n,
+            psi_rev,
+            psi_rev_shoup,
+            ipsi_rev,
+            ipsi_rev_shoup,
+            n_inv,
+            n_inv_shoup: m.shoup(n_inv),
+            last_w,
+            last_w_shoup: m.shoup(last_w),
+        })
+    }
+
+    /// log2 N.
+    pub fn log_n(&self) -> u32 {
+        self.log_n
+    }
+
+    /// In-place forward negacyclic NTT; input in [0, q) (any value < 4q works), output in [0, q).
+    pub fn forward(&self, a: &mut [u64]) {
+        let n = self.n;
+        debug_assert_eq!(a.len(), n);
+        let q = self.m.q;
+        let two_q = 2 * q;
+        let mut t = n;
+        let mut m = 1;
+        while m < n {
+            t >>= 1;
+            for i in 0..m {
+                let w = self.psi_rev[m + i];
+                let ws = self.psi_rev_shoup[m + i];
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let mut u = *x;
+                    if u >= two_q {
+                        u -= two_q;
+                    }
+                    let v = self.m.mul_shoup_lazy(*y, w, ws);
+                    *x = u + v;
+                    *y = u + two_q - v;
+                }
+            }
+            m <<= 1;
+        }
+        for x in a.iter_mut() {
+            let mut v = *x;
+            if v >= two_q {
+                v -= two_q;
+            }
+            if v >= q {
+                v -= q;
+            }
+            *x = v;
+        }
+    }
+
+    /// In-place inverse negacyclic NTT; input in [0, q) (anything < 2q works), output in [0, q).
+    pub fn inverse(&self, a: &mut [u64]) {
+        let n = self.n;
+        debug_assert_eq!(a.len(), n);
+        let q = self.m.q;
+        let two_q = 2 * q;
+        let mut t = 1;
+        let mut m = n;
+        while m > 2 {
+            let h = m >> 1;
+            for i in 0..h {
+                let w = self.ipsi_rev[h + i];
+                let ws = self.ipsi_rev_shoup[h + i];
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let u = *x;
+                    let v = *y;
+                    let mut s = u + v;
+                    if s >= two_q {
+                        s -= two_q;
+                    }
+                    *x = s;
+                    *y = self.m.mul_shoup_lazy(u + two_q - v, w, ws);
+                }
+            }
+            t <<= 1;
+            m = h;
+        }
+        // Last stage (m = 2, one twiddle) with 1/N folded in.
+        let (lo, hi) = a.split_at_mut(n / 2);
+        for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+            let u = *x;
+            let v = *y;
+            *x = self.m.mul_shoup(u + v, self.n_inv, self.n_inv_shoup);
+            *y = self
+                .m
+                .mul_shoup(u + two_q - v, self.last_w, self.last_w_shoup);
+        }
+    }
+
+    /// The exponent e_k (odd, < 2N) such that forward output k is the evaluation at ψ^e_k.
+    pub fn eval_exponent(&self, k: usize) -> usize {
+        2 * bit_reverse(k, self.log_n) + 1
+    }
+}
+
+/// Index map of the automorphism X → X^g in the NTT domain: `out[k] = in[perm[k]]`.
+pub fn automorphism_ntt_index(log_n: u32, g: usize) -> Vec<u32> {
+    let n = 1usize << log_n;
+    let two_n = 2 * n;
+    (0..n)
+        .map(|k| {
+            let e = (2 * bit_reverse(k, log_n) + 1) * g % two_n;
+            bit_reverse((e - 1) / 2, log_n) as u32
+        })
+        .collect()
+}
+
+/// The automorphism X → X^g on a coefficient-form polynomial (for tests and key generation).
+pub fn automorphism_coeff(a: &[u64], g: usize, m: &Modulus) -> Vec<u64> {
+    let n = a.len();
+    let mut out = vec![0u64; n];
+    for (i, &c) in a.iter().enumerate() {
+        let j = i * g % (2 * n);
+        if j < n {
+            out[j] = c;
+        } else {
+            out[j - n] = m.neg(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arith::is_prime;
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    fn ntt_prime(bits: u32, log_n: u32) -> u64 {
+        let step = 2u64 << log_n;
+        let mut q = (1u64 << bits) + 1;
+        loop {
+            q -= step;
+            if is_prime(q) {
+                return q;
+            }
+        }
+    }
+
+    fn schoolbook(a: &[u64], b: &[u64], m: &Modulus) -> Vec<u64> {
+        let n = a.len();
+        let mut c = vec![0u64; n];
+        for i in 0..n {
+            for j in 0..n {
+                let p = m.mul(a[i], b[j]);
+                if i + j < n {
+                    c[i + j] = m.add(c[i + j], p);
+                } else {
+                    c[i + j - n] = m.sub(c[i + j - n], p);
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn ntt_multiplication_matches_schoolbook_negacyclic() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for (bits, log_n) in [(20u32, 3u32), (30, 5), (50, 6), (60, 8), (61, 4)] {
+            let q = ntt_prime(bits, log_n);
+            let t = NttTable::new(q, log_n).unwrap();
+            let n = 1 << log_n;
+            for _ in 0..3 {
+                let a: Vec<u64> = (0..n).map(|_| rng.random::<u64>() % q).collect();
+                let b: Vec<u64> = (0..n).map(|_| rng.random::<u64>() % q).collect();
+                let want = schoolbook(&a, &b, &t.m);
+                let (mut fa, mut fb) = (a.clone(), b.clone());
+                t.forward(&mut fa);
+                t.forward(&mut fb);
+                let mut c: Vec<u64> = fa.iter().zip(&fb).map(|(x, y)| t.m.mul(*x, *y)).collect();
+                t.inverse(&mut c);
+                assert_eq!(c, want, "q={q} n={n}");
+                let mut back = fa.clone();
+                t.inverse(&mut back);
+                assert_eq!(back, a);
+            }
+        }
+    }
+
+    #[test]
+    fn ntt_output_is_evaluation_at_odd_powers_of_psi() {
+        let log_n = 4;
+        let q = ntt_prime(40, log_n);
+        let t = NttTable::new(q, log_n).unwrap();
+        let m = t.m;
+        let psi = primitive_root_2n(&m, 32).unwrap();
+        let a: Vec<u64> = (0..16u64).map(|i| i * i + 3).collect();
+        let mut f = a.clone();
+        t.forward(&mut f);
+        for (k, &fk) in f.iter().enumerate() {
+            let x = m.pow(psi, t.eval_exponent(k) as u64);
+            let mut acc = 0;
+            for &c in a.iter().rev() {
+                acc = m.add(m.mul(acc, x), c);
+            }
+            assert_eq!(fk, acc, "k={k}");
+        }
+    }
+
+    #[test]
+    fn automorphism_commutes_with_ntt() {
+        let log_n = 5;
+        let q = ntt_prime(45, log_n);
+        let t = NttTable::new(q, log_n).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let a: Vec<u64> = (0..32).map(|_| rng.random::<u64>() % q).collect();
+        for g in [5usize, 25, 63, 3 * 5 % 64] {
+            let want = {
+                let mut w = automorphism_coeff(&a, g, &t.m);
+                t.forward(&mut w);
+                w
+            };
+            let mut fa = a.clone();
+            t.forward(&mut fa);
+            let idx = automorphism_ntt_index(log_n, g);
+            let got: Vec<u64> = idx.iter().map(|&i| fa[i as usize]).collect();
+            assert_eq!(got, want, "g={g}");
+        }
+    }
+}
