@@ -6,7 +6,10 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod arith;
+pub mod complex;
+pub mod encoder;
 pub mod error;
 pub mod ntt;
+pub mod params;
 
 pub use error::{FheError, Result};
