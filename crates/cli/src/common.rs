@@ -65,6 +65,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(t) = cause.downcast_ref::<ferrolab_text::TextError>() {
             return if t.is_usage() { 2 } else { 1 };
         }
+        if let Some(g) = cause.downcast_ref::<ferrolab_graph::GraphError>() {
+            return if g.is_usage() { 2 } else { 1 };
+        }
         if cause.downcast_ref::<ferrolab_data::DataError>().is_some()
             || cause.downcast_ref::<UsageError>().is_some()
         {

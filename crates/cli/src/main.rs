@@ -1,6 +1,7 @@
 //! `ferrolab`: the one binary. It parses arguments, dispatches to a system's library and maps
 //! errors to exit codes (2 = usage, config or data error; 1 = runtime failure). No maths here.
 
+mod cluster_gcn_cmd;
 mod common;
 mod data_cmd;
 mod plot;
@@ -27,6 +28,8 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// SECNN vs Kim-CNN sentence classification (train + evaluate, or `predict`).
     Secnn(secnn_cmd::SecnnArgs),
+    /// Cluster-GCN vs full-batch GCN and random partitions (node classification).
+    ClusterGcn(cluster_gcn_cmd::ClusterGcnArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Data(a) => data_cmd::run(&a),
         Command::Reproduce(a) => reproduce::run(&a),
         Command::Secnn(a) => secnn_cmd::run(a),
+        Command::ClusterGcn(a) => cluster_gcn_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

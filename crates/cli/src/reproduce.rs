@@ -47,6 +47,15 @@ fn secnn_preset(preset: &str, full: bool, common: &CommonArgs) -> anyhow::Result
     crate::secnn_cmd::train(&cfg, common)
 }
 
+fn cluster_gcn_cora(full: bool, common: &CommonArgs) -> anyhow::Result<Outcome> {
+    let cfg = if full {
+        ferrolab_graph::ClusterGcnConfig::default()
+    } else {
+        ferrolab_graph::ClusterGcnConfig::quick()
+    };
+    crate::cluster_gcn_cmd::train(&cfg, common)
+}
+
 fn entries() -> Vec<Entry> {
     vec![
         Entry {
@@ -60,6 +69,12 @@ fn entries() -> Vec<Entry> {
             system: "secnn",
             what: "SECNN vs Kim-CNN-rand on SST-2",
             run: |full, c| secnn_preset("sst2", full, c),
+        },
+        Entry {
+            name: "cluster-gcn-cora",
+            system: "cluster-gcn",
+            what: "Cluster-GCN (METIS) vs full-batch GCN and random partitions on Cora",
+            run: cluster_gcn_cora,
         },
     ]
 }

@@ -144,3 +144,95 @@ fn a_run_writes_its_folder_refuses_to_overwrite_it_and_predicts() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn cluster_gcn_runs_on_a_generated_graph_and_reports_the_contract_keys() {
+    let dir = tmp("cgcn");
+    let out = dir.join("run");
+    let cache = dir.join("cache");
+    let args = [
+        "cluster-gcn",
+        "--set",
+        "data.synthetic.nodes=600",
+        "--set",
+        "data.synthetic.features=16",
+        "--set",
+        "data.synthetic.classes=3",
+        "--set",
+        "train.epochs=15",
+        "--set",
+        "train.seeds=2",
+        "--set",
+        "cluster.parts=6",
+        "--set",
+    ];
+    let cache_set = format!("cluster.cache_dir={}", cache.display());
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([
+        cache_set.as_str(),
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = ferrolab(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    for key in [
+        "test_accuracy",
+        "test_accuracy_std",
+        "peak_rss_mb",
+        "epoch_seconds",
+    ] {
+        assert!(r["metrics"][key].is_number(), "metrics.{key}: {r}");
+        for b in ["full_batch_gcn", "random_partition"] {
+            assert!(
+                r["baselines"][b][key].is_number(),
+                "baselines.{b}.{key}: {r}"
+            );
+        }
+    }
+    assert!(
+        r["details"]["partition_cache"]
+            .as_str()
+            .unwrap()
+            .starts_with("stored")
+    );
+    // The second run finds the partition in the cache.
+    let out2 = dir.join("run2");
+    all.truncate(all.len() - 1);
+    all.push(out2.to_str().unwrap());
+    let o = ferrolab(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("report.json")).unwrap()).unwrap();
+    assert!(
+        r["details"]["partition_cache"]
+            .as_str()
+            .unwrap()
+            .starts_with("hit")
+    );
+
+    // More clusters than nodes, a missing file, an unknown key: usage errors, no folder.
+    for bad in [
+        "cluster.parts=100000",
+        "data.path=/nonexistent/graph.npz",
+        "cluster.q=2",
+    ] {
+        let out3 = dir.join("bad");
+        let o = ferrolab(&[
+            "cluster-gcn",
+            "--set",
+            "data.synthetic.nodes=600",
+            "--set",
+            bad,
+            "--out",
+            out3.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(!out3.join("report.json").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,14 +1,22 @@
-//! The paper's comparison on one data set: full-batch GCN (the baseline) against Cluster-GCN
-//! over several seeds, as a [`Report`].
+//! The paper's comparison on one data set: Cluster-GCN (METIS clusters) against full-batch
+//! GCN and against Cluster-GCN on random clusters of the same size, over several seeds, as
+//! a [`Report`].
 //!
-//! Both are scored two ways: the final model, and the model of the epoch with the best
+//! Every method is scored two ways: the final model, and the model of the epoch with the best
 //! validation accuracy (model selection on the validation split). Cluster-GCN's final model
 //! carries the noise of its last small batch, so the selected figure is the one compared.
 
-use ferrolab_core::Report;
-use ferrolab_core::metrics::mean_std;
+use std::collections::BTreeMap;
+use std::path::Path;
 
+use ferrolab_core::metrics::mean_std;
+use ferrolab_core::resources::{peak_rss_mb, reset_peak_rss};
+use ferrolab_core::run::{Curve, Outcome, PaperFigure};
+use ferrolab_core::{Report, seed};
+
+use crate::config::ClusterGcnConfig;
 use crate::error::{GraphError, Result};
+use crate::partition::{CacheStatus, PartitionMethod};
 use crate::train::{
     ClusterConfig, NodeData, TrainConfig, TrainOutcome, train_cluster_gcn, train_full_batch,
 };
@@ -17,8 +25,13 @@ use crate::train::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExperimentConfig {
     pub train: TrainConfig,
+    /// Cluster-GCN's setting (its `method` is normally METIS).
     pub cluster: ClusterConfig,
     pub seeds: Vec<u64>,
+    /// Also train full-batch GCN (it needs the whole graph's activations in memory).
+    pub full_batch: bool,
+    /// Also train Cluster-GCN on random clusters (same number, same q).
+    pub random_partition: bool,
 }
 
 impl Default for ExperimentConfig {
@@ -27,6 +40,8 @@ impl Default for ExperimentConfig {
             train: TrainConfig::default(),
             cluster: ClusterConfig::default(),
             seeds: (0..10).collect(),
+            full_batch: true,
+            random_partition: true,
         }
     }
 }
@@ -45,6 +60,8 @@ impl ExperimentConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MethodResult {
     pub runs: Vec<TrainOutcome>,
+    /// Peak resident memory of the process while this method ran (MiB), data included.
+    pub peak_rss_mb: Option<f64>,
 }
 
 impl MethodResult {
@@ -58,24 +75,30 @@ impl MethodResult {
         mean_std(&self.collect(|o| o.test_accuracy_at_best_val))
     }
 
-    /// Mean training seconds per run.
+    /// Mean wall seconds per run (training and per-epoch evaluation).
     pub fn train_seconds(&self) -> f64 {
         mean_std(&self.collect(|o| o.train_seconds)).0
     }
 
-    fn collect(&self, f: impl Fn(&TrainOutcome) -> f64) -> Vec<f64> {
+    /// Mean seconds of one training epoch, evaluation excluded.
+    pub fn epoch_seconds(&self) -> f64 {
+        mean_std(&self.collect(|o| o.epoch_seconds)).0
+    }
+
+    pub fn collect(&self, f: impl Fn(&TrainOutcome) -> f64) -> Vec<f64> {
         self.runs.iter().map(f).collect()
     }
 
-    fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+    fn metrics(&self) -> BTreeMap<String, f64> {
         let (m, s) = self.test_accuracy();
         let (ms, ss) = self.test_accuracy_selected();
-        [
+        let mut out: BTreeMap<String, f64> = [
             ("test_accuracy", ms),
             ("test_accuracy_std", ss),
             ("test_accuracy_final", m),
             ("test_accuracy_final_std", s),
             ("train_seconds", self.train_seconds()),
+            ("epoch_seconds", self.epoch_seconds()),
             (
                 "max_batch_nodes",
                 self.runs
@@ -87,38 +110,117 @@ impl MethodResult {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        .collect();
+        if let Some(p) = self.peak_rss_mb {
+            out.insert("peak_rss_mb".into(), p);
+        }
+        if let Some(p) = self.runs.first().and_then(|o| o.partition.as_ref()) {
+            out.insert("edge_cut".into(), p.edge_cut);
+            out.insert("partition_seconds".into(), p.seconds);
+        }
+        out
     }
 }
 
-/// Both methods, same seeds.
+/// All methods, same seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
-    pub full_batch: MethodResult,
     pub cluster_gcn: MethodResult,
+    pub full_batch: Option<MethodResult>,
+    pub random_partition: Option<MethodResult>,
 }
 
-/// Runs full-batch GCN and Cluster-GCN (random partition) on `data` for every seed.
-pub fn compare(data: &NodeData, cfg: &ExperimentConfig) -> Result<Comparison> {
-    cfg.validate(data.num_nodes())?;
-    let full = cfg
-        .seeds
-        .iter()
-        .map(|&s| train_full_batch(data, &cfg.train, s))
-        .collect::<Result<Vec<_>>>()?;
-    let cluster = cfg
-        .seeds
-        .iter()
-        .map(|&s| train_cluster_gcn(data, &cfg.train, &cfg.cluster, s))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Comparison {
-        full_batch: MethodResult { runs: full },
-        cluster_gcn: MethodResult { runs: cluster },
+/// Runs `f` for every seed, measuring the process's peak memory over the runs.
+fn method(seeds: &[u64], f: impl Fn(u64) -> Result<TrainOutcome>) -> Result<MethodResult> {
+    let measurable = reset_peak_rss();
+    let runs = seeds.iter().map(|&s| f(s)).collect::<Result<Vec<_>>>()?;
+    Ok(MethodResult {
+        runs,
+        peak_rss_mb: if measurable { peak_rss_mb() } else { None },
     })
 }
 
-/// [`compare`] as a report: Cluster-GCN's metrics, full-batch GCN as the baseline.
-pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Report> {
+/// Runs Cluster-GCN and the enabled baselines on `data` for every seed.
+pub fn compare(data: &NodeData, cfg: &ExperimentConfig) -> Result<Comparison> {
+    cfg.validate(data.num_nodes())?;
+    let cluster_gcn = method(&cfg.seeds, |s| {
+        train_cluster_gcn(data, &cfg.train, &cfg.cluster, s)
+    })?;
+    let random = ClusterConfig {
+        method: PartitionMethod::Random,
+        ..cfg.cluster.clone()
+    };
+    let random_partition = cfg
+        .random_partition
+        .then(|| {
+            method(&cfg.seeds, |s| {
+                train_cluster_gcn(data, &cfg.train, &random, s)
+            })
+        })
+        .transpose()?;
+    let full_batch = cfg
+        .full_batch
+        .then(|| method(&cfg.seeds, |s| train_full_batch(data, &cfg.train, s)))
+        .transpose()?;
+    Ok(Comparison {
+        cluster_gcn,
+        full_batch,
+        random_partition,
+    })
+}
+
+/// Loads the configured graph: a file, the Cora preset, or a generated graph; with the
+/// file's split, or a seeded per-class split when it has none. Returns the data and a name.
+pub fn load_data(
+    cfg: &ClusterGcnConfig,
+    data_dir: Option<&Path>,
+    master_seed: u64,
+) -> Result<(NodeData, String)> {
+    let d = &cfg.data;
+    let (g, name) = if let Some(s) = &d.synthetic {
+        let g = ferrolab_data::generate_csbm(s)?.to_graph_data();
+        (g, format!("csbm-{}", s.nodes))
+    } else {
+        let path = match &d.path {
+            Some(p) => std::path::PathBuf::from(p),
+            None => ferrolab_data::find_dataset(data_dir, "cora_planetoid")?,
+        };
+        let name = path
+            .file_stem()
+            .map_or_else(|| "graph".into(), |s| s.to_string_lossy().into_owned());
+        (ferrolab_data::load_npz_graph(&path)?, name)
+    };
+    let split = match &g.split {
+        Some(_) => None,
+        None => Some(g.seeded_per_class_split(
+            d.train_per_class,
+            d.val_per_class,
+            seed::derive(master_seed, "split"),
+        )?),
+    };
+    let sparse = matches!(g.features, ferrolab_data::Features::Sparse(_));
+    let data = NodeData::from_graph_data(&g, split, d.row_normalize && sparse)?;
+    Ok((data, name))
+}
+
+/// The experiment configuration a [`ClusterGcnConfig`] describes, seeds from `master_seed`.
+pub fn experiment_config(cfg: &ClusterGcnConfig, master_seed: u64) -> ExperimentConfig {
+    ExperimentConfig {
+        train: cfg.train_config(),
+        cluster: cfg.cluster_config(),
+        seeds: (0..cfg.train.seeds as u64)
+            .map(|i| master_seed + i)
+            .collect(),
+        full_batch: cfg.baselines.full_batch,
+        random_partition: cfg.baselines.random_partition,
+    }
+}
+
+/// [`compare`] as a report: Cluster-GCN's metrics, full-batch GCN and random-partition
+/// Cluster-GCN as baselines (`full_batch_gcn`, `random_partition`), and validation curves of
+/// the first seed. Chiang et al. report no Cora figures; Kipf & Welling's 81.5 is the
+/// published full-batch reference.
+pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Outcome> {
     let c = compare(data, cfg)?;
     let mut report = Report::new(
         "cluster_gcn",
@@ -126,31 +228,100 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Rep
         cfg.seeds.first().copied().unwrap_or(0),
     );
     report.metrics = c.cluster_gcn.metrics();
-    report
-        .baselines
-        .insert("gcn_full_batch".into(), c.full_batch.metrics());
+    let mut per_seed = serde_json::Map::new();
+    let mut curves = Vec::new();
+    let mut add = |key: &str, m: &MethodResult| {
+        per_seed.insert(
+            format!("{key}_test_accuracy"),
+            m.collect(|o| o.test_accuracy_at_best_val).into(),
+        );
+        if let Some(o) = m.runs.first() {
+            curves.push(Curve {
+                label: format!("{key} seed {}", cfg.seeds[0]),
+                y_name: "val_accuracy".into(),
+                points: o
+                    .curve
+                    .iter()
+                    .enumerate()
+                    .map(|(e, (v, _))| (e as f64 + 1.0, *v))
+                    .collect(),
+            });
+        }
+    };
+    add("cluster_gcn", &c.cluster_gcn);
+    for (key, m) in [
+        ("full_batch_gcn", &c.full_batch),
+        ("random_partition", &c.random_partition),
+    ] {
+        if let Some(m) = m {
+            add(key, m);
+            report.baselines.insert(key.into(), m.metrics());
+        }
+    }
     report.timings.insert(
         "cluster_gcn_train_seconds".into(),
         c.cluster_gcn.train_seconds(),
     );
-    report.timings.insert(
-        "gcn_full_batch_train_seconds".into(),
-        c.full_batch.train_seconds(),
-    );
-    let per_seed = |m: &MethodResult| -> Vec<f64> { m.collect(|o| o.test_accuracy_at_best_val) };
-    report.details = serde_json::json!({
+    let cache = c
+        .cluster_gcn
+        .runs
+        .first()
+        .and_then(|o| o.partition.as_ref())
+        .map(|p| match &p.cache {
+            CacheStatus::Disabled => "disabled".to_string(),
+            CacheStatus::Hit(f) => format!("hit {}", f.display()),
+            CacheStatus::Miss(f) => format!("stored {}", f.display()),
+            CacheStatus::Rebuilt(f, why) => format!("rebuilt {} ({why})", f.display()),
+        });
+    let mut details = serde_json::json!({
         "seeds": cfg.seeds,
-        "cluster_gcn_test_accuracy": per_seed(&c.cluster_gcn),
-        "gcn_full_batch_test_accuracy": per_seed(&c.full_batch),
-        "partition": "random",
+        "nodes": data.num_nodes(),
+        "edges": data.graph.num_edges(),
+        "features": data.num_features(),
+        "classes": data.num_classes,
+        "data_resident_mb": data.resident_bytes() as f64 / (1024.0 * 1024.0),
+        "partition": cfg.cluster.method.name(),
         "parts": cfg.cluster.parts,
         "parts_per_batch": cfg.cluster.parts_per_batch,
         "normalization": format!("{:?}", cfg.cluster.norm),
+        "layers": cfg.train.layers,
+        "hidden": cfg.train.hidden,
+        "partition_cache": cache,
     });
+    if let Some(obj) = details.as_object_mut() {
+        obj.extend(per_seed);
+    }
+    report.details = details;
     report.notes.push(
         "test_accuracy is taken at the epoch of best validation accuracy; \
          test_accuracy_final is the last epoch's model"
             .into(),
     );
-    Ok(report)
+    report.notes.push(
+        "peak_rss_mb is the process's peak while that method ran, the loaded graph included \
+         (details.data_resident_mb)"
+            .into(),
+    );
+    if let Some(f) = &c.full_batch {
+        let (cg, fb) = (
+            c.cluster_gcn.test_accuracy_selected().0,
+            f.test_accuracy_selected().0,
+        );
+        report.notes.push(format!(
+            "Cluster-GCN {} full-batch GCN by {:.2} points",
+            if cg >= fb { "leads" } else { "trails" },
+            100.0 * (cg - fb).abs()
+        ));
+    }
+    let paper = vec![PaperFigure {
+        model: "full_batch_gcn".into(),
+        metric: "test_accuracy".into(),
+        value: 0.815,
+        source: "Kipf & Welling, ICLR 2017, Table 2 (Cora)".into(),
+    }];
+    Ok(Outcome {
+        report,
+        curves,
+        paper,
+    })
 }

@@ -29,6 +29,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod config;
 pub mod csr;
 pub mod error;
 pub mod experiment;
@@ -37,9 +38,10 @@ pub mod norm;
 pub mod partition;
 pub mod train;
 
+pub use config::ClusterGcnConfig;
 pub use csr::CsrGraph;
 pub use error::{GraphError, Result};
-pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare};
+pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare, load_data};
 pub use models::{Gcn, GcnConfig};
 pub use norm::{Normalization, WeightedCsr, normalize};
 pub use partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
