@@ -6,10 +6,20 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod arith;
+pub mod ckks;
 pub mod complex;
 pub mod encoder;
 pub mod error;
+pub mod eval;
+pub mod keyswitch;
 pub mod ntt;
 pub mod params;
 
+pub use ckks::{
+    Ciphertext, Decryptor, Encryptor, EvaluationKeys, GaloisKeys, KeyGenerator, Plaintext,
+    PublicKey, RelinKey, SecretKey, SwitchingKey,
+};
+pub use complex::C64;
 pub use error::{FheError, Result};
+pub use eval::Evaluator;
+pub use params::{Context, ParamSpec};

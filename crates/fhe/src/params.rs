@@ -3,6 +3,7 @@
 //! [`Context`] of precomputed tables every operation uses.
 
 use crate::arith::{MAX_PRIME_BITS, Modulus, is_prime};
+use crate::encoder::EncoderTables;
 use crate::error::{FheError, Result};
 use crate::ntt::NttTable;
 use std::sync::Arc;
@@ -206,10 +207,13 @@ pub struct Context {
     pub(crate) p_hat_mod_q: Vec<Vec<u64>>,
     /// P mod q_i.
     pub(crate) p_mod_q: Vec<u64>,
+    /// (P-1)/2 modulo every table prime (q's then p's), for rounding in mod-down.
+    pub(crate) half_p_mod: Vec<u64>,
     /// log2(QP).
     pub log_qp: f64,
     /// A 64-bit fingerprint of the parameters (checked when loading serialised objects).
     pub hash: u64,
+    enc: EncoderTables,
 }
 
 impl Context {
@@ -311,6 +315,14 @@ impl Context {
                     .collect()
             })
             .collect();
+        let half_p_mod = qm
+            .iter()
+            .chain(&pm)
+            .map(|m| {
+                let pm_ = p.iter().fold(1u64, |acc, &pj| m.mul(acc, pj % m.q));
+                m.mul(m.sub(pm_, 1), m.inv(2))
+            })
+            .collect();
         let alpha = p.len();
         let dnum = q.len().div_ceil(alpha);
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
@@ -344,9 +356,16 @@ impl Context {
             p_hat_inv,
             p_hat_mod_q,
             p_mod_q,
+            half_p_mod,
             log_qp,
             hash,
+            enc: EncoderTables::new(log_n),
         }))
+    }
+
+    /// The encoder's FFT tables.
+    pub fn encoder(&self) -> &EncoderTables {
+        &self.enc
     }
 
     /// The spec these tables were built from.

@@ -1,0 +1,571 @@
+//! Homomorphic operations: add/sub/negate, plaintext and constant operations, multiplication
+//! with relinearisation, rescaling, level management, rotations (single and hoisted) and
+//! conjugation.
+//!
+//! Scale management follows a fixed ladder ([`Context::scales`]): Δ_L = 2^log_scale and
+//! Δ_{l-1} = Δ_l² / q_l. Two ciphertexts at level l with scale Δ_l multiply and rescale to
+//! exactly Δ_{l-1}, so everything at one level shares one scale and additions never mix
+//! scales; [`Evaluator::adjust`] brings any ciphertext onto the ladder at a lower level.
+
+use crate::ckks::{
+    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey, check_params, conjugation_element,
+    galois_element,
+};
+use crate::error::{FheError, Result};
+use crate::ntt::automorphism_ntt_index;
+use crate::params::Context;
+use std::sync::Arc;
+
+/// Relative scale difference below which two scales count as equal (integer rounding of
+/// ladder constants leaves ~2^-40).
+const SCALE_TOLERANCE: f64 = 1e-9;
+
+/// Computes on ciphertexts with evaluation keys only (no secret).
+#[derive(Debug)]
+pub struct Evaluator {
+    ctx: Arc<Context>,
+    keys: EvaluationKeys,
+}
+
+impl Evaluator {
+    /// An evaluator holding `keys`; checks that every key matches the context.
+    pub fn new(ctx: &Arc<Context>, keys: EvaluationKeys) -> Result<Self> {
+        if let Some(r) = &keys.relin {
+            check_params(ctx, r.0.params, "relinearisation key")?;
+        }
+        for k in keys.galois.keys.values() {
+            check_params(ctx, k.params, "Galois key")?;
+        }
+        Ok(Evaluator {
+            ctx: ctx.clone(),
+            keys,
+        })
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// The evaluation keys.
+    pub fn keys(&self) -> &EvaluationKeys {
+        &self.keys
+    }
+
+    fn check_ct(&self, ct: &Ciphertext) -> Result<()> {
+        check_params(&self.ctx, ct.params, "ciphertext")?;
+        if ct.level > self.ctx.max_level()
+            || ct
+                .parts
+                .iter()
+                .any(|p| p.len() != (ct.level + 1) * self.ctx.n)
+        {
+            return Err(FheError::Level(format!(
+                "ciphertext claims level {} but its polynomials do not match",
+                ct.level
+            )));
+        }
+        Ok(())
+    }
+
+    fn same_level(&self, a: &Ciphertext, b_level: usize, what: &str) -> Result<()> {
+        if a.level != b_level {
+            return Err(FheError::Level(format!(
+                "{what}: operands are at levels {} and {b_level}; drop or adjust one first",
+                a.level
+            )));
+        }
+        Ok(())
+    }
+
+    fn same_scale(a: f64, b: f64) -> Result<()> {
+        let rel = (a - b).abs() / a.max(b);
+        if rel > SCALE_TOLERANCE {
+            return Err(FheError::ScaleMismatch { a, b, rel });
+        }
+        Ok(())
+    }
+
+    fn zip_parts(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+        f: impl Fn(&crate::arith::Modulus, u64, u64) -> u64,
+    ) -> Ciphertext {
+        let n = self.ctx.n;
+        let size = a.size().max(b.size());
+        let mut parts = Vec::with_capacity(size);
+        let zero = vec![0u64; (a.level + 1) * n];
+        for p in 0..size {
+            let x = a.parts.get(p).unwrap_or(&zero);
+            let y = b.parts.get(p).unwrap_or(&zero);
+            let mut out = vec![0u64; x.len()];
+            for i in 0..=a.level {
+                let m = self.ctx.modulus(i);
+                for j in i * n..(i + 1) * n {
+                    out[j] = f(m, x[j], y[j]);
+                }
+            }
+            parts.push(out);
+        }
+        Ciphertext {
+            parts,
+            level: a.level,
+            scale: a.scale,
+            params: a.params,
+        }
+    }
+
+    /// a + b (same level and scale).
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        self.same_level(a, b.level, "add")?;
+        Self::same_scale(a.scale, b.scale)?;
+        Ok(self.zip_parts(a, b, |m, x, y| m.add(x, y)))
+    }
+
+    /// a - b (same level and scale).
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        self.same_level(a, b.level, "sub")?;
+        Self::same_scale(a.scale, b.scale)?;
+        Ok(self.zip_parts(a, b, |m, x, y| m.sub(x, y)))
+    }
+
+    /// -a.
+    pub fn neg(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        let n = self.ctx.n;
+        let mut out = a.clone();
+        for p in out.parts.iter_mut() {
+            for i in 0..=a.level {
+                let m = self.ctx.modulus(i);
+                for x in p[i * n..(i + 1) * n].iter_mut() {
+                    *x = m.neg(*x);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_pt(&self, ct: &Ciphertext, pt: &Plaintext, what: &str) -> Result<()> {
+        check_params(&self.ctx, pt.params, "plaintext")?;
+        self.same_level(ct, pt.level, what)
+    }
+
+    /// ct + pt (same level and scale).
+    pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        self.check_pt(ct, pt, "add_plain")?;
+        Self::same_scale(ct.scale, pt.scale)?;
+        let n = self.ctx.n;
+        let mut out = ct.clone();
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            for j in i * n..(i + 1) * n {
+                out.parts[0][j] = m.add(out.parts[0][j], pt.data[j]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// ct - pt (same level and scale).
+    pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        self.check_pt(ct, pt, "sub_plain")?;
+        Self::same_scale(ct.scale, pt.scale)?;
+        let n = self.ctx.n;
+        let mut out = ct.clone();
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            for j in i * n..(i + 1) * n {
+                out.parts[0][j] = m.sub(out.parts[0][j], pt.data[j]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// ct ⊙ pt (no rescale; the scale becomes ct.scale · pt.scale).
+    pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        self.check_pt(ct, pt, "mul_plain")?;
+        let n = self.ctx.n;
+        let mut out = ct.clone();
+        for p in out.parts.iter_mut() {
+            for i in 0..=ct.level {
+                let m = self.ctx.modulus(i);
+                for j in i * n..(i + 1) * n {
+                    p[j] = m.mul(p[j], pt.data[j]);
+                }
+            }
+        }
+        out.scale = ct.scale * pt.scale;
+        Ok(out)
+    }
+
+    /// Encodes `values` at the scale that makes ct ⊙ pt land on the ladder after one rescale,
+    /// multiplies and rescales.
+    pub fn mul_values_rescale(&self, ct: &Ciphertext, values: &[crate::C64]) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        if ct.level == 0 {
+            return Err(FheError::Level(
+                "mul_values_rescale needs a level ≥ 1".into(),
+            ));
+        }
+        let pt = self.ctx.encode(values, ct.level, self.rescale_target(ct))?;
+        self.rescale(&self.mul_plain(ct, &pt)?)
+    }
+
+    /// The plaintext scale that brings `ct` to Δ_{l-1} after a product and one rescale.
+    pub fn rescale_target(&self, ct: &Ciphertext) -> f64 {
+        let l = ct.level;
+        self.ctx.scale_at(l.saturating_sub(1)) * self.ctx.q[l] as f64 / ct.scale
+    }
+
+    /// ct + c for a complex constant c (encoded at the ciphertext's scale).
+    pub fn add_const(&self, ct: &Ciphertext, c: crate::C64) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        let n = self.ctx.n;
+        let mut coeffs = vec![0.0; n];
+        // The constant polynomial re + im·X^(N/2) has every slot equal to re + i·im.
+        coeffs[0] = c.re;
+        coeffs[n / 2] = c.im;
+        let pt = self.ctx.encode_coeffs(&coeffs, ct.level, ct.scale)?;
+        self.add_plain(ct, &pt)
+    }
+
+    /// ct · k for an integer k (exact; scale unchanged).
+    pub fn mul_int(&self, ct: &Ciphertext, k: i64) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        let n = self.ctx.n;
+        let mut out = ct.clone();
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            let w = m.from_i64(k);
+            let ws = m.shoup(w);
+            for p in out.parts.iter_mut() {
+                for x in p[i * n..(i + 1) * n].iter_mut() {
+                    *x = m.mul_shoup(*x, w, ws);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// ct · round(c · const_scale), scale multiplied by const_scale (no rescale).
+    pub fn mul_const(&self, ct: &Ciphertext, c: f64, const_scale: f64) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        let v = c * const_scale;
+        if !v.is_finite() || v.abs() >= 2f64.powi(120) {
+            return Err(FheError::ScaleOverflow(format!(
+                "constant {c} × scale {const_scale:e} is too large"
+            )));
+        }
+        let k = v.round() as i128;
+        let n = self.ctx.n;
+        let mut out = ct.clone();
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            let w = m.from_i128(k);
+            let ws = m.shoup(w);
+            for p in out.parts.iter_mut() {
+                for x in p[i * n..(i + 1) * n].iter_mut() {
+                    *x = m.mul_shoup(*x, w, ws);
+                }
+            }
+        }
+        out.scale = ct.scale * const_scale;
+        Ok(out)
+    }
+
+    /// ct · c, rescaled onto the ladder (consumes one level).
+    pub fn mul_const_rescale(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext> {
+        if ct.level == 0 {
+            return Err(FheError::Level(
+                "mul_const_rescale needs a level ≥ 1".into(),
+            ));
+        }
+        let t = self.rescale_target(ct);
+        self.rescale(&self.mul_const(ct, c, t)?)
+    }
+
+    /// The tensor product (size 3, no relinearisation; scale a.scale · b.scale).
+    pub fn mul_no_relin(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        self.same_level(a, b.level, "mul")?;
+        if a.size() != 2 || b.size() != 2 {
+            return Err(FheError::CiphertextSize(format!(
+                "mul needs two size-2 ciphertexts, got sizes {} and {}; relinearise first",
+                a.size(),
+                b.size()
+            )));
+        }
+        let scale = a.scale * b.scale;
+        let log_q: f64 = self.ctx.q[..=a.level]
+            .iter()
+            .map(|&x| (x as f64).log2())
+            .sum();
+        if scale.log2() >= log_q - 1.0 {
+            return Err(FheError::ScaleOverflow(format!(
+                "the product scale 2^{:.1} reaches the modulus 2^{log_q:.1} at level {}; rescale first",
+                scale.log2(),
+                a.level
+            )));
+        }
+        let n = self.ctx.n;
+        let len = (a.level + 1) * n;
+        let (mut d0, mut d1, mut d2) = (vec![0u64; len], vec![0u64; len], vec![0u64; len]);
+        for i in 0..=a.level {
+            let m = self.ctx.modulus(i);
+            for j in i * n..(i + 1) * n {
+                let (a0, a1, b0, b1) = (a.parts[0][j], a.parts[1][j], b.parts[0][j], b.parts[1][j]);
+                d0[j] = m.mul(a0, b0);
+                d1[j] = m.add(m.mul(a0, b1), m.mul(a1, b0));
+                d2[j] = m.mul(a1, b1);
+            }
+        }
+        Ok(Ciphertext {
+            parts: vec![d0, d1, d2],
+            level: a.level,
+            scale,
+            params: a.params,
+        })
+    }
+
+    /// Size 3 → size 2 with the relinearisation key.
+    pub fn relinearize(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        if ct.size() == 2 {
+            return Ok(ct.clone());
+        }
+        if ct.size() != 3 {
+            return Err(FheError::CiphertextSize(format!(
+                "relinearize handles size 3, got {}",
+                ct.size()
+            )));
+        }
+        let rlk = self.keys.relin.as_ref().ok_or(FheError::MissingRelinKey)?;
+        let dec = self.ctx.decompose(&ct.parts[2], ct.level);
+        let (k0, k1) = self.ctx.key_product(&dec, &rlk.0, None);
+        let n = self.ctx.n;
+        let mut out = Ciphertext {
+            parts: vec![ct.parts[0].clone(), ct.parts[1].clone()],
+            level: ct.level,
+            scale: ct.scale,
+            params: ct.params,
+        };
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            for j in i * n..(i + 1) * n {
+                out.parts[0][j] = m.add(out.parts[0][j], k0[j]);
+                out.parts[1][j] = m.add(out.parts[1][j], k1[j]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// a · b with relinearisation (no rescale).
+    pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.relinearize(&self.mul_no_relin(a, b)?)
+    }
+
+    /// a · b, relinearised and rescaled.
+    pub fn mul_relin_rescale(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.rescale(&self.mul(a, b)?)
+    }
+
+    /// a², relinearised and rescaled.
+    pub fn square_rescale(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        self.mul_relin_rescale(a, a)
+    }
+
+    /// Divides by the last prime q_l (rounding) and drops it: level l → l-1, scale / q_l.
+    pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        let l = ct.level;
+        if l == 0 {
+            return Err(FheError::Level(
+                "cannot rescale a ciphertext at level 0 (no prime left to divide by)".into(),
+            ));
+        }
+        let n = self.ctx.n;
+        let ql = self.ctx.q[l];
+        let half = ql >> 1;
+        let mut parts = Vec::with_capacity(ct.size());
+        let mut last = vec![0u64; n];
+        let mut r = vec![0u64; n];
+        for p in &ct.parts {
+            last.copy_from_slice(&p[l * n..(l + 1) * n]);
+            self.ctx.tables[l].inverse(&mut last);
+            let mut out = p[..l * n].to_vec();
+            for i in 0..l {
+                let t = &self.ctx.tables[i];
+                let m = &t.m;
+                let ql_mod = ql % m.q;
+                // Centred representative of the last limb, reduced mod q_i: rounding division.
+                for (rv, &v) in r.iter_mut().zip(&last) {
+                    let x = m.mul_shoup(v, 1, m.shoup(1));
+                    *rv = if v > half { m.sub(x, ql_mod) } else { x };
+                }
+                t.forward(&mut r);
+                let (inv, invs) = self.ctx.q_inv[l][i];
+                for (o, &rv) in out[i * n..(i + 1) * n].iter_mut().zip(&r) {
+                    *o = m.mul_shoup(m.sub(*o, rv), inv, invs);
+                }
+            }
+            parts.push(out);
+        }
+        Ok(Ciphertext {
+            parts,
+            level: l - 1,
+            scale: ct.scale / ql as f64,
+            params: ct.params,
+        })
+    }
+
+    /// Drops primes down to `level` without dividing (the scale is unchanged).
+    pub fn drop_to_level(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        if level > ct.level {
+            return Err(FheError::Level(format!(
+                "cannot raise a ciphertext from level {} to {level}",
+                ct.level
+            )));
+        }
+        let n = self.ctx.n;
+        Ok(Ciphertext {
+            parts: ct
+                .parts
+                .iter()
+                .map(|p| p[..(level + 1) * n].to_vec())
+                .collect(),
+            level,
+            scale: ct.scale,
+            params: ct.params,
+        })
+    }
+
+    /// Brings `ct` to `level` with the ladder scale Δ_level. If it is already there, a copy;
+    /// otherwise primes are dropped to level+1 and one constant product and rescale land it
+    /// exactly (up to 2^-40) on Δ_level.
+    pub fn adjust(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        let target = self.ctx.scale_at(level);
+        if ct.level == level && (ct.scale - target).abs() / target <= SCALE_TOLERANCE {
+            return Ok(ct.clone());
+        }
+        if ct.level <= level {
+            return Err(FheError::Level(format!(
+                "cannot adjust from level {} (scale 2^{:.3}) to level {level}: a level is needed",
+                ct.level,
+                ct.scale.log2()
+            )));
+        }
+        let c = self.drop_to_level(ct, level + 1)?;
+        let factor = target * self.ctx.q[level + 1] as f64 / c.scale;
+        let mut out = self.rescale(&self.mul_const(&c, 1.0, factor)?)?;
+        // The integer constant was round(factor); record the exact scale.
+        out.scale = c.scale * factor.round() / self.ctx.q[level + 1] as f64;
+        Ok(out)
+    }
+
+    fn galois_key(&self, g: usize, what: impl FnOnce() -> String) -> Result<&SwitchingKey> {
+        self.keys
+            .galois
+            .keys
+            .get(&g)
+            .ok_or_else(|| FheError::MissingGaloisKey {
+                what: what(),
+                galois_element: g,
+            })
+    }
+
+    /// Applies the automorphism g using a shared decomposition of c_1.
+    fn apply_galois(
+        &self,
+        ct: &Ciphertext,
+        dec: &crate::keyswitch::Decomposition,
+        g: usize,
+        key: &SwitchingKey,
+    ) -> Ciphertext {
+        let n = self.ctx.n;
+        let perm = automorphism_ntt_index(self.ctx.log_n, g);
+        let (k0, k1) = self.ctx.key_product(dec, key, Some(&perm));
+        let mut c0 = k0;
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            let src = &ct.parts[0][i * n..(i + 1) * n];
+            for (j, o) in c0[i * n..(i + 1) * n].iter_mut().enumerate() {
+                *o = m.add(*o, src[perm[j] as usize]);
+            }
+        }
+        Ciphertext {
+            parts: vec![c0, k1],
+            level: ct.level,
+            scale: ct.scale,
+            params: ct.params,
+        }
+    }
+
+    fn need_size2(ct: &Ciphertext, what: &str) -> Result<()> {
+        if ct.size() != 2 {
+            return Err(FheError::CiphertextSize(format!(
+                "{what} needs a size-2 ciphertext, got size {}; relinearise first",
+                ct.size()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Left rotation of the slots by `step` (negative = right).
+    pub fn rotate(&self, ct: &Ciphertext, step: i64) -> Result<Ciphertext> {
+        let mut v = self.rotate_hoisted(ct, &[step])?;
+        v.pop()
+            .ok_or_else(|| FheError::InvalidInput("no rotation produced".into()))
+    }
+
+    /// Several rotations of one ciphertext sharing one decomposition of c_1 (hoisting).
+    pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64]) -> Result<Vec<Ciphertext>> {
+        self.check_ct(ct)?;
+        Self::need_size2(ct, "rotate")?;
+        let slots = self.ctx.slots() as i64;
+        let mut keys = Vec::with_capacity(steps.len());
+        for &s in steps {
+            let g = galois_element(&self.ctx, s);
+            if g == 1 {
+                keys.push(None);
+            } else {
+                keys.push(Some((
+                    g,
+                    self.galois_key(g, || {
+                        format!("rotation by {s} (≡ {} mod {slots})", s.rem_euclid(slots))
+                    })?,
+                )));
+            }
+        }
+        if keys.iter().all(|k| k.is_none()) {
+            return Ok(vec![ct.clone(); steps.len()]);
+        }
+        let dec = self.ctx.decompose(&ct.parts[1], ct.level);
+        Ok(keys
+            .into_iter()
+            .map(|k| match k {
+                None => ct.clone(),
+                Some((g, key)) => self.apply_galois(ct, &dec, g, key),
+            })
+            .collect())
+    }
+
+    /// Complex conjugation of every slot.
+    pub fn conjugate(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
+        Self::need_size2(ct, "conjugate")?;
+        let g = conjugation_element(&self.ctx);
+        let key = self.galois_key(g, || "conjugation".into())?;
+        let dec = self.ctx.decompose(&ct.parts[1], ct.level);
+        Ok(self.apply_galois(ct, &dec, g, key))
+    }
+}

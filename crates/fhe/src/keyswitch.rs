@@ -1,0 +1,163 @@
+//! Hybrid key switching (Han & Ki, CT-RSA 2020): the polynomial to switch is split into
+//! dnum digits of α primes, each digit is extended to Q_l·P by fast basis conversion
+//! ("mod up"), multiplied by the key, and the sum is divided by P ("mod down").
+//!
+//! The decomposition is kept separate from the key product so that many rotations of one
+//! ciphertext can share it (hoisting): in the NTT domain an automorphism is a permutation, so
+//! the rotated decomposition is read through an index map rather than recomputed.
+
+use crate::ckks::SwitchingKey;
+use crate::params::Context;
+
+/// The digits of one polynomial, each extended to Q_l·P, in NTT form.
+#[derive(Debug, Clone)]
+pub struct Decomposition {
+    pub(crate) level: usize,
+    pub(crate) exts: Vec<Vec<u64>>,
+}
+
+impl Context {
+    /// (x - [x]_P) / P: Q_l·P (NTT, limbs q_0..q_l then p_0..p_{α-1}) → Q_l (NTT).
+    pub(crate) fn mod_down(&self, x: &[u64], level: usize) -> Vec<u64> {
+        let n = self.n;
+        let alpha = self.p.len();
+        let lq = level + 1;
+        let mut y = x[lq * n..(lq + alpha) * n].to_vec();
+        for j in 0..alpha {
+            let t = &self.tables[self.p_index(j)];
+            let yl = &mut y[j * n..(j + 1) * n];
+            t.inverse(yl);
+            // Rounding rather than flooring: divide x + (P-1)/2, which removes a 1/2 bias per
+            // coefficient that the canonical embedding would amplify by up to N/π.
+            let half = self.half_p_mod[self.p_index(j)];
+            let (h, hs) = self.p_hat_inv[j];
+            for v in yl.iter_mut() {
+                *v = t.m.mul_shoup(t.m.add(*v, half), h, hs);
+            }
+        }
+        let mut out = x[..lq * n].to_vec();
+        let mut conv = vec![0u64; n];
+        for i in 0..lq {
+            let t = &self.tables[i];
+            let m = &t.m;
+            conv.fill(0);
+            for j in 0..alpha {
+                let h = self.p_hat_mod_q[i][j];
+                let hs = m.shoup(h);
+                for (c, &v) in conv.iter_mut().zip(&y[j * n..(j + 1) * n]) {
+                    *c = m.add(*c, m.mul_shoup(v, h, hs));
+                }
+            }
+            let half = self.half_p_mod[i];
+            for c in conv.iter_mut() {
+                *c = m.sub(*c, half);
+            }
+            t.forward(&mut conv);
+            let (pinv, pinvs) = self.p_inv_mod_q[i];
+            for (o, &c) in out[i * n..(i + 1) * n].iter_mut().zip(&conv) {
+                *o = m.mul_shoup(m.sub(*o, c), pinv, pinvs);
+            }
+        }
+        out
+    }
+
+    /// Splits `c` (NTT, modulo Q_l) into digits and extends each to Q_l·P.
+    pub(crate) fn decompose(&self, c: &[u64], level: usize) -> Decomposition {
+        let n = self.n;
+        let alpha = self.p.len();
+        let lq = level + 1;
+        let mut coeff = c[..lq * n].to_vec();
+        for i in 0..lq {
+            self.tables[i].inverse(&mut coeff[i * n..(i + 1) * n]);
+        }
+        let targets = self.qp_idx(level);
+        let mut exts = Vec::new();
+        for (st, en) in self.digits(level) {
+            // y_k = [x_k · (D/q_k)^-1]_{q_k} for the digit's primes (D = their product).
+            let mut y = coeff[st * n..en * n].to_vec();
+            for k in st..en {
+                let m = self.modulus(k);
+                let hat = (st..en)
+                    .filter(|&o| o != k)
+                    .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
+                let inv = m.inv(hat);
+                let invs = m.shoup(inv);
+                for v in y[(k - st) * n..(k - st + 1) * n].iter_mut() {
+                    *v = m.mul_shoup(*v, inv, invs);
+                }
+            }
+            let mut ext = vec![0u64; (lq + alpha) * n];
+            for (ti, &t) in targets.iter().enumerate() {
+                let dst = &mut ext[ti * n..(ti + 1) * n];
+                if (st..en).contains(&t) {
+                    dst.copy_from_slice(&c[t * n..(t + 1) * n]);
+                    continue;
+                }
+                let tab = &self.tables[t];
+                let m = &tab.m;
+                for k in st..en {
+                    let hat = (st..en)
+                        .filter(|&o| o != k)
+                        .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
+                    let hs = m.shoup(hat);
+                    let yk = &y[(k - st) * n..(k - st + 1) * n];
+                    if k == st {
+                        for (d, &v) in dst.iter_mut().zip(yk) {
+                            *d = m.mul_shoup(v, hat, hs);
+                        }
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(yk) {
+                            *d = m.add(*d, m.mul_shoup(v, hat, hs));
+                        }
+                    }
+                }
+                tab.forward(dst);
+            }
+            exts.push(ext);
+        }
+        Decomposition { level, exts }
+    }
+
+    /// Σ_d ext_d ⊙ key_d over Q_l·P, optionally reading ext through an automorphism index map,
+    /// then divided by P: returns (d_0, d_1) modulo Q_l with d_0 + d_1·s ≈ x·s'.
+    pub(crate) fn key_product(
+        &self,
+        dec: &Decomposition,
+        key: &SwitchingKey,
+        perm: Option<&[u32]>,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let n = self.n;
+        let level = dec.level;
+        let targets = self.qp_idx(level);
+        let len = targets.len() * n;
+        let mut acc0 = vec![0u64; len];
+        let mut acc1 = vec![0u64; len];
+        for (d, ext) in dec.exts.iter().enumerate() {
+            let (b, a) = &key.digits[d];
+            for (ti, &t) in targets.iter().enumerate() {
+                let m = self.modulus(t);
+                let e = &ext[ti * n..(ti + 1) * n];
+                let kb = &b[t * n..(t + 1) * n];
+                let ka = &a[t * n..(t + 1) * n];
+                let o0 = &mut acc0[ti * n..(ti + 1) * n];
+                let o1 = &mut acc1[ti * n..(ti + 1) * n];
+                match perm {
+                    None => {
+                        for j in 0..n {
+                            o0[j] = m.add(o0[j], m.mul(e[j], kb[j]));
+                            o1[j] = m.add(o1[j], m.mul(e[j], ka[j]));
+                        }
+                    }
+                    Some(p) => {
+                        for j in 0..n {
+                            let ej = e[p[j] as usize];
+                            o0[j] = m.add(o0[j], m.mul(ej, kb[j]));
+                            o1[j] = m.add(o1[j], m.mul(ej, ka[j]));
+                        }
+                    }
+                }
+            }
+        }
+        (self.mod_down(&acc0, level), self.mod_down(&acc1, level))
+    }
+}
