@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod arith;
+pub mod bench;
 pub mod ckks;
 pub mod complex;
 pub mod encoder;
@@ -14,6 +15,7 @@ pub mod eval;
 pub mod keyswitch;
 pub mod ntt;
 pub mod params;
+pub mod polyeval;
 
 pub use ckks::{
     Ciphertext, Decryptor, Encryptor, EvaluationKeys, GaloisKeys, KeyGenerator, Plaintext,
@@ -23,3 +25,4 @@ pub use complex::C64;
 pub use error::{FheError, Result};
 pub use eval::Evaluator;
 pub use params::{Context, ParamSpec};
+pub use polyeval::{Chebyshev, relu_approx};

@@ -198,3 +198,37 @@ fn bad_inputs_are_typed_errors() {
         Err(FheError::ParamsMismatch(_))
     ));
 }
+
+#[test]
+fn chebyshev_polynomials_match_plaintext_and_use_optimal_depth() {
+    let mut s = setup(ParamSpec::insecure_test(LOG_N, 7), &[], 12);
+    let slots = s.ctx.slots();
+    let x = random_real(slots, 13);
+    let top = s.ctx.max_level();
+    let ct = s.encrypt(&x, top);
+    for (p, name) in [
+        (relu_approx(15), "relu15"),
+        (relu_approx(7), "relu7"),
+        (
+            Chebyshev::interpolate(|v| v.tanh(), 31, -1.0, 1.0),
+            "tanh31",
+        ),
+        (
+            Chebyshev::interpolate(|v| (v * 3.0).sin(), 10, -2.0, 2.0),
+            "sin10 on [-2,2]",
+        ),
+        (
+            Chebyshev::interpolate(|v| 1.0 + v * v, 2, -1.0, 1.0),
+            "quadratic",
+        ),
+    ] {
+        if p.depth() > top {
+            continue;
+        }
+        let r = s.ev.eval_chebyshev(&ct, &p).unwrap();
+        assert_eq!(r.level, top - p.depth(), "{name}: depth");
+        let want: Vec<C64> = x.iter().map(|v| C64::real(p.eval(v.re))).collect();
+        let e = max_err(&s.decrypt(&r), &want);
+        assert!(e < 1e-4, "{name}: {e}");
+    }
+}

@@ -1,0 +1,276 @@
+//! Polynomial evaluation in the Chebyshev basis with baby-step/giant-step, depth-optimal:
+//! a degree-d polynomial consumes ⌈log2(d+1)⌉ levels (plus one if the interval is not [-1, 1]).
+//!
+//! p = Σ c_i T_i is divided by giant Chebyshev polynomials T_m (m = baby·2^j) with
+//! T_{m+j} = 2·T_m·T_j − T_{m−j}, down to leaves of degree < baby. A leaf term c·T_i is
+//! formed as (2c·T_b)·T_a − c·T_{a−b} (a the largest power of two below i, b = i − a), so the
+//! constant rides on the shallower factor and the leaf costs no extra level (the trick that
+//! makes the whole evaluation depth-optimal; Bossuat et al., Eurocrypt 2021, §4 discuss the
+//! same goal with a different scale bookkeeping).
+
+use crate::ckks::Ciphertext;
+use crate::complex::C64;
+use crate::error::{FheError, Result};
+use crate::eval::Evaluator;
+use std::collections::BTreeMap;
+
+/// A polynomial Σ c_i T_i((2x − a − b)/(b − a)) on the interval [a, b].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chebyshev {
+    /// Coefficients c_0..c_d.
+    pub coeffs: Vec<f64>,
+    /// Interval start.
+    pub a: f64,
+    /// Interval end.
+    pub b: f64,
+}
+
+impl Chebyshev {
+    /// Interpolates `f` at the d+1 Chebyshev nodes of [a, b].
+    pub fn interpolate(f: impl Fn(f64) -> f64, degree: usize, a: f64, b: f64) -> Self {
+        let n = degree + 1;
+        let nodes: Vec<f64> = (0..n)
+            .map(|k| (std::f64::consts::PI * (k as f64 + 0.5) / n as f64).cos())
+            .collect();
+        let fx: Vec<f64> = nodes
+            .iter()
+            .map(|&t| f(0.5 * (b - a) * t + 0.5 * (a + b)))
+            .collect();
+        let coeffs = (0..n)
+            .map(|j| {
+                let s: f64 = (0..n)
+                    .map(|k| {
+                        fx[k]
+                            * (std::f64::consts::PI * j as f64 * (k as f64 + 0.5) / n as f64).cos()
+                    })
+                    .sum();
+                s * 2.0 / n as f64 * if j == 0 { 0.5 } else { 1.0 }
+            })
+            .collect();
+        Chebyshev { coeffs, a, b }
+    }
+
+    /// Degree.
+    pub fn degree(&self) -> usize {
+        self.coeffs.len().saturating_sub(1)
+    }
+
+    /// Plaintext evaluation (Clenshaw).
+    pub fn eval(&self, x: f64) -> f64 {
+        let t = (2.0 * x - self.a - self.b) / (self.b - self.a);
+        let (mut b1, mut b2) = (0.0, 0.0);
+        for &c in self.coeffs.iter().skip(1).rev() {
+            let b0 = 2.0 * t * b1 - b2 + c;
+            b2 = b1;
+            b1 = b0;
+        }
+        t * b1 - b2 + self.coeffs.first().copied().unwrap_or(0.0)
+    }
+
+    /// Levels an encrypted evaluation consumes.
+    pub fn depth(&self) -> usize {
+        let d = self.degree().max(1);
+        let base = (usize::BITS - d.leading_zeros()) as usize; // ⌈log2(d+1)⌉
+        base + usize::from(!self.is_unit_interval())
+    }
+
+    fn is_unit_interval(&self) -> bool {
+        self.a == -1.0 && self.b == 1.0
+    }
+}
+
+/// The degree-d Chebyshev interpolant of ReLU = max(x, 0) on [-1, 1].
+pub fn relu_approx(degree: usize) -> Chebyshev {
+    Chebyshev::interpolate(|x| x.max(0.0), degree, -1.0, 1.0)
+}
+
+fn is_zero(c: f64) -> bool {
+    c.abs() < 1e-14
+}
+
+struct PolyState<'a> {
+    ev: &'a Evaluator,
+    t: BTreeMap<usize, Ciphertext>,
+}
+
+impl PolyState<'_> {
+    /// Brings both to the lower level (on the ladder).
+    fn align(&self, a: &Ciphertext, b: &Ciphertext) -> Result<(Ciphertext, Ciphertext)> {
+        let l = a.level.min(b.level);
+        Ok((self.ev.adjust(a, l)?, self.ev.adjust(b, l)?))
+    }
+
+    fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let (a, b) = self.align(a, b)?;
+        self.ev.mul_relin_rescale(&a, &b)
+    }
+
+    fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let (a, b) = self.align(a, b)?;
+        self.ev.add(&a, &b)
+    }
+
+    fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let (a, b) = self.align(a, b)?;
+        self.ev.sub(&a, &b)
+    }
+
+    /// T_i, computed on demand from T_{⌈i/2⌉} and T_{⌊i/2⌋} (depth ⌈log2 i⌉).
+    fn t(&mut self, i: usize) -> Result<Ciphertext> {
+        if let Some(c) = self.t.get(&i) {
+            return Ok(c.clone());
+        }
+        let hi = i.div_ceil(2);
+        let lo = i / 2;
+        let th = self.t(hi)?;
+        let out = if hi == lo {
+            // T_2k = 2·T_k² − 1
+            let sq = self.mul(&th, &th)?;
+            self.ev
+                .add_const(&self.ev.mul_int(&sq, 2)?, C64::real(-1.0))?
+        } else {
+            // T_2k+1 = 2·T_k+1·T_k − T_1
+            let tl = self.t(lo)?;
+            let p = self.ev.mul_int(&self.mul(&th, &tl)?, 2)?;
+            let t1 = self.t(1)?;
+            self.sub(&p, &t1)?
+        };
+        self.t.insert(i, out.clone());
+        Ok(out)
+    }
+
+    /// c·T_i at depth ⌈log2 i⌉ (i not a power of two) or log2 i + 1 (i a power of two).
+    fn c_t(&mut self, i: usize, c: f64) -> Result<Ciphertext> {
+        if i.is_power_of_two() {
+            let ti = self.t(i)?;
+            return self.ev.mul_const_rescale(&ti, c);
+        }
+        let a = 1usize << (usize::BITS - 1 - i.leading_zeros());
+        let b = i - a;
+        let left = self.c_t(b, 2.0 * c)?;
+        let ta = self.t(a)?;
+        let prod = self.mul(&left, &ta)?;
+        let tail = self.c_t(a - b, c)?;
+        self.sub(&prod, &tail)
+    }
+
+    /// A leaf Σ_{i<baby} c_i T_i.
+    fn leaf(&mut self, c: &[f64]) -> Result<Ciphertext> {
+        let mut acc: Option<Ciphertext> = None;
+        for (i, &ci) in c.iter().enumerate().skip(1) {
+            if is_zero(ci) {
+                continue;
+            }
+            let term = self.c_t(i, ci)?;
+            acc = Some(match acc {
+                None => term,
+                Some(a) => self.add(&a, &term)?,
+            });
+        }
+        let acc = match acc {
+            Some(a) => a,
+            None => self.c_t(1, 0.0)?,
+        };
+        self.ev.add_const(&acc, C64::real(c[0]))
+    }
+
+    /// Σ c_i T_i for c.len() ≤ baby·2^g.
+    fn rec(&mut self, c: &[f64], baby: usize) -> Result<Ciphertext> {
+        if c.len() <= baby {
+            return self.leaf(c);
+        }
+        let mut m = baby;
+        while 2 * m < c.len() {
+            m *= 2;
+        }
+        // c = q·T_m + r with deg r < m, using T_{m+j} = 2·T_m·T_j − T_{m−j}.
+        let d = c.len() - 1;
+        let mut q = vec![0.0; d - m + 1];
+        let mut r = c[..m].to_vec();
+        q[0] = c[m];
+        for j in 1..=d - m {
+            q[j] = 2.0 * c[m + j];
+            r[m - j] -= c[m + j];
+        }
+        let qe = self.rec(&q, baby)?;
+        let tm = self.t(m)?;
+        let prod = self.mul(&qe, &tm)?;
+        if r.iter().all(|&x| is_zero(x)) {
+            return Ok(prod);
+        }
+        let re = self.rec(&r, baby)?;
+        self.add(&prod, &re)
+    }
+}
+
+impl Evaluator {
+    /// Evaluates `p` on every slot of `ct` (real slots inside [a, b]).
+    pub fn eval_chebyshev(&self, ct: &Ciphertext, p: &Chebyshev) -> Result<Ciphertext> {
+        if p.coeffs.is_empty() || p.coeffs.iter().any(|c| !c.is_finite()) {
+            return Err(FheError::InvalidInput(
+                "polynomial coefficients must be non-empty and finite".into(),
+            ));
+        }
+        if !(p.a.is_finite() && p.b.is_finite() && p.a < p.b) {
+            return Err(FheError::InvalidInput(format!(
+                "interval [{}, {}] is empty or not finite",
+                p.a, p.b
+            )));
+        }
+        if ct.level < p.depth() {
+            return Err(FheError::Level(format!(
+                "a degree-{} polynomial needs {} levels, the ciphertext has {}",
+                p.degree(),
+                p.depth(),
+                ct.level
+            )));
+        }
+        let ctx = self.context();
+        // T_1 on the ladder, mapped to [-1, 1] if needed.
+        let mut x = if (ct.scale - ctx.scale_at(ct.level)).abs() / ct.scale > 1e-9 {
+            self.adjust(ct, ct.level - 1)?
+        } else {
+            ct.clone()
+        };
+        if !p.is_unit_interval() {
+            let s = 2.0 / (p.b - p.a);
+            x = self.mul_const_rescale(&x, s)?;
+            x = self.add_const(&x, C64::real(-(p.a + p.b) / (p.b - p.a)))?;
+        }
+        if p.degree() == 0 {
+            let z = self.mul_const_rescale(&x, 0.0)?;
+            return self.add_const(&z, C64::real(p.coeffs[0]));
+        }
+        let d = p.degree();
+        let log_d = (usize::BITS - d.leading_zeros()) as usize; // ⌈log2(d+1)⌉
+        let baby = 1usize << log_d.div_ceil(2).max(1);
+        let mut st = PolyState {
+            ev: self,
+            t: BTreeMap::new(),
+        };
+        st.t.insert(1, x);
+        st.rec(&p.coeffs, baby)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chebyshev_interpolation_and_clenshaw() {
+        // x^3 = (3T_1 + T_3)/4 exactly
+        let p = Chebyshev::interpolate(|x| x * x * x, 3, -1.0, 1.0);
+        assert!((p.coeffs[1] - 0.75).abs() < 1e-12 && (p.coeffs[3] - 0.25).abs() < 1e-12);
+        for x in [-1.0, -0.3, 0.0, 0.5, 1.0] {
+            assert!((p.eval(x) - x * x * x).abs() < 1e-12);
+        }
+        let q = Chebyshev::interpolate(|x| (x / 3.0).exp(), 12, -2.0, 4.0);
+        for x in [-2.0, 0.1, 3.9] {
+            assert!((q.eval(x) - (x / 3.0).exp()).abs() < 1e-10);
+        }
+        let r = relu_approx(15);
+        assert_eq!(r.depth(), 4);
+        assert!((r.eval(0.5) - 0.5).abs() < 0.05);
+    }
+}
