@@ -93,6 +93,9 @@ pub struct ClusterSection {
 pub struct BaselineSection {
     pub full_batch: bool,
     pub random_partition: bool,
+    /// Run the enabled baselines only, not Cluster-GCN: memory benchmarks run each method in
+    /// a process of its own so that one method's peak cannot hide another's.
+    pub only: bool,
 }
 
 impl Default for DataConfig {
@@ -150,6 +153,7 @@ impl Default for BaselineSection {
         BaselineSection {
             full_batch: true,
             random_partition: true,
+            only: false,
         }
     }
 }
@@ -227,6 +231,13 @@ impl Validate for ClusterGcnConfig {
             "must be ≥ 0",
         )?;
         check(t.seeds >= 1, "train.seeds", t.seeds, "must be at least 1")?;
+        let b = &self.baselines;
+        check(
+            !b.only || b.full_batch || b.random_partition,
+            "baselines.only",
+            b.only,
+            "needs baselines.full_batch or baselines.random_partition",
+        )?;
         let c = &self.cluster;
         check(c.parts >= 1, "cluster.parts", c.parts, "must be at least 1")?;
         check(

@@ -32,6 +32,8 @@ pub struct ExperimentConfig {
     pub full_batch: bool,
     /// Also train Cluster-GCN on random clusters (same number, same q).
     pub random_partition: bool,
+    /// Skip Cluster-GCN itself (baselines only, for per-process memory benchmarks).
+    pub baselines_only: bool,
 }
 
 impl Default for ExperimentConfig {
@@ -42,6 +44,7 @@ impl Default for ExperimentConfig {
             seeds: (0..10).collect(),
             full_batch: true,
             random_partition: true,
+            baselines_only: false,
         }
     }
 }
@@ -114,6 +117,19 @@ impl MethodResult {
         if let Some(p) = self.peak_rss_mb {
             out.insert("peak_rss_mb".into(), p);
         }
+        let mem: Vec<_> = self.runs.iter().filter_map(|o| o.memory).collect();
+        if !mem.is_empty() {
+            let max = |f: fn(&crate::train::PhaseMemory) -> f64| {
+                mem.iter().map(f).fold(f64::NEG_INFINITY, f64::max)
+            };
+            out.insert("train_peak_rss_mb".into(), max(|m| m.train_peak_mb));
+            out.insert("eval_peak_rss_mb".into(), max(|m| m.eval_peak_mb));
+            out.insert("rss_before_training_mb".into(), max(|m| m.before_mb));
+            out.insert(
+                "train_working_set_mb".into(),
+                max(|m| m.train_peak_mb - m.before_mb),
+            );
+        }
         if let Some(p) = self.runs.first().and_then(|o| o.partition.as_ref()) {
             out.insert("edge_cut".into(), p.edge_cut);
             out.insert("partition_seconds".into(), p.seconds);
@@ -125,13 +141,15 @@ impl MethodResult {
 /// All methods, same seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
-    pub cluster_gcn: MethodResult,
+    /// `None` when only baselines ran.
+    pub cluster_gcn: Option<MethodResult>,
     pub full_batch: Option<MethodResult>,
     pub random_partition: Option<MethodResult>,
 }
 
 /// Runs `f` for every seed, measuring the process's peak memory over the runs.
 fn method(seeds: &[u64], f: impl Fn(u64) -> Result<TrainOutcome>) -> Result<MethodResult> {
+    ferrolab_core::backend::release_free_memory();
     let measurable = reset_peak_rss();
     let runs = seeds.iter().map(|&s| f(s)).collect::<Result<Vec<_>>>()?;
     Ok(MethodResult {
@@ -143,9 +161,13 @@ fn method(seeds: &[u64], f: impl Fn(u64) -> Result<TrainOutcome>) -> Result<Meth
 /// Runs Cluster-GCN and the enabled baselines on `data` for every seed.
 pub fn compare(data: &NodeData, cfg: &ExperimentConfig) -> Result<Comparison> {
     cfg.validate(data.num_nodes())?;
-    let cluster_gcn = method(&cfg.seeds, |s| {
-        train_cluster_gcn(data, &cfg.train, &cfg.cluster, s)
-    })?;
+    let cluster_gcn = (!cfg.baselines_only)
+        .then(|| {
+            method(&cfg.seeds, |s| {
+                train_cluster_gcn(data, &cfg.train, &cfg.cluster, s)
+            })
+        })
+        .transpose()?;
     let random = ClusterConfig {
         method: PartitionMethod::Random,
         ..cfg.cluster.clone()
@@ -213,6 +235,7 @@ pub fn experiment_config(cfg: &ClusterGcnConfig, master_seed: u64) -> Experiment
             .collect(),
         full_batch: cfg.baselines.full_batch,
         random_partition: cfg.baselines.random_partition,
+        baselines_only: cfg.baselines.only,
     }
 }
 
@@ -227,7 +250,9 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
         dataset,
         cfg.seeds.first().copied().unwrap_or(0),
     );
-    report.metrics = c.cluster_gcn.metrics();
+    if let Some(m) = &c.cluster_gcn {
+        report.metrics = m.metrics();
+    }
     let mut per_seed = serde_json::Map::new();
     let mut curves = Vec::new();
     let mut add = |key: &str, m: &MethodResult| {
@@ -248,7 +273,9 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
             });
         }
     };
-    add("cluster_gcn", &c.cluster_gcn);
+    if let Some(m) = &c.cluster_gcn {
+        add("cluster_gcn", m);
+    }
     for (key, m) in [
         ("full_batch_gcn", &c.full_batch),
         ("random_partition", &c.random_partition),
@@ -258,14 +285,15 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
             report.baselines.insert(key.into(), m.metrics());
         }
     }
-    report.timings.insert(
-        "cluster_gcn_train_seconds".into(),
-        c.cluster_gcn.train_seconds(),
-    );
+    if let Some(m) = &c.cluster_gcn {
+        report
+            .timings
+            .insert("cluster_gcn_train_seconds".into(), m.train_seconds());
+    }
     let cache = c
         .cluster_gcn
-        .runs
-        .first()
+        .as_ref()
+        .and_then(|m| m.runs.first())
         .and_then(|o| o.partition.as_ref())
         .map(|p| match &p.cache {
             CacheStatus::Disabled => "disabled".to_string(),
@@ -298,15 +326,14 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
             .into(),
     );
     report.notes.push(
-        "peak_rss_mb is the process's peak while that method ran, the loaded graph included \
-         (details.data_resident_mb)"
+        "peak_rss_mb is the process's peak while that method ran, evaluation and the loaded \
+         graph included (details.data_resident_mb); train_peak_rss_mb covers the training \
+         phases alone and train_working_set_mb what training added to the memory it started \
+         with"
             .into(),
     );
-    if let Some(f) = &c.full_batch {
-        let (cg, fb) = (
-            c.cluster_gcn.test_accuracy_selected().0,
-            f.test_accuracy_selected().0,
-        );
+    if let (Some(f), Some(m)) = (&c.full_batch, &c.cluster_gcn) {
+        let (cg, fb) = (m.test_accuracy_selected().0, f.test_accuracy_selected().0);
         report.notes.push(format!(
             "Cluster-GCN {} full-batch GCN by {:.2} points",
             if cg >= fb { "leads" } else { "trails" },

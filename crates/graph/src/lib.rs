@@ -46,6 +46,6 @@ pub use models::{Gcn, GcnConfig};
 pub use norm::{Normalization, WeightedCsr, normalize};
 pub use partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
 pub use train::{
-    ClusterConfig, NodeData, PartitionInfo, TrainConfig, TrainOutcome, train_cluster_gcn,
-    train_full_batch, train_on_partition,
+    ClusterConfig, NodeData, PartitionInfo, PhaseMemory, TrainConfig, TrainOutcome,
+    train_cluster_gcn, train_full_batch, train_on_partition,
 };

@@ -340,6 +340,51 @@ pub struct TrainOutcome {
     pub partition: Option<PartitionInfo>,
     /// Validation and test accuracy after every epoch.
     pub curve: Vec<(f64, f64)>,
+    /// Memory of the training phases alone (evaluation excluded), where measurable.
+    pub memory: Option<PhaseMemory>,
+}
+
+/// Peak resident memory (MiB) of training and of evaluation, measured separately: the
+/// kernel's high-water mark is reset before each phase and read after it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PhaseMemory {
+    /// Resident memory when training started (the loaded graph, the model, the runtime).
+    pub before_mb: f64,
+    /// Highest peak over the training phases of all epochs.
+    pub train_peak_mb: f64,
+    /// Highest peak over the evaluations.
+    pub eval_peak_mb: f64,
+}
+
+impl PhaseMemory {
+    fn start() -> Option<Self> {
+        ferrolab_core::backend::release_free_memory();
+        let before_mb = ferrolab_core::resources::current_rss_mb()?;
+        Some(PhaseMemory {
+            before_mb,
+            ..Default::default()
+        })
+    }
+
+    /// Runs one phase and folds its peak into `train` or `eval`.
+    fn phase<T>(this: &mut Option<Self>, train: bool, f: impl FnOnce() -> T) -> T {
+        if this.is_some() {
+            ferrolab_core::backend::release_free_memory();
+        }
+        let ok = this.is_some() && ferrolab_core::resources::reset_peak_rss();
+        let out = f();
+        if let (true, Some(m), Some(peak)) =
+            (ok, this.as_mut(), ferrolab_core::resources::peak_rss_mb())
+        {
+            let slot = if train {
+                &mut m.train_peak_mb
+            } else {
+                &mut m.eval_peak_mb
+            };
+            *slot = slot.max(peak);
+        }
+        out
+    }
 }
 
 /// Rows per block of layer-wise evaluation: large enough for efficient matrix products,
@@ -428,6 +473,7 @@ struct Monitor {
     patience: Option<usize>,
     curve: Vec<(f64, f64)>,
     train_seconds: f64,
+    memory: Option<PhaseMemory>,
 }
 
 impl Monitor {
@@ -439,6 +485,7 @@ impl Monitor {
             patience,
             curve: Vec::new(),
             train_seconds: 0.0,
+            memory: PhaseMemory::start(),
         }
     }
 
@@ -466,6 +513,7 @@ impl Monitor {
             max_batch_nodes,
             partition: None,
             curve: self.curve.clone(),
+            memory: self.memory,
         }
     }
 }
@@ -486,31 +534,32 @@ pub fn train_full_batch(data: &NodeData, cfg: &TrainConfig, seed: u64) -> Result
     let _rng = exclusive_rng();
     let tdev = train_device();
     let (mut model, mut optim) = init(cfg, data, seed);
-    let eval = FullGraph::new(data, Normalization::Symmetric);
-    let adj = eval.adj.to_sparse_adj(&tdev)?;
+    let adj = normalize(&data.graph, Normalization::Symmetric).to_sparse_adj(&tdev)?;
     let all: Vec<usize> = (0..data.num_nodes()).collect();
     let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
     let mut monitor = Monitor::new(cfg.patience);
     let start = Instant::now();
     for epoch in 0..cfg.epochs {
         let t = Instant::now();
-        let x = feature_rows(
-            &data.features,
-            &all,
-            Some((cfg.dropout, &mut drop_rng)),
-            &tdev,
-        )?;
-        model = step(
-            model,
-            &mut optim,
-            cfg.lr,
-            &adj,
-            &x,
-            &data.split.train,
-            &data.labels,
-        );
+        model = PhaseMemory::phase(&mut monitor.memory, true, || -> Result<Gcn> {
+            let x = feature_rows(
+                &data.features,
+                &all,
+                Some((cfg.dropout, &mut drop_rng)),
+                &tdev,
+            )?;
+            Ok(step(
+                model,
+                &mut optim,
+                cfg.lr,
+                &adj,
+                &x,
+                &data.split.train,
+                &data.labels,
+            ))
+        })?;
         monitor.train_seconds += t.elapsed().as_secs_f64();
-        if evaluate_epoch(&model, &eval, data, &mut monitor, epoch) {
+        if evaluate_epoch(&model, Normalization::Symmetric, data, &mut monitor, epoch) {
             break;
         }
     }
@@ -521,12 +570,19 @@ pub fn train_full_batch(data: &NodeData, cfg: &TrainConfig, seed: u64) -> Result
 /// training.
 fn evaluate_epoch(
     model: &Gcn,
-    eval: &FullGraph,
+    norm: Normalization,
     data: &NodeData,
     monitor: &mut Monitor,
     epoch: usize,
 ) -> bool {
-    let pred = predict(model, eval, data);
+    let mut memory = monitor.memory.take();
+    // The normalised whole graph is rebuilt for each evaluation (O(edges), small next to the
+    // layer products) rather than held through training, where it would count against the
+    // bounded training memory.
+    let pred = PhaseMemory::phase(&mut memory, false, || {
+        predict(model, &FullGraph::new(data, norm), data)
+    });
+    monitor.memory = memory;
     let val = accuracy_on(&pred, data, &data.split.val);
     let test = accuracy_on(&pred, data, &data.split.test);
     monitor.record(epoch, val, test)
@@ -580,7 +636,6 @@ pub fn train_on_partition(
     let mut batch_rng = ferrolab_core::seed::rng(seed, "batches");
     let (mut model, mut optim) = init(cfg, data, seed);
     let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
-    let eval = FullGraph::new(data, cluster.norm);
     let mut is_train = vec![false; data.num_nodes()];
     for &i in &data.split.train {
         is_train[i] = true;
@@ -590,26 +645,32 @@ pub fn train_on_partition(
     let start = Instant::now();
     for epoch in 0..cfg.epochs {
         let t = Instant::now();
-        for nodes in partition.batches(cluster.parts_per_batch, &mut batch_rng) {
-            let (sub, global) = data.graph.induced_subgraph(&nodes)?;
-            let targets: Vec<usize> = (0..global.len()).filter(|&i| is_train[global[i]]).collect();
-            // A batch without labelled nodes has no loss to follow.
-            if targets.is_empty() {
-                continue;
+        let mut memory = monitor.memory.take();
+        model = PhaseMemory::phase(&mut memory, true, || -> Result<Gcn> {
+            for nodes in partition.batches(cluster.parts_per_batch, &mut batch_rng) {
+                let (sub, global) = data.graph.induced_subgraph(&nodes)?;
+                let targets: Vec<usize> =
+                    (0..global.len()).filter(|&i| is_train[global[i]]).collect();
+                // A batch without labelled nodes has no loss to follow.
+                if targets.is_empty() {
+                    continue;
+                }
+                max_batch_nodes = max_batch_nodes.max(global.len());
+                let labels: Vec<usize> = global.iter().map(|&g| data.labels[g]).collect();
+                let adj = normalize(&sub, cluster.norm).to_sparse_adj(&tdev)?;
+                let x = feature_rows(
+                    &data.features,
+                    &global,
+                    Some((cfg.dropout, &mut drop_rng)),
+                    &tdev,
+                )?;
+                model = step(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
             }
-            max_batch_nodes = max_batch_nodes.max(global.len());
-            let labels: Vec<usize> = global.iter().map(|&g| data.labels[g]).collect();
-            let adj = normalize(&sub, cluster.norm).to_sparse_adj(&tdev)?;
-            let x = feature_rows(
-                &data.features,
-                &global,
-                Some((cfg.dropout, &mut drop_rng)),
-                &tdev,
-            )?;
-            model = step(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
-        }
+            Ok(model)
+        })?;
+        monitor.memory = memory;
         monitor.train_seconds += t.elapsed().as_secs_f64();
-        if evaluate_epoch(&model, &eval, data, &mut monitor, epoch) {
+        if evaluate_epoch(&model, cluster.norm, data, &mut monitor, epoch) {
             break;
         }
     }
