@@ -12,6 +12,8 @@ pub struct Modulus {
     bits: u32,
     /// floor(2^(2k) / q), used with the shifts k-1 and k+1 (classic Barrett).
     mu: u64,
+    /// floor(2^128 / q) as (high, low) words, for reducing any u128 (lazy sums of products).
+    ratio: (u64, u64),
 }
 
 /// Largest prime size this crate accepts (4q must fit a u64 for lazy butterflies).
@@ -23,7 +25,14 @@ impl Modulus {
         debug_assert!(q >= 2 && q < (1 << MAX_PRIME_BITS));
         let bits = 64 - q.leading_zeros();
         let mu = ((1u128 << (2 * bits)) / q as u128) as u64;
-        Modulus { q, bits, mu }
+        // floor(2^128 / q) = floor((2^128 - 1) / q) since q is not a power of two.
+        let r = u128::MAX / q as u128;
+        Modulus {
+            q,
+            bits,
+            mu,
+            ratio: ((r >> 64) as u64, r as u64),
+        }
     }
 
     /// x mod q for x < q^2 (in particular any product of two residues).
@@ -36,6 +45,27 @@ impl Modulus {
             r -= self.q;
         }
         if r >= self.q {
+            r -= self.q;
+        }
+        r
+    }
+
+    /// x mod q for any u128 (Barrett with a 128-bit constant; used on lazy sums of products).
+    #[inline(always)]
+    pub fn reduce_wide(&self, x: u128) -> u64 {
+        let (r1, r0) = self.ratio;
+        let x0 = x as u64;
+        let x1 = (x >> 64) as u64;
+        // floor(x · ratio / 2^128), dropping the lowest partial product's low word.
+        let carry = ((x0 as u128 * r0 as u128) >> 64) as u64;
+        let t = x0 as u128 * r1 as u128 + carry as u128;
+        let u = x1 as u128 * r0 as u128 + (t as u64) as u128;
+        let quot = x1
+            .wrapping_mul(r1)
+            .wrapping_add((t >> 64) as u64)
+            .wrapping_add((u >> 64) as u64);
+        let mut r = x0.wrapping_sub(quot.wrapping_mul(self.q));
+        while r >= self.q {
             r -= self.q;
         }
         r
@@ -215,6 +245,8 @@ mod tests {
                 let want = ((a as u128 * b as u128) % q as u128) as u64;
                 assert_eq!(m.mul(a, b), want);
                 assert_eq!(m.mul_shoup(a, b, m.shoup(b)), want);
+                let w = rng.random::<u128>();
+                assert_eq!(m.reduce_wide(w), (w % q as u128) as u64);
                 let x = rng.random::<u64>();
                 let lazy = m.mul_shoup_lazy(x, b, m.shoup(b));
                 assert!(lazy < 2 * q);

@@ -95,20 +95,24 @@ impl Context {
                 }
                 let tab = &self.tables[t];
                 let m = &tab.m;
+                // Centred lift: y_k > q_k/2 stands for y_k - q_k. An uncentred lift has mean
+                // q_k/2 per coefficient, a bias the canonical embedding amplifies by up to N/π.
                 for k in st..en {
                     let hat = (st..en)
                         .filter(|&o| o != k)
                         .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
                     let hs = m.shoup(hat);
+                    let qk = self.q[k];
+                    let half = qk >> 1;
+                    let corr = m.mul(qk % m.q, hat);
                     let yk = &y[(k - st) * n..(k - st + 1) * n];
-                    if k == st {
-                        for (d, &v) in dst.iter_mut().zip(yk) {
-                            *d = m.mul_shoup(v, hat, hs);
+                    let first = k == st;
+                    for (d, &v) in dst.iter_mut().zip(yk) {
+                        let mut term = m.mul_shoup(v, hat, hs);
+                        if v > half {
+                            term = m.sub(term, corr);
                         }
-                    } else {
-                        for (d, &v) in dst.iter_mut().zip(yk) {
-                            *d = m.add(*d, m.mul_shoup(v, hat, hs));
-                        }
+                        *d = if first { term } else { m.add(*d, term) };
                     }
                 }
                 tab.forward(dst);
@@ -130,12 +134,13 @@ impl Context {
         let level = dec.level;
         let targets = self.qp_idx(level);
         let len = targets.len() * n;
-        let mut acc0 = vec![0u64; len];
-        let mut acc1 = vec![0u64; len];
+        // Lazy accumulation: at most dnum products of two 61-bit residues per word, far below
+        // 2^128, reduced once at the end.
+        let mut acc0 = vec![0u128; len];
+        let mut acc1 = vec![0u128; len];
         for (d, ext) in dec.exts.iter().enumerate() {
             let (b, a) = &key.digits[d];
             for (ti, &t) in targets.iter().enumerate() {
-                let m = self.modulus(t);
                 let e = &ext[ti * n..(ti + 1) * n];
                 let kb = &b[t * n..(t + 1) * n];
                 let ka = &a[t * n..(t + 1) * n];
@@ -144,20 +149,32 @@ impl Context {
                 match perm {
                     None => {
                         for j in 0..n {
-                            o0[j] = m.add(o0[j], m.mul(e[j], kb[j]));
-                            o1[j] = m.add(o1[j], m.mul(e[j], ka[j]));
+                            let ej = e[j] as u128;
+                            o0[j] += ej * kb[j] as u128;
+                            o1[j] += ej * ka[j] as u128;
                         }
                     }
                     Some(p) => {
                         for j in 0..n {
-                            let ej = e[p[j] as usize];
-                            o0[j] = m.add(o0[j], m.mul(ej, kb[j]));
-                            o1[j] = m.add(o1[j], m.mul(ej, ka[j]));
+                            let ej = e[p[j] as usize] as u128;
+                            o0[j] += ej * kb[j] as u128;
+                            o1[j] += ej * ka[j] as u128;
                         }
                     }
                 }
             }
         }
+        let reduce = |acc: Vec<u128>| -> Vec<u64> {
+            let mut out = vec![0u64; len];
+            for (ti, &t) in targets.iter().enumerate() {
+                let m = self.modulus(t);
+                for j in ti * n..(ti + 1) * n {
+                    out[j] = m.reduce_wide(acc[j]);
+                }
+            }
+            out
+        };
+        let (acc0, acc1) = (reduce(acc0), reduce(acc1));
         (self.mod_down(&acc0, level), self.mod_down(&acc1, level))
     }
 }

@@ -281,3 +281,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn ntt_speed() {
+        let q = crate::params::ntt_primes(60, 1, 14, &[]).unwrap()[0];
+        let t = NttTable::new(q, 14).unwrap();
+        let mut a: Vec<u64> = (0..1u64 << 14).map(|i| i * 7919 % q).collect();
+        let s = std::time::Instant::now();
+        for _ in 0..200 {
+            t.forward(&mut a);
+            t.inverse(&mut a);
+        }
+        println!(
+            "fwd+inv N=2^14: {:.1} us",
+            s.elapsed().as_secs_f64() * 1e6 / 200.0
+        );
+    }
+}

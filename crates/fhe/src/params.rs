@@ -49,24 +49,26 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    /// The standard set for N = 2^14: q = [60, 40 × 8], one 58-bit special prime
-    /// (438 bits = the 128-bit limit), scale 2^40, depth 8.
+    /// The standard set for N = 2^14: q = [56, 40 × 8], one 60-bit special prime
+    /// (436 of the 438 bits allowed), scale 2^40, depth 8. q_0 < P keeps the key-switching
+    /// noise of the q_0 digit (∝ q_0/P) below the encryption noise; q_0 = 2^56 leaves 16 bits
+    /// of headroom above the scale for the result's magnitude.
     pub fn n14() -> Self {
-        let mut q_bits = vec![60];
+        let mut q_bits = vec![56];
         q_bits.extend(std::iter::repeat_n(40, 8));
         ParamSpec {
             log_n: 14,
             q_bits,
-            p_bits: vec![58],
+            p_bits: vec![60],
             log_scale: 40,
             allow_insecure: false,
         }
     }
 
-    /// The standard set for N = 2^15: q = [60, 40 × 18], one 60-bit special prime
-    /// (840 of the 881 bits allowed), scale 2^40, depth 18.
+    /// The standard set for N = 2^15: q = [56, 40 × 18], one 60-bit special prime
+    /// (836 of the 881 bits allowed), scale 2^40, depth 18.
     pub fn n15() -> Self {
-        let mut q_bits = vec![60];
+        let mut q_bits = vec![56];
         q_bits.extend(std::iter::repeat_n(40, 18));
         ParamSpec {
             log_n: 15,
