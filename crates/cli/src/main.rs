@@ -1,6 +1,7 @@
 //! `ferrolab`: the one binary. It parses arguments, dispatches to a system's library and maps
 //! errors to exit codes (2 = usage, config or data error; 1 = runtime failure). No maths here.
 
+mod apg_cmd;
 mod cluster_gcn_cmd;
 mod common;
 mod data_cmd;
@@ -30,6 +31,8 @@ enum Command {
     Secnn(secnn_cmd::SecnnArgs),
     /// Cluster-GCN vs full-batch GCN and random partitions (node classification).
     ClusterGcn(cluster_gcn_cmd::ClusterGcnArgs),
+    /// APG vs plain deep layers in Wide&Deep, DeepFM and DCNv2 (CTR; train, `predict`, `generate`).
+    Apg(apg_cmd::ApgArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Reproduce(a) => reproduce::run(&a),
         Command::Secnn(a) => secnn_cmd::run(a),
         Command::ClusterGcn(a) => cluster_gcn_cmd::run(a),
+        Command::Apg(a) => apg_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

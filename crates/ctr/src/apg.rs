@@ -175,7 +175,9 @@ impl ApgLayer {
         for u in &self.u {
             h = h.matmul(u.val());
         }
-        let mut h = h.unsqueeze_dim::<3>(1).matmul(s).reshape([b, k]);
+        // (h S)_j = Σ_i h_i S_ij as a broadcast product and a sum: burn's batched matmul of
+        // B tiny K×K matrices was slower than this on the CPU backend.
+        let mut h = (h.unsqueeze_dim::<3>(2) * s).sum_dim(1).reshape([b, k]);
         for v in &self.v {
             h = h.matmul(v.val());
         }

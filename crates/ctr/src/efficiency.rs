@@ -28,7 +28,9 @@ pub struct LayerCost {
     pub train_ms_per_step: f64,
     /// Mean milliseconds per inference forward pass of the batch.
     pub infer_ms_per_step: f64,
-    /// Peak-RSS growth over the measured training steps, MiB.
+    /// Peak-RSS growth over the training steps, MiB. Variants run from smallest to largest in
+    /// one process and the allocator keeps freed memory, so this is the growth beyond what the
+    /// earlier variants left: an under-estimate for all but the first.
     pub step_memory_mb: f64,
     /// Per-instance generated parameters materialised per step, MiB (f32).
     pub generated_mb: f64,
@@ -60,12 +62,14 @@ fn measure<M: burn::module::Module + Clone>(
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         optim.step(1e-3, m, grads)
     };
+    // Memory: peak-RSS growth from before the first step (warm-up included, since the
+    // allocator keeps freed blocks and later steps reuse the first step's memory).
+    let base = current_rss_mb().unwrap_or(0.0);
+    reset_peak_rss();
     let mut model = model;
     for _ in 0..2 {
         model = step(model);
     }
-    let base = current_rss_mb().unwrap_or(0.0);
-    reset_peak_rss();
     let sw = Stopwatch::start();
     for _ in 0..cfg.steps {
         model = step(model);

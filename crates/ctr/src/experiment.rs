@@ -61,7 +61,7 @@ pub fn model_spec(
         embed_dim: cfg.model.embed_dim,
         hidden: cfg.model.hidden.clone(),
         cross_layers: cfg.model.cross_layers,
-        apg: apg.then(|| ApgSpec {
+        apg: apg.then_some(ApgSpec {
             rank: cfg.apg.rank,
             overparam: cfg.apg.overparam,
             condition: cfg.apg.condition,

@@ -328,12 +328,11 @@ impl Layout {
         let take = values.len().min(f.max_len);
         let w = 1.0 / take.max(1) as f32;
         let slot = self.places[i].slot;
-        for k in 0..f.max_len {
-            if k < take {
-                inst.set(slot + k, self.row_of(i, Some(values[k])), w);
-            } else {
-                inst.set(slot + k, self.places[i].row as u32, 0.0);
-            }
+        for (k, &v) in values.iter().take(take).enumerate() {
+            inst.set(slot + k, self.row_of(i, Some(v)), w);
+        }
+        for k in take..f.max_len {
+            inst.set(slot + k, self.places[i].row as u32, 0.0);
         }
     }
 }
