@@ -16,6 +16,7 @@ pub mod keyswitch;
 pub mod ntt;
 pub mod params;
 pub mod polyeval;
+pub mod serial;
 
 pub use ckks::{
     Ciphertext, Decryptor, Encryptor, EvaluationKeys, GaloisKeys, KeyGenerator, Plaintext,
