@@ -13,6 +13,7 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod keyswitch;
+pub mod linear;
 pub mod ntt;
 pub mod params;
 pub mod polyeval;
@@ -25,5 +26,6 @@ pub use ckks::{
 pub use complex::C64;
 pub use error::{FheError, Result};
 pub use eval::Evaluator;
+pub use linear::LinearTransform;
 pub use params::{Context, ParamSpec};
 pub use polyeval::{Chebyshev, relu_approx};

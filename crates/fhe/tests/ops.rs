@@ -232,3 +232,50 @@ fn chebyshev_polynomials_match_plaintext_and_use_optimal_depth() {
         assert!(e < 1e-4, "{name}: {e}");
     }
 }
+
+#[test]
+fn bsgs_linear_transform_matches_plaintext_matvec() {
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+    let slots = 1usize << (LOG_N - 1);
+    let mut rng = StdRng::seed_from_u64(40);
+    let scale = 1.0 / (slots as f64).sqrt();
+    let m: Vec<Vec<C64>> = (0..slots)
+        .map(|_| {
+            (0..slots)
+                .map(|_| C64::new((2.0 * rng.random::<f64>() - 1.0) * scale, 0.0))
+                .collect()
+        })
+        .collect();
+    let lt = LinearTransform::from_matrix(&m, slots).unwrap();
+    assert_eq!(lt.baby_step(), 32);
+    let mut s = setup(
+        ParamSpec::insecure_test(LOG_N, 2),
+        &lt.rotations_needed(),
+        41,
+    );
+    let x = random_complex(slots, 42);
+    let ct = s.encrypt(&x, 2);
+    let r = s.ev.linear_transform(&ct, &lt).unwrap();
+    assert_eq!(r.level, 1);
+    let want = lt.apply_plain(&x);
+    let direct: Vec<C64> = (0..slots)
+        .map(|t| (0..slots).fold(C64::default(), |a, c| a + m[t][c] * x[c]))
+        .collect();
+    assert!(max_err(&want, &direct) < 1e-12);
+    let e = max_err(&s.decrypt(&r), &want);
+    assert!(e < 1e-5, "{e}");
+    // A sparse (banded) transform needs only its own rotations.
+    let mut diags = std::collections::BTreeMap::new();
+    for k in [0usize, 1, 2, slots - 1] {
+        diags.insert(k, random_complex(slots, 50 + k as u64));
+    }
+    let band = LinearTransform::from_diagonals(slots, diags).unwrap();
+    let mut s2 = setup(
+        ParamSpec::insecure_test(LOG_N, 2),
+        &band.rotations_needed(),
+        43,
+    );
+    let ct = s2.encrypt(&x, 2);
+    let r = s2.ev.linear_transform(&ct, &band).unwrap();
+    assert!(max_err(&s2.decrypt(&r), &band.apply_plain(&x)) < 1e-5);
+}
