@@ -2,6 +2,7 @@
 //! errors to exit codes (2 = usage, config or data error; 1 = runtime failure). No maths here.
 
 mod apg_cmd;
+mod ckks_cmd;
 mod cluster_gcn_cmd;
 mod common;
 mod data_cmd;
@@ -33,6 +34,8 @@ enum Command {
     ClusterGcn(cluster_gcn_cmd::ClusterGcnArgs),
     /// APG vs plain deep layers in Wide&Deep, DeepFM and DCNv2 (CTR; train, `predict`, `generate`).
     Apg(apg_cmd::ApgArgs),
+    /// RNS-CKKS homomorphic encryption: `bench` prints per-operation latency and precision.
+    Ckks(ckks_cmd::CkksArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Secnn(a) => secnn_cmd::run(a),
         Command::ClusterGcn(a) => cluster_gcn_cmd::run(a),
         Command::Apg(a) => apg_cmd::run(a),
+        Command::Ckks(a) => ckks_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

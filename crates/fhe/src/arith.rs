@@ -22,7 +22,7 @@ pub const MAX_PRIME_BITS: u32 = 61;
 impl Modulus {
     /// Precomputes the Barrett constant of `q` (2 ≤ q < 2^61).
     pub fn new(q: u64) -> Self {
-        debug_assert!(q >= 2 && q < (1 << MAX_PRIME_BITS));
+        debug_assert!((2..(1 << MAX_PRIME_BITS)).contains(&q));
         let bits = 64 - q.leading_zeros();
         let mu = ((1u128 << (2 * bits)) / q as u128) as u64;
         // floor(2^128 / q) = floor((2^128 - 1) / q) since q is not a power of two.
@@ -160,7 +160,7 @@ pub fn is_prime(n: u64) -> bool {
         return false;
     }
     for p in [2u64, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37] {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
@@ -178,7 +178,7 @@ pub fn is_prime(n: u64) -> bool {
     };
     let mut d = n - 1;
     let mut s = 0;
-    while d % 2 == 0 {
+    while d.is_multiple_of(2) {
         d /= 2;
         s += 1;
     }
@@ -201,7 +201,7 @@ pub fn is_prime(n: u64) -> bool {
 /// A primitive 2N-th root of unity mod q (q ≡ 1 mod 2N), the smallest of the form g^((q-1)/2N).
 pub fn primitive_root_2n(m: &Modulus, two_n: u64) -> Option<u64> {
     let q = m.q;
-    if (q - 1) % two_n != 0 {
+    if !(q - 1).is_multiple_of(two_n) {
         return None;
     }
     // Factor q-1 is unnecessary: ψ = g^((q-1)/2N) has order exactly 2N iff ψ^N = -1.
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn inverse_and_roots() {
         let q = 1_152_921_504_606_748_673u64; // 2^60 - 2^18*... an NTT prime for 2N=2^15? checked below
-        if is_prime(q) && (q - 1) % (1 << 15) == 0 {
+        if is_prime(q) && (q - 1).is_multiple_of(1 << 15) {
             let m = Modulus::new(q);
             let psi = primitive_root_2n(&m, 1 << 15).unwrap();
             assert_eq!(m.pow(psi, 1 << 14), q - 1);

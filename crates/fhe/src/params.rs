@@ -84,8 +84,8 @@ impl ParamSpec {
         match log_n {
             13 => Ok(ParamSpec {
                 log_n: 13,
-                q_bits: vec![60, 40, 40, 40],
-                p_bits: vec![38],
+                q_bits: vec![56, 40, 40],
+                p_bits: vec![60],
                 log_scale: 40,
                 allow_insecure: false,
             }),

@@ -321,7 +321,7 @@ fn read_galois(ctx: &Context, r: &mut Reader<'_>) -> Result<GaloisKeys> {
     let mut keys = BTreeMap::new();
     for _ in 0..count {
         let g = r.u64()? as usize;
-        if g % 2 == 0 || g >= 2 * ctx.n {
+        if g.is_multiple_of(2) || g >= 2 * ctx.n {
             return Err(r.err(format!(
                 "Galois element {g} is not an odd number below 2N = {}",
                 2 * ctx.n
