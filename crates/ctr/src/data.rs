@@ -173,10 +173,12 @@ pub const NUMERIC_FIELDS: usize = 13;
 pub const CATEGORICAL_FIELDS: usize = 26;
 /// Rows per generated chunk (each chunk has its own derived seed).
 pub const CHUNK_ROWS: usize = 4096;
-/// Latent width of the group × value interaction.
-const LATENT: usize = 4;
-/// Categorical fields whose effect depends on the group.
+/// Hidden units of each group's click function.
+const UNITS: usize = 4;
+/// Categorical fields that enter the group-specific function (through a scalar per value).
 const GROUP_FIELDS: usize = 8;
+/// Inputs of the group-specific function: the numeric fields and one scalar per group field.
+const INPUTS: usize = NUMERIC_FIELDS + GROUP_FIELDS;
 
 /// The generator: its true click function, drawn once from the seed.
 #[derive(Debug, Clone)]
@@ -184,15 +186,13 @@ pub struct Synthetic {
     cfg: SyntheticConfig,
     seed: u64,
     vocab: Vec<usize>,
-    /// Shared effect of each value of each categorical field.
+    /// Shared first-order effect of each value of each categorical field.
     global: Vec<Vec<f32>>,
-    /// Latent vector of each value of the group-dependent fields `[f][v * LATENT + k]`.
-    latent: Vec<Vec<f32>>,
-    /// Latent vector of each group.
-    group_vec: Vec<[f32; LATENT]>,
-    /// Per-group numeric weights and the per-group weight of `I1 * I2`.
-    num_w: Vec<[f32; NUMERIC_FIELDS]>,
-    pair_w: Vec<f32>,
+    /// Scalar code of each value of the fields `C2..C9` (inputs of the group function).
+    code: Vec<Vec<f32>>,
+    /// Per group: hidden weights `[UNITS * INPUTS]` and output weights `[UNITS]`.
+    hidden: Vec<Vec<f32>>,
+    out: Vec<[f32; UNITS]>,
     bias: Vec<f32>,
 }
 
@@ -219,29 +219,37 @@ impl Synthetic {
         };
         let global = vocab
             .iter()
-            .map(|&n| (0..n).map(|_| normal(0.4)).collect())
+            .map(|&n| (0..n).map(|_| normal(0.3)).collect())
             .collect();
-        let latent = (0..GROUP_FIELDS)
-            .map(|f| (0..vocab[f + 1] * LATENT).map(|_| normal(0.5)).collect())
+        let code = (0..GROUP_FIELDS)
+            .map(|f| (0..vocab[f + 1]).map(|_| normal(1.0)).collect())
             .collect();
+        // Each group's function = a shared part + `heterogeneity` × a group-specific part, so
+        // heterogeneity 0 gives every group the same click function.
         let groups = cfg.groups.max(1);
-        let group_vec = (0..groups)
-            .map(|_| std::array::from_fn(|_| normal(h)))
+        let scale = 1.0 / (INPUTS as f32).sqrt();
+        let shared_hidden: Vec<f32> = (0..UNITS * INPUTS).map(|_| normal(scale)).collect();
+        let shared_out: [f32; UNITS] = std::array::from_fn(|_| normal(1.0));
+        let hidden = (0..groups)
+            .map(|_| {
+                shared_hidden
+                    .iter()
+                    .map(|&w| w + h * normal(1.5 * scale))
+                    .collect()
+            })
             .collect();
-        let num_w = (0..groups)
-            .map(|_| std::array::from_fn(|j| normal(if j < 4 { 0.6 * h } else { 0.15 })))
+        let out = (0..groups)
+            .map(|_| std::array::from_fn(|k| shared_out[k] + h * normal(1.5)))
             .collect();
-        let pair_w = (0..groups).map(|_| normal(0.8 * h)).collect();
-        let bias = (0..groups).map(|_| normal(0.5 * h)).collect();
+        let bias = (0..groups).map(|_| normal(0.3 * h)).collect();
         Synthetic {
             cfg,
             seed,
             vocab,
             global,
-            latent,
-            group_vec,
-            num_w,
-            pair_w,
+            code,
+            hidden,
+            out,
             bias,
         }
     }
@@ -265,22 +273,30 @@ impl Synthetic {
         Schema { fields }
     }
 
-    /// True click probability of an instance given its numeric values and category indices.
+    /// True click probability of an instance given its numeric values and category indices:
+    /// `σ(b_g + Σ_f t_f(v_f) + Σ_k c_{g,k} tanh(w_{g,k} · [x ; code(C2..C9)]))`, a shared
+    /// first-order part plus a small nonlinear function whose weights depend on the group `g`
+    /// (the value of `C1`): the per-instance parameters APG is built to produce.
     pub fn click_probability(&self, num: &[f32], cat: &[usize]) -> f32 {
         let g = cat[0];
-        let mut logit = self.bias[g] - 0.2;
+        let mut logit = self.bias[g] - 0.3;
         for (f, &v) in cat.iter().enumerate().skip(1) {
             logit += self.global[f][v];
         }
-        let gv = &self.group_vec[g];
+        let mut input = [0f32; INPUTS];
+        input[..NUMERIC_FIELDS].copy_from_slice(&num[..NUMERIC_FIELDS]);
         for f in 0..GROUP_FIELDS {
-            let lat = &self.latent[f][cat[f + 1] * LATENT..(cat[f + 1] + 1) * LATENT];
-            logit += lat.iter().zip(gv).map(|(a, b)| a * b).sum::<f32>();
+            input[NUMERIC_FIELDS + f] = self.code[f][cat[f + 1]];
         }
-        for (j, &x) in num.iter().enumerate() {
-            logit += self.num_w[g][j] * x;
+        let w = &self.hidden[g];
+        for k in 0..UNITS {
+            let z: f32 = w[k * INPUTS..(k + 1) * INPUTS]
+                .iter()
+                .zip(&input)
+                .map(|(a, b)| a * b)
+                .sum();
+            logit += self.out[g][k] * (1.5 * z).tanh();
         }
-        logit += self.pair_w[g] * num[0] * num[1];
         1.0 / (1.0 + (-logit).exp())
     }
 
@@ -413,6 +429,26 @@ mod tests {
         assert_eq!(&a.ids[CHUNK_ROWS * s..(CHUNK_ROWS + 100) * s], &c.ids[..]);
         let rate = a.labels.iter().sum::<f32>() / a.len() as f32;
         assert!(rate > 0.2 && rate < 0.8, "click rate {rate}");
+    }
+
+    /// The true probabilities rank clicks well (there is signal to learn), and that signal
+    /// needs the group: scoring with the wrong group's function loses much of it.
+    #[test]
+    fn bayes_auc_is_high_and_needs_the_group() {
+        let g = Synthetic::new(SyntheticConfig::default(), 1);
+        let (mut p_true, mut p_wrong, mut y) = (Vec::new(), Vec::new(), Vec::new());
+        g.stream(0, 20_000, |num, cat, click| {
+            p_true.push(f64::from(g.click_probability(num, cat)));
+            let mut other = cat.to_vec();
+            other[0] = (cat[0] + 1) % g.config().groups;
+            p_wrong.push(f64::from(g.click_probability(num, &other)));
+            y.push(click);
+        });
+        let auc = ferrolab_core::metrics::roc_auc(&p_true, &y);
+        let wrong = ferrolab_core::metrics::roc_auc(&p_wrong, &y);
+        eprintln!("bayes AUC {auc:.4}, with another group's function {wrong:.4}");
+        assert!(auc > 0.8, "{auc}");
+        assert!(auc - wrong > 0.05, "{auc} vs {wrong}");
     }
 
     #[test]

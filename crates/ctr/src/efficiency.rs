@@ -14,7 +14,9 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use ferrolab_core::backend::{device, train_device};
-use ferrolab_core::resources::{Stopwatch, current_rss_mb, peak_rss_mb, reset_peak_rss};
+use ferrolab_core::resources::{
+    Stopwatch, current_rss_mb, peak_rss_mb, release_free_memory, reset_peak_rss,
+};
 use serde::Serialize;
 
 /// Figures of one variant.
@@ -28,9 +30,8 @@ pub struct LayerCost {
     pub train_ms_per_step: f64,
     /// Mean milliseconds per inference forward pass of the batch.
     pub infer_ms_per_step: f64,
-    /// Peak-RSS growth over the training steps, MiB. Variants run from smallest to largest in
-    /// one process and the allocator keeps freed memory, so this is the growth beyond what the
-    /// earlier variants left: an under-estimate for all but the first.
+    /// Peak-RSS growth over the training steps (warm-up included), MiB, measured after freed
+    /// heap memory was handed back to the kernel, so earlier variants do not hide it.
     pub step_memory_mb: f64,
     /// Per-instance generated parameters materialised per step, MiB (f32).
     pub generated_mb: f64,
@@ -64,6 +65,7 @@ fn measure<M: burn::module::Module + Clone>(
     };
     // Memory: peak-RSS growth from before the first step (warm-up included, since the
     // allocator keeps freed blocks and later steps reuse the first step's memory).
+    release_free_memory();
     let base = current_rss_mb().unwrap_or(0.0);
     reset_peak_rss();
     let mut model = model;
