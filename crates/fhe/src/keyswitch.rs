@@ -135,46 +135,107 @@ impl Context {
         let targets = self.qp_idx(level);
         let len = targets.len() * n;
         // Lazy accumulation: at most dnum products of two 61-bit residues per word, far below
-        // 2^128, reduced once at the end.
-        let mut acc0 = vec![0u128; len];
-        let mut acc1 = vec![0u128; len];
-        for (d, ext) in dec.exts.iter().enumerate() {
-            let (b, a) = &key.digits[d];
-            for (ti, &t) in targets.iter().enumerate() {
+        // 2^128, reduced once at the end. Limb-outer order keeps the accumulators in cache.
+        let mut acc0 = vec![0u64; len];
+        let mut acc1 = vec![0u64; len];
+        let mut w0 = vec![0u128; n];
+        let mut w1 = vec![0u128; n];
+        for (ti, &t) in targets.iter().enumerate() {
+            w0.fill(0);
+            w1.fill(0);
+            for (d, ext) in dec.exts.iter().enumerate() {
+                let (b, a) = &key.digits[d];
                 let e = &ext[ti * n..(ti + 1) * n];
                 let kb = &b[t * n..(t + 1) * n];
                 let ka = &a[t * n..(t + 1) * n];
-                let o0 = &mut acc0[ti * n..(ti + 1) * n];
-                let o1 = &mut acc1[ti * n..(ti + 1) * n];
                 match perm {
                     None => {
-                        for j in 0..n {
-                            let ej = e[j] as u128;
-                            o0[j] += ej * kb[j] as u128;
-                            o1[j] += ej * ka[j] as u128;
+                        for ((((o0, o1), &ej), &bj), &aj) in
+                            w0.iter_mut().zip(w1.iter_mut()).zip(e).zip(kb).zip(ka)
+                        {
+                            *o0 += ej as u128 * bj as u128;
+                            *o1 += ej as u128 * aj as u128;
                         }
                     }
                     Some(p) => {
-                        for j in 0..n {
-                            let ej = e[p[j] as usize] as u128;
-                            o0[j] += ej * kb[j] as u128;
-                            o1[j] += ej * ka[j] as u128;
+                        for ((((o0, o1), &pj), &bj), &aj) in
+                            w0.iter_mut().zip(w1.iter_mut()).zip(p).zip(kb).zip(ka)
+                        {
+                            let ej = e[pj as usize] as u128;
+                            *o0 += ej * bj as u128;
+                            *o1 += ej * aj as u128;
                         }
                     }
                 }
             }
-        }
-        let reduce = |acc: Vec<u128>| -> Vec<u64> {
-            let mut out = vec![0u64; len];
-            for (ti, &t) in targets.iter().enumerate() {
-                let m = self.modulus(t);
-                for j in ti * n..(ti + 1) * n {
-                    out[j] = m.reduce_wide(acc[j]);
-                }
+            let m = self.modulus(t);
+            for ((o, &x), (o1, &y)) in acc0[ti * n..(ti + 1) * n]
+                .iter_mut()
+                .zip(&w0)
+                .zip(acc1[ti * n..(ti + 1) * n].iter_mut().zip(&w1))
+            {
+                *o = m.reduce_wide(x);
+                *o1 = m.reduce_wide(y);
             }
-            out
-        };
-        let (acc0, acc1) = (reduce(acc0), reduce(acc1));
+        }
         (self.mod_down(&acc0, level), self.mod_down(&acc1, level))
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use crate::ckks::*;
+    use crate::params::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore = "timing breakdown, run by hand"]
+    fn keyswitch_breakdown() {
+        let ctx = Context::new(ParamSpec::n14()).unwrap();
+        let mut kg = KeyGenerator::new_seeded(&ctx, 1);
+        let rlk = kg.relin_key();
+        let l = ctx.max_level();
+        let n = ctx.n;
+        let c: Vec<u64> = (0..(l + 1) * n)
+            .map(|i| (i as u64 * 7919) % ctx.q[i / n])
+            .collect();
+        let reps = 10;
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(ctx.decompose(&c, l));
+        }
+        println!(
+            "decompose {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+        let dec = ctx.decompose(&c, l);
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(ctx.key_product(&dec, &rlk.0, None));
+        }
+        println!(
+            "key_product+mod_down {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+        let x: Vec<u64> = (0..(l + 2) * n).map(|i| (i as u64 * 31) % 1000).collect();
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(ctx.mod_down(&x, l));
+        }
+        println!(
+            "mod_down {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+        let mut a = c[..n].to_vec();
+        let t = Instant::now();
+        for _ in 0..100 {
+            ctx.tables[0].forward(&mut a);
+        }
+        println!("ntt {:.1} us", t.elapsed().as_secs_f64() * 1e6 / 100.0);
+        let t = Instant::now();
+        for _ in 0..100 {
+            ctx.tables[0].inverse(&mut a);
+        }
+        println!("intt {:.1} us", t.elapsed().as_secs_f64() * 1e6 / 100.0);
     }
 }

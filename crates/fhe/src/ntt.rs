@@ -82,18 +82,30 @@ impl NttTable {
         let mut m = 1;
         while m < n {
             t >>= 1;
-            for i in 0..m {
-                let w = self.psi_rev[m + i];
-                let ws = self.psi_rev_shoup[m + i];
-                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
-                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                    let mut u = *x;
+            let ws = &self.psi_rev[m..2 * m];
+            let wss = &self.psi_rev_shoup[m..2 * m];
+            if t == 1 {
+                for ((pair, &w), &wsh) in a.chunks_exact_mut(2).zip(ws).zip(wss) {
+                    let mut u = pair[0];
                     if u >= two_q {
                         u -= two_q;
                     }
-                    let v = self.m.mul_shoup_lazy(*y, w, ws);
-                    *x = u + v;
-                    *y = u + two_q - v;
+                    let v = self.m.mul_shoup_lazy(pair[1], w, wsh);
+                    pair[0] = u + v;
+                    pair[1] = u + two_q - v;
+                }
+            } else {
+                for ((chunk, &w), &wsh) in a.chunks_exact_mut(2 * t).zip(ws).zip(wss) {
+                    let (lo, hi) = chunk.split_at_mut(t);
+                    for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                        let mut u = *x;
+                        if u >= two_q {
+                            u -= two_q;
+                        }
+                        let v = self.m.mul_shoup_lazy(*y, w, wsh);
+                        *x = u + v;
+                        *y = u + two_q - v;
+                    }
                 }
             }
             m <<= 1;
@@ -120,19 +132,31 @@ impl NttTable {
         let mut m = n;
         while m > 2 {
             let h = m >> 1;
-            for i in 0..h {
-                let w = self.ipsi_rev[h + i];
-                let ws = self.ipsi_rev_shoup[h + i];
-                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
-                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                    let u = *x;
-                    let v = *y;
+            let ws = &self.ipsi_rev[h..m];
+            let wss = &self.ipsi_rev_shoup[h..m];
+            if t == 1 {
+                for ((pair, &w), &wsh) in a.chunks_exact_mut(2).zip(ws).zip(wss) {
+                    let (u, v) = (pair[0], pair[1]);
                     let mut s = u + v;
                     if s >= two_q {
                         s -= two_q;
                     }
-                    *x = s;
-                    *y = self.m.mul_shoup_lazy(u + two_q - v, w, ws);
+                    pair[0] = s;
+                    pair[1] = self.m.mul_shoup_lazy(u + two_q - v, w, wsh);
+                }
+            } else {
+                for ((chunk, &w), &wsh) in a.chunks_exact_mut(2 * t).zip(ws).zip(wss) {
+                    let (lo, hi) = chunk.split_at_mut(t);
+                    for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                        let u = *x;
+                        let v = *y;
+                        let mut s = u + v;
+                        if s >= two_q {
+                            s -= two_q;
+                        }
+                        *x = s;
+                        *y = self.m.mul_shoup_lazy(u + two_q - v, w, wsh);
+                    }
                 }
             }
             t <<= 1;
