@@ -60,15 +60,29 @@ pub fn train(cfg: &ClusterGcnConfig, common: &CommonArgs) -> anyhow::Result<Outc
         data.num_classes,
         ecfg.seeds.len()
     );
-    let mut outcome = ferrolab_graph::experiment::run(&data, &name, &ecfg)?;
+    let mut outcome = ferrolab_graph::experiment::run(data, &name, &ecfg)?;
     outcome.report.config = serde_json::to_value(cfg).context("recording the config")?;
     run.write_report(&outcome.report)?;
+    let (depth, epochs): (Vec<_>, Vec<_>) = outcome
+        .curves
+        .iter()
+        .cloned()
+        .partition(|c| c.y_name == "test_accuracy_vs_layers");
     crate::plot::write_curves(
         &run.join("curves.svg"),
-        &outcome.curves,
+        &epochs,
         &format!("cluster-gcn on {name}"),
     )
     .context("writing curves.svg")?;
+    if !depth.is_empty() {
+        crate::plot::write_curves_x(
+            &run.join("depth.svg"),
+            &depth,
+            &format!("cluster-gcn depth study on {name}"),
+            "layers",
+        )
+        .context("writing depth.svg")?;
+    }
     eprintln!("wrote {}", run.path().display());
     Ok(outcome)
 }

@@ -6,6 +6,16 @@ use std::path::Path;
 
 /// Draws all `curves` on one chart (x = epoch) into an SVG file, written atomically.
 pub fn write_curves(path: &Path, curves: &[Curve], title: &str) -> anyhow::Result<()> {
+    write_curves_x(path, curves, title, "epoch")
+}
+
+/// As [`write_curves`] with another x axis (e.g. `layers`).
+pub fn write_curves_x(
+    path: &Path,
+    curves: &[Curve],
+    title: &str,
+    x_desc: &str,
+) -> anyhow::Result<()> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
@@ -31,7 +41,7 @@ pub fn write_curves(path: &Path, curves: &[Curve], title: &str) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         chart
             .configure_mesh()
-            .x_desc("epoch")
+            .x_desc(x_desc)
             .y_desc(y_name)
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;

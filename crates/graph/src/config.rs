@@ -21,6 +21,14 @@ pub struct ClusterGcnConfig {
     pub train: TrainSection,
     pub cluster: ClusterSection,
     pub baselines: BaselineSection,
+    pub depth: DepthSection,
+}
+
+/// Depth-study keys: `depth.layers` (e.g. `[2, 3, 4, 5]`; empty = no study).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DepthSection {
+    pub layers: Vec<usize>,
 }
 
 /// Data keys: `data.path`, `data.preset`, `data.synthetic.*`, split sizes.
@@ -84,6 +92,9 @@ pub struct ClusterSection {
     /// Partition cache folder; empty = `$FERROLAB_CACHE`, else `$XDG_CACHE_HOME/ferrolab`,
     /// else `~/.cache/ferrolab`; `none` = no cache.
     pub cache_dir: String,
+    /// Train from cluster stores on disk (the graph is dropped from memory first), so that
+    /// training memory depends on the batch, not the graph.
+    pub out_of_core: bool,
 }
 
 /// Which baselines run beside Cluster-GCN: `baselines.full_batch`,
@@ -144,6 +155,7 @@ impl Default for ClusterSection {
             lambda: 1.0,
             partition_seed: 0,
             cache_dir: String::new(),
+            out_of_core: false,
         }
     }
 }
@@ -237,6 +249,12 @@ impl Validate for ClusterGcnConfig {
             "baselines.only",
             b.only,
             "needs baselines.full_batch or baselines.random_partition",
+        )?;
+        check(
+            self.depth.layers.iter().all(|&l| (1..=16).contains(&l)),
+            "depth.layers",
+            format!("{:?}", self.depth.layers),
+            "every depth must be in 1..=16",
         )?;
         let c = &self.cluster;
         check(c.parts >= 1, "cluster.parts", c.parts, "must be at least 1")?;

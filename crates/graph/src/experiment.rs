@@ -16,9 +16,11 @@ use ferrolab_core::{Report, seed};
 
 use crate::config::ClusterGcnConfig;
 use crate::error::{GraphError, Result};
-use crate::partition::{CacheStatus, PartitionMethod};
+use crate::partition::{CacheStatus, PartitionMethod, graph_hash};
+use crate::store::{StoreKey, store_cached};
 use crate::train::{
-    ClusterConfig, NodeData, TrainConfig, TrainOutcome, train_cluster_gcn, train_full_batch,
+    ClusterConfig, NodeData, TrainConfig, TrainOutcome, partition_with_info, train_cluster_gcn,
+    train_from_store, train_full_batch,
 };
 
 /// What to compare, and on how many seeds.
@@ -34,6 +36,12 @@ pub struct ExperimentConfig {
     pub random_partition: bool,
     /// Skip Cluster-GCN itself (baselines only, for per-process memory benchmarks).
     pub baselines_only: bool,
+    /// Train Cluster-GCN and the random-partition baseline from cluster stores on disk,
+    /// with the in-memory graph dropped first ([`compare_out_of_core`]).
+    pub out_of_core: bool,
+    /// Depth study (Cluster-GCN §3.3, Table 5 / Fig. 5): these layer counts, each trained with
+    /// and without diagonal enhancement; empty = no study.
+    pub depth_layers: Vec<usize>,
 }
 
 impl Default for ExperimentConfig {
@@ -45,6 +53,8 @@ impl Default for ExperimentConfig {
             full_batch: true,
             random_partition: true,
             baselines_only: false,
+            out_of_core: false,
+            depth_layers: Vec::new(),
         }
     }
 }
@@ -191,6 +201,134 @@ pub fn compare(data: &NodeData, cfg: &ExperimentConfig) -> Result<Comparison> {
     })
 }
 
+/// As [`compare`], but Cluster-GCN and its random-partition baseline train from cluster
+/// stores on disk ([`crate::store::ClusterStore`]): partitions and stores are prepared (or found in the
+/// cache), full-batch GCN runs while the graph is still in memory, then the graph is dropped
+/// and the cluster methods run holding one batch at a time.
+pub fn compare_out_of_core(data: NodeData, cfg: &ExperimentConfig) -> Result<Comparison> {
+    cfg.validate(data.num_nodes())?;
+    let keep = cfg.cluster.cache_dir.is_some();
+    let dir = cfg
+        .cluster
+        .cache_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let hash = graph_hash(&data.graph);
+    let mut plans = Vec::new();
+    if !cfg.baselines_only {
+        plans.push((true, cfg.cluster.clone()));
+    }
+    if cfg.random_partition {
+        plans.push((
+            false,
+            ClusterConfig {
+                method: PartitionMethod::Random,
+                ..cfg.cluster.clone()
+            },
+        ));
+    }
+    let mut stores = Vec::new();
+    for (main, cl) in plans {
+        let (p, info) = partition_with_info(&data, &cl)?;
+        let key = StoreKey {
+            graph_hash: hash,
+            method_tag: u64::from(cl.method.tag()),
+            partition_seed: cl.partition_seed,
+        };
+        let path = dir.join(format!(
+            "{hash:016x}-{}-{}-s{}.store",
+            cl.method.name(),
+            cl.parts,
+            cl.partition_seed
+        ));
+        let (store, why) = store_cached(&data, &p, key, &path)?;
+        if let Some(why) = why {
+            eprintln!("cluster store {}: {why}; built", path.display());
+        }
+        stores.push((main, cl, store, info));
+    }
+    let full_batch = cfg
+        .full_batch
+        .then(|| method(&cfg.seeds, |s| train_full_batch(&data, &cfg.train, s)))
+        .transpose()?;
+    drop(data);
+    let (mut cluster_gcn, mut random_partition) = (None, None);
+    for (main, cl, store, info) in &stores {
+        let m = method(&cfg.seeds, |s| {
+            let mut o = train_from_store(store, &cfg.train, cl, s)?;
+            o.partition = Some(info.clone());
+            Ok(o)
+        })?;
+        if *main {
+            cluster_gcn = Some(m);
+        } else {
+            random_partition = Some(m);
+        }
+    }
+    if !keep {
+        for (_, _, store, _) in &stores {
+            let _ = std::fs::remove_file(store.path());
+        }
+    }
+    Ok(Comparison {
+        cluster_gcn,
+        full_batch,
+        random_partition,
+    })
+}
+
+/// One point of the depth study: mean and spread of the selected test accuracy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthPoint {
+    pub layers: usize,
+    /// Diagonal enhancement on (`Â = A' + λ diag(A')`) or off (`Â = A'`, the row-normalised
+    /// adjacency with self loops).
+    pub diag_enhanced: bool,
+    pub test_accuracy: (f64, f64),
+    pub epoch_seconds: f64,
+}
+
+/// Cluster-GCN at each depth in `cfg.depth_layers`, with and without diagonal enhancement
+/// (same partition, seeds and hyper-parameters otherwise). The enhanced variant uses the
+/// configured λ (1 when the configured normalisation has none).
+pub fn depth_study(data: &NodeData, cfg: &ExperimentConfig) -> Result<Vec<DepthPoint>> {
+    let lambda = match cfg.cluster.norm {
+        crate::norm::Normalization::DiagEnhanced { lambda } => lambda,
+        _ => 1.0,
+    };
+    let mut out = Vec::new();
+    for &layers in &cfg.depth_layers {
+        for diag_enhanced in [false, true] {
+            let train = TrainConfig {
+                layers,
+                ..cfg.train.clone()
+            };
+            let cluster = ClusterConfig {
+                norm: if diag_enhanced {
+                    crate::norm::Normalization::DiagEnhanced { lambda }
+                } else {
+                    crate::norm::Normalization::Row
+                },
+                ..cfg.cluster.clone()
+            };
+            let m = method(&cfg.seeds, |s| train_cluster_gcn(data, &train, &cluster, s))?;
+            eprintln!(
+                "depth {layers}, diagonal enhancement {}: test accuracy {:.4} ± {:.4}",
+                if diag_enhanced { "on" } else { "off" },
+                m.test_accuracy_selected().0,
+                m.test_accuracy_selected().1
+            );
+            out.push(DepthPoint {
+                layers,
+                diag_enhanced,
+                test_accuracy: m.test_accuracy_selected(),
+                epoch_seconds: m.epoch_seconds(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Loads the configured graph: a file, the Cora preset, or a generated graph; with the
 /// file's split, or a seeded per-class split when it has none. Returns the data and a name.
 pub fn load_data(
@@ -236,6 +374,8 @@ pub fn experiment_config(cfg: &ClusterGcnConfig, master_seed: u64) -> Experiment
         full_batch: cfg.baselines.full_batch,
         random_partition: cfg.baselines.random_partition,
         baselines_only: cfg.baselines.only,
+        out_of_core: cfg.cluster.out_of_core,
+        depth_layers: cfg.depth.layers.clone(),
     }
 }
 
@@ -243,8 +383,20 @@ pub fn experiment_config(cfg: &ClusterGcnConfig, master_seed: u64) -> Experiment
 /// Cluster-GCN as baselines (`full_batch_gcn`, `random_partition`), and validation curves of
 /// the first seed. Chiang et al. report no Cora figures; Kipf & Welling's 81.5 is the
 /// published full-batch reference.
-pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Outcome> {
-    let c = compare(data, cfg)?;
+pub fn run(data: NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Outcome> {
+    let depth = depth_study(&data, cfg)?;
+    let stats = serde_json::json!({
+        "nodes": data.num_nodes(),
+        "edges": data.graph.num_edges(),
+        "features": data.num_features(),
+        "classes": data.num_classes,
+        "data_resident_mb": data.resident_bytes() as f64 / (1024.0 * 1024.0),
+    });
+    let c = if cfg.out_of_core {
+        compare_out_of_core(data, cfg)?
+    } else {
+        compare(&data, cfg)?
+    };
     let mut report = Report::new(
         "cluster_gcn",
         dataset,
@@ -285,6 +437,43 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
             report.baselines.insert(key.into(), m.metrics());
         }
     }
+    let mut depth_json = Vec::new();
+    for diag in [false, true] {
+        let name = if diag {
+            "diag_enhanced"
+        } else {
+            "no_enhancement"
+        };
+        let pts: Vec<&DepthPoint> = depth.iter().filter(|p| p.diag_enhanced == diag).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        for p in &pts {
+            report.metrics.insert(
+                format!("depth{}_{name}_test_accuracy", p.layers),
+                p.test_accuracy.0,
+            );
+            report.metrics.insert(
+                format!("depth{}_{name}_test_accuracy_std", p.layers),
+                p.test_accuracy.1,
+            );
+            depth_json.push(serde_json::json!({
+                "layers": p.layers,
+                "diag_enhanced": diag,
+                "test_accuracy": p.test_accuracy.0,
+                "test_accuracy_std": p.test_accuracy.1,
+                "epoch_seconds": p.epoch_seconds,
+            }));
+        }
+        curves.push(Curve {
+            label: format!("depth study, {name}"),
+            y_name: "test_accuracy_vs_layers".into(),
+            points: pts
+                .iter()
+                .map(|p| (p.layers as f64, p.test_accuracy.0))
+                .collect(),
+        });
+    }
     if let Some(m) = &c.cluster_gcn {
         report
             .timings
@@ -303,11 +492,7 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
         });
     let mut details = serde_json::json!({
         "seeds": cfg.seeds,
-        "nodes": data.num_nodes(),
-        "edges": data.graph.num_edges(),
-        "features": data.num_features(),
-        "classes": data.num_classes,
-        "data_resident_mb": data.resident_bytes() as f64 / (1024.0 * 1024.0),
+        "out_of_core": cfg.out_of_core,
         "partition": cfg.cluster.method.name(),
         "parts": cfg.cluster.parts,
         "parts_per_batch": cfg.cluster.parts_per_batch,
@@ -316,8 +501,12 @@ pub fn run(data: &NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Out
         "hidden": cfg.train.hidden,
         "partition_cache": cache,
     });
-    if let Some(obj) = details.as_object_mut() {
+    if let (Some(obj), Some(st)) = (details.as_object_mut(), stats.as_object()) {
+        obj.extend(st.clone());
         obj.extend(per_seed);
+        if !depth_json.is_empty() {
+            obj.insert("depth_study".into(), depth_json.into());
+        }
     }
     report.details = details;
     report.notes.push(

@@ -36,6 +36,7 @@ pub mod experiment;
 pub mod models;
 pub mod norm;
 pub mod partition;
+pub mod store;
 pub mod train;
 
 pub use config::ClusterGcnConfig;

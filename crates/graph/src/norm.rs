@@ -60,29 +60,77 @@ impl WeightedCsr {
     }
 }
 
-/// `A + I` as weights: repeated entries add up, an existing self loop adds to the new one.
-fn with_self_loops(g: &CsrGraph) -> WeightedCsr {
+/// Rows of a normalised adjacency: `indptr[i]..indptr[i + 1]` index `indices`/`values` for
+/// the block's `i`-th row; columns are global node ids.
+#[derive(Debug, Clone, Copy)]
+pub struct AdjRows<'a> {
+    pub indptr: &'a [usize],
+    pub indices: &'a [u32],
+    pub values: &'a [f32],
+}
+
+/// Appends row `i` of the normalised `A + I` to `indices`/`values`, sorted by column:
+/// `neighbors` is row `i` of `A` (repeated entries add up, an existing self loop adds to the
+/// new one) and `deg(j)` the row sum of `A + I` for node `j` (its degree plus one), needed
+/// only by the symmetric normalisation.
+pub(crate) fn normalize_row(
+    i: u32,
+    neighbors: &[u32],
+    norm: Normalization,
+    deg: &dyn Fn(u32) -> f32,
+    scratch: &mut Vec<u32>,
+    indices: &mut Vec<u32>,
+    values: &mut Vec<f32>,
+) {
+    scratch.clear();
+    scratch.extend_from_slice(neighbors);
+    scratch.push(i);
+    scratch.sort_unstable();
+    let di = (neighbors.len() + 1) as f32;
+    let start = indices.len();
+    for &c in scratch.iter() {
+        if indices.len() > start && indices.last() == Some(&c) {
+            if let Some(v) = values.last_mut() {
+                *v += 1.0;
+            }
+        } else {
+            indices.push(c);
+            values.push(1.0);
+        }
+    }
+    for (v, &j) in values[start..].iter_mut().zip(&indices[start..]) {
+        match norm {
+            Normalization::Symmetric => *v /= (di * deg(j)).sqrt(),
+            Normalization::Row => *v /= di,
+            Normalization::DiagEnhanced { lambda } => {
+                *v /= di;
+                if j == i {
+                    *v *= 1.0 + lambda;
+                }
+            }
+        }
+    }
+}
+
+/// The normalised propagation matrix of `g` under `norm`.
+pub fn normalize(g: &CsrGraph, norm: Normalization) -> WeightedCsr {
     let n = g.num_nodes();
+    let deg = |j: u32| (g.degree(j as usize) + 1) as f32;
     let mut indptr = Vec::with_capacity(n + 1);
     indptr.push(0);
     let mut indices = Vec::with_capacity(g.num_edges() + n);
     let mut values = Vec::with_capacity(g.num_edges() + n);
-    let mut row: Vec<u32> = Vec::new();
+    let mut scratch = Vec::new();
     for i in 0..n {
-        row.clear();
-        row.extend_from_slice(g.neighbors(i));
-        row.push(i as u32);
-        row.sort_unstable();
-        for &c in &row {
-            if indices.len() > indptr[i] && indices.last() == Some(&c) {
-                if let Some(v) = values.last_mut() {
-                    *v += 1.0;
-                }
-            } else {
-                indices.push(c);
-                values.push(1.0);
-            }
-        }
+        normalize_row(
+            i as u32,
+            g.neighbors(i),
+            norm,
+            &deg,
+            &mut scratch,
+            &mut indices,
+            &mut values,
+        );
         indptr.push(indices.len());
     }
     WeightedCsr {
@@ -90,34 +138,6 @@ fn with_self_loops(g: &CsrGraph) -> WeightedCsr {
         indices,
         values,
     }
-}
-
-/// The normalised propagation matrix of `g` under `norm`.
-pub fn normalize(g: &CsrGraph, norm: Normalization) -> WeightedCsr {
-    let mut w = with_self_loops(g);
-    let n = w.num_nodes();
-    // Row sums of A + I, i.e. the degree plus one.
-    let deg: Vec<f32> = (0..n)
-        .map(|i| w.values[w.indptr[i]..w.indptr[i + 1]].iter().sum())
-        .collect();
-    for i in 0..n {
-        let (a, b) = (w.indptr[i], w.indptr[i + 1]);
-        for k in a..b {
-            let j = w.indices[k] as usize;
-            let v = &mut w.values[k];
-            match norm {
-                Normalization::Symmetric => *v /= (deg[i] * deg[j]).sqrt(),
-                Normalization::Row => *v /= deg[i],
-                Normalization::DiagEnhanced { lambda } => {
-                    *v /= deg[i];
-                    if j == i {
-                        *v *= 1.0 + lambda;
-                    }
-                }
-            }
-        }
-    }
-    w
 }
 
 #[cfg(test)]
@@ -187,7 +207,8 @@ mod tests {
         let w = normalize(&g, Normalization::Row);
         assert_eq!((w.indices.clone(), w.values.clone()), (vec![0], vec![1.0]));
         let g2 = CsrGraph::new(vec![0, 2, 3], vec![0, 1, 0]).unwrap();
-        let w2 = with_self_loops(&g2);
-        assert_eq!(w2.values, vec![2.0, 1.0, 1.0, 1.0]);
+        // A + I = [[2, 1], [1, 1]]: row sums 3 and 2.
+        let w2 = normalize(&g2, Normalization::Row);
+        assert_eq!(w2.values, vec![2.0 / 3.0, 1.0 / 3.0, 0.5, 0.5]);
     }
 }

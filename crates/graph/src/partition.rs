@@ -43,7 +43,7 @@ impl PartitionMethod {
         }
     }
 
-    fn tag(self) -> u8 {
+    pub fn tag(self) -> u8 {
         match self {
             PartitionMethod::Metis => 1,
             PartitionMethod::Random => 2,

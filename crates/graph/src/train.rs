@@ -26,6 +26,8 @@ use crate::error::{GraphError, Result};
 use crate::models::{Gcn, GcnConfig, GcnInput};
 use crate::norm::{Normalization, WeightedCsr, normalize};
 use crate::partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
+use crate::store::ClusterStore;
+use rand::seq::SliceRandom;
 
 /// A node-classification data set ready for training: symmetric adjacency without self loops,
 /// features (sparse bag-of-words rows, or dense), labels and a split.
@@ -598,6 +600,17 @@ pub fn train_cluster_gcn(
     seed: u64,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
+    let (partition, info) = partition_with_info(data, cluster)?;
+    let mut out = train_on_partition(data, cfg, cluster, &partition, seed)?;
+    out.partition = Some(info);
+    Ok(out)
+}
+
+/// The partition `cluster` asks for (from the cache when valid), and how it was obtained.
+pub fn partition_with_info(
+    data: &NodeData,
+    cluster: &ClusterConfig,
+) -> Result<(ClusterPartition, PartitionInfo)> {
     cluster.validate(data.num_nodes())?;
     let t = Instant::now();
     let (partition, cache) = partition_cached(
@@ -616,9 +629,7 @@ pub fn train_cluster_gcn(
         seconds: t.elapsed().as_secs_f64(),
         cache,
     };
-    let mut out = train_on_partition(data, cfg, cluster, &partition, seed)?;
-    out.partition = Some(info);
-    Ok(out)
+    Ok((partition, info))
 }
 
 /// Cluster-GCN's training loop on a given partition.
@@ -671,6 +682,105 @@ pub fn train_on_partition(
         monitor.memory = memory;
         monitor.train_seconds += t.elapsed().as_secs_f64();
         if evaluate_epoch(&model, cluster.norm, data, &mut monitor, epoch) {
+            break;
+        }
+    }
+    Ok(monitor.outcome(start.elapsed().as_secs_f64(), max_batch_nodes))
+}
+
+/// Cluster-GCN trained from a [`ClusterStore`] on disk: each step reads its `q` clusters,
+/// so the process holds the model and one batch, never the graph. Evaluation streams the
+/// store layer by layer ([`Gcn::infer_layerwise_blocks`]) and holds `n × d` activations.
+pub fn train_from_store(
+    store: &ClusterStore,
+    cfg: &TrainConfig,
+    cluster: &ClusterConfig,
+    seed: u64,
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    if cluster.parts_per_batch == 0 || cluster.parts_per_batch > store.num_clusters() {
+        return Err(GraphError::config(
+            "parts_per_batch",
+            format!(
+                "{} is not in 1..={}",
+                cluster.parts_per_batch,
+                store.num_clusters()
+            ),
+        ));
+    }
+    let _rng = exclusive_rng();
+    let tdev = train_device();
+    let mut batch_rng = ferrolab_core::seed::rng(seed, "batches");
+    seed_backend(ferrolab_core::seed::derive(seed, "init"));
+    let model_cfg = GcnConfig::new(store.num_features(), store.num_classes())
+        .with_hidden(cfg.hidden)
+        .with_layers(cfg.layers)
+        .with_dropout(cfg.dropout)
+        .with_cluster_gcn_layer(cfg.cluster_gcn_layer);
+    let mut model = model_cfg.init(&tdev);
+    let mut optim = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay)))
+        .init();
+    let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
+    let p = cfg.dropout;
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mut monitor = Monitor::new(cfg.patience);
+    let mut max_batch_nodes = 0;
+    let start = Instant::now();
+    for epoch in 0..cfg.epochs {
+        let t = Instant::now();
+        let mut memory = monitor.memory.take();
+        model = PhaseMemory::phase(&mut memory, true, || -> Result<Gcn> {
+            let mut order: Vec<usize> = (0..store.num_clusters()).collect();
+            order.shuffle(&mut batch_rng);
+            for group in order.chunks(cluster.parts_per_batch) {
+                let mut drop = || p > 0.0 && drop_rng.random::<f64>() < p;
+                let b = store.batch(group, &mut drop, scale, &tdev)?;
+                if b.targets.is_empty() {
+                    continue;
+                }
+                max_batch_nodes = max_batch_nodes.max(b.labels.len());
+                let adj = normalize(&b.graph, cluster.norm).to_sparse_adj(&tdev)?;
+                model = step(
+                    model,
+                    &mut optim,
+                    cfg.lr,
+                    &adj,
+                    &b.features,
+                    &b.targets,
+                    &b.labels,
+                );
+            }
+            Ok(model)
+        })?;
+        monitor.memory = memory;
+        monitor.train_seconds += t.elapsed().as_secs_f64();
+        let mut memory = monitor.memory.take();
+        let scores = PhaseMemory::phase(&mut memory, false, || -> Result<(f64, f64)> {
+            let logits = model
+                .valid()
+                .infer_layerwise_blocks(&store.layer_source(cluster.norm)?)?;
+            let (labels, roles) = store.labels_and_roles()?;
+            let c = store.num_classes().max(1);
+            let (mut hit, mut count) = ([0usize; 4], [0usize; 4]);
+            for ((row, &l), &r) in logits.chunks(c).zip(&labels).zip(&roles) {
+                let pred = row
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                    )
+                    .0;
+                let r = usize::from(r.min(3));
+                count[r] += 1;
+                hit[r] += usize::from(pred == usize::from(l));
+            }
+            let acc = |r: usize| hit[r] as f64 / count[r].max(1) as f64;
+            Ok((acc(2), acc(3)))
+        })?;
+        monitor.memory = memory;
+        if monitor.record(epoch, scores.0, scores.1) {
             break;
         }
     }

@@ -19,7 +19,8 @@ use ferrolab_core::sparse::SparseAdj;
 use rayon::prelude::*;
 use std::ops::Range;
 
-use crate::norm::WeightedCsr;
+use crate::error::Result as GraphResult;
+use crate::norm::{AdjRows, WeightedCsr};
 
 /// Configuration of one [`GcnLayer`].
 #[derive(Config, Debug)]
@@ -209,36 +210,47 @@ impl Gcn {
         chunk: usize,
         x_times: &dyn Fn(Range<usize>, Tensor<2>) -> Tensor<2>,
     ) -> Vec<f32> {
-        let n = adj.num_nodes();
-        let chunk = chunk.max(1);
+        let source = InMemory {
+            adj,
+            chunk: chunk.max(1),
+            x_times,
+        };
+        // The in-memory source has no failure path.
+        self.infer_layerwise_blocks(&source).unwrap_or_default()
+    }
+
+    /// [`infer_layerwise`](Self::infer_layerwise) over any source of adjacency blocks, e.g.
+    /// a [`ClusterStore`](crate::store::ClusterStore) on disk.
+    pub fn infer_layerwise_blocks(&self, source: &dyn LayerSource) -> GraphResult<Vec<f32>> {
+        let n = source.num_nodes();
         let dev = self.layers[0].neigh.weight.val().device();
         let last = self.layers.len() - 1;
         // The previous layer's output (row-major, width); None while the input is X.
         let mut h: Option<(Vec<f32>, usize)> = None;
         for (l, layer) in self.layers.iter().enumerate() {
             let d_out = layer.neigh.weight.dims()[1];
-            let times = |rows: Range<usize>, w: Tensor<2>| -> Tensor<2> {
-                match &h {
-                    None => x_times(rows, w),
+            let times =
+                |rows: &Range<usize>, x: &dyn Fn(Tensor<2>) -> Tensor<2>, w: Tensor<2>| match &h {
+                    None => x(w),
                     Some((hv, d)) => {
                         let block = hv[rows.start * d..rows.end * d].to_vec();
-                        Tensor::from_data(TensorData::new(block, [rows.len(), *d]), &dev).matmul(w)
+                        Tensor::<2>::from_data(TensorData::new(block, [rows.len(), *d]), &dev)
+                            .matmul(w)
                     }
-                }
-            };
-            let blocks = || (0..n).step_by(chunk).map(|a| a..(a + chunk).min(n));
-            let mut hw = Vec::with_capacity(n * d_out);
-            for rows in blocks() {
-                hw.extend(to_vec_f32(times(rows, layer.neigh.weight.val())));
-            }
-            let mut out = Vec::with_capacity(n * d_out);
-            for rows in blocks() {
+                };
+            let mut hw = vec![0f32; n * d_out];
+            source.for_each_block(&mut |rows, _, x| {
+                let v = to_vec_f32(times(&rows, x, layer.neigh.weight.val()));
+                hw[rows.start * d_out..rows.end * d_out].copy_from_slice(&v);
+            })?;
+            let mut out = vec![0f32; n * d_out];
+            source.for_each_block(&mut |rows, adj, x| {
                 let mut block = vec![0f32; rows.len() * d_out];
                 block
                     .par_chunks_mut(d_out)
-                    .zip(rows.clone())
-                    .for_each(|(acc, v)| {
-                        let (a, b) = (adj.indptr[v], adj.indptr[v + 1]);
+                    .enumerate()
+                    .for_each(|(i, acc)| {
+                        let (a, b) = (adj.indptr[i], adj.indptr[i + 1]);
                         for (&u, &w) in adj.indices[a..b].iter().zip(&adj.values[a..b]) {
                             let src = &hw[u as usize * d_out..(u as usize + 1) * d_out];
                             acc.iter_mut().zip(src).for_each(|(o, s)| *o += w * s);
@@ -250,7 +262,7 @@ impl Gcn {
                     t = t + b.val().unsqueeze_dim(0);
                 }
                 if let Some(s) = &layer.self_loop {
-                    t = t + times(rows.clone(), s.weight.val());
+                    t = t + times(&rows, x, s.weight.val());
                 }
                 if l < last {
                     if let Some(norm) = self.norms.get(l) {
@@ -258,11 +270,58 @@ impl Gcn {
                     }
                     t = relu(t);
                 }
-                out.extend(to_vec_f32(t));
-            }
+                out[rows.start * d_out..rows.end * d_out].copy_from_slice(&to_vec_f32(t));
+            })?;
             h = Some((out, d_out));
         }
-        h.map(|(v, _)| v).unwrap_or_default()
+        Ok(h.map(|(v, _)| v).unwrap_or_default())
+    }
+}
+
+/// `X[rows] W` for one block's input features, as handed to a [`BlockFn`].
+pub type InputProduct<'a> = &'a dyn Fn(Tensor<2>) -> Tensor<2>;
+
+/// The per-block callback of [`LayerSource::for_each_block`]: rows, their normalised
+/// adjacency rows, and the input product.
+pub type BlockFn<'a> = dyn FnMut(Range<usize>, AdjRows<'_>, InputProduct<'_>) + 'a;
+
+/// Where layer-wise inference reads the graph from: consecutive row blocks covering all
+/// nodes in order, each with its normalised adjacency rows and its input features.
+pub trait LayerSource {
+    fn num_nodes(&self) -> usize;
+
+    /// Calls `f(rows, adjacency rows, x)` per block, where `x(W)` is `X[rows] W`.
+    fn for_each_block(&self, f: &mut BlockFn<'_>) -> GraphResult<()>;
+}
+
+struct InMemory<'a> {
+    adj: &'a WeightedCsr,
+    chunk: usize,
+    x_times: &'a dyn Fn(Range<usize>, Tensor<2>) -> Tensor<2>,
+}
+
+impl LayerSource for InMemory<'_> {
+    fn num_nodes(&self) -> usize {
+        self.adj.num_nodes()
+    }
+
+    fn for_each_block(&self, f: &mut BlockFn<'_>) -> GraphResult<()> {
+        let n = self.num_nodes();
+        for start in (0..n).step_by(self.chunk) {
+            let rows = start..(start + self.chunk).min(n);
+            // Only the chunk's offsets are rebased (copied); its edges are borrowed.
+            let ptr = &self.adj.indptr[rows.start..=rows.end];
+            let base = ptr[0];
+            let rel: Vec<usize> = ptr.iter().map(|&p| p - base).collect();
+            let adj = AdjRows {
+                indptr: &rel,
+                indices: &self.adj.indices[base..ptr[ptr.len() - 1]],
+                values: &self.adj.values[base..ptr[ptr.len() - 1]],
+            };
+            let r = rows.clone();
+            f(rows, adj, &|w| (self.x_times)(r.clone(), w));
+        }
+        Ok(())
     }
 }
 
