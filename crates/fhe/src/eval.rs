@@ -323,7 +323,7 @@ impl Evaluator {
             for j in i * n..(i + 1) * n {
                 let (a0, a1, b0, b1) = (a.parts[0][j], a.parts[1][j], b.parts[0][j], b.parts[1][j]);
                 d0[j] = m.mul(a0, b0);
-                d1[j] = m.add(m.mul(a0, b1), m.mul(a1, b0));
+                d1[j] = m.reduce_wide(a0 as u128 * b1 as u128 + a1 as u128 * b0 as u128);
                 d2[j] = m.mul(a1, b1);
             }
         }
@@ -406,9 +406,15 @@ impl Evaluator {
                 let m = &t.m;
                 let ql_mod = ql % m.q;
                 // Centred representative of the last limb, reduced mod q_i: rounding division.
-                for (rv, &v) in r.iter_mut().zip(&last) {
-                    let x = m.mul_shoup(v, 1, m.shoup(1));
-                    *rv = if v > half { m.sub(x, ql_mod) } else { x };
+                if ql < m.q {
+                    for (rv, &v) in r.iter_mut().zip(&last) {
+                        *rv = if v > half { v + m.q - ql } else { v };
+                    }
+                } else {
+                    for (rv, &v) in r.iter_mut().zip(&last) {
+                        let x = m.reduce_u128(v as u128);
+                        *rv = if v > half { m.sub(x, ql_mod) } else { x };
+                    }
                 }
                 t.forward(&mut r);
                 let (inv, invs) = self.ctx.q_inv[l][i];

@@ -75,7 +75,8 @@ impl Context {
         for (st, en) in self.digits(level) {
             // y_k = [x_k · (D/q_k)^-1]_{q_k} for the digit's primes (D = their product).
             let mut y = coeff[st * n..en * n].to_vec();
-            for k in st..en {
+            // With one prime per digit (α = 1) the CRT factor is 1: nothing to scale.
+            for k in (st..en).filter(|_| en - st > 1) {
                 let m = self.modulus(k);
                 let hat = (st..en)
                     .filter(|&o| o != k)
@@ -95,6 +96,17 @@ impl Context {
                 }
                 let tab = &self.tables[t];
                 let m = &tab.m;
+                if en - st == 1 && self.q[st] < m.q {
+                    // α = 1, smaller source prime: the centred value needs no reduction.
+                    let qk = self.q[st];
+                    let half = qk >> 1;
+                    let off = m.q - qk;
+                    for (d, &v) in dst.iter_mut().zip(&y) {
+                        *d = if v > half { v + off } else { v };
+                    }
+                    tab.forward(dst);
+                    continue;
+                }
                 // Centred lift: y_k > q_k/2 stands for y_k - q_k. An uncentred lift has mean
                 // q_k/2 per coefficient, a bias the canonical embedding amplifies by up to N/π.
                 for k in st..en {
