@@ -77,6 +77,9 @@ pub struct ApgLayerConfig {
     /// Hidden width of the hyper-network.
     #[config(default = 32)]
     pub hyper_hidden: usize,
+    /// Also generate a per-instance bias (added to the shared one), as FuxiCTR's APG does.
+    #[config(default = true)]
+    pub generate_bias: bool,
 }
 
 fn normal(std: f64) -> Initializer {
@@ -94,6 +97,8 @@ pub struct ApgLayer {
     hyper_in: Linear,
     hyper_out: Linear,
     rank: usize,
+    /// Output width when the bias is generated too, else 0.
+    generated_bias: usize,
     #[module(skip)]
     condition: ConditionMode,
 }
@@ -126,10 +131,14 @@ impl ApgLayerConfig {
             v,
             bias: Initializer::Zeros.init([o], device),
             hyper_in: LinearConfig::new(c, self.hyper_hidden).init(device),
-            hyper_out: LinearConfig::new(self.hyper_hidden, k * k)
-                .with_initializer(Initializer::Zeros)
-                .init(device),
+            hyper_out: LinearConfig::new(
+                self.hyper_hidden,
+                k * k + if self.generate_bias { o } else { 0 },
+            )
+            .with_initializer(Initializer::Zeros)
+            .init(device),
             rank: k,
+            generated_bias: if self.generate_bias { o } else { 0 },
             condition: self.condition,
         }
     }
@@ -161,38 +170,45 @@ fn condition(mode: ConditionMode, x: &Tensor<2>, group: Option<Tensor<2>>) -> Te
 }
 
 impl ApgLayer {
+    /// The generated cores `S(z) [B, K, K]` and, when enabled, biases `[B, out]`.
+    fn generate(&self, x: &Tensor<2>, group: Option<Tensor<2>>) -> (Tensor<3>, Option<Tensor<2>>) {
+        let [b, _] = x.dims();
+        let k = self.rank;
+        let z = condition(self.condition, x, group);
+        let g = self.hyper_out.forward(relu(self.hyper_in.forward(z)));
+        let eye = Tensor::<2>::eye(k, &x.device()).unsqueeze_dim::<3>(0);
+        if self.generated_bias > 0 {
+            let s = g.clone().narrow(1, 0, k * k).reshape([b, k, k]) + eye;
+            (s, Some(g.narrow(1, k * k, self.generated_bias)))
+        } else {
+            (g.reshape([b, k, k]) + eye, None)
+        }
+    }
+
     /// `x [B, in]`, group condition `[B, G]` (ignored when self-wise) → `[B, out]`.
     pub fn forward(&self, x: Tensor<2>, group: Option<Tensor<2>>) -> Tensor<2> {
         let [b, _] = x.dims();
         let k = self.rank;
-        let z = condition(self.condition, &x, group);
-        let s = self
-            .hyper_out
-            .forward(relu(self.hyper_in.forward(z)))
-            .reshape([b, k, k])
-            + Tensor::<2>::eye(k, &x.device()).unsqueeze_dim::<3>(0);
+        let (s, gen_bias) = self.generate(&x, group);
         let mut h = x;
         for u in &self.u {
             h = h.matmul(u.val());
         }
-        // (h S)_j = Σ_i h_i S_ij as a broadcast product and a sum: burn's batched matmul of
-        // B tiny K×K matrices was slower than this on the CPU backend.
+        // (h S)_j = Σ_i h_i S_ij as a broadcast product and a sum.
         let mut h = (h.unsqueeze_dim::<3>(2) * s).sum_dim(1).reshape([b, k]);
         for v in &self.v {
             h = h.matmul(v.val());
         }
-        h + self.bias.val().unsqueeze_dim::<2>(0)
+        let h = h + self.bias.val().unsqueeze_dim::<2>(0);
+        match gen_bias {
+            Some(gb) => h + gb,
+            None => h,
+        }
     }
 
     /// The generated cores `S(z)` `[B, K, K]` (for inspection and tests).
     pub fn cores(&self, x: Tensor<2>, group: Option<Tensor<2>>) -> Tensor<3> {
-        let [b, _] = x.dims();
-        let k = self.rank;
-        let z = condition(self.condition, &x, group);
-        self.hyper_out
-            .forward(relu(self.hyper_in.forward(z)))
-            .reshape([b, k, k])
-            + Tensor::<2>::eye(k, &x.device()).unsqueeze_dim::<3>(0)
+        self.generate(&x, group).0
     }
 
     /// True when U and V are stored as products of factors (over-parameterised, unmerged).
@@ -330,7 +346,7 @@ mod tests {
             .with_group_dim(2)
             .with_rank(3)
             .init(&dev);
-        l.hyper_out = LinearConfig::new(32, 9).init(&dev);
+        l.hyper_out = LinearConfig::new(32, 9 + 3).init(&dev);
         let x = Tensor::<2>::random([1, 5], Distribution::Normal(0.0, 1.0), &dev).repeat_dim(0, 2);
         let g = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]), &dev);
         let y = l.forward(x, Some(g));
@@ -349,7 +365,7 @@ mod tests {
             .with_rank(3)
             .with_overparam(8)
             .init(&dev);
-        l.hyper_out = LinearConfig::new(32, 9).init(&dev);
+        l.hyper_out = LinearConfig::new(32, 9 + 6).init(&dev);
         assert!(l.is_overparameterised());
         let x = Tensor::<2>::random([7, 10], Distribution::Normal(0.0, 1.0), &dev);
         let g = Tensor::<2>::random([7, 4], Distribution::Normal(0.0, 1.0), &dev);
@@ -372,7 +388,7 @@ mod tests {
             .with_overparam(3)
             .with_hyper_hidden(5)
             .init(&dev);
-        l.hyper_out = LinearConfig::new(5, 4).init(&dev);
+        l.hyper_out = LinearConfig::new(5, 4 + 3).init(&dev);
         check_input_gradient(|x: Tensor<2>| l.forward(x, None), [3, 4], 17);
         let n = ApgLayerConfig::new(4, 3, ConditionMode::SelfWise)
             .with_hyper_hidden(5)

@@ -67,6 +67,8 @@ pub struct ApgConfig {
     pub overparam: usize,
     /// Hyper-network hidden width.
     pub hyper_hidden: usize,
+    /// Also generate a per-instance bias of each APG layer.
+    pub generate_bias: bool,
 }
 
 /// Keys `train.*`.
@@ -132,6 +134,7 @@ impl Default for ApgConfig {
             rank: 32,
             overparam: 64,
             hyper_hidden: 64,
+            generate_bias: true,
         }
     }
 }

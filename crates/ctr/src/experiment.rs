@@ -67,6 +67,7 @@ pub fn model_spec(
             condition: cfg.apg.condition,
             condition_fields: fields,
             hyper_hidden: cfg.apg.hyper_hidden,
+            generate_bias: cfg.apg.generate_bias,
         }),
     }
 }

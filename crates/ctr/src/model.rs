@@ -62,6 +62,13 @@ pub struct ApgSpec {
     pub condition_fields: Vec<String>,
     /// Hyper-network hidden width.
     pub hyper_hidden: usize,
+    /// Generate a per-instance bias too.
+    #[serde(default = "yes")]
+    pub generate_bias: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A model's architecture: everything needed to rebuild it (stored in checkpoints).
@@ -156,6 +163,7 @@ impl CtrNet {
                         .with_rank(a.rank)
                         .with_overparam(a.overparam)
                         .with_hyper_hidden(a.hyper_hidden)
+                        .with_generate_bias(a.generate_bias)
                         .init(device),
                 );
                 width = h;
@@ -319,6 +327,7 @@ mod tests {
                 condition: c,
                 condition_fields: vec!["user".into()],
                 hyper_hidden: 5,
+                generate_bias: true,
             }),
         }
     }
