@@ -1,9 +1,9 @@
-//! Word-size modular arithmetic for primes below 2^61: Barrett reduction of 128-bit products,
+//! Word-size modular arithmetic for primes below 2^60: Barrett reduction of 128-bit products,
 //! Shoup multiplication by precomputed constants (the NTT's workhorse), Miller–Rabin, and the
 //! generation of NTT-friendly primes q ≡ 1 (mod 2N).
 
-/// A prime modulus with its Barrett constant. Every prime used here has at most 61 bits, so
-/// lazy values in [0, 4q) still fit a u64.
+/// A prime modulus with its Barrett constant. Every prime used here has at most 60 bits, so
+/// lazy values in [0, 4q) fit a u64 with room to spare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Modulus {
     /// The prime.
@@ -16,11 +16,12 @@ pub struct Modulus {
     ratio: (u64, u64),
 }
 
-/// Largest prime size this crate accepts (4q must fit a u64 for lazy butterflies).
-pub const MAX_PRIME_BITS: u32 = 61;
+/// Largest prime size this crate accepts (SEAL's limit too): lazy NTT outputs < 4q < 2^62,
+/// and up to 64 lazy products (< 4q·q < 2^122) still fit a u128 accumulator.
+pub const MAX_PRIME_BITS: u32 = 60;
 
 impl Modulus {
-    /// Precomputes the Barrett constant of `q` (2 ≤ q < 2^61).
+    /// Precomputes the Barrett constant of `q` (2 ≤ q < 2^60).
     pub fn new(q: u64) -> Self {
         debug_assert!((2..(1 << MAX_PRIME_BITS)).contains(&q));
         let bits = 64 - q.leading_zeros();

@@ -9,7 +9,8 @@
 use crate::ckks::SwitchingKey;
 use crate::params::Context;
 
-/// The digits of one polynomial, each extended to Q_l·P, in NTT form.
+/// The digits of one polynomial, each extended to Q_l·P, in NTT form (residues < 4q: the key
+/// product reduces them).
 #[derive(Debug, Clone)]
 pub struct Decomposition {
     pub(crate) level: usize,
@@ -104,7 +105,7 @@ impl Context {
                     for (d, &v) in dst.iter_mut().zip(&y) {
                         *d = if v > half { v + off } else { v };
                     }
-                    tab.forward(dst);
+                    tab.forward_lazy(dst);
                     continue;
                 }
                 // Centred lift: y_k > q_k/2 stands for y_k - q_k. An uncentred lift has mean
@@ -127,7 +128,7 @@ impl Context {
                         *d = if first { term } else { m.add(*d, term) };
                     }
                 }
-                tab.forward(dst);
+                tab.forward_lazy(dst);
             }
             exts.push(ext);
         }
@@ -146,7 +147,7 @@ impl Context {
         let level = dec.level;
         let targets = self.qp_idx(level);
         let len = targets.len() * n;
-        // Lazy accumulation: at most dnum products of two 61-bit residues per word, far below
+        // Lazy accumulation: at most dnum ≤ 64 products below 4q·q < 2^122 per word, below
         // 2^128, reduced once at the end. Limb-outer order keeps the accumulators in cache.
         let mut acc0 = vec![0u64; len];
         let mut acc1 = vec![0u64; len];

@@ -327,6 +327,11 @@ impl Context {
             .collect();
         let alpha = p.len();
         let dnum = q.len().div_ceil(alpha);
+        if dnum > 64 {
+            return Err(FheError::InvalidParams(format!(
+                "{dnum} key-switching digits (more than 64): use more special primes"
+            )));
+        }
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         let mut feed = |x: u64| {
             for b in x.to_le_bytes() {
@@ -458,7 +463,7 @@ mod tests {
         s.p_bits.clear();
         assert!(matches!(Context::new(s), Err(FheError::InvalidParams(_))));
         let mut s = ParamSpec::n14();
-        s.q_bits[1] = 62;
+        s.q_bits[1] = 61;
         assert!(matches!(Context::new(s), Err(FheError::InvalidParams(_))));
         let mut s = ParamSpec::n14();
         s.log_scale = 60;
