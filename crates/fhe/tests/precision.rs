@@ -31,3 +31,31 @@ fn n14_precision_targets() {
     let rot = get("hoisted_rotate16").precision_bits.unwrap();
     assert!(rot >= enc - 1.5, "rotation lost {} bits", enc - rot);
 }
+
+#[test]
+fn bench_reports_every_operation_the_cli_names() {
+    let r = bench::run(ParamSpec::insecure_test(10, 8), 1, 3).unwrap();
+    let names: Vec<&str> = r.ops.iter().map(|o| o.op.as_str()).collect();
+    for op in [
+        "encode",
+        "encrypt",
+        "decrypt",
+        "add",
+        "mul_relin",
+        "rescale",
+        "mul_relin_rescale",
+        "rotate",
+        "hoisted_rotate16",
+        "sequential_rotate16",
+        "conjugate",
+        "depth8",
+        "poly_relu15",
+    ] {
+        assert!(names.contains(&op), "{op} missing from {names:?}");
+    }
+    for o in &r.ops {
+        if let Some(b) = o.precision_bits {
+            assert!(b.is_finite() && b > 15.0, "{}: {b}", o.op);
+        }
+    }
+}
