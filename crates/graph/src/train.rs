@@ -85,6 +85,22 @@ impl NodeData {
                 }
             }
         }
+        // Sparse storage of mostly non-zero features (an exported generated graph) costs twice
+        // the memory and turns matrix products into gathers: densify.
+        if let Features::Sparse(m) = &features
+            && m.rows > 0
+            && m.nnz() * 2 > m.rows * m.cols
+        {
+            let mut values = vec![0f32; m.rows * m.cols];
+            for (r, row) in values.chunks_mut(m.cols.max(1)).enumerate() {
+                m.row_dense(r, row);
+            }
+            features = Features::Dense {
+                rows: m.rows,
+                cols: m.cols,
+                values,
+            };
+        }
         if let Features::Dense { values, .. } = &features
             && let Some(i) = values.iter().position(|v| !v.is_finite())
         {
@@ -835,6 +851,36 @@ mod tests {
         };
         // With a learning rate that changes nothing, validation never improves after epoch 0.
         assert_eq!(train_full_batch(&data, &cfg, 0).unwrap().epochs_run, 4);
+    }
+
+    #[test]
+    fn mostly_nonzero_sparse_features_are_densified_and_nan_is_refused() {
+        let mut g = generate_csbm(&CsbmConfig {
+            nodes: 40,
+            features: 3,
+            avg_degree: 4.0,
+            ..Default::default()
+        })
+        .unwrap()
+        .to_graph_data();
+        let Features::Dense { rows, cols, values } = g.features.clone() else {
+            panic!("the generator makes dense features")
+        };
+        g.features = Features::Sparse(ferrolab_data::CsrMatrix {
+            rows,
+            cols,
+            indptr: (0..=rows).map(|r| r * cols).collect(),
+            indices: (0..rows * cols).map(|k| (k % cols) as u32).collect(),
+            data: values.clone(),
+        });
+        let split = g.seeded_per_class_split(2, 2, 0).unwrap();
+        let d = NodeData::from_graph_data(&g, Some(split.clone()), false).unwrap();
+        assert!(matches!(&d.features, Features::Dense { values: v, .. } if *v == values));
+        if let Features::Sparse(m) = &mut g.features {
+            m.data[5] = f32::NAN;
+        }
+        let e = NodeData::from_graph_data(&g, Some(split), false).unwrap_err();
+        assert!(e.to_string().contains("not finite"), "{e}");
     }
 
     #[test]
