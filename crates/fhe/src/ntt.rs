@@ -101,6 +101,39 @@ impl NttTable {
             t >>= 1;
             let ws = &self.psi_rev[m..2 * m];
             let wss = &self.psi_rev_shoup[m..2 * m];
+            if t == 2 && n >= 4 {
+                // The last two stages fused: one pass over groups of four.
+                let w1 = &self.psi_rev[2 * m..];
+                let w1s = &self.psi_rev_shoup[2 * m..];
+                for (i, quad) in a.chunks_exact_mut(4).enumerate() {
+                    let (w, wsh) = (ws[i], wss[i]);
+                    let mut u0 = quad[0];
+                    if u0 >= two_q {
+                        u0 -= two_q;
+                    }
+                    let mut u1 = quad[1];
+                    if u1 >= two_q {
+                        u1 -= two_q;
+                    }
+                    let v2 = self.m.mul_shoup_lazy(quad[2], w, wsh);
+                    let v3 = self.m.mul_shoup_lazy(quad[3], w, wsh);
+                    let (mut b0, b1) = (u0 + v2, u1 + v3);
+                    let (mut b2, b3) = (u0 + two_q - v2, u1 + two_q - v3);
+                    if b0 >= two_q {
+                        b0 -= two_q;
+                    }
+                    if b2 >= two_q {
+                        b2 -= two_q;
+                    }
+                    let x1 = self.m.mul_shoup_lazy(b1, w1[2 * i], w1s[2 * i]);
+                    let x3 = self.m.mul_shoup_lazy(b3, w1[2 * i + 1], w1s[2 * i + 1]);
+                    quad[0] = b0 + x1;
+                    quad[1] = b0 + two_q - x1;
+                    quad[2] = b2 + x3;
+                    quad[3] = b2 + two_q - x3;
+                }
+                break;
+            }
             if t == 1 {
                 for ((pair, &w), &wsh) in a.chunks_exact_mut(2).zip(ws).zip(wss) {
                     let mut u = pair[0];
