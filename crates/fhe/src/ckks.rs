@@ -129,6 +129,46 @@ pub(crate) fn check_params(ctx: &Context, got: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a ciphertext's public fields (level, scale) agree with its polynomials.
+pub(crate) fn check_ciphertext(ctx: &Context, ct: &Ciphertext) -> Result<()> {
+    check_params(ctx, ct.params, "ciphertext")?;
+    if ct.level > ctx.max_level()
+        || !(2..=3).contains(&ct.parts.len())
+        || ct.parts.iter().any(|p| p.len() != (ct.level + 1) * ctx.n)
+    {
+        return Err(FheError::Level(format!(
+            "ciphertext claims level {} (size {}) but its polynomials do not match",
+            ct.level,
+            ct.parts.len()
+        )));
+    }
+    if !(ct.scale.is_finite() && ct.scale >= 1.0) {
+        return Err(FheError::ScaleOverflow(format!(
+            "ciphertext scale {} is not a finite number ≥ 1",
+            ct.scale
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a plaintext's public fields (level, scale) agree with its polynomial.
+pub(crate) fn check_plaintext(ctx: &Context, pt: &Plaintext) -> Result<()> {
+    check_params(ctx, pt.params, "plaintext")?;
+    if pt.level > ctx.max_level() || pt.data.len() != (pt.level + 1) * ctx.n {
+        return Err(FheError::Level(format!(
+            "plaintext claims level {} but its polynomial does not match",
+            pt.level
+        )));
+    }
+    if !(pt.scale.is_finite() && pt.scale >= 1.0) {
+        return Err(FheError::ScaleOverflow(format!(
+            "plaintext scale {} is not a finite number ≥ 1",
+            pt.scale
+        )));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sampling
 
@@ -278,7 +318,7 @@ impl Context {
 
     /// Decodes a plaintext to N/2 complex slots.
     pub fn decode(&self, pt: &Plaintext) -> Result<Vec<C64>> {
-        check_params(self, pt.params, "plaintext")?;
+        check_plaintext(self, pt)?;
         let coeffs = self.plaintext_coeffs(pt);
         Ok(self.encoder().coeffs_to_slots(&coeffs))
     }
@@ -532,7 +572,7 @@ impl Encryptor {
     pub fn encrypt(&mut self, pk: &PublicKey, pt: &Plaintext) -> Result<Ciphertext> {
         let ctx = self.ctx.clone();
         check_params(&ctx, pk.params, "public key")?;
-        check_params(&ctx, pt.params, "plaintext")?;
+        check_plaintext(&ctx, pt)?;
         let n = ctx.n;
         let l = pt.level;
         let idx = ctx.qp_idx(l);
@@ -572,7 +612,7 @@ impl Encryptor {
     pub fn encrypt_sk(&mut self, sk: &SecretKey, pt: &Plaintext) -> Result<Ciphertext> {
         let ctx = self.ctx.clone();
         check_params(&ctx, sk.params, "secret key")?;
-        check_params(&ctx, pt.params, "plaintext")?;
+        check_plaintext(&ctx, pt)?;
         let n = ctx.n;
         let l = pt.level;
         let e = sample_gaussian(n, &mut self.rng);
@@ -616,7 +656,7 @@ impl Decryptor {
     /// c_0 + c_1·s (+ c_2·s²) modulo Q_l.
     pub fn decrypt(&self, ct: &Ciphertext) -> Result<Plaintext> {
         let ctx = &self.ctx;
-        check_params(ctx, ct.params, "ciphertext")?;
+        check_ciphertext(ctx, ct)?;
         let n = ctx.n;
         let l = ct.level;
         let mut out = ct.parts[0].clone();

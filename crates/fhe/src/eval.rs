@@ -8,8 +8,8 @@
 //! scales; [`Evaluator::adjust`] brings any ciphertext onto the ladder at a lower level.
 
 use crate::ckks::{
-    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey, check_params, conjugation_element,
-    galois_element,
+    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey, check_ciphertext, check_params,
+    check_plaintext, conjugation_element, galois_element,
 };
 use crate::error::{FheError, Result};
 use crate::ntt::automorphism_ntt_index;
@@ -53,19 +53,7 @@ impl Evaluator {
     }
 
     fn check_ct(&self, ct: &Ciphertext) -> Result<()> {
-        check_params(&self.ctx, ct.params, "ciphertext")?;
-        if ct.level > self.ctx.max_level()
-            || ct
-                .parts
-                .iter()
-                .any(|p| p.len() != (ct.level + 1) * self.ctx.n)
-        {
-            return Err(FheError::Level(format!(
-                "ciphertext claims level {} but its polynomials do not match",
-                ct.level
-            )));
-        }
-        Ok(())
+        check_ciphertext(&self.ctx, ct)
     }
 
     fn same_level(&self, a: &Ciphertext, b_level: usize, what: &str) -> Result<()> {
@@ -151,7 +139,7 @@ impl Evaluator {
     }
 
     fn check_pt(&self, ct: &Ciphertext, pt: &Plaintext, what: &str) -> Result<()> {
-        check_params(&self.ctx, pt.params, "plaintext")?;
+        check_plaintext(&self.ctx, pt)?;
         self.same_level(ct, pt.level, what)
     }
 

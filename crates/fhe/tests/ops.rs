@@ -184,6 +184,18 @@ fn bad_inputs_are_typed_errors() {
     // too many values, non-finite values
     assert!(s.ctx.encode_real(&vec![0.0; slots + 1], 0, 1e10).is_err());
     assert!(s.ctx.encode_real(&[f64::NAN], 0, 1e10).is_err());
+    // public fields that disagree with the polynomials
+    let mut bad = a.clone();
+    bad.level = 1;
+    assert!(matches!(s.ev.add(&bad, &bad), Err(FheError::Level(_))));
+    assert!(s.dec.decrypt(&bad).is_err());
+    let mut bad = a.clone();
+    bad.scale = f64::NAN;
+    assert!(s.ev.rescale(&bad).is_err());
+    let mut pt = s.ctx.encode_real(&[0.5], 2, 1e10).unwrap();
+    pt.level = 7;
+    assert!(s.ctx.decode(&pt).is_err());
+    assert!(s.enc.encrypt(&s.pk, &pt).is_err());
     // missing relinearisation key
     let ev = Evaluator::new(&s.ctx, EvaluationKeys::default()).unwrap();
     assert!(matches!(ev.mul(&a, &a), Err(FheError::MissingRelinKey)));
