@@ -34,6 +34,14 @@ pub enum ApgCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Write the experiment's train/valid/test split as TSV files (label + fields) into DIR,
+    /// for training other tools on exactly the same rows.
+    Export {
+        /// `--out DIR` (required here), and `--config`, `--set`, `--data-dir`, `--seed` as for
+        /// a run.
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Stream synthetic Criteo-shaped rows (`label`, I1..I13, C1..C26) as TSV to stdout.
     Generate {
         /// Number of rows (streamed in constant memory; 10,000,000 is fine).
@@ -73,6 +81,30 @@ pub fn run(args: ApgArgs) -> anyhow::Result<()> {
             groups,
             no_label,
         }) => return generate(rows, seed, groups, no_label),
+        Some(ApgCommand::Export { common }) => {
+            let out = common
+                .out
+                .clone()
+                .ok_or_else(|| UsageError("apg export needs --out DIR".into()))?;
+            let cfg: ApgExperimentConfig =
+                ferrolab_core::config::load(common.config.as_deref(), &common.sets)?;
+            let data = ferrolab_ctr::experiment::load_data(
+                &cfg,
+                common.run.data_dir.as_deref(),
+                common.run.seed,
+            )
+            .map_err(ctr_err)?;
+            data.export(&out).map_err(ctr_err)?;
+            eprintln!(
+                "wrote {}/{{train,valid,test}}.tsv ({}, {}, {} rows; {})",
+                out.display(),
+                data.train.len(),
+                data.valid.len(),
+                data.test.len(),
+                data.protocol
+            );
+            return Ok(());
+        }
         None => {}
     }
     let cfg: ApgExperimentConfig =

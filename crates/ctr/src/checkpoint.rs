@@ -73,7 +73,13 @@ impl Predictor {
     /// Loads a folder written by [`save`].
     pub fn load(dir: &Path) -> Result<Self> {
         let meta_path = dir.join("meta.json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| CtrError::io(&meta_path, e))?;
+        // A missing or unreadable checkpoint is the user's to fix (exit status 2).
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            CtrError::Invalid(format!(
+                "{}: {e} (expected a checkpoint folder written by `ferrolab apg`)",
+                meta_path.display()
+            ))
+        })?;
         let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| {
             CtrError::Invalid(format!(
                 "{}: not a ferrolab apg checkpoint: {e}",

@@ -139,6 +139,37 @@ fn field_index(layout: &Layout, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+impl CtrData {
+    /// Writes `train.tsv`, `valid.tsv` and `test.tsv` into `dir`: a header line, then
+    /// `label<TAB>` and the fields in schema order (multi-hot values joined by `|`), so other
+    /// tools (bench/apg_fuxictr.py) train on exactly this split.
+    pub fn export(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| crate::CtrError::io(dir, e))?;
+        let header = self
+            .layout
+            .schema()
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join("\t");
+        for (name, set) in [
+            ("train", &self.train),
+            ("valid", &self.valid),
+            ("test", &self.test),
+        ] {
+            let mut text = format!("label\t{header}\n");
+            for i in 0..set.len() {
+                text.push_str(if set.labels[i] > 0.5 { "1\t" } else { "0\t" });
+                text.push_str(&self.layout.decode_row(set, i));
+                text.push('\n');
+            }
+            ferrolab_core::run::write_atomic(&dir.join(format!("{name}.tsv")), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
 /// Loads MovieLens-100k from its folder and converts it.
 pub fn load_movielens_ctr(dir: &Path, split_seed: u64) -> Result<CtrData> {
     let ml = ferrolab_data::movielens::load_movielens_100k(dir)?;

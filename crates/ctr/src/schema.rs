@@ -299,6 +299,40 @@ impl Layout {
         Ok(())
     }
 
+    /// Writes instance `i` of `data` back as a tab-separated row in schema column order (the
+    /// format [`Layout::parse_row`] reads; an OOV value is written as `?`).
+    pub fn decode_row(&self, data: &Encoded, i: usize) -> String {
+        let s = data.slots;
+        let (ids, w) = (&data.ids[i * s..(i + 1) * s], &data.w[i * s..(i + 1) * s]);
+        let name = |fi: usize, id: u32| -> String {
+            let k = id as usize - self.places[fi].row;
+            if k == 0 {
+                "?".to_string()
+            } else {
+                self.schema.fields[fi].vocab[k - 1].clone()
+            }
+        };
+        let cols: Vec<String> = self
+            .schema
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(fi, f)| {
+                let slot = self.places[fi].slot;
+                match f.kind {
+                    FieldKind::Categorical => name(fi, ids[slot]),
+                    FieldKind::Numeric => format!("{}", w[slot]),
+                    FieldKind::MultiHot => (slot..slot + f.max_len)
+                        .filter(|&k| w[k] > 0.0)
+                        .map(|k| name(fi, ids[k]))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                }
+            })
+            .collect();
+        cols.join("\t")
+    }
+
     /// Starts an instance builder for this layout.
     pub fn instance(&self) -> Instance {
         Instance::new(self.slots)
@@ -444,6 +478,7 @@ mod tests {
         assert_eq!(e.ids, vec![2, 3, 5, 4]);
         assert_eq!(e.w, vec![1.0, 2.5, 0.5, 0.5]);
         assert_eq!(oov, vec![0, 1, 0]);
+        assert_eq!(l.decode_row(&e, 0), "b\t?|x\t2.5");
         let err = l.parse_row("b\tx", &mut e, &mut oov).unwrap_err();
         assert!(err.contains("missing field `price`"), "{err}");
         let err = l.parse_row("b\tx\tcheap", &mut e, &mut oov).unwrap_err();
