@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(e.ids, vec![2, 3, 5, 4]);
         assert_eq!(e.w, vec![1.0, 2.5, 0.5, 0.5]);
         assert_eq!(oov, vec![0, 1, 0]);
-        assert_eq!(l.decode_row(&e, 0), "b\t?|x\t2.5");
+        assert_eq!(l.decode_row(&e, 0), "b\tx|?\t2.5");
         let err = l.parse_row("b\tx", &mut e, &mut oov).unwrap_err();
         assert!(err.contains("missing field `price`"), "{err}");
         let err = l.parse_row("b\tx\tcheap", &mut e, &mut oov).unwrap_err();
