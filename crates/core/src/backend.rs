@@ -96,21 +96,3 @@ pub fn tune_allocator() {
 /// No-op where the allocator is not glibc's.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
-
-/// Hands free heap memory back to the kernel (Linux/glibc), so that resident memory shows
-/// what is in use. [`tune_allocator`] deliberately keeps freed blocks; memory measurements
-/// that compare phases (training vs evaluation) call this between them, or one phase's
-/// freed-but-kept blocks would count in the next phase's peak.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim only returns unused pages of the heap to the kernel; it is
-    // thread-safe and never touches live allocations.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// No-op where the allocator is not glibc's.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() {}

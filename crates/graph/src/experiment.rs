@@ -159,7 +159,7 @@ pub struct Comparison {
 
 /// Runs `f` for every seed, measuring the process's peak memory over the runs.
 fn method(seeds: &[u64], f: impl Fn(u64) -> Result<TrainOutcome>) -> Result<MethodResult> {
-    ferrolab_core::backend::release_free_memory();
+    ferrolab_core::resources::release_free_memory();
     let measurable = reset_peak_rss();
     let runs = seeds.iter().map(|&s| f(s)).collect::<Result<Vec<_>>>()?;
     // Runs reset the high-water mark between their training and evaluation phases, so the

@@ -376,7 +376,7 @@ pub struct PhaseMemory {
 
 impl PhaseMemory {
     fn start() -> Option<Self> {
-        ferrolab_core::backend::release_free_memory();
+        ferrolab_core::resources::release_free_memory();
         let before_mb = ferrolab_core::resources::current_rss_mb()?;
         Some(PhaseMemory {
             before_mb,
@@ -387,7 +387,7 @@ impl PhaseMemory {
     /// Runs one phase and folds its peak into `train` or `eval`.
     fn phase<T>(this: &mut Option<Self>, train: bool, f: impl FnOnce() -> T) -> T {
         if this.is_some() {
-            ferrolab_core::backend::release_free_memory();
+            ferrolab_core::resources::release_free_memory();
         }
         let ok = this.is_some() && ferrolab_core::resources::reset_peak_rss();
         let out = f();
