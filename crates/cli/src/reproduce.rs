@@ -56,6 +56,16 @@ fn cluster_gcn_cora(full: bool, common: &CommonArgs) -> anyhow::Result<Outcome> 
     crate::cluster_gcn_cmd::train(&cfg, common)
 }
 
+fn apg_dataset(dataset: &str, full: bool, common: &CommonArgs) -> anyhow::Result<Outcome> {
+    let mut cfg = if full {
+        ferrolab_ctr::ApgExperimentConfig::default()
+    } else {
+        ferrolab_ctr::ApgExperimentConfig::quick()
+    };
+    cfg.data.dataset = dataset.into();
+    crate::apg_cmd::train(&cfg, common)
+}
+
 fn entries() -> Vec<Entry> {
     vec![
         Entry {
@@ -75,6 +85,18 @@ fn entries() -> Vec<Entry> {
             system: "cluster-gcn",
             what: "Cluster-GCN (METIS) vs full-batch GCN and random partitions on Cora",
             run: cluster_gcn_cora,
+        },
+        Entry {
+            name: "apg-movielens",
+            system: "apg",
+            what: "APG vs plain Wide&Deep / DeepFM / DCNv2 on MovieLens-100k CTR",
+            run: |full, c| apg_dataset("movielens", full, c),
+        },
+        Entry {
+            name: "apg-synthetic",
+            system: "apg",
+            what: "APG vs plain Wide&Deep / DeepFM / DCNv2 on synthetic group-dependent CTR data",
+            run: |full, c| apg_dataset("synthetic", full, c),
         },
     ]
 }
