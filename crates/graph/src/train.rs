@@ -260,8 +260,8 @@ impl TrainConfig {
         Ok(())
     }
 
-    fn model(&self, data: &NodeData) -> GcnConfig {
-        GcnConfig::new(data.num_features(), data.num_classes)
+    fn model(&self, d_in: usize, classes: usize) -> GcnConfig {
+        GcnConfig::new(d_in, classes)
             .with_hidden(self.hidden)
             .with_layers(self.layers)
             .with_dropout(self.dropout)
@@ -536,9 +536,10 @@ impl Monitor {
     }
 }
 
-fn init(cfg: &TrainConfig, data: &NodeData, seed: u64) -> (Gcn, ModuleOptimizer) {
+/// A freshly seeded model for `d_in` features and `classes` classes, and its optimiser.
+fn init(cfg: &TrainConfig, d_in: usize, classes: usize, seed: u64) -> (Gcn, ModuleOptimizer) {
     seed_backend(ferrolab_core::seed::derive(seed, "init"));
-    let model = cfg.model(data).init(&train_device());
+    let model = cfg.model(d_in, classes).init(&train_device());
     let optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay)))
         .init();
@@ -551,7 +552,7 @@ pub fn train_full_batch(data: &NodeData, cfg: &TrainConfig, seed: u64) -> Result
     cfg.validate()?;
     let _rng = exclusive_rng();
     let tdev = train_device();
-    let (mut model, mut optim) = init(cfg, data, seed);
+    let (mut model, mut optim) = init(cfg, data.num_features(), data.num_classes, seed);
     let adj = normalize(&data.graph, Normalization::Symmetric).to_sparse_adj(&tdev)?;
     let all: Vec<usize> = (0..data.num_nodes()).collect();
     let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
@@ -661,7 +662,7 @@ pub fn train_on_partition(
     let _rng = exclusive_rng();
     let tdev = train_device();
     let mut batch_rng = ferrolab_core::seed::rng(seed, "batches");
-    let (mut model, mut optim) = init(cfg, data, seed);
+    let (mut model, mut optim) = init(cfg, data.num_features(), data.num_classes, seed);
     let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
     let mut is_train = vec![false; data.num_nodes()];
     for &i in &data.split.train {
@@ -727,16 +728,7 @@ pub fn train_from_store(
     let _rng = exclusive_rng();
     let tdev = train_device();
     let mut batch_rng = ferrolab_core::seed::rng(seed, "batches");
-    seed_backend(ferrolab_core::seed::derive(seed, "init"));
-    let model_cfg = GcnConfig::new(store.num_features(), store.num_classes())
-        .with_hidden(cfg.hidden)
-        .with_layers(cfg.layers)
-        .with_dropout(cfg.dropout)
-        .with_cluster_gcn_layer(cfg.cluster_gcn_layer);
-    let mut model = model_cfg.init(&tdev);
-    let mut optim = AdamConfig::new()
-        .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay)))
-        .init();
+    let (mut model, mut optim) = init(cfg, store.num_features(), store.num_classes(), seed);
     let mut drop_rng = ferrolab_core::seed::rng(seed, "dropout");
     let p = cfg.dropout;
     let scale = (1.0 / (1.0 - p)) as f32;
