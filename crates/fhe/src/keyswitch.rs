@@ -9,8 +9,7 @@
 use crate::ckks::SwitchingKey;
 use crate::params::Context;
 
-/// The digits of one polynomial, each extended to Q_l·P, in NTT form (residues < 4q: the key
-/// product reduces them).
+/// The digits of one polynomial, each extended to Q_l·P, in NTT form.
 #[derive(Debug, Clone)]
 pub struct Decomposition {
     pub(crate) level: usize,
@@ -105,7 +104,7 @@ impl Context {
                     for (d, &v) in dst.iter_mut().zip(&y) {
                         *d = if v > half { v + off } else { v };
                     }
-                    tab.forward_lazy(dst);
+                    tab.forward(dst);
                     continue;
                 }
                 // Centred lift: y_k > q_k/2 stands for y_k - q_k. An uncentred lift has mean
@@ -128,7 +127,7 @@ impl Context {
                         *d = if first { term } else { m.add(*d, term) };
                     }
                 }
-                tab.forward_lazy(dst);
+                tab.forward(dst);
             }
             exts.push(ext);
         }

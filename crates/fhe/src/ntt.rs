@@ -1,12 +1,16 @@
 //! Negacyclic number-theoretic transform over Z_q[X]/(X^N + 1).
 //!
-//! Forward: Cooley–Tukey with the 2N-th root ψ merged into the twiddles (no pre-scaling pass),
-//! Harvey's lazy butterflies with values kept in [0, 4q) and Shoup multiplication; the output
-//! is in bit-reversed order: `a[k] = a(ψ^(2·rev(k)+1))`. Inverse: Gentleman–Sande with ψ^-1,
-//! values in [0, 2q), and the final 1/N folded into the last stage. This is the layout SEAL
-//! and Lattigo use; we wrote it rather than pull in `concrete-ntt` because its prime-generic
-//! 64-bit plan does the same Shoup butterflies (its speed-up comes from AVX-512 IFMA, which
-//! this CPU class lacks) and we need the exact evaluation order for NTT-domain automorphisms.
+//! Two implementations with one layout — output in bit-reversed order,
+//! `a[k] = a(ψ^(2·rev(k)+1))` — so NTT-domain automorphisms are the same index map for both:
+//!
+//! - the default backend is Zama's `tfhe-ntt` (`prime64::Plan`, SIMD through `pulp`): measured
+//!   on this 2-core AMD EPYC (AVX2), forward+inverse at N = 2^14 with a 60-bit prime took
+//!   ~440 µs against ~880 µs for ours, in the same process (the issue asked us to use such a
+//!   crate if it beats our own);
+//! - our own Harvey NTT (Cooley–Tukey forward with ψ merged into the twiddles, lazy values in
+//!   [0, 4q), Shoup multiplication; Gentleman–Sande inverse with 1/N folded into the last
+//!   stage) serves N below the plan's minimum and is the reference the tests check against
+//!   schoolbook multiplication. Its layout is verified against the plan's in the tests.
 
 use crate::arith::{Modulus, bit_reverse, primitive_root_2n};
 
@@ -29,6 +33,8 @@ pub struct NttTable {
     /// ψ^-1 · n^-1 folded for the last inverse stage.
     last_w: u64,
     last_w_shoup: u64,
+    /// The fast backend (None where tfhe-ntt has no plan for this N).
+    plan: Option<tfhe_ntt::prime64::Plan>,
 }
 
 impl NttTable {
@@ -64,6 +70,7 @@ impl NttTable {
             n_inv_shoup: m.shoup(n_inv),
             last_w,
             last_w_shoup: m.shoup(last_w),
+            plan: tfhe_ntt::prime64::Plan::try_new(n, q),
         })
     }
 
@@ -72,8 +79,32 @@ impl NttTable {
         self.log_n
     }
 
-    /// In-place forward negacyclic NTT; input in [0, q) (any value < 4q works), output in [0, q).
+    /// In-place forward negacyclic NTT; input and output in [0, q).
     pub fn forward(&self, a: &mut [u64]) {
+        match &self.plan {
+            Some(p) => p.fwd(a),
+            None => self.forward_harvey(a),
+        }
+    }
+
+    /// In-place inverse negacyclic NTT; input and output in [0, q).
+    pub fn inverse(&self, a: &mut [u64]) {
+        match &self.plan {
+            Some(p) => {
+                p.inv(a);
+                p.normalize(a);
+            }
+            None => self.inverse_harvey(a),
+        }
+    }
+
+    /// Whether the tfhe-ntt backend serves this table.
+    pub fn uses_plan(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// Our forward NTT; input in [0, q) (any value < 4q works), output in [0, q).
+    pub fn forward_harvey(&self, a: &mut [u64]) {
         self.forward_lazy(a);
         let q = self.m.q;
         let two_q = 2 * q;
@@ -89,8 +120,8 @@ impl NttTable {
         }
     }
 
-    /// Forward NTT leaving outputs in [0, 4q) (for consumers that reduce anyway).
-    pub fn forward_lazy(&self, a: &mut [u64]) {
+    /// Our forward NTT leaving outputs in [0, 4q).
+    fn forward_lazy(&self, a: &mut [u64]) {
         let n = self.n;
         debug_assert_eq!(a.len(), n);
         let q = self.m.q;
@@ -162,8 +193,8 @@ impl NttTable {
         }
     }
 
-    /// In-place inverse negacyclic NTT; input in [0, q) (anything < 2q works), output in [0, q).
-    pub fn inverse(&self, a: &mut [u64]) {
+    /// Our inverse NTT; input in [0, q) (anything < 2q works), output in [0, q).
+    pub fn inverse_harvey(&self, a: &mut [u64]) {
         let n = self.n;
         debug_assert_eq!(a.len(), n);
         let q = self.m.q;
@@ -214,7 +245,8 @@ impl NttTable {
         }
     }
 
-    /// The exponent e_k (odd, < 2N) such that forward output k is the evaluation at ψ^e_k.
+    /// The exponent e_k (odd, < 2N) such that `forward_harvey` output k is the evaluation at
+    /// ψ^e_k (ψ: this table's root; the plan uses its own root in the same layout).
     pub fn eval_exponent(&self, k: usize) -> usize {
         2 * bit_reverse(k, self.log_n) + 1
     }
@@ -283,7 +315,7 @@ mod tests {
     #[test]
     fn ntt_multiplication_matches_schoolbook_negacyclic() {
         let mut rng = StdRng::seed_from_u64(7);
-        for (bits, log_n) in [(20u32, 3u32), (30, 5), (50, 6), (60, 8), (59, 4)] {
+        for (bits, log_n) in [(20u32, 3u32), (30, 5), (50, 6), (60, 8), (59, 4), (40, 10)] {
             let q = ntt_prime(bits, log_n);
             let t = NttTable::new(q, log_n).unwrap();
             let n = 1 << log_n;
@@ -291,15 +323,23 @@ mod tests {
                 let a: Vec<u64> = (0..n).map(|_| rng.random::<u64>() % q).collect();
                 let b: Vec<u64> = (0..n).map(|_| rng.random::<u64>() % q).collect();
                 let want = schoolbook(&a, &b, &t.m);
-                let (mut fa, mut fb) = (a.clone(), b.clone());
-                t.forward(&mut fa);
-                t.forward(&mut fb);
-                let mut c: Vec<u64> = fa.iter().zip(&fb).map(|(x, y)| t.m.mul(*x, *y)).collect();
-                t.inverse(&mut c);
-                assert_eq!(c, want, "q={q} n={n}");
-                let mut back = fa.clone();
-                t.inverse(&mut back);
-                assert_eq!(back, a);
+                type Pass = fn(&NttTable, &mut [u64]);
+                let backends: [(Pass, Pass); 2] = [
+                    (NttTable::forward, NttTable::inverse),
+                    (NttTable::forward_harvey, NttTable::inverse_harvey),
+                ];
+                for (fwd, inv) in backends {
+                    let (mut fa, mut fb) = (a.clone(), b.clone());
+                    fwd(&t, &mut fa);
+                    fwd(&t, &mut fb);
+                    let mut c: Vec<u64> =
+                        fa.iter().zip(&fb).map(|(x, y)| t.m.mul(*x, *y)).collect();
+                    inv(&t, &mut c);
+                    assert_eq!(c, want, "q={q} n={n}");
+                    let mut back = fa.clone();
+                    inv(&t, &mut back);
+                    assert_eq!(back, a);
+                }
             }
         }
     }
@@ -313,7 +353,7 @@ mod tests {
         let psi = primitive_root_2n(&m, 32).unwrap();
         let a: Vec<u64> = (0..16u64).map(|i| i * i + 3).collect();
         let mut f = a.clone();
-        t.forward(&mut f);
+        t.forward_harvey(&mut f);
         for (k, &fk) in f.iter().enumerate() {
             let x = m.pow(psi, t.eval_exponent(k) as u64);
             let mut acc = 0;
@@ -321,6 +361,29 @@ mod tests {
                 acc = m.add(m.mul(acc, x), c);
             }
             assert_eq!(fk, acc, "k={k}");
+        }
+    }
+
+    #[test]
+    fn plan_layout_is_bit_reversed_odd_powers_of_its_root() {
+        for log_n in [4u32, 6, 10] {
+            let n = 1usize << log_n;
+            for bits in [40u32, 60] {
+                let q = ntt_prime(bits, log_n);
+                let t = NttTable::new(q, log_n).unwrap();
+                if !t.uses_plan() {
+                    continue;
+                }
+                let m = t.m;
+                let mut x = vec![0u64; n];
+                x[1] = 1;
+                t.forward(&mut x);
+                let root = x[0];
+                assert_eq!(m.pow(root, n as u64), q - 1, "not a primitive 2N-th root");
+                for (k, &xk) in x.iter().enumerate() {
+                    assert_eq!(xk, m.pow(root, (2 * bit_reverse(k, log_n) + 1) as u64));
+                }
+            }
         }
     }
 
@@ -355,14 +418,23 @@ mod speed {
         let q = crate::params::ntt_primes(60, 1, 14, &[]).unwrap()[0];
         let t = NttTable::new(q, 14).unwrap();
         let mut a: Vec<u64> = (0..1u64 << 14).map(|i| i * 7919 % q).collect();
-        let s = std::time::Instant::now();
-        for _ in 0..200 {
-            t.forward(&mut a);
-            t.inverse(&mut a);
+        for _ in 0..3 {
+            let s = std::time::Instant::now();
+            for _ in 0..200 {
+                t.forward(&mut a);
+                t.inverse(&mut a);
+            }
+            let plan = s.elapsed().as_secs_f64() * 1e6 / 200.0;
+            let s = std::time::Instant::now();
+            for _ in 0..200 {
+                t.forward_harvey(&mut a);
+                t.inverse_harvey(&mut a);
+            }
+            let ours = s.elapsed().as_secs_f64() * 1e6 / 200.0;
+            println!(
+                "fwd+inv N=2^14, 60-bit prime: tfhe-ntt {plan:.1} us, ours {ours:.1} us, ratio {:.2}",
+                ours / plan
+            );
         }
-        println!(
-            "fwd+inv N=2^14: {:.1} us",
-            s.elapsed().as_secs_f64() * 1e6 / 200.0
-        );
     }
 }
