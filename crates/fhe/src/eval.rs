@@ -7,6 +7,7 @@
 //! exactly Δ_{l-1}, so everything at one level shares one scale and additions never mix
 //! scales; [`Evaluator::adjust`] brings any ciphertext onto the ladder at a lower level.
 
+use crate::arith::Modulus;
 use crate::ckks::{
     Ciphertext, EvaluationKeys, Plaintext, SwitchingKey, check_ciphertext, check_params,
     check_plaintext, conjugation_element, galois_element,
@@ -145,31 +146,31 @@ impl Evaluator {
 
     /// ct + pt (same level and scale).
     pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
-        self.check_ct(ct)?;
-        self.check_pt(ct, pt, "add_plain")?;
-        Self::same_scale(ct.scale, pt.scale)?;
-        let n = self.ctx.n;
-        let mut out = ct.clone();
-        for i in 0..=ct.level {
-            let m = self.ctx.modulus(i);
-            for j in i * n..(i + 1) * n {
-                out.parts[0][j] = m.add(out.parts[0][j], pt.data[j]);
-            }
-        }
-        Ok(out)
+        self.plain_elementwise(ct, pt, "add_plain", |m, a, b| m.add(a, b))
     }
 
     /// ct - pt (same level and scale).
     pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.plain_elementwise(ct, pt, "sub_plain", |m, a, b| m.sub(a, b))
+    }
+
+    /// Applies `op` residue by residue to ct's first part and pt (same level and scale).
+    fn plain_elementwise(
+        &self,
+        ct: &Ciphertext,
+        pt: &Plaintext,
+        what: &str,
+        op: impl Fn(&Modulus, u64, u64) -> u64,
+    ) -> Result<Ciphertext> {
         self.check_ct(ct)?;
-        self.check_pt(ct, pt, "sub_plain")?;
+        self.check_pt(ct, pt, what)?;
         Self::same_scale(ct.scale, pt.scale)?;
         let n = self.ctx.n;
         let mut out = ct.clone();
         for i in 0..=ct.level {
             let m = self.ctx.modulus(i);
             for j in i * n..(i + 1) * n {
-                out.parts[0][j] = m.sub(out.parts[0][j], pt.data[j]);
+                out.parts[0][j] = op(m, out.parts[0][j], pt.data[j]);
             }
         }
         Ok(out)
