@@ -92,7 +92,7 @@ def main():
             ei, _ = subgraph(nodes, edge_index, relabel_nodes=True, num_nodes=x.size(0))
             # PyG's fastest PyPI-only path: a torch sparse COO adjacency makes each layer one
             # spmm (message_and_aggregate); with a plain edge_index it gathers per edge and
-            # scatter-adds, ~16x slower on this machine.
+            # scatter-adds, which was far slower here in a one-off micro-test.
             m = nodes.numel()
             ei = to_torch_coo_tensor(ei, size=(m, m))
             targets = train[nodes]
