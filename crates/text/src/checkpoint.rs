@@ -11,7 +11,8 @@ use ferrolab_core::run::{load_checkpoint, save_checkpoint, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-const FORMAT_VERSION: u32 = 1;
+// 2: the convolution is stored as stacked shift matrices `[E, F·Σk]` (was a masked unfold weight).
+const FORMAT_VERSION: u32 = 2;
 
 /// Which classifier a checkpoint holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! constraint after each step, early stopping on dev accuracy through core's loop.
 
 use crate::models::SentenceClassifier;
+use crate::models::kernel::{self, ConvShape, NONE};
 use ferrolab_core::Result;
 use ferrolab_core::burn::nn::loss::CrossEntropyLossConfig;
 use ferrolab_core::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
@@ -116,33 +117,44 @@ pub fn accuracy<M: SentenceClassifier>(
     ferrolab_core::metrics::accuracy(&pred, &data.labels)
 }
 
-/// Word vectors trained with lazy ("sparse") Adam, as PyTorch's `SparseAdam`: each step
-/// updates only the rows of the tokens in the batch, and their moments.
+/// Adam's constants, those of burn's `AdamConfig` default used for the other weights.
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPS: f32 = 1e-5;
+
+/// One Adam update of `w` with gradient `g` and moments `m`, `v` (bias corrections `c1`, `c2`).
+fn adam_update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, c1: f32, c2: f32) {
+    for k in 0..w.len() {
+        m[k] = BETA1 * m[k] + (1.0 - BETA1) * g[k];
+        v[k] = BETA2 * v[k] + (1.0 - BETA2) * g[k] * g[k];
+        w[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + EPS);
+    }
+}
+
+/// Parameters trained outside burn's optimiser with Adam: the word vectors (lazily, per row)
+/// and the convolution filters (densely), whose gradients come from the hand-written
+/// convolution backward.
 ///
-/// Dense Adam would read and write every one of the |V|·E weights and both moments each step
-/// (5.6 M of each for MR at E = 300) although a batch touches ~2% of the rows; on MR that was
-/// a third of the step time. Rows absent from a batch keep their moments unchanged instead of
-/// decaying them, which is the one difference from dense Adam. The β and ε values are those
-/// of the dense Adam used for the other weights.
+/// Word vectors use lazy ("sparse") Adam, as PyTorch's `SparseAdam`: each step updates only the
+/// rows of the tokens in the batch, and their moments. Dense Adam would read and write every
+/// one of the |V|·E weights and both moments each step (5.6 M of each for MR at E = 300)
+/// although a batch touches ~2% of the rows; on MR that was a third of the step time. Rows
+/// absent from a batch keep their moments unchanged instead of decaying them, which is the
+/// one difference from dense Adam.
 #[derive(Debug, Clone)]
-struct SparseEmbedding {
+struct AdamParam {
     w: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Row width for lazy per-row updates.
     dim: usize,
     t: i32,
 }
 
-impl SparseEmbedding {
-    const BETA1: f32 = 0.9;
-    const BETA2: f32 = 0.999;
-    const EPS: f32 = 1e-5;
-
-    fn new(weight: Tensor<2>) -> Self {
-        let dim = weight.dims()[1];
-        let w = ferrolab_core::nn::to_vec_f32(weight);
+impl AdamParam {
+    fn new(w: Vec<f32>, dim: usize) -> Self {
         let n = w.len();
-        SparseEmbedding {
+        AdamParam {
             w,
             m: vec![0.0; n],
             v: vec![0.0; n],
@@ -151,70 +163,77 @@ impl SparseEmbedding {
         }
     }
 
-    fn rows(&self, ids: &[usize], device: &Device) -> Tensor<2> {
+    fn corrections(&mut self) -> (f32, f32) {
+        self.t += 1;
+        (1.0 - BETA1.powi(self.t), 1.0 - BETA2.powi(self.t))
+    }
+
+    /// The rows `ids`, concatenated.
+    fn rows(&self, ids: &[usize]) -> Vec<f32> {
         let mut out = Vec::with_capacity(ids.len() * self.dim);
         for &i in ids {
             out.extend_from_slice(&self.w[i * self.dim..(i + 1) * self.dim]);
         }
-        Tensor::from_data(TensorData::new(out, [ids.len(), self.dim]), device)
+        out
     }
 
-    fn update(&mut self, ids: &[usize], grad: &[f32], lr: f64) {
-        self.t += 1;
-        let c1 = 1.0 - Self::BETA1.powi(self.t);
-        let c2 = 1.0 - Self::BETA2.powi(self.t);
-        let lr = lr as f32;
+    /// Lazy Adam on the rows `ids` with their gradients `grad` (`ids.len() × dim`).
+    fn update_rows(&mut self, ids: &[usize], grad: &[f32], lr: f64) {
+        let (c1, c2) = self.corrections();
         for (r, &i) in ids.iter().enumerate() {
-            let g = &grad[r * self.dim..(r + 1) * self.dim];
             let range = i * self.dim..(i + 1) * self.dim;
-            let (w, m, v) = (
+            adam_update(
                 &mut self.w[range.clone()],
                 &mut self.m[range.clone()],
                 &mut self.v[range],
+                &grad[r * self.dim..(r + 1) * self.dim],
+                lr as f32,
+                c1,
+                c2,
             );
-            for k in 0..self.dim {
-                m[k] = Self::BETA1 * m[k] + (1.0 - Self::BETA1) * g[k];
-                v[k] = Self::BETA2 * v[k] + (1.0 - Self::BETA2) * g[k] * g[k];
-                w[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + Self::EPS);
-            }
         }
     }
 
-    fn tensor(&self, device: &Device) -> Tensor<2> {
-        let rows = self.w.len() / self.dim;
-        Tensor::from_data(TensorData::new(self.w.clone(), [rows, self.dim]), device)
+    /// Dense Adam on every weight.
+    fn update(&mut self, grad: &[f32], lr: f64) {
+        let (c1, c2) = self.corrections();
+        adam_update(
+            &mut self.w,
+            &mut self.m,
+            &mut self.v,
+            grad,
+            lr as f32,
+            c1,
+            c2,
+        );
     }
 }
 
-/// The distinct token ids of a batch and, per position, the index into them.
-fn unique_ids(data: &Encoded, idx: &[usize], t: usize) -> (Vec<usize>, Vec<i64>) {
-    let mut slot: std::collections::HashMap<usize, i64> = std::collections::HashMap::new();
+/// The distinct token ids of a batch and, per position, the index into them ([`NONE`] for
+/// padding, which is neither looked up nor multiplied).
+fn unique_ids(data: &Encoded, idx: &[usize], t: usize) -> (Vec<usize>, Vec<u32>) {
+    let mut slot: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
     let mut uniq = Vec::new();
-    let mut remap = vec![0i64; idx.len() * t];
-    let mut slot_of = |tok: usize, uniq: &mut Vec<usize>| {
-        *slot.entry(tok).or_insert_with(|| {
-            uniq.push(tok);
-            (uniq.len() - 1) as i64
-        })
-    };
-    let pad = slot_of(crate::tokenize::PAD, &mut uniq);
+    let mut rows = vec![NONE; idx.len() * t];
     for (r, &i) in idx.iter().enumerate() {
-        let ids = &data.ids[i];
-        for c in 0..t {
-            remap[r * t + c] = match ids.get(c) {
-                Some(&tok) => slot_of(tok, &mut uniq),
-                None => pad,
-            };
+        for (c, &tok) in data.ids[i].iter().take(t).enumerate() {
+            rows[r * t + c] = *slot.entry(tok).or_insert_with(|| {
+                uniq.push(tok);
+                (uniq.len() - 1) as u32
+            });
         }
     }
-    (uniq, remap)
+    (uniq, rows)
 }
 
 /// One model being trained: the system's side of core's loop.
 pub struct Fit<'a, M: SentenceClassifier> {
     model: Option<M>,
-    embedding: SparseEmbedding,
-    /// Whether `model`'s own embedding matches `embedding`.
+    embedding: AdamParam,
+    conv_weight: AdamParam,
+    conv_bias: AdamParam,
+    shape: ConvShape,
+    /// Whether `model`'s own word vectors and filters match the ones trained here.
     synced: bool,
     best: Option<M>,
     optim: ModuleOptimizer,
@@ -238,8 +257,17 @@ impl<'a, M: SentenceClassifier> Fit<'a, M> {
         max_norm: f64,
         seed: u64,
     ) -> Self {
+        let encoder = model.encoder();
+        let shape = encoder.shape();
+        let (w, b) = encoder.conv_params();
         Fit {
-            embedding: SparseEmbedding::new(model.encoder().embedding.weight.val()),
+            embedding: AdamParam::new(
+                ferrolab_core::nn::to_vec_f32(encoder.embedding.weight.val()),
+                shape.embed,
+            ),
+            conv_weight: AdamParam::new(w, 1),
+            conv_bias: AdamParam::new(b, 1),
+            shape,
             synced: true,
             model: Some(model),
             best: None,
@@ -260,11 +288,19 @@ impl<'a, M: SentenceClassifier> Fit<'a, M> {
         self.model
     }
 
-    /// Copies the sparse-trained word vectors into the model.
+    /// Copies the word vectors and filters trained here into the model.
     fn sync(&mut self) {
         if !self.synced {
-            let w = self.embedding.tensor(&self.device);
-            self.model = self.model.take().map(|m| m.with_embedding_tensor(w));
+            let rows = self.embedding.w.len() / self.shape.embed.max(1);
+            let emb = Tensor::from_data(
+                TensorData::new(self.embedding.w.clone(), [rows, self.shape.embed]),
+                &self.device,
+            );
+            let (w, b) = (self.conv_weight.w.clone(), self.conv_bias.w.clone());
+            self.model = self
+                .model
+                .take()
+                .map(|m| m.map_encoder(|e| e.set_embedding_tensor(emb).with_conv_params(w, b)));
             self.synced = true;
         }
     }
@@ -292,27 +328,39 @@ impl<M: SentenceClassifier> TrainStep for Fit<'_, M> {
         let model = self.model.take().ok_or_else(|| {
             ferrolab_core::CoreError::Runtime("model lost after a failed step".into())
         })?;
-        let (tokens, mask) = batch_tensors(self.train, &batch, self.min_len, &self.device);
-        let [b, t] = tokens.dims();
-        let (uniq, remap) = unique_ids(self.train, &batch, t);
-        let rows = self.embedding.rows(&uniq, &self.device).require_grad();
-        let remap = Tensor::<1, Int>::from_data(TensorData::new(remap, [b * t]), &self.device);
-        let emb = rows
-            .clone()
-            .select(0, remap)
-            .reshape([b, t, self.embedding.dim]);
+        let t = batch
+            .iter()
+            .map(|&i| self.train.ids[i].len())
+            .max()
+            .unwrap_or(1)
+            .max(self.min_len);
+        let (uniq, rows) = unique_ids(self.train, &batch, t);
+        let x = self.embedding.rows(&uniq);
+        let (wc, bc) = (&self.conv_weight.w, &self.conv_bias.w);
+        let y = kernel::forward(&self.shape, &x, &rows, t, wc, bc);
+        let (b, c) = (batch.len(), self.shape.channels());
+        let maps = Tensor::<3>::from_data(TensorData::new(y.clone(), [b, c, t]), &self.device)
+            .require_grad();
+        let mask: Vec<f32> = rows
+            .iter()
+            .map(|&r| if r == NONE { 0.0 } else { 1.0 })
+            .collect();
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t]), &self.device);
         let labels: Vec<i64> = batch.iter().map(|&i| self.train.labels[i] as i64).collect();
         let targets =
             Tensor::<1, Int>::from_data(TensorData::new(labels, [batch.len()]), &self.device);
-        let logits = model.forward_embedded(emb, mask);
+        let logits = model.forward_maps(maps.clone(), mask);
         let loss = CrossEntropyLossConfig::new()
             .init(&self.device)
             .forward(logits, targets);
         let loss_value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone())[0]);
         let mut grads = loss.backward();
-        if let Some(g) = rows.grad_remove(&mut grads) {
-            self.embedding
-                .update(&uniq, &ferrolab_core::nn::to_vec_f32(g), lr);
+        if let Some(dy) = maps.grad_remove(&mut grads) {
+            let dy = ferrolab_core::nn::to_vec_f32(dy);
+            let g = kernel::backward(&self.shape, &x, &rows, t, wc, &y, &dy);
+            self.embedding.update_rows(&uniq, &g.x, lr);
+            self.conv_weight.update(&g.w, lr);
+            self.conv_bias.update(&g.bias, lr);
             self.synced = false;
         }
         let grads = GradientsParams::from_grads(grads, &model);

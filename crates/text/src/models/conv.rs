@@ -2,19 +2,18 @@
 //! convolutions of several widths over time with "same" padding so every width keeps the
 //! sentence length (SECNN needs equal-length maps to stack them as channels).
 //!
-//! All widths are computed by one matrix product over a shared unfold: the embedded sentence
-//! is zero-padded and its `K = max width` time-shifted copies are concatenated along features,
-//! `U: [B, T, K·E]`; then `Y = U (W ⊙ M) + b` with `W: [K·E, widths·F]` and a constant 0/1
-//! mask `M` that keeps, for each width k, only the k shifts a width-k filter sees. This is
-//! exactly the three convolutions (the masked weights stay zero because their gradient is
-//! masked too), done as one large GEMM, which the CPU backend runs far faster than a direct
-//! convolution kernel or one unfold per width; it costs K·widths/Σk (here 15/12) of the
-//! multiply-adds of separate convolutions but only K slice copies of the input.
+//! The filters are stored as the stacked shift matrices of [`kernel`](super::kernel): `weight:
+//! [E, F·Σk]`, shift `s` of width `k` in columns `F·(Σ_{k'<k} k') + s·F ..`, and one bias per
+//! output channel. The computation is [`kernel::forward`](super::kernel::forward); training
+//! runs its explicit backward (see `train.rs`), so this module's forward is not recorded by
+//! burn's autodiff.
 
+use super::kernel::{self, ConvShape, NONE};
 use ferrolab_core::burn::module::Param;
-use ferrolab_core::burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use ferrolab_core::burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use ferrolab_core::burn::prelude::*;
-use ferrolab_core::burn::tensor::activation::relu;
+use ferrolab_core::burn::tensor::Distribution;
+use ferrolab_core::nn::to_vec_f32;
 
 /// Configuration of the [`ConvEncoder`].
 #[derive(Config, Debug)]
@@ -37,9 +36,10 @@ pub struct ConvEncoderConfig {
 pub struct ConvEncoder {
     /// Word vectors `[vocab, E]`.
     pub embedding: Embedding,
-    proj: Linear,
-    /// 0/1 mask of `proj`'s weight (not trained; rebuilt from `widths` on load).
-    mask: Param<Tensor<2>>,
+    /// Stacked shift matrices `[E, F·Σk]`.
+    weight: Param<Tensor<2>>,
+    /// `[F · widths]`.
+    bias: Param<Tensor<1>>,
     widths: Vec<usize>,
     maps: usize,
 }
@@ -47,6 +47,32 @@ pub struct ConvEncoder {
 impl ConvEncoderConfig {
     /// Builds the encoder; embeddings are U(-0.25, 0.25) as in Kim's "rand" setting.
     pub fn init(&self, device: &Device) -> ConvEncoder {
+        // PyTorch's Conv1d default per width: weight and bias U(±1/√(k·E)).
+        let bound = |k: usize| 1.0 / ((k * self.embed_dim) as f64).sqrt();
+        let weight = Tensor::cat(
+            self.widths
+                .iter()
+                .map(|&k| {
+                    let b = bound(k);
+                    Tensor::<2>::random(
+                        [self.embed_dim, k * self.maps],
+                        Distribution::Uniform(-b, b),
+                        device,
+                    )
+                })
+                .collect(),
+            1,
+        );
+        let bias = Tensor::cat(
+            self.widths
+                .iter()
+                .map(|&k| {
+                    let b = bound(k);
+                    Tensor::<1>::random([self.maps], Distribution::Uniform(-b, b), device)
+                })
+                .collect(),
+            0,
+        );
         ConvEncoder {
             embedding: EmbeddingConfig::new(self.vocab, self.embed_dim)
                 .with_initializer(Initializer::Uniform {
@@ -54,19 +80,8 @@ impl ConvEncoderConfig {
                     max: 0.25,
                 })
                 .init(device),
-            // PyTorch's Conv1d default, U(±1/√fan_in), with fan_in = k·E of the mean width.
-            proj: {
-                let mean_k =
-                    self.widths.iter().sum::<usize>() as f64 / self.widths.len().max(1) as f64;
-                let bound = 1.0 / (mean_k * self.embed_dim as f64).sqrt();
-                LinearConfig::new(self.max_width() * self.embed_dim, self.channels())
-                    .with_initializer(Initializer::Uniform {
-                        min: -bound,
-                        max: bound,
-                    })
-                    .init(device)
-            },
-            mask: Param::from_tensor(self.mask(device)).set_require_grad(false),
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
             widths: self.widths.clone(),
             maps: self.maps,
         }
@@ -76,82 +91,60 @@ impl ConvEncoderConfig {
     pub fn channels(&self) -> usize {
         self.widths.len() * self.maps
     }
-
-    fn max_width(&self) -> usize {
-        self.widths.iter().copied().max().unwrap_or(1)
-    }
-
-    /// Left zero-padding of the shared unfold: "same" convolutions of width k pad
-    /// ⌊(k-1)/2⌋ on the left, so the largest left pad decides where shift 0 sits.
-    fn left_pad(&self) -> usize {
-        self.widths.iter().map(|&k| (k - 1) / 2).max().unwrap_or(0)
-    }
-
-    /// Row block s (shift s - left_pad) of the weight is live for width k's columns when
-    /// that width's window covers it.
-    fn mask(&self, device: &Device) -> Tensor<2> {
-        let (kmax, e, f, lp) = (self.max_width(), self.embed_dim, self.maps, self.left_pad());
-        let cols = self.channels();
-        let mut m = vec![0f32; kmax * e * cols];
-        for (w, &k) in self.widths.iter().enumerate() {
-            let first = lp - (k - 1) / 2; // first shift block this width uses
-            for s in first..first + k {
-                for r in s * e..(s + 1) * e {
-                    m[r * cols + w * f..r * cols + (w + 1) * f].fill(1.0);
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(m, [kmax * e, cols]), device)
-    }
 }
 
 impl ConvEncoder {
-    /// `tokens: [B, T]`, `mask: [B, T]` → stacked maps `[B, T, C]` (C = widths × maps),
+    /// The filter-bank sizes.
+    pub fn shape(&self) -> ConvShape {
+        ConvShape {
+            widths: self.widths.clone(),
+            maps: self.maps,
+            embed: self.embedding.weight.dims()[1],
+        }
+    }
+
+    /// `tokens: [B, T]`, `mask: [B, T]` → stacked maps `[B, C, T]` (C = widths × maps),
     /// zero at padded positions.
     pub fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
         self.forward_embedded(self.embedding.forward(tokens), mask)
     }
 
-    /// As [`forward`](Self::forward) from already embedded tokens `[B, T, E]` (training looks
-    /// the rows up itself so that the embedding gradient stays sparse).
+    /// As [`forward`](Self::forward) from already embedded tokens `[B, T, E]`.
     pub fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
-        let [b, t, e] = emb.dims();
-        let m3 = mask.reshape([b, t, 1]);
-        // Padded positions contribute zeros to neighbouring windows, as zero padding does.
-        let emb = emb * m3.clone();
+        let [b, t, _] = emb.dims();
         let device = emb.device();
-        let kmax = self.widths.iter().copied().max().unwrap_or(1);
-        let left = self.widths.iter().map(|&k| (k - 1) / 2).max().unwrap_or(0);
-        let right = kmax - 1 - left;
-        let mut parts = Vec::with_capacity(3);
-        if left > 0 {
-            parts.push(Tensor::<3>::zeros([b, left, e], &device));
-        }
-        parts.push(emb);
-        if right > 0 {
-            parts.push(Tensor::<3>::zeros([b, right, e], &device));
-        }
-        let padded = Tensor::cat(parts, 1);
-        let unfolded = if kmax == 1 {
-            padded
-        } else {
-            Tensor::cat(
-                (0..kmax)
-                    .map(|s| padded.clone().slice([0..b, s..s + t, 0..e]))
-                    .collect(),
-                2,
-            )
+        let rows: Vec<u32> = to_vec_f32(mask)
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| if m > 0.0 { i as u32 } else { NONE })
+            .collect();
+        let (w, bias) = self.conv_params();
+        let shape = self.shape();
+        let y = kernel::forward(&shape, &to_vec_f32(emb), &rows, t, &w, &bias);
+        Tensor::from_data(TensorData::new(y, [b, shape.channels(), t]), &device)
+    }
+
+    /// The filter weights `[E, F·Σk]` and biases `[C]`, row-major.
+    pub fn conv_params(&self) -> (Vec<f32>, Vec<f32>) {
+        (to_vec_f32(self.weight.val()), to_vec_f32(self.bias.val()))
+    }
+
+    /// Replaces the filter weights and biases (shapes as [`conv_params`](Self::conv_params)).
+    pub fn with_conv_params(mut self, weight: Vec<f32>, bias: Vec<f32>) -> Self {
+        let replace = |p: Tensor<2>, v: Vec<f32>| {
+            let t = Tensor::from_data(TensorData::new(v, p.dims()), &p.device());
+            if p.is_require_grad() {
+                t.require_grad()
+            } else {
+                t
+            }
         };
-        let c = self.widths.len() * self.maps;
-        let w = self.proj.weight.val() * self.mask.val();
-        let mut y = unfolded
-            .reshape([b * t, kmax * e])
-            .matmul(w)
-            .reshape([b, t, c]);
-        if let Some(bias) = &self.proj.bias {
-            y = y + bias.val().reshape([1, 1, c]);
-        }
-        relu(y) * m3
+        self.weight = self.weight.map(|p| replace(p, weight));
+        self.bias = self.bias.map(|p| {
+            let dims = p.dims();
+            replace(p.reshape([1, dims[0]]), bias).reshape(dims)
+        });
+        self
     }
 
     /// Replaces the embedding matrix with `t: [vocab, E]`, keeping its trainability.
@@ -182,21 +175,15 @@ mod tests {
         let tokens = Tensor::<2, Int>::from_data(TensorData::from([[2i64, 3, 4, 0, 0]]), &dev);
         let mask = Tensor::<2>::from_data(TensorData::from([[1.0f32, 1., 1., 0., 0.]]), &dev);
         let y = enc.forward(tokens, mask);
-        assert_eq!(y.dims(), [1, 5, 9]);
-        // Width 3 (columns 0..3) must not see shift blocks 0 and 4 of a max width of 5.
-        let m = ferrolab_core::nn::to_vec_f32(enc.mask.val());
-        assert_eq!(m.len(), 5 * 4 * 9);
-        assert_eq!(m[0], 0.0); // shift 0 (t-2), width 3
-        assert_eq!(m[4 * 9], 1.0); // shift 1 (t-1), width 3
-        assert_eq!(m[6], 1.0); // shift 0, width 5
-        assert_eq!(m[4 * 4 * 9 + 3], 1.0); // shift 4 (t+2), width 4
-        assert_eq!(m[4 * 4 * 9], 0.0); // shift 4, width 3
-        let pad = ferrolab_core::nn::to_vec_f32(y.slice([0..1, 3..5, 0..9]).abs().sum());
+        assert_eq!(y.dims(), [1, 9, 5]);
+        let (w, b) = enc.conv_params();
+        assert_eq!((w.len(), b.len()), (4 * 3 * (3 + 4 + 5), 9));
+        let pad = to_vec_f32(y.slice([0..1, 0..9, 3..5]).abs().sum());
         assert_eq!(pad[0], 0.0);
     }
 
     #[test]
-    fn unfold_equals_a_direct_convolution() {
+    fn forward_equals_a_direct_convolution_and_params_round_trip() {
         // Width 3, E = 1, one map: y[t] = relu(w0 x[t-1] + w1 x[t] + w2 x[t+1] + b).
         let dev = ferrolab_core::backend::device();
         let enc = ConvEncoderConfig::new(6)
@@ -204,21 +191,17 @@ mod tests {
             .with_maps(1)
             .with_widths(vec![3])
             .init(&dev);
-        let emb = ferrolab_core::nn::to_vec_f32(enc.embedding.weight.val());
-        // proj rows are (shift s, embedding dim): with E = 1, row s is W_s of the only map.
-        let w = ferrolab_core::nn::to_vec_f32(enc.proj.weight.val());
-        let bias = enc
-            .proj
-            .bias
-            .as_ref()
-            .map_or(0.0, |b| ferrolab_core::nn::to_vec_f32(b.val())[0]);
+        // A positive bias keeps every output above the ReLU kink, so all taps are checked.
+        let enc = enc.with_conv_params(vec![0.5, -0.25, 0.75], vec![2.0]);
+        assert_eq!(enc.conv_params(), (vec![0.5, -0.25, 0.75], vec![2.0]));
+        let emb = to_vec_f32(enc.embedding.weight.val());
         let ids = [2usize, 5, 3, 4];
         let x: Vec<f32> = ids.iter().map(|&i| emb[i]).collect();
         let tokens = Tensor::<2, Int>::from_data(
             TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, 4]),
             &dev,
         );
-        let got = ferrolab_core::nn::to_vec_f32(enc.forward(tokens, Tensor::ones([1, 4], &dev)));
+        let got = to_vec_f32(enc.forward(tokens, Tensor::ones([1, 4], &dev)));
         let at = |i: isize| {
             usize::try_from(i)
                 .ok()
@@ -228,7 +211,7 @@ mod tests {
         };
         for (t, &g) in got.iter().enumerate() {
             let ti = t as isize;
-            let want = (w[0] * at(ti - 1) + w[1] * at(ti) + w[2] * at(ti + 1) + bias).max(0.0);
+            let want = (0.5 * at(ti - 1) - 0.25 * at(ti) + 0.75 * at(ti + 1) + 2.0).max(0.0);
             assert!((g - want).abs() < 1e-5, "t={t}: {g} vs {want}");
         }
     }

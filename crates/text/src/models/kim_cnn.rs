@@ -33,14 +33,14 @@ impl SentenceClassifier for KimCnn {
         &self.encoder
     }
 
-    fn with_embedding_tensor(mut self, w: Tensor<2>) -> Self {
-        self.encoder = self.encoder.set_embedding_tensor(w);
+    fn map_encoder(mut self, f: impl FnOnce(ConvEncoder) -> ConvEncoder) -> Self {
+        self.encoder = f(self.encoder);
         self
     }
 
-    fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
-        let maps = self.encoder.forward_embedded(emb, mask); // [B, T, C]
-        let pooled = maps.max_dim(1).squeeze_dim::<2>(1); // [B, C]
+    fn forward_maps(&self, maps: Tensor<3>, _mask: Tensor<2>) -> Tensor<2> {
+        // Maps are ReLU outputs, zero at padding, so padding never wins the max.
+        let pooled = maps.max_dim(2).squeeze_dim::<2>(2); // [B, C]
         self.output.forward(self.dropout.forward(pooled))
     }
 

@@ -42,7 +42,7 @@ impl Secnn {
 
     /// The SE channel weights `[B, C]` for a batch (for inspection).
     pub fn channel_weights(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
-        let maps = self.encoder.forward(tokens, mask.clone()).swap_dims(1, 2);
+        let maps = self.encoder.forward(tokens, mask.clone());
         self.se.weights_masked(&maps, mask)
     }
 }
@@ -53,16 +53,12 @@ impl SentenceClassifier for Secnn {
         &self.encoder
     }
 
-    fn with_embedding_tensor(mut self, w: Tensor<2>) -> Self {
-        self.encoder = self.encoder.set_embedding_tensor(w);
+    fn map_encoder(mut self, f: impl FnOnce(ConvEncoder) -> ConvEncoder) -> Self {
+        self.encoder = f(self.encoder);
         self
     }
 
-    fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
-        let maps = self
-            .encoder
-            .forward_embedded(emb, mask.clone())
-            .swap_dims(1, 2); // [B, C, T]
+    fn forward_maps(&self, maps: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
         let weighted = self.se.forward_masked(maps, mask); // [B, C, T]
         let pooled = weighted.max_dim(2).squeeze_dim::<2>(2); // [B, C]
         self.output.forward(self.dropout.forward(pooled))
