@@ -41,14 +41,16 @@ impl Modulus {
     pub fn reduce_u128(&self, x: u128) -> u64 {
         let k = self.bits;
         let est = (((x >> (k - 1)) as u64 as u128 * self.mu as u128) >> (k + 1)) as u64;
-        let mut r = (x as u64).wrapping_sub(est.wrapping_mul(self.q));
-        if r >= self.q {
-            r -= self.q;
-        }
-        if r >= self.q {
-            r -= self.q;
-        }
-        r
+        let r = (x as u64).wrapping_sub(est.wrapping_mul(self.q));
+        self.reduce_once(self.reduce_once(r))
+    }
+
+    /// x - q if x ≥ q, else x, for x < 2q. Branch-free: in the hot loops the comparison is
+    /// a coin flip per residue, and a mispredicted branch costs more than the arithmetic.
+    #[inline(always)]
+    pub fn reduce_once(&self, x: u64) -> u64 {
+        let t = x.wrapping_sub(self.q);
+        t.wrapping_add(self.q & (((t as i64) >> 63) as u64))
     }
 
     /// x mod q for any u128 (Barrett with a 128-bit constant; used on lazy sums of products).
@@ -87,14 +89,14 @@ impl Modulus {
     /// a + b mod q.
     #[inline(always)]
     pub fn add(&self, a: u64, b: u64) -> u64 {
-        let s = a + b;
-        if s >= self.q { s - self.q } else { s }
+        self.reduce_once(a + b)
     }
 
     /// a - b mod q.
     #[inline(always)]
     pub fn sub(&self, a: u64, b: u64) -> u64 {
-        if a >= b { a - b } else { a + self.q - b }
+        let d = a.wrapping_sub(b);
+        d.wrapping_add(self.q & (((d as i64) >> 63) as u64))
     }
 
     /// -a mod q.
@@ -150,8 +152,7 @@ impl Modulus {
     /// x * w mod q in [0, q) given w' = shoup(w).
     #[inline(always)]
     pub fn mul_shoup(&self, x: u64, w: u64, w_shoup: u64) -> u64 {
-        let r = self.mul_shoup_lazy(x, w, w_shoup);
-        if r >= self.q { r - self.q } else { r }
+        self.reduce_once(self.mul_shoup_lazy(x, w, w_shoup))
     }
 }
 

@@ -221,3 +221,26 @@ pub fn run(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
         ops,
     })
 }
+
+#[cfg(test)]
+mod speed {
+    /// The N = 2^14 figures of `ferrolab ckks bench` without building the CLI:
+    /// `FHE_REPS=9 cargo test --release -p ferrolab-fhe --lib op_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn op_speed() {
+        let reps = std::env::var("FHE_REPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5);
+        let r = super::run(crate::params::ParamSpec::n14(), reps, 1).unwrap();
+        for f in &r.ops {
+            println!(
+                "{:<20} {:>9.3} ms  {:>6.2} bits",
+                f.op,
+                f.ms.unwrap_or(f64::NAN),
+                f.precision_bits.unwrap_or(f64::NAN)
+            );
+        }
+    }
+}

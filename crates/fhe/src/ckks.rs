@@ -267,9 +267,10 @@ impl Context {
         {
             return Err(FheError::InvalidInput(format!("value {v:?} is not finite")));
         }
-        let mut v = values.to_vec();
+        let mut v = Vec::with_capacity(slots);
+        v.extend_from_slice(values);
         v.resize(slots, C64::default());
-        let coeffs = self.encoder().slots_to_coeffs(&v);
+        let coeffs = self.encoder().slots_to_coeffs_owned(v);
         self.encode_coeffs(&coeffs, level, scale)
     }
 
@@ -299,14 +300,39 @@ impl Context {
             )));
         }
         let mut data = vec![0u64; (level + 1) * n];
-        let rounded: Vec<i128> = coeffs.iter().map(|c| (c * scale).round() as i128).collect();
-        for i in 0..=level {
-            let t = &self.tables[i];
-            let limb = &mut data[i * n..(i + 1) * n];
-            for (o, &x) in limb.iter_mut().zip(&rounded) {
-                *o = t.m.from_i128(x);
+        if max < 2f64.powi(62) {
+            // The common case: every coefficient fits an i64, and a magnitude below 2^62 is
+            // below q² for every prime of 31 bits or more, so one Barrett step reduces it
+            // (an i128 remainder per residue cost more than the NTTs).
+            let rounded: Vec<i64> = coeffs.iter().map(|c| (c * scale).round() as i64).collect();
+            for i in 0..=level {
+                let t = &self.tables[i];
+                let m = &t.m;
+                let limb = &mut data[i * n..(i + 1) * n];
+                let barrett = m.q >= 1 << 31;
+                for (o, &x) in limb.iter_mut().zip(&rounded) {
+                    let mag = x.unsigned_abs();
+                    let r = if mag < m.q {
+                        mag
+                    } else if barrett {
+                        m.reduce_u128(mag as u128)
+                    } else {
+                        mag % m.q
+                    };
+                    *o = if x < 0 { m.neg(r) } else { r };
+                }
+                t.forward(limb);
             }
-            t.forward(limb);
+        } else {
+            let rounded: Vec<i128> = coeffs.iter().map(|c| (c * scale).round() as i128).collect();
+            for i in 0..=level {
+                let t = &self.tables[i];
+                let limb = &mut data[i * n..(i + 1) * n];
+                for (o, &x) in limb.iter_mut().zip(&rounded) {
+                    *o = t.m.from_i128(x);
+                }
+                t.forward(limb);
+            }
         }
         Ok(Plaintext {
             data,
@@ -575,30 +601,57 @@ impl Encryptor {
         check_plaintext(&ctx, pt)?;
         let n = ctx.n;
         let l = pt.level;
+        let lq = l + 1;
         let idx = ctx.qp_idx(l);
         let u = sample_ternary(n, &mut self.rng);
         let u = ctx.small_to_ntt(&u, &idx);
         let mut parts = Vec::with_capacity(2);
-        for key in [&pk.b, &pk.a] {
+        let mut conv = vec![0u64; n];
+        for (part, key) in [&pk.b, &pk.a].into_iter().enumerate() {
             let e = sample_gaussian(n, &mut self.rng);
-            let mut c = ctx.small_to_ntt(&e, &idx);
-            for (k, &i) in idx.iter().enumerate() {
-                let m = ctx.modulus(i);
-                let cl = &mut c[k * n..(k + 1) * n];
-                let ul = &u[k * n..(k + 1) * n];
-                let kl = &key[i * n..(i + 1) * n];
-                for j in 0..n {
-                    cl[j] = m.add(cl[j], m.mul(ul[j], kl[j]));
+            // c = u·key + e modulo Q_l·P, divided by P with rounding. The division needs c's
+            // P limbs in coefficient form, where e is added as it is; on each q_i limb e and
+            // the rounded [c]_P enter through one NTT of (e - [c]_P): half the transforms of
+            // bringing e into the NTT domain on every limb and then dividing.
+            let mut y = vec![0u64; ctx.p.len() * n];
+            for (j, yj) in y.chunks_exact_mut(n).enumerate() {
+                let pi = ctx.p_index(j);
+                let m = ctx.modulus(pi);
+                let (ul, kl) = (
+                    &u[(lq + j) * n..(lq + j + 1) * n],
+                    &key[pi * n..(pi + 1) * n],
+                );
+                for ((o, &a), &b) in yj.iter_mut().zip(ul).zip(kl) {
+                    *o = m.mul(a, b);
                 }
             }
-            parts.push(ctx.mod_down(&c, l));
-        }
-        for i in 0..=l {
-            let m = ctx.modulus(i);
-            let c0 = &mut parts[0][i * n..(i + 1) * n];
-            for (x, &y) in c0.iter_mut().zip(&pt.data[i * n..(i + 1) * n]) {
-                *x = m.add(*x, y);
+            ctx.p_limbs_to_digits(&mut y, Some(&e));
+            let mut c = Vec::with_capacity(lq * n);
+            for i in 0..lq {
+                let t = &ctx.tables[i];
+                let m = &t.m;
+                ctx.p_digits_to_q(&y, i, &mut conv);
+                for (cv, &x) in conv.iter_mut().zip(&e) {
+                    *cv = m.sub(m.from_i64(x), *cv);
+                }
+                t.forward(&mut conv);
+                let (pinv, pinvs) = ctx.p_inv_mod_q[i];
+                let lim = i * n..(i + 1) * n;
+                let (ul, kl) = (&u[lim.clone()], &key[lim.clone()]);
+                let msg = &pt.data[lim];
+                c.extend(
+                    ul.iter()
+                        .zip(kl)
+                        .zip(&conv)
+                        .zip(msg)
+                        .map(|(((&a, &b), &d), &p)| {
+                            let v = m.mul_shoup(m.add(m.mul(a, b), d), pinv, pinvs);
+                            // The message joins c_0 after the division.
+                            if part == 0 { m.add(v, p) } else { v }
+                        }),
+                );
             }
+            parts.push(c);
         }
         Ok(Ciphertext {
             parts,

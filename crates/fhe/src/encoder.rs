@@ -64,7 +64,8 @@ impl EncoderTables {
             let gap = self.m / lenq;
             for i in (0..n).step_by(len) {
                 for j in 0..lenh {
-                    let idx = (self.rot_group[j] % lenq) * gap;
+                    // lenq is a power of two: a mask, not a division, in the inner loop.
+                    let idx = (self.rot_group[j] & (lenq - 1)) * gap;
                     let u = v[i + j];
                     let w = v[i + j + lenh] * self.roots[idx];
                     v[i + j] = u + w;
@@ -85,7 +86,7 @@ impl EncoderTables {
             let gap = self.m / lenq;
             for i in (0..n).step_by(len) {
                 for j in 0..lenh {
-                    let idx = (lenq - (self.rot_group[j] % lenq)) * gap;
+                    let idx = (lenq - (self.rot_group[j] & (lenq - 1))) * gap;
                     let u = v[i + j] + v[i + j + lenh];
                     let w = (v[i + j] - v[i + j + lenh]) * self.roots[idx];
                     v[i + j] = u;
@@ -103,7 +104,11 @@ impl EncoderTables {
 
     /// Slots (length N/2, zero-padded by the caller) → real coefficients (length N), unscaled.
     pub fn slots_to_coeffs(&self, slots: &[C64]) -> Vec<f64> {
-        let mut v = slots.to_vec();
+        self.slots_to_coeffs_owned(slots.to_vec())
+    }
+
+    /// [`slots_to_coeffs`](Self::slots_to_coeffs) transforming its argument in place.
+    pub fn slots_to_coeffs_owned(&self, mut v: Vec<C64>) -> Vec<f64> {
         self.fft_special_inv(&mut v);
         let h = self.slots;
         let mut c = vec![0.0; 2 * h];

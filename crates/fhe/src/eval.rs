@@ -15,6 +15,8 @@ use crate::ckks::{
 use crate::error::{FheError, Result};
 use crate::ntt::automorphism_ntt_index;
 use crate::params::Context;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Relative scale difference below which two scales count as equal (integer rounding of
@@ -26,6 +28,8 @@ const SCALE_TOLERANCE: f64 = 1e-9;
 pub struct Evaluator {
     ctx: Arc<Context>,
     keys: EvaluationKeys,
+    /// NTT-domain index map of each Galois key's automorphism, built once with the keys.
+    perms: BTreeMap<usize, Vec<u32>>,
 }
 
 impl Evaluator {
@@ -37,9 +41,16 @@ impl Evaluator {
         for k in keys.galois.keys.values() {
             check_params(ctx, k.params, "Galois key")?;
         }
+        let perms = keys
+            .galois
+            .keys
+            .keys()
+            .map(|&g| (g, automorphism_ntt_index(ctx.log_n, g)))
+            .collect();
         Ok(Evaluator {
             ctx: ctx.clone(),
             keys,
+            perms,
         })
     }
 
@@ -82,21 +93,31 @@ impl Evaluator {
         f: impl Fn(&crate::arith::Modulus, u64, u64) -> u64,
     ) -> Ciphertext {
         let n = self.ctx.n;
+        let lq = a.level + 1;
         let size = a.size().max(b.size());
-        let mut parts = Vec::with_capacity(size);
-        let zero = vec![0u64; (a.level + 1) * n];
-        for p in 0..size {
-            let x = a.parts.get(p).unwrap_or(&zero);
-            let y = b.parts.get(p).unwrap_or(&zero);
-            let mut out = vec![0u64; x.len()];
-            for i in 0..=a.level {
-                let m = self.ctx.modulus(i);
-                for j in i * n..(i + 1) * n {
-                    out[j] = f(m, x[j], y[j]);
+        // Written once into uninitialised capacity, limb by limb with the modulus hoisted: add
+        // is memory-bound, so no zero-fill and no zero operand buffer for a missing part.
+        let parts = (0..size)
+            .map(|p| {
+                let mut out = Vec::with_capacity(lq * n);
+                for i in 0..lq {
+                    let m = *self.ctx.modulus(i);
+                    let lim = i * n..(i + 1) * n;
+                    match (a.parts.get(p), b.parts.get(p)) {
+                        (Some(x), Some(y)) => out.extend(
+                            x[lim.clone()]
+                                .iter()
+                                .zip(&y[lim])
+                                .map(|(&u, &v)| f(&m, u, v)),
+                        ),
+                        (Some(x), None) => out.extend(x[lim].iter().map(|&u| f(&m, u, 0))),
+                        (None, Some(y)) => out.extend(y[lim].iter().map(|&v| f(&m, 0, v))),
+                        (None, None) => out.resize((i + 1) * n, 0),
+                    }
                 }
-            }
-            parts.push(out);
-        }
+                out
+            })
+            .collect();
         Ciphertext {
             parts,
             level: a.level,
@@ -337,23 +358,24 @@ impl Evaluator {
             )));
         }
         let rlk = self.keys.relin.as_ref().ok_or(FheError::MissingRelinKey)?;
-        let dec = self.ctx.decompose(&ct.parts[2], ct.level);
-        let (k0, k1) = self.ctx.key_product(&dec, &rlk.0, None);
+        let (mut k0, mut k1) = self.ctx.key_switch(&ct.parts[2], ct.level, &rlk.0);
         let n = self.ctx.n;
-        let mut out = Ciphertext {
-            parts: vec![ct.parts[0].clone(), ct.parts[1].clone()],
+        for i in 0..=ct.level {
+            let m = self.ctx.modulus(i);
+            let lim = i * n..(i + 1) * n;
+            for (o, &x) in k0[lim.clone()].iter_mut().zip(&ct.parts[0][lim.clone()]) {
+                *o = m.add(*o, x);
+            }
+            for (o, &x) in k1[lim.clone()].iter_mut().zip(&ct.parts[1][lim]) {
+                *o = m.add(*o, x);
+            }
+        }
+        Ok(Ciphertext {
+            parts: vec![k0, k1],
             level: ct.level,
             scale: ct.scale,
             params: ct.params,
-        };
-        for i in 0..=ct.level {
-            let m = self.ctx.modulus(i);
-            for j in i * n..(i + 1) * n {
-                out.parts[0][j] = m.add(out.parts[0][j], k0[j]);
-                out.parts[1][j] = m.add(out.parts[1][j], k1[j]);
-            }
-        }
-        Ok(out)
+        })
     }
 
     /// a · b with relinearisation (no rescale).
@@ -395,9 +417,11 @@ impl Evaluator {
                 let m = &t.m;
                 let ql_mod = ql % m.q;
                 // Centred representative of the last limb, reduced mod q_i: rounding division.
-                if ql < m.q {
+                if ql < 2 * m.q {
+                    // Both v ≤ q_l/2 and v - q_l + q_i lie in [0, q_i): a select, no reduction.
+                    let off = m.q.wrapping_sub(ql);
                     for (rv, &v) in r.iter_mut().zip(&last) {
-                        *rv = if v > half { v + m.q - ql } else { v };
+                        *rv = crate::keyswitch::centred_lift(v, half, off);
                     }
                 } else {
                     for (rv, &v) in r.iter_mut().zip(&last) {
@@ -478,6 +502,26 @@ impl Evaluator {
             })
     }
 
+    /// The NTT-domain index map of automorphism g (cached for every Galois key held).
+    fn perm(&self, g: usize) -> Cow<'_, [u32]> {
+        match self.perms.get(&g) {
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(automorphism_ntt_index(self.ctx.log_n, g)),
+        }
+    }
+
+    /// k0 += σ_g(c0) limb by limb, reading c0 through the index map.
+    fn add_permuted(&self, k0: &mut [u64], c0: &[u64], level: usize, perm: &[u32]) {
+        let n = self.ctx.n;
+        for i in 0..=level {
+            let m = self.ctx.modulus(i);
+            let src = &c0[i * n..(i + 1) * n];
+            for (o, &pj) in k0[i * n..(i + 1) * n].iter_mut().zip(perm) {
+                *o = m.add(*o, src[pj as usize]);
+            }
+        }
+    }
+
     /// Applies the automorphism g using a shared decomposition of c_1.
     fn apply_galois(
         &self,
@@ -486,19 +530,33 @@ impl Evaluator {
         g: usize,
         key: &SwitchingKey,
     ) -> Ciphertext {
-        let n = self.ctx.n;
-        let perm = automorphism_ntt_index(self.ctx.log_n, g);
-        let (k0, k1) = self.ctx.key_product(dec, key, Some(&perm));
-        let mut c0 = k0;
-        for i in 0..=ct.level {
-            let m = self.ctx.modulus(i);
-            let src = &ct.parts[0][i * n..(i + 1) * n];
-            for (j, o) in c0[i * n..(i + 1) * n].iter_mut().enumerate() {
-                *o = m.add(*o, src[perm[j] as usize]);
-            }
-        }
+        let perm = self.perm(g);
+        let (mut k0, k1) = self.ctx.key_product(dec, key, Some(&perm));
+        self.add_permuted(&mut k0, &ct.parts[0], ct.level, &perm);
         Ciphertext {
-            parts: vec![c0, k1],
+            parts: vec![k0, k1],
+            level: ct.level,
+            scale: ct.scale,
+            params: ct.params,
+        }
+    }
+
+    /// Applies the automorphism g to one ciphertext: σ_g commutes with the basis extension
+    /// (a signed coefficient permutation of a centred lift), so c_1 is permuted first and
+    /// switched by the fused path, with no decomposition kept.
+    fn switch_galois(&self, ct: &Ciphertext, g: usize, key: &SwitchingKey) -> Ciphertext {
+        let n = self.ctx.n;
+        let perm = self.perm(g);
+        let lq = ct.level + 1;
+        let mut c1 = Vec::with_capacity(lq * n);
+        for i in 0..lq {
+            let src = &ct.parts[1][i * n..(i + 1) * n];
+            c1.extend(perm.iter().map(|&pj| src[pj as usize]));
+        }
+        let (mut k0, k1) = self.ctx.key_switch(&c1, ct.level, key);
+        self.add_permuted(&mut k0, &ct.parts[0], ct.level, &perm);
+        Ciphertext {
+            parts: vec![k0, k1],
             level: ct.level,
             scale: ct.scale,
             params: ct.params,
@@ -517,9 +575,20 @@ impl Evaluator {
 
     /// Left rotation of the slots by `step` (negative = right).
     pub fn rotate(&self, ct: &Ciphertext, step: i64) -> Result<Ciphertext> {
-        let mut v = self.rotate_hoisted(ct, &[step])?;
-        v.pop()
-            .ok_or_else(|| FheError::InvalidInput("no rotation produced".into()))
+        self.check_ct(ct)?;
+        Self::need_size2(ct, "rotate")?;
+        let g = galois_element(&self.ctx, step);
+        if g == 1 {
+            return Ok(ct.clone());
+        }
+        let slots = self.ctx.slots() as i64;
+        let key = self.galois_key(g, || {
+            format!(
+                "rotation by {step} (≡ {} mod {slots})",
+                step.rem_euclid(slots)
+            )
+        })?;
+        Ok(self.switch_galois(ct, g, key))
     }
 
     /// Several rotations of one ciphertext sharing one decomposition of c_1 (hoisting).
@@ -560,7 +629,6 @@ impl Evaluator {
         Self::need_size2(ct, "conjugate")?;
         let g = conjugation_element(&self.ctx);
         let key = self.galois_key(g, || "conjugation".into())?;
-        let dec = self.ctx.decompose(&ct.parts[1], ct.level);
-        Ok(self.apply_galois(ct, &dec, g, key))
+        Ok(self.switch_galois(ct, g, key))
     }
 }

@@ -2,9 +2,15 @@
 //! dnum digits of α primes, each digit is extended to Q_l·P by fast basis conversion
 //! ("mod up"), multiplied by the key, and the sum is divided by P ("mod down").
 //!
-//! The decomposition is kept separate from the key product so that many rotations of one
-//! ciphertext can share it (hoisting): in the NTT domain an automorphism is a permutation, so
-//! the rotated decomposition is read through an index map rather than recomputed.
+//! Two shapes of the same computation:
+//! - [`Context::key_switch`] (one switch: relinearisation, one rotation, conjugation) fuses
+//!   mod up with the key product target limb by target limb, as SEAL does: each extended digit
+//!   limb is produced, transformed and consumed while it is still in cache, so the
+//!   (dnum × limbs) decomposition is never written to memory;
+//! - [`Context::decompose`] + [`Context::key_product`] keep the decomposition so that many
+//!   rotations of one ciphertext can share it (hoisting): in the NTT domain an automorphism is
+//!   a permutation, so the rotated decomposition is read through an index map rather than
+//!   recomputed.
 
 use crate::ckks::SwitchingKey;
 use crate::params::Context;
@@ -16,122 +22,259 @@ pub struct Decomposition {
     pub(crate) exts: Vec<Vec<u64>>,
 }
 
+/// acc (+)= e·b and acc1 (+)= e·a over one limb, in u128 without reduction: at most
+/// dnum ≤ 64 products below 2^120 are summed, below 2^128.
+#[inline(always)]
+fn mac_limb(first: bool, w0: &mut [u128], w1: &mut [u128], e: &[u64], kb: &[u64], ka: &[u64]) {
+    let it = w0
+        .iter_mut()
+        .zip(w1.iter_mut())
+        .zip(e.iter().zip(kb.iter().zip(ka)));
+    if first {
+        for ((o0, o1), (&ej, (&bj, &aj))) in it {
+            *o0 = ej as u128 * bj as u128;
+            *o1 = ej as u128 * aj as u128;
+        }
+    } else {
+        for ((o0, o1), (&ej, (&bj, &aj))) in it {
+            *o0 += ej as u128 * bj as u128;
+            *o1 += ej as u128 * aj as u128;
+        }
+    }
+}
+
+/// v if v ≤ half, else v + off (wrapping): the centred lift of a residue v < 2^63 to a
+/// nearby prime. Branch-free on purpose: the comparison is a coin flip per coefficient, and
+/// the compiler's branch mispredicted on every other one (it cost more than the NTTs beside it).
+#[inline(always)]
+pub(crate) fn centred_lift(v: u64, half: u64, off: u64) -> u64 {
+    let mask = ((half.wrapping_sub(v) as i64) >> 63) as u64;
+    v.wrapping_add(off & mask)
+}
+
 impl Context {
-    /// (x - [x]_P) / P: Q_l·P (NTT, limbs q_0..q_l then p_0..p_{α-1}) → Q_l (NTT).
-    pub(crate) fn mod_down(&self, x: &[u64], level: usize) -> Vec<u64> {
+    /// (x - [x]_P) / P in place: x holds Q_l·P (NTT, limbs q_0..q_l then p_0..p_{α-1}) and
+    /// is left holding Q_l (NTT), truncated.
+    pub(crate) fn mod_down_in_place(&self, x: &mut Vec<u64>, level: usize) {
         let n = self.n;
         let alpha = self.p.len();
         let lq = level + 1;
-        let mut y = x[lq * n..(lq + alpha) * n].to_vec();
-        for j in 0..alpha {
+        debug_assert_eq!(x.len(), (lq + alpha) * n);
+        let (xq, y) = x.split_at_mut(lq * n);
+        self.p_limbs_to_digits(y, None);
+        let mut conv = vec![0u64; n];
+        for i in 0..lq {
+            let t = &self.tables[i];
+            let m = &t.m;
+            self.p_digits_to_q(y, i, &mut conv);
+            t.forward(&mut conv);
+            let (pinv, pinvs) = self.p_inv_mod_q[i];
+            for (o, &c) in xq[i * n..(i + 1) * n].iter_mut().zip(&conv) {
+                *o = m.mul_shoup(m.sub(*o, c), pinv, pinvs);
+            }
+        }
+        x.truncate(lq * n);
+    }
+
+    /// First half of the division by P: the P limbs `y` (NTT) become, in coefficient form,
+    /// ([y + e + (P-1)/2]_{p_j} · (P/p_j)^-1) mod p_j, ready for [`p_digits_to_q`]. `e`, a
+    /// small coefficient-form term added before the rounding, serves public-key encryption.
+    pub(crate) fn p_limbs_to_digits(&self, y: &mut [u64], e: Option<&[i64]>) {
+        let n = self.n;
+        for j in 0..self.p.len() {
             let t = &self.tables[self.p_index(j)];
+            let m = &t.m;
             let yl = &mut y[j * n..(j + 1) * n];
             t.inverse(yl);
+            if let Some(e) = e {
+                for (v, &x) in yl.iter_mut().zip(e) {
+                    *v = m.add(*v, m.from_i64(x));
+                }
+            }
             // Rounding rather than flooring: divide x + (P-1)/2, which removes a 1/2 bias per
             // coefficient that the canonical embedding would amplify by up to N/π.
             let half = self.half_p_mod[self.p_index(j)];
             let (h, hs) = self.p_hat_inv[j];
             for v in yl.iter_mut() {
-                *v = t.m.mul_shoup(t.m.add(*v, half), h, hs);
+                *v = m.mul_shoup(m.add(*v, half), h, hs);
             }
         }
-        let mut out = x[..lq * n].to_vec();
-        let mut conv = vec![0u64; n];
-        for i in 0..lq {
-            let t = &self.tables[i];
-            let m = &t.m;
-            conv.fill(0);
-            for j in 0..alpha {
-                let h = self.p_hat_mod_q[i][j];
-                let hs = m.shoup(h);
-                for (c, &v) in conv.iter_mut().zip(&y[j * n..(j + 1) * n]) {
+    }
+
+    /// Second half: the fast basis conversion of the P digits to q_i, minus (P-1)/2, in
+    /// coefficient form (the rounded [x]_P that the caller subtracts before multiplying by
+    /// P^-1).
+    pub(crate) fn p_digits_to_q(&self, y: &[u64], i: usize, conv: &mut [u64]) {
+        let n = self.n;
+        let m = self.modulus(i);
+        let half = self.half_p_mod[i];
+        for j in 0..self.p.len() {
+            let h = self.p_hat_mod_q[i][j];
+            let hs = m.shoup(h);
+            let yj = &y[j * n..(j + 1) * n];
+            if j == 0 {
+                // The first term also takes the rounding offset off.
+                for (c, &v) in conv.iter_mut().zip(yj) {
+                    *c = m.sub(m.mul_shoup(v, h, hs), half);
+                }
+            } else {
+                for (c, &v) in conv.iter_mut().zip(yj) {
                     *c = m.add(*c, m.mul_shoup(v, h, hs));
                 }
             }
-            let half = self.half_p_mod[i];
-            for c in conv.iter_mut() {
-                *c = m.sub(*c, half);
-            }
-            t.forward(&mut conv);
-            let (pinv, pinvs) = self.p_inv_mod_q[i];
-            for (o, &c) in out[i * n..(i + 1) * n].iter_mut().zip(&conv) {
-                *o = m.mul_shoup(m.sub(*o, c), pinv, pinvs);
-            }
         }
-        out
     }
 
-    /// Splits `c` (NTT, modulo Q_l) into digits and extends each to Q_l·P.
-    pub(crate) fn decompose(&self, c: &[u64], level: usize) -> Decomposition {
+    /// The coefficient form of `c` (NTT, modulo Q_l) with each limb of a multi-prime digit
+    /// multiplied by (D/q_k)^-1 mod q_k (D: the digit's modulus), ready for basis extension.
+    fn digit_coeffs(&self, c: &[u64], level: usize) -> Vec<u64> {
         let n = self.n;
-        let alpha = self.p.len();
         let lq = level + 1;
-        let mut coeff = c[..lq * n].to_vec();
+        let mut y = c[..lq * n].to_vec();
         for i in 0..lq {
-            self.tables[i].inverse(&mut coeff[i * n..(i + 1) * n]);
+            self.tables[i].inverse(&mut y[i * n..(i + 1) * n]);
         }
-        let targets = self.qp_idx(level);
-        let mut exts = Vec::new();
         for (st, en) in self.digits(level) {
-            // y_k = [x_k · (D/q_k)^-1]_{q_k} for the digit's primes (D = their product).
-            let mut y = coeff[st * n..en * n].to_vec();
             // With one prime per digit (α = 1) the CRT factor is 1: nothing to scale.
-            for k in (st..en).filter(|_| en - st > 1) {
+            if en - st < 2 {
+                continue;
+            }
+            for k in st..en {
                 let m = self.modulus(k);
                 let hat = (st..en)
                     .filter(|&o| o != k)
                     .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
                 let inv = m.inv(hat);
                 let invs = m.shoup(inv);
-                for v in y[(k - st) * n..(k - st + 1) * n].iter_mut() {
+                for v in y[k * n..(k + 1) * n].iter_mut() {
                     *v = m.mul_shoup(*v, inv, invs);
                 }
             }
-            let mut ext = vec![0u64; (lq + alpha) * n];
+        }
+        y
+    }
+
+    /// Basis extension of digit [st, en) of `y` (from [`digit_coeffs`](Self::digit_coeffs))
+    /// to table prime `t` (outside the digit), in coefficient form, into `dst`.
+    fn lift_digit(&self, y: &[u64], st: usize, en: usize, t: usize, dst: &mut [u64]) {
+        let n = self.n;
+        let m = self.modulus(t);
+        if en - st == 1 {
+            let qk = self.q[st];
+            let half = qk >> 1;
+            let yk = &y[st * n..(st + 1) * n];
+            if qk < 2 * m.q {
+                // Centred lift: y_k > q_k/2 stands for y_k - q_k (an uncentred lift has mean
+                // q_k/2 per coefficient, a bias the canonical embedding amplifies by up to
+                // N/π). With q_k < 2·q_t both y_k ≤ q_k/2 and y_k - q_k + q_t lie in [0, q_t),
+                // so the lift is one select, with no reduction.
+                let off = m.q.wrapping_sub(qk);
+                for (d, &v) in dst.iter_mut().zip(yk) {
+                    *d = centred_lift(v, half, off);
+                }
+            } else {
+                let one_s = m.shoup(1);
+                let corr = qk % m.q;
+                for (d, &v) in dst.iter_mut().zip(yk) {
+                    let r = m.mul_shoup(v, 1, one_s);
+                    *d = if v > half { m.sub(r, corr) } else { r };
+                }
+            }
+            return;
+        }
+        for k in st..en {
+            let hat = (st..en)
+                .filter(|&o| o != k)
+                .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
+            let hs = m.shoup(hat);
+            let qk = self.q[k];
+            let half = qk >> 1;
+            let corr = m.mul(qk % m.q, hat);
+            let yk = &y[k * n..(k + 1) * n];
+            let first = k == st;
+            for (d, &v) in dst.iter_mut().zip(yk) {
+                let mut term = m.mul_shoup(v, hat, hs);
+                if v > half {
+                    term = m.sub(term, corr);
+                }
+                *d = if first { term } else { m.add(*d, term) };
+            }
+        }
+    }
+
+    /// Splits `c` (NTT, modulo Q_l) into digits and extends each to Q_l·P.
+    pub(crate) fn decompose(&self, c: &[u64], level: usize) -> Decomposition {
+        let n = self.n;
+        let y = self.digit_coeffs(c, level);
+        let targets = self.qp_idx(level);
+        let mut exts = Vec::new();
+        for (st, en) in self.digits(level) {
+            let mut ext = vec![0u64; targets.len() * n];
             for (ti, &t) in targets.iter().enumerate() {
                 let dst = &mut ext[ti * n..(ti + 1) * n];
                 if (st..en).contains(&t) {
                     dst.copy_from_slice(&c[t * n..(t + 1) * n]);
-                    continue;
+                } else {
+                    self.lift_digit(&y, st, en, t, dst);
+                    self.tables[t].forward(dst);
                 }
-                let tab = &self.tables[t];
-                let m = &tab.m;
-                if en - st == 1 && self.q[st] < m.q {
-                    // α = 1, smaller source prime: the centred value needs no reduction.
-                    let qk = self.q[st];
-                    let half = qk >> 1;
-                    let off = m.q - qk;
-                    for (d, &v) in dst.iter_mut().zip(&y) {
-                        *d = if v > half { v + off } else { v };
-                    }
-                    tab.forward(dst);
-                    continue;
-                }
-                // Centred lift: y_k > q_k/2 stands for y_k - q_k. An uncentred lift has mean
-                // q_k/2 per coefficient, a bias the canonical embedding amplifies by up to N/π.
-                for k in st..en {
-                    let hat = (st..en)
-                        .filter(|&o| o != k)
-                        .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
-                    let hs = m.shoup(hat);
-                    let qk = self.q[k];
-                    let half = qk >> 1;
-                    let corr = m.mul(qk % m.q, hat);
-                    let yk = &y[(k - st) * n..(k - st + 1) * n];
-                    let first = k == st;
-                    for (d, &v) in dst.iter_mut().zip(yk) {
-                        let mut term = m.mul_shoup(v, hat, hs);
-                        if v > half {
-                            term = m.sub(term, corr);
-                        }
-                        *d = if first { term } else { m.add(*d, term) };
-                    }
-                }
-                tab.forward(dst);
             }
             exts.push(ext);
         }
         Decomposition { level, exts }
+    }
+
+    /// One key switch of `c` (NTT, modulo Q_l): returns (d_0, d_1) modulo Q_l with
+    /// d_0 + d_1·s ≈ c·s'. Mod up and key product fused per target limb (see the module page).
+    pub(crate) fn key_switch(
+        &self,
+        c: &[u64],
+        level: usize,
+        key: &SwitchingKey,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let n = self.n;
+        let y = self.digit_coeffs(c, level);
+        let targets = self.qp_idx(level);
+        let digits = self.digits(level);
+        let len = targets.len() * n;
+        let mut acc0 = vec![0u64; len];
+        let mut acc1 = vec![0u64; len];
+        let mut w0 = vec![0u128; n];
+        let mut w1 = vec![0u128; n];
+        let mut tmp = vec![0u64; n];
+        for (ti, &t) in targets.iter().enumerate() {
+            for (d, &(st, en)) in digits.iter().enumerate() {
+                let (b, a) = &key.digits[d];
+                let e: &[u64] = if (st..en).contains(&t) {
+                    &c[t * n..(t + 1) * n]
+                } else {
+                    self.lift_digit(&y, st, en, t, &mut tmp);
+                    self.tables[t].forward(&mut tmp);
+                    &tmp
+                };
+                mac_limb(
+                    d == 0,
+                    &mut w0,
+                    &mut w1,
+                    e,
+                    &b[t * n..(t + 1) * n],
+                    &a[t * n..(t + 1) * n],
+                );
+            }
+            let m = self.modulus(t);
+            let lim = ti * n..(ti + 1) * n;
+            for ((o0, o1), (&x0, &x1)) in acc0[lim.clone()]
+                .iter_mut()
+                .zip(acc1[lim].iter_mut())
+                .zip(w0.iter().zip(&w1))
+            {
+                *o0 = m.reduce_wide(x0);
+                *o1 = m.reduce_wide(x1);
+            }
+        }
+        self.mod_down_in_place(&mut acc0, level);
+        self.mod_down_in_place(&mut acc1, level);
+        (acc0, acc1)
     }
 
     /// Σ_d ext_d ⊙ key_d over Q_l·P, optionally reading ext through an automorphism index map,
@@ -146,32 +289,28 @@ impl Context {
         let level = dec.level;
         let targets = self.qp_idx(level);
         let len = targets.len() * n;
-        // Lazy accumulation: at most dnum ≤ 64 products below 4q·q < 2^122 per word, below
-        // 2^128, reduced once at the end. Limb-outer order keeps the accumulators in cache.
+        // Limb-outer order keeps the u128 accumulators in cache.
         let mut acc0 = vec![0u64; len];
         let mut acc1 = vec![0u64; len];
         let mut w0 = vec![0u128; n];
         let mut w1 = vec![0u128; n];
         for (ti, &t) in targets.iter().enumerate() {
-            w0.fill(0);
-            w1.fill(0);
             for (d, ext) in dec.exts.iter().enumerate() {
                 let (b, a) = &key.digits[d];
                 let e = &ext[ti * n..(ti + 1) * n];
                 let kb = &b[t * n..(t + 1) * n];
                 let ka = &a[t * n..(t + 1) * n];
                 match perm {
-                    None => {
-                        for ((((o0, o1), &ej), &bj), &aj) in
-                            w0.iter_mut().zip(w1.iter_mut()).zip(e).zip(kb).zip(ka)
-                        {
-                            *o0 += ej as u128 * bj as u128;
-                            *o1 += ej as u128 * aj as u128;
-                        }
-                    }
+                    None => mac_limb(d == 0, &mut w0, &mut w1, e, kb, ka),
                     Some(p) => {
-                        for ((((o0, o1), &pj), &bj), &aj) in
-                            w0.iter_mut().zip(w1.iter_mut()).zip(p).zip(kb).zip(ka)
+                        if d == 0 {
+                            w0.fill(0);
+                            w1.fill(0);
+                        }
+                        for ((o0, o1), (&pj, (&bj, &aj))) in w0
+                            .iter_mut()
+                            .zip(w1.iter_mut())
+                            .zip(p.iter().zip(kb.iter().zip(ka)))
                         {
                             let ej = e[pj as usize] as u128;
                             *o0 += ej * bj as u128;
@@ -181,16 +320,19 @@ impl Context {
                 }
             }
             let m = self.modulus(t);
-            for ((o, &x), (o1, &y)) in acc0[ti * n..(ti + 1) * n]
+            let lim = ti * n..(ti + 1) * n;
+            for ((o0, o1), (&x0, &x1)) in acc0[lim.clone()]
                 .iter_mut()
-                .zip(&w0)
-                .zip(acc1[ti * n..(ti + 1) * n].iter_mut().zip(&w1))
+                .zip(acc1[lim].iter_mut())
+                .zip(w0.iter().zip(&w1))
             {
-                *o = m.reduce_wide(x);
-                *o1 = m.reduce_wide(y);
+                *o0 = m.reduce_wide(x0);
+                *o1 = m.reduce_wide(x1);
             }
         }
-        (self.mod_down(&acc0, level), self.mod_down(&acc1, level))
+        self.mod_down_in_place(&mut acc0, level);
+        self.mod_down_in_place(&mut acc1, level);
+        (acc0, acc1)
     }
 }
 
@@ -229,10 +371,20 @@ mod speed {
             "key_product+mod_down {:.2} ms",
             t.elapsed().as_secs_f64() * 1e3 / reps as f64
         );
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(ctx.key_switch(&c, l, &rlk.0));
+        }
+        println!(
+            "key_switch (fused) {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
         let x: Vec<u64> = (0..(l + 2) * n).map(|i| (i as u64 * 31) % 1000).collect();
         let t = Instant::now();
         for _ in 0..reps {
-            std::hint::black_box(ctx.mod_down(&x, l));
+            let mut y = x.clone();
+            ctx.mod_down_in_place(&mut y, l);
+            std::hint::black_box(y);
         }
         println!(
             "mod_down {:.2} ms",
