@@ -145,6 +145,10 @@ impl Predictor {
         let dev = ferrolab_core::backend::device();
         let weights = dir.join("model.safetensors");
         let enc = meta.encoder();
+        // Building the model draws initial weights (overwritten by the load) from burn's
+        // process-wide generator; holding the experiment lock keeps a training run in another
+        // thread of this process reproducible.
+        let _rng = ferrolab_core::backend::exclusive_rng();
         let model = match meta.kind {
             ModelKind::KimCnn => Loaded::Kim(Box::new(load_checkpoint(
                 KimCnn::new(&enc, meta.classes, meta.dropout, &dev),
