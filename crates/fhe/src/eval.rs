@@ -385,7 +385,25 @@ impl Evaluator {
 
     /// a · b, relinearised and rescaled.
     pub fn mul_relin_rescale(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        self.rescale(&self.mul(a, b)?)
+        let t = self.mul_no_relin(a, b)?;
+        if t.level == 0 || self.ctx.p.len() != 1 {
+            return self.rescale(&self.relinearize(&t)?);
+        }
+        let rlk = self.keys.relin.as_ref().ok_or(FheError::MissingRelinKey)?;
+        let l = t.level;
+        // The relinearisation's division by P and the rescale's by q_l as one rounded
+        // division by P·q_l (see `Context::mod_down_rescale`).
+        let (x0, x1) = self.ctx.key_switch_raw(&t.parts[2], l, &rlk.0);
+        let parts = vec![
+            self.ctx.mod_down_rescale(x0, &t.parts[0], l),
+            self.ctx.mod_down_rescale(x1, &t.parts[1], l),
+        ];
+        Ok(Ciphertext {
+            parts,
+            level: l - 1,
+            scale: t.scale / self.ctx.q[l] as f64,
+            params: t.params,
+        })
     }
 
     /// a², relinearised and rescaled.

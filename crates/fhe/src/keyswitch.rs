@@ -125,6 +125,69 @@ impl Context {
         }
     }
 
+    /// round((P·d + x) / (P·q_l)) modulo Q_{l-1} (NTT) for x modulo Q_l·P and d modulo Q_l
+    /// (both NTT): a relinearisation's mod down and the following rescale as one exact
+    /// rounded division by P·q_l, for one special prime (α = 1). The residue of x + ⌊P·q_l/2⌋
+    /// modulo P·q_l is rebuilt exactly from its two limbs (Garner), so the two limbs are
+    /// transformed back once and each remaining limb forward once: 2 + l transforms where
+    /// mod down then rescale take 2 + 2l + 1, and one rounding instead of two.
+    pub(crate) fn mod_down_rescale(&self, mut x: Vec<u64>, d: &[u64], level: usize) -> Vec<u64> {
+        let n = self.n;
+        let l = level;
+        debug_assert!(l >= 1 && self.p.len() == 1);
+        debug_assert_eq!(x.len(), (l + 2) * n);
+        let (tq, tp) = (&self.tables[l], &self.tables[self.p_index(0)]);
+        let (mq, mp) = (tq.m, tp.m);
+        let (p, ql) = (self.p[0], self.q[l]);
+        let h = (p as u128 * ql as u128) / 2;
+        let (head, xp) = x.split_at_mut((l + 1) * n);
+        let (xq_rest, xq) = head.split_at_mut(l * n);
+        // The q_l limb of P·d + x, then both limbs to coefficients.
+        let (pl, pls) = (p % mq.q, mq.shoup(p % mq.q));
+        for (v, &dv) in xq.iter_mut().zip(&d[l * n..(l + 1) * n]) {
+            *v = mq.add(*v, mq.mul_shoup(dv, pl, pls));
+        }
+        tq.inverse(xq);
+        tp.inverse(xp);
+        // Garner: v = a + p·t with a = [x + h]_p, t = ([x + h]_{q_l} - a)·p^-1 mod q_l, so
+        // v = [x + h]_{P·q_l} in [0, P·q_l). xp keeps a, xq keeps t.
+        let (hp, hq) = ((h % p as u128) as u64, (h % ql as u128) as u64);
+        let pinv = mq.inv(p % ql);
+        let (pinv, pinvs) = (pinv, mq.shoup(pinv));
+        let one_q = mq.shoup(1);
+        for (a, t) in xp.iter_mut().zip(xq.iter_mut()) {
+            let av = mp.add(*a, hp);
+            let bv = mq.add(*t, hq);
+            *t = mq.mul_shoup(mq.sub(bv, mq.mul_shoup(av, 1, one_q)), pinv, pinvs);
+            *a = av;
+        }
+        let mut conv = vec![0u64; n];
+        let mut out = Vec::with_capacity(l * n);
+        for i in 0..l {
+            let t = &self.tables[i];
+            let m = &t.m;
+            let one = m.shoup(1);
+            let (pm, pms) = (p % m.q, m.shoup(p % m.q));
+            let hm = (h % m.q as u128) as u64;
+            // (v - h) mod q_i in coefficient form.
+            for ((c, &a), &tv) in conv.iter_mut().zip(xp.iter()).zip(xq.iter()) {
+                let v = m.add(m.mul_shoup(a, 1, one), m.mul_shoup(tv, pm, pms));
+                *c = m.sub(v, hm);
+            }
+            t.forward(&mut conv);
+            let inv = m.inv(m.mul(pm, ql % m.q));
+            let invs = m.shoup(inv);
+            let lim = i * n..(i + 1) * n;
+            out.extend(xq_rest[lim.clone()].iter().zip(&d[lim]).zip(&conv).map(
+                |((&xv, &dv), &c)| {
+                    let v = m.add(xv, m.mul_shoup(dv, pm, pms));
+                    m.mul_shoup(m.sub(v, c), inv, invs)
+                },
+            ));
+        }
+        out
+    }
+
     /// The coefficient form of `c` (NTT, modulo Q_l) with each limb of a multi-prime digit
     /// multiplied by (D/q_k)^-1 mod q_k (D: the digit's modulus), ready for basis extension.
     fn digit_coeffs(&self, c: &[u64], level: usize) -> Vec<u64> {
@@ -232,6 +295,20 @@ impl Context {
         level: usize,
         key: &SwitchingKey,
     ) -> (Vec<u64>, Vec<u64>) {
+        let (mut acc0, mut acc1) = self.key_switch_raw(c, level, key);
+        self.mod_down_in_place(&mut acc0, level);
+        self.mod_down_in_place(&mut acc1, level);
+        (acc0, acc1)
+    }
+
+    /// [`key_switch`](Self::key_switch) before the division by P: (P·d_0, P·d_1) modulo
+    /// Q_l·P (NTT), for callers that fold the division into a rescale.
+    pub(crate) fn key_switch_raw(
+        &self,
+        c: &[u64],
+        level: usize,
+        key: &SwitchingKey,
+    ) -> (Vec<u64>, Vec<u64>) {
         let n = self.n;
         let y = self.digit_coeffs(c, level);
         let targets = self.qp_idx(level);
@@ -272,8 +349,6 @@ impl Context {
                 *o1 = m.reduce_wide(x1);
             }
         }
-        self.mod_down_in_place(&mut acc0, level);
-        self.mod_down_in_place(&mut acc1, level);
         (acc0, acc1)
     }
 

@@ -93,6 +93,31 @@ fn multiplication_relinearisation_rescale_at_every_level() {
 }
 
 #[test]
+fn fused_mul_relin_rescale_matches_relinearise_then_rescale() {
+    // One special prime takes the fused division by P·q_l; two take the two-step path.
+    for p_bits in [vec![60], vec![50, 50]] {
+        let mut spec = ParamSpec::insecure_test(LOG_N, LEVELS);
+        spec.p_bits = p_bits.clone();
+        let mut s = setup(spec, &[], 5);
+        let slots = s.ctx.slots();
+        for level in 1..=LEVELS {
+            let x = random_complex(slots, 50 + level as u64);
+            let y = random_complex(slots, 60 + level as u64);
+            let (cx, cy) = (s.encrypt(&x, level), s.encrypt(&y, level));
+            let prod: Vec<C64> = x.iter().zip(&y).map(|(a, b)| *a * *b).collect();
+            let fused = s.ev.mul_relin_rescale(&cx, &cy).unwrap();
+            let two = s.ev.rescale(&s.ev.mul(&cx, &cy).unwrap()).unwrap();
+            assert_eq!((fused.level, fused.size()), (two.level, two.size()));
+            assert_eq!(fused.scale, two.scale);
+            let (df, dt) = (s.decrypt(&fused), s.decrypt(&two));
+            // Both round P·d + x to within one unit per coefficient of each other.
+            assert!(max_err(&df, &dt) < 1e-7, "{p_bits:?} level {level}");
+            assert!(max_err(&df, &prod) < 1e-6, "{p_bits:?} level {level}");
+        }
+    }
+}
+
+#[test]
 fn depth_chain_and_adjust_keep_scales_on_the_ladder() {
     let mut s = setup(ParamSpec::insecure_test(LOG_N, LEVELS), &[], 4);
     let slots = s.ctx.slots();
