@@ -5,7 +5,7 @@
 
 use crate::ckks::{Decryptor, Encryptor, KeyGenerator};
 use crate::complex::C64;
-use crate::error::Result;
+use crate::error::{FheError, Result};
 use crate::eval::Evaluator;
 use crate::params::{Context, ParamSpec};
 use crate::polyeval::{Chebyshev, relu_approx};
@@ -62,9 +62,24 @@ pub fn precision_bits(got: &[C64], want: &[C64]) -> (f64, f64) {
     (-max.log2(), -mean.log2())
 }
 
-/// Runs every benchmark for `spec` with `reps` repetitions per timed operation.
+/// Runs every benchmark for `spec` with `reps` repetitions per timed operation, on one thread.
 /// Keys and randomness are seeded (reproducible, NOT secure): this is a measurement.
 pub fn run(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
+    run_threads(spec, reps, seed, 1)
+}
+
+/// [`run`] on a private pool of `threads` threads (the RNS limbs of each operation spread
+/// over them). Everything runs inside the pool, so with one thread the limb loops execute
+/// inline on that thread, with no hand-off to another.
+pub fn run_threads(spec: ParamSpec, reps: usize, seed: u64, threads: usize) -> Result<BenchResult> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| FheError::InvalidInput(format!("cannot start {threads} threads: {e}")))?;
+    pool.install(|| run_inline(spec, reps, seed))
+}
+
+fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
     let ctx = Context::new(spec)?;
     let slots = ctx.slots();
     let top = ctx.max_level();
@@ -224,7 +239,7 @@ pub fn run(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
 
 #[cfg(test)]
 mod speed {
-    /// The N = 2^14 figures of `ferrolab ckks bench` without building the CLI:
+    /// The figures of `ferrolab ckks bench` without building the CLI (N = 2^14 unless FHE_LOGN):
     /// `FHE_REPS=9 cargo test --release -p ferrolab-fhe --lib op_speed -- --ignored --nocapture`.
     #[test]
     #[ignore = "timing, run by hand"]
@@ -233,7 +248,16 @@ mod speed {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(5);
-        let r = super::run(crate::params::ParamSpec::n14(), reps, 1).unwrap();
+        let log_n = std::env::var("FHE_LOGN")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(14);
+        let spec = crate::params::ParamSpec::standard(log_n).unwrap();
+        let threads = std::env::var("FHE_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let r = super::run_threads(spec, reps, 1, threads).unwrap();
         for f in &r.ops {
             println!(
                 "{:<20} {:>9.3} ms  {:>6.2} bits",

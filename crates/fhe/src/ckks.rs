@@ -15,6 +15,7 @@ use crate::ntt::automorphism_ntt_index;
 use crate::params::{Context, SIGMA};
 use rand::rngs::{StdRng, SysRng};
 use rand::{Rng, RngExt, SeedableRng};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -305,10 +306,9 @@ impl Context {
             // below q² for every prime of 31 bits or more, so one Barrett step reduces it
             // (an i128 remainder per residue cost more than the NTTs).
             let rounded: Vec<i64> = coeffs.iter().map(|c| (c * scale).round() as i64).collect();
-            for i in 0..=level {
+            data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
                 let t = &self.tables[i];
                 let m = &t.m;
-                let limb = &mut data[i * n..(i + 1) * n];
                 let barrett = m.q >= 1 << 31;
                 for (o, &x) in limb.iter_mut().zip(&rounded) {
                     let mag = x.unsigned_abs();
@@ -322,7 +322,7 @@ impl Context {
                     *o = if x < 0 { m.neg(r) } else { r };
                 }
                 t.forward(limb);
-            }
+            });
         } else {
             let rounded: Vec<i128> = coeffs.iter().map(|c| (c * scale).round() as i128).collect();
             for i in 0..=level {

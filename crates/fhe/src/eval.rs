@@ -15,6 +15,7 @@ use crate::ckks::{
 use crate::error::{FheError, Result};
 use crate::ntt::automorphism_ntt_index;
 use crate::params::Context;
+use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -328,15 +329,22 @@ impl Evaluator {
         let n = self.ctx.n;
         let len = (a.level + 1) * n;
         let (mut d0, mut d1, mut d2) = (vec![0u64; len], vec![0u64; len], vec![0u64; len]);
-        for i in 0..=a.level {
-            let m = self.ctx.modulus(i);
-            for j in i * n..(i + 1) * n {
-                let (a0, a1, b0, b1) = (a.parts[0][j], a.parts[1][j], b.parts[0][j], b.parts[1][j]);
-                d0[j] = m.mul(a0, b0);
-                d1[j] = m.reduce_wide(a0 as u128 * b1 as u128 + a1 as u128 * b0 as u128);
-                d2[j] = m.mul(a1, b1);
-            }
-        }
+        d0.par_chunks_mut(n)
+            .zip(d1.par_chunks_mut(n))
+            .zip(d2.par_chunks_mut(n))
+            .enumerate()
+            .for_each(|(i, ((o0, o1), o2))| {
+                let m = self.ctx.modulus(i);
+                let lim = i * n..(i + 1) * n;
+                let (a0, a1) = (&a.parts[0][lim.clone()], &a.parts[1][lim.clone()]);
+                let (b0, b1) = (&b.parts[0][lim.clone()], &b.parts[1][lim]);
+                for j in 0..n {
+                    o0[j] = m.mul(a0[j], b0[j]);
+                    o1[j] = m
+                        .reduce_wide(a0[j] as u128 * b1[j] as u128 + a1[j] as u128 * b0[j] as u128);
+                    o2[j] = m.mul(a1[j], b1[j]);
+                }
+            });
         Ok(Ciphertext {
             parts: vec![d0, d1, d2],
             level: a.level,
@@ -424,35 +432,37 @@ impl Evaluator {
         let ql = self.ctx.q[l];
         let half = ql >> 1;
         let mut parts = Vec::with_capacity(ct.size());
-        let mut last = vec![0u64; n];
-        let mut r = vec![0u64; n];
         for p in &ct.parts {
-            last.copy_from_slice(&p[l * n..(l + 1) * n]);
+            let mut last = p[l * n..(l + 1) * n].to_vec();
             self.ctx.tables[l].inverse(&mut last);
+            let last = &last;
             let mut out = p[..l * n].to_vec();
-            for i in 0..l {
-                let t = &self.ctx.tables[i];
-                let m = &t.m;
-                let ql_mod = ql % m.q;
-                // Centred representative of the last limb, reduced mod q_i: rounding division.
-                if ql < 2 * m.q {
-                    // Both v ≤ q_l/2 and v - q_l + q_i lie in [0, q_i): a select, no reduction.
-                    let off = m.q.wrapping_sub(ql);
-                    for (rv, &v) in r.iter_mut().zip(&last) {
-                        *rv = crate::keyswitch::centred_lift(v, half, off);
+            out.par_chunks_mut(n).enumerate().for_each_init(
+                || vec![0u64; n],
+                |r, (i, ol)| {
+                    let t = &self.ctx.tables[i];
+                    let m = &t.m;
+                    // Centred representative of the last limb, reduced mod q_i: rounding division.
+                    if ql < 2 * m.q {
+                        // Both v ≤ q_l/2 and v - q_l + q_i lie in [0, q_i): a select, no reduction.
+                        let off = m.q.wrapping_sub(ql);
+                        for (rv, &v) in r.iter_mut().zip(last) {
+                            *rv = crate::keyswitch::centred_lift(v, half, off);
+                        }
+                    } else {
+                        let ql_mod = ql % m.q;
+                        for (rv, &v) in r.iter_mut().zip(last) {
+                            let x = m.reduce_u128(v as u128);
+                            *rv = if v > half { m.sub(x, ql_mod) } else { x };
+                        }
                     }
-                } else {
-                    for (rv, &v) in r.iter_mut().zip(&last) {
-                        let x = m.reduce_u128(v as u128);
-                        *rv = if v > half { m.sub(x, ql_mod) } else { x };
+                    t.forward(r);
+                    let (inv, invs) = self.ctx.q_inv[l][i];
+                    for (o, &rv) in ol.iter_mut().zip(r.iter()) {
+                        *o = m.mul_shoup(m.sub(*o, rv), inv, invs);
                     }
-                }
-                t.forward(&mut r);
-                let (inv, invs) = self.ctx.q_inv[l][i];
-                for (o, &rv) in out[i * n..(i + 1) * n].iter_mut().zip(&r) {
-                    *o = m.mul_shoup(m.sub(*o, rv), inv, invs);
-                }
-            }
+                },
+            );
             parts.push(out);
         }
         Ok(Ciphertext {

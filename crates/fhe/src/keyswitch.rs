@@ -12,8 +12,10 @@
 //!   a permutation, so the rotated decomposition is read through an index map rather than
 //!   recomputed.
 
+use crate::arith::Modulus;
 use crate::ckks::SwitchingKey;
 use crate::params::Context;
+use rayon::prelude::*;
 
 /// The digits of one polynomial, each extended to Q_l·P, in NTT form.
 #[derive(Debug, Clone)]
@@ -52,6 +54,15 @@ pub(crate) fn centred_lift(v: u64, half: u64, off: u64) -> u64 {
     v.wrapping_add(off & mask)
 }
 
+/// The accumulated products of one limb, reduced.
+#[inline(always)]
+fn reduce_limb(m: &Modulus, o0: &mut [u64], o1: &mut [u64], w0: &[u128], w1: &[u128]) {
+    for ((o0, o1), (&x0, &x1)) in o0.iter_mut().zip(o1.iter_mut()).zip(w0.iter().zip(w1)) {
+        *o0 = m.reduce_wide(x0);
+        *o1 = m.reduce_wide(x1);
+    }
+}
+
 impl Context {
     /// (x - [x]_P) / P in place: x holds Q_l·P (NTT, limbs q_0..q_l then p_0..p_{α-1}) and
     /// is left holding Q_l (NTT), truncated.
@@ -62,17 +73,20 @@ impl Context {
         debug_assert_eq!(x.len(), (lq + alpha) * n);
         let (xq, y) = x.split_at_mut(lq * n);
         self.p_limbs_to_digits(y, None);
-        let mut conv = vec![0u64; n];
-        for i in 0..lq {
-            let t = &self.tables[i];
-            let m = &t.m;
-            self.p_digits_to_q(y, i, &mut conv);
-            t.forward(&mut conv);
-            let (pinv, pinvs) = self.p_inv_mod_q[i];
-            for (o, &c) in xq[i * n..(i + 1) * n].iter_mut().zip(&conv) {
-                *o = m.mul_shoup(m.sub(*o, c), pinv, pinvs);
-            }
-        }
+        let y = &*y;
+        xq.par_chunks_mut(n).enumerate().for_each_init(
+            || vec![0u64; n],
+            |conv, (i, xl)| {
+                let t = &self.tables[i];
+                let m = &t.m;
+                self.p_digits_to_q(y, i, conv);
+                t.forward(conv);
+                let (pinv, pinvs) = self.p_inv_mod_q[i];
+                for (o, &c) in xl.iter_mut().zip(conv.iter()) {
+                    *o = m.mul_shoup(m.sub(*o, c), pinv, pinvs);
+                }
+            },
+        );
         x.truncate(lq * n);
     }
 
@@ -161,30 +175,34 @@ impl Context {
             *t = mq.mul_shoup(mq.sub(bv, mq.mul_shoup(av, 1, one_q)), pinv, pinvs);
             *a = av;
         }
-        let mut conv = vec![0u64; n];
-        let mut out = Vec::with_capacity(l * n);
-        for i in 0..l {
-            let t = &self.tables[i];
-            let m = &t.m;
-            let one = m.shoup(1);
-            let (pm, pms) = (p % m.q, m.shoup(p % m.q));
-            let hm = (h % m.q as u128) as u64;
-            // (v - h) mod q_i in coefficient form.
-            for ((c, &a), &tv) in conv.iter_mut().zip(xp.iter()).zip(xq.iter()) {
-                let v = m.add(m.mul_shoup(a, 1, one), m.mul_shoup(tv, pm, pms));
-                *c = m.sub(v, hm);
-            }
-            t.forward(&mut conv);
-            let inv = m.inv(m.mul(pm, ql % m.q));
-            let invs = m.shoup(inv);
-            let lim = i * n..(i + 1) * n;
-            out.extend(xq_rest[lim.clone()].iter().zip(&d[lim]).zip(&conv).map(
-                |((&xv, &dv), &c)| {
-                    let v = m.add(xv, m.mul_shoup(dv, pm, pms));
-                    m.mul_shoup(m.sub(v, c), inv, invs)
+        let (xp, xq) = (&*xp, &*xq);
+        let mut out = vec![0u64; l * n];
+        out.par_chunks_mut(n)
+            .zip(xq_rest.par_chunks(n))
+            .zip(d.par_chunks(n))
+            .enumerate()
+            .for_each_init(
+                || vec![0u64; n],
+                |conv, (i, ((ol, xl), dl))| {
+                    let t = &self.tables[i];
+                    let m = &t.m;
+                    let one = m.shoup(1);
+                    let (pm, pms) = (p % m.q, m.shoup(p % m.q));
+                    let hm = (h % m.q as u128) as u64;
+                    // (v - h) mod q_i in coefficient form.
+                    for ((c, &a), &tv) in conv.iter_mut().zip(xp).zip(xq) {
+                        let v = m.add(m.mul_shoup(a, 1, one), m.mul_shoup(tv, pm, pms));
+                        *c = m.sub(v, hm);
+                    }
+                    t.forward(conv);
+                    let inv = m.inv(m.mul(pm, ql % m.q));
+                    let invs = m.shoup(inv);
+                    for (((o, &xv), &dv), &c) in ol.iter_mut().zip(xl).zip(dl).zip(conv.iter()) {
+                        let v = m.add(xv, m.mul_shoup(dv, pm, pms));
+                        *o = m.mul_shoup(m.sub(v, c), inv, invs);
+                    }
                 },
-            ));
-        }
+            );
         out
     }
 
@@ -194,26 +212,24 @@ impl Context {
         let n = self.n;
         let lq = level + 1;
         let mut y = c[..lq * n].to_vec();
-        for i in 0..lq {
-            self.tables[i].inverse(&mut y[i * n..(i + 1) * n]);
-        }
-        for (st, en) in self.digits(level) {
+        let alpha = self.alpha;
+        y.par_chunks_mut(n).enumerate().for_each(|(k, yk)| {
+            self.tables[k].inverse(yk);
             // With one prime per digit (α = 1) the CRT factor is 1: nothing to scale.
+            let (st, en) = (k / alpha * alpha, ((k / alpha + 1) * alpha).min(lq));
             if en - st < 2 {
-                continue;
+                return;
             }
-            for k in st..en {
-                let m = self.modulus(k);
-                let hat = (st..en)
-                    .filter(|&o| o != k)
-                    .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
-                let inv = m.inv(hat);
-                let invs = m.shoup(inv);
-                for v in y[k * n..(k + 1) * n].iter_mut() {
-                    *v = m.mul_shoup(*v, inv, invs);
-                }
+            let m = self.modulus(k);
+            let hat = (st..en)
+                .filter(|&o| o != k)
+                .fold(1u64, |acc, o| m.mul(acc, self.q[o] % m.q));
+            let inv = m.inv(hat);
+            let invs = m.shoup(inv);
+            for v in yk.iter_mut() {
+                *v = m.mul_shoup(*v, inv, invs);
             }
-        }
+        });
         y
     }
 
@@ -270,20 +286,23 @@ impl Context {
         let n = self.n;
         let y = self.digit_coeffs(c, level);
         let targets = self.qp_idx(level);
-        let mut exts = Vec::new();
-        for (st, en) in self.digits(level) {
-            let mut ext = vec![0u64; targets.len() * n];
-            for (ti, &t) in targets.iter().enumerate() {
-                let dst = &mut ext[ti * n..(ti + 1) * n];
-                if (st..en).contains(&t) {
-                    dst.copy_from_slice(&c[t * n..(t + 1) * n]);
-                } else {
-                    self.lift_digit(&y, st, en, t, dst);
-                    self.tables[t].forward(dst);
+        let exts = self
+            .digits(level)
+            .into_par_iter()
+            .map(|(st, en)| {
+                let mut ext = vec![0u64; targets.len() * n];
+                for (ti, &t) in targets.iter().enumerate() {
+                    let dst = &mut ext[ti * n..(ti + 1) * n];
+                    if (st..en).contains(&t) {
+                        dst.copy_from_slice(&c[t * n..(t + 1) * n]);
+                    } else {
+                        self.lift_digit(&y, st, en, t, dst);
+                        self.tables[t].forward(dst);
+                    }
                 }
-            }
-            exts.push(ext);
-        }
+                ext
+            })
+            .collect();
         Decomposition { level, exts }
     }
 
@@ -316,39 +335,35 @@ impl Context {
         let len = targets.len() * n;
         let mut acc0 = vec![0u64; len];
         let mut acc1 = vec![0u64; len];
-        let mut w0 = vec![0u128; n];
-        let mut w1 = vec![0u128; n];
-        let mut tmp = vec![0u64; n];
-        for (ti, &t) in targets.iter().enumerate() {
-            for (d, &(st, en)) in digits.iter().enumerate() {
-                let (b, a) = &key.digits[d];
-                let e: &[u64] = if (st..en).contains(&t) {
-                    &c[t * n..(t + 1) * n]
-                } else {
-                    self.lift_digit(&y, st, en, t, &mut tmp);
-                    self.tables[t].forward(&mut tmp);
-                    &tmp
-                };
-                mac_limb(
-                    d == 0,
-                    &mut w0,
-                    &mut w1,
-                    e,
-                    &b[t * n..(t + 1) * n],
-                    &a[t * n..(t + 1) * n],
-                );
-            }
-            let m = self.modulus(t);
-            let lim = ti * n..(ti + 1) * n;
-            for ((o0, o1), (&x0, &x1)) in acc0[lim.clone()]
-                .iter_mut()
-                .zip(acc1[lim].iter_mut())
-                .zip(w0.iter().zip(&w1))
-            {
-                *o0 = m.reduce_wide(x0);
-                *o1 = m.reduce_wide(x1);
-            }
-        }
+        // Target limbs are independent: one rayon task each (one thread unless the caller's
+        // pool has more), each with its own accumulators and transform buffer.
+        acc0.par_chunks_mut(n)
+            .zip(acc1.par_chunks_mut(n))
+            .zip(targets.par_iter())
+            .for_each_init(
+                || (vec![0u128; n], vec![0u128; n], vec![0u64; n]),
+                |(w0, w1, tmp), ((o0, o1), &t)| {
+                    for (d, &(st, en)) in digits.iter().enumerate() {
+                        let (b, a) = &key.digits[d];
+                        let e: &[u64] = if (st..en).contains(&t) {
+                            &c[t * n..(t + 1) * n]
+                        } else {
+                            self.lift_digit(&y, st, en, t, tmp);
+                            self.tables[t].forward(tmp);
+                            tmp
+                        };
+                        mac_limb(
+                            d == 0,
+                            w0,
+                            w1,
+                            e,
+                            &b[t * n..(t + 1) * n],
+                            &a[t * n..(t + 1) * n],
+                        );
+                    }
+                    reduce_limb(self.modulus(t), o0, o1, w0, w1);
+                },
+            );
         (acc0, acc1)
     }
 
@@ -367,44 +382,39 @@ impl Context {
         // Limb-outer order keeps the u128 accumulators in cache.
         let mut acc0 = vec![0u64; len];
         let mut acc1 = vec![0u64; len];
-        let mut w0 = vec![0u128; n];
-        let mut w1 = vec![0u128; n];
-        for (ti, &t) in targets.iter().enumerate() {
-            for (d, ext) in dec.exts.iter().enumerate() {
-                let (b, a) = &key.digits[d];
-                let e = &ext[ti * n..(ti + 1) * n];
-                let kb = &b[t * n..(t + 1) * n];
-                let ka = &a[t * n..(t + 1) * n];
-                match perm {
-                    None => mac_limb(d == 0, &mut w0, &mut w1, e, kb, ka),
-                    Some(p) => {
-                        if d == 0 {
-                            w0.fill(0);
-                            w1.fill(0);
-                        }
-                        for ((o0, o1), (&pj, (&bj, &aj))) in w0
-                            .iter_mut()
-                            .zip(w1.iter_mut())
-                            .zip(p.iter().zip(kb.iter().zip(ka)))
-                        {
-                            let ej = e[pj as usize] as u128;
-                            *o0 += ej * bj as u128;
-                            *o1 += ej * aj as u128;
+        acc0.par_chunks_mut(n)
+            .zip(acc1.par_chunks_mut(n))
+            .zip(targets.par_iter().enumerate())
+            .for_each_init(
+                || (vec![0u128; n], vec![0u128; n]),
+                |(w0, w1), ((o0, o1), (ti, &t))| {
+                    for (d, ext) in dec.exts.iter().enumerate() {
+                        let (b, a) = &key.digits[d];
+                        let e = &ext[ti * n..(ti + 1) * n];
+                        let kb = &b[t * n..(t + 1) * n];
+                        let ka = &a[t * n..(t + 1) * n];
+                        match perm {
+                            None => mac_limb(d == 0, w0, w1, e, kb, ka),
+                            Some(p) => {
+                                if d == 0 {
+                                    w0.fill(0);
+                                    w1.fill(0);
+                                }
+                                for ((o0, o1), (&pj, (&bj, &aj))) in w0
+                                    .iter_mut()
+                                    .zip(w1.iter_mut())
+                                    .zip(p.iter().zip(kb.iter().zip(ka)))
+                                {
+                                    let ej = e[pj as usize] as u128;
+                                    *o0 += ej * bj as u128;
+                                    *o1 += ej * aj as u128;
+                                }
+                            }
                         }
                     }
-                }
-            }
-            let m = self.modulus(t);
-            let lim = ti * n..(ti + 1) * n;
-            for ((o0, o1), (&x0, &x1)) in acc0[lim.clone()]
-                .iter_mut()
-                .zip(acc1[lim].iter_mut())
-                .zip(w0.iter().zip(&w1))
-            {
-                *o0 = m.reduce_wide(x0);
-                *o1 = m.reduce_wide(x1);
-            }
-        }
+                    reduce_limb(self.modulus(t), o0, o1, w0, w1);
+                },
+            );
         self.mod_down_in_place(&mut acc0, level);
         self.mod_down_in_place(&mut acc1, level);
         (acc0, acc1)
