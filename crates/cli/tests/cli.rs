@@ -236,3 +236,67 @@ fn cluster_gcn_runs_on_a_generated_graph_and_reports_the_contract_keys() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ckks_bench_reports_latency_and_precision_per_op() {
+    let d = tmp("ckks");
+    let out = d.join("out");
+    // The smallest standard set (N = 2^13, depth 2) on two threads, one repetition.
+    let o = ferrolab(&[
+        "ckks",
+        "bench",
+        "--log-n",
+        "13",
+        "--reps",
+        "1",
+        "--threads",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let m = &report["metrics"];
+    for op in [
+        "encode",
+        "encrypt",
+        "decrypt",
+        "add",
+        "mul_relin",
+        "rescale",
+        "mul_relin_rescale",
+        "rotate",
+        "hoisted_rotate16",
+        "conjugate",
+    ] {
+        let ms = m[format!("{op}_ms_n13")].as_f64();
+        assert!(ms.is_some_and(|v| v > 0.0), "{op}: {ms:?}");
+    }
+    for op in ["mul_relin_rescale", "rotate", "hoisted_rotate16"] {
+        let bits = m[format!("{op}_precision_bits_n13")].as_f64().unwrap();
+        assert!(bits > 20.0, "{op}: {bits} bits");
+    }
+    assert_eq!(report["config"]["threads"], 2);
+    assert_eq!(report["config"]["n13"]["q_bits"][0], 56);
+
+    // Bad flags: exit 2 with one line naming the problem, and no run folder.
+    for (i, (bad, says)) in [
+        (&["--log-n", "12"][..], "log N = 12"),
+        (&["--threads", "0"], "--threads"),
+        (&["--reps", "0"], "--reps"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = d.join(format!("bad{i}"));
+        let mut args = vec!["ckks", "bench", "--out", dir.to_str().unwrap()];
+        args.extend_from_slice(bad);
+        let o = ferrolab(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {e}");
+        assert!(e.contains(says) && e.lines().count() == 1, "{bad:?}: {e}");
+        assert!(!dir.exists(), "{bad:?} created {}", dir.display());
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
