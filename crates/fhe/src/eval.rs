@@ -433,12 +433,13 @@ impl Evaluator {
         let half = ql >> 1;
         let mut parts = Vec::with_capacity(ct.size());
         for p in &ct.parts {
-            let mut last = p[l * n..(l + 1) * n].to_vec();
+            let mut last = crate::scratch::u64s(n);
+            last.copy_from_slice(&p[l * n..(l + 1) * n]);
             self.ctx.tables[l].inverse(&mut last);
-            let last = &last;
+            let last = &*last;
             let mut out = p[..l * n].to_vec();
             out.par_chunks_mut(n).enumerate().for_each_init(
-                || vec![0u64; n],
+                || crate::scratch::u64s(n),
                 |r, (i, ol)| {
                     let t = &self.ctx.tables[i];
                     let m = &t.m;
@@ -576,10 +577,12 @@ impl Evaluator {
         let n = self.ctx.n;
         let perm = self.perm(g);
         let lq = ct.level + 1;
-        let mut c1 = Vec::with_capacity(lq * n);
-        for i in 0..lq {
+        let mut c1 = crate::scratch::u64s(lq * n);
+        for (i, dst) in c1.chunks_exact_mut(n).enumerate() {
             let src = &ct.parts[1][i * n..(i + 1) * n];
-            c1.extend(perm.iter().map(|&pj| src[pj as usize]));
+            for (d, &pj) in dst.iter_mut().zip(perm.iter()) {
+                *d = src[pj as usize];
+            }
         }
         let (mut k0, k1) = self.ctx.key_switch(&c1, ct.level, key);
         self.add_permuted(&mut k0, &ct.parts[0], ct.level, &perm);

@@ -15,6 +15,7 @@
 use crate::arith::Modulus;
 use crate::ckks::SwitchingKey;
 use crate::params::Context;
+use crate::scratch::{self, Buf};
 use rayon::prelude::*;
 
 /// The digits of one polynomial, each extended to Q_l·P, in NTT form.
@@ -75,7 +76,7 @@ impl Context {
         self.p_limbs_to_digits(y, None);
         let y = &*y;
         xq.par_chunks_mut(n).enumerate().for_each_init(
-            || vec![0u64; n],
+            || scratch::u64s(n),
             |conv, (i, xl)| {
                 let t = &self.tables[i];
                 let m = &t.m;
@@ -182,7 +183,7 @@ impl Context {
             .zip(d.par_chunks(n))
             .enumerate()
             .for_each_init(
-                || vec![0u64; n],
+                || scratch::u64s(n),
                 |conv, (i, ((ol, xl), dl))| {
                     let t = &self.tables[i];
                     let m = &t.m;
@@ -208,10 +209,11 @@ impl Context {
 
     /// The coefficient form of `c` (NTT, modulo Q_l) with each limb of a multi-prime digit
     /// multiplied by (D/q_k)^-1 mod q_k (D: the digit's modulus), ready for basis extension.
-    fn digit_coeffs(&self, c: &[u64], level: usize) -> Vec<u64> {
+    fn digit_coeffs(&self, c: &[u64], level: usize) -> Buf<u64> {
         let n = self.n;
         let lq = level + 1;
-        let mut y = c[..lq * n].to_vec();
+        let mut y = scratch::u64s(lq * n);
+        y.copy_from_slice(&c[..lq * n]);
         let alpha = self.alpha;
         y.par_chunks_mut(n).enumerate().for_each(|(k, yk)| {
             self.tables[k].inverse(yk);
@@ -341,7 +343,7 @@ impl Context {
             .zip(acc1.par_chunks_mut(n))
             .zip(targets.par_iter())
             .for_each_init(
-                || (vec![0u128; n], vec![0u128; n], vec![0u64; n]),
+                || (scratch::u128s(n), scratch::u128s(n), scratch::u64s(n)),
                 |(w0, w1, tmp), ((o0, o1), &t)| {
                     for (d, &(st, en)) in digits.iter().enumerate() {
                         let (b, a) = &key.digits[d];
@@ -386,7 +388,7 @@ impl Context {
             .zip(acc1.par_chunks_mut(n))
             .zip(targets.par_iter().enumerate())
             .for_each_init(
-                || (vec![0u128; n], vec![0u128; n]),
+                || (scratch::u128s(n), scratch::u128s(n)),
                 |(w0, w1), ((o0, o1), (ti, &t))| {
                     for (d, ext) in dec.exts.iter().enumerate() {
                         let (b, a) = &key.digits[d];
@@ -430,7 +432,11 @@ mod speed {
     #[test]
     #[ignore = "timing breakdown, run by hand"]
     fn keyswitch_breakdown() {
-        let ctx = Context::new(ParamSpec::n14()).unwrap();
+        let log_n = std::env::var("FHE_LOGN")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(14);
+        let ctx = Context::new(ParamSpec::standard(log_n).unwrap()).unwrap();
         let mut kg = KeyGenerator::new_seeded(&ctx, 1);
         let rlk = kg.relin_key();
         let l = ctx.max_level();
@@ -438,43 +444,46 @@ mod speed {
         let c: Vec<u64> = (0..(l + 1) * n)
             .map(|i| (i as u64 * 7919) % ctx.q[i / n])
             .collect();
-        let reps = 10;
-        let t = Instant::now();
-        for _ in 0..reps {
-            std::hint::black_box(ctx.decompose(&c, l));
-        }
-        println!(
-            "decompose {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3 / reps as f64
-        );
-        let dec = ctx.decompose(&c, l);
-        let t = Instant::now();
-        for _ in 0..reps {
-            std::hint::black_box(ctx.key_product(&dec, &rlk.0, None));
-        }
-        println!(
-            "key_product+mod_down {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3 / reps as f64
-        );
-        let t = Instant::now();
-        for _ in 0..reps {
-            std::hint::black_box(ctx.key_switch(&c, l, &rlk.0));
-        }
-        println!(
-            "key_switch (fused) {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3 / reps as f64
-        );
-        let x: Vec<u64> = (0..(l + 2) * n).map(|i| (i as u64 * 31) % 1000).collect();
-        let t = Instant::now();
-        for _ in 0..reps {
-            let mut y = x.clone();
-            ctx.mod_down_in_place(&mut y, l);
-            std::hint::black_box(y);
-        }
-        println!(
-            "mod_down {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3 / reps as f64
-        );
+        // On-CPU time of this thread (ns) beside the wall clock: on a shared machine the
+        // scheduler's pauses inflate the latter.
+        let cpu_ns = || -> f64 {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..8 {
+                let (t, c0) = (Instant::now(), cpu_ns());
+                f();
+                wall = wall.min(t.elapsed().as_secs_f64() * 1e3);
+                cpu = cpu.min((cpu_ns() - c0) / 1e6);
+            }
+            println!("{what:<22} wall {wall:8.2} ms  cpu {cpu:8.2} ms (min of 8)");
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            time("decompose", &mut || {
+                std::hint::black_box(ctx.decompose(&c, l));
+            });
+            let dec = ctx.decompose(&c, l);
+            time("key_product+mod_down", &mut || {
+                std::hint::black_box(ctx.key_product(&dec, &rlk.0, None));
+            });
+            time("key_switch (fused)", &mut || {
+                std::hint::black_box(ctx.key_switch(&c, l, &rlk.0));
+            });
+            let x: Vec<u64> = (0..(l + 2) * n).map(|i| (i as u64 * 31) % 1000).collect();
+            time("mod_down", &mut || {
+                let mut y = x.clone();
+                ctx.mod_down_in_place(&mut y, l);
+                std::hint::black_box(y);
+            });
+        });
         let mut a = c[..n].to_vec();
         let t = Instant::now();
         for _ in 0..100 {

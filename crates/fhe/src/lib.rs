@@ -17,6 +17,7 @@ pub mod linear;
 pub mod ntt;
 pub mod params;
 pub mod polyeval;
+mod scratch;
 pub mod serial;
 
 pub use ckks::{
