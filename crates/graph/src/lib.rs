@@ -36,6 +36,7 @@ pub mod experiment;
 pub mod models;
 pub mod norm;
 pub mod partition;
+pub mod spmm;
 pub mod store;
 pub mod train;
 

@@ -34,6 +34,15 @@ impl WeightedCsr {
         self.indptr.len().saturating_sub(1)
     }
 
+    /// All rows as a borrowed view.
+    pub fn rows(&self) -> AdjRows<'_> {
+        AdjRows {
+            indptr: &self.indptr,
+            indices: &self.indices,
+            values: &self.values,
+        }
+    }
+
     /// Weight of entry `(i, j)`, 0 where absent.
     pub fn get(&self, i: usize, j: usize) -> f32 {
         let (a, b) = (self.indptr[i], self.indptr[i + 1]);

@@ -10,10 +10,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use ferrolab_core::backend::{device, exclusive_rng, seed_backend, train_device};
+use ferrolab_core::burn::module::{ModuleVisitor, Param};
 use ferrolab_core::burn::nn::loss::CrossEntropyLossConfig;
 use ferrolab_core::burn::optim::decay::WeightDecayConfig;
 use ferrolab_core::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use ferrolab_core::burn::prelude::*;
+use ferrolab_core::burn::tensor::Gradients;
 use ferrolab_core::nn::int_tensor;
 use ferrolab_core::sparse::SparseAdj;
 use ferrolab_data::{CsrGraphData, Features, Split};
@@ -26,6 +28,7 @@ use crate::error::{GraphError, Result};
 use crate::models::{Gcn, GcnConfig, GcnInput};
 use crate::norm::{Normalization, WeightedCsr, normalize};
 use crate::partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
+use crate::spmm::Propagation;
 use crate::store::ClusterStore;
 use rand::seq::SliceRandom;
 
@@ -462,7 +465,8 @@ fn index_tensor(v: &[usize], dev: &Device) -> Tensor<1, Int> {
     int_tensor(&v, dev)
 }
 
-/// One optimiser step on the nodes `targets` (local indices into `x`) of a (sub)graph.
+/// One optimiser step on the nodes `targets` (local indices into `x`) of a (sub)graph, with
+/// propagation by gather/scatter under autodiff (the full-batch baseline's textbook form).
 fn step(
     model: Gcn,
     optim: &mut ModuleOptimizer,
@@ -472,15 +476,167 @@ fn step(
     targets: &[usize],
     labels: &[usize],
 ) -> Gcn {
+    let (_, grads) = gather_gradients(&model, adj, x, targets, labels);
+    optim.step(lr, model, grads)
+}
+
+/// Cross-entropy on `targets` of a whole-network autodiff forward, and its gradients.
+fn gather_gradients(
+    model: &Gcn,
+    adj: &SparseAdj,
+    x: &GcnInput,
+    targets: &[usize],
+    labels: &[usize],
+) -> (f32, GradientsParams) {
     let logits = model.forward_input(adj, x);
     let dev = logits.device();
-    let logits = logits.select(0, index_tensor(targets, &dev));
+    let loss = cross_entropy(logits, targets, labels, &dev);
+    let loss_value = values(loss.clone()).first().copied().unwrap_or(f32::NAN);
+    (
+        loss_value,
+        GradientsParams::from_grads(loss.backward(), model),
+    )
+}
+
+fn cross_entropy(
+    logits: Tensor<2>,
+    targets: &[usize],
+    labels: &[usize],
+    dev: &Device,
+) -> Tensor<1> {
+    let logits = logits.select(0, index_tensor(targets, dev));
     let y: Vec<i64> = targets.iter().map(|&i| labels[i] as i64).collect();
-    let loss = CrossEntropyLossConfig::new()
-        .init(&dev)
-        .forward(logits, int_tensor(&y, &dev));
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    CrossEntropyLossConfig::new()
+        .init(dev)
+        .forward(logits, int_tensor(&y, dev))
+}
+
+/// Cluster-GCN's optimiser step: [`batch_gradients`] then Adam.
+fn step_csr(
+    model: Gcn,
+    optim: &mut ModuleOptimizer,
+    lr: f64,
+    adj: &Propagation,
+    x: &GcnInput,
+    targets: &[usize],
+    labels: &[usize],
+) -> Gcn {
+    let (_, grads) = batch_gradients(&model, adj, x, targets, labels);
     optim.step(lr, model, grads)
+}
+
+/// Cross-entropy on `targets` and the parameter gradients of one batch, with every `Â`
+/// product done by the CSR kernel ([`Propagation`]) outside autodiff: the same values as
+/// [`step`]'s gather/scatter, without its per-entry messages.
+///
+/// burn cannot record a user-defined op, so the network is cut at each propagation into
+/// burn segments: segment 0 computes layer 0's `(X W_n, X W_s)`; segment `l` starts from
+/// leaves `P = Â (H W_n)` and `S = H W_s` of layer `l - 1` and ends with layer `l`'s
+/// products (the last one with the loss). The backward runs the segments in reverse: a
+/// segment's leaf gradient `dP` becomes `Âᵀ dP`, the gradient of the previous segment's
+/// `H W_n`, which is backpropagated there through the surrogate `sum(H W_n ⊙ Âᵀ dP) + sum(S ⊙ dS)`.
+/// Every parameter lives in exactly one segment, but the merge adds up in case one does not.
+fn batch_gradients(
+    model: &Gcn,
+    adj: &Propagation,
+    x: &GcnInput,
+    targets: &[usize],
+    labels: &[usize],
+) -> (f32, GradientsParams) {
+    let layers = model.num_layers();
+    // Per layer: its products before propagation (outputs of the previous segment) and the
+    // leaves that stand for them in the next.
+    let mut products = Vec::with_capacity(layers);
+    let mut leaves = Vec::with_capacity(layers);
+    let mut next = Some(model.input_pre(x));
+    let mut logits = None;
+    for l in 0..layers {
+        let Some((hw, self_part)) = next.take() else {
+            break;
+        };
+        let ([n, d], dev) = (hw.dims(), hw.device());
+        let p = adj.apply(&values(hw.clone()), d);
+        let p = Tensor::<2>::from_data(TensorData::new(p, [n, d]), &dev).require_grad();
+        let s = self_part.clone().map(|s| s.detach().require_grad());
+        let out = model.layer_post(l, p.clone(), s.clone());
+        products.push((hw, self_part));
+        leaves.push((p, s));
+        if l + 1 < layers {
+            next = Some(model.layer_pre(l + 1, out));
+        } else {
+            logits = Some(out);
+        }
+    }
+    let Some(logits) = logits else {
+        return (0.0, GradientsParams::new());
+    };
+    let dev = logits.device();
+    let loss = cross_entropy(logits, targets, labels, &dev);
+    let loss_value = values(loss.clone()).first().copied().unwrap_or(f32::NAN);
+    let mut segments = Vec::with_capacity(layers + 1);
+    let mut grads = Some(loss.backward());
+    for ((hw, self_part), (p, s)) in products.iter().zip(&leaves).rev() {
+        let Some(mut g) = grads.take() else { break };
+        let mut surrogate: Option<Tensor<1>> = None;
+        if let Some(dp) = p.grad_remove(&mut g) {
+            let [n, d] = dp.dims();
+            let dhw = adj.apply_t(&values(dp), d);
+            let dhw = Tensor::<2>::from_data(TensorData::new(dhw, [n, d]), &dev);
+            surrogate = Some((hw.clone() * dhw).sum());
+        }
+        if let (Some(s), Some(self_part)) = (s, self_part)
+            && let Some(ds) = s.grad_remove(&mut g)
+        {
+            // `ds` has no autodiff association: a constant in this product.
+            let t = (self_part.clone() * ds).sum();
+            surrogate = Some(match surrogate {
+                Some(a) => a + t,
+                None => t,
+            });
+        }
+        segments.push(g);
+        grads = surrogate.filter(Tensor::is_tracked).map(|t| t.backward());
+    }
+    segments.extend(grads);
+    let mut merge = MergeGrads {
+        segments: &mut segments,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut merge);
+    (loss_value, merge.out)
+}
+
+/// Gathers each parameter's gradient from the segments' backward passes, summing where a
+/// parameter appears in several.
+struct MergeGrads<'a> {
+    segments: &'a mut [Gradients],
+    out: GradientsParams,
+}
+
+impl ModuleVisitor for MergeGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        let t = param.val();
+        let total = self
+            .segments
+            .iter_mut()
+            .filter_map(|g| t.grad_remove(g))
+            .reduce(|a, b| a + b);
+        if let Some(total) = total {
+            self.out.register(param.id, total);
+        }
+    }
+}
+
+/// A tensor's values, row-major, in one copy.
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    let data = t.into_data();
+    match data.as_slice::<f32>() {
+        Ok(v) => v.to_vec(),
+        Err(_) => data.iter::<f32>().collect(),
+    }
 }
 
 /// Tracks the best validation accuracy and decides early stopping.
@@ -685,14 +841,14 @@ pub fn train_on_partition(
                 }
                 max_batch_nodes = max_batch_nodes.max(global.len());
                 let labels: Vec<usize> = global.iter().map(|&g| data.labels[g]).collect();
-                let adj = normalize(&sub, cluster.norm).to_sparse_adj(&tdev)?;
+                let adj = Propagation::new(normalize(&sub, cluster.norm));
                 let x = feature_rows(
                     &data.features,
                     &global,
                     Some((cfg.dropout, &mut drop_rng)),
                     &tdev,
                 )?;
-                model = step(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
+                model = step_csr(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
             }
             Ok(model)
         })?;
@@ -748,8 +904,8 @@ pub fn train_from_store(
                     continue;
                 }
                 max_batch_nodes = max_batch_nodes.max(b.labels.len());
-                let adj = normalize(&b.graph, cluster.norm).to_sparse_adj(&tdev)?;
-                model = step(
+                let adj = Propagation::new(normalize(&b.graph, cluster.norm));
+                model = step_csr(
                     model,
                     &mut optim,
                     cfg.lr,
@@ -821,6 +977,112 @@ mod tests {
         TrainConfig {
             epochs: 60,
             ..Default::default()
+        }
+    }
+
+    /// Every parameter's gradient, in visiting order.
+    struct Collect<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<Vec<f32>>,
+    }
+
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push(
+                self.grads
+                    .get::<D>(param.id)
+                    .map(values)
+                    .unwrap_or_default(),
+            );
+        }
+    }
+
+    fn flat_grads(model: &Gcn, grads: &GradientsParams) -> Vec<Vec<f32>> {
+        let mut c = Collect {
+            grads,
+            out: Vec::new(),
+        };
+        model.visit(&mut c);
+        c.out
+    }
+
+    #[test]
+    fn csr_gradients_equal_the_gather_scatter_path() {
+        let data = synthetic();
+        let _rng = exclusive_rng();
+        let tdev = train_device();
+        let nodes: Vec<usize> = (0..data.num_nodes()).collect();
+        let dense = feature_rows(&data.features, &nodes, None, &tdev).unwrap();
+        let Features::Dense {
+            cols, values: xv, ..
+        } = &data.features
+        else {
+            panic!("the generator makes dense features")
+        };
+        // The same features with the small entries dropped, as sparse input.
+        let (mut indptr, mut indices, mut vals) = (vec![0], Vec::new(), Vec::new());
+        for row in xv.chunks(*cols) {
+            for (c, &v) in row.iter().enumerate() {
+                if v > 0.5 {
+                    indices.push(c as u32);
+                    vals.push(v);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        let n = data.num_nodes();
+        let sparse = GcnInput::Sparse(Box::new(
+            SparseAdj::from_csr(n, *cols, &indptr, &indices, Some(&vals), &tdev).unwrap(),
+        ));
+        for (norm, cluster_layer, x, dropout) in [
+            (
+                Normalization::DiagEnhanced { lambda: 1.0 },
+                true,
+                &dense,
+                0.0,
+            ),
+            (
+                Normalization::DiagEnhanced { lambda: 1.0 },
+                true,
+                &dense,
+                0.3,
+            ),
+            (Normalization::Symmetric, false, &sparse, 0.0),
+            (Normalization::Row, true, &sparse, 0.5),
+        ] {
+            let cfg = TrainConfig {
+                layers: 3,
+                hidden: 8,
+                dropout,
+                cluster_gcn_layer: cluster_layer,
+                ..Default::default()
+            };
+            let model = cfg.model(data.num_features(), data.num_classes).init(&tdev);
+            let w = normalize(&data.graph, norm);
+            let (t, l) = (&data.split.train, &data.labels);
+            let sparse_adj = w.to_sparse_adj(&tdev).unwrap();
+            // Parameters initialise lazily, drawing from the generator on first use: do that
+            // before seeding, so that both paths draw the same dropout masks.
+            let _ = gather_gradients(&model, &sparse_adj, x, t, l);
+            seed_backend(11);
+            let (old_loss, old) = gather_gradients(&model, &sparse_adj, x, t, l);
+            seed_backend(11);
+            let (new_loss, new) = batch_gradients(&model, &Propagation::new(w), x, t, l);
+            assert!(
+                (old_loss - new_loss).abs() <= 1e-6 * old_loss.abs(),
+                "{old_loss} {new_loss} ({norm:?}, dropout {dropout})"
+            );
+            let (old, new) = (flat_grads(&model, &old), flat_grads(&model, &new));
+            assert_eq!(old.len(), new.len());
+            for (a, b) in old.iter().zip(&new) {
+                assert!(!a.is_empty() && a.len() == b.len());
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    diff <= 1e-5 * scale.max(1e-3),
+                    "{diff} vs {scale} ({norm:?})"
+                );
+            }
         }
     }
 

@@ -16,11 +16,11 @@ use ferrolab_core::burn::prelude::*;
 use ferrolab_core::burn::tensor::activation::relu;
 use ferrolab_core::nn::to_vec_f32;
 use ferrolab_core::sparse::SparseAdj;
-use rayon::prelude::*;
 use std::ops::Range;
 
 use crate::error::Result as GraphResult;
 use crate::norm::{AdjRows, WeightedCsr};
+use crate::spmm::spmm;
 
 /// Configuration of one [`GcnLayer`].
 #[derive(Config, Debug)]
@@ -59,21 +59,34 @@ impl GcnLayer {
     /// `adj: n × n`, `h: [n, d_in] → [n, d_out]`. The bias is added after propagation, as in
     /// Kipf & Welling's code.
     pub fn forward(&self, adj: &SparseAdj, h: Tensor<2>) -> Tensor<2> {
-        let hw = h.clone().matmul(self.neigh.weight.val());
-        let self_part = self.self_loop.as_ref().map(|s| s.forward(h));
-        self.combine(adj, hw, self_part)
+        let (hw, self_part) = self.pre(h);
+        self.post(adj.propagate(hw), self_part)
     }
 
     /// As [`forward`](Self::forward) with a sparse input `x: n × d_in` (bag-of-words
     /// features): `X W` by gather/scatter costs O(nnz · d_out) instead of O(n · d_in · d_out).
     pub fn forward_sparse(&self, adj: &SparseAdj, x: &SparseAdj) -> Tensor<2> {
-        let hw = x.propagate(self.neigh.weight.val());
-        let self_part = self.self_loop.as_ref().map(|s| x.propagate(s.weight.val()));
-        self.combine(adj, hw, self_part)
+        let (hw, self_part) = self.pre_sparse(x);
+        self.post(adj.propagate(hw), self_part)
     }
 
-    fn combine(&self, adj: &SparseAdj, hw: Tensor<2>, self_part: Option<Tensor<2>>) -> Tensor<2> {
-        let mut out = adj.propagate(hw);
+    /// The dense products before propagation: `(H W_n, H W_s)`.
+    pub fn pre(&self, h: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let hw = h.clone().matmul(self.neigh.weight.val());
+        let self_part = self.self_loop.as_ref().map(|s| s.forward(h));
+        (hw, self_part)
+    }
+
+    /// [`pre`](Self::pre) for sparse input rows.
+    pub fn pre_sparse(&self, x: &SparseAdj) -> (Tensor<2>, Option<Tensor<2>>) {
+        let hw = x.propagate(self.neigh.weight.val());
+        let self_part = self.self_loop.as_ref().map(|s| x.propagate(s.weight.val()));
+        (hw, self_part)
+    }
+
+    /// The layer after propagation: `Â (H W_n)` plus the bias and `H W_s`.
+    pub fn post(&self, propagated: Tensor<2>, self_part: Option<Tensor<2>>) -> Tensor<2> {
+        let mut out = propagated;
         if let Some(b) = &self.neigh.bias {
             out = out + b.val().unsqueeze_dim(0);
         }
@@ -152,40 +165,68 @@ impl GcnConfig {
 impl Gcn {
     /// `adj: n × n` normalised, `x: [n, d_in] → logits [n, d_out]`.
     pub fn forward(&self, adj: &SparseAdj, x: Tensor<2>) -> Tensor<2> {
-        let h = self.layers[0].forward(adj, self.dropout.forward(x));
-        self.hidden_layers(adj, h)
+        let first = self.layer_pre(0, x);
+        self.forward_from(first, &mut |hw| adj.propagate(hw))
     }
 
     /// As [`forward`](Self::forward) with sparse input features `x: n × d_in`. No dropout is
     /// applied to `x` here: the caller drops its stored values (Kipf & Welling's sparse
     /// dropout), which a dense mask over the zeros would only make slower.
     pub fn forward_sparse(&self, adj: &SparseAdj, x: &SparseAdj) -> Tensor<2> {
-        let h = self.layers[0].forward_sparse(adj, x);
-        self.hidden_layers(adj, h)
+        let first = self.layers[0].pre_sparse(x);
+        self.forward_from(first, &mut |hw| adj.propagate(hw))
     }
 
     /// [`forward`](Self::forward) or [`forward_sparse`](Self::forward_sparse), whichever
     /// `x` calls for.
     pub fn forward_input(&self, adj: &SparseAdj, x: &GcnInput) -> Tensor<2> {
+        self.forward_from(self.input_pre(x), &mut |hw| adj.propagate(hw))
+    }
+
+    /// Layer 0's products before propagation ([`GcnLayer::pre`]), dropout included for dense
+    /// input (sparse input comes with its values already dropped).
+    pub fn input_pre(&self, x: &GcnInput) -> (Tensor<2>, Option<Tensor<2>>) {
         match x {
-            GcnInput::Sparse(x) => self.forward_sparse(adj, x),
-            GcnInput::Dense(x) => self.forward(adj, (**x).clone()),
+            GcnInput::Sparse(x) => self.layers[0].pre_sparse(x),
+            GcnInput::Dense(x) => self.layer_pre(0, (**x).clone()),
         }
     }
 
-    /// Activation of layer 0's output, then layers 1.. .
-    fn hidden_layers(&self, adj: &SparseAdj, mut h: Tensor<2>) -> Tensor<2> {
-        let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            if l > 0 {
-                h = layer.forward(adj, self.dropout.forward(h));
+    /// Layer `l`'s products before propagation from its input `h` (the previous layer's
+    /// activated output), after dropout.
+    pub fn layer_pre(&self, l: usize, h: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+        self.layers[l].pre(self.dropout.forward(h))
+    }
+
+    /// Layer `l` from its propagated product `Â (H W_n)` and self term: bias, and on hidden
+    /// layers LayerNorm (Cluster-GCN's layer) and ReLU.
+    pub fn layer_post(
+        &self,
+        l: usize,
+        propagated: Tensor<2>,
+        self_part: Option<Tensor<2>>,
+    ) -> Tensor<2> {
+        let mut h = self.layers[l].post(propagated, self_part);
+        if l + 1 < self.layers.len() {
+            if let Some(norm) = self.norms.get(l) {
+                h = norm.forward(h);
             }
-            if l < last {
-                if let Some(norm) = self.norms.get(l) {
-                    h = norm.forward(h);
-                }
-                h = relu(h);
-            }
+            h = relu(h);
+        }
+        h
+    }
+
+    /// The whole network from layer 0's products, `propagate` applying `Â`.
+    fn forward_from(
+        &self,
+        first: (Tensor<2>, Option<Tensor<2>>),
+        propagate: &mut dyn FnMut(Tensor<2>) -> Tensor<2>,
+    ) -> Tensor<2> {
+        let (hw, self_part) = first;
+        let mut h = self.layer_post(0, propagate(hw), self_part);
+        for l in 1..self.layers.len() {
+            let (hw, self_part) = self.layer_pre(l, h);
+            h = self.layer_post(l, propagate(hw), self_part);
         }
         h
     }
@@ -246,16 +287,7 @@ impl Gcn {
             let mut out = vec![0f32; n * d_out];
             source.for_each_block(&mut |rows, adj, x| {
                 let mut block = vec![0f32; rows.len() * d_out];
-                block
-                    .par_chunks_mut(d_out)
-                    .enumerate()
-                    .for_each(|(i, acc)| {
-                        let (a, b) = (adj.indptr[i], adj.indptr[i + 1]);
-                        for (&u, &w) in adj.indices[a..b].iter().zip(&adj.values[a..b]) {
-                            let src = &hw[u as usize * d_out..(u as usize + 1) * d_out];
-                            acc.iter_mut().zip(src).for_each(|(o, s)| *o += w * s);
-                        }
-                    });
+                spmm(adj, &hw, d_out, &mut block);
                 let mut t =
                     Tensor::<2>::from_data(TensorData::new(block, [rows.len(), d_out]), &dev);
                 if let Some(b) = &layer.neigh.bias {
