@@ -55,6 +55,56 @@ pub(crate) fn centred_lift(v: u64, half: u64, off: u64) -> u64 {
     v.wrapping_add(off & mask)
 }
 
+/// Coefficients per block of an inner product: the two u128 accumulators of a block (16 KiB)
+/// stay in L1 while every digit streams past, instead of a limb-sized pair being read and
+/// written back once per digit.
+const BLOCK: usize = 512;
+
+/// o0 = Σ_d e_d·kb_d, o1 = Σ_d e_d·ka_d modulo m over one limb, with e_d read through `perm`
+/// where given (a hoisted rotation's automorphism).
+fn inner_product(
+    m: &Modulus,
+    e: &[&[u64]],
+    perm: Option<&[u32]>,
+    kb: &[&[u64]],
+    ka: &[&[u64]],
+    o0: &mut [u64],
+    o1: &mut [u64],
+) {
+    let mut w0 = [0u128; BLOCK];
+    let mut w1 = [0u128; BLOCK];
+    let n = o0.len();
+    let mut base = 0;
+    while base < n {
+        let len = BLOCK.min(n - base);
+        let r = base..base + len;
+        let (w0, w1) = (&mut w0[..len], &mut w1[..len]);
+        for (d, ((&ed, &bd), &ad)) in e.iter().zip(kb).zip(ka).enumerate() {
+            let (b, a) = (&bd[r.clone()], &ad[r.clone()]);
+            match perm {
+                None => mac_limb(d == 0, w0, w1, &ed[r.clone()], b, a),
+                Some(p) => {
+                    if d == 0 {
+                        w0.fill(0);
+                        w1.fill(0);
+                    }
+                    for ((o0, o1), (&pj, (&bj, &aj))) in w0
+                        .iter_mut()
+                        .zip(w1.iter_mut())
+                        .zip(p[r.clone()].iter().zip(b.iter().zip(a)))
+                    {
+                        let ej = ed[pj as usize] as u128;
+                        *o0 += ej * bj as u128;
+                        *o1 += ej * aj as u128;
+                    }
+                }
+            }
+        }
+        reduce_limb(m, &mut o0[r.clone()], &mut o1[r], w0, w1);
+        base += len;
+    }
+}
+
 /// The accumulated products of one limb, reduced.
 #[inline(always)]
 fn reduce_limb(m: &Modulus, o0: &mut [u64], o1: &mut [u64], w0: &[u128], w1: &[u128]) {
@@ -343,27 +393,30 @@ impl Context {
             .zip(acc1.par_chunks_mut(n))
             .zip(targets.par_iter())
             .for_each_init(
-                || (scratch::u128s(n), scratch::u128s(n), scratch::u64s(n)),
-                |(w0, w1, tmp), ((o0, o1), &t)| {
-                    for (d, &(st, en)) in digits.iter().enumerate() {
-                        let (b, a) = &key.digits[d];
-                        let e: &[u64] = if (st..en).contains(&t) {
-                            &c[t * n..(t + 1) * n]
-                        } else {
-                            self.lift_digit(&y, st, en, t, tmp);
-                            self.tables[t].forward(tmp);
-                            tmp
-                        };
-                        mac_limb(
-                            d == 0,
-                            w0,
-                            w1,
-                            e,
-                            &b[t * n..(t + 1) * n],
-                            &a[t * n..(t + 1) * n],
-                        );
+                || scratch::u64s(digits.len() * n),
+                |ext, ((o0, o1), &t)| {
+                    // This target's limb of every extended digit, then one blocked pass.
+                    for (&(st, en), dst) in digits.iter().zip(ext.chunks_exact_mut(n)) {
+                        if !(st..en).contains(&t) {
+                            self.lift_digit(&y, st, en, t, dst);
+                            self.tables[t].forward(dst);
+                        }
                     }
-                    reduce_limb(self.modulus(t), o0, o1, w0, w1);
+                    let e: Vec<&[u64]> = digits
+                        .iter()
+                        .zip(ext.chunks_exact(n))
+                        .map(|(&(st, en), x)| {
+                            if (st..en).contains(&t) {
+                                &c[t * n..(t + 1) * n]
+                            } else {
+                                x
+                            }
+                        })
+                        .collect();
+                    let lim = t * n..(t + 1) * n;
+                    let kb: Vec<&[u64]> = key.digits.iter().map(|(b, _)| &b[lim.clone()]).collect();
+                    let ka: Vec<&[u64]> = key.digits.iter().map(|(_, a)| &a[lim.clone()]).collect();
+                    inner_product(self.modulus(t), &e, None, &kb, &ka, o0, o1);
                 },
             );
         (acc0, acc1)
@@ -387,36 +440,13 @@ impl Context {
         acc0.par_chunks_mut(n)
             .zip(acc1.par_chunks_mut(n))
             .zip(targets.par_iter().enumerate())
-            .for_each_init(
-                || (scratch::u128s(n), scratch::u128s(n)),
-                |(w0, w1), ((o0, o1), (ti, &t))| {
-                    for (d, ext) in dec.exts.iter().enumerate() {
-                        let (b, a) = &key.digits[d];
-                        let e = &ext[ti * n..(ti + 1) * n];
-                        let kb = &b[t * n..(t + 1) * n];
-                        let ka = &a[t * n..(t + 1) * n];
-                        match perm {
-                            None => mac_limb(d == 0, w0, w1, e, kb, ka),
-                            Some(p) => {
-                                if d == 0 {
-                                    w0.fill(0);
-                                    w1.fill(0);
-                                }
-                                for ((o0, o1), (&pj, (&bj, &aj))) in w0
-                                    .iter_mut()
-                                    .zip(w1.iter_mut())
-                                    .zip(p.iter().zip(kb.iter().zip(ka)))
-                                {
-                                    let ej = e[pj as usize] as u128;
-                                    *o0 += ej * bj as u128;
-                                    *o1 += ej * aj as u128;
-                                }
-                            }
-                        }
-                    }
-                    reduce_limb(self.modulus(t), o0, o1, w0, w1);
-                },
-            );
+            .for_each(|((o0, o1), (ti, &t))| {
+                let e: Vec<&[u64]> = dec.exts.iter().map(|x| &x[ti * n..(ti + 1) * n]).collect();
+                let lim = t * n..(t + 1) * n;
+                let kb: Vec<&[u64]> = key.digits.iter().map(|(b, _)| &b[lim.clone()]).collect();
+                let ka: Vec<&[u64]> = key.digits.iter().map(|(_, a)| &a[lim.clone()]).collect();
+                inner_product(self.modulus(t), &e, perm, &kb, &ka, o0, o1);
+            });
         self.mod_down_in_place(&mut acc0, level);
         self.mod_down_in_place(&mut acc1, level);
         (acc0, acc1)

@@ -9,14 +9,13 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::thread::LocalKey;
 
-/// Buffers kept per thread and element type (a key switch holds at most five at once).
+/// Buffers kept per thread (a key switch holds at most two at once per thread).
 const KEEP: usize = 8;
 
 type Pool<T> = RefCell<Vec<Vec<T>>>;
 
 thread_local! {
     static POOL_U64: Pool<u64> = const { RefCell::new(Vec::new()) };
-    static POOL_U128: Pool<u128> = const { RefCell::new(Vec::new()) };
 }
 
 /// A zeroed buffer on loan from the thread's pool.
@@ -69,11 +68,6 @@ pub(crate) fn u64s(len: usize) -> Buf<u64> {
     Buf::take(&POOL_U64, len)
 }
 
-/// `len` zeroed 128-bit accumulators.
-pub(crate) fn u128s(len: usize) -> Buf<u128> {
-    Buf::take(&POOL_U128, len)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -85,7 +79,5 @@ mod tests {
         let b = super::u64s(20);
         assert_eq!(b.len(), 20);
         assert!(b.iter().all(|&x| x == 0));
-        let c = super::u128s(3);
-        assert_eq!(&c[..], &[0u128; 3]);
     }
 }
