@@ -381,6 +381,11 @@ impl Context {
         for k in 1..=l {
             w[k] = w[k - 1] * self.q[k - 1] as f64;
         }
+        // Shoup companions: a digit below a larger prime needs no separate reduction (a `%`
+        // per digit pair was most of the decode).
+        let prefix_shoup: Vec<Vec<u64>> = (0..=l)
+            .map(|k| prefix[k].iter().map(|&x| mods[k].shoup(x)).collect())
+            .collect();
         let mut digits = vec![0u64; l + 1];
         let mut out = vec![0.0f64; n];
         for j in 0..n {
@@ -389,7 +394,10 @@ impl Context {
                 // value of the lower digits mod q_k
                 let mut acc = 0u64;
                 for i in 0..k {
-                    acc = m.add(acc, m.mul(m.reduce(digits[i]), prefix[k][i]));
+                    acc = m.add(
+                        acc,
+                        m.mul_shoup(digits[i], prefix[k][i], prefix_shoup[k][i]),
+                    );
                 }
                 digits[k] = m.mul(m.sub(limbs[k * n + j], acc), inv_prefix[k]);
             }
