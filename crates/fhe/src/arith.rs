@@ -108,8 +108,13 @@ impl Modulus {
     /// Reduces a signed integer.
     #[inline(always)]
     pub fn from_i64(&self, x: i64) -> u64 {
-        let r = x.rem_euclid(self.q as i64);
-        r as u64
+        if x.unsigned_abs() < self.q {
+            // Small values (noise, ternary secrets) skip the division; x + q for negative x,
+            // without a branch on the sign, which is a coin flip for noise.
+            (x as u64).wrapping_add(self.q & ((x >> 63) as u64))
+        } else {
+            x.rem_euclid(self.q as i64) as u64
+        }
     }
 
     /// Reduces a signed 128-bit integer.
@@ -249,6 +254,10 @@ mod tests {
                 assert_eq!(m.mul_shoup(a, b, m.shoup(b)), want);
                 let w = rng.random::<u128>();
                 assert_eq!(m.reduce_wide(w), (w % q as u128) as u64);
+                let small = (rng.random::<u64>() % 64) as i64 - 32;
+                for v in [small, rng.random::<i64>(), i64::MIN, i64::MAX, 0] {
+                    assert_eq!(m.from_i64(v), v.rem_euclid(q as i64) as u64);
+                }
                 let x = rng.random::<u64>();
                 let lazy = m.mul_shoup_lazy(x, b, m.shoup(b));
                 assert!(lazy < 2 * q);
