@@ -33,6 +33,7 @@ pub mod config;
 pub mod csr;
 pub mod error;
 pub mod experiment;
+mod kernel;
 pub mod models;
 pub mod norm;
 pub mod partition;

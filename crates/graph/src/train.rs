@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 use crate::csr::CsrGraph;
 use crate::error::{GraphError, Result};
+use crate::kernel::{self, values};
 use crate::models::{Gcn, GcnConfig, GcnInput};
 use crate::norm::{Normalization, WeightedCsr, normalize};
 use crate::partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
@@ -511,7 +512,8 @@ fn cross_entropy(
         .forward(logits, int_tensor(&y, dev))
 }
 
-/// Cluster-GCN's optimiser step: [`batch_gradients`] then Adam.
+/// Cluster-GCN's optimiser step: the hand-written kernel for dense features
+/// ([`kernel::dense_gradients`]), else [`batch_gradients`]; then Adam.
 fn step_csr(
     model: Gcn,
     optim: &mut ModuleOptimizer,
@@ -521,7 +523,13 @@ fn step_csr(
     targets: &[usize],
     labels: &[usize],
 ) -> Gcn {
-    let (_, grads) = batch_gradients(&model, adj, x, targets, labels);
+    let (_, grads) = match x {
+        GcnInput::Dense(x) => {
+            let f = x.dims()[1];
+            kernel::dense_gradients(&model, adj, &values((**x).clone()), f, targets, labels)
+        }
+        GcnInput::Sparse(_) => batch_gradients(&model, adj, x, targets, labels),
+    };
     optim.step(lr, model, grads)
 }
 
@@ -627,15 +635,6 @@ impl ModuleVisitor for MergeGrads<'_> {
         if let Some(total) = total {
             self.out.register(param.id, total);
         }
-    }
-}
-
-/// A tensor's values, row-major, in one copy.
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    let data = t.into_data();
-    match data.as_slice::<f32>() {
-        Ok(v) => v.to_vec(),
-        Err(_) => data.iter::<f32>().collect(),
     }
 }
 
@@ -1068,20 +1067,37 @@ mod tests {
             let (old_loss, old) = gather_gradients(&model, &sparse_adj, x, t, l);
             seed_backend(11);
             let (new_loss, new) = batch_gradients(&model, &Propagation::new(w), x, t, l);
-            assert!(
-                (old_loss - new_loss).abs() <= 1e-6 * old_loss.abs(),
-                "{old_loss} {new_loss} ({norm:?}, dropout {dropout})"
-            );
-            let (old, new) = (flat_grads(&model, &old), flat_grads(&model, &new));
-            assert_eq!(old.len(), new.len());
-            for (a, b) in old.iter().zip(&new) {
-                assert!(!a.is_empty() && a.len() == b.len());
-                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(
-                    diff <= 1e-5 * scale.max(1e-3),
-                    "{diff} vs {scale} ({norm:?})"
+            let mut results = vec![(new_loss, new, 1e-6)];
+            if let GcnInput::Dense(xd) = x {
+                seed_backend(11);
+                let (loss, grads) = kernel::dense_gradients(
+                    &model,
+                    &Propagation::new(normalize(&data.graph, norm)),
+                    &values((**xd).clone()),
+                    *cols,
+                    t,
+                    l,
                 );
+                // Products are summed in another order than burn's: rounding, not more.
+                results.push((loss, grads, 1e-5));
+            }
+            let old = flat_grads(&model, &old);
+            for (loss, grads, tol) in results {
+                assert!(
+                    (old_loss - loss).abs() <= tol * old_loss.abs(),
+                    "{old_loss} {loss} ({norm:?}, dropout {dropout})"
+                );
+                let new = flat_grads(&model, &grads);
+                assert_eq!(old.len(), new.len());
+                for (a, b) in old.iter().zip(&new) {
+                    assert!(!a.is_empty() && a.len() == b.len());
+                    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(
+                        diff <= tol * scale.max(1e-3),
+                        "{diff} vs {scale} ({norm:?})"
+                    );
+                }
             }
         }
     }

@@ -97,6 +97,30 @@ impl GcnLayer {
     }
 }
 
+/// The parameters of one layer: `neigh` holds `W_n` and the bias, `self_loop` `W_s`, and
+/// `norm` the LayerNorm applied before the ReLU of a hidden Cluster-GCN layer.
+pub(crate) struct LayerParams<'a> {
+    pub neigh: &'a Linear,
+    pub self_loop: Option<&'a Linear>,
+    pub norm: Option<&'a LayerNorm>,
+}
+
+impl LayerParams<'_> {
+    /// Whether every parameter holds its value (burn initialises parameters lazily).
+    pub fn is_initialized(&self) -> bool {
+        self.neigh.weight.is_initialized()
+            && self.neigh.bias.as_ref().is_none_or(|b| b.is_initialized())
+            && self.self_loop.is_none_or(|s| s.weight.is_initialized())
+            && self.norm.is_none_or(|m| {
+                m.gamma.is_initialized() && m.beta.as_ref().is_none_or(|b| b.is_initialized())
+            })
+    }
+}
+
+/// The LayerNorm epsilon [`GcnConfig::init`] builds with (`LayerNormConfig`'s default, which
+/// `LayerNorm` does not expose).
+pub(crate) const LAYER_NORM_EPSILON: f32 = 1e-5;
+
 /// Node features entering the first layer.
 #[derive(Debug, Clone)]
 pub enum GcnInput {
@@ -233,6 +257,23 @@ impl Gcn {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Layer `l`'s parameters, for the hand-written training kernel ([`crate::kernel`]).
+    pub(crate) fn layer_params(&self, l: usize) -> LayerParams<'_> {
+        let layer = &self.layers[l];
+        LayerParams {
+            neigh: &layer.neigh,
+            self_loop: layer.self_loop.as_ref(),
+            norm: (l + 1 < self.layers.len())
+                .then(|| self.norms.get(l))
+                .flatten(),
+        }
+    }
+
+    /// Dropout probability before every layer.
+    pub(crate) fn dropout_prob(&self) -> f64 {
+        self.dropout.prob
     }
 
     /// Inference on a whole graph one layer at a time, `chunk` rows at a time, for a model
