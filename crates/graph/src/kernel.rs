@@ -178,20 +178,23 @@ fn forward_backward(
         let (d_in, d_out) = (s.d_in, s.d_out);
         // `grad` is dL/d(layer output); turn it into dL/dZ.
         if l + 1 < layers {
-            let (mut dgamma, mut dbeta) = (vec![0f32; d_out], vec![0f32; d_out]);
-            match &s.gamma {
+            let (dgamma, dbeta) = match &s.gamma {
                 Some(g) => {
-                    for ((gr, xr), yr) in grad
-                        .chunks(d_out)
-                        .zip(s.xhat.chunks(d_out))
-                        .zip(s.out.chunks(d_out))
-                    {
-                        for k in 0..d_out {
-                            let dy = if yr[k] > 0.0 { gr[k] } else { 0.0 };
-                            dgamma[k] += dy * xr[k];
-                            dbeta[k] += dy;
+                    // dγ, dβ from the incoming gradient, before it is rewritten in place.
+                    let sums = block_sums(&grad, d_out, 2, &|rows, acc| {
+                        let (dg, db) = acc.split_at_mut(d_out);
+                        let (gr, xr, yr) =
+                            (&grad[rows.clone()], &s.xhat[rows.clone()], &s.out[rows]);
+                        for ((gr, xr), yr) in
+                            gr.chunks(d_out).zip(xr.chunks(d_out)).zip(yr.chunks(d_out))
+                        {
+                            for k in 0..d_out {
+                                let dy = if yr[k] > 0.0 { gr[k] } else { 0.0 };
+                                dg[k] += dy * xr[k];
+                                db[k] += dy;
+                            }
                         }
-                    }
+                    });
                     grad.par_chunks_mut(d_out)
                         .zip(s.xhat.par_chunks(d_out))
                         .zip(s.out.par_chunks(d_out))
@@ -200,17 +203,21 @@ fn forward_backward(
                         .for_each(|(((gr, xr), yr), &r)| {
                             layer_norm_backward_row(gr, xr, yr, g, r);
                         });
+                    let (dg, db) = sums.split_at(d_out);
+                    (dg.to_vec(), db.to_vec())
                 }
-                None => grad
-                    .par_iter_mut()
-                    .zip(s.out.par_iter())
-                    .with_min_len(4096)
-                    .for_each(|(d, &y)| {
-                        if y <= 0.0 {
-                            *d = 0.0;
-                        }
-                    }),
-            }
+                None => {
+                    grad.par_iter_mut()
+                        .zip(s.out.par_iter())
+                        .with_min_len(4096)
+                        .for_each(|(d, &y)| {
+                            if y <= 0.0 {
+                                *d = 0.0;
+                            }
+                        });
+                    (Vec::new(), Vec::new())
+                }
+            };
             if let Some(norm) = params.norm {
                 register(&mut grads, &norm.gamma, dgamma, [d_out]);
                 if let Some(b) = &norm.beta {
@@ -350,11 +357,38 @@ fn add_rows(z: &mut [f32], b: &[f32]) {
 }
 
 fn column_sums(m: &[f32], d: usize) -> Vec<f32> {
-    let mut s = vec![0f32; d];
-    for row in m.chunks(d.max(1)) {
-        s.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+    block_sums(m, d, 1, &|rows, acc| {
+        for row in m[rows].chunks(d.max(1)) {
+            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+        }
+    })
+}
+
+/// Row-block reduction of `m` (`· × d`, row-major) into `width · d` sums: `f(range, acc)`
+/// adds the rows in `range` (element indices of `m`) into `acc`. Blocks are fixed (not
+/// chosen by rayon's work stealing) and their partial sums added in order, so the result
+/// does not depend on the thread count or the schedule.
+fn block_sums(
+    m: &[f32],
+    d: usize,
+    width: usize,
+    f: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync),
+) -> Vec<f32> {
+    const ROWS: usize = 512;
+    let step = ROWS * d.max(1);
+    let partials: Vec<Vec<f32>> = (0..m.len().div_ceil(step))
+        .into_par_iter()
+        .map(|b| {
+            let mut acc = vec![0f32; width * d];
+            f(b * step..((b + 1) * step).min(m.len()), &mut acc);
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; width * d];
+    for p in partials {
+        total.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
     }
-    s
+    total
 }
 
 fn register<const D: usize>(
