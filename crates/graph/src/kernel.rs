@@ -32,8 +32,8 @@ struct Saved {
     mask: Option<Vec<f32>>,
     w_n: Vec<f32>,
     w_s: Option<Vec<f32>>,
-    /// Hidden layers: the normalised pre-activation `x̂` (LayerNorm) or `z` (no norm), its
-    /// rows' `1 / σ`, `γ`, and the ReLU output.
+    /// Hidden layers: the normalised pre-activation `x̂` and its rows' `1 / σ` (both empty
+    /// without LayerNorm), `γ`, and the ReLU output; the last layer: the logits in `out`.
     xhat: Vec<f32>,
     rstd: Vec<f32>,
     gamma: Option<Vec<f32>>,
