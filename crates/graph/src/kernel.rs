@@ -7,16 +7,16 @@
 //! one allocation each: ~3 ms per 10k × 128 add or ReLU) and autodiff bookkeeping were,
 //! together with the dropout masks. Here every element-wise pass is one parallel sweep.
 //!
-//! Dropout masks are still drawn from burn's generator, in the same order and shapes as
-//! [`Gcn::forward`]'s dropout layers (and each layer's parameters are read after its mask, as
-//! lazy initialisation on the first step draws from the same generator): training follows the
-//! same random stream as the autodiff path and differs from it only in rounding.
+//! Dropout masks come from a counter-based generator seeded per step (the Bernoulli draws of
+//! burn's `Dropout` cost ~30 ms per 10k × 128 mask, a third of a step's CPU time): element `i`
+//! of layer `l`'s mask depends only on `(seed, l, i)`, so training is deterministic for any
+//! thread count. Given the same masks, the step equals the autodiff path up to rounding (a
+//! test feeds both burn's masks).
 
 use ferrolab_core::backend::device;
 use ferrolab_core::burn::module::Param;
 use ferrolab_core::burn::optim::GradientsParams;
 use ferrolab_core::burn::prelude::*;
-use ferrolab_core::burn::tensor::Distribution;
 use ferrolab_core::linalg::{MatRef, matmul};
 use rayon::prelude::*;
 
@@ -43,7 +43,8 @@ struct Saved {
 }
 
 /// Cross-entropy on `targets` (local row indices) of a forward pass on `x` (row-major
-/// `n × f`, before dropout), and the gradient of every parameter of `model`.
+/// `n × f`, before dropout), and the gradient of every parameter of `model`; the dropout masks
+/// are drawn from `mask_seed` ([`dropout_mask`]).
 pub(crate) fn dense_gradients(
     model: &Gcn,
     adj: &Propagation,
@@ -51,45 +52,55 @@ pub(crate) fn dense_gradients(
     f: usize,
     targets: &[usize],
     labels: &[usize],
+    mask_seed: u64,
 ) -> (f32, GradientsParams) {
     let n = adj.num_nodes();
-    let p = model.dropout_prob();
-    let draw = move |d: usize| {
-        (p > 0.0).then(|| {
-            values(Tensor::<2>::random(
-                [n, d],
-                Distribution::Bernoulli(1.0 - p),
-                &device(),
-            ))
-        })
-    };
-    let layers = model.num_layers();
-    // Parameters initialise lazily from the same generator on the first step, between the
-    // masks: only once they all exist can the masks be drawn ahead, in order, on another
-    // thread (burn's sampler takes ~30 ms per 10k × 128 mask, a third of a step).
-    if p == 0.0 || !(0..layers).all(|l| model.layer_params(l).is_initialized()) {
-        return forward_backward(model, adj, x, f, targets, labels, &mut |d| draw(d));
-    }
-    let widths: Vec<usize> = (0..layers)
-        .map(|l| model.layer_params(l).neigh.weight.val().dims()[0])
-        .collect();
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(layers);
-        scope.spawn(move || {
-            for d in widths {
-                if tx.send(draw(d)).is_err() {
-                    break;
-                }
-            }
-        });
-        forward_backward(model, adj, x, f, targets, labels, &mut |d| {
-            rx.recv().unwrap_or_else(|_| draw(d))
-        })
+    let keep = 1.0 - model.dropout_prob();
+    let mut layer = 0u64;
+    forward_backward(model, adj, x, f, targets, labels, &mut |d| {
+        layer += 1;
+        (keep < 1.0).then(|| dropout_mask(n * d, keep, mask_seed, layer))
     })
 }
 
-/// [`dense_gradients`] with the dropout mask of each layer's `n × d` input from `mask(d)`.
-fn forward_backward(
+/// A dropout mask of `len` values, 1 with probability `keep` and 0 otherwise. Each block of
+/// 4096 values runs its own SplitMix64 stream seeded from `(seed, layer, block)`: parallel,
+/// and the same whatever the thread count.
+pub(crate) fn dropout_mask(len: usize, keep: f64, seed: u64, layer: u64) -> Vec<f32> {
+    const BLOCK: usize = 4096;
+    // Compare 32-bit draws against keep · 2³², two draws per 64-bit output.
+    let threshold = (keep.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
+    let mut mask = vec![0f32; len];
+    mask.par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let mut state = seed ^ splitmix64(&mut (layer << 40 ^ b as u64));
+            for pair in chunk.chunks_mut(2) {
+                let r = splitmix64(&mut state);
+                for (k, v) in pair.iter_mut().enumerate() {
+                    *v = if (r >> (32 * k)) & 0xffff_ffff < threshold {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        });
+    mask
+}
+
+/// One step of SplitMix64 (Steele, Lea & Flood 2014): advances `state`, returns the output.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// [`dense_gradients`] with the dropout mask of each layer's `n × d` input from `mask(d)`,
+/// called once per layer in order (1 where kept; `None`: no dropout).
+pub(crate) fn forward_backward(
     model: &Gcn,
     adj: &Propagation,
     x: &[f32],
@@ -106,7 +117,7 @@ fn forward_backward(
     let mut h: Vec<f32> = x.to_vec();
     let mut d_in = f;
     for l in 0..layers {
-        // Dropout as burn's `Dropout` computes it: `(h · m) · 1/(1-p)`, mask drawn first.
+        // Dropout as burn's `Dropout` computes it: `(h · m) · 1/(1-p)`.
         let mask = mask(d_in);
         if let Some(m) = &mask {
             h.par_iter_mut()
@@ -407,5 +418,28 @@ pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     match data.as_slice::<f32>() {
         Ok(v) => v.to_vec(),
         Err(_) => data.iter::<f32>().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_masks_keep_their_share_and_depend_only_on_seed_and_layer() {
+        let n = 100_003;
+        let m = dropout_mask(n, 0.8, 7, 1);
+        let kept = m.iter().filter(|&&v| v == 1.0).count() as f64 / n as f64;
+        assert!((kept - 0.8).abs() < 0.01, "{kept}");
+        assert!(m.iter().all(|&v| v == 0.0 || v == 1.0));
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| dropout_mask(n, 0.8, 7, 1));
+        assert_eq!(m, one_thread);
+        assert_ne!(m, dropout_mask(n, 0.8, 7, 2));
+        assert_ne!(m, dropout_mask(n, 0.8, 8, 1));
+        assert!(dropout_mask(10, 1.0, 7, 1).iter().all(|&v| v == 1.0));
     }
 }

@@ -512,23 +512,31 @@ fn cross_entropy(
         .forward(logits, int_tensor(&y, dev))
 }
 
+/// One Cluster-GCN training batch: its propagation matrix, features, the local indices of
+/// its labelled nodes and every node's label.
+struct TrainBatch<'a> {
+    adj: &'a Propagation,
+    x: &'a GcnInput,
+    targets: &'a [usize],
+    labels: &'a [usize],
+    /// Seeds the dropout masks of the dense-feature kernel.
+    mask_seed: u64,
+}
+
 /// Cluster-GCN's optimiser step: the hand-written kernel for dense features
 /// ([`kernel::dense_gradients`]), else [`batch_gradients`]; then Adam.
-fn step_csr(
-    model: Gcn,
-    optim: &mut ModuleOptimizer,
-    lr: f64,
-    adj: &Propagation,
-    x: &GcnInput,
-    targets: &[usize],
-    labels: &[usize],
-) -> Gcn {
-    let (_, grads) = match x {
-        GcnInput::Dense(x) => {
-            let f = x.dims()[1];
-            kernel::dense_gradients(&model, adj, &values((**x).clone()), f, targets, labels)
-        }
-        GcnInput::Sparse(_) => batch_gradients(&model, adj, x, targets, labels),
+fn step_csr(model: Gcn, optim: &mut ModuleOptimizer, lr: f64, b: &TrainBatch<'_>) -> Gcn {
+    let (_, grads) = match b.x {
+        GcnInput::Dense(x) => kernel::dense_gradients(
+            &model,
+            b.adj,
+            &values((**x).clone()),
+            x.dims()[1],
+            b.targets,
+            b.labels,
+            b.mask_seed,
+        ),
+        GcnInput::Sparse(_) => batch_gradients(&model, b.adj, b.x, b.targets, b.labels),
     };
     optim.step(lr, model, grads)
 }
@@ -847,7 +855,14 @@ pub fn train_on_partition(
                     Some((cfg.dropout, &mut drop_rng)),
                     &tdev,
                 )?;
-                model = step_csr(model, &mut optim, cfg.lr, &adj, &x, &targets, &labels);
+                let batch = TrainBatch {
+                    adj: &adj,
+                    x: &x,
+                    targets: &targets,
+                    labels: &labels,
+                    mask_seed: drop_rng.random::<u64>(),
+                };
+                model = step_csr(model, &mut optim, cfg.lr, &batch);
             }
             Ok(model)
         })?;
@@ -904,15 +919,14 @@ pub fn train_from_store(
                 }
                 max_batch_nodes = max_batch_nodes.max(b.labels.len());
                 let adj = Propagation::new(normalize(&b.graph, cluster.norm));
-                model = step_csr(
-                    model,
-                    &mut optim,
-                    cfg.lr,
-                    &adj,
-                    &b.features,
-                    &b.targets,
-                    &b.labels,
-                );
+                let batch = TrainBatch {
+                    adj: &adj,
+                    x: &b.features,
+                    targets: &b.targets,
+                    labels: &b.labels,
+                    mask_seed: drop_rng.random::<u64>(),
+                };
+                model = step_csr(model, &mut optim, cfg.lr, &batch);
             }
             Ok(model)
         })?;
@@ -1070,13 +1084,24 @@ mod tests {
             let mut results = vec![(new_loss, new, 1e-6)];
             if let GcnInput::Dense(xd) = x {
                 seed_backend(11);
-                let (loss, grads) = kernel::dense_gradients(
+                let n = data.num_nodes();
+                let (loss, grads) = kernel::forward_backward(
                     &model,
                     &Propagation::new(normalize(&data.graph, norm)),
                     &values((**xd).clone()),
                     *cols,
                     t,
                     l,
+                    // burn's own masks, drawn as its dropout layers draw them.
+                    &mut |d| {
+                        (dropout > 0.0).then(|| {
+                            values(Tensor::<2>::random(
+                                [n, d],
+                                ferrolab_core::burn::tensor::Distribution::Bernoulli(1.0 - dropout),
+                                &ferrolab_core::backend::device(),
+                            ))
+                        })
+                    },
                 );
                 // Products are summed in another order than burn's: rounding, not more.
                 results.push((loss, grads, 1e-5));

@@ -105,18 +105,6 @@ pub(crate) struct LayerParams<'a> {
     pub norm: Option<&'a LayerNorm>,
 }
 
-impl LayerParams<'_> {
-    /// Whether every parameter holds its value (burn initialises parameters lazily).
-    pub fn is_initialized(&self) -> bool {
-        self.neigh.weight.is_initialized()
-            && self.neigh.bias.as_ref().is_none_or(|b| b.is_initialized())
-            && self.self_loop.is_none_or(|s| s.weight.is_initialized())
-            && self.norm.is_none_or(|m| {
-                m.gamma.is_initialized() && m.beta.as_ref().is_none_or(|b| b.is_initialized())
-            })
-    }
-}
-
 /// The LayerNorm epsilon [`GcnConfig::init`] builds with (`LayerNormConfig`'s default, which
 /// `LayerNorm` does not expose).
 pub(crate) const LAYER_NORM_EPSILON: f32 = 1e-5;
