@@ -80,8 +80,11 @@ pub fn seed_backend(seed: u64) {
 /// optimiser moments). glibc hands blocks above its mmap threshold back to the kernel on
 /// free, so each step paid for fresh zeroed pages: page faults were ~10% of SECNN's profile,
 /// and the MLP training step ran 2.3x PyTorch's time instead of 1.0x (bench/README.md).
-/// Raising the mmap and trim thresholds fixes both. The `ferrolab` binary calls this first
-/// thing; library users should call it at the start of `main`, before spawning threads.
+/// Raising the mmap and trim thresholds fixes both. It affects only blocks allocated
+/// afterwards, and those stay with the process when freed, even through `malloc_trim`: call
+/// it when training starts, after large data that will be dropped is built (the `ferrolab`
+/// binary calls it first thing, except for `cluster-gcn`, whose experiment calls it before
+/// each training method so that a dropped 1M-node graph is returned to the kernel).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn tune_allocator() {

@@ -159,6 +159,9 @@ pub struct Comparison {
 
 /// Runs `f` for every seed, measuring the process's peak memory over the runs.
 fn method(seeds: &[u64], f: impl Fn(u64) -> Result<TrainOutcome>) -> Result<MethodResult> {
+    // Only now, so that the data loaded and dropped before training was served by mmap and
+    // really left the process (see `tune_allocator`); training reuses its freed blocks.
+    ferrolab_core::backend::tune_allocator();
     ferrolab_core::resources::release_free_memory();
     let measurable = reset_peak_rss();
     let runs = seeds.iter().map(|&s| f(s)).collect::<Result<Vec<_>>>()?;
