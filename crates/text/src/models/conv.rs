@@ -131,19 +131,18 @@ impl ConvEncoder {
 
     /// Replaces the filter weights and biases (shapes as [`conv_params`](Self::conv_params)).
     pub fn with_conv_params(mut self, weight: Vec<f32>, bias: Vec<f32>) -> Self {
-        let replace = |p: Tensor<2>, v: Vec<f32>| {
-            let t = Tensor::from_data(TensorData::new(v, p.dims()), &p.device());
-            if p.is_require_grad() {
+        // The new tensors must be leaves (built from data, then marked), as the old ones were,
+        // so that burn's autodiff would treat them as parameters again.
+        fn leaf<const D: usize>(old: &Tensor<D>, v: Vec<f32>) -> Tensor<D> {
+            let t = Tensor::from_data(TensorData::new(v, old.dims()), &old.device());
+            if old.is_require_grad() {
                 t.require_grad()
             } else {
                 t
             }
-        };
-        self.weight = self.weight.map(|p| replace(p, weight));
-        self.bias = self.bias.map(|p| {
-            let dims = p.dims();
-            replace(p.reshape([1, dims[0]]), bias).reshape(dims)
-        });
+        }
+        self.weight = self.weight.map(|p| leaf(&p, weight));
+        self.bias = self.bias.map(|p| leaf(&p, bias));
         self
     }
 
