@@ -236,35 +236,3 @@ fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
         ops,
     })
 }
-
-#[cfg(test)]
-mod speed {
-    /// The figures of `ferrolab ckks bench` without building the CLI (N = 2^14 unless FHE_LOGN):
-    /// `FHE_REPS=9 cargo test --release -p ferrolab-fhe --lib op_speed -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn op_speed() {
-        let reps = std::env::var("FHE_REPS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5);
-        let log_n = std::env::var("FHE_LOGN")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(14);
-        let spec = crate::params::ParamSpec::standard(log_n).unwrap();
-        let threads = std::env::var("FHE_THREADS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1);
-        let r = super::run_threads(spec, reps, 1, threads).unwrap();
-        for f in &r.ops {
-            println!(
-                "{:<20} {:>9.3} ms  {:>6.2} bits",
-                f.op,
-                f.ms.unwrap_or(f64::NAN),
-                f.precision_bits.unwrap_or(f64::NAN)
-            );
-        }
-    }
-}

@@ -208,30 +208,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod speed {
-    /// `cargo test --release -p ferrolab-fhe --lib fft_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn fft_speed() {
-        let t = super::EncoderTables::new(14);
-        let v: Vec<crate::C64> = (0..8192)
-            .map(|i| crate::C64::real((i as f64 * 0.37).sin()))
-            .collect();
-        let mut best = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..50 {
-            let s = std::time::Instant::now();
-            let c = t.slots_to_coeffs(&v);
-            let a = s.elapsed().as_secs_f64() * 1e3;
-            let s = std::time::Instant::now();
-            std::hint::black_box(t.coeffs_to_slots(&c));
-            let b = s.elapsed().as_secs_f64() * 1e3;
-            best = (best.0.min(a), best.1.min(b));
-        }
-        println!(
-            "N=2^14 special FFT (min of 50): encode direction {:.3} ms, decode direction {:.3} ms",
-            best.0, best.1
-        );
-    }
-}

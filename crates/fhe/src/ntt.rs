@@ -408,33 +408,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn ntt_speed() {
-        let q = crate::params::ntt_primes(60, 1, 14, &[]).unwrap()[0];
-        let t = NttTable::new(q, 14).unwrap();
-        let mut a: Vec<u64> = (0..1u64 << 14).map(|i| i * 7919 % q).collect();
-        for _ in 0..3 {
-            let s = std::time::Instant::now();
-            for _ in 0..200 {
-                t.forward(&mut a);
-                t.inverse(&mut a);
-            }
-            let plan = s.elapsed().as_secs_f64() * 1e6 / 200.0;
-            let s = std::time::Instant::now();
-            for _ in 0..200 {
-                t.forward_harvey(&mut a);
-                t.inverse_harvey(&mut a);
-            }
-            let ours = s.elapsed().as_secs_f64() * 1e6 / 200.0;
-            println!(
-                "fwd+inv N=2^14, 60-bit prime: tfhe-ntt {plan:.1} us, ours {ours:.1} us, ratio {:.2}",
-                ours / plan
-            );
-        }
-    }
-}
