@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod linalg;
 pub mod metrics;
 pub mod nn;

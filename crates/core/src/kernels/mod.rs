@@ -1,0 +1,31 @@
+//! Custom kernels: every hand-written hot path of ferrolab, in one place, each beside a
+//! reference path built from burn tensor ops (or a naive loop where burn has no such op) that
+//! its tests check it against.
+//!
+//! | kernel | what | reference path |
+//! |---|---|---|
+//! | [`gemm`] | strided f32 GEMM on slices (the `gemm` crate burn links) | `Tensor::matmul` |
+//! | [`spmm`] | CSR sparse × dense, parallel over rows, and its transpose | [`SparseAdj::propagate`](crate::sparse::SparseAdj::propagate) (gather/scatter) |
+//! | [`propagate`] | the CSR spmm as a burn backend extension, differentiable | the same gather/scatter, as the extension's default body |
+//! | [`conv1d`] | Kim-CNN/SECNN multi-width "same" convolution, forward and backward | [`conv1d::reference`] (burn ops) |
+//! | [`fused`] | the GCN step's row passes: dropout masks, LayerNorm + ReLU, masked cross-entropy | burn's `LayerNorm`, `relu`, `CrossEntropyLoss` |
+//! | [`adam`] | dense and lazy (row-sparse) Adam on slices | burn's `Adam` |
+//! | [`hash`] | counter-based SplitMix64, FNV-1a | published test vectors |
+//!
+//! **How a new custom op is added.** As a burn backend extension, like [`propagate`]:
+//! a trait under `#[backend_extension(Flex, Cube: cfg(..), Autodiff)]` whose default body
+//! composes burn primitive ops (the GPU path and the test oracle), a hand-written body for
+//! `Flex` (the CPU kernel, on slices), and an `Autodiff` implementation that registers a
+//! hand-written backward; the public function takes and returns `Tensor`s, so gradients and
+//! device dispatch are never lost. A test checks the op's forward and gradient against the
+//! reference. Kernels that run a whole training step by hand on slices ([`fused`], [`adam`],
+//! and [`conv1d`] inside SECNN's training step) predate this and are called only from a
+//! system's training step, never from a public `forward`.
+
+pub mod adam;
+pub mod conv1d;
+pub mod fused;
+pub mod gemm;
+pub mod hash;
+pub mod propagate;
+pub mod spmm;
