@@ -8,6 +8,7 @@
 //! every cluster id and a checksum are verified, and a stale or corrupt file is reported
 //! and rebuilt.
 
+use ferrolab_core::kernels::hash::WordHasher as Hasher;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -201,26 +202,6 @@ pub fn graph_hash(graph: &CsrGraph) -> u64 {
         h.word(u64::from(pair[0]) | (u64::from(*pair.get(1).unwrap_or(&u32::MAX)) << 32));
     }
     h.finish()
-}
-
-struct Hasher(u64);
-
-impl Hasher {
-    fn new() -> Self {
-        Hasher(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn word(&mut self, w: u64) {
-        self.0 = (self.0 ^ w).wrapping_mul(0x0000_0100_0000_01b3);
-        self.0 ^= self.0 >> 29;
-    }
-
-    fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
-    }
 }
 
 static METIS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

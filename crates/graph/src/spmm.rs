@@ -1,16 +1,8 @@
-//! Sparse × dense products `Â H` on plain CSR slices, parallel over rows.
-//!
-//! Propagating by gather/scatter through autodiff materialises one `d`-wide message per
-//! stored entry (a 130k-entry batch at width 128 is a 66 MB tensor) several times per layer,
-//! forward and backward; here each output row is accumulated in place from the rows it reads,
-//! so a product touches `nnz · d` floats once and allocates only its `n × d` result.
-//!
-//! Each row sums its entries in column order, starting from zero, with a separate multiply
-//! and add: the same operations in the same order as the scatter-add of
-//! [`SparseAdj::propagate`](ferrolab_core::sparse::SparseAdj::propagate), and the transpose
-//! keeps entries in the original row order, as that scatter's backward does.
+//! The propagation matrix of a training batch, on the CSR kernel of
+//! [`ferrolab_core::kernels::spmm`] (where the kernel, its ordering guarantees and its test
+//! against burn's gather/scatter live).
 
-use rayon::prelude::*;
+use ferrolab_core::kernels::spmm as kernel;
 
 use crate::norm::{AdjRows, WeightedCsr};
 
@@ -20,51 +12,33 @@ use crate::norm::{AdjRows, WeightedCsr};
 /// When `out` does not hold `rows × d` values or a column index reaches past `x`: the
 /// matrices are built by this crate from checked graphs, so either is a bug.
 pub fn spmm(a: AdjRows<'_>, x: &[f32], d: usize, out: &mut [f32]) {
-    let rows = a.indptr.len().saturating_sub(1);
-    assert_eq!(out.len(), rows * d, "spmm: output is not {rows} x {d}");
-    if d == 0 {
-        return;
-    }
-    // Rows average ~20 entries: batches of 64 keep rayon's per-task cost negligible.
-    out.par_chunks_mut(d)
-        .with_min_len(64)
-        .enumerate()
-        .for_each(|(i, acc)| {
-            acc.fill(0.0);
-            let (s, e) = (a.indptr[i], a.indptr[i + 1]);
-            for (&u, &w) in a.indices[s..e].iter().zip(&a.values[s..e]) {
-                let u = u as usize;
-                let src = &x[u * d..(u + 1) * d];
-                acc.iter_mut().zip(src).for_each(|(o, v)| *o += w * v);
-            }
-        });
+    kernel::spmm(
+        kernel::CsrRef {
+            indptr: a.indptr,
+            indices: a.indices,
+            values: a.values,
+        },
+        x,
+        d,
+        out,
+    );
 }
 
 /// `Aᵀ` of a square CSR matrix, each row's entries in increasing original row.
 pub fn transpose(a: &WeightedCsr) -> WeightedCsr {
-    let n = a.num_nodes();
-    let mut indptr = vec![0usize; n + 1];
-    for &c in &a.indices {
-        indptr[c as usize + 1] += 1;
-    }
-    for i in 0..n {
-        indptr[i + 1] += indptr[i];
-    }
-    let mut next = indptr.clone();
-    let mut indices = vec![0u32; a.indices.len()];
-    let mut values = vec![0f32; a.values.len()];
-    for r in 0..n {
-        for k in a.indptr[r]..a.indptr[r + 1] {
-            let c = a.indices[k] as usize;
-            indices[next[c]] = r as u32;
-            values[next[c]] = a.values[k];
-            next[c] += 1;
-        }
-    }
+    let rows = a.rows();
+    let t = kernel::transpose(
+        kernel::CsrRef {
+            indptr: rows.indptr,
+            indices: rows.indices,
+            values: rows.values,
+        },
+        a.num_nodes(),
+    );
     WeightedCsr {
-        indptr,
-        indices,
-        values,
+        indptr: t.indptr,
+        indices: t.indices,
+        values: t.values,
     }
 }
 

@@ -110,14 +110,9 @@ pub struct StoreKey {
 }
 
 fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in bytes.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
-        h ^= h >> 29;
-    }
-    h ^ bytes.len() as u64
+    let mut h = ferrolab_core::kernels::hash::WordHasher::new();
+    h.bytes(bytes);
+    h.state() ^ bytes.len() as u64
 }
 
 fn put_u32s(out: &mut Vec<u8>, v: impl IntoIterator<Item = u32>) {

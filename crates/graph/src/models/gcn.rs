@@ -71,21 +71,21 @@ impl GcnLayer {
     }
 
     /// The dense products before propagation: `(H W_n, H W_s)`.
-    pub fn pre(&self, h: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+    pub(crate) fn pre(&self, h: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
         let hw = h.clone().matmul(self.neigh.weight.val());
         let self_part = self.self_loop.as_ref().map(|s| s.forward(h));
         (hw, self_part)
     }
 
     /// [`pre`](Self::pre) for sparse input rows.
-    pub fn pre_sparse(&self, x: &SparseAdj) -> (Tensor<2>, Option<Tensor<2>>) {
+    pub(crate) fn pre_sparse(&self, x: &SparseAdj) -> (Tensor<2>, Option<Tensor<2>>) {
         let hw = x.propagate(self.neigh.weight.val());
         let self_part = self.self_loop.as_ref().map(|s| x.propagate(s.weight.val()));
         (hw, self_part)
     }
 
     /// The layer after propagation: `Â (H W_n)` plus the bias and `H W_s`.
-    pub fn post(&self, propagated: Tensor<2>, self_part: Option<Tensor<2>>) -> Tensor<2> {
+    pub(crate) fn post(&self, propagated: Tensor<2>, self_part: Option<Tensor<2>>) -> Tensor<2> {
         let mut out = propagated;
         if let Some(b) = &self.neigh.bias {
             out = out + b.val().unsqueeze_dim(0);
@@ -196,8 +196,10 @@ impl Gcn {
     }
 
     /// Layer 0's products before propagation ([`GcnLayer::pre`]), dropout included for dense
-    /// input (sparse input comes with its values already dropped).
-    pub fn input_pre(&self, x: &GcnInput) -> (Tensor<2>, Option<Tensor<2>>) {
+    /// input (sparse input comes with its values already dropped). Crate-private, with
+    /// [`layer_pre`](Self::layer_pre) and [`layer_post`](Self::layer_post): the pieces the
+    /// training step chains around its own propagation, not a model API.
+    pub(crate) fn input_pre(&self, x: &GcnInput) -> (Tensor<2>, Option<Tensor<2>>) {
         match x {
             GcnInput::Sparse(x) => self.layers[0].pre_sparse(x),
             GcnInput::Dense(x) => self.layer_pre(0, (**x).clone()),
@@ -206,13 +208,13 @@ impl Gcn {
 
     /// Layer `l`'s products before propagation from its input `h` (the previous layer's
     /// activated output), after dropout.
-    pub fn layer_pre(&self, l: usize, h: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+    pub(crate) fn layer_pre(&self, l: usize, h: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
         self.layers[l].pre(self.dropout.forward(h))
     }
 
     /// Layer `l` from its propagated product `Â (H W_n)` and self term: bias, and on hidden
     /// layers LayerNorm (Cluster-GCN's layer) and ReLU.
-    pub fn layer_post(
+    pub(crate) fn layer_post(
         &self,
         l: usize,
         propagated: Tensor<2>,
