@@ -4,11 +4,13 @@
 
 use crate::models::SentenceClassifier;
 use crate::models::kernel::{self, ConvShape, NONE};
+// Lazy Adam for the word vectors, dense Adam for the filters: see the kernel's page for why.
 use ferrolab_core::Result;
 use ferrolab_core::burn::nn::loss::CrossEntropyLossConfig;
 use ferrolab_core::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use ferrolab_core::burn::prelude::*;
 use ferrolab_core::burn::tensor::activation::softmax;
+use ferrolab_core::kernels::adam::AdamParam;
 use ferrolab_core::train::{StepOutput, TrainStep};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -115,98 +117,6 @@ pub fn accuracy<M: SentenceClassifier>(
 ) -> f64 {
     let pred = argmax(&predict_proba(model, data, min_len, device));
     ferrolab_core::metrics::accuracy(&pred, &data.labels)
-}
-
-/// Adam's constants, those of burn's `AdamConfig` default used for the other weights.
-const BETA1: f32 = 0.9;
-const BETA2: f32 = 0.999;
-const EPS: f32 = 1e-5;
-
-/// One Adam update of `w` with gradient `g` and moments `m`, `v` (bias corrections `c1`, `c2`).
-fn adam_update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, c1: f32, c2: f32) {
-    for k in 0..w.len() {
-        m[k] = BETA1 * m[k] + (1.0 - BETA1) * g[k];
-        v[k] = BETA2 * v[k] + (1.0 - BETA2) * g[k] * g[k];
-        w[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + EPS);
-    }
-}
-
-/// Parameters trained outside burn's optimiser with Adam: the word vectors (lazily, per row)
-/// and the convolution filters (densely), whose gradients come from the hand-written
-/// convolution backward.
-///
-/// Word vectors use lazy ("sparse") Adam, as PyTorch's `SparseAdam`: each step updates only the
-/// rows of the tokens in the batch, and their moments. Dense Adam would read and write every
-/// one of the |V|·E weights and both moments each step (5.6 M of each for MR at E = 300)
-/// although a batch touches ~2% of the rows; on MR that was a third of the step time. Rows
-/// absent from a batch keep their moments unchanged instead of decaying them, which is the
-/// one difference from dense Adam.
-#[derive(Debug, Clone)]
-struct AdamParam {
-    w: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    /// Row width for lazy per-row updates.
-    dim: usize,
-    t: i32,
-}
-
-impl AdamParam {
-    fn new(w: Vec<f32>, dim: usize) -> Self {
-        let n = w.len();
-        AdamParam {
-            w,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            dim,
-            t: 0,
-        }
-    }
-
-    fn corrections(&mut self) -> (f32, f32) {
-        self.t += 1;
-        (1.0 - BETA1.powi(self.t), 1.0 - BETA2.powi(self.t))
-    }
-
-    /// The rows `ids`, concatenated.
-    fn rows(&self, ids: &[usize]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(ids.len() * self.dim);
-        for &i in ids {
-            out.extend_from_slice(&self.w[i * self.dim..(i + 1) * self.dim]);
-        }
-        out
-    }
-
-    /// Lazy Adam on the rows `ids` with their gradients `grad` (`ids.len() × dim`).
-    fn update_rows(&mut self, ids: &[usize], grad: &[f32], lr: f64) {
-        let (c1, c2) = self.corrections();
-        for (r, &i) in ids.iter().enumerate() {
-            let range = i * self.dim..(i + 1) * self.dim;
-            adam_update(
-                &mut self.w[range.clone()],
-                &mut self.m[range.clone()],
-                &mut self.v[range],
-                &grad[r * self.dim..(r + 1) * self.dim],
-                lr as f32,
-                c1,
-                c2,
-            );
-        }
-    }
-
-    /// Dense Adam on every weight.
-    fn update(&mut self, grad: &[f32], lr: f64) {
-        let (c1, c2) = self.corrections();
-        adam_update(
-            &mut self.w,
-            &mut self.m,
-            &mut self.v,
-            grad,
-            lr as f32,
-            c1,
-            c2,
-        );
-    }
 }
 
 /// The distinct token ids of a batch and, per position, the index into them ([`NONE`] for

@@ -4,9 +4,11 @@
 //!
 //! The filters are stored as the stacked shift matrices of [`kernel`](super::kernel): `weight:
 //! [E, F·Σk]`, shift `s` of width `k` in columns `F·(Σ_{k'<k} k') + s·F ..`, and one bias per
-//! output channel. The computation is [`kernel::forward`](super::kernel::forward); training
-//! runs its explicit backward (see `train.rs`), so this module's forward is not recorded by
-//! burn's autodiff.
+//! output channel. Without gradient tracking the computation is the hand-written
+//! [`kernel::forward`](super::kernel::forward); when the embeddings, the filters or the input
+//! track gradients it is [`kernel::reference`](super::kernel::reference), the same convolution
+//! in burn ops, so a caller's `backward()` reaches every parameter. SECNN's training step
+//! skips both and runs the kernel's explicit backward on slices (see `train.rs`).
 
 use super::kernel::{self, ConvShape, NONE};
 use ferrolab_core::burn::module::Param;
@@ -111,6 +113,12 @@ impl ConvEncoder {
 
     /// As [`forward`](Self::forward) from already embedded tokens `[B, T, E]`.
     pub fn forward_embedded(&self, emb: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
+        let tracked = emb.is_require_grad()
+            || self.weight.val().is_require_grad()
+            || self.bias.val().is_require_grad();
+        if tracked {
+            return kernel::reference(&self.shape(), emb, mask, self.weight.val(), self.bias.val());
+        }
         let [b, t, _] = emb.dims();
         let device = emb.device();
         let rows: Vec<u32> = to_vec_f32(mask)
@@ -127,6 +135,15 @@ impl ConvEncoder {
     /// The filter weights `[E, F·Σk]` and biases `[C]`, row-major.
     pub fn conv_params(&self) -> (Vec<f32>, Vec<f32>) {
         (to_vec_f32(self.weight.val()), to_vec_f32(self.bias.val()))
+    }
+
+    /// The gradients of the filter weights and biases in `grads`, when both got one (for
+    /// callers that train the encoder through burn's autodiff).
+    pub fn filter_gradients(
+        &self,
+        grads: &ferrolab_core::burn::tensor::Gradients,
+    ) -> Option<(Tensor<2>, Tensor<1>)> {
+        Some((self.weight.grad(grads)?, self.bias.grad(grads)?))
     }
 
     /// Replaces the filter weights and biases (shapes as [`conv_params`](Self::conv_params)).

@@ -49,3 +49,44 @@ impl SentenceClassifier for KimCnn {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_core::backend::train_device;
+    use ferrolab_core::nn::gradcheck::check_input_gradient;
+
+    fn tiny(dev: &Device) -> KimCnn {
+        let enc = ConvEncoderConfig::new(9)
+            .with_embed_dim(3)
+            .with_maps(2)
+            .with_widths(vec![2, 3]);
+        KimCnn::new(&enc, 2, 0.0, dev)
+    }
+
+    #[test]
+    fn shapes_and_gradient_match_finite_differences() {
+        let dev = train_device();
+        let m = tiny(&dev);
+        let tokens = Tensor::from_data(TensorData::from([[2i64, 5, 7], [3, 0, 0]]), &dev);
+        let mask = Tensor::from_data(TensorData::from([[1.0f32, 1., 1.], [1., 0., 0.]]), &dev);
+        assert_eq!(m.forward(tokens.clone(), mask.clone()).dims(), [2, 2]);
+        check_input_gradient(
+            |emb: Tensor<3>| m.forward_embedded(emb, mask.clone()),
+            [2, 3, 3],
+            22,
+        );
+        let grads = m.forward(tokens, mask).sum().backward();
+        assert!(m.encoder().embedding.weight.grad(&grads).is_some());
+        assert!(m.encoder().filter_gradients(&grads).is_some());
+    }
+
+    #[test]
+    fn max_norm_caps_every_class_vector() {
+        let dev = train_device();
+        let m = tiny(&dev).apply_max_norm(0.01);
+        let w = m.output.weight.val();
+        let norms = ferrolab_core::nn::to_vec_f32(w.powi_scalar(2).sum_dim(0).sqrt());
+        assert!(norms.iter().all(|&n| n <= 0.01 + 1e-6), "{norms:?}");
+    }
+}

@@ -69,3 +69,68 @@ impl SentenceClassifier for Secnn {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_core::backend::train_device;
+    use ferrolab_core::nn::gradcheck::check_input_gradient;
+
+    fn tiny(dev: &Device) -> Secnn {
+        let enc = ConvEncoderConfig::new(9)
+            .with_embed_dim(3)
+            .with_maps(2)
+            .with_widths(vec![2, 3]);
+        // No dropout: the finite differences need a deterministic function.
+        Secnn::new(&enc, 3, 0.0, 2, dev)
+    }
+
+    fn batch(dev: &Device) -> (Tensor<2, Int>, Tensor<2>) {
+        let tokens = Tensor::from_data(TensorData::from([[2i64, 5, 7, 1], [3, 8, 0, 0]]), dev);
+        let mask = Tensor::from_data(
+            TensorData::from([[1.0f32, 1., 1., 1.], [1., 1., 0., 0.]]),
+            dev,
+        );
+        (tokens, mask)
+    }
+
+    #[test]
+    fn shapes() {
+        let dev = train_device();
+        let m = tiny(&dev);
+        let (tokens, mask) = batch(&dev);
+        assert_eq!(m.forward(tokens.clone(), mask.clone()).dims(), [2, 3]);
+        assert_eq!(
+            m.channel_weights(tokens.clone(), mask.clone()).dims(),
+            [2, 4]
+        );
+        assert_eq!(m.encoder().forward(tokens, mask).dims(), [2, 4, 4]);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let dev = train_device();
+        let m = tiny(&dev);
+        let (_, mask) = batch(&dev);
+        check_input_gradient(
+            |emb: Tensor<3>| m.forward_embedded(emb, mask.clone()),
+            [2, 4, 3],
+            21,
+        );
+    }
+
+    #[test]
+    fn forward_gives_gradients_to_word_vectors_and_filters() {
+        let dev = train_device();
+        let m = tiny(&dev);
+        let (tokens, mask) = batch(&dev);
+        let grads = m.forward(tokens, mask).sum().backward();
+        let emb = m.encoder().embedding.weight.grad(&grads);
+        let emb = ferrolab_core::nn::to_vec_f32(emb.expect("word vectors get a gradient"));
+        // Rows of tokens in the batch move, the others (e.g. 4, 6) do not.
+        let row = |i: usize| emb[i * 3..(i + 1) * 3].iter().any(|&v| v != 0.0);
+        assert!(row(2) && row(5) && row(8));
+        assert!(!row(4) && !row(6));
+        assert!(m.encoder().filter_gradients(&grads).is_some());
+    }
+}
