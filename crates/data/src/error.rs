@@ -37,6 +37,31 @@ pub enum DataError {
     /// An argument or configuration value is out of range (found before any work starts).
     #[error("invalid {what}: {msg}")]
     Invalid { what: String, msg: String },
+    /// A download host could not be connected to at all (no network, DNS failure, refused).
+    #[error("dataset {name}: cannot reach {host} (offline?): {msg}")]
+    Offline {
+        name: String,
+        host: String,
+        msg: String,
+    },
+    /// A download started but failed (HTTP status, broken connection, retries exhausted).
+    #[error("dataset {name}: download of {url} failed: {msg}")]
+    Download {
+        name: String,
+        url: String,
+        msg: String,
+    },
+    /// A download completed but is not the pinned file (damaged, truncated or changed upstream).
+    #[error(
+        "dataset {name}: {url} has SHA-256 {actual}, expected {expected} ({bytes} bytes received; nothing was kept)"
+    )]
+    Checksum {
+        name: String,
+        url: String,
+        expected: String,
+        actual: String,
+        bytes: u64,
+    },
 }
 
 /// Result with [`DataError`].

@@ -11,7 +11,8 @@
 //! | [`acdc`] | ACDC scribble npz slices/volumes | [`list_acdc`], [`load_acdc_slice`] |
 //! | [`idx`] | IDX (Fashion-MNIST), plain or gzip | [`read_idx`] |
 //! | [`synthetic`] | contextual stochastic block model, streamed to CSR | [`generate_csbm`] |
-//! | [`lookup`] | where the data folder is; registry of known data sets | [`resolve_data_root`], [`datasets`], [`verify`] |
+//! | [`lookup`] | where each dataset is; registry of known data sets | [`find_dataset`], [`datasets`], [`verify`] |
+//! | [`fetch`] | download from the pinned public source, check, convert, install | [`fetch::fetch_many`], [`fetch::fetch_missing`] |
 //!
 //! Every reader returns [`DataError`] naming the file, the place in it (line, field, byte,
 //! npz member, element) and what was expected; none panics on bad input.
@@ -30,6 +31,7 @@
 
 pub mod acdc;
 pub mod error;
+pub mod fetch;
 pub mod graph;
 pub mod idx;
 mod io;
@@ -49,8 +51,8 @@ pub use error::{DataError, Result};
 pub use graph::{CsrGraphData, CsrMatrix, Features, Split, load_npz_graph};
 pub use idx::{IdxArray, read_idx};
 pub use lookup::{
-    DATA_ENV, DatasetInfo, DatasetKind, Source, dataset, datasets, find_dataset, locate,
-    resolve_data_root, verify,
+    DATA_ENV, DatasetInfo, DatasetKind, Source, dataset, datasets, find_dataset, is_available,
+    locate, resolve_data_root, user_data_dir, verify,
 };
 pub use movielens::{Gender, Item, MovieLens100k, Rating, User, load_movielens_100k};
 pub use npy::{NpyArray, NpyData, read_npy, read_npy_strings};
