@@ -1,13 +1,19 @@
-//! `ferrolab data`: where each dataset is and whether it parses.
+//! `ferrolab data`: where each dataset is and whether it parses; `ferrolab data fetch`:
+//! download datasets from their pinned public sources.
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use ferrolab_data::fetch::{self, FetchOptions};
 use ferrolab_data::lookup;
 use std::path::PathBuf;
 
 /// Arguments of `ferrolab data`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DataArgs {
-    /// Folder holding the real datasets (else $FERROLAB_DATA, else ../shared/data).
+    #[command(subcommand)]
+    pub command: Option<DataCommand>,
+    /// Folder searched first for the real datasets (then $FERROLAB_DATA, the per-user data
+    /// folder, ../shared/data, a dataset's system location).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Only locate the files; skip parsing them.
@@ -15,41 +21,78 @@ pub struct DataArgs {
     pub no_verify: bool,
 }
 
-/// Prints one line per dataset; fails (exit 2) only if `--data-dir` names a missing folder.
+/// Sub-commands of `ferrolab data`.
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download datasets from their canonical sources (pinned URL and SHA-256), convert them,
+    /// and install them into the per-user data folder (or --data-dir).
+    Fetch(FetchArgs),
+}
+
+/// Arguments of `ferrolab data fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Datasets to fetch, as `ferrolab data` lists them (e.g. cora-planetoid ml-100k).
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub names: Vec<String>,
+    /// Fetch every dataset.
+    #[arg(long)]
+    pub all: bool,
+    /// Install here instead of the per-user data folder
+    /// ($XDG_DATA_HOME/ferrolab/data, default ~/.local/share/ferrolab/data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Lists the datasets, or runs `fetch`. Usage errors (exit 2): a `--data-dir` that is not a
+/// folder when listing, an unknown dataset name.
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
-    let root = lookup::resolve_data_root(args.data_dir.as_deref());
-    match &root {
-        Some((p, src)) => println!("data folder: {} (from {src})", p.display()),
-        None => println!(
-            "data folder: none found (pass --data-dir, set ${}, or place the data at ../shared/data)",
-            lookup::DATA_ENV
-        ),
+    match &args.command {
+        Some(DataCommand::Fetch(f)) => run_fetch(f),
+        None => list(args),
     }
-    if let (Some((p, src)), Some(_)) = (&root, &args.data_dir)
+}
+
+fn list(args: &DataArgs) -> anyhow::Result<()> {
+    if let Some(p) = &args.data_dir
         && !p.is_dir()
     {
         return Err(crate::common::UsageError(format!(
-            "--data-dir {} ({src}) is not a folder",
+            "--data-dir {} is not a folder",
             p.display()
         ))
         .into());
     }
-    let root_path = root.as_ref().map(|(p, _)| p.as_path());
+    let roots = lookup::search_roots(args.data_dir.as_deref());
+    println!("lookup order (first folder holding a dataset wins):");
+    for (p, src) in &roots {
+        let state = if p.is_dir() { "" } else { "  (absent)" };
+        println!("  {:<22} {}{state}", src.to_string(), p.display());
+    }
     let mut found = 0;
     let all = lookup::datasets();
     for info in &all {
-        match lookup::locate(root_path, info) {
-            Ok(path) if args.no_verify => {
+        match lookup::locate_in_chain(args.data_dir.as_deref(), info) {
+            Ok((path, src)) if args.no_verify => {
                 found += 1;
-                println!("  ok       {:<15} {}", info.name, path.display());
+                println!("  ok       {:<15} {}  ({src})", info.name, path.display());
             }
-            Ok(path) => {
-                let dir = root_path.map_or_else(|| path.clone(), std::path::Path::to_path_buf);
+            Ok((path, src)) => {
+                // verify() takes the folder above the dataset's rel_path; a system location is
+                // the dataset itself, which verify() finds through alt_path.
+                let dir = path
+                    .to_str()
+                    .and_then(|p| p.strip_suffix(info.rel_path))
+                    .map_or_else(|| path.clone(), PathBuf::from);
                 match lookup::verify(&dir, info) {
                     Ok(summary) => {
                         found += 1;
                         println!(
-                            "  ok       {:<15} {}  [{summary}]",
+                            "  ok       {:<15} {}  ({src}) [{summary}]",
                             info.name,
                             path.display()
                         );
@@ -61,5 +104,54 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         }
     }
     println!("{found} of {} datasets available", all.len());
+    if found < all.len() {
+        println!("fetch the missing ones with: ferrolab data fetch --all");
+    }
+    Ok(())
+}
+
+fn run_fetch(args: &FetchArgs) -> anyhow::Result<()> {
+    let names: Vec<String> = if args.all {
+        lookup::datasets()
+            .iter()
+            .map(|d| d.name.to_string())
+            .collect()
+    } else {
+        let mut out = Vec::new();
+        for n in &args.names {
+            let info = lookup::dataset(n).ok_or_else(|| {
+                let known: Vec<&str> = lookup::datasets().iter().map(|d| d.name).collect();
+                crate::common::UsageError(format!(
+                    "unknown dataset {n:?}; known: {}",
+                    known.join(", ")
+                ))
+            })?;
+            if !out.iter().any(|o| o == info.name) {
+                out.push(info.name.to_string());
+            }
+        }
+        out
+    };
+    let dest = fetch::fetch_dir(args.data_dir.as_deref())
+        .map_err(|e| crate::common::UsageError(e.to_string()))?;
+    eprintln!("fetching into {}", dest.display());
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let results = fetch::fetch_many(&refs, &dest, &FetchOptions::default());
+    let mut failed = 0;
+    for (name, r) in &results {
+        match r {
+            Ok(p) => println!("  ok       {name:<15} {}", p.display()),
+            Err(e) => {
+                failed += 1;
+                println!("  FAILED   {name:<15} {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} datasets could not be fetched",
+            results.len()
+        );
+    }
     Ok(())
 }

@@ -601,3 +601,24 @@ fn recbole_atomic_files_become_the_grouplens_layout() {
     let m = ferrolab_data::load_movielens_100k(&out).unwrap();
     assert_eq!(m.items.len(), 2);
 }
+
+#[test]
+fn fetch_missing_skips_what_a_location_holds_and_downloads_nothing_offline() {
+    let dir = Tmp::new("missing");
+    std::fs::create_dir_all(dir.0.join("text")).unwrap();
+    std::fs::write(dir.0.join("text/rt-polarity.all"), "0 a\n").unwrap();
+    let t = Instant::now();
+    let r = fetch::fetch_missing(&["mr", "nope", "cora"], Some(&dir.0), true);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        r[0].1.as_ref().unwrap(),
+        &dir.0.join("text/rt-polarity.all")
+    );
+    assert!(matches!(r[1].1, Err(DataError::Invalid { .. })));
+    // Offline: nothing is fetched; cora is reported missing unless some other place has it.
+    match &r[2].1 {
+        Ok(p) => assert!(!p.starts_with(&dir.0)),
+        Err(e) => assert!(matches!(e, DataError::NotFound { .. }), "{e}"),
+    }
+    assert_eq!(files_below(&dir.0).len(), 1);
+}

@@ -77,6 +77,52 @@ fn is_connect_failure(e: &ureq::Error) -> bool {
     }
 }
 
+fn transient_io(k: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        k,
+        K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::TimedOut
+            | K::Interrupted
+            | K::WouldBlock
+    )
+}
+
+/// The system's CA bundle (`$SSL_CERT_FILE` or the usual Linux paths), as curl and pip use it,
+/// so that a machine whose TLS goes through an inspecting proxy with its own CA works; Mozilla's
+/// bundled roots where there is none.
+fn root_certs() -> ureq::tls::RootCerts {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+                "/etc/ssl/ca-bundle.pem",
+            ]
+            .iter()
+            .map(PathBuf::from),
+        );
+    for p in candidates {
+        let Ok(pem) = std::fs::read(&p) else { continue };
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !certs.is_empty() {
+            return ureq::tls::RootCerts::new_with_certs(&certs);
+        }
+    }
+    ureq::tls::RootCerts::WebPki
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -99,6 +145,11 @@ impl Fetcher {
             .timeout_recv_response(Some(opts.read_timeout))
             .timeout_per_read(Some(opts.read_timeout))
             .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(root_certs())
+                    .build(),
+            )
             .user_agent(format!("ferrolab/{}", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -297,6 +348,8 @@ impl Fetcher {
                     msg: e.to_string(),
                 });
             }
+            // A certificate or other TLS failure would fail the same way again: not retried.
+            Err(ureq::Error::Io(e)) if !transient_io(e.kind()) => return fatal(e.to_string()),
             Err(e @ (ureq::Error::Timeout(_) | ureq::Error::Io(_) | ureq::Error::Protocol(_))) => {
                 return Attempt::Transient(e.to_string());
             }
