@@ -1,13 +1,14 @@
-//! Arguments every system command shares, and the error → exit-code mapping.
+//! Arguments `reproduce` shares with the systems, and the error → exit-code mapping.
 
 use clap::Args;
-use ferrolab_core::{CoreError, RunDir};
-use std::path::{Path, PathBuf};
+use ferrolab_core::system::{Classify, ErrorClass, SystemError};
+use std::path::PathBuf;
 
-/// `[--data-dir DIR] [--seed N] [--threads N]`: shared by every system and `reproduce`.
+/// `[--data-dir DIR] [--seed N] [--threads N]`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// Folder holding the real datasets (else $FERROLAB_DATA, else ../shared/data).
+    /// Folder holding the real datasets (first of: this, $FERROLAB_DATA, the per-user data
+    /// folder, ../shared/data, the dataset's system location).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Master seed driving every random source.
@@ -18,59 +19,34 @@ pub struct RunArgs {
     pub threads: Option<usize>,
 }
 
-/// `[--config FILE] [--set key=value]... [--data-dir DIR] [--out DIR] [--seed N] [--threads N]`.
-#[derive(Args, Debug, Clone, Default)]
-pub struct CommonArgs {
-    /// TOML file layered over the built-in defaults.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Override one key, e.g. `--set train.epochs=5` (repeatable; unknown keys are errors).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Output folder for report.json, config.toml, metrics.jsonl and checkpoints
-    /// (default: runs/<system>-<unix time>); a folder that already holds a report is refused.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
-
-impl CommonArgs {
-    /// The output folder, created now (refusing one that holds a finished run).
-    pub fn run_dir(&self, system: &str) -> Result<RunDir, CoreError> {
-        let out = self.out.clone().unwrap_or_else(|| default_out(system));
-        RunDir::create(out)
-    }
-}
-
-/// `runs/<system>-<unix seconds>`.
-pub fn default_out(system: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Path::new("runs").join(format!("{system}-{secs}"))
-}
-
 /// A usage error raised by the CLI itself (bad flag combination, unknown system name).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// 2 for errors the user can fix by changing input, 1 for failures while running.
+impl Classify for UsageError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Usage
+    }
+}
+
+/// 2 for errors the user can fix by changing input, 1 for failures while running: the class
+/// of the first classified error in the chain.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(c) = cause.downcast_ref::<CoreError>() {
-            return if c.is_usage() { 2 } else { 1 };
+        if let Some(s) = cause.downcast_ref::<SystemError>() {
+            return s.class().exit_code();
         }
-        if let Some(t) = cause.downcast_ref::<ferrolab_text::TextError>() {
-            return if t.is_usage() { 2 } else { 1 };
+        if let Some(c) = cause.downcast_ref::<ferrolab_core::CoreError>() {
+            return c.class().exit_code();
         }
-        if let Some(g) = cause.downcast_ref::<ferrolab_graph::GraphError>() {
-            return if g.is_usage() { 2 } else { 1 };
+        if let Some(c) = cause.downcast_ref::<ferrolab_core::ConfigError>() {
+            return c.class().exit_code();
         }
-        if cause.downcast_ref::<ferrolab_data::DataError>().is_some()
-            || cause.downcast_ref::<UsageError>().is_some()
-        {
+        if let Some(d) = cause.downcast_ref::<ferrolab_data::DataError>() {
+            return d.class().exit_code();
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
             return 2;
         }
     }
@@ -91,5 +67,5 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
-    out
+    out.replace('\n', " ")
 }

@@ -1,16 +1,16 @@
-//! `ferrolab`: the one binary. It parses arguments, dispatches to a system's library and maps
-//! errors to exit codes (2 = usage, config or data error; 1 = runtime failure). No maths here.
+//! `ferrolab`: the one binary. Systems come from [`registry`] and run through one generic
+//! [`runner`]; the utilities that are not systems (`data`, `reproduce`) are a small clap enum.
+//! `main` maps a `Result` to an exit code (2 = usage, config or data error; 1 = runtime
+//! failure). No maths here.
 
-mod apg_cmd;
-mod ckks_cmd;
-mod cluster_gcn_cmd;
 mod common;
 mod data_cmd;
 mod plot;
+mod registry;
 mod reproduce;
-mod secnn_cmd;
+mod runner;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// ferrolab: eleven published deep-learning systems in one Rust toolkit, each reproduced
@@ -24,36 +24,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// List the datasets ferrolab knows, where each was found (or why not), and verify them.
+    /// List the datasets ferrolab knows, where each was found (or why not), and verify them;
+    /// `data fetch` downloads them.
     Data(data_cmd::DataArgs),
     /// Run every system's experiment and write report.md with plots.
     Reproduce(reproduce::ReproduceArgs),
-    /// SECNN vs Kim-CNN sentence classification (train + evaluate, or `predict`).
-    Secnn(secnn_cmd::SecnnArgs),
-    /// Cluster-GCN vs full-batch GCN and random partitions (node classification).
-    ClusterGcn(cluster_gcn_cmd::ClusterGcnArgs),
-    /// APG vs plain deep layers in Wide&Deep, DeepFM and DCNv2 (CTR; train, `predict`, `generate`).
-    Apg(apg_cmd::ApgArgs),
-    /// RNS-CKKS homomorphic encryption: `bench` prints per-operation latency and precision.
-    Ckks(ckks_cmd::CkksArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // cluster-gcn tunes the allocator itself when training starts: the graph it loads (or
-    // generates) and then drops must go back to the kernel, which glibc does not do for
-    // blocks served from the heap under the raised mmap threshold (a 1M-node graph left
-    // ~80 MiB resident after being freed and trimmed).
-    if !matches!(cli.command, Command::ClusterGcn(_)) {
-        ferrolab_core::backend::tune_allocator();
+    let mut cmd = Cli::command();
+    for s in registry::systems() {
+        cmd = cmd.subcommand(runner::command(s));
     }
-    let result = match cli.command {
-        Command::Data(a) => data_cmd::run(&a),
-        Command::Reproduce(a) => reproduce::run(&a),
-        Command::Secnn(a) => secnn_cmd::run(a),
-        Command::ClusterGcn(a) => cluster_gcn_cmd::run(a),
-        Command::Apg(a) => apg_cmd::run(a),
-        Command::Ckks(a) => ckks_cmd::run(a),
+    let matches = cmd.get_matches();
+    let result = match matches.subcommand() {
+        Some((name, sub)) if registry::find(name).is_some() => match registry::find(name) {
+            Some(s) => runner::run(s, sub),
+            None => Ok(()),
+        },
+        _ => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => {
+                ferrolab_core::backend::tune_allocator();
+                match cli.command {
+                    Command::Data(a) => data_cmd::run(&a),
+                    Command::Reproduce(a) => reproduce::run(&a),
+                }
+            }
+            Err(e) => e.exit(),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,175 +1,185 @@
-//! `ferrolab reproduce`: every system that exists, one folder each, one `report.md`.
+//! `ferrolab reproduce`: every registered system's entries, one folder each, one `report.md`.
+//!
+//! Before anything runs, the datasets the chosen entries need are located, and those that no
+//! location holds are fetched (one probe per host; `--offline` skips the fetch). An entry whose
+//! dataset cannot be had is skipped with the command that fetches it; the exit status is 0
+//! unless an entry that ran failed.
 
-use crate::common::{CommonArgs, UsageError};
+use crate::common::UsageError;
+use crate::runner::{RunOptions, execute};
 use clap::Args;
-use ferrolab_core::run::{Outcome, write_atomic};
+use ferrolab_core::Outcome;
+use ferrolab_core::run::write_atomic;
+use ferrolab_core::system::{DynSystem, Entry, Resolved};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// Arguments of `ferrolab reproduce`.
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
-    /// Small settings that finish in minutes on two cores (the default).
+    /// Each entry's `quick` preset: a smoke run of the claim, ≤ 60 s per entry (the default).
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,
-    /// The paper-scale settings.
+    /// Each entry's `paper` preset (paper-scale settings).
     #[arg(long)]
     pub full: bool,
-    /// Only these systems (comma-separated; `secnn` selects both of its datasets).
+    /// Only these entries or systems (comma-separated; `secnn` selects both of its datasets).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub only: Vec<String>,
-    /// Output folder (default: runs/reproduce-<unix time>).
+    /// Do not download missing datasets (their entries are skipped).
+    #[arg(long)]
+    pub offline: bool,
+    /// Output folder (default: runs/reproduce-<unix time>); must not exist yet.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub run: crate::common::RunArgs,
 }
 
-/// One reproducible experiment.
-struct Entry {
-    name: &'static str,
-    system: &'static str,
-    what: &'static str,
-    run: fn(full: bool, common: &CommonArgs) -> anyhow::Result<Outcome>,
+/// Every `(system, entry)` of the registry, in registry order.
+pub fn all_entries() -> Vec<(&'static dyn DynSystem, Entry)> {
+    crate::registry::systems()
+        .into_iter()
+        .flat_map(|s| s.entries().into_iter().map(move |e| (s, e)))
+        .collect()
 }
 
-fn secnn_preset(preset: &str, full: bool, common: &CommonArgs) -> anyhow::Result<Outcome> {
-    let mut cfg = if full {
-        let mut c = ferrolab_text::SecnnConfig::default();
-        c.data.preset = preset.into();
-        c
-    } else {
-        ferrolab_text::SecnnConfig::quick(preset)
-    };
-    if full && preset == "mr" {
-        cfg.data.folds = 10;
-    }
-    crate::secnn_cmd::train(&cfg, common)
-}
-
-fn cluster_gcn_cora(full: bool, common: &CommonArgs) -> anyhow::Result<Outcome> {
-    let cfg = if full {
-        ferrolab_graph::ClusterGcnConfig::default()
-    } else {
-        ferrolab_graph::ClusterGcnConfig::quick()
-    };
-    crate::cluster_gcn_cmd::train(&cfg, common)
-}
-
-fn apg_dataset(dataset: &str, full: bool, common: &CommonArgs) -> anyhow::Result<Outcome> {
-    let mut cfg = if full {
-        ferrolab_ctr::ApgExperimentConfig::default()
-    } else {
-        ferrolab_ctr::ApgExperimentConfig::quick()
-    };
-    cfg.data.dataset = dataset.into();
-    crate::apg_cmd::train(&cfg, common)
-}
-
-fn entries() -> Vec<Entry> {
-    vec![
-        Entry {
-            name: "secnn-mr",
-            system: "secnn",
-            what: "SECNN vs Kim-CNN-rand on MR (movie-review polarity)",
-            run: |full, c| secnn_preset("mr", full, c),
-        },
-        Entry {
-            name: "secnn-sst2",
-            system: "secnn",
-            what: "SECNN vs Kim-CNN-rand on SST-2",
-            run: |full, c| secnn_preset("sst2", full, c),
-        },
-        Entry {
-            name: "cluster-gcn-cora",
-            system: "cluster-gcn",
-            what: "Cluster-GCN (METIS) vs full-batch GCN and random partitions on Cora",
-            run: cluster_gcn_cora,
-        },
-        Entry {
-            name: "apg-movielens",
-            system: "apg",
-            what: "APG vs plain Wide&Deep / DeepFM / DCNv2 on MovieLens-100k CTR",
-            run: |full, c| apg_dataset("movielens", full, c),
-        },
-        Entry {
-            name: "apg-synthetic",
-            system: "apg",
-            what: "APG vs plain Wide&Deep / DeepFM / DCNv2 on synthetic group-dependent CTR data",
-            run: |full, c| apg_dataset("synthetic", full, c),
-        },
-    ]
-}
-
-/// Runs the selected systems and writes `report.md`.
+/// Runs the selected entries and writes `report.md`.
 pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
-    let all = entries();
+    let all = all_entries();
     for o in &args.only {
-        if !all.iter().any(|e| e.name == o || e.system == o) {
-            let names: Vec<&str> = all.iter().map(|e| e.name).collect();
+        if !all.iter().any(|(s, e)| e.name == o || s.name() == o) {
+            let names: Vec<&str> = all.iter().map(|(_, e)| e.name).collect();
             return Err(UsageError(format!(
-                "--only: unknown system `{o}` (known: {})",
+                "--only: unknown system or entry `{o}` (known: {})",
                 names.join(", ")
             ))
             .into());
         }
     }
-    let chosen: Vec<&Entry> = all
+    let chosen: Vec<&(&'static dyn DynSystem, Entry)> = all
         .iter()
-        .filter(|e| args.only.is_empty() || args.only.iter().any(|o| o == e.name || o == e.system))
+        .filter(|(s, e)| {
+            args.only.is_empty() || args.only.iter().any(|o| o == e.name || o == s.name())
+        })
         .collect();
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| crate::common::default_out("reproduce"));
-    if out.join("report.md").exists() {
+        .unwrap_or_else(|| ferrolab_core::run::default_out("reproduce"));
+    if out.exists() && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
         return Err(UsageError(format!(
-            "output folder {} already holds a reproduce report; choose another --out",
+            "output folder {} already exists and is not empty; choose another --out",
             out.display()
         ))
         .into());
     }
-    std::fs::create_dir_all(&out).map_err(|e| ferrolab_core::CoreError::io(&out, e))?;
-    ferrolab_core::backend::init_threads(args.run.threads);
     let mode = if args.full { "full" } else { "quick" };
+    // Resolve every entry's configuration first: a broken preset is a bug to report before
+    // any work, and the configurations say which datasets are needed.
+    let mut plans: Vec<(&'static dyn DynSystem, &Entry, Resolved)> = Vec::new();
+    for (s, e) in chosen {
+        let preset = if args.full { e.full } else { e.quick };
+        let r = s.resolve(Some(preset), None, &[])?;
+        plans.push((*s, e, r));
+    }
+    let mut needed: Vec<&'static str> = plans
+        .iter()
+        .flat_map(|(_, _, r)| r.datasets.iter().copied())
+        .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    let data_dir = args.run.data_dir.as_deref();
+    let sw = ferrolab_core::resources::Stopwatch::start();
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|d| !ferrolab_data::lookup::is_available(data_dir, d))
+        .collect();
+    let mut unavailable: std::collections::BTreeMap<String, String> = Default::default();
+    if !missing.is_empty() {
+        if args.offline {
+            eprintln!("--offline: not fetching {}", missing.join(", "));
+        } else {
+            eprintln!("fetching {}", missing.join(", "));
+        }
+        for (name, r) in ferrolab_data::fetch::fetch_missing(&missing, data_dir, args.offline) {
+            match r {
+                Ok(p) => eprintln!("  {name}: {}", p.display()),
+                Err(e) => {
+                    eprintln!("  {name}: {e}");
+                    unavailable.insert(name, e.to_string());
+                }
+            }
+        }
+        eprintln!("fetch phase: {:.1} s", sw.seconds());
+    }
+    std::fs::create_dir_all(&out).map_err(|e| ferrolab_core::CoreError::io(&out, e))?;
+    let threads = ferrolab_core::backend::init_threads(args.run.threads);
     let mut md = format!(
-        "# ferrolab reproduce ({mode})\n\nSeed {}, {} threads, backend {}. Each section: ours vs the baseline measured in the same run \
-         (mean ± std over runs), and the paper's figure where one exists.\n\n",
+        "# ferrolab reproduce ({mode})\n\nSeed {}, {threads} threads, backend {}. Each section: ours vs the baseline measured in the same run \
+         (mean ± std over runs), and the paper's figure where one exists.{}\n\n",
         args.run.seed,
-        rayon_threads(),
-        ferrolab_core::backend::BACKEND_NAME
+        ferrolab_core::backend::BACKEND_NAME,
+        if args.full {
+            ""
+        } else {
+            " **Quick mode: each entry is a smoke run of the claim (small settings), not the paper-scale figure; `--full` runs those.**"
+        }
     );
-    let mut failures = 0;
-    for e in chosen {
+    let (mut failures, mut skipped, mut ran) = (0, 0, 0);
+    for (s, e, resolved) in &plans {
+        let missing_here: Vec<&str> = resolved
+            .datasets
+            .iter()
+            .copied()
+            .filter(|d| unavailable.contains_key(*d))
+            .collect();
+        if !missing_here.is_empty() {
+            skipped += 1;
+            let msg = missing_here
+                .iter()
+                .map(|d| format!("dataset {d} unavailable (run `ferrolab data fetch {d}`)"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            eprintln!("== {}: skipped: {msg}", e.name);
+            let _ = write!(md, "## {}\n\n{}\n\n**skipped:** {msg}\n\n", e.name, e.what);
+            write_atomic(&out.join("report.md"), md.as_bytes())?;
+            continue;
+        }
         eprintln!("== {} ({mode}): {}", e.name, e.what);
-        let common = CommonArgs {
+        let opts = RunOptions {
             out: Some(out.join(e.name)),
-            run: args.run.clone(),
-            ..Default::default()
+            resume: None,
+            data_dir: args.run.data_dir.clone(),
+            seed: args.run.seed,
+            threads: args.run.threads,
         };
         let sw = ferrolab_core::resources::Stopwatch::start();
-        match (e.run)(args.full, &common) {
-            Ok(o) => section(&mut md, e.name, e.what, &o, sw.seconds()),
+        ran += 1;
+        match execute(*s, resolved, &opts) {
+            Ok((o, _)) => section(&mut md, e, &o, sw.seconds()),
             Err(err) => {
                 failures += 1;
-                eprintln!("{}: {err:#}", e.name);
-                let _ = write!(md, "## {}\n\n{}\n\n**failed:** {err:#}\n\n", e.name, e.what);
+                let line = crate::common::one_line(&err);
+                eprintln!("{}: {line}", e.name);
+                let _ = write!(md, "## {}\n\n{}\n\n**failed:** {line}\n\n", e.name, e.what);
             }
         }
         write_atomic(&out.join("report.md"), md.as_bytes())?;
     }
-    eprintln!("wrote {}", out.join("report.md").display());
+    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    eprintln!(
+        "wrote {} ({ran} ran, {skipped} skipped, {failures} failed)",
+        out.join("report.md").display()
+    );
     if failures > 0 {
         anyhow::bail!(
-            "{failures} system(s) failed; see {}",
+            "{failures} of {ran} entries failed; see {}",
             out.join("report.md").display()
         );
     }
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    ferrolab_core::backend::init_threads(None)
 }
 
 fn fmt_pm(m: &std::collections::BTreeMap<String, f64>, key: &str) -> String {
@@ -180,31 +190,42 @@ fn fmt_pm(m: &std::collections::BTreeMap<String, f64>, key: &str) -> String {
     }
 }
 
-fn section(md: &mut String, name: &str, what: &str, o: &Outcome, seconds: f64) {
-    let r = &o.report;
-    let _ = write!(
-        md,
-        "## {name}\n\n{what}. Dataset `{}`; {seconds:.0} s.\n\n",
-        r.dataset
-    );
-    let headline: Vec<&String> = r
+/// The table's columns: metrics with a `_std` companion that some baseline also reports (the
+/// aligned keys); when no baseline shares one, every metric with a `_std` companion; when
+/// there are none (a benchmark), every metric.
+pub fn headline(r: &ferrolab_core::Report) -> Vec<String> {
+    let with_std: Vec<&String> = r
         .metrics
         .keys()
         .filter(|k| !k.ends_with("_std") && r.metrics.contains_key(&format!("{k}_std")))
         .collect();
-    let _ = writeln!(
+    let aligned: Vec<String> = with_std
+        .iter()
+        .filter(|k| r.baselines.values().any(|b| b.contains_key(k.as_str())))
+        .map(|k| k.to_string())
+        .collect();
+    if !aligned.is_empty() {
+        aligned
+    } else if !with_std.is_empty() {
+        with_std.into_iter().cloned().collect()
+    } else {
+        r.metrics.keys().cloned().collect()
+    }
+}
+
+fn section(md: &mut String, e: &Entry, o: &Outcome, seconds: f64) {
+    let r = &o.report;
+    let name = e.name;
+    let _ = write!(
         md,
-        "| model | {} |",
-        headline
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(" | ")
+        "## {name}\n\n{}. Dataset `{}`; {seconds:.0} s.\n\n",
+        e.what, r.dataset
     );
-    let _ = writeln!(md, "|---|{}", "---|".repeat(headline.len()));
+    let cols = headline(r);
+    let _ = writeln!(md, "| model | {} |", cols.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(cols.len()));
     let row = |m: &std::collections::BTreeMap<String, f64>| {
-        headline
-            .iter()
+        cols.iter()
             .map(|k| fmt_pm(m, k))
             .collect::<Vec<_>>()
             .join(" | ")
@@ -214,10 +235,10 @@ fn section(md: &mut String, name: &str, what: &str, o: &Outcome, seconds: f64) {
         let _ = writeln!(md, "| {b} (baseline, same run) | {} |", row(m));
     }
     for p in &o.paper {
-        let cells: Vec<String> = headline
+        let cells: Vec<String> = cols
             .iter()
             .map(|k| {
-                if **k == p.metric {
+                if *k == p.metric {
                     format!("{:.4}", p.value)
                 } else {
                     "–".into()
@@ -236,8 +257,8 @@ fn section(md: &mut String, name: &str, what: &str, o: &Outcome, seconds: f64) {
     for n in &r.notes {
         let _ = writeln!(md, "- {n}");
     }
-    let _ = write!(
-        md,
-        "\n![training curves]({name}/curves.svg)\n\nFull figures: `{name}/report.json`.\n\n"
-    );
+    if !o.curves.is_empty() {
+        let _ = write!(md, "\n![training curves]({name}/curves.svg)\n");
+    }
+    let _ = write!(md, "\nFull figures: `{name}/report.json`.\n\n");
 }

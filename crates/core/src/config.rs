@@ -14,8 +14,12 @@ use toml::{Table, Value};
 /// A configuration that can check its own values (linfa's ParamGuard idea): called once after
 /// loading, so that training code can trust every field.
 pub trait Validate {
-    /// Returns the first value that is out of range, naming its key.
-    fn validate(&self) -> std::result::Result<(), ConfigError>;
+    /// Returns the first value that is out of range, naming its key. Per-field ranges are
+    /// declared beside the fields ([`config_section!`](crate::config_section)); this holds the
+    /// rules that involve several fields.
+    fn validate(&self) -> std::result::Result<(), ConfigError> {
+        Ok(())
+    }
 }
 
 /// Helper for [`Validate`] implementations: fails with a message naming `key` unless `ok`.
@@ -39,11 +43,34 @@ pub fn check(
 /// Loads `T` from its defaults, an optional TOML file and `key=value` overrides, then validates.
 pub fn load<T>(file: Option<&Path>, sets: &[String]) -> Result<T>
 where
-    T: Serialize + DeserializeOwned + Default + Validate,
+    T: Serialize + DeserializeOwned + Default + Validate + ConfigValue,
+{
+    let cfg: T = load_layers(None, file, sets)?;
+    Ok(Checked::new(cfg)?.into_inner())
+}
+
+/// Defaults, then `base` (`(origin, toml text)`, e.g. an embedded preset), then `file`, then
+/// `sets`; each layer is parsed into `T` as soon as it is applied so an error names its layer.
+/// Range checks are the caller's (see [`Checked`]).
+pub fn load_layers<T>(base: Option<(&str, &str)>, file: Option<&Path>, sets: &[String]) -> Result<T>
+where
+    T: Serialize + DeserializeOwned + Default,
 {
     let mut table = to_table(&T::default())?;
+    if let Some((origin, text)) = base {
+        let overlay: Table = toml::from_str(text).map_err(|e| parse_err(origin, e))?;
+        merge(&mut table, overlay);
+        from_table::<T>(&table, origin)?;
+    }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::CoreError::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::Parse {
+            origin: path.display().to_string(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
+            origin: path.display().to_string(),
+            msg: "not UTF-8 text".into(),
+        })?;
         let origin = path.display().to_string();
         let overlay: Table = toml::from_str(&text).map_err(|e| parse_err(&origin, e))?;
         merge(&mut table, overlay);
@@ -63,9 +90,7 @@ where
         })?;
         from_table::<T>(&table, &format!("--set {set}"))?;
     }
-    let cfg = from_table::<T>(&table, "config")?;
-    cfg.validate()?;
-    Ok(cfg)
+    from_table::<T>(&table, "config")
 }
 
 /// Serialises a config to TOML text (the run folder's `config.toml`).
@@ -145,6 +170,349 @@ fn merge(base: &mut Table, overlay: Table) {
             }
         }
     }
+}
+
+
+/// One key or section of a configuration, as `--print-config` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyDoc {
+    /// A value: its dotted key, one-line doc, allowed range and current value (`None` when
+    /// unset, e.g. an optional path).
+    Key {
+        /// Dotted key, e.g. `train.epochs`.
+        key: String,
+        /// The field's one-line doc.
+        doc: String,
+        /// Allowed values in words, e.g. `1..=10000`; empty when any value of the type is.
+        range: String,
+        /// The value; `None` when unset.
+        value: Option<Value>,
+    },
+    /// A nested section (`[train]`), with its keys.
+    Section {
+        /// Dotted key of the section.
+        key: String,
+        /// The section's one-line doc.
+        doc: String,
+        /// Its keys and sub-sections.
+        children: Vec<KeyDoc>,
+        /// False for an optional section that is unset (its keys are shown commented out).
+        present: bool,
+    },
+}
+
+/// A value that can appear in a configuration: a scalar, a list, or a section declared with
+/// [`config_section!`](crate::config_section). Sections recurse into their fields, so the
+/// checks and docs of nested sections are reached from the root.
+pub trait ConfigValue {
+    /// Appends this value's documentation under `key`.
+    fn describe_into(&self, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>);
+    /// Runs the range checks of a section's fields (scalars have none of their own).
+    fn check_at(&self, _key: &str) -> std::result::Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// Documents a value that is one TOML value (for [`ConfigValue`] impls of enums and other
+/// scalars defined outside core).
+pub fn scalar_doc<T: Serialize>(v: &T, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>) {
+    out.push(KeyDoc::Key {
+        key: key.to_string(),
+        doc: doc.to_string(),
+        range: range.to_string(),
+        value: Value::try_from(v).ok(),
+    });
+}
+
+macro_rules! scalar_config_values {
+    ($($t:ty),*) => {$(
+        impl ConfigValue for $t {
+            fn describe_into(&self, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>) {
+                scalar_doc(self, key, doc, range, out);
+            }
+        }
+    )*};
+}
+scalar_config_values!(bool, u8, u16, u32, u64, usize, i32, i64, f32, f64, String);
+
+impl<T: Serialize> ConfigValue for Vec<T> {
+    fn describe_into(&self, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>) {
+        scalar_doc(self, key, doc, range, out);
+    }
+}
+
+impl<T: ConfigValue + Default> ConfigValue for Option<T> {
+    fn describe_into(&self, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>) {
+        match self {
+            Some(v) => v.describe_into(key, doc, range, out),
+            None => {
+                // Unset: show what setting it would look like (the type's defaults), marked
+                // as absent so the printed file still parses to the same configuration.
+                let mut tmp = Vec::new();
+                T::default().describe_into(key, doc, range, &mut tmp);
+                for d in tmp {
+                    out.push(match d {
+                        KeyDoc::Key { key, doc, range, .. } => KeyDoc::Key {
+                            key,
+                            doc,
+                            range,
+                            value: None,
+                        },
+                        KeyDoc::Section {
+                            key, doc, children, ..
+                        } => KeyDoc::Section {
+                            key,
+                            doc,
+                            children,
+                            present: false,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    fn check_at(&self, key: &str) -> std::result::Result<(), ConfigError> {
+        match self {
+            Some(v) => v.check_at(key),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Joins a section key and a field name (`""` + `train` = `train`).
+pub fn join_key(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_string()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+/// Declares a configuration section: the struct (serde, `deny_unknown_fields`), its `Default`
+/// from the per-field defaults, and its range checks and docs, each declared once beside its
+/// field.
+///
+/// ```
+/// ferrolab_core::config_section! {
+///     /// Optimisation.
+///     pub struct Train {
+///         /// Passes over the training set.
+///         pub epochs: usize = 10, "1..=100000" => |v| (1..=100_000).contains(v);
+///         /// Adam learning rate.
+///         pub lr: f64 = 1e-3, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+///         /// Optional label (any value).
+///         pub tag: Option<String> = None;
+///     }
+/// }
+/// let t = Train::default();
+/// assert_eq!(t.epochs, 10);
+/// use ferrolab_core::config::ConfigValue;
+/// assert!(t.check_at("train").is_ok());
+/// let bad = Train { lr: -1.0, ..Train::default() };
+/// assert!(bad.check_at("train").unwrap_err().to_string().contains("train.lr"));
+/// ```
+#[macro_export]
+macro_rules! config_section {
+    (
+        $(#[doc = $sdoc:literal])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[doc = $fdoc:literal])*
+                $fvis:vis $field:ident : $ty:ty = $default:expr
+                    $(, $range:literal => $check:expr)? ;
+            )*
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        $vis struct $name {
+            $(
+                $(#[doc = $fdoc])*
+                $fvis $field: $ty,
+            )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($field: $default,)* }
+            }
+        }
+
+        impl $crate::config::ConfigValue for $name {
+            fn describe_into(
+                &self,
+                key: &str,
+                doc: &str,
+                _range: &str,
+                out: &mut Vec<$crate::config::KeyDoc>,
+            ) {
+                let mut children = Vec::new();
+                $(
+                    $crate::config::ConfigValue::describe_into(
+                        &self.$field,
+                        &$crate::config::join_key(key, stringify!($field)),
+                        concat!($($fdoc),*).trim(),
+                        $crate::config_section!(@range $($range)?),
+                        &mut children,
+                    );
+                )*
+                out.push($crate::config::KeyDoc::Section {
+                    key: key.to_string(),
+                    doc: doc.to_string(),
+                    children,
+                    present: true,
+                });
+            }
+
+            fn check_at(&self, key: &str) -> std::result::Result<(), $crate::ConfigError> {
+                $(
+                    let k = $crate::config::join_key(key, stringify!($field));
+                    $(
+                        let ok: fn(&$ty) -> bool = $check;
+                        if !ok(&self.$field) {
+                            return Err($crate::ConfigError::Invalid {
+                                key: k,
+                                value: $crate::config::show(&self.$field),
+                                reason: format!("must be {}", $range),
+                            });
+                        }
+                    )?
+                    $crate::config::ConfigValue::check_at(&self.$field, &k)?;
+                )*
+                Ok(())
+            }
+        }
+    };
+    (@range $r:literal) => { $r };
+    (@range) => { "" };
+}
+
+/// A value as the user would write it in TOML (for error messages).
+pub fn show<T: Serialize>(v: &T) -> String {
+    match Value::try_from(v) {
+        Ok(Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// The documentation tree of a whole configuration (its root is a section with key `""`).
+pub fn describe<T: ConfigValue>(cfg: &T) -> Vec<KeyDoc> {
+    let mut out = Vec::new();
+    cfg.describe_into("", "", "", &mut out);
+    match out.pop() {
+        Some(KeyDoc::Section { children, .. }) => children,
+        Some(other) => vec![other],
+        None => Vec::new(),
+    }
+}
+
+/// The resolved configuration as TOML, each key preceded by its doc and allowed range as a
+/// comment; unset optional keys are commented out. Parsing the output gives back `cfg`.
+pub fn to_documented_toml<T: ConfigValue>(cfg: &T) -> String {
+    let mut s = String::new();
+    render_section(&describe(cfg), "", true, &mut s);
+    s
+}
+
+fn render_section(items: &[KeyDoc], header: &str, present: bool, s: &mut String) {
+    use std::fmt::Write as _;
+    let c = if present { "" } else { "# " };
+    if !header.is_empty() {
+        let _ = writeln!(s, "{c}[{header}]");
+    }
+    // TOML needs a table's own keys before its sub-tables.
+    for it in items {
+        if let KeyDoc::Key {
+            key,
+            doc,
+            range,
+            value,
+        } = it
+        {
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            let mut comment = doc.clone();
+            if !range.is_empty() {
+                comment.push_str(&format!(" [{range}]"));
+            }
+            if !comment.is_empty() {
+                let _ = writeln!(s, "# {comment}");
+            }
+            match value {
+                Some(v) if present => {
+                    let _ = writeln!(s, "{leaf} = {v}");
+                }
+                Some(v) => {
+                    let _ = writeln!(s, "# {leaf} = {v}");
+                }
+                None => {
+                    let _ = writeln!(s, "# {leaf} = (unset)");
+                }
+            }
+        }
+    }
+    for it in items {
+        if let KeyDoc::Section {
+            key,
+            doc,
+            children,
+            present: p,
+        } = it
+        {
+            s.push('\n');
+            if !doc.is_empty() {
+                let _ = writeln!(s, "# {doc}");
+            }
+            render_section(children, key, present && *p, s);
+        }
+    }
+}
+
+/// A configuration that passed every check: the only form a system's library entry point
+/// accepts, so a library user cannot skip validation (linfa's checked-parameters idea).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked<C>(C);
+
+impl<C: ConfigValue + Validate> Checked<C> {
+    /// Runs every field's range check, then the cross-field rules of [`Validate`].
+    pub fn new(cfg: C) -> std::result::Result<Self, ConfigError> {
+        cfg.check_at("")?;
+        cfg.validate()?;
+        Ok(Checked(cfg))
+    }
+}
+
+impl<C> Checked<C> {
+    /// The checked configuration.
+    pub fn get(&self) -> &C {
+        &self.0
+    }
+    /// Gives the configuration back (to change it, check it again).
+    pub fn into_inner(self) -> C {
+        self.0
+    }
+}
+
+impl<C> std::ops::Deref for Checked<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.0
+    }
+}
+
+/// Loads and checks a configuration: defaults, then `base` (a preset's TOML text), then the
+/// file, then the `--set` overrides.
+pub fn load_checked<T>(
+    base: Option<(&str, &str)>,
+    file: Option<&Path>,
+    sets: &[String],
+) -> Result<Checked<T>>
+where
+    T: Serialize + DeserializeOwned + Default + Validate + ConfigValue,
+{
+    let cfg: T = load_layers(base, file, sets)?;
+    Ok(Checked::new(cfg)?)
 }
 
 #[cfg(test)]

@@ -20,10 +20,13 @@ pub mod run;
 pub mod schedule;
 pub mod seed;
 pub mod sparse;
+pub mod system;
 pub mod train;
 
 pub use error::{ConfigError, CoreError, Result};
+pub use config::Checked;
 pub use run::{Curve, Outcome, PaperFigure, Report, RunDir};
+pub use system::{Classify, ErrorClass, RunContext, SysResult, System, SystemError};
 
 /// Re-exported so that systems use exactly the burn this crate was built against.
 pub use burn;

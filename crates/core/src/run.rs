@@ -32,6 +32,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `runs/<name>-<unix seconds>`: the default output folder of a run.
+pub fn default_out(name: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Path::new("runs").join(format!("{name}-{secs}"))
+}
+
 /// The report every system writes (schema in DESIGN.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -124,6 +132,33 @@ impl RunDir {
             root,
             metrics_lines: Vec::new(),
         })
+    }
+
+    /// Reopens the folder of a killed run to continue it: `metrics.jsonl` keeps its lines.
+    pub fn reopen(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if !root.is_dir() {
+            return Err(CoreError::Data(format!(
+                "{} is not a run folder",
+                root.display()
+            )));
+        }
+        let metrics_lines = match std::fs::read_to_string(root.join("metrics.jsonl")) {
+            Ok(t) => t.lines().map(str::to_string).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(CoreError::io(root.join("metrics.jsonl"), e)),
+        };
+        Ok(RunDir {
+            root,
+            metrics_lines,
+        })
+    }
+
+    /// Moves the folder to `to` (a finished run leaving its temporary name).
+    pub fn rename(&mut self, to: &Path) -> Result<()> {
+        std::fs::rename(&self.root, to).map_err(|e| CoreError::io(to, e))?;
+        self.root = to.to_path_buf();
+        Ok(())
     }
 
     /// The folder.

@@ -41,6 +41,18 @@ pub enum ConditionMode {
     MixWise,
 }
 
+impl ferrolab_core::config::ConfigValue for ConditionMode {
+    fn describe_into(
+        &self,
+        key: &str,
+        doc: &str,
+        _range: &str,
+        out: &mut Vec<ferrolab_core::config::KeyDoc>,
+    ) {
+        ferrolab_core::config::scalar_doc(self, key, doc, "`self`, `group` or `mix`", out);
+    }
+}
+
 impl ConditionMode {
     /// Width of the hyper-network's input for a layer of input width `d_in`.
     pub fn condition_dim(self, d_in: usize, group_dim: usize) -> usize {

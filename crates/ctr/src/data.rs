@@ -176,25 +176,15 @@ pub fn load_movielens_ctr(dir: &Path, split_seed: u64) -> Result<CtrData> {
     movielens_ctr(&ml, split_seed)
 }
 
-/// Settings of the synthetic generator.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SyntheticConfig {
-    /// Number of instance groups (the categories of `C1`); each has its own click function.
-    pub groups: usize,
-    /// Largest vocabulary of a categorical field (vocabularies cycle up to this size).
-    pub max_vocab: usize,
-    /// How strongly the click function depends on the group (0 = not at all).
-    pub heterogeneity: f64,
-}
-
-impl Default for SyntheticConfig {
-    fn default() -> Self {
-        SyntheticConfig {
-            groups: 8,
-            max_vocab: 1000,
-            heterogeneity: 1.0,
-        }
+ferrolab_core::config_section! {
+    /// Settings of the synthetic generator.
+    pub struct SyntheticConfig {
+        /// Number of instance groups (the categories of `C1`); each has its own click function.
+        pub groups: usize = 8, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Largest vocabulary of a categorical field (vocabularies cycle up to this size).
+        pub max_vocab: usize = 1000, "2..=1000000" => |v| (2..=1_000_000).contains(v);
+        /// How strongly the click function depends on the group (0 = not at all).
+        pub heterogeneity: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
     }
 }
 

@@ -55,3 +55,13 @@ impl CtrError {
 
 /// Result alias of the ctr crate.
 pub type Result<T> = std::result::Result<T, CtrError>;
+
+impl ferrolab_core::Classify for CtrError {
+    fn class(&self) -> ferrolab_core::ErrorClass {
+        if self.is_usage() {
+            ferrolab_core::ErrorClass::Usage
+        } else {
+            ferrolab_core::ErrorClass::Runtime
+        }
+    }
+}

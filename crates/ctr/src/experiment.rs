@@ -13,7 +13,7 @@ use ferrolab_core::metrics::mean_std;
 use ferrolab_core::resources::{Stopwatch, peak_rss_mb, reset_peak_rss};
 use ferrolab_core::run::{Curve, Outcome, Report, RunDir};
 use ferrolab_core::train::{EarlyStopping, History, Mode, Trainer};
-use ferrolab_core::{backend, seed};
+use ferrolab_core::{Checked, backend, seed};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -156,11 +156,12 @@ pub fn train_one(
 
 /// Runs the comparison; writes checkpoints (seed 0) and `metrics.jsonl` into `run`.
 pub fn run(
-    cfg: &ApgExperimentConfig,
+    cfg: &Checked<ApgExperimentConfig>,
     data_dir: Option<&Path>,
     master_seed: u64,
     run: &mut RunDir,
 ) -> Result<Outcome> {
+    let cfg: &ApgExperimentConfig = cfg;
     let _rng = backend::exclusive_rng();
     reset_peak_rss();
     let sw = Stopwatch::start();
@@ -262,6 +263,12 @@ fn build_report(
         let mean = |v: &[f64]| mean_std(v).0;
         let std = |v: &[f64]| mean_std(v).1;
         m.insert(format!("{b}_apg_test_auc"), mean(&aa));
+        // Aligned keys: `metrics.<b>_test_auc` (with APG) and `baselines.<b>.<b>_test_auc`
+        // (plain) name the same quantity, so the ours-vs-baseline table lines them up.
+        m.insert(format!("{b}_test_auc"), mean(&aa));
+        m.insert(format!("{b}_test_auc_std"), std(&aa));
+        m.insert(format!("{b}_test_logloss"), mean(&al));
+        m.insert(format!("{b}_test_logloss_std"), std(&al));
         m.insert(format!("{b}_apg_test_auc_std"), std(&aa));
         m.insert(format!("{b}_apg_test_logloss"), mean(&al));
         m.insert(format!("{b}_apg_test_logloss_std"), std(&al));
@@ -286,6 +293,10 @@ fn build_report(
         report.baselines.insert(
             b.to_string(),
             [
+                (format!("{b}_test_auc"), mean(&pa)),
+                (format!("{b}_test_auc_std"), std(&pa)),
+                (format!("{b}_test_logloss"), mean(&pl)),
+                (format!("{b}_test_logloss_std"), std(&pl)),
                 ("test_auc".to_string(), mean(&pa)),
                 ("test_auc_std".to_string(), std(&pa)),
                 ("test_logloss".to_string(), mean(&pl)),

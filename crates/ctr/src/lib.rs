@@ -25,10 +25,12 @@ pub mod error;
 pub mod experiment;
 pub mod model;
 pub mod schema;
+pub mod system;
 pub mod train;
 
 pub use apg::{ApgLayer, ApgLayerConfig, ConditionMode, NaiveApgLayer};
 pub use checkpoint::Predictor;
 pub use config::ApgExperimentConfig;
+pub use system::ApgSystem;
 pub use error::{CtrError, Result};
 pub use model::{BaseModel, CtrNet, ModelSpec};

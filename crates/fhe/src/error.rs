@@ -106,3 +106,13 @@ impl FheError {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, FheError>;
+
+impl ferrolab_core::Classify for FheError {
+    fn class(&self) -> ferrolab_core::ErrorClass {
+        if self.is_usage() {
+            ferrolab_core::ErrorClass::Usage
+        } else {
+            ferrolab_core::ErrorClass::Runtime
+        }
+    }
+}

@@ -19,6 +19,7 @@ pub mod params;
 pub mod polyeval;
 mod scratch;
 pub mod serial;
+pub mod system;
 
 pub use ckks::{
     Ciphertext, Decryptor, Encryptor, EvaluationKeys, GaloisKeys, KeyGenerator, Plaintext,
@@ -27,6 +28,7 @@ pub use ckks::{
 pub use complex::C64;
 pub use error::{FheError, Result};
 pub use eval::Evaluator;
+pub use system::{CkksConfig, CkksSystem};
 pub use linear::LinearTransform;
 pub use params::{Context, ParamSpec};
 pub use polyeval::{Chebyshev, relu_approx};

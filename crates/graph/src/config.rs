@@ -6,167 +6,162 @@ use std::path::{Path, PathBuf};
 use ferrolab_core::ConfigError;
 use ferrolab_core::config::{Validate, check};
 use ferrolab_data::CsbmConfig;
-use serde::{Deserialize, Serialize};
 
 use crate::norm::Normalization;
 use crate::partition::PartitionMethod;
 use crate::train::{ClusterConfig, TrainConfig};
 
-/// The whole experiment configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterGcnConfig {
-    pub data: DataConfig,
-    pub model: ModelConfig,
-    pub train: TrainSection,
-    pub cluster: ClusterSection,
-    pub baselines: BaselineSection,
-    pub depth: DepthSection,
+ferrolab_core::config_section! {
+    /// The whole experiment configuration.
+    pub struct ClusterGcnConfig {
+        /// The graph and its split.
+        pub data: DataConfig = DataConfig::default();
+        /// The GCN.
+        pub model: ModelConfig = ModelConfig::default();
+        /// Optimisation.
+        pub train: TrainSection = TrainSection::default();
+        /// Cluster-GCN's partition and batching.
+        pub cluster: ClusterSection = ClusterSection::default();
+        /// Which baselines run beside Cluster-GCN.
+        pub baselines: BaselineSection = BaselineSection::default();
+        /// The depth study.
+        pub depth: DepthSection = DepthSection::default();
+    }
 }
 
-/// Depth-study keys: `depth.layers` (e.g. `[2, 3, 4, 5]`; empty = no study).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DepthSection {
-    pub layers: Vec<usize>,
+ferrolab_core::config_section! {
+    /// Depth-study keys: `depth.layers` (e.g. `[2, 3, 4, 5]`; empty = no study).
+    pub struct DepthSection {
+        /// Depths to train with and without diagonal enhancement (empty = no study).
+        pub layers: Vec<usize> = Vec::new(), "each in 1..=16" => |v| v.iter().all(|l| (1..=16).contains(l));
+    }
 }
 
-/// Data keys: `data.path`, `data.preset`, `data.synthetic.*`, split sizes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// `cora` (`graphs/cora_planetoid.npz` under the data folder); ignored when `path` or
-    /// `synthetic` is set.
-    pub preset: String,
-    /// A CSR graph npz in either layout of the data README.
-    pub path: Option<String>,
-    /// A generated graph (contextual stochastic block model) instead of a file.
-    pub synthetic: Option<CsbmConfig>,
-    /// Seeded per-class split used when the graph has none: training nodes per class.
-    pub train_per_class: usize,
-    /// Validation nodes per class (the rest is the test set).
-    pub val_per_class: usize,
-    /// Scale each sparse feature row to sum 1 (Kipf & Welling; bag-of-words only).
-    pub row_normalize: bool,
+ferrolab_core::config_section! {
+    /// Data keys: `data.path`, `data.preset`, `data.synthetic.*`, split sizes.
+    pub struct DataConfig {
+        /// `cora` (`graphs/cora_planetoid.npz` under the data folder); ignored when `path` or
+        /// `synthetic` is set.
+        pub preset: String = "cora".into(), "`cora`" => |v| v == "cora";
+        /// A CSR graph npz in either layout of the data README.
+        pub path: Option<String> = None;
+        /// A generated graph (contextual stochastic block model) instead of a file.
+        pub synthetic: Option<SyntheticSection> = None;
+        /// Seeded per-class split used when the graph has none: training nodes per class.
+        pub train_per_class: usize = 20, ">= 1" => |v| *v >= 1;
+        /// Validation nodes per class (the rest is the test set).
+        pub val_per_class: usize = 30;
+        /// Scale each sparse feature row to sum 1 (Kipf & Welling; bag-of-words only).
+        pub row_normalize: bool = true;
+    }
 }
 
-/// Model keys: `model.hidden`, `model.layers`, `model.dropout`, `model.layer`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    pub hidden: usize,
-    pub layers: usize,
-    pub dropout: f64,
-    /// `gcn` (Kipf & Welling) or `cluster` (`[ÂH ‖ H] W` + LayerNorm, Cluster-GCN's code).
-    pub layer: String,
+ferrolab_core::config_section! {
+    /// A generated graph: `data.synthetic.*` (contextual stochastic block model).
+    pub struct SyntheticSection {
+        /// Nodes.
+        pub nodes: usize = 2000, "2..=2^32-1" => |v| (2..=u32::MAX as usize).contains(v);
+        /// Classes (blocks).
+        pub classes: usize = 5, ">= 1" => |v| *v >= 1;
+        /// Target mean number of neighbours per node.
+        pub avg_degree: f64 = 10.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Fraction of edges drawn inside a class (edge homophily).
+        pub p_in_ratio: f64 = 0.8, "in [0, 1]" => |v| (0.0..=1.0).contains(v);
+        /// Feature dimension.
+        pub features: usize = 32, ">= 1" => |v| *v >= 1;
+        /// Class means have entries `±feature_signal`.
+        pub feature_signal: f32 = 0.3, "finite" => |v| v.is_finite();
+        /// Standard deviation of the Gaussian noise around the class mean.
+        pub feature_noise: f32 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Graph number: the generator's seed is derived from `--seed` and this.
+        pub seed: u64 = 0;
+    }
 }
 
-/// Training keys: `train.epochs`, `train.lr`, `train.weight_decay`, `train.patience`,
-/// `train.seeds`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSection {
-    pub epochs: usize,
-    pub lr: f64,
-    pub weight_decay: f32,
-    /// Early stopping on validation accuracy (0 = off).
-    pub patience: usize,
-    /// Runs per method, seeds `seed, seed+1, …`.
-    pub seeds: usize,
-}
-
-/// Cluster keys: `cluster.parts`, `cluster.parts_per_batch`, `cluster.partition`,
-/// `cluster.norm`, `cluster.lambda`, `cluster.partition_seed`, `cluster.cache_dir`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterSection {
-    pub parts: usize,
-    pub parts_per_batch: usize,
-    /// `metis` or `random`.
-    pub partition: String,
-    /// `diag_enhanced`, `row` or `symmetric`.
-    pub norm: String,
-    /// λ of the diagonal enhancement.
-    pub lambda: f32,
-    pub partition_seed: u64,
-    /// Partition cache folder; empty = `$FERROLAB_CACHE`, else `$XDG_CACHE_HOME/ferrolab`,
-    /// else `~/.cache/ferrolab`; `none` = no cache.
-    pub cache_dir: String,
-    /// Train from cluster stores on disk (the graph is dropped from memory first), so that
-    /// training memory depends on the batch, not the graph.
-    pub out_of_core: bool,
-}
-
-/// Which baselines run beside Cluster-GCN: `baselines.full_batch`,
-/// `baselines.random_partition`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BaselineSection {
-    pub full_batch: bool,
-    pub random_partition: bool,
-    /// Run the enabled baselines only, not Cluster-GCN: memory benchmarks run each method in
-    /// a process of its own so that one method's peak cannot hide another's.
-    pub only: bool,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            preset: "cora".into(),
-            path: None,
-            synthetic: None,
-            train_per_class: 20,
-            val_per_class: 30,
-            row_normalize: true,
+impl SyntheticSection {
+    /// The generator's settings; its seed comes from the run's master seed (the one
+    /// derivation rule of [`ferrolab_core::RunContext::seed_for`]) and `graph`.
+    pub fn csbm(&self, master_seed: u64) -> CsbmConfig {
+        CsbmConfig {
+            nodes: self.nodes,
+            classes: self.classes,
+            avg_degree: self.avg_degree,
+            p_in_ratio: self.p_in_ratio,
+            features: self.features,
+            feature_signal: self.feature_signal,
+            feature_noise: self.feature_noise,
+            seed: ferrolab_core::seed::derive(master_seed, &format!("data.synthetic/{}", self.seed)),
         }
     }
 }
 
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            hidden: 16,
-            layers: 2,
-            dropout: 0.5,
-            layer: "gcn".into(),
-        }
+ferrolab_core::config_section! {
+    /// Model keys: `model.hidden`, `model.layers`, `model.dropout`, `model.layer`.
+    pub struct ModelConfig {
+        /// Hidden width.
+        pub hidden: usize = 16, "1..=65536" => |v| (1..=65536).contains(v);
+        /// Graph-convolution layers.
+        pub layers: usize = 2, "1..=64" => |v| (1..=64).contains(v);
+        /// Dropout before each layer.
+        pub dropout: f64 = 0.5, "in [0, 1)" => |v| (0.0..1.0).contains(v);
+        /// `gcn` (Kipf & Welling) or `cluster` (`[ÂH ‖ H] W` + LayerNorm, Cluster-GCN's code).
+        pub layer: String = "gcn".into(), "`gcn` or `cluster`" => |v| ["gcn", "cluster"].contains(&v.as_str());
     }
 }
 
-impl Default for TrainSection {
-    fn default() -> Self {
-        TrainSection {
-            epochs: 200,
-            lr: 0.01,
-            weight_decay: 5e-4,
-            patience: 0,
-            seeds: 10,
-        }
+ferrolab_core::config_section! {
+    /// Training keys: `train.epochs`, `train.lr`, `train.weight_decay`, `train.patience`,
+    /// `train.seeds`.
+    pub struct TrainSection {
+        /// Epochs.
+        pub epochs: usize = 200, ">= 1" => |v| *v >= 1;
+        /// Adam learning rate.
+        pub lr: f64 = 0.01, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// L2 weight decay.
+        pub weight_decay: f32 = 5e-4, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Early stopping on validation accuracy (0 = off).
+        pub patience: usize = 0;
+        /// Runs per method; run i's seed is derived from `--seed` and `run<i>`.
+        pub seeds: usize = 10, "1..=1000" => |v| (1..=1000).contains(v);
     }
 }
 
-impl Default for ClusterSection {
-    fn default() -> Self {
-        ClusterSection {
-            parts: 10,
-            parts_per_batch: 2,
-            partition: "metis".into(),
-            norm: "diag_enhanced".into(),
-            lambda: 1.0,
-            partition_seed: 0,
-            cache_dir: String::new(),
-            out_of_core: false,
-        }
+ferrolab_core::config_section! {
+    /// Cluster keys: `cluster.parts`, `cluster.parts_per_batch`, `cluster.partition`,
+    /// `cluster.norm`, `cluster.lambda`, `cluster.partition_seed`, `cluster.cache_dir`.
+    pub struct ClusterSection {
+        /// Clusters the graph is partitioned into.
+        pub parts: usize = 10, ">= 1" => |v| *v >= 1;
+        /// Clusters merged into one batch.
+        pub parts_per_batch: usize = 2, "1..=cluster.parts" => |v| *v >= 1;
+        /// `metis` or `random`.
+        pub partition: String = "metis".into(), "`metis` or `random`" => |v| PartitionMethod::parse(v).is_some();
+        /// `diag_enhanced`, `row` or `symmetric`.
+        pub norm: String = "diag_enhanced".into(), "`diag_enhanced`, `row` or `symmetric`" => |v| ["diag_enhanced", "row", "symmetric"].contains(&v.as_str());
+        /// λ of the diagonal enhancement.
+        pub lambda: f32 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Seed of the partitioner (METIS or random).
+        pub partition_seed: u64 = 0;
+        /// Partition cache folder; empty = `$FERROLAB_CACHE`, else `$XDG_CACHE_HOME/ferrolab`,
+        /// else `~/.cache/ferrolab`; `none` = no cache.
+        pub cache_dir: String = String::new();
+        /// Train from cluster stores on disk (the graph is dropped from memory first), so that
+        /// training memory depends on the batch, not the graph.
+        pub out_of_core: bool = false;
     }
 }
 
-impl Default for BaselineSection {
-    fn default() -> Self {
-        BaselineSection {
-            full_batch: true,
-            random_partition: true,
-            only: false,
-        }
+ferrolab_core::config_section! {
+    /// Which baselines run beside Cluster-GCN: `baselines.full_batch`,
+    /// `baselines.random_partition`.
+    pub struct BaselineSection {
+        /// Full-batch GCN (Kipf & Welling).
+        pub full_batch: bool = true;
+        /// Cluster-GCN with random clusters of the same size.
+        pub random_partition: bool = true;
+        /// Run the enabled baselines only, not Cluster-GCN: memory benchmarks run each method in
+        /// a process of its own so that one method's peak cannot hide another's.
+        pub only: bool = false;
     }
 }
 
@@ -174,75 +169,18 @@ impl Validate for ClusterGcnConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let d = &self.data;
         check(
-            d.path.is_some() || d.synthetic.is_some() || d.preset == "cora",
-            "data.preset",
-            &d.preset,
-            "must be `cora` (or set data.path or data.synthetic.nodes)",
-        )?;
-        check(
             !(d.path.is_some() && d.synthetic.is_some()),
             "data.synthetic",
             "set",
             "data.path and data.synthetic are exclusive",
         )?;
         if let Some(s) = &d.synthetic {
-            s.validate().map_err(|e| ConfigError::Invalid {
+            s.csbm(0).validate().map_err(|e| ConfigError::Invalid {
                 key: "data.synthetic".into(),
                 value: format!("{} nodes", s.nodes),
                 reason: e.to_string(),
             })?;
         }
-        check(
-            d.train_per_class >= 1,
-            "data.train_per_class",
-            d.train_per_class,
-            "must be at least 1",
-        )?;
-        let m = &self.model;
-        check(
-            m.hidden >= 1,
-            "model.hidden",
-            m.hidden,
-            "must be at least 1",
-        )?;
-        check(
-            m.layers >= 1,
-            "model.layers",
-            m.layers,
-            "must be at least 1",
-        )?;
-        check(
-            (0.0..1.0).contains(&m.dropout),
-            "model.dropout",
-            m.dropout,
-            "must be in [0, 1)",
-        )?;
-        check(
-            ["gcn", "cluster"].contains(&m.layer.as_str()),
-            "model.layer",
-            &m.layer,
-            "must be `gcn` or `cluster`",
-        )?;
-        let t = &self.train;
-        check(
-            t.epochs >= 1,
-            "train.epochs",
-            t.epochs,
-            "must be at least 1",
-        )?;
-        check(
-            t.lr > 0.0 && t.lr.is_finite(),
-            "train.lr",
-            t.lr,
-            "must be > 0",
-        )?;
-        check(
-            t.weight_decay >= 0.0 && t.weight_decay.is_finite(),
-            "train.weight_decay",
-            t.weight_decay,
-            "must be ≥ 0",
-        )?;
-        check(t.seeds >= 1, "train.seeds", t.seeds, "must be at least 1")?;
         let b = &self.baselines;
         check(
             !b.only || b.full_batch || b.random_partition,
@@ -250,37 +188,12 @@ impl Validate for ClusterGcnConfig {
             b.only,
             "needs baselines.full_batch or baselines.random_partition",
         )?;
-        check(
-            self.depth.layers.iter().all(|&l| (1..=16).contains(&l)),
-            "depth.layers",
-            format!("{:?}", self.depth.layers),
-            "every depth must be in 1..=16",
-        )?;
         let c = &self.cluster;
-        check(c.parts >= 1, "cluster.parts", c.parts, "must be at least 1")?;
         check(
             (1..=c.parts).contains(&c.parts_per_batch),
             "cluster.parts_per_batch",
             c.parts_per_batch,
             "must be in 1..=cluster.parts",
-        )?;
-        check(
-            PartitionMethod::parse(&c.partition).is_some(),
-            "cluster.partition",
-            &c.partition,
-            "must be `metis` or `random`",
-        )?;
-        check(
-            ["diag_enhanced", "row", "symmetric"].contains(&c.norm.as_str()),
-            "cluster.norm",
-            &c.norm,
-            "must be `diag_enhanced`, `row` or `symmetric`",
-        )?;
-        check(
-            c.lambda >= 0.0 && c.lambda.is_finite(),
-            "cluster.lambda",
-            c.lambda,
-            "must be ≥ 0",
         )?;
         Ok(())
     }

@@ -41,3 +41,13 @@ impl GraphError {
 
 /// Result alias of the graph crate.
 pub type Result<T> = std::result::Result<T, GraphError>;
+
+impl ferrolab_core::Classify for GraphError {
+    fn class(&self) -> ferrolab_core::ErrorClass {
+        if self.is_usage() {
+            ferrolab_core::ErrorClass::Usage
+        } else {
+            ferrolab_core::ErrorClass::Runtime
+        }
+    }
+}

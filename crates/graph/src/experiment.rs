@@ -351,7 +351,7 @@ pub fn load_data(
 ) -> Result<(NodeData, String)> {
     let d = &cfg.data;
     let (g, name) = if let Some(s) = &d.synthetic {
-        let g = ferrolab_data::generate_csbm(s)?.to_graph_data();
+        let g = ferrolab_data::generate_csbm(&s.csbm(master_seed))?.to_graph_data();
         (g, format!("csbm-{}", s.nodes))
     } else {
         let path = match &d.path {
@@ -381,8 +381,9 @@ pub fn experiment_config(cfg: &ClusterGcnConfig, master_seed: u64) -> Experiment
     ExperimentConfig {
         train: cfg.train_config(),
         cluster: cfg.cluster_config(),
-        seeds: (0..cfg.train.seeds as u64)
-            .map(|i| master_seed + i)
+        // The one seed rule of every system: run i's seed is derived from the master seed.
+        seeds: (0..cfg.train.seeds)
+            .map(|i| seed::derive(master_seed, &format!("run{i}")))
             .collect(),
         full_batch: cfg.baselines.full_batch,
         random_partition: cfg.baselines.random_partition,
@@ -427,7 +428,7 @@ pub fn run(data: NodeData, dataset: &str, cfg: &ExperimentConfig) -> Result<Outc
         );
         if let Some(o) = m.runs.first() {
             curves.push(Curve {
-                label: format!("{key} seed {}", cfg.seeds[0]),
+                label: format!("{key} run 0"),
                 y_name: "val_accuracy".into(),
                 points: o
                     .curve

@@ -39,9 +39,11 @@ pub mod norm;
 pub mod partition;
 pub mod spmm;
 pub mod store;
+pub mod system;
 pub mod train;
 
 pub use config::ClusterGcnConfig;
+pub use system::ClusterGcnSystem;
 pub use csr::CsrGraph;
 pub use error::{GraphError, Result};
 pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare, load_data};

@@ -60,3 +60,13 @@ impl TextError {
 
 /// Result alias of the text crate.
 pub type Result<T> = std::result::Result<T, TextError>;
+
+impl ferrolab_core::Classify for TextError {
+    fn class(&self) -> ferrolab_core::ErrorClass {
+        if self.is_usage() {
+            ferrolab_core::ErrorClass::Usage
+        } else {
+            ferrolab_core::ErrorClass::Runtime
+        }
+    }
+}

@@ -11,7 +11,7 @@ use crate::train::{Encoded, Fit, accuracy};
 use ferrolab_core::metrics::mean_std;
 use ferrolab_core::run::{Curve, Outcome, PaperFigure, Report, RunDir};
 use ferrolab_core::train::{EarlyStopping, History, Mode, Trainer};
-use ferrolab_core::{backend, seed};
+use ferrolab_core::{Checked, backend, seed};
 use ferrolab_data::text::{LabeledSentences, read_labeled_sentences};
 use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
@@ -155,11 +155,12 @@ struct RunFigures {
 
 /// Runs the comparison and writes checkpoints and `metrics.jsonl` into `run`.
 pub fn run(
-    cfg: &SecnnConfig,
+    cfg: &Checked<SecnnConfig>,
     data_dir: Option<&Path>,
     master_seed: u64,
     run: &mut RunDir,
 ) -> Result<Outcome> {
+    let cfg: &SecnnConfig = cfg;
     let files = resolve_files(cfg, data_dir)?;
     let _rng = backend::exclusive_rng();
     let sw = ferrolab_core::resources::Stopwatch::start();

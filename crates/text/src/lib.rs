@@ -14,6 +14,7 @@ pub mod embeddings;
 pub mod error;
 pub mod experiment;
 pub mod models;
+pub mod system;
 pub mod tokenize;
 pub mod train;
 
@@ -21,3 +22,4 @@ pub use checkpoint::{ModelKind, Predictor};
 pub use config::SecnnConfig;
 pub use error::{Result, TextError};
 pub use models::{KimCnn, Secnn, SentenceClassifier};
+pub use system::SecnnSystem;

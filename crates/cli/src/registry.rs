@@ -1,0 +1,18 @@
+//! Every system the binary knows. Adding a system is one line here (and its crate).
+
+use ferrolab_core::system::DynSystem;
+
+/// The systems, in the order `--help`, `reproduce` and report.md list them.
+pub fn systems() -> Vec<&'static dyn DynSystem> {
+    vec![
+        &ferrolab_text::SecnnSystem,
+        &ferrolab_graph::ClusterGcnSystem,
+        &ferrolab_ctr::ApgSystem,
+        &ferrolab_fhe::CkksSystem,
+    ]
+}
+
+/// The system whose CLI name is `name`.
+pub fn find(name: &str) -> Option<&'static dyn DynSystem> {
+    systems().into_iter().find(|s| s.name() == name)
+}

@@ -1,0 +1,349 @@
+//! The generic runner: one clap command and one run procedure for every registered system.
+//!
+//! A run is assembled in `<out>.incomplete` and renamed to `<out>` when its report is written,
+//! so a killed or failed run never looks finished and never mixes with another run's files.
+//! `--resume DIR` (either name) continues an incomplete run with the same resolved config.
+
+use crate::common::UsageError;
+use anyhow::Context;
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use ferrolab_core::system::{DynSystem, ErrorClass, Resolved, SystemError};
+use ferrolab_core::{Outcome, RunContext, RunDir};
+use std::path::{Path, PathBuf};
+
+/// The clap command of `sys`: the shared flags, its flag aliases and its sub-commands.
+pub fn command(sys: &'static dyn DynSystem) -> Command {
+    let presets = sys
+        .presets()
+        .iter()
+        .map(|p| format!("  {:<16} {}", p.name, p.about))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut c = Command::new(sys.name())
+        .about(sys.about())
+        .args_conflicts_with_subcommands(true)
+        .after_help(format!(
+            "Presets (--preset NAME):\n{presets}\n\nEvery key with its doc and range: \
+             ferrolab {} --print-config",
+            sys.name()
+        ))
+        .arg(
+            Arg::new("preset")
+                .long("preset")
+                .value_name("NAME")
+                .help("A shipped configuration (configs/<system>/NAME.toml, embedded): quick, paper, ..."),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(value_parser!(PathBuf))
+                .help("TOML file layered over the defaults (and the preset)"),
+        )
+        .arg(
+            Arg::new("set")
+                .long("set")
+                .value_name("KEY=VALUE")
+                .action(ArgAction::Append)
+                .help("Override one key, e.g. `--set train.epochs=5` (repeatable; unknown keys are errors)"),
+        )
+        .arg(
+            Arg::new("print-config")
+                .long("print-config")
+                .action(ArgAction::SetTrue)
+                .help("Print the resolved configuration as TOML, each key with its doc and range, and exit"),
+        )
+        .arg(
+            Arg::new("data-dir")
+                .long("data-dir")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("Folder holding the real datasets (first of: this, $FERROLAB_DATA, the per-user data folder, ../shared/data, the system location)"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .conflicts_with("resume")
+                .help("Output folder for report.json, config.toml, metrics.jsonl, plots and checkpoints (default: runs/<system>-<unix time>); must not exist yet"),
+        )
+        .arg(
+            Arg::new("resume")
+                .long("resume")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("Continue a killed or failed run in DIR (or DIR.incomplete) with the same resolved configuration"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("Master seed driving every random source"),
+        )
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_parser(value_parser!(usize))
+                .help("CPU threads for the tensor backend (default: all cores)"),
+        );
+    for a in sys.flag_aliases() {
+        c = c.arg(
+            Arg::new(a.flag)
+                .long(a.flag)
+                .value_name("VALUE")
+                .help(a.help),
+        );
+    }
+    for s in sys.subcommands() {
+        c = c.subcommand((s.command)());
+    }
+    c
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The final output folder (`None`: `runs/<name>-<time>`).
+    pub out: Option<PathBuf>,
+    /// Continue the incomplete run in this folder.
+    pub resume: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--seed`.
+    pub seed: u64,
+    /// `--threads`.
+    pub threads: Option<usize>,
+}
+
+/// Runs `ferrolab <system> ...`.
+pub fn run(sys: &'static dyn DynSystem, m: &ArgMatches) -> anyhow::Result<()> {
+    if let Some((name, sub)) = m.subcommand() {
+        let Some(s) = sys.subcommands().into_iter().find(|s| (s.command)().get_name() == name)
+        else {
+            return Err(UsageError(format!("unknown sub-command {name}")).into());
+        };
+        if sys.tune_allocator_at_start() {
+            ferrolab_core::backend::tune_allocator();
+        }
+        return Ok((s.run)(sub)?);
+    }
+    let mut sets: Vec<String> = m
+        .get_many::<String>("set")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    for a in sys.flag_aliases() {
+        if let Some(v) = m.get_one::<String>(a.flag) {
+            sets.push(format!("{}={v}", a.key));
+        }
+    }
+    let preset = m.get_one::<String>("preset").map(String::as_str);
+    let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
+    let resolved = sys.resolve(preset, file, &sets)?;
+    if m.get_flag("print-config") {
+        print!("{}", resolved.documented);
+        return Ok(());
+    }
+    let opts = RunOptions {
+        out: m.get_one::<PathBuf>("out").cloned(),
+        resume: m.get_one::<PathBuf>("resume").cloned(),
+        data_dir: m.get_one::<PathBuf>("data-dir").cloned(),
+        seed: m.get_one::<u64>("seed").copied().unwrap_or(0),
+        threads: m.get_one::<usize>("threads").copied(),
+    };
+    let (outcome, dir) = execute(sys, &resolved, &opts)?;
+    for line in sys.summary(&outcome) {
+        println!("{line}");
+    }
+    eprintln!("wrote {}", dir.display());
+    Ok(())
+}
+
+fn incomplete_name(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".incomplete");
+    PathBuf::from(s)
+}
+
+/// Whether `dir` exists and holds anything.
+fn non_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// The run procedure every system shares: check the data, assemble the run folder, run, write
+/// config.toml, report.json, metrics.jsonl and plots, then give the folder its final name.
+/// Returns the outcome and the finished folder.
+pub fn execute(
+    sys: &'static dyn DynSystem,
+    resolved: &Resolved,
+    opts: &RunOptions,
+) -> anyhow::Result<(Outcome, PathBuf)> {
+    let threads = ferrolab_core::backend::init_threads(opts.threads);
+    if sys.tune_allocator_at_start() {
+        ferrolab_core::backend::tune_allocator();
+    }
+    for d in &resolved.datasets {
+        if !ferrolab_data::lookup::is_available(opts.data_dir.as_deref(), d) {
+            return Err(UsageError(format!(
+                "dataset {d} unavailable (run `ferrolab data fetch {d}`, or pass --data-dir)"
+            ))
+            .into());
+        }
+    }
+    let (final_dir, work, run_dir, resuming) = match &opts.resume {
+        Some(dir) => {
+            let (final_dir, work) = if dir.to_string_lossy().ends_with(".incomplete") {
+                let s = dir.to_string_lossy();
+                (PathBuf::from(&s[..s.len() - ".incomplete".len()]), dir.clone())
+            } else {
+                (dir.clone(), incomplete_name(dir))
+            };
+            if final_dir.join("report.json").exists() {
+                return Err(UsageError(format!(
+                    "--resume {}: that run is complete (report.json exists)",
+                    dir.display()
+                ))
+                .into());
+            }
+            let old = std::fs::read_to_string(work.join("config.toml")).map_err(|e| {
+                UsageError(format!(
+                    "--resume {}: no incomplete run there ({}: {e})",
+                    dir.display(),
+                    work.join("config.toml").display()
+                ))
+            })?;
+            if old != resolved.toml {
+                return Err(UsageError(format!(
+                    "--resume {}: the resolved configuration differs from the run's config.toml; \
+                     pass the same --preset/--config/--set as the original run",
+                    dir.display()
+                ))
+                .into());
+            }
+            (final_dir, work.clone(), RunDir::reopen(&work)?, true)
+        }
+        None => {
+            let final_dir = opts
+                .out
+                .clone()
+                .unwrap_or_else(|| ferrolab_core::run::default_out(sys.name()));
+            if final_dir.exists() && (!final_dir.is_dir() || non_empty(&final_dir)) {
+                return Err(UsageError(format!(
+                    "output folder {} already exists and is not empty; choose another --out",
+                    final_dir.display()
+                ))
+                .into());
+            }
+            let work = incomplete_name(&final_dir);
+            if work.exists() {
+                return Err(UsageError(format!(
+                    "{} holds an incomplete run; continue it with --resume {} or remove it",
+                    work.display(),
+                    final_dir.display()
+                ))
+                .into());
+            }
+            let run_dir = RunDir::create(&work)?;
+            run_dir.write_config(&resolved.toml)?;
+            (final_dir, work, run_dir, false)
+        }
+    };
+    let ctx = RunContext::new(
+        opts.seed,
+        threads,
+        opts.data_dir.clone(),
+        run_dir,
+        resuming,
+    );
+    match run_in(sys, resolved, ctx, opts.seed, &final_dir) {
+        Ok(outcome) => Ok((outcome, final_dir)),
+        Err(e) => {
+            let usage = crate::common::exit_code(&e) == 2;
+            if usage && !resuming {
+                // Bad input found while starting: nothing worth keeping was written.
+                let _ = std::fs::remove_dir_all(&work);
+            } else {
+                eprintln!(
+                    "incomplete run kept in {}; continue it with --resume {}",
+                    work.display(),
+                    final_dir.display()
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_in(
+    sys: &'static dyn DynSystem,
+    resolved: &Resolved,
+    mut ctx: RunContext,
+    seed: u64,
+    final_dir: &Path,
+) -> anyhow::Result<Outcome> {
+    sys.prepare(resolved, &ctx)?;
+    let mut outcome = sys.run(resolved, &mut ctx)?;
+    let mut run = ctx.into_run_dir();
+    let r = &mut outcome.report;
+    if r.system != sys.name() {
+        let old = std::mem::replace(&mut r.system, sys.name().to_string());
+        match &mut r.details {
+            serde_json::Value::Object(m) => {
+                m.insert("system_name_before_0_2".into(), old.into());
+            }
+            serde_json::Value::Null => {
+                r.details = serde_json::json!({ "system_name_before_0_2": old });
+            }
+            _ => {}
+        }
+    }
+    r.config = resolved.json.clone();
+    r.seed = seed;
+    write_plots(&run, &outcome)?;
+    run.write_report(&outcome.report)?;
+    if final_dir.exists() {
+        // Created by someone else while we ran: keep both, refuse to merge.
+        return Err(SystemError::with_class(
+            ErrorClass::Usage,
+            format!(
+                "{} appeared while the run was going; the finished run stays in {}",
+                final_dir.display(),
+                run.path().display()
+            ),
+        )
+        .into());
+    }
+    run.rename(final_dir)?;
+    Ok(outcome)
+}
+
+/// `curves.svg` (per-epoch curves) and one SVG per other x axis (`<y>_vs_<x>` curves:
+/// `depth.svg` for layers, `curves-<x>.svg` otherwise).
+fn write_plots(run: &RunDir, o: &Outcome) -> anyhow::Result<()> {
+    let title = format!("{} on {}", o.report.system, o.report.dataset);
+    let mut by_x: std::collections::BTreeMap<String, Vec<ferrolab_core::Curve>> =
+        Default::default();
+    for c in &o.curves {
+        let x = c
+            .y_name
+            .split_once("_vs_")
+            .map_or("epoch".to_string(), |(_, x)| x.to_string());
+        by_x.entry(x).or_default().push(c.clone());
+    }
+    for (x, curves) in by_x {
+        if x == "epoch" {
+            crate::plot::write_curves(&run.join("curves.svg"), &curves, &title)
+                .context("writing curves.svg")?;
+        } else {
+            let name = if x == "layers" {
+                "depth.svg".to_string()
+            } else {
+                format!("curves-{x}.svg")
+            };
+            crate::plot::write_curves_x(&run.join(&name), &curves, &title, &x)
+                .with_context(|| format!("writing {name}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,556 @@
+//! The `System` contract: what every ferrolab system implements so that it appears in the
+//! CLI, in `reproduce`, in reports and in the docs by itself.
+//!
+//! A system is a type implementing [`System`]: its CLI name, its configuration type (declared
+//! with [`config_section!`](crate::config_section) so that defaults, range checks and docs sit
+//! beside each field), its presets (TOML text embedded from `configs/<name>/`), the datasets a
+//! configuration needs, its `reproduce` entries, and `run`, which receives a [`Checked`]
+//! configuration and a [`RunContext`]. The CLI keeps a registry of `&'static dyn DynSystem`
+//! (every `System` is one through a blanket impl) and one generic runner; adding a system is a
+//! crate and one registry line.
+//!
+//! Errors: a system's error type implements [`Classify`] once (usage/config/data → exit 2,
+//! failures while running → 1) and converts into [`SystemError`] with `?`.
+
+use crate::config::{Checked, ConfigValue, Validate};
+use crate::error::{ConfigError, CoreError};
+use crate::run::{Outcome, RunDir};
+use rand::rngs::StdRng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::any::Any;
+use std::path::{Path, PathBuf};
+
+/// Whether an error is the user's to fix (exit status 2) or a failure while running (1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Bad input: configuration, data, checkpoint, output folder, flags.
+    Usage,
+    /// Something failed while running (divergence, I/O on our own files, a bug).
+    Runtime,
+}
+
+impl ErrorClass {
+    /// The process exit status for this class.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorClass::Usage => 2,
+            ErrorClass::Runtime => 1,
+        }
+    }
+}
+
+/// Implemented once by every error type a system returns.
+pub trait Classify {
+    /// Usage or runtime.
+    fn class(&self) -> ErrorClass;
+}
+
+impl Classify for CoreError {
+    fn class(&self) -> ErrorClass {
+        if self.is_usage() {
+            ErrorClass::Usage
+        } else {
+            ErrorClass::Runtime
+        }
+    }
+}
+
+impl Classify for ConfigError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Usage
+    }
+}
+
+impl Classify for ferrolab_data::DataError {
+    fn class(&self) -> ErrorClass {
+        use ferrolab_data::DataError as D;
+        match self {
+            D::Io { .. } | D::Malformed { .. } | D::Missing { .. } | D::NotFound { .. } => {
+                ErrorClass::Usage
+            }
+            D::Invalid { .. } => ErrorClass::Usage,
+            #[allow(unreachable_patterns)]
+            _ => ErrorClass::Runtime,
+        }
+    }
+}
+
+/// Any system's error, with its class decided where it was raised.
+#[derive(Debug)]
+pub struct SystemError {
+    class: ErrorClass,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl SystemError {
+    /// A usage error with a message (exit status 2).
+    pub fn usage(msg: impl Into<String>) -> Self {
+        SystemError {
+            class: ErrorClass::Usage,
+            inner: msg.into().into(),
+        }
+    }
+    /// A runtime failure with a message (exit status 1).
+    pub fn runtime(msg: impl Into<String>) -> Self {
+        SystemError {
+            class: ErrorClass::Runtime,
+            inner: msg.into().into(),
+        }
+    }
+    /// Wraps any error with an explicit class.
+    pub fn with_class(
+        class: ErrorClass,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        SystemError {
+            class,
+            inner: e.into(),
+        }
+    }
+    /// Usage or runtime.
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+    /// The wrapped error.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.inner.as_ref()
+    }
+}
+
+impl std::fmt::Display for SystemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for SystemError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl<E> From<E> for SystemError
+where
+    E: Classify + std::error::Error + Send + Sync + 'static,
+{
+    fn from(e: E) -> Self {
+        SystemError {
+            class: e.class(),
+            inner: Box::new(e),
+        }
+    }
+}
+
+/// Result of a system's entry points.
+pub type SysResult<T> = std::result::Result<T, SystemError>;
+
+/// A named configuration shipped with the binary (`configs/<system>/<name>.toml`).
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    /// `quick`, `paper` or a study's name.
+    pub name: &'static str,
+    /// One line: what it runs and how long it takes.
+    pub about: &'static str,
+    /// The TOML text layered over the defaults.
+    pub toml: &'static str,
+}
+
+/// One `reproduce` entry: a preset for `--quick` and one for `--full`.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// `<cli-name>-<dataset>`, e.g. `secnn-mr`.
+    pub name: &'static str,
+    /// One line for report.md.
+    pub what: &'static str,
+    /// Preset run by `reproduce --quick` (≤ 60 s on two cores).
+    pub quick: &'static str,
+    /// Preset run by `reproduce --full`.
+    pub full: &'static str,
+}
+
+/// A top-level flag that is shorthand for `--set key=VALUE` (e.g. `--embeddings FILE`).
+#[derive(Debug, Clone, Copy)]
+pub struct FlagAlias {
+    /// Long flag name without dashes.
+    pub flag: &'static str,
+    /// The dotted config key it sets.
+    pub key: &'static str,
+    /// Help text.
+    pub help: &'static str,
+}
+
+/// An extra sub-command of a system (`predict`, `export`, `bench`, …). The system parses its
+/// own arguments with clap, so the CLI crate needs no code for it.
+#[derive(Debug, Clone, Copy)]
+pub struct SubCommand {
+    /// Builds the clap command (its name is the sub-command's name).
+    pub command: fn() -> clap::Command,
+    /// Runs it with the parsed arguments.
+    pub run: fn(&clap::ArgMatches) -> SysResult<()>,
+}
+
+/// Everything a run needs besides its configuration: the seed, threads, data lookup, the run
+/// folder and its `metrics.jsonl`.
+#[derive(Debug)]
+pub struct RunContext {
+    seed: u64,
+    threads: usize,
+    data_dir: Option<PathBuf>,
+    run: RunDir,
+    resume: bool,
+}
+
+impl RunContext {
+    /// A context writing into `run`.
+    pub fn new(
+        seed: u64,
+        threads: usize,
+        data_dir: Option<PathBuf>,
+        run: RunDir,
+        resume: bool,
+    ) -> Self {
+        RunContext {
+            seed,
+            threads,
+            data_dir,
+            run,
+            resume,
+        }
+    }
+
+    /// The master seed (`--seed`).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The seed of the random stream `name`. This is the one derivation rule for every random
+    /// source of a run (splits, initialisation, dropout, synthetic generators): adding a stream
+    /// never shifts the numbers another one sees.
+    pub fn seed_for(&self, name: &str) -> u64 {
+        crate::seed::derive(self.seed, name)
+    }
+
+    /// A generator for the stream `name`.
+    pub fn rng(&self, name: &str) -> StdRng {
+        crate::seed::rng(self.seed, name)
+    }
+
+    /// Threads of the compute pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// `--data-dir`, if given.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// Where the dataset `name` is (first location that holds it), or an error naming the
+    /// command that fetches it.
+    pub fn dataset(&self, name: &str) -> SysResult<PathBuf> {
+        Ok(ferrolab_data::lookup::find_dataset(
+            self.data_dir.as_deref(),
+            name,
+        )?)
+    }
+
+    /// The run folder.
+    pub fn run_dir(&mut self) -> &mut RunDir {
+        &mut self.run
+    }
+
+    /// Appends one record to `metrics.jsonl`.
+    pub fn log_metrics(&mut self, record: &serde_json::Value) -> SysResult<()> {
+        Ok(self.run.log_metrics(record)?)
+    }
+
+    /// True when continuing a killed run (`--resume DIR`).
+    pub fn resuming(&self) -> bool {
+        self.resume
+    }
+
+    /// Runs one unit of work (a seed, a fold, a method) once: its result is saved as
+    /// `units/<name>.json` when it completes, and a resumed run returns the saved result
+    /// instead of running the unit again. Long experiments made of units shorter than ten
+    /// minutes therefore checkpoint at least every ten minutes.
+    pub fn unit<T, F>(&mut self, name: &str, f: F) -> SysResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(&mut RunContext) -> SysResult<T>,
+    {
+        let dir = self.run.join("units");
+        let path = dir.join(format!("{}.json", sanitize(name)));
+        if self.resume
+            && let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(v) = serde_json::from_str::<T>(&text)
+        {
+            eprintln!("resume: {name} already done");
+            return Ok(v);
+        }
+        let v = f(self)?;
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
+        let text = serde_json::to_vec(&v)
+            .map_err(|e| SystemError::runtime(format!("saving unit {name}: {e}")))?;
+        crate::run::write_atomic(&path, &text)?;
+        Ok(v)
+    }
+
+    /// Takes the run folder back (the runner writes the report into it).
+    pub fn into_run_dir(self) -> RunDir {
+        self.run
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The bound every system configuration meets.
+pub trait SystemConfig:
+    Serialize
+    + DeserializeOwned
+    + Default
+    + Validate
+    + ConfigValue
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> SystemConfig for T where
+    T: Serialize
+        + DeserializeOwned
+        + Default
+        + Validate
+        + ConfigValue
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// One system: what the registry, the generic runner and `reproduce` need of it.
+pub trait System: Send + Sync + 'static {
+    /// The experiment configuration.
+    type Config: SystemConfig;
+    /// CLI sub-command name (kebab case), also `system` in report.json.
+    fn name(&self) -> &'static str;
+    /// One line for `--help`.
+    fn about(&self) -> &'static str;
+    /// The presets shipped with the binary; must include `quick` and `paper`.
+    fn presets(&self) -> Vec<Preset>;
+    /// `reproduce` entries.
+    fn entries(&self) -> Vec<Entry>;
+    /// Names of the datasets (as `ferrolab data` lists them) that `cfg` reads; empty when it
+    /// runs on generated data only.
+    fn datasets(&self, cfg: &Self::Config) -> Vec<&'static str>;
+    /// Checks what can be checked before the run folder is created (e.g. that the data files
+    /// parse), so a data error leaves nothing behind.
+    fn prepare(&self, _cfg: &Checked<Self::Config>, _ctx: &RunContext) -> SysResult<()> {
+        Ok(())
+    }
+    /// Runs the experiment; the returned report is written by the runner.
+    fn run(&self, cfg: &Checked<Self::Config>, ctx: &mut RunContext) -> SysResult<Outcome>;
+    /// Lines printed to stdout after a run (default: headline metrics vs each baseline).
+    fn summary(&self, outcome: &Outcome) -> Vec<String> {
+        default_summary(outcome)
+    }
+    /// Extra sub-commands.
+    fn subcommands(&self) -> Vec<SubCommand> {
+        Vec::new()
+    }
+    /// Top-level flags that are shorthand for `--set`.
+    fn flag_aliases(&self) -> Vec<FlagAlias> {
+        Vec::new()
+    }
+    /// Whether the runner tunes the allocator at start-up (Cluster-GCN does it itself when
+    /// training starts, after dropping the loaded graph).
+    fn tune_allocator_at_start(&self) -> bool {
+        true
+    }
+}
+
+/// A configuration resolved from defaults, a preset, a file and `--set`s, type-erased so the
+/// registry can hold every system behind one trait object.
+pub struct Resolved {
+    value: Box<dyn Any + Send + Sync>,
+    /// The resolved configuration as TOML (the run folder's `config.toml`).
+    pub toml: String,
+    /// The same with each key's doc and range as comments (`--print-config`).
+    pub documented: String,
+    /// The same as JSON (report.json's `config`).
+    pub json: serde_json::Value,
+    /// Datasets this configuration reads.
+    pub datasets: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("toml", &self.toml)
+            .finish()
+    }
+}
+
+/// The object-safe face of [`System`], implemented for every `System`.
+pub trait DynSystem: Send + Sync {
+    /// See [`System::name`].
+    fn name(&self) -> &'static str;
+    /// See [`System::about`].
+    fn about(&self) -> &'static str;
+    /// See [`System::presets`].
+    fn presets(&self) -> Vec<Preset>;
+    /// See [`System::entries`].
+    fn entries(&self) -> Vec<Entry>;
+    /// See [`System::subcommands`].
+    fn subcommands(&self) -> Vec<SubCommand>;
+    /// See [`System::flag_aliases`].
+    fn flag_aliases(&self) -> Vec<FlagAlias>;
+    /// See [`System::tune_allocator_at_start`].
+    fn tune_allocator_at_start(&self) -> bool;
+    /// Resolves and checks a configuration: defaults, then the preset, then the file, then
+    /// the `--set`s.
+    fn resolve(
+        &self,
+        preset: Option<&str>,
+        file: Option<&Path>,
+        sets: &[String],
+    ) -> SysResult<Resolved>;
+    /// See [`System::prepare`].
+    fn prepare(&self, cfg: &Resolved, ctx: &RunContext) -> SysResult<()>;
+    /// See [`System::run`].
+    fn run(&self, cfg: &Resolved, ctx: &mut RunContext) -> SysResult<Outcome>;
+    /// See [`System::summary`].
+    fn summary(&self, outcome: &Outcome) -> Vec<String>;
+}
+
+impl<S: System> DynSystem for S {
+    fn name(&self) -> &'static str {
+        System::name(self)
+    }
+    fn about(&self) -> &'static str {
+        System::about(self)
+    }
+    fn presets(&self) -> Vec<Preset> {
+        System::presets(self)
+    }
+    fn entries(&self) -> Vec<Entry> {
+        System::entries(self)
+    }
+    fn subcommands(&self) -> Vec<SubCommand> {
+        System::subcommands(self)
+    }
+    fn flag_aliases(&self) -> Vec<FlagAlias> {
+        System::flag_aliases(self)
+    }
+    fn tune_allocator_at_start(&self) -> bool {
+        System::tune_allocator_at_start(self)
+    }
+    fn resolve(
+        &self,
+        preset: Option<&str>,
+        file: Option<&Path>,
+        sets: &[String],
+    ) -> SysResult<Resolved> {
+        let checked = resolve_config(self, preset, file, sets)?;
+        let toml = crate::config::to_toml(checked.get())?;
+        let json = serde_json::to_value(checked.get())
+            .map_err(|e| SystemError::runtime(format!("recording the config: {e}")))?;
+        let documented = crate::config::to_documented_toml(checked.get());
+        let datasets = System::datasets(self, checked.get());
+        Ok(Resolved {
+            value: Box::new(checked),
+            toml,
+            documented,
+            json,
+            datasets,
+        })
+    }
+    fn prepare(&self, cfg: &Resolved, ctx: &RunContext) -> SysResult<()> {
+        System::prepare(self, downcast::<S>(cfg)?, ctx)
+    }
+    fn run(&self, cfg: &Resolved, ctx: &mut RunContext) -> SysResult<Outcome> {
+        System::run(self, downcast::<S>(cfg)?, ctx)
+    }
+    fn summary(&self, outcome: &Outcome) -> Vec<String> {
+        System::summary(self, outcome)
+    }
+}
+
+/// Resolves and checks `sys`'s configuration: defaults, then the named preset, then the file,
+/// then the `--set`s (each layer's errors name it).
+pub fn resolve_config<S: System>(
+    sys: &S,
+    preset: Option<&str>,
+    file: Option<&Path>,
+    sets: &[String],
+) -> SysResult<Checked<S::Config>> {
+    let base = match preset {
+        None => None,
+        Some(p) => {
+            let all = sys.presets();
+            let found = all.iter().find(|q| q.name == p).ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|q| q.name).collect();
+                SystemError::usage(format!(
+                    "--preset {p}: no such preset of {} (known: {})",
+                    sys.name(),
+                    names.join(", ")
+                ))
+            })?;
+            Some((format!("preset {p}"), found.toml))
+        }
+    };
+    let cfg: S::Config =
+        crate::config::load_layers(base.as_ref().map(|(o, t)| (o.as_str(), *t)), file, sets)?;
+    Ok(Checked::new(cfg)?)
+}
+
+fn downcast<S: System>(cfg: &Resolved) -> SysResult<&Checked<S::Config>> {
+    cfg.value
+        .downcast_ref::<Checked<S::Config>>()
+        .ok_or_else(|| SystemError::runtime("configuration resolved for another system"))
+}
+
+/// `name: key mean ± std` for every metric with a `_std` companion, for ours and each
+/// baseline, plus the report's notes.
+pub fn default_summary(o: &Outcome) -> Vec<String> {
+    let r = &o.report;
+    let headline: Vec<&String> = r
+        .metrics
+        .keys()
+        .filter(|k| !k.ends_with("_std") && r.metrics.contains_key(&format!("{k}_std")))
+        .collect();
+    let fmt = |m: &std::collections::BTreeMap<String, f64>| {
+        headline
+            .iter()
+            .filter_map(|k| {
+                let v = m.get(*k)?;
+                Some(match m.get(&format!("{k}_std")) {
+                    Some(s) => format!("{k} {v:.4} ± {s:.4}"),
+                    None => format!("{k} {v:.4}"),
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = vec![format!("{} on {}: {}", r.system, r.dataset, fmt(&r.metrics))];
+    for (b, m) in &r.baselines {
+        lines.push(format!("  baseline {b}: {}", fmt(m)));
+    }
+    lines.extend(r.notes.iter().cloned());
+    lines
+}

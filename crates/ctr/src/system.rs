@@ -1,0 +1,326 @@
+//! `ferrolab apg`: the [`System`] implementation (presets, reproduce entries, and the
+//! `predict`, `export` and `generate` sub-commands).
+
+use crate::config::ApgExperimentConfig;
+use crate::experiment;
+use ferrolab_core::system::{Entry, Preset, SubCommand};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System, SystemError};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// APG vs plain deep layers in Wide&Deep, DeepFM and DCNv2.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApgSystem;
+
+impl System for ApgSystem {
+    type Config = ApgExperimentConfig;
+
+    fn name(&self) -> &'static str {
+        "apg"
+    }
+
+    fn about(&self) -> &'static str {
+        "APG vs plain deep layers in Wide&Deep, DeepFM and DCNv2 (CTR; train, `predict`, `export`, `generate`)"
+    }
+
+    fn presets(&self) -> Vec<Preset> {
+        vec![
+            Preset {
+                name: "quick",
+                about: "MovieLens-100k smoke run: 2 seeds, 3 epochs (< 1 min)",
+                toml: include_str!("../../../configs/apg/quick.toml"),
+            },
+            Preset {
+                name: "quick-synthetic",
+                about: "synthetic CTR smoke run: 50k rows, 2 seeds, 3 epochs",
+                toml: include_str!("../../../configs/apg/quick-synthetic.toml"),
+            },
+            Preset {
+                name: "paper",
+                about: "MovieLens-100k, 5 seeds, 10 epochs with early stopping",
+                toml: include_str!("../../../configs/apg/paper.toml"),
+            },
+            Preset {
+                name: "synthetic",
+                about: "synthetic group-dependent CTR data, 100k rows, 5 seeds, group-wise condition",
+                toml: include_str!("../../../configs/apg/synthetic.toml"),
+            },
+        ]
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        vec![
+            Entry {
+                name: "apg-movielens",
+                what: "APG vs plain Wide&Deep / DeepFM / DCNv2 on MovieLens-100k CTR",
+                quick: "quick",
+                full: "paper",
+            },
+            Entry {
+                name: "apg-synthetic",
+                what: "APG vs plain Wide&Deep / DeepFM / DCNv2 on synthetic group-dependent CTR data",
+                quick: "quick-synthetic",
+                full: "synthetic",
+            },
+        ]
+    }
+
+    fn datasets(&self, cfg: &ApgExperimentConfig) -> Vec<&'static str> {
+        if cfg.data.dataset == "movielens" {
+            vec!["ml-100k"]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn prepare(&self, cfg: &Checked<ApgExperimentConfig>, ctx: &RunContext) -> SysResult<()> {
+        experiment::resolve_data(cfg, ctx.data_dir())?;
+        Ok(())
+    }
+
+    fn run(&self, cfg: &Checked<ApgExperimentConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+        let data_dir = ctx.data_dir().map(std::path::Path::to_path_buf);
+        let seed = ctx.seed();
+        Ok(experiment::run(
+            cfg,
+            data_dir.as_deref(),
+            seed,
+            ctx.run_dir(),
+        )?)
+    }
+
+    fn summary(&self, o: &Outcome) -> Vec<String> {
+        let r = &o.report;
+        let mut lines = Vec::new();
+        let bases: Vec<&String> = r.baselines.keys().collect();
+        for b in bases {
+            let g = |k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+            let bl = |k: &str| {
+                r.baselines
+                    .get(b)
+                    .and_then(|m| m.get(k))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            lines.push(format!(
+                "{} {b:<9}: APG AUC {:.4} ± {:.4} logloss {:.4}; plain AUC {:.4} ± {:.4} logloss {:.4}; paired AUC gain {:+.4} ± {:.4}",
+                r.dataset,
+                g(&format!("{b}_apg_test_auc")),
+                g(&format!("{b}_apg_test_auc_std")),
+                g(&format!("{b}_apg_test_logloss")),
+                bl("test_auc"),
+                bl("test_auc_std"),
+                bl("test_logloss"),
+                g(&format!("{b}_apg_auc_gain_mean")),
+                g(&format!("{b}_apg_auc_gain_std")),
+            ));
+        }
+        lines.extend(r.notes.iter().cloned());
+        lines
+    }
+
+    fn subcommands(&self) -> Vec<SubCommand> {
+        vec![
+            SubCommand {
+                command: predict_command,
+                run: predict,
+            },
+            SubCommand {
+                command: export_command,
+                run: export,
+            },
+            SubCommand {
+                command: generate_command,
+                run: generate,
+            },
+        ]
+    }
+}
+
+fn predict_command() -> clap::Command {
+    use clap::{Arg, value_parser};
+    clap::Command::new("predict")
+        .about(
+            "Score tab-separated rows from stdin (columns in the checkpoint's field order); \
+             print one click probability per line",
+        )
+        .arg(
+            Arg::new("checkpoint")
+                .long("checkpoint")
+                .value_name("DIR")
+                .required(true)
+                .value_parser(value_parser!(PathBuf))
+                .help("A checkpoint folder written by `ferrolab apg` (`<out>/checkpoint` = DeepFM+APG)"),
+        )
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_parser(value_parser!(usize))
+                .help("CPU threads"),
+        )
+}
+
+fn predict(m: &clap::ArgMatches) -> SysResult<()> {
+    let Some(checkpoint) = m.get_one::<PathBuf>("checkpoint") else {
+        return Err(SystemError::usage("predict needs --checkpoint DIR"));
+    };
+    ferrolab_core::backend::init_threads(m.get_one::<usize>("threads").copied());
+    let p = crate::Predictor::load(checkpoint)?;
+    let scored = p.score(std::io::stdin().lock(), "stdin")?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    for prob in &scored.probabilities {
+        if let Err(e) = writeln!(w, "{prob:.6}") {
+            return pipe_ok(e);
+        }
+    }
+    if let Err(e) = w.flush() {
+        return pipe_ok(e);
+    }
+    for (field, n) in &scored.oov {
+        eprintln!(
+            "note: {n} value(s) of `{field}` not seen in training: scored with the out-of-vocabulary bucket"
+        );
+    }
+    Ok(())
+}
+
+/// A closed output pipe (`| head`) ends the stream quietly; other write errors are failures.
+fn pipe_ok(e: std::io::Error) -> SysResult<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(SystemError::runtime(format!("writing stdout: {e}")))
+    }
+}
+
+fn export_command() -> clap::Command {
+    use clap::{Arg, value_parser};
+    clap::Command::new("export")
+        .about("Write the configured data split as train/valid/test TSV files")
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .value_name("DIR")
+                .required(true)
+                .value_parser(value_parser!(PathBuf))
+                .help("Output folder"),
+        )
+        .arg(
+            Arg::new("preset")
+                .long("preset")
+                .value_name("NAME")
+                .help("A preset of `ferrolab apg` (quick, paper, synthetic, ...)"),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(value_parser!(PathBuf))
+                .help("TOML file layered over the defaults"),
+        )
+        .arg(
+            Arg::new("set")
+                .long("set")
+                .value_name("KEY=VALUE")
+                .action(clap::ArgAction::Append)
+                .help("Override one key (repeatable)"),
+        )
+        .arg(
+            Arg::new("data-dir")
+                .long("data-dir")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("Folder holding the real datasets"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("Master seed (the split depends on it)"),
+        )
+}
+
+fn export(m: &clap::ArgMatches) -> SysResult<()> {
+    let Some(out) = m.get_one::<PathBuf>("out") else {
+        return Err(SystemError::usage("apg export needs --out DIR"));
+    };
+    let sets: Vec<String> = m
+        .get_many::<String>("set")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let preset = m.get_one::<String>("preset").map(String::as_str);
+    let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
+    let cfg = ferrolab_core::system::resolve_config(&ApgSystem, preset, file, &sets)?;
+    let data_dir = m.get_one::<PathBuf>("data-dir").map(PathBuf::as_path);
+    let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    let data = experiment::load_data(&cfg, data_dir, seed)?;
+    data.export(out)?;
+    eprintln!(
+        "wrote {}/{{train,valid,test}}.tsv ({}, {}, {} rows; {})",
+        out.display(),
+        data.train.len(),
+        data.valid.len(),
+        data.test.len(),
+        data.protocol
+    );
+    Ok(())
+}
+
+fn generate_command() -> clap::Command {
+    use clap::{Arg, ArgAction, value_parser};
+    clap::Command::new("generate")
+        .about("Stream synthetic Criteo-shaped rows (label, 13 numeric, 26 categorical) as TSV to stdout")
+        .arg(
+            Arg::new("rows")
+                .long("rows")
+                .value_parser(value_parser!(usize))
+                .default_value("1000")
+                .help("Rows to write"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("Generator seed"),
+        )
+        .arg(
+            Arg::new("groups")
+                .long("groups")
+                .value_parser(value_parser!(usize))
+                .default_value("8")
+                .help("Instance groups (values of C1), each with its own click function (1..=1000)"),
+        )
+        .arg(
+            Arg::new("no-label")
+                .long("no-label")
+                .action(ArgAction::SetTrue)
+                .help("Omit the label column (rows to feed `apg predict`)"),
+        )
+}
+
+fn generate(m: &clap::ArgMatches) -> SysResult<()> {
+    let rows = m.get_one::<usize>("rows").copied().unwrap_or(1000);
+    let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    let groups = m.get_one::<usize>("groups").copied().unwrap_or(8);
+    let no_label = m.get_flag("no-label");
+    if !(1..=1000).contains(&groups) {
+        return Err(SystemError::usage(format!(
+            "--groups {groups}: must be in 1..=1000"
+        )));
+    }
+    let cfg = crate::data::SyntheticConfig {
+        groups,
+        ..Default::default()
+    };
+    let g = crate::data::Synthetic::new(cfg, seed);
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    if let Err(e) = g.write_tsv(rows, &mut w, !no_label) {
+        return pipe_ok(e);
+    }
+    if let Err(e) = w.flush() {
+        return pipe_ok(e);
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! `ferrolab ckks`: the [`System`] implementation. The experiment is the scheme's benchmark:
+//! per-operation latency and precision on the standard parameter sets, as report.json.
+
+use crate::bench;
+use crate::params::ParamSpec;
+use ferrolab_core::config::Validate;
+use ferrolab_core::system::{Entry, Preset, SubCommand};
+use ferrolab_core::{Checked, Outcome, Report, RunContext, SysResult, System, SystemError};
+use std::path::PathBuf;
+
+ferrolab_core::config_section! {
+    /// `ferrolab ckks` configuration.
+    pub struct CkksConfig {
+        /// The benchmark.
+        pub bench: BenchSection = BenchSection::default();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `bench.*`.
+    pub struct BenchSection {
+        /// Ring degrees as log2 N (standard parameter sets exist for 13, 14, 15, 16).
+        pub log_n: Vec<u32> = vec![14, 15], "a non-empty list of 13..=16" => |v| !v.is_empty() && v.iter().all(|l| (13..=16).contains(l));
+        /// Repetitions per timed operation (the median is reported).
+        pub reps: usize = 5, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Threads per operation (its RNS limbs spread over them); 1 = the SEAL comparison.
+        pub threads: usize = 1, "1..=256" => |v| (1..=256).contains(v);
+    }
+}
+
+impl Validate for CkksConfig {}
+
+/// The RNS-CKKS scheme's benchmark.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CkksSystem;
+
+impl System for CkksSystem {
+    type Config = CkksConfig;
+
+    fn name(&self) -> &'static str {
+        "ckks"
+    }
+
+    fn about(&self) -> &'static str {
+        "RNS-CKKS homomorphic encryption: per-operation latency and precision (`bench` for flags)"
+    }
+
+    fn presets(&self) -> Vec<Preset> {
+        vec![
+            Preset {
+                name: "quick",
+                about: "N = 2^13, median of 3 (seconds)",
+                toml: include_str!("../../../configs/ckks/quick.toml"),
+            },
+            Preset {
+                name: "paper",
+                about: "N = 2^14 and 2^15, median of 5, one thread (the SEAL/OpenFHE comparison)",
+                toml: include_str!("../../../configs/ckks/paper.toml"),
+            },
+        ]
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        vec![Entry {
+            name: "ckks-bench",
+            what: "RNS-CKKS per-operation latency and precision (the SEAL/OpenFHE comparison is bench/run_ckks_bench.sh)",
+            quick: "quick",
+            full: "paper",
+        }]
+    }
+
+    fn datasets(&self, _cfg: &CkksConfig) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    fn run(&self, cfg: &Checked<CkksConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+        let b = &cfg.bench;
+        let report = bench_report(&b.log_n, b.reps, ctx.seed(), b.threads)?;
+        Ok(Outcome {
+            report,
+            ..Default::default()
+        })
+    }
+
+    fn summary(&self, o: &Outcome) -> Vec<String> {
+        let mut lines: Vec<String> = o
+            .report
+            .metrics
+            .iter()
+            .filter(|(k, _)| k.contains("_ms_n"))
+            .map(|(k, v)| format!("{k:<32} {v:>10.3}"))
+            .collect();
+        lines.extend(o.report.notes.iter().cloned());
+        lines
+    }
+
+    fn subcommands(&self) -> Vec<SubCommand> {
+        vec![SubCommand {
+            command: bench_command,
+            run: bench_cmd,
+        }]
+    }
+}
+
+/// Runs the benchmark on each `log_n` and builds the report (keys `<op>_ms_n<log N>`,
+/// `<op>_precision_bits_n<log N>`, `<op>_precision_bits_mean_n<log N>`, `keygen_ms_n<log N>`),
+/// printing a table per parameter set. Every parameter set is checked before any work starts.
+pub fn bench_report(log_n: &[u32], reps: usize, seed: u64, threads: usize) -> SysResult<Report> {
+    if reps == 0 {
+        return Err(SystemError::usage("reps must be at least 1"));
+    }
+    if threads == 0 {
+        return Err(SystemError::usage("threads must be at least 1"));
+    }
+    let specs: Vec<ParamSpec> = log_n
+        .iter()
+        .map(|&l| ParamSpec::standard(l))
+        .collect::<crate::Result<_>>()?;
+    let mut report = Report::new("ckks", "synthetic-uniform", seed);
+    let mut config = serde_json::Map::new();
+    let mut details = serde_json::Map::new();
+    config.insert("reps".into(), reps.into());
+    config.insert("threads".into(), threads.into());
+    for spec in specs {
+        let log_n = spec.log_n;
+        config.insert(
+            format!("n{log_n}"),
+            serde_json::json!({
+                "log_n": log_n, "q_bits": spec.q_bits, "p_bits": spec.p_bits,
+                "log_scale": spec.log_scale,
+            }),
+        );
+        eprintln!("ckks bench: N = 2^{log_n} ...");
+        let t = std::time::Instant::now();
+        let r = bench::run_threads(spec, reps, seed, threads)?;
+        report
+            .timings
+            .insert(format!("bench_n{log_n}"), t.elapsed().as_secs_f64());
+        println!(
+            "N = 2^{log_n}: L = {}, log2(QP) = {:.1}, dnum = {}, {threads} thread(s), keygen {:.0} ms (incl. 17 Galois keys)",
+            r.max_level, r.log_qp, r.dnum, r.keygen_ms
+        );
+        println!(
+            "  {:<22} {:>11} {:>14} {:>13}",
+            "op", "latency ms", "bits (worst)", "bits (mean)"
+        );
+        let fmt = |x: Option<f64>, w: usize, p: usize| {
+            x.map_or(format!("{:>w$}", "-"), |v| format!("{v:>w$.p$}"))
+        };
+        let mut ops = serde_json::Map::new();
+        for o in &r.ops {
+            println!(
+                "  {:<22} {} {} {}",
+                o.op,
+                fmt(o.ms, 11, 3),
+                fmt(o.precision_bits, 14, 2),
+                fmt(o.precision_bits_mean, 13, 2)
+            );
+            if let Some(ms) = o.ms {
+                report.metrics.insert(format!("{}_ms_n{log_n}", o.op), ms);
+            }
+            if let Some(b) = o.precision_bits {
+                report
+                    .metrics
+                    .insert(format!("{}_precision_bits_n{log_n}", o.op), b);
+            }
+            if let Some(b) = o.precision_bits_mean {
+                report
+                    .metrics
+                    .insert(format!("{}_precision_bits_mean_n{log_n}", o.op), b);
+            }
+            ops.insert(
+                o.op.clone(),
+                serde_json::json!({"ms": o.ms, "precision_bits_worst": o.precision_bits,
+                                   "precision_bits_mean": o.precision_bits_mean}),
+            );
+        }
+        report
+            .metrics
+            .insert(format!("keygen_ms_n{log_n}"), r.keygen_ms);
+        details.insert(
+            format!("n{log_n}"),
+            serde_json::json!({"max_level": r.max_level, "log_qp": r.log_qp, "dnum": r.dnum, "ops": ops}),
+        );
+    }
+    report.config = serde_json::Value::Object(config);
+    report.details = serde_json::Value::Object(details);
+    report.notes.push(
+        "precision_bits = -log2(max slot error) over all N/2 slots (worst slot); \
+         precision_bits_mean = -log2(mean slot error). Inputs uniform in [-1, 1], public-key \
+         encryption, scale 2^40. depth8 multiplies 8 encrypted unit-modulus complex vectors \
+         in sequence; poly_relu15 is the degree-15 Chebyshev interpolant of ReLU on [-1, 1], \
+         compared with the same polynomial evaluated in plaintext."
+            .into(),
+    );
+    Ok(report)
+}
+
+fn bench_command() -> clap::Command {
+    use clap::{Arg, value_parser};
+    clap::Command::new("bench")
+        .about("Latency (median of --reps runs, one thread unless --threads) and precision bits of every operation")
+        .arg(
+            Arg::new("log-n")
+                .long("log-n")
+                .value_delimiter(',')
+                .value_parser(value_parser!(u32))
+                .default_value("14,15")
+                .help("Ring degrees as log2 N, comma-separated (standard sets exist for 13, 14, 15, 16)"),
+        )
+        .arg(
+            Arg::new("reps")
+                .long("reps")
+                .value_parser(value_parser!(usize))
+                .default_value("5")
+                .help("Repetitions per timed operation (the median is reported)"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("Output folder for report.json (default: runs/ckks-<unix time>)"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("Seed of the (benchmark-only, insecure) key and noise generators"),
+        )
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_parser(value_parser!(usize))
+                .help(
+                    "Threads per operation (its RNS limbs spread over them). Default 1: the \
+                     comparison with SEAL (bench/run_ckks_bench.sh) is single-threaded",
+                ),
+        )
+}
+
+fn bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
+    let log_n: Vec<u32> = m
+        .get_many::<u32>("log-n")
+        .map(|v| v.copied().collect())
+        .unwrap_or_default();
+    let reps = m.get_one::<usize>("reps").copied().unwrap_or(5);
+    let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    let threads = m.get_one::<usize>("threads").copied().unwrap_or(1);
+    if reps == 0 {
+        return Err(SystemError::usage("--reps must be at least 1"));
+    }
+    if threads == 0 {
+        return Err(SystemError::usage("--threads must be at least 1"));
+    }
+    for &l in &log_n {
+        ParamSpec::standard(l)?;
+    }
+    let out = m
+        .get_one::<PathBuf>("out")
+        .cloned()
+        .unwrap_or_else(|| ferrolab_core::run::default_out("ckks"));
+    let run_dir = ferrolab_core::RunDir::create(out)?;
+    let report = bench_report(&log_n, reps, seed, threads)?;
+    run_dir.write_report(&report)?;
+    eprintln!("wrote {}", run_dir.path().display());
+    Ok(())
+}
