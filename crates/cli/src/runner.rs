@@ -120,7 +120,10 @@ pub struct RunOptions {
 /// Runs `ferrolab <system> ...`.
 pub fn run(sys: &'static dyn DynSystem, m: &ArgMatches) -> anyhow::Result<()> {
     if let Some((name, sub)) = m.subcommand() {
-        let Some(s) = sys.subcommands().into_iter().find(|s| (s.command)().get_name() == name)
+        let Some(s) = sys
+            .subcommands()
+            .into_iter()
+            .find(|s| (s.command)().get_name() == name)
         else {
             return Err(UsageError(format!("unknown sub-command {name}")).into());
         };
@@ -195,7 +198,10 @@ pub fn execute(
         Some(dir) => {
             let (final_dir, work) = if dir.to_string_lossy().ends_with(".incomplete") {
                 let s = dir.to_string_lossy();
-                (PathBuf::from(&s[..s.len() - ".incomplete".len()]), dir.clone())
+                (
+                    PathBuf::from(&s[..s.len() - ".incomplete".len()]),
+                    dir.clone(),
+                )
             } else {
                 (dir.clone(), incomplete_name(dir))
             };
@@ -249,13 +255,7 @@ pub fn execute(
             (final_dir, work, run_dir, false)
         }
     };
-    let ctx = RunContext::new(
-        opts.seed,
-        threads,
-        opts.data_dir.clone(),
-        run_dir,
-        resuming,
-    );
+    let ctx = RunContext::new(opts.seed, threads, opts.data_dir.clone(), run_dir, resuming);
     match run_in(sys, resolved, ctx, opts.seed, &final_dir) {
         Ok(outcome) => Ok((outcome, final_dir)),
         Err(e) => {

@@ -1,27 +1,15 @@
-//! The binary's contract: exit codes, one-line errors, the run folder, refusal to overwrite.
+//! The binary's contract: exit codes, one-line errors, the run folder (assembled in
+//! `<out>.incomplete`, renamed when report.json is written), refusal to overwrite, `--resume`.
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
+mod common;
+
+use common::{
+    assert_usage_error, ferrolab, incomplete, listing, stderr, tiny_cluster_gcn, tmp,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ferrolab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::process::Command;
 
 fn tiny_task(dir: &Path) -> PathBuf {
     let mut s = String::new();
@@ -103,16 +91,22 @@ fn a_run_writes_its_folder_refuses_to_overwrite_it_and_predicts() {
     ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
+    assert!(!incomplete(&out).exists());
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["system"], "secnn");
     assert!(report["metrics"]["test_accuracy"].is_number());
     assert!(report["baselines"]["kim_cnn"]["test_accuracy"].is_number());
     let before = std::fs::read(out.join("report.json")).unwrap();
+    let files = listing(&out);
 
+    // Running again into the finished folder is refused and touches nothing.
     let o = ferrolab(&args);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("already holds a run"));
+    let e = assert_usage_error(&o, "rerun into a finished run");
+    assert!(e.contains("already exists and is not empty"), "{e}");
     assert_eq!(std::fs::read(out.join("report.json")).unwrap(), before);
+    assert_eq!(listing(&out), files);
+    assert!(!incomplete(&out).exists());
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
         .args([
@@ -214,25 +208,33 @@ fn cluster_gcn_runs_on_a_generated_graph_and_reports_the_contract_keys() {
             .starts_with("hit")
     );
 
-    // More clusters than nodes, a missing file, an unknown key: usage errors, no folder.
-    for bad in [
-        "cluster.parts=100000",
-        "data.path=/nonexistent/graph.npz",
-        "cluster.q=2",
-    ] {
-        let out3 = dir.join("bad");
-        let o = ferrolab(&[
-            "cluster-gcn",
+    assert_eq!(r["system"], "cluster-gcn");
+
+    // More clusters than nodes, a missing file, an unknown key, two exclusive data sources:
+    // usage errors, no folder (neither the run's nor its `.incomplete`).
+    for (i, bad) in [
+        &["--set", "data.synthetic.nodes=600", "--set", "cluster.parts=100000"][..],
+        &["--set", "data.path=/nonexistent/graph.npz"],
+        &["--set", "data.synthetic.nodes=600", "--set", "cluster.q=2"],
+        &[
             "--set",
             "data.synthetic.nodes=600",
             "--set",
-            bad,
-            "--out",
-            out3.to_str().unwrap(),
-        ]);
-        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+            "data.path=/nonexistent/graph.npz",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out3 = dir.join(format!("bad{i}"));
+        let mut args = vec!["cluster-gcn"];
+        args.extend_from_slice(bad);
+        args.extend(["--out", out3.to_str().unwrap()]);
+        let o = ferrolab(&args);
+        assert_usage_error(&o, &format!("{bad:?}"));
         assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-        assert!(!out3.join("report.json").exists());
+        assert!(!out3.exists(), "{bad:?} left {}", out3.display());
+        assert!(!incomplete(&out3).exists(), "{bad:?} left .incomplete");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -298,5 +300,272 @@ fn ckks_bench_reports_latency_and_precision_per_op() {
         assert!(e.contains(says) && e.lines().count() == 1, "{bad:?}: {e}");
         assert!(!dir.exists(), "{bad:?} created {}", dir.display());
     }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// Reads `dir/report.json`.
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// A finished tiny Cluster-GCN run in `out` (its config.toml is the resolved configuration
+/// of [`tiny_cluster_gcn`] with no extra `--set`).
+fn finished_tiny_run(out: &Path) {
+    let o = ferrolab(&tiny_cluster_gcn(&["--out", out.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_tiny_run_leaves_a_finished_folder_named_for_the_cli_system() {
+    let d = tmp("tiny");
+    let out = d.join("run");
+    let o = ferrolab(&tiny_cluster_gcn(&["--seed", "7", "--out", out.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["config.toml", "report.json", "metrics.jsonl"] {
+        assert!(out.join(f).is_file(), "missing {f}: {:?}", listing(&out));
+    }
+    assert!(!incomplete(&out).exists(), "the .incomplete folder was not renamed");
+    assert_eq!(listing(&d), ["run"]);
+
+    let r = report(&out);
+    assert_eq!(r["system"], "cluster-gcn");
+    assert_eq!(r["seed"], 7);
+    assert_eq!(r["config"]["data"]["synthetic"]["nodes"], 300);
+    assert_eq!(r["config"]["cluster"]["parts"], 4);
+    assert!(r["metrics"]["test_accuracy"].is_number(), "{r}");
+    // config.toml is the resolved configuration: the same values as report.json's config.
+    let cfg: toml::Table = std::fs::read_to_string(out.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(cfg["data"]["synthetic"]["nodes"].as_integer(), Some(300));
+    assert_eq!(cfg["train"]["epochs"].as_integer(), Some(2));
+    // One line per epoch, each a JSON object.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() >= 2, "{metrics}");
+    for line in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v.is_object(), "{line}");
+    }
+    // The config.toml of a run reproduces it: --config of it resolves to the same TOML.
+    let o = ferrolab(&[
+        "cluster-gcn",
+        "--config",
+        out.join("config.toml").to_str().unwrap(),
+        "--print-config",
+    ]);
+    let o2 = ferrolab(&tiny_cluster_gcn(&["--print-config"]));
+    assert!(o.status.success() && o2.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, o2.stdout);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn out_naming_a_non_empty_folder_or_a_file_is_refused_and_nothing_is_written() {
+    let d = tmp("outexists");
+    // A folder holding anything, even without report.json.
+    let out = d.join("taken");
+    std::fs::create_dir_all(out.join("sub")).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let o = ferrolab(&tiny_cluster_gcn(&["--out", out.to_str().unwrap()]));
+    let e = assert_usage_error(&o, "--out non-empty folder");
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(listing(&out), ["notes.txt", "sub"]);
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert!(listing(&out.join("sub")).is_empty());
+    assert!(!incomplete(&out).exists());
+
+    // A regular file.
+    let file = d.join("file.txt");
+    std::fs::write(&file, "keep").unwrap();
+    let o = ferrolab(&tiny_cluster_gcn(&["--out", file.to_str().unwrap()]));
+    assert_usage_error(&o, "--out regular file");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    assert!(!incomplete(&file).exists());
+
+    // A leftover `<out>.incomplete` is not silently reused or replaced.
+    let out = d.join("half");
+    std::fs::create_dir_all(incomplete(&out)).unwrap();
+    std::fs::write(incomplete(&out).join("config.toml"), "x = 1\n").unwrap();
+    let o = ferrolab(&tiny_cluster_gcn(&["--out", out.to_str().unwrap()]));
+    let e = assert_usage_error(&o, "--out with a leftover .incomplete");
+    assert!(e.contains("--resume"), "{e}");
+    assert!(!out.exists());
+    assert_eq!(listing(&incomplete(&out)), ["config.toml"]);
+    assert_eq!(
+        std::fs::read_to_string(incomplete(&out).join("config.toml")).unwrap(),
+        "x = 1\n"
+    );
+    assert_eq!(listing(&d), ["file.txt", "half.incomplete", "taken"]);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// An existing *empty* folder is not "non-empty", so the run should be accepted and finish in
+/// it. Ignored until the runner is fixed: its pre-check accepts the folder, but `run_in`
+/// then finds `final_dir.exists()`, fails with "… appeared while the run was going; the
+/// finished run stays in <out>.incomplete" (exit 2) and, as a usage error, deletes that
+/// `.incomplete` folder, so the finished run is lost.
+#[test]
+#[ignore = "runner bug: an existing empty --out folder loses the finished run"]
+fn out_naming_an_existing_empty_folder_is_used() {
+    let d = tmp("outempty");
+    let out = d.join("empty");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = ferrolab(&tiny_cluster_gcn(&["--out", out.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("report.json").is_file());
+    assert!(!incomplete(&out).exists());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_usage_error_found_during_the_run_leaves_no_folder() {
+    let d = tmp("midrun");
+    // Both configurations pass the configuration checks (`--print-config` accepts them), so
+    // the error is found after the run folder was created: 100000 clusters of a 300-node
+    // graph, and a graph file that does not exist.
+    for (i, set) in [
+        "cluster.parts=100000",
+        "data.path=/nonexistent/ferrolab/graph.npz",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut args: Vec<&str> = if set.starts_with("data.path") {
+            vec!["cluster-gcn", "--set", "cluster.cache_dir=none"]
+        } else {
+            tiny_cluster_gcn(&[])
+        };
+        args.extend(["--set", set]);
+        let mut pc = args.clone();
+        pc.push("--print-config");
+        let o = ferrolab(&pc);
+        assert!(o.status.success(), "{set}: {}", stderr(&o));
+
+        let out = d.join(format!("bad{i}"));
+        args.extend(["--out", out.to_str().unwrap()]);
+        let o = ferrolab(&args);
+        let e = assert_usage_error(&o, set);
+        assert!(!e.contains("--resume"), "{set}: a usage error offers no resume: {e}");
+        assert!(!out.exists(), "{set}");
+        assert!(!incomplete(&out).exists(), "{set}: .incomplete left behind");
+    }
+    assert!(listing(&d).is_empty(), "{:?}", listing(&d));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
+    let d = tmp("resume-refuse");
+    let done = d.join("done");
+    finished_tiny_run(&done);
+    let before = listing(&done);
+    let report_before = std::fs::read(done.join("report.json")).unwrap();
+
+    // A complete run, under either name.
+    for dir in [done.clone(), incomplete(&done)] {
+        let o = ferrolab(&tiny_cluster_gcn(&["--resume", dir.to_str().unwrap()]));
+        let e = assert_usage_error(&o, "--resume of a complete run");
+        assert!(e.contains("complete"), "{e}");
+    }
+    assert_eq!(listing(&done), before);
+    assert_eq!(std::fs::read(done.join("report.json")).unwrap(), report_before);
+    assert!(!incomplete(&done).exists());
+
+    // An incomplete run whose config.toml differs from the resolved configuration.
+    let half = d.join("half");
+    let work = incomplete(&half);
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(done.join("config.toml"), work.join("config.toml")).unwrap();
+    let cfg_before = std::fs::read(work.join("config.toml")).unwrap();
+    for dir in [half.clone(), work.clone()] {
+        let mut args = tiny_cluster_gcn(&["--resume", dir.to_str().unwrap()]);
+        args.extend(["--set", "train.epochs=3"]);
+        let o = ferrolab(&args);
+        let e = assert_usage_error(&o, "--resume with another config");
+        assert!(e.contains("differs"), "{e}");
+    }
+    assert!(!half.exists());
+    assert_eq!(listing(&work), ["config.toml"]);
+    assert_eq!(std::fs::read(work.join("config.toml")).unwrap(), cfg_before);
+
+    // Nothing to resume.
+    let none = d.join("none");
+    let o = ferrolab(&tiny_cluster_gcn(&["--resume", none.to_str().unwrap()]));
+    assert_usage_error(&o, "--resume of nothing");
+    assert!(!none.exists() && !incomplete(&none).exists());
+
+    // --out and --resume together: a usage error.
+    let o = ferrolab(&tiny_cluster_gcn(&[
+        "--resume",
+        half.to_str().unwrap(),
+        "--out",
+        d.join("other").to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!d.join("other").exists());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_runtime_failure_keeps_the_incomplete_run_and_resume_finishes_it() {
+    let d = tmp("resume-ok");
+    let done = d.join("done");
+    finished_tiny_run(&done);
+
+    // An incomplete run with the same configuration, in which writing the plot fails (a
+    // folder sits where curves.svg goes): a runtime failure, exit 1, folder kept.
+    let run = d.join("run");
+    let work = incomplete(&run);
+    std::fs::create_dir_all(work.join("curves.svg")).unwrap();
+    std::fs::copy(done.join("config.toml"), work.join("config.toml")).unwrap();
+    let o = ferrolab(&tiny_cluster_gcn(&["--resume", run.to_str().unwrap()]));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(e.lines().filter(|l| l.starts_with("error:")).count(), 1, "{e}");
+    assert!(e.contains("--resume"), "the failure says how to continue: {e}");
+    assert!(work.join("config.toml").is_file());
+    assert!(!run.exists());
+
+    // Remove the obstacle and continue, naming the folder by its `.incomplete` name.
+    std::fs::remove_dir(work.join("curves.svg")).unwrap();
+    let o = ferrolab(&tiny_cluster_gcn(&["--resume", work.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!work.exists(), "the finished run keeps its .incomplete name");
+    for f in ["config.toml", "report.json", "metrics.jsonl", "curves.svg"] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    assert_eq!(
+        std::fs::read(run.join("config.toml")).unwrap(),
+        std::fs::read(done.join("config.toml")).unwrap()
+    );
+    let (a, b) = (report(&run), report(&done));
+    assert_eq!(a["system"], "cluster-gcn");
+    assert_eq!(a["config"], b["config"]);
+    // Same seed, same config, same threads: the same figures.
+    assert_eq!(a["metrics"]["test_accuracy"], b["metrics"]["test_accuracy"]);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// `ckks bench --out` writes a run folder too, so it should refuse a folder that already
+/// holds files. Ignored until fixed: the sub-command bypasses the runner and writes (and
+/// overwrites) report.json in any existing folder, exit 0.
+#[test]
+#[ignore = "ckks bench --out writes into an existing non-empty folder"]
+fn ckks_bench_refuses_an_existing_non_empty_out() {
+    let d = tmp("ckks-out");
+    std::fs::write(d.join("keep.txt"), "mine").unwrap();
+    let o = ferrolab(&[
+        "ckks",
+        "bench",
+        "--log-n",
+        "13",
+        "--reps",
+        "1",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert_usage_error(&o, "ckks bench --out non-empty");
+    assert_eq!(listing(&d), ["keep.txt"]);
     std::fs::remove_dir_all(&d).ok();
 }

@@ -172,7 +172,6 @@ fn merge(base: &mut Table, overlay: Table) {
     }
 }
 
-
 /// One key or section of a configuration, as `--print-config` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyDoc {
@@ -252,7 +251,9 @@ impl<T: ConfigValue + Default> ConfigValue for Option<T> {
                 T::default().describe_into(key, doc, range, &mut tmp);
                 for d in tmp {
                     out.push(match d {
-                        KeyDoc::Key { key, doc, range, .. } => KeyDoc::Key {
+                        KeyDoc::Key {
+                            key, doc, range, ..
+                        } => KeyDoc::Key {
                             key,
                             doc,
                             range,
@@ -518,44 +519,85 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
 
-    #[derive(Debug, Serialize, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields, default)]
-    struct Train {
-        lr: f64,
-        epochs: usize,
-    }
-    #[derive(Debug, Serialize, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields, default)]
-    struct Cfg {
-        name: String,
-        train: Train,
-        path: Option<String>,
-    }
-    impl Default for Train {
-        fn default() -> Self {
-            Train { lr: 0.1, epochs: 3 }
+    crate::config_section! {
+        /// Training.
+        pub struct Train {
+            /// Learning rate.
+            pub lr: f64 = 0.1, "> 0" => |v| *v > 0.0;
+            /// Epochs.
+            pub epochs: usize = 3;
         }
     }
-    impl Default for Cfg {
-        fn default() -> Self {
-            Cfg {
-                name: "a".into(),
-                train: Train::default(),
-                path: None,
-            }
+    crate::config_section! {
+        /// Root.
+        pub struct Cfg {
+            /// A name.
+            pub name: String = "a".into();
+            /// Training section.
+            pub train: Train = Train::default();
+            /// An optional path
+            /// spanning two doc lines.
+            pub path: Option<String> = None;
+            /// An optional section.
+            pub extra: Option<Train> = None;
         }
     }
-    impl Validate for Cfg {
-        fn validate(&self) -> std::result::Result<(), ConfigError> {
-            check(
-                self.train.lr > 0.0,
-                "train.lr",
-                self.train.lr,
-                "must be > 0",
-            )
-        }
+    impl Validate for Cfg {}
+
+    #[test]
+    fn printed_config_documents_every_key_and_parses_back() {
+        let mut c = Cfg {
+            path: Some("x y".into()),
+            ..Cfg::default()
+        };
+        c.train.epochs = 9;
+        let text = to_documented_toml(&c);
+        assert!(text.contains("# Learning rate. [> 0]\nlr = 0.1"), "{text}");
+        assert!(
+            text.contains("# An optional path spanning two doc lines."),
+            "{text}"
+        );
+        // The unset optional section is shown, commented out.
+        assert!(
+            text.contains("# [extra]") && text.contains("# lr = 0.1"),
+            "{text}"
+        );
+        let back: Cfg = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let c2 = Cfg {
+            path: None,
+            ..c.clone()
+        };
+        let back: Cfg = toml::from_str(&to_documented_toml(&c2)).unwrap();
+        assert_eq!(back, c2);
+    }
+
+    #[test]
+    fn checked_runs_nested_range_checks() {
+        let mut c = Cfg::default();
+        assert!(Checked::new(c.clone()).is_ok());
+        c.extra = Some(Train {
+            lr: -1.0,
+            epochs: 1,
+        });
+        let e = Checked::new(c).unwrap_err().to_string();
+        assert!(e.contains("extra.lr") && e.contains("must be > 0"), "{e}");
+    }
+
+    #[test]
+    fn preset_layer_comes_between_defaults_and_sets() {
+        let c: Cfg = load_layers(
+            Some(("preset p", "[train]\nepochs = 5\nlr = 0.2\n")),
+            None,
+            &["train.lr=0.3".into()],
+        )
+        .unwrap();
+        assert_eq!(c.train, Train { lr: 0.3, epochs: 5 });
+        let e = load_layers::<Cfg>(Some(("preset p", "[train]\nlrr = 1\n")), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preset p"), "{e}");
     }
 
     fn sets(v: &[&str]) -> Vec<String> {

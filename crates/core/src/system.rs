@@ -270,48 +270,22 @@ impl RunContext {
         self.resume
     }
 
-    /// Runs one unit of work (a seed, a fold, a method) once: its result is saved as
-    /// `units/<name>.json` when it completes, and a resumed run returns the saved result
-    /// instead of running the unit again. Long experiments made of units shorter than ten
-    /// minutes therefore checkpoint at least every ten minutes.
+    /// Runs one unit of work (a seed, a fold, a method) once; see [`RunDir::unit`]: a run
+    /// continued with `--resume` returns the saved result of each finished unit.
     pub fn unit<T, F>(&mut self, name: &str, f: F) -> SysResult<T>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce(&mut RunContext) -> SysResult<T>,
     {
-        let dir = self.run.join("units");
-        let path = dir.join(format!("{}.json", sanitize(name)));
-        if self.resume
-            && let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(v) = serde_json::from_str::<T>(&text)
-        {
-            eprintln!("resume: {name} already done");
-            return Ok(v);
-        }
-        let v = f(self)?;
-        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
-        let text = serde_json::to_vec(&v)
-            .map_err(|e| SystemError::runtime(format!("saving unit {name}: {e}")))?;
-        crate::run::write_atomic(&path, &text)?;
-        Ok(v)
+        // The closure needs the whole context; the unit bookkeeping only the folder.
+        let mut dir = RunDir::reopen(self.run.path())?;
+        dir.unit(name, |_| f(self))
     }
 
     /// Takes the run folder back (the runner writes the report into it).
     pub fn into_run_dir(self) -> RunDir {
         self.run
     }
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// The bound every system configuration meets.
@@ -547,7 +521,12 @@ pub fn default_summary(o: &Outcome) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut lines = vec![format!("{} on {}: {}", r.system, r.dataset, fmt(&r.metrics))];
+    let mut lines = vec![format!(
+        "{} on {}: {}",
+        r.system,
+        r.dataset,
+        fmt(&r.metrics)
+    )];
     for (b, m) in &r.baselines {
         lines.push(format!("  baseline {b}: {}", fmt(m)));
     }

@@ -73,7 +73,7 @@ pub fn model_spec(
 }
 
 /// Figures of one trained model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ModelFigures {
     /// Test ROC-AUC.
     pub auc: f64,
@@ -186,34 +186,41 @@ pub fn run(
                         run.join(&format!("checkpoint-{name}"))
                     }
                 });
-                let (figs, hist) = train_one(cfg, &spec, &data, run_seed, &label, save.as_deref())?;
-                eprintln!(
-                    "apg [{}] seed {}/{}: {name:<14} test AUC {:.4}  logloss {:.4}  ({} epochs, {:.0} rows/s)",
-                    data.name,
-                    r + 1,
-                    cfg.train.seeds,
-                    figs.auc,
-                    figs.logloss,
-                    figs.epochs,
-                    figs.train_rows_per_second
-                );
-                for ep in &hist.epochs {
-                    let mut rec = ep.to_json();
-                    rec["seed"] = r.into();
-                    rec["model"] = name.clone().into();
-                    run.log_metrics(&rec)?;
-                }
-                curves.push(Curve {
-                    label,
-                    y_name: "valid_auc".into(),
-                    points: hist
-                        .epochs
-                        .iter()
-                        .filter_map(|e| {
-                            e.valid.get("valid_auc").map(|&v| (e.epoch as f64 + 1.0, v))
-                        })
-                        .collect(),
-                });
+                // One unit per (seed, model): a run continued with --resume skips finished ones.
+                let (figs, curve): (ModelFigures, Curve) =
+                    run.unit(&format!("seed{r}-{name}"), |run| -> Result<_> {
+                        let (figs, hist) =
+                            train_one(cfg, &spec, &data, run_seed, &label, save.as_deref())?;
+                        eprintln!(
+                            "apg [{}] seed {}/{}: {name:<14} test AUC {:.4}  logloss {:.4}  ({} epochs, {:.0} rows/s)",
+                            data.name,
+                            r + 1,
+                            cfg.train.seeds,
+                            figs.auc,
+                            figs.logloss,
+                            figs.epochs,
+                            figs.train_rows_per_second
+                        );
+                        for ep in &hist.epochs {
+                            let mut rec = ep.to_json();
+                            rec["seed"] = r.into();
+                            rec["model"] = name.clone().into();
+                            run.log_metrics(&rec)?;
+                        }
+                        let curve = Curve {
+                            label: label.clone(),
+                            y_name: "valid_auc".into(),
+                            points: hist
+                                .epochs
+                                .iter()
+                                .filter_map(|e| {
+                                    e.valid.get("valid_auc").map(|&v| (e.epoch as f64 + 1.0, v))
+                                })
+                                .collect(),
+                        };
+                        Ok((figs, curve))
+                    })?;
+                curves.push(curve);
                 per.entry(name).or_default().push(figs);
             }
         }

@@ -31,6 +31,6 @@ pub mod train;
 pub use apg::{ApgLayer, ApgLayerConfig, ConditionMode, NaiveApgLayer};
 pub use checkpoint::Predictor;
 pub use config::ApgExperimentConfig;
-pub use system::ApgSystem;
 pub use error::{CtrError, Result};
 pub use model::{BaseModel, CtrNet, ModelSpec};
+pub use system::ApgSystem;

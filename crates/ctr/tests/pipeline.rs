@@ -39,7 +39,13 @@ fn experiment_report_checkpoint_and_predict() {
     let dir = tmp("exp");
     let mut run = RunDir::create(&dir).unwrap();
     let cfg = tiny();
-    let out = ferrolab_ctr::experiment::run(&cfg, None, 7, &mut run).unwrap();
+    let out = ferrolab_ctr::experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        7,
+        &mut run,
+    )
+    .unwrap();
     let r = &out.report;
     assert_eq!(r.system, "apg");
     assert_eq!(r.dataset, "synthetic");

@@ -28,7 +28,7 @@ pub use ckks::{
 pub use complex::C64;
 pub use error::{FheError, Result};
 pub use eval::Evaluator;
-pub use system::{CkksConfig, CkksSystem};
 pub use linear::LinearTransform;
 pub use params::{Context, ParamSpec};
 pub use polyeval::{Chebyshev, relu_approx};
+pub use system::{CkksConfig, CkksSystem};

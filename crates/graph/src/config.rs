@@ -90,7 +90,10 @@ impl SyntheticSection {
             features: self.features,
             feature_signal: self.feature_signal,
             feature_noise: self.feature_noise,
-            seed: ferrolab_core::seed::derive(master_seed, &format!("data.synthetic/{}", self.seed)),
+            seed: ferrolab_core::seed::derive(
+                master_seed,
+                &format!("data.synthetic/{}", self.seed),
+            ),
         }
     }
 }

@@ -43,13 +43,13 @@ pub mod system;
 pub mod train;
 
 pub use config::ClusterGcnConfig;
-pub use system::ClusterGcnSystem;
 pub use csr::CsrGraph;
 pub use error::{GraphError, Result};
 pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare, load_data};
 pub use models::{Gcn, GcnConfig};
 pub use norm::{Normalization, WeightedCsr, normalize};
 pub use partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
+pub use system::ClusterGcnSystem;
 pub use train::{
     ClusterConfig, NodeData, PartitionInfo, PhaseMemory, TrainConfig, TrainOutcome,
     train_cluster_gcn, train_full_batch, train_on_partition,

@@ -61,26 +61,19 @@ fn resolve_paths(cfg: &SecnnConfig, data_dir: Option<&Path>) -> Result<Files> {
             dev: d.dev.as_ref().map(PathBuf::from),
         });
     }
-    let (train, test, dev) = match d.preset.as_str() {
-        "sst2" => (
-            "text/stsa.binary.train",
-            Some("text/stsa.binary.test"),
-            Some("text/stsa.binary.dev"),
-        ),
-        _ => ("text/rt-polarity.all", None, None),
+    // The dataset's own place in the lookup chain (the first location that holds it), so a
+    // per-user folder without the text files does not hide ../shared/data.
+    let train = ferrolab_data::lookup::find_dataset(data_dir, &d.preset)?;
+    let sibling = |ext: &str| train.with_extension(ext);
+    let (test, dev) = match d.preset.as_str() {
+        "sst2" => (Some(sibling("test")), Some(sibling("dev"))),
+        _ => (None, None),
     };
-    let root = ferrolab_data::lookup::resolve_data_root(data_dir).map(|(p, _)| p).ok_or_else(|| {
-        TextError::Invalid(format!(
-            "preset `{}` needs the data folder: pass --data-dir, set $FERROLAB_DATA, or place it at ../shared/data",
-            d.preset
-        ))
-    })?;
-    let at = |rel: &str| root.join(rel);
     Ok(Files {
         name: d.preset.clone(),
-        train: at(train),
-        test: test.map(at).or_else(|| d.test.as_ref().map(PathBuf::from)),
-        dev: dev.map(at).or_else(|| d.dev.as_ref().map(PathBuf::from)),
+        train,
+        test: test.or_else(|| d.test.as_ref().map(PathBuf::from)),
+        dev: dev.or_else(|| d.dev.as_ref().map(PathBuf::from)),
     })
 }
 
@@ -147,7 +140,16 @@ fn stratified_split(
 }
 
 /// Per-run figures.
-#[derive(Debug, Clone, Default)]
+/// What one run (seed or fold) leaves behind, saved so that `--resume` can skip it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RunUnit {
+    figs: RunFigures,
+    curves: Vec<Curve>,
+    train_seconds: f64,
+    vocab_size: f64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct RunFigures {
     secnn: f64,
     kim: f64,
@@ -215,138 +217,152 @@ pub fn run(
     let mut train_seconds = 0.0;
     let mut vocab_sizes = Vec::new();
     for r in 0..runs {
-        let run_seed = seed::derive(master_seed, &format!("run{r}"));
-        let (train_idx, test_idx) = if test_file.is_some() {
-            (all.clone(), Vec::new())
-        } else if d.folds > 1 {
-            let test: Vec<usize> = folds_perm
-                .iter()
-                .copied()
-                .skip(r)
-                .step_by(d.folds)
-                .collect();
-            let mut is_test = vec![false; all.len()];
-            test.iter().for_each(|&i| is_test[i] = true);
-            (all.iter().copied().filter(|&i| !is_test[i]).collect(), test)
-        } else {
-            holdout.clone()
-        };
-        let (fit_idx, dev_idx) = if dev_file.is_some() {
-            (train_idx.clone(), Vec::new())
-        } else {
-            stratified_split(
-                &train_idx,
-                &train_all.labels,
-                d.dev_fraction,
-                &mut seed::rng(run_seed, "dev"),
-            )
-        };
-        let fit_idx = if d.limit > 0 && fit_idx.len() > d.limit {
-            fit_idx[..d.limit].to_vec()
-        } else {
-            fit_idx
-        };
-        let vocab = Vocab::build(fit_idx.iter().map(|&i| &train_all.tokens[i]), d.min_count);
-        vocab_sizes.push(vocab.len() as f64);
-        let train = encode(&train_all, &fit_idx, &vocab, d.max_len);
-        let dev = match &dev_file {
-            Some(t) => encode(
-                t,
-                &(0..t.labels.len()).collect::<Vec<_>>(),
-                &vocab,
-                d.max_len,
-            ),
-            None => encode(&train_all, &dev_idx, &vocab, d.max_len),
-        };
-        let test = match &test_file {
-            Some(t) => encode(
-                t,
-                &(0..t.labels.len()).collect::<Vec<_>>(),
-                &vocab,
-                d.max_len,
-            ),
-            None => encode(&train_all, &test_idx, &vocab, d.max_len),
-        };
-        let embeddings = initial_embeddings(cfg, &vocab, run_seed)?;
-        let enc = ConvEncoderConfig::new(vocab.len())
-            .with_embed_dim(cfg.model.embed_dim)
-            .with_widths(cfg.model.widths.clone())
-            .with_maps(cfg.model.maps);
-        let tdev = backend::train_device();
-        let mut figs = RunFigures::default();
-        for kind in [ModelKind::KimCnn, ModelKind::Secnn] {
-            backend::seed_backend(seed::derive(run_seed, "init"));
-            let label = format!("{} run {r}", kind.name());
-            let sw = ferrolab_core::resources::Stopwatch::start();
-            let ctx = Stage {
-                cfg,
-                train: &train,
-                dev: &dev,
-                test: &test,
-                run_seed,
-                min_len,
-                label: &label,
-                embeddings: embeddings.as_deref(),
-            };
-            // Run 0's models are kept: `checkpoint/` (SECNN) serves `secnn predict`.
-            let save = (r == 0).then(|| {
-                let dir = match kind {
-                    ModelKind::KimCnn => "checkpoint-kim-cnn",
-                    ModelKind::Secnn => "checkpoint",
-                };
-                (
-                    Checkpoint::new(kind, cfg, classes, vocab.clone()),
-                    run.join(dir),
-                )
-            });
-            let (acc, hist) = match kind {
-                ModelKind::KimCnn => {
-                    ctx.train_and_test(KimCnn::new(&enc, classes, cfg.model.dropout, &tdev), save)?
-                }
-                ModelKind::Secnn => ctx.train_and_test(
-                    Secnn::new(
-                        &enc,
-                        classes,
-                        cfg.model.dropout,
-                        cfg.model.se_reduction,
-                        &tdev,
-                    ),
-                    save,
-                )?,
-            };
-            train_seconds += sw.seconds();
-            for ep in &hist.epochs {
-                let mut rec = ep.to_json();
-                rec["run"] = r.into();
-                rec["model"] = kind.name().into();
-                run.log_metrics(&rec)?;
-            }
-            curves.push(Curve {
-                label: label.clone(),
-                y_name: "dev_accuracy".into(),
-                points: hist
-                    .epochs
+        // One unit per run: a run continued with --resume skips the runs it finished.
+        let unit: RunUnit = run.unit(&format!("run{r}"), |run| -> Result<RunUnit> {
+            let run_seed = seed::derive(master_seed, &format!("run{r}"));
+            let (train_idx, test_idx) = if test_file.is_some() {
+                (all.clone(), Vec::new())
+            } else if d.folds > 1 {
+                let test: Vec<usize> = folds_perm
                     .iter()
-                    .filter_map(|e| {
-                        e.valid
-                            .get("dev_accuracy")
-                            .map(|&v| (e.epoch as f64 + 1.0, v))
-                    })
-                    .collect(),
-            });
-            match kind {
-                ModelKind::KimCnn => figs.kim = acc,
-                ModelKind::Secnn => figs.secnn = acc,
+                    .copied()
+                    .skip(r)
+                    .step_by(d.folds)
+                    .collect();
+                let mut is_test = vec![false; all.len()];
+                test.iter().for_each(|&i| is_test[i] = true);
+                (all.iter().copied().filter(|&i| !is_test[i]).collect(), test)
+            } else {
+                holdout.clone()
+            };
+            let (fit_idx, dev_idx) = if dev_file.is_some() {
+                (train_idx.clone(), Vec::new())
+            } else {
+                stratified_split(
+                    &train_idx,
+                    &train_all.labels,
+                    d.dev_fraction,
+                    &mut seed::rng(run_seed, "dev"),
+                )
+            };
+            let fit_idx = if d.limit > 0 && fit_idx.len() > d.limit {
+                fit_idx[..d.limit].to_vec()
+            } else {
+                fit_idx
+            };
+            let vocab = Vocab::build(fit_idx.iter().map(|&i| &train_all.tokens[i]), d.min_count);
+            let train = encode(&train_all, &fit_idx, &vocab, d.max_len);
+            let dev = match &dev_file {
+                Some(t) => encode(
+                    t,
+                    &(0..t.labels.len()).collect::<Vec<_>>(),
+                    &vocab,
+                    d.max_len,
+                ),
+                None => encode(&train_all, &dev_idx, &vocab, d.max_len),
+            };
+            let test = match &test_file {
+                Some(t) => encode(
+                    t,
+                    &(0..t.labels.len()).collect::<Vec<_>>(),
+                    &vocab,
+                    d.max_len,
+                ),
+                None => encode(&train_all, &test_idx, &vocab, d.max_len),
+            };
+            let embeddings = initial_embeddings(cfg, &vocab, run_seed)?;
+            let enc = ConvEncoderConfig::new(vocab.len())
+                .with_embed_dim(cfg.model.embed_dim)
+                .with_widths(cfg.model.widths.clone())
+                .with_maps(cfg.model.maps);
+            let tdev = backend::train_device();
+            let mut figs = RunFigures::default();
+            let mut unit_curves = Vec::new();
+            let mut unit_seconds = 0.0;
+            for kind in [ModelKind::KimCnn, ModelKind::Secnn] {
+                backend::seed_backend(seed::derive(run_seed, "init"));
+                let label = format!("{} run {r}", kind.name());
+                let sw = ferrolab_core::resources::Stopwatch::start();
+                let ctx = Stage {
+                    cfg,
+                    train: &train,
+                    dev: &dev,
+                    test: &test,
+                    run_seed,
+                    min_len,
+                    label: &label,
+                    embeddings: embeddings.as_deref(),
+                };
+                // Run 0's models are kept: `checkpoint/` (SECNN) serves `secnn predict`.
+                let save = (r == 0).then(|| {
+                    let dir = match kind {
+                        ModelKind::KimCnn => "checkpoint-kim-cnn",
+                        ModelKind::Secnn => "checkpoint",
+                    };
+                    (
+                        Checkpoint::new(kind, cfg, classes, vocab.clone()),
+                        run.join(dir),
+                    )
+                });
+                let (acc, hist) = match kind {
+                    ModelKind::KimCnn => ctx.train_and_test(
+                        KimCnn::new(&enc, classes, cfg.model.dropout, &tdev),
+                        save,
+                    )?,
+                    ModelKind::Secnn => ctx.train_and_test(
+                        Secnn::new(
+                            &enc,
+                            classes,
+                            cfg.model.dropout,
+                            cfg.model.se_reduction,
+                            &tdev,
+                        ),
+                        save,
+                    )?,
+                };
+                unit_seconds += sw.seconds();
+                for ep in &hist.epochs {
+                    let mut rec = ep.to_json();
+                    rec["run"] = r.into();
+                    rec["model"] = kind.name().into();
+                    run.log_metrics(&rec)?;
+                }
+                unit_curves.push(Curve {
+                    label: label.clone(),
+                    y_name: "dev_accuracy".into(),
+                    points: hist
+                        .epochs
+                        .iter()
+                        .filter_map(|e| {
+                            e.valid
+                                .get("dev_accuracy")
+                                .map(|&v| (e.epoch as f64 + 1.0, v))
+                        })
+                        .collect(),
+                });
+                match kind {
+                    ModelKind::KimCnn => figs.kim = acc,
+                    ModelKind::Secnn => figs.secnn = acc,
+                }
             }
-        }
-        eprintln!(
-            "secnn [{}] run {}/{runs}: SECNN {:.4}  Kim-CNN {:.4}",
-            files.name,
-            r + 1,
-            figs.secnn,
-            figs.kim
-        );
-        per_run.push(figs);
+            eprintln!(
+                "secnn [{}] run {}/{runs}: SECNN {:.4}  Kim-CNN {:.4}",
+                files.name,
+                r + 1,
+                figs.secnn,
+                figs.kim
+            );
+            Ok(RunUnit {
+                figs,
+                curves: unit_curves,
+                train_seconds: unit_seconds,
+                vocab_size: vocab.len() as f64,
+            })
+        })?;
+        per_run.push(unit.figs);
+        curves.extend(unit.curves);
+        train_seconds += unit.train_seconds;
+        vocab_sizes.push(unit.vocab_size);
     }
 
     Ok(build_outcome(

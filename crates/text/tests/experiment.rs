@@ -60,7 +60,13 @@ fn learns_a_separable_task_and_reports_the_contract_keys() {
     write_task(&test, 100, 1);
     let cfg = small_config(&train, Some(&test));
     let mut run = RunDir::create(d.join("run")).unwrap();
-    let out = experiment::run(&cfg, None, 7, &mut run).unwrap();
+    let out = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        7,
+        &mut run,
+    )
+    .unwrap();
     let r = &out.report;
     assert!(r.metrics["test_accuracy"] > 0.9, "{:?}", r.metrics);
     assert!(
@@ -109,8 +115,20 @@ fn same_seed_gives_the_same_figures() {
     let mut cfg = small_config(&train, None);
     cfg.train.seeds = 1;
     cfg.train.epochs = 2;
-    let a = experiment::run(&cfg, None, 3, &mut RunDir::create(d.join("a")).unwrap()).unwrap();
-    let b = experiment::run(&cfg, None, 3, &mut RunDir::create(d.join("b")).unwrap()).unwrap();
+    let a = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        3,
+        &mut RunDir::create(d.join("a")).unwrap(),
+    )
+    .unwrap();
+    let b = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        3,
+        &mut RunDir::create(d.join("b")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(a.report.metrics, b.report.metrics);
     std::fs::remove_dir_all(&d).ok();
 }
@@ -123,22 +141,40 @@ fn bad_input_is_reported_with_file_and_line() {
     let test = d.join("test.txt");
     std::fs::write(&test, "1 fine\n\n5 unseen label\n").unwrap();
     let cfg = small_config(&train, Some(&test));
-    let e = experiment::run(&cfg, None, 1, &mut RunDir::create(d.join("r1")).unwrap()).unwrap_err();
+    let e = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        1,
+        &mut RunDir::create(d.join("r1")).unwrap(),
+    )
+    .unwrap_err();
     assert!(e.is_usage());
     let msg = e.to_string();
     assert!(msg.contains("test.txt") && msg.contains("line 3"), "{msg}");
 
     std::fs::write(&test, "").unwrap();
-    let e = experiment::run(&cfg, None, 1, &mut RunDir::create(d.join("r2")).unwrap()).unwrap_err();
+    let e = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        1,
+        &mut RunDir::create(d.join("r2")).unwrap(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("test.txt"), "{e}");
 
     std::fs::write(&test, "positive no numeric label\n").unwrap();
-    let e = experiment::run(&cfg, None, 1, &mut RunDir::create(d.join("r3")).unwrap()).unwrap_err();
+    let e = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        None,
+        1,
+        &mut RunDir::create(d.join("r3")).unwrap(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("line 1"), "{e}");
 
     let missing = small_config(&d.join("nope.txt"), None);
     let e = experiment::run(
-        &missing,
+        &ferrolab_core::Checked::new(missing.clone()).unwrap(),
         None,
         1,
         &mut RunDir::create(d.join("r4")).unwrap(),
@@ -161,5 +197,5 @@ fn shipped_presets_load_and_validate() {
             n += 1;
         }
     }
-    assert_eq!(n, 3);
+    assert_eq!(n, 5);
 }

@@ -20,7 +20,13 @@ fn run_one_seed(preset: &str) -> ferrolab_core::Report {
     cfg.train.seeds = 1;
     let d = std::env::temp_dir().join(format!("ferrolab-real-{preset}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    let out = experiment::run(&cfg, Some(&root), 0, &mut RunDir::create(&d).unwrap()).unwrap();
+    let out = experiment::run(
+        &ferrolab_core::Checked::new(cfg.clone()).unwrap(),
+        Some(&root),
+        0,
+        &mut RunDir::create(&d).unwrap(),
+    )
+    .unwrap();
     std::fs::remove_dir_all(&d).ok();
     out.report
 }
