@@ -153,10 +153,14 @@ fn config_rejects_bad_values_before_work() {
             .unwrap_err()
             .to_string();
     assert!(e.contains("model.models"), "{e}");
-    for f in ["quick.toml", "movielens.toml", "synthetic.toml"] {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../configs/apg")
-            .join(f);
-        ferrolab_core::config::load::<ApgExperimentConfig>(Some(&p), &[]).unwrap();
+    // Every shipped preset (embedded from configs/apg/) resolves and passes the checks.
+    use ferrolab_core::System;
+    let presets = ferrolab_ctr::ApgSystem.presets();
+    for name in ["quick", "paper", "quick-synthetic", "synthetic"] {
+        assert!(presets.iter().any(|p| p.name == name), "{name}");
+    }
+    for p in presets {
+        ferrolab_core::system::resolve_config(&ferrolab_ctr::ApgSystem, Some(p.name), None, &[])
+            .unwrap_or_else(|e| panic!("preset {}: {e}", p.name));
     }
 }
