@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::{
-    assert_usage_error, ferrolab, incomplete, listing, stderr, tiny_cluster_gcn, tmp,
-};
+use common::{assert_usage_error, ferrolab, incomplete, listing, stderr, tiny_cluster_gcn, tmp};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -213,7 +211,12 @@ fn cluster_gcn_runs_on_a_generated_graph_and_reports_the_contract_keys() {
     // More clusters than nodes, a missing file, an unknown key, two exclusive data sources:
     // usage errors, no folder (neither the run's nor its `.incomplete`).
     for (i, bad) in [
-        &["--set", "data.synthetic.nodes=600", "--set", "cluster.parts=100000"][..],
+        &[
+            "--set",
+            "data.synthetic.nodes=600",
+            "--set",
+            "cluster.parts=100000",
+        ][..],
         &["--set", "data.path=/nonexistent/graph.npz"],
         &["--set", "data.synthetic.nodes=600", "--set", "cluster.q=2"],
         &[
@@ -319,12 +322,20 @@ fn finished_tiny_run(out: &Path) {
 fn a_tiny_run_leaves_a_finished_folder_named_for_the_cli_system() {
     let d = tmp("tiny");
     let out = d.join("run");
-    let o = ferrolab(&tiny_cluster_gcn(&["--seed", "7", "--out", out.to_str().unwrap()]));
+    let o = ferrolab(&tiny_cluster_gcn(&[
+        "--seed",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["config.toml", "report.json", "metrics.jsonl"] {
         assert!(out.join(f).is_file(), "missing {f}: {:?}", listing(&out));
     }
-    assert!(!incomplete(&out).exists(), "the .incomplete folder was not renamed");
+    assert!(
+        !incomplete(&out).exists(),
+        "the .incomplete folder was not renamed"
+    );
     assert_eq!(listing(&d), ["run"]);
 
     let r = report(&out);
@@ -371,7 +382,10 @@ fn out_naming_a_non_empty_folder_or_a_file_is_refused_and_nothing_is_written() {
     let e = assert_usage_error(&o, "--out non-empty folder");
     assert!(e.contains("already exists"), "{e}");
     assert_eq!(listing(&out), ["notes.txt", "sub"]);
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
     assert!(listing(&out.join("sub")).is_empty());
     assert!(!incomplete(&out).exists());
 
@@ -446,7 +460,10 @@ fn a_usage_error_found_during_the_run_leaves_no_folder() {
         args.extend(["--out", out.to_str().unwrap()]);
         let o = ferrolab(&args);
         let e = assert_usage_error(&o, set);
-        assert!(!e.contains("--resume"), "{set}: a usage error offers no resume: {e}");
+        assert!(
+            !e.contains("--resume"),
+            "{set}: a usage error offers no resume: {e}"
+        );
         assert!(!out.exists(), "{set}");
         assert!(!incomplete(&out).exists(), "{set}: .incomplete left behind");
     }
@@ -469,7 +486,10 @@ fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
         assert!(e.contains("complete"), "{e}");
     }
     assert_eq!(listing(&done), before);
-    assert_eq!(std::fs::read(done.join("report.json")).unwrap(), report_before);
+    assert_eq!(
+        std::fs::read(done.join("report.json")).unwrap(),
+        report_before
+    );
     assert!(!incomplete(&done).exists());
 
     // An incomplete run whose config.toml differs from the resolved configuration.
@@ -522,8 +542,15 @@ fn a_runtime_failure_keeps_the_incomplete_run_and_resume_finishes_it() {
     let o = ferrolab(&tiny_cluster_gcn(&["--resume", run.to_str().unwrap()]));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert_eq!(e.lines().filter(|l| l.starts_with("error:")).count(), 1, "{e}");
-    assert!(e.contains("--resume"), "the failure says how to continue: {e}");
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{e}"
+    );
+    assert!(
+        e.contains("--resume"),
+        "the failure says how to continue: {e}"
+    );
     assert!(work.join("config.toml").is_file());
     assert!(!run.exists());
 
@@ -531,7 +558,10 @@ fn a_runtime_failure_keeps_the_incomplete_run_and_resume_finishes_it() {
     std::fs::remove_dir(work.join("curves.svg")).unwrap();
     let o = ferrolab(&tiny_cluster_gcn(&["--resume", work.to_str().unwrap()]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!work.exists(), "the finished run keeps its .incomplete name");
+    assert!(
+        !work.exists(),
+        "the finished run keeps its .incomplete name"
+    );
     for f in ["config.toml", "report.json", "metrics.jsonl", "curves.svg"] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
