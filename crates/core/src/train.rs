@@ -1,6 +1,10 @@
 //! The training loop. A system owns its step (model, optimiser, loss, batching); this loop
 //! owns epochs, the learning-rate schedule, early stopping, the progress bar and the typed
 //! callbacks (burn-train's split, FederatedScope's hook points without its untyped context).
+//!
+//! Each epoch has two phases, [`Phase::Train`] (batching and steps) and [`Phase::Eval`]
+//! (validation); callbacks see both ends of each, which is where [`PhaseMemoryMonitor`]
+//! measures the peak memory of training and of evaluation separately.
 
 use crate::error::Result;
 use crate::schedule::LrSchedule;
@@ -112,8 +116,41 @@ fn json_num(v: f64) -> serde_json::Value {
     serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
+/// The two phases of an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// [`TrainStep::batches`] and every [`TrainStep::step`] of the epoch.
+    Train,
+    /// [`TrainStep::validate`].
+    Eval,
+}
+
+/// The start of a phase.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseStart {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Which phase.
+    pub phase: Phase,
+}
+
+/// The end of a phase.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseEnd {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Which phase.
+    pub phase: Phase,
+    /// Seconds the phase took (the start callbacks included, the end callbacks not).
+    pub seconds: f64,
+}
+
 /// Typed hooks at the loop's fixed points.
 pub trait Callback {
+    /// Before a phase of an epoch.
+    fn on_phase_start(&mut self, _ev: &PhaseStart) {}
+    /// After a phase of an epoch.
+    fn on_phase_end(&mut self, _ev: &PhaseEnd) {}
     /// After every optimisation step.
     fn on_batch_end(&mut self, _ev: &BatchEnd) {}
     /// After every epoch's validation.
@@ -133,6 +170,89 @@ impl Callback for History {
     fn on_epoch_end(&mut self, ev: &EpochEnd) -> Control {
         self.epochs.push(ev.clone());
         Control::Continue
+    }
+}
+
+/// Seconds spent in each phase over the whole fit.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct PhaseTimes {
+    /// Sum over epochs of the training phases.
+    pub train_seconds: f64,
+    /// Sum over epochs of the evaluations.
+    pub eval_seconds: f64,
+}
+
+impl Callback for PhaseTimes {
+    fn on_phase_end(&mut self, ev: &PhaseEnd) {
+        match ev.phase {
+            Phase::Train => self.train_seconds += ev.seconds,
+            Phase::Eval => self.eval_seconds += ev.seconds,
+        }
+    }
+}
+
+/// Peak resident memory (MiB) of training and of evaluation, measured separately: the
+/// kernel's high-water mark is reset before each phase and read after it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct PhaseMemory {
+    /// Resident memory when training started (the loaded data, the model, the runtime).
+    pub before_mb: f64,
+    /// Highest peak over the training phases of all epochs.
+    pub train_peak_mb: f64,
+    /// Highest peak over the evaluations.
+    pub eval_peak_mb: f64,
+}
+
+/// Measures [`PhaseMemory`] as a callback: at each phase start it returns freed memory to
+/// the system and resets the high-water mark, at each phase end it reads the mark. Nothing is
+/// measured where the platform cannot report resident memory.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseMemoryMonitor {
+    memory: Option<PhaseMemory>,
+    /// The mark was reset at the start of the current phase.
+    armed: bool,
+}
+
+impl PhaseMemoryMonitor {
+    /// Records the resident memory now as [`PhaseMemory::before_mb`]; create it just before
+    /// [`Trainer::fit`].
+    pub fn start() -> Self {
+        crate::resources::release_free_memory();
+        let memory = crate::resources::current_rss_mb().map(|before_mb| PhaseMemory {
+            before_mb,
+            ..Default::default()
+        });
+        PhaseMemoryMonitor {
+            memory,
+            armed: false,
+        }
+    }
+
+    /// What was measured (`None` where resident memory is not measurable).
+    pub fn memory(&self) -> Option<PhaseMemory> {
+        self.memory
+    }
+}
+
+impl Callback for PhaseMemoryMonitor {
+    fn on_phase_start(&mut self, _ev: &PhaseStart) {
+        if self.memory.is_some() {
+            crate::resources::release_free_memory();
+            self.armed = crate::resources::reset_peak_rss();
+        }
+    }
+
+    fn on_phase_end(&mut self, ev: &PhaseEnd) {
+        let armed = std::mem::take(&mut self.armed);
+        if let (true, Some(m), Some(peak)) =
+            (armed, self.memory.as_mut(), crate::resources::peak_rss_mb())
+        {
+            let slot = match ev.phase {
+                Phase::Train => &mut m.train_peak_mb,
+                Phase::Eval => &mut m.eval_peak_mb,
+            };
+            *slot = slot.max(peak);
+        }
     }
 }
 
@@ -178,6 +298,7 @@ impl Trainer {
         for epoch in 0..self.epochs {
             let sw = crate::resources::Stopwatch::start();
             let lr = self.schedule.lr(self.lr, epoch);
+            let phase = phase_start(callbacks, epoch, Phase::Train);
             let batches = system.batches(epoch)?;
             let (mut loss_sum, mut n) = (0.0, 0usize);
             for (b, batch) in batches.into_iter().enumerate() {
@@ -200,7 +321,10 @@ impl Trainer {
                     cb.on_batch_end(&ev);
                 }
             }
+            phase_end(callbacks, epoch, Phase::Train, &phase);
+            let phase = phase_start(callbacks, epoch, Phase::Eval);
             let valid = system.validate()?;
+            phase_end(callbacks, epoch, Phase::Eval, &phase);
             epochs_run = epoch + 1;
             let ev = EpochEnd {
                 epoch,
@@ -257,6 +381,36 @@ impl Trainer {
             best_metric,
             seconds: total.seconds(),
         })
+    }
+}
+
+/// Starts a phase's clock, then tells the callbacks.
+fn phase_start(
+    callbacks: &mut [&mut dyn Callback],
+    epoch: usize,
+    phase: Phase,
+) -> crate::resources::Stopwatch {
+    let sw = crate::resources::Stopwatch::start();
+    let ev = PhaseStart { epoch, phase };
+    for cb in callbacks.iter_mut() {
+        cb.on_phase_start(&ev);
+    }
+    sw
+}
+
+fn phase_end(
+    callbacks: &mut [&mut dyn Callback],
+    epoch: usize,
+    phase: Phase,
+    sw: &crate::resources::Stopwatch,
+) {
+    let ev = PhaseEnd {
+        epoch,
+        phase,
+        seconds: sw.seconds(),
+    };
+    for cb in callbacks.iter_mut() {
+        cb.on_phase_end(&ev);
     }
 }
 
@@ -328,6 +482,59 @@ mod tests {
         assert_eq!(hist.epochs.len(), 8);
         assert!(hist.epochs[7].train_loss < hist.epochs[0].train_loss);
         assert_eq!(hist.epochs[0].to_json()["score"], -4.0);
+    }
+
+    /// Records the order of phase events.
+    #[derive(Default)]
+    struct Phases(Vec<(usize, Phase, bool)>);
+
+    impl Callback for Phases {
+        fn on_phase_start(&mut self, ev: &PhaseStart) {
+            self.0.push((ev.epoch, ev.phase, true));
+        }
+        fn on_phase_end(&mut self, ev: &PhaseEnd) {
+            assert!(ev.seconds >= 0.0);
+            self.0.push((ev.epoch, ev.phase, false));
+        }
+    }
+
+    #[test]
+    fn phases_bracket_training_and_validation_of_every_epoch() {
+        let mut q = Quad {
+            w: 0.0,
+            epoch: 0,
+            saved: None,
+            restored: false,
+        };
+        let t = Trainer {
+            epochs: 2,
+            lr: 0.1,
+            schedule: LrSchedule::Constant,
+            early_stopping: None,
+            label: "test".into(),
+        };
+        let (mut phases, mut times) = (Phases::default(), PhaseTimes::default());
+        let mut memory = PhaseMemoryMonitor::start();
+        t.fit(&mut q, &mut [&mut phases, &mut times, &mut memory])
+            .unwrap();
+        use Phase::{Eval, Train};
+        assert_eq!(
+            phases.0,
+            [
+                (0, Train, true),
+                (0, Train, false),
+                (0, Eval, true),
+                (0, Eval, false),
+                (1, Train, true),
+                (1, Train, false),
+                (1, Eval, true),
+                (1, Eval, false),
+            ]
+        );
+        assert!(times.train_seconds >= 0.0 && times.eval_seconds >= 0.0);
+        if let Some(m) = memory.memory() {
+            assert!(m.before_mb > 0.0, "{m:?}");
+        }
     }
 
     #[test]
