@@ -4,6 +4,23 @@ use ferrolab_core::run::Curve;
 use plotters::prelude::*;
 use std::path::Path;
 
+/// Okabe & Ito's colour-blind-safe palette (black last), then Tableau's: distinct on screen
+/// and in print, unlike plotters' default 99-colour cycle whose neighbours look alike.
+const PALETTE: [RGBColor; 12] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(240, 228, 66),
+    RGBColor(0, 0, 0),
+    RGBColor(140, 86, 75),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(148, 103, 189),
+];
+
 /// Draws all `curves` on one chart (x = epoch) into an SVG file, written atomically.
 pub fn write_curves(path: &Path, curves: &[Curve], title: &str) -> anyhow::Result<()> {
     write_curves_x(path, curves, title, "epoch")
@@ -39,14 +56,24 @@ pub fn write_curves_x(
             .y_label_area_size(55)
             .build_cartesian_2d(0.0..x1 + 0.5, (y0 - pad)..(y1 + pad))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Epochs and layer counts are integers: label only the integer ticks.
+        let int_label = |x: &f64| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round() as i64)
+            } else {
+                String::new()
+            }
+        };
         chart
             .configure_mesh()
+            .x_labels((x1.ceil() as usize + 1).clamp(2, 12))
+            .x_label_formatter(&int_label)
             .x_desc(x_desc)
             .y_desc(y_name)
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, c) in curves.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = PALETTE[i % PALETTE.len()];
             chart
                 .draw_series(LineSeries::new(
                     c.points.iter().copied(),
@@ -59,6 +86,7 @@ pub fn write_curves_x(
         if curves.len() <= 12 {
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()

@@ -7,7 +7,7 @@
 use crate::common::UsageError;
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
-use ferrolab_core::system::{DynSystem, ErrorClass, Resolved, SystemError};
+use ferrolab_core::system::{DynSystem, Resolved, SystemError};
 use ferrolab_core::{Outcome, RunContext, RunDir};
 use std::path::{Path, PathBuf};
 
@@ -302,16 +302,18 @@ fn run_in(
     r.seed = seed;
     write_plots(&run, &outcome)?;
     run.write_report(&outcome.report)?;
+    // An empty folder given as --out (accepted before the run) is replaced by the run.
+    if final_dir.is_dir() && !non_empty(final_dir) {
+        let _ = std::fs::remove_dir(final_dir);
+    }
     if final_dir.exists() {
-        // Created by someone else while we ran: keep both, refuse to merge.
-        return Err(SystemError::with_class(
-            ErrorClass::Usage,
-            format!(
-                "{} appeared while the run was going; the finished run stays in {}",
-                final_dir.display(),
-                run.path().display()
-            ),
-        )
+        // Created by someone else while we ran: keep both, refuse to merge. A runtime
+        // failure, so the finished run is kept where it is.
+        return Err(SystemError::runtime(format!(
+            "{} appeared while the run was going; the finished run stays in {}",
+            final_dir.display(),
+            run.path().display()
+        ))
         .into());
     }
     run.rename(final_dir)?;

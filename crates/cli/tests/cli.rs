@@ -420,7 +420,6 @@ fn out_naming_a_non_empty_folder_or_a_file_is_refused_and_nothing_is_written() {
 /// finished run stays in <out>.incomplete" (exit 2) and, as a usage error, deletes that
 /// `.incomplete` folder, so the finished run is lost.
 #[test]
-#[ignore = "runner bug: an existing empty --out folder loses the finished run"]
 fn out_naming_an_existing_empty_folder_is_used() {
     let d = tmp("outempty");
     let out = d.join("empty");
@@ -581,7 +580,6 @@ fn a_runtime_failure_keeps_the_incomplete_run_and_resume_finishes_it() {
 /// holds files. Ignored until fixed: the sub-command bypasses the runner and writes (and
 /// overwrites) report.json in any existing folder, exit 0.
 #[test]
-#[ignore = "ckks bench --out writes into an existing non-empty folder"]
 fn ckks_bench_refuses_an_existing_non_empty_out() {
     let d = tmp("ckks-out");
     std::fs::write(d.join("keep.txt"), "mine").unwrap();

@@ -134,6 +134,23 @@ impl RunDir {
         })
     }
 
+    /// Creates a new run folder, refusing a path that is a file or a folder holding anything
+    /// (the refusal rule of every command that writes a run folder).
+    pub fn create_fresh(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if root.exists() {
+            let empty =
+                root.is_dir() && std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none());
+            if !empty {
+                return Err(CoreError::Data(format!(
+                    "output folder {} already exists and is not empty; choose another --out",
+                    root.display()
+                )));
+            }
+        }
+        Self::create(root)
+    }
+
     /// Reopens the folder of a killed run to continue it: `metrics.jsonl` keeps its lines.
     pub fn reopen(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();

@@ -76,6 +76,12 @@ impl System for CkksSystem {
     fn run(&self, cfg: &Checked<CkksConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
         let b = &cfg.bench;
         let report = bench_report(&b.log_n, b.reps, ctx.seed(), b.threads)?;
+        // One metrics.jsonl line per parameter set: its operations' latency and precision.
+        if let serde_json::Value::Object(sets) = &report.details {
+            for (set, d) in sets {
+                ctx.log_metrics(&serde_json::json!({ "params": set, "figures": d }))?;
+            }
+        }
         Ok(Outcome {
             report,
             ..Default::default()
@@ -261,7 +267,7 @@ fn bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
         .get_one::<PathBuf>("out")
         .cloned()
         .unwrap_or_else(|| ferrolab_core::run::default_out("ckks"));
-    let run_dir = ferrolab_core::RunDir::create(out)?;
+    let run_dir = ferrolab_core::RunDir::create_fresh(out)?;
     let report = bench_report(&log_n, reps, seed, threads)?;
     run_dir.write_report(&report)?;
     eprintln!("wrote {}", run_dir.path().display());
