@@ -470,6 +470,69 @@ fn render_section(items: &[KeyDoc], header: &str, present: bool, s: &mut String)
     }
 }
 
+crate::config_section! {
+    /// Optimisation keys every system shares: `train.epochs`, `train.batch_size`, `train.lr`,
+    /// `train.weight_decay`, `train.patience`, `train.seeds`. A system declares its own
+    /// defaults where it embeds the section, and refuses keys it does not use (see
+    /// [`TrainSection::unused`]).
+    pub struct TrainSection {
+        /// Maximum epochs (passes over the training data).
+        pub epochs: usize = 10, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Mini-batch size (examples per step).
+        pub batch_size: usize = 64, "1..=1000000" => |v| (1..=1_000_000).contains(v);
+        /// Learning rate of the optimiser (Adam).
+        pub lr: f64 = 1e-3, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// L2 weight decay.
+        pub weight_decay: f64 = 0.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Epochs without improvement of the validation metric before stopping (0 = never
+        /// stop early; the best-validation weights are still the ones evaluated).
+        pub patience: usize = 0;
+        /// Runs per method; run i's seeds derive from `--seed` and `run<i>`.
+        pub seeds: usize = 1, "1..=1000" => |v| (1..=1000).contains(v);
+    }
+}
+
+impl TrainSection {
+    /// The patience to give the loop's early stopping (`0` = never stop early).
+    pub fn early_stopping_patience(&self) -> usize {
+        if self.patience == 0 {
+            usize::MAX
+        } else {
+            self.patience
+        }
+    }
+
+    /// Refuses a key the system does not use when it differs from the system's default
+    /// (`default`), so a setting is never silently ignored.
+    pub fn unused(
+        &self,
+        default: &TrainSection,
+        system: &str,
+        keys: &[&str],
+    ) -> std::result::Result<(), ConfigError> {
+        for &k in keys {
+            let differs = match k {
+                "batch_size" => self.batch_size != default.batch_size,
+                "weight_decay" => self.weight_decay != default.weight_decay,
+                "patience" => self.patience != default.patience,
+                _ => false,
+            };
+            if differs {
+                return Err(ConfigError::Invalid {
+                    key: format!("train.{k}"),
+                    value: match k {
+                        "batch_size" => self.batch_size.to_string(),
+                        "weight_decay" => self.weight_decay.to_string(),
+                        _ => self.patience.to_string(),
+                    },
+                    reason: format!("is not used by {system} (leave it at its default)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that passed every check: the only form a system's library entry point
 /// accepts, so a library user cannot skip validation (linfa's checked-parameters idea).
 #[derive(Debug, Clone, PartialEq)]

@@ -533,3 +533,131 @@ pub fn default_summary(o: &Outcome) -> Vec<String> {
     lines.extend(r.notes.iter().cloned());
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Report;
+
+    crate::config_section! {
+        /// Root.
+        pub struct Toy {
+            /// Steps.
+            pub steps: usize = 3, "1..=10" => |v| (1..=10).contains(v);
+            /// Dataset.
+            pub data: String = "none".into();
+        }
+    }
+    impl Validate for Toy {}
+
+    struct ToySystem;
+    impl System for ToySystem {
+        type Config = Toy;
+        fn name(&self) -> &'static str {
+            "toy"
+        }
+        fn about(&self) -> &'static str {
+            "a toy"
+        }
+        fn presets(&self) -> Vec<Preset> {
+            vec![
+                Preset {
+                    name: "quick",
+                    about: "one step",
+                    toml: "steps = 1\n",
+                },
+                Preset {
+                    name: "paper",
+                    about: "bad on purpose in one test",
+                    toml: "steps = 10\n",
+                },
+            ]
+        }
+        fn entries(&self) -> Vec<Entry> {
+            Vec::new()
+        }
+        fn datasets(&self, cfg: &Toy) -> Vec<&'static str> {
+            if cfg.data == "mr" {
+                vec!["mr"]
+            } else {
+                Vec::new()
+            }
+        }
+        fn run(&self, cfg: &Checked<Toy>, ctx: &mut RunContext) -> SysResult<Outcome> {
+            let mut report = Report::new("toy", "none", ctx.seed());
+            let mut total = 0.0;
+            for i in 0..cfg.steps {
+                // Units: a resumed run reuses what a unit saved.
+                let v: f64 = ctx.unit(&format!("step{i}"), |c| {
+                    c.log_metrics(&serde_json::json!({ "step": i }))?;
+                    Ok(c.seed_for(&format!("run{i}")) as f64 / u64::MAX as f64)
+                })?;
+                total += v;
+            }
+            report.metrics.insert("total".into(), total);
+            Ok(Outcome {
+                report,
+                ..Default::default()
+            })
+        }
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ferrolab-sys-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn presets_layer_under_sets_and_unknown_presets_are_usage_errors() {
+        let sys: &dyn DynSystem = &ToySystem;
+        let r = sys.resolve(Some("quick"), None, &[]).unwrap();
+        assert!(r.toml.contains("steps = 1"), "{}", r.toml);
+        let r = sys
+            .resolve(Some("quick"), None, &["steps=4".into(), "data=mr".into()])
+            .unwrap();
+        assert!(r.toml.contains("steps = 4"));
+        assert_eq!(r.datasets, vec!["mr"]);
+        let e = sys.resolve(Some("nope"), None, &[]).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Usage);
+        assert!(e.to_string().contains("quick, paper"), "{e}");
+        let e = sys.resolve(None, None, &["steps=11".into()]).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Usage);
+        assert!(e.to_string().contains("steps"), "{e}");
+        assert!(
+            r.documented.contains("# Steps. [1..=10]"),
+            "{}",
+            r.documented
+        );
+    }
+
+    #[test]
+    fn units_are_saved_and_a_resumed_run_reuses_them() {
+        let d = tmp("units");
+        let sys: &dyn DynSystem = &ToySystem;
+        let cfg = sys.resolve(None, None, &[]).unwrap();
+        let mut ctx = RunContext::new(5, 1, None, RunDir::create(&d).unwrap(), false);
+        let a = sys.run(&cfg, &mut ctx).unwrap();
+        assert!(d.join("units/step2.json").is_file());
+        // Tamper with one saved unit: a resumed run must take it instead of recomputing.
+        std::fs::write(d.join("units/step1.json"), "0.0").unwrap();
+        let mut ctx = RunContext::new(5, 1, None, RunDir::reopen(&d).unwrap(), true);
+        let b = sys.run(&cfg, &mut ctx).unwrap();
+        let (ta, tb) = (a.report.metrics["total"], b.report.metrics["total"]);
+        assert!(tb < ta, "{ta} {tb}");
+        // Metrics of the first run are kept; nothing was logged again for saved units.
+        let lines = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 3);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn errors_keep_their_class_through_the_conversion() {
+        let e: SystemError = CoreError::Runtime("x".into()).into();
+        assert_eq!(e.class(), ErrorClass::Runtime);
+        let e: SystemError = ConfigError::BadSet("y".into()).into();
+        assert_eq!(e.class(), ErrorClass::Usage);
+        assert_eq!(ErrorClass::Usage.exit_code(), 2);
+        assert_eq!(ErrorClass::Runtime.exit_code(), 1);
+    }
+}

@@ -16,7 +16,14 @@ ferrolab_core::config_section! {
         /// APG settings.
         pub apg: ApgConfig = ApgConfig::default();
         /// Optimisation.
-        pub train: TrainConfig = TrainConfig::default();
+        pub train: TrainConfig = TrainConfig {
+            epochs: 6,
+            batch_size: 256,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            patience: 1,
+            seeds: 5,
+        };
         /// Time/memory comparison of one layer: plain vs APG vs naive generation.
         pub efficiency: EfficiencyConfig = EfficiencyConfig::default();
     }
@@ -70,21 +77,8 @@ ferrolab_core::config_section! {
     }
 }
 
-ferrolab_core::config_section! {
-    /// Keys `train.*`.
-    pub struct TrainConfig {
-        /// Maximum epochs.
-        pub epochs: usize = 6, ">= 1" => |v| *v >= 1;
-        /// Mini-batch size.
-        pub batch_size: usize = 256, ">= 1" => |v| *v >= 1;
-        /// Adam learning rate.
-        pub lr: f64 = 1e-3, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
-        /// Early-stopping patience on validation AUC.
-        pub patience: usize = 1;
-        /// Training seeds (each model plain and APG per seed).
-        pub seeds: usize = 5, "1..=100" => |v| (1..=100).contains(v);
-    }
-}
+/// Keys `train.*` (the section every system shares; `train.weight_decay` is not used here).
+pub type TrainConfig = ferrolab_core::config::TrainSection;
 
 ferrolab_core::config_section! {
     /// Keys `efficiency.*`.
@@ -127,6 +121,11 @@ impl ApgExperimentConfig {
 
 impl Validate for ApgExperimentConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.train.unused(
+            &ApgExperimentConfig::default().train,
+            "apg",
+            &["weight_decay"],
+        )?;
         let a = &self.apg;
         check(
             a.overparam == 0 || a.overparam >= a.rank,

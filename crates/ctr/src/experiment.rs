@@ -121,7 +121,7 @@ pub fn train_one(
         early_stopping: Some(EarlyStopping {
             metric: "valid_auc".into(),
             mode: Mode::Max,
-            patience: t.patience,
+            patience: t.early_stopping_patience(),
         }),
         label: label.to_string(),
     };

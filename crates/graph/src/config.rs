@@ -19,7 +19,14 @@ ferrolab_core::config_section! {
         /// The GCN.
         pub model: ModelConfig = ModelConfig::default();
         /// Optimisation.
-        pub train: TrainSection = TrainSection::default();
+        pub train: TrainSection = TrainSection {
+            epochs: 200,
+            batch_size: 64,
+            lr: 0.01,
+            weight_decay: 5e-4,
+            patience: 0,
+            seeds: 10,
+        };
         /// Cluster-GCN's partition and batching.
         pub cluster: ClusterSection = ClusterSection::default();
         /// Which baselines run beside Cluster-GCN.
@@ -112,22 +119,10 @@ ferrolab_core::config_section! {
     }
 }
 
-ferrolab_core::config_section! {
-    /// Training keys: `train.epochs`, `train.lr`, `train.weight_decay`, `train.patience`,
-    /// `train.seeds`.
-    pub struct TrainSection {
-        /// Epochs.
-        pub epochs: usize = 200, ">= 1" => |v| *v >= 1;
-        /// Adam learning rate.
-        pub lr: f64 = 0.01, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
-        /// L2 weight decay.
-        pub weight_decay: f32 = 5e-4, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
-        /// Early stopping on validation accuracy (0 = off).
-        pub patience: usize = 0;
-        /// Runs per method; run i's seed is derived from `--seed` and `run<i>`.
-        pub seeds: usize = 10, "1..=1000" => |v| (1..=1000).contains(v);
-    }
-}
+/// Training keys: `train.epochs`, `train.lr`, `train.weight_decay`, `train.patience`,
+/// `train.seeds` (the section every system shares; a batch is `cluster.parts_per_batch`
+/// clusters, so `train.batch_size` is not used here).
+pub type TrainSection = ferrolab_core::config::TrainSection;
 
 ferrolab_core::config_section! {
     /// Cluster keys: `cluster.parts`, `cluster.parts_per_batch`, `cluster.partition`,
@@ -170,6 +165,11 @@ ferrolab_core::config_section! {
 
 impl Validate for ClusterGcnConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.train.unused(
+            &ClusterGcnConfig::default().train,
+            "cluster-gcn",
+            &["batch_size"],
+        )?;
         let d = &self.data;
         check(
             !(d.path.is_some() && d.synthetic.is_some()),
@@ -208,7 +208,7 @@ impl ClusterGcnConfig {
         TrainConfig {
             epochs: self.train.epochs,
             lr: self.train.lr,
-            weight_decay: self.train.weight_decay,
+            weight_decay: self.train.weight_decay as f32,
             hidden: self.model.hidden,
             layers: self.model.layers,
             dropout: self.model.dropout,

@@ -11,7 +11,14 @@ ferrolab_core::config_section! {
         /// Architecture.
         pub model: ModelConfig = ModelConfig::default();
         /// Optimisation.
-        pub train: TrainConfig = TrainConfig::default();
+        pub train: TrainConfig = TrainConfig {
+            epochs: 8,
+            batch_size: 50,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            patience: 2,
+            seeds: 5,
+        };
     }
 }
 
@@ -63,21 +70,9 @@ ferrolab_core::config_section! {
     }
 }
 
-ferrolab_core::config_section! {
-    /// Training keys: `train.epochs`, `train.batch_size`, `train.lr`, `train.patience`, `train.seeds`.
-    pub struct TrainConfig {
-        /// Maximum epochs.
-        pub epochs: usize = 8, ">= 1" => |v| *v >= 1;
-        /// Mini-batch size.
-        pub batch_size: usize = 50, ">= 1" => |v| *v >= 1;
-        /// Adam learning rate.
-        pub lr: f64 = 1e-3, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
-        /// Early-stopping patience in epochs (on dev accuracy).
-        pub patience: usize = 2;
-        /// Number of seeds (runs per model) when `data.folds = 1`.
-        pub seeds: usize = 5, "1..=100" => |v| (1..=100).contains(v);
-    }
-}
+/// Training keys: `train.epochs`, `train.batch_size`, `train.lr`, `train.patience`,
+/// `train.seeds` (the section every system shares; `train.weight_decay` is not used here).
+pub type TrainConfig = ferrolab_core::config::TrainSection;
 
 impl SecnnConfig {
     /// Settings for `reproduce --quick`: fewer maps, epochs and seeds so both presets finish in
@@ -92,4 +87,9 @@ impl SecnnConfig {
     }
 }
 
-impl Validate for SecnnConfig {}
+impl Validate for SecnnConfig {
+    fn validate(&self) -> Result<(), ferrolab_core::ConfigError> {
+        self.train
+            .unused(&SecnnConfig::default().train, "secnn", &["weight_decay"])
+    }
+}

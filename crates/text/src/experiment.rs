@@ -445,7 +445,7 @@ fn fit<M: SentenceClassifier>(
         early_stopping: Some(EarlyStopping {
             metric: "dev_accuracy".into(),
             mode: Mode::Max,
-            patience: t.patience,
+            patience: t.early_stopping_patience(),
         }),
         label: label.to_string(),
     };
