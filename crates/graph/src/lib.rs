@@ -35,6 +35,7 @@ pub mod error;
 pub mod experiment;
 mod kernel;
 pub mod models;
+mod node_data;
 pub mod norm;
 pub mod partition;
 pub mod spmm;
@@ -47,10 +48,11 @@ pub use csr::CsrGraph;
 pub use error::{GraphError, Result};
 pub use experiment::{Comparison, ExperimentConfig, MethodResult, compare, load_data};
 pub use models::{Gcn, GcnConfig};
+pub use node_data::NodeData;
 pub use norm::{Normalization, WeightedCsr, normalize};
 pub use partition::{CacheStatus, ClusterPartition, PartitionMethod, partition_cached};
 pub use system::ClusterGcnSystem;
 pub use train::{
-    ClusterConfig, NodeData, PartitionInfo, PhaseMemory, TrainConfig, TrainOutcome,
+    ClusterConfig, ClusterSource, PartitionInfo, PhaseMemory, TrainConfig, TrainOutcome,
     train_cluster_gcn, train_full_batch, train_on_partition,
 };

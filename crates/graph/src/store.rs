@@ -25,9 +25,9 @@ use crate::csr::CsrGraph;
 use crate::error::{GraphError, Result};
 use crate::models::GcnInput;
 use crate::models::gcn::{BlockFn, LayerSource};
+use crate::node_data::NodeData;
 use crate::norm::{AdjRows, Normalization, normalize_row};
 use crate::partition::ClusterPartition;
-use crate::train::NodeData;
 
 const MAGIC: &[u8; 8] = b"FLCSTOR\x01";
 /// magic + 9 little-endian u64 words.

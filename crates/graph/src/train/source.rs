@@ -1,0 +1,152 @@
+//! Where Cluster-GCN's batches come from (PyG's `ClusterLoader` over a `ClusterData`): the
+//! in-memory graph and its partition, or a [`ClusterStore`] on disk. They differ only in where
+//! a batch's rows are read from and how the whole graph is streamed for evaluation; one
+//! training step ([`super::cluster`]) runs on either.
+
+use ferrolab_core::burn::prelude::*;
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+use super::eval::{Scores, evaluate_in_memory, evaluate_store};
+use crate::csr::CsrGraph;
+use crate::error::Result;
+use crate::models::{Gcn, GcnInput};
+use crate::node_data::{NodeData, feature_rows};
+use crate::norm::Normalization;
+use crate::partition::ClusterPartition;
+use crate::store::ClusterStore;
+
+/// One Cluster-GCN training batch: the subgraph induced by its clusters (local ids, edges
+/// between the chosen clusters restored), its features, every node's label and the local ids
+/// of its training nodes.
+#[derive(Debug)]
+pub struct ClusterBatch {
+    pub graph: CsrGraph,
+    pub features: GcnInput,
+    pub labels: Vec<usize>,
+    pub targets: Vec<usize>,
+}
+
+/// A graph split into clusters that batches are drawn from.
+pub trait ClusterSource {
+    fn num_clusters(&self) -> usize;
+    fn num_features(&self) -> usize;
+    fn num_classes(&self) -> usize;
+    /// The batch made of `clusters` (distinct), with sparse input dropout `p` drawn from
+    /// `rng`; `None` when it holds no training node (no loss to follow).
+    fn batch(
+        &self,
+        clusters: &[usize],
+        p: f64,
+        rng: &mut StdRng,
+        dev: &Device,
+    ) -> Result<Option<ClusterBatch>>;
+    /// Validation and test accuracy of `model` on the whole graph normalised by `norm`.
+    fn evaluate(&self, model: &Gcn, norm: Normalization) -> Result<Scores>;
+}
+
+/// The in-memory graph and its partition.
+#[derive(Debug)]
+pub struct InMemoryClusters<'a> {
+    data: &'a NodeData,
+    partition: &'a ClusterPartition,
+    is_train: Vec<bool>,
+}
+
+impl<'a> InMemoryClusters<'a> {
+    pub fn new(data: &'a NodeData, partition: &'a ClusterPartition) -> Self {
+        let mut is_train = vec![false; data.num_nodes()];
+        for &i in &data.split.train {
+            is_train[i] = true;
+        }
+        InMemoryClusters {
+            data,
+            partition,
+            is_train,
+        }
+    }
+}
+
+impl ClusterSource for InMemoryClusters<'_> {
+    fn num_clusters(&self) -> usize {
+        self.partition.parts.len()
+    }
+
+    fn num_features(&self) -> usize {
+        self.data.num_features()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.data.num_classes
+    }
+
+    fn batch(
+        &self,
+        clusters: &[usize],
+        p: f64,
+        rng: &mut StdRng,
+        dev: &Device,
+    ) -> Result<Option<ClusterBatch>> {
+        let mut nodes: Vec<usize> = clusters
+            .iter()
+            .flat_map(|&c| self.partition.parts[c].iter().copied())
+            .collect();
+        nodes.sort_unstable();
+        let (graph, global) = self.data.graph.induced_subgraph(&nodes)?;
+        let targets: Vec<usize> = (0..global.len())
+            .filter(|&i| self.is_train[global[i]])
+            .collect();
+        // Checked before the features are read, so that such a batch draws no dropout.
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let labels = global.iter().map(|&g| self.data.labels[g]).collect();
+        let features = feature_rows(&self.data.features, &global, Some((p, rng)), dev)?;
+        Ok(Some(ClusterBatch {
+            graph,
+            features,
+            labels,
+            targets,
+        }))
+    }
+
+    fn evaluate(&self, model: &Gcn, norm: Normalization) -> Result<Scores> {
+        Ok(evaluate_in_memory(model, self.data, norm))
+    }
+}
+
+impl ClusterSource for ClusterStore {
+    fn num_clusters(&self) -> usize {
+        ClusterStore::num_clusters(self)
+    }
+
+    fn num_features(&self) -> usize {
+        ClusterStore::num_features(self)
+    }
+
+    fn num_classes(&self) -> usize {
+        ClusterStore::num_classes(self)
+    }
+
+    fn batch(
+        &self,
+        clusters: &[usize],
+        p: f64,
+        rng: &mut StdRng,
+        dev: &Device,
+    ) -> Result<Option<ClusterBatch>> {
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mut drop = || p > 0.0 && rng.random::<f64>() < p;
+        let b = ClusterStore::batch(self, clusters, &mut drop, scale, dev)?;
+        Ok((!b.targets.is_empty()).then_some(ClusterBatch {
+            graph: b.graph,
+            features: b.features,
+            labels: b.labels,
+            targets: b.targets,
+        }))
+    }
+
+    fn evaluate(&self, model: &Gcn, norm: Normalization) -> Result<Scores> {
+        evaluate_store(model, self, norm)
+    }
+}
