@@ -150,3 +150,76 @@ impl ClusterSource for ClusterStore {
         evaluate_store(model, self, norm)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreKey;
+    use ferrolab_core::backend::device;
+    use ferrolab_data::{CsbmConfig, generate_csbm};
+    use rand::SeedableRng;
+
+    /// Labels, training flags and degrees of a batch's nodes, in an order-free form.
+    fn summary(b: &ClusterBatch) -> Vec<(usize, bool, usize)> {
+        let mut v: Vec<_> = (0..b.labels.len())
+            .map(|i| {
+                (
+                    b.labels[i],
+                    b.targets.contains(&i),
+                    b.graph.neighbors(i).len(),
+                )
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn memory_and_store_sources_give_the_same_batches() {
+        let g = generate_csbm(&CsbmConfig {
+            nodes: 240,
+            classes: 3,
+            avg_degree: 6.0,
+            features: 4,
+            seed: 9,
+            ..Default::default()
+        })
+        .unwrap()
+        .to_graph_data();
+        let split = g.seeded_per_class_split(5, 10, 2).unwrap();
+        let data = NodeData::from_graph_data(&g, Some(split), false).unwrap();
+        let p = ClusterPartition::metis(&data.graph, 6, 0).unwrap();
+        let key = StoreKey {
+            graph_hash: 7,
+            method_tag: 1,
+            partition_seed: 0,
+        };
+        let path =
+            std::env::temp_dir().join(format!("ferrolab-source-{}.store", std::process::id()));
+        ClusterStore::build(&data, &p, key, &path).unwrap();
+        let store = ClusterStore::open(&path, key).unwrap();
+        let memory = InMemoryClusters::new(&data, &p);
+        let sources: [&dyn ClusterSource; 2] = [&memory, &store];
+        for s in sources {
+            assert_eq!(
+                (s.num_clusters(), s.num_features(), s.num_classes()),
+                (6, 4, 3)
+            );
+        }
+        let mut rng = StdRng::seed_from_u64(0);
+        for clusters in [vec![0, 3], vec![5], vec![1, 2, 4]] {
+            // A batch without training nodes is `None` from both.
+            let [a, b] = sources.map(|s| {
+                s.batch(&clusters, 0.5, &mut rng, &device())
+                    .unwrap()
+                    .map(|b| (summary(&b), b.graph.num_edges()))
+            });
+            assert_eq!(a, b, "{clusters:?}");
+            assert!(
+                a.is_some_and(|(nodes, edges)| !nodes.is_empty() && edges > 0)
+                    || clusters.len() == 1
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
