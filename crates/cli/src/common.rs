@@ -17,6 +17,10 @@ pub struct RunArgs {
     /// CPU threads for the tensor backend (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Refuse an entry whose estimated peak memory exceeds SIZE (8G, 8GiB, 512M or bytes;
+    /// default 80% of the machine's or cgroup's memory).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
 }
 
 /// A usage error raised by the CLI itself (bad flag combination, unknown system name).

@@ -154,6 +154,7 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
             data_dir: args.run.data_dir.clone(),
             seed: args.run.seed,
             threads: args.run.threads,
+            max_memory: args.run.max_memory.clone(),
         };
         let sw = ferrolab_core::resources::Stopwatch::start();
         ran += 1;

@@ -87,6 +87,12 @@ pub fn command(sys: &'static dyn DynSystem) -> Command {
                 .long("threads")
                 .value_parser(value_parser!(usize))
                 .help("CPU threads for the tensor backend (default: all cores)"),
+        )
+        .arg(
+            Arg::new("max-memory")
+                .long("max-memory")
+                .value_name("SIZE")
+                .help("Refuse a run whose estimated peak memory exceeds SIZE (8G, 8GiB, 512M or bytes; default 80% of the machine's or cgroup's memory)"),
         );
     for a in sys.flag_aliases() {
         c = c.arg(
@@ -115,6 +121,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// `--threads`.
     pub threads: Option<usize>,
+    /// `--max-memory` as given (parsed in [`execute`]).
+    pub max_memory: Option<String>,
 }
 
 /// Runs `ferrolab <system> ...`.
@@ -154,6 +162,7 @@ pub fn run(sys: &'static dyn DynSystem, m: &ArgMatches) -> anyhow::Result<()> {
         data_dir: m.get_one::<PathBuf>("data-dir").cloned(),
         seed: m.get_one::<u64>("seed").copied().unwrap_or(0),
         threads: m.get_one::<usize>("threads").copied(),
+        max_memory: m.get_one::<String>("max-memory").cloned(),
     };
     let (outcome, dir) = execute(sys, &resolved, &opts)?;
     for line in sys.summary(&outcome) {
@@ -186,6 +195,10 @@ pub fn execute(
     if sys.tune_allocator_at_start() {
         ferrolab_core::backend::tune_allocator();
     }
+    let limit = match &opts.max_memory {
+        Some(t) => ferrolab_core::guard::parse_size(t)?,
+        None => ferrolab_core::guard::default_limit(),
+    };
     for d in &resolved.datasets {
         if !ferrolab_data::lookup::is_available(opts.data_dir.as_deref(), d) {
             return Err(UsageError(format!(
@@ -193,6 +206,9 @@ pub fn execute(
             ))
             .into());
         }
+    }
+    if let Some(est) = sys.memory_estimate(resolved, opts.data_dir.as_deref())? {
+        ferrolab_core::guard::check(&est, limit)?;
     }
     let (final_dir, work, run_dir, resuming) = match &opts.resume {
         Some(dir) => {

@@ -19,6 +19,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod kernels;
 pub mod linalg;
 pub mod metrics;

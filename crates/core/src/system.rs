@@ -343,6 +343,16 @@ pub trait System: Send + Sync + 'static {
     fn summary(&self, outcome: &Outcome) -> Vec<String> {
         default_summary(outcome)
     }
+    /// An upper bound of the run's peak memory and the setting that drives it, computed
+    /// from the configuration (and the data's size where known) before anything is
+    /// allocated; the runner refuses the run when it exceeds `--max-memory`.
+    fn memory_estimate(
+        &self,
+        _cfg: &Self::Config,
+        _data_dir: Option<&Path>,
+    ) -> Option<crate::guard::MemoryEstimate> {
+        None
+    }
     /// Extra sub-commands.
     fn subcommands(&self) -> Vec<SubCommand> {
         Vec::new()
@@ -404,6 +414,12 @@ pub trait DynSystem: Send + Sync {
         file: Option<&Path>,
         sets: &[String],
     ) -> SysResult<Resolved>;
+    /// See [`System::memory_estimate`].
+    fn memory_estimate(
+        &self,
+        cfg: &Resolved,
+        data_dir: Option<&Path>,
+    ) -> SysResult<Option<crate::guard::MemoryEstimate>>;
     /// See [`System::prepare`].
     fn prepare(&self, cfg: &Resolved, ctx: &RunContext) -> SysResult<()>;
     /// See [`System::run`].
@@ -453,6 +469,13 @@ impl<S: System> DynSystem for S {
             json,
             datasets,
         })
+    }
+    fn memory_estimate(
+        &self,
+        cfg: &Resolved,
+        data_dir: Option<&Path>,
+    ) -> SysResult<Option<crate::guard::MemoryEstimate>> {
+        Ok(System::memory_estimate(self, downcast::<S>(cfg)?, data_dir))
     }
     fn prepare(&self, cfg: &Resolved, ctx: &RunContext) -> SysResult<()> {
         System::prepare(self, downcast::<S>(cfg)?, ctx)

@@ -73,6 +73,46 @@ impl System for ApgSystem {
         }
     }
 
+    fn memory_estimate(
+        &self,
+        cfg: &ApgExperimentConfig,
+        _data_dir: Option<&std::path::Path>,
+    ) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        let d = &cfg.data;
+        // Rows: 13 numeric + 26 categorical fields, 4 bytes each, plus a label; two copies
+        // while a split is built. MovieLens is 100k rows: the synthetic sizes dominate.
+        let rows = (d.train_rows as u64)
+            .saturating_add(d.valid_rows as u64)
+            .saturating_add(d.test_rows as u64);
+        let data = rows.saturating_mul(40 * 4 * 2);
+        // Embedding tables (26 fields x vocabulary x width) with Adam's two moments and the
+        // gradient; the deep tower and the hyper-network are small next to them.
+        let vocab = d.synthetic.max_vocab as u64 * 26;
+        let emb = vocab
+            .saturating_mul(cfg.model.embed_dim as u64)
+            .saturating_mul(16);
+        let widest = cfg.model.hidden.iter().copied().max().unwrap_or(1) as u64;
+        let hyper = (cfg.apg.hyper_hidden as u64)
+            .saturating_mul(cfg.apg.rank as u64)
+            .saturating_mul(cfg.apg.rank.max(cfg.apg.overparam) as u64)
+            .saturating_mul(16);
+        let batch = (cfg.train.batch_size as u64)
+            .saturating_mul(widest.saturating_mul(widest))
+            .saturating_mul(8);
+        let bytes = data
+            .saturating_add(emb)
+            .saturating_add(hyper)
+            .saturating_add(batch);
+        let setting = if data >= emb.max(batch) {
+            format!("data.train_rows={}", d.train_rows)
+        } else if batch >= emb {
+            format!("train.batch_size={}", cfg.train.batch_size)
+        } else {
+            format!("model.embed_dim={}", cfg.model.embed_dim)
+        };
+        Some(ferrolab_core::guard::MemoryEstimate { setting, bytes })
+    }
+
     fn prepare(&self, cfg: &Checked<ApgExperimentConfig>, ctx: &RunContext) -> SysResult<()> {
         experiment::resolve_data(cfg, ctx.data_dir())?;
         Ok(())

@@ -2,6 +2,7 @@
 
 use crate::config::ClusterGcnConfig;
 use crate::experiment;
+use ferrolab_core::guard::MemoryEstimate;
 use ferrolab_core::system::{Entry, Preset};
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System};
 
@@ -60,6 +61,66 @@ impl System for ClusterGcnSystem {
         } else {
             vec!["cora-planetoid"]
         }
+    }
+
+    fn memory_estimate(
+        &self,
+        cfg: &ClusterGcnConfig,
+        data_dir: Option<&std::path::Path>,
+    ) -> Option<MemoryEstimate> {
+        let h = cfg.model.hidden as u64;
+        let layers = cfg.model.layers as u64;
+        let (n, f, deg, setting) = match &cfg.data.synthetic {
+            Some(s) => (
+                s.nodes as u64,
+                s.features as u64,
+                s.avg_degree.ceil().max(1.0) as u64,
+                format!("data.synthetic.nodes={}", s.nodes),
+            ),
+            None => {
+                // A file: its size bounds the graph; npz members are deflated, so allow 8x.
+                let path = match &cfg.data.path {
+                    Some(p) => std::path::PathBuf::from(p),
+                    None => ferrolab_data::lookup::find_dataset(data_dir, "cora-planetoid").ok()?,
+                };
+                let bytes = std::fs::metadata(&path).ok()?.len().saturating_mul(8);
+                // Without the node count, size activations by a generous 16 bytes per stored byte.
+                let act = bytes
+                    .saturating_mul(2)
+                    .saturating_mul(h)
+                    .saturating_mul(layers)
+                    / 64;
+                return Some(MemoryEstimate {
+                    setting: format!("model.hidden={}", cfg.model.hidden),
+                    bytes: bytes.saturating_add(act),
+                });
+            }
+        };
+        // Features (f32), adjacency and its normalised copy (u32 index + f32 value), labels.
+        let graph = n
+            .saturating_mul(f)
+            .saturating_mul(4)
+            .saturating_add(n.saturating_mul(deg).saturating_mul(16))
+            .saturating_add(n.saturating_mul(16));
+        // Whole-graph activations: evaluation keeps two n x max(h, f) blocks per layer;
+        // full-batch training keeps forward + gradient per layer and gathers edges x h.
+        let width = h.max(f);
+        let eval = n.saturating_mul(width).saturating_mul(8);
+        let full = if cfg.baselines.full_batch {
+            n.saturating_mul(h)
+                .saturating_mul(layers)
+                .saturating_mul(12)
+                .saturating_add(n.saturating_mul(deg).saturating_mul(h).saturating_mul(4))
+        } else {
+            0
+        };
+        let bytes = graph.saturating_add(eval.max(full));
+        let setting = if n.saturating_mul(h).saturating_mul(layers) > n.saturating_mul(f) {
+            format!("model.hidden={}", cfg.model.hidden)
+        } else {
+            setting
+        };
+        Some(MemoryEstimate { setting, bytes })
     }
 
     fn run(&self, cfg: &Checked<ClusterGcnConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {

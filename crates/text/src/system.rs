@@ -79,6 +79,74 @@ impl System for SecnnSystem {
         }
     }
 
+    fn memory_estimate(
+        &self,
+        cfg: &SecnnConfig,
+        data_dir: Option<&std::path::Path>,
+    ) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        let train = match &cfg.data.train {
+            Some(p) => std::path::PathBuf::from(p),
+            None => ferrolab_data::lookup::find_dataset(data_dir, &cfg.data.preset).ok()?,
+        };
+        let meta = std::fs::metadata(&train).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let file = meta.len();
+        // Vocabulary and longest sentence from one pass over the file (sentence files are
+        // small; past 256 MiB the file size stands in). Tokenisation splits punctuation off
+        // words, so twice the distinct whitespace-separated tokens bounds the vocabulary.
+        let (distinct, longest) = if file <= 256 << 20 {
+            let bytes = std::fs::read(&train).ok()?;
+            let mut words = std::collections::HashSet::new();
+            let mut longest = 0u64;
+            for line in bytes.split(|&b| b == b'\n') {
+                longest = longest.max(line.len() as u64);
+                words.extend(
+                    line.split(|b| b.is_ascii_whitespace())
+                        .filter(|w| !w.is_empty()),
+                );
+            }
+            (words.len() as u64, longest)
+        } else {
+            (file / 2, file)
+        };
+        let vocab = distinct.saturating_mul(2).saturating_add(2);
+        let e = cfg.model.embed_dim as u64;
+        // Word vectors carry a gradient and Adam's two moments, for two models.
+        let emb = vocab.saturating_mul(e).saturating_mul(4 * 4 * 2);
+        let taps: u64 = cfg.model.widths.iter().map(|&w| w as u64).sum();
+        let filters = e
+            .saturating_mul(cfg.model.maps as u64)
+            .saturating_mul(taps)
+            .saturating_mul(16);
+        // Activations of one batch: the GEMM output over the batch's words, sentences padded
+        // to the longest line's token count at most.
+        let tokens = longest / 2 + 1;
+        let max_len = if cfg.data.max_len > 0 {
+            (cfg.data.max_len as u64).min(tokens)
+        } else {
+            tokens
+        };
+        let act = (cfg.train.batch_size as u64)
+            .saturating_mul(max_len)
+            .saturating_mul(cfg.model.maps as u64 * cfg.model.widths.len() as u64)
+            .saturating_mul(12);
+        let bytes = file
+            .saturating_mul(10)
+            .saturating_add(emb)
+            .saturating_add(filters)
+            .saturating_add(act);
+        let setting = if act > emb.max(filters) && cfg.data.max_len == 0 {
+            format!("data.max_len={}", cfg.data.max_len)
+        } else if act > emb.max(filters) || filters > emb {
+            format!("model.maps={}", cfg.model.maps)
+        } else {
+            format!("model.embed_dim={}", cfg.model.embed_dim)
+        };
+        Some(ferrolab_core::guard::MemoryEstimate { setting, bytes })
+    }
+
     fn prepare(&self, cfg: &Checked<SecnnConfig>, ctx: &RunContext) -> SysResult<()> {
         experiment::resolve_files(cfg, ctx.data_dir())?;
         Ok(())
