@@ -265,35 +265,249 @@ pub fn save_checkpoint<M: burn::module::Module>(model: &M, path: &Path) -> Resul
         })
 }
 
-/// Loads parameters saved by [`save_checkpoint`] into `model` (whose shapes must match);
-/// a missing, truncated or mismatched file is an error naming the file.
+/// The largest safetensors header (its JSON index) accepted; ours are a few kilobytes, and
+/// the `safetensors` crate itself refuses more than 100 MB.
+const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
+
+/// One tensor of a safetensors file as its header declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Element type as spelled in the file (`F32`, `I64`, …).
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+}
+
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Reads and checks the header of a safetensors file without reading its data: an 8-byte
+/// little-endian length, then a JSON object naming each tensor's `dtype`, `shape` and
+/// `data_offsets`. The offsets must tile the data part exactly (no gap, no overlap, nothing
+/// past the end of the file) and agree with dtype × shape, so a truncated, padded or damaged
+/// file is refused here, before any tensor is allocated. Errors are one line naming the file.
+pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
+    use std::io::Read;
+    let err = |msg: String| CoreError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => err("file not found".into()),
+        _ => err(e.to_string()),
+    })?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    let len = meta.len();
+    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut n = [0u8; 8];
+    if len < 8 {
+        return Err(err(format!(
+            "{len} bytes is too short for a safetensors file (truncated?)"
+        )));
+    }
+    f.read_exact(&mut n).map_err(|e| err(e.to_string()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_SAFETENSORS_HEADER || n > len - 8 {
+        return Err(err(format!(
+            "header length {n} does not fit the file's {len} bytes (truncated or not safetensors)"
+        )));
+    }
+    let mut header = Vec::new();
+    (&mut f)
+        .take(n)
+        .read_to_end(&mut header)
+        .map_err(|e| err(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        err(format!(
+            "header is not valid JSON ({e}); not a safetensors file?"
+        ))
+    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err("header is not a JSON object".into()))?;
+    let data_len = len - 8 - n;
+    let mut out = BTreeMap::new();
+    let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| err(format!("tensor {name}: {what}"));
+        let dtype = v
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad("no dtype"))?;
+        let size = dtype_size(dtype).ok_or_else(|| bad(&format!("unknown dtype {dtype:?}")))?;
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad("shape is not a list of sizes"))?;
+        let offsets: Vec<u64> = v
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2)
+            .ok_or_else(|| bad("data_offsets is not [begin, end]"))?;
+        let (begin, end) = (offsets[0], offsets[1]);
+        let bytes = shape
+            .iter()
+            .try_fold(size, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| bad(&format!("shape {shape:?} is too large")))?;
+        if end < begin || end - begin != bytes {
+            return Err(bad(&format!(
+                "data_offsets [{begin}, {end}] do not hold {dtype} {shape:?} ({bytes} bytes)"
+            )));
+        }
+        if end > data_len {
+            return Err(bad(&format!(
+                "data ends at byte {end} but the file holds {data_len} bytes of data (truncated?)"
+            )));
+        }
+        spans.push((begin, end, name));
+        out.insert(
+            name.clone(),
+            TensorInfo {
+                dtype: dtype.to_string(),
+                shape,
+            },
+        );
+    }
+    spans.sort_unstable();
+    let mut at = 0u64;
+    for (begin, end, name) in spans {
+        if begin != at {
+            return Err(err(format!(
+                "tensor {name}: data starts at byte {begin}, expected {at} (gap or overlap)"
+            )));
+        }
+        at = end;
+    }
+    if at != data_len {
+        return Err(err(format!(
+            "the tensors hold {at} bytes of data but the file has {data_len} (damaged or padded)"
+        )));
+    }
+    Ok(out)
+}
+
+fn shape_text(s: &[usize]) -> String {
+    format!("{s:?}")
+}
+
+/// Compares a safetensors header with the tensors a model expects (`name → shape`): one line
+/// naming the first tensor that is missing, unexpected or of another shape, with both shapes.
+/// `source` names where the expectation comes from (`the model`, `meta.json`).
+pub fn compare_tensor_shapes(
+    path: &Path,
+    file: &BTreeMap<String, TensorInfo>,
+    expected: &BTreeMap<String, Vec<usize>>,
+    source: &str,
+) -> Result<()> {
+    let err = |msg: String| CoreError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    for (name, want) in expected {
+        match file.get(name) {
+            None => {
+                return Err(err(format!(
+                    "tensor {name} is missing ({source} expects shape {})",
+                    shape_text(want)
+                )));
+            }
+            Some(t) if &t.shape != want => {
+                return Err(err(format!(
+                    "tensor {name} has shape {} in the file, {source} expects {}",
+                    shape_text(&t.shape),
+                    shape_text(want)
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = file.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(err(format!(
+            "tensor {extra} in the file is not part of {source}"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads parameters saved by [`save_checkpoint`] into `model` (whose shapes must match).
+///
+/// The file's header is read and checked first ([`read_safetensors_header`]) and every tensor's
+/// name, shape and float type are compared with the model's before burn reads any data, so a
+/// missing, truncated, damaged or mismatched file is a one-line [`CoreError::Checkpoint`]
+/// naming the file (and the tensor with both shapes).
 pub fn load_checkpoint<M: burn::module::Module>(model: M, path: &Path) -> Result<M> {
     use burn::store::{ModuleSnapshot, SafetensorsStore};
-    if !path.exists() {
-        return Err(CoreError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: "file not found".into(),
-        });
+    use burn::tensor::DType;
+    let err = |msg: String| CoreError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = read_safetensors_header(path)?;
+    let tensors = model.collect(None, None, false);
+    let expected: BTreeMap<String, Vec<usize>> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    compare_tensor_shapes(path, &file, &expected, "the model")?;
+    for t in &tensors {
+        let want = match t.dtype {
+            DType::F64 => "F64",
+            DType::F32 | DType::Flex32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            _ => continue,
+        };
+        if let Some(f) = file.get(&t.name)
+            && f.dtype != want
+        {
+            return Err(err(format!(
+                "tensor {} is {} in the file, the model expects {want}",
+                t.name, f.dtype
+            )));
+        }
     }
+    drop(tensors);
     let mut model = model;
-    let mut store = SafetensorsStore::from_file(path);
+    let mut store = SafetensorsStore::from_file(path)
+        .allow_partial(true)
+        .validate(false);
     let res = model
         .load_from(&mut store)
-        .map_err(|e| CoreError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    if !res.errors.is_empty() || !res.missing.is_empty() {
-        return Err(CoreError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!(
-                "does not match the model: {} errors, missing {:?}",
-                res.errors.len(),
-                res.missing.iter().map(|m| &m.0).collect::<Vec<_>>()
-            ),
-        });
+        .map_err(|e| err(first_line(&e.to_string())))?;
+    if let Some(e) = res.errors.first() {
+        return Err(err(first_line(&e.to_string())));
+    }
+    if let Some(m) = res.missing.first() {
+        return Err(err(format!("tensor {} is missing", m.0)));
     }
     Ok(model)
+}
+
+/// burn's messages can span many lines (a summary table and a hint); the CLI prints one.
+fn first_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unreadable checkpoint")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -330,6 +544,46 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn load_checkpoint_checks_the_header_and_every_shape_first() {
+        use burn::nn::LinearConfig;
+        let d = tmpdir("ckpt");
+        std::fs::create_dir_all(&d).unwrap();
+        let dev = crate::backend::device();
+        let p = d.join("m.safetensors");
+        save_checkpoint(&LinearConfig::new(3, 2).init(&dev), &p).unwrap();
+        let header = read_safetensors_header(&p).unwrap();
+        assert_eq!(header["weight"].shape, vec![3, 2]);
+        assert!(load_checkpoint(LinearConfig::new(3, 2).init(&dev), &p).is_ok());
+        // Another shape: one line naming the tensor and both shapes, no burn summary.
+        let e = load_checkpoint(LinearConfig::new(3, 4).init(&dev), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains('\n')
+                && e.contains("tensor bias")
+                && e.contains("[2]")
+                && e.contains("[4]"),
+            "{e}"
+        );
+        // A tensor the model lacks.
+        let e = load_checkpoint(LinearConfig::new(3, 2).with_bias(false).init(&dev), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bias") && !e.contains('\n'), "{e}");
+        // Truncated data and an absurd header length.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+        let e = read_safetensors_header(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated") || e.contains("data"), "{e}");
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&p, &huge).unwrap();
+        assert!(read_safetensors_header(&p).is_err());
+        assert!(read_safetensors_header(&d).is_err());
         std::fs::remove_dir_all(&d).ok();
     }
 

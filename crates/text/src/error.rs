@@ -29,6 +29,15 @@ pub enum TextError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A checkpoint folder that is missing a part, damaged, or does not describe the weights it
+    /// holds (exit status 2: the user passed the wrong folder or a corrupted copy).
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint {
+        /// The file of the checkpoint at fault.
+        path: PathBuf,
+        /// What was wrong, one line.
+        msg: String,
+    },
     /// Data that cannot be used as given (e.g. a test label unseen in training).
     #[error("{0}")]
     Invalid(String),
@@ -48,12 +57,28 @@ impl TextError {
             msg,
         }
     }
+    pub(crate) fn checkpoint(path: &Path, msg: impl Into<String>) -> Self {
+        TextError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+    /// A core error from reading a checkpoint: damage is the input's fault, so it becomes
+    /// [`TextError::Checkpoint`] (usage) rather than core's runtime class.
+    pub(crate) fn from_load(e: ferrolab_core::CoreError) -> Self {
+        match e {
+            ferrolab_core::CoreError::Checkpoint { path, msg } => {
+                TextError::Checkpoint { path, msg }
+            }
+            other => TextError::Core(other),
+        }
+    }
     /// True when the input, not the program, is at fault (CLI exit status 2).
     pub fn is_usage(&self) -> bool {
         match self {
             TextError::Core(e) => e.is_usage(),
             TextError::Data(_) | TextError::Bad { .. } | TextError::Invalid(_) => true,
-            TextError::Io { .. } => true,
+            TextError::Io { .. } | TextError::Checkpoint { .. } => true,
         }
     }
 }

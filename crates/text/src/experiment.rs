@@ -84,28 +84,60 @@ struct Tokenized {
     labels: Vec<usize>,
 }
 
-/// Reads a sentence file; with `train_labels`, every label must occur in the training file.
-fn load(path: &Path, train_labels: Option<&[bool]>) -> Result<(Tokenized, usize)> {
-    let s: LabeledSentences = read_labeled_sentences(path)?;
-    if let Some(seen) = train_labels
-        && let Some(i) = s
-            .labels
-            .iter()
-            .position(|&l| !seen.get(l as usize).copied().unwrap_or(false))
-    {
-        let known: Vec<usize> = (0..seen.len()).filter(|&c| seen[c]).collect();
+/// The class map of a training file: its distinct labels in increasing order (class `i` is
+/// label `class_map[i]`), so a label's value is never used as a size. Refuses fewer than two
+/// classes and a class with a single example, which no split can both train and evaluate on.
+fn class_map(path: &Path, s: &LabeledSentences) -> Result<Vec<u32>> {
+    let mut counts: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+    for (i, &l) in s.labels.iter().enumerate() {
+        let e = counts
+            .entry(l)
+            .or_insert((0, s.lines.get(i).copied().unwrap_or(i + 1)));
+        e.0 += 1;
+    }
+    if counts.len() < 2 {
+        return Err(TextError::Invalid(format!(
+            "{}: needs at least two classes, found {} example(s) all labelled {}",
+            path.display(),
+            s.len(),
+            s.labels.first().copied().unwrap_or(0)
+        )));
+    }
+    if let Some((label, (_, line))) = counts.iter().find(|(_, (n, _))| *n < 2) {
         return Err(TextError::bad(
             path,
-            s.lines.get(i).copied().unwrap_or(i + 1),
+            *line,
             format!(
-                "label {} does not occur in the training file (its labels are {known:?})",
-                s.labels[i]
+                "label {label} has a single example; every class needs at least two in the \
+                 training file (one to train on, one to evaluate)"
             ),
         ));
     }
+    Ok(counts.into_keys().collect())
+}
+
+/// Tokenises a sentence file and maps its labels to class indices; a label that is not in
+/// `map` (absent from the training file) is an error naming the file and line.
+fn tokenized(path: &Path, s: &LabeledSentences, map: &[u32]) -> Result<Tokenized> {
+    let mut labels = Vec::with_capacity(s.len());
+    for (i, &l) in s.labels.iter().enumerate() {
+        let c = map.binary_search(&l).map_err(|_| {
+            TextError::bad(
+                path,
+                s.lines.get(i).copied().unwrap_or(i + 1),
+                format!("label {l} does not occur in the training file (its labels are {map:?})"),
+            )
+        })?;
+        labels.push(c);
+    }
     let tokens = s.texts.iter().map(|t| tokenize(t)).collect();
-    let labels = s.labels.iter().map(|&l| l as usize).collect();
-    Ok((Tokenized { tokens, labels }, s.skipped_empty))
+    Ok(Tokenized { tokens, labels })
+}
+
+/// Reads and tokenises a test or dev file against the training file's class map.
+fn load(path: &Path, map: &[u32]) -> Result<(Tokenized, usize)> {
+    let s = read_labeled_sentences(path)?;
+    Ok((tokenized(path, &s, map)?, s.skipped_empty))
 }
 
 fn encode(t: &Tokenized, idx: &[usize], vocab: &Vocab, max_len: usize) -> Encoded {
@@ -166,19 +198,15 @@ pub fn run(
     let files = resolve_files(cfg, data_dir)?;
     let _rng = backend::exclusive_rng();
     let sw = ferrolab_core::resources::Stopwatch::start();
-    let (train_all, mut skipped) = load(&files.train, None)?;
-    let classes = train_all.labels.iter().max().map_or(0, |m| m + 1);
-    let mut seen = vec![false; classes];
-    train_all.labels.iter().for_each(|&l| seen[l] = true);
-    if classes < 2 {
-        return Err(TextError::Invalid(format!(
-            "{}: needs at least two classes",
-            files.train.display()
-        )));
-    }
+    let train_raw = read_labeled_sentences(&files.train)?;
+    let class_labels = class_map(&files.train, &train_raw)?;
+    let classes = class_labels.len();
+    let train_all = tokenized(&files.train, &train_raw, &class_labels)?;
+    let mut skipped = train_raw.skipped_empty;
+    drop(train_raw);
     let test_file = match &files.test {
         Some(p) => {
-            let (t, s) = load(p, Some(&seen))?;
+            let (t, s) = load(p, &class_labels)?;
             skipped += s;
             Some(t)
         }
@@ -186,7 +214,7 @@ pub fn run(
     };
     let dev_file = match &files.dev {
         Some(p) => {
-            let (t, s) = load(p, Some(&seen))?;
+            let (t, s) = load(p, &class_labels)?;
             skipped += s;
             Some(t)
         }
@@ -250,6 +278,16 @@ pub fn run(
             } else {
                 fit_idx
             };
+            check_splits(
+                &files,
+                cfg,
+                &train_all.labels,
+                &fit_idx,
+                dev_file.as_ref().map_or(dev_idx.len(), |t| t.labels.len()),
+                test_file
+                    .as_ref()
+                    .map_or(test_idx.len(), |t| t.labels.len()),
+            )?;
             let vocab = Vocab::build(fit_idx.iter().map(|&i| &train_all.tokens[i]), d.min_count);
             let train = encode(&train_all, &fit_idx, &vocab, d.max_len);
             let dev = match &dev_file {
@@ -300,7 +338,8 @@ pub fn run(
                         ModelKind::Secnn => "checkpoint",
                     };
                     (
-                        Checkpoint::new(kind, cfg, classes, vocab.clone()),
+                        Checkpoint::new(kind, cfg, classes, vocab.clone())
+                            .with_class_map(class_labels.clone()),
                         run.join(dir),
                     )
                 });
@@ -365,7 +404,7 @@ pub fn run(
         vocab_sizes.push(unit.vocab_size);
     }
 
-    Ok(build_outcome(
+    let mut outcome = build_outcome(
         cfg,
         &files,
         master_seed,
@@ -375,7 +414,48 @@ pub fn run(
         load_seconds,
         train_seconds,
         mean_std(&vocab_sizes).0,
-    ))
+    );
+    // Class i of the model (and of `secnn predict`'s output before mapping) is this label.
+    outcome.report.details["class_map"] = serde_json::json!(class_labels);
+    Ok(outcome)
+}
+
+/// Refuses a run whose splits cannot give a meaningful figure: a training part with fewer than
+/// two classes (e.g. cut by `data.limit`), or an empty dev part (early stopping and model
+/// selection read it) or test part (the accuracy would be undefined).
+fn check_splits(
+    files: &Files,
+    cfg: &SecnnConfig,
+    labels: &[usize],
+    fit_idx: &[usize],
+    dev_len: usize,
+    test_len: usize,
+) -> Result<()> {
+    let name = files.train.display();
+    let first = fit_idx.first().map(|&i| labels[i]);
+    if fit_idx.iter().all(|&i| Some(labels[i]) == first) {
+        return Err(TextError::Invalid(format!(
+            "{name}: the training part has {} example(s) of fewer than two classes (data.limit = {}); \
+             give more examples or raise data.limit",
+            fit_idx.len(),
+            cfg.data.limit
+        )));
+    }
+    if dev_len == 0 {
+        return Err(TextError::Invalid(format!(
+            "{name}: the dev part is empty (data.dev_fraction = {} of too few examples); give more \
+             examples, a larger data.dev_fraction or a data.dev file",
+            cfg.data.dev_fraction
+        )));
+    }
+    if test_len == 0 {
+        return Err(TextError::Invalid(format!(
+            "{name}: the test part is empty (data.holdout = {} of too few examples); give more \
+             examples, a larger data.holdout or a data.test file",
+            cfg.data.holdout
+        )));
+    }
+    Ok(())
 }
 
 /// What one model's training and test evaluation needs within a run.

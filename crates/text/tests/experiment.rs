@@ -199,3 +199,83 @@ fn shipped_presets_load_and_validate() {
     }
     assert_eq!(n, 5);
 }
+
+/// Labels are remapped to class indices: a label of 2^31 is a name, not a table size, and the
+/// map is in the report and the checkpoint.
+#[test]
+fn labels_are_remapped_and_the_map_is_recorded() {
+    let d = tmp("remap");
+    let train = d.join("train.txt");
+    write_task(&train, 120, 0);
+    let text = std::fs::read_to_string(&train).unwrap();
+    let relabelled: String = text
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some(("1", rest)) => format!("2147483648 {rest}\n"),
+            Some(("0", rest)) => format!("7 {rest}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&train, relabelled).unwrap();
+    let mut cfg = small_config(&train, None);
+    cfg.train.seeds = 1;
+    cfg.train.epochs = 1;
+    let out = experiment::run(
+        &ferrolab_core::Checked::new(cfg).unwrap(),
+        None,
+        1,
+        &mut RunDir::create(d.join("run")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        out.report.details["class_map"],
+        serde_json::json!([7, 2_147_483_648u64])
+    );
+    let p = Predictor::load(&d.join("run/checkpoint")).unwrap();
+    assert_eq!(p.labels(), vec![7, 2_147_483_648]);
+    let got = p.predict(&["the film was great".into()]);
+    assert!([7, 2_147_483_648].contains(&got[0].0), "{got:?}");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// Training files that cannot give a meaningful accuracy are refused, naming the file.
+#[test]
+fn degenerate_training_data_is_refused() {
+    let d = tmp("degenerate");
+    let train = d.join("train.txt");
+    let run = |name: &str, cfg: SecnnConfig| {
+        experiment::run(
+            &ferrolab_core::Checked::new(cfg).unwrap(),
+            None,
+            1,
+            &mut RunDir::create(d.join(name)).unwrap(),
+        )
+        .unwrap_err()
+    };
+    // One example: one class.
+    std::fs::write(&train, "1 a good film\n").unwrap();
+    let e = run("one", small_config(&train, None));
+    assert!(e.is_usage() && e.to_string().contains("two classes"), "{e}");
+    // Two classes, one example of label 4.
+    std::fs::write(&train, "0 a\n0 b\n0 c\n4 d\n").unwrap();
+    let e = run("single", small_config(&train, None));
+    let msg = e.to_string();
+    assert!(
+        e.is_usage()
+            && msg.contains("train.txt")
+            && msg.contains("line 4")
+            && msg.contains("label 4"),
+        "{msg}"
+    );
+    // Too few examples for a held-out test part.
+    std::fs::write(&train, "0 a\n0 b\n1 c\n1 d\n").unwrap();
+    let e = run("split", small_config(&train, None));
+    assert!(e.is_usage() && e.to_string().contains("empty"), "{e}");
+    // data.limit leaving a single class to train on.
+    write_task(&train, 200, 0);
+    let mut cfg = small_config(&train, None);
+    cfg.data.limit = 1;
+    let e = run("limit", cfg);
+    assert!(e.is_usage() && e.to_string().contains("data.limit"), "{e}");
+    std::fs::remove_dir_all(&d).ok();
+}
