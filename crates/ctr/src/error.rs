@@ -24,6 +24,15 @@ pub enum CtrError {
     /// Bad input that is not tied to one line (empty file, bad checkpoint metadata).
     #[error("{0}")]
     Invalid(String),
+    /// A checkpoint folder that is missing a part, damaged, or does not describe the weights it
+    /// holds (exit status 2).
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint {
+        /// The file of the checkpoint at fault.
+        path: PathBuf,
+        /// What was wrong, one line.
+        msg: String,
+    },
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]
     Io {
@@ -39,8 +48,29 @@ impl CtrError {
     pub fn is_usage(&self) -> bool {
         match self {
             CtrError::Core(c) => c.is_usage(),
-            CtrError::Data(_) | CtrError::Row { .. } | CtrError::Invalid(_) => true,
+            CtrError::Data(_)
+            | CtrError::Row { .. }
+            | CtrError::Invalid(_)
+            | CtrError::Checkpoint { .. } => true,
             CtrError::Io { .. } => false,
+        }
+    }
+
+    pub(crate) fn checkpoint(path: &Path, msg: impl Into<String>) -> Self {
+        CtrError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A core error from reading a checkpoint: damage is the input's fault, so it becomes
+    /// [`CtrError::Checkpoint`] (usage) rather than core's runtime class.
+    pub(crate) fn from_load(e: ferrolab_core::CoreError) -> Self {
+        match e {
+            ferrolab_core::CoreError::Checkpoint { path, msg } => {
+                CtrError::Checkpoint { path, msg }
+            }
+            other => CtrError::Core(other),
         }
     }
 
