@@ -314,8 +314,8 @@ pub fn load_npz_graph(path: impl AsRef<Path>) -> Result<CsrGraphData> {
         data: adata.to_f32_vec(),
     });
 
-    let labels = labels_from(&npz.get("labels")?, n)?;
-    let num_classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut labels = labels_from(&npz.get("labels")?, n)?;
+    let mut num_classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
     let class_names = if npz.contains("class_names") {
         let names = npz.get_strings("class_names")?;
         if names.len() < num_classes {
@@ -331,7 +331,21 @@ pub fn load_npz_graph(path: impl AsRef<Path>) -> Result<CsrGraphData> {
         }
         Some(names)
     } else {
-        None
+        // A label is a class's name, not a table size: labels with gaps (a stray 2^31 among
+        // 0..6) are remapped to the dense ids 0..k in increasing order, and the original label
+        // of each class is kept as its name, so nothing downstream allocates by a label value.
+        let distinct: std::collections::BTreeSet<u32> = labels.iter().copied().collect();
+        if distinct.len() < num_classes {
+            let map: Vec<u32> = distinct.into_iter().collect();
+            for l in &mut labels {
+                // Every label is in `map` by construction.
+                *l = map.binary_search(l).unwrap_or(0) as u32;
+            }
+            num_classes = map.len();
+            Some(map.iter().map(u32::to_string).collect())
+        } else {
+            None
+        }
     };
 
     let split_keys = ["idx_train", "idx_val", "idx_test"];
@@ -751,6 +765,25 @@ mod tests {
                 "case {i}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn labels_with_gaps_are_remapped_not_used_as_sizes() {
+        let dir = TempDir::new("graph_labels");
+        let p = dir.path().join("g.npz");
+        let labels = i8_(&[7, 2_147_483_647, 7, 0]);
+        write_npz(&p, &replace(members(false), "labels", labels), false).unwrap();
+        let g = load_npz_graph(&p).unwrap();
+        assert_eq!(g.num_classes, 3);
+        assert_eq!(g.labels, vec![1, 2, 1, 0]);
+        assert_eq!(
+            g.class_names,
+            Some(vec!["0".into(), "7".into(), "2147483647".into()])
+        );
+        // Dense labels are kept as they are.
+        write_npz(&p, &members(false), false).unwrap();
+        let g = load_npz_graph(&p).unwrap();
+        assert_eq!((g.num_classes, g.class_names), (2, None));
     }
 
     #[test]

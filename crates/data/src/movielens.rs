@@ -2,7 +2,6 @@
 //! `u.occupation`. Text is UTF-8, with Latin-1/Windows-1252 bytes (the GroupLens original's
 //! encoding) decoded rather than rejected.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -74,7 +73,7 @@ fn for_each_line(
     sep: char,
     mut f: impl FnMut(usize, &[&str]) -> Result<()>,
 ) -> Result<()> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let file = crate::npz::open_regular(path)?;
     let mut reader = BufReader::new(file);
     let mut buf = Vec::with_capacity(128);
     let mut line_no = 0;
@@ -306,6 +305,10 @@ pub fn load_movielens_100k(dir: impl AsRef<Path>) -> Result<MovieLens100k> {
     })?;
 
     let mut ratings = Vec::with_capacity(100_000);
+    // (user, item) → line of its first rating: a pair rated twice would put the same example
+    // in two splits or weigh it twice.
+    let mut rated: std::collections::HashMap<(u32, u32), usize> =
+        std::collections::HashMap::with_capacity(100_000);
     for_each_line(&data_p, '\t', |line, f| {
         let c = LineCtx {
             path: &data_p,
@@ -334,6 +337,13 @@ pub fn load_movielens_100k(dir: impl AsRef<Path>) -> Result<MovieLens100k> {
                 2,
                 "rating",
                 format!("expected 1 to 5 stars, found {rating}"),
+            ));
+        }
+        if let Some(first) = rated.insert((user, item), line) {
+            return Err(c.err(
+                1,
+                "item id",
+                format!("user {user} rates item {item} again (first on line {first})"),
             ));
         }
         ratings.push(Rating {
@@ -456,6 +466,12 @@ mod tests {
             ("", "1\t1\tx\t1\n", "u.data", "\"x\""),
             ("", "1 1 1 1\n", "u.data", "expected 4 fields"),
             ("", "", "u.data", "no ratings"),
+            (
+                "",
+                "1\t1\t1\t1\n1\t1\t4\t2\n",
+                "u.data",
+                "line 2, field 2 (item id): user 1 rates item 1 again (first on line 1)",
+            ),
         ];
         for (item, data, file, want) in cases {
             write_set(&dir, item, data);

@@ -9,7 +9,39 @@ use zip::ZipArchive;
 use crate::error::{DataError, Result};
 use crate::npy::{NpyArray, parse_npy, parse_npy_strings};
 
-/// An open `.npz` archive. Members are read on demand, one at a time.
+/// The most bytes one member may expand to, whatever its header declares: 4 GiB, above any
+/// array of the datasets we read (the largest, a 1M-node feature matrix, is under 1 GiB).
+pub const MAX_MEMBER_BYTES: u64 = 4 << 30;
+
+/// Refuses a data path that is not a regular file (after following links): a FIFO would block
+/// the reader until some other process writes, a device such as `/dev/zero` never ends.
+pub(crate) fn ensure_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file (a FIFO, socket or device)"
+    };
+    Err(DataError::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}; data paths must name regular files"),
+        ),
+    ))
+}
+
+/// Opens a data file after [`ensure_regular`].
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    ensure_regular(path)?;
+    File::open(path).map_err(|e| DataError::io(path, e))
+}
+
+/// An open `.npz` archive. Members are read on demand, one at a time; a member may not expand
+/// beyond the size its zip header declares, nor beyond [`MAX_MEMBER_BYTES`].
 pub struct Npz {
     path: PathBuf,
     archive: ZipArchive<BufReader<File>>,
@@ -29,7 +61,7 @@ impl Npz {
     /// Opens the archive and reads its directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let file = open_regular(path)?;
         let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| {
             DataError::malformed(
                 path,
@@ -81,16 +113,38 @@ impl Npz {
                 format!("cannot open member: {e}"),
             )
         })?;
-        // The declared size is untrusted, so it only bounds the first allocation.
-        let cap = usize::try_from(member.size()).unwrap_or(0).min(1 << 28);
-        let mut bytes = Vec::with_capacity(cap);
-        member.read_to_end(&mut bytes).map_err(|e| {
-            DataError::malformed(
+        // The declared size is untrusted: it bounds the first allocation and, with an absolute
+        // cap, how much is read, so a small archive cannot expand to gigabytes.
+        let declared = member.size();
+        if declared > MAX_MEMBER_BYTES {
+            return Err(DataError::malformed(
                 path,
                 format!("member {name}"),
-                format!("cannot decompress member: {e}"),
-            )
-        })?;
+                format!(
+                    "declares {declared} uncompressed bytes, more than the {MAX_MEMBER_BYTES} \
+                     a member may hold"
+                ),
+            ));
+        }
+        let cap = usize::try_from(declared).unwrap_or(0).min(1 << 28);
+        let mut bytes = Vec::with_capacity(cap);
+        (&mut member)
+            .take(declared.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                DataError::malformed(
+                    path,
+                    format!("member {name}"),
+                    format!("cannot decompress member: {e}"),
+                )
+            })?;
+        if bytes.len() as u64 > declared {
+            return Err(DataError::malformed(
+                path,
+                format!("member {name}"),
+                format!("expands beyond the {declared} bytes its zip header declares"),
+            ));
+        }
         Ok(bytes)
     }
 
@@ -159,6 +213,68 @@ mod tests {
             ("img", npy_bytes("|u1", &[2, 2], false, &[1, 2, 3, 4])),
             ("names", npy_bytes("<U2", &[2], false, &names)),
         ]
+    }
+
+    /// Rewrites the uncompressed size of every member, in local headers and the central
+    /// directory, to `size`: an archive that lies about how much it expands to.
+    fn lie_about_sizes(bytes: &mut [u8], size: u32) {
+        let mut i = 0;
+        while i + 4 <= bytes.len() {
+            match &bytes[i..i + 4] {
+                b"PK\x03\x04" => bytes[i + 22..i + 26].copy_from_slice(&size.to_le_bytes()),
+                b"PK\x01\x02" => bytes[i + 24..i + 28].copy_from_slice(&size.to_le_bytes()),
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    #[test]
+    fn a_member_may_not_expand_beyond_its_declared_size() {
+        let dir = TempDir::new("npz_bomb");
+        let p = dir.path().join("bomb.npz");
+        // 1 MB of zeros deflates to about 1 kB; the header then claims 200 bytes.
+        let big = npy_bytes("|u1", &[1 << 20], false, &vec![0u8; 1 << 20]);
+        write_npz(&p, &[("x", big)], true).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        assert!(bytes.len() < 20_000, "{}", bytes.len());
+        lie_about_sizes(&mut bytes, 200);
+        std::fs::write(&p, &bytes).unwrap();
+        let e = Npz::open(&p)
+            .and_then(|mut z| z.get("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bomb.npz") && e.contains("member x.npy") && e.contains("200 bytes"),
+            "{e}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_device_is_not_read_as_data() {
+        let e = Npz::open("/dev/zero").unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("regular file"), "{e}");
+        let dir = TempDir::new("npz_fifo");
+        let fifo = dir.path().join("f.npz");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // Opening a FIFO with no writer would block forever; it must be refused first.
+            let e = Npz::open(&fifo).unwrap_err().to_string();
+            assert!(e.contains("f.npz") && e.contains("FIFO"), "{e}");
+            let e = crate::text::read_labeled_sentences(&fifo)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("regular file"), "{e}");
+            let e = crate::prices::load_price_csv_gz(&fifo)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("regular file"), "{e}");
+        }
+        let e = crate::text::read_labeled_sentences(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a folder"), "{e}");
     }
 
     #[test]

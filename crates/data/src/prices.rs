@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::{DataError, Result, quote};
 
-/// Prices by date; every cell is a finite number.
+/// Prices by date; every cell is a finite positive number.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PriceTable {
     /// `YYYY-MM-DD`, strictly ascending.
@@ -60,9 +60,10 @@ fn valid_date(s: &str) -> bool {
 
 /// Reads a price CSV, gzip-compressed or plain (detected by the gzip magic bytes). Checks the
 /// header, row widths, dates (format, strictly ascending) and that every price is a finite
-/// number; errors name the file, line and column.
+/// positive number (returns divide by it); a path that is not a regular file is refused; errors name the file, line and column.
 pub fn load_price_csv_gz(path: impl AsRef<Path>) -> Result<PriceTable> {
     let path = path.as_ref();
+    crate::npz::ensure_regular(path)?;
     let (reader, _) = crate::io::open_maybe_gz(path)?;
     parse_price_csv(reader, path)
 }
@@ -157,11 +158,11 @@ fn parse_price_csv(mut reader: impl BufRead, path: &Path) -> Result<PriceTable> 
                     format!("expected a price for {name}, found {what}"),
                 )
             })?;
-            if !v.is_finite() {
+            if !v.is_finite() || v <= 0.0 {
                 return Err(DataError::malformed(
                     path,
                     at(k + 2),
-                    format!("price for {name} is {v}, expected a finite number"),
+                    format!("price for {name} is {v}, expected a finite positive number"),
                 ));
             }
             row.push(v);
@@ -227,6 +228,8 @@ mod tests {
             ("Date,A\n1990-01-03,1\n1990-01-02,2\n", "strictly ascending"),
             ("Date,A,B\n1990-01-02,1,\n", "line 2, column 3"),
             ("Date,A,B\n1990-01-02,1,NaN\n", "finite"),
+            ("Date,A,B\n1990-01-02,1,0\n", "line 2, column 3"),
+            ("Date,A,B\n1990-01-02,-2.5,1\n", "positive"),
             ("Date,A,B\n1990-01-02,1\n", "expected 2 prices"),
             (
                 "Date,A,B\n1990-01-02,1,2,3\n",

@@ -5,7 +5,6 @@
 //! treat as a line break. Bytes that are not valid UTF-8 are decoded as Windows-1252, so a
 //! file in a legacy encoding is read rather than rejected.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -35,18 +34,26 @@ impl LabeledSentences {
         self.texts.is_empty()
     }
 
-    /// One more than the largest label.
+    /// Number of distinct labels (a label is a class's name, never a table size: one line
+    /// labelled 2^31 does not make 2^31 classes).
     pub fn num_classes(&self) -> usize {
-        self.labels.iter().max().map_or(0, |&m| m as usize + 1)
+        self.class_labels().len()
     }
 
-    /// Number of examples of each label `0..num_classes()`.
+    /// The distinct labels, in increasing order: class `i` is label `class_labels()[i]`.
+    pub fn class_labels(&self) -> Vec<u32> {
+        let set: std::collections::BTreeSet<u32> = self.labels.iter().copied().collect();
+        set.into_iter().collect()
+    }
+
+    /// Number of examples of each distinct label, in increasing label order (for labels
+    /// `0..k` with none missing, entry `l` is the count of label `l`).
     pub fn label_counts(&self) -> Vec<usize> {
-        let mut c = vec![0; self.num_classes()];
+        let mut c = std::collections::BTreeMap::<u32, usize>::new();
         for &l in &self.labels {
-            c[l as usize] += 1;
+            *c.entry(l).or_default() += 1;
         }
-        c
+        c.into_values().collect()
     }
 }
 
@@ -79,7 +86,7 @@ pub fn decode_text(bytes: &[u8]) -> String {
 /// no example is an error.
 pub fn read_labeled_sentences(path: impl AsRef<Path>) -> Result<LabeledSentences> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let file = crate::npz::open_regular(path)?;
     let mut reader = BufReader::new(file);
     let mut out = LabeledSentences::default();
     let mut buf = Vec::with_capacity(256);
@@ -164,6 +171,16 @@ mod tests {
         assert_eq!(s.texts[3], "x");
         assert_eq!(s.skipped_empty, 2);
         assert_eq!((s.num_classes(), s.label_counts()), (3, vec![1, 2, 1]));
+    }
+
+    #[test]
+    fn a_huge_label_is_a_name_not_a_table_size() {
+        let dir = TempDir::new("text_huge");
+        let p = dir.write("s.txt", b"2147483648 a\n7 b\n4294967295 c\n7 d\n");
+        let s = read_labeled_sentences(&p).unwrap();
+        assert_eq!(s.num_classes(), 3);
+        assert_eq!(s.class_labels(), vec![7, 2_147_483_648, 4_294_967_295]);
+        assert_eq!(s.label_counts(), vec![2, 1, 1]);
     }
 
     #[test]
