@@ -36,6 +36,30 @@ pub struct CtrData {
     pub protocol: String,
 }
 
+impl CtrData {
+    /// Refuses splits that cannot give a meaningful figure: an empty part, or a part whose
+    /// rows are all clicks or all non-clicks (AUC is undefined there, and early stopping on
+    /// `valid_auc` would read nothing).
+    pub fn check(&self) -> Result<()> {
+        for (part, e) in [
+            ("train", &self.train),
+            ("valid", &self.valid),
+            ("test", &self.test),
+        ] {
+            let clicks = e.labels.iter().filter(|&&l| l > 0.5).count();
+            if e.is_empty() || clicks == 0 || clicks == e.len() {
+                return Err(crate::CtrError::Invalid(format!(
+                    "{}: the {part} part has {} rows of which {clicks} are clicks; every part \
+                     needs both clicks and non-clicks",
+                    self.name,
+                    e.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Age buckets of MovieLens-1M's user file, applied to ml-100k's raw ages.
 pub fn age_bucket(age: u8) -> &'static str {
     match age {
@@ -118,7 +142,7 @@ pub fn movielens_ctr(ml: &MovieLens100k, split_seed: u64) -> Result<CtrData> {
     tr.sort_unstable();
     va.sort_unstable();
     te.sort_unstable();
-    Ok(CtrData {
+    let data = CtrData {
         name: "movielens-100k".into(),
         train: all.subset(&tr),
         valid: all.subset(&va),
@@ -127,7 +151,9 @@ pub fn movielens_ctr(ml: &MovieLens100k, split_seed: u64) -> Result<CtrData> {
         protocol:
             "seeded random 80/10/10 split of the ratings (train/valid/test); rating >= 4 = click"
                 .into(),
-    })
+    };
+    data.check()?;
+    Ok(data)
 }
 
 fn field_index(layout: &Layout, name: &str) -> usize {
@@ -384,7 +410,7 @@ impl Synthetic {
         let tr = self.encode(&layout, 0, train);
         let va = self.encode(&layout, chunks(train), valid);
         let te = self.encode(&layout, chunks(train) + chunks(valid), test);
-        Ok(CtrData {
+        let data = CtrData {
             name: "synthetic".into(),
             layout,
             train: tr,
@@ -394,7 +420,9 @@ impl Synthetic {
                 "synthetic Criteo-shaped rows ({} groups by C1, heterogeneity {}): {train} train, {valid} valid, {test} test from disjoint chunks",
                 self.cfg.groups, self.cfg.heterogeneity
             ),
-        })
+        };
+        data.check()?;
+        Ok(data)
     }
 
     /// Writes `count` rows as TSV (`label`, `I1..I13`, `C1..C26`) to `w`, streaming.
@@ -436,6 +464,21 @@ impl Synthetic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_or_one_sided_part_is_refused() {
+        let g = Synthetic::new(SyntheticConfig::default(), 3);
+        let e = g.split(500, 0, 500).unwrap_err();
+        assert!(
+            e.is_usage() && e.to_string().contains("valid part has 0 rows"),
+            "{e}"
+        );
+        let mut d = g.split(500, 500, 500).unwrap();
+        d.check().unwrap();
+        d.test.labels.iter_mut().for_each(|l| *l = 1.0);
+        let e = d.check().unwrap_err().to_string();
+        assert!(e.contains("test part") && e.contains("clicks"), "{e}");
+    }
 
     #[test]
     fn synthetic_is_deterministic_and_chunked() {

@@ -354,7 +354,10 @@ pub fn load_npz_graph(path: impl AsRef<Path>) -> Result<CsrGraphData> {
         0 => None,
         3 => {
             let mut parts = Vec::with_capacity(3);
-            for key in split_keys {
+            // 0 = in no part yet, else 1 + the index of the part holding the node: a node in
+            // two parts (or twice in one) would be trained on and scored.
+            let mut owner = vec![0u8; n];
+            for (k, key) in split_keys.iter().enumerate() {
                 let a = npz.get(key)?;
                 let v = a.to_usize_vec()?;
                 if let Some(i) = v.iter().position(|&x| x >= n) {
@@ -362,6 +365,16 @@ pub fn load_npz_graph(path: impl AsRef<Path>) -> Result<CsrGraphData> {
                         &format!("element {i}"),
                         format!("node {} out of range for {n} nodes", v[i]),
                     ));
+                }
+                for (i, &x) in v.iter().enumerate() {
+                    if owner[x] != 0 {
+                        let other = split_keys[usize::from(owner[x] - 1)];
+                        return Err(a.error(
+                            &format!("element {i}"),
+                            format!("node {x} is already in {other}; split parts must not overlap"),
+                        ));
+                    }
+                    owner[x] = k as u8 + 1;
                 }
                 parts.push(v);
             }
@@ -765,6 +778,25 @@ mod tests {
                 "case {i}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn overlapping_split_parts_are_refused() {
+        let dir = TempDir::new("graph_overlap");
+        let p = dir.path().join("g.npz");
+        let m = replace(members(true), "idx_test", i8_(&[3, 1]));
+        write_npz(&p, &m, false).unwrap();
+        let e = load_npz_graph(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("g.npz")
+                && e.contains("idx_test")
+                && e.contains("node 1 is already in idx_train"),
+            "{e}"
+        );
+        let m = replace(members(true), "idx_val", i8_(&[2, 2]));
+        write_npz(&p, &m, false).unwrap();
+        let e = load_npz_graph(&p).unwrap_err().to_string();
+        assert!(e.contains("node 2 is already in idx_val"), "{e}");
     }
 
     #[test]
