@@ -224,6 +224,7 @@ impl NpyArray {
 /// Reads a numeric `.npy` file.
 pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray> {
     let path = path.as_ref();
+    crate::npz::ensure_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     parse_npy(bytes, path, None)
 }
@@ -232,6 +233,7 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray> {
 /// as NumPy does.
 pub fn read_npy_strings(path: impl AsRef<Path>) -> Result<Vec<String>> {
     let path = path.as_ref();
+    crate::npz::ensure_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     parse_npy_strings(&bytes, path, None)
 }

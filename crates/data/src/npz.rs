@@ -255,6 +255,8 @@ mod tests {
     fn a_fifo_or_device_is_not_read_as_data() {
         let e = Npz::open("/dev/zero").unwrap_err().to_string();
         assert!(e.contains("/dev/zero") && e.contains("regular file"), "{e}");
+        let e = crate::npy::read_npy("/dev/zero").unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("regular file"), "{e}");
         let dir = TempDir::new("npz_fifo");
         let fifo = dir.path().join("f.npz");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
