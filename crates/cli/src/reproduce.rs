@@ -46,6 +46,7 @@ pub fn all_entries() -> Vec<(&'static dyn DynSystem, Entry)> {
 
 /// Runs the selected entries and writes `report.md`.
 pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
+    crate::runner::check_threads(args.run.threads)?;
     let all = all_entries();
     for o in &args.only {
         if !all.iter().any(|(s, e)| e.name == o || s.name() == o) {
@@ -115,7 +116,7 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
         eprintln!("fetch phase: {:.1} s", sw.seconds());
     }
     std::fs::create_dir_all(&out).map_err(|e| ferrolab_core::CoreError::io(&out, e))?;
-    let threads = ferrolab_core::backend::init_threads(args.run.threads);
+    let threads = crate::runner::start_threads(args.run.threads)?;
     let mut md = format!(
         "# ferrolab reproduce ({mode})\n\nSeed {}, {threads} threads, backend {}. Each section: ours vs the baseline measured in the same run \
          (mean ± std over runs), and the paper's figure where one exists.{}\n\n",

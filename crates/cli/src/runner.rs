@@ -156,6 +156,7 @@ pub fn run(sys: &'static dyn DynSystem, m: &ArgMatches) -> anyhow::Result<()> {
         print!("{}", resolved.documented);
         return Ok(());
     }
+    check_threads(m.get_one::<usize>("threads").copied())?;
     let opts = RunOptions {
         out: m.get_one::<PathBuf>("out").cloned(),
         resume: m.get_one::<PathBuf>("resume").cloned(),
@@ -170,6 +171,30 @@ pub fn run(sys: &'static dyn DynSystem, m: &ArgMatches) -> anyhow::Result<()> {
     }
     eprintln!("wrote {}", dir.display());
     Ok(())
+}
+
+/// Refuses a `--threads` outside `1..=max_threads()` (usage error, exit 2), before any work.
+pub fn check_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    let max = ferrolab_core::backend::max_threads();
+    match threads {
+        Some(n) if n == 0 || n > max => Err(UsageError(format!(
+            "--threads {n}: expected 1..={max} (4 per core, at least 64)"
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Starts the thread pool with `--threads`: a count out of range is a usage error (exit 2), a
+/// pool that cannot be started a runtime failure (exit 1). Returns the threads in use.
+pub fn start_threads(threads: Option<usize>) -> anyhow::Result<usize> {
+    check_threads(threads)?;
+    ferrolab_core::backend::try_init_threads(threads).map_err(|e| match e {
+        ferrolab_core::backend::ThreadsError::OutOfRange { .. } => {
+            anyhow::Error::from(UsageError(e.to_string()))
+        }
+        ferrolab_core::backend::ThreadsError::PoolStart { .. } => anyhow::Error::from(e),
+    })
 }
 
 fn incomplete_name(out: &Path) -> PathBuf {
@@ -191,7 +216,7 @@ pub fn execute(
     resolved: &Resolved,
     opts: &RunOptions,
 ) -> anyhow::Result<(Outcome, PathBuf)> {
-    let threads = ferrolab_core::backend::init_threads(opts.threads);
+    let threads = start_threads(opts.threads)?;
     if sys.tune_allocator_at_start() {
         ferrolab_core::backend::tune_allocator();
     }

@@ -41,7 +41,8 @@ pub fn train_device() -> Device {
 /// parallel code. Must be called before any tensor work; later calls are ignored because
 /// rayon's global pool can only be built once per process.
 ///
-/// Returns the number of threads actually in use.
+/// Returns the number of threads actually in use. The CLI uses [`try_init_threads`], which
+/// bounds the count and reports a failed start.
 pub fn init_threads(threads: Option<usize>) -> usize {
     if let Some(n) = threads {
         // Err means a pool already exists (e.g. a second experiment in the same process);
@@ -51,6 +52,53 @@ pub fn init_threads(threads: Option<usize>) -> usize {
             .build_global();
     }
     rayon::current_num_threads()
+}
+
+/// The largest `--threads` accepted: four threads per core the machine reports, at least 64
+/// (what any machine can start) and at most 1024. More threads than that only add scheduling
+/// overhead, and a huge count would fail to start or exhaust memory with thread stacks.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.saturating_mul(4).clamp(64, 1024)
+}
+
+/// Why [`try_init_threads`] refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadsError {
+    /// The requested count is outside `1..=max_threads()` (the user's to fix).
+    #[error("--threads {requested}: expected 1..={max}")]
+    OutOfRange { requested: usize, max: usize },
+    /// The thread pool could not be started (a failure while running).
+    #[error("cannot start a pool of {requested} threads: {msg}")]
+    PoolStart { requested: usize, msg: String },
+}
+
+/// [`init_threads`] with the count checked and a failed pool start reported: `Some(n)` must be
+/// in `1..=`[`max_threads`]; when a global pool already exists (a second experiment in the
+/// same process) it must have `n` threads. Returns the number of threads in use.
+pub fn try_init_threads(threads: Option<usize>) -> Result<usize, ThreadsError> {
+    let Some(n) = threads else {
+        return Ok(rayon::current_num_threads());
+    };
+    let max = max_threads();
+    if n == 0 || n > max {
+        return Err(ThreadsError::OutOfRange { requested: n, max });
+    }
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
+        // Either a pool exists already (fine if it has the count asked for) or the threads
+        // could not be spawned; rayon does not say which, the count does.
+        let have = rayon::current_num_threads();
+        if have != n {
+            return Err(ThreadsError::PoolStart {
+                requested: n,
+                msg: format!("{e} (a pool of {have} threads is in use)"),
+            });
+        }
+    }
+    Ok(rayon::current_num_threads())
 }
 
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1,0 +1,439 @@
+//! The targets that drive the `ferrolab` binary: config files and `--set` values (through
+//! `--print-config`, so nothing trains) and checkpoint folders (`secnn predict`,
+//! `apg predict`) built once by a tiny training run.
+
+use crate::rng::Rng;
+use crate::{json, mutate};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The systems whose configuration is fuzzed.
+pub const SYSTEMS: &[&str] = &["secnn", "cluster-gcn", "apg", "ckks"];
+
+/// A documented key of `--print-config`: its full name, default text and range text.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub name: String,
+    pub default: String,
+    pub range: String,
+}
+
+/// What the binary targets need, built once before the campaign.
+#[derive(Debug)]
+pub struct Setup {
+    pub bin: PathBuf,
+    /// `(system, print-config text)`.
+    pub configs: Vec<(String, String)>,
+    /// `(system, keys)`.
+    pub keys: Vec<(String, Vec<Key>)>,
+    pub secnn_ckpt: PathBuf,
+    pub apg_ckpt: PathBuf,
+    pub apg_rows: Vec<u8>,
+}
+
+fn output(bin: &Path, args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
+    let o = Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "`ferrolab {}` failed ({}): {}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(o.stdout)
+}
+
+/// Keys, defaults and ranges from `--print-config` text.
+pub fn parse_keys(text: &str) -> Vec<Key> {
+    let mut section = String::new();
+    let mut range = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(s) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = s.to_string();
+            range.clear();
+        } else if let Some(doc) = t.strip_prefix('#') {
+            let doc = doc.trim();
+            if let Some(k) = doc.strip_suffix("= (unset)") {
+                out.push(Key {
+                    name: format!("{section}.{}", k.trim()),
+                    default: String::new(),
+                    range: std::mem::take(&mut range),
+                });
+            } else if doc.ends_with(']') {
+                range = doc
+                    .rfind('[')
+                    .map(|i| doc[i..].to_string())
+                    .unwrap_or_default();
+            } else {
+                range.clear();
+            }
+        } else if let Some((k, v)) = t.split_once('=') {
+            out.push(Key {
+                name: format!("{section}.{}", k.trim()),
+                default: v.trim().to_string(),
+                range: std::mem::take(&mut range),
+            });
+        }
+    }
+    out
+}
+
+/// Builds the seeds: each system's resolved config, a tiny SECNN and a tiny APG checkpoint.
+pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
+    let mut configs = Vec::new();
+    let mut keys = Vec::new();
+    for s in SYSTEMS {
+        let text =
+            String::from_utf8_lossy(&output(bin, &[s, "--print-config"], work)?).into_owned();
+        keys.push((s.to_string(), parse_keys(&text)));
+        configs.push((s.to_string(), text));
+        let quick = output(bin, &[s, "--print-config", "--preset", "quick"], work)?;
+        configs.push((s.to_string(), String::from_utf8_lossy(&quick).into_owned()));
+    }
+    let mut sentences = String::new();
+    for i in 0..60 {
+        sentences.push_str(&format!(
+            "{} the film was {} and the plot {}\n",
+            i % 2,
+            ["great", "awful"][i % 2],
+            ["moved", "ran", "went"][i % 3]
+        ));
+    }
+    let train = work.join("sentences.txt");
+    std::fs::write(&train, sentences).map_err(|e| format!("{}: {e}", train.display()))?;
+    let train_set = format!("data.train={}", train.display());
+    let secnn_out = work.join("secnn-run");
+    let secnn_out_s = secnn_out.display().to_string();
+    #[rustfmt::skip]
+    output(bin, &["secnn", "--set", &train_set, "--set", "model.embed_dim=4", "--set", "model.maps=2",
+        "--set", "model.se_reduction=1", "--set", "model.widths=[2,3]", "--set", "train.epochs=1",
+        "--set", "train.seeds=1", "--out", &secnn_out_s, "--threads", "1"], work)?;
+    let apg_out = work.join("apg-run");
+    let apg_out_s = apg_out.display().to_string();
+    #[rustfmt::skip]
+    output(bin, &["apg", "--set", "data.dataset=synthetic", "--set", "data.train_rows=400",
+        "--set", "data.valid_rows=100", "--set", "data.test_rows=100", "--set", "model.models=[\"deepfm\"]",
+        "--set", "model.embed_dim=4", "--set", "model.hidden=[8]", "--set", "apg.rank=2",
+        "--set", "apg.overparam=4", "--set", "apg.hyper_hidden=4", "--set", "train.epochs=1",
+        "--set", "train.seeds=1", "--set", "efficiency.enabled=false", "--out", &apg_out_s,
+        "--threads", "1"], work)?;
+    let apg_rows = output(bin, &["apg", "generate", "--rows", "4", "--no-label"], work)?;
+    Ok(Setup {
+        bin: bin.to_path_buf(),
+        configs,
+        keys,
+        secnn_ckpt: secnn_out.join("checkpoint"),
+        apg_ckpt: apg_out.join("checkpoint"),
+        apg_rows,
+    })
+}
+
+/// One prepared invocation: arguments, an optional stdin file and the exit codes allowed.
+#[derive(Debug)]
+pub struct Invocation {
+    pub args: Vec<String>,
+    pub stdin: Option<PathBuf>,
+    pub allowed: &'static [i32],
+    /// Re-run with `--config <stdout>` and expect the same output (print-config round trip).
+    pub round_trip: Option<String>,
+}
+
+fn numbers_in(s: &str) -> Vec<f64> {
+    mutate::number_spans(s.as_bytes())
+        .into_iter()
+        .filter_map(|(a, b)| s[a..b].parse().ok())
+        .collect()
+}
+
+/// A value for `key` at or beyond one of its bounds (or of another type).
+fn edge_value(rng: &mut Rng, key: &Key) -> String {
+    let mut cands: Vec<String> = Vec::new();
+    for v in numbers_in(&key.range)
+        .into_iter()
+        .chain(numbers_in(&key.default))
+    {
+        let is_int = v.fract() == 0.0 && v.abs() < 1e15;
+        if is_int {
+            let i = v as i64;
+            cands.extend([i - 1, i, i + 1].iter().map(i64::to_string));
+        } else {
+            cands.extend(
+                [
+                    v,
+                    v * (1.0 - 1e-9),
+                    v * (1.0 + 1e-9),
+                    v.next_up(),
+                    v.next_down(),
+                ]
+                .iter()
+                .map(|x| format!("{x:?}")),
+            );
+        }
+    }
+    if key.default.starts_with('[') {
+        let inner = if cands.is_empty() {
+            "1".to_string()
+        } else {
+            rng.pick(&cands).clone()
+        };
+        cands = vec![
+            "[]".into(),
+            format!("[{inner}]"),
+            format!("[{inner}, {inner}]"),
+            format!("[{}]", vec![inner.clone(); 64].join(",")),
+            "[\"a\"]".into(),
+            format!("[{}]", rng.pick(mutate::EDGE_NUMBERS)),
+        ];
+    } else if key.default.starts_with('"') || key.default.is_empty() {
+        cands.extend(
+            [
+                "\"\"",
+                "\"nosuch\"",
+                "none",
+                "\"none\"",
+                "/nonexistent/x",
+                "\"\u{e9}\u{263a}\"",
+                "1",
+                "[1]",
+                "true",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        cands.push("x".repeat(5000));
+    } else if key.default == "true" || key.default == "false" {
+        cands.extend(
+            ["0", "1", "\"true\"", "yes", "TRUE"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    }
+    if cands.is_empty() || rng.chance(0.2) {
+        return rng.pick(mutate::EDGE_NUMBERS).to_string();
+    }
+    rng.pick(&cands).clone()
+}
+
+/// `--set` values at and beyond the bounds, one to three keys per run.
+pub fn set_case(rng: &mut Rng, s: &Setup) -> Invocation {
+    let (sys, keys) = &s.keys[rng.below(s.keys.len())];
+    let mut args = vec![sys.clone(), "--print-config".to_string()];
+    let n = 1 + rng.below(3);
+    for _ in 0..n {
+        if keys.is_empty() {
+            break;
+        }
+        let key = rng.pick(keys);
+        let value = edge_value(rng, key);
+        let name = if rng.chance(0.03) {
+            format!("{}x", key.name)
+        } else {
+            key.name.clone()
+        };
+        args.push("--set".into());
+        args.push(format!("{name}={value}"));
+    }
+    Invocation {
+        args,
+        stdin: None,
+        allowed: &[0, 2],
+        round_trip: Some(sys.clone()),
+    }
+}
+
+/// A mutated config file (written to `dir`) through `--print-config --config`.
+pub fn config_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invocation> {
+    let (sys, text) = &s.configs[rng.below(s.configs.len())];
+    let other = s.configs[rng.below(s.configs.len())].1.as_bytes();
+    let mut bytes = text.as_bytes().to_vec();
+    match rng.below(10) {
+        0..=5 => mutate::text(rng, &mut bytes, other),
+        6 => {
+            // A value of another type.
+            let spans: Vec<usize> = bytes
+                .windows(3)
+                .enumerate()
+                .filter(|(_, w)| w == b" = ")
+                .map(|(i, _)| i + 3)
+                .collect();
+            if let Some(&at) = spans.get(rng.below(spans.len().max(1))) {
+                let end = bytes[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| at + p);
+                let v = rng.pick(&[
+                    "\"7\"",
+                    "[1, 2]",
+                    "{ a = 1 }",
+                    "true",
+                    "1979-05-27",
+                    "'''x'''",
+                    "-0",
+                    "inf",
+                    "nan",
+                    "[[1]]",
+                    "[]",
+                    "\"\"",
+                ]);
+                bytes.splice(at..end, v.bytes());
+            }
+        }
+        7 => {
+            // An unknown key, a repeated key or a repeated section.
+            let extra = rng.pick(&[
+                "\nnosuch = 1\n",
+                "\n[nosuch]\nx = 1\n",
+                "\n[train]\n",
+                "\n[model]\nepochs = 1\n",
+                "\ntrain.epochs = 2\n",
+                "\n[data]\n",
+            ]);
+            let at = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>();
+            let p = at.get(rng.below(at.len().max(1))).copied().unwrap_or(0);
+            bytes.splice(p..p, extra.bytes());
+        }
+        _ => mutate::bytes(rng, &mut bytes, other),
+    }
+    let f = dir.join("config.toml");
+    std::fs::write(&f, bytes)?;
+    Ok(Invocation {
+        args: vec![
+            sys.clone(),
+            "--print-config".into(),
+            "--config".into(),
+            f.display().to_string(),
+        ],
+        stdin: None,
+        allowed: &[0, 2],
+        round_trip: Some(sys.clone()),
+    })
+}
+
+fn mutate_safetensors(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    if bytes.len() >= 8 && rng.chance(0.6) {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if n <= bytes.len() - 8 {
+            let header = &bytes[8..8 + n];
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(header) {
+                json::mutate(rng, &mut v);
+                let mut h = v.to_string().into_bytes();
+                // safetensors pads the header with spaces to 8 bytes.
+                while h.len() % 8 != 0 {
+                    h.push(b' ');
+                }
+                let mut out = (h.len() as u64).to_le_bytes().to_vec();
+                if rng.chance(0.1) {
+                    out = (h.len() as u64 + 8).to_le_bytes().to_vec();
+                }
+                out.extend(h);
+                out.extend_from_slice(&bytes[8 + n..]);
+                *bytes = out;
+                return;
+            }
+        }
+    }
+    mutate::bytes(rng, bytes, &[]);
+}
+
+/// A mutated copy of a checkpoint folder (written to `dir/checkpoint`) through
+/// `<system> predict --checkpoint`.
+pub fn checkpoint_case(
+    rng: &mut Rng,
+    s: &Setup,
+    dir: &Path,
+    system: &str,
+) -> std::io::Result<Invocation> {
+    let (src, names): (&Path, &[&str]) = if system == "secnn" {
+        (
+            &s.secnn_ckpt,
+            &["meta.json", "model.safetensors", "vocab.txt"],
+        )
+    } else {
+        (&s.apg_ckpt, &["meta.json", "model.safetensors"])
+    };
+    let ck = dir.join("checkpoint");
+    std::fs::create_dir_all(&ck)?;
+    for n in names {
+        std::fs::copy(src.join(n), ck.join(n))?;
+    }
+    let which = match rng.below(20) {
+        0..=7 => "meta.json",
+        8..=15 => "model.safetensors",
+        16..=17 if system == "secnn" => "vocab.txt",
+        _ => "",
+    };
+    if which.is_empty() {
+        // A file missing, or a folder where a file should be.
+        let n = rng.pick(names);
+        std::fs::remove_file(ck.join(n))?;
+        if rng.chance(0.5) {
+            std::fs::create_dir(ck.join(n))?;
+        }
+    } else {
+        let p = ck.join(which);
+        let mut bytes = std::fs::read(&p)?;
+        match which {
+            "meta.json" => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(mut v) if rng.chance(0.7) => {
+                    json::mutate(rng, &mut v);
+                    bytes = v.to_string().into_bytes();
+                }
+                _ => mutate::text(rng, &mut bytes, &[]),
+            },
+            "model.safetensors" => mutate_safetensors(rng, &mut bytes),
+            _ => mutate::text(rng, &mut bytes, &[]),
+        }
+        std::fs::write(&p, bytes)?;
+    }
+    let mut input: Vec<u8> = if system == "secnn" {
+        b"a good film\nthe plot went awful\n\n".to_vec()
+    } else {
+        s.apg_rows.clone()
+    };
+    if rng.chance(0.2) {
+        mutate::text(rng, &mut input, &[]);
+    }
+    let stdin = dir.join("stdin.txt");
+    std::fs::write(&stdin, input)?;
+    Ok(Invocation {
+        args: vec![
+            system.to_string(),
+            "predict".into(),
+            "--checkpoint".into(),
+            ck.display().to_string(),
+            "--threads".into(),
+            "1".into(),
+        ],
+        stdin: Some(stdin),
+        allowed: &[0, 1, 2],
+        round_trip: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_ranges_and_unset_keys() {
+        let t = "\n[data]\n# doc. [1..=20]\nfolds = 1\n# A file.\n# train = (unset)\n[data.synthetic]\ngroups = 8\n";
+        let k = parse_keys(t);
+        let names: Vec<&str> = k.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["data.folds", "data.train", "data.synthetic.groups"]);
+        assert_eq!(k[0].range, "[1..=20]");
+        assert_eq!(k[2].default, "8");
+    }
+}

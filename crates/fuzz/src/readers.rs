@@ -1,0 +1,742 @@
+//! The data readers as fuzz targets: seed files built here, structure-aware mutation, the
+//! child-side call of each `ferrolab_data` entry point and what "parsed past the header" means
+//! for each.
+//!
+//! Past the header = the reader returned `Ok`, or its error lies after the part of the file
+//! that identifies the format and its layout:
+//!
+//! | reader | header (errors there do not count) |
+//! | --- | --- |
+//! | npy | magic, version, header length, the header dict, the dtype |
+//! | npz, graph, acdc | the zip directory (`Npz::open`) |
+//! | idx | magic, element type, dimension list |
+//! | sentences | line 1 (the format has no header; the first record stands in for one) |
+//! | prices | line 1 (`Date,<columns>`) |
+//! | movielens | the schema files `u.genre`, `u.occupation` and the folder layout |
+
+use crate::mutate;
+use crate::rng::Rng;
+use ferrolab_data::DataError;
+use ferrolab_data::npy::npy_bytes;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The reader targets, in report order.
+pub const READERS: &[&str] = &[
+    "npy",
+    "npz",
+    "graph",
+    "acdc",
+    "idx",
+    "sentences",
+    "prices",
+    "movielens",
+];
+
+/// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
+/// mutant is written.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// File name of the mutant (its extension tells the child which entry point to call).
+    pub name: String,
+    pub kind: SeedKind,
+    pub members: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedKind {
+    /// One plain file: `members[0]`.
+    File,
+    /// One file, gzip-compressed when written.
+    Gzip,
+    /// An npz: members are `.npy` bytes, zipped (stored or deflated) when written.
+    Npz { deflate: bool },
+    /// A folder of files.
+    Folder,
+}
+
+fn f32s(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    v.into_iter().flat_map(f32::to_le_bytes).collect()
+}
+fn i64s(v: impl IntoIterator<Item = i64>) -> Vec<u8> {
+    v.into_iter().flat_map(i64::to_le_bytes).collect()
+}
+fn i32s(v: impl IntoIterator<Item = i32>) -> Vec<u8> {
+    v.into_iter().flat_map(i32::to_le_bytes).collect()
+}
+fn ustr(items: &[&str], width: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in items {
+        let mut cps: Vec<u32> = s.chars().map(u32::from).collect();
+        cps.resize(width, 0);
+        out.extend(cps.into_iter().flat_map(u32::to_le_bytes));
+    }
+    out
+}
+
+fn one(name: &str, kind: SeedKind, bytes: Vec<u8>) -> Seed {
+    Seed {
+        name: name.into(),
+        kind,
+        members: vec![(name.into(), bytes)],
+    }
+}
+
+/// A 12-node graph in the `adj_*`/`attr_*`/`labels` layout, with class names and a split.
+fn graph_members() -> Vec<(String, Vec<u8>)> {
+    let n = 12usize;
+    let mut indptr = vec![0i64];
+    let mut indices = Vec::new();
+    for i in 0..n {
+        for j in [(i + 1) % n, (i + n - 1) % n, (i + 5) % n] {
+            indices.push(j as i64);
+        }
+        indptr.push(indices.len() as i64);
+    }
+    let nnz = indices.len();
+    let mut aptr = vec![0i64];
+    let mut aind = Vec::new();
+    for i in 0..n {
+        aind.push((i % 6) as i64);
+        aind.push(((i + 2) % 6) as i64);
+        aptr.push(aind.len() as i64);
+    }
+    let m = |k: &str, b: Vec<u8>| (k.to_string(), b);
+    vec![
+        m(
+            "adj_shape",
+            npy_bytes("<i8", &[2], false, &i64s([n as i64, n as i64])),
+        ),
+        m(
+            "adj_indptr",
+            npy_bytes("<i8", &[n + 1], false, &i64s(indptr)),
+        ),
+        m(
+            "adj_indices",
+            npy_bytes("<i8", &[nnz], false, &i64s(indices)),
+        ),
+        m(
+            "adj_data",
+            npy_bytes("<f4", &[nnz], false, &f32s(vec![1.0; nnz])),
+        ),
+        m(
+            "attr_shape",
+            npy_bytes("<i8", &[2], false, &i64s([n as i64, 6])),
+        ),
+        m(
+            "attr_indptr",
+            npy_bytes("<i8", &[n + 1], false, &i64s(aptr)),
+        ),
+        m(
+            "attr_indices",
+            npy_bytes("<i8", &[2 * n], false, &i64s(aind)),
+        ),
+        m(
+            "attr_data",
+            npy_bytes(
+                "<f4",
+                &[2 * n],
+                false,
+                &f32s((0..2 * n).map(|x| x as f32 * 0.5)),
+            ),
+        ),
+        m(
+            "labels",
+            npy_bytes("<i8", &[n], false, &i64s((0..n).map(|i| (i % 3) as i64))),
+        ),
+        m(
+            "class_names",
+            npy_bytes("<U4", &[3], false, &ustr(&["a", "bb", "ccc"], 4)),
+        ),
+        m(
+            "idx_train",
+            npy_bytes("<i8", &[4], false, &i64s([0, 1, 2, 3])),
+        ),
+        m(
+            "idx_val",
+            npy_bytes("<i8", &[4], false, &i64s([4, 5, 6, 7])),
+        ),
+        m(
+            "idx_test",
+            npy_bytes("<i8", &[4], false, &i64s([8, 9, 10, 11])),
+        ),
+    ]
+}
+
+fn acdc_members(shape: &[usize]) -> Vec<(String, Vec<u8>)> {
+    let n: usize = shape.iter().product();
+    let img: Vec<u8> = (0..n).map(|i| (i * 7 % 256) as u8).collect();
+    let lab: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+    let scr: Vec<u8> = (0..n)
+        .map(|i| if i % 5 == 0 { 4 } else { (i % 4) as u8 })
+        .collect();
+    vec![
+        ("image".into(), npy_bytes("|u1", shape, false, &img)),
+        ("label".into(), npy_bytes("|u1", shape, false, &lab)),
+        ("scribble".into(), npy_bytes("|u1", shape, false, &scr)),
+    ]
+}
+
+fn idx_bytes(dims: &[u32]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    let n: u32 = dims.iter().product();
+    out.extend((0..n).map(|i| (i * 13 % 251) as u8));
+    out
+}
+
+fn sentences() -> Vec<u8> {
+    let words = [
+        "good",
+        "bad",
+        "film",
+        "plot",
+        "caf\u{e9}",
+        "slow",
+        "great",
+        "dull",
+    ];
+    let mut s = String::new();
+    for i in 0..40 {
+        s.push_str(&format!(
+            "{} the {} was {} and {}\n",
+            i % 3,
+            words[i % 8],
+            words[(i * 3 + 1) % 8],
+            words[(i * 5 + 2) % 8]
+        ));
+    }
+    s.into_bytes()
+}
+
+fn prices() -> Vec<u8> {
+    let mut s = String::from("Date,AAA,BBB,CCC\n");
+    for d in 1..=28 {
+        s.push_str(&format!(
+            "2020-02-{d:02},{:.2},{:.3},{}\n",
+            100.0 + d as f64 * 0.7,
+            20.5 - d as f64 * 0.1,
+            7 + d
+        ));
+    }
+    s.into_bytes()
+}
+
+fn movielens() -> Vec<(String, Vec<u8>)> {
+    let genres = "unknown|0\nAction|1\nComedy|2\nDrama|3\n";
+    let occupations = "student\nwriter\nother\n";
+    let mut users = String::new();
+    for u in 1..=6 {
+        users.push_str(&format!(
+            "{u}|{}|{}|{}|{:05}\n",
+            18 + u * 3,
+            if u % 2 == 0 { "M" } else { "F" },
+            ["student", "writer", "other"][u % 3],
+            10000 + u
+        ));
+    }
+    let mut items = String::new();
+    for i in 1..=8 {
+        let flags: Vec<&str> = (0..4)
+            .map(|g| if (i + g) % 3 == 0 { "1" } else { "0" })
+            .collect();
+        items.push_str(&format!(
+            "{i}|Movie {i} (199{})|01-Jan-199{}||http://x/{i}|{}\n",
+            i % 10,
+            i % 10,
+            flags.join("|")
+        ));
+    }
+    let mut data = String::new();
+    for k in 0..24 {
+        data.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            1 + k % 6,
+            1 + (k * 3) % 8,
+            1 + k % 5,
+            874_965_758 + k * 17
+        ));
+    }
+    vec![
+        ("u.data".into(), data.into_bytes()),
+        ("u.user".into(), users.into_bytes()),
+        ("u.item".into(), items.into_bytes()),
+        ("u.genre".into(), genres.as_bytes().to_vec()),
+        ("u.occupation".into(), occupations.as_bytes().to_vec()),
+    ]
+}
+
+/// The valid seeds of `target`.
+pub fn seeds(target: &str) -> Vec<Seed> {
+    match target {
+        "npy" => vec![
+            one(
+                "a.f4.npy",
+                SeedKind::File,
+                npy_bytes(
+                    "<f4",
+                    &[8, 16],
+                    false,
+                    &f32s((0..128).map(|x| x as f32 / 3.0)),
+                ),
+            ),
+            one(
+                "b.i8.npy",
+                SeedKind::File,
+                npy_bytes("<i8", &[40], false, &i64s(0..40)),
+            ),
+            one(
+                "c.u1.npy",
+                SeedKind::File,
+                npy_bytes("|u1", &[4, 4, 8], false, &(0..128).collect::<Vec<u8>>()),
+            ),
+            one(
+                "d.f8.npy",
+                SeedKind::File,
+                npy_bytes(
+                    "<f8",
+                    &[32],
+                    true,
+                    &(0..32)
+                        .flat_map(|x| (x as f64).to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                ),
+            ),
+            one(
+                "e.i4.npy",
+                SeedKind::File,
+                npy_bytes("<i4", &[2, 2, 16], false, &i32s(-32..32)),
+            ),
+            one(
+                "f.str.npy",
+                SeedKind::File,
+                npy_bytes(
+                    "<U6",
+                    &[12],
+                    false,
+                    &ustr(
+                        &[
+                            "alpha",
+                            "b",
+                            "",
+                            "gamma",
+                            "d\u{e9}lta",
+                            "z",
+                            "q",
+                            "rr",
+                            "s",
+                            "tt",
+                            "uuu",
+                            "v",
+                        ],
+                        6,
+                    ),
+                ),
+            ),
+            one(
+                "g.str.npy",
+                SeedKind::File,
+                npy_bytes("<U0", &[3], false, &[]),
+            ),
+        ],
+        "npz" => vec![
+            Seed {
+                name: "m.npz".into(),
+                kind: SeedKind::Npz { deflate: false },
+                members: vec![
+                    (
+                        "x".into(),
+                        npy_bytes("<f4", &[6, 8], false, &f32s((0..48).map(|x| x as f32))),
+                    ),
+                    ("y".into(), npy_bytes("<i8", &[6], false, &i64s(0..6))),
+                    (
+                        "names_str".into(),
+                        npy_bytes("<U3", &[4], false, &ustr(&["a", "bc", "def", ""], 3)),
+                    ),
+                ],
+            },
+            Seed {
+                name: "d.npz".into(),
+                kind: SeedKind::Npz { deflate: true },
+                members: vec![
+                    (
+                        "w".into(),
+                        npy_bytes(
+                            "<f8",
+                            &[5, 5],
+                            false,
+                            &(0..25)
+                                .flat_map(|x| (x as f64).to_le_bytes())
+                                .collect::<Vec<u8>>(),
+                        ),
+                    ),
+                    (
+                        "k".into(),
+                        npy_bytes("|u1", &[64], false, &(0..64).collect::<Vec<u8>>()),
+                    ),
+                ],
+            },
+        ],
+        "graph" => vec![
+            Seed {
+                name: "g.npz".into(),
+                kind: SeedKind::Npz { deflate: false },
+                members: graph_members(),
+            },
+            Seed {
+                name: "gd.npz".into(),
+                kind: SeedKind::Npz { deflate: true },
+                members: graph_members(),
+            },
+        ],
+        "acdc" => vec![
+            Seed {
+                name: "slice_1.npz".into(),
+                kind: SeedKind::Npz { deflate: false },
+                members: acdc_members(&[8, 10]),
+            },
+            Seed {
+                name: "vol_1.npz".into(),
+                kind: SeedKind::Npz { deflate: true },
+                members: acdc_members(&[3, 6, 5]),
+            },
+        ],
+        "idx" => vec![
+            one("images.idx", SeedKind::File, idx_bytes(&[6, 5, 4])),
+            one("labels.idx", SeedKind::File, idx_bytes(&[60])),
+            one("images.idx.gz", SeedKind::Gzip, idx_bytes(&[3, 4, 4])),
+        ],
+        "sentences" => vec![one("s.txt", SeedKind::File, sentences())],
+        "prices" => vec![
+            one("p.csv", SeedKind::File, prices()),
+            one("p.csv.gz", SeedKind::Gzip, prices()),
+        ],
+        "movielens" => vec![Seed {
+            name: "ml-100k".into(),
+            kind: SeedKind::Folder,
+            members: movielens(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn is_text_target(target: &str) -> bool {
+    matches!(target, "sentences" | "prices" | "movielens")
+}
+
+/// Mutates `seed`'s content: usually one member before packing (so the container stays valid
+/// and the reader gets past it), sometimes the packed bytes themselves.
+pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
+    let mut s = seed.clone();
+    let packed = matches!(s.kind, SeedKind::Npz { .. } | SeedKind::Gzip) && rng.chance(0.25);
+    if packed {
+        // Mutated after packing: the caller flips bytes of the container.
+        return (s, true);
+    }
+    let k = match target {
+        "movielens" => *rng.pick(&[0, 0, 0, 0, 1, 1, 2, 2, 2, 3, 4]),
+        _ => rng.below(s.members.len()),
+    };
+    let other = s.members[rng.below(s.members.len())].1.clone();
+    let m = &mut s.members[k].1;
+    if is_text_target(target) {
+        mutate::text(rng, m, &other);
+    } else if rng.chance(0.35) {
+        // The npy header dict is text: shape, descr and version tweaks.
+        let end = m
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(m.len())
+            .min(m.len());
+        let mut head = m[..end].to_vec();
+        if rng.chance(0.7) {
+            if !mutate::numbers(rng, &mut head) {
+                mutate::bytes(rng, &mut head, &[]);
+            }
+        } else {
+            mutate::bytes(rng, &mut head, &[]);
+        }
+        m.splice(..end, head);
+    } else {
+        // The data region mostly, so mutants reach the element checks.
+        let start = if target == "idx" {
+            4
+        } else {
+            m.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1)
+        };
+        if start < m.len() && rng.chance(0.8) {
+            let mut tail = m[start..].to_vec();
+            mutate::bytes(rng, &mut tail, &other);
+            m.truncate(start);
+            m.extend(tail);
+        } else {
+            mutate::bytes(rng, m, &other);
+        }
+    }
+    (s, false)
+}
+
+/// Writes `seed` under `dir`, returning the path the reader is given. `packed_mutation`:
+/// mutate the container's bytes after packing.
+pub fn write(
+    rng: &mut Rng,
+    dir: &Path,
+    seed: &Seed,
+    packed_mutation: bool,
+) -> std::io::Result<PathBuf> {
+    let path = dir.join(&seed.name);
+    match seed.kind {
+        SeedKind::File => std::fs::write(&path, &seed.members[0].1)?,
+        SeedKind::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&seed.members[0].1)?;
+            let mut bytes = e.finish()?;
+            if packed_mutation {
+                mutate::bytes(rng, &mut bytes, &[]);
+            }
+            std::fs::write(&path, bytes)?;
+        }
+        SeedKind::Npz { deflate } => {
+            let members: Vec<(&str, Vec<u8>)> = seed
+                .members
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            ferrolab_data::npz::write_npz(&path, &members, deflate)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if packed_mutation {
+                let mut bytes = std::fs::read(&path)?;
+                mutate::bytes(rng, &mut bytes, &[]);
+                std::fs::write(&path, bytes)?;
+            }
+        }
+        SeedKind::Folder => {
+            std::fs::create_dir_all(&path)?;
+            for (name, bytes) in &seed.members {
+                std::fs::write(path.join(name), bytes)?;
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// What one reader call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Rejected after the header.
+    PastHeader,
+    /// Rejected at the header (magic, layout).
+    Header,
+}
+
+fn at_byte(at: &str) -> Option<usize> {
+    let rest = at.rsplit("byte ").next()?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn at_line(at: &str) -> Option<usize> {
+    let rest = at.strip_prefix("line ")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn classify(target: &str, e: &DataError) -> Verdict {
+    let (at, msg, path) = match e {
+        DataError::Malformed { at, msg, path } => (at.as_str(), msg.as_str(), path.as_path()),
+        DataError::Missing { path, what } => ("", what.as_str(), path.as_path()),
+        DataError::Io { path, .. } => ("", "", path.as_path()),
+        _ => ("", "", Path::new("")),
+    };
+    let header = match target {
+        "npy" => {
+            const HEADER: &[&str] = &[
+                "not a .npy file",
+                "preamble",
+                "format version",
+                "header length",
+                "truncated header",
+                "header is not valid text",
+                " in header ",
+                "unsupported dtype",
+                "Unicode dtype",
+            ];
+            HEADER.iter().any(|h| msg.contains(h))
+        }
+        "npz" | "graph" | "acdc" => at == "zip directory" || matches!(e, DataError::Io { .. }),
+        "idx" => {
+            msg.contains("truncated header")
+                || msg.contains("too large")
+                || at_byte(at).is_some_and(|b| b < 4)
+                || matches!(e, DataError::Io { .. })
+        }
+        "sentences" | "prices" => at_line(at).is_none_or(|l| l <= 1),
+        "movielens" => {
+            matches!(e, DataError::Missing { .. })
+                || path
+                    .file_name()
+                    .is_some_and(|f| f == "u.genre" || f == "u.occupation")
+        }
+        _ => true,
+    };
+    if header {
+        Verdict::Header
+    } else {
+        Verdict::PastHeader
+    }
+}
+
+fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match target {
+        "npy" => {
+            if name.contains(".str.") {
+                ferrolab_data::read_npy_strings(path).map(drop)
+            } else {
+                let a = ferrolab_data::read_npy(path)?;
+                // The checked conversions are part of what callers do with an array.
+                let _ = a.to_i64_vec();
+                let _ = a.to_usize_vec();
+                let _ = a.to_f32_vec();
+                a.into_u8_vec().map(drop).or(Ok(()))
+            }
+        }
+        "npz" => {
+            let mut z = ferrolab_data::Npz::open(path)?;
+            let keys = z.keys().to_vec();
+            for k in keys {
+                if k.ends_with("_str") {
+                    z.get_strings(&k)?;
+                } else {
+                    z.get(&k)?;
+                }
+            }
+            // A key that is absent must be an error, not a panic.
+            let _ = z.get("absent");
+            Ok(())
+        }
+        "graph" => {
+            let g = ferrolab_data::load_npz_graph(path)?;
+            let _ = g.is_symmetric();
+            let _ = g.class_counts();
+            Ok(())
+        }
+        "acdc" => {
+            if name.starts_with("vol") {
+                let v = ferrolab_data::load_acdc_volume(path)?;
+                if v.d > 0 {
+                    let _ = v.slice(v.d - 1);
+                }
+                Ok(())
+            } else {
+                ferrolab_data::load_acdc_slice(path).map(drop)
+            }
+        }
+        "idx" => {
+            let a = ferrolab_data::read_idx(path)?;
+            let _ = (a.len(), a.item_size());
+            Ok(())
+        }
+        "sentences" => {
+            let s = ferrolab_data::read_labeled_sentences(path)?;
+            // Known bug (see tests::label_counts_is_bounded): label_counts() allocates one
+            // counter per class id up to the largest label, 32 GiB for label 4294967295.
+            if s.num_classes() <= 1 << 20 {
+                let _ = s.label_counts();
+            }
+            Ok(())
+        }
+        "prices" => {
+            let t = ferrolab_data::load_price_csv_gz(path)?;
+            let _ = t.returns();
+            Ok(())
+        }
+        "movielens" => ferrolab_data::load_movielens_100k(path).map(drop),
+        other => Err(DataError::Invalid {
+            what: "fuzz target".into(),
+            msg: format!("{other} is not a reader target"),
+        }),
+    }
+}
+
+/// `--one TARGET PATH`: runs one reader and prints its verdict (`ok`, `past-header`, `header`)
+/// and the error on stdout. A panic ends the process with status 101, which the parent records.
+pub fn run_one(target: &str, path: &Path) -> Verdict {
+    let v = match call(target, path) {
+        Ok(()) => Verdict::Ok,
+        Err(e) => {
+            let v = classify(target, &e);
+            println!("{e}");
+            v
+        }
+    };
+    println!(
+        "{}",
+        match v {
+            Verdict::Ok => "verdict: ok",
+            Verdict::PastHeader => "verdict: past-header",
+            Verdict::Header => "verdict: header",
+        }
+    );
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore = "bug: ferrolab_data::LabeledSentences::label_counts() allocates max_label+1 counters: \
+                a sentence file with label 4294967295 makes it allocate 32 GiB (abort under a memory cap); \
+                num_classes() is max+1 with no plausibility bound (the graph reader has one)"]
+    fn label_counts_is_bounded() {
+        // .ci/run passes --include-ignored (for the real-data tests); a known bug must not fail
+        // CI, so this runs only when asked: FERROLAB_KNOWN_BUGS=1.
+        if std::env::var_os("FERROLAB_KNOWN_BUGS").is_none() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ferrolab-fuzz-t-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.txt");
+        std::fs::write(&p, "0 a film\n4294967295 a plot\n").unwrap();
+        let r = ferrolab_data::read_labeled_sentences(&p);
+        std::fs::remove_dir_all(&dir).ok();
+        // Either the reader rejects the implausible label, or the class count stays small.
+        if let Ok(s) = r {
+            assert!(
+                s.num_classes() <= 1 << 20,
+                "num_classes() = {}",
+                s.num_classes()
+            );
+        }
+    }
+
+    #[test]
+    fn every_seed_reads_back() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-fuzz-s-{}", std::process::id()));
+        for t in READERS {
+            for (k, seed) in seeds(t).iter().enumerate() {
+                let d = dir.join(format!("{t}-{k}"));
+                std::fs::create_dir_all(&d).unwrap();
+                let p = write(&mut Rng::new(0), &d, seed, false).unwrap();
+                assert!(
+                    call(t, &p).is_ok(),
+                    "{t} seed {}: {:?}",
+                    seed.name,
+                    call(t, &p)
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
