@@ -269,6 +269,7 @@ mod tests {
 
     #[test]
     fn set_keys_reach_the_config_and_bad_values_are_named() {
+        let _serial = crate::serial_test();
         let sets = [
             "data.synthetic.nodes=5000".to_string(),
             "cluster.partition=random".into(),

@@ -133,6 +133,7 @@ mod tests {
 
     #[test]
     fn induced_subgraph_keeps_all_edges_among_chosen_nodes() {
+        let _serial = crate::serial_test();
         let g = square_with_diagonal();
         let (s, map) = g.induced_subgraph(&[2, 0, 3]).unwrap();
         assert_eq!(map, vec![2, 0, 3]);
@@ -148,6 +149,7 @@ mod tests {
 
     #[test]
     fn induced_subgraph_rejects_bad_nodes() {
+        let _serial = crate::serial_test();
         let g = square_with_diagonal();
         assert!(g.induced_subgraph(&[0, 4]).is_err());
         assert!(g.induced_subgraph(&[1, 1]).is_err());
@@ -157,6 +159,7 @@ mod tests {
 
     #[test]
     fn inconsistent_arrays_are_rejected() {
+        let _serial = crate::serial_test();
         assert!(CsrGraph::new(vec![], vec![]).is_err());
         assert!(CsrGraph::new(vec![1, 1], vec![0]).is_err());
         assert!(CsrGraph::new(vec![0, 2, 1], vec![0, 1]).is_err());

@@ -56,3 +56,14 @@ pub use train::{
     ClusterConfig, ClusterSource, PartitionInfo, PhaseMemory, TrainConfig, TrainOutcome,
     train_cluster_gcn, train_full_batch, train_on_partition,
 };
+
+/// Serialises this crate's unit tests: the determinism tests compare two trainings bit for
+/// bit, and other tests sharing the rayon pool at the same time changed burn's parallel
+/// reductions between the two (a best epoch of 5 vs 6 on one in three runs).
+#[cfg(test)]
+pub(crate) fn serial_test() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

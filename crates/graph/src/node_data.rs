@@ -196,6 +196,7 @@ mod tests {
 
     #[test]
     fn mostly_nonzero_sparse_features_are_densified_and_nan_is_refused() {
+        let _serial = crate::serial_test();
         let mut g = generate_csbm(&CsbmConfig {
             nodes: 40,
             features: 3,
@@ -226,6 +227,7 @@ mod tests {
 
     #[test]
     fn graphs_without_a_usable_split_are_refused() {
+        let _serial = crate::serial_test();
         let mut g = generate_csbm(&CsbmConfig {
             nodes: 50,
             avg_degree: 4.0,

@@ -181,6 +181,7 @@ mod tests {
 
     #[test]
     fn symmetric_normalisation_by_hand() {
+        let _serial = crate::serial_test();
         let s = 1.0 / 6f32.sqrt();
         let w = normalize(&path3(), Normalization::Symmetric);
         assert_eq!(w.indptr, vec![0, 2, 5, 7]);
@@ -190,6 +191,7 @@ mod tests {
 
     #[test]
     fn row_normalisation_by_hand() {
+        let _serial = crate::serial_test();
         let t = 1.0 / 3.0;
         let w = normalize(&path3(), Normalization::Row);
         assert_close(dense(&w), [[0.5, 0.5, 0.0], [t, t, t], [0.0, 0.5, 0.5]]);
@@ -197,6 +199,7 @@ mod tests {
 
     #[test]
     fn diagonal_enhancement_by_hand() {
+        let _serial = crate::serial_test();
         let t = 1.0 / 3.0;
         let w = normalize(&path3(), Normalization::DiagEnhanced { lambda: 1.0 });
         assert_close(
@@ -212,6 +215,7 @@ mod tests {
 
     #[test]
     fn an_existing_self_loop_adds_to_the_identity() {
+        let _serial = crate::serial_test();
         let g = CsrGraph::new(vec![0, 1], vec![0]).unwrap();
         let w = normalize(&g, Normalization::Row);
         assert_eq!((w.indices.clone(), w.values.clone()), (vec![0], vec![1.0]));

@@ -391,6 +391,7 @@ mod tests {
 
     #[test]
     fn metis_finds_the_minimum_cut_and_random_does_not() {
+        let _serial = crate::serial_test();
         let g = two_cliques();
         let p = ClusterPartition::metis(&g, 2, 0).unwrap();
         let mut sides: Vec<Vec<usize>> = p.parts.clone();
@@ -406,6 +407,7 @@ mod tests {
 
     #[test]
     fn random_partition_covers_every_node_once() {
+        let _serial = crate::serial_test();
         let mut rng = ferrolab_core::seed::rng(1, "t");
         let p = ClusterPartition::random(23, 5, &mut rng);
         let mut all: Vec<usize> = p.parts.concat();
@@ -420,6 +422,7 @@ mod tests {
 
     #[test]
     fn cache_hits_and_rebuilds_stale_or_corrupt_files() {
+        let _serial = crate::serial_test();
         let dir = std::env::temp_dir().join(format!("ferrolab-part-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let g = two_cliques();
@@ -470,6 +473,7 @@ mod tests {
 
     #[test]
     fn graph_hash_sees_one_changed_edge() {
+        let _serial = crate::serial_test();
         let g = two_cliques();
         let mut indices = g.indices().to_vec();
         indices[0] = 2;

@@ -96,6 +96,7 @@ mod tests {
 
     #[test]
     fn products_match_the_dense_matrix_and_its_transpose() {
+        let _serial = crate::serial_test();
         let a = normalize(&graph(), Normalization::DiagEnhanced { lambda: 1.0 });
         let m = dense(&a);
         let d = 3;
@@ -114,6 +115,7 @@ mod tests {
 
     #[test]
     fn transpose_twice_is_identity_and_keeps_a_symmetric_matrix() {
+        let _serial = crate::serial_test();
         let a = normalize(&graph(), Normalization::Row);
         assert_eq!(transpose(&transpose(&a)), a);
         let s = normalize(&graph(), Normalization::Symmetric);

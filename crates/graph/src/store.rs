@@ -731,6 +731,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_the_induced_subgraph_relabelled() {
+        let _serial = crate::serial_test();
         for dense in [true, false] {
             let d = data(dense);
             let p = ClusterPartition::metis(&d.graph, 6, 0).unwrap();
@@ -756,6 +757,7 @@ mod tests {
 
     #[test]
     fn layerwise_inference_from_disk_matches_memory() {
+        let _serial = crate::serial_test();
         let _rng = exclusive_rng();
         let dev = device();
         dev.seed(3);
@@ -815,6 +817,7 @@ mod tests {
 
     #[test]
     fn damaged_or_stale_stores_are_detected_and_rebuilt() {
+        let _serial = crate::serial_test();
         let d = data(true);
         let p = ClusterPartition::metis(&d.graph, 4, 0).unwrap();
         let path = tmp("damage");
@@ -853,6 +856,7 @@ mod tests {
 
     #[test]
     fn training_from_disk_learns() {
+        let _serial = crate::serial_test();
         let d = data(true);
         let p = ClusterPartition::metis(&d.graph, 6, 0).unwrap();
         let path = tmp("train");

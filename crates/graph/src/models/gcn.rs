@@ -407,6 +407,10 @@ mod tests {
 
     #[test]
     fn shapes() {
+        let _serial = crate::serial_test();
+        // Model initialisation draws from burn's global generator: hold it so that the
+        // deterministic tests running beside this one see the same numbers.
+        let _rng = ferrolab_core::backend::exclusive_rng();
         let dev = train_device();
         let a = adj(&dev);
         for cluster in [false, true] {
@@ -423,6 +427,7 @@ mod tests {
 
     #[test]
     fn gcn_layer_gradient_matches_finite_differences() {
+        let _serial = crate::serial_test();
         let dev = train_device();
         let _rng = exclusive_rng();
         dev.seed(3);
@@ -433,6 +438,7 @@ mod tests {
 
     #[test]
     fn cluster_gcn_model_gradient_matches_finite_differences() {
+        let _serial = crate::serial_test();
         let dev = train_device();
         let _rng = exclusive_rng();
         dev.seed(4);
@@ -447,6 +453,7 @@ mod tests {
 
     #[test]
     fn sparse_input_matches_dense_input() {
+        let _serial = crate::serial_test();
         let dev = train_device();
         let _rng = exclusive_rng();
         dev.seed(6);
@@ -486,6 +493,7 @@ mod tests {
 
     #[test]
     fn layer_equals_dense_formula() {
+        let _serial = crate::serial_test();
         let dev = train_device();
         let _rng = exclusive_rng();
         dev.seed(5);
@@ -502,6 +510,7 @@ mod tests {
 
     #[test]
     fn layerwise_inference_matches_whole_graph_forward_for_any_chunk() {
+        let _serial = crate::serial_test();
         let dev = ferrolab_core::backend::device();
         let _rng = exclusive_rng();
         dev.seed(8);

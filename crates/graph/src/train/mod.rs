@@ -410,6 +410,7 @@ mod tests {
 
     #[test]
     fn csr_gradients_equal_the_gather_scatter_path() {
+        let _serial = crate::serial_test();
         let data = synthetic();
         let _rng = exclusive_rng();
         let tdev = train_device();
@@ -518,6 +519,7 @@ mod tests {
 
     #[test]
     fn outcome_selects_first_best_validation_epoch_and_early_stopping_uses_patience() {
+        let _serial = crate::serial_test();
         let mut s = GcnState::init(&quick(), 4, 2, 0);
         s.curve = vec![(0.5, 0.4), (0.7, 0.6), (0.7, 0.9), (0.6, 0.8)];
         s.max_batch_nodes = 10;
@@ -540,6 +542,7 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_rejected_before_training() {
+        let _serial = crate::serial_test();
         let data = synthetic();
         let bad = TrainConfig {
             dropout: 1.0,
@@ -562,6 +565,7 @@ mod tests {
 
     #[test]
     fn both_methods_learn_a_synthetic_graph_deterministically() {
+        let _serial = crate::serial_test();
         let data = synthetic();
         let full = train_full_batch(&data, &quick(), 7).unwrap();
         let cluster = ClusterConfig {
