@@ -36,7 +36,25 @@ fn main() -> ExitCode {
     for s in registry::systems() {
         cmd = cmd.subcommand(runner::command(s));
     }
-    let matches = cmd.get_matches();
+    let matches = match cmd.try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One `error:` line (clap adds a blank line and a hint): the exit-code rule.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     let result = match matches.subcommand() {
         Some((name, sub)) if registry::find(name).is_some() => match registry::find(name) {
             Some(s) => runner::run(s, sub),

@@ -3,8 +3,6 @@
 //! stderr's last line is the only line beginning `error:`, and for failures found before work
 //! starts stderr is exactly that line.
 //!
-//! Cases that fail today because of a bug are in [`KNOWN_BUGS`], run by an ignored test that
-//! documents them (`cargo test --release -p ferrolab --test exit_codes -- --ignored`).
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
@@ -332,15 +330,8 @@ const CASES: &[Case] = &[
         code: 2,
         before_work: true,
     },
-];
-
-/// Cases that fail today; each `name` says the bug. Kept here so the test documents them and
-/// starts passing (then moves to [`CASES`]) when they are fixed.
-const KNOWN_BUGS: &[Case] = &[
     Case {
-        name: "bug: a clap parse error (--seed x) exits 2 but prints a blank line and a \
-               `For more information` line after the error line (crates/cli/src/main.rs, \
-               cmd.get_matches())",
+        name: "a clap parse error (--seed x) is one error line",
         args: &["secnn", "--seed", "x"],
         prepare: None,
         stdin: b"",
@@ -348,8 +339,7 @@ const KNOWN_BUGS: &[Case] = &[
         before_work: true,
     },
     Case {
-        name: "bug: secnn predict --threads 0 is accepted silently (crates/text/src/system.rs \
-               calls the unchecked backend::init_threads; use try_init_threads)",
+        name: "secnn predict --threads 0 is a usage error",
         args: &["secnn", "predict", "--checkpoint", "{CK}", "--threads", "0"],
         prepare: None,
         stdin: b"a film\n",
@@ -473,27 +463,6 @@ fn every_bad_invocation_exits_with_its_code_and_one_error_line() {
         .enumerate()
         .filter_map(|(i, c)| {
             check(c, &run_case(i, c))
-                .err()
-                .map(|e| format!("{}: {e}", c.name))
-        })
-        .collect();
-    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
-}
-
-#[test]
-#[ignore = "bug: documents the cases in KNOWN_BUGS (clap errors print extra lines, secnn predict \
-            does not bound --threads); passes when fixed"]
-fn known_bugs_exit_with_their_code_and_one_error_line() {
-    // .ci/run passes --include-ignored (for the real-data tests); a known bug must not fail
-    // CI, so this runs only when asked: FERROLAB_KNOWN_BUGS=1.
-    if std::env::var_os("FERROLAB_KNOWN_BUGS").is_none() {
-        return;
-    }
-    let failures: Vec<String> = KNOWN_BUGS
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| {
-            check(c, &run_case(100 + i, c))
                 .err()
                 .map(|e| format!("{}: {e}", c.name))
         })

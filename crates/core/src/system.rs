@@ -56,6 +56,15 @@ impl Classify for CoreError {
     }
 }
 
+impl Classify for crate::backend::ThreadsError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            crate::backend::ThreadsError::OutOfRange { .. } => ErrorClass::Usage,
+            crate::backend::ThreadsError::PoolStart { .. } => ErrorClass::Runtime,
+        }
+    }
+}
+
 impl Classify for ConfigError {
     fn class(&self) -> ErrorClass {
         ErrorClass::Usage

@@ -204,7 +204,7 @@ fn predict(m: &clap::ArgMatches) -> SysResult<()> {
     let Some(checkpoint) = m.get_one::<PathBuf>("checkpoint") else {
         return Err(SystemError::usage("predict needs --checkpoint DIR"));
     };
-    ferrolab_core::backend::init_threads(m.get_one::<usize>("threads").copied());
+    ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let p = crate::Predictor::load(checkpoint)?;
     let scored = p.score(std::io::stdin().lock(), "stdin")?;
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());

@@ -220,11 +220,20 @@ fn predict_command() -> clap::Command {
         )
 }
 
+/// A closed output pipe (`| head`) ends the output quietly; other write errors are failures.
+fn pipe_ok(e: std::io::Error) -> SysResult<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(SystemError::runtime(format!("writing stdout: {e}")))
+    }
+}
+
 fn predict(m: &clap::ArgMatches) -> SysResult<()> {
     let Some(checkpoint) = m.get_one::<PathBuf>("checkpoint") else {
         return Err(SystemError::usage("predict needs --checkpoint DIR"));
     };
-    ferrolab_core::backend::init_threads(m.get_one::<usize>("threads").copied());
+    ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let p = crate::Predictor::load(checkpoint)?;
     let stdin = std::io::stdin();
     let mut lines = Vec::new();
@@ -234,10 +243,13 @@ fn predict(m: &clap::ArgMatches) -> SysResult<()> {
     }
     let out = p.predict(&lines);
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-    let io = |e: std::io::Error| SystemError::runtime(format!("writing stdout: {e}"));
     for (label, prob) in out {
-        writeln!(w, "{label}\t{prob:.4}").map_err(io)?;
+        if let Err(e) = writeln!(w, "{label}\t{prob:.4}") {
+            return pipe_ok(e);
+        }
     }
-    w.flush().map_err(io)?;
+    if let Err(e) = w.flush() {
+        return pipe_ok(e);
+    }
     Ok(())
 }
