@@ -5,7 +5,8 @@
 //! `allx.rows` is row `i` of `allx`/`ally`; row `j` of `tx`/`ty` is node `test.index[j]`. Where
 //! the test indices leave a gap (CiteSeer has 15 test nodes missing), the nodes in the gap keep
 //! an all-zero feature row and a zero label row, whose arg-max is class 0, exactly as PyG does.
-//! Splits: train = the rows of `y`, val = the next 500 nodes, test = the sorted test indices.
+//! Splits: train = the rows of `y`, val = the next 500 nodes that are not test nodes, test =
+//! the sorted test indices.
 //! The adjacency is every link of `graph` in both directions, once, without self loops.
 
 use std::path::Path;
@@ -170,9 +171,15 @@ pub fn convert_planetoid(dir: &Path, name: &str, out: &Path) -> Result<()> {
     }
 
     let train: Vec<i64> = (0..y.len() as i64).collect();
-    let val: Vec<i64> = (y.len() as i64..(y.len() + 500).min(n) as i64).collect();
     let mut test: Vec<i64> = test_index.iter().map(|&i| i as i64).collect();
     test.sort_unstable();
+    test.dedup();
+    // PyG's val is the 500 nodes after the training rows; on the published sets none of them
+    // is a test node, but a small set can make them overlap, and split parts must not (our
+    // reader refuses overlapping parts), so test nodes are left out of val.
+    let val: Vec<i64> = (y.len() as i64..(y.len() + 500).min(n) as i64)
+        .filter(|i| test.binary_search(i).is_err())
+        .collect();
 
     let le = |v: &[u8]| v.to_vec();
     let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
