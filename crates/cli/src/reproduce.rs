@@ -215,15 +215,7 @@ pub fn headline(r: &ferrolab_core::Report) -> Vec<String> {
     }
 }
 
-fn section(md: &mut String, e: &Entry, o: &Outcome, seconds: f64) {
-    let r = &o.report;
-    let name = e.name;
-    let _ = write!(
-        md,
-        "## {name}\n\n{}. Dataset `{}`; {seconds:.0} s.\n\n",
-        e.what, r.dataset
-    );
-    let cols = headline(r);
+fn table(md: &mut String, r: &ferrolab_core::Report, o: &Outcome, cols: &[String]) {
     let _ = writeln!(md, "| model | {} |", cols.join(" | "));
     let _ = writeln!(md, "|---|{}", "---|".repeat(cols.len()));
     let row = |m: &std::collections::BTreeMap<String, f64>| {
@@ -254,6 +246,28 @@ fn section(md: &mut String, e: &Entry, o: &Outcome, seconds: f64) {
             p.source,
             cells.join(" | ")
         );
+    }
+}
+
+fn section(md: &mut String, e: &Entry, o: &Outcome, seconds: f64) {
+    let r = &o.report;
+    let name = e.name;
+    let _ = write!(
+        md,
+        "## {name}\n\n{}. Dataset `{}`; {seconds:.0} s.\n\n",
+        e.what, r.dataset
+    );
+    let cols = headline(r);
+    if r.baselines.is_empty() && o.paper.is_empty() && cols.len() > 8 {
+        // A benchmark (no baseline in the run): one row per figure reads better than one
+        // very wide row.
+        let _ = writeln!(md, "| figure | {} (ours) |", r.system);
+        let _ = writeln!(md, "|---|---:|");
+        for k in &cols {
+            let _ = writeln!(md, "| `{k}` | {} |", fmt_pm(&r.metrics, k));
+        }
+    } else {
+        table(md, r, o, &cols);
     }
     md.push('\n');
     for n in &r.notes {

@@ -27,12 +27,12 @@ impl System for ApgSystem {
         vec![
             Preset {
                 name: "quick",
-                about: "MovieLens-100k smoke run: 2 seeds, 3 epochs (< 1 min)",
+                about: "MovieLens-100k smoke run: 2 seeds, 2 epochs (< 1 min)",
                 toml: include_str!("../../../configs/apg/quick.toml"),
             },
             Preset {
                 name: "quick-synthetic",
-                about: "synthetic CTR smoke run: 50k rows, 2 seeds, 3 epochs",
+                about: "synthetic CTR smoke run: 25k rows, 2 seeds, 3 epochs (< 1 min)",
                 toml: include_str!("../../../configs/apg/quick-synthetic.toml"),
             },
             Preset {
