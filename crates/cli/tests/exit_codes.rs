@@ -331,6 +331,28 @@ const CASES: &[Case] = &[
         before_work: true,
     },
     Case {
+        name: "/dev/zero as --config is refused, not read",
+        args: &["secnn", "--config", "/dev/zero", "--print-config"],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "cluster-gcn data.val_per_class = 0 (no validation to pick the epoch)",
+        args: &[
+            "cluster-gcn",
+            "--set",
+            "data.val_per_class=0",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
         name: "a clap parse error (--seed x) is one error line",
         args: &["secnn", "--seed", "x"],
         prepare: None,

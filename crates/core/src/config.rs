@@ -63,10 +63,7 @@ where
         from_table::<T>(&table, origin)?;
     }
     if let Some(path) = file {
-        let bytes = std::fs::read(path).map_err(|e| ConfigError::Parse {
-            origin: path.display().to_string(),
-            msg: format!("cannot read: {e}"),
-        })?;
+        let bytes = read_config_file(path)?;
         let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
             origin: path.display().to_string(),
             msg: "not UTF-8 text".into(),
@@ -91,6 +88,41 @@ where
         from_table::<T>(&table, &format!("--set {set}"))?;
     }
     from_table::<T>(&table, "config")
+}
+
+/// Reads a configuration file: a regular file of at most 16 MiB (a FIFO or `/dev/zero` is
+/// refused instead of read without end).
+fn read_config_file(path: &Path) -> std::result::Result<Vec<u8>, ConfigError> {
+    const MAX: u64 = 16 << 20;
+    let err = |msg: String| ConfigError::Parse {
+        origin: path.display().to_string(),
+        msg,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() > MAX {
+        return Err(err(format!(
+            "{} bytes; a configuration is at most 16 MiB",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?,
+            MAX + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| err(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX {
+        return Err(err(
+            "more than 16 MiB; a configuration is at most 16 MiB".into()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Serialises a config to TOML text (the run folder's `config.toml`).

@@ -57,7 +57,7 @@ ferrolab_core::config_section! {
         /// Seeded per-class split used when the graph has none: training nodes per class.
         pub train_per_class: usize = 20, ">= 1" => |v| *v >= 1;
         /// Validation nodes per class (the rest is the test set).
-        pub val_per_class: usize = 30;
+        pub val_per_class: usize = 30, ">= 1 (validation picks the reported epoch)" => |v| *v >= 1;
         /// Scale each sparse feature row to sum 1 (Kipf & Welling; bag-of-words only).
         pub row_normalize: bool = true;
     }

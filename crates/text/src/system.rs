@@ -235,11 +235,36 @@ fn predict(m: &clap::ArgMatches) -> SysResult<()> {
     };
     ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let p = crate::Predictor::load(checkpoint)?;
+    // Bounded input: a sentence longer than 1 MiB or more than 1 GiB in all (`/dev/zero` as
+    // stdin, say) is refused instead of read until memory runs out.
+    const MAX_LINE: usize = 1 << 20;
+    const MAX_TOTAL: u64 = 1 << 30;
     let stdin = std::io::stdin();
+    let mut reader = std::io::Read::take(stdin.lock(), MAX_TOTAL + 1);
     let mut lines = Vec::new();
-    for line in stdin.lock().split(b'\n') {
-        let line = line.map_err(|e| SystemError::runtime(format!("reading stdin: {e}")))?;
-        lines.push(ferrolab_data::text::decode_text(&line));
+    let mut total = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = std::io::Read::take(std::io::Read::by_ref(&mut reader), MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| SystemError::runtime(format!("reading stdin: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_TOTAL {
+            return Err(SystemError::usage("stdin: more than 1 GiB of sentences"));
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() > MAX_LINE {
+            return Err(SystemError::usage(format!(
+                "stdin line {}: longer than 1 MiB",
+                lines.len() + 1
+            )));
+        }
+        lines.push(ferrolab_data::text::decode_text(&buf));
     }
     let out = p.predict(&lines);
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
