@@ -531,6 +531,34 @@ fn downcast<S: System>(cfg: &Resolved) -> SysResult<&Checked<S::Config>> {
         .ok_or_else(|| SystemError::runtime("configuration resolved for another system"))
 }
 
+/// What a sub-command that streams to stdout does with a write error: a closed pipe (`| head`)
+/// ends the output quietly (exit 0); any other error is a runtime failure.
+pub fn stdout_closed(e: std::io::Error) -> SysResult<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(SystemError::runtime(format!("writing stdout: {e}")))
+    }
+}
+
+/// The `--checkpoint DIR` argument of a `predict` sub-command.
+pub fn checkpoint_arg(help: &'static str) -> clap::Arg {
+    clap::Arg::new("checkpoint")
+        .long("checkpoint")
+        .value_name("DIR")
+        .required(true)
+        .value_parser(clap::value_parser!(PathBuf))
+        .help(help)
+}
+
+/// The `--threads N` argument of a sub-command (checked by `backend::try_init_threads`).
+pub fn threads_arg() -> clap::Arg {
+    clap::Arg::new("threads")
+        .long("threads")
+        .value_parser(clap::value_parser!(usize))
+        .help("CPU threads")
+}
+
 /// `name: key mean ± std` for every metric with a `_std` companion, for ours and each
 /// baseline, plus the report's notes.
 pub fn default_summary(o: &Outcome) -> Vec<String> {

@@ -178,26 +178,15 @@ impl System for ApgSystem {
 }
 
 fn predict_command() -> clap::Command {
-    use clap::{Arg, value_parser};
     clap::Command::new("predict")
         .about(
             "Score tab-separated rows from stdin (columns in the checkpoint's field order); \
              print one click probability per line",
         )
-        .arg(
-            Arg::new("checkpoint")
-                .long("checkpoint")
-                .value_name("DIR")
-                .required(true)
-                .value_parser(value_parser!(PathBuf))
-                .help("A checkpoint folder written by `ferrolab apg` (`<out>/checkpoint` = DeepFM+APG)"),
-        )
-        .arg(
-            Arg::new("threads")
-                .long("threads")
-                .value_parser(value_parser!(usize))
-                .help("CPU threads"),
-        )
+        .arg(ferrolab_core::system::checkpoint_arg(
+            "A checkpoint folder written by `ferrolab apg` (`<out>/checkpoint` = DeepFM+APG)",
+        ))
+        .arg(ferrolab_core::system::threads_arg())
 }
 
 fn predict(m: &clap::ArgMatches) -> SysResult<()> {
@@ -210,11 +199,11 @@ fn predict(m: &clap::ArgMatches) -> SysResult<()> {
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
     for prob in &scored.probabilities {
         if let Err(e) = writeln!(w, "{prob:.6}") {
-            return pipe_ok(e);
+            return ferrolab_core::system::stdout_closed(e);
         }
     }
     if let Err(e) = w.flush() {
-        return pipe_ok(e);
+        return ferrolab_core::system::stdout_closed(e);
     }
     for (field, n) in &scored.oov {
         eprintln!(
@@ -222,15 +211,6 @@ fn predict(m: &clap::ArgMatches) -> SysResult<()> {
         );
     }
     Ok(())
-}
-
-/// A closed output pipe (`| head`) ends the stream quietly; other write errors are failures.
-fn pipe_ok(e: std::io::Error) -> SysResult<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(SystemError::runtime(format!("writing stdout: {e}")))
-    }
 }
 
 fn export_command() -> clap::Command {
@@ -357,10 +337,10 @@ fn generate(m: &clap::ArgMatches) -> SysResult<()> {
     let g = crate::data::Synthetic::new(cfg, seed);
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     if let Err(e) = g.write_tsv(rows, &mut w, !no_label) {
-        return pipe_ok(e);
+        return ferrolab_core::system::stdout_closed(e);
     }
     if let Err(e) = w.flush() {
-        return pipe_ok(e);
+        return ferrolab_core::system::stdout_closed(e);
     }
     Ok(())
 }

@@ -198,35 +198,13 @@ impl System for SecnnSystem {
 }
 
 fn predict_command() -> clap::Command {
-    use clap::{Arg, value_parser};
     clap::Command::new("predict")
         .about("Read sentences from stdin (one per line); print `label<TAB>probability` per line")
-        .arg(
-            Arg::new("checkpoint")
-                .long("checkpoint")
-                .value_name("DIR")
-                .required(true)
-                .value_parser(value_parser!(PathBuf))
-                .help(
-                    "A checkpoint folder written by `ferrolab secnn` (`<out>/checkpoint` holds \
+        .arg(ferrolab_core::system::checkpoint_arg(
+            "A checkpoint folder written by `ferrolab secnn` (`<out>/checkpoint` holds \
                      SECNN, `<out>/checkpoint-kim-cnn` the baseline)",
-                ),
-        )
-        .arg(
-            Arg::new("threads")
-                .long("threads")
-                .value_parser(value_parser!(usize))
-                .help("CPU threads"),
-        )
-}
-
-/// A closed output pipe (`| head`) ends the output quietly; other write errors are failures.
-fn pipe_ok(e: std::io::Error) -> SysResult<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(SystemError::runtime(format!("writing stdout: {e}")))
-    }
+        ))
+        .arg(ferrolab_core::system::threads_arg())
 }
 
 fn predict(m: &clap::ArgMatches) -> SysResult<()> {
@@ -270,11 +248,11 @@ fn predict(m: &clap::ArgMatches) -> SysResult<()> {
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
     for (label, prob) in out {
         if let Err(e) = writeln!(w, "{label}\t{prob:.4}") {
-            return pipe_ok(e);
+            return ferrolab_core::system::stdout_closed(e);
         }
     }
     if let Err(e) = w.flush() {
-        return pipe_ok(e);
+        return ferrolab_core::system::stdout_closed(e);
     }
     Ok(())
 }
