@@ -42,6 +42,9 @@ pub struct ExperimentConfig {
     /// Depth study (Cluster-GCN §3.3, Table 5 / Fig. 5): these layer counts, each trained with
     /// and without diagonal enhancement; empty = no study.
     pub depth_layers: Vec<usize>,
+    /// A run folder whose `units/` keeps each finished depth-study point, so that a run
+    /// continued with `--resume` skips them (`None`: nothing is kept).
+    pub units: Option<std::path::PathBuf>,
 }
 
 impl Default for ExperimentConfig {
@@ -55,6 +58,7 @@ impl Default for ExperimentConfig {
             baselines_only: false,
             out_of_core: false,
             depth_layers: Vec::new(),
+            units: None,
         }
     }
 }
@@ -289,7 +293,7 @@ pub fn compare_out_of_core(data: NodeData, cfg: &ExperimentConfig) -> Result<Com
 }
 
 /// One point of the depth study: mean and spread of the selected test accuracy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DepthPoint {
     pub layers: usize,
     /// Diagonal enhancement on (`Â = A' + λ diag(A')`) or off (`Â = A'`, the row-normalised
@@ -323,20 +327,35 @@ pub fn depth_study(data: &NodeData, cfg: &ExperimentConfig) -> Result<Vec<DepthP
                 },
                 ..cfg.cluster.clone()
             };
-            let m = method(&cfg.seeds, |s| train_cluster_gcn(data, &train, &cluster, s))?;
+            let point = || -> Result<DepthPoint> {
+                let m = method(&cfg.seeds, |s| train_cluster_gcn(data, &train, &cluster, s))?;
+                Ok(DepthPoint {
+                    layers,
+                    diag_enhanced,
+                    test_accuracy: m.test_accuracy_selected(),
+                    per_seed: m.collect(|o| o.test_accuracy_at_best_val),
+                    epoch_seconds: m.epoch_seconds(),
+                })
+            };
+            // Each point is a unit of the run folder: a resumed study skips finished points
+            // (each takes minutes; the whole study more than ten).
+            let p = match &cfg.units {
+                Some(dir) => ferrolab_core::RunDir::reopen(dir)?.unit(
+                    &format!(
+                        "depth{layers}-{}",
+                        if diag_enhanced { "diag" } else { "row" }
+                    ),
+                    |_| point(),
+                )?,
+                None => point()?,
+            };
             eprintln!(
                 "depth {layers}, diagonal enhancement {}: test accuracy {:.4} ± {:.4}",
                 if diag_enhanced { "on" } else { "off" },
-                m.test_accuracy_selected().0,
-                m.test_accuracy_selected().1
+                p.test_accuracy.0,
+                p.test_accuracy.1
             );
-            out.push(DepthPoint {
-                layers,
-                diag_enhanced,
-                test_accuracy: m.test_accuracy_selected(),
-                per_seed: m.collect(|o| o.test_accuracy_at_best_val),
-                epoch_seconds: m.epoch_seconds(),
-            });
+            out.push(p);
         }
     }
     Ok(out)
@@ -390,6 +409,7 @@ pub fn experiment_config(cfg: &ClusterGcnConfig, master_seed: u64) -> Experiment
         baselines_only: cfg.baselines.only,
         out_of_core: cfg.cluster.out_of_core,
         depth_layers: cfg.depth.layers.clone(),
+        units: None,
     }
 }
 

@@ -125,7 +125,8 @@ impl System for ClusterGcnSystem {
 
     fn run(&self, cfg: &Checked<ClusterGcnConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
         let (data, name) = experiment::load_data(cfg, ctx.data_dir(), ctx.seed())?;
-        let ecfg = experiment::experiment_config(cfg, ctx.seed());
+        let mut ecfg = experiment::experiment_config(cfg, ctx.seed());
+        ecfg.units = Some(ctx.run_dir().path().to_path_buf());
         ecfg.validate(data.num_nodes())?;
         eprintln!(
             "{name}: {} nodes, {} edges, {} features, {} classes; {} seeds",
