@@ -86,13 +86,13 @@ ferrolab_core::config_section! {
         /// Run the layer comparison.
         pub enabled: bool = true;
         /// Batch size of the measured steps.
-        pub batch_size: usize = 512, ">= 1" => |v| *v >= 1;
+        pub batch_size: usize = 512, "1..=1000000" => |v| (1..=1_000_000).contains(v);
         /// Layer input width.
-        pub d_in: usize = 256, ">= 1" => |v| *v >= 1;
+        pub d_in: usize = 256, "1..=65536" => |v| (1..=65536).contains(v);
         /// Layer output width.
-        pub d_out: usize = 256, ">= 1" => |v| *v >= 1;
+        pub d_out: usize = 256, "1..=65536" => |v| (1..=65536).contains(v);
         /// Timed steps per variant (after 2 warm-up steps).
-        pub steps: usize = 10, ">= 1" => |v| *v >= 1;
+        pub steps: usize = 10, "1..=100000" => |v| (1..=100_000).contains(v);
     }
 }
 

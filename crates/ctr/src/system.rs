@@ -274,6 +274,16 @@ fn export(m: &clap::ArgMatches) -> SysResult<()> {
     let cfg = ferrolab_core::system::resolve_config(&ApgSystem, preset, file, &sets)?;
     let data_dir = m.get_one::<PathBuf>("data-dir").map(PathBuf::as_path);
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    // The refusal rule of every command that writes a folder: a new or empty one only, so an
+    // export never replaces an earlier one or lands inside a run folder.
+    if out.exists()
+        && (!out.is_dir() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()))
+    {
+        return Err(SystemError::usage(format!(
+            "output folder {} already exists and is not empty; choose another --out",
+            out.display()
+        )));
+    }
     let data = experiment::load_data(&cfg, data_dir, seed)?;
     data.export(out)?;
     eprintln!(

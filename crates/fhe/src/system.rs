@@ -254,11 +254,15 @@ fn bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
     let reps = m.get_one::<usize>("reps").copied().unwrap_or(5);
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
     let threads = m.get_one::<usize>("threads").copied().unwrap_or(1);
-    if reps == 0 {
-        return Err(SystemError::usage("--reps must be at least 1"));
+    if !(1..=1000).contains(&reps) {
+        return Err(SystemError::usage(format!(
+            "--reps {reps}: expected 1..=1000"
+        )));
     }
-    if threads == 0 {
-        return Err(SystemError::usage("--threads must be at least 1"));
+    if !(1..=256).contains(&threads) {
+        return Err(SystemError::usage(format!(
+            "--threads {threads}: expected 1..=256"
+        )));
     }
     for &l in &log_n {
         ParamSpec::standard(l)?;

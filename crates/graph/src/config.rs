@@ -55,9 +55,9 @@ ferrolab_core::config_section! {
         /// A generated graph (contextual stochastic block model) instead of a file.
         pub synthetic: Option<SyntheticSection> = None;
         /// Seeded per-class split used when the graph has none: training nodes per class.
-        pub train_per_class: usize = 20, ">= 1" => |v| *v >= 1;
+        pub train_per_class: usize = 20, "1..=10000000" => |v| (1..=10_000_000).contains(v);
         /// Validation nodes per class (the rest is the test set).
-        pub val_per_class: usize = 30, ">= 1 (validation picks the reported epoch)" => |v| *v >= 1;
+        pub val_per_class: usize = 30, "1..=10000000 (validation picks the reported epoch)" => |v| (1..=10_000_000).contains(v);
         /// Scale each sparse feature row to sum 1 (Kipf & Welling; bag-of-words only).
         pub row_normalize: bool = true;
     }
@@ -69,13 +69,13 @@ ferrolab_core::config_section! {
         /// Nodes.
         pub nodes: usize = 2000, "2..=2^32-1" => |v| (2..=u32::MAX as usize).contains(v);
         /// Classes (blocks).
-        pub classes: usize = 5, ">= 1" => |v| *v >= 1;
+        pub classes: usize = 5, "1..=65536" => |v| (1..=65536).contains(v);
         /// Target mean number of neighbours per node.
-        pub avg_degree: f64 = 10.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        pub avg_degree: f64 = 10.0, "in (0, 10000]" => |v| *v > 0.0 && *v <= 10_000.0;
         /// Fraction of edges drawn inside a class (edge homophily).
         pub p_in_ratio: f64 = 0.8, "in [0, 1]" => |v| (0.0..=1.0).contains(v);
         /// Feature dimension.
-        pub features: usize = 32, ">= 1" => |v| *v >= 1;
+        pub features: usize = 32, "1..=65536" => |v| (1..=65536).contains(v);
         /// Class means have entries `±feature_signal`.
         pub feature_signal: f32 = 0.3, "finite" => |v| v.is_finite();
         /// Standard deviation of the Gaussian noise around the class mean.
@@ -129,7 +129,7 @@ ferrolab_core::config_section! {
     /// `cluster.norm`, `cluster.lambda`, `cluster.partition_seed`, `cluster.cache_dir`.
     pub struct ClusterSection {
         /// Clusters the graph is partitioned into.
-        pub parts: usize = 10, ">= 1" => |v| *v >= 1;
+        pub parts: usize = 10, "1..=10000000" => |v| (1..=10_000_000).contains(v);
         /// Clusters merged into one batch.
         pub parts_per_batch: usize = 2, "1..=cluster.parts" => |v| *v >= 1;
         /// `metis` or `random`.

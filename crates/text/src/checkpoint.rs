@@ -350,6 +350,8 @@ mod tests {
 
     #[test]
     fn expected_shapes_are_those_of_the_built_models() {
+        // Builds models: hold burn's global generator so that seeded tests beside it are not disturbed.
+        let _rng = ferrolab_core::backend::exclusive_rng();
         let mut cfg = SecnnConfig::default();
         cfg.model.embed_dim = 5;
         cfg.model.widths = vec![2, 3];

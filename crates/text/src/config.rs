@@ -42,9 +42,9 @@ ferrolab_core::config_section! {
         /// paper protocol for MR is 10), one run per fold instead of per seed.
         pub folds: usize = 1, "1 (hold-out) or 2..=20" => |v| (1..=20).contains(v);
         /// Tokens kept per sentence (0 = all).
-        pub max_len: usize = 0;
+        pub max_len: usize = 0, "0..=1000000" => |v| *v <= 1_000_000;
         /// Minimum count of a token to enter the vocabulary.
-        pub min_count: usize = 1, ">= 1" => |v| *v >= 1;
+        pub min_count: usize = 1, "1..=1000000" => |v| (1..=1_000_000).contains(v);
         /// Train on at most this many examples (0 = all); for quick runs.
         pub limit: usize = 0;
     }
@@ -58,11 +58,11 @@ ferrolab_core::config_section! {
         /// Convolution widths.
         pub widths: Vec<usize> = vec![3, 4, 5], "a non-empty list of widths in 1..=15" => |v| !v.is_empty() && v.iter().all(|w| (1..=15).contains(w));
         /// Feature maps per width.
-        pub maps: usize = 100, ">= 1" => |v| *v >= 1;
+        pub maps: usize = 100, "1..=4096" => |v| (1..=4096).contains(v);
         /// Dropout before the classifier.
         pub dropout: f64 = 0.5, "in [0, 1)" => |v| (0.0..1.0).contains(v);
         /// SE reduction ratio r.
-        pub se_reduction: usize = 16, ">= 1" => |v| *v >= 1;
+        pub se_reduction: usize = 16, "1..=4096" => |v| (1..=4096).contains(v);
         /// Max L2 norm of each class's output weights (0 = off).
         pub max_norm: f64 = 3.0, ">= 0 (0 = off)" => |v| *v >= 0.0;
         /// Pretrained vectors in word2vec/GloVe text format (`--embeddings FILE`).

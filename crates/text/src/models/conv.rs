@@ -183,6 +183,8 @@ mod tests {
 
     #[test]
     fn same_length_maps_and_padding_is_zero() {
+        // Builds models: hold burn's global generator so that seeded tests beside it are not disturbed.
+        let _rng = ferrolab_core::backend::exclusive_rng();
         let dev = train_device();
         let enc = ConvEncoderConfig::new(10)
             .with_embed_dim(4)
@@ -200,6 +202,8 @@ mod tests {
 
     #[test]
     fn forward_equals_a_direct_convolution_and_params_round_trip() {
+        // Builds models: hold burn's global generator so that seeded tests beside it are not disturbed.
+        let _rng = ferrolab_core::backend::exclusive_rng();
         // Width 3, E = 1, one map: y[t] = relu(w0 x[t-1] + w1 x[t] + w2 x[t+1] + b).
         let dev = ferrolab_core::backend::device();
         let enc = ConvEncoderConfig::new(6)

@@ -66,6 +66,9 @@ mod tests {
 
     #[test]
     fn shapes_and_gradient_match_finite_differences() {
+        // A fixed initialisation, and burn's global generator held while drawing it.
+        let _rng = ferrolab_core::backend::exclusive_rng();
+        ferrolab_core::backend::seed_backend(7);
         let dev = train_device();
         let m = tiny(&dev);
         let tokens = Tensor::from_data(TensorData::from([[2i64, 5, 7], [3, 0, 0]]), &dev);
@@ -83,6 +86,9 @@ mod tests {
 
     #[test]
     fn max_norm_caps_every_class_vector() {
+        // A fixed initialisation, and burn's global generator held while drawing it.
+        let _rng = ferrolab_core::backend::exclusive_rng();
+        ferrolab_core::backend::seed_backend(7);
         let dev = train_device();
         let m = tiny(&dev).apply_max_norm(0.01);
         let w = m.output.weight.val();

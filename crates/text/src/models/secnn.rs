@@ -96,6 +96,9 @@ mod tests {
 
     #[test]
     fn shapes() {
+        // A fixed initialisation, and burn's global generator held while drawing it.
+        let _rng = ferrolab_core::backend::exclusive_rng();
+        ferrolab_core::backend::seed_backend(7);
         let dev = train_device();
         let m = tiny(&dev);
         let (tokens, mask) = batch(&dev);
@@ -109,6 +112,9 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
+        // A fixed initialisation, and burn's global generator held while drawing it.
+        let _rng = ferrolab_core::backend::exclusive_rng();
+        ferrolab_core::backend::seed_backend(7);
         let dev = train_device();
         let m = tiny(&dev);
         let (_, mask) = batch(&dev);
@@ -121,6 +127,9 @@ mod tests {
 
     #[test]
     fn forward_gives_gradients_to_word_vectors_and_filters() {
+        // A fixed initialisation, and burn's global generator held while drawing it.
+        let _rng = ferrolab_core::backend::exclusive_rng();
+        ferrolab_core::backend::seed_backend(7);
         let dev = train_device();
         let m = tiny(&dev);
         let (tokens, mask) = batch(&dev);
