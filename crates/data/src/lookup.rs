@@ -352,7 +352,18 @@ pub fn verify(root: &Path, info: &DatasetInfo) -> Result<String> {
         }
         DatasetKind::Sentences => {
             let s = crate::text::read_labeled_sentences(&path)?;
-            format!("{} sentences, label counts {:?}", s.len(), s.label_counts())
+            // Labels may have gaps (they are names, not indices): print each with its count.
+            let counts: Vec<String> = s
+                .class_labels()
+                .iter()
+                .zip(s.label_counts())
+                .map(|(l, n)| format!("{l}: {n}"))
+                .collect();
+            format!(
+                "{} sentences, label counts {{{}}}",
+                s.len(),
+                counts.join(", ")
+            )
         }
         DatasetKind::SentenceSplits => {
             let mut parts = Vec::new();
@@ -571,6 +582,6 @@ mod tests {
         let dir = TempDir::new("verify");
         dir.write("text/rt-polarity.all", b"0 a\n1 b\n1 c\n");
         let s = verify(dir.path(), &dataset("mr").unwrap()).unwrap();
-        assert_eq!(s, "3 sentences, label counts [1, 2]");
+        assert_eq!(s, "3 sentences, label counts {0: 1, 1: 2}");
     }
 }
