@@ -68,13 +68,7 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| ferrolab_core::run::default_out("reproduce"));
-    if out.exists() && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(UsageError(format!(
-            "output folder {} already exists and is not empty; choose another --out",
-            out.display()
-        ))
-        .into());
-    }
+    ferrolab_core::run::ensure_fresh(&out)?;
     let mode = if args.full { "full" } else { "quick" };
     // Resolve every entry's configuration first: a broken preset is a bug to report before
     // any work, and the configurations say which datasets are needed.

@@ -203,11 +203,6 @@ fn incomplete_name(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether `dir` exists and holds anything.
-fn non_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
-}
-
 /// The run procedure every system shares: check the data, assemble the run folder, run, write
 /// config.toml, report.json, metrics.jsonl and plots, then give the folder its final name.
 /// Returns the outcome and the finished folder.
@@ -275,13 +270,7 @@ pub fn execute(
                 .out
                 .clone()
                 .unwrap_or_else(|| ferrolab_core::run::default_out(sys.name()));
-            if final_dir.exists() && (!final_dir.is_dir() || non_empty(&final_dir)) {
-                return Err(UsageError(format!(
-                    "output folder {} already exists and is not empty; choose another --out",
-                    final_dir.display()
-                ))
-                .into());
-            }
+            ferrolab_core::run::ensure_fresh(&final_dir)?;
             let work = incomplete_name(&final_dir);
             if work.exists() {
                 return Err(UsageError(format!(
@@ -296,7 +285,7 @@ pub fn execute(
             (final_dir, work, run_dir, false)
         }
     };
-    let ctx = RunContext::new(opts.seed, threads, opts.data_dir.clone(), run_dir, resuming);
+    let ctx = RunContext::new(opts.seed, threads, opts.data_dir.clone(), run_dir);
     match run_in(sys, resolved, ctx, opts.seed, &final_dir) {
         Ok(outcome) => Ok((outcome, final_dir)),
         Err(e) => {
@@ -344,7 +333,7 @@ fn run_in(
     write_plots(&run, &outcome)?;
     run.write_report(&outcome.report)?;
     // An empty folder given as --out (accepted before the run) is replaced by the run.
-    if final_dir.is_dir() && !non_empty(final_dir) {
+    if final_dir.is_dir() && ferrolab_core::run::is_empty_dir(final_dir) {
         let _ = std::fs::remove_dir(final_dir);
     }
     if final_dir.exists() {

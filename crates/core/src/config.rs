@@ -597,20 +597,6 @@ impl<C> std::ops::Deref for Checked<C> {
     }
 }
 
-/// Loads and checks a configuration: defaults, then `base` (a preset's TOML text), then the
-/// file, then the `--set` overrides.
-pub fn load_checked<T>(
-    base: Option<(&str, &str)>,
-    file: Option<&Path>,
-    sets: &[String],
-) -> Result<Checked<T>>
-where
-    T: Serialize + DeserializeOwned + Default + Validate + ConfigValue,
-{
-    let cfg: T = load_layers(base, file, sets)?;
-    Ok(Checked::new(cfg)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

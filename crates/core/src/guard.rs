@@ -84,14 +84,20 @@ pub fn default_limit() -> u64 {
     m / 5 * 4
 }
 
-/// Checks `estimate` against `limit`: the refusal names the setting, the estimate and the limit.
+/// What the process holds before a system allocates anything (the binary, the tensor
+/// runtime, thread stacks, allocator caches): measured at 15-20 MiB here, rounded up.
+pub const PROCESS_BASELINE: u64 = 64 << 20;
+
+/// Checks `estimate` plus [`PROCESS_BASELINE`] against `limit`: the refusal names the
+/// setting, the estimate and the limit.
 pub fn check(estimate: &MemoryEstimate, limit: u64) -> Result<(), ConfigError> {
-    if estimate.bytes > limit {
+    let total = estimate.bytes.saturating_add(PROCESS_BASELINE);
+    if total > limit {
         return Err(ConfigError::Parse {
             origin: estimate.setting.clone(),
             msg: format!(
                 "needs ~{} (limit {}, --max-memory)",
-                format_size(estimate.bytes),
+                format_size(total),
                 format_size(limit)
             ),
         });
@@ -127,6 +133,14 @@ mod tests {
             "data.synthetic.nodes=4000000000: needs ~3.0 TiB (limit 8.0 GiB, --max-memory)"
         );
         assert!(check(&e, 4 << 40).is_ok());
+        let small = MemoryEstimate {
+            setting: "x=1".into(),
+            bytes: 1 << 20,
+        };
+        assert!(
+            check(&small, PROCESS_BASELINE).is_err(),
+            "the baseline counts"
+        );
         assert!(default_limit() > 1 << 20);
     }
 }

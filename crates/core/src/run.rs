@@ -32,6 +32,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The refusal rule of every command that writes a folder (runs, `reproduce`, exports):
+/// `path` must not exist, or be an empty folder; a file or a folder holding anything is a
+/// usage error, so nothing already written is replaced or mixed with new files.
+pub fn ensure_fresh(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let empty = path.is_dir() && is_empty_dir(path);
+    if empty {
+        Ok(())
+    } else {
+        Err(CoreError::Data(format!(
+            "output folder {} already exists and is not empty; choose another --out",
+            path.display()
+        )))
+    }
+}
+
+/// Whether `dir` is a folder with nothing in it (false when it cannot be read).
+pub fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
 /// `runs/<name>-<unix seconds>`: the default output folder of a run.
 pub fn default_out(name: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
@@ -134,20 +157,10 @@ impl RunDir {
         })
     }
 
-    /// Creates a new run folder, refusing a path that is a file or a folder holding anything
-    /// (the refusal rule of every command that writes a run folder).
+    /// Creates a new run folder after [`ensure_fresh`].
     pub fn create_fresh(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        if root.exists() {
-            let empty =
-                root.is_dir() && std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none());
-            if !empty {
-                return Err(CoreError::Data(format!(
-                    "output folder {} already exists and is not empty; choose another --out",
-                    root.display()
-                )));
-            }
-        }
+        ensure_fresh(&root)?;
         Self::create(root)
     }
 

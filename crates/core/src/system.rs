@@ -107,23 +107,9 @@ impl SystemError {
             inner: msg.into().into(),
         }
     }
-    /// Wraps any error with an explicit class.
-    pub fn with_class(
-        class: ErrorClass,
-        e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
-        SystemError {
-            class,
-            inner: e.into(),
-        }
-    }
     /// Usage or runtime.
     pub fn class(&self) -> ErrorClass {
         self.class
-    }
-    /// The wrapped error.
-    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self.inner.as_ref()
     }
 }
 
@@ -207,24 +193,16 @@ pub struct RunContext {
     threads: usize,
     data_dir: Option<PathBuf>,
     run: RunDir,
-    resume: bool,
 }
 
 impl RunContext {
     /// A context writing into `run`.
-    pub fn new(
-        seed: u64,
-        threads: usize,
-        data_dir: Option<PathBuf>,
-        run: RunDir,
-        resume: bool,
-    ) -> Self {
+    pub fn new(seed: u64, threads: usize, data_dir: Option<PathBuf>, run: RunDir) -> Self {
         RunContext {
             seed,
             threads,
             data_dir,
             run,
-            resume,
         }
     }
 
@@ -255,8 +233,8 @@ impl RunContext {
         self.data_dir.as_deref()
     }
 
-    /// Where the dataset `name` is (first location that holds it), or an error naming the
-    /// command that fetches it.
+    /// Where the dataset `name` is (the first location of the lookup chain that holds it), or
+    /// a data error listing the places searched.
     pub fn dataset(&self, name: &str) -> SysResult<PathBuf> {
         Ok(ferrolab_data::lookup::find_dataset(
             self.data_dir.as_deref(),
@@ -274,9 +252,10 @@ impl RunContext {
         Ok(self.run.log_metrics(record)?)
     }
 
-    /// True when continuing a killed run (`--resume DIR`).
-    pub fn resuming(&self) -> bool {
-        self.resume
+    /// The data folder, the master seed and the run folder at once, for experiment functions
+    /// that take them as separate arguments.
+    pub fn parts(&mut self) -> (Option<&Path>, u64, &mut RunDir) {
+        (self.data_dir.as_deref(), self.seed, &mut self.run)
     }
 
     /// Runs one unit of work (a seed, a fold, a method) once; see [`RunDir::unit`]: a run
@@ -696,12 +675,12 @@ mod tests {
         let d = tmp("units");
         let sys: &dyn DynSystem = &ToySystem;
         let cfg = sys.resolve(None, None, &[]).unwrap();
-        let mut ctx = RunContext::new(5, 1, None, RunDir::create(&d).unwrap(), false);
+        let mut ctx = RunContext::new(5, 1, None, RunDir::create(&d).unwrap());
         let a = sys.run(&cfg, &mut ctx).unwrap();
         assert!(d.join("units/step2.json").is_file());
         // Tamper with one saved unit: a resumed run must take it instead of recomputing.
         std::fs::write(d.join("units/step1.json"), "0.0").unwrap();
-        let mut ctx = RunContext::new(5, 1, None, RunDir::reopen(&d).unwrap(), true);
+        let mut ctx = RunContext::new(5, 1, None, RunDir::reopen(&d).unwrap());
         let b = sys.run(&cfg, &mut ctx).unwrap();
         let (ta, tb) = (a.report.metrics["total"], b.report.metrics["total"]);
         assert!(tb < ta, "{ta} {tb}");

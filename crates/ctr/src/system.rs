@@ -76,14 +76,20 @@ impl System for ApgSystem {
     fn memory_estimate(
         &self,
         cfg: &ApgExperimentConfig,
-        _data_dir: Option<&std::path::Path>,
+        data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
         let d = &cfg.data;
-        // Rows: 13 numeric + 26 categorical fields, 4 bytes each, plus a label; two copies
-        // while a split is built. MovieLens is 100k rows: the synthetic sizes dominate.
-        let rows = (d.train_rows as u64)
-            .saturating_add(d.valid_rows as u64)
-            .saturating_add(d.test_rows as u64);
+        // Rows: the configured synthetic sizes, or for MovieLens a bound from the ratings
+        // file (a rating line is at least 8 bytes). Each row holds 13 numeric + 26 categorical
+        // fields of 4 bytes and a label; two copies exist while a split is built.
+        let rows = if d.dataset == "synthetic" {
+            (d.train_rows as u64)
+                .saturating_add(d.valid_rows as u64)
+                .saturating_add(d.test_rows as u64)
+        } else {
+            let dir = ferrolab_data::lookup::find_dataset(data_dir, "ml-100k").ok()?;
+            std::fs::metadata(dir.join("u.data")).ok()?.len() / 8
+        };
         let data = rows.saturating_mul(40 * 4 * 2);
         // Embedding tables (26 fields x vocabulary x width) with Adam's two moments and the
         // gradient; the deep tower and the hyper-network are small next to them.
@@ -99,12 +105,30 @@ impl System for ApgSystem {
         let batch = (cfg.train.batch_size as u64)
             .saturating_mul(widest.saturating_mul(widest))
             .saturating_mul(8);
+        // The layer-cost comparison's naive generator materialises a d_in x d_out matrix per
+        // instance: output, its gradient and the input gradient.
+        let e = &cfg.efficiency;
+        let naive = if e.enabled {
+            (e.batch_size as u64)
+                .saturating_mul(e.d_in as u64)
+                .saturating_mul(e.d_out as u64)
+                .saturating_mul(12)
+        } else {
+            0
+        };
         let bytes = data
             .saturating_add(emb)
             .saturating_add(hyper)
-            .saturating_add(batch);
-        let setting = if data >= emb.max(batch) {
-            format!("data.train_rows={}", d.train_rows)
+            .saturating_add(batch)
+            .saturating_add(naive);
+        let setting = if naive >= data.max(emb).max(batch) {
+            format!("efficiency.batch_size={}", e.batch_size)
+        } else if data >= emb.max(batch) {
+            if d.dataset == "synthetic" {
+                format!("data.train_rows={}", d.train_rows)
+            } else {
+                format!("data.dataset={}", d.dataset)
+            }
         } else if batch >= emb {
             format!("train.batch_size={}", cfg.train.batch_size)
         } else {
@@ -119,14 +143,8 @@ impl System for ApgSystem {
     }
 
     fn run(&self, cfg: &Checked<ApgExperimentConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
-        let data_dir = ctx.data_dir().map(std::path::Path::to_path_buf);
-        let seed = ctx.seed();
-        Ok(experiment::run(
-            cfg,
-            data_dir.as_deref(),
-            seed,
-            ctx.run_dir(),
-        )?)
+        let (data_dir, seed, run) = ctx.parts();
+        Ok(experiment::run(cfg, data_dir, seed, run)?)
     }
 
     fn summary(&self, o: &Outcome) -> Vec<String> {
@@ -274,16 +292,8 @@ fn export(m: &clap::ArgMatches) -> SysResult<()> {
     let cfg = ferrolab_core::system::resolve_config(&ApgSystem, preset, file, &sets)?;
     let data_dir = m.get_one::<PathBuf>("data-dir").map(PathBuf::as_path);
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
-    // The refusal rule of every command that writes a folder: a new or empty one only, so an
-    // export never replaces an earlier one or lands inside a run folder.
-    if out.exists()
-        && (!out.is_dir() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()))
-    {
-        return Err(SystemError::usage(format!(
-            "output folder {} already exists and is not empty; choose another --out",
-            out.display()
-        )));
-    }
+    // An export never replaces an earlier one or lands inside a run folder.
+    ferrolab_core::run::ensure_fresh(out)?;
     let data = experiment::load_data(&cfg, data_dir, seed)?;
     data.export(out)?;
     eprintln!(

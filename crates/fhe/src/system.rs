@@ -73,6 +73,28 @@ impl System for CkksSystem {
         Vec::new()
     }
 
+    fn memory_estimate(
+        &self,
+        cfg: &CkksConfig,
+        _data_dir: Option<&std::path::Path>,
+    ) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        // The largest parameter set dominates: 18 switching keys (relinearisation + 17 Galois),
+        // each dnum digits x 2 polynomials over the L+1+alpha limbs of N 64-bit words, plus the
+        // benchmark's ciphertexts and scratch (~64 polynomials of the same size); half again on
+        // top, since the count alone came within 5% of the measured peak (2^14: 513 MiB,
+        // 2^15: 3.8 GiB).
+        let log_n = cfg.bench.log_n.iter().copied().max()?;
+        let spec = ParamSpec::standard(log_n).ok()?;
+        let limbs = (spec.q_bits.len() + spec.p_bits.len()) as u64;
+        let dnum = spec.q_bits.len().div_ceil(spec.p_bits.len().max(1)) as u64;
+        let poly = (1u64 << log_n) * limbs * 8;
+        let bytes = poly.saturating_mul(18 * 2 * dnum + 64).saturating_mul(3) / 2;
+        Some(ferrolab_core::guard::MemoryEstimate {
+            setting: format!("bench.log_n={log_n}"),
+            bytes,
+        })
+    }
+
     fn run(&self, cfg: &Checked<CkksConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
         let b = &cfg.bench;
         let report = bench_report(&b.log_n, b.reps, ctx.seed(), b.threads)?;

@@ -291,39 +291,25 @@ fn run_case(c: &Campaign, target: &'static str, index: usize) -> std::io::Result
                     "print-config output does not round-trip",
                 );
             }
-        } else if let Some(f) = &failure {
-            keep_failure(
-                c,
-                &dir,
-                &name,
-                &s.bin,
-                &kept_args,
-                inv.stdin.as_deref(),
-                &o,
-                f,
-            );
-        } else if bad_stderr && c.args.strict_stderr {
-            keep_failure(
-                c,
-                &dir,
-                &name,
-                &s.bin,
-                &kept_args,
-                inv.stdin.as_deref(),
-                &o,
-                "stderr rule",
-            );
-        } else if c.args.keep.is_some_and(|k| o.end == End::Code(k)) {
-            keep_failure(
-                c,
-                &dir,
-                &name,
-                &s.bin,
-                &kept_args,
-                inv.stdin.as_deref(),
-                &o,
-                "kept (--keep)",
-            );
+        } else {
+            let reason = match &failure {
+                Some(f) => Some(f.as_str()),
+                None if bad_stderr && c.args.strict_stderr => Some("stderr rule"),
+                None if c.args.keep.is_some_and(|k| o.end == End::Code(k)) => Some("kept (--keep)"),
+                None => None,
+            };
+            if let Some(reason) = reason {
+                keep_failure(
+                    c,
+                    &dir,
+                    &name,
+                    &s.bin,
+                    &kept_args,
+                    inv.stdin.as_deref(),
+                    &o,
+                    reason,
+                );
+            }
         }
         CaseResult {
             target,

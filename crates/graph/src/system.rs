@@ -102,15 +102,20 @@ impl System for ClusterGcnSystem {
             .saturating_mul(4)
             .saturating_add(n.saturating_mul(deg).saturating_mul(16))
             .saturating_add(n.saturating_mul(16));
-        // Whole-graph activations: evaluation keeps two n x max(h, f) blocks per layer;
+        // Whole-graph activations: layer-wise evaluation holds up to layers + 2 blocks of
+        // n x max(h, f) f32 (2.3 GiB measured at 1M nodes x 128, 3 layers, in memory);
         // full-batch training keeps forward + gradient per layer and gathers edges x h.
         let width = h.max(f);
-        let eval = n.saturating_mul(width).saturating_mul(8);
+        let eval = n
+            .saturating_mul(width)
+            .saturating_mul(4)
+            .saturating_mul(layers + 2);
+        // (the gathered edges x h block and its gradient: 3.7 GiB measured at 200k nodes).
         let full = if cfg.baselines.full_batch {
             n.saturating_mul(h)
                 .saturating_mul(layers)
                 .saturating_mul(12)
-                .saturating_add(n.saturating_mul(deg).saturating_mul(h).saturating_mul(4))
+                .saturating_add(n.saturating_mul(deg).saturating_mul(h).saturating_mul(8))
         } else {
             0
         };

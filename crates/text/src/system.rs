@@ -153,14 +153,8 @@ impl System for SecnnSystem {
     }
 
     fn run(&self, cfg: &Checked<SecnnConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
-        let data_dir = ctx.data_dir().map(std::path::Path::to_path_buf);
-        let seed = ctx.seed();
-        Ok(experiment::run(
-            cfg,
-            data_dir.as_deref(),
-            seed,
-            ctx.run_dir(),
-        )?)
+        let (data_dir, seed, run) = ctx.parts();
+        Ok(experiment::run(cfg, data_dir, seed, run)?)
     }
 
     fn summary(&self, o: &Outcome) -> Vec<String> {
