@@ -7,8 +7,27 @@ use crate::{json, mutate};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The systems whose configuration is fuzzed.
-pub const SYSTEMS: &[&str] = &["secnn", "cluster-gcn", "apg", "ckks"];
+/// Sub-commands of the binary that are utilities, not systems.
+const UTILITIES: &[&str] = &["data", "reproduce", "help"];
+
+/// The systems the binary registers, read from its `--help` (so a new system's configuration
+/// is fuzzed without editing this harness).
+pub fn systems(bin: &Path, cwd: &Path) -> Result<Vec<String>, String> {
+    let help = String::from_utf8_lossy(&output(bin, &["--help"], cwd)?).into_owned();
+    let names: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !UTILITIES.contains(n))
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        return Err(format!("{}: --help lists no systems", bin.display()));
+    }
+    Ok(names)
+}
 
 /// A documented key of `--print-config`: its full name, default text and range text.
 #[derive(Debug, Clone)]
@@ -89,7 +108,8 @@ pub fn parse_keys(text: &str) -> Vec<Key> {
 pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
     let mut configs = Vec::new();
     let mut keys = Vec::new();
-    for s in SYSTEMS {
+    for s in systems(bin, work)? {
+        let s = s.as_str();
         let text =
             String::from_utf8_lossy(&output(bin, &[s, "--print-config"], work)?).into_owned();
         keys.push((s.to_string(), parse_keys(&text)));
