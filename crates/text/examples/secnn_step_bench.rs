@@ -2,7 +2,11 @@
 //! 50 sentences, Kim's sizes, lazy Adam for the word vectors, dense Adam for the rest), for
 //! `bench/run_secnn_bench.sh` to divide by PyTorch's time for the same architecture.
 //!
-//! `cargo run --release -p ferrolab-text --example secnn_step_bench -- [--threads N] [--len T] [--json]`
+//! `cargo run --release -p ferrolab-text --example secnn_step_bench -- [--threads N] [--len T]
+//! [--warmup N] [--iters N] [--model kim|secnn|both] [--json]`
+//!
+//! `--model` times one model per process, as `bench/secnn_harness.py` runs it, so neither model
+//! inherits the other's warm caches and allocator state.
 
 use ferrolab_core::train::TrainStep;
 use ferrolab_text::models::{ConvEncoderConfig, KimCnn, Secnn, SentenceClassifier};
@@ -56,12 +60,25 @@ fn main() {
         ))
     })();
     let (threads, len, warmup, iters) = match parsed {
+        Ok((_, 0, _, _)) | Ok((_, _, _, 0)) => {
+            eprintln!("error: --len and --iters must be at least 1");
+            std::process::exit(2);
+        }
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
+    let args: Vec<String> = std::env::args().collect();
+    let model = match args.iter().position(|a| a == "--model") {
+        Some(i) => args.get(i + 1).cloned().unwrap_or_default(),
+        None => "both".to_string(),
+    };
+    if !matches!(model.as_str(), "kim" | "secnn" | "both") {
+        eprintln!("error: --model must be kim, secnn or both (got {model:?})");
+        std::process::exit(2);
+    }
     ferrolab_core::backend::init_threads(Some(threads));
     ferrolab_core::backend::seed_backend(0);
     // Deterministic pseudo-random token ids (no padding: every sentence has `len` tokens).
@@ -84,13 +101,24 @@ fn main() {
     };
     let enc = ConvEncoderConfig::new(VOCAB);
     let dev = ferrolab_core::backend::train_device();
-    let kim = time_model(KimCnn::new(&enc, 2, 0.5, &dev), &data, warmup, iters);
-    let secnn = time_model(Secnn::new(&enc, 2, 0.5, 16, &dev), &data, warmup, iters);
+    let mut times = Vec::new();
+    if matches!(model.as_str(), "kim" | "both") {
+        let ms = time_model(KimCnn::new(&enc, 2, 0.5, &dev), &data, warmup, iters);
+        times.push(("kim_cnn_ms", ms));
+    }
+    if matches!(model.as_str(), "secnn" | "both") {
+        let ms = time_model(Secnn::new(&enc, 2, 0.5, 16, &dev), &data, warmup, iters);
+        times.push(("secnn_ms", ms));
+    }
     if std::env::args().any(|a| a == "--json") {
-        println!("{{\"kim_cnn_ms\": {kim:.3}, \"secnn_ms\": {secnn:.3}}}");
+        let fields: Vec<String> = times
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": {v:.3}"))
+            .collect();
+        println!("{{{}}}", fields.join(", "));
     } else {
-        println!(
-            "kim_cnn {kim:.2} ms/step, secnn {secnn:.2} ms/step (batch {BATCH}, length {len}, {threads} threads)"
-        );
+        for (k, v) in &times {
+            println!("{k} {v:.2} (batch {BATCH}, length {len}, {threads} threads)");
+        }
     }
 }
