@@ -1,0 +1,263 @@
+//! `ferrolab taskmet` configuration (TOML + `--set`), checked once before any work starts.
+//!
+//! Each task has its own section (its data and the reference's per-task predictor settings:
+//! layers, output activation, batch size, learning rate); `learn.*` holds what the tasks share;
+//! `task.name` picks the task a run trains on.
+
+use crate::learn::{CgMode, LearnConfig, Selection};
+use crate::mlp::Activation;
+use ferrolab_core::ConfigError;
+use ferrolab_core::config::{Validate, check};
+
+/// Tasks `task.name` accepts.
+pub const TASKS: [&str; 3] = ["portfolio", "budget", "cubic"];
+const ACTIVATIONS: [&str; 4] = ["none", "tanh", "relu", "sigmoid"];
+const METHODS: [&str; 3] = ["mse", "dfl", "taskmet"];
+
+fn activation_ok(v: &str) -> bool {
+    ACTIVATIONS.contains(&v)
+}
+
+ferrolab_core::config_section! {
+    /// The whole experiment configuration.
+    pub struct TaskmetConfig {
+        /// Which task.
+        pub task: TaskSection = TaskSection::default();
+        /// Portfolio optimisation on S&P 500 prices (`task.name = "portfolio"`).
+        pub portfolio: PortfolioSection = PortfolioSection::default();
+        /// Budget allocation on synthetic reach data (`task.name = "budget"`).
+        pub budget: BudgetSection = BudgetSection::default();
+        /// Cubic top-k, the reference's default toy (`task.name = "cubic"`).
+        pub cubic: CubicSection = CubicSection::default();
+        /// Training settings every task shares.
+        pub learn: LearnSection = LearnSection::default();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `task.*`.
+    pub struct TaskSection {
+        /// `portfolio`, `budget` or `cubic`.
+        pub name: String = "portfolio".into(), "`portfolio`, `budget` or `cubic`" => |v| TASKS.contains(&v.as_str());
+        /// Methods to train, each with the same seeds, splits and budgets (`mse`, `dfl`, `taskmet`).
+        pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect(), "a non-empty list of `mse`, `dfl`, `taskmet` without repeats" => |v| !v.is_empty() && v.iter().all(|m| METHODS.contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
+        /// Runs per method; run i's model seed derives from `--seed` and `run<i>`.
+        pub seeds: usize = 5, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Uniform-random predictions averaged for the normalised DQ's random baseline.
+        pub random_draws: usize = 10, "1..=10000" => |v| (1..=10_000).contains(v);
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `portfolio.*`.
+    pub struct PortfolioSection {
+        /// First instance: the first trading day on or after this date with a year of history.
+        pub start: String = "2005-01-01".into(), "a date YYYY-MM-DD" => |v| v.len() == 10 && v.as_bytes()[4] == b'-' && v.as_bytes()[7] == b'-';
+        /// Training days (the reference: 200).
+        pub train_days: usize = 200, "2..=5000" => |v| (2..=5000).contains(v);
+        /// Validation days (200).
+        pub val_days: usize = 200, "1..=5000" => |v| (1..=5000).contains(v);
+        /// Test days (400).
+        pub test_days: usize = 400, "1..=5000" => |v| (1..=5000).contains(v);
+        /// Trading days of past returns behind each day's risk factor.
+        pub window: usize = 250, "20..=2000" => |v| (20..=2000).contains(v);
+        /// Ridge added to the correlation matrix (the reference's 0.1).
+        pub reg: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Risk aversion λ in `ŷᵀz − λ‖Lz‖²` (the reference's α = 0.1).
+        pub lambda: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Predictor linear layers.
+        pub layers: usize = 2, "1..=8" => |v| (1..=8).contains(v);
+        /// Predictor output activation (`none`, `tanh`, `relu`, `sigmoid`).
+        pub output: String = "tanh".into(), "`none`, `tanh`, `relu` or `sigmoid`" => |v| activation_ok(v);
+        /// Instances per outer step.
+        pub batch_size: usize = 100, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Predictor Adam learning rate.
+        pub pred_lr: f64 = 1e-2, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `budget.*`.
+    pub struct BudgetSection {
+        /// Training instances (the reference: 100 with 20 of them for validation).
+        pub train: usize = 80, "2..=100000" => |v| (2..=100_000).contains(v);
+        /// Validation instances.
+        pub val: usize = 20, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Test instances (500).
+        pub test: usize = 500, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Items to allocate budget to (5).
+        pub items: usize = 5, "2..=1000" => |v| (2..=1000).contains(v);
+        /// Targets each item may reach (10).
+        pub targets: usize = 10, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Budget B: the allocation sums to B (2).
+        pub budget: f64 = 2.0, "> 0, finite, below budget.items" => |v| *v > 0.0 && v.is_finite();
+        /// Share of non-zero reach probabilities in the synthetic data.
+        pub density: f64 = 0.5, "(0, 1]" => |v| *v > 0.0 && *v <= 1.0;
+        /// Seed of the generated data (fixed across model seeds, as the reference's dataset_seed).
+        pub data_seed: u64 = 0;
+        /// Predictor linear layers.
+        pub layers: usize = 2, "1..=8" => |v| (1..=8).contains(v);
+        /// Predictor output activation.
+        pub output: String = "relu".into(), "`none`, `tanh`, `relu` or `sigmoid`" => |v| activation_ok(v);
+        /// Instances per outer step.
+        pub batch_size: usize = 100, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Predictor Adam learning rate.
+        pub pred_lr: f64 = 1e-4, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `cubic.*`.
+    pub struct CubicSection {
+        /// Training instances (the reference: 400 with half for validation).
+        pub train: usize = 200, "2..=100000" => |v| (2..=100_000).contains(v);
+        /// Validation instances.
+        pub val: usize = 200, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Test instances (400).
+        pub test: usize = 400, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Items per instance (50).
+        pub items: usize = 50, "2..=100000" => |v| (2..=100_000).contains(v);
+        /// Items chosen (1).
+        pub k: usize = 1, "1..cubic.items" => |v| *v >= 1;
+        /// Entropic regularisation of the soft top-k DFL trains through (0.01).
+        pub epsilon: f64 = 0.01, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Seed of the generated data.
+        pub data_seed: u64 = 0;
+        /// Predictor linear layers (1: a linear model, as the reference).
+        pub layers: usize = 1, "1..=8" => |v| (1..=8).contains(v);
+        /// Predictor output activation.
+        pub output: String = "none".into(), "`none`, `tanh`, `relu` or `sigmoid`" => |v| activation_ok(v);
+        /// Instances per outer step.
+        pub batch_size: usize = 50, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Predictor Adam learning rate.
+        pub pred_lr: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `learn.*`: the reference's `main.yaml` and `method/*.yaml` settings.
+    pub struct LearnSection {
+        /// Outer steps (`iters`).
+        pub iters: usize = 1000, "1..=1000000" => |v| (1..=1_000_000).contains(v);
+        /// Hidden width of the predictor (500).
+        pub width: usize = 500, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Validate every this many steps (`valfreq`).
+        pub val_every: usize = 10, "1..=1000000" => |v| (1..=1_000_000).contains(v);
+        /// Steps without a better validation before stopping (0 = never stop early).
+        pub patience: usize = 100;
+        /// Checkpoint kept: `val_dq` (best validation DQ) or `val_loss` (the reference's best.pkl).
+        pub selection: String = "val_dq".into(), "`val_dq` or `val_loss`" => |v| v == "val_dq" || v == "val_loss";
+        /// DFL's MSE weight (`dflalpha`).
+        pub dfl_alpha: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Metric Adam learning rate.
+        pub metric_lr: f64 = 1e-3, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Metric net hidden width.
+        pub metric_hidden: usize = 200, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Inner Adam iterations of TaskMet's first solve.
+        pub inner_iters_first: usize = 500, "1..=1000000" => |v| (1..=1_000_000).contains(v);
+        /// Inner iterations of each later, warm-started solve.
+        pub inner_iters: usize = 100, "1..=1000000" => |v| (1..=1_000_000).contains(v);
+        /// Instances per inner step.
+        pub inner_batch: usize = 10, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// An inner solve stops once the gradient norm is below this.
+        pub inner_grad_tol: f64 = 1e-3, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Inner gradient-norm clip.
+        pub inner_clip: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Instances the implicit gradient's Hessian is taken on.
+        pub implicit_batch: usize = 10, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// `normal_cg` (the reference's, robust to an indefinite Hessian) or `cg`.
+        pub cg_mode: String = "normal_cg".into(), "`normal_cg` or `cg`" => |v| v == "normal_cg" || v == "cg";
+        /// CG iteration cap (5).
+        pub cg_iters: usize = 5, "1..=10000" => |v| (1..=10_000).contains(v);
+        /// Ridge added in the CG solve (1e-5).
+        pub cg_ridge: f64 = 1e-5, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// CG relative tolerance; a solve ending above it is counted as not converged.
+        pub cg_rtol: f64 = 1e-5, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+    }
+}
+
+fn activation(name: &str) -> Activation {
+    match name {
+        "tanh" => Activation::Tanh,
+        "relu" => Activation::Relu,
+        "sigmoid" => Activation::Sigmoid,
+        _ => Activation::None,
+    }
+}
+
+impl TaskmetConfig {
+    /// The learner's settings for the configured task.
+    pub fn learn_config(&self) -> LearnConfig {
+        let l = &self.learn;
+        let (layers, output, batch_size, pred_lr) = match self.task.name.as_str() {
+            "budget" => {
+                let b = &self.budget;
+                (b.layers, &b.output, b.batch_size, b.pred_lr)
+            }
+            "cubic" => {
+                let c = &self.cubic;
+                (c.layers, &c.output, c.batch_size, c.pred_lr)
+            }
+            _ => {
+                let p = &self.portfolio;
+                (p.layers, &p.output, p.batch_size, p.pred_lr)
+            }
+        };
+        LearnConfig {
+            layers,
+            width: l.width,
+            output: activation(output),
+            iters: l.iters,
+            batch_size,
+            pred_lr,
+            val_every: l.val_every,
+            patience: l.patience,
+            early_stopping: l.patience > 0,
+            selection: if l.selection == "val_loss" {
+                Selection::ValLoss
+            } else {
+                Selection::ValDq
+            },
+            dfl_alpha: l.dfl_alpha,
+            metric_lr: l.metric_lr,
+            metric_hidden: l.metric_hidden,
+            metric_identity_init: None,
+            inner_iters_first: l.inner_iters_first,
+            inner_iters: l.inner_iters,
+            inner_batch: l.inner_batch,
+            inner_grad_tol: l.inner_grad_tol,
+            inner_clip: l.inner_clip,
+            implicit_batch: l.implicit_batch,
+            cg_mode: if l.cg_mode == "cg" {
+                CgMode::Cg
+            } else {
+                CgMode::NormalCg
+            },
+            cg_iters: l.cg_iters,
+            cg_ridge: l.cg_ridge,
+            cg_rtol: l.cg_rtol,
+        }
+    }
+}
+
+impl Validate for TaskmetConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let b = &self.budget;
+        check(
+            b.budget < b.items as f64,
+            "budget.budget",
+            b.budget,
+            "must be below budget.items (otherwise every item gets everything)",
+        )?;
+        let c = &self.cubic;
+        check(c.k < c.items, "cubic.k", c.k, "must be below cubic.items")?;
+        let p = &self.portfolio;
+        check(
+            (p.train_days + p.val_days + p.test_days) <= 8000,
+            "portfolio.train_days",
+            p.train_days,
+            "train_days + val_days + test_days must be <= 8000 (the S&P 500 file has 8313 days)",
+        )?;
+        Ok(())
+    }
+}

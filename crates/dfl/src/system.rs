@@ -1,0 +1,137 @@
+//! `ferrolab taskmet`: the [`System`] implementation.
+
+use crate::config::TaskmetConfig;
+use crate::experiment;
+use ferrolab_core::system::{Entry, Preset};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System};
+
+/// TaskMet against two-stage MSE and DFL on portfolio, budget allocation and cubic top-k.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskmetSystem;
+
+impl System for TaskmetSystem {
+    type Config = TaskmetConfig;
+
+    fn name(&self) -> &'static str {
+        "taskmet"
+    }
+
+    fn about(&self) -> &'static str {
+        "TaskMet: a prediction loss whose metric is learned from the decision task, vs two-stage MSE and DFL (portfolio, budget, cubic top-k)"
+    }
+
+    fn presets(&self) -> Vec<Preset> {
+        vec![
+            Preset {
+                name: "quick",
+                about: "every task at smoke size (task.name picks one; portfolio by default), 2 seeds",
+                toml: include_str!("../../../configs/taskmet/quick.toml"),
+            },
+            Preset {
+                name: "paper",
+                about: "the reference's sizes and budgets for every task (task.name picks one), 5 seeds",
+                toml: include_str!("../../../configs/taskmet/paper.toml"),
+            },
+            Preset {
+                name: "portfolio",
+                about: "portfolio on S&P 500 prices at the reference's sizes, 5 seeds",
+                toml: include_str!("../../../configs/taskmet/portfolio.toml"),
+            },
+            Preset {
+                name: "budget",
+                about: "budget allocation at the reference's sizes, 5 seeds",
+                toml: include_str!("../../../configs/taskmet/budget.toml"),
+            },
+            Preset {
+                name: "cubic",
+                about: "cubic top-k (the reference's toy where MSE fails), 5 seeds",
+                toml: include_str!("../../../configs/taskmet/cubic.toml"),
+            },
+            Preset {
+                name: "quick-portfolio",
+                about: "reproduce --quick: portfolio, 2 seeds, short budgets (< 1 min)",
+                toml: include_str!("../../../configs/taskmet/quick-portfolio.toml"),
+            },
+            Preset {
+                name: "quick-budget",
+                about: "reproduce --quick: budget allocation, 2 seeds, short budgets (< 1 min)",
+                toml: include_str!("../../../configs/taskmet/quick-budget.toml"),
+            },
+        ]
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        vec![
+            Entry {
+                name: "taskmet-portfolio",
+                what: "TaskMet vs two-stage MSE vs DFL, portfolio on S&P 500 prices (normalised test DQ)",
+                quick: "quick-portfolio",
+                full: "portfolio",
+            },
+            Entry {
+                name: "taskmet-budget",
+                what: "TaskMet vs two-stage MSE vs DFL, budget allocation (normalised test DQ)",
+                quick: "quick-budget",
+                full: "budget",
+            },
+        ]
+    }
+
+    fn datasets(&self, cfg: &TaskmetConfig) -> Vec<&'static str> {
+        if cfg.task.name == "portfolio" {
+            vec!["sp500"]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn memory_estimate(
+        &self,
+        cfg: &TaskmetConfig,
+        _data_dir: Option<&std::path::Path>,
+    ) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        // Features and targets in f32 and f64 copies, the predictor's activations over a whole
+        // split (evaluation runs every row through the width-`learn.width` hidden layers), and
+        // Λ for every training row.
+        let (rows, d, o, n, setting) = match cfg.task.name.as_str() {
+            "budget" => {
+                let b = &cfg.budget;
+                let n = b.train + b.val + b.test;
+                (
+                    b.items,
+                    b.targets,
+                    b.targets,
+                    n,
+                    format!("budget.test={}", b.test),
+                )
+            }
+            "cubic" => {
+                let c = &cfg.cubic;
+                let n = c.train + c.val + c.test;
+                (c.items, 1, 1, n, format!("cubic.test={}", c.test))
+            }
+            _ => {
+                let p = &cfg.portfolio;
+                let n = p.train_days + p.val_days + p.test_days;
+                (20, 28, 1, n, format!("portfolio.test_days={}", p.test_days))
+            }
+        };
+        let all_rows = (n as u64).saturating_mul(rows as u64);
+        let data = all_rows.saturating_mul((d + o) as u64 * 12);
+        let acts = all_rows.saturating_mul(cfg.learn.width as u64 * 8 * 3);
+        let metric = all_rows.saturating_mul((o * o + cfg.learn.metric_hidden) as u64 * 8);
+        Some(ferrolab_core::guard::MemoryEstimate {
+            setting,
+            bytes: data.saturating_add(acts).saturating_add(metric),
+        })
+    }
+
+    fn prepare(&self, cfg: &Checked<TaskmetConfig>, ctx: &RunContext) -> SysResult<()> {
+        experiment::prepare(cfg, ctx.data_dir())?;
+        Ok(())
+    }
+
+    fn run(&self, cfg: &Checked<TaskmetConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+        experiment::run(cfg, ctx)
+    }
+}
