@@ -48,6 +48,31 @@ fn write(p: PathBuf, bytes: &[u8]) {
     std::fs::write(p, bytes).unwrap();
 }
 
+/// `{D}/finance/sp500_dataset.csv.gz` as plain CSV: `rows` days of 3 positive prices, the
+/// middle row's second price replaced by `bad` when given.
+fn prices(d: &Path, rows: usize, bad: Option<&str>) {
+    let mut csv = String::from("Date,A,B,C\n");
+    for i in 0..rows {
+        let date = format!(
+            "{:04}-{:02}-{:02}",
+            2000 + i / 300,
+            1 + (i / 25) % 12,
+            1 + i % 25
+        );
+        let b = match bad {
+            Some(v) if i == rows / 2 => v.to_string(),
+            _ => format!("{}", 50.0 + (i % 7) as f64),
+        };
+        csv.push_str(&format!(
+            "{date},{},{b},{}\n",
+            100.0 + i as f64,
+            20.0 + (i % 3) as f64
+        ));
+    }
+    std::fs::create_dir_all(d.join("finance")).unwrap();
+    write(d.join("finance/sp500_dataset.csv.gz"), csv.as_bytes());
+}
+
 fn truncate(p: &Path, keep: usize) {
     let b = std::fs::read(p).unwrap();
     std::fs::write(p, &b[..keep.min(b.len())]).unwrap();
@@ -356,6 +381,84 @@ const CASES: &[Case] = &[
         name: "a clap parse error (--seed x) is one error line",
         args: &["secnn", "--seed", "x"],
         prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: unknown task name",
+        args: &["taskmet", "--set", "task.name=tsp", "--out", "{D}/out"],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: non-positive budget",
+        args: &[
+            "taskmet",
+            "--set",
+            "task.name=budget",
+            "--set",
+            "budget.budget=0",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: negative risk aversion",
+        args: &[
+            "taskmet",
+            "--set",
+            "portfolio.lambda=-0.1",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: a non-positive price",
+        args: &["taskmet", "--data-dir", "{D}", "--out", "{D}/out"],
+        prepare: Some(|d| prices(d, 400, Some("0"))),
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: NaN in the price file",
+        args: &["taskmet", "--data-dir", "{D}", "--out", "{D}/out"],
+        prepare: Some(|d| prices(d, 400, Some("nan"))),
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: a price file with a gap (a row missing a column)",
+        args: &["taskmet", "--data-dir", "{D}", "--out", "{D}/out"],
+        prepare: Some(|d| prices(d, 400, Some(""))),
+        stdin: b"",
+        code: 2,
+        before_work: true,
+    },
+    Case {
+        name: "taskmet: too few rows for the rolling window",
+        args: &[
+            "taskmet",
+            "--data-dir",
+            "{D}",
+            "--set",
+            "portfolio.start=2000-01-01",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: Some(|d| prices(d, 400, None)),
         stdin: b"",
         code: 2,
         before_work: true,
