@@ -3,17 +3,30 @@ interpreter) on the same CKKS operations and ring degree as `ferrolab ckks bench
 same chain shape: a FIRST_BITS first prime, DEPTH primes of SCALE_BITS, manual rescaling,
 hybrid key switching with one prime per digit (dnum = DEPTH + 1, as SEAL and ferrolab use);
 OpenFHE picks its own primes and sizes the special modulus itself. One thread (OMP_NUM_THREADS=1
-is set before import).
+is set before import unless the caller set it).
 
-Usage: ckks_openfhe.py LOG_N Q_BITS(comma) REPS  -> prints one JSON object {op: median ms}.
-`hoisted_rotate16` is OpenFHE's real hoisting (EvalFastRotationPrecompute + 16
-EvalFastRotation).
+Timing:    ckks_openfhe.py LOG_N Q_BITS(comma) REPS [--warmup W]
+           -> one JSON line {op: median ms over REPS timed runs, after W untimed ones}.
+Precision: ckks_openfhe.py LOG_N Q_BITS REPS --precision KEYSETS INPUTS
+           -> one JSON line {"mul_relin_rescale": [[bits per input] per key set], "rotate": ...}.
+
+Ops: encode, encrypt (public key), decrypt (with decode), add, mul_relin (EvalMult, which
+relinearises), rescale, mul_relin_rescale, rotate (EvalRotate by one), `sequential_rotate16`
+(16 EvalRotate calls, steps 1..16, one after the other) and `hoisted_rotate16` (OpenFHE's
+hoisting: one EvalFastRotationPrecompute, then 16 EvalFastRotation). No conjugation: the Python
+API has none. The sequential 16-rotation op takes min(REPS, 3) timed runs and the hoisted one
+REPS, as ferrolab's do.
+
+Precision: per key set a fresh crypto context and KeyGen (OpenFHE's Python API takes no seed:
+keys and noise come from OS randomness). Inputs uniform in [-1, 1] per slot (numpy, seeded);
+per input the figure is -log2(max over slots |decrypted - exact|).
 """
 
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -23,18 +36,18 @@ import numpy as np  # noqa: E402
 import openfhe as o  # noqa: E402
 
 
-def median_ms(reps, f):
+def median_ms(warmup, reps, f):
+    for _ in range(warmup):
+        f()
     t = []
-    for _ in range(reps):
+    for _ in range(max(1, reps)):
         t0 = time.perf_counter()
         f()
         t.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(t)
 
 
-def main():
-    log_n, q_bits, reps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    q_bits = [int(b) for b in q_bits.split(",")]
+def context(log_n, q_bits):
     n = 1 << log_n
     depth = len(q_bits) - 1
     p = o.CCParamsCKKSRNS()
@@ -55,43 +68,114 @@ def main():
     for f in (o.PKESchemeFeature.PKE, o.PKESchemeFeature.KEYSWITCH,
               o.PKESchemeFeature.LEVELEDSHE):
         cc.Enable(f)
+    return cc
+
+
+def decrypt(cc, sk, c, slots):
+    pt = cc.Decrypt(c, sk)
+    pt.SetLength(slots)
+    return np.array(pt.GetRealPackedValue()[:slots])
+
+
+def timing(a, q_bits):
+    n = 1 << a.log_n
+    slots = n // 2
+    cc = context(a.log_n, q_bits)
     keys = cc.KeyGen()
     cc.EvalMultKeyGen(keys.secretKey)
     cc.EvalRotateKeyGen(keys.secretKey, list(range(1, 17)))
     rng = np.random.default_rng(0)
-    slots = n // 2
     x = list(rng.uniform(-1, 1, slots))
     y = list(rng.uniform(-1, 1, slots))
     px = cc.MakeCKKSPackedPlaintext(x)
     py = cc.MakeCKKSPackedPlaintext(y)
     cx = cc.Encrypt(keys.publicKey, px)
     cy = cc.Encrypt(keys.publicKey, py)
+    w, reps = a.warmup, a.reps
     out = {}
     try:
         # log2 of Q (the ciphertext modulus); OpenFHE's Python API does not expose P.
         out["log_q"] = float(np.log2(float(cc.GetModulus())))
     except Exception:  # noqa: BLE001 - a missing accessor only loses this one figure
         pass
-    out["encode"] = median_ms(reps, lambda: cc.MakeCKKSPackedPlaintext(x))
-    out["encrypt"] = median_ms(reps, lambda: cc.Encrypt(keys.publicKey, px))
-    out["decrypt"] = median_ms(reps, lambda: cc.Decrypt(cx, keys.secretKey).GetRealPackedValue())
-    out["add"] = median_ms(reps, lambda: cc.EvalAdd(cx, cy))
-    out["mul_relin"] = median_ms(reps, lambda: cc.EvalMult(cx, cy))
+    out["encode"] = median_ms(w, reps, lambda: cc.MakeCKKSPackedPlaintext(x))
+    out["encrypt"] = median_ms(w, reps, lambda: cc.Encrypt(keys.publicKey, px))
+    out["decrypt"] = median_ms(
+        w, reps, lambda: cc.Decrypt(cx, keys.secretKey).GetRealPackedValue())
+    out["add"] = median_ms(w, reps, lambda: cc.EvalAdd(cx, cy))
+    out["mul_relin"] = median_ms(w, reps, lambda: cc.EvalMult(cx, cy))
     prod = cc.EvalMult(cx, cy)
-    out["rescale"] = median_ms(reps, lambda: cc.Rescale(prod))
-    out["mul_relin_rescale"] = median_ms(reps, lambda: cc.Rescale(cc.EvalMult(cx, cy)))
-    out["rotate"] = median_ms(reps, lambda: cc.EvalRotate(cx, 1))
+    out["rescale"] = median_ms(w, reps, lambda: cc.Rescale(prod))
+    out["mul_relin_rescale"] = median_ms(w, reps, lambda: cc.Rescale(cc.EvalMult(cx, cy)))
+    out["rotate"] = median_ms(w, reps, lambda: cc.EvalRotate(cx, 1))
+
+    def sequential():
+        for k in range(1, 17):
+            cc.EvalRotate(cx, k)
+
+    out["sequential_rotate16"] = median_ms(w, min(reps, 3), sequential)
 
     def hoisted():
         pre = cc.EvalFastRotationPrecompute(cx)
         for k in range(1, 17):
             cc.EvalFastRotation(cx, k, 2 * n, pre)
 
-    out["hoisted_rotate16"] = median_ms(max(1, min(reps, 3)), hoisted)
-    r = cc.Rescale(cc.EvalMult(cx, cy))
-    got = np.array(cc.Decrypt(r, keys.secretKey).GetRealPackedValue()[:slots])
-    err = np.max(np.abs(got - np.array(x) * np.array(y)))
-    out["mul_relin_rescale_precision_bits"] = float(-np.log2(err))
+    out["hoisted_rotate16"] = median_ms(w, reps, hoisted)
+    return out
+
+
+def precision(a, q_bits):
+    keysets, inputs = a.precision
+    slots = 1 << (a.log_n - 1)
+    mrr, rot = [], []
+    for k in range(keysets):
+        cc = context(a.log_n, q_bits)
+        keys = cc.KeyGen()
+        cc.EvalMultKeyGen(keys.secretKey)
+        cc.EvalRotateKeyGen(keys.secretKey, [1])
+        rng = np.random.default_rng([a.seed, k])
+        mk, rk = [], []
+        for _ in range(inputs):
+            x = rng.uniform(-1, 1, slots)
+            y = rng.uniform(-1, 1, slots)
+            cx = cc.Encrypt(keys.publicKey, cc.MakeCKKSPackedPlaintext(list(x)))
+            cy = cc.Encrypt(keys.publicKey, cc.MakeCKKSPackedPlaintext(list(y)))
+            got = decrypt(cc, keys.secretKey, cc.Rescale(cc.EvalMult(cx, cy)), slots)
+            mk.append(float(-np.log2(max(np.max(np.abs(got - x * y)), 1e-300))))
+            got = decrypt(cc, keys.secretKey, cc.EvalRotate(cx, 1), slots)
+            rk.append(float(-np.log2(max(np.max(np.abs(got - np.roll(x, -1))), 1e-300))))
+        print(f"ckks_openfhe: N = 2^{a.log_n}, key set {k + 1} of {keysets} done",
+              file=sys.stderr)
+        mrr.append(mk)
+        rot.append(rk)
+        # Drop this key set's evaluation keys from OpenFHE's process-wide key maps.
+        for clear in (getattr(o, "ClearEvalMultKeys", None),
+                      getattr(o.CryptoContext, "ClearEvalAutomorphismKeys", None)):
+            if clear is not None:
+                clear()
+    return {"log_n": a.log_n, "keysets": keysets, "inputs": inputs,
+            "mul_relin_rescale": mrr, "rotate": rot}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("log_n", type=int)
+    ap.add_argument("q_bits", help="bit sizes of the ciphertext primes, comma-separated")
+    ap.add_argument("reps", type=int, help="timed runs per op (the median is reported)")
+    ap.add_argument("--warmup", type=int, default=0, help="untimed runs per op before them")
+    ap.add_argument("--precision", type=int, nargs=2, metavar=("KEYSETS", "INPUTS"),
+                    help="measure precision instead of time")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the precision inputs")
+    a = ap.parse_args()
+    try:
+        q_bits = [int(b) for b in a.q_bits.split(",")]
+    except ValueError:
+        ap.error("Q_BITS is comma-separated integers")
+    if len(q_bits) < 2:
+        ap.error("Q_BITS needs a first prime and at least one scaling prime")
+    if a.reps < 1 or a.warmup < 0 or (a.precision and min(a.precision) < 1):
+        ap.error("REPS, KEYSETS and INPUTS must be at least 1, --warmup at least 0")
+    out = precision(a, q_bits) if a.precision else timing(a, q_bits)
     print(json.dumps(out))
 
 

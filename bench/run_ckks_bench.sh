@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # ferrolab's RNS-CKKS against Microsoft SEAL (PyPI `tenseal`, whose `tenseal.sealapi` exposes
-# SEAL itself) on the same ring degree, modulus chain (the standard sets of
-# `ferrolab ckks bench`), scale 2^40 and machine, one thread each; prints per op the latency of
-# each side and the ratio ferrolab / SEAL (below 1: ferrolab is faster), and writes
-# bench/results/ckks_bench.md.
+# SEAL itself) and, where a CPython 3.10 with PyPI `openfhe` is found, OpenFHE, on the same ring
+# degree, modulus chain (the standard sets of `ferrolab ckks bench`), scale 2^40 and machine,
+# one thread each, following bench/harness.py (separate processes in a shuffled order per round,
+# equal warm-up, same allocator settings, median of rounds with min-max): per op the latency of
+# each side and the ratio ferrolab / other (below 1: ferrolab is faster), and the precision
+# (mean and worst bits over KEYSETS key sets x INPUTS random inputs per side). Writes
+# bench/results/ckks_bench.{md,json}.
 #
-#   bench/run_ckks_bench.sh                     # N = 2^14 and 2^15, 5 reps, 2 rounds
-#   LOG_N=14 REPS=10 ROUNDS=3 bench/run_ckks_bench.sh
+#   bench/run_ckks_bench.sh                     # N = 2^14 and 2^15, 5 rounds, 2 warm-up + 5 reps
+#   LOG_N=14 ROUNDS=3 REPS=10 WARMUP=2 KEYSETS=3 INPUTS=20 bench/run_ckks_bench.sh
+#   LOG_N=13 ROUNDS=1 REPS=2 KEYSETS=1 INPUTS=2 bench/run_ckks_bench.sh   # a quick check
 #
+# bench/harness.py also reads ORDER_SEED, TRIES, MAX_FOREIGN, IDLE_WAIT and ALLOCATOR.
 # Installs tenseal into the git-ignored bench/.venv on first use, and OpenFHE (PyPI `openfhe`)
 # into bench/.venv-openfhe where a CPython 3.10 is found (see below).
 set -euo pipefail
@@ -34,5 +39,13 @@ fi
 if [ -x "$OVENV/bin/python" ] && "$OVENV/bin/python" -c "import openfhe" 2>/dev/null; then
     export OPENFHE_PY="$ROOT/$OVENV/bin/python"
 fi
-cargo build --release -p ferrolab
-exec "$VENV/bin/python" bench/ckks_harness.py
+export ROUNDS="${ROUNDS:-5}" REPS="${REPS:-5}" WARMUP="${WARMUP:-2}" LOG_N="${LOG_N:-14,15}"
+export KEYSETS="${KEYSETS:-3}" INPUTS="${INPUTS:-20}"
+# CARGO_LOCK=/path/to/lockfile runs each build under flock (machines shared with other builds).
+cargo_build() {
+    if [ -n "${CARGO_LOCK:-}" ]; then flock "$CARGO_LOCK" cargo build "$@"; else cargo build "$@"; fi
+}
+cargo_build --release -p ferrolab
+cargo_build --release -p ferrolab-fhe --example ckks_precision
+export BENCH_COMMAND="ROUNDS=$ROUNDS REPS=$REPS WARMUP=$WARMUP LOG_N=$LOG_N KEYSETS=$KEYSETS INPUTS=$INPUTS bench/run_ckks_bench.sh${*:+ $*}"
+exec "$VENV/bin/python" bench/ckks_harness.py "$@"

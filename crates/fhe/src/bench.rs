@@ -43,7 +43,11 @@ pub struct BenchResult {
     pub ops: Vec<OpFigure>,
 }
 
-fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Median of `reps` timed runs of `f`, after `warmup` untimed ones.
+fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
     let mut t = Vec::with_capacity(reps);
     for _ in 0..reps.max(1) {
         let s = Instant::now();
@@ -72,14 +76,26 @@ pub fn run(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
 /// over them). Everything runs inside the pool, so with one thread the limb loops execute
 /// inline on that thread, with no hand-off to another.
 pub fn run_threads(spec: ParamSpec, reps: usize, seed: u64, threads: usize) -> Result<BenchResult> {
+    run_warmup(spec, reps, 0, seed, threads)
+}
+
+/// [`run_threads`] with `warmup` untimed runs of every timed operation before its `reps` timed
+/// ones (the comparison with SEAL and OpenFHE gives every side the same warm-up).
+pub fn run_warmup(
+    spec: ParamSpec,
+    reps: usize,
+    warmup: usize,
+    seed: u64,
+    threads: usize,
+) -> Result<BenchResult> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
         .map_err(|e| FheError::InvalidInput(format!("cannot start {threads} threads: {e}")))?;
-    pool.install(|| run_inline(spec, reps, seed))
+    pool.install(|| run_inline(spec, reps, warmup, seed))
 }
 
-fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
+fn run_inline(spec: ParamSpec, reps: usize, warmup: usize, seed: u64) -> Result<BenchResult> {
     let ctx = Context::new(spec)?;
     let slots = ctx.slots();
     let top = ctx.max_level();
@@ -111,22 +127,22 @@ fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
     };
 
     let scale = ctx.scale_at(top);
-    let ms = median_ms(reps, || ctx.encode(&x, top, scale).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ctx.encode(&x, top, scale).map(|_| ()))?;
     let px = ctx.encode(&x, top, scale)?;
     push(
         "encode",
         Some(ms),
         Some(precision_bits(&ctx.decode(&px)?, &x)),
     );
-    let ms = median_ms(reps, || enc.encrypt(&pk, &px).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || enc.encrypt(&pk, &px).map(|_| ()))?;
     let cx = enc.encrypt(&pk, &px)?;
     let cy = enc.encrypt(&pk, &ctx.encode(&y, top, scale)?)?;
     let dx = dec.decrypt_decode(&cx)?;
     push("encrypt", Some(ms), Some(precision_bits(&dx, &x)));
-    let ms = median_ms(reps, || dec.decrypt_decode(&cx).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || dec.decrypt_decode(&cx).map(|_| ()))?;
     push("decrypt", Some(ms), None);
 
-    let ms = median_ms(reps, || ev.add(&cx, &cy).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.add(&cx, &cy).map(|_| ()))?;
     let sum: Vec<C64> = x.iter().zip(&y).map(|(a, b)| *a + *b).collect();
     push(
         "add",
@@ -138,12 +154,12 @@ fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
     );
 
     let prod: Vec<C64> = x.iter().zip(&y).map(|(a, b)| *a * *b).collect();
-    let ms = median_ms(reps, || ev.mul(&cx, &cy).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.mul(&cx, &cy).map(|_| ()))?;
     push("mul_relin", Some(ms), None);
     let m = ev.mul(&cx, &cy)?;
-    let ms = median_ms(reps, || ev.rescale(&m).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.rescale(&m).map(|_| ()))?;
     push("rescale", Some(ms), None);
-    let ms = median_ms(reps, || ev.mul_relin_rescale(&cx, &cy).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.mul_relin_rescale(&cx, &cy).map(|_| ()))?;
     let r = ev.mul_relin_rescale(&cx, &cy)?;
     push(
         "mul_relin_rescale",
@@ -153,14 +169,14 @@ fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
 
     let rot =
         |v: &[C64], k: usize| -> Vec<C64> { (0..slots).map(|j| v[(j + k) % slots]).collect() };
-    let ms = median_ms(reps, || ev.rotate(&cx, 1).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.rotate(&cx, 1).map(|_| ()))?;
     let r = ev.rotate(&cx, 1)?;
     push(
         "rotate",
         Some(ms),
         Some(precision_bits(&dec.decrypt_decode(&r)?, &rot(&x, 1))),
     );
-    let ms = median_ms(reps, || ev.rotate_hoisted(&cx, &steps).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.rotate_hoisted(&cx, &steps).map(|_| ()))?;
     let rs = ev.rotate_hoisted(&cx, &steps)?;
     let mut worst = (f64::INFINITY, f64::INFINITY);
     for (k, r) in rs.iter().enumerate() {
@@ -168,14 +184,14 @@ fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
         worst = (worst.0.min(p.0), worst.1.min(p.1));
     }
     push("hoisted_rotate16", Some(ms), Some(worst));
-    let ms = median_ms(reps.min(3), || {
+    let ms = median_ms(warmup, reps.min(3), || {
         for &s in &steps {
             ev.rotate(&cx, s)?;
         }
         Ok(())
     })?;
     push("sequential_rotate16", Some(ms), None);
-    let ms = median_ms(reps, || ev.conjugate(&cx).map(|_| ()))?;
+    let ms = median_ms(warmup, reps, || ev.conjugate(&cx).map(|_| ()))?;
     push("conjugate", Some(ms), None);
 
     // Depth 8: a chain of 8 products of unit-modulus complex numbers (well conditioned: every
@@ -219,7 +235,9 @@ fn run_inline(spec: ParamSpec, reps: usize, seed: u64) -> Result<BenchResult> {
         });
     }
     let want: Vec<C64> = x.iter().map(|v| C64::real(cheb.eval(v.re))).collect();
-    let ms = median_ms(reps.min(3), || ev.eval_chebyshev(&cx, &cheb).map(|_| ()))?;
+    let ms = median_ms(warmup, reps.min(3), || {
+        ev.eval_chebyshev(&cx, &cheb).map(|_| ())
+    })?;
     let r = ev.eval_chebyshev(&cx, &cheb)?;
     push(
         "poly_relu15",

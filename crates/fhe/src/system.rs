@@ -134,6 +134,18 @@ impl System for CkksSystem {
 /// `<op>_precision_bits_n<log N>`, `<op>_precision_bits_mean_n<log N>`, `keygen_ms_n<log N>`),
 /// printing a table per parameter set. Every parameter set is checked before any work starts.
 pub fn bench_report(log_n: &[u32], reps: usize, seed: u64, threads: usize) -> SysResult<Report> {
+    bench_report_warmup(log_n, reps, 0, seed, threads)
+}
+
+/// [`bench_report`] with `warmup` untimed runs of every timed operation before its timed ones
+/// (recorded as `config.warmup`).
+pub fn bench_report_warmup(
+    log_n: &[u32],
+    reps: usize,
+    warmup: usize,
+    seed: u64,
+    threads: usize,
+) -> SysResult<Report> {
     if reps == 0 {
         return Err(SystemError::usage("reps must be at least 1"));
     }
@@ -149,6 +161,7 @@ pub fn bench_report(log_n: &[u32], reps: usize, seed: u64, threads: usize) -> Sy
     let mut details = serde_json::Map::new();
     config.insert("reps".into(), reps.into());
     config.insert("threads".into(), threads.into());
+    config.insert("warmup".into(), warmup.into());
     for spec in specs {
         let log_n = spec.log_n;
         config.insert(
@@ -160,7 +173,7 @@ pub fn bench_report(log_n: &[u32], reps: usize, seed: u64, threads: usize) -> Sy
         );
         eprintln!("ckks bench: N = 2^{log_n} ...");
         let t = std::time::Instant::now();
-        let r = bench::run_threads(spec, reps, seed, threads)?;
+        let r = bench::run_warmup(spec, reps, warmup, seed, threads)?;
         report
             .timings
             .insert(format!("bench_n{log_n}"), t.elapsed().as_secs_f64());
@@ -244,6 +257,13 @@ fn bench_command() -> clap::Command {
                 .help("Repetitions per timed operation (the median is reported)"),
         )
         .arg(
+            Arg::new("warmup")
+                .long("warmup")
+                .value_parser(value_parser!(usize))
+                .default_value("0")
+                .help("Untimed runs of every timed operation before its --reps timed ones"),
+        )
+        .arg(
             Arg::new("out")
                 .long("out")
                 .value_name("DIR")
@@ -276,6 +296,7 @@ fn bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
     let reps = m.get_one::<usize>("reps").copied().unwrap_or(5);
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
     let threads = m.get_one::<usize>("threads").copied().unwrap_or(1);
+    let warmup = m.get_one::<usize>("warmup").copied().unwrap_or(0);
     if !(1..=1000).contains(&reps) {
         return Err(SystemError::usage(format!(
             "--reps {reps}: expected 1..=1000"
@@ -286,6 +307,11 @@ fn bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
             "--threads {threads}: expected 1..=256"
         )));
     }
+    if warmup > 1000 {
+        return Err(SystemError::usage(format!(
+            "--warmup {warmup}: expected 0..=1000"
+        )));
+    }
     for &l in &log_n {
         ParamSpec::standard(l)?;
     }
@@ -294,7 +320,7 @@ fn bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
         .cloned()
         .unwrap_or_else(|| ferrolab_core::run::default_out("ckks"));
     let run_dir = ferrolab_core::RunDir::create_fresh(out)?;
-    let report = bench_report(&log_n, reps, seed, threads)?;
+    let report = bench_report_warmup(&log_n, reps, warmup, seed, threads)?;
     run_dir.write_report(&report)?;
     eprintln!("wrote {}", run_dir.path().display());
     Ok(())
