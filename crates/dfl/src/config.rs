@@ -145,8 +145,10 @@ ferrolab_core::config_section! {
         pub val_every: usize = 10, "1..=1000000" => |v| (1..=1_000_000).contains(v);
         /// Steps without a better validation before stopping (0 = never stop early).
         pub patience: usize = 100;
-        /// Checkpoint kept: `val_dq` (best validation DQ) or `val_loss` (the reference's best.pkl).
-        pub selection: String = "val_dq".into(), "`val_dq` or `val_loss`" => |v| v == "val_dq" || v == "val_loss";
+        /// Checkpoint kept: `val_loss` (each method's own validation loss, the reference's
+        /// best.pkl: MSE for two-stage, so the baseline is not picked by decision quality) or
+        /// `val_dq` (best validation decision quality, for every method).
+        pub selection: String = "val_loss".into(), "`val_loss` or `val_dq`" => |v| v == "val_dq" || v == "val_loss";
         /// DFL's MSE weight (`dflalpha`).
         pub dfl_alpha: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
         /// Metric Adam learning rate.

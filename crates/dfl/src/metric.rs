@@ -118,7 +118,7 @@ impl MetricNet {
         let id = self.s.exp();
         let mut lambda = vec![0.0; n * o * o];
         for (l, lam) in base.output().chunks(o * o).zip(lambda.chunks_mut(o * o)) {
-            lam.copy_from_slice(&gram(l, o, id));
+            gram(l, o, id, lam);
         }
         Ok(MetricCache { base, lambda })
     }
@@ -136,12 +136,12 @@ impl MetricNet {
         }
         let o = self.o;
         let id = self.s.exp();
-        let mut lambda = Vec::with_capacity(n * o * o);
-        for xs in x.chunks(CHUNK * d) {
+        let mut lambda = vec![0.0; n * o * o];
+        for (xs, lams) in x.chunks(CHUNK * d).zip(lambda.chunks_mut(CHUNK * o * o)) {
             let rows = xs.len() / d;
             let ls = self.base.predict(xs, rows)?;
-            for l in ls.chunks(o * o) {
-                lambda.extend(gram(l, o, id));
+            for (l, lam) in ls.chunks(o * o).zip(lams.chunks_mut(o * o)) {
+                gram(l, o, id, lam);
             }
         }
         Ok(lambda)
@@ -182,9 +182,8 @@ impl MetricNet {
     }
 }
 
-/// `L Lᵀ + id·I` for one row's `o × o` matrix `L` (row-major).
-fn gram(l: &[f64], o: usize, id: f64) -> Vec<f64> {
-    let mut lam = vec![0.0; o * o];
+/// `lam ← L Lᵀ + id·I` for one row's `o × o` matrix `L` (both row-major).
+fn gram(l: &[f64], o: usize, id: f64, lam: &mut [f64]) {
     for i in 0..o {
         for j in 0..=i {
             let mut v: f64 = (0..o).map(|k| l[i * o + k] * l[j * o + k]).sum();
@@ -195,7 +194,6 @@ fn gram(l: &[f64], o: usize, id: f64) -> Vec<f64> {
             lam[j * o + i] = v;
         }
     }
-    lam
 }
 
 #[cfg(test)]

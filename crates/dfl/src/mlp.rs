@@ -6,21 +6,19 @@
 //! writing the R-forward and R-backward passes out gives that product exactly (including the
 //! output activation's second derivative) for about the cost of two more passes, without the
 //! step-size trade-off of differencing gradients. Everything is f64: the implicit gradient is
-//! a difference of nearly equal quantities solved by CG, and the networks are small (a linear
-//! layer for the cubic task, two layers of width 500 otherwise), so plain loops over rows,
-//! written as AXPYs over contiguous rows so they vectorise, are fast enough.
+//! a difference of nearly equal quantities solved by CG. Every product with a weight matrix
+//! (forward, R-forward, input and weight gradients) is one strided f64 GEMM call (core's
+//! [`matmul_f64`]): transposes are views, nothing is copied, and the GEMM picks its own
+//! matrix-vector and outer-product kernels for the one-output layers.
 //!
 //! Layout of θ, layer by layer: the weight `W_l` (`out × in`, row-major, as PyTorch stores
 //! `nn.Linear.weight`) then the bias `b_l` (`out`).
 
+use ferrolab_core::kernels::gemm::{MatRef64, matmul_f64};
 use ferrolab_core::{CoreError, Result};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-
-/// Products below this many multiply-adds run on one thread: rayon's start-up costs more.
-const PAR_MIN: usize = 1 << 15;
 
 /// An activation, applied elementwise. Hidden layers use ReLU (the reference's `dense_nn`
 /// default); the output activation is the task's (`get_output_activation` in the reference).
@@ -54,6 +52,7 @@ impl Activation {
         }
     }
 
+    #[inline]
     fn apply(self, z: f64) -> f64 {
         match self {
             Activation::None => z,
@@ -65,6 +64,7 @@ impl Activation {
 
     /// σ'(z), written in terms of the output `a = σ(z)` so only activations are stored
     /// (ReLU: `z > 0 ⇔ a > 0`; its derivative at 0 is 0, as in PyTorch).
+    #[inline]
     fn d1(self, a: f64) -> f64 {
         match self {
             Activation::None => 1.0,
@@ -81,6 +81,7 @@ impl Activation {
     }
 
     /// σ''(z) in terms of `a = σ(z)` (zero almost everywhere for ReLU and the identity).
+    #[inline]
     fn d2(self, a: f64) -> f64 {
         match self {
             Activation::None | Activation::Relu => 0.0,
@@ -89,9 +90,36 @@ impl Activation {
         }
     }
 
+    #[inline]
     fn is_piecewise_linear(self) -> bool {
         matches!(self, Activation::None | Activation::Relu)
     }
+}
+
+/// Evaluates `$body` with `$c` bound to the activation `$act`, one arm per activation, so
+/// `$c.apply`, `$c.d1` and `$c.d2` inline to branch-free code inside `$body`'s elementwise
+/// loops and those vectorise (a `match` on the activation inside the loop would not).
+macro_rules! with_activation {
+    ($act:expr, $c:ident => $body:expr) => {
+        match $act {
+            Activation::None => {
+                let $c = Activation::None;
+                $body
+            }
+            Activation::Tanh => {
+                let $c = Activation::Tanh;
+                $body
+            }
+            Activation::Relu => {
+                let $c = Activation::Relu;
+                $body
+            }
+            Activation::Sigmoid => {
+                let $c = Activation::Sigmoid;
+                $body
+            }
+        }
+    };
 }
 
 /// A dense network `in → [width, ReLU] × (layers − 1) → out → output activation`.
@@ -160,122 +188,39 @@ fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
-/// Runs `f(input_row, output_row)` over matching rows, on rayon's pool for large `work`.
-fn rows_map<F>(out: &mut [f64], ow: usize, inp: &[f64], iw: usize, work: usize, f: F)
-where
-    F: Fn(&[f64], &mut [f64]) + Sync + Send,
-{
-    if ow == 0 || iw == 0 {
-        return;
-    }
-    if work >= PAR_MIN && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(ow)
-            .zip(inp.par_chunks(iw))
-            .for_each(|(o, i)| f(i, o));
-    } else {
-        for (o, i) in out.chunks_mut(ow).zip(inp.chunks(iw)) {
-            f(i, o);
-        }
-    }
-}
-
-/// `Wᵀ` of a row-major `m × k` matrix (`k × m`), so the forward product is row AXPYs.
-fn transpose(w: &[f64], m: usize, k: usize) -> Vec<f64> {
-    let mut t = vec![0.0; m * k];
-    for o in 0..m {
-        for p in 0..k {
-            t[p * m + o] = w[o * k + p];
-        }
-    }
-    t
-}
-
-/// `Σ a_k b_k` with four accumulators, so it vectorises (a single f64 accumulator cannot be
-/// reordered by the compiler).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0; 4];
-    let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for j in 0..4 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc[0] + acc[1] + acc[2] + acc[3] + tail
-}
-
-/// Below this many outputs a layer's forward is dot products over rows of `W`; above it,
-/// AXPYs over rows of `Wᵀ` (long contiguous output rows, zero inputs skipped).
-const NARROW: usize = 16;
-
-/// `out[i, :] += a[i, :] · Wᵀ` (`a`: n × k, `W`: m × k; out: n × m).
-fn linear_acc(a: &[f64], n: usize, k: usize, w: &[f64], m: usize, out: &mut [f64]) {
-    if m < NARROW {
-        rows_map(out, m, a, k, n * m * k, |ar, orow| {
-            for (o, v) in orow.iter_mut().enumerate() {
-                *v += dot(ar, &w[o * k..(o + 1) * k]);
-            }
-        });
-        return;
-    }
-    let wt = transpose(w, m, k);
-    rows_map(out, m, a, k, n * m * k, |ar, orow| {
-        for (p, &s) in ar.iter().enumerate() {
-            // Zero inputs are common after a ReLU: skipping them halves the work.
-            if s != 0.0 {
-                axpy(s, &wt[p * m..(p + 1) * m], orow);
-            }
-        }
-    });
-}
-
-/// `out[i, :] += g[i, :] · W` (`g`: n × m, `W`: m × k; out: n × k).
-fn linear_input_grad(g: &[f64], n: usize, m: usize, w: &[f64], k: usize, out: &mut [f64]) {
-    rows_map(out, k, g, m, n * m * k, |gr, orow| {
-        for (o, &s) in gr.iter().enumerate() {
-            if s != 0.0 {
-                axpy(s, &w[o * k..(o + 1) * k], orow);
-            }
-        }
-    });
-}
-
-/// `gw[o, :] += Σ_i g[i, o] a[i, :]` and `gb[o] += Σ_i g[i, o]`.
+/// `out[i, :] ← a[i, :] · Wᵀ`, or `+=` with `accumulate` (`a`: n × k, `W`: m × k; out: n × m).
 #[allow(clippy::too_many_arguments)]
-fn linear_weight_grad(
+fn linear(a: &[f64], n: usize, k: usize, w: &[f64], m: usize, out: &mut [f64], accumulate: bool) {
+    matmul_f64(
+        MatRef64::new(a, n, k),
+        MatRef64::new(w, m, k).t(),
+        out,
+        accumulate,
+    );
+}
+
+/// `out[i, :] ← g[i, :] · W`, or `+=` with `accumulate` (`g`: n × m, `W`: m × k; out: n × k).
+#[allow(clippy::too_many_arguments)]
+fn linear_input_grad(
     g: &[f64],
     n: usize,
     m: usize,
-    a: &[f64],
+    w: &[f64],
     k: usize,
-    gw: &mut [f64],
-    gb: &mut [f64],
+    out: &mut [f64],
+    accumulate: bool,
 ) {
-    let body = |o: usize, row: &mut [f64]| {
-        for i in 0..n {
-            let s = g[i * m + o];
-            if s != 0.0 {
-                axpy(s, &a[i * k..(i + 1) * k], row);
-            }
-        }
-    };
-    if n * m * k >= PAR_MIN && rayon::current_num_threads() > 1 {
-        gw.par_chunks_mut(k)
-            .enumerate()
-            .for_each(|(o, row)| body(o, row));
-    } else {
-        for (o, row) in gw.chunks_mut(k).enumerate() {
-            body(o, row);
-        }
-    }
-    for i in 0..n {
-        axpy(1.0, &g[i * m..(i + 1) * m], gb);
-    }
+    matmul_f64(
+        MatRef64::new(g, n, m),
+        MatRef64::new(w, m, k),
+        out,
+        accumulate,
+    );
+}
+
+/// `gw += gᵀ a`, i.e. `gw[o, :] += Σ_i g[i, o] a[i, :]` (`g`: n × m, `a`: n × k; gw: m × k).
+fn linear_weight_grad(g: &[f64], n: usize, m: usize, a: &[f64], k: usize, gw: &mut [f64]) {
+    matmul_f64(MatRef64::new(g, n, m).t(), MatRef64::new(a, n, k), gw, true);
 }
 
 impl Mlp {
@@ -409,16 +354,16 @@ impl Mlp {
         let (wo, bo) = self.offsets(l);
         let (k, m) = (self.sizes[l - 1], self.sizes[l]);
         let mut z = vec![0.0; n * m];
-        for row in z.chunks_mut(m) {
-            row.copy_from_slice(&params[bo..bo + m]);
-        }
-        linear_acc(a, n, k, &params[wo..bo], m, &mut z);
-        let act = self.activation(l);
-        if act != Activation::None {
-            for v in &mut z {
-                *v = act.apply(*v);
+        linear(a, n, k, &params[wo..bo], m, &mut z, false);
+        // The bias and the activation in one pass over the product.
+        let b = &params[bo..bo + m];
+        with_activation!(self.activation(l), c => {
+            for row in z.chunks_exact_mut(m) {
+                for (v, &bi) in row.iter_mut().zip(b) {
+                    *v = c.apply(*v + bi);
+                }
             }
-        }
+        });
         z
     }
 
@@ -481,22 +426,23 @@ impl Mlp {
         let mut dz_all = vec![Vec::new(); layers];
         let mut da = dy.to_vec();
         for l in (1..=layers).rev() {
-            let act = self.activation(l);
-            let dz: Vec<f64> = if act == Activation::None {
-                da.clone()
-            } else {
-                da.iter()
-                    .zip(&cache.acts[l])
-                    .map(|(g, &a)| g * act.d1(a))
-                    .collect()
-            };
             let (wo, bo) = self.offsets(l);
             let (k, m) = (self.sizes[l - 1], self.sizes[l]);
             let (gw, gb) = grad[wo..bo + m].split_at_mut(bo - wo);
-            linear_weight_grad(&dz, n, m, &cache.acts[l - 1], k, gw, gb);
+            // δz_l = δa_l ⊙ σ'(z_l) and the bias gradient Σ_i δz_l[i, :], row by row in one
+            // pass (each row is summed while it is in cache).
+            let mut dz = Vec::with_capacity(n * m);
+            with_activation!(self.activation(l), c => {
+                for (dr, ar) in da.chunks_exact(m).zip(cache.acts[l].chunks_exact(m)) {
+                    let start = dz.len();
+                    dz.extend(dr.iter().zip(ar).map(|(g, &a)| g * c.d1(a)));
+                    axpy(1.0, &dz[start..], gb);
+                }
+            });
+            linear_weight_grad(&dz, n, m, &cache.acts[l - 1], k, gw);
             let next = if l > 1 {
                 let mut prev = vec![0.0; n * k];
-                linear_input_grad(&dz, n, m, &self.theta[wo..bo], k, &mut prev);
+                linear_input_grad(&dz, n, m, &self.theta[wo..bo], k, &mut prev, false);
                 prev
             } else {
                 Vec::new()
@@ -527,19 +473,25 @@ impl Mlp {
             let (wo, bo) = self.offsets(l);
             let (k, m) = (self.sizes[l - 1], self.sizes[l]);
             let mut rz = vec![0.0; n * m];
-            for row in rz.chunks_mut(m) {
-                row.copy_from_slice(&v[bo..bo + m]);
-            }
-            linear_acc(&cache.acts[l - 1], n, k, &v[wo..bo], m, &mut rz);
+            linear(&cache.acts[l - 1], n, k, &v[wo..bo], m, &mut rz, false);
             if l > 1 {
-                linear_acc(&ra_all[l - 2], n, k, &self.theta[wo..bo], m, &mut rz);
+                linear(&ra_all[l - 2], n, k, &self.theta[wo..bo], m, &mut rz, true);
             }
-            let act = self.activation(l);
-            let ra: Vec<f64> = rz
-                .iter()
-                .zip(&cache.acts[l])
-                .map(|(r, &a)| r * act.d1(a))
-                .collect();
+            // The bias direction and σ' in one pass.
+            let vb = &v[bo..bo + m];
+            let mut ra = vec![0.0; n * m];
+            with_activation!(self.activation(l), c => {
+                for ((rzr, rar), ar) in rz
+                    .chunks_exact_mut(m)
+                    .zip(ra.chunks_exact_mut(m))
+                    .zip(cache.acts[l].chunks_exact(m))
+                {
+                    for (((r, o), &a), &b) in rzr.iter_mut().zip(rar.iter_mut()).zip(ar).zip(vb) {
+                        *r += b;
+                        *o = *r * c.d1(a);
+                    }
+                }
+            });
             rz_all.push(rz);
             ra_all.push(ra);
         }
@@ -577,36 +529,42 @@ impl Mlp {
         let mut hv = vec![0.0; self.theta.len()];
         let mut rda = rdy.to_vec();
         for l in (1..=layers).rev() {
-            let act = self.activation(l);
-            let a_l = &cache.acts[l];
-            let mut rdz: Vec<f64> = rda.iter().zip(a_l).map(|(r, &a)| r * act.d1(a)).collect();
-            if !act.is_piecewise_linear() {
-                for (((r, &a), &d), &z) in rdz
-                    .iter_mut()
-                    .zip(a_l)
-                    .zip(&bwd.da[l - 1])
-                    .zip(&rf.rz[l - 1])
-                {
-                    *r += d * act.d2(a) * z;
-                }
-            }
             let (wo, bo) = self.offsets(l);
             let (k, m) = (self.sizes[l - 1], self.sizes[l]);
             let dz = &bwd.dz[l - 1];
-            {
-                let (hw, hb) = hv[wo..bo + m].split_at_mut(bo - wo);
-                linear_weight_grad(&rdz, n, m, &cache.acts[l - 1], k, hw, hb);
-                if l > 1 {
-                    // δz_l R{a_{l−1}}ᵀ: the bias part of this product is not a term, so it
-                    // goes to a scratch vector.
-                    let mut scratch = vec![0.0; m];
-                    linear_weight_grad(dz, n, m, &rf.ra[l - 2], k, hw, &mut scratch);
+            let (hw, hb) = hv[wo..bo + m].split_at_mut(bo - wo);
+            // R{δz_l} in place of R{δa_l} (not needed past this layer), and its bias term
+            // Σ_i R{δz_l}[i, :], row by row in one pass.
+            let mut rdz = std::mem::take(&mut rda);
+            let rows = rdz
+                .chunks_exact_mut(m)
+                .zip(cache.acts[l].chunks_exact(m))
+                .zip(
+                    bwd.da[l - 1]
+                        .chunks_exact(m)
+                        .zip(rf.rz[l - 1].chunks_exact(m)),
+                );
+            with_activation!(self.activation(l), c => {
+                for ((rr, ar), (dr, zr)) in rows {
+                    if c.is_piecewise_linear() {
+                        for (r, &a) in rr.iter_mut().zip(ar) {
+                            *r *= c.d1(a);
+                        }
+                    } else {
+                        for (((r, &a), &d), &z) in rr.iter_mut().zip(ar).zip(dr).zip(zr) {
+                            *r = *r * c.d1(a) + d * c.d2(a) * z;
+                        }
+                    }
+                    axpy(1.0, rr, hb);
                 }
-            }
+            });
+            linear_weight_grad(&rdz, n, m, &cache.acts[l - 1], k, hw);
             if l > 1 {
+                // δz_l R{a_{l−1}}ᵀ (a weight term only: the bias sees no R{a}).
+                linear_weight_grad(dz, n, m, &rf.ra[l - 2], k, hw);
                 let mut prev = vec![0.0; n * k];
-                linear_input_grad(&rdz, n, m, &self.theta[wo..bo], k, &mut prev);
-                linear_input_grad(dz, n, m, &v[wo..bo], k, &mut prev);
+                linear_input_grad(&rdz, n, m, &self.theta[wo..bo], k, &mut prev, false);
+                linear_input_grad(dz, n, m, &v[wo..bo], k, &mut prev, true);
                 rda = prev;
             }
         }
@@ -770,5 +728,52 @@ mod tests {
         assert!(m.jvp(&cache, &[0.0; 3]).is_err());
         let mut m2 = m.clone();
         assert!(m2.set_theta(&[0.0; 2]).is_err());
+    }
+
+    /// Portfolio-size timing (200 rows = one inner batch of 10 instances x 20 assets, d = 28,
+    /// width 500, one tanh output): medians of forward + backward (an inner Adam step's
+    /// network work) and of jvp + hvp (one CG product). `--ignored --nocapture` to see them.
+    #[test]
+    #[ignore]
+    fn pass_timing_on_portfolio_size() {
+        use std::time::Instant;
+        let (n, d, w, o) = (200, 28, 500, 1);
+        let m = Mlp::new(d, o, 2, w, Activation::Tanh, 1).unwrap();
+        let x = rows(n, d, 2);
+        let c = rows(n, o, 3);
+        let wt = rows(n, o, 4);
+        let v = rows(1, m.n_params(), 5);
+        let median = |f: &mut dyn FnMut()| {
+            let mut t: Vec<f64> = (0..101)
+                .map(|_| {
+                    let s = Instant::now();
+                    f();
+                    s.elapsed().as_secs_f64()
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        };
+        let mut sink = 0.0;
+        let fb = median(&mut || {
+            let (cache, dy) = loss_grad(&m, &x, n, &c, &wt);
+            sink += m.backward(&cache, &dy).unwrap().grad[0];
+        });
+        let (cache, dy) = loss_grad(&m, &x, n, &c, &wt);
+        let bwd = m.backward(&cache, &dy).unwrap();
+        let hv = median(&mut || {
+            let rf = m.jvp(&cache, &v).unwrap();
+            let rdy: Vec<f64> = rf.output().iter().zip(&c).map(|(u, c)| c * u).collect();
+            sink += m.hvp(&cache, &bwd, &rf, &v, &rdy).unwrap()[0];
+        });
+        let xv = rows(4000, d, 6);
+        let pr = median(&mut || sink += m.predict(&xv, 4000).unwrap()[0]);
+        println!(
+            "mlp {n}x{d}->{w}->{o} ({} threads): forward+backward {:.3} ms, jvp+hvp {:.3} ms, predict 4000 rows {:.3} ms ({sink:.1e})",
+            rayon::current_num_threads(),
+            fb * 1e3,
+            hv * 1e3,
+            pr * 1e3
+        );
     }
 }
