@@ -201,6 +201,19 @@ fn train_one(
     })
 }
 
+/// "met" only when the paired mean difference is positive; "within noise" when it is less than
+/// two standard errors from zero, so a lucky mean over few seeds is not reported as a win.
+fn verdict(mean: f64, std: f64, n: usize) -> &'static str {
+    let se = std / (n.max(1) as f64).sqrt();
+    if mean > 2.0 * se {
+        "met"
+    } else if mean > 0.0 {
+        "met on the mean, within noise (< 2 standard errors)"
+    } else {
+        "missed"
+    }
+}
+
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     if v.is_empty() {
@@ -300,7 +313,7 @@ fn report(cfg: &TaskmetConfig, prep: &Prepared, seed: u64, results: Vec<RunResul
         let n = of("taskmet").len();
         notes.push(format!(
             "TaskMet - two-stage MSE, normalised test DQ paired per seed: {m:+.4} ± {s:.4} (TaskMet higher in {wins} of {n}); target > 0: {}",
-            if m > 0.0 { "met" } else { "missed" }
+            verdict(m, s, n)
         ));
     }
     if let Some((m, s, wins)) = paired("taskmet", "dfl") {
