@@ -10,6 +10,7 @@ pub mod learn;
 pub mod metric;
 pub mod mlp;
 pub mod problem;
+pub mod rl;
 pub mod system;
 pub mod tasks;
 

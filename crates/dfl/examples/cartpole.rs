@@ -1,0 +1,133 @@
+//! TaskMet's model-based RL comparison on CartPole with distractors ([`ferrolab_dfl::rl`]):
+//! trains agents whose model is fit by MSE, TaskMet's metric or OMD, and reports evaluation
+//! returns, environment steps per second and steps to a return threshold.
+//!
+//! `cargo run --release -p ferrolab-dfl --example cartpole -- [--losses mse,taskmet,omd]
+//! [--k 0,16] [--seeds 0,1] [--steps N] [--stop-at R] [--eval-every N] [--threads N]
+//! [--json PATH]`
+//!
+//! Every (loss, k, seed) runs in turn; each evaluation is printed as it happens, then one
+//! summary line per run and, with `--json`, every run's record.
+
+use clap::Parser;
+use ferrolab_core::backend::try_init_threads;
+use ferrolab_dfl::rl::{AgentConfig, AgentRun, ModelLoss, train_agent};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Comma-separated model losses: mse (mle), taskmet (metric), omd.
+    #[arg(long, default_value = "mse,taskmet,omd")]
+    losses: String,
+    /// Comma-separated distractor counts.
+    #[arg(long, default_value = "0")]
+    k: String,
+    /// Comma-separated seeds.
+    #[arg(long, default_value = "0")]
+    seeds: String,
+    /// Environment steps per run (the reference: 200000).
+    #[arg(long, default_value_t = 150_000)]
+    steps: usize,
+    /// Stop a run at the first evaluation with at least this mean return.
+    #[arg(long)]
+    stop_at: Option<f64>,
+    #[arg(long, default_value_t = 1000)]
+    eval_every: usize,
+    /// Random steps before updates start (the reference: 1000).
+    #[arg(long, default_value_t = 1000)]
+    init_steps: usize,
+    /// TaskMet's metric warm-up (the reference: 5000).
+    #[arg(long, default_value_t = 5000)]
+    warmup: usize,
+    /// Rayon threads (the GEMMs of large metric nets use them).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// TaskMet: the reference's stale model-optimiser state (sign-descent model steps).
+    #[arg(long)]
+    reference_stale_model_adam: bool,
+    /// Write every run (config, evaluations, timings) here as JSON.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn list<T>(s: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>, String> {
+    s.split(',')
+        .map(|t| parse(t.trim()).ok_or_else(|| format!("bad {what}: {t:?}")))
+        .collect()
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    try_init_threads(Some(args.threads)).map_err(|e| e.to_string())?;
+    let losses = list(&args.losses, ModelLoss::parse, "loss")?;
+    let ks = list(&args.k, |t| t.parse::<usize>().ok(), "k")?;
+    let seeds = list(&args.seeds, |t| t.parse::<u64>().ok(), "seed")?;
+    let mut runs: Vec<AgentRun> = Vec::new();
+    for &k in &ks {
+        for &loss in &losses {
+            for &seed in &seeds {
+                let cfg = AgentConfig {
+                    loss,
+                    distractors: k,
+                    steps: args.steps,
+                    eval_every: args.eval_every,
+                    init_steps: args.init_steps,
+                    metric_warmup_steps: args.warmup,
+                    reference_stale_model_adam: args.reference_stale_model_adam,
+                    stop_at_return: args.stop_at,
+                    ..AgentConfig::default()
+                };
+                let tag = format!("{} k={k} seed={seed}", loss.name());
+                let run = train_agent(&cfg, seed, &mut |e| {
+                    println!(
+                        "{tag} step {:>6} return {:>6.1} ({:.0} s) q-loss {:.3e} model-mse {:.3e} \
+                         outer {:.3e}",
+                        e.step,
+                        e.mean_return,
+                        e.elapsed_s,
+                        e.window.mean_q_loss(),
+                        e.window.mean_model_mse(),
+                        e.window.mean_outer_loss()
+                    );
+                })
+                .map_err(|e| format!("{tag}: {e}"))?;
+                let to400 = run
+                    .steps_to(400.0)
+                    .map_or("-".to_string(), |s| s.to_string());
+                println!(
+                    "SUMMARY {tag}: steps {} final {:.1} best {:.1} steps-to-400 {to400} \
+                     steps/s {:.0} steady {:.1} (train {:.1} s, eval {:.1} s) q-loss {:.3e} model-mse {:.3e} \
+                     outer {:.3e} cg-res {:.2e} cg-breakdowns {}",
+                    run.steps,
+                    run.final_return(),
+                    run.best_return(),
+                    run.steps_per_sec(),
+                    run.steady_steps_per_sec(),
+                    run.train_seconds,
+                    run.eval_seconds,
+                    run.stats.mean_q_loss(),
+                    run.stats.mean_model_mse(),
+                    run.stats.mean_outer_loss(),
+                    run.stats.mean_cg_residual(),
+                    run.stats.cg_breakdowns,
+                );
+                runs.push(run);
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&runs).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cartpole: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The state-conditioned metric of the model loss, `Λφ(s)`, as the reference builds it for
+//! CartPole (`utils.py: net_fn('metric')`, `lower_tri_matrix: True`,
+//! `metric_activation: normalize`), on our [`Mlp`] and with our metric's PD term:
+//!
+//! `s → Linear(o, h) → ReLU → Linear(h, o(o+1)/2)` = the packed lower-triangular `L(s)`,
+//! `Λ_raw = L Lᵀ + e^σ I`, and `Λ = Λ_raw · √o / ‖diag Λ_raw‖₂`.
+//!
+//! The normalisation (the reference's) fixes the metric's scale, so the outer problem can only
+//! re-weight directions, not inflate the model's step size; `e^σ I` ([`crate::metric`]'s
+//! identity factor) keeps Λ positive definite. [`crate::metric::MetricNet`] forms the dense
+//! `o × o` matrices, `O(o³)` per row; with 256 distractors (`o = 260`) that is too slow, so this
+//! one never forms Λ: every use is a product (`Λv = ν(L(Lᵀv) + e^σ v)`, `O(o²)`), and the
+//! gradient of `Σ_rows a_rᵀ Λ_r b_r` is written out in `L`.
+//!
+//! φ = the base network's θ, then σ. The last layer starts with orthogonal weights of gain
+//! 1e-2 (the reference's `final_init`) and the packed identity as bias (the reference uses a
+//! bias of 1.0 on every packed entry, which makes its initial metric a dense, non-identity
+//! matrix; starting at Λ = I makes TaskMet start from the MSE model loss instead).
+
+use super::nets::init_net;
+use crate::mlp::{Cache, Mlp};
+use ferrolab_core::{CoreError, Result};
+use rand::rngs::StdRng;
+
+/// The metric net.
+#[derive(Debug, Clone)]
+pub struct StateMetric {
+    base: Mlp,
+    o: usize,
+    /// log of the identity factor.
+    sigma: f64,
+}
+
+/// Λ at `n` rows: the packed `L` per row and the normaliser; products only.
+#[derive(Debug, Clone)]
+pub struct MetricEval {
+    cache: Cache,
+    n: usize,
+    o: usize,
+    /// e^σ.
+    es: f64,
+    /// ν_r = √o / ‖diag Λ_raw,r‖.
+    nu: Vec<f64>,
+    /// diag Λ_raw per row (`n × o`).
+    diag: Vec<f64>,
+}
+
+fn packed(i: usize) -> usize {
+    i * (i + 1) / 2
+}
+
+/// `Lᵀ v` for one row's packed lower-triangular `L`.
+fn lt_mul(l: &[f64], v: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    for (i, &vi) in v.iter().enumerate() {
+        let row = &l[packed(i)..packed(i) + i + 1];
+        for (o, &lij) in out.iter_mut().zip(row) {
+            *o += lij * vi;
+        }
+    }
+}
+
+/// `out += c · L w` for one row's packed `L`.
+fn l_mul_add(l: &[f64], w: &[f64], c: f64, out: &mut [f64]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let row = &l[packed(i)..packed(i) + i + 1];
+        *o += c * row.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl StateMetric {
+    /// A metric over observations of size `o` with `hidden` units.
+    pub fn new(o: usize, hidden: usize, rng: &mut StdRng) -> Result<Self> {
+        if o == 0 || hidden == 0 {
+            return Err(CoreError::Data(format!(
+                "metric: need positive sizes, got o={o} hidden={hidden}"
+            )));
+        }
+        let p = packed(o);
+        let mut bias = vec![0.0; p];
+        for i in 0..o {
+            bias[packed(i) + i] = 1.0;
+        }
+        let base = init_net(o, p, 2, hidden, 1e-2, Some(&bias), rng)?;
+        Ok(StateMetric {
+            base,
+            o,
+            sigma: 0.0,
+        })
+    }
+
+    pub fn o(&self) -> usize {
+        self.o
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.base.n_params() + 1
+    }
+
+    /// φ, flat (σ last).
+    pub fn params(&self) -> Vec<f64> {
+        let mut p = self.base.theta().to_vec();
+        p.push(self.sigma);
+        p
+    }
+
+    /// Replaces φ (σ last).
+    pub fn set_params(&mut self, phi: &[f64]) -> Result<()> {
+        if phi.len() != self.n_params() {
+            return Err(CoreError::Data(format!(
+                "metric: {} parameters given, it has {}",
+                phi.len(),
+                self.n_params()
+            )));
+        }
+        let (base, s) = phi.split_at(phi.len() - 1);
+        self.base.set_theta(base)?;
+        self.sigma = s[0];
+        Ok(())
+    }
+
+    /// Λ at `n` rows of observations `x` (`n × o`).
+    pub fn eval(&self, x: &[f64], n: usize) -> Result<MetricEval> {
+        let cache = self.base.forward(x, n)?;
+        let (o, p) = (self.o, packed(self.o));
+        let es = self.sigma.exp();
+        let mut diag = vec![0.0; n * o];
+        let mut nu = vec![0.0; n];
+        for ((l, dg), nu) in cache
+            .output()
+            .chunks_exact(p)
+            .zip(diag.chunks_exact_mut(o))
+            .zip(nu.iter_mut())
+        {
+            for (i, d) in dg.iter_mut().enumerate() {
+                let row = &l[packed(i)..packed(i) + i + 1];
+                *d = dot(row, row) + es;
+            }
+            // diag ≥ e^σ > 0, so the norm is positive.
+            *nu = (o as f64).sqrt() / dot(dg, dg).sqrt();
+        }
+        Ok(MetricEval {
+            cache,
+            n,
+            o,
+            es,
+            nu,
+            diag,
+        })
+    }
+
+    /// `∂/∂φ Σ_r a_rᵀ Λ_r b_r` (`a`, `b`: `n × o`) at the rows of `ev`.
+    ///
+    /// With `R = aᵀΛ_raw b = (Lᵀa)·(Lᵀb) + e^σ a·b`, `δ = diag Λ_raw`, `D = ‖δ‖`, `ν = √o/D`:
+    /// `∂/∂L_ij = ν (a_i (Lᵀb)_j + b_i (Lᵀa)_j) − 2 R ν δ_i L_ij / D²` (j ≤ i),
+    /// `∂/∂σ = ν e^σ a·b − R ν e^σ Σ_i δ_i / D²`.
+    pub fn backward_bilinear(&self, ev: &MetricEval, a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
+        let (n, o, p) = (ev.n, ev.o, packed(ev.o));
+        if o != self.o || a.len() != n * o || b.len() != n * o {
+            return Err(CoreError::Data(format!(
+                "metric backward: {} and {} values for {n} rows of {o}",
+                a.len(),
+                b.len()
+            )));
+        }
+        let mut dl = vec![0.0; n * p];
+        let mut dsigma = 0.0;
+        let (mut la, mut lb) = (vec![0.0; o], vec![0.0; o]);
+        for r in 0..n {
+            let l = &ev.cache.output()[r * p..(r + 1) * p];
+            let (ar, br) = (&a[r * o..(r + 1) * o], &b[r * o..(r + 1) * o]);
+            let dg = &ev.diag[r * o..(r + 1) * o];
+            let nu = ev.nu[r];
+            lt_mul(l, ar, &mut la);
+            lt_mul(l, br, &mut lb);
+            let ab = dot(ar, br);
+            let big_r = dot(&la, &lb) + ev.es * ab;
+            let d2 = dot(dg, dg);
+            let c = 2.0 * big_r * nu / d2;
+            let out = &mut dl[r * p..(r + 1) * p];
+            for i in 0..o {
+                let row = &l[packed(i)..packed(i) + i + 1];
+                let orow = &mut out[packed(i)..packed(i) + i + 1];
+                for (j, (g, &lij)) in orow.iter_mut().zip(row).enumerate() {
+                    *g = nu * (ar[i] * lb[j] + br[i] * la[j]) - c * dg[i] * lij;
+                }
+            }
+            dsigma += nu * ev.es * ab - big_r * nu * ev.es * dg.iter().sum::<f64>() / d2;
+        }
+        let mut grad = self.base.backward(&ev.cache, &dl)?.grad;
+        grad.push(dsigma);
+        Ok(grad)
+    }
+}
+
+impl MetricEval {
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// `Λ_r v_r` for every row (`v`: `n × o`), times `scale`.
+    pub fn apply(&self, v: &[f64], scale: f64) -> Vec<f64> {
+        let (o, p) = (self.o, packed(self.o));
+        let mut out = vec![0.0; v.len()];
+        let mut w = vec![0.0; o];
+        for (r, (vr, outr)) in v.chunks_exact(o).zip(out.chunks_exact_mut(o)).enumerate() {
+            let l = &self.cache.output()[r * p..(r + 1) * p];
+            let c = scale * self.nu[r];
+            lt_mul(l, vr, &mut w);
+            l_mul_add(l, &w, c, outr);
+            for (oi, &vi) in outr.iter_mut().zip(vr) {
+                *oi += c * self.es * vi;
+            }
+        }
+        out
+    }
+
+    /// `Σ_r v_rᵀ Λ_r v_r`.
+    pub fn quad(&self, v: &[f64]) -> f64 {
+        let (o, p) = (self.o, packed(self.o));
+        let mut w = vec![0.0; o];
+        v.chunks_exact(o)
+            .enumerate()
+            .map(|(r, vr)| {
+                let l = &self.cache.output()[r * p..(r + 1) * p];
+                lt_mul(l, vr, &mut w);
+                self.nu[r] * (dot(&w, &w) + self.es * dot(vr, vr))
+            })
+            .sum()
+    }
+
+    /// Row `r`'s Λ as a dense `o × o` matrix (tests and diagnostics; `O(o³)`).
+    pub fn dense(&self, r: usize) -> Vec<f64> {
+        let o = self.o;
+        let mut lam = vec![0.0; o * o];
+        let mut e = vec![0.0; self.n * o];
+        for j in 0..o {
+            e.fill(0.0);
+            e[r * o + j] = 1.0;
+            let col = self.apply(&e, 1.0);
+            for i in 0..o {
+                lam[i * o + j] = col[r * o + i];
+            }
+        }
+        lam
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    fn rand_vec(n: usize, rng: &mut StdRng) -> Vec<f64> {
+        (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect()
+    }
+
+    /// A metric moved off its initialisation (random θ, σ ≠ 0) so every term is exercised.
+    fn perturbed(o: usize, rng: &mut StdRng) -> StateMetric {
+        let mut m = StateMetric::new(o, 6, rng).unwrap();
+        let mut phi = m.params();
+        for v in phi.iter_mut() {
+            *v += 0.3 * (2.0 * rng.random::<f64>() - 1.0);
+        }
+        m.set_params(&phi).unwrap();
+        m
+    }
+
+    #[test]
+    fn starts_at_identity_and_stays_normalised_spd() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let (n, o) = (3, 5);
+        let m = StateMetric::new(o, 8, &mut rng).unwrap();
+        let x = rand_vec(n * o, &mut rng);
+        let ev = m.eval(&x, n).unwrap();
+        for r in 0..n {
+            let lam = ev.dense(r);
+            for i in 0..o {
+                for j in 0..o {
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((lam[i * o + j] - want).abs() < 0.05, "{i},{j}");
+                }
+            }
+        }
+        let m = perturbed(o, &mut rng);
+        let ev = m.eval(&x, n).unwrap();
+        for r in 0..n {
+            let lam = ev.dense(r);
+            let d2: f64 = (0..o).map(|i| lam[i * o + i].powi(2)).sum();
+            assert!((d2 - o as f64).abs() < 1e-10, "‖diag Λ‖² = {d2}");
+            for i in 0..o {
+                for j in 0..o {
+                    assert!((lam[i * o + j] - lam[j * o + i]).abs() < 1e-12);
+                }
+            }
+        }
+        // quad agrees with apply, and is positive.
+        let v = rand_vec(n * o, &mut rng);
+        let lv = ev.apply(&v, 2.0);
+        assert!((ev.quad(&v) - 0.5 * dot(&v, &lv)).abs() < 1e-12);
+        assert!(ev.quad(&v) > 0.0);
+    }
+
+    /// The bilinear backward against central differences of φ ↦ Σ a_rᵀ Λ_r(φ) b_r.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let (n, o) = (4, 3);
+        let mut m = perturbed(o, &mut rng);
+        let x = rand_vec(n * o, &mut rng);
+        let a = rand_vec(n * o, &mut rng);
+        let b = rand_vec(n * o, &mut rng);
+        let f = |m: &StateMetric| {
+            let ev = m.eval(&x, n).unwrap();
+            dot(&a, &ev.apply(&b, 1.0))
+        };
+        let ev = m.eval(&x, n).unwrap();
+        let g = m.backward_bilinear(&ev, &a, &b).unwrap();
+        let phi = m.params();
+        let eps = 1e-6;
+        for j in 0..phi.len() {
+            let mut p = phi.clone();
+            p[j] += eps;
+            m.set_params(&p).unwrap();
+            let fp = f(&m);
+            p[j] -= 2.0 * eps;
+            m.set_params(&p).unwrap();
+            let fm = f(&m);
+            let fd = (fp - fm) / (2.0 * eps);
+            assert!(
+                (fd - g[j]).abs() < 1e-7 * (1.0 + fd.abs()),
+                "{j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+        m.set_params(&phi).unwrap();
+        assert!(m.backward_bilinear(&ev, &a[1..], &b).is_err());
+    }
+}

@@ -1,0 +1,462 @@
+//! TaskMet's model-based RL setting (Bansal et al., NeurIPS 2023, §5.3; the reference is the
+//! `omd` branch of github.com/bamos/taskmet, `omd/cartpole/`): CartPole-v1 whose observations
+//! carry `k` pure-noise distractor dimensions, solved by a soft-Q agent that learns *only* from
+//! its model's transitions, the model being trained by
+//!
+//! * maximum likelihood (MSE on the next state and the reward),
+//! * TaskMet (MSE under a learned state-conditioned metric Λφ(s), φ trained by implicit
+//!   differentiation of the agent's Bellman error on real transitions), or
+//! * OMD (Nikishin et al., 2022: the model parameters themselves trained by implicit
+//!   differentiation of that Bellman error).
+//!
+//! Distractors are unpredictable; an MSE model spends its capacity and gradient on them,
+//! while TaskMet can learn to ignore them and OMD never looks at prediction error.
+//!
+//! [`train_agent`] runs one seed as the reference's `train.py` does: 1000 random steps, then
+//! ε-greedy (ε = 0.1) on the agent's softmax policy with one update per environment step, an
+//! evaluation of 10 episodes every 1000 steps and at the end.
+
+pub mod agent;
+pub mod cartpole;
+pub mod metric;
+pub mod nets;
+pub mod replay;
+
+pub use agent::{Agent, UpdateStats};
+pub use cartpole::{CartPole, Distractors, Step};
+pub use replay::{Batch, ReplayBuffer};
+
+use ferrolab_core::{ConfigError, CoreError, Result, seed};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::time::Instant;
+
+/// What trains the agent's model (the reference's `agent_type`: `mle`, `metric`, `omd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelLoss {
+    /// Maximum likelihood of a fixed-variance Gaussian: squared error.
+    Mse,
+    /// Squared error under TaskMet's learned metric.
+    TaskMet,
+    /// Optimal model design: the task loss through the Q step, no prediction loss.
+    Omd,
+}
+
+impl ModelLoss {
+    pub const ALL: [ModelLoss; 3] = [ModelLoss::Mse, ModelLoss::TaskMet, ModelLoss::Omd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelLoss::Mse => "mse",
+            ModelLoss::TaskMet => "taskmet",
+            ModelLoss::Omd => "omd",
+        }
+    }
+
+    /// `mse | mle | taskmet | metric | omd`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mse" | "mle" => Some(ModelLoss::Mse),
+            "taskmet" | "metric" => Some(ModelLoss::TaskMet),
+            "omd" => Some(ModelLoss::Omd),
+            _ => None,
+        }
+    }
+}
+
+/// Settings; defaults are the reference's `config/default.yaml` except the step budget
+/// (200k there; see [`AgentConfig::steps`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub loss: ModelLoss,
+    /// Distractor dimensions `k` (`dim_distract`).
+    pub distractors: usize,
+    /// Environment steps (`num_train_steps: 200000`). Shrunk to 150k: on k = 0 the agents'
+    /// first evaluation ≥ 400 came at 45k–91k steps (MSE, seeds 0–1), 56k (OMD) and 48k
+    /// (TaskMet), so 150k keeps the k = 0 bar with margin; TaskMet's CG makes its steps 5–10×
+    /// dearer than MSE's (about 200 steps/s at k = 0 on one core).
+    pub steps: usize,
+    /// Uniformly random actions, no updates, for the first steps (`init_steps: 1000`).
+    pub init_steps: usize,
+    /// TaskMet's metric stays fixed before this step (`metric_warmup_steps: 5000`).
+    pub metric_warmup_steps: usize,
+    /// Evaluate every this many steps (`eval_frequency: 1000`).
+    pub eval_every: usize,
+    /// Episodes per evaluation (`num_eval_episodes=10`).
+    pub eval_episodes: usize,
+    /// Replayed transitions per update (`batch_size: 256`).
+    pub batch_size: usize,
+    /// Q-net and metric-net hidden width (`hidden_dim: 32`).
+    pub hidden: usize,
+    /// Model hidden width (`model_hidden_dim: 32`).
+    pub model_hidden: usize,
+    /// Model Adam rate (`lr: 1e-3`).
+    pub lr: f64,
+    /// Q Adam rate (`inner_lr: 3e-4`).
+    pub inner_lr: f64,
+    /// Metric Adam rate (`metric_lr: 1e-3`).
+    pub metric_lr: f64,
+    /// Normal-CG iterations of TaskMet's model solve (`cg_iters: 10`).
+    pub cg_iters: usize,
+    /// CG relative tolerance (jaxopt's default 1e-5).
+    pub cg_rtol: f64,
+    /// `discount: 0.99`.
+    pub discount: f64,
+    /// Target Polyak rate (`tau: 0.01`).
+    pub tau: f64,
+    /// Soft-Q temperature (`alpha: 0.01`).
+    pub alpha: f64,
+    /// Exploration: a uniformly random action with this probability (`eps: 0.1`).
+    pub eps: f64,
+    /// Stop once an evaluation reaches this mean return (measuring steps-to-threshold).
+    pub stop_at_return: Option<f64>,
+    /// Reproduce a quirk of the reference's TaskMet agent: its model optimiser state is never
+    /// carried over (`loss_metric` hands back the incoming `opt_state_T`), so every model
+    /// step is Adam's first, `−lr·g/(|g| + ε)`, i.e. sign descent. Off: a normal Adam.
+    pub reference_stale_model_adam: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            loss: ModelLoss::Mse,
+            distractors: 0,
+            steps: 150_000,
+            init_steps: 1000,
+            metric_warmup_steps: 5000,
+            eval_every: 1000,
+            eval_episodes: 10,
+            batch_size: 256,
+            hidden: 32,
+            model_hidden: 32,
+            lr: 1e-3,
+            inner_lr: 3e-4,
+            metric_lr: 1e-3,
+            cg_iters: 10,
+            cg_rtol: 1e-5,
+            discount: 0.99,
+            tau: 0.01,
+            alpha: 0.01,
+            eps: 0.1,
+            stop_at_return: None,
+            reference_stale_model_adam: false,
+        }
+    }
+}
+
+fn invalid(key: &str, value: impl Display, reason: &str) -> CoreError {
+    CoreError::Config(ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+impl AgentConfig {
+    /// Checks every value's range; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("eval_every", self.eval_every),
+            ("eval_episodes", self.eval_episodes),
+            ("batch_size", self.batch_size),
+            ("hidden", self.hidden),
+            ("model_hidden", self.model_hidden),
+            ("cg_iters", self.cg_iters),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, v, "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("lr", self.lr),
+            ("inner_lr", self.inner_lr),
+            ("metric_lr", self.metric_lr),
+            ("alpha", self.alpha),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, v, "must be finite and positive"));
+            }
+        }
+        for (key, v) in [
+            ("discount", self.discount),
+            ("tau", self.tau),
+            ("eps", self.eps),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(key, v, "must lie in [0, 1]"));
+            }
+        }
+        if !(self.cg_rtol.is_finite() && self.cg_rtol >= 0.0) {
+            return Err(invalid("cg_rtol", self.cg_rtol, "must be finite and ≥ 0"));
+        }
+        if let Some(t) = self.stop_at_return
+            && !t.is_finite()
+        {
+            return Err(invalid("stop_at_return", t, "must be finite"));
+        }
+        Ok(())
+    }
+}
+
+/// One evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    /// Environment steps taken before it.
+    pub step: usize,
+    pub mean_return: f64,
+    pub returns: Vec<f64>,
+    /// Wall seconds since the start of the run.
+    pub elapsed_s: f64,
+    /// The updates since the previous evaluation (their means: `window.mean_q_loss()`, …).
+    pub window: UpdateStats,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRun {
+    pub config: AgentConfig,
+    pub seed: u64,
+    /// Evaluations, in step order.
+    pub evals: Vec<EvalPoint>,
+    /// Environment steps taken (fewer than `config.steps` when `stop_at_return` hit).
+    pub steps: usize,
+    pub episodes: usize,
+    /// Wall seconds of acting and updating (evaluations excluded).
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    /// Steps taken in the full-update phase (from `init_steps`, and for TaskMet from
+    /// `metric_warmup_steps`, on) and their wall seconds: the method's steady cost.
+    pub steady_steps: usize,
+    pub steady_seconds: f64,
+    pub stats: UpdateStats,
+}
+
+impl AgentRun {
+    /// Environment steps per second of training (acting + updating, evaluations excluded).
+    pub fn steps_per_sec(&self) -> f64 {
+        self.steps as f64 / self.train_seconds.max(1e-12)
+    }
+
+    /// Environment steps per second in the full-update phase.
+    pub fn steady_steps_per_sec(&self) -> f64 {
+        self.steady_steps as f64 / self.steady_seconds.max(1e-12)
+    }
+
+    /// The first evaluated step whose mean return is at least `threshold`.
+    pub fn steps_to(&self, threshold: f64) -> Option<usize> {
+        self.evals
+            .iter()
+            .find(|e| e.mean_return >= threshold)
+            .map(|e| e.step)
+    }
+
+    /// The last evaluation's mean return.
+    pub fn final_return(&self) -> f64 {
+        self.evals.last().map_or(f64::NAN, |e| e.mean_return)
+    }
+
+    /// The best evaluation's mean return.
+    pub fn best_return(&self) -> f64 {
+        self.evals
+            .iter()
+            .map(|e| e.mean_return)
+            .fold(f64::NAN, f64::max)
+    }
+}
+
+/// Per-episode returns of `episodes` evaluation episodes of `agent` on CartPole with `k`
+/// distractors, environments and action sampling seeded from `seed` (the reference's
+/// `evaluate`: the agent's softmax policy, no ε). The episodes run side by side so the Q nets
+/// see one batch per time step.
+pub fn evaluate(agent: &Agent, k: usize, episodes: usize, seed: u64) -> Result<Vec<f64>> {
+    if agent.obs_dim() != cartpole::STATE_DIM + k {
+        return Err(CoreError::Data(format!(
+            "evaluate: the agent sees {} dimensions, CartPole with {k} distractors has {}",
+            agent.obs_dim(),
+            cartpole::STATE_DIM + k
+        )));
+    }
+    let mut envs: Vec<Distractors> = (0..episodes)
+        .map(|e| {
+            let es = seed::derive(seed, &format!("rl/eval-env/{e}"));
+            Distractors::new(
+                CartPole::new(es),
+                k,
+                seed::derive(es, "rl/eval-distractors"),
+            )
+        })
+        .collect();
+    let mut rng = seed::rng(seed, "rl/eval-act");
+    let mut obs: Vec<Vec<f64>> = envs.iter_mut().map(|e| e.reset()).collect();
+    let mut live: Vec<usize> = (0..episodes).collect();
+    let mut returns = vec![0.0; episodes];
+    while !live.is_empty() {
+        let x: Vec<f64> = live.iter().flat_map(|&e| obs[e].iter().copied()).collect();
+        let actions = agent.act_batch(&x, live.len(), &mut rng)?;
+        let mut still = Vec::with_capacity(live.len());
+        for (&e, &a) in live.iter().zip(&actions) {
+            let st = envs[e].step(a)?;
+            returns[e] += st.reward;
+            if !st.done() {
+                obs[e] = st.obs;
+                still.push(e);
+            }
+        }
+        live = still;
+    }
+    Ok(returns)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Trains one agent for `cfg.steps` environment steps from `seed`, evaluating every
+/// `cfg.eval_every` steps (and at the end); `progress` sees each evaluation as it happens.
+pub fn train_agent(
+    cfg: &AgentConfig,
+    seed: u64,
+    progress: &mut dyn FnMut(&EvalPoint),
+) -> Result<AgentRun> {
+    cfg.validate()?;
+    let start = Instant::now();
+    let k = cfg.distractors;
+    let env_seed = seed::derive(seed, "rl/env");
+    let mut env = Distractors::new(
+        CartPole::new(env_seed),
+        k,
+        seed::derive(seed, "rl/distractors"),
+    );
+    let dim = env.obs_dim();
+    let mut init_rng = seed::rng(seed, "rl/init");
+    let mut agent = Agent::new(cfg, dim, &mut init_rng)?;
+    let mut act_rng = seed::rng(seed, "rl/act");
+    let mut explore_rng = seed::rng(seed, "rl/explore");
+    let mut replay_rng = seed::rng(seed, "rl/replay");
+    let mut buf = ReplayBuffer::new(dim, cfg.steps.max(1))?;
+    let mut evals = Vec::new();
+    let mut eval_seconds = 0.0;
+    let mut eval_index = 0u64;
+    let mut last_stats = UpdateStats::default();
+    let mut run_eval = |agent: &Agent, step: usize, evals: &mut Vec<EvalPoint>| -> Result<bool> {
+        let t = Instant::now();
+        let es = seed::derive(seed, &format!("rl/eval/{eval_index}"));
+        eval_index += 1;
+        let returns = evaluate(agent, k, cfg.eval_episodes, es)?;
+        eval_seconds += t.elapsed().as_secs_f64();
+        let point = EvalPoint {
+            step,
+            mean_return: mean(&returns),
+            returns,
+            elapsed_s: start.elapsed().as_secs_f64(),
+            window: agent.stats().since(&last_stats),
+        };
+        last_stats = agent.stats().clone();
+        progress(&point);
+        let reached = cfg.stop_at_return.is_some_and(|t| point.mean_return >= t);
+        evals.push(point);
+        Ok(reached)
+    };
+
+    let steady_from = match cfg.loss {
+        ModelLoss::TaskMet => cfg.init_steps.max(cfg.metric_warmup_steps),
+        _ => cfg.init_steps,
+    };
+    let (mut steady_steps, mut steady_seconds) = (0, 0.0);
+    let mut obs = env.reset();
+    let mut action = agent.act(&obs, &mut act_rng)?;
+    let mut step = 0;
+    let mut episodes = 0;
+    let mut stopped = false;
+    while step < cfg.steps {
+        if step % cfg.eval_every == 0 && run_eval(&agent, step, &mut evals)? {
+            stopped = true;
+            break;
+        }
+        let t_step = Instant::now();
+        let explore = step < cfg.init_steps || explore_rng.random::<f64>() < cfg.eps;
+        if explore {
+            action = explore_rng.random_range(0..cartpole::N_ACTIONS);
+        }
+        let st = env.step(action)?;
+        buf.add(&obs, action, st.reward, &st.obs, st.done(), st.terminated)?;
+        step += 1;
+        obs = if st.done() {
+            episodes += 1;
+            env.reset()
+        } else {
+            st.obs
+        };
+        action = agent.act(&obs, &mut act_rng)?;
+        if step >= cfg.init_steps {
+            agent.update(&buf, &mut replay_rng, step >= cfg.metric_warmup_steps)?;
+        }
+        if step >= steady_from {
+            steady_steps += 1;
+            steady_seconds += t_step.elapsed().as_secs_f64();
+        }
+    }
+    if !stopped {
+        run_eval(&agent, step, &mut evals)?;
+    }
+    let total = start.elapsed().as_secs_f64();
+    Ok(AgentRun {
+        config: cfg.clone(),
+        seed,
+        evals,
+        steps: step,
+        episodes,
+        train_seconds: total - eval_seconds,
+        eval_seconds,
+        steady_steps,
+        steady_seconds,
+        stats: agent.stats().clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_checked() {
+        assert!(AgentConfig::default().validate().is_ok());
+        let bad = AgentConfig {
+            tau: 1.5,
+            ..AgentConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = AgentConfig {
+            batch_size: 0,
+            ..AgentConfig::default()
+        };
+        assert!(train_agent(&bad, 0, &mut |_| {}).is_err());
+        assert_eq!(ModelLoss::parse("metric"), Some(ModelLoss::TaskMet));
+        assert_eq!(ModelLoss::parse("x"), None);
+    }
+
+    /// A random policy on CartPole averages ≈ 22 steps (the untrained agent, whose Q nets are
+    /// near zero, is one: the step-0 evaluation). After 6000 steps (1000 random, 5000
+    /// updates) the MSE agent with k = 0 must do clearly better: seeds 0–7 gave 108–201, so
+    /// the bar (60, and 2.5× the start) leaves room for rounding-level changes in the nets,
+    /// which send an RL run down another trajectory.
+    #[test]
+    fn mse_agent_learns_cartpole() {
+        let cfg = AgentConfig {
+            steps: 6000,
+            eval_every: 6000,
+            ..AgentConfig::default()
+        };
+        let run = train_agent(&cfg, 0, &mut |_| {}).unwrap();
+        let start = run.evals[0].mean_return;
+        let end = run.final_return();
+        assert!(end >= 60.0 && end > 2.5 * start, "{start} → {end}");
+    }
+}
