@@ -5,19 +5,23 @@
 # Run it on an otherwise idle machine: each script waits for quiet CPUs and repeats a job that
 # other processes disturbed, so a busy machine makes it slow rather than wrong.
 #
-#   bench/run_all.sh                     # all comparisons, their default sizes (about 40 min)
-#   ONLY="step secnn" bench/run_all.sh   # a subset: step secnn cluster_gcn ckks apg
+#   bench/run_all.sh                     # all comparisons, their default sizes (about 45 min on a quiet machine)
+#   ONLY="step secnn" bench/run_all.sh   # a subset: step secnn cluster_gcn ckks apg taskmet
 #   PUBLISH=1 bench/run_all.sh           # afterwards, copy this run's JSON to results/published/
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ONLY="${ONLY:-step secnn cluster_gcn ckks apg}"
+ONLY="${ONLY:-step secnn cluster_gcn ckks apg taskmet}"
+# The TaskMet anchor times outer steps only here; its reference training runs (12-16 min per
+# seed) are for bench/run_taskmet_reference.sh run alone.
+export TRAIN_SEEDS="${TRAIN_SEEDS-}"
 declare -A SCRIPT=(
     [step]=bench/run_step_bench.sh
     [secnn]=bench/run_secnn_bench.sh
     [cluster_gcn]=bench/run_cluster_gcn_pyg.sh
     [ckks]=bench/run_ckks_bench.sh
     [apg]=bench/run_apg_fuxictr.sh
+    [taskmet]=bench/run_taskmet_reference.sh
 )
 for b in $ONLY; do
     if [[ -z "${SCRIPT[$b]:-}" ]]; then
@@ -44,7 +48,7 @@ if [[ "${PUBLISH:-0}" == 1 && ${#failed[@]} -eq 0 ]]; then
     for b in $ONLY; do
         case $b in
             step) n=step_bench ;; secnn) n=secnn_step_bench ;; cluster_gcn) n=cluster_gcn_pyg ;;
-            ckks) n=ckks_bench ;; apg) n=apg_fuxictr ;;
+            ckks) n=ckks_bench ;; apg) n=apg_fuxictr ;; taskmet) n=taskmet_reference ;;
         esac
         cp "bench/results/$n.json" bench/results/published/
     done
