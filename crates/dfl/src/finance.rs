@@ -107,26 +107,11 @@ fn stock_features(p: &[f64], t: usize, out: &mut Vec<f64>) {
     out.push(p[t]);
 }
 
-/// Lower Cholesky factor of a symmetric positive-definite row-major `n × n` matrix.
+/// Lower Cholesky factor of a symmetric positive-definite row-major `n × n` matrix (the
+/// decision layers' routine, with an error a user can act on).
 pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>, String> {
-    let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
-            if i == j {
-                let d = a[i * n + i] - s;
-                if d.is_nan() || d <= 0.0 {
-                    return Err(format!(
-                        "matrix is not positive definite (pivot {i}: {d:e})"
-                    ));
-                }
-                l[i * n + i] = d.sqrt();
-            } else {
-                l[i * n + j] = (a[i * n + j] - s) / l[j * n + j];
-            }
-        }
-    }
-    Ok(l)
+    crate::decision::linalg::cholesky(a, n)
+        .ok_or_else(|| "matrix is not positive definite".to_string())
 }
 
 /// Correlation (+ `reg`·I) of the returns in `rows` (each row one day, `n` assets), computed

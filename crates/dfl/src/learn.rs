@@ -21,6 +21,7 @@
 use crate::cg::{self, CgOutcome};
 use crate::metric::MetricNet;
 use crate::mlp::{Activation, Mlp};
+use crate::optim::Adam;
 use crate::problem::{DecisionProblem, Instances};
 use ferrolab_core::seed;
 use ferrolab_core::{ConfigError, CoreError, Result};
@@ -432,41 +433,6 @@ impl Data {
             y.extend_from_slice(&self.y[i * sy..(i + 1) * sy]);
         }
         (x, y, idx.iter().map(|&i| self.ids[i]).collect())
-    }
-}
-
-/// Adam with PyTorch's defaults (β = 0.9, 0.999, ε = 1e-8, no weight decay: the reference's
-/// `weight_decay: 0.0`).
-#[derive(Debug, Clone)]
-struct Adam {
-    lr: f64,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    t: i32,
-}
-
-impl Adam {
-    fn new(n: usize, lr: f64) -> Self {
-        Adam {
-            lr,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-
-    fn step(&mut self, w: &mut [f64], g: &[f64]) {
-        const B1: f64 = 0.9;
-        const B2: f64 = 0.999;
-        const EPS: f64 = 1e-8;
-        self.t = self.t.saturating_add(1);
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
-        for k in 0..w.len() {
-            self.m[k] = B1 * self.m[k] + (1.0 - B1) * g[k];
-            self.v[k] = B2 * self.v[k] + (1.0 - B2) * g[k] * g[k];
-            w[k] -= self.lr * (self.m[k] / c1) / ((self.v[k] / c2).sqrt() + EPS);
-        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod finance;
 pub mod learn;
 pub mod metric;
 pub mod mlp;
+pub mod optim;
 pub mod problem;
 pub mod rl;
 pub mod system;

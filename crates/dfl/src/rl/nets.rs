@@ -10,44 +10,7 @@ use ferrolab_core::kernels::gemm::{MatRef64, matmul_f64};
 use ferrolab_core::{CoreError, Result};
 use rand::rngs::StdRng;
 
-/// Adam with optax's defaults (β = 0.9, 0.999, ε = 1e-8, bias-corrected, no weight decay).
-#[derive(Debug, Clone)]
-pub struct Adam {
-    lr: f64,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    t: i32,
-}
-
-impl Adam {
-    pub fn new(n: usize, lr: f64) -> Self {
-        Adam {
-            lr,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-
-    /// One descent step of `w` along the gradient `g`.
-    pub fn step(&mut self, w: &mut [f64], g: &[f64]) {
-        const B1: f64 = 0.9;
-        const B2: f64 = 0.999;
-        const EPS: f64 = 1e-8;
-        self.t = self.t.saturating_add(1);
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
-        for ((w, g), (m, v)) in w
-            .iter_mut()
-            .zip(g)
-            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
-        {
-            *m = B1 * *m + (1.0 - B1) * g;
-            *v = B2 * *v + (1.0 - B2) * g * g;
-            *w -= self.lr * (*m / c1) / ((*v / c2).sqrt() + EPS);
-        }
-    }
-}
+pub use crate::optim::Adam;
 
 /// An `rows × cols` matrix (row-major) with orthonormal rows (`rows ≤ cols`) or orthonormal
 /// columns (`rows > cols`), times `gain`: haiku's `Orthogonal(scale)` for a `Linear` whose
