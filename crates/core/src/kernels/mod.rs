@@ -23,7 +23,9 @@
 //! system's training step, never from a public `forward`.
 
 pub mod adam;
+pub mod batchnorm;
 pub mod conv1d;
+pub mod conv2d;
 pub mod fused;
 pub mod gemm;
 pub mod hash;

@@ -1,0 +1,1 @@
+//! Seeded augmentations (owned by the data/augmentation work).

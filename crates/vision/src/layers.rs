@@ -1,0 +1,1 @@
+//! burn modules over ferrolab_core::kernels (owned by the models work).

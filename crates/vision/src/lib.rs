@@ -1,0 +1,14 @@
+//! ferrolab-vision: the convolutional foundation shared by layer importance, HyPHEN, ADOD,
+//! AttenScribble and AdaEvo.
+//!
+//! - [`layers`]: burn `Module`s (convolution, batch norm, pooling, up-sampling) whose ops go
+//!   through `ferrolab_core::kernels`, so the CPU runs ferrolab's kernels and a GPU build runs
+//!   burn's.
+//! - [`models`]: ResNet-20/32, a VGG-style and a MobileNet-style small CNN, UNet, YOLOv3-tiny.
+//! - [`augment`]: seeded augmentations for classification, segmentation and detection.
+//! - [`metrics`]: COCO mAP (as pycocotools) and segmentation Dice / IoU / HD95 (as medpy 0.5.2).
+
+pub mod augment;
+pub mod layers;
+pub mod metrics;
+pub mod models;

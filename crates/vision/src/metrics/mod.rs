@@ -1,0 +1,1 @@
+//! Detection and segmentation metrics (owned by the metrics work).

@@ -1,0 +1,1 @@
+//! Image models (owned by the models work).
