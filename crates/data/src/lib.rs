@@ -34,6 +34,7 @@ pub mod error;
 pub mod fetch;
 pub mod graph;
 pub mod idx;
+pub mod image;
 mod io;
 pub mod lookup;
 pub mod movielens;
