@@ -10,9 +10,11 @@ use ferrolab_core::ConfigError;
 use ferrolab_core::config::{Validate, check};
 
 /// Tasks `task.name` accepts.
-pub const TASKS: [&str; 3] = ["portfolio", "budget", "cubic"];
+pub const TASKS: [&str; 4] = ["portfolio", "budget", "cubic", "cartpole"];
 const ACTIVATIONS: [&str; 4] = ["none", "tanh", "relu", "sigmoid"];
-const METHODS: [&str; 3] = ["mse", "dfl", "taskmet"];
+/// Methods `task.methods` accepts; each task runs those that apply to it (`dfl` to the decision
+/// tasks, `omd` to CartPole) and notes the rest as skipped.
+pub const METHODS: [&str; 4] = ["mse", "dfl", "taskmet", "omd"];
 
 fn activation_ok(v: &str) -> bool {
     ACTIVATIONS.contains(&v)
@@ -29,6 +31,8 @@ ferrolab_core::config_section! {
         pub budget: BudgetSection = BudgetSection::default();
         /// Cubic top-k, the reference's default toy (`task.name = "cubic"`).
         pub cubic: CubicSection = CubicSection::default();
+        /// Model-based RL on CartPole-v1 with distractors (`task.name = "cartpole"`).
+        pub cartpole: CartpoleSection = CartpoleSection::default();
         /// Training settings every task shares.
         pub learn: LearnSection = LearnSection::default();
     }
@@ -37,10 +41,12 @@ ferrolab_core::config_section! {
 ferrolab_core::config_section! {
     /// Keys `task.*`.
     pub struct TaskSection {
-        /// `portfolio`, `budget` or `cubic`.
-        pub name: String = "portfolio".into(), "`portfolio`, `budget` or `cubic`" => |v| TASKS.contains(&v.as_str());
-        /// Methods to train, each with the same seeds, splits and budgets (`mse`, `dfl`, `taskmet`).
-        pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect(), "a non-empty list of `mse`, `dfl`, `taskmet` without repeats" => |v| !v.is_empty() && v.iter().all(|m| METHODS.contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
+        /// `portfolio`, `budget`, `cubic` or `cartpole`.
+        pub name: String = "portfolio".into(), "`portfolio`, `budget`, `cubic` or `cartpole`" => |v| TASKS.contains(&v.as_str());
+        /// Methods to train, each with the same seeds, splits and budgets (`mse`, `dfl`,
+        /// `taskmet`, `omd`); a task runs those that apply to it (`dfl`: the decision tasks,
+        /// `omd`: cartpole).
+        pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect(), "a non-empty list of `mse`, `dfl`, `taskmet`, `omd` without repeats" => |v| !v.is_empty() && v.iter().all(|m| METHODS.contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
         /// Runs per method; run i's model seed derives from `--seed` and `run<i>`.
         pub seeds: usize = 5, "1..=1000" => |v| (1..=1000).contains(v);
         /// Uniform-random predictions averaged for the normalised DQ's random baseline.
@@ -131,6 +137,32 @@ ferrolab_core::config_section! {
         pub batch_size: usize = 50, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Predictor Adam learning rate.
         pub pred_lr: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `cartpole.*`: the agent settings of the reference's `omd/cartpole` that a run may
+    /// change; the rest are its `config/default.yaml` values (see `rl::AgentConfig`).
+    pub struct CartpoleSection {
+        /// Distractor dimensions k, one sweep point each (the reference: 0 to 256).
+        pub distractors: Vec<usize> = vec![0, 16, 64, 256], "a non-empty list of counts in 0..=4096 without repeats" => |v| !v.is_empty() && v.iter().all(|k| *k <= 4096) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
+        /// Environment steps per agent (the reference: 200000).
+        pub steps: usize = 150_000, "1..=10000000" => |v| (1..=10_000_000).contains(v);
+        /// Uniformly random steps before updates start (1000).
+        pub init_steps: usize = 1000, "0..=10000000" => |v| *v <= 10_000_000;
+        /// TaskMet's metric stays fixed before this step (5000).
+        pub metric_warmup_steps: usize = 5000, "0..=10000000" => |v| *v <= 10_000_000;
+        /// Evaluate every this many steps (1000).
+        pub eval_every: usize = 1000, "1..=10000000" => |v| (1..=10_000_000).contains(v);
+        /// Episodes per evaluation (10).
+        pub eval_episodes: usize = 10, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Replayed transitions per update (256).
+        pub batch_size: usize = 256, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Q-net, model and metric hidden width (32).
+        pub hidden: usize = 32, "1..=4096" => |v| (1..=4096).contains(v);
+        /// Evaluations averaged into a run's return (the last ones): one evaluation of 10
+        /// episodes is a noisy figure for a policy that is still moving.
+        pub final_evals: usize = 1, "1..=1000" => |v| (1..=1000).contains(v);
     }
 }
 

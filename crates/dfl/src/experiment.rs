@@ -231,6 +231,9 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 /// Runs every configured method over `task.seeds` runs; each (method, run) is a resumable unit.
 pub fn run(cfg: &Checked<TaskmetConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
     let cfg: &TaskmetConfig = cfg;
+    if cfg.task.name == "cartpole" {
+        return crate::rl_experiment::run(cfg, ctx);
+    }
     let prep = prepare(cfg, ctx.data_dir())?;
     let methods: Vec<Method> = cfg
         .task
@@ -261,6 +264,12 @@ fn report(cfg: &TaskmetConfig, prep: &Prepared, seed: u64, results: Vec<RunResul
     rep.config = serde_json::to_value(cfg).unwrap_or_default();
     let of = |m: &str| -> Vec<&RunResult> { results.iter().filter(|r| r.method == m).collect() };
     let mut notes = prep.notes.clone();
+    if cfg.task.methods.iter().any(|m| m == "omd") {
+        notes.push(format!(
+            "omd skipped: it applies to cartpole only, not to {}",
+            cfg.task.name
+        ));
+    }
     for m in ["mse", "dfl", "taskmet"] {
         let rs = of(m);
         if rs.is_empty() {

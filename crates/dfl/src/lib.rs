@@ -12,6 +12,7 @@ pub mod mlp;
 pub mod optim;
 pub mod problem;
 pub mod rl;
+pub mod rl_experiment;
 pub mod system;
 pub mod tasks;
 

@@ -17,7 +17,7 @@ impl System for TaskmetSystem {
     }
 
     fn about(&self) -> &'static str {
-        "TaskMet: a prediction loss whose metric is learned from the decision task, vs two-stage MSE and DFL (portfolio, budget, cubic top-k)"
+        "TaskMet: a prediction loss whose metric is learned from the decision task, vs two-stage MSE and DFL (portfolio, budget, cubic top-k) and vs MSE and OMD models in model-based RL (CartPole with distractors)"
     }
 
     fn presets(&self) -> Vec<Preset> {
@@ -48,6 +48,16 @@ impl System for TaskmetSystem {
                 toml: include_str!("../../../configs/taskmet/cubic.toml"),
             },
             Preset {
+                name: "cartpole",
+                about: "model-based RL on CartPole, k = 0/16/64/256 distractors, MSE / TaskMet / OMD models, 5 seeds (hours)",
+                toml: include_str!("../../../configs/taskmet/cartpole.toml"),
+            },
+            Preset {
+                name: "quick-cartpole",
+                about: "reproduce --quick: CartPole, k = 0 and 16, one seed, a few thousand steps (< 1 min)",
+                toml: include_str!("../../../configs/taskmet/quick-cartpole.toml"),
+            },
+            Preset {
                 name: "quick-portfolio",
                 about: "reproduce --quick: portfolio, 2 seeds, short budgets (< 1 min)",
                 toml: include_str!("../../../configs/taskmet/quick-portfolio.toml"),
@@ -73,6 +83,12 @@ impl System for TaskmetSystem {
                 what: "TaskMet vs two-stage MSE vs DFL, budget allocation (normalised test DQ)",
                 quick: "quick-budget",
                 full: "budget",
+            },
+            Entry {
+                name: "taskmet-cartpole",
+                what: "TaskMet vs MSE vs OMD dynamics models, CartPole return vs distractor count",
+                quick: "quick-cartpole",
+                full: "cartpole",
             },
         ]
     }
@@ -105,6 +121,18 @@ impl System for TaskmetSystem {
                     format!("budget.test={}", b.test),
                 )
             }
+            "cartpole" => {
+                // The replay buffer (observation, next observation, action, reward, done per
+                // step, in f64) dominates; the nets are a few thousand weights.
+                let c = &cfg.cartpole;
+                let k = c.distractors.iter().copied().max().unwrap_or(0);
+                let obs = (4 + k) as u64;
+                let bytes = (c.steps as u64).saturating_mul(obs * 2 * 8 + 24);
+                return Some(ferrolab_core::guard::MemoryEstimate {
+                    setting: format!("cartpole.steps={}", c.steps),
+                    bytes,
+                });
+            }
             "cubic" => {
                 let c = &cfg.cubic;
                 let n = c.train + c.val + c.test;
@@ -127,6 +155,10 @@ impl System for TaskmetSystem {
     }
 
     fn prepare(&self, cfg: &Checked<TaskmetConfig>, ctx: &RunContext) -> SysResult<()> {
+        if cfg.task.name == "cartpole" {
+            // Nothing to read or generate: the environment is simulated.
+            return Ok(());
+        }
         experiment::prepare(cfg, ctx.data_dir())?;
         Ok(())
     }

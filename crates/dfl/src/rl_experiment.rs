@@ -1,0 +1,305 @@
+//! `ferrolab taskmet --set task.name=cartpole`: the paper's model-based RL comparison. For each
+//! distractor count k, each method (`mse`, `taskmet`, `omd`) trains `task.seeds` agents, the
+//! same seeds across methods and k; one agent is one resumable unit `<method>-k<k>-run<i>`.
+//!
+//! A run's return is the mean of its last `cartpole.final_evals` evaluations (each the mean
+//! return of `cartpole.eval_episodes` episodes, max 500). Report keys: `metrics.return_k<k>`
+//! (TaskMet), `baselines.mse.return_k<k>`, `baselines.omd.return_k<k>`, each with `_std` over
+//! seeds, and `timings.<method>_seconds`.
+
+use crate::config::TaskmetConfig;
+use crate::rl::{AgentConfig, AgentRun, ModelLoss, train_agent};
+use ferrolab_core::run::{Curve, Outcome, Report};
+use ferrolab_core::{RunContext, SysResult, SystemError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One agent, as saved in `units/<method>-k<k>-run<i>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentResult {
+    pub method: String,
+    pub k: usize,
+    pub run: usize,
+    pub seed: u64,
+    /// Mean of the last `final_evals` evaluations' mean returns.
+    pub final_return: f64,
+    pub best_return: f64,
+    /// First evaluated step with a mean return ≥ 400, if any.
+    pub steps_to_400: Option<usize>,
+    pub steps: usize,
+    pub steps_per_sec: f64,
+    /// Wall seconds, training and evaluation.
+    pub seconds: f64,
+    pub cg_breakdowns: usize,
+    /// (step, mean return) of every evaluation.
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// The methods of `task.methods` that apply to CartPole, in the report's order.
+pub fn methods(cfg: &TaskmetConfig) -> Vec<ModelLoss> {
+    ModelLoss::ALL
+        .into_iter()
+        .filter(|m| cfg.task.methods.iter().any(|s| s == m.name()))
+        .collect()
+}
+
+fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
+    let c = &cfg.cartpole;
+    AgentConfig {
+        loss,
+        distractors: k,
+        steps: c.steps,
+        init_steps: c.init_steps,
+        metric_warmup_steps: c.metric_warmup_steps,
+        eval_every: c.eval_every,
+        eval_episodes: c.eval_episodes,
+        batch_size: c.batch_size,
+        hidden: c.hidden,
+        model_hidden: c.hidden,
+        ..AgentConfig::default()
+    }
+}
+
+fn summarise(r: &AgentRun, method: ModelLoss, k: usize, run: usize, last: usize) -> AgentResult {
+    let tail = &r.evals[r.evals.len().saturating_sub(last)..];
+    let final_return = if tail.is_empty() {
+        f64::NAN
+    } else {
+        tail.iter().map(|e| e.mean_return).sum::<f64>() / tail.len() as f64
+    };
+    AgentResult {
+        method: method.name().into(),
+        k,
+        run,
+        seed: r.seed,
+        final_return,
+        best_return: r.best_return(),
+        steps_to_400: r.steps_to(400.0),
+        steps: r.steps,
+        steps_per_sec: r.steps_per_sec(),
+        seconds: r.train_seconds + r.eval_seconds,
+        cg_breakdowns: r.stats.cg_breakdowns,
+        curve: r
+            .evals
+            .iter()
+            .map(|e| (e.step as f64, e.mean_return))
+            .collect(),
+    }
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 {
+        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, s)
+}
+
+/// Trains every (k, method, seed) agent and reports returns per k.
+pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
+    let ms = methods(cfg);
+    if ms.is_empty() {
+        return Err(SystemError::usage(
+            "task.methods: none of them applies to cartpole (its methods are mse, taskmet, omd)",
+        ));
+    }
+    let mut results = Vec::new();
+    for &k in &cfg.cartpole.distractors {
+        for run in 0..cfg.task.seeds {
+            // The same seed for every method and k: the same environment, distractor and
+            // initialisation streams, so differences come from the model loss.
+            let seed = ctx.seed_for(&format!("run{run}"));
+            for &m in &ms {
+                let name = format!("{}-k{k}-run{run}", m.name());
+                let acfg = agent_config(cfg, m, k);
+                let last = cfg.cartpole.final_evals;
+                let r = ctx.unit(&name, |_| {
+                    let pb = ferrolab_core::progress::bar(
+                        acfg.steps as u64,
+                        format!("{} k={k} run {run}", m.name()),
+                    );
+                    let out = train_agent(&acfg, seed, &mut |e| {
+                        pb.set_position(e.step as u64);
+                        pb.set_message(format!("return {:.0}", e.mean_return));
+                    });
+                    pb.finish_and_clear();
+                    let out = out.map_err(|e| SystemError::runtime(format!("{name}: {e}")))?;
+                    Ok(summarise(&out, m, k, run, last))
+                })?;
+                eprintln!(
+                    "cartpole {} k={k} run {run}: return {:.1} (best {:.1}), {:.0} steps/s, {:.1} s",
+                    r.method, r.final_return, r.best_return, r.steps_per_sec, r.seconds
+                );
+                results.push(r);
+            }
+        }
+    }
+    Ok(report(cfg, ctx.seed(), results))
+}
+
+fn report(cfg: &TaskmetConfig, seed: u64, results: Vec<AgentResult>) -> Outcome {
+    let mut rep = Report::new("taskmet", "cartpole-v1-distractors", seed);
+    rep.config = serde_json::to_value(cfg).unwrap_or_default();
+    let mut notes = vec![format!(
+        "cartpole: CartPole-v1 (episode cap 500) with k i.i.d. N(0,1) distractor dimensions; {} environment steps per agent (the reference: 200000), return = mean of the last {} evaluation(s) of {} episodes",
+        cfg.cartpole.steps, cfg.cartpole.final_evals, cfg.cartpole.eval_episodes
+    )];
+    if cfg.task.methods.iter().any(|m| m == "dfl") {
+        notes.push(
+            "dfl skipped: it does not apply to cartpole (OMD is the decision-focused model there)"
+                .into(),
+        );
+    }
+    let of = |m: &str, k: usize| -> Vec<&AgentResult> {
+        results
+            .iter()
+            .filter(|r| r.method == m && r.k == k)
+            .collect()
+    };
+    for m in ModelLoss::ALL {
+        let name = m.name();
+        let mut keys = BTreeMap::new();
+        for &k in &cfg.cartpole.distractors {
+            let rs = of(name, k);
+            if rs.is_empty() {
+                continue;
+            }
+            let (mean, std) = mean_std(&rs.iter().map(|r| r.final_return).collect::<Vec<_>>());
+            keys.insert(format!("return_k{k}"), mean);
+            keys.insert(format!("return_k{k}_std"), std);
+        }
+        if keys.is_empty() {
+            continue;
+        }
+        let secs: f64 = results
+            .iter()
+            .filter(|r| r.method == name)
+            .map(|r| r.seconds)
+            .sum();
+        rep.timings.insert(format!("{name}_seconds"), secs);
+        if m == ModelLoss::TaskMet {
+            rep.metrics.extend(keys);
+        } else {
+            rep.baselines.insert(name.to_string(), keys);
+        }
+    }
+    // The paper's claims, checked where the sweep has the point.
+    let mean_of = |m: &str, k: usize| -> Option<f64> {
+        let rs = of(m, k);
+        (!rs.is_empty()).then(|| rs.iter().map(|r| r.final_return).sum::<f64>() / rs.len() as f64)
+    };
+    for (k, factor) in [(64usize, 1.5f64), (256, 3.0)] {
+        if let (Some(t), Some(b)) = (mean_of("taskmet", k), mean_of("mse", k)) {
+            notes.push(format!(
+                "k={k}: TaskMet return {t:.1} vs MSE {b:.1} ({:.2}x); target >= {factor}x: {}",
+                t / b.max(1e-9),
+                if t >= factor * b { "met" } else { "missed" }
+            ));
+        }
+        if let (Some(t), Some(o)) = (mean_of("taskmet", k), mean_of("omd", k)) {
+            notes.push(format!(
+                "k={k}: TaskMet {t:.1} vs OMD {o:.1}; target TaskMet >= OMD: {}",
+                if t >= o { "met" } else { "missed" }
+            ));
+        }
+    }
+    if cfg.cartpole.distractors.contains(&0) {
+        let low: Vec<String> = ModelLoss::ALL
+            .iter()
+            .filter_map(|m| mean_of(m.name(), 0).map(|v| (m.name(), v)))
+            .filter(|(_, v)| *v < 400.0)
+            .map(|(m, v)| format!("{m} {v:.1}"))
+            .collect();
+        notes.push(if low.is_empty() {
+            "k=0: every agent's mean return >= 400 (the comparison is not made vacuous by a weak agent)".into()
+        } else {
+            format!(
+                "k=0: below the 400 bar ({}): the step budget is too small for the comparison to be meaningful",
+                low.join(", ")
+            )
+        });
+    }
+    rep.notes = notes;
+    rep.details = serde_json::json!({ "agents": results });
+    let curves = results
+        .iter()
+        .map(|r| Curve {
+            label: format!("{} k={} run {}", r.method, r.k, r.run),
+            y_name: "eval_return".into(),
+            points: r.curve.clone(),
+        })
+        .collect();
+    Outcome {
+        report: rep,
+        curves,
+        paper: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_core::run::RunDir;
+
+    fn tiny() -> TaskmetConfig {
+        let mut cfg = TaskmetConfig::default();
+        cfg.task.name = "cartpole".into();
+        cfg.task.seeds = 2;
+        let c = &mut cfg.cartpole;
+        c.distractors = vec![0, 3];
+        c.steps = 300;
+        c.init_steps = 100;
+        c.metric_warmup_steps = 150;
+        c.eval_every = 150;
+        c.eval_episodes = 2;
+        c.final_evals = 2;
+        cfg
+    }
+
+    #[test]
+    fn every_method_and_k_gets_its_keys_and_a_resumed_run_reuses_the_agents() {
+        let d = std::env::temp_dir().join(format!("ferrolab-cartpole-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        let cfg = tiny();
+        let mut ctx = RunContext::new(3, 1, None, RunDir::create(&d).unwrap());
+        let out = run(&cfg, &mut ctx).unwrap();
+        let rep = &out.report;
+        for key in ["return_k0", "return_k0_std", "return_k3", "return_k3_std"] {
+            assert!(rep.metrics.contains_key(key), "metrics lacks {key}");
+            for b in ["mse", "omd"] {
+                assert!(rep.baselines[b].contains_key(key), "{b} lacks {key}");
+            }
+        }
+        assert!(!rep.baselines.contains_key("dfl"));
+        assert!(rep.notes.iter().any(|n| n.contains("dfl skipped")));
+        // A CartPole episode lasts at least 8 steps and at most 500.
+        for v in [rep.metrics["return_k0"], rep.baselines["mse"]["return_k3"]] {
+            assert!((8.0..=500.0).contains(&v), "{v}");
+        }
+        assert!(d.join("units/taskmet-k3-run1.json").is_file());
+        assert_eq!(out.curves.len(), 3 * 2 * 2);
+        let mut again = RunContext::new(3, 1, None, RunDir::reopen(&d).unwrap());
+        let second = run(&cfg, &mut again).unwrap();
+        assert_eq!(second.report.metrics, rep.metrics);
+        assert_eq!(second.report.baselines, rep.baselines);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn methods_that_do_not_apply_are_a_usage_error() {
+        let mut cfg = tiny();
+        cfg.task.methods = vec!["dfl".into()];
+        let d = std::env::temp_dir().join(format!("ferrolab-cartpole-dfl-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        let mut ctx = RunContext::new(3, 1, None, RunDir::create(&d).unwrap());
+        let e = run(&cfg, &mut ctx).unwrap_err();
+        assert_eq!(e.class(), ferrolab_core::ErrorClass::Usage);
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
