@@ -109,8 +109,17 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
         .ok_or_else(|| {
             DataError::malformed(path, "header", format!("dimensions {dims:?} are too large"))
         })?;
-    // The header's sizes are untrusted, so they bound only the first allocation.
-    let mut data = Vec::with_capacity(need.min(1 << 28));
+    // The header's sizes are untrusted: the first allocation is bounded by what the file can
+    // hold (its length, or the gzip expansion cap), so a 20-byte file claiming gigabytes
+    // reserves nothing large before the size mismatch is reported.
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let room = if gz {
+        len.saturating_mul(1100).min(crate::io::MAX_EXPANDED)
+    } else {
+        len
+    };
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let mut data = Vec::with_capacity(need.min(room).min(1 << 28));
     fill(&mut data, need, header)?;
     if data.len() < need {
         return Err(DataError::malformed(
