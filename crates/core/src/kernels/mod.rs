@@ -8,6 +8,8 @@
 //! | [`spmm`] | CSR sparse × dense, parallel over rows, and its transpose | [`SparseAdj::propagate`](crate::sparse::SparseAdj::propagate) (gather/scatter) |
 //! | [`propagate`] | the CSR spmm as a burn backend extension, differentiable | the same gather/scatter, as the extension's default body |
 //! | [`conv1d`] | Kim-CNN/SECNN multi-width "same" convolution, forward and backward | [`conv1d::reference`] (burn ops) |
+//! | [`conv2d`] | 2-D convolution (any kernel, stride, padding, groups) as a backend extension: Flex forward, input and weight gradient (tiled im2col + GEMM, 1x1 GEMM, depthwise loops) | burn's `conv2d`, `conv2d_x_backward`, `conv2d_weight_backward` (the extension's default bodies) |
+//! | [`conv_transpose2d`] | UNet's 2x2 stride-2 transposed convolution as a backend extension: one GEMM + pixel shuffle per sample, and its two gradients | burn's `conv_transpose2d` and its backward ops (the default bodies) |
 //! | [`fused`] | the GCN step's row passes: dropout masks, LayerNorm + ReLU, masked cross-entropy | burn's `LayerNorm`, `relu`, `CrossEntropyLoss` |
 //! | [`adam`] | dense and lazy (row-sparse) Adam on slices | burn's `Adam` |
 //! | [`hash`] | counter-based SplitMix64, FNV-1a | published test vectors |
@@ -26,6 +28,7 @@ pub mod adam;
 pub mod batchnorm;
 pub mod conv1d;
 pub mod conv2d;
+pub mod conv_transpose2d;
 pub mod fused;
 pub mod gemm;
 pub mod hash;

@@ -84,17 +84,17 @@ fn valid_range(out_len: usize, k: usize, s: usize, p: usize, len: usize) -> (usi
 
 /// A strided read-only matrix: element (i, j) at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
+pub(crate) struct Mat<'a> {
     data: &'a [f32],
     rs: usize,
     cs: usize,
 }
 
 impl<'a> Mat<'a> {
-    fn rows(data: &'a [f32], rs: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], rs: usize) -> Self {
         Mat { data, rs, cs: 1 }
     }
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Mat {
             data: self.data,
             rs: self.cs,
@@ -108,7 +108,7 @@ impl<'a> Mat<'a> {
 
 /// Whether the GEMMs of one pass run on one thread (the pass is parallel over samples) or
 /// use the whole pool (too few samples to share out).
-fn inner_parallelism(samples: usize) -> gemm::Parallelism {
+pub(crate) fn inner_parallelism(samples: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
     if threads > 1 && samples < threads {
         gemm::Parallelism::Rayon(threads)
@@ -123,7 +123,7 @@ fn inner_parallelism(samples: usize) -> gemm::Parallelism {
 /// would nest inside the per-sample loop here; this one takes it from the caller and writes
 /// with a row stride, so a tile lands in place inside a larger output plane.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     n: usize,
     k: usize,
@@ -258,7 +258,7 @@ fn col2im(g: &Geom, col: &[f32], r0: usize, r1: usize, dx: &mut [f32]) {
 
 /// Samples per parallel chunk: about four chunks per thread, so a thread slowed by another
 /// process does not hold up the pass.
-fn samples_per_chunk(n: usize) -> usize {
+pub(crate) fn samples_per_chunk(n: usize) -> usize {
     let chunks = (4 * rayon::current_num_threads()).min(n).max(1);
     n.div_ceil(chunks).max(1)
 }

@@ -15,7 +15,7 @@
 //! A backend missing from the list would panic when called, so the list names every backend
 //! ferrolab-core can be built with.
 
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(test)]
 mod tests;
 
@@ -117,7 +117,7 @@ pub(crate) fn geometry(
     })
 }
 
-fn dims4(s: &Shape) -> [usize; 4] {
+pub(crate) fn dims4(s: &Shape) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
@@ -197,16 +197,16 @@ pub fn reference_bias_grad<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
 impl Conv2dKernels for burn::backend::Cube {}
 
 /// The f32 values of a Flex tensor, contiguous; `None` for other dtypes.
-fn f32_tensor(t: FlexTensor) -> Option<FlexTensor> {
+pub(crate) fn f32_tensor(t: FlexTensor) -> Option<FlexTensor> {
     (t.dtype() == DType::F32).then(|| t.to_contiguous())
 }
 
-fn slice(t: &FlexTensor) -> &[f32] {
+pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
     // `f32_tensor` made it contiguous f32, for which `as_slice` always succeeds.
     t.as_slice::<f32>().unwrap_or(&[])
 }
 
-fn flex_out(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+pub(crate) fn flex_out(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
