@@ -12,6 +12,7 @@
 //! | [`conv_transpose2d`] | UNet's 2x2 stride-2 transposed convolution as a backend extension: one GEMM + pixel shuffle per sample, and its two gradients | burn's `conv_transpose2d` and its backward ops (the default bodies) |
 //! | [`fused`] | the GCN step's row passes: dropout masks, LayerNorm + ReLU, masked cross-entropy | burn's `LayerNorm`, `relu`, `CrossEntropyLoss` |
 //! | [`adam`] | dense and lazy (row-sparse) Adam on slices | burn's `Adam` |
+//! | [`batchnorm`] | batch norm (train forward/backward, eval) as a backend extension: fused per-channel passes on Flex | burn's `ModuleOps::batch_norm*` (the extension's default bodies) |
 //! | [`hash`] | counter-based SplitMix64, FNV-1a | published test vectors |
 //!
 //! **How a new custom op is added.** As a burn backend extension, like [`propagate`]:
@@ -29,6 +30,7 @@ pub mod batchnorm;
 pub mod conv1d;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub(crate) mod flex_slices;
 pub mod fused;
 pub mod gemm;
 pub mod hash;
