@@ -332,7 +332,7 @@ def write_bench(dirpath):
                              "bbox": [r2(x + j[0]), r2(y + j[1]), r2(max(w + j[2], 1)),
                                       r2(max(h + j[3], 1))],
                              "score": r2(rng.rand())})
-        for _ in range(int(rng.poisson(2))):
+        for _ in range(int(rng.poisson(3))):
             dets.append({"image_id": img["id"], "category_id": int(rng.randint(1, n_cat + 1)),
                          "bbox": [r2(rng.uniform(0, 600)), r2(rng.uniform(0, 450)),
                                   r2(rng.uniform(4, 200)), r2(rng.uniform(4, 200))],

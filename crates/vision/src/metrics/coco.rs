@@ -177,18 +177,36 @@ struct RawAnn {
     category_id: i64,
     bbox: [f64; 4],
     area: Option<f64>,
-    #[serde(default)]
-    iscrowd: Crowd,
+    #[serde(default, deserialize_with = "crowd_flag")]
+    iscrowd: bool,
 }
 
-/// COCO writes `iscrowd` as 0/1; some converters write booleans.
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Crowd {
-    #[default]
-    Absent,
-    Int(i64),
-    Bool(bool),
+/// COCO writes `iscrowd` as 0/1, some converters as booleans; read either without buffering
+/// (an untagged enum would copy every value first).
+fn crowd_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("0, 1 or a boolean")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+            Ok(v != 0)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+            Ok(v != 0)
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
+            Ok(v != 0.0)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 #[derive(Deserialize)]
@@ -255,18 +273,13 @@ impl CocoGt {
             if !area.is_finite() {
                 return Err(malformed(path, at(), format!("area {area} is not finite")));
             }
-            let iscrowd = match a.iscrowd {
-                Crowd::Absent => false,
-                Crowd::Int(v) => v != 0,
-                Crowd::Bool(v) => v,
-            };
             annotations.push(GtAnnotation {
                 id: a.id.unwrap_or(i as i64 + 1),
                 image_id: a.image_id,
                 category_id: a.category_id,
                 bbox: a.bbox,
                 area,
-                iscrowd,
+                iscrowd: a.iscrowd,
             });
         }
         Ok(CocoGt {
@@ -464,12 +477,15 @@ struct Cell {
     dt: std::ops::Range<usize>,
 }
 
-/// Per cell and area range: the non-ignored ground-truth count and, for each threshold and
-/// detection, whether it is a true positive, a false positive or ignored.
+/// Flags of one detection: `[A][T]`, so that the score-ordered pass reads them contiguously.
+type DetFlags = [u8; NUM_AREA * NUM_IOU];
+
+/// Per cell and area range: the non-ignored ground-truth count and, for each detection, area
+/// range and threshold, whether it is a true positive, a false positive or ignored.
 struct CellEval {
     npig: [usize; NUM_AREA],
-    /// `[A][T][D]`.
-    flags: Vec<u8>,
+    /// One entry per detection, best score first.
+    flags: Vec<DetFlags>,
 }
 
 const IGNORED: u8 = 0;
@@ -509,7 +525,7 @@ fn eval_cell(
         }
     }
     let mut npig = [0; NUM_AREA];
-    let mut flags = vec![IGNORED; NUM_AREA * NUM_IOU * nd];
+    let mut flags = vec![[IGNORED; NUM_AREA * NUM_IOU]; nd];
     let mut ignore = vec![false; ng];
     let mut order: Vec<usize> = Vec::with_capacity(ng);
     let mut taken = vec![false; ng];
@@ -524,7 +540,6 @@ fn eval_cell(
         order.extend((0..ng).filter(|&gi| ignore[gi]));
         for (t, &thr) in thrs.iter().enumerate() {
             taken.iter_mut().for_each(|x| *x = false);
-            let out = &mut flags[(a * NUM_IOU + t) * nd..(a * NUM_IOU + t + 1) * nd];
             for (di, dt) in d.iter().enumerate() {
                 let mut best = thr.min(1.0 - 1e-10);
                 let mut m: Option<usize> = None;
@@ -556,7 +571,7 @@ fn eval_cell(
                 let area = dt.bbox[2] * dt.bbox[3];
                 let outside = area < lo || area > hi;
                 let ig = matched_ignored || (!matched_nonzero && outside);
-                out[di] = if ig {
+                flags[di][a * NUM_IOU + t] = if ig {
                     IGNORED
                 } else if matched_nonzero {
                     TP
@@ -713,6 +728,11 @@ fn accumulate_category(
     let score =
         |&(ci, r): &(u32, u32)| score_key(dts[cells[ci as usize].dt.start + r as usize].score);
     order.sort_by(|x, y| score(y).total_cmp(&score(x)));
+    // One gather into score order; the 120 passes below then read memory in sequence.
+    let sorted: Vec<(u32, DetFlags)> = order
+        .iter()
+        .map(|&(ci, r)| (r, evals[ci as usize].flags[r as usize]))
+        .collect();
     let eps = f64::EPSILON; // np.spacing(1)
     let mut rc: Vec<f64> = Vec::with_capacity(order.len());
     let mut pr: Vec<f64> = Vec::with_capacity(order.len());
@@ -721,23 +741,24 @@ fn accumulate_category(
         if npig == 0 {
             continue;
         }
+        let npig = npig as f64;
         for (m, &max_det) in MAX_DETS.iter().enumerate() {
             for t in 0..NUM_IOU {
                 rc.clear();
                 pr.clear();
                 let (mut tp, mut fp) = (0u64, 0u64);
-                for &(ci, r) in &order {
-                    if r as usize >= max_det {
+                let col = a * NUM_IOU + t;
+                for (r, f) in &sorted {
+                    if *r as usize >= max_det {
                         continue;
                     }
-                    let nd = cells[ci as usize].dt.len();
-                    match evals[ci as usize].flags[(a * NUM_IOU + t) * nd + r as usize] {
+                    match f[col] {
                         TP => tp += 1,
                         FP => fp += 1,
                         _ => {}
                     }
                     let (tpf, fpf) = (tp as f64, fp as f64);
-                    rc.push(tpf / npig as f64);
+                    rc.push(tpf / npig);
                     pr.push(tpf / (fpf + tpf + eps));
                 }
                 let base = (t * NUM_AREA + a) * NUM_MAXDET + m;
