@@ -65,10 +65,36 @@ pub struct PublicKey {
 
 /// A hybrid key-switching key from s' to s: for each gadget digit d,
 /// (b_d, a_d) = (-a_d·s + e_d + P·[Q/Q_d]·[(Q/Q_d)^-1]_{Q_d}·s', a_d) modulo Q_L·P.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SwitchingKey {
     pub(crate) digits: Vec<(Vec<u64>, Vec<u64>)>,
+    /// The 32-byte seed each digit's `a` was expanded from ([`expand_a`]), when known: the
+    /// compressed wire format sends these instead of the `a` halves.
+    pub(crate) seeds: Option<Vec<[u8; 32]>>,
     pub(crate) params: u64,
+}
+
+/// Equal keys are equal whether or not their seeds are known (a key read from the
+/// uncompressed format has lost them).
+impl PartialEq for SwitchingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.digits == other.digits && self.params == other.params
+    }
+}
+
+impl SwitchingKey {
+    /// Bytes on the wire when each `a` half travels as its 32-byte seed.
+    pub fn wire_bytes_compressed(&self) -> usize {
+        self.digits.iter().map(|(b, _)| b.len() * 8 + 32).sum::<usize>() + 4
+    }
+
+    /// Bytes held in memory (both halves of every digit).
+    pub fn size_bytes(&self) -> usize {
+        self.digits
+            .iter()
+            .map(|(b, a)| (b.len() + a.len()) * 8)
+            .sum()
+    }
 }
 
 /// Relinearisation key: switches s² to s.
@@ -85,6 +111,31 @@ impl GaloisKeys {
     /// The Galois elements present.
     pub fn elements(&self) -> Vec<usize> {
         self.keys.keys().copied().collect()
+    }
+
+    /// Bytes held in memory by all keys.
+    pub fn size_bytes(&self) -> usize {
+        self.keys.values().map(SwitchingKey::size_bytes).sum()
+    }
+
+    /// Bytes of the keys on the wire, seed-compressed (b halves and 32-byte seeds).
+    pub fn wire_bytes_compressed(&self) -> usize {
+        self.keys
+            .values()
+            .map(|k| k.wire_bytes_compressed() + 8)
+            .sum()
+    }
+
+    /// Adds keys from `other` (same parameters), replacing any with the same element.
+    pub fn extend(&mut self, other: GaloisKeys) {
+        self.keys.extend(other.keys);
+    }
+}
+
+impl EvaluationKeys {
+    /// Bytes held in memory by all keys.
+    pub fn size_bytes(&self) -> usize {
+        self.relin.as_ref().map_or(0, |r| r.0.size_bytes()) + self.galois.size_bytes()
     }
 }
 
@@ -175,6 +226,33 @@ pub(crate) fn check_plaintext(ctx: &Context, pt: &Plaintext) -> Result<()> {
 
 fn sample_ternary<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<i64> {
     (0..n).map(|_| rng.random_range(0..3i64) - 1).collect()
+}
+
+/// Exactly `h` coefficients ±1 (uniform signs) at uniformly chosen positions, the rest 0.
+fn sample_sparse_ternary<R: Rng + ?Sized>(n: usize, h: usize, rng: &mut R) -> Vec<i64> {
+    let mut c = vec![0i64; n];
+    let mut placed = 0;
+    while placed < h.min(n) {
+        let j = rng.random_range(0..n);
+        if c[j] == 0 {
+            c[j] = if rng.random::<bool>() { 1 } else { -1 };
+            placed += 1;
+        }
+    }
+    c
+}
+
+/// The uniform `a` of an RLWE sample over every table prime (Q_L·P), expanded from a 32-byte
+/// seed: a key's `a` halves can then travel as their seeds. The expansion is ChaCha12 (rand's
+/// `StdRng`) with rejection sampling per prime, limb after limb.
+pub fn expand_a(ctx: &Context, seed: [u8; 32]) -> Vec<u64> {
+    let mut rng = StdRng::from_seed(seed);
+    let n = ctx.n;
+    let mut a = Vec::with_capacity(ctx.tables.len() * n);
+    for i in 0..ctx.tables.len() {
+        a.extend(sample_uniform(ctx.modulus(i), n, &mut rng));
+    }
+    a
 }
 
 /// Rounded Gaussian with σ = 3.2, tails cut at 6σ (resampled).
@@ -441,10 +519,43 @@ impl KeyGenerator {
         Self::with_rng(ctx, StdRng::seed_from_u64(seed))
     }
 
+    /// A key generator with a sparse ternary secret of Hamming weight `h` (exactly h nonzero
+    /// coefficients), seeded from the OS. Bootstrapping parameters assume such a secret: it
+    /// bounds the integer overflow I of ModRaise by about 6·sqrt((h+1)/12).
+    pub fn new_sparse(ctx: &Arc<Context>, h: usize) -> Result<Self> {
+        Self::check_weight(ctx, h)?;
+        let mut rng = StdRng::try_from_rng(&mut SysRng)
+            .map_err(|e| FheError::InvalidInput(format!("the OS entropy source failed: {e}")))?;
+        let s = sample_sparse_ternary(ctx.n, h, &mut rng);
+        Ok(Self::with_secret(ctx, &s, rng))
+    }
+
+    /// A reproducible sparse-secret key generator. NOT SECURE: for tests and benchmarks only.
+    pub fn new_sparse_seeded(ctx: &Arc<Context>, h: usize, seed: u64) -> Result<Self> {
+        Self::check_weight(ctx, h)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let s = sample_sparse_ternary(ctx.n, h, &mut rng);
+        Ok(Self::with_secret(ctx, &s, rng))
+    }
+
+    fn check_weight(ctx: &Context, h: usize) -> Result<()> {
+        if h == 0 || h > ctx.n {
+            return Err(FheError::InvalidInput(format!(
+                "secret Hamming weight {h} must be in 1..={} (N)",
+                ctx.n
+            )));
+        }
+        Ok(())
+    }
+
     fn with_rng(ctx: &Arc<Context>, mut rng: StdRng) -> Self {
         let s_coeffs = sample_ternary(ctx.n, &mut rng);
+        Self::with_secret(ctx, &s_coeffs, rng)
+    }
+
+    fn with_secret(ctx: &Arc<Context>, s_coeffs: &[i64], rng: StdRng) -> Self {
         let all: Vec<usize> = (0..ctx.tables.len()).collect();
-        let s = ctx.small_to_ntt(&s_coeffs, &all);
+        let s = ctx.small_to_ntt(s_coeffs, &all);
         KeyGenerator {
             ctx: ctx.clone(),
             sk: SecretKey {
@@ -460,29 +571,31 @@ impl KeyGenerator {
         &self.sk
     }
 
-    /// (-a·s + e, a) over all of Q_L·P; returns (b, a).
-    fn rlwe_sample(&mut self) -> (Vec<u64>, Vec<u64>) {
+    /// (-a·s + e, a) over all of Q_L·P with `a` expanded from a fresh 32-byte seed; returns
+    /// (b, a, seed).
+    fn rlwe_sample(&mut self) -> (Vec<u64>, Vec<u64>, [u8; 32]) {
         let ctx = &self.ctx;
         let n = ctx.n;
         let all: Vec<usize> = (0..ctx.tables.len()).collect();
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let a = expand_a(ctx, seed);
         let e = sample_gaussian(n, &mut self.rng);
         let mut b = ctx.small_to_ntt(&e, &all);
-        let mut a = vec![0u64; all.len() * n];
         for &i in &all {
             let m = *ctx.modulus(i);
-            let ai = sample_uniform(&m, n, &mut self.rng);
-            a[i * n..(i + 1) * n].copy_from_slice(&ai);
             let (bl, sl) = (&mut b[i * n..(i + 1) * n], &self.sk.s[i * n..(i + 1) * n]);
+            let al = &a[i * n..(i + 1) * n];
             for k in 0..n {
-                bl[k] = m.sub(bl[k], m.mul(ai[k], sl[k]));
+                bl[k] = m.sub(bl[k], m.mul(al[k], sl[k]));
             }
         }
-        (b, a)
+        (b, a, seed)
     }
 
     /// The public key.
     pub fn public_key(&mut self) -> PublicKey {
-        let (b, a) = self.rlwe_sample();
+        let (b, a, _) = self.rlwe_sample();
         PublicKey {
             b,
             a,
@@ -495,8 +608,10 @@ impl KeyGenerator {
         let ctx = self.ctx.clone();
         let n = ctx.n;
         let mut digits = Vec::with_capacity(ctx.dnum);
+        let mut seeds = Vec::with_capacity(ctx.dnum);
         for (st, en) in ctx.digits(ctx.max_level()) {
-            let (mut b, a) = self.rlwe_sample();
+            let (mut b, a, seed) = self.rlwe_sample();
+            seeds.push(seed);
             for i in st..en {
                 let m = ctx.modulus(i);
                 let pm = ctx.p_mod_q[i];
@@ -509,6 +624,7 @@ impl KeyGenerator {
         }
         SwitchingKey {
             digits,
+            seeds: Some(seeds),
             params: ctx.hash,
         }
     }

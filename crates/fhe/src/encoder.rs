@@ -60,7 +60,7 @@ impl EncoderTables {
 
     /// The twiddles of the butterfly stage of length `len` (lenq = 4·len is a power of two,
     /// so the reduction of 5^j is a mask).
-    fn stage_twiddles(&self, len: usize, inverse: bool) -> Vec<C64> {
+    pub(crate) fn stage_twiddles(&self, len: usize, inverse: bool) -> Vec<C64> {
         let lenh = len >> 1;
         let lenq = len << 2;
         let gap = self.m / lenq;

@@ -302,6 +302,17 @@ impl Evaluator {
         self.rescale(&self.mul_const(ct, c, t)?)
     }
 
+    /// ct · c rescaled so that the result has scale `target` (consumes one level).
+    pub fn mul_const_rescale_to(&self, ct: &Ciphertext, c: f64, target: f64) -> Result<Ciphertext> {
+        if ct.level == 0 {
+            return Err(FheError::Level(
+                "mul_const_rescale_to needs a level ≥ 1".into(),
+            ));
+        }
+        let t = target * self.ctx.q[ct.level] as f64 / ct.scale;
+        self.rescale(&self.mul_const(ct, c, t)?)
+    }
+
     /// The tensor product (size 3, no relinearisation; scale a.scale · b.scale).
     pub fn mul_no_relin(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         self.check_ct(a)?;
@@ -500,8 +511,13 @@ impl Evaluator {
     /// otherwise primes are dropped to level+1 and one constant product and rescale land it
     /// exactly (up to 2^-40) on Δ_level.
     pub fn adjust(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext> {
+        self.adjust_to(ct, level, self.ctx.scale_at(level))
+    }
+
+    /// [`adjust`](Self::adjust) onto an arbitrary `target` scale at `level` (bootstrapping
+    /// keeps its own scale ladder on primes of a different size than the user's).
+    pub fn adjust_to(&self, ct: &Ciphertext, level: usize, target: f64) -> Result<Ciphertext> {
         self.check_ct(ct)?;
-        let target = self.ctx.scale_at(level);
         if ct.level == level && (ct.scale - target).abs() / target <= SCALE_TOLERANCE {
             return Ok(ct.clone());
         }

@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod arith;
+pub mod bootstrap;
 pub mod bench;
 pub mod ckks;
 pub mod complex;
@@ -25,6 +26,7 @@ pub use ckks::{
     Ciphertext, Decryptor, Encryptor, EvaluationKeys, GaloisKeys, KeyGenerator, Plaintext,
     PublicKey, RelinKey, SecretKey, SwitchingKey,
 };
+pub use bootstrap::{BootChain, BootstrapConfig, Bootstrapper, SlotKind};
 pub use complex::C64;
 pub use error::{FheError, Result};
 pub use eval::Evaluator;

@@ -263,9 +263,23 @@ impl Context {
         }
         let l_max = q.len() - 1;
         let mut scales = vec![0.0; q.len()];
-        scales[l_max] = (spec.log_scale as f64).exp2();
-        for l in (1..=l_max).rev() {
-            scales[l - 1] = scales[l] * scales[l] / q[l] as f64;
+        let uniform = spec.q_bits[1..].windows(2).all(|w| w[0] == w[1]);
+        if uniform {
+            scales[l_max] = (spec.log_scale as f64).exp2();
+            for l in (1..=l_max).rev() {
+                scales[l - 1] = scales[l] * scales[l] / q[l] as f64;
+            }
+        } else {
+            // Mixed prime sizes (bootstrapping chains: large primes on top for the
+            // homomorphic DFT and EvalMod, scale-sized ones below): anchored at the bottom,
+            // Δ_0 = 2^log_scale and Δ_l = sqrt(Δ_{l-1}·q_l), the same product rule run the
+            // other way. Top-down, a 40-bit scale meeting 60-bit primes would square its
+            // error at every level and leave the lower levels far from 2^log_scale; bottom-up
+            // the relation contracts, so every level sits near its own prime size.
+            scales[0] = (spec.log_scale as f64).exp2();
+            for l in 1..=l_max {
+                scales[l] = (scales[l - 1] * q[l] as f64).sqrt();
+            }
         }
         let qm: Vec<Modulus> = q.iter().map(|&x| Modulus::new(x)).collect();
         let pm: Vec<Modulus> = p.iter().map(|&x| Modulus::new(x)).collect();

@@ -91,13 +91,19 @@ fn is_zero(c: f64) -> bool {
 struct PolyState<'a> {
     ev: &'a Evaluator,
     t: BTreeMap<usize, Ciphertext>,
+    /// The scale every ciphertext at level l is kept at (the context's ladder, or
+    /// bootstrapping's own).
+    ladder: &'a [f64],
 }
 
 impl PolyState<'_> {
     /// Brings both to the lower level (on the ladder).
     fn align(&self, a: &Ciphertext, b: &Ciphertext) -> Result<(Ciphertext, Ciphertext)> {
         let l = a.level.min(b.level);
-        Ok((self.ev.adjust(a, l)?, self.ev.adjust(b, l)?))
+        Ok((
+            self.ev.adjust_to(a, l, self.ladder[l])?,
+            self.ev.adjust_to(b, l, self.ladder[l])?,
+        ))
     }
 
     fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
@@ -143,7 +149,8 @@ impl PolyState<'_> {
     fn c_t(&mut self, i: usize, c: f64) -> Result<Ciphertext> {
         if i.is_power_of_two() {
             let ti = self.t(i)?;
-            return self.ev.mul_const_rescale(&ti, c);
+            let target = self.ladder[ti.level.saturating_sub(1)];
+            return self.ev.mul_const_rescale_to(&ti, c, target);
         }
         let a = 1usize << (usize::BITS - 1 - i.leading_zeros());
         let b = i - a;
@@ -206,6 +213,18 @@ impl PolyState<'_> {
 impl Evaluator {
     /// Evaluates `p` on every slot of `ct` (real slots inside [a, b]).
     pub fn eval_chebyshev(&self, ct: &Ciphertext, p: &Chebyshev) -> Result<Ciphertext> {
+        let ladder = self.context().scales.clone();
+        self.eval_chebyshev_on(ct, p, &ladder)
+    }
+
+    /// [`eval_chebyshev`](Self::eval_chebyshev) keeping every intermediate at level l on
+    /// `ladder[l]`, which must satisfy ladder[l-1] = ladder[l]² / q_l where it is used.
+    pub(crate) fn eval_chebyshev_on(
+        &self,
+        ct: &Ciphertext,
+        p: &Chebyshev,
+        ladder: &[f64],
+    ) -> Result<Ciphertext> {
         if p.coeffs.is_empty() || p.coeffs.iter().any(|c| !c.is_finite()) {
             return Err(FheError::InvalidInput(
                 "polynomial coefficients must be non-empty and finite".into(),
@@ -225,20 +244,26 @@ impl Evaluator {
                 ct.level
             )));
         }
-        let ctx = self.context();
+        if ladder.len() <= ct.level {
+            return Err(FheError::InvalidInput(format!(
+                "the scale ladder has {} levels, the ciphertext is at level {}",
+                ladder.len(),
+                ct.level
+            )));
+        }
         // T_1 on the ladder, mapped to [-1, 1] if needed.
-        let mut x = if (ct.scale - ctx.scale_at(ct.level)).abs() / ct.scale > 1e-9 {
-            self.adjust(ct, ct.level - 1)?
+        let mut x = if (ct.scale - ladder[ct.level]).abs() / ct.scale > 1e-9 {
+            self.adjust_to(ct, ct.level - 1, ladder[ct.level - 1])?
         } else {
             ct.clone()
         };
         if !p.is_unit_interval() {
             let s = 2.0 / (p.b - p.a);
-            x = self.mul_const_rescale(&x, s)?;
+            x = self.mul_const_rescale_to(&x, s, ladder[x.level - 1])?;
             x = self.add_const(&x, C64::real(-(p.a + p.b) / (p.b - p.a)))?;
         }
         if p.degree() == 0 {
-            let z = self.mul_const_rescale(&x, 0.0)?;
+            let z = self.mul_const_rescale_to(&x, 0.0, ladder[x.level - 1])?;
             return self.add_const(&z, C64::real(p.coeffs[0]));
         }
         let d = p.degree();
@@ -247,6 +272,7 @@ impl Evaluator {
         let mut st = PolyState {
             ev: self,
             t: BTreeMap::new(),
+            ladder,
         };
         st.t.insert(1, x);
         st.rec(&p.coeffs, baby)

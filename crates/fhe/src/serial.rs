@@ -290,6 +290,7 @@ fn read_swk(ctx: &Context, r: &mut Reader<'_>) -> Result<SwitchingKey> {
     }
     Ok(SwitchingKey {
         digits,
+        seeds: None,
         params: ctx.hash,
     })
 }
@@ -375,6 +376,112 @@ impl FheObject for EvaluationKeys {
         let galois = read_galois(ctx, r)?;
         Ok(EvaluationKeys { relin, galois })
     }
+}
+
+/// The seed-compressed switching key: per digit the b half and the 32-byte seed its a half
+/// was expanded from ([`crate::ckks::expand_a`]); a reader regenerates a, so the file is half
+/// the size. Only keys made by this crate's key generator carry their seeds.
+fn write_swk_compressed(k: &SwitchingKey, w: &mut Vec<u8>) -> Result<()> {
+    let seeds = k.seeds.as_ref().ok_or_else(|| FheError::InvalidInput(
+        "this key has no seeds (it was read from the uncompressed format); write it uncompressed".into(),
+    ))?;
+    put_u32(w, k.digits.len() as u32);
+    for ((b, _), seed) in k.digits.iter().zip(seeds) {
+        put_poly(w, b);
+        w.extend_from_slice(seed);
+    }
+    Ok(())
+}
+
+fn read_swk_compressed(ctx: &Context, r: &mut Reader<'_>) -> Result<SwitchingKey> {
+    let d = r.u32()? as usize;
+    if d != ctx.dnum {
+        return Err(r.err(format!(
+            "switching key has {d} digits, the parameters need {}",
+            ctx.dnum
+        )));
+    }
+    let idx = full_idx(ctx);
+    let mut digits = Vec::with_capacity(d);
+    let mut seeds = Vec::with_capacity(d);
+    for _ in 0..d {
+        let b = r.poly(ctx, &idx)?;
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(r.take(32)?);
+        digits.push((b, crate::ckks::expand_a(ctx, seed)));
+        seeds.push(seed);
+    }
+    Ok(SwitchingKey {
+        digits,
+        seeds: Some(seeds),
+        params: ctx.hash,
+    })
+}
+
+const KIND_COMPRESSED_KEYS: u8 = 9;
+
+/// Evaluation keys, seed-compressed (kind 9): about half the bytes of [`to_bytes`].
+pub fn keys_to_bytes_compressed(ctx: &Context, keys: &EvaluationKeys) -> Result<Vec<u8>> {
+    let hash = keys.params_hash();
+    if hash != ctx.hash && hash != 0 {
+        return Err(FheError::ParamsMismatch(format!(
+            "the keys were made under parameters {hash:016x}, this context is {:016x}",
+            ctx.hash
+        )));
+    }
+    let mut w = Vec::new();
+    match &keys.relin {
+        Some(k) => {
+            w.push(1);
+            write_swk_compressed(&k.0, &mut w)?;
+        }
+        None => w.push(0),
+    }
+    put_u32(&mut w, keys.galois.keys.len() as u32);
+    for (&e, k) in &keys.galois.keys {
+        put_u64(&mut w, e as u64);
+        write_swk_compressed(k, &mut w)?;
+    }
+    Ok(frame(KIND_COMPRESSED_KEYS, ctx.hash, w))
+}
+
+/// Reads [`keys_to_bytes_compressed`], regenerating every `a` half from its seed.
+pub fn keys_from_bytes_compressed(ctx: &Context, bytes: &[u8]) -> Result<EvaluationKeys> {
+    const NAME: &str = "compressed evaluation keys";
+    let (hash, payload) = unframe(bytes, KIND_COMPRESSED_KEYS, NAME)?;
+    if hash != ctx.hash {
+        return Err(FheError::ParamsMismatch(format!(
+            "the {NAME} were made under parameters {hash:016x}, this context is {:016x}",
+            ctx.hash
+        )));
+    }
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+        what: NAME,
+    };
+    let relin = match r.u8()? {
+        0 => None,
+        1 => Some(RelinKey(read_swk_compressed(ctx, &mut r)?)),
+        b => return Err(r.err(format!("relinearisation-key flag {b} (must be 0 or 1)"))),
+    };
+    let count = r.u32()? as usize;
+    let mut keys = BTreeMap::new();
+    for _ in 0..count {
+        let g = r.u64()? as usize;
+        if g.is_multiple_of(2) || g >= 2 * ctx.n {
+            return Err(r.err(format!(
+                "Galois element {g} is not an odd number below 2N = {}",
+                2 * ctx.n
+            )));
+        }
+        keys.insert(g, read_swk_compressed(ctx, &mut r)?);
+    }
+    r.finish()?;
+    Ok(EvaluationKeys {
+        relin,
+        galois: GaloisKeys { keys },
+    })
 }
 
 fn frame(kind: u8, hash: u64, payload: Vec<u8>) -> Vec<u8> {

@@ -1,0 +1,688 @@
+//! CKKS bootstrapping (Cheon, Han, Kim, Kim, Song 2018, in its full-RNS form): refreshes a
+//! ciphertext at level 0 to a ciphertext with `levels_after()` levels.
+//!
+//! 1. **ModRaise**: the level-0 ciphertext (c_0, c_1) mod q_0, lifted centred to Q_L, decrypts
+//!    to t = m + q_0·I with a small integer polynomial I (|I| ≲ 6·sqrt((h+1)/12) for a sparse
+//!    secret of Hamming weight h).
+//! 2. **Subring trace** (n < N/2 slots): Σ_k rot_{n·2^k}, log2(N/2n) rotations, keeps the
+//!    coefficients of X^(N/2n) and multiplies them by N/2n.
+//! 3. **CoeffToSlot**: the inverse special FFT, factored (see [`dft`]), puts the coefficients
+//!    of t/(q_0·K) into the slots, real and imaginary parts separated by a conjugation.
+//! 4. **EvalMod**: sin(2π·K·x) ≈ 2π·m/q_0 ([`evalmod`]).
+//! 5. **SlotToCoeff**: the forward special FFT, with the factor q_0/(2π·Δ) folded into the
+//!    ciphertext's scale label, landing on the context's scale ladder.
+//!
+//! Real slots ("imaginary-removing"): a message with real slots has a polynomial fixed by
+//! X ↦ X^-1, so its N coefficients are determined by the low half u (n values): the slots are
+//! z = 2·Re(U·u) − u_0, with U the n-point special FFT. One EvalMod of Re(CoeffToSlot) is
+//! enough, and the final conjugate-and-add returns slots with exactly zero imaginary part.
+//! Complex slots need Re and Im: two EvalMods when n = N/2, one when n ≤ N/4 (both halves
+//! packed into 2n slots by the last CoeffToSlot factor).
+//!
+//! Scales: the ModRaise'd ciphertext is labelled q_0·K·2·(N/2n) (no work: a label), so that
+//! CoeffToSlot outputs values in [−1, 1]; CoeffToSlot and EvalMod keep their own ladder near
+//! the size of their primes (2^50..2^60 rather than the user's 2^40: the error of t/q_0 is
+//! multiplied by q_0·K/Δ in the result); SlotToCoeff lands on the context's ladder.
+
+pub mod dft;
+pub mod evalmod;
+
+use crate::ckks::{
+    Ciphertext, EvaluationKeys, KeyGenerator, check_ciphertext, conjugation_element,
+    galois_element,
+};
+use crate::complex::C64;
+use crate::error::{FheError, Result};
+use crate::eval::Evaluator;
+use crate::params::{Context, ParamSpec};
+use dft::{Diags, PreparedLt, norm};
+use evalmod::EvalModPoly;
+use rayon::prelude::*;
+use std::f64::consts::PI;
+use std::sync::Arc;
+
+/// Real or complex slot values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Real values; the imaginary part is removed (one EvalMod).
+    Real,
+    /// Complex values.
+    Complex,
+}
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapConfig {
+    /// Slot count n: a power of two in 2..=N/2. A ciphertext of n < N/2 slots holds its n
+    /// values replicated N/2n times (period n), as encoding a repeated vector gives.
+    pub slots: usize,
+    /// Real or complex slots.
+    pub kind: SlotKind,
+    /// Levels (merged FFT factors) of CoeffToSlot.
+    pub cts_levels: usize,
+    /// Levels of SlotToCoeff.
+    pub stc_levels: usize,
+    /// Hamming weight h of the sparse ternary secret (sets the overflow bound K).
+    pub secret_weight: usize,
+    /// Override of K (|I| < K); default [`overflow_bound`].
+    pub k_range: Option<f64>,
+    /// Double-angle steps r of EvalMod.
+    pub double_angle: u32,
+    /// Highest Chebyshev degree EvalMod may use.
+    pub max_degree: usize,
+    /// log2 of q_0 over the message scale at ModRaise: a level-0 input is first multiplied
+    /// by the integer 2^k (exact, no level) that brings its scale up to q_0/2^this. The
+    /// absolute error of EvalMod is fixed in units of q_0, so every bit of scale gained is a
+    /// bit of precision; the price is the sine's deviation from the identity,
+    /// (2π·m/q_0)²/6 relative, for a coefficient m (2^-17 at a coefficient as large as the
+    /// scale with 10 bits; random slots have coefficients far smaller).
+    pub log_message_ratio: u32,
+}
+
+impl BootstrapConfig {
+    /// Defaults: 3 CoeffToSlot and 3 SlotToCoeff levels, r = 3, degree ≤ 63.
+    pub fn new(slots: usize, kind: SlotKind, secret_weight: usize) -> Self {
+        BootstrapConfig {
+            slots,
+            kind,
+            cts_levels: 3,
+            stc_levels: 3,
+            secret_weight,
+            k_range: None,
+            double_angle: 3,
+            max_degree: 63,
+            log_message_ratio: 10,
+        }
+    }
+}
+
+/// K for a sparse ternary secret of weight h: t/q_0 − m/q_0 = I is a sum of h + 1 terms
+/// uniform in [−1/2, 1/2] (c_0 and the h products c_1,j·s_j, each c/q_0 uniform), standard
+/// deviation sqrt((h+1)/12); six deviations (two-sided tail 2^-29.5 per coefficient) plus one.
+pub fn overflow_bound(h: usize) -> f64 {
+    (6.0 * ((h + 1) as f64 / 12.0).sqrt()).ceil() + 1.0
+}
+
+/// The documented 128-bit bound for a sparse ternary secret of Hamming weight ≥ 192 at
+/// N = 2^16: log2(QP) ≤ 1555 (Lee et al., ICML 2022; HEaaN's FGb preset). Taken as
+/// documented there, not re-estimated here.
+pub const SPARSE_H192_N16_MAX_LOG_QP: u32 = 1555;
+
+/// The parameter chain of a bootstrapping set, from q_0 up: q_0, `levels_after` user primes
+/// of `scale_bits`, SlotToCoeff primes, EvalMod primes, CoeffToSlot primes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootChain {
+    /// log2 N.
+    pub log_n: u32,
+    /// Bits of q_0 (holds the message during ModRaise; q_0/Δ sets the precision).
+    pub q0_bits: u32,
+    /// User levels left after bootstrapping, and their prime (= scale) bits.
+    pub levels_after: usize,
+    /// Bits of the user primes and of the scale Δ_0.
+    pub scale_bits: u32,
+    /// SlotToCoeff prime bits, one per level.
+    pub stc_bits: Vec<u32>,
+    /// EvalMod prime bits, one per level.
+    pub evalmod_bits: Vec<u32>,
+    /// CoeffToSlot prime bits, one per level.
+    pub cts_bits: Vec<u32>,
+    /// Special primes.
+    pub p_bits: Vec<u32>,
+    /// Accept parameters without a documented security level (tests).
+    pub allow_insecure: bool,
+}
+
+impl BootChain {
+    /// The [`ParamSpec`].
+    pub fn spec(&self) -> ParamSpec {
+        let mut q_bits = vec![self.q0_bits];
+        q_bits.extend(std::iter::repeat_n(self.scale_bits, self.levels_after));
+        q_bits.extend(&self.stc_bits);
+        q_bits.extend(&self.evalmod_bits);
+        q_bits.extend(&self.cts_bits);
+        ParamSpec {
+            log_n: self.log_n,
+            q_bits,
+            p_bits: self.p_bits.clone(),
+            log_scale: self.scale_bits,
+            allow_insecure: self.allow_insecure,
+        }
+    }
+
+    /// A small insecure chain for tests: N = 2^log_n, 2 levels left, 3 + 3 DFT levels.
+    pub fn insecure_test(log_n: u32) -> Self {
+        BootChain {
+            log_n,
+            q0_bits: 60,
+            levels_after: 2,
+            scale_bits: 40,
+            stc_bits: vec![40; 3],
+            evalmod_bits: vec![60; 9],
+            cts_bits: vec![60; 3],
+            p_bits: vec![60; 3],
+            allow_insecure: true,
+        }
+    }
+
+    /// N = 2^16, h = 192, 9 levels left, log QP ≤ 1555.
+    pub fn n16_l9() -> Self {
+        BootChain {
+            log_n: 16,
+            q0_bits: 60,
+            levels_after: 9,
+            scale_bits: 42,
+            stc_bits: vec![42; 3],
+            evalmod_bits: vec![58; 9],
+            cts_bits: vec![58; 3],
+            p_bits: vec![60; 5],
+            allow_insecure: false,
+        }
+    }
+
+    /// N = 2^16, h = 192, 16 levels left, log QP ≤ 1555.
+    pub fn n16_l16() -> Self {
+        BootChain {
+            log_n: 16,
+            q0_bits: 55,
+            levels_after: 16,
+            scale_bits: 36,
+            stc_bits: vec![36; 2],
+            evalmod_bits: vec![52; 9],
+            cts_bits: vec![52; 2],
+            p_bits: vec![60; 4],
+            allow_insecure: false,
+        }
+    }
+
+    /// The bootstrapping configuration that matches this chain's level split.
+    pub fn config(&self, slots: usize, kind: SlotKind, secret_weight: usize) -> BootstrapConfig {
+        let mut c = BootstrapConfig::new(slots, kind, secret_weight);
+        c.cts_levels = self.cts_bits.len();
+        c.stc_levels = self.stc_bits.len();
+        c
+    }
+}
+
+/// Everything bootstrapping precomputes for one parameter set and slot layout: the encoded
+/// DFT factors, the EvalMod polynomial, the scale bookkeeping. Holds no keys.
+#[derive(Debug)]
+pub struct Bootstrapper {
+    ctx: Arc<Context>,
+    cfg: BootstrapConfig,
+    poly: EvalModPoly,
+    cts: Vec<PreparedLt>,
+    stc: Vec<PreparedLt>,
+    /// EvalMod's scale ladder.
+    ladder: Vec<f64>,
+    /// The scale label of the ModRaise'd ciphertext.
+    s_label: f64,
+    /// The input scale SlotToCoeff was encoded for (Δ_0).
+    s_ref: f64,
+    /// NTT of X^(N/2) (multiplication of the slots by i) over q_0..q_L.
+    mono_i: Vec<u64>,
+    level_evalmod_in: usize,
+    level_evalmod_out: usize,
+    level_out: usize,
+}
+
+impl Bootstrapper {
+    /// Checks the configuration against the parameters and precomputes everything.
+    pub fn new(ctx: &Arc<Context>, cfg: BootstrapConfig) -> Result<Self> {
+        let slots = ctx.slots();
+        let n = cfg.slots;
+        if !n.is_power_of_two() || n < 2 || n > slots {
+            return Err(FheError::InvalidInput(format!(
+                "slot count {n} must be a power of two in 2..={slots} (N/2 for N = {})",
+                ctx.n
+            )));
+        }
+        let log_slots = n.trailing_zeros() as usize;
+        for (what, v) in [("CoeffToSlot", cfg.cts_levels), ("SlotToCoeff", cfg.stc_levels)] {
+            if !(1..=log_slots).contains(&v) {
+                return Err(FheError::InvalidInput(format!(
+                    "{what} levels = {v} must be in 1..={log_slots} (log2 of the slot count)"
+                )));
+            }
+        }
+        Self::check_security(ctx, cfg.secret_weight)?;
+        let k_range = cfg.k_range.unwrap_or(overflow_bound(cfg.secret_weight));
+        let poly = EvalModPoly::new(k_range, cfg.double_angle, cfg.max_degree, 4e-15)?;
+        let top = ctx.max_level();
+        let need = cfg.cts_levels + poly.depth() + cfg.stc_levels;
+        if top < need {
+            return Err(FheError::Level(format!(
+                "bootstrapping needs {need} levels above the output (CoeffToSlot {}, EvalMod {}, SlotToCoeff {}); the parameters have {top}",
+                cfg.cts_levels,
+                poly.depth(),
+                cfg.stc_levels
+            )));
+        }
+        let l_e = top - cfg.cts_levels;
+        let l_m = l_e - poly.depth();
+        let l_out = l_m - cfg.stc_levels;
+        let mut ladder = vec![ctx.q[l_e] as f64; top + 1];
+        for l in (0..l_e).rev() {
+            ladder[l] = ladder[l + 1] * ladder[l + 1] / ctx.q[l + 1] as f64;
+        }
+        let gap = slots / n;
+        let q0 = ctx.q[0] as f64;
+        let s_label = q0 * k_range * 2.0 * gap as f64;
+        let s_ref = ctx.scale_at(0) * prescale(q0, ctx.scale_at(0), cfg.log_message_ratio);
+        let enc = ctx.encoder();
+        let packed = cfg.kind == SlotKind::Complex && n < slots;
+
+        // CoeffToSlot: from the top level down to l_e, landing on EvalMod's ladder.
+        let mut cts_f = dft::coeff_to_slot_factors(enc, n, slots, cfg.cts_levels);
+        if packed {
+            // Rows of the upper half of each 2n block times −i: u = [w/2, −i·w/2], so that
+            // u + conj(u) = [Re w, Im w] (period 2n).
+            if let Some(last) = cts_f.last_mut() {
+                for d in last.values_mut() {
+                    for (t, v) in d.iter_mut().enumerate() {
+                        if t % (2 * n) >= n {
+                            *v = *v * C64::new(0.0, -1.0);
+                        }
+                    }
+                }
+            }
+        }
+        let mut cts = Vec::new();
+        let mut scale = s_label;
+        let mut level = top;
+        let count = cts_f.len();
+        for (i, f) in cts_f.iter().enumerate() {
+            let out = if i + 1 == count {
+                ladder[l_e]
+            } else {
+                ctx.q[level - 1] as f64
+            };
+            cts.push(PreparedLt::new(ctx, f, n, level, scale, out)?);
+            scale = out;
+            level -= 1;
+        }
+
+        // SlotToCoeff: from l_m down to l_out, landing on the context's ladder.
+        let mut stc_f = dft::slot_to_coeff_factors(enc, n, slots, cfg.stc_levels);
+        let mut first_period = n;
+        if let Some(first) = stc_f.first_mut() {
+            match cfg.kind {
+                SlotKind::Real => {
+                    // v/2 = u − u_0/2·e_0 (bit-reversed order keeps index 0 at 0): the
+                    // columns of slot 0 (mod n) halved.
+                    for (&k, d) in first.iter_mut() {
+                        for (t, v) in d.iter_mut().enumerate() {
+                            let s = (t as i64 + k).rem_euclid(slots as i64) as usize;
+                            if s % n == 0 {
+                                *v = v.scale(0.5);
+                            }
+                        }
+                    }
+                }
+                SlotKind::Complex if packed => {
+                    *first = expand_packed(first, n, slots);
+                    first_period = 2 * n;
+                }
+                SlotKind::Complex => {}
+            }
+        }
+        let mut stc = Vec::new();
+        let mut scale = ladder[l_m] * 2.0 * PI * s_ref / q0;
+        let mut level = l_m;
+        let out_scale = ctx.scale_at(l_out);
+        for (i, f) in stc_f.iter().enumerate() {
+            let period = if i == 0 { first_period } else { n };
+            stc.push(PreparedLt::new(ctx, f, period, level, scale, out_scale)?);
+            scale = out_scale;
+            level -= 1;
+        }
+        let mut mono = vec![0i64; ctx.n];
+        mono[ctx.n / 2] = 1;
+        let mono_i = ctx.small_to_ntt(&mono, &ctx.q_idx(top));
+        Ok(Bootstrapper {
+            ctx: ctx.clone(),
+            cfg,
+            poly,
+            cts,
+            stc,
+            ladder,
+            s_label,
+            s_ref,
+            mono_i,
+            level_evalmod_in: l_e,
+            level_evalmod_out: l_m,
+            level_out: l_out,
+        })
+    }
+
+    /// Sparse secrets have no entry in the HE standard: accept only the documented setting.
+    fn check_security(ctx: &Context, h: usize) -> Result<()> {
+        if h == 0 || h > ctx.n {
+            return Err(FheError::InvalidInput(format!(
+                "secret Hamming weight {h} must be in 1..={}",
+                ctx.n
+            )));
+        }
+        if ctx.spec().allow_insecure {
+            return Ok(());
+        }
+        if ctx.n != 1 << 16 || h < 192 {
+            return Err(FheError::InvalidParams(format!(
+                "no documented 128-bit bound for a sparse secret of weight {h} at N = {} (documented: N = 65536, h ≥ 192, log QP ≤ {SPARSE_H192_N16_MAX_LOG_QP}); set allow_insecure for experiments",
+                ctx.n
+            )));
+        }
+        let log_qp = ctx.log_qp.ceil() as u32;
+        if log_qp > SPARSE_H192_N16_MAX_LOG_QP {
+            return Err(FheError::Insecure {
+                n: ctx.n,
+                log_qp,
+                limit: SPARSE_H192_N16_MAX_LOG_QP,
+            });
+        }
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BootstrapConfig {
+        &self.cfg
+    }
+
+    /// The EvalMod polynomial.
+    pub fn eval_mod_poly(&self) -> &EvalModPoly {
+        &self.poly
+    }
+
+    /// Levels the output keeps.
+    pub fn levels_after(&self) -> usize {
+        self.level_out
+    }
+
+    /// The level EvalMod starts at (CoeffToSlot's output).
+    pub fn level_evalmod_in(&self) -> usize {
+        self.level_evalmod_in
+    }
+
+    /// The level EvalMod ends at (SlotToCoeff's input).
+    pub fn level_evalmod_out(&self) -> usize {
+        self.level_evalmod_out
+    }
+
+    /// EvalMod's scale at `level`.
+    pub fn evalmod_scale(&self, level: usize) -> f64 {
+        self.ladder[level.min(self.ladder.len() - 1)]
+    }
+
+    /// The scale label CoeffToSlot's first factor expects.
+    pub fn raised_scale(&self) -> f64 {
+        self.s_label
+    }
+
+    /// Bytes of the encoded DFT factors.
+    pub fn size_bytes(&self) -> usize {
+        self.cts
+            .iter()
+            .chain(&self.stc)
+            .map(PreparedLt::size_bytes)
+            .sum()
+    }
+
+    /// Diagonals per factor (CoeffToSlot then SlotToCoeff).
+    pub fn diagonals(&self) -> (Vec<usize>, Vec<usize>) {
+        (
+            self.cts.iter().map(PreparedLt::diagonals).collect(),
+            self.stc.iter().map(PreparedLt::diagonals).collect(),
+        )
+    }
+
+    fn trace_steps(&self) -> Vec<i64> {
+        let gap = self.ctx.slots() / self.cfg.slots;
+        (0..gap.trailing_zeros())
+            .map(|k| (self.cfg.slots << k) as i64)
+            .collect()
+    }
+
+    /// Every rotation step bootstrapping performs (it also needs the conjugation key).
+    pub fn rotations(&self) -> Vec<i64> {
+        let slots = self.ctx.slots();
+        let mut v: Vec<i64> = self
+            .cts
+            .iter()
+            .chain(&self.stc)
+            .flat_map(PreparedLt::rotations)
+            .chain(self.trace_steps())
+            .map(|s| norm(s, slots))
+            .filter(|&s| s != 0)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Relinearisation, conjugation and exactly the rotation keys bootstrapping uses.
+    pub fn generate_keys(&self, kg: &mut KeyGenerator) -> EvaluationKeys {
+        kg.evaluation_keys(&self.rotations(), true)
+    }
+
+    /// Fails with the first key bootstrapping would miss.
+    pub fn check_keys(&self, ev: &Evaluator) -> Result<()> {
+        let keys = ev.keys();
+        if keys.relin.is_none() {
+            return Err(FheError::MissingRelinKey);
+        }
+        let have = keys.galois.elements();
+        let conj = conjugation_element(&self.ctx);
+        if !have.contains(&conj) {
+            return Err(FheError::MissingGaloisKey {
+                what: "conjugation (bootstrapping)".into(),
+                galois_element: conj,
+            });
+        }
+        for s in self.rotations() {
+            let g = galois_element(&self.ctx, s);
+            if !have.contains(&g) {
+                return Err(FheError::MissingGaloisKey {
+                    what: format!("rotation by {s} (bootstrapping)"),
+                    galois_element: g,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes `ct` (any level; its level-0 part is used) to `levels_after()` levels. The
+    /// output has the context's ladder scale at that level times ct.scale/Δ_0 (exactly the
+    /// ladder when ct was on it).
+    pub fn bootstrap(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
+        check_ciphertext(&self.ctx, ct)?;
+        if ct.size() != 2 {
+            return Err(FheError::CiphertextSize(format!(
+                "bootstrapping needs a size-2 ciphertext, got size {}; relinearise first",
+                ct.size()
+            )));
+        }
+        self.check_keys(ev)?;
+        let low = ev.drop_to_level(ct, 0)?;
+        let k = prescale(self.ctx.q[0] as f64, ct.scale, self.cfg.log_message_ratio);
+        let low = if k > 1.0 {
+            ev.mul_int(&low, k as i64)?
+        } else {
+            low
+        };
+        let s_in = ct.scale * k;
+        let raised = self.mod_raise(&low)?;
+        let raised = self.subring_trace(ev, &raised)?;
+        let xs = self.coeff_to_slot(ev, &raised)?;
+        let ys = xs
+            .iter()
+            .map(|x| self.eval_mod(ev, x))
+            .collect::<Result<Vec<_>>>()?;
+        self.slot_to_coeff(ev, &ys, s_in)
+    }
+
+    /// ModRaise: the level-0 ciphertext's residues, centred, as residues of every q_i; the
+    /// result is labelled with the scale CoeffToSlot expects.
+    pub fn mod_raise(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        let ctx = &self.ctx;
+        check_ciphertext(ctx, ct)?;
+        if ct.level != 0 {
+            return Err(FheError::Level(format!(
+                "ModRaise takes a level-0 ciphertext, got level {}",
+                ct.level
+            )));
+        }
+        let n = ctx.n;
+        let top = ctx.max_level();
+        let q0 = ctx.q[0];
+        let parts = ct
+            .parts
+            .iter()
+            .map(|p| {
+                let mut c = p[..n].to_vec();
+                ctx.tables[0].inverse(&mut c);
+                let centred: Vec<i64> = c
+                    .iter()
+                    .map(|&v| if v > q0 / 2 { v as i64 - q0 as i64 } else { v as i64 })
+                    .collect();
+                let mut out = vec![0u64; (top + 1) * n];
+                out[..n].copy_from_slice(&p[..n]);
+                out[n..]
+                    .par_chunks_mut(n)
+                    .enumerate()
+                    .for_each(|(k, limb)| {
+                        let t = &ctx.tables[k + 1];
+                        for (o, &x) in limb.iter_mut().zip(&centred) {
+                            *o = t.m.from_i64(x);
+                        }
+                        t.forward(limb);
+                    });
+                out
+            })
+            .collect();
+        Ok(Ciphertext {
+            parts,
+            level: top,
+            scale: self.s_label,
+            params: ct.params,
+        })
+    }
+
+    /// The trace to the subring of n slots (identity for n = N/2).
+    pub fn subring_trace(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
+        let mut c = ct.clone();
+        for s in self.trace_steps() {
+            c = ev.add(&c, &ev.rotate(&c, s)?)?;
+        }
+        Ok(c)
+    }
+
+    /// Slots · i (or · −i): multiplication by ±X^(N/2), exact and level-free.
+    fn mul_i(&self, ct: &Ciphertext, negate: bool) -> Ciphertext {
+        let ctx = &self.ctx;
+        let n = ctx.n;
+        let mut out = ct.clone();
+        for p in out.parts.iter_mut() {
+            p.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+                let m = ctx.modulus(i);
+                let mono = &self.mono_i[i * n..(i + 1) * n];
+                for (x, &w) in limb.iter_mut().zip(mono) {
+                    let v = m.mul(*x, w);
+                    *x = if negate { m.neg(v) } else { v };
+                }
+            });
+        }
+        out
+    }
+
+    /// CoeffToSlot on a ciphertext at the top level with the scale of
+    /// [`raised_scale`](Self::raised_scale) (values U·w/2 for the coefficient vector w):
+    /// the real slot vectors EvalMod takes — [Re w] (real), [Re w, Im w] (complex, n = N/2),
+    /// or one vector with Re and Im in the halves of each 2n block (complex, n ≤ N/4).
+    pub fn coeff_to_slot(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Vec<Ciphertext>> {
+        let mut u = ct.clone();
+        for f in &self.cts {
+            u = f.apply(ev, &u)?;
+        }
+        let uc = ev.conjugate(&u)?;
+        let re = ev.add(&u, &uc)?;
+        if self.cfg.kind == SlotKind::Complex && self.cfg.slots == self.ctx.slots() {
+            let im = self.mul_i(&ev.sub(&u, &uc)?, true);
+            return Ok(vec![re, im]);
+        }
+        Ok(vec![re])
+    }
+
+    /// EvalMod on one CoeffToSlot output (at EvalMod's input level and scale).
+    pub fn eval_mod(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
+        if ct.level != self.level_evalmod_in {
+            return Err(FheError::Level(format!(
+                "EvalMod starts at level {}, the ciphertext is at level {}",
+                self.level_evalmod_in, ct.level
+            )));
+        }
+        self.poly.eval(ev, ct, &self.ladder)
+    }
+
+    /// SlotToCoeff on EvalMod's outputs (values 2π·m/q_0 for a message scaled by `s_in`).
+    pub fn slot_to_coeff(&self, ev: &Evaluator, ys: &[Ciphertext], s_in: f64) -> Result<Ciphertext> {
+        let mut w = match ys {
+            [y] => y.clone(),
+            [re, im] => ev.add(re, &self.mul_i(im, false))?,
+            _ => {
+                return Err(FheError::InvalidInput(format!(
+                    "SlotToCoeff takes one or two ciphertexts, got {}",
+                    ys.len()
+                )));
+            }
+        };
+        if !(s_in.is_finite() && s_in > 0.0) {
+            return Err(FheError::InvalidInput(format!(
+                "input scale {s_in} must be finite and positive"
+            )));
+        }
+        // The label that makes the values m/s_in: no arithmetic, only bookkeeping.
+        w.scale *= 2.0 * PI * s_in / self.ctx.q[0] as f64;
+        for f in &self.stc {
+            w = f.apply(ev, &w)?;
+        }
+        if self.cfg.kind == SlotKind::Real {
+            w = ev.add(&w, &ev.conjugate(&w)?)?;
+        }
+        Ok(w)
+    }
+
+    /// The input scale SlotToCoeff was encoded for (Δ_0).
+    pub fn reference_scale(&self) -> f64 {
+        self.s_ref
+    }
+}
+
+/// The power of two 2^k (k ≥ 0) that brings `scale` up to at most q_0/2^ratio.
+fn prescale(q0: f64, scale: f64, ratio: u32) -> f64 {
+    let k = (q0 / scale).log2().floor() - f64::from(ratio);
+    if k >= 1.0 { k.min(62.0).exp2() } else { 1.0 }
+}
+
+/// The first SlotToCoeff factor for packed complex slots: its input y (period 2n) holds
+/// Re w in the lower and Im w in the upper half of each 2n block, and the factor must act
+/// on w[s] = y[s] + i·y[s + n] (s in a lower half) = y[s − n] + i·y[s] (upper half).
+fn expand_packed(d: &Diags, n: usize, slots: usize) -> Diags {
+    let mut out = Diags::new();
+    let p = 2 * n;
+    let i = C64::new(0.0, 1.0);
+    for (&k, dk) in d {
+        let (k0, k1) = (norm(k, p), norm(k + n as i64, p));
+        for t in 0..slots {
+            let s = (t as i64 + k).rem_euclid(p as i64) as usize;
+            let (c0, c1) = if s < n {
+                (dk[t], i * dk[t])
+            } else {
+                (i * dk[t], dk[t])
+            };
+            for (kk, c) in [(k0, c0), (k1, c1)] {
+                let e = out.entry(kk).or_insert_with(|| vec![C64::default(); slots]);
+                e[t] = e[t] + c;
+            }
+        }
+    }
+    out
+}

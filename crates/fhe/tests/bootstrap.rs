@@ -1,0 +1,170 @@
+//! Bootstrapping at N = 2^13 on insecure test parameters (h = 192): each stage on its own and
+//! end to end, against the plaintext.
+#![allow(clippy::unwrap_used)]
+
+use ferrolab_fhe::bootstrap::{BootChain, Bootstrapper, SlotKind};
+use ferrolab_fhe::*;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use std::sync::Arc;
+
+const H: usize = 192;
+
+struct Boot {
+    ctx: Arc<Context>,
+    kg: KeyGenerator,
+    enc: Encryptor,
+    dec: Decryptor,
+    ev: Evaluator,
+    bt: Bootstrapper,
+}
+
+fn boot(log_n: u32, slots: usize, kind: SlotKind) -> Boot {
+    let chain = BootChain::insecure_test(log_n);
+    let ctx = Context::new(chain.spec()).unwrap();
+    let bt = Bootstrapper::new(&ctx, chain.config(slots, kind, H)).unwrap();
+    let mut kg = KeyGenerator::new_sparse_seeded(&ctx, H, 7).unwrap();
+    let keys = bt.generate_keys(&mut kg);
+    let ev = Evaluator::new(&ctx, keys).unwrap();
+    let enc = Encryptor::new_seeded(&ctx, 8);
+    let dec = Decryptor::new(&ctx, kg.secret_key()).unwrap();
+    Boot {
+        ctx,
+        kg,
+        enc,
+        dec,
+        ev,
+        bt,
+    }
+}
+
+fn values(n: usize, slots: usize, kind: SlotKind, seed: u64) -> Vec<C64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let v: Vec<C64> = (0..n)
+        .map(|_| {
+            let re = 2.0 * rng.random::<f64>() - 1.0;
+            let im = 2.0 * rng.random::<f64>() - 1.0;
+            match kind {
+                SlotKind::Real => C64::real(re),
+                SlotKind::Complex => C64::new(re, im),
+            }
+        })
+        .collect();
+    (0..slots).map(|t| v[t % n]).collect()
+}
+
+fn max_err(a: &[C64], b: &[C64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x - *y).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn slot_to_coeff_inverts_coeff_to_slot() {
+    let mut b = boot(13, 4096, SlotKind::Complex);
+    let z = values(4096, 4096, SlotKind::Complex, 1);
+    let top = b.ctx.max_level();
+    let pt = b.ctx.encode(&z, top, b.bt.raised_scale()).unwrap();
+    let pk = b.kg.public_key();
+    let ct = b.enc.encrypt(&pk, &pt).unwrap();
+    let xs = b.bt.coeff_to_slot(&b.ev, &ct).unwrap();
+    assert_eq!(xs.len(), 2);
+    assert_eq!(xs[0].level, b.bt.level_evalmod_in());
+    let ys: Vec<Ciphertext> = xs
+        .iter()
+        .map(|x| b.ev.drop_to_level(x, b.bt.level_evalmod_out()).unwrap())
+        .collect();
+    // s_in = q0/π undoes the factor 2 of Re/Im extraction and the 2π of EvalMod.
+    let q0 = b.ctx.q[0] as f64;
+    let out = b
+        .bt
+        .slot_to_coeff(&b.ev, &ys, q0 / std::f64::consts::PI)
+        .unwrap();
+    assert_eq!(out.level, b.bt.levels_after());
+    let got = b.dec.decrypt_decode(&out).unwrap();
+    let err = max_err(&got, &z);
+    println!("StC∘CtS max error {err:e}");
+    assert!(err < 1e-6, "{err}");
+}
+
+#[test]
+fn eval_mod_is_the_modular_reduction() {
+    let mut b = boot(13, 4096, SlotKind::Real);
+    let k = b.bt.eval_mod_poly().k_range;
+    let mut rng = StdRng::seed_from_u64(5);
+    let n = b.ctx.slots();
+    let mut eps = Vec::with_capacity(n);
+    let x: Vec<C64> = (0..n)
+        .map(|_| {
+            let i = rng.random_range(-(k as i64 - 1)..=(k as i64 - 1)) as f64;
+            let e = (2.0 * rng.random::<f64>() - 1.0) * 1e-5;
+            eps.push(e);
+            C64::real((i + e) / k)
+        })
+        .collect();
+    let l = b.bt.level_evalmod_in();
+    let pt = b.ctx.encode(&x, l, b.bt.evalmod_scale(l)).unwrap();
+    let pk = b.kg.public_key();
+    let ct = b.enc.encrypt(&pk, &pt).unwrap();
+    let out = b.bt.eval_mod(&b.ev, &ct).unwrap();
+    assert_eq!(out.level, b.bt.level_evalmod_out());
+    let got = b.dec.decrypt_decode(&out).unwrap();
+    // sin(2π·K·x)/(2π) against the centred remainder of K·x modulo 1.
+    let err = got
+        .iter()
+        .zip(&eps)
+        .map(|(g, &e)| (g.re / (2.0 * std::f64::consts::PI) - e).abs())
+        .fold(0.0, f64::max);
+    println!("EvalMod max error {err:e} (K = {k})");
+    assert!(err < 1e-11, "{err}");
+}
+
+fn end_to_end(slots: usize, kind: SlotKind, min_bits: f64) {
+    let mut b = boot(13, slots, kind);
+    let full = b.ctx.slots();
+    let z = values(slots, full, kind, 11);
+    let pt = b.ctx.encode(&z, 0, b.ctx.scale_at(0)).unwrap();
+    let pk = b.kg.public_key();
+    let ct = b.enc.encrypt(&pk, &pt).unwrap();
+    let t = std::time::Instant::now();
+    let out = b.bt.bootstrap(&b.ev, &ct).unwrap();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(out.level, b.bt.levels_after());
+    assert!((out.scale / b.ctx.scale_at(out.level) - 1.0).abs() < 1e-9);
+    let got = b.dec.decrypt_decode(&out).unwrap();
+    let err = max_err(&got, &z);
+    let bits = -err.log2();
+    println!("{kind:?} n = {slots}: {ms:.0} ms, {bits:.1} bits (worst slot)");
+    assert!(bits >= min_bits, "{bits} bits < {min_bits}");
+    if kind == SlotKind::Real {
+        // Imaginary-removing: what is left is the conjugation's key-switching noise.
+        let im = got.iter().map(|v| v.im.abs()).fold(0.0, f64::max);
+        assert!(im < (-min_bits).exp2(), "imaginary part {im}");
+    }
+    // The refreshed ciphertext computes: one product on the levels left.
+    let sq = b.ev.mul_relin_rescale(&out, &out).unwrap();
+    let got = b.dec.decrypt_decode(&sq).unwrap();
+    let want: Vec<C64> = z.iter().map(|v| *v * *v).collect();
+    assert!(max_err(&got, &want) < 4.0 * err + 1e-6);
+}
+
+#[test]
+fn bootstraps_real_full_slots() {
+    end_to_end(4096, SlotKind::Real, 19.0);
+}
+
+#[test]
+fn bootstraps_complex_full_slots() {
+    end_to_end(4096, SlotKind::Complex, 19.0);
+}
+
+#[test]
+fn bootstraps_real_sparse_slots() {
+    end_to_end(512, SlotKind::Real, 19.0);
+}
+
+#[test]
+fn bootstraps_complex_sparse_slots() {
+    end_to_end(512, SlotKind::Complex, 19.0);
+}
+
