@@ -10,7 +10,9 @@
 
 pub mod mobilenet;
 pub mod resnet;
+pub mod unet;
 pub mod vgg;
+pub mod yolo;
 
 #[cfg(test)]
 pub(crate) mod testutil;
