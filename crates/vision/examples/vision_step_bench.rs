@@ -1,0 +1,317 @@
+//! Training-step and inference time, and the memory training adds, of the vision models
+//! (ResNet-20, UNet, YOLO-tiny) on burn's `flex` CPU backend with ferrolab's kernels: the
+//! ferrolab side of `bench/run_vision_bench.sh`, which divides these figures by PyTorch's for
+//! the twins in `bench/vision_torch.py`.
+//!
+//! ```text
+//! cargo run --release -p ferrolab-vision --example vision_step_bench -- \
+//!     --model resnet20|unet|yolo [--threads 2] [--warmup N] [--iters N] [--json] \
+//!     [--params-only]
+//! ```
+//!
+//! Shapes (the issue's): ResNet-20 on `[128, 1, 32, 32]` with 10 classes, UNet on
+//! `[8, 1, 128, 128]` with 4 classes, YOLO-tiny on `[16, 3, 128, 128]`. One process times one
+//! model, as `bench/vision_harness.py` runs it, so no model inherits another's caches or
+//! allocator state.
+//!
+//! A training step is forward + loss + backward + optimiser step on one fixed random batch
+//! (SGD with momentum 0.9 and weight decay 5e-4 for ResNet and YOLO, as `ferrolab classify`
+//! trains; Adam for UNet), the loss read back after the forward pass. Inference is the
+//! forward pass of `model.valid()` on the inference device (no autodiff graph, batch norm on
+//! its running statistics), its output reduced to one number and read back.
+//!
+//! Memory: freed heap handed back (`malloc_trim`), then `rss_before_training_mb` = VmRSS once
+//! the model, the batch and the optimiser exist, the high-water mark reset, and
+//! `train_added_mb` = VmHWM after the training steps minus that. PyTorch's side measures the
+//! same way.
+//!
+//! `--json` prints one object: `train_ms`, `train_forward_ms`, `train_backward_ms`,
+//! `train_optim_ms`, `infer_ms` (medians over the timed iterations), their per-iteration
+//! lists (`*_all`), the memory figures, `params` (burn's count, batch-norm running statistics
+//! included) and the first and last training loss. `--params-only` builds the model and prints
+//! `{"model": …, "params": …}` without timing anything (the harness checks the twins with it).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use ferrolab_core::backend::{device, init_threads, seed_backend, train_device};
+use ferrolab_core::nn::int_tensor;
+use ferrolab_core::resources::{current_rss_mb, peak_rss_mb, release_free_memory, reset_peak_rss};
+use ferrolab_vision::models::resnet::ResNet;
+
+const USAGE: &str = "usage: vision_step_bench --model resnet20|unet|yolo [--threads N] \
+                     [--warmup N] [--iters N] [--json] [--params-only]";
+const MODELS: [&str; 1] = ["resnet20"];
+
+#[derive(Debug)]
+struct Args {
+    model: String,
+    threads: usize,
+    warmup: usize,
+    iters: usize,
+    json: bool,
+    params_only: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        model: String::new(),
+        threads: 2,
+        warmup: 3,
+        iters: 10,
+        json: false,
+        params_only: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let count = |v: String| {
+            v.parse::<usize>()
+                .map_err(|e| format!("{flag} {v:?}: not a non-negative integer ({e})"))
+        };
+        match flag.as_str() {
+            "--model" => args.model = value()?,
+            "--threads" => args.threads = count(value()?)?,
+            "--warmup" => args.warmup = count(value()?)?,
+            "--iters" => args.iters = count(value()?)?,
+            "--json" => args.json = true,
+            "--params-only" => args.params_only = true,
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if !MODELS.contains(&args.model.as_str()) {
+        return Err(format!(
+            "--model {:?}: expected one of {MODELS:?}\n{USAGE}",
+            args.model
+        ));
+    }
+    if args.threads == 0 || args.iters == 0 {
+        return Err("--threads and --iters must be at least 1".into());
+    }
+    Ok(args)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Deterministic labels in `0..classes` (an LCG, so both sides can be reproduced without a
+/// shared random generator; the values do not affect the time).
+fn labels(n: usize, classes: usize, seed: u64) -> Vec<i64> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) % classes as u64) as i64
+        })
+        .collect()
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Measured {
+    train: Vec<f64>,
+    forward: Vec<f64>,
+    backward: Vec<f64>,
+    optim: Vec<f64>,
+    infer: Vec<f64>,
+    rss_before: f64,
+    peak: f64,
+    params: usize,
+    loss_first: f32,
+    loss_last: f32,
+}
+
+/// Times `warmup + iters` training steps, measuring the memory they add, then as many
+/// inference passes of the validation copy of the model.
+///
+/// `loss` is the training forward pass with its loss; `infer` the inference forward pass
+/// reduced to a scalar (so that reading it back waits for the whole output).
+fn run<M: Module>(
+    mut model: M,
+    mut optim: ModuleOptimizer,
+    lr: f64,
+    loss: impl Fn(&M) -> Tensor<1>,
+    infer: impl Fn(&M) -> Tensor<1>,
+    args: &Args,
+) -> Measured {
+    let mut m = Measured {
+        params: model.num_params(),
+        ..Measured::default()
+    };
+    if args.params_only {
+        return m;
+    }
+    release_free_memory();
+    m.rss_before = current_rss_mb().unwrap_or(f64::NAN);
+    let measurable = reset_peak_rss();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    for i in 0..args.warmup + args.iters {
+        let t0 = Instant::now();
+        let l = loss(&model);
+        // The read-back is the step's own (the loss is logged); it also ends the forward phase.
+        let value = l.clone().into_scalar::<f32>();
+        let t1 = Instant::now();
+        let grads = l.backward();
+        let t2 = Instant::now();
+        let grads = GradientsParams::from_grads(grads, &model);
+        model = optim.step(lr, model, grads);
+        let t3 = Instant::now();
+        if i == 0 {
+            m.loss_first = value;
+        }
+        m.loss_last = value;
+        if i >= args.warmup {
+            m.train.push(ms(t0, t3));
+            m.forward.push(ms(t0, t1));
+            m.backward.push(ms(t1, t2));
+            m.optim.push(ms(t2, t3));
+        }
+    }
+    m.peak = if measurable {
+        peak_rss_mb().unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
+    drop(optim);
+    let eval = model.valid();
+    drop(model);
+    for i in 0..args.warmup + args.iters {
+        let t0 = Instant::now();
+        let _ = infer(&eval).into_scalar::<f32>();
+        if i >= args.warmup {
+            m.infer.push(ms(t0, Instant::now()));
+        }
+    }
+    m
+}
+
+/// SGD as `ferrolab classify` configures it (PyTorch semantics: no dampening, weight decay
+/// added to the gradient).
+fn sgd() -> ModuleOptimizer {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig { penalty: 5e-4 }))
+        .init()
+}
+
+/// Adam with PyTorch's defaults (ε = 1e-8; burn's default is 1e-5).
+#[allow(dead_code)]
+fn adam() -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-8)
+        .init()
+}
+
+fn resnet20(args: &Args) -> Result<Measured, String> {
+    let (batch, classes) = (128, 10);
+    let (tdev, idev) = (train_device(), device());
+    let model = ResNet::new(20, 1, classes, &tdev)?;
+    let x = Tensor::<4>::random([batch, 1, 32, 32], Distribution::Normal(0.0, 1.0), &tdev);
+    let xi = Tensor::<4>::from_data(x.to_data(), &idev);
+    let y = int_tensor(&labels(batch, classes, 1), &tdev);
+    let ce = CrossEntropyLossConfig::new().init(&tdev);
+    Ok(run(
+        model,
+        sgd(),
+        0.01,
+        |m: &ResNet| ce.forward(m.forward(x.clone()), y.clone()),
+        |m: &ResNet| m.forward(xi.clone()).sum(),
+        args,
+    ))
+}
+
+fn json_list(v: &[f64]) -> String {
+    let items: Vec<String> = v.iter().map(|t| format!("{t:.3}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_threads(Some(args.threads));
+    seed_backend(0);
+    let result = match args.model.as_str() {
+        "resnet20" => resnet20(&args),
+        _ => unreachable!("parse_args checked the model"),
+    };
+    let m = match result {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.params_only {
+        println!("{{\"model\": \"{}\", \"params\": {}}}", args.model, m.params);
+        return ExitCode::SUCCESS;
+    }
+    if !m.loss_last.is_finite() {
+        eprintln!("error: the training loss is {} after the last step", m.loss_last);
+        return ExitCode::FAILURE;
+    }
+    let (train, infer) = (median(m.train.clone()), median(m.infer.clone()));
+    if args.json {
+        let fields = [
+            format!("\"model\": \"{}\"", args.model),
+            format!("\"threads\": {}", args.threads),
+            format!("\"train_ms\": {train:.3}"),
+            format!("\"train_forward_ms\": {:.3}", median(m.forward.clone())),
+            format!("\"train_backward_ms\": {:.3}", median(m.backward.clone())),
+            format!("\"train_optim_ms\": {:.3}", median(m.optim.clone())),
+            format!("\"infer_ms\": {infer:.3}"),
+            format!("\"train_ms_all\": {}", json_list(&m.train)),
+            format!("\"infer_ms_all\": {}", json_list(&m.infer)),
+            format!("\"rss_before_training_mb\": {:.1}", m.rss_before),
+            format!("\"train_peak_rss_mb\": {:.1}", m.peak),
+            format!("\"train_added_mb\": {:.1}", m.peak - m.rss_before),
+            format!("\"params\": {}", m.params),
+            format!("\"loss_first\": {}", m.loss_first),
+            format!("\"loss_last\": {}", m.loss_last),
+        ];
+        println!("{{{}}}", fields.join(", "));
+    } else {
+        println!(
+            "{}: train step {train:.1} ms (forward {:.1}, backward {:.1}, optimiser {:.1}), \
+             inference {infer:.1} ms, training adds {:.1} MiB over {:.1} MiB; {} parameters, \
+             loss {:.4} -> {:.4} ({} threads)",
+            args.model,
+            median(m.forward),
+            median(m.backward),
+            median(m.optim),
+            m.peak - m.rss_before,
+            m.rss_before,
+            m.params,
+            m.loss_first,
+            m.loss_last,
+            args.threads
+        );
+    }
+    ExitCode::SUCCESS
+}
