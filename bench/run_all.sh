@@ -6,12 +6,12 @@
 # other processes disturbed, so a busy machine makes it slow rather than wrong.
 #
 #   bench/run_all.sh                     # all comparisons, their default sizes (about 45 min on a quiet machine)
-#   ONLY="step secnn" bench/run_all.sh   # a subset: step secnn cluster_gcn ckks apg taskmet
+#   ONLY="step secnn" bench/run_all.sh   # a subset: step secnn cluster_gcn ckks apg taskmet vision
 #   PUBLISH=1 bench/run_all.sh           # afterwards, copy this run's JSON to results/published/
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ONLY="${ONLY:-step secnn cluster_gcn ckks apg taskmet}"
+ONLY="${ONLY:-step secnn cluster_gcn ckks apg taskmet vision}"
 # The TaskMet anchor times outer steps only here; its reference training runs (12-16 min per
 # seed) are for bench/run_taskmet_reference.sh run alone.
 export TRAIN_SEEDS="${TRAIN_SEEDS-}"
@@ -22,6 +22,7 @@ declare -A SCRIPT=(
     [ckks]=bench/run_ckks_bench.sh
     [apg]=bench/run_apg_fuxictr.sh
     [taskmet]=bench/run_taskmet_reference.sh
+    [vision]=bench/run_vision_bench.sh
 )
 for b in $ONLY; do
     if [[ -z "${SCRIPT[$b]:-}" ]]; then
@@ -49,6 +50,7 @@ if [[ "${PUBLISH:-0}" == 1 && ${#failed[@]} -eq 0 ]]; then
         case $b in
             step) n=step_bench ;; secnn) n=secnn_step_bench ;; cluster_gcn) n=cluster_gcn_pyg ;;
             ckks) n=ckks_bench ;; apg) n=apg_fuxictr ;; taskmet) n=taskmet_reference ;;
+            vision) n=vision_bench ;;
         esac
         cp "bench/results/$n.json" bench/results/published/
     done
