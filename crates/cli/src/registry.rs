@@ -10,6 +10,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_ctr::ApgSystem,
         &ferrolab_fhe::CkksSystem,
         &ferrolab_dfl::TaskmetSystem,
+        &ferrolab_vision::classify::ClassifySystem,
     ]
 }
 
