@@ -5,6 +5,7 @@
 
 mod common;
 mod data_cmd;
+mod eval;
 mod plot;
 mod registry;
 mod reproduce;
@@ -29,6 +30,9 @@ enum Command {
     Data(data_cmd::DataArgs),
     /// Run every system's experiment and write report.md with plots.
     Reproduce(reproduce::ReproduceArgs),
+    /// Detection (COCO mAP, as pycocotools) and segmentation (Dice, IoU, HD95, as medpy)
+    /// metrics on prediction files.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
                 match cli.command {
                     Command::Data(a) => data_cmd::run(&a),
                     Command::Reproduce(a) => reproduce::run(&a),
+                    Command::Eval(a) => eval::run(&a),
                 }
             }
             Err(e) => e.exit(),

@@ -373,9 +373,19 @@ impl SegAccumulator {
     ) -> Result<Vec<(i64, Option<ClassScore>)>, DataError> {
         let mut out = Vec::with_capacity(self.classes.len());
         for &c in &self.classes {
-            let s = class_score(pred, label, shape, spacing, c)?;
+            out.push((c, class_score(pred, label, shape, spacing, c)?));
+        }
+        self.add_scores(&out);
+        Ok(out)
+    }
+
+    /// Adds one volume's scores computed elsewhere (e.g. by [`class_score`] while the class
+    /// list is still being discovered); a class of the accumulator that `scores` does not
+    /// mention counts as skipped for this volume.
+    pub fn add_scores(&mut self, scores: &[(i64, Option<ClassScore>)]) {
+        for &c in &self.classes {
             let e = self.sums.entry(c).or_default();
-            match s {
+            match scores.iter().find(|(k, _)| *k == c).and_then(|(_, s)| *s) {
                 None => self.skipped += 1,
                 Some(sc) => {
                     e.volumes += 1;
@@ -387,9 +397,12 @@ impl SegAccumulator {
                     }
                 }
             }
-            out.push((c, s));
         }
-        Ok(out)
+    }
+
+    /// The classes scored, in the order given.
+    pub fn classes(&self) -> &[i64] {
+        &self.classes
     }
 
     /// (volume, class) pairs skipped so far.
