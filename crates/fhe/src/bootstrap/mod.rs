@@ -24,6 +24,7 @@
 //! the size of their primes (2^50..2^60 rather than the user's 2^40: the error of t/q_0 is
 //! multiplied by q_0·K/Δ in the result); SlotToCoeff lands on the context's ladder.
 
+pub mod bench;
 pub mod dft;
 pub mod evalmod;
 
