@@ -8,7 +8,8 @@ timed iterations and thread count; bench/harness.py shuffles the processes per r
 both sides the same malloc settings and repeats a process other work disturbed.
 
 Before timing, both sides build each model once (`--params-only`) and the harness stops if
-their parameter counts differ: the twins must have exactly the same layers.
+their parameter counts differ (the twins must have exactly the same layers), and for YOLO both
+compute the loss of the same fixed head outputs (`--check-loss`), which must agree to 1e-4.
 """
 
 import json
@@ -26,12 +27,13 @@ MODELS = {
 }
 
 
-def params(cmd, env):
-    p = subprocess.run(cmd + ["--params-only"], env=env, capture_output=True, text=True)
+def ask(cmd, flag, key, env):
+    """Runs `cmd flag` and returns `key` of the JSON line it prints."""
+    p = subprocess.run(cmd + [flag], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         sys.stderr.write(p.stderr[-4000:])
-        raise SystemExit(f"error: {' '.join(cmd)} --params-only failed (exit {p.returncode})")
-    return json.loads(p.stdout.strip().splitlines()[-1])["params"]
+        raise SystemExit(f"error: {' '.join(cmd)} {flag} failed (exit {p.returncode})")
+    return json.loads(p.stdout.strip().splitlines()[-1])[key]
 
 
 def main():
@@ -52,15 +54,25 @@ def main():
         raise SystemExit("error: --warmup must be >= 0 and --iters >= 1")
     common = ["--threads", str(a.threads), "--warmup", str(a.warmup), "--iters", str(a.iters)]
     env = H.env_for(a)
-    jobs, counts = [], {}
+    jobs, counts, yolo_loss = [], {}, None
     for model in models:
         ours = [a.bin, "--model", model, *common]
         torch = [a.python, os.path.join(H.HERE, "vision_torch.py"), "--model", model, *common]
-        counts[model] = {"ferrolab": params(ours, env), "pytorch": params(torch, env)}
+        counts[model] = {"ferrolab": ask(ours, "--params-only", "params", env),
+                         "pytorch": ask(torch, "--params-only", "params", env)}
         if counts[model]["ferrolab"] != counts[model]["pytorch"]:
             raise SystemExit(f"error: {model}: ferrolab has {counts[model]['ferrolab']} "
                              f"parameters, the PyTorch twin {counts[model]['pytorch']}; "
                              "the models differ")
+        if model == "yolo":
+            losses = {"ferrolab": ask(ours, "--check-loss", "loss", env),
+                      "pytorch": ask(torch, "--check-loss", "loss", env)}
+            rel = abs(losses["ferrolab"] - losses["pytorch"]) / max(abs(losses["pytorch"]), 1e-12)
+            if not rel <= 1e-4:
+                raise SystemExit(f"error: yolo: the loss of fixed head outputs is "
+                                 f"{losses['ferrolab']} in ferrolab and {losses['pytorch']} in "
+                                 "the PyTorch twin; the losses differ")
+            yolo_loss = losses
         jobs.append(H.Job(model, "ferrolab", ours + ["--json"]))
         jobs.append(H.Job(model, "pytorch", torch))
     m = H.measure(a, jobs, env=env)
@@ -92,8 +104,14 @@ def main():
     notes = ["Parameter counts (burn's count: trainable plus batch-norm running statistics), "
              "checked equal before timing: "
              + "; ".join(f"{k} {v['ferrolab']:,}" for k, v in counts.items()) + "."]
+    if yolo_loss:
+        notes.append("YOLO: the PyTorch twin computes ferrolab's loss (YOLOv3 assignment to the "
+                     "best of six anchors, ignore rule at IoU 0.7, small-box weight, BCE "
+                     "objectness and classes; targets built vectorised, as PyTorch YOLO code "
+                     "does), checked on fixed head outputs before timing: "
+                     f"{yolo_loss['ferrolab']:.6g} (ferrolab) vs {yolo_loss['pytorch']:.6g}.")
     H.write("vision_bench", "Vision models: ferrolab vs PyTorch (CPU)", m, rows, versions, what,
-            notes=notes, extra={"params": counts})
+            notes=notes, extra={"params": counts, "yolo_check_loss": yolo_loss})
 
 
 if __name__ == "__main__":

@@ -75,6 +75,192 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+# ---- UNet (WSL4MIS / AttenScribble form, bilinear decoder as the references run it) ----
+
+class ConvBlock(nn.Module):
+    """3x3 conv (bias) -> BN -> LeakyReLU(0.01) -> Dropout(p) -> 3x3 conv -> BN -> LeakyReLU."""
+
+    def __init__(self, cin, cout, p):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.drop = nn.Dropout(p)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        x = self.drop(F.leaky_relu(self.bn1(self.conv1(x)), 0.01))
+        return F.leaky_relu(self.bn2(self.conv2(x)), 0.01)
+
+
+class UpBlock(nn.Module):
+    """1x1 conv to the skip's width, bilinear x2 (align_corners), cat [skip, up], conv block."""
+
+    def __init__(self, deep, skip):
+        super().__init__()
+        self.reduce = nn.Conv2d(deep, skip, 1)
+        self.conv = ConvBlock(2 * skip, skip, 0.0)
+
+    def forward(self, deep, skip):
+        up = F.interpolate(self.reduce(deep), scale_factor=2, mode="bilinear", align_corners=True)
+        return self.conv(torch.cat([skip, up], 1))
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels=1, classes=4, widths=(16, 32, 64, 128, 256),
+                 dropout=(0.05, 0.1, 0.2, 0.3, 0.5)):
+        super().__init__()
+        cins = (in_channels,) + tuple(widths[:-1])
+        self.encoder = nn.ModuleList(ConvBlock(i, o, p) for i, o, p in zip(cins, widths, dropout))
+        self.decoder = nn.ModuleList(UpBlock(widths[l], widths[l - 1])
+                                     for l in range(len(widths) - 1, 0, -1))
+        self.out_conv = nn.Conv2d(widths[0], classes, 3, padding=1)
+
+    def forward(self, x):
+        feats = []
+        for level, block in enumerate(self.encoder):
+            if level > 0:
+                x = F.max_pool2d(x, 2, 2)
+            x = block(x)
+            feats.append(x)
+        x = feats.pop()
+        for block in self.decoder:
+            x = block(x, feats.pop())
+        return self.out_conv(x)
+
+
+# ---- YOLOv3-tiny (darknet's yolov3-tiny.cfg layout, ferrolab's YoloTiny) ----
+
+STRIDES = (32, 16)
+DARKNET_ANCHORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
+
+
+class ConvBn(nn.Module):
+    def __init__(self, cin, cout, k):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return F.leaky_relu(self.bn(self.conv(x)), 0.1)
+
+
+class YoloTiny(nn.Module):
+    def __init__(self, input_size=128, in_channels=3, classes=80,
+                 widths=(16, 32, 64, 128, 256, 512, 1024), ignore=0.7):
+        super().__init__()
+        w = widths
+        cins = (in_channels,) + tuple(w[:-1])
+        self.backbone = nn.ModuleList(ConvBn(i, o, 3) for i, o in zip(cins, w))
+        out = 3 * (5 + classes)
+        self.neck = ConvBn(w[6], w[4], 1)
+        self.head32 = ConvBn(w[4], w[5], 3)
+        self.out32 = nn.Conv2d(w[5], out, 1)
+        self.route = ConvBn(w[4], w[3], 1)
+        self.head16 = ConvBn(w[3] + w[4], w[4], 3)
+        self.out16 = nn.Conv2d(w[4], out, 1)
+        self.input_size, self.classes, self.ignore = input_size, classes, ignore
+        # float32 as ferrolab keeps them: the anchors scaled from darknet's 416 pixels.
+        scale = torch.tensor(input_size, dtype=torch.float32) / 416.0
+        self.register_buffer("anchors", torch.tensor(DARKNET_ANCHORS, dtype=torch.float32)
+                             * scale, persistent=False)
+
+    def forward(self, x):
+        skip = None
+        for i, layer in enumerate(self.backbone):
+            x = layer(x)
+            if i <= 3:
+                x = F.max_pool2d(x, 2, 2)
+            elif i == 4:
+                skip = x
+                x = F.max_pool2d(x, 2, 2)
+            elif i == 5:
+                # A 2x2 window with stride 1 running past the bottom/right edge: replicating
+                # the last row and column gives the same maxima as -inf padding.
+                x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, 1)
+        neck = self.neck(x)
+        p32 = self.out32(self.head32(neck))
+        up = F.interpolate(self.route(neck), scale_factor=2, mode="nearest")
+        p16 = self.out16(self.head16(torch.cat([up, skip], 1)))
+        return p32, p16
+
+    def loss(self, outputs, gt, gt_cls):
+        """ferrolab's YOLOv3 loss (crates/vision/src/models/yolo.rs), vectorised as PyTorch YOLO
+        code builds its targets. `gt`: [N, M, 4] boxes x1, y1, x2, y2 in pixels (all usable);
+        `gt_cls`: [N, M] class indices."""
+        a_n, k_n, s = 3, self.classes, float(self.input_size)
+        n, m = gt_cls.shape
+        total = outputs[0].new_zeros(())
+        gw, gh = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]
+        # The best of all six anchors by shape alone (IoU of boxes sharing a centre); the
+        # first index wins a tie, as ferrolab's strict comparison keeps it.
+        aw, ah = self.anchors[:, 0], self.anchors[:, 1]
+        inter = torch.minimum(gw[..., None], aw) * torch.minimum(gh[..., None], ah)
+        best = (inter / (gw[..., None] * gh[..., None] + aw * ah - inter)).argmax(-1)
+        for head, out in enumerate(outputs):
+            g = out.shape[-1]
+            stride = float(STRIDES[head])
+            first = a_n if head == 0 else 0
+            out = out.view(n, a_n, 5 + k_n, g, g)
+            with torch.no_grad():
+                bp = out[:, :, 0:4]
+                cells = torch.arange(g, dtype=torch.float32)
+                haw = self.anchors[first:first + a_n, 0].view(1, a_n, 1, 1)
+                hah = self.anchors[first:first + a_n, 1].view(1, a_n, 1, 1)
+                cx = (torch.sigmoid(bp[:, :, 0]) + cells.view(1, 1, 1, g)) * stride
+                cy = (torch.sigmoid(bp[:, :, 1]) + cells.view(1, 1, g, 1)) * stride
+                w = haw * bp[:, :, 2].clamp(-20, 20).exp()
+                h = hah * bp[:, :, 3].clamp(-20, 20).exp()
+                pred = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+                iou = box_iou(pred.view(n, -1, 1, 4), gt.view(n, 1, m, 4))
+                obj_w = (iou.amax(-1) <= self.ignore).float().view(n, a_n, 1, g, g)
+                box_t = out.new_zeros(n, a_n, 4, g, g)
+                box_w = out.new_zeros(n, a_n, 1, g, g)
+                pos = out.new_zeros(n, a_n, 1, g, g)
+                cls_t = out.new_zeros(n, a_n, k_n, g, g)
+                b, j = torch.nonzero((best >= first) & (best < first + a_n), as_tuple=True)
+                a = best[b, j] - first
+                box = gt[b, j]
+                cxg, cyg = (box[:, 0] + box[:, 2]) / 2 / stride, (box[:, 1] + box[:, 3]) / 2 / stride
+                gx, gy = cxg.floor().long().clamp_max(g - 1), cyg.floor().long().clamp_max(g - 1)
+                # Two boxes on one anchor and cell: the later one replaces the earlier (darknet,
+                # ferrolab), so keep only the last of each (b, a, gy, gx).
+                key = ((b * a_n + a) * g + gy) * g + gx
+                uniq, inv = torch.unique(key, return_inverse=True)
+                last = torch.full((len(uniq),), -1, dtype=torch.int64).scatter_reduce(
+                    0, inv, torch.arange(len(key)), "amax")
+                b, j, a, box, cxg, cyg, gx, gy = (t[last] for t in (b, j, a, box, cxg, cyg, gx, gy))
+                bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+                box_t[b, a, 0, gy, gx] = cxg - gx
+                box_t[b, a, 1, gy, gx] = cyg - gy
+                box_t[b, a, 2, gy, gx] = torch.log(bw / self.anchors[first + a, 0])
+                box_t[b, a, 3, gy, gx] = torch.log(bh / self.anchors[first + a, 1])
+                box_w[b, a, 0, gy, gx] = 2 - bw * bh / (s * s)
+                pos[b, a, 0, gy, gx] = 1.0
+                obj_w[b, a, 0, gy, gx] = 1.0
+                cls_t[b, a, :, gy, gx] = 0.0
+                cls_t[b, a, gt_cls[b, j], gy, gx] = 1.0
+            xy = torch.sigmoid(out[:, :, 0:2])
+            box_loss = (((xy - box_t[:, :, 0:2]) ** 2) * box_w).sum() \
+                + (((out[:, :, 2:4] - box_t[:, :, 2:4]) ** 2) * box_w).sum()
+            obj_loss = (F.binary_cross_entropy_with_logits(out[:, :, 4:5], pos, reduction="none")
+                        * obj_w).sum()
+            cls_loss = (F.binary_cross_entropy_with_logits(out[:, :, 5:], cls_t, reduction="none")
+                        * pos).sum()
+            total = total + box_loss + obj_loss + cls_loss
+        return total / n
+
+
+def box_iou(a, b):
+    """IoU of x1, y1, x2, y2 boxes, broadcast over leading axes (0 when both are empty)."""
+    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
+    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
+    inter = iw * ih
+    area = lambda r: (r[..., 2] - r[..., 0]).clamp_min(0) * (r[..., 3] - r[..., 1]).clamp_min(0)
+    union = area(a) + area(b) - inter
+    return torch.where(union > 0, inter / union, torch.zeros_like(union))
+
+
 # ---- shared ----
 
 def burn_param_count(model):
@@ -86,19 +272,40 @@ def burn_param_count(model):
     return n
 
 
+class Lcg:
+    """vision_step_bench.rs's 64-bit LCG, so both sides draw the same integers."""
+
+    def __init__(self, seed):
+        self.s = (seed * 6364136223846793005 + 1) % 2**64
+
+    def below(self, n):
+        self.s = (self.s * 6364136223846793005 + 1442695040888963407) % 2**64
+        return (self.s >> 33) % n
+
+
 def labels(n, classes, seed):
-    """The same LCG labels as vision_step_bench.rs (values do not affect the time)."""
-    m = 2**64
-    s = (seed * 6364136223846793005 + 1) % m
-    out = []
-    for _ in range(n):
-        s = (s * 6364136223846793005 + 1442695040888963407) % m
-        out.append((s >> 33) % classes)
-    return torch.tensor(out, dtype=torch.int64)
+    g = Lcg(seed)
+    return torch.tensor([g.below(classes) for _ in range(n)], dtype=torch.int64)
 
 
-def sgd(model):
-    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+def yolo_targets(images, size, classes, seed):
+    """Three whole-pixel boxes per image, 4 to 100 pixels a side, as vision_step_bench.rs."""
+    g = Lcg(seed)
+    boxes, cls = [], []
+    for _ in range(images):
+        bi, ci = [], []
+        for _ in range(3):
+            w, h = 4 + g.below(97), 4 + g.below(97)
+            x1, y1 = g.below(size - w + 1), g.below(size - h + 1)
+            ci.append(g.below(classes))
+            bi.append([x1, y1, x1 + w, y1 + h])
+        boxes.append(bi)
+        cls.append(ci)
+    return torch.tensor(boxes, dtype=torch.float32), torch.tensor(cls, dtype=torch.int64)
+
+
+def sgd(model, lr):
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
 
 
 def adam(model):
@@ -128,8 +335,38 @@ def build(name):
         model = ResNet(20, 1, 10)
         x = torch.randn(128, 1, 32, 32, generator=g)
         y = labels(128, 10, 1)
-        return model, sgd(model), x, lambda out: F.cross_entropy(out, y)
-    raise SystemExit(f"error: --model {name!r}: expected resnet20")
+        return model, sgd(model, 0.01), x, lambda out: F.cross_entropy(out, y)
+    if name == "unet":
+        model = UNet()
+        x = torch.randn(8, 1, 128, 128, generator=g)
+        y = labels(8 * 128 * 128, 4, 2).view(8, 128, 128)
+        return model, adam(model), x, lambda out: F.cross_entropy(out, y)
+    if name == "yolo":
+        model = YoloTiny()
+        x = torch.randn(16, 3, 128, 128, generator=g)
+        gt, gt_cls = yolo_targets(16, 128, 80, 3)
+        return model, sgd(model, 1e-3), x, lambda out: model.loss(out, gt, gt_cls)
+    raise SystemExit(f"error: --model {name!r}: expected resnet20, unet or yolo")
+
+
+def inference_sum(out):
+    """The inference output reduced to one number (YOLO has two heads)."""
+    if isinstance(out, tuple):
+        return sum(o.sum() for o in out)
+    return out.sum()
+
+
+def yolo_check_loss():
+    """The loss of fixed head outputs, as vision_step_bench.rs --check-loss computes it."""
+    model = YoloTiny()
+    out = 3 * (5 + 80)
+
+    def head(grid):
+        i = torch.arange(16 * out * grid * grid, dtype=torch.int64)
+        return (((i * 7919) % 2001).float() / 1000.0 - 1.0).view(16, out, grid, grid)
+
+    gt, gt_cls = yolo_targets(16, 128, 80, 3)
+    return float(model.loss((head(4), head(8)), gt, gt_cls))
 
 
 def run(a):
@@ -174,7 +411,7 @@ def run(a):
     with torch.no_grad():
         for i in range(a.warmup + a.iters):
             t0 = time.perf_counter()
-            model(x).sum().item()
+            inference_sum(model(x)).item()
             if i >= a.warmup:
                 infer.append((time.perf_counter() - t0) * 1e3)
     return {
@@ -197,13 +434,20 @@ def run(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, choices=["resnet20"])
+    ap.add_argument("--model", required=True, choices=["resnet20", "unet", "yolo"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--params-only", action="store_true",
                     help="print the parameter count (burn's way) and exit")
+    ap.add_argument("--check-loss", action="store_true",
+                    help="yolo: print the loss of fixed head outputs (as the Rust side) and exit")
     a = ap.parse_args()
+    if a.check_loss:
+        if a.model != "yolo":
+            raise SystemExit("error: --check-loss is for --model yolo")
+        print(json.dumps({"model": "yolo", "loss": yolo_check_loss()}))
+        return
     if a.threads < 1 or a.iters < 1 or a.warmup < 0:
         raise SystemExit("error: --threads and --iters must be >= 1, --warmup >= 0")
     print(json.dumps(run(a)))

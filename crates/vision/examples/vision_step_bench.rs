@@ -6,11 +6,14 @@
 //! ```text
 //! cargo run --release -p ferrolab-vision --example vision_step_bench -- \
 //!     --model resnet20|unet|yolo [--threads 2] [--warmup N] [--iters N] [--json] \
-//!     [--params-only]
+//!     [--params-only] [--check-loss]
 //! ```
 //!
-//! Shapes (the issue's): ResNet-20 on `[128, 1, 32, 32]` with 10 classes, UNet on
-//! `[8, 1, 128, 128]` with 4 classes, YOLO-tiny on `[16, 3, 128, 128]`. One process times one
+//! Shapes (the issue's): ResNet-20 on `[128, 1, 32, 32]` with 10 classes and cross-entropy;
+//! UNet (default config: widths 16…256, bilinear decoder, encoder dropout) on `[8, 1, 128, 128]`
+//! with 4 classes and per-pixel cross-entropy; YOLO-tiny (`yolov3-tiny.cfg` widths, 80
+//! classes) on `[16, 3, 128, 128]` with three boxes per image and the model's own YOLOv3 loss
+//! (its targets built on the CPU from the read-back box predictions). One process times one
 //! model, as `bench/vision_harness.py` runs it, so no model inherits another's caches or
 //! allocator state.
 //!
@@ -29,7 +32,9 @@
 //! `train_optim_ms`, `infer_ms` (medians over the timed iterations), their per-iteration
 //! lists (`*_all`), the memory figures, `params` (burn's count, batch-norm running statistics
 //! included) and the first and last training loss. `--params-only` builds the model and prints
-//! `{"model": …, "params": …}` without timing anything (the harness checks the twins with it).
+//! `{"model": …, "params": …}` without timing anything (the harness checks the twins with it);
+//! `--check-loss` (YOLO only) prints `{"model": "yolo", "loss": …}`, the loss of fixed head
+//! outputs against the benchmark's targets, which the PyTorch twin of the loss must reproduce.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -40,14 +45,17 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use burn::tensor::activation::log_softmax;
 use ferrolab_core::backend::{device, init_threads, seed_backend, train_device};
-use ferrolab_core::nn::int_tensor;
+use ferrolab_core::nn::{float_tensor, int_tensor};
 use ferrolab_core::resources::{current_rss_mb, peak_rss_mb, release_free_memory, reset_peak_rss};
 use ferrolab_vision::models::resnet::ResNet;
+use ferrolab_vision::models::unet::{UNet, UNetConfig};
+use ferrolab_vision::models::yolo::{YoloConfig, YoloTarget, YoloTiny};
 
 const USAGE: &str = "usage: vision_step_bench --model resnet20|unet|yolo [--threads N] \
-                     [--warmup N] [--iters N] [--json] [--params-only]";
-const MODELS: [&str; 1] = ["resnet20"];
+                     [--warmup N] [--iters N] [--json] [--params-only] [--check-loss]";
+const MODELS: [&str; 3] = ["resnet20", "unet", "yolo"];
 
 #[derive(Debug)]
 struct Args {
@@ -57,6 +65,7 @@ struct Args {
     iters: usize,
     json: bool,
     params_only: bool,
+    check_loss: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -67,10 +76,14 @@ fn parse_args() -> Result<Args, String> {
         iters: 10,
         json: false,
         params_only: false,
+        check_loss: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         let count = |v: String| {
             v.parse::<usize>()
                 .map_err(|e| format!("{flag} {v:?}: not a non-negative integer ({e})"))
@@ -82,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => args.iters = count(value()?)?,
             "--json" => args.json = true,
             "--params-only" => args.params_only = true,
+            "--check-loss" => args.check_loss = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -91,6 +105,9 @@ fn parse_args() -> Result<Args, String> {
             "--model {:?}: expected one of {MODELS:?}\n{USAGE}",
             args.model
         ));
+    }
+    if args.check_loss && args.model != "yolo" {
+        return Err("--check-loss is for --model yolo (the others use cross-entropy)".into());
     }
     if args.threads == 0 || args.iters == 0 {
         return Err("--threads and --iters must be at least 1".into());
@@ -108,16 +125,51 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Deterministic labels in `0..classes` (an LCG, so both sides can be reproduced without a
-/// shared random generator; the values do not affect the time).
+/// A 64-bit LCG whose integers `bench/vision_torch.py` reproduces exactly, so both sides train
+/// on the same labels and boxes without sharing a random generator.
+struct Lcg(u64);
+
+impl Lcg {
+    fn new(seed: u64) -> Self {
+        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1))
+    }
+
+    /// The next value, uniform in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
 fn labels(n: usize, classes: usize, seed: u64) -> Vec<i64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
+    let mut g = Lcg::new(seed);
+    (0..n).map(|_| g.below(classes as u64) as i64).collect()
+}
+
+/// Three boxes per image, whole pixels, 4 to 100 pixels a side, inside the `size × size`
+/// image (sizes spread over both heads' anchors).
+fn yolo_targets(images: usize, size: usize, classes: usize, seed: u64) -> Vec<Vec<YoloTarget>> {
+    let mut g = Lcg::new(seed);
+    (0..images)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % classes as u64) as i64
+            (0..3)
+                .map(|_| {
+                    let w = 4 + g.below(97);
+                    let h = 4 + g.below(97);
+                    let x1 = g.below(size as u64 - w + 1);
+                    let y1 = g.below(size as u64 - h + 1);
+                    YoloTarget {
+                        class: g.below(classes as u64) as usize,
+                        x1: x1 as f32,
+                        y1: y1 as f32,
+                        x2: (x1 + w) as f32,
+                        y2: (y1 + h) as f32,
+                    }
+                })
+                .collect()
         })
         .collect()
 }
@@ -215,7 +267,6 @@ fn sgd() -> ModuleOptimizer {
 }
 
 /// Adam with PyTorch's defaults (ε = 1e-8; burn's default is 1e-5).
-#[allow(dead_code)]
 fn adam() -> ModuleOptimizer {
     AdamConfig::new()
         .with_beta_1(0.9)
@@ -242,6 +293,89 @@ fn resnet20(args: &Args) -> Result<Measured, String> {
     ))
 }
 
+/// Mean cross-entropy over every pixel of `logits: [N, K, H, W]` against `labels: [N, 1, H, W]`
+/// (PyTorch's `F.cross_entropy` on `[N, K, H, W]`): log-softmax over the class axis, then the
+/// label's entry, without moving the class axis last.
+fn pixel_cross_entropy(logits: Tensor<4>, labels: Tensor<4, Int>) -> Tensor<1> {
+    log_softmax(logits, 1).gather(1, labels).mean().neg()
+}
+
+fn unet(args: &Args) -> Result<Measured, String> {
+    let (batch, size) = (8, 128);
+    let cfg = UNetConfig::default();
+    let (tdev, idev) = (train_device(), device());
+    let model = UNet::new(&cfg, &tdev)?;
+    model.check_input(size, size)?;
+    let x = Tensor::<4>::random(
+        [batch, cfg.in_channels, size, size],
+        Distribution::Normal(0.0, 1.0),
+        &tdev,
+    );
+    let xi = Tensor::<4>::from_data(x.to_data(), &idev);
+    let y = int_tensor(&labels(batch * size * size, cfg.classes, 2), &tdev)
+        .reshape([batch, 1, size, size]);
+    Ok(run(
+        model,
+        adam(),
+        1e-3,
+        |m: &UNet| pixel_cross_entropy(m.forward(x.clone()), y.clone()),
+        |m: &UNet| m.forward(xi.clone()).sum(),
+        args,
+    ))
+}
+
+/// The YOLO-tiny of the benchmark: `yolov3-tiny.cfg` at 128 pixels with its 80 classes.
+fn yolo_config() -> YoloConfig {
+    YoloConfig::new(128, 3, 80)
+}
+
+fn yolo(args: &Args) -> Result<Measured, String> {
+    let batch = 16;
+    let cfg = yolo_config();
+    let (tdev, idev) = (train_device(), device());
+    let model = YoloTiny::new(&cfg, &tdev)?;
+    let s = cfg.input_size;
+    let x = Tensor::<4>::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &tdev);
+    let xi = Tensor::<4>::from_data(x.to_data(), &idev);
+    let targets = yolo_targets(batch, s, cfg.classes, 3);
+    model.check_targets(&targets)?;
+    // darknet's yolov3-tiny.cfg learning rate; 0.01 makes the loss grow on this batch.
+    Ok(run(
+        model,
+        sgd(),
+        1e-3,
+        |m: &YoloTiny| m.loss(m.forward(x.clone()), &targets),
+        |m: &YoloTiny| {
+            let (p32, p16) = m.forward(xi.clone());
+            p32.sum() + p16.sum()
+        },
+        args,
+    ))
+}
+
+/// YOLO's loss on fixed head outputs (`((i · 7919) mod 2001) / 1000 − 1` at flat index i, per
+/// head) and the benchmark's targets: `bench/vision_torch.py --check-loss` computes the same
+/// number with its twin of the loss, and the harness compares the two.
+fn yolo_check_loss() -> Result<f32, String> {
+    let batch = 16;
+    let cfg = yolo_config();
+    let dev = device();
+    let model = YoloTiny::new(&cfg, &dev)?;
+    let outputs = 3 * (5 + cfg.classes);
+    let head = |grid: usize| {
+        let shape = [batch, outputs, grid, grid];
+        let values = (0..shape.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        float_tensor(values, shape, &dev)
+    };
+    let s = cfg.input_size;
+    let targets = yolo_targets(batch, s, cfg.classes, 3);
+    Ok(model
+        .loss((head(s / 32), head(s / 16)), &targets)
+        .into_scalar::<f32>())
+}
+
 fn json_list(v: &[f64]) -> String {
     let items: Vec<String> = v.iter().map(|t| format!("{t:.3}")).collect();
     format!("[{}]", items.join(", "))
@@ -257,8 +391,22 @@ fn main() -> ExitCode {
     };
     init_threads(Some(args.threads));
     seed_backend(0);
+    if args.check_loss {
+        return match yolo_check_loss() {
+            Ok(v) => {
+                println!("{{\"model\": \"yolo\", \"loss\": {v}}}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match args.model.as_str() {
         "resnet20" => resnet20(&args),
+        "unet" => unet(&args),
+        "yolo" => yolo(&args),
         _ => unreachable!("parse_args checked the model"),
     };
     let m = match result {
@@ -269,11 +417,17 @@ fn main() -> ExitCode {
         }
     };
     if args.params_only {
-        println!("{{\"model\": \"{}\", \"params\": {}}}", args.model, m.params);
+        println!(
+            "{{\"model\": \"{}\", \"params\": {}}}",
+            args.model, m.params
+        );
         return ExitCode::SUCCESS;
     }
     if !m.loss_last.is_finite() {
-        eprintln!("error: the training loss is {} after the last step", m.loss_last);
+        eprintln!(
+            "error: the training loss is {} after the last step",
+            m.loss_last
+        );
         return ExitCode::FAILURE;
     }
     let (train, infer) = (median(m.train.clone()), median(m.infer.clone()));
