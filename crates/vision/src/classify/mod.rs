@@ -113,6 +113,22 @@ impl System for ClassifySystem {
         experiment::run(cfg, ctx)
     }
 
+    fn summary(&self, o: &Outcome) -> Vec<String> {
+        let r = &o.report;
+        let get = |k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+        let arch = r.details["arch"].as_str().unwrap_or("?");
+        let mut lines = vec![format!(
+            "{arch} on {}: test accuracy {:.4} (validation {:.4}), {:.1} s per epoch, peak RSS {:.0} MB",
+            r.dataset,
+            get("test_accuracy"),
+            get("val_accuracy"),
+            get("epoch_seconds"),
+            get("peak_rss_mb"),
+        )];
+        lines.extend(r.notes.iter().cloned());
+        lines
+    }
+
     fn subcommands(&self) -> Vec<SubCommand> {
         vec![SubCommand {
             command: predict::command,
