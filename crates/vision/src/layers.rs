@@ -276,8 +276,8 @@ impl ConvTranspose2x2 {
     }
 }
 
-/// Conv → batch norm → activation, the unit every CNN here is made of. The convolution has
-/// no bias (batch norm's β replaces it).
+/// Conv → batch norm, the unit every CNN here is made of (each model applies its own
+/// activation after it). The convolution has no bias: batch norm's β replaces it.
 #[derive(Module, Debug)]
 pub struct ConvBn {
     pub conv: Conv2d,
