@@ -1,6 +1,6 @@
 //! The targets that drive the `ferrolab` binary: config files and `--set` values (through
 //! `--print-config`, so nothing trains) and checkpoint folders (`secnn predict`,
-//! `apg predict`) built once by a tiny training run.
+//! `apg predict`, `classify predict`) built once by a tiny training run.
 
 use crate::rng::Rng;
 use crate::{json, mutate};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Sub-commands of the binary that are utilities, not systems.
-const UTILITIES: &[&str] = &["data", "reproduce", "help"];
+const UTILITIES: &[&str] = &["data", "eval", "reproduce", "help"];
 
 /// The systems the binary registers, read from its `--help` (so a new system's configuration
 /// is fuzzed without editing this harness).
@@ -48,6 +48,9 @@ pub struct Setup {
     pub secnn_ckpt: PathBuf,
     pub apg_ckpt: PathBuf,
     pub apg_rows: Vec<u8>,
+    pub classify_ckpt: PathBuf,
+    /// An IDX file of three 28x28 images for `classify predict`.
+    pub classify_input: Vec<u8>,
 }
 
 fn output(bin: &Path, args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
@@ -145,6 +148,15 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         "--set", "train.seeds=1", "--set", "efficiency.enabled=false", "--out", &apg_out_s,
         "--threads", "1"], work)?;
     let apg_rows = output(bin, &["apg", "generate", "--rows", "4", "--no-label"], work)?;
+    let classify_out = work.join("classify-run");
+    let classify_out_s = classify_out.display().to_string();
+    #[rustfmt::skip]
+    output(bin, &["classify", "--set", "data.dataset=synthetic", "--set", "data.synthetic_train=300",
+        "--set", "data.synthetic_test=50", "--set", "data.val_size=50", "--set", "model.arch=mlp",
+        "--set", "model.mlp_hidden=[8]", "--set", "train.epochs=1", "--out", &classify_out_s,
+        "--threads", "1"], work)?;
+    let mut classify_input = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
+    classify_input.extend((0..3 * 28 * 28).map(|i| (i * 37 % 251) as u8));
     Ok(Setup {
         bin: bin.to_path_buf(),
         configs,
@@ -152,6 +164,8 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         secnn_ckpt: secnn_out.join("checkpoint"),
         apg_ckpt: apg_out.join("checkpoint"),
         apg_rows,
+        classify_ckpt: classify_out.join("checkpoint"),
+        classify_input,
     })
 }
 
@@ -376,13 +390,13 @@ pub fn checkpoint_case(
     dir: &Path,
     system: &str,
 ) -> std::io::Result<Invocation> {
-    let (src, names): (&Path, &[&str]) = if system == "secnn" {
-        (
+    let (src, names): (&Path, &[&str]) = match system {
+        "secnn" => (
             &s.secnn_ckpt,
             &["meta.json", "model.safetensors", "vocab.txt"],
-        )
-    } else {
-        (&s.apg_ckpt, &["meta.json", "model.safetensors"])
+        ),
+        "classify" => (&s.classify_ckpt, &["meta.json", "model.safetensors"]),
+        _ => (&s.apg_ckpt, &["meta.json", "model.safetensors"]),
     };
     let ck = dir.join("checkpoint");
     std::fs::create_dir_all(&ck)?;
@@ -418,6 +432,30 @@ pub fn checkpoint_case(
         }
         std::fs::write(&p, bytes)?;
     }
+    let mut args = vec![
+        system.to_string(),
+        "predict".into(),
+        "--checkpoint".into(),
+        ck.display().to_string(),
+        "--threads".into(),
+        "1".into(),
+    ];
+    if system == "classify" {
+        // Images come as a file argument (IDX here), damaged in a fifth of the cases.
+        let mut input = s.classify_input.clone();
+        if rng.chance(0.2) {
+            mutate::bytes(rng, &mut input, &[]);
+        }
+        let f = dir.join("images.idx");
+        std::fs::write(&f, input)?;
+        args.push(f.display().to_string());
+        return Ok(Invocation {
+            args,
+            stdin: None,
+            allowed: &[0, 1, 2],
+            round_trip: None,
+        });
+    }
     let mut input: Vec<u8> = if system == "secnn" {
         b"a good film\nthe plot went awful\n\n".to_vec()
     } else {
@@ -429,14 +467,7 @@ pub fn checkpoint_case(
     let stdin = dir.join("stdin.txt");
     std::fs::write(&stdin, input)?;
     Ok(Invocation {
-        args: vec![
-            system.to_string(),
-            "predict".into(),
-            "--checkpoint".into(),
-            ck.display().to_string(),
-            "--threads".into(),
-            "1".into(),
-        ],
+        args,
         stdin: Some(stdin),
         allowed: &[0, 1, 2],
         round_trip: None,
