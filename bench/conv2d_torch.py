@@ -9,15 +9,18 @@ it), and prints per layer ours / torch for each pass and for the whole forward +
 
     cargo run --release -p ferrolab-core --example conv2d_bench -- [...] > ours.jsonl
     bench/.venv/bin/python bench/conv2d_torch.py --ours ours.jsonl [--threads 2] [--json]
+        [--stat min] [--clock cpu] [--rerun target/release/examples/conv2d_bench]
 
 The total compares ours fwd + dx + dw (+ db) with torch's forward + one convolution_backward
 computing the gradients that layer needs. --json prints one object per layer instead of the
-table.
+table. --rerun times ours again layer by layer right before torch (same load on a shared
+machine; the burn column then disappears). --stat min compares the fastest runs instead of the medians (robust on a busy machine).
 """
 
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -25,15 +28,26 @@ import torch
 import torch.nn.functional as F
 
 
+STAT = "median"
+CPU_CLOCK = False
+
+
 def median_ms(fn, warmup, reps):
+    """Median (or, with --stat min, fastest) milliseconds of `reps` runs after `warmup`; with
+    --clock cpu, the process's CPU time over the runs divided by `reps`."""
     for _ in range(warmup):
         fn()
+    if CPU_CLOCK:
+        t = time.process_time()
+        for _ in range(max(reps, 1)):
+            fn()
+        return (time.process_time() - t) * 1e3 / max(reps, 1)
     times = []
     for _ in range(max(reps, 1)):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return min(times) if STAT == "min" else statistics.median(times)
 
 
 def rand(shape):
@@ -78,12 +92,38 @@ def bench_layer(layer):
     return out
 
 
+def rerun(binary, layer, threads):
+    """The layer's line from a fresh run of conv2d_bench (ours only)."""
+    cmd = [binary, "--filter", layer["name"], "--reps", str(layer["reps"]),
+           "--warmup", str(layer["warmup"]), "--threads", str(threads), "--no-burn",
+           "--clock", "cpu" if CPU_CLOCK else "wall"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        fresh = json.loads(line)
+        if fresh["name"] == layer["name"]:
+            return fresh
+    raise RuntimeError(f"{binary} printed no line for {layer['name']}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ours", required=True, help="JSON lines printed by conv2d_bench")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--rerun", metavar="BIN",
+                   help="re-time ours with this conv2d_bench binary just before torch, layer by "
+                        "layer, so both sides see the same load on a shared machine")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: CPU time per run (use with --threads 1 on a loaded machine; "
+                        "--rerun passes it on)")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="compare medians (default) or fastest runs, which a shared, busy "
+                        "machine disturbs less")
     args = p.parse_args()
+    global STAT, CPU_CLOCK
+    STAT = args.stat
+    CPU_CLOCK = args.clock == "cpu"
+    suffix = "_min_ms" if STAT == "min" else "_ms"
     torch.set_num_threads(args.threads)
     torch.manual_seed(7)
     try:
@@ -93,16 +133,18 @@ def main():
         print(f"conv2d_torch.py: {args.ours}: {e}", file=sys.stderr)
         return 2
     if not args.json:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"ratios are ours / torch (below 1 = ours faster)")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {STAT} of each "
+              f"side's runs; ratios are ours / torch (below 1 = ours faster)")
         print(f"{'layer':<30} {'fwd':>6} {'dx':>6} {'dw':>6} {'db':>6} | {'total':>6} "
               f"{'ours ms':>8} {'torch ms':>8} | {'burn/torch':>10}")
     sums = {"ours": 0.0, "torch": 0.0, "burn": 0.0}
     for layer in layers:
+        if args.rerun:
+            layer = rerun(args.rerun, layer, args.threads)
         t = bench_layer(layer)
-        ours_total = sum(layer.get(f"ours_{k}_ms", 0.0) for k in ("fwd", "dx", "dw", "db"))
+        ours_total = sum(layer.get(f"ours_{k}{suffix}", 0.0) for k in ("fwd", "dx", "dw", "db"))
         torch_total = t["torch_fwd_ms"] + t["torch_bwd_all_ms"]
-        burn_total = sum(layer.get(f"burn_{k}_ms", 0.0) for k in ("fwd", "dx", "dw", "db"))
+        burn_total = sum(layer.get(f"burn_{k}{suffix}", 0.0) for k in ("fwd", "dx", "dw", "db"))
         sums["ours"] += ours_total
         sums["torch"] += torch_total
         sums["burn"] += burn_total
@@ -113,7 +155,7 @@ def main():
             continue
 
         def ratio(k):
-            o, q = layer.get(f"ours_{k}_ms"), t.get(f"torch_{k}_ms")
+            o, q = layer.get(f"ours_{k}{suffix}"), t.get(f"torch_{k}_ms")
             return f"{o / q:6.2f}" if o is not None and q else f"{'-':>6}"
 
         burn = f"{burn_total / torch_total:10.2f}" if burn_total else f"{'-':>10}"

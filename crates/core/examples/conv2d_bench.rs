@@ -11,15 +11,18 @@
 //! ```text
 //! cargo run --release -p ferrolab-core --example conv2d_bench -- \
 //!     [--threads 2] [--reps 10] [--warmup 2] [--only resnet,unet,yolo] [--filter NAME] \
-//!     [--no-burn] > ours.jsonl
+//!     [--no-burn] [--pass fwd|dx|dw|db] [--clock wall|cpu] > ours.jsonl
 //! bench/.venv/bin/python bench/conv2d_torch.py --ours ours.jsonl
 //! ```
 //!
 //! Output: one JSON object per shape on stdout (`name`, `kind` conv|convt, `x`, `w`, `stride`,
 //! `padding`, `groups`, `bias`, `reps`, `warmup`, and `<impl>_<pass>_ms` for impl ours|burn and
-//! pass fwd|dx|dw|db); a readable table on stderr.
+//! pass fwd|dx|dw|db, the median, and `<impl>_<pass>_min_ms`, the fastest run); a readable
+//! table of medians on stderr. `--pass` times one pass only (for profiling); `--clock cpu`
+//! times CPU time instead of wall time (see [`time`]).
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ferrolab_core::backend::init_threads;
@@ -27,9 +30,9 @@ use ferrolab_core::burn;
 use ferrolab_core::kernels::conv_transpose2d::ConvTranspose2x2Kernels;
 use ferrolab_core::kernels::conv2d::{Conv2dKernels, Conv2dSpec, reference_bias_grad};
 
-use burn::backend::{Flex, TensorMetadata};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
+use burn::backend::{Flex, TensorMetadata};
 use burn::prelude::*;
 use burn::tensor::ops::ConvTransposeOptions;
 
@@ -144,10 +147,45 @@ fn tensor(shape: [usize; 4], seed: u64) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values(shape.iter().product(), seed), shape))
 }
 
-/// Median milliseconds of `reps` runs after `warmup`.
-fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> FlexTensor) -> f64 {
+/// `--clock cpu`: time by CPU time consumed instead of wall time.
+static CPU_CLOCK: AtomicBool = AtomicBool::new(false);
+
+/// CPU time of all the process's threads so far, in milliseconds (Linux schedstat).
+fn cpu_ms() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ns as f64 / 1e6
+}
+
+/// Median and minimum milliseconds of `reps` runs after `warmup` (the minimum is the
+/// figure least disturbed by other processes on a shared machine). With `--clock cpu`, the
+/// CPU time of all threads over the runs divided by `reps`, twice: on a loaded machine it
+/// does not count time spent waiting for a core (meant for `--threads 1`, where no worker
+/// spins idle).
+fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> FlexTensor) -> [f64; 2] {
+    if reps == 0 {
+        return [f64::NAN; 2];
+    }
     for _ in 0..warmup {
         std::hint::black_box(f());
+    }
+    if CPU_CLOCK.load(Ordering::Relaxed) {
+        let start = cpu_ms();
+        for _ in 0..reps {
+            std::hint::black_box(f());
+        }
+        let per = (cpu_ms() - start) / reps as f64;
+        return [per, per];
     }
     let mut ms: Vec<f64> = (0..reps.max(1))
         .map(|_| {
@@ -157,7 +195,7 @@ fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> FlexTensor) -> f64 {
         })
         .collect();
     ms.sort_by(f64::total_cmp);
-    ms[ms.len() / 2]
+    [ms[ms.len() / 2], ms[0]]
 }
 
 struct Args {
@@ -167,6 +205,7 @@ struct Args {
     only: Vec<String>,
     filter: Option<String>,
     burn: bool,
+    pass: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -177,6 +216,7 @@ fn parse() -> Result<Args, String> {
         only: Vec::new(),
         filter: None,
         burn: true,
+        pass: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -189,6 +229,12 @@ fn parse() -> Result<Args, String> {
             "--only" => a.only = value()?.split(',').map(str::to_string).collect(),
             "--filter" => a.filter = Some(value()?),
             "--no-burn" => a.burn = false,
+            "--pass" => a.pass = Some(value()?),
+            "--clock" => match value()?.as_str() {
+                "wall" => CPU_CLOCK.store(false, Ordering::Relaxed),
+                "cpu" => CPU_CLOCK.store(true, Ordering::Relaxed),
+                other => return Err(format!("--clock {other}: expected wall or cpu")),
+            },
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -212,7 +258,7 @@ fn main() -> ExitCode {
         "{:<30} {:>8} {:>8} {:>8} {:>6} | {:>8} {:>8} {:>8}",
         "shape", "fwd", "dx", "dw", "db", "burn fwd", "burn dx", "burn dw"
     );
-    let (w, r) = (args.warmup, args.reps);
+    let (w, reps) = (args.warmup, args.reps);
     for s in shapes(&args.only) {
         if args.filter.as_ref().is_some_and(|f| !s.name.contains(f)) {
             continue;
@@ -231,32 +277,37 @@ fn main() -> ExitCode {
             values(y_shape.num_elements(), 4),
             y_shape.clone(),
         ));
-        let mut fields: Vec<(String, f64)> = Vec::new();
+        let mut fields: Vec<(String, [f64; 2])> = Vec::new();
+        // `--pass P` times only pass P (for profiling one kernel): the others get 0 reps.
+        let r_of = |pass: &str| match &args.pass {
+            Some(p) if p != pass => 0,
+            _ => reps,
+        };
         let opts = s.spec.options();
         let t_opts = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
         if s.transposed {
             fields.push((
                 "ours_fwd_ms".into(),
-                time(w, r, || {
+                time(w, r_of("fwd"), || {
                     Flex::conv_transpose2x2_bias(x.clone(), wt.clone(), b.clone())
                 }),
             ));
             fields.push((
                 "ours_dx_ms".into(),
-                time(w, r, || {
+                time(w, r_of("dx"), || {
                     Flex::conv_transpose2x2_input_grad(wt.clone(), dy.clone())
                 }),
             ));
             fields.push((
                 "ours_dw_ms".into(),
-                time(w, r, || {
+                time(w, r_of("dw"), || {
                     Flex::conv_transpose2x2_weight_grad(x.clone(), wt.clone(), dy.clone())
                 }),
             ));
         } else {
             fields.push((
                 "ours_fwd_ms".into(),
-                time(w, r, || {
+                time(w, r_of("fwd"), || {
                     if s.bias {
                         Flex::conv2d_forward_bias(x.clone(), wt.clone(), b.clone(), s.spec)
                     } else {
@@ -266,13 +317,13 @@ fn main() -> ExitCode {
             ));
             fields.push((
                 "ours_dx_ms".into(),
-                time(w, r, || {
+                time(w, r_of("dx"), || {
                     Flex::conv2d_input_grad(x.clone(), wt.clone(), dy.clone(), s.spec)
                 }),
             ));
             fields.push((
                 "ours_dw_ms".into(),
-                time(w, r, || {
+                time(w, r_of("dw"), || {
                     Flex::conv2d_weight_grad(x.clone(), wt.clone(), dy.clone(), s.spec)
                 }),
             ));
@@ -280,7 +331,7 @@ fn main() -> ExitCode {
         if s.bias {
             fields.push((
                 "ours_db_ms".into(),
-                time(w, r, || Flex::conv2d_bias_grad(dy.clone())),
+                time(w, r_of("db"), || Flex::conv2d_bias_grad(dy.clone())),
             ));
         }
         if args.burn {
@@ -288,19 +339,19 @@ fn main() -> ExitCode {
             if s.transposed {
                 fields.push((
                     "burn_fwd_ms".into(),
-                    time(w, r, || {
+                    time(w, r_of("fwd"), || {
                         Flex::conv_transpose2d(x.clone(), wt.clone(), bias.clone(), t_opts.clone())
                     }),
                 ));
                 fields.push((
                     "burn_dx_ms".into(),
-                    time(w, r, || {
+                    time(w, r_of("dx"), || {
                         Flex::conv_transpose2d_x_backward(wt.clone(), dy.clone(), t_opts.clone())
                     }),
                 ));
                 fields.push((
                     "burn_dw_ms".into(),
-                    time(w, r, || {
+                    time(w, r_of("dw"), || {
                         Flex::conv_transpose2d_weight_backward(
                             x.clone(),
                             wt.clone(),
@@ -312,19 +363,19 @@ fn main() -> ExitCode {
             } else {
                 fields.push((
                     "burn_fwd_ms".into(),
-                    time(w, r, || {
+                    time(w, r_of("fwd"), || {
                         Flex::conv2d(x.clone(), wt.clone(), bias.clone(), opts.clone())
                     }),
                 ));
                 fields.push((
                     "burn_dx_ms".into(),
-                    time(w, r, || {
+                    time(w, r_of("dx"), || {
                         Flex::conv2d_x_backward(x.clone(), wt.clone(), dy.clone(), opts.clone())
                     }),
                 ));
                 fields.push((
                     "burn_dw_ms".into(),
-                    time(w, r, || {
+                    time(w, r_of("dw"), || {
                         Flex::conv2d_weight_backward(
                             x.clone(),
                             wt.clone(),
@@ -337,15 +388,15 @@ fn main() -> ExitCode {
             if s.bias {
                 fields.push((
                     "burn_db_ms".into(),
-                    time(w, r, || reference_bias_grad::<Flex>(dy.clone())),
+                    time(w, r_of("db"), || reference_bias_grad::<Flex>(dy.clone())),
                 ));
             }
         }
         let get = |k: &str| {
             fields
                 .iter()
-                .find(|(n, _)| n == k)
-                .map_or(String::from("-"), |(_, v)| format!("{v:.2}"))
+                .find(|(n, v)| n == k && v[0].is_finite())
+                .map_or(String::from("-"), |(_, v)| format!("{:.2}", v[0]))
         };
         eprintln!(
             "{:<30} {:>8} {:>8} {:>8} {:>6} | {:>8} {:>8} {:>8}",
@@ -367,12 +418,13 @@ fn main() -> ExitCode {
             "padding": s.spec.padding,
             "groups": s.spec.groups,
             "bias": s.bias,
-            "reps": r,
+            "reps": reps,
             "warmup": w,
             "threads": threads,
         });
-        for (k, v) in fields {
-            obj[k] = serde_json::json!(v);
+        for (k, v) in fields.into_iter().filter(|(_, v)| v[0].is_finite()) {
+            obj[k.replace("_ms", "_min_ms")] = serde_json::json!(v[1]);
+            obj[k] = serde_json::json!(v[0]);
         }
         println!("{obj}");
     }

@@ -546,8 +546,8 @@ mod tests {
         check_against_burn([2, 3, 5, 7], 4, true, 1);
         check_against_burn([1, 4, 3, 3], 2, false, 2);
         check_against_burn([5, 2, 4, 1], 3, true, 3);
-        // 8 output channels x 4 x 600 columns: one input row per shuffle tile.
-        check_against_burn([2, 3, 3, 600], 8, true, 4);
+        // 8 output channels x 4 x 600 columns: three input rows per shuffle tile.
+        check_against_burn([2, 3, 7, 600], 8, true, 4);
         check_against_burn([9, 6, 6, 6], 5, false, 5);
     }
 

@@ -17,8 +17,8 @@
 
 use rayon::prelude::*;
 
-/// Largest im2col tile (values) a worker keeps: 256 KiB, a quarter of a core's L2 here.
-const COL_BUDGET: usize = 1 << 16;
+/// Largest im2col block (values) a worker keeps: 1 MiB.
+const COL_BUDGET: usize = 1 << 18;
 
 /// Shape of one convolution; built and checked by the caller ([`super::Geometry::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,34 +183,157 @@ pub(crate) fn gemm(
     }
 }
 
-/// `col[(c, i, j), (o - r0, ow)]` for output rows `r0..r1` of one sample, all channels.
-fn im2col(g: &Geom, x: &[f32], r0: usize, r1: usize, col: &mut [f32]) {
-    let t = (r1 - r0) * g.ow;
+/// Scratch buffers of one worker, reused across its samples.
+#[derive(Default)]
+struct Scratch {
+    /// im2col block, `[C·kh·kw, T]`.
+    col: Vec<f32>,
+    /// Output (or output-gradient) block gathered from several samples, `[F, T]`.
+    y: Vec<f32>,
+    /// Zero-padded input rows of one channel.
+    pad: Vec<f32>,
+}
+
+/// One block of output columns handed to a GEMM: whole samples `n0..n1`, or output rows
+/// `r0..r1` of the single sample `n0` (then `n1 == n0 + 1`).
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    n0: usize,
+    n1: usize,
+    r0: usize,
+    r1: usize,
+}
+
+impl Block {
+    fn samples(&self) -> usize {
+        self.n1 - self.n0
+    }
+    /// Columns: output positions in the block.
+    fn cols(&self, g: &Geom) -> usize {
+        self.samples() * (self.r1 - self.r0) * g.ow
+    }
+    /// The block is part of one sample's output plane, so GEMMs read and write the
+    /// sample's tensors in place (row stride `H'·W'`) instead of gathered copies.
+    fn in_place(&self) -> bool {
+        self.samples() == 1
+    }
+}
+
+/// The blocks of samples `n0..n1`: several whole samples per block when a sample's im2col
+/// is small (fewer, larger GEMMs: each call packs the weight again), else row tiles of one
+/// sample.
+fn blocks(g: &Geom, n0: usize, n1: usize) -> Vec<Block> {
+    let per_sample = g.c * g.kh * g.kw * g.p();
+    let mut v = Vec::new();
+    if 2 * per_sample <= COL_BUDGET {
+        let s = (COL_BUDGET / per_sample.max(1)).max(1);
+        let mut n = n0;
+        while n < n1 {
+            let e = (n + s).min(n1);
+            v.push(Block {
+                n0: n,
+                n1: e,
+                r0: 0,
+                r1: g.oh,
+            });
+            n = e;
+        }
+    } else {
+        let rows = g.tile_rows();
+        for n in n0..n1 {
+            for r0 in (0..g.oh).step_by(rows) {
+                v.push(Block {
+                    n0: n,
+                    n1: n + 1,
+                    r0,
+                    r1: (r0 + rows).min(g.oh),
+                });
+            }
+        }
+    }
+    v
+}
+
+/// Copies `src` into `dst` (same length) in fixed 8-wide pieces, which compile to vector
+/// moves: rows here are often 4-32 values, where a `memcpy` call costs more than the copy.
+#[inline]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        for k in 0..8 {
+            a[k] = b[k];
+        }
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
+}
+
+/// `dst += src` (same length), vectorised.
+#[inline]
+fn add_row(dst: &mut [f32], src: &[f32]) {
+    for (a, b) in dst.iter_mut().zip(src) {
+        *a += *b;
+    }
+}
+
+/// Input rows a tile of output rows `r0..r1` reads, as padded-row indices
+/// `r0·sh .. (r1-1)·sh + kh`, and the padded width.
+fn padded_extent(g: &Geom, r0: usize, r1: usize) -> (usize, usize) {
+    ((r1 - r0 - 1) * g.sh + g.kh, g.w + 2 * g.pw)
+}
+
+/// Writes the zero-padded input rows of one channel plane that the output rows `r0..r1`
+/// read into `pad` (`rows × wp`).
+fn pad_rows(g: &Geom, plane: &[f32], r0: usize, r1: usize, pad: &mut Vec<f32>) {
+    let (rows, wp) = padded_extent(g, r0, r1);
+    pad.clear();
+    pad.resize(rows * wp, 0.0);
+    for (pr, dst) in pad.chunks_exact_mut(wp).enumerate() {
+        let ih = (r0 * g.sh + pr).wrapping_sub(g.ph);
+        if ih < g.h {
+            copy_row(&mut dst[g.pw..g.pw + g.w], &plane[ih * g.w..(ih + 1) * g.w]);
+        }
+    }
+}
+
+/// `col[(c, i, j), off + (o - r0)·W' + q]` (row stride `ld`) for output rows `r0..r1` of one
+/// sample, all channels: the input read through a zero-padded copy of the rows, so every
+/// output row is one straight (or strided) copy.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    g: &Geom,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    col: &mut [f32],
+    ld: usize,
+    off: usize,
+    pad: &mut Vec<f32>,
+) {
     let hw = g.h * g.w;
+    let padded = g.ph > 0 || g.pw > 0;
+    let wp = g.w + 2 * g.pw;
     for ch in 0..g.c {
         let plane = &x[ch * hw..(ch + 1) * hw];
+        // Rows are indexed from the tile's first padded row when padded, else from row 0.
+        let (src, base): (&[f32], usize) = if padded {
+            pad_rows(g, plane, r0, r1, pad);
+            (pad, r0 * g.sh)
+        } else {
+            (plane, 0)
+        };
         for i in 0..g.kh {
-            let (hlo, hhi) = valid_range(g.oh, i, g.sh, g.ph, g.h);
             for j in 0..g.kw {
-                let (lo, hi) = valid_range(g.ow, j, g.sw, g.pw, g.w);
-                let row = &mut col[((ch * g.kh + i) * g.kw + j) * t..][..t];
-                for (o, dst) in (r0..r1).zip(row.chunks_exact_mut(g.ow)) {
-                    if o < hlo || o >= hhi || lo >= hi {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let ih = o * g.sh + i - g.ph;
-                    let src = &plane[ih * g.w..(ih + 1) * g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let start = lo * g.sw + j - g.pw;
+                let row = ((ch * g.kh + i) * g.kw + j) * ld + off;
+                for o in r0..r1 {
+                    let dst = &mut col[row + (o - r0) * g.ow..][..g.ow];
+                    let start = (o * g.sh + i - base) * wp + j;
                     if g.sw == 1 {
-                        dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                        copy_row(dst, &src[start..start + g.ow]);
                     } else {
-                        for (d, s) in dst[lo..hi]
-                            .iter_mut()
-                            .zip(src[start..].iter().step_by(g.sw))
-                        {
+                        for (d, s) in dst.iter_mut().zip(src[start..].iter().step_by(g.sw)) {
                             *d = *s;
                         }
                     }
@@ -220,38 +343,84 @@ fn im2col(g: &Geom, x: &[f32], r0: usize, r1: usize, col: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds `col` into the input-gradient plane set `dx`.
-fn col2im(g: &Geom, col: &[f32], r0: usize, r1: usize, dx: &mut [f32]) {
-    let t = (r1 - r0) * g.ow;
+/// The adjoint of [`im2col`]: adds the block's columns into the sample's input gradient
+/// (through a zero-padded row buffer whose interior is added back).
+#[allow(clippy::too_many_arguments)]
+fn col2im(
+    g: &Geom,
+    col: &[f32],
+    r0: usize,
+    r1: usize,
+    ld: usize,
+    off: usize,
+    dx: &mut [f32],
+    pad: &mut Vec<f32>,
+) {
     let hw = g.h * g.w;
+    let (rows, wp) = padded_extent(g, r0, r1);
+    let base = r0 * g.sh;
     for ch in 0..g.c {
-        let plane = &mut dx[ch * hw..(ch + 1) * hw];
+        pad.clear();
+        pad.resize(rows * wp, 0.0);
         for i in 0..g.kh {
-            let (hlo, hhi) = valid_range(g.oh, i, g.sh, g.ph, g.h);
             for j in 0..g.kw {
-                let (lo, hi) = valid_range(g.ow, j, g.sw, g.pw, g.w);
-                if lo >= hi {
-                    continue;
-                }
-                let row = &col[((ch * g.kh + i) * g.kw + j) * t..][..t];
-                for (o, src) in (r0..r1).zip(row.chunks_exact(g.ow)) {
-                    if o < hlo || o >= hhi {
-                        continue;
-                    }
-                    let ih = o * g.sh + i - g.ph;
-                    let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
-                    let start = lo * g.sw + j - g.pw;
+                let row = ((ch * g.kh + i) * g.kw + j) * ld + off;
+                for o in r0..r1 {
+                    let src = &col[row + (o - r0) * g.ow..][..g.ow];
+                    let start = (o * g.sh + i - base) * wp + j;
                     if g.sw == 1 {
-                        for (d, s) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                            *d += *s;
-                        }
+                        add_row(&mut pad[start..start + g.ow], src);
                     } else {
-                        for (d, s) in dst[start..].iter_mut().step_by(g.sw).zip(&src[lo..hi]) {
+                        for (d, s) in pad[start..].iter_mut().step_by(g.sw).zip(src) {
                             *d += *s;
                         }
                     }
                 }
             }
+        }
+        let plane = &mut dx[ch * hw..(ch + 1) * hw];
+        for (pr, src) in pad.chunks_exact(wp).enumerate() {
+            let ih = (base + pr).wrapping_sub(g.ph);
+            if ih < g.h {
+                add_row(&mut plane[ih * g.w..(ih + 1) * g.w], &src[g.pw..g.pw + g.w]);
+            }
+        }
+    }
+}
+
+/// Fills `s.col` with the im2col matrix of block `b` (`[C·kh·kw, T]`); `x` holds the
+/// samples from `first` on.
+fn block_im2col(g: &Geom, b: &Block, x: &[f32], first: usize, s: &mut Scratch) {
+    let t = b.cols(g);
+    s.col.resize(g.c * g.kh * g.kw * t, 0.0);
+    let per = (b.r1 - b.r0) * g.ow;
+    for n in b.n0..b.n1 {
+        let x_n = &x[(n - first) * g.in_sample()..][..g.in_sample()];
+        im2col(
+            g,
+            x_n,
+            b.r0,
+            b.r1,
+            &mut s.col,
+            t,
+            (n - b.n0) * per,
+            &mut s.pad,
+        );
+    }
+}
+
+/// Gathers block `b`'s whole-sample planes of `y` (`[F, P]` per sample, from sample
+/// `first` on) into `s.y` as `[F, T]`.
+fn gather(g: &Geom, b: &Block, y: &[f32], first: usize, s: &mut Scratch) {
+    let (p, t) = (g.p(), b.cols(g));
+    s.y.resize(g.f * t, 0.0);
+    for n in b.n0..b.n1 {
+        let y_n = &y[(n - first) * g.out_sample()..][..g.out_sample()];
+        for f in 0..g.f {
+            copy_row(
+                &mut s.y[f * t + (n - b.n0) * p..][..p],
+                &y_n[f * p..(f + 1) * p],
+            );
         }
     }
 }
@@ -277,70 +446,96 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
     out.par_chunks_mut(per * g.out_sample())
         .enumerate()
         .for_each(|(k, chunk)| {
-            let mut col = Vec::new();
-            for (s, out_n) in chunk.chunks_mut(g.out_sample()).enumerate() {
-                let n = k * per + s;
-                let x_n = &x[n * g.in_sample()..][..g.in_sample()];
-                forward_sample(g, x_n, w, b, out_n, &mut col, par);
+            let first = k * per;
+            let n1 = first + chunk.len() / g.out_sample();
+            let x = &x[first * g.in_sample()..n1 * g.in_sample()];
+            let mut s = Scratch::default();
+            for blk in blocks(g, first, n1) {
+                forward_block(g, &blk, x, w, b, chunk, first, &mut s, par);
             }
         });
 }
 
-fn forward_sample(
+#[allow(clippy::too_many_arguments)]
+fn forward_block(
     g: &Geom,
+    blk: &Block,
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
     out: &mut [f32],
-    col: &mut Vec<f32>,
+    first: usize,
+    s: &mut Scratch,
     par: gemm::Parallelism,
 ) {
-    let (p, fg, ck) = (g.p(), g.fg(), g.ck());
-    if let Some(b) = b {
-        for (row, &bf) in out.chunks_exact_mut(p).zip(b) {
-            row.fill(bf);
-        }
+    let (p, fg, ck, t) = (g.p(), g.fg(), g.ck(), blk.cols(g));
+    // A 1x1 stride-1 convolution reads the input plane as its im2col matrix.
+    let direct = g.pointwise() && blk.in_place();
+    if !direct {
+        block_im2col(g, blk, x, first, s);
     }
-    let acc = b.is_some();
-    if g.pointwise() {
-        for grp in 0..g.groups {
-            gemm(
-                fg,
-                p,
-                ck,
-                Mat::rows(&w[grp * fg * ck..], ck),
-                Mat::rows(&x[grp * ck * p..], p),
-                &mut out[grp * fg * p..],
-                p,
-                acc,
-                par,
-            );
+    // The im2col matrix `[C·kh·kw, T]`: row stride, first column.
+    let (cols, cld, coff): (&[f32], usize, usize) = if direct {
+        let x_n = &x[(blk.n0 - first) * g.in_sample()..][..g.in_sample()];
+        (x_n, p, blk.r0 * g.ow)
+    } else {
+        (&s.col, t, 0)
+    };
+    if blk.in_place() {
+        let out_n = &mut out[(blk.n0 - first) * g.out_sample()..][..g.out_sample()];
+        if let Some(b) = b {
+            for (row, &bf) in out_n.chunks_exact_mut(p).zip(b) {
+                row[blk.r0 * g.ow..blk.r1 * g.ow].fill(bf);
+            }
         }
-        return;
-    }
-    let rows = g.tile_rows();
-    for r0 in (0..g.oh).step_by(rows) {
-        let r1 = (r0 + rows).min(g.oh);
-        let t = (r1 - r0) * g.ow;
-        col.resize(g.groups * ck * t, 0.0);
-        im2col(g, x, r0, r1, col);
         for grp in 0..g.groups {
             gemm(
                 fg,
                 t,
                 ck,
                 Mat::rows(&w[grp * fg * ck..], ck),
-                Mat::rows(&col[grp * ck * t..], t),
-                &mut out[grp * fg * p + r0 * g.ow..],
+                Mat::rows(&cols[grp * ck * cld + coff..], cld),
+                &mut out_n[grp * fg * p + blk.r0 * g.ow..],
                 p,
-                acc,
+                b.is_some(),
                 par,
             );
+        }
+        return;
+    }
+    s.y.resize(g.f * t, 0.0);
+    for grp in 0..g.groups {
+        gemm(
+            fg,
+            t,
+            ck,
+            Mat::rows(&w[grp * fg * ck..], ck),
+            Mat::rows(&s.col[grp * ck * t..], t),
+            &mut s.y[grp * fg * t..],
+            t,
+            false,
+            par,
+        );
+    }
+    for n in blk.n0..blk.n1 {
+        let out_n = &mut out[(n - first) * g.out_sample()..][..g.out_sample()];
+        for f in 0..g.f {
+            let src = &s.y[f * t + (n - blk.n0) * p..][..p];
+            let dst = &mut out_n[f * p..(f + 1) * p];
+            match b {
+                Some(b) => {
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        *d = *v + b[f];
+                    }
+                }
+                None => copy_row(dst, src),
+            }
         }
     }
 }
 
-/// Input gradient: `dx[n] = Σ_f w[f, ·]ᵀ dy[n, f]`, folded back onto the input.
+/// Input gradient: `dx[n] = Σ_f w[f, ·]ᵀ dy[n, f]`, folded back onto the input; `dx` must
+/// be zero on entry.
 pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     if g.n == 0 || g.in_sample() == 0 {
         return;
@@ -354,33 +549,49 @@ pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     dx.par_chunks_mut(per * g.in_sample())
         .enumerate()
         .for_each(|(k, chunk)| {
-            let mut col = Vec::new();
-            for (s, dx_n) in chunk.chunks_mut(g.in_sample()).enumerate() {
-                let n = k * per + s;
-                let dy_n = &dy[n * g.out_sample()..][..g.out_sample()];
-                input_grad_sample(g, w, dy_n, dx_n, &mut col, par);
+            let first = k * per;
+            let n1 = first + chunk.len() / g.in_sample();
+            let dy = &dy[first * g.out_sample()..n1 * g.out_sample()];
+            let mut s = Scratch::default();
+            for blk in blocks(g, first, n1) {
+                input_grad_block(g, &blk, w, dy, chunk, first, &mut s, par);
             }
         });
 }
 
-fn input_grad_sample(
+#[allow(clippy::too_many_arguments)]
+fn input_grad_block(
     g: &Geom,
+    blk: &Block,
     w: &[f32],
     dy: &[f32],
     dx: &mut [f32],
-    col: &mut Vec<f32>,
+    first: usize,
+    s: &mut Scratch,
     par: gemm::Parallelism,
 ) {
-    let (p, fg, ck) = (g.p(), g.fg(), g.ck());
-    if g.pointwise() {
+    let (p, fg, ck, t) = (g.p(), g.fg(), g.ck(), blk.cols(g));
+    if !blk.in_place() {
+        gather(g, blk, dy, first, s);
+    }
+    // The output gradient as a `[F, T]` matrix: values, row stride, first column.
+    let (dys, ld, off): (&[f32], usize, usize) = if blk.in_place() {
+        let dy_n = &dy[(blk.n0 - first) * g.out_sample()..][..g.out_sample()];
+        (dy_n, p, blk.r0 * g.ow)
+    } else {
+        (&s.y, t, 0)
+    };
+    if g.pointwise() && blk.in_place() {
+        // The im2col matrix is the input plane itself: write its gradient in place.
+        let dx_n = &mut dx[(blk.n0 - first) * g.in_sample()..][..g.in_sample()];
         for grp in 0..g.groups {
             gemm(
                 ck,
-                p,
+                t,
                 fg,
                 Mat::rows(&w[grp * fg * ck..], ck).t(),
-                Mat::rows(&dy[grp * fg * p..], p),
-                &mut dx[grp * ck * p..],
+                Mat::rows(&dys[grp * fg * ld + off..], ld),
+                &mut dx_n[grp * ck * p + off..],
                 p,
                 false,
                 par,
@@ -388,26 +599,33 @@ fn input_grad_sample(
         }
         return;
     }
-    dx.fill(0.0);
-    let rows = g.tile_rows();
-    for r0 in (0..g.oh).step_by(rows) {
-        let r1 = (r0 + rows).min(g.oh);
-        let t = (r1 - r0) * g.ow;
-        col.resize(g.groups * ck * t, 0.0);
-        for grp in 0..g.groups {
-            gemm(
-                ck,
-                t,
-                fg,
-                Mat::rows(&w[grp * fg * ck..], ck).t(),
-                Mat::rows(&dy[grp * fg * p + r0 * g.ow..], p),
-                &mut col[grp * ck * t..],
-                t,
-                false,
-                par,
-            );
-        }
-        col2im(g, col, r0, r1, dx);
+    s.col.resize(g.c * g.kh * g.kw * t, 0.0);
+    for grp in 0..g.groups {
+        gemm(
+            ck,
+            t,
+            fg,
+            Mat::rows(&w[grp * fg * ck..], ck).t(),
+            Mat::rows(&dys[grp * fg * ld + off..], ld),
+            &mut s.col[grp * ck * t..],
+            t,
+            false,
+            par,
+        );
+    }
+    let per = (blk.r1 - blk.r0) * g.ow;
+    for n in blk.n0..blk.n1 {
+        let dx_n = &mut dx[(n - first) * g.in_sample()..][..g.in_sample()];
+        col2im(
+            g,
+            &s.col,
+            blk.r0,
+            blk.r1,
+            t,
+            (n - blk.n0) * per,
+            dx_n,
+            &mut s.pad,
+        );
     }
 }
 
@@ -427,11 +645,16 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .into_par_iter()
         .map(|k| {
             let mut acc = vec![0.0f32; len];
-            let mut col = Vec::new();
-            for n in k * per..((k + 1) * per).min(g.n) {
-                let x_n = &x[n * g.in_sample()..][..g.in_sample()];
-                let dy_n = &dy[n * g.out_sample()..][..g.out_sample()];
-                weight_grad_sample(g, x_n, dy_n, &mut acc, &mut col, par);
+            let mut s = Scratch::default();
+            let (first, n1) = (k * per, ((k + 1) * per).min(g.n));
+            let x = &x[first * g.in_sample()..n1 * g.in_sample()];
+            let dy = &dy[first * g.out_sample()..n1 * g.out_sample()];
+            for blk in blocks(g, first, n1) {
+                if g.groups == 1 {
+                    weight_grad_block_t(g, &blk, x, dy, first, &mut acc, &mut s, par);
+                } else {
+                    weight_grad_block(g, &blk, x, dy, first, &mut acc, &mut s, par);
+                }
             }
             acc
         })
@@ -439,57 +662,146 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut parts = partial.into_iter();
     let mut dw = parts.next().unwrap_or_else(|| vec![0.0; len]);
     for part in parts {
-        for (d, s) in dw.iter_mut().zip(&part) {
-            *d += *s;
+        add_row(&mut dw, &part);
+    }
+    if g.groups > 1 {
+        return dw;
+    }
+    // The one-group path accumulated `[F, (i, j, c)]`; the weight is `[F, (c, i, j)]`.
+    let (kk, c) = (g.kh * g.kw, g.c);
+    let mut out = vec![0.0f32; len];
+    for (dst, src) in out.chunks_exact_mut(c * kk).zip(dw.chunks_exact(c * kk)) {
+        for (tap, run) in src.chunks_exact(c).enumerate() {
+            for (ch, v) in run.iter().enumerate() {
+                dst[ch * kk + tap] = *v;
+            }
         }
     }
-    dw
+    out
 }
 
-fn weight_grad_sample(
+/// Fills `s.col` with block `b`'s im2col matrix transposed and channels last,
+/// `[T, (i, j, c)]`: each tap row of an output position is one contiguous run of `kw·C`
+/// values of an NHWC copy of the padded input rows (in `s.pad`).
+///
+/// The weight gradient contracts over output positions; with them as the rows of this
+/// matrix the GEMM reads it in place, where the `[C·kh·kw, T]` layout made the GEMM
+/// transpose it while packing, element by element at a stride of `T`, which cost more than
+/// the product itself.
+fn block_im2col_t(g: &Geom, b: &Block, x: &[f32], first: usize, s: &mut Scratch) {
+    let ck = g.c * g.kh * g.kw;
+    let (t, per) = (b.cols(g), (b.r1 - b.r0) * g.ow);
+    s.col.resize(t * ck, 0.0);
+    let (rows, wp) = padded_extent(g, b.r0, b.r1);
+    let (hw, run) = (g.h * g.w, g.kw * g.c);
+    for n in b.n0..b.n1 {
+        let x_n = &x[(n - first) * g.in_sample()..][..g.in_sample()];
+        s.pad.clear();
+        s.pad.resize(rows * wp * g.c, 0.0);
+        for pr in 0..rows {
+            let ih = (b.r0 * g.sh + pr).wrapping_sub(g.ph);
+            if ih >= g.h {
+                continue;
+            }
+            let dst = &mut s.pad[(pr * wp + g.pw) * g.c..(pr * wp + g.pw + g.w) * g.c];
+            for ch in 0..g.c {
+                let src = &x_n[ch * hw + ih * g.w..][..g.w];
+                for (px, v) in dst.chunks_exact_mut(g.c).zip(src) {
+                    px[ch] = *v;
+                }
+            }
+        }
+        let block_rows = &mut s.col[(n - b.n0) * per * ck..][..per * ck];
+        for (k, row) in block_rows.chunks_exact_mut(ck).enumerate() {
+            let (o, q) = (k / g.ow, k % g.ow);
+            for (i, dst) in row.chunks_exact_mut(run).enumerate() {
+                let start = ((o * g.sh + i) * wp + q * g.sw) * g.c;
+                copy_row(dst, &s.pad[start..start + run]);
+            }
+        }
+    }
+}
+
+/// [`weight_grad_block`] for one group, on [`block_im2col_t`]: accumulates
+/// `dw[F, (i, j, c)]`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_block_t(
     g: &Geom,
+    blk: &Block,
     x: &[f32],
     dy: &[f32],
+    first: usize,
     dw: &mut [f32],
-    col: &mut Vec<f32>,
+    s: &mut Scratch,
     par: gemm::Parallelism,
 ) {
-    let (p, fg, ck) = (g.p(), g.fg(), g.ck());
-    if g.pointwise() {
-        for grp in 0..g.groups {
-            gemm(
-                fg,
-                ck,
-                p,
-                Mat::rows(&dy[grp * fg * p..], p),
-                Mat::rows(&x[grp * ck * p..], p).t(),
-                &mut dw[grp * fg * ck..],
-                ck,
-                true,
-                par,
-            );
-        }
-        return;
+    let (p, ck, t) = (g.p(), g.ck(), blk.cols(g));
+    block_im2col_t(g, blk, x, first, s);
+    if !blk.in_place() {
+        gather(g, blk, dy, first, s);
     }
-    let rows = g.tile_rows();
-    for r0 in (0..g.oh).step_by(rows) {
-        let r1 = (r0 + rows).min(g.oh);
-        let t = (r1 - r0) * g.ow;
-        col.resize(g.groups * ck * t, 0.0);
-        im2col(g, x, r0, r1, col);
-        for grp in 0..g.groups {
-            gemm(
-                fg,
-                ck,
-                t,
-                Mat::rows(&dy[grp * fg * p + r0 * g.ow..], p),
-                Mat::rows(&col[grp * ck * t..], t).t(),
-                &mut dw[grp * fg * ck..],
-                ck,
-                true,
-                par,
-            );
-        }
+    let (dys, ld, off): (&[f32], usize, usize) = if blk.in_place() {
+        let dy_n = &dy[(blk.n0 - first) * g.out_sample()..][..g.out_sample()];
+        (dy_n, p, blk.r0 * g.ow)
+    } else {
+        (&s.y, t, 0)
+    };
+    gemm(
+        g.f,
+        ck,
+        t,
+        Mat::rows(&dys[off..], ld),
+        Mat::rows(&s.col, ck),
+        dw,
+        ck,
+        true,
+        par,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_block(
+    g: &Geom,
+    blk: &Block,
+    x: &[f32],
+    dy: &[f32],
+    first: usize,
+    dw: &mut [f32],
+    s: &mut Scratch,
+    par: gemm::Parallelism,
+) {
+    let (p, fg, ck, t) = (g.p(), g.fg(), g.ck(), blk.cols(g));
+    let direct = g.pointwise() && blk.in_place();
+    if !direct {
+        block_im2col(g, blk, x, first, s);
+    }
+    if !blk.in_place() {
+        gather(g, blk, dy, first, s);
+    }
+    let (cols, cld, coff): (&[f32], usize, usize) = if direct {
+        let x_n = &x[(blk.n0 - first) * g.in_sample()..][..g.in_sample()];
+        (x_n, p, blk.r0 * g.ow)
+    } else {
+        (&s.col, t, 0)
+    };
+    let (dys, ld, off): (&[f32], usize, usize) = if blk.in_place() {
+        let dy_n = &dy[(blk.n0 - first) * g.out_sample()..][..g.out_sample()];
+        (dy_n, p, blk.r0 * g.ow)
+    } else {
+        (&s.y, t, 0)
+    };
+    for grp in 0..g.groups {
+        gemm(
+            fg,
+            ck,
+            t,
+            Mat::rows(&dys[grp * fg * ld + off..], ld),
+            Mat::rows(&cols[grp * ck * cld + coff..], cld).t(),
+            &mut dw[grp * fg * ck..],
+            ck,
+            true,
+            par,
+        );
     }
 }
 

@@ -125,14 +125,28 @@ fn other_kernels_strides_and_paddings_match_burn() {
 
 #[test]
 fn several_im2col_tiles_per_sample_match_burn() {
-    // 16 channels x 9 taps x 35 columns: 13 output rows per tile, three tiles.
+    // 32 channels x 9 taps x 70 columns: 13 output rows per tile, four tiles per sample.
     check(
-        &case([2, 16, 33, 35], [8, 16, 3, 3], true, Conv2dSpec::new(1, 1)),
+        &case([2, 32, 40, 70], [4, 32, 3, 3], true, Conv2dSpec::new(1, 1)),
         20,
     );
     check(
-        &case([3, 16, 33, 35], [8, 16, 3, 3], false, Conv2dSpec::new(2, 1)),
+        &case([1, 32, 40, 70], [4, 32, 3, 3], false, Conv2dSpec::new(2, 1)),
         21,
+    );
+    // A 1x1 convolution over a 64 x 4480 plane: two row tiles read in place.
+    check(
+        &case([2, 64, 64, 70], [3, 64, 1, 1], true, Conv2dSpec::new(1, 0)),
+        22,
+    );
+    // Several whole samples per GEMM, and a chunk that ends inside a block.
+    check(
+        &case([37, 3, 6, 5], [4, 3, 3, 3], true, Conv2dSpec::new(1, 1)),
+        23,
+    );
+    check(
+        &case([37, 4, 6, 5], [6, 4, 1, 1], true, Conv2dSpec::new(1, 0)),
+        24,
     );
 }
 
