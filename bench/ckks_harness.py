@@ -142,7 +142,19 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="python with tenseal")
     ap.add_argument("--openfhe-python", default=os.environ.get("OPENFHE_PY") or None,
                     help="python with openfhe (default $OPENFHE_PY; without it no OpenFHE side)")
+    ap.add_argument("--bootstrap", action="store_true",
+                    default=os.environ.get("BOOTSTRAP", "") not in ("", "0"),
+                    help="compare bootstrapping instead (ferrolab ckks bootstrap-bench against "
+                         "OpenFHE's EvalBootstrap); $BOOTSTRAP=1")
+    ap.add_argument("--slots", default=os.environ.get("SLOTS", "4096,32768"),
+                    help="bootstrapping: slot counts, comma-separated")
+    ap.add_argument("--levels-after", type=int, default=env_int("LEVELS_AFTER", 9),
+                    help="bootstrapping: levels left after bootstrapping (9 or 16 at 2^16)")
+    ap.add_argument("--openfhe-scale-bits", type=int, default=env_int("OPENFHE_SCALE_BITS", 0),
+                    help="bootstrapping: OpenFHE's scaling-prime bits (0: ferrolab's scale)")
     a = ap.parse_args()
+    if a.bootstrap:
+        return bootstrap_main(a)
     H.check_args(a)
     if a.threads != 1:
         raise SystemExit("error: this comparison runs one thread each side (SEAL's evaluator "
@@ -274,6 +286,104 @@ def main():
         extra["markdown"] = precision_markdown(precision, log_ns, sides, params)
     H.write("ckks_bench", "RNS-CKKS: ferrolab vs Microsoft SEAL and OpenFHE", m, rows, versions,
             what, notes=notes, extra=extra)
+
+
+def bootstrap_parse(log_n, slots):
+    """report.json of one `ferrolab ckks bootstrap-bench` run -> the comparison's metrics."""
+
+    def parse(_stdout, tmp):
+        with open(os.path.join(tmp, "run", "report.json")) as fh:
+            rep = json.load(fh)
+        m, tag = rep["metrics"], f"n{log_n}_s{slots}_real"
+        return {
+            "bootstrap_ms": m[f"bootstrap_ms_{tag}"],
+            "bootstrap_precision_bits": m[f"bootstrap_precision_bits_{tag}"],
+            "bootstrap_precision_bits_mean": m[f"bootstrap_precision_bits_{tag}_mean"],
+            "levels_after": m[f"levels_after_bootstrap_n{log_n}"],
+            "peak_rss_mb": m[f"bootstrap_peak_rss_mb_n{log_n}"],
+            "key_mb": m[f"bootstrap_key_mb_n{log_n}"],
+            "q_bits": rep["config"]["q_bits"], "log_scale": rep["config"]["log_scale"],
+        }
+
+    return parse
+
+
+def bootstrap_main(a):
+    """ferrolab's bootstrapping (real slots) against OpenFHE's EvalBootstrap, one thread each,
+    same ring degree, slot count and levels left; OpenFHE's scaling primes default to
+    ferrolab's scale bits (--openfhe-scale-bits overrides: OpenFHE's own examples use 59)."""
+    H.check_args(a)
+    if a.threads != 1:
+        raise SystemExit("error: the bootstrapping comparison runs one thread each side")
+    try:
+        log_ns = [int(x) for x in a.log_n.split(",") if x.strip()]
+        slot_counts = [int(x) for x in a.slots.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit("error: --log-n and --slots take comma-separated integers")
+    if not os.access(a.exe, os.X_OK):
+        raise SystemExit(f"error: {a.exe} is not built (bench/run_ckks_bench.sh builds it)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    ofhe_py = os.path.join(here, "ckks_openfhe.py")
+    sides = ["ferrolab"] + (["openfhe"] if a.openfhe_python else [])
+    jobs, chains = [], {}
+    for ln in log_ns:
+        insecure = ["--allow-insecure"] if ln < 16 else []
+        for s in slot_counts:
+            case = f"boot_n{ln}_s{s}"
+            jobs.append(H.Job(case, "ferrolab", [
+                a.exe, "ckks", "bootstrap-bench", "--log-n", str(ln), "--slots", str(s),
+                "--kinds", "real", "--reps", str(a.reps), "--threads", "1", "--seed", "0",
+                "--levels-after", str(a.levels_after), *insecure, "--out", "{tmp}/run"],
+                bootstrap_parse(ln, s)))
+            if a.openfhe_python:
+                # The chain's first prime and scale: read from a ferrolab dry start would cost a
+                # key generation; the shapes are fixed per (log N, levels left), listed here.
+                q0, sb = (50, 40) if ln == 16 and a.levels_after == 9 else (
+                    (45, 35) if ln == 16 else (60, 40))
+                sb = a.openfhe_scale_bits or sb
+                q0 = max(q0, sb + 1) if not a.openfhe_scale_bits else min(60, sb + 1)
+                chains[case] = {"openfhe_first_bits": q0, "openfhe_scale_bits": sb}
+                jobs.append(H.Job(case, "openfhe", [
+                    a.openfhe_python, ofhe_py, str(ln), f"{q0},{sb}", str(a.reps),
+                    "--bootstrap", str(s), str(a.levels_after), "--seed", "0"]))
+    m = H.measure(a, jobs, label="bootstrap ")
+    rows = []
+    for ln in log_ns:
+        for s in slot_counts:
+            case = f"boot_n{ln}_s{s}"
+            if "openfhe" in sides:
+                rows.append(H.Row(f"2^{ln} bootstrap {s} real slots vs OpenFHE", case,
+                                  "bootstrap_ms", "ferrolab", "openfhe"))
+                rows.append(H.Row(f"2^{ln} bootstrap {s} slots peak RSS vs OpenFHE", case,
+                                  "peak_rss_mb", "ferrolab", "openfhe", unit="MB",
+                                  headline=False))
+    versions = {"ferrolab": {"commit": H.git_commit(), "rustc": H.rustc_version()}}
+    if a.openfhe_python:
+        v = H.python_modules(a.openfhe_python, ["openfhe", "numpy"])
+        v["openfhe (PyPI package)"] = dist_version(a.openfhe_python, "openfhe")
+        versions["openfhe"] = v
+    prec = {}
+    for key, runs in m.values.items():
+        prec[key] = {k: [r.get(k) for r in runs] for k in (
+            "bootstrap_precision_bits", "bootstrap_precision_bits_mean", "levels_after",
+            "peak_rss_mb")}
+    what = ("Bootstrapping latency in ms (median of each process's timed runs), ferrolab "
+            "(side A, `ckks bootstrap-bench`, real slots, imaginary-removing) against OpenFHE's "
+            "EvalBootstrap (side B, real inputs, SPARSE_TERNARY secret, FLEXIBLEAUTO, level "
+            "budget [3, 3]); one thread each; below 1 ferrolab is faster.")
+    notes = [
+        "Precision (worst and mean slot, every slot of every timed run) and levels left per "
+        "side and round are under `precision` in the JSON: " + json.dumps(prec),
+        "OpenFHE chains: " + json.dumps(chains) + " (first prime, scaling primes); OpenFHE "
+        "sizes its own bootstrapping levels and special primes, its security check is off "
+        "(HEStd_NotSet), and its bootstrapping needs the first prime at most ~11 bits above "
+        "the scale.",
+        "Peak RSS: the whole process (keys, precomputed factors, ciphertexts).",
+    ]
+    if not a.openfhe_python:
+        notes.append("OpenFHE left out: OPENFHE_PY was not set (no CPython 3.10 with openfhe).")
+    H.write("ckks_bootstrap", "CKKS bootstrapping: ferrolab vs OpenFHE", m, rows, versions,
+            what, notes=notes, extra={"precision": prec, "reps": a.reps})
 
 
 def precision_markdown(p, log_ns, sides, params):

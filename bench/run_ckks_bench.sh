@@ -12,6 +12,12 @@
 #   LOG_N=14 ROUNDS=3 REPS=10 WARMUP=2 KEYSETS=3 INPUTS=20 bench/run_ckks_bench.sh
 #   LOG_N=13 ROUNDS=1 REPS=2 KEYSETS=1 INPUTS=2 bench/run_ckks_bench.sh   # a quick check
 #
+# Bootstrapping (ferrolab ckks bootstrap-bench vs OpenFHE's EvalBootstrap, real slots, one
+# thread each; bench/results/ckks_bootstrap.{md,json}; the OpenFHE side is skipped, saying so,
+# without a CPython 3.10 openfhe):
+#   BOOTSTRAP=1 LOG_N=16 SLOTS=4096,32768 LEVELS_AFTER=9 ROUNDS=1 REPS=2 bench/run_ckks_bench.sh
+#   BOOTSTRAP=1 LOG_N=13 SLOTS=512 ROUNDS=1 REPS=2 bench/run_ckks_bench.sh   # insecure quick check
+#
 # bench/harness.py also reads ORDER_SEED, TRIES, MAX_FOREIGN, IDLE_WAIT and ALLOCATOR.
 # Installs tenseal into the git-ignored bench/.venv on first use, and OpenFHE (PyPI `openfhe`)
 # into bench/.venv-openfhe where a CPython 3.10 is found (see below).
@@ -47,5 +53,9 @@ cargo_build() {
 }
 cargo_build --release -p ferrolab
 cargo_build --release -p ferrolab-fhe --example ckks_precision
+if [ -n "${BOOTSTRAP:-}" ] && [ "${BOOTSTRAP}" != 0 ]; then
+    export BENCH_COMMAND="BOOTSTRAP=1 ROUNDS=$ROUNDS REPS=$REPS LOG_N=$LOG_N SLOTS=${SLOTS:-4096,32768} LEVELS_AFTER=${LEVELS_AFTER:-9} bench/run_ckks_bench.sh${*:+ $*}"
+    exec "$VENV/bin/python" bench/ckks_harness.py "$@"
+fi
 export BENCH_COMMAND="ROUNDS=$ROUNDS REPS=$REPS WARMUP=$WARMUP LOG_N=$LOG_N KEYSETS=$KEYSETS INPUTS=$INPUTS bench/run_ckks_bench.sh${*:+ $*}"
 exec "$VENV/bin/python" bench/ckks_harness.py "$@"
