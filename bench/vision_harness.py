@@ -90,6 +90,14 @@ def main():
                   headline=False),
             H.Row(f"  optimiser step, {label}", model, "train_optim_ms", "ferrolab", "pytorch",
                   headline=False),
+            H.Row(f"  memory, first step's forward + loss, {label}", model, "forward_added_mb",
+                  "ferrolab", "pytorch", unit="MiB", headline=False),
+            H.Row(f"  memory, first step's backward, {label}", model, "backward_added_mb",
+                  "ferrolab", "pytorch", unit="MiB", headline=False),
+            H.Row(f"  memory, first step's optimiser step, {label}", model, "optim_added_mb",
+                  "ferrolab", "pytorch", unit="MiB", headline=False),
+            H.Row(f"  memory, later steps, {label}", model, "later_added_mb", "ferrolab",
+                  "pytorch", unit="MiB", headline=False),
         ]
     versions = {"ferrolab": H.ferrolab_versions(),
                 "pytorch": H.python_modules(a.python, ["torch"])}
@@ -100,7 +108,9 @@ def main():
             "passes (eval mode without autodiff: ferrolab's inference device, PyTorch's "
             "`no_grad`). Figures are the medians of the timed iterations. Memory added by "
             "training = peak RSS during the steps minus RSS once model, batch and optimiser "
-            "exist (freed heap handed back first). Ratio = ferrolab / PyTorch.")
+            "exist (freed heap handed back first); the per-phase memory rows are the first "
+            "step's peak per phase (the mark reset at phase boundaries) and the later steps' "
+            "peak, over the same baseline. Ratio = ferrolab / PyTorch.")
     notes = ["Parameter counts (burn's count: trainable plus batch-norm running statistics), "
              "checked equal before timing: "
              + "; ".join(f"{k} {v['ferrolab']:,}" for k, v in counts.items()) + "."]
