@@ -128,30 +128,23 @@ pub fn edt_squared(sites: &[bool], shape: &[usize], spacing: &[f64]) -> Vec<f64>
             continue;
         }
         let w = spacing[d] * spacing[d];
-        let stride = st[d];
-        // Lines along axis d: every start index whose coordinate on d is 0.
-        let starts: Vec<usize> = (0..f.len())
-            .filter(|&i| (i / stride).is_multiple_of(n))
-            .collect();
-        let results: Vec<(usize, Vec<f64>)> = starts
-            .par_chunks(256)
-            .flat_map_iter(|chunk| {
-                let mut scratch = Envelope::new(n);
-                let fr = &f;
-                chunk
-                    .iter()
-                    .map(move |&s0| {
-                        let line: Vec<f64> = (0..n).map(|p| fr[s0 + p * stride]).collect();
-                        (s0, scratch.transform(&line, w))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for (s0, line) in results {
-            for (p, v) in line.into_iter().enumerate() {
-                f[s0 + p * stride] = v;
-            }
-        }
+        let inner = st[d];
+        // The array is [outer][n][inner]: each outer block holds `inner` whole lines along d and
+        // no other block touches them, so blocks are transformed in place in parallel.
+        f.par_chunks_mut(n * inner).for_each_init(
+            || (Envelope::new(n), vec![0.0; n], vec![0.0; n]),
+            |(env, line, out), block| {
+                for i in 0..inner {
+                    for (p, v) in line.iter_mut().enumerate() {
+                        *v = block[p * inner + i];
+                    }
+                    env.transform(line, w, out);
+                    for (p, v) in out.iter().enumerate() {
+                        block[p * inner + i] = *v;
+                    }
+                }
+            },
+        );
     }
     f
 }
@@ -170,10 +163,9 @@ impl Envelope {
         }
     }
 
-    /// `out[p] = min_q w·(p−q)² + f[q]` over the finite `f[q]`.
-    fn transform(&mut self, f: &[f64], w: f64) -> Vec<f64> {
+    /// `out[p] = min_q w·(p−q)² + f[q]` over the finite `f[q]` (infinite if none is).
+    fn transform(&mut self, f: &[f64], w: f64, out: &mut [f64]) {
         let n = f.len();
-        let mut out = vec![f64::INFINITY; n];
         let mut k: isize = -1;
         for q in 0..n {
             if !f[q].is_finite() {
@@ -203,7 +195,8 @@ impl Envelope {
             }
         }
         if k < 0 {
-            return out;
+            out.fill(f64::INFINITY);
+            return;
         }
         let mut j = 0usize;
         for (p, o) in out.iter_mut().enumerate() {
@@ -214,7 +207,6 @@ impl Envelope {
             let dq = p as f64 - q as f64;
             *o = w * dq * dq + f[q];
         }
-        out
     }
 }
 
@@ -274,13 +266,58 @@ pub fn hd95(
     if !pred.iter().any(|&x| x) || !label.iter().any(|&x| x) {
         return Ok(None);
     }
-    let (sp, sl) = rayon::join(|| surface(pred, shape), || surface(label, shape));
+    // Cropping to the box around both objects changes nothing (a voxel on the crop's edge has
+    // background or the array's edge beyond it, so it is surface either way; the nearest site
+    // of a voxel is found among all sites, which all lie inside) and bounds the work by the
+    // objects' extent instead of the volume's.
+    let (lo, crop_shape) = bounding_box(pred, label, shape);
+    let (pred, label) = (
+        crop(pred, shape, &lo, &crop_shape),
+        crop(label, shape, &lo, &crop_shape),
+    );
+    let shape = &crop_shape[..];
+    let (sp, sl) = rayon::join(|| surface(&pred, shape), || surface(&label, shape));
     let (mut d1, d2) = rayon::join(
         || surface_distances(&sp, &sl, shape, spacing),
         || surface_distances(&sl, &sp, shape, spacing),
     );
     d1.extend(d2);
     Ok(Some(percentile(&mut d1, 95.0)))
+}
+
+/// The lowest corner and the extent of the box holding every voxel set in `a` or `b`.
+fn bounding_box(a: &[bool], b: &[bool], shape: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let st = strides(shape);
+    let mut lo = shape.to_vec();
+    let mut hi = vec![0; shape.len()];
+    for (i, _) in a.iter().zip(b).enumerate().filter(|(_, (x, y))| **x || **y) {
+        for d in 0..shape.len() {
+            let c = (i / st[d]) % shape[d];
+            lo[d] = lo[d].min(c);
+            hi[d] = hi[d].max(c);
+        }
+    }
+    let extent = lo.iter().zip(&hi).map(|(l, h)| h + 1 - l.min(h)).collect();
+    (lo, extent)
+}
+
+/// The sub-array of `mask` at `lo` with shape `extent`.
+fn crop(mask: &[bool], shape: &[usize], lo: &[usize], extent: &[usize]) -> Vec<bool> {
+    let st = strides(shape);
+    let nd = shape.len();
+    let row = extent[nd - 1];
+    let rows: usize = extent[..nd - 1].iter().product();
+    let mut out = Vec::with_capacity(rows * row);
+    for r in 0..rows {
+        // Row r's coordinates in the crop, outermost axis first.
+        let (mut rem, mut src) = (r, lo[nd - 1]);
+        for d in (0..nd - 1).rev() {
+            src += (lo[d] + rem % extent[d]) * st[d];
+            rem /= extent[d];
+        }
+        out.extend_from_slice(&mask[src..src + row]);
+    }
+    out
 }
 
 /// Dice, IoU and HD95 of one class in one volume.
@@ -509,6 +546,33 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn hd95_on_the_crop_equals_hd95_on_the_whole_array() {
+        let mut s = 11u64;
+        let shape = [6usize, 13, 11];
+        let spacing = [3.0, 0.9, 1.1];
+        let n: usize = shape.iter().product();
+        for trial in 0..20 {
+            // Objects in a sub-box, sometimes touching the array's edge.
+            let blob = |s: &mut u64| -> Vec<bool> {
+                (0..n)
+                    .map(|i| {
+                        let (z, y, x) = (i / 143, (i / 11) % 13, i % 11);
+                        let inside = (trial % 3 == 0 || z > 0) && (2..9).contains(&y) && x < 8;
+                        inside && lcg(s) % 100 < 40
+                    })
+                    .collect()
+            };
+            let (a, b) = (blob(&mut s), blob(&mut s));
+            let (sa, sb) = (surface(&a, &shape), surface(&b, &shape));
+            let mut d = surface_distances(&sa, &sb, &shape, &spacing);
+            d.extend(surface_distances(&sb, &sa, &shape, &spacing));
+            let whole = percentile(&mut d, 95.0);
+            let cropped = hd95(&a, &b, &shape, &spacing).unwrap().unwrap();
+            assert_eq!(whole, cropped, "trial {trial}");
         }
     }
 
