@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use ferrolab_core::backend::{device, init_threads, train_device, tune_allocator};
 use ferrolab_core::burn;
-use ferrolab_core::kernels::batchnorm;
+use ferrolab_core::kernels::{batchnorm, pointwise};
 
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu, relu, silu, softmax};
@@ -84,7 +84,10 @@ impl Op {
 
     /// Whether `core::kernels` replaces burn's op (then both are timed).
     fn replaced(self) -> bool {
-        matches!(self, Op::BnTrain | Op::BnEval)
+        matches!(
+            self,
+            Op::BnTrain | Op::BnEval | Op::Relu | Op::LeakyRelu | Op::Silu | Op::Gelu
+        )
     }
 
     /// Whether the op has a train (backward) timing: eval-mode batch norm runs in inference.
@@ -243,8 +246,11 @@ fn apply(op: Op, ours: bool, inp: &Inputs) -> Tensor<4> {
         Op::BnTrain => batch_norm_train(x, p(0), p(1), EPS).output,
         Op::BnEval if ours => batchnorm::batch_norm_eval(x, p(0), p(1), p(2), p(3), EPS),
         Op::BnEval => batch_norm(x, p(0), p(1), p(2), p(3), EPS),
+        Op::Relu if ours => pointwise::relu(x),
         Op::Relu => relu(x),
+        Op::LeakyRelu if ours => pointwise::leaky_relu(x, 0.1),
         Op::LeakyRelu => leaky_relu(x, 0.1),
+        Op::Silu if ours => pointwise::silu(x),
         Op::Silu => silu(x),
         Op::Add => x + inp.xs[1].clone(),
         Op::MaxPool2 => max_pool2d(x, MaxPoolOptions::new([2, 2])),
@@ -263,6 +269,7 @@ fn apply(op: Op, ours: bool, inp: &Inputs) -> Tensor<4> {
         Op::Cat => Tensor::cat(inp.xs.clone(), 1),
         Op::Softmax => softmax(x, 3),
         Op::LayerNorm => layer_norm(x, p(0), Some(p(1)), EPS),
+        Op::Gelu if ours => pointwise::gelu(x),
         Op::Gelu => gelu(x),
     }
 }

@@ -57,7 +57,8 @@ pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (GRAIN / row_len.max(1)).max(1)
 }
 
-/// `out[r][i] = f(r)(x[r][i])` over rows of `row_len`, in `x`'s buffer when `x` owns it.
+/// `out[r][i] = f(r)(x[r][i])` over rows of `row_len` (the last row may be shorter), in `x`'s
+/// buffer when `x` owns it.
 /// `per_row(r)` builds the row's element function once, so per-row constants (a channel's
 /// scale) stay in registers.
 pub(crate) fn map_rows<G, F>(x: FlexTensor, row_len: usize, per_row: F) -> FlexTensor
@@ -68,34 +69,51 @@ where
     let x = contiguous(x);
     let shape = x.shape();
     let rows_task = rows_per_task(row_len);
-    let run = |r0: usize, dst: &mut [f32], src: Option<&[f32]>| {
-        for (k, d) in dst.chunks_mut(row_len).enumerate() {
-            let f = per_row(r0 + k);
-            match src {
-                Some(s) => {
-                    for (o, &v) in d.iter_mut().zip(&s[k * row_len..(k + 1) * row_len]) {
-                        *o = f(v);
-                    }
-                }
-                None => d.iter_mut().for_each(|o| *o = f(*o)),
-            }
-        }
-    };
     if writable(&x) {
         let mut x = x;
         let buf = x.storage_mut::<f32>();
         buf.par_chunks_mut(rows_task * row_len)
             .enumerate()
-            .for_each(|(t, d)| run(t * rows_task, d, None));
+            .for_each(|(t, d)| {
+                for (k, row) in d.chunks_mut(row_len).enumerate() {
+                    let f = per_row(t * rows_task + k);
+                    row.iter_mut().for_each(|o| *o = f(*o));
+                }
+            });
         return x;
     }
     let src = values(&x);
-    let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(rows_task * row_len)
-        .zip(src.par_chunks(rows_task * row_len))
-        .enumerate()
-        .for_each(|(t, (d, s))| run(t * rows_task, d, Some(s)));
+    let out = collect(src.len(), rows_task * row_len, |t, d| {
+        let s = &src[t * rows_task * row_len..][..d.len()];
+        for (k, (dr, sr)) in d.chunks_mut(row_len).zip(s.chunks(row_len)).enumerate() {
+            let f = per_row(t * rows_task + k);
+            for (o, &v) in dr.iter_mut().zip(sr) {
+                o.write(f(v));
+            }
+        }
+    });
     tensor(out, shape)
+}
+
+/// A vector of `n` values written in parallel, chunk by chunk, without zeroing it first (a
+/// memset of the output cost ~30% of an activation's time). `fill(t, dst)` receives chunk `t`
+/// (`dst` = slots `t·chunk ..`, `chunk` long but the last) and must write every slot of it;
+/// the callers here zip `dst` element by element with a source chunk of the same length.
+#[allow(unsafe_code)]
+fn collect<F>(n: usize, chunk: usize, fill: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+{
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(t, d)| fill(t, d));
+    // SAFETY: the chunks partition slots 0..n and `fill` wrote every slot of its chunk (each
+    // caller writes `dst` through a zip with a source slice of the same length, and the
+    // source rows tile it exactly: `chunks(row_len)` of both sides).
+    unsafe { out.set_len(n) };
+    out
 }
 
 /// `out[r][i] = f(r)(a[r][i], b[r][i])` over rows of `row_len`, in `a`'s buffer when `a` owns
@@ -113,41 +131,55 @@ where
     assert_eq!(shape.num_elements(), b.len(), "zip_rows: sizes differ");
     let rows_task = rows_per_task(row_len);
     let chunk = rows_task * row_len;
-    let run = |r0: usize, dst: &mut [f32], sa: Option<&[f32]>, sb: &[f32]| {
-        for (k, d) in dst.chunks_mut(row_len).enumerate() {
-            let f = per_row(r0 + k);
-            let rb = &sb[k * row_len..(k + 1) * row_len];
-            match sa {
-                Some(sa) => {
-                    let ra = &sa[k * row_len..(k + 1) * row_len];
-                    for ((o, &u), &v) in d.iter_mut().zip(ra).zip(rb) {
-                        *o = f(u, v);
-                    }
-                }
-                None => {
-                    for (o, &v) in d.iter_mut().zip(rb) {
-                        *o = f(*o, v);
-                    }
-                }
-            }
-        }
-    };
     if writable(&a) {
         let mut a = a;
         let buf = a.storage_mut::<f32>();
         buf.par_chunks_mut(chunk)
             .zip(b.par_chunks(chunk))
             .enumerate()
-            .for_each(|(t, (d, sb))| run(t * rows_task, d, None, sb));
+            .for_each(|(t, (d, sb))| {
+                for (k, (row, rb)) in d.chunks_mut(row_len).zip(sb.chunks(row_len)).enumerate() {
+                    let f = per_row(t * rows_task + k);
+                    for (o, &v) in row.iter_mut().zip(rb) {
+                        *o = f(*o, v);
+                    }
+                }
+            });
         return a;
     }
     let sa = values(&a);
-    let mut out = vec![0f32; sa.len()];
-    out.par_chunks_mut(chunk)
-        .zip(sa.par_chunks(chunk).zip(b.par_chunks(chunk)))
-        .enumerate()
-        .for_each(|(t, (d, (ra, rb)))| run(t * rows_task, d, Some(ra), rb));
+    let out = collect(sa.len(), chunk, |t, d| {
+        let (ra, rb) = (&sa[t * chunk..][..d.len()], &b[t * chunk..][..d.len()]);
+        let rows = d
+            .chunks_mut(row_len)
+            .zip(ra.chunks(row_len).zip(rb.chunks(row_len)));
+        for (k, (dr, (xa, xb))) in rows.enumerate() {
+            let f = per_row(t * rows_task + k);
+            for ((o, &u), &v) in dr.iter_mut().zip(xa).zip(xb) {
+                o.write(f(u, v));
+            }
+        }
+    });
     tensor(out, shape)
+}
+
+/// `out[i] = f(x[i])` over all elements, in `x`'s buffer when `x` owns it.
+pub(crate) fn map_elems(x: FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
+    let n = x.shape().num_elements();
+    map_rows(x, GRAIN.min(n.max(1)), |_| &f)
+}
+
+/// `out[i] = f(a[i], b[i])` over all elements, in `a`'s buffer when `a` owns it.
+///
+/// # Panics
+/// When `a` and `b` differ in size (a bug of the caller).
+pub(crate) fn zip_elems(
+    a: FlexTensor,
+    b: &[f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> FlexTensor {
+    let n = a.shape().num_elements();
+    zip_rows(a, b, GRAIN.min(n.max(1)), |_| &f)
 }
 
 /// Per-channel sums over `[n, c, inner]` data: `fold(channel, row)` reduces one contiguous

@@ -13,6 +13,7 @@
 //! | [`fused`] | the GCN step's row passes: dropout masks, LayerNorm + ReLU, masked cross-entropy | burn's `LayerNorm`, `relu`, `CrossEntropyLoss` |
 //! | [`adam`] | dense and lazy (row-sparse) Adam on slices | burn's `Adam` |
 //! | [`batchnorm`] | batch norm (train forward/backward, eval) as a backend extension: fused per-channel passes on Flex | burn's `ModuleOps::batch_norm*` (the extension's default bodies) |
+//! | [`pointwise`] | ReLU / LeakyReLU / SiLU / exact GELU as a backend extension: one parallel pass each way on Flex, vectorised `exp`/`erf` | burn's `activation::*` (default bodies; GELU's gradient against the exact formula) |
 //! | [`hash`] | counter-based SplitMix64, FNV-1a | published test vectors |
 //!
 //! **How a new custom op is added.** As a burn backend extension, like [`propagate`]:
@@ -34,5 +35,6 @@ pub(crate) mod flex_slices;
 pub mod fused;
 pub mod gemm;
 pub mod hash;
+pub mod pointwise;
 pub mod propagate;
 pub mod spmm;

@@ -1,0 +1,489 @@
+//! Element-wise activations of the vision and attention models — ReLU, LeakyReLU, SiLU and
+//! GELU (exact, erf-based) — as one burn backend extension in the pattern of
+//! [`propagate`](super::propagate):
+//!
+//! - `Flex` (CPU): one parallel pass per op (burn-flex runs element-wise ops on one thread
+//!   below 4M elements, and composes LeakyReLU/SiLU from 3–4 passes whose backward records as
+//!   many more); written into the input's buffer when nobody else holds it. `exp` and `erf`
+//!   are branch-free polynomials that the compiler vectorises (see [`exp_fast`]).
+//! - Other listed backends: the trait's default bodies, burn's composed ops, which are also
+//!   the reference of the tests.
+//! - `Autodiff<B>`: hand-written backward passes, one element-wise pass each. (Leaky)ReLU keeps
+//!   its *output* for the backward (`y > 0 ⟺ x > 0` for a slope ≥ 0): that is the next
+//!   layer's input, which the next convolution keeps anyway, so the activation adds no memory
+//!   (PyTorch keeps LeakyReLU's input). SiLU and GELU keep their input, as PyTorch does.
+//!
+//! burn's own `gelu` backward differentiates the tanh approximation, not the erf form its
+//! forward computes; ours is the exact derivative `Φ(x) + x·φ(x)` (as PyTorch's), so its
+//! gradient is tested against finite differences and an f64 formula rather than burn.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Backend, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings,
+};
+use burn::prelude::*;
+
+use super::flex_slices::{contiguous, is_f32, map_elems, values, zip_elems};
+
+/// `max(x, 0)`.
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    leaky_relu(x, 0.0)
+}
+
+/// `x` for `x > 0`, `slope·x` otherwise.
+pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::leaky_relu_fwd(
+        x.into_dispatch(),
+        slope,
+    ))
+}
+
+/// `x·σ(x)` (SiLU / swish).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::silu_fwd(x.into_dispatch()))
+}
+
+/// `x·Φ(x)` with `Φ` the standard normal CDF (exact GELU, PyTorch's default).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::gelu_fwd(x.into_dispatch()))
+}
+
+#[backend_extension(Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")), Autodiff)]
+pub trait PointwiseKernels: Backend {
+    /// LeakyReLU forward.
+    fn leaky_relu_fwd(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        Self::leaky_relu(x, slope.into())
+    }
+
+    /// `dx` of LeakyReLU from `saved` (its output for a slope ≥ 0, else its input — the sign
+    /// is what matters) and `dy`.
+    fn leaky_relu_bwd(
+        saved: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        slope: f64,
+    ) -> FloatTensor<Self> {
+        let bool_dtype = get_or_init_device_settings::<Self>(&saved.device()).bool_dtype;
+        let positive = Self::float_greater_elem(saved, 0f32.into(), bool_dtype);
+        let scaled = Self::float_mul_scalar(dy.clone(), slope.into());
+        Self::float_mask_where(scaled, positive, dy)
+    }
+
+    /// SiLU forward.
+    fn silu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(x.clone(), Self::sigmoid(x))
+    }
+
+    /// `dx = dy·σ(x)·(1 + x·(1 − σ(x)))`.
+    fn silu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let s = Self::sigmoid(x.clone());
+        let one_minus = Self::float_add_scalar(Self::float_neg(s.clone()), 1f32.into());
+        let inner = Self::float_add_scalar(Self::float_mul(x, one_minus), 1f32.into());
+        Self::float_mul(dy, Self::float_mul(s, inner))
+    }
+
+    /// Exact GELU forward.
+    fn gelu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu(x)
+    }
+
+    /// `dx = dy·(Φ(x) + x·φ(x))`.
+    fn gelu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let cdf = Self::float_erf(Self::float_mul_scalar(
+            x.clone(),
+            std::f32::consts::FRAC_1_SQRT_2.into(),
+        ));
+        let cdf = Self::float_mul_scalar(Self::float_add_scalar(cdf, 1f32.into()), 0.5f32.into());
+        let sq = Self::float_mul(x.clone(), x.clone());
+        let pdf = Self::float_exp(Self::float_mul_scalar(sq, (-0.5f32).into()));
+        let pdf = Self::float_mul_scalar(pdf, INV_SQRT_2PI.into());
+        Self::float_mul(dy, Self::float_add(cdf, Self::float_mul(x, pdf)))
+    }
+}
+
+/// `1/√(2π)`.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `eˣ` to ~2 ulp for `x ∈ [−87, 88]` (clamped outside: `e⁻⁸⁷ ≈ 1.6e-38`, `e⁸⁸ ≈ 1.7e38`).
+/// Cephes' `expf`: `x = n·ln2 + r`, a degree-7 polynomial for `eʳ` on `|r| ≤ ln2/2`, and `2ⁿ`
+/// built from its exponent bits. Branch-free, so loops over it vectorise (libm's `expf` is a
+/// scalar call, ~4x slower here).
+#[inline(always)]
+pub(crate) fn exp_fast(x: f32) -> f32 {
+    // 1.5·2²³: adding it rounds to an integer, which then sits in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    let k = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    e * f32::from_bits((k + 127).cast_unsigned() << 23)
+}
+
+/// `σ(x) = 1/(1 + e⁻ˣ)`.
+#[inline(always)]
+fn sigmoid_fast(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fast(-x))
+}
+
+/// `Φ(x)`, the standard normal CDF, from the complementary error function `erfc(|x|/√2)` of
+/// Numerical Recipes' Chebyshev fit (`erfcc`: relative error < 1.2e-7 everywhere, so the tail
+/// `Φ(x) = erfc/2` for `x < 0` keeps its relative accuracy; `1 − erfc/2` above 0).
+#[inline(always)]
+fn normal_cdf(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let p = -1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_204
+                                + t * (1.488_515_9 + t * (-0.822_152_3 + t * 0.170_872_77))))))));
+    let half_erfc = 0.5 * t * exp_fast(p - z * z);
+    if x >= 0.0 { 1.0 - half_erfc } else { half_erfc }
+}
+
+/// `φ(x)`, the standard normal density.
+#[inline(always)]
+fn normal_pdf(x: f32) -> f32 {
+    INV_SQRT_2PI * exp_fast(-0.5 * x * x)
+}
+
+/// Whether the Flex kernels apply (f32; anything else takes the composed path).
+fn flex_ok(ts: &[&FlexTensor]) -> bool {
+    ts.iter().all(|t| is_f32(t))
+}
+
+impl PointwiseKernels for Flex {
+    fn leaky_relu_fwd(x: FlexTensor, slope: f64) -> FlexTensor {
+        if !flex_ok(&[&x]) {
+            return Flex::leaky_relu(x, slope.into());
+        }
+        let a = slope as f32;
+        map_elems(x, move |v| if v > 0.0 { v } else { v * a })
+    }
+
+    fn leaky_relu_bwd(saved: FlexTensor, dy: FlexTensor, slope: f64) -> FlexTensor {
+        if !flex_ok(&[&saved, &dy]) {
+            let bool_dtype = get_or_init_device_settings::<Flex>(&saved.device()).bool_dtype;
+            let positive = Flex::float_greater_elem(saved, 0f32.into(), bool_dtype);
+            let scaled = Flex::float_mul_scalar(dy.clone(), slope.into());
+            return Flex::float_mask_where(scaled, positive, dy);
+        }
+        let saved = contiguous(saved);
+        let a = slope as f32;
+        zip_elems(
+            dy,
+            values(&saved),
+            move |g, s| if s > 0.0 { g } else { g * a },
+        )
+    }
+
+    fn silu_fwd(x: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&x]) {
+            return Flex::float_mul(x.clone(), Flex::sigmoid(x));
+        }
+        map_elems(x, |v| v * sigmoid_fast(v))
+    }
+
+    fn silu_bwd(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&x, &dy]) {
+            return silu_bwd_composed::<Flex>(x, dy);
+        }
+        let x = contiguous(x);
+        zip_elems(dy, values(&x), |g, v| {
+            let s = sigmoid_fast(v);
+            g * s * (1.0 + v * (1.0 - s))
+        })
+    }
+
+    fn gelu_fwd(x: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&x]) {
+            return Flex::gelu(x);
+        }
+        map_elems(x, |v| v * normal_cdf(v))
+    }
+
+    fn gelu_bwd(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&x, &dy]) {
+            return gelu_bwd_composed::<Flex>(x, dy);
+        }
+        let x = contiguous(x);
+        zip_elems(dy, values(&x), |g, v| {
+            g * (normal_cdf(v) + v * normal_pdf(v))
+        })
+    }
+}
+
+/// The default body of [`PointwiseKernels::silu_bwd`], callable for any backend.
+fn silu_bwd_composed<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(x.clone());
+    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1f32.into());
+    let inner = B::float_add_scalar(B::float_mul(x, one_minus), 1f32.into());
+    B::float_mul(dy, B::float_mul(s, inner))
+}
+
+/// The default body of [`PointwiseKernels::gelu_bwd`], callable for any backend.
+fn gelu_bwd_composed<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let cdf = B::float_erf(B::float_mul_scalar(
+        x.clone(),
+        std::f32::consts::FRAC_1_SQRT_2.into(),
+    ));
+    let cdf = B::float_mul_scalar(B::float_add_scalar(cdf, 1f32.into()), 0.5f32.into());
+    let sq = B::float_mul(x.clone(), x.clone());
+    let pdf = B::float_exp(B::float_mul_scalar(sq, (-0.5f32).into()));
+    let pdf = B::float_mul_scalar(pdf, INV_SQRT_2PI.into());
+    B::float_mul(dy, B::float_add(cdf, B::float_mul(x, pdf)))
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl PointwiseKernels for burn::backend::Cube {}
+
+/// Which activation a [`PointwiseBackward`] differentiates.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    /// LeakyReLU with this slope (0 = ReLU).
+    Leaky(f64),
+    Silu,
+    Gelu,
+}
+
+/// The backward of the activations: state = the saved tensor (see [`Act`]).
+#[derive(Debug)]
+struct PointwiseBackward(Act);
+
+impl<B: Backend + PointwiseKernels> Backward<B, 1> for PointwiseBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let Some(node) = parent else { return };
+        let saved = ops.state;
+        let dx = match self.0 {
+            Act::Leaky(slope) => B::leaky_relu_bwd(saved, dy, slope),
+            Act::Silu => B::silu_bwd(saved, dy),
+            Act::Gelu => B::gelu_bwd(saved, dy),
+        };
+        grads.register::<B>(node.id, dx);
+    }
+}
+
+/// Runs `fwd` under autodiff with the backward of `act`, saving the output (LeakyReLU with a
+/// slope ≥ 0) or the input.
+fn tracked<B, C>(
+    x: FloatTensor<Autodiff<B, C>>,
+    act: Act,
+    fwd: impl FnOnce(FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend + PointwiseKernels,
+    C: CheckpointStrategy,
+{
+    let save_output = matches!(act, Act::Leaky(s) if s >= 0.0);
+    match PointwiseBackward(act)
+        .prepare::<C>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let x = x.into_primitive();
+            if save_output {
+                let y = fwd(x);
+                prep.finish(y.clone(), y)
+            } else {
+                let y = fwd(x.clone());
+                prep.finish(x, y)
+            }
+        }
+        OpsKind::UnTracked(prep) => prep.finish(fwd(x.into_primitive())),
+    }
+}
+
+impl<B: Backend + PointwiseKernels, C: CheckpointStrategy> PointwiseKernels for Autodiff<B, C> {
+    fn leaky_relu_fwd(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        tracked::<B, C>(x, Act::Leaky(slope), |x| B::leaky_relu_fwd(x, slope))
+    }
+
+    fn silu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked::<B, C>(x, Act::Silu, B::silu_fwd)
+    }
+
+    fn gelu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked::<B, C>(x, Act::Gelu, B::gelu_fwd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{device, train_device};
+    use crate::nn::to_vec_f32;
+    use burn::tensor::Distribution;
+    use burn::tensor::activation as burn_act;
+
+    const SHAPES: [[usize; 4]; 5] = [
+        [1, 1, 1, 1],
+        [1, 3, 5, 7],
+        [2, 4, 3, 3],
+        [3, 16, 11, 13],
+        [8, 5, 33, 32],
+    ];
+
+    fn random(shape: [usize; 4], seed: u64, dev: &Device) -> Tensor<4> {
+        dev.seed(seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 3.0), dev)
+    }
+
+    /// `|a − b| ≤ tol·(|b| + 1e-3)`.
+    fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (w.abs() + 1e-3) && g.is_finite(),
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    type Pair = (fn(Tensor<4>) -> Tensor<4>, fn(Tensor<4>) -> Tensor<4>);
+
+    fn pairs() -> Vec<(&'static str, Pair)> {
+        vec![
+            ("relu", (|x| relu(x), |x| burn_act::relu(x))),
+            (
+                "leaky",
+                (|x| leaky_relu(x, 0.1), |x| burn_act::leaky_relu(x, 0.1)),
+            ),
+            (
+                "leaky_neg",
+                (|x| leaky_relu(x, -0.3), |x| burn_act::leaky_relu(x, -0.3)),
+            ),
+            ("silu", (|x| silu(x), |x| burn_act::silu(x))),
+            ("gelu", (|x| gelu(x), |x| burn_act::gelu(x))),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_burn_on_odd_shapes() {
+        let dev = device();
+        for (k, &shape) in SHAPES.iter().enumerate() {
+            let x = random(shape, k as u64, &dev);
+            for (name, (ours, theirs)) in pairs() {
+                let got = to_vec_f32(ours(x.clone()));
+                let want = to_vec_f32(theirs(x.clone()));
+                assert_close(name, &got, &want, 1e-4);
+            }
+        }
+        // Tails and extremes: no overflow, exact zeros/identities where they belong.
+        let ext =
+            crate::nn::float_tensor(vec![-1e4, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4], [7], &dev);
+        let s = to_vec_f32(silu(ext.clone()));
+        let g = to_vec_f32(gelu(ext));
+        assert_eq!(s[3], 0.0);
+        assert_eq!(&s[4..], &[20.0, 100.0, 1e4]);
+        assert_eq!(&g[4..], &[20.0, 100.0, 1e4]);
+        assert!(s[..3].iter().chain(&g[..3]).all(|v| v.abs() < 1e-6));
+    }
+
+    #[test]
+    fn gradients_match_burn_and_the_exact_formulas() {
+        let dev = train_device();
+        for (k, &shape) in SHAPES.iter().enumerate() {
+            let x0 = random(shape, 10 + k as u64, &dev);
+            let r = random(shape, 20 + k as u64, &dev);
+            for (name, (ours, theirs)) in pairs() {
+                let grad = |f: fn(Tensor<4>) -> Tensor<4>| {
+                    let x = x0.clone().detach().require_grad();
+                    let grads = (f(x.clone()) * r.clone()).sum().backward();
+                    to_vec_f32(x.grad(&grads).expect("grad"))
+                };
+                let got = grad(ours);
+                if name == "gelu" {
+                    // burn differentiates the tanh approximation; compare with Φ + xφ in f64.
+                    let xs = to_vec_f32(x0.clone());
+                    let rs = to_vec_f32(r.clone());
+                    let want: Vec<f32> = xs
+                        .iter()
+                        .zip(&rs)
+                        .map(|(&x, &r)| {
+                            let x = f64::from(x);
+                            let cdf = 0.5 * (1.0 + erf64(x / std::f64::consts::SQRT_2));
+                            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                            (f64::from(r) * (cdf + x * pdf)) as f32
+                        })
+                        .collect();
+                    assert_close(name, &got, &want, 1e-4);
+                } else {
+                    assert_close(name, &got, &grad(theirs), 1e-4);
+                }
+            }
+        }
+        for (k, (name, (ours, _))) in pairs().into_iter().enumerate() {
+            if name.starts_with("leaky") || name == "relu" {
+                continue; // kinks: the finite-difference checker handles them, but slowly
+            }
+            crate::nn::gradcheck::check_input_gradient(ours, [2, 3, 2, 3], 30 + k as u64);
+        }
+    }
+
+    /// erf in f64 by its Maclaurin series / continued fraction (reference only).
+    fn erf64(x: f64) -> f64 {
+        if x.abs() < 3.0 {
+            let (mut term, mut sum, x2) = (x, x, x * x);
+            for n in 1..200 {
+                term *= -x2 / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc(z) by Lentz's continued fraction.
+            let z = x.abs();
+            let mut f = z;
+            for k in (1..60).rev() {
+                f = z + (k as f64 / 2.0) / f;
+            }
+            let erfc = (-z * z).exp() / (f * std::f64::consts::PI.sqrt());
+            x.signum() * (1.0 - erfc)
+        }
+    }
+
+    #[test]
+    fn exp_fast_is_accurate() {
+        let mut worst = 0f64;
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01;
+            let (got, want) = (f64::from(exp_fast(x)), f64::from(x).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "exp_fast relative error {worst}");
+        assert!(exp_fast(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn input_is_reused_when_free_and_kept_when_shared() {
+        let dev = device();
+        let x = random([2, 3, 4, 5], 3, &dev);
+        let before = to_vec_f32(x.clone());
+        let y = leaky_relu(x.clone(), 0.2);
+        assert_eq!(to_vec_f32(x), before, "a shared input is not overwritten");
+        let want: Vec<f32> = before
+            .iter()
+            .map(|&v| if v > 0.0 { v } else { 0.2 * v })
+            .collect();
+        assert_eq!(to_vec_f32(y), want);
+    }
+}
