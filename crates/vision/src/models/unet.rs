@@ -359,6 +359,15 @@ mod tests {
         for (seed, up) in [(43, UpMode::Bilinear), (44, UpMode::Transpose)] {
             dev.seed(seed);
             let net = UNet::new(&tiny(up, 0.0), &dev).unwrap();
+            let _ = net.forward(Tensor::<4>::random(
+                [4, 1, 8, 8],
+                Distribution::Default,
+                &dev,
+            ));
+            // Running statistics, for the reason given in `mobilenet`'s gradient test: with
+            // batch statistics 1 of 16 seed/mode pairs failed on a kink, with running statistics none
+            // in 32 did.
+            let net = net.freeze();
             check_input_gradient(|x: Tensor<4>| net.forward(x), [2, 1, 8, 8], seed);
         }
     }
