@@ -4,7 +4,7 @@ ResNet-20, UNet and YOLO-tiny (crates/vision/src/models/), timed as
 crates/vision/examples/vision_step_bench.rs times ferrolab's.
 
     bench/.venv/bin/python bench/vision_torch.py --model resnet20|unet|yolo \
-        [--threads 2] [--warmup N] [--iters N] [--params-only]
+        [--threads 2] [--warmup N] [--iters N] [--params-only | --check-loss | --profile]
 
 Each twin has the same layers in the same order with the same parameter count; the script
 prints `params` the way burn counts them (trainable parameters plus batch norm's running mean
@@ -14,6 +14,17 @@ and variance), and bench/vision_harness.py refuses a round where the two sides d
   at the first block of stages 2 and 3), option-A shortcuts (`x[:, :, ::2, ::2]` zero-padded
   with planes/4 channels on each side, as akamaster/pytorch_resnet_cifar10), global average
   pooling, Linear(64 -> 10). Convolutions without bias (BN follows). Input [128, 1, 32, 32].
+- UNet (ferrolab's default UNetConfig, the WSL4MIS/AttenScribble network as it runs): conv
+  blocks 3x3 conv (bias) -> BN -> LeakyReLU(0.01) -> Dropout(p) -> 3x3 conv -> BN -> LeakyReLU,
+  widths 16/32/64/128/256 with encoder dropout 0.05/0.1/0.2/0.3/0.5, 2x2 max pools; decoder:
+  1x1 conv to the skip's width, bilinear x2 (align_corners), cat [skip, up], conv block
+  (dropout 0); final 3x3 conv to 4 classes. Input [8, 1, 128, 128], per-pixel cross-entropy.
+- YOLO-tiny (yolov3-tiny.cfg layout, 80 classes, anchors scaled to 128 pixels): seven 3x3
+  conv-BN-LeakyReLU(0.1) layers (16 ... 1024) with 2x2 max pools (the sixth with stride 1,
+  its window running past the edge), heads at stride 32 and 16 (1x1/3x3 conv-BN, 1x1 output
+  convs with bias, nearest x2 and concatenation). Input [16, 3, 128, 128], three boxes per
+  image, and ferrolab's YOLOv3 loss written in torch (`YoloTiny.loss`), which
+  `--check-loss` compares with ferrolab's on fixed head outputs.
 
 Training step: forward, loss (cross-entropy, mean), backward, optimiser step (SGD with
 momentum 0.9 and weight decay 5e-4 for ResNet and YOLO, Adam for UNet), on one fixed random
@@ -30,6 +41,7 @@ import ctypes
 import gc
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -460,6 +472,32 @@ def run(a):
     }
 
 
+def profile(a):
+    """Where a training step's time goes on PyTorch's side, op by op (ATen ops, self time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model, opt, x, loss_fn = build(a.model)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x))
+        loss.item()
+        loss.backward()
+        opt.step()
+
+    for _ in range(a.warmup):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(a.iters):
+            step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30),
+          file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, choices=["resnet20", "unet", "yolo"])
@@ -470,6 +508,9 @@ def main():
                     help="print the parameter count (burn's way) and exit")
     ap.add_argument("--check-loss", action="store_true",
                     help="yolo: print the loss of fixed head outputs (as the Rust side) and exit")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the warm-up, profile --iters training steps with torch.profiler "
+                         "and print the ops by self CPU time (to stderr), instead of timing")
     a = ap.parse_args()
     if a.check_loss:
         if a.model != "yolo":
@@ -478,6 +519,9 @@ def main():
         return
     if a.threads < 1 or a.iters < 1 or a.warmup < 0:
         raise SystemExit("error: --threads and --iters must be >= 1, --warmup >= 0")
+    if a.profile:
+        profile(a)
+        return
     print(json.dumps(run(a)))
 
 
