@@ -365,8 +365,8 @@ mod tests {
                 &dev,
             ));
             // Running statistics, for the reason given in `mobilenet`'s gradient test: with
-            // batch statistics 1 of 16 seed/mode pairs failed on a kink, with running statistics none
-            // in 32 did.
+            // batch statistics 1 of 16 seed/mode pairs failed on a kink; with running
+            // statistics none of 32 did.
             let net = net.freeze();
             check_input_gradient(|x: Tensor<4>| net.forward(x), [2, 1, 8, 8], seed);
         }
