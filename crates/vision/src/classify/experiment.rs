@@ -150,12 +150,12 @@ pub fn accuracy(model: &Net, set: &ImageSet, norm: Normalization, batch: usize) 
 
 /// SGD as configured (PyTorch semantics: no dampening, weight decay added to the gradient).
 fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
-    let momentum = (cfg.optim.momentum > 0.0).then(|| MomentumConfig {
+    let momentum = (cfg.optim.momentum > 0.0).then_some(MomentumConfig {
         momentum: cfg.optim.momentum,
         dampening: 0.0,
         nesterov: cfg.optim.nesterov,
     });
-    let decay = (cfg.train.weight_decay > 0.0).then(|| WeightDecayConfig {
+    let decay = (cfg.train.weight_decay > 0.0).then_some(WeightDecayConfig {
         penalty: cfg.train.weight_decay as f32,
     });
     SgdConfig::new()
