@@ -294,3 +294,88 @@ fn quick_preset_on_the_real_data_is_well_above_chance_and_predicts_the_test_set(
     assert_eq!(stdout(&o).lines().count(), 10_000);
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn a_killed_run_resumed_from_its_state_ends_as_an_uninterrupted_one() {
+    let root = tmp("classify-resume");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "classify",
+            "--preset",
+            "synthetic",
+            "--set",
+            "data.synthetic_train=1100",
+            "--set",
+            "data.synthetic_test=200",
+            "--set",
+            "data.val_size=100",
+            "--set",
+            "train.epochs=3",
+            "--threads",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let straight = root.join("straight");
+    let o = ferrolab(
+        &args(&straight)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Kill the second run as soon as its first epoch's state is on disk.
+    let killed = root.join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(args(&killed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = common::incomplete(&killed).join("train-state/state.json");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"epochs_done\": 1")) {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no state after 2 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("report.json").exists());
+    let mut resume = args(&killed);
+    let at = resume.iter().position(|a| a == "--out").unwrap();
+    resume[at] = "--resume".into();
+    resume[at + 1] = common::incomplete(&killed).display().to_string();
+    let o = ferrolab(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resume: continuing after epoch"),
+        "{}",
+        stderr(&o)
+    );
+    let read = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&straight), read(&killed));
+    for k in ["test_accuracy", "val_accuracy", "train_loss"] {
+        assert_eq!(a["metrics"][k], b["metrics"][k], "{k}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(killed.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
