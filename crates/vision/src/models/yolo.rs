@@ -536,6 +536,22 @@ impl YoloTiny {
     }
 }
 
+impl YoloTiny {
+    /// [`decode`](Self::decode) then per-class [`nms`] on each image: the detector's final
+    /// answer for `outputs`.
+    pub fn detect(
+        &self,
+        outputs: (Tensor<4>, Tensor<4>),
+        conf_threshold: f32,
+        iou_threshold: f32,
+    ) -> Vec<Vec<Detection>> {
+        self.decode(outputs, conf_threshold)
+            .iter()
+            .map(|dets| nms(dets, iou_threshold))
+            .collect()
+    }
+}
+
 fn sigmoid_f32(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -711,6 +727,7 @@ mod tests {
             let loss = to_vec_f32(net.loss(outs.clone(), &[vec![t]]))[0];
             assert!(loss < 2e-3, "{loss}");
             let dets = net.decode(outs.clone(), 0.5);
+            assert_eq!(net.detect(outs.clone(), 0.5, 0.45), dets);
             assert_eq!(dets.len(), 1);
             assert_eq!(dets[0].len(), 1, "{:?}", dets[0]);
             let d = dets[0][0];
