@@ -21,6 +21,20 @@ pub enum FheError {
         /// Maximum log2(QP) of the HE standard's table for `n`.
         limit: u32,
     },
+    /// Bootstrapping parameters (sparse secret) beyond their documented 128-bit bound.
+    #[error(
+        "insecure bootstrapping parameters: log2(QP) = {log_qp} bits exceeds {limit} bits, the 128-bit bound documented for a sparse ternary secret of Hamming weight {h} at N = {n} (Lee et al. 2022, HEaaN FGb); use fewer/smaller primes or opt in with allow_insecure"
+    )]
+    InsecureSparse {
+        /// Ring degree.
+        n: usize,
+        /// Secret Hamming weight.
+        h: usize,
+        /// Total modulus bits including special primes.
+        log_qp: u32,
+        /// The documented bound.
+        limit: u32,
+    },
     /// No NTT-friendly prime of the requested size exists (or not enough distinct ones).
     #[error("cannot find {count} distinct NTT-friendly primes of {bits} bits for N = {n}")]
     NoPrimes {
@@ -96,6 +110,7 @@ impl FheError {
             self,
             FheError::InvalidParams(_)
                 | FheError::Insecure { .. }
+                | FheError::InsecureSparse { .. }
                 | FheError::NoPrimes { .. }
                 | FheError::Decode { .. }
                 | FheError::Io { .. }

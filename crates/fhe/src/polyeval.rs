@@ -2,11 +2,10 @@
 //! a degree-d polynomial consumes ⌈log2(d+1)⌉ levels (plus one if the interval is not [-1, 1]).
 //!
 //! p = Σ c_i T_i is divided by giant Chebyshev polynomials T_m (m = baby·2^j) with
-//! T_{m+j} = 2·T_m·T_j − T_{m−j}, down to leaves of degree < baby. A leaf term c·T_i is
-//! formed as (2c·T_b)·T_a − c·T_{a−b} (a the largest power of two below i, b = i − a), so the
-//! constant rides on the shallower factor and the leaf costs no extra level (the trick that
-//! makes the whole evaluation depth-optimal; Bossuat et al., Eurocrypt 2021, §4 discuss the
-//! same goal with a different scale bookkeeping).
+//! T_{m+j} = 2·T_m·T_j − T_{m−j}, down to leaves of degree < baby. A leaf splits the same way
+//! at its middle T_{n/2}, recursively, so that every constant rides on a factor shallow
+//! enough to take it and the leaf costs no extra level, with log2(n) − 1 products per leaf
+//! (the goal of Bossuat et al., Eurocrypt 2021, §4, with a different scale bookkeeping).
 
 use crate::ckks::Ciphertext;
 use crate::complex::C64;
@@ -145,40 +144,81 @@ impl PolyState<'_> {
         Ok(out)
     }
 
-    /// c·T_i at depth ⌈log2 i⌉ (i not a power of two) or log2 i + 1 (i a power of two).
-    fn c_t(&mut self, i: usize, c: f64) -> Result<Ciphertext> {
-        if i.is_power_of_two() {
-            let ti = self.t(i)?;
-            let target = self.ladder[ti.level.saturating_sub(1)];
-            return self.ev.mul_const_rescale_to(&ti, c, target);
+    /// A leaf Σ_{i<n} c_i T_i (n = c.len() rounded up to a power of two) at depth log2(n),
+    /// with ⌈log2 n⌉ − 1 ciphertext products: the upper half is
+    /// Σ_j h_j T_{n/2+j} = T_{n/2}·(h_0 + Σ_{j≥1} 2h_j T_j) − Σ_{j≥1} h_j T_{n/2−j}
+    /// (T_{a+b} = 2·T_a·T_b − T_{a−b}), its multiplicand a smaller leaf one level shallower
+    /// and its correction folded into the lower half, which is a plain linear combination
+    /// (its T_i are shallow enough to take a constant). Putting the constant on the
+    /// shallower factor of every term instead costs a product per term.
+    fn leaf(&mut self, c: &[f64]) -> Result<Ciphertext> {
+        let n = c.len().next_power_of_two();
+        if n <= 2 {
+            return self.lin_comb(c);
         }
-        let a = 1usize << (usize::BITS - 1 - i.leading_zeros());
-        let b = i - a;
-        let left = self.c_t(b, 2.0 * c)?;
-        let ta = self.t(a)?;
-        let prod = self.mul(&left, &ta)?;
-        let tail = self.c_t(a - b, c)?;
-        self.sub(&prod, &tail)
+        let h = n / 2;
+        let mut lo = c[..h].to_vec();
+        let hi = &c[h..];
+        let mut inner = vec![0.0; hi.len()];
+        inner[0] = hi[0];
+        for j in 1..hi.len() {
+            inner[j] = 2.0 * hi[j];
+            lo[h - j] -= hi[j];
+        }
+        let lower = self.lin_comb(&lo)?;
+        if inner.iter().all(|&x| is_zero(x)) {
+            return Ok(lower);
+        }
+        let ie = self.leaf(&inner)?;
+        let th = self.t(h)?;
+        let prod = self.mul(&ie, &th)?;
+        self.add(&prod, &lower)
     }
 
-    /// A leaf Σ_{i<baby} c_i T_i.
-    fn leaf(&mut self, c: &[f64]) -> Result<Ciphertext> {
+    /// c_0 + Σ_{i≥1} c_i T_i with one rescale: every T_i dropped to the lowest level among
+    /// them, multiplied by its constant at the scale that makes all terms equal, summed.
+    fn lin_comb(&mut self, c: &[f64]) -> Result<Ciphertext> {
+        let c0 = c.first().copied().unwrap_or(0.0);
+        let mut terms: Vec<(usize, f64)> = c
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, v)| !is_zero(**v))
+            .map(|(i, &v)| (i, v))
+            .collect();
+        if terms.is_empty() {
+            terms.push((1, 0.0));
+        }
+        let ts = terms
+            .iter()
+            .map(|&(i, _)| self.t(i))
+            .collect::<Result<Vec<_>>>()?;
+        let lvl = ts.iter().map(|t| t.level).min().unwrap_or(0);
+        if lvl == 0 {
+            return Err(FheError::Level(
+                "a polynomial term needs a level ≥ 1 for its constant".into(),
+            ));
+        }
+        let q = self.ev.context().q[lvl] as f64;
+        let target = self.ladder[lvl - 1];
         let mut acc: Option<Ciphertext> = None;
-        for (i, &ci) in c.iter().enumerate().skip(1) {
-            if is_zero(ci) {
-                continue;
-            }
-            let term = self.c_t(i, ci)?;
+        for (t, &(_, v)) in ts.iter().zip(&terms) {
+            let d = self.ev.drop_to_level(t, lvl)?;
+            let m = self.ev.mul_const(&d, v, target * q / d.scale)?;
+            // The products' scales agree to rounding; record one exactly.
+            let m = Ciphertext {
+                scale: target * q,
+                ..m
+            };
             acc = Some(match acc {
-                None => term,
-                Some(a) => self.add(&a, &term)?,
+                None => m,
+                Some(a) => self.ev.add(&a, &m)?,
             });
         }
-        let acc = match acc {
-            Some(a) => a,
-            None => self.c_t(1, 0.0)?,
-        };
-        self.ev.add_const(&acc, C64::real(c[0]))
+        let acc = acc.ok_or_else(|| FheError::InvalidInput("empty polynomial leaf".into()))?;
+        let mut r = self.ev.rescale(&acc)?;
+        r.scale = target;
+        self.ev.add_const(&r, C64::real(c0))
     }
 
     /// Σ c_i T_i for c.len() ≤ baby·2^g.

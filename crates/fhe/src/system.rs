@@ -496,7 +496,21 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
                     "evalmod_degree": row.evalmod_degree, "k_range": row.k_range,
                     "keygen_ms": row.keygen_ms, "setup_ms": row.setup_ms,
                     "levels_after": row.levels_after,
+                    "stage_ms": {
+                        "mod_raise": row.stages.mod_raise_ms, "trace": row.stages.trace_ms,
+                        "coeff_to_slot": row.stages.coeff_to_slot_ms,
+                        "eval_mod": row.stages.eval_mod_ms,
+                        "slot_to_coeff": row.stages.slot_to_coeff_ms,
+                    },
                 }),
+            );
+            eprintln!(
+                "  stages (last run, ms): ModRaise {:.0}, trace {:.0}, CoeffToSlot {:.0}, EvalMod {:.0}, SlotToCoeff {:.0}",
+                row.stages.mod_raise_ms,
+                row.stages.trace_ms,
+                row.stages.coeff_to_slot_ms,
+                row.stages.eval_mod_ms,
+                row.stages.slot_to_coeff_ms
             );
             eprintln!(
                 "  {n} {k}: {:.0} ms (median of {}), {:.1} bits worst / {:.1} mean, {} levels left, keys {:.0} MB ({:.0} MB on the wire), DFT factors {:.0} MB",

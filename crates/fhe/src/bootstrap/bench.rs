@@ -46,6 +46,8 @@ pub struct BootRow {
     pub keygen_ms: f64,
     /// Precomputation (DFT factors, EvalMod polynomial), ms.
     pub setup_ms: f64,
+    /// Stage times of the last timed run.
+    pub stages: super::StageTimes,
 }
 
 impl BootRow {
@@ -116,6 +118,7 @@ pub fn run_one(ctx: &std::sync::Arc<Context>, chain: &BootChain, slots: usize, k
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(slots as u64));
     let full = ctx.slots();
     let mut ms = Vec::new();
+    let mut stages = super::StageTimes::default();
     let (mut worst, mut sum, mut count) = (0.0f64, 0.0f64, 0usize);
     for _ in 0..reps.max(1) {
         let v: Vec<C64> = (0..slots)
@@ -130,8 +133,9 @@ pub fn run_one(ctx: &std::sync::Arc<Context>, chain: &BootChain, slots: usize, k
         let z: Vec<C64> = (0..full).map(|t| v[t % slots]).collect();
         let ct = enc.encrypt(&pk, &ctx.encode(&z, 0, ctx.scale_at(0))?)?;
         let t = Instant::now();
-        let out = bt.bootstrap(&ev, &ct)?;
+        let (out, st) = bt.bootstrap_timed(&ev, &ct)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
+        stages = st;
         let got = dec.decrypt_decode(&out)?;
         for (g, w) in got.iter().zip(&z) {
             let e = (*g - *w).abs();
@@ -161,5 +165,6 @@ pub fn run_one(ctx: &std::sync::Arc<Context>, chain: &BootChain, slots: usize, k
         k_range: bt.eval_mod_poly().k_range,
         keygen_ms,
         setup_ms,
+        stages,
     })
 }

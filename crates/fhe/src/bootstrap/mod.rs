@@ -76,7 +76,7 @@ pub struct BootstrapConfig {
     /// absolute error of EvalMod is fixed in units of q_0, so every bit of scale gained is a
     /// bit of precision; the price is the sine's deviation from the identity,
     /// (2π·m/q_0)²/6 relative, for a coefficient m (2^-17 at a coefficient as large as the
-    /// scale with 10 bits; random slots have coefficients far smaller).
+    /// scale with 8 bits, as Lattigo's default; random slots have coefficients far smaller).
     pub log_message_ratio: u32,
 }
 
@@ -92,7 +92,7 @@ impl BootstrapConfig {
             k_range: None,
             double_angle: 3,
             max_degree: 63,
-            log_message_ratio: 10,
+            log_message_ratio: 8,
         }
     }
 }
@@ -165,31 +165,37 @@ impl BootChain {
         }
     }
 
-    /// N = 2^16, h = 192, 9 levels left, log QP ≤ 1555.
+    /// N = 2^16, h = 192, 9 levels left, log QP ≤ 1555 (1550). q_0 is only 50 bits: the
+    /// input is scaled up to q_0/2^8 at ModRaise anyway, so a larger q_0 would buy nothing,
+    /// and its bits go to 60-bit CoeffToSlot and EvalMod primes, whose scale sets the
+    /// precision. Five 60-bit special primes, one per five q primes (dnum = 5): a digit's
+    /// modulus never exceeds P, and a key is 5 × 2 × 30 limbs (150 MB).
     pub fn n16_l9() -> Self {
         BootChain {
             log_n: 16,
-            q0_bits: 60,
+            q0_bits: 50,
             levels_after: 9,
-            scale_bits: 42,
-            stc_bits: vec![42; 3],
-            evalmod_bits: vec![58; 9],
-            cts_bits: vec![58; 3],
+            scale_bits: 40,
+            stc_bits: vec![40; 3],
+            evalmod_bits: vec![60; 9],
+            cts_bits: vec![60; 3],
             p_bits: vec![60; 5],
             allow_insecure: false,
         }
     }
 
-    /// N = 2^16, h = 192, 16 levels left, log QP ≤ 1555.
+    /// N = 2^16, h = 192, 16 levels left, log QP ≤ 1555 (1550): the 9-level set's shape with
+    /// 35-bit user primes and 50-bit CoeffToSlot/EvalMod primes (less precise), four 60-bit
+    /// special primes over digits of four primes (dnum = 8).
     pub fn n16_l16() -> Self {
         BootChain {
             log_n: 16,
-            q0_bits: 55,
+            q0_bits: 45,
             levels_after: 16,
-            scale_bits: 36,
-            stc_bits: vec![36; 2],
-            evalmod_bits: vec![52; 9],
-            cts_bits: vec![52; 2],
+            scale_bits: 35,
+            stc_bits: vec![35; 3],
+            evalmod_bits: vec![50; 9],
+            cts_bits: vec![50; 3],
             p_bits: vec![60; 4],
             allow_insecure: false,
         }
@@ -202,6 +208,21 @@ impl BootChain {
         c.stc_levels = self.stc_bits.len();
         c
     }
+}
+
+/// Wall time of each bootstrapping stage, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Drop to level 0, prescale, ModRaise.
+    pub mod_raise_ms: f64,
+    /// Subring trace (sparse slots).
+    pub trace_ms: f64,
+    /// CoeffToSlot with the Re/Im extraction.
+    pub coeff_to_slot_ms: f64,
+    /// EvalMod (both halves for full complex slots).
+    pub eval_mod_ms: f64,
+    /// SlotToCoeff (with the final conjugation for real slots).
+    pub slot_to_coeff_ms: f64,
 }
 
 /// Everything bootstrapping precomputes for one parameter set and slot layout: the encoded
@@ -374,8 +395,9 @@ impl Bootstrapper {
         }
         let log_qp = ctx.log_qp.ceil() as u32;
         if log_qp > SPARSE_H192_N16_MAX_LOG_QP {
-            return Err(FheError::Insecure {
+            return Err(FheError::InsecureSparse {
                 n: ctx.n,
+                h,
                 log_qp,
                 limit: SPARSE_H192_N16_MAX_LOG_QP,
             });
@@ -494,6 +516,15 @@ impl Bootstrapper {
     /// output has the context's ladder scale at that level times ct.scale/Δ_0 (exactly the
     /// ladder when ct was on it).
     pub fn bootstrap(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
+        Ok(self.bootstrap_timed(ev, ct)?.0)
+    }
+
+    /// [`bootstrap`](Self::bootstrap) with the wall time of each stage.
+    pub fn bootstrap_timed(
+        &self,
+        ev: &Evaluator,
+        ct: &Ciphertext,
+    ) -> Result<(Ciphertext, StageTimes)> {
         check_ciphertext(&self.ctx, ct)?;
         if ct.size() != 2 {
             return Err(FheError::CiphertextSize(format!(
@@ -502,6 +533,14 @@ impl Bootstrapper {
             )));
         }
         self.check_keys(ev)?;
+        let mut times = StageTimes::default();
+        let clock = std::time::Instant::now();
+        let lap = |slot: &mut f64, since: &mut f64| {
+            let now = clock.elapsed().as_secs_f64() * 1e3;
+            *slot = now - *since;
+            *since = now;
+        };
+        let mut since = 0.0;
         let low = ev.drop_to_level(ct, 0)?;
         let k = prescale(self.ctx.q[0] as f64, ct.scale, self.cfg.log_message_ratio);
         let low = if k > 1.0 {
@@ -511,13 +550,19 @@ impl Bootstrapper {
         };
         let s_in = ct.scale * k;
         let raised = self.mod_raise(&low)?;
+        lap(&mut times.mod_raise_ms, &mut since);
         let raised = self.subring_trace(ev, &raised)?;
+        lap(&mut times.trace_ms, &mut since);
         let xs = self.coeff_to_slot(ev, &raised)?;
+        lap(&mut times.coeff_to_slot_ms, &mut since);
         let ys = xs
             .iter()
             .map(|x| self.eval_mod(ev, x))
             .collect::<Result<Vec<_>>>()?;
-        self.slot_to_coeff(ev, &ys, s_in)
+        lap(&mut times.eval_mod_ms, &mut since);
+        let out = self.slot_to_coeff(ev, &ys, s_in)?;
+        lap(&mut times.slot_to_coeff_ms, &mut since);
+        Ok((out, times))
     }
 
     /// ModRaise: the level-0 ciphertext's residues, centred, as residues of every q_i; the
