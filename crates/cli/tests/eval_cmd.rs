@@ -154,6 +154,10 @@ fn coco_bad_input_is_one_line_naming_the_file() {
         ],
         &["nope.json"],
     );
+    bad(
+        &["eval", "coco", "--gt", s(&gt), "--dt", s(&d)],
+        &["eval-coco-bad", "not a regular file"],
+    );
     // A correct pair still works after all that: the numbers are a perfect detection's.
     std::fs::write(&dt, format!("[{ok}]")).unwrap();
     let o = ferrolab(&["eval", "coco", "--gt", s(&gt), "--dt", s(&dt)]);

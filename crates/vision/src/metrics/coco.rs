@@ -226,10 +226,18 @@ fn malformed(path: &Path, at: impl Into<String>, msg: impl Into<String>) -> Data
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    // A FIFO or device would block or never end; a folder gives a less clear OS message.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    std::fs::read(path).map_err(io)
 }
 
 fn json_error(path: &Path, e: &serde_json::Error) -> DataError {
