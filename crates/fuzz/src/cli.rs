@@ -49,6 +49,8 @@ pub struct Setup {
     pub apg_ckpt: PathBuf,
     pub apg_rows: Vec<u8>,
     pub classify_ckpt: PathBuf,
+    /// A finished tiny classify run (its `train-state` is what `--resume` reads).
+    pub classify_run: PathBuf,
     /// An IDX file of three 28x28 images for `classify predict`.
     pub classify_input: Vec<u8>,
 }
@@ -107,6 +109,27 @@ pub fn parse_keys(text: &str) -> Vec<Key> {
     out
 }
 
+/// A classify run that trains in a fraction of a second (the resume cases repeat it).
+const CLASSIFY_TINY: [&str; 17] = [
+    "classify",
+    "--set",
+    "data.dataset=synthetic",
+    "--set",
+    "data.synthetic_train=300",
+    "--set",
+    "data.synthetic_test=50",
+    "--set",
+    "data.val_size=50",
+    "--set",
+    "model.arch=mlp",
+    "--set",
+    "model.mlp_hidden=[8]",
+    "--set",
+    "train.epochs=1",
+    "--threads",
+    "1",
+];
+
 /// Builds the seeds: each system's resolved config, a tiny SECNN and a tiny APG checkpoint.
 pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
     let mut configs = Vec::new();
@@ -150,11 +173,9 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
     let apg_rows = output(bin, &["apg", "generate", "--rows", "4", "--no-label"], work)?;
     let classify_out = work.join("classify-run");
     let classify_out_s = classify_out.display().to_string();
-    #[rustfmt::skip]
-    output(bin, &["classify", "--set", "data.dataset=synthetic", "--set", "data.synthetic_train=300",
-        "--set", "data.synthetic_test=50", "--set", "data.val_size=50", "--set", "model.arch=mlp",
-        "--set", "model.mlp_hidden=[8]", "--set", "train.epochs=1", "--out", &classify_out_s,
-        "--threads", "1"], work)?;
+    let mut classify_args = CLASSIFY_TINY.to_vec();
+    classify_args.extend(["--out", &classify_out_s]);
+    output(bin, &classify_args, work)?;
     let mut classify_input = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
     classify_input.extend((0..3 * 28 * 28).map(|i| (i * 37 % 251) as u8));
     Ok(Setup {
@@ -165,6 +186,7 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         apg_ckpt: apg_out.join("checkpoint"),
         apg_rows,
         classify_ckpt: classify_out.join("checkpoint"),
+        classify_run: classify_out,
         classify_input,
     })
 }
@@ -469,6 +491,72 @@ pub fn checkpoint_case(
     Ok(Invocation {
         args,
         stdin: Some(stdin),
+        allowed: &[0, 1, 2],
+        round_trip: None,
+    })
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// A damaged training state (`train-state/`) of an unfinished tiny classify run, continued
+/// with `classify --resume`.
+pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invocation> {
+    let run = dir.join("r.incomplete");
+    copy_tree(&s.classify_run, &run)?;
+    // Without its report the run is unfinished, which is what --resume continues.
+    std::fs::remove_file(run.join("report.json"))?;
+    let state = run.join("train-state");
+    let epoch = std::fs::read_dir(&state)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .ok_or_else(|| std::io::Error::other("classify run has no epoch folder"))?;
+    let p = match rng.below(10) {
+        0..=3 => state.join("state.json"),
+        4..=6 => epoch.join("model.bpk"),
+        7..=8 => epoch.join("optim.bpk"),
+        _ => {
+            let parts = [
+                state.join("state.json"),
+                epoch.join("model.bpk"),
+                epoch.join("optim.bpk"),
+            ];
+            let victim = rng.pick(&parts).clone();
+            std::fs::remove_file(&victim)?;
+            if rng.chance(0.5) {
+                std::fs::create_dir(&victim)?;
+            }
+            PathBuf::new()
+        }
+    };
+    if !p.as_os_str().is_empty() {
+        let mut bytes = std::fs::read(&p)?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut v) if rng.chance(0.7) => {
+                json::mutate(rng, &mut v);
+                bytes = v.to_string().into_bytes();
+            }
+            _ => mutate::bytes(rng, &mut bytes, &[]),
+        }
+        std::fs::write(&p, bytes)?;
+    }
+    let mut args: Vec<String> = CLASSIFY_TINY.iter().map(|a| a.to_string()).collect();
+    args.extend(["--resume".to_string(), run.display().to_string()]);
+    Ok(Invocation {
+        args,
+        stdin: None,
         allowed: &[0, 1, 2],
         round_trip: None,
     })
