@@ -12,13 +12,11 @@
 use burn::module::{Flag, Param, RunningState};
 use burn::nn::Initializer;
 use burn::prelude::*;
-use burn::tensor::activation;
 use burn::tensor::module as ops;
-use burn::tensor::ops::{
-    ConvTransposeOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions,
-};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use ferrolab_core::kernels::batchnorm::{batch_norm_eval, batch_norm_train};
 use ferrolab_core::kernels::conv2d::{self as conv_kernels, Conv2dSpec};
+use ferrolab_core::kernels::{pointwise, pool};
 
 /// PyTorch's default `kaiming_uniform_(a=√5)`: gain √(2/(1+5)) = 1/√3, so the bound
 /// gain·√(3/fan_in) is 1/√fan_in, for weights and biases alike.
@@ -266,12 +264,10 @@ impl ConvTranspose2x2 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        // TODO(kernels): switch to ferrolab_core::kernels::conv2d::conv_transpose2d_2x2.
-        ops::conv_transpose2d(
+        ferrolab_core::kernels::conv_transpose2d::conv_transpose2d_2x2(
             x,
             self.weight.val(),
             self.bias.as_ref().map(Param::val),
-            ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1),
         )
     }
 }
@@ -303,6 +299,10 @@ impl ConvBn {
 
 /// Max pooling with a square window, no padding (PyTorch's `nn.MaxPool2d(k, s)`).
 pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if kernel == 2 && stride == 2 && h >= 2 && w >= 2 {
+        return pool::max_pool2d_2x2(x);
+    }
     ops::max_pool2d(
         x,
         MaxPoolOptions::new([kernel, kernel]).with_stride([stride, stride]),
@@ -331,7 +331,7 @@ pub fn avg_pool2d(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
 /// Global average pooling `[N, C, H, W] → [N, C]`.
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [n, c, _, _] = x.dims();
-    ops::adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
+    pool::global_avg_pool(x).reshape([n, c])
 }
 
 /// Every second row and column, starting at 0 (`x[:, :, ::2, ::2]`): the stride-2 identity of
@@ -351,13 +351,7 @@ pub fn upsample_nearest2x(x: Tensor<4>) -> Tensor<4> {
 
 /// Bilinear up-sampling by 2; `align_corners` as PyTorch's flag (the UNet reference uses true).
 pub fn upsample_bilinear2x(x: Tensor<4>, align_corners: bool) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    ops::interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(align_corners)
-            .with_output_size([2 * h, 2 * w]),
-    )
+    pool::upsample_bilinear2x(x, align_corners)
 }
 
 /// Concatenation along the channel axis.
@@ -366,15 +360,15 @@ pub fn concat_channels(xs: Vec<Tensor<4>>) -> Tensor<4> {
 }
 
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    activation::relu(x)
+    pointwise::relu(x)
 }
 
 pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
-    activation::leaky_relu(x, slope)
+    pointwise::leaky_relu(x, slope)
 }
 
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    activation::silu(x)
+    pointwise::silu(x)
 }
 
 #[cfg(test)]
