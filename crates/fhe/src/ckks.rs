@@ -85,7 +85,11 @@ impl PartialEq for SwitchingKey {
 impl SwitchingKey {
     /// Bytes on the wire when each `a` half travels as its 32-byte seed.
     pub fn wire_bytes_compressed(&self) -> usize {
-        self.digits.iter().map(|(b, _)| b.len() * 8 + 32).sum::<usize>() + 4
+        self.digits
+            .iter()
+            .map(|(b, _)| b.len() * 8 + 32)
+            .sum::<usize>()
+            + 4
     }
 
     /// Bytes held in memory (both halves of every digit).

@@ -6,8 +6,8 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod arith;
-pub mod bootstrap;
 pub mod bench;
+pub mod bootstrap;
 pub mod ckks;
 pub mod complex;
 pub mod encoder;
@@ -22,11 +22,11 @@ mod scratch;
 pub mod serial;
 pub mod system;
 
+pub use bootstrap::{BootChain, BootstrapConfig, Bootstrapper, SlotKind};
 pub use ckks::{
     Ciphertext, Decryptor, Encryptor, EvaluationKeys, GaloisKeys, KeyGenerator, Plaintext,
     PublicKey, RelinKey, SecretKey, SwitchingKey,
 };
-pub use bootstrap::{BootChain, BootstrapConfig, Bootstrapper, SlotKind};
 pub use complex::C64;
 pub use error::{FheError, Result};
 pub use eval::Evaluator;

@@ -428,7 +428,9 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
     let insecure = m.get_flag("allow-insecure");
     if !(1..=100).contains(&reps) {
-        return Err(SystemError::usage(format!("--reps {reps}: expected 1..=100")));
+        return Err(SystemError::usage(format!(
+            "--reps {reps}: expected 1..=100"
+        )));
     }
     if !(1..=256).contains(&threads) {
         return Err(SystemError::usage(format!(
@@ -436,7 +438,9 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
         )));
     }
     if slots.is_empty() || kinds.is_empty() {
-        return Err(SystemError::usage("--slots and --kinds need at least one value"));
+        return Err(SystemError::usage(
+            "--slots and --kinds need at least one value",
+        ));
     }
     // Everything that can be refused is refused before any work: the chain (security), and
     // every slot count against N/2.
@@ -475,9 +479,10 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
             report
                 .metrics
                 .insert(format!("bootstrap_ms_{tag}"), row.median_ms());
-            report
-                .metrics
-                .insert(format!("bootstrap_precision_bits_{tag}"), row.precision_bits);
+            report.metrics.insert(
+                format!("bootstrap_precision_bits_{tag}"),
+                row.precision_bits,
+            );
             report.metrics.insert(
                 format!("bootstrap_precision_bits_{tag}_mean"),
                 row.precision_bits_mean,

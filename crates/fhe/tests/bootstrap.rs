@@ -76,10 +76,9 @@ fn slot_to_coeff_inverts_coeff_to_slot() {
         .collect();
     // s_in = q0/π undoes the factor 2 of Re/Im extraction and the 2π of EvalMod.
     let q0 = b.ctx.q[0] as f64;
-    let out = b
-        .bt
-        .slot_to_coeff(&b.ev, &ys, q0 / std::f64::consts::PI)
-        .unwrap();
+    let out =
+        b.bt.slot_to_coeff(&b.ev, &ys, q0 / std::f64::consts::PI)
+            .unwrap();
     assert_eq!(out.level, b.bt.levels_after());
     let got = b.dec.decrypt_decode(&out).unwrap();
     let err = max_err(&got, &z);
@@ -167,4 +166,3 @@ fn bootstraps_real_sparse_slots() {
 fn bootstraps_complex_sparse_slots() {
     end_to_end(512, SlotKind::Complex, 19.0);
 }
-

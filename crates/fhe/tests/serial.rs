@@ -97,7 +97,12 @@ fn seed_compressed_keys_round_trip_at_half_the_size() {
     let keys = client.ev.keys();
     let full = to_bytes(&client.ctx, keys);
     let small = ferrolab_fhe::serial::keys_to_bytes_compressed(&client.ctx, keys).unwrap();
-    assert!(small.len() * 2 < full.len() + 4096, "{} vs {}", small.len(), full.len());
+    assert!(
+        small.len() * 2 < full.len() + 4096,
+        "{} vs {}",
+        small.len(),
+        full.len()
+    );
     assert_eq!(small.len() as f64, small.len() as f64);
     let back = ferrolab_fhe::serial::keys_from_bytes_compressed(&client.ctx, &small).unwrap();
     assert_eq!(&back, keys);

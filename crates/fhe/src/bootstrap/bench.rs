@@ -100,7 +100,14 @@ pub fn peak_rss_bytes() -> u64 {
 
 /// Runs one configuration: builds the bootstrapper, generates exactly its keys, and times
 /// `reps` bootstraps of fresh inputs (encrypted at level 0 with the ladder's scale).
-pub fn run_one(ctx: &std::sync::Arc<Context>, chain: &BootChain, slots: usize, kind: SlotKind, reps: usize, seed: u64) -> Result<BootRow> {
+pub fn run_one(
+    ctx: &std::sync::Arc<Context>,
+    chain: &BootChain,
+    slots: usize,
+    kind: SlotKind,
+    reps: usize,
+    seed: u64,
+) -> Result<BootRow> {
     let t = Instant::now();
     let bt = Bootstrapper::new(ctx, chain.config(slots, kind, SECRET_WEIGHT))?;
     let setup_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -111,7 +118,10 @@ pub fn run_one(ctx: &std::sync::Arc<Context>, chain: &BootChain, slots: usize, k
     let keygen_ms = t.elapsed().as_secs_f64() * 1e3;
     let key_bytes = keys.size_bytes();
     let key_wire_bytes = keys.galois.wire_bytes_compressed()
-        + keys.relin.as_ref().map_or(0, |r| r.0.wire_bytes_compressed());
+        + keys
+            .relin
+            .as_ref()
+            .map_or(0, |r| r.0.wire_bytes_compressed());
     let ev = Evaluator::new(ctx, keys)?;
     let dec = Decryptor::new(ctx, kg.secret_key())?;
     let mut enc = Encryptor::new_seeded(ctx, seed ^ 0x5eed);

@@ -85,9 +85,7 @@ pub(crate) fn product(a: &Diags, b: &Diags, slots: usize, period: usize) -> Diag
     for (&ka, da) in a {
         for (&kb, db) in b {
             let k = norm(ka + kb, period);
-            let o = out
-                .entry(k)
-                .or_insert_with(|| vec![C64::default(); slots]);
+            let o = out.entry(k).or_insert_with(|| vec![C64::default(); slots]);
             for t in 0..slots {
                 let s = (t as i64 + ka).rem_euclid(slots as i64) as usize;
                 o[t] = o[t] + da[t] * db[s];

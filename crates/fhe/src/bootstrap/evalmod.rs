@@ -115,7 +115,10 @@ mod tests {
             for eps in [-1e-3, -1e-6, 0.0, 2e-5, 3e-3] {
                 let y = (f64::from(i) + eps) / 26.0;
                 let got = p.eval_plain(y);
-                assert!((got - (2.0 * PI * eps).sin()).abs() < 1e-10, "{i} {eps} {got}");
+                assert!(
+                    (got - (2.0 * PI * eps).sin()).abs() < 1e-10,
+                    "{i} {eps} {got}"
+                );
             }
         }
     }

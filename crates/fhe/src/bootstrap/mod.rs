@@ -29,8 +29,7 @@ pub mod dft;
 pub mod evalmod;
 
 use crate::ckks::{
-    Ciphertext, EvaluationKeys, KeyGenerator, check_ciphertext, conjugation_element,
-    galois_element,
+    Ciphertext, EvaluationKeys, KeyGenerator, check_ciphertext, conjugation_element, galois_element,
 };
 use crate::complex::C64;
 use crate::error::{FheError, Result};
@@ -259,7 +258,10 @@ impl Bootstrapper {
             )));
         }
         let log_slots = n.trailing_zeros() as usize;
-        for (what, v) in [("CoeffToSlot", cfg.cts_levels), ("SlotToCoeff", cfg.stc_levels)] {
+        for (what, v) in [
+            ("CoeffToSlot", cfg.cts_levels),
+            ("SlotToCoeff", cfg.stc_levels),
+        ] {
             if !(1..=log_slots).contains(&v) {
                 return Err(FheError::InvalidInput(format!(
                     "{what} levels = {v} must be in 1..={log_slots} (log2 of the slot count)"
@@ -334,7 +336,7 @@ impl Bootstrapper {
                     for (&k, d) in first.iter_mut() {
                         for (t, v) in d.iter_mut().enumerate() {
                             let s = (t as i64 + k).rem_euclid(slots as i64) as usize;
-                            if s % n == 0 {
+                            if s.is_multiple_of(n) {
                                 *v = v.scale(0.5);
                             }
                         }
@@ -587,7 +589,13 @@ impl Bootstrapper {
                 ctx.tables[0].inverse(&mut c);
                 let centred: Vec<i64> = c
                     .iter()
-                    .map(|&v| if v > q0 / 2 { v as i64 - q0 as i64 } else { v as i64 })
+                    .map(|&v| {
+                        if v > q0 / 2 {
+                            v as i64 - q0 as i64
+                        } else {
+                            v as i64
+                        }
+                    })
                     .collect();
                 let mut out = vec![0u64; (top + 1) * n];
                 out[..n].copy_from_slice(&p[..n]);
@@ -669,7 +677,12 @@ impl Bootstrapper {
     }
 
     /// SlotToCoeff on EvalMod's outputs (values 2π·m/q_0 for a message scaled by `s_in`).
-    pub fn slot_to_coeff(&self, ev: &Evaluator, ys: &[Ciphertext], s_in: f64) -> Result<Ciphertext> {
+    pub fn slot_to_coeff(
+        &self,
+        ev: &Evaluator,
+        ys: &[Ciphertext],
+        s_in: f64,
+    ) -> Result<Ciphertext> {
         let mut w = match ys {
             [y] => y.clone(),
             [re, im] => ev.add(re, &self.mul_i(im, false))?,
