@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p ferrolab-vision --example vision_step_bench -- \
 //!     --model resnet20|unet|yolo [--threads 2] [--warmup N] [--iters N] [--json] \
-//!     [--params-only] [--check-loss]
+//!     [--params-only] [--check-loss] [--in-pool]
 //! ```
 //!
 //! Shapes (the issue's): ResNet-20 on `[128, 1, 32, 32]` with 10 classes and cross-entropy;
@@ -38,6 +38,9 @@
 //! `{"model": …, "params": …}` without timing anything (the harness checks the twins with it);
 //! `--check-loss` (YOLO only) prints `{"model": "yolo", "loss": …}`, the loss of fixed head
 //! outputs against the benchmark's targets, which the PyTorch twin of the loss must reproduce.
+//! `--in-pool` runs everything on a worker of rayon's pool, for profiling: `perf record
+//! --call-graph dwarf` then attributes each kernel to the op that called it (the harness does
+//! not use it).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -57,7 +60,7 @@ use ferrolab_vision::models::unet::{UNet, UNetConfig};
 use ferrolab_vision::models::yolo::{YoloConfig, YoloTarget, YoloTiny};
 
 const USAGE: &str = "usage: vision_step_bench --model resnet20|unet|yolo [--threads N] \
-                     [--warmup N] [--iters N] [--json] [--params-only] [--check-loss]";
+                     [--warmup N] [--iters N] [--json] [--params-only] [--check-loss] [--in-pool]";
 const MODELS: [&str; 3] = ["resnet20", "unet", "yolo"];
 
 #[derive(Debug)]
@@ -69,6 +72,7 @@ struct Args {
     json: bool,
     params_only: bool,
     check_loss: bool,
+    in_pool: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -80,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         params_only: false,
         check_loss: false,
+        in_pool: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = true,
             "--params-only" => args.params_only = true,
             "--check-loss" => args.check_loss = true,
+            "--in-pool" => args.in_pool = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -428,11 +434,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = match args.model.as_str() {
+    let bench = || match args.model.as_str() {
         "resnet20" => resnet20(&args),
         "unet" => unet(&args),
         "yolo" => yolo(&args),
         _ => unreachable!("parse_args checked the model"),
+    };
+    // On a worker of the pool, every kernel's parallel loop runs on (or is stolen from) the
+    // calling thread, so a profiler's call stacks reach the op that called it; from the main
+    // thread each loop is handed to the pool and its stacks start at the worker.
+    let result = if args.in_pool {
+        rayon::scope(|_| bench())
+    } else {
+        bench()
     };
     let m = match result {
         Ok(m) => m,
