@@ -293,7 +293,9 @@ fn blocks(g: &Geom, n0: usize, n1: usize) -> Vec<Block> {
 
 /// Copies `src` into `dst` (same length) in fixed 8-wide pieces, which compile to vector
 /// moves: rows here are often 4-32 values, where a `memcpy` call costs more than the copy.
+/// (Hence the element loop clippy would turn into `copy_from_slice`, i.e. `memcpy`.)
 #[inline]
+#[allow(clippy::manual_memcpy)]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
     let mut d = dst.chunks_exact_mut(8);
     let mut s = src.chunks_exact(8);
