@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use ferrolab_core::backend::{device, init_threads, train_device, tune_allocator};
 use ferrolab_core::burn;
-use ferrolab_core::kernels::{batchnorm, pointwise};
+use ferrolab_core::kernels::{batchnorm, pointwise, pool};
 
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu, relu, silu, softmax};
@@ -86,7 +86,15 @@ impl Op {
     fn replaced(self) -> bool {
         matches!(
             self,
-            Op::BnTrain | Op::BnEval | Op::Relu | Op::LeakyRelu | Op::Silu | Op::Gelu
+            Op::BnTrain
+                | Op::BnEval
+                | Op::Relu
+                | Op::LeakyRelu
+                | Op::Silu
+                | Op::Gelu
+                | Op::MaxPool2
+                | Op::GlobalAvgPool
+                | Op::UpBilinear
         )
     }
 
@@ -253,13 +261,16 @@ fn apply(op: Op, ours: bool, inp: &Inputs) -> Tensor<4> {
         Op::Silu if ours => pointwise::silu(x),
         Op::Silu => silu(x),
         Op::Add => x + inp.xs[1].clone(),
+        Op::MaxPool2 if ours => pool::max_pool2d_2x2(x),
         Op::MaxPool2 => max_pool2d(x, MaxPoolOptions::new([2, 2])),
         Op::AvgPool2 => avg_pool2d(x, AvgPoolOptions::new([2, 2])),
+        Op::GlobalAvgPool if ours => pool::global_avg_pool(x),
         Op::GlobalAvgPool => adaptive_avg_pool2d(x, [1, 1]),
         Op::UpNearest => interpolate(
             x,
             InterpolateOptions::new(InterpolateMode::Nearest).with_scale_factor([2.0, 2.0]),
         ),
+        Op::UpBilinear if ours => pool::upsample_bilinear2x(x, true),
         Op::UpBilinear => interpolate(
             x,
             InterpolateOptions::new(InterpolateMode::Bilinear)

@@ -14,6 +14,7 @@
 //! | [`adam`] | dense and lazy (row-sparse) Adam on slices | burn's `Adam` |
 //! | [`batchnorm`] | batch norm (train forward/backward, eval) as a backend extension: fused per-channel passes on Flex | burn's `ModuleOps::batch_norm*` (the extension's default bodies) |
 //! | [`pointwise`] | ReLU / LeakyReLU / SiLU / exact GELU as a backend extension: one parallel pass each way on Flex, vectorised `exp`/`erf` | burn's `activation::*` (default bodies; GELU's gradient against the exact formula) |
+//! | [`pool`] | 2x2 max pooling (1-byte argmax positions), global average pooling, bilinear 2x up-sampling as a backend extension: one parallel pass over the planes each way on Flex | burn's `max_pool2d_with_indices`, `adaptive_avg_pool2d`, `interpolate` and their backward ops (default bodies) |
 //! | [`hash`] | counter-based SplitMix64, FNV-1a | published test vectors |
 //!
 //! **How a new custom op is added.** As a burn backend extension, like [`propagate`]:
@@ -36,5 +37,6 @@ pub mod fused;
 pub mod gemm;
 pub mod hash;
 pub mod pointwise;
+pub mod pool;
 pub mod propagate;
 pub mod spmm;
