@@ -166,3 +166,59 @@ fn bootstraps_real_sparse_slots() {
 fn bootstraps_complex_sparse_slots() {
     end_to_end(512, SlotKind::Complex, 19.0);
 }
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    use ferrolab_fhe::bootstrap::BootstrapConfig;
+    let chain = BootChain::insecure_test(13);
+    let ctx = Context::new(chain.spec()).unwrap();
+    // Slot count: not a power of two, above N/2.
+    for n in [3000, 8192, 0] {
+        let e = Bootstrapper::new(&ctx, chain.config(n, SlotKind::Real, H)).unwrap_err();
+        assert!(matches!(e, FheError::InvalidInput(_)), "{e}");
+        assert!(e.to_string().contains("4096"), "{e}");
+    }
+    // Too few levels: the chain without its user levels and one EvalMod prime.
+    let mut short = chain.clone();
+    short.levels_after = 0;
+    short.evalmod_bits.pop();
+    short.stc_bits.pop();
+    short.stc_bits.pop();
+    let sctx = Context::new(short.spec()).unwrap();
+    let mut cfg = BootstrapConfig::new(4096, SlotKind::Real, H);
+    cfg.stc_levels = 3;
+    cfg.cts_levels = 3;
+    let e = Bootstrapper::new(&sctx, cfg).unwrap_err();
+    assert!(matches!(e, FheError::Level(_)), "{e}");
+    assert!(e.to_string().contains("EvalMod 9"), "{e}");
+    // Security: one prime too many for the documented bound, or a lighter secret.
+    let mut big = BootChain::n16_l9();
+    big.levels_after += 1;
+    let bctx = Context::new(big.spec()).unwrap();
+    let e = Bootstrapper::new(&bctx, big.config(4096, SlotKind::Real, 192)).unwrap_err();
+    assert!(
+        matches!(e, FheError::InsecureSparse { limit: 1555, .. }),
+        "{e}"
+    );
+    let ok = BootChain::n16_l9();
+    let octx = Context::new(ok.spec()).unwrap();
+    assert!(octx.log_qp <= 1555.0);
+    let e = Bootstrapper::new(&octx, ok.config(4096, SlotKind::Real, 64)).unwrap_err();
+    assert!(matches!(e, FheError::InvalidParams(_)), "{e}");
+    // Missing keys: relinearisation only.
+    let bt = Bootstrapper::new(&ctx, chain.config(512, SlotKind::Real, H)).unwrap();
+    let mut kg = KeyGenerator::new_sparse_seeded(&ctx, H, 1).unwrap();
+    let pk = kg.public_key();
+    let ev = Evaluator::new(&ctx, kg.evaluation_keys(&[1], false)).unwrap();
+    let mut enc = Encryptor::new_seeded(&ctx, 2);
+    let ct = enc
+        .encrypt(&pk, &ctx.encode_real(&[0.5], 0, ctx.scale_at(0)).unwrap())
+        .unwrap();
+    let e = bt.bootstrap(&ev, &ct).unwrap_err();
+    assert!(matches!(e, FheError::MissingGaloisKey { .. }), "{e}");
+    let ev = Evaluator::new(&ctx, EvaluationKeys::default()).unwrap();
+    assert_eq!(
+        bt.bootstrap(&ev, &ct).unwrap_err(),
+        FheError::MissingRelinKey
+    );
+}
