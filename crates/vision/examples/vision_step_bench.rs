@@ -493,6 +493,7 @@ fn main() -> ExitCode {
                 m.phase_peaks[1] - m.rss_before
             ),
             format!("\"optim_added_mb\": {:.1}", m.phase_peaks[2] - m.rss_before),
+            format!("\"later_added_mb\": {:.1}", m.phase_peaks[3] - m.rss_before),
             format!("\"params\": {}", m.params),
             format!("\"loss_first\": {}", m.loss_first),
             format!("\"loss_last\": {}", m.loss_last),
