@@ -1,0 +1,10 @@
+//! The in-process fabric passes the fabric conformance suite.
+
+use ferrolab_fed::conformance;
+use ferrolab_fed::inproc::InProcFabric;
+use std::sync::Arc;
+
+#[test]
+fn inproc_passes_conformance() {
+    conformance::run_all(&|| Arc::new(InProcFabric::new()));
+}
