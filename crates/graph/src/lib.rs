@@ -38,6 +38,7 @@ pub mod models;
 mod node_data;
 pub mod norm;
 pub mod partition;
+pub mod split;
 pub mod spmm;
 pub mod store;
 pub mod system;
