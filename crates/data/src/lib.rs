@@ -11,6 +11,7 @@
 //! | [`acdc`] | ACDC scribble npz slices/volumes | [`list_acdc`], [`load_acdc_slice`] |
 //! | [`idx`] | IDX (Fashion-MNIST), plain or gzip | [`read_idx`] |
 //! | [`synthetic`] | contextual stochastic block model, streamed to CSR | [`generate_csbm`] |
+//! | [`underwater`] | physically based underwater scenes, ten Jerlov water types, COCO output | [`underwater::sample`] |
 //! | [`lookup`] | where each dataset is; registry of known data sets | [`find_dataset`], [`datasets`], [`verify`] |
 //! | [`fetch`] | download from the pinned public source, check, convert, install | [`fetch::fetch_many`], [`fetch::fetch_missing`] |
 //!
@@ -43,6 +44,7 @@ pub mod npz;
 pub mod prices;
 pub mod synthetic;
 pub mod text;
+pub mod underwater;
 
 #[cfg(test)]
 mod testutil;
