@@ -43,6 +43,7 @@ pub mod spmm;
 pub mod store;
 pub mod system;
 pub mod train;
+pub mod zoo;
 
 pub use config::ClusterGcnConfig;
 pub use csr::CsrGraph;

@@ -1,0 +1,257 @@
+//! The message-passing layers of FederatedScope-GNN's ModelZoo, on sparse propagation
+//! ([`SparseAdj::propagate`], gather/scatter with autodiff).
+//!
+//! - GCN (Kipf & Welling, ICLR 2017, eq. 2): `H' = Â H W + b`, `Â = D̃^-1/2 (A+I) D̃^-1/2`.
+//! - GraphSAGE, mean aggregator (Hamilton et al., NeurIPS 2017; PyG's `SAGEConv`):
+//!   `h'_i = W_l mean_{j∈N(i)} h_j + b + W_r h_i`.
+//! - GAT (Veličković et al., ICLR 2018, eqs. 3–4): `α_ij = softmax_j LeakyReLU_0.2(a_sᵀ W h_j
+//!   + a_dᵀ W h_i)` over `j ∈ N(i) ∪ {i}`, `h'_i = Σ_j α_ij W h_j`, per head.
+//! - GIN (Xu et al., ICLR 2019, eq. 4.1): `h'_i = MLP((1+ε) h_i + Σ_{j∈N(i)} h_j)`, ε = 0.
+//! - GPR-GNN (Chien et al., ICLR 2021, eq. 2): `Z = Σ_{k=0}^{K} γ_k Â^k H`, `γ` learned,
+//!   initialised to personalised PageRank `γ_k = α(1−α)^k`, `γ_K = (1−α)^K`.
+//!
+//! Every first layer multiplies the input by its weight before propagating (`Â (X W)`), so a
+//! sparse bag-of-words input never becomes dense.
+
+use ferrolab_core::burn;
+use ferrolab_core::burn::module::Param;
+use ferrolab_core::burn::nn::{Linear, LinearConfig};
+use ferrolab_core::burn::prelude::*;
+use ferrolab_core::burn::tensor::IndexingUpdateOp;
+use ferrolab_core::burn::tensor::activation::{leaky_relu, relu};
+use ferrolab_core::sparse::SparseAdj;
+
+use super::GraphTensors;
+
+/// A layer's input: sparse rows (only the first layer, bag-of-words) or a dense tensor.
+#[derive(Debug, Clone)]
+pub enum LayerInput<'a> {
+    Sparse(&'a SparseAdj),
+    Dense(Tensor<2>),
+}
+
+impl LayerInput<'_> {
+    /// `H W` for `w: [d_in, d_out]`.
+    pub fn times(&self, w: Tensor<2>) -> Tensor<2> {
+        match self {
+            LayerInput::Sparse(x) => x.propagate(w),
+            LayerInput::Dense(h) => h.clone().matmul(w),
+        }
+    }
+}
+
+/// `H W + b` of a burn `Linear` on either kind of input.
+pub fn linear(l: &Linear, h: &LayerInput<'_>) -> Tensor<2> {
+    let out = h.times(l.weight.val());
+    match &l.bias {
+        Some(b) => out + b.val().unsqueeze_dim(0),
+        None => out,
+    }
+}
+
+fn bias_add(t: Tensor<2>, b: &Param<Tensor<1>>) -> Tensor<2> {
+    t + b.val().unsqueeze_dim(0)
+}
+
+/// GCN layer: `Â (H W) + b`.
+#[derive(Module, Debug)]
+pub struct GcnConv {
+    lin: Linear,
+    bias: Param<Tensor<1>>,
+}
+
+impl GcnConv {
+    pub fn new(d_in: usize, d_out: usize, dev: &Device) -> Self {
+        GcnConv {
+            lin: LinearConfig::new(d_in, d_out).with_bias(false).init(dev),
+            bias: Param::from_tensor(Tensor::zeros([d_out], dev)),
+        }
+    }
+
+    /// `h: [n, d_in] → [n, d_out]`.
+    pub fn forward(&self, g: &GraphTensors, h: &LayerInput<'_>) -> Tensor<2> {
+        bias_add(g.gcn.propagate(linear(&self.lin, h)), &self.bias)
+    }
+}
+
+/// GraphSAGE layer, mean aggregator with root weight.
+#[derive(Module, Debug)]
+pub struct SageConv {
+    neigh: Linear,
+    root: Linear,
+}
+
+impl SageConv {
+    pub fn new(d_in: usize, d_out: usize, dev: &Device) -> Self {
+        SageConv {
+            neigh: LinearConfig::new(d_in, d_out).init(dev),
+            root: LinearConfig::new(d_in, d_out).with_bias(false).init(dev),
+        }
+    }
+
+    /// `h: [n, d_in] → [n, d_out]`.
+    pub fn forward(&self, g: &GraphTensors, h: &LayerInput<'_>) -> Tensor<2> {
+        g.mean.propagate(h.times(self.neigh.weight.val()))
+            + linear(&self.root, h)
+            + match &self.neigh.bias {
+                Some(b) => b.val().unsqueeze_dim(0),
+                None => Tensor::zeros([1, self.neigh.weight.dims()[1]], &g.device),
+            }
+    }
+}
+
+/// GAT layer with `heads` heads of width `d_head`, concatenated or averaged.
+#[derive(Module, Debug)]
+pub struct GatConv {
+    lin: Linear,
+    /// `[heads, d_head]` each.
+    att_src: Param<Tensor<2>>,
+    att_dst: Param<Tensor<2>>,
+    bias: Param<Tensor<1>>,
+    heads: usize,
+    d_head: usize,
+    concat: bool,
+}
+
+impl GatConv {
+    pub fn new(d_in: usize, d_head: usize, heads: usize, concat: bool, dev: &Device) -> Self {
+        let heads = heads.max(1);
+        // Glorot-uniform attention vectors, as PyG's reset_parameters.
+        let bound = (6.0 / (1 + d_head) as f64).sqrt();
+        let att = || {
+            Param::from_tensor(Tensor::random(
+                [heads, d_head],
+                burn::tensor::Distribution::Uniform(-bound, bound),
+                dev,
+            ))
+        };
+        let d_out = if concat { heads * d_head } else { d_head };
+        GatConv {
+            lin: LinearConfig::new(d_in, heads * d_head)
+                .with_bias(false)
+                .init(dev),
+            att_src: att(),
+            att_dst: att(),
+            bias: Param::from_tensor(Tensor::zeros([d_out], dev)),
+            heads,
+            d_head,
+            concat,
+        }
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// `h: [n, d_in] → [n, heads·d_head]` (concat) or `[n, d_head]` (mean of heads).
+    /// `att_mask: [E, H]` (edges with self loops, in [`GraphTensors`] order) multiplies the
+    /// attention coefficients: the caller's dropout mask during training.
+    pub fn forward(
+        &self,
+        g: &GraphTensors,
+        h: &LayerInput<'_>,
+        att_mask: Option<Tensor<2>>,
+    ) -> Tensor<2> {
+        let (hh, c) = (self.heads, self.d_head);
+        let wh = linear(&self.lin, h); // [n, H·C]
+        let n = wh.dims()[0];
+        let wh3 = wh.clone().reshape([n, hh, c]);
+        let e_src = (wh3.clone() * self.att_src.val().unsqueeze_dim::<3>(0)).sum_dim(2);
+        let e_dst = (wh3 * self.att_dst.val().unsqueeze_dim::<3>(0)).sum_dim(2);
+        let (e_src, e_dst) = (e_src.reshape([n, hh]), e_dst.reshape([n, hh]));
+        // Edge scores [E, H] over the edges with self loops.
+        let score = leaky_relu(
+            e_src.select(0, g.src.clone()) + e_dst.select(0, g.dst.clone()),
+            0.2,
+        );
+        // Softmax per destination. Subtracting a constant per head leaves each softmax
+        // unchanged; the per-head maximum keeps exp from overflowing.
+        let shift = score.clone().detach().max_dim(0);
+        let ex = (score - shift).exp();
+        let denom = Tensor::<2>::zeros([n, hh], &g.device).select_assign(
+            0,
+            g.dst.clone(),
+            ex.clone(),
+            IndexingUpdateOp::Add,
+        );
+        let mut alpha = ex / denom.select(0, g.dst.clone());
+        if let Some(m) = att_mask {
+            alpha = alpha * m;
+        }
+        let e = alpha.dims()[0];
+        let msgs = wh.select(0, g.src.clone()).reshape([e, hh, c]) * alpha.reshape([e, hh, 1]);
+        let out = Tensor::<2>::zeros([n, hh * c], &g.device).select_assign(
+            0,
+            g.dst.clone(),
+            msgs.reshape([e, hh * c]),
+            IndexingUpdateOp::Add,
+        );
+        let out = if self.concat {
+            out
+        } else {
+            out.reshape([n, hh, c]).mean_dim(1).reshape([n, c])
+        };
+        bias_add(out, &self.bias)
+    }
+}
+
+/// GIN layer: a two-layer MLP on `(1+ε) h_i + Σ_j h_j`, ε = 0.
+#[derive(Module, Debug)]
+pub struct GinConv {
+    lin1: Linear,
+    lin2: Linear,
+}
+
+impl GinConv {
+    pub fn new(d_in: usize, d_hidden: usize, d_out: usize, dev: &Device) -> Self {
+        GinConv {
+            lin1: LinearConfig::new(d_in, d_hidden).init(dev),
+            lin2: LinearConfig::new(d_hidden, d_out).init(dev),
+        }
+    }
+
+    /// `h: [n, d_in] → [n, d_out]`. The first product is taken before summing neighbours
+    /// (`(h_i + Σ_j h_j) W = h_i W + Σ_j h_j W`).
+    pub fn forward(&self, g: &GraphTensors, h: &LayerInput<'_>) -> Tensor<2> {
+        let hw = h.times(self.lin1.weight.val());
+        let mut z = hw.clone() + g.sum.propagate(hw);
+        if let Some(b) = &self.lin1.bias {
+            z = z + b.val().unsqueeze_dim(0);
+        }
+        self.lin2.forward(relu(z))
+    }
+}
+
+/// GPR propagation: `Σ_k γ_k Â^k h`.
+#[derive(Module, Debug)]
+pub struct GprProp {
+    gamma: Param<Tensor<1>>,
+    k: usize,
+}
+
+impl GprProp {
+    /// Personalised-PageRank initialisation with teleport `alpha`.
+    pub fn new(k: usize, alpha: f64, dev: &Device) -> Self {
+        let mut g: Vec<f32> = (0..=k)
+            .map(|i| (alpha * (1.0 - alpha).powi(i as i32)) as f32)
+            .collect();
+        g[k] = (1.0 - alpha).powi(k as i32) as f32;
+        GprProp {
+            gamma: Param::from_tensor(Tensor::from_data(TensorData::new(g, [k + 1]), dev)),
+            k,
+        }
+    }
+
+    /// `h: [n, d] → [n, d]`.
+    pub fn forward(&self, g: &GraphTensors, h: Tensor<2>) -> Tensor<2> {
+        let gamma = self.gamma.val();
+        let coef = |i: usize| gamma.clone().slice([i..i + 1]).unsqueeze_dim::<2>(0);
+        let mut cur = h;
+        let mut out = cur.clone() * coef(0);
+        for i in 1..=self.k {
+            cur = g.gcn.propagate(cur);
+            out = out + cur.clone() * coef(i);
+        }
+        out
+    }
+}
