@@ -1,0 +1,127 @@
+//! `ferrolab attenscribble`: scribble-supervised cardiac segmentation (Tian, Yang & Gao,
+//! "AttenScribble: Attentive Similarity Learning for Scribble-Supervised Medical Image
+//! Segmentation", arXiv 2312.06614, JVCIR 2025; reference code `YangQinzhu/AttenScribble` on
+//! `HiLab-git/WSL4MIS`) on ACDC with the scribbles of Valvano et al. (2021).
+//!
+//! A UNet with a spatial self-attention block on one encoder level learns from scribbles with
+//! partial cross-entropy + gated CRF + the attentive similarity loss, whose pixel affinity
+//! comes from the block's symmetrised attention; the run compares it with pCE only, pCE +
+//! gated CRF and full supervision under the same seeds and iterations.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`config`] | `[data]`, `[model]`, `[loss]`, `[train]`, `[augment]` keys and checks |
+//! | [`model`] | [`model::AttenUNet`], [`model::SpatialAttention`] and the affinity |
+//! | [`losses`] | partial CE, gated CRF, attentive similarity loss, CE + Dice |
+//! | [`data`] | ACDC slices and volumes, resizing, the joint augmentation |
+//! | [`train`] | one method × seed: SGD + poly, best-validation weights, resumable state |
+//! | [`experiment`] | the comparison and `report.json` |
+//! | [`checkpoint`], [`predict`] | `attenscribble predict` |
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod experiment;
+pub mod losses;
+pub mod model;
+pub mod predict;
+pub mod train;
+
+use config::AttenScribbleConfig;
+use ferrolab_core::system::{Entry, Preset, SubCommand};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System};
+
+/// AttenScribble on ACDC.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttenScribbleSystem;
+
+impl System for AttenScribbleSystem {
+    type Config = AttenScribbleConfig;
+
+    fn name(&self) -> &'static str {
+        "attenscribble"
+    }
+
+    fn about(&self) -> &'static str {
+        "Scribble-supervised cardiac segmentation (AttenScribble) on ACDC vs pCE, pCE + gated CRF and full supervision, or `predict`"
+    }
+
+    fn presets(&self) -> Vec<Preset> {
+        vec![
+            Preset {
+                name: "quick",
+                about: "smoke run: all four methods, one seed, 64×64, a few hundred slices, 40 iterations (< 1 min)",
+                toml: include_str!("../../../../configs/attenscribble/quick.toml"),
+            },
+            Preset {
+                name: "paper",
+                about: "the issue's reduced paper scale: 128×128, batch 8, 6000 iterations, 4 methods × 3 seeds, resumable (many hours on two cores)",
+                toml: include_str!("../../../../configs/attenscribble/paper.toml"),
+            },
+            Preset {
+                name: "small",
+                about: "what fits in ~30 min on two cores: 64×64, batch 4, 4 methods × 3 seeds (see crates/vision/ATTENSCRIBBLE.md)",
+                toml: include_str!("../../../../configs/attenscribble/small.toml"),
+            },
+        ]
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        vec![Entry {
+            name: "attenscribble-acdc",
+            what: "scribble-supervised segmentation on ACDC: AttenScribble vs pCE, pCE + gated CRF, full supervision (3D Dice, HD95 px)",
+            quick: "quick",
+            full: "paper",
+        }]
+    }
+
+    fn datasets(&self, cfg: &AttenScribbleConfig) -> Vec<&'static str> {
+        if cfg.data.dir.is_none() { vec!["acdc"] } else { Vec::new() }
+    }
+
+    fn memory_estimate(&self, cfg: &AttenScribbleConfig, _data_dir: Option<&std::path::Path>) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        let s = cfg.data.size as u64;
+        // Training slices at the training size (f32 image + two masks), all 1512 at most.
+        let data = 1512 * s * s * 6;
+        // Activations kept for backward: about 12 f32 maps per channel per level (conv, BN,
+        // activation, dropout, decoder copies), the levels' pixels quartering as widths grow.
+        let per_slice: u64 = cfg
+            .model
+            .widths
+            .iter()
+            .enumerate()
+            .map(|(l, &w)| (s >> l) * (s >> l) * w as u64 * 12 * 4)
+            .sum();
+        let g = (s >> cfg.model.attention_level).pow(2);
+        // Attention logits, softmaxes, affinity, window products: ~10 L×L maps per slice.
+        let attn = g * g * 4 * 10;
+        let bs = cfg.train.batch_size as u64;
+        Some(ferrolab_core::guard::MemoryEstimate {
+            setting: format!("train.batch_size={} at data.size={}", cfg.train.batch_size, cfg.data.size),
+            bytes: data + bs * (per_slice + attn),
+        })
+    }
+
+    fn prepare(&self, cfg: &Checked<AttenScribbleConfig>, ctx: &RunContext) -> SysResult<()> {
+        // Data errors before the run folder exists: the layout, the first slice and volume.
+        let root = experiment::data_root(cfg, ctx.data_dir())?;
+        let files = data::list_npz(&root.join("train"), "training")?;
+        if let Some(f) = files.first() {
+            ferrolab_data::acdc::load_acdc_slice(f)?;
+        }
+        let val_dir = cfg.data.val.as_ref().map_or_else(|| root.join("val"), std::path::PathBuf::from);
+        data::list_npz(&val_dir, "volume")?;
+        if let Some(t) = &cfg.data.test {
+            data::list_npz(std::path::Path::new(t), "volume")?;
+        }
+        Ok(())
+    }
+
+    fn run(&self, cfg: &Checked<AttenScribbleConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+        experiment::run(cfg, ctx)
+    }
+
+    fn subcommands(&self) -> Vec<SubCommand> {
+        vec![SubCommand { command: predict::command, run: predict::run }]
+    }
+}

@@ -1,0 +1,314 @@
+//! The AttenScribble network: a UNet (Ronneberger et al. 2015, in the WSL4MIS/PyMIC form of
+//! [`crate::models::unet`]) with a pluggable spatial self-attention block on one encoder level
+//! (Tian, Yang & Gao, "AttenScribble", arXiv 2312.06614, §3.1; reference `unetformer.py`).
+//!
+//! The block (one transformer layer, single head, as the reference's `Block` + `norm1`):
+//!
+//! - tokens `t = flatten(x)ᵀ ∈ R^{L×C}` with `L = h·w` of the level;
+//! - `A = QKᵀ` with `Q = LN(t)W_q`, `K = LN(t)W_k` (no biases): the **unscaled** logits;
+//! - `t ← t + proj(softmax(A/√C) V)`;
+//! - `t ← t + fc2(GELU(dwconv3×3(fc1(LN(t)))))` (MLP ratio 4, depth-wise conv between);
+//! - output `LN(t)` reshaped back to `[N, C, h, w]`, which continues down the encoder.
+//!
+//! Affinity (eq. 3 of the paper, the reference's `attn_proj`): `S = softmax(A)` row-wise on the
+//! *unscaled* logits, `K = sigmoid(a·(S + Sᵀ) + b)` — a 1×1 convolution over the single head's
+//! one channel is the scalar affine map `(a, b)`.
+//!
+//! Shapes: `[N, 1, H, W]` → logits `[N, classes, H, W]` and, when the block is on, attention
+//! logits `[N, L, L]` with `L = (H/2^level)·(W/2^level)`.
+
+use crate::layers::{
+    BatchNorm2d, Conv2d, Conv2dConfig, concat_channels, leaky_relu, max_pool2d,
+    upsample_bilinear2x,
+};
+use burn::module::Param;
+use burn::nn::{
+    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::{gelu, sigmoid, softmax};
+
+/// PyTorch's `nn.LeakyReLU()` default slope.
+const LEAKY_SLOPE: f64 = 0.01;
+
+/// Architecture of an [`AttenUNet`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttenUNetSpec {
+    pub in_channels: usize,
+    pub classes: usize,
+    pub widths: Vec<usize>,
+    pub dropout: Vec<f64>,
+    /// Encoder level followed by the attention block; `None` = plain UNet.
+    pub attention_level: Option<usize>,
+    pub mlp_ratio: usize,
+}
+
+impl AttenUNetSpec {
+    /// Why this network cannot be built, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.in_channels == 0 || self.classes < 2 {
+            return Err(format!(
+                "attenscribble network: in_channels {} must be positive and classes {} at least 2",
+                self.in_channels, self.classes
+            ));
+        }
+        if !(2..=6).contains(&self.widths.len()) || self.widths.iter().any(|w| !(1..=1024).contains(w)) {
+            return Err(format!(
+                "attenscribble network: widths {:?}: 2 to 6 levels of 1..=1024 channels",
+                self.widths
+            ));
+        }
+        if self.dropout.len() != self.widths.len()
+            || self.dropout.iter().any(|p| !(0.0..1.0).contains(p))
+        {
+            return Err(format!(
+                "attenscribble network: dropout {:?}: one rate in [0, 1) per level",
+                self.dropout
+            ));
+        }
+        if self.attention_level.is_some_and(|l| l >= self.widths.len()) || !(1..=16).contains(&self.mlp_ratio) {
+            return Err(format!(
+                "attenscribble network: attention level {:?} of {} levels, MLP ratio {} (1..=16)",
+                self.attention_level,
+                self.widths.len(),
+                self.mlp_ratio
+            ));
+        }
+        Ok(())
+    }
+
+    /// H and W must be multiples of this.
+    pub fn size_multiple(&self) -> usize {
+        1 << (self.widths.len() - 1)
+    }
+
+    /// Builds the network.
+    pub fn build(&self, device: &Device) -> Result<AttenUNet, String> {
+        self.check()?;
+        let w = &self.widths;
+        let mut encoder = Vec::with_capacity(w.len());
+        let mut cin = self.in_channels;
+        for (&width, &p) in w.iter().zip(&self.dropout) {
+            encoder.push(ConvBlock::new(cin, width, p, device));
+            cin = width;
+        }
+        let decoder = (1..w.len())
+            .rev()
+            .map(|l| UpBlock::new(w[l], w[l - 1], device))
+            .collect();
+        let attention = self
+            .attention_level
+            .map(|l| SpatialAttention::new(w[l], self.mlp_ratio, device));
+        Ok(AttenUNet {
+            encoder,
+            attention,
+            attention_level: self.attention_level.unwrap_or(usize::MAX),
+            decoder,
+            out_conv: Conv2dConfig::new(w[0], self.classes, 3).init(device),
+        })
+    }
+}
+
+/// conv3×3-BN-LeakyReLU-dropout-conv3×3-BN-LeakyReLU.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    dropout: Dropout,
+    conv2: Conv2d,
+    bn2: BatchNorm2d,
+}
+
+impl ConvBlock {
+    fn new(cin: usize, cout: usize, dropout: f64, device: &Device) -> Self {
+        ConvBlock {
+            conv1: Conv2dConfig::new(cin, cout, 3).init(device),
+            bn1: BatchNorm2d::new(cout, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            conv2: Conv2dConfig::new(cout, cout, 3).init(device),
+            bn2: BatchNorm2d::new(cout, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = leaky_relu(self.bn1.forward(self.conv1.forward(x)), LEAKY_SLOPE);
+        let x = self.dropout.forward(x);
+        leaky_relu(self.bn2.forward(self.conv2.forward(x)), LEAKY_SLOPE)
+    }
+}
+
+/// 1×1 conv to the skip's width, bilinear ×2 (`align_corners=True`), concat, conv block: the
+/// reference's `UpBlock` as it runs.
+#[derive(Module, Debug)]
+pub struct UpBlock {
+    reduce: Conv2d,
+    conv: ConvBlock,
+}
+
+impl UpBlock {
+    fn new(deep: usize, skip: usize, device: &Device) -> Self {
+        UpBlock {
+            reduce: Conv2dConfig::new(deep, skip, 1).init(device),
+            conv: ConvBlock::new(2 * skip, skip, 0.0, device),
+        }
+    }
+
+    fn forward(&self, deep: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
+        let up = upsample_bilinear2x(self.reduce.forward(deep), true);
+        self.conv.forward(concat_channels(vec![skip, up]))
+    }
+}
+
+/// The spatial self-attention block and its affinity head (see the module documentation).
+#[derive(Module, Debug)]
+pub struct SpatialAttention {
+    norm1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    dwconv: Conv2d,
+    fc2: Linear,
+    norm_out: LayerNorm,
+    /// `(a, b)` of the affinity's 1×1 convolution.
+    affine: Param<Tensor<1>>,
+    dim: usize,
+}
+
+impl SpatialAttention {
+    /// A block over `dim` channels with an MLP of `mlp_ratio · dim` hidden units.
+    pub fn new(dim: usize, mlp_ratio: usize, device: &Device) -> Self {
+        // The reference's `trunc_normal_(std=.02)` for linear weights, zero biases.
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let lin = |i: usize, o: usize, bias: bool| {
+            LinearConfig::new(i, o)
+                .with_bias(bias)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let hidden = dim * mlp_ratio;
+        // PyTorch's default Conv2d(1, 1, 1) initialisation: both uniform in [-1, 1].
+        let affine = Tensor::<1>::random([2], Distribution::Uniform(-1.0, 1.0), device);
+        SpatialAttention {
+            norm1: LayerNormConfig::new(dim).init(device),
+            q: lin(dim, dim, false),
+            k: lin(dim, dim, false),
+            v: lin(dim, dim, false),
+            proj: lin(dim, dim, true),
+            norm2: LayerNormConfig::new(dim).init(device),
+            fc1: lin(dim, hidden, true),
+            dwconv: Conv2dConfig::depthwise(hidden, 3).with_bias(true).init(device),
+            fc2: lin(hidden, dim, true),
+            norm_out: LayerNormConfig::new(dim).init(device),
+            affine: Param::from_tensor(affine),
+            dim,
+        }
+    }
+
+    /// `x: [N, C, h, w]` → (`[N, C, h, w]`, unscaled attention logits `[N, hw, hw]`).
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<3>) {
+        let [n, c, h, w] = x.dims();
+        let t = x.reshape([n, c, h * w]).swap_dims(1, 2);
+        let z = self.norm1.forward(t.clone());
+        let (q, k, v) = (
+            self.q.forward(z.clone()),
+            self.k.forward(z.clone()),
+            self.v.forward(z),
+        );
+        let logits = q.matmul(k.swap_dims(1, 2));
+        let scale = 1.0 / (self.dim as f64).sqrt();
+        let attn = softmax(logits.clone() * scale, 2);
+        let t = t + self.proj.forward(attn.matmul(v));
+        let m = self.fc1.forward(self.norm2.forward(t.clone()));
+        let hidden = m.dims()[2];
+        let m = m.swap_dims(1, 2).reshape([n, hidden, h, w]);
+        let m = self.dwconv.forward(m).reshape([n, hidden, h * w]).swap_dims(1, 2);
+        let t = t + self.fc2.forward(gelu(m));
+        let out = self.norm_out.forward(t).swap_dims(1, 2).reshape([n, c, h, w]);
+        (out, logits)
+    }
+
+    /// `K = sigmoid(a·(S + Sᵀ) + b)`, `S = softmax(logits)` row-wise: `[N, L, L]` → `[N, L, L]`.
+    pub fn affinity(&self, logits: Tensor<3>) -> Tensor<3> {
+        let s = softmax(logits, 2);
+        let sym = s.clone() + s.swap_dims(1, 2);
+        let ab = self.affine.val();
+        let a = ab.clone().slice([0..1]).reshape([1, 1, 1]);
+        let b = ab.slice([1..2]).reshape([1, 1, 1]);
+        sigmoid(sym * a + b)
+    }
+}
+
+/// UNet with an optional attention block (see the module documentation).
+#[derive(Module, Debug)]
+pub struct AttenUNet {
+    encoder: Vec<ConvBlock>,
+    attention: Option<SpatialAttention>,
+    /// `usize::MAX` without a block.
+    attention_level: usize,
+    decoder: Vec<UpBlock>,
+    out_conv: Conv2d,
+}
+
+/// A forward pass's outputs.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Class logits `[N, classes, H, W]`.
+    pub logits: Tensor<4>,
+    /// Unscaled attention logits `[N, L, L]` (when the network has the block).
+    pub attention: Option<Tensor<3>>,
+    /// `(h, w)` of the attention grid.
+    pub grid: (usize, usize),
+}
+
+impl AttenUNet {
+    /// The attention block, if any.
+    pub fn attention_block(&self) -> Option<&SpatialAttention> {
+        self.attention.as_ref()
+    }
+
+    /// Down-sampling factor of the attention grid (`2^level`).
+    pub fn attention_stride(&self) -> Option<usize> {
+        self.attention.as_ref().map(|_| 1 << self.attention_level)
+    }
+
+    /// `x: [N, in_channels, H, W]`, H and W multiples of `2^(levels − 1)`.
+    pub fn forward(&self, x: Tensor<4>) -> Output {
+        let mut feats: Vec<Tensor<4>> = Vec::with_capacity(self.encoder.len());
+        let mut x = x;
+        let mut attention = None;
+        let mut grid = (0, 0);
+        for (level, block) in self.encoder.iter().enumerate() {
+            if level > 0 {
+                x = max_pool2d(x, 2, 2);
+            }
+            x = block.forward(x);
+            if level == self.attention_level
+                && let Some(att) = &self.attention
+            {
+                let [_, _, h, w] = x.dims();
+                grid = (h, w);
+                let (y, logits) = att.forward(x);
+                x = y;
+                attention = Some(logits);
+            }
+            feats.push(x.clone());
+        }
+        let mut x = feats.pop().unwrap_or(x);
+        for block in &self.decoder {
+            let Some(skip) = feats.pop() else { break };
+            x = block.forward(x, skip);
+        }
+        Output {
+            logits: self.out_conv.forward(x),
+            attention,
+            grid,
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `ferrolab attenscribble predict --checkpoint DIR volume.npz --out mask.npz`: labels for
+//! every slice of a volume (an npz with a 2-D or 3-D `uint8` `image`; other members are
+//! ignored), written as one `uint8` array `label` of the image's shape.
+
+use super::checkpoint;
+use super::train::predict_volume;
+use ferrolab_core::{SysResult, SystemError};
+use ferrolab_data::npz::{Npz, write_npz};
+use std::path::{Path, PathBuf};
+
+/// The clap command.
+pub fn command() -> clap::Command {
+    clap::Command::new("predict")
+        .about("Segment a volume (npz with `image`) with a trained checkpoint; writes `label` (uint8) to --out")
+        .arg(clap::Arg::new("checkpoint").long("checkpoint").required(true).value_parser(clap::value_parser!(PathBuf)).help("checkpoint folder (model.safetensors + meta.json)"))
+        .arg(clap::Arg::new("out").long("out").required(true).value_parser(clap::value_parser!(PathBuf)).help("output .npz"))
+        .arg(clap::Arg::new("input").required(true).value_parser(clap::value_parser!(PathBuf)).help("volume .npz (D×H×W or H×W uint8 `image`)"))
+}
+
+/// Runs it.
+pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
+    let get = |k: &str| m.get_one::<PathBuf>(k).cloned().ok_or_else(|| SystemError::usage(format!("--{k} is required")));
+    let (ckpt, out, input) = (get("checkpoint")?, get("out")?, get("input")?);
+    let (model, meta) = checkpoint::load(&ckpt)?;
+    let (shape, labels) = predict_file(&model, meta.size, &input)?;
+    write(&out, &shape, &labels)?;
+    eprintln!("{}: {} slices of {}×{} segmented → {}", input.display(), labels.len() / (shape[shape.len() - 1] * shape[shape.len() - 2]), shape[shape.len() - 2], shape[shape.len() - 1], out.display());
+    Ok(())
+}
+
+/// Labels for the `image` of `path` (shape kept).
+pub fn predict_file(model: &super::model::AttenUNet, size: usize, path: &Path) -> SysResult<(Vec<usize>, Vec<u8>)> {
+    let mut npz = Npz::open(path)?;
+    let image = npz.get("image")?;
+    let shape = image.shape.clone();
+    let (d, h, w) = match shape.as_slice() {
+        [h, w] => (1, *h, *w),
+        [d, h, w] => (*d, *h, *w),
+        _ => {
+            return Err(SystemError::usage(format!("{}: image has shape {shape:?}; expected 2-D or 3-D", path.display())));
+        }
+    };
+    if d == 0 || h == 0 || w == 0 {
+        return Err(SystemError::usage(format!("{}: image has an empty shape {shape:?}", path.display())));
+    }
+    let image = image.into_u8_vec()?;
+    Ok((shape, predict_volume(model, &image, (d, h, w), size, 16)))
+}
+
+fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
+    let bytes = ferrolab_data::npy::npy_bytes("|u1", shape, false, labels);
+    write_npz(out, &[("label", bytes)], true).map_err(|e| SystemError::runtime(e.to_string()))
+}

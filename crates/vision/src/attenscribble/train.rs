@@ -1,0 +1,455 @@
+//! One method trained with one seed: SGD with momentum and poly decay for a fixed number of
+//! iterations, validation on whole volumes every `train.eval_every` iterations keeping the
+//! best-validation weights (AttenScribble's protocol), and a training state every
+//! `train.checkpoint_every` iterations that `--resume` continues from bit for bit.
+//!
+//! Determinism: the batch of iteration `it` comes from the permutation of epoch
+//! `it / (n / batch)` seeded by the run's seed and that epoch, its augmentation from a
+//! generator seeded by the run's seed and `it`; dropout draws from burn's generator, whose
+//! state is not saved, so a resumed run reseeds it from the seed and the iteration.
+
+use super::config::AttenScribbleConfig;
+use super::data::{CLASSES, NUM_CLASSES, NamedVolume, TrainSet, augment, resize_bilinear, resize_nearest, split_mask};
+use super::losses::{GatedCrf, attentive_loss, downsample, full_supervision, gaussian_window, partial_ce};
+use super::model::{AttenUNet, AttenUNetSpec};
+use crate::metrics::seg::class_score;
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use ferrolab_core::resources::Stopwatch;
+use ferrolab_core::{SysResult, SystemError};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which losses (and network) a method uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Partial cross-entropy on scribbles, plain UNet.
+    Pce,
+    /// pCE + gated CRF, plain UNet.
+    PceGcrf,
+    /// pCE + gated CRF + attentive loss, UNet with the attention block.
+    AttenScribble,
+    /// Dense labels, CE + Dice, plain UNet.
+    Full,
+}
+
+impl Method {
+    /// From a `train.methods` name.
+    pub fn parse(name: &str) -> Option<Method> {
+        Some(match name {
+            "pce" => Method::Pce,
+            "pce_gcrf" => Method::PceGcrf,
+            "attenscribble" => Method::AttenScribble,
+            "full" => Method::Full,
+            _ => return None,
+        })
+    }
+
+    /// The report's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Pce => "pce",
+            Method::PceGcrf => "pce_gcrf",
+            Method::AttenScribble => "attenscribble",
+            Method::Full => "full",
+        }
+    }
+}
+
+/// The network a method trains.
+pub fn spec_for(cfg: &AttenScribbleConfig, method: Method) -> AttenUNetSpec {
+    AttenUNetSpec {
+        in_channels: 1,
+        classes: NUM_CLASSES,
+        widths: cfg.model.widths.clone(),
+        dropout: cfg.model.dropout.clone(),
+        attention_level: (method == Method::AttenScribble).then_some(cfg.model.attention_level),
+        mlp_ratio: cfg.model.mlp_ratio,
+    }
+}
+
+/// Per-class scores over a set of volumes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Mean Dice per class (RV, Myo, LV) over the volumes holding the class.
+    pub dice: [f64; 3],
+    /// Mean HD95 (pixels) per class over those volumes with a non-empty prediction
+    /// (`NaN` when none had one).
+    pub hd95: [f64; 3],
+    /// (volume, class) pairs with the class in the label but none predicted: Dice 0, no HD95.
+    pub hd95_skipped: usize,
+    pub volumes: usize,
+}
+
+impl Scores {
+    /// Mean Dice over the three classes.
+    pub fn mean_dice(&self) -> f64 {
+        self.dice.iter().sum::<f64>() / 3.0
+    }
+
+    /// Mean HD95 over the classes that have one.
+    pub fn mean_hd95(&self) -> f64 {
+        let v: Vec<f64> = self.hd95.iter().copied().filter(|h| h.is_finite()).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    }
+}
+
+/// Labels predicted for every slice of `vol` (`d·h·w`): each slice resized to the training
+/// size, predicted, and the label map resized back (nearest), as the references do.
+pub fn predict_volume(model: &AttenUNet, image: &[u8], (d, h, w): (usize, usize, usize), size: usize, batch: usize) -> Vec<u8> {
+    let device = ferrolab_core::backend::device();
+    let n = h * w;
+    let mut out = Vec::with_capacity(d * n);
+    let slices: Vec<usize> = (0..d).collect();
+    for chunk in slices.chunks(batch.max(1)) {
+        let mut x = Vec::with_capacity(chunk.len() * size * size);
+        for &k in chunk {
+            x.extend(resize_bilinear(&image[k * n..(k + 1) * n], (h, w), (size, size)));
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(x, [chunk.len(), 1, size, size]), &device);
+        let pred = ferrolab_core::nn::to_vec_i64(model.forward(x).logits.argmax(1));
+        for j in 0..chunk.len() {
+            let p: Vec<u8> = pred[j * size * size..(j + 1) * size * size].iter().map(|&v| v as u8).collect();
+            out.extend(resize_nearest(&p, (size, size), (h, w)));
+        }
+    }
+    out
+}
+
+/// Scores `model` (inference mode) on `volumes`.
+pub fn evaluate(model: &AttenUNet, volumes: &[NamedVolume], size: usize, batch: usize) -> SysResult<Scores> {
+    let mut sums = [0f64; 3];
+    let mut counts = [0usize; 3];
+    let mut hsum = [0f64; 3];
+    let mut hcount = [0usize; 3];
+    let mut skipped = 0;
+    for nv in volumes {
+        let v = &nv.volume;
+        let pred = predict_volume(model, &v.image, (v.d, v.h, v.w), size, batch);
+        let p: Vec<i64> = pred.iter().map(|&x| i64::from(x)).collect();
+        let l: Vec<i64> = v.label.iter().map(|&x| i64::from(x)).collect();
+        for (ci, &c) in CLASSES.iter().enumerate() {
+            let s = class_score(&p, &l, &[v.d, v.h, v.w], &[1.0, 1.0, 1.0], c)
+                .map_err(|e| SystemError::runtime(format!("{}: {e}", nv.name)))?;
+            if let Some(s) = s {
+                sums[ci] += s.dice;
+                counts[ci] += 1;
+                match s.hd95 {
+                    Some(hd) => {
+                        hsum[ci] += hd;
+                        hcount[ci] += 1;
+                    }
+                    None => skipped += 1,
+                }
+            }
+        }
+    }
+    let mut out = Scores { hd95_skipped: skipped, volumes: volumes.len(), ..Scores::default() };
+    for ci in 0..3 {
+        out.dice[ci] = if counts[ci] > 0 { sums[ci] / counts[ci] as f64 } else { f64::NAN };
+        out.hd95[ci] = if hcount[ci] > 0 { hsum[ci] / hcount[ci] as f64 } else { f64::NAN };
+    }
+    Ok(out)
+}
+
+/// One validation point of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub iteration: usize,
+    /// Mean training loss since the previous record.
+    pub train_loss: f64,
+    pub val_dice: f64,
+    pub lr: f64,
+    /// Seconds of training since the previous record (validation excluded).
+    pub train_seconds: f64,
+}
+
+/// The result of one method and seed (saved as a unit of the run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub method: String,
+    pub seed_index: usize,
+    pub seed: u64,
+    pub val: Scores,
+    pub test: Option<Scores>,
+    pub best_iteration: usize,
+    pub history: Vec<EvalRecord>,
+    pub train_seconds: f64,
+    /// Mean seconds per training step.
+    pub step_seconds: f64,
+}
+
+/// `train-state/<unit>/state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct State {
+    iterations_done: usize,
+    size: usize,
+    best_dice: f64,
+    best_iteration: usize,
+    history: Vec<EvalRecord>,
+    train_seconds: f64,
+    loss_sum: f64,
+    loss_count: usize,
+    since_eval_seconds: f64,
+}
+
+fn optimizer(cfg: &AttenScribbleConfig) -> ModuleOptimizer {
+    let momentum = (cfg.train.momentum > 0.0).then_some(MomentumConfig {
+        momentum: cfg.train.momentum,
+        dampening: 0.0,
+        nesterov: false,
+    });
+    let decay = (cfg.train.weight_decay > 0.0).then_some(WeightDecayConfig {
+        penalty: cfg.train.weight_decay as f32,
+    });
+    SgdConfig::new().with_momentum(momentum).with_weight_decay(decay).init()
+}
+
+/// `lr · (1 − it/total)^power`, the reference's poly schedule.
+pub fn poly_lr(base: f64, it: usize, total: usize, power: f64) -> f64 {
+    base * (1.0 - it as f64 / total as f64).max(0.0).powf(power)
+}
+
+fn werr(p: &Path, e: impl std::fmt::Display) -> SystemError {
+    SystemError::runtime(format!("{}: {e}", p.display()))
+}
+
+fn save_state(dir: &Path, model: &AttenUNet, best: &AttenUNet, optim: &ModuleOptimizer, st: &State) -> SysResult<()> {
+    // Files are written to a fresh folder, then `state.json` names it (atomically).
+    let folder = dir.join(format!("it-{:08}", st.iterations_done));
+    if folder.exists() {
+        std::fs::remove_dir_all(&folder).map_err(|e| werr(&folder, e))?;
+    }
+    std::fs::create_dir_all(&folder).map_err(|e| werr(&folder, e))?;
+    model.clone().save_file(folder.join("model.bpk")).map_err(|e| werr(&folder, e))?;
+    best.clone().save_file(folder.join("best.bpk")).map_err(|e| werr(&folder, e))?;
+    optim.save(folder.join("optim.bpk")).map_err(|e| werr(&folder, e))?;
+    let text = serde_json::to_vec_pretty(st).map_err(|e| werr(dir, e))?;
+    ferrolab_core::run::write_atomic(&dir.join("state.json"), &text)?;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let keep = folder.file_name().map(|s| s.to_os_string());
+        for e in entries.flatten() {
+            if e.path().is_dir() && Some(e.file_name()) != keep {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+type Loaded = (State, AttenUNet, AttenUNet, ModuleOptimizer);
+
+fn load_state(dir: &Path, fresh: AttenUNet, optim: ModuleOptimizer, size: usize) -> SysResult<Option<Loaded>> {
+    let path = dir.join("state.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bad = |p: &Path, m: String| SystemError::usage(format!("training state {}: {m}", p.display()));
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
+    let st: State = serde_json::from_str(&text).map_err(|e| bad(&path, format!("not an attenscribble training state: {e}")))?;
+    if st.size != size {
+        return Err(bad(&path, format!("saved for input size {} but data.size is {size}", st.size)));
+    }
+    let folder = dir.join(format!("it-{:08}", st.iterations_done));
+    let first = |s: String| s.lines().next().unwrap_or("unreadable").to_string();
+    let model = fresh
+        .clone()
+        .try_load_file(folder.join("model.bpk"))
+        .map_err(|e| bad(&folder.join("model.bpk"), first(e.to_string())))?;
+    let best = fresh
+        .try_load_file(folder.join("best.bpk"))
+        .map_err(|e| bad(&folder.join("best.bpk"), first(e.to_string())))?;
+    let optim = optim
+        .load(folder.join("optim.bpk"))
+        .map_err(|e| bad(&folder.join("optim.bpk"), first(e.to_string())))?;
+    Ok(Some((st, model, best, optim)))
+}
+
+/// Everything one training run reads.
+pub struct Job<'a> {
+    pub cfg: &'a AttenScribbleConfig,
+    pub train: &'a TrainSet,
+    pub val: &'a [NamedVolume],
+    pub test: Option<&'a [NamedVolume]>,
+    pub method: Method,
+    pub seed_index: usize,
+    pub seed: u64,
+    /// `train-state/<method>-<seed index>/`.
+    pub state_dir: PathBuf,
+    /// Stop (with an error saying so) after this many iterations in this call (tests).
+    pub max_iterations_now: Option<usize>,
+}
+
+/// Trains and evaluates one method with one seed; returns its result and best model.
+pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
+    let cfg = job.cfg;
+    let set = job.train;
+    let size = set.size;
+    let bs = cfg.train.batch_size;
+    if set.len() < bs {
+        return Err(SystemError::usage(format!(
+            "train.batch_size = {bs} exceeds the {} training slices",
+            set.len()
+        )));
+    }
+    let device = ferrolab_core::backend::train_device();
+    let _rng = ferrolab_core::backend::exclusive_rng();
+    ferrolab_core::backend::seed_backend(ferrolab_core::seed::derive(job.seed, "init"));
+    let spec = spec_for(cfg, job.method);
+    let model = spec.build(&device).map_err(SystemError::usage)?;
+    let (mut st, mut model, mut best, mut optim) = match load_state(&job.state_dir, model.clone(), optimizer(cfg), size)? {
+        Some((st, m, b, o)) => {
+            eprintln!("resume: {} seed {} continues after iteration {}", job.method.name(), job.seed_index, st.iterations_done);
+            (st, m, b, o)
+        }
+        None => (
+            State {
+                iterations_done: 0,
+                size,
+                best_dice: f64::NEG_INFINITY,
+                best_iteration: 0,
+                history: Vec::new(),
+                train_seconds: 0.0,
+                loss_sum: 0.0,
+                loss_count: 0,
+                since_eval_seconds: 0.0,
+            },
+            model.clone(),
+            model,
+            optimizer(cfg),
+        ),
+    };
+    let total = cfg.train.iterations;
+    let per_epoch = (set.len() / bs).max(1);
+    let crf = GatedCrf {
+        radius: cfg.loss.crf_radius,
+        sigma_xy: cfg.loss.crf_sigma_xy,
+        sigma_rgb: cfg.loss.crf_sigma_rgb,
+        weight: cfg.loss.crf_kernel_weight,
+    };
+    let stride = model.attention_stride();
+    let window = stride.map(|s| gaussian_window(size / s, size / s, cfg.loss.attn_radius, cfg.loss.attn_sigma, &device));
+    let mut order: Vec<usize> = Vec::new();
+    let mut order_epoch = usize::MAX;
+    let start = st.iterations_done;
+    let stop = job.max_iterations_now.map_or(total, |k| (start + k).min(total));
+    // Dropout draws continue from a generator reseeded at the start of this call.
+    ferrolab_core::backend::seed_backend(ferrolab_core::seed::derive(job.seed, &format!("dropout-{start}")));
+    let label = format!("attenscribble {} seed {}", job.method.name(), job.seed_index);
+    for it in start..stop {
+        let clock = Stopwatch::start();
+        let epoch = it / per_epoch;
+        if epoch != order_epoch {
+            order = (0..set.len()).collect();
+            order.shuffle(&mut StdRng::seed_from_u64(ferrolab_core::seed::derive(job.seed, &format!("order-{epoch}"))));
+            order_epoch = epoch;
+        }
+        let b = it % per_epoch;
+        let idx = &order[b * bs..(b + 1) * bs];
+        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(job.seed, &format!("augment-{it}")));
+        let n = size * size;
+        let (mut xs, mut labels, mut scribbles, mut multi) = (Vec::with_capacity(bs * n), Vec::with_capacity(bs * n), Vec::with_capacity(bs * n), Vec::with_capacity(bs));
+        for &i in idx {
+            let s = set.sample(i);
+            let s = if cfg.augment.enabled { augment(&s, cfg.augment.max_degrees as f32, &mut rng) } else { s };
+            let (l, sc) = split_mask(&s.mask.data);
+            xs.extend_from_slice(&s.image.data);
+            labels.extend(l);
+            scribbles.extend(sc);
+            multi.push(set.multi_class[i]);
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(xs.clone(), [bs, 1, size, size]), &device);
+        let out = model.forward(x);
+        let loss = match job.method {
+            Method::Full => full_supervision(out.logits, &labels),
+            Method::Pce => partial_ce(out.logits, &scribbles),
+            Method::PceGcrf | Method::AttenScribble => {
+                let p = softmax(out.logits.clone(), 1);
+                let mut loss = partial_ce(out.logits, &scribbles);
+                if cfg.loss.crf_weight > 0.0 {
+                    loss = loss + crf.loss(p.clone(), &xs, &scribbles) * cfg.loss.crf_weight;
+                }
+                if let (Some(att_logits), Some(block), Some(win), Some(s)) = (out.attention, model.attention_block(), &window, stride)
+                    && cfg.loss.attn_weight > 0.0
+                    && it >= cfg.loss.attn_start
+                {
+                    let k = block.affinity(att_logits);
+                    loss = loss + attentive_loss(k, downsample(p, s), win.clone(), &multi) * cfg.loss.attn_weight;
+                }
+                loss
+            }
+        };
+        let value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone().detach())[0]);
+        if !value.is_finite() {
+            return Err(SystemError::runtime(format!("{label}: loss is {value} at iteration {it}")));
+        }
+        let lr = poly_lr(cfg.train.lr, it, total, cfg.train.poly_power);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        st.loss_sum += value;
+        st.loss_count += 1;
+        let secs = clock.seconds();
+        st.train_seconds += secs;
+        st.since_eval_seconds += secs;
+        st.iterations_done = it + 1;
+        let done = it + 1;
+        if done.is_multiple_of(cfg.train.eval_every) || done == total {
+            let scores = evaluate(&model.valid(), job.val, size, cfg.train.eval_batch)?;
+            let d = scores.mean_dice();
+            st.history.push(EvalRecord {
+                iteration: done,
+                train_loss: st.loss_sum / st.loss_count.max(1) as f64,
+                val_dice: d,
+                lr,
+                train_seconds: st.since_eval_seconds,
+            });
+            eprintln!("{label}: iteration {done}/{total}, loss {:.4}, val Dice {d:.4}, {:.2} s/step", st.loss_sum / st.loss_count.max(1) as f64, st.since_eval_seconds / st.loss_count.max(1) as f64);
+            (st.loss_sum, st.loss_count, st.since_eval_seconds) = (0.0, 0, 0.0);
+            if d > st.best_dice {
+                st.best_dice = d;
+                st.best_iteration = done;
+                best = model.clone();
+            }
+        }
+        if done.is_multiple_of(cfg.train.checkpoint_every) && done < total {
+            save_state(&job.state_dir, &model, &best, &optim, &st)?;
+        }
+    }
+    if st.iterations_done < total {
+        save_state(&job.state_dir, &model, &best, &optim, &st)?;
+        return Err(SystemError::runtime(format!(
+            "{label}: stopped after iteration {} of {total}; continue with --resume",
+            st.iterations_done
+        )));
+    }
+    let best = best.valid();
+    let val = evaluate(&best, job.val, size, cfg.train.eval_batch)?;
+    let test = match job.test {
+        Some(t) => Some(evaluate(&best, t, size, cfg.train.eval_batch)?),
+        None => None,
+    };
+    let result = RunResult {
+        method: job.method.name().into(),
+        seed_index: job.seed_index,
+        seed: job.seed,
+        val,
+        test,
+        best_iteration: st.best_iteration,
+        step_seconds: st.train_seconds / total as f64,
+        train_seconds: st.train_seconds,
+        history: st.history,
+    };
+    Ok((result, best))
+}

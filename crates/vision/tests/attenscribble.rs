@@ -1,0 +1,290 @@
+//! AttenScribble: the network with its attention block (shapes, gradients, checkpoint), the
+//! whole experiment on a small generated ACDC-layout folder (report keys, predict, resume),
+//! bad input, and a real-data run on `../shared/data/acdc` (ignored: needs the data).
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use ferrolab_core::backend::{device, exclusive_rng, train_device};
+use ferrolab_core::nn::gradcheck::check_input_gradient;
+use ferrolab_core::nn::to_vec_f32;
+use ferrolab_core::{Checked, ErrorClass, RunContext, RunDir};
+use ferrolab_data::npy::npy_bytes;
+use ferrolab_data::npz::write_npz;
+use ferrolab_vision::attenscribble::config::AttenScribbleConfig;
+use ferrolab_vision::attenscribble::model::AttenUNetSpec;
+use ferrolab_vision::attenscribble::{checkpoint, experiment, predict};
+use std::path::{Path, PathBuf};
+
+fn tiny_spec(level: Option<usize>) -> AttenUNetSpec {
+    AttenUNetSpec {
+        in_channels: 1,
+        classes: 4,
+        widths: vec![2, 4, 4],
+        dropout: vec![0.0; 3],
+        attention_level: level,
+        mlp_ratio: 2,
+    }
+}
+
+#[test]
+fn network_shapes_affinity_and_input_gradient() {
+    let _rng = exclusive_rng();
+    let dev = train_device();
+    dev.seed(71);
+    let net = tiny_spec(Some(1)).build(&dev).unwrap();
+    let x = Tensor::<4>::random([2, 1, 8, 12], Distribution::Default, &dev);
+    let out = net.forward(x);
+    assert_eq!(out.logits.dims(), [2, 4, 8, 12]);
+    assert_eq!(out.grid, (4, 6));
+    let att = out.attention.unwrap();
+    assert_eq!(att.dims(), [2, 24, 24]);
+    let k = net.attention_block().unwrap().affinity(att);
+    let kv = to_vec_f32(k.clone());
+    assert!(kv.iter().all(|&v| v > 0.0 && v < 1.0));
+    let kt = to_vec_f32(k.swap_dims(1, 2));
+    let asym = kv.iter().zip(&kt).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(asym < 1e-6, "affinity must be symmetric: {asym}");
+    // Every stage can hold the block.
+    for level in 0..3 {
+        let n = tiny_spec(Some(level)).build(&dev).unwrap();
+        let o = n.forward(Tensor::<4>::random([1, 1, 8, 8], Distribution::Default, &dev));
+        assert_eq!(o.attention.unwrap().dims()[1], (8 >> level) * (8 >> level));
+    }
+    assert!(tiny_spec(None).build(&dev).unwrap().forward(Tensor::<4>::zeros([1, 1, 8, 8], &dev)).attention.is_none());
+    // Gradients through the whole network, attention block included (running statistics, as
+    // the UNet's own check, so batch norm's batch coupling does not blur the comparison).
+    let _ = net.forward(Tensor::<4>::random([4, 1, 8, 8], Distribution::Default, &dev));
+    let net = net.freeze();
+    check_input_gradient(|x: Tensor<4>| net.forward(x).logits, [2, 1, 8, 8], 72);
+    check_input_gradient(
+        |x: Tensor<4>| {
+            let o = net.forward(x);
+            net.attention_block().unwrap().affinity(o.attention.unwrap())
+        },
+        [1, 1, 8, 8],
+        73,
+    );
+}
+
+#[test]
+fn checkpoint_roundtrip_and_foreign_checkpoints_are_refused() {
+    let _rng = exclusive_rng();
+    let dev = device();
+    dev.seed(74);
+    let spec = tiny_spec(Some(1));
+    let net = spec.build(&dev).unwrap();
+    let dir = tmp("ckpt");
+    checkpoint::save(&dir, &net, &checkpoint::meta(spec.clone(), 16, "attenscribble")).unwrap();
+    drop(_rng);
+    let (loaded, meta) = checkpoint::load(&dir).unwrap();
+    assert_eq!(meta.size, 16);
+    let x = Tensor::<4>::random([1, 1, 16, 16], Distribution::Default, &dev);
+    let (a, b) = (to_vec_f32(net.forward(x.clone()).logits), to_vec_f32(loaded.forward(x).logits));
+    assert_eq!(a, b);
+    // A checkpoint for another input size (not a multiple of the network's 4).
+    let mut m = meta.clone();
+    m.size = 18;
+    std::fs::write(dir.join("meta.json"), serde_json::to_string(&m).unwrap()).unwrap();
+    let e = checkpoint::load(&dir).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Usage);
+    assert!(e.to_string().contains("meta.json") && e.to_string().contains("18"), "{e}");
+    assert!(!e.to_string().contains('\n'));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-attenscribble-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A disc of class 3 inside a ring of class 2 beside a blob of class 1, brighter than the
+/// background, with scribbles along the middle row of each structure.
+fn synthetic(shape: (usize, usize), shift: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (h, w) = shape;
+    let (mut image, mut label, mut scribble) = (vec![20u8; h * w], vec![0u8; h * w], vec![4u8; h * w]);
+    let (cy, cx) = (h as f64 / 2.0, w as f64 / 2.0 + shift as f64);
+    for y in 0..h {
+        for x in 0..w {
+            let d = ((y as f64 - cy).powi(2) + (x as f64 - cx).powi(2)).sqrt();
+            let d1 = ((y as f64 - cy).powi(2) + (x as f64 - cx + 7.0).powi(2)).sqrt();
+            let (l, v) = if d < 3.0 {
+                (3, 220)
+            } else if d < 5.0 {
+                (2, 120)
+            } else if d1 < 2.5 {
+                (1, 180)
+            } else {
+                (0, 20)
+            };
+            label[y * w + x] = l;
+            image[y * w + x] = v + ((x * 7 + y * 3) % 11) as u8;
+            if y == cy as usize || (l == 0 && (y == 1 || y + 2 == h)) {
+                scribble[y * w + x] = l;
+            }
+        }
+    }
+    (image, label, scribble)
+}
+
+fn write(path: &Path, shape: &[usize], image: &[u8], label: &[u8], scribble: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // A scribble of another length gets a 1-D shape (the "shapes differ" case).
+    let sshape = if scribble.len() == label.len() { shape.to_vec() } else { vec![scribble.len()] };
+    write_npz(
+        path,
+        &[
+            ("image", npy_bytes("|u1", shape, false, image)),
+            ("label", npy_bytes("|u1", shape, false, label)),
+            ("scribble", npy_bytes("|u1", &sshape, false, scribble)),
+        ],
+        true,
+    )
+    .unwrap();
+}
+
+fn acdc_like(root: &Path) {
+    for p in 21..25 {
+        for k in 0..3 {
+            let (i, l, s) = synthetic((20, 24), (p + k) % 3);
+            write(&root.join(format!("train/patient{p:03}_frame01_slice_{k}.npz")), &[20, 24], &i, &l, &s);
+        }
+    }
+    for p in 11..13 {
+        let (mut iv, mut lv, mut sv) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..3 {
+            let (i, l, s) = synthetic((18, 22), k % 2);
+            iv.extend(i);
+            lv.extend(l);
+            sv.extend(s);
+        }
+        write(&root.join(format!("val/patient{p:03}_frame01.npz")), &[3, 18, 22], &iv, &lv, &sv);
+    }
+}
+
+fn tiny_cfg(root: &Path) -> Checked<AttenScribbleConfig> {
+    let mut c = AttenScribbleConfig::default();
+    c.data.dir = Some(root.display().to_string());
+    c.data.size = 16;
+    c.model.widths = vec![4, 8, 8];
+    c.model.dropout = vec![0.0, 0.0, 0.1];
+    c.model.attention_level = 1;
+    c.loss.crf_radius = 2;
+    c.loss.crf_sigma_xy = 2.0;
+    c.loss.attn_radius = 1;
+    c.loss.attn_sigma = 1.0;
+    c.train.iterations = 6;
+    c.train.batch_size = 4;
+    c.train.seeds = 2;
+    c.train.eval_every = 3;
+    c.train.checkpoint_every = 2;
+    Checked::new(c).unwrap()
+}
+
+fn ctx(dir: &Path, fresh: bool) -> RunContext {
+    let run = if fresh { RunDir::create(dir).unwrap() } else { RunDir::reopen(dir).unwrap() };
+    RunContext::new(5, 1, None, run)
+}
+
+#[test]
+fn experiment_reports_every_key_predicts_and_resumes_exactly() {
+    let root = tmp("data");
+    acdc_like(&root);
+    let cfg = tiny_cfg(&root);
+    let a = tmp("straight");
+    let o = experiment::run(&cfg, &mut ctx(&a, true)).unwrap();
+    let r = &o.report;
+    let mut want = vec!["val_dice".to_string(), "val_hd95_px".to_string()];
+    for c in ["rv", "myo", "lv"] {
+        want.push(format!("val_dice_{c}"));
+        want.push(format!("val_hd95_px_{c}"));
+    }
+    for k in &want {
+        for table in [&r.metrics, &r.baselines["pce"], &r.baselines["pce_gcrf"], &r.baselines["full"]] {
+            let d = table.get(k.as_str()).copied().or(None);
+            if k.starts_with("val_dice") {
+                let d = d.unwrap_or_else(|| panic!("missing {k}"));
+                assert!((0.0..=1.0).contains(&d), "{k} = {d}");
+                assert!(table.contains_key(&format!("{k}_std")), "missing {k}_std");
+            }
+        }
+    }
+    assert_eq!(r.metrics["seeds"], 2.0);
+    assert!(a.join("overlays/attenscribble.png").is_file() && a.join("overlays/full.png").is_file());
+    // predict on a validation volume: one uint8 `label` of the volume's shape.
+    let (model, meta) = checkpoint::load(&a.join("checkpoint")).unwrap();
+    assert_eq!(meta.method, "attenscribble");
+    let (shape, labels) = predict::predict_file(&model, meta.size, &root.join("val/patient011_frame01.npz")).unwrap();
+    assert_eq!(shape, vec![3, 18, 22]);
+    assert!(labels.len() == 3 * 18 * 22 && labels.iter().all(|&l| l < 4));
+    // Killed after 4 iterations of the first unit, then resumed: the same figures.
+    let b = tmp("resumed");
+    let e = experiment::run_with(&cfg, &mut ctx(&b, true), Some(4)).unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+    let resumed = experiment::run(&cfg, &mut ctx(&b, false)).unwrap();
+    for (k, v) in &r.metrics {
+        if k.ends_with("seconds") {
+            continue;
+        }
+        let w = resumed.report.metrics[k];
+        assert!(v == &w || (v.is_nan() && w.is_nan()), "{k}: {v} vs {w}");
+    }
+    for name in ["pce", "full"] {
+        assert_eq!(r.baselines[name].get("val_dice"), resumed.report.baselines[name].get("val_dice"));
+    }
+    for d in [&root, &a, &b] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+#[test]
+fn bad_input_names_the_file() {
+    let root = tmp("bad");
+    acdc_like(&root);
+    let cfg = tiny_cfg(&root);
+    let (i, l, _) = synthetic((20, 24), 0);
+    // A scribble value outside 0–4.
+    let mut s = vec![4u8; 20 * 24];
+    s[7] = 5;
+    let f = root.join("train/patient030_frame01_slice_0.npz");
+    write(&f, &[20, 24], &i, &l, &s);
+    let e = experiment::run(&cfg, &mut ctx(&tmp("bad-out1"), true)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Usage);
+    assert!(e.to_string().contains("patient030_frame01_slice_0.npz") && e.to_string().contains("scribble value 5"), "{e}");
+    // Shapes that differ.
+    write(&f, &[20, 24], &i, &l, &s[..100]);
+    let e = experiment::run(&cfg, &mut ctx(&tmp("bad-out2"), true)).unwrap_err();
+    assert!(e.to_string().contains("patient030") && e.to_string().contains("shape"), "{e}");
+    // An empty training folder.
+    std::fs::remove_dir_all(root.join("train")).unwrap();
+    std::fs::create_dir_all(root.join("train")).unwrap();
+    let e = experiment::run(&cfg, &mut ctx(&tmp("bad-out3"), true)).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Usage);
+    assert!(e.to_string().contains("train") && e.to_string().contains("no .npz"), "{e}");
+    for t in ["bad", "bad-out1", "bad-out2", "bad-out3"] {
+        std::fs::remove_dir_all(std::env::temp_dir().join(format!("ferrolab-attenscribble-{t}-{}", std::process::id()))).ok();
+    }
+}
+
+/// The quick preset on the real ACDC files: every method trains and scores real volumes.
+#[test]
+#[ignore = "needs ../shared/data/acdc (run by .ci/run with --include-ignored)"]
+fn quick_preset_on_real_acdc() {
+    use ferrolab_core::System;
+    use ferrolab_vision::attenscribble::AttenScribbleSystem;
+    let sys = AttenScribbleSystem;
+    let checked = ferrolab_core::system::resolve_config(&sys, Some("quick"), None, &[]).unwrap();
+    let out = tmp("real");
+    let mut c = RunContext::new(0, 2, None, RunDir::create(&out).unwrap());
+    sys.prepare(&checked, &c).unwrap();
+    let o = sys.run(&checked, &mut c).unwrap();
+    let r = &o.report;
+    assert_eq!(r.details["val_volumes"], 4);
+    for t in [&r.metrics, &r.baselines["pce"], &r.baselines["pce_gcrf"], &r.baselines["full"]] {
+        let d = t["val_dice"];
+        assert!(d.is_finite() && (0.0..=1.0).contains(&d), "{d}");
+    }
+    std::fs::remove_dir_all(&out).ok();
+}
