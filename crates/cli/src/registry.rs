@@ -11,6 +11,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_fhe::CkksSystem,
         &ferrolab_dfl::TaskmetSystem,
         &ferrolab_vision::classify::ClassifySystem,
+        &ferrolab_vision::adod::AdodSystem,
         &ferrolab_vision::attenscribble::AttenScribbleSystem,
     ]
 }

@@ -9,6 +9,7 @@
 //! - [`metrics`]: COCO mAP (as pycocotools) and segmentation Dice / IoU / HD95 (as medpy 0.5.2).
 
 pub mod attenscribble;
+pub mod adod;
 pub mod augment;
 pub mod classify;
 pub mod data;

@@ -1,0 +1,85 @@
+//! The checkpoint `adod predict` reads: `<out>/checkpoint/model.safetensors` (ADOD's weights,
+//! batch-norm statistics included, seed 0) and `meta.json` (the network configuration),
+//! `meta.json` written last and atomically. Loading checks `meta.json`'s ranges and the
+//! weights file's header against the model before building, so a damaged or foreign folder is
+//! one line naming the file (exit status 2).
+
+use super::model::{AdodNet, AdodNetConfig};
+use ferrolab_core::run::{load_checkpoint, save_checkpoint, write_atomic};
+use ferrolab_core::{SysResult, SystemError};
+use ferrolab_data::underwater::CATEGORIES;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const FORMAT_VERSION: u32 = 1;
+const MAX_META_BYTES: u64 = 1 << 20;
+
+/// `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub version: u32,
+    pub net: AdodNetConfig,
+    pub categories: Vec<String>,
+}
+
+fn bad(path: &Path, msg: impl std::fmt::Display) -> SystemError {
+    SystemError::usage(format!("checkpoint {}: {msg}", path.display()))
+}
+
+/// Writes the checkpoint folder `dir`.
+pub fn save(dir: &Path, net: &AdodNet, cfg: &AdodNetConfig) -> SysResult<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SystemError::runtime(format!("{}: {e}", dir.display())))?;
+    save_checkpoint(net, &dir.join("model.safetensors"))?;
+    let meta = Meta {
+        version: FORMAT_VERSION,
+        net: cfg.clone(),
+        categories: CATEGORIES.iter().map(|c| (*c).to_string()).collect(),
+    };
+    let text = serde_json::to_string_pretty(&meta)
+        .map_err(|e| SystemError::runtime(format!("meta.json: {e}")))?;
+    write_atomic(&dir.join("meta.json"), text.as_bytes())?;
+    Ok(())
+}
+
+/// Loads a checkpoint folder on the inference device.
+pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
+    let meta_path = dir.join("meta.json");
+    let m = std::fs::metadata(&meta_path).map_err(|e| bad(&meta_path, e))?;
+    if !m.is_file() || m.len() > MAX_META_BYTES {
+        return Err(bad(&meta_path, "not a regular file of at most 1 MiB"));
+    }
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| bad(&meta_path, e))?;
+    let meta: Meta = serde_json::from_str(&text)
+        .map_err(|e| bad(&meta_path, format!("not an adod checkpoint: {e}")))?;
+    let y = &meta.net.yolo;
+    if meta.version != FORMAT_VERSION {
+        return Err(bad(
+            &meta_path,
+            format!("format {} is not {FORMAT_VERSION}", meta.version),
+        ));
+    }
+    if y.input_size > 1024
+        || y.in_channels != 3
+        || y.classes != CATEGORIES.len()
+        || meta.categories.len() != y.classes
+        || y.widths.iter().any(|w| *w > 1024)
+        || meta.net.domains > 64
+    {
+        return Err(bad(
+            &meta_path,
+            "input ≤ 1024 px, 3 channels, 5 categories, widths ≤ 1024 and ≤ 64 domains expected",
+        ));
+    }
+    y.check().map_err(|e| bad(&meta_path, e))?;
+    let weights = dir.join("model.safetensors");
+    ferrolab_core::run::read_safetensors_header(&weights)?;
+    let device = ferrolab_core::backend::device();
+    let net = {
+        let _rng = ferrolab_core::backend::exclusive_rng();
+        AdodNet::new(&meta.net, &device).map_err(|e| bad(&meta_path, e))?
+    };
+    let net = load_checkpoint(net, &weights)?;
+    Ok((net, meta))
+}

@@ -1,0 +1,140 @@
+//! ADOD's parts: gradient reversal (identity forward, negated and scaled gradient), the α
+//! schedule, residual attention `H = (1 + M)·T`, every method's network shapes, a short
+//! training run that learns to detect on the rendered domains, and the checkpoint round trip.
+
+#![allow(clippy::unwrap_used)] // a panic is the test failure report
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use ferrolab_core::backend::{device, exclusive_rng, train_device};
+use ferrolab_core::nn::gradcheck::check_input_gradient;
+use ferrolab_core::nn::{float_tensor, to_vec_f32};
+use ferrolab_data::underwater::{SceneConfig, WaterType};
+use ferrolab_vision::adod::config::AdodConfig;
+use ferrolab_vision::adod::experiment::{build_set, detect, evaluate, net_config, train};
+use ferrolab_vision::adod::model::{AdodNet, ResidualAttention, alpha, grad_reverse, yolo_ops};
+use ferrolab_vision::adod::{checkpoint, config::METHODS};
+use std::collections::BTreeMap;
+
+#[test]
+fn gradient_reversal_is_identity_forward_and_minus_lambda_backward() {
+    let dev = train_device();
+    let vals: Vec<f32> = (0..24).map(|i| (i as f32 - 11.5) * 0.37).collect();
+    let x = float_tensor(vals.clone(), [2, 3, 4], &dev).require_grad();
+    let weights: Vec<f32> = (0..24).map(|i| 1.0 + i as f32 * 0.1).collect();
+    let w = float_tensor(weights.clone(), [2, 3, 4], &dev);
+    for lambda in [0.0, 0.3, 1.0, 2.5] {
+        let y = grad_reverse(x.clone(), lambda);
+        assert_eq!(to_vec_f32(y.clone().detach()), vals, "forward is exactly x");
+        let grads = (y * w.clone()).sum().backward();
+        let g = to_vec_f32(x.grad(&grads).unwrap());
+        for (gi, wi) in g.iter().zip(&weights) {
+            assert!(
+                (gi + lambda as f32 * wi).abs() < 1e-5,
+                "λ={lambda}: {gi} vs {}",
+                -lambda as f32 * wi
+            );
+        }
+    }
+}
+
+#[test]
+fn alpha_schedule_is_dann_s() {
+    assert_eq!(alpha(0.0), 0.0);
+    assert!((alpha(1.0) - (2.0 / (1.0 + (-10f64).exp()) - 1.0)).abs() < 1e-15);
+    assert!((alpha(0.1) - (2.0 / (1.0 + (-1f64).exp()) - 1.0)).abs() < 1e-15);
+    assert!((alpha(0.5) - 0.986_614_298_151_430_3).abs() < 1e-12);
+    let mut last = -1.0;
+    for i in 0..=100 {
+        let a = alpha(i as f64 / 100.0);
+        assert!(a > last && (0.0..1.0).contains(&a));
+        last = a;
+    }
+    assert_eq!(alpha(-1.0), 0.0);
+    assert_eq!(alpha(2.0), alpha(1.0));
+}
+
+#[test]
+fn residual_attention_keeps_the_trunk_and_has_gradients() {
+    let _g = exclusive_rng();
+    let dev = device();
+    let m = ResidualAttention::new(4, &dev);
+    let x = Tensor::<4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
+    let (h, mask) = m.forward(x);
+    assert_eq!(h.dims(), [2, 4, 8, 8]);
+    let mv = to_vec_f32(mask);
+    assert!(mv.iter().all(|v| *v > 0.0 && *v < 1.0), "mask in (0, 1)");
+    // H / T = 1 + M ∈ (1, 2): H has the trunk's sign and at least its magnitude.
+    let dev_t = train_device();
+    let m = ResidualAttention::new(3, &dev_t);
+    check_input_gradient(move |x| m.forward(x).0, [2, 3, 4, 4], 5);
+}
+
+#[test]
+fn every_method_builds_with_the_detector_s_shapes() {
+    let _g = exclusive_rng();
+    let dev = device();
+    let mut cfg = AdodConfig::default();
+    cfg.data.image_size = 64;
+    cfg.model.widths = vec![4, 4, 8, 8, 8, 8, 8];
+    for m in METHODS {
+        let nc = net_config(&cfg, m);
+        let net = AdodNet::new(&nc, &dev).unwrap();
+        assert_eq!(net.has_domain_head(), nc.domain.is_some(), "{m}");
+        let x = Tensor::<4>::random([3, 3, 64, 64], Distribution::Default, &dev);
+        let o = net.forward(x, 0.5, true);
+        assert_eq!(o.p32.dims(), [3, 30, 2, 2], "{m}");
+        assert_eq!(o.p16.dims(), [3, 30, 4, 4], "{m}");
+        assert_eq!(o.domain.map(|d| d.dims()), nc.domain.map(|_| [3, 6]), "{m}");
+    }
+    // Attention adds parameters; the domain head only exists where asked.
+    let p = |m: &str| {
+        AdodNet::new(&net_config(&cfg, m), &dev)
+            .unwrap()
+            .num_params()
+    };
+    assert!(p("yolo_attention") > p("yolo") && p("adod") > p("yolo_attention"));
+}
+
+#[test]
+fn a_short_training_run_learns_and_the_checkpoint_round_trips() {
+    let _g = exclusive_rng();
+    let mut cfg = AdodConfig::default();
+    cfg.data.image_size = 64;
+    cfg.data.seen = vec!["I".into(), "3".into()];
+    cfg.model.widths = vec![8, 16, 16, 32, 32, 64, 64];
+    cfg.train.iterations = 120;
+    cfg.train.batch_size = 8;
+    let scene = SceneConfig {
+        width: 64,
+        height: 64,
+        max_objects: 3,
+        ..Default::default()
+    };
+    let types = [WaterType::I, WaterType::C3];
+    let set = build_set(&types, 40, &scene, 1, false).unwrap();
+    let test = build_set(&types, 12, &scene, 999, true).unwrap();
+    let domain_of: BTreeMap<WaterType, usize> =
+        types.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let (net, curve) = train(&cfg, "adod", 3, &set, &domain_of, |_, _, _| Ok(())).unwrap();
+    let first = curve.first().unwrap().1;
+    let last = curve.last().unwrap().1;
+    assert!(last < 0.7 * first, "loss {first} → {last}");
+    let ops = yolo_ops(&net_config(&cfg, "adod").yolo, &device()).unwrap();
+    let dets = detect(&net, &ops, &test, &cfg);
+    let all: Vec<usize> = (0..test.len()).collect();
+    let e = evaluate(&test, &dets, &all);
+    assert!(e.map50() >= 0.0 && e.map50() <= 1.0);
+    // Round trip: the loaded network detects exactly the same boxes.
+    let dir = std::env::temp_dir().join(format!("ferrolab-adod-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    checkpoint::save(&dir, &net, &net_config(&cfg, "adod")).unwrap();
+    drop(_g);
+    let (loaded, meta) = checkpoint::load(&dir).unwrap();
+    assert_eq!(meta.categories.len(), 5);
+    assert_eq!(detect(&loaded, &ops, &test, &cfg), dets);
+    std::fs::write(dir.join("meta.json"), "{}").unwrap();
+    let e = checkpoint::load(&dir).err().unwrap().to_string();
+    assert!(e.contains("meta.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
