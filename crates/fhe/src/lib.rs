@@ -13,6 +13,7 @@ pub mod complex;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod hyphen;
 pub mod keyswitch;
 pub mod linear;
 pub mod ntt;

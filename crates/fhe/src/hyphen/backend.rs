@@ -1,0 +1,507 @@
+//! The operations an encrypted network needs, over two backends: [`Sim`] (plaintext slot
+//! vectors with the same level bookkeeping, optional CKKS-sized noise per operation) and
+//! [`Ckks`] (real ciphertexts, evaluation keys only). Both count every operation, so the
+//! layer code that runs on ciphertexts is the code whose counts and outputs are tested.
+
+use crate::bootstrap::Bootstrapper;
+use crate::ckks::Ciphertext;
+use crate::error::{FheError, Result};
+use crate::eval::Evaluator;
+use crate::polyeval::Chebyshev;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use std::time::Instant;
+
+/// Operation counts and wall time per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Rotation calls the algorithm issues (a step ≡ 0 included: that is how the published
+    /// loop formulas count).
+    pub rot_calls: u64,
+    /// Rotations by a step ≡ 0 (mod n): free, no key switch.
+    pub rot_trivial: u64,
+    /// Rotations that shared a hoisted decomposition (counted in `rot_calls` too).
+    pub rot_hoisted: u64,
+    /// Plaintext multiplications.
+    pub pmult: u64,
+    /// Ciphertext multiplications (relinearised).
+    pub cmult: u64,
+    /// Rescales.
+    pub rescale: u64,
+    /// Bootstraps.
+    pub boot: u64,
+    /// Polynomial evaluations (their products are not in `cmult`).
+    pub poly: u64,
+    /// Seconds in rotations.
+    pub t_rot: f64,
+    /// Seconds in plaintext and ciphertext multiplications, rescales, additions, encodings.
+    pub t_mult: f64,
+    /// Seconds in bootstrapping.
+    pub t_boot: f64,
+}
+
+impl Stats {
+    /// Key-switching rotations (calls minus trivial ones).
+    pub fn key_switches(&self) -> u64 {
+        self.rot_calls - self.rot_trivial
+    }
+
+    /// self − before, field by field.
+    pub fn since(&self, before: &Stats) -> Stats {
+        Stats {
+            rot_calls: self.rot_calls - before.rot_calls,
+            rot_trivial: self.rot_trivial - before.rot_trivial,
+            rot_hoisted: self.rot_hoisted - before.rot_hoisted,
+            pmult: self.pmult - before.pmult,
+            cmult: self.cmult - before.cmult,
+            rescale: self.rescale - before.rescale,
+            boot: self.boot - before.boot,
+            poly: self.poly - before.poly,
+            t_rot: self.t_rot - before.t_rot,
+            t_mult: self.t_mult - before.t_mult,
+            t_boot: self.t_boot - before.t_boot,
+        }
+    }
+
+    /// Adds `o`.
+    pub fn add(&mut self, o: &Stats) {
+        self.rot_calls += o.rot_calls;
+        self.rot_trivial += o.rot_trivial;
+        self.rot_hoisted += o.rot_hoisted;
+        self.pmult += o.pmult;
+        self.cmult += o.cmult;
+        self.rescale += o.rescale;
+        self.boot += o.boot;
+        self.poly += o.poly;
+        self.t_rot += o.t_rot;
+        self.t_mult += o.t_mult;
+        self.t_boot += o.t_boot;
+    }
+}
+
+/// Homomorphic-style operations on slot vectors. Rotation: out[i] = x[i + step].
+/// A plaintext product is not rescaled: products of one level add up first and are rescaled
+/// once ([`rescale`](Backend::rescale)).
+pub trait Backend {
+    /// A (possibly encrypted) slot vector.
+    type Ct: Clone;
+    /// Slots.
+    fn slots(&self) -> usize;
+    /// Level left.
+    fn level(&self, x: &Self::Ct) -> usize;
+    /// The counters.
+    fn stats(&self) -> &Stats;
+    /// Several rotations of one input sharing one decomposition.
+    fn rotate_many(&mut self, x: &Self::Ct, steps: &[i64]) -> Result<Vec<Self::Ct>>;
+    /// One rotation.
+    fn rotate(&mut self, x: &Self::Ct, step: i64) -> Result<Self::Ct>;
+    /// a + b (the higher one is brought down to the lower level).
+    fn add(&mut self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
+    /// x ⊙ v, not rescaled.
+    fn mul_plain(&mut self, x: &Self::Ct, v: &[f64]) -> Result<Self::Ct>;
+    /// Drops one level (divides by the last prime).
+    fn rescale(&mut self, x: &Self::Ct) -> Result<Self::Ct>;
+    /// x ⊙ v landing one level lower than `x` after a rescale, with the ladder scale of the
+    /// level `level` (x is dropped first): used to line up terms of different depth.
+    fn mul_plain_to(&mut self, x: &Self::Ct, v: &[f64], level: usize) -> Result<Self::Ct>;
+    /// x + v (v at x's scale).
+    fn add_plain(&mut self, x: &Self::Ct, v: &[f64]) -> Result<Self::Ct>;
+    /// x², relinearised and rescaled.
+    fn square(&mut self, x: &Self::Ct) -> Result<Self::Ct>;
+    /// a ⊙ b, relinearised and rescaled (same level).
+    fn mul(&mut self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
+    /// Refreshes the levels.
+    fn bootstrap(&mut self, x: &Self::Ct) -> Result<Self::Ct>;
+    /// p(x) slot-wise for a Chebyshev series (consumes `p.depth()` levels).
+    fn poly(&mut self, x: &Self::Ct, p: &Chebyshev) -> Result<Self::Ct>;
+}
+
+/// A simulated ciphertext: slot values and a level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimCt {
+    /// Slot values.
+    pub v: Vec<f64>,
+    /// Level left.
+    pub level: usize,
+}
+
+/// Plaintext simulation with the encrypted computation's level bookkeeping and optional
+/// Gaussian noise of standard deviation `noise` added after every rescale, rotation and
+/// bootstrap (CKKS's rounding and key-switching errors, measured in message units).
+#[derive(Debug)]
+pub struct Sim {
+    n: usize,
+    /// Level after a bootstrap.
+    pub levels_after_boot: usize,
+    /// Noise per operation (message units); 0 for exact arithmetic.
+    pub noise: f64,
+    /// Noise after a bootstrap (message units).
+    pub boot_noise: f64,
+    rng: StdRng,
+    stats: Stats,
+}
+
+impl Sim {
+    /// A simulator with n slots, exact arithmetic.
+    pub fn new(n: usize, levels_after_boot: usize) -> Self {
+        Sim {
+            n,
+            levels_after_boot,
+            noise: 0.0,
+            boot_noise: 0.0,
+            rng: StdRng::seed_from_u64(1),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Sets the per-operation noise and the bootstrap noise (message units).
+    pub fn with_noise(mut self, noise: f64, boot_noise: f64, seed: u64) -> Self {
+        self.noise = noise;
+        self.boot_noise = boot_noise;
+        self.rng = StdRng::seed_from_u64(seed);
+        self
+    }
+
+    /// A fresh ciphertext at `level`.
+    pub fn encrypt(&self, v: Vec<f64>, level: usize) -> SimCt {
+        SimCt { v, level }
+    }
+
+    fn perturb(&mut self, v: &mut [f64], sigma: f64) {
+        if sigma == 0.0 {
+            return;
+        }
+        for x in v.iter_mut() {
+            // Box–Muller.
+            let u1: f64 = self.rng.random::<f64>().max(1e-300);
+            let u2: f64 = self.rng.random::<f64>();
+            *x += sigma * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        }
+    }
+
+    fn need_level(x: &SimCt, what: &str) -> Result<()> {
+        if x.level == 0 {
+            return Err(FheError::Level(format!("{what} needs a level ≥ 1")));
+        }
+        Ok(())
+    }
+}
+
+fn rot_vec(v: &[f64], step: i64) -> Vec<f64> {
+    let n = v.len();
+    let s = step.rem_euclid(n as i64) as usize;
+    let mut out = Vec::with_capacity(n);
+    out.extend_from_slice(&v[s..]);
+    out.extend_from_slice(&v[..s]);
+    out
+}
+
+impl Backend for Sim {
+    type Ct = SimCt;
+
+    fn slots(&self) -> usize {
+        self.n
+    }
+
+    fn level(&self, x: &SimCt) -> usize {
+        x.level
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn rotate_many(&mut self, x: &SimCt, steps: &[i64]) -> Result<Vec<SimCt>> {
+        let mut out = Vec::with_capacity(steps.len());
+        for &s in steps {
+            let mut r = self.rotate(x, s)?;
+            if s.rem_euclid(self.n as i64) != 0 {
+                self.stats.rot_hoisted += 1;
+            }
+            // `rotate` already added noise.
+            r.level = x.level;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    fn rotate(&mut self, x: &SimCt, step: i64) -> Result<SimCt> {
+        self.stats.rot_calls += 1;
+        if step.rem_euclid(self.n as i64) == 0 {
+            self.stats.rot_trivial += 1;
+            return Ok(x.clone());
+        }
+        let mut v = rot_vec(&x.v, step);
+        let sigma = self.noise;
+        self.perturb(&mut v, sigma);
+        Ok(SimCt { v, level: x.level })
+    }
+
+    fn add(&mut self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
+        Ok(SimCt {
+            v: a.v.iter().zip(&b.v).map(|(x, y)| x + y).collect(),
+            level: a.level.min(b.level),
+        })
+    }
+
+    fn mul_plain(&mut self, x: &SimCt, v: &[f64]) -> Result<SimCt> {
+        self.stats.pmult += 1;
+        Ok(SimCt {
+            v: x.v.iter().zip(v).map(|(a, b)| a * b).collect(),
+            level: x.level,
+        })
+    }
+
+    fn rescale(&mut self, x: &SimCt) -> Result<SimCt> {
+        Self::need_level(x, "rescale")?;
+        self.stats.rescale += 1;
+        let mut v = x.v.clone();
+        let sigma = self.noise;
+        self.perturb(&mut v, sigma);
+        Ok(SimCt {
+            v,
+            level: x.level - 1,
+        })
+    }
+
+    fn mul_plain_to(&mut self, x: &SimCt, v: &[f64], level: usize) -> Result<SimCt> {
+        if x.level <= level {
+            return Err(FheError::Level(format!(
+                "mul_plain_to level {level} from level {}",
+                x.level
+            )));
+        }
+        let p = self.mul_plain(x, v)?;
+        let r = self.rescale(&p)?;
+        Ok(SimCt { v: r.v, level })
+    }
+
+    fn add_plain(&mut self, x: &SimCt, v: &[f64]) -> Result<SimCt> {
+        Ok(SimCt {
+            v: x.v.iter().zip(v).map(|(a, b)| a + b).collect(),
+            level: x.level,
+        })
+    }
+
+    fn square(&mut self, x: &SimCt) -> Result<SimCt> {
+        let y = x.clone();
+        self.mul(x, &y)
+    }
+
+    fn mul(&mut self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
+        Self::need_level(a, "mul")?;
+        if a.level != b.level {
+            return Err(FheError::Level(format!(
+                "mul: operands at levels {} and {}",
+                a.level, b.level
+            )));
+        }
+        self.stats.cmult += 1;
+        self.stats.rescale += 1;
+        let mut v: Vec<f64> = a.v.iter().zip(&b.v).map(|(x, y)| x * y).collect();
+        let sigma = self.noise;
+        self.perturb(&mut v, sigma);
+        Ok(SimCt {
+            v,
+            level: a.level - 1,
+        })
+    }
+
+    fn poly(&mut self, x: &SimCt, p: &Chebyshev) -> Result<SimCt> {
+        if x.level < p.depth() {
+            return Err(FheError::Level(format!(
+                "polynomial of degree {} needs {} levels, have {}",
+                p.degree(),
+                p.depth(),
+                x.level
+            )));
+        }
+        self.stats.poly += 1;
+        let mut v: Vec<f64> = x.v.iter().map(|&t| p.eval(t)).collect();
+        let sigma = self.noise;
+        self.perturb(&mut v, sigma);
+        Ok(SimCt {
+            v,
+            level: x.level - p.depth(),
+        })
+    }
+
+    fn bootstrap(&mut self, x: &SimCt) -> Result<SimCt> {
+        self.stats.boot += 1;
+        let mut v = x.v.clone();
+        let sigma = self.boot_noise;
+        self.perturb(&mut v, sigma);
+        Ok(SimCt {
+            v,
+            level: self.levels_after_boot,
+        })
+    }
+}
+
+/// Real CKKS ciphertexts through an [`Evaluator`] (evaluation keys only: this backend has no
+/// way to decrypt) and, optionally, a [`Bootstrapper`].
+pub struct Ckks<'a> {
+    /// The evaluator.
+    pub ev: &'a Evaluator,
+    /// The bootstrapper, when the chain has one.
+    pub boot: Option<&'a Bootstrapper>,
+    stats: Stats,
+}
+
+impl<'a> Ckks<'a> {
+    /// A backend over `ev` (and `boot`).
+    pub fn new(ev: &'a Evaluator, boot: Option<&'a Bootstrapper>) -> Self {
+        Ckks {
+            ev,
+            boot,
+            stats: Stats::default(),
+        }
+    }
+
+    fn to_c64(v: &[f64]) -> Vec<crate::C64> {
+        v.iter().map(|&x| crate::C64::real(x)).collect()
+    }
+
+    fn align(&self, a: &Ciphertext, b: &Ciphertext) -> Result<(Ciphertext, Ciphertext)> {
+        use std::cmp::Ordering::*;
+        Ok(match a.level.cmp(&b.level) {
+            Equal => (a.clone(), b.clone()),
+            Greater => (self.ev.adjust_to(a, b.level, b.scale)?, b.clone()),
+            Less => (a.clone(), self.ev.adjust_to(b, a.level, a.scale)?),
+        })
+    }
+}
+
+impl Backend for Ckks<'_> {
+    type Ct = Ciphertext;
+
+    fn slots(&self) -> usize {
+        self.ev.context().slots()
+    }
+
+    fn level(&self, x: &Ciphertext) -> usize {
+        x.level
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn rotate_many(&mut self, x: &Ciphertext, steps: &[i64]) -> Result<Vec<Ciphertext>> {
+        let t = Instant::now();
+        let n = self.slots() as i64;
+        let nontrivial = steps.iter().filter(|s| s.rem_euclid(n) != 0).count() as u64;
+        let out = self.ev.rotate_hoisted(x, steps)?;
+        self.stats.rot_calls += steps.len() as u64;
+        self.stats.rot_trivial += steps.len() as u64 - nontrivial;
+        self.stats.rot_hoisted += nontrivial;
+        self.stats.t_rot += t.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    fn rotate(&mut self, x: &Ciphertext, step: i64) -> Result<Ciphertext> {
+        let t = Instant::now();
+        self.stats.rot_calls += 1;
+        if step.rem_euclid(self.slots() as i64) == 0 {
+            self.stats.rot_trivial += 1;
+            return Ok(x.clone());
+        }
+        let r = self.ev.rotate(x, step)?;
+        self.stats.t_rot += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn add(&mut self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let t = Instant::now();
+        let (a, b) = self.align(a, b)?;
+        let r = self.ev.add(&a, &b)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn mul_plain(&mut self, x: &Ciphertext, v: &[f64]) -> Result<Ciphertext> {
+        let t = Instant::now();
+        self.stats.pmult += 1;
+        // Encoded so that one rescale lands the product on the ladder.
+        let scale = self.ev.rescale_target(x);
+        let pt = self.ev.context().encode(&Self::to_c64(v), x.level, scale)?;
+        let r = self.ev.mul_plain(x, &pt)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn rescale(&mut self, x: &Ciphertext) -> Result<Ciphertext> {
+        let t = Instant::now();
+        self.stats.rescale += 1;
+        let r = self.ev.rescale(x)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn mul_plain_to(&mut self, x: &Ciphertext, v: &[f64], level: usize) -> Result<Ciphertext> {
+        if x.level <= level {
+            return Err(FheError::Level(format!(
+                "mul_plain_to level {level} from level {}",
+                x.level
+            )));
+        }
+        let t = Instant::now();
+        self.stats.pmult += 1;
+        self.stats.rescale += 1;
+        let ctx = self.ev.context().clone();
+        let d = self.ev.drop_to_level(x, level + 1)?;
+        let scale = ctx.scale_at(level) * ctx.q[level + 1] as f64 / d.scale;
+        let pt = ctx.encode(&Self::to_c64(v), level + 1, scale)?;
+        let r = self.ev.rescale(&self.ev.mul_plain(&d, &pt)?)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn add_plain(&mut self, x: &Ciphertext, v: &[f64]) -> Result<Ciphertext> {
+        let t = Instant::now();
+        let pt = self
+            .ev
+            .context()
+            .encode(&Self::to_c64(v), x.level, x.scale)?;
+        let r = self.ev.add_plain(x, &pt)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn square(&mut self, x: &Ciphertext) -> Result<Ciphertext> {
+        let t = Instant::now();
+        self.stats.cmult += 1;
+        self.stats.rescale += 1;
+        let r = self.ev.square_rescale(x)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn mul(&mut self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let t = Instant::now();
+        self.stats.cmult += 1;
+        self.stats.rescale += 1;
+        let (a, b) = self.align(a, b)?;
+        let r = self.ev.mul_relin_rescale(&a, &b)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn poly(&mut self, x: &Ciphertext, p: &Chebyshev) -> Result<Ciphertext> {
+        let t = Instant::now();
+        self.stats.poly += 1;
+        let r = self.ev.eval_chebyshev(x, p)?;
+        self.stats.t_mult += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    fn bootstrap(&mut self, x: &Ciphertext) -> Result<Ciphertext> {
+        let bt = self.boot.ok_or_else(|| {
+            FheError::InvalidParams("this parameter set has no bootstrapping keys".into())
+        })?;
+        let t = Instant::now();
+        self.stats.boot += 1;
+        let r = bt.bootstrap(self.ev, x)?;
+        self.stats.t_boot += t.elapsed().as_secs_f64();
+        Ok(r)
+    }
+}
