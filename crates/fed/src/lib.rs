@@ -17,6 +17,8 @@ pub mod client;
 pub mod conformance;
 pub mod fabric;
 pub mod inproc;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod params;
 pub mod strategy;
 
