@@ -12,6 +12,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_dfl::TaskmetSystem,
         &ferrolab_vision::classify::ClassifySystem,
         &ferrolab_vision::adod::AdodSystem,
+        &ferrolab_compress::LayerImportanceSystem,
         &ferrolab_vision::attenscribble::AttenScribbleSystem,
     ]
 }

@@ -1,0 +1,259 @@
+//! The ground-truth layer-sensitivity dataset: for one trained network, every layer and every
+//! perturbation family, the accuracy drop on a fixed evaluation set when only that layer is
+//! perturbed (raw, and divided by ‖W̃ − W‖₂), the network restored bit for bit after each probe.
+//!
+//! A probe of layer l starts from the cached activations entering l's stage; the cache is
+//! advanced stage by stage as l increases, so one copy of the activations is held at a time.
+
+use crate::ops::{self, Int8Layer, LayerWeights};
+use crate::train::EvalSet;
+use crate::zoo::{Act, LayerParams, ZooNet};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Dataset format version (bumped on any change of meaning).
+pub const VERSION: u32 = 1;
+
+/// The perturbation families, as report keys name them.
+pub const FAMILIES: [&str; 5] = [
+    "prune",
+    "prune_structured",
+    "quant",
+    "flip_count",
+    "flip_rate",
+];
+
+/// The grid of perturbations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grid {
+    pub sparsities: Vec<f64>,
+    pub bits: Vec<u32>,
+    pub flip_counts: Vec<u64>,
+    pub flip_rates: Vec<f64>,
+    /// Seeds per bit-flip setting.
+    pub flip_seeds: usize,
+}
+
+/// Drops of one family: setting label → one value per layer.
+pub type FamilyDrops = BTreeMap<String, Vec<f64>>;
+
+/// Everything measured on one zoo member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub id: String,
+    pub arch: String,
+    pub width: f64,
+    pub seed: u64,
+    pub layer_names: Vec<String>,
+    pub layer_params: Vec<usize>,
+    pub base_accuracy: f64,
+    pub eval_images: usize,
+    pub train_seconds: f64,
+    pub probe_seconds: f64,
+    /// Probes run (each an evaluation of the set from one stage on).
+    pub probes: usize,
+    /// Full forwards per second on the evaluation set, images per second (the sweep's
+    /// throughput figure).
+    pub eval_images_per_second: f64,
+    /// family → setting → mean accuracy drop per layer.
+    pub drops: BTreeMap<String, FamilyDrops>,
+    /// family → setting → mean of drop / ‖W̃ − W‖₂ per layer.
+    pub normalized: BTreeMap<String, FamilyDrops>,
+    /// Bit-flip families: setting → standard deviation of the drop over seeds, per layer.
+    pub drop_std: BTreeMap<String, FamilyDrops>,
+}
+
+impl ModelRecord {
+    /// The ground-truth sensitivity of `family` per layer: the mean drop over the family's
+    /// grid (the area under the drop curve, up to the grid's spacing).
+    pub fn ground_truth(&self, family: &str) -> Vec<f64> {
+        let l = self.layer_names.len();
+        let Some(f) = self.drops.get(family) else {
+            return vec![0.0; l];
+        };
+        let mut v = vec![0.0; l];
+        for d in f.values() {
+            for (a, b) in v.iter_mut().zip(d) {
+                *a += b;
+            }
+        }
+        v.iter().map(|x| x / f.len().max(1) as f64).collect()
+    }
+}
+
+struct Acc {
+    drops: FamilyDrops,
+    norm: FamilyDrops,
+    std: FamilyDrops,
+}
+
+impl Acc {
+    fn new() -> Self {
+        Acc {
+            drops: BTreeMap::new(),
+            norm: BTreeMap::new(),
+            std: BTreeMap::new(),
+        }
+    }
+    fn put(&mut self, key: &str, l: usize, nl: usize, drops: &[f64], norms: &[f64]) {
+        let n = drops.len().max(1) as f64;
+        let m = drops.iter().sum::<f64>() / n;
+        let var = drops.iter().map(|d| (d - m).powi(2)).sum::<f64>() / n;
+        let nm = drops
+            .iter()
+            .zip(norms)
+            .map(|(d, e)| if *e > 0.0 { d / e } else { 0.0 })
+            .sum::<f64>()
+            / n;
+        for (map, v) in [
+            (&mut self.drops, m),
+            (&mut self.norm, nm),
+            (&mut self.std, var.sqrt()),
+        ] {
+            map.entry(key.to_string()).or_insert_with(|| vec![0.0; nl])[l] = v;
+        }
+    }
+}
+
+fn label_f(prefix: &str, v: f64) -> String {
+    format!("{prefix}{v}")
+}
+
+/// Probes every layer of `model` over `grid`. `seed` draws the bit flips.
+pub fn probe(
+    model: &mut ZooNet,
+    eval: &EvalSet,
+    grid: &Grid,
+    seed: u64,
+) -> (
+    f64,
+    BTreeMap<String, (FamilyDrops, FamilyDrops, FamilyDrops)>,
+    usize,
+    f64,
+) {
+    let nl = model.layers.len();
+    let t = Instant::now();
+    let base = eval.accuracy(model);
+    let full_secs = t.elapsed().as_secs_f64().max(1e-9);
+    let ips = eval.labels.len() as f64 / full_secs;
+    let mut fam: BTreeMap<&str, Acc> = FAMILIES.iter().map(|f| (*f, Acc::new())).collect();
+    let mut probes = 0usize;
+    let mut stage = 0usize;
+    let mut acts: Vec<Act> = eval.activations(model, 0);
+    for l in 0..nl {
+        let st = model.stage_of(l);
+        if st > stage {
+            acts = acts
+                .into_iter()
+                .map(|a| model.advance(stage, st, a))
+                .collect();
+            stage = st;
+        }
+        let orig: LayerWeights = model.layer(l);
+        let mut run = |model: &mut ZooNet, w: &[f32]| -> (f64, f64) {
+            model.set_layer_weight(l, w);
+            let acc = eval.accuracy_from(model, st, &acts);
+            probes += 1;
+            (base - acc, ops::l2_diff(w, &orig.weight))
+        };
+        for &s in &grid.sparsities {
+            if let Ok(w) = ops::magnitude_prune(&orig.weight, s) {
+                let (d, e) = run(model, &w);
+                fam.get_mut("prune")
+                    .map(|a| a.put(&label_f("s", s), l, nl, &[d], &[e]));
+            }
+            if let Ok(w) = ops::channel_prune(&orig, s) {
+                let (d, e) = run(model, &w);
+                fam.get_mut("prune_structured")
+                    .map(|a| a.put(&label_f("s", s), l, nl, &[d], &[e]));
+            }
+        }
+        for &b in &grid.bits {
+            if let Ok(w) = ops::fake_quantize(&orig, b) {
+                let (d, e) = run(model, &w);
+                fam.get_mut("quant")
+                    .map(|a| a.put(&format!("b{b}"), l, nl, &[d], &[e]));
+            }
+        }
+        let stored = Int8Layer::store(&orig);
+        for (family, settings) in [
+            (
+                "flip_count",
+                grid.flip_counts
+                    .iter()
+                    .map(|&m| (format!("m{m}"), Some(m), None))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "flip_rate",
+                grid.flip_rates
+                    .iter()
+                    .map(|&r| (label_f("ber", r), None, Some(r)))
+                    .collect(),
+            ),
+        ] {
+            for (label, count, rate) in settings {
+                let (mut ds, mut es) = (Vec::new(), Vec::new());
+                for r in 0..grid.flip_seeds.max(1) {
+                    let s = ferrolab_core::seed::derive(seed, &format!("flip-{l}-{label}-{r}"));
+                    let pos = match (count, rate) {
+                        (Some(m), _) => ops::flip_positions_count(stored.bits(), m, s),
+                        (_, Some(b)) => {
+                            ops::flip_positions_rate(stored.bits(), b, s).unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    };
+                    let mut c = stored.clone();
+                    c.flip(&pos);
+                    let (d, e) = run(model, &c.dequantize(&orig));
+                    ds.push(d);
+                    es.push(e);
+                }
+                fam.get_mut(family).map(|a| a.put(&label, l, nl, &ds, &es));
+            }
+        }
+        model.set_layer_weight(l, &orig.weight);
+    }
+    let out = fam
+        .into_iter()
+        .map(|(k, a)| (k.to_string(), (a.drops, a.norm, a.std)))
+        .collect();
+    (base, out, probes, ips)
+}
+
+/// The dataset as CSV: one row per model, layer, family and setting.
+pub fn to_csv(records: &[ModelRecord]) -> String {
+    let mut s = String::from(
+        "model,arch,seed,layer_index,layer,params,family,setting,drop,normalized_drop,drop_std\n",
+    );
+    for r in records {
+        for (family, settings) in &r.drops {
+            for (setting, v) in settings {
+                for (l, d) in v.iter().enumerate() {
+                    let nd = r.normalized[family][setting][l];
+                    let sd = r
+                        .drop_std
+                        .get(family)
+                        .and_then(|f| f.get(setting))
+                        .map_or(0.0, |v| v[l]);
+                    s.push_str(&format!(
+                        "{},{},{},{},{},{},{},{},{},{},{}\n",
+                        r.id,
+                        r.arch,
+                        r.seed,
+                        l,
+                        r.layer_names[l],
+                        r.layer_params[l],
+                        family,
+                        setting,
+                        d,
+                        nd,
+                        sd
+                    ));
+                }
+            }
+        }
+    }
+    s
+}
