@@ -1,0 +1,254 @@
+//! The FS-G node-classification table for one configuration: for each regime (the selected
+//! algorithm, local only, global) and each cell of the learning-rate × local-steps grid, runs
+//! every seed; the cell of best mean validation accuracy is selected and its mean ± std test
+//! accuracy reported.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ferrolab_graph::zoo::{Arch, ZooConfig};
+use serde_json::json;
+
+use super::FedGraphError;
+use super::config::FedGraphConfig;
+use super::data::{GraphSet, SeedSetup};
+use super::run::{RunResult, Schedule, fedavg, global, local_only};
+
+/// The regimes of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Regime {
+    FedAvg,
+    Local,
+    Global,
+}
+
+impl Regime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Regime::FedAvg => "fedavg",
+            Regime::Local => "local",
+            Regime::Global => "global",
+        }
+    }
+}
+
+/// One grid cell's runs.
+#[derive(Debug, Clone)]
+pub struct CellResult {
+    pub lr: f64,
+    pub local_steps: usize,
+    pub runs: Vec<RunResult>,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+    (m, var.sqrt())
+}
+
+impl CellResult {
+    pub fn val(&self) -> (f64, f64) {
+        mean_std(&self.runs.iter().map(|r| r.val_accuracy).collect::<Vec<_>>())
+    }
+    pub fn test(&self) -> (f64, f64) {
+        mean_std(
+            &self
+                .runs
+                .iter()
+                .map(|r| r.test_accuracy)
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// A regime's whole grid and the selected cell.
+#[derive(Debug, Clone)]
+pub struct RegimeResult {
+    pub regime: Regime,
+    pub cells: Vec<CellResult>,
+    pub selected: usize,
+    pub seconds: f64,
+}
+
+impl RegimeResult {
+    pub fn best(&self) -> &CellResult {
+        &self.cells[self.selected]
+    }
+}
+
+/// The zoo network the configuration asks for.
+pub fn zoo_config(
+    cfg: &FedGraphConfig,
+    d_in: usize,
+    classes: usize,
+) -> Result<ZooConfig, FedGraphError> {
+    let m = &cfg.model;
+    let z = ZooConfig {
+        hidden: m.hidden,
+        layers: m.layers,
+        dropout: m.dropout,
+        heads: m.heads,
+        ..ZooConfig::new(Arch::parse(&m.arch)?, d_in, classes)
+    };
+    z.check()?;
+    Ok(z)
+}
+
+/// Everything one experiment measured.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub dataset: String,
+    pub regimes: Vec<RegimeResult>,
+    /// Per seed: cross-client edges, client sizes, modularity of the client partition.
+    pub setups: Vec<serde_json::Value>,
+}
+
+/// Runs the grid for every regime the configuration enables. `progress` receives one line
+/// per finished run.
+pub fn run_table(
+    g: &GraphSet,
+    cfg: &FedGraphConfig,
+    master_seed: u64,
+    progress: &mut dyn FnMut(Regime, &CellResult, usize, &RunResult),
+) -> Result<Table, FedGraphError> {
+    let zoo = zoo_config(cfg, g.features.num_features(), g.classes)?;
+    let f = &cfg.fed;
+    let mut setups = Vec::with_capacity(f.seeds);
+    let mut info = Vec::new();
+    for s in 0..f.seeds {
+        let seed = ferrolab_core::seed::derive(master_seed, &format!("seed{s}"));
+        let st = SeedSetup::draw(
+            g,
+            &cfg.data,
+            f.clients,
+            ferrolab_core::seed::derive(seed, "node_split"),
+            ferrolab_core::seed::derive(seed, "client_split"),
+        )?;
+        info.push(json!({
+            "seed": s,
+            "cross_client_edges": st.clients.cross_edges,
+            "client_nodes": st.clients.clients.iter().map(Vec::len).collect::<Vec<_>>(),
+            "modularity": st.modularity,
+            "train": st.split.train.len(), "val": st.split.val.len(), "test": st.split.test.len(),
+        }));
+        setups.push((seed, st));
+    }
+    let mut regimes = vec![Regime::FedAvg];
+    if cfg.baselines.local {
+        regimes.push(Regime::Local);
+    }
+    if cfg.baselines.global {
+        regimes.push(Regime::Global);
+    }
+    let mut out = Vec::new();
+    for regime in regimes {
+        let t0 = Instant::now();
+        let mut cells = Vec::new();
+        for &lr in &f.lrs {
+            for &steps in &f.local_steps {
+                let sched = Schedule {
+                    lr,
+                    local_steps: steps,
+                    rounds: f.rounds,
+                    patience: f.patience,
+                    weight_decay: f.weight_decay,
+                };
+                let mut cell = CellResult {
+                    lr,
+                    local_steps: steps,
+                    runs: Vec::new(),
+                };
+                for (i, (seed, st)) in setups.iter().enumerate() {
+                    let r = match regime {
+                        Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed)?,
+                        Regime::Local => local_only(g, st, &zoo, &sched, *seed)?,
+                        Regime::Global => global(g, st, &zoo, &sched, *seed)?,
+                    };
+                    progress(regime, &cell, i, &r);
+                    cell.runs.push(r);
+                }
+                cells.push(cell);
+            }
+        }
+        // Selection by validation only; ties keep the earlier cell.
+        let mut selected = 0;
+        for (i, c) in cells.iter().enumerate() {
+            if c.val().0 > cells[selected].val().0 {
+                selected = i;
+            }
+        }
+        out.push(RegimeResult {
+            regime,
+            cells,
+            selected,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(Table {
+        dataset: g.name.clone(),
+        regimes: out,
+        setups: info,
+    })
+}
+
+/// The report's metric block of one regime (shared keys for ours and the baselines).
+pub fn regime_metrics(r: &RegimeResult) -> BTreeMap<String, f64> {
+    let best = r.best();
+    let (t, ts) = best.test();
+    let (v, vs) = best.val();
+    let n = best.runs.len().max(1) as f64;
+    let mut m = BTreeMap::new();
+    m.insert("test_accuracy".into(), t);
+    m.insert("test_accuracy_std".into(), ts);
+    m.insert("val_accuracy".into(), v);
+    m.insert("val_accuracy_std".into(), vs);
+    m.insert("lr".into(), best.lr);
+    m.insert("local_steps".into(), best.local_steps as f64);
+    m.insert(
+        "rounds".into(),
+        best.runs.iter().map(|x| x.rounds_run as f64).sum::<f64>() / n,
+    );
+    m.insert(
+        "best_round".into(),
+        best.runs.iter().map(|x| x.best_round as f64).sum::<f64>() / n,
+    );
+    m.insert(
+        "server_mb".into(),
+        best.runs.iter().map(|x| x.server_bytes as f64).sum::<f64>() / n / (1u64 << 20) as f64,
+    );
+    m.insert("grid_seconds".into(), r.seconds);
+    if r.regime == Regime::Local {
+        let w: Vec<f64> = best
+            .runs
+            .iter()
+            .map(|x| x.whole_graph_test_accuracy)
+            .collect();
+        let (a, s) = mean_std(&w);
+        m.insert("whole_graph_test_accuracy".into(), a);
+        m.insert("whole_graph_test_accuracy_std".into(), s);
+    }
+    m
+}
+
+/// The grid as JSON rows for `details`.
+pub fn grid_json(r: &RegimeResult) -> serde_json::Value {
+    serde_json::Value::Array(
+        r.cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (v, vs) = c.val();
+                let (t, ts) = c.test();
+                json!({
+                    "lr": c.lr, "local_steps": c.local_steps,
+                    "val_accuracy": v, "val_accuracy_std": vs,
+                    "test_accuracy": t, "test_accuracy_std": ts,
+                    "per_seed_test_accuracy": c.runs.iter().map(|x| x.test_accuracy).collect::<Vec<_>>(),
+                    "rounds": c.runs.iter().map(|x| x.rounds_run).collect::<Vec<_>>(),
+                    "selected": i == r.selected,
+                })
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,366 @@
+//! The three training regimes of FS-G's node-classification table, for one seed and one
+//! hyper-parameter cell:
+//!
+//! - [`fedavg`]: a server and `K` [`GraphClient`]s on a [`Fabric`] (the in-process one by
+//!   default), FedAvg weighted by training nodes; after every round the server evaluates the
+//!   global model on the *whole* graph (cross-client edges included) on the union of the
+//!   clients' validation / test nodes.
+//! - [`local_only`]: every client trains alone on its subgraph and is evaluated on its own
+//!   test nodes; the figure is the test-node-weighted mean.
+//! - [`global`]: one model trained on the whole graph with the same masks.
+//!
+//! All three train `local_steps` full-batch SGD steps per round and stop early when the
+//! validation accuracy has not improved for `patience` rounds; the test accuracy reported is
+//! the one at the best validation round.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolab_core::backend::{exclusive_rng, train_device};
+use ferrolab_graph::zoo::train::{EvalResult, NodeTask, OptimKind};
+use ferrolab_graph::zoo::{GnnModel, ZooConfig, load_params, model_params};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::FedGraphError;
+use super::client::{GraphClient, from_params, to_params};
+use super::data::{GraphSet, SeedSetup};
+use crate::client::serve;
+use crate::fabric::{ClientId, Config, Fabric, Task, TaskKind, layout_validator};
+use crate::inproc::InProcFabric;
+use crate::strategy::{FedAvg, Strategy};
+
+/// How long the server waits for a round's replies, and a client for its next task, before
+/// counting the other side as gone.
+const PATIENCE_WALL: Duration = Duration::from_secs(900);
+
+/// One cell of the grid plus the schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub lr: f64,
+    pub local_steps: usize,
+    pub rounds: usize,
+    /// 0 = never stop early.
+    pub patience: usize,
+    pub weight_decay: f64,
+}
+
+/// Outcome of one run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunResult {
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+    /// Round of the best validation accuracy (0 = the initial model).
+    pub best_round: usize,
+    pub rounds_run: usize,
+    /// Bytes the server sent and received (float32 parameters).
+    pub server_bytes: u64,
+    /// `(round, val_accuracy, test_accuracy)` after each round.
+    pub curve: Vec<(usize, f64, f64)>,
+    /// Updates the server rejected (wrong layout, non-finite values, client errors).
+    pub rejected: usize,
+    /// Local only: each client's best model evaluated on the whole graph's test nodes, mean
+    /// over clients (a second reading of FS-G's "local" column); NaN otherwise.
+    pub whole_graph_test_accuracy: f64,
+}
+
+/// A fresh model drawn from the backend's generator seeded with `seed`.
+pub fn init_model(zoo: &ZooConfig, seed: u64) -> Result<GnnModel, FedGraphError> {
+    let _g = exclusive_rng();
+    let dev = train_device();
+    dev.seed(seed);
+    Ok(zoo.init(&dev)?)
+}
+
+/// Early stopping on validation accuracy: `true` when training should stop.
+struct Stopper {
+    best: EvalResult,
+    best_round: usize,
+    since: usize,
+    patience: usize,
+}
+
+impl Stopper {
+    fn new(first: EvalResult, patience: usize) -> Self {
+        Stopper {
+            best: first,
+            best_round: 0,
+            since: 0,
+            patience,
+        }
+    }
+
+    fn update(&mut self, round: usize, e: EvalResult) -> bool {
+        if e.val_accuracy > self.best.val_accuracy {
+            self.best = e;
+            self.best_round = round;
+            self.since = 0;
+        } else {
+            self.since += 1;
+        }
+        self.patience > 0 && self.since >= self.patience
+    }
+}
+
+/// Trains one model alone on `task` (a client's subgraph or the whole graph).
+pub fn train_alone(
+    task: &NodeTask,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    train_alone_keep(task, zoo, s, seed).map(|(r, _)| r)
+}
+
+/// [`train_alone`], also returning the model of the best validation round.
+pub fn train_alone_keep(
+    task: &NodeTask,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<(RunResult, GnnModel), FedGraphError> {
+    let mut model = init_model(zoo, ferrolab_core::seed::derive(seed, "init"))?;
+    let mut optim = OptimKind::Sgd {
+        weight_decay: s.weight_decay,
+    }
+    .init();
+    let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "dropout"));
+    let mut stop = Stopper::new(task.evaluate(&model), s.patience);
+    let mut best_model = model.clone();
+    let mut curve = Vec::new();
+    let mut run = 0;
+    for round in 1..=s.rounds {
+        let (m, loss) = task.train_steps(model, zoo, &mut optim, s.lr, s.local_steps, &mut rng);
+        model = m;
+        run = round;
+        if !loss.is_finite() {
+            // Diverged (a too-large learning rate): the best round so far stands.
+            break;
+        }
+        let e = task.evaluate(&model);
+        curve.push((round, e.val_accuracy, e.test_accuracy));
+        let before = stop.best_round;
+        let done = stop.update(round, e);
+        if stop.best_round != before {
+            best_model = model.clone();
+        }
+        if done {
+            break;
+        }
+    }
+    Ok((
+        RunResult {
+            val_accuracy: stop.best.val_accuracy,
+            test_accuracy: stop.best.test_accuracy,
+            best_round: stop.best_round,
+            rounds_run: run,
+            server_bytes: 0,
+            curve,
+            rejected: 0,
+            whole_graph_test_accuracy: f64::NAN,
+        },
+        best_model,
+    ))
+}
+
+/// Centralised training on the whole graph with the seed's masks.
+pub fn global(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    let task = g.whole_task(&setup.split, &train_device())?;
+    train_alone(&task, zoo, s, seed)
+}
+
+/// Every client alone; accuracies are means weighted by each client's validation / test
+/// node counts (equal to pooling the clients' predictions).
+pub fn local_only(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    let dev = train_device();
+    let whole = g.whole_task(&setup.split, &dev)?;
+    let (mut val, mut test, mut nval, mut ntest) = (0f64, 0f64, 0usize, 0usize);
+    let mut whole_acc = 0f64;
+    let mut out = RunResult::default();
+    let k = setup.clients.num_clients();
+    for c in 0..k {
+        let task = setup.client_task(g, c, &dev)?;
+        let (r, best) = train_alone_keep(
+            &task,
+            zoo,
+            s,
+            ferrolab_core::seed::derive(seed, &format!("client{c}")),
+        )?;
+        whole_acc += whole.evaluate(&best).test_accuracy / k as f64;
+        let (v, t) = (task.split.val.len(), task.split.test.len());
+        val += r.val_accuracy * v as f64;
+        test += r.test_accuracy * t as f64;
+        nval += v;
+        ntest += t;
+        out.rounds_run = out.rounds_run.max(r.rounds_run);
+        out.best_round = out.best_round.max(r.best_round);
+    }
+    out.val_accuracy = val / nval.max(1) as f64;
+    out.test_accuracy = test / ntest.max(1) as f64;
+    out.whole_graph_test_accuracy = whole_acc;
+    Ok(out)
+}
+
+/// FedAvg over the in-process fabric: one thread per client.
+pub fn fedavg(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    let fabric = Arc::new(InProcFabric::new());
+    fedavg_on(fabric.as_ref(), g, setup, zoo, s, seed)
+}
+
+/// FedAvg with the clients served over `fabric` by threads of this process.
+pub fn fedavg_on(
+    fabric: &dyn Fabric,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    let dev = train_device();
+    let k = setup.clients.num_clients();
+    let model = init_model(zoo, ferrolab_core::seed::derive(seed, "init"))?;
+    let mut clients = Vec::with_capacity(k);
+    for c in 0..k {
+        let task = setup.client_task(g, c, &dev)?;
+        clients.push(GraphClient::new(
+            task,
+            zoo.clone(),
+            model.clone(),
+            s.weight_decay,
+            ferrolab_core::seed::derive(seed, &format!("client{c}")),
+        ));
+    }
+    let whole = g.whole_task(&setup.split, &dev)?;
+    let ids: Vec<ClientId> = (0..k as ClientId).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .zip(&ids)
+            .map(|(mut cl, &id)| scope.spawn(move || serve(&mut cl, id, fabric, PATIENCE_WALL)))
+            .collect();
+        let result = server_loop(fabric, &ids, model, &whole, s);
+        for &id in &ids {
+            // A client already gone cannot be told to stop; its thread ends on its own.
+            let _ = fabric.send_task(
+                id,
+                &Task {
+                    round: u64::MAX,
+                    kind: TaskKind::Shutdown,
+                    config: Config::new(),
+                    params: crate::params::Params::new(),
+                },
+            );
+        }
+        for h in handles {
+            match h.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("fedgraph: a client stopped with: {e}"),
+                Err(_) => eprintln!("fedgraph: a client thread panicked"),
+            }
+        }
+        result
+    })
+}
+
+fn server_loop(
+    fabric: &dyn Fabric,
+    ids: &[ClientId],
+    model: GnnModel,
+    whole: &NodeTask,
+    s: &Schedule,
+) -> Result<RunResult, FedGraphError> {
+    let mut params = to_params(&model_params(&model));
+    let mut server_model = model;
+    let mut config = Config::new();
+    config.insert("lr".into(), serde_json::json!(s.lr));
+    config.insert("local_steps".into(), serde_json::json!(s.local_steps));
+    let mut strategy = FedAvg {
+        config,
+        min_results: 1,
+    };
+    let mut stop = Stopper::new(whole.evaluate(&server_model), s.patience);
+    let mut out = RunResult {
+        whole_graph_test_accuracy: f64::NAN,
+        ..Default::default()
+    };
+    for round in 1..=s.rounds {
+        let r = round as u64;
+        let tasks = strategy.configure_fit(r, &params, ids);
+        for (c, ins) in &tasks {
+            fabric.send_task(
+                *c,
+                &Task {
+                    round: r,
+                    kind: TaskKind::Fit,
+                    config: ins.config.clone(),
+                    params: ins.params.clone(),
+                },
+            )?;
+        }
+        let got = {
+            let validate = layout_validator(&params);
+            fabric.collect_replies(r, TaskKind::Fit, ids, PATIENCE_WALL, &validate)?
+        };
+        for f in &got.failures {
+            eprintln!(
+                "fedgraph: round {round}: update of client {} rejected: {}",
+                f.client, f.reason
+            );
+        }
+        out.rejected += got.failures.len();
+        out.server_bytes += (params.payload_bytes() * (tasks.len() + got.replies.len())) as u64;
+        if got.replies.is_empty() {
+            // Every update rejected (all clients diverged or failed): the best round stands.
+            eprintln!("fedgraph: round {round}: no usable update, stopping");
+            break;
+        }
+        let results = got
+            .replies
+            .into_iter()
+            .map(|rep| {
+                (
+                    rep.id.client,
+                    crate::client::FitRes {
+                        params: rep.params,
+                        n_examples: rep.n_examples,
+                        metrics: rep.metrics,
+                    },
+                )
+            })
+            .collect();
+        params = strategy.aggregate_fit(r, &params, results, &got.failures)?;
+        server_model = load_params(server_model, &from_params(&params))?;
+        out.rounds_run = round;
+        let e = whole.evaluate(&server_model);
+        out.curve.push((round, e.val_accuracy, e.test_accuracy));
+        if !params.to_flat().iter().all(|v| v.is_finite()) {
+            // Diverged (a too-large learning rate): the best round so far stands.
+            break;
+        }
+        if stop.update(round, e) {
+            break;
+        }
+    }
+    out.val_accuracy = stop.best.val_accuracy;
+    out.test_accuracy = stop.best.test_accuracy;
+    out.best_round = stop.best_round;
+    Ok(out)
+}
