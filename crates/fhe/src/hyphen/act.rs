@@ -9,8 +9,8 @@
 //! AppReLU (Lee et al. 2022, §3.5): ReLU(x) = x·(1 + sgn(x/B))/2 with sgn approximated by a
 //! composite of three odd polynomials of degrees {15, 15, 27}: 4 + 4 + 5 levels, one more for
 //! the final product, 14 in all. Lee et al. use minimax polynomials of precision α = 13; the
-//! polynomials here are Chebyshev interpolants of scaled tanh functions of the same degrees
-//! (same depth and cost, lower precision: see [`app_relu_error`]).
+//! polynomials here are Cheon et al.'s f_7, f_7, f_13 of the same degrees (same depth and
+//! cost, much lower precision near 0: see [`app_relu_error`]).
 
 use super::backend::Backend;
 use crate::error::Result;
@@ -105,13 +105,31 @@ impl HerPn {
     }
 }
 
-/// The three sign-approximation components (degrees 15, 15, 27) on [−1, 1].
+/// f_n(x) = Σ_{i ≤ n} C(2i, i)/4^i · x(1 − x²)^i (Cheon et al. 2020): odd, maps [−1, 1] onto
+/// itself and flattens towards ±1, so compositions of it stay bounded (unlike interpolants
+/// of steep functions, which overshoot and then diverge under composition).
+fn sharpen(n: usize) -> impl Fn(f64) -> f64 {
+    move |x: f64| {
+        let (mut s, mut c, mut p) = (0.0, 1.0, x);
+        for i in 0..=n {
+            if i > 0 {
+                c *= (2 * i - 1) as f64 / (2 * i) as f64;
+                p *= 1.0 - x * x;
+            }
+            s += c * p;
+        }
+        s
+    }
+}
+
+/// The three sign-approximation components (degrees 15, 15, 27) on [−1, 1]: f_7, f_7, f_13
+/// in the Chebyshev basis (interpolation at d + 1 nodes is exact for a degree-d polynomial).
 pub fn app_sign_polys() -> [Chebyshev; 3] {
-    let comp = |beta: f64, deg: usize| {
-        let t = beta.tanh();
-        Chebyshev::interpolate(move |x| (beta * x).tanh() / t, deg, -1.0, 1.0)
-    };
-    [comp(12.0, 15), comp(6.0, 15), comp(4.0, 27)]
+    [
+        Chebyshev::interpolate(sharpen(7), 15, -1.0, 1.0),
+        Chebyshev::interpolate(sharpen(7), 15, -1.0, 1.0),
+        Chebyshev::interpolate(sharpen(13), 27, -1.0, 1.0),
+    ]
 }
 
 /// Bound B of the AppReLU input range [−B, B] (Lee et al.: 40).

@@ -319,6 +319,22 @@ impl ShiftConv {
         best
     }
 
+    /// Every rotation step this convolution uses under its split (for key generation).
+    pub fn rotation_steps(&self) -> BTreeSet<i64> {
+        let mut out: BTreeSet<i64> = match self.split {
+            Split::In | Split::Out => self.shifts(),
+            Split::Bsgs => self
+                .terms
+                .iter()
+                .flat_map(|t| t.keys().flat_map(|&(g, e)| [g, e]))
+                .collect(),
+        };
+        out.extend(&self.reduce);
+        out.extend(&self.replicate);
+        out.remove(&0);
+        out
+    }
+
     /// Levels consumed.
     pub fn levels(&self) -> usize {
         1 + usize::from(self.mask.is_some())
@@ -655,6 +671,14 @@ impl Gather {
         self.moves.len() + self.replicate.len()
     }
 
+    /// Every rotation step used.
+    pub fn rotation_steps(&self) -> BTreeSet<i64> {
+        let mut out: BTreeSet<i64> = self.moves.keys().copied().collect();
+        out.extend(&self.replicate);
+        out.remove(&0);
+        out
+    }
+
     /// Runs it (1 level): hoisted rotations of the input, masks, rescale, replication.
     pub fn apply<B: Backend>(&self, be: &mut B, x: &B::Ct) -> Result<B::Ct> {
         let shifts: Vec<i64> = self.moves.keys().copied().collect();
@@ -761,6 +785,11 @@ impl PoolFc {
     /// Rotation calls.
     pub fn rotations(&self) -> usize {
         self.weights.len() * self.reduce.len()
+    }
+
+    /// Every rotation step used.
+    pub fn rotation_steps(&self) -> BTreeSet<i64> {
+        self.reduce.iter().copied().collect()
     }
 
     /// Runs it (1 level); returns one ciphertext per accumulator.

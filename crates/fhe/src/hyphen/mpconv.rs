@@ -134,6 +134,17 @@ impl MpConv {
             + self.copies.len()
     }
 
+    /// Every rotation step used.
+    pub fn rotation_steps(&self) -> std::collections::BTreeSet<i64> {
+        let mut out = self.products.rotation_steps();
+        out.extend(&self.accumulate);
+        out.extend(&self.sheets_plain);
+        out.extend(self.collect.iter().map(|c| c.1));
+        out.extend(&self.copies);
+        out.remove(&0);
+        out
+    }
+
     /// Runs it (2 levels).
     pub fn apply<B: Backend>(&self, be: &mut B, x: &B::Ct) -> Result<B::Ct> {
         // Step 1 and 2a: the shift-conv machinery without its own reduction.
