@@ -23,7 +23,7 @@
 
 use crate::ops;
 use crate::train::{EvalSet, images, labels, to_train};
-use crate::zoo::{Act, LayerParams, Slot, ZooNet};
+use crate::zoo::{Act, LayerParams, ZooNet};
 use burn::module::{Param, RunningState};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
@@ -276,7 +276,7 @@ pub fn compute(
 
     // SynFlow.
     let t = Instant::now();
-    let syn = synflow(model);
+    let syn = synflow(model, train_set.height, train_set.width);
     let secs = t.elapsed().as_secs_f64();
     put(
         "synflow_mean",
@@ -366,7 +366,7 @@ fn gaussian(rng: &mut StdRng) -> f64 {
 
 /// SynFlow's per-layer `Σ |w·∂R/∂w|` on the `|w|` network (batch norm folded into the
 /// convolutions and replaced by the identity, biases `|b|`), input all ones.
-pub fn synflow(model: &ZooNet) -> Vec<f64> {
+pub fn synflow(model: &ZooNet, height: usize, width: usize) -> Vec<f64> {
     let nl = model.layers.len();
     let mut m = to_train(model).freeze_batch_norm();
     let dev = ferrolab_core::backend::train_device();
@@ -397,8 +397,7 @@ pub fn synflow(model: &ZooNet) -> Vec<f64> {
             f.bias = Some(Param::from_tensor(b.val().abs().detach().require_grad()));
         }
     }
-    let side = 28usize;
-    let x = Tensor::<4>::ones([1, 1, side, side], &dev);
+    let x = Tensor::<4>::ones([1, 1, height, width], &dev);
     let r = m.forward(x).sum();
     let g = r.backward();
     (0..nl)
@@ -412,9 +411,4 @@ pub fn synflow(model: &ZooNet) -> Vec<f64> {
             if s.is_finite() { s } else { f64::MAX }
         })
         .collect()
-}
-
-/// Which slots are convolutions (for tests and reports).
-pub fn is_conv(model: &ZooNet, l: usize) -> bool {
-    matches!(model.layers[l].1, Slot::Conv(_))
 }

@@ -328,8 +328,8 @@ mod tests {
 
     #[test]
     fn fake_quantization_by_hand() {
-        // 2 bits: qmax 1, scale = max|w|: values → sign(w)·max or 0.
-        let lw = layer(vec![0.9, -0.3, 0.5, 0.2, -0.4, 0.1], 2, None);
+        // 2 bits: qmax 1, scale = max|w|: values → sign(w)·max when |w| ≥ max/2, else 0.
+        let lw = layer(vec![0.9, -0.3, 0.5, 0.15, -0.4, 0.1], 2, None);
         let q = fake_quantize(&lw, 2).unwrap();
         assert_eq!(q, vec![0.9, 0.0, 0.9, 0.0, -0.4, 0.0]);
         // 3 bits: qmax 3, scale 0.3 for row 0: 0.9 → 3, −0.3 → −1, 0.5 → 1.67 → 2 (0.6).

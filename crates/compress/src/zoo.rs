@@ -516,10 +516,11 @@ mod tests {
         }
         assert!(spec("resnet21", 1.0).build(&dev).is_err());
         assert!(spec("vgg", 0.0).build(&dev).is_err());
-        // Full-width ResNet-20 has the vision crate's conv/fc weights: 268,336 conv + 650 fc.
+        // Full-width ResNet-20 on one input channel: 267,408 conv + 640 fc weights (vision's
+        // 269,722 parameters for three channels count 288 more stem weights, BN and fc bias).
         let r = spec("resnet20", 1.0).build(&dev).unwrap();
         let total: usize = r.layer_sizes().iter().sum();
-        assert_eq!(total, 268_336 + 640);
+        assert_eq!(total, 267_408 + 640);
     }
 
     /// Probing from a stage's cached input gives the same logits as the whole forward, and
