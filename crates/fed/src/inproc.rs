@@ -36,6 +36,8 @@ struct State {
 pub struct InProcFabric {
     state: Mutex<State>,
     cv: Condvar,
+    /// Where state values persist (one file per key, written atomically); memory only if None.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for InProcFabric {
@@ -48,6 +50,30 @@ impl InProcFabric {
     /// An empty fabric.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fabric whose state store ([`Fabric::put_state`]) lives in files under `dir`, so a
+    /// process killed mid-run resumes from the last value written (each write is a temporary
+    /// file renamed over the old one).
+    pub fn with_dir(dir: impl Into<std::path::PathBuf>) -> Self {
+        InProcFabric {
+            dir: Some(dir.into()),
+            ..Self::default()
+        }
+    }
+
+    fn key_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        self.dir.as_ref().map(|d| d.join(format!("{safe}.bin")))
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, FabricError> {
@@ -263,11 +289,32 @@ impl Fabric for InProcFabric {
     }
 
     fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {
+        if let Some(path) = self.key_path(key) {
+            let io =
+                |e: std::io::Error| FabricError::Disconnected(format!("{}: {e}", path.display()));
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, value).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            return Ok(());
+        }
         self.lock()?.kv.insert(key.to_string(), value.to_vec());
         Ok(())
     }
 
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
+        if let Some(path) = self.key_path(key) {
+            return match std::fs::read(&path) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(FabricError::Disconnected(format!(
+                    "{}: {e}",
+                    path.display()
+                ))),
+            };
+        }
         Ok(self.lock()?.kv.get(key).cloned())
     }
 }

@@ -16,11 +16,14 @@
 pub mod client;
 pub mod conformance;
 pub mod fabric;
+pub mod fedgraph;
 pub mod inproc;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod params;
+pub mod sdgt;
 pub mod strategy;
+pub mod topology;
 
 pub use fabric::Fabric;
 pub use params::Params;

@@ -1,0 +1,255 @@
+//! The reference's CNN (`functions/NN.py::TOMCNN`, the TensorFlow CIFAR tutorial network)
+//! adapted to 28×28×1: conv 5×5 1→64, ReLU, 2×2 max-pool, conv 5×5 64→64, ReLU, 2×2 max-pool,
+//! FC 64·4·4→384, ReLU, FC 384→192, ReLU, FC 192→10 (valid convolutions: 28→24→12→8→4).
+//!
+//! Behind [`FlatModel`]: every call rebuilds the layers from the flat vector (conv layers are
+//! `ferrolab_vision::layers::Conv2d`, so they run core's conv kernels with burn's autodiff),
+//! takes one forward/backward on the autodiff device and reads the gradients back flat.
+//! Initialisation is PyTorch's default for conv and linear layers, U(±1/√fan_in).
+
+use super::model::{FlatModel, Samples, argmax};
+use crate::params::Params;
+use burn::module::Param;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use ferrolab_vision::layers::{Conv2dConfig, max_pool2d, relu};
+use rand::RngExt;
+
+/// `(name, shape, fan_in)` in name order, which is the flat layout.
+const LAYOUT: [(&str, &[usize], usize); 10] = [
+    ("conv1.bias", &[64], 25),
+    ("conv1.weight", &[64, 1, 5, 5], 25),
+    ("conv2.bias", &[64], 64 * 25),
+    ("conv2.weight", &[64, 64, 5, 5], 64 * 25),
+    ("fc1.bias", &[384], 1024),
+    ("fc1.weight", &[1024, 384], 1024),
+    ("fc2.bias", &[192], 384),
+    ("fc2.weight", &[384, 192], 384),
+    ("fc3.bias", &[10], 192),
+    ("fc3.weight", &[192, 10], 192),
+];
+
+/// The CNN.
+#[derive(Debug, Clone)]
+pub struct Cnn {
+    seed: u64,
+}
+
+impl Cnn {
+    /// A CNN whose `init` draws from `seed` unless given another.
+    pub fn new(seed: u64) -> Self {
+        Cnn { seed }
+    }
+
+    fn tensors(w: &[f32], device: &Device, grad: bool) -> Vec<TensorAny> {
+        let mut at = 0;
+        LAYOUT
+            .iter()
+            .map(|(_, shape, _)| {
+                let n: usize = shape.iter().product();
+                let data = w[at..at + n].to_vec();
+                at += n;
+                let t = match shape.len() {
+                    1 => TensorAny::D1(Tensor::<1>::from_data(
+                        TensorData::new(data, [shape[0]]),
+                        device,
+                    )),
+                    2 => TensorAny::D2(Tensor::<2>::from_data(
+                        TensorData::new(data, [shape[0], shape[1]]),
+                        device,
+                    )),
+                    _ => TensorAny::D4(Tensor::<4>::from_data(
+                        TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
+                        device,
+                    )),
+                };
+                if grad { t.require_grad() } else { t }
+            })
+            .collect()
+    }
+
+    /// Logits `[B, 10]` of images `[B, 1, 28, 28]`.
+    fn forward(p: &[TensorAny], x: Tensor<4>, device: &Device) -> Tensor<2> {
+        let conv = |w: &TensorAny, b: &TensorAny, cin: usize| {
+            let mut c = Conv2dConfig::new(cin, 64, 5).init(device);
+            c.weight = Param::from_tensor(w.d4());
+            c.bias = Some(Param::from_tensor(b.d1()));
+            c
+        };
+        let c1 = conv(&p[1], &p[0], 1);
+        let c2 = conv(&p[3], &p[2], 64);
+        let h = max_pool2d(relu(c1.forward(x)), 2, 2);
+        let h = max_pool2d(relu(c2.forward(h)), 2, 2);
+        let [b, ..] = h.dims();
+        let h: Tensor<2> = h.reshape([b, 1024]);
+        let fc = |h: Tensor<2>, w: &TensorAny, bias: &TensorAny| {
+            h.matmul(w.d2()) + bias.d1().unsqueeze_dim(0)
+        };
+        let h = relu(fc(h, &p[5], &p[4]));
+        let h = relu(fc(h, &p[7], &p[6]));
+        fc(h, &p[9], &p[8])
+    }
+
+    fn batch(data: &Samples, idx: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let mut x = Vec::with_capacity(idx.len() * data.dim);
+        for &i in idx {
+            x.extend_from_slice(data.row(i));
+        }
+        let y: Vec<i64> = idx.iter().map(|&i| i64::from(data.y[i])).collect();
+        (
+            Tensor::<4>::from_data(TensorData::new(x, [idx.len(), 1, 28, 28]), device),
+            Tensor::<1, Int>::from_data(TensorData::new(y, [idx.len()]), device),
+        )
+    }
+}
+
+/// A parameter tensor of rank 1, 2 or 4.
+#[derive(Clone)]
+enum TensorAny {
+    D1(Tensor<1>),
+    D2(Tensor<2>),
+    D4(Tensor<4>),
+}
+
+impl TensorAny {
+    fn require_grad(self) -> Self {
+        match self {
+            TensorAny::D1(t) => TensorAny::D1(t.require_grad()),
+            TensorAny::D2(t) => TensorAny::D2(t.require_grad()),
+            TensorAny::D4(t) => TensorAny::D4(t.require_grad()),
+        }
+    }
+    fn d1(&self) -> Tensor<1> {
+        match self {
+            TensorAny::D1(t) => t.clone(),
+            TensorAny::D2(t) => t.clone().flatten(0, 1),
+            TensorAny::D4(t) => t.clone().flatten(0, 3),
+        }
+    }
+    fn d2(&self) -> Tensor<2> {
+        match self {
+            TensorAny::D2(t) => t.clone(),
+            TensorAny::D1(t) => t.clone().unsqueeze_dim(0),
+            TensorAny::D4(t) => t.clone().flatten(1, 3),
+        }
+    }
+    fn d4(&self) -> Tensor<4> {
+        match self {
+            TensorAny::D4(t) => t.clone(),
+            TensorAny::D1(t) => t.clone().unsqueeze_dims(&[0, 1, 2]),
+            TensorAny::D2(t) => t.clone().unsqueeze_dims(&[0, 1]),
+        }
+    }
+    fn grad(&self, g: &burn::tensor::Gradients) -> Vec<f32> {
+        let v = match self {
+            TensorAny::D1(t) => t.grad(g).map(ferrolab_core::nn::to_vec_f32),
+            TensorAny::D2(t) => t.grad(g).map(ferrolab_core::nn::to_vec_f32),
+            TensorAny::D4(t) => t.grad(g).map(ferrolab_core::nn::to_vec_f32),
+        };
+        v.unwrap_or_default()
+    }
+}
+
+impl FlatModel for Cnn {
+    fn name(&self) -> &str {
+        "cnn"
+    }
+    fn dim(&self) -> usize {
+        LAYOUT
+            .iter()
+            .map(|(_, s, _)| s.iter().product::<usize>())
+            .sum()
+    }
+    fn template(&self) -> Params {
+        let mut p = Params::new();
+        for (name, shape, _) in LAYOUT {
+            let n = shape.iter().product();
+            let _ = p.insert(name, shape.to_vec(), vec![0.0; n]);
+        }
+        p
+    }
+    fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = ferrolab_core::seed::rng(seed ^ self.seed, "cnn-init");
+        let mut out = Vec::with_capacity(self.dim());
+        for (_, shape, fan_in) in LAYOUT {
+            let n: usize = shape.iter().product();
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            out.extend((0..n).map(|_| rng.random_range(-bound..bound)));
+        }
+        out
+    }
+    fn loss_grad(&self, w: &[f32], data: &Samples, idx: &[usize], grad: &mut [f32]) -> f64 {
+        let device = ferrolab_core::backend::train_device();
+        let p = Self::tensors(w, &device, true);
+        let (x, y) = Self::batch(data, idx, &device);
+        let logits = Self::forward(&p, x, &device);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(logits, y);
+        let value = ferrolab_core::nn::to_vec_f32(loss.clone())
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        let grads = loss.backward();
+        let mut at = 0;
+        for t in &p {
+            let g = t.grad(&grads);
+            grad[at..at + g.len()].copy_from_slice(&g);
+            at += g.len();
+        }
+        f64::from(value)
+    }
+    fn evaluate(&self, w: &[f32], data: &Samples) -> (f64, f64) {
+        let device = ferrolab_core::backend::device();
+        let p = Self::tensors(w, &device, false);
+        let (mut loss, mut correct) = (0f64, 0usize);
+        let all: Vec<usize> = (0..data.len()).collect();
+        for chunk in all.chunks(500) {
+            let (x, y) = Self::batch(data, chunk, &device);
+            let logits = Self::forward(&p, x, &device);
+            let l = CrossEntropyLossConfig::new()
+                .init(&device)
+                .forward(logits.clone(), y);
+            loss += f64::from(
+                ferrolab_core::nn::to_vec_f32(l)
+                    .first()
+                    .copied()
+                    .unwrap_or(f32::NAN),
+            ) * chunk.len() as f64;
+            let z = ferrolab_core::nn::to_vec_f32(logits);
+            for (k, &i) in chunk.iter().enumerate() {
+                correct += usize::from(argmax(&z[k * 10..(k + 1) * 10]) == data.y[i] as usize);
+            }
+        }
+        let n = data.len().max(1) as f64;
+        (loss / n, correct as f64 / n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cnn_shapes_and_gradient_direction() {
+        let m = Cnn::new(1);
+        assert_eq!(m.dim(), m.template().numel());
+        let w = m.init(3);
+        let img = ferrolab_vision::data::synthetic(8, 28, 5);
+        let data = Samples {
+            x: img.pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+            y: img.labels.clone(),
+            dim: 784,
+            classes: 10,
+        };
+        let idx: Vec<usize> = (0..8).collect();
+        let mut g = vec![0f32; m.dim()];
+        let l0 = m.loss_grad(&w, &data, &idx, &mut g);
+        assert!(g.iter().any(|v| *v != 0.0));
+        let w1: Vec<f32> = w.iter().zip(&g).map(|(a, b)| a - 0.05 * b).collect();
+        let l1 = m.loss_grad(&w1, &data, &idx, &mut g);
+        assert!(l1 < l0, "a gradient step must lower the loss: {l0} -> {l1}");
+        let (_, acc) = m.evaluate(&w1, &data);
+        assert!((0.0..=1.0).contains(&acc));
+    }
+}
