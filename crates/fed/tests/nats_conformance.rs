@@ -12,10 +12,15 @@ use std::sync::Arc;
 
 #[test]
 fn nats_fabric_passes_the_conformance_suite() {
-    let Some(url) = nats_util::nats_url() else { return };
+    let Some(url) = nats_util::nats_url() else {
+        return;
+    };
     conformance::run_all(&|| {
-        let f: Arc<dyn Fabric> =
-            Arc::new(nats_util::connect(&url, &nats_util::fresh_prefix("conf"), Party::Server));
+        let f: Arc<dyn Fabric> = Arc::new(nats_util::connect(
+            &url,
+            &nats_util::fresh_prefix("conf"),
+            Party::Server,
+        ));
         f
     });
 }

@@ -232,7 +232,9 @@ fn check_url(url: &str) -> Result<(), NatsError> {
 fn check_prefix(p: &str) -> Result<(), NatsError> {
     if p.is_empty()
         || p.len() > 40
-        || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return Err(NatsError::Invalid(format!(
             "NATS run prefix `{p}` must be 1-40 characters of A-Z, a-z, 0-9, `_` or `-`"
@@ -300,7 +302,14 @@ impl Names {
         format!("{}.x.{}.{}.{}.>", self.subj, k.round, k.step, k.group)
     }
     fn x_subject(&self, k: ExchangeKey, party: Party, d: DeviceId) -> String {
-        format!("{}.x.{}.{}.{}.{}.{d}", self.subj, k.round, k.step, k.group, party.tag())
+        format!(
+            "{}.x.{}.{}.{}.{}.{d}",
+            self.subj,
+            k.round,
+            k.step,
+            k.group,
+            party.tag()
+        )
     }
 }
 
@@ -364,7 +373,10 @@ impl NatsFabric {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| NatsError::Connect { url: url_shown.clone(), reason: e.to_string() })?;
+            .map_err(|e| NatsError::Connect {
+                url: url_shown.clone(),
+                reason: e.to_string(),
+            })?;
         let handle = rt.handle().clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // The IO and timer drivers of a current-thread runtime only run inside its own
@@ -377,7 +389,10 @@ impl NatsFabric {
                     let _ = stop_rx.await;
                 });
             })
-            .map_err(|e| NatsError::Connect { url: url_shown.clone(), reason: e.to_string() })?;
+            .map_err(|e| NatsError::Connect {
+                url: url_shown.clone(),
+                reason: e.to_string(),
+            })?;
         let setup = handle.block_on(Self::setup(&opts));
         let (client, js, tasks, replies, xs, kv) = match setup {
             Ok(v) => v,
@@ -423,12 +438,18 @@ impl NatsFabric {
             .request_timeout(Some(opts.request_timeout))
             .name(format!("ferrolab-fed {}", opts.party.tag()))
             .connect(opts.url.as_str());
-        let client = match tokio::time::timeout(opts.connect_timeout + Duration::from_secs(1), connect)
-            .await
+        let client = match tokio::time::timeout(
+            opts.connect_timeout + Duration::from_secs(1),
+            connect,
+        )
+        .await
         {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                return Err(NatsError::Connect { url, reason: e.to_string() });
+                return Err(NatsError::Connect {
+                    url,
+                    reason: e.to_string(),
+                });
             }
             Err(_) => {
                 return Err(NatsError::Connect {
@@ -437,9 +458,15 @@ impl NatsFabric {
                 });
             }
         };
-        let js = jetstream::ContextBuilder::new().timeout(opts.request_timeout).build(client.clone());
+        let js = jetstream::ContextBuilder::new()
+            .timeout(opts.request_timeout)
+            .build(client.clone());
         let names = Names::new(&opts.prefix);
-        let storage = if opts.memory_storage { StorageType::Memory } else { StorageType::File };
+        let storage = if opts.memory_storage {
+            StorageType::Memory
+        } else {
+            StorageType::File
+        };
         let setup_err = |what: &str, e: &dyn std::fmt::Display| NatsError::Setup {
             url: url.clone(),
             what: what.to_string(),
@@ -495,7 +522,10 @@ impl NatsFabric {
         })
         .await
         .map_err(|e| setup_err(&names.kv(), &e))?;
-        let kv = js.get_key_value(names.kv()).await.map_err(|e| setup_err(&names.kv(), &e))?;
+        let kv = js
+            .get_key_value(names.kv())
+            .await
+            .map_err(|e| setup_err(&names.kv(), &e))?;
         Ok((client, js, tasks, replies, xs, kv))
     }
 
@@ -518,7 +548,10 @@ impl NatsFabric {
         if self.connected() {
             FabricError::Protocol(format!("{what}: {e}"))
         } else {
-            FabricError::Disconnected(format!("{what}: {e} (connection to {} lost)", redact_url(&self.opts.url)))
+            FabricError::Disconnected(format!(
+                "{what}: {e} (connection to {} lost)",
+                redact_url(&self.opts.url)
+            ))
         }
     }
 
@@ -563,7 +596,10 @@ impl NatsFabric {
             return Ok(b.clone());
         }
         let limit = self.opts.request_timeout;
-        let b = match self.bounded("open bucket", limit, self.js.get_object_store(name)).await {
+        let b = match self
+            .bounded("open bucket", limit, self.js.get_object_store(name))
+            .await
+        {
             Ok(b) => b,
             Err(_) => {
                 let cfg = object_store::Config {
@@ -575,8 +611,12 @@ impl NatsFabric {
                     },
                     ..Default::default()
                 };
-                self.bounded(&format!("create bucket {name}"), limit, self.js.create_object_store(cfg))
-                    .await?
+                self.bounded(
+                    &format!("create bucket {name}"),
+                    limit,
+                    self.js.create_object_store(cfg),
+                )
+                .await?
             }
         };
         self.lock().buckets.insert(name.to_string(), b.clone());
@@ -584,7 +624,12 @@ impl NatsFabric {
     }
 
     /// Uploads `bytes` as object `name` of `bucket`.
-    async fn put_blob(&self, bucket: &str, name: &str, bytes: &[u8]) -> Result<BlobRef, FabricError> {
+    async fn put_blob(
+        &self,
+        bucket: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<BlobRef, FabricError> {
         let store = self.bucket(bucket).await?;
         let meta = object_store::ObjectMetadata {
             name: name.to_string(),
@@ -593,10 +638,19 @@ impl NatsFabric {
         };
         let mut reader = bytes;
         // Generous: at 100 MB/s even a 1 GiB model finishes well inside this.
-        let limit = self.opts.request_timeout + Duration::from_secs(10 + (bytes.len() >> 27) as u64 * 10);
-        self.bounded(&format!("upload {bucket}/{name}"), limit, store.put(meta, &mut reader))
-            .await?;
-        Ok(BlobRef { bucket: bucket.to_string(), name: name.to_string(), size: bytes.len() as u64 })
+        let limit =
+            self.opts.request_timeout + Duration::from_secs(10 + (bytes.len() >> 27) as u64 * 10);
+        self.bounded(
+            &format!("upload {bucket}/{name}"),
+            limit,
+            store.put(meta, &mut reader),
+        )
+        .await?;
+        Ok(BlobRef {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            size: bytes.len() as u64,
+        })
     }
 
     /// The object's bytes, or `None` when it no longer exists (collected after its round).
@@ -612,7 +666,10 @@ impl NatsFabric {
             };
             let size = obj.info().size;
             if size as u64 != r.size {
-                return Err(format!("object has {size} bytes, the message announced {}", r.size));
+                return Err(format!(
+                    "object has {size} bytes, the message announced {}",
+                    r.size
+                ));
             }
             let mut buf = Vec::with_capacity(size);
             obj.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
@@ -630,13 +687,23 @@ impl NatsFabric {
         }
     }
 
-    async fn publish(&self, subject: String, msg_id: String, payload: Vec<u8>) -> Result<(), FabricError> {
+    async fn publish(
+        &self,
+        subject: String,
+        msg_id: String,
+        payload: Vec<u8>,
+    ) -> Result<(), FabricError> {
         let limit = self.opts.request_timeout;
         let what = format!("publish on {subject}");
         let fut = async {
             let ack = self
                 .js
-                .send_publish(subject.clone(), PublishMessage::build().payload(payload.into()).message_id(msg_id))
+                .send_publish(
+                    subject.clone(),
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(msg_id),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())
@@ -657,7 +724,11 @@ impl NatsFabric {
             ..Default::default()
         };
         let cons: consumer::PullConsumer = self
-            .bounded("open task consumer", self.opts.request_timeout, self.tasks.get_or_create_consumer(&name, cfg))
+            .bounded(
+                "open task consumer",
+                self.opts.request_timeout,
+                self.tasks.get_or_create_consumer(&name, cfg),
+            )
             .await?;
         self.lock().consumers.insert(c, cons.clone());
         Ok(cons)
@@ -683,7 +754,8 @@ impl NatsFabric {
                 .await
                 .map_err(|e| e.to_string())
         };
-        self.bounded(&format!("read {filter}"), self.opts.request_timeout, fut).await
+        self.bounded(&format!("read {filter}"), self.opts.request_timeout, fut)
+            .await
     }
 
     /// Deletes what earlier rounds left behind: messages and objects of rounds below
@@ -717,18 +789,22 @@ impl NatsFabric {
         // resumed server does not walk the whole history.
         let start = from.max(keep_from.saturating_sub(2));
         for r in start..keep_from {
-            for filter in [format!("{}.reply.{r}.>", self.names.subj), format!("{}.x.{r}.>", self.names.subj)] {
-                let s = if filter.contains(".reply.") { &self.replies } else { &self.xs };
-                let _ = tokio::time::timeout(self.opts.request_timeout, s.purge().filter(filter)).await;
+            for filter in [
+                format!("{}.reply.{r}.>", self.names.subj),
+                format!("{}.x.{r}.>", self.names.subj),
+            ] {
+                let s = if filter.contains(".reply.") {
+                    &self.replies
+                } else {
+                    &self.xs
+                };
+                let _ =
+                    tokio::time::timeout(self.opts.request_timeout, s.purge().filter(filter)).await;
             }
         }
     }
 
-    async fn decode_reply(
-        &self,
-        subject_client: ClientId,
-        env: ReplyEnv,
-    ) -> Result<Reply, String> {
+    async fn decode_reply(&self, subject_client: ClientId, env: ReplyEnv) -> Result<Reply, String> {
         let params = match &env.params {
             None => Params::new(),
             Some(b) => {
@@ -736,14 +812,23 @@ impl NatsFabric {
                 // another party's tensors as its update.
                 let own = self.names.bucket(Party::Client(subject_client));
                 if b.bucket != own {
-                    return Err(format!("update refers to bucket {}, not the client's own {own}", b.bucket));
+                    return Err(format!(
+                        "update refers to bucket {}, not the client's own {own}",
+                        b.bucket
+                    ));
                 }
-                self.lock().read.entry(env.id.round).or_default().push((b.bucket.clone(), b.name.clone()));
+                self.lock()
+                    .read
+                    .entry(env.id.round)
+                    .or_default()
+                    .push((b.bucket.clone(), b.name.clone()));
                 let bytes = self
                     .get_blob(b)
                     .await
                     .map_err(|e| format!("update unreadable: {e}"))?
-                    .ok_or_else(|| format!("update object {}/{} does not exist", b.bucket, b.name))?;
+                    .ok_or_else(|| {
+                        format!("update object {}/{} does not exist", b.bucket, b.name)
+                    })?;
                 Params::from_safetensors(&bytes).map_err(|e| format!("update rejected: {e}"))?
             }
         };
@@ -794,11 +879,23 @@ impl Fabric for NatsFabric {
                     self.put_blob(&bucket, &name, &bytes).await?;
                     let mut l = self.lock();
                     l.uploaded.insert(name.clone());
-                    l.written.entry(task.round).or_default().push((bucket.clone(), name.clone()));
+                    l.written
+                        .entry(task.round)
+                        .or_default()
+                        .push((bucket.clone(), name.clone()));
                 }
-                Some(BlobRef { bucket, name, size: bytes.len() as u64 })
+                Some(BlobRef {
+                    bucket,
+                    name,
+                    size: bytes.len() as u64,
+                })
             };
-            let env = TaskEnv { round: task.round, kind: task.kind, config: task.config.clone(), params };
+            let env = TaskEnv {
+                round: task.round,
+                kind: task.kind,
+                config: task.config.clone(),
+                params,
+            };
             let payload = serde_json::to_vec(&env).map_err(proto("encode task"))?;
             self.publish_task(client, payload).await
         })
@@ -875,7 +972,9 @@ impl Fabric for NatsFabric {
             } else {
                 let bucket = self.names.bucket(Party::Client(c));
                 let name = format!("r.{}.{tag}.{}", reply.id.round, reply.id.attempt);
-                let r = self.put_blob(&bucket, &name, &reply.params.to_safetensors()).await?;
+                let r = self
+                    .put_blob(&bucket, &name, &reply.params.to_safetensors())
+                    .await?;
                 Some(r)
             };
             let env = ReplyEnv {
@@ -888,7 +987,12 @@ impl Fabric for NatsFabric {
             };
             let payload = serde_json::to_vec(&env).map_err(proto("encode reply"))?;
             let id = format!("r-{}-{tag}-{c}-{}", reply.id.round, reply.id.attempt);
-            self.publish(self.names.reply_subject(reply.id.round, reply.kind, c), id, payload).await
+            self.publish(
+                self.names.reply_subject(reply.id.round, reply.kind, c),
+                id,
+                payload,
+            )
+            .await
         })
     }
 
@@ -911,7 +1015,12 @@ impl Fabric for NatsFabric {
                 let l = self.lock();
                 for &c in &expected {
                     if l.collected.contains(&(round, tag, c)) {
-                        failures.insert(c, format!("no new reply within {deadline:?} (round {round} already collected)"));
+                        failures.insert(
+                            c,
+                            format!(
+                                "no new reply within {deadline:?} (round {round} already collected)"
+                            ),
+                        );
                     }
                 }
             }
@@ -934,7 +1043,10 @@ impl Fabric for NatsFabric {
                             return Err(FabricError::Protocol(format!("reply stream: {e}")));
                         }
                         msgs = match self
-                            .reader(&self.replies, format!("{}.reply.{round}.{tag}.*", self.names.subj))
+                            .reader(
+                                &self.replies,
+                                format!("{}.reply.{round}.{tag}.*", self.names.subj),
+                            )
                             .await
                         {
                             Ok(m) => m,
@@ -947,7 +1059,11 @@ impl Fabric for NatsFabric {
                     }
                     Ok(Some(Ok(m))) => m,
                 };
-                let Some(c) = m.subject.rsplit('.').next().and_then(|s| s.parse::<ClientId>().ok())
+                let Some(c) = m
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|s| s.parse::<ClientId>().ok())
                 else {
                     continue;
                 };
@@ -1027,7 +1143,9 @@ impl Fabric for NatsFabric {
                 )));
             }
             if mine.insert(d, p).is_some() {
-                return Err(FabricError::Protocol(format!("device {d} contributes twice to {key:?}")));
+                return Err(FabricError::Protocol(format!(
+                    "device {d} contributes twice to {key:?}"
+                )));
             }
         }
         let until = Instant::now() + timeout;
@@ -1037,11 +1155,20 @@ impl Fabric for NatsFabric {
             for (d, p) in &mine {
                 let name = format!("x.{}.{}.{}.{d}", key.round, key.step, key.group);
                 let blob = self.put_blob(&bucket, &name, &p.to_safetensors()).await?;
-                self.lock().written.entry(key.round).or_default().push((bucket.clone(), name));
-                let env = XEnv { key, device: *d, params: blob };
+                self.lock()
+                    .written
+                    .entry(key.round)
+                    .or_default()
+                    .push((bucket.clone(), name));
+                let env = XEnv {
+                    key,
+                    device: *d,
+                    params: blob,
+                };
                 let payload = serde_json::to_vec(&env).map_err(proto("encode exchange"))?;
                 let id = format!("x-{}-{}-{}-{d}", key.round, key.step, key.group);
-                self.publish(self.names.x_subject(key, self.opts.party, *d), id, payload).await?;
+                self.publish(self.names.x_subject(key, self.opts.party, *d), id, payload)
+                    .await?;
             }
             let mut got: BTreeMap<DeviceId, Option<BlobRef>> = BTreeMap::new();
             for d in mine.keys() {
@@ -1053,8 +1180,11 @@ impl Fabric for NatsFabric {
                 self.check_link(&mut down)?;
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    let missing: Vec<DeviceId> =
-                        members.iter().copied().filter(|d| !got.contains_key(d)).collect();
+                    let missing: Vec<DeviceId> = members
+                        .iter()
+                        .copied()
+                        .filter(|d| !got.contains_key(d))
+                        .collect();
                     return Err(FabricError::Timeout {
                         what: format!("exchange {key:?}: devices {missing:?}"),
                         after: timeout,
@@ -1062,7 +1192,9 @@ impl Fabric for NatsFabric {
                 }
                 let m = match tokio::time::timeout(left.min(TICK * 4), msgs.next()).await {
                     Err(_) => continue,
-                    Ok(None) => return Err(FabricError::Disconnected("exchange stream closed".into())),
+                    Ok(None) => {
+                        return Err(FabricError::Disconnected("exchange stream closed".into()));
+                    }
                     Ok(Some(Err(e))) => {
                         if self.connected() {
                             return Err(FabricError::Protocol(format!("exchange stream: {e}")));
@@ -1072,7 +1204,8 @@ impl Fabric for NatsFabric {
                     }
                     Ok(Some(Ok(m))) => m,
                 };
-                let env: XEnv = serde_json::from_slice(&m.payload).map_err(proto("exchange envelope"))?;
+                let env: XEnv =
+                    serde_json::from_slice(&m.payload).map_err(proto("exchange envelope"))?;
                 let sender = m.subject.split('.').rev().nth(1).unwrap_or("").to_string();
                 if env.key != key || !member_set.contains(&env.device) {
                     return Err(FabricError::Protocol(format!(
@@ -1099,10 +1232,15 @@ impl Fabric for NatsFabric {
                     }
                 }
             }
-            let fetches = got.iter().filter_map(|(d, b)| b.as_ref().map(|b| (*d, b.clone())));
+            let fetches = got
+                .iter()
+                .filter_map(|(d, b)| b.as_ref().map(|b| (*d, b.clone())));
             let fetched = futures_util::future::join_all(fetches.map(|(d, b)| async move {
                 let bytes = self.get_blob(&b).await?.ok_or_else(|| {
-                    FabricError::Protocol(format!("exchange object {}/{} does not exist", b.bucket, b.name))
+                    FabricError::Protocol(format!(
+                        "exchange object {}/{} does not exist",
+                        b.bucket, b.name
+                    ))
                 })?;
                 Ok::<_, FabricError>((d, Params::from_safetensors(&bytes)?))
             }))
@@ -1137,8 +1275,12 @@ impl Fabric for NatsFabric {
                 v.extend(serde_json::to_vec(&StatePtr { blob }).map_err(proto("encode state"))?);
                 v
             };
-            self.bounded(&format!("store state {key}"), self.opts.request_timeout, self.kv.put(&k, stored.into()))
-                .await?;
+            self.bounded(
+                &format!("store state {key}"),
+                self.opts.request_timeout,
+                self.kv.put(&k, stored.into()),
+            )
+            .await?;
             // Swapping the pointer first means a reader sees the old value or the new, whole.
             if let Some(old) = old {
                 self.delete_blobs(vec![(old.bucket, old.name)]).await;
@@ -1152,23 +1294,36 @@ impl Fabric for NatsFabric {
             let k = kv_key(key);
             // A reader that loses the race with a writer deleting the previous object retries.
             for _ in 0..3 {
-                let Some(v) = self.bounded(&format!("read state {key}"), self.opts.request_timeout, self.kv.get(&k)).await?
+                let Some(v) = self
+                    .bounded(
+                        &format!("read state {key}"),
+                        self.opts.request_timeout,
+                        self.kv.get(&k),
+                    )
+                    .await?
                 else {
                     return Ok(None);
                 };
                 match v.first() {
                     Some(0) => return Ok(Some(v[1..].to_vec())),
                     Some(1) => {
-                        let ptr: StatePtr = serde_json::from_slice(&v[1..]).map_err(proto("state pointer"))?;
+                        let ptr: StatePtr =
+                            serde_json::from_slice(&v[1..]).map_err(proto("state pointer"))?;
                         match self.get_blob(&ptr.blob).await? {
                             Some(b) => return Ok(Some(b)),
                             None => continue,
                         }
                     }
-                    _ => return Err(FabricError::Protocol(format!("state {key}: unknown value tag"))),
+                    _ => {
+                        return Err(FabricError::Protocol(format!(
+                            "state {key}: unknown value tag"
+                        )));
+                    }
                 }
             }
-            Err(FabricError::Protocol(format!("state {key}: its object kept disappearing")))
+            Err(FabricError::Protocol(format!(
+                "state {key}: its object kept disappearing"
+            )))
         })
     }
 }
@@ -1180,7 +1335,11 @@ impl NatsFabric {
         // No message id: tasks are never resent by the fabric, and two sends of the same task
         // (a restarted server) must both arrive.
         self.bounded(&format!("publish on {subject}"), limit, async {
-            let ack = self.js.publish(subject.clone(), payload.into()).await.map_err(|e| e.to_string())?;
+            let ack = self
+                .js
+                .publish(subject.clone(), payload.into())
+                .await
+                .map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())
         })
         .await
@@ -1188,11 +1347,13 @@ impl NatsFabric {
     }
 
     async fn state_ptr(&self, k: &str) -> Result<Option<BlobRef>, FabricError> {
-        let v = self.bounded("read state", self.opts.request_timeout, self.kv.get(k)).await?;
+        let v = self
+            .bounded("read state", self.opts.request_timeout, self.kv.get(k))
+            .await?;
         Ok(match v {
-            Some(v) if v.first() == Some(&1) => {
-                serde_json::from_slice::<StatePtr>(&v[1..]).ok().map(|p| p.blob)
-            }
+            Some(v) if v.first() == Some(&1) => serde_json::from_slice::<StatePtr>(&v[1..])
+                .ok()
+                .map(|p| p.blob),
             _ => None,
         })
     }

@@ -80,7 +80,11 @@ pub fn server_config(
     if let Some(h) = http_port {
         let _ = writeln!(c, "http: \"127.0.0.1:{h}\"");
     }
-    let _ = writeln!(c, "jetstream {{ store_dir: {} }}", quote(&store_dir.display().to_string()));
+    let _ = writeln!(
+        c,
+        "jetstream {{ store_dir: {} }}",
+        quote(&store_dir.display().to_string())
+    );
     let _ = writeln!(c, "authorization {{\n  users: [");
     for u in users {
         let name = user_name(u.client);
@@ -117,8 +121,14 @@ mod tests {
     #[test]
     fn config_names_each_client_subjects() {
         let users = vec![
-            User { client: None, password: "p0".into() },
-            User { client: Some(3), password: "p\"3".into() },
+            User {
+                client: None,
+                password: "p0".into(),
+            },
+            User {
+                client: Some(3),
+                password: "p\"3".into(),
+            },
         ];
         let c = server_config("run1", -1, None, Path::new("/tmp/x"), &users);
         assert!(c.contains("fl.run1.reply.*.*.3"), "{c}");

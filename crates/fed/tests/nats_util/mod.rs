@@ -16,7 +16,9 @@ pub fn nats_url() -> Option<String> {
                 std::env::var_os("CI").is_none(),
                 "FERROLAB_NATS_URL is not set but CI is: .ci/run must start nats-server and export it"
             );
-            eprintln!("note: FERROLAB_NATS_URL is not set; skipping this NATS test (run nats-server -js and export it)");
+            eprintln!(
+                "note: FERROLAB_NATS_URL is not set; skipping this NATS test (run nats-server -js and export it)"
+            );
             None
         }
     }
@@ -29,7 +31,11 @@ pub fn fresh_prefix(tag: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{tag}{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Fast-failing options for tests.
