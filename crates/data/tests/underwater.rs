@@ -162,12 +162,12 @@ fn boxes_are_tight_around_the_painted_object() {
         if boxes.len() != 1 {
             continue;
         }
-        let (with, _, _) = scene.render_linear(&w).unwrap();
+        let with = scene.render_linear(&w).unwrap().observed;
         let empty = Scene {
             objects: vec![],
             ..scene.clone()
         };
-        let (without, _, _) = empty.render_linear(&w).unwrap();
+        let without = empty.render_linear(&w).unwrap().observed;
         let diff = |x: usize, y: usize| {
             let p = (y * 128 + x) * 3;
             (0..3).any(|c| with[p + c] != without[p + c])
@@ -225,10 +225,11 @@ fn turbid_water_has_less_contrast_than_clear_water() {
         let b = w.veiling_light();
         let mut sum = 0.0;
         for seed in 0..6 {
-            let (img, _, j) = Scene::generate(&cfg, seed)
+            let f = Scene::generate(&cfg, seed)
                 .unwrap()
                 .render_linear(&w)
                 .unwrap();
+            let (img, j) = (f.observed, f.radiance);
             let num: f32 = img
                 .chunks_exact(3)
                 .map(|p| (0..3).map(|c| (p[c] - b[c]).abs()).sum::<f32>())

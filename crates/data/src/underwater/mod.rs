@@ -35,7 +35,8 @@ pub mod scene;
 pub mod water;
 
 pub use scene::{
-    BoxAnnotation, CATEGORIES, Camera, MAX_RANGE_M, Rendered, Scene, SceneConfig, SceneObject,
+    BoxAnnotation, CATEGORIES, Camera, LinearFrame, MAX_RANGE_M, Rendered, Scene, SceneConfig,
+    SceneObject,
 };
 pub use water::{Water, WaterType};
 

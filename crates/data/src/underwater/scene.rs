@@ -178,6 +178,17 @@ pub struct Scene {
     pub objects: Vec<SceneObject>,
 }
 
+/// The physics of one frame in linear units, each `[y][x]` (and `[c]`) flattened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearFrame {
+    /// `I`, RGB.
+    pub observed: Vec<f32>,
+    /// `z` in metres.
+    pub range: Vec<f32>,
+    /// `J` (albedo times illumination), RGB.
+    pub radiance: Vec<f32>,
+}
+
 /// A rendered frame: 8-bit RGB (row-major, interleaved) and the boxes of its visible objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
@@ -328,8 +339,8 @@ impl Scene {
     }
 
     /// Renders the scene through `water` in linear radiance, with the range map: the physics
-    /// before blur, snow, noise and exposure (`(I, z, J)`, each `[y][x][c]` flattened).
-    pub fn render_linear(&self, water: &Water) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), String> {
+    /// before blur, snow, noise and exposure (`I`, `z`, `J`).
+    pub fn render_linear(&self, water: &Water) -> Result<LinearFrame, String> {
         water.check()?;
         let (w, h) = (self.config.width, self.config.height);
         let f = self.camera.focal_px(h);
@@ -413,7 +424,11 @@ impl Scene {
                 observed[p * 3..p * 3 + 3].copy_from_slice(&i);
             }
         }
-        Ok((observed, range, radiance))
+        Ok(LinearFrame {
+            observed,
+            range,
+            radiance,
+        })
     }
 
     /// Renders the scene through `water`: the physics of [`render_linear`], then forward
@@ -422,7 +437,11 @@ impl Scene {
     ///
     /// [`render_linear`]: Self::render_linear
     pub fn render(&self, water: &Water, seed: u64) -> Result<Rendered, String> {
-        let (mut img, range, _) = self.render_linear(water)?;
+        let LinearFrame {
+            observed: mut img,
+            range,
+            ..
+        } = self.render_linear(water)?;
         let (w, h) = (self.config.width, self.config.height);
         let mut rng = StdRng::seed_from_u64(hash64(seed ^ 0xF0_0D));
         let bb = water.beta_backscatter();
@@ -688,7 +707,7 @@ fn inside(o: &SceneObject, dx: f32, dy: f32, cs: f32, sn: f32) -> bool {
             let t = -v / 2.0; // 0 at the base, 1 at the top
             (0..strands).any(|s| {
                 let x0 = (variant_f(o, 20 + s) - 0.5) * 0.4;
-                let phase = variant_f(o, 40 + s) * 6.28;
+                let phase = variant_f(o, 40 + s) * std::f32::consts::TAU;
                 let amp = 0.15 + 0.2 * variant_f(o, 60 + s);
                 let height = 0.6 + 0.4 * variant_f(o, 80 + s);
                 let cx = x0 + amp * t * (3.0 * t * 2.0 + phase).sin();

@@ -65,11 +65,16 @@ pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
         || y.classes != CATEGORIES.len()
         || meta.categories.len() != y.classes
         || y.widths.iter().any(|w| *w > 1024)
+        || y.widths
+            .first()
+            .map_or(0, |w| w * y.input_size * y.input_size)
+            > 1 << 24
         || meta.net.domains > 64
     {
+        // The last bound keeps the first feature map (the largest) under 64 MiB per image.
         return Err(bad(
             &meta_path,
-            "input ≤ 1024 px, 3 channels, 5 categories, widths ≤ 1024 and ≤ 64 domains expected",
+            "input ≤ 1024 px, 3 channels, 5 categories, widths ≤ 1024 (first width × input² ≤ 2^24) and ≤ 64 domains expected",
         ));
     }
     y.check().map_err(|e| bad(&meta_path, e))?;

@@ -82,8 +82,9 @@ ferrolab_core::config_section! {
         /// Largest gradient-reversal coefficient; the coefficient follows
         /// `α(p) = 2/(1 + e^(−10p)) − 1` times this over training progress p.
         pub grl: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
-        /// Weight of DG-YOLO's IRM penalty (also ramped by α(p)).
-        pub irm_weight: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Weight of DG-YOLO's IRM penalty (also ramped by α(p)); at 1.0 (and 0.1) the penalty
+        /// outweighed the detection loss and drove the objectness logits to 0 here.
+        pub irm_weight: f64 = 0.01, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
     }
 }
 

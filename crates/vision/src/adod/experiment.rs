@@ -172,9 +172,10 @@ fn batch(
 }
 
 /// IRMv1's penalty (Arjovsky et al. 2019) as DG-YOLO applies it: per domain e, the squared
-/// derivative of the detection loss R_e(w·outputs) in a dummy scale w at w = 1. burn has no
-/// double backward, so the derivative is a central difference `(R_e(1+ε) − R_e(1−ε)) / 2ε`
-/// (ε = 0.01), which stays differentiable in the network's weights.
+/// derivative of the detection loss R_e in a dummy scale w on the classifier logits
+/// (objectness and classes; box regression is not a classifier output and is left unscaled)
+/// at w = 1. burn has no double backward, so the derivative is a central difference
+/// `(R_e(1+ε) − R_e(1−ε)) / 2ε` (ε = 0.01), which stays differentiable in the weights.
 fn irm_penalty(
     ops: &YoloTiny,
     out: &Outputs,
@@ -182,7 +183,16 @@ fn irm_penalty(
     domains: &[usize],
     device: &Device,
 ) -> Tensor<1> {
-    const EPS: f64 = 0.01;
+    const EPS: f32 = 0.01;
+    let ch = out.p32.dims()[1];
+    let per_anchor = ch / 3;
+    let scale = |w: f32| {
+        let v: Vec<f32> = (0..ch)
+            .map(|c| if c % per_anchor >= 4 { w } else { 1.0 })
+            .collect();
+        float_tensor(v, [1, ch, 1, 1], device)
+    };
+    let (up_s, down_s) = (scale(1.0 + EPS), scale(1.0 - EPS));
     let mut total = Tensor::<1>::zeros([1], device);
     let mut seen: Vec<usize> = domains.to_vec();
     seen.sort_unstable();
@@ -194,15 +204,9 @@ fn irm_penalty(
         let p32 = out.p32.clone().select(0, sel.clone());
         let p16 = out.p16.clone().select(0, sel);
         let t: Vec<Vec<YoloTarget>> = rows.iter().map(|&i| targets[i].clone()).collect();
-        let up = ops.loss(
-            (
-                p32.clone().mul_scalar(1.0 + EPS),
-                p16.clone().mul_scalar(1.0 + EPS),
-            ),
-            &t,
-        );
-        let down = ops.loss((p32.mul_scalar(1.0 - EPS), p16.mul_scalar(1.0 - EPS)), &t);
-        let g = (up - down).div_scalar(2.0 * EPS);
+        let up = ops.loss((p32.clone() * up_s.clone(), p16.clone() * up_s.clone()), &t);
+        let down = ops.loss((p32 * down_s.clone(), p16 * down_s.clone()), &t);
+        let g = (up - down).div_scalar(2.0 * f64::from(EPS));
         total = total + g.square();
     }
     total
