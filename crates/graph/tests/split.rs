@@ -2,6 +2,8 @@
 //! FS-G's client assignment invariants, the random and Dirichlet splits, the random node
 //! split; the Cora checks need `graphs/cora_planetoid.npz` and are `#[ignore]`d.
 
+#![allow(clippy::unwrap_used)]
+
 use ferrolab_graph::CsrGraph;
 use ferrolab_graph::split::{
     LOUVAIN_DELTA, dirichlet_split, louvain, louvain_split, modularity, planetoid_random_split,

@@ -2,6 +2,8 @@
 //! round trips and learning on a synthetic graph for every architecture; centralised Cora
 //! accuracy (Planetoid split) for GCN and GAT is `#[ignore]`d (needs the data).
 
+#![allow(clippy::unwrap_used)]
+
 use ferrolab_core::backend::{exclusive_rng, train_device};
 use ferrolab_core::burn::prelude::*;
 use ferrolab_core::nn::gradcheck::check_input_gradient;

@@ -24,6 +24,8 @@ use ferrolab_core::sparse::SparseAdj;
 use super::GraphTensors;
 
 /// A layer's input: sparse rows (only the first layer, bag-of-words) or a dense tensor.
+// Lives for one layer call on the stack; boxing the tensor handle would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum LayerInput<'a> {
     Sparse(&'a SparseAdj),
@@ -245,7 +247,7 @@ impl GprProp {
     /// `h: [n, d] → [n, d]`.
     pub fn forward(&self, g: &GraphTensors, h: Tensor<2>) -> Tensor<2> {
         let gamma = self.gamma.val();
-        let coef = |i: usize| gamma.clone().slice([i..i + 1]).unsqueeze_dim::<2>(0);
+        let coef = |i: usize| gamma.clone().narrow(0, i, 1).unsqueeze_dim::<2>(0);
         let mut cur = h;
         let mut out = cur.clone() * coef(0);
         for i in 1..=self.k {

@@ -191,7 +191,7 @@ impl ZooConfig {
                 format!("must be in [0, 1), got {}", self.dropout),
             ));
         }
-        if self.arch == Arch::Gat && (self.heads == 0 || self.hidden % self.heads != 0) {
+        if self.arch == Arch::Gat && (self.heads == 0 || !self.hidden.is_multiple_of(self.heads)) {
             return Err(GraphError::config(
                 "model.heads",
                 format!(
