@@ -14,6 +14,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_vision::adod::AdodSystem,
         &ferrolab_compress::LayerImportanceSystem,
         &ferrolab_vision::attenscribble::AttenScribbleSystem,
+        &ferrolab_fed::fedgraph::FedGraphSystem,
     ]
 }
 

@@ -2,6 +2,8 @@
 //! deterministic, rejects a bad update and goes on), local-only and global baselines, bad
 //! input; the Cora quick check is `#[ignore]`d (needs the data).
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use ferrolab_data::{CsbmConfig, generate_csbm};

@@ -68,6 +68,7 @@ pub struct RegimeResult {
     pub regime: Regime,
     pub cells: Vec<CellResult>,
     pub selected: usize,
+    /// Compute seconds of its runs summed (wall time when runs are parallel is less).
     pub seconds: f64,
 }
 
@@ -104,13 +105,15 @@ pub struct Table {
     pub setups: Vec<serde_json::Value>,
 }
 
-/// Runs the grid for every regime the configuration enables. `progress` receives one line
-/// per finished run.
+/// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
+/// run is seeded by itself, so the figures do not depend on the number of workers).
+/// `progress` receives every finished run.
 pub fn run_table(
     g: &GraphSet,
     cfg: &FedGraphConfig,
     master_seed: u64,
-    progress: &mut dyn FnMut(Regime, &CellResult, usize, &RunResult),
+    workers: usize,
+    progress: &(dyn Fn(Regime, f64, usize, usize, &RunResult) + Sync),
 ) -> Result<Table, FedGraphError> {
     let zoo = zoo_config(cfg, g.features.num_features(), g.classes)?;
     let f = &cfg.fed;
@@ -141,34 +144,87 @@ pub fn run_table(
     if cfg.baselines.global {
         regimes.push(Regime::Global);
     }
-    let mut out = Vec::new();
-    for regime in regimes {
-        let t0 = Instant::now();
-        let mut cells = Vec::new();
-        for &lr in &f.lrs {
-            for &steps in &f.local_steps {
-                let sched = Schedule {
-                    lr,
-                    local_steps: steps,
-                    rounds: f.rounds,
-                    patience: f.patience,
-                    weight_decay: f.weight_decay,
-                };
-                let mut cell = CellResult {
-                    lr,
-                    local_steps: steps,
-                    runs: Vec::new(),
-                };
-                for (i, (seed, st)) in setups.iter().enumerate() {
-                    let r = match regime {
-                        Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed)?,
-                        Regime::Local => local_only(g, st, &zoo, &sched, *seed)?,
-                        Regime::Global => global(g, st, &zoo, &sched, *seed)?,
-                    };
-                    progress(regime, &cell, i, &r);
-                    cell.runs.push(r);
+    // Every (regime, cell, seed) is one job; the slowest (many local steps) go first so the
+    // pool is not left waiting on one long job at the end.
+    let mut jobs = Vec::new();
+    for (ri, &regime) in regimes.iter().enumerate() {
+        for (li, &lr) in f.lrs.iter().enumerate() {
+            for (si, &steps) in f.local_steps.iter().enumerate() {
+                for k in 0..setups.len() {
+                    jobs.push((ri, li, si, k, regime, lr, steps));
                 }
-                cells.push(cell);
+            }
+        }
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.6));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<BTreeMap<(usize, usize, usize, usize), RunResult>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let first_error: std::sync::Mutex<Option<FedGraphError>> = std::sync::Mutex::new(None);
+    let times: std::sync::Mutex<BTreeMap<usize, f64>> = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&(ri, li, si, k, regime, lr, steps)) = jobs.get(i) else {
+                        break;
+                    };
+                    if first_error.lock().map_or(true, |e| e.is_some()) {
+                        break;
+                    }
+                    let sched = Schedule {
+                        lr,
+                        local_steps: steps,
+                        rounds: f.rounds,
+                        patience: f.patience,
+                        weight_decay: f.weight_decay,
+                    };
+                    let (seed, st) = &setups[k];
+                    let t0 = Instant::now();
+                    let r = match regime {
+                        Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed),
+                        Regime::Local => local_only(g, st, &zoo, &sched, *seed),
+                        Regime::Global => global(g, st, &zoo, &sched, *seed),
+                    };
+                    match r {
+                        Ok(r) => {
+                            progress(regime, lr, steps, k, &r);
+                            if let Ok(mut t) = times.lock() {
+                                *t.entry(ri).or_default() += t0.elapsed().as_secs_f64();
+                            }
+                            if let Ok(mut m) = results.lock() {
+                                m.insert((ri, li, si, k), r);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut fe) = first_error.lock() {
+                                fe.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let mut results = results.into_inner().unwrap_or_default();
+    let times = times.into_inner().unwrap_or_default();
+    let mut out = Vec::new();
+    for (ri, &regime) in regimes.iter().enumerate() {
+        let mut cells = Vec::new();
+        for (li, &lr) in f.lrs.iter().enumerate() {
+            for (si, &steps) in f.local_steps.iter().enumerate() {
+                let runs = (0..setups.len())
+                    .filter_map(|k| results.remove(&(ri, li, si, k)))
+                    .collect();
+                cells.push(CellResult {
+                    lr,
+                    local_steps: steps,
+                    runs,
+                });
             }
         }
         // Selection by validation only; ties keep the earlier cell.
@@ -182,7 +238,7 @@ pub fn run_table(
             regime,
             cells,
             selected,
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: times.get(&ri).copied().unwrap_or(0.0),
         });
     }
     Ok(Table {

@@ -90,7 +90,7 @@ impl System for FedGraphSystem {
         vec![
             Preset {
                 name: "quick",
-                about: "Cora, Louvain, 5 clients, GCN, one grid cell, 2 seeds, 60 rounds (< 1 min)",
+                about: "Cora, Louvain, 5 clients, GCN, one grid cell, 2 seeds, 50 rounds (< 1 min)",
                 toml: include_str!("../../../../configs/fedgraph/quick.toml"),
             },
             Preset {
@@ -153,26 +153,29 @@ impl System for FedGraphSystem {
             cfg.fed.lrs,
             cfg.fed.local_steps
         );
-        let mut log: Vec<serde_json::Value> = Vec::new();
-        let table = run_table(&g, cfg, ctx.seed(), &mut |regime, cell, seed, r| {
+        let log: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(Vec::new());
+        let progress = |regime: Regime, lr: f64, steps: usize, seed: usize, r: &run::RunResult| {
             eprintln!(
                 "  {:>6} lr {:<5} steps {:<3} seed {seed}: val {:.4} test {:.4} (best round {}, {} rounds)",
                 regime.name(),
-                cell.lr,
-                cell.local_steps,
+                lr,
+                steps,
                 r.val_accuracy,
                 r.test_accuracy,
                 r.best_round,
                 r.rounds_run
             );
-            log.push(json!({
-                "regime": regime.name(), "lr": cell.lr, "local_steps": cell.local_steps,
-                "seed": seed, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
-                "best_round": r.best_round, "rounds": r.rounds_run,
-            }));
-        })?;
-        for rec in &log {
-            ctx.log_metrics(rec)?;
+            if let Ok(mut l) = log.lock() {
+                l.push(json!({
+                    "regime": regime.name(), "lr": lr, "local_steps": steps,
+                    "seed": seed, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+                    "best_round": r.best_round, "rounds": r.rounds_run,
+                }));
+            }
+        };
+        let table = run_table(&g, cfg, ctx.seed(), ctx.threads(), &progress)?;
+        for rec in log.into_inner().unwrap_or_default() {
+            ctx.log_metrics(&rec)?;
         }
         let mut report = Report::new("fedgraph", &table.dataset, ctx.seed());
         let mut details = serde_json::Map::new();
