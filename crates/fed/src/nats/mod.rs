@@ -433,7 +433,16 @@ impl NatsFabric {
         NatsError,
     > {
         let url = redact_url(&opts.url);
-        let connect = async_nats::ConnectOptions::new()
+        // async-nats does not take credentials from the URL itself; lift them into the options.
+        let creds = opts.url.split(',').find_map(|u| {
+            let a = u.trim().parse::<async_nats::ServerAddr>().ok()?;
+            Some((a.username()?.to_string(), a.password()?.to_string()))
+        });
+        let mut base = async_nats::ConnectOptions::new();
+        if let Some((user, pass)) = creds {
+            base = base.user_and_password(user, pass);
+        }
+        let connect = base
             .connection_timeout(opts.connect_timeout)
             .request_timeout(Some(opts.request_timeout))
             .name(format!("ferrolab-fed {}", opts.party.tag()))
