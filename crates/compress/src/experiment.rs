@@ -117,7 +117,9 @@ fn trained(m: &Member, data: &Data, s: &TrainSettings, run: &Path) -> SysResult<
     let dev = ferrolab_core::backend::device();
     if path.exists() {
         let net = m.spec.build(&dev).map_err(SystemError::usage)?;
-        let net = ferrolab_core::run::load_checkpoint(net, &path)?;
+        // A file that does not fit the architecture is the user's to fix (exit 2).
+        let net = ferrolab_core::run::load_checkpoint(net, &path)
+            .map_err(|e| SystemError::usage(e.to_string()))?;
         return Ok((net, 0.0));
     }
     let t = Instant::now();
