@@ -2,6 +2,8 @@
 //! whole experiment on a small generated ACDC-layout folder (report keys, predict, resume),
 //! bad input, and a real-data run on `../shared/data/acdc` (ignored: needs the data).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -43,24 +45,45 @@ fn network_shapes_affinity_and_input_gradient() {
     let kv = to_vec_f32(k.clone());
     assert!(kv.iter().all(|&v| v > 0.0 && v < 1.0));
     let kt = to_vec_f32(k.swap_dims(1, 2));
-    let asym = kv.iter().zip(&kt).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let asym = kv
+        .iter()
+        .zip(&kt)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(asym < 1e-6, "affinity must be symmetric: {asym}");
     // Every stage can hold the block.
     for level in 0..3 {
         let n = tiny_spec(Some(level)).build(&dev).unwrap();
-        let o = n.forward(Tensor::<4>::random([1, 1, 8, 8], Distribution::Default, &dev));
+        let o = n.forward(Tensor::<4>::random(
+            [1, 1, 8, 8],
+            Distribution::Default,
+            &dev,
+        ));
         assert_eq!(o.attention.unwrap().dims()[1], (8 >> level) * (8 >> level));
     }
-    assert!(tiny_spec(None).build(&dev).unwrap().forward(Tensor::<4>::zeros([1, 1, 8, 8], &dev)).attention.is_none());
+    assert!(
+        tiny_spec(None)
+            .build(&dev)
+            .unwrap()
+            .forward(Tensor::<4>::zeros([1, 1, 8, 8], &dev))
+            .attention
+            .is_none()
+    );
     // Gradients through the whole network, attention block included (running statistics, as
     // the UNet's own check, so batch norm's batch coupling does not blur the comparison).
-    let _ = net.forward(Tensor::<4>::random([4, 1, 8, 8], Distribution::Default, &dev));
+    let _ = net.forward(Tensor::<4>::random(
+        [4, 1, 8, 8],
+        Distribution::Default,
+        &dev,
+    ));
     let net = net.freeze();
     check_input_gradient(|x: Tensor<4>| net.forward(x).logits, [2, 1, 8, 8], 72);
     check_input_gradient(
         |x: Tensor<4>| {
             let o = net.forward(x);
-            net.attention_block().unwrap().affinity(o.attention.unwrap())
+            net.attention_block()
+                .unwrap()
+                .affinity(o.attention.unwrap())
         },
         [1, 1, 8, 8],
         73,
@@ -75,12 +98,20 @@ fn checkpoint_roundtrip_and_foreign_checkpoints_are_refused() {
     let spec = tiny_spec(Some(1));
     let net = spec.build(&dev).unwrap();
     let dir = tmp("ckpt");
-    checkpoint::save(&dir, &net, &checkpoint::meta(spec.clone(), 16, "attenscribble")).unwrap();
+    checkpoint::save(
+        &dir,
+        &net,
+        &checkpoint::meta(spec.clone(), 16, "attenscribble"),
+    )
+    .unwrap();
     drop(_rng);
     let (loaded, meta) = checkpoint::load(&dir).unwrap();
     assert_eq!(meta.size, 16);
     let x = Tensor::<4>::random([1, 1, 16, 16], Distribution::Default, &dev);
-    let (a, b) = (to_vec_f32(net.forward(x.clone()).logits), to_vec_f32(loaded.forward(x).logits));
+    let (a, b) = (
+        to_vec_f32(net.forward(x.clone()).logits),
+        to_vec_f32(loaded.forward(x).logits),
+    );
     assert_eq!(a, b);
     // A checkpoint for another input size (not a multiple of the network's 4).
     let mut m = meta.clone();
@@ -88,13 +119,19 @@ fn checkpoint_roundtrip_and_foreign_checkpoints_are_refused() {
     std::fs::write(dir.join("meta.json"), serde_json::to_string(&m).unwrap()).unwrap();
     let e = checkpoint::load(&dir).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Usage);
-    assert!(e.to_string().contains("meta.json") && e.to_string().contains("18"), "{e}");
+    assert!(
+        e.to_string().contains("meta.json") && e.to_string().contains("18"),
+        "{e}"
+    );
     assert!(!e.to_string().contains('\n'));
     std::fs::remove_dir_all(&dir).ok();
 }
 
 fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-attenscribble-{tag}-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "ferrolab-attenscribble-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -104,7 +141,8 @@ fn tmp(tag: &str) -> PathBuf {
 /// background, with scribbles along the middle row of each structure.
 fn synthetic(shape: (usize, usize), shift: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let (h, w) = shape;
-    let (mut image, mut label, mut scribble) = (vec![20u8; h * w], vec![0u8; h * w], vec![4u8; h * w]);
+    let (mut image, mut label, mut scribble) =
+        (vec![20u8; h * w], vec![0u8; h * w], vec![4u8; h * w]);
     let (cy, cx) = (h as f64 / 2.0, w as f64 / 2.0 + shift as f64);
     for y in 0..h {
         for x in 0..w {
@@ -132,7 +170,11 @@ fn synthetic(shape: (usize, usize), shift: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>)
 fn write(path: &Path, shape: &[usize], image: &[u8], label: &[u8], scribble: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     // A scribble of another length gets a 1-D shape (the "shapes differ" case).
-    let sshape = if scribble.len() == label.len() { shape.to_vec() } else { vec![scribble.len()] };
+    let sshape = if scribble.len() == label.len() {
+        shape.to_vec()
+    } else {
+        vec![scribble.len()]
+    };
     write_npz(
         path,
         &[
@@ -149,7 +191,13 @@ fn acdc_like(root: &Path) {
     for p in 21..25 {
         for k in 0..3 {
             let (i, l, s) = synthetic((20, 24), (p + k) % 3);
-            write(&root.join(format!("train/patient{p:03}_frame01_slice_{k}.npz")), &[20, 24], &i, &l, &s);
+            write(
+                &root.join(format!("train/patient{p:03}_frame01_slice_{k}.npz")),
+                &[20, 24],
+                &i,
+                &l,
+                &s,
+            );
         }
     }
     for p in 11..13 {
@@ -160,7 +208,13 @@ fn acdc_like(root: &Path) {
             lv.extend(l);
             sv.extend(s);
         }
-        write(&root.join(format!("val/patient{p:03}_frame01.npz")), &[3, 18, 22], &iv, &lv, &sv);
+        write(
+            &root.join(format!("val/patient{p:03}_frame01.npz")),
+            &[3, 18, 22],
+            &iv,
+            &lv,
+            &sv,
+        );
     }
 }
 
@@ -184,7 +238,11 @@ fn tiny_cfg(root: &Path) -> Checked<AttenScribbleConfig> {
 }
 
 fn ctx(dir: &Path, fresh: bool) -> RunContext {
-    let run = if fresh { RunDir::create(dir).unwrap() } else { RunDir::reopen(dir).unwrap() };
+    let run = if fresh {
+        RunDir::create(dir).unwrap()
+    } else {
+        RunDir::reopen(dir).unwrap()
+    };
     RunContext::new(5, 1, None, run)
 }
 
@@ -202,7 +260,12 @@ fn experiment_reports_every_key_predicts_and_resumes_exactly() {
         want.push(format!("val_hd95_px_{c}"));
     }
     for k in &want {
-        for table in [&r.metrics, &r.baselines["pce"], &r.baselines["pce_gcrf"], &r.baselines["full"]] {
+        for table in [
+            &r.metrics,
+            &r.baselines["pce"],
+            &r.baselines["pce_gcrf"],
+            &r.baselines["full"],
+        ] {
             let d = table.get(k.as_str()).copied().or(None);
             if k.starts_with("val_dice") {
                 let d = d.unwrap_or_else(|| panic!("missing {k}"));
@@ -212,11 +275,14 @@ fn experiment_reports_every_key_predicts_and_resumes_exactly() {
         }
     }
     assert_eq!(r.metrics["seeds"], 2.0);
-    assert!(a.join("overlays/attenscribble.png").is_file() && a.join("overlays/full.png").is_file());
+    assert!(
+        a.join("overlays/attenscribble.png").is_file() && a.join("overlays/full.png").is_file()
+    );
     // predict on a validation volume: one uint8 `label` of the volume's shape.
     let (model, meta) = checkpoint::load(&a.join("checkpoint")).unwrap();
     assert_eq!(meta.method, "attenscribble");
-    let (shape, labels) = predict::predict_file(&model, meta.size, &root.join("val/patient011_frame01.npz")).unwrap();
+    let (shape, labels) =
+        predict::predict_file(&model, meta.size, &root.join("val/patient011_frame01.npz")).unwrap();
     assert_eq!(shape, vec![3, 18, 22]);
     assert!(labels.len() == 3 * 18 * 22 && labels.iter().all(|&l| l < 4));
     // Killed after 4 iterations of the first unit, then resumed: the same figures.
@@ -232,7 +298,10 @@ fn experiment_reports_every_key_predicts_and_resumes_exactly() {
         assert!(v == &w || (v.is_nan() && w.is_nan()), "{k}: {v} vs {w}");
     }
     for name in ["pce", "full"] {
-        assert_eq!(r.baselines[name].get("val_dice"), resumed.report.baselines[name].get("val_dice"));
+        assert_eq!(
+            r.baselines[name].get("val_dice"),
+            resumed.report.baselines[name].get("val_dice")
+        );
     }
     for d in [&root, &a, &b] {
         std::fs::remove_dir_all(d).ok();
@@ -252,19 +321,32 @@ fn bad_input_names_the_file() {
     write(&f, &[20, 24], &i, &l, &s);
     let e = experiment::run(&cfg, &mut ctx(&tmp("bad-out1"), true)).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Usage);
-    assert!(e.to_string().contains("patient030_frame01_slice_0.npz") && e.to_string().contains("scribble value 5"), "{e}");
+    assert!(
+        e.to_string().contains("patient030_frame01_slice_0.npz")
+            && e.to_string().contains("scribble value 5"),
+        "{e}"
+    );
     // Shapes that differ.
     write(&f, &[20, 24], &i, &l, &s[..100]);
     let e = experiment::run(&cfg, &mut ctx(&tmp("bad-out2"), true)).unwrap_err();
-    assert!(e.to_string().contains("patient030") && e.to_string().contains("shape"), "{e}");
+    assert!(
+        e.to_string().contains("patient030") && e.to_string().contains("shape"),
+        "{e}"
+    );
     // An empty training folder.
     std::fs::remove_dir_all(root.join("train")).unwrap();
     std::fs::create_dir_all(root.join("train")).unwrap();
     let e = experiment::run(&cfg, &mut ctx(&tmp("bad-out3"), true)).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Usage);
-    assert!(e.to_string().contains("train") && e.to_string().contains("no .npz"), "{e}");
+    assert!(
+        e.to_string().contains("train") && e.to_string().contains("no .npz"),
+        "{e}"
+    );
     for t in ["bad", "bad-out1", "bad-out2", "bad-out3"] {
-        std::fs::remove_dir_all(std::env::temp_dir().join(format!("ferrolab-attenscribble-{t}-{}", std::process::id()))).ok();
+        std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("ferrolab-attenscribble-{t}-{}", std::process::id())),
+        )
+        .ok();
     }
 }
 
@@ -282,7 +364,12 @@ fn quick_preset_on_real_acdc() {
     let o = sys.run(&checked, &mut c).unwrap();
     let r = &o.report;
     assert_eq!(r.details["val_volumes"], 4);
-    for t in [&r.metrics, &r.baselines["pce"], &r.baselines["pce_gcrf"], &r.baselines["full"]] {
+    for t in [
+        &r.metrics,
+        &r.baselines["pce"],
+        &r.baselines["pce_gcrf"],
+        &r.baselines["full"],
+    ] {
         let d = t["val_dice"];
         assert!(d.is_finite() && (0.0..=1.0).contains(&d), "{d}");
     }

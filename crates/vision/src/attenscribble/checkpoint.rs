@@ -25,19 +25,33 @@ pub struct Meta {
 
 impl Meta {
     fn check(&self, path: &Path) -> SysResult<()> {
-        let bad = |m: String| Err(SystemError::usage(format!("checkpoint {}: {m}", path.display())));
+        let bad = |m: String| {
+            Err(SystemError::usage(format!(
+                "checkpoint {}: {m}",
+                path.display()
+            )))
+        };
         if self.version != FORMAT_VERSION {
-            return bad(format!("format {} is not the supported {FORMAT_VERSION}", self.version));
+            return bad(format!(
+                "format {} is not the supported {FORMAT_VERSION}",
+                self.version
+            ));
         }
-        self.spec.check().or_else(|e| bad(e))?;
+        self.spec.check().or_else(bad)?;
         let m = self.spec.size_multiple();
         if !(m..=1024).contains(&self.size) || !self.size.is_multiple_of(m) {
-            return bad(format!("input size {} is not a multiple of {m} in {m}..=1024", self.size));
+            return bad(format!(
+                "input size {} is not a multiple of {m} in {m}..=1024",
+                self.size
+            ));
         }
         if let Some(l) = self.spec.attention_level {
             let g = self.size >> l;
             if g * g > 4096 {
-                return bad(format!("input size {} gives a {g}×{g} attention grid (at most 64×64)", self.size));
+                return bad(format!(
+                    "input size {} gives a {g}×{g} attention grid (at most 64×64)",
+                    self.size
+                ));
             }
         }
         Ok(())
@@ -46,22 +60,31 @@ impl Meta {
 
 fn from_core(e: CoreError) -> SystemError {
     match e {
-        CoreError::Checkpoint { path, msg } => SystemError::usage(format!("checkpoint {}: {msg}", path.display())),
+        CoreError::Checkpoint { path, msg } => {
+            SystemError::usage(format!("checkpoint {}: {msg}", path.display()))
+        }
         other => SystemError::runtime(other.to_string()),
     }
 }
 
 /// Writes `dir/{model.safetensors, meta.json}`.
 pub fn save(dir: &Path, model: &AttenUNet, meta: &Meta) -> SysResult<()> {
-    std::fs::create_dir_all(dir).map_err(|e| SystemError::runtime(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SystemError::runtime(format!("{}: {e}", dir.display())))?;
     save_checkpoint(model, &dir.join("model.safetensors")).map_err(from_core)?;
-    let text = serde_json::to_string_pretty(meta).map_err(|e| SystemError::runtime(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(meta).map_err(|e| SystemError::runtime(e.to_string()))?;
     write_atomic(&dir.join("meta.json"), text.as_bytes()).map_err(from_core)
 }
 
 /// A meta record for `spec` trained at `size` by `method`.
 pub fn meta(spec: AttenUNetSpec, size: usize, method: &str) -> Meta {
-    Meta { version: FORMAT_VERSION, spec, size, method: method.into() }
+    Meta {
+        version: FORMAT_VERSION,
+        spec,
+        size,
+        method: method.into(),
+    }
 }
 
 /// Loads a checkpoint folder on the inference device.
@@ -70,12 +93,18 @@ pub fn load(dir: &Path) -> SysResult<(AttenUNet, Meta)> {
     let md = std::fs::metadata(&meta_path)
         .map_err(|e| SystemError::usage(format!("checkpoint {}: {e}", meta_path.display())))?;
     if !md.is_file() || md.len() > 1 << 20 {
-        return Err(SystemError::usage(format!("checkpoint {}: not a regular file of at most 1 MiB", meta_path.display())));
+        return Err(SystemError::usage(format!(
+            "checkpoint {}: not a regular file of at most 1 MiB",
+            meta_path.display()
+        )));
     }
     let text = std::fs::read_to_string(&meta_path)
         .map_err(|e| SystemError::usage(format!("checkpoint {}: {e}", meta_path.display())))?;
     let meta: Meta = serde_json::from_str(&text).map_err(|e| {
-        SystemError::usage(format!("checkpoint {}: not an attenscribble checkpoint: {e}", meta_path.display()))
+        SystemError::usage(format!(
+            "checkpoint {}: not an attenscribble checkpoint: {e}",
+            meta_path.display()
+        ))
     })?;
     meta.check(&meta_path)?;
     let weights = dir.join("model.safetensors");

@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn defaults_are_the_reference_recipe_and_bad_values_are_refused() {
         let c = Checked::new(AttenScribbleConfig::default()).unwrap();
-        assert_eq!((c.train.batch_size, c.train.lr, c.data.size), (12, 0.01, 256));
+        assert_eq!(
+            (c.train.batch_size, c.train.lr, c.data.size),
+            (12, 0.01, 256)
+        );
         let mut bad = AttenScribbleConfig::default();
         bad.model.attention_level = 0;
         let e = Checked::new(bad).unwrap_err().to_string();

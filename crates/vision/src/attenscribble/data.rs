@@ -82,7 +82,11 @@ pub fn augment<R: Rng + ?Sized>(s: &SegSample, max_degrees: f32, rng: &mut R) ->
     if rng.random::<f64>() > 0.5 {
         let k = rng.random_range(0..4usize);
         let out = s.rot90(k);
-        if rng.random_bool(0.5) { out.vflip() } else { out.hflip() }
+        if rng.random_bool(0.5) {
+            out.vflip()
+        } else {
+            out.hflip()
+        }
     } else if rng.random::<f64>() > 0.5 && max_degrees > 0.0 {
         let a = rng.random_range(-max_degrees..=max_degrees);
         s.rotate(a, ACDC_UNLABELED)
@@ -101,7 +105,11 @@ fn src_coord(o: usize, n_in: usize, n_out: usize) -> f64 {
 }
 
 /// Nearest-neighbour resize of a row-major `h × w` plane to `oh × ow`.
-pub fn resize_nearest<T: Copy>(src: &[T], (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<T> {
+pub fn resize_nearest<T: Copy>(
+    src: &[T],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<T> {
     let cols: Vec<usize> = (0..ow)
         .map(|x| (src_coord(x, w, ow).round() as usize).min(w - 1))
         .collect();
@@ -164,6 +172,9 @@ pub fn patient_of(path: &Path) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// A slice at the training size: image, label, scribble.
+type Resized = (Vec<f32>, Vec<u8>, Vec<u8>);
+
 /// Loads the training slices of `dir` (the first `patients` patients, 0 = all), resized.
 pub fn load_train(dir: &Path, size: usize, patients: usize) -> SysResult<TrainSet> {
     let files = list_npz(dir, "training")?;
@@ -179,7 +190,7 @@ pub fn load_train(dir: &Path, size: usize, patients: usize) -> SysResult<TrainSe
         .iter()
         .filter(|p| patients == 0 || patient_of(p).is_some_and(|id| keep.contains(&id)))
         .collect();
-    let loaded: Vec<SysResult<(Vec<f32>, Vec<u8>, Vec<u8>)>> = {
+    let loaded: Vec<SysResult<Resized>> = {
         use rayon::prelude::*;
         chosen
             .par_iter()
@@ -213,7 +224,8 @@ pub fn load_train(dir: &Path, size: usize, patients: usize) -> SysResult<TrainSe
                 present[usize::from(s)] = true;
             }
         }
-        set.multi_class.push(present.iter().filter(|&&p| p).count() > 1);
+        set.multi_class
+            .push(present.iter().filter(|&&p| p).count() > 1);
         set.images.extend(im);
         set.labels.extend(la);
         set.scribbles.extend(sc);
@@ -275,7 +287,9 @@ mod tests {
             size,
             images: (0..n).map(|i| i as f32 / n as f32).collect(),
             labels: (0..n).map(|i| (i % 4) as u8).collect(),
-            scribbles: (0..n).map(|i| if i % 3 == 0 { (i % 4) as u8 } else { 4 }).collect(),
+            scribbles: (0..n)
+                .map(|i| if i % 3 == 0 { (i % 4) as u8 } else { 4 })
+                .collect(),
             multi_class: vec![true],
             patients: 1,
         };

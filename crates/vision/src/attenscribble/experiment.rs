@@ -49,14 +49,25 @@ pub fn prepare(cfg: &AttenScribbleConfig, data_dir: Option<&Path>) -> SysResult<
             cfg.train.batch_size
         )));
     }
-    let val_dir = cfg.data.val.as_ref().map_or_else(|| root.join("val"), PathBuf::from);
+    let val_dir = cfg
+        .data
+        .val
+        .as_ref()
+        .map_or_else(|| root.join("val"), PathBuf::from);
     let val = data::load_volumes(&val_dir, cfg.data.val_volumes)?;
     let test_dir = cfg.data.test.as_ref().map(PathBuf::from);
     let test = match &test_dir {
         Some(d) => Some(data::load_volumes(d, 0)?),
         None => None,
     };
-    Ok(Prepared { train, val, test, root, val_dir, test_dir })
+    Ok(Prepared {
+        train,
+        val,
+        test,
+        root,
+        val_dir,
+        test_dir,
+    })
 }
 
 /// Mean and population standard deviation of the finite values (NaN when there are none).
@@ -72,7 +83,12 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// The report keys of one method: `<split>_dice`, `<split>_dice_rv|myo|lv`,
 /// `<split>_hd95_px`, `<split>_hd95_px_rv|myo|lv`, each with `_std`, over seeds.
-fn keys(results: &[&RunResult], split: &str, pick: impl Fn(&RunResult) -> Option<&Scores>, out: &mut BTreeMap<String, f64>) {
+fn keys(
+    results: &[&RunResult],
+    split: &str,
+    pick: impl Fn(&RunResult) -> Option<&Scores>,
+    out: &mut BTreeMap<String, f64>,
+) {
     let scores: Vec<&Scores> = results.iter().filter_map(|r| pick(r)).collect();
     if scores.is_empty() {
         return;
@@ -84,11 +100,23 @@ fn keys(results: &[&RunResult], split: &str, pick: impl Fn(&RunResult) -> Option
             out.insert(format!("{name}_std"), s);
         }
     };
-    put(format!("{split}_dice"), scores.iter().map(|s| s.mean_dice()).collect());
-    put(format!("{split}_hd95_px"), scores.iter().map(|s| s.mean_hd95()).collect());
+    put(
+        format!("{split}_dice"),
+        scores.iter().map(|s| s.mean_dice()).collect(),
+    );
+    put(
+        format!("{split}_hd95_px"),
+        scores.iter().map(|s| s.mean_hd95()).collect(),
+    );
     for (ci, cname) in ["rv", "myo", "lv"].iter().enumerate() {
-        put(format!("{split}_dice_{cname}"), scores.iter().map(|s| s.dice[ci]).collect());
-        put(format!("{split}_hd95_px_{cname}"), scores.iter().map(|s| s.hd95[ci]).collect());
+        put(
+            format!("{split}_dice_{cname}"),
+            scores.iter().map(|s| s.dice[ci]).collect(),
+        );
+        put(
+            format!("{split}_hd95_px_{cname}"),
+            scores.iter().map(|s| s.hd95[ci]).collect(),
+        );
     }
 }
 
@@ -101,7 +129,11 @@ pub fn run(cfg: &Checked<AttenScribbleConfig>, ctx: &mut RunContext) -> SysResul
 
 /// Runs the experiment; `max_iterations_now` stops the first unfinished unit after that many
 /// iterations (what a kill does; tests check that `--resume` changes nothing).
-pub fn run_with(cfg: &Checked<AttenScribbleConfig>, ctx: &mut RunContext, max_iterations_now: Option<usize>) -> SysResult<Outcome> {
+pub fn run_with(
+    cfg: &Checked<AttenScribbleConfig>,
+    ctx: &mut RunContext,
+    max_iterations_now: Option<usize>,
+) -> SysResult<Outcome> {
     let clock = Stopwatch::start();
     let load_clock = Stopwatch::start();
     let prepared = prepare(cfg, ctx.data_dir())?;
@@ -113,9 +145,17 @@ pub fn run_with(cfg: &Checked<AttenScribbleConfig>, ctx: &mut RunContext, max_it
         cfg.data.size,
         cfg.data.size,
         prepared.val.len(),
-        prepared.test.as_ref().map_or(String::new(), |t| format!(", {} test volumes", t.len()))
+        prepared
+            .test
+            .as_ref()
+            .map_or(String::new(), |t| format!(", {} test volumes", t.len()))
     );
-    let methods: Vec<Method> = cfg.train.methods.iter().filter_map(|m| Method::parse(m)).collect();
+    let methods: Vec<Method> = cfg
+        .train
+        .methods
+        .iter()
+        .filter_map(|m| Method::parse(m))
+        .collect();
     let mut results: Vec<RunResult> = Vec::new();
     let run_path = ctx.run_dir().path().to_path_buf();
     for k in 0..cfg.train.seeds {
@@ -137,9 +177,20 @@ pub fn run_with(cfg: &Checked<AttenScribbleConfig>, ctx: &mut RunContext, max_it
             let r: RunResult = ctx.unit(&unit, |_| {
                 let (r, best) = train::train_one(&job)?;
                 let dir = run_path.join("checkpoints").join(&unit);
-                checkpoint::save(&dir, &best, &checkpoint::meta(spec_for(cfg, method), cfg.data.size, method.name()))?;
+                checkpoint::save(
+                    &dir,
+                    &best,
+                    &checkpoint::meta(spec_for(cfg, method), cfg.data.size, method.name()),
+                )?;
                 if k == 0 {
-                    overlay(&best, &prepared, cfg.data.size, &run_path.join("overlays").join(format!("{}.png", method.name())))?;
+                    overlay(
+                        &best,
+                        &prepared,
+                        cfg.data.size,
+                        &run_path
+                            .join("overlays")
+                            .join(format!("{}.png", method.name())),
+                    )?;
                 }
                 let _ = std::fs::remove_dir_all(&job.state_dir);
                 Ok(r)
@@ -150,18 +201,42 @@ pub fn run_with(cfg: &Checked<AttenScribbleConfig>, ctx: &mut RunContext, max_it
     // `checkpoint/` (what `predict --checkpoint` is pointed at): AttenScribble's first seed, or
     // the first method run.
     if let Some(first) = methods.first() {
-        let pick = if methods.contains(&Method::AttenScribble) { Method::AttenScribble } else { *first };
-        let src = run_path.join("checkpoints").join(format!("{}-seed0", pick.name()));
+        let pick = if methods.contains(&Method::AttenScribble) {
+            Method::AttenScribble
+        } else {
+            *first
+        };
+        let src = run_path
+            .join("checkpoints")
+            .join(format!("{}-seed0", pick.name()));
         let dst = run_path.join("checkpoint");
-        std::fs::create_dir_all(&dst).map_err(|e| SystemError::runtime(format!("{}: {e}", dst.display())))?;
+        std::fs::create_dir_all(&dst)
+            .map_err(|e| SystemError::runtime(format!("{}: {e}", dst.display())))?;
         for f in ["model.safetensors", "meta.json"] {
-            std::fs::copy(src.join(f), dst.join(f)).map_err(|e| SystemError::runtime(format!("{}: {e}", src.join(f).display())))?;
+            std::fs::copy(src.join(f), dst.join(f))
+                .map_err(|e| SystemError::runtime(format!("{}: {e}", src.join(f).display())))?;
         }
     }
-    Ok(report(cfg, &prepared, &methods, &results, ctx.seed(), clock.seconds(), load_seconds))
+    Ok(report(
+        cfg,
+        &prepared,
+        &methods,
+        &results,
+        ctx.seed(),
+        clock.seconds(),
+        load_seconds,
+    ))
 }
 
-fn report(cfg: &AttenScribbleConfig, p: &Prepared, methods: &[Method], results: &[RunResult], seed: u64, total: f64, load: f64) -> Outcome {
+fn report(
+    cfg: &AttenScribbleConfig,
+    p: &Prepared,
+    methods: &[Method],
+    results: &[RunResult],
+    seed: u64,
+    total: f64,
+    load: f64,
+) -> Outcome {
     let mut r = Report::new("attenscribble", "acdc", seed);
     let mut per_method: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
     let mut curves = Vec::new();
@@ -179,12 +254,20 @@ fn report(cfg: &AttenScribbleConfig, p: &Prepared, methods: &[Method], results: 
             curves.push(Curve {
                 label: format!("{} seed {}", m.name(), x.seed_index),
                 y_name: "val_dice".into(),
-                points: x.history.iter().map(|h| (h.iteration as f64, h.val_dice)).collect(),
+                points: x
+                    .history
+                    .iter()
+                    .map(|h| (h.iteration as f64, h.val_dice))
+                    .collect(),
             });
             curves.push(Curve {
                 label: format!("{} seed {}", m.name(), x.seed_index),
                 y_name: "train_loss".into(),
-                points: x.history.iter().map(|h| (h.iteration as f64, h.train_loss)).collect(),
+                points: x
+                    .history
+                    .iter()
+                    .map(|h| (h.iteration as f64, h.train_loss))
+                    .collect(),
             });
         }
         per_method.insert(m.name(), out);
@@ -196,19 +279,36 @@ fn report(cfg: &AttenScribbleConfig, p: &Prepared, methods: &[Method], results: 
             r.baselines.insert(name.to_string(), out);
         }
     }
-    if let (Some(ours), Some(pce)) = (r.metrics.get("val_dice"), r.baselines.get("pce").and_then(|b| b.get("val_dice"))) {
-        r.metrics.insert("val_dice_gain_over_pce".into(), ours - pce);
+    if let (Some(ours), Some(pce)) = (
+        r.metrics.get("val_dice"),
+        r.baselines.get("pce").and_then(|b| b.get("val_dice")),
+    ) {
+        r.metrics
+            .insert("val_dice_gain_over_pce".into(), ours - pce);
     }
-    if let (Some(ours), Some(full)) = (r.metrics.get("val_dice"), r.baselines.get("full").and_then(|b| b.get("val_dice"))) {
+    if let (Some(ours), Some(full)) = (
+        r.metrics.get("val_dice"),
+        r.baselines.get("full").and_then(|b| b.get("val_dice")),
+    ) {
         r.metrics.insert("val_dice_gap_to_full".into(), full - ours);
     }
     r.timings.insert("total_seconds".into(), total);
     r.timings.insert("load_seconds".into(), load);
-    r.timings.insert("train_seconds".into(), results.iter().map(|x| x.train_seconds).sum());
+    r.timings.insert(
+        "train_seconds".into(),
+        results.iter().map(|x| x.train_seconds).sum(),
+    );
     let skipped: BTreeMap<String, usize> = methods
         .iter()
         .map(|m| {
-            (m.name().to_string(), results.iter().filter(|x| x.method == m.name()).map(|x| x.val.hd95_skipped).sum())
+            (
+                m.name().to_string(),
+                results
+                    .iter()
+                    .filter(|x| x.method == m.name())
+                    .map(|x| x.val.hd95_skipped)
+                    .sum(),
+            )
         })
         .collect();
     r.details = serde_json::json!({
@@ -232,21 +332,37 @@ fn report(cfg: &AttenScribbleConfig, p: &Prepared, methods: &[Method], results: 
         cfg.train.iterations, cfg.train.batch_size, cfg.data.size, cfg.data.size, cfg.train.seeds, cfg.train.lr, cfg.train.poly_power, cfg.train.momentum, cfg.train.weight_decay,
         cfg.loss.crf_weight, cfg.loss.crf_radius, cfg.loss.crf_sigma_xy, cfg.loss.crf_sigma_rgb, cfg.loss.attn_weight, cfg.loss.attn_radius, cfg.loss.attn_sigma, cfg.loss.attn_start
     ));
-    Outcome { report: r, curves, paper: Vec::new() }
+    Outcome {
+        report: r,
+        curves,
+        paper: Vec::new(),
+    }
 }
 
 /// Colour of a class in the overlays (background black).
-const COLOURS: [[u8; 3]; 5] = [[0, 0, 0], [230, 60, 60], [60, 200, 60], [70, 110, 240], [0, 0, 0]];
+const COLOURS: [[u8; 3]; 5] = [
+    [0, 0, 0],
+    [230, 60, 60],
+    [60, 200, 60],
+    [70, 110, 240],
+    [0, 0, 0],
+];
 
 /// `image | scribble | prediction | label` of the middle slice of the first validation volume.
 fn overlay(model: &AttenUNet, p: &Prepared, size: usize, path: &Path) -> SysResult<()> {
-    let Some(nv) = p.val.first() else { return Ok(()) };
+    let Some(nv) = p.val.first() else {
+        return Ok(());
+    };
     let v = &nv.volume;
     let k = v.d / 2;
     let n = v.h * v.w;
     let image = &v.image[k * n..(k + 1) * n];
     let pred = train::predict_volume(model, image, (1, v.h, v.w), size, 1);
-    let panels: [&[u8]; 3] = [&v.scribble[k * n..(k + 1) * n], &pred, &v.label[k * n..(k + 1) * n]];
+    let panels: [&[u8]; 3] = [
+        &v.scribble[k * n..(k + 1) * n],
+        &pred,
+        &v.label[k * n..(k + 1) * n],
+    ];
     let w4 = 4 * v.w;
     let mut rgb = vec![0u8; v.h * w4 * 3];
     for y in 0..v.h {
@@ -272,8 +388,10 @@ fn overlay(model: &AttenUNet, p: &Prepared, size: usize, path: &Path) -> SysResu
         }
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| SystemError::runtime(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SystemError::runtime(format!("{}: {e}", dir.display())))?;
     }
-    let img = ferrolab_data::image::Image::new(w4, v.h, 3, rgb).map_err(|e| SystemError::runtime(e.to_string()))?;
+    let img = ferrolab_data::image::Image::new(w4, v.h, 3, rgb)
+        .map_err(|e| SystemError::runtime(e.to_string()))?;
     ferrolab_data::image::write_png(path, &img).map_err(|e| SystemError::runtime(e.to_string()))
 }

@@ -27,7 +27,12 @@ use rayon::prelude::*;
 pub const UNLABELED: u8 = 4;
 
 /// One-hot `[N, C, H, W]` of `labels` (row-major `N·H·W`), zero where the label is `ignore`.
-fn one_hot(labels: &[u8], dims: [usize; 4], ignore: Option<u8>, device: &Device) -> (Tensor<4>, usize) {
+fn one_hot(
+    labels: &[u8],
+    dims: [usize; 4],
+    ignore: Option<u8>,
+    device: &Device,
+) -> (Tensor<4>, usize) {
     let [n, c, h, w] = dims;
     let hw = h * w;
     let mut v = vec![0f32; n * c * hw];
@@ -123,14 +128,20 @@ impl GatedCrf {
                     continue;
                 }
                 let d2 = (dy * dy + dx * dx) as f64;
-                offsets.push((dy, dx, self.weight * (-0.5 * d2 / (self.sigma_xy * self.sigma_xy)).exp()));
+                offsets.push((
+                    dy,
+                    dx,
+                    self.weight * (-0.5 * d2 / (self.sigma_xy * self.sigma_xy)).exp(),
+                ));
             }
         }
         let inv_rgb = 0.5 / (self.sigma_rgb * self.sigma_rgb);
         let denom = mask.iter().map(|&m| f64::from(m)).sum::<f64>().max(1.0);
         let mut grad = vec![0f32; y.len()];
         // One task per sample and row: each writes only its own pixels' gradients.
-        let rows: Vec<(usize, usize)> = (0..n).flat_map(|s| (0..h).map(move |row| (s, row))).collect();
+        let rows: Vec<(usize, usize)> = (0..n)
+            .flat_map(|s| (0..h).map(move |row| (s, row)))
+            .collect();
         let results: Vec<(f64, Vec<f64>)> = rows
             .par_iter()
             .map(|&(s, row)| {
@@ -183,7 +194,10 @@ impl GatedCrf {
     pub fn loss(&self, y: Tensor<4>, image: &[f32], scribble: &[u8]) -> Tensor<1> {
         let dims = y.dims();
         let yv = ferrolab_core::nn::to_vec_f32(y.clone().detach());
-        let mask: Vec<f32> = scribble.iter().map(|&s| f32::from(u8::from(s == UNLABELED))).collect();
+        let mask: Vec<f32> = scribble
+            .iter()
+            .map(|&s| f32::from(u8::from(s == UNLABELED)))
+            .collect();
         let (value, grad) = self.value_and_grad(&yv, image, &mask, dims);
         surrogate(y, value, grad)
     }
@@ -192,7 +206,13 @@ impl GatedCrf {
 /// The attentive loss's Gaussian window on an `h × w` grid as a dense `[1, L, L]` tensor:
 /// `G_ij = exp(−|p_i − p_j|²/2σ²)` for `j` in the `(2r+1)²` square around `i`, 0 elsewhere and
 /// on the diagonal (the reference's `pre_compute_xy_mask` times `1 − I`).
-pub fn gaussian_window(h: usize, w: usize, radius: usize, sigma: f64, device: &Device) -> Tensor<3> {
+pub fn gaussian_window(
+    h: usize,
+    w: usize,
+    radius: usize,
+    sigma: f64,
+    device: &Device,
+) -> Tensor<3> {
     let l = h * w;
     let mut v = vec![0f32; l * l];
     let r = radius as isize;
@@ -201,11 +221,13 @@ pub fn gaussian_window(h: usize, w: usize, radius: usize, sigma: f64, device: &D
         for dy in -r..=r {
             for dx in -r..=r {
                 let (yy, xx) = (y + dy, x + dx);
-                if (dy == 0 && dx == 0) || yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                if (dy == 0 && dx == 0) || yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize
+                {
                     continue;
                 }
                 let d2 = (dy * dy + dx * dx) as f64;
-                v[i * l + yy as usize * w + xx as usize] = (-0.5 * d2 / (sigma * sigma)).exp() as f32;
+                v[i * l + yy as usize * w + xx as usize] =
+                    (-0.5 * d2 / (sigma * sigma)).exp() as f32;
             }
         }
     }
@@ -224,7 +246,9 @@ pub fn downsample(y: Tensor<4>, factor: usize) -> Tensor<4> {
     let (ho, wo) = (h / factor, w / factor);
     let blocks = y.reshape([n * c * ho, factor, wo, factor]);
     let mid = if factor.is_multiple_of(2) {
-        blocks.narrow(1, factor / 2 - 1, 2).narrow(3, factor / 2 - 1, 2)
+        blocks
+            .narrow(1, factor / 2 - 1, 2)
+            .narrow(3, factor / 2 - 1, 2)
     } else {
         blocks.narrow(1, factor / 2, 1).narrow(3, factor / 2, 1)
     };
@@ -264,13 +288,24 @@ mod tests {
         let image: Vec<f32> = (0..16).map(|i| if i % 4 < 2 { 0.0 } else { 1.0 }).collect();
         let class = |p: usize| {
             let (r, col) = (p / 4, p % 4);
-            if col < 2 { 0 } else if r < 2 { 1 } else { 2 }
+            if col < 2 {
+                0
+            } else if r < 2 {
+                1
+            } else {
+                2
+            }
         };
         let mut y = vec![0f32; c * 16];
         for p in 0..16 {
             y[class(p) * 16 + p] = 1.0;
         }
-        let crf = GatedCrf { radius: 1, sigma_xy: 1e4, sigma_rgb: 0.1, weight: 1.0 };
+        let crf = GatedCrf {
+            radius: 1,
+            sigma_xy: 1e4,
+            sigma_rgb: 0.1,
+            weight: 1.0,
+        };
         let ones = vec![1f32; 16];
         let (v, _) = crf.value_and_grad(&y, &image, &ones, [n, c, h, w]);
         assert!((v - 8.0 / 16.0).abs() < 1e-6, "{v}");
@@ -296,9 +331,18 @@ mod tests {
     fn gated_crf_gradient_matches_finite_differences() {
         let _rng = exclusive_rng();
         let (h, w) = (5, 6);
-        let image: Vec<f32> = (0..2 * h * w).map(|i| ((i * 7) % 11) as f32 / 10.0).collect();
-        let scribble: Vec<u8> = (0..2 * h * w).map(|i| if i % 5 == 0 { 1 } else { UNLABELED }).collect();
-        let crf = GatedCrf { radius: 2, sigma_xy: 2.0, sigma_rgb: 0.5, weight: 1.0 };
+        let image: Vec<f32> = (0..2 * h * w)
+            .map(|i| ((i * 7) % 11) as f32 / 10.0)
+            .collect();
+        let scribble: Vec<u8> = (0..2 * h * w)
+            .map(|i| if i % 5 == 0 { 1 } else { UNLABELED })
+            .collect();
+        let crf = GatedCrf {
+            radius: 2,
+            sigma_xy: 2.0,
+            sigma_rgb: 0.5,
+            weight: 1.0,
+        };
         check_input_gradient(
             |z: Tensor<4>| crf.loss(softmax(z, 1), &image, &scribble).reshape([1]),
             [2, 3, h, w],
@@ -310,20 +354,31 @@ mod tests {
     fn partial_ce_counts_scribbled_pixels_only() {
         let dev = train_device();
         // Two pixels, two classes; pixel 1 unannotated.
-        let logits = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 2.0, 0.0, -1.0], [1, 2, 1, 2]), &dev);
+        let logits = Tensor::<4>::from_data(
+            TensorData::new(vec![0.0f32, 2.0, 0.0, -1.0], [1, 2, 1, 2]),
+            &dev,
+        );
         let v = ferrolab_core::nn::to_vec_f32(partial_ce(logits, &[1, UNLABELED]))[0];
         // −log softmax([0, 0])[1] = ln 2.
         assert!((f64::from(v) - 2f64.ln()).abs() < 1e-6, "{v}");
         let _rng = exclusive_rng();
         let scribble = [0u8, 4, 2, 1, 4, 4, 0, 3, 4, 4, 4, 2];
-        check_input_gradient(|z: Tensor<4>| partial_ce(z, &scribble).reshape([1]), [2, 4, 2, 3], 62);
+        check_input_gradient(
+            |z: Tensor<4>| partial_ce(z, &scribble).reshape([1]),
+            [2, 4, 2, 3],
+            62,
+        );
     }
 
     #[test]
     fn full_supervision_gradient_matches_finite_differences() {
         let _rng = exclusive_rng();
         let label = [0u8, 1, 2, 3, 1, 1, 0, 3, 2, 2, 0, 0];
-        check_input_gradient(|z: Tensor<4>| full_supervision(z, &label).reshape([1]), [2, 4, 2, 3], 63);
+        check_input_gradient(
+            |z: Tensor<4>| full_supervision(z, &label).reshape([1]),
+            [2, 4, 2, 3],
+            63,
+        );
     }
 
     #[test]
@@ -342,10 +397,21 @@ mod tests {
         // 1×2 grid: L = 2, window weight e^{-1/2} between the two cells (σ 1, radius 1).
         let win = gaussian_window(1, 2, 1, 1.0, &dev);
         let g = (-0.5f64).exp();
-        let k = Tensor::<3>::from_data(TensorData::new(vec![0.9f32, 0.3, 0.5, 0.7], [1, 2, 2]), &dev);
+        let k = Tensor::<3>::from_data(
+            TensorData::new(vec![0.9f32, 0.3, 0.5, 0.7], [1, 2, 2]),
+            &dev,
+        );
         // y_0 = (1, 0), y_1 = (0.25, 0.75): ⟨y_0, y_1⟩ = 0.25.
-        let y = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 0.25, 0.0, 0.75], [1, 2, 1, 2]), &dev);
-        let v = ferrolab_core::nn::to_vec_f32(attentive_loss(k.clone(), y.clone(), win.clone(), &[true]))[0];
+        let y = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, 0.25, 0.0, 0.75], [1, 2, 1, 2]),
+            &dev,
+        );
+        let v = ferrolab_core::nn::to_vec_f32(attentive_loss(
+            k.clone(),
+            y.clone(),
+            win.clone(),
+            &[true],
+        ))[0];
         let want = (0.3 + 0.5) * g * (1.0 - 0.25) / 2.0;
         assert!((f64::from(v) - want).abs() < 1e-6, "{v} {want}");
         let v = ferrolab_core::nn::to_vec_f32(attentive_loss(k, y, win, &[false]))[0];
@@ -357,17 +423,29 @@ mod tests {
         let dev = train_device();
         dev.seed(64);
         let kfix = Tensor::<3>::random([2, 6, 6], burn::tensor::Distribution::Default, &dev);
-        let yfix = softmax(Tensor::<4>::random([2, 3, h, w], burn::tensor::Distribution::Normal(0.0, 1.0), &dev), 1);
+        let yfix = softmax(
+            Tensor::<4>::random(
+                [2, 3, h, w],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &dev,
+            ),
+            1,
+        );
         // Through the probabilities …
         check_input_gradient(
-            |z: Tensor<4>| attentive_loss(kfix.clone(), softmax(z, 1), win.clone(), &[true, true]).reshape([1]),
+            |z: Tensor<4>| {
+                attentive_loss(kfix.clone(), softmax(z, 1), win.clone(), &[true, true]).reshape([1])
+            },
             [2, 3, h, w],
             65,
         );
         // … and through the affinity from unscaled attention logits.
         let block = super::super::model::SpatialAttention::new(4, 2, &dev);
         check_input_gradient(
-            |a: Tensor<3>| attentive_loss(block.affinity(a), yfix.clone(), win.clone(), &[true, false]).reshape([1]),
+            |a: Tensor<3>| {
+                attentive_loss(block.affinity(a), yfix.clone(), win.clone(), &[true, false])
+                    .reshape([1])
+            },
             [2, 6, 6],
             66,
         );

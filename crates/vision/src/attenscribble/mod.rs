@@ -76,10 +76,18 @@ impl System for AttenScribbleSystem {
     }
 
     fn datasets(&self, cfg: &AttenScribbleConfig) -> Vec<&'static str> {
-        if cfg.data.dir.is_none() { vec!["acdc"] } else { Vec::new() }
+        if cfg.data.dir.is_none() {
+            vec!["acdc"]
+        } else {
+            Vec::new()
+        }
     }
 
-    fn memory_estimate(&self, cfg: &AttenScribbleConfig, _data_dir: Option<&std::path::Path>) -> Option<ferrolab_core::guard::MemoryEstimate> {
+    fn memory_estimate(
+        &self,
+        cfg: &AttenScribbleConfig,
+        _data_dir: Option<&std::path::Path>,
+    ) -> Option<ferrolab_core::guard::MemoryEstimate> {
         let s = cfg.data.size as u64;
         // Training slices at the training size (f32 image + two masks), all 1512 at most.
         let data = 1512 * s * s * 6;
@@ -97,7 +105,10 @@ impl System for AttenScribbleSystem {
         let attn = g * g * 4 * 10;
         let bs = cfg.train.batch_size as u64;
         Some(ferrolab_core::guard::MemoryEstimate {
-            setting: format!("train.batch_size={} at data.size={}", cfg.train.batch_size, cfg.data.size),
+            setting: format!(
+                "train.batch_size={} at data.size={}",
+                cfg.train.batch_size, cfg.data.size
+            ),
             bytes: data + bs * (per_slice + attn),
         })
     }
@@ -109,7 +120,11 @@ impl System for AttenScribbleSystem {
         if let Some(f) = files.first() {
             ferrolab_data::acdc::load_acdc_slice(f)?;
         }
-        let val_dir = cfg.data.val.as_ref().map_or_else(|| root.join("val"), std::path::PathBuf::from);
+        let val_dir = cfg
+            .data
+            .val
+            .as_ref()
+            .map_or_else(|| root.join("val"), std::path::PathBuf::from);
         data::list_npz(&val_dir, "volume")?;
         if let Some(t) = &cfg.data.test {
             data::list_npz(std::path::Path::new(t), "volume")?;
@@ -122,6 +137,9 @@ impl System for AttenScribbleSystem {
     }
 
     fn subcommands(&self) -> Vec<SubCommand> {
-        vec![SubCommand { command: predict::command, run: predict::run }]
+        vec![SubCommand {
+            command: predict::command,
+            run: predict::run,
+        }]
     }
 }

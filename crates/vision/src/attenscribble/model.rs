@@ -18,8 +18,7 @@
 //! logits `[N, L, L]` with `L = (H/2^level)·(W/2^level)`.
 
 use crate::layers::{
-    BatchNorm2d, Conv2d, Conv2dConfig, concat_channels, leaky_relu, max_pool2d,
-    upsample_bilinear2x,
+    BatchNorm2d, Conv2d, Conv2dConfig, concat_channels, leaky_relu, max_pool2d, upsample_bilinear2x,
 };
 use burn::module::Param;
 use burn::nn::{
@@ -53,7 +52,9 @@ impl AttenUNetSpec {
                 self.in_channels, self.classes
             ));
         }
-        if !(2..=6).contains(&self.widths.len()) || self.widths.iter().any(|w| !(1..=1024).contains(w)) {
+        if !(2..=6).contains(&self.widths.len())
+            || self.widths.iter().any(|w| !(1..=1024).contains(w))
+        {
             return Err(format!(
                 "attenscribble network: widths {:?}: 2 to 6 levels of 1..=1024 channels",
                 self.widths
@@ -67,7 +68,9 @@ impl AttenUNetSpec {
                 self.dropout
             ));
         }
-        if self.attention_level.is_some_and(|l| l >= self.widths.len()) || !(1..=16).contains(&self.mlp_ratio) {
+        if self.attention_level.is_some_and(|l| l >= self.widths.len())
+            || !(1..=16).contains(&self.mlp_ratio)
+        {
             return Err(format!(
                 "attenscribble network: attention level {:?} of {} levels, MLP ratio {} (1..=16)",
                 self.attention_level,
@@ -203,7 +206,9 @@ impl SpatialAttention {
             proj: lin(dim, dim, true),
             norm2: LayerNormConfig::new(dim).init(device),
             fc1: lin(dim, hidden, true),
-            dwconv: Conv2dConfig::depthwise(hidden, 3).with_bias(true).init(device),
+            dwconv: Conv2dConfig::depthwise(hidden, 3)
+                .with_bias(true)
+                .init(device),
             fc2: lin(hidden, dim, true),
             norm_out: LayerNormConfig::new(dim).init(device),
             affine: Param::from_tensor(affine),
@@ -228,9 +233,17 @@ impl SpatialAttention {
         let m = self.fc1.forward(self.norm2.forward(t.clone()));
         let hidden = m.dims()[2];
         let m = m.swap_dims(1, 2).reshape([n, hidden, h, w]);
-        let m = self.dwconv.forward(m).reshape([n, hidden, h * w]).swap_dims(1, 2);
+        let m = self
+            .dwconv
+            .forward(m)
+            .reshape([n, hidden, h * w])
+            .swap_dims(1, 2);
         let t = t + self.fc2.forward(gelu(m));
-        let out = self.norm_out.forward(t).swap_dims(1, 2).reshape([n, c, h, w]);
+        let out = self
+            .norm_out
+            .forward(t)
+            .swap_dims(1, 2)
+            .reshape([n, c, h, w]);
         (out, logits)
     }
 
@@ -239,8 +252,8 @@ impl SpatialAttention {
         let s = softmax(logits, 2);
         let sym = s.clone() + s.swap_dims(1, 2);
         let ab = self.affine.val();
-        let a = ab.clone().slice([0..1]).reshape([1, 1, 1]);
-        let b = ab.slice([1..2]).reshape([1, 1, 1]);
+        let a = ab.clone().slice(0..1).reshape([1, 1, 1]);
+        let b = ab.slice(1..2).reshape([1, 1, 1]);
         sigmoid(sym * a + b)
     }
 }

@@ -19,17 +19,32 @@ pub fn command() -> clap::Command {
 
 /// Runs it.
 pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
-    let get = |k: &str| m.get_one::<PathBuf>(k).cloned().ok_or_else(|| SystemError::usage(format!("--{k} is required")));
+    let get = |k: &str| {
+        m.get_one::<PathBuf>(k)
+            .cloned()
+            .ok_or_else(|| SystemError::usage(format!("--{k} is required")))
+    };
     let (ckpt, out, input) = (get("checkpoint")?, get("out")?, get("input")?);
     let (model, meta) = checkpoint::load(&ckpt)?;
     let (shape, labels) = predict_file(&model, meta.size, &input)?;
     write(&out, &shape, &labels)?;
-    eprintln!("{}: {} slices of {}×{} segmented → {}", input.display(), labels.len() / (shape[shape.len() - 1] * shape[shape.len() - 2]), shape[shape.len() - 2], shape[shape.len() - 1], out.display());
+    eprintln!(
+        "{}: {} slices of {}×{} segmented → {}",
+        input.display(),
+        labels.len() / (shape[shape.len() - 1] * shape[shape.len() - 2]),
+        shape[shape.len() - 2],
+        shape[shape.len() - 1],
+        out.display()
+    );
     Ok(())
 }
 
 /// Labels for the `image` of `path` (shape kept).
-pub fn predict_file(model: &super::model::AttenUNet, size: usize, path: &Path) -> SysResult<(Vec<usize>, Vec<u8>)> {
+pub fn predict_file(
+    model: &super::model::AttenUNet,
+    size: usize,
+    path: &Path,
+) -> SysResult<(Vec<usize>, Vec<u8>)> {
     let mut npz = Npz::open(path)?;
     let image = npz.get("image")?;
     let shape = image.shape.clone();
@@ -37,11 +52,17 @@ pub fn predict_file(model: &super::model::AttenUNet, size: usize, path: &Path) -
         [h, w] => (1, *h, *w),
         [d, h, w] => (*d, *h, *w),
         _ => {
-            return Err(SystemError::usage(format!("{}: image has shape {shape:?}; expected 2-D or 3-D", path.display())));
+            return Err(SystemError::usage(format!(
+                "{}: image has shape {shape:?}; expected 2-D or 3-D",
+                path.display()
+            )));
         }
     };
     if d == 0 || h == 0 || w == 0 {
-        return Err(SystemError::usage(format!("{}: image has an empty shape {shape:?}", path.display())));
+        return Err(SystemError::usage(format!(
+            "{}: image has an empty shape {shape:?}",
+            path.display()
+        )));
     }
     let image = image.into_u8_vec()?;
     Ok((shape, predict_volume(model, &image, (d, h, w), size, 16)))

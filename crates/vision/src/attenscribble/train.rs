@@ -9,8 +9,13 @@
 //! state is not saved, so a resumed run reseeds it from the seed and the iteration.
 
 use super::config::AttenScribbleConfig;
-use super::data::{CLASSES, NUM_CLASSES, NamedVolume, TrainSet, augment, resize_bilinear, resize_nearest, split_mask};
-use super::losses::{GatedCrf, attentive_loss, downsample, full_supervision, gaussian_window, partial_ce};
+use super::data::{
+    CLASSES, NUM_CLASSES, NamedVolume, TrainSet, augment, resize_bilinear, resize_nearest,
+    split_mask,
+};
+use super::losses::{
+    GatedCrf, attentive_loss, downsample, full_supervision, gaussian_window, partial_ce,
+};
 use super::model::{AttenUNet, AttenUNetSpec};
 use crate::metrics::seg::class_score;
 use burn::module::Module;
@@ -96,7 +101,12 @@ impl Scores {
 
     /// Mean HD95 over the classes that have one.
     pub fn mean_hd95(&self) -> f64 {
-        let v: Vec<f64> = self.hd95.iter().copied().filter(|h| h.is_finite()).collect();
+        let v: Vec<f64> = self
+            .hd95
+            .iter()
+            .copied()
+            .filter(|h| h.is_finite())
+            .collect();
         if v.is_empty() {
             f64::NAN
         } else {
@@ -107,7 +117,13 @@ impl Scores {
 
 /// Labels predicted for every slice of `vol` (`d·h·w`): each slice resized to the training
 /// size, predicted, and the label map resized back (nearest), as the references do.
-pub fn predict_volume(model: &AttenUNet, image: &[u8], (d, h, w): (usize, usize, usize), size: usize, batch: usize) -> Vec<u8> {
+pub fn predict_volume(
+    model: &AttenUNet,
+    image: &[u8],
+    (d, h, w): (usize, usize, usize),
+    size: usize,
+    batch: usize,
+) -> Vec<u8> {
     let device = ferrolab_core::backend::device();
     let n = h * w;
     let mut out = Vec::with_capacity(d * n);
@@ -115,12 +131,19 @@ pub fn predict_volume(model: &AttenUNet, image: &[u8], (d, h, w): (usize, usize,
     for chunk in slices.chunks(batch.max(1)) {
         let mut x = Vec::with_capacity(chunk.len() * size * size);
         for &k in chunk {
-            x.extend(resize_bilinear(&image[k * n..(k + 1) * n], (h, w), (size, size)));
+            x.extend(resize_bilinear(
+                &image[k * n..(k + 1) * n],
+                (h, w),
+                (size, size),
+            ));
         }
         let x = Tensor::<4>::from_data(TensorData::new(x, [chunk.len(), 1, size, size]), &device);
         let pred = ferrolab_core::nn::to_vec_i64(model.forward(x).logits.argmax(1));
         for j in 0..chunk.len() {
-            let p: Vec<u8> = pred[j * size * size..(j + 1) * size * size].iter().map(|&v| v as u8).collect();
+            let p: Vec<u8> = pred[j * size * size..(j + 1) * size * size]
+                .iter()
+                .map(|&v| v as u8)
+                .collect();
             out.extend(resize_nearest(&p, (size, size), (h, w)));
         }
     }
@@ -128,7 +151,12 @@ pub fn predict_volume(model: &AttenUNet, image: &[u8], (d, h, w): (usize, usize,
 }
 
 /// Scores `model` (inference mode) on `volumes`.
-pub fn evaluate(model: &AttenUNet, volumes: &[NamedVolume], size: usize, batch: usize) -> SysResult<Scores> {
+pub fn evaluate(
+    model: &AttenUNet,
+    volumes: &[NamedVolume],
+    size: usize,
+    batch: usize,
+) -> SysResult<Scores> {
     let mut sums = [0f64; 3];
     let mut counts = [0usize; 3];
     let mut hsum = [0f64; 3];
@@ -155,10 +183,22 @@ pub fn evaluate(model: &AttenUNet, volumes: &[NamedVolume], size: usize, batch: 
             }
         }
     }
-    let mut out = Scores { hd95_skipped: skipped, volumes: volumes.len(), ..Scores::default() };
+    let mut out = Scores {
+        hd95_skipped: skipped,
+        volumes: volumes.len(),
+        ..Scores::default()
+    };
     for ci in 0..3 {
-        out.dice[ci] = if counts[ci] > 0 { sums[ci] / counts[ci] as f64 } else { f64::NAN };
-        out.hd95[ci] = if hcount[ci] > 0 { hsum[ci] / hcount[ci] as f64 } else { f64::NAN };
+        out.dice[ci] = if counts[ci] > 0 {
+            sums[ci] / counts[ci] as f64
+        } else {
+            f64::NAN
+        };
+        out.hd95[ci] = if hcount[ci] > 0 {
+            hsum[ci] / hcount[ci] as f64
+        } else {
+            f64::NAN
+        };
     }
     Ok(out)
 }
@@ -214,7 +254,10 @@ fn optimizer(cfg: &AttenScribbleConfig) -> ModuleOptimizer {
     let decay = (cfg.train.weight_decay > 0.0).then_some(WeightDecayConfig {
         penalty: cfg.train.weight_decay as f32,
     });
-    SgdConfig::new().with_momentum(momentum).with_weight_decay(decay).init()
+    SgdConfig::new()
+        .with_momentum(momentum)
+        .with_weight_decay(decay)
+        .init()
 }
 
 /// `lr · (1 − it/total)^power`, the reference's poly schedule.
@@ -226,16 +269,29 @@ fn werr(p: &Path, e: impl std::fmt::Display) -> SystemError {
     SystemError::runtime(format!("{}: {e}", p.display()))
 }
 
-fn save_state(dir: &Path, model: &AttenUNet, best: &AttenUNet, optim: &ModuleOptimizer, st: &State) -> SysResult<()> {
+fn save_state(
+    dir: &Path,
+    model: &AttenUNet,
+    best: &AttenUNet,
+    optim: &ModuleOptimizer,
+    st: &State,
+) -> SysResult<()> {
     // Files are written to a fresh folder, then `state.json` names it (atomically).
     let folder = dir.join(format!("it-{:08}", st.iterations_done));
     if folder.exists() {
         std::fs::remove_dir_all(&folder).map_err(|e| werr(&folder, e))?;
     }
     std::fs::create_dir_all(&folder).map_err(|e| werr(&folder, e))?;
-    model.clone().save_file(folder.join("model.bpk")).map_err(|e| werr(&folder, e))?;
-    best.clone().save_file(folder.join("best.bpk")).map_err(|e| werr(&folder, e))?;
-    optim.save(folder.join("optim.bpk")).map_err(|e| werr(&folder, e))?;
+    model
+        .clone()
+        .save_file(folder.join("model.bpk"))
+        .map_err(|e| werr(&folder, e))?;
+    best.clone()
+        .save_file(folder.join("best.bpk"))
+        .map_err(|e| werr(&folder, e))?;
+    optim
+        .save(folder.join("optim.bpk"))
+        .map_err(|e| werr(&folder, e))?;
     let text = serde_json::to_vec_pretty(st).map_err(|e| werr(dir, e))?;
     ferrolab_core::run::write_atomic(&dir.join("state.json"), &text)?;
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -251,16 +307,26 @@ fn save_state(dir: &Path, model: &AttenUNet, best: &AttenUNet, optim: &ModuleOpt
 
 type Loaded = (State, AttenUNet, AttenUNet, ModuleOptimizer);
 
-fn load_state(dir: &Path, fresh: AttenUNet, optim: ModuleOptimizer, size: usize) -> SysResult<Option<Loaded>> {
+fn load_state(
+    dir: &Path,
+    fresh: AttenUNet,
+    optim: ModuleOptimizer,
+    size: usize,
+) -> SysResult<Option<Loaded>> {
     let path = dir.join("state.json");
     if !path.exists() {
         return Ok(None);
     }
-    let bad = |p: &Path, m: String| SystemError::usage(format!("training state {}: {m}", p.display()));
+    let bad =
+        |p: &Path, m: String| SystemError::usage(format!("training state {}: {m}", p.display()));
     let text = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
-    let st: State = serde_json::from_str(&text).map_err(|e| bad(&path, format!("not an attenscribble training state: {e}")))?;
+    let st: State = serde_json::from_str(&text)
+        .map_err(|e| bad(&path, format!("not an attenscribble training state: {e}")))?;
     if st.size != size {
-        return Err(bad(&path, format!("saved for input size {} but data.size is {size}", st.size)));
+        return Err(bad(
+            &path,
+            format!("saved for input size {} but data.size is {size}", st.size),
+        ));
     }
     let folder = dir.join(format!("it-{:08}", st.iterations_done));
     let first = |s: String| s.lines().next().unwrap_or("unreadable").to_string();
@@ -309,28 +375,34 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
     ferrolab_core::backend::seed_backend(ferrolab_core::seed::derive(job.seed, "init"));
     let spec = spec_for(cfg, job.method);
     let model = spec.build(&device).map_err(SystemError::usage)?;
-    let (mut st, mut model, mut best, mut optim) = match load_state(&job.state_dir, model.clone(), optimizer(cfg), size)? {
-        Some((st, m, b, o)) => {
-            eprintln!("resume: {} seed {} continues after iteration {}", job.method.name(), job.seed_index, st.iterations_done);
-            (st, m, b, o)
-        }
-        None => (
-            State {
-                iterations_done: 0,
-                size,
-                best_dice: f64::NEG_INFINITY,
-                best_iteration: 0,
-                history: Vec::new(),
-                train_seconds: 0.0,
-                loss_sum: 0.0,
-                loss_count: 0,
-                since_eval_seconds: 0.0,
-            },
-            model.clone(),
-            model,
-            optimizer(cfg),
-        ),
-    };
+    let (mut st, mut model, mut best, mut optim) =
+        match load_state(&job.state_dir, model.clone(), optimizer(cfg), size)? {
+            Some((st, m, b, o)) => {
+                eprintln!(
+                    "resume: {} seed {} continues after iteration {}",
+                    job.method.name(),
+                    job.seed_index,
+                    st.iterations_done
+                );
+                (st, m, b, o)
+            }
+            None => (
+                State {
+                    iterations_done: 0,
+                    size,
+                    best_dice: f64::NEG_INFINITY,
+                    best_iteration: 0,
+                    history: Vec::new(),
+                    train_seconds: 0.0,
+                    loss_sum: 0.0,
+                    loss_count: 0,
+                    since_eval_seconds: 0.0,
+                },
+                model.clone(),
+                model,
+                optimizer(cfg),
+            ),
+        };
     let total = cfg.train.iterations;
     let per_epoch = (set.len() / bs).max(1);
     let crf = GatedCrf {
@@ -340,30 +412,62 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         weight: cfg.loss.crf_kernel_weight,
     };
     let stride = model.attention_stride();
-    let window = stride.map(|s| gaussian_window(size / s, size / s, cfg.loss.attn_radius, cfg.loss.attn_sigma, &device));
+    let window = stride.map(|s| {
+        gaussian_window(
+            size / s,
+            size / s,
+            cfg.loss.attn_radius,
+            cfg.loss.attn_sigma,
+            &device,
+        )
+    });
     let mut order: Vec<usize> = Vec::new();
     let mut order_epoch = usize::MAX;
     let start = st.iterations_done;
-    let stop = job.max_iterations_now.map_or(total, |k| (start + k).min(total));
+    let stop = job
+        .max_iterations_now
+        .map_or(total, |k| (start + k).min(total));
     // Dropout draws continue from a generator reseeded at the start of this call.
-    ferrolab_core::backend::seed_backend(ferrolab_core::seed::derive(job.seed, &format!("dropout-{start}")));
-    let label = format!("attenscribble {} seed {}", job.method.name(), job.seed_index);
+    ferrolab_core::backend::seed_backend(ferrolab_core::seed::derive(
+        job.seed,
+        &format!("dropout-{start}"),
+    ));
+    let label = format!(
+        "attenscribble {} seed {}",
+        job.method.name(),
+        job.seed_index
+    );
     for it in start..stop {
         let clock = Stopwatch::start();
         let epoch = it / per_epoch;
         if epoch != order_epoch {
             order = (0..set.len()).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(ferrolab_core::seed::derive(job.seed, &format!("order-{epoch}"))));
+            order.shuffle(&mut StdRng::seed_from_u64(ferrolab_core::seed::derive(
+                job.seed,
+                &format!("order-{epoch}"),
+            )));
             order_epoch = epoch;
         }
         let b = it % per_epoch;
         let idx = &order[b * bs..(b + 1) * bs];
-        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(job.seed, &format!("augment-{it}")));
+        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(
+            job.seed,
+            &format!("augment-{it}"),
+        ));
         let n = size * size;
-        let (mut xs, mut labels, mut scribbles, mut multi) = (Vec::with_capacity(bs * n), Vec::with_capacity(bs * n), Vec::with_capacity(bs * n), Vec::with_capacity(bs));
+        let (mut xs, mut labels, mut scribbles, mut multi) = (
+            Vec::with_capacity(bs * n),
+            Vec::with_capacity(bs * n),
+            Vec::with_capacity(bs * n),
+            Vec::with_capacity(bs),
+        );
         for &i in idx {
             let s = set.sample(i);
-            let s = if cfg.augment.enabled { augment(&s, cfg.augment.max_degrees as f32, &mut rng) } else { s };
+            let s = if cfg.augment.enabled {
+                augment(&s, cfg.augment.max_degrees as f32, &mut rng)
+            } else {
+                s
+            };
             let (l, sc) = split_mask(&s.mask.data);
             xs.extend_from_slice(&s.image.data);
             labels.extend(l);
@@ -381,19 +485,24 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                 if cfg.loss.crf_weight > 0.0 {
                     loss = loss + crf.loss(p.clone(), &xs, &scribbles) * cfg.loss.crf_weight;
                 }
-                if let (Some(att_logits), Some(block), Some(win), Some(s)) = (out.attention, model.attention_block(), &window, stride)
+                if let (Some(att_logits), Some(block), Some(win), Some(s)) =
+                    (out.attention, model.attention_block(), &window, stride)
                     && cfg.loss.attn_weight > 0.0
                     && it >= cfg.loss.attn_start
                 {
                     let k = block.affinity(att_logits);
-                    loss = loss + attentive_loss(k, downsample(p, s), win.clone(), &multi) * cfg.loss.attn_weight;
+                    loss = loss
+                        + attentive_loss(k, downsample(p, s), win.clone(), &multi)
+                            * cfg.loss.attn_weight;
                 }
                 loss
             }
         };
         let value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone().detach())[0]);
         if !value.is_finite() {
-            return Err(SystemError::runtime(format!("{label}: loss is {value} at iteration {it}")));
+            return Err(SystemError::runtime(format!(
+                "{label}: loss is {value} at iteration {it}"
+            )));
         }
         let lr = poly_lr(cfg.train.lr, it, total, cfg.train.poly_power);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -415,7 +524,11 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                 lr,
                 train_seconds: st.since_eval_seconds,
             });
-            eprintln!("{label}: iteration {done}/{total}, loss {:.4}, val Dice {d:.4}, {:.2} s/step", st.loss_sum / st.loss_count.max(1) as f64, st.since_eval_seconds / st.loss_count.max(1) as f64);
+            eprintln!(
+                "{label}: iteration {done}/{total}, loss {:.4}, val Dice {d:.4}, {:.2} s/step",
+                st.loss_sum / st.loss_count.max(1) as f64,
+                st.since_eval_seconds / st.loss_count.max(1) as f64
+            );
             (st.loss_sum, st.loss_count, st.since_eval_seconds) = (0.0, 0, 0.0);
             if d > st.best_dice {
                 st.best_dice = d;
