@@ -6,6 +6,7 @@
 mod common;
 mod data_cmd;
 mod eval;
+mod fed_cmd;
 mod plot;
 mod registry;
 mod reproduce;
@@ -33,6 +34,9 @@ enum Command {
     /// Detection (COCO mAP, as pycocotools) and segmentation (Dice, IoU, HD95, as medpy)
     /// metrics on prediction files.
     Eval(eval::EvalArgs),
+    /// One party of a federated run over NATS: `fed server --system sdgt|fedgraph --config FILE`
+    /// or `fed client --id K --config FILE` (`--nats URL` or $FERROLAB_NATS_URL).
+    Fed(fed_cmd::FedArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
                     Command::Data(a) => data_cmd::run(&a),
                     Command::Reproduce(a) => reproduce::run(&a),
                     Command::Eval(a) => eval::run(&a),
+                    Command::Fed(a) => fed_cmd::run(&a),
                 }
             }
             Err(e) => e.exit(),

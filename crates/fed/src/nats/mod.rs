@@ -19,6 +19,7 @@
 //! [`FabricError::Disconnected`], a silent client into a [`Failure`] at the collection's
 //! deadline.
 
+pub mod multiprocess;
 pub mod perm;
 
 use crate::fabric::{

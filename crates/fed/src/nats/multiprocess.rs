@@ -1,0 +1,205 @@
+//! Running an in-process driver as the server of a multi-process run: the driver keeps its
+//! round loop, [`ServerOnly`] makes its client threads stand down at once (their work is done
+//! by client processes answering over NATS), and [`ClientProcesses`] starts those processes,
+//! reports a crashed one, and kills them all if the server side returns early.
+
+use crate::fabric::{
+    ClientId, Collected, DeviceId, ExchangeKey, Fabric, FabricError, Reply, Task, TaskKind,
+    Validator,
+};
+use crate::params::Params;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Delegates everything to the inner fabric except [`Fabric::recv_task`], which answers
+/// `Shutdown` at once: a driver that starts in-process client threads (each `serve`-ing its
+/// tasks) can then run unchanged as the server of a run whose clients are other processes.
+pub struct ServerOnly(pub Arc<dyn Fabric>);
+
+impl std::fmt::Debug for ServerOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerOnly({})", self.0.name())
+    }
+}
+
+impl Fabric for ServerOnly {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn send_task(&self, client: ClientId, task: &Task) -> Result<(), FabricError> {
+        self.0.send_task(client, task)
+    }
+    fn recv_task(&self, _: ClientId, _: Duration) -> Result<Option<Task>, FabricError> {
+        Ok(Some(Task {
+            round: u64::MAX,
+            kind: TaskKind::Shutdown,
+            config: Default::default(),
+            params: Params::new(),
+        }))
+    }
+    fn send_reply(&self, reply: &Reply) -> Result<(), FabricError> {
+        self.0.send_reply(reply)
+    }
+    fn collect_replies(
+        &self,
+        round: u64,
+        kind: TaskKind,
+        expected: &[ClientId],
+        deadline: Duration,
+        validate: Validator<'_>,
+    ) -> Result<Collected, FabricError> {
+        self.0
+            .collect_replies(round, kind, expected, deadline, validate)
+    }
+    fn exchange(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        self.0.exchange(key, members, outgoing, timeout)
+    }
+    fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {
+        self.0.put_state(key, value)
+    }
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
+        self.0.get_state(key)
+    }
+}
+
+/// Child processes, one per client; killed when dropped unless [`ClientProcesses::wait`]ed.
+#[derive(Debug, Default)]
+pub struct ClientProcesses {
+    children: Vec<(ClientId, Child)>,
+}
+
+impl ClientProcesses {
+    /// Starts `command(k)` for every `k` in `clients`.
+    pub fn spawn(
+        clients: &[ClientId],
+        mut command: impl FnMut(ClientId) -> Command,
+    ) -> std::io::Result<Self> {
+        let mut out = Self::default();
+        for &k in clients {
+            let child = command(k).spawn()?;
+            out.children.push((k, child));
+        }
+        Ok(out)
+    }
+
+    /// Clients whose process has already exited, with its status.
+    pub fn exited(&mut self) -> Vec<(ClientId, ExitStatus)> {
+        self.children
+            .iter_mut()
+            .filter_map(|(k, c)| c.try_wait().ok().flatten().map(|s| (*k, s)))
+            .collect()
+    }
+
+    /// Waits up to `limit` for every process to exit (they do after their `Shutdown` task);
+    /// kills the rest. Returns the clients that did not exit cleanly.
+    pub fn wait(mut self, limit: Duration) -> Vec<(ClientId, String)> {
+        let until = std::time::Instant::now() + limit;
+        let mut bad = Vec::new();
+        for (k, c) in self.children.iter_mut() {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(s)) if s.success() => break,
+                    Ok(Some(s)) => {
+                        bad.push((*k, format!("exited with {s}")));
+                        break;
+                    }
+                    Ok(None) if std::time::Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(None) => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        bad.push((*k, "still running after the run ended; killed".into()));
+                        break;
+                    }
+                    Err(e) => {
+                        bad.push((*k, e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        self.children.clear();
+        bad
+    }
+}
+
+impl Drop for ClientProcesses {
+    fn drop(&mut self) {
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `server` (a driver's whole round loop) against `fabric` wrapped in [`ServerOnly`],
+/// while `command(k)` processes serve the clients; returns the server's result and the clients
+/// that did not exit cleanly. This is the hook `fed.runtime = nats` uses: the driver is the
+/// in-process one, the clients are `ferrolab fed client --id K` processes.
+pub fn run_multiprocess<R>(
+    fabric: Arc<dyn Fabric>,
+    clients: &[ClientId],
+    command: impl FnMut(ClientId) -> Command,
+    server: impl FnOnce(Arc<dyn Fabric>) -> R,
+) -> std::io::Result<(R, Vec<(ClientId, String)>)> {
+    let procs = ClientProcesses::spawn(clients, command)?;
+    let out = server(Arc::new(ServerOnly(fabric)));
+    let bad = procs.wait(Duration::from_secs(30));
+    Ok((out, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inproc::InProcFabric;
+
+    #[test]
+    fn server_only_stands_client_threads_down_and_passes_the_rest_through() {
+        let inner: Arc<dyn Fabric> = Arc::new(InProcFabric::new());
+        let f = ServerOnly(Arc::clone(&inner));
+        let t = f.recv_task(3, Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(t.kind, TaskKind::Shutdown);
+        f.put_state("k", b"v").unwrap();
+        assert_eq!(inner.get_state("k").unwrap().as_deref(), Some(&b"v"[..]));
+        let task = Task {
+            round: 1,
+            kind: TaskKind::Fit,
+            config: Default::default(),
+            params: Params::flat("w", vec![1.0]),
+        };
+        f.send_task(3, &task).unwrap();
+        assert_eq!(
+            inner.recv_task(3, Duration::from_secs(1)).unwrap(),
+            Some(task)
+        );
+    }
+
+    #[test]
+    fn client_processes_report_failures_and_are_killed() {
+        let procs = ClientProcesses::spawn(&[0, 1, 2], |k| {
+            let mut c = Command::new("sh");
+            let script = match k {
+                0 => "exit 0",
+                1 => "exit 3",
+                _ => "sleep 30",
+            };
+            c.args(["-c", script]);
+            c
+        })
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        let bad = procs.wait(Duration::from_millis(500));
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let ids: Vec<ClientId> = bad.iter().map(|b| b.0).collect();
+        assert_eq!(ids, vec![1, 2], "{bad:?}");
+        assert!(bad[1].1.contains("killed"));
+    }
+}
