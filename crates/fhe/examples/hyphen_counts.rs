@@ -44,7 +44,10 @@ fn main() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        println!("== {name}: {:.1} s, max logit error {err:.3e}", t.elapsed().as_secs_f64());
+        println!(
+            "== {name}: {:.1} s, max logit error {err:.3e}",
+            t.elapsed().as_secs_f64()
+        );
         for l in &log {
             println!(
                 "{:<22} {:<9} rot {:>4} (ks {:>4}) pmult {:>4} cmult {:>3} boot {} level {:>2} {}",

@@ -100,7 +100,11 @@ fn caconv_raconv_match_plaintext_convolution() {
             ra.split = split;
             let (got1, rots1) = sim_run(&ca, &input, &x, 5);
             assert!(got1.max_diff(&want1) < 1e-12, "CAConv {stride} {split:?}");
-            assert_eq!(rots1 as usize, ca.rotations(split), "CAConv count {split:?}");
+            assert_eq!(
+                rots1 as usize,
+                ca.rotations(split),
+                "CAConv count {split:?}"
+            );
             let (got2, _) = sim_run(&ra, &ca.post, &want1, 5);
             assert!(got2.max_diff(&want2) < 1e-12, "RAConv {stride} {split:?}");
         }
@@ -218,14 +222,26 @@ fn resnet20_both_packings_agree_with_plaintext() {
         let got = logits(&net, &pf, &vs);
         let want = net.reference(&img);
         for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{packing:?}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-9 * (1.0 + b.abs()),
+                "{packing:?}: {a} vs {b}"
+            );
         }
         totals_by.push(totals(&log));
     }
     let (ours, base) = (totals_by[0], totals_by[1]);
     assert_eq!(base.boot, 18, "Lee et al.: two bootstraps per basic block");
-    assert!(ours.boot <= 9, "at most one bootstrap per basic block: {}", ours.boot);
-    assert!(ours.rot_calls * 2 < base.rot_calls, "{} vs {}", ours.rot_calls, base.rot_calls);
+    assert!(
+        ours.boot <= 9,
+        "at most one bootstrap per basic block: {}",
+        ours.boot
+    );
+    assert!(
+        ours.rot_calls * 2 < base.rot_calls,
+        "{} vs {}",
+        ours.rot_calls,
+        base.rot_calls
+    );
 }
 
 fn worst_bits(got: &Map, want: &Map) -> f64 {
@@ -269,9 +285,8 @@ fn encrypted_caconv_herpn_raconv_pair() {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let pc = |f: &dyn Fn(usize) -> f64| {
-                ferrolab_fhe::hyphen::conv::per_channel(&ca.post, i, f)
-            };
+            let pc =
+                |f: &dyn Fn(usize) -> f64| ferrolab_fhe::hyphen::conv::per_channel(&ca.post, i, f);
             HerPn::apply(
                 &mut be,
                 c,

@@ -77,7 +77,8 @@ impl HerPn {
         let h1 = x;
         let h2 = (x * x - 1.0) / std::f64::consts::SQRT_2;
         s.gamma
-            * (f0 + f1 * (h1 - s.mu1) / (s.var1 + eps).sqrt()
+            * (f0
+                + f1 * (h1 - s.mu1) / (s.var1 + eps).sqrt()
                 + f2 * (h2 - s.mu2) / (s.var2 + eps).sqrt())
             + s.beta
     }

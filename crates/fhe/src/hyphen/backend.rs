@@ -115,6 +115,60 @@ pub trait Backend {
     fn poly(&mut self, x: &Self::Ct, p: &Chebyshev) -> Result<Self::Ct>;
 }
 
+/// Measured op latencies (seconds) per level, for a modelled latency on the simulator.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpTimes {
+    /// Parameter set the times were measured on.
+    pub params: String,
+    /// Threads.
+    pub threads: usize,
+    /// Levels at which each op was measured (ascending); between them, linear interpolation.
+    pub levels: Vec<usize>,
+    /// One rotation.
+    pub rot: Vec<f64>,
+    /// One rotation inside a hoisted batch (batch time / batch size).
+    pub rot_hoisted: Vec<f64>,
+    /// Encode + plaintext product.
+    pub pmult: Vec<f64>,
+    /// Rescale.
+    pub rescale: Vec<f64>,
+    /// Square + relinearise + rescale.
+    pub cmult: Vec<f64>,
+    /// Addition.
+    pub add: Vec<f64>,
+    /// One bootstrap.
+    pub boot: f64,
+    /// Polynomial evaluations: (degree, input level, seconds).
+    pub poly: Vec<(usize, usize, f64)>,
+}
+
+impl OpTimes {
+    fn at(&self, v: &[f64], level: usize) -> f64 {
+        let ls = &self.levels;
+        if ls.is_empty() || v.len() != ls.len() {
+            return 0.0;
+        }
+        if level <= ls[0] {
+            return v[0];
+        }
+        for i in 1..ls.len() {
+            if level <= ls[i] {
+                let f = (level - ls[i - 1]) as f64 / (ls[i] - ls[i - 1]) as f64;
+                return v[i - 1] + f * (v[i] - v[i - 1]);
+            }
+        }
+        v[v.len() - 1] * (level + 1) as f64 / (ls[ls.len() - 1] + 1) as f64
+    }
+
+    fn poly_time(&self, degree: usize, level: usize) -> f64 {
+        self.poly
+            .iter()
+            .filter(|p| p.0 == degree)
+            .min_by_key(|p| p.1.abs_diff(level))
+            .map_or(0.0, |p| p.2 * (level + 1) as f64 / (p.1 + 1) as f64)
+    }
+}
+
 /// A simulated ciphertext: slot values and a level.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimCt {
@@ -138,6 +192,8 @@ pub struct Sim {
     pub boot_noise: f64,
     rng: StdRng,
     stats: Stats,
+    /// Measured op latencies: when set, every op adds its modelled time to the stats.
+    pub times: Option<OpTimes>,
 }
 
 impl Sim {
@@ -150,6 +206,7 @@ impl Sim {
             boot_noise: 0.0,
             rng: StdRng::seed_from_u64(1),
             stats: Stats::default(),
+            times: None,
         }
     }
 
@@ -178,6 +235,22 @@ impl Sim {
         }
     }
 
+    /// Sets the op latencies the simulator charges.
+    pub fn with_times(mut self, times: OpTimes) -> Self {
+        self.times = Some(times);
+        self
+    }
+
+    fn charge(&mut self, kind: u8, which: impl Fn(&OpTimes) -> &Vec<f64>, level: usize) {
+        if let Some(t) = &self.times {
+            let dt = t.at(which(t), level);
+            match kind {
+                0 => self.stats.t_rot += dt,
+                _ => self.stats.t_mult += dt,
+            }
+        }
+    }
+
     fn need_level(x: &SimCt, what: &str) -> Result<()> {
         if x.level == 0 {
             return Err(FheError::Level(format!("{what} needs a level ≥ 1")));
@@ -193,6 +266,25 @@ fn rot_vec(v: &[f64], step: i64) -> Vec<f64> {
     out.extend_from_slice(&v[s..]);
     out.extend_from_slice(&v[..s]);
     out
+}
+
+impl Sim {
+    fn rotate_inner(&mut self, x: &SimCt, step: i64, hoisted: bool) -> Result<SimCt> {
+        self.stats.rot_calls += 1;
+        if step.rem_euclid(self.n as i64) == 0 {
+            self.stats.rot_trivial += 1;
+            return Ok(x.clone());
+        }
+        if hoisted {
+            self.charge(0, |t| &t.rot_hoisted, x.level);
+        } else {
+            self.charge(0, |t| &t.rot, x.level);
+        }
+        let mut v = rot_vec(&x.v, step);
+        let sigma = self.noise;
+        self.perturb(&mut v, sigma);
+        Ok(SimCt { v, level: x.level })
+    }
 }
 
 impl Backend for Sim {
@@ -213,7 +305,7 @@ impl Backend for Sim {
     fn rotate_many(&mut self, x: &SimCt, steps: &[i64]) -> Result<Vec<SimCt>> {
         let mut out = Vec::with_capacity(steps.len());
         for &s in steps {
-            let mut r = self.rotate(x, s)?;
+            let mut r = self.rotate_inner(x, s, true)?;
             if s.rem_euclid(self.n as i64) != 0 {
                 self.stats.rot_hoisted += 1;
             }
@@ -225,18 +317,11 @@ impl Backend for Sim {
     }
 
     fn rotate(&mut self, x: &SimCt, step: i64) -> Result<SimCt> {
-        self.stats.rot_calls += 1;
-        if step.rem_euclid(self.n as i64) == 0 {
-            self.stats.rot_trivial += 1;
-            return Ok(x.clone());
-        }
-        let mut v = rot_vec(&x.v, step);
-        let sigma = self.noise;
-        self.perturb(&mut v, sigma);
-        Ok(SimCt { v, level: x.level })
+        self.rotate_inner(x, step, false)
     }
 
     fn add(&mut self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
+        self.charge(1, |t| &t.add, a.level.min(b.level));
         Ok(SimCt {
             v: a.v.iter().zip(&b.v).map(|(x, y)| x + y).collect(),
             level: a.level.min(b.level),
@@ -244,6 +329,7 @@ impl Backend for Sim {
     }
 
     fn mul_plain(&mut self, x: &SimCt, v: &[f64]) -> Result<SimCt> {
+        self.charge(1, |t| &t.pmult, x.level);
         self.stats.pmult += 1;
         Ok(SimCt {
             v: x.v.iter().zip(v).map(|(a, b)| a * b).collect(),
@@ -253,6 +339,7 @@ impl Backend for Sim {
 
     fn rescale(&mut self, x: &SimCt) -> Result<SimCt> {
         Self::need_level(x, "rescale")?;
+        self.charge(1, |t| &t.rescale, x.level);
         self.stats.rescale += 1;
         let mut v = x.v.clone();
         let sigma = self.noise;
@@ -295,6 +382,7 @@ impl Backend for Sim {
                 a.level, b.level
             )));
         }
+        self.charge(1, |t| &t.cmult, a.level);
         self.stats.cmult += 1;
         self.stats.rescale += 1;
         let mut v: Vec<f64> = a.v.iter().zip(&b.v).map(|(x, y)| x * y).collect();
@@ -316,6 +404,9 @@ impl Backend for Sim {
             )));
         }
         self.stats.poly += 1;
+        if let Some(t) = &self.times {
+            self.stats.t_mult += t.poly_time(p.degree(), x.level);
+        }
         let mut v: Vec<f64> = x.v.iter().map(|&t| p.eval(t)).collect();
         let sigma = self.noise;
         self.perturb(&mut v, sigma);
@@ -327,6 +418,9 @@ impl Backend for Sim {
 
     fn bootstrap(&mut self, x: &SimCt) -> Result<SimCt> {
         self.stats.boot += 1;
+        if let Some(t) = &self.times {
+            self.stats.t_boot += t.boot;
+        }
         let mut v = x.v.clone();
         let sigma = self.boot_noise;
         self.perturb(&mut v, sigma);

@@ -122,6 +122,12 @@ pub struct PreMap<'a> {
 
 type Terms = BTreeMap<(i64, i64), BTreeMap<usize, Vec<f64>>>;
 
+/// (phase shift e, input ciphertext, weight plaintext) under one giant step.
+type BabyTerm<'a> = (i64, usize, &'a Vec<f64>);
+
+/// Copy index of a block, first block of a copy.
+type BlockFn = Box<dyn Fn(usize) -> usize>;
+
 /// A convolution as rotations, weight plaintexts and rotate-and-add steps.
 #[derive(Debug, Clone)]
 pub struct ShiftConv {
@@ -204,8 +210,7 @@ impl ShiftConv {
                                     let dx = kx as i64 - w.pad as i64;
                                     let yi = (yo * pre.stride) as i64 + dy;
                                     let xi = (xo * pre.stride) as i64 + dx;
-                                    if yi < 0 || xi < 0 || yi >= h_in as i64 || xi >= h_in as i64
-                                    {
+                                    if yi < 0 || xi < 0 || yi >= h_in as i64 || xi >= h_in as i64 {
                                         continue;
                                     }
                                     let g = kin as i64 * (dy * wr + dx);
@@ -218,8 +223,8 @@ impl ShiftConv {
                                             if c >= w.ci {
                                                 continue;
                                             }
-                                            let in_pos = j * s
-                                                + input.pos(yi as usize, xi as usize, pi);
+                                            let in_pos =
+                                                j * s + input.pos(yi as usize, xi as usize, pi);
                                             let shift = in_pos as i64 - pos as i64;
                                             let v = t
                                                 .entry((g, shift - g))
@@ -292,7 +297,11 @@ impl ShiftConv {
                         .len()
                 })
                 .sum(),
-            Split::Bsgs => self.terms.iter().map(|t| t.values().map(|m| m.len()).sum::<usize>()).sum(),
+            Split::Bsgs => self
+                .terms
+                .iter()
+                .map(|t| t.values().map(|m| m.len()).sum::<usize>())
+                .sum(),
         }
     }
 
@@ -358,7 +367,9 @@ impl ShiftConv {
                     let mut merged: BTreeMap<(i64, usize), Vec<f64>> = BTreeMap::new();
                     for ((g, e), m) in t {
                         for (&i, v) in m {
-                            let d = merged.entry((g + e, i)).or_insert_with(|| vec![0.0; v.len()]);
+                            let d = merged
+                                .entry((g + e, i))
+                                .or_insert_with(|| vec![0.0; v.len()]);
                             d.iter_mut().zip(v).for_each(|(a, b)| *a += b);
                         }
                     }
@@ -400,7 +411,11 @@ impl ShiftConv {
                             });
                         }
                         let Some(inner) = inner else { continue };
-                        let r = if *sh == 0 { inner } else { be.rotate(&inner, *sh)? };
+                        let r = if *sh == 0 {
+                            inner
+                        } else {
+                            be.rotate(&inner, *sh)?
+                        };
                         acc = Some(match acc {
                             None => r,
                             Some(a) => be.add(&a, &r)?,
@@ -419,7 +434,7 @@ impl ShiftConv {
                     .collect();
                 let rotated = rotate_nonzero(be, xs, &es)?;
                 for t in &self.terms {
-                    let mut by_g: BTreeMap<i64, Vec<(i64, usize, &Vec<f64>)>> = BTreeMap::new();
+                    let mut by_g: BTreeMap<i64, Vec<BabyTerm>> = BTreeMap::new();
                     for ((g, e), m) in t {
                         for (&i, v) in m {
                             by_g.entry(*g).or_default().push((*e, i, v));
@@ -439,7 +454,11 @@ impl ShiftConv {
                             });
                         }
                         let Some(inner) = inner else { continue };
-                        let r = if *g == 0 { inner } else { be.rotate(&inner, *g)? };
+                        let r = if *g == 0 {
+                            inner
+                        } else {
+                            be.rotate(&inner, *g)?
+                        };
                         acc = Some(match acc {
                             None => r,
                             Some(a) => be.add(&a, &r)?,
@@ -482,7 +501,11 @@ fn rotate_nonzero<B: Backend>(be: &mut B, xs: &[B::Ct], steps: &[i64]) -> Result
     let nz: Vec<i64> = steps.iter().copied().filter(|&s| s != 0).collect();
     let mut out = Vec::with_capacity(xs.len());
     for x in xs {
-        let mut r = if nz.is_empty() { vec![] } else { be.rotate_many(x, &nz)? };
+        let mut r = if nz.is_empty() {
+            vec![]
+        } else {
+            be.rotate_many(x, &nz)?
+        };
         if let Ok(zero) = steps.binary_search(&0) {
             r.insert(zero, x.clone());
         }
@@ -557,10 +580,12 @@ pub fn raconv(w: &ConvWeights, input: Layout) -> Result<ShiftConv> {
     if g > 1 {
         sc.mask = Some(
             (0..geo.n)
-                .map(|i| if (i / s) % g == 0 { 1.0 } else { 0.0 })
+                .map(|i| if (i / s).is_multiple_of(g) { 1.0 } else { 0.0 })
                 .collect(),
         );
-        sc.replicate = (0..log2(g)).map(|i| -(((1usize << i) * s) as i64)).collect();
+        sc.replicate = (0..log2(g))
+            .map(|i| -(((1usize << i) * s) as i64))
+            .collect();
     }
     sc.post = post;
     sc.bias = vec![per_channel(&post, 0, |c| {
@@ -593,7 +618,7 @@ impl Gather {
         let n = geo.n;
         let copies = post.copies();
         let first_copy = |j: usize| match post.kind {
-            Kind::Ca { rho } => j % rho == 0,
+            Kind::Ca { rho } => j.is_multiple_of(rho),
             Kind::Mp { p, .. } => j < geo.blocks() / p,
             Kind::Ra { .. } => true,
         };
@@ -602,7 +627,10 @@ impl Gather {
         for j in 0..geo.blocks() {
             for ph in 0..kin * kin {
                 if let Some(c) = input.channel(0, j, ph) {
-                    sources.entry(c).or_default().push(j * s + input.pos(0, 0, ph));
+                    sources
+                        .entry(c)
+                        .or_default()
+                        .push(j * s + input.pos(0, 0, ph));
                 }
             }
         }
@@ -610,7 +638,9 @@ impl Gather {
         let mut freq: BTreeMap<i64, usize> = BTreeMap::new();
         let ho = post.h();
         if ho * stride != h {
-            return Err(FheError::InvalidInput("shortcut: sizes do not match".into()));
+            return Err(FheError::InvalidInput(
+                "shortcut: sizes do not match".into(),
+            ));
         }
         for j in (0..geo.blocks()).filter(|&j| first_copy(j)) {
             for ph in 0..post.k * post.k {
@@ -725,7 +755,7 @@ impl PoolFc {
         let (s, n) = (geo.s(), geo.n);
         let h = input.h();
         let copies = input.copies();
-        let (copy_of, copy_start, group_step, groups): (Box<dyn Fn(usize) -> usize>, Box<dyn Fn(usize) -> usize>, usize, usize) =
+        let (copy_of, copy_start, group_step, groups): (BlockFn, BlockFn, usize, usize) =
             match input.kind {
                 Kind::Ca { rho } => (
                     Box::new(move |j| j % rho),
@@ -735,10 +765,17 @@ impl PoolFc {
                 ),
                 Kind::Mp { p, .. } => {
                     let per = geo.blocks() / p;
-                    (Box::new(move |j| j / per), Box::new(move |r| r * per), s, per)
+                    (
+                        Box::new(move |j| j / per),
+                        Box::new(move |r| r * per),
+                        s,
+                        per,
+                    )
                 }
                 Kind::Ra { .. } => {
-                    return Err(FheError::InvalidInput("pool+FC needs a CA or MP input".into()));
+                    return Err(FheError::InvalidInput(
+                        "pool+FC needs a CA or MP input".into(),
+                    ));
                 }
             };
         let classes = fc.len();

@@ -196,7 +196,11 @@ impl Layout {
     /// (y, x, phase) of a raster offset.
     pub fn unpos(&self, off: usize) -> (usize, usize, usize) {
         let (r, col) = (off / self.geo.wr, off % self.geo.wr);
-        (r / self.k, col / self.k, (r % self.k) * self.k + col % self.k)
+        (
+            r / self.k,
+            col / self.k,
+            (r % self.k) * self.k + col % self.k,
+        )
     }
 
     /// The slot vectors of `m` (every copy filled).

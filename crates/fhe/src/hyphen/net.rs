@@ -145,7 +145,11 @@ impl Net {
             blocks,
             fc,
             fc_b,
-            scale: if quad { 1.0 } else { 1.0 / super::act::APP_RELU_B },
+            scale: if quad {
+                1.0
+            } else {
+                1.0 / super::act::APP_RELU_B
+            },
         }
     }
 
@@ -212,7 +216,9 @@ impl Net {
                 b + row
                     .iter()
                     .enumerate()
-                    .map(|(c, w)| w * (0..y.h * y.h).map(|i| y.v[c * y.h * y.h + i]).sum::<f64>() / hh)
+                    .map(|(c, w)| {
+                        w * (0..y.h * y.h).map(|i| y.v[c * y.h * y.h + i]).sum::<f64>() / hh
+                    })
                     .sum::<f64>()
             })
             .collect()
@@ -343,7 +349,10 @@ impl<B: Backend> Runner<'_, B> {
     fn act(&mut self, name: &str, a: &Act, layout: &Layout, xs: Vec<B::Ct>) -> Result<Vec<B::Ct>> {
         // Bootstrapping is only ever placed on a single ciphertext (a CA or MP map).
         let xs = if xs.len() == 1 {
-            let x = xs.into_iter().next().ok_or_else(|| FheError::InvalidInput("act".into()))?;
+            let x = xs
+                .into_iter()
+                .next()
+                .ok_or_else(|| FheError::InvalidInput("act".into()))?;
             vec![self.ensure(name, x, a.levels())?]
         } else {
             xs
@@ -403,15 +412,25 @@ pub fn run<B: Backend>(
             let split = sc.choose(&opt.cost);
             let note = format!("RAConv {split:?}");
             layout = sc.post;
-            r.record("conv1", "conv", note, |be| sc.apply(be, &input), |be, y| be.level(&y[0]))?
-                .remove(0)
+            r.record(
+                "conv1",
+                "conv",
+                note,
+                |be| sc.apply(be, &input),
+                |be, y| be.level(&y[0]),
+            )?
+            .remove(0)
         }
         Packing::Mpconv => {
             let mc = MpConv::build(&net.conv1, layout)?;
             layout = mc.post;
-            r.record("conv1", "conv", "MPConv".into(), |be| mc.apply(be, &input[0]), |be, y| {
-                be.level(y)
-            })?
+            r.record(
+                "conv1",
+                "conv",
+                "MPConv".into(),
+                |be| mc.apply(be, &input[0]),
+                |be, y| be.level(y),
+            )?
         }
     };
     y = r.act("act0", &net.a0, &layout, vec![y])?.remove(0);
@@ -457,7 +476,9 @@ pub fn run<B: Backend>(
                     |be| m1.apply(be, &y),
                     |be, v| be.level(v),
                 )?;
-                let h = r.act(&format!("{name}.act1"), &b.a1, &m1.post, vec![h])?.remove(0);
+                let h = r
+                    .act(&format!("{name}.act1"), &b.a1, &m1.post, vec![h])?
+                    .remove(0);
                 let h = r.ensure(&format!("{name}.conv2"), h, 2)?;
                 let m2 = MpConv::build(&b.c2, m1.post)?;
                 let z = r.record(
@@ -490,13 +511,19 @@ pub fn run<B: Backend>(
             |be, v| be.level(v),
         )?;
         layout = z_layout;
-        y = r.act(&format!("{name}.act2"), &b.a2, &layout, vec![s])?.remove(0);
+        y = r
+            .act(&format!("{name}.act2"), &b.a2, &layout, vec![s])?
+            .remove(0);
     }
     let y = r.ensure("poolfc", y, 1)?;
     let pf = PoolFc::build(layout, &net.fc, &net.fc_b)?;
-    let out = r.record("poolfc", "poolfc", String::new(), |be| pf.apply(be, &y), |be, v| {
-        be.level(&v[0])
-    })?;
+    let out = r.record(
+        "poolfc",
+        "poolfc",
+        String::new(),
+        |be| pf.apply(be, &y),
+        |be, v| be.level(&v[0]),
+    )?;
     Ok((out, pf, r.log))
 }
 
