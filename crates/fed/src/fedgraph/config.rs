@@ -96,7 +96,7 @@ ferrolab_core::config_section! {
 impl Validate for FedGraphConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         check(
-            self.model.arch != "gat" || self.model.hidden % self.model.heads == 0,
+            self.model.arch != "gat" || self.model.hidden.is_multiple_of(self.model.heads),
             "model.heads",
             self.model.heads,
             "must divide model.hidden for GAT",
