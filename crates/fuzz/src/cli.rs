@@ -53,6 +53,9 @@ pub struct Setup {
     pub classify_run: PathBuf,
     /// An IDX file of three 28x28 images for `classify predict`.
     pub classify_input: Vec<u8>,
+    /// A tiny ADOD checkpoint and a rendered PNG for `adod predict`.
+    pub adod_ckpt: PathBuf,
+    pub adod_input: Vec<u8>,
 }
 
 fn output(bin: &Path, args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
@@ -178,6 +181,19 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
     output(bin, &classify_args, work)?;
     let mut classify_input = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
     classify_input.extend((0..3 * 28 * 28).map(|i| (i * 37 % 251) as u8));
+    let adod_out = work.join("adod-run");
+    let adod_out_s = adod_out.display().to_string();
+    #[rustfmt::skip]
+    output(bin, &["adod", "--preset", "quick", "--set", "train.iterations=2",
+        "--set", "data.train_per_type=4", "--set", "data.test_per_type=2",
+        "--set", "model.widths=[2,2,2,2,2,2,2]", "--out", &adod_out_s, "--threads", "1"], work)?;
+    let synth = work.join("adod-synth");
+    let synth_s = synth.display().to_string();
+    #[rustfmt::skip]
+    output(bin, &["adod", "synth", "--types", "7", "--images", "1", "--size", "64",
+        "--out", &synth_s], work)?;
+    let png = synth.join("images/7_00000.png");
+    let adod_input = std::fs::read(&png).map_err(|e| format!("{}: {e}", png.display()))?;
     Ok(Setup {
         bin: bin.to_path_buf(),
         configs,
@@ -188,6 +204,8 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         classify_ckpt: classify_out.join("checkpoint"),
         classify_run: classify_out,
         classify_input,
+        adod_ckpt: adod_out.join("checkpoint"),
+        adod_input,
     })
 }
 
@@ -418,6 +436,7 @@ pub fn checkpoint_case(
             &["meta.json", "model.safetensors", "vocab.txt"],
         ),
         "classify" => (&s.classify_ckpt, &["meta.json", "model.safetensors"]),
+        "adod" => (&s.adod_ckpt, &["meta.json", "model.safetensors"]),
         _ => (&s.apg_ckpt, &["meta.json", "model.safetensors"]),
     };
     let ck = dir.join("checkpoint");
@@ -462,6 +481,22 @@ pub fn checkpoint_case(
         "--threads".into(),
         "1".into(),
     ];
+    if system == "adod" {
+        // A PNG as a file argument, damaged in a fifth of the cases.
+        let mut input = s.adod_input.clone();
+        if rng.chance(0.2) {
+            mutate::bytes(rng, &mut input, &[]);
+        }
+        let f = dir.join("image.png");
+        std::fs::write(&f, input)?;
+        args.push(f.display().to_string());
+        return Ok(Invocation {
+            args,
+            stdin: None,
+            allowed: &[0, 1, 2],
+            round_trip: None,
+        });
+    }
     if system == "classify" {
         // Images come as a file argument (IDX here), damaged in a fifth of the cases.
         let mut input = s.classify_input.clone();
