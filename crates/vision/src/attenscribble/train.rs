@@ -384,7 +384,8 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                     job.seed_index,
                     st.iterations_done
                 );
-                (st, m, b, o)
+                // An independent inference copy: see where `best` is updated.
+                (st, m, b.valid(), o)
             }
             None => (
                 State {
@@ -399,7 +400,7 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                     since_eval_seconds: 0.0,
                 },
                 model.clone(),
-                model,
+                model.valid(),
                 optimizer(cfg),
             ),
         };
@@ -533,7 +534,9 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
             if d > st.best_dice {
                 st.best_dice = d;
                 st.best_iteration = done;
-                best = model.clone();
+                // `valid()` snapshots batch norm's running statistics; a clone would share
+                // them with the training model, which keeps updating them in place.
+                best = model.valid();
             }
         }
         if done.is_multiple_of(cfg.train.checkpoint_every) && done < total {
@@ -547,7 +550,6 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
             st.iterations_done
         )));
     }
-    let best = best.valid();
     let val = evaluate(&best, job.val, size, cfg.train.eval_batch)?;
     let test = match job.test {
         Some(t) => Some(evaluate(&best, t, size, cfg.train.eval_batch)?),
