@@ -38,6 +38,9 @@ pub struct Grid {
 /// Drops of one family: setting label → one value per layer.
 pub type FamilyDrops = BTreeMap<String, Vec<f64>>;
 
+/// Per family: (mean drops, normalised drops, seed spread).
+pub type FamilyResults = BTreeMap<String, (FamilyDrops, FamilyDrops, FamilyDrops)>;
+
 /// Everything measured on one zoo member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelRecord {
@@ -120,18 +123,15 @@ fn label_f(prefix: &str, v: f64) -> String {
     format!("{prefix}{v}")
 }
 
-/// Probes every layer of `model` over `grid`. `seed` draws the bit flips.
+/// Probes every layer of `model` over `grid` (`seed` draws the bit flips). Returns the base
+/// accuracy, the drops per family, the number of probes and the full-forward throughput
+/// (images per second) on the evaluation set.
 pub fn probe(
     model: &mut ZooNet,
     eval: &EvalSet,
     grid: &Grid,
     seed: u64,
-) -> (
-    f64,
-    BTreeMap<String, (FamilyDrops, FamilyDrops, FamilyDrops)>,
-    usize,
-    f64,
-) {
+) -> (f64, FamilyResults, usize, f64) {
     let nl = model.layers.len();
     let t = Instant::now();
     let base = eval.accuracy(model);
@@ -160,20 +160,23 @@ pub fn probe(
         for &s in &grid.sparsities {
             if let Ok(w) = ops::magnitude_prune(&orig.weight, s) {
                 let (d, e) = run(model, &w);
-                fam.get_mut("prune")
-                    .map(|a| a.put(&label_f("s", s), l, nl, &[d], &[e]));
+                if let Some(a) = fam.get_mut("prune") {
+                    a.put(&label_f("s", s), l, nl, &[d], &[e]);
+                }
             }
             if let Ok(w) = ops::channel_prune(&orig, s) {
                 let (d, e) = run(model, &w);
-                fam.get_mut("prune_structured")
-                    .map(|a| a.put(&label_f("s", s), l, nl, &[d], &[e]));
+                if let Some(a) = fam.get_mut("prune_structured") {
+                    a.put(&label_f("s", s), l, nl, &[d], &[e]);
+                }
             }
         }
         for &b in &grid.bits {
             if let Ok(w) = ops::fake_quantize(&orig, b) {
                 let (d, e) = run(model, &w);
-                fam.get_mut("quant")
-                    .map(|a| a.put(&format!("b{b}"), l, nl, &[d], &[e]));
+                if let Some(a) = fam.get_mut("quant") {
+                    a.put(&format!("b{b}"), l, nl, &[d], &[e]);
+                }
             }
         }
         let stored = Int8Layer::store(&orig);
@@ -210,7 +213,9 @@ pub fn probe(
                     ds.push(d);
                     es.push(e);
                 }
-                fam.get_mut(family).map(|a| a.put(&label, l, nl, &ds, &es));
+                if let Some(a) = fam.get_mut(family) {
+                    a.put(&label, l, nl, &ds, &es);
+                }
             }
         }
         model.set_layer_weight(l, &orig.weight);
