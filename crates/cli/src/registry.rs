@@ -15,6 +15,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_compress::LayerImportanceSystem,
         &ferrolab_vision::attenscribble::AttenScribbleSystem,
         &ferrolab_fed::fedgraph::FedGraphSystem,
+        &ferrolab_fed::sdgt::SdgtSystem,
     ]
 }
 

@@ -10,6 +10,9 @@
 //!
 //! The NATS fabric runs the same functions from `tests/nats_conformance.rs`.
 
+// A conformance check's contract is to panic with the broken guarantee, like a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crate::fabric::{
     ClientId, Config, ExchangeKey, Fabric, FabricError, MsgId, Reply, Task, TaskKind, accept_all,
     layout_validator,

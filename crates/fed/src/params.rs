@@ -222,7 +222,7 @@ impl Params {
             at = end;
         }
         let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + json.len() + at);
@@ -328,6 +328,7 @@ impl Params {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn sample() -> Params {

@@ -182,6 +182,7 @@ impl Strategy for FedAvg {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -281,6 +281,7 @@ impl Topology {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::needless_range_loop)]
     use super::*;
     use rand::SeedableRng;
 

@@ -1,5 +1,7 @@
 //! The in-process fabric passes the fabric conformance suite.
 
+#![allow(clippy::unwrap_used)]
+
 use ferrolab_fed::conformance;
 use ferrolab_fed::inproc::InProcFabric;
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! away from it; results do not depend on how devices are spread over clients; a run resumed
 //! from its checkpoint ends bit-identical to an uninterrupted one.
 
+#![allow(clippy::unwrap_used)]
+
 use ferrolab_fed::inproc::InProcFabric;
 use ferrolab_fed::params::Params;
 use ferrolab_fed::sdgt::algo::{Algo, Hyper};
@@ -58,7 +60,7 @@ impl FlatModel for Quadratic {
 }
 
 fn optimum(data: &Samples) -> Vec<f32> {
-    let mut num = vec![0f64; D];
+    let mut num = [0f64; D];
     let mut den = 0f64;
     for i in 0..data.len() {
         let r = data.row(i);

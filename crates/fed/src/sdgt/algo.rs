@@ -971,7 +971,7 @@ impl Strategy for DeviceStrategy {
                     );
                 }
                 if let Some((m, Some(every))) = self.cost_model
-                    && (round + 1) % every.max(1) == 0
+                    && (round + 1).is_multiple_of(every.max(1))
                 {
                     let sq = |a: &[f32], b: &[f32]| -> f64 {
                         a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
@@ -1008,8 +1008,8 @@ impl Strategy for DeviceStrategy {
                 let dcs = arrived("dc");
                 let frac = dcs.len() as f32 / self.topo.devices() as f32;
                 let dc = mean_flat(dcs);
-                for i in 0..dim {
-                    self.c[i] += frac * dc[i];
+                for (c, d) in self.c.iter_mut().zip(&dc) {
+                    *c += frac * d;
                 }
                 (0..dim).map(|i| xbar[i] + dx[i]).collect()
             }

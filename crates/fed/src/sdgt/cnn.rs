@@ -71,7 +71,7 @@ impl Cnn {
     /// Logits `[B, 10]` of images `[B, 1, 28, 28]`.
     fn forward(p: &[TensorAny], x: Tensor<4>, device: &Device) -> Tensor<2> {
         let conv = |w: &TensorAny, b: &TensorAny, cin: usize| {
-            let mut c = Conv2dConfig::new(cin, 64, 5).init(device);
+            let mut c = Conv2dConfig::new(cin, 64, 5).with_padding(0).init(device);
             c.weight = Param::from_tensor(w.d4());
             c.bias = Some(Param::from_tensor(b.d1()));
             c
@@ -228,6 +228,7 @@ impl FlatModel for Cnn {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

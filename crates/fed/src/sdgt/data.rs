@@ -136,6 +136,7 @@ pub fn labels_per_device(labels: &[u8], parts: &[Vec<usize>]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use rand::SeedableRng;
 

@@ -108,6 +108,59 @@ fn partition(cfg: &SdgtConfig, split: &str, labels: &[u8], seed_k: u64) -> Vec<V
     }
 }
 
+/// A model of the same size whose gradient is free (zeros): a round with it costs exactly what
+/// the runtime costs — tasks, replies, D2D exchanges, aggregation, the algorithms' vector
+/// updates — without local training, which is how the round overhead is measured.
+#[derive(Debug, Clone)]
+pub struct NullModel {
+    /// Parameters.
+    pub dim: usize,
+}
+
+impl FlatModel for NullModel {
+    fn name(&self) -> &str {
+        "null"
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn template(&self) -> crate::params::Params {
+        crate::params::Params::flat("x", vec![0.0; self.dim])
+    }
+    fn init(&self, _seed: u64) -> Vec<f32> {
+        vec![0.0; self.dim]
+    }
+    fn loss_grad(&self, _w: &[f32], _d: &Samples, _idx: &[usize], grad: &mut [f32]) -> f64 {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        0.0
+    }
+    fn evaluate(&self, _w: &[f32], _d: &Samples) -> (f64, f64) {
+        (0.0, 0.0)
+    }
+}
+
+/// Seconds per round of `algo` at `lr` with the null model, over `rounds` rounds.
+pub fn overhead_round_seconds(
+    data: &RunData,
+    spec: &RunSpec,
+    rounds: u64,
+) -> Result<f64, RunError> {
+    let null = RunData {
+        model: Arc::new(NullModel {
+            dim: data.model.dim(),
+        }),
+        ..data.clone()
+    };
+    let s = RunSpec {
+        rounds,
+        eval_every: rounds,
+        checkpoint_every: 0,
+        ..*spec
+    };
+    let r = driver::run(&s, &null, Arc::new(InProcFabric::new()), &mut |_| {})?;
+    Ok(r.round_seconds / rounds as f64)
+}
+
 /// What one run leaves for the report (saved per unit, so `--resume` skips finished runs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -374,6 +427,7 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
     let mut all: Vec<RunSummary> = Vec::new();
     let mut chosen: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut grid_val: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut overhead: BTreeMap<String, f64> = BTreeMap::new();
     for split in &cfg.data.splits {
         let data_for = |k: usize, ctx: &RunContext| -> SysResult<RunData> {
             let seed_k = ctx.seed_for(&format!("run{k}"));
@@ -409,6 +463,30 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
             for k in 1..cfg.fed.seeds {
                 let d = data_for(k, ctx)?;
                 all.push(one(ctx, cfg, &d, split, algo, lr, k, false)?);
+            }
+            if Some(split) == cfg.data.splits.first() {
+                let spec = RunSpec {
+                    hyper: Hyper {
+                        algo,
+                        lr,
+                        t: cfg.fed.local_steps,
+                        batch: cfg.fed.batch,
+                    },
+                    s: cfg.s(),
+                    rounds: cfg.fed.rounds,
+                    seed: ctx.seed_for("run0"),
+                    eval_every: cfg.fed.eval_every,
+                    checkpoint_every: 0,
+                    devices_per_client: cfg.fed.devices_per_client,
+                    deadline_seconds: cfg.fed.deadline_seconds,
+                    cost: cost_model(cfg),
+                    coopt_every: 0,
+                };
+                let n = cfg.fed.rounds.min(20);
+                let o = overhead_round_seconds(&data0, &spec, n).map_err(|e| {
+                    SystemError::runtime(format!("overhead of {}: {e}", algo.key()))
+                })?;
+                overhead.insert(algo.key().to_string(), o);
             }
             if algo == Algo::SdGt && cfg.fed.coopt_every > 0 {
                 for k in 0..cfg.fed.seeds {

@@ -186,6 +186,7 @@ pub fn argmax(z: &[f32]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

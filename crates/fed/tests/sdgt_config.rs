@@ -1,0 +1,69 @@
+//! Bad input is refused before any work, with one line naming the key: an unknown algorithm,
+//! more subnets than devices, s larger than a subnet, a disconnected D2D graph, the NATS
+//! runtime without its wiring.
+
+#![allow(clippy::unwrap_used)]
+
+use ferrolab_core::Checked;
+use ferrolab_fed::sdgt::config::SdgtConfig;
+use ferrolab_fed::sdgt::experiment;
+
+fn synthetic() -> SdgtConfig {
+    let mut c = SdgtConfig::default();
+    c.data.dataset = "synthetic".into();
+    c.data.synthetic_train = 600;
+    c.data.val_size = 100;
+    c.fed.seeds = 1;
+    c
+}
+
+#[test]
+fn bad_inputs_name_their_key() {
+    let mut c = synthetic();
+    c.fed.algorithms = vec!["sdgt".into(), "fedprox".into()];
+    let e = Checked::new(c).unwrap_err().to_string();
+    assert!(e.contains("fed.algorithms"), "{e}");
+
+    let mut c = synthetic();
+    c.topology.subnets = 41;
+    let e = Checked::new(c).unwrap_err().to_string();
+    assert!(
+        e.contains("topology.subnets") && e.contains("more subnets than devices"),
+        "{e}"
+    );
+
+    let mut c = synthetic();
+    c.fed.s = 5;
+    let e = Checked::new(c).unwrap_err().to_string();
+    assert!(
+        e.contains("fed.s") && e.contains("larger than a subnet"),
+        "{e}"
+    );
+
+    let mut c = synthetic();
+    c.topology.radius = 1e-6;
+    let c = Checked::new(c).unwrap();
+    let e = experiment::prepare(c.get(), None, 1).unwrap_err();
+    assert_eq!(e.class(), ferrolab_core::system::ErrorClass::Usage);
+    assert!(e.to_string().contains("disconnected"), "{e}");
+
+    // FedAvg and SCAFFOLD do not use D2D: a disconnected graph does not concern them.
+    let mut c = synthetic();
+    c.topology.radius = 1e-6;
+    c.fed.algorithms = vec!["scaffold".into(), "fedavg".into()];
+    experiment::prepare(Checked::new(c).unwrap().get(), None, 1).unwrap();
+
+    let mut c = synthetic();
+    c.fed.runtime = "nats".into();
+    let e = experiment::prepare(Checked::new(c).unwrap().get(), None, 1).unwrap_err();
+    assert_eq!(e.class(), ferrolab_core::system::ErrorClass::Usage);
+    assert!(e.to_string().contains("nats"), "{e}");
+
+    let c = Checked::new(synthetic()).unwrap();
+    experiment::prepare(c.get(), None, 1).unwrap();
+    assert_eq!(
+        c.get().s(),
+        2,
+        "s = 0 resolves to half of a 4-device subnet"
+    );
+}
