@@ -189,7 +189,7 @@ mod tests {
             let script = match k {
                 0 => "exit 0",
                 1 => "exit 3",
-                _ => "sleep 30",
+                _ => "exec sleep 30",
             };
             c.args(["-c", script]);
             c
