@@ -197,15 +197,6 @@ impl RunSummary {
             .iter()
             .find(|h| h.test_accuracy >= target)
     }
-    /// Client-compute share of the rounds' wall time, as overhead = 1 − share.
-    fn overhead(&self) -> Option<f64> {
-        let r = self.result.as_ref()?;
-        let cores = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(r.clients.max(1));
-        (r.round_seconds > 0.0)
-            .then(|| (1.0 - r.compute_seconds / (r.round_seconds * cores as f64)).max(0.0))
-    }
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -281,8 +272,12 @@ fn keys(runs: &[&RunSummary], target: f64, prefix: &str) -> BTreeMap<String, f64
     );
     put(
         &mut m,
-        &format!("{prefix}round_overhead_fraction"),
-        &col(&RunSummary::overhead),
+        &format!("{prefix}round_seconds"),
+        &col(&|r| {
+            let x = r.result.as_ref()?;
+            let rounds = x.history.last().map_or(1, |h| h.round).max(1);
+            Some(x.round_seconds / rounds as f64)
+        }),
     );
     if let Some(r) = runs.first() {
         m.insert(format!("{prefix}lr"), r.lr);
@@ -500,7 +495,7 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
             }
         }
     }
-    Ok(report(
+    let mut out = report(
         cfg,
         ctx,
         &all,
@@ -509,7 +504,18 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
         &train,
         target,
         t_all.elapsed().as_secs_f64(),
-    ))
+    );
+    for (algo, secs) in overhead {
+        let m = if algo == "sdgt" {
+            &mut out.report.metrics
+        } else {
+            out.report.baselines.entry(algo).or_default()
+        };
+        let round = m.get("round_seconds").copied().unwrap_or(f64::NAN);
+        m.insert("overhead_round_seconds".into(), secs);
+        m.insert("round_overhead_fraction".into(), secs / round);
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
