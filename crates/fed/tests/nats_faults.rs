@@ -7,6 +7,7 @@
 //! Child processes are this test binary again, running [`child_role`] with `FL_ROLE` set.
 
 #![cfg(feature = "nats")]
+#![allow(clippy::unwrap_used)]
 
 mod nats_util;
 
