@@ -4,6 +4,7 @@
 //! Needs the `nats-server` binary (installed by `.ci/run`); fails without it in CI.
 
 #![cfg(feature = "nats")]
+#![allow(clippy::unwrap_used)]
 
 mod nats_util;
 
