@@ -8,8 +8,8 @@
 //! - [`augment`]: seeded augmentations for classification, segmentation and detection.
 //! - [`metrics`]: COCO mAP (as pycocotools) and segmentation Dice / IoU / HD95 (as medpy 0.5.2).
 
-pub mod attenscribble;
 pub mod adod;
+pub mod attenscribble;
 pub mod augment;
 pub mod classify;
 pub mod data;
