@@ -98,7 +98,8 @@ pub fn topologies(
     Ok((topo, gt))
 }
 
-fn partition(cfg: &SdgtConfig, split: &str, labels: &[u8], seed_k: u64) -> Vec<Vec<usize>> {
+/// Rows of each device under `split` for run seed `seed_k`.
+pub fn partition(cfg: &SdgtConfig, split: &str, labels: &[u8], seed_k: u64) -> Vec<Vec<usize>> {
     let n = cfg.topology.devices;
     let mut rng = ferrolab_core::seed::rng(seed_k, &format!("partition/{split}"));
     match split {
@@ -310,25 +311,18 @@ fn one(
     let fabric_dir = ctx.run_dir().join("fabric").join(&name);
     let checkpoint_every = cfg.fed.checkpoint_every;
     ctx.unit(&name, |ctx| {
-        let spec = RunSpec {
-            hyper: Hyper { algo, lr, t: cfg.fed.local_steps, batch: cfg.fed.batch },
-            s: cfg.s(),
-            rounds: cfg.fed.rounds,
-            seed: seed_k,
-            eval_every: cfg.fed.eval_every,
-            checkpoint_every,
-            devices_per_client: cfg.fed.devices_per_client,
-            deadline_seconds: cfg.fed.deadline_seconds,
-            cost: cost_model(cfg),
-            coopt_every: if coopt { cfg.fed.coopt_every } else { 0 },
-        };
-        let fabric: Arc<dyn crate::Fabric> = if checkpoint_every > 0 {
-            Arc::new(InProcFabric::with_dir(&fabric_dir))
-        } else {
-            Arc::new(InProcFabric::new())
-        };
+        let spec = unit_spec(cfg, algo, lr, seed_k, coopt);
         let t0 = Instant::now();
-        let out = driver::run(&spec, data, fabric, &mut |_| {});
+        let out = if cfg.fed.runtime == "nats" {
+            run_nats(cfg, ctx, &spec, data, split, algo, lr, k, coopt)?
+        } else {
+            let fabric: Arc<dyn crate::Fabric> = if checkpoint_every > 0 {
+                Arc::new(InProcFabric::with_dir(&fabric_dir))
+            } else {
+                Arc::new(InProcFabric::new())
+            };
+            driver::run(&spec, data, fabric, &mut |_| {})
+        };
         let wall_seconds = t0.elapsed().as_secs_f64();
         let (result, diverged) = match out {
             Ok(r) => (Some(r), false),
@@ -354,6 +348,98 @@ fn one(
         );
         Ok(summary)
     })
+}
+
+/// The spec of one unit of the grid (shared by the in-process and multi-process runtimes).
+pub fn unit_spec(cfg: &SdgtConfig, algo: Algo, lr: f64, seed_k: u64, coopt: bool) -> RunSpec {
+    RunSpec {
+        hyper: Hyper {
+            algo,
+            lr,
+            t: cfg.fed.local_steps,
+            batch: cfg.fed.batch,
+        },
+        s: cfg.s(),
+        rounds: cfg.fed.rounds,
+        seed: seed_k,
+        eval_every: cfg.fed.eval_every,
+        checkpoint_every: cfg.fed.checkpoint_every,
+        devices_per_client: cfg.fed.devices_per_client,
+        deadline_seconds: cfg.fed.deadline_seconds,
+        cost: cost_model(cfg),
+        coopt_every: if coopt { cfg.fed.coopt_every } else { 0 },
+    }
+}
+
+/// One unit with the clients as `ferrolab fed client` processes over NATS: the job file
+/// goes to the run folder, the run to a fresh prefix. The outer error is the user's (no URL,
+/// server unreachable) or a crashed client; the inner one the run's.
+#[cfg(feature = "nats")]
+#[allow(clippy::too_many_arguments)]
+fn run_nats(
+    cfg: &SdgtConfig,
+    ctx: &mut RunContext,
+    spec: &RunSpec,
+    data: &RunData,
+    split: &str,
+    algo: Algo,
+    lr: f64,
+    k: usize,
+    coopt: bool,
+) -> SysResult<Result<RunResult, RunError>> {
+    use super::multiproc::{self, Job};
+    use crate::nats::{NatsFabric, NatsOptions, Party};
+    let url = multiproc::nats_url(cfg).ok_or_else(no_url)?;
+    let job = Job {
+        master_seed: ctx.seed(),
+        data_dir: ctx.data_dir().map(Path::to_path_buf),
+        split: split.into(),
+        algo: algo.key().into(),
+        lr,
+        seed_index: k,
+        coopt,
+    };
+    let text = multiproc::job_file(cfg, &job).map_err(SystemError::runtime)?;
+    let dir = ctx.run_dir().join("fabric");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| SystemError::runtime(format!("{}: {e}", dir.display())))?;
+    let file = dir.join(format!("job-{}.toml", multiproc::fresh_prefix()));
+    std::fs::write(&file, text)
+        .map_err(|e| SystemError::runtime(format!("{}: {e}", file.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| SystemError::runtime(format!("own executable: {e}")))?;
+    let prefix = multiproc::fresh_prefix();
+    let fabric = NatsFabric::connect(NatsOptions::new(&url, &prefix, Party::Server))
+        .map_err(|e| SystemError::usage(e.to_string()))?;
+    let out = multiproc::run_server(spec, data, Arc::new(fabric), |id| {
+        multiproc::client_command(&exe, &url, &file, &prefix, id)
+    });
+    let _ = std::fs::remove_file(&file);
+    out
+}
+
+#[cfg(not(feature = "nats"))]
+#[allow(clippy::too_many_arguments)]
+fn run_nats(
+    _: &SdgtConfig,
+    _: &mut RunContext,
+    _: &RunSpec,
+    _: &RunData,
+    _: &str,
+    _: Algo,
+    _: f64,
+    _: usize,
+    _: bool,
+) -> SysResult<Result<RunResult, RunError>> {
+    Err(SystemError::usage(
+        "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)",
+    ))
+}
+
+fn no_url() -> SystemError {
+    SystemError::usage(
+        "fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL",
+    )
 }
 
 /// The cost model of `cfg`.
@@ -391,10 +477,23 @@ pub fn prepare(cfg: &SdgtConfig, data_dir: Option<&Path>, master: u64) -> SysRes
 
 fn check_runtime(cfg: &SdgtConfig) -> SysResult<()> {
     if cfg.fed.runtime == "nats" {
+        #[cfg(not(feature = "nats"))]
         return Err(SystemError::usage(
-            "fed.runtime = nats: this build runs SD-GT in-process only (it needs the `nats` feature and a NATS URL: \
-             --set fed.nats_url=URL or $FERROLAB_NATS_URL); use fed.runtime = inproc",
+            "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature); use fed.runtime = inproc",
         ));
+        #[cfg(feature = "nats")]
+        {
+            let url = super::multiproc::nats_url(cfg).ok_or_else(no_url)?;
+            // Refused, unreachable or JetStream-less servers are the user's to fix: find them
+            // before the run folder and the data exist.
+            let probe = super::multiproc::fresh_prefix();
+            crate::nats::NatsFabric::connect(crate::nats::NatsOptions::new(
+                &url,
+                &probe,
+                crate::nats::Party::Server,
+            ))
+            .map_err(|e| SystemError::usage(e.to_string()))?;
+        }
     }
     Ok(())
 }

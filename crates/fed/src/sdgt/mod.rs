@@ -11,6 +11,7 @@
 //! | [`model`], [`cnn`] | logistic regression and the reference CNN as flat-vector models |
 //! | [`data`] | Fashion-MNIST features and the sorted / Dirichlet / IID partitions |
 //! | [`config`], [`experiment`], [`system`] | `ferrolab sdgt` |
+//! | `multiproc` (feature `nats`) | the same runs with client processes over NATS |
 
 pub mod algo;
 pub mod cnn;
@@ -20,6 +21,8 @@ pub mod data;
 pub mod driver;
 pub mod experiment;
 pub mod model;
+#[cfg(feature = "nats")]
+pub mod multiproc;
 pub mod system;
 
 pub use system::SdgtSystem;

@@ -1,0 +1,255 @@
+//! SD-GT with its clients as separate processes over NATS (`fed.runtime = "nats"`,
+//! `ferrolab fed server|client`). One [`Job`] is one run of the comparison's grid (split,
+//! algorithm, step size, seed); server and clients rebuild the same [`RunData`] from the same
+//! job file, so every process derives identical data, partitions, topologies and x₀ without
+//! shipping them, and the run is bit-identical to the in-process one.
+
+use super::algo::{Algo, DeviceClient};
+use super::config::SdgtConfig;
+use super::driver::{self, RunData, RunError, RunResult, RunSpec};
+use super::experiment;
+use crate::client::serve;
+use crate::fabric::{ClientId, Fabric};
+use crate::nats::multiprocess::run_multiprocess;
+use ferrolab_core::{SysResult, SystemError};
+use ferrolab_vision::data::Normalization;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One run of the grid, as the `[job]` table of a job file (the rest of the file is the
+/// `SdgtConfig`). Every field has a default so a plain `sdgt` TOML is a job too: the first
+/// split, algorithm and step size, seed index 0, master seed 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Job {
+    /// `--seed` of the experiment.
+    pub master_seed: u64,
+    /// `--data-dir` of the experiment.
+    pub data_dir: Option<PathBuf>,
+    /// Partition (empty: the config's first).
+    pub split: String,
+    /// Algorithm key (empty: the config's first).
+    pub algo: String,
+    /// Step size (0: the config's first).
+    pub lr: f64,
+    /// Seed index k (run k's seed derives from the master and `run<k>`).
+    pub seed_index: usize,
+    /// Co-optimise (s, T).
+    pub coopt: bool,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Self {
+            master_seed: 0,
+            data_dir: None,
+            split: String::new(),
+            algo: String::new(),
+            lr: 0.0,
+            seed_index: 0,
+            coopt: false,
+        }
+    }
+}
+
+impl Job {
+    /// Fills the empty fields from `cfg`.
+    pub fn resolved(mut self, cfg: &SdgtConfig) -> Self {
+        if self.split.is_empty() {
+            self.split = cfg.data.splits.first().cloned().unwrap_or_default();
+        }
+        if self.algo.is_empty() {
+            self.algo = cfg.fed.algorithms.first().cloned().unwrap_or_default();
+        }
+        if self.lr <= 0.0 {
+            self.lr = cfg.fed.lr_grid.first().copied().unwrap_or(0.01);
+        }
+        self
+    }
+}
+
+/// The text of a job file: `cfg` as TOML plus the `[job]` table (every config key is in a
+/// section and the job has only scalars, so appending the table keeps it valid TOML).
+pub fn job_file(cfg: &SdgtConfig, job: &Job) -> Result<String, String> {
+    let c = ferrolab_core::config::to_toml(cfg).map_err(|e| e.to_string())?;
+    let j = ferrolab_core::config::to_toml(job).map_err(|e| e.to_string())?;
+    Ok(format!("{c}\n[job]\n{j}"))
+}
+
+/// Parses a job file (or a plain `sdgt` TOML), given as the JSON form of its table, into a
+/// checked config and a resolved job.
+pub fn parse_job(table: serde_json::Value) -> Result<(SdgtConfig, Job), String> {
+    let serde_json::Value::Object(mut table) = table else {
+        return Err("not a table".into());
+    };
+    let job: Job = match table.remove("job") {
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("[job]: {e}"))?,
+        None => Job::default(),
+    };
+    let cfg: SdgtConfig =
+        serde_json::from_value(serde_json::Value::Object(table)).map_err(|e| e.to_string())?;
+    let cfg = ferrolab_core::Checked::new(cfg)
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let job = job.resolved(&cfg);
+    if !cfg.data.splits.contains(&job.split) {
+        return Err(format!("job.split `{}` is not in data.splits", job.split));
+    }
+    if Algo::parse(&job.algo).is_none() {
+        return Err(format!("job.algo `{}` is not an algorithm", job.algo));
+    }
+    if !(job.lr > 0.0 && job.lr.is_finite()) {
+        return Err(format!("job.lr = {}: must be > 0 and finite", job.lr));
+    }
+    Ok((cfg, job))
+}
+
+/// The spec and data of `job`, derived exactly as `ferrolab sdgt` derives them in-process.
+pub fn build(cfg: &SdgtConfig, job: &Job) -> SysResult<(RunSpec, RunData)> {
+    let seed_for = |name: &str| ferrolab_core::seed::derive(job.master_seed, name);
+    let algos: Vec<Algo> = cfg
+        .fed
+        .algorithms
+        .iter()
+        .filter_map(|a| Algo::parse(a))
+        .collect();
+    let algo = Algo::parse(&job.algo).ok_or_else(|| {
+        SystemError::usage(format!("job.algo `{}` is not an algorithm", job.algo))
+    })?;
+    let images = experiment::load_images(cfg, job.data_dir.as_deref(), seed_for("split"))?;
+    let norm = Normalization::of(&images.train);
+    let train = Arc::new(super::data::to_samples(&images.train, norm, 10));
+    let val = Arc::new(super::data::to_samples(&images.val, norm, 10));
+    let test = Arc::new(super::data::to_samples(&images.test, norm, 10));
+    ferrolab_core::backend::seed_backend(seed_for("init"));
+    let model = experiment::build_model(cfg, seed_for("init"));
+    let x0 = Arc::new(model.init(seed_for("init")));
+    let seed_k = seed_for(&format!("run{}", job.seed_index));
+    let (topo, gt) = experiment::topologies(cfg, seed_k, &algos)
+        .map_err(|e| SystemError::usage(e.to_string()))?;
+    let parts = experiment::partition(cfg, &job.split, &train.y, seed_k);
+    let spec = experiment::unit_spec(cfg, algo, job.lr, seed_k, job.coopt);
+    let data = RunData {
+        model,
+        train,
+        parts: Arc::new(parts),
+        val,
+        test,
+        topo: Arc::new(topo),
+        gt_topo: Arc::new(gt),
+        x0,
+    };
+    Ok((spec, data))
+}
+
+/// Clients of a run of `spec` over `data`.
+pub fn client_ids(spec: &RunSpec, data: &RunData) -> Vec<ClientId> {
+    driver::assign(data.parts.len(), spec.devices_per_client)
+        .keys()
+        .copied()
+        .collect()
+}
+
+/// The server side: runs the driver over `fabric` (a NATS fabric connected as the server)
+/// while `command(k)` processes serve the clients. A client process that did not exit cleanly
+/// is an error even when the rounds finished.
+pub fn run_server(
+    spec: &RunSpec,
+    data: &RunData,
+    fabric: Arc<dyn Fabric>,
+    command: impl FnMut(ClientId) -> Command,
+) -> SysResult<Result<RunResult, RunError>> {
+    let ids = client_ids(spec, data);
+    let (out, bad) = run_multiprocess(fabric, &ids, command, |f| {
+        driver::run(spec, data, f, &mut |_| {})
+    })
+    .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?;
+    if let Some((k, why)) = bad.first() {
+        if out.is_ok() {
+            return Err(SystemError::runtime(format!("client process {k}: {why}")));
+        }
+        eprintln!("fed: client process {k}: {why}");
+    }
+    Ok(out)
+}
+
+/// The client side: serves client `id`'s devices over `fabric` until the server's `Shutdown`;
+/// returns the tasks answered.
+pub fn run_client(
+    spec: &RunSpec,
+    data: &RunData,
+    fabric: &dyn Fabric,
+    id: ClientId,
+) -> SysResult<u64> {
+    let clients = driver::assign(data.parts.len(), spec.devices_per_client);
+    let devs = clients.get(&id).ok_or_else(|| {
+        SystemError::usage(format!(
+            "client id {id}: the run has clients 0..{} ({} devices, {} per client)",
+            clients.len(),
+            data.parts.len(),
+            spec.devices_per_client
+        ))
+    })?;
+    let mut c = DeviceClient::new(
+        id,
+        devs,
+        &data.parts,
+        &data.x0,
+        spec.seed,
+        Arc::clone(&data.model),
+        Arc::clone(&data.train),
+        Arc::clone(&data.topo),
+        Arc::clone(&data.gt_topo),
+    );
+    let deadline = Duration::from_secs_f64(spec.deadline_seconds.max(0.001));
+    c.exchange_timeout = deadline;
+    serve(&mut c, id, fabric, deadline + Duration::from_secs(600))
+        .map_err(|e| SystemError::runtime(format!("client {id}: {e}")))
+}
+
+/// `ferrolab fed client --id K --config FILE --prefix P` with the URL in the environment (so
+/// a password never shows in the process list).
+pub fn client_command(
+    exe: &Path,
+    url: &str,
+    job_file: &Path,
+    prefix: &str,
+    id: ClientId,
+) -> Command {
+    let mut c = Command::new(exe);
+    c.args(["fed", "client", "--system", "sdgt", "--id"])
+        .arg(id.to_string())
+        .arg("--config")
+        .arg(job_file)
+        .args(["--prefix", prefix])
+        .env("FERROLAB_NATS_URL", url);
+    c
+}
+
+/// The NATS URL of `cfg`: `fed.nats_url`, else `$FERROLAB_NATS_URL`.
+pub fn nats_url(cfg: &SdgtConfig) -> Option<String> {
+    if !cfg.fed.nats_url.trim().is_empty() {
+        return Some(cfg.fed.nats_url.clone());
+    }
+    std::env::var("FERROLAB_NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A run prefix (`[A-Za-z0-9_-]{1,40}`) unique to this process and call.
+pub fn fresh_prefix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "sdgt{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
