@@ -103,7 +103,7 @@ pub fn systems() -> Vec<String> {
             break;
         }
         let name = line.split_whitespace().next().unwrap_or("");
-        if !name.is_empty() && !["data", "reproduce", "eval", "help"].contains(&name) {
+        if !name.is_empty() && !["data", "reproduce", "eval", "fed", "help"].contains(&name) {
             out.push(name.to_string());
         }
     }
