@@ -4,7 +4,9 @@
 //! code 2: no URL (`--nats` or `$FERROLAB_NATS_URL`), a malformed URL, a server that refuses
 //! or does not answer (3 s connect limit), a wrong password, a server without JetStream, an
 //! unreadable or non-TOML config file, an unknown system. The transport is
-//! `ferrolab_fed::nats` (see `crates/fed/NATS.md`).
+//! `ferrolab_fed::nats` (see `crates/fed/NATS.md`). `--system sdgt` runs one SD-GT run (the
+//! config file's `[job]` table, or the first split, algorithm and step size): the server
+//! starts one `fed client --id K` process per client and prints the run's summary as JSON.
 
 use crate::common::UsageError;
 use anyhow::Result;
@@ -46,6 +48,9 @@ struct ServerArgs {
     /// Which federated system: `sdgt` or `fedgraph`.
     #[arg(long, value_parser = ["sdgt", "fedgraph"])]
     system: String,
+    /// Also write the whole run (history, final parameters) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -99,23 +104,102 @@ pub fn run(a: &FedArgs) -> Result<()> {
         Role::Server(s) => (s.system.as_str(), &s.common, Party::Server),
         Role::Client(c) => (c.system.as_str(), &c.common, Party::Client(c.id)),
     };
-    let _config = read_config(&common.config)?;
+    let config = read_config(&common.config)?;
+    if system != "sdgt" {
+        // fedgraph's round loop has no multi-process entry (see crates/fed/NATS.md).
+        return Err(UsageError(format!(
+            "fed {}: the {system} system has no multi-process entry in this build; run `ferrolab {system}` (in-process)",
+            match party {
+                Party::Server => "server",
+                Party::Client(_) => "client",
+            }
+        ))
+        .into());
+    }
+    sdgt(a, common, party, config)
+}
+
+/// `fed server|client --system sdgt`: one run (the file's `[job]` table, else the first
+/// split, algorithm and step size at seed index 0) with the clients as processes.
+#[cfg(feature = "nats")]
+fn sdgt(
+    a: &FedArgs,
+    common: &Common,
+    party: ferrolab_fed::nats::Party,
+    config: toml::Table,
+) -> Result<()> {
+    use ferrolab_fed::nats::Party;
+    use ferrolab_fed::sdgt::multiproc;
+    use std::sync::Arc;
+    let at = |e: String| UsageError(format!("config {}: {e}", common.config.display()));
+    let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
+    let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
+    let (spec, data) = multiproc::build(&cfg, &job).map_err(sys_err)?;
     let fabric = connect(common, party)?;
     eprintln!(
-        "fed: connected to NATS as {} (run prefix {})",
+        "fed: connected to NATS as {} (run prefix {}): sdgt {} lr {} seed {} split {}",
         party.tag(),
-        fabric.options().prefix
+        fabric.options().prefix,
+        job.algo,
+        job.lr,
+        job.seed_index,
+        job.split
     );
-    // The systems' round loops and clients live in ferrolab-fed; neither exposes its
-    // multi-process entry yet (see crates/fed/NATS.md, "Multi-process runs").
-    Err(UsageError(format!(
-        "fed {}: the {system} system has no multi-process entry in this build; run `ferrolab {system}` (in-process)",
-        match party {
-            Party::Server => "server",
-            Party::Client(_) => "client",
+    match party {
+        Party::Client(id) => {
+            let n = multiproc::run_client(&spec, &data, &fabric, id).map_err(sys_err)?;
+            eprintln!("fed: client {id}: {n} tasks answered");
+            Ok(())
         }
-    ))
-    .into())
+        Party::Server => {
+            let url = nats_url(common.nats.as_deref())?;
+            let exe = std::env::current_exe()?;
+            let prefix = fabric.options().prefix.clone();
+            let out = multiproc::run_server(&spec, &data, Arc::new(fabric), |id| {
+                multiproc::client_command(&exe, &url, &common.config, &prefix, id)
+            })
+            .map_err(sys_err)?
+            .map_err(|e| anyhow::anyhow!("sdgt over NATS: {e}"))?;
+            let last = out.history.last();
+            let summary = serde_json::json!({
+                "split": job.split, "algo": job.algo, "lr": job.lr, "seed_index": job.seed_index,
+                "clients": out.clients, "rounds": last.map(|h| h.round),
+                "test_accuracy": last.map(|h| h.test_accuracy),
+                "val_accuracy": last.map(|h| h.val_accuracy),
+                "d2d_mb": last.map(|h| h.d2d_mb), "server_mb": last.map(|h| h.server_mb),
+                "lost_devices": out.lost_devices, "round_seconds": out.round_seconds,
+                "final_params_fnv1a": fnv1a(&out.final_params),
+            });
+            if let Role::Server(s) = &a.role
+                && let Some(path) = &s.out
+            {
+                let text = serde_json::to_string_pretty(&out)?;
+                std::fs::write(path, text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            }
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+    }
+}
+
+/// A fingerprint of the final model's exact bits, to compare runs.
+#[cfg(feature = "nats")]
+fn fnv1a(w: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in w {
+        for b in x.to_bits().to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The CLI classifies a `SystemError` itself (usage: exit 2, runtime: exit 1).
+#[cfg(feature = "nats")]
+fn sys_err(e: ferrolab_core::SystemError) -> anyhow::Error {
+    e.into()
 }
 
 /// Without the `nats` feature there is no transport to run a party over.
