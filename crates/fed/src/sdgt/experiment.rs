@@ -436,6 +436,7 @@ fn run_nats(
     ))
 }
 
+#[cfg(feature = "nats")]
 fn no_url() -> SystemError {
     SystemError::usage(
         "fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL",
