@@ -55,6 +55,9 @@ fn bad_inputs_name_their_key() {
 
     let mut c = synthetic();
     c.fed.runtime = "nats".into();
+    // A port nothing listens on: a usage error with or without the `nats` feature, whatever
+    // $FERROLAB_NATS_URL says (CI sets it).
+    c.fed.nats_url = "nats://127.0.0.1:1".into();
     let e = experiment::prepare(Checked::new(c).unwrap().get(), None, 1).unwrap_err();
     assert_eq!(e.class(), ferrolab_core::system::ErrorClass::Usage);
     assert!(e.to_string().contains("nats"), "{e}");
