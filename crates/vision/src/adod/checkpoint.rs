@@ -6,7 +6,7 @@
 
 use super::model::{AdodNet, AdodNetConfig};
 use ferrolab_core::run::{load_checkpoint, save_checkpoint, write_atomic};
-use ferrolab_core::{SysResult, SystemError};
+use ferrolab_core::{CoreError, SysResult, SystemError};
 use ferrolab_data::underwater::CATEGORIES;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -25,6 +25,15 @@ pub struct Meta {
 
 fn bad(path: &Path, msg: impl std::fmt::Display) -> SystemError {
     SystemError::usage(format!("checkpoint {}: {msg}", path.display()))
+}
+
+/// A damaged weights file is the user's input to fix (exit 2), unlike core's default for
+/// checkpoints, which treats them as our own files (a failure while running).
+fn user_checkpoint(e: CoreError) -> SystemError {
+    match e {
+        CoreError::Checkpoint { path, msg } => bad(&path, msg),
+        other => other.into(),
+    }
 }
 
 /// Writes the checkpoint folder `dir`.
@@ -79,12 +88,12 @@ pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
     }
     y.check().map_err(|e| bad(&meta_path, e))?;
     let weights = dir.join("model.safetensors");
-    ferrolab_core::run::read_safetensors_header(&weights)?;
+    ferrolab_core::run::read_safetensors_header(&weights).map_err(user_checkpoint)?;
     let device = ferrolab_core::backend::device();
     let net = {
         let _rng = ferrolab_core::backend::exclusive_rng();
         AdodNet::new(&meta.net, &device).map_err(|e| bad(&meta_path, e))?
     };
-    let net = load_checkpoint(net, &weights)?;
+    let net = load_checkpoint(net, &weights).map_err(user_checkpoint)?;
     Ok((net, meta))
 }
