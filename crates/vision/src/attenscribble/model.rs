@@ -17,19 +17,13 @@
 //! Shapes: `[N, 1, H, W]` → logits `[N, classes, H, W]` and, when the block is on, attention
 //! logits `[N, L, L]` with `L = (H/2^level)·(W/2^level)`.
 
-use crate::layers::{
-    BatchNorm2d, Conv2d, Conv2dConfig, concat_channels, leaky_relu, max_pool2d, upsample_bilinear2x,
-};
+use crate::layers::{Conv2d, Conv2dConfig, max_pool2d};
+use crate::models::unet::{ConvBlock, UpBlock, UpMode};
 use burn::module::Param;
-use burn::nn::{
-    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{gelu, sigmoid, softmax};
-
-/// PyTorch's `nn.LeakyReLU()` default slope.
-const LEAKY_SLOPE: f64 = 0.01;
 
 /// Architecture of an [`AttenUNet`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -98,7 +92,7 @@ impl AttenUNetSpec {
         }
         let decoder = (1..w.len())
             .rev()
-            .map(|l| UpBlock::new(w[l], w[l - 1], device))
+            .map(|l| UpBlock::new(w[l], w[l - 1], UpMode::Bilinear, device))
             .collect();
         let attention = self
             .attention_level
@@ -110,56 +104,6 @@ impl AttenUNetSpec {
             decoder,
             out_conv: Conv2dConfig::new(w[0], self.classes, 3).init(device),
         })
-    }
-}
-
-/// conv3×3-BN-LeakyReLU-dropout-conv3×3-BN-LeakyReLU.
-#[derive(Module, Debug)]
-pub struct ConvBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm2d,
-    dropout: Dropout,
-    conv2: Conv2d,
-    bn2: BatchNorm2d,
-}
-
-impl ConvBlock {
-    fn new(cin: usize, cout: usize, dropout: f64, device: &Device) -> Self {
-        ConvBlock {
-            conv1: Conv2dConfig::new(cin, cout, 3).init(device),
-            bn1: BatchNorm2d::new(cout, device),
-            dropout: DropoutConfig::new(dropout).init(),
-            conv2: Conv2dConfig::new(cout, cout, 3).init(device),
-            bn2: BatchNorm2d::new(cout, device),
-        }
-    }
-
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = leaky_relu(self.bn1.forward(self.conv1.forward(x)), LEAKY_SLOPE);
-        let x = self.dropout.forward(x);
-        leaky_relu(self.bn2.forward(self.conv2.forward(x)), LEAKY_SLOPE)
-    }
-}
-
-/// 1×1 conv to the skip's width, bilinear ×2 (`align_corners=True`), concat, conv block: the
-/// reference's `UpBlock` as it runs.
-#[derive(Module, Debug)]
-pub struct UpBlock {
-    reduce: Conv2d,
-    conv: ConvBlock,
-}
-
-impl UpBlock {
-    fn new(deep: usize, skip: usize, device: &Device) -> Self {
-        UpBlock {
-            reduce: Conv2dConfig::new(deep, skip, 1).init(device),
-            conv: ConvBlock::new(2 * skip, skip, 0.0, device),
-        }
-    }
-
-    fn forward(&self, deep: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
-        let up = upsample_bilinear2x(self.reduce.forward(deep), true);
-        self.conv.forward(concat_channels(vec![skip, up]))
     }
 }
 

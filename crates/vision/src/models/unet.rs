@@ -111,7 +111,8 @@ pub struct ConvBlock {
 }
 
 impl ConvBlock {
-    fn new(cin: usize, cout: usize, dropout: f64, device: &Device) -> Self {
+    /// `cin → cout` channels, `dropout` between the two layers.
+    pub fn new(cin: usize, cout: usize, dropout: f64, device: &Device) -> Self {
         ConvBlock {
             conv1: Conv2dConfig::new(cin, cout, 3).init(device),
             bn1: BatchNorm2d::new(cout, device),
@@ -139,7 +140,8 @@ pub struct UpBlock {
 }
 
 impl UpBlock {
-    fn new(deep: usize, skip: usize, up: UpMode, device: &Device) -> Self {
+    /// `deep` channels up-sampled to `skip`'s width, then a conv block over both.
+    pub fn new(deep: usize, skip: usize, up: UpMode, device: &Device) -> Self {
         let (reduce, transpose) = match up {
             UpMode::Bilinear => (Some(Conv2dConfig::new(deep, skip, 1).init(device)), None),
             UpMode::Transpose => (None, Some(ConvTranspose2x2::new(deep, skip, true, device))),
