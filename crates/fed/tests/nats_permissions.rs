@@ -1,7 +1,7 @@
 //! Per-user permissions: a `nats-server` started from `nats::perm::server_config` (users `s`,
 //! `c1`, `c2`) lets each client do a whole round (task, D2D exchange, reply) under its own
 //! name, refuses a wrong password, and refuses a client publishing on another client's subject.
-//! Needs the `nats-server` binary (installed by `.ci/run`); fails without it in CI.
+//! Needs the `nats-server` binary (installed by `.ci/run`); `#[ignore]`d; fails without it.
 
 #![cfg(feature = "nats")]
 #![allow(clippy::unwrap_used)]
@@ -34,13 +34,10 @@ fn nats_server_binary() -> Option<std::path::PathBuf> {
         .chain([std::path::PathBuf::from("/usr/sbin")])
         .map(|d| d.join("nats-server"))
         .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nats-server is not installed but CI is set"
-        );
-        eprintln!("note: nats-server not found; skipping the permissions test");
-    }
+    assert!(
+        found.is_some(),
+        "nats-server is not installed (.ci/run installs it; Debian package nats-server)"
+    );
     found
 }
 
@@ -108,6 +105,7 @@ fn url(user: &str, pw: &str, port: u16) -> String {
 }
 
 #[test]
+#[ignore = "needs the nats-server binary (.ci/run installs it)"]
 fn nats_permissions_confine_each_client_to_its_own_subjects() {
     let prefix = nats_util::fresh_prefix("acl");
     let Some((_server, port)) = start(&prefix) else {
