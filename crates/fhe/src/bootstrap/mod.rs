@@ -353,10 +353,25 @@ impl Bootstrapper {
         let mut scale = ladder[l_m] * 2.0 * PI * s_ref / q0;
         let mut level = l_m;
         let out_scale = ctx.scale_at(l_out);
+        // The diagonals' encoding scale is out·q_l/in per factor. Landing on out_scale after
+        // the first factor (as CoeffToSlot's ladder would) left that factor's diagonals at
+        // ~2^25 — their rounding, relative 2^-25·sqrt(N), was the precision floor (17 bits
+        // worst slot at N = 2^16). Equal encoding scales for every factor spread the drop.
+        let stc_count = stc_f.len();
+        let log_pt = ((out_scale.log2() - scale.log2())
+            + (l_out + 1..=l_m)
+                .map(|l| (ctx.q[l] as f64).log2())
+                .sum::<f64>())
+            / stc_count as f64;
         for (i, f) in stc_f.iter().enumerate() {
             let period = if i == 0 { first_period } else { n };
-            stc.push(PreparedLt::new(ctx, f, period, level, scale, out_scale)?);
-            scale = out_scale;
+            let out = if i + 1 == stc_count {
+                out_scale
+            } else {
+                scale * log_pt.exp2() / ctx.q[level] as f64
+            };
+            stc.push(PreparedLt::new(ctx, f, period, level, scale, out)?);
+            scale = out;
             level -= 1;
         }
         let mut mono = vec![0i64; ctx.n];
