@@ -597,6 +597,62 @@ pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
     })
 }
 
+/// A COCO ground-truth file (crowd region, an image without boxes, `area` unlike `w·h`).
+const COCO_GT: &str = r#"{"images": [{"id": 1, "width": 64, "height": 48}, {"id": 2, "width": 32, "height": 32}, {"id": 3, "width": 16, "height": 16}],
+"annotations": [
+ {"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 5, 20, 10], "area": 200, "iscrowd": 0},
+ {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 8, 12, 30], "area": 300, "iscrowd": 0},
+ {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 64, 48], "area": 3072, "iscrowd": 1},
+ {"id": 4, "image_id": 2, "category_id": 2, "bbox": [1.5, 2.5, 8, 9], "area": 50.5, "iscrowd": 0}],
+"categories": [{"id": 1, "name": "echinus"}, {"id": 2, "name": "starfish"}, {"id": 7, "name": "absent"}]}"#;
+
+/// Detections for [`COCO_GT`]: tied scores, an unknown category, a box on the crowd region.
+const COCO_DT: &str = r#"[
+ {"image_id": 1, "category_id": 1, "bbox": [5, 5, 19, 11], "score": 0.9},
+ {"image_id": 1, "category_id": 1, "bbox": [2, 2, 40, 40], "score": 0.9},
+ {"image_id": 1, "category_id": 2, "bbox": [29, 9, 12, 28], "score": 0.75},
+ {"image_id": 2, "category_id": 2, "bbox": [1, 2, 8, 8], "score": 0.5},
+ {"image_id": 3, "category_id": 1, "bbox": [0, 0, 4, 4], "score": 0.1}]"#;
+
+/// `eval coco --gt --dt` on a mutated ground truth or detections file (the COCO JSON
+/// readers of `ferrolab_vision::metrics::coco`). A bad file is a usage error: exit 0 or 2.
+pub fn coco_case(rng: &mut Rng, dir: &Path) -> std::io::Result<Invocation> {
+    let gt = dir.join("gt.json");
+    let dt = dir.join("dt.json");
+    let mut files = [COCO_GT.as_bytes().to_vec(), COCO_DT.as_bytes().to_vec()];
+    let k = rng.below(2);
+    let bytes = &mut files[k];
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(mut v) if rng.chance(0.7) => {
+            // One to three node edits, so that deeper fields are reached too.
+            for _ in 0..=rng.below(3) {
+                json::mutate(rng, &mut v);
+            }
+            *bytes = v.to_string().into_bytes();
+        }
+        _ => mutate::text(rng, bytes, &[]),
+    }
+    std::fs::write(&gt, &files[0])?;
+    std::fs::write(&dt, &files[1])?;
+    let mut args = vec![
+        "eval".to_string(),
+        "coco".into(),
+        "--gt".into(),
+        gt.display().to_string(),
+        "--dt".into(),
+        dt.display().to_string(),
+    ];
+    if rng.chance(0.3) {
+        args.push("--per-class".into());
+    }
+    Ok(Invocation {
+        args,
+        stdin: None,
+        allowed: &[0, 2],
+        round_trip: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@
 //! Targets: each `ferrolab_data` reader (driven in-process in a child: this binary re-executed
 //! with the hidden `--one TARGET FILE`), config files and `--set` values (through
 //! `ferrolab <system> --print-config`), and checkpoint folders (`secnn predict`,
-//! `apg predict`, `classify predict`, `adod predict`) and training states (`classify --resume`). Every case runs in its own process under a memory cap and a timeout; a
+//! `apg predict`, `classify predict`, `adod predict`), training states (`classify --resume`)
+//! and the COCO JSON files of `eval coco`. Every case runs in its own process under a memory cap and a timeout; a
 //! panic, an abort or other signal, a hang, or an exit status other than 0/1/2 (0/2 for config
 //! cases) is a failure: the case's files, its command and its output are written under `--out`
 //! (default `target/fuzz-failures`) and the campaign exits 1. Each reader must also parse at
@@ -21,6 +22,7 @@ mod child;
 mod cli;
 mod json;
 mod mutate;
+mod png;
 mod readers;
 mod rng;
 
@@ -51,6 +53,7 @@ const BINARY_TARGETS: &[&str] = &[
     "ckpt-classify",
     "resume-classify",
     "ckpt-adod",
+    "coco",
 ];
 
 #[derive(Debug)]
@@ -260,6 +263,7 @@ fn run_case(c: &Campaign, target: &'static str, index: usize) -> std::io::Result
             "ckpt-classify" => cli::checkpoint_case(&mut rng, s, &dir, "classify")?,
             "resume-classify" => cli::resume_case(&mut rng, s, &dir)?,
             "ckpt-adod" => cli::checkpoint_case(&mut rng, s, &dir, "adod")?,
+            "coco" => cli::coco_case(&mut rng, &dir)?,
             _ => cli::checkpoint_case(&mut rng, s, &dir, "apg")?,
         };
         std::fs::write(dir.join("args.txt"), inv.args.join("\n"))?;

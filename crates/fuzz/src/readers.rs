@@ -13,6 +13,7 @@
 //! | sentences | line 1 (the format has no header; the first record stands in for one) |
 //! | prices | line 1 (`Date,<columns>`) |
 //! | movielens | the schema files `u.genre`, `u.occupation` and the folder layout |
+//! | png | the signature and IHDR (size, depth, colour type) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -31,6 +32,7 @@ pub const READERS: &[&str] = &[
     "sentences",
     "prices",
     "movielens",
+    "png",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -418,6 +420,10 @@ pub fn seeds(target: &str) -> Vec<Seed> {
             kind: SeedKind::Folder,
             members: movielens(),
         }],
+        "png" => crate::png::seeds()
+            .into_iter()
+            .map(|(name, bytes)| one(&name, SeedKind::File, bytes))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -434,6 +440,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     if packed {
         // Mutated after packing: the caller flips bytes of the container.
         return (s, true);
+    }
+    if target == "png" {
+        crate::png::mutate(rng, &mut s.members[0].1);
+        return (s, false);
     }
     let k = match target {
         "movielens" => *rng.pick(&[0, 0, 0, 0, 1, 1, 2, 2, 2, 3, 4]),
@@ -584,6 +594,13 @@ fn classify(target: &str, e: &DataError) -> Verdict {
                     .file_name()
                     .is_some_and(|f| f == "u.genre" || f == "u.occupation")
         }
+        "png" => {
+            let m = msg.to_ascii_lowercase();
+            at == "png header"
+                || m.contains("signature")
+                || m.contains("ihdr")
+                || matches!(e, DataError::Io { .. })
+        }
         _ => true,
     };
     if header {
@@ -659,6 +676,15 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             Ok(())
         }
         "movielens" => ferrolab_data::load_movielens_100k(path).map(drop),
+        "png" => {
+            if name.contains(".mask.") {
+                ferrolab_data::image::read_png_mask(path).map(drop)
+            } else {
+                let img = ferrolab_data::image::read_png(path)?;
+                let _ = img.to_gray();
+                Ok(())
+            }
+        }
         other => Err(DataError::Invalid {
             what: "fuzz target".into(),
             msg: format!("{other} is not a reader target"),
