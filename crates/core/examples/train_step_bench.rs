@@ -178,7 +178,12 @@ impl AttentionBlock {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<2> {
-        let h = self.norm.forward(x.clone() + self.attn.forward(x, None));
+        // ε = LayerNormConfig's default, with which `norm` was built.
+        let h = ferrolab_core::kernels::rowwise::layer_norm_module(
+            &self.norm,
+            x.clone() + self.attn.forward(x, None),
+            1e-5,
+        );
         let pooled: Tensor<2> = h.mean_dim(1).squeeze_dim(1);
         self.head.forward(pooled)
     }

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use ferrolab_core::backend::{device, init_threads, train_device, tune_allocator};
 use ferrolab_core::burn;
-use ferrolab_core::kernels::{batchnorm, pointwise, pool};
+use ferrolab_core::kernels::{batchnorm, pointwise, pool, rowwise};
 
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu, relu, silu, softmax};
@@ -95,6 +95,8 @@ impl Op {
                 | Op::MaxPool2
                 | Op::GlobalAvgPool
                 | Op::UpBilinear
+                | Op::Softmax
+                | Op::LayerNorm
         )
     }
 
@@ -278,7 +280,9 @@ fn apply(op: Op, ours: bool, inp: &Inputs) -> Tensor<4> {
                 .with_scale_factor([2.0, 2.0]),
         ),
         Op::Cat => Tensor::cat(inp.xs.clone(), 1),
+        Op::Softmax if ours => rowwise::softmax(x, 3),
         Op::Softmax => softmax(x, 3),
+        Op::LayerNorm if ours => rowwise::layer_norm(x, p(0), p(1), EPS),
         Op::LayerNorm => layer_norm(x, p(0), Some(p(1)), EPS),
         Op::Gelu if ours => pointwise::gelu(x),
         Op::Gelu => gelu(x),

@@ -15,6 +15,7 @@
 //! | [`batchnorm`] | batch norm (train forward/backward, eval) as a backend extension: fused per-channel passes on Flex | burn's `ModuleOps::batch_norm*` (the extension's default bodies) |
 //! | [`pointwise`] | ReLU / LeakyReLU / SiLU / exact GELU as a backend extension: one parallel pass each way on Flex, vectorised `exp`/`erf` | burn's `activation::*` (default bodies; GELU's gradient against the exact formula) |
 //! | [`pool`] | 2x2 max pooling (1-byte argmax positions), global average pooling, bilinear 2x up-sampling as a backend extension: one parallel pass over the planes each way on Flex | burn's `max_pool2d_with_indices`, `adaptive_avg_pool2d`, `interpolate` and their backward ops (default bodies) |
+//! | [`rowwise`] | softmax and LayerNorm over the last dimension with one hand-written backward each (burn's autodiff records them as 5 and 8 ops); forwards are flex's fused row kernels | burn's `activation::softmax`, `module::layer_norm` (default bodies) |
 //! | [`hash`] | counter-based SplitMix64, FNV-1a | published test vectors |
 //!
 //! **How a new custom op is added.** As a burn backend extension, like [`propagate`]:
@@ -39,4 +40,5 @@ pub mod hash;
 pub mod pointwise;
 pub mod pool;
 pub mod propagate;
+pub mod rowwise;
 pub mod spmm;

@@ -1,10 +1,11 @@
 //! Multi-head self-attention (Vaswani et al., 2017):
 //! `softmax(Q Kᵀ / √d_h) V` per head, heads concatenated and projected, with an optional
-//! key-padding mask so padded positions receive no attention.
+//! key-padding mask so padded positions receive no attention. The softmax is
+//! [`rowwise::softmax`](crate::kernels::rowwise::softmax): one backward op instead of burn's five.
 
+use crate::kernels::rowwise::softmax;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 /// Configuration of [`MultiHeadSelfAttention`].
 #[derive(Config, Debug)]
