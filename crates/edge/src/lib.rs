@@ -24,6 +24,20 @@
 //! simulated (task durations = counted FLOPs ÷ the configured edge throughput, shared by the
 //! running tasks) while all compute runs for real.
 
+pub mod config;
+pub mod edge;
+pub mod estimator;
+pub mod experiment;
+pub mod mobile;
 pub mod model;
+pub mod profiler;
 pub mod protocol;
+pub mod sampling;
+pub mod scheduler;
 pub mod stream;
+pub mod svg;
+pub mod system;
+pub mod trigger;
+
+pub use config::AdaEvoConfig;
+pub use system::AdaEvoSystem;
