@@ -77,6 +77,10 @@ pub struct BootstrapConfig {
     /// (2π·m/q_0)²/6 relative, for a coefficient m (2^-17 at a coefficient as large as the
     /// scale with 8 bits, as Lattigo's default; random slots have coefficients far smaller).
     pub log_message_ratio: u32,
+    /// Target max error of EvalMod's interpolant on [−1, 1]: the lowest degree that meets it
+    /// is used. 1e-13 is within a few ulps of what f64 interpolation reaches (K = 26, r = 3
+    /// meets it at degree ~50); a tighter target is never met and always took `max_degree`.
+    pub approx_tol: f64,
 }
 
 impl BootstrapConfig {
@@ -92,6 +96,7 @@ impl BootstrapConfig {
             double_angle: 3,
             max_degree: 63,
             log_message_ratio: 8,
+            approx_tol: 1e-13,
         }
     }
 }
@@ -270,7 +275,7 @@ impl Bootstrapper {
         }
         Self::check_security(ctx, cfg.secret_weight)?;
         let k_range = cfg.k_range.unwrap_or(overflow_bound(cfg.secret_weight));
-        let poly = EvalModPoly::new(k_range, cfg.double_angle, cfg.max_degree, 4e-15)?;
+        let poly = EvalModPoly::new(k_range, cfg.double_angle, cfg.max_degree, cfg.approx_tol)?;
         let top = ctx.max_level();
         let need = cfg.cts_levels + poly.depth() + cfg.stc_levels;
         if top < need {
@@ -668,13 +673,21 @@ impl Bootstrapper {
     /// or one vector with Re and Im in the halves of each 2n block (complex, n ≤ N/4).
     pub fn coeff_to_slot(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Vec<Ciphertext>> {
         let mut u = ct.clone();
-        for f in &self.cts {
-            u = f.apply(ev, &u)?;
+        let count = self.cts.len();
+        for (i, f) in self.cts.iter().enumerate() {
+            // The last factor stays unrescaled: the conjugation's key-switching noise then
+            // lands at ~2^120 rather than at EvalMod's 2^60, where 2π·K amplified it to
+            // ~2^-24 in the result.
+            u = if i + 1 == count {
+                f.apply_unscaled(ev, &u)?
+            } else {
+                f.apply(ev, &u)?
+            };
         }
         let uc = ev.conjugate(&u)?;
-        let re = ev.add(&u, &uc)?;
+        let re = ev.rescale(&ev.add(&u, &uc)?)?;
         if self.cfg.kind == SlotKind::Complex && self.cfg.slots == self.ctx.slots() {
-            let im = self.mul_i(&ev.sub(&u, &uc)?, true);
+            let im = self.mul_i(&ev.rescale(&ev.sub(&u, &uc)?)?, true);
             return Ok(vec![re, im]);
         }
         Ok(vec![re])
@@ -715,11 +728,15 @@ impl Bootstrapper {
         }
         // The label that makes the values m/s_in: no arithmetic, only bookkeeping.
         w.scale *= 2.0 * PI * s_in / self.ctx.q[0] as f64;
-        for f in &self.stc {
+        let count = self.stc.len();
+        for (i, f) in self.stc.iter().enumerate() {
+            if i + 1 == count && self.cfg.kind == SlotKind::Real {
+                // Conjugate before the last rescale: its key-switching noise at the output
+                // scale 2^40 was the floor of the result (~2^-23 per slot).
+                let v = f.apply_unscaled(ev, &w)?;
+                return ev.rescale(&ev.add(&v, &ev.conjugate(&v)?)?);
+            }
             w = f.apply(ev, &w)?;
-        }
-        if self.cfg.kind == SlotKind::Real {
-            w = ev.add(&w, &ev.conjugate(&w)?)?;
         }
         Ok(w)
     }
@@ -727,6 +744,11 @@ impl Bootstrapper {
     /// The input scale SlotToCoeff was encoded for (Δ_0).
     pub fn reference_scale(&self) -> f64 {
         self.s_ref
+    }
+
+    /// The integer 2^k a level-0 input of `scale` is multiplied by before ModRaise.
+    pub fn prescale_factor(&self, scale: f64) -> f64 {
+        prescale(self.ctx.q[0] as f64, scale, self.cfg.log_message_ratio)
     }
 }
 
