@@ -541,3 +541,24 @@ pub fn synflow(model: &ZooNet, height: usize, width: usize) -> Vec<f64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two channels of two weights: `Σ_c (Σ_{i∈c} F_i)·(max|w_c|/127)²·(4⁸−1)/24`, and a
+    /// channel's batch-norm scale does not enter (the step is the layer's own).
+    #[test]
+    fn flip_fisher_by_hand() {
+        let lw = ops::LayerWeights {
+            weight: vec![1.0, -0.5, 0.25, 0.125],
+            out_channels: 2,
+            bn_scale: Some(vec![4.0, 0.1]),
+        };
+        let f = [1.0, 2.0, 3.0, 4.0];
+        let pb = 65535.0 / 3.0 / 8.0;
+        let want = 3.0 * (1.0f64 / 127.0).powi(2) * pb + 7.0 * (0.25f64 / 127.0).powi(2) * pb;
+        let got = flip_fisher(&lw, &f);
+        assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
+    }
+}

@@ -432,6 +432,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
     let mut ours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut base_rows: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     let mut chosen = serde_json::Map::new();
+    let mut paired = serde_json::Map::new();
     for (i, m) in zoo.iter().enumerate() {
         let others_seed: Vec<usize> = (0..zoo.len())
             .filter(|&j| zoo[j].seed_index != m.seed_index)
@@ -467,6 +468,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
                 m.seed,
             ))
         })?;
+        paired.insert(m.id.clone(), serde_json::json!(res.flip_paired));
         for (k, v) in res.ours {
             ours.entry(k).or_default().push(v);
         }
@@ -496,6 +498,10 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
         }
     }
     details.insert("budget_criterion".into(), serde_json::Value::Object(chosen));
+    details.insert(
+        "flip_protection_vs_random".into(),
+        serde_json::Value::Object(paired),
+    );
     r.timings
         .insert("budget_seconds".into(), t.elapsed().as_secs_f64());
     r.timings
@@ -549,6 +555,10 @@ fn markdown_table(table: &serde_json::Map<String, serde_json::Value>) -> String 
 struct BudgetResult {
     ours: BTreeMap<String, f64>,
     baselines: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Bit-flip protection, paired by flip seed: `<budget>_ber<rate>` → method → (mean
+    /// accuracy gain over random protection, seeds won, tied, lost).
+    #[serde(default)]
+    flip_paired: BTreeMap<String, BTreeMap<String, (f64, usize, usize, usize)>>,
 }
 
 fn key_num(v: f64) -> String {
@@ -672,6 +682,8 @@ fn budgets(
         ("top2".into(), 2.min(nl)),
         ("topq".into(), nl.div_ceil(4)),
     ];
+    let mut flip_paired: BTreeMap<String, BTreeMap<String, (f64, usize, usize, usize)>> =
+        BTreeMap::new();
     for &ber in &b.flip_rates {
         let bk = ber_key(ber);
         // results[(bname, who)] = accuracies over seeds
@@ -720,6 +732,25 @@ fn budgets(
                 }
             }
         }
+        for (bname, _) in &budgets_b {
+            let Some(rnd) = acc.get(&(bname.clone(), "random")) else {
+                continue;
+            };
+            for who in ["ours", "largest", "oracle"] {
+                if let Some(v) = acc.get(&(bname.clone(), who)) {
+                    let d: Vec<f64> = v.iter().zip(rnd).map(|(a, b)| a - b).collect();
+                    let won = d.iter().filter(|x| **x > 0.0).count();
+                    let lost = d.iter().filter(|x| **x < 0.0).count();
+                    flip_paired
+                        .entry(format!("{bname}_ber{bk}"))
+                        .or_default()
+                        .insert(
+                            who.to_string(),
+                            (mean_std(&d).0, won, d.len() - won - lost, lost),
+                        );
+                }
+            }
+        }
         for ((bname, who), mut v) in acc {
             let mean = mean_std(&v).0;
             record(who, format!("flip_{bname}_ber{bk}_mean_accuracy"), mean);
@@ -730,6 +761,7 @@ fn budgets(
             );
         }
     }
+    out.flip_paired = flip_paired;
     out
 }
 

@@ -80,6 +80,11 @@ impl System for LayerImportanceSystem {
                 about: "half-width zoo × 2 seeds on 10,000 training images, reduced grid (~20 min at 2 threads)",
                 toml: include_str!("../../../configs/layer-importance/medium.toml"),
             },
+            Preset {
+                name: "flip",
+                about: "bit-flip protection comparison: half-width ResNet-20, MobileNet, MLP × 2 seeds, protection at 1e-4 over 24 flip seeds (~30 min loaded)",
+                toml: include_str!("../../../configs/layer-importance/flip.toml"),
+            },
         ]
     }
 
