@@ -196,6 +196,14 @@ pub trait Fabric: Send + Sync {
 
     /// The last value stored under `key`, or `None`.
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError>;
+
+    /// The run is over: remove what it left in the transport (over NATS, the server party
+    /// deletes the run's streams, KV and object-store buckets). Called once by the server
+    /// after every client has stopped; nothing may use the fabric afterwards. The in-process
+    /// fabric has nothing outside the process to remove.
+    fn end_run(&self) -> Result<(), FabricError> {
+        Ok(())
+    }
 }
 
 /// A validator that checks an update has the template's layout and finite values.
