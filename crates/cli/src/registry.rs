@@ -17,6 +17,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_vision::attenscribble::AttenScribbleSystem,
         &ferrolab_fed::fedgraph::FedGraphSystem,
         &ferrolab_fed::sdgt::SdgtSystem,
+        &ferrolab_edge::AdaEvoSystem,
     ]
 }
 
