@@ -156,6 +156,12 @@ fn report(cfg: &TaskmetConfig, seed: u64, results: Vec<AgentResult>) -> Outcome 
                 .into(),
         );
     }
+    if cfg.task.methods.iter().any(|m| m == "lodl") {
+        notes.push(
+            "lodl skipped: it fits losses to the regrets of a decision layer, which cartpole does not have"
+                .into(),
+        );
+    }
     let of = |m: &str, k: usize| -> Vec<&AgentResult> {
         results
             .iter()
