@@ -31,7 +31,11 @@ pub enum DataCommand {
     /// the same command as `ferrolab adod synth` (its options: --types, --images, --size, --seed, --out).
     #[command(disable_help_flag = true)]
     SynthUnderwater {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "OPTIONS"
+        )]
         args: Vec<String>,
     },
 }

@@ -147,7 +147,7 @@ fn a_short_training_run_learns_and_the_checkpoint_round_trips() {
         .collect();
     assert!(old.keys().any(|k| k.starts_with("backbone.0.")));
     let mut h = serde_json::to_vec(&old).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut file = (h.len() as u64).to_le_bytes().to_vec();
@@ -190,7 +190,10 @@ fn a_coco_file_with_domains_is_split_by_water_type_and_bad_entries_are_named() {
     assert_eq!(s.unseen, vec![WaterType::C7]);
     // 10 seen images: every fifth tests (2), the rest train; all 5 unseen ones test.
     assert_eq!((s.train.len(), s.test.len()), (8, 7));
-    assert_eq!(s.test.water.iter().filter(|t| **t == WaterType::C7).count(), 5);
+    assert_eq!(
+        s.test.water.iter().filter(|t| **t == WaterType::C7).count(),
+        5
+    );
     assert_eq!(s.train.pixels.len(), 8 * 3 * 64 * 64);
     // Boxes are scaled from 48 to 64 pixels and stay inside the image.
     let boxes: usize = s.train.targets.iter().map(Vec::len).sum();
@@ -210,12 +213,27 @@ fn a_coco_file_with_domains_is_split_by_water_type_and_bad_entries_are_named() {
         let msg = e.to_string();
         assert!(msg.contains("bad.json") && msg.contains(want), "{msg}");
     };
-    broken(&|w| w["annotations"][0]["category_id"] = 9.into(), "annotations[0]");
-    broken(&|w| w["annotations"][1]["bbox"][0] = 47.into(), "annotations[1]");
-    broken(&|w| w["annotations"][0]["image_id"] = 999.into(), "image_id 999");
+    broken(
+        &|w| w["annotations"][0]["category_id"] = 9.into(),
+        "annotations[0]",
+    );
+    broken(
+        &|w| w["annotations"][1]["bbox"][0] = 47.into(),
+        "annotations[1]",
+    );
+    broken(
+        &|w| w["annotations"][0]["image_id"] = 999.into(),
+        "image_id 999",
+    );
     broken(&|w| w["images"][2]["domain"] = "XI".into(), "images[2]");
-    broken(&|w| w["images"][3]["file_name"] = "images/none.png".into(), "images[3]");
-    broken(&|w| w["categories"][0]["name"] = "shark".into(), "categories[0]");
+    broken(
+        &|w| w["images"][3]["file_name"] = "images/none.png".into(),
+        "images[3]",
+    );
+    broken(
+        &|w| w["categories"][0]["name"] = "shark".into(),
+        "categories[0]",
+    );
     let p = dir.join("bad.json");
     std::fs::write(&p, &text).unwrap();
     let e = coco_input::load(&p, 64, &["9".to_string()]).err().unwrap();
