@@ -86,7 +86,9 @@ fn diagnose(ctx: &std::sync::Arc<Context>, bt: &Bootstrapper) -> ferrolab_fhe::R
     let full = ctx.slots();
     let mut state = 12345u64;
     let mut rnd = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         2.0 * ((state >> 11) as f64 / (1u64 << 53) as f64) - 1.0
     };
     let v: Vec<C64> = (0..cfg.slots)
@@ -99,7 +101,11 @@ fn diagnose(ctx: &std::sync::Arc<Context>, bt: &Bootstrapper) -> ferrolab_fhe::R
     let ct = enc.encrypt(&pk, &ctx.encode(&z, 0, ctx.scale_at(0))?)?;
     let k = bt.prescale_factor(ct.scale);
     let low = ev.drop_to_level(&ct, 0)?;
-    let low = if k > 1.0 { ev.mul_int(&low, k as i64)? } else { low };
+    let low = if k > 1.0 {
+        ev.mul_int(&low, k as i64)?
+    } else {
+        low
+    };
     let s_in = ct.scale * k;
     let raised = bt.subring_trace(&ev, &bt.mod_raise(&low)?)?;
     let xs = bt.coeff_to_slot(&ev, &raised)?;
@@ -134,6 +140,16 @@ fn diagnose(ctx: &std::sync::Arc<Context>, bt: &Bootstrapper) -> ferrolab_fhe::R
     let got2 = dec.decrypt_decode(&out2)?;
     let (w, m) = stats(got2.iter().zip(&z).map(|(g, t)| (*g - *t).abs()));
     println!("diag: with exact sine of the decrypted CtS output {w:.2} worst / {m:.2} mean bits");
+    let mut idx: Vec<usize> = (0..full).collect();
+    idx.sort_by(|&a, &b| (got2[b] - z[b]).abs().total_cmp(&(got2[a] - z[a]).abs()));
+    for &t in idx.iter().take(6) {
+        println!(
+            "diag:   slot {t} (mod n {}) error {:.2} bits, value {:?}",
+            t % cfg.slots,
+            -(got2[t] - z[t]).abs().log2(),
+            z[t]
+        );
+    }
     let (w, m) = stats(got.iter().zip(&got2).map(|(g, t)| (*g - *t).abs()));
     println!("diag: EvalMod's share {w:.2} worst / {m:.2} mean bits");
     Ok(())

@@ -773,7 +773,11 @@ impl Bootstrapper {
 fn cts_boost(in_scale: f64, budget: f64) -> u64 {
     let target = (budget.log2() + 10.0) / 2.0;
     let b = (target - in_scale.log2()).round();
-    if b >= 1.0 { (b.min(40.0)).exp2() as u64 } else { 1 }
+    if b >= 1.0 {
+        (b.min(40.0)).exp2() as u64
+    } else {
+        1
+    }
 }
 
 /// The power of two 2^k (k ≥ 0) that brings `scale` up to at most q_0/2^ratio.
