@@ -163,6 +163,9 @@ ferrolab_core::config_section! {
         /// Evaluations averaged into a run's return (the last ones): one evaluation of 10
         /// episodes is a noisy figure for a policy that is still moving.
         pub final_evals: usize = 1, "1..=1000" => |v| (1..=1000).contains(v);
+        /// TaskMet's metric: `full` (the reference's lower-triangular `L(s)`, `O(o²)` per row)
+        /// or `diagonal` (`O(o)`; affordable at 256 distractors).
+        pub metric: String = "full".into(), "`full` or `diagonal`" => |v| v == "full" || v == "diagonal";
     }
 }
 

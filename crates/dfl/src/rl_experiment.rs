@@ -56,6 +56,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         batch_size: c.batch_size,
         hidden: c.hidden,
         model_hidden: c.hidden,
+        diagonal_metric: c.metric == "diagonal",
         ..AgentConfig::default()
     }
 }
