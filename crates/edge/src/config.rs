@@ -152,9 +152,11 @@ ferrolab_core::config_section! {
         /// Mini-batch size.
         pub batch: usize = 16, "1..=4096" => |v| (1..=4096).contains(v);
         /// Step size of retraining.
-        pub lr: f64 = 0.05, "> 0" => |v| *v > 0.0 && v.is_finite();
+        pub lr: f64 = 0.02, "> 0" => |v| *v > 0.0 && v.is_finite();
         /// Frames of an end's earlier uploads replayed in its next task.
         pub replay: usize = 100, "0..=100000" => |v| *v <= 100_000;
+        /// Original (clean) training samples the edge mixes into every retraining.
+        pub anchor: usize = 100, "0..=100000" => |v| *v <= 100_000;
         /// Framework workspace added to every task's memory, KB.
         pub workspace_kb: f64 = 64.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
     }

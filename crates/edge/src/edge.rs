@@ -58,6 +58,12 @@ pub struct EdgeParams {
     pub profiler: bool,
     /// Training seed.
     pub seed: u64,
+    /// Samples of the model's original training set (the edge has it; not the ends' streams)
+    /// mixed into every retraining so an evolved model does not forget the conditions the
+    /// next drift may bring back.
+    pub anchor: Vec<(Vec<f32>, u8)>,
+    /// Anchor samples per task.
+    pub anchor_per_task: usize,
 }
 
 /// A queued task after labelling and profiling.
@@ -214,7 +220,8 @@ impl EdgeServer {
             .get(&req.end)
             .map_or(0, Vec::len)
             .min(self.params.replay);
-        let samples = data.len() + replay;
+        let anchor = self.params.anchor_per_task.min(self.params.anchor.len());
+        let samples = data.len() + replay + anchor;
         let memory_pred = memory_bytes(
             &dense.sizes,
             samples,
@@ -273,7 +280,7 @@ impl EdgeServer {
             // gain prediction (every task is worth the same).
             let worst = memory_bytes(
                 &dense.sizes,
-                req.frames.len().max(1) + p.replay,
+                req.frames.len().max(1) + p.replay + p.anchor_per_task.min(p.anchor.len()),
                 p.batch,
                 1,
                 p.workspace,
@@ -310,8 +317,7 @@ impl EdgeServer {
     }
 
     fn train_flops(&self, dense: &Mlp, samples: usize, epochs: usize) -> f64 {
-        // Retraining plus one mask-keeping epoch after re-pruning.
-        dense.flops_train_sample() * (samples * (epochs + 1)) as f64
+        dense.flops_train_sample() * (samples * epochs) as f64
     }
 
     fn memory_in_use(&self) -> u64 {
@@ -412,6 +418,12 @@ impl EdgeServer {
             let k = r.len().min(p.replay);
             data.extend(r[r.len() - k..].iter().cloned());
         }
+        let na = p.anchor.len();
+        let k = p.anchor_per_task.min(na);
+        if k > 0 {
+            let off = q.id.wrapping_mul(7919) % na;
+            data.extend((0..k).map(|i| p.anchor[(off + i) % na].clone()));
+        }
         let xs: Vec<Vec<f32>> = data.iter().map(|d| d.0.clone()).collect();
         let ys: Vec<u8> = data.iter().map(|d| d.1).collect();
         let seed = p.seed ^ (q.id as u64).wrapping_mul(0x9E37_79B9);
@@ -422,23 +434,17 @@ impl EdgeServer {
             batch: p.batch,
             seed,
         };
+        // The edge's copy is the pruned model with its mask: retraining keeps the pruned
+        // weights at zero (re-pruning a densely retrained copy from a hundred frames wrecked
+        // it), then re-compression re-applies magnitude pruning at the same sparsity (the same
+        // zeros) and stores int8.
         let st = dense.train(&xs, &ys, &opts);
-        // Re-compression: magnitude pruning, one epoch with the mask kept, then int8.
-        let mut small = prune(&dense, p.sparsity).unwrap_or_else(|_| dense.clone());
-        let st2 = small.train(
-            &xs,
-            &ys,
-            &TrainOpts {
-                epochs: 1,
-                seed: seed ^ 1,
-                ..opts
-            },
-        );
+        let small = prune(&dense, p.sparsity).unwrap_or_else(|_| dense.clone());
         let version = self.versions.get(&end).copied().unwrap_or(0) + 1;
         let blob = ModelBlob::encode(end, version, &small);
         self.versions.insert(end, version);
-        let flops = st.flops + st2.flops + q.label_flops + q.probe_flops;
-        let measured = st.peak_bytes.max(st2.peak_bytes) + p.workspace;
+        let flops = st.flops + q.label_flops + q.probe_flops;
+        let measured = st.peak_bytes + p.workspace;
         let predicted_seconds = if p.profiler {
             self.time.predict(flops, conc)
         } else {

@@ -70,7 +70,7 @@ impl Condition {
         Some(match name {
             "clean" => c,
             "rotate" => Condition {
-                rotate_deg: 35.0 * s,
+                rotate_deg: 25.0 * s,
                 ..c
             },
             "dark" => Condition {
@@ -276,7 +276,7 @@ impl BaseImages {
 
     /// A deterministic synthetic set: ten shape classes (disc, ring, square, frame, plus,
     /// triangle, horizontal bars, vertical bars, two dots, checker) with random size, position,
-    /// stroke and texture, told apart by shape under ±35° rotation.
+    /// stroke and texture, told apart by shape under ±25° rotation.
     pub fn synthetic(n: usize, seed: u64) -> BaseImages {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut pixels = Vec::with_capacity(n * SIDE * SIDE);
@@ -535,12 +535,12 @@ mod tests {
             strength: 1.0,
         };
         assert_eq!(s.condition_at(50.0, 0.5).rotate_deg, 0.0);
-        assert!((s.condition_at(150.0, 0.5).rotate_deg - 17.5).abs() < 1e-3);
-        assert_eq!(s.condition_at(250.0, 0.5).rotate_deg, 35.0);
+        assert!((s.condition_at(150.0, 0.5).rotate_deg - 12.5).abs() < 1e-3);
+        assert_eq!(s.condition_at(250.0, 0.5).rotate_deg, 25.0);
         // Gradual: old (rotate) or new (blur), never a mixture of the two.
         let mid_old = s.condition_at(350.0, 0.9);
         let mid_new = s.condition_at(350.0, 0.1);
-        assert_eq!((mid_old.rotate_deg, mid_old.blur), (35.0, 0.0));
+        assert_eq!((mid_old.rotate_deg, mid_old.blur), (25.0, 0.0));
         assert_eq!((mid_new.rotate_deg, mid_new.blur), (0.0, 1.8));
     }
 

@@ -12,6 +12,9 @@
 //! significant (|t| of its slope below `stable_t`) — while the decline still holds
 //! (`ROD > rod_threshold / 2`; a recovery back above that cancels the alarm). Then the trigger
 //! fires with `t₃` = now and stays quiet until [`RodTrigger::reset`] (the next model swap).
+//! The reference after a swap is at least the previous reference × (1 − `rod_threshold`): an
+//! evolved model that is still (or more) confused than before the drift keeps the end
+//! triggering instead of becoming its new normal.
 
 use crate::estimator::{mean, variance};
 use std::collections::VecDeque;
@@ -61,7 +64,9 @@ enum Phase {
         t1: f64,
         slides: usize,
     },
-    Fired,
+    Fired {
+        reference: f64,
+    },
 }
 
 /// The sliding-window ROD trigger of one mobile end.
@@ -71,6 +76,7 @@ pub struct RodTrigger {
     history: VecDeque<(f64, f64)>,
     since_reset: usize,
     phase: Phase,
+    floor: f64,
 }
 
 impl RodTrigger {
@@ -81,11 +87,19 @@ impl RodTrigger {
             history: VecDeque::new(),
             since_reset: 0,
             phase: Phase::Reference,
+            floor: 0.0,
         }
     }
 
     /// Starts over (after a model swap: the new model's confidence is the new reference).
     pub fn reset(&mut self) {
+        let last = match self.phase {
+            Phase::Fired { reference } => Some(reference),
+            _ => self.reference(),
+        };
+        if let Some(r) = last {
+            self.floor = r * (1.0 - self.params.rod_threshold);
+        }
         self.history.clear();
         self.since_reset = 0;
         self.phase = Phase::Reference;
@@ -101,7 +115,7 @@ impl RodTrigger {
 
     /// Whether the trigger has fired and waits for a reset.
     pub fn fired(&self) -> bool {
-        self.phase == Phase::Fired
+        matches!(self.phase, Phase::Fired { .. })
     }
 
     /// Feeds one frame's confidence at time `t`; returns the event when the trigger fires.
@@ -119,10 +133,12 @@ impl RodTrigger {
         let cur = mean(&vals);
         match self.phase {
             Phase::Reference => {
-                self.phase = Phase::Stable { reference: cur };
+                self.phase = Phase::Stable {
+                    reference: cur.max(self.floor),
+                };
                 None
             }
-            Phase::Fired => None,
+            Phase::Fired { .. } => None,
             _ if self.since_reset % p.step.max(1) != 0 => None,
             Phase::Stable { reference } => {
                 let rod = (reference - cur) / reference.max(1e-9);
@@ -150,7 +166,7 @@ impl RodTrigger {
                 let stable = f_statistic(&vals, p.subwindows) < p.stable_f
                     && trend_t(&vals).abs() < p.stable_t;
                 if stable || slides >= p.max_slides {
-                    self.phase = Phase::Fired;
+                    self.phase = Phase::Fired { reference };
                     return Some(TriggerEvent {
                         t1,
                         t3: t,
