@@ -279,14 +279,14 @@ pub struct CrossMember {
 /// The two kinds, each with what evaluating it needs.
 pub enum CrossModel {
     Text {
-        net: Flat<Secnn>,
-        subject: FlatSubject<Secnn>,
+        net: Box<Flat<Secnn>>,
+        subject: Box<FlatSubject<Secnn>>,
         eval: Encoded,
         min_len: usize,
     },
     Graph {
-        net: Flat<GnnModel>,
-        subject: FlatSubject<GnnModel>,
+        net: Box<Flat<GnnModel>>,
+        subject: Box<FlatSubject<GnnModel>>,
         task: Box<NodeTask>,
     },
 }
@@ -419,8 +419,8 @@ pub fn secnn_mr(data_dir: Option<&Path>, seed: u64, calib: usize) -> Result<Cros
         arch: "secnn",
         eval_size: eval.len(),
         model: CrossModel::Text {
-            net: infer,
-            subject,
+            net: Box::new(infer),
+            subject: Box::new(subject),
             eval,
             min_len,
         },
@@ -488,8 +488,8 @@ pub fn gcn_cora(data_dir: Option<&Path>, seed: u64) -> Result<CrossMember, Strin
         arch: "gcn",
         eval_size: task.split.test.len(),
         model: CrossModel::Graph {
-            net,
-            subject,
+            net: Box::new(net),
+            subject: Box::new(subject),
             task: Box::new(task),
         },
     })
@@ -541,16 +541,26 @@ pub fn measure(
             eval,
             min_len,
         } => {
-            let (f, p) = crate::dataset::sweep(net, base, grid, seed, |m, _| {
+            let (f, p) = crate::dataset::sweep(net.as_mut(), base, grid, seed, |m, _| {
                 text_accuracy(&m.model, eval, *min_len)
             });
-            (base, f, p, crate::criteria::compute_for(subject, cs, seed))
+            (
+                base,
+                f,
+                p,
+                crate::criteria::compute_for(subject.as_ref(), cs, seed),
+            )
         }
         CrossModel::Graph { net, subject, task } => {
-            let (f, p) = crate::dataset::sweep(net, base, grid, seed, |m, _| {
+            let (f, p) = crate::dataset::sweep(net.as_mut(), base, grid, seed, |m, _| {
                 task.evaluate(&m.model).test_accuracy
             });
-            (base, f, p, crate::criteria::compute_for(subject, cs, seed))
+            (
+                base,
+                f,
+                p,
+                crate::criteria::compute_for(subject.as_ref(), cs, seed),
+            )
         }
     }
 }

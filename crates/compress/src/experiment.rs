@@ -558,8 +558,11 @@ struct BudgetResult {
     /// Bit-flip protection, paired by flip seed: `<budget>_ber<rate>` → method → (mean
     /// accuracy gain over random protection, seeds won, tied, lost).
     #[serde(default)]
-    flip_paired: BTreeMap<String, BTreeMap<String, (f64, usize, usize, usize)>>,
+    flip_paired: BTreeMap<String, BTreeMap<String, Paired>>,
 }
+
+/// Mean accuracy gain over random protection, and the flip seeds won, tied and lost.
+type Paired = (f64, usize, usize, usize);
 
 fn key_num(v: f64) -> String {
     // 0.5 → "50" (sparsity in percent); 4.5 → "4p5".
@@ -682,8 +685,7 @@ fn budgets(
         ("top2".into(), 2.min(nl)),
         ("topq".into(), nl.div_ceil(4)),
     ];
-    let mut flip_paired: BTreeMap<String, BTreeMap<String, (f64, usize, usize, usize)>> =
-        BTreeMap::new();
+    let mut flip_paired: BTreeMap<String, BTreeMap<String, Paired>> = BTreeMap::new();
     for &ber in &b.flip_rates {
         let bk = ber_key(ber);
         // results[(bname, who)] = accuracies over seeds
