@@ -156,7 +156,11 @@ impl Net {
             })
             .collect();
         let fc = (0..classes)
-            .map(|_| (0..4 * w).map(|_| gauss(&mut rng) / ((4 * w) as f64).sqrt()).collect())
+            .map(|_| {
+                (0..4 * w)
+                    .map(|_| gauss(&mut rng) / ((4 * w) as f64).sqrt())
+                    .collect()
+            })
             .collect();
         let fc_b = (0..classes).map(|_| 0.1 * gauss(&mut rng)).collect();
         Net {
@@ -183,7 +187,9 @@ impl Net {
     pub fn check(&self) -> Result<()> {
         let bad = |what: String| Err(FheError::InvalidInput(format!("model: {what}")));
         let w = self.conv1.co;
-        if self.conv1.ci != 3 || w == 0 || self.conv1.w.len() != w * 3 * 9
+        if self.conv1.ci != 3
+            || w == 0
+            || self.conv1.w.len() != w * 3 * 9
             || self.conv1.kh != 3
             || self.conv1.stride != 1
             || self.conv1.pad != 1
@@ -193,7 +199,7 @@ impl Net {
         if !self.a0.fits(w) {
             return bad(format!("act0 must have {w} channels"));
         }
-        if self.blocks.is_empty() || self.blocks.len() % 3 != 0 {
+        if self.blocks.is_empty() || !self.blocks.len().is_multiple_of(3) {
             return bad(format!(
                 "{} blocks: a CIFAR ResNet has 3 stages of equal depth (ResNet-20: 9)",
                 self.blocks.len()
@@ -226,8 +232,8 @@ impl Net {
             ));
         }
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
-        let convs = std::iter::once(&self.conv1)
-            .chain(self.blocks.iter().flat_map(|b| [&b.c1, &b.c2]));
+        let convs =
+            std::iter::once(&self.conv1).chain(self.blocks.iter().flat_map(|b| [&b.c1, &b.c2]));
         let mut ok = self.fc.iter().all(|r| finite(r)) && finite(&self.fc_b);
         for c in convs {
             ok &= finite(&c.w) && finite(&c.bias) && c.bias.len() == c.co;
@@ -354,7 +360,7 @@ pub fn input_layout(geo: Geometry, packing: Packing, width: usize) -> Layout {
     match packing {
         Packing::Hyphen => {
             let g = match Layout::ca(geo, 1, width).kind {
-                super::layout::Kind::Ca { rho } if rho % 2 == 0 => 2,
+                super::layout::Kind::Ca { rho } if rho.is_multiple_of(2) => 2,
                 _ => 1,
             };
             Layout::ra(geo, 1, 3, g)
@@ -402,13 +408,20 @@ impl<B: Backend> Runner<'_, B> {
         if self.be.level(&x) >= need {
             return Ok(x);
         }
-        self.record(
+        let y = self.record(
             &format!("{name}.bootstrap"),
             "bootstrap",
             String::new(),
             |be| be.bootstrap(&x),
             |be, y| be.level(y),
-        )
+        )?;
+        let have = self.be.level(&y);
+        if have < need {
+            return Err(FheError::InvalidParams(format!(
+                "{name} needs {need} levels and a bootstrap leaves {have}: the chain is too short for this network"
+            )));
+        }
+        Ok(y)
     }
 
     fn act(&mut self, name: &str, a: &Act, layout: &Layout, xs: Vec<B::Ct>) -> Result<Vec<B::Ct>> {

@@ -55,7 +55,7 @@ ferrolab_core::config_section! {
         /// Basic blocks per stage: 3 is ResNet-20, 1 ResNet-8.
         pub blocks_per_stage: usize = 3, "1..=9" => |v| (1..=9).contains(v);
         /// First stage's width (ResNet-20: 16).
-        pub width: usize = 16, "4..=64, a multiple of 4" => |v| (4..=64).contains(v) && v % 4 == 0;
+        pub width: usize = 16, "4..=64, a multiple of 4" => |v| (4..=64).contains(v) && v.is_multiple_of(4);
         /// Training epochs.
         pub epochs: usize = 10, "1..=500" => |v| (1..=500).contains(v);
         /// Batch size.
@@ -127,7 +127,7 @@ impl System for HyphenSystem {
         vec![
             Preset {
                 name: "quick",
-                about: "ResNet-8 at 16×16 on 3,000 images, counts + noisy simulation, 2 images truly encrypted at N = 2^13 (insecure, flagged) in both packings (< 1 min)",
+                about: "ResNet-8 at 16×16 on 3,000 images, counts + 20-image noisy simulation, 1 image truly encrypted at N = 2^13 (insecure, flagged) in both packings (< 1 min)",
                 toml: include_str!("../../../../configs/hyphen/quick.toml"),
             },
             Preset {
@@ -259,8 +259,14 @@ fn per_layer(log: &[LayerRecord]) -> serde_json::Value {
     )
 }
 
-fn sim_input(sim: &Sim, net: &Net, geo: Geometry, p: Packing, x: &super::layout::Map, level: usize)
--> Vec<super::backend::SimCt> {
+fn sim_input(
+    sim: &Sim,
+    net: &Net,
+    geo: Geometry,
+    p: Packing,
+    x: &super::layout::Map,
+    level: usize,
+) -> Vec<super::backend::SimCt> {
     encode_input(net, geo, p, x)
         .into_iter()
         .map(|v| sim.encrypt(v, level))
@@ -351,15 +357,15 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         let mut sim = Sim::new(slots, lb);
         let x0 = test_p.map(0);
         let input = sim_input(&sim, net, geo, row.packing, &x0, fresh);
-        let (_, _, log) = run(&mut sim, net, row.packing, input, &opt)
-        .map_err(|e| SystemError::runtime(format!("hyphen: {} on the simulator: {e}", row.name)))?;
+        let (_, _, log) = run(&mut sim, net, row.packing, input, &opt).map_err(|e| {
+            SystemError::runtime(format!("hyphen: {} on the simulator: {e}", row.name))
+        })?;
         let st = totals(&log);
         // Depth of the leveled (bootstrap-free) run: what the encrypted chain must hold.
         let big = 400;
         let mut deep = Sim::new(slots, big);
         let input = sim_input(&deep, net, geo, row.packing, &x0, big);
-        let (out, _, _) = run(&mut deep, net, row.packing, input, &opt)
-        .map_err(runtime)?;
+        let (out, _, _) = run(&mut deep, net, row.packing, input, &opt).map_err(runtime)?;
         depth_of.insert(row.name, big - deep.level(&out[0]));
         steps_needed.insert(row.name, deep.steps.clone());
         let (mut agree, mut max_err) = (0usize, 0.0f64);
@@ -383,10 +389,16 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         let mut m = BTreeMap::new();
         m.insert("plaintext_accuracy".to_string(), *acc);
         m.insert("rotations_total".to_string(), st.rot_calls as f64);
-        m.insert("key_switch_rotations_total".to_string(), st.key_switches() as f64);
+        m.insert(
+            "key_switch_rotations_total".to_string(),
+            st.key_switches() as f64,
+        );
         m.insert("bootstraps_total".to_string(), st.boot as f64);
         m.insert("pmults_total".to_string(), st.pmult as f64);
-        m.insert("agreement_top1".to_string(), agree as f64 / n_sim.max(1) as f64);
+        m.insert(
+            "agreement_top1".to_string(),
+            agree as f64 / n_sim.max(1) as f64,
+        );
         m.insert("max_logit_error_sim".to_string(), max_err);
         m.insert("rotation_keys".to_string(), deep.steps.len() as f64);
         metrics_of.insert(row.name, m);
@@ -401,19 +413,20 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     if n_enc > 0 {
         let (net, _, _) = &nets[&true];
         let enc_rows: Vec<&Row> = ROWS.iter().filter(|r| r.quad).collect();
-        let depth = enc_rows
-            .iter()
-            .map(|r| depth_of[r.name])
-            .max()
-            .unwrap_or(1);
+        let depth = enc_rows.iter().map(|r| depth_of[r.name]).max().unwrap_or(1);
         let mut steps: Vec<i64> = enc_rows
             .iter()
             .flat_map(|r| steps_needed[r.name].iter().copied())
             .collect();
         steps.sort_unstable();
         steps.dedup();
+        // One 41-bit prime on top makes the chain non-uniform, so Context anchors the scale
+        // ladder at the bottom (Δ_l = √(Δ_{l−1}·q_l), errors halve going up); the top-down
+        // rule for uniform chains (Δ_{l−1} = Δ_l²/q_l) doubles the primes' distance from 2^40
+        // at every level and overflows a ~30-level chain.
         let mut q_bits = vec![60];
-        q_bits.extend(std::iter::repeat_n(40, depth));
+        q_bits.extend(std::iter::repeat_n(40, depth.saturating_sub(1)));
+        q_bits.push(41);
         let spec = ParamSpec {
             log_n: cfg.fhe.log_n,
             q_bits,
@@ -422,7 +435,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             allow_insecure: true,
         };
         let secure = crate::params::max_log_qp_128(1 << cfg.fhe.log_n)
-            .is_some_and(|m| (60 + 40 * depth + 60 * cfg.fhe.special_primes) as u32 <= m);
+            .is_some_and(|m| (61 + 40 * depth + 60 * cfg.fhe.special_primes) as u32 <= m);
         let t = Instant::now();
         let ctx_fhe = Context::new(spec).map_err(runtime)?;
         // Client side: the secret key stays here; the server gets `ev` (evaluation keys).
@@ -491,8 +504,14 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             let med = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
             let (err, agree, _) = errs.get(row.name).copied().unwrap_or_default();
             if let Some(m) = metrics_of.get_mut(row.name) {
-                m.insert(format!("latency_seconds_resnet{depth_name}_t{threads}"), med);
-                m.insert("agreement_top1_encrypted".into(), agree as f64 / n_enc as f64);
+                m.insert(
+                    format!("latency_seconds_resnet{depth_name}_t{threads}"),
+                    med,
+                );
+                m.insert(
+                    "agreement_top1_encrypted".into(),
+                    agree as f64 / n_enc as f64,
+                );
                 m.insert("max_logit_error".into(), err);
                 m.insert("eval_key_mb".into(), key_mb);
             }
@@ -537,7 +556,10 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     }
     if let (Some(h), Some(b)) = (
         report.metrics.get("rotations_total"),
-        report.baselines.get("mpconv").and_then(|m| m.get("rotations_total")),
+        report
+            .baselines
+            .get("mpconv")
+            .and_then(|m| m.get("rotations_total")),
     ) {
         report.notes.push(format!(
             "rotations: HyPHEN {h} vs MPConv {b} ({:.2}x fewer) at N = 2^{}, {}x{} raster, {lb} levels after bootstrap",
@@ -548,7 +570,9 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         ));
     }
     report.details = serde_json::Value::Object(details);
-    report.timings.insert("total".into(), t_all.elapsed().as_secs_f64());
+    report
+        .timings
+        .insert("total".into(), t_all.elapsed().as_secs_f64());
     Ok(Outcome {
         report,
         ..Default::default()

@@ -375,11 +375,14 @@ pub fn train(arch: Arch, data: &Prepared, opt: &TrainOptions) -> (PlainNet, f64)
         order.shuffle(&mut rng);
         let (mut sum, mut seen) = (0.0, 0usize);
         for idx in order.chunks(opt.batch.max(1)) {
-            let lr = opt.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
+            let lr =
+                opt.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
             step += 1;
             let (x, y) = data.batch(idx, &device);
             let logits = model.forward(x);
-            let loss = CrossEntropyLossConfig::new().init(&device).forward(logits, y);
+            let loss = CrossEntropyLossConfig::new()
+                .init(&device)
+                .forward(logits, y);
             let lv = f64::from(
                 ferrolab_core::nn::to_vec_f32(loss.clone())
                     .first()
