@@ -75,6 +75,9 @@ pub fn load_base(
     Ok((pre, pool))
 }
 
+/// One evaluation's frames: model inputs and their labels.
+pub type EvalSet = (Vec<Vec<f32>>, Vec<u8>);
+
 /// Everything one seed's methods share.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -93,7 +96,7 @@ pub struct Prepared {
     /// Each end's frames, one per second.
     pub frames: Vec<Vec<StreamFrame>>,
     /// Each end's evaluation sets per tick: inputs and labels.
-    pub eval: Vec<Vec<(Vec<Vec<f32>>, Vec<u8>)>>,
+    pub eval: Vec<Vec<EvalSet>>,
     /// Clean original training samples (the edge's anchor set).
     pub anchor: Vec<(Vec<f32>, u8)>,
     /// Seconds spent preparing.
@@ -207,7 +210,7 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
     let secs = cfg.stream.seconds;
     let every = cfg.stream.eval_every_s;
     let nf = cfg.stream.eval_frames;
-    let per_end: Vec<(Vec<StreamFrame>, Vec<(Vec<Vec<f32>>, Vec<u8>)>)> = (0..cfg.stream.ends)
+    let per_end: Vec<(Vec<StreamFrame>, Vec<EvalSet>)> = (0..cfg.stream.ends)
         .into_par_iter()
         .map(|k| {
             let sch = &schedules[k];

@@ -76,6 +76,8 @@ pub fn nnls(a: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
 }
 
 /// Gaussian elimination with partial pivoting on an augmented `k × (k+1)` matrix.
+// Row operations index two rows of the same matrix at once, which iterators cannot borrow.
+#[allow(clippy::needless_range_loop)]
 fn solve(mut m: Vec<Vec<f64>>) -> Option<Vec<f64>> {
     let k = m.len();
     for c in 0..k {
@@ -214,6 +216,7 @@ impl TimeRegressor {
     }
 
     /// Adds a completed task and refits (full-batch gradient steps over all records).
+    #[allow(clippy::needless_range_loop)] // the backprop indexes w1, g1 and x by the same (i, j)
     pub fn record(&mut self, r: TimeRecord) {
         self.records.push(r);
         let data: Vec<([f64; 3], f64)> = self

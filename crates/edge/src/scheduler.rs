@@ -105,8 +105,8 @@ pub fn knapsack(
     let neg = f64::NEG_INFINITY;
     let mut v = vec![vec![vec![neg; k + 1]; cap + 1]; n + 1];
     let mut choice = vec![vec![vec![usize::MAX; k + 1]; cap + 1]; n + 1];
-    for c in 0..=cap {
-        v[0][c][0] = 0.0;
+    for row in v[0].iter_mut() {
+        row[0] = 0.0;
     }
     for (i, (ci, vars)) in items.iter().enumerate() {
         for c in 0..=cap {
@@ -132,9 +132,9 @@ pub fn knapsack(
         }
     }
     let (mut t, mut best) = (0, neg);
-    for tt in 0..=k {
-        if v[n][cap][tt] > best {
-            best = v[n][cap][tt];
+    for (tt, val) in v[n][cap].iter().enumerate() {
+        if *val > best {
+            best = *val;
             t = tt;
         }
     }

@@ -139,7 +139,7 @@ impl RodTrigger {
                 None
             }
             Phase::Fired { .. } => None,
-            _ if self.since_reset % p.step.max(1) != 0 => None,
+            _ if !self.since_reset.is_multiple_of(p.step.max(1)) => None,
             Phase::Stable { reference } => {
                 let rod = (reference - cur) / reference.max(1e-9);
                 if rod > p.rod_threshold {
