@@ -127,7 +127,7 @@ impl System for HyphenSystem {
         vec![
             Preset {
                 name: "quick",
-                about: "ResNet-8 at 16×16 on 3,000 images, counts + 20-image noisy simulation, 1 image truly encrypted at N = 2^13 (insecure, flagged) in both packings (< 1 min)",
+                about: "ResNet-8 at 16×16 on 3,000 images, counts + 20-image noisy simulation, 1 image truly encrypted at N = 2^13 (insecure, flagged) in both packings (minutes; the < 1 min target is not met yet)",
                 toml: include_str!("../../../../configs/hyphen/quick.toml"),
             },
             Preset {
