@@ -100,8 +100,7 @@ pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
     }
     y.check().map_err(|e| bad(&meta_path, e))?;
     let weights = dir.join("model.safetensors");
-    let header =
-        ferrolab_core::run::read_safetensors_header(&weights).map_err(user_checkpoint)?;
+    let header = ferrolab_core::run::read_safetensors_header(&weights).map_err(user_checkpoint)?;
     let device = ferrolab_core::backend::device();
     let net = {
         let _rng = ferrolab_core::backend::exclusive_rng();

@@ -198,7 +198,10 @@ pub fn load(path: &Path, size: usize, unseen_names: &[String]) -> SysResult<Coco
                 ),
             ));
         }
-        let (fx, fy) = (size as f64 / im.width as f64, size as f64 / im.height as f64);
+        let (fx, fy) = (
+            size as f64 / im.width as f64,
+            size as f64 / im.height as f64,
+        );
         let s = size as f32;
         targets[i].push(YoloTarget {
             class,

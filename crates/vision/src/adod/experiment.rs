@@ -260,7 +260,9 @@ pub fn train(
             return Err(SystemError::runtime("adod: model lost"));
         };
         let out = model.forward(x, a * cfg.domain.grl, with_domain);
-        let mut loss = model.yolo().loss((out.p32.clone(), out.p16.clone()), &targets);
+        let mut loss = model
+            .yolo()
+            .loss((out.p32.clone(), out.p16.clone()), &targets);
         let domains: Vec<usize> = idx
             .iter()
             .map(|&i| domain_of.get(&set.water[i]).copied().unwrap_or(0))
@@ -302,11 +304,7 @@ pub fn train(
 }
 
 /// Detections of every image (inference device), at most 100 per image.
-pub fn detect(
-    net: &AdodNet,
-    set: &DetSet,
-    cfg: &AdodConfig,
-) -> Vec<Vec<Detection>> {
+pub fn detect(net: &AdodNet, set: &DetSet, cfg: &AdodConfig) -> Vec<Vec<Detection>> {
     let device = ferrolab_core::backend::device();
     let s = set.size;
     let mut all = Vec::with_capacity(set.len());
@@ -394,11 +392,7 @@ fn pr_curve(e: &coco::CocoEval) -> Vec<f64> {
 }
 
 /// Evaluates a trained network on the test set.
-pub fn score(
-    net: &AdodNet,
-    test: &DetSet,
-    cfg: &AdodConfig,
-) -> (UnitResult, Vec<Vec<Detection>>) {
+pub fn score(net: &AdodNet, test: &DetSet, cfg: &AdodConfig) -> (UnitResult, Vec<Vec<Detection>>) {
     let t0 = Instant::now();
     let dets = detect(net, test, cfg);
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3 / test.len().max(1) as f64;
@@ -474,7 +468,13 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
             let data_seed = ctx.seed_for("adod-data");
             let mut all_types = cfg.seen();
             all_types.extend(cfg.unseen());
-            let train = build_set(&cfg.seen(), cfg.data.train_per_type, &scene, data_seed, false)?;
+            let train = build_set(
+                &cfg.seen(),
+                cfg.data.train_per_type,
+                &scene,
+                data_seed,
+                false,
+            )?;
             let test = build_set(
                 &all_types,
                 cfg.data.test_per_type,

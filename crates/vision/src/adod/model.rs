@@ -201,7 +201,12 @@ impl AdodNet {
             }
         })?;
         let domain = cfg.domain.map(|k| {
-            DomainHead::new(k, cfg.yolo.widths[DOMAIN_FEATURES_AFTER], cfg.domains, device)
+            DomainHead::new(
+                k,
+                cfg.yolo.widths[DOMAIN_FEATURES_AFTER],
+                cfg.domains,
+                device,
+            )
         });
         Ok(AdodNet {
             yolo,
