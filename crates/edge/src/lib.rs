@@ -30,6 +30,8 @@ pub mod estimator;
 pub mod experiment;
 pub mod mobile;
 pub mod model;
+#[cfg(feature = "nats")]
+pub mod net;
 pub mod profiler;
 pub mod protocol;
 pub mod sampling;
