@@ -156,15 +156,16 @@ impl System for HyphenSystem {
         cfg: &HyphenConfig,
         _data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
-        // Images as f32 (3 channels), and the encrypted run's Galois keys: ~2 steps per
-        // rotation-using layer per packing, each dnum digits × 2 polynomials over all limbs.
+        // Images as f32 (3 channels), and the encrypted run's Galois keys (both packings'
+        // steps), each dnum digits × 2 polynomials over all limbs.
         let s = (cfg.data.side * cfg.data.side) as u64;
         let images = 70_000u64 * 3 * s * 4;
         let depth = (3 + 18 * cfg.model.blocks_per_stage + 2) as u64;
         let limbs = depth + 1 + cfg.fhe.special_primes as u64;
         let dnum = (depth + 1).div_ceil(cfg.fhe.special_primes as u64);
         let keys = if cfg.fhe.encrypted_images > 0 {
-            let steps = 40 + 24 * cfg.model.blocks_per_stage as u64;
+            // Measured: 238 distinct steps for ResNet-8 in both packings at N = 2^13.
+            let steps = 120 + 120 * cfg.model.blocks_per_stage as u64;
             steps * dnum * 2 * limbs * (1u64 << cfg.fhe.log_n) * 8
         } else {
             0
