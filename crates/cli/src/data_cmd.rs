@@ -27,6 +27,17 @@ pub enum DataCommand {
     /// Download datasets from their canonical sources (pinned URL and SHA-256), convert them,
     /// and install them into the per-user data folder (or --data-dir).
     Fetch(FetchArgs),
+    /// Render underwater images of Jerlov water types (PNGs + COCO JSON with images[].domain);
+    /// the same command as `ferrolab adod synth` (its options: --types, --images, --size, --seed, --out).
+    #[command(disable_help_flag = true)]
+    SynthUnderwater {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "OPTIONS"
+        )]
+        args: Vec<String>,
+    },
 }
 
 /// Arguments of `ferrolab data fetch`.
@@ -53,6 +64,25 @@ pub struct FetchArgs {
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     match &args.command {
         Some(DataCommand::Fetch(f)) => run_fetch(f),
+        Some(DataCommand::SynthUnderwater { args }) => {
+            use ferrolab_vision::adod::predict::{synth_command, synth_run};
+            let argv = std::iter::once("synth-underwater".to_string()).chain(args.iter().cloned());
+            let m = match synth_command()
+                .name("synth-underwater")
+                .bin_name("ferrolab data synth-underwater")
+                .try_get_matches_from(argv)
+            {
+                Ok(m) => m,
+                Err(e) if !e.use_stderr() => e.exit(),
+                Err(e) => {
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    let first = first.trim_start_matches("error: ");
+                    return Err(crate::common::UsageError(format!("{first} (see --help)")).into());
+                }
+            };
+            Ok(synth_run(&m)?)
+        }
         None => list(args),
     }
 }

@@ -9,6 +9,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_graph::ClusterGcnSystem,
         &ferrolab_ctr::ApgSystem,
         &ferrolab_fhe::CkksSystem,
+        &ferrolab_fhe::hyphen::system::HyphenSystem,
         &ferrolab_dfl::TaskmetSystem,
         &ferrolab_vision::classify::ClassifySystem,
         &ferrolab_vision::adod::AdodSystem,
@@ -16,6 +17,7 @@ pub fn systems() -> Vec<&'static dyn DynSystem> {
         &ferrolab_vision::attenscribble::AttenScribbleSystem,
         &ferrolab_fed::fedgraph::FedGraphSystem,
         &ferrolab_fed::sdgt::SdgtSystem,
+        &ferrolab_edge::AdaEvoSystem,
     ]
 }
 

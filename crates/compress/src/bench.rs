@@ -130,7 +130,7 @@ pub fn best_criterion(
         let sel: Vec<f64> = v
             .iter()
             .enumerate()
-            .filter(|(m, _)| use_model(*m))
+            .filter(|(m, x)| use_model(*m) && x.is_finite())
             .map(|(_, x)| *x)
             .collect();
         if sel.is_empty() {

@@ -59,6 +59,9 @@ ferrolab_core::config_section! {
         pub archs: Vec<String> = vec!["resnet20".into(), "vgg".into(), "mobilenet".into(), "mlp".into()], "1 to 16 of resnet<6n+2>, vgg, mobilenet, mlp" => |v| (1..=16).contains(&v.len()) && v.iter().all(|a| arch_ok(a));
         /// Width multiplier of every hidden layer (1 = the vision crate's widths).
         pub width: f64 = 1.0, "in (0, 4]" => |v| *v > 0.0 && *v <= 4.0;
+        /// Cross-domain members (one seed each): `secnn-mr` (SECNN on MR, ferrolab-text) and
+        /// `gcn-cora` (the two-layer GCN on Cora, ferrolab-graph).
+        pub cross_domain: Vec<String> = Vec::new(), "a subset of secnn-mr, gcn-cora" => |v| v.len() <= 2 && v.iter().all(|m| crate::crossdomain::MEMBERS.contains(&m.as_str()));
         /// Training seeds per architecture.
         pub seeds: usize = 3, "1..=20" => |v| (1..=20).contains(v);
         pub epochs: usize = 15, "1..=1000" => |v| (1..=1000).contains(v);

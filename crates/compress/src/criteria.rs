@@ -20,6 +20,10 @@
 //! | `synflow_sum/_mean` | data-free: `|w|·∂R/∂w`, `R = Σ f(𝟙)` on the network with `|w|` (BN folded into `|w|` and set to identity) |
 //! | `ig_sum/_mean` | integrated gradients along `αW_l`, `α = k/m`: `Σ |w · mean_k g(αW_l)|` (SInGE-style, one calibration batch) |
 //! | `output_change` | mean `‖f(x) − f^ε(x)‖₂` of the logits for a Gaussian `ε` on layer l with `‖ε‖₂ = 1` |
+//! | `flip_fisher_sum/_mean` | `Σ_i F_i·E[Δw_i²]`, the Fisher-weighted squared error of one random int8 bit flip per weight ([`flip_fisher`]) |
+//!
+//! Models outside the image zoo (the cross-domain members) implement [`Subject`]; SynFlow is
+//! computed for the zoo only.
 
 use crate::ops;
 use crate::train::{EvalSet, images, labels, to_train};
@@ -34,7 +38,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Criterion names, in report order.
-pub const CRITERIA: [&str; 22] = [
+pub const CRITERIA: [&str; 24] = [
     "random",
     "depth_first",
     "depth_ends",
@@ -57,6 +61,8 @@ pub const CRITERIA: [&str; 22] = [
     "ig_sum",
     "ig_mean",
     "output_change",
+    "flip_fisher_sum",
+    "flip_fisher_mean",
 ];
 
 /// How much work the criteria may do.
@@ -90,6 +96,7 @@ fn layer_grads(model: &ZooNet, x: Tensor<4>, y: Tensor<1, Int>) -> Vec<Vec<f32>>
 }
 
 /// Calibration batches on the autodiff device.
+#[derive(Clone)]
 struct Calib {
     batches: Vec<(Tensor<4>, Tensor<1, Int>)>,
     all: (Tensor<4>, Tensor<1, Int>),
@@ -110,12 +117,118 @@ fn calib(set: &ImageSet, norm: Normalization, s: &CriteriaSettings, seed: u64) -
     }
 }
 
-/// Sum over the calibration batches of the per-layer gradients, weighted to the mean loss.
-fn full_grads(model: &ZooNet, c: &Calib) -> Vec<Vec<f32>> {
-    layer_grads(model, c.all.0.clone(), c.all.1.clone())
+/// What the criteria need of a model besides its layers: gradients of the loss on a
+/// calibration set, the output change of a perturbed layer and (where the architecture has
+/// one) SynFlow. [`LayerParams::set_layer_weight`] acts on the model the gradients are taken
+/// of (Hutchinson and integrated gradients move it and put it back).
+pub trait Subject: LayerParams + Clone {
+    /// Calibration mini-batches.
+    fn calib_batches(&self) -> usize;
+    /// Per-layer gradients (laid out as [`LayerParams::layer`]) of the mean loss on
+    /// calibration batch `b`, or on the whole calibration set as one batch when `b` is `None`.
+    fn grads(&self, b: Option<usize>) -> Vec<Vec<f32>>;
+    /// Mean `‖f(x) − f̃(x)‖₂` of the logits over a fixed evaluation batch, `f̃` the model as
+    /// evaluated with layer `l`'s weights replaced by `w` (the model is left as it was).
+    fn output_change(&mut self, l: usize, w: &[f32]) -> f64;
+    /// SynFlow per layer, for architectures where it is defined here.
+    fn synflow(&self) -> Option<Vec<f64>> {
+        None
+    }
 }
 
-/// Computes every criterion for `model` (inference device).
+/// A zoo network as a criteria [`Subject`]: the autodiff copy (batch norm on running
+/// statistics) for gradients, the inference copy for the output change.
+#[derive(Clone)]
+pub struct ZooSubject {
+    tm: ZooNet,
+    infer: ZooNet,
+    calib: Calib,
+    out_batch: Vec<Tensor<4>>,
+    side: (usize, usize),
+}
+
+impl ZooSubject {
+    pub fn new(
+        model: &ZooNet,
+        train_set: &ImageSet,
+        norm: Normalization,
+        eval_for_output: &EvalSet,
+        s: &CriteriaSettings,
+        seed: u64,
+    ) -> Self {
+        ZooSubject {
+            tm: to_train(model).freeze_batch_norm(),
+            infer: model.clone(),
+            calib: calib(
+                train_set,
+                norm,
+                s,
+                ferrolab_core::seed::derive(seed, "calib"),
+            ),
+            out_batch: eval_for_output.batches.iter().take(1).cloned().collect(),
+            side: (train_set.height, train_set.width),
+        }
+    }
+}
+
+impl LayerParams for ZooSubject {
+    fn layer_names(&self) -> Vec<String> {
+        self.tm.layer_names()
+    }
+    fn layer(&self, l: usize) -> ops::LayerWeights {
+        self.tm.layer(l)
+    }
+    fn set_layer_weight(&mut self, l: usize, w: &[f32]) {
+        self.tm.set_layer_weight(l, w);
+    }
+}
+
+impl Subject for ZooSubject {
+    fn calib_batches(&self) -> usize {
+        self.calib.batches.len()
+    }
+    fn grads(&self, b: Option<usize>) -> Vec<Vec<f32>> {
+        let (x, y) = match b.and_then(|b| self.calib.batches.get(b)) {
+            Some(xy) => xy.clone(),
+            None => self.calib.all.clone(),
+        };
+        layer_grads(&self.tm, x, y)
+    }
+    fn output_change(&mut self, l: usize, w: &[f32]) -> f64 {
+        // From the cached activations entering the layer's stage.
+        let model = &self.infer;
+        let st = model.stage_of(l);
+        let acts: Vec<Act> = self
+            .out_batch
+            .iter()
+            .map(|x| model.advance(0, st, Act::Map(x.clone())))
+            .collect();
+        let mut om = model.clone();
+        om.set_layer_weight(l, w);
+        let (mut tot, mut rows) = (0.0, 0usize);
+        for a in &acts {
+            let base = model.forward_from(st, a.clone());
+            let pert = om.forward_from(st, a.clone());
+            tot += logit_distance(base, pert);
+            rows += a.rows();
+        }
+        tot / rows.max(1) as f64
+    }
+    fn synflow(&self) -> Option<Vec<f64>> {
+        Some(synflow(&self.infer, self.side.0, self.side.1))
+    }
+}
+
+/// `Σ_rows ‖a − b‖₂` of two logit matrices.
+pub fn logit_distance(a: Tensor<2>, b: Tensor<2>) -> f64 {
+    let d = (b - a).powi_scalar(2).sum_dim(1).sqrt();
+    ferrolab_core::nn::to_vec_f32(d)
+        .iter()
+        .map(|v| f64::from(*v))
+        .sum::<f64>()
+}
+
+/// Computes every criterion for a zoo network (inference device).
 pub fn compute(
     model: &ZooNet,
     train_set: &ImageSet,
@@ -124,7 +237,17 @@ pub fn compute(
     s: &CriteriaSettings,
     seed: u64,
 ) -> Scores {
-    let nl = model.layers.len();
+    compute_for(
+        &ZooSubject::new(model, train_set, norm, eval_for_output, s, seed),
+        s,
+        seed,
+    )
+}
+
+/// Computes every criterion `model` supports (all of [`CRITERIA`], SynFlow only where
+/// [`Subject::synflow`] gives it).
+pub fn compute_for<S: Subject>(model: &S, s: &CriteriaSettings, seed: u64) -> Scores {
+    let nl = model.layer_names().len();
     let lw: Vec<_> = (0..nl).map(|l| model.layer(l)).collect();
     let n: Vec<f64> = lw.iter().map(|w| w.weight.len() as f64).collect();
     let mut out = Scores::default();
@@ -164,19 +287,14 @@ pub fn compute(
         .collect();
     put("l2_norm", l2.clone(), 0.0);
 
-    let tm = to_train(model).freeze_batch_norm();
-    let c = calib(
-        train_set,
-        norm,
-        s,
-        ferrolab_core::seed::derive(seed, "calib"),
-    );
-
-    // Mini-batch gradient statistics.
+    // Mini-batch gradient statistics; the per-weight Fisher also feeds the bit-flip
+    // criterion (Fisher-weighted expected squared error of an int8 bit flip).
     let t = Instant::now();
     let (mut gn, mut ts, mut fs) = (vec![0.0; nl], vec![0.0; nl], vec![0.0; nl]);
-    for (x, y) in &c.batches {
-        let g = layer_grads(&tm, x.clone(), y.clone());
+    let mut fisher_w: Vec<Vec<f64>> = lw.iter().map(|w| vec![0.0; w.weight.len()]).collect();
+    let nbatches = model.calib_batches();
+    for b in 0..nbatches {
+        let g = model.grads(Some(b));
         for l in 0..nl {
             let gl = &g[l];
             gn[l] += gl.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
@@ -186,9 +304,12 @@ pub fn compute(
                 .map(|(g, w)| f64::from((g * w).abs()))
                 .sum::<f64>();
             fs[l] += gl.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+            for (f, v) in fisher_w[l].iter_mut().zip(gl) {
+                *f += f64::from(*v).powi(2);
+            }
         }
     }
-    let nb = c.batches.len().max(1) as f64;
+    let nb = nbatches.max(1) as f64;
     let secs = t.elapsed().as_secs_f64();
     let per = |v: &[f64], by_n: bool| -> Vec<f64> {
         v.iter()
@@ -201,10 +322,19 @@ pub fn compute(
     put("taylor_mean", per(&ts, true), secs);
     put("fisher_sum", per(&fs, false), secs);
     put("fisher_mean", per(&fs, true), secs);
+    let ff: Vec<f64> = (0..nl)
+        .map(|l| flip_fisher(&lw[l], &fisher_w[l]) / nb)
+        .collect();
+    put(
+        "flip_fisher_mean",
+        ff.iter().zip(&n).map(|(a, b)| a / b).collect(),
+        secs,
+    );
+    put("flip_fisher_sum", ff, secs);
 
     // SNIP: one batch made of the whole calibration set.
     let t = Instant::now();
-    let g = full_grads(&tm, &c);
+    let g = model.grads(None);
     let snip: Vec<f64> = (0..nl)
         .map(|l| {
             g[l].iter()
@@ -227,7 +357,7 @@ pub fn compute(
     let h = 1e-2f32;
     let mut tr = vec![0.0; nl];
     let mut vrng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "hutchinson"));
-    let mut probe_model = tm.clone();
+    let mut probe_model = model.clone();
     for _ in 0..s.hutchinson_probes.max(1) {
         let v: Vec<Vec<f32>> = lw
             .iter()
@@ -248,7 +378,7 @@ pub fn compute(
                     .collect();
                 probe_model.set_layer_weight(l, &w);
             }
-            grads.push(full_grads(&probe_model, &c));
+            grads.push(probe_model.grads(None));
         }
         for l in 0..nl {
             let d = h * rms[l];
@@ -276,28 +406,28 @@ pub fn compute(
 
     // SynFlow.
     let t = Instant::now();
-    let syn = synflow(model, train_set.height, train_set.width);
-    let secs = t.elapsed().as_secs_f64();
-    put(
-        "synflow_mean",
-        syn.iter().zip(&n).map(|(a, b)| a / b).collect(),
-        secs,
-    );
-    put("synflow_sum", syn, secs);
+    if let Some(syn) = model.synflow() {
+        let secs = t.elapsed().as_secs_f64();
+        put(
+            "synflow_mean",
+            syn.iter().zip(&n).map(|(a, b)| a / b).collect(),
+            secs,
+        );
+        put("synflow_sum", syn, secs);
+    }
 
     // Integrated gradients, one calibration batch.
     let t = Instant::now();
     let m = s.ig_steps.max(1);
-    let (x0, y0) = c.batches[0].clone();
     let mut ig = vec![0.0; nl];
-    let mut igm = tm.clone();
+    let mut igm = model.clone();
     for l in 0..nl {
         let mut acc = vec![0f64; lw[l].weight.len()];
         for k in 1..=m {
             let a = k as f32 / m as f32;
             let w: Vec<f32> = lw[l].weight.iter().map(|v| v * a).collect();
             igm.set_layer_weight(l, &w);
-            let g = layer_grads(&igm, x0.clone(), y0.clone());
+            let g = igm.grads(Some(0));
             for (s, gv) in acc.iter_mut().zip(&g[l]) {
                 *s += f64::from(*gv);
             }
@@ -317,18 +447,12 @@ pub fn compute(
     );
     put("ig_sum", ig, secs);
 
-    // Output change under a unit perturbation, from the cached activations of each stage.
+    // Output change under a unit perturbation.
     let t = Instant::now();
     let mut om = model.clone();
     let mut nrng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "unit-noise"));
     let mut oc = vec![0.0; nl];
-    let xs: Vec<Tensor<4>> = eval_for_output.batches.iter().take(1).cloned().collect();
     for l in 0..nl {
-        let st = model.stage_of(l);
-        let acts: Vec<Act> = xs
-            .iter()
-            .map(|x| model.advance(0, st, Act::Map(x.clone())))
-            .collect();
         let e: Vec<f32> = (0..lw[l].weight.len())
             .map(|_| gaussian(&mut nrng) as f32)
             .collect();
@@ -339,23 +463,28 @@ pub fn compute(
             .zip(&e)
             .map(|(w, e)| w + e / en)
             .collect();
-        om.set_layer_weight(l, &w);
-        let (mut tot, mut rows) = (0.0, 0usize);
-        for a in &acts {
-            let base = model.forward_from(st, a.clone());
-            let pert = om.forward_from(st, a.clone());
-            let d = (pert - base).powi_scalar(2).sum_dim(1).sqrt();
-            tot += ferrolab_core::nn::to_vec_f32(d)
-                .iter()
-                .map(|v| f64::from(*v))
-                .sum::<f64>();
-            rows += a.rows();
-        }
-        om.set_layer_weight(l, &lw[l].weight);
-        oc[l] = tot / rows.max(1) as f64;
+        oc[l] = om.output_change(l, &w);
     }
     put("output_change", oc, t.elapsed().as_secs_f64());
     out
+}
+
+/// `Σ_i F_i · E[Δw_i²]` for one int8 bit flip per stored bit: a flip of bit k of an int8
+/// code moves the weight by `2^k` steps of its channel (the sign bit by 128), so the expected
+/// squared move over the 8 bits of a weight is `u_c² · Σ_k 4^k / 8` with `u_c = max|w_c|/127`
+/// the channel's step in the layer's own (unfolded) weights. A sum over the layer's weights:
+/// at a bit-error rate, a layer's expected damage grows with its stored bits.
+pub fn flip_fisher(lw: &ops::LayerWeights, fisher: &[f64]) -> f64 {
+    let fan = lw.fan_in().max(1);
+    let per_bit = (4f64.powi(8) - 1.0) / 3.0 / 8.0;
+    lw.weight
+        .chunks(fan)
+        .zip(fisher.chunks(fan))
+        .map(|(row, f)| {
+            let u = f64::from(row.iter().fold(0f32, |a, v| a.max(v.abs()))) / 127.0;
+            f.iter().sum::<f64>() * u * u * per_bit
+        })
+        .sum()
 }
 
 fn gaussian(rng: &mut StdRng) -> f64 {
@@ -411,4 +540,25 @@ pub fn synflow(model: &ZooNet, height: usize, width: usize) -> Vec<f64> {
             if s.is_finite() { s } else { f64::MAX }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two channels of two weights: `Σ_c (Σ_{i∈c} F_i)·(max|w_c|/127)²·(4⁸−1)/24`, and a
+    /// channel's batch-norm scale does not enter (the step is the layer's own).
+    #[test]
+    fn flip_fisher_by_hand() {
+        let lw = ops::LayerWeights {
+            weight: vec![1.0, -0.5, 0.25, 0.125],
+            out_channels: 2,
+            bn_scale: Some(vec![4.0, 0.1]),
+        };
+        let f = [1.0, 2.0, 3.0, 4.0];
+        let pb = 65535.0 / 3.0 / 8.0;
+        let want = 3.0 * (1.0f64 / 127.0).powi(2) * pb + 7.0 * (0.25f64 / 127.0).powi(2) * pb;
+        let got = flip_fisher(&lw, &f);
+        assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
+    }
 }

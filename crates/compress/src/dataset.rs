@@ -8,6 +8,7 @@
 use crate::ops::{self, Int8Layer, LayerWeights};
 use crate::train::EvalSet;
 use crate::zoo::{Act, LayerParams, ZooNet};
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -132,28 +133,46 @@ pub fn probe(
     grid: &Grid,
     seed: u64,
 ) -> (f64, FamilyResults, usize, f64) {
-    let nl = model.layers.len();
     let t = Instant::now();
     let base = eval.accuracy(model);
     let full_secs = t.elapsed().as_secs_f64().max(1e-9);
     let ips = eval.labels.len() as f64 / full_secs;
-    let mut fam: BTreeMap<&str, Acc> = FAMILIES.iter().map(|f| (*f, Acc::new())).collect();
-    let mut probes = 0usize;
     let mut stage = 0usize;
     let mut acts: Vec<Act> = eval.activations(model, 0);
-    for l in 0..nl {
+    let (fams, probes) = sweep(model, base, grid, seed, |model, l| {
+        // The cache moves forward stage by stage as l increases (one copy held at a time).
         let st = model.stage_of(l);
         if st > stage {
-            acts = acts
+            acts = std::mem::take(&mut acts)
                 .into_iter()
                 .map(|a| model.advance(stage, st, a))
                 .collect();
             stage = st;
         }
+        eval.accuracy_from(model, st, &acts)
+    });
+    (base, fams, probes, ips)
+}
+
+/// The sweep over layers and the grid for any model: `accuracy(model, l)` evaluates the model
+/// as it stands, layer `l` perturbed (called for l in increasing order). Every layer is
+/// written back bit for bit after its probes. Returns the drops per family against `base`
+/// and the number of probes.
+pub fn sweep<P: LayerParams>(
+    model: &mut P,
+    base: f64,
+    grid: &Grid,
+    seed: u64,
+    mut accuracy: impl FnMut(&P, usize) -> f64,
+) -> (FamilyResults, usize) {
+    let nl = model.layer_names().len();
+    let mut fam: BTreeMap<&str, Acc> = FAMILIES.iter().map(|f| (*f, Acc::new())).collect();
+    let mut probes = 0usize;
+    for l in 0..nl {
         let orig: LayerWeights = model.layer(l);
-        let mut run = |model: &mut ZooNet, w: &[f32]| -> (f64, f64) {
+        let mut run = |model: &mut P, w: &[f32]| -> (f64, f64) {
             model.set_layer_weight(l, w);
-            let acc = eval.accuracy_from(model, st, &acts);
+            let acc = accuracy(model, l);
             probes += 1;
             (base - acc, ops::l2_diff(w, &orig.weight))
         };
@@ -224,7 +243,7 @@ pub fn probe(
         .into_iter()
         .map(|(k, a)| (k.to_string(), (a.drops, a.norm, a.std)))
         .collect();
-    (base, out, probes, ips)
+    (out, probes)
 }
 
 /// The dataset as CSV: one row per model, layer, family and setting.

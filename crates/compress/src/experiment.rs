@@ -9,6 +9,7 @@ use crate::bench::{self, agreement, best_criterion, mean_std};
 use crate::budget;
 use crate::config::LayerImportanceConfig;
 use crate::criteria::{self, CRITERIA, CriteriaSettings, Scores};
+use crate::crossdomain;
 use crate::dataset::{self, FAMILIES, Grid, ModelRecord, VERSION};
 use crate::ops::{self, Int8Layer};
 use crate::train::{self, EvalSet, TrainSettings, to_train};
@@ -133,6 +134,65 @@ fn trained(m: &Member, data: &Data, s: &TrainSettings, run: &Path) -> SysResult<
     Ok((net, secs))
 }
 
+/// Trains, probes and scores one cross-domain member.
+fn cross_member(
+    name: &str,
+    data_dir: Option<&Path>,
+    g: &Grid,
+    cs: &CriteriaSettings,
+    seed: u64,
+) -> SysResult<Measured> {
+    let t = Instant::now();
+    // A missing or unreadable data file is the user's to fix (exit 2, before anything runs
+    // for long: `prepare` has found the files).
+    let mut member = match name {
+        "secnn-mr" => crossdomain::secnn_mr(data_dir, seed, cs.calib_images),
+        _ => crossdomain::gcn_cora(data_dir, seed),
+    }
+    .map_err(SystemError::usage)?;
+    let train_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let _ = member.accuracy();
+    let ips = member.eval_size as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    let t = Instant::now();
+    let (base, fams, probes, criteria) = crossdomain::measure(&mut member, g, cs, seed);
+    let probe_seconds = t.elapsed().as_secs_f64();
+    eprintln!(
+        "layer-importance: {name} base accuracy {base:.4}, {probes} probes and criteria in {probe_seconds:.1} s (trained in {train_seconds:.1} s)"
+    );
+    let (layer_names, layer_params) = member.layers();
+    let mut drops = BTreeMap::new();
+    let mut normalized = BTreeMap::new();
+    let mut drop_std = BTreeMap::new();
+    for (k, (d, n, s)) in fams {
+        drops.insert(k.clone(), d);
+        normalized.insert(k.clone(), n);
+        if k.starts_with("flip") {
+            drop_std.insert(k, s);
+        }
+    }
+    Ok(Measured {
+        record: ModelRecord {
+            id: name.to_string(),
+            arch: member.arch.to_string(),
+            width: 1.0,
+            seed,
+            layer_names,
+            layer_params,
+            base_accuracy: base,
+            eval_images: member.eval_size,
+            train_seconds,
+            probe_seconds,
+            probes,
+            eval_images_per_second: ips,
+            drops,
+            normalized,
+            drop_std,
+        },
+        criteria,
+    })
+}
+
 /// Everything the benchmark and the budgets need of one member.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Measured {
@@ -219,6 +279,15 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
             criteria: scores,
         });
     }
+    // Cross-domain members: trained, probed and scored in one unit each.
+    for name in &cfg.zoo.cross_domain {
+        let seed = ferrolab_core::seed::derive(ctx.seed(), &format!("cross-{name}"));
+        let data_dir = ctx.data_dir().map(Path::to_path_buf);
+        let m: Measured = ctx.unit(&format!("cross-{name}"), |_| {
+            cross_member(name, data_dir.as_deref(), &g, &cs, seed)
+        })?;
+        measured.push(m);
+    }
     let records: Vec<ModelRecord> = measured.iter().map(|m| m.record.clone()).collect();
     let ds = serde_json::json!({
         "version": VERSION,
@@ -291,14 +360,22 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
             let ag: Vec<bench::Agreement> = measured
                 .iter()
                 .zip(&truths)
-                .map(|(m, t)| agreement(&m.criteria.scores[c], &t[f]))
+                .map(|(m, t)| match m.criteria.scores.get(c) {
+                    Some(sc) => agreement(sc, &t[f]),
+                    // SynFlow is not defined for the cross-domain members.
+                    None => bench::Agreement {
+                        spearman: f64::NAN,
+                        kendall: f64::NAN,
+                        top_precision: f64::NAN,
+                    },
+                })
                 .collect();
             let sp: Vec<f64> = ag.iter().map(|a| a.spearman).collect();
             let kt: Vec<f64> = ag.iter().map(|a| a.kendall).collect();
             let tp: Vec<f64> = ag.iter().map(|a| a.top_precision).collect();
-            let (sm, ss) = mean_std(&sp);
-            let (km, ks) = mean_std(&kt);
-            let (pm, pstd) = mean_std(&tp);
+            let (sm, ss) = mean_std(&finite(&sp));
+            let (km, ks) = mean_std(&finite(&kt));
+            let (pm, pstd) = mean_std(&finite(&tp));
             crow.insert(
                 f.into(),
                 serde_json::json!({"spearman": sm, "spearman_std": ss, "kendall": km, "kendall_std": ks, "top_precision": pm, "top_precision_std": pstd}),
@@ -306,7 +383,10 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
             rho.entry(f).or_default().insert(c.to_string(), sp);
             row.push(sm);
         }
-        let secs: Vec<f64> = measured.iter().map(|m| m.criteria.seconds[c]).collect();
+        let secs: Vec<f64> = measured
+            .iter()
+            .filter_map(|m| m.criteria.seconds.get(c).copied())
+            .collect();
         crow.insert("seconds".into(), serde_json::json!(mean_std(&secs).0));
         table.insert(c.into(), serde_json::Value::Object(crow));
         heat.push(row);
@@ -322,8 +402,10 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
         if let Some((name, v)) = best_criterion(&rho[f], &CRITERIA, |_| true) {
             r.metrics.insert(format!("best_criterion_spearman_{f}"), v);
             let sp = &rho[f][&name];
-            r.metrics
-                .insert(format!("best_criterion_spearman_{f}_std"), mean_std(sp).1);
+            r.metrics.insert(
+                format!("best_criterion_spearman_{f}_std"),
+                mean_std(&finite(sp)).1,
+            );
             best_names.insert(f.into(), serde_json::json!(name));
         }
     }
@@ -350,6 +432,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
     let mut ours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut base_rows: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     let mut chosen = serde_json::Map::new();
+    let mut paired = serde_json::Map::new();
     for (i, m) in zoo.iter().enumerate() {
         let others_seed: Vec<usize> = (0..zoo.len())
             .filter(|&j| zoo[j].seed_index != m.seed_index)
@@ -385,6 +468,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
                 m.seed,
             ))
         })?;
+        paired.insert(m.id.clone(), serde_json::json!(res.flip_paired));
         for (k, v) in res.ours {
             ours.entry(k).or_default().push(v);
         }
@@ -414,6 +498,10 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
         }
     }
     details.insert("budget_criterion".into(), serde_json::Value::Object(chosen));
+    details.insert(
+        "flip_protection_vs_random".into(),
+        serde_json::Value::Object(paired),
+    );
     r.timings
         .insert("budget_seconds".into(), t.elapsed().as_secs_f64());
     r.timings
@@ -424,6 +512,11 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
         curves: Vec::new(),
         paper: Vec::new(),
     })
+}
+
+/// The finite values of `v` (a criterion undefined on a member gives NaN there).
+fn finite(v: &[f64]) -> Vec<f64> {
+    v.iter().copied().filter(|x| x.is_finite()).collect()
 }
 
 fn put(m: &mut BTreeMap<String, f64>, key: &str, v: &[f64]) {
@@ -462,7 +555,14 @@ fn markdown_table(table: &serde_json::Map<String, serde_json::Value>) -> String 
 struct BudgetResult {
     ours: BTreeMap<String, f64>,
     baselines: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Bit-flip protection, paired by flip seed: `<budget>_ber<rate>` → method → (mean
+    /// accuracy gain over random protection, seeds won, tied, lost).
+    #[serde(default)]
+    flip_paired: BTreeMap<String, BTreeMap<String, Paired>>,
 }
+
+/// Mean accuracy gain over random protection, and the flip seeds won, tied and lost.
+type Paired = (f64, usize, usize, usize);
 
 fn key_num(v: f64) -> String {
     // 0.5 → "50" (sparsity in percent); 4.5 → "4p5".
@@ -585,6 +685,7 @@ fn budgets(
         ("top2".into(), 2.min(nl)),
         ("topq".into(), nl.div_ceil(4)),
     ];
+    let mut flip_paired: BTreeMap<String, BTreeMap<String, Paired>> = BTreeMap::new();
     for &ber in &b.flip_rates {
         let bk = ber_key(ber);
         // results[(bname, who)] = accuracies over seeds
@@ -633,6 +734,25 @@ fn budgets(
                 }
             }
         }
+        for (bname, _) in &budgets_b {
+            let Some(rnd) = acc.get(&(bname.clone(), "random")) else {
+                continue;
+            };
+            for who in ["ours", "largest", "oracle"] {
+                if let Some(v) = acc.get(&(bname.clone(), who)) {
+                    let d: Vec<f64> = v.iter().zip(rnd).map(|(a, b)| a - b).collect();
+                    let won = d.iter().filter(|x| **x > 0.0).count();
+                    let lost = d.iter().filter(|x| **x < 0.0).count();
+                    flip_paired
+                        .entry(format!("{bname}_ber{bk}"))
+                        .or_default()
+                        .insert(
+                            who.to_string(),
+                            (mean_std(&d).0, won, d.len() - won - lost, lost),
+                        );
+                }
+            }
+        }
         for ((bname, who), mut v) in acc {
             let mean = mean_std(&v).0;
             record(who, format!("flip_{bname}_ber{bk}_mean_accuracy"), mean);
@@ -643,6 +763,7 @@ fn budgets(
             );
         }
     }
+    out.flip_paired = flip_paired;
     out
 }
 

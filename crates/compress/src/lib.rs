@@ -14,6 +14,7 @@
 //! | [`train`] | training, fine-tuning under masks, evaluation from cached activations |
 //! | [`dataset`] | the ground-truth sweep and its JSON/CSV form |
 //! | [`criteria`] | the cheap criteria |
+//! | [`crossdomain`] | SECNN on MR and the GCN on Cora as members, through a generic parameter view |
 //! | [`bench`] | Spearman, Kendall, top-k precision, leave-one-seed-out choice, heat map |
 //! | [`budget`] | per-layer sparsities, bit-widths and protection from a score |
 //! | [`experiment`] | `ferrolab layer-importance` |
@@ -34,6 +35,7 @@ pub mod bench;
 pub mod budget;
 pub mod config;
 pub mod criteria;
+pub mod crossdomain;
 pub mod dataset;
 pub mod experiment;
 pub mod ops;
@@ -43,8 +45,8 @@ pub mod zoo;
 pub use zoo::LayerParams;
 
 use config::LayerImportanceConfig;
-use ferrolab_core::system::{Entry, Preset};
-use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System};
+use ferrolab_core::system::{Entry, Preset, SubCommand};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System, SystemError};
 
 /// `ferrolab layer-importance`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,6 +80,11 @@ impl System for LayerImportanceSystem {
                 about: "half-width zoo × 2 seeds on 10,000 training images, reduced grid (~20 min at 2 threads)",
                 toml: include_str!("../../../configs/layer-importance/medium.toml"),
             },
+            Preset {
+                name: "flip",
+                about: "bit-flip protection comparison: half-width ResNet-20, MobileNet, MLP × 2 seeds, protection at 1e-4 over 24 flip seeds (~30 min loaded)",
+                toml: include_str!("../../../configs/layer-importance/flip.toml"),
+            },
         ]
     }
 
@@ -91,11 +98,18 @@ impl System for LayerImportanceSystem {
     }
 
     fn datasets(&self, cfg: &LayerImportanceConfig) -> Vec<&'static str> {
+        let mut v = Vec::new();
         if cfg.data.dataset == "fashion-mnist" && cfg.data.dir.is_none() {
-            vec!["fashion-mnist"]
-        } else {
-            Vec::new()
+            v.push("fashion-mnist");
         }
+        for m in &cfg.zoo.cross_domain {
+            match m.as_str() {
+                "secnn-mr" => v.push("mr"),
+                "gcn-cora" => v.push("cora-planetoid"),
+                _ => {}
+            }
+        }
+        v
     }
 
     fn memory_estimate(
@@ -118,7 +132,36 @@ impl System for LayerImportanceSystem {
     }
 
     fn prepare(&self, cfg: &Checked<LayerImportanceConfig>, ctx: &RunContext) -> SysResult<()> {
-        experiment::load(cfg, ctx.data_dir()).map(|_| ())
+        experiment::load(cfg, ctx.data_dir())?;
+        // The cross-domain data files must exist before the run folder does.
+        for m in &cfg.zoo.cross_domain {
+            let name = if m == "secnn-mr" {
+                "mr"
+            } else {
+                "cora_planetoid"
+            };
+            ferrolab_data::lookup::find_dataset(ctx.data_dir(), name)?;
+        }
+        Ok(())
+    }
+
+    /// `dataset`, `benchmark` and `budget`: the run up to that part, exactly as
+    /// `--set task.stage=<part>` (which keeps working).
+    fn subcommands(&self) -> Vec<SubCommand> {
+        vec![
+            SubCommand {
+                command: dataset_command,
+                run: run_dataset,
+            },
+            SubCommand {
+                command: benchmark_command,
+                run: run_benchmark,
+            },
+            SubCommand {
+                command: budget_command,
+                run: run_budget,
+            },
+        ]
     }
 
     fn run(
@@ -127,5 +170,125 @@ impl System for LayerImportanceSystem {
         ctx: &mut RunContext,
     ) -> SysResult<Outcome> {
         experiment::run(cfg, ctx)
+    }
+}
+
+fn stage_command(name: &'static str, about: &'static str) -> clap::Command {
+    clap::Command::new(name).about(about).arg(
+        clap::Arg::new("args")
+            .num_args(0..)
+            .trailing_var_arg(true)
+            .allow_hyphen_values(true)
+            .value_name("RUN OPTIONS")
+            .help("The options of `ferrolab layer-importance` (--preset, --set, --out, --resume, ...)"),
+    )
+}
+
+fn dataset_command() -> clap::Command {
+    stage_command(
+        "dataset",
+        "Build the ground-truth dataset only (dataset.json, dataset.csv); same as --set task.stage=dataset",
+    )
+}
+
+fn benchmark_command() -> clap::Command {
+    stage_command(
+        "benchmark",
+        "Dataset and criteria benchmark; same as --set task.stage=benchmark",
+    )
+}
+
+fn budget_command() -> clap::Command {
+    stage_command(
+        "budget",
+        "Dataset, benchmark and budgets (the budgets need the benchmark's choice); same as --set task.stage=budget",
+    )
+}
+
+fn run_dataset(m: &clap::ArgMatches) -> SysResult<()> {
+    run_stage("dataset", m)
+}
+
+fn run_benchmark(m: &clap::ArgMatches) -> SysResult<()> {
+    run_stage("benchmark", m)
+}
+
+fn run_budget(m: &clap::ArgMatches) -> SysResult<()> {
+    run_stage("budget", m)
+}
+
+/// The command line that runs `stage` through the generic runner: every argument of the
+/// original one except the sub-command's name, plus `--set task.stage=<stage>`. `argv` is
+/// the process's arguments, `rest` what followed the sub-command.
+pub fn stage_argv(
+    argv: &[std::ffi::OsString],
+    rest: &[String],
+    stage: &str,
+) -> Option<Vec<std::ffi::OsString>> {
+    let pos = argv.len().checked_sub(rest.len() + 1)?;
+    if pos == 0 || argv[pos] != stage {
+        return None;
+    }
+    let mut out: Vec<std::ffi::OsString> = argv[1..pos].to_vec();
+    out.extend(rest.iter().map(std::ffi::OsString::from));
+    out.push("--set".into());
+    out.push(format!("task.stage={stage}").into());
+    Some(out)
+}
+
+/// Runs the stage by running this program again with the stage as a setting, so that the
+/// sub-command has every option of a run (presets, `--out`, `--resume`, the resource guard)
+/// without a second runner; exits with the child's status.
+fn run_stage(stage: &str, m: &clap::ArgMatches) -> SysResult<()> {
+    let rest: Vec<String> = m
+        .get_many::<String>("args")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(args) = stage_argv(&argv, &rest, stage) else {
+        return Err(SystemError::usage(format!(
+            "layer-importance {stage}: could not find the sub-command among the arguments; use --set task.stage={stage}"
+        )));
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| SystemError::runtime(format!("cannot find this program: {e}")))?;
+    let status = std::process::Command::new(exe)
+        .args(args)
+        .status()
+        .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_sub_command_becomes_a_setting() {
+        let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        let argv = os(&[
+            "ferrolab",
+            "layer-importance",
+            "--preset",
+            "quick",
+            "dataset",
+            "--out",
+            "dataset",
+        ]);
+        let rest = vec!["--out".to_string(), "dataset".to_string()];
+        assert_eq!(
+            stage_argv(&argv, &rest, "dataset"),
+            Some(os(&[
+                "layer-importance",
+                "--preset",
+                "quick",
+                "--out",
+                "dataset",
+                "--set",
+                "task.stage=dataset"
+            ]))
+        );
+        assert_eq!(stage_argv(&argv, &rest, "budget"), None);
+        assert_eq!(stage_argv(&os(&["x"]), &rest, "dataset"), None);
     }
 }

@@ -13,8 +13,8 @@ use ferrolab_core::config::{Validate, check};
 pub const TASKS: [&str; 4] = ["portfolio", "budget", "cubic", "cartpole"];
 const ACTIVATIONS: [&str; 4] = ["none", "tanh", "relu", "sigmoid"];
 /// Methods `task.methods` accepts; each task runs those that apply to it (`dfl` to the decision
-/// tasks, `omd` to CartPole) and notes the rest as skipped.
-pub const METHODS: [&str; 4] = ["mse", "dfl", "taskmet", "omd"];
+/// tasks, `lodl` to the decision tasks, `omd` to CartPole) and notes the rest as skipped.
+pub const METHODS: [&str; 5] = ["mse", "dfl", "taskmet", "lodl", "omd"];
 
 fn activation_ok(v: &str) -> bool {
     ACTIVATIONS.contains(&v)
@@ -44,9 +44,9 @@ ferrolab_core::config_section! {
         /// `portfolio`, `budget`, `cubic` or `cartpole`.
         pub name: String = "portfolio".into(), "`portfolio`, `budget`, `cubic` or `cartpole`" => |v| TASKS.contains(&v.as_str());
         /// Methods to train, each with the same seeds, splits and budgets (`mse`, `dfl`,
-        /// `taskmet`, `omd`); a task runs those that apply to it (`dfl`: the decision tasks,
-        /// `omd`: cartpole).
-        pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect(), "a non-empty list of `mse`, `dfl`, `taskmet`, `omd` without repeats" => |v| !v.is_empty() && v.iter().all(|m| METHODS.contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
+        /// `taskmet`, `lodl`, `omd`); a task runs those that apply to it (`dfl`, `lodl`: the
+        /// decision tasks, `omd`: cartpole).
+        pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect(), "a non-empty list of `mse`, `dfl`, `taskmet`, `lodl`, `omd` without repeats" => |v| !v.is_empty() && v.iter().all(|m| METHODS.contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
         /// Runs per method; run i's model seed derives from `--seed` and `run<i>`.
         pub seeds: usize = 5, "1..=1000" => |v| (1..=1000).contains(v);
         /// Uniform-random predictions averaged for the normalised DQ's random baseline.
@@ -163,6 +163,9 @@ ferrolab_core::config_section! {
         /// Evaluations averaged into a run's return (the last ones): one evaluation of 10
         /// episodes is a noisy figure for a policy that is still moving.
         pub final_evals: usize = 1, "1..=1000" => |v| (1..=1000).contains(v);
+        /// TaskMet's metric: `full` (the reference's lower-triangular `L(s)`, `O(o²)` per row)
+        /// or `diagonal` (`O(o)`; affordable at 256 distractors).
+        pub metric: String = "full".into(), "`full` or `diagonal`" => |v| v == "full" || v == "diagonal";
     }
 }
 
@@ -207,6 +210,18 @@ ferrolab_core::config_section! {
         pub cg_ridge: f64 = 1e-5, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
         /// CG relative tolerance; a solve ending above it is counted as not converged.
         pub cg_rtol: f64 = 1e-5, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// LODL: sampled predictions per instance for its local-loss fit (the reference's
+        /// `numsamples`: 50000, which its weighted-MSE model, one weight per target, does not need).
+        pub lodl_samples: usize = 1000, "4..=1000000" => |v| (4..=1_000_000).contains(v);
+        /// LODL: σ of the sampled perturbations in units of the instance's target std.
+        pub lodl_std: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// LODL: how the weights are fitted, `adam` (the reference's: 100 Adam steps of
+        /// lr 0.01 from a random start, early-stopped) or `exact` (non-negative least squares).
+        pub lodl_fit: String = "adam".into(), "`adam` or `exact`" => |v| v == "adam" || v == "exact";
+        /// LODL: Adam steps, or NNLS iterations with `exact`.
+        pub lodl_fit_iters: usize = 100, "1..=1000000" => |v| (1..=1_000_000).contains(v);
+        /// LODL: Adam rate of the fit (`losslr`).
+        pub lodl_lr: f64 = 0.01, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
     }
 }
 
@@ -270,6 +285,17 @@ impl TaskmetConfig {
             cg_iters: l.cg_iters,
             cg_ridge: l.cg_ridge,
             cg_rtol: l.cg_rtol,
+            lodl: crate::lodl::LodlConfig {
+                samples: l.lodl_samples,
+                std_scale: l.lodl_std,
+                fit: if l.lodl_fit == "exact" {
+                    crate::lodl::LodlFit::Exact
+                } else {
+                    crate::lodl::LodlFit::Adam
+                },
+                fit_iters: l.lodl_fit_iters,
+                lr: l.lodl_lr,
+            },
         }
     }
 }

@@ -270,7 +270,7 @@ fn report(cfg: &TaskmetConfig, prep: &Prepared, seed: u64, results: Vec<RunResul
             cfg.task.name
         ));
     }
-    for m in ["mse", "dfl", "taskmet"] {
+    for m in ["mse", "dfl", "taskmet", "lodl"] {
         let rs = of(m);
         if rs.is_empty() {
             continue;
@@ -338,6 +338,14 @@ fn report(cfg: &TaskmetConfig, prep: &Prepared, seed: u64, results: Vec<RunResul
         notes.push(format!(
             "TaskMet - DFL, normalised test DQ paired per seed: {m:+.4} ± {s:.4} (TaskMet higher in {wins} of {n}); target TaskMet >= DFL - one std ({dfl_std:.4}): {}",
             if m >= -dfl_std { "met" } else { "missed" }
+        ));
+    }
+    if let Some((m, s, wins)) = paired("taskmet", "lodl") {
+        rep.metrics.insert("dq_gain_vs_lodl".into(), m);
+        rep.metrics.insert("dq_gain_vs_lodl_std".into(), s);
+        let n = of("taskmet").len();
+        notes.push(format!(
+            "TaskMet - LODL (weighted MSE), normalised test DQ paired per seed: {m:+.4} ± {s:.4} (TaskMet higher in {wins} of {n})"
         ));
     }
     if let (Some(t), Some(b)) = (

@@ -19,6 +19,7 @@
 //! [`LearnConfig`].
 
 use crate::cg::{self, CgOutcome};
+use crate::lodl::{self, LocalLosses, LodlConfig};
 use crate::metric::MetricNet;
 use crate::mlp::{Activation, Mlp};
 use crate::optim::Adam;
@@ -41,25 +42,30 @@ pub enum Method {
     Dfl,
     /// TaskMet: θ on the learned metric's loss, the metric on the task loss (bilevel).
     TaskMet,
+    /// LODL: θ on per-instance weighted squared errors fitted to sampled decision regrets
+    /// ([`crate::lodl`]).
+    Lodl,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [Method::Mse, Method::Dfl, Method::TaskMet];
+    pub const ALL: [Method; 4] = [Method::Mse, Method::Dfl, Method::TaskMet, Method::Lodl];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::Mse => "mse",
             Method::Dfl => "dfl",
             Method::TaskMet => "taskmet",
+            Method::Lodl => "lodl",
         }
     }
 
-    /// Parses `mse | dfl | taskmet` (`metric`, the reference's name, is accepted too).
+    /// Parses `mse | dfl | taskmet | lodl` (`metric`, the reference's name, is accepted too).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "mse" => Some(Method::Mse),
             "dfl" => Some(Method::Dfl),
             "taskmet" | "metric" => Some(Method::TaskMet),
+            "lodl" => Some(Method::Lodl),
             _ => None,
         }
     }
@@ -149,6 +155,8 @@ pub struct LearnConfig {
     /// CG relative tolerance (torchopt `linalg.cg` default `rtol=1e-5`, with `atol=0`); a solve
     /// that ends above it is counted as not converged.
     pub cg_rtol: f64,
+    /// LODL's local-loss fit (sampling and solve).
+    pub lodl: LodlConfig,
 }
 
 impl Default for LearnConfig {
@@ -178,6 +186,7 @@ impl Default for LearnConfig {
             cg_iters: 5,
             cg_ridge: 1e-5,
             cg_rtol: 1e-5,
+            lodl: LodlConfig::default(),
         }
     }
 }
@@ -257,6 +266,16 @@ impl LearnConfig {
         nonneg("inner_grad_tol", self.inner_grad_tol)?;
         nonneg("cg_ridge", self.cg_ridge)?;
         nonneg("cg_rtol", self.cg_rtol)?;
+        if self.lodl.samples < 4 {
+            return Err(invalid(
+                "lodl_samples",
+                self.lodl.samples,
+                "must be at least 4",
+            ));
+        }
+        rate("lodl_lr", self.lodl.lr)?;
+        pos("lodl_fit_iters", self.lodl.fit_iters)?;
+        rate("lodl_std", self.lodl.std_scale)?;
         if let Some(s) = self.metric_identity_init {
             rate("metric_identity_init", s)?;
         }
@@ -828,6 +847,8 @@ fn method_loss(method: Method, cfg: &LearnConfig, dq: f64, mse: f64) -> f64 {
         Method::Mse => mse,
         Method::Dfl => -dq + cfg.dfl_alpha * mse,
         Method::TaskMet => -dq,
+        // LODL's loss needs the predictions; `train` computes it where it has them.
+        Method::Lodl => f64::NAN,
     }
 }
 
@@ -864,6 +885,26 @@ pub fn train(
         Method::TaskMet => Some(TaskMet::new(problem, &tr, cfg, pred.clone(), seed_)?),
         _ => None,
     };
+    // LODL's local losses on the training instances, and on the validation ones for its own
+    // validation loss (the reference learns both partitions' losses).
+    let local: Option<(LocalLosses, LocalLosses)> = match method {
+        Method::Lodl => {
+            let fit = |d: &Data| {
+                lodl::fit_local_losses(
+                    problem,
+                    &d.ids,
+                    &d.y,
+                    per,
+                    cfg.output,
+                    &cfg.lodl,
+                    seed::derive(seed_, "dfl.lodl"),
+                )
+            };
+            Some((fit(&tr)?, fit(&va)?))
+        }
+        _ => None,
+    };
+    let all_val: Vec<usize> = (0..va.n).collect();
 
     let mut history = Vec::new();
     let mut cg_stats = CgStats::default();
@@ -909,6 +950,9 @@ pub fn train(
                         *d = cfg.dfl_alpha * *d - q / b;
                     }
                 }
+                if let Some((lt, _)) = &local {
+                    dy = lt.grad(&batch_idx, &yhat, &y);
+                }
                 let g = pred.backward(&cache, &dy)?.grad;
                 (yhat, g)
             }
@@ -919,12 +963,22 @@ pub fn train(
             let q = qualities(problem, &ids, &batch_yhat, &y, per)?;
             let (train_dq, train_mse) = (mean(&q), mse(&batch_yhat, &y));
             let ev = evaluate_data(&pred, problem, &va)?;
+            let (train_loss, val_loss) = match &local {
+                Some((lt, lv)) => (
+                    lt.loss(&batch_idx, &batch_yhat, &y),
+                    lv.loss(&all_val, &predict_data(&pred, &va)?, &va.y),
+                ),
+                None => (
+                    method_loss(method, cfg, train_dq, train_mse),
+                    method_loss(method, cfg, ev.dq, ev.mse),
+                ),
+            };
             let rec = Record {
                 step,
-                train_loss: method_loss(method, cfg, train_dq, train_mse),
+                train_loss,
                 train_dq,
                 train_mse,
-                val_loss: method_loss(method, cfg, ev.dq, ev.mse),
+                val_loss,
                 val_dq: ev.dq,
                 val_mse: ev.mse,
                 inner_loss: extra.0,
@@ -1009,6 +1063,18 @@ pub fn train(
         notes.push(format!(
             "{} metric updates skipped: the implicit gradient was not finite",
             cg_stats.skipped_updates
+        ));
+    }
+    if let Some((lt, lv)) = &local {
+        notes.push(format!(
+            "LODL local losses: {} samples per instance (σ = {} x the instance's target std), fitted in {:.1} s; held-out relative MAE of the fitted regret {:.3} (train) / {:.3} (val); {} train and {} val instances with all-zero sampled regret use plain MSE",
+            cfg.lodl.samples,
+            cfg.lodl.std_scale,
+            lt.seconds + lv.seconds,
+            lt.holdout_rel_mae,
+            lv.holdout_rel_mae,
+            lt.flat_instances,
+            lv.flat_instances
         ));
     }
     if method == Method::TaskMet && inner_stats.hit_cap > 0 {

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod experiment;
 pub mod finance;
 pub mod learn;
+pub mod lodl;
 pub mod metric;
 pub mod mlp;
 pub mod optim;

@@ -56,6 +56,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         batch_size: c.batch_size,
         hidden: c.hidden,
         model_hidden: c.hidden,
+        diagonal_metric: c.metric == "diagonal",
         ..AgentConfig::default()
     }
 }
@@ -153,6 +154,12 @@ fn report(cfg: &TaskmetConfig, seed: u64, results: Vec<AgentResult>) -> Outcome 
     if cfg.task.methods.iter().any(|m| m == "dfl") {
         notes.push(
             "dfl skipped: it does not apply to cartpole (OMD is the decision-focused model there)"
+                .into(),
+        );
+    }
+    if cfg.task.methods.iter().any(|m| m == "lodl") {
+        notes.push(
+            "lodl skipped: it fits losses to the regrets of a decision layer, which cartpole does not have"
                 .into(),
         );
     }

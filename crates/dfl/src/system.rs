@@ -74,13 +74,13 @@ impl System for TaskmetSystem {
         vec![
             Entry {
                 name: "taskmet-portfolio",
-                what: "TaskMet vs two-stage MSE vs DFL, portfolio on S&P 500 prices (normalised test DQ)",
+                what: "TaskMet vs two-stage MSE vs DFL vs LODL, portfolio on S&P 500 prices (normalised test DQ)",
                 quick: "quick-portfolio",
                 full: "portfolio",
             },
             Entry {
                 name: "taskmet-budget",
-                what: "TaskMet vs two-stage MSE vs DFL, budget allocation (normalised test DQ)",
+                what: "TaskMet vs two-stage MSE vs DFL vs LODL, budget allocation (normalised test DQ)",
                 quick: "quick-budget",
                 full: "budget",
             },

@@ -113,6 +113,7 @@ pub fn serve(
         let msg = MsgId {
             round: task.round,
             client: id,
+            kind: task.kind,
             attempt: 0,
         };
         let reply = match task.kind {

@@ -40,6 +40,7 @@ fn reply(round: u64, client: ClientId, attempt: u32, p: Params) -> Reply {
         id: MsgId {
             round,
             client,
+            kind: TaskKind::Fit,
             attempt,
         },
         kind: TaskKind::Fit,
@@ -58,6 +59,7 @@ pub fn run_all(make: Factory<'_>) {
     silent_client_is_a_failure(make);
     bad_reply_is_rejected_round_goes_on(make);
     stale_rounds_discarded(make);
+    fit_and_evaluate_are_distinct_messages(make);
     exchange_all_gather_across_clients(make);
     exchange_missing_member_times_out(make);
     state_put_get(make);
@@ -291,6 +293,7 @@ pub fn stale_rounds_discarded(make: Factory<'_>) {
     f.send_reply(&reply(1, 1, 0, params(1, 8))).unwrap();
     let mut ev = reply(2, 1, 0, Params::new());
     ev.kind = TaskKind::Evaluate;
+    ev.id.kind = TaskKind::Evaluate;
     f.send_reply(&ev).unwrap();
     f.send_reply(&reply(2, 2, 0, params(2, 8))).unwrap();
     let got = f
@@ -322,6 +325,38 @@ pub fn stale_rounds_discarded(make: Factory<'_>) {
         1,
         "an evaluate reply was lost during a fit collection"
     );
+}
+
+/// A fit and an evaluation answered by one client in one round with the same attempt are two
+/// messages (the kind is part of the [`MsgId`]), not a reply and its duplicate.
+pub fn fit_and_evaluate_are_distinct_messages(make: Factory<'_>) {
+    let f = make();
+    f.send_reply(&reply(3, 1, 0, params(3, 8))).unwrap();
+    let fit = f
+        .collect_replies(3, TaskKind::Fit, &[1], Duration::from_secs(5), &accept_all)
+        .unwrap();
+    assert_eq!(fit.replies.len(), 1);
+    let mut ev = reply(3, 1, 0, Params::new());
+    ev.kind = TaskKind::Evaluate;
+    ev.id.kind = TaskKind::Evaluate;
+    assert_ne!(ev.id, fit.replies[0].id);
+    f.send_reply(&ev).unwrap();
+    let got = f
+        .collect_replies(
+            3,
+            TaskKind::Evaluate,
+            &[1],
+            Duration::from_secs(5),
+            &accept_all,
+        )
+        .unwrap();
+    assert_eq!(
+        got.replies.len(),
+        1,
+        "the evaluation was dropped as a duplicate of the fit: {:?}",
+        got.failures
+    );
+    assert_eq!(got.replies[0].id.kind, TaskKind::Evaluate);
 }
 
 /// Devices on three different clients (threads) all receive every member's tensors, sorted.

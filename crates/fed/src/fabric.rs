@@ -28,19 +28,22 @@ pub type Config = BTreeMap<String, serde_json::Value>;
 /// Named scalar metrics of a reply.
 pub type Metrics = BTreeMap<String, f64>;
 
-/// Identity of a reply: a client's `attempt`-th send for `round`. Equal ids are duplicates.
+/// Identity of a reply: a client's `attempt`-th send for `round`'s task of `kind`. Equal ids
+/// are duplicates; a fit and an evaluation answered in the same round are two messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MsgId {
     /// Global round.
     pub round: u64,
     /// Sender.
     pub client: ClientId,
+    /// Kind of the task answered (always the reply's own [`Reply::kind`]).
+    pub kind: TaskKind,
     /// Resend counter of the client; a retry of the same result keeps the same attempt.
     pub attempt: u32,
 }
 
 /// What a task asks a client to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskKind {
     /// Train from the given parameters (Flower's `fit`).
     Fit,
@@ -196,6 +199,14 @@ pub trait Fabric: Send + Sync {
 
     /// The last value stored under `key`, or `None`.
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError>;
+
+    /// The run is over: remove what it left in the transport (over NATS, the server party
+    /// deletes the run's streams, KV and object-store buckets). Called once by the server
+    /// after every client has stopped; nothing may use the fabric afterwards. The in-process
+    /// fabric has nothing outside the process to remove.
+    fn end_run(&self) -> Result<(), FabricError> {
+        Ok(())
+    }
 }
 
 /// A validator that checks an update has the template's layout and finite values.

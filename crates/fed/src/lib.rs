@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod fabric;
 pub mod fedgraph;
 pub mod inproc;
+pub mod mirror;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod params;

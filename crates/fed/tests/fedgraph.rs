@@ -182,6 +182,7 @@ fn bad_updates_are_rejected_and_the_round_goes_on() {
         MsgId {
             round: 0,
             client: 0,
+            kind: ferrolab_fed::fabric::TaskKind::Fit,
             attempt: 0,
         },
     );

@@ -385,6 +385,7 @@ fn nats_corrupt_nan_and_wrong_shape_updates_are_rejected_and_the_round_goes_on()
         id: MsgId {
             round: 0,
             client: c,
+            kind: TaskKind::Fit,
             attempt: 0,
         },
         kind: TaskKind::Fit,
@@ -426,7 +427,7 @@ fn nats_corrupt_nan_and_wrong_shape_updates_are_rejected_and_the_round_goes_on()
         let junk = b"this is not a safetensors file".to_vec();
         store.put("r.0.fit.0", &mut junk.as_slice()).await.unwrap();
         let env = serde_json::json!({
-            "id": {"round": 0, "client": 4, "attempt": 0}, "kind": "Fit", "n_examples": 1,
+            "id": {"round": 0, "client": 4, "kind": "Fit", "attempt": 0}, "kind": "Fit", "n_examples": 1,
             "metrics": {}, "error": null,
             "params": {"bucket": bucket, "name": "r.0.fit.0", "size": junk.len()}
         });

@@ -173,6 +173,7 @@ fn nats_permissions_confine_each_client_to_its_own_subjects() {
                         id: MsgId {
                             round: 0,
                             client: id,
+                            kind: TaskKind::Fit,
                             attempt: 0,
                         },
                         kind: TaskKind::Fit,
@@ -210,6 +211,7 @@ fn nats_permissions_confine_each_client_to_its_own_subjects() {
         id: MsgId {
             round: 1,
             client: 2,
+            kind: TaskKind::Fit,
             attempt: 0,
         },
         kind: TaskKind::Fit,

@@ -1,7 +1,7 @@
 //! SD-GT over NATS with its clients as separate processes (the `fed.runtime = "nats"` path):
 //! 40 devices, 4 per client, so 10 client processes, logistic regression on a small synthetic
 //! set. The final model and every evaluated record must be bit-identical to the in-process
-//! run of the same job and seed.
+//! run of the same job and seed, and the finished run leaves no stream or bucket behind.
 //!
 //! Child processes are this test binary again, running [`sdgt_child`] with `SDGT_CHILD` set.
 
@@ -79,6 +79,10 @@ fn sdgt_over_nats_with_client_processes_matches_in_process_bit_for_bit() {
     job_json["job"] = serde_json::to_value(&job).unwrap();
     let prefix = nats_util::fresh_prefix("sdgt");
     let server = nats_util::connect(&url, &prefix, Party::Server);
+    // Another run's view of the server: what run `prefix` holds there.
+    let probe = nats_util::connect(&url, &nats_util::fresh_prefix("probe"), Party::Server);
+    let before = probe.run_streams(&prefix).unwrap();
+    assert_eq!(before.len(), 4, "{before:?}");
     let exe = std::env::current_exe().unwrap();
     let t0 = Instant::now();
     let remote = multiproc::run_server(&spec, &data, Arc::new(server), |id| {
@@ -102,6 +106,9 @@ fn sdgt_over_nats_with_client_processes_matches_in_process_bit_for_bit() {
         t_nats.as_secs_f64()
     );
 
+    // The finished run removed its streams, KV and every party's object-store bucket.
+    assert_eq!(probe.run_streams(&prefix).unwrap(), Vec::<String>::new());
+    assert_eq!(probe.remove_run().unwrap(), 4);
     assert_eq!(remote.clients, 10);
     assert_eq!(remote.lost_devices, 0);
     assert_eq!(local.lost_devices, 0);

@@ -100,6 +100,7 @@ fn problem(devices: usize, subnets: usize) -> RunData {
         topo: Arc::new(topo),
         gt_topo: Arc::new(gt),
         x0: Arc::new(vec![0.0; D]),
+        state_dir: None,
     }
 }
 

@@ -56,6 +56,10 @@ pub struct Setup {
     /// A tiny ADOD checkpoint and a rendered PNG for `adod predict`.
     pub adod_ckpt: PathBuf,
     pub adod_input: Vec<u8>,
+    /// A tiny AttenScribble checkpoint (trained on generated ACDC-layout files) and a volume
+    /// npz for `attenscribble predict`.
+    pub attenscribble_ckpt: PathBuf,
+    pub attenscribble_input: PathBuf,
 }
 
 fn output(bin: &Path, args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
@@ -194,6 +198,7 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         "--out", &synth_s], work)?;
     let png = synth.join("images/7_00000.png");
     let adod_input = std::fs::read(&png).map_err(|e| format!("{}: {e}", png.display()))?;
+    let (attenscribble_ckpt, attenscribble_input) = attenscribble_setup(bin, work)?;
     Ok(Setup {
         bin: bin.to_path_buf(),
         configs,
@@ -206,7 +211,45 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         classify_input,
         adod_ckpt: adod_out.join("checkpoint"),
         adod_input,
+        attenscribble_ckpt,
+        attenscribble_input,
     })
+}
+
+/// Trains a two-step AttenScribble on generated files in the ACDC layout (`train/` slices,
+/// `val/` volumes; the real data is not needed): its checkpoint and a volume to segment.
+fn attenscribble_setup(bin: &Path, work: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let data = work.join("acdc");
+    let write = |rel: &str, shape: &[usize]| {
+        let p = data.join(rel);
+        let members = crate::readers::acdc_members(shape);
+        let refs: Vec<(&str, Vec<u8>)> = members
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        std::fs::create_dir_all(p.parent().unwrap_or(&data))
+            .and_then(|()| {
+                ferrolab_data::npz::write_npz(&p, &refs, false).map_err(std::io::Error::other)
+            })
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok::<PathBuf, String>(p)
+    };
+    write("train/patient021_frame01_slice_0.npz", &[20, 18])?;
+    write("train/patient022_frame01_slice_0.npz", &[18, 20])?;
+    let volume = write("val/patient011_frame01.npz", &[3, 20, 18])?;
+    let out = work.join("attenscribble-run");
+    let (data_s, out_s) = (
+        format!("data.dir={}", data.display()),
+        out.display().to_string(),
+    );
+    #[rustfmt::skip]
+    output(bin, &["attenscribble", "--preset", "quick", "--set", &data_s, "--set", "data.size=16",
+        "--set", "train.iterations=2", "--set", "train.batch_size=2", "--set", "train.seeds=1",
+        "--set", "train.methods=[\"attenscribble\"]", "--set", "model.widths=[2,2]",
+        "--set", "model.dropout=[0,0]", "--set", "model.attention_level=1",
+        "--set", "train.eval_every=2", "--set", "loss.crf_radius=1", "--set", "loss.attn_radius=1",
+        "--out", &out_s, "--threads", "1"], work)?;
+    Ok((out.join("checkpoint"), volume))
 }
 
 /// One prepared invocation: arguments, an optional stdin file and the exit codes allowed.
@@ -437,6 +480,7 @@ pub fn checkpoint_case(
         ),
         "classify" => (&s.classify_ckpt, &["meta.json", "model.safetensors"]),
         "adod" => (&s.adod_ckpt, &["meta.json", "model.safetensors"]),
+        "attenscribble" => (&s.attenscribble_ckpt, &["meta.json", "model.safetensors"]),
         _ => (&s.apg_ckpt, &["meta.json", "model.safetensors"]),
     };
     let ck = dir.join("checkpoint");
@@ -490,6 +534,20 @@ pub fn checkpoint_case(
         let f = dir.join("image.png");
         std::fs::write(&f, input)?;
         args.push(f.display().to_string());
+        return Ok(Invocation {
+            args,
+            stdin: None,
+            allowed: &[0, 1, 2],
+            round_trip: None,
+        });
+    }
+    if system == "attenscribble" {
+        // The volume is not mutated: its reader has its own target (`acdc`).
+        args.extend([
+            "--out".into(),
+            dir.join("mask.npz").display().to_string(),
+            s.attenscribble_input.display().to_string(),
+        ]);
         return Ok(Invocation {
             args,
             stdin: None,

@@ -8,7 +8,7 @@
 //! Targets: each `ferrolab_data` reader (driven in-process in a child: this binary re-executed
 //! with the hidden `--one TARGET FILE`), config files and `--set` values (through
 //! `ferrolab <system> --print-config`), and checkpoint folders (`secnn predict`,
-//! `apg predict`, `classify predict`, `adod predict`), training states (`classify --resume`)
+//! `apg predict`, `classify predict`, `adod predict`, `attenscribble predict`), training states (`classify --resume`)
 //! and the COCO JSON files of `eval coco`. Every case runs in its own process under a memory cap and a timeout; a
 //! panic, an abort or other signal, a hang, or an exit status other than 0/1/2 (0/2 for config
 //! cases) is a failure: the case's files, its command and its output are written under `--out`
@@ -53,6 +53,7 @@ const BINARY_TARGETS: &[&str] = &[
     "ckpt-classify",
     "resume-classify",
     "ckpt-adod",
+    "ckpt-attenscribble",
     "coco",
 ];
 
@@ -263,6 +264,7 @@ fn run_case(c: &Campaign, target: &'static str, index: usize) -> std::io::Result
             "ckpt-classify" => cli::checkpoint_case(&mut rng, s, &dir, "classify")?,
             "resume-classify" => cli::resume_case(&mut rng, s, &dir)?,
             "ckpt-adod" => cli::checkpoint_case(&mut rng, s, &dir, "adod")?,
+            "ckpt-attenscribble" => cli::checkpoint_case(&mut rng, s, &dir, "attenscribble")?,
             "coco" => cli::coco_case(&mut rng, &dir)?,
             _ => cli::checkpoint_case(&mut rng, s, &dir, "apg")?,
         };

@@ -165,7 +165,7 @@ fn graph_members() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-fn acdc_members(shape: &[usize]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn acdc_members(shape: &[usize]) -> Vec<(String, Vec<u8>)> {
     let n: usize = shape.iter().product();
     let img: Vec<u8> = (0..n).map(|i| (i * 7 % 256) as u8).collect();
     let lab: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();

@@ -12,7 +12,7 @@ use ferrolab_core::nn::{float_tensor, to_vec_f32};
 use ferrolab_data::underwater::{SceneConfig, WaterType};
 use ferrolab_vision::adod::config::AdodConfig;
 use ferrolab_vision::adod::experiment::{build_set, detect, evaluate, net_config, train};
-use ferrolab_vision::adod::model::{AdodNet, ResidualAttention, alpha, grad_reverse, yolo_ops};
+use ferrolab_vision::adod::model::{AdodNet, ResidualAttention, alpha, grad_reverse};
 use ferrolab_vision::adod::{checkpoint, config::METHODS};
 use std::collections::BTreeMap;
 
@@ -120,8 +120,7 @@ fn a_short_training_run_learns_and_the_checkpoint_round_trips() {
     let first = curve.first().unwrap().1;
     let last = curve.last().unwrap().1;
     assert!(last < 0.7 * first, "loss {first} → {last}");
-    let ops = yolo_ops(&net_config(&cfg, "adod").yolo, &device()).unwrap();
-    let dets = detect(&net, &ops, &test, &cfg);
+    let dets = detect(&net, &test, &cfg);
     let all: Vec<usize> = (0..test.len()).collect();
     let e = evaluate(&test, &dets, &all);
     assert!(e.map50() >= 0.0 && e.map50() <= 1.0);
@@ -132,9 +131,112 @@ fn a_short_training_run_learns_and_the_checkpoint_round_trips() {
     drop(_g);
     let (loaded, meta) = checkpoint::load(&dir).unwrap();
     assert_eq!(meta.categories.len(), 5);
-    assert_eq!(detect(&loaded, &ops, &test, &cfg), dets);
+    assert_eq!(detect(&loaded, &test, &cfg), dets);
+    // A format-1 folder (detector tensors at the top level, before ADOD composed YoloTiny)
+    // loads to the same network.
+    let v1 = std::env::temp_dir().join(format!("ferrolab-adod-ckpt1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&v1);
+    std::fs::create_dir_all(&v1).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let old: serde_json::Map<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| (k.strip_prefix("yolo.").unwrap_or(&k).to_string(), v))
+        .collect();
+    assert!(old.keys().any(|k| k.starts_with("backbone.0.")));
+    let mut h = serde_json::to_vec(&old).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(v1.join("model.safetensors"), file).unwrap();
+    let meta_text = std::fs::read_to_string(dir.join("meta.json")).unwrap();
+    let mut meta1: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
+    meta1["version"] = 1.into();
+    std::fs::write(v1.join("meta.json"), meta1.to_string()).unwrap();
+    let (loaded1, _) = checkpoint::load(&v1).unwrap();
+    assert_eq!(detect(&loaded1, &test, &cfg), dets);
+    meta1["version"] = 3.into();
+    std::fs::write(v1.join("meta.json"), meta1.to_string()).unwrap();
+    let e = checkpoint::load(&v1).err().unwrap().to_string();
+    assert!(e.contains("format 3"), "{e}");
+    let _ = std::fs::remove_dir_all(&v1);
     std::fs::write(dir.join("meta.json"), "{}").unwrap();
     let e = checkpoint::load(&dir).err().unwrap().to_string();
     assert!(e.contains("meta.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_coco_file_with_domains_is_split_by_water_type_and_bad_entries_are_named() {
+    use ferrolab_vision::adod::coco_input;
+    let dir = std::env::temp_dir().join(format!("ferrolab-adod-coco-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scene = SceneConfig {
+        width: 48,
+        height: 48,
+        max_objects: 2,
+        ..Default::default()
+    };
+    let types = [WaterType::I, WaterType::C3, WaterType::C7];
+    ferrolab_data::underwater::write_coco(&dir, &types, 5, &scene, 11).unwrap();
+    let json = dir.join("annotations.json");
+    let s = coco_input::load(&json, 64, &["7".to_string()]).unwrap();
+    assert_eq!(s.seen, vec![WaterType::I, WaterType::C3]);
+    assert_eq!(s.unseen, vec![WaterType::C7]);
+    // 10 seen images: every fifth tests (2), the rest train; all 5 unseen ones test.
+    assert_eq!((s.train.len(), s.test.len()), (8, 7));
+    assert_eq!(
+        s.test.water.iter().filter(|t| **t == WaterType::C7).count(),
+        5
+    );
+    assert_eq!(s.train.pixels.len(), 8 * 3 * 64 * 64);
+    // Boxes are scaled from 48 to 64 pixels and stay inside the image.
+    let boxes: usize = s.train.targets.iter().map(Vec::len).sum();
+    assert!(boxes >= 8);
+    for t in s.train.targets.iter().flatten() {
+        assert!(t.x1 >= 0.0 && t.y1 >= 0.0 && t.x2 <= 64.0 && t.y2 <= 64.0 && t.x2 > t.x1);
+    }
+    let text = std::fs::read_to_string(&json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let broken = |edit: &dyn Fn(&mut serde_json::Value), want: &str| {
+        let mut w = v.clone();
+        edit(&mut w);
+        let p = dir.join("bad.json");
+        std::fs::write(&p, w.to_string()).unwrap();
+        let e = coco_input::load(&p, 64, &["7".to_string()]).err().unwrap();
+        assert_eq!(e.class().exit_code(), 2);
+        let msg = e.to_string();
+        assert!(msg.contains("bad.json") && msg.contains(want), "{msg}");
+    };
+    broken(
+        &|w| w["annotations"][0]["category_id"] = 9.into(),
+        "annotations[0]",
+    );
+    broken(
+        &|w| w["annotations"][1]["bbox"][0] = 47.into(),
+        "annotations[1]",
+    );
+    broken(
+        &|w| w["annotations"][0]["image_id"] = 999.into(),
+        "image_id 999",
+    );
+    broken(&|w| w["images"][2]["domain"] = "XI".into(), "images[2]");
+    broken(
+        &|w| w["images"][3]["file_name"] = "images/none.png".into(),
+        "images[3]",
+    );
+    broken(
+        &|w| w["categories"][0]["name"] = "shark".into(),
+        "categories[0]",
+    );
+    let p = dir.join("bad.json");
+    std::fs::write(&p, &text).unwrap();
+    let e = coco_input::load(&p, 64, &["9".to_string()]).err().unwrap();
+    assert!(e.to_string().contains("data.unseen"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

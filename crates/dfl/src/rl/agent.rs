@@ -280,7 +280,11 @@ impl Agent {
         let model_r = init_net(dim + N_ACTIONS, 1, 3, mh, 1e-2, None, rng)?;
         let metric = match cfg.loss {
             ModelLoss::TaskMet => {
-                let m = StateMetric::new(dim, h, rng)?;
+                let m = if cfg.diagonal_metric {
+                    StateMetric::diagonal(dim, h, rng)?
+                } else {
+                    StateMetric::new(dim, h, rng)?
+                };
                 let opt = Adam::new(m.n_params(), cfg.metric_lr);
                 Some((m, opt))
             }

@@ -12,6 +12,10 @@
 //! one never forms Λ: every use is a product (`Λv = ν(L(Lᵀv) + e^σ v)`, `O(o²)`), and the
 //! gradient of `Σ_rows a_rᵀ Λ_r b_r` is written out in `L`.
 //!
+//! [`StateMetric::diagonal`] is a cheaper form (not the reference's): `L(s)` diagonal, the base
+//! net's output being its `o` diagonal entries, so Λ costs `O(o)` per row; with 256
+//! distractors the full form's `o(o+1)/2 = 33,930` outputs per row dominate the step.
+//!
 //! φ = the base network's θ, then σ. The last layer starts with orthogonal weights of gain
 //! 1e-2 (the reference's `final_init`) and the packed identity as bias (the reference uses a
 //! bias of 1.0 on every packed entry, which makes its initial metric a dense, non-identity
@@ -27,6 +31,8 @@ use rand::rngs::StdRng;
 pub struct StateMetric {
     base: Mlp,
     o: usize,
+    /// `L` diagonal: the base net outputs `o` values instead of the packed triangle.
+    diag: bool,
     /// log of the identity factor.
     sigma: f64,
 }
@@ -37,6 +43,7 @@ pub struct MetricEval {
     cache: Cache,
     n: usize,
     o: usize,
+    diagonal: bool,
     /// e^σ.
     es: f64,
     /// ν_r = √o / ‖diag Λ_raw,r‖.
@@ -49,8 +56,28 @@ fn packed(i: usize) -> usize {
     i * (i + 1) / 2
 }
 
-/// `Lᵀ v` for one row's packed lower-triangular `L`.
-fn lt_mul(l: &[f64], v: &[f64], out: &mut [f64]) {
+/// Outputs per row of the base net: the packed triangle, or the diagonal.
+fn width(o: usize, diag: bool) -> usize {
+    if diag { o } else { packed(o) }
+}
+
+/// Row `i` of `L` (entries `j ≤ i`) and the column it starts at.
+fn l_row(l: &[f64], i: usize, diag: bool) -> (&[f64], usize) {
+    if diag {
+        (&l[i..=i], i)
+    } else {
+        (&l[packed(i)..packed(i) + i + 1], 0)
+    }
+}
+
+/// `Lᵀ v` for one row's `L`.
+fn lt_mul(l: &[f64], v: &[f64], out: &mut [f64], diag: bool) {
+    if diag {
+        for ((o, a), b) in out.iter_mut().zip(l).zip(v) {
+            *o = a * b;
+        }
+        return;
+    }
     out.fill(0.0);
     for (i, &vi) in v.iter().enumerate() {
         let row = &l[packed(i)..packed(i) + i + 1];
@@ -60,8 +87,14 @@ fn lt_mul(l: &[f64], v: &[f64], out: &mut [f64]) {
     }
 }
 
-/// `out += c · L w` for one row's packed `L`.
-fn l_mul_add(l: &[f64], w: &[f64], c: f64, out: &mut [f64]) {
+/// `out += c · L w` for one row's `L`.
+fn l_mul_add(l: &[f64], w: &[f64], c: f64, out: &mut [f64], diag: bool) {
+    if diag {
+        for ((o, a), b) in out.iter_mut().zip(l).zip(w) {
+            *o += c * a * b;
+        }
+        return;
+    }
     for (i, o) in out.iter_mut().enumerate() {
         let row = &l[packed(i)..packed(i) + i + 1];
         *o += c * row.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
@@ -73,24 +106,38 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 impl StateMetric {
-    /// A metric over observations of size `o` with `hidden` units.
+    /// A metric over observations of size `o` with `hidden` units (the reference's form).
     pub fn new(o: usize, hidden: usize, rng: &mut StdRng) -> Result<Self> {
+        Self::with_form(o, hidden, false, rng)
+    }
+
+    /// The diagonal form: `L(s)` diagonal.
+    pub fn diagonal(o: usize, hidden: usize, rng: &mut StdRng) -> Result<Self> {
+        Self::with_form(o, hidden, true, rng)
+    }
+
+    fn with_form(o: usize, hidden: usize, diag: bool, rng: &mut StdRng) -> Result<Self> {
         if o == 0 || hidden == 0 {
             return Err(CoreError::Data(format!(
                 "metric: need positive sizes, got o={o} hidden={hidden}"
             )));
         }
-        let p = packed(o);
+        let p = width(o, diag);
         let mut bias = vec![0.0; p];
         for i in 0..o {
-            bias[packed(i) + i] = 1.0;
+            bias[if diag { i } else { packed(i) + i }] = 1.0;
         }
         let base = init_net(o, p, 2, hidden, 1e-2, Some(&bias), rng)?;
         Ok(StateMetric {
             base,
             o,
+            diag,
             sigma: 0.0,
         })
+    }
+
+    pub fn is_diagonal(&self) -> bool {
+        self.diag
     }
 
     pub fn o(&self) -> usize {
@@ -126,7 +173,7 @@ impl StateMetric {
     /// Λ at `n` rows of observations `x` (`n × o`).
     pub fn eval(&self, x: &[f64], n: usize) -> Result<MetricEval> {
         let cache = self.base.forward(x, n)?;
-        let (o, p) = (self.o, packed(self.o));
+        let (o, p, form) = (self.o, width(self.o, self.diag), self.diag);
         let es = self.sigma.exp();
         let mut diag = vec![0.0; n * o];
         let mut nu = vec![0.0; n];
@@ -137,7 +184,7 @@ impl StateMetric {
             .zip(nu.iter_mut())
         {
             for (i, d) in dg.iter_mut().enumerate() {
-                let row = &l[packed(i)..packed(i) + i + 1];
+                let (row, _) = l_row(l, i, form);
                 *d = dot(row, row) + es;
             }
             // diag ≥ e^σ > 0, so the norm is positive.
@@ -147,6 +194,7 @@ impl StateMetric {
             cache,
             n,
             o,
+            diagonal: form,
             es,
             nu,
             diag,
@@ -159,8 +207,9 @@ impl StateMetric {
     /// `∂/∂L_ij = ν (a_i (Lᵀb)_j + b_i (Lᵀa)_j) − 2 R ν δ_i L_ij / D²` (j ≤ i),
     /// `∂/∂σ = ν e^σ a·b − R ν e^σ Σ_i δ_i / D²`.
     pub fn backward_bilinear(&self, ev: &MetricEval, a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
-        let (n, o, p) = (ev.n, ev.o, packed(ev.o));
-        if o != self.o || a.len() != n * o || b.len() != n * o {
+        let (n, o, diag) = (ev.n, ev.o, ev.diagonal);
+        let p = width(o, diag);
+        if o != self.o || diag != self.diag || a.len() != n * o || b.len() != n * o {
             return Err(CoreError::Data(format!(
                 "metric backward: {} and {} values for {n} rows of {o}",
                 a.len(),
@@ -175,17 +224,19 @@ impl StateMetric {
             let (ar, br) = (&a[r * o..(r + 1) * o], &b[r * o..(r + 1) * o]);
             let dg = &ev.diag[r * o..(r + 1) * o];
             let nu = ev.nu[r];
-            lt_mul(l, ar, &mut la);
-            lt_mul(l, br, &mut lb);
+            lt_mul(l, ar, &mut la, diag);
+            lt_mul(l, br, &mut lb, diag);
             let ab = dot(ar, br);
             let big_r = dot(&la, &lb) + ev.es * ab;
             let d2 = dot(dg, dg);
             let c = 2.0 * big_r * nu / d2;
             let out = &mut dl[r * p..(r + 1) * p];
             for i in 0..o {
-                let row = &l[packed(i)..packed(i) + i + 1];
-                let orow = &mut out[packed(i)..packed(i) + i + 1];
-                for (j, (g, &lij)) in orow.iter_mut().zip(row).enumerate() {
+                let (row, j0) = l_row(l, i, diag);
+                let start = if diag { i } else { packed(i) };
+                let orow = &mut out[start..start + row.len()];
+                for (jj, (g, &lij)) in orow.iter_mut().zip(row).enumerate() {
+                    let j = j0 + jj;
                     *g = nu * (ar[i] * lb[j] + br[i] * la[j]) - c * dg[i] * lij;
                 }
             }
@@ -204,14 +255,15 @@ impl MetricEval {
 
     /// `Λ_r v_r` for every row (`v`: `n × o`), times `scale`.
     pub fn apply(&self, v: &[f64], scale: f64) -> Vec<f64> {
-        let (o, p) = (self.o, packed(self.o));
+        let (o, diag) = (self.o, self.diagonal);
+        let p = width(o, diag);
         let mut out = vec![0.0; v.len()];
         let mut w = vec![0.0; o];
         for (r, (vr, outr)) in v.chunks_exact(o).zip(out.chunks_exact_mut(o)).enumerate() {
             let l = &self.cache.output()[r * p..(r + 1) * p];
             let c = scale * self.nu[r];
-            lt_mul(l, vr, &mut w);
-            l_mul_add(l, &w, c, outr);
+            lt_mul(l, vr, &mut w, diag);
+            l_mul_add(l, &w, c, outr, diag);
             for (oi, &vi) in outr.iter_mut().zip(vr) {
                 *oi += c * self.es * vi;
             }
@@ -221,13 +273,14 @@ impl MetricEval {
 
     /// `Σ_r v_rᵀ Λ_r v_r`.
     pub fn quad(&self, v: &[f64]) -> f64 {
-        let (o, p) = (self.o, packed(self.o));
+        let (o, diag) = (self.o, self.diagonal);
+        let p = width(o, diag);
         let mut w = vec![0.0; o];
         v.chunks_exact(o)
             .enumerate()
             .map(|(r, vr)| {
                 let l = &self.cache.output()[r * p..(r + 1) * p];
-                lt_mul(l, vr, &mut w);
+                lt_mul(l, vr, &mut w, diag);
                 self.nu[r] * (dot(&w, &w) + self.es * dot(vr, vr))
             })
             .sum()
@@ -261,7 +314,11 @@ mod tests {
 
     /// A metric moved off its initialisation (random θ, σ ≠ 0) so every term is exercised.
     fn perturbed(o: usize, rng: &mut StdRng) -> StateMetric {
-        let mut m = StateMetric::new(o, 6, rng).unwrap();
+        perturbed_form(o, false, rng)
+    }
+
+    fn perturbed_form(o: usize, diag: bool, rng: &mut StdRng) -> StateMetric {
+        let mut m = StateMetric::with_form(o, 6, diag, rng).unwrap();
         let mut phi = m.params();
         for v in phi.iter_mut() {
             *v += 0.3 * (2.0 * rng.random::<f64>() - 1.0);
@@ -305,12 +362,47 @@ mod tests {
         assert!(ev.quad(&v) > 0.0);
     }
 
-    /// The bilinear backward against central differences of φ ↦ Σ a_rᵀ Λ_r(φ) b_r.
+    /// The diagonal form: starts at I, stays diagonal, normalised and positive.
+    #[test]
+    fn diagonal_form_is_a_normalised_positive_diagonal() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let (n, o) = (3, 5);
+        let x = rand_vec(n * o, &mut rng);
+        let m = StateMetric::diagonal(o, 8, &mut rng).unwrap();
+        assert_eq!(m.n_params(), (o * 8 + 8) + (8 * o + o) + 1);
+        for (mm, start) in [(m, true), (perturbed_form(o, true, &mut rng), false)] {
+            let ev = mm.eval(&x, n).unwrap();
+            for r in 0..n {
+                let lam = ev.dense(r);
+                let d2: f64 = (0..o).map(|i| lam[i * o + i].powi(2)).sum();
+                assert!((d2 - o as f64).abs() < 1e-10);
+                for i in 0..o {
+                    assert!(lam[i * o + i] > 0.0);
+                    if start {
+                        assert!((lam[i * o + i] - 1.0).abs() < 0.05);
+                    }
+                    for j in 0..o {
+                        if i != j {
+                            assert_eq!(lam[i * o + j], 0.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bilinear backward against central differences of φ ↦ Σ a_rᵀ Λ_r(φ) b_r, both forms.
     #[test]
     fn backward_matches_finite_differences() {
+        for diag in [false, true] {
+            backward_check(diag);
+        }
+    }
+
+    fn backward_check(diag: bool) {
         let mut rng = StdRng::seed_from_u64(2);
         let (n, o) = (4, 3);
-        let mut m = perturbed(o, &mut rng);
+        let mut m = perturbed_form(o, diag, &mut rng);
         let x = rand_vec(n * o, &mut rng);
         let a = rand_vec(n * o, &mut rng);
         let b = rand_vec(n * o, &mut rng);

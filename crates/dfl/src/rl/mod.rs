@@ -117,6 +117,9 @@ pub struct AgentConfig {
     /// carried over (`loss_metric` hands back the incoming `opt_state_T`), so every model
     /// step is Adam's first, `−lr·g/(|g| + ε)`, i.e. sign descent. Off: a normal Adam.
     pub reference_stale_model_adam: bool,
+    /// TaskMet's metric with a diagonal `L(s)` (`O(o)` per row) instead of the reference's
+    /// lower-triangular one (`O(o²)`): see [`metric::StateMetric::diagonal`].
+    pub diagonal_metric: bool,
 }
 
 impl Default for AgentConfig {
@@ -143,6 +146,7 @@ impl Default for AgentConfig {
             eps: 0.1,
             stop_at_return: None,
             reference_stale_model_adam: false,
+            diagonal_metric: false,
         }
     }
 }

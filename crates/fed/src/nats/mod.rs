@@ -192,6 +192,22 @@ pub fn redact_url(url: &str) -> String {
         .join(",")
 }
 
+/// Whether stream `name` is one of run `prefix`'s (see [`Names`] and the object-store and KV
+/// layers' `OBJ_` / `KV_` stream prefixes).
+fn belongs_to_run(name: &str, prefix: &str) -> bool {
+    let n = Names::new(prefix);
+    if [n.tasks(), n.replies(), n.xs(), format!("KV_{}", n.kv())].contains(&name.to_string()) {
+        return true;
+    }
+    match name.strip_prefix(&format!("OBJ_{}_", n.low)) {
+        Some("s") => true,
+        Some(rest) => {
+            rest.len() > 1 && rest.starts_with('c') && rest[1..].bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
 /// Checks the shape of a URL list before the client sees it, so typos get one clear line.
 fn check_url(url: &str) -> Result<(), NatsError> {
     if url.trim().is_empty() {
@@ -542,6 +558,52 @@ impl NatsFabric {
     /// Options this fabric was opened with.
     pub fn options(&self) -> &NatsOptions {
         &self.opts
+    }
+
+    /// Names of the JetStream streams on the server that belong to run `prefix`: its task,
+    /// reply and exchange streams, its KV bucket's stream and every party's object-store
+    /// bucket stream. Exact names only, so run `a` never claims run `a_c1`'s streams.
+    pub fn run_streams(&self, prefix: &str) -> Result<Vec<String>, FabricError> {
+        self.run(async {
+            let mut names = self.js.stream_names();
+            let mut out = Vec::new();
+            let until = Instant::now() + self.opts.request_timeout;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, names.next()).await {
+                    Err(_) => {
+                        return Err(self.net_err("list streams", "no answer in time"));
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(self.net_err("list streams", e)),
+                    Ok(Some(Ok(n))) => {
+                        if belongs_to_run(&n, prefix) {
+                            out.push(n);
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    /// Deletes everything this run left on the NATS server (see [`NatsFabric::run_streams`]);
+    /// returns how many streams went. Only for the server party once its clients have stopped:
+    /// the fabric is unusable afterwards.
+    pub fn remove_run(&self) -> Result<usize, FabricError> {
+        let names = self.run_streams(&self.opts.prefix)?;
+        self.run(async {
+            for n in &names {
+                self.bounded(
+                    &format!("delete stream {n}"),
+                    self.opts.request_timeout,
+                    self.js.delete_stream(n),
+                )
+                .await?;
+            }
+            Ok(names.len())
+        })
     }
 
     /// Runs `f` on the fabric's runtime from a plain thread.
@@ -1299,6 +1361,13 @@ impl Fabric for NatsFabric {
         })
     }
 
+    fn end_run(&self) -> Result<(), FabricError> {
+        if self.opts.party != Party::Server {
+            return Ok(());
+        }
+        self.remove_run().map(|_| ())
+    }
+
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
         self.run(async {
             let k = kv_key(key);
@@ -1386,5 +1455,25 @@ mod tests {
         assert!(check_prefix("run_1-a").is_ok());
         assert!(check_prefix("a.b").is_err());
         assert_eq!(kv_key("ckpt/round.3"), "ckpt=2Fround=2E3");
+        for n in [
+            "FL_a_TASKS",
+            "FL_a_REPLIES",
+            "FL_a_X",
+            "KV_fl_a_state",
+            "OBJ_fl_a_s",
+            "OBJ_fl_a_c12",
+        ] {
+            assert!(belongs_to_run(n, "a"), "{n}");
+        }
+        for n in [
+            "FL_a_c1_TASKS",
+            "OBJ_fl_a_c1_s",
+            "OBJ_fl_a_c",
+            "OBJ_fl_ab_s",
+            "KV_fl_a_c1_state",
+            "FL_b_X",
+        ] {
+            assert!(!belongs_to_run(n, "a"), "{n}");
+        }
     }
 }

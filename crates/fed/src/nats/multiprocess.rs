@@ -67,6 +67,9 @@ impl Fabric for ServerOnly {
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
         self.0.get_state(key)
     }
+    fn end_run(&self) -> Result<(), FabricError> {
+        self.0.end_run()
+    }
 }
 
 /// Child processes, one per client; killed when dropped unless [`ClientProcesses::wait`]ed.

@@ -136,6 +136,10 @@ pub struct RunData {
     pub gt_topo: Arc<Topology>,
     /// Initial model.
     pub x0: Arc<Vec<f32>>,
+    /// Where a multi-process run mirrors its round state on local disk (see
+    /// [`crate::mirror`]), so a lost NATS connection leaves the last checkpoint saved and
+    /// `--resume` continues from it; `None` keeps the state in the fabric only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RunData {
@@ -234,6 +238,7 @@ pub fn run(
             history = cp.history;
             round_seconds = cp.round_seconds;
             compute_seconds = cp.compute_seconds;
+            eprintln!("fed: resuming from the checkpoint of round {start}");
         }
     }
     let ids: Vec<ClientId> = clients.keys().copied().collect();
@@ -278,7 +283,9 @@ pub fn run(
             compute_seconds,
             on_round,
         );
-        for &c in &ids {
+        // Over a lost connection each send would only wait out its own timeout.
+        let lost = matches!(out, Err(RunError::Fabric(FabricError::Disconnected(_))));
+        for &c in ids.iter().filter(|_| !lost) {
             let _ = fabric.send_task(
                 c,
                 &Task {

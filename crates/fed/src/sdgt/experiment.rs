@@ -314,7 +314,7 @@ fn one(
         let spec = unit_spec(cfg, algo, lr, seed_k, coopt);
         let t0 = Instant::now();
         let out = if cfg.fed.runtime == "nats" {
-            run_nats(cfg, ctx, &spec, data, split, algo, lr, k, coopt)?
+            run_nats(cfg, ctx, &spec, data, split, algo, lr, k, coopt, &fabric_dir)?
         } else {
             let fabric: Arc<dyn crate::Fabric> = if checkpoint_every > 0 {
                 Arc::new(InProcFabric::with_dir(&fabric_dir))
@@ -327,6 +327,15 @@ fn one(
         let (result, diverged) = match out {
             Ok(r) => (Some(r), false),
             Err(RunError::Diverged { .. }) => (None, true),
+            Err(RunError::Fabric(e @ crate::fabric::FabricError::Disconnected(_)))
+                if cfg.fed.runtime == "nats" =>
+            {
+                // The mirrored state folder keeps the last checkpoint (see crate::mirror).
+                return Err(SystemError::runtime(format!(
+                    "{name}: {e}; the last checkpoint is saved in {}: rerun with --resume to continue from it",
+                    fabric_dir.display()
+                )));
+            }
             Err(e) => return Err(SystemError::runtime(format!("{name}: {e}"))),
         };
         let _ = std::fs::remove_dir_all(&fabric_dir);
@@ -386,6 +395,7 @@ fn run_nats(
     lr: f64,
     k: usize,
     coopt: bool,
+    state_dir: &Path,
 ) -> SysResult<Result<RunResult, RunError>> {
     use super::multiproc::{self, Job};
     use crate::nats::{NatsFabric, NatsOptions, Party};
@@ -398,6 +408,7 @@ fn run_nats(
         lr,
         seed_index: k,
         coopt,
+        state_dir: Some(state_dir.to_path_buf()),
     };
     let text = multiproc::job_file(cfg, &job).map_err(SystemError::runtime)?;
     let dir = ctx.run_dir().join("fabric");
@@ -411,7 +422,11 @@ fn run_nats(
     let prefix = multiproc::fresh_prefix();
     let fabric = NatsFabric::connect(NatsOptions::new(&url, &prefix, Party::Server))
         .map_err(|e| SystemError::usage(e.to_string()))?;
-    let out = multiproc::run_server(spec, data, Arc::new(fabric), |id| {
+    let data = RunData {
+        state_dir: job.state_dir.clone(),
+        ..data.clone()
+    };
+    let out = multiproc::run_server(spec, &data, Arc::new(fabric), |id| {
         multiproc::client_command(&exe, &url, &file, &prefix, id)
     });
     let _ = std::fs::remove_file(&file);
@@ -430,6 +445,7 @@ fn run_nats(
     _: f64,
     _: usize,
     _: bool,
+    _: &Path,
 ) -> SysResult<Result<RunResult, RunError>> {
     Err(SystemError::usage(
         "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)",
@@ -488,12 +504,14 @@ fn check_runtime(cfg: &SdgtConfig) -> SysResult<()> {
             // Refused, unreachable or JetStream-less servers are the user's to fix: find them
             // before the run folder and the data exist.
             let probe = super::multiproc::fresh_prefix();
-            crate::nats::NatsFabric::connect(crate::nats::NatsOptions::new(
+            let f = crate::nats::NatsFabric::connect(crate::nats::NatsOptions::new(
                 &url,
                 &probe,
                 crate::nats::Party::Server,
             ))
             .map_err(|e| SystemError::usage(e.to_string()))?;
+            // The probe's streams are of no use once the server answered.
+            let _ = f.remove_run();
         }
     }
     Ok(())
@@ -537,6 +555,7 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
                 topo: Arc::new(topo),
                 gt_topo: Arc::new(gt),
                 x0: Arc::clone(&x0),
+                state_dir: None,
             })
         };
         let data0 = data_for(0, ctx)?;

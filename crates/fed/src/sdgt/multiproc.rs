@@ -10,7 +10,8 @@ use super::driver::{self, RunData, RunError, RunResult, RunSpec};
 use super::experiment;
 use crate::client::serve;
 use crate::fabric::{ClientId, Fabric};
-use crate::nats::multiprocess::run_multiprocess;
+use crate::mirror::MirroredState;
+use crate::nats::multiprocess::{ClientProcesses, ServerOnly};
 use ferrolab_core::{SysResult, SystemError};
 use ferrolab_vision::data::Normalization;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,10 @@ pub struct Job {
     pub seed_index: usize,
     /// Co-optimise (s, T).
     pub coopt: bool,
+    /// Local folder every party mirrors its round state into (see [`crate::mirror`]): a
+    /// connection lost mid-run leaves the last checkpoint there, and a rerun of the same job
+    /// resumes from it even against a NATS server that no longer holds it.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Job {
@@ -51,6 +56,7 @@ impl Default for Job {
             lr: 0.0,
             seed_index: 0,
             coopt: false,
+            state_dir: None,
         }
     }
 }
@@ -141,6 +147,7 @@ pub fn build(cfg: &SdgtConfig, job: &Job) -> SysResult<(RunSpec, RunData)> {
         topo: Arc::new(topo),
         gt_topo: Arc::new(gt),
         x0,
+        state_dir: job.state_dir.clone(),
     };
     Ok((spec, data))
 }
@@ -153,20 +160,52 @@ pub fn client_ids(spec: &RunSpec, data: &RunData) -> Vec<ClientId> {
         .collect()
 }
 
+/// `fabric` with its state mirrored into `data.state_dir` when the run has one.
+fn with_state_dir(fabric: Arc<dyn Fabric>, data: &RunData) -> Arc<dyn Fabric> {
+    match &data.state_dir {
+        Some(dir) => Arc::new(MirroredState::new(fabric, dir)),
+        None => fabric,
+    }
+}
+
 /// The server side: runs the driver over `fabric` (a NATS fabric connected as the server)
 /// while `command(k)` processes serve the clients. A client process that did not exit cleanly
 /// is an error even when the rounds finished.
+///
+/// With `data.state_dir` the round state is mirrored there, so when the connection is lost
+/// (the inner result is [`RunError::Fabric`] with `Disconnected`) the last checkpoint is
+/// already on local disk and a rerun of the same job resumes from it.
 pub fn run_server(
     spec: &RunSpec,
     data: &RunData,
     fabric: Arc<dyn Fabric>,
     command: impl FnMut(ClientId) -> Command,
 ) -> SysResult<Result<RunResult, RunError>> {
+    let fabric = with_state_dir(fabric, data);
     let ids = client_ids(spec, data);
-    let (out, bad) = run_multiprocess(fabric, &ids, command, |f| {
-        driver::run(spec, data, f, &mut |_| {})
-    })
-    .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?;
+    let procs = ClientProcesses::spawn(&ids, command)
+        .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?;
+    let out = driver::run(
+        spec,
+        data,
+        Arc::new(ServerOnly(Arc::clone(&fabric))),
+        &mut |_| {},
+    );
+    // After a finished run the clients exit on their `Shutdown`; after a failed one they have
+    // nothing left to do and may sit out their own timeouts, so they get little time.
+    let bad = procs.wait(if out.is_ok() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(2)
+    });
+    // A finished run's streams and buckets go; a failed one keeps them (its KV state is what
+    // a resume without a local state folder reads).
+    if out.is_ok()
+        && bad.is_empty()
+        && let Err(e) = fabric.end_run()
+    {
+        eprintln!("fed: the run finished, but removing its streams failed: {e}");
+    }
     if let Some((k, why)) = bad.first() {
         if out.is_ok() {
             return Err(SystemError::runtime(format!("client process {k}: {why}")));
@@ -206,6 +245,14 @@ pub fn run_client(
     );
     let deadline = Duration::from_secs_f64(spec.deadline_seconds.max(0.001));
     c.exchange_timeout = deadline;
+    let mirrored;
+    let fabric: &dyn Fabric = match &data.state_dir {
+        Some(dir) => {
+            mirrored = MirroredState::borrowed(fabric, dir);
+            &mirrored
+        }
+        None => fabric,
+    };
     serve(&mut c, id, fabric, deadline + Duration::from_secs(600))
         .map_err(|e| SystemError::runtime(format!("client {id}: {e}")))
 }

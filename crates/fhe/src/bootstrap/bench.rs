@@ -108,11 +108,23 @@ pub fn run_one(
     reps: usize,
     seed: u64,
 ) -> Result<BootRow> {
+    run_one_with(ctx, chain.config(slots, kind, SECRET_WEIGHT), reps, seed)
+}
+
+/// [`run_one`] with an explicit configuration (precision experiments: message ratio,
+/// double angles, K, interpolation target).
+pub fn run_one_with(
+    ctx: &std::sync::Arc<Context>,
+    cfg: super::BootstrapConfig,
+    reps: usize,
+    seed: u64,
+) -> Result<BootRow> {
+    let (slots, kind, h) = (cfg.slots, cfg.kind, cfg.secret_weight);
     let t = Instant::now();
-    let bt = Bootstrapper::new(ctx, chain.config(slots, kind, SECRET_WEIGHT))?;
+    let bt = Bootstrapper::new(ctx, cfg)?;
     let setup_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let mut kg = KeyGenerator::new_sparse_seeded(ctx, SECRET_WEIGHT, seed)?;
+    let mut kg = KeyGenerator::new_sparse_seeded(ctx, h, seed)?;
     let pk = kg.public_key();
     let keys = bt.generate_keys(&mut kg);
     let keygen_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -284,6 +284,13 @@ impl PreparedLt {
     /// M·x: hoisted baby rotations, one fused multiply-accumulate per giant step, the giant
     /// rotations, and one rescale. The output scale is in_scale · pt_scale / q_level.
     pub fn apply(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
+        ev.rescale(&self.apply_unscaled(ev, ct)?)
+    }
+
+    /// [`apply`](Self::apply) without the final rescale (scale in_scale · pt_scale, same
+    /// level): a key switch done here (the conjugations that follow the last factors) adds
+    /// its noise at a scale ~q_level times larger, where it no longer counts.
+    pub fn apply_unscaled(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
         let ctx = ev.context();
         if ct.level != self.level {
             return Err(FheError::Level(format!(
@@ -344,8 +351,7 @@ impl PreparedLt {
                 Some(t) => ev.add(&t, &part)?,
             });
         }
-        let total = total.ok_or_else(|| FheError::InvalidInput("empty DFT factor".into()))?;
-        ev.rescale(&total)
+        total.ok_or_else(|| FheError::InvalidInput("empty DFT factor".into()))
     }
 }
 

@@ -77,6 +77,10 @@ pub struct BootstrapConfig {
     /// (2π·m/q_0)²/6 relative, for a coefficient m (2^-17 at a coefficient as large as the
     /// scale with 8 bits, as Lattigo's default; random slots have coefficients far smaller).
     pub log_message_ratio: u32,
+    /// Target max error of EvalMod's interpolant on [−1, 1]: the lowest degree that meets it
+    /// is used. 1e-13 is within a few ulps of what f64 interpolation reaches (K = 26, r = 3
+    /// meets it at degree ~50); a tighter target is never met and always took `max_degree`.
+    pub approx_tol: f64,
 }
 
 impl BootstrapConfig {
@@ -92,6 +96,7 @@ impl BootstrapConfig {
             double_angle: 3,
             max_degree: 63,
             log_message_ratio: 8,
+            approx_tol: 1e-13,
         }
     }
 }
@@ -237,6 +242,9 @@ pub struct Bootstrapper {
     ladder: Vec<f64>,
     /// The scale label of the ModRaise'd ciphertext.
     s_label: f64,
+    /// Integer multiplier applied before each CoeffToSlot factor (the first one inside
+    /// ModRaise, before the trace): see [`cts_boost`].
+    cts_boost: Vec<u64>,
     /// The input scale SlotToCoeff was encoded for (Δ_0).
     s_ref: f64,
     /// NTT of X^(N/2) (multiplication of the slots by i) over q_0..q_L.
@@ -270,7 +278,7 @@ impl Bootstrapper {
         }
         Self::check_security(ctx, cfg.secret_weight)?;
         let k_range = cfg.k_range.unwrap_or(overflow_bound(cfg.secret_weight));
-        let poly = EvalModPoly::new(k_range, cfg.double_angle, cfg.max_degree, 4e-15)?;
+        let poly = EvalModPoly::new(k_range, cfg.double_angle, cfg.max_degree, cfg.approx_tol)?;
         let top = ctx.max_level();
         let need = cfg.cts_levels + poly.depth() + cfg.stc_levels;
         if top < need {
@@ -290,7 +298,7 @@ impl Bootstrapper {
         }
         let gap = slots / n;
         let q0 = ctx.q[0] as f64;
-        let s_label = q0 * k_range * 2.0 * gap as f64;
+        let base_label = q0 * k_range * 2.0 * gap as f64;
         let s_ref = ctx.scale_at(0) * prescale(q0, ctx.scale_at(0), cfg.log_message_ratio);
         let enc = ctx.encoder();
         let packed = cfg.kind == SlotKind::Complex && n < slots;
@@ -311,7 +319,8 @@ impl Bootstrapper {
             }
         }
         let mut cts = Vec::new();
-        let mut scale = s_label;
+        let mut boosts = Vec::new();
+        let mut scale = base_label;
         let mut level = top;
         let count = cts_f.len();
         for (i, f) in cts_f.iter().enumerate() {
@@ -320,10 +329,14 @@ impl Bootstrapper {
             } else {
                 ctx.q[level - 1] as f64
             };
+            let b = cts_boost(scale, out * ctx.q[level] as f64);
+            boosts.push(b);
+            scale *= b as f64;
             cts.push(PreparedLt::new(ctx, f, n, level, scale, out)?);
             scale = out;
             level -= 1;
         }
+        let s_label = base_label * boosts.first().copied().unwrap_or(1) as f64;
 
         // SlotToCoeff: from l_m down to l_out, landing on the context's ladder.
         let mut stc_f = dft::slot_to_coeff_factors(enc, n, slots, cfg.stc_levels);
@@ -385,6 +398,7 @@ impl Bootstrapper {
             stc,
             ladder,
             s_label,
+            cts_boost: boosts,
             s_ref,
             mono_i,
             level_evalmod_in: l_e,
@@ -612,18 +626,15 @@ impl Bootstrapper {
                         }
                     })
                     .collect();
+                let boost = i128::from(self.cts_boost.first().copied().unwrap_or(1));
                 let mut out = vec![0u64; (top + 1) * n];
-                out[..n].copy_from_slice(&p[..n]);
-                out[n..]
-                    .par_chunks_mut(n)
-                    .enumerate()
-                    .for_each(|(k, limb)| {
-                        let t = &ctx.tables[k + 1];
-                        for (o, &x) in limb.iter_mut().zip(&centred) {
-                            *o = t.m.from_i64(x);
-                        }
-                        t.forward(limb);
-                    });
+                out.par_chunks_mut(n).enumerate().for_each(|(k, limb)| {
+                    let t = &ctx.tables[k];
+                    for (o, &x) in limb.iter_mut().zip(&centred) {
+                        *o = t.m.from_i128(i128::from(x) * boost);
+                    }
+                    t.forward(limb);
+                });
                 out
             })
             .collect();
@@ -668,13 +679,26 @@ impl Bootstrapper {
     /// or one vector with Re and Im in the halves of each 2n block (complex, n ≤ N/4).
     pub fn coeff_to_slot(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Vec<Ciphertext>> {
         let mut u = ct.clone();
-        for f in &self.cts {
-            u = f.apply(ev, &u)?;
+        let count = self.cts.len();
+        for (i, f) in self.cts.iter().enumerate() {
+            if i > 0 && self.cts_boost[i] > 1 {
+                let b = self.cts_boost[i];
+                u = ev.mul_int(&u, b as i64)?;
+                u.scale *= b as f64;
+            }
+            // The last factor stays unrescaled: the conjugation's key-switching noise then
+            // lands at ~2^120 rather than at EvalMod's 2^60, where 2π·K amplified it to
+            // ~2^-24 in the result.
+            u = if i + 1 == count {
+                f.apply_unscaled(ev, &u)?
+            } else {
+                f.apply(ev, &u)?
+            };
         }
         let uc = ev.conjugate(&u)?;
-        let re = ev.add(&u, &uc)?;
+        let re = ev.rescale(&ev.add(&u, &uc)?)?;
         if self.cfg.kind == SlotKind::Complex && self.cfg.slots == self.ctx.slots() {
-            let im = self.mul_i(&ev.sub(&u, &uc)?, true);
+            let im = self.mul_i(&ev.rescale(&ev.sub(&u, &uc)?)?, true);
             return Ok(vec![re, im]);
         }
         Ok(vec![re])
@@ -715,11 +739,15 @@ impl Bootstrapper {
         }
         // The label that makes the values m/s_in: no arithmetic, only bookkeeping.
         w.scale *= 2.0 * PI * s_in / self.ctx.q[0] as f64;
-        for f in &self.stc {
+        let count = self.stc.len();
+        for (i, f) in self.stc.iter().enumerate() {
+            if i + 1 == count && self.cfg.kind == SlotKind::Real {
+                // Conjugate before the last rescale: its key-switching noise at the output
+                // scale 2^40 was the floor of the result (~2^-23 per slot).
+                let v = f.apply_unscaled(ev, &w)?;
+                return ev.rescale(&ev.add(&v, &ev.conjugate(&v)?)?);
+            }
             w = f.apply(ev, &w)?;
-        }
-        if self.cfg.kind == SlotKind::Real {
-            w = ev.add(&w, &ev.conjugate(&w)?)?;
         }
         Ok(w)
     }
@@ -727,6 +755,28 @@ impl Bootstrapper {
     /// The input scale SlotToCoeff was encoded for (Δ_0).
     pub fn reference_scale(&self) -> f64 {
         self.s_ref
+    }
+
+    /// The integer 2^k a level-0 input of `scale` is multiplied by before ModRaise.
+    pub fn prescale_factor(&self, scale: f64) -> f64 {
+        prescale(self.ctx.q[0] as f64, scale, self.cfg.log_message_ratio)
+    }
+}
+
+/// The integer 2^b (b ≥ 0) a CoeffToSlot factor's input is multiplied by (exact, no level)
+/// so that its input scale is ≈ sqrt(out·q_l·2^10), with `budget` = out·q_l = input scale ×
+/// diagonal scale. Two errors share that budget: the key-switching noise of the baby
+/// rotations (~2^17 per slot at N = 2^16, relative to the input scale) and the rounding of the
+/// diagonals (~2^6 per slot, relative to their scale). Without it the rotations ran at the
+/// scale 2^57..2^60 the ciphertext happened to have while the diagonals were encoded at
+/// 2^60..2^63: the noise counted ~2^10 more than the rounding, and 2π·K amplifies both.
+fn cts_boost(in_scale: f64, budget: f64) -> u64 {
+    let target = (budget.log2() + 10.0) / 2.0;
+    let b = (target - in_scale.log2()).round();
+    if b >= 1.0 {
+        (b.min(40.0)).exp2() as u64
+    } else {
+        1
     }
 }
 

@@ -194,6 +194,9 @@ pub struct Sim {
     stats: Stats,
     /// Measured op latencies: when set, every op adds its modelled time to the stats.
     pub times: Option<OpTimes>,
+    /// Every non-trivial rotation step issued, reduced to 0..n: the Galois keys a real run
+    /// of the same computation needs.
+    pub steps: std::collections::BTreeSet<i64>,
 }
 
 impl Sim {
@@ -207,6 +210,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(1),
             stats: Stats::default(),
             times: None,
+            steps: Default::default(),
         }
     }
 
@@ -275,6 +279,7 @@ impl Sim {
             self.stats.rot_trivial += 1;
             return Ok(x.clone());
         }
+        self.steps.insert(step.rem_euclid(self.n as i64));
         if hoisted {
             self.charge(0, |t| &t.rot_hoisted, x.level);
         } else {

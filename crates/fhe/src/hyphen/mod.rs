@@ -13,6 +13,8 @@
 //! * [`act`]: HerPN (degree 2) and AppReLU ({15, 15, 27}).
 //! * [`backend`]: the same code on simulated slot vectors or on ciphertexts, counted.
 //! * [`net`]: ResNet-20 in both packings.
+//! * [`train`]: the plaintext networks (HerPN or ReLU) trained with burn, folded.
+//! * [`system`]: `ferrolab hyphen`, both packings side by side, simulated and encrypted.
 
 pub mod act;
 pub mod backend;
@@ -20,3 +22,5 @@ pub mod conv;
 pub mod layout;
 pub mod mpconv;
 pub mod net;
+pub mod system;
+pub mod train;

@@ -38,6 +38,16 @@ impl Act {
         }
     }
 
+    /// Whether a per-channel activation has coefficients for `c` channels, all finite.
+    pub fn fits(&self, c: usize) -> bool {
+        match self {
+            Act::Quad(q) => [&q.a, &q.b, &q.c]
+                .iter()
+                .all(|v| v.len() == c && v.iter().all(|x| x.is_finite())),
+            Act::Relu => true,
+        }
+    }
+
     fn plain(&self, ch: usize, x: f64, scale: f64) -> f64 {
         match self {
             Act::Quad(q) => q.eval(ch, x),
@@ -98,9 +108,14 @@ fn random_conv(rng: &mut StdRng, ci: usize, co: usize, stride: usize, gain: f64)
 
 /// Shapes of ResNet-20: (input channels, output channels, stride) per block.
 pub fn resnet20_blocks() -> Vec<(usize, usize, usize)> {
+    resnet_blocks(3, 16)
+}
+
+/// Shapes of the CIFAR ResNet-(6n+2) with `n` blocks per stage and widths w, 2w, 4w.
+pub fn resnet_blocks(n: usize, w: usize) -> Vec<(usize, usize, usize)> {
     let mut v = vec![];
-    for (stage, &c) in [16usize, 32, 64].iter().enumerate() {
-        for i in 0..3 {
+    for (stage, &c) in [w, 2 * w, 4 * w].iter().enumerate() {
+        for i in 0..n {
             let ci = if i == 0 && stage > 0 { c / 2 } else { c };
             v.push((ci, c, if i == 0 && stage > 0 { 2 } else { 1 }));
         }
@@ -112,6 +127,11 @@ impl Net {
     /// A ResNet-20 with random weights (timing, counts and correctness checks: latency does
     /// not depend on the values). `quad`: HerPN activations, else ReLU.
     pub fn random(seed: u64, quad: bool, classes: usize) -> Self {
+        Self::random_resnet(seed, quad, classes, 3, 16)
+    }
+
+    /// A random CIFAR ResNet-(6n+2) of first-stage width `w`.
+    pub fn random_resnet(seed: u64, quad: bool, classes: usize, n: usize, w: usize) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let act = |rng: &mut StdRng, c: usize| {
             if quad {
@@ -124,9 +144,9 @@ impl Net {
                 Act::Relu
             }
         };
-        let conv1 = random_conv(&mut rng, 3, 16, 1, 1.0);
-        let a0 = act(&mut rng, 16);
-        let blocks = resnet20_blocks()
+        let conv1 = random_conv(&mut rng, 3, w, 1, 1.0);
+        let a0 = act(&mut rng, w);
+        let blocks = resnet_blocks(n, w)
             .into_iter()
             .map(|(ci, co, st)| Block {
                 c1: random_conv(&mut rng, ci, co, st, 1.0),
@@ -136,7 +156,11 @@ impl Net {
             })
             .collect();
         let fc = (0..classes)
-            .map(|_| (0..64).map(|_| gauss(&mut rng) / 8.0).collect())
+            .map(|_| {
+                (0..4 * w)
+                    .map(|_| gauss(&mut rng) / ((4 * w) as f64).sqrt())
+                    .collect()
+            })
             .collect();
         let fc_b = (0..classes).map(|_| 0.1 * gauss(&mut rng)).collect();
         Net {
@@ -153,16 +177,36 @@ impl Net {
         }
     }
 
-    /// Checks the shapes against ResNet-20.
+    /// Depth of the CIFAR ResNet this network is (20 for ResNet-20).
+    pub fn depth(&self) -> usize {
+        2 * self.blocks.len() + 2
+    }
+
+    /// Checks the shapes against a CIFAR ResNet-(6n+2) (ResNet-20: n = 3, width 16) whose
+    /// width is conv1's output channels.
     pub fn check(&self) -> Result<()> {
         let bad = |what: String| Err(FheError::InvalidInput(format!("model: {what}")));
-        if self.conv1.ci != 3 || self.conv1.co != 16 || self.conv1.w.len() != 16 * 3 * 9 {
-            return bad("conv1 must be 3→16, 3×3".into());
+        let w = self.conv1.co;
+        if self.conv1.ci != 3
+            || w == 0
+            || self.conv1.w.len() != w * 3 * 9
+            || self.conv1.kh != 3
+            || self.conv1.stride != 1
+            || self.conv1.pad != 1
+        {
+            return bad(format!("conv1 must be 3→{w}, 3×3"));
         }
-        let shapes = resnet20_blocks();
-        if self.blocks.len() != shapes.len() {
-            return bad(format!("{} blocks, ResNet-20 has 9", self.blocks.len()));
+        if !self.a0.fits(w) {
+            return bad(format!("act0 must have {w} channels"));
         }
+        if self.blocks.is_empty() || !self.blocks.len().is_multiple_of(3) {
+            return bad(format!(
+                "{} blocks: a CIFAR ResNet has 3 stages of equal depth (ResNet-20: 9)",
+                self.blocks.len()
+            ));
+        }
+        let shapes = resnet_blocks(self.blocks.len() / 3, w);
+        let fc_in = 4 * w;
         for (i, (b, (ci, co, st))) in self.blocks.iter().zip(shapes).enumerate() {
             let ok = b.c1.ci == ci
                 && b.c1.co == co
@@ -170,13 +214,32 @@ impl Net {
                 && b.c2.ci == co
                 && b.c2.co == co
                 && b.c1.w.len() == co * ci * 9
-                && b.c2.w.len() == co * co * 9;
+                && b.c2.w.len() == co * co * 9
+                && [&b.c1, &b.c2].iter().all(|c| c.kh == 3 && c.pad == 1)
+                && b.c2.stride == 1
+                && b.a1.fits(co)
+                && b.a2.fits(co);
             if !ok {
                 return bad(format!("block {i} is not {ci}→{co} stride {st}"));
             }
         }
-        if self.fc.iter().any(|r| r.len() != 64) || self.fc.len() != self.fc_b.len() {
-            return bad("fc must be [classes][64] with one bias per class".into());
+        if self.fc.is_empty()
+            || self.fc.iter().any(|r| r.len() != fc_in)
+            || self.fc.len() != self.fc_b.len()
+        {
+            return bad(format!(
+                "fc must be [classes][{fc_in}] with one bias per class"
+            ));
+        }
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        let convs =
+            std::iter::once(&self.conv1).chain(self.blocks.iter().flat_map(|b| [&b.c1, &b.c2]));
+        let mut ok = self.fc.iter().all(|r| finite(r)) && finite(&self.fc_b);
+        for c in convs {
+            ok &= finite(&c.w) && finite(&c.bias) && c.bias.len() == c.co;
+        }
+        if !ok {
+            return bad("a weight is not finite or a bias has the wrong length".into());
         }
         Ok(())
     }
@@ -291,9 +354,17 @@ pub struct RunOptions {
 }
 
 /// The input layout the client encrypts for `packing`.
-pub fn input_layout(geo: Geometry, packing: Packing) -> Layout {
+/// `width`: conv1's output channels. HyPHEN's input holds two groups of the three input
+/// channels when conv1's CA output has an even number of copies (RAConv needs g | ρ), else one.
+pub fn input_layout(geo: Geometry, packing: Packing, width: usize) -> Layout {
     match packing {
-        Packing::Hyphen => Layout::ra(geo, 1, 3, 2),
+        Packing::Hyphen => {
+            let g = match Layout::ca(geo, 1, width).kind {
+                super::layout::Kind::Ca { rho } if rho.is_multiple_of(2) => 2,
+                _ => 1,
+            };
+            Layout::ra(geo, 1, 3, g)
+        }
         Packing::Mpconv => Layout::mp(geo, 1, 3),
     }
 }
@@ -302,7 +373,7 @@ pub fn input_layout(geo: Geometry, packing: Packing) -> Layout {
 pub fn encode_input(net: &Net, geo: Geometry, packing: Packing, x: &Map) -> Vec<Vec<f64>> {
     let mut xs = x.clone();
     xs.v.iter_mut().for_each(|v| *v *= net.scale);
-    input_layout(geo, packing).encode(&xs)
+    input_layout(geo, packing, net.conv1.co).encode(&xs)
 }
 
 struct Runner<'a, B: Backend> {
@@ -337,13 +408,20 @@ impl<B: Backend> Runner<'_, B> {
         if self.be.level(&x) >= need {
             return Ok(x);
         }
-        self.record(
+        let y = self.record(
             &format!("{name}.bootstrap"),
             "bootstrap",
             String::new(),
             |be| be.bootstrap(&x),
             |be, y| be.level(y),
-        )
+        )?;
+        let have = self.be.level(&y);
+        if have < need {
+            return Err(FheError::InvalidParams(format!(
+                "{name} needs {need} levels and a bootstrap leaves {have}: the chain is too short for this network"
+            )));
+        }
+        Ok(y)
     }
 
     fn act(&mut self, name: &str, a: &Act, layout: &Layout, xs: Vec<B::Ct>) -> Result<Vec<B::Ct>> {
@@ -397,7 +475,7 @@ pub fn run<B: Backend>(
         be,
         log: Vec::new(),
     };
-    let mut layout = input_layout(geo, packing);
+    let mut layout = input_layout(geo, packing, net.conv1.co);
     if input.len() != layout.num_cts() {
         return Err(FheError::InvalidInput(format!(
             "input: {} ciphertexts, the {packing:?} input layout has {}",

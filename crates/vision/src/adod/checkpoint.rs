@@ -3,6 +3,11 @@
 //! `meta.json` written last and atomically. Loading checks `meta.json`'s ranges and the
 //! weights file's header against the model before building, so a damaged or foreign folder is
 //! one line naming the file (exit status 2).
+//!
+//! Format 2 names the detector's tensors `yolo.*` (ADOD composes
+//! [`YoloTiny`](crate::models::yolo::YoloTiny)); format 1, written before, named them at the
+//! top level (`backbone.0.*`, `neck.*`, …). A format-1 folder is still read, its detector
+//! tensors renamed on load; the values, and so the detections, are the same.
 
 use super::model::{AdodNet, AdodNetConfig};
 use ferrolab_core::run::{load_checkpoint, save_checkpoint, write_atomic};
@@ -11,7 +16,11 @@ use ferrolab_data::underwater::CATEGORIES;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// Format 1's detector modules, at the top level of the file.
+const V1_DETECTOR: [&str; 7] = [
+    "backbone", "neck", "head32", "out32", "route", "head16", "out16",
+];
 const MAX_META_BYTES: u64 = 1 << 20;
 
 /// `meta.json`.
@@ -63,10 +72,13 @@ pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
     let meta: Meta = serde_json::from_str(&text)
         .map_err(|e| bad(&meta_path, format!("not an adod checkpoint: {e}")))?;
     let y = &meta.net.yolo;
-    if meta.version != FORMAT_VERSION {
+    if meta.version != FORMAT_VERSION && meta.version != 1 {
         return Err(bad(
             &meta_path,
-            format!("format {} is not {FORMAT_VERSION}", meta.version),
+            format!(
+                "format {} is not one this version reads (1 or {FORMAT_VERSION}); written by another ferrolab version?",
+                meta.version
+            ),
         ));
     }
     if y.input_size > 1024
@@ -88,12 +100,67 @@ pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
     }
     y.check().map_err(|e| bad(&meta_path, e))?;
     let weights = dir.join("model.safetensors");
-    ferrolab_core::run::read_safetensors_header(&weights).map_err(user_checkpoint)?;
+    let header = ferrolab_core::run::read_safetensors_header(&weights).map_err(user_checkpoint)?;
     let device = ferrolab_core::backend::device();
     let net = {
         let _rng = ferrolab_core::backend::exclusive_rng();
         AdodNet::new(&meta.net, &device).map_err(|e| bad(&meta_path, e))?
     };
-    let net = load_checkpoint(net, &weights).map_err(user_checkpoint)?;
+    let net = if meta.version == 1 {
+        load_v1(net, &weights, header)?
+    } else {
+        load_checkpoint(net, &weights).map_err(user_checkpoint)?
+    };
     Ok((net, meta))
+}
+
+/// Loads a format-1 weights file: the same checks as `load_checkpoint` (names and shapes
+/// against the model before any data is read, every tensor present) on the renamed keys.
+fn load_v1(
+    net: AdodNet,
+    weights: &Path,
+    header: std::collections::BTreeMap<String, ferrolab_core::run::TensorInfo>,
+) -> SysResult<AdodNet> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    let renamed = header.into_iter().map(|(k, v)| (v1_name(&k), v)).collect();
+    let expected = net
+        .collect(None, None, false)
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    ferrolab_core::run::compare_tensor_shapes(weights, &renamed, &expected, "the model")
+        .map_err(user_checkpoint)?;
+    let mut net = net;
+    let mut store = SafetensorsStore::from_file(weights)
+        .with_key_remapping(format!(r"^({})\.", V1_DETECTOR.join("|")), "yolo.$1.")
+        .allow_partial(true)
+        .validate(false);
+    let res = net
+        .load_from(&mut store)
+        .map_err(|e| bad(weights, first_line(&e.to_string())))?;
+    if let Some(e) = res.errors.first() {
+        return Err(bad(weights, first_line(&e.to_string())));
+    }
+    if let Some(m) = res.missing.first() {
+        return Err(bad(weights, format!("tensor {} is missing", m.0)));
+    }
+    Ok(net)
+}
+
+/// Format 1's name of a tensor → format 2's (what the remapping in `load_v1` does).
+fn v1_name(k: &str) -> String {
+    let top = k.split('.').next().unwrap_or("");
+    if V1_DETECTOR.contains(&top) {
+        format!("yolo.{k}")
+    } else {
+        k.to_string()
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unreadable checkpoint")
+        .to_string()
 }

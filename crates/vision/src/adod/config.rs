@@ -46,6 +46,10 @@ ferrolab_core::config_section! {
         pub image_size: usize = 128, "64, 96, 128, 160, 192, 224 or 256" => |v| (64..=256).contains(v) && v % 32 == 0;
         /// Most objects per image (at least one each).
         pub max_objects: usize = 5, "1..=20" => |v| (1..=20).contains(v);
+        /// A COCO detection file to train and test on instead of rendered images (PNG images,
+        /// `images[].domain` the water type; see `adod::coco_input`): `seen` and the per-type
+        /// image counts are then ignored, `unseen` names the held-out domains.
+        pub coco: Option<String> = None;
     }
 }
 

@@ -4,7 +4,7 @@
 //! unseen ones. Each (method, seed) is one resumable unit of the run folder.
 
 use super::config::AdodConfig;
-use super::model::{AdodNet, AdodNetConfig, DomainKind, Outputs, alpha, yolo_ops};
+use super::model::{AdodNet, AdodNetConfig, DomainKind, Outputs, alpha};
 use super::render;
 use crate::metrics::coco::{self, Category, CocoGt, GtAnnotation};
 use crate::models::yolo::{Detection, YoloConfig, YoloTarget, YoloTiny};
@@ -240,7 +240,6 @@ pub fn train(
     ferrolab_core::backend::seed_backend(seed);
     let ncfg = net_config(cfg, method);
     let mut net = Some(AdodNet::new(&ncfg, &device).map_err(SystemError::usage)?);
-    let ops = yolo_ops(&ncfg.yolo, &device).map_err(SystemError::usage)?;
     let mut optim = AdamConfig::new().init();
     let ce = CrossEntropyLossConfig::new().init(&device);
     // Batch order and flips from a stream of their own: the same for every method at a seed.
@@ -261,7 +260,9 @@ pub fn train(
             return Err(SystemError::runtime("adod: model lost"));
         };
         let out = model.forward(x, a * cfg.domain.grl, with_domain);
-        let mut loss = ops.loss((out.p32.clone(), out.p16.clone()), &targets);
+        let mut loss = model
+            .yolo()
+            .loss((out.p32.clone(), out.p16.clone()), &targets);
         let domains: Vec<usize> = idx
             .iter()
             .map(|&i| domain_of.get(&set.water[i]).copied().unwrap_or(0))
@@ -272,7 +273,7 @@ pub fn train(
             loss = loss + ce.forward(logits.clone(), y).mul_scalar(cfg.domain.weight);
         }
         if method == "dg_yolo" && cfg.domain.irm_weight > 0.0 {
-            let pen = irm_penalty(&ops, &out, &targets, &domains, &device);
+            let pen = irm_penalty(model.yolo(), &out, &targets, &domains, &device);
             loss = loss + pen.mul_scalar(cfg.domain.irm_weight * a);
         }
         let value = f64::from(to_vec_f32(loss.clone().detach())[0]);
@@ -303,12 +304,7 @@ pub fn train(
 }
 
 /// Detections of every image (inference device), at most 100 per image.
-pub fn detect(
-    net: &AdodNet,
-    ops: &YoloTiny,
-    set: &DetSet,
-    cfg: &AdodConfig,
-) -> Vec<Vec<Detection>> {
+pub fn detect(net: &AdodNet, set: &DetSet, cfg: &AdodConfig) -> Vec<Vec<Detection>> {
     let device = ferrolab_core::backend::device();
     let s = set.size;
     let mut all = Vec::with_capacity(set.len());
@@ -318,7 +314,7 @@ pub fn detect(
         let (x, _) = batch(set, chunk, &flip, &device);
         let out = net.forward(x, 0.0, false);
         let _ = s;
-        for mut d in ops.detect(
+        for mut d in net.yolo().detect(
             (out.p32, out.p16),
             cfg.eval.conf as f32,
             cfg.eval.nms_iou as f32,
@@ -396,14 +392,9 @@ fn pr_curve(e: &coco::CocoEval) -> Vec<f64> {
 }
 
 /// Evaluates a trained network on the test set.
-pub fn score(
-    net: &AdodNet,
-    ops: &YoloTiny,
-    test: &DetSet,
-    cfg: &AdodConfig,
-) -> (UnitResult, Vec<Vec<Detection>>) {
+pub fn score(net: &AdodNet, test: &DetSet, cfg: &AdodConfig) -> (UnitResult, Vec<Vec<Detection>>) {
     let t0 = Instant::now();
-    let dets = detect(net, ops, test, cfg);
+    let dets = detect(net, test, cfg);
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3 / test.len().max(1) as f64;
     let seen = cfg.seen();
     let unseen = cfg.unseen();
@@ -450,29 +441,55 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// The whole comparison.
 pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
-    let cfg: &AdodConfig = cfg;
     let _rng_guard = ferrolab_core::backend::exclusive_rng();
     let t_all = Instant::now();
+    let t0 = Instant::now();
+    let (cfg, train_set, test_set) = match &cfg.data.coco {
+        Some(file) => {
+            let split = super::coco_input::load(
+                std::path::Path::new(file),
+                cfg.data.image_size,
+                &cfg.data.unseen,
+            )?;
+            // The file's domains replace the configured seen/unseen types everywhere below.
+            let mut c: AdodConfig = (**cfg).clone();
+            c.data.seen = split.seen.iter().map(|t| t.name().to_string()).collect();
+            c.data.unseen = split.unseen.iter().map(|t| t.name().to_string()).collect();
+            (c, split.train, split.test)
+        }
+        None => {
+            let cfg: &AdodConfig = cfg;
+            let scene = SceneConfig {
+                width: cfg.data.image_size,
+                height: cfg.data.image_size,
+                max_objects: cfg.data.max_objects,
+                ..SceneConfig::default()
+            };
+            let data_seed = ctx.seed_for("adod-data");
+            let mut all_types = cfg.seen();
+            all_types.extend(cfg.unseen());
+            let train = build_set(
+                &cfg.seen(),
+                cfg.data.train_per_type,
+                &scene,
+                data_seed,
+                false,
+            )?;
+            let test = build_set(
+                &all_types,
+                cfg.data.test_per_type,
+                &scene,
+                data_seed ^ 0x7E57_0000_0000,
+                true,
+            )?;
+            (cfg.clone(), train, test)
+        }
+    };
+    let cfg = &cfg;
     let seen = cfg.seen();
     let unseen = cfg.unseen();
-    let scene = SceneConfig {
-        width: cfg.data.image_size,
-        height: cfg.data.image_size,
-        max_objects: cfg.data.max_objects,
-        ..SceneConfig::default()
-    };
-    let data_seed = ctx.seed_for("adod-data");
-    let t0 = Instant::now();
-    let train_set = build_set(&seen, cfg.data.train_per_type, &scene, data_seed, false)?;
     let mut all_types = seen.clone();
     all_types.extend(&unseen);
-    let test_set = build_set(
-        &all_types,
-        cfg.data.test_per_type,
-        &scene,
-        data_seed ^ 0x7E57_0000_0000,
-        true,
-    )?;
     let render_seconds = t0.elapsed().as_secs_f64();
     let domain_of: BTreeMap<WaterType, usize> =
         seen.iter().enumerate().map(|(i, &t)| (t, i)).collect();
@@ -495,9 +512,7 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
                     }))
                 })?;
                 let train_seconds = t.elapsed().as_secs_f64();
-                let ops = yolo_ops(&net_config(cfg, method).yolo, &ferrolab_core::backend::device())
-                    .map_err(SystemError::usage)?;
-                let (mut r, dets) = score(&net, &ops, &test_set, cfg);
+                let (mut r, dets) = score(&net, &test_set, cfg);
                 r.train_seconds = train_seconds;
                 r.loss_curve = curve;
                 eprintln!(
@@ -537,7 +552,12 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
         })
         .collect();
     render::pr_plot(&pr, &ctx.run_dir().join("pr_curves.png"))?;
-    let mut report = Report::new("adod", "underwater-synthetic", ctx.seed());
+    let dataset = if cfg.data.coco.is_some() {
+        "coco"
+    } else {
+        "underwater-synthetic"
+    };
+    let mut report = Report::new("adod", dataset, ctx.seed());
     let mut curves = Vec::new();
     for m in &methods {
         let rs = &results[m];
@@ -581,9 +601,12 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
         "pr_curves": pr.iter().map(|(m, s, u)| serde_json::json!({"method": m, "seen": s, "unseen": u})).collect::<Vec<_>>(),
         "pr_png_colours": render::PR_COLOURS_DOC,
     });
-    report.notes.push(
-        "data: the physically based synthetic stand-in (ferrolab_data::underwater), not URPC; figures are on it".into(),
-    );
+    report.notes.push(match &cfg.data.coco {
+        Some(f) => format!(
+            "data: {f} (COCO; domains from images[].domain; every fifth seen image by id is a test image)"
+        ),
+        None => "data: the physically based synthetic stand-in (ferrolab_data::underwater), not URPC; figures are on it".into(),
+    });
     Ok(Outcome {
         report,
         curves,

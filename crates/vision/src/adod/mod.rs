@@ -14,10 +14,12 @@
 //! | [`model`] | residual attention, gradient reversal, α schedule, domain classifiers, the detector |
 //! | [`experiment`] | rendering the domains, training every method, COCO evaluation, the report |
 //! | [`checkpoint`] | the checkpoint `adod predict` reads |
+//! | [`coco_input`] | `data.coco`: a COCO detection file with water-type domains instead of rendering |
 //! | [`render`] | example-detection grids and PR curves as PNG |
 //! | [`predict`] | `adod predict` and `adod synth` |
 
 pub mod checkpoint;
+pub mod coco_input;
 pub mod config;
 pub mod experiment;
 pub mod model;

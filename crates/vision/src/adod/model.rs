@@ -22,13 +22,14 @@
 //!   - [`DomainKind::DgYolo`] (DG-YOLO, Liu et al. ICIP 2020): conv 7×7 stride 2, conv 5×5
 //!     stride 2, global average pooling, FC to the domains.
 //!
+//! The detector is a [`YoloTiny`](crate::models::yolo::YoloTiny) run through its hooked
+//! forward, which inserts the attention modules and taps the domain classifier's features.
 //! Shapes: `[N, C, S, S]` → heads `p32: [N, 3(5+K), S/32, S/32]`, `p16: [N, 3(5+K), S/16, S/16]`
-//! exactly as [`YoloTiny`](crate::models::yolo::YoloTiny), whose loss, decoding and NMS are
-//! used on them, and domain logits `[N, D]`.
+//! exactly as `YoloTiny`'s, whose loss, decoding and NMS are used on them, and domain logits
+//! `[N, D]`.
 
 use crate::layers::{
-    Conv2d, Conv2dConfig, ConvBn, concat_channels, global_avg_pool, leaky_relu, max_pool2d,
-    max_pool2d_pad_end, upsample_bilinear2x, upsample_nearest2x,
+    Conv2d, Conv2dConfig, ConvBn, global_avg_pool, leaky_relu, max_pool2d, upsample_bilinear2x,
 };
 use crate::models::yolo::{YoloConfig, YoloTiny};
 use burn::nn::{Linear, LinearConfig};
@@ -168,76 +169,64 @@ pub struct Outputs {
     pub domain: Option<Tensor<2>>,
 }
 
-/// The detector (see the module documentation).
+/// The detector (see the module documentation): a [`YoloTiny`] whose backbone features pass
+/// through the attention modules and feed the domain classifier by its
+/// [`forward_hooked`](YoloTiny::forward_hooked).
 #[derive(Module, Debug)]
 pub struct AdodNet {
-    backbone: Vec<ConvBn>,
+    yolo: YoloTiny,
     attention: Vec<ResidualAttention>,
-    neck: ConvBn,
-    head32: ConvBn,
-    out32: Conv2d,
-    route: ConvBn,
-    head16: ConvBn,
-    out16: Conv2d,
     domain: Option<DomainHead>,
 }
 
 impl AdodNet {
     pub fn new(cfg: &AdodNetConfig, device: &Device) -> Result<AdodNet, String> {
-        cfg.yolo.check()?;
         if cfg.domain.is_some() && cfg.domains < 2 {
             return Err(format!(
                 "adod: a domain classifier needs ≥ 2 domains, got {}",
                 cfg.domains
             ));
         }
-        let w = &cfg.yolo.widths;
-        let mut cin = cfg.yolo.in_channels;
-        let backbone = w
-            .iter()
-            .map(|&width| {
-                let l = ConvBn::new(Conv2dConfig::new(cin, width, 3), device);
-                cin = width;
-                l
-            })
-            .collect();
-        let attention = if cfg.attention {
-            ATTENTION_AFTER
-                .iter()
-                .map(|&i| ResidualAttention::new(w[i], device))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let outputs = 3 * (5 + cfg.yolo.classes);
+        // Attention modules are built between the backbone and the heads, the domain head
+        // last: the initial weights are drawn in layer order, as before the detector was
+        // composed from `YoloTiny` (format-1 checkpoints), so seeds give the same networks.
+        let (yolo, attention) = YoloTiny::new_with(&cfg.yolo, device, |w| {
+            if cfg.attention {
+                ATTENTION_AFTER
+                    .iter()
+                    .map(|&i| ResidualAttention::new(w[i], device))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        })?;
+        let domain = cfg.domain.map(|k| {
+            DomainHead::new(
+                k,
+                cfg.yolo.widths[DOMAIN_FEATURES_AFTER],
+                cfg.domains,
+                device,
+            )
+        });
         Ok(AdodNet {
-            backbone,
+            yolo,
             attention,
-            neck: ConvBn::new(Conv2dConfig::new(w[6], w[4], 1), device),
-            head32: ConvBn::new(Conv2dConfig::new(w[4], w[5], 3), device),
-            out32: Conv2dConfig::new(w[5], outputs, 1).init(device),
-            route: ConvBn::new(Conv2dConfig::new(w[4], w[3], 1), device),
-            head16: ConvBn::new(Conv2dConfig::new(w[3] + w[4], w[4], 3), device),
-            out16: Conv2dConfig::new(w[4], outputs, 1).init(device),
-            domain: cfg
-                .domain
-                .map(|k| DomainHead::new(k, w[DOMAIN_FEATURES_AFTER], cfg.domains, device)),
+            domain,
         })
     }
 
-    fn act(x: Tensor<4>) -> Tensor<4> {
-        leaky_relu(x, LEAKY)
+    /// The detector underneath: its loss, decoding and NMS score [`Outputs`]' heads.
+    pub fn yolo(&self) -> &YoloTiny {
+        &self.yolo
     }
 
     /// `x: [N, C, S, S]`; `lambda` the gradient-reversal coefficient in front of the domain
     /// classifier (ignored without one). Domain logits are computed only when `with_domain`.
     pub fn forward(&self, x: Tensor<4>, lambda: f64, with_domain: bool) -> Outputs {
-        let mut x = x;
-        let mut stride16 = None;
         let mut domain_in = None;
         let mut att = self.attention.iter();
-        for (i, layer) in self.backbone.iter().enumerate() {
-            x = Self::act(layer.forward(x));
+        let (p32, p16) = self.yolo.forward_hooked(x, &mut |i, x| {
+            let mut x = x;
             let mut mask = None;
             if ATTENTION_AFTER.contains(&i)
                 && let Some(a) = att.next()
@@ -249,26 +238,8 @@ impl AdodNet {
             if i == DOMAIN_FEATURES_AFTER {
                 domain_in = Some((x.clone(), mask));
             }
-            match i {
-                0..=3 => x = max_pool2d(x, 2, 2),
-                4 => {
-                    stride16 = Some(x.clone());
-                    x = max_pool2d(x, 2, 2);
-                }
-                5 => x = max_pool2d_pad_end(x, 2, 1, 1),
-                _ => {}
-            }
-        }
-        let neck = Self::act(self.neck.forward(x));
-        let p32 = self
-            .out32
-            .forward(Self::act(self.head32.forward(neck.clone())));
-        let up = upsample_nearest2x(Self::act(self.route.forward(neck)));
-        let merged = match stride16 {
-            Some(skip) => concat_channels(vec![up, skip]),
-            None => up,
-        };
-        let p16 = self.out16.forward(Self::act(self.head16.forward(merged)));
+            x
+        });
         let domain = match (&self.domain, domain_in, with_domain) {
             (Some(head), Some((f, m)), true) => {
                 let f = grad_reverse(f, lambda);
@@ -284,19 +255,4 @@ impl AdodNet {
     pub fn has_domain_head(&self) -> bool {
         self.domain.is_some()
     }
-}
-
-/// A [`YoloTiny`] of one-channel layers with `cfg`'s input size, classes, anchors and ignore
-/// threshold: its [`loss`](YoloTiny::loss), [`decode`](YoloTiny::decode) and
-/// [`detect`](YoloTiny::detect) read only those, so it scores [`AdodNet`]'s heads with the
-/// foundation's YOLOv3 loss and NMS unchanged.
-pub fn yolo_ops(cfg: &YoloConfig, device: &Device) -> Result<YoloTiny, String> {
-    YoloTiny::new(
-        &YoloConfig {
-            widths: vec![1; 7],
-            in_channels: 1,
-            ..cfg.clone()
-        },
-        device,
-    )
 }

@@ -5,7 +5,6 @@
 
 use super::checkpoint;
 use super::experiment::to_chw;
-use super::model::yolo_ops;
 use super::render::draw_boxes;
 use ferrolab_core::nn::float_tensor;
 use ferrolab_core::{SysResult, SystemError};
@@ -48,23 +47,6 @@ pub fn command() -> clap::Command {
         .arg(ferrolab_core::system::threads_arg())
 }
 
-/// Nearest-neighbour resize of an RGB(A)/gray image to `s × s` RGB.
-fn to_rgb_square(img: &ferrolab_data::image::Image, s: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s * s * 3);
-    for y in 0..s {
-        let sy = (y * img.height / s).min(img.height - 1);
-        for x in 0..s {
-            let sx = (x * img.width / s).min(img.width - 1);
-            let p = (sy * img.width + sx) * img.channels;
-            match img.channels {
-                1 | 2 => out.extend([img.data[p]; 3]),
-                _ => out.extend_from_slice(&img.data[p..p + 3]),
-            }
-        }
-    }
-    out
-}
-
 /// Runs `predict`. Every input is read before anything is printed.
 pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     let Some(dir) = m.get_one::<PathBuf>("checkpoint") else {
@@ -92,7 +74,6 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
         images.push(img);
     }
     let device = ferrolab_core::backend::device();
-    let ops = yolo_ops(&meta.net.yolo, &device).map_err(SystemError::usage)?;
     let draw = m.get_one::<PathBuf>("draw");
     if let Some(d) = draw {
         std::fs::create_dir_all(d)
@@ -100,10 +81,11 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (p, img) in inputs.iter().zip(&images) {
-        let rgb = to_rgb_square(img, s);
+        let rgb = super::coco_input::to_rgb_square(img, s);
         let x = float_tensor(to_chw(&rgb, s), [1, 3, s, s], &device);
         let o = net.forward(x, 0.0, false);
-        let dets: Vec<_> = ops
+        let dets: Vec<_> = net
+            .yolo()
             .detect((o.p32, o.p16), conf, 0.45)
             .into_iter()
             .next()

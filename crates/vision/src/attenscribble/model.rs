@@ -40,9 +40,11 @@ pub struct AttenUNetSpec {
 impl AttenUNetSpec {
     /// Why this network cannot be built, if it cannot.
     pub fn check(&self) -> Result<(), String> {
-        if self.in_channels == 0 || self.classes < 2 {
+        // Labels are written as uint8, and a checkpoint's meta.json must not be able to ask
+        // for a network too large to allocate (found by the fuzz target ckpt-attenscribble).
+        if !(1..=64).contains(&self.in_channels) || !(2..=256).contains(&self.classes) {
             return Err(format!(
-                "attenscribble network: in_channels {} must be positive and classes {} at least 2",
+                "attenscribble network: in_channels {} must be in 1..=64 and classes {} in 2..=256",
                 self.in_channels, self.classes
             ));
         }

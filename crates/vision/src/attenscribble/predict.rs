@@ -15,6 +15,7 @@ pub fn command() -> clap::Command {
         .arg(clap::Arg::new("checkpoint").long("checkpoint").required(true).value_parser(clap::value_parser!(PathBuf)).help("checkpoint folder (model.safetensors + meta.json)"))
         .arg(clap::Arg::new("out").long("out").required(true).value_parser(clap::value_parser!(PathBuf)).help("output .npz"))
         .arg(clap::Arg::new("input").required(true).value_parser(clap::value_parser!(PathBuf)).help("volume .npz (D×H×W or H×W uint8 `image`)"))
+        .arg(ferrolab_core::system::threads_arg())
 }
 
 /// Runs it.
@@ -24,6 +25,7 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
             .cloned()
             .ok_or_else(|| SystemError::usage(format!("--{k} is required")))
     };
+    ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let (ckpt, out, input) = (get("checkpoint")?, get("out")?, get("input")?);
     let (model, meta) = checkpoint::load(&ckpt)?;
     let (shape, labels) = predict_file(&model, meta.size, &input)?;

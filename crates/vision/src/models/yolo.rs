@@ -228,6 +228,17 @@ pub struct YoloTiny {
 
 impl YoloTiny {
     pub fn new(cfg: &YoloConfig, device: &Device) -> Result<YoloTiny, String> {
+        Self::new_with(cfg, device, |_| ()).map(|(net, ())| net)
+    }
+
+    /// Builds the network and, between the backbone and the heads, `extra(widths)`: modules
+    /// a caller inserts into the backbone through [`forward_hooked`](Self::forward_hooked)
+    /// then draw their initial weights in layer order, as they would inside the network.
+    pub fn new_with<T>(
+        cfg: &YoloConfig,
+        device: &Device,
+        extra: impl FnOnce(&[usize]) -> T,
+    ) -> Result<(YoloTiny, T), String> {
         cfg.check()?;
         let w = &cfg.widths;
         let mut cin = cfg.in_channels;
@@ -239,8 +250,9 @@ impl YoloTiny {
                 layer
             })
             .collect();
+        let inserted = extra(w);
         let outputs = ANCHORS_PER_SCALE * (5 + cfg.classes);
-        Ok(YoloTiny {
+        let net = YoloTiny {
             backbone,
             neck: ConvBn::new(Conv2dConfig::new(w[6], w[4], 1), device),
             head32: ConvBn::new(Conv2dConfig::new(w[4], w[5], 3), device),
@@ -252,7 +264,8 @@ impl YoloTiny {
             classes: cfg.classes,
             anchors: cfg.anchors.iter().flatten().copied().collect(),
             ignore_threshold: cfg.ignore_threshold,
-        })
+        };
+        Ok((net, inserted))
     }
 
     pub fn input_size(&self) -> usize {
@@ -269,10 +282,23 @@ impl YoloTiny {
 
     /// Raw head outputs `(stride 32, stride 16)` for `x: [N, C, S, S]`.
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        self.forward_hooked(x, &mut |_, x| x)
+    }
+
+    /// [`forward`](Self::forward) with `hook(i, features)` applied to the activated output
+    /// of backbone layer `i` (0..7; stride `2^i` for `i ≤ 5`, 32 for 6) before its pooling:
+    /// what it returns (same shape) replaces the features downstream, heads included. Lets a
+    /// variant insert modules (ADOD's residual attention) or read features (its domain
+    /// classifier) without repeating the network.
+    pub fn forward_hooked(
+        &self,
+        x: Tensor<4>,
+        hook: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
         let mut x = x;
         let mut stride16 = None;
         for (i, layer) in self.backbone.iter().enumerate() {
-            x = Self::act(layer.forward(x));
+            x = hook(i, Self::act(layer.forward(x)));
             match i {
                 0..=3 => x = max_pool2d(x, 2, 2),
                 4 => {

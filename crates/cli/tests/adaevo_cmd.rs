@@ -1,0 +1,86 @@
+//! `ferrolab adaevo`: a tiny in-process run writes the report keys the issue names (ours and
+//! every baseline, each with `_std`) and the timeline SVGs; bad input — an edge memory budget
+//! smaller than any task, unknown task / drift / condition / method names, drifts outside the
+//! stream — is one `error:` line and exit status 2 before any work starts.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use common::{assert_usage_error, ferrolab, stderr, tmp};
+
+#[rustfmt::skip]
+const TINY: &[&str] = &[
+    "--set", "stream.ends=3", "--set", "stream.seconds=120", "--set", "stream.jitter_s=5",
+    "--set", "stream.drifts=[\"sudden:rotate@20\", \"incremental:dark@60+30\"]",
+    "--set", "stream.eval_frames=16", "--set", "data.synthetic_images=400",
+    "--set", "data.pretrain_images=200", "--set", "data.pretrain_epochs=2",
+    "--set", "experiment.seeds=2", "--set", "mobile.period_s=40", "--threads", "1",
+];
+
+#[test]
+fn tiny_run_writes_every_report_key() {
+    let d = tmp("adaevo-tiny");
+    let out = d.join("run");
+    let out_s = out.display().to_string();
+    let mut args = vec!["adaevo"];
+    args.extend(TINY);
+    args.extend(["--out", &out_s]);
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["system"], "adaevo");
+    let keys = ["avg_qoe_t90", "avg_qoe_t80", "avg_accuracy", "upload_mb"];
+    let check = |m: &serde_json::Value, who: &str| {
+        for k in keys {
+            for key in [k.to_string(), format!("{k}_std")] {
+                let v = m[&key].as_f64().unwrap_or_else(|| panic!("{who}.{key} missing"));
+                assert!(v.is_finite() && v >= 0.0, "{who}.{key} = {v}");
+            }
+        }
+        for k in ["avg_qoe_t90", "avg_qoe_t80", "avg_accuracy"] {
+            assert!(m[k].as_f64().unwrap() <= 1.0, "{who}.{k} is a fraction");
+        }
+    };
+    check(&r["metrics"], "metrics");
+    for b in [
+        "no_evolution",
+        "naive",
+        "ablation_periodic_trigger",
+        "ablation_fixed_sampling",
+        "ablation_fifo_scheduler",
+        "ablation_no_profiler",
+    ] {
+        check(&r["baselines"][b], b);
+    }
+    // No evolution uploads nothing; the others do.
+    assert_eq!(r["baselines"]["no_evolution"]["upload_mb"].as_f64().unwrap(), 0.0);
+    assert!(r["baselines"]["naive"]["upload_mb"].as_f64().unwrap() > 0.0);
+    assert!(r["metrics"]["edge_peak_memory_frac"].as_f64().unwrap() <= 1.0);
+    for f in ["timeline_adaevo.svg", "timeline_naive.svg", "timeline_methods.svg"] {
+        let s = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(s.starts_with("<svg") && s.contains("polyline"), "{f}");
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let cases: &[(&str, &str)] = &[
+        ("edge.memory_mb=0.01", "edge.memory_mb"),
+        ("task.name=\"segmentation\"", "task.name"),
+        ("stream.drifts=[\"sideways:blur@30\"]", "unknown drift type"),
+        ("stream.drifts=[\"sudden:fog@30\"]", "unknown condition"),
+        ("stream.drifts=[\"gradual:blur@100+500\"]", "after the stream"),
+        ("experiment.methods=[\"adaevo\", \"magic\"]", "unknown method"),
+    ];
+    for (set, what) in cases {
+        let d = tmp("adaevo-bad");
+        let out = d.join("run");
+        let o = ferrolab(&["adaevo", "--set", set, "--out", &out.display().to_string()]);
+        let e = assert_usage_error(&o, set);
+        assert!(e.contains(what), "{set}: {e}");
+        assert_eq!(e.lines().count(), 1, "{set}: {e}");
+        assert!(!out.exists(), "{set}: a run folder was created");
+    }
+}

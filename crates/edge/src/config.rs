@@ -1,0 +1,306 @@
+//! `ferrolab adaevo` configuration (TOML + `--set`), checked once before any work starts:
+//! unknown task, method, drift type or condition names, drifts that end after the stream, and
+//! an edge memory budget smaller than the smallest evolution task are configuration errors.
+
+use crate::profiler::memory_bytes;
+use crate::stream::{Drift, INPUT};
+use ferrolab_core::ConfigError;
+use ferrolab_core::config::{Validate, check};
+
+/// Tasks the experiment runs.
+pub const TASKS: [&str; 1] = ["classification"];
+/// Base image sources.
+pub const DATASETS: [&str; 2] = ["synthetic", "fashion-mnist"];
+/// Methods: ours first, then the baselines (report keys `baselines.<name>`).
+pub const METHODS: [&str; 7] = [
+    "adaevo",
+    "no_evolution",
+    "naive",
+    "ablation_periodic_trigger",
+    "ablation_fixed_sampling",
+    "ablation_fifo_scheduler",
+    "ablation_no_profiler",
+];
+/// Frames of the smallest task the edge must be able to hold.
+pub const MIN_TASK_FRAMES: usize = 8;
+
+fn distinct(v: &[String]) -> bool {
+    (1..v.len()).all(|i| !v[..i].contains(&v[i]))
+}
+
+ferrolab_core::config_section! {
+    /// The whole experiment configuration.
+    pub struct AdaEvoConfig {
+        /// The mobile task.
+        pub task: TaskSection = TaskSection::default();
+        /// Base images.
+        pub data: DataSection = DataSection::default();
+        /// The drifting streams.
+        pub stream: StreamSection = StreamSection::default();
+        /// The mobile ends.
+        pub mobile: MobileSection = MobileSection::default();
+        /// The edge server.
+        pub edge: EdgeSection = EdgeSection::default();
+        /// Seeds and methods.
+        pub experiment: ExperimentSection = ExperimentSection::default();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `task.*`.
+    pub struct TaskSection {
+        /// `classification` (the detection task of the issue is not built yet).
+        pub name: String = "classification".into(), "`classification`" => |v| TASKS.contains(&v.as_str());
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `data.*`.
+    pub struct DataSection {
+        /// `synthetic` (ten shape classes, generated) or `fashion-mnist` (IDX files from the
+        /// data lookup or `data.dir`).
+        pub dataset: String = "synthetic".into(), "`synthetic` or `fashion-mnist`" => |v| DATASETS.contains(&v.as_str());
+        /// Folder with the Fashion-MNIST IDX files (overrides the lookup).
+        pub dir: Option<String> = None;
+        /// Images generated for `synthetic` (half pre-train the models, half feed the streams).
+        pub synthetic_images: usize = 4000, "100..=100000" => |v| (100..=100_000).contains(v);
+        /// Images that pre-train the teacher and the factory mobile model.
+        pub pretrain_images: usize = 2000, "50..=60000" => |v| (50..=60_000).contains(v);
+        /// Pre-training epochs (teacher and mobile model).
+        pub pretrain_epochs: usize = 8, "1..=200" => |v| (1..=200).contains(v);
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `stream.*`.
+    pub struct StreamSection {
+        /// Mobile ends contending for the edge.
+        pub ends: usize = 8, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Stream length, simulated seconds (one frame per second).
+        pub seconds: usize = 480, "60..=100000" => |v| (60..=100_000).contains(v);
+        /// Drifts `type:condition@start+duration` (seconds; types sudden, incremental,
+        /// gradual; conditions clean, rotate, dark, bright, blur, noise, occlude, prior).
+        pub drifts: Vec<String> = vec!["sudden:rotate@60".into(), "incremental:dark@180+80".into(), "gradual:blur@330+80".into()];
+        /// Each end's drift times are shifted by a seeded offset in [0, jitter_s].
+        pub jitter_s: f64 = 30.0, "0..=10000" => |v| (0.0..=10_000.0).contains(v);
+        /// Each end's drift targets are a seeded permutation of the listed ones.
+        pub shuffle_targets: bool = true;
+        /// Each end's condition strength is 1 ± this (seeded).
+        pub strength_jitter: f64 = 0.2, "[0, 0.9]" => |v| (0.0..=0.9).contains(v);
+        /// Accuracy is evaluated every this many seconds.
+        pub eval_every_s: usize = 5, "1..=10000" => |v| (1..=10_000).contains(v);
+        /// Fresh frames per evaluation (ground truth used here only).
+        pub eval_frames: usize = 48, "8..=10000" => |v| (8..=10_000).contains(v);
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `mobile.*`.
+    pub struct MobileSection {
+        /// Hidden units of the mobile model (14×14 input, 10 classes).
+        pub hidden: usize = 32, "4..=1024" => |v| (4..=1024).contains(v);
+        /// Magnitude-pruned fraction of each weight matrix (then int8).
+        pub sparsity: f64 = 0.5, "[0, 0.95]" => |v| (0.0..=0.95).contains(v);
+        /// Trigger window, frames.
+        pub window: usize = 40, "6..=10000" => |v| (6..=10_000).contains(v);
+        /// Sub-windows of the stabilisation test.
+        pub subwindows: usize = 3, "2..=100" => |v| (2..=100).contains(v);
+        /// Frames per window slide.
+        pub step: usize = 5, "1..=10000" => |v| (1..=10_000).contains(v);
+        /// Rate of decline that marks a drift's onset.
+        pub rod_threshold: f64 = 0.05, "(0, 1)" => |v| *v > 0.0 && *v < 1.0;
+        /// F statistic below which a window is stable.
+        pub stable_f: f64 = 3.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// |t| of the window's linear trend below which a window is stable.
+        pub stable_t: f64 = 2.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Slides after onset after which the trigger fires anyway.
+        pub max_slides: usize = 40, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Slides (onset to end) up to which a drift is sudden (0: window/step + 1).
+        pub sudden_slides: usize = 0;
+        /// Alternation statistic above which a slow drift is incremental (else gradual).
+        pub alternation_ratio: f64 = 1.08, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Most frames one task uploads.
+        pub upload_budget: usize = 100, "8..=100000" => |v| (8..=100_000).contains(v);
+        /// Fixed-rate sampling takes the last this many seconds before the trigger.
+        pub fixed_window_s: usize = 100, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Period of the periodic trigger, seconds.
+        pub period_s: usize = 100, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Uplink, MB/s (the paper's 10.65).
+        pub bandwidth_mb_s: f64 = 10.65, "> 0" => |v| *v > 0.0 && v.is_finite();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `edge.*`.
+    pub struct EdgeSection {
+        /// Hidden units of the teacher (trained on all conditions, labels uploaded frames).
+        pub teacher_hidden: usize = 128, "4..=4096" => |v| (4..=4096).contains(v);
+        /// Edge compute, MFLOP per simulated second, shared by the running tasks.
+        pub throughput_mflops: f64 = 3.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Edge training memory, MB.
+        pub memory_mb: f64 = 1.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Memory unit of the knapsack DP, KB.
+        pub memory_unit_kb: f64 = 8.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Tasks running at once at most.
+        pub max_concurrent: usize = 4, "1..=64" => |v| (1..=64).contains(v);
+        /// Epoch budgets the profiler offers the scheduler.
+        pub epochs: Vec<usize> = vec![2, 4, 8], "1 to 6 values in 1..=100" => |v: &Vec<usize>| (1..=6).contains(&v.len()) && v.iter().all(|e| (1..=100).contains(e));
+        /// Epochs of FIFO and of the no-profiler ablation.
+        pub fixed_epochs: usize = 4, "1..=100" => |v| (1..=100).contains(v);
+        /// Probe epochs of the accuracy-curve fit.
+        pub probe_epochs: usize = 3, "2..=20" => |v| (2..=20).contains(v);
+        /// Mini-batch size.
+        pub batch: usize = 16, "1..=4096" => |v| (1..=4096).contains(v);
+        /// Step size of retraining.
+        pub lr: f64 = 0.02, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Frames of an end's earlier uploads replayed in its next task.
+        pub replay: usize = 100, "0..=100000" => |v| *v <= 100_000;
+        /// Original (clean) training samples the edge mixes into every retraining.
+        pub anchor: usize = 100, "0..=100000" => |v| *v <= 100_000;
+        /// Framework workspace added to every task's memory, KB.
+        pub workspace_kb: f64 = 64.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Keys `experiment.*`.
+    pub struct ExperimentSection {
+        /// Seeds (run k's seed derives from `--seed` and `seed<k>`).
+        pub seeds: usize = 3, "1..=100" => |v| (1..=100).contains(v);
+        /// Methods to run, `adaevo` first (see the README for each).
+        pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect();
+    }
+}
+
+impl AdaEvoConfig {
+    /// The parsed drifts.
+    pub fn drifts(&self) -> Result<Vec<Drift>, ConfigError> {
+        let mut out: Vec<Drift> = Vec::new();
+        for (i, s) in self.stream.drifts.iter().enumerate() {
+            let d = Drift::parse(s).map_err(|e| ConfigError::Invalid {
+                key: format!("stream.drifts[{i}]"),
+                value: s.clone(),
+                reason: e,
+            })?;
+            if let Some(prev) = out.last() {
+                check(
+                    d.start >= prev.end(),
+                    &format!("stream.drifts[{i}]"),
+                    s,
+                    &format!(
+                        "starts at {} s, before the previous drift ends ({} s)",
+                        d.start,
+                        prev.end()
+                    ),
+                )?;
+            }
+            check(
+                d.end() + self.stream.jitter_s <= self.stream.seconds as f64,
+                &format!("stream.drifts[{i}]"),
+                s,
+                &format!(
+                    "ends at {} s (+ jitter {} s), after the stream's {} s",
+                    d.end(),
+                    self.stream.jitter_s,
+                    self.stream.seconds
+                ),
+            )?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Widths of the mobile model.
+    pub fn mobile_sizes(&self) -> Vec<usize> {
+        vec![INPUT, self.mobile.hidden, crate::stream::CLASSES]
+    }
+
+    /// Widths of the teacher.
+    pub fn teacher_sizes(&self) -> Vec<usize> {
+        vec![INPUT, self.edge.teacher_hidden, crate::stream::CLASSES]
+    }
+
+    /// Edge memory, bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        (self.edge.memory_mb * 1e6) as u64
+    }
+
+    /// Memory of the smallest possible task.
+    pub fn smallest_task_bytes(&self) -> u64 {
+        memory_bytes(
+            &self.mobile_sizes(),
+            MIN_TASK_FRAMES,
+            self.edge.batch,
+            1,
+            (self.edge.workspace_kb * 1e3) as u64,
+        )
+    }
+
+    /// Slides up to which a drift counts as sudden.
+    pub fn sudden_slides(&self) -> usize {
+        if self.mobile.sudden_slides == 0 {
+            self.mobile.window / self.mobile.step.max(1) + 1
+        } else {
+            self.mobile.sudden_slides
+        }
+    }
+}
+
+impl Validate for AdaEvoConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            !self.stream.drifts.is_empty(),
+            "stream.drifts",
+            "[]",
+            "needs at least one drift",
+        )?;
+        self.drifts()?;
+        let m = &self.experiment.methods;
+        check(
+            !m.is_empty() && distinct(m),
+            "experiment.methods",
+            format!("{m:?}"),
+            "must be a non-empty list without repeats",
+        )?;
+        for (i, name) in m.iter().enumerate() {
+            check(
+                METHODS.contains(&name.as_str()),
+                &format!("experiment.methods[{i}]"),
+                name,
+                &format!("unknown method (known: {})", METHODS.join(", ")),
+            )?;
+        }
+        check(
+            m[0] == "adaevo",
+            "experiment.methods",
+            format!("{m:?}"),
+            "must start with adaevo (ours; the others are baselines)",
+        )?;
+        let small = self.smallest_task_bytes();
+        check(
+            self.memory_bytes() >= small,
+            "edge.memory_mb",
+            self.edge.memory_mb,
+            &format!(
+                "is smaller than any evolution task (the smallest, {} frames, needs {:.3} MB)",
+                MIN_TASK_FRAMES,
+                small as f64 / 1e6
+            ),
+        )?;
+        check(
+            self.mobile.window >= 2 * self.mobile.subwindows,
+            "mobile.window",
+            self.mobile.window,
+            "must hold at least two frames per sub-window",
+        )?;
+        if self.data.dataset == "synthetic" {
+            check(
+                self.data.pretrain_images < self.data.synthetic_images,
+                "data.pretrain_images",
+                self.data.pretrain_images,
+                "must leave synthetic images for the streams",
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,536 @@
+//! The edge server: accepts evolution tasks, labels their frames with the teacher (ground
+//! truth is never used for training), profiles them, schedules them on its limited memory and
+//! compute, retrains, re-compresses and ships model versions.
+//!
+//! Time is the caller's: [`EdgeServer::submit`] at a task's arrival, [`EdgeServer::schedule`]
+//! after every arrival or completion, and [`EdgeServer::advance`] to move the clock; the
+//! running tasks share the configured throughput equally (processor sharing), so a task's
+//! simulated duration is its counted FLOPs over its share. The retraining itself runs for
+//! real when a task starts; its result ships when its simulated time is up. The net layer's
+//! edge process drives the same calls with the wall clock.
+
+use crate::model::{Mlp, TrainOpts};
+use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, memory_bytes};
+use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
+use crate::scheduler::{self, Candidate, Start, Variant};
+use crate::stream::{SIDE, to_input};
+use std::collections::BTreeMap;
+
+/// How queued tasks are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// The knapsack DP on profiled values.
+    Knapsack,
+    /// First come, first served.
+    Fifo,
+}
+
+/// Settings of the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeParams {
+    /// FLOP per simulated second.
+    pub throughput: f64,
+    /// Training memory, bytes.
+    pub memory: u64,
+    /// DP memory unit, bytes.
+    pub memory_unit: u64,
+    /// Tasks running at once at most.
+    pub max_concurrent: usize,
+    /// Epoch budgets offered with the profiler.
+    pub epochs: Vec<usize>,
+    /// Epochs without the profiler / under FIFO.
+    pub fixed_epochs: usize,
+    /// Probe epochs.
+    pub probe_epochs: usize,
+    /// Mini-batch.
+    pub batch: usize,
+    /// Step size.
+    pub lr: f32,
+    /// Replay frames per end.
+    pub replay: usize,
+    /// Workspace bytes per task.
+    pub workspace: u64,
+    /// Pruned fraction.
+    pub sparsity: f64,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// Whether the profiler informs the scheduler (else worst-case memory, equal values).
+    pub profiler: bool,
+    /// Training seed.
+    pub seed: u64,
+    /// Samples of the model's original training set (the edge has it; not the ends' streams)
+    /// mixed into every retraining so an evolved model does not forget the conditions the
+    /// next drift may bring back.
+    pub anchor: Vec<(Vec<f32>, u8)>,
+    /// Anchor samples per task.
+    pub anchor_per_task: usize,
+}
+
+/// A queued task after labelling and profiling.
+#[derive(Debug, Clone)]
+struct Queued {
+    id: usize,
+    req: TaskRequest,
+    arrival: f64,
+    data: Vec<(Vec<f32>, u8)>,
+    variants: Vec<Variant>,
+    predicted_acc: Vec<f64>,
+    a0: f64,
+    label_flops: f64,
+    probe_flops: f64,
+    memory_pred: u64,
+}
+
+/// A task being trained.
+#[derive(Debug, Clone)]
+struct Running {
+    end: usize,
+    seq: u64,
+    arrival: f64,
+    started: f64,
+    remaining: f64,
+    flops: f64,
+    blob: ModelBlob,
+    dense: Mlp,
+    predicted_seconds: f64,
+    predicted_gain: f64,
+    concurrency: f64,
+    memory_pred: u64,
+    memory_measured: u64,
+    epochs: usize,
+}
+
+/// A finished task.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// End id.
+    pub end: usize,
+    /// The end's task number.
+    pub seq: u64,
+    /// The new model version.
+    pub blob: ModelBlob,
+    /// Arrival, start and finish times.
+    pub arrival: f64,
+    pub started: f64,
+    pub finished: f64,
+    /// FLOPs charged.
+    pub flops: f64,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// The profiler's predicted duration and accuracy gain (teacher-labelled holdout).
+    pub predicted_seconds: f64,
+    pub predicted_gain: f64,
+    /// Predicted (analytic) and measured training memory, bytes.
+    pub memory_pred: u64,
+    pub memory_measured: u64,
+}
+
+/// One scheduling decision, for the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleEvent {
+    /// When.
+    pub t: f64,
+    /// Which end's task started.
+    pub end: usize,
+    /// With how many epochs.
+    pub epochs: usize,
+}
+
+/// The edge server.
+#[derive(Debug, Clone)]
+pub struct EdgeServer {
+    params: EdgeParams,
+    teacher: Mlp,
+    dense: BTreeMap<usize, Mlp>,
+    deployed: BTreeMap<usize, Mlp>,
+    versions: BTreeMap<usize, u64>,
+    replay: BTreeMap<usize, Vec<(Vec<f32>, u8)>>,
+    queue: Vec<Queued>,
+    running: Vec<Running>,
+    next_id: usize,
+    time: TimeRegressor,
+    /// Scheduling decisions so far.
+    pub log: Vec<ScheduleEvent>,
+    /// Busy simulated seconds (at least one task running).
+    pub busy_s: f64,
+    /// Highest measured memory in use at once, bytes.
+    pub peak_memory: u64,
+}
+
+impl EdgeServer {
+    /// An edge with `teacher`, serving ends whose factory dense model is `dense` and deployed
+    /// (compressed) model `deployed`.
+    pub fn new(params: EdgeParams, teacher: Mlp) -> EdgeServer {
+        let time = TimeRegressor::new(params.throughput);
+        EdgeServer {
+            params,
+            teacher,
+            dense: BTreeMap::new(),
+            deployed: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            replay: BTreeMap::new(),
+            queue: Vec::new(),
+            running: Vec::new(),
+            next_id: 0,
+            time,
+            log: Vec::new(),
+            busy_s: 0.0,
+            peak_memory: 0,
+        }
+    }
+
+    /// Registers end `end` with its factory models.
+    pub fn register(&mut self, end: usize, dense: Mlp, deployed: Mlp) {
+        self.dense.insert(end, dense);
+        self.deployed.insert(end, deployed);
+        self.versions.insert(end, 0);
+    }
+
+    /// Tasks waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Tasks running.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Accepts a task at `now`: labels its frames with the teacher and profiles it.
+    pub fn submit(&mut self, req: TaskRequest, now: f64) -> Result<(), ProtocolError> {
+        req.check(SIDE)?;
+        let Some(dense) = self.dense.get(&req.end).cloned() else {
+            return Err(ProtocolError::BadRequest(format!(
+                "unknown end {}",
+                req.end
+            )));
+        };
+        let data: Vec<(Vec<f32>, u8)> = req
+            .frames
+            .iter()
+            .map(|f| {
+                let x = to_input(&f.pixels);
+                let y = self.teacher.predict(&x) as u8;
+                (x, y)
+            })
+            .collect();
+        let label_flops = self.teacher.flops_forward() * data.len() as f64;
+        let replay = self
+            .replay
+            .get(&req.end)
+            .map_or(0, Vec::len)
+            .min(self.params.replay);
+        let anchor = self.params.anchor_per_task.min(self.params.anchor.len());
+        let samples = data.len() + replay + anchor;
+        let memory_pred = memory_bytes(
+            &dense.sizes,
+            samples,
+            self.params.batch,
+            1,
+            self.params.workspace,
+        );
+        let p = &self.params;
+        let (variants, predicted_acc, a0, probe_flops) = if p.profiler {
+            // Probe: half the frames train a copy for a few epochs, the other half score it.
+            let (tr, ho): (Vec<_>, Vec<_>) = data.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+            let tx: Vec<Vec<f32>> = tr.iter().map(|(_, d)| d.0.clone()).collect();
+            let ty: Vec<u8> = tr.iter().map(|(_, d)| d.1).collect();
+            let hx: Vec<Vec<f32>> = ho.iter().map(|(_, d)| d.0.clone()).collect();
+            let hy: Vec<u8> = ho.iter().map(|(_, d)| d.1).collect();
+            let deployed = self.deployed.get(&req.end).unwrap_or(&dense);
+            let a0 = deployed.accuracy(&hx, &hy);
+            let mut probe = dense.clone();
+            let mut pts = vec![(0.0, dense.accuracy(&hx, &hy))];
+            let mut flops = 0.0;
+            for e in 1..=p.probe_epochs {
+                let st = probe.train(
+                    &tx,
+                    &ty,
+                    &TrainOpts {
+                        epochs: 1,
+                        lr: p.lr,
+                        momentum: 0.9,
+                        batch: p.batch,
+                        seed: p.seed ^ (self.next_id as u64) << 8 ^ e as u64,
+                    },
+                );
+                flops += st.flops + probe.flops_forward() * hx.len() as f64;
+                pts.push((e as f64, probe.accuracy(&hx, &hy)));
+            }
+            let curve = AccuracyCurve::fit(&pts);
+            // Full training sees about twice the probe's samples per epoch (plus replay).
+            let scale = samples as f64 / tx.len().max(1) as f64;
+            let mut vs = Vec::new();
+            let mut accs = Vec::new();
+            for &e in &p.epochs {
+                let acc = curve.at(e as f64 * scale);
+                let f = self.train_flops(&dense, samples, e) + label_flops + flops;
+                let secs = self.time.predict(f, (self.running.len() + 1) as f64);
+                vs.push(Variant {
+                    epochs: e,
+                    memory: memory_pred,
+                    seconds: secs,
+                    value: 0.0,
+                });
+                accs.push(acc);
+            }
+            (vs, accs, a0, flops)
+        } else {
+            // Without the profiler: the worst-case task memory, the fixed epoch budget, and no
+            // gain prediction (every task is worth the same).
+            let worst = memory_bytes(
+                &dense.sizes,
+                req.frames.len().max(1) + p.replay + p.anchor_per_task.min(p.anchor.len()),
+                p.batch,
+                1,
+                p.workspace,
+            )
+            .max(memory_pred);
+            let f = self.train_flops(&dense, samples, p.fixed_epochs) + label_flops;
+            (
+                vec![Variant {
+                    epochs: p.fixed_epochs,
+                    memory: worst,
+                    seconds: f / p.throughput,
+                    value: 1.0,
+                }],
+                vec![0.0],
+                0.0,
+                0.0,
+            )
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue.push(Queued {
+            id,
+            req,
+            arrival: now,
+            data,
+            variants,
+            predicted_acc,
+            a0,
+            label_flops,
+            probe_flops,
+            memory_pred,
+        });
+        Ok(())
+    }
+
+    fn train_flops(&self, dense: &Mlp, samples: usize, epochs: usize) -> f64 {
+        dense.flops_train_sample() * (samples * epochs) as f64
+    }
+
+    fn memory_in_use(&self) -> u64 {
+        self.running
+            .iter()
+            .map(|r| r.memory_measured.max(r.memory_pred))
+            .sum()
+    }
+
+    /// Starts what the scheduler picks at `now` (runs their training for real).
+    pub fn schedule(&mut self, now: f64) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let p = self.params.clone();
+        let slots = p.max_concurrent.saturating_sub(self.running.len());
+        if slots == 0 {
+            return;
+        }
+        let free = p.memory.saturating_sub(self.memory_in_use());
+        let conc = (self.running.len() + 1) as f64;
+        let cands: Vec<Candidate> = self
+            .queue
+            .iter()
+            .map(|q| {
+                let variants = q
+                    .variants
+                    .iter()
+                    .zip(&q.predicted_acc)
+                    .map(|(v, acc)| {
+                        let mut v = *v;
+                        if p.profiler {
+                            v.seconds = self
+                                .time
+                                .predict(v.seconds * p.throughput, conc)
+                                .max(v.seconds);
+                            v.seconds = v.seconds.max(1e-3);
+                            let wait = now - q.arrival;
+                            let horizon = (q.req.remaining_s - wait - v.seconds).max(0.0);
+                            let gain = (acc - q.a0).max(0.0);
+                            let below = if q.a0 < q.req.threshold { 2.0 } else { 1.0 };
+                            // Expected accuracy-seconds gained over the end's remaining life,
+                            // doubled for an end below its QoE threshold; a floor keeps every
+                            // task schedulable.
+                            v.value = horizon * gain * below + 1e-3;
+                        }
+                        v
+                    })
+                    .collect();
+                Candidate {
+                    id: q.id,
+                    arrival: q.arrival,
+                    variants,
+                }
+            })
+            .collect();
+        let starts: Vec<Start> = match p.scheduler {
+            SchedulerKind::Knapsack => scheduler::knapsack(&cands, free, p.memory_unit, slots, 16),
+            SchedulerKind::Fifo => {
+                let j = p
+                    .epochs
+                    .iter()
+                    .position(|e| *e == p.fixed_epochs)
+                    .unwrap_or(0);
+                let j = if p.profiler { j } else { 0 };
+                scheduler::fifo(&cands, free, slots, j)
+            }
+        };
+        let n_after = (self.running.len() + starts.len()) as f64;
+        for s in starts {
+            let Some(pos) = self.queue.iter().position(|q| q.id == s.id) else {
+                continue;
+            };
+            let q = self.queue.remove(pos);
+            let cand = cands.iter().find(|c| c.id == s.id);
+            let variant = cand
+                .and_then(|c| c.variants.get(s.variant))
+                .copied()
+                .unwrap_or(q.variants[0]);
+            let predicted_gain = q
+                .predicted_acc
+                .get(s.variant)
+                .map_or(0.0, |a| (a - q.a0).max(0.0));
+            self.start(q, variant, predicted_gain, now, n_after);
+        }
+    }
+
+    fn start(&mut self, q: Queued, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
+        let p = self.params.clone();
+        let end = q.req.end;
+        let mut dense = self
+            .dense
+            .get(&end)
+            .cloned()
+            .unwrap_or_else(|| Mlp::new(&[1, 1], 0));
+        let mut data = q.data.clone();
+        if let Some(r) = self.replay.get(&end) {
+            let k = r.len().min(p.replay);
+            data.extend(r[r.len() - k..].iter().cloned());
+        }
+        let na = p.anchor.len();
+        let k = p.anchor_per_task.min(na);
+        if k > 0 {
+            let off = q.id.wrapping_mul(7919) % na;
+            data.extend((0..k).map(|i| p.anchor[(off + i) % na].clone()));
+        }
+        let xs: Vec<Vec<f32>> = data.iter().map(|d| d.0.clone()).collect();
+        let ys: Vec<u8> = data.iter().map(|d| d.1).collect();
+        let seed = p.seed ^ (q.id as u64).wrapping_mul(0x9E37_79B9);
+        let opts = TrainOpts {
+            epochs: v.epochs,
+            lr: p.lr,
+            momentum: 0.9,
+            batch: p.batch,
+            seed,
+        };
+        // The edge's copy is the pruned model with its mask: retraining keeps the pruned
+        // weights at zero (re-pruning a densely retrained copy from a hundred frames wrecked
+        // it), then re-compression re-applies magnitude pruning at the same sparsity (the same
+        // zeros) and stores int8.
+        let st = dense.train(&xs, &ys, &opts);
+        let small = prune(&dense, p.sparsity).unwrap_or_else(|_| dense.clone());
+        let version = self.versions.get(&end).copied().unwrap_or(0) + 1;
+        let blob = ModelBlob::encode(end, version, &small);
+        self.versions.insert(end, version);
+        let flops = st.flops + q.label_flops + q.probe_flops;
+        let measured = st.peak_bytes + p.workspace;
+        let predicted_seconds = if p.profiler {
+            self.time.predict(flops, conc)
+        } else {
+            v.seconds
+        };
+        self.log.push(ScheduleEvent {
+            t: now,
+            end,
+            epochs: v.epochs,
+        });
+        self.replay
+            .entry(end)
+            .or_default()
+            .extend(q.data.iter().cloned());
+        if let Some(r) = self.replay.get_mut(&end) {
+            let extra = r.len().saturating_sub(p.replay.max(1) * 4);
+            r.drain(..extra);
+        }
+        self.running.push(Running {
+            end,
+            seq: q.req.seq,
+            arrival: q.arrival,
+            started: now,
+            remaining: flops,
+            flops,
+            blob,
+            dense,
+            predicted_seconds,
+            predicted_gain,
+            concurrency: conc,
+            memory_pred: q.memory_pred,
+            memory_measured: measured,
+            epochs: v.epochs,
+        });
+        self.peak_memory = self.peak_memory.max(self.memory_in_use());
+    }
+
+    /// Moves the clock from `now` by `dt` seconds; returns the tasks that finished.
+    pub fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed> {
+        let mut done = Vec::new();
+        let mut t = now;
+        let end_t = now + dt;
+        // Exact processor sharing inside the step: finish the shortest remaining task, then
+        // re-share among the rest.
+        while !self.running.is_empty() && t < end_t - 1e-12 {
+            let share = self.params.throughput / self.running.len() as f64;
+            let (k, min_rem) = self
+                .running
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.remaining))
+                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+            let need = min_rem / share;
+            let step = need.min(end_t - t);
+            for r in self.running.iter_mut() {
+                r.remaining -= share * step;
+            }
+            self.busy_s += step;
+            t += step;
+            if step >= need - 1e-12 {
+                let r = self.running.remove(k);
+                let finished = t;
+                self.time.record(TimeRecord {
+                    flops: r.flops,
+                    concurrency: r.concurrency,
+                    seconds: finished - r.started,
+                });
+                let deployed = r.blob.decode().unwrap_or_else(|_| r.dense.clone());
+                self.deployed.insert(r.end, deployed);
+                self.dense.insert(r.end, r.dense);
+                done.push(Completed {
+                    end: r.end,
+                    seq: r.seq,
+                    blob: r.blob,
+                    arrival: r.arrival,
+                    started: r.started,
+                    finished,
+                    flops: r.flops,
+                    epochs: r.epochs,
+                    predicted_seconds: r.predicted_seconds,
+                    predicted_gain: r.predicted_gain,
+                    memory_pred: r.memory_pred,
+                    memory_measured: r.memory_measured,
+                });
+            }
+        }
+        done
+    }
+}

@@ -1,0 +1,801 @@
+//! The in-process experiment `ferrolab adaevo` runs: per seed, pre-train the teacher (all
+//! conditions) and the factory mobile model (clean conditions; pruned + int8), draw every
+//! end's drifting stream and evaluation frames once, then simulate each method — AdaEvo, no
+//! evolution, naive evolution and the four ablations — on the same streams with a simulated
+//! clock (1 s per frame; task durations from counted FLOPs ÷ edge throughput). Accuracy is
+//! measured every `eval_every_s` on fresh frames under that moment's conditions (ground truth
+//! is used only here); QoE is the share of an end's evaluations at or above 90% / 80% of the
+//! factory model's clean accuracy.
+
+use crate::config::AdaEvoConfig;
+use crate::edge::{EdgeParams, EdgeServer, SchedulerKind};
+use crate::estimator::{mean, pearson};
+use crate::mobile::{MobileEnd, MobileParams, SamplingMode, TriggerMode};
+use crate::model::{Mlp, TrainOpts};
+use crate::protocol::{DriftType, ModelBlob, TaskRequest, prune};
+use crate::stream::{self, BaseImages, Condition, Drift, Schedule, StreamFrame};
+use crate::svg;
+use crate::trigger::RodParams;
+use ferrolab_core::run::{Curve, Report};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Reads the base images `cfg` asks for: (pre-training set, stream pool).
+pub fn load_base(
+    cfg: &AdaEvoConfig,
+    data_dir: Option<&Path>,
+    seed: u64,
+) -> SysResult<(BaseImages, BaseImages)> {
+    if cfg.data.dataset == "synthetic" {
+        let all = BaseImages::synthetic(cfg.data.synthetic_images, seed);
+        let n = cfg.data.pretrain_images * stream::SIDE * stream::SIDE;
+        let pre = BaseImages::new(
+            all.pixels[..n].to_vec(),
+            all.labels[..cfg.data.pretrain_images].to_vec(),
+        );
+        let rest = BaseImages::new(
+            all.pixels[n..].to_vec(),
+            all.labels[cfg.data.pretrain_images..].to_vec(),
+        );
+        return match (pre, rest) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (Err(e), _) | (_, Err(e)) => Err(SystemError::usage(format!(
+                "data.synthetic_images = {}: {e}",
+                cfg.data.synthetic_images
+            ))),
+        };
+    }
+    let dir = match &cfg.data.dir {
+        Some(d) => std::path::PathBuf::from(d),
+        None => ferrolab_data::lookup::find_dataset(data_dir, "fashion-mnist")?,
+    };
+    let (train, test) = ferrolab_vision::data::load_fashion_mnist(&dir)?;
+    if train.height != stream::SIDE || train.width != stream::SIDE {
+        return Err(SystemError::usage(format!(
+            "{}: images are {}×{}, AdaEvo's streams need 28×28",
+            dir.display(),
+            train.height,
+            train.width
+        )));
+    }
+    let k = cfg.data.pretrain_images.min(train.len());
+    let pre = BaseImages::new(
+        train.pixels[..k * stream::SIDE * stream::SIDE].to_vec(),
+        train.labels[..k].to_vec(),
+    )
+    .map_err(|e| SystemError::usage(format!("{}: {e}", dir.display())))?;
+    let pool = BaseImages::new(test.pixels, test.labels)
+        .map_err(|e| SystemError::usage(format!("{}: {e}", dir.display())))?;
+    Ok((pre, pool))
+}
+
+/// One evaluation's frames: model inputs and their labels.
+pub type EvalSet = (Vec<Vec<f32>>, Vec<u8>);
+
+/// Everything one seed's methods share.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The teacher (edge).
+    pub teacher: Mlp,
+    /// The factory mobile model before int8 (pruned, its mask kept): the edge's copy.
+    pub dense: Mlp,
+    /// The factory compressed mobile model.
+    pub mobile: Mlp,
+    /// The factory model's accuracy on clean frames.
+    pub clean_accuracy: f64,
+    /// The teacher's accuracy on clean frames and under the drift targets.
+    pub teacher_accuracy: f64,
+    /// Each end's drift schedule.
+    pub schedules: Vec<Schedule>,
+    /// Each end's frames, one per second.
+    pub frames: Vec<Vec<StreamFrame>>,
+    /// Each end's evaluation sets per tick: inputs and labels.
+    pub eval: Vec<Vec<EvalSet>>,
+    /// Clean original training samples (the edge's anchor set).
+    pub anchor: Vec<(Vec<f32>, u8)>,
+    /// Seconds spent preparing.
+    pub seconds: f64,
+}
+
+fn random_condition(rng: &mut StdRng) -> Condition {
+    let names = stream::CONDITIONS;
+    let a = names[rng.random_range(0..names.len())];
+    let mut c = Condition::named(a, rng.random_range(0.0f32..1.4)).unwrap_or_default();
+    if rng.random::<f32>() < 0.3 {
+        let b = names[rng.random_range(0..names.len())];
+        let d = Condition::named(b, rng.random_range(0.0f32..1.0)).unwrap_or_default();
+        c = c.lerp(&d, 0.5);
+    }
+    c
+}
+
+/// Pre-trains the models and draws the streams of one seed.
+pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u64) -> Prepared {
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xADA);
+    let clean = Condition::default();
+    // Teacher: four renders of each pre-training image under random conditions (two left it
+    // barely better than the mobile model under rotation).
+    let mut tx = Vec::new();
+    let mut ty = Vec::new();
+    let mut cx = Vec::new();
+    let mut cy = Vec::new();
+    for i in 0..pre.len() {
+        for _ in 0..4 {
+            let c = random_condition(&mut rng);
+            tx.push(stream::to_input(&stream::render(
+                pre.image(i),
+                &c,
+                &mut rng,
+            )));
+            ty.push(pre.labels[i]);
+        }
+        cx.push(stream::to_input(&stream::render(
+            pre.image(i),
+            &clean,
+            &mut rng,
+        )));
+        cy.push(pre.labels[i]);
+    }
+    let opts = |epochs: usize, s: u64| TrainOpts {
+        epochs,
+        lr: 0.03,
+        momentum: 0.9,
+        batch: 32,
+        seed: s,
+    };
+    let mut teacher = Mlp::new(&cfg.teacher_sizes(), seed ^ 1);
+    teacher.train(&tx, &ty, &opts(cfg.data.pretrain_epochs, seed ^ 2));
+    let mut dense = Mlp::new(&cfg.mobile_sizes(), seed ^ 3);
+    dense.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
+    let mut small = prune(&dense, cfg.mobile.sparsity).unwrap_or_else(|_| dense.clone());
+    small.train(&cx, &cy, &opts(1, seed ^ 5));
+    let mobile = ModelBlob::encode(0, 0, &small)
+        .decode()
+        .unwrap_or_else(|_| small.clone());
+    // Clean accuracy on the stream pool (the QoE reference).
+    let mut ex = Vec::new();
+    let mut ey = Vec::new();
+    let mut erng = StdRng::seed_from_u64(seed ^ 0xC1EA);
+    for k in 0..1000.min(pool.len() * 4) {
+        let i = (k * 7919 + erng.random_range(0..pool.len())) % pool.len();
+        ex.push(stream::to_input(&stream::render(
+            pool.image(i),
+            &clean,
+            &mut erng,
+        )));
+        ey.push(pool.labels[i]);
+    }
+    let clean_accuracy = mobile.accuracy(&ex, &ey);
+    let teacher_accuracy = teacher.accuracy(&ex, &ey);
+    // Schedules.
+    let drifts: Vec<Drift> = cfg.drifts().unwrap_or_default();
+    let mut schedules = Vec::new();
+    for k in 0..cfg.stream.ends {
+        let mut r = StdRng::seed_from_u64(seed ^ 0x5C4E_D000 ^ k as u64);
+        let offset = if cfg.stream.jitter_s > 0.0 {
+            r.random_range(0.0..=cfg.stream.jitter_s).round()
+        } else {
+            0.0
+        };
+        let mut targets: Vec<String> = drifts.iter().map(|d| d.target.clone()).collect();
+        if cfg.stream.shuffle_targets {
+            let mut idx: Vec<usize> = (0..targets.len()).collect();
+            crate::model::shuffle(&mut idx, &mut r);
+            targets = idx.iter().map(|&i| targets[i].clone()).collect();
+        }
+        let j = cfg.stream.strength_jitter as f32;
+        let strength = 1.0 + if j > 0.0 { r.random_range(-j..=j) } else { 0.0 };
+        let ds = drifts
+            .iter()
+            .zip(targets)
+            .map(|(d, target)| Drift {
+                kind: d.kind.clone(),
+                target,
+                start: d.start + offset,
+                duration: d.duration,
+            })
+            .collect();
+        schedules.push(Schedule {
+            drifts: ds,
+            strength,
+        });
+    }
+    let secs = cfg.stream.seconds;
+    let every = cfg.stream.eval_every_s;
+    let nf = cfg.stream.eval_frames;
+    let per_end: Vec<(Vec<StreamFrame>, Vec<EvalSet>)> = (0..cfg.stream.ends)
+        .into_par_iter()
+        .map(|k| {
+            let sch = &schedules[k];
+            let s_seed = seed ^ 0x57EA_0000 ^ (k as u64) << 20;
+            let frames: Vec<StreamFrame> = (0..secs)
+                .map(|t| stream::draw(pool, sch, t as f64, s_seed))
+                .collect();
+            let eval = (0..secs)
+                .step_by(every)
+                .map(|t| {
+                    let mut xs = Vec::with_capacity(nf);
+                    let mut ys = Vec::with_capacity(nf);
+                    for j in 0..nf {
+                        let f = stream::draw(
+                            pool,
+                            sch,
+                            t as f64 + j as f64 / nf as f64,
+                            s_seed ^ 0xE7A1 ^ (j as u64) << 40,
+                        );
+                        xs.push(f.input);
+                        ys.push(f.label);
+                    }
+                    (xs, ys)
+                })
+                .collect();
+            (frames, eval)
+        })
+        .collect();
+    let (frames, eval) = per_end.into_iter().unzip();
+    Prepared {
+        teacher,
+        dense: small,
+        mobile,
+        clean_accuracy,
+        teacher_accuracy,
+        schedules,
+        frames,
+        eval,
+        anchor: cx.into_iter().zip(cy).collect(),
+        seconds: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// The components a method uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MethodSpec {
+    /// Trigger.
+    pub trigger: TriggerMode,
+    /// Sampling.
+    pub sampling: SamplingMode,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// Profiler on.
+    pub profiler: bool,
+}
+
+/// The components of the method `name` (see [`crate::config::METHODS`]).
+pub fn method_spec(name: &str, period: f64) -> MethodSpec {
+    let ours = MethodSpec {
+        trigger: TriggerMode::Rod,
+        sampling: SamplingMode::DriftAware,
+        scheduler: SchedulerKind::Knapsack,
+        profiler: true,
+    };
+    match name {
+        "no_evolution" => MethodSpec {
+            trigger: TriggerMode::Never,
+            ..ours
+        },
+        "naive" => MethodSpec {
+            trigger: TriggerMode::Periodic(period),
+            sampling: SamplingMode::Fixed,
+            scheduler: SchedulerKind::Fifo,
+            profiler: false,
+        },
+        "ablation_periodic_trigger" => MethodSpec {
+            trigger: TriggerMode::Periodic(period),
+            ..ours
+        },
+        "ablation_fixed_sampling" => MethodSpec {
+            sampling: SamplingMode::Fixed,
+            ..ours
+        },
+        "ablation_fifo_scheduler" => MethodSpec {
+            scheduler: SchedulerKind::Fifo,
+            ..ours
+        },
+        "ablation_no_profiler" => MethodSpec {
+            profiler: false,
+            ..ours
+        },
+        _ => ours,
+    }
+}
+
+/// A trigger as the timeline and the detection scores see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerLog {
+    pub end: usize,
+    pub t: f64,
+    pub onset: f64,
+    pub drift: String,
+    pub sent: bool,
+}
+
+/// One method's run on one seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodRun {
+    /// Headline metrics (report keys).
+    pub metrics: BTreeMap<String, f64>,
+    /// Per end, `(t, accuracy, estimate)` at each evaluation.
+    pub timeline: Vec<Vec<(f64, f64, f64)>>,
+    /// Triggers.
+    pub triggers: Vec<TriggerLog>,
+    /// Task starts `(t, end, epochs)` and model installs `(t, end, version)`.
+    pub starts: Vec<(f64, usize, usize)>,
+    pub installs: Vec<(f64, usize, u64)>,
+    /// Per-end QoE at the 90% threshold.
+    pub qoe_t90_per_end: Vec<f64>,
+}
+
+/// Simulates `method` on the prepared streams.
+pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) -> MethodRun {
+    let t_wall = Instant::now();
+    let spec = method_spec(method, cfg.mobile.period_s as f64);
+    let m = &cfg.mobile;
+    let theta90 = 0.9 * prep.clean_accuracy;
+    let theta80 = 0.8 * prep.clean_accuracy;
+    let life = cfg.stream.seconds as f64;
+    let params = MobileParams {
+        rod: RodParams {
+            window: m.window,
+            subwindows: m.subwindows,
+            step: m.step,
+            rod_threshold: m.rod_threshold,
+            stable_f: m.stable_f,
+            stable_t: m.stable_t,
+            max_slides: m.max_slides,
+        },
+        sudden_slides: cfg.sudden_slides(),
+        alternation_ratio: m.alternation_ratio,
+        upload_budget: m.upload_budget,
+        fixed_window_s: m.fixed_window_s as f64,
+        trigger: spec.trigger,
+        sampling: spec.sampling,
+        threshold: theta90,
+        life_s: life,
+    };
+    let e = &cfg.edge;
+    let mut edge = EdgeServer::new(
+        EdgeParams {
+            throughput: e.throughput_mflops * 1e6,
+            memory: cfg.memory_bytes(),
+            memory_unit: (e.memory_unit_kb * 1e3).max(1.0) as u64,
+            max_concurrent: e.max_concurrent,
+            epochs: e.epochs.clone(),
+            fixed_epochs: e.fixed_epochs,
+            probe_epochs: e.probe_epochs,
+            batch: e.batch,
+            lr: e.lr as f32,
+            replay: e.replay,
+            workspace: (e.workspace_kb * 1e3) as u64,
+            sparsity: m.sparsity,
+            scheduler: spec.scheduler,
+            profiler: spec.profiler,
+            seed: seed ^ 0xED6E,
+            anchor: prep.anchor.clone(),
+            anchor_per_task: e.anchor,
+        },
+        prep.teacher.clone(),
+    );
+    let n = cfg.stream.ends;
+    let mut ends: Vec<MobileEnd> = (0..n)
+        .map(|k| {
+            edge.register(k, prep.dense.clone(), prep.mobile.clone());
+            MobileEnd::new(k, prep.mobile.clone(), params)
+        })
+        .collect();
+    let bw = m.bandwidth_mb_s * 1e6;
+    let mut uploads: Vec<(f64, TaskRequest)> = Vec::new();
+    let mut deliveries: Vec<(f64, ModelBlob, f64, f64)> = Vec::new();
+    let mut upload_bytes = 0usize;
+    let mut timeline = vec![Vec::new(); n];
+    let mut triggers = Vec::new();
+    let mut installs = Vec::new();
+    let mut cc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let (mut mem_err, mut time_err, mut gain_err, mut latency) = (vec![], vec![], vec![], vec![]);
+    let mut dropped = 0usize;
+    let every = cfg.stream.eval_every_s;
+    let w = m.window;
+    for t in 0..cfg.stream.seconds {
+        let tf = t as f64;
+        // Model versions arriving now.
+        let mut i = 0;
+        while i < deliveries.len() {
+            if deliveries[i].0 <= tf {
+                let (at, blob, pred_gain, trig) = deliveries.remove(i);
+                let k = blob.end;
+                let tick = (t / every).min(prep.eval[k].len() - 1);
+                let (xs, ys) = &prep.eval[k][tick];
+                let before = ends[k].model.accuracy(xs, ys);
+                if ends[k].install(&blob).is_ok() {
+                    let after = ends[k].model.accuracy(xs, ys);
+                    if spec.profiler {
+                        gain_err.push((pred_gain - (after - before)).abs());
+                    }
+                    latency.push(at - trig);
+                    installs.push((at, k, blob.version));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        // Uploads reaching the edge.
+        let mut arrived = false;
+        let mut i = 0;
+        while i < uploads.len() {
+            if uploads[i].0 <= tf {
+                let (at, req) = uploads.remove(i);
+                let k = req.end;
+                if edge.submit(req, at).is_err() {
+                    dropped += 1;
+                    ends[k].task_dropped();
+                }
+                arrived = true;
+            } else {
+                i += 1;
+            }
+        }
+        if arrived {
+            edge.schedule(tf);
+        }
+        for (k, end) in ends.iter_mut().enumerate() {
+            let f = &prep.frames[k][t];
+            let r = end.on_frame(tf, &f.pixels, &f.input);
+            cc_hist[k].push(r.cc);
+            let sent = r.request.is_some();
+            if let Some(req) = r.request {
+                let bytes = req.upload_bytes();
+                upload_bytes += bytes;
+                triggers.push(TriggerLog {
+                    end: k,
+                    t: tf,
+                    onset: r.event.map_or(tf, |e| e.t1),
+                    drift: req.drift.name().to_string(),
+                    sent,
+                });
+                uploads.push((tf + bytes as f64 / bw, req));
+            } else if let Some(ev) = r.event {
+                triggers.push(TriggerLog {
+                    end: k,
+                    t: tf,
+                    onset: ev.t1,
+                    drift: DriftType::Unknown.name().to_string(),
+                    sent,
+                });
+            }
+        }
+        if t % every == 0 {
+            for k in 0..n {
+                let (xs, ys) = &prep.eval[k][t / every];
+                let acc = ends[k].model.accuracy(xs, ys);
+                let h = &cc_hist[k];
+                let est = mean(&h[h.len().saturating_sub(w)..]);
+                timeline[k].push((tf, acc, est));
+            }
+        }
+        let done = edge.advance(tf, 1.0);
+        if !done.is_empty() {
+            for c in &done {
+                mem_err.push(
+                    (c.memory_pred as f64 - c.memory_measured as f64).abs()
+                        / c.memory_measured.max(1) as f64,
+                );
+                let actual = c.finished - c.started;
+                time_err.push((c.predicted_seconds - actual).abs() / actual.max(1e-9));
+                let bytes = c.blob.bytes.len() as f64;
+                let trig = triggers
+                    .iter()
+                    .rev()
+                    .find(|x| x.end == c.end && x.sent)
+                    .map_or(c.arrival, |x| x.t);
+                deliveries.push((
+                    c.finished + bytes / bw,
+                    c.blob.clone(),
+                    c.predicted_gain,
+                    trig,
+                ));
+            }
+            edge.schedule(tf + 1.0);
+        }
+    }
+    let unfinished = edge.queued() + edge.running() + uploads.len();
+    // Metrics.
+    let mut accs = Vec::new();
+    let mut q90 = Vec::new();
+    let mut q80 = Vec::new();
+    let (mut est_all, mut acc_all) = (Vec::new(), Vec::new());
+    for tl in &timeline {
+        let a: Vec<f64> = tl.iter().map(|p| p.1).collect();
+        q90.push(a.iter().filter(|x| **x >= theta90).count() as f64 / a.len().max(1) as f64);
+        q80.push(a.iter().filter(|x| **x >= theta80).count() as f64 / a.len().max(1) as f64);
+        accs.push(mean(&a));
+        for p in tl.iter().skip(1) {
+            est_all.push(p.2);
+            acc_all.push(p.1);
+        }
+    }
+    // Detection scores against the true drifts (ROD methods only).
+    let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
+    for (k, sch) in prep.schedules.iter().enumerate() {
+        for (j, d) in sch.drifts.iter().enumerate() {
+            total += 1;
+            let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
+            if let Some(tr) = triggers
+                .iter()
+                .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown")
+            {
+                hits += 1;
+                lat.push(tr.t - d.end());
+                if tr.drift == d.kind {
+                    typed += 1;
+                }
+            }
+        }
+    }
+    let mut mx = BTreeMap::new();
+    let mut put = |k: &str, v: f64| {
+        mx.insert(k.to_string(), v);
+    };
+    put("avg_qoe_t90", mean(&q90));
+    put("avg_qoe_t80", mean(&q80));
+    put("avg_accuracy", mean(&accs));
+    put("upload_mb", upload_bytes as f64 / 1e6);
+    put("edge_utilisation", edge.busy_s / life);
+    put(
+        "tasks_triggered",
+        triggers.iter().filter(|x| x.sent).count() as f64,
+    );
+    put("tasks_completed", installs.len() as f64);
+    put("tasks_unfinished", unfinished as f64);
+    put("tasks_dropped", dropped as f64);
+    put("evolution_latency_seconds", mean(&latency));
+    put(
+        "edge_peak_memory_frac",
+        edge.peak_memory as f64 / cfg.memory_bytes() as f64,
+    );
+    put("estimate_correlation", pearson(&est_all, &acc_all));
+    if spec.trigger == TriggerMode::Rod {
+        put("drift_detection_rate", hits as f64 / total.max(1) as f64);
+        put("drift_latency_seconds", mean(&lat));
+        put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
+    }
+    if spec.profiler && !mem_err.is_empty() {
+        put("profiler_memory_error_frac", mean(&mem_err));
+        put("profiler_time_error_frac", mean(&time_err));
+        put("profiler_gain_mae", mean(&gain_err));
+    }
+    put("wall_seconds", t_wall.elapsed().as_secs_f64());
+    let starts = edge.log.iter().map(|s| (s.t, s.end, s.epochs)).collect();
+    MethodRun {
+        metrics: mx,
+        timeline,
+        triggers,
+        starts,
+        installs,
+        qoe_t90_per_end: q90,
+    }
+}
+
+/// Mean and sample standard deviation of each key over `runs` (keys present in all).
+pub fn aggregate(runs: &[&BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    for k in first.keys() {
+        let v: Vec<f64> = runs.iter().filter_map(|r| r.get(k).copied()).collect();
+        if v.len() != runs.len() {
+            continue;
+        }
+        let m = mean(&v);
+        let sd = if v.len() > 1 {
+            (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        out.insert(k.clone(), m);
+        out.insert(format!("{k}_std"), sd);
+    }
+    out
+}
+
+/// The timeline SVG of one method's run: every end's accuracy (solid) and estimate (dashed),
+/// the QoE thresholds, and marks for triggers (row per end) and task starts / installs.
+pub fn timeline_svg(
+    run: &MethodRun,
+    method: &str,
+    clean: f64,
+    seconds: f64,
+    ends: usize,
+) -> String {
+    let shown = ends.min(4);
+    let mut series = Vec::new();
+    for k in 0..shown {
+        let c = svg::colour(k);
+        series.push(svg::Series {
+            label: format!("end {k} accuracy"),
+            points: run.timeline[k].iter().map(|p| (p.0, p.1)).collect(),
+            colour: c.clone(),
+            dashed: false,
+        });
+        series.push(svg::Series {
+            label: format!("end {k} estimate (CC)"),
+            points: run.timeline[k].iter().map(|p| (p.0, p.2)).collect(),
+            colour: c,
+            dashed: true,
+        });
+    }
+    let mut marks = Vec::new();
+    for tr in run.triggers.iter().filter(|x| x.end < shown) {
+        marks.push(svg::Mark {
+            x: tr.t,
+            row: tr.end,
+            colour: svg::colour(tr.end),
+            label: format!("end {} trigger ({}), onset {}", tr.end, tr.drift, tr.onset),
+        });
+    }
+    for (t, end, epochs) in run.starts.iter().filter(|s| s.1 < shown) {
+        marks.push(svg::Mark {
+            x: *t,
+            row: shown + end,
+            colour: svg::colour(*end),
+            label: format!("end {end} task starts ({epochs} epochs)"),
+        });
+    }
+    for (t, end, v) in run.installs.iter().filter(|s| s.1 < shown) {
+        marks.push(svg::Mark {
+            x: *t,
+            row: 2 * shown + end,
+            colour: svg::colour(*end),
+            label: format!("end {end} installs version {v}"),
+        });
+    }
+    svg::chart(
+        &format!(
+            "{method}: accuracy (solid) and label-free estimate (dashed) of ends 0-{}; marks: triggers, task starts, installs",
+            shown - 1
+        ),
+        "simulated seconds",
+        seconds,
+        (0.0, 1.0),
+        &series,
+        &[
+            (0.9 * clean, "QoE threshold 90%".into()),
+            (0.8 * clean, "QoE threshold 80%".into()),
+        ],
+        &marks,
+        3 * shown,
+    )
+}
+
+/// Runs the whole comparison.
+pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+    let cfg = cfg.get();
+    let t0 = Instant::now();
+    let methods = cfg.experiment.methods.clone();
+    let mut per_method: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+    let mut curves = Vec::new();
+    let mut details = serde_json::Map::new();
+    let mut prep_s = 0.0;
+    for s in 0..cfg.experiment.seeds {
+        let seed = ctx.seed_for(&format!("seed{s}"));
+        let (pre, pool) = load_base(cfg, ctx.data_dir(), seed)?;
+        let prep = prepare(cfg, &pre, &pool, seed);
+        prep_s += prep.seconds;
+        let runs: Vec<(String, MethodRun)> = methods
+            .par_iter()
+            .map(|m| (m.clone(), simulate(cfg, &prep, m, seed)))
+            .collect();
+        for (m, r) in &runs {
+            let mut rec = serde_json::json!({"seed": s, "method": m});
+            for (k, v) in &r.metrics {
+                rec[k] = serde_json::json!(v);
+            }
+            ctx.log_metrics(&rec)?;
+            per_method
+                .entry(m.clone())
+                .or_default()
+                .push(r.metrics.clone());
+            if s == 0 {
+                let svg = timeline_svg(
+                    r,
+                    m,
+                    prep.clean_accuracy,
+                    cfg.stream.seconds as f64,
+                    cfg.stream.ends,
+                );
+                ctx.run_dir()
+                    .write_file(&format!("timeline_{m}.svg"), svg.as_bytes())?;
+                let ticks = r.timeline.first().map_or(0, Vec::len);
+                let pts = (0..ticks)
+                    .map(|i| {
+                        let t = r.timeline[0][i].0;
+                        let a = mean(&r.timeline.iter().map(|tl| tl[i].1).collect::<Vec<_>>());
+                        (t, a)
+                    })
+                    .collect();
+                curves.push(Curve {
+                    label: m.clone(),
+                    y_name: "avg_accuracy".into(),
+                    points: pts,
+                });
+                details.insert(
+                    format!("{m}_seed0"),
+                    serde_json::json!({
+                        "qoe_t90_per_end": r.qoe_t90_per_end,
+                        "triggers": r.triggers,
+                        "installs": r.installs,
+                    }),
+                );
+            }
+        }
+        details.insert(
+            format!("seed{s}"),
+            serde_json::json!({
+                "clean_accuracy": prep.clean_accuracy,
+                "teacher_clean_accuracy": prep.teacher_accuracy,
+                "schedules": prep.schedules.iter().map(|sc| sc.drifts.iter().map(|d| format!("{}:{}@{}+{}", d.kind, d.target, d.start, d.duration)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "strengths": prep.schedules.iter().map(|sc| sc.strength).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    // The accuracy-over-time chart of every method (seed 0).
+    let all: Vec<svg::Series> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| svg::Series {
+            label: c.label.clone(),
+            points: c.points.clone(),
+            colour: svg::colour(i),
+            dashed: c.label != "adaevo",
+        })
+        .collect();
+    let chart = svg::chart(
+        "average accuracy over the ends, every method (seed 0)",
+        "simulated seconds",
+        cfg.stream.seconds as f64,
+        (0.0, 1.0),
+        &all,
+        &[],
+        &[],
+        0,
+    );
+    ctx.run_dir()
+        .write_file("timeline_methods.svg", chart.as_bytes())?;
+    let dataset = if cfg.data.dataset == "synthetic" {
+        "synthetic"
+    } else {
+        "fashion-mnist"
+    };
+    let mut report = Report::new("adaevo", dataset, ctx.seed());
+    let agg = |m: &str| -> BTreeMap<String, f64> {
+        let v = per_method
+            .get(m)
+            .map(|v| v.iter().collect::<Vec<_>>())
+            .unwrap_or_default();
+        aggregate(&v)
+    };
+    report.metrics = agg("adaevo");
+    for m in methods.iter().skip(1) {
+        report.baselines.insert(m.clone(), agg(m));
+    }
+    report.timings.insert("prepare_seconds".into(), prep_s);
+    report
+        .timings
+        .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
+    report.details = serde_json::Value::Object(details);
+    report.notes.push(format!(
+        "QoE thresholds: 90% and 80% of the factory compressed model's accuracy on clean frames; {} ends, {} s streams, {} seed(s); simulated clock (FLOPs / {} MFLOP/s shared), compute real",
+        cfg.stream.ends, cfg.stream.seconds, cfg.experiment.seeds, cfg.edge.throughput_mflops
+    ));
+    Ok(Outcome {
+        report,
+        curves,
+        paper: Vec::new(),
+    })
+}

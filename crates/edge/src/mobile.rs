@@ -1,0 +1,273 @@
+//! A mobile end: runs its compressed model on every frame, keeps the label-free estimate,
+//! decides when to evolve (ROD trigger or periodic), classifies the drift, samples frames for
+//! the upload, and swaps in shipped model versions after checking their checksum.
+//!
+//! The net layer's mobile process drives the same type: [`MobileEnd::on_frame`] per frame
+//! (it returns the request to publish), [`MobileEnd::install`] when a blob arrives,
+//! [`MobileEnd::task_dropped`] when the edge drops its task.
+
+use crate::estimator::confidence;
+use crate::model::Mlp;
+use crate::protocol::{DriftType, Frame, ModelBlob, ProtocolError, TaskRequest};
+use crate::sampling::{self, Obs};
+use crate::trigger::{PeriodicTrigger, RodParams, RodTrigger, TriggerEvent};
+use std::collections::VecDeque;
+
+/// How an end decides to evolve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TriggerMode {
+    /// AdaEvo: when a drift has ended.
+    Rod,
+    /// Naive: every `period` seconds.
+    Periodic(f64),
+    /// Never (no evolution).
+    Never,
+}
+
+/// How an end picks the frames to upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingMode {
+    /// By drift type (sudden / incremental / gradual policies).
+    DriftAware,
+    /// A fixed rate over the last `fixed_window_s` seconds.
+    Fixed,
+}
+
+/// Settings of a mobile end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MobileParams {
+    /// Trigger thresholds.
+    pub rod: RodParams,
+    /// Slides up to which a drift is sudden.
+    pub sudden_slides: usize,
+    /// Alternation statistic threshold (incremental above, gradual below).
+    pub alternation_ratio: f64,
+    /// Most frames per upload.
+    pub upload_budget: usize,
+    /// Window of fixed-rate sampling, seconds.
+    pub fixed_window_s: f64,
+    /// Trigger mode.
+    pub trigger: TriggerMode,
+    /// Sampling mode.
+    pub sampling: SamplingMode,
+    /// The end's QoE threshold (accuracy).
+    pub threshold: f64,
+    /// Stream length, seconds (for the scheduler's horizon).
+    pub life_s: f64,
+}
+
+/// What one frame produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameResult {
+    /// The frame's classification confidence.
+    pub cc: f64,
+    /// The predicted class.
+    pub predicted: usize,
+    /// A request to publish, when the end triggered.
+    pub request: Option<TaskRequest>,
+    /// The trigger event behind it (ROD mode).
+    pub event: Option<TriggerEvent>,
+}
+
+/// One mobile end.
+#[derive(Debug, Clone)]
+pub struct MobileEnd {
+    /// End id.
+    pub id: usize,
+    /// The running (compressed) model.
+    pub model: Mlp,
+    /// Its version (0 = factory).
+    pub version: u64,
+    params: MobileParams,
+    rod: RodTrigger,
+    periodic: PeriodicTrigger,
+    buffer: VecDeque<Obs>,
+    old: Vec<Vec<f32>>,
+    seq: u64,
+    in_flight: bool,
+}
+
+impl MobileEnd {
+    /// An end running `model` (version 0).
+    pub fn new(id: usize, model: Mlp, params: MobileParams) -> MobileEnd {
+        let period = match params.trigger {
+            TriggerMode::Periodic(p) => p,
+            _ => f64::INFINITY,
+        };
+        MobileEnd {
+            id,
+            model,
+            version: 0,
+            params,
+            rod: RodTrigger::new(params.rod),
+            periodic: PeriodicTrigger { period, last: 0.0 },
+            buffer: VecDeque::new(),
+            old: Vec::new(),
+            seq: 0,
+            in_flight: false,
+        }
+    }
+
+    /// Whether a task of this end is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Processes the frame captured at `t` (raw `pixels`, model `input`).
+    pub fn on_frame(&mut self, t: f64, pixels: &[u8], input: &[f32]) -> FrameResult {
+        let fwd = self.model.forward(input);
+        let cc = confidence(&fwd.probs);
+        let predicted = crate::model::argmax(&fwd.probs);
+        self.buffer.push_back(Obs {
+            t,
+            pixels: pixels.to_vec(),
+            input: input.to_vec(),
+            cc,
+        });
+        // Enough for the longest drift the trigger waits out plus its reference window.
+        let keep = self.params.rod.window * 2
+            + self.params.rod.step * self.params.rod.max_slides
+            + self.params.fixed_window_s as usize;
+        while self.buffer.len() > keep {
+            self.buffer.pop_front();
+        }
+        let mut out = FrameResult {
+            cc,
+            predicted,
+            request: None,
+            event: None,
+        };
+        match self.params.trigger {
+            TriggerMode::Never => {}
+            TriggerMode::Periodic(_) => {
+                if self.periodic.observe(t) && !self.in_flight {
+                    let lo = t - self.params.fixed_window_s;
+                    let interval: Vec<&Obs> = self.buffer.iter().filter(|o| o.t > lo).collect();
+                    let idx = sampling::even(interval.len(), self.params.upload_budget);
+                    out.request = Some(self.request(t, DriftType::Unknown, &interval, &idx));
+                    self.sent();
+                }
+            }
+            TriggerMode::Rod => {
+                let had_ref = self.rod.reference().is_some();
+                let ev = self.rod.observe(t, cc);
+                if !had_ref && self.rod.reference().is_some() {
+                    let w = self.params.rod.window;
+                    self.old = self
+                        .buffer
+                        .iter()
+                        .rev()
+                        .take(w)
+                        .map(|o| o.input.clone())
+                        .collect();
+                }
+                if let Some(e) = ev {
+                    if !self.in_flight {
+                        out.request = Some(self.on_trigger(&e));
+                        self.sent();
+                    }
+                    out.event = Some(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_trigger(&self, e: &TriggerEvent) -> TaskRequest {
+        let interval: Vec<&Obs> = self
+            .buffer
+            .iter()
+            .filter(|o| o.t >= e.t1 && o.t <= e.t3)
+            .collect();
+        let old: Vec<&[f32]> = self.old.iter().map(Vec::as_slice).collect();
+        let drift = sampling::classify_drift(
+            e.slides,
+            self.params.sudden_slides,
+            self.params.alternation_ratio,
+            &old,
+            &interval,
+            self.params.rod.window,
+        );
+        let budget = self.params.upload_budget;
+        match self.params.sampling {
+            SamplingMode::DriftAware => {
+                let c = sampling::centroid(&old);
+                let idx = sampling::select(drift, &interval, &c, budget);
+                self.request(e.t3, drift, &interval, &idx)
+            }
+            SamplingMode::Fixed => {
+                let lo = e.t3 - self.params.fixed_window_s;
+                let recent: Vec<&Obs> = self.buffer.iter().filter(|o| o.t > lo).collect();
+                let idx = sampling::even(recent.len(), budget);
+                self.request(e.t3, drift, &recent, &idx)
+            }
+        }
+    }
+
+    fn sent(&mut self) {
+        self.seq += 1;
+        self.in_flight = true;
+    }
+
+    fn request(&self, t: f64, drift: DriftType, from: &[&Obs], idx: &[usize]) -> TaskRequest {
+        let w = self.params.rod.window.min(self.buffer.len()).max(1);
+        let estimate = self.buffer.iter().rev().take(w).map(|o| o.cc).sum::<f64>() / w as f64;
+        let frames: Vec<Frame> = idx
+            .iter()
+            .filter_map(|&i| from.get(i))
+            .map(|o| Frame {
+                t: o.t,
+                pixels: o.pixels.clone(),
+            })
+            .collect();
+        let seq = self.seq;
+        TaskRequest {
+            end: self.id,
+            seq,
+            model_version: self.version,
+            trigger_t: t,
+            drift,
+            estimate,
+            threshold: self.params.threshold,
+            remaining_s: (self.params.life_s - t).max(0.0),
+            frames,
+        }
+    }
+
+    /// Installs a shipped model after verifying its checksum; a corrupt or stale blob is
+    /// refused and the running model kept.
+    pub fn install(&mut self, blob: &ModelBlob) -> Result<(), ProtocolError> {
+        if blob.end != self.id {
+            return Err(ProtocolError::BadRequest(format!(
+                "blob for end {} delivered to end {}",
+                blob.end, self.id
+            )));
+        }
+        let model = blob.decode()?;
+        if model.sizes != self.model.sizes {
+            return Err(ProtocolError::Malformed(format!(
+                "blob layer widths {:?}, this end runs {:?}",
+                model.sizes, self.model.sizes
+            )));
+        }
+        if blob.version <= self.version {
+            return Err(ProtocolError::BadRequest(format!(
+                "blob version {} is not newer than the running {}",
+                blob.version, self.version
+            )));
+        }
+        self.model = model;
+        self.version = blob.version;
+        self.in_flight = false;
+        self.rod.reset();
+        self.old.clear();
+        Ok(())
+    }
+
+    /// The edge dropped this end's task: allow a new trigger.
+    pub fn task_dropped(&mut self) {
+        self.in_flight = false;
+        self.rod.reset();
+        self.old.clear();
+    }
+}

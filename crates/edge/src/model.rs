@@ -1,0 +1,397 @@
+//! The small fully connected classifiers AdaEvo moves around: the mobile end's model (dense on
+//! the edge, pruned + int8 on the device), and the edge's larger teacher.
+//!
+//! Plain `f32` vectors rather than burn tensors: the experiment trains hundreds of tiny models
+//! (tens of thousands of weights) one sample at a time on a simulated clock, where a tensor
+//! runtime's per-op overhead would dominate, and every multiply-add is counted exactly for the
+//! cost model (`flops_*`). Layers are `[out, in]` row-major, ReLU between layers, softmax at
+//! the end; training is SGD with momentum on the cross-entropy.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// A multi-layer perceptron `sizes[0] → … → sizes[L]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mlp {
+    /// Widths, input first, classes last.
+    pub sizes: Vec<usize>,
+    /// Per layer `[out · in]`, row-major.
+    pub weights: Vec<Vec<f32>>,
+    /// Per layer `[out]`.
+    pub biases: Vec<Vec<f32>>,
+    /// Per layer: which weights are kept (pruning mask, `None` = dense). Training keeps masked
+    /// weights at zero so a pruned model stays pruned.
+    pub masks: Vec<Option<Vec<bool>>>,
+}
+
+/// Outputs of one forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// Class probabilities.
+    pub probs: Vec<f32>,
+    /// The last hidden layer's activations (the frame's feature vector).
+    pub feature: Vec<f32>,
+}
+
+/// Optimiser settings for [`Mlp::train`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainOpts {
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Step size.
+    pub lr: f32,
+    /// Momentum.
+    pub momentum: f32,
+    /// Samples per step.
+    pub batch: usize,
+    /// Shuffle seed.
+    pub seed: u64,
+}
+
+/// What a training call cost and allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TrainStats {
+    /// Floating-point operations (2 per multiply-add; backward = 2× forward).
+    pub flops: f64,
+    /// Bytes of the buffers training allocated (parameters, gradients, momentum, the data set
+    /// copy, one batch's activations) at their peak: the "measured" side of the profiler's
+    /// memory prediction.
+    pub peak_bytes: u64,
+}
+
+impl Mlp {
+    /// He-initialised network.
+    pub fn new(sizes: &[usize], seed: u64) -> Mlp {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        for w in sizes.windows(2) {
+            let (i, o) = (w[0], w[1]);
+            let scale = (2.0 / i as f32).sqrt();
+            weights.push(
+                (0..i * o)
+                    .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale * 1.7)
+                    .collect(),
+            );
+            biases.push(vec![0.0; o]);
+        }
+        let masks = vec![None; weights.len()];
+        Mlp {
+            sizes: sizes.to_vec(),
+            weights,
+            biases,
+            masks,
+        }
+    }
+
+    /// Input width.
+    pub fn input(&self) -> usize {
+        self.sizes[0]
+    }
+
+    /// Classes.
+    pub fn classes(&self) -> usize {
+        *self.sizes.last().unwrap_or(&0)
+    }
+
+    /// Parameters (weights and biases).
+    pub fn params(&self) -> usize {
+        self.sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    }
+
+    /// Multiply-adds of one forward pass (dense count: the cost model charges pruned weights
+    /// too, as a dense kernel would).
+    pub fn macs(&self) -> usize {
+        self.sizes.windows(2).map(|w| w[0] * w[1]).sum()
+    }
+
+    /// FLOPs of one forward pass.
+    pub fn flops_forward(&self) -> f64 {
+        2.0 * self.macs() as f64
+    }
+
+    /// FLOPs of one training sample (forward + backward ≈ 3× forward).
+    pub fn flops_train_sample(&self) -> f64 {
+        3.0 * self.flops_forward()
+    }
+
+    /// Activations of every layer, input included.
+    fn activations(&self, x: &[f32]) -> Vec<Vec<f32>> {
+        let mut acts = vec![x.to_vec()];
+        let n = self.weights.len();
+        for l in 0..n {
+            let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+            let a = &acts[l];
+            let w = &self.weights[l];
+            let mut z = self.biases[l].clone();
+            for (r, zr) in z.iter_mut().enumerate().take(o) {
+                let row = &w[r * i..(r + 1) * i];
+                *zr += dot(row, a);
+            }
+            if l + 1 < n {
+                for v in z.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            acts.push(z);
+        }
+        acts
+    }
+
+    /// Forward pass of one input.
+    pub fn forward(&self, x: &[f32]) -> Forward {
+        let mut acts = self.activations(x);
+        let logits = acts.pop().unwrap_or_default();
+        let feature = acts.pop().unwrap_or_default();
+        Forward {
+            probs: softmax(&logits),
+            feature,
+        }
+    }
+
+    /// The arg-max class of `x`.
+    pub fn predict(&self, x: &[f32]) -> usize {
+        argmax(&self.forward(x).probs)
+    }
+
+    /// Fraction of `xs` classified as `ys`.
+    pub fn accuracy(&self, xs: &[Vec<f32>], ys: &[u8]) -> f64 {
+        if xs.is_empty() {
+            return 0.0;
+        }
+        let hit = xs
+            .iter()
+            .zip(ys)
+            .filter(|(x, y)| self.predict(x) == **y as usize)
+            .count();
+        hit as f64 / xs.len() as f64
+    }
+
+    /// Trains on `(xs, ys)` with mini-batch SGD + momentum; masked weights stay zero.
+    pub fn train(&mut self, xs: &[Vec<f32>], ys: &[u8], opts: &TrainOpts) -> TrainStats {
+        let n = xs.len();
+        if n == 0 || opts.epochs == 0 {
+            return TrainStats::default();
+        }
+        let mut rng = StdRng::seed_from_u64(opts.seed);
+        let mut vel_w: Vec<Vec<f32>> = self.weights.iter().map(|w| vec![0.0; w.len()]).collect();
+        let mut vel_b: Vec<Vec<f32>> = self.biases.iter().map(|b| vec![0.0; b.len()]).collect();
+        let mut grad_w: Vec<Vec<f32>> = vel_w.clone();
+        let mut grad_b: Vec<Vec<f32>> = vel_b.clone();
+        let mut order: Vec<usize> = (0..n).collect();
+        let batch = opts.batch.max(1);
+        let act_floats: usize = self.sizes.iter().sum::<usize>() * 2;
+        let p = self.params() as u64;
+        // Parameters + gradients + momentum + the sample copy + one batch's activations and
+        // their gradients, as allocated below.
+        let data_bytes: u64 = xs.iter().map(|x| x.len() as u64 * 4 + 1).sum();
+        let peak = 4 * p * 3 + data_bytes + (batch * act_floats) as u64 * 4;
+        let nl = self.weights.len();
+        for _ in 0..opts.epochs {
+            shuffle(&mut order, &mut rng);
+            for chunk in order.chunks(batch) {
+                for g in grad_w.iter_mut() {
+                    g.iter_mut().for_each(|v| *v = 0.0);
+                }
+                for g in grad_b.iter_mut() {
+                    g.iter_mut().for_each(|v| *v = 0.0);
+                }
+                for &s in chunk {
+                    let acts = self.activations(&xs[s]);
+                    let mut delta = softmax(&acts[nl]);
+                    let y = ys[s] as usize;
+                    if y < delta.len() {
+                        delta[y] -= 1.0;
+                    }
+                    for l in (0..nl).rev() {
+                        let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+                        let a = &acts[l];
+                        for r in 0..o {
+                            let d = delta[r];
+                            grad_b[l][r] += d;
+                            if d != 0.0 {
+                                let g = &mut grad_w[l][r * i..(r + 1) * i];
+                                for (gv, av) in g.iter_mut().zip(a) {
+                                    *gv += d * av;
+                                }
+                            }
+                        }
+                        if l > 0 {
+                            let w = &self.weights[l];
+                            let mut prev = vec![0.0f32; i];
+                            for (r, &d) in delta.iter().enumerate().take(o) {
+                                if d != 0.0 {
+                                    let row = &w[r * i..(r + 1) * i];
+                                    for (pv, wv) in prev.iter_mut().zip(row) {
+                                        *pv += d * wv;
+                                    }
+                                }
+                            }
+                            for (pv, av) in prev.iter_mut().zip(a) {
+                                if *av <= 0.0 {
+                                    *pv = 0.0;
+                                }
+                            }
+                            delta = prev;
+                        }
+                    }
+                }
+                let scale = opts.lr / chunk.len() as f32;
+                for l in 0..nl {
+                    for ((w, v), g) in self.weights[l]
+                        .iter_mut()
+                        .zip(vel_w[l].iter_mut())
+                        .zip(&grad_w[l])
+                    {
+                        *v = opts.momentum * *v - scale * g;
+                        *w += *v;
+                    }
+                    for ((b, v), g) in self.biases[l]
+                        .iter_mut()
+                        .zip(vel_b[l].iter_mut())
+                        .zip(&grad_b[l])
+                    {
+                        *v = opts.momentum * *v - scale * g;
+                        *b += *v;
+                    }
+                    if let Some(m) = &self.masks[l] {
+                        for (w, keep) in self.weights[l].iter_mut().zip(m) {
+                            if !keep {
+                                *w = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        TrainStats {
+            flops: self.flops_train_sample() * (n * opts.epochs) as f64,
+            peak_bytes: peak,
+        }
+    }
+
+    /// Fraction of weights that are exactly zero.
+    pub fn sparsity(&self) -> f64 {
+        let total: usize = self.weights.iter().map(Vec::len).sum();
+        let zeros: usize = self
+            .weights
+            .iter()
+            .map(|w| w.iter().filter(|v| **v == 0.0).count())
+            .sum();
+        zeros as f64 / total.max(1) as f64
+    }
+}
+
+/// `Σ a_i b_i`.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Four partial sums let the compiler vectorise without reassociating a single chain.
+    let mut s = [0f32; 4];
+    let chunks = a.len() / 4;
+    for k in 0..chunks {
+        for j in 0..4 {
+            s[j] += a[4 * k + j] * b[4 * k + j];
+        }
+    }
+    let mut t = s[0] + s[1] + s[2] + s[3];
+    for k in chunks * 4..a.len().min(b.len()) {
+        t += a[k] * b[k];
+    }
+    t
+}
+
+/// Numerically stable softmax.
+pub fn softmax(z: &[f32]) -> Vec<f32> {
+    let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s.max(f32::MIN_POSITIVE)).collect()
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Fisher–Yates shuffle.
+pub fn shuffle(v: &mut [usize], rng: &mut StdRng) {
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let mut m = Mlp::new(&[3, 4, 2], 1);
+        let x = vec![vec![0.3f32, -0.7, 1.1]];
+        let y = vec![1u8];
+        let loss = |m: &Mlp| -> f32 { -m.forward(&x[0]).probs[1].ln() };
+        let w0 = m.weights[0][5];
+        let h = 1e-3;
+        m.weights[0][5] = w0 + h;
+        let lp = loss(&m);
+        m.weights[0][5] = w0 - h;
+        let lm = loss(&m);
+        m.weights[0][5] = w0;
+        let numeric = (lp - lm) / (2.0 * h);
+        let mut t = m.clone();
+        t.train(
+            &x,
+            &y,
+            &TrainOpts {
+                epochs: 1,
+                lr: 1.0,
+                momentum: 0.0,
+                batch: 1,
+                seed: 0,
+            },
+        );
+        let analytic = w0 - t.weights[0][5];
+        assert!(
+            (numeric - analytic).abs() < 1e-2 * numeric.abs().max(1e-2),
+            "{numeric} vs {analytic}"
+        );
+    }
+
+    #[test]
+    fn learns_a_separable_problem_and_masks_hold() {
+        let mut m = Mlp::new(&[2, 8, 2], 3);
+        m.masks[0] = Some((0..16).map(|i| i % 2 == 0).collect());
+        for (w, k) in m.weights[0].iter_mut().zip(0..) {
+            if k % 2 == 1 {
+                *w = 0.0;
+            }
+        }
+        let xs: Vec<Vec<f32>> = (0..200)
+            .map(|i| {
+                let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+                vec![s + 0.1 * ((i * 7 % 11) as f32 / 11.0), 0.2]
+            })
+            .collect();
+        let ys: Vec<u8> = (0..200).map(|i| (i % 2) as u8).collect();
+        m.train(
+            &xs,
+            &ys,
+            &TrainOpts {
+                epochs: 5,
+                lr: 0.1,
+                momentum: 0.9,
+                batch: 8,
+                seed: 0,
+            },
+        );
+        assert!(m.accuracy(&xs, &ys) > 0.95);
+        assert!(m.weights[0].iter().skip(1).step_by(2).all(|w| *w == 0.0));
+    }
+}

@@ -1,0 +1,592 @@
+//! AdaEvo across processes over NATS: one edge process and many mobile processes
+//! (`ferrolab adaevo edge|mobile`), event-driven, each mobile end's tasks asynchronous to the
+//! others'.
+//!
+//! Transport: the official `async-nats` client (as `crates/fed`'s NATS fabric uses it) on a
+//! small current-thread tokio runtime. Subjects under a run prefix `P`:
+//!
+//! | subject | from → to | payload | delivery |
+//! |---|---|---|---|
+//! | `ae.P.req` | mobile → edge (request/reply) | JSON [`TaskRequest`] | the edge answers `accepted` or `dropped: <reason>`; no answer within the upload timeout counts as dropped on the mobile side |
+//! | `ae.P.model.<end>` | edge → mobile (request/reply) | JSON [`ModelBlob`] | retried until the mobile acknowledges (`installed v` / `duplicate v` / `rejected: <reason>`): at-least-once, de-duplicated by version |
+//! | `ae.P.drop.<end>` | edge → mobile (request/reply) | reason text | retried like blobs |
+//!
+//! A blob whose SHA-256 does not match is rejected by the mobile end ([`ModelBlob::decode`]
+//! checks it first) and the running model stays. Requests are small (frames are 14×14 grey
+//! bytes), blobs a few tens of KiB: both fit the 1 MiB core-message cap.
+//!
+//! Clock: each process maps wall time to simulated time as `elapsed × speed`; the edge's task
+//! durations stay the core's cost model (counted FLOPs ÷ throughput), advanced by the same
+//! simulated clock. The mobile processes of the load test replay a precomputed trace of the
+//! requests their end would send ([`make_traces`]): no model inference runs in them.
+
+use crate::config::AdaEvoConfig;
+use crate::edge::{EdgeParams, EdgeServer, SchedulerKind};
+use crate::experiment::{Prepared, method_spec};
+use crate::mobile::{MobileEnd, MobileParams};
+use crate::protocol::{ModelBlob, TaskRequest};
+use crate::trigger::RodParams;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Where and how fast.
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    /// `nats://host:port`.
+    pub url: String,
+    /// Run namespace: `[A-Za-z0-9_-]{1,40}`.
+    pub prefix: String,
+    /// Simulated seconds per wall second.
+    pub speed: f64,
+    /// Simulated seconds the ends live (the run's length).
+    pub seconds: f64,
+    /// Wall limit on one request/reply (upload, blob delivery attempt).
+    pub request_timeout: Duration,
+    /// Simulated time 0 as wall time, shared by every process of a run so their clocks agree;
+    /// `None`: when this process has connected.
+    pub start: Option<std::time::SystemTime>,
+}
+
+impl NetOptions {
+    /// Defaults: speed 1 (real time), 300 simulated seconds, 10 s requests.
+    pub fn new(url: &str, prefix: &str) -> NetOptions {
+        NetOptions {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            speed: 1.0,
+            seconds: 300.0,
+            request_timeout: Duration::from_secs(10),
+            start: None,
+        }
+    }
+}
+
+/// What can stop a process.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The user's to fix (malformed URL or prefix, server refused): exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Lost connection or protocol failure while running: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+fn check_prefix(p: &str) -> Result<(), NetError> {
+    if p.is_empty()
+        || p.len() > 40
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(NetError::Usage(format!(
+            "run prefix `{p}` must be 1-40 characters of A-Z, a-z, 0-9, `_` or `-`"
+        )));
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, NetError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NetError::Runtime(format!("tokio runtime: {e}")))
+}
+
+async fn connect(opts: &NetOptions, name: &str) -> Result<async_nats::Client, NetError> {
+    check_prefix(&opts.prefix)?;
+    let addr: async_nats::ServerAddr = opts
+        .url
+        .parse()
+        .map_err(|e| NetError::Usage(format!("NATS URL `{}`: {e}", opts.url)))?;
+    let connect = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .request_timeout(Some(opts.request_timeout))
+        .name(name)
+        .connect(addr);
+    match tokio::time::timeout(Duration::from_secs(4), connect).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(NetError::Usage(format!(
+            "cannot connect to NATS at {}: {e}",
+            opts.url
+        ))),
+        Err(_) => Err(NetError::Usage(format!(
+            "cannot connect to NATS at {}: no answer within 4 s",
+            opts.url
+        ))),
+    }
+}
+
+/// Waits for the run's shared start (if it is ahead) and returns it as an `Instant`.
+async fn start_instant(opts: &NetOptions) -> Instant {
+    let Some(start) = opts.start else {
+        return Instant::now();
+    };
+    match start.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => {
+            tokio::time::sleep(ahead).await;
+            Instant::now()
+        }
+        // Already past: this process joined late; its clock is the run's.
+        Err(e) => Instant::now()
+            .checked_sub(e.duration())
+            .unwrap_or_else(Instant::now),
+    }
+}
+
+fn subject(prefix: &str, what: &str) -> String {
+    format!("ae.{prefix}.{what}")
+}
+
+/// The mobile-end parameters of the `adaevo` method (as the in-process experiment builds them).
+pub fn mobile_params(cfg: &AdaEvoConfig, prep: &Prepared, life_s: f64) -> MobileParams {
+    let spec = method_spec("adaevo", cfg.mobile.period_s as f64);
+    let m = &cfg.mobile;
+    MobileParams {
+        rod: RodParams {
+            window: m.window,
+            subwindows: m.subwindows,
+            step: m.step,
+            rod_threshold: m.rod_threshold,
+            stable_f: m.stable_f,
+            stable_t: m.stable_t,
+            max_slides: m.max_slides,
+        },
+        sudden_slides: cfg.sudden_slides(),
+        alternation_ratio: m.alternation_ratio,
+        upload_budget: m.upload_budget,
+        fixed_window_s: m.fixed_window_s as f64,
+        trigger: spec.trigger,
+        sampling: spec.sampling,
+        threshold: 0.9 * prep.clean_accuracy,
+        life_s,
+    }
+}
+
+/// The edge parameters of the `adaevo` method (knapsack scheduler, profiler).
+pub fn edge_params(cfg: &AdaEvoConfig, prep: &Prepared, seed: u64) -> EdgeParams {
+    let e = &cfg.edge;
+    EdgeParams {
+        throughput: e.throughput_mflops * 1e6,
+        memory: cfg.memory_bytes(),
+        memory_unit: (e.memory_unit_kb * 1e3).max(1.0) as u64,
+        max_concurrent: e.max_concurrent,
+        epochs: e.epochs.clone(),
+        fixed_epochs: e.fixed_epochs,
+        probe_epochs: e.probe_epochs,
+        batch: e.batch,
+        lr: e.lr as f32,
+        replay: e.replay,
+        workspace: (e.workspace_kb * 1e3) as u64,
+        sparsity: cfg.mobile.sparsity,
+        scheduler: SchedulerKind::Knapsack,
+        profiler: true,
+        seed: seed ^ 0xED6E,
+        anchor: prep.anchor.clone(),
+        anchor_per_task: e.anchor,
+    }
+}
+
+/// One end's precomputed requests: what its mobile end sends, in time order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Mobile end id.
+    pub end: usize,
+    /// Requests with their trigger times (`trigger_t`).
+    pub requests: Vec<TaskRequest>,
+}
+
+/// Runs each end's mobile logic (inference, estimate, trigger, drift type, sampling) over its
+/// stream for `seconds` with the factory model and records the requests; after each request
+/// the end is released as if its task had been dropped, so later drifts trigger too. This is
+/// the inference the load test's mobile processes do not redo.
+pub fn make_traces(cfg: &AdaEvoConfig, prep: &Prepared, seconds: usize) -> Vec<Trace> {
+    let params = mobile_params(cfg, prep, seconds as f64);
+    (0..prep.frames.len())
+        .map(|k| {
+            let mut end = MobileEnd::new(k, prep.mobile.clone(), params);
+            let mut requests = Vec::new();
+            for (t, f) in prep.frames[k].iter().enumerate().take(seconds) {
+                if let Some(r) = end.on_frame(t as f64, &f.pixels, &f.input).request {
+                    requests.push(r);
+                    end.task_dropped();
+                }
+            }
+            Trace { end: k, requests }
+        })
+        .collect()
+}
+
+/// What a mobile process did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MobileSummary {
+    /// End id.
+    pub end: usize,
+    /// Requests of the trace whose time came.
+    pub triggered: usize,
+    /// Of those, skipped because the previous task was still in flight.
+    pub skipped_in_flight: usize,
+    /// Sent and accepted by the edge.
+    pub accepted: usize,
+    /// Task outcomes: installed model versions, in arrival order.
+    pub installed: Vec<u64>,
+    /// Task outcomes: drop reasons (from the edge, or the upload's own failure).
+    pub dropped: Vec<String>,
+    /// Blobs refused (checksum, wrong end, malformed), with the reason.
+    pub rejected: Vec<String>,
+    /// Re-deliveries of an installed version (acknowledged, not installed twice).
+    pub duplicates: usize,
+    /// Upload bytes (frames).
+    pub upload_bytes: usize,
+    /// Tasks still in flight when the process stopped.
+    pub unresolved: usize,
+}
+
+/// Mobile end `trace.end`: replays its trace on the simulated clock, uploads requests, installs
+/// the model versions the edge ships (checksum-verified), and stops `tail_s` simulated seconds
+/// after its life ends (or once nothing is in flight).
+pub fn run_mobile(
+    trace: &Trace,
+    opts: &NetOptions,
+    tail_s: f64,
+) -> Result<MobileSummary, NetError> {
+    let rt = runtime()?;
+    rt.block_on(mobile_loop(trace, opts, tail_s))
+}
+
+async fn mobile_loop(
+    trace: &Trace,
+    opts: &NetOptions,
+    tail_s: f64,
+) -> Result<MobileSummary, NetError> {
+    let end = trace.end;
+    let client = connect(opts, &format!("adaevo mobile {end}")).await?;
+    let mut models = client
+        .subscribe(subject(&opts.prefix, &format!("model.{end}")))
+        .await
+        .map_err(|e| NetError::Runtime(format!("subscribe: {e}")))?;
+    let mut drops = client
+        .subscribe(subject(&opts.prefix, &format!("drop.{end}")))
+        .await
+        .map_err(|e| NetError::Runtime(format!("subscribe: {e}")))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| NetError::Runtime(format!("flush: {e}")))?;
+    let mut s = MobileSummary {
+        end,
+        ..Default::default()
+    };
+    let t0 = start_instant(opts).await;
+    let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
+    let mut next = 0usize;
+    let mut in_flight: Option<u64> = None;
+    let mut version = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        let t = now(t0);
+        if t > opts.seconds + tail_s || (t > opts.seconds && in_flight.is_none()) {
+            break;
+        }
+        while next < trace.requests.len() && trace.requests[next].trigger_t <= t.min(opts.seconds) {
+            let mut req = trace.requests[next].clone();
+            next += 1;
+            s.triggered += 1;
+            if in_flight.is_some() {
+                s.skipped_in_flight += 1;
+                continue;
+            }
+            req.model_version = version;
+            req.remaining_s = (opts.seconds - req.trigger_t).max(0.0);
+            let payload = serde_json::to_vec(&req)
+                .map_err(|e| NetError::Runtime(format!("encode request: {e}")))?;
+            s.upload_bytes += req.upload_bytes();
+            let answer = tokio::time::timeout(
+                opts.request_timeout,
+                client.request(subject(&opts.prefix, "req"), payload.into()),
+            )
+            .await;
+            match answer {
+                Ok(Ok(m)) if &m.payload[..] == b"accepted" => {
+                    s.accepted += 1;
+                    in_flight = Some(req.seq);
+                }
+                Ok(Ok(m)) => s
+                    .dropped
+                    .push(String::from_utf8_lossy(&m.payload).into_owned()),
+                Ok(Err(e)) => s.dropped.push(format!("upload failed: {e}")),
+                Err(_) => s.dropped.push(format!(
+                    "upload failed: no answer within {:?}",
+                    opts.request_timeout
+                )),
+            }
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(m) = models.next() => {
+                let ack = match serde_json::from_slice::<ModelBlob>(&m.payload) {
+                    Err(e) => {
+                        let why = format!("malformed blob: {e}");
+                        s.rejected.push(why.clone());
+                        format!("rejected: {why}")
+                    }
+                    Ok(blob) if blob.end != end => {
+                        let why = format!("blob for end {} sent to end {end}", blob.end);
+                        s.rejected.push(why.clone());
+                        format!("rejected: {why}")
+                    }
+                    Ok(blob) if blob.version <= version => {
+                        s.duplicates += 1;
+                        format!("duplicate {}", blob.version)
+                    }
+                    Ok(blob) => match blob.decode() {
+                        Ok(_) => {
+                            version = blob.version;
+                            s.installed.push(version);
+                            in_flight = None;
+                            format!("installed {version}")
+                        }
+                        Err(e) => {
+                            s.rejected.push(e.to_string());
+                            format!("rejected: {e}")
+                        }
+                    },
+                };
+                if let Some(r) = m.reply {
+                    let _ = client.publish(r, ack.into()).await;
+                }
+            }
+            Some(m) = drops.next() => {
+                let why = String::from_utf8_lossy(&m.payload).into_owned();
+                if in_flight.is_some() {
+                    s.dropped.push(why);
+                    in_flight = None;
+                }
+                if let Some(r) = m.reply {
+                    let _ = client.publish(r, "ok".into()).await;
+                }
+            }
+        }
+    }
+    s.unresolved = usize::from(in_flight.is_some());
+    let _ = client.flush().await;
+    Ok(s)
+}
+
+/// What the edge process did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeSummary {
+    /// Requests received.
+    pub received: usize,
+    /// Accepted into the queue.
+    pub accepted: usize,
+    /// Finished and acknowledged by their end.
+    pub completed: usize,
+    /// Dropped, with the reason, by (end, seq).
+    pub dropped: Vec<(usize, u64, String)>,
+    /// Model versions shipped per end (each acknowledged).
+    pub versions: BTreeMap<usize, Vec<u64>>,
+    /// Deliveries that were never acknowledged.
+    pub undelivered: Vec<(usize, u64)>,
+    /// Highest task memory in use at once (the core's measured peak), bytes.
+    pub peak_memory: u64,
+    /// The configured budget, bytes.
+    pub memory_budget: u64,
+    /// Peak resident set of the process (Linux `VmHWM`), bytes, when readable.
+    pub peak_rss: Option<u64>,
+    /// Simulated seconds the edge was busy.
+    pub busy_s: f64,
+    /// Wall seconds.
+    pub wall_s: f64,
+}
+
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Sends `payload` to `subj` as a request until it is acknowledged or `until` passes.
+async fn deliver(
+    client: async_nats::Client,
+    subj: String,
+    payload: Vec<u8>,
+    per_try: Duration,
+    until: Instant,
+) -> Option<String> {
+    while Instant::now() < until {
+        if let Ok(Ok(m)) = tokio::time::timeout(
+            per_try,
+            client.request(subj.clone(), payload.clone().into()),
+        )
+        .await
+        {
+            return Some(String::from_utf8_lossy(&m.payload).into_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The edge process: serves `ends` ends with the models of `prep`, event-driven: requests are
+/// submitted as they arrive, scheduled (knapsack DP over the memory budget) and advanced on
+/// the simulated clock, finished models shipped to their end. At the end of the ends' life,
+/// tasks still queued or running are dropped with that reason.
+pub fn run_edge(
+    cfg: &AdaEvoConfig,
+    prep: &Prepared,
+    seed: u64,
+    opts: &NetOptions,
+) -> Result<EdgeSummary, NetError> {
+    let rt = runtime()?;
+    rt.block_on(edge_loop(cfg, prep, seed, opts))
+}
+
+async fn edge_loop(
+    cfg: &AdaEvoConfig,
+    prep: &Prepared,
+    seed: u64,
+    opts: &NetOptions,
+) -> Result<EdgeSummary, NetError> {
+    let client = connect(opts, "adaevo edge").await?;
+    let mut reqs = client
+        .subscribe(subject(&opts.prefix, "req"))
+        .await
+        .map_err(|e| NetError::Runtime(format!("subscribe: {e}")))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| NetError::Runtime(format!("flush: {e}")))?;
+    let params = edge_params(cfg, prep, seed);
+    let mut s = EdgeSummary {
+        memory_budget: params.memory,
+        ..Default::default()
+    };
+    let mut edge = EdgeServer::new(params, prep.teacher.clone());
+    let n = prep.frames.len();
+    for k in 0..n {
+        edge.register(k, prep.dense.clone(), prep.mobile.clone());
+    }
+    let t0 = start_instant(opts).await;
+    let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
+    let mut clock = 0.0f64;
+    let mut open: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut sends = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_try = opts.request_timeout.min(Duration::from_secs(2));
+    let give_up = |t0: Instant| {
+        t0 + Duration::from_secs_f64(opts.seconds / opts.speed) + Duration::from_secs(30)
+    };
+    while clock < opts.seconds {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(m) = reqs.next() => {
+                s.received += 1;
+                let t = now(t0).min(opts.seconds);
+                let answer = match serde_json::from_slice::<TaskRequest>(&m.payload) {
+                    Err(e) => format!("dropped: malformed request: {e}"),
+                    Ok(req) if req.end >= n => format!("dropped: unknown end {}", req.end),
+                    Ok(req) => {
+                        let key = (req.end, req.seq);
+                        match edge.submit(req, t) {
+                            Ok(()) => {
+                                s.accepted += 1;
+                                open.insert(key);
+                                "accepted".to_string()
+                            }
+                            Err(e) => {
+                                s.dropped.push((key.0, key.1, e.to_string()));
+                                format!("dropped: {e}")
+                            }
+                        }
+                    }
+                };
+                if let Some(r) = m.reply {
+                    let _ = client.publish(r, answer.into()).await;
+                }
+                edge.schedule(t);
+            }
+        }
+        let t = now(t0).min(opts.seconds);
+        if t > clock {
+            for c in edge.advance(clock, t - clock) {
+                open.remove(&(c.end, c.seq));
+                let payload = serde_json::to_vec(&c.blob)
+                    .map_err(|e| NetError::Runtime(format!("encode blob: {e}")))?;
+                let subj = subject(&opts.prefix, &format!("model.{}", c.end));
+                let (end, version) = (c.end, c.blob.version);
+                let cl = client.clone();
+                let until = give_up(t0);
+                sends.spawn(async move {
+                    let ack = deliver(cl, subj, payload, per_try, until).await;
+                    (end, version, ack)
+                });
+            }
+            clock = t;
+            edge.schedule(clock);
+        }
+        while let Some(Ok((end, version, ack))) = sends.try_join_next() {
+            record_delivery(&mut s, end, version, ack);
+        }
+    }
+    // The ends' life is over: what is still open will never be useful to them.
+    for (end, seq) in std::mem::take(&mut open) {
+        let why = format!(
+            "run ended at {:.0} s before the task finished",
+            opts.seconds
+        );
+        s.dropped.push((end, seq, why.clone()));
+        let cl = client.clone();
+        let subj = subject(&opts.prefix, &format!("drop.{end}"));
+        let until = Instant::now() + Duration::from_secs(10);
+        sends.spawn(async move {
+            let _ = deliver(cl, subj, why.into_bytes(), per_try, until).await;
+            (end, u64::MAX, None)
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        if let Ok((end, version, ack)) = r
+            && version != u64::MAX
+        {
+            record_delivery(&mut s, end, version, ack);
+        }
+    }
+    s.peak_memory = edge.peak_memory;
+    s.busy_s = edge.busy_s;
+    s.peak_rss = peak_rss();
+    s.wall_s = t0.elapsed().as_secs_f64();
+    let _ = client.flush().await;
+    Ok(s)
+}
+
+fn record_delivery(s: &mut EdgeSummary, end: usize, version: u64, ack: Option<String>) {
+    match ack {
+        Some(a) if a.starts_with("installed") || a.starts_with("duplicate") => {
+            s.completed += 1;
+            s.versions.entry(end).or_default().push(version);
+        }
+        Some(a) => {
+            eprintln!("adaevo edge: end {end} refused version {version}: {a}");
+            s.undelivered.push((end, version));
+        }
+        None => {
+            eprintln!("adaevo edge: end {end} never acknowledged version {version}");
+            s.undelivered.push((end, version));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(check_prefix("run_1-a").is_ok());
+        assert!(check_prefix("a.b").is_err());
+        assert!(check_prefix("").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! When to evolve: AdaEvo's sliding-window trigger, which fires when a drift has *ended*, and
+//! the periodic trigger of naive evolution.
+//!
+//! Operational form of the paper's rule (its thresholds are not published; ours are config
+//! keys): after each model swap the first `window` frames set the reference estimate `CLC₁`.
+//! Every `step` frames, `ROD = (CLC₁ − CLC₂)/CLC₁` with `CLC₂` the mean of the last `window`
+//! frames; `ROD > rod_threshold` marks a drift's onset `t₁` (the current window's start).
+//! From then on the drift has ended at the first slide whose window is *stable*: its
+//! `subwindows` sub-window means vary no more than sampling noise explains — the ratio of
+//! their variance to the pooled within-sub-window variance over the sub-window length (a
+//! one-way ANOVA F statistic) is below `stable_f`, and the window's linear trend is not
+//! significant (|t| of its slope below `stable_t`) — while the decline still holds
+//! (`ROD > rod_threshold / 2`; a recovery back above that cancels the alarm). Then the trigger
+//! fires with `t₃` = now and stays quiet until [`RodTrigger::reset`] (the next model swap).
+//! The reference after a swap is at least the previous reference × (1 − `rod_threshold`): an
+//! evolved model that is still (or more) confused than before the drift keeps the end
+//! triggering instead of becoming its new normal.
+
+use crate::estimator::{mean, variance};
+use std::collections::VecDeque;
+
+/// Thresholds of the ROD trigger.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RodParams {
+    /// Frames per window.
+    pub window: usize,
+    /// Sub-windows per window for the stabilisation test.
+    pub subwindows: usize,
+    /// Frames per slide.
+    pub step: usize,
+    /// ROD above which a drift has started.
+    pub rod_threshold: f64,
+    /// F statistic below which the window counts as stable.
+    pub stable_f: f64,
+    /// |t| of the window's linear trend below which it counts as stable.
+    pub stable_t: f64,
+    /// Slides after onset beyond which the trigger fires anyway (a drift that never settles).
+    pub max_slides: usize,
+}
+
+/// A fired trigger.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TriggerEvent {
+    /// Estimated drift onset, seconds.
+    pub t1: f64,
+    /// Drift end (the trigger time), seconds.
+    pub t3: f64,
+    /// Window slides between onset and end.
+    pub slides: usize,
+    /// ROD at the trigger.
+    pub rod: f64,
+    /// The reference estimate `CLC₁`.
+    pub reference: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Reference,
+    Stable {
+        reference: f64,
+    },
+    Drifting {
+        reference: f64,
+        t1: f64,
+        slides: usize,
+    },
+    Fired {
+        reference: f64,
+    },
+}
+
+/// The sliding-window ROD trigger of one mobile end.
+#[derive(Debug, Clone)]
+pub struct RodTrigger {
+    params: RodParams,
+    history: VecDeque<(f64, f64)>,
+    since_reset: usize,
+    phase: Phase,
+    floor: f64,
+}
+
+impl RodTrigger {
+    /// A trigger establishing its reference from the next `window` frames.
+    pub fn new(params: RodParams) -> RodTrigger {
+        RodTrigger {
+            params,
+            history: VecDeque::new(),
+            since_reset: 0,
+            phase: Phase::Reference,
+            floor: 0.0,
+        }
+    }
+
+    /// Starts over (after a model swap: the new model's confidence is the new reference).
+    pub fn reset(&mut self) {
+        let last = match self.phase {
+            Phase::Fired { reference } => Some(reference),
+            _ => self.reference(),
+        };
+        if let Some(r) = last {
+            self.floor = r * (1.0 - self.params.rod_threshold);
+        }
+        self.history.clear();
+        self.since_reset = 0;
+        self.phase = Phase::Reference;
+    }
+
+    /// The reference `CLC₁`, once set.
+    pub fn reference(&self) -> Option<f64> {
+        match self.phase {
+            Phase::Stable { reference } | Phase::Drifting { reference, .. } => Some(reference),
+            _ => None,
+        }
+    }
+
+    /// Whether the trigger has fired and waits for a reset.
+    pub fn fired(&self) -> bool {
+        matches!(self.phase, Phase::Fired { .. })
+    }
+
+    /// Feeds one frame's confidence at time `t`; returns the event when the trigger fires.
+    pub fn observe(&mut self, t: f64, cc: f64) -> Option<TriggerEvent> {
+        let p = self.params;
+        self.history.push_back((t, cc));
+        while self.history.len() > p.window {
+            self.history.pop_front();
+        }
+        self.since_reset += 1;
+        if self.history.len() < p.window {
+            return None;
+        }
+        let vals: Vec<f64> = self.history.iter().map(|h| h.1).collect();
+        let cur = mean(&vals);
+        match self.phase {
+            Phase::Reference => {
+                self.phase = Phase::Stable {
+                    reference: cur.max(self.floor),
+                };
+                None
+            }
+            Phase::Fired { .. } => None,
+            _ if !self.since_reset.is_multiple_of(p.step.max(1)) => None,
+            Phase::Stable { reference } => {
+                let rod = (reference - cur) / reference.max(1e-9);
+                if rod > p.rod_threshold {
+                    let t1 = self.history.front().map(|h| h.0).unwrap_or(t);
+                    self.phase = Phase::Drifting {
+                        reference,
+                        t1,
+                        slides: 0,
+                    };
+                }
+                None
+            }
+            Phase::Drifting {
+                reference,
+                t1,
+                slides,
+            } => {
+                let slides = slides + 1;
+                let rod = (reference - cur) / reference.max(1e-9);
+                if rod < p.rod_threshold / 2.0 {
+                    self.phase = Phase::Stable { reference };
+                    return None;
+                }
+                let stable = f_statistic(&vals, p.subwindows) < p.stable_f
+                    && trend_t(&vals).abs() < p.stable_t;
+                if stable || slides >= p.max_slides {
+                    self.phase = Phase::Fired { reference };
+                    return Some(TriggerEvent {
+                        t1,
+                        t3: t,
+                        slides,
+                        rod,
+                        reference,
+                    });
+                }
+                self.phase = Phase::Drifting {
+                    reference,
+                    t1,
+                    slides,
+                };
+                None
+            }
+        }
+    }
+}
+
+/// One-way ANOVA F statistic of `vals` cut into `k` equal sub-windows: the variance of the
+/// sub-window means over what within-sub-window noise alone would give them.
+pub fn f_statistic(vals: &[f64], k: usize) -> f64 {
+    let k = k.max(2);
+    let len = vals.len() / k;
+    if len < 2 {
+        return f64::INFINITY;
+    }
+    let subs: Vec<&[f64]> = (0..k).map(|i| &vals[i * len..(i + 1) * len]).collect();
+    let means: Vec<f64> = subs.iter().map(|s| mean(s)).collect();
+    let within = mean(&subs.iter().map(|s| variance(s)).collect::<Vec<_>>());
+    let between = variance(&means);
+    between / (within / len as f64).max(1e-12)
+}
+
+/// The t statistic of the least-squares slope of `vals` against their index: the
+/// sub-window test alone misses a slow, steady decline buried in per-frame noise, which a
+/// trend test over the same window sees.
+pub fn trend_t(vals: &[f64]) -> f64 {
+    let n = vals.len();
+    if n < 3 {
+        return 0.0;
+    }
+    let xm = (n as f64 - 1.0) / 2.0;
+    let ym = mean(vals);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, y) in vals.iter().enumerate() {
+        let dx = i as f64 - xm;
+        sxy += dx * (y - ym);
+        sxx += dx * dx;
+    }
+    let b = sxy / sxx;
+    let res: f64 = vals
+        .iter()
+        .enumerate()
+        .map(|(i, y)| {
+            let r = y - ym - b * (i as f64 - xm);
+            r * r
+        })
+        .sum();
+    let s2 = res / (n as f64 - 2.0);
+    let se = (s2 / sxx).sqrt();
+    if se <= 1e-12 { 0.0 } else { b / se }
+}
+
+/// Naive evolution's trigger: every `period` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeriodicTrigger {
+    /// Seconds between triggers.
+    pub period: f64,
+    /// Time of the last trigger.
+    pub last: f64,
+}
+
+impl PeriodicTrigger {
+    /// Whether it fires at `t` (and records it).
+    pub fn observe(&mut self, t: f64) -> bool {
+        if t - self.last >= self.period {
+            self.last = t;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> RodParams {
+        RodParams {
+            window: 30,
+            subwindows: 3,
+            step: 5,
+            rod_threshold: 0.08,
+            stable_f: 3.0,
+            stable_t: 2.0,
+            max_slides: 100,
+        }
+    }
+
+    /// A deterministic jitter in ±0.05.
+    fn jitter(i: usize) -> f64 {
+        ((i * 7919) % 101) as f64 / 1000.0 - 0.05
+    }
+
+    #[test]
+    fn fires_after_a_sudden_drop_settles_not_at_onset() {
+        let mut tr = RodTrigger::new(params());
+        let mut fired = None;
+        for i in 0..300 {
+            let level = if i < 100 { 0.9 } else { 0.6 };
+            if let Some(e) = tr.observe(i as f64, level + jitter(i)) {
+                fired = Some(e);
+                break;
+            }
+        }
+        let e = fired.expect("a 33% drop must fire");
+        assert!(e.t3 >= 125.0, "fired at {} before the window settled", e.t3);
+        assert!(e.t3 <= 160.0, "fired late at {}", e.t3);
+        assert!(e.t1 <= 105.0 && e.t1 >= 70.0, "onset {}", e.t1);
+    }
+
+    #[test]
+    fn incremental_drop_fires_after_the_ramp() {
+        let mut tr = RodTrigger::new(params());
+        let mut fired = None;
+        for i in 0..400 {
+            let p = ((i as f64 - 100.0) / 150.0).clamp(0.0, 1.0);
+            if let Some(e) = tr.observe(i as f64, 0.9 - 0.35 * p + jitter(i)) {
+                fired = Some(e);
+                break;
+            }
+        }
+        let e = fired.expect("fires");
+        assert!(e.t3 >= 230.0, "fired at {} during the ramp", e.t3);
+        assert!(e.slides > 30 / 5 + 1, "slides {}", e.slides);
+    }
+
+    #[test]
+    fn no_drift_no_trigger_and_periodic() {
+        let mut tr = RodTrigger::new(params());
+        assert!((0..500).all(|i| tr.observe(i as f64, 0.9 + jitter(i)).is_none()));
+        let mut p = PeriodicTrigger {
+            period: 60.0,
+            last: 0.0,
+        };
+        let n = (1..=300).filter(|t| p.observe(*t as f64)).count();
+        assert_eq!(n, 5);
+    }
+}
