@@ -35,7 +35,9 @@ fn tiny_run_writes_every_report_key() {
     let check = |m: &serde_json::Value, who: &str| {
         for k in keys {
             for key in [k.to_string(), format!("{k}_std")] {
-                let v = m[&key].as_f64().unwrap_or_else(|| panic!("{who}.{key} missing"));
+                let v = m[&key]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{who}.{key} missing"));
                 assert!(v.is_finite() && v >= 0.0, "{who}.{key} = {v}");
             }
         }
@@ -55,10 +57,19 @@ fn tiny_run_writes_every_report_key() {
         check(&r["baselines"][b], b);
     }
     // No evolution uploads nothing; the others do.
-    assert_eq!(r["baselines"]["no_evolution"]["upload_mb"].as_f64().unwrap(), 0.0);
+    assert_eq!(
+        r["baselines"]["no_evolution"]["upload_mb"]
+            .as_f64()
+            .unwrap(),
+        0.0
+    );
     assert!(r["baselines"]["naive"]["upload_mb"].as_f64().unwrap() > 0.0);
     assert!(r["metrics"]["edge_peak_memory_frac"].as_f64().unwrap() <= 1.0);
-    for f in ["timeline_adaevo.svg", "timeline_naive.svg", "timeline_methods.svg"] {
+    for f in [
+        "timeline_adaevo.svg",
+        "timeline_naive.svg",
+        "timeline_methods.svg",
+    ] {
         let s = std::fs::read_to_string(out.join(f)).unwrap();
         assert!(s.starts_with("<svg") && s.contains("polyline"), "{f}");
     }
@@ -71,8 +82,14 @@ fn bad_input_is_one_line_and_exit_2() {
         ("task.name=\"segmentation\"", "task.name"),
         ("stream.drifts=[\"sideways:blur@30\"]", "unknown drift type"),
         ("stream.drifts=[\"sudden:fog@30\"]", "unknown condition"),
-        ("stream.drifts=[\"gradual:blur@100+500\"]", "after the stream"),
-        ("experiment.methods=[\"adaevo\", \"magic\"]", "unknown method"),
+        (
+            "stream.drifts=[\"gradual:blur@100+500\"]",
+            "after the stream",
+        ),
+        (
+            "experiment.methods=[\"adaevo\", \"magic\"]",
+            "unknown method",
+        ),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-bad");
