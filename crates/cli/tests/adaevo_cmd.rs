@@ -101,3 +101,33 @@ fn bad_input_is_one_line_and_exit_2() {
         assert!(!out.exists(), "{set}: a run folder was created");
     }
 }
+
+/// `adaevo edge` / `adaevo mobile` (NATS processes): arguments that cannot work are one line
+/// and exit 2, before any model is built or a server is contacted; an unreachable server is a
+/// usage error too (the URL is the user's to fix).
+#[test]
+fn edge_and_mobile_bad_arguments_are_exit_2() {
+    let net = ["--nats", "nats://127.0.0.1:1", "--run", "t"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["adaevo", "mobile", "--id", "8"], "--id 8"),
+        (vec!["adaevo", "edge", "--preset", "huge"], "unknown preset"),
+        (vec!["adaevo", "edge", "--speed", "0"], "--speed"),
+        (
+            vec!["adaevo", "edge", "--set", "stream.ends=0"],
+            "stream.ends",
+        ),
+        (vec!["adaevo", "mobile", "--id", "0", "--tail=-1"], "--tail"),
+    ];
+    for (args, what) in cases {
+        let mut a = args.clone();
+        a.extend(net);
+        let o = ferrolab(&a);
+        let e = assert_usage_error(&o, what);
+        assert!(e.contains(what), "{args:?}: {e}");
+    }
+    let mut a = vec!["adaevo", "edge", "--set", "stream.ends=2", "--threads", "1"];
+    a.extend(net);
+    let o = ferrolab(&a);
+    let e = assert_usage_error(&o, "refused server");
+    assert!(e.contains("cannot connect to NATS"), "{e}");
+}

@@ -2,7 +2,7 @@
 
 use crate::config::AdaEvoConfig;
 use crate::experiment;
-use ferrolab_core::system::{Entry, Preset};
+use ferrolab_core::system::{Entry, Preset, SubCommand};
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System};
 
 /// AdaEvo against no evolution, naive evolution and four ablations on drifting streams.
@@ -74,6 +74,14 @@ impl System for AdaEvoSystem {
             ),
             bytes: ends * secs * frame + eval + base + buffers,
         })
+    }
+
+    /// `edge` and `mobile` over NATS (feature `nats`, on in the `ferrolab` binary).
+    fn subcommands(&self) -> Vec<SubCommand> {
+        #[cfg(feature = "nats")]
+        return crate::net::cli::subcommands();
+        #[cfg(not(feature = "nats"))]
+        Vec::new()
     }
 
     fn run(&self, cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {

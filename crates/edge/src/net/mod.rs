@@ -20,6 +20,8 @@
 //! simulated clock. The mobile processes of the load test replay a precomputed trace of the
 //! requests their end would send ([`make_traces`]): no model inference runs in them.
 
+pub mod cli;
+
 use crate::config::AdaEvoConfig;
 use crate::edge::{EdgeParams, EdgeServer, SchedulerKind};
 use crate::experiment::{Prepared, method_spec};

@@ -1,0 +1,232 @@
+//! `ferrolab adaevo edge` and `ferrolab adaevo mobile --id K`: one process per role over NATS.
+//!
+//! Every process of a run is given the same configuration (`--preset`, `--config`, `--set`),
+//! `--seed`, `--run` name and `--start` time, so that each builds the same models and, for the
+//! mobile ends, the same precomputed traces (the mobile logic run once up front — see
+//! [`make_traces`](super::make_traces)); the processes then agree on the simulated clock
+//! without talking about it. Each prints its summary as one JSON object on stdout.
+
+use super::{NetError, NetOptions};
+use crate::config::AdaEvoConfig;
+use crate::experiment::{load_base, prepare};
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use ferrolab_core::system::SubCommand;
+use ferrolab_core::{Checked, SysResult, SystemError};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The two sub-commands, for [`System::subcommands`](ferrolab_core::System::subcommands).
+pub fn subcommands() -> Vec<SubCommand> {
+    vec![
+        SubCommand {
+            command: edge_command,
+            run: edge_run,
+        },
+        SubCommand {
+            command: mobile_command,
+            run: mobile_run,
+        },
+    ]
+}
+
+fn common(c: Command) -> Command {
+    c.arg(
+        Arg::new("nats")
+            .long("nats")
+            .value_name("URL")
+            .required(true)
+            .help("NATS server, e.g. nats://127.0.0.1:4222"),
+    )
+    .arg(
+        Arg::new("run")
+            .long("run")
+            .value_name("NAME")
+            .required(true)
+            .help("Run name shared by the edge and its mobile ends (1-40 of A-Z a-z 0-9 _ -)"),
+    )
+    .arg(
+        Arg::new("preset")
+            .long("preset")
+            .value_name("NAME")
+            .default_value("quick")
+            .help("Preset every process of the run uses (quick, paper)"),
+    )
+    .arg(
+        Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .help("TOML file over the preset"),
+    )
+    .arg(
+        Arg::new("set")
+            .long("set")
+            .value_name("KEY=VALUE")
+            .action(ArgAction::Append)
+            .help("Override one setting (repeatable)"),
+    )
+    .arg(
+        Arg::new("seed")
+            .long("seed")
+            .value_name("N")
+            .default_value("0")
+            .value_parser(value_parser!(u64))
+            .help("Seed of the models and streams (the same in every process)"),
+    )
+    .arg(
+        Arg::new("data-dir")
+            .long("data-dir")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .help("Where Fashion-MNIST is looked up (data.dataset = fashion-mnist)"),
+    )
+    .arg(
+        Arg::new("speed")
+            .long("speed")
+            .value_name("X")
+            .default_value("1")
+            .value_parser(value_parser!(f64))
+            .help("Simulated seconds per wall second"),
+    )
+    .arg(
+        Arg::new("threads")
+            .long("threads")
+            .value_name("N")
+            .value_parser(value_parser!(usize))
+            .help("Compute threads (default: all cores)"),
+    )
+    .arg(
+        Arg::new("start")
+            .long("start")
+            .value_name("UNIX_SECONDS")
+            .value_parser(value_parser!(f64))
+            .help("Simulated time 0 as a Unix time, the same in every process (default: when this process connects)"),
+    )
+}
+
+fn edge_command() -> Command {
+    common(Command::new("edge").about(
+        "Run the edge server over NATS: accept evolution tasks from the mobile ends, schedule them (knapsack over the memory budget), retrain, re-compress and ship models",
+    ))
+}
+
+fn mobile_command() -> Command {
+    common(
+        Command::new("mobile")
+            .about("Run mobile end K over NATS: replay its stream's trace, upload evolution requests, install the models the edge ships (checksum-verified)")
+            .arg(
+                Arg::new("id")
+                    .long("id")
+                    .value_name("K")
+                    .required(true)
+                    .value_parser(value_parser!(usize))
+                    .help("This end's index, 0..stream.ends"),
+            )
+            .arg(
+                Arg::new("tail")
+                    .long("tail")
+                    .value_name("SECONDS")
+                    .default_value("30")
+                    .value_parser(value_parser!(f64))
+                    .help("Simulated seconds to wait for models still in flight after the stream ends"),
+            ),
+    )
+}
+
+/// The configuration, options and seed every process of a run derives from its arguments.
+fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<PathBuf>)> {
+    let preset = m
+        .get_one::<String>("preset")
+        .map(String::as_str)
+        .unwrap_or("quick");
+    let base = match preset {
+        "quick" => include_str!("../../../../configs/adaevo/quick.toml"),
+        "paper" => include_str!("../../../../configs/adaevo/paper.toml"),
+        other => {
+            return Err(SystemError::usage(format!(
+                "--preset {other}: unknown preset (quick, paper)"
+            )));
+        }
+    };
+    let sets: Vec<String> = m
+        .get_many::<String>("set")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let cfg: AdaEvoConfig = ferrolab_core::config::load_layers(
+        Some((&format!("preset {preset}"), base)),
+        m.get_one::<PathBuf>("config").map(PathBuf::as_path),
+        &sets,
+    )?;
+    let cfg = Checked::new(cfg)?.into_inner();
+    let url = m.get_one::<String>("nats").cloned().unwrap_or_default();
+    let run = m.get_one::<String>("run").cloned().unwrap_or_default();
+    let mut opts = NetOptions::new(&url, &run);
+    let speed = m.get_one::<f64>("speed").copied().unwrap_or(1.0);
+    if !(speed.is_finite() && speed > 0.0 && speed <= 1e4) {
+        return Err(SystemError::usage(format!(
+            "--speed {speed}: must be in (0, 10000]"
+        )));
+    }
+    opts.speed = speed;
+    opts.seconds = cfg.stream.seconds as f64;
+    if let Some(&s) = m.get_one::<f64>("start") {
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(SystemError::usage(format!(
+                "--start {s}: must be a Unix time in seconds"
+            )));
+        }
+        opts.start = Some(UNIX_EPOCH + Duration::from_secs_f64(s));
+    }
+    let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
+    Ok((cfg, opts, seed, m.get_one::<PathBuf>("data-dir").cloned()))
+}
+
+fn net_error(e: NetError) -> SystemError {
+    match e {
+        NetError::Usage(m) => SystemError::usage(m),
+        NetError::Runtime(m) => SystemError::runtime(m),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> SysResult<()> {
+    let s = serde_json::to_string(v)
+        .map_err(|e| SystemError::runtime(format!("summary as JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn edge_run(m: &ArgMatches) -> SysResult<()> {
+    let (cfg, opts, seed, data_dir) = setup(m)?;
+    let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
+    let prep = prepare(&cfg, &pre, &pool, seed);
+    let summary = super::run_edge(&cfg, &prep, seed, &opts).map_err(net_error)?;
+    print_json(&summary)
+}
+
+fn mobile_run(m: &ArgMatches) -> SysResult<()> {
+    let (cfg, opts, seed, data_dir) = setup(m)?;
+    let id = m.get_one::<usize>("id").copied().unwrap_or(0);
+    if id >= cfg.stream.ends {
+        return Err(SystemError::usage(format!(
+            "--id {id}: the run has stream.ends = {} (ids 0..{})",
+            cfg.stream.ends, cfg.stream.ends
+        )));
+    }
+    let tail = m.get_one::<f64>("tail").copied().unwrap_or(30.0);
+    if !(tail.is_finite() && tail >= 0.0) {
+        return Err(SystemError::usage(format!(
+            "--tail {tail}: must be ≥ 0 seconds"
+        )));
+    }
+    let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
+    let prep = prepare(&cfg, &pre, &pool, seed);
+    let traces = super::make_traces(&cfg, &prep, cfg.stream.seconds);
+    let Some(trace) = traces.into_iter().nth(id) else {
+        return Err(SystemError::runtime(format!(
+            "no trace was made for end {id}"
+        )));
+    };
+    let summary = super::run_mobile(&trace, &opts, tail).map_err(net_error)?;
+    print_json(&summary)
+}
