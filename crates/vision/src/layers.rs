@@ -617,6 +617,7 @@ mod tests {
 
     #[test]
     fn functional_ops_shapes_and_values() {
+        let _rng = exclusive_rng();
         let dev = device();
         let x = ferrolab_core::nn::float_tensor(
             (0..32).map(|v| v as f32).collect(),

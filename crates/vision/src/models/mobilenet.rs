@@ -84,6 +84,7 @@ mod tests {
 
     #[test]
     fn shapes_and_depthwise_weights() {
+        let _rng = exclusive_rng();
         let dev = device();
         let net = MobileNet::new(1, 10, &dev);
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Default, &dev);

@@ -158,6 +158,7 @@ mod tests {
 
     #[test]
     fn shapes_parameter_count_and_bad_depth() {
+        let _rng = exclusive_rng();
         let dev = device();
         let net = ResNet::new(20, 3, 10, &dev).unwrap();
         // The paper's 0.27M (Table 6): convolutions, batch-norm affine and the classifier,
@@ -182,6 +183,7 @@ mod tests {
 
     #[test]
     fn option_a_shortcut_pads_the_subsampled_identity() {
+        let _rng = exclusive_rng();
         let dev = device();
         let block = BasicBlock::new(4, 8, 2, Shortcut::A, &dev);
         assert_eq!(block.pad_channels, 2);

@@ -284,6 +284,7 @@ mod tests {
 
     #[test]
     fn default_is_the_reference_network() {
+        let _rng = exclusive_rng();
         let dev = device();
         for up in [UpMode::Bilinear, UpMode::Transpose] {
             let cfg = UNetConfig {
@@ -306,6 +307,7 @@ mod tests {
 
     #[test]
     fn bad_configs_and_sizes_are_refused() {
+        let _rng = exclusive_rng();
         let dev = device();
         let ok = UNetConfig::default();
         let bad = [

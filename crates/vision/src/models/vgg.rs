@@ -67,6 +67,7 @@ mod tests {
 
     #[test]
     fn shapes() {
+        let _rng = exclusive_rng();
         let dev = device();
         let net = Vgg::new(1, 10, &dev);
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Default, &dev);

@@ -626,6 +626,7 @@ mod tests {
 
     #[test]
     fn default_shapes_and_bad_configs() {
+        let _rng = exclusive_rng();
         let dev = device();
         let cfg = YoloConfig {
             classes: 3,
@@ -670,6 +671,7 @@ mod tests {
 
     #[test]
     fn iou_and_nms_hand_cases() {
+        let _rng = exclusive_rng();
         assert_eq!(box_iou([0., 0., 2., 2.], [1., 1., 3., 3.]), 1.0 / 7.0);
         assert_eq!(box_iou([0., 0., 1., 1.], [2., 2., 3., 3.]), 0.0);
         assert_eq!(box_iou([0., 0., 0., 0.], [0., 0., 0., 0.]), 0.0);
@@ -745,6 +747,7 @@ mod tests {
     /// moving the box, the class or the objectness raises the loss.
     #[test]
     fn encoded_target_decodes_back_and_minimises_the_loss() {
+        let _rng = exclusive_rng();
         let dev = device();
         let net = YoloTiny::new(&tiny(3), &dev).unwrap();
         // Anchors at 64 px: 1.5×2.2, 3.5×4.2, 5.7×8.9, 12.5×12.6, 20.8×26, 52.9×49.
@@ -783,6 +786,7 @@ mod tests {
 
     #[test]
     fn target_checks() {
+        let _rng = exclusive_rng();
         let dev = device();
         let net = YoloTiny::new(&tiny(2), &dev).unwrap();
         assert!(
