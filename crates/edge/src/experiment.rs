@@ -332,15 +332,17 @@ pub struct MethodRun {
     pub qoe_t90_per_end: Vec<f64>,
 }
 
-/// Simulates `method` on the prepared streams.
-pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) -> MethodRun {
-    let t_wall = Instant::now();
+/// The mobile-end parameters of `method` (its trigger and sampling policy; the QoE threshold
+/// at 90% of the factory model's clean accuracy) for ends living `life_s` seconds.
+pub fn method_mobile_params(
+    cfg: &AdaEvoConfig,
+    prep: &Prepared,
+    method: &str,
+    life_s: f64,
+) -> MobileParams {
     let spec = method_spec(method, cfg.mobile.period_s as f64);
     let m = &cfg.mobile;
-    let theta90 = 0.9 * prep.clean_accuracy;
-    let theta80 = 0.8 * prep.clean_accuracy;
-    let life = cfg.stream.seconds as f64;
-    let params = MobileParams {
+    MobileParams {
         rod: RodParams {
             window: m.window,
             subwindows: m.subwindows,
@@ -356,30 +358,52 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         fixed_window_s: m.fixed_window_s as f64,
         trigger: spec.trigger,
         sampling: spec.sampling,
-        threshold: theta90,
-        life_s: life,
-    };
+        threshold: 0.9 * prep.clean_accuracy,
+        life_s,
+    }
+}
+
+/// The edge parameters of `method` (its scheduler and whether the profiler is used).
+pub fn method_edge_params(
+    cfg: &AdaEvoConfig,
+    prep: &Prepared,
+    method: &str,
+    seed: u64,
+) -> EdgeParams {
+    let spec = method_spec(method, cfg.mobile.period_s as f64);
     let e = &cfg.edge;
+    EdgeParams {
+        throughput: e.throughput_mflops * 1e6,
+        memory: cfg.memory_bytes(),
+        memory_unit: (e.memory_unit_kb * 1e3).max(1.0) as u64,
+        max_concurrent: e.max_concurrent,
+        epochs: e.epochs.clone(),
+        fixed_epochs: e.fixed_epochs,
+        probe_epochs: e.probe_epochs,
+        batch: e.batch,
+        lr: e.lr as f32,
+        replay: e.replay,
+        workspace: (e.workspace_kb * 1e3) as u64,
+        sparsity: cfg.mobile.sparsity,
+        scheduler: spec.scheduler,
+        profiler: spec.profiler,
+        seed: seed ^ 0xED6E,
+        anchor: prep.anchor.clone(),
+        anchor_per_task: e.anchor,
+    }
+}
+
+/// Simulates `method` on the prepared streams.
+pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) -> MethodRun {
+    let t_wall = Instant::now();
+    let spec = method_spec(method, cfg.mobile.period_s as f64);
+    let m = &cfg.mobile;
+    let theta90 = 0.9 * prep.clean_accuracy;
+    let theta80 = 0.8 * prep.clean_accuracy;
+    let life = cfg.stream.seconds as f64;
+    let params = method_mobile_params(cfg, prep, method, life);
     let mut edge = EdgeServer::new(
-        EdgeParams {
-            throughput: e.throughput_mflops * 1e6,
-            memory: cfg.memory_bytes(),
-            memory_unit: (e.memory_unit_kb * 1e3).max(1.0) as u64,
-            max_concurrent: e.max_concurrent,
-            epochs: e.epochs.clone(),
-            fixed_epochs: e.fixed_epochs,
-            probe_epochs: e.probe_epochs,
-            batch: e.batch,
-            lr: e.lr as f32,
-            replay: e.replay,
-            workspace: (e.workspace_kb * 1e3) as u64,
-            sparsity: m.sparsity,
-            scheduler: spec.scheduler,
-            profiler: spec.profiler,
-            seed: seed ^ 0xED6E,
-            anchor: prep.anchor.clone(),
-            anchor_per_task: e.anchor,
-        },
+        method_edge_params(cfg, prep, method, seed),
         prep.teacher.clone(),
     );
     let n = cfg.stream.ends;

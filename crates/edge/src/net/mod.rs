@@ -23,11 +23,10 @@
 pub mod cli;
 
 use crate::config::AdaEvoConfig;
-use crate::edge::{EdgeParams, EdgeServer, SchedulerKind};
-use crate::experiment::{Prepared, method_spec};
+use crate::edge::{EdgeParams, EdgeServer};
+use crate::experiment::Prepared;
 use crate::mobile::{MobileEnd, MobileParams};
 use crate::protocol::{ModelBlob, TaskRequest};
-use crate::trigger::RodParams;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,51 +143,12 @@ fn subject(prefix: &str, what: &str) -> String {
 
 /// The mobile-end parameters of the `adaevo` method (as the in-process experiment builds them).
 pub fn mobile_params(cfg: &AdaEvoConfig, prep: &Prepared, life_s: f64) -> MobileParams {
-    let spec = method_spec("adaevo", cfg.mobile.period_s as f64);
-    let m = &cfg.mobile;
-    MobileParams {
-        rod: RodParams {
-            window: m.window,
-            subwindows: m.subwindows,
-            step: m.step,
-            rod_threshold: m.rod_threshold,
-            stable_f: m.stable_f,
-            stable_t: m.stable_t,
-            max_slides: m.max_slides,
-        },
-        sudden_slides: cfg.sudden_slides(),
-        alternation_ratio: m.alternation_ratio,
-        upload_budget: m.upload_budget,
-        fixed_window_s: m.fixed_window_s as f64,
-        trigger: spec.trigger,
-        sampling: spec.sampling,
-        threshold: 0.9 * prep.clean_accuracy,
-        life_s,
-    }
+    crate::experiment::method_mobile_params(cfg, prep, "adaevo", life_s)
 }
 
 /// The edge parameters of the `adaevo` method (knapsack scheduler, profiler).
 pub fn edge_params(cfg: &AdaEvoConfig, prep: &Prepared, seed: u64) -> EdgeParams {
-    let e = &cfg.edge;
-    EdgeParams {
-        throughput: e.throughput_mflops * 1e6,
-        memory: cfg.memory_bytes(),
-        memory_unit: (e.memory_unit_kb * 1e3).max(1.0) as u64,
-        max_concurrent: e.max_concurrent,
-        epochs: e.epochs.clone(),
-        fixed_epochs: e.fixed_epochs,
-        probe_epochs: e.probe_epochs,
-        batch: e.batch,
-        lr: e.lr as f32,
-        replay: e.replay,
-        workspace: (e.workspace_kb * 1e3) as u64,
-        sparsity: cfg.mobile.sparsity,
-        scheduler: SchedulerKind::Knapsack,
-        profiler: true,
-        seed: seed ^ 0xED6E,
-        anchor: prep.anchor.clone(),
-        anchor_per_task: e.anchor,
-    }
+    crate::experiment::method_edge_params(cfg, prep, "adaevo", seed)
 }
 
 /// One end's precomputed requests: what its mobile end sends, in time order.
