@@ -438,7 +438,9 @@ pub fn config_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
     })
 }
 
-fn mutate_safetensors(rng: &mut Rng, bytes: &mut Vec<u8>) {
+/// A safetensors file damaged in its JSON header (a node edited) or its bytes; also the
+/// `params` reader target's mutation.
+pub(crate) fn mutate_safetensors(rng: &mut Rng, bytes: &mut Vec<u8>) {
     if bytes.len() >= 8 && rng.chance(0.6) {
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
         let n = usize::try_from(n).unwrap_or(usize::MAX);

@@ -14,6 +14,7 @@
 //! | prices | line 1 (`Date,<columns>`) |
 //! | movielens | the schema files `u.genre`, `u.occupation` and the folder layout |
 //! | png | the signature and IHDR (size, depth, colour type) |
+//! | params | the header length and the JSON header (fed's safetensors wire format) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -33,6 +34,7 @@ pub const READERS: &[&str] = &[
     "prices",
     "movielens",
     "png",
+    "params",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -420,12 +422,38 @@ pub fn seeds(target: &str) -> Vec<Seed> {
             kind: SeedKind::Folder,
             members: movielens(),
         }],
+        "params" => params_seeds(),
         "png" => crate::png::seeds()
             .into_iter()
             .map(|(name, bytes)| one(&name, SeedKind::File, bytes))
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// fed's model wire format: a few tensors (a scalar, a matrix, an empty one) and a single one.
+fn params_seeds() -> Vec<Seed> {
+    let mut p = ferrolab_fed::Params::new();
+    let tensors: [(&str, Vec<usize>, usize); 4] = [
+        ("conv.weight", vec![2, 1, 3, 3], 18),
+        ("conv.bias", vec![2], 2),
+        ("scale", vec![], 1),
+        ("empty", vec![0, 4], 0),
+    ];
+    for (name, shape, n) in tensors {
+        let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 1.0).collect();
+        if p.insert(name, shape, data).is_err() {
+            return Vec::new();
+        }
+    }
+    vec![
+        one("model.safetensors", SeedKind::File, p.to_safetensors()),
+        one(
+            "flat.safetensors",
+            SeedKind::File,
+            ferrolab_fed::Params::flat("w", (0..40).map(|i| i as f32).collect()).to_safetensors(),
+        ),
+    ]
 }
 
 fn is_text_target(target: &str) -> bool {
@@ -443,6 +471,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "png" {
         crate::png::mutate(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "params" {
+        crate::cli::mutate_safetensors(rng, &mut s.members[0].1);
         return (s, false);
     }
     let k = match target {
@@ -594,6 +626,12 @@ fn classify(target: &str, e: &DataError) -> Verdict {
                     .file_name()
                     .is_some_and(|f| f == "u.genre" || f == "u.occupation")
         }
+        "params" => {
+            msg.contains("header length")
+                || msg.contains("8-byte header")
+                || msg.contains("not a JSON object")
+                || matches!(e, DataError::Io { .. })
+        }
         "png" => {
             let m = msg.to_ascii_lowercase();
             at == "png header"
@@ -676,6 +714,26 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             Ok(())
         }
         "movielens" => ferrolab_data::load_movielens_100k(path).map(drop),
+        "params" => {
+            let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let bad = |e: ferrolab_fed::params::ParamsError| DataError::Malformed {
+                path: path.to_path_buf(),
+                at: "safetensors".into(),
+                msg: e.to_string(),
+            };
+            let p = ferrolab_fed::Params::from_safetensors(&bytes).map_err(bad)?;
+            // What the fabric does with a received model: flatten, rebuild, check, re-encode.
+            let flat = p.to_flat();
+            let q = p.with_flat(&flat).map_err(bad)?;
+            q.check_same_layout(&p).map_err(bad)?;
+            q.check_finite().map_err(bad)?;
+            let again = ferrolab_fed::Params::from_safetensors(&q.to_safetensors()).map_err(bad)?;
+            assert_eq!(again, p, "params: decode(encode(p)) differs from p");
+            Ok(())
+        }
         "png" => {
             if name.contains(".mask.") {
                 ferrolab_data::image::read_png_mask(path).map(drop)
