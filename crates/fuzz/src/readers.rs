@@ -15,6 +15,7 @@
 //! | movielens | the schema files `u.genre`, `u.occupation` and the folder layout |
 //! | png | the signature and IHDR (size, depth, colour type) |
 //! | params | the header length and the JSON header (fed's safetensors wire format) |
+//! | model-blob | the JSON envelope, the checksum and the `AEVO1` magic (AdaEvo's shipped models) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -35,6 +36,7 @@ pub const READERS: &[&str] = &[
     "movielens",
     "png",
     "params",
+    "model-blob",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -423,6 +425,7 @@ pub fn seeds(target: &str) -> Vec<Seed> {
             members: movielens(),
         }],
         "params" => params_seeds(),
+        "model-blob" => blob_seeds(),
         "png" => crate::png::seeds()
             .into_iter()
             .map(|(name, bytes)| one(&name, SeedKind::File, bytes))
@@ -456,6 +459,47 @@ fn params_seeds() -> Vec<Seed> {
     ]
 }
 
+/// AdaEvo's shipped model: JSON `ModelBlob`s of two small MLPs.
+fn blob_seeds() -> Vec<Seed> {
+    [(vec![16, 8, 4], 1), (vec![9, 5, 7, 3], 2)]
+        .into_iter()
+        .map(|(sizes, seed)| {
+            let m = ferrolab_edge::model::Mlp::new(&sizes, seed);
+            let blob = ferrolab_edge::protocol::ModelBlob::encode(seed as usize, seed, &m);
+            let name = format!("blob{seed}.json");
+            one(
+                &name,
+                SeedKind::File,
+                serde_json::to_vec(&blob).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Mostly the encoded model's bytes with the checksum recomputed (so the decoder is reached);
+/// sometimes the JSON envelope or a stale checksum.
+fn mutate_blob(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    let parsed = serde_json::from_slice::<ferrolab_edge::protocol::ModelBlob>(bytes);
+    match parsed {
+        Ok(mut blob) if rng.chance(0.8) => {
+            if rng.chance(0.3) {
+                // The header: magic, layer count, widths.
+                let n = blob.bytes.len().min(5 + 4 * 5);
+                let mut head = blob.bytes[..n].to_vec();
+                mutate::bytes(rng, &mut head, &[]);
+                blob.bytes.splice(..n, head);
+            } else {
+                mutate::bytes(rng, &mut blob.bytes, &[]);
+            }
+            if rng.chance(0.9) {
+                blob.sha256 = ferrolab_edge::protocol::sha256_hex(&blob.bytes);
+            }
+            *bytes = serde_json::to_vec(&blob).unwrap_or_default();
+        }
+        _ => mutate::text(rng, bytes, &[]),
+    }
+}
+
 fn is_text_target(target: &str) -> bool {
     matches!(target, "sentences" | "prices" | "movielens")
 }
@@ -471,6 +515,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "png" {
         crate::png::mutate(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "model-blob" {
+        mutate_blob(rng, &mut s.members[0].1);
         return (s, false);
     }
     if target == "params" {
@@ -626,6 +674,12 @@ fn classify(target: &str, e: &DataError) -> Verdict {
                     .file_name()
                     .is_some_and(|f| f == "u.genre" || f == "u.occupation")
         }
+        "model-blob" => {
+            msg.contains("envelope")
+                || msg.contains("checksum")
+                || msg.contains("AEVO1")
+                || matches!(e, DataError::Io { .. })
+        }
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -714,6 +768,29 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             Ok(())
         }
         "movielens" => ferrolab_data::load_movielens_100k(path).map(drop),
+        "model-blob" => {
+            let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let bad = |msg: String| DataError::Malformed {
+                path: path.to_path_buf(),
+                at: "model blob".into(),
+                msg,
+            };
+            // What a mobile end does with a delivery: parse the envelope, verify, decode.
+            let blob: ferrolab_edge::protocol::ModelBlob =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("envelope: {e}")))?;
+            let m = blob.decode().map_err(|e| bad(e.to_string()))?;
+            let again = ferrolab_edge::protocol::ModelBlob::encode(blob.end, blob.version, &m);
+            // int8 codes and scales re-encode to the same bytes (a decoded model is a fixpoint).
+            let m2 = again.decode().map_err(|e| bad(e.to_string()))?;
+            assert_eq!(
+                m2.sizes, m.sizes,
+                "model-blob: sizes changed on re-encoding"
+            );
+            Ok(())
+        }
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),
