@@ -42,6 +42,29 @@ pub type FamilyDrops = BTreeMap<String, Vec<f64>>;
 /// Per family: (mean drops, normalised drops, seed spread).
 pub type FamilyResults = BTreeMap<String, (FamilyDrops, FamilyDrops, FamilyDrops)>;
 
+/// Splits probe results into the record's three maps: mean drops, normalised drops, and the
+/// seed spread (kept for the bit-flip families only, the others are deterministic).
+#[allow(clippy::type_complexity)]
+pub fn split_families(
+    fams: FamilyResults,
+) -> (
+    BTreeMap<String, FamilyDrops>,
+    BTreeMap<String, FamilyDrops>,
+    BTreeMap<String, FamilyDrops>,
+) {
+    let mut drops = BTreeMap::new();
+    let mut normalized = BTreeMap::new();
+    let mut drop_std = BTreeMap::new();
+    for (k, (d, n, s)) in fams {
+        drops.insert(k.clone(), d);
+        normalized.insert(k.clone(), n);
+        if k.starts_with("flip") {
+            drop_std.insert(k, s);
+        }
+    }
+    (drops, normalized, drop_std)
+}
+
 /// Everything measured on one zoo member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelRecord {

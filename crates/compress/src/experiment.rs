@@ -161,16 +161,7 @@ fn cross_member(
         "layer-importance: {name} base accuracy {base:.4}, {probes} probes and criteria in {probe_seconds:.1} s (trained in {train_seconds:.1} s)"
     );
     let (layer_names, layer_params) = member.layers();
-    let mut drops = BTreeMap::new();
-    let mut normalized = BTreeMap::new();
-    let mut drop_std = BTreeMap::new();
-    for (k, (d, n, s)) in fams {
-        drops.insert(k.clone(), d);
-        normalized.insert(k.clone(), n);
-        if k.starts_with("flip") {
-            drop_std.insert(k, s);
-        }
-    }
+    let (drops, normalized, drop_std) = dataset::split_families(fams);
     Ok(Measured {
         record: ModelRecord {
             id: name.to_string(),
@@ -231,16 +222,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
                 "layer-importance: {} base accuracy {base:.4}, {probes} probes in {probe_seconds:.1} s (trained in {train_seconds:.1} s)",
                 m.id
             );
-            let mut drops = BTreeMap::new();
-            let mut normalized = BTreeMap::new();
-            let mut drop_std = BTreeMap::new();
-            for (k, (d, n, s)) in fams {
-                drops.insert(k.clone(), d);
-                normalized.insert(k.clone(), n);
-                if k.starts_with("flip") {
-                    drop_std.insert(k, s);
-                }
-            }
+            let (drops, normalized, drop_std) = dataset::split_families(fams);
             Ok(ModelRecord {
                 id: m.id.clone(),
                 arch: m.spec.arch.clone(),

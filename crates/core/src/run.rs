@@ -515,7 +515,7 @@ pub fn load_checkpoint<M: burn::module::Module>(model: M, path: &Path) -> Result
 }
 
 /// burn's messages can span many lines (a summary table and a hint); the CLI prints one.
-fn first_line(s: &str) -> String {
+pub fn first_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .find(|l| !l.is_empty())

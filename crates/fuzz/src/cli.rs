@@ -527,13 +527,19 @@ pub fn checkpoint_case(
         "--threads".into(),
         "1".into(),
     ];
-    if system == "adod" {
-        // A PNG as a file argument, damaged in a fifth of the cases.
-        let mut input = s.adod_input.clone();
+    // Images come as a file argument (a PNG for adod, IDX for classify), damaged in a fifth
+    // of the cases.
+    let image_input = match system {
+        "adod" => Some((&s.adod_input, "image.png")),
+        "classify" => Some((&s.classify_input, "images.idx")),
+        _ => None,
+    };
+    if let Some((bytes, name)) = image_input {
+        let mut input = bytes.clone();
         if rng.chance(0.2) {
             mutate::bytes(rng, &mut input, &[]);
         }
-        let f = dir.join("image.png");
+        let f = dir.join(name);
         std::fs::write(&f, input)?;
         args.push(f.display().to_string());
         return Ok(Invocation {
@@ -550,22 +556,6 @@ pub fn checkpoint_case(
             dir.join("mask.npz").display().to_string(),
             s.attenscribble_input.display().to_string(),
         ]);
-        return Ok(Invocation {
-            args,
-            stdin: None,
-            allowed: &[0, 1, 2],
-            round_trip: None,
-        });
-    }
-    if system == "classify" {
-        // Images come as a file argument (IDX here), damaged in a fifth of the cases.
-        let mut input = s.classify_input.clone();
-        if rng.chance(0.2) {
-            mutate::bytes(rng, &mut input, &[]);
-        }
-        let f = dir.join("images.idx");
-        std::fs::write(&f, input)?;
-        args.push(f.display().to_string());
         return Ok(Invocation {
             args,
             stdin: None,

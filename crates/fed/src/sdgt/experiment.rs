@@ -579,22 +579,10 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
                 all.push(one(ctx, cfg, &d, split, algo, lr, k, false)?);
             }
             if Some(split) == cfg.data.splits.first() {
+                // No checkpoints: the overhead is the round's own cost.
                 let spec = RunSpec {
-                    hyper: Hyper {
-                        algo,
-                        lr,
-                        t: cfg.fed.local_steps,
-                        batch: cfg.fed.batch,
-                    },
-                    s: cfg.s(),
-                    rounds: cfg.fed.rounds,
-                    seed: ctx.seed_for("run0"),
-                    eval_every: cfg.fed.eval_every,
                     checkpoint_every: 0,
-                    devices_per_client: cfg.fed.devices_per_client,
-                    deadline_seconds: cfg.fed.deadline_seconds,
-                    cost: cost_model(cfg),
-                    coopt_every: 0,
+                    ..unit_spec(cfg, algo, lr, ctx.seed_for("run0"), false)
                 };
                 let n = cfg.fed.rounds.min(20);
                 let o = overhead_round_seconds(&data0, &spec, n).map_err(|e| {

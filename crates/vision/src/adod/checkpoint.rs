@@ -137,9 +137,9 @@ fn load_v1(
         .validate(false);
     let res = net
         .load_from(&mut store)
-        .map_err(|e| bad(weights, first_line(&e.to_string())))?;
+        .map_err(|e| bad(weights, ferrolab_core::run::first_line(&e.to_string())))?;
     if let Some(e) = res.errors.first() {
-        return Err(bad(weights, first_line(&e.to_string())));
+        return Err(bad(weights, ferrolab_core::run::first_line(&e.to_string())));
     }
     if let Some(m) = res.missing.first() {
         return Err(bad(weights, format!("tensor {} is missing", m.0)));
@@ -155,12 +155,4 @@ fn v1_name(k: &str) -> String {
     } else {
         k.to_string()
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("unreadable checkpoint")
-        .to_string()
 }

@@ -305,17 +305,9 @@ pub fn load_state(
     }
     let model = model
         .try_load_file(&model_path)
-        .map_err(|e| bad(&model_path, first_line(&e.to_string())))?;
+        .map_err(|e| bad(&model_path, ferrolab_core::run::first_line(&e.to_string())))?;
     let optim = optim
         .load(&optim_path)
-        .map_err(|e| bad(&optim_path, first_line(&e.to_string())))?;
+        .map_err(|e| bad(&optim_path, ferrolab_core::run::first_line(&e.to_string())))?;
     Ok(Some((state, model, optim)))
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("unreadable")
-        .to_string()
 }
