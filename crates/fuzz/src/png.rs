@@ -70,7 +70,11 @@ fn deflate(data: &[u8]) -> Vec<u8> {
 
 /// The seed images: every 8-bit colour type the writer produces, odd sizes, and one mask.
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::temp_dir().join(format!("ferrolab-fuzz-png-{}", std::process::id()));
+    // One folder per call: tests call this from parallel threads of one process, and a shared
+    // folder was removed by one call while another still wrote into it.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ferrolab-fuzz-png-{}-{call}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let shapes: &[(&str, usize, usize, usize)] = &[
         ("gray.png", 7, 5, 1),
@@ -224,6 +228,7 @@ mod tests {
     #[test]
     fn mutants_differ_and_mostly_keep_their_crcs() {
         let seeds = seeds();
+        assert_eq!(seeds.len(), 5);
         let mut rng = Rng::new(7);
         let (mut changed, mut crc_ok) = (0, 0);
         for k in 0..200 {
