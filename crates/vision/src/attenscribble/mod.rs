@@ -63,6 +63,11 @@ impl System for AttenScribbleSystem {
                 about: "what fits in ~30 min on two cores: 64×64, batch 4, 4 methods × 3 seeds (see crates/vision/ATTENSCRIBBLE.md)",
                 toml: include_str!("../../../../configs/attenscribble/small.toml"),
             },
+            Preset {
+                name: "medium",
+                about: "64×64, batch 4, 1200 iterations, 4 methods × 3 seeds, loss weights scaled with the windows (see configs/attenscribble/medium.toml)",
+                toml: include_str!("../../../../configs/attenscribble/medium.toml"),
+            },
         ]
     }
 

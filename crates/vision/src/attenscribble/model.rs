@@ -162,6 +162,15 @@ impl SpatialAttention {
         }
     }
 
+    /// The block with the affinity head's `(a, b)` set (fixed-input checks, e.g. the step
+    /// benchmark's loss comparison with its PyTorch twin).
+    pub fn with_affine(mut self, a: f32, b: f32) -> Self {
+        let device = self.affine.val().device();
+        self.affine =
+            Param::from_tensor(Tensor::from_data(TensorData::new(vec![a, b], [2]), &device));
+        self
+    }
+
     /// `x: [N, C, h, w]` → (`[N, C, h, w]`, unscaled attention logits `[N, hw, hw]`).
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<3>) {
         let [n, c, h, w] = x.dims();

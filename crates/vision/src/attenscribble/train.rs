@@ -16,7 +16,7 @@ use super::data::{
 use super::losses::{
     GatedCrf, attentive_loss, downsample, full_supervision, gaussian_window, partial_ce,
 };
-use super::model::{AttenUNet, AttenUNetSpec};
+use super::model::{AttenUNet, AttenUNetSpec, Output, SpatialAttention};
 use crate::metrics::seg::class_score;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -77,6 +77,103 @@ pub fn spec_for(cfg: &AttenScribbleConfig, method: Method) -> AttenUNetSpec {
         dropout: cfg.model.dropout.clone(),
         attention_level: (method == Method::AttenScribble).then_some(cfg.model.attention_level),
         mlp_ratio: cfg.model.mlp_ratio,
+    }
+}
+
+/// What one training batch supervises with (row-major `N·H·W`, the image in [0, 1]).
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    /// The input intensities (the gated CRF's colour feature).
+    pub image: &'a [f32],
+    /// Dense labels (full supervision only).
+    pub labels: &'a [u8],
+    /// Scribbles, [`super::losses::UNLABELED`] where unannotated.
+    pub scribbles: &'a [u8],
+    /// Per sample: its scribbles hold more than one class (else the attentive loss skips it).
+    pub multi: &'a [bool],
+}
+
+/// A method's training loss: the forward pass and the losses of one step, shared by
+/// [`train_one`] and the step benchmark (`examples/attenscribble_step_bench.rs`), so that the
+/// benchmark times exactly what training runs.
+#[derive(Debug, Clone)]
+pub struct StepLoss {
+    method: Method,
+    crf: GatedCrf,
+    crf_weight: f64,
+    attn_weight: f64,
+    attn_start: usize,
+    /// The attentive loss's window and the attention grid's stride (AttenScribble only).
+    window: Option<(Tensor<3>, usize)>,
+}
+
+impl StepLoss {
+    /// The losses of `method` for `model` at training size `size`.
+    pub fn new(
+        cfg: &AttenScribbleConfig,
+        method: Method,
+        model: &AttenUNet,
+        size: usize,
+        device: &Device,
+    ) -> StepLoss {
+        let window = model.attention_stride().map(|s| {
+            let g = size / s;
+            (
+                gaussian_window(g, g, cfg.loss.attn_radius, cfg.loss.attn_sigma, device),
+                s,
+            )
+        });
+        StepLoss {
+            method,
+            crf: GatedCrf {
+                radius: cfg.loss.crf_radius,
+                sigma_xy: cfg.loss.crf_sigma_xy,
+                sigma_rgb: cfg.loss.crf_sigma_rgb,
+                weight: cfg.loss.crf_kernel_weight,
+            },
+            crf_weight: cfg.loss.crf_weight,
+            attn_weight: cfg.loss.attn_weight,
+            attn_start: cfg.loss.attn_start,
+            window,
+        }
+    }
+
+    /// Forward pass of `x: [N, 1, H, W]` and the method's loss at iteration `it`.
+    pub fn loss(&self, model: &AttenUNet, x: Tensor<4>, t: &Targets, it: usize) -> Tensor<1> {
+        self.loss_of(model.forward(x), model.attention_block(), t, it)
+    }
+
+    /// The method's loss of a forward pass's `out` (`block`: the network's attention block,
+    /// whose affinity head turns the attention logits into `K`).
+    pub fn loss_of(
+        &self,
+        out: Output,
+        block: Option<&SpatialAttention>,
+        t: &Targets,
+        it: usize,
+    ) -> Tensor<1> {
+        match self.method {
+            Method::Full => full_supervision(out.logits, t.labels),
+            Method::Pce => partial_ce(out.logits, t.scribbles),
+            Method::PceGcrf | Method::AttenScribble => {
+                let p = softmax(out.logits.clone(), 1);
+                let mut loss = partial_ce(out.logits, t.scribbles);
+                if self.crf_weight > 0.0 {
+                    loss = loss + self.crf.loss(p.clone(), t.image, t.scribbles) * self.crf_weight;
+                }
+                if let (Some(att_logits), Some(block), Some((win, s))) =
+                    (out.attention, block, &self.window)
+                    && self.attn_weight > 0.0
+                    && it >= self.attn_start
+                {
+                    let k = block.affinity(att_logits);
+                    loss = loss
+                        + attentive_loss(k, downsample(p, *s), win.clone(), t.multi)
+                            * self.attn_weight;
+                }
+                loss
+            }
+        }
     }
 }
 
@@ -406,22 +503,7 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         };
     let total = cfg.train.iterations;
     let per_epoch = (set.len() / bs).max(1);
-    let crf = GatedCrf {
-        radius: cfg.loss.crf_radius,
-        sigma_xy: cfg.loss.crf_sigma_xy,
-        sigma_rgb: cfg.loss.crf_sigma_rgb,
-        weight: cfg.loss.crf_kernel_weight,
-    };
-    let stride = model.attention_stride();
-    let window = stride.map(|s| {
-        gaussian_window(
-            size / s,
-            size / s,
-            cfg.loss.attn_radius,
-            cfg.loss.attn_sigma,
-            &device,
-        )
-    });
+    let step_loss = StepLoss::new(cfg, job.method, &model, size, &device);
     let mut order: Vec<usize> = Vec::new();
     let mut order_epoch = usize::MAX;
     let start = st.iterations_done;
@@ -476,29 +558,17 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
             multi.push(set.multi_class[i]);
         }
         let x = Tensor::<4>::from_data(TensorData::new(xs.clone(), [bs, 1, size, size]), &device);
-        let out = model.forward(x);
-        let loss = match job.method {
-            Method::Full => full_supervision(out.logits, &labels),
-            Method::Pce => partial_ce(out.logits, &scribbles),
-            Method::PceGcrf | Method::AttenScribble => {
-                let p = softmax(out.logits.clone(), 1);
-                let mut loss = partial_ce(out.logits, &scribbles);
-                if cfg.loss.crf_weight > 0.0 {
-                    loss = loss + crf.loss(p.clone(), &xs, &scribbles) * cfg.loss.crf_weight;
-                }
-                if let (Some(att_logits), Some(block), Some(win), Some(s)) =
-                    (out.attention, model.attention_block(), &window, stride)
-                    && cfg.loss.attn_weight > 0.0
-                    && it >= cfg.loss.attn_start
-                {
-                    let k = block.affinity(att_logits);
-                    loss = loss
-                        + attentive_loss(k, downsample(p, s), win.clone(), &multi)
-                            * cfg.loss.attn_weight;
-                }
-                loss
-            }
-        };
+        let loss = step_loss.loss(
+            &model,
+            x,
+            &Targets {
+                image: &xs,
+                labels: &labels,
+                scribbles: &scribbles,
+                multi: &multi,
+            },
+            it,
+        );
         let value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone().detach())[0]);
         if !value.is_finite() {
             return Err(SystemError::runtime(format!(
