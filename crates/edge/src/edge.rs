@@ -14,6 +14,7 @@ use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
 use crate::scheduler::{self, Candidate, Start, Variant};
 use crate::stream::{SIDE, to_input};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How queued tasks are picked.
@@ -98,6 +99,26 @@ struct Running {
     memory_pred: u64,
     memory_measured: u64,
     epochs: usize,
+    /// The task's teacher-labelled frames, added to the end's replay when it finishes (not at
+    /// start: a persisted end state must hold only what finished tasks contributed, so a task
+    /// re-queued after an edge restart does not find its own frames in the replay twice).
+    data: Vec<(Vec<f32>, u8)>,
+}
+
+/// What the edge keeps about one end between tasks: what a restarted edge needs to continue
+/// it (the net layer persists it after every finished task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndState {
+    /// End id.
+    pub end: usize,
+    /// The last finished (shipped) model version; 0 = the factory model.
+    pub version: u64,
+    /// The edge's copy of the end's model (pruned weights at zero, before int8).
+    pub dense: Mlp,
+    /// What the end runs after installing `version`.
+    pub deployed: Mlp,
+    /// Teacher-labelled frames of its earlier finished tasks.
+    pub replay: Vec<(Vec<f32>, u8)>,
 }
 
 /// A finished task.
@@ -184,6 +205,45 @@ impl EdgeServer {
         self.dense.insert(end, dense);
         self.deployed.insert(end, deployed);
         self.versions.insert(end, 0);
+    }
+
+    /// End `end`'s state as of its last finished task (a task still running is not in it:
+    /// its version is not counted, its frames not in the replay). `None` for an unknown end.
+    pub fn end_state(&self, end: usize) -> Option<EndState> {
+        let running = self.running.iter().any(|r| r.end == end);
+        let version = self.versions.get(&end).copied()?;
+        Some(EndState {
+            end,
+            version: if running {
+                version.saturating_sub(1)
+            } else {
+                version
+            },
+            dense: self.dense.get(&end)?.clone(),
+            deployed: self.deployed.get(&end)?.clone(),
+            replay: self.replay.get(&end).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Puts back an end's persisted state (after [`register`](Self::register) with its factory
+    /// models): its next task ships version `state.version + 1`.
+    pub fn restore_end(&mut self, state: EndState) {
+        let end = state.end;
+        self.dense.insert(end, state.dense);
+        self.deployed.insert(end, state.deployed);
+        self.versions.insert(end, state.version);
+        self.replay.insert(end, state.replay);
+    }
+
+    /// Task ids (which seed each task's training) continue from at least `next`, so that
+    /// tasks accepted by a restarted edge do not reuse the seeds of earlier ones.
+    pub fn reserve_ids(&mut self, next: usize) {
+        self.next_id = self.next_id.max(next);
+    }
+
+    /// Tasks accepted so far (the next task's id).
+    pub fn next_id(&self) -> usize {
+        self.next_id
     }
 
     /// Tasks waiting.
@@ -455,14 +515,6 @@ impl EdgeServer {
             end,
             epochs: v.epochs,
         });
-        self.replay
-            .entry(end)
-            .or_default()
-            .extend(q.data.iter().cloned());
-        if let Some(r) = self.replay.get_mut(&end) {
-            let extra = r.len().saturating_sub(p.replay.max(1) * 4);
-            r.drain(..extra);
-        }
         self.running.push(Running {
             end,
             seq: q.req.seq,
@@ -478,6 +530,7 @@ impl EdgeServer {
             memory_pred: q.memory_pred,
             memory_measured: measured,
             epochs: v.epochs,
+            data: q.data,
         });
         self.peak_memory = self.peak_memory.max(self.memory_in_use());
     }
@@ -515,6 +568,11 @@ impl EdgeServer {
                 let deployed = r.blob.decode().unwrap_or_else(|_| r.dense.clone());
                 self.deployed.insert(r.end, deployed);
                 self.dense.insert(r.end, r.dense);
+                let keep = self.params.replay.max(1) * 4;
+                let replay = self.replay.entry(r.end).or_default();
+                replay.extend(r.data);
+                let extra = replay.len().saturating_sub(keep);
+                replay.drain(..extra);
                 done.push(Completed {
                     end: r.end,
                     seq: r.seq,

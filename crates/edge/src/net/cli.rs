@@ -108,6 +108,13 @@ fn edge_command() -> Command {
     common(Command::new("edge").about(
         "Run the edge server over NATS: accept evolution tasks from the mobile ends, schedule them (knapsack over the memory budget), retrain, re-compress and ship models",
     ))
+    .arg(
+        Arg::new("state")
+            .long("state")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .help("Persist accepted tasks and model versions here; an edge restarted with the same DIR (and run arguments) re-queues the tasks and continues the versions"),
+    )
 }
 
 fn mobile_command() -> Command {
@@ -197,7 +204,8 @@ fn print_json<T: serde::Serialize>(v: &T) -> SysResult<()> {
 }
 
 fn edge_run(m: &ArgMatches) -> SysResult<()> {
-    let (cfg, opts, seed, data_dir) = setup(m)?;
+    let (cfg, mut opts, seed, data_dir) = setup(m)?;
+    opts.state_dir = m.get_one::<PathBuf>("state").cloned();
     let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
     let prep = prepare(&cfg, &pre, &pool, seed);
     let summary = super::run_edge(&cfg, &prep, seed, &opts).map_err(net_error)?;

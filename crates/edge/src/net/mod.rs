@@ -21,6 +21,7 @@
 //! requests their end would send ([`make_traces`]): no model inference runs in them.
 
 pub mod cli;
+pub mod state;
 
 use crate::config::AdaEvoConfig;
 use crate::edge::{EdgeParams, EdgeServer};
@@ -29,7 +30,9 @@ use crate::mobile::{MobileEnd, MobileParams};
 use crate::protocol::{ModelBlob, TaskRequest};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use state::{EndFile, Store, TaskFile};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Where and how fast.
@@ -48,6 +51,12 @@ pub struct NetOptions {
     /// Simulated time 0 as wall time, shared by every process of a run so their clocks agree;
     /// `None`: when this process has connected.
     pub start: Option<std::time::SystemTime>,
+    /// Edge only: where it persists its tasks and model versions ([`state`]), so that a
+    /// restarted edge continues them; `None`: nothing survives the process.
+    pub state_dir: Option<PathBuf>,
+    /// Edge only: wall time after the ends' life during which unacknowledged models are still
+    /// re-sent (an end that went away is then given up, logged as undelivered).
+    pub delivery_grace: Duration,
 }
 
 impl NetOptions {
@@ -60,6 +69,8 @@ impl NetOptions {
             seconds: 300.0,
             request_timeout: Duration::from_secs(10),
             start: None,
+            state_dir: None,
+            delivery_grace: Duration::from_secs(30),
         }
     }
 }
@@ -362,6 +373,12 @@ pub struct EdgeSummary {
     pub busy_s: f64,
     /// Wall seconds.
     pub wall_s: f64,
+    /// With a state directory: accepted tasks found unfinished at start, re-queued.
+    pub restored_tasks: usize,
+    /// With a state directory: each end's last shipped version found at start.
+    pub restored_versions: BTreeMap<usize, u64>,
+    /// With a state directory: unacknowledged models found at start, sent again.
+    pub redelivered: usize,
 }
 
 fn peak_rss() -> Option<u64> {
@@ -413,6 +430,24 @@ async fn edge_loop(
     seed: u64,
     opts: &NetOptions,
 ) -> Result<EdgeSummary, NetError> {
+    let n = prep.frames.len();
+    // The state directory is checked before connecting: another run's directory is the user's
+    // mistake (exit 2), found before any work.
+    let store = match &opts.state_dir {
+        Some(dir) => {
+            let cfg_json = serde_json::to_string(cfg)
+                .map_err(|e| NetError::Runtime(format!("config as JSON: {e}")))?;
+            let fp = state::fingerprint(&cfg_json, seed, n);
+            Some(Store::open(dir, &fp).map_err(|e| match e {
+                state::StateError::OtherRun { .. } => NetError::Usage(e.to_string()),
+                state::StateError::Io { .. } => NetError::Runtime(e.to_string()),
+            })?)
+        }
+        None => None,
+    };
+    let persist = |r: Result<(), state::StateError>| {
+        r.map_err(|e| NetError::Runtime(format!("cannot persist the edge's state: {e}")))
+    };
     let client = connect(opts, "adaevo edge").await?;
     let mut reqs = client
         .subscribe(subject(&opts.prefix, "req"))
@@ -428,19 +463,102 @@ async fn edge_loop(
         ..Default::default()
     };
     let mut edge = EdgeServer::new(params, prep.teacher.clone());
-    let n = prep.frames.len();
     for k in 0..n {
         edge.register(k, prep.dense.clone(), prep.mobile.clone());
     }
+    // Per end: the last finished task and the models not yet acknowledged (persisted with the
+    // end's state).
+    let mut finished_seq: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut outbox: BTreeMap<usize, Vec<ModelBlob>> = BTreeMap::new();
+    let loaded = match &store {
+        Some(st) => st
+            .load()
+            .map_err(|e| NetError::Runtime(format!("cannot read the edge's state: {e}")))?,
+        None => state::Loaded::default(),
+    };
+    for (end, f) in loaded.ends {
+        if end >= n {
+            return Err(NetError::Usage(format!(
+                "state directory: end {end} is not in this run of {n} ends"
+            )));
+        }
+        s.restored_versions.insert(end, f.state.version);
+        edge.reserve_ids(f.next_id);
+        edge.restore_end(f.state);
+        if let Some(q) = f.finished_seq {
+            finished_seq.insert(end, q);
+        }
+        s.redelivered += f.outbox.len();
+        outbox.insert(end, f.outbox);
+    }
     let t0 = start_instant(opts).await;
     let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
-    let mut clock = 0.0f64;
+    // A restarted edge joins the run's clock where it is now (not at 0: the time it was down
+    // is not training time).
+    let mut clock = now(t0).min(opts.seconds);
     let mut open: BTreeSet<(usize, u64)> = BTreeSet::new();
+    // Accepted tasks of the previous process: re-queued with their original arrival (tasks
+    // that were running start again from the end's last finished model).
+    for t in loaded.tasks {
+        let key = (t.req.end, t.req.seq);
+        if key.0 >= n {
+            continue;
+        }
+        match edge.submit(t.req, t.arrival.min(clock)) {
+            Ok(()) => {
+                open.insert(key);
+                s.restored_tasks += 1;
+            }
+            Err(e) => {
+                if let Some(st) = &store {
+                    persist(st.remove_task(key.0, key.1))?;
+                }
+                s.dropped
+                    .push((key.0, key.1, format!("restored task: {e}")));
+            }
+        }
+    }
+    edge.schedule(clock);
     let mut sends = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let per_try = opts.request_timeout.min(Duration::from_secs(2));
-    let give_up = |t0: Instant| {
-        t0 + Duration::from_secs_f64(opts.seconds / opts.speed) + Duration::from_secs(30)
+    let give_up =
+        |t0: Instant| t0 + Duration::from_secs_f64(opts.seconds / opts.speed) + opts.delivery_grace;
+    let ship = |sends: &mut tokio::task::JoinSet<(usize, u64, Option<String>)>,
+                blob: &ModelBlob|
+     -> Result<(), NetError> {
+        let payload =
+            serde_json::to_vec(blob).map_err(|e| NetError::Runtime(format!("encode blob: {e}")))?;
+        let subj = subject(&opts.prefix, &format!("model.{}", blob.end));
+        let (end, version) = (blob.end, blob.version);
+        let cl = client.clone();
+        let until = give_up(t0);
+        sends.spawn(async move {
+            let ack = deliver(cl, subj, payload, per_try, until).await;
+            (end, version, ack)
+        });
+        Ok(())
+    };
+    for blobs in outbox.values() {
+        for b in blobs {
+            ship(&mut sends, b)?;
+        }
+    }
+    // Writes end `end`'s state file (after a finished task or an acknowledgement).
+    let save_end = |edge: &EdgeServer,
+                    end: usize,
+                    finished_seq: &BTreeMap<usize, u64>,
+                    outbox: &BTreeMap<usize, Vec<ModelBlob>>|
+     -> Result<(), NetError> {
+        let (Some(st), Some(state)) = (&store, edge.end_state(end)) else {
+            return Ok(());
+        };
+        persist(st.put_end(&EndFile {
+            state,
+            finished_seq: finished_seq.get(&end).copied(),
+            outbox: outbox.get(&end).cloned().unwrap_or_default(),
+            next_id: edge.next_id(),
+        }))
     };
     while clock < opts.seconds {
         tokio::select! {
@@ -451,18 +569,40 @@ async fn edge_loop(
                 let answer = match serde_json::from_slice::<TaskRequest>(&m.payload) {
                     Err(e) => format!("dropped: malformed request: {e}"),
                     Ok(req) if req.end >= n => format!("dropped: unknown end {}", req.end),
+                    Ok(req) if open.contains(&(req.end, req.seq))
+                        || finished_seq.get(&req.end).is_some_and(|q| req.seq <= *q) => {
+                        // A re-sent upload of a task this edge (or its previous process)
+                        // already holds: not a second task.
+                        format!("dropped: task {} of end {} already accepted", req.seq, req.end)
+                    }
                     Ok(req) => {
                         let key = (req.end, req.seq);
-                        match edge.submit(req, t) {
-                            Ok(()) => {
-                                s.accepted += 1;
-                                open.insert(key);
-                                "accepted".to_string()
-                            }
+                        // Persisted before the answer: an `accepted` task survives a crash.
+                        let saved = match &store {
+                            Some(st) => st.put_task(&TaskFile { arrival: t, req: req.clone() }),
+                            None => Ok(()),
+                        };
+                        match saved {
                             Err(e) => {
-                                s.dropped.push((key.0, key.1, e.to_string()));
-                                format!("dropped: {e}")
+                                let why = format!("edge cannot persist the task: {e}");
+                                eprintln!("adaevo edge: {why}");
+                                s.dropped.push((key.0, key.1, why.clone()));
+                                format!("dropped: {why}")
                             }
+                            Ok(()) => match edge.submit(req, t) {
+                                Ok(()) => {
+                                    s.accepted += 1;
+                                    open.insert(key);
+                                    "accepted".to_string()
+                                }
+                                Err(e) => {
+                                    if let Some(st) = &store {
+                                        persist(st.remove_task(key.0, key.1))?;
+                                    }
+                                    s.dropped.push((key.0, key.1, e.to_string()));
+                                    format!("dropped: {e}")
+                                }
+                            },
                         }
                     }
                 };
@@ -476,22 +616,21 @@ async fn edge_loop(
         if t > clock {
             for c in edge.advance(clock, t - clock) {
                 open.remove(&(c.end, c.seq));
-                let payload = serde_json::to_vec(&c.blob)
-                    .map_err(|e| NetError::Runtime(format!("encode blob: {e}")))?;
-                let subj = subject(&opts.prefix, &format!("model.{}", c.end));
-                let (end, version) = (c.end, c.blob.version);
-                let cl = client.clone();
-                let until = give_up(t0);
-                sends.spawn(async move {
-                    let ack = deliver(cl, subj, payload, per_try, until).await;
-                    (end, version, ack)
-                });
+                finished_seq.insert(c.end, c.seq);
+                outbox.entry(c.end).or_default().push(c.blob.clone());
+                // The end's new version and its blob are durable before the task is forgotten.
+                save_end(&edge, c.end, &finished_seq, &outbox)?;
+                if let Some(st) = &store {
+                    persist(st.remove_task(c.end, c.seq))?;
+                }
+                ship(&mut sends, &c.blob)?;
             }
             clock = t;
             edge.schedule(clock);
         }
         while let Some(Ok((end, version, ack))) = sends.try_join_next() {
-            record_delivery(&mut s, end, version, ack);
+            settle(&mut s, &mut outbox, end, version, ack);
+            save_end(&edge, end, &finished_seq, &outbox)?;
         }
     }
     // The ends' life is over: what is still open will never be useful to them.
@@ -500,6 +639,9 @@ async fn edge_loop(
             "run ended at {:.0} s before the task finished",
             opts.seconds
         );
+        if let Some(st) = &store {
+            persist(st.remove_task(end, seq))?;
+        }
         s.dropped.push((end, seq, why.clone()));
         let cl = client.clone();
         let subj = subject(&opts.prefix, &format!("drop.{end}"));
@@ -513,7 +655,8 @@ async fn edge_loop(
         if let Ok((end, version, ack)) = r
             && version != u64::MAX
         {
-            record_delivery(&mut s, end, version, ack);
+            settle(&mut s, &mut outbox, end, version, ack);
+            save_end(&edge, end, &finished_seq, &outbox)?;
         }
     }
     s.peak_memory = edge.peak_memory;
@@ -522,6 +665,23 @@ async fn edge_loop(
     s.wall_s = t0.elapsed().as_secs_f64();
     let _ = client.flush().await;
     Ok(s)
+}
+
+/// Records a delivery's outcome; an answered blob (installed, duplicate or refused) leaves the
+/// outbox, one never answered stays there for a restarted edge to send again.
+fn settle(
+    s: &mut EdgeSummary,
+    outbox: &mut BTreeMap<usize, Vec<ModelBlob>>,
+    end: usize,
+    version: u64,
+    ack: Option<String>,
+) {
+    if ack.is_some()
+        && let Some(o) = outbox.get_mut(&end)
+    {
+        o.retain(|b| b.version != version);
+    }
+    record_delivery(s, end, version, ack);
 }
 
 fn record_delivery(s: &mut EdgeSummary, end: usize, version: u64, ack: Option<String>) {
