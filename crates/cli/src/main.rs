@@ -44,6 +44,8 @@ fn main() -> ExitCode {
     for s in registry::systems() {
         cmd = cmd.subcommand(runner::command(s));
     }
+    // HyPHEN's client/server commands under their own CLI name (issue 21): `ferrolab hcnn ...`.
+    cmd = cmd.subcommand(ferrolab_fhe::hyphen::hcnn::command());
     let matches = match cmd.try_get_matches() {
         Ok(m) => m,
         Err(e) => {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match matches.subcommand() {
+        Some(("hcnn", sub)) => ferrolab_fhe::hyphen::hcnn::run_command(sub).map_err(Into::into),
         Some((name, sub)) if registry::find(name).is_some() => match registry::find(name) {
             Some(s) => runner::run(s, sub),
             None => Ok(()),

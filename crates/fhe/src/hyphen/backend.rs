@@ -37,12 +37,15 @@ pub struct Stats {
     pub t_mult: f64,
     /// Seconds in bootstrapping.
     pub t_boot: f64,
+    /// Extra key switches of rotations composed from other keys' steps (a rotation whose own
+    /// key was not generated: power-of-two decomposition, `hyphen.md` §3.6).
+    pub rot_extra: u64,
 }
 
 impl Stats {
     /// Key-switching rotations (calls minus trivial ones).
     pub fn key_switches(&self) -> u64 {
-        self.rot_calls - self.rot_trivial
+        self.rot_calls - self.rot_trivial + self.rot_extra
     }
 
     /// self − before, field by field.
@@ -59,6 +62,7 @@ impl Stats {
             t_rot: self.t_rot - before.t_rot,
             t_mult: self.t_mult - before.t_mult,
             t_boot: self.t_boot - before.t_boot,
+            rot_extra: self.rot_extra - before.rot_extra,
         }
     }
 
@@ -75,6 +79,7 @@ impl Stats {
         self.t_rot += o.t_rot;
         self.t_mult += o.t_mult;
         self.t_boot += o.t_boot;
+        self.rot_extra += o.rot_extra;
     }
 }
 
@@ -197,6 +202,9 @@ pub struct Sim {
     /// Every non-trivial rotation step issued, reduced to 0..n: the Galois keys a real run
     /// of the same computation needs.
     pub steps: std::collections::BTreeSet<i64>,
+    /// How many rotations used each step (what the few extra keys beyond the powers of two
+    /// are chosen by).
+    pub step_uses: std::collections::BTreeMap<i64, u64>,
 }
 
 impl Sim {
@@ -211,6 +219,7 @@ impl Sim {
             stats: Stats::default(),
             times: None,
             steps: Default::default(),
+            step_uses: Default::default(),
         }
     }
 
@@ -279,7 +288,9 @@ impl Sim {
             self.stats.rot_trivial += 1;
             return Ok(x.clone());
         }
-        self.steps.insert(step.rem_euclid(self.n as i64));
+        let s = step.rem_euclid(self.n as i64);
+        self.steps.insert(s);
+        *self.step_uses.entry(s).or_default() += 1;
         if hoisted {
             self.charge(0, |t| &t.rot_hoisted, x.level);
         } else {
@@ -444,6 +455,10 @@ pub struct Ckks<'a> {
     /// The bootstrapper, when the chain has one.
     pub boot: Option<&'a Bootstrapper>,
     stats: Stats,
+    /// Rotation amounts in 1..slots that have a Galois key, ascending: a rotation without its
+    /// own key is composed greedily from these (with every power of two present, at most
+    /// popcount(step) key switches).
+    keyed: Vec<i64>,
 }
 
 impl<'a> Ckks<'a> {
@@ -453,7 +468,30 @@ impl<'a> Ckks<'a> {
             ev,
             boot,
             stats: Stats::default(),
+            keyed: keyed_steps(ev),
         }
+    }
+
+    /// The hops that make a left rotation by `step`: the step itself when its key exists,
+    /// else the largest keyed amount not above what is left, repeatedly.
+    pub fn hops(&self, step: i64) -> Result<Vec<i64>> {
+        let n = self.slots() as i64;
+        let mut left = step.rem_euclid(n);
+        let mut out = Vec::new();
+        while left != 0 {
+            let i = self.keyed.partition_point(|&k| k <= left);
+            let Some(&k) = i.checked_sub(1).and_then(|i| self.keyed.get(i)) else {
+                return Err(FheError::MissingGaloisKey {
+                    what: format!(
+                        "rotation by {step} (no key for it, nor keys it can be composed from)"
+                    ),
+                    galois_element: crate::ckks::galois_element(self.ev.context(), step),
+                });
+            };
+            out.push(k);
+            left -= k;
+        }
+        Ok(out)
     }
 
     fn to_c64(v: &[f64]) -> Vec<crate::C64> {
@@ -468,6 +506,46 @@ impl<'a> Ckks<'a> {
             Less => (a.clone(), self.ev.adjust_to(b, a.level, a.scale)?),
         })
     }
+}
+
+/// The rotation keys a client generates for `slots` slots when it does not know the network
+/// (`hyphen.md` §3.6): every power of two below `slots`, plus the `extra` amounts that `uses`
+/// (step → rotations by it) says are the most frequent; every other amount is composed from
+/// these by [`Ckks`]. Ascending.
+pub fn key_steps(
+    slots: usize,
+    uses: &std::collections::BTreeMap<i64, u64>,
+    extra: usize,
+) -> Vec<i64> {
+    let n = slots as i64;
+    let mut out: Vec<i64> = (0..).map(|i| 1i64 << i).take_while(|&p| p < n).collect();
+    let mut by_use: Vec<(i64, u64)> = uses
+        .iter()
+        .map(|(&s, &c)| (s.rem_euclid(n), c))
+        .filter(|&(s, _)| s != 0 && !out.contains(&s))
+        .collect();
+    // Most used first; ties by step so the choice is deterministic.
+    by_use.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.extend(by_use.into_iter().take(extra).map(|(s, _)| s));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Amounts in 1..slots whose rotation key `ev` holds (inverting 5^s mod 2N by one walk).
+fn keyed_steps(ev: &Evaluator) -> Vec<i64> {
+    let ctx = ev.context();
+    let keys = &ev.keys().galois.keys;
+    let two_n = 2 * ctx.n as u64;
+    let mut g = 1u64;
+    let mut out = Vec::new();
+    for s in 0..ctx.slots() as i64 {
+        if s > 0 && keys.contains_key(&(g as usize)) {
+            out.push(s);
+        }
+        g = g * 5 % two_n;
+    }
+    out
 }
 
 impl Backend for Ckks<'_> {
@@ -489,7 +567,23 @@ impl Backend for Ckks<'_> {
         let t = Instant::now();
         let n = self.slots() as i64;
         let nontrivial = steps.iter().filter(|s| s.rem_euclid(n) != 0).count() as u64;
-        let out = self.ev.rotate_hoisted(x, steps)?;
+        // The first hop of every rotation shares the hoisted decomposition; the remaining
+        // hops of a composed rotation are plain key switches on its result.
+        let plans = steps
+            .iter()
+            .map(|&s| self.hops(s))
+            .collect::<Result<Vec<_>>>()?;
+        let first: Vec<i64> = plans
+            .iter()
+            .map(|h| h.first().copied().unwrap_or(0))
+            .collect();
+        let mut out = self.ev.rotate_hoisted(x, &first)?;
+        for (o, h) in out.iter_mut().zip(&plans) {
+            for &k in h.iter().skip(1) {
+                *o = self.ev.rotate(o, k)?;
+                self.stats.rot_extra += 1;
+            }
+        }
         self.stats.rot_calls += steps.len() as u64;
         self.stats.rot_trivial += steps.len() as u64 - nontrivial;
         self.stats.rot_hoisted += nontrivial;
@@ -504,7 +598,12 @@ impl Backend for Ckks<'_> {
             self.stats.rot_trivial += 1;
             return Ok(x.clone());
         }
-        let r = self.ev.rotate(x, step)?;
+        let hops = self.hops(step)?;
+        let mut r = self.ev.rotate(x, hops[0])?;
+        for &k in &hops[1..] {
+            r = self.ev.rotate(&r, k)?;
+            self.stats.rot_extra += 1;
+        }
         self.stats.t_rot += t.elapsed().as_secs_f64();
         Ok(r)
     }

@@ -14,11 +14,13 @@
 //! * [`backend`]: the same code on simulated slot vectors or on ciphertexts, counted.
 //! * [`net`]: ResNet-20 in both packings.
 //! * [`train`]: the plaintext networks (HerPN or ReLU) trained with burn, folded.
+//! * [`hcnn`]: `ferrolab hcnn keygen|encrypt|infer|decrypt`, the client/server split.
 //! * [`system`]: `ferrolab hyphen`, both packings side by side, simulated and encrypted.
 
 pub mod act;
 pub mod backend;
 pub mod conv;
+pub mod hcnn;
 pub mod layout;
 pub mod mpconv;
 pub mod net;

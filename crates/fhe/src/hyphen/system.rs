@@ -11,15 +11,15 @@
 //! (`details.encrypted.secure`). MPConv with AppReLU needs 14 levels per activation and so
 //! bootstrapping in every block; it is counted and simulated, not run encrypted.
 
-use super::backend::{Backend, Ckks, Sim, Stats};
+use super::backend::{Backend, Ckks, Sim, Stats, key_steps};
 use super::conv::OpCost;
 use super::layout::Geometry;
 use super::net::{LayerRecord, Net, Packing, RunOptions, encode_input, logits, run, totals};
 use super::train::{Arch, PlainNet, Prepared, TrainOptions, argmax, predict, train};
 use crate::params::{Context, ParamSpec};
-use crate::{Decryptor, Encryptor, Evaluator, KeyGenerator};
+use crate::{Bootstrapper, Decryptor, Encryptor, Evaluator, KeyGenerator, SlotKind};
 use ferrolab_core::config::Validate;
-use ferrolab_core::system::{Entry, Preset};
+use ferrolab_core::system::{Entry, Preset, SubCommand};
 use ferrolab_core::{Checked, Outcome, Report, RunContext, SysResult, System, SystemError};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -80,8 +80,18 @@ ferrolab_core::config_section! {
         pub boot_noise_log2: f64 = -17.0, "in [-60, -5]" => |v| (-60.0..=-5.0).contains(v);
         /// Test images run truly encrypted in both packings (0 = none).
         pub encrypted_images: usize = 5, "0..=1000" => |v| *v <= 1000;
-        /// Special primes of the encrypted chain (more: fewer key digits, smaller keys).
+        /// Special primes of the leveled encrypted chain (more: fewer key digits, smaller keys).
         pub special_primes: usize = 4, "1..=8" => |v| (1..=8).contains(v);
+        /// Rotation keys beyond the powers of two: the most used amounts (hyphen.md §3.6);
+        /// every other amount is composed from these. 10000 = a key for every amount used.
+        pub extra_keys: usize = 8, "0..=10000" => |v| *v <= 10_000;
+        /// Bootstrap inside the encrypted run (a `BootChain`: at log_n = 16 the documented
+        /// 128-bit sparse-secret set, below that the insecure test chain) instead of a leveled
+        /// chain as deep as the network.
+        pub bootstrapping: bool = false, "true or false" => |_| true;
+        /// Levels after a bootstrap in the encrypted run when `bootstrapping` (the 128-bit
+        /// N = 2^16 sets leave 9 or 16; the 9-level one bootstraps all 32,768 real slots).
+        pub encrypted_boot_levels: usize = 9, "2..=40" => |v| (2..=40).contains(v);
     }
 }
 
@@ -132,8 +142,13 @@ impl System for HyphenSystem {
             },
             Preset {
                 name: "paper",
-                about: "ResNet-20 at 32×32 on all of Fashion-MNIST, 100-image simulation at N = 2^16 / 16 levels, encrypted run of the same network (hours)",
+                about: "ResNet-20 at 32×32 on all of Fashion-MNIST, 1,000-image simulation at N = 2^16 / 16 levels, 5 images truly encrypted with bootstrapping at 128-bit parameters in both packings (hours, ~14 GB)",
                 toml: include_str!("../../../../configs/hyphen/paper.toml"),
+            },
+            Preset {
+                name: "secure20",
+                about: "one ResNet-20 image truly encrypted with bootstrapping at 128-bit parameters (N = 2^16, n16_l9), HyPHEN vs MPConv+AESPA, briefly trained network (tens of minutes, ~13 GB)",
+                toml: include_str!("../../../../configs/hyphen/secure20.toml"),
             },
         ]
     }
@@ -163,12 +178,20 @@ impl System for HyphenSystem {
         let depth = (3 + 18 * cfg.model.blocks_per_stage + 2) as u64;
         let limbs = depth + 1 + cfg.fhe.special_primes as u64;
         let dnum = (depth + 1).div_ceil(cfg.fhe.special_primes as u64);
-        let keys = if cfg.fhe.encrypted_images > 0 {
-            // Measured: 238 distinct steps for ResNet-8 in both packings at N = 2^13.
-            let steps = 120 + 120 * cfg.model.blocks_per_stage as u64;
-            steps * dnum * 2 * limbs * (1u64 << cfg.fhe.log_n) * 8
-        } else {
+        let n = 1u64 << cfg.fhe.log_n;
+        // Powers of two and the extra keys (the network's amounts, at most ~150 per packing).
+        let net_keys = (cfg.fhe.log_n as u64 - 1) + (cfg.fhe.extra_keys as u64).min(300);
+        let keys = if cfg.fhe.encrypted_images == 0 {
             0
+        } else if cfg.fhe.bootstrapping {
+            // A bootstrapping chain: 31 limbs at N = 2^16, dnum 5 (n16_l9); bootstrapping's
+            // own ~40 keys (measured: 6.3 GB at 32,768 slots) plus its DFT factors (3.0 GB),
+            // scaled by the ring.
+            let key = 5 * 2 * 31 * n * 8;
+            let boot = (6_300u64 + 3_000) << 20;
+            net_keys * key + boot * n / (1 << 16)
+        } else {
+            net_keys * dnum * 2 * limbs * n * 8
         };
         Some(ferrolab_core::guard::MemoryEstimate {
             setting: format!(
@@ -181,6 +204,14 @@ impl System for HyphenSystem {
 
     fn run(&self, cfg: &Checked<HyphenConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
         experiment(cfg.get(), ctx)
+    }
+
+    fn subcommands(&self) -> Vec<SubCommand> {
+        // Also reachable as the top-level `ferrolab hcnn` (HyPHEN's own CLI name).
+        vec![SubCommand {
+            command: super::hcnn::command,
+            run: super::hcnn::run_command,
+        }]
     }
 
     fn summary(&self, o: &Outcome) -> Vec<String> {
@@ -326,6 +357,15 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         let acc = accuracy(&preds, &test_p.y);
         let net = model.fold();
         net.check().map_err(runtime)?;
+        // The folded network as an `hcnn infer --model` checkpoint.
+        super::hcnn::save_model(
+            &ctx.run_dir().join(if quad {
+                "model_herpn.json"
+            } else {
+                "model_relu.json"
+            }),
+            &net,
+        )?;
         report.timings.insert(
             format!("train_{}", if quad { "herpn" } else { "relu" }),
             t.elapsed().as_secs_f64(),
@@ -348,7 +388,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     let n_sim = cfg.fhe.sim_images.min(test_p.x.len());
     let mut details = serde_json::Map::new();
     let mut metrics_of: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
-    let mut steps_needed: BTreeMap<&str, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    let mut step_uses: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut depth_of: BTreeMap<&str, usize> = BTreeMap::new();
     for row in &ROWS {
         let t = Instant::now();
@@ -368,7 +408,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         let input = sim_input(&deep, net, geo, row.packing, &x0, big);
         let (out, _, _) = run(&mut deep, net, row.packing, input, &opt).map_err(runtime)?;
         depth_of.insert(row.name, big - deep.level(&out[0]));
-        steps_needed.insert(row.name, deep.steps.clone());
+        step_uses.insert(row.name, deep.step_uses.clone());
         let (mut agree, mut max_err) = (0usize, 0.0f64);
         for i in 0..n_sim {
             let x = test_p.map(i);
@@ -415,41 +455,93 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         let (net, _, _) = &nets[&true];
         let enc_rows: Vec<&Row> = ROWS.iter().filter(|r| r.quad).collect();
         let depth = enc_rows.iter().map(|r| depth_of[r.name]).max().unwrap_or(1);
-        let mut steps: Vec<i64> = enc_rows
-            .iter()
-            .flat_map(|r| steps_needed[r.name].iter().copied())
-            .collect();
-        steps.sort_unstable();
-        steps.dedup();
-        // One 41-bit prime on top makes the chain non-uniform, so Context anchors the scale
-        // ladder at the bottom (Δ_l = √(Δ_{l−1}·q_l), errors halve going up); the top-down
-        // rule for uniform chains (Δ_{l−1} = Δ_l²/q_l) doubles the primes' distance from 2^40
-        // at every level and overflows a ~30-level chain.
-        let mut q_bits = vec![60];
-        q_bits.extend(std::iter::repeat_n(40, depth.saturating_sub(1)));
-        q_bits.push(41);
-        let spec = ParamSpec {
-            log_n: cfg.fhe.log_n,
-            q_bits,
-            p_bits: vec![60; cfg.fhe.special_primes],
-            log_scale: 40,
-            allow_insecure: true,
+        // Keys: powers of two plus the most used amounts of both packings (hyphen.md §3.6).
+        let mut uses: BTreeMap<i64, u64> = BTreeMap::new();
+        for r in &enc_rows {
+            for (&k, &c) in &step_uses[r.name] {
+                *uses.entry(k).or_default() += c;
+            }
+        }
+        let steps = key_steps(slots, &uses, cfg.fhe.extra_keys);
+        let chain = if cfg.fhe.bootstrapping {
+            Some(
+                crate::bootstrap::bench::chain_for(
+                    cfg.fhe.log_n,
+                    cfg.fhe.encrypted_boot_levels,
+                    cfg.fhe.log_n < 16,
+                )
+                .map_err(runtime)?,
+            )
+        } else {
+            None
         };
-        let secure = crate::params::max_log_qp_128(1 << cfg.fhe.log_n)
-            .is_some_and(|m| (61 + 40 * depth + 60 * cfg.fhe.special_primes) as u32 <= m);
+        let (spec, secure) = match &chain {
+            Some(c) => (c.spec(), !c.allow_insecure),
+            None => {
+                // One 41-bit prime on top makes the chain non-uniform, so Context anchors the
+                // scale ladder at the bottom (Δ_l = √(Δ_{l−1}·q_l), errors halve going up);
+                // the top-down rule for uniform chains (Δ_{l−1} = Δ_l²/q_l) doubles the
+                // primes' distance from 2^40 at every level and overflows a ~30-level chain.
+                let mut q_bits = vec![60];
+                q_bits.extend(std::iter::repeat_n(40, depth.saturating_sub(1)));
+                q_bits.push(41);
+                let secure = crate::params::max_log_qp_128(1 << cfg.fhe.log_n)
+                    .is_some_and(|m| (61 + 40 * depth + 60 * cfg.fhe.special_primes) as u32 <= m);
+                (
+                    ParamSpec {
+                        log_n: cfg.fhe.log_n,
+                        q_bits,
+                        p_bits: vec![60; cfg.fhe.special_primes],
+                        log_scale: 40,
+                        allow_insecure: true,
+                    },
+                    secure,
+                )
+            }
+        };
         let t = Instant::now();
         let ctx_fhe = Context::new(spec).map_err(runtime)?;
         // Client side: the secret key stays here; the server gets `ev` (evaluation keys).
-        let mut kg = KeyGenerator::new(&ctx_fhe).map_err(runtime)?;
+        let h = crate::bootstrap::bench::SECRET_WEIGHT;
+        let mut kg = if chain.is_some() {
+            KeyGenerator::new_sparse(&ctx_fhe, h).map_err(runtime)?
+        } else {
+            KeyGenerator::new(&ctx_fhe).map_err(runtime)?
+        };
         let pk = kg.public_key();
-        let keys = kg.evaluation_keys(&steps, false);
+        let boot = match &chain {
+            Some(c) => Some(
+                Bootstrapper::new(&ctx_fhe, c.config(slots, SlotKind::Real, h)).map_err(runtime)?,
+            ),
+            None => None,
+        };
+        let keys = match &boot {
+            Some(bt) => {
+                let mut keys = bt.generate_keys(&mut kg);
+                let have = bt.rotations();
+                let more: Vec<i64> = steps
+                    .iter()
+                    .copied()
+                    .filter(|s| !have.contains(s))
+                    .collect();
+                keys.galois.extend(kg.galois_keys(&more, false));
+                keys
+            }
+            None => kg.evaluation_keys(&steps, false),
+        };
+        let rotation_keys = keys.galois.keys.len();
         let key_mb = keys.size_bytes() as f64 / (1 << 20) as f64;
         let dec = Decryptor::new(&ctx_fhe, kg.secret_key()).map_err(runtime)?;
         let mut enc = Encryptor::new(&ctx_fhe).map_err(runtime)?;
         let ev = Evaluator::new(&ctx_fhe, keys).map_err(runtime)?;
         let t_keygen = t.elapsed().as_secs_f64();
         report.timings.insert("keygen".into(), t_keygen);
-        let top = ctx_fhe.max_level();
+        ctx.log_metrics(&serde_json::json!({"keygen_seconds": t_keygen, "eval_key_mb": key_mb, "rotation_keys": rotation_keys}))?;
+        // A bootstrapping chain's top primes belong to bootstrapping: a fresh ciphertext
+        // starts where a bootstrap leaves one.
+        let top = chain
+            .as_ref()
+            .map_or(ctx_fhe.max_level(), |c| c.levels_after);
         let mut lat: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut stats_of: BTreeMap<&str, Stats> = BTreeMap::new();
         let mut enc_logs: BTreeMap<&str, Vec<LayerRecord>> = BTreeMap::new();
@@ -472,7 +564,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                     })
                     .collect::<crate::Result<Vec<_>>>()
                     .map_err(runtime)?;
-                let mut be = Ckks::new(&ev, None);
+                let mut be = Ckks::new(&ev, boot.as_ref());
                 let t = Instant::now();
                 let (out, pf, log) = run(&mut be, net, row.packing, cts, &opt).map_err(runtime)?;
                 let secs = t.elapsed().as_secs_f64();
@@ -517,12 +609,21 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 m.insert("eval_key_mb".into(), key_mb);
             }
             let st = stats_of.get(row.name).copied().unwrap_or_default();
+            if let Some(m) = metrics_of.get_mut(row.name) {
+                m.insert("bootstraps_encrypted".into(), st.boot as f64 / n_enc as f64);
+                m.insert(
+                    "key_switches_encrypted".into(),
+                    st.key_switches() as f64 / n_enc as f64,
+                );
+            }
             if let Some(serde_json::Value::Object(d)) = details.get_mut(row.name) {
                 d.insert(
                     "encrypted".into(),
                     serde_json::json!({
                         "seconds_per_image": v, "seconds_rotation": st.t_rot / n_enc as f64,
                         "seconds_mult": st.t_mult / n_enc as f64,
+                        "seconds_bootstrap": st.t_boot / n_enc as f64,
+                        "composed_rotation_hops": st.rot_extra / n_enc as u64,
                         "per_layer_image0": per_layer(enc_logs.get(row.name).map(Vec::as_slice).unwrap_or(&[])),
                     }),
                 );
@@ -532,14 +633,27 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             "encrypted".into(),
             serde_json::json!({
                 "log_n": cfg.fhe.log_n, "levels": depth, "special_primes": cfg.fhe.special_primes,
-                "secure": secure, "rotation_keys": steps.len(), "eval_key_mb": key_mb,
-                "images": n_enc, "bootstrapping": false, "threads": threads,
+                "secure": secure, "rotation_keys": rotation_keys, "network_key_steps": steps,
+                "eval_key_mb": key_mb, "images": n_enc, "bootstrapping": chain.is_some(),
+                "levels_after_bootstrap": chain.as_ref().map(|c| c.levels_after), "threads": threads,
             }),
         );
         if !secure {
             report.notes.push(format!(
-                "encrypted run: N = 2^{} with {depth} levels is NOT 128-bit secure (insecure test parameters, flagged); latency ratios are meaningful, absolute figures are not those of a secure set",
-                cfg.fhe.log_n
+                "encrypted run: N = 2^{} ({}) is NOT 128-bit secure (insecure test parameters, flagged); latency ratios are meaningful, absolute figures are not those of a secure set",
+                cfg.fhe.log_n,
+                if chain.is_some() { "insecure bootstrapping test chain".to_string() } else { format!("leveled, {depth} levels") }
+            ));
+        } else {
+            report.notes.push(format!(
+                "encrypted run: N = 2^{}, {}; 128-bit secure as documented",
+                cfg.fhe.log_n,
+                if chain.is_some() {
+                    "bootstrapping chain n16_l9 (sparse secret h = 192, log QP 1550 ≤ 1555)"
+                        .to_string()
+                } else {
+                    format!("leveled, {depth} levels")
+                }
             ));
         }
         report.notes.push(

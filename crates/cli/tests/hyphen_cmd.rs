@@ -1,0 +1,158 @@
+//! `ferrolab hcnn` (HyPHEN's client/server split, issue 21): keygen → encrypt → infer →
+//! decrypt on a tiny HerPN ResNet-8 (width 4, 8×8 raster, N = 2^11, insecure test chain)
+//! gives the plaintext network's logits; bad input — an evaluation-key bundle missing a
+//! rotation, a checkpoint whose shapes do not match, a ciphertext under other parameters, an
+//! image of the wrong size, a secret key handed to the server, corrupted files — is one
+//! `error:` line and exit status 2.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use common::{assert_usage_error, ferrolab, stderr, stdout, tmp};
+use ferrolab_fhe::hyphen::hcnn;
+use ferrolab_fhe::hyphen::net::Net;
+use std::path::Path;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn keygen(dir: &Path, levels: &str) {
+    let o = ferrolab(&[
+        "hcnn", "keygen", "--out", &s(dir), "--params", "test", "--log-n", "11", "--levels",
+        levels, "--side", "8", "--width", "4",
+    ]);
+    assert!(o.status.success(), "keygen: {}", stderr(&o));
+}
+
+fn png(path: &Path, side: usize, seed: u8) {
+    let data = (0..side * side)
+        .map(|i| (i as u8).wrapping_mul(37).wrapping_add(seed))
+        .collect();
+    let img = ferrolab_data::image::Image {
+        width: side,
+        height: side,
+        channels: 1,
+        data,
+    };
+    ferrolab_data::image::write_png(path, &img).unwrap();
+}
+
+fn tiny_net(width: usize) -> Net {
+    Net::random_resnet(7, true, 10, 1, width)
+}
+
+#[test]
+fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
+    let d = tmp("hcnn");
+    let keys = d.join("keys");
+    keygen(&keys, "30");
+    for f in ["secret.key", "public.key", "params.bin", "client.json", "eval.keys"] {
+        assert!(keys.join(f).exists(), "{f} missing");
+    }
+    let net = tiny_net(4);
+    let model = d.join("model.json");
+    hcnn::save_model(&model, &net).unwrap();
+    let image = d.join("x.png");
+    png(&image, 8, 3);
+    let x = d.join("x.ct");
+    let y = d.join("y.ct");
+    let o = ferrolab(&["hcnn", "encrypt", "--keys", &s(&keys), &s(&image), "--out", &s(&x)]);
+    assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    // The server gets eval.keys only.
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&keys.join("eval.keys")), "--model", &s(&model), &s(&x),
+        "--out", &s(&y), "--threads", "1",
+    ]);
+    assert!(o.status.success(), "infer: {}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(st["rotations"].as_u64().unwrap() > 0);
+    let o = ferrolab(&["hcnn", "decrypt", "--keys", &s(&keys), &s(&y)]);
+    assert!(o.status.success(), "decrypt: {}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let got: Vec<f64> = serde_json::from_value(out["logits"].clone()).unwrap();
+    let want = net.reference(&hcnn::load_image(&image, 8).unwrap());
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-3, "encrypted {got:?} vs plaintext {want:?}");
+    }
+
+    // A secret key handed to the server.
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&keys.join("secret.key")), "--model", &s(&model), &s(&x),
+        "--out", &s(&d.join("z.ct")),
+    ]);
+    assert!(assert_usage_error(&o, "secret key").contains("evaluation keys only"));
+
+    // An evaluation-key bundle missing a rotation the network needs (step 1 removed).
+    let mut sk = hcnn::ServerKeys::load(&keys).unwrap();
+    let g = ferrolab_fhe::ckks::galois_element(&sk.ctx, 1);
+    assert!(sk.keys.galois.keys.remove(&g).is_some());
+    let short = d.join("short.keys");
+    std::fs::write(&short, sk.to_bytes().unwrap()).unwrap();
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&short), "--model", &s(&model), &s(&x), "--out",
+        &s(&d.join("z.ct")),
+    ]);
+    assert!(assert_usage_error(&o, "missing rotation").contains("rotation by"));
+
+    // A checkpoint whose shapes do not match the keys / input (width 8 vs 4).
+    let wide = d.join("wide.json");
+    hcnn::save_model(&wide, &tiny_net(8)).unwrap();
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&wide), &s(&x), "--out",
+        &s(&d.join("z.ct")),
+    ]);
+    assert!(assert_usage_error(&o, "wide model").contains("width 4"));
+    // An edited checkpoint.
+    let text = std::fs::read_to_string(&model).unwrap().replacen("0.", "1.", 1);
+    let edited = d.join("edited.json");
+    std::fs::write(&edited, text).unwrap();
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&edited), &s(&x), "--out",
+        &s(&d.join("z.ct")),
+    ]);
+    assert_usage_error(&o, "edited model");
+
+    // A ciphertext encrypted under other parameters.
+    let other = d.join("other");
+    keygen(&other, "31");
+    let x2 = d.join("x2.ct");
+    let o = ferrolab(&["hcnn", "encrypt", "--keys", &s(&other), &s(&image), "--out", &s(&x2)]);
+    assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&model), &s(&x2), "--out",
+        &s(&d.join("z.ct")),
+    ]);
+    assert!(assert_usage_error(&o, "other params").contains("parameters"));
+
+    // A truncated ciphertext file.
+    let bytes = std::fs::read(&x).unwrap();
+    let cut = d.join("cut.ct");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let o = ferrolab(&[
+        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&model), &s(&cut), "--out",
+        &s(&d.join("z.ct")),
+    ]);
+    assert_usage_error(&o, "truncated");
+    // Decrypting an input (not an inference output).
+    let o = ferrolab(&["hcnn", "decrypt", "--keys", &s(&keys), &s(&x)]);
+    assert_usage_error(&o, "decrypt input");
+
+    // An image of the wrong size.
+    let small = d.join("small.png");
+    png(&small, 10, 1);
+    let o = ferrolab(&["hcnn", "encrypt", "--keys", &s(&keys), &s(&small), "--out", &s(&d.join("w.ct"))]);
+    assert!(assert_usage_error(&o, "wrong size").contains("10x10"));
+
+    // keygen never overwrites a secret key.
+    let o = ferrolab(&["hcnn", "keygen", "--out", &s(&keys), "--params", "test"]);
+    assert_usage_error(&o, "overwrite");
+}
+
+#[test]
+fn hcnn_is_also_a_hyphen_subcommand() {
+    let o = ferrolab(&["hyphen", "hcnn", "decrypt", "--keys", "/nonexistent-ferrolab-keys", "y.ct"]);
+    assert_usage_error(&o, "missing key folder");
+}

@@ -1,0 +1,903 @@
+//! `ferrolab hcnn` (HyPHEN's CLI name): the client / server split of encrypted inference.
+//!
+//! * `keygen --out DIR` (client): parameters, `secret.key`, `public.key`, `client.json` and
+//!   `eval.keys`, a self-contained bundle (parameters + evaluation keys) that is all the
+//!   server ever gets. Rotation keys are every power of two (plus bootstrapping's own at the
+//!   secure set): the client does not know the network, and any amount is composed from
+//!   them (hyphen.md §3.6), which keeps the keys small.
+//! * `encrypt --keys DIR IMAGE.png --out X.ct` (client).
+//! * `infer --keys EVAL --model CKPT X.ct --out Y.ct` (server): [`ServerKeys`] holds
+//!   evaluation keys and parameters only — there is no field a secret key could sit in, and a
+//!   secret-key file given as `--keys` is refused by kind.
+//! * `decrypt --keys DIR Y.ct` (client): the logits as JSON on stdout.
+//!
+//! Every file is versioned and checksummed (magic, version, header, payload, 64-bit checksum)
+//! over the leveled scheme's own framed objects; a truncated, corrupted or mismatched file is
+//! one line naming it and exit status 2.
+
+use super::backend::{Backend, Ckks, Sim};
+use super::conv::{ConvWeights, OpCost};
+use super::layout::{Geometry, Map};
+use super::net::{Act, Block, Net, Packing, RunOptions, encode_input, run};
+use super::train::{Prepared, argmax};
+use crate::bootstrap::BootChain;
+use crate::ckks::{Ciphertext, EvaluationKeys, PublicKey, SecretKey};
+use crate::params::{Context, ParamSpec};
+use crate::serial;
+use crate::{Bootstrapper, Decryptor, Encryptor, Evaluator, KeyGenerator, SlotKind};
+use ferrolab_core::{SysResult, SystemError};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+const VERSION: u16 = 1;
+const MAGIC_KEYS: &[u8; 8] = b"FLHCNNEK";
+const MAGIC_CT: &[u8; 8] = b"FLHCNNCT";
+const MAGIC_MODEL: &str = "ferrolab-hcnn-model";
+/// Hamming weight of the sparse secret of the bootstrapping sets.
+const H: usize = crate::bootstrap::bench::SECRET_WEIGHT;
+
+fn usage(msg: impl Into<String>) -> SystemError {
+    SystemError::usage(msg)
+}
+
+/// An error reading a file a user supplied: bad input (exit 2) whatever its kind — a
+/// parameter mismatch there means the wrong file, not a failure of the computation.
+fn fhe(path: &Path, e: crate::FheError) -> SystemError {
+    SystemError::usage(format!("{}: {e}", path.display()))
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    // FNV-1a: detects accidental corruption, as the scheme's own frames do (not a MAC).
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// A framed file: magic, version, then length-prefixed sections, then a checksum.
+fn frame(magic: &[u8; 8], sections: &[&[u8]]) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for s in sections {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s);
+    }
+    let c = checksum(&out);
+    out.extend_from_slice(&c.to_le_bytes());
+    out
+}
+
+fn unframe<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    path: &Path,
+    what: &str,
+) -> SysResult<Vec<&'a [u8]>> {
+    let bad = |why: String| usage(format!("{}: not a valid {what}: {why}", path.display()));
+    if bytes.len() < 8 + 2 + 4 + 8 {
+        return Err(bad(format!("{} bytes is too short", bytes.len())));
+    }
+    if &bytes[..8] != magic {
+        if bytes.starts_with(b"FLCKKS") && bytes.get(8) == Some(&4) {
+            return Err(usage(format!(
+                "{}: is a secret key; the server takes evaluation keys only (eval.keys)",
+                path.display()
+            )));
+        }
+        return Err(bad("wrong magic bytes".into()));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(bad(format!(
+            "format version {version}, this build reads {VERSION}"
+        )));
+    }
+    let body = bytes.len() - 8;
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&bytes[body..]);
+    if u64::from_le_bytes(c) != checksum(&bytes[..body]) {
+        return Err(bad("checksum mismatch (corrupted or truncated)".into()));
+    }
+    let mut n4 = [0u8; 4];
+    n4.copy_from_slice(&bytes[10..14]);
+    let count = u32::from_le_bytes(n4) as usize;
+    let mut pos = 14;
+    let mut out = Vec::new();
+    for i in 0..count {
+        if pos + 8 > body {
+            return Err(bad(format!("section {i} is cut off")));
+        }
+        let mut l = [0u8; 8];
+        l.copy_from_slice(&bytes[pos..pos + 8]);
+        let len = u64::from_le_bytes(l);
+        pos += 8;
+        if len > (body - pos) as u64 {
+            return Err(bad(format!(
+                "section {i} announces {len} bytes, {} are left",
+                body - pos
+            )));
+        }
+        let len = len as usize;
+        out.push(&bytes[pos..pos + len]);
+        pos += len;
+    }
+    if pos != body {
+        return Err(bad(format!("{} trailing bytes", body - pos)));
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> SysResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> SysResult<()> {
+    ferrolab_core::run::write_atomic(path, bytes)
+        .map_err(|e| SystemError::runtime(format!("{}: {e}", path.display())))
+}
+
+fn header(section: &[u8], path: &Path) -> SysResult<Value> {
+    serde_json::from_slice(section)
+        .map_err(|e| usage(format!("{}: header is not JSON: {e}", path.display())))
+}
+
+fn get_usize(h: &Value, key: &str, path: &Path) -> SysResult<usize> {
+    h.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| usage(format!("{}: header lacks `{key}`", path.display())))
+}
+
+/// What a key set was made for: raster side and first-stage width of the network (the input
+/// layout), and whether the chain bootstraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Input raster side (16 or 32).
+    pub side: usize,
+    /// conv1's output channels.
+    pub width: usize,
+    /// Levels after a bootstrap (None: leveled chain).
+    pub boot_levels: Option<usize>,
+}
+
+impl Shape {
+    fn to_json(self) -> Value {
+        json!({"side": self.side, "width": self.width, "boot_levels": self.boot_levels})
+    }
+
+    fn from_json(h: &Value, path: &Path) -> SysResult<Shape> {
+        Ok(Shape {
+            side: get_usize(h, "side", path)?,
+            width: get_usize(h, "width", path)?,
+            boot_levels: h
+                .get("boot_levels")
+                .and_then(Value::as_u64)
+                .map(|v| v as usize),
+        })
+    }
+}
+
+/// The server's keys: parameters and evaluation keys, nothing that decrypts.
+pub struct ServerKeys {
+    /// The parameters.
+    pub ctx: Arc<Context>,
+    /// Evaluation keys (relinearisation, rotations, conjugation).
+    pub keys: EvaluationKeys,
+    /// What they were made for.
+    pub shape: Shape,
+}
+
+impl ServerKeys {
+    /// Reads an `eval.keys` bundle (a folder holding one, or the file).
+    pub fn load(path: &Path) -> SysResult<ServerKeys> {
+        let file = if path.is_dir() {
+            path.join("eval.keys")
+        } else {
+            path.to_path_buf()
+        };
+        let bytes = read(&file)?;
+        let s = unframe(&bytes, MAGIC_KEYS, &file, "evaluation-key bundle")?;
+        let [h, p, k] = s.as_slice() else {
+            return Err(usage(format!(
+                "{}: {} sections, an eval.keys has 3",
+                file.display(),
+                s.len()
+            )));
+        };
+        let shape = Shape::from_json(&header(h, &file)?, &file)?;
+        let ctx = serial::params_from_bytes(p).map_err(|e| fhe(&file, e))?;
+        let keys = serial::keys_from_bytes_compressed(&ctx, k).map_err(|e| fhe(&file, e))?;
+        Ok(ServerKeys { ctx, keys, shape })
+    }
+
+    /// The `eval.keys` bundle.
+    pub fn to_bytes(&self) -> SysResult<Vec<u8>> {
+        let h = serde_json::to_vec(&self.shape.to_json()).unwrap_or_default();
+        let p = serial::params_to_bytes(&self.ctx);
+        let k = serial::keys_to_bytes_compressed(&self.ctx, &self.keys)
+            .map_err(|e| SystemError::runtime(e.to_string()))?;
+        Ok(frame(MAGIC_KEYS, &[&h, &p, &k]))
+    }
+}
+
+/// The client's side of a key folder.
+pub struct ClientKeys {
+    /// The parameters.
+    pub ctx: Arc<Context>,
+    /// The secret key (never leaves the client).
+    pub sk: SecretKey,
+    /// The public key (encryption).
+    pub pk: PublicKey,
+    /// What the keys were made for.
+    pub shape: Shape,
+}
+
+impl ClientKeys {
+    /// Reads `params.bin`, `secret.key`, `public.key` and `client.json` from `dir`.
+    pub fn load(dir: &Path) -> SysResult<ClientKeys> {
+        if !dir.is_dir() {
+            return Err(usage(format!(
+                "{}: not a key folder (run `hcnn keygen --out DIR`)",
+                dir.display()
+            )));
+        }
+        let pf = dir.join("params.bin");
+        let ctx = serial::params_from_bytes(&read(&pf)?).map_err(|e| fhe(&pf, e))?;
+        let sf = dir.join("secret.key");
+        let sk: SecretKey = serial::from_bytes(&ctx, &read(&sf)?).map_err(|e| fhe(&sf, e))?;
+        let kf = dir.join("public.key");
+        let pk: PublicKey = serial::from_bytes(&ctx, &read(&kf)?).map_err(|e| fhe(&kf, e))?;
+        let cf = dir.join("client.json");
+        let shape = Shape::from_json(&header(&read(&cf)?, &cf)?, &cf)?;
+        Ok(ClientKeys { ctx, sk, pk, shape })
+    }
+}
+
+/// Parameters of `keygen`.
+#[derive(Debug, Clone)]
+pub struct KeygenOptions {
+    /// `secure`: N = 2^16 with bootstrapping (n16_l9, 128-bit as documented); `test`: a
+    /// leveled insecure chain at `log_n` with `levels` levels (fast; flagged).
+    pub secure: bool,
+    /// log2 N of the test chain.
+    pub log_n: u32,
+    /// Levels of the test chain.
+    pub levels: usize,
+    /// Raster side.
+    pub side: usize,
+    /// conv1 width.
+    pub width: usize,
+}
+
+/// Rotation amounts the client makes keys for: the powers of two below the slot count.
+pub fn power_of_two_steps(slots: usize) -> Vec<i64> {
+    (0..)
+        .map(|i| 1i64 << i)
+        .take_while(|&p| (p as usize) < slots)
+        .collect()
+}
+
+/// Generates a client's keys; returns them with the server's bundle.
+pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
+    let err = |e: crate::FheError| SystemError::usage(format!("keygen: {e}"));
+    let (spec, chain): (ParamSpec, Option<BootChain>) = if o.secure {
+        let c = BootChain::n16_l9();
+        (c.spec(), Some(c))
+    } else {
+        // A 41-bit prime on top anchors the scale ladder at the bottom (see system.rs).
+        let mut q_bits = vec![60];
+        q_bits.extend(std::iter::repeat_n(40, o.levels.saturating_sub(1)));
+        q_bits.push(41);
+        let spec = ParamSpec {
+            log_n: o.log_n,
+            q_bits,
+            p_bits: vec![60; 4],
+            log_scale: 40,
+            allow_insecure: true,
+        };
+        (spec, None)
+    };
+    let ctx = Context::new(spec).map_err(err)?;
+    let slots = ctx.slots();
+    if slots / (o.side * o.side) < o.width {
+        return Err(usage(format!(
+            "keygen: N = 2^{} holds {} blocks of {}×{}, the network's first stage needs {}",
+            ctx.spec().log_n,
+            slots / (o.side * o.side),
+            o.side,
+            o.side,
+            o.width
+        )));
+    }
+    let mut kg = if chain.is_some() {
+        KeyGenerator::new_sparse(&ctx, H).map_err(err)?
+    } else {
+        KeyGenerator::new(&ctx).map_err(err)?
+    };
+    let pk = kg.public_key();
+    let steps = power_of_two_steps(slots);
+    let keys = match &chain {
+        Some(c) => {
+            let bt = Bootstrapper::new(&ctx, c.config(slots, SlotKind::Real, H)).map_err(err)?;
+            let mut keys = bt.generate_keys(&mut kg);
+            let have = bt.rotations();
+            let more: Vec<i64> = steps
+                .iter()
+                .copied()
+                .filter(|s| !have.contains(s))
+                .collect();
+            keys.galois.extend(kg.galois_keys(&more, false));
+            keys
+        }
+        None => kg.evaluation_keys(&steps, false),
+    };
+    let shape = Shape {
+        side: o.side,
+        width: o.width,
+        boot_levels: chain.as_ref().map(|c| c.levels_after),
+    };
+    let client = ClientKeys {
+        ctx: ctx.clone(),
+        sk: kg.secret_key().clone(),
+        pk,
+        shape,
+    };
+    Ok((client, ServerKeys { ctx, keys, shape }))
+}
+
+fn geometry(ctx: &Context, shape: Shape) -> Geometry {
+    Geometry {
+        n: ctx.slots(),
+        wr: shape.side,
+    }
+}
+
+/// An image as the network's input map: a `side × side` PNG as it is, or a 28 × 28 one
+/// (Fashion-MNIST) padded / pooled as in training.
+pub fn load_image(path: &Path, side: usize) -> SysResult<Map> {
+    use ferrolab_vision::data::read_images;
+    let set = match read_images(path, 28, 28) {
+        Ok(s) => Prepared::new(&s, side),
+        Err(e28) => match read_images(path, side, side) {
+            Ok(s) => Prepared::new(&s, side),
+            Err(_) => {
+                return Err(usage(format!(
+                    "{} (the network takes 28x28 Fashion-MNIST images or {side}x{side})",
+                    ferrolab_core::run::first_line(&e28.to_string())
+                )));
+            }
+        },
+    };
+    if set.x.len() != 1 {
+        return Err(usage(format!(
+            "{}: holds {} images, encrypt takes one",
+            path.display(),
+            set.x.len()
+        )));
+    }
+    Ok(set.map(0))
+}
+
+/// Encrypts one input map for HyPHEN's input layout (public key).
+pub fn encrypt(keys: &ClientKeys, x: &Map) -> SysResult<Vec<u8>> {
+    let ctx = &keys.ctx;
+    let geo = geometry(ctx, keys.shape);
+    // The input layout depends only on the raster and conv1's width (HerPN nets run at
+    // scale 1), so the client needs no weights.
+    let stub = layout_stub(keys.shape.width);
+    let vs = encode_input(&stub, geo, Packing::Hyphen, x);
+    let top = keys.shape.boot_levels.unwrap_or(ctx.max_level());
+    let mut enc = Encryptor::new(ctx).map_err(|e| SystemError::runtime(e.to_string()))?;
+    let mut sections =
+        vec![serde_json::to_vec(&json!({
+        "kind": "input", "shape": keys.shape.to_json(), "params": format!("{:016x}", ctx.hash),
+    }))
+    .unwrap_or_default()];
+    for v in &vs {
+        let pt = ctx
+            .encode_real(v, top, ctx.scale_at(top))
+            .map_err(|e| SystemError::runtime(e.to_string()))?;
+        let ct = enc
+            .encrypt(&keys.pk, &pt)
+            .map_err(|e| SystemError::runtime(e.to_string()))?;
+        sections.push(serial::to_bytes(ctx, &ct));
+    }
+    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+    Ok(frame(MAGIC_CT, &refs))
+}
+
+/// A network with only the fields `encode_input` reads (conv1's width, scale 1).
+fn layout_stub(width: usize) -> Net {
+    Net {
+        conv1: ConvWeights {
+            co: width,
+            ci: 3,
+            kh: 3,
+            stride: 1,
+            pad: 1,
+            w: vec![],
+            bias: vec![],
+        },
+        a0: Act::Relu,
+        blocks: vec![],
+        fc: vec![],
+        fc_b: vec![],
+        scale: 1.0,
+    }
+}
+
+/// Reads a ciphertext file under `ctx`: its header and ciphertexts.
+pub fn read_cts(ctx: &Context, path: &Path) -> SysResult<(Value, Vec<Ciphertext>)> {
+    let bytes = read(path)?;
+    let s = unframe(&bytes, MAGIC_CT, path, "hcnn ciphertext file")?;
+    let Some((h, rest)) = s.split_first() else {
+        return Err(usage(format!("{}: no header", path.display())));
+    };
+    let h = header(h, path)?;
+    let cts = rest
+        .iter()
+        .map(|b| serial::from_bytes::<Ciphertext>(ctx, b))
+        .collect::<crate::Result<Vec<_>>>()
+        .map_err(|e| fhe(path, e))?;
+    Ok((h, cts))
+}
+
+/// What a server run measured.
+#[derive(Debug, Clone)]
+pub struct InferStats {
+    /// Wall seconds of the network.
+    pub seconds: f64,
+    /// Rotations the algorithm issued, key switches they cost (composed ones included).
+    pub rotations: u64,
+    /// Key switches.
+    pub key_switches: u64,
+    /// Bootstraps.
+    pub bootstraps: u64,
+}
+
+/// The server: runs `net` on the input ciphertexts with evaluation keys only; returns the
+/// output file's bytes.
+pub fn infer(keys: &ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, InferStats)> {
+    let ctx = &keys.ctx;
+    let (h, cts) = read_cts(ctx, input)?;
+    if h.get("kind").and_then(Value::as_str) != Some("input") {
+        return Err(usage(format!(
+            "{}: not an encrypted input (an output of infer?)",
+            input.display()
+        )));
+    }
+    let shape = Shape::from_json(h.get("shape").unwrap_or(&Value::Null), input)?;
+    if shape != keys.shape {
+        return Err(usage(format!(
+            "{}: encrypted for a {}x{} raster / width {}, the keys are for {}x{} / width {}",
+            input.display(),
+            shape.side,
+            shape.side,
+            shape.width,
+            keys.shape.side,
+            keys.shape.side,
+            keys.shape.width
+        )));
+    }
+    check_model(net, shape)?;
+    let geo = geometry(ctx, shape);
+    let opt = RunOptions {
+        geo,
+        cost: OpCost::default(),
+    };
+    let boot = match shape.boot_levels {
+        Some(l) => {
+            let c = BootChain {
+                levels_after: l,
+                ..BootChain::n16_l9()
+            };
+            Some(
+                Bootstrapper::new(ctx, c.config(ctx.slots(), SlotKind::Real, H))
+                    .map_err(|e| SystemError::runtime(format!("bootstrapping: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let ev = Evaluator::new(ctx, keys.keys.clone()).map_err(|e| usage(e.to_string()))?;
+    if keys.keys.relin.is_none() {
+        return Err(usage(
+            "eval.keys has no relinearisation key; the activations need one",
+        ));
+    }
+    let mut be = Ckks::new(&ev, boot.as_ref());
+    // Every rotation the network issues must be composable from the keys, and a leveled
+    // chain must be deep enough: both found on the simulator first, so a missing key is a
+    // usage error before any work.
+    let mut deep = Sim::new(ctx.slots(), 400);
+    let sim_in: Vec<_> = encode_input(net, geo, Packing::Hyphen, &Map::zeros(3, shape.side))
+        .into_iter()
+        .map(|v| deep.encrypt(v, 400))
+        .collect();
+    let (dout, _, _) = run(&mut deep, net, Packing::Hyphen, sim_in, &opt)
+        .map_err(|e| usage(format!("model: {e}")))?;
+    let need = dout.first().map_or(0, |c| 400 - deep.level(c));
+    for &s in &deep.steps {
+        be.hops(s).map_err(|e| usage(format!("eval.keys: {e}")))?;
+    }
+    let top = cts.iter().map(|c| c.level).min().unwrap_or(0);
+    if shape.boot_levels.is_none() && top < need {
+        return Err(usage(format!(
+            "{}: the chain has {top} levels, this network needs {need} without bootstrapping (keygen --params test --levels {need})",
+            input.display()
+        )));
+    }
+    let t = Instant::now();
+    let (out, pf, _) = run(&mut be, net, Packing::Hyphen, cts, &opt)
+        .map_err(|e| SystemError::runtime(format!("encrypted inference: {e}")))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let st = *be.stats();
+    let mut sections = vec![
+        serde_json::to_vec(&json!({
+            "kind": "output", "shape": shape.to_json(), "params": format!("{:016x}", ctx.hash),
+            "logit_slots": pf.slots, "scale": net.scale,
+        }))
+        .unwrap_or_default(),
+    ];
+    for c in &out {
+        sections.push(serial::to_bytes(ctx, c));
+    }
+    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+    Ok((
+        frame(MAGIC_CT, &refs),
+        InferStats {
+            seconds,
+            rotations: st.rot_calls,
+            key_switches: st.key_switches(),
+            bootstraps: st.boot,
+        },
+    ))
+}
+
+/// The model must be a HerPN ResNet whose input layout matches the keys.
+fn check_model(net: &Net, shape: Shape) -> SysResult<()> {
+    net.check().map_err(|e| usage(e.to_string()))?;
+    if net.conv1.co != shape.width {
+        return Err(usage(format!(
+            "model: conv1 has {} output channels, the keys and input were made for width {}",
+            net.conv1.co, shape.width
+        )));
+    }
+    if !matches!(net.a0, Act::Quad(_)) || net.scale != 1.0 {
+        return Err(usage(
+            "model: hcnn runs HerPN (degree-2) networks; this one uses ReLU",
+        ));
+    }
+    Ok(())
+}
+
+/// Decrypts an output file: the logits.
+pub fn decrypt(keys: &ClientKeys, path: &Path) -> SysResult<Vec<f64>> {
+    let ctx = &keys.ctx;
+    let (h, cts) = read_cts(ctx, path)?;
+    if h.get("kind").and_then(Value::as_str) != Some("output") {
+        return Err(usage(format!(
+            "{}: not an inference output (run `hcnn infer` first)",
+            path.display()
+        )));
+    }
+    let slots: Vec<(usize, usize)> = h
+        .get("logit_slots")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .ok_or_else(|| usage(format!("{}: header lacks logit_slots", path.display())))?;
+    let scale = h.get("scale").and_then(Value::as_f64).unwrap_or(1.0);
+    let dec = Decryptor::new(ctx, &keys.sk).map_err(|e| usage(e.to_string()))?;
+    let vs = cts
+        .iter()
+        .map(|c| {
+            dec.decrypt_decode(c)
+                .map(|v| v.iter().map(|z| z.re).collect::<Vec<f64>>())
+        })
+        .collect::<crate::Result<Vec<_>>>()
+        .map_err(|e| fhe(path, e))?;
+    slots
+        .iter()
+        .map(|&(a, s)| {
+            vs.get(a)
+                .and_then(|v| v.get(s))
+                .map(|x| x / scale)
+                .ok_or_else(|| {
+                    usage(format!(
+                        "{}: logit slot ({a}, {s}) out of range",
+                        path.display()
+                    ))
+                })
+        })
+        .collect()
+}
+
+// ---- model checkpoints (the folded network as JSON, with a checksum) ----
+
+fn conv_json(c: &ConvWeights) -> Value {
+    json!({"co": c.co, "ci": c.ci, "kh": c.kh, "stride": c.stride, "pad": c.pad, "w": c.w, "bias": c.bias})
+}
+
+fn act_json(a: &Act) -> Value {
+    match a {
+        Act::Quad(q) => json!({"herpn": {"a": q.a, "b": q.b, "c": q.c}}),
+        Act::Relu => json!("relu"),
+    }
+}
+
+/// The folded network as a checkpoint file's text.
+pub fn model_to_json(net: &Net) -> String {
+    let body = json!({
+        "conv1": conv_json(&net.conv1), "a0": act_json(&net.a0),
+        "blocks": net.blocks.iter().map(|b| json!({"c1": conv_json(&b.c1), "a1": act_json(&b.a1), "c2": conv_json(&b.c2), "a2": act_json(&b.a2)})).collect::<Vec<_>>(),
+        "fc": net.fc, "fc_b": net.fc_b, "scale": net.scale,
+    });
+    let text = body.to_string();
+    json!({"format": MAGIC_MODEL, "version": VERSION, "checksum": format!("{:016x}", checksum(text.as_bytes())), "net": text})
+        .to_string()
+}
+
+/// Writes a checkpoint.
+pub fn save_model(path: &Path, net: &Net) -> SysResult<()> {
+    write(path, model_to_json(net).as_bytes())
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> SysResult<&'a Value> {
+    v.get(k)
+        .ok_or_else(|| usage(format!("model: missing `{k}`")))
+}
+
+fn num_vec(v: &Value, k: &str) -> SysResult<Vec<f64>> {
+    serde_json::from_value(field(v, k)?.clone()).map_err(|e| usage(format!("model: `{k}`: {e}")))
+}
+
+fn conv_from(v: &Value) -> SysResult<ConvWeights> {
+    let u = |k: &str| -> SysResult<usize> {
+        field(v, k)?
+            .as_u64()
+            .map(|x| x as usize)
+            .filter(|&x| x <= 4096)
+            .ok_or_else(|| usage(format!("model: `{k}` is not a small non-negative integer")))
+    };
+    let c = ConvWeights {
+        co: u("co")?,
+        ci: u("ci")?,
+        kh: u("kh")?,
+        stride: u("stride")?,
+        pad: u("pad")?,
+        w: num_vec(v, "w")?,
+        bias: num_vec(v, "bias")?,
+    };
+    if c.w.len() != c.co * c.ci * c.kh * c.kh || c.bias.len() != c.co {
+        return Err(usage(format!(
+            "model: a {}x{}x{k}x{k} convolution with {} weights and {} biases",
+            c.co,
+            c.ci,
+            c.w.len(),
+            c.bias.len(),
+            k = c.kh
+        )));
+    }
+    Ok(c)
+}
+
+fn act_from(v: &Value) -> SysResult<Act> {
+    if v.as_str() == Some("relu") {
+        return Ok(Act::Relu);
+    }
+    let q = field(v, "herpn")?;
+    Ok(Act::Quad(super::act::HerPn {
+        a: num_vec(q, "a")?,
+        b: num_vec(q, "b")?,
+        c: num_vec(q, "c")?,
+    }))
+}
+
+/// Parses a checkpoint's text (checked: format, version, checksum, shapes).
+pub fn model_from_json(text: &str, path: &Path) -> SysResult<Net> {
+    let p = path.display();
+    let outer: Value = serde_json::from_str(text)
+        .map_err(|e| usage(format!("{p}: not an hcnn model checkpoint (JSON: {e})")))?;
+    if outer.get("format").and_then(Value::as_str) != Some(MAGIC_MODEL) {
+        return Err(usage(format!("{p}: not an hcnn model checkpoint (format)")));
+    }
+    if outer.get("version").and_then(Value::as_u64) != Some(u64::from(VERSION)) {
+        return Err(usage(format!(
+            "{p}: model checkpoint version is not {VERSION}"
+        )));
+    }
+    let inner = outer.get("net").and_then(Value::as_str).unwrap_or("");
+    if outer.get("checksum").and_then(Value::as_str)
+        != Some(&format!("{:016x}", checksum(inner.as_bytes())))
+    {
+        return Err(usage(format!(
+            "{p}: model checkpoint checksum mismatch (corrupted or edited)"
+        )));
+    }
+    let v: Value =
+        serde_json::from_str(inner).map_err(|e| usage(format!("{p}: model body: {e}")))?;
+    let blocks = field(&v, "blocks")?
+        .as_array()
+        .ok_or_else(|| usage(format!("{p}: model: `blocks` is not a list")))?
+        .iter()
+        .map(|b| {
+            Ok(Block {
+                c1: conv_from(field(b, "c1")?)?,
+                a1: act_from(field(b, "a1")?)?,
+                c2: conv_from(field(b, "c2")?)?,
+                a2: act_from(field(b, "a2")?)?,
+            })
+        })
+        .collect::<SysResult<Vec<_>>>()?;
+    let net = Net {
+        conv1: conv_from(field(&v, "conv1")?)?,
+        a0: act_from(field(&v, "a0")?)?,
+        blocks,
+        fc: serde_json::from_value(field(&v, "fc")?.clone())
+            .map_err(|e| usage(format!("{p}: model: `fc`: {e}")))?,
+        fc_b: num_vec(&v, "fc_b")?,
+        scale: field(&v, "scale")?.as_f64().unwrap_or(f64::NAN),
+    };
+    net.check().map_err(|e| usage(format!("{p}: {e}")))?;
+    Ok(net)
+}
+
+/// Reads a checkpoint file.
+pub fn load_model(path: &Path) -> SysResult<Net> {
+    let bytes = read(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        usage(format!(
+            "{}: not an hcnn model checkpoint (not UTF-8)",
+            path.display()
+        ))
+    })?;
+    model_from_json(&text, path)
+}
+
+// ---- the sub-commands ----
+
+fn path_arg(name: &'static str, long: bool, help: &'static str) -> clap::Arg {
+    let a = clap::Arg::new(name)
+        .value_parser(clap::value_parser!(PathBuf))
+        .required(true)
+        .help(help);
+    if long {
+        a.long(name).value_name("PATH")
+    } else {
+        a
+    }
+}
+
+/// The `hcnn` command and its sub-commands.
+pub fn command() -> clap::Command {
+    use clap::{Arg, Command, value_parser};
+    Command::new("hcnn")
+        .about("HyPHEN's client/server encrypted inference: keygen, encrypt, infer, decrypt")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("keygen")
+                .about("Client: write secret.key, public.key, params.bin, client.json and eval.keys (the server's) into DIR")
+                .arg(path_arg("out", true, "Key folder to create (must not hold keys already)"))
+                .arg(Arg::new("params").long("params").value_parser(["secure", "test"]).default_value("secure")
+                    .help("secure: N = 2^16 with bootstrapping (n16_l9, 128-bit); test: leveled insecure chain (--log-n, --levels)"))
+                .arg(Arg::new("log-n").long("log-n").value_parser(value_parser!(u32).range(11..=16)).default_value("13"))
+                .arg(Arg::new("levels").long("levels").value_parser(value_parser!(usize)).default_value("30"))
+                .arg(Arg::new("side").long("side").value_parser(["8", "16", "32"]).default_value("32").help("Input raster side"))
+                .arg(Arg::new("width").long("width").value_parser(value_parser!(usize)).default_value("16").help("The network's first-stage width")),
+        )
+        .subcommand(
+            Command::new("encrypt")
+                .about("Client: encrypt one PNG (28x28 Fashion-MNIST or side x side) with the public key")
+                .arg(path_arg("keys", true, "Key folder written by keygen"))
+                .arg(path_arg("image", false, "IMAGE.png"))
+                .arg(path_arg("out", true, "Ciphertext file to write (X.ct)")),
+        )
+        .subcommand(
+            Command::new("infer")
+                .about("Server: run the network on X.ct with evaluation keys only")
+                .arg(path_arg("keys", true, "eval.keys (or the folder holding it); a secret key is refused"))
+                .arg(path_arg("model", true, "Model checkpoint (model_herpn.json written by `ferrolab hyphen`)"))
+                .arg(path_arg("input", false, "X.ct"))
+                .arg(path_arg("out", true, "Output ciphertext file (Y.ct)"))
+                .arg(ferrolab_core::system::threads_arg()),
+        )
+        .subcommand(
+            Command::new("decrypt")
+                .about("Client: decrypt Y.ct and print the logits as JSON")
+                .arg(path_arg("keys", true, "Key folder written by keygen"))
+                .arg(path_arg("input", false, "Y.ct")),
+        )
+}
+
+fn p<'a>(m: &'a clap::ArgMatches, k: &str) -> SysResult<&'a PathBuf> {
+    m.get_one::<PathBuf>(k)
+        .ok_or_else(|| usage(format!("missing {k}")))
+}
+
+/// Runs `hcnn <sub>`.
+pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
+    match m.subcommand() {
+        Some(("keygen", s)) => {
+            let out = p(s, "out")?;
+            if out.join("secret.key").exists() || out.join("eval.keys").exists() {
+                return Err(usage(format!(
+                    "{}: already holds keys; keygen never overwrites a secret key",
+                    out.display()
+                )));
+            }
+            let num = |k: &str| {
+                s.get_one::<String>(k)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            let o = KeygenOptions {
+                secure: s.get_one::<String>("params").map(String::as_str) != Some("test"),
+                log_n: s.get_one::<u32>("log-n").copied().unwrap_or(13),
+                levels: s.get_one::<usize>("levels").copied().unwrap_or(30),
+                side: num("side"),
+                width: s.get_one::<usize>("width").copied().unwrap_or(16),
+            };
+            if !(1..=64).contains(&o.width) || !(2..=200).contains(&o.levels) {
+                return Err(usage(
+                    "keygen: --width must be in 1..=64 and --levels in 2..=200",
+                ));
+            }
+            let t = Instant::now();
+            let (client, server) = keygen(&o)?;
+            std::fs::create_dir_all(out).map_err(|e| usage(format!("{}: {e}", out.display())))?;
+            write(
+                &out.join("params.bin"),
+                &serial::params_to_bytes(&client.ctx),
+            )?;
+            write(
+                &out.join("secret.key"),
+                &serial::to_bytes(&client.ctx, &client.sk),
+            )?;
+            write(
+                &out.join("public.key"),
+                &serial::to_bytes(&client.ctx, &client.pk),
+            )?;
+            write(
+                &out.join("client.json"),
+                &serde_json::to_vec(&client.shape.to_json()).unwrap_or_default(),
+            )?;
+            let bundle = server.to_bytes()?;
+            write(&out.join("eval.keys"), &bundle)?;
+            println!(
+                "{}",
+                json!({"keys": out, "log_n": client.ctx.spec().log_n, "secure": o.secure, "bootstrapping": client.shape.boot_levels.is_some(),
+                    "rotation_keys": server.keys.galois.keys.len(), "eval_key_mb": server.keys.size_bytes() as f64 / (1u64 << 20) as f64,
+                    "eval_keys_file_mb": bundle.len() as f64 / (1u64 << 20) as f64, "seconds": t.elapsed().as_secs_f64()})
+            );
+            Ok(())
+        }
+        Some(("encrypt", s)) => {
+            let keys = ClientKeys::load(p(s, "keys")?)?;
+            let x = load_image(p(s, "image")?, keys.shape.side)?;
+            write(p(s, "out")?, &encrypt(&keys, &x)?)
+        }
+        Some(("infer", s)) => {
+            ferrolab_core::backend::try_init_threads(s.get_one::<usize>("threads").copied())?;
+            let net = load_model(p(s, "model")?)?;
+            let keys = ServerKeys::load(p(s, "keys")?)?;
+            let (bytes, st) = infer(&keys, &net, p(s, "input")?)?;
+            write(p(s, "out")?, &bytes)?;
+            println!(
+                "{}",
+                json!({"seconds": st.seconds, "rotations": st.rotations, "key_switches": st.key_switches, "bootstraps": st.bootstraps})
+            );
+            Ok(())
+        }
+        Some(("decrypt", s)) => {
+            let keys = ClientKeys::load(p(s, "keys")?)?;
+            let logits = decrypt(&keys, p(s, "input")?)?;
+            println!("{}", json!({"logits": logits, "class": argmax(&logits)}));
+            Ok(())
+        }
+        _ => Err(usage(
+            "hcnn needs a sub-command: keygen, encrypt, infer, decrypt",
+        )),
+    }
+}
