@@ -45,6 +45,12 @@ struct Args {
     /// TaskMet: the reference's stale model-optimiser state (sign-descent model steps).
     #[arg(long)]
     reference_stale_model_adam: bool,
+    /// TaskMet: a diagonal metric `L(s)` (O(o) per row) instead of the reference's triangular one.
+    #[arg(long)]
+    diagonal: bool,
+    /// TaskMet: CG on the normal equations instead of the reference's plain CG.
+    #[arg(long)]
+    normal_cg: bool,
     /// Write every run (config, evaluations, timings) here as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -73,6 +79,8 @@ fn run(args: &Args) -> Result<(), String> {
                     init_steps: args.init_steps,
                     metric_warmup_steps: args.warmup,
                     reference_stale_model_adam: args.reference_stale_model_adam,
+                    diagonal_metric: args.diagonal,
+                    normal_cg: args.normal_cg,
                     stop_at_return: args.stop_at,
                     ..AgentConfig::default()
                 };

@@ -166,6 +166,9 @@ ferrolab_core::config_section! {
         /// TaskMet's metric: `full` (the reference's lower-triangular `L(s)`, `O(o²)` per row)
         /// or `diagonal` (`O(o)`; affordable at 256 distractors).
         pub metric: String = "full".into(), "`full` or `diagonal`" => |v| v == "full" || v == "diagonal";
+        /// TaskMet's model solve: `plain` (the reference's CG on `H + 1e-5·I`, one HVP per
+        /// iteration) or `normal` (CG on the normal equations, two HVPs per iteration).
+        pub cg: String = "plain".into(), "`plain` or `normal`" => |v| v == "plain" || v == "normal";
     }
 }
 

@@ -57,6 +57,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         hidden: c.hidden,
         model_hidden: c.hidden,
         diagonal_metric: c.metric == "diagonal",
+        normal_cg: c.cg == "normal",
         ..AgentConfig::default()
     }
 }

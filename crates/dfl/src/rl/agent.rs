@@ -522,17 +522,17 @@ impl Agent {
         let e: Vec<f64> = s_pred.iter().zip(&b.next_obs).map(|(p, t)| p - t).collect();
         let bwd = self.model_s.backward(&cs, &ev.apply(&e, scale))?;
         let model_s = &self.model_s;
-        let sol = cg::normal_cg(
-            |v| {
-                let rf = model_s.jvp(&cs, v)?;
-                let rdy = ev.apply(rf.output(), scale);
-                model_s.hvp(&cs, &bwd, &rf, v, &rdy)
-            },
-            &g_t,
-            0.0,
-            self.cfg.cg_iters,
-            self.cfg.cg_rtol,
-        )?;
+        let hvp = |v: &[f64]| {
+            let rf = model_s.jvp(&cs, v)?;
+            let rdy = ev.apply(rf.output(), scale);
+            model_s.hvp(&cs, &bwd, &rf, v, &rdy)
+        };
+        let sol = if self.cfg.normal_cg {
+            cg::normal_cg(hvp, &g_t, 0.0, self.cfg.cg_iters, self.cfg.cg_rtol)?
+        } else {
+            // The reference's ridge: `param_func(x) + 1e-5·x` before the CG.
+            cg::cg(hvp, &g_t, 1e-5, self.cfg.cg_iters, self.cfg.cg_rtol)?
+        };
         self.stats.cg_solves += 1;
         self.stats.cg_rel_residual += sol.rel_residual_h;
         if sol.breakdown {
@@ -584,10 +584,16 @@ mod tests {
                 .unwrap();
             obs = if st.done() { env.reset() } else { st.obs };
         }
-        for loss in ModelLoss::ALL {
+        // TaskMet twice: the reference's plain CG and the normal-equation form.
+        let runs = ModelLoss::ALL
+            .into_iter()
+            .map(|l| (l, false))
+            .chain([(ModelLoss::TaskMet, true)]);
+        for (loss, normal_cg) in runs {
             let cfg = AgentConfig {
                 loss,
                 batch_size: 64,
+                normal_cg,
                 ..AgentConfig::default()
             };
             let mut agent = Agent::new(&cfg, env.obs_dim(), &mut rng).unwrap();

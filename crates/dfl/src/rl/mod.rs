@@ -99,8 +99,14 @@ pub struct AgentConfig {
     pub inner_lr: f64,
     /// Metric Adam rate (`metric_lr: 1e-3`).
     pub metric_lr: f64,
-    /// Normal-CG iterations of TaskMet's model solve (`cg_iters: 10`).
+    /// CG iterations of TaskMet's model solve (`cg_iters: 10`).
     pub cg_iters: usize,
+    /// Solve the model system by CG on the normal equations `(H² + ridge) u = H g` (two HVPs
+    /// per iteration, works on an indefinite `H`) instead of the reference's plain CG on
+    /// `(H + 1e-5·I) u = g` (`omd/cartpole/utils.py`, `dynamics_root_solve_bwd`:
+    /// `jax.scipy.sparse.linalg.cg`, one HVP per iteration). Plain CG stops at a direction
+    /// of non-positive curvature and keeps what it has (counted in `cg_breakdowns`).
+    pub normal_cg: bool,
     /// CG relative tolerance (jaxopt's default 1e-5).
     pub cg_rtol: f64,
     /// `discount: 0.99`.
@@ -139,6 +145,7 @@ impl Default for AgentConfig {
             inner_lr: 3e-4,
             metric_lr: 1e-3,
             cg_iters: 10,
+            normal_cg: false,
             cg_rtol: 1e-5,
             discount: 0.99,
             tau: 0.01,

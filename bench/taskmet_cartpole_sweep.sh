@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# TaskMet's CartPole-with-distractors sweep (crates/dfl/README.md, "CartPole"): MSE, TaskMet and
+# OMD dynamics models, one process per (k, seed), each writing its own JSON, so an interrupted
+# sweep resumes by rerunning this script (finished (k, seed) files are skipped).
+#
+#   bench/taskmet_cartpole_sweep.sh OUT_DIR [STEPS] [KS] [SEEDS]
+#
+# Defaults: 20000 environment steps, k = "0 64 256", seeds "0 1 2", the diagonal metric and the
+# reference's plain CG, one thread. LOSSES=omd (say) runs only those models. Summaries: python3 bench/taskmet_cartpole_summary.py OUT_DIR
+set -euo pipefail
+out=${1:?usage: taskmet_cartpole_sweep.sh OUT_DIR [STEPS] [KS] [SEEDS]}
+steps=${2:-20000}
+ks=${3:-"0 64 256"}
+seeds=${4:-"0 1 2"}
+bin=${CARTPOLE_BIN:-target/release/examples/cartpole}
+losses=${LOSSES:-mse,taskmet,omd}
+tag=${LOSSES:+-${LOSSES//,/-}}
+mkdir -p "$out"
+echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) steps $steps" >>"$out/sweep.log"
+for k in $ks; do
+  for s in $seeds; do
+    f="$out/k$k-seed$s$tag.json"
+    [ -s "$f" ] && continue
+    t0=$(date +%s)
+    "$bin" --losses "$losses" --k "$k" --seeds "$s" --steps "$steps" --diagonal \
+      --threads 1 --json "$f.tmp" >"$out/k$k-seed$s$tag.log" 2>&1
+    mv "$f.tmp" "$f"
+    echo "k=$k seed=$s $(( $(date +%s) - t0 )) s, load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/sweep.log"
+  done
+done
+echo "end $(date -u +%FT%TZ)" >>"$out/sweep.log"
