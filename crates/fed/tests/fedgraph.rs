@@ -57,6 +57,7 @@ fn sched() -> Schedule {
         rounds: 40,
         patience: 0,
         weight_decay: 5e-4,
+        by_loss: false,
     }
 }
 
@@ -229,6 +230,7 @@ fn cora_louvain_split_has_fs_g_shape_and_fedavg_beats_local() {
         rounds: 40,
         patience: 0,
         weight_decay: 5e-4,
+        by_loss: false,
     };
     let a = fedavg(&g, &st, &z, &s, 0).unwrap();
     let l = local_only(&g, &st, &z, &s, 0).unwrap();

@@ -12,11 +12,12 @@ use serde_json::json;
 use super::FedGraphError;
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
-use super::run::{RunResult, Schedule, fedavg, global, local_only};
+use super::run::{RunResult, Schedule, fedavg, fedsage, global, local_only};
 
 /// The regimes of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Regime {
+    FedSage,
     FedAvg,
     Local,
     Global,
@@ -25,6 +26,7 @@ pub enum Regime {
 impl Regime {
     pub fn name(self) -> &'static str {
         match self {
+            Regime::FedSage => "fedsage",
             Regime::FedAvg => "fedavg",
             Regime::Local => "local",
             Regime::Global => "global",
@@ -50,6 +52,9 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 impl CellResult {
     pub fn val(&self) -> (f64, f64) {
         mean_std(&self.runs.iter().map(|r| r.val_accuracy).collect::<Vec<_>>())
+    }
+    pub fn val_loss(&self) -> (f64, f64) {
+        mean_std(&self.runs.iter().map(|r| r.val_loss).collect::<Vec<_>>())
     }
     pub fn test(&self) -> (f64, f64) {
         mean_std(
@@ -103,6 +108,8 @@ pub struct Table {
     pub regimes: Vec<RegimeResult>,
     /// Per seed: cross-client edges, client sizes, modularity of the client partition.
     pub setups: Vec<serde_json::Value>,
+    /// FedSage+ only: per seed, the generator stage (losses, nodes added, bytes, seconds).
+    pub fedsage: Vec<serde_json::Value>,
 }
 
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
@@ -137,7 +144,38 @@ pub fn run_table(
         }));
         setups.push((seed, st));
     }
-    let mut regimes = vec![Regime::FedAvg];
+    // FedSage+: one generator stage per seed, shared by every grid cell (it does not depend
+    // on the classifier's learning rate or local steps).
+    let mut mended = Vec::new();
+    let mut gen_info = Vec::new();
+    if f.algo == "fedsage" {
+        for (s, (seed, st)) in setups.iter().enumerate() {
+            let t0 = Instant::now();
+            let (m, stats) = super::fedsage::mend_clients(
+                g,
+                st,
+                &cfg.fedsage,
+                cfg.model.dropout,
+                ferrolab_core::seed::derive(*seed, "fedsage"),
+            )?;
+            let secs = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "  fedsage seed {s}: generator trained in {secs:.1} s; nodes added per client {:?}; feature loss {:?}",
+                stats.added, stats.feat_loss
+            );
+            gen_info.push(json!({
+                "seed": s, "added": stats.added, "count_loss": stats.count_loss,
+                "feat_loss": stats.feat_loss, "server_bytes": stats.server_bytes,
+                "seconds": secs,
+            }));
+            mended.push(m);
+        }
+    }
+    let mut regimes = if f.algo == "fedsage" {
+        vec![Regime::FedSage, Regime::FedAvg]
+    } else {
+        vec![Regime::FedAvg]
+    };
     if cfg.baselines.local {
         regimes.push(Regime::Local);
     }
@@ -179,10 +217,12 @@ pub fn run_table(
                         rounds: f.rounds,
                         patience: f.patience,
                         weight_decay: f.weight_decay,
+                        by_loss: f.select_by == "val_loss",
                     };
                     let (seed, st) = &setups[k];
                     let t0 = Instant::now();
                     let r = match regime {
+                        Regime::FedSage => fedsage(g, st, &mended[k], &zoo, &sched, *seed),
                         Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed),
                         Regime::Local => local_only(g, st, &zoo, &sched, *seed),
                         Regime::Global => global(g, st, &zoo, &sched, *seed),
@@ -227,10 +267,17 @@ pub fn run_table(
                 });
             }
         }
-        // Selection by validation only; ties keep the earlier cell.
+        // Selection by validation only (the same figure that picks the round); ties keep
+        // the earlier cell.
+        let by_loss = f.select_by == "val_loss";
         let mut selected = 0;
         for (i, c) in cells.iter().enumerate() {
-            if c.val().0 > cells[selected].val().0 {
+            let better = if by_loss {
+                c.val_loss().0 < cells[selected].val_loss().0
+            } else {
+                c.val().0 > cells[selected].val().0
+            };
+            if better {
                 selected = i;
             }
         }
@@ -245,6 +292,7 @@ pub fn run_table(
         dataset: g.name.clone(),
         regimes: out,
         setups: info,
+        fedsage: gen_info,
     })
 }
 
@@ -259,6 +307,9 @@ pub fn regime_metrics(r: &RegimeResult) -> BTreeMap<String, f64> {
     m.insert("test_accuracy_std".into(), ts);
     m.insert("val_accuracy".into(), v);
     m.insert("val_accuracy_std".into(), vs);
+    let (l, ls) = best.val_loss();
+    m.insert("val_loss".into(), l);
+    m.insert("val_loss_std".into(), ls);
     m.insert("lr".into(), best.lr);
     m.insert("local_steps".into(), best.local_steps as f64);
     m.insert(
@@ -298,7 +349,7 @@ pub fn grid_json(r: &RegimeResult) -> serde_json::Value {
                 let (t, ts) = c.test();
                 json!({
                     "lr": c.lr, "local_steps": c.local_steps,
-                    "val_accuracy": v, "val_accuracy_std": vs,
+                    "val_accuracy": v, "val_accuracy_std": vs, "val_loss": c.val_loss().0,
                     "test_accuracy": t, "test_accuracy_std": ts,
                     "per_seed_test_accuracy": c.runs.iter().map(|x| x.test_accuracy).collect::<Vec<_>>(),
                     "rounds": c.runs.iter().map(|x| x.rounds_run).collect::<Vec<_>>(),

@@ -43,6 +43,9 @@ pub struct Schedule {
     /// 0 = never stop early.
     pub patience: usize,
     pub weight_decay: f64,
+    /// Pick the best round by lowest validation loss (FS's default) instead of highest
+    /// validation accuracy.
+    pub by_loss: bool,
 }
 
 /// Outcome of one run.
@@ -50,6 +53,8 @@ pub struct Schedule {
 pub struct RunResult {
     pub val_accuracy: f64,
     pub test_accuracy: f64,
+    /// Validation loss at the best round.
+    pub val_loss: f64,
     /// Round of the best validation accuracy (0 = the initial model).
     pub best_round: usize,
     pub rounds_run: usize,
@@ -78,20 +83,27 @@ struct Stopper {
     best_round: usize,
     since: usize,
     patience: usize,
+    by_loss: bool,
 }
 
 impl Stopper {
-    fn new(first: EvalResult, patience: usize) -> Self {
+    fn new(first: EvalResult, s: &Schedule) -> Self {
         Stopper {
             best: first,
             best_round: 0,
             since: 0,
-            patience,
+            patience: s.patience,
+            by_loss: s.by_loss,
         }
     }
 
     fn update(&mut self, round: usize, e: EvalResult) -> bool {
-        if e.val_accuracy > self.best.val_accuracy {
+        let better = if self.by_loss {
+            e.val_loss < self.best.val_loss
+        } else {
+            e.val_accuracy > self.best.val_accuracy
+        };
+        if better {
             self.best = e;
             self.best_round = round;
             self.since = 0;
@@ -125,7 +137,7 @@ pub fn train_alone_keep(
     }
     .init();
     let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "dropout"));
-    let mut stop = Stopper::new(task.evaluate(&model), s.patience);
+    let mut stop = Stopper::new(task.evaluate(&model), s);
     let mut best_model = model.clone();
     let mut curve = Vec::new();
     let mut run = 0;
@@ -152,6 +164,7 @@ pub fn train_alone_keep(
         RunResult {
             val_accuracy: stop.best.val_accuracy,
             test_accuracy: stop.best.test_accuracy,
+            val_loss: stop.best.val_loss,
             best_round: stop.best_round,
             rounds_run: run,
             server_bytes: 0,
@@ -187,6 +200,7 @@ pub fn local_only(
     let dev = train_device();
     let whole = g.whole_task(&setup.split, &dev)?;
     let (mut val, mut test, mut nval, mut ntest) = (0f64, 0f64, 0usize, 0usize);
+    let mut vloss = 0f64;
     let mut whole_acc = 0f64;
     let mut out = RunResult::default();
     let k = setup.clients.num_clients();
@@ -201,6 +215,7 @@ pub fn local_only(
         whole_acc += whole.evaluate(&best).test_accuracy / k as f64;
         let (v, t) = (task.split.val.len(), task.split.test.len());
         val += r.val_accuracy * v as f64;
+        vloss += r.val_loss * v as f64;
         test += r.test_accuracy * t as f64;
         nval += v;
         ntest += t;
@@ -208,6 +223,7 @@ pub fn local_only(
         out.best_round = out.best_round.max(r.best_round);
     }
     out.val_accuracy = val / nval.max(1) as f64;
+    out.val_loss = vloss / nval.max(1) as f64;
     out.test_accuracy = test / ntest.max(1) as f64;
     out.whole_graph_test_accuracy = whole_acc;
     Ok(out)
@@ -235,11 +251,46 @@ pub fn fedavg_on(
     seed: u64,
 ) -> Result<RunResult, FedGraphError> {
     let dev = train_device();
-    let k = setup.clients.num_clients();
+    let tasks = (0..setup.clients.num_clients())
+        .map(|c| setup.client_task(g, c, &dev))
+        .collect::<Result<Vec<_>, _>>()?;
+    fedavg_tasks(fabric, tasks, g, setup, zoo, s, seed)
+}
+
+/// FedSage+'s classifier stage: FedAvg over the in-process fabric on the clients' mended
+/// subgraphs (see [`super::fedsage`]); the server evaluates on the whole real graph.
+pub fn fedsage(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    mended: &[super::fedsage::Mended],
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    let dev = train_device();
+    let tasks = mended
+        .iter()
+        .map(|m| m.task(g.classes, &dev))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fabric = Arc::new(InProcFabric::new());
+    fedavg_tasks(fabric.as_ref(), tasks, g, setup, zoo, s, seed)
+}
+
+/// FedAvg of one client per task (task `c` is client `c`), served over `fabric`.
+pub fn fedavg_tasks(
+    fabric: &dyn Fabric,
+    tasks: Vec<NodeTask>,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+) -> Result<RunResult, FedGraphError> {
+    let dev = train_device();
+    let k = tasks.len();
     let model = init_model(zoo, ferrolab_core::seed::derive(seed, "init"))?;
     let mut clients = Vec::with_capacity(k);
-    for c in 0..k {
-        let task = setup.client_task(g, c, &dev)?;
+    for (c, task) in tasks.into_iter().enumerate() {
         clients.push(GraphClient::new(
             task,
             zoo.clone(),
@@ -296,7 +347,7 @@ fn server_loop(
         config,
         min_results: 1,
     };
-    let mut stop = Stopper::new(whole.evaluate(&server_model), s.patience);
+    let mut stop = Stopper::new(whole.evaluate(&server_model), s);
     let mut out = RunResult {
         whole_graph_test_accuracy: f64::NAN,
         ..Default::default()
@@ -361,6 +412,7 @@ fn server_loop(
     }
     out.val_accuracy = stop.best.val_accuracy;
     out.test_accuracy = stop.best.test_accuracy;
+    out.val_loss = stop.best.val_loss;
     out.best_round = stop.best_round;
     Ok(out)
 }

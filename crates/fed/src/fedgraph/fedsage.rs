@@ -1,0 +1,538 @@
+//! FedSage+ (Zhang, Yang, Chen, Yiu, Wang, Zhang & Wang, *Subgraph Federated Learning with
+//! Missing Neighbor Generation*, NeurIPS 2021; FederatedScope's `gfl/fedsageplus`).
+//!
+//! A client's subgraph lacks the edges to the other clients' nodes. FedSage+ trains a
+//! missing-neighbour generator **NeighGen** per client and *mends* each subgraph with the
+//! neighbours it generates before the classifier is trained by FedAvg:
+//!
+//! 1. **Targets.** Each client hides a share `h` of its nodes (`fedsage.hide_portion`); on the
+//!    remaining *impaired* graph every node `v` has `m_v` = its number of hidden neighbours
+//!    and their features `{x_u}` — what NeighGen must restore.
+//! 2. **NeighGen** (paper §3.2): encoder `H = GraphSAGE(G', X)` (2 mean-aggregator layers,
+//!    ReLU output); dGen `m̂_v = ReLU(w_dᵀ h_v + b)`; fGen `x̂_v = σ(W_2 ReLU(W_1 (h_v + ε)))`,
+//!    `ε ~ N(0, s²)`, reshaped to `num_pred` feature vectors. Losses (eqs. 3–5): smooth-L1 on
+//!    the count; the greedy feature loss `Σ_{p < min(m_v, P)} min_u ‖x̂_{v,p} − x_u‖² / F`,
+//!    averaged over the generated slots.
+//! 3. **Federated training** (FedSage+, eq. 5): client `i`'s generator `θ_i` is updated with
+//!    `∇L_i(θ_i) + α/(K−1) Σ_{j≠i} ∇L^f_j(θ_i)`: the server relays `θ_i` to every other client
+//!    `j`, which returns the gradient of its *feature* loss at `θ_i` on its own impaired graph
+//!    (its raw features never leave it). Each generator steps with Adam (as FS does).
+//! 4. **Mending** (paper §3.3): with its trained generator on its *whole* subgraph, each
+//!    client attaches `round(clamp(m̂_v, 0, P))` generated nodes to every node `v` (features
+//!    the first slots of `x̂_v`, no noise, no label, in no split); the classifier is then
+//!    trained by FedAvg on the mended subgraphs and evaluated by the server on the whole
+//!    real graph, exactly as FedAvg is.
+//!
+//! Differences from FS's implementation, all configurable or stated: FS's fGen has two
+//! hidden layers (256, 2048) and a tanh output; ours one hidden layer of `gen_hidden` and a
+//! sigmoid (the bag-of-words features are 0/1); FS also trains a classifier jointly with the
+//! generator on the impaired graph (LocSage+'s `c` term), which we leave out; FS trains the
+//! generator 200 rounds, our default is 50 (`fedsage.gen_rounds`). The message exchange of
+//! step 3 runs as function calls inside this process (bytes counted as if sent).
+
+use ferrolab_core::backend::{exclusive_rng, train_device};
+use ferrolab_core::burn;
+use ferrolab_core::burn::module::{ModuleVisitor, Param};
+use ferrolab_core::burn::nn::{Linear, LinearConfig};
+use ferrolab_core::burn::optim::GradientsParams;
+use ferrolab_core::burn::prelude::*;
+use ferrolab_core::burn::tensor::activation::{relu, sigmoid};
+use ferrolab_core::nn::{float_tensor, to_vec_f32};
+use ferrolab_data::{Features, Split};
+use ferrolab_graph::CsrGraph;
+use ferrolab_graph::models::GcnInput;
+use ferrolab_graph::zoo::train::NodeTask;
+use ferrolab_graph::zoo::{
+    Arch, FlatParam, GnnModel, GraphTensors, ZooConfig, load_params, model_params,
+};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::FedGraphError;
+use super::config::FedSageSection;
+use super::data::{GraphSet, SeedSetup};
+
+/// NeighGen: encoder, missing-count regressor (dGen) and feature generator (fGen).
+#[derive(Module, Debug)]
+pub struct NeighGen {
+    encoder: GnnModel,
+    dgen: Linear,
+    fgen1: Linear,
+    fgen2: Linear,
+}
+
+/// Shapes of a [`NeighGen`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighGenConfig {
+    pub d_in: usize,
+    pub enc_dim: usize,
+    pub gen_hidden: usize,
+    pub num_pred: usize,
+    /// Encoder dropout (FS uses the classifier's, 0.5).
+    pub dropout: f64,
+}
+
+impl NeighGenConfig {
+    fn encoder(&self) -> ZooConfig {
+        ZooConfig {
+            hidden: self.enc_dim,
+            layers: 2,
+            dropout: self.dropout,
+            ..ZooConfig::new(Arch::Sage, self.d_in, self.enc_dim)
+        }
+    }
+
+    /// A fresh generator drawn from the backend's generator seeded with `seed`.
+    pub fn init(&self, seed: u64) -> Result<NeighGen, FedGraphError> {
+        let _g = exclusive_rng();
+        let dev = train_device();
+        dev.seed(seed);
+        Ok(NeighGen {
+            encoder: self.encoder().init(&dev)?,
+            dgen: LinearConfig::new(self.enc_dim, 1).init(&dev),
+            fgen1: LinearConfig::new(self.enc_dim, self.gen_hidden).init(&dev),
+            fgen2: LinearConfig::new(self.gen_hidden, self.num_pred * self.d_in).init(&dev),
+        })
+    }
+}
+
+impl NeighGen {
+    /// Node embeddings `[n, enc_dim]` (ReLU of the encoder); dropout only with `rng`.
+    pub fn embed(
+        &self,
+        g: &GraphTensors,
+        x: &GcnInput,
+        p: f64,
+        rng: Option<&mut StdRng>,
+    ) -> Tensor<2> {
+        relu(self.encoder.forward(g, x, p, rng))
+    }
+
+    /// Predicted missing-neighbour counts `[n, 1]`.
+    pub fn counts(&self, emb: Tensor<2>) -> Tensor<2> {
+        relu(self.dgen.forward(emb))
+    }
+
+    /// Generated features `[n, num_pred · d_in]` (slot `p` of node `v` at columns
+    /// `p·d_in..(p+1)·d_in`), each in (0, 1).
+    pub fn features(&self, z: Tensor<2>) -> Tensor<2> {
+        sigmoid(self.fgen2.forward(relu(self.fgen1.forward(z))))
+    }
+}
+
+/// One client's generator-training data: the impaired graph and what was hidden from it,
+/// and its whole subgraph (to be mended).
+#[derive(Debug, Clone)]
+pub struct GenData {
+    /// The impaired graph (hidden nodes removed).
+    pub impaired: NodeTask,
+    /// Hidden neighbours per impaired node (true count, before clamping).
+    pub missing_count: Vec<usize>,
+    /// Their feature rows, dense, concatenated per node (`missing_count[v] · d_in` values).
+    pub missing_feats: Vec<Vec<f32>>,
+    /// The client's whole subgraph and its feature rows (global ids), for mending.
+    pub sub: CsrGraph,
+    pub nodes: Vec<usize>,
+}
+
+/// A mended client subgraph as plain data (shareable between threads; tasks are built
+/// where they are trained).
+#[derive(Debug, Clone)]
+pub struct Mended {
+    pub graph: CsrGraph,
+    pub features: Features,
+    pub labels: Vec<usize>,
+    pub split: Split,
+    /// Generated nodes added.
+    pub added: usize,
+}
+
+impl Mended {
+    pub fn task(&self, classes: usize, dev: &Device) -> Result<NodeTask, FedGraphError> {
+        let rows: Vec<usize> = (0..self.graph.num_nodes()).collect();
+        Ok(NodeTask::new(
+            &self.graph,
+            &self.features,
+            &rows,
+            self.labels.clone(),
+            classes,
+            self.split.clone(),
+            dev,
+        )?)
+    }
+}
+
+fn dense_row(f: &Features, r: usize) -> Vec<f32> {
+    let mut out = vec![0f32; f.num_features()];
+    f.row_dense(r, &mut out);
+    out
+}
+
+/// Hides `hide` of client `c`'s nodes (seeded) and records what each remaining node lost.
+pub fn gen_data(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    c: usize,
+    hide: f64,
+    seed: u64,
+    dev: &Device,
+) -> Result<GenData, FedGraphError> {
+    let (sub, nodes) = setup.clients.subgraph(&g.graph, c)?;
+    let n = nodes.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in (1..n).rev() {
+        let j = ((rng.random::<f64>() * (i + 1) as f64) as usize).min(i);
+        order.swap(i, j);
+    }
+    let n_hide = ((n as f64 * hide).round() as usize).min(n.saturating_sub(1));
+    let mut hidden = vec![false; n];
+    for &v in &order[..n_hide] {
+        hidden[v] = true;
+    }
+    let kept: Vec<usize> = (0..n).filter(|&v| !hidden[v]).collect();
+    let (imp, _) = sub.induced_subgraph(&kept)?;
+    let mut missing_count = Vec::with_capacity(kept.len());
+    let mut missing_feats = Vec::with_capacity(kept.len());
+    for &v in &kept {
+        let lost: Vec<usize> = sub
+            .neighbors(v)
+            .iter()
+            .map(|&u| u as usize)
+            .filter(|&u| u != v && hidden[u])
+            .collect();
+        missing_count.push(lost.len());
+        missing_feats.push(
+            lost.iter()
+                .flat_map(|&u| dense_row(&g.features, nodes[u]))
+                .collect(),
+        );
+    }
+    let rows: Vec<usize> = kept.iter().map(|&v| nodes[v]).collect();
+    let labels = rows.iter().map(|&v| g.labels[v]).collect();
+    let impaired = NodeTask::new(
+        &imp,
+        &g.features,
+        &rows,
+        labels,
+        g.classes,
+        Split::default(),
+        dev,
+    )?;
+    Ok(GenData {
+        impaired,
+        missing_count,
+        missing_feats,
+        sub,
+        nodes,
+    })
+}
+
+/// Smooth-L1 (Huber, δ = 1) of `d`, mean: `0.5 d²` for `|d| < 1`, `|d| − 0.5` beyond.
+fn smooth_l1(d: Tensor<2>) -> Tensor<1> {
+    let a = d.abs();
+    let q = a.clone().clamp_max(1.0);
+    (q.clone() * (a - q * 0.5)).mean()
+}
+
+/// Standard normal draws (Box–Muller) from `rng`.
+fn gaussian(n: usize, std: f64, rng: &mut StdRng) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1 = rng.random::<f64>().max(1e-300);
+            let u2 = rng.random::<f64>();
+            (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// The count loss and the greedy feature loss of `model` on `d`.
+fn losses(
+    model: &NeighGen,
+    d: &GenData,
+    cfg: &NeighGenConfig,
+    noise: f64,
+    rng: &mut StdRng,
+) -> (Tensor<1>, Tensor<1>) {
+    let t = &d.impaired;
+    let dev = t.graph.device.clone();
+    let n = t.graph.num_nodes;
+    let (p, f) = (cfg.num_pred, cfg.d_in);
+    let emb = model.embed(&t.graph, &t.x, cfg.dropout, Some(rng));
+    let truth: Vec<f32> = d.missing_count.iter().map(|&m| m.min(p) as f32).collect();
+    let count_loss = smooth_l1(model.counts(emb.clone()) - float_tensor(truth, [n, 1], &dev));
+    let z = if noise > 0.0 {
+        emb + float_tensor(
+            gaussian(n * cfg.enc_dim, noise, rng),
+            [n, cfg.enc_dim],
+            &dev,
+        )
+    } else {
+        emb
+    };
+    let generated = model.features(z);
+    // Greedy matching on the detached values: each generated slot is pulled towards the
+    // nearest true missing neighbour (the gradient of a min is that of its argmin).
+    let vals = to_vec_f32(generated.clone().detach());
+    let mut target = vec![0f32; n * p * f];
+    let mut mask = vec![0f32; n * p * f];
+    let mut slots = 0usize;
+    for v in 0..n {
+        let m = d.missing_count[v];
+        let feats = &d.missing_feats[v];
+        for s in 0..m.min(p) {
+            let off = v * p * f + s * f;
+            let slot = &vals[off..off + f];
+            let mut best = (f32::INFINITY, 0);
+            for u in 0..m {
+                let row = &feats[u * f..(u + 1) * f];
+                let dist: f32 = slot.iter().zip(row).map(|(a, b)| (a - b) * (a - b)).sum();
+                if dist < best.0 {
+                    best = (dist, u);
+                }
+            }
+            target[off..off + f].copy_from_slice(&feats[best.1 * f..(best.1 + 1) * f]);
+            mask[off..off + f].fill(1.0);
+            slots += 1;
+        }
+    }
+    let diff = generated - float_tensor(target, [n, p * f], &dev);
+    let feat_loss = (diff.clone() * diff * float_tensor(mask, [n, p * f], &dev)).sum()
+        / (slots.max(1) * f) as f32;
+    (count_loss, feat_loss)
+}
+
+struct Grads<'a> {
+    grads: &'a GradientsParams,
+    out: Vec<f32>,
+}
+
+impl ModuleVisitor for Grads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let len: usize = param.val().dims().iter().product();
+        match self.grads.get::<D>(param.id) {
+            Some(g) => self.out.extend(g.into_data().iter::<f32>()),
+            // A parameter the loss does not reach has a zero gradient.
+            None => self.out.extend(std::iter::repeat_n(0.0, len)),
+        }
+    }
+}
+
+/// The gradient of `loss` with respect to every float parameter of `model`, flat, in
+/// [`model_params`] order.
+fn flat_grad(model: &NeighGen, loss: Tensor<1>) -> Vec<f32> {
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let mut v = Grads {
+        grads: &grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.out
+}
+
+fn flatten(p: &[FlatParam]) -> Vec<f32> {
+    p.iter().flat_map(|x| x.data.iter().copied()).collect()
+}
+
+fn unflatten(template: &[FlatParam], flat: &[f32]) -> Vec<FlatParam> {
+    let mut off = 0;
+    template
+        .iter()
+        .map(|t| {
+            let n = t.data.len();
+            let data = flat[off..off + n].to_vec();
+            off += n;
+            FlatParam {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Adam on a flat parameter vector (the generators step outside burn's optimiser because
+/// their gradients are sums assembled from several clients).
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    fn new(n: usize) -> Self {
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        }
+    }
+
+    fn step(&mut self, theta: &mut [f32], g: &[f32], lr: f64) {
+        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        self.t += 1;
+        let c1 = 1.0 - b1.powi(self.t);
+        let c2 = 1.0 - b2.powi(self.t);
+        for i in 0..theta.len() {
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
+            let mh = self.m[i] / c1;
+            let vh = self.v[i] / c2;
+            theta[i] -= lr as f32 * mh / (vh.sqrt() + eps);
+        }
+    }
+}
+
+/// What the generator stage did, for the report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenStats {
+    /// Per client: final count loss and feature loss on its own impaired graph.
+    pub count_loss: Vec<f64>,
+    pub feat_loss: Vec<f64>,
+    /// Generated nodes added per client.
+    pub added: Vec<usize>,
+    /// Bytes the server relayed (generators out, gradients back; float32).
+    pub server_bytes: u64,
+}
+
+/// Trains one NeighGen per client federatedly (FedSage+) and mends every client's
+/// subgraph. Deterministic for a seed.
+pub fn mend_clients(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    fs: &FedSageSection,
+    dropout: f64,
+    seed: u64,
+) -> Result<(Vec<Mended>, GenStats), FedGraphError> {
+    let dev = train_device();
+    let k = setup.clients.num_clients();
+    let cfg = NeighGenConfig {
+        d_in: g.features.num_features(),
+        enc_dim: fs.enc_dim,
+        gen_hidden: fs.gen_hidden,
+        num_pred: fs.num_pred,
+        dropout,
+    };
+    let data: Vec<GenData> = (0..k)
+        .map(|c| {
+            gen_data(
+                g,
+                setup,
+                c,
+                fs.hide_portion,
+                ferrolab_core::seed::derive(seed, &format!("hide{c}")),
+                &dev,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let init = cfg.init(ferrolab_core::seed::derive(seed, "neighgen"))?;
+    let template = model_params(&init);
+    let mut thetas: Vec<Vec<f32>> = vec![flatten(&template); k];
+    let mut adams: Vec<Adam> = (0..k).map(|_| Adam::new(thetas[0].len())).collect();
+    let mut rngs: Vec<StdRng> = (0..k)
+        .map(|c| StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("gen{c}"))))
+        .collect();
+    let bytes_per_model = (thetas[0].len() * 4) as u64;
+    let mut stats = GenStats::default();
+    let mut model = init;
+    for _round in 0..fs.gen_rounds {
+        let mut grads = Vec::with_capacity(k);
+        for i in 0..k {
+            model = load_params(model, &unflatten(&template, &thetas[i]))?;
+            let (cl, fl) = losses(&model, &data[i], &cfg, fs.noise, &mut rngs[i]);
+            let mut gi = flat_grad(&model, cl + fl * fs.feat_weight as f32);
+            if k > 1 && fs.cross_weight > 0.0 {
+                // FedSage+'s cross-client feature loss: client j's gradient at θ_i.
+                let w = (fs.cross_weight * fs.feat_weight / (k - 1) as f64) as f32;
+                for j in (0..k).filter(|&j| j != i) {
+                    let (_, flj) = losses(&model, &data[j], &cfg, fs.noise, &mut rngs[j]);
+                    let gj = flat_grad(&model, flj);
+                    for (a, b) in gi.iter_mut().zip(&gj) {
+                        *a += w * b;
+                    }
+                }
+                stats.server_bytes += 4 * (k as u64 - 1) * bytes_per_model;
+            }
+            grads.push(gi);
+        }
+        for i in 0..k {
+            adams[i].step(&mut thetas[i], &grads[i], fs.gen_lr);
+        }
+    }
+    let mut out = Vec::with_capacity(k);
+    for (c, d) in data.iter().enumerate() {
+        model = load_params(model, &unflatten(&template, &thetas[c]))?;
+        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "eval"));
+        let (cl, fl) = losses(&model, d, &cfg, 0.0, &mut rng);
+        stats.count_loss.push(f64::from(to_vec_f32(cl.detach())[0]));
+        stats.feat_loss.push(f64::from(to_vec_f32(fl.detach())[0]));
+        let m = mend(g, setup, c, d, &model, &cfg, &dev)?;
+        stats.added.push(m.added);
+        out.push(m);
+    }
+    Ok((out, stats))
+}
+
+/// Client `c`'s whole subgraph with generated neighbours attached.
+fn mend(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    c: usize,
+    d: &GenData,
+    model: &NeighGen,
+    cfg: &NeighGenConfig,
+    dev: &Device,
+) -> Result<Mended, FedGraphError> {
+    let full = setup.client_task(g, c, dev)?;
+    let n = full.graph.num_nodes;
+    let (p, f) = (cfg.num_pred, cfg.d_in);
+    let emb = model.embed(&full.graph, &full.x, 0.0, None);
+    let counts = to_vec_f32(model.counts(emb.clone()).detach());
+    let generated = to_vec_f32(model.features(emb).detach());
+    let mut values: Vec<f32> = d
+        .nodes
+        .iter()
+        .flat_map(|&v| dense_row(&g.features, v))
+        .collect();
+    let mut extra: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut new_of: Vec<usize> = Vec::new();
+    for v in 0..n {
+        let kv = (counts[v].max(0.0).round() as usize).min(p);
+        for s in 0..kv {
+            let id = n + new_of.len();
+            extra[v].push(id as u32);
+            new_of.push(v);
+            values.extend_from_slice(&generated[v * p * f + s * f..v * p * f + (s + 1) * f]);
+        }
+    }
+    let total = n + new_of.len();
+    let mut indptr = Vec::with_capacity(total + 1);
+    let mut indices = Vec::new();
+    indptr.push(0);
+    for v in 0..n {
+        let mut nb: Vec<u32> = d.sub.neighbors(v).to_vec();
+        nb.extend_from_slice(&extra[v]);
+        nb.sort_unstable();
+        indices.extend(nb);
+        indptr.push(indices.len());
+    }
+    for &owner in &new_of {
+        indices.push(owner as u32);
+        indptr.push(indices.len());
+    }
+    let graph = CsrGraph::new(indptr, indices)?;
+    let mut labels = full.labels.clone();
+    // Generated nodes carry no label and are in no split; 0 only fills the slot.
+    labels.resize(total, 0);
+    Ok(Mended {
+        graph,
+        features: Features::Dense {
+            rows: total,
+            cols: f,
+            values,
+        },
+        labels,
+        split: full.split.clone(),
+        added: new_of.len(),
+    })
+}
