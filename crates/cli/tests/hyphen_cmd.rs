@@ -20,8 +20,20 @@ fn s(p: &Path) -> String {
 
 fn keygen(dir: &Path, levels: &str) {
     let o = ferrolab(&[
-        "hcnn", "keygen", "--out", &s(dir), "--params", "test", "--log-n", "11", "--levels",
-        levels, "--side", "8", "--width", "4",
+        "hcnn",
+        "keygen",
+        "--out",
+        &s(dir),
+        "--params",
+        "test",
+        "--log-n",
+        "11",
+        "--levels",
+        levels,
+        "--side",
+        "8",
+        "--width",
+        "4",
     ]);
     assert!(o.status.success(), "keygen: {}", stderr(&o));
 }
@@ -48,7 +60,13 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let d = tmp("hcnn");
     let keys = d.join("keys");
     keygen(&keys, "30");
-    for f in ["secret.key", "public.key", "params.bin", "client.json", "eval.keys"] {
+    for f in [
+        "secret.key",
+        "public.key",
+        "params.bin",
+        "client.json",
+        "eval.keys",
+    ] {
         assert!(keys.join(f).exists(), "{f} missing");
     }
     let net = tiny_net(4);
@@ -58,12 +76,29 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     png(&image, 8, 3);
     let x = d.join("x.ct");
     let y = d.join("y.ct");
-    let o = ferrolab(&["hcnn", "encrypt", "--keys", &s(&keys), &s(&image), "--out", &s(&x)]);
+    let o = ferrolab(&[
+        "hcnn",
+        "encrypt",
+        "--keys",
+        &s(&keys),
+        &s(&image),
+        "--out",
+        &s(&x),
+    ]);
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
     // The server gets eval.keys only.
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&keys.join("eval.keys")), "--model", &s(&model), &s(&x),
-        "--out", &s(&y), "--threads", "1",
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&keys.join("eval.keys")),
+        "--model",
+        &s(&model),
+        &s(&x),
+        "--out",
+        &s(&y),
+        "--threads",
+        "1",
     ]);
     assert!(o.status.success(), "infer: {}", stderr(&o));
     let st: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
@@ -75,13 +110,23 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let want = net.reference(&hcnn::load_image(&image, 8).unwrap());
     assert_eq!(got.len(), want.len());
     for (a, b) in got.iter().zip(&want) {
-        assert!((a - b).abs() < 1e-3, "encrypted {got:?} vs plaintext {want:?}");
+        assert!(
+            (a - b).abs() < 1e-3,
+            "encrypted {got:?} vs plaintext {want:?}"
+        );
     }
 
     // A secret key handed to the server.
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&keys.join("secret.key")), "--model", &s(&model), &s(&x),
-        "--out", &s(&d.join("z.ct")),
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&keys.join("secret.key")),
+        "--model",
+        &s(&model),
+        &s(&x),
+        "--out",
+        &s(&d.join("z.ct")),
     ]);
     assert!(assert_usage_error(&o, "secret key").contains("evaluation keys only"));
 
@@ -92,7 +137,14 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let short = d.join("short.keys");
     std::fs::write(&short, sk.to_bytes().unwrap()).unwrap();
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&short), "--model", &s(&model), &s(&x), "--out",
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&short),
+        "--model",
+        &s(&model),
+        &s(&x),
+        "--out",
         &s(&d.join("z.ct")),
     ]);
     assert!(assert_usage_error(&o, "missing rotation").contains("rotation by"));
@@ -101,16 +153,32 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let wide = d.join("wide.json");
     hcnn::save_model(&wide, &tiny_net(8)).unwrap();
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&wide), &s(&x), "--out",
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&keys),
+        "--model",
+        &s(&wide),
+        &s(&x),
+        "--out",
         &s(&d.join("z.ct")),
     ]);
     assert!(assert_usage_error(&o, "wide model").contains("width 4"));
     // An edited checkpoint.
-    let text = std::fs::read_to_string(&model).unwrap().replacen("0.", "1.", 1);
+    let text = std::fs::read_to_string(&model)
+        .unwrap()
+        .replacen("0.", "1.", 1);
     let edited = d.join("edited.json");
     std::fs::write(&edited, text).unwrap();
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&edited), &s(&x), "--out",
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&keys),
+        "--model",
+        &s(&edited),
+        &s(&x),
+        "--out",
         &s(&d.join("z.ct")),
     ]);
     assert_usage_error(&o, "edited model");
@@ -119,10 +187,25 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let other = d.join("other");
     keygen(&other, "31");
     let x2 = d.join("x2.ct");
-    let o = ferrolab(&["hcnn", "encrypt", "--keys", &s(&other), &s(&image), "--out", &s(&x2)]);
+    let o = ferrolab(&[
+        "hcnn",
+        "encrypt",
+        "--keys",
+        &s(&other),
+        &s(&image),
+        "--out",
+        &s(&x2),
+    ]);
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&model), &s(&x2), "--out",
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&keys),
+        "--model",
+        &s(&model),
+        &s(&x2),
+        "--out",
         &s(&d.join("z.ct")),
     ]);
     assert!(assert_usage_error(&o, "other params").contains("parameters"));
@@ -132,7 +215,14 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let cut = d.join("cut.ct");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let o = ferrolab(&[
-        "hcnn", "infer", "--keys", &s(&keys), "--model", &s(&model), &s(&cut), "--out",
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(&keys),
+        "--model",
+        &s(&model),
+        &s(&cut),
+        "--out",
         &s(&d.join("z.ct")),
     ]);
     assert_usage_error(&o, "truncated");
@@ -143,7 +233,15 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     // An image of the wrong size.
     let small = d.join("small.png");
     png(&small, 10, 1);
-    let o = ferrolab(&["hcnn", "encrypt", "--keys", &s(&keys), &s(&small), "--out", &s(&d.join("w.ct"))]);
+    let o = ferrolab(&[
+        "hcnn",
+        "encrypt",
+        "--keys",
+        &s(&keys),
+        &s(&small),
+        "--out",
+        &s(&d.join("w.ct")),
+    ]);
     assert!(assert_usage_error(&o, "wrong size").contains("10x10"));
 
     // keygen never overwrites a secret key.
@@ -153,6 +251,13 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
 
 #[test]
 fn hcnn_is_also_a_hyphen_subcommand() {
-    let o = ferrolab(&["hyphen", "hcnn", "decrypt", "--keys", "/nonexistent-ferrolab-keys", "y.ct"]);
+    let o = ferrolab(&[
+        "hyphen",
+        "hcnn",
+        "decrypt",
+        "--keys",
+        "/nonexistent-ferrolab-keys",
+        "y.ct",
+    ]);
     assert_usage_error(&o, "missing key folder");
 }

@@ -455,10 +455,10 @@ pub struct Ckks<'a> {
     /// The bootstrapper, when the chain has one.
     pub boot: Option<&'a Bootstrapper>,
     stats: Stats,
-    /// Rotation amounts in 1..slots that have a Galois key, ascending: a rotation without its
-    /// own key is composed greedily from these (with every power of two present, at most
-    /// popcount(step) key switches).
-    keyed: Vec<i64>,
+    /// For every amount r in 0..slots, the last keyed amount of a shortest composition of r
+    /// from the keyed amounts (-1: not reachable): a rotation without its own key takes the
+    /// fewest key switches the keys allow (at most popcount(step) with every power of two).
+    via: Vec<i64>,
 }
 
 impl<'a> Ckks<'a> {
@@ -468,29 +468,31 @@ impl<'a> Ckks<'a> {
             ev,
             boot,
             stats: Stats::default(),
-            keyed: keyed_steps(ev),
+            via: shortest_compositions(ev),
         }
     }
 
     /// The hops that make a left rotation by `step`: the step itself when its key exists,
-    /// else the largest keyed amount not above what is left, repeatedly.
+    /// else a shortest composition of keyed amounts (rotations commute, so any order).
     pub fn hops(&self, step: i64) -> Result<Vec<i64>> {
         let n = self.slots() as i64;
         let mut left = step.rem_euclid(n);
         let mut out = Vec::new();
         while left != 0 {
-            let i = self.keyed.partition_point(|&k| k <= left);
-            let Some(&k) = i.checked_sub(1).and_then(|i| self.keyed.get(i)) else {
+            let k = self.via.get(left as usize).copied().unwrap_or(-1);
+            if k <= 0 {
                 return Err(FheError::MissingGaloisKey {
                     what: format!(
                         "rotation by {step} (no key for it, nor keys it can be composed from)"
                     ),
                     galois_element: crate::ckks::galois_element(self.ev.context(), step),
                 });
-            };
+            }
             out.push(k);
-            left -= k;
+            left = (left - k).rem_euclid(n);
         }
+        // The largest hop first: it is the one shared by a hoisted batch.
+        out.sort_unstable_by(|a, b| b.cmp(a));
         Ok(out)
     }
 
@@ -532,20 +534,40 @@ pub fn key_steps(
     out
 }
 
-/// Amounts in 1..slots whose rotation key `ev` holds (inverting 5^s mod 2N by one walk).
-fn keyed_steps(ev: &Evaluator) -> Vec<i64> {
+/// Breadth-first search over Z_slots from 0 with the keyed amounts as moves: for each
+/// residue, the last move of a shortest path (a rotation's key has the amount whose Galois
+/// element 5^s mod 2N it holds; found by one walk of the powers of 5).
+fn shortest_compositions(ev: &Evaluator) -> Vec<i64> {
     let ctx = ev.context();
     let keys = &ev.keys().galois.keys;
+    let n = ctx.slots();
     let two_n = 2 * ctx.n as u64;
     let mut g = 1u64;
-    let mut out = Vec::new();
-    for s in 0..ctx.slots() as i64 {
+    let mut keyed = Vec::new();
+    for s in 0..n {
         if s > 0 && keys.contains_key(&(g as usize)) {
-            out.push(s);
+            keyed.push(s);
         }
         g = g * 5 % two_n;
     }
-    out
+    // Exact steps first: a keyed amount is always its own single hop.
+    let mut via = vec![-1i64; n];
+    via[0] = 0;
+    let mut frontier = vec![0usize];
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for &r in &frontier {
+            for &k in &keyed {
+                let t = (r + k) % n;
+                if via[t] < 0 {
+                    via[t] = k as i64;
+                    next.push(t);
+                }
+            }
+        }
+        frontier = next;
+    }
+    via
 }
 
 impl Backend for Ckks<'_> {
