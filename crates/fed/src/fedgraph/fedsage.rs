@@ -373,12 +373,15 @@ impl Adam {
         self.t += 1;
         let c1 = 1.0 - b1.powi(self.t);
         let c2 = 1.0 - b2.powi(self.t);
-        for i in 0..theta.len() {
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
-            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
-            let mh = self.m[i] / c1;
-            let vh = self.v[i] / c2;
-            theta[i] -= lr as f32 * mh / (vh.sqrt() + eps);
+        for (((th, &gi), m), v) in theta
+            .iter_mut()
+            .zip(g)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            *m = b1 * *m + (1.0 - b1) * gi;
+            *v = b2 * *v + (1.0 - b2) * gi * gi;
+            *th -= lr as f32 * (*m / c1) / ((*v / c2).sqrt() + eps);
         }
     }
 }
@@ -455,8 +458,8 @@ pub fn mend_clients(
             }
             grads.push(gi);
         }
-        for i in 0..k {
-            adams[i].step(&mut thetas[i], &grads[i], fs.gen_lr);
+        for ((adam, theta), g) in adams.iter_mut().zip(thetas.iter_mut()).zip(&grads) {
+            adam.step(theta, g, fs.gen_lr);
         }
     }
     let mut out = Vec::with_capacity(k);
