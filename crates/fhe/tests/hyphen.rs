@@ -355,3 +355,62 @@ fn encrypted_mpconv_layer() {
     assert!(bits > 15.0, "{bits} bits");
     assert_eq!(be.stats().rot_calls as usize, MpConv::formula(&w, &input));
 }
+
+/// With only power-of-two keys (what `hcnn keygen` makes), every rotation — single or in a
+/// hoisted batch — is composed from them with the fewest key switches and equals the
+/// plaintext rotation; the extra hops are counted; an amount nothing composes is refused.
+#[test]
+fn rotations_compose_from_power_of_two_keys() {
+    use ferrolab_fhe::hyphen::backend::key_steps;
+    let ctx = Context::new(ParamSpec::insecure_test(11, 3)).unwrap();
+    let n = ctx.slots();
+    let mut uses = std::collections::BTreeMap::new();
+    uses.insert(n as i64 - 1, 50u64);
+    uses.insert(3, 1u64);
+    let steps = key_steps(n, &uses, 1);
+    // Powers of two plus the single most used amount (n − 1), not 3.
+    assert_eq!(steps.len(), n.trailing_zeros() as usize + 1);
+    assert!(steps.contains(&(n as i64 - 1)) && !steps.contains(&3));
+    let mut kg = KeyGenerator::new_seeded(&ctx, 1);
+    let pk = kg.public_key();
+    let ev = Evaluator::new(&ctx, kg.evaluation_keys(&steps, false)).unwrap();
+    let dec = Decryptor::new(&ctx, kg.secret_key()).unwrap();
+    let mut enc = Encryptor::new_seeded(&ctx, 2);
+    let v: Vec<f64> = (0..n).map(|i| ((i * 7) % 13) as f64 / 13.0 - 0.5).collect();
+    let top = ctx.max_level();
+    let ct = enc
+        .encrypt(&pk, &ctx.encode_real(&v, top, ctx.scale_at(top)).unwrap())
+        .unwrap();
+    let mut be = Ckks::new(&ev, None);
+    // Shortest, not greedy: 7 = 8 + (n − 1) (2 hops, not 4 + 2 + 1); n − 2 = 2·(n − 1).
+    assert_eq!(be.hops(7).unwrap().len(), 2);
+    assert_eq!(be.hops(n as i64 - 2).unwrap().len(), 2);
+    assert_eq!(be.hops(-1).unwrap(), vec![n as i64 - 1]);
+    let want = |s: i64| -> Vec<f64> {
+        (0..n)
+            .map(|i| v[(i as i64 + s).rem_euclid(n as i64) as usize])
+            .collect()
+    };
+    let check = |c: &Ciphertext, s: i64| {
+        let got = dec.decrypt_decode(c).unwrap();
+        for (g, w) in got.iter().zip(want(s)) {
+            assert!((g.re - w).abs() < 1e-4, "rotation by {s}: {} vs {w}", g.re);
+        }
+    };
+    let r = be.rotate(&ct, 7).unwrap();
+    check(&r, 7);
+    let many = be.rotate_many(&ct, &[0, 5, -3, 64]).unwrap();
+    for (c, s) in many.iter().zip([0, 5, -3, 64]) {
+        check(c, s);
+    }
+    // Extra hops: 7 and 5 one each, −3 = 3·(n − 1) two, 64 none.
+    assert_eq!(be.stats().rot_extra, 4);
+    assert!(be.stats().key_switches() > be.stats().rot_calls - be.stats().rot_trivial);
+    // No rotation keys: nothing composes.
+    let ev0 = Evaluator::new(&ctx, kg.evaluation_keys(&[], false)).unwrap();
+    let be0 = Ckks::new(&ev0, None);
+    assert!(matches!(
+        be0.hops(3),
+        Err(FheError::MissingGaloisKey { .. })
+    ));
+}

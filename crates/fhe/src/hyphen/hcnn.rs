@@ -461,7 +461,7 @@ pub struct InferStats {
 
 /// The server: runs `net` on the input ciphertexts with evaluation keys only; returns the
 /// output file's bytes.
-pub fn infer(keys: &ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, InferStats)> {
+pub fn infer(keys: ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, InferStats)> {
     let ctx = &keys.ctx;
     let (h, cts) = read_cts(ctx, input)?;
     if h.get("kind").and_then(Value::as_str) != Some("input") {
@@ -502,12 +502,13 @@ pub fn infer(keys: &ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, 
         }
         None => None,
     };
-    let ev = Evaluator::new(ctx, keys.keys.clone()).map_err(|e| usage(e.to_string()))?;
     if keys.keys.relin.is_none() {
         return Err(usage(
             "eval.keys has no relinearisation key; the activations need one",
         ));
     }
+    // Moved, not cloned: at the secure set the keys are gigabytes.
+    let ev = Evaluator::new(ctx, keys.keys).map_err(|e| usage(e.to_string()))?;
     let mut be = Ckks::new(&ev, boot.as_ref());
     // Every rotation the network issues must be composable from the keys, and a leveled
     // chain must be deep enough: both found on the simulator first, so a missing key is a
@@ -882,7 +883,7 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
             ferrolab_core::backend::try_init_threads(s.get_one::<usize>("threads").copied())?;
             let net = load_model(p(s, "model")?)?;
             let keys = ServerKeys::load(p(s, "keys")?)?;
-            let (bytes, st) = infer(&keys, &net, p(s, "input")?)?;
+            let (bytes, st) = infer(keys, &net, p(s, "input")?)?;
             write(p(s, "out")?, &bytes)?;
             println!(
                 "{}",
