@@ -155,6 +155,104 @@ fn diagnose(ctx: &std::sync::Arc<Context>, bt: &Bootstrapper) -> ferrolab_fhe::R
     Ok(())
 }
 
+/// Per-slot error profile over `reps` inputs (real slots): the end-to-end error, and
+/// SlotToCoeff's own error on a fresh encryption of the exact EvalMod output (the sine of
+/// the message's coefficients, laid out as CoeffToSlot leaves them). Prints the slots (mod n)
+/// with the largest RMS error and their ratio to the median slot's, so a systematic error at
+/// particular slots stands out from noise.
+fn profile(
+    ctx: &std::sync::Arc<Context>,
+    bt: &Bootstrapper,
+    reps: usize,
+) -> ferrolab_fhe::Result<()> {
+    let cfg = bt.config().clone();
+    let mut kg = KeyGenerator::new_sparse_seeded(ctx, cfg.secret_weight, 3)?;
+    let pk = kg.public_key();
+    let ev = Evaluator::new(ctx, bt.generate_keys(&mut kg))?;
+    let dec = Decryptor::new(ctx, kg.secret_key())?;
+    let mut enc = Encryptor::new_seeded(ctx, 4);
+    let full = ctx.slots();
+    let n = cfg.slots;
+    let bits = n.trailing_zeros();
+    let mut state = 99u64;
+    let mut rnd = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        2.0 * ((state >> 11) as f64 / (1u64 << 53) as f64) - 1.0
+    };
+    let l_m = bt.level_evalmod_out();
+    let mut acc = [
+        vec![0.0f64; full],
+        vec![0.0f64; full],
+        vec![0.0f64; full],
+        vec![0.0f64; full],
+    ];
+    for _ in 0..reps {
+        let v: Vec<f64> = (0..n).map(|_| rnd()).collect();
+        let z: Vec<C64> = (0..full).map(|t| C64::real(v[t % n])).collect();
+        let ct = enc.encrypt(&pk, &ctx.encode(&z, 0, ctx.scale_at(0))?)?;
+        let out = bt.bootstrap(&ev, &ct)?;
+        let got = dec.decrypt_decode(&out)?;
+        let k = bt.prescale_factor(ct.scale);
+        let s_in = ct.scale * k;
+        let q0 = ctx.q[0] as f64;
+        // The message's coefficients (in units of the slot values), low half of the subring.
+        let coeffs = ctx.encoder().slots_to_coeffs(&z);
+        let y: Vec<f64> = (0..full)
+            .map(|t| {
+                let j = ferrolab_fhe::arith::bit_reverse(t % n, bits);
+                (2.0 * PI * coeffs[(full / n) * j] * s_in / q0).sin()
+            })
+            .collect();
+        let pt = ctx.encode_real(&y, l_m, bt.evalmod_scale(l_m))?;
+        let stc = bt.slot_to_coeff(&ev, &[enc.encrypt(&pk, &pt)?], s_in)?;
+        let got_stc = dec.decrypt_decode(&stc)?;
+        // The same without the sine's deviation from its argument.
+        let lin: Vec<f64> = y.iter().map(|v| v.asin()).collect();
+        let pt = ctx.encode_real(&lin, l_m, bt.evalmod_scale(l_m))?;
+        let stc = bt.slot_to_coeff(&ev, &[enc.encrypt(&pk, &pt)?], s_in)?;
+        let got_lin = dec.decrypt_decode(&stc)?;
+        for t in 0..full {
+            acc[0][t] += (got[t] - z[t]).abs().powi(2);
+            acc[1][t] += (got_stc[t] - z[t]).abs().powi(2);
+            acc[2][t] += (got[t] - got_stc[t]).abs().powi(2);
+            acc[3][t] += (got_lin[t] - z[t]).abs().powi(2);
+        }
+    }
+    for (name, a) in [
+        "end to end",
+        "SlotToCoeff alone",
+        "the rest (CtS, EvalMod)",
+        "SlotToCoeff on the exact argument",
+    ]
+    .iter()
+    .zip(&acc)
+    {
+        let rms: Vec<f64> = a.iter().map(|s| (s / reps as f64).sqrt()).collect();
+        let mut sorted = rms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let med = sorted[full / 2];
+        let mut idx: Vec<usize> = (0..full).collect();
+        idx.sort_by(|&a, &b| rms[b].total_cmp(&rms[a]));
+        let top: Vec<String> = idx
+            .iter()
+            .take(8)
+            .map(|&t| format!("{t}:{:.1}x", rms[t] / med))
+            .collect();
+        let quarter: Vec<String> = (0..4)
+            .map(|q| format!("{:.1}x", rms[q * n / 4] / med))
+            .collect();
+        println!(
+            "profile {name}: median RMS {:.2} bits; top (absolute slot:RMS/median) {}; slots 0,n/4,n/2,3n/4: {}",
+            -med.log2(),
+            top.join(" "),
+            quarter.join(" ")
+        );
+    }
+    Ok(())
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str, default: T) -> T {
     match args.get(i) {
         None => default,
@@ -208,6 +306,9 @@ fn main() {
                 bt.eval_mod_poly().approx_error
             );
             diagnose(&ctx, &bt)?;
+            if let Some(r) = env::<usize>("BOOT_PROFILE") {
+                profile(&ctx, &bt, r)?;
+            }
             if reps == 0 {
                 return Ok(());
             }

@@ -166,21 +166,40 @@ impl Context {
         }
     }
 
-    /// Second half: the fast basis conversion of the P digits to q_i, minus (P-1)/2, in
+    /// Second half: the basis conversion of the P digits to q_i, minus (P-1)/2, in
     /// coefficient form (the rounded [x]_P that the caller subtracts before multiplying by
-    /// P^-1).
+    /// P^-1). The fast conversion Σ_j v_j·(P/p_j) overshoots [x]_P by u·P with u =
+    /// ⌊Σ_j v_j/p_j⌋ in [0, α): left in, it is a bias of ~(α−1)/2 per coefficient after the
+    /// division — a constant polynomial (times 1 + s) whose canonical embedding peaks at
+    /// ~N·0.64 at slot 0 (and at the slots of the subrings), which was the worst-slot error of
+    /// bootstrapping's low-scale rotations. u is computed in f64 (wrong only when Σ v_j/p_j is
+    /// within ~α·2^-53 of an integer) and taken off.
     pub(crate) fn p_digits_to_q(&self, y: &[u64], i: usize, conv: &mut [u64]) {
         let n = self.n;
         let m = self.modulus(i);
         let half = self.half_p_mod[i];
-        for j in 0..self.p.len() {
+        let alpha = self.p.len();
+        if alpha > 1 {
+            let inv: Vec<f64> = self.p.iter().map(|&p| 1.0 / p as f64).collect();
+            let (pm, pms) = (self.p_mod_q[i], m.shoup(self.p_mod_q[i]));
+            for (c, o) in conv.iter_mut().enumerate() {
+                let s: f64 = (0..alpha).map(|j| y[j * n + c] as f64 * inv[j]).sum();
+                // Seeded with −u·P mod q_i; the loop below adds the fast conversion.
+                *o = m.neg(m.mul_shoup(s as u64, pm, pms));
+            }
+        }
+        for j in 0..alpha {
             let h = self.p_hat_mod_q[i][j];
             let hs = m.shoup(h);
             let yj = &y[j * n..(j + 1) * n];
-            if j == 0 {
+            if j == 0 && alpha == 1 {
                 // The first term also takes the rounding offset off.
                 for (c, &v) in conv.iter_mut().zip(yj) {
                     *c = m.sub(m.mul_shoup(v, h, hs), half);
+                }
+            } else if j == 0 {
+                for (c, &v) in conv.iter_mut().zip(yj) {
+                    *c = m.sub(m.add(*c, m.mul_shoup(v, h, hs)), half);
                 }
             } else {
                 for (c, &v) in conv.iter_mut().zip(yj) {
