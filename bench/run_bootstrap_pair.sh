@@ -30,22 +30,59 @@ else
     cargo build --release -p ferrolab-fhe --example bootstrap_bench
 fi
 OPY=bench/.venv-openfhe/bin/python
+THREADS="${THREADS:-1}"
 load() { cut -d' ' -f1 /proc/loadavg; }
+have_openfhe() { [ -x "$OPY" ] && "$OPY" -c "import openfhe" 2>/dev/null; }
+ours() {
+    local l0 line
+    l0=$(load)
+    line=$(RAYON_NUM_THREADS="$THREADS" "$EX" 16 "$LEVELS_AFTER" "$1" real 1 | grep '^log_n')
+    echo "round $2 ferrolab threads $THREADS load $l0->$(load): $line"
+}
+theirs() {
+    local l0 line
+    if have_openfhe; then
+        l0=$(load)
+        line=$(OMP_NUM_THREADS="$THREADS" "$OPY" bench/ckks_openfhe.py 16 "$((SB + 1)),$SB" 1 \
+            --bootstrap "$1" "$LEVELS_AFTER" --seed "$2" 2>/dev/null | tail -1)
+        echo "round $2 openfhe threads $THREADS slots $1 load $l0->$(load): $line"
+    else
+        echo "round $2 openfhe: skipped (no CPython 3.10 with PyPI openfhe in bench/.venv-openfhe)"
+    fi
+}
+# Same rounds, sides alternating which goes first (odd rounds ferrolab first), so that a
+# drift in the machine's load falls on both; one process per side and round, no warm-up on
+# either side (each times one bootstrap after its own key generation).
+RUN_LOG=$(mktemp)
 {
-    echo "# $(date -u +%FT%TZ) $(nproc) cores, rounds $ROUNDS, slots $SLOTS, levels after $LEVELS_AFTER"
+    echo "# $(date -u +%FT%TZ) $(nproc) cores, rounds $ROUNDS, slots $SLOTS, levels after $LEVELS_AFTER, threads $THREADS"
     for r in $(seq 1 "$ROUNDS"); do
         for s in ${SLOTS//,/ }; do
-            l0=$(load)
-            line=$(RAYON_NUM_THREADS=1 "$EX" 16 "$LEVELS_AFTER" "$s" real 1 | grep '^log_n')
-            echo "round $r ferrolab load $l0->$(load): $line"
-            if [ -x "$OPY" ] && "$OPY" -c "import openfhe" 2>/dev/null; then
-                l0=$(load)
-                line=$(OMP_NUM_THREADS=1 "$OPY" bench/ckks_openfhe.py 16 "$((SB + 1)),$SB" 1 \
-                    --bootstrap "$s" "$LEVELS_AFTER" --seed "$r" 2>/dev/null | tail -1)
-                echo "round $r openfhe load $l0->$(load): $line"
-            else
-                echo "round $r openfhe: skipped (no CPython 3.10 with PyPI openfhe in bench/.venv-openfhe)"
-            fi
+            if [ $((r % 2)) -eq 1 ]; then ours "$s" "$r"; theirs "$s" "$r"; else theirs "$s" "$r"; ours "$s" "$r"; fi
         done
     done
-} | tee -a "$OUT"
+} | tee "$RUN_LOG" | tee -a "$OUT"
+# Median and spread (min-max) per side and slot count, and the ratio of the medians.
+python3 - "$RUN_LOG" <<'PY' | tee -a "$OUT"
+import json, re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"round \d+ (ferrolab|openfhe) threads \d+ .*?: (.*)$", line)
+    if not m:
+        continue
+    side, rest = m.groups()
+    if side == "ferrolab":
+        s = int(re.search(r"slots (\d+)", rest).group(1))
+        ms = float(re.search(r"median (\d+) ms", rest).group(1))
+        bits = float(re.search(r"bits worst ([\d.]+)", rest).group(1))
+        rss = float(re.search(r"peak RSS ([\d.]+) GB", rest).group(1))
+    else:
+        j = json.loads(rest)
+        s = int(re.search(r"slots (\d+)", line).group(1))
+        ms, bits, rss = j["bootstrap_ms"], j["bootstrap_precision_bits"], j["peak_rss_mb"] / 1e3
+    rows.setdefault((s, side), []).append((ms, bits, rss))
+for (s, side), v in sorted(rows.items()):
+    t = [x[0] for x in v]
+    print(f"summary slots {s} {side}: median {statistics.median(t):.0f} ms (min {min(t):.0f}, max {max(t):.0f}, n {len(t)}), worst bits min {min(x[1] for x in v):.2f}, peak RSS {max(x[2] for x in v):.2f} GB")
+PY
+rm -f "$RUN_LOG"
