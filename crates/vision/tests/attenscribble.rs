@@ -275,6 +275,17 @@ fn experiment_reports_every_key_predicts_and_resumes_exactly() {
         }
     }
     assert_eq!(r.metrics["seeds"], 2.0);
+    // Paired by seed: the mean of the per-seed differences equals the difference of the means.
+    let gain = r.metrics["val_dice_paired_gain_over_pce_gcrf"];
+    let diff = r.metrics["val_dice"] - r.baselines["pce_gcrf"]["val_dice"];
+    assert!((gain - diff).abs() < 1e-9, "{gain} vs {diff}");
+    assert!(r.metrics.contains_key("val_dice_paired_gain_over_pce_std"));
+    assert_eq!(
+        r.details["paired_val_dice_gain"]["full"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     assert!(
         a.join("overlays/attenscribble.png").is_file() && a.join("overlays/full.png").is_file()
     );
@@ -374,4 +385,45 @@ fn quick_preset_on_real_acdc() {
         assert!(d.is_finite() && (0.0..=1.0).contains(&d), "{d}");
     }
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// The `medium` preset scales the reference's loss weights (0.1 at 256×256, windows of radius 5,
+/// σ 6) by the ratio of the kernel sums when the windows shrink to radius 2, σ 1.5: the
+/// regularisers sum a kernel over a window while the partial CE is a per-pixel mean.
+#[test]
+fn medium_preset_scales_the_loss_weights_with_the_window() {
+    use ferrolab_vision::attenscribble::losses::gaussian_window;
+    let text = include_str!("../../../configs/attenscribble/medium.toml");
+    let cfg: AttenScribbleConfig =
+        ferrolab_core::config::load_layers(Some(("medium", text)), None, &[]).unwrap();
+    let cfg = Checked::new(cfg).unwrap();
+    // A window's full kernel sum: the row of the centre cell of a (2r+1)² grid.
+    let kernel_sum = |r: usize, sigma: f64| {
+        let d = 2 * r + 1;
+        let w = to_vec_f32(gaussian_window(d, d, r, sigma, &device()));
+        let centre = (d * d) / 2;
+        w[centre * d * d..(centre + 1) * d * d]
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+    };
+    let reference = kernel_sum(5, 6.0);
+    assert!((reference - 92.0086).abs() < 1e-3, "{reference}");
+    let l = &cfg.loss;
+    let crf = 0.1 * reference / kernel_sum(l.crf_radius, l.crf_sigma_xy);
+    let attn = 0.1 * reference / kernel_sum(l.attn_radius, l.attn_sigma);
+    assert!(
+        (l.crf_weight - crf).abs() < 1e-3,
+        "{} vs {crf}",
+        l.crf_weight
+    );
+    assert!(
+        (l.attn_weight - attn).abs() < 1e-3,
+        "{} vs {attn}",
+        l.attn_weight
+    );
+    assert_eq!(
+        l.attn_start, 0,
+        "the reference's ACDC script starts the attentive loss at once"
+    );
 }

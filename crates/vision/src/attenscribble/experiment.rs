@@ -286,6 +286,32 @@ fn report(
         r.metrics
             .insert("val_dice_gain_over_pce".into(), ours - pce);
     }
+    // Paired by seed: every method of seed k trains on the same data order and augmentation,
+    // so the per-seed difference removes the seed's share of the spread.
+    let mut paired = serde_json::Map::new();
+    for base in ["pce", "pce_gcrf", "full"] {
+        let diffs: Vec<f64> = results
+            .iter()
+            .filter(|x| x.method == "attenscribble")
+            .filter_map(|ours| {
+                results
+                    .iter()
+                    .find(|b| b.method == base && b.seed_index == ours.seed_index)
+                    .map(|b| ours.val.mean_dice() - b.val.mean_dice())
+            })
+            .collect();
+        if diffs.is_empty() {
+            continue;
+        }
+        let (m, sd) = mean_std(&diffs);
+        if base != "full" && m.is_finite() {
+            r.metrics
+                .insert(format!("val_dice_paired_gain_over_{base}"), m);
+            r.metrics
+                .insert(format!("val_dice_paired_gain_over_{base}_std"), sd);
+        }
+        paired.insert(base.to_string(), serde_json::json!(diffs));
+    }
     if let (Some(ours), Some(full)) = (
         r.metrics.get("val_dice"),
         r.baselines.get("full").and_then(|b| b.get("val_dice")),
@@ -325,6 +351,7 @@ fn report(
         "size": cfg.data.size,
         "batch_size": cfg.train.batch_size,
         "runs": results,
+        "paired_val_dice_gain": paired,
     });
     r.notes.push(PROTOCOL.to_string());
     r.notes.push(format!(
