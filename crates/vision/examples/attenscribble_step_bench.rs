@@ -174,7 +174,11 @@ fn batch(n: usize, size: usize) -> Batch {
                 } else {
                     0
                 };
-                let sc = if (x + 2 * y + s).is_multiple_of(7) { l } else { 4 };
+                let sc = if (x + 2 * y + s).is_multiple_of(7) {
+                    l
+                } else {
+                    4
+                };
                 if sc < 4 {
                     present[usize::from(sc)] = true;
                 }
