@@ -1,8 +1,9 @@
 //! The embedded fabric: every party is a thread of one process, messages are moved through a
 //! mutex-guarded state and a condition variable. Delivery order is deterministic where it is
 //! observable: tasks are FIFO per client, collections and exchanges return sorted lists, so a
-//! run's result never depends on thread scheduling. Tensors are cloned, not serialised: the
-//! bytes a NATS run would move are counted by the algorithms, not by the fabric.
+//! run's result never depends on thread scheduling. Tensors are cloned (or moved, to the last
+//! party that takes an exchange's result), not serialised: the bytes a NATS run would move are
+//! counted by the algorithms, not by the fabric.
 
 use crate::fabric::{
     ClientId, Collected, DeviceId, ExchangeKey, Fabric, FabricError, Failure, MsgId, Reply, Task,
@@ -245,8 +246,13 @@ impl Fabric for InProcFabric {
                     )));
                 }
             }
+            // Only a completed exchange lets anyone else proceed (tasks and replies do not
+            // depend on it), and a caller that brought every contribution itself has nobody to
+            // wake: waking all parties on every D2D step was most of a round's overhead.
+            if slot.got.len() == slot.members.len() && mine < slot.members.len() {
+                self.cv.notify_all();
+            }
         }
-        self.cv.notify_all();
         let mut g = self.lock()?;
         loop {
             let done = g
@@ -258,13 +264,13 @@ impl Fabric for InProcFabric {
                     .exchanges
                     .get_mut(&key)
                     .ok_or_else(|| FabricError::Protocol(format!("exchange {key:?} vanished")))?;
-                let out: Vec<(DeviceId, Params)> =
-                    slot.got.iter().map(|(d, p)| (*d, p.clone())).collect();
                 slot.taken += mine;
                 if slot.taken >= slot.members.len() {
-                    g.exchanges.remove(&key);
+                    // The last taker gets the contributions themselves, not copies.
+                    let slot = g.exchanges.remove(&key).unwrap_or_default();
+                    return Ok(slot.got.into_iter().collect());
                 }
-                return Ok(out);
+                return Ok(slot.got.iter().map(|(d, p)| (*d, p.clone())).collect());
             }
             let (g2, more) = self.wait(g, until)?;
             g = g2;
