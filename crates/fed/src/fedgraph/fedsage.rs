@@ -512,9 +512,9 @@ fn mend(
     let mut indptr = Vec::with_capacity(total + 1);
     let mut indices = Vec::new();
     indptr.push(0);
-    for v in 0..n {
+    for (v, ex) in extra.iter().enumerate() {
         let mut nb: Vec<u32> = d.sub.neighbors(v).to_vec();
-        nb.extend_from_slice(&extra[v]);
+        nb.extend_from_slice(ex);
         nb.sort_unstable();
         indices.extend(nb);
         indptr.push(indices.len());
