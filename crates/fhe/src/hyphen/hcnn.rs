@@ -82,7 +82,9 @@ fn unframe<'a>(
         return Err(bad(format!("{} bytes is too short", bytes.len())));
     }
     if &bytes[..8] != magic {
-        if bytes.starts_with(b"FLCKKS") && bytes.get(8) == Some(&4) {
+        if bytes.starts_with(b"FLCKKS")
+            && bytes.get(8) == Some(&<SecretKey as serial::FheObject>::KIND)
+        {
             return Err(usage(format!(
                 "{}: is a secret key; the server takes evaluation keys only (eval.keys)",
                 path.display()
