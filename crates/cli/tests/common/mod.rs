@@ -84,7 +84,8 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
-/// The systems `ferrolab --help` lists under Commands (not `data`, `reproduce`, `eval`, `help`).
+/// The systems `ferrolab --help` lists under Commands (not `data`, `reproduce`, `eval`, `fed`,
+/// `hcnn` (HyPHEN's client/server tools), `help`).
 pub fn systems() -> Vec<String> {
     let o = ferrolab(&["--help"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -103,7 +104,8 @@ pub fn systems() -> Vec<String> {
             break;
         }
         let name = line.split_whitespace().next().unwrap_or("");
-        if !name.is_empty() && !["data", "reproduce", "eval", "fed", "help"].contains(&name) {
+        if !name.is_empty() && !["data", "reproduce", "eval", "fed", "hcnn", "help"].contains(&name)
+        {
             out.push(name.to_string());
         }
     }
