@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Sub-commands of the binary that are utilities, not systems.
-const UTILITIES: &[&str] = &["data", "eval", "fed", "reproduce", "help"];
+const UTILITIES: &[&str] = &["data", "eval", "fed", "hcnn", "reproduce", "help"];
 
 /// The systems the binary registers, read from its `--help` (so a new system's configuration
 /// is fuzzed without editing this harness).
