@@ -13,6 +13,7 @@ use common::{assert_usage_error, ferrolab, stderr, stdout, tmp};
 use ferrolab_fhe::hyphen::hcnn;
 use ferrolab_fhe::hyphen::net::Net;
 use std::path::Path;
+use std::process::Output;
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -55,6 +56,32 @@ fn tiny_net(width: usize) -> Net {
     Net::random_resnet(7, true, 10, 1, width)
 }
 
+fn encrypt(keys: &Path, image: &Path, out: &Path) -> Output {
+    ferrolab(&[
+        "hcnn",
+        "encrypt",
+        "--keys",
+        &s(keys),
+        &s(image),
+        "--out",
+        &s(out),
+    ])
+}
+
+fn infer(keys: &Path, model: &Path, ct: &Path, out: &Path) -> Output {
+    ferrolab(&[
+        "hcnn",
+        "infer",
+        "--keys",
+        &s(keys),
+        "--model",
+        &s(model),
+        &s(ct),
+        "--out",
+        &s(out),
+    ])
+}
+
 #[test]
 fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let d = tmp("hcnn");
@@ -76,15 +103,7 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     png(&image, 8, 3);
     let x = d.join("x.ct");
     let y = d.join("y.ct");
-    let o = ferrolab(&[
-        "hcnn",
-        "encrypt",
-        "--keys",
-        &s(&keys),
-        &s(&image),
-        "--out",
-        &s(&x),
-    ]);
+    let o = encrypt(&keys, &image, &x);
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
     // The server gets eval.keys only.
     let o = ferrolab(&[
@@ -117,17 +136,7 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     }
 
     // A secret key handed to the server.
-    let o = ferrolab(&[
-        "hcnn",
-        "infer",
-        "--keys",
-        &s(&keys.join("secret.key")),
-        "--model",
-        &s(&model),
-        &s(&x),
-        "--out",
-        &s(&d.join("z.ct")),
-    ]);
+    let o = infer(&keys.join("secret.key"), &model, &x, &d.join("z.ct"));
     assert!(assert_usage_error(&o, "secret key").contains("evaluation keys only"));
 
     // An evaluation-key bundle missing a rotation the network needs (odd amounts).
@@ -141,33 +150,13 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     };
     let short = d.join("short.keys");
     std::fs::write(&short, sk.to_bytes().unwrap()).unwrap();
-    let o = ferrolab(&[
-        "hcnn",
-        "infer",
-        "--keys",
-        &s(&short),
-        "--model",
-        &s(&model),
-        &s(&x),
-        "--out",
-        &s(&d.join("z.ct")),
-    ]);
+    let o = infer(&short, &model, &x, &d.join("z.ct"));
     assert!(assert_usage_error(&o, "missing rotation").contains("rotation by"));
 
     // A checkpoint whose shapes do not match the keys / input (width 8 vs 4).
     let wide = d.join("wide.json");
     hcnn::save_model(&wide, &tiny_net(8)).unwrap();
-    let o = ferrolab(&[
-        "hcnn",
-        "infer",
-        "--keys",
-        &s(&keys),
-        "--model",
-        &s(&wide),
-        &s(&x),
-        "--out",
-        &s(&d.join("z.ct")),
-    ]);
+    let o = infer(&keys, &wide, &x, &d.join("z.ct"));
     assert!(assert_usage_error(&o, "wide model").contains("width 4"));
     // An edited checkpoint.
     let text = std::fs::read_to_string(&model)
@@ -175,61 +164,23 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
         .replacen("0.", "1.", 1);
     let edited = d.join("edited.json");
     std::fs::write(&edited, text).unwrap();
-    let o = ferrolab(&[
-        "hcnn",
-        "infer",
-        "--keys",
-        &s(&keys),
-        "--model",
-        &s(&edited),
-        &s(&x),
-        "--out",
-        &s(&d.join("z.ct")),
-    ]);
+    let o = infer(&keys, &edited, &x, &d.join("z.ct"));
     assert_usage_error(&o, "edited model");
 
     // A ciphertext encrypted under other parameters.
     let other = d.join("other");
     keygen(&other, "31");
     let x2 = d.join("x2.ct");
-    let o = ferrolab(&[
-        "hcnn",
-        "encrypt",
-        "--keys",
-        &s(&other),
-        &s(&image),
-        "--out",
-        &s(&x2),
-    ]);
+    let o = encrypt(&other, &image, &x2);
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
-    let o = ferrolab(&[
-        "hcnn",
-        "infer",
-        "--keys",
-        &s(&keys),
-        "--model",
-        &s(&model),
-        &s(&x2),
-        "--out",
-        &s(&d.join("z.ct")),
-    ]);
+    let o = infer(&keys, &model, &x2, &d.join("z.ct"));
     assert!(assert_usage_error(&o, "other params").contains("parameters"));
 
     // A truncated ciphertext file.
     let bytes = std::fs::read(&x).unwrap();
     let cut = d.join("cut.ct");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let o = ferrolab(&[
-        "hcnn",
-        "infer",
-        "--keys",
-        &s(&keys),
-        "--model",
-        &s(&model),
-        &s(&cut),
-        "--out",
-        &s(&d.join("z.ct")),
-    ]);
+    let o = infer(&keys, &model, &cut, &d.join("z.ct"));
     assert_usage_error(&o, "truncated");
     // Decrypting an input (not an inference output).
     let o = ferrolab(&["hcnn", "decrypt", "--keys", &s(&keys), &s(&x)]);
@@ -238,15 +189,7 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     // An image of the wrong size.
     let small = d.join("small.png");
     png(&small, 10, 1);
-    let o = ferrolab(&[
-        "hcnn",
-        "encrypt",
-        "--keys",
-        &s(&keys),
-        &s(&small),
-        "--out",
-        &s(&d.join("w.ct")),
-    ]);
+    let o = encrypt(&keys, &small, &d.join("w.ct"));
     assert!(assert_usage_error(&o, "wrong size").contains("10x10"));
 
     // keygen never overwrites a secret key.
