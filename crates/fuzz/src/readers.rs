@@ -16,6 +16,7 @@
 //! | png | the signature and IHDR (size, depth, colour type) |
 //! | params | the header length and the JSON header (fed's safetensors wire format) |
 //! | model-blob | the JSON envelope, the checksum and the `AEVO1` magic (AdaEvo's shipped models) |
+//! | hcnn-model | the JSON envelope: format, version, checksum (HyPHEN's `hcnn` model checkpoints) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -37,6 +38,7 @@ pub const READERS: &[&str] = &[
     "png",
     "params",
     "model-blob",
+    "hcnn-model",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -426,6 +428,7 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         }],
         "params" => params_seeds(),
         "model-blob" => blob_seeds(),
+        "hcnn-model" => hcnn_seeds(),
         "png" => crate::png::seeds()
             .into_iter()
             .map(|(name, bytes)| one(&name, SeedKind::File, bytes))
@@ -476,6 +479,41 @@ fn blob_seeds() -> Vec<Seed> {
         .collect()
 }
 
+/// HyPHEN's folded ResNet-8 checkpoints: HerPN (quadratic) and ReLU activations, two widths.
+fn hcnn_seeds() -> Vec<Seed> {
+    [(true, 2, 1), (false, 3, 2)]
+        .into_iter()
+        .map(|(quad, width, seed)| {
+            let net = ferrolab_fhe::hyphen::net::Net::random_resnet(seed, quad, 3, 1, width);
+            let text = ferrolab_fhe::hyphen::hcnn::model_to_json(&net);
+            one(
+                &format!("model{seed}.json"),
+                SeedKind::File,
+                text.into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Mostly the inner network text mutated with its checksum recomputed (so the shape checks
+/// are reached); sometimes the envelope itself or a stale checksum.
+fn mutate_hcnn(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    let outer = serde_json::from_slice::<serde_json::Value>(bytes);
+    match outer {
+        Ok(mut v) if rng.chance(0.8) => {
+            let mut inner = v["net"].as_str().unwrap_or_default().as_bytes().to_vec();
+            mutate::text(rng, &mut inner, &[]);
+            let inner = String::from_utf8_lossy(&inner).into_owned();
+            if rng.chance(0.9) {
+                v["checksum"] = ferrolab_fhe::hyphen::hcnn::model_checksum(&inner).into();
+            }
+            v["net"] = inner.into();
+            *bytes = v.to_string().into_bytes();
+        }
+        _ => mutate::text(rng, bytes, &[]),
+    }
+}
+
 /// Mostly the encoded model's bytes with the checksum recomputed (so the decoder is reached);
 /// sometimes the JSON envelope or a stale checksum.
 fn mutate_blob(rng: &mut Rng, bytes: &mut Vec<u8>) {
@@ -519,6 +557,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "model-blob" {
         mutate_blob(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "hcnn-model" {
+        mutate_hcnn(rng, &mut s.members[0].1);
         return (s, false);
     }
     if target == "params" {
@@ -680,6 +722,12 @@ fn classify(target: &str, e: &DataError) -> Verdict {
                 || msg.contains("AEVO1")
                 || matches!(e, DataError::Io { .. })
         }
+        "hcnn-model" => {
+            msg.contains("not an hcnn model checkpoint")
+                || msg.contains("checkpoint version")
+                || msg.contains("checksum")
+                || matches!(e, DataError::Io { .. })
+        }
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -788,6 +836,25 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             assert_eq!(
                 m2.sizes, m.sizes,
                 "model-blob: sizes changed on re-encoding"
+            );
+            Ok(())
+        }
+        "hcnn-model" => {
+            // What `hcnn infer --model` does first. The loader's errors are SystemErrors;
+            // their text keeps the verdict's keywords.
+            let net =
+                ferrolab_fhe::hyphen::hcnn::load_model(path).map_err(|e| DataError::Malformed {
+                    path: path.to_path_buf(),
+                    at: "hcnn model".into(),
+                    msg: e.to_string(),
+                })?;
+            // A checkpoint that loads is a fixpoint of save/load.
+            let text = ferrolab_fhe::hyphen::hcnn::model_to_json(&net);
+            let again = ferrolab_fhe::hyphen::hcnn::model_from_json(&text, path)
+                .map(|n| ferrolab_fhe::hyphen::hcnn::model_to_json(&n));
+            assert!(
+                again.as_deref().ok() == Some(text.as_str()),
+                "hcnn-model: a loaded checkpoint does not survive save/load"
             );
             Ok(())
         }

@@ -630,6 +630,12 @@ fn act_json(a: &Act) -> Value {
     }
 }
 
+/// The checksum field of a model checkpoint whose `net` text is `text` (the fuzz harness
+/// recomputes it so that mutated bodies reach the parser).
+pub fn model_checksum(text: &str) -> String {
+    format!("{:016x}", checksum(text.as_bytes()))
+}
+
 /// The folded network as a checkpoint file's text.
 pub fn model_to_json(net: &Net) -> String {
     let body = json!({
@@ -638,7 +644,7 @@ pub fn model_to_json(net: &Net) -> String {
         "fc": net.fc, "fc_b": net.fc_b, "scale": net.scale,
     });
     let text = body.to_string();
-    json!({"format": MAGIC_MODEL, "version": VERSION, "checksum": format!("{:016x}", checksum(text.as_bytes())), "net": text})
+    json!({"format": MAGIC_MODEL, "version": VERSION, "checksum": model_checksum(&text), "net": text})
         .to_string()
 }
 
@@ -712,9 +718,7 @@ pub fn model_from_json(text: &str, path: &Path) -> SysResult<Net> {
         )));
     }
     let inner = outer.get("net").and_then(Value::as_str).unwrap_or("");
-    if outer.get("checksum").and_then(Value::as_str)
-        != Some(&format!("{:016x}", checksum(inner.as_bytes())))
-    {
+    if outer.get("checksum").and_then(Value::as_str) != Some(&model_checksum(inner)) {
         return Err(usage(format!(
             "{p}: model checkpoint checksum mismatch (corrupted or edited)"
         )));
