@@ -322,21 +322,11 @@ pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
     };
     let pk = kg.public_key();
     let steps = power_of_two_steps(slots);
-    let keys = match &chain {
-        Some(c) => {
-            let bt = Bootstrapper::new(&ctx, c.config(slots, SlotKind::Real, H)).map_err(err)?;
-            let mut keys = bt.generate_keys(&mut kg);
-            let have = bt.rotations();
-            let more: Vec<i64> = steps
-                .iter()
-                .copied()
-                .filter(|s| !have.contains(s))
-                .collect();
-            keys.galois.extend(kg.galois_keys(&more, false));
-            keys
-        }
-        None => kg.evaluation_keys(&steps, false),
+    let boot = match &chain {
+        Some(c) => Some(Bootstrapper::new(&ctx, c.config(slots, SlotKind::Real, H)).map_err(err)?),
+        None => None,
     };
+    let keys = network_keys(&mut kg, boot.as_ref(), &steps);
     let shape = Shape {
         side: o.side,
         width: o.width,
@@ -627,6 +617,29 @@ fn act_json(a: &Act) -> Value {
     match a {
         Act::Quad(q) => json!({"herpn": {"a": q.a, "b": q.b, "c": q.c}}),
         Act::Relu => json!("relu"),
+    }
+}
+
+/// Evaluation keys for the network's rotation `steps`, plus bootstrapping's own keys when it
+/// runs (its rotations are not generated twice).
+pub(crate) fn network_keys(
+    kg: &mut KeyGenerator,
+    boot: Option<&Bootstrapper>,
+    steps: &[i64],
+) -> EvaluationKeys {
+    match boot {
+        Some(bt) => {
+            let mut keys = bt.generate_keys(kg);
+            let have = bt.rotations();
+            let more: Vec<i64> = steps
+                .iter()
+                .copied()
+                .filter(|s| !have.contains(s))
+                .collect();
+            keys.galois.extend(kg.galois_keys(&more, false));
+            keys
+        }
+        None => kg.evaluation_keys(steps, false),
     }
 }
 

@@ -515,20 +515,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             ),
             None => None,
         };
-        let keys = match &boot {
-            Some(bt) => {
-                let mut keys = bt.generate_keys(&mut kg);
-                let have = bt.rotations();
-                let more: Vec<i64> = steps
-                    .iter()
-                    .copied()
-                    .filter(|s| !have.contains(s))
-                    .collect();
-                keys.galois.extend(kg.galois_keys(&more, false));
-                keys
-            }
-            None => kg.evaluation_keys(&steps, false),
-        };
+        let keys = super::hcnn::network_keys(&mut kg, boot.as_ref(), &steps);
         let rotation_keys = keys.galois.keys.len();
         let key_mb = keys.size_bytes() as f64 / (1 << 20) as f64;
         let dec = Decryptor::new(&ctx_fhe, kg.secret_key()).map_err(runtime)?;
