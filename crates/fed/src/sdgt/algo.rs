@@ -200,28 +200,72 @@ fn take(p: &Params, name: &str, dim: usize) -> Result<Vec<f32>, ClientError> {
     view(p, name, dim).map(<[f32]>::to_vec)
 }
 
+/// `dst ← src`, in `dst`'s own allocation when it has room.
+fn refill(dst: &mut Vec<f32>, src: &[f32]) {
+    dst.clear();
+    dst.extend_from_slice(src);
+}
+
 /// `Σ_j w_j v_j[ni]` over `terms`, accumulated per element in `terms`' order from 0 (so the
 /// sum is the same, bit for bit, as one full pass per neighbour), but a cache-sized block at a
 /// time: the block stays in L1 while every neighbour is added, so the output is written to
 /// memory once instead of once per neighbour. D2D mixing of a CNN-sized vector was most of
 /// an SD-GT round's runtime overhead.
-fn weighted_sum(terms: &[(f32, Vec<&[f32]>)], ni: usize, dim: usize) -> Vec<f32> {
+fn weighted_sum(
+    terms: &[(f32, Vec<&[f32]>)],
+    ni: usize,
+    dim: usize,
+    mut out: Vec<f32>,
+) -> Vec<f32> {
     const BLOCK: usize = 2048;
-    let mut out: Vec<f32> = Vec::with_capacity(dim);
+    out.clear();
+    out.reserve(dim);
     let mut start = 0;
     while start < dim {
         let end = (start + BLOCK).min(dim);
-        out.resize(end, 0.0);
-        let block = &mut out[start..end];
-        for (w, vs) in terms {
-            block
-                .iter_mut()
-                .zip(&vs[ni][start..end])
-                .for_each(|(a, b)| *a += w * b);
+        match terms.split_first() {
+            Some(((w, vs), rest)) => {
+                // `0.0 + w·b` is what an accumulator starting at zero holds after its first
+                // term (bit for bit, signed zeros included), without writing the zeros first.
+                out.extend(vs[ni][start..end].iter().map(|b| 0.0 + w * b));
+                let block = &mut out[start..end];
+                for (w, vs) in rest {
+                    block
+                        .iter_mut()
+                        .zip(&vs[ni][start..end])
+                        .for_each(|(a, b)| *a += w * b);
+                }
+            }
+            None => out.resize(end, 0.0),
         }
         start = end;
     }
     out
+}
+
+/// Model-sized vectors a client reuses from one local step to the next. A CNN round moves
+/// four model-sized vectors per device and step through the exchange; allocating them afresh
+/// made page faults and zeroing a sixth of a round's runtime overhead (`perf`, null model).
+#[derive(Default)]
+struct Pool(Vec<Vec<f32>>);
+
+impl Pool {
+    /// Most vectors kept: four per device and step are in flight, a few spare.
+    const KEEP: usize = 64;
+
+    /// An empty vector with room for `dim` values.
+    fn get(&mut self, dim: usize) -> Vec<f32> {
+        let mut v = self.0.pop().unwrap_or_default();
+        v.clear();
+        v.reserve(dim);
+        v
+    }
+
+    fn put(&mut self, v: Vec<f32>) {
+        if self.0.len() < Self::KEEP && v.capacity() > 0 {
+            self.0.push(v);
+        }
+    }
 }
 
 /// What [`DeviceClient::mix`] returns.
@@ -245,6 +289,7 @@ pub struct DeviceClient {
     gt_topo: Arc<Topology>,
     /// How long a D2D exchange may wait for the other devices.
     pub exchange_timeout: Duration,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for DeviceClient {
@@ -304,6 +349,7 @@ impl DeviceClient {
             topo,
             gt_topo,
             exchange_timeout: Duration::from_secs(120),
+            pool: Pool::default(),
         }
     }
 
@@ -373,6 +419,7 @@ impl DeviceClient {
     /// and hands `vals` back. The vectors are moved into the exchange and read back from its
     /// result (which holds every member's contribution, ours included) rather than copied:
     /// with the in-process fabric a subnet inside one client then costs no copy at all.
+    #[allow(clippy::too_many_arguments)]
     fn mix(
         &self,
         ctx: &ClientCtx<'_>,
@@ -381,6 +428,7 @@ impl DeviceClient {
         who: &[usize],
         names: &[&str],
         vals: Vec<Vec<Vec<f32>>>,
+        pool: &mut Pool,
     ) -> Result<MixOut, ClientError> {
         let dim = self.model.dim();
         let mut by_subnet: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
@@ -443,7 +491,7 @@ impl DeviceClient {
                     terms.push((wij as f32, vs));
                 }
                 out[slot] = (0..names.len())
-                    .map(|ni| weighted_sum(&terms, ni, dim))
+                    .map(|ni| weighted_sum(&terms, ni, dim, pool.get(dim)))
                     .collect();
             }
             for &(slot, local) in &mine {
@@ -488,20 +536,30 @@ impl DeviceClient {
         let mut g = vec![0f32; dim];
         let mut loss = 0f64;
         let mut nloss = 0usize;
+        let mut pool = std::mem::take(&mut self.pool);
         match h.algo {
             Algo::SdGt | Algo::SdFedAvg => {
                 for k in 0..self.devices.len() {
                     if reset.contains(&self.devices[k].id) {
-                        self.devices[k].x = take(&ins.params, "x_bar", dim)?;
+                        let x = view(&ins.params, "x_bar", dim)?;
+                        refill(&mut self.devices[k].x, x);
                         if h.algo == Algo::SdGt {
                             let (c, _) = topo.locate(self.devices[k].id).unwrap_or((0, 0));
-                            self.devices[k].y = take(&ins.params, &format!("y_c.{c}"), dim)?;
+                            let y = view(&ins.params, &format!("y_c.{c}"), dim)?;
+                            refill(&mut self.devices[k].y, y);
                         }
                     }
                 }
                 let all: Vec<usize> = (0..self.devices.len()).collect();
-                let x0: Vec<Vec<f32>> = self.devices.iter().map(|d| d.x.clone()).collect();
-                let mut znew: Vec<Vec<f32>> = self.devices.iter().map(|d| d.z.clone()).collect();
+                let copy = |pool: &mut Pool, v: &[f32]| {
+                    let mut c = pool.get(v.len());
+                    c.extend_from_slice(v);
+                    c
+                };
+                let x0: Vec<Vec<f32>> =
+                    self.devices.iter().map(|d| copy(&mut pool, &d.x)).collect();
+                let mut znew: Vec<Vec<f32>> =
+                    self.devices.iter().map(|d| copy(&mut pool, &d.z)).collect();
                 for t in 0..h.t {
                     let t0 = Instant::now();
                     let mut vals = Vec::with_capacity(all.len());
@@ -512,23 +570,25 @@ impl DeviceClient {
                         if h.algo == Algo::SdGt {
                             // Zipped, not indexed: no bounds checks, so it vectorises
                             // (same expressions, same bits).
-                            let xh: Vec<f32> =
+                            let mut xh = pool.get(dim);
+                            xh.extend(
                                 d.x.iter()
                                     .zip(&g)
                                     .zip(d.y.iter().zip(&d.z))
-                                    .map(|((x, g), (y, z))| x - gamma * (g + y + z))
-                                    .collect();
-                            let dd: Vec<f32> = xh
-                                .iter()
-                                .zip(&d.x)
-                                .zip(&d.y)
-                                .map(|((h, x), y)| h - x + gamma * y)
-                                .collect();
+                                    .map(|((x, g), (y, z))| x - gamma * (g + y + z)),
+                            );
+                            let mut dd = pool.get(dim);
+                            dd.extend(
+                                xh.iter()
+                                    .zip(&d.x)
+                                    .zip(&d.y)
+                                    .map(|((h, x), y)| h - x + gamma * y),
+                            );
                             vals.push(vec![xh, dd]);
                         } else {
-                            vals.push(vec![
-                                d.x.iter().zip(&g).map(|(x, g)| x - gamma * g).collect(),
-                            ]);
+                            let mut xn = pool.get(dim);
+                            xn.extend(d.x.iter().zip(&g).map(|(x, g)| x - gamma * g));
+                            vals.push(vec![xn]);
                         }
                     }
                     compute += t0.elapsed().as_secs_f64();
@@ -540,7 +600,7 @@ impl DeviceClient {
                     let MixOut {
                         mut mixed,
                         sent: vals,
-                    } = self.mix(ctx, &topo, t as u32, &all, names, vals)?;
+                    } = self.mix(ctx, &topo, t as u32, &all, names, vals, &mut pool)?;
                     let t1 = Instant::now();
                     for &k in &all {
                         if h.algo == Algo::SdGt {
@@ -556,14 +616,21 @@ impl DeviceClient {
                                 .zip(dd.iter().zip(md))
                                 .for_each(|(z, (a, b))| *z += (a - b) / tg);
                         }
-                        self.devices[k].x = std::mem::take(&mut mixed[k][0]);
+                        let old = std::mem::replace(
+                            &mut self.devices[k].x,
+                            std::mem::take(&mut mixed[k][0]),
+                        );
+                        pool.put(old);
+                    }
+                    for v in vals.into_iter().chain(mixed).flatten() {
+                        pool.put(v);
                     }
                     compute += t1.elapsed().as_secs_f64();
                 }
                 for k in all {
                     let d = &mut self.devices[k];
                     if h.algo == Algo::SdGt {
-                        d.z = std::mem::take(&mut znew[k]);
+                        pool.put(std::mem::replace(&mut d.z, std::mem::take(&mut znew[k])));
                     }
                     if report.contains(&d.id) {
                         if h.algo == Algo::SdGt {
@@ -574,6 +641,9 @@ impl DeviceClient {
                             let _ = out.insert(&format!("x.{}", d.id), vec![dim], d.x.clone());
                         }
                     }
+                }
+                for v in x0.into_iter().chain(znew) {
+                    pool.put(v);
                 }
             }
             Algo::Scaffold | Algo::FedAvg => {
@@ -632,7 +702,7 @@ impl DeviceClient {
                         .map(|&k| vec![self.devices[k].x.clone(), self.devices[k].y.clone()])
                         .collect();
                     let mixed = self
-                        .mix(ctx, &topo, t as u32, &all, &["x", "v"], vals)?
+                        .mix(ctx, &topo, t as u32, &all, &["x", "v"], vals, &mut pool)?
                         .mixed;
                     let t0 = Instant::now();
                     for &k in &all {
@@ -646,6 +716,9 @@ impl DeviceClient {
                         d.c = g.clone();
                         d.x = xn;
                     }
+                    for v in mixed.into_iter().flatten() {
+                        pool.put(v);
+                    }
                     compute += t0.elapsed().as_secs_f64();
                 }
                 for d in &self.devices {
@@ -655,6 +728,7 @@ impl DeviceClient {
                 }
             }
         }
+        self.pool = pool;
         let mut m = Metrics::new();
         m.insert("compute_seconds".into(), compute);
         m.insert(
@@ -1144,7 +1218,8 @@ mod tests {
             naive.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
         }
         for ni in 0..2 {
-            let got = weighted_sum(&terms, ni, dim);
+            // A reused buffer's old contents (here longer than the result) must not leak in.
+            let got = weighted_sum(&terms, ni, dim, vec![7.0; dim + 5]);
             assert_eq!(got.len(), dim);
             assert!(
                 got.iter()
@@ -1152,6 +1227,6 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits())
             );
         }
-        assert!(weighted_sum(&terms, 0, 0).is_empty());
+        assert!(weighted_sum(&terms, 0, 0, vec![1.0; 4]).is_empty());
     }
 }
