@@ -547,6 +547,24 @@ fn unframe<'a>(bytes: &'a [u8], kind: u8, what: &'static str) -> Result<(u64, &'
     Ok((hash, &bytes[HEADER..body]))
 }
 
+/// Bytes before a framed object's payload: magic, version, kind, fingerprint, length.
+pub const FRAME_HEADER_BYTES: usize = HEADER;
+
+/// Rewrites a framed object's length field and checksum after its payload was edited in
+/// place. For the fuzz harness: its mutants must get past the integrity check to reach the
+/// payload's own checks, which are what protects a reader from a file an untrusted party
+/// made (the checksum is not a MAC).
+pub fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < HEADER + 8 {
+        return;
+    }
+    let body = bytes.len() - 8;
+    let len = (body - HEADER) as u64;
+    bytes[17..25].copy_from_slice(&len.to_le_bytes());
+    let c = checksum(&bytes[..body]);
+    bytes[body..].copy_from_slice(&c.to_le_bytes());
+}
+
 /// Serialises `x` made under `ctx`.
 pub fn to_bytes<T: FheObject>(ctx: &Context, x: &T) -> Vec<u8> {
     let mut payload = Vec::new();
@@ -592,6 +610,14 @@ pub fn params_to_bytes(ctx: &Context) -> Vec<u8> {
 
 /// Reads a parameter spec and rebuilds (and re-checks, security included) its context.
 pub fn params_from_bytes(bytes: &[u8]) -> Result<std::sync::Arc<Context>> {
+    let (hash, spec) = spec_from_bytes(bytes)?;
+    context_for(hash, spec)
+}
+
+/// Reads a parameter spec and the fingerprint it was written with, without building the
+/// context: a reader can size what the rest of a file must hold from the spec and refuse a
+/// short file before the context's tables (limbs × N words each) are allocated.
+pub fn spec_from_bytes(bytes: &[u8]) -> Result<(u64, ParamSpec)> {
     let (hash, payload) = unframe(bytes, 1, "parameters")?;
     let mut r = Reader {
         buf: payload,
@@ -612,13 +638,22 @@ pub fn params_from_bytes(bytes: &[u8]) -> Result<std::sync::Arc<Context>> {
     r.finish()?;
     let p_bits = lists.pop().unwrap_or_default();
     let q_bits = lists.pop().unwrap_or_default();
-    let ctx = Context::new(ParamSpec {
-        log_n,
-        q_bits,
-        p_bits,
-        log_scale,
-        allow_insecure,
-    })?;
+    Ok((
+        hash,
+        ParamSpec {
+            log_n,
+            q_bits,
+            p_bits,
+            log_scale,
+            allow_insecure,
+        },
+    ))
+}
+
+/// Builds (and re-checks, security included) the context of a spec read by
+/// [`spec_from_bytes`], and checks it against the fingerprint the file carried.
+pub fn context_for(hash: u64, spec: ParamSpec) -> Result<std::sync::Arc<Context>> {
+    let ctx = Context::new(spec)?;
     if ctx.hash != hash {
         return Err(FheError::Decode {
             what: "parameters".into(),

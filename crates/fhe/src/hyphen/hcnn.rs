@@ -71,6 +71,36 @@ fn frame(magic: &[u8; 8], sections: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// The sections of an hcnn key bundle or ciphertext file, read without checking the checksum
+/// (None if the framing itself is broken); with [`file_from_sections`] the fuzz harness edits
+/// a section and re-frames the file so that its mutants reach the readers behind the checksum.
+pub fn file_sections(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let body = bytes.len().checked_sub(8)?;
+    let count = u32::from_le_bytes(bytes.get(10..14)?.try_into().ok()?) as usize;
+    let mut pos = 14;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = u64::from_le_bytes(bytes.get(pos..pos + 8)?.try_into().ok()?);
+        pos += 8;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= body.saturating_sub(pos))?;
+        out.push(bytes.get(pos..pos + len)?.to_vec());
+        pos += len;
+    }
+    Some(out)
+}
+
+/// A file of the same kind (magic) as `like` holding `sections`, with a valid checksum.
+pub fn file_from_sections(like: &[u8], sections: &[Vec<u8>]) -> Vec<u8> {
+    let mut magic = [0u8; 8];
+    if let Some(m) = like.get(..8) {
+        magic.copy_from_slice(m);
+    }
+    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+    frame(&magic, &refs)
+}
+
 fn unframe<'a>(
     bytes: &'a [u8],
     magic: &[u8; 8],
@@ -167,6 +197,38 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Checks the shape against the parameters it is used with: a raster and width the ring
+    /// holds, and a bootstrapping level count only on the chain bootstrapping is built for
+    /// (what `infer` would otherwise hand to the layout code and the bootstrapper).
+    pub fn check(self, ctx: &Context, path: &Path) -> SysResult<()> {
+        let bad = |why: String| usage(format!("{}: {why}", path.display()));
+        if ![8, 16, 32].contains(&self.side) {
+            return Err(bad(format!("raster side {} (8, 16 or 32)", self.side)));
+        }
+        if !(1..=64).contains(&self.width) {
+            return Err(bad(format!("network width {} (1..=64)", self.width)));
+        }
+        let blocks = ctx.slots() / (self.side * self.side);
+        if blocks < self.width {
+            return Err(bad(format!(
+                "N = 2^{} holds {blocks} blocks of {}x{}, width {} needs {}",
+                ctx.log_n, self.side, self.side, self.width, self.width
+            )));
+        }
+        if let Some(l) = self.boot_levels {
+            let chain = BootChain {
+                levels_after: l,
+                ..BootChain::n16_l9()
+            };
+            if !(1..=ctx.max_level()).contains(&l) || chain.spec() != *ctx.spec() {
+                return Err(bad(format!(
+                    "says it bootstraps with {l} levels, but the parameters are not that bootstrapping chain"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn to_json(self) -> Value {
         json!({"side": self.side, "width": self.width, "boot_levels": self.boot_levels})
     }
@@ -175,10 +237,15 @@ impl Shape {
         Ok(Shape {
             side: get_usize(h, "side", path)?,
             width: get_usize(h, "width", path)?,
-            boot_levels: h
-                .get("boot_levels")
-                .and_then(Value::as_u64)
-                .map(|v| v as usize),
+            boot_levels: match h.get("boot_levels") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().map(|v| v as usize).ok_or_else(|| {
+                    usage(format!(
+                        "{}: header's `boot_levels` is not a level count",
+                        path.display()
+                    ))
+                })?),
+            },
         })
     }
 }
@@ -201,8 +268,13 @@ impl ServerKeys {
         } else {
             path.to_path_buf()
         };
-        let bytes = read(&file)?;
-        let s = unframe(&bytes, MAGIC_KEYS, &file, "evaluation-key bundle")?;
+        ServerKeys::from_bytes(&read(&file)?, &file)
+    }
+
+    /// Reads an `eval.keys` bundle's bytes (`file` names it in errors).
+    pub fn from_bytes(bytes: &[u8], file: &Path) -> SysResult<ServerKeys> {
+        let file = file.to_path_buf();
+        let s = unframe(bytes, MAGIC_KEYS, &file, "evaluation-key bundle")?;
         let [h, p, k] = s.as_slice() else {
             return Err(usage(format!(
                 "{}: {} sections, an eval.keys has 3",
@@ -211,8 +283,30 @@ impl ServerKeys {
             )));
         };
         let shape = Shape::from_json(&header(h, &file)?, &file)?;
-        let ctx = serial::params_from_bytes(p).map_err(|e| fhe(&file, e))?;
+        let (hash, spec) = serial::spec_from_bytes(p).map_err(|e| fhe(&file, e))?;
+        // The relinearisation key alone is dnum digits of (limbs × N residues + a seed):
+        // a key section shorter than that is refused before the context's tables (sized by
+        // the same header fields) are built.
+        let need = relin_bytes(&spec);
+        if (k.len() as u128) < need {
+            return Err(usage(format!(
+                "{}: the key section holds {} bytes, a relinearisation key under its parameters (N = 2^{}, {} + {} primes) needs {need} (truncated, or not made by hcnn keygen)",
+                file.display(),
+                k.len(),
+                spec.log_n,
+                spec.q_bits.len(),
+                spec.p_bits.len()
+            )));
+        }
+        let ctx = serial::context_for(hash, spec).map_err(|e| fhe(&file, e))?;
+        shape.check(&ctx, &file)?;
         let keys = serial::keys_from_bytes_compressed(&ctx, k).map_err(|e| fhe(&file, e))?;
+        if keys.relin.is_none() {
+            return Err(usage(format!(
+                "{}: has no relinearisation key; the activations need one",
+                file.display()
+            )));
+        }
         Ok(ServerKeys { ctx, keys, shape })
     }
 
@@ -224,6 +318,36 @@ impl ServerKeys {
             .map_err(|e| SystemError::runtime(e.to_string()))?;
         Ok(frame(MAGIC_KEYS, &[&h, &p, &k]))
     }
+}
+
+/// Bytes of one seed-compressed relinearisation key under `spec` (u128: the fields come from
+/// a file and are not checked yet).
+fn relin_bytes(spec: &ParamSpec) -> u128 {
+    if spec.log_n > 16 || spec.p_bits.is_empty() {
+        // Context::new refuses these without allocating.
+        return 0;
+    }
+    let limbs = (spec.q_bits.len() + spec.p_bits.len()) as u128;
+    let dnum = spec.q_bits.len().div_ceil(spec.p_bits.len()) as u128;
+    1 + 4 + dnum * (limbs * (1u128 << spec.log_n) * 8 + 32)
+}
+
+/// Parameters from a `params.bin` whose companion file `other` must hold at least one
+/// polynomial over every limb (a secret key): checked before the context is built.
+fn params_for(pf: &Path, other: &Path, other_len: usize) -> SysResult<Arc<Context>> {
+    let (hash, spec) = serial::spec_from_bytes(&read(pf)?).map_err(|e| fhe(pf, e))?;
+    if spec.log_n <= 16 {
+        let limbs = (spec.q_bits.len() + spec.p_bits.len()) as u128;
+        let need = limbs * (1u128 << spec.log_n) * 8;
+        if (other_len as u128) < need {
+            return Err(usage(format!(
+                "{}: {other_len} bytes, a key under the parameters of {} needs {need} (truncated, or from another key folder)",
+                other.display(),
+                pf.display()
+            )));
+        }
+    }
+    serial::context_for(hash, spec).map_err(|e| fhe(pf, e))
 }
 
 /// The client's side of a key folder.
@@ -248,13 +372,15 @@ impl ClientKeys {
             )));
         }
         let pf = dir.join("params.bin");
-        let ctx = serial::params_from_bytes(&read(&pf)?).map_err(|e| fhe(&pf, e))?;
         let sf = dir.join("secret.key");
-        let sk: SecretKey = serial::from_bytes(&ctx, &read(&sf)?).map_err(|e| fhe(&sf, e))?;
+        let sk_bytes = read(&sf)?;
+        let ctx = params_for(&pf, &sf, sk_bytes.len())?;
+        let sk: SecretKey = serial::from_bytes(&ctx, &sk_bytes).map_err(|e| fhe(&sf, e))?;
         let kf = dir.join("public.key");
         let pk: PublicKey = serial::from_bytes(&ctx, &read(&kf)?).map_err(|e| fhe(&kf, e))?;
         let cf = dir.join("client.json");
         let shape = Shape::from_json(&header(&read(&cf)?, &cf)?, &cf)?;
+        shape.check(&ctx, &cf)?;
         Ok(ClientKeys { ctx, sk, pk, shape })
     }
 }
@@ -283,6 +409,21 @@ pub fn power_of_two_steps(slots: usize) -> Vec<i64> {
         .collect()
 }
 
+/// The insecure leveled chain of `keygen --params test`: `levels` levels over N = 2^log_n.
+pub fn test_spec(log_n: u32, levels: usize) -> ParamSpec {
+    // A 41-bit prime on top anchors the scale ladder at the bottom (see system.rs).
+    let mut q_bits = vec![60];
+    q_bits.extend(std::iter::repeat_n(40, levels.saturating_sub(1)));
+    q_bits.push(41);
+    ParamSpec {
+        log_n,
+        q_bits,
+        p_bits: vec![60; 4],
+        log_scale: 40,
+        allow_insecure: true,
+    }
+}
+
 /// Generates a client's keys; returns them with the server's bundle.
 pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
     let err = |e: crate::FheError| SystemError::usage(format!("keygen: {e}"));
@@ -290,18 +431,7 @@ pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
         let c = BootChain::n16_l9();
         (c.spec(), Some(c))
     } else {
-        // A 41-bit prime on top anchors the scale ladder at the bottom (see system.rs).
-        let mut q_bits = vec![60];
-        q_bits.extend(std::iter::repeat_n(40, o.levels.saturating_sub(1)));
-        q_bits.push(41);
-        let spec = ParamSpec {
-            log_n: o.log_n,
-            q_bits,
-            p_bits: vec![60; 4],
-            log_scale: 40,
-            allow_insecure: true,
-        };
-        (spec, None)
+        (test_spec(o.log_n, o.levels), None)
     };
     let ctx = Context::new(spec).map_err(err)?;
     let slots = ctx.slots();
@@ -376,14 +506,22 @@ pub fn load_image(path: &Path, side: usize) -> SysResult<Map> {
 
 /// Encrypts one input map for HyPHEN's input layout (public key).
 pub fn encrypt(keys: &ClientKeys, x: &Map) -> SysResult<Vec<u8>> {
+    let mut enc = Encryptor::new(&keys.ctx).map_err(|e| SystemError::runtime(e.to_string()))?;
+    encrypt_with(keys, x, &mut enc)
+}
+
+/// [`encrypt`] with a given encryptor (a seeded one makes the same file every time: the fuzz
+/// harness's seeds).
+pub fn encrypt_with(keys: &ClientKeys, x: &Map, enc: &mut Encryptor) -> SysResult<Vec<u8>> {
     let ctx = &keys.ctx;
-    let geo = geometry(ctx, keys.shape);
-    // The input layout depends only on the raster and conv1's width (HerPN nets run at
-    // scale 1), so the client needs no weights.
-    let stub = layout_stub(keys.shape.width);
-    let vs = encode_input(&stub, geo, Packing::Hyphen, x);
+    if x.c != 3 || x.h != keys.shape.side {
+        return Err(usage(format!(
+            "input: a {}-channel {}x{} map, the keys are for 3 channels of {}x{}",
+            x.c, x.h, x.h, keys.shape.side, keys.shape.side
+        )));
+    }
+    let vs = input_vectors(ctx, keys.shape, x);
     let top = keys.shape.boot_levels.unwrap_or(ctx.max_level());
-    let mut enc = Encryptor::new(ctx).map_err(|e| SystemError::runtime(e.to_string()))?;
     let mut sections =
         vec![serde_json::to_vec(&json!({
         "kind": "input", "shape": keys.shape.to_json(), "params": format!("{:016x}", ctx.hash),
@@ -400,6 +538,13 @@ pub fn encrypt(keys: &ClientKeys, x: &Map) -> SysResult<Vec<u8>> {
     }
     let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
     Ok(frame(MAGIC_CT, &refs))
+}
+
+/// The slot vectors of an input map in HyPHEN's input layout. The layout depends only on the
+/// raster and conv1's width (HerPN nets run at scale 1), so the client needs no weights.
+fn input_vectors(ctx: &Context, shape: Shape, x: &Map) -> Vec<Vec<f64>> {
+    let stub = layout_stub(shape.width);
+    encode_input(&stub, geometry(ctx, shape), Packing::Hyphen, x)
 }
 
 /// A network with only the fields `encode_input` reads (conv1's width, scale 1).
@@ -430,12 +575,86 @@ pub fn read_cts(ctx: &Context, path: &Path) -> SysResult<(Value, Vec<Ciphertext>
         return Err(usage(format!("{}: no header", path.display())));
     };
     let h = header(h, path)?;
+    let mine = format!("{:016x}", ctx.hash);
+    match h.get("params").and_then(Value::as_str) {
+        Some(p) if p == mine => {}
+        Some(p) => {
+            return Err(usage(format!(
+                "{}: encrypted under parameters {p}, the keys are for {mine} (keys and ciphertext come from different `hcnn keygen` runs)",
+                path.display()
+            )));
+        }
+        None => {
+            return Err(usage(format!(
+                "{}: header lacks the parameter fingerprint `params`",
+                path.display()
+            )));
+        }
+    }
+    if rest.is_empty() {
+        return Err(usage(format!("{}: holds no ciphertext", path.display())));
+    }
     let cts = rest
         .iter()
-        .map(|b| serial::from_bytes::<Ciphertext>(ctx, b))
-        .collect::<crate::Result<Vec<_>>>()
-        .map_err(|e| fhe(path, e))?;
+        .enumerate()
+        .map(|(i, b)| {
+            serial::from_bytes::<Ciphertext>(ctx, b)
+                .map_err(|e| usage(format!("{}: ciphertext {i}: {e}", path.display())))
+        })
+        .collect::<SysResult<Vec<_>>>()?;
     Ok((h, cts))
+}
+
+/// Checks an encrypted input against the keys before any work: its kind and shape, as many
+/// fresh ciphertexts as the input layout has, all at one level with that level's scale.
+pub fn check_input(
+    ctx: &Context,
+    shape: Shape,
+    h: &Value,
+    cts: &[Ciphertext],
+    path: &Path,
+) -> SysResult<()> {
+    let p = path.display();
+    if h.get("kind").and_then(Value::as_str) != Some("input") {
+        return Err(usage(format!(
+            "{p}: not an encrypted input (an output of infer?)"
+        )));
+    }
+    let got = Shape::from_json(h.get("shape").unwrap_or(&Value::Null), path)?;
+    if got != shape {
+        return Err(usage(format!(
+            "{p}: encrypted for a {}x{} raster / width {}, the keys are for {}x{} / width {}",
+            got.side, got.side, got.width, shape.side, shape.side, shape.width
+        )));
+    }
+    let want = input_vectors(ctx, shape, &Map::zeros(3, shape.side)).len();
+    if cts.len() != want {
+        return Err(usage(format!(
+            "{p}: {} ciphertexts, a {}x{} / width {} input has {want}",
+            cts.len(),
+            shape.side,
+            shape.side,
+            shape.width
+        )));
+    }
+    let level = cts[0].level;
+    for (i, c) in cts.iter().enumerate() {
+        if c.size() != 2 || c.level != level {
+            return Err(usage(format!(
+                "{p}: ciphertext {i} has {} parts at level {}, a fresh input has 2 at level {level}",
+                c.size(),
+                c.level
+            )));
+        }
+        let want = ctx.scale_at(level);
+        if ((c.scale - want) / want).abs() > 1e-9 {
+            return Err(usage(format!(
+                "{p}: ciphertext {i} has scale {:e}, level {level} encrypts at {want:e}",
+                c.scale
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a server run measured.
@@ -455,26 +674,9 @@ pub struct InferStats {
 /// output file's bytes.
 pub fn infer(keys: ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, InferStats)> {
     let ctx = &keys.ctx;
+    let shape = keys.shape;
     let (h, cts) = read_cts(ctx, input)?;
-    if h.get("kind").and_then(Value::as_str) != Some("input") {
-        return Err(usage(format!(
-            "{}: not an encrypted input (an output of infer?)",
-            input.display()
-        )));
-    }
-    let shape = Shape::from_json(h.get("shape").unwrap_or(&Value::Null), input)?;
-    if shape != keys.shape {
-        return Err(usage(format!(
-            "{}: encrypted for a {}x{} raster / width {}, the keys are for {}x{} / width {}",
-            input.display(),
-            shape.side,
-            shape.side,
-            shape.width,
-            keys.shape.side,
-            keys.shape.side,
-            keys.shape.width
-        )));
-    }
+    check_input(ctx, shape, &h, &cts, input)?;
     check_model(net, shape)?;
     let geo = geometry(ctx, shape);
     let opt = RunOptions {
@@ -528,19 +730,8 @@ pub fn infer(keys: ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, I
         .map_err(|e| SystemError::runtime(format!("encrypted inference: {e}")))?;
     let seconds = t.elapsed().as_secs_f64();
     let st = *be.stats();
-    let mut sections = vec![
-        serde_json::to_vec(&json!({
-            "kind": "output", "shape": shape.to_json(), "params": format!("{:016x}", ctx.hash),
-            "logit_slots": pf.slots, "scale": net.scale,
-        }))
-        .unwrap_or_default(),
-    ];
-    for c in &out {
-        sections.push(serial::to_bytes(ctx, c));
-    }
-    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
     Ok((
-        frame(MAGIC_CT, &refs),
+        output_file(ctx, shape, &pf.slots, net.scale, &out),
         InferStats {
             seconds,
             rotations: st.rot_calls,
@@ -548,6 +739,29 @@ pub fn infer(keys: ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, I
             bootstraps: st.boot,
         },
     ))
+}
+
+/// An inference output file: the output ciphertexts and where the logits sit in them
+/// (ciphertext, slot), divided by `scale` on decryption.
+pub fn output_file(
+    ctx: &Context,
+    shape: Shape,
+    logit_slots: &[(usize, usize)],
+    scale: f64,
+    cts: &[Ciphertext],
+) -> Vec<u8> {
+    let mut sections = vec![
+        serde_json::to_vec(&json!({
+            "kind": "output", "shape": shape.to_json(), "params": format!("{:016x}", ctx.hash),
+            "logit_slots": logit_slots, "scale": scale,
+        }))
+        .unwrap_or_default(),
+    ];
+    for c in cts {
+        sections.push(serial::to_bytes(ctx, c));
+    }
+    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+    frame(MAGIC_CT, &refs)
 }
 
 /// The model must be a HerPN ResNet whose input layout matches the keys.
@@ -569,8 +783,18 @@ fn check_model(net: &Net, shape: Shape) -> SysResult<()> {
 
 /// Decrypts an output file: the logits.
 pub fn decrypt(keys: &ClientKeys, path: &Path) -> SysResult<Vec<f64>> {
-    let ctx = &keys.ctx;
-    let (h, cts) = read_cts(ctx, path)?;
+    let (h, cts) = read_cts(&keys.ctx, path)?;
+    decrypt_output(&keys.ctx, &keys.sk, &h, &cts, path)
+}
+
+/// The logits of an output file already read by [`read_cts`].
+pub fn decrypt_output(
+    ctx: &Arc<Context>,
+    sk: &SecretKey,
+    h: &Value,
+    cts: &[Ciphertext],
+    path: &Path,
+) -> SysResult<Vec<f64>> {
     if h.get("kind").and_then(Value::as_str) != Some("output") {
         return Err(usage(format!(
             "{}: not an inference output (run `hcnn infer` first)",
@@ -582,7 +806,13 @@ pub fn decrypt(keys: &ClientKeys, path: &Path) -> SysResult<Vec<f64>> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .ok_or_else(|| usage(format!("{}: header lacks logit_slots", path.display())))?;
     let scale = h.get("scale").and_then(Value::as_f64).unwrap_or(1.0);
-    let dec = Decryptor::new(ctx, &keys.sk).map_err(|e| usage(e.to_string()))?;
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(usage(format!(
+            "{}: logit scale {scale} is not a positive number",
+            path.display()
+        )));
+    }
+    let dec = Decryptor::new(ctx, sk).map_err(|e| usage(e.to_string()))?;
     let vs = cts
         .iter()
         .map(|c| {
