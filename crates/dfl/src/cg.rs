@@ -27,8 +27,9 @@ pub struct CgOutcome {
     pub rel_residual_h: f64,
     /// `rel_residual ≤ rtol` (torchopt's stopping rule with `atol = 0`).
     pub converged: bool,
-    /// Set when CG met a direction of non-positive curvature (plain CG on an indefinite `H`)
-    /// and stopped there.
+    /// Set when CG met a direction of non-positive curvature (plain CG on an indefinite `H`):
+    /// [`cg`] stops there, [`cg_through`] carries on (only a zero or non-finite curvature
+    /// stops it).
     pub breakdown: bool,
     /// Hessian-vector products spent.
     pub matvecs: usize,
@@ -85,6 +86,7 @@ fn iterate<F>(
     b: &[f64],
     max_iters: usize,
     rtol: f64,
+    stop_on_negative: bool,
 ) -> Result<CgOutcome>
 where
     F: FnMut(&[f64]) -> Result<(Vec<f64>, Vec<f64>)>,
@@ -105,7 +107,9 @@ where
         let pmp = dot(&p, &mp);
         if !(pmp.is_finite() && pmp > 0.0) {
             breakdown = true;
-            break;
+            if stop_on_negative || !pmp.is_finite() || pmp == 0.0 {
+                break;
+            }
         }
         let alpha = rs / pmp;
         for k in 0..n {
@@ -137,7 +141,7 @@ where
         iters,
         rel_residual: rel,
         rel_residual_h: rel_h,
-        converged: rel <= rtol && !breakdown,
+        converged: rel <= rtol && !(breakdown && stop_on_negative),
         breakdown,
         matvecs: 0,
     })
@@ -145,7 +149,40 @@ where
 
 /// Solves `(H + ridge·I) x = b` by CG, `hvp(v) = H v`, for at most `max_iters` iterations or
 /// until the relative residual is at most `rtol`.
-pub fn cg<F>(mut hvp: F, b: &[f64], ridge: f64, max_iters: usize, rtol: f64) -> Result<CgOutcome>
+pub fn cg<F>(hvp: F, b: &[f64], ridge: f64, max_iters: usize, rtol: f64) -> Result<CgOutcome>
+where
+    F: FnMut(&[f64]) -> Result<Vec<f64>>,
+{
+    plain(hvp, b, ridge, max_iters, rtol, true)
+}
+
+/// [`cg`] as `jax.scipy.sparse.linalg.cg` runs it: no curvature test, so on an indefinite
+/// `H + ridge·I` it carries on through directions of negative curvature (the step
+/// `α = rᵀr / pᵀMp` then moves against the residual's descent), stopping only at the
+/// tolerance, the iteration cap, or a zero or non-finite `pᵀMp`. TaskMet's CartPole reference
+/// solves its model system this way (`omd/cartpole/utils.py`, `dynamics_root_solve_bwd`).
+/// Meeting negative curvature is still reported in [`CgOutcome::breakdown`].
+pub fn cg_through<F>(
+    hvp: F,
+    b: &[f64],
+    ridge: f64,
+    max_iters: usize,
+    rtol: f64,
+) -> Result<CgOutcome>
+where
+    F: FnMut(&[f64]) -> Result<Vec<f64>>,
+{
+    plain(hvp, b, ridge, max_iters, rtol, false)
+}
+
+fn plain<F>(
+    mut hvp: F,
+    b: &[f64],
+    ridge: f64,
+    max_iters: usize,
+    rtol: f64,
+    stop_on_negative: bool,
+) -> Result<CgOutcome>
 where
     F: FnMut(&[f64]) -> Result<Vec<f64>>,
 {
@@ -161,6 +198,7 @@ where
         b,
         max_iters,
         rtol,
+        stop_on_negative,
     )?;
     out.matvecs = count;
     Ok(out)
@@ -192,6 +230,7 @@ where
         b,
         max_iters,
         rtol,
+        true,
     )?;
     out.matvecs = count;
     Ok(out)
@@ -280,6 +319,30 @@ mod tests {
         // Plain CG meets negative curvature on this system, and reports it.
         let plain = cg(mv(&a), &b, 0.0, 100, 1e-12).unwrap();
         assert!(plain.breakdown || plain.converged);
+    }
+
+    #[test]
+    fn cg_through_carries_on_past_negative_curvature() {
+        // Two negative eigenvalues, the others positive: the stopping form gives up at the
+        // first direction of negative curvature, the jax form keeps iterating and, on an
+        // indefinite but nonsingular system, still reaches the solution (CG's Krylov
+        // minimisation needs no definiteness as long as no pᵀAp is zero).
+        let eigs = [-2.0, -0.7, 0.5, 1.0, 3.0, 4.0];
+        let a = sym(&eigs, 3);
+        let b: Vec<f64> = (0..6).map(|k| 1.0 + k as f64).collect();
+        let stop = cg(mv(&a), &b, 0.0, 100, 1e-10).unwrap();
+        let through = cg_through(mv(&a), &b, 0.0, 100, 1e-10).unwrap();
+        assert!(stop.breakdown && !stop.converged, "{stop:?}");
+        assert!(through.breakdown, "negative curvature is still reported");
+        assert!(through.iters > stop.iters);
+        assert!(through.converged, "{through:?}");
+        assert!(through.rel_residual_h < 1e-8, "{}", through.rel_residual_h);
+        // On a positive definite system both forms are the same iteration.
+        let spd = sym(&[0.5, 1.0, 2.0, 3.0], 5);
+        let b4 = [1.0, -2.0, 0.5, 3.0];
+        let x1 = cg(mv(&spd), &b4, 1e-5, 10, 1e-12).unwrap();
+        let x2 = cg_through(mv(&spd), &b4, 1e-5, 10, 1e-12).unwrap();
+        assert_eq!(x1, x2);
     }
 
     #[test]

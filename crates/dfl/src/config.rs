@@ -167,8 +167,10 @@ ferrolab_core::config_section! {
         /// or `diagonal` (`O(o)`; affordable at 256 distractors).
         pub metric: String = "full".into(), "`full` or `diagonal`" => |v| v == "full" || v == "diagonal";
         /// TaskMet's model solve: `plain` (the reference's CG on `H + 1e-5·I`, one HVP per
-        /// iteration) or `normal` (CG on the normal equations, two HVPs per iteration).
-        pub cg: String = "plain".into(), "`plain` or `normal`" => |v| v == "plain" || v == "normal";
+        /// iteration, carrying on through negative curvature as `jax.scipy`'s CG does),
+        /// `plain_stop` (the same, stopping at negative curvature) or `normal` (CG on the
+        /// normal equations, two HVPs per iteration).
+        pub cg: String = "plain".into(), "`plain`, `plain_stop` or `normal`" => |v| v == "plain" || v == "plain_stop" || v == "normal";
     }
 }
 

@@ -58,6 +58,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         model_hidden: c.hidden,
         diagonal_metric: c.metric == "diagonal",
         normal_cg: c.cg == "normal",
+        cg_stop_on_negative: c.cg == "plain_stop",
         ..AgentConfig::default()
     }
 }

@@ -531,7 +531,11 @@ impl Agent {
             cg::normal_cg(hvp, &g_t, 0.0, self.cfg.cg_iters, self.cfg.cg_rtol)?
         } else {
             // The reference's ridge: `param_func(x) + 1e-5·x` before the CG.
-            cg::cg(hvp, &g_t, 1e-5, self.cfg.cg_iters, self.cfg.cg_rtol)?
+            if self.cfg.cg_stop_on_negative {
+                cg::cg(hvp, &g_t, 1e-5, self.cfg.cg_iters, self.cfg.cg_rtol)?
+            } else {
+                cg::cg_through(hvp, &g_t, 1e-5, self.cfg.cg_iters, self.cfg.cg_rtol)?
+            }
         };
         self.stats.cg_solves += 1;
         self.stats.cg_rel_residual += sol.rel_residual_h;

@@ -104,9 +104,13 @@ pub struct AgentConfig {
     /// Solve the model system by CG on the normal equations `(H² + ridge) u = H g` (two HVPs
     /// per iteration, works on an indefinite `H`) instead of the reference's plain CG on
     /// `(H + 1e-5·I) u = g` (`omd/cartpole/utils.py`, `dynamics_root_solve_bwd`:
-    /// `jax.scipy.sparse.linalg.cg`, one HVP per iteration). Plain CG stops at a direction
-    /// of non-positive curvature and keeps what it has (counted in `cg_breakdowns`).
+    /// `jax.scipy.sparse.linalg.cg`, one HVP per iteration).
     pub normal_cg: bool,
+    /// Plain CG only: stop at a direction of non-positive curvature and keep what it has
+    /// (before 2026-11-29 the only form) instead of carrying on through it as the reference's
+    /// `jax.scipy` CG does (the default). Either way such solves are counted in
+    /// `cg_breakdowns`.
+    pub cg_stop_on_negative: bool,
     /// CG relative tolerance (jaxopt's default 1e-5).
     pub cg_rtol: f64,
     /// `discount: 0.99`.
@@ -146,6 +150,7 @@ impl Default for AgentConfig {
             metric_lr: 1e-3,
             cg_iters: 10,
             normal_cg: false,
+            cg_stop_on_negative: false,
             cg_rtol: 1e-5,
             discount: 0.99,
             tau: 0.01,
