@@ -67,6 +67,9 @@ pub struct RunResult {
     /// Local only: each client's best model evaluated on the whole graph's test nodes, mean
     /// over clients (a second reading of FS-G's "local" column); NaN otherwise.
     pub whole_graph_test_accuracy: f64,
+    /// FedAvg: wall seconds of each round, from the tasks going out to the server's
+    /// evaluation of the new global model (the round-time benchmark reads it); empty otherwise.
+    pub round_seconds: Vec<f64>,
 }
 
 /// A fresh model drawn from the backend's generator seeded with `seed`.
@@ -171,6 +174,7 @@ pub fn train_alone_keep(
             curve,
             rejected: 0,
             whole_graph_test_accuracy: f64::NAN,
+            round_seconds: Vec::new(),
         },
         best_model,
     ))
@@ -353,6 +357,7 @@ fn server_loop(
         ..Default::default()
     };
     for round in 1..=s.rounds {
+        let t0 = std::time::Instant::now();
         let r = round as u64;
         let tasks = strategy.configure_fit(r, &params, ids);
         for (c, ins) in &tasks {
@@ -401,6 +406,7 @@ fn server_loop(
         server_model = load_params(server_model, &from_params(&params))?;
         out.rounds_run = round;
         let e = whole.evaluate(&server_model);
+        out.round_seconds.push(t0.elapsed().as_secs_f64());
         out.curve.push((round, e.val_accuracy, e.test_accuracy));
         if !params.to_flat().iter().all(|v| v.is_finite()) {
             // Diverged (a too-large learning rate): the best round so far stands.
