@@ -31,6 +31,10 @@ else
 fi
 OPY=bench/.venv-openfhe/bin/python
 THREADS="${THREADS:-1}"
+# The same allocator on both sides (bench/harness.py's setting, which the CLI also applies to
+# itself): without it glibc maps and zeroes every multi-megabyte polynomial afresh, and the
+# page faults alone were ~13% of a bootstrap's CPU time at N = 2^16.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824}"
 load() { cut -d' ' -f1 /proc/loadavg; }
 have_openfhe() { [ -x "$OPY" ] && "$OPY" -c "import openfhe" 2>/dev/null; }
 ours() {
@@ -55,7 +59,7 @@ theirs() {
 # either side (each times one bootstrap after its own key generation).
 RUN_LOG=$(mktemp)
 {
-    echo "# $(date -u +%FT%TZ) $(nproc) cores, rounds $ROUNDS, slots $SLOTS, levels after $LEVELS_AFTER, threads $THREADS"
+    echo "# $(date -u +%FT%TZ) $(nproc) cores, rounds $ROUNDS, slots $SLOTS, levels after $LEVELS_AFTER, threads $THREADS, commit $(git rev-parse --short HEAD)$(git diff --quiet -- crates/fhe || echo +uncommitted), GLIBC_TUNABLES=$GLIBC_TUNABLES"
     for r in $(seq 1 "$ROUNDS"); do
         for s in ${SLOTS//,/ }; do
             if [ $((r % 2)) -eq 1 ]; then ours "$s" "$r"; theirs "$s" "$r"; else theirs "$s" "$r"; ours "$s" "$r"; fi
@@ -66,11 +70,12 @@ RUN_LOG=$(mktemp)
 python3 - "$RUN_LOG" <<'PY' | tee -a "$OUT"
 import json, re, statistics, sys
 rows = {}
+by_round = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"round \d+ (ferrolab|openfhe) threads \d+ .*?: (.*)$", line)
+    m = re.match(r"round (\d+) (ferrolab|openfhe) threads \d+ .*?: (.*)$", line)
     if not m:
         continue
-    side, rest = m.groups()
+    rnd, side, rest = m.groups()
     if side == "ferrolab":
         s = int(re.search(r"slots (\d+)", rest).group(1))
         ms = float(re.search(r"median (\d+) ms", rest).group(1))
@@ -81,8 +86,15 @@ for line in open(sys.argv[1]):
         s = int(re.search(r"slots (\d+)", line).group(1))
         ms, bits, rss = j["bootstrap_ms"], j["bootstrap_precision_bits"], j["peak_rss_mb"] / 1e3
     rows.setdefault((s, side), []).append((ms, bits, rss))
+    by_round.setdefault((s, rnd), {})[side] = ms
 for (s, side), v in sorted(rows.items()):
     t = [x[0] for x in v]
     print(f"summary slots {s} {side}: median {statistics.median(t):.0f} ms (min {min(t):.0f}, max {max(t):.0f}, n {len(t)}), worst bits min {min(x[1] for x in v):.2f}, peak RSS {max(x[2] for x in v):.2f} GB")
+# Ratio ferrolab / OpenFHE per round (the two sides of one round ran back to back).
+for s in sorted({k[0] for k in by_round}):
+    r = [v["ferrolab"] / v["openfhe"] for (s2, _), v in sorted(by_round.items())
+         if s2 == s and "ferrolab" in v and "openfhe" in v]
+    if r:
+        print(f"summary slots {s} ratio ferrolab/openfhe: median {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, rounds {len(r)})")
 PY
 rm -f "$RUN_LOG"

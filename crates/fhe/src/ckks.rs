@@ -370,6 +370,43 @@ impl Context {
         level: usize,
         scale: f64,
     ) -> Result<Plaintext> {
+        let data = self.encode_coeffs_on(coeffs, level, scale, &self.q_idx(level))?;
+        Ok(Plaintext {
+            data,
+            level,
+            scale,
+            params: self.hash,
+        })
+    }
+
+    /// [`encode`](Self::encode) over the extended basis Q_l·P (limbs q_0..q_l, then
+    /// p_0..p_{α-1}): the same integer polynomial, for products with ciphertexts held in that
+    /// basis between a hoisted key switch and its division by P.
+    pub(crate) fn encode_ext(&self, values: &[C64], level: usize, scale: f64) -> Result<Vec<u64>> {
+        let pt = self.encode(values, level, scale)?;
+        // The P limbs from the same rounded coefficients (the plaintext holds them only
+        // modulo Q_l; the values are validated by `encode` above).
+        let slots = self.slots();
+        let mut v = Vec::with_capacity(slots);
+        v.extend_from_slice(values);
+        v.resize(slots, C64::default());
+        let coeffs = self.encoder().slots_to_coeffs_owned(v);
+        let idx: Vec<usize> = (0..self.p.len()).map(|j| self.p_index(j)).collect();
+        let p_limbs = self.encode_coeffs_on(&coeffs, level, scale, &idx)?;
+        let mut data = pt.data;
+        data.extend_from_slice(&p_limbs);
+        Ok(data)
+    }
+
+    /// The rounded coefficients·scale as NTT-form residues modulo the table primes `idx`,
+    /// checked to fit Q_level.
+    fn encode_coeffs_on(
+        &self,
+        coeffs: &[f64],
+        level: usize,
+        scale: f64,
+        idx: &[usize],
+    ) -> Result<Vec<u64>> {
         let n = self.n;
         let log_q: f64 = self.q[..=level].iter().map(|&x| (x as f64).log2()).sum();
         let max = coeffs.iter().fold(0.0f64, |m, c| m.max((c * scale).abs()));
@@ -382,13 +419,13 @@ impl Context {
                 log_q
             )));
         }
-        let mut data = vec![0u64; (level + 1) * n];
+        let mut data = vec![0u64; idx.len() * n];
         if max < 2f64.powi(62) {
             // The common case: every coefficient fits an i64, and a magnitude below 2^62 is
             // below q² for every prime of 31 bits or more, so one Barrett step reduces it
             // (an i128 remainder per residue cost more than the NTTs).
             let rounded: Vec<i64> = coeffs.iter().map(|c| (c * scale).round() as i64).collect();
-            data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+            data.par_chunks_mut(n).zip(idx).for_each(|(limb, &i)| {
                 let t = &self.tables[i];
                 let m = &t.m;
                 let barrett = m.q >= 1 << 31;
@@ -407,21 +444,15 @@ impl Context {
             });
         } else {
             let rounded: Vec<i128> = coeffs.iter().map(|c| (c * scale).round() as i128).collect();
-            for i in 0..=level {
+            for (limb, &i) in data.chunks_exact_mut(n).zip(idx) {
                 let t = &self.tables[i];
-                let limb = &mut data[i * n..(i + 1) * n];
                 for (o, &x) in limb.iter_mut().zip(&rounded) {
                     *o = t.m.from_i128(x);
                 }
                 t.forward(limb);
             }
         }
-        Ok(Plaintext {
-            data,
-            level,
-            scale,
-            params: self.hash,
-        })
+        Ok(data)
     }
 
     /// Decodes a plaintext to N/2 complex slots.
@@ -775,7 +806,11 @@ impl Encryptor {
                         .map(|(((&a, &b), &d), &p)| {
                             let v = m.mul_shoup(m.add(m.mul(a, b), d), pinv, pinvs);
                             // The message joins c_0 after the division.
-                            if part == 0 { m.add(v, p) } else { v }
+                            if part == 0 {
+                                m.add(v, p)
+                            } else {
+                                v
+                            }
                         }),
                 );
             }

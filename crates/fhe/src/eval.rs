@@ -9,8 +9,8 @@
 
 use crate::arith::Modulus;
 use crate::ckks::{
-    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey, check_ciphertext, check_params,
-    check_plaintext, conjugation_element, galois_element,
+    check_ciphertext, check_params, check_plaintext, conjugation_element, galois_element,
+    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey,
 };
 use crate::error::{FheError, Result};
 use crate::ntt::automorphism_ntt_index;
@@ -18,11 +18,65 @@ use crate::params::Context;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Relative scale difference below which two scales count as equal (integer rounding of
 /// ladder constants leaves ~2^-40).
 const SCALE_TOLERANCE: f64 = 1e-9;
+
+/// Counts of an evaluator's expensive operations so far (profiling: which stage performs
+/// how many key switches, divisions by P and rescales).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Key switches with their own decomposition: relinearisations, single rotations and
+    /// conjugations, the giant steps of linear transforms.
+    pub key_switches: u64,
+    /// Decompositions shared by hoisted rotations.
+    pub decompositions: u64,
+    /// Key products on a shared decomposition (one per hoisted rotation).
+    pub hoisted_products: u64,
+    /// Divisions of one polynomial by P (mod down).
+    pub mod_downs: u64,
+    /// Rescales of a ciphertext (each divides every part by the last prime).
+    pub rescales: u64,
+}
+
+impl OpCounts {
+    /// The operations performed since `earlier` (a snapshot of the same evaluator).
+    pub fn since(&self, earlier: &OpCounts) -> OpCounts {
+        OpCounts {
+            key_switches: self.key_switches - earlier.key_switches,
+            decompositions: self.decompositions - earlier.decompositions,
+            hoisted_products: self.hoisted_products - earlier.hoisted_products,
+            mod_downs: self.mod_downs - earlier.mod_downs,
+            rescales: self.rescales - earlier.rescales,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    key_switches: AtomicU64,
+    decompositions: AtomicU64,
+    hoisted_products: AtomicU64,
+    mod_downs: AtomicU64,
+    rescales: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+/// A ciphertext times P held in the extended basis Q_l·P (limbs q_0..q_l, then
+/// p_0..p_{α-1}, NTT form): what a hoisted key switch produces before its division by P.
+/// Sums and plaintext products of these are divided by P once (Bossuat et al., Eurocrypt
+/// 2021, "double hoisting"), instead of once per rotation.
+#[derive(Debug, Clone)]
+pub(crate) struct ExtCiphertext {
+    pub(crate) parts: [Vec<u64>; 2],
+    pub(crate) level: usize,
+}
 
 /// Computes on ciphertexts with evaluation keys only (no secret).
 #[derive(Debug)]
@@ -31,6 +85,7 @@ pub struct Evaluator {
     keys: EvaluationKeys,
     /// NTT-domain index map of each Galois key's automorphism, built once with the keys.
     perms: BTreeMap<usize, Vec<u32>>,
+    counts: Counters,
 }
 
 impl Evaluator {
@@ -52,7 +107,20 @@ impl Evaluator {
             ctx: ctx.clone(),
             keys,
             perms,
+            counts: Counters::default(),
         })
+    }
+
+    /// The operations performed so far (a snapshot; see [`OpCounts::since`]).
+    pub fn op_counts(&self) -> OpCounts {
+        let c = &self.counts;
+        OpCounts {
+            key_switches: c.key_switches.load(Ordering::Relaxed),
+            decompositions: c.decompositions.load(Ordering::Relaxed),
+            hoisted_products: c.hoisted_products.load(Ordering::Relaxed),
+            mod_downs: c.mod_downs.load(Ordering::Relaxed),
+            rescales: c.rescales.load(Ordering::Relaxed),
+        }
     }
 
     /// The context.
@@ -377,6 +445,8 @@ impl Evaluator {
             )));
         }
         let rlk = self.keys.relin.as_ref().ok_or(FheError::MissingRelinKey)?;
+        bump(&self.counts.key_switches, 1);
+        bump(&self.counts.mod_downs, 2);
         let (mut k0, mut k1) = self.ctx.key_switch(&ct.parts[2], ct.level, &rlk.0);
         let n = self.ctx.n;
         for i in 0..=ct.level {
@@ -405,18 +475,28 @@ impl Evaluator {
     /// a · b, relinearised and rescaled.
     pub fn mul_relin_rescale(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         let t = self.mul_no_relin(a, b)?;
-        if t.level == 0 || self.ctx.p.len() != 1 {
+        if t.level == 0 {
             return self.rescale(&self.relinearize(&t)?);
         }
         let rlk = self.keys.relin.as_ref().ok_or(FheError::MissingRelinKey)?;
         let l = t.level;
         // The relinearisation's division by P and the rescale's by q_l as one rounded
         // division by P·q_l (see `Context::mod_down_rescale`).
+        bump(&self.counts.key_switches, 1);
+        bump(&self.counts.mod_downs, 2);
+        bump(&self.counts.rescales, 1);
         let (x0, x1) = self.ctx.key_switch_raw(&t.parts[2], l, &rlk.0);
-        let parts = vec![
-            self.ctx.mod_down_rescale(x0, &t.parts[0], l),
-            self.ctx.mod_down_rescale(x1, &t.parts[1], l),
-        ];
+        let parts = if self.ctx.p.len() == 1 {
+            vec![
+                self.ctx.mod_down_rescale(x0, &t.parts[0], l),
+                self.ctx.mod_down_rescale(x1, &t.parts[1], l),
+            ]
+        } else {
+            vec![
+                self.ctx.mod_down_rescale_rns(x0, Some(&t.parts[0]), l),
+                self.ctx.mod_down_rescale_rns(x1, Some(&t.parts[1]), l),
+            ]
+        };
         Ok(Ciphertext {
             parts,
             level: l - 1,
@@ -439,6 +519,7 @@ impl Evaluator {
                 "cannot rescale a ciphertext at level 0 (no prime left to divide by)".into(),
             ));
         }
+        bump(&self.counts.rescales, 1);
         let n = self.ctx.n;
         let ql = self.ctx.q[l];
         let half = ql >> 1;
@@ -576,6 +657,8 @@ impl Evaluator {
         key: &SwitchingKey,
     ) -> Ciphertext {
         let perm = self.perm(g);
+        bump(&self.counts.hoisted_products, 1);
+        bump(&self.counts.mod_downs, 2);
         let (mut k0, k1) = self.ctx.key_product(dec, key, Some(&perm));
         self.add_permuted(&mut k0, &ct.parts[0], ct.level, &perm);
         Ciphertext {
@@ -600,6 +683,8 @@ impl Evaluator {
                 *d = src[pj as usize];
             }
         }
+        bump(&self.counts.key_switches, 1);
+        bump(&self.counts.mod_downs, 2);
         let (mut k0, k1) = self.ctx.key_switch(&c1, ct.level, key);
         self.add_permuted(&mut k0, &ct.parts[0], ct.level, &perm);
         Ciphertext {
@@ -660,6 +745,7 @@ impl Evaluator {
         if keys.iter().all(|k| k.is_none()) {
             return Ok(vec![ct.clone(); steps.len()]);
         }
+        bump(&self.counts.decompositions, 1);
         let dec = self.ctx.decompose(&ct.parts[1], ct.level);
         Ok(keys
             .into_iter()
@@ -670,6 +756,257 @@ impl Evaluator {
             .collect())
     }
 
+    /// The Galois keys of `steps` (None for the identity).
+    fn step_keys(&self, steps: &[i64]) -> Result<Vec<Option<(usize, &SwitchingKey)>>> {
+        let slots = self.ctx.slots() as i64;
+        steps
+            .iter()
+            .map(|&s| {
+                let g = galois_element(&self.ctx, s);
+                if g == 1 {
+                    return Ok(None);
+                }
+                let key = self.galois_key(g, || {
+                    format!("rotation by {s} (≡ {} mod {slots})", s.rem_euclid(slots))
+                })?;
+                Ok(Some((g, key)))
+            })
+            .collect()
+    }
+
+    /// Table index of limb k of the extended basis Q_level·P.
+    fn ext_table(&self, level: usize, k: usize) -> usize {
+        if k <= level {
+            k
+        } else {
+            self.ctx.p_index(k - level - 1)
+        }
+    }
+
+    /// P·ct in the extended basis (its P limbs are zero).
+    fn to_ext(&self, ct: &Ciphertext) -> ExtCiphertext {
+        let n = self.ctx.n;
+        let lq = ct.level + 1;
+        let w = lq + self.ctx.p.len();
+        let scaled = |src: &[u64]| {
+            let mut out = vec![0u64; w * n];
+            out[..lq * n]
+                .par_chunks_mut(n)
+                .zip(src.par_chunks(n))
+                .enumerate()
+                .for_each(|(i, (o, x))| {
+                    let m = self.ctx.modulus(i);
+                    let (pm, pms) = (self.ctx.p_mod_q[i], m.shoup(self.ctx.p_mod_q[i]));
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = m.mul_shoup(v, pm, pms);
+                    }
+                });
+            out
+        };
+        ExtCiphertext {
+            parts: [scaled(&ct.parts[0]), scaled(&ct.parts[1])],
+            level: ct.level,
+        }
+    }
+
+    /// Hoisted rotations left in the extended basis (see [`ExtCiphertext`]): one shared
+    /// decomposition of c_1 and, per step, the key product without its division by P, plus
+    /// P·σ(c_0).
+    pub(crate) fn rotate_hoisted_ext(
+        &self,
+        ct: &Ciphertext,
+        steps: &[i64],
+    ) -> Result<Vec<ExtCiphertext>> {
+        self.check_ct(ct)?;
+        Self::need_size2(ct, "rotate")?;
+        let keys = self.step_keys(steps)?;
+        let n = self.ctx.n;
+        let level = ct.level;
+        let dec = if keys.iter().any(Option::is_some) {
+            bump(&self.counts.decompositions, 1);
+            Some(self.ctx.decompose(&ct.parts[1], level))
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(steps.len());
+        for k in keys {
+            let (Some((g, key)), Some(dec)) = (k, dec.as_ref()) else {
+                out.push(self.to_ext(ct));
+                continue;
+            };
+            bump(&self.counts.hoisted_products, 1);
+            let perm = self.perm(g);
+            let (mut r0, r1) = self.ctx.key_product_raw(dec, key, Some(&perm));
+            let perm = &*perm;
+            r0[..(level + 1) * n]
+                .par_chunks_mut(n)
+                .zip(ct.parts[0].par_chunks(n))
+                .enumerate()
+                .for_each(|(i, (o, src))| {
+                    let m = self.ctx.modulus(i);
+                    let (pm, pms) = (self.ctx.p_mod_q[i], m.shoup(self.ctx.p_mod_q[i]));
+                    for (o, &pj) in o.iter_mut().zip(perm) {
+                        *o = m.add(*o, m.mul_shoup(src[pj as usize], pm, pms));
+                    }
+                });
+            out.push(ExtCiphertext {
+                parts: [r0, r1],
+                level,
+            });
+        }
+        Ok(out)
+    }
+
+    /// acc += x in the extended basis.
+    pub(crate) fn ext_add_into(&self, acc: &mut Option<ExtCiphertext>, x: ExtCiphertext) {
+        let Some(a) = acc.as_mut() else {
+            *acc = Some(x);
+            return;
+        };
+        let n = self.ctx.n;
+        let level = x.level;
+        for (pa, px) in a.parts.iter_mut().zip(&x.parts) {
+            pa.par_chunks_mut(n)
+                .zip(px.par_chunks(n))
+                .enumerate()
+                .for_each(|(k, (o, v))| {
+                    let m = self.ctx.modulus(self.ext_table(level, k));
+                    for (o, &v) in o.iter_mut().zip(v) {
+                        *o = m.add(*o, v);
+                    }
+                });
+        }
+    }
+
+    /// acc += rot_step(x) in the extended basis (see [`galois_ext_add`](Self::galois_ext_add)).
+    pub(crate) fn rotate_ext_add(
+        &self,
+        acc: &mut Option<ExtCiphertext>,
+        x: ExtCiphertext,
+        step: i64,
+    ) -> Result<()> {
+        let Some((g, key)) = self.step_keys(&[step])?.pop().flatten() else {
+            self.ext_add_into(acc, x);
+            return Ok(());
+        };
+        self.galois_ext_add(acc, x, g, key);
+        Ok(())
+    }
+
+    /// acc += conj(x) in the extended basis.
+    pub(crate) fn conjugate_ext_add(
+        &self,
+        acc: &mut Option<ExtCiphertext>,
+        x: ExtCiphertext,
+    ) -> Result<()> {
+        let g = conjugation_element(&self.ctx);
+        let key = self.galois_key(g, || "conjugation".into())?;
+        self.galois_ext_add(acc, x, g, key);
+        Ok(())
+    }
+
+    /// -x in the extended basis.
+    pub(crate) fn ext_neg(&self, mut x: ExtCiphertext) -> ExtCiphertext {
+        let n = self.ctx.n;
+        let level = x.level;
+        for p in x.parts.iter_mut() {
+            p.par_chunks_mut(n).enumerate().for_each(|(k, o)| {
+                let m = self.ctx.modulus(self.ext_table(level, k));
+                for v in o.iter_mut() {
+                    *v = m.neg(*v);
+                }
+            });
+        }
+        x
+    }
+
+    /// acc += σ_g(x) in the extended basis. Only x's second part is divided by P (the key
+    /// switch needs it modulo Q_l); it is permuted and switched without the division, and
+    /// the first part is permuted in the extended basis as it is, so the sum is divided by
+    /// P once at the end.
+    fn galois_ext_add(
+        &self,
+        acc: &mut Option<ExtCiphertext>,
+        x: ExtCiphertext,
+        g: usize,
+        key: &SwitchingKey,
+    ) {
+        let n = self.ctx.n;
+        let level = x.level;
+        let [x0, mut x1] = x.parts;
+        bump(&self.counts.mod_downs, 1);
+        self.ctx.mod_down_in_place(&mut x1, level);
+        let perm = self.perm(g);
+        let perm = &*perm;
+        let mut c1 = crate::scratch::u64s((level + 1) * n);
+        c1.par_chunks_mut(n)
+            .zip(x1.par_chunks(n))
+            .for_each(|(d, src)| {
+                for (d, &pj) in d.iter_mut().zip(perm) {
+                    *d = src[pj as usize];
+                }
+            });
+        drop(x1);
+        bump(&self.counts.key_switches, 1);
+        let (mut r0, r1) = self.ctx.key_switch_raw(&c1, level, key);
+        r0.par_chunks_mut(n)
+            .zip(x0.par_chunks(n))
+            .enumerate()
+            .for_each(|(k, (o, src))| {
+                let m = self.ctx.modulus(self.ext_table(level, k));
+                for (o, &pj) in o.iter_mut().zip(perm) {
+                    *o = m.add(*o, src[pj as usize]);
+                }
+            });
+        self.ext_add_into(
+            acc,
+            ExtCiphertext {
+                parts: [r0, r1],
+                level,
+            },
+        );
+    }
+
+    /// [`ext_mod_down`](Self::ext_mod_down) and a rescale as one rounded division by
+    /// P·q_l (level l → l − 1, scale / q_l).
+    pub(crate) fn ext_mod_down_rescale(&self, x: ExtCiphertext, scale: f64) -> Result<Ciphertext> {
+        let level = x.level;
+        if level == 0 {
+            return Err(FheError::Level(
+                "cannot rescale a ciphertext at level 0 (no prime left to divide by)".into(),
+            ));
+        }
+        bump(&self.counts.mod_downs, 2);
+        bump(&self.counts.rescales, 1);
+        let [p0, p1] = x.parts;
+        Ok(Ciphertext {
+            parts: vec![
+                self.ctx.mod_down_rescale_rns(p0, None, level),
+                self.ctx.mod_down_rescale_rns(p1, None, level),
+            ],
+            level: level - 1,
+            scale: scale / self.ctx.q[level] as f64,
+            params: self.ctx.hash,
+        })
+    }
+
+    /// The ciphertext an extended one stands for (both parts divided by P), labelled `scale`
+    /// (bootstrapping fuses the division with a rescale instead).
+    #[cfg(test)]
+    pub(crate) fn ext_mod_down(&self, x: ExtCiphertext, scale: f64) -> Ciphertext {
+        let level = x.level;
+        let [mut p0, mut p1] = x.parts;
+        bump(&self.counts.mod_downs, 2);
+        self.ctx.mod_down_in_place(&mut p0, level);
+        self.ctx.mod_down_in_place(&mut p1, level);
+        Ciphertext {
+            parts: vec![p0, p1],
+            level,
+            scale,
+            params: self.ctx.hash,
+        }
+    }
+
     /// Complex conjugation of every slot.
     pub fn conjugate(&self, ct: &Ciphertext) -> Result<Ciphertext> {
         self.check_ct(ct)?;
@@ -677,5 +1014,168 @@ impl Evaluator {
         let g = conjugation_element(&self.ctx);
         let key = self.galois_key(g, || "conjugation".into())?;
         Ok(self.switch_galois(ct, g, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ckks::{Decryptor, Encryptor, KeyGenerator};
+    use crate::params::ParamSpec;
+    use crate::C64;
+
+    struct Fixture {
+        ctx: Arc<Context>,
+        ev: Evaluator,
+        dec: Decryptor,
+        enc: Encryptor,
+        pk: crate::ckks::PublicKey,
+    }
+
+    /// N = 2^12, six 40-bit levels, three special primes (α = 3, the multi-prime paths).
+    fn fixture(steps: &[i64]) -> Fixture {
+        let mut spec = ParamSpec::insecure_test(12, 6);
+        spec.p_bits = vec![60, 60, 60];
+        let ctx = Context::new(spec).unwrap();
+        let mut kg = KeyGenerator::new_seeded(&ctx, 3);
+        let pk = kg.public_key();
+        let ev = Evaluator::new(&ctx, kg.evaluation_keys(steps, false)).unwrap();
+        let dec = Decryptor::new(&ctx, kg.secret_key()).unwrap();
+        let enc = Encryptor::new_seeded(&ctx, 4);
+        Fixture {
+            ctx,
+            ev,
+            dec,
+            enc,
+            pk,
+        }
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<C64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let a = (s >> 11) as f64 / (1u64 << 53) as f64;
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let b = (s >> 11) as f64 / (1u64 << 53) as f64;
+                C64::new(2.0 * a - 1.0, 2.0 * b - 1.0)
+            })
+            .collect()
+    }
+
+    fn max_err(a: &[C64], b: &[C64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (*x - *y).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// The fused division by P·q_l (α > 1) computes the same product as relinearising and
+    /// rescaling separately, on the same ladder scale, with no larger error and no bias at
+    /// slot 0 (a biased rounding shows there, ~N times the per-coefficient bias).
+    #[test]
+    fn fused_relinearise_rescale_matches_the_two_steps() {
+        let mut f = fixture(&[]);
+        let top = f.ctx.max_level();
+        let (a, b) = (values(f.ctx.slots(), 1), values(f.ctx.slots(), 2));
+        let s = f.ctx.scale_at(top);
+        let ca = f
+            .enc
+            .encrypt(&f.pk, &f.ctx.encode(&a, top, s).unwrap())
+            .unwrap();
+        let cb = f
+            .enc
+            .encrypt(&f.pk, &f.ctx.encode(&b, top, s).unwrap())
+            .unwrap();
+        let want: Vec<C64> = a.iter().zip(&b).map(|(x, y)| *x * *y).collect();
+        let c0 = f.ev.op_counts();
+        let fused = f.ev.mul_relin_rescale(&ca, &cb).unwrap();
+        let d = f.ev.op_counts().since(&c0);
+        assert_eq!((d.key_switches, d.rescales), (1, 1));
+        let two =
+            f.ev.rescale(
+                &f.ev
+                    .relinearize(&f.ev.mul_no_relin(&ca, &cb).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(fused.level, two.level);
+        assert!((fused.scale / two.scale - 1.0).abs() < 1e-12);
+        let e_fused = max_err(&f.dec.decrypt_decode(&fused).unwrap(), &want);
+        let e_two = max_err(&f.dec.decrypt_decode(&two).unwrap(), &want);
+        assert!(
+            e_fused < 1e-7 && e_fused < 2.0 * e_two,
+            "{e_fused:e} vs {e_two:e}"
+        );
+        // Zero times zero at scale 1·2^40: what is left is the division's rounding only.
+        let z = vec![C64::default(); f.ctx.slots()];
+        let cz = f
+            .enc
+            .encrypt(&f.pk, &f.ctx.encode(&z, top, 1.0).unwrap())
+            .unwrap();
+        let one = f
+            .enc
+            .encrypt(&f.pk, &f.ctx.encode(&z, top, s).unwrap())
+            .unwrap();
+        let r = f.ev.mul_relin_rescale(&cz, &one).unwrap();
+        let got = f
+            .dec
+            .decrypt_decode(&Ciphertext { scale: 1.0, ..r })
+            .unwrap();
+        let mut mags: Vec<f64> = got.iter().map(|v| v.abs()).collect();
+        let slot0 = mags[0];
+        mags.sort_by(f64::total_cmp);
+        let median = mags[mags.len() / 2];
+        assert!(
+            slot0 < 6.0 * median,
+            "slot 0 {slot0:.1} vs median {median:.1}"
+        );
+    }
+
+    /// Hoisted rotations kept in the extended basis, a plaintext-free sum and a giant
+    /// rotation added there, divided by P once: the same slots as the rotations done one by
+    /// one, with one decomposition, one key switch and two divisions by P at the end.
+    #[test]
+    fn extended_basis_rotations_sum_to_the_rotated_slots() {
+        let mut f = fixture(&[1, 3, 8]);
+        let top = f.ctx.max_level();
+        let n = f.ctx.slots();
+        let a = values(n, 5);
+        let s = f.ctx.scale_at(top);
+        let ct = f
+            .enc
+            .encrypt(&f.pk, &f.ctx.encode(&a, top, s).unwrap())
+            .unwrap();
+        let c0 = f.ev.op_counts();
+        let ext = f.ev.rotate_hoisted_ext(&ct, &[0, 1, 3]).unwrap();
+        let mut acc = None;
+        let mut inner = None;
+        for x in ext {
+            f.ev.ext_add_into(&mut inner, x);
+        }
+        // rot_8(x + rot_1 x + rot_3 x) + (x + rot_1 x + rot_3 x)
+        let inner = inner.unwrap();
+        f.ev.rotate_ext_add(&mut acc, inner.clone(), 8).unwrap();
+        f.ev.rotate_ext_add(&mut acc, inner, 0).unwrap();
+        let out = f.ev.ext_mod_down(acc.unwrap(), ct.scale);
+        let d = f.ev.op_counts().since(&c0);
+        assert_eq!(
+            (
+                d.decompositions,
+                d.hoisted_products,
+                d.key_switches,
+                d.mod_downs
+            ),
+            (1, 2, 1, 3)
+        );
+        let sum: Vec<C64> = (0..n)
+            .map(|t| a[t] + a[(t + 1) % n] + a[(t + 3) % n])
+            .collect();
+        let want: Vec<C64> = (0..n).map(|t| sum[(t + 8) % n] + sum[t]).collect();
+        let got = f.dec.decrypt_decode(&out).unwrap();
+        let err = max_err(&got, &want);
+        assert!(err < 1e-7, "{err:e}");
     }
 }

@@ -276,6 +276,129 @@ impl Context {
         out
     }
 
+    /// [`mod_down_rescale`](Self::mod_down_rescale) for any number α of special primes:
+    /// round((P·d + x) / (P·q_l)) modulo Q_{l-1} (NTT), q_l taken as one more special prime
+    /// of M = P·q_l. The α + 1 special limbs are transformed back once, each of the l
+    /// remaining limbs forward once: α + 1 + l transforms per polynomial where the division
+    /// by P and the rescale take α + 1 + 2l, and one rounding instead of two. The fast
+    /// conversion's overshoot u·M is taken off as in [`p_digits_to_q`](Self::p_digits_to_q).
+    /// `d = None` divides x alone (a sum kept in the extended basis, then rescaled).
+    pub(crate) fn mod_down_rescale_rns(
+        &self,
+        mut x: Vec<u64>,
+        d: Option<&[u64]>,
+        level: usize,
+    ) -> Vec<u64> {
+        let n = self.n;
+        let l = level;
+        let alpha = self.p.len();
+        let lq = l + 1;
+        debug_assert!(l >= 1);
+        debug_assert_eq!(x.len(), (lq + alpha) * n);
+        let spec: Vec<usize> = std::iter::once(l)
+            .chain((0..alpha).map(|j| self.p_index(j)))
+            .collect();
+        let (head, tail) = x.split_at_mut(lq * n);
+        let (xq_rest, xl) = head.split_at_mut(l * n);
+        // The q_l limb of P·d + x (P·d vanishes modulo the p_j).
+        if let Some(d) = d {
+            let m = self.modulus(l);
+            let (pm, pms) = (self.p_mod_q[l], m.shoup(self.p_mod_q[l]));
+            for (v, &dv) in xl.iter_mut().zip(&d[l * n..lq * n]) {
+                *v = m.add(*v, m.mul_shoup(dv, pm, pms));
+            }
+        }
+        // Each special limb to v_s = [(y_s + (M-1)/2)·(M/m_s)^-1]_{m_s}, coefficient form.
+        let mut limbs: Vec<&mut [u64]> = std::iter::once(xl)
+            .chain(tail.chunks_exact_mut(n))
+            .collect();
+        limbs
+            .par_iter_mut()
+            .zip(spec.par_iter())
+            .for_each(|(limb, &t)| {
+                let tab = &self.tables[t];
+                let m = &tab.m;
+                tab.inverse(limb);
+                let hat = spec
+                    .iter()
+                    .filter(|&&o| o != t)
+                    .fold(1u64, |a, &o| m.mul(a, self.tables[o].m.q % m.q));
+                let hinv = m.inv(hat);
+                let hinvs = m.shoup(hinv);
+                let half = m.mul(m.q - 1, m.inv(2));
+                for v in limb.iter_mut() {
+                    *v = m.mul_shoup(m.add(*v, half), hinv, hinvs);
+                }
+            });
+        let v: Vec<&[u64]> = limbs.into_iter().map(|x| x as &[u64]).collect();
+        let inv_m: Vec<f64> = spec
+            .iter()
+            .map(|&t| 1.0 / self.tables[t].m.q as f64)
+            .collect();
+        let u: Vec<u64> = (0..n)
+            .map(|c| {
+                let s: f64 = v
+                    .iter()
+                    .zip(&inv_m)
+                    .map(|(vs, &im)| vs[c] as f64 * im)
+                    .sum();
+                s as u64
+            })
+            .collect();
+        let mut out = vec![0u64; l * n];
+        out.par_chunks_mut(n)
+            .zip(xq_rest.par_chunks(n))
+            .enumerate()
+            .for_each_init(
+                || scratch::u64s(n),
+                |conv, (i, (ol, xl))| {
+                    let t = &self.tables[i];
+                    let m = &t.m;
+                    let hats: Vec<(u64, u64)> = spec
+                        .iter()
+                        .map(|&s| {
+                            let h = spec
+                                .iter()
+                                .filter(|&&o| o != s)
+                                .fold(1u64, |a, &o| m.mul(a, self.tables[o].m.q % m.q));
+                            (h, m.shoup(h))
+                        })
+                        .collect();
+                    let mm = spec
+                        .iter()
+                        .fold(1u64, |a, &o| m.mul(a, self.tables[o].m.q % m.q));
+                    let (mms, half) = (m.shoup(mm), m.mul(m.sub(mm, 1), m.inv(2)));
+                    // Σ_s v_s·(M/m_s) − u·M − (M-1)/2 = [y]_M rounded, centred.
+                    for (c, o) in conv.iter_mut().enumerate() {
+                        let neg = m.add(m.mul_shoup(u[c], mm, mms), half);
+                        *o = m.neg(neg);
+                    }
+                    for (vs, &(h, hs)) in v.iter().zip(&hats) {
+                        for (o, &x) in conv.iter_mut().zip(vs.iter()) {
+                            *o = m.add(*o, m.mul_shoup(x, h, hs));
+                        }
+                    }
+                    t.forward(conv);
+                    let inv = m.inv(mm);
+                    let invs = m.shoup(inv);
+                    if let Some(d) = d {
+                        let dl = &d[i * n..(i + 1) * n];
+                        let (pm, pms) = (self.p_mod_q[i], m.shoup(self.p_mod_q[i]));
+                        for (((o, &xv), &dv), &c) in ol.iter_mut().zip(xl).zip(dl).zip(conv.iter())
+                        {
+                            let y = m.add(xv, m.mul_shoup(dv, pm, pms));
+                            *o = m.mul_shoup(m.sub(y, c), inv, invs);
+                        }
+                    } else {
+                        for ((o, &xv), &c) in ol.iter_mut().zip(xl).zip(conv.iter()) {
+                            *o = m.mul_shoup(m.sub(xv, c), inv, invs);
+                        }
+                    }
+                },
+            );
+        out
+    }
+
     /// The coefficient form of `c` (NTT, modulo Q_l) with each limb of a multi-prime digit
     /// multiplied by (D/q_k)^-1 mod q_k (D: the digit's modulus), ready for basis extension.
     fn digit_coeffs(&self, c: &[u64], level: usize) -> Buf<u64> {
@@ -449,6 +572,21 @@ impl Context {
         key: &SwitchingKey,
         perm: Option<&[u32]>,
     ) -> (Vec<u64>, Vec<u64>) {
+        let level = dec.level;
+        let (mut acc0, mut acc1) = self.key_product_raw(dec, key, perm);
+        self.mod_down_in_place(&mut acc0, level);
+        self.mod_down_in_place(&mut acc1, level);
+        (acc0, acc1)
+    }
+
+    /// [`key_product`](Self::key_product) before the division by P: (P·d_0, P·d_1) modulo
+    /// Q_l·P (NTT), for sums of switched ciphertexts divided by P once.
+    pub(crate) fn key_product_raw(
+        &self,
+        dec: &Decomposition,
+        key: &SwitchingKey,
+        perm: Option<&[u32]>,
+    ) -> (Vec<u64>, Vec<u64>) {
         let n = self.n;
         let level = dec.level;
         let targets = self.qp_idx(level);
@@ -466,8 +604,6 @@ impl Context {
                 let ka: Vec<&[u64]> = key.digits.iter().map(|(_, a)| &a[lim.clone()]).collect();
                 inner_product(self.modulus(t), &e, perm, &kb, &ka, o0, o1);
             });
-        self.mod_down_in_place(&mut acc0, level);
-        self.mod_down_in_place(&mut acc1, level);
         (acc0, acc1)
     }
 }

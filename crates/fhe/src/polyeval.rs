@@ -87,12 +87,24 @@ fn is_zero(c: f64) -> bool {
     c.abs() < 1e-14
 }
 
+/// ⌈log2 i⌉ for i ≥ 1: the depth of T_i above T_1.
+fn ceil_log2(i: usize) -> usize {
+    (usize::BITS - i.saturating_sub(1).leading_zeros()) as usize
+}
+
 struct PolyState<'a> {
     ev: &'a Evaluator,
     t: BTreeMap<usize, Ciphertext>,
+    /// T_i brought down to a lower level (shared by every product that needs it there).
+    t_low: BTreeMap<(usize, usize), Ciphertext>,
     /// The scale every ciphertext at level l is kept at (the context's ladder, or
     /// bootstrapping's own).
     ladder: &'a [f64],
+    /// Level of T_1.
+    l1: usize,
+    /// Evaluate a leaf as one linear combination of T_1..T_{n-1} whenever its level allows
+    /// (see [`PolyState::leaf`]).
+    plain_leaves: bool,
 }
 
 impl PolyState<'_> {
@@ -120,6 +132,39 @@ impl PolyState<'_> {
         self.ev.sub(&a, &b)
     }
 
+    /// T_i at `level` (at most its own), on the ladder, cached.
+    fn t_at(&mut self, i: usize, level: usize) -> Result<Ciphertext> {
+        let t = self.t(i)?;
+        if t.level <= level {
+            return Ok(t);
+        }
+        if let Some(c) = self.t_low.get(&(i, level)) {
+            return Ok(c.clone());
+        }
+        let c = self.ev.adjust_to(&t, level, self.ladder[level])?;
+        self.t_low.insert((i, level), c.clone());
+        Ok(c)
+    }
+
+    /// x·T_i, T_i taken at x's level when it is higher (cached).
+    fn mul_t(&mut self, x: &Ciphertext, i: usize) -> Result<Ciphertext> {
+        let ti = self.t_at(i, x.level)?;
+        self.mul(x, &ti)
+    }
+
+    /// The level [`lin_comb`](Self::lin_comb) of `c` lands at: one below its deepest T_i.
+    fn lin_comb_level(&self, c: &[f64]) -> usize {
+        let top = c
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, v)| !is_zero(**v))
+            .map(|(i, _)| i)
+            .max()
+            .unwrap_or(1);
+        self.l1.saturating_sub(ceil_log2(top) + 1)
+    }
+
     /// T_i, computed on demand from T_{⌈i/2⌉} and T_{⌊i/2⌋} (depth ⌈log2 i⌉).
     fn t(&mut self, i: usize) -> Result<Ciphertext> {
         if let Some(c) = self.t.get(&i) {
@@ -137,7 +182,7 @@ impl PolyState<'_> {
             // T_2k+1 = 2·T_k+1·T_k − T_1
             let tl = self.t(lo)?;
             let p = self.ev.mul_int(&self.mul(&th, &tl)?, 2)?;
-            let t1 = self.t(1)?;
+            let t1 = self.t_at(1, p.level)?;
             self.sub(&p, &t1)?
         };
         self.t.insert(i, out.clone());
@@ -151,10 +196,19 @@ impl PolyState<'_> {
     /// and its correction folded into the lower half, which is a plain linear combination
     /// (its T_i are shallow enough to take a constant). Putting the constant on the
     /// shallower factor of every term instead costs a product per term.
-    fn leaf(&mut self, c: &[f64]) -> Result<Ciphertext> {
+    ///
+    /// With `plain_leaves`, a leaf whose one-rescale linear combination already lands at or
+    /// above `out_min` (the level its caller needs) is that linear combination, with no
+    /// product: T_{n/2+1}..T_{n-1} are computed once and shared by every leaf, where the split
+    /// costs log2(n) − 1 products per leaf. The split remains for leaves that must sit
+    /// higher (the top of a degree-2^k − 1 polynomial).
+    fn leaf(&mut self, c: &[f64], out_min: usize) -> Result<Ciphertext> {
         let n = c.len().next_power_of_two();
+        if self.plain_leaves && self.lin_comb_level(c) >= out_min {
+            return self.lin_comb(c, Some(out_min));
+        }
         if n <= 2 {
-            return self.lin_comb(c);
+            return self.lin_comb(c, None);
         }
         let h = n / 2;
         let mut lo = c[..h].to_vec();
@@ -165,19 +219,20 @@ impl PolyState<'_> {
             inner[j] = 2.0 * hi[j];
             lo[h - j] -= hi[j];
         }
-        let lower = self.lin_comb(&lo)?;
+        let at = (self.plain_leaves && self.lin_comb_level(&lo) >= out_min).then_some(out_min);
+        let lower = self.lin_comb(&lo, at)?;
         if inner.iter().all(|&x| is_zero(x)) {
             return Ok(lower);
         }
-        let ie = self.leaf(&inner)?;
-        let th = self.t(h)?;
-        let prod = self.mul(&ie, &th)?;
+        let ie = self.leaf(&inner, out_min + 1)?;
+        let prod = self.mul_t(&ie, h)?;
         self.add(&prod, &lower)
     }
 
     /// c_0 + Σ_{i≥1} c_i T_i with one rescale: every T_i dropped to the lowest level among
-    /// them, multiplied by its constant at the scale that makes all terms equal, summed.
-    fn lin_comb(&mut self, c: &[f64]) -> Result<Ciphertext> {
+    /// them (or to `at` + 1, landing the sum at `at` with no later alignment), multiplied by
+    /// its constant at the scale that makes all terms equal, summed.
+    fn lin_comb(&mut self, c: &[f64], at: Option<usize>) -> Result<Ciphertext> {
         let c0 = c.first().copied().unwrap_or(0.0);
         let mut terms: Vec<(usize, f64)> = c
             .iter()
@@ -193,7 +248,8 @@ impl PolyState<'_> {
             .iter()
             .map(|&(i, _)| self.t(i))
             .collect::<Result<Vec<_>>>()?;
-        let lvl = ts.iter().map(|t| t.level).min().unwrap_or(0);
+        let lowest = ts.iter().map(|t| t.level).min().unwrap_or(0);
+        let lvl = at.map_or(lowest, |a| (a + 1).min(lowest));
         if lvl == 0 {
             return Err(FheError::Level(
                 "a polynomial term needs a level ≥ 1 for its constant".into(),
@@ -221,10 +277,11 @@ impl PolyState<'_> {
         self.ev.add_const(&r, C64::real(c0))
     }
 
-    /// Σ c_i T_i for c.len() ≤ baby·2^g.
-    fn rec(&mut self, c: &[f64], baby: usize) -> Result<Ciphertext> {
+    /// Σ c_i T_i for c.len() ≤ baby·2^g, at a level ≥ `out_min` (where the depth-optimal
+    /// plan puts it).
+    fn rec(&mut self, c: &[f64], baby: usize, out_min: usize) -> Result<Ciphertext> {
         if c.len() <= baby {
-            return self.leaf(c);
+            return self.leaf(c, out_min);
         }
         let mut m = baby;
         while 2 * m < c.len() {
@@ -239,13 +296,12 @@ impl PolyState<'_> {
             q[j] = 2.0 * c[m + j];
             r[m - j] -= c[m + j];
         }
-        let qe = self.rec(&q, baby)?;
-        let tm = self.t(m)?;
-        let prod = self.mul(&qe, &tm)?;
+        let qe = self.rec(&q, baby, out_min + 1)?;
+        let prod = self.mul_t(&qe, m)?;
         if r.iter().all(|&x| is_zero(x)) {
             return Ok(prod);
         }
-        let re = self.rec(&r, baby)?;
+        let re = self.rec(&r, baby, out_min)?;
         self.add(&prod, &re)
     }
 }
@@ -254,16 +310,19 @@ impl Evaluator {
     /// Evaluates `p` on every slot of `ct` (real slots inside [a, b]).
     pub fn eval_chebyshev(&self, ct: &Ciphertext, p: &Chebyshev) -> Result<Ciphertext> {
         let ladder = self.context().scales.clone();
-        self.eval_chebyshev_on(ct, p, &ladder)
+        self.eval_chebyshev_on(ct, p, &ladder, false)
     }
 
     /// [`eval_chebyshev`](Self::eval_chebyshev) keeping every intermediate at level l on
-    /// `ladder[l]`, which must satisfy ladder[l-1] = ladder[l]² / q_l where it is used.
+    /// `ladder[l]`, which must satisfy ladder[l-1] = ladder[l]² / q_l where it is used;
+    /// `plain_leaves` trades products for the levels a polynomial leaves unused (see
+    /// [`PolyState::leaf`]; the output level is the same).
     pub(crate) fn eval_chebyshev_on(
         &self,
         ct: &Ciphertext,
         p: &Chebyshev,
         ladder: &[f64],
+        plain_leaves: bool,
     ) -> Result<Ciphertext> {
         if p.coeffs.is_empty() || p.coeffs.iter().any(|c| !c.is_finite()) {
             return Err(FheError::InvalidInput(
@@ -309,13 +368,23 @@ impl Evaluator {
         let d = p.degree();
         let log_d = (usize::BITS - d.leading_zeros()) as usize; // ⌈log2(d+1)⌉
         let baby = 1usize << log_d.div_ceil(2).max(1);
+        let l1 = x.level;
+        let out_min = l1.saturating_sub(log_d);
         let mut st = PolyState {
             ev: self,
             t: BTreeMap::new(),
+            t_low: BTreeMap::new(),
             ladder,
+            l1,
+            plain_leaves,
         };
         st.t.insert(1, x);
-        st.rec(&p.coeffs, baby)
+        let r = st.rec(&p.coeffs, baby, out_min)?;
+        if plain_leaves && r.level > out_min {
+            // Same output level as the split plan, so callers see no difference.
+            return self.adjust_to(&r, out_min, ladder[out_min]);
+        }
+        Ok(r)
     }
 }
 
@@ -338,5 +407,58 @@ mod tests {
         let r = relu_approx(15);
         assert_eq!(r.depth(), 4);
         assert!((r.eval(0.5) - 0.5).abs() < 0.05);
+    }
+
+    /// Plain leaves: the same output level and values as the split leaves, with fewer
+    /// products (most where the degree leaves levels unused, 47 < 63; never more).
+    #[test]
+    fn plain_leaves_save_products_at_the_same_level() {
+        #![allow(clippy::unwrap_used)]
+        use crate::ckks::{Decryptor, Encryptor, KeyGenerator};
+        use crate::params::{Context, ParamSpec};
+        let mut spec = ParamSpec::insecure_test(12, 8);
+        spec.p_bits = vec![60, 60];
+        let ctx = Context::new(spec).unwrap();
+        let mut kg = KeyGenerator::new_seeded(&ctx, 1);
+        let pk = kg.public_key();
+        let ev = Evaluator::new(&ctx, kg.evaluation_keys(&[], false)).unwrap();
+        let dec = Decryptor::new(&ctx, kg.secret_key()).unwrap();
+        let mut enc = Encryptor::new_seeded(&ctx, 2);
+        let slots = ctx.slots();
+        let xs: Vec<f64> = (0..slots)
+            .map(|i| -1.0 + 2.0 * i as f64 / slots as f64)
+            .collect();
+        let top = ctx.max_level();
+        let ct = enc
+            .encrypt(&pk, &ctx.encode_real(&xs, top, ctx.scale_at(top)).unwrap())
+            .unwrap();
+        let ladder = ctx.scales.clone();
+        for (degree, fewer) in [(47usize, true), (63, false)] {
+            let p = Chebyshev::interpolate(|x| (6.0 * x).cos() * 0.5, degree, -1.0, 1.0);
+            let mut runs = Vec::new();
+            for plain in [false, true] {
+                let c0 = ev.op_counts();
+                let r = ev.eval_chebyshev_on(&ct, &p, &ladder, plain).unwrap();
+                let ks = ev.op_counts().since(&c0).key_switches;
+                let got = dec.decrypt_decode(&r).unwrap();
+                let err = got
+                    .iter()
+                    .zip(&xs)
+                    .map(|(g, &x)| (g.re - p.eval(x)).abs())
+                    .fold(0.0, f64::max);
+                assert!(err < 1e-5, "degree {degree} plain {plain}: error {err:e}");
+                runs.push((r.level, ks));
+            }
+            assert_eq!(
+                runs[0].0, runs[1].0,
+                "degree {degree}: output levels differ"
+            );
+            assert_eq!(runs[0].0, top - p.depth());
+            if fewer {
+                assert!(runs[1].1 < runs[0].1, "degree {degree}: {runs:?}");
+            } else {
+                assert!(runs[1].1 <= runs[0].1, "degree {degree}: {runs:?}");
+            }
+        }
     }
 }

@@ -85,6 +85,23 @@ pub fn chain_for(log_n: u32, levels_after: usize, allow_insecure: bool) -> Resul
     }
 }
 
+/// CPU time (user + system) this process has used so far, ms (Linux, 10 ms ticks; 0
+/// elsewhere). On a shared machine a stage's CPU time moves far less with the load than its
+/// wall time, which also counts the time spent waiting for a core.
+pub fn process_cpu_ms() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 /// Peak resident set size of this process so far, bytes (Linux; 0 elsewhere).
 pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")

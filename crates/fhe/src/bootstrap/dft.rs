@@ -12,11 +12,11 @@
 //! rotation by k acts on them as a rotation by k mod n, and every offset is reduced modulo the
 //! input's period.
 
-use crate::ckks::{Ciphertext, Plaintext};
+use crate::ckks::Ciphertext;
 use crate::complex::C64;
 use crate::encoder::EncoderTables;
 use crate::error::{FheError, Result};
-use crate::eval::Evaluator;
+use crate::eval::{Evaluator, ExtCiphertext};
 use crate::params::Context;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +30,11 @@ pub(crate) type Diags = BTreeMap<i64, Vec<C64>>;
 pub(crate) fn norm(o: i64, period: usize) -> i64 {
     let p = period as i64;
     let r = o.rem_euclid(p);
-    if r > p / 2 { r - p } else { r }
+    if r > p / 2 {
+        r - p
+    } else {
+        r
+    }
 }
 
 fn add_to(d: &mut Diags, k: i64, slots: usize, t: usize, v: C64) {
@@ -169,7 +173,11 @@ pub(crate) fn apply_plain(d: &Diags, x: &[C64]) -> Vec<C64> {
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// A factor ready to evaluate: its diagonals rotated for baby-step/giant-step and encoded at
@@ -182,13 +190,19 @@ pub(crate) struct PreparedLt {
     pub pt_scale: f64,
     /// Baby rotation steps (hoisted together; 0 first when present).
     pub baby: Vec<i64>,
-    /// Giant steps, each with (baby index, diagonal rotated back by the giant step).
-    pub giants: Vec<(i64, Vec<(usize, Plaintext)>)>,
+    /// Giant steps, each with (baby index, diagonal rotated back by the giant step), the
+    /// diagonals encoded over the extended basis Q_level·P (see [`ExtCiphertext`]).
+    pub giants: Vec<(i64, Vec<ExtDiagonal>)>,
 }
 
+/// A baby-step index and its diagonal's residues over Q_level·P.
+pub(crate) type ExtDiagonal = (usize, Vec<u64>);
+
 /// Baby and giant steps of a diagonal set: o = s0·(g·G + b), weighing a hoisted baby rotation
-/// at 0.6 of a giant one (it shares the decomposition).
-fn bsgs_plan(offsets: &[i64], period: usize) -> (i64, i64) {
+/// at `baby_cost` of a giant one (it shares the decomposition and, kept in the extended
+/// basis, costs a key product and no transform; a giant step costs a full key switch). A
+/// lower weight buys speed with more rotation keys.
+fn bsgs_plan(offsets: &[i64], period: usize, baby_cost: f64) -> (i64, i64) {
     let s0 = offsets
         .iter()
         .fold(0u64, |acc, &o| gcd(acc, o.unsigned_abs()))
@@ -198,7 +212,7 @@ fn bsgs_plan(offsets: &[i64], period: usize) -> (i64, i64) {
     while (g as usize) <= period {
         let babies: BTreeSet<i64> = offsets.iter().map(|&o| (o / s0).rem_euclid(g)).collect();
         let giants: BTreeSet<i64> = offsets.iter().map(|&o| (o / s0).div_euclid(g)).collect();
-        let cost = 0.6 * babies.iter().filter(|&&b| b != 0).count() as f64
+        let cost = baby_cost * babies.iter().filter(|&&b| b != 0).count() as f64
             + giants.iter().filter(|&&x| x != 0).count() as f64;
         if cost < best.0 {
             best = (cost, g);
@@ -209,15 +223,16 @@ fn bsgs_plan(offsets: &[i64], period: usize) -> (i64, i64) {
 }
 
 impl PreparedLt {
-    /// Plans and encodes `d` (input period `period`) for an input at `level` with scale
-    /// `in_scale`, so that the output (one level lower) has scale `out_scale`.
+    /// Plans (see [`bsgs_plan`]) and encodes `d` (input period `period`) for an input at
+    /// `level` with scale `in_scale`, so that the output (one level lower) has scale
+    /// `out_scale`.
     pub fn new(
         ctx: &Context,
         d: &Diags,
         period: usize,
         level: usize,
-        in_scale: f64,
-        out_scale: f64,
+        (in_scale, out_scale): (f64, f64),
+        baby_cost: f64,
     ) -> Result<Self> {
         if level == 0 {
             return Err(FheError::Level(
@@ -226,7 +241,7 @@ impl PreparedLt {
         }
         let slots = ctx.slots();
         let offsets: Vec<i64> = d.keys().copied().collect();
-        let (s0, g) = bsgs_plan(&offsets, period);
+        let (s0, g) = bsgs_plan(&offsets, period, baby_cost);
         let pt_scale = out_scale * ctx.q[level] as f64 / in_scale;
         let mut baby: Vec<i64> = offsets
             .iter()
@@ -235,7 +250,7 @@ impl PreparedLt {
             .into_iter()
             .collect();
         baby.sort_by_key(|&b| (b != 0, b));
-        let mut by_giant: BTreeMap<i64, Vec<(usize, Plaintext)>> = BTreeMap::new();
+        let mut by_giant: BTreeMap<i64, Vec<ExtDiagonal>> = BTreeMap::new();
         for (&o, dk) in d {
             let gs = norm(s0 * g * (o / s0).div_euclid(g), period);
             let b = o - s0 * g * (o / s0).div_euclid(g);
@@ -247,7 +262,7 @@ impl PreparedLt {
             let rd: Vec<C64> = (0..slots)
                 .map(|t| dk[(t as i64 - gs).rem_euclid(slots as i64) as usize])
                 .collect();
-            let pt = ctx.encode(&rd, level, pt_scale)?;
+            let pt = ctx.encode_ext(&rd, level, pt_scale)?;
             by_giant.entry(gs).or_default().push((bi, pt));
         }
         Ok(PreparedLt {
@@ -277,20 +292,30 @@ impl PreparedLt {
     pub fn size_bytes(&self) -> usize {
         self.giants
             .iter()
-            .flat_map(|(_, t)| t.iter().map(|(_, p)| p.data.len() * 8))
+            .flat_map(|(_, t)| t.iter().map(|(_, p)| p.len() * 8))
             .sum()
     }
 
     /// M·x: hoisted baby rotations, one fused multiply-accumulate per giant step, the giant
-    /// rotations, and one rescale. The output scale is in_scale · pt_scale / q_level.
+    /// rotations, and one rescale (fused with the division by P). The output scale is
+    /// in_scale · pt_scale / q_level.
     pub fn apply(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
-        ev.rescale(&self.apply_unscaled(ev, ct)?)
+        let x = self.apply_ext(ev, ct)?;
+        ev.ext_mod_down_rescale(x, ct.scale * self.pt_scale)
     }
 
-    /// [`apply`](Self::apply) without the final rescale (scale in_scale · pt_scale, same
-    /// level): a key switch done here (the conjugations that follow the last factors) adds
-    /// its noise at a scale ~q_level times larger, where it no longer counts.
-    pub fn apply_unscaled(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
+    /// M·x times P in the extended basis, before any division (scale in_scale · pt_scale
+    /// once divided): a key switch added here (the conjugations that follow the last
+    /// factors) adds its noise at a scale ~q_level times larger than after a rescale, where
+    /// it no longer counts, and shares the one division by P.
+    ///
+    /// Everything between the decomposition and the end stays in the extended basis Q_l·P
+    /// (double hoisting): the baby rotations are not divided by P, the diagonal products are
+    /// summed there, each giant step divides only its second part (the key switch needs it
+    /// modulo Q_l) and adds its switched result there, and the total is divided by P once.
+    /// Per factor that is one division of two polynomials instead of one per rotation, and
+    /// the rounding of every rotation but the last is gone.
+    pub(crate) fn apply_ext(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<ExtCiphertext> {
         let ctx = ev.context();
         if ct.level != self.level {
             return Err(FheError::Level(format!(
@@ -298,19 +323,27 @@ impl PreparedLt {
                 self.level, ct.level
             )));
         }
-        let rotated = ev.rotate_hoisted(ct, &self.baby)?;
+        let rotated = ev.rotate_hoisted_ext(ct, &self.baby)?;
         let n = ctx.n;
-        let lq = ct.level + 1;
-        let mut total: Option<Ciphertext> = None;
+        let level = ct.level;
+        let w = level + 1 + ctx.p.len();
+        let table = |k: usize| {
+            if k <= level {
+                k
+            } else {
+                ctx.p_index(k - level - 1)
+            }
+        };
+        let mut total: Option<ExtCiphertext> = None;
         for (step, terms) in &self.giants {
-            let mut p0 = vec![0u64; lq * n];
-            let mut p1 = vec![0u64; lq * n];
+            let mut p0 = vec![0u64; w * n];
+            let mut p1 = vec![0u64; w * n];
             p0.par_chunks_mut(n)
                 .zip(p1.par_chunks_mut(n))
                 .enumerate()
-                .for_each(|(i, (o0, o1))| {
-                    let m = ctx.modulus(i);
-                    let lim = i * n..(i + 1) * n;
+                .for_each(|(k, (o0, o1))| {
+                    let m = ctx.modulus(table(k));
+                    let lim = k * n..(k + 1) * n;
                     let mut w0 = vec![0u128; n];
                     let mut w1 = vec![0u128; n];
                     // Products are below 2^120: 128 of them still fit the u128 sums.
@@ -318,7 +351,7 @@ impl PreparedLt {
                         for (bi, pt) in chunk {
                             let c = &rotated[*bi];
                             let (c0, c1) = (&c.parts[0][lim.clone()], &c.parts[1][lim.clone()]);
-                            let pd = &pt.data[lim.clone()];
+                            let pd = &pt[lim.clone()];
                             for j in 0..n {
                                 let pv = pd[j] as u128;
                                 w0[j] += c0[j] as u128 * pv;
@@ -335,21 +368,11 @@ impl PreparedLt {
                         o1[j] = w1[j] as u64;
                     }
                 });
-            let inner = Ciphertext {
-                parts: vec![p0, p1],
-                level: ct.level,
-                scale: ct.scale * self.pt_scale,
-                params: ct.params,
+            let inner = ExtCiphertext {
+                parts: [p0, p1],
+                level,
             };
-            let part = if *step == 0 {
-                inner
-            } else {
-                ev.rotate(&inner, *step)?
-            };
-            total = Some(match total {
-                None => part,
-                Some(t) => ev.add(&t, &part)?,
-            });
+            ev.rotate_ext_add(&mut total, inner, *step)?;
         }
         total.ok_or_else(|| FheError::InvalidInput("empty DFT factor".into()))
     }
@@ -358,7 +381,7 @@ impl PreparedLt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngExt, SeedableRng, rngs::StdRng};
+    use rand::{rngs::StdRng, RngExt, SeedableRng};
 
     fn bitrev_perm(v: &[C64]) -> Vec<C64> {
         let n = v.len();

@@ -92,7 +92,7 @@ impl EvalModPoly {
                 ct.level
             )));
         }
-        let mut g = ev.eval_chebyshev_on(ct, &self.cheb, ladder)?;
+        let mut g = ev.eval_chebyshev_on(ct, &self.cheb, ladder, true)?;
         for _ in 0..self.double_angle {
             let sq = ev.mul_relin_rescale(&g, &g)?;
             g = ev.add_const(&ev.mul_int(&sq, 2)?, C64::real(-1.0))?;
