@@ -109,6 +109,191 @@ impl ModelRecord {
     }
 }
 
+impl ModelRecord {
+    /// Checks that the record is self-consistent (what a reader of `dataset.json` or a resumed
+    /// unit relies on before indexing it): at least one layer, one parameter count per layer
+    /// name, only known families, every drop vector one value per layer, the normalised drops
+    /// with the same settings as the raw ones, and finite values. The error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let l = self.layer_names.len();
+        let who = &self.id;
+        if l == 0 {
+            return Err(format!("model {who}: no layers"));
+        }
+        if self.layer_params.len() != l {
+            return Err(format!(
+                "model {who}: {} parameter counts for {l} layers",
+                self.layer_params.len()
+            ));
+        }
+        // The CSV form has no quoting: a name must not break its row.
+        let csv_safe = |t: &str| !t.contains([',', '"', '\n', '\r']);
+        if let Some(bad) = std::iter::once(&self.id)
+            .chain(std::iter::once(&self.arch))
+            .chain(&self.layer_names)
+            .find(|t| !csv_safe(t))
+        {
+            return Err(format!(
+                "model {who}: the name {bad:?} holds a comma, quote or line break"
+            ));
+        }
+        if !(self.base_accuracy.is_finite() && (0.0..=1.0).contains(&self.base_accuracy)) {
+            return Err(format!(
+                "model {who}: base_accuracy {} is not in [0, 1]",
+                self.base_accuracy
+            ));
+        }
+        for (what, maps) in [
+            ("drops", &self.drops),
+            ("normalized", &self.normalized),
+            ("drop_std", &self.drop_std),
+        ] {
+            for (family, settings) in maps {
+                if !FAMILIES.contains(&family.as_str()) {
+                    return Err(format!("model {who}: {what}: unknown family `{family}`"));
+                }
+                for (setting, v) in settings {
+                    if !csv_safe(setting) {
+                        return Err(format!(
+                            "model {who}: {what}.{family}: the setting {setting:?} holds a comma, quote or line break"
+                        ));
+                    }
+                    if v.len() != l {
+                        return Err(format!(
+                            "model {who}: {what}.{family}.{setting} has {} values for {l} layers",
+                            v.len()
+                        ));
+                    }
+                    if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                        return Err(format!("model {who}: {what}.{family}.{setting} holds {x}"));
+                    }
+                }
+            }
+        }
+        for (family, settings) in &self.drops {
+            let same = self
+                .normalized
+                .get(family)
+                .is_some_and(|n| n.keys().eq(settings.keys()));
+            if !same {
+                return Err(format!(
+                    "model {who}: normalized.{family} does not have the settings of drops.{family}"
+                ));
+            }
+        }
+        if self.normalized.len() != self.drops.len() {
+            return Err(format!(
+                "model {who}: normalized has families that drops does not"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `dataset.json` as written by `ferrolab layer-importance`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetFile {
+    pub version: u32,
+    pub what: String,
+    /// `fashion-mnist` or `synthetic`.
+    pub dataset: String,
+    pub eval_images: usize,
+    pub grid: Grid,
+    pub models: Vec<ModelRecord>,
+}
+
+/// Reads `dataset.json` text: the version first, then every model record checked
+/// ([`ModelRecord::check`]). The error is one line naming what is wrong.
+pub fn read_json(text: &str) -> Result<DatasetFile, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON document: {e}"))?;
+    match v.get("version").and_then(serde_json::Value::as_u64) {
+        Some(n) if n == u64::from(VERSION) => {}
+        Some(n) => {
+            return Err(format!(
+                "dataset version {n}: this build reads version {VERSION}"
+            ));
+        }
+        None => return Err("no dataset version (not a layer-importance dataset)".into()),
+    }
+    let d: DatasetFile = serde_json::from_value(v).map_err(|e| format!("dataset fields: {e}"))?;
+    for m in &d.models {
+        m.check()?;
+    }
+    Ok(d)
+}
+
+/// One row of `dataset.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvRow {
+    pub model: String,
+    pub arch: String,
+    pub seed: u64,
+    pub layer_index: usize,
+    pub layer: String,
+    pub params: usize,
+    pub family: String,
+    pub setting: String,
+    pub drop: f64,
+    pub normalized_drop: f64,
+    pub drop_std: f64,
+}
+
+/// The header [`to_csv`] writes.
+pub const CSV_HEADER: &str =
+    "model,arch,seed,layer_index,layer,params,family,setting,drop,normalized_drop,drop_std";
+
+/// Reads `dataset.csv` text (the header, then one row per model, layer, family and setting).
+/// The error is one line naming the line and the column.
+pub fn read_csv(text: &str) -> Result<Vec<CsvRow>, String> {
+    let mut lines = text.lines();
+    match lines.next() {
+        Some(h) if h.trim_end() == CSV_HEADER => {}
+        _ => return Err(format!("line 1: expected the header `{CSV_HEADER}`")),
+    }
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 11 {
+            return Err(format!("line {n}: {} columns, expected 11", f.len()));
+        }
+        fn num<T: std::str::FromStr>(n: usize, col: &str, v: &str) -> Result<T, String> {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("line {n}: {col} `{v}` is not a valid number"))
+        }
+        let real = |col: &str, v: &str| -> Result<f64, String> {
+            let x: f64 = num(n, col, v)?;
+            if x.is_finite() {
+                Ok(x)
+            } else {
+                Err(format!("line {n}: {col} is {x}"))
+            }
+        };
+        if !FAMILIES.contains(&f[6]) {
+            return Err(format!("line {n}: unknown family `{}`", f[6]));
+        }
+        out.push(CsvRow {
+            model: f[0].to_string(),
+            arch: f[1].to_string(),
+            seed: num(n, "seed", f[2])?,
+            layer_index: num(n, "layer_index", f[3])?,
+            layer: f[4].to_string(),
+            params: num(n, "params", f[5])?,
+            family: f[6].to_string(),
+            setting: f[7].to_string(),
+            drop: real("drop", f[8])?,
+            normalized_drop: real("normalized_drop", f[9])?,
+            drop_std: real("drop_std", f[10])?,
+        });
+    }
+    Ok(out)
+}
+
 struct Acc {
     drops: FamilyDrops,
     norm: FamilyDrops,
@@ -271,9 +456,7 @@ pub fn sweep<P: LayerParams>(
 
 /// The dataset as CSV: one row per model, layer, family and setting.
 pub fn to_csv(records: &[ModelRecord]) -> String {
-    let mut s = String::from(
-        "model,arch,seed,layer_index,layer,params,family,setting,drop,normalized_drop,drop_std\n",
-    );
+    let mut s = format!("{CSV_HEADER}\n");
     for r in records {
         for (family, settings) in &r.drops {
             for (setting, v) in settings {

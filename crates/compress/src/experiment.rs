@@ -184,6 +184,57 @@ fn cross_member(
     })
 }
 
+/// A unit read back from the run folder is what the benchmark and the budgets index: a file
+/// edited or damaged since it was written is the user's to fix (exit 2), not a panic.
+fn unit_error(unit: &str, e: &str) -> SystemError {
+    SystemError::usage(format!(
+        "units/{unit}.json: {e} (delete the file to redo that part)"
+    ))
+}
+
+/// A probe record: self-consistent, of the member `id`, with the architecture's layers.
+fn check_record(unit: &str, r: &ModelRecord, id: &str, layers: Option<&[String]>) -> SysResult<()> {
+    r.check().map_err(|e| unit_error(unit, &e))?;
+    if r.id != id {
+        return Err(unit_error(
+            unit,
+            &format!("the record is of model {}", r.id),
+        ));
+    }
+    if let Some(names) = layers
+        && r.layer_names != names
+    {
+        return Err(unit_error(
+            unit,
+            &format!(
+                "its {} layer names are not the architecture's {}",
+                r.layer_names.len(),
+                names.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Criteria scores: every criterion (SynFlow only for image members), one score per layer.
+fn check_scores(unit: &str, s: &Scores, layers: usize, image: bool) -> SysResult<()> {
+    for c in CRITERIA {
+        match s.scores.get(c) {
+            Some(v) if v.len() != layers => {
+                return Err(unit_error(
+                    unit,
+                    &format!("criterion {c} has {} scores for {layers} layers", v.len()),
+                ));
+            }
+            None if image || !c.starts_with("synflow") => {
+                return Err(unit_error(unit, &format!("criterion {c} is missing")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Everything the benchmark and the budgets need of one member.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Measured {
@@ -241,6 +292,17 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
                 drop_std,
             })
         })?;
+        let names = m
+            .spec
+            .build(&ferrolab_core::backend::device())
+            .map_err(SystemError::usage)?
+            .layer_names();
+        check_record(
+            &format!("probe-{}", m.id),
+            &record,
+            &m.id,
+            Some(names.as_slice()),
+        )?;
         let scores = if want_criteria {
             ctx.unit(&format!("criteria-{}", m.id), |_| {
                 let (net, _) = trained(m, &data, &ts, &run_path)?;
@@ -256,6 +318,9 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
         } else {
             Scores::default()
         };
+        if want_criteria {
+            check_scores(&format!("criteria-{}", m.id), &scores, names.len(), true)?;
+        }
         measured.push(Measured {
             record,
             criteria: scores,
@@ -268,6 +333,9 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
         let m: Measured = ctx.unit(&format!("cross-{name}"), |_| {
             cross_member(name, data_dir.as_deref(), &g, &cs, seed)
         })?;
+        let unit = format!("cross-{name}");
+        check_record(&unit, &m.record, name, None)?;
+        check_scores(&unit, &m.criteria, m.record.layer_names.len(), false)?;
         measured.push(m);
     }
     let records: Vec<ModelRecord> = measured.iter().map(|m| m.record.clone()).collect();

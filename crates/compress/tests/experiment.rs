@@ -102,6 +102,25 @@ fn synthetic_run_reports_every_key_writes_the_dataset_and_resumes_exactly() {
     assert!(csv.starts_with("model,arch,seed,layer_index,layer,params,family,setting,drop"));
     // 2 sparsities × 2 pruning kinds + 2 bit-widths + 1 count + 1 rate per layer, 11 layers.
     assert_eq!(csv.lines().count(), 1 + 11 * 8);
+    // Both files read back through the dataset's own readers.
+    let back = ferrolab_compress::dataset::read_json(
+        &std::fs::read_to_string(root.join("dataset.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(back.models.len(), 2);
+    assert_eq!(
+        back.models[0].layer_names,
+        resnet["layer_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ferrolab_compress::dataset::read_csv(&csv).unwrap().len(),
+        11 * 8
+    );
     assert!(
         std::fs::read_to_string(root.join("benchmark.svg"))
             .unwrap()
