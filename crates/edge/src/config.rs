@@ -115,8 +115,13 @@ ferrolab_core::config_section! {
         pub stable_t: f64 = 2.0, "> 0" => |v| *v > 0.0 && v.is_finite();
         /// Slides after onset after which the trigger fires anyway.
         pub max_slides: usize = 40, "1..=100000" => |v| (1..=100_000).contains(v);
-        /// Slides (onset to end) up to which a drift is sudden (0: window/step + 1).
+        /// No longer read: the drift type used to rest on the slides from onset to trigger (a
+        /// drift settled within this many was sudden); it now rests on the fitted confidence
+        /// transition (`mobile.sudden_max_s`). Kept so existing configs still parse.
         pub sudden_slides: usize = 0;
+        /// Longest transition (seconds) of the confidence ramp fitted from before the onset to
+        /// the trigger for which a drift counts as sudden.
+        pub sudden_max_s: f64 = 25.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
         /// Alternation statistic above which a slow drift is incremental (else gradual).
         pub alternation_ratio: f64 = 1.08, "> 0" => |v| *v > 0.0 && v.is_finite();
         /// Most frames one task uploads.
@@ -135,6 +140,14 @@ ferrolab_core::config_section! {
     pub struct EdgeSection {
         /// Hidden units of the teacher (trained on all conditions, labels uploaded frames).
         pub teacher_hidden: usize = 128, "4..=4096" => |v| (4..=4096).contains(v);
+        /// Units of the teacher's second hidden layer (0: one hidden layer).
+        pub teacher_hidden2: usize = 0, "0..=4096" => |v| *v <= 4096;
+        /// Renders of each pre-training image under random conditions the teacher trains on.
+        pub teacher_renders: usize = 4, "1..=64" => |v| (1..=64).contains(v);
+        /// Teacher training epochs (0: `data.pretrain_epochs`).
+        pub teacher_epochs: usize = 0, "0..=200" => |v| *v <= 200;
+        /// The teacher reads each frame standardised (zero mean, unit spread).
+        pub teacher_standardise: bool = true;
         /// Edge compute, MFLOP per simulated second, shared by the running tasks.
         pub throughput_mflops: f64 = 3.0, "> 0" => |v| *v > 0.0 && v.is_finite();
         /// Edge training memory, MB.
@@ -157,6 +170,12 @@ ferrolab_core::config_section! {
         pub replay: usize = 100, "0..=100000" => |v| *v <= 100_000;
         /// Original (clean) training samples the edge mixes into every retraining.
         pub anchor: usize = 100, "0..=100000" => |v| *v <= 100_000;
+        /// Shifted copies (one input pixel right, left, down, up: 0–4) of every uploaded frame
+        /// trained on with the frame's teacher label.
+        pub augment: usize = 0, "0..=4" => |v| *v <= 4;
+        /// Teacher confidence (top probability) below which an uploaded frame is left out of
+        /// its task (the most confident 8 are always kept; 0: keep all).
+        pub label_min_confidence: f64 = 0.0, "[0, 1)" => |v| (0.0..1.0).contains(v);
         /// Framework workspace added to every task's memory, KB.
         pub workspace_kb: f64 = 64.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
     }
@@ -217,7 +236,12 @@ impl AdaEvoConfig {
 
     /// Widths of the teacher.
     pub fn teacher_sizes(&self) -> Vec<usize> {
-        vec![INPUT, self.edge.teacher_hidden, crate::stream::CLASSES]
+        let mut v = vec![INPUT, self.edge.teacher_hidden];
+        if self.edge.teacher_hidden2 > 0 {
+            v.push(self.edge.teacher_hidden2);
+        }
+        v.push(crate::stream::CLASSES);
+        v
     }
 
     /// Edge memory, bytes.
@@ -234,15 +258,6 @@ impl AdaEvoConfig {
             1,
             (self.edge.workspace_kb * 1e3) as u64,
         )
-    }
-
-    /// Slides up to which a drift counts as sudden.
-    pub fn sudden_slides(&self) -> usize {
-        if self.mobile.sudden_slides == 0 {
-            self.mobile.window / self.mobile.step.max(1) + 1
-        } else {
-            self.mobile.sudden_slides
-        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
 use crate::scheduler::{self, Candidate, Start, Variant};
 use crate::stream::{SIDE, to_input};
+use crate::teacher::Teacher;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -65,7 +66,34 @@ pub struct EdgeParams {
     pub anchor: Vec<(Vec<f32>, u8)>,
     /// Anchor samples per task.
     pub anchor_per_task: usize,
+    /// Shifted copies of every uploaded frame added to its task (0–4: one input pixel
+    /// right, left, down, up), with the teacher's label of the frame: a hundred frames are
+    /// few to learn a new condition from, and a shift keeps both the class and the condition.
+    pub augment: usize,
+    /// Uploaded frames the teacher labels with a lower top probability are left out of the
+    /// task (its likely wrong labels would be learnt); the most confident
+    /// [`MIN_LABELLED`] are kept whatever their confidence. 0 keeps every frame.
+    pub label_min_confidence: f64,
 }
+
+/// Input-pixel shifts of the augmented copies, in the order `edge.augment` takes them.
+pub const SHIFTS: [(i32, i32); 4] = [(1, 0), (-1, 0), (0, 1), (0, -1)];
+
+/// A model input (14×14) moved by `(dx, dy)` pixels, the border row/column repeated.
+pub fn shifted(x: &[f32], dx: i32, dy: i32) -> Vec<f32> {
+    let n = crate::stream::INPUT_SIDE as i32;
+    let mut out = Vec::with_capacity(x.len());
+    for r in 0..n {
+        for c in 0..n {
+            let (sr, sc) = ((r - dy).clamp(0, n - 1), (c - dx).clamp(0, n - 1));
+            out.push(x.get((sr * n + sc) as usize).copied().unwrap_or(0.0));
+        }
+    }
+    out
+}
+
+/// Frames a task keeps at least after the teacher-confidence filter.
+pub const MIN_LABELLED: usize = 8;
 
 /// A queued task after labelling and profiling.
 #[derive(Debug, Clone)]
@@ -74,6 +102,8 @@ struct Queued {
     req: TaskRequest,
     arrival: f64,
     data: Vec<(Vec<f32>, u8)>,
+    /// Shifted copies of `data` (trained on, not replayed).
+    extra: Vec<(Vec<f32>, u8)>,
     variants: Vec<Variant>,
     predicted_acc: Vec<f64>,
     a0: f64,
@@ -161,7 +191,7 @@ pub struct ScheduleEvent {
 #[derive(Debug, Clone)]
 pub struct EdgeServer {
     params: EdgeParams,
-    teacher: Mlp,
+    teacher: Teacher,
     dense: BTreeMap<usize, Mlp>,
     deployed: BTreeMap<usize, Mlp>,
     versions: BTreeMap<usize, u64>,
@@ -181,7 +211,7 @@ pub struct EdgeServer {
 impl EdgeServer {
     /// An edge with `teacher`, serving ends whose factory dense model is `dense` and deployed
     /// (compressed) model `deployed`.
-    pub fn new(params: EdgeParams, teacher: Mlp) -> EdgeServer {
+    pub fn new(params: EdgeParams, teacher: Teacher) -> EdgeServer {
         let time = TimeRegressor::new(params.throughput);
         EdgeServer {
             params,
@@ -265,23 +295,51 @@ impl EdgeServer {
                 req.end
             )));
         };
-        let data: Vec<(Vec<f32>, u8)> = req
+        let mut scored: Vec<(f64, Vec<f32>, u8)> = req
             .frames
             .iter()
             .map(|f| {
                 let x = to_input(&f.pixels);
-                let y = self.teacher.predict(&x) as u8;
-                (x, y)
+                let p = self.teacher.probs(&x);
+                let y = crate::model::argmax(&p);
+                (p[y] as f64, x, y as u8)
             })
             .collect();
-        let label_flops = self.teacher.flops_forward() * data.len() as f64;
+        let label_flops = self.teacher.flops_forward() * scored.len() as f64;
+        let min_conf = self.params.label_min_confidence;
+        if min_conf > 0.0 {
+            let mut order: Vec<usize> = (0..scored.len()).collect();
+            order.sort_by(|a, b| scored[*b].0.total_cmp(&scored[*a].0).then(a.cmp(b)));
+            let keep: Vec<bool> = {
+                let mut k = vec![false; scored.len()];
+                for (rank, &i) in order.iter().enumerate() {
+                    k[i] = rank < MIN_LABELLED || scored[i].0 >= min_conf;
+                }
+                k
+            };
+            let mut i = 0;
+            scored.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        let data: Vec<(Vec<f32>, u8)> = scored.into_iter().map(|(_, x, y)| (x, y)).collect();
         let replay = self
             .replay
             .get(&req.end)
             .map_or(0, Vec::len)
             .min(self.params.replay);
         let anchor = self.params.anchor_per_task.min(self.params.anchor.len());
-        let samples = data.len() + replay + anchor;
+        let extra: Vec<(Vec<f32>, u8)> = data
+            .iter()
+            .flat_map(|(x, y)| {
+                SHIFTS
+                    .iter()
+                    .take(self.params.augment.min(SHIFTS.len()))
+                    .map(move |&(dx, dy)| (shifted(x, dx, dy), *y))
+            })
+            .collect();
+        let samples = data.len() + extra.len() + replay + anchor;
         let memory_pred = memory_bytes(
             &dense.sizes,
             samples,
@@ -319,7 +377,7 @@ impl EdgeServer {
             }
             let curve = AccuracyCurve::fit(&pts);
             // Full training sees about twice the probe's samples per epoch (plus replay).
-            let scale = samples as f64 / tx.len().max(1) as f64;
+            let scale = (samples - extra.len()) as f64 / tx.len().max(1) as f64;
             let mut vs = Vec::new();
             let mut accs = Vec::new();
             for &e in &p.epochs {
@@ -340,7 +398,9 @@ impl EdgeServer {
             // gain prediction (every task is worth the same).
             let worst = memory_bytes(
                 &dense.sizes,
-                req.frames.len().max(1) + p.replay + p.anchor_per_task.min(p.anchor.len()),
+                req.frames.len().max(1) * (1 + p.augment.min(SHIFTS.len()))
+                    + p.replay
+                    + p.anchor_per_task.min(p.anchor.len()),
                 p.batch,
                 1,
                 p.workspace,
@@ -366,6 +426,7 @@ impl EdgeServer {
             req,
             arrival: now,
             data,
+            extra,
             variants,
             predicted_acc,
             a0,
@@ -474,6 +535,7 @@ impl EdgeServer {
             .cloned()
             .unwrap_or_else(|| Mlp::new(&[1, 1], 0));
         let mut data = q.data.clone();
+        data.extend(q.extra.iter().cloned());
         if let Some(r) = self.replay.get(&end) {
             let k = r.len().min(p.replay);
             data.extend(r[r.len() - k..].iter().cloned());

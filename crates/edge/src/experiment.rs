@@ -15,6 +15,7 @@ use crate::model::{Mlp, TrainOpts};
 use crate::protocol::{DriftType, ModelBlob, TaskRequest, prune};
 use crate::stream::{self, BaseImages, Condition, Drift, Schedule, StreamFrame};
 use crate::svg;
+use crate::teacher::Teacher;
 use crate::trigger::RodParams;
 use ferrolab_core::run::{Curve, Report};
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
@@ -82,15 +83,18 @@ pub type EvalSet = (Vec<Vec<f32>>, Vec<u8>);
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// The teacher (edge).
-    pub teacher: Mlp,
+    pub teacher: Teacher,
     /// The factory mobile model before int8 (pruned, its mask kept): the edge's copy.
     pub dense: Mlp,
     /// The factory compressed mobile model.
     pub mobile: Mlp,
     /// The factory model's accuracy on clean frames.
     pub clean_accuracy: f64,
-    /// The teacher's accuracy on clean frames and under the drift targets.
+    /// The teacher's accuracy on clean frames.
     pub teacher_accuracy: f64,
+    /// The factory model's ATC threshold on the clean frames (see
+    /// [`crate::estimator::atc_threshold`]).
+    pub atc_threshold: f64,
     /// Each end's drift schedule.
     pub schedules: Vec<Schedule>,
     /// Each end's frames, one per second.
@@ -115,19 +119,17 @@ fn random_condition(rng: &mut StdRng) -> Condition {
     c
 }
 
-/// Pre-trains the models and draws the streams of one seed.
-pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u64) -> Prepared {
-    let t0 = Instant::now();
+/// Trains the edge's teacher of one seed: `edge.teacher_renders` renders of every
+/// pre-training image under random conditions (any of the named ones at strength 0–1.4, a
+/// third of them blended with a second; two renders left it barely better than the mobile
+/// model under rotation), `edge.teacher_epochs` epochs (0: `data.pretrain_epochs`).
+pub fn train_teacher(cfg: &AdaEvoConfig, pre: &BaseImages, seed: u64) -> Teacher {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xADA);
-    let clean = Condition::default();
-    // Teacher: four renders of each pre-training image under random conditions (two left it
-    // barely better than the mobile model under rotation).
+    let e = &cfg.edge;
     let mut tx = Vec::new();
     let mut ty = Vec::new();
-    let mut cx = Vec::new();
-    let mut cy = Vec::new();
     for i in 0..pre.len() {
-        for _ in 0..4 {
+        for _ in 0..e.teacher_renders {
             let c = random_condition(&mut rng);
             tx.push(stream::to_input(&stream::render(
                 pre.image(i),
@@ -136,6 +138,41 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
             )));
             ty.push(pre.labels[i]);
         }
+    }
+    let epochs = if e.teacher_epochs == 0 {
+        cfg.data.pretrain_epochs
+    } else {
+        e.teacher_epochs
+    };
+    let mut teacher = Teacher::new(
+        Mlp::new(&cfg.teacher_sizes(), seed ^ 1),
+        e.teacher_standardise,
+    );
+    teacher.train(
+        &tx,
+        &ty,
+        &TrainOpts {
+            epochs,
+            lr: 0.03,
+            momentum: 0.9,
+            batch: 32,
+            seed: seed ^ 2,
+        },
+    );
+    teacher
+}
+
+/// Pre-trains the models and draws the streams of one seed.
+pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u64) -> Prepared {
+    let t0 = Instant::now();
+    let clean = Condition::default();
+    let teacher = train_teacher(cfg, pre, seed);
+    // Clean renders of the pre-training images: the factory model's training set (and the
+    // edge's anchor set). A clean render draws no randomness.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xADA);
+    let mut cx = Vec::new();
+    let mut cy = Vec::new();
+    for i in 0..pre.len() {
         cx.push(stream::to_input(&stream::render(
             pre.image(i),
             &clean,
@@ -150,8 +187,6 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         batch: 32,
         seed: s,
     };
-    let mut teacher = Mlp::new(&cfg.teacher_sizes(), seed ^ 1);
-    teacher.train(&tx, &ty, &opts(cfg.data.pretrain_epochs, seed ^ 2));
     let mut dense = Mlp::new(&cfg.mobile_sizes(), seed ^ 3);
     dense.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
     let mut small = prune(&dense, cfg.mobile.sparsity).unwrap_or_else(|_| dense.clone());
@@ -174,6 +209,11 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
     }
     let clean_accuracy = mobile.accuracy(&ex, &ey);
     let teacher_accuracy = teacher.accuracy(&ex, &ey);
+    let clean_cc: Vec<f64> = ex
+        .iter()
+        .map(|x| crate::estimator::confidence(&mobile.forward(x).probs))
+        .collect();
+    let atc_threshold = crate::estimator::atc_threshold(&clean_cc, clean_accuracy);
     // Schedules.
     let drifts: Vec<Drift> = cfg.drifts().unwrap_or_default();
     let mut schedules = Vec::new();
@@ -246,6 +286,7 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         mobile,
         clean_accuracy,
         teacher_accuracy,
+        atc_threshold,
         schedules,
         frames,
         eval,
@@ -352,7 +393,7 @@ pub fn method_mobile_params(
             stable_t: m.stable_t,
             max_slides: m.max_slides,
         },
-        sudden_slides: cfg.sudden_slides(),
+        sudden_max_s: m.sudden_max_s,
         alternation_ratio: m.alternation_ratio,
         upload_budget: m.upload_budget,
         fixed_window_s: m.fixed_window_s as f64,
@@ -390,6 +431,8 @@ pub fn method_edge_params(
         seed: seed ^ 0xED6E,
         anchor: prep.anchor.clone(),
         anchor_per_task: e.anchor,
+        label_min_confidence: e.label_min_confidence,
+        augment: e.augment,
     }
 }
 
@@ -421,6 +464,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
     let mut triggers = Vec::new();
     let mut installs = Vec::new();
     let mut cc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let (mut atc_all, mut atc_acc) = (Vec::new(), Vec::new());
     let (mut mem_err, mut time_err, mut gain_err, mut latency) = (vec![], vec![], vec![], vec![]);
     let mut dropped = 0usize;
     let every = cfg.stream.eval_every_s;
@@ -498,7 +542,12 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
                 let (xs, ys) = &prep.eval[k][t / every];
                 let acc = ends[k].model.accuracy(xs, ys);
                 let h = &cc_hist[k];
-                let est = mean(&h[h.len().saturating_sub(w)..]);
+                let recent = &h[h.len().saturating_sub(w)..];
+                let est = mean(recent);
+                if t > 0 {
+                    atc_all.push(crate::estimator::atc_estimate(recent, prep.atc_threshold));
+                    atc_acc.push(acc);
+                }
                 timeline[k].push((tf, acc, est));
             }
         }
@@ -583,6 +632,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         edge.peak_memory as f64 / cfg.memory_bytes() as f64,
     );
     put("estimate_correlation", pearson(&est_all, &acc_all));
+    put("estimate_correlation_atc", pearson(&atc_all, &atc_acc));
     if spec.trigger == TriggerMode::Rod {
         put("drift_detection_rate", hits as f64 / total.max(1) as f64);
         put("drift_latency_seconds", mean(&lat));
@@ -763,6 +813,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
             serde_json::json!({
                 "clean_accuracy": prep.clean_accuracy,
                 "teacher_clean_accuracy": prep.teacher_accuracy,
+                "atc_threshold": prep.atc_threshold,
                 "schedules": prep.schedules.iter().map(|sc| sc.drifts.iter().map(|d| format!("{}:{}@{}+{}", d.kind, d.target, d.start, d.duration)).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 "strengths": prep.schedules.iter().map(|sc| sc.strength).collect::<Vec<_>>(),
             }),

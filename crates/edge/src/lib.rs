@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`stream`] | drifting frame streams (sudden / incremental / gradual drifts at known times) |
 //! | [`model`] | the small classifiers (mobile model, teacher), exact FLOP counts |
+//! | [`teacher`] | the edge's labelling model (standardised input, trained on every condition) |
 //! | [`protocol`] | task requests, model blobs (int8 + SHA-256), re-compression |
 //! | [`estimator`] | label-free accuracy estimate (CC), correlation with true accuracy |
 //! | [`trigger`] | ROD trigger with stabilisation test, drift-type classification, periodic trigger |
@@ -39,6 +40,7 @@ pub mod scheduler;
 pub mod stream;
 pub mod svg;
 pub mod system;
+pub mod teacher;
 pub mod trigger;
 
 pub use config::AdaEvoConfig;

@@ -38,8 +38,8 @@ pub enum SamplingMode {
 pub struct MobileParams {
     /// Trigger thresholds.
     pub rod: RodParams,
-    /// Slides up to which a drift is sudden.
-    pub sudden_slides: usize,
+    /// Longest fitted confidence transition (seconds) of a sudden drift.
+    pub sudden_max_s: f64,
     /// Alternation statistic threshold (incremental above, gradual below).
     pub alternation_ratio: f64,
     /// Most frames per upload.
@@ -180,13 +180,20 @@ impl MobileEnd {
             .filter(|o| o.t >= e.t1 && o.t <= e.t3)
             .collect();
         let old: Vec<&[f32]> = self.old.iter().map(Vec::as_slice).collect();
+        // The type is read off the confidence trajectory from a window before the onset (the
+        // level it left) to the trigger.
+        let lead = self.params.rod.window as f64;
+        let span: Vec<&Obs> = self
+            .buffer
+            .iter()
+            .filter(|o| o.t >= e.t1 - lead && o.t <= e.t3)
+            .collect();
         let drift = sampling::classify_drift(
-            e.slides,
-            self.params.sudden_slides,
-            self.params.alternation_ratio,
+            &span,
             &old,
-            &interval,
             self.params.rod.window,
+            self.params.sudden_max_s,
+            self.params.alternation_ratio,
         );
         let budget = self.params.upload_budget;
         match self.params.sampling {

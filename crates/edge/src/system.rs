@@ -67,12 +67,14 @@ impl System for AdaEvoSystem {
         let base = 70_000 * 785 * 2;
         let methods = cfg.experiment.methods.len() as u64;
         let buffers = methods * ends * (1_000 * 1_700 + cfg.edge.replay as u64 * 4 * 900);
+        // The teacher's training renders (model inputs, live while it trains).
+        let teacher = (cfg.edge.teacher_renders * cfg.data.pretrain_images) as u64 * (196 * 4 + 32);
         Some(ferrolab_core::guard::MemoryEstimate {
             setting: format!(
                 "stream.ends={}, stream.seconds={}, stream.eval_frames={}",
                 cfg.stream.ends, cfg.stream.seconds, cfg.stream.eval_frames
             ),
-            bytes: ends * secs * frame + eval + base + buffers,
+            bytes: ends * secs * frame + eval + base + buffers + teacher,
         })
     }
 

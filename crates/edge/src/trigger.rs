@@ -74,6 +74,8 @@ enum Phase {
 pub struct RodTrigger {
     params: RodParams,
     history: VecDeque<(f64, f64)>,
+    /// Longer than `history`: the frames since a window before the onset, for the ramp fit.
+    trace: VecDeque<(f64, f64)>,
     since_reset: usize,
     phase: Phase,
     floor: f64,
@@ -85,6 +87,7 @@ impl RodTrigger {
         RodTrigger {
             params,
             history: VecDeque::new(),
+            trace: VecDeque::new(),
             since_reset: 0,
             phase: Phase::Reference,
             floor: 0.0,
@@ -101,6 +104,7 @@ impl RodTrigger {
             self.floor = r * (1.0 - self.params.rod_threshold);
         }
         self.history.clear();
+        self.trace.clear();
         self.since_reset = 0;
         self.phase = Phase::Reference;
     }
@@ -125,6 +129,10 @@ impl RodTrigger {
         while self.history.len() > p.window {
             self.history.pop_front();
         }
+        self.trace.push_back((t, cc));
+        while self.trace.len() > 2 * p.window + p.step.max(1) * p.max_slides {
+            self.trace.pop_front();
+        }
         self.since_reset += 1;
         if self.history.len() < p.window {
             return None;
@@ -143,7 +151,8 @@ impl RodTrigger {
             Phase::Stable { reference } => {
                 let rod = (reference - cur) / reference.max(1e-9);
                 if rod > p.rod_threshold {
-                    let t1 = self.history.front().map(|h| h.0).unwrap_or(t);
+                    let k = change_point(&vals);
+                    let t1 = self.history.get(k).map_or(t, |h| h.0);
                     self.phase = Phase::Drifting {
                         reference,
                         t1,
@@ -163,7 +172,10 @@ impl RodTrigger {
                     self.phase = Phase::Stable { reference };
                     return None;
                 }
-                let stable = f_statistic(&vals, p.subwindows) < p.stable_f
+                let front = self.history.front().map_or(t, |h| h.0);
+                let stable = front >= t1
+                    && self.transition_end(t1) <= front
+                    && f_statistic(&vals, p.subwindows) < p.stable_f
                     && trend_t(&vals).abs() < p.stable_t;
                 if stable || slides >= p.max_slides {
                     self.phase = Phase::Fired { reference };
@@ -184,6 +196,37 @@ impl RodTrigger {
             }
         }
     }
+}
+
+impl RodTrigger {
+    /// End `τ₂` of the confidence ramp fitted to the frames since a window before `t1`.
+    fn transition_end(&self, t1: f64) -> f64 {
+        let lead = t1 - self.params.window as f64;
+        let (ts, ys): (Vec<f64>, Vec<f64>) =
+            self.trace.iter().filter(|h| h.0 >= lead).copied().unzip();
+        crate::sampling::ramp_fit(&ts, &ys, 30).map_or(t1, |f| f.tau2)
+    }
+}
+
+/// The index where `vals` most likely stepped down: the split `k` maximising
+/// `k(n−k)/n · (mean(vals[..k]) − mean(vals[k..]))` (the likelihood-ratio change point of a
+/// mean shift under equal noise); 0 when no split shows a drop.
+pub fn change_point(vals: &[f64]) -> usize {
+    let n = vals.len();
+    let total: f64 = vals.iter().sum();
+    let mut left = 0.0;
+    let (mut best, mut best_k) = (0.0, 0);
+    for k in 1..n {
+        left += vals[k - 1];
+        let (kf, nf) = (k as f64, n as f64);
+        let drop = left / kf - (total - left) / (nf - kf);
+        let score = kf * (nf - kf) / nf * drop;
+        if score > best {
+            best = score;
+            best_k = k;
+        }
+    }
+    best_k
 }
 
 /// One-way ANOVA F statistic of `vals` cut into `k` equal sub-windows: the variance of the
@@ -304,6 +347,16 @@ mod tests {
         let e = fired.expect("fires");
         assert!(e.t3 >= 230.0, "fired at {} during the ramp", e.t3);
         assert!(e.slides > 30 / 5 + 1, "slides {}", e.slides);
+    }
+
+    #[test]
+    fn change_point_finds_the_step() {
+        let v: Vec<f64> = (0..40)
+            .map(|i| if i < 29 { 0.9 } else { 0.6 } + jitter(i))
+            .collect();
+        let k = change_point(&v);
+        assert!((27..=31).contains(&k), "{k}");
+        assert_eq!(change_point(&[0.5; 10]), 0);
     }
 
     #[test]

@@ -57,6 +57,8 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
                 seed: 1,
                 anchor: prep.anchor.clone(),
                 anchor_per_task: 100,
+                label_min_confidence: 0.0,
+                augment: 0,
             },
             prep.teacher.clone(),
         );
