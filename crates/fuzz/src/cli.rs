@@ -60,6 +60,9 @@ pub struct Setup {
     /// npz for `attenscribble predict`.
     pub attenscribble_ckpt: PathBuf,
     pub attenscribble_input: PathBuf,
+    /// A finished tiny layer-importance run (its checkpoints and units are what `--resume`
+    /// reads back).
+    pub li_run: PathBuf,
 }
 
 fn output(bin: &Path, args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
@@ -199,6 +202,11 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
     let png = synth.join("images/7_00000.png");
     let adod_input = std::fs::read(&png).map_err(|e| format!("{}: {e}", png.display()))?;
     let (attenscribble_ckpt, attenscribble_input) = attenscribble_setup(bin, work)?;
+    let li_run = work.join("li-run");
+    let li_out = li_run.display().to_string();
+    let mut li_args = LI_TINY.to_vec();
+    li_args.extend(["--out", &li_out]);
+    output(bin, &li_args, work)?;
     Ok(Setup {
         bin: bin.to_path_buf(),
         configs,
@@ -213,6 +221,7 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         adod_input,
         attenscribble_ckpt,
         attenscribble_input,
+        li_run,
     })
 }
 
@@ -638,6 +647,97 @@ pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
         std::fs::write(&p, bytes)?;
     }
     let mut args: Vec<String> = CLASSIFY_TINY.iter().map(|a| a.to_string()).collect();
+    args.extend(["--resume".to_string(), run.display().to_string()]);
+    Ok(Invocation {
+        args,
+        stdin: None,
+        allowed: &[0, 1, 2],
+        round_trip: None,
+    })
+}
+
+/// A layer-importance run of two tiny members (quarter-width ResNet-8 and MLP) on generated
+/// images that stops after the dataset (about a second; the resume cases repeat parts of it).
+const LI_TINY: [&str; 19] = [
+    "layer-importance",
+    "--preset",
+    "quick",
+    "--set",
+    "data.dataset=synthetic",
+    "--set",
+    "data.train_images=200",
+    "--set",
+    "data.eval_images=50",
+    "--set",
+    "zoo.epochs=1",
+    "--set",
+    "budget.finetune_images=50",
+    "--set",
+    "grid.flip_seeds=1",
+    "--set",
+    "task.stage=dataset",
+    "--threads",
+    "1",
+];
+
+/// A damaged layer-importance run continued with `layer-importance --resume`: a member's
+/// checkpoint (`models/*.safetensors`, its probe unit removed so that it is loaded again) or
+/// a unit file (`units/*.json`, the probe records read back) edited, or one of them missing.
+pub fn li_resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invocation> {
+    let run = dir.join("r.incomplete");
+    copy_tree(&s.li_run, &run)?;
+    // Without its report the run is unfinished, which is what --resume continues.
+    std::fs::remove_file(run.join("report.json"))?;
+    let files = |sub: &str| -> std::io::Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(run.join(sub))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let models = files("models")?;
+    let units = files("units")?;
+    if models.is_empty() || units.is_empty() {
+        return Err(std::io::Error::other(
+            "layer-importance run has no models or units",
+        ));
+    }
+    match rng.below(10) {
+        0..=4 => {
+            let ck = rng.pick(&models).clone();
+            let id = ck
+                .file_stem()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = std::fs::remove_file(run.join("units").join(format!("probe-{id}.json")));
+            let mut bytes = std::fs::read(&ck)?;
+            mutate_safetensors(rng, &mut bytes);
+            std::fs::write(&ck, bytes)?;
+        }
+        5..=8 => {
+            let p = rng.pick(&units).clone();
+            let mut bytes = std::fs::read(&p)?;
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(mut v) if rng.chance(0.8) => {
+                    json::mutate(rng, &mut v);
+                    bytes = v.to_string().into_bytes();
+                }
+                _ => mutate::bytes(rng, &mut bytes, &[]),
+            }
+            std::fs::write(&p, bytes)?;
+        }
+        _ => {
+            let mut all = models.clone();
+            all.extend(units.iter().cloned());
+            let victim = rng.pick(&all).clone();
+            std::fs::remove_file(&victim)?;
+            if rng.chance(0.5) {
+                std::fs::create_dir(&victim)?;
+            }
+        }
+    }
+    let mut args: Vec<String> = LI_TINY.iter().map(|a| a.to_string()).collect();
     args.extend(["--resume".to_string(), run.display().to_string()]);
     Ok(Invocation {
         args,

@@ -17,6 +17,7 @@
 //! | params | the header length and the JSON header (fed's safetensors wire format) |
 //! | model-blob | the JSON envelope, the checksum and the `AEVO1` magic (AdaEvo's shipped models) |
 //! | hcnn-model | the JSON envelope: format, version, checksum (HyPHEN's `hcnn` model checkpoints) |
+//! | li-dataset | JSON: the document and its `version`; CSV: the header line (layer-importance `dataset.json`/`.csv`) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -39,6 +40,7 @@ pub const READERS: &[&str] = &[
     "params",
     "model-blob",
     "hcnn-model",
+    "li-dataset",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -429,6 +431,7 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         "params" => params_seeds(),
         "model-blob" => blob_seeds(),
         "hcnn-model" => hcnn_seeds(),
+        "li-dataset" => crate::li_dataset::seeds(),
         "png" => crate::png::seeds()
             .into_iter()
             .map(|(name, bytes)| one(&name, SeedKind::File, bytes))
@@ -561,6 +564,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "hcnn-model" {
         mutate_hcnn(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "li-dataset" {
+        crate::li_dataset::mutate(rng, &mut s.members[0].1);
         return (s, false);
     }
     if target == "params" {
@@ -728,6 +735,7 @@ fn classify(target: &str, e: &DataError) -> Verdict {
                 || msg.contains("checksum")
                 || matches!(e, DataError::Io { .. })
         }
+        "li-dataset" => crate::li_dataset::is_header(msg, e),
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -858,6 +866,7 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             );
             Ok(())
         }
+        "li-dataset" => crate::li_dataset::read(path),
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),
