@@ -21,6 +21,7 @@
 
 mod child;
 mod cli;
+mod hcnn_file;
 mod json;
 mod li_dataset;
 mod mutate;

@@ -18,6 +18,8 @@
 //! | model-blob | the JSON envelope, the checksum and the `AEVO1` magic (AdaEvo's shipped models) |
 //! | hcnn-model | the JSON envelope: format, version, checksum (HyPHEN's `hcnn` model checkpoints) |
 //! | li-dataset | JSON: the document and its `version`; CSV: the header line (layer-importance `dataset.json`/`.csv`) |
+//! | hcnn-keys | the outer frame: magic, version, checksum, section list (`hcnn` evaluation-key bundles) |
+//! | hcnn-ct | the outer frame: magic, version, checksum, section list (`hcnn` input / output ciphertexts) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -41,6 +43,8 @@ pub const READERS: &[&str] = &[
     "model-blob",
     "hcnn-model",
     "li-dataset",
+    "hcnn-keys",
+    "hcnn-ct",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -432,6 +436,8 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         "model-blob" => blob_seeds(),
         "hcnn-model" => hcnn_seeds(),
         "li-dataset" => crate::li_dataset::seeds(),
+        "hcnn-keys" => crate::hcnn_file::key_seeds(),
+        "hcnn-ct" => crate::hcnn_file::ct_seeds(),
         "png" => crate::png::seeds()
             .into_iter()
             .map(|(name, bytes)| one(&name, SeedKind::File, bytes))
@@ -564,6 +570,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "hcnn-model" {
         mutate_hcnn(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "hcnn-keys" || target == "hcnn-ct" {
+        crate::hcnn_file::mutate(rng, target == "hcnn-keys", &mut s.members[0].1);
         return (s, false);
     }
     if target == "li-dataset" {
@@ -735,6 +745,14 @@ fn classify(target: &str, e: &DataError) -> Verdict {
                 || msg.contains("checksum")
                 || matches!(e, DataError::Io { .. })
         }
+        "hcnn-keys" => {
+            msg.contains("not a valid evaluation-key bundle")
+                || msg.contains("an eval.keys has 3")
+                || matches!(e, DataError::Io { .. })
+        }
+        "hcnn-ct" => {
+            msg.contains("not a valid hcnn ciphertext file") || matches!(e, DataError::Io { .. })
+        }
         "li-dataset" => crate::li_dataset::is_header(msg, e),
         "params" => {
             msg.contains("header length")
@@ -866,6 +884,8 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             );
             Ok(())
         }
+        "hcnn-keys" => crate::hcnn_file::read_keys(path),
+        "hcnn-ct" => crate::hcnn_file::read_ct(path),
         "li-dataset" => crate::li_dataset::read(path),
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
