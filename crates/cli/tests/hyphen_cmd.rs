@@ -166,6 +166,23 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     std::fs::write(&edited, text).unwrap();
     let o = infer(&keys, &edited, &x, &d.join("z.ct"));
     assert_usage_error(&o, "edited model");
+    // Checkpoints of other architectures: a ReLU network, a ResNet whose depth is not three
+    // equal stages, a truncated file.
+    let relu = d.join("relu.json");
+    hcnn::save_model(&relu, &Net::random_resnet(7, false, 10, 1, 4)).unwrap();
+    let o = infer(&keys, &relu, &x, &d.join("z.ct"));
+    assert!(assert_usage_error(&o, "relu model").contains("HerPN"));
+    let mut short_net = tiny_net(4);
+    short_net.blocks.pop();
+    let odd = d.join("odd.json");
+    hcnn::save_model(&odd, &short_net).unwrap();
+    let o = infer(&keys, &odd, &x, &d.join("z.ct"));
+    assert!(assert_usage_error(&o, "2-block model").contains("3 stages"));
+    let text = std::fs::read(&model).unwrap();
+    let cut_model = d.join("cut_model.json");
+    std::fs::write(&cut_model, &text[..text.len() / 3]).unwrap();
+    let o = infer(&keys, &cut_model, &x, &d.join("z.ct"));
+    assert!(assert_usage_error(&o, "truncated model").contains("not an hcnn model checkpoint"));
 
     // A ciphertext encrypted under other parameters.
     let other = d.join("other");
@@ -174,14 +191,32 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let o = encrypt(&other, &image, &x2);
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
     let o = infer(&keys, &model, &x2, &d.join("z.ct"));
-    assert!(assert_usage_error(&o, "other params").contains("parameters"));
+    assert!(assert_usage_error(&o, "other params").contains("different `hcnn keygen` runs"));
+    // The other way round: evaluation keys of another key set.
+    let o = infer(&other.join("eval.keys"), &model, &x, &d.join("z.ct"));
+    assert!(assert_usage_error(&o, "other keys").contains("different `hcnn keygen` runs"));
+
+    // A ciphertext with too few levels for the network (a leveled chain of 6).
+    let shallow = d.join("shallow");
+    keygen(&shallow, "6");
+    let x3 = d.join("x3.ct");
+    let o = encrypt(&shallow, &image, &x3);
+    assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    let o = infer(&shallow, &model, &x3, &d.join("z.ct"));
+    assert!(assert_usage_error(&o, "shallow chain").contains("has 6 levels, this network needs"));
 
     // A truncated ciphertext file.
     let bytes = std::fs::read(&x).unwrap();
     let cut = d.join("cut.ct");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let o = infer(&keys, &model, &cut, &d.join("z.ct"));
-    assert_usage_error(&o, "truncated");
+    assert!(assert_usage_error(&o, "truncated").contains("truncated"));
+    // A truncated evaluation-key bundle.
+    let bytes = std::fs::read(keys.join("eval.keys")).unwrap();
+    let cut_keys = d.join("cut.keys");
+    std::fs::write(&cut_keys, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let o = infer(&cut_keys, &model, &x, &d.join("z.ct"));
+    assert!(assert_usage_error(&o, "truncated keys").contains("evaluation-key bundle"));
     // Decrypting an input (not an inference output).
     let o = ferrolab(&["hcnn", "decrypt", "--keys", &s(&keys), &s(&x)]);
     assert_usage_error(&o, "decrypt input");
