@@ -193,6 +193,7 @@ fn quick_preset_stays_small() {
     assert!(!c.fhe.bootstrapping);
     assert!(c.fhe.sim_images >= 10 && c.fhe.sim_images <= 20);
     assert_eq!(c.fhe.encrypted_images, 1);
+    assert!(!c.fhe.encrypted_baseline);
     let est = sys.memory_estimate(c, None).unwrap();
     assert!(est.bytes < 3 << 30, "{} bytes", est.bytes);
     let quick = sys
