@@ -784,7 +784,7 @@ impl Evaluator {
     }
 
     /// P·ct in the extended basis (its P limbs are zero).
-    fn to_ext(&self, ct: &Ciphertext) -> ExtCiphertext {
+    pub(crate) fn to_ext(&self, ct: &Ciphertext) -> ExtCiphertext {
         let n = self.ctx.n;
         let lq = ct.level + 1;
         let w = lq + self.ctx.p.len();

@@ -193,6 +193,8 @@ pub(crate) struct PreparedLt {
     /// Giant steps, each with (baby index, diagonal rotated back by the giant step), the
     /// diagonals encoded over the extended basis Q_level·P (see [`ExtCiphertext`]).
     pub giants: Vec<(i64, Vec<ExtDiagonal>)>,
+    /// Diagonals over Q_level·P (double hoisting) or over Q_level only.
+    pub ext: bool,
 }
 
 /// A baby-step index and its diagonal's residues over Q_level·P.
@@ -222,6 +224,54 @@ fn bsgs_plan(offsets: &[i64], period: usize, baby_cost: f64) -> (i64, i64) {
     (s0, best.1)
 }
 
+/// Σ_terms diagonal ⊙ baby over the first `w` limbs of the basis Q_level·P (both parts),
+/// lazily in u128: products are below 2^120, so 128 of them still fit a sum.
+fn mac<'a>(
+    ctx: &Context,
+    level: usize,
+    w: usize,
+    terms: &[ExtDiagonal],
+    baby: impl Fn(usize) -> (&'a [u64], &'a [u64]) + Sync,
+) -> (Vec<u64>, Vec<u64>) {
+    let n = ctx.n;
+    let mut p0 = vec![0u64; w * n];
+    let mut p1 = vec![0u64; w * n];
+    p0.par_chunks_mut(n)
+        .zip(p1.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(k, (o0, o1))| {
+            let m = ctx.modulus(if k <= level {
+                k
+            } else {
+                ctx.p_index(k - level - 1)
+            });
+            let lim = k * n..(k + 1) * n;
+            let mut w0 = vec![0u128; n];
+            let mut w1 = vec![0u128; n];
+            for chunk in terms.chunks(128) {
+                for (bi, pt) in chunk {
+                    let (b0, b1) = baby(*bi);
+                    let (c0, c1) = (&b0[lim.clone()], &b1[lim.clone()]);
+                    let pd = &pt[lim.clone()];
+                    for j in 0..n {
+                        let pv = pd[j] as u128;
+                        w0[j] += c0[j] as u128 * pv;
+                        w1[j] += c1[j] as u128 * pv;
+                    }
+                }
+                for j in 0..n {
+                    w0[j] = m.reduce_wide(w0[j]) as u128;
+                    w1[j] = m.reduce_wide(w1[j]) as u128;
+                }
+            }
+            for j in 0..n {
+                o0[j] = w0[j] as u64;
+                o1[j] = w1[j] as u64;
+            }
+        });
+    (p0, p1)
+}
+
 impl PreparedLt {
     /// Plans (see [`bsgs_plan`]) and encodes `d` (input period `period`) for an input at
     /// `level` with scale `in_scale`, so that the output (one level lower) has scale
@@ -233,6 +283,7 @@ impl PreparedLt {
         level: usize,
         (in_scale, out_scale): (f64, f64),
         baby_cost: f64,
+        ext: bool,
     ) -> Result<Self> {
         if level == 0 {
             return Err(FheError::Level(
@@ -262,7 +313,11 @@ impl PreparedLt {
             let rd: Vec<C64> = (0..slots)
                 .map(|t| dk[(t as i64 - gs).rem_euclid(slots as i64) as usize])
                 .collect();
-            let pt = ctx.encode_ext(&rd, level, pt_scale)?;
+            let pt = if ext {
+                ctx.encode_ext(&rd, level, pt_scale)?
+            } else {
+                ctx.encode(&rd, level, pt_scale)?.data
+            };
             by_giant.entry(gs).or_default().push((bi, pt));
         }
         Ok(PreparedLt {
@@ -270,6 +325,7 @@ impl PreparedLt {
             pt_scale,
             baby,
             giants: by_giant.into_iter().collect(),
+            ext,
         })
     }
 
@@ -323,51 +379,41 @@ impl PreparedLt {
                 self.level, ct.level
             )));
         }
-        let rotated = ev.rotate_hoisted_ext(ct, &self.baby)?;
-        let n = ctx.n;
         let level = ct.level;
-        let w = level + 1 + ctx.p.len();
-        let table = |k: usize| {
-            if k <= level {
-                k
-            } else {
-                ctx.p_index(k - level - 1)
+        if !self.ext {
+            // Diagonals modulo Q only: every rotation divided by P on its own.
+            let rotated = ev.rotate_hoisted(ct, &self.baby)?;
+            let mut total: Option<Ciphertext> = None;
+            for (step, terms) in &self.giants {
+                let (p0, p1) = mac(ctx, level, level + 1, terms, |bi| {
+                    (&rotated[bi].parts[0][..], &rotated[bi].parts[1][..])
+                });
+                let inner = Ciphertext {
+                    parts: vec![p0, p1],
+                    level,
+                    scale: ct.scale * self.pt_scale,
+                    params: ct.params,
+                };
+                let part = if *step == 0 {
+                    inner
+                } else {
+                    ev.rotate(&inner, *step)?
+                };
+                total = Some(match total {
+                    None => part,
+                    Some(t) => ev.add(&t, &part)?,
+                });
             }
-        };
+            let total = total.ok_or_else(|| FheError::InvalidInput("empty DFT factor".into()))?;
+            return Ok(ev.to_ext(&total));
+        }
+        let rotated = ev.rotate_hoisted_ext(ct, &self.baby)?;
+        let w = level + 1 + ctx.p.len();
         let mut total: Option<ExtCiphertext> = None;
         for (step, terms) in &self.giants {
-            let mut p0 = vec![0u64; w * n];
-            let mut p1 = vec![0u64; w * n];
-            p0.par_chunks_mut(n)
-                .zip(p1.par_chunks_mut(n))
-                .enumerate()
-                .for_each(|(k, (o0, o1))| {
-                    let m = ctx.modulus(table(k));
-                    let lim = k * n..(k + 1) * n;
-                    let mut w0 = vec![0u128; n];
-                    let mut w1 = vec![0u128; n];
-                    // Products are below 2^120: 128 of them still fit the u128 sums.
-                    for chunk in terms.chunks(128) {
-                        for (bi, pt) in chunk {
-                            let c = &rotated[*bi];
-                            let (c0, c1) = (&c.parts[0][lim.clone()], &c.parts[1][lim.clone()]);
-                            let pd = &pt[lim.clone()];
-                            for j in 0..n {
-                                let pv = pd[j] as u128;
-                                w0[j] += c0[j] as u128 * pv;
-                                w1[j] += c1[j] as u128 * pv;
-                            }
-                        }
-                        for j in 0..n {
-                            w0[j] = m.reduce_wide(w0[j]) as u128;
-                            w1[j] = m.reduce_wide(w1[j]) as u128;
-                        }
-                    }
-                    for j in 0..n {
-                        o0[j] = w0[j] as u64;
-                        o1[j] = w1[j] as u64;
-                    }
-                });
+            let (p0, p1) = mac(ctx, level, w, terms, |bi| {
+                (&rotated[bi].parts[0][..], &rotated[bi].parts[1][..])
+            });
             let inner = ExtCiphertext {
                 parts: [p0, p1],
                 level,
