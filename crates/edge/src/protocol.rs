@@ -5,7 +5,7 @@
 //! rejected by [`ModelBlob::decode`], never loaded.
 
 use crate::model::Mlp;
-use ferrolab_compress::ops::{magnitude_prune, Int8Layer, LayerWeights};
+use ferrolab_compress::ops::{Int8Layer, LayerWeights, magnitude_prune};
 use serde::{Deserialize, Serialize};
 
 /// Why a blob or request was refused.

@@ -512,12 +512,16 @@ mod tests {
     fn parse_and_reject() {
         let d = Drift::parse("gradual:blur@300+120").unwrap();
         assert_eq!((d.start, d.end()), (300.0, 420.0));
-        assert!(Drift::parse("sideways:blur@3")
-            .unwrap_err()
-            .contains("unknown drift type"));
-        assert!(Drift::parse("sudden:fog@3")
-            .unwrap_err()
-            .contains("unknown condition"));
+        assert!(
+            Drift::parse("sideways:blur@3")
+                .unwrap_err()
+                .contains("unknown drift type")
+        );
+        assert!(
+            Drift::parse("sudden:fog@3")
+                .unwrap_err()
+                .contains("unknown condition")
+        );
         assert!(Drift::parse("incremental:dark@3").is_err());
     }
 
