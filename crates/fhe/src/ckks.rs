@@ -806,11 +806,7 @@ impl Encryptor {
                         .map(|(((&a, &b), &d), &p)| {
                             let v = m.mul_shoup(m.add(m.mul(a, b), d), pinv, pinvs);
                             // The message joins c_0 after the division.
-                            if part == 0 {
-                                m.add(v, p)
-                            } else {
-                                v
-                            }
+                            if part == 0 { m.add(v, p) } else { v }
                         }),
                 );
             }

@@ -9,8 +9,8 @@
 
 use crate::arith::Modulus;
 use crate::ckks::{
-    check_ciphertext, check_params, check_plaintext, conjugation_element, galois_element,
-    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey,
+    Ciphertext, EvaluationKeys, Plaintext, SwitchingKey, check_ciphertext, check_params,
+    check_plaintext, conjugation_element, galois_element,
 };
 use crate::error::{FheError, Result};
 use crate::ntt::automorphism_ntt_index;
@@ -18,8 +18,8 @@ use crate::params::Context;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Relative scale difference below which two scales count as equal (integer rounding of
 /// ladder constants leaves ~2^-40).
@@ -1021,9 +1021,9 @@ impl Evaluator {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::C64;
     use crate::ckks::{Decryptor, Encryptor, KeyGenerator};
     use crate::params::ParamSpec;
-    use crate::C64;
 
     struct Fixture {
         ctx: Arc<Context>,

@@ -30,11 +30,7 @@ pub(crate) type Diags = BTreeMap<i64, Vec<C64>>;
 pub(crate) fn norm(o: i64, period: usize) -> i64 {
     let p = period as i64;
     let r = o.rem_euclid(p);
-    if r > p / 2 {
-        r - p
-    } else {
-        r
-    }
+    if r > p / 2 { r - p } else { r }
 }
 
 fn add_to(d: &mut Diags, k: i64, slots: usize, t: usize, v: C64) {
@@ -173,11 +169,7 @@ pub(crate) fn apply_plain(d: &Diags, x: &[C64]) -> Vec<C64> {
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// A factor ready to evaluate: its diagonals rotated for baby-step/giant-step and encoded at
@@ -427,7 +419,7 @@ impl PreparedLt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{rngs::StdRng, RngExt, SeedableRng};
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
 
     fn bitrev_perm(v: &[C64]) -> Vec<C64> {
         let n = v.len();

@@ -29,13 +29,13 @@ pub mod dft;
 pub mod evalmod;
 
 use crate::ckks::{
-    check_ciphertext, conjugation_element, galois_element, Ciphertext, EvaluationKeys, KeyGenerator,
+    Ciphertext, EvaluationKeys, KeyGenerator, check_ciphertext, conjugation_element, galois_element,
 };
 use crate::complex::C64;
 use crate::error::{FheError, Result};
 use crate::eval::{Evaluator, OpCounts};
 use crate::params::{Context, ParamSpec};
-use dft::{norm, Diags, PreparedLt};
+use dft::{Diags, PreparedLt, norm};
 use evalmod::EvalModPoly;
 use rayon::prelude::*;
 use std::f64::consts::PI;
@@ -857,11 +857,7 @@ fn cts_boost(in_scale: f64, budget: f64) -> u64 {
 /// The power of two 2^k (k ≥ 0) that brings `scale` up to at most q_0/2^ratio.
 fn prescale(q0: f64, scale: f64, ratio: u32) -> f64 {
     let k = (q0 / scale).log2().floor() - f64::from(ratio);
-    if k >= 1.0 {
-        k.min(62.0).exp2()
-    } else {
-        1.0
-    }
+    if k >= 1.0 { k.min(62.0).exp2() } else { 1.0 }
 }
 
 /// The first SlotToCoeff factor for packed complex slots: its input y (period 2n) holds
