@@ -354,6 +354,18 @@ pub fn run_for(
                 optimizer(cfg),
             ),
         };
+    // A kill between saving an epoch's state and appending its `metrics.jsonl` line leaves the
+    // file one line short; the state's history has every epoch, so the missing lines come back
+    // from it (CI once saw 2 lines for 3 epochs after a kill and resume).
+    let logged = match std::fs::read_to_string(run_path.join("metrics.jsonl")) {
+        Ok(t) => t.lines().filter(|l| !l.trim().is_empty()).count(),
+        Err(_) => 0,
+    };
+    for record in state.history.iter().skip(logged) {
+        let line = serde_json::to_value(record)
+            .map_err(|e| SystemError::runtime(format!("metrics.jsonl record: {e}")))?;
+        ctx.run_dir().log_metrics(&line)?;
+    }
     let start = state.epochs_done.min(cfg.train.epochs);
     let remaining = cfg.train.epochs - start;
     let this_call = max_epochs.map_or(remaining, |k| k.min(remaining));
