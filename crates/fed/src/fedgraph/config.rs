@@ -19,6 +19,12 @@ ferrolab_core::config_section! {
         pub baselines: BaselineSection = BaselineSection::default();
         /// FedSage+'s missing-neighbour generator (used when `fed.algo = "fedsage"`).
         pub fedsage: FedSageSection = FedSageSection::default();
+        /// What the run does: the FS-G table, federated HPO or the privacy study.
+        pub task: super::hpo::TaskSection = Default::default();
+        /// Federated hyper-parameter optimisation (`task.mode = "hpo"`).
+        pub hpo: super::hpo::HpoSection = Default::default();
+        /// Privacy attacks and the DP defence (`task.mode = "privacy"`).
+        pub privacy: super::privacy::PrivacySection = Default::default();
     }
 }
 
@@ -135,6 +141,19 @@ impl Validate for FedGraphConfig {
             "model.heads",
             self.model.heads,
             "must divide model.hidden for GAT",
+        )?;
+        check(
+            self.task.mode == "table"
+                || (self.fed.algo == "fedavg" && self.data.dataset != "graph-families"),
+            "task.mode",
+            &self.task.mode,
+            "hpo and privacy tune / attack FedAvg on a node task: they need fed.algo = \"fedavg\" and a node-classification graph",
+        )?;
+        check(
+            self.hpo.min_rounds <= self.hpo.max_rounds,
+            "hpo.min_rounds",
+            self.hpo.min_rounds,
+            "must not exceed hpo.max_rounds",
         )?;
         Ok(())
     }

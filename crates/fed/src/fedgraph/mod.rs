@@ -22,18 +22,22 @@
 //! | [`run`] | FedAvg over a fabric, local only, global |
 //! | [`fedsage`] | FedSage+: NeighGen trained federatedly, subgraphs mended before FedAvg |
 //! | [`experiment`] | the grid, cell selection, report blocks |
+//! | [`hpo`] | `ferrolab fedgraph hpo`: successive halving, Hyperband, FedEx, grid over FedAvg |
+//! | [`privacy`] | `ferrolab fedgraph privacy`: membership / property attacks, DP-FedAvg, RDP accountant |
 
 pub mod client;
 pub mod config;
 pub mod data;
 pub mod experiment;
 pub mod fedsage;
+pub mod hpo;
+pub mod privacy;
 pub mod run;
 
 use std::collections::BTreeMap;
 
 use ferrolab_core::run::{Curve, PaperFigure, Report};
-use ferrolab_core::system::{Entry, Preset};
+use ferrolab_core::system::{Entry, Preset, SubCommand};
 use ferrolab_core::{Checked, ErrorClass, Outcome, RunContext, SysResult, System};
 use serde_json::json;
 
@@ -115,7 +119,21 @@ impl System for FedGraphSystem {
                 about: "the paper preset on FS-G's random split (published FedAvg 86.63)",
                 toml: include_str!("../../../../configs/fedgraph/cora-random.toml"),
             },
+            Preset {
+                name: "hpo",
+                about: "`fedgraph hpo`: successive halving, Hyperband, FedEx and the grid on Cora, 12 configurations, 1 seed (< 1 min)",
+                toml: include_str!("../../../../configs/fedgraph/hpo.toml"),
+            },
+            Preset {
+                name: "privacy",
+                about: "`fedgraph privacy`: MIA and property attacks, DP-FedAvg at sigma 0.4/0.8/1.6 on Cora, 1 seed (< 1 min)",
+                toml: include_str!("../../../../configs/fedgraph/privacy.toml"),
+            },
         ]
+    }
+
+    fn subcommands(&self) -> Vec<SubCommand> {
+        hpo::subcommands()
     }
 
     fn entries(&self) -> Vec<Entry> {
@@ -136,6 +154,7 @@ impl System for FedGraphSystem {
     }
 
     fn prepare(&self, cfg: &Checked<FedGraphConfig>, ctx: &RunContext) -> SysResult<()> {
+        hpo::check_mode(cfg)?;
         let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
         experiment::zoo_config(cfg, g.features.num_features(), g.classes)?;
         // Draw the first seed's splits now, so an impossible split (more clients than
@@ -145,6 +164,15 @@ impl System for FedGraphSystem {
     }
 
     fn run(&self, cfg: &Checked<FedGraphConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+        if cfg.task.mode != "table" {
+            hpo::check_mode(cfg)?;
+            let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
+            return if cfg.task.mode == "hpo" {
+                hpo::run(&g, cfg, ctx)
+            } else {
+                privacy::run(&g, cfg, ctx)
+            };
+        }
         let t0 = std::time::Instant::now();
         let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
         eprintln!(
@@ -250,6 +278,9 @@ impl System for FedGraphSystem {
 
     fn summary(&self, o: &Outcome) -> Vec<String> {
         let r = &o.report;
+        if let Some(lines) = hpo::summary(o).or_else(|| privacy::summary(o)) {
+            return lines;
+        }
         let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
         let line = |name: &str, m: &BTreeMap<String, f64>| {
             format!(

@@ -1,0 +1,971 @@
+//! Federated hyper-parameter optimisation (`ferrolab fedgraph hpo`, FS-G's `autotune`) over
+//! FedAvg on the node task: the search space is the clients' learning rate × local steps ×
+//! dropout, and the budget unit is one federated round (every client trains once).
+//!
+//! - **grid**: every configuration for `hpo.max_rounds` rounds (the reference cost).
+//! - **sh**: successive halving (Jamieson & Talwalkar 2016) over the whole grid: every
+//!   configuration for `min_rounds`, the best `1/eta` continue (their federations resume, so a
+//!   rung costs only its extra rounds) to `eta ×` as many rounds, up to `max_rounds`.
+//! - **hyperband** (Li et al., JMLR 2018): successive-halving brackets from many configurations
+//!   on few rounds to few configurations on `max_rounds`; configurations drawn at random.
+//! - **fedex** (Khodak et al., NeurIPS 2021): one federation; every round each client draws its
+//!   local configuration from a categorical distribution θ over the space, and θ takes an
+//!   exponentiated-gradient step on the clients' validation-loss change (loss of the locally
+//!   trained model − loss of the global model it started from, on the client's own validation
+//!   nodes), with a running baseline.
+//!
+//! Configurations are ranked by their best validation accuracy so far (the round selection of
+//! the main experiment); the test accuracy reported is the one at that round.
+//!
+//! [`Federation`] is FedAvg stepped round by round in one thread: the same client training
+//! ([`NodeTask::train_steps`], a fresh SGD per round, dropout seeded by client and round as
+//! [`GraphClient`](super::client::GraphClient) does) and the same example-weighted average as
+//! [`super::run::fedavg`], which a test checks round for round.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ferrolab_core::backend::train_device;
+use ferrolab_core::run::{Curve, Report};
+use ferrolab_core::system::SubCommand;
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
+use ferrolab_graph::zoo::train::{EvalResult, NodeTask, OptimKind};
+use ferrolab_graph::zoo::{GnnModel, ZooConfig, load_params, model_params};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+
+use super::FedGraphError;
+use super::client::{from_params, to_params};
+use super::config::FedGraphConfig;
+use super::data::{GraphSet, SeedSetup};
+use super::run::init_model;
+use crate::params::Params;
+use crate::strategy::{StrategyError, weighted_average};
+
+ferrolab_core::config_section! {
+    /// `task.mode`: what `ferrolab fedgraph` runs.
+    pub struct TaskSection {
+        /// `table` (the FS-G node-classification table), `hpo` (`ferrolab fedgraph hpo`) or
+        /// `privacy` (`ferrolab fedgraph privacy`).
+        pub mode: String = "table".into(), "`table`, `hpo` or `privacy`" => |v| ["table", "hpo", "privacy"].contains(&v.as_str());
+    }
+}
+
+ferrolab_core::config_section! {
+    /// Federated HPO keys (`ferrolab fedgraph hpo`, or `task.mode = "hpo"`).
+    pub struct HpoSection {
+        /// Methods to run, the first reported as `metrics`, the others as `baselines.<name>`:
+        /// `sh`, `hyperband`, `fedex`, `grid`.
+        pub methods: Vec<String> = vec!["sh".into(), "hyperband".into(), "fedex".into(), "grid".into()], "non-empty list of `sh`, `hyperband`, `fedex`, `grid`, no repeats" => |v: &Vec<String>| !v.is_empty() && v.iter().all(|m| ["sh", "hyperband", "fedex", "grid"].contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
+        /// Client learning rates of the search space.
+        pub lrs: Vec<f64> = vec![0.01, 0.05, 0.25], "non-empty, each in (0, 100]" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| *x > 0.0 && *x <= 100.0);
+        /// Local steps per round of the search space.
+        pub local_steps: Vec<usize> = vec![1, 4, 16], "non-empty, each in 1..=10000" => |v: &Vec<usize>| !v.is_empty() && v.iter().all(|x| (1..=10_000).contains(x));
+        /// Dropout rates of the search space.
+        pub dropouts: Vec<f64> = vec![0.0, 0.25, 0.5], "non-empty, each in [0, 1)" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (0.0..1.0).contains(x));
+        /// Rounds of the first rung (successive halving, Hyperband's most aggressive bracket).
+        pub min_rounds: usize = 5, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Rounds of the last rung, of a grid run and of the FedEx run.
+        pub max_rounds: usize = 45, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// Keep 1/eta of the configurations at every rung.
+        pub eta: usize = 3, "2..=100" => |v| (2..=100).contains(v);
+        /// FedEx step size scale η₀ (step at round t: η₀ √(2 ln k / t) / ‖∇̃‖∞).
+        pub fedex_eta0: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// Weight of the newest round in FedEx's running baseline of the loss change.
+        pub fedex_baseline_decay: f64 = 0.1, "in (0, 1]" => |v| *v > 0.0 && *v <= 1.0;
+        /// Seeds (each draws its own node split, client split, initialisation and samples).
+        pub seeds: usize = 2, "1..=100" => |v| (1..=100).contains(v);
+    }
+}
+
+/// One point of the search space: what a client trains with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalHp {
+    pub lr: f64,
+    pub local_steps: usize,
+    pub dropout: f64,
+}
+
+impl LocalHp {
+    pub fn json(&self) -> serde_json::Value {
+        json!({"lr": self.lr, "local_steps": self.local_steps, "dropout": self.dropout})
+    }
+}
+
+/// The product space in a fixed order (lr outermost, dropout innermost).
+pub fn search_space(h: &HpoSection) -> Vec<LocalHp> {
+    let mut v = Vec::new();
+    for &lr in &h.lrs {
+        for &local_steps in &h.local_steps {
+            for &dropout in &h.dropouts {
+                v.push(LocalHp {
+                    lr,
+                    local_steps,
+                    dropout,
+                });
+            }
+        }
+    }
+    v
+}
+
+/// FedAvg stepped one round at a time in the calling thread (see the module page).
+pub struct Federation {
+    tasks: Vec<NodeTask>,
+    whole: NodeTask,
+    zoo: ZooConfig,
+    template: GnnModel,
+    params: Params,
+    client_seeds: Vec<u64>,
+    weight_decay: f64,
+    /// Rounds trained so far.
+    pub round: usize,
+    /// The evaluation at the best validation accuracy so far, and its round.
+    pub best: EvalResult,
+    pub best_round: usize,
+    /// The global model's evaluation after the last round.
+    pub last: EvalResult,
+    /// `(round, val_accuracy, test_accuracy)` after each round.
+    pub curve: Vec<(usize, f64, f64)>,
+    /// The global parameters became non-finite; no further rounds run.
+    pub diverged: bool,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Federation({} clients, round {})",
+            self.tasks.len(),
+            self.round
+        )
+    }
+}
+
+/// What one client sends back in a round.
+#[derive(Debug, Clone)]
+pub struct LocalResult {
+    pub params: Params,
+    pub train_loss: f64,
+}
+
+impl Federation {
+    /// The federation `run::fedavg(g, setup, zoo, …, seed)` would build: the same initial
+    /// model and the same client seeds.
+    pub fn new(
+        g: &GraphSet,
+        setup: &SeedSetup,
+        zoo: &ZooConfig,
+        weight_decay: f64,
+        seed: u64,
+    ) -> Result<Self, FedGraphError> {
+        let dev = train_device();
+        let k = setup.clients.num_clients();
+        let tasks = (0..k)
+            .map(|c| setup.client_task(g, c, &dev))
+            .collect::<Result<Vec<_>, _>>()?;
+        let whole = g.whole_task(&setup.split, &dev)?;
+        let template = init_model(zoo, ferrolab_core::seed::derive(seed, "init"))?;
+        let first = whole.evaluate(&template);
+        Ok(Federation {
+            params: to_params(&model_params(&template)),
+            client_seeds: (0..k)
+                .map(|c| ferrolab_core::seed::derive(seed, &format!("client{c}")))
+                .collect(),
+            tasks,
+            whole,
+            zoo: zoo.clone(),
+            template,
+            weight_decay,
+            round: 0,
+            best: first,
+            best_round: 0,
+            last: first,
+            curve: Vec::new(),
+            diverged: false,
+        })
+    }
+
+    pub fn num_clients(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Client `c`'s task (its subgraph, local split).
+    pub fn task(&self, c: usize) -> &NodeTask {
+        &self.tasks[c]
+    }
+
+    /// The whole graph with the seed's split (the server's evaluation task).
+    pub fn whole(&self) -> &NodeTask {
+        &self.whole
+    }
+
+    /// The current global parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The current global model.
+    pub fn model(&self) -> Result<GnnModel, FedGraphError> {
+        Ok(load_params(
+            self.template.clone(),
+            &from_params(&self.params),
+        )?)
+    }
+
+    /// `model` evaluated on client `c`'s own subgraph.
+    pub fn evaluate_client(&self, c: usize, model: &GnnModel) -> EvalResult {
+        self.tasks[c].evaluate(model)
+    }
+
+    /// Client `c`'s local training in round `self.round + 1` from the global model, as
+    /// [`GraphClient::fit`](super::client::GraphClient) does with `hp`.
+    pub fn local_fit(
+        &self,
+        c: usize,
+        hp: &LocalHp,
+    ) -> Result<(LocalResult, GnnModel), FedGraphError> {
+        let round = self.round + 1;
+        let model = self.model()?;
+        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(
+            self.client_seeds[c],
+            &format!("round{round}"),
+        ));
+        let mut optim = OptimKind::Sgd {
+            weight_decay: self.weight_decay,
+        }
+        .init();
+        let zoo = ZooConfig {
+            dropout: hp.dropout,
+            ..self.zoo.clone()
+        };
+        let (model, loss) =
+            self.tasks[c].train_steps(model, &zoo, &mut optim, hp.lr, hp.local_steps, &mut rng);
+        Ok((
+            LocalResult {
+                params: to_params(&model_params(&model)),
+                train_loss: loss,
+            },
+            model,
+        ))
+    }
+
+    /// Ends the round: the training-node-weighted average of the clients' parameters becomes
+    /// the global model, which the server evaluates on the whole graph.
+    pub fn aggregate(&mut self, updates: &[(usize, Params)]) -> Result<(), FedGraphError> {
+        let items = updates
+            .iter()
+            .map(|(c, p)| {
+                (
+                    *c as crate::fabric::ClientId,
+                    p,
+                    self.tasks[*c].num_train() as f64,
+                )
+            })
+            .collect();
+        let params = weighted_average(items).map_err(StrategyError::from)?;
+        self.round += 1;
+        if !params.to_flat().iter().all(|v| v.is_finite()) {
+            // Diverged (a too-large learning rate): the best round so far stands.
+            self.diverged = true;
+            return Ok(());
+        }
+        self.params = params;
+        let e = self.whole.evaluate(&self.model()?);
+        self.last = e;
+        self.curve
+            .push((self.round, e.val_accuracy, e.test_accuracy));
+        if e.val_accuracy > self.best.val_accuracy {
+            self.best = e;
+            self.best_round = self.round;
+        }
+        Ok(())
+    }
+
+    /// One FedAvg round with every client training with `hp`.
+    pub fn round_with(&mut self, hp: &LocalHp) -> Result<(), FedGraphError> {
+        if self.diverged {
+            return Ok(());
+        }
+        let mut ups = Vec::with_capacity(self.tasks.len());
+        for c in 0..self.tasks.len() {
+            ups.push((c, self.local_fit(c, hp)?.0.params));
+        }
+        self.aggregate(&ups)
+    }
+
+    /// Rounds with `hp` until `rounds` have been trained (or the run diverged); returns the
+    /// rounds trained now.
+    pub fn train_to(&mut self, hp: &LocalHp, rounds: usize) -> Result<usize, FedGraphError> {
+        let before = self.round;
+        while self.round < rounds && !self.diverged {
+            self.round_with(hp)?;
+        }
+        Ok(self.round - before)
+    }
+}
+
+/// One trial: a configuration and its federation.
+struct Trial {
+    hp: LocalHp,
+    index: usize,
+    fed: Federation,
+}
+
+/// Orders trials best first: higher best validation accuracy, then lower validation loss at
+/// that round, then the earlier configuration.
+fn rank(a: &Trial, b: &Trial) -> std::cmp::Ordering {
+    b.fed
+        .best
+        .val_accuracy
+        .total_cmp(&a.fed.best.val_accuracy)
+        .then(a.fed.best.val_loss.total_cmp(&b.fed.best.val_loss))
+        .then(a.index.cmp(&b.index))
+}
+
+/// Trains every trial to `rounds` rounds, `workers` trials at a time; returns the rounds spent.
+fn advance(trials: &mut [Trial], rounds: usize, workers: usize) -> Result<usize, FedGraphError> {
+    let cells: Vec<Mutex<&mut Trial>> = trials.iter_mut().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let spent = AtomicUsize::new(0);
+    let error: Mutex<Option<FedGraphError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, cells.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(cell) = cells.get(i) else { break };
+                    let Ok(mut t) = cell.lock() else { break };
+                    let hp = t.hp;
+                    match t.fed.train_to(&hp, rounds) {
+                        Ok(n) => {
+                            spent.fetch_add(n, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            if let Ok(mut slot) = error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(spent.into_inner())
+}
+
+/// What one method found on one seed.
+#[derive(Debug, Clone)]
+pub struct HpoResult {
+    pub best: LocalHp,
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+    /// Federated rounds trained, summed over every configuration tried.
+    pub rounds_used: usize,
+    /// Client-side SGD steps per client, summed over every round trained.
+    pub local_steps_used: usize,
+    /// `(configuration index, rounds trained)` of every trial, in the order tried.
+    pub trials: Vec<(usize, usize)>,
+    /// FedEx: θ after the last round; empty otherwise.
+    pub theta: Vec<f64>,
+    /// Validation accuracy of the best trial per round (the search's own model).
+    pub curve: Vec<(usize, f64, f64)>,
+    pub seconds: f64,
+}
+
+/// Everything the methods need for one seed.
+pub struct SeedCtx<'a> {
+    pub g: &'a GraphSet,
+    pub setup: &'a SeedSetup,
+    pub zoo: &'a ZooConfig,
+    pub weight_decay: f64,
+    pub seed: u64,
+    pub workers: usize,
+}
+
+impl SeedCtx<'_> {
+    fn trial(&self, space: &[LocalHp], index: usize) -> Result<Trial, FedGraphError> {
+        Ok(Trial {
+            hp: space[index],
+            index,
+            fed: Federation::new(self.g, self.setup, self.zoo, self.weight_decay, self.seed)?,
+        })
+    }
+}
+
+fn finish(
+    space: &[LocalHp],
+    trials: &[Trial],
+    spent: usize,
+    log: Vec<(usize, usize)>,
+    t0: Instant,
+) -> Result<HpoResult, FedGraphError> {
+    let best = trials
+        .iter()
+        .min_by(|a, b| rank(a, b))
+        .ok_or_else(|| FedGraphError::Usage("hpo: no configuration was tried".into()))?;
+    let local_steps_used = log.iter().map(|&(i, r)| r * space[i].local_steps).sum();
+    Ok(HpoResult {
+        best: best.hp,
+        val_accuracy: best.fed.best.val_accuracy,
+        test_accuracy: best.fed.best.test_accuracy,
+        rounds_used: spent,
+        local_steps_used,
+        trials: log,
+        theta: Vec::new(),
+        curve: best.fed.curve.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Survivors (best first), rounds spent, `(configuration, rounds reached)` per trial.
+type Halving = (Vec<Trial>, usize, Vec<(usize, usize)>);
+
+/// Successive halving over `indices` of `space`: rung budgets `r0, r0·eta, …` capped at
+/// `rmax`, keeping the best `⌊n/eta⌋` (at least one) after each rung.
+fn successive_halving(
+    cx: &SeedCtx<'_>,
+    space: &[LocalHp],
+    indices: &[usize],
+    r0: usize,
+    eta: usize,
+    rmax: usize,
+) -> Result<Halving, FedGraphError> {
+    let mut alive = indices
+        .iter()
+        .map(|&i| cx.trial(space, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut reached: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut spent = 0;
+    let mut r = r0.min(rmax);
+    loop {
+        spent += advance(&mut alive, r, cx.workers)?;
+        for t in &alive {
+            reached.insert(t.index, t.fed.round);
+        }
+        alive.sort_by(rank);
+        if r >= rmax || alive.len() <= 1 {
+            break;
+        }
+        alive.truncate((alive.len() / eta).max(1));
+        r = (r * eta).min(rmax);
+    }
+    // The order of `indices` is the order tried.
+    let log = indices.iter().map(|i| (*i, reached[i])).collect();
+    Ok((alive, spent, log))
+}
+
+/// `sh`: successive halving from the whole space.
+pub fn run_sh(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraphError> {
+    let t0 = Instant::now();
+    let space = search_space(h);
+    let all: Vec<usize> = (0..space.len()).collect();
+    let (alive, spent, log) =
+        successive_halving(cx, &space, &all, h.min_rounds, h.eta, h.max_rounds)?;
+    finish(&space, &alive, spent, log, t0)
+}
+
+/// `grid`: every configuration for `max_rounds`.
+pub fn run_grid(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraphError> {
+    let t0 = Instant::now();
+    let space = search_space(h);
+    let mut trials = (0..space.len())
+        .map(|i| cx.trial(&space, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let spent = advance(&mut trials, h.max_rounds, cx.workers)?;
+    let log = trials.iter().map(|t| (t.index, t.fed.round)).collect();
+    finish(&space, &trials, spent, log, t0)
+}
+
+/// `hyperband`: brackets `s = s_max … 0` with `⌈(s_max+1)/(s+1) · eta^s⌉` configurations
+/// drawn at random without replacement (at most the whole space), starting at `max_rounds ·
+/// eta^-s` rounds; the best survivor over all brackets wins.
+pub fn run_hyperband(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraphError> {
+    let t0 = Instant::now();
+    let space = search_space(h);
+    let ratio = (h.max_rounds / h.min_rounds).max(1);
+    let mut s_max = 0;
+    while h.eta.pow(s_max + 1) <= ratio {
+        s_max += 1;
+    }
+    let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(cx.seed, "hyperband"));
+    let mut winners = Vec::new();
+    let mut spent = 0;
+    let mut log = Vec::new();
+    for s in (0..=s_max).rev() {
+        let n =
+            ((s_max + 1) as f64 / (s + 1) as f64 * (h.eta as f64).powi(s as i32)).ceil() as usize;
+        let r = (h.max_rounds / h.eta.pow(s)).max(1);
+        let mut pool: Vec<usize> = (0..space.len()).collect();
+        pool.shuffle(&mut rng);
+        // Without replacement: the same configuration on the same seed is the same run.
+        let picked: Vec<usize> = pool.into_iter().take(n).collect();
+        let (mut alive, sp, lg) = successive_halving(cx, &space, &picked, r, h.eta, h.max_rounds)?;
+        spent += sp;
+        log.extend(lg);
+        if !alive.is_empty() {
+            winners.push(alive.swap_remove(0));
+        }
+    }
+    finish(&space, &winners, spent, log, t0)
+}
+
+/// `fedex`: one federation of `max_rounds` rounds with per-client, per-round configurations
+/// drawn from θ (see the module page). The best configuration reported is θ's mode; the
+/// accuracies are those of the FedEx run's global model at its best validation round.
+pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraphError> {
+    let t0 = Instant::now();
+    let space = search_space(h);
+    let k = space.len();
+    let mut theta = vec![1.0 / k as f64; k];
+    let mut fed = Federation::new(cx.g, cx.setup, cx.zoo, cx.weight_decay, cx.seed)?;
+    let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(cx.seed, "fedex"));
+    let nval: Vec<f64> = (0..fed.num_clients())
+        .map(|c| fed.task(c).split.val.len() as f64)
+        .collect();
+    let total_val = nval.iter().sum::<f64>().max(1.0);
+    let mut baseline: Option<f64> = None;
+    let mut steps_used = 0;
+    let mut log = Vec::new();
+    for t in 1..=h.max_rounds {
+        if fed.diverged {
+            break;
+        }
+        let global = fed.model()?;
+        let mut ups = Vec::with_capacity(fed.num_clients());
+        let mut draws = Vec::with_capacity(fed.num_clients());
+        for (c, &nv) in nval.iter().enumerate() {
+            let a = sample(&theta, &mut rng);
+            let before = fed.evaluate_client(c, &global).val_loss;
+            let (res, local) = fed.local_fit(c, &space[a])?;
+            let after = fed.evaluate_client(c, &local).val_loss;
+            steps_used += space[a].local_steps;
+            // A diverged local model gives an infinite change: the arm is pushed down hard.
+            let change = if (after - before).is_finite() {
+                after - before
+            } else {
+                1e3
+            };
+            draws.push((a, change, nv / total_val));
+            ups.push((c, res.params));
+            log.push((a, 1));
+        }
+        fed.aggregate(&ups)?;
+        let mean_change: f64 = draws.iter().map(|&(_, d, w)| d * w).sum();
+        let lambda = baseline.unwrap_or(mean_change);
+        let mut grad = vec![0f64; k];
+        for &(a, d, w) in &draws {
+            grad[a] += w * (d - lambda) / theta[a];
+        }
+        let gmax = grad.iter().fold(0f64, |m, g| m.max(g.abs()));
+        if gmax > 0.0 {
+            let step = h.fedex_eta0 * (2.0 * (k as f64).ln() / t as f64).sqrt() / gmax;
+            for (th, g) in theta.iter_mut().zip(&grad) {
+                *th *= (-step * g).exp();
+            }
+            let z: f64 = theta.iter().sum();
+            for th in &mut theta {
+                // A floor keeps every arm reachable (and the importance weights bounded).
+                *th = (*th / z).max(1e-6);
+            }
+            let z: f64 = theta.iter().sum();
+            theta.iter_mut().for_each(|th| *th /= z);
+        }
+        baseline = Some(match baseline {
+            None => mean_change,
+            Some(b) => (1.0 - h.fedex_baseline_decay) * b + h.fedex_baseline_decay * mean_change,
+        });
+    }
+    let mode = theta
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(i, _)| i);
+    let clients = fed.num_clients().max(1);
+    Ok(HpoResult {
+        best: space[mode],
+        val_accuracy: fed.best.val_accuracy,
+        test_accuracy: fed.best.test_accuracy,
+        rounds_used: fed.round,
+        local_steps_used: steps_used / clients,
+        trials: log,
+        theta,
+        curve: fed.curve.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// A draw from the categorical distribution `p` (sums to 1).
+fn sample(p: &[f64], rng: &mut StdRng) -> usize {
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    for (i, &x) in p.iter().enumerate() {
+        acc += x;
+        if u < acc {
+            return i;
+        }
+    }
+    p.len() - 1
+}
+
+/// Runs `method` on one seed.
+pub fn run_method(
+    method: &str,
+    cx: &SeedCtx<'_>,
+    h: &HpoSection,
+) -> Result<HpoResult, FedGraphError> {
+    match method {
+        "sh" => run_sh(cx, h),
+        "hyperband" => run_hyperband(cx, h),
+        "fedex" => run_fedex(cx, h),
+        "grid" => run_grid(cx, h),
+        other => Err(FedGraphError::Usage(format!(
+            "hpo.methods: unknown method {other:?} (sh, hyperband, fedex, grid)"
+        ))),
+    }
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (
+        m,
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
+    )
+}
+
+/// Refuses, before any work, a `task.mode` that cannot run with the rest of the
+/// configuration: `hpo` and `privacy` tune / attack FedAvg on a node task.
+pub fn check_mode(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
+    let mode = cfg.task.mode.as_str();
+    if mode == "table" {
+        return Ok(());
+    }
+    if cfg.fed.algo != "fedavg" {
+        return Err(FedGraphError::Usage(format!(
+            "task.mode = {mode:?} runs FedAvg; fed.algo = {:?} is not supported there (leave it at \"fedavg\")",
+            cfg.fed.algo
+        )));
+    }
+    if cfg.data.dataset == "graph-families" {
+        return Err(FedGraphError::Usage(format!(
+            "task.mode = {mode:?} needs a node-classification graph; data.dataset = \"graph-families\" is a graph-classification task"
+        )));
+    }
+    if mode == "hpo" {
+        check(&cfg.hpo)?;
+    }
+    Ok(())
+}
+
+/// The summary lines of an hpo report (`None` for other reports).
+pub fn summary(o: &Outcome) -> Option<Vec<String>> {
+    let r = &o.report;
+    r.metrics.get("rounds_used")?;
+    let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    let line = |name: &str, m: &BTreeMap<String, f64>, cfg: Option<&serde_json::Value>| {
+        format!(
+            "{name:>9}: test {:.4} ± {:.4} (val {:.4}); {:.0} rounds = {:.0}% of the grid's {:.0}{}",
+            get(m, "best_test_accuracy"),
+            get(m, "best_test_accuracy_std"),
+            get(m, "best_val_accuracy"),
+            get(m, "rounds_used"),
+            100.0 * get(m, "rounds_fraction_of_grid"),
+            get(m, "grid_rounds"),
+            cfg.map_or(String::new(), |c| format!("; best {c}")),
+        )
+    };
+    let method = r
+        .details
+        .get("method")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("hpo");
+    let mut lines = vec![
+        format!("{}: federated HPO", r.dataset),
+        line(
+            method,
+            &r.metrics,
+            r.details.get(format!("{method}_best_config")),
+        ),
+    ];
+    for (k, m) in &r.baselines {
+        lines.push(line(k, m, r.details.get(format!("{k}_best_config"))));
+    }
+    Some(lines)
+}
+
+/// Checks that need the configuration as a whole (before any work).
+pub fn check(h: &HpoSection) -> Result<(), FedGraphError> {
+    if h.min_rounds > h.max_rounds {
+        return Err(FedGraphError::Usage(format!(
+            "hpo.min_rounds = {} is more than hpo.max_rounds = {}",
+            h.min_rounds, h.max_rounds
+        )));
+    }
+    Ok(())
+}
+
+/// `ferrolab fedgraph hpo`: every method of `hpo.methods` on every seed.
+pub fn run(
+    g: &GraphSet,
+    cfg: &Checked<FedGraphConfig>,
+    ctx: &mut RunContext,
+) -> SysResult<Outcome> {
+    let t0 = Instant::now();
+    let h = &cfg.hpo;
+    check(h)?;
+    let zoo = super::experiment::zoo_config(cfg, g.features.num_features(), g.classes)?;
+    let space = search_space(h);
+    let grid_rounds = space.len() * h.max_rounds;
+    eprintln!(
+        "{}: hpo over {} configurations (lr {:?} x steps {:?} x dropout {:?}), rounds {}..{} (eta {}), {} seeds; methods {:?}",
+        g.name,
+        space.len(),
+        h.lrs,
+        h.local_steps,
+        h.dropouts,
+        h.min_rounds,
+        h.max_rounds,
+        h.eta,
+        h.seeds,
+        h.methods
+    );
+    let mut per: BTreeMap<String, Vec<HpoResult>> = BTreeMap::new();
+    for s in 0..h.seeds {
+        let seed = ferrolab_core::seed::derive(ctx.seed(), &format!("seed{s}"));
+        let setup = SeedSetup::draw(
+            g,
+            &cfg.data,
+            cfg.fed.clients,
+            ferrolab_core::seed::derive(seed, "node_split"),
+            ferrolab_core::seed::derive(seed, "client_split"),
+        )?;
+        let cx = SeedCtx {
+            g,
+            setup: &setup,
+            zoo: &zoo,
+            weight_decay: cfg.fed.weight_decay,
+            seed,
+            workers: ctx.threads(),
+        };
+        for m in &h.methods {
+            let r = run_method(m, &cx, h)?;
+            eprintln!(
+                "  {m:>9} seed {s}: best {:?}; val {:.4} test {:.4}; {} rounds ({:.0}% of the grid's {grid_rounds}); {:.1} s",
+                r.best,
+                r.val_accuracy,
+                r.test_accuracy,
+                r.rounds_used,
+                100.0 * r.rounds_used as f64 / grid_rounds.max(1) as f64,
+                r.seconds
+            );
+            ctx.log_metrics(&json!({
+                "method": m, "seed": s, "best_config": r.best.json(),
+                "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+                "rounds_used": r.rounds_used, "seconds": r.seconds,
+            }))?;
+            per.entry(m.clone()).or_default().push(r);
+        }
+    }
+    let mut report = Report::new("fedgraph", &g.name, ctx.seed());
+    let mut details = serde_json::Map::new();
+    let mut curves = Vec::new();
+    for (i, m) in h.methods.iter().enumerate() {
+        let rs = per.get(m).map(Vec::as_slice).unwrap_or_default();
+        let block = method_metrics(rs, grid_rounds);
+        let best = mode_config(rs);
+        if i == 0 {
+            report.metrics = block;
+            details.insert("best_config".into(), best.map_or(json!(null), |b| b.json()));
+            details.insert("method".into(), json!(m));
+        } else {
+            report.baselines.insert(m.clone(), block);
+        }
+        details.insert(
+            format!("{m}_per_seed"),
+            json!(
+                rs.iter()
+                    .map(|r| json!({
+                        "best_config": r.best.json(), "val_accuracy": r.val_accuracy,
+                        "test_accuracy": r.test_accuracy, "rounds_used": r.rounds_used,
+                        "local_steps_used": r.local_steps_used,
+                        "trials": if m == "fedex" { json!(null) } else { json!(r.trials) },
+                        "theta": if r.theta.is_empty() { json!(null) } else { json!(r.theta) },
+                    }))
+                    .collect::<Vec<_>>()
+            ),
+        );
+        details.insert(
+            format!("{m}_best_config"),
+            best.map_or(json!(null), |b| b.json()),
+        );
+        report
+            .timings
+            .insert(format!("{m}_seconds"), rs.iter().map(|r| r.seconds).sum());
+        if let Some(r0) = rs.first() {
+            curves.push(Curve {
+                label: format!("{m} seed 0 (best trial)"),
+                y_name: "val_accuracy".into(),
+                points: r0.curve.iter().map(|&(x, v, _)| (x as f64, v)).collect(),
+            });
+        }
+    }
+    details.insert(
+        "space".into(),
+        json!(space.iter().map(LocalHp::json).collect::<Vec<_>>()),
+    );
+    details.insert("grid_rounds".into(), json!(grid_rounds));
+    details.insert(
+        "selection".into(),
+        json!("configurations ranked by best validation accuracy so far; test accuracy at that round; best_config = the configuration most seeds chose (FedEx: the mode of its final θ)"),
+    );
+    report.details = serde_json::Value::Object(details);
+    report
+        .timings
+        .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
+    report.notes.push(format!(
+        "budget unit: one federated round of all {} clients; the full grid costs {grid_rounds} rounds ({} configurations x {} rounds)",
+        cfg.fed.clients,
+        space.len(),
+        h.max_rounds
+    ));
+    Ok(Outcome {
+        report,
+        curves,
+        paper: Vec::new(),
+    })
+}
+
+/// The report block of one method (shared keys for every method).
+fn method_metrics(rs: &[HpoResult], grid_rounds: usize) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let (v, vs) = mean_std(&rs.iter().map(|r| r.val_accuracy).collect::<Vec<_>>());
+    let (t, ts) = mean_std(&rs.iter().map(|r| r.test_accuracy).collect::<Vec<_>>());
+    let (ru, _) = mean_std(&rs.iter().map(|r| r.rounds_used as f64).collect::<Vec<_>>());
+    let (su, _) = mean_std(
+        &rs.iter()
+            .map(|r| r.local_steps_used as f64)
+            .collect::<Vec<_>>(),
+    );
+    m.insert("best_val_accuracy".into(), v);
+    m.insert("best_val_accuracy_std".into(), vs);
+    m.insert("best_test_accuracy".into(), t);
+    m.insert("best_test_accuracy_std".into(), ts);
+    m.insert("rounds_used".into(), ru);
+    m.insert("local_steps_used".into(), su);
+    m.insert("grid_rounds".into(), grid_rounds as f64);
+    m.insert(
+        "rounds_fraction_of_grid".into(),
+        ru / grid_rounds.max(1) as f64,
+    );
+    m
+}
+
+/// The configuration most seeds chose (ties: the earliest seed's).
+fn mode_config(rs: &[HpoResult]) -> Option<LocalHp> {
+    let mut best: Option<(usize, LocalHp)> = None;
+    for r in rs {
+        let n = rs.iter().filter(|x| x.best == r.best).count();
+        if best.is_none_or(|(bn, _)| n > bn) {
+            best = Some((n, r.best));
+        }
+    }
+    best.map(|(_, b)| b)
+}
+
+/// The `hpo` and `privacy` sub-commands: `ferrolab fedgraph <mode> [RUN OPTIONS]` runs this
+/// program again as `ferrolab fedgraph [RUN OPTIONS] --set task.mode=<mode>`, so that a
+/// sub-command has every option of a run (presets, `--out`, `--resume`, the resource guard)
+/// without a second runner (as `ferrolab layer-importance dataset` does).
+pub fn subcommands() -> Vec<SubCommand> {
+    vec![
+        SubCommand {
+            command: hpo_command,
+            run: run_hpo_cmd,
+        },
+        SubCommand {
+            command: privacy_command,
+            run: run_privacy_cmd,
+        },
+    ]
+}
+
+fn mode_command(name: &'static str, about: &'static str) -> clap::Command {
+    clap::Command::new(name).about(about).arg(
+        clap::Arg::new("args")
+            .num_args(0..)
+            .trailing_var_arg(true)
+            .allow_hyphen_values(true)
+            .value_name("RUN OPTIONS")
+            .help("The options of `ferrolab fedgraph` (--preset, --set, --out, --seed, ...)"),
+    )
+}
+
+fn hpo_command() -> clap::Command {
+    mode_command(
+        "hpo",
+        "Federated hyper-parameter optimisation (successive halving, Hyperband, FedEx, grid) over FedAvg; same as --set task.mode=hpo (preset `hpo`: quick)",
+    )
+}
+
+fn privacy_command() -> clap::Command {
+    mode_command(
+        "privacy",
+        "Membership-inference and property attacks on FedAvg, and DP on client updates with an RDP accountant; same as --set task.mode=privacy (preset `privacy`: quick)",
+    )
+}
+
+fn run_hpo_cmd(m: &clap::ArgMatches) -> SysResult<()> {
+    run_mode("hpo", m)
+}
+
+fn run_privacy_cmd(m: &clap::ArgMatches) -> SysResult<()> {
+    run_mode("privacy", m)
+}
+
+/// The command line of the re-run: the process's arguments without the sub-command's name,
+/// plus `--set task.mode=<mode>`. `argv` is the process's arguments, `rest` what followed the
+/// sub-command.
+pub fn mode_argv(
+    argv: &[std::ffi::OsString],
+    rest: &[String],
+    mode: &str,
+) -> Option<Vec<std::ffi::OsString>> {
+    let pos = argv.len().checked_sub(rest.len() + 1)?;
+    if pos == 0 || argv[pos] != mode {
+        return None;
+    }
+    let mut out: Vec<std::ffi::OsString> = argv[1..pos].to_vec();
+    out.extend(rest.iter().map(std::ffi::OsString::from));
+    out.push("--set".into());
+    out.push(format!("task.mode={mode}").into());
+    Some(out)
+}
+
+fn run_mode(mode: &str, m: &clap::ArgMatches) -> SysResult<()> {
+    let rest: Vec<String> = m
+        .get_many::<String>("args")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(args) = mode_argv(&argv, &rest, mode) else {
+        return Err(SystemError::usage(format!(
+            "fedgraph {mode}: could not find the sub-command among the arguments; use --set task.mode={mode}"
+        )));
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| SystemError::runtime(format!("cannot find this program: {e}")))?;
+    let status = std::process::Command::new(exe)
+        .args(args)
+        .status()
+        .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
+    std::process::exit(status.code().unwrap_or(1));
+}

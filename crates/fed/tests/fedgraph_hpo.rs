@@ -1,0 +1,232 @@
+//! fedgraph hpo and privacy on a synthetic community graph: the round-by-round federation is
+//! the fabric's FedAvg exactly; successive halving and Hyperband find a good configuration
+//! for fewer rounds than the grid; FedEx moves its distribution away from a useless learning
+//! rate; the attacks beat chance without DP and DP's noise brings them down; bad keys are
+//! configuration errors.
+
+#![allow(clippy::unwrap_used)]
+
+use ferrolab_core::config::Validate;
+use ferrolab_data::{CsbmConfig, generate_csbm};
+use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
+use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
+use ferrolab_fed::fedgraph::experiment::zoo_config;
+use ferrolab_fed::fedgraph::hpo::{
+    Federation, HpoSection, LocalHp, SeedCtx, mode_argv, run_fedex, run_grid, run_hyperband,
+    run_sh, search_space,
+};
+use ferrolab_fed::fedgraph::privacy::{PrivacySection, run_one};
+use ferrolab_fed::fedgraph::run::{Schedule, fedavg};
+use ferrolab_graph::NodeData;
+
+fn communities() -> GraphSet {
+    let d = generate_csbm(&CsbmConfig {
+        nodes: 600,
+        classes: 4,
+        avg_degree: 6.0,
+        p_in_ratio: 0.9,
+        features: 16,
+        feature_signal: 0.25,
+        feature_noise: 1.0,
+        seed: 11,
+    })
+    .unwrap()
+    .to_graph_data();
+    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
+    GraphSet {
+        name: "csbm".into(),
+        graph: n.graph,
+        features: n.features,
+        labels: n.labels,
+        classes: n.num_classes,
+    }
+}
+
+fn setup(g: &GraphSet) -> SeedSetup {
+    let d = DataSection {
+        train_per_class: 30,
+        num_val: 100,
+        delta: 10,
+        ..Default::default()
+    };
+    SeedSetup::draw(g, &d, 4, 1, 2).unwrap()
+}
+
+fn zoo(g: &GraphSet) -> ferrolab_graph::zoo::ZooConfig {
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = 16;
+    zoo_config(&cfg, g.features.num_features(), g.classes).unwrap()
+}
+
+#[test]
+fn federation_is_the_fabric_fedavg_round_for_round() {
+    let g = communities();
+    let st = setup(&g);
+    let z = zoo(&g);
+    let s = Schedule {
+        lr: 0.5,
+        local_steps: 4,
+        rounds: 12,
+        patience: 0,
+        weight_decay: 5e-4,
+        by_loss: false,
+    };
+    let reference = fedavg(&g, &st, &z, &s, 7).unwrap();
+    let mut fed = Federation::new(&g, &st, &z, 5e-4, 7).unwrap();
+    let hp = LocalHp {
+        lr: 0.5,
+        local_steps: 4,
+        dropout: z.dropout,
+    };
+    // Resuming in two pieces changes nothing.
+    assert_eq!(fed.train_to(&hp, 5).unwrap(), 5);
+    assert_eq!(fed.train_to(&hp, 12).unwrap(), 7);
+    assert_eq!(fed.curve, reference.curve);
+    assert_eq!(fed.best.val_accuracy, reference.val_accuracy);
+    assert_eq!(fed.best.test_accuracy, reference.test_accuracy);
+    assert_eq!(fed.best_round, reference.best_round);
+    assert!(fed.best.test_accuracy > 0.6, "{}", fed.best.test_accuracy);
+}
+
+fn space() -> HpoSection {
+    HpoSection {
+        lrs: vec![0.002, 0.1, 0.5],
+        local_steps: vec![1, 4],
+        dropouts: vec![0.0, 0.5],
+        min_rounds: 3,
+        max_rounds: 27,
+        eta: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn successive_halving_and_hyperband_cost_less_than_the_grid_and_find_a_good_config() {
+    let g = communities();
+    let st = setup(&g);
+    let z = zoo(&g);
+    let cx = SeedCtx {
+        g: &g,
+        setup: &st,
+        zoo: &z,
+        weight_decay: 5e-4,
+        seed: 3,
+        workers: 2,
+    };
+    let h = space();
+    assert_eq!(search_space(&h).len(), 12);
+    let grid = run_grid(&cx, &h).unwrap();
+    assert_eq!(grid.rounds_used, 12 * 27);
+    let sh = run_sh(&cx, &h).unwrap();
+    // Rungs: 12 configurations to 3 rounds, 4 to 9, 1 to 27 (resumed, so extra rounds only).
+    assert_eq!(sh.rounds_used, 12 * 3 + 4 * 6 + 18);
+    assert!(
+        sh.val_accuracy >= grid.val_accuracy - 0.05,
+        "{sh:?} vs {grid:?}"
+    );
+    assert!(sh.best.lr > 0.002, "{:?}", sh.best);
+    let hb = run_hyperband(&cx, &h).unwrap();
+    assert!(hb.rounds_used < grid.rounds_used, "{}", hb.rounds_used);
+    assert!(hb.val_accuracy >= grid.val_accuracy - 0.05, "{hb:?}");
+    // Same seed, same search.
+    let again = run_sh(&cx, &h).unwrap();
+    assert_eq!(again.best, sh.best);
+    assert_eq!(again.test_accuracy, sh.test_accuracy);
+}
+
+#[test]
+fn fedex_moves_mass_away_from_a_useless_learning_rate() {
+    let g = communities();
+    let st = setup(&g);
+    let z = zoo(&g);
+    let cx = SeedCtx {
+        g: &g,
+        setup: &st,
+        zoo: &z,
+        weight_decay: 5e-4,
+        seed: 5,
+        workers: 1,
+    };
+    let h = HpoSection {
+        lrs: vec![1e-4, 0.5],
+        local_steps: vec![4],
+        dropouts: vec![0.0],
+        max_rounds: 30,
+        ..Default::default()
+    };
+    let r = run_fedex(&cx, &h).unwrap();
+    assert_eq!(r.rounds_used, 30);
+    assert!((r.theta.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    // Arm 0 (lr 1e-4) barely changes the validation loss; arm 1 lowers it.
+    assert!(r.theta[1] > 0.8, "theta {:?}", r.theta);
+    assert_eq!(r.best.lr, 0.5);
+    assert!(r.test_accuracy > 0.6, "{}", r.test_accuracy);
+}
+
+#[test]
+fn attacks_beat_chance_without_dp_and_heavy_noise_stops_them() {
+    let g = communities();
+    let st = setup(&g);
+    let z = zoo(&g);
+    let p = PrivacySection {
+        rounds: 20,
+        lr: 0.5,
+        clip: 1.0,
+        ..Default::default()
+    };
+    let plain = run_one(&g, &st, &z, 5e-4, &p, None, 9).unwrap();
+    assert!(plain.epsilon.is_infinite());
+    assert!(plain.test_accuracy > 0.6, "{plain:?}");
+    assert!(
+        plain.property_attack_accuracy > plain.property_attack_chance + 0.2,
+        "{plain:?}"
+    );
+    assert!(plain.mia_auc > 0.5, "{plain:?}");
+    let noisy = run_one(&g, &st, &z, 5e-4, &p, Some(50.0), 9).unwrap();
+    assert!(noisy.epsilon.is_finite() && noisy.epsilon > 0.0);
+    assert!(
+        noisy.property_attack_accuracy < plain.property_attack_accuracy,
+        "{noisy:?}"
+    );
+    assert!((noisy.mia_auc - 0.5).abs() < 0.1, "{noisy:?}");
+    assert!(noisy.test_accuracy < plain.test_accuracy, "{noisy:?}");
+    // Same seed, same noise.
+    assert_eq!(
+        run_one(&g, &st, &z, 5e-4, &p, Some(50.0), 9).unwrap(),
+        noisy
+    );
+}
+
+#[test]
+fn bad_keys_are_config_errors() {
+    let mut c = FedGraphConfig::default();
+    c.task.mode = "hpo".into();
+    c.hpo.min_rounds = 50;
+    c.hpo.max_rounds = 10;
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hpo.min_rounds")
+    );
+    let mut c = FedGraphConfig::default();
+    c.task.mode = "privacy".into();
+    c.fed.algo = "fedsage".into();
+    assert!(c.validate().unwrap_err().to_string().contains("task.mode"));
+}
+
+#[test]
+fn the_subcommand_reruns_with_the_mode_set() {
+    let argv: Vec<std::ffi::OsString> = ["ferrolab", "fedgraph", "hpo", "--preset", "hpo"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let rest = vec!["--preset".to_string(), "hpo".to_string()];
+    let got = mode_argv(&argv, &rest, "hpo").unwrap();
+    let want: Vec<std::ffi::OsString> = ["fedgraph", "--preset", "hpo", "--set", "task.mode=hpo"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(got, want);
+    assert!(mode_argv(&argv, &rest, "privacy").is_none());
+}
