@@ -483,6 +483,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
     let mut base_rows: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     let mut chosen = serde_json::Map::new();
     let mut paired = serde_json::Map::new();
+    let mut flip_cost = serde_json::Map::new();
     for (i, m) in zoo.iter().enumerate() {
         let others_seed: Vec<usize> = (0..zoo.len())
             .filter(|&j| zoo[j].seed_index != m.seed_index)
@@ -519,6 +520,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
             ))
         })?;
         paired.insert(m.id.clone(), serde_json::json!(res.flip_paired));
+        flip_cost.insert(m.id.clone(), serde_json::json!(res.flip_cost));
         for (k, v) in res.ours {
             ours.entry(k).or_default().push(v);
         }
@@ -551,6 +553,10 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
     details.insert(
         "flip_protection_vs_random".into(),
         serde_json::Value::Object(paired),
+    );
+    details.insert(
+        "flip_cost_unprotected".into(),
+        serde_json::Value::Object(flip_cost),
     );
     r.timings
         .insert("budget_seconds".into(), t.elapsed().as_secs_f64());
@@ -609,6 +615,26 @@ struct BudgetResult {
     /// accuracy gain over random protection, seeds won, tied, lost).
     #[serde(default)]
     flip_paired: BTreeMap<String, BTreeMap<String, Paired>>,
+    /// What the flips of each rate do with no layer protected (`ber<rate>` → figures): the
+    /// most any protection could save, and how many flips (and sign-bit flips) there were.
+    #[serde(default)]
+    flip_cost: BTreeMap<String, FlipCost>,
+}
+
+/// The unprotected model under one bit-error rate, over the budget's flip seeds.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct FlipCost {
+    /// Accuracy with every layer stored as int8 and no flip.
+    int8_accuracy: f64,
+    /// Accuracy with every layer's flips: mean, 5th percentile and worst over the seeds.
+    unprotected_mean_accuracy: f64,
+    unprotected_p5_accuracy: f64,
+    unprotected_min_accuracy: f64,
+    /// Flipped bits per seed, all of them and those that hit bit 7 (the sign).
+    flips_mean: f64,
+    sign_flips_mean: f64,
+    /// Layers that took at least one flip, per seed.
+    layers_hit_mean: f64,
 }
 
 /// Mean accuracy gain over random protection, and the flip seeds won, tied and lost.
@@ -740,6 +766,8 @@ fn budgets(
         let bk = ber_key(ber);
         // results[(bname, who)] = accuracies over seeds
         let mut acc: BTreeMap<(String, &str), Vec<f64>> = BTreeMap::new();
+        let (mut unprotected, mut n_flips, mut n_sign, mut n_hit) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..b.flip_seeds {
             let flips: Vec<Vec<u64>> = (0..nl)
                 .map(|l| {
@@ -749,6 +777,30 @@ fn budgets(
                 })
                 .collect();
             let mut cache: BTreeMap<Vec<usize>, f64> = BTreeMap::new();
+            // Accuracy with the flips of the `hit` layers (the others int8 as stored); the
+            // same hit set is evaluated once per seed whichever method protected it.
+            let mut with_flips = |hit: Vec<usize>| -> f64 {
+                if hit.is_empty() {
+                    return int8_acc;
+                }
+                if let Some(a) = cache.get(&hit) {
+                    return *a;
+                }
+                let mut m = q.clone();
+                for &l in &hit {
+                    let mut c = stored[l].0.clone();
+                    c.flip(&flips[l]);
+                    m.set_layer_weight(l, &c.dequantize(&stored[l].2));
+                }
+                let a = eval.accuracy(&m);
+                cache.insert(hit, a);
+                a
+            };
+            let all_hit: Vec<usize> = (0..nl).filter(|l| !flips[*l].is_empty()).collect();
+            n_hit.push(all_hit.len() as f64);
+            n_flips.push(flips.iter().map(Vec::len).sum::<usize>() as f64);
+            n_sign.push(flips.iter().flatten().filter(|p| **p % 8 == 7).count() as f64);
+            unprotected.push(with_flips(all_hit));
             let mut rrng = rand::rngs::StdRng::seed_from_u64(ferrolab_core::seed::derive(
                 seed,
                 &format!("budget-random-{ber}-{r}"),
@@ -765,21 +817,7 @@ fn budgets(
                     let hit: Vec<usize> = (0..nl)
                         .filter(|l| !prot.contains(l) && !flips[*l].is_empty())
                         .collect();
-                    let a = if hit.is_empty() {
-                        int8_acc
-                    } else if let Some(a) = cache.get(&hit) {
-                        *a
-                    } else {
-                        let mut m = q.clone();
-                        for &l in &hit {
-                            let mut c = stored[l].0.clone();
-                            c.flip(&flips[l]);
-                            m.set_layer_weight(l, &c.dequantize(&stored[l].2));
-                        }
-                        let a = eval.accuracy(&m);
-                        cache.insert(hit, a);
-                        a
-                    };
+                    let a = with_flips(hit);
                     acc.entry((bname.clone(), who)).or_default().push(a);
                 }
             }
@@ -803,6 +841,18 @@ fn budgets(
                 }
             }
         }
+        out.flip_cost.insert(
+            format!("ber{bk}"),
+            FlipCost {
+                int8_accuracy: int8_acc,
+                unprotected_mean_accuracy: mean_std(&unprotected).0,
+                unprotected_p5_accuracy: percentile5(&mut unprotected.clone()),
+                unprotected_min_accuracy: unprotected.iter().copied().fold(f64::NAN, f64::min),
+                flips_mean: mean_std(&n_flips).0,
+                sign_flips_mean: mean_std(&n_sign).0,
+                layers_hit_mean: mean_std(&n_hit).0,
+            },
+        );
         for ((bname, who), mut v) in acc {
             let mean = mean_std(&v).0;
             record(who, format!("flip_{bname}_ber{bk}_mean_accuracy"), mean);

@@ -408,6 +408,52 @@ mod tests {
     }
 
     #[test]
+    fn flips_hit_every_bit_alike_and_a_sign_flip_moves_one_weight_by_its_channel_maximum() {
+        // The rate sampler picks bit positions uniformly, so each of the 8 bits of a code,
+        // the sign bit included, takes 1/8 of the flips (80,000 flips: std of a share ≈ 0.0012).
+        let pos = flip_positions_rate(8_000_000, 1e-2, 11).unwrap();
+        let mut per_bit = [0usize; 8];
+        for p in &pos {
+            per_bit[(p % 8) as usize] += 1;
+        }
+        for c in per_bit {
+            let share = c as f64 / pos.len() as f64;
+            assert!((share - 0.125).abs() < 0.006, "{per_bit:?}");
+        }
+        // A batch-normed layer: codes are of the folded weights; a sign flip moves a code by
+        // exactly ±128 steps, i.e. the folded weight by 128/127 of its channel's largest
+        // magnitude, and the layer's own weight by that divided by the channel's BN scale.
+        let lw = layer(
+            vec![0.5, -0.1, 0.02, 0.3, 0.0, -0.6],
+            2,
+            Some(vec![2.0, 0.5]),
+        );
+        let s = Int8Layer::store(&lw);
+        let before = s.dequantize(&lw);
+        for i in 0..6 {
+            let mut t = s.clone();
+            t.flip(&[8 * i as u64 + 7]);
+            assert_eq!(i32::from(t.codes[i]) - i32::from(s.codes[i]), {
+                if s.codes[i] >= 0 { -128 } else { 128 }
+            });
+            let after = t.dequantize(&lw);
+            let (c, bn) = (i / 3, [2.0f32, 0.5][i / 3]);
+            let row_max = lw.weight[3 * c..3 * c + 3]
+                .iter()
+                .fold(0f32, |a, v| a.max((v * bn).abs()));
+            let moved = (after[i] - before[i]).abs() * bn;
+            assert!(
+                (moved - row_max * 128.0 / 127.0).abs() < 1e-5,
+                "{i}: {moved}"
+            );
+            // Only that weight changes.
+            for j in (0..6).filter(|&j| j != i) {
+                assert_eq!(after[j], before[j]);
+            }
+        }
+    }
+
+    #[test]
     fn l2_difference() {
         assert!((l2_diff(&[3.0, 0.0], &[0.0, 4.0]) - 5.0).abs() < 1e-12);
     }

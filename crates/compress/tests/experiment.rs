@@ -85,6 +85,18 @@ fn synthetic_run_reports_every_key_writes_the_dataset_and_resumes_exactly() {
         assert!((-1.0..=1.0).contains(&v), "{f}: {v}");
         assert!(r.details["best_criterion"][f].is_string(), "{f}");
     }
+    // The unprotected model under each budget rate: flips counted, the sign bit among them,
+    // and no protection can do better than int8 without flips nor worse than no protection.
+    let cost = r.details["flip_cost_unprotected"].as_object().unwrap();
+    assert_eq!(cost.len(), 2);
+    for member in cost.values() {
+        let c = &member["ber1em3"];
+        let f = |k: &str| c[k].as_f64().unwrap();
+        assert!(f("flips_mean") > 0.0 && f("sign_flips_mean") <= f("flips_mean"));
+        assert!(f("layers_hit_mean") >= 1.0);
+        assert!(f("unprotected_min_accuracy") <= f("unprotected_p5_accuracy"));
+        assert!(f("unprotected_p5_accuracy") <= f("unprotected_mean_accuracy") + 1e-12);
+    }
     // The dataset: versioned JSON with every model's layers, and the CSV.
     let ds: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("dataset.json")).unwrap()).unwrap();
