@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p ferrolab-vision --example vision_step_bench -- \
 //!     --model resnet20|unet|yolo [--threads 2] [--warmup N] [--iters N] [--json] \
-//!     [--params-only] [--check-loss] [--in-pool]
+//!     [--params-only] [--check-loss] [--in-pool] [--burn-sgd]
 //! ```
 //!
 //! Shapes (the issue's): ResNet-20 on `[128, 1, 32, 32]` with 10 classes and cross-entropy;
@@ -19,7 +19,8 @@
 //!
 //! A training step is forward + loss + backward + optimiser step on one fixed random batch
 //! (SGD with momentum 0.9 and weight decay 5e-4 for ResNet and YOLO, as `ferrolab classify`
-//! trains; Adam for UNet), the loss read back after the forward pass. Inference is the
+//! trains, in ferrolab's one-pass [`FusedSgd`](ferrolab_vision::optim::FusedSgd), or burn's
+//! composed `Sgd` with `--burn-sgd`; Adam for UNet), the loss read back after the forward pass. Inference is the
 //! forward pass of `model.valid()` on the inference device (no autodiff graph, batch norm on
 //! its running statistics), its output reduced to one number and read back.
 //!
@@ -58,9 +59,11 @@ use ferrolab_core::resources::{current_rss_mb, peak_rss_mb, release_free_memory,
 use ferrolab_vision::models::resnet::ResNet;
 use ferrolab_vision::models::unet::{UNet, UNetConfig};
 use ferrolab_vision::models::yolo::{YoloConfig, YoloTarget, YoloTiny};
+use ferrolab_vision::optim::FusedSgdConfig;
 
 const USAGE: &str = "usage: vision_step_bench --model resnet20|unet|yolo [--threads N] \
-                     [--warmup N] [--iters N] [--json] [--params-only] [--check-loss] [--in-pool]";
+                     [--warmup N] [--iters N] [--json] [--params-only] [--check-loss] [--in-pool] \
+                     [--burn-sgd]";
 const MODELS: [&str; 3] = ["resnet20", "unet", "yolo"];
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ struct Args {
     params_only: bool,
     check_loss: bool,
     in_pool: bool,
+    burn_sgd: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -85,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
         params_only: false,
         check_loss: false,
         in_pool: false,
+        burn_sgd: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -105,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             "--params-only" => args.params_only = true,
             "--check-loss" => args.check_loss = true,
             "--in-pool" => args.in_pool = true,
+            "--burn-sgd" => args.burn_sgd = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -285,8 +291,14 @@ fn run<M: Module>(
 }
 
 /// SGD as `ferrolab classify` configures it (PyTorch semantics: no dampening, weight decay
-/// added to the gradient).
-fn sgd() -> ModuleOptimizer {
+/// added to the gradient): one fused pass per parameter, or burn's composed `Sgd`.
+fn sgd(args: &Args) -> ModuleOptimizer {
+    if !args.burn_sgd {
+        return FusedSgdConfig::default()
+            .with_momentum(0.9)
+            .with_weight_decay(5e-4)
+            .init();
+    }
     SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
             momentum: 0.9,
@@ -316,7 +328,7 @@ fn resnet20(args: &Args) -> Result<Measured, String> {
     let ce = CrossEntropyLossConfig::new().init(&tdev);
     Ok(run(
         model,
-        sgd(),
+        sgd(args),
         0.01,
         |m: &ResNet| ce.forward(m.forward(x.clone()), y.clone()),
         |m: &ResNet| m.forward(xi.clone()).sum(),
@@ -373,7 +385,7 @@ fn yolo(args: &Args) -> Result<Measured, String> {
     // darknet's yolov3-tiny.cfg learning rate; 0.01 makes the loss grow on this batch.
     Ok(run(
         model,
-        sgd(),
+        sgd(args),
         1e-3,
         |m: &YoloTiny| m.loss(m.forward(x.clone()), &targets),
         |m: &YoloTiny| {

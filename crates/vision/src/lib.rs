@@ -6,6 +6,7 @@
 //!   burn's.
 //! - [`models`]: ResNet-20/32, a VGG-style and a MobileNet-style small CNN, UNet, YOLOv3-tiny.
 //! - [`augment`]: seeded augmentations for classification, segmentation and detection.
+//! - [`optim`]: SGD with momentum and weight decay fused into one pass per parameter.
 //! - [`metrics`]: COCO mAP (as pycocotools) and segmentation Dice / IoU / HD95 (as medpy 0.5.2).
 
 pub mod adod;
@@ -16,3 +17,4 @@ pub mod data;
 pub mod layers;
 pub mod metrics;
 pub mod models;
+pub mod optim;

@@ -15,10 +15,10 @@ use super::config::ClassifyConfig;
 use super::model::{Net, NetSpec};
 use crate::augment::{ClassifyAugment, Image};
 use crate::data::{self, FASHION_CLASSES, ImageSet, Normalization, Splits};
+use crate::optim::FusedSgdConfig;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use ferrolab_core::resources::Stopwatch;
 use ferrolab_core::run::{Curve, Outcome, Report, RunDir};
@@ -148,19 +148,13 @@ pub fn accuracy(model: &Net, set: &ImageSet, norm: Normalization, batch: usize) 
     ferrolab_core::metrics::accuracy(&pred, &labels)
 }
 
-/// SGD as configured (PyTorch semantics: no dampening, weight decay added to the gradient).
+/// SGD as configured (PyTorch semantics: no dampening, weight decay added to the gradient),
+/// one fused pass per parameter; its record is burn `Sgd`'s, so older checkpoints resume.
 fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
-    let momentum = (cfg.optim.momentum > 0.0).then_some(MomentumConfig {
-        momentum: cfg.optim.momentum,
-        dampening: 0.0,
-        nesterov: cfg.optim.nesterov,
-    });
-    let decay = (cfg.train.weight_decay > 0.0).then_some(WeightDecayConfig {
-        penalty: cfg.train.weight_decay as f32,
-    });
-    SgdConfig::new()
-        .with_momentum(momentum)
-        .with_weight_decay(decay)
+    FusedSgdConfig::default()
+        .with_momentum(cfg.optim.momentum.max(0.0))
+        .with_nesterov(cfg.optim.nesterov && cfg.optim.momentum > 0.0)
+        .with_weight_decay(cfg.train.weight_decay.max(0.0))
         .init()
 }
 
