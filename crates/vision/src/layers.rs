@@ -359,6 +359,16 @@ pub fn concat_channels(xs: Vec<Tensor<4>>) -> Tensor<4> {
     Tensor::cat(xs, 1)
 }
 
+/// `layer`'s dropout as burn-nn's `Dropout::forward` decides it (only on an autodiff device
+/// with the layer's training flag on), through [`crate::dropout`]: one pass each way, no
+/// stored mask.
+pub fn dropout<const D: usize>(layer: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D> {
+    if !layer.training.is_enabled() || !x.device().is_autodiff() {
+        return x;
+    }
+    crate::dropout::dropout(x, layer.prob)
+}
+
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     pointwise::relu(x)
 }

@@ -6,6 +6,7 @@
 //!   burn's.
 //! - [`models`]: ResNet-20/32, a VGG-style and a MobileNet-style small CNN, UNet, YOLOv3-tiny.
 //! - [`augment`]: seeded augmentations for classification, segmentation and detection.
+//! - [`dropout`]: element-wise dropout in one pass each way, its mask recomputed from a seed.
 //! - [`optim`]: SGD with momentum and weight decay fused into one pass per parameter.
 //! - [`metrics`]: COCO mAP (as pycocotools) and segmentation Dice / IoU / HD95 (as medpy 0.5.2).
 
@@ -14,6 +15,7 @@ pub mod attenscribble;
 pub mod augment;
 pub mod classify;
 pub mod data;
+pub mod dropout;
 pub mod layers;
 pub mod metrics;
 pub mod models;

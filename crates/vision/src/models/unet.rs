@@ -20,8 +20,8 @@
 //! `2^(levels − 1)` (16 for the default five levels).
 
 use crate::layers::{
-    BatchNorm2d, Conv2d, Conv2dConfig, ConvTranspose2x2, concat_channels, leaky_relu, max_pool2d,
-    upsample_bilinear2x,
+    BatchNorm2d, Conv2d, Conv2dConfig, ConvTranspose2x2, concat_channels, dropout, leaky_relu,
+    max_pool2d, upsample_bilinear2x,
 };
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
@@ -124,7 +124,7 @@ impl ConvBlock {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = leaky_relu(self.bn1.forward(self.conv1.forward(x)), LEAKY_SLOPE);
-        let x = self.dropout.forward(x);
+        let x = dropout(&self.dropout, x);
         leaky_relu(self.bn2.forward(self.conv2.forward(x)), LEAKY_SLOPE)
     }
 }
