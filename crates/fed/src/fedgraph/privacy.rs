@@ -308,8 +308,20 @@ pub fn run_one(
     sigma: Option<f64>,
     seed: u64,
 ) -> Result<PrivacyRun, FedGraphError> {
-    let mut fed = Federation::new(g, setup, zoo, weight_decay, seed)?;
-    let classes = g.classes;
+    let fed = Federation::new(g, setup, zoo, weight_decay, seed)?;
+    run_federation(fed, g.classes, zoo.dropout, p, sigma, seed)
+}
+
+/// [`run_one`] on a federation built beforehand (the model initialisation draws from the
+/// backend's shared generator, so parallel arms build theirs one after another first).
+pub fn run_federation(
+    mut fed: Federation,
+    classes: usize,
+    dropout: f64,
+    p: &PrivacySection,
+    sigma: Option<f64>,
+    seed: u64,
+) -> Result<PrivacyRun, FedGraphError> {
     let bias = output_bias(&fed, classes)?;
     let truth: Vec<usize> = (0..fed.num_clients())
         .map(|c| majority_label(&fed, c, classes))
@@ -317,7 +329,7 @@ pub fn run_one(
     let hp = LocalHp {
         lr: p.lr,
         local_steps: p.local_steps,
-        dropout: zoo.dropout,
+        dropout,
     };
     let mut noise_rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(
         seed,
@@ -599,6 +611,13 @@ fn run_arms(
     seed: u64,
     workers: usize,
 ) -> Result<Vec<PrivacyRun>, FedGraphError> {
+    let feds = arms
+        .iter()
+        .map(|_| {
+            Federation::new(g, setup, zoo, weight_decay, seed)
+                .map(|f| std::sync::Mutex::new(Some(f)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let out: std::sync::Mutex<BTreeMap<usize, Result<PrivacyRun, FedGraphError>>> =
         std::sync::Mutex::new(BTreeMap::new());
@@ -608,7 +627,10 @@ fn run_arms(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(&arm) = arms.get(i) else { break };
-                    let r = run_one(g, setup, zoo, weight_decay, p, arm, seed);
+                    let Some(fed) = feds[i].lock().ok().and_then(|mut f| f.take()) else {
+                        break;
+                    };
+                    let r = run_federation(fed, g.classes, zoo.dropout, p, arm, seed);
                     if let Ok(mut o) = out.lock() {
                         o.insert(i, r);
                     }
