@@ -4,9 +4,9 @@
 //! the figures `ferrolab ckks bootstrap-bench` reports, for quick precision experiments.
 //!
 //! Experiment knobs (environment): `BOOT_CHAIN=q0,LxB,LxB,LxB,LxB,LxB` (q_0 bits, then user,
-//! SlotToCoeff, EvalMod, CoeffToSlot and special primes as count x bits; the 128-bit check
+//! SlotToCoeff, EvalMod, CoeffToSlot and special primes as count x bits or as `B/B/…`, lowest level first; the 128-bit check
 //! still applies), `BOOT_RATIO` (log message ratio), `BOOT_R` (double angles), `BOOT_K`,
-//! `BOOT_MAXDEG`, `BOOT_TOL`; `BOOT_DIAG=1` splits one input's error into EvalMod's share
+//! `BOOT_MAXDEG`, `BOOT_TOL`, `BOOT_DH` (0: DFT factors modulo Q, no double hoisting); `BOOT_DIAG=1` splits one input's error into EvalMod's share
 //! and the rest (CoeffToSlot noise, the sine's deviation, SlotToCoeff) by re-encrypting
 //! the exact sine of the decrypted CoeffToSlot output.
 
@@ -27,8 +27,11 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     }
 }
 
-/// `LxB` → L copies of B.
+/// `LxB` → L copies of B; `B/B/…` → those sizes, lowest level first.
 fn primes(spec: &str) -> Option<Vec<u32>> {
+    if spec.contains('/') {
+        return spec.split('/').map(|b| b.parse().ok()).collect();
+    }
     let (l, b) = spec.split_once('x')?;
     Some(vec![b.parse().ok()?; l.parse().ok()?])
 }
@@ -122,8 +125,9 @@ fn diagnose(ctx: &std::sync::Arc<Context>, bt: &Bootstrapper) -> ferrolab_fhe::R
     let l_m = bt.level_evalmod_out();
     let mut ideal = Vec::new();
     for (x, y) in xs.iter().zip(&ys) {
-        let xd = dec.decrypt_decode(x)?;
-        let yd = dec.decrypt_decode(y)?;
+        // Decoded at level 1 (an exact drop): the CRT value of a high level overflows f64.
+        let xd = dec.decrypt_decode(&ev.drop_to_level(x, 1)?)?;
+        let yd = dec.decrypt_decode(&ev.drop_to_level(y, 1)?)?;
         let exact: Vec<f64> = xd.iter().map(|v| (2.0 * PI * kr * v.re).sin()).collect();
         let (w, m) = stats(yd.iter().zip(&exact).map(|(a, b)| (a.re - b).abs()));
         let (wf, mf) = stats(
@@ -296,6 +300,9 @@ fn main() {
         }
         if let Some(t) = env("BOOT_TOL") {
             cfg.approx_tol = t;
+        }
+        if let Some(d) = env::<u32>("BOOT_DH") {
+            cfg.double_hoisting = d > 0;
         }
         println!("chain {chain:?}");
         if env::<u32>("BOOT_DIAG").is_some_and(|d| d > 0) {

@@ -149,6 +149,11 @@ pub struct BootChain {
     pub allow_insecure: bool,
     /// The configuration's [`BootstrapConfig::double_hoisting`].
     pub double_hoisting: bool,
+    /// The configuration's [`BootstrapConfig::double_angle`]; EvalMod takes
+    /// `evalmod_bits.len()` levels, so the two must agree (see [`BootChain::config`]).
+    pub double_angle: u32,
+    /// The configuration's [`BootstrapConfig::max_degree`].
+    pub max_degree: usize,
 }
 
 impl BootChain {
@@ -181,6 +186,8 @@ impl BootChain {
             p_bits: vec![60; 3],
             allow_insecure: true,
             double_hoisting: true,
+            double_angle: 3,
+            max_degree: 63,
         }
     }
 
@@ -201,26 +208,37 @@ impl BootChain {
             p_bits: vec![60; 5],
             allow_insecure: false,
             double_hoisting: true,
+            double_angle: 3,
+            max_degree: 63,
         }
     }
 
-    /// N = 2^16, h = 192, 16 levels left, log QP ≤ 1555 (1550): the 9-level set's shape with
-    /// 35-bit user primes and 50-bit CoeffToSlot/EvalMod primes (less precise), four 60-bit
-    /// special primes over digits of four primes (dnum = 8). Its DFT factors stay modulo Q
-    /// (no double hoisting): its 9.4 GB of keys leave no room for the extended diagonals
-    /// (peak RSS 13.1 GB with them, over the 12 GiB budget; 12.7 GB without).
+    /// N = 2^16, h = 192, 16 levels left, log QP ≤ 1555 (1555): 35-bit user and SlotToCoeff
+    /// primes (the output's rescale noise at 2^35 is the floor of the result, ~2^-24.5 per
+    /// slot), q_0 = 42 bits (message ratio 2^7), EvalMod with one double angle (a degree-123
+    /// interpolant, 7 + 1 = 8 levels instead of 6 + 3 = 9: the level saved pays for larger
+    /// primes, and one double angle amplifies the interpolant's noise by 2.8 instead of 8–41),
+    /// EvalMod primes 53..60 bits on a descending scale ladder (2^58 at the top, where the
+    /// Chebyshev basis amplifies rescaling noise ~2^8, down to 2^51 at the double angle, which
+    /// hardly amplifies it; the lower output scale also raises SlotToCoeff's diagonal scale),
+    /// 52–53-bit CoeffToSlot primes, four 60-bit special primes over digits of four primes
+    /// (dnum = 8). Its DFT factors stay modulo Q (no double hoisting): its 9 GB of keys leave
+    /// no room for the extended diagonals (peak RSS 13.1 GB with them, over 12 GiB), and at
+    /// these scales the two paths measured the same precision.
     pub fn n16_l16() -> Self {
         BootChain {
             log_n: 16,
-            q0_bits: 45,
+            q0_bits: 42,
             levels_after: 16,
             scale_bits: 35,
             stc_bits: vec![35; 3],
-            evalmod_bits: vec![50; 9],
-            cts_bits: vec![50; 3],
+            evalmod_bits: vec![52, 53, 54, 55, 56, 57, 58, 57],
+            cts_bits: vec![55; 3],
             p_bits: vec![60; 4],
             allow_insecure: false,
             double_hoisting: false,
+            double_angle: 1,
+            max_degree: 127,
         }
     }
 
@@ -230,6 +248,8 @@ impl BootChain {
         c.cts_levels = self.cts_bits.len();
         c.stc_levels = self.stc_bits.len();
         c.double_hoisting = self.double_hoisting;
+        c.double_angle = self.double_angle;
+        c.max_degree = self.max_degree;
         c
     }
 }
