@@ -1,7 +1,9 @@
 //! A federated client holding one subgraph: `fit` loads the global model, runs `local_steps`
 //! full-batch SGD steps on its training nodes and returns the new parameters, weighted by its
-//! number of training nodes (FedAvg's `n_k`).
+//! number of training nodes (FedAvg's `n_k`). A task config holding `prox_mu` makes it a
+//! FedProx client (Li et al., MLSys 2020): every step also descends μ/2 ‖w − w_global‖².
 
+use ferrolab_core::burn::optim::ModuleOptimizer;
 use ferrolab_graph::zoo::train::{NodeTask, OptimKind};
 use ferrolab_graph::zoo::{FlatParam, GnnModel, ZooConfig, load_params, model_params};
 use rand::SeedableRng;
@@ -37,6 +39,43 @@ pub fn config_f64(c: &Config, key: &str) -> Result<f64, ClientError> {
     c.get(key)
         .and_then(serde_json::Value::as_f64)
         .ok_or_else(|| ClientError(format!("task config lacks a numeric `{key}`")))
+}
+
+/// FedProx's local training: `steps` SGD steps on loss + μ/2 ‖w − w_global‖². The
+/// optimiser steps on the task loss (with its weight decay), then the proximal gradient
+/// μ (w − w_global), taken at the same pre-step weights, is subtracted times `lr`: for plain
+/// SGD this is exactly one step on the sum. A zero correction is not applied, so μ = 0
+/// leaves every bit as FedAvg's training would.
+#[allow(clippy::too_many_arguments)]
+pub fn prox_steps(
+    task: &NodeTask,
+    mut model: GnnModel,
+    cfg: &ZooConfig,
+    optim: &mut ModuleOptimizer,
+    lr: f64,
+    steps: usize,
+    mu: f64,
+    global: &[FlatParam],
+    rng: &mut StdRng,
+) -> Result<(GnnModel, f64), ferrolab_graph::GraphError> {
+    let mut total = 0f64;
+    let scale = (lr * mu) as f32;
+    for _ in 0..steps {
+        let before = model_params(&model);
+        let (m, loss) = task.train_steps(model, cfg, optim, lr, 1, rng);
+        total += loss;
+        let mut after = model_params(&m);
+        for ((a, b), g) in after.iter_mut().zip(&before).zip(global) {
+            for ((x, &w), &w0) in a.data.iter_mut().zip(&b.data).zip(&g.data) {
+                let c = scale * (w - w0);
+                if c != 0.0 {
+                    *x -= c;
+                }
+            }
+        }
+        model = load_params(m, &after)?;
+    }
+    Ok((model, total / steps.max(1) as f64))
 }
 
 /// One client of a node-classification federation.
@@ -97,9 +136,22 @@ impl Client for GraphClient {
             weight_decay: self.weight_decay,
         }
         .init();
-        let (model, loss) = self
-            .task
-            .train_steps(model, &self.cfg, &mut optim, lr, steps, &mut rng);
+        let prox_mu = ins
+            .config
+            .get("prox_mu")
+            .and_then(serde_json::Value::as_f64);
+        let (model, loss) = match prox_mu {
+            None => self
+                .task
+                .train_steps(model, &self.cfg, &mut optim, lr, steps, &mut rng),
+            Some(mu) => {
+                let global = from_params(&ins.params);
+                prox_steps(
+                    &self.task, model, &self.cfg, &mut optim, lr, steps, mu, &global, &mut rng,
+                )
+                .map_err(|e| ClientError(format!("FedProx step: {e}")))?
+            }
+        };
         let params = to_params(&model_params(&model));
         self.model = Some(model);
         let mut metrics = Metrics::new();

@@ -25,14 +25,19 @@ ferrolab_core::config_section! {
         pub hpo: super::hpo::HpoSection = Default::default();
         /// Privacy attacks and the DP defence (`task.mode = "privacy"`).
         pub privacy: super::privacy::PrivacySection = Default::default();
+        /// The synthetic graph-classification generator (`data.dataset = "graph-families"`).
+        pub families: super::families::FamiliesSection = Default::default();
+        /// GCFL+'s clustering server (`fed.algo = "gcfl"`).
+        pub gcfl: super::gcfl::GcflSection = Default::default();
     }
 }
 
 ferrolab_core::config_section! {
     /// Data keys: `data.dataset`, `data.path`, `data.split`, split sizes.
     pub struct DataSection {
-        /// `cora` (`graphs/cora_planetoid.npz` under the data folder); ignored when `path` is set.
-        pub dataset: String = "cora".into(), "`cora`" => |v| v == "cora";
+        /// `cora` (`graphs/cora_planetoid.npz` under the data folder; ignored when `path` is
+        /// set), or `graph-families`: synthetic graph classification (see `families.*`).
+        pub dataset: String = "cora".into(), "`cora` or `graph-families`" => |v| v == "cora" || v == "graph-families";
         /// A CSR graph npz in either layout of the data README (gnn-benchmark or Planetoid).
         pub path: Option<String> = None;
         /// How nodes are divided among clients: `louvain`, `random` or `dirichlet`.
@@ -70,9 +75,22 @@ ferrolab_core::config_section! {
 ferrolab_core::config_section! {
     /// Federated keys: `fed.algo`, `fed.clients`, `fed.rounds`, the grid, seeds.
     pub struct FedSection {
-        /// `fedavg` or `fedsage` (FedSage+: FedAvg on graphs mended by a federatedly trained
-        /// missing-neighbour generator; FedAvg then runs beside it as a baseline).
-        pub algo: String = "fedavg".into(), "`fedavg` or `fedsage`" => |v| ["fedavg", "fedsage"].contains(&v.as_str());
+        /// `fedavg`, `fedprox`, `fedopt` (server Adam), `fedsage` (FedSage+: FedAvg on graphs
+        /// mended by a federatedly trained missing-neighbour generator) or `gcfl` (GCFL+,
+        /// graph classification on `data.dataset = "graph-families"` only); FedAvg runs
+        /// beside any other algorithm as a baseline.
+        pub algo: String = "fedavg".into(), "`fedavg`, `fedprox`, `fedopt`, `fedsage` or `gcfl`" => |v| ["fedavg", "fedprox", "fedopt", "fedsage", "gcfl"].contains(&v.as_str());
+        /// FedProx's proximal weight μ: local training minimises loss + μ/2 ‖w − w_global‖².
+        pub prox_mu: f64 = 0.01, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// FedOpt (FedAdam, Reddi et al. 2021): the server's Adam step size on the averaged
+        /// pseudo-gradient `mean(w_client) − w_global`.
+        pub server_lr: f64 = 0.01, "in (0, 100]" => |v| *v > 0.0 && *v <= 100.0;
+        /// FedOpt: Adam's first-moment decay.
+        pub server_beta1: f64 = 0.9, "in [0, 1)" => |v| (0.0..1.0).contains(v);
+        /// FedOpt: Adam's second-moment decay.
+        pub server_beta2: f64 = 0.99, "in [0, 1)" => |v| (0.0..1.0).contains(v);
+        /// FedOpt: Adam's adaptivity τ (added to √v; Reddi et al.'s default 1e-3).
+        pub server_tau: f64 = 1e-3, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
         /// Clients the graph is divided among (all train every round).
         pub clients: usize = 5, "1..=1000" => |v| (1..=1000).contains(v);
         /// Communication rounds (for `local` and `global`: training rounds of `local_steps` steps).
@@ -141,6 +159,25 @@ impl Validate for FedGraphConfig {
             "model.heads",
             self.model.heads,
             "must divide model.hidden for GAT",
+        )?;
+        let graph_task = self.data.dataset == "graph-families";
+        check(
+            graph_task || self.fed.algo != "gcfl",
+            "fed.algo",
+            &self.fed.algo,
+            "GCFL+ is a graph-classification algorithm: it needs data.dataset = \"graph-families\"",
+        )?;
+        check(
+            !graph_task || ["gcfl", "fedavg"].contains(&self.fed.algo.as_str()),
+            "fed.algo",
+            &self.fed.algo,
+            "data.dataset = \"graph-families\" (graph classification) runs `gcfl` or `fedavg`; fedprox, fedopt and fedsage are node-classification algorithms",
+        )?;
+        check(
+            !graph_task || self.data.path.is_none(),
+            "data.path",
+            self.data.path.as_deref().unwrap_or(""),
+            "data.dataset = \"graph-families\" is generated, it reads no file",
         )?;
         check(
             self.task.mode == "table"

@@ -12,12 +12,17 @@ use serde_json::json;
 use super::FedGraphError;
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
-use super::run::{RunResult, Schedule, fedavg, fedsage, global, local_only};
+use super::run::{
+    NodeAlgo, RunResult, Schedule, ServerAdam, fed_node, fedavg, fedsage, global, local_only,
+};
 
 /// The regimes of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Regime {
     FedSage,
+    FedProx,
+    FedOpt,
+    Gcfl,
     FedAvg,
     Local,
     Global,
@@ -27,6 +32,9 @@ impl Regime {
     pub fn name(self) -> &'static str {
         match self {
             Regime::FedSage => "fedsage",
+            Regime::FedProx => "fedprox",
+            Regime::FedOpt => "fedopt",
+            Regime::Gcfl => "gcfl",
             Regime::FedAvg => "fedavg",
             Regime::Local => "local",
             Regime::Global => "global",
@@ -110,6 +118,25 @@ pub struct Table {
     pub setups: Vec<serde_json::Value>,
     /// FedSage+ only: per seed, the generator stage (losses, nodes added, bytes, seconds).
     pub fedsage: Vec<serde_json::Value>,
+    /// GCFL+ only: per seed of the selected cell, the splits and the final clusters.
+    pub gcfl: Vec<serde_json::Value>,
+}
+
+/// The cell of best mean validation accuracy (or lowest mean validation loss); ties keep
+/// the earlier cell.
+pub fn select_cell(cells: &[CellResult], by_loss: bool) -> usize {
+    let mut selected = 0;
+    for (i, c) in cells.iter().enumerate() {
+        let better = if by_loss {
+            c.val_loss().0 < cells[selected].val_loss().0
+        } else {
+            c.val().0 > cells[selected].val().0
+        };
+        if better {
+            selected = i;
+        }
+    }
+    selected
 }
 
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
@@ -171,10 +198,24 @@ pub fn run_table(
             mended.push(m);
         }
     }
-    let mut regimes = if f.algo == "fedsage" {
-        vec![Regime::FedSage, Regime::FedAvg]
-    } else {
-        vec![Regime::FedAvg]
+    let mut regimes = match f.algo.as_str() {
+        "fedsage" => vec![Regime::FedSage, Regime::FedAvg],
+        "fedprox" => vec![Regime::FedProx, Regime::FedAvg],
+        "fedopt" => vec![Regime::FedOpt, Regime::FedAvg],
+        _ => vec![Regime::FedAvg],
+    };
+    let prox = NodeAlgo {
+        prox_mu: Some(f.prox_mu),
+        server_adam: None,
+    };
+    let opt = NodeAlgo {
+        prox_mu: None,
+        server_adam: Some(ServerAdam {
+            lr: f.server_lr,
+            beta1: f.server_beta1,
+            beta2: f.server_beta2,
+            tau: f.server_tau,
+        }),
     };
     if cfg.baselines.local {
         regimes.push(Regime::Local);
@@ -224,6 +265,11 @@ pub fn run_table(
                     let r = match regime {
                         Regime::FedSage => fedsage(g, st, &mended[k], &zoo, &sched, *seed),
                         Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed),
+                        Regime::FedProx => fed_node(g, st, &zoo, &sched, *seed, &prox),
+                        Regime::FedOpt => fed_node(g, st, &zoo, &sched, *seed, &opt),
+                        Regime::Gcfl => Err(FedGraphError::Usage(
+                            "fed.algo = \"gcfl\" needs data.dataset = \"graph-families\"".into(),
+                        )),
                         Regime::Local => local_only(g, st, &zoo, &sched, *seed),
                         Regime::Global => global(g, st, &zoo, &sched, *seed),
                     };
@@ -267,20 +313,8 @@ pub fn run_table(
                 });
             }
         }
-        // Selection by validation only (the same figure that picks the round); ties keep
-        // the earlier cell.
-        let by_loss = f.select_by == "val_loss";
-        let mut selected = 0;
-        for (i, c) in cells.iter().enumerate() {
-            let better = if by_loss {
-                c.val_loss().0 < cells[selected].val_loss().0
-            } else {
-                c.val().0 > cells[selected].val().0
-            };
-            if better {
-                selected = i;
-            }
-        }
+        // Selection by validation only (the same figure that picks the round).
+        let selected = select_cell(&cells, f.select_by == "val_loss");
         out.push(RegimeResult {
             regime,
             cells,
@@ -293,6 +327,7 @@ pub fn run_table(
         regimes: out,
         setups: info,
         fedsage: gen_info,
+        gcfl: Vec::new(),
     })
 }
 

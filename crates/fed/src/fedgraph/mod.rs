@@ -24,12 +24,15 @@
 //! | [`experiment`] | the grid, cell selection, report blocks |
 //! | [`hpo`] | `ferrolab fedgraph hpo`: successive halving, Hyperband, FedEx, grid over FedAvg |
 //! | [`privacy`] | `ferrolab fedgraph privacy`: membership / property attacks, DP-FedAvg, RDP accountant |
+//! | [`families`], [`gcfl`] | synthetic graph classification (`graph-families`) and GCFL+ |
 
 pub mod client;
 pub mod config;
 pub mod data;
 pub mod experiment;
+pub mod families;
 pub mod fedsage;
+pub mod gcfl;
 pub mod hpo;
 pub mod privacy;
 pub mod run;
@@ -129,6 +132,11 @@ impl System for FedGraphSystem {
                 about: "`fedgraph privacy`: MIA and property attacks, DP-FedAvg at sigma 0.4/0.8/1.6 on Cora, 1 seed (< 1 min)",
                 toml: include_str!("../../../../configs/fedgraph/privacy.toml"),
             },
+            Preset {
+                name: "gcfl",
+                about: "GCFL+ vs FedAvg on synthetic graph families (8 non-IID clients, GIN), 3 seeds",
+                toml: include_str!("../../../../configs/fedgraph/gcfl.toml"),
+            },
         ]
     }
 
@@ -146,7 +154,7 @@ impl System for FedGraphSystem {
     }
 
     fn datasets(&self, cfg: &FedGraphConfig) -> Vec<&'static str> {
-        if cfg.data.path.is_some() {
+        if cfg.data.path.is_some() || cfg.data.dataset == "graph-families" {
             Vec::new()
         } else {
             vec!["cora-planetoid"]
@@ -155,6 +163,9 @@ impl System for FedGraphSystem {
 
     fn prepare(&self, cfg: &Checked<FedGraphConfig>, ctx: &RunContext) -> SysResult<()> {
         hpo::check_mode(cfg)?;
+        if cfg.data.dataset == "graph-families" {
+            return Ok(gcfl::prepare(cfg)?);
+        }
         let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
         experiment::zoo_config(cfg, g.features.num_features(), g.classes)?;
         // Draw the first seed's splits now, so an impossible split (more clients than
@@ -174,20 +185,27 @@ impl System for FedGraphSystem {
             };
         }
         let t0 = std::time::Instant::now();
-        let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
-        eprintln!(
-            "{}: {} nodes, {} undirected edges, {} features, {} classes; {} clients ({} split), {} seeds, grid {:?} x {:?}",
-            g.name,
-            g.num_nodes(),
-            g.graph.num_edges() / 2,
-            g.features.num_features(),
-            g.classes,
-            cfg.fed.clients,
-            cfg.data.split,
-            cfg.fed.seeds,
-            cfg.fed.lrs,
-            cfg.fed.local_steps
-        );
+        let families = cfg.data.dataset == "graph-families";
+        let g = if families {
+            None
+        } else {
+            Some(data::GraphSet::load(&cfg.data, ctx.data_dir())?)
+        };
+        if let Some(g) = &g {
+            eprintln!(
+                "{}: {} nodes, {} undirected edges, {} features, {} classes; {} clients ({} split), {} seeds, grid {:?} x {:?}",
+                g.name,
+                g.num_nodes(),
+                g.graph.num_edges() / 2,
+                g.features.num_features(),
+                g.classes,
+                cfg.fed.clients,
+                cfg.data.split,
+                cfg.fed.seeds,
+                cfg.fed.lrs,
+                cfg.fed.local_steps
+            );
+        }
         let log: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(Vec::new());
         let progress = |regime: Regime, lr: f64, steps: usize, seed: usize, r: &run::RunResult| {
             eprintln!(
@@ -208,7 +226,10 @@ impl System for FedGraphSystem {
                 }));
             }
         };
-        let table = run_table(&g, cfg, ctx.seed(), ctx.threads(), &progress)?;
+        let table = match &g {
+            Some(g) => run_table(g, cfg, ctx.seed(), ctx.threads(), &progress)?,
+            None => gcfl::run_table(cfg, ctx.seed(), ctx.threads(), &progress)?,
+        };
         for rec in log.into_inner().unwrap_or_default() {
             ctx.log_metrics(&rec)?;
         }
@@ -238,6 +259,9 @@ impl System for FedGraphSystem {
         details.insert("seeds".into(), json!(table.setups));
         details.insert("algo".into(), json!(cfg.fed.algo));
         details.insert("select_by".into(), json!(cfg.fed.select_by));
+        if !table.gcfl.is_empty() {
+            details.insert("gcfl_clusters".into(), json!(table.gcfl));
+        }
         if !table.fedsage.is_empty() {
             details.insert("fedsage_generator".into(), json!(table.fedsage));
         }
@@ -249,9 +273,11 @@ impl System for FedGraphSystem {
         report
             .timings
             .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
-        report.notes.push(
-            "local = each client alone on its subgraph, accuracy weighted by test nodes; global = one model on the whole graph; FedAvg evaluated by the server on the whole graph".into(),
-        );
+        report.notes.push(if families {
+            "graph-families is SYNTHETIC (label = contains a triangle; each client draws from 2 of k graph families); every client's (cluster's) model is tested on the client's own test graphs, mean over clients; local = each client alone; global = one model on all clients' training graphs".into()
+        } else {
+            "local = each client alone on its subgraph, accuracy weighted by test nodes; global = one model on the whole graph; FedAvg evaluated by the server on the whole graph".into()
+        });
         let paper = if table.dataset == "cora"
             && cfg.data.split == "louvain"
             && cfg.fed.clients == 5

@@ -9,6 +9,10 @@
 //!   test nodes; the figure is the test-node-weighted mean.
 //! - [`global`]: one model trained on the whole graph with the same masks.
 //!
+//! [`fed_node`] runs the other server-client algorithms of the table on the same path as
+//! FedAvg ([`NodeAlgo`]): FedProx (a proximal term in the clients' training) and FedOpt
+//! (the server's Adam step on the averaged update).
+//!
 //! All three train `local_steps` full-batch SGD steps per round and stop early when the
 //! validation accuracy has not improved for `patience` rounds; the test accuracy reported is
 //! the one at the best validation round.
@@ -46,6 +50,58 @@ pub struct Schedule {
     /// Pick the best round by lowest validation loss (FS's default) instead of highest
     /// validation accuracy.
     pub by_loss: bool,
+}
+
+/// FedOpt's server optimiser (FedAdam, Reddi et al., ICLR 2021, Algorithm 2): with the
+/// pseudo-gradient `Δ = mean(w_client) − w`, `m ← β₁m + (1−β₁)Δ`, `v ← β₂v + (1−β₂)Δ²`,
+/// `w ← w + η m / (√v + τ)` (no bias correction, `v₀ = τ²`, as in the paper).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerAdam {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub tau: f64,
+}
+
+/// Which server–client algorithm a node-classification run uses; the default is FedAvg.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NodeAlgo {
+    /// FedProx's μ (sent to the clients in the task config): `Some(0.0)` runs FedProx's
+    /// training path with no proximal pull, which must equal FedAvg.
+    pub prox_mu: Option<f64>,
+    /// FedOpt: the server's Adam on the averaged update instead of taking the average.
+    pub server_adam: Option<ServerAdam>,
+}
+
+struct AdamState {
+    opt: ServerAdam,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl AdamState {
+    fn new(opt: ServerAdam, n: usize) -> Self {
+        AdamState {
+            opt,
+            m: vec![0.0; n],
+            v: vec![opt.tau * opt.tau; n],
+        }
+    }
+
+    /// The new global weights from the old ones and the clients' average.
+    fn step(&mut self, old: &[f32], avg: &[f32]) -> Vec<f32> {
+        let o = self.opt;
+        old.iter()
+            .zip(avg)
+            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+            .map(|((&w, &a), (m, v))| {
+                let d = f64::from(a) - f64::from(w);
+                *m = o.beta1 * *m + (1.0 - o.beta1) * d;
+                *v = o.beta2 * *v + (1.0 - o.beta2) * d * d;
+                (f64::from(w) + o.lr * *m / (v.sqrt() + o.tau)) as f32
+            })
+            .collect()
+    }
 }
 
 /// Outcome of one run.
@@ -241,8 +297,24 @@ pub fn fedavg(
     s: &Schedule,
     seed: u64,
 ) -> Result<RunResult, FedGraphError> {
+    fed_node(g, setup, zoo, s, seed, &NodeAlgo::default())
+}
+
+/// FedAvg, FedProx or FedOpt (as `algo` says) over the in-process fabric.
+pub fn fed_node(
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+    algo: &NodeAlgo,
+) -> Result<RunResult, FedGraphError> {
     let fabric = Arc::new(InProcFabric::new());
-    fedavg_on(fabric.as_ref(), g, setup, zoo, s, seed)
+    let dev = train_device();
+    let tasks = (0..setup.clients.num_clients())
+        .map(|c| setup.client_task(g, c, &dev))
+        .collect::<Result<Vec<_>, _>>()?;
+    fed_tasks(fabric.as_ref(), tasks, g, setup, zoo, s, seed, algo)
 }
 
 /// FedAvg with the clients served over `fabric` by threads of this process.
@@ -290,6 +362,21 @@ pub fn fedavg_tasks(
     s: &Schedule,
     seed: u64,
 ) -> Result<RunResult, FedGraphError> {
+    fed_tasks(fabric, tasks, g, setup, zoo, s, seed, &NodeAlgo::default())
+}
+
+/// [`fedavg_tasks`] for any [`NodeAlgo`].
+#[allow(clippy::too_many_arguments)]
+pub fn fed_tasks(
+    fabric: &dyn Fabric,
+    tasks: Vec<NodeTask>,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+    algo: &NodeAlgo,
+) -> Result<RunResult, FedGraphError> {
     let dev = train_device();
     let k = tasks.len();
     let model = init_model(zoo, ferrolab_core::seed::derive(seed, "init"))?;
@@ -311,7 +398,7 @@ pub fn fedavg_tasks(
             .zip(&ids)
             .map(|(mut cl, &id)| scope.spawn(move || serve(&mut cl, id, fabric, PATIENCE_WALL)))
             .collect();
-        let result = server_loop(fabric, &ids, model, &whole, s);
+        let result = server_loop(fabric, &ids, model, &whole, s, algo);
         for &id in &ids {
             // A client already gone cannot be told to stop; its thread ends on its own.
             let _ = fabric.send_task(
@@ -341,12 +428,17 @@ fn server_loop(
     model: GnnModel,
     whole: &NodeTask,
     s: &Schedule,
+    algo: &NodeAlgo,
 ) -> Result<RunResult, FedGraphError> {
     let mut params = to_params(&model_params(&model));
+    let mut adam = algo.server_adam.map(|o| AdamState::new(o, params.numel()));
     let mut server_model = model;
     let mut config = Config::new();
     config.insert("lr".into(), serde_json::json!(s.lr));
     config.insert("local_steps".into(), serde_json::json!(s.local_steps));
+    if let Some(mu) = algo.prox_mu {
+        config.insert("prox_mu".into(), serde_json::json!(mu));
+    }
     let mut strategy = FedAvg {
         config,
         min_results: 1,
@@ -402,7 +494,15 @@ fn server_loop(
                 )
             })
             .collect();
-        params = strategy.aggregate_fit(r, &params, results, &got.failures)?;
+        let avg = strategy.aggregate_fit(r, &params, results, &got.failures)?;
+        params = match adam.as_mut() {
+            Some(a) => {
+                let next = a.step(&params.to_flat(), &avg.to_flat());
+                avg.with_flat(&next)
+                    .map_err(crate::strategy::StrategyError::from)?
+            }
+            None => avg,
+        };
         server_model = load_params(server_model, &from_params(&params))?;
         out.rounds_run = round;
         let e = whole.evaluate(&server_model);

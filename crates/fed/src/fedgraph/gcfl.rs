@@ -1,0 +1,932 @@
+//! GCFL+ (Xie, Ma, Yang & Sun, *Federated Graph Classification over Non-IID Graphs*, NeurIPS
+//! 2021; reference code `Oxfordblue7/GCFL`), with FedAvg, local-only and global training on
+//! the same clients, for the synthetic [`families`](super::families) data set.
+//!
+//! Every client trains a graph-level GNN ([`GraphNet`]: a zoo network of
+//! [`ferrolab_graph::zoo`] for node embeddings, ReLU, sum or mean pooling per graph, a hidden
+//! linear layer, dropout, a linear classifier) with Adam on minibatches of its graphs, and
+//! sends its update `ΔW_i = W_i − W_cluster` to the server. GCFL+'s server:
+//!
+//! - all clients start in one cluster; each cluster's model moves by the training-size
+//!   weighted mean of its members' updates;
+//! - each client's sequence of update norms over its message-passing layers (GCFL+'s
+//!   "gradient sequence", `convGradsNorm` in the reference code) grows by one per round;
+//! - a cluster is bi-partitioned when its mean update is small but some member's is large,
+//!   `‖mean_i ΔW_i‖ < ε₁` and `max_i ‖ΔW_i‖ > ε₂`, it has more than 2 members, the warm-up
+//!   rounds have passed and every sequence holds `seq_length` norms: the members' last
+//!   `seq_length` norms are compared by dynamic time warping ([`dtw`]), and the cluster is cut
+//!   in two by a minimum cut (Stoer–Wagner, [`min_cut`]) of the similarity `max D − D`; then
+//!   every sequence starts again (as the reference code resets them).
+//!
+//! FedAvg is the same loop with the split switched off; local only keeps every client in a
+//! cluster of its own; global trains one model on all clients' training graphs, as many
+//! minibatch steps per round as the federation takes together. Each client's model (its
+//! cluster's) is evaluated on the client's own validation and test graphs; the figures are
+//! the means over clients, at the round of best mean validation accuracy.
+//!
+//! Messages are function calls in one process (the server and the clients of one run share
+//! a thread); the bytes a real deployment would move are counted.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ferrolab_core::backend::{exclusive_rng, train_device};
+use ferrolab_core::burn;
+use ferrolab_core::burn::nn::{Linear, LinearConfig};
+use ferrolab_core::burn::optim::{GradientsParams, ModuleOptimizer};
+use ferrolab_core::burn::prelude::*;
+use ferrolab_core::burn::tensor::activation::relu;
+use ferrolab_core::nn::{float_tensor, int_tensor, to_vec_f32};
+use ferrolab_core::sparse::SparseAdj;
+use ferrolab_graph::CsrGraph;
+use ferrolab_graph::models::GcnInput;
+use ferrolab_graph::zoo::train::OptimKind;
+use ferrolab_graph::zoo::{
+    Arch, GnnModel, GraphTensors, ZooConfig, accuracy, dropout, load_params, masked_cross_entropy,
+    model_params,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde_json::json;
+
+use super::FedGraphError;
+use super::config::FedGraphConfig;
+use super::experiment::{CellResult, Regime, RegimeResult, Table, select_cell};
+use super::families::{ClientGraphs, DEGREE_CAP, FAMILY_NAMES, SmallGraph, generate};
+use super::run::RunResult;
+
+ferrolab_core::config_section! {
+    /// GCFL+ keys: `gcfl.eps1`, `gcfl.eps2`, `gcfl.seq_length`, … (the learning rate and the
+    /// minibatch steps per round are the grid's `fed.lrs` and `fed.local_steps`; Adam).
+    pub struct GcflSection {
+        /// Split only when the norm of the cluster's mean update is below ε₁.
+        pub eps1: f64 = 0.05, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// … and some member's update norm is above ε₂.
+        pub eps2: f64 = 0.1, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Length of the update-norm sequences compared by DTW (GCFL+'s `seq_length`).
+        pub seq_length: usize = 5, "1..=10000" => |v| (1..=10_000).contains(v);
+        /// No split before this round (the reference code's 20).
+        pub warmup: usize = 20, "0..=100000" => |v| *v <= 100_000;
+        /// Divide each sequence by its standard deviation before DTW (the reference code's
+        /// `--standardize`, off by default there).
+        pub standardize: bool = false;
+        /// Graphs per minibatch.
+        pub batch_size: usize = 32, "1..=100000" => |v| (1..=100_000).contains(v);
+        /// How a cluster is cut in two: `gcfl+` (DTW distances of the update-norm sequences)
+        /// or `gcfl` (the plain GCFL of the same paper: cosine similarity of this round's
+        /// updates).
+        pub variant: String = "gcfl+".into(), "`gcfl+` or `gcfl`" => |v| v == "gcfl+" || v == "gcfl";
+        /// Readout: `sum` (GCFL's `global_add_pool`) or `mean`.
+        pub readout: String = "sum".into(), "`sum` or `mean`" => |v| v == "sum" || v == "mean";
+    }
+}
+
+/// Graph classes of the generated data (triangle or not).
+const CLASSES: usize = 2;
+
+/// Width of the one-hot degree features.
+pub const FEATURES: usize = DEGREE_CAP + 1;
+
+/// The graph-level network: zoo node embeddings, ReLU, pooling, hidden layer, classifier.
+#[derive(Module, Debug)]
+pub struct GraphNet {
+    gnn: GnnModel,
+    post: Linear,
+    head: Linear,
+}
+
+/// Many small graphs as one block-diagonal graph, on a device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    graph: GraphTensors,
+    x: GcnInput,
+    /// `[graphs, nodes]`: 1 (sum) or 1/n (mean) for the nodes of each graph.
+    pool: SparseAdj,
+    y: Tensor<1, Int>,
+    all: Tensor<1, Int>,
+    labels: Vec<usize>,
+}
+
+impl Batch {
+    pub fn new(graphs: &[&SmallGraph], mean: bool, dev: &Device) -> Result<Self, FedGraphError> {
+        let total: usize = graphs.iter().map(|g| g.nodes).sum();
+        let mut adj: Vec<Vec<u32>> = vec![Vec::new(); total];
+        let mut feats = vec![0f32; total * FEATURES];
+        let (mut pool_ptr, mut pool_idx, mut pool_val) = (vec![0usize], Vec::new(), Vec::new());
+        let mut off = 0usize;
+        for g in graphs {
+            for (i, l) in g.adjacency().into_iter().enumerate() {
+                let d = l.len().min(DEGREE_CAP);
+                feats[(off + i) * FEATURES + d] = 1.0;
+                adj[off + i] = l.into_iter().map(|j| j + off as u32).collect();
+            }
+            let w = if mean { 1.0 / g.nodes as f32 } else { 1.0 };
+            for i in 0..g.nodes {
+                pool_idx.push((off + i) as u32);
+                pool_val.push(w);
+            }
+            pool_ptr.push(pool_idx.len());
+            off += g.nodes;
+        }
+        let mut indptr = vec![0usize];
+        let mut indices = Vec::new();
+        for l in adj {
+            indices.extend(l);
+            indptr.push(indices.len());
+        }
+        let csr = CsrGraph::new(indptr, indices)?;
+        let b = graphs.len();
+        let labels: Vec<usize> = graphs.iter().map(|g| g.label).collect();
+        let li: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+        let all: Vec<i64> = (0..b as i64).collect();
+        Ok(Batch {
+            graph: GraphTensors::new(&csr, dev)?,
+            x: GcnInput::Dense(Box::new(float_tensor(feats, [total, FEATURES], dev))),
+            pool: SparseAdj::from_csr(b, total, &pool_ptr, &pool_idx, Some(&pool_val), dev)
+                .map_err(FedGraphError::Usage)?,
+            y: int_tensor(&li, dev),
+            all: int_tensor(&all, dev),
+            labels,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+impl GraphNet {
+    /// A fresh network drawn from the backend's generator seeded with `seed`.
+    pub fn init(zoo: &ZooConfig, seed: u64) -> Result<Self, FedGraphError> {
+        let _g = exclusive_rng();
+        let dev = train_device();
+        dev.seed(seed);
+        Ok(GraphNet {
+            gnn: zoo.init(&dev)?,
+            post: LinearConfig::new(zoo.hidden, zoo.hidden).init(&dev),
+            head: LinearConfig::new(zoo.hidden, CLASSES).init(&dev),
+        })
+    }
+
+    /// Class logits `[graphs, 2]`; dropout is active with `rng`.
+    pub fn forward(&self, b: &Batch, p: f64, mut rng: Option<&mut StdRng>) -> Tensor<2> {
+        let h = relu(self.gnn.forward(&b.graph, &b.x, p, rng.as_deref_mut()));
+        let z = relu(self.post.forward(b.pool.propagate(h)));
+        self.head.forward(dropout(z, p, rng))
+    }
+
+    /// Parameters of the message-passing part (first in visiting order).
+    fn gnn_len(&self) -> usize {
+        model_params(&self.gnn).iter().map(|p| p.data.len()).sum()
+    }
+}
+
+/// The zoo network of the node-embedding part (`model.*`; output width = `model.hidden`).
+pub fn graph_zoo(cfg: &FedGraphConfig) -> Result<ZooConfig, FedGraphError> {
+    let m = &cfg.model;
+    let z = ZooConfig {
+        hidden: m.hidden,
+        layers: m.layers,
+        dropout: m.dropout,
+        heads: m.heads,
+        ..ZooConfig::new(Arch::parse(&m.arch)?, FEATURES, m.hidden)
+    };
+    z.check()?;
+    Ok(z)
+}
+
+/// Dynamic time warping distance between two sequences: the square root of the least sum
+/// of squared differences along a warping path (the `dtaidistance` definition GCFL+ uses).
+pub fn dtw(a: &[f64], b: &[f64]) -> f64 {
+    let (n, m) = (a.len(), b.len());
+    if n == 0 || m == 0 {
+        return if n == m { 0.0 } else { f64::INFINITY };
+    }
+    let mut d = vec![f64::INFINITY; (n + 1) * (m + 1)];
+    d[0] = 0.0;
+    for i in 1..=n {
+        for j in 1..=m {
+            let c = (a[i - 1] - b[j - 1]).powi(2);
+            let best = d[(i - 1) * (m + 1) + j]
+                .min(d[i * (m + 1) + j - 1])
+                .min(d[(i - 1) * (m + 1) + j - 1]);
+            d[i * (m + 1) + j] = c + best;
+        }
+    }
+    d[n * (m + 1) + m].sqrt()
+}
+
+/// Minimum cut of a complete weighted graph (Stoer & Wagner 1997), `w` symmetric `n × n`,
+/// `n ≥ 2`: the cut weight and the vertices of one side (sorted). Ties go to the lower
+/// index, so the result is deterministic.
+pub fn min_cut(w: &[Vec<f64>]) -> (f64, Vec<usize>) {
+    let n = w.len();
+    let mut w: Vec<Vec<f64>> = w.to_vec();
+    let mut groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    let mut active: Vec<usize> = (0..n).collect();
+    let (mut best, mut best_set) = (f64::INFINITY, vec![0]);
+    while active.len() > 1 {
+        let mut added = vec![false; n];
+        let mut key = vec![0f64; n];
+        let mut prev = active[0];
+        for it in 0..active.len() {
+            let mut sel = usize::MAX;
+            for &v in &active {
+                if !added[v] && (sel == usize::MAX || key[v] > key[sel]) {
+                    sel = v;
+                }
+            }
+            if it + 1 == active.len() {
+                if key[sel] < best {
+                    best = key[sel];
+                    best_set = groups[sel].clone();
+                }
+                let moved = std::mem::take(&mut groups[sel]);
+                groups[prev].extend(moved);
+                for &v in &active {
+                    if v != prev && v != sel {
+                        let x = w[prev][v] + w[sel][v];
+                        w[prev][v] = x;
+                        w[v][prev] = x;
+                    }
+                }
+                active.retain(|&v| v != sel);
+            } else {
+                added[sel] = true;
+                for &v in &active {
+                    if !added[v] {
+                        key[v] += w[sel][v];
+                    }
+                }
+                prev = sel;
+            }
+        }
+    }
+    best_set.sort_unstable();
+    (best, best_set)
+}
+
+/// GCFL's split test for one cluster.
+pub fn should_split(
+    mean_norm: f64,
+    max_norm: f64,
+    members: usize,
+    round: usize,
+    seqs_ready: bool,
+    g: &GcflSection,
+) -> bool {
+    mean_norm < g.eps1 && max_norm > g.eps2 && members > 2 && round > g.warmup && seqs_ready
+}
+
+/// Bi-partitions `members` by the DTW distances of their norm sequences (GCFL+).
+pub fn bipartition(members: &[usize], seqs: &[Vec<f64>], standardize: bool) -> [Vec<usize>; 2] {
+    let prep = |s: &Vec<f64>| -> Vec<f64> {
+        if !standardize {
+            return s.clone();
+        }
+        let n = s.len().max(1) as f64;
+        let m = s.iter().sum::<f64>() / n;
+        let sd = (s.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt();
+        if sd > 0.0 {
+            s.iter().map(|x| x / sd).collect()
+        } else {
+            s.clone()
+        }
+    };
+    let k = members.len();
+    let s: Vec<Vec<f64>> = members.iter().map(|&i| prep(&seqs[i])).collect();
+    let mut d = vec![vec![0f64; k]; k];
+    let mut dmax = 0f64;
+    for i in 0..k {
+        for j in i + 1..k {
+            let x = dtw(&s[i], &s[j]);
+            d[i][j] = x;
+            d[j][i] = x;
+            dmax = dmax.max(x);
+        }
+    }
+    let sim: Vec<Vec<f64>> = (0..k)
+        .map(|i| {
+            (0..k)
+                .map(|j| if i == j { 0.0 } else { dmax - d[i][j] })
+                .collect()
+        })
+        .collect();
+    let (_, side) = min_cut(&sim);
+    let a: Vec<usize> = side.iter().map(|&i| members[i]).collect();
+    let b: Vec<usize> = (0..k)
+        .filter(|i| !side.contains(i))
+        .map(|i| members[i])
+        .collect();
+    [a, b]
+}
+
+/// Bi-partitions `members` by the cosine similarity of their updates (plain GCFL).
+pub fn bipartition_cosine(members: &[usize], updates: &[Vec<f32>]) -> [Vec<usize>; 2] {
+    let k = members.len();
+    let norms: Vec<f64> = members
+        .iter()
+        .map(|&c| norm(updates[c].iter().map(|&x| f64::from(x))))
+        .collect();
+    let mut sim = vec![vec![0f64; k]; k];
+    for i in 0..k {
+        for j in i + 1..k {
+            let dot: f64 = updates[members[i]]
+                .iter()
+                .zip(&updates[members[j]])
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let x = dot / (norms[i] * norms[j]).max(1e-30);
+            sim[i][j] = x;
+            sim[j][i] = x;
+        }
+    }
+    let (_, side) = min_cut(&sim);
+    let a: Vec<usize> = side.iter().map(|&i| members[i]).collect();
+    let b: Vec<usize> = (0..k)
+        .filter(|i| !side.contains(i))
+        .map(|i| members[i])
+        .collect();
+    [a, b]
+}
+
+/// How the clients are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One cluster, split by GCFL+'s rule.
+    Gcfl,
+    /// One cluster, never split.
+    FedAvg,
+    /// Every client alone.
+    Local,
+    /// One model trained on every client's training graphs.
+    Global,
+}
+
+/// One cell of the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GraphSchedule {
+    pub lr: f64,
+    pub local_steps: usize,
+    pub rounds: usize,
+    pub patience: usize,
+    pub weight_decay: f64,
+}
+
+struct ClientData {
+    train: Vec<Batch>,
+    val: Batch,
+    test: Batch,
+    n_train: usize,
+}
+
+fn client_data(
+    c: &ClientGraphs,
+    batch: usize,
+    mean: bool,
+    rng: &mut StdRng,
+    dev: &Device,
+) -> Result<ClientData, FedGraphError> {
+    let mut order: Vec<&SmallGraph> = c.train.iter().collect();
+    order.shuffle(rng);
+    let train = order
+        .chunks(batch)
+        .map(|ch| Batch::new(ch, mean, dev))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ClientData {
+        train,
+        val: Batch::new(&c.val.iter().collect::<Vec<_>>(), mean, dev)?,
+        test: Batch::new(&c.test.iter().collect::<Vec<_>>(), mean, dev)?,
+        n_train: c.train.len(),
+    })
+}
+
+/// Accuracy and mean cross-entropy on one batch, without dropout.
+fn eval(net: &GraphNet, b: &Batch) -> (f64, f64) {
+    let z = to_vec_f32(net.forward(b, 0.0, None).detach());
+    let rows: Vec<usize> = (0..b.len()).collect();
+    let acc = accuracy(&z, CLASSES, &rows, &b.labels);
+    let mut loss = 0f64;
+    for (r, &l) in b.labels.iter().enumerate() {
+        let row = &z[r * CLASSES..(r + 1) * CLASSES];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+        loss += lse - row[l] as f64;
+    }
+    (acc, loss / b.len().max(1) as f64)
+}
+
+/// One local training pass: `steps` minibatch Adam steps, batches in an order drawn by
+/// `rng`. Returns the new model and the mean loss.
+fn local_train(
+    mut net: GraphNet,
+    batches: &[&Batch],
+    optim: &mut ModuleOptimizer,
+    lr: f64,
+    steps: usize,
+    p: f64,
+    rng: &mut StdRng,
+) -> (GraphNet, f64) {
+    let mut total = 0f64;
+    let mut order: Vec<usize> = Vec::new();
+    for _ in 0..steps {
+        if order.is_empty() {
+            order = (0..batches.len()).collect();
+            order.shuffle(rng);
+        }
+        let Some(i) = order.pop() else { break };
+        let b = batches[i];
+        let logits = net.forward(b, p, Some(rng));
+        let loss = masked_cross_entropy(logits, &b.all, &b.y);
+        total += f64::from(to_vec_f32(loss.clone())[0]);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(lr, net, grads);
+    }
+    (net, total / steps.max(1) as f64)
+}
+
+fn flat(net: &GraphNet) -> Vec<f32> {
+    model_params(net).into_iter().flat_map(|p| p.data).collect()
+}
+
+fn load_flat(net: GraphNet, v: &[f32]) -> Result<GraphNet, FedGraphError> {
+    let mut ps = model_params(&net);
+    let mut off = 0;
+    for p in &mut ps {
+        let n = p.data.len();
+        p.data.copy_from_slice(&v[off..off + n]);
+        off += n;
+    }
+    Ok(load_params(net, &ps)?)
+}
+
+fn norm(v: impl Iterator<Item = f64>) -> f64 {
+    v.map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// What one run of [`run_clustered`] did besides its accuracy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterLog {
+    /// `(round, the two new clusters)` for every split.
+    pub splits: Vec<(usize, [Vec<usize>; 2])>,
+    /// Clusters at the end.
+    pub clusters: Vec<Vec<usize>>,
+    /// Per round: norm of the mean update and largest update norm of the first cluster.
+    pub norms: Vec<(f64, f64)>,
+}
+
+/// One run (one seed, one cell) of `mode` on the given clients' graphs.
+pub fn run_clustered(
+    data: &[ClientGraphs],
+    zoo: &ZooConfig,
+    g: &GcflSection,
+    s: &GraphSchedule,
+    mode: Mode,
+    seed: u64,
+) -> Result<(RunResult, ClusterLog), FedGraphError> {
+    let dev = train_device();
+    let mean = g.readout == "mean";
+    let k = data.len();
+    let mut drng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "batches"));
+    let clients = data
+        .iter()
+        .map(|c| client_data(c, g.batch_size, mean, &mut drng, &dev))
+        .collect::<Result<Vec<_>, _>>()?;
+    let net0 = GraphNet::init(zoo, ferrolab_core::seed::derive(seed, "init"))?;
+    let w0 = flat(&net0);
+    let gnn_len = net0.gnn_len();
+    let p = zoo.dropout;
+    let opt = OptimKind::Adam {
+        weight_decay: s.weight_decay,
+    };
+    // Global: one learner over every client's batches, K × local_steps steps per round.
+    let learners = if mode == Mode::Global { 1 } else { k };
+    let mut nets: Vec<Option<GraphNet>> = (0..learners).map(|_| Some(net0.clone())).collect();
+    let mut optims: Vec<ModuleOptimizer> = (0..learners).map(|_| opt.init()).collect();
+    let mut rngs: Vec<StdRng> = (0..learners)
+        .map(|c| StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("client{c}"))))
+        .collect();
+    let mut clusters: Vec<Vec<usize>> = match mode {
+        Mode::Local => (0..k).map(|c| vec![c]).collect(),
+        _ => vec![(0..k).collect()],
+    };
+    // Model of each client's cluster (Global: index 0 only).
+    let mut weights: Vec<Vec<f32>> = vec![w0.clone(); learners];
+    let mut seqs: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut log = ClusterLog::default();
+    let mut out = RunResult {
+        whole_graph_test_accuracy: f64::NAN,
+        ..Default::default()
+    };
+    let evaluate = |weights: &[Vec<f32>],
+                    nets: &mut [Option<GraphNet>]|
+     -> Result<(f64, f64, f64), FedGraphError> {
+        let (mut va, mut vl, mut ta) = (0f64, 0f64, 0f64);
+        for (c, cd) in clients.iter().enumerate() {
+            let l = if mode == Mode::Global { 0 } else { c };
+            let net = nets[l]
+                .take()
+                .ok_or_else(|| FedGraphError::Usage("model lost".into()))?;
+            let net = load_flat(net, &weights[l])?;
+            let (a, loss) = eval(&net, &cd.val);
+            let (t, _) = eval(&net, &cd.test);
+            nets[l] = Some(net);
+            va += a / k as f64;
+            vl += loss / k as f64;
+            ta += t / k as f64;
+        }
+        Ok((va, vl, ta))
+    };
+    let (v0, l0, t0) = evaluate(&weights, &mut nets)?;
+    let (mut best_v, mut best_l, mut best_t, mut best_round, mut since) = (v0, l0, t0, 0, 0);
+    let param_bytes = (w0.len() * 4) as u64;
+    for round in 1..=s.rounds {
+        let mut updates: Vec<Vec<f32>> = Vec::with_capacity(learners);
+        let mut diverged = false;
+        for l in 0..learners {
+            let net = nets[l]
+                .take()
+                .ok_or_else(|| FedGraphError::Usage("model lost".into()))?;
+            let net = load_flat(net, &weights[l])?;
+            let (batches, steps): (Vec<&Batch>, usize) = if mode == Mode::Global {
+                (
+                    clients.iter().flat_map(|c| c.train.iter()).collect(),
+                    s.local_steps * k,
+                )
+            } else {
+                (clients[l].train.iter().collect(), s.local_steps)
+            };
+            let (net, loss) =
+                local_train(net, &batches, &mut optims[l], s.lr, steps, p, &mut rngs[l]);
+            diverged |= !loss.is_finite();
+            let w = flat(&net);
+            updates.push(w.iter().zip(&weights[l]).map(|(a, b)| a - b).collect());
+            nets[l] = Some(net);
+        }
+        if diverged {
+            break;
+        }
+        if mode == Mode::Global {
+            for (x, d) in weights[0].iter_mut().zip(&updates[0]) {
+                *x += d;
+            }
+        } else {
+            for (c, u) in updates.iter().enumerate() {
+                seqs[c].push(norm(u[..gnn_len].iter().map(|&x| f64::from(x))));
+            }
+            if mode != Mode::Local {
+                out.server_bytes += 2 * param_bytes * k as u64;
+            }
+            let mut next = Vec::new();
+            for (ci, members) in clusters.iter().enumerate() {
+                let n = members.len() as f64;
+                let dim = updates[members[0]].len();
+                let mut mean_u = vec![0f64; dim];
+                let mut max_norm = 0f64;
+                for &c in members {
+                    for (m, &x) in mean_u.iter_mut().zip(&updates[c]) {
+                        *m += f64::from(x) / n;
+                    }
+                    max_norm = max_norm.max(norm(updates[c].iter().map(|&x| f64::from(x))));
+                }
+                let mean_norm = norm(mean_u.into_iter());
+                if ci == 0 {
+                    log.norms.push((mean_norm, max_norm));
+                }
+                let ready = g.variant == "gcfl" || seqs.iter().all(|q| q.len() >= g.seq_length);
+                if mode == Mode::Gcfl
+                    && should_split(mean_norm, max_norm, members.len(), round, ready, g)
+                {
+                    let tails: Vec<Vec<f64>> = seqs
+                        .iter()
+                        .map(|q| q[q.len().saturating_sub(g.seq_length)..].to_vec())
+                        .collect();
+                    let halves = if g.variant == "gcfl" {
+                        bipartition_cosine(members, &updates)
+                    } else {
+                        bipartition(members, &tails, g.standardize)
+                    };
+                    log.splits.push((round, halves.clone()));
+                    for q in &mut seqs {
+                        q.clear();
+                    }
+                    next.extend(halves);
+                } else {
+                    next.push(members.clone());
+                }
+            }
+            clusters = next;
+            // Each cluster's model moves by its members' training-size weighted mean update
+            // (all members started the round from the same model).
+            for members in &clusters {
+                let total: f64 = members.iter().map(|&c| clients[c].n_train as f64).sum();
+                let dim = updates[members[0]].len();
+                let mut acc = vec![0f64; dim];
+                for &c in members {
+                    let wgt = clients[c].n_train as f64 / total;
+                    for (a, &x) in acc.iter_mut().zip(&updates[c]) {
+                        *a += wgt * f64::from(x);
+                    }
+                }
+                let base = weights[members[0]].clone();
+                let new: Vec<f32> = base
+                    .iter()
+                    .zip(&acc)
+                    .map(|(&b, &a)| (f64::from(b) + a) as f32)
+                    .collect();
+                for &c in members {
+                    weights[c] = new.clone();
+                }
+            }
+        }
+        out.rounds_run = round;
+        let (v, vl, t) = evaluate(&weights, &mut nets)?;
+        out.curve.push((round, v, t));
+        if v > best_v {
+            (best_v, best_l, best_t, best_round, since) = (v, vl, t, round, 0);
+        } else {
+            since += 1;
+            if s.patience > 0 && since >= s.patience {
+                break;
+            }
+        }
+    }
+    out.val_accuracy = best_v;
+    out.val_loss = best_l;
+    out.test_accuracy = best_t;
+    out.best_round = best_round;
+    log.clusters = clusters;
+    Ok((out, log))
+}
+
+/// Share of clients whose cluster holds only clients of their own family pair.
+fn purity(clusters: &[Vec<usize>], data: &[ClientGraphs]) -> f64 {
+    let k = data.len().max(1) as f64;
+    let mut pure = 0usize;
+    for m in clusters {
+        if m.iter().all(|&c| data[c].families == data[m[0]].families) {
+            pure += m.len();
+        }
+    }
+    pure as f64 / k
+}
+
+/// The graph-families table: every regime × grid cell × seed, `workers` runs at a time, the
+/// cell of best mean validation accuracy selected per regime (as the node table does).
+pub fn run_table(
+    cfg: &FedGraphConfig,
+    master_seed: u64,
+    workers: usize,
+    progress: &(dyn Fn(Regime, f64, usize, usize, &RunResult) + Sync),
+) -> Result<Table, FedGraphError> {
+    let zoo = graph_zoo(cfg)?;
+    let f = &cfg.fed;
+    let mut setups = Vec::new();
+    let mut info = Vec::new();
+    for s in 0..f.seeds {
+        let seed = ferrolab_core::seed::derive(master_seed, &format!("seed{s}"));
+        let data = generate(
+            &cfg.families,
+            f.clients,
+            ferrolab_core::seed::derive(seed, "families"),
+        )?;
+        info.push(json!({
+            "seed": s,
+            "client_families": data.iter().map(|d| d.families.iter().map(|&x| FAMILY_NAMES[x]).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "train": data.iter().map(|d| d.train.len()).collect::<Vec<_>>(),
+            "val": data.iter().map(|d| d.val.len()).collect::<Vec<_>>(),
+            "test": data.iter().map(|d| d.test.len()).collect::<Vec<_>>(),
+        }));
+        setups.push((seed, data));
+    }
+    let mut regimes = if f.algo == "gcfl" {
+        vec![Regime::Gcfl, Regime::FedAvg]
+    } else {
+        vec![Regime::FedAvg]
+    };
+    if cfg.baselines.local {
+        regimes.push(Regime::Local);
+    }
+    if cfg.baselines.global {
+        regimes.push(Regime::Global);
+    }
+    let mut jobs = Vec::new();
+    for (ri, &regime) in regimes.iter().enumerate() {
+        for (li, &lr) in f.lrs.iter().enumerate() {
+            for (si, &steps) in f.local_steps.iter().enumerate() {
+                for k in 0..setups.len() {
+                    jobs.push((ri, li, si, k, regime, lr, steps));
+                }
+            }
+        }
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.6));
+    type Key = (usize, usize, usize, usize);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<BTreeMap<Key, (RunResult, ClusterLog)>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let first_error: std::sync::Mutex<Option<FedGraphError>> = std::sync::Mutex::new(None);
+    let times: std::sync::Mutex<BTreeMap<usize, f64>> = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&(ri, li, si, k, regime, lr, steps)) = jobs.get(i) else {
+                        break;
+                    };
+                    if first_error.lock().map_or(true, |e| e.is_some()) {
+                        break;
+                    }
+                    let sched = GraphSchedule {
+                        lr,
+                        local_steps: steps,
+                        rounds: f.rounds,
+                        patience: f.patience,
+                        weight_decay: f.weight_decay,
+                    };
+                    let mode = match regime {
+                        Regime::Gcfl => Mode::Gcfl,
+                        Regime::Local => Mode::Local,
+                        Regime::Global => Mode::Global,
+                        _ => Mode::FedAvg,
+                    };
+                    let (seed, data) = &setups[k];
+                    let t0 = Instant::now();
+                    match run_clustered(data, &zoo, &cfg.gcfl, &sched, mode, *seed) {
+                        Ok(r) => {
+                            progress(regime, lr, steps, k, &r.0);
+                            if regime == Regime::Gcfl {
+                                eprintln!(
+                                    "    gcfl seed {k}: clusters {:?} (splits at rounds {:?})",
+                                    r.1.clusters,
+                                    r.1.splits.iter().map(|s| s.0).collect::<Vec<_>>()
+                                );
+                            }
+                            if let Ok(mut t) = times.lock() {
+                                *t.entry(ri).or_default() += t0.elapsed().as_secs_f64();
+                            }
+                            if let Ok(mut m) = results.lock() {
+                                m.insert((ri, li, si, k), r);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut fe) = first_error.lock() {
+                                fe.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let mut results = results.into_inner().unwrap_or_default();
+    let times = times.into_inner().unwrap_or_default();
+    let mut out = Vec::new();
+    let mut cluster_info = Vec::new();
+    for (ri, &regime) in regimes.iter().enumerate() {
+        let mut cells = Vec::new();
+        let mut logs = Vec::new();
+        for (li, &lr) in f.lrs.iter().enumerate() {
+            for (si, &steps) in f.local_steps.iter().enumerate() {
+                let mut runs = Vec::new();
+                let mut cl = Vec::new();
+                for k in 0..setups.len() {
+                    if let Some((r, l)) = results.remove(&(ri, li, si, k)) {
+                        runs.push(r);
+                        cl.push((k, l));
+                    }
+                }
+                cells.push(CellResult {
+                    lr,
+                    local_steps: steps,
+                    runs,
+                });
+                logs.push(cl);
+            }
+        }
+        let selected = select_cell(&cells, false);
+        if regime == Regime::Gcfl {
+            for (k, l) in &logs[selected] {
+                cluster_info.push(json!({
+                    "seed": k,
+                    "final_clusters": l.clusters,
+                    "splits": l.splits.iter().map(|(r, h)| json!({"round": r, "clusters": h})).collect::<Vec<_>>(),
+                    "family_purity": purity(&l.clusters, &setups[*k].1),
+                    "update_norms_mean_max": l.norms,
+                }));
+            }
+        }
+        out.push(RegimeResult {
+            regime,
+            cells,
+            selected,
+            seconds: times.get(&ri).copied().unwrap_or(0.0),
+        });
+    }
+    Ok(Table {
+        dataset: "graph-families".into(),
+        regimes: out,
+        setups: info,
+        fedsage: Vec::new(),
+        gcfl: cluster_info,
+    })
+}
+
+/// Draws seed 0's data, so a bad generator setting fails before the run.
+pub fn prepare(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
+    graph_zoo(cfg)?;
+    let d = generate(&cfg.families, cfg.fed.clients, 0)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let dev = train_device();
+    if let Some(c) = d.first() {
+        client_data(
+            c,
+            cfg.gcfl.batch_size,
+            cfg.gcfl.readout == "mean",
+            &mut rng,
+            &dev,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dtw_matches_hand_values() {
+        assert_eq!(dtw(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.0);
+        // A shifted copy warps onto itself except for the ends.
+        assert!((dtw(&[0.0, 1.0, 2.0], &[1.0, 2.0, 2.0]) - 1.0).abs() < 1e-12);
+        assert!((dtw(&[0.0, 0.0], &[3.0, 4.0]) - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn min_cut_separates_two_cliques() {
+        // Two 3-cliques of weight 5 joined by one edge of weight 1.
+        let mut w = vec![vec![0.0; 6]; 6];
+        for (a, b, x) in [
+            (0, 1, 5.0),
+            (0, 2, 5.0),
+            (1, 2, 5.0),
+            (3, 4, 5.0),
+            (3, 5, 5.0),
+            (4, 5, 5.0),
+            (2, 3, 1.0),
+        ] {
+            w[a][b] = x;
+            w[b][a] = x;
+        }
+        let (cut, side) = min_cut(&w);
+        assert_eq!(cut, 1.0);
+        assert!(side == vec![0, 1, 2] || side == vec![3, 4, 5], "{side:?}");
+    }
+
+    #[test]
+    fn split_criterion_and_dtw_bipartition() {
+        let g = GcflSection::default();
+        // Small mean, large max, enough members, after warm-up, sequences ready: split.
+        assert!(should_split(0.01, 0.5, 4, 21, true, &g));
+        // Any one condition failing keeps the cluster.
+        assert!(!should_split(0.06, 0.5, 4, 21, true, &g));
+        assert!(!should_split(0.01, 0.09, 4, 21, true, &g));
+        assert!(!should_split(0.01, 0.5, 2, 21, true, &g));
+        assert!(!should_split(0.01, 0.5, 4, 20, true, &g));
+        assert!(!should_split(0.01, 0.5, 4, 21, false, &g));
+        // Clients 0, 2, 4 have falling norm sequences, 1, 3, 5 rising ones.
+        let seqs: Vec<Vec<f64>> = (0..6)
+            .map(|c| {
+                (0..5)
+                    .map(|t| {
+                        let jitter = 0.01 * c as f64;
+                        if c % 2 == 0 {
+                            1.0 - 0.15 * t as f64 + jitter
+                        } else {
+                            0.3 + 0.15 * t as f64 + jitter
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let [a, b] = bipartition(&[0, 1, 2, 3, 4, 5], &seqs, false);
+        let (mut a, mut b) = (a, b);
+        a.sort_unstable();
+        b.sort_unstable();
+        let parts = [a, b];
+        assert!(
+            parts.contains(&vec![0, 2, 4]) && parts.contains(&vec![1, 3, 5]),
+            "{parts:?}"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! fedgraph's other algorithms: FedProx with μ = 0 is FedAvg bit for bit, FedProx and FedOpt
+//! learn a community graph; GCFL+ on the synthetic graph families learns, splits when told
+//! to and never under FedAvg; algorithm / data-set mismatches are configuration errors.
+
+#![allow(clippy::unwrap_used)]
+
+use ferrolab_core::config::load;
+use ferrolab_data::{CsbmConfig, generate_csbm};
+use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
+use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
+use ferrolab_fed::fedgraph::experiment::zoo_config;
+use ferrolab_fed::fedgraph::families::{FamiliesSection, generate};
+use ferrolab_fed::fedgraph::gcfl::{GcflSection, GraphSchedule, Mode, graph_zoo, run_clustered};
+use ferrolab_fed::fedgraph::run::{NodeAlgo, RunResult, Schedule, ServerAdam, fed_node, fedavg};
+use ferrolab_graph::NodeData;
+
+/// The tests of this file run one at a time: run beside the GCFL test, the FedProx/FedAvg
+/// equality failed once (seen 2026-11-29; each passes alone, cause not found yet).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn communities() -> GraphSet {
+    let d = generate_csbm(&CsbmConfig {
+        nodes: 400,
+        classes: 4,
+        avg_degree: 6.0,
+        p_in_ratio: 0.9,
+        features: 16,
+        feature_signal: 0.25,
+        feature_noise: 1.0,
+        seed: 11,
+    })
+    .unwrap()
+    .to_graph_data();
+    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
+    GraphSet {
+        name: "csbm".into(),
+        graph: n.graph,
+        features: n.features,
+        labels: n.labels,
+        classes: n.num_classes,
+    }
+}
+
+fn setup(g: &GraphSet) -> SeedSetup {
+    let d = DataSection {
+        train_per_class: 20,
+        num_val: 80,
+        delta: 10,
+        ..Default::default()
+    };
+    SeedSetup::draw(g, &d, 4, 1, 2).unwrap()
+}
+
+fn sched(rounds: usize) -> Schedule {
+    Schedule {
+        lr: 0.5,
+        local_steps: 3,
+        rounds,
+        patience: 0,
+        weight_decay: 5e-4,
+        by_loss: false,
+    }
+}
+
+/// Without the wall-clock round times and the NaN of the local-only-only field (NaN ≠ NaN).
+fn strip(mut r: RunResult) -> RunResult {
+    r.round_seconds.clear();
+    assert!(r.whole_graph_test_accuracy.is_nan());
+    r.whole_graph_test_accuracy = 0.0;
+    r
+}
+
+#[test]
+fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
+    let _serial = serial();
+    let g = communities();
+    let st = setup(&g);
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = 16;
+    let z = zoo_config(&cfg, g.features.num_features(), g.classes).unwrap();
+    let avg = strip(fedavg(&g, &st, &z, &sched(15), 3).unwrap());
+    let prox0 = NodeAlgo {
+        prox_mu: Some(0.0),
+        server_adam: None,
+    };
+    let p0 = strip(fed_node(&g, &st, &z, &sched(15), 3, &prox0).unwrap());
+    assert_eq!(p0, avg, "FedProx with mu = 0 must equal FedAvg exactly");
+    // A strong pull towards the global model changes the trajectory.
+    let prox = NodeAlgo {
+        prox_mu: Some(1.0),
+        server_adam: None,
+    };
+    let p1 = strip(fed_node(&g, &st, &z, &sched(15), 3, &prox).unwrap());
+    assert_ne!(p1.curve, avg.curve);
+    let opt = NodeAlgo {
+        prox_mu: None,
+        server_adam: Some(ServerAdam {
+            lr: 0.03,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        }),
+    };
+    let o = strip(fed_node(&g, &st, &z, &sched(15), 3, &opt).unwrap());
+    assert_ne!(o.curve, avg.curve);
+    for (name, r) in [("fedavg", &avg), ("fedprox", &p1), ("fedopt", &o)] {
+        assert!(
+            r.test_accuracy > 0.6,
+            "{name} did not learn: {}",
+            r.test_accuracy
+        );
+    }
+}
+
+fn tiny_families() -> FamiliesSection {
+    FamiliesSection {
+        graphs_per_client: 60,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn gcfl_splits_when_told_fedavg_never_and_both_learn() {
+    let _serial = serial();
+    let data = generate(&tiny_families(), 6, 4).unwrap();
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.arch = "gin".into();
+    cfg.model.hidden = 16;
+    cfg.model.dropout = 0.0;
+    let z = graph_zoo(&cfg).unwrap();
+    let s = GraphSchedule {
+        lr: 0.01,
+        local_steps: 2,
+        rounds: 12,
+        patience: 0,
+        weight_decay: 5e-4,
+    };
+    // Thresholds every round meets: GCFL+ splits as soon as the sequences are long enough.
+    let eager = GcflSection {
+        eps1: f64::MAX,
+        eps2: 0.0,
+        warmup: 2,
+        seq_length: 3,
+        batch_size: 16,
+        ..Default::default()
+    };
+    let (r, log) = run_clustered(&data, &z, &eager, &s, Mode::Gcfl, 9).unwrap();
+    assert!(!log.splits.is_empty());
+    assert_eq!(
+        log.splits[0].0, 3,
+        "first split: after warm-up with 3 norms"
+    );
+    let mut all: Vec<usize> = log.clusters.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..6).collect::<Vec<_>>(),
+        "clusters partition the clients"
+    );
+    assert!(log.clusters.iter().all(|c| !c.is_empty()));
+    assert_eq!(r.rounds_run, 12);
+    let (a, alog) = run_clustered(&data, &z, &eager, &s, Mode::FedAvg, 9).unwrap();
+    assert!(alog.splits.is_empty());
+    assert_eq!(alog.clusters, vec![(0..6).collect::<Vec<_>>()]);
+    // Same seed, same run.
+    let (a2, _) = run_clustered(&data, &z, &eager, &s, Mode::FedAvg, 9).unwrap();
+    assert_eq!(strip(a), strip(a2));
+    // Thresholds never met: GCFL+ is FedAvg.
+    let never = GcflSection {
+        eps1: 0.0,
+        batch_size: 16,
+        ..Default::default()
+    };
+    let (n, nlog) = run_clustered(&data, &z, &never, &s, Mode::Gcfl, 9).unwrap();
+    assert!(nlog.splits.is_empty());
+    let (a16, _) = run_clustered(&data, &z, &never, &s, Mode::FedAvg, 9).unwrap();
+    assert_eq!(strip(n), strip(a16));
+    // Better than chance on balanced classes: cycles and grids only, trained longer.
+    let easy = generate(
+        &FamiliesSection {
+            k: 2,
+            graphs_per_client: 100,
+            ..Default::default()
+        },
+        4,
+        4,
+    )
+    .unwrap();
+    let long = GraphSchedule { rounds: 60, ..s };
+    let (l, _) = run_clustered(&easy, &z, &never, &long, Mode::FedAvg, 9).unwrap();
+    assert!(l.val_accuracy > 0.6, "val {}", l.val_accuracy);
+    assert!(l.server_bytes > 0);
+    let (loc, _) = run_clustered(&data, &z, &never, &s, Mode::Local, 9).unwrap();
+    assert_eq!(loc.server_bytes, 0);
+}
+
+fn config_error(sets: &[&str]) -> String {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    match load::<FedGraphConfig>(None, &sets) {
+        Ok(_) => panic!("{sets:?} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn algorithm_and_dataset_mismatches_are_config_errors() {
+    let _serial = serial();
+    let e = config_error(&["fed.algo=gcfl"]);
+    assert!(
+        e.contains("fed.algo") && e.contains("graph-families"),
+        "{e}"
+    );
+    for algo in ["fedsage", "fedprox", "fedopt"] {
+        let e = config_error(&["data.dataset=graph-families", &format!("fed.algo={algo}")]);
+        assert!(e.contains("fed.algo") && e.contains("node"), "{e}");
+    }
+    let e = config_error(&[
+        "data.dataset=graph-families",
+        "fed.algo=gcfl",
+        "data.path=/tmp/x.npz",
+    ]);
+    assert!(e.contains("data.path"), "{e}");
+    let e = config_error(&["fed.algo=fedbuff"]);
+    assert!(e.contains("fed.algo"), "{e}");
+    let e = config_error(&["fed.prox_mu=-1"]);
+    assert!(e.contains("fed.prox_mu"), "{e}");
+    let e = config_error(&["gcfl.variant=ifca"]);
+    assert!(e.contains("gcfl.variant"), "{e}");
+    // The accepted combinations load.
+    for sets in [
+        vec!["data.dataset=graph-families", "fed.algo=gcfl"],
+        vec!["data.dataset=graph-families", "fed.algo=fedavg"],
+        vec!["fed.algo=fedprox"],
+        vec!["fed.algo=fedopt"],
+        vec!["fed.algo=fedsage"],
+    ] {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        load::<FedGraphConfig>(None, &sets).unwrap();
+    }
+    // A generator that leaves no training graph is refused when the data is drawn.
+    let bad = FamiliesSection {
+        graphs_per_client: 10,
+        val_share: 0.45,
+        test_share: 0.45,
+        ..Default::default()
+    };
+    assert!(generate(&bad, 2, 0).is_err());
+}
+
+#[test]
+fn prox_steps_with_mu_zero_match_plain_steps() {
+    let _serial = serial();
+    use ferrolab_core::backend::train_device;
+    use ferrolab_fed::fedgraph::client::prox_steps;
+    use ferrolab_fed::fedgraph::run::init_model;
+    use ferrolab_graph::zoo::model_params;
+    use ferrolab_graph::zoo::train::OptimKind;
+    use rand::SeedableRng;
+    let g = communities();
+    let st = setup(&g);
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = 16;
+    let z = zoo_config(&cfg, g.features.num_features(), g.classes).unwrap();
+    let task = st.client_task(&g, 0, &train_device()).unwrap();
+    let m = init_model(&z, 5).unwrap();
+    let global = model_params(&m);
+    for steps in [1, 3] {
+        let mut o1 = OptimKind::Sgd { weight_decay: 5e-4 }.init();
+        let mut r1 = rand::rngs::StdRng::seed_from_u64(1);
+        let (a, _) = task.train_steps(m.clone(), &z, &mut o1, 0.5, steps, &mut r1);
+        let mut o2 = OptimKind::Sgd { weight_decay: 5e-4 }.init();
+        let mut r2 = rand::rngs::StdRng::seed_from_u64(1);
+        let (b, _) = prox_steps(
+            &task,
+            m.clone(),
+            &z,
+            &mut o2,
+            0.5,
+            steps,
+            0.0,
+            &global,
+            &mut r2,
+        )
+        .unwrap();
+        assert_eq!(model_params(&a), model_params(&b), "{steps} steps");
+    }
+}
