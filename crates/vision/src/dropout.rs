@@ -87,10 +87,13 @@ impl Rule {
 
 /// `x` with each element zeroed with probability `prob` and the others scaled by
 /// `1/(1 − prob)`, the mask fixed by `seed` (see the module page). `prob` in `[0, 1)`; 0 is
-/// the identity.
+/// the identity; 1 or more (or NaN) drops everything.
 pub fn dropout_seeded<const D: usize>(x: Tensor<D>, prob: f64, seed: u64) -> Tensor<D> {
     if prob <= 0.0 {
         return x;
+    }
+    if prob >= 1.0 || prob.is_nan() {
+        return x.mul_scalar(0.0);
     }
     if x.device() == Device::flex() && x.dtype() == DType::F32 {
         return Tensor::from_dispatch(<Dispatch as DropoutKernels>::dropout_apply(
@@ -288,5 +291,12 @@ mod tests {
         assert_eq!(a, c);
         assert_ne!(a, b);
         assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
+        let ones = Tensor::<2>::ones([3, 3], &dev);
+        assert!(
+            to_vec_f32(dropout_seeded(ones.clone(), 1.0, 7))
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        assert_eq!(to_vec_f32(dropout_seeded(ones, 0.0, 7)), vec![1.0; 9]);
     }
 }
