@@ -340,8 +340,8 @@ mod tests {
     fn families_differ_and_clients_are_non_iid() {
         let cfg = FamiliesSection::default();
         let mut rng = StdRng::seed_from_u64(5);
-        // Mean degree and max degree separate the families' base graphs.
-        let stats: Vec<(f64, f64)> = (0..FAMILY_NAMES.len())
+        // Mean degree, max degree or the share of leaves separates the families' graphs.
+        let stats: Vec<(f64, f64, f64)> = (0..FAMILY_NAMES.len())
             .map(|f| {
                 let gs: Vec<SmallGraph> = (0..100)
                     .map(|i| sample_graph(f, i % 2 == 0, &cfg, &mut rng))
@@ -356,14 +356,21 @@ mod tests {
                     .map(|g| g.degrees().into_iter().max().unwrap_or(0) as f64)
                     .sum::<f64>()
                     / 100.0;
-                (mean, maxd)
+                let leaves = gs
+                    .iter()
+                    .map(|g| {
+                        g.degrees().into_iter().filter(|&d| d == 1).count() as f64 / g.nodes as f64
+                    })
+                    .sum::<f64>()
+                    / 100.0;
+                (mean, maxd, leaves)
             })
             .collect();
         for a in 0..stats.len() {
             for b in a + 1..stats.len() {
                 let (x, y) = (stats[a], stats[b]);
                 assert!(
-                    (x.0 - y.0).abs() > 0.1 || (x.1 - y.1).abs() > 0.5,
+                    (x.0 - y.0).abs() > 0.1 || (x.1 - y.1).abs() > 0.5 || (x.2 - y.2).abs() > 0.05,
                     "{} and {} look alike: {x:?} {y:?}",
                     FAMILY_NAMES[a],
                     FAMILY_NAMES[b]
