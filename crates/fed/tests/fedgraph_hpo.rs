@@ -155,12 +155,63 @@ fn fedex_moves_mass_away_from_a_useless_learning_rate() {
         ..Default::default()
     };
     let r = run_fedex(&cx, &h).unwrap();
-    assert_eq!(r.rounds_used, 30);
+    // 30 FedEx rounds, then θ's mode alone for 30.
+    assert_eq!(r.rounds_used, 60);
     assert!((r.theta.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     // Arm 0 (lr 1e-4) barely changes the validation loss; arm 1 lowers it.
     assert!(r.theta[1] > 0.8, "theta {:?}", r.theta);
     assert_eq!(r.best.lr, 0.5);
     assert!(r.test_accuracy > 0.6, "{}", r.test_accuracy);
+    // The accuracies reported are those of best_config trained alone for max_rounds (the
+    // same run as a grid trial of it), not of the mixed-configuration FedEx model.
+    let alone = run_grid(
+        &cx,
+        &HpoSection {
+            lrs: vec![r.best.lr],
+            local_steps: vec![r.best.local_steps],
+            dropouts: vec![r.best.dropout],
+            ..h.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(alone.best, r.best);
+    assert_eq!(
+        (r.val_accuracy, r.test_accuracy),
+        (alone.val_accuracy, alone.test_accuracy)
+    );
+    assert_eq!(r.curve, alone.curve);
+    assert!(r.mixed_accuracy.is_some());
+}
+
+#[test]
+fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
+    let g = communities();
+    let st = setup(&g);
+    let z = zoo(&g);
+    let cx = SeedCtx {
+        g: &g,
+        setup: &st,
+        zoo: &z,
+        weight_decay: 5e-4,
+        seed: 3,
+        workers: 2,
+    };
+    // 4 configurations, eta 3: 4 to 3 rounds, then one survivor, which must reach 27
+    // (stopping at the 9-round rung would compare a 9-round model with 27-round ones).
+    let h = HpoSection {
+        lrs: vec![0.002, 0.5],
+        local_steps: vec![1, 4],
+        dropouts: vec![0.0],
+        min_rounds: 3,
+        max_rounds: 27,
+        eta: 3,
+        ..Default::default()
+    };
+    let sh = run_sh(&cx, &h).unwrap();
+    assert_eq!(sh.rounds_used, 4 * 3 + 24, "{:?}", sh.trials);
+    assert_eq!(sh.trials.iter().map(|t| t.1).max(), Some(27));
+    assert_eq!(sh.trials.iter().filter(|t| t.1 == 27).count(), 1);
+    assert_eq!(sh.curve.last().map(|c| c.0), Some(27));
 }
 
 #[test]

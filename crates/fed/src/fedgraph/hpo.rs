@@ -376,6 +376,9 @@ pub struct HpoResult {
     pub trials: Vec<(usize, usize)>,
     /// FedEx: θ after the last round; empty otherwise.
     pub theta: Vec<f64>,
+    /// FedEx: (val, test) accuracy of the FedEx run's own global model (trained with
+    /// configurations mixed by θ), before the refit of θ's mode; `None` otherwise.
+    pub mixed_accuracy: Option<(f64, f64)>,
     /// Validation accuracy of the best trial per round (the search's own model).
     pub curve: Vec<(usize, f64, f64)>,
     pub seconds: f64,
@@ -421,6 +424,7 @@ fn finish(
         local_steps_used,
         trials: log,
         theta: Vec::new(),
+        mixed_accuracy: None,
         curve: best.fed.curve.clone(),
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -430,7 +434,8 @@ fn finish(
 type Halving = (Vec<Trial>, usize, Vec<(usize, usize)>);
 
 /// Successive halving over `indices` of `space`: rung budgets `r0, r0·eta, …` capped at
-/// `rmax`, keeping the best `⌊n/eta⌋` (at least one) after each rung.
+/// `rmax`, keeping the best `⌊n/eta⌋` (at least one) after each rung; the survivors always
+/// reach `rmax`.
 fn successive_halving(
     cx: &SeedCtx<'_>,
     space: &[LocalHp],
@@ -452,11 +457,19 @@ fn successive_halving(
             reached.insert(t.index, t.fed.round);
         }
         alive.sort_by(rank);
-        if r >= rmax || alive.len() <= 1 {
+        if r >= rmax {
             break;
         }
-        alive.truncate((alive.len() / eta).max(1));
-        r = (r * eta).min(rmax);
+        // A lone survivor still trains on to rmax: it is compared with configurations (the
+        // grid's, other brackets') that had the full budget.
+        if alive.len() > 1 {
+            alive.truncate((alive.len() / eta).max(1));
+        }
+        r = if alive.len() == 1 {
+            rmax
+        } else {
+            (r * eta).min(rmax)
+        };
     }
     // The order of `indices` is the order tried.
     let log = indices.iter().map(|i| (*i, reached[i])).collect();
@@ -519,8 +532,11 @@ pub fn run_hyperband(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedG
 }
 
 /// `fedex`: one federation of `max_rounds` rounds with per-client, per-round configurations
-/// drawn from θ (see the module page). The best configuration reported is θ's mode; the
-/// accuracies are those of the FedEx run's global model at its best validation round.
+/// drawn from θ (see the module page). The best configuration reported is θ's mode, and so
+/// that the accuracies describe that configuration, it is then trained alone for
+/// `max_rounds` (a fresh federation, the same budget as a grid trial) and its val/test are
+/// reported; its rounds count in `rounds_used`. The mixed FedEx model's own accuracies are
+/// kept as `mixed_accuracy`.
 pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraphError> {
     let t0 = Instant::now();
     let space = search_space(h);
@@ -590,15 +606,20 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
         .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
         .map_or(0, |(i, _)| i);
     let clients = fed.num_clients().max(1);
+    let mut refit = [cx.trial(&space, mode)?];
+    let refit_rounds = advance(&mut refit, h.max_rounds, 1)?;
+    let [refit] = refit;
+    log.push((mode, refit_rounds));
     Ok(HpoResult {
         best: space[mode],
-        val_accuracy: fed.best.val_accuracy,
-        test_accuracy: fed.best.test_accuracy,
-        rounds_used: fed.round,
-        local_steps_used: steps_used / clients,
+        val_accuracy: refit.fed.best.val_accuracy,
+        test_accuracy: refit.fed.best.test_accuracy,
+        rounds_used: fed.round + refit_rounds,
+        local_steps_used: steps_used / clients + refit_rounds * space[mode].local_steps,
         trials: log,
         theta,
-        curve: fed.curve.clone(),
+        mixed_accuracy: Some((fed.best.val_accuracy, fed.best.test_accuracy)),
+        curve: refit.fed.curve.clone(),
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -799,6 +820,7 @@ pub fn run(
                         "local_steps_used": r.local_steps_used,
                         "trials": if m == "fedex" { json!(null) } else { json!(r.trials) },
                         "theta": if r.theta.is_empty() { json!(null) } else { json!(r.theta) },
+                        "mixed_accuracy": r.mixed_accuracy.map(|(v, t)| json!({"val_accuracy": v, "test_accuracy": t})),
                     }))
                     .collect::<Vec<_>>()
             ),
@@ -825,7 +847,7 @@ pub fn run(
     details.insert("grid_rounds".into(), json!(grid_rounds));
     details.insert(
         "selection".into(),
-        json!("configurations ranked by best validation accuracy so far; test accuracy at that round; best_config = the configuration most seeds chose (FedEx: the mode of its final θ)"),
+        json!("configurations ranked by best validation accuracy so far; test accuracy at that round; best_config = the configuration most seeds chose (FedEx: the mode of its final θ, retrained alone for max_rounds; its accuracies are that refit's, its rounds_used includes the refit, and mixed_val/test_accuracy are the mixed-configuration FedEx model's)"),
     );
     report.details = serde_json::Value::Object(details);
     report
@@ -849,8 +871,8 @@ fn method_metrics(rs: &[HpoResult], grid_rounds: usize) -> BTreeMap<String, f64>
     let mut m = BTreeMap::new();
     let (v, vs) = mean_std(&rs.iter().map(|r| r.val_accuracy).collect::<Vec<_>>());
     let (t, ts) = mean_std(&rs.iter().map(|r| r.test_accuracy).collect::<Vec<_>>());
-    let (ru, _) = mean_std(&rs.iter().map(|r| r.rounds_used as f64).collect::<Vec<_>>());
-    let (su, _) = mean_std(
+    let (ru, rus) = mean_std(&rs.iter().map(|r| r.rounds_used as f64).collect::<Vec<_>>());
+    let (su, sus) = mean_std(
         &rs.iter()
             .map(|r| r.local_steps_used as f64)
             .collect::<Vec<_>>(),
@@ -860,7 +882,18 @@ fn method_metrics(rs: &[HpoResult], grid_rounds: usize) -> BTreeMap<String, f64>
     m.insert("best_test_accuracy".into(), t);
     m.insert("best_test_accuracy_std".into(), ts);
     m.insert("rounds_used".into(), ru);
+    m.insert("rounds_used_std".into(), rus);
     m.insert("local_steps_used".into(), su);
+    m.insert("local_steps_used_std".into(), sus);
+    let mixed: Vec<(f64, f64)> = rs.iter().filter_map(|r| r.mixed_accuracy).collect();
+    if !mixed.is_empty() {
+        let (v, vs) = mean_std(&mixed.iter().map(|x| x.0).collect::<Vec<_>>());
+        let (t, ts) = mean_std(&mixed.iter().map(|x| x.1).collect::<Vec<_>>());
+        m.insert("mixed_val_accuracy".into(), v);
+        m.insert("mixed_val_accuracy_std".into(), vs);
+        m.insert("mixed_test_accuracy".into(), t);
+        m.insert("mixed_test_accuracy_std".into(), ts);
+    }
     m.insert("grid_rounds".into(), grid_rounds as f64);
     m.insert(
         "rounds_fraction_of_grid".into(),

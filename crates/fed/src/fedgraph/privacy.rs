@@ -13,15 +13,22 @@
 //!   client's majority training label as the arg-max of its update's output-bias part, every
 //!   round; its success is the fraction of (client, round) guesses that are right, beside the
 //!   best constant guess (`property_attack_chance`).
-//! - **Defence**: DP-FedAvg on the client side (McMahan et al., ICLR 2018): each client clips
-//!   its update `Δ = θ_local − θ_global` to L2 norm `C` (`privacy.clip`) and adds
-//!   `N(0, σ² C² I)` before sending, so the server only sees noised updates. Each round is a
-//!   Gaussian mechanism of noise multiplier `σ` on the client's contribution (sensitivity `C`
-//!   under adding or removing the client's update, the DP-FedAvg / Opacus convention; a
-//!   replace-one adjacency doubles the sensitivity); every client takes part in every round
-//!   (`q = 1`), and the rounds compose in Rényi DP (Mironov, CSF 2017), converted to
-//!   `(ε, δ)` with the bound of Balle et al. 2020 (Prop. 12 of arXiv 2004.00010; the one
-//!   Opacus and Google's `dp-accounting` use). Client-level DP covers every node of the client.
+//! - **Defence**: a client-side (local) Gaussian mechanism: each client clips its update
+//!   `Δ = θ_local − θ_global` to L2 norm `C` (`privacy.clip`) and adds `N(0, σ² C² I)` itself
+//!   before sending ([`privatize`]), so the server sees every client's noised update on its
+//!   own. This is not McMahan et al.'s DP-FedAvg (ICLR 2018), where the server adds noise once
+//!   to the clipped sum; with local noise the average's noise falls only as `1/√n` and no
+//!   client's ε improves with more clients. Every client takes part in every round (`q = 1`),
+//!   the rounds compose in Rényi DP (Mironov, CSF 2017), converted to `(ε, δ)` with the bound
+//!   of Balle et al. 2020 (Prop. 12 of arXiv 2004.00010; the one Opacus and Google's
+//!   `dp-accounting` use). Two adjacencies are reported:
+//!   - `dp_sigma<σ>_epsilon`: client level, zero-out adjacency (the client sends a zero update
+//!     instead of one computed from its data, Kairouz et al. 2021): sensitivity `C`, noise
+//!     multiplier `σ`.
+//!   - `dp_sigma<σ>_epsilon_node`: node level, replace-one adjacency (one node of a client
+//!     changed): both clipped updates have norm ≤ `C`, so they can differ by `2C`; the
+//!     effective noise multiplier is `σ/2`. This is the ε the membership and property attacks
+//!     probe.
 //!
 //! The accountant also evaluates the Poisson-subsampled Gaussian at integer orders
 //! (Mironov, Talwar & Zhang 2019) for runs that sample clients; its unit tests check both
@@ -45,7 +52,7 @@ ferrolab_core::config_section! {
     /// Privacy keys (`ferrolab fedgraph privacy`, or `task.mode = "privacy"`).
     pub struct PrivacySection {
         /// Noise multipliers σ of the DP runs (noise std σ · clip on each client update).
-        pub sigmas: Vec<f64> = vec![0.4, 0.8, 1.6], "each > 0 and finite (a DP noise multiplier <= 0 is not a defence)" => |v: &Vec<f64>| v.iter().all(|x| *x > 0.0 && x.is_finite());
+        pub sigmas: Vec<f64> = vec![0.4, 0.8, 1.6], "non-empty, no duplicates, each > 0 and finite (a DP noise multiplier <= 0 is not a defence; a duplicate would overwrite its dp_sigma keys)" => |v: &Vec<f64>| sigmas_ok(v);
         /// L2 norm every client update is clipped to in the DP runs.
         pub clip: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
         /// δ of the reported (ε, δ).
@@ -59,6 +66,16 @@ ferrolab_core::config_section! {
         /// Seeds (each draws its own node split, client split, initialisation and noise).
         pub seeds: usize = 2, "1..=100" => |v| (1..=100).contains(v);
     }
+}
+
+/// `privacy.sigmas` check: the experiment is AUC and accuracy as ε varies, so at least one
+/// σ; two σ with the same key would write the same `dp_sigma…` metrics.
+fn sigmas_ok(v: &[f64]) -> bool {
+    !v.is_empty()
+        && v.iter().all(|x| *x > 0.0 && x.is_finite())
+        && v.iter()
+            .enumerate()
+            .all(|(i, a)| v[..i].iter().all(|b| sigma_key(*a) != sigma_key(*b)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,8 +175,10 @@ pub fn epsilon(q: f64, sigma: f64, steps: usize, delta: f64, orders: &[f64]) -> 
 
 /// Area under the ROC curve of scores `pos` (should be high) against `neg`, ties counted
 /// half (the Mann–Whitney statistic).
+/// NaN when either side is empty or any score is not finite: NaN has no rank, and ranking
+/// ±inf as distinct values would give a number with no meaning.
 pub fn auc(pos: &[f64], neg: &[f64]) -> f64 {
-    if pos.is_empty() || neg.is_empty() {
+    if pos.is_empty() || neg.is_empty() || pos.iter().chain(neg).any(|x| !x.is_finite()) {
         return f64::NAN;
     }
     let mut all: Vec<(f64, bool)> = pos
@@ -197,12 +216,22 @@ pub fn node_losses(logits: &[f32], classes: usize, nodes: &[usize], labels: &[us
         .collect()
 }
 
-/// The loss-threshold membership-inference AUC of the global model on the whole graph:
-/// members = the training nodes, non-members = the test nodes, score = −loss. Returns the
-/// plain AUC and the AUC over same-class (member, non-member) pairs only: PyG's split takes
-/// training nodes per class and leaves the rest for testing, so the two sets have different
-/// class mixes, and a model's per-class loss levels alone move the plain AUC off 0.5.
-pub fn mia_auc(fed: &Federation) -> Result<(f64, f64), FedGraphError> {
+/// The loss-threshold membership-inference AUC of the global model on the whole graph.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MiaAuc {
+    /// Members = the training nodes, non-members = the test nodes, score = −loss.
+    pub plain: f64,
+    /// Over same-class (member, non-member) pairs only: PyG's split takes training nodes per
+    /// class and leaves the rest for testing, so the two sets have different class mixes, and
+    /// a model's per-class loss levels alone move the plain AUC off 0.5.
+    pub same_class: f64,
+    /// Members and non-members whose loss is not finite (±inf or NaN logits). When any is,
+    /// both AUCs are NaN: such a loss has no rank.
+    pub nonfinite: usize,
+}
+
+/// [`MiaAuc`] of `fed`'s global model.
+pub fn mia_auc(fed: &Federation) -> Result<MiaAuc, FedGraphError> {
     let whole = fed.whole();
     let z = whole.logits(&fed.model()?);
     let score = |nodes: &[usize]| -> Vec<f64> {
@@ -211,7 +240,13 @@ pub fn mia_auc(fed: &Federation) -> Result<(f64, f64), FedGraphError> {
             .map(|l| -l)
             .collect()
     };
-    let plain = auc(&score(&whole.split.train), &score(&whole.split.test));
+    let (members, others) = (score(&whole.split.train), score(&whole.split.test));
+    let nonfinite = members
+        .iter()
+        .chain(&others)
+        .filter(|x| !x.is_finite())
+        .count();
+    let plain = auc(&members, &others);
     let (mut num, mut pairs) = (0f64, 0f64);
     for c in 0..whole.classes {
         let of = |s: &[usize]| -> Vec<usize> {
@@ -227,7 +262,11 @@ pub fn mia_auc(fed: &Federation) -> Result<(f64, f64), FedGraphError> {
             pairs += w;
         }
     }
-    Ok((plain, if pairs > 0.0 { num / pairs } else { f64::NAN }))
+    Ok(MiaAuc {
+        plain,
+        same_class: if pairs > 0.0 { num / pairs } else { f64::NAN },
+        nonfinite,
+    })
 }
 
 /// Where the output layer's bias sits in the flat parameter vector: the last parameter of
@@ -276,17 +315,38 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// The client-side Gaussian mechanism on one update: clips `delta` to L2 norm `clip`, then
+/// adds `N(0, (sigma·clip)²)` to every coordinate. Clipping first bounds the sensitivity the
+/// accountant assumes; noise before the clip would be shrunk along with the update. Returns
+/// whether the clip shortened the update.
+pub fn privatize(delta: &mut [f64], clip: f64, sigma: f64, rng: &mut StdRng) -> bool {
+    let norm = delta.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let shortened = norm > clip;
+    if shortened {
+        let f = clip / norm;
+        delta.iter_mut().for_each(|x| *x *= f);
+    }
+    let std = sigma * clip;
+    delta.iter_mut().for_each(|x| *x += std * normal(rng));
+    shortened
+}
+
 /// One FedAvg run of the privacy experiment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrivacyRun {
     /// `None`: plain FedAvg (no clipping, no noise).
     pub sigma: Option<f64>,
+    /// Client level, zero-out adjacency (noise multiplier σ), over the configured rounds.
     pub epsilon: f64,
+    /// Node level, replace-one adjacency (sensitivity 2·clip: noise multiplier σ/2).
+    pub epsilon_node: f64,
     pub test_accuracy: f64,
     pub val_accuracy: f64,
     pub mia_auc: f64,
     /// The membership AUC over same-class pairs (see [`mia_auc`]).
     pub mia_auc_same_class: f64,
+    /// Nodes whose membership score is not finite (the AUCs are NaN then).
+    pub mia_nonfinite_nodes: usize,
     pub property_attack_accuracy: f64,
     /// The best constant guess of the clients' majority labels.
     pub property_attack_chance: f64,
@@ -312,8 +372,8 @@ pub fn run_one(
     run_federation(fed, g.classes, zoo.dropout, p, sigma, seed)
 }
 
-/// [`run_one`] on a federation built beforehand (the model initialisation draws from the
-/// backend's shared generator, so parallel arms build theirs one after another first).
+/// [`run_one`] on a federation built beforehand (parallel arms build theirs one after another
+/// on the calling thread, so model initialisation never races between threads).
 pub fn run_federation(
     mut fed: Federation,
     classes: usize,
@@ -354,16 +414,10 @@ pub fn run_federation(
                 .collect();
             let norm = delta.iter().map(|x| x * x).sum::<f64>().sqrt();
             norms.push(norm);
-            if let Some(s) = sigma {
-                if norm > p.clip {
-                    clipped += 1;
-                    let f = p.clip / norm;
-                    delta.iter_mut().for_each(|x| *x *= f);
-                }
-                let std = s * p.clip;
-                delta
-                    .iter_mut()
-                    .for_each(|x| *x += std * normal(&mut noise_rng));
+            if let Some(s) = sigma
+                && privatize(&mut delta, p.clip, s, &mut noise_rng)
+            {
+                clipped += 1;
             }
             // The server's view: the update as sent.
             guesses += 1;
@@ -390,18 +444,22 @@ pub fn run_federation(
     }
     let chance = counts.iter().copied().max().unwrap_or(0) as f64 / truth.len().max(1) as f64;
     norms.sort_by(f64::total_cmp);
-    let eps = match sigma {
-        Some(s) => epsilon(1.0, s, fed.round, p.delta, &default_orders()).0,
+    // Over the configured rounds, not the rounds run: a run that stopped early released less,
+    // so this is the worst case, and the same on every seed.
+    let eps = |m: f64| match sigma {
+        Some(s) => epsilon(1.0, s / m, p.rounds, p.delta, &default_orders()).0,
         None => f64::INFINITY,
     };
-    let (mia, mia_same_class) = mia_auc(&fed)?;
+    let mia = mia_auc(&fed)?;
     Ok(PrivacyRun {
         sigma,
-        epsilon: eps,
+        epsilon: eps(1.0),
+        epsilon_node: eps(2.0),
         test_accuracy: fed.last.test_accuracy,
         val_accuracy: fed.last.val_accuracy,
-        mia_auc: mia,
-        mia_auc_same_class: mia_same_class,
+        mia_auc: mia.plain,
+        mia_auc_same_class: mia.same_class,
+        mia_nonfinite_nodes: mia.nonfinite,
         property_attack_accuracy: hits as f64 / guesses.max(1) as f64,
         property_attack_chance: chance,
         update_norm_median: norms.get(norms.len() / 2).copied().unwrap_or(f64::NAN),
@@ -467,9 +525,10 @@ pub fn run(
         )?;
         for (i, r) in results.into_iter().enumerate() {
             eprintln!(
-                "  seed {s} sigma {}: eps {:.2}, test {:.4}, MIA AUC {:.4} (same-class {:.4}), property attack {:.3} (chance {:.3}), update norm median {:.3}, clipped {:.2}",
+                "  seed {s} sigma {}: eps {:.2} (node level {:.2}), test {:.4}, MIA AUC {:.4} (same-class {:.4}), property attack {:.3} (chance {:.3}), update norm median {:.3}, clipped {:.2}",
                 r.sigma.map_or("none".into(), |x| x.to_string()),
                 r.epsilon,
+                r.epsilon_node,
                 r.test_accuracy,
                 r.mia_auc,
                 r.mia_auc_same_class,
@@ -480,6 +539,8 @@ pub fn run(
             );
             ctx.log_metrics(&json!({
                 "seed": s, "sigma": r.sigma, "epsilon": if r.epsilon.is_finite() { json!(r.epsilon) } else { json!(null) },
+                "epsilon_node": if r.epsilon_node.is_finite() { json!(r.epsilon_node) } else { json!(null) },
+                "mia_nonfinite_nodes": r.mia_nonfinite_nodes,
                 "test_accuracy": r.test_accuracy, "mia_auc": r.mia_auc,
                 "mia_auc_same_class": r.mia_auc_same_class,
                 "property_attack_accuracy": r.property_attack_accuracy,
@@ -507,10 +568,19 @@ pub fn run(
             "property_attack_accuracy",
             col(|r| r.property_attack_accuracy),
         );
+        report.metrics.insert(
+            format!("{prefix}mia_nonfinite_nodes"),
+            rs.iter().map(|r| r.mia_nonfinite_nodes as f64).sum(),
+        );
         let (eps, _) = col(|r| r.epsilon);
+        let (eps_node, _) = col(|r| r.epsilon_node);
         if arm.is_some() {
-            // ε is the same on every seed (it depends on σ, the rounds and δ only).
+            // ε is the same on every seed: it is computed over the configured rounds (see
+            // run_federation), from σ and δ only.
             report.metrics.insert(format!("{prefix}epsilon"), eps);
+            report
+                .metrics
+                .insert(format!("{prefix}epsilon_node"), eps_node);
             mia_curve.push((eps, col(|r| r.mia_auc).0));
             acc_curve.push((eps, col(|r| r.test_accuracy).0));
         } else {
@@ -523,7 +593,7 @@ pub fn run(
             );
         }
         rows.push(json!({
-            "sigma": arm, "epsilon": arm.map(|_| eps),
+            "sigma": arm, "epsilon": arm.map(|_| eps), "epsilon_node": arm.map(|_| eps_node),
             "mia_auc": col(|r| r.mia_auc).0, "mia_auc_same_class": col(|r| r.mia_auc_same_class).0,
             "test_accuracy": col(|r| r.test_accuracy).0,
             "property_attack_accuracy": col(|r| r.property_attack_accuracy).0,
@@ -541,8 +611,8 @@ pub fn run(
         "table": rows,
         "attack_mia": "loss threshold (Yeom et al. 2018) on the final global model over the whole graph; members = training nodes, non-members = test nodes",
         "attack_property": "each client's majority training label guessed as the arg-max of the output-bias part of its (noised) update, every round",
-        "defence": "client-side DP-FedAvg: update clipped to privacy.clip, N(0, (sigma*clip)^2) added per coordinate; every client every round (q = 1); RDP composed over rounds, converted to (epsilon, delta) (Balle et al. 2020)",
-        "adjacency": "add/remove one client's update (sensitivity = clip)",
+        "defence": "client-side (local) Gaussian mechanism, not McMahan et al.'s central DP-FedAvg: each client clips its update to privacy.clip and adds N(0, (sigma*clip)^2) per coordinate itself; every client every round (q = 1); RDP composed over privacy.rounds, converted to (epsilon, delta) (Balle et al. 2020)",
+        "adjacency": "dp_sigma<s>_epsilon: client level, zero-out (the client's update replaced by zero; sensitivity = clip, noise multiplier sigma). dp_sigma<s>_epsilon_node: node level, replace-one node of a client (two clipped updates differ by up to 2*clip; noise multiplier sigma/2), the adjacency the attacks probe",
     });
     report
         .timings
@@ -589,8 +659,9 @@ pub fn summary(o: &Outcome) -> Option<Vec<String>> {
         };
         let p = format!("dp_sigma{}_", sigma_key(s));
         lines.push(format!(
-            "  sigma {s}: epsilon {:.2}, test {:.4}, MIA AUC {:.4} (same-class pairs {:.4}), property attack {:.3}",
+            "  sigma {s}: epsilon {:.2} (client level, zero-out; node level {:.2}), test {:.4}, MIA AUC {:.4} (same-class pairs {:.4}), property attack {:.3}",
             get(&format!("{p}epsilon")),
+            get(&format!("{p}epsilon_node")),
             get(&format!("{p}test_accuracy")),
             get(&format!("{p}mia_auc")),
             get(&format!("{p}mia_auc_same_class")),
@@ -715,6 +786,79 @@ mod tests {
         assert_eq!(auc(&[1.0, 3.0], &[2.0, 2.0]), 0.5);
         // pos {2, 3}, neg {2, 1}: (2 vs 2) half, (2 vs 1) win, 3 wins both: 3.5 / 4.
         assert_eq!(auc(&[2.0, 3.0], &[2.0, 1.0]), 0.875);
+    }
+
+    #[test]
+    fn privatize_clips_to_the_clip_norm() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut d = vec![0.0; 100];
+        d[3] = 6.0;
+        d[50] = -8.0;
+        assert!(privatize(&mut d, 0.1, 1e-9, &mut rng));
+        let n = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((n - 0.1).abs() < 1e-6, "norm {n}");
+        assert!((d[3] - 0.06).abs() < 1e-6 && (d[50] + 0.08).abs() < 1e-6);
+        // Inside the ball: not shortened.
+        let mut small = vec![0.01; 4];
+        assert!(!privatize(&mut small, 1.0, 1e-9, &mut rng));
+        assert!((small[0] - 0.01).abs() < 1e-6);
+    }
+
+    #[test]
+    fn privatize_noise_std_is_sigma_times_clip() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let n = 100_000;
+        let mut d = vec![0.0; n];
+        assert!(!privatize(&mut d, 0.25, 2.0, &mut rng));
+        let mean = d.iter().sum::<f64>() / n as f64;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        assert!((sd - 0.5).abs() < 0.01, "std {sd}, want 0.5");
+        assert!(mean.abs() < 0.01, "mean {mean}");
+    }
+
+    #[test]
+    fn privatize_adds_noise_after_clipping() {
+        // Noise first would be clipped away with the update: norm 0.1 in all. Clip first
+        // leaves the full noise: norm ≈ √d · σ · clip = 100 · 0.1 = 10.
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut d = vec![1000.0; 10_000];
+        assert!(privatize(&mut d, 0.1, 1.0, &mut rng));
+        let n = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((n - 10.0).abs() < 0.5, "norm {n}");
+        // And the clipped part (0.001 per coordinate) is still there on average.
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        assert!((mean - 0.001).abs() < 0.003, "mean {mean}");
+    }
+
+    #[test]
+    fn node_level_epsilon_is_the_client_level_at_half_sigma() {
+        let o = default_orders();
+        let e = |s| epsilon(1.0, s, 30, 1e-5, &o).0;
+        assert!(e(0.4) > e(0.8));
+        // The reviewer's figures (quick preset, 30 rounds): σ 1.6 node level = σ 0.8.
+        assert!(
+            (e(1.6) - 21.1).abs() < 0.1 && (e(0.8) - 54.6).abs() < 0.1,
+            "{}",
+            e(1.6)
+        );
+        assert!((e(0.4) - 157.9).abs() < 0.1, "{}", e(0.4));
+    }
+
+    #[test]
+    fn auc_of_non_finite_scores_is_nan() {
+        assert!(auc(&[f64::NEG_INFINITY, 1.0], &[0.0]).is_nan());
+        assert!(auc(&[1.0], &[f64::NAN]).is_nan());
+        assert!(auc(&[1.0], &[f64::INFINITY, 0.0]).is_nan());
+        assert!(auc(&[1.0], &[0.0]) == 1.0);
+    }
+
+    #[test]
+    fn sigmas_must_be_non_empty_positive_and_distinct() {
+        assert!(sigmas_ok(&[0.4, 0.8]));
+        assert!(!sigmas_ok(&[]));
+        assert!(!sigmas_ok(&[0.8, 0.4, 0.8]));
+        assert!(!sigmas_ok(&[0.8, 0.0]));
+        assert!(!sigmas_ok(&[f64::INFINITY]));
     }
 
     #[test]
