@@ -387,6 +387,12 @@ fn bootstrap_bench_command() -> clap::Command {
                 .help("Seed of the (benchmark-only, insecure) key and noise generators"),
         )
         .arg(
+            Arg::new("max-memory")
+                .long("max-memory")
+                .value_name("SIZE")
+                .help("Refuse configurations whose estimated peak memory exceeds SIZE (8G, 512M; default 80% of the machine's or cgroup's memory)"),
+        )
+        .arg(
             Arg::new("allow-insecure")
                 .long("allow-insecure")
                 .action(ArgAction::SetTrue)
@@ -402,8 +408,13 @@ fn bootstrap_bench_command() -> clap::Command {
 }
 
 fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
+    use crate::bootstrap::Bootstrapper;
     use crate::bootstrap::SlotKind;
-    use crate::bootstrap::bench::{chain_for, peak_rss_bytes, run_one};
+    use crate::bootstrap::bench::{
+        SECRET_WEIGHT, chain_for, key_bytes_estimate, peak_bytes_estimate, peak_rss_bytes,
+        run_prepared,
+    };
+    use ferrolab_core::guard;
     let log_n = m.get_one::<u32>("log-n").copied().unwrap_or(16);
     let slots: Vec<usize> = m
         .get_many::<usize>("slots")
@@ -455,6 +466,27 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
             .into());
         }
     }
+    let limit = match m.get_one::<String>("max-memory") {
+        Some(text) => guard::parse_size(text).map_err(|e| SystemError::usage(e.to_string()))?,
+        None => guard::default_limit(),
+    };
+    // The resource guard, for every configuration before any of them runs: the key set and
+    // DFT factors are sized from the prepared bootstrapper (its precomputation is seconds,
+    // and it is dropped again), so a configuration that cannot fit is refused up front
+    // instead of ending in an out-of-memory abort after the others' minutes of work.
+    for &n in &slots {
+        for &kind in &kinds {
+            let bt = Bootstrapper::new(&ctx, chain.config(n, kind, SECRET_WEIGHT))?;
+            let estimate = guard::MemoryEstimate {
+                setting: format!(
+                    "bootstrap-bench --log-n {log_n} --levels-after {levels_after} --slots {n} ({kind:?} slots, keys {:.1} GB)",
+                    key_bytes_estimate(&ctx, &bt) as f64 / 1e9
+                ),
+                bytes: peak_bytes_estimate(&ctx, &bt),
+            };
+            guard::check(&estimate, limit).map_err(|e| SystemError::usage(e.to_string()))?;
+        }
+    }
     let out = m
         .get_one::<PathBuf>("out")
         .cloned()
@@ -474,7 +506,12 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
                 SlotKind::Complex => "complex",
             };
             eprintln!("ckks bootstrap-bench: N = 2^{log_n}, {n} {k} slots ...");
-            let row = pool.install(|| run_one(&ctx, &chain, n, kind, reps, seed))?;
+            let row = pool.install(|| -> crate::error::Result<_> {
+                let t = std::time::Instant::now();
+                let bt = Bootstrapper::new(&ctx, chain.config(n, kind, SECRET_WEIGHT))?;
+                let setup_ms = t.elapsed().as_secs_f64() * 1e3;
+                run_prepared(&ctx, &bt, setup_ms, reps, seed)
+            })?;
             let tag = format!("n{log_n}_s{n}_{k}");
             report
                 .metrics

@@ -339,3 +339,20 @@ fn key_switching_adds_no_bias_at_slot_zero() {
         "slot 0 noise {slot0:.0} vs median {median:.0}: a biased rounding in key switching"
     );
 }
+
+/// The resource guard sizes the key set before generating it: the estimate must be the bytes
+/// the generated keys really hold.
+#[test]
+fn key_size_estimate_is_exact() {
+    use ferrolab_fhe::bootstrap::bench::{SECRET_WEIGHT, key_bytes_estimate, peak_bytes_estimate};
+    let chain = BootChain::insecure_test(13);
+    let ctx = params::Context::new(chain.spec()).unwrap();
+    for (slots, kind) in [(64, SlotKind::Real), (4096, SlotKind::Complex)] {
+        let bt = Bootstrapper::new(&ctx, chain.config(slots, kind, SECRET_WEIGHT)).unwrap();
+        let mut kg = KeyGenerator::new_sparse_seeded(&ctx, SECRET_WEIGHT, 7).unwrap();
+        let keys = bt.generate_keys(&mut kg);
+        let est = key_bytes_estimate(&ctx, &bt);
+        assert_eq!(est, keys.size_bytes() as u64, "{slots} {kind:?}");
+        assert!(peak_bytes_estimate(&ctx, &bt) > est + bt.size_bytes() as u64);
+    }
+}

@@ -136,10 +136,41 @@ pub fn run_one_with(
     reps: usize,
     seed: u64,
 ) -> Result<BootRow> {
-    let (slots, kind, h) = (cfg.slots, cfg.kind, cfg.secret_weight);
     let t = Instant::now();
     let bt = Bootstrapper::new(ctx, cfg)?;
     let setup_ms = t.elapsed().as_secs_f64() * 1e3;
+    run_prepared(ctx, &bt, setup_ms, reps, seed)
+}
+
+/// Bytes the key set of `bt` will hold in memory, known before it is generated: one switching
+/// key per rotation step plus conjugation and relinearisation, each `dnum` digits of two
+/// polynomials over every ciphertext and special prime.
+pub fn key_bytes_estimate(ctx: &Context, bt: &Bootstrapper) -> u64 {
+    let keys = bt.rotations().len() as u64 + 2;
+    let limbs = (ctx.q.len() + ctx.p.len()) as u64;
+    keys * ctx.dnum as u64 * 2 * limbs * ctx.n as u64 * 8
+}
+
+/// A generous upper bound of one bootstrap-bench configuration's peak memory, for the
+/// resource guard. Besides the keys and DFT factors, key switching holds hoisted digit
+/// decompositions and rotated copies whose size grows with the key size; at N = 2^16 the
+/// measured peak exceeded keys + DFT by 0.46x–0.78x of the key size (crates/fhe/README.md),
+/// so 0.75x of the keys and 1 GiB are added on top.
+pub fn peak_bytes_estimate(ctx: &Context, bt: &Bootstrapper) -> u64 {
+    let keys = key_bytes_estimate(ctx, bt);
+    keys + keys / 4 * 3 + bt.size_bytes() as u64 + (1 << 30)
+}
+
+/// [`run_one_with`] on a bootstrapper already prepared (`setup_ms` its precomputation time).
+pub fn run_prepared(
+    ctx: &std::sync::Arc<Context>,
+    bt: &Bootstrapper,
+    setup_ms: f64,
+    reps: usize,
+    seed: u64,
+) -> Result<BootRow> {
+    let cfg = bt.config();
+    let (slots, kind, h) = (cfg.slots, cfg.kind, cfg.secret_weight);
     let t = Instant::now();
     let mut kg = KeyGenerator::new_sparse_seeded(ctx, h, seed)?;
     let pk = kg.public_key();
