@@ -26,7 +26,9 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvTransposeOptions;
 use rayon::prelude::*;
 
-use super::conv2d::cpu::{Mat, gemm, inner_parallelism, samples_per_chunk};
+use super::conv2d::cpu::{
+    Mat, gemm, inner_parallelism, reduce_samples_per_chunk, samples_per_chunk,
+};
 use super::conv2d::{Conv2dKernels, dims4, f32_tensor, flex_out, slice};
 
 /// Largest shuffle tile (values) a worker keeps, as the convolution's im2col tile.
@@ -260,8 +262,10 @@ fn flex_weight_grad(d: &Dims, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if d.n == 0 || len == 0 {
         return vec![0.0; len];
     }
-    let par = inner_parallelism(d.n);
-    let per = samples_per_chunk(d.n);
+    // Fixed chunks (not one per share of the pool), so the sum order is the same for any
+    // thread count; with fewer chunks than threads the GEMMs share the pool.
+    let per = reduce_samples_per_chunk(d.n);
+    let par = inner_parallelism(d.n.div_ceil(per));
     let hw = d.hw();
     let partial: Vec<Vec<f32>> = (0..d.n.div_ceil(per))
         .into_par_iter()
@@ -484,6 +488,23 @@ mod tests {
         (0..n)
             .map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
             .collect()
+    }
+
+    #[test]
+    fn the_weight_gradient_does_not_depend_on_the_pool() {
+        // 11 samples: uneven chunks. dy is the 2x output, `[n, co, 2h, 2w]`.
+        let d = Dims {
+            n: 11,
+            ci: 5,
+            co: 3,
+            h: 6,
+            w: 7,
+        };
+        let x = values(d.n * d.in_sample(), 7);
+        let dy = values(d.n * d.out_sample(), 8);
+        crate::kernels::determinism::assert_same_bits_in_pools("conv_transpose2d dw", || {
+            flex_weight_grad(&d, &x, &dy)
+        });
     }
 
     fn assert_close(what: &str, got: &[f32], want: &[f32]) {

@@ -182,18 +182,22 @@ pub(crate) fn zip_elems(
     zip_rows(a, b, GRAIN.min(n.max(1)), |_| &f)
 }
 
+/// Tasks [`channel_sums`] aims for: enough to keep 16 threads busy with a few channels.
+const CHANNEL_TASKS: usize = 64;
+
 /// Per-channel sums over `[n, c, inner]` data: `fold(channel, row)` reduces one contiguous
 /// row (`inner` elements of one sample and channel) to `S`, `add` merges partial results.
-/// Work is split over channels and, when there are fewer channels than ~4 tasks per thread,
-/// over blocks of samples too.
+/// Work is split over channels and, when there are fewer than [`CHANNEL_TASKS`] channels,
+/// over blocks of samples too. The split is fixed (not derived from the thread count) and
+/// the partials are merged in index order, so the float result is the same for any pool and
+/// any schedule.
 pub(crate) fn channel_sums<S, F, A>(n: usize, c: usize, fold: F, add: A) -> Vec<S>
 where
     S: Send + Default + Copy,
     F: Fn(usize, usize) -> S + Sync,
     A: Fn(S, S) -> S + Sync,
 {
-    let threads = rayon::current_num_threads();
-    let splits = (4 * threads).div_ceil(c.max(1)).clamp(1, n.max(1));
+    let splits = CHANNEL_TASKS.div_ceil(c.max(1)).clamp(1, n.max(1));
     let per_split = n.div_ceil(splits).max(1);
     let parts: Vec<(usize, S)> = (0..c * splits)
         .into_par_iter()

@@ -33,6 +33,8 @@ pub mod batchnorm;
 pub mod conv1d;
 pub mod conv2d;
 pub mod conv_transpose2d;
+#[cfg(test)]
+mod determinism;
 pub(crate) mod flex_slices;
 pub mod fused;
 pub mod gemm;

@@ -546,6 +546,19 @@ pub(crate) fn samples_per_chunk(n: usize) -> usize {
     n.div_ceil(chunks).max(1)
 }
 
+/// Most partial sums a reduction over samples (a weight gradient) is split into. Fixed, not
+/// derived from the thread count: the chunking sets the order of the float additions, and a
+/// result that changed with `--threads` (or with the pool a caller installs) would not be
+/// reproducible. Eight keeps the extra accumulators small (one per chunk, 9 MiB each for a
+/// 512 -> 512 3x3 layer) while still sharing the work out over a few threads.
+pub(crate) const REDUCE_CHUNKS: usize = 8;
+
+/// Samples per chunk of a reduction over `n` samples: at most [`REDUCE_CHUNKS`] chunks,
+/// whatever the pool.
+pub(crate) fn reduce_samples_per_chunk(n: usize) -> usize {
+    n.div_ceil(REDUCE_CHUNKS.min(n).max(1)).max(1)
+}
+
 /// Forward: `out[n, f, p] = b[f] + Σ w[f, ·] x[n, ·]`.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
     if g.n == 0 || g.out_sample() == 0 {
@@ -750,11 +763,12 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.depthwise() {
         return depthwise_weight_grad(g, x, dy);
     }
-    let par = inner_parallelism(g.n);
-    // One accumulator per thread, not per chunk: a deep layer's weight gradient (9 MiB for
-    // 512 -> 512 3x3) would otherwise be allocated, zeroed and summed once per chunk.
-    let per = g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n));
+    // A few fixed chunks, each with its own accumulator, summed in chunk order: the order of
+    // the additions then depends neither on the schedule nor on the thread count. With fewer
+    // chunks than threads the GEMMs share the pool (their sums over k keep one order).
+    let per = reduce_samples_per_chunk(g.n);
     let chunks = g.n.div_ceil(per);
+    let par = inner_parallelism(chunks);
     let partial: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|k| {
