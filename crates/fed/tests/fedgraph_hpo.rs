@@ -241,6 +241,12 @@ fn attacks_beat_chance_without_dp_and_heavy_noise_stops_them() {
     );
     assert!((noisy.mia_auc - 0.5).abs() < 0.1, "{noisy:?}");
     assert!(noisy.test_accuracy < plain.test_accuracy, "{noisy:?}");
+    // One point per round; the last is the model attacked.
+    assert_eq!(plain.test_curve.len(), plain.rounds);
+    assert_eq!(
+        plain.test_curve.last().map(|c| c.1),
+        Some(plain.test_accuracy)
+    );
     // Same seed, same noise.
     assert_eq!(
         run_one(&g, &st, &z, 5e-4, &p, Some(50.0), 9).unwrap(),
@@ -280,4 +286,22 @@ fn the_subcommand_reruns_with_the_mode_set() {
         .collect();
     assert_eq!(got, want);
     assert!(mode_argv(&argv, &rest, "privacy").is_none());
+}
+
+#[test]
+fn the_property_attack_refuses_an_ambiguous_output_bias() {
+    let g = communities();
+    let st = setup(&g);
+    // Hidden size = classes: the hidden layer's bias has the output bias's shape.
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = g.classes;
+    let z = zoo_config(&cfg, g.features.num_features(), g.classes).unwrap();
+    let p = PrivacySection {
+        rounds: 1,
+        ..Default::default()
+    };
+    let e = run_one(&g, &st, &z, 5e-4, &p, None, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("parameters of shape [4]"), "{e}");
 }

@@ -269,19 +269,27 @@ pub fn mia_auc(fed: &Federation) -> Result<MiaAuc, FedGraphError> {
     })
 }
 
-/// Where the output layer's bias sits in the flat parameter vector: the last parameter of
-/// shape `[classes]`.
+/// Where the output layer's bias sits in the flat parameter vector: the only parameter of
+/// shape `[classes]`. The parameters carry no layer names here, so an architecture with two
+/// such parameters (a hidden size equal to `classes`, GPR-GNN's `temp` of length `classes`) is
+/// refused rather than attacked through the wrong slice.
 fn output_bias(fed: &Federation, classes: usize) -> Result<std::ops::Range<usize>, FedGraphError> {
     let mut off = 0;
-    let mut found = None;
+    let mut found = Vec::new();
     for (_, t) in fed.params().iter() {
         let n: usize = t.shape.iter().product();
         if t.shape == [classes] {
-            found = Some(off..off + n);
+            found.push(off..off + n);
         }
         off += n;
     }
-    found.ok_or_else(|| {
+    if found.len() > 1 {
+        return Err(FedGraphError::Usage(format!(
+            "privacy: the property attack reads the output layer's bias, but model.arch has {} parameters of shape [{classes}] and the output bias cannot be told apart (change model.hidden or model.arch)",
+            found.len()
+        )));
+    }
+    found.pop().ok_or_else(|| {
         FedGraphError::Usage(format!(
             "privacy: the property attack reads the output layer's bias, but model.arch has no parameter of shape [{classes}]"
         ))
@@ -355,6 +363,8 @@ pub struct PrivacyRun {
     /// Share of updates the clip shortened (0 without DP).
     pub clipped_fraction: f64,
     pub rounds: usize,
+    /// `(round, test_accuracy)` of the global model after each round.
+    pub test_curve: Vec<(usize, f64)>,
 }
 
 /// Trains FedAvg for `p.rounds` rounds (with DP when `sigma` is set), attacks every update
@@ -469,6 +479,7 @@ pub fn run_federation(
             0.0
         },
         rounds: fed.round,
+        test_curve: fed.curve.iter().map(|&(r, _, t)| (r, t)).collect(),
     })
 }
 
@@ -617,7 +628,7 @@ pub fn run(
     report
         .timings
         .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
-    let curves = vec![
+    let mut curves = vec![
         Curve {
             label: "membership-inference AUC vs epsilon".into(),
             y_name: "mia_auc".into(),
@@ -629,6 +640,18 @@ pub fn run(
             points: acc_curve,
         },
     ];
+    for (i, arm) in arms.iter().enumerate() {
+        if let Some(r0) = runs.get(&i).and_then(|rs| rs.first()) {
+            curves.push(Curve {
+                label: format!(
+                    "test accuracy per round, {} (seed 0)",
+                    arm.map_or("no DP".into(), |s| format!("sigma {s}"))
+                ),
+                y_name: "test_accuracy".into(),
+                points: r0.test_curve.iter().map(|&(r, t)| (r as f64, t)).collect(),
+            });
+        }
+    }
     Ok(Outcome {
         report,
         curves,
