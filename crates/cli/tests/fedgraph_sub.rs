@@ -6,8 +6,8 @@ mod common;
 use common::*;
 
 #[test]
-fn a_noise_multiplier_at_or_below_zero_is_a_usage_error() {
-    for bad in ["[0.0]", "[0.8, -1]", "[0]"] {
+fn a_noise_multiplier_at_or_below_zero_no_sigma_or_a_repeated_one_is_a_usage_error() {
+    for bad in ["[0.0]", "[0.8, -1]", "[0]", "[]", "[0.8, 1.6, 0.8]"] {
         let root = tmp("fedgraph-sigma");
         let o = ferrolab_fresh(
             &root,
@@ -126,7 +126,7 @@ fn privacy_report_has_its_keys() {
     let auc = m["mia_auc"].as_f64().unwrap_or(f64::NAN);
     assert!((0.0..=1.0).contains(&auc), "{m}");
     for s in ["0p8", "1p6"] {
-        for k in ["epsilon", "mia_auc", "test_accuracy"] {
+        for k in ["epsilon", "epsilon_node", "mia_auc", "test_accuracy"] {
             let key = format!("dp_sigma{s}_{k}");
             assert!(m[&key].as_f64().is_some_and(f64::is_finite), "{key}: {m}");
         }
@@ -134,4 +134,11 @@ fn privacy_report_has_its_keys() {
     // More noise, less privacy loss.
     let e = |s: &str| m[format!("dp_sigma{s}_epsilon")].as_f64().unwrap_or(0.0);
     assert!(e("0p8") > e("1p6") && e("1p6") > 0.0, "{m}");
+    // Node level (replace-one, sensitivity 2·clip) at σ is the client level at σ/2, so worse.
+    let en = |s: &str| {
+        m[format!("dp_sigma{s}_epsilon_node")]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    assert!(en("1p6") > e("1p6") && en("0p8") > en("1p6"), "{m}");
 }
