@@ -549,9 +549,12 @@ pub(crate) fn samples_per_chunk(n: usize) -> usize {
 /// Most partial sums a reduction over samples (a weight gradient) is split into. Fixed, not
 /// derived from the thread count: the chunking sets the order of the float additions, and a
 /// result that changed with `--threads` (or with the pool a caller installs) would not be
-/// reproducible. Eight keeps the extra accumulators small (one per chunk, 9 MiB each for a
-/// 512 -> 512 3x3 layer) while still sharing the work out over a few threads.
-pub(crate) const REDUCE_CHUNKS: usize = 8;
+/// reproducible. Two, as the per-thread split gave on this 2-core machine: with eight, each
+/// chunk's GEMM ran over a quarter of the samples and eight weight-sized accumulators (19 MiB
+/// each for YOLO's 512 -> 1024 3x3) were zeroed and summed, and YOLO-tiny's backward took
+/// 1.35x the time (interleaved A/B, quiet machine). With more threads than chunks the GEMMs
+/// share the pool.
+pub(crate) const REDUCE_CHUNKS: usize = 2;
 
 /// Samples per chunk of a reduction over `n` samples: at most [`REDUCE_CHUNKS`] chunks,
 /// whatever the pool.
