@@ -183,7 +183,7 @@ fn unshuffle(d: &Dims, dy: &[f32], r0: usize, r1: usize, t: &mut [f32]) {
 }
 
 fn flex_forward(d: &Dims, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
-    let mut y = vec![0.0f32; d.n * d.out_sample()];
+    let mut y = crate::kernels::flex_slices::zeroed(d.n * d.out_sample());
     if y.is_empty() {
         return y;
     }
@@ -220,7 +220,7 @@ fn flex_forward(d: &Dims, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
 }
 
 fn flex_input_grad(d: &Dims, w: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; d.n * d.in_sample()];
+    let mut dx = crate::kernels::flex_slices::zeroed(d.n * d.in_sample());
     if dx.is_empty() {
         return dx;
     }

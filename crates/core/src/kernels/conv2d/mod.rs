@@ -227,7 +227,7 @@ fn flex_forward(
     ) else {
         return Flex::conv2d(x, w, b, spec.options());
     };
-    let mut out = vec![0.0f32; g.n * g.f * g.oh * g.ow];
+    let mut out = crate::kernels::flex_slices::zeroed(g.n * g.f * g.oh * g.ow);
     cpu::forward(
         &g,
         slice(&x32),
@@ -269,7 +269,7 @@ impl Conv2dKernels for Flex {
         if x.dtype() != DType::F32 || dims4(&dy.shape()) != [g.n, g.f, g.oh, g.ow] {
             return Self::conv2d_x_backward(x, w, dy, spec.options());
         }
-        let mut dx = vec![0.0f32; g.n * g.c * g.h * g.w];
+        let mut dx = crate::kernels::flex_slices::zeroed(g.n * g.c * g.h * g.w);
         cpu::input_grad(&g, slice(&w32), slice(&dy32), &mut dx);
         flex_out(dx, xs)
     }
