@@ -116,6 +116,36 @@ pub fn exclusive_rng() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Draws every parameter of `module` that burn has not initialised yet.
+///
+/// burn defers a parameter's initialiser until the parameter is first read, and the draw then
+/// comes from the process-global generator: a model built under [`exclusive_rng`] but first
+/// read after the guard is dropped takes its values from whatever another thread seeded in
+/// between (three seeded FedAvg runs at once gave two different curves, one run in three).
+/// Code that releases the guard right after building a model calls this before releasing it.
+/// Parameters are drawn in the module's visiting order (its fields' declaration order).
+pub fn materialize<M: burn::module::Module>(module: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::Tensor<D>>) {
+            let _ = p.val();
+        }
+        fn visit_int<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::Tensor<D, burn::tensor::Int>>,
+        ) {
+            let _ = p.val();
+        }
+        fn visit_bool<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::Tensor<D, burn::tensor::Bool>>,
+        ) {
+            let _ = p.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
 /// Seeds the backend's own random source (parameter initialisation, dropout masks).
 pub fn seed_backend(seed: u64) {
     device().seed(seed);
@@ -147,3 +177,37 @@ pub fn tune_allocator() {
 /// No-op where the allocator is not glibc's.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+
+    fn weights(l: &burn::nn::Linear) -> Vec<f32> {
+        l.weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn materialized_parameters_do_not_take_a_later_seed() {
+        let dev = train_device();
+        let _g = exclusive_rng();
+        dev.seed(5);
+        let want = weights(&LinearConfig::new(6, 4).init(&dev));
+        dev.seed(5);
+        let lazy = LinearConfig::new(6, 4).init(&dev);
+        dev.seed(5);
+        let eager = LinearConfig::new(6, 4).init(&dev);
+        materialize(&eager);
+        assert!(eager.weight.is_initialized());
+        // Another experiment seeds the shared generator before these are first read.
+        dev.seed(6);
+        let _other = weights(&LinearConfig::new(6, 4).init(&dev));
+        assert_eq!(weights(&eager), want);
+        // Without `materialize` burn draws at the first read, from the other seed's stream.
+        assert_ne!(weights(&lazy), want);
+    }
+}

@@ -19,20 +19,6 @@ use ferrolab_fed::fedgraph::privacy::{PrivacySection, run_one};
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg};
 use ferrolab_graph::NodeData;
 
-/// The tests of this file run one at a time: beside the others, the round-for-round equality
-/// of `federation_is_the_fabric_fedavg_round_for_round` failed about 1 run in 6 with a
-/// different curve from round 1 on (seen 2026-11-29, also in CI; alone it passes every time).
-/// Cause not found: the fixed-chunk reductions of core rule out thread-count-dependent sums;
-/// a suspect is state shared between threads training at once (burn's autodiff graph or its
-/// random source drawn without `exclusive_rng`).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn communities() -> GraphSet {
     let d = generate_csbm(&CsbmConfig {
         nodes: 600,
@@ -74,7 +60,6 @@ fn zoo(g: &GraphSet) -> ferrolab_graph::zoo::ZooConfig {
 
 #[test]
 fn federation_is_the_fabric_fedavg_round_for_round() {
-    let _serial = serial();
     let g = communities();
     let st = setup(&g);
     let z = zoo(&g);
@@ -117,7 +102,6 @@ fn space() -> HpoSection {
 
 #[test]
 fn successive_halving_and_hyperband_cost_less_than_the_grid_and_find_a_good_config() {
-    let _serial = serial();
     let g = communities();
     let st = setup(&g);
     let z = zoo(&g);
@@ -152,7 +136,6 @@ fn successive_halving_and_hyperband_cost_less_than_the_grid_and_find_a_good_conf
 
 #[test]
 fn fedex_moves_mass_away_from_a_useless_learning_rate() {
-    let _serial = serial();
     let g = communities();
     let st = setup(&g);
     let z = zoo(&g);
@@ -202,7 +185,6 @@ fn fedex_moves_mass_away_from_a_useless_learning_rate() {
 
 #[test]
 fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
-    let _serial = serial();
     let g = communities();
     let st = setup(&g);
     let z = zoo(&g);
@@ -234,7 +216,6 @@ fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
 
 #[test]
 fn attacks_beat_chance_without_dp_and_heavy_noise_stops_them() {
-    let _serial = serial();
     let g = communities();
     let st = setup(&g);
     let z = zoo(&g);
@@ -275,7 +256,6 @@ fn attacks_beat_chance_without_dp_and_heavy_noise_stops_them() {
 
 #[test]
 fn bad_keys_are_config_errors() {
-    let _serial = serial();
     let mut c = FedGraphConfig::default();
     c.task.mode = "hpo".into();
     c.hpo.min_rounds = 50;
@@ -294,7 +274,6 @@ fn bad_keys_are_config_errors() {
 
 #[test]
 fn the_subcommand_reruns_with_the_mode_set() {
-    let _serial = serial();
     let argv: Vec<std::ffi::OsString> = ["ferrolab", "fedgraph", "hpo", "--preset", "hpo"]
         .iter()
         .map(Into::into)
@@ -311,7 +290,6 @@ fn the_subcommand_reruns_with_the_mode_set() {
 
 #[test]
 fn the_property_attack_refuses_an_ambiguous_output_bias() {
-    let _serial = serial();
     let g = communities();
     let st = setup(&g);
     // Hidden size = classes: the hidden layer's bias has the output bias's shape.

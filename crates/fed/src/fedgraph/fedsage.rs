@@ -87,12 +87,14 @@ impl NeighGenConfig {
         let _g = exclusive_rng();
         let dev = train_device();
         dev.seed(seed);
-        Ok(NeighGen {
+        let generator = NeighGen {
             encoder: self.encoder().init(&dev)?,
             dgen: LinearConfig::new(self.enc_dim, 1).init(&dev),
             fgen1: LinearConfig::new(self.enc_dim, self.gen_hidden).init(&dev),
             fgen2: LinearConfig::new(self.gen_hidden, self.num_pred * self.d_in).init(&dev),
-        })
+        };
+        ferrolab_core::backend::materialize(&generator);
+        Ok(generator)
     }
 }
 

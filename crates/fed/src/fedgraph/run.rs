@@ -133,7 +133,9 @@ pub fn init_model(zoo: &ZooConfig, seed: u64) -> Result<GnnModel, FedGraphError>
     let _g = exclusive_rng();
     let dev = train_device();
     dev.seed(seed);
-    Ok(zoo.init(&dev)?)
+    let model = zoo.init(&dev)?;
+    ferrolab_core::backend::materialize(&model);
+    Ok(model)
 }
 
 /// Early stopping on validation accuracy: `true` when training should stop.
