@@ -35,6 +35,7 @@ use ferrolab_compress::dataset::{self, Grid};
 use ferrolab_compress::train::EvalSet;
 use ferrolab_compress::zoo::ZooSpec;
 use ferrolab_core::backend::{device, init_threads, seed_backend};
+use ferrolab_core::metrics::median;
 
 const USAGE: &str = "usage: layer_importance_bench [--threads N] [--images N] [--batch N] \
                      [--warmup N] [--iters N] [--sweeps N] [--json] [--params-only]";
@@ -91,16 +92,6 @@ fn parse_args() -> Result<Args, String> {
         ));
     }
     Ok(a)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 fn json_list(v: &[f64]) -> String {

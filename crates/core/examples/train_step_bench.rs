@@ -49,6 +49,7 @@ use burn::tensor::module::{
     max_pool2d_with_indices_backward,
 };
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, MaxPoolOptions};
+use ferrolab_core::metrics::median;
 
 const LEARNING_RATE: f64 = 1e-3;
 const CLASSES: usize = 10;
@@ -200,18 +201,6 @@ struct Timing {
     forward: f64,
     backward: f64,
     optim: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 /// Runs `warmup + iters` training steps of `model` on the fixed batch `(x, y)` and returns the

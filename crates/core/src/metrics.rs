@@ -175,6 +175,22 @@ fn overlap(pred: &[u8], truth: &[u8], class: u8) -> (u64, u64, u64) {
     (i, p, t)
 }
 
+/// Median (the mean of the two middle values for an even count; NaN for none), as the
+/// benchmarks report their timings. NaNs sort last.
+pub fn median(xs: impl AsRef<[f64]>) -> f64 {
+    let mut v = xs.as_ref().to_vec();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
 /// Mean and sample standard deviation (n-1); std is 0 for a single value.
 pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     if xs.is_empty() {
@@ -195,6 +211,14 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::<f64>::new()).is_nan());
+        assert_eq!(median(&[5.0][..]), 5.0);
     }
 
     #[test]

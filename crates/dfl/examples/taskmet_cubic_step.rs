@@ -22,6 +22,7 @@
 
 use clap::Parser;
 use ferrolab_core::backend::try_init_threads;
+use ferrolab_core::metrics::median;
 use ferrolab_dfl::learn::{self, LearnConfig, Method, PhaseTimes};
 use ferrolab_dfl::tasks::{self, CubicSpec};
 use serde_json::json;
@@ -57,19 +58,6 @@ struct Args {
     /// Train to the end and report the normalised test decision quality instead of timing.
     #[arg(long)]
     train: bool,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 fn run(a: &Args) -> Result<serde_json::Value, String> {
@@ -127,7 +115,8 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
     let t = learn::time_taskmet_steps(&problem, &train, &cfg, a.seed, skip + a.steps)
         .map_err(|e| e.to_string())?;
     let timed = &t.steps[skip..];
-    let ms = |f: fn(&PhaseTimes) -> f64| median(timed.iter().map(|p| f(p) * 1e3).collect());
+    let ms =
+        |f: fn(&PhaseTimes) -> f64| median(timed.iter().map(|p| f(p) * 1e3).collect::<Vec<f64>>());
     let iters: Vec<f64> = t.inner_iters[skip..].iter().map(|&i| i as f64).collect();
     Ok(json!({
         "step_ms": ms(PhaseTimes::total),

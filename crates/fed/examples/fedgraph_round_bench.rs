@@ -21,6 +21,7 @@
 
 use std::path::PathBuf;
 
+use ferrolab_core::metrics::median;
 use ferrolab_data::npy::npy_bytes;
 use ferrolab_data::npz::write_npz;
 use ferrolab_fed::fedgraph::FedGraphConfig;
@@ -115,19 +116,6 @@ fn cpu_seconds() -> Option<f64> {
     let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     // The kernel's USER_HZ is 100 on every Linux configuration this runs on.
     Some(ticks / 100.0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 fn main() {

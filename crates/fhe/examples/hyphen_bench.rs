@@ -10,6 +10,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use ferrolab_core::metrics::median;
 use ferrolab_fhe::bootstrap::BootChain;
 use ferrolab_fhe::hyphen::act::app_sign_polys;
 use ferrolab_fhe::hyphen::backend::{OpTimes, Sim, Stats};
@@ -21,11 +22,6 @@ use ferrolab_fhe::hyphen::net::{
 use ferrolab_fhe::*;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use std::time::Instant;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn measure(chain_name: &str, threads: usize, out: &str) {
     let (chain, boot) = match chain_name {
@@ -74,7 +70,7 @@ fn measure(chain_name: &str, threads: usize, out: &str) {
                         f();
                         s.elapsed().as_secs_f64()
                     })
-                    .collect(),
+                    .collect::<Vec<f64>>(),
             )
         };
         t.rot.push(time(&mut || {

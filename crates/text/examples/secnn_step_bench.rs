@@ -8,6 +8,7 @@
 //! `--model` times one model per process, as `bench/secnn_harness.py` runs it, so neither model
 //! inherits the other's warm caches and allocator state.
 
+use ferrolab_core::metrics::median;
 use ferrolab_core::train::TrainStep;
 use ferrolab_text::models::{ConvEncoderConfig, KimCnn, Secnn, SentenceClassifier};
 use ferrolab_text::train::{Encoded, Fit};
@@ -25,11 +26,6 @@ fn arg(name: &str, default: usize) -> Result<usize, String> {
             .ok_or_else(|| format!("{name} needs a number")),
         None => Ok(default),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn time_model<M: SentenceClassifier>(model: M, data: &Encoded, warmup: usize, iters: usize) -> f64 {

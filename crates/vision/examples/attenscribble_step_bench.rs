@@ -35,6 +35,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use ferrolab_core::backend::{init_threads, seed_backend, train_device};
+use ferrolab_core::metrics::median;
 use ferrolab_core::nn::float_tensor;
 use ferrolab_vision::attenscribble::config::AttenScribbleConfig;
 use ferrolab_vision::attenscribble::model::{Output, SpatialAttention};
@@ -193,16 +194,6 @@ fn batch(n: usize, size: usize) -> Batch {
         labels,
         scribbles,
         multi,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 

@@ -15,11 +15,7 @@ use burn::nn::DropoutConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use ferrolab_core::backend::{init_threads, seed_backend, train_device};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use ferrolab_core::metrics::median;
 
 fn main() -> ExitCode {
     let (mut threads, mut reps) = (2usize, 15usize);

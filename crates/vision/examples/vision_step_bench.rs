@@ -54,6 +54,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::log_softmax;
 use ferrolab_core::backend::{device, init_threads, seed_backend, train_device};
+use ferrolab_core::metrics::median;
 use ferrolab_core::nn::{float_tensor, int_tensor};
 use ferrolab_core::resources::{current_rss_mb, peak_rss_mb, release_free_memory, reset_peak_rss};
 use ferrolab_vision::models::resnet::ResNet;
@@ -128,16 +129,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("--threads and --iters must be at least 1".into());
     }
     Ok(args)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 /// A 64-bit LCG whose integers `bench/vision_torch.py` reproduces exactly, so both sides train
