@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use ferrolab_data::{CsbmConfig, generate_csbm};
 use ferrolab_fed::client::{FitIns, FitRes};
 use ferrolab_fed::fabric::{ClientId, Config, Fabric, Metrics, MsgId, Reply, Task, TaskKind};
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
@@ -15,31 +14,9 @@ use ferrolab_fed::fedgraph::experiment::zoo_config;
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg, fedavg_on, global, local_only};
 use ferrolab_fed::inproc::InProcFabric;
 use ferrolab_fed::params::Params;
-use ferrolab_graph::NodeData;
 
-/// A 4-community graph: 600 nodes, 4 classes, strong homophily, weak features.
-fn communities() -> GraphSet {
-    let d = generate_csbm(&CsbmConfig {
-        nodes: 600,
-        classes: 4,
-        avg_degree: 6.0,
-        p_in_ratio: 0.9,
-        features: 16,
-        feature_signal: 0.25,
-        feature_noise: 1.0,
-        seed: 11,
-    })
-    .unwrap()
-    .to_graph_data();
-    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
-    GraphSet {
-        name: "csbm".into(),
-        graph: n.graph,
-        features: n.features,
-        labels: n.labels,
-        classes: n.num_classes,
-    }
-}
+mod fedgraph_util;
+use fedgraph_util::communities;
 
 fn data_cfg() -> DataSection {
     DataSection {
@@ -69,7 +46,7 @@ fn zoo(g: &GraphSet) -> ferrolab_graph::zoo::ZooConfig {
 
 #[test]
 fn fedavg_learns_is_deterministic_and_beats_local_only() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = SeedSetup::draw(&g, &data_cfg(), 4, 1, 2).unwrap();
     assert_eq!(st.clients.num_clients(), 4);
     let z = zoo(&g);
@@ -157,7 +134,7 @@ impl Fabric for Corrupting {
 
 #[test]
 fn bad_updates_are_rejected_and_the_round_goes_on() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = SeedSetup::draw(&g, &data_cfg(), 4, 1, 2).unwrap();
     let z = zoo(&g);
     let s = Schedule {
@@ -197,7 +174,7 @@ fn bad_updates_are_rejected_and_the_round_goes_on() {
 #[test]
 fn impossible_requests_are_usage_errors() {
     use ferrolab_core::{Classify, ErrorClass};
-    let g = communities();
+    let g = communities(600, 16, 11);
     // 600 nodes / 60 clients = 10 per client, not more than δ = 10.
     let e = SeedSetup::draw(&g, &data_cfg(), 60, 1, 2).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Usage, "{e}");

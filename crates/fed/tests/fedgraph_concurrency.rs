@@ -6,39 +6,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use ferrolab_data::{CsbmConfig, generate_csbm};
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
-use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
+use ferrolab_fed::fedgraph::data::SeedSetup;
 use ferrolab_fed::fedgraph::experiment::zoo_config;
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg};
-use ferrolab_graph::NodeData;
 
-fn communities() -> GraphSet {
-    let d = generate_csbm(&CsbmConfig {
-        nodes: 600,
-        classes: 4,
-        avg_degree: 6.0,
-        p_in_ratio: 0.9,
-        features: 16,
-        feature_signal: 0.25,
-        feature_noise: 1.0,
-        seed: 11,
-    })
-    .unwrap()
-    .to_graph_data();
-    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
-    GraphSet {
-        name: "csbm".into(),
-        graph: n.graph,
-        features: n.features,
-        labels: n.labels,
-        classes: n.num_classes,
-    }
-}
+mod fedgraph_util;
+use fedgraph_util::communities;
 
 #[test]
 fn concurrent_seeded_fedavg_runs_repeat_the_serial_curve() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let d = DataSection {
         train_per_class: 30,
         num_val: 100,

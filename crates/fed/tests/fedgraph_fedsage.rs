@@ -6,36 +6,14 @@
 #![allow(clippy::unwrap_used)]
 
 use ferrolab_core::backend::train_device;
-use ferrolab_data::{CsbmConfig, generate_csbm};
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig, FedSageSection};
 use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
 use ferrolab_fed::fedgraph::experiment::zoo_config;
 use ferrolab_fed::fedgraph::fedsage::{gen_data, mend_clients};
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg, fedsage};
-use ferrolab_graph::NodeData;
 
-fn communities() -> GraphSet {
-    let d = generate_csbm(&CsbmConfig {
-        nodes: 400,
-        classes: 4,
-        avg_degree: 6.0,
-        p_in_ratio: 0.9,
-        features: 12,
-        feature_signal: 0.25,
-        feature_noise: 1.0,
-        seed: 5,
-    })
-    .unwrap()
-    .to_graph_data();
-    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
-    GraphSet {
-        name: "csbm".into(),
-        graph: n.graph,
-        features: n.features,
-        labels: n.labels,
-        classes: n.num_classes,
-    }
-}
+mod fedgraph_util;
+use fedgraph_util::communities;
 
 fn setup(g: &GraphSet) -> SeedSetup {
     let d = DataSection {
@@ -60,7 +38,7 @@ fn small(rounds: usize) -> FedSageSection {
 
 #[test]
 fn hidden_targets_count_exactly_the_edges_to_hidden_nodes() {
-    let g = communities();
+    let g = communities(400, 12, 5);
     let st = setup(&g);
     let d = gen_data(&g, &st, 0, 0.5, 9, &train_device()).unwrap();
     let (sub, _) = st.clients.subgraph(&g.graph, 0).unwrap();
@@ -81,7 +59,7 @@ fn hidden_targets_count_exactly_the_edges_to_hidden_nodes() {
 
 #[test]
 fn federated_generator_learns_and_mends_deterministically() {
-    let g = communities();
+    let g = communities(400, 12, 5);
     let st = setup(&g);
     let (_, before) = mend_clients(&g, &st, &small(1), 0.5, 3).unwrap();
     let (m, after) = mend_clients(&g, &st, &small(60), 0.5, 3).unwrap();
@@ -123,7 +101,7 @@ fn federated_generator_learns_and_mends_deterministically() {
 
 #[test]
 fn fedavg_on_mended_graphs_learns() {
-    let g = communities();
+    let g = communities(400, 12, 5);
     let st = setup(&g);
     let mut cfg = FedGraphConfig::default();
     cfg.model.hidden = 16;

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use ferrolab_core::config::Validate;
-use ferrolab_data::{CsbmConfig, generate_csbm};
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
 use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
 use ferrolab_fed::fedgraph::experiment::zoo_config;
@@ -17,30 +16,9 @@ use ferrolab_fed::fedgraph::hpo::{
 };
 use ferrolab_fed::fedgraph::privacy::{PrivacySection, run_one};
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg};
-use ferrolab_graph::NodeData;
 
-fn communities() -> GraphSet {
-    let d = generate_csbm(&CsbmConfig {
-        nodes: 600,
-        classes: 4,
-        avg_degree: 6.0,
-        p_in_ratio: 0.9,
-        features: 16,
-        feature_signal: 0.25,
-        feature_noise: 1.0,
-        seed: 11,
-    })
-    .unwrap()
-    .to_graph_data();
-    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
-    GraphSet {
-        name: "csbm".into(),
-        graph: n.graph,
-        features: n.features,
-        labels: n.labels,
-        classes: n.num_classes,
-    }
-}
+mod fedgraph_util;
+use fedgraph_util::communities;
 
 fn setup(g: &GraphSet) -> SeedSetup {
     let d = DataSection {
@@ -60,7 +38,7 @@ fn zoo(g: &GraphSet) -> ferrolab_graph::zoo::ZooConfig {
 
 #[test]
 fn federation_is_the_fabric_fedavg_round_for_round() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = setup(&g);
     let z = zoo(&g);
     let s = Schedule {
@@ -102,7 +80,7 @@ fn space() -> HpoSection {
 
 #[test]
 fn successive_halving_and_hyperband_cost_less_than_the_grid_and_find_a_good_config() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = setup(&g);
     let z = zoo(&g);
     let cx = SeedCtx {
@@ -136,7 +114,7 @@ fn successive_halving_and_hyperband_cost_less_than_the_grid_and_find_a_good_conf
 
 #[test]
 fn fedex_moves_mass_away_from_a_useless_learning_rate() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = setup(&g);
     let z = zoo(&g);
     let cx = SeedCtx {
@@ -185,7 +163,7 @@ fn fedex_moves_mass_away_from_a_useless_learning_rate() {
 
 #[test]
 fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = setup(&g);
     let z = zoo(&g);
     let cx = SeedCtx {
@@ -216,7 +194,7 @@ fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
 
 #[test]
 fn attacks_beat_chance_without_dp_and_heavy_noise_stops_them() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = setup(&g);
     let z = zoo(&g);
     let p = PrivacySection {
@@ -290,7 +268,7 @@ fn the_subcommand_reruns_with_the_mode_set() {
 
 #[test]
 fn the_property_attack_refuses_an_ambiguous_output_bias() {
-    let g = communities();
+    let g = communities(600, 16, 11);
     let st = setup(&g);
     // Hidden size = classes: the hidden layer's bias has the output bias's shape.
     let mut cfg = FedGraphConfig::default();
