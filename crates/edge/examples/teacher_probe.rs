@@ -2,7 +2,7 @@
 //! through the edge on 100 teacher-labelled frames of the condition, for one seed of a preset
 //! with `--set`-style overrides: how much evolution can recover under each drift target.
 //!
-//! `cargo run --release -p ferrolab-edge --example teacher_probe -- paper SEED [K=V …]`
+//! `cargo run --release -p ferrolab-edge --example teacher_probe -- paper SEED [probe.frames=N] [K=V …]`
 
 use ferrolab_core::Checked;
 use ferrolab_edge::config::AdaEvoConfig;
@@ -28,7 +28,21 @@ fn main() -> ExitCode {
         eprintln!("SEED {:?} is not a number", args[1]);
         return ExitCode::from(2);
     };
-    let mut sets = args[2..].to_vec();
+    // `probe.frames=N` (not a config key): frames per probe task (default 100, the upload budget).
+    let mut frames_n = 100usize;
+    let mut sets = Vec::new();
+    for a in &args[2..] {
+        match a.strip_prefix("probe.frames=") {
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => frames_n = n,
+                _ => {
+                    eprintln!("probe.frames={v:?} is not a positive number");
+                    return ExitCode::from(2);
+                }
+            },
+            None => sets.push(a.clone()),
+        }
+    }
     sets.push("stream.ends=1".into());
     let cfg: AdaEvoConfig =
         match ferrolab_core::config::load_layers(Some((&args[0], toml)), None, &sets) {
@@ -71,7 +85,7 @@ fn main() -> ExitCode {
             drifts: vec![d],
             strength: 1.0,
         };
-        let frames: Vec<_> = (0..100)
+        let frames: Vec<_> = (0..frames_n)
             .map(|i| stream::draw(&pool, &sch, 1.0 + i as f64, 77 ^ seed))
             .collect();
         let test: Vec<_> = (0..500)

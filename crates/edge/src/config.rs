@@ -166,8 +166,11 @@ ferrolab_core::config_section! {
         pub batch: usize = 16, "1..=4096" => |v| (1..=4096).contains(v);
         /// Step size of retraining.
         pub lr: f64 = 0.02, "> 0" => |v| *v > 0.0 && v.is_finite();
-        /// Frames of an end's earlier uploads replayed in its next task.
-        pub replay: usize = 100, "0..=100000" => |v| *v <= 100_000;
+        /// Frames of an end's earlier uploads replayed in its next task (0: none; an end's
+        /// conditions do not come back in our streams, and with the ~45 frames a drift-end
+        /// trigger uploads at one frame per second, 100 replayed frames of the previous
+        /// condition made the new one 18% of what a task trained on).
+        pub replay: usize = 0, "0..=100000" => |v| *v <= 100_000;
         /// Original (clean) training samples the edge mixes into every retraining.
         pub anchor: usize = 100, "0..=100000" => |v| *v <= 100_000;
         /// Shifted copies (one input pixel right, left, down, up: 0–4) of every uploaded frame

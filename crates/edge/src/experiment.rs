@@ -371,6 +371,10 @@ pub struct MethodRun {
     pub installs: Vec<(f64, usize, u64)>,
     /// Per-end QoE at the 90% threshold.
     pub qoe_t90_per_end: Vec<f64>,
+    /// Diagnostics for `details.diagnostics`: accuracy in the settled part of each drift by
+    /// its target condition (`settled_<condition>`) and by seconds since the latest drift's
+    /// start in 20 s bins (`since_onset_<lo>`).
+    pub diag: BTreeMap<String, f64>,
 }
 
 /// The mobile-end parameters of `method` (its trigger and sampling policy; the QoE threshold
@@ -467,6 +471,37 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
     let (mut atc_all, mut atc_acc) = (Vec::new(), Vec::new());
     let (mut mem_err, mut time_err, mut gain_err, mut latency) = (vec![], vec![], vec![], vec![]);
     let mut dropped = 0usize;
+    // Diagnostics: what an installed model gains over the one it replaces until the end's next
+    // drift, installs landing in a later condition than their trigger's, queue wait and
+    // training time on the edge, and the uploads' teacher-label accuracy (ground truth read
+    // here only).
+    let seg = |k: usize, t: f64| {
+        prep.schedules[k]
+            .drifts
+            .iter()
+            .filter(|d| d.start <= t)
+            .count()
+    };
+    let next_start = |k: usize, t: f64| {
+        prep.schedules[k]
+            .drifts
+            .iter()
+            .map(|d| d.start)
+            .find(|s| *s > t)
+            .unwrap_or(life)
+    };
+    let (mut install_gain, mut stale, mut wait_s, mut train_s) = (vec![], 0usize, vec![], vec![]);
+    let (mut label_hits, mut label_n, mut current_n) = (0usize, 0usize, 0usize);
+    let cond_at = |k: usize, t: f64| {
+        let i = seg(k, t);
+        if i == 0 {
+            "clean".to_string()
+        } else {
+            prep.schedules[k].drifts[i - 1].target.clone()
+        }
+    };
+    let mut gain_by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut frames_by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let every = cfg.stream.eval_every_s;
     let w = m.window;
     for t in 0..cfg.stream.seconds {
@@ -480,8 +515,27 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
                 let tick = (t / every).min(prep.eval[k].len() - 1);
                 let (xs, ys) = &prep.eval[k][tick];
                 let before = ends[k].model.accuracy(xs, ys);
+                let old = ends[k].model.clone();
                 if ends[k].install(&blob).is_ok() {
                     let after = ends[k].model.accuracy(xs, ys);
+                    let stop = next_start(k, at);
+                    let mut g = Vec::new();
+                    let mut tk = tick;
+                    while tk < prep.eval[k].len() && ((tk * every) as f64) < stop {
+                        let (ex, ey) = &prep.eval[k][tk];
+                        g.push(ends[k].model.accuracy(ex, ey) - old.accuracy(ex, ey));
+                        tk += 1;
+                    }
+                    let gain = if g.is_empty() {
+                        after - before
+                    } else {
+                        mean(&g)
+                    };
+                    install_gain.push(gain);
+                    gain_by_cond.entry(cond_at(k, at)).or_default().push(gain);
+                    if seg(k, at) != seg(k, trig) {
+                        stale += 1;
+                    }
                     if spec.profiler {
                         gain_err.push((pred_gain - (after - before)).abs());
                     }
@@ -517,6 +571,23 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
             cc_hist[k].push(r.cc);
             let sent = r.request.is_some();
             if let Some(req) = r.request {
+                let now_seg = seg(k, tf);
+                frames_by_type
+                    .entry(req.drift.name().to_string())
+                    .or_default()
+                    .push(req.frames.len() as f64);
+                for fr in &req.frames {
+                    let Some(sf) = prep.frames[k].get(fr.t as usize) else {
+                        continue;
+                    };
+                    label_n += 1;
+                    if prep.teacher.predict(&sf.input) == sf.label as usize {
+                        label_hits += 1;
+                    }
+                    if seg(k, fr.t) == now_seg && sf.new_concept {
+                        current_n += 1;
+                    }
+                }
                 let bytes = req.upload_bytes();
                 upload_bytes += bytes;
                 triggers.push(TriggerLog {
@@ -559,6 +630,8 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
                         / c.memory_measured.max(1) as f64,
                 );
                 let actual = c.finished - c.started;
+                wait_s.push(c.started - c.arrival);
+                train_s.push(actual);
                 time_err.push((c.predicted_seconds - actual).abs() / actual.max(1e-9));
                 let bytes = c.blob.bytes.len() as f64;
                 let trig = triggers
@@ -591,6 +664,50 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
             est_all.push(p.2);
             acc_all.push(p.1);
         }
+    }
+    // Accuracy by phase: before the first drift, during transitions, and the first / second
+    // half of each drift's settled part (its end to the next drift's start).
+    let (mut clean_ph, mut early, mut late) = (vec![], vec![], vec![]);
+    let mut by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut since: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (k, tl) in timeline.iter().enumerate() {
+        let ds = &prep.schedules[k].drifts;
+        for &(t, acc, _) in tl {
+            let sgi = seg(k, t);
+            if sgi == 0 {
+                clean_ph.push(acc);
+                continue;
+            }
+            let d = &ds[sgi - 1];
+            since
+                .entry(((t - d.start) / 20.0).floor() as usize * 20)
+                .or_default()
+                .push(acc);
+            if t < d.end() {
+                continue;
+            }
+            let len = (next_start(k, t) - d.end()).max(1e-9);
+            if (t - d.end()) / len < 0.5 {
+                early.push(acc);
+            } else {
+                late.push(acc);
+            }
+            by_cond.entry(d.target.clone()).or_default().push(acc);
+        }
+    }
+    let mut diag = BTreeMap::new();
+    for (c, v) in &by_cond {
+        diag.insert(format!("settled_{c}"), mean(v));
+    }
+    for (c, v) in &gain_by_cond {
+        diag.insert(format!("install_gain_{c}"), mean(v));
+        diag.insert(format!("installs_{c}"), v.len() as f64);
+    }
+    for (c, v) in &frames_by_type {
+        diag.insert(format!("upload_frames_{c}"), mean(v));
+    }
+    for (b, v) in &since {
+        diag.insert(format!("since_onset_{b:03}"), mean(v));
     }
     // Detection scores against the true drifts (ROD methods only).
     let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
@@ -643,6 +760,36 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         put("profiler_time_error_frac", mean(&time_err));
         put("profiler_gain_mae", mean(&gain_err));
     }
+    put("accuracy_before_drifts", mean(&clean_ph));
+    put("accuracy_settled_early", mean(&early));
+    put("accuracy_settled_late", mean(&late));
+    if !installs.is_empty() {
+        put("install_gain_until_next_drift", mean(&install_gain));
+        put(
+            "installs_after_next_drift_frac",
+            stale as f64 / installs.len() as f64,
+        );
+    }
+    if !wait_s.is_empty() {
+        put("edge_queue_wait_seconds", mean(&wait_s));
+        put("edge_train_seconds", mean(&train_s));
+    }
+    if label_n > 0 {
+        put(
+            "upload_teacher_label_accuracy",
+            label_hits as f64 / label_n as f64,
+        );
+        put(
+            "upload_current_condition_frac",
+            current_n as f64 / label_n as f64,
+        );
+    }
+    if edge.starts_total > 0 {
+        put(
+            "edge_starts_out_of_order_frac",
+            edge.starts_bypassing as f64 / edge.starts_total as f64,
+        );
+    }
     put("wall_seconds", t_wall.elapsed().as_secs_f64());
     let starts = edge.log.iter().map(|s| (s.t, s.end, s.epochs)).collect();
     MethodRun {
@@ -652,6 +799,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         starts,
         installs,
         qoe_t90_per_end: q90,
+        diag,
     }
 }
 
@@ -674,6 +822,39 @@ pub fn aggregate(runs: &[&BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
         };
         out.insert(k.clone(), m);
         out.insert(format!("{k}_std"), sd);
+    }
+    out
+}
+
+/// Headline keys compared seed by seed.
+pub const PAIRED_KEYS: [&str; 3] = ["avg_qoe_t90", "avg_qoe_t80", "avg_accuracy"];
+
+/// For every baseline, the per-seed difference ours − baseline of each [`PAIRED_KEYS`] key
+/// (every method runs on the same seed's streams, so the difference removes what the seeds
+/// share), as mean and sample std over seeds (`<key>` and `<key>_std`).
+pub fn paired_differences(
+    per_method: &BTreeMap<String, Vec<BTreeMap<String, f64>>>,
+    methods: &[String],
+) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    let Some(ours) = methods.first().and_then(|m| per_method.get(m)) else {
+        return out;
+    };
+    for m in methods.iter().skip(1) {
+        let Some(theirs) = per_method.get(m) else {
+            continue;
+        };
+        let diffs: Vec<BTreeMap<String, f64>> = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| {
+                PAIRED_KEYS
+                    .iter()
+                    .filter_map(|k| Some((k.to_string(), a.get(*k)? - b.get(*k)?)))
+                    .collect()
+            })
+            .collect();
+        out.insert(m.clone(), aggregate(&diffs.iter().collect::<Vec<_>>()));
     }
     out
 }
@@ -753,6 +934,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     let t0 = Instant::now();
     let methods = cfg.experiment.methods.clone();
     let mut per_method: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+    let mut diag: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
     let mut curves = Vec::new();
     let mut details = serde_json::Map::new();
     let mut prep_s = 0.0;
@@ -775,6 +957,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
                 .entry(m.clone())
                 .or_default()
                 .push(r.metrics.clone());
+            diag.entry(m.clone()).or_default().push(r.diag.clone());
             if s == 0 {
                 let svg = timeline_svg(
                     r,
@@ -863,6 +1046,19 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     report
         .timings
         .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
+    let mut dg = serde_json::Map::new();
+    for (m, v) in &diag {
+        let means: BTreeMap<String, f64> = aggregate(&v.iter().collect::<Vec<_>>())
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("_std"))
+            .collect();
+        dg.insert(m.clone(), serde_json::json!(means));
+    }
+    details.insert("diagnostics".into(), serde_json::Value::Object(dg));
+    details.insert(
+        "paired_differences".into(),
+        serde_json::json!(paired_differences(&per_method, &methods)),
+    );
     report.details = serde_json::Value::Object(details);
     report.notes.push(format!(
         "QoE thresholds: 90% and 80% of the factory compressed model's accuracy on clean frames; {} ends, {} s streams, {} seed(s); simulated clock (FLOPs / {} MFLOP/s shared), compute real",
@@ -873,4 +1069,27 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
         curves,
         paper: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_differences_are_per_seed() {
+        let rec = |a: f64| -> BTreeMap<String, f64> {
+            PAIRED_KEYS.iter().map(|k| (k.to_string(), a)).collect()
+        };
+        let mut per: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+        per.insert("adaevo".into(), vec![rec(0.5), rec(0.7), rec(0.9)]);
+        per.insert("naive".into(), vec![rec(0.4), rec(0.5), rec(0.8)]);
+        let methods = vec!["adaevo".to_string(), "naive".to_string()];
+        let d = paired_differences(&per, &methods);
+        let n = &d["naive"];
+        // Differences 0.1, 0.2, 0.1: mean 0.1333, sample std 0.0577 — far below either
+        // arm's own spread over the seeds (0.2 and 0.2).
+        assert!((n["avg_accuracy"] - 0.4 / 3.0).abs() < 1e-9);
+        assert!((n["avg_accuracy_std"] - (1.0f64 / 300.0).sqrt()).abs() < 1e-9);
+        assert!(!d.contains_key("adaevo"));
+    }
 }

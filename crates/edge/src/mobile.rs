@@ -94,13 +94,26 @@ impl MobileEnd {
             TriggerMode::Periodic(p) => p,
             _ => f64::INFINITY,
         };
+        // Ends that start together would otherwise all fire in the same second, every period
+        // (sixteen tasks at once for the edge's FIFO queue); independent users' schedules are
+        // not in phase, so each end's phase is spread over the period by its id (golden-ratio
+        // sequence: evenly spread for any number of ends). The first trigger comes after one
+        // whole period, so that every upload has a full fixed-rate window to sample from.
+        let phase = if period.is_finite() {
+            period * (id as f64 * 0.618_033_988_749_895).fract()
+        } else {
+            0.0
+        };
         MobileEnd {
             id,
             model,
             version: 0,
             params,
             rod: RodTrigger::new(params.rod),
-            periodic: PeriodicTrigger { period, last: 0.0 },
+            periodic: PeriodicTrigger {
+                period,
+                last: phase,
+            },
             buffer: VecDeque::new(),
             old: Vec::new(),
             seq: 0,
@@ -276,5 +289,49 @@ impl MobileEnd {
         self.in_flight = false;
         self.rod.reset();
         self.old.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periodic_ends_are_not_in_phase() {
+        let params = MobileParams {
+            rod: RodParams {
+                window: 10,
+                subwindows: 2,
+                step: 2,
+                rod_threshold: 0.05,
+                stable_f: 3.0,
+                stable_t: 2.0,
+                max_slides: 10,
+            },
+            sudden_max_s: 25.0,
+            alternation_ratio: 1.08,
+            upload_budget: 8,
+            fixed_window_s: 20.0,
+            trigger: TriggerMode::Periodic(100.0),
+            sampling: SamplingMode::Fixed,
+            threshold: 0.8,
+            life_s: 1000.0,
+        };
+        let model = Mlp::new(&[crate::stream::INPUT, 4, crate::stream::CLASSES], 0);
+        let pixels = vec![0u8; crate::stream::SIDE * crate::stream::SIDE];
+        let input = vec![0f32; crate::stream::INPUT];
+        let mut first = Vec::new();
+        for id in 0..16 {
+            let mut end = MobileEnd::new(id, model.clone(), params);
+            let t = (0..=200).find(|&t| end.on_frame(t as f64, &pixels, &input).request.is_some());
+            let t = t.expect("every end fires within two periods");
+            assert!(t >= 100, "end {id} fired at {t}, before one whole period");
+            first.push(t);
+        }
+        let mut distinct = first.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // 16 ends over a 100 s period: no two in the same second, as in phase they all were.
+        assert_eq!(distinct.len(), 16, "{first:?}");
     }
 }
