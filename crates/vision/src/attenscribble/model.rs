@@ -129,20 +129,40 @@ pub struct SpatialAttention {
 
 impl SpatialAttention {
     /// A block over `dim` channels with an MLP of `mlp_ratio · dim` hidden units.
+    ///
+    /// Initialisation as the reference's `_init_weights` (`unetformer.py`, applied by `Block`
+    /// and `Mlp`): linear weights `trunc_normal_(std=.02)` with **zero** biases (burn's
+    /// `Linear` would draw its bias from the weight's initializer), the depth-wise conv
+    /// He-normal `N(0, 2/fan_out)` with `fan_out = 3·3·hidden/groups = 9` and a zero bias
+    /// (not PyTorch's default uniform), layer norms γ = 1, β = 0.
     pub fn new(dim: usize, mlp_ratio: usize, device: &Device) -> Self {
-        // The reference's `trunc_normal_(std=.02)` for linear weights, zero biases.
         let init = Initializer::Normal {
             mean: 0.0,
             std: 0.02,
         };
+        let zero_bias = |o: usize| Some(Param::from_tensor(Tensor::<1>::zeros([o], device)));
         let lin = |i: usize, o: usize, bias: bool| {
-            LinearConfig::new(i, o)
+            let mut l = LinearConfig::new(i, o)
                 .with_bias(bias)
                 .with_initializer(init.clone())
-                .init(device)
+                .init(device);
+            if bias {
+                l.bias = zero_bias(o);
+            }
+            l
         };
         let hidden = dim * mlp_ratio;
-        // PyTorch's default Conv2d(1, 1, 1) initialisation: both uniform in [-1, 1].
+        let mut dwconv = Conv2dConfig::depthwise(hidden, 3)
+            .with_bias(true)
+            .init(device);
+        dwconv.weight = Param::from_tensor(Tensor::<4>::random(
+            [hidden, 1, 3, 3],
+            Distribution::Normal(0.0, (2.0f64 / 9.0).sqrt()),
+            device,
+        ));
+        dwconv.bias = zero_bias(hidden);
+        // PyTorch's default Conv2d(1, 1, 1) initialisation (the reference's `attn_proj` is
+        // outside every `_init_weights`): both uniform in [-1, 1].
         let affine = Tensor::<1>::random([2], Distribution::Uniform(-1.0, 1.0), device);
         SpatialAttention {
             norm1: LayerNormConfig::new(dim).init(device),
@@ -152,9 +172,7 @@ impl SpatialAttention {
             proj: lin(dim, dim, true),
             norm2: LayerNormConfig::new(dim).init(device),
             fc1: lin(dim, hidden, true),
-            dwconv: Conv2dConfig::depthwise(hidden, 3)
-                .with_bias(true)
-                .init(device),
+            dwconv,
             fc2: lin(hidden, dim, true),
             norm_out: LayerNormConfig::new(dim).init(device),
             affine: Param::from_tensor(affine),
@@ -169,6 +187,12 @@ impl SpatialAttention {
         self.affine =
             Param::from_tensor(Tensor::from_data(TensorData::new(vec![a, b], [2]), &device));
         self
+    }
+
+    /// The affinity head's current `(a, b)` (the training log).
+    pub fn affine_values(&self) -> (f32, f32) {
+        let v = ferrolab_core::nn::to_vec_f32(self.affine.val());
+        (v[0], v[1])
     }
 
     /// `x: [N, C, h, w]` → (`[N, C, h, w]`, unscaled attention logits `[N, hw, hw]`).
@@ -278,5 +302,49 @@ impl AttenUNet {
             attention,
             grid,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_core::backend::{exclusive_rng, train_device};
+    use ferrolab_core::nn::to_vec_f32;
+
+    fn std(v: &[f32]) -> f64 {
+        let n = v.len() as f64;
+        let m = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        (v.iter().map(|&x| (f64::from(x) - m).powi(2)).sum::<f64>() / n).sqrt()
+    }
+
+    /// The block starts as the reference's `_init_weights` leaves it. Before this test the
+    /// linear biases were drawn N(0, 0.02) and the depth-wise conv had PyTorch's default
+    /// uniform weights (std 0.19) and a uniform bias in ±1/3 instead of N(0, 2/9) (std 0.47)
+    /// and 0: a bias of that size dominated the MLP's hidden units at initialisation.
+    #[test]
+    fn block_initialisation_is_the_references() {
+        let _rng = exclusive_rng();
+        let dev = train_device();
+        dev.seed(91);
+        let b = SpatialAttention::new(64, 4, &dev);
+        for (name, bias) in [
+            ("proj", &b.proj.bias),
+            ("fc1", &b.fc1.bias),
+            ("fc2", &b.fc2.bias),
+            ("dwconv", &b.dwconv.bias),
+        ] {
+            let v = to_vec_f32(bias.as_ref().expect("has a bias").val());
+            assert!(v.iter().all(|&x| x == 0.0), "{name} bias is not zero");
+        }
+        assert!(b.q.bias.is_none() && b.k.bias.is_none() && b.v.bias.is_none());
+        // 2304 depth-wise weights: the sample std is within ±0.02 of √(2/9) = 0.471.
+        let s = std(&to_vec_f32(b.dwconv.weight.val()));
+        assert!((s - (2.0f64 / 9.0).sqrt()).abs() < 0.02, "dwconv std {s}");
+        for (name, w) in [("q", &b.q.weight), ("fc1", &b.fc1.weight)] {
+            let s = std(&to_vec_f32(w.val()));
+            assert!((s - 0.02).abs() < 0.002, "{name} std {s}");
+        }
+        let (a, bb) = b.affine_values();
+        assert!(a.abs() <= 1.0 && bb.abs() <= 1.0, "({a}, {bb})");
     }
 }

@@ -105,6 +105,42 @@ pub struct StepLoss {
     attn_start: usize,
     /// The attentive loss's window and the attention grid's stride (AttenScribble only).
     window: Option<(Tensor<3>, usize)>,
+    /// When on, running sums of the weighted terms (pCE, gated CRF, attentive) and the mean
+    /// affinity inside the window, for the training log: they show which term moves the
+    /// network and whether the affinity has collapsed (the attentive term's gradient only
+    /// ever pushes `K` down). Off in the step benchmark, which times the bare step.
+    trace: Option<std::cell::RefCell<TermSums>>,
+}
+
+/// Running sums of a method's loss terms since the last [`StepLoss::take_terms`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TermSums {
+    pub pce: f64,
+    pub crf: f64,
+    pub attn: f64,
+    /// Sum over steps of the mean `K_ij` over the window's pairs (`G_ij > 0`) of the
+    /// multi-class samples, and the number of steps that had such pairs.
+    pub k_mean: f64,
+    pub k_steps: usize,
+    pub steps: usize,
+}
+
+impl TermSums {
+    /// One line for the log: per-step means.
+    pub fn line(&self) -> String {
+        let n = self.steps.max(1) as f64;
+        format!(
+            "terms/step: pCE {:.4}, w·gCRF {:.4}, w·attentive {:.4}, mean K in window {:.4}",
+            self.pce / n,
+            self.crf / n,
+            self.attn / n,
+            self.k_mean / self.k_steps.max(1) as f64
+        )
+    }
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    f64::from(ferrolab_core::nn::to_vec_f32(t.clone().detach())[0])
 }
 
 impl StepLoss {
@@ -135,7 +171,22 @@ impl StepLoss {
             attn_weight: cfg.loss.attn_weight,
             attn_start: cfg.loss.attn_start,
             window,
+            trace: None,
         }
+    }
+
+    /// Keeps running sums of the loss terms (see [`StepLoss::take_terms`]).
+    pub fn with_trace(mut self) -> StepLoss {
+        self.trace = Some(std::cell::RefCell::new(TermSums::default()));
+        self
+    }
+
+    /// The sums since the last call (zeros without [`StepLoss::with_trace`]).
+    pub fn take_terms(&self) -> TermSums {
+        self.trace
+            .as_ref()
+            .map(|t| std::mem::take(&mut *t.borrow_mut()))
+            .unwrap_or_default()
     }
 
     /// Forward pass of `x: [N, 1, H, W]` and the method's loss at iteration `it`.
@@ -157,9 +208,18 @@ impl StepLoss {
             Method::Pce => partial_ce(out.logits, t.scribbles),
             Method::PceGcrf | Method::AttenScribble => {
                 let p = softmax(out.logits.clone(), 1);
-                let mut loss = partial_ce(out.logits, t.scribbles);
+                let pce = partial_ce(out.logits, t.scribbles);
+                let mut terms = TermSums::default();
+                if self.trace.is_some() {
+                    terms.pce = scalar(&pce);
+                }
+                let mut loss = pce;
                 if self.crf_weight > 0.0 {
-                    loss = loss + self.crf.loss(p.clone(), t.image, t.scribbles) * self.crf_weight;
+                    let crf = self.crf.loss(p.clone(), t.image, t.scribbles) * self.crf_weight;
+                    if self.trace.is_some() {
+                        terms.crf = scalar(&crf);
+                    }
+                    loss = loss + crf;
                 }
                 if let (Some(att_logits), Some(block), Some((win, s))) =
                     (out.attention, block, &self.window)
@@ -167,13 +227,54 @@ impl StepLoss {
                     && it >= self.attn_start
                 {
                     let k = block.affinity(att_logits);
-                    loss = loss
-                        + attentive_loss(k, downsample(p, *s), win.clone(), t.multi)
-                            * self.attn_weight;
+                    if self.trace.is_some() {
+                        terms.k_mean = window_mean(&k, win, t.multi);
+                    }
+                    let attn = attentive_loss(k, downsample(p, *s), win.clone(), t.multi)
+                        * self.attn_weight;
+                    if self.trace.is_some() {
+                        terms.attn = scalar(&attn);
+                    }
+                    loss = loss + attn;
+                }
+                if let Some(tr) = &self.trace {
+                    let mut sums = tr.borrow_mut();
+                    sums.pce += terms.pce;
+                    sums.crf += terms.crf;
+                    sums.attn += terms.attn;
+                    if terms.k_mean.is_finite() && terms.k_mean > 0.0 {
+                        sums.k_mean += terms.k_mean;
+                        sums.k_steps += 1;
+                    }
+                    sums.steps += 1;
                 }
                 loss
             }
         }
+    }
+}
+
+/// Mean of the affinity `k: [N, L, L]` over the window's pairs of the multi-class samples.
+fn window_mean(k: &Tensor<3>, window: &Tensor<3>, multi: &[bool]) -> f64 {
+    let kv = ferrolab_core::nn::to_vec_f32(k.clone().detach());
+    let wv = ferrolab_core::nn::to_vec_f32(window.clone());
+    let l2 = wv.len();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for (n, &m) in multi.iter().enumerate() {
+        if !m {
+            continue;
+        }
+        for (kk, &g) in kv[n * l2..(n + 1) * l2].iter().zip(&wv) {
+            if g > 0.0 {
+                sum += f64::from(*kk);
+                count += 1;
+            }
+        }
+    }
+    if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
     }
 }
 
@@ -503,7 +604,7 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         };
     let total = cfg.train.iterations;
     let per_epoch = (set.len() / bs).max(1);
-    let step_loss = StepLoss::new(cfg, job.method, &model, size, &device);
+    let step_loss = StepLoss::new(cfg, job.method, &model, size, &device).with_trace();
     let mut order: Vec<usize> = Vec::new();
     let mut order_epoch = usize::MAX;
     let start = st.iterations_done;
@@ -595,10 +696,18 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                 lr,
                 train_seconds: st.since_eval_seconds,
             });
+            let affine = model.attention_block().map_or(String::new(), |b| {
+                let (a, b) = b.affine_values();
+                format!(", affinity a {a:.3} b {b:.3}")
+            });
             eprintln!(
-                "{label}: iteration {done}/{total}, loss {:.4}, val Dice {d:.4}, {:.2} s/step",
+                "{label}: iteration {done}/{total}, loss {:.4}, val Dice {d:.4} (RV {:.3}, Myo {:.3}, LV {:.3}), {:.2} s/step; {}{affine}",
                 st.loss_sum / st.loss_count.max(1) as f64,
-                st.since_eval_seconds / st.loss_count.max(1) as f64
+                scores.dice[0],
+                scores.dice[1],
+                scores.dice[2],
+                st.since_eval_seconds / st.loss_count.max(1) as f64,
+                step_loss.take_terms().line()
             );
             (st.loss_sum, st.loss_count, st.since_eval_seconds) = (0.0, 0, 0.0);
             if d > st.best_dice {
