@@ -180,7 +180,7 @@ fn gcfl_splits_when_told_fedavg_never_and_both_learn() {
     let (n, nlog) = run_clustered(&data, &z, &never, &s, Mode::Gcfl, 9).unwrap();
     assert!(nlog.splits.is_empty());
     let (a16, _) = run_clustered(&data, &z, &never, &s, Mode::FedAvg, 9).unwrap();
-    assert_eq!(strip(n), strip(a16));
+    assert_eq!(strip(n), strip(a16.clone()));
     // Better than chance on balanced classes: cycles and grids only, trained longer.
     let easy = generate(
         &FamiliesSection {
@@ -198,6 +198,23 @@ fn gcfl_splits_when_told_fedavg_never_and_both_learn() {
     assert!(l.server_bytes > 0);
     let (loc, _) = run_clustered(&data, &z, &never, &s, Mode::Local, 9).unwrap();
     assert_eq!(loc.server_bytes, 0);
+    // Sharing every parameter moves more bytes than sharing the message-passing layers
+    // (the default, as the reference's server model) and trains another trajectory.
+    let all = GcflSection {
+        share: "all".into(),
+        ..never.clone()
+    };
+    let (fa, _) = run_clustered(&data, &z, &all, &s, Mode::FedAvg, 9).unwrap();
+    assert!(fa.server_bytes > a16.server_bytes);
+    assert_ne!(fa.curve, a16.curve);
+    // The oracle start: one cluster per family group (client c is in group c mod 2 here).
+    let oracle = GcflSection {
+        initial: "groups".into(),
+        ..never.clone()
+    };
+    let (_, olog) = run_clustered(&data, &z, &oracle, &s, Mode::Gcfl, 9).unwrap();
+    assert_eq!(olog.clusters, vec![vec![0, 2, 4], vec![1, 3, 5]]);
+    assert!(olog.splits.is_empty());
 }
 
 fn config_error(sets: &[&str]) -> String {
@@ -232,6 +249,18 @@ fn algorithm_and_dataset_mismatches_are_config_errors() {
     assert!(e.contains("fed.prox_mu"), "{e}");
     let e = config_error(&["gcfl.variant=ifca"]);
     assert!(e.contains("gcfl.variant"), "{e}");
+    for bad in [
+        "gcfl.share=head",
+        "gcfl.sequence=loss",
+        "gcfl.min_side=0",
+        "gcfl.initial=random",
+        "families.labels=mixed",
+        "families.features=raw",
+    ] {
+        let key = bad.split('=').next().unwrap_or_default();
+        let e = config_error(&["data.dataset=graph-families", "fed.algo=gcfl", bad]);
+        assert!(e.contains(key), "{bad}: {e}");
+    }
     // The accepted combinations load.
     for sets in [
         vec!["data.dataset=graph-families", "fed.algo=gcfl"],

@@ -23,9 +23,20 @@
 //! without features.
 //!
 //! Clients (non-IID, as the issue asks): client `c` draws from the two families
-//! `2g mod k` and `2g+1 mod k`, `g = c mod ⌈k/2⌉`; with k = 4 and 8 clients, clients
-//! 0, 2, 4, 6 hold cycles and grids and clients 1, 3, 5, 7 trees and SBM graphs. Each client's
-//! graphs are half positive, shuffled, and divided into training / validation / test graphs.
+//! `2g mod k` and `2g+1 mod k`, `g = c mod ⌈k/2⌉` (its *group*); with k = 4 and 8 clients,
+//! clients 0, 2, 4, 6 hold cycles and grids and clients 1, 3, 5, 7 trees and SBM graphs. Each
+//! client's graphs are half positive, shuffled, and divided into training / validation / test
+//! graphs.
+//!
+//! GCFL's paper federates clients that each hold a *different* TU data set (molecules,
+//! proteins, social networks): their graphs differ in structure, their node features in
+//! meaning, and their labels answer different questions. Two switches bring those last two
+//! differences into the synthetic set, between the groups of odd and even index (the graphs
+//! themselves are the same draws): `families.labels = "by-group"` makes odd groups call the
+//! triangle-free graph positive (a rule that contradicts the even groups'), and
+//! `families.features = "by-group"` makes odd groups write degree d into one-hot column
+//! `cap − d` (the same columns meaning other things). Both default to the shared rule and
+//! features.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -54,6 +65,14 @@ ferrolab_core::config_section! {
         pub val_share: f64 = 0.2, "in (0, 0.5)" => |v| *v > 0.0 && *v < 0.5;
         /// Share of each client's graphs held out for testing.
         pub test_share: f64 = 0.2, "in (0, 0.5)" => |v| *v > 0.0 && *v < 0.5;
+        /// Label rule: `shared` (every client: 1 iff the graph has a triangle) or `by-group`
+        /// (clients of odd family groups label the other gadget 1: 1 iff *no* triangle, a
+        /// rule that contradicts the even groups').
+        pub labels: String = "shared".into(), "`shared` or `by-group`" => |v| v == "shared" || v == "by-group";
+        /// Node features: `degree` (one-hot degree for every client) or `by-group` (clients of
+        /// odd family groups put degree d in column cap − d: the same columns meaning other
+        /// things, as the features of different data sets do).
+        pub features: String = "degree".into(), "`degree` or `by-group`" => |v| v == "degree" || v == "by-group";
     }
 }
 
@@ -111,14 +130,24 @@ impl SmallGraph {
 pub struct ClientGraphs {
     /// The two families it draws from.
     pub families: [usize; 2],
+    /// Its family group ([`client_group`]).
+    pub group: usize,
+    /// Whether its one-hot degree columns are reversed (`families.features = "by-group"`,
+    /// odd group).
+    pub reversed_degrees: bool,
     pub train: Vec<SmallGraph>,
     pub val: Vec<SmallGraph>,
     pub test: Vec<SmallGraph>,
 }
 
+/// The family group of client `c` when `k` families are in use.
+pub fn client_group(c: usize, k: usize) -> usize {
+    c % k.div_ceil(2)
+}
+
 /// The two families client `c` draws from when `k` are in use.
 pub fn client_families(c: usize, k: usize) -> [usize; 2] {
-    let g = c % k.div_ceil(2);
+    let g = client_group(c, k);
     [(2 * g) % k, (2 * g + 1) % k]
 }
 
@@ -293,10 +322,17 @@ pub fn generate(
             &format!("families-client{c}"),
         ));
         let fam = client_families(c, cfg.k);
+        let group = client_group(c, cfg.k);
+        let odd = group % 2 == 1;
+        let flip = odd && cfg.labels == "by-group";
         let mut graphs: Vec<SmallGraph> = (0..n)
             .map(|i| {
                 let f = fam[rng.random_range(0..2usize)];
-                sample_graph(f, i < n / 2, cfg, &mut rng)
+                let mut g = sample_graph(f, i < n / 2, cfg, &mut rng);
+                if flip {
+                    g.label = 1 - g.label;
+                }
+                g
             })
             .collect();
         graphs.shuffle(&mut rng);
@@ -304,6 +340,8 @@ pub fn generate(
         let val = graphs.split_off(n - n_test - n_val);
         out.push(ClientGraphs {
             families: fam,
+            group,
+            reversed_degrees: odd && cfg.features == "by-group",
             train: graphs,
             val,
             test,
@@ -390,10 +428,39 @@ mod tests {
         }
         assert_eq!(data[0].families, [0, 1]);
         assert_eq!(data[1].families, [2, 3]);
+        // The default rule and features leave every client on the triangle rule, unreversed.
+        assert!(data.iter().all(|d| !d.reversed_degrees));
+        assert_eq!(data[5].group, 1);
         // Same seed, same data; another seed, other graphs.
         let again = generate(&cfg, 8, 9).unwrap();
         assert_eq!(again[3].train, data[3].train);
         let other = generate(&cfg, 8, 10).unwrap();
         assert_ne!(other[3].train, data[3].train);
+    }
+
+    #[test]
+    fn by_group_rules_contradict_and_keep_the_graphs() {
+        let shared = FamiliesSection::default();
+        let conflict = FamiliesSection {
+            labels: "by-group".into(),
+            features: "by-group".into(),
+            ..Default::default()
+        };
+        let a = generate(&shared, 4, 7).unwrap();
+        let b = generate(&conflict, 4, 7).unwrap();
+        for (c, (x, y)) in a.iter().zip(&b).enumerate() {
+            let odd = client_group(c, 4) % 2 == 1;
+            assert_eq!(y.reversed_degrees, odd);
+            let (gx, gy): (Vec<&SmallGraph>, Vec<&SmallGraph>) = (
+                x.train.iter().chain(&x.val).chain(&x.test).collect(),
+                y.train.iter().chain(&y.val).chain(&y.test).collect(),
+            );
+            for (p, q) in gx.iter().zip(&gy) {
+                // Same graphs; odd groups call the triangle-free ones positive.
+                assert_eq!(p.edges, q.edges);
+                assert_eq!(usize::from(q.triangles() > 0) != q.label, odd, "client {c}");
+            }
+            assert_eq!(gy.iter().filter(|g| g.label == 1).count(), gy.len() / 2);
+        }
     }
 }

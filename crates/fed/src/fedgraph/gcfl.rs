@@ -5,33 +5,45 @@
 //! Every client trains a graph-level GNN ([`GraphNet`]: a zoo network of
 //! [`ferrolab_graph::zoo`] for node embeddings, ReLU, sum or mean pooling per graph, a hidden
 //! linear layer, dropout, a linear classifier) with Adam on minibatches of its graphs, and
-//! sends its update `ΔW_i = W_i − W_cluster` to the server. GCFL+'s server:
+//! sends the update of the *shared* layers, `ΔW_i = W_i − W_cluster`. As in the reference
+//! code (whose server model, `serverGIN`, holds only the GIN layers), the shared layers are
+//! the message-passing ones (`gcfl.share = "gnn"`); the layers after pooling stay with each
+//! client, in FedAvg as in GCFL. `gcfl.share = "all"` shares every parameter. GCFL+'s
+//! server:
 //!
-//! - all clients start in one cluster; each cluster's model moves by the training-size
-//!   weighted mean of its members' updates;
-//! - each client's sequence of update norms over its message-passing layers (GCFL+'s
-//!   "gradient sequence", `convGradsNorm` in the reference code) grows by one per round;
-//! - a cluster is bi-partitioned when its mean update is small but some member's is large,
-//!   `‖mean_i ΔW_i‖ < ε₁` and `max_i ‖ΔW_i‖ > ε₂`, it has more than 2 members, the warm-up
-//!   rounds have passed and every sequence holds `seq_length` norms: the members' last
+//! - all clients start in one cluster; each cluster's shared layers move by the
+//!   training-size weighted mean of its members' updates (the reference's
+//!   `aggregate_clusterwise`), and each member keeps its own other layers;
+//! - each client's sequence of gradient norms of its message-passing layers (GCFL+'s
+//!   "gradient sequence": the norm at the last local step, `convGradsNorm` in the reference
+//!   code; `gcfl.sequence = "update"` takes the norm of the round's update instead, the
+//!   reference's `run_gcflplus_dWs`) grows by one per round;
+//! - a cluster is bi-partitioned when its mean shared update is small but some member's is
+//!   large, `‖mean_i ΔW_i‖ < ε₁` and `max_i ‖ΔW_i‖ > ε₂`, it has more than 2 members, the
+//!   warm-up rounds have passed and every sequence holds `seq_length` norms: the members' last
 //!   `seq_length` norms are compared by dynamic time warping ([`dtw`]), and the cluster is cut
 //!   in two by a minimum cut (Stoer–Wagner, [`min_cut`]) of the similarity `max D − D`; then
-//!   every sequence starts again (as the reference code resets them).
+//!   every sequence starts again (as the reference code resets them). Nothing stops a cut
+//!   from taking off one client, in the reference code either.
 //!
-//! FedAvg is the same loop with the split switched off; local only keeps every client in a
-//! cluster of its own; global trains one model on all clients' training graphs, as many
-//! minibatch steps per round as the federation takes together. Each client's model (its
-//! cluster's) is evaluated on the client's own validation and test graphs; the figures are
-//! the means over clients, at the round of best mean validation accuracy.
+//! Plain GCFL (`gcfl.variant = "gcfl"`) cuts on the cosine similarity of the round's shared
+//! updates, shifted by +1 as the reference's `pairwise_angles` does. FedAvg is the same loop
+//! with the split switched off; local only keeps every client in a cluster of its own;
+//! global trains one model on all clients' training graphs, as many minibatch steps per
+//! round as the federation takes together. Each client's model is evaluated on the client's
+//! own validation and test graphs; the figures are the means over clients, at the round of
+//! best mean validation accuracy (the reference reports the last round).
 //!
 //! Messages are function calls in one process (the server and the clients of one run share
-//! a thread); the bytes a real deployment would move are counted.
+//! a thread); the bytes a real deployment would move (the shared layers, both ways) are
+//! counted.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ferrolab_core::backend::{exclusive_rng, train_device};
 use ferrolab_core::burn;
+use ferrolab_core::burn::module::{ModuleVisitor, Param};
 use ferrolab_core::burn::nn::{Linear, LinearConfig};
 use ferrolab_core::burn::optim::{GradientsParams, ModuleOptimizer};
 use ferrolab_core::burn::prelude::*;
@@ -79,8 +91,28 @@ ferrolab_core::config_section! {
         pub variant: String = "gcfl+".into(), "`gcfl+` or `gcfl`" => |v| v == "gcfl+" || v == "gcfl";
         /// Readout: `sum` (GCFL's `global_add_pool`) or `mean`.
         pub readout: String = "sum".into(), "`sum` or `mean`" => |v| v == "sum" || v == "mean";
+        /// What the server averages, and whose update norms and similarities drive the
+        /// split: `gnn` (the message-passing layers only, as the reference code's `serverGIN`
+        /// holds; each client keeps its own pooling-side layers, in FedAvg too) or `all`
+        /// (every parameter, this crate's first reading).
+        pub share: String = "gnn".into(), "`gnn` or `all`" => |v| v == "gnn" || v == "all";
+        /// GCFL+'s sequences: `grad` (norm of the message-passing layers' gradient at the last
+        /// local step, the reference code's `convGradsNorm` in `run_gcflplus`) or `update`
+        /// (norm of their update over the round, `convDWsNorm` in `run_gcflplus_dWs`).
+        pub sequence: String = "grad".into(), "`grad` or `update`" => |v| v == "grad" || v == "update";
+        /// Fewest clients on each side of a cut. 1 is the reference (Stoer–Wagner's global
+        /// minimum cut, which may take off a single client); more searches every
+        /// bipartition of the cluster (clusters of at most 20 clients).
+        pub min_side: usize = 1, "1..=10" => |v| (1..=10).contains(v);
+        /// Clusters at the start: `one` (every client, the method) or `groups` (one cluster
+        /// per family group, the generator's ground truth: an oracle that shows what
+        /// clustering could gain, not a method a server could run).
+        pub initial: String = "one".into(), "`one` or `groups`" => |v| v == "one" || v == "groups";
     }
 }
+
+/// Largest cluster [`min_cut_sized`] searches exhaustively.
+pub const MAX_EXHAUSTIVE: usize = 20;
 
 /// Graph classes of the generated data (triangle or not).
 const CLASSES: usize = 2;
@@ -109,7 +141,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(graphs: &[&SmallGraph], mean: bool, dev: &Device) -> Result<Self, FedGraphError> {
+    /// `reversed`: degree d goes to one-hot column `DEGREE_CAP − d` (a client whose feature
+    /// columns mean something else, `families.features = "by-group"`).
+    pub fn new(
+        graphs: &[&SmallGraph],
+        mean: bool,
+        reversed: bool,
+        dev: &Device,
+    ) -> Result<Self, FedGraphError> {
         let total: usize = graphs.iter().map(|g| g.nodes).sum();
         let mut adj: Vec<Vec<u32>> = vec![Vec::new(); total];
         let mut feats = vec![0f32; total * FEATURES];
@@ -118,7 +157,8 @@ impl Batch {
         for g in graphs {
             for (i, l) in g.adjacency().into_iter().enumerate() {
                 let d = l.len().min(DEGREE_CAP);
-                feats[(off + i) * FEATURES + d] = 1.0;
+                let col = if reversed { DEGREE_CAP - d } else { d };
+                feats[(off + i) * FEATURES + col] = 1.0;
                 adj[off + i] = l.into_iter().map(|j| j + off as u32).collect();
             }
             let w = if mean { 1.0 / g.nodes as f32 } else { 1.0 };
@@ -166,11 +206,14 @@ impl GraphNet {
         let _g = exclusive_rng();
         let dev = train_device();
         dev.seed(seed);
-        Ok(GraphNet {
+        let net = GraphNet {
             gnn: zoo.init(&dev)?,
             post: LinearConfig::new(zoo.hidden, zoo.hidden).init(&dev),
             head: LinearConfig::new(zoo.hidden, CLASSES).init(&dev),
-        })
+        };
+        // burn draws a parameter at its first read: draw them all under the guard.
+        ferrolab_core::backend::materialize(&net);
+        Ok(net)
     }
 
     /// Class logits `[graphs, 2]`; dropout is active with `rng`.
@@ -271,6 +314,44 @@ pub fn min_cut(w: &[Vec<f64>]) -> (f64, Vec<usize>) {
     (best, best_set)
 }
 
+/// Minimum cut of a complete weighted graph with at least `min_side` vertices on each side
+/// (fewer when the graph has fewer than `2 · min_side`): Stoer–Wagner for `min_side ≤ 1`,
+/// else every bipartition, `n ≤` [`MAX_EXHAUSTIVE`] (a larger graph falls back to
+/// Stoer–Wagner; [`prepare`] refuses such a configuration before a run). Returns the cut
+/// weight and the side without vertex 0, sorted; ties go to the first bipartition in
+/// counting order.
+pub fn min_cut_sized(w: &[Vec<f64>], min_side: usize) -> (f64, Vec<usize>) {
+    let n = w.len();
+    if min_side <= 1 || !(2..=MAX_EXHAUSTIVE).contains(&n) {
+        return min_cut(w);
+    }
+    let m = min_side.min(n / 2);
+    let (mut best, mut best_mask) = (f64::INFINITY, 0u32);
+    for mask in 1u32..(1u32 << (n - 1)) {
+        // Bit i set: vertex i + 1 is on the far side; vertex 0 stays on the near one.
+        let far = mask.count_ones() as usize;
+        if far < m || n - far < m {
+            continue;
+        }
+        let is_far = |v: usize| v > 0 && mask & (1 << (v - 1)) != 0;
+        let mut cut = 0f64;
+        for (i, row) in w.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate().skip(i + 1) {
+                if is_far(i) != is_far(j) {
+                    cut += x;
+                }
+            }
+        }
+        if cut < best {
+            (best, best_mask) = (cut, mask);
+        }
+    }
+    let side = (1..n)
+        .filter(|&i| best_mask & (1 << (i - 1)) != 0)
+        .collect();
+    (best, side)
+}
+
 /// GCFL's split test for one cluster.
 pub fn should_split(
     mean_norm: f64,
@@ -283,8 +364,14 @@ pub fn should_split(
     mean_norm < g.eps1 && max_norm > g.eps2 && members > 2 && round > g.warmup && seqs_ready
 }
 
-/// Bi-partitions `members` by the DTW distances of their norm sequences (GCFL+).
-pub fn bipartition(members: &[usize], seqs: &[Vec<f64>], standardize: bool) -> [Vec<usize>; 2] {
+/// Bi-partitions `members` by the DTW distances of their norm sequences (GCFL+), each side
+/// with at least `min_side` members ([`min_cut_sized`]).
+pub fn bipartition(
+    members: &[usize],
+    seqs: &[Vec<f64>],
+    standardize: bool,
+    min_side: usize,
+) -> [Vec<usize>; 2] {
     let prep = |s: &Vec<f64>| -> Vec<f64> {
         if !standardize {
             return s.clone();
@@ -317,7 +404,7 @@ pub fn bipartition(members: &[usize], seqs: &[Vec<f64>], standardize: bool) -> [
                 .collect()
         })
         .collect();
-    let (_, side) = min_cut(&sim);
+    let (_, side) = min_cut_sized(&sim, min_side);
     let a: Vec<usize> = side.iter().map(|&i| members[i]).collect();
     let b: Vec<usize> = (0..k)
         .filter(|i| !side.contains(i))
@@ -326,27 +413,35 @@ pub fn bipartition(members: &[usize], seqs: &[Vec<f64>], standardize: bool) -> [
     [a, b]
 }
 
-/// Bi-partitions `members` by the cosine similarity of their updates (plain GCFL).
-pub fn bipartition_cosine(members: &[usize], updates: &[Vec<f32>]) -> [Vec<usize>; 2] {
+/// Bi-partitions `members` by the cosine similarity of the first `shared` entries of their
+/// updates (plain GCFL). As in the reference code the similarity is shifted to
+/// `cos + 1 ∈ [0, 2]`: a minimum cut needs non-negative weights.
+pub fn bipartition_cosine(
+    members: &[usize],
+    updates: &[Vec<f32>],
+    shared: usize,
+    min_side: usize,
+) -> [Vec<usize>; 2] {
     let k = members.len();
+    let u = |c: usize| &updates[c][..shared.min(updates[c].len())];
     let norms: Vec<f64> = members
         .iter()
-        .map(|&c| norm(updates[c].iter().map(|&x| f64::from(x))))
+        .map(|&c| norm(u(c).iter().map(|&x| f64::from(x))))
         .collect();
     let mut sim = vec![vec![0f64; k]; k];
     for i in 0..k {
         for j in i + 1..k {
-            let dot: f64 = updates[members[i]]
+            let dot: f64 = u(members[i])
                 .iter()
-                .zip(&updates[members[j]])
+                .zip(u(members[j]))
                 .map(|(&a, &b)| f64::from(a) * f64::from(b))
                 .sum();
-            let x = dot / (norms[i] * norms[j]).max(1e-30);
+            let x = dot / (norms[i] * norms[j]).max(1e-12) + 1.0;
             sim[i][j] = x;
             sim[j][i] = x;
         }
     }
-    let (_, side) = min_cut(&sim);
+    let (_, side) = min_cut_sized(&sim, min_side);
     let a: Vec<usize> = side.iter().map(|&i| members[i]).collect();
     let b: Vec<usize> = (0..k)
         .filter(|i| !side.contains(i))
@@ -396,12 +491,13 @@ fn client_data(
     order.shuffle(rng);
     let train = order
         .chunks(batch)
-        .map(|ch| Batch::new(ch, mean, dev))
+        .map(|ch| Batch::new(ch, mean, c.reversed_degrees, dev))
         .collect::<Result<Vec<_>, _>>()?;
+    let rev = c.reversed_degrees;
     Ok(ClientData {
         train,
-        val: Batch::new(&c.val.iter().collect::<Vec<_>>(), mean, dev)?,
-        test: Batch::new(&c.test.iter().collect::<Vec<_>>(), mean, dev)?,
+        val: Batch::new(&c.val.iter().collect::<Vec<_>>(), mean, rev, dev)?,
+        test: Batch::new(&c.test.iter().collect::<Vec<_>>(), mean, rev, dev)?,
         n_train: c.train.len(),
     })
 }
@@ -421,8 +517,28 @@ fn eval(net: &GraphNet, b: &Batch) -> (f64, f64) {
     (acc, loss / b.len().max(1) as f64)
 }
 
+/// Sum of squares of the gradients of the parameters a visited module holds.
+struct GradSquares<'a> {
+    grads: &'a GradientsParams,
+    sum: f64,
+}
+
+impl ModuleVisitor for GradSquares<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        // A parameter the loss does not reach has a zero gradient.
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            self.sum += g
+                .into_data()
+                .iter::<f32>()
+                .map(|x| f64::from(x) * f64::from(x))
+                .sum::<f64>();
+        }
+    }
+}
+
 /// One local training pass: `steps` minibatch Adam steps, batches in an order drawn by
-/// `rng`. Returns the new model and the mean loss.
+/// `rng`. Returns the new model, the mean loss and the norm of the message-passing layers'
+/// gradient at the last step (GCFL+'s `convGradsNorm`).
 fn local_train(
     mut net: GraphNet,
     batches: &[&Batch],
@@ -431,8 +547,9 @@ fn local_train(
     steps: usize,
     p: f64,
     rng: &mut StdRng,
-) -> (GraphNet, f64) {
+) -> (GraphNet, f64, f64) {
     let mut total = 0f64;
+    let mut grad_norm = 0f64;
     let mut order: Vec<usize> = Vec::new();
     for _ in 0..steps {
         if order.is_empty() {
@@ -445,9 +562,15 @@ fn local_train(
         let loss = masked_cross_entropy(logits, &b.all, &b.y);
         total += f64::from(to_vec_f32(loss.clone())[0]);
         let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let mut sq = GradSquares {
+            grads: &grads,
+            sum: 0.0,
+        };
+        net.gnn.visit(&mut sq);
+        grad_norm = sq.sum.sqrt();
         net = optim.step(lr, net, grads);
     }
-    (net, total / steps.max(1) as f64)
+    (net, total / steps.max(1) as f64, grad_norm)
 }
 
 fn flat(net: &GraphNet) -> Vec<f32> {
@@ -513,6 +636,13 @@ pub fn run_clustered(
         .collect();
     let mut clusters: Vec<Vec<usize>> = match mode {
         Mode::Local => (0..k).map(|c| vec![c]).collect(),
+        Mode::Gcfl if g.initial == "groups" => {
+            let mut by: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (c, d) in data.iter().enumerate() {
+                by.entry(d.group).or_default().push(c);
+            }
+            by.into_values().collect()
+        }
         _ => vec![(0..k).collect()],
     };
     // Model of each client's cluster (Global: index 0 only).
@@ -544,9 +674,14 @@ pub fn run_clustered(
     };
     let (v0, l0, t0) = evaluate(&weights, &mut nets)?;
     let (mut best_v, mut best_l, mut best_t, mut best_round, mut since) = (v0, l0, t0, 0, 0);
-    let param_bytes = (w0.len() * 4) as u64;
+    // The prefix of the flat parameters the server averages: the message-passing layers
+    // come first in visiting order.
+    let shared = if g.share == "all" { w0.len() } else { gnn_len };
+    let param_bytes = (shared * 4) as u64;
     for round in 1..=s.rounds {
         let mut updates: Vec<Vec<f32>> = Vec::with_capacity(learners);
+        let mut trained: Vec<Vec<f32>> = Vec::with_capacity(learners);
+        let mut grad_norms: Vec<f64> = Vec::with_capacity(learners);
         let mut diverged = false;
         for l in 0..learners {
             let net = nets[l]
@@ -561,11 +696,13 @@ pub fn run_clustered(
             } else {
                 (clients[l].train.iter().collect(), s.local_steps)
             };
-            let (net, loss) =
+            let (net, loss, grad_norm) =
                 local_train(net, &batches, &mut optims[l], s.lr, steps, p, &mut rngs[l]);
             diverged |= !loss.is_finite();
             let w = flat(&net);
             updates.push(w.iter().zip(&weights[l]).map(|(a, b)| a - b).collect());
+            trained.push(w);
+            grad_norms.push(grad_norm);
             nets[l] = Some(net);
         }
         if diverged {
@@ -577,7 +714,11 @@ pub fn run_clustered(
             }
         } else {
             for (c, u) in updates.iter().enumerate() {
-                seqs[c].push(norm(u[..gnn_len].iter().map(|&x| f64::from(x))));
+                seqs[c].push(if g.sequence == "grad" {
+                    grad_norms[c]
+                } else {
+                    norm(u[..gnn_len].iter().map(|&x| f64::from(x)))
+                });
             }
             if mode != Mode::Local {
                 out.server_bytes += 2 * param_bytes * k as u64;
@@ -585,14 +726,14 @@ pub fn run_clustered(
             let mut next = Vec::new();
             for (ci, members) in clusters.iter().enumerate() {
                 let n = members.len() as f64;
-                let dim = updates[members[0]].len();
-                let mut mean_u = vec![0f64; dim];
+                let mut mean_u = vec![0f64; shared];
                 let mut max_norm = 0f64;
                 for &c in members {
-                    for (m, &x) in mean_u.iter_mut().zip(&updates[c]) {
+                    let u = &updates[c][..shared];
+                    for (m, &x) in mean_u.iter_mut().zip(u) {
                         *m += f64::from(x) / n;
                     }
-                    max_norm = max_norm.max(norm(updates[c].iter().map(|&x| f64::from(x))));
+                    max_norm = max_norm.max(norm(u.iter().map(|&x| f64::from(x))));
                 }
                 let mean_norm = norm(mean_u.into_iter());
                 if ci == 0 {
@@ -607,9 +748,9 @@ pub fn run_clustered(
                         .map(|q| q[q.len().saturating_sub(g.seq_length)..].to_vec())
                         .collect();
                     let halves = if g.variant == "gcfl" {
-                        bipartition_cosine(members, &updates)
+                        bipartition_cosine(members, &updates, shared, g.min_side)
                     } else {
-                        bipartition(members, &tails, g.standardize)
+                        bipartition(members, &tails, g.standardize, g.min_side)
                     };
                     log.splits.push((round, halves.clone()));
                     for q in &mut seqs {
@@ -621,26 +762,26 @@ pub fn run_clustered(
                 }
             }
             clusters = next;
-            // Each cluster's model moves by its members' training-size weighted mean update
-            // (all members started the round from the same model).
+            // Each cluster's shared layers move by its members' training-size weighted mean
+            // update (all members started the round from the same shared layers); each
+            // client keeps the rest of its model as it trained it.
             for members in &clusters {
                 let total: f64 = members.iter().map(|&c| clients[c].n_train as f64).sum();
-                let dim = updates[members[0]].len();
-                let mut acc = vec![0f64; dim];
+                let mut acc = vec![0f64; shared];
                 for &c in members {
                     let wgt = clients[c].n_train as f64 / total;
-                    for (a, &x) in acc.iter_mut().zip(&updates[c]) {
+                    for (a, &x) in acc.iter_mut().zip(&updates[c][..shared]) {
                         *a += wgt * f64::from(x);
                     }
                 }
-                let base = weights[members[0]].clone();
-                let new: Vec<f32> = base
+                let new: Vec<f32> = weights[members[0]][..shared]
                     .iter()
                     .zip(&acc)
                     .map(|(&b, &a)| (f64::from(b) + a) as f32)
                     .collect();
                 for &c in members {
-                    weights[c] = new.clone();
+                    weights[c][..shared].copy_from_slice(&new);
+                    weights[c][shared..].copy_from_slice(&trained[c][shared..]);
                 }
             }
         }
@@ -698,6 +839,13 @@ pub fn run_table(
         info.push(json!({
             "seed": s,
             "client_families": data.iter().map(|d| d.families.iter().map(|&x| FAMILY_NAMES[x]).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "client_groups": data.iter().map(|d| d.group).collect::<Vec<_>>(),
+            "labels": cfg.families.labels,
+            "features": cfg.families.features,
+            "share": cfg.gcfl.share,
+            "initial": cfg.gcfl.initial,
+            "min_side": cfg.gcfl.min_side,
+            "sequence": cfg.gcfl.sequence,
             "train": data.iter().map(|d| d.train.len()).collect::<Vec<_>>(),
             "val": data.iter().map(|d| d.val.len()).collect::<Vec<_>>(),
             "test": data.iter().map(|d| d.test.len()).collect::<Vec<_>>(),
@@ -844,6 +992,12 @@ pub fn run_table(
 /// Draws seed 0's data, so a bad generator setting fails before the run.
 pub fn prepare(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
     graph_zoo(cfg)?;
+    if cfg.gcfl.min_side > 1 && cfg.fed.clients > MAX_EXHAUSTIVE {
+        return Err(FedGraphError::Usage(format!(
+            "gcfl.min_side = {} searches every bipartition, which needs fed.clients <= {MAX_EXHAUSTIVE} (got {})",
+            cfg.gcfl.min_side, cfg.fed.clients
+        )));
+    }
     let d = generate(&cfg.families, cfg.fed.clients, 0)?;
     let mut rng = StdRng::seed_from_u64(0);
     let dev = train_device();
@@ -891,6 +1045,52 @@ mod tests {
         let (cut, side) = min_cut(&w);
         assert_eq!(cut, 1.0);
         assert!(side == vec![0, 1, 2] || side == vec![3, 4, 5], "{side:?}");
+        // The exhaustive search agrees, and sizes its sides.
+        assert_eq!(min_cut_sized(&w, 2), (1.0, vec![3, 4, 5]));
+        // A loosely attached vertex: the global minimum cut takes it off alone, a cut with
+        // two on each side does not.
+        let mut w = vec![vec![3.0; 5]; 5];
+        for (i, row) in w.iter_mut().enumerate() {
+            row[i] = 0.0;
+            if i != 4 {
+                row[4] = 0.5;
+            }
+        }
+        w[4][..4].fill(0.5);
+        let (cut, side) = min_cut(&w);
+        assert_eq!(cut, 2.0);
+        assert!(side == vec![4] || side == vec![0, 1, 2, 3], "{side:?}");
+        let (cut, side) = min_cut_sized(&w, 2);
+        assert_eq!(side.len().min(5 - side.len()), 2, "{side:?}");
+        assert!(cut > 2.0);
+    }
+
+    #[test]
+    fn cosine_bipartition_reads_the_shared_prefix() {
+        // On the first two entries clients 0, 1 point one way and 2, 3 the other; the third
+        // entry (not shared) would pair 0 with 2 and 1 with 3.
+        let updates = vec![
+            vec![1.0, 0.0, 5.0],
+            vec![1.0, 0.2, -5.0],
+            vec![-1.0, 0.0, 5.0],
+            vec![-1.0, -0.2, -5.0],
+        ];
+        let [mut a, mut b] = bipartition_cosine(&[0, 1, 2, 3], &updates, 2, 1);
+        a.sort_unstable();
+        b.sort_unstable();
+        let parts = [a, b];
+        assert!(
+            parts.contains(&vec![0, 1]) && parts.contains(&vec![2, 3]),
+            "{parts:?}"
+        );
+        let [mut a, mut b] = bipartition_cosine(&[0, 1, 2, 3], &updates, 3, 1);
+        a.sort_unstable();
+        b.sort_unstable();
+        let parts = [a, b];
+        assert!(
+            parts.contains(&vec![0, 2]) && parts.contains(&vec![1, 3]),
+            "{parts:?}"
+        );
     }
 
     #[test]
@@ -919,7 +1119,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let [a, b] = bipartition(&[0, 1, 2, 3, 4, 5], &seqs, false);
+        let [a, b] = bipartition(&[0, 1, 2, 3, 4, 5], &seqs, false, 1);
         let (mut a, mut b) = (a, b);
         a.sort_unstable();
         b.sort_unstable();

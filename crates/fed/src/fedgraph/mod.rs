@@ -137,6 +137,11 @@ impl System for FedGraphSystem {
                 about: "GCFL+ vs FedAvg on synthetic graph families (8 non-IID clients, GIN), 3 seeds",
                 toml: include_str!("../../../../configs/fedgraph/gcfl.toml"),
             },
+            Preset {
+                name: "gcfl-mixed",
+                about: "GCFL+ vs FedAvg on synthetic graph families whose client groups differ in structure, features and label rule, 5 seeds",
+                toml: include_str!("../../../../configs/fedgraph/gcfl-mixed.toml"),
+            },
         ]
     }
 
@@ -274,7 +279,7 @@ impl System for FedGraphSystem {
             .timings
             .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
         report.notes.push(if families {
-            "graph-families is SYNTHETIC (label = contains a triangle; each client draws from 2 of k graph families); every client's (cluster's) model is tested on the client's own test graphs, mean over clients; local = each client alone; global = one model on all clients' training graphs".into()
+            "graph-families is SYNTHETIC (label = contains a triangle, the opposite for odd family groups under families.labels = by-group; each client draws from 2 of k graph families); every client's (cluster's) model is tested on the client's own test graphs, mean over clients; local = each client alone; global = one model on all clients' training graphs".into()
         } else {
             "local = each client alone on its subgraph, accuracy weighted by test nodes; global = one model on the whole graph; FedAvg evaluated by the server on the whole graph".into()
         });
