@@ -2,7 +2,7 @@
 //! (master seed 0, the same seeds and methods) without building the whole CLI, prints every
 //! method's headline figures as mean ± std over seeds, and writes `report.json` to OUT.
 //!
-//! `cargo run --release -p ferrolab-edge --example adaevo_table -- paper OUT [K=V …]`
+//! `cargo run --release -p ferrolab-edge --example adaevo_table -- paper OUT [seed=N] [K=V …]`
 
 use ferrolab_core::{Checked, RunContext, RunDir};
 use ferrolab_edge::config::AdaEvoConfig;
@@ -24,8 +24,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `seed=N` (not a config key): the master seed, as `ferrolab adaevo --seed N` (default 0).
+    let mut master = 0u64;
+    let mut sets = Vec::new();
+    for a in &args[2..] {
+        match a.strip_prefix("seed=") {
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) => master = n,
+                Err(_) => {
+                    eprintln!("seed={v:?} is not a number");
+                    return ExitCode::from(2);
+                }
+            },
+            None => sets.push(a.clone()),
+        }
+    }
     let cfg: AdaEvoConfig =
-        match ferrolab_core::config::load_layers(Some((&args[0], toml)), None, &args[2..]) {
+        match ferrolab_core::config::load_layers(Some((&args[0], toml)), None, &sets) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{e}");
@@ -47,7 +62,7 @@ fn main() -> ExitCode {
         }
     };
     let threads = rayon::current_num_threads();
-    let mut ctx = RunContext::new(0, threads, None, run);
+    let mut ctx = RunContext::new(master, threads, None, run);
     let out = match experiment::run(&cfg, &mut ctx) {
         Ok(o) => o,
         Err(e) => {
