@@ -8,8 +8,10 @@
 //!     [--t 5] [--s 2] [--batch 32] [--per 4] [--seed 0] [--test-limit 2000] [--threads 1]
 //! ```
 //!
-//! Data, topology, partition and initial model are built as `ferrolab sdgt` builds them for
-//! run 0 (Fashion-MNIST from the usual lookup, 5000 training images held out).
+//! Data, topology, partition and initial model are built as `ferrolab sdgt --seed N` builds
+//! them for its run 0 (same derived seeds; Fashion-MNIST from the usual lookup, 1000 training
+//! images held out, the first 2000 test images), so a probe can replay one unit of a
+//! comparison with one setting changed (`--s 4`: every device sampled, no stale y).
 
 use ferrolab_fed::inproc::InProcFabric;
 use ferrolab_fed::sdgt::algo::Algo;
@@ -94,14 +96,16 @@ fn main() {
     let train = Arc::new(part::to_samples(&images.train, norm, 10));
     let val = Arc::new(part::to_samples(&images.val, norm, 10));
     let test = Arc::new(part::to_samples(&images.test, norm, 10));
-    ferrolab_core::backend::seed_backend(seed);
-    let model = experiment::build_model(&cfg, seed);
-    let x0 = Arc::new(model.init(seed));
+    let init = ferrolab_core::seed::derive(seed, "init");
+    ferrolab_core::backend::seed_backend(init);
+    let model = experiment::build_model(&cfg, init);
+    let x0 = Arc::new(model.init(init));
+    let run0 = ferrolab_core::seed::derive(seed, "run0");
     let (topo, gt) =
-        experiment::topologies(&cfg, seed, &[algo]).unwrap_or_else(|e| usage(&e.to_string()));
+        experiment::topologies(&cfg, run0, &[algo]).unwrap_or_else(|e| usage(&e.to_string()));
     let data = RunData {
         model: Arc::clone(&model),
-        parts: Arc::new(experiment::partition(&cfg, &split, &train.y, seed)),
+        parts: Arc::new(experiment::partition(&cfg, &split, &train.y, run0)),
         train,
         val,
         test,
@@ -112,7 +116,7 @@ fn main() {
     };
     let spec = driver::RunSpec {
         checkpoint_every: 0,
-        ..experiment::unit_spec(&cfg, algo, lr, seed, false)
+        ..experiment::unit_spec(&cfg, algo, lr, run0, false)
     };
     let t0 = Instant::now();
     let out = driver::run(&spec, &data, Arc::new(InProcFabric::new()), &mut |r| {
