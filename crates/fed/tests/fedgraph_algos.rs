@@ -5,47 +5,15 @@
 #![allow(clippy::unwrap_used)]
 
 use ferrolab_core::config::load;
-use ferrolab_data::{CsbmConfig, generate_csbm};
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
 use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
 use ferrolab_fed::fedgraph::experiment::zoo_config;
 use ferrolab_fed::fedgraph::families::{FamiliesSection, generate};
 use ferrolab_fed::fedgraph::gcfl::{GcflSection, GraphSchedule, Mode, graph_zoo, run_clustered};
 use ferrolab_fed::fedgraph::run::{NodeAlgo, RunResult, Schedule, ServerAdam, fed_node, fedavg};
-use ferrolab_graph::NodeData;
 
-/// The tests of this file run one at a time: run beside the GCFL test, the FedProx/FedAvg
-/// equality failed once (seen 2026-11-29; each passes alone, cause not found yet).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn communities() -> GraphSet {
-    let d = generate_csbm(&CsbmConfig {
-        nodes: 400,
-        classes: 4,
-        avg_degree: 6.0,
-        p_in_ratio: 0.9,
-        features: 16,
-        feature_signal: 0.25,
-        feature_noise: 1.0,
-        seed: 11,
-    })
-    .unwrap()
-    .to_graph_data();
-    let n = NodeData::from_graph_data(&d, Some(Default::default()), false).unwrap();
-    GraphSet {
-        name: "csbm".into(),
-        graph: n.graph,
-        features: n.features,
-        labels: n.labels,
-        classes: n.num_classes,
-    }
-}
+mod fedgraph_util;
+use fedgraph_util::communities;
 
 fn setup(g: &GraphSet) -> SeedSetup {
     let d = DataSection {
@@ -78,8 +46,7 @@ fn strip(mut r: RunResult) -> RunResult {
 
 #[test]
 fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
-    let _serial = serial();
-    let g = communities();
+    let g = communities(400, 16, 11);
     let st = setup(&g);
     let mut cfg = FedGraphConfig::default();
     cfg.model.hidden = 16;
@@ -127,7 +94,6 @@ fn tiny_families() -> FamiliesSection {
 
 #[test]
 fn gcfl_splits_when_told_fedavg_never_and_both_learn() {
-    let _serial = serial();
     let data = generate(&tiny_families(), 6, 4).unwrap();
     let mut cfg = FedGraphConfig::default();
     cfg.model.arch = "gin".into();
@@ -227,7 +193,6 @@ fn config_error(sets: &[&str]) -> String {
 
 #[test]
 fn algorithm_and_dataset_mismatches_are_config_errors() {
-    let _serial = serial();
     let e = config_error(&["fed.algo=gcfl"]);
     assert!(
         e.contains("fed.algo") && e.contains("graph-families"),
@@ -284,14 +249,13 @@ fn algorithm_and_dataset_mismatches_are_config_errors() {
 
 #[test]
 fn prox_steps_with_mu_zero_match_plain_steps() {
-    let _serial = serial();
     use ferrolab_core::backend::train_device;
     use ferrolab_fed::fedgraph::client::prox_steps;
     use ferrolab_fed::fedgraph::run::init_model;
     use ferrolab_graph::zoo::model_params;
     use ferrolab_graph::zoo::train::OptimKind;
     use rand::SeedableRng;
-    let g = communities();
+    let g = communities(400, 16, 11);
     let st = setup(&g);
     let mut cfg = FedGraphConfig::default();
     cfg.model.hidden = 16;
