@@ -146,6 +146,21 @@ pub fn materialize<M: burn::module::Module>(module: &M) {
     module.visit(&mut Touch);
 }
 
+/// A model built by `build` on the training device seeded with `seed`, every parameter drawn
+/// before the backend's generator is released ([`exclusive_rng`], then [`materialize`]): the
+/// way to build a seeded model without holding the guard for a whole experiment.
+pub fn init_seeded<M: burn::module::Module, E>(
+    seed: u64,
+    build: impl FnOnce(&Device) -> Result<M, E>,
+) -> Result<M, E> {
+    let _g = exclusive_rng();
+    let dev = train_device();
+    dev.seed(seed);
+    let model = build(&dev)?;
+    materialize(&model);
+    Ok(model)
+}
+
 /// Seeds the backend's own random source (parameter initialisation, dropout masks).
 pub fn seed_backend(seed: u64) {
     device().seed(seed);

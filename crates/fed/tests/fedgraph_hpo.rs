@@ -1,5 +1,5 @@
 //! fedgraph hpo and privacy on a synthetic community graph: the round-by-round federation is
-//! the fabric's FedAvg exactly; successive halving and Hyperband find a good configuration
+//! the fabric's FedAvg exactly, and seeded FedAvg runs repeat themselves when run at once; successive halving and Hyperband find a good configuration
 //! for fewer rounds than the grid; FedEx moves its distribution away from a useless learning
 //! rate; the attacks beat chance without DP and DP's noise brings them down; bad keys are
 //! configuration errors.
@@ -36,19 +36,23 @@ fn zoo(g: &GraphSet) -> ferrolab_graph::zoo::ZooConfig {
     zoo_config(&cfg, g.features.num_features(), g.classes).unwrap()
 }
 
-#[test]
-fn federation_is_the_fabric_fedavg_round_for_round() {
-    let g = communities(600, 16, 11);
-    let st = setup(&g);
-    let z = zoo(&g);
-    let s = Schedule {
+fn schedule() -> Schedule {
+    Schedule {
         lr: 0.5,
         local_steps: 4,
         rounds: 12,
         patience: 0,
         weight_decay: 5e-4,
         by_loss: false,
-    };
+    }
+}
+
+#[test]
+fn federation_is_the_fabric_fedavg_round_for_round() {
+    let g = communities(600, 16, 11);
+    let st = setup(&g);
+    let z = zoo(&g);
+    let s = schedule();
     let reference = fedavg(&g, &st, &z, &s, 7).unwrap();
     let mut fed = Federation::new(&g, &st, &z, 5e-4, 7).unwrap();
     let hp = LocalHp {
@@ -64,6 +68,45 @@ fn federation_is_the_fabric_fedavg_round_for_round() {
     assert_eq!(fed.best.test_accuracy, reference.test_accuracy);
     assert_eq!(fed.best_round, reference.best_round);
     assert!(fed.best.test_accuracy > 0.6, "{}", fed.best.test_accuracy);
+}
+
+/// Seeded runs stay seeded when several run at once in one process (parallel tests, a user's
+/// threads, a pool of any size): burn draws a parameter's initial value at its first read, from
+/// the process-global generator, so a model built under `exclusive_rng` but first read after
+/// the guard was dropped took another run's stream (one of three concurrent FedAvg runs got
+/// another curve from round 1 on, before `core::backend::init_seeded`).
+#[test]
+fn concurrent_seeded_fedavg_runs_repeat_the_serial_curve() {
+    let g = communities(600, 16, 11);
+    let st = setup(&g);
+    let z = zoo(&g);
+    let s = schedule();
+    let reference = fedavg(&g, &st, &z, &s, 7).unwrap().curve;
+    for rep in 0..4 {
+        let curves: Vec<_> = std::thread::scope(|sc| {
+            let runs: Vec<_> = (0..3)
+                .map(|i| {
+                    let (g, st, z, s) = (&g, &st, &z, &s);
+                    sc.spawn(move || {
+                        // Odd repetitions run each in its own pool of 1-3 threads.
+                        if rep % 2 == 1 {
+                            let pool = rayon::ThreadPoolBuilder::new()
+                                .num_threads(1 + i)
+                                .build()
+                                .unwrap();
+                            pool.install(|| fedavg(g, st, z, s, 7).unwrap().curve)
+                        } else {
+                            fedavg(g, st, z, s, 7).unwrap().curve
+                        }
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, c) in curves.iter().enumerate() {
+            assert_eq!(c, &reference, "repetition {rep}, run {i}");
+        }
+    }
 }
 
 fn space() -> HpoSection {

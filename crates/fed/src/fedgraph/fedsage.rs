@@ -30,7 +30,7 @@
 //! generator 200 rounds, our default is 50 (`fedsage.gen_rounds`). The message exchange of
 //! step 3 runs as function calls inside this process (bytes counted as if sent).
 
-use ferrolab_core::backend::{exclusive_rng, train_device};
+use ferrolab_core::backend::train_device;
 use ferrolab_core::burn;
 use ferrolab_core::burn::module::{ModuleVisitor, Param};
 use ferrolab_core::burn::nn::{Linear, LinearConfig};
@@ -84,17 +84,14 @@ impl NeighGenConfig {
 
     /// A fresh generator drawn from the backend's generator seeded with `seed`.
     pub fn init(&self, seed: u64) -> Result<NeighGen, FedGraphError> {
-        let _g = exclusive_rng();
-        let dev = train_device();
-        dev.seed(seed);
-        let generator = NeighGen {
-            encoder: self.encoder().init(&dev)?,
-            dgen: LinearConfig::new(self.enc_dim, 1).init(&dev),
-            fgen1: LinearConfig::new(self.enc_dim, self.gen_hidden).init(&dev),
-            fgen2: LinearConfig::new(self.gen_hidden, self.num_pred * self.d_in).init(&dev),
-        };
-        ferrolab_core::backend::materialize(&generator);
-        Ok(generator)
+        ferrolab_core::backend::init_seeded(seed, |dev| {
+            Ok(NeighGen {
+                encoder: self.encoder().init(dev)?,
+                dgen: LinearConfig::new(self.enc_dim, 1).init(dev),
+                fgen1: LinearConfig::new(self.enc_dim, self.gen_hidden).init(dev),
+                fgen2: LinearConfig::new(self.gen_hidden, self.num_pred * self.d_in).init(dev),
+            })
+        })
     }
 }
 

@@ -41,7 +41,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use ferrolab_core::backend::{exclusive_rng, train_device};
+use ferrolab_core::backend::train_device;
 use ferrolab_core::burn;
 use ferrolab_core::burn::module::{ModuleVisitor, Param};
 use ferrolab_core::burn::nn::{Linear, LinearConfig};
@@ -203,17 +203,13 @@ impl Batch {
 impl GraphNet {
     /// A fresh network drawn from the backend's generator seeded with `seed`.
     pub fn init(zoo: &ZooConfig, seed: u64) -> Result<Self, FedGraphError> {
-        let _g = exclusive_rng();
-        let dev = train_device();
-        dev.seed(seed);
-        let net = GraphNet {
-            gnn: zoo.init(&dev)?,
-            post: LinearConfig::new(zoo.hidden, zoo.hidden).init(&dev),
-            head: LinearConfig::new(zoo.hidden, CLASSES).init(&dev),
-        };
-        // burn draws a parameter at its first read: draw them all under the guard.
-        ferrolab_core::backend::materialize(&net);
-        Ok(net)
+        ferrolab_core::backend::init_seeded(seed, |dev| {
+            Ok(GraphNet {
+                gnn: zoo.init(dev)?,
+                post: LinearConfig::new(zoo.hidden, zoo.hidden).init(dev),
+                head: LinearConfig::new(zoo.hidden, CLASSES).init(dev),
+            })
+        })
     }
 
     /// Class logits `[graphs, 2]`; dropout is active with `rng`.

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolab_core::backend::{exclusive_rng, train_device};
+use ferrolab_core::backend::train_device;
 use ferrolab_graph::zoo::train::{EvalResult, NodeTask, OptimKind};
 use ferrolab_graph::zoo::{GnnModel, ZooConfig, load_params, model_params};
 use rand::SeedableRng;
@@ -130,12 +130,7 @@ pub struct RunResult {
 
 /// A fresh model drawn from the backend's generator seeded with `seed`.
 pub fn init_model(zoo: &ZooConfig, seed: u64) -> Result<GnnModel, FedGraphError> {
-    let _g = exclusive_rng();
-    let dev = train_device();
-    dev.seed(seed);
-    let model = zoo.init(&dev)?;
-    ferrolab_core::backend::materialize(&model);
-    Ok(model)
+    ferrolab_core::backend::init_seeded(seed, |dev| Ok(zoo.init(dev)?))
 }
 
 /// Early stopping on validation accuracy: `true` when training should stop.
