@@ -103,17 +103,43 @@ pub fn try_init_threads(threads: Option<usize>) -> Result<usize, ThreadsError> {
 
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+thread_local! {
+    static HOLDS_RNG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Held use of the backend's random source; see [`exclusive_rng`].
+#[must_use = "the random source is free again as soon as the guard is dropped"]
+pub struct RngGuard {
+    // `None` when this thread already held the lock: the outer guard releases it.
+    lock: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl Drop for RngGuard {
+    fn drop(&mut self) {
+        if self.lock.take().is_some() {
+            HOLDS_RNG.with(|h| h.set(false));
+        }
+    }
+}
+
 /// Exclusive use of the backend's random source for one experiment.
 ///
 /// burn keeps one random generator per backend, shared by the whole process, so two
 /// experiments running at once (parallel tests, or a user's threads) would interleave their
 /// draws and lose determinism. Experiments hold this guard while they run; a second one waits.
-pub fn exclusive_rng() -> std::sync::MutexGuard<'static, ()> {
+/// A thread that already holds it gets a guard that releases nothing, so library code that
+/// draws (building or loading a model) can take it without knowing whether its caller did.
+pub fn exclusive_rng() -> RngGuard {
+    if HOLDS_RNG.with(|h| h.get()) {
+        return RngGuard { lock: None };
+    }
     // A panic in another experiment poisons the lock but leaves no state to repair: the next
     // holder reseeds before drawing.
-    BACKEND_RNG
+    let lock = BACKEND_RNG
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    HOLDS_RNG.with(|h| h.set(true));
+    RngGuard { lock: Some(lock) }
 }
 
 /// Draws every parameter of `module` that burn has not initialised yet.
@@ -204,6 +230,30 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_rng_guard_is_reentrant_and_exclusive_across_threads() {
+        let outer = exclusive_rng();
+        // Taking it again on the same thread must not deadlock, and dropping the inner
+        // guard must not release the lock the outer one holds.
+        drop(exclusive_rng());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let _g = exclusive_rng();
+            tx.send(()).ok();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "another thread took the random source while this one held it"
+        );
+        drop(outer);
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok(),
+            "the random source was not released"
+        );
+        other.join().ok();
     }
 
     #[test]

@@ -460,6 +460,73 @@ pub fn compare_tensor_shapes(
     Ok(())
 }
 
+/// One parameter of a module as a checkpoint names it.
+struct ParamInfo {
+    name: String,
+    shape: Vec<usize>,
+    /// The safetensors name of a float parameter's type; `None` for int and bool ones.
+    float_dtype: Option<&'static str>,
+}
+
+/// Every parameter's name, shape and float type, read without initialising anything.
+///
+/// burn's `collect` reads each value, which makes a lazily initialised parameter draw its
+/// random initial value from the process-wide generator; a load that then overwrites it
+/// would still shift another thread's seeded stream. Names follow `collect`'s: the module
+/// path joined with dots.
+fn param_layout<M: burn::module::Module>(model: &M) -> Vec<ParamInfo> {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::{Bool, DType, Int, Tensor};
+    struct Layout {
+        path: Vec<String>,
+        out: Vec<ParamInfo>,
+    }
+    impl Layout {
+        fn push(&mut self, shape: burn::tensor::Shape, float_dtype: Option<&'static str>) {
+            self.out.push(ParamInfo {
+                name: self.path.join("."),
+                shape: shape.to_vec(),
+                float_dtype,
+            });
+        }
+    }
+    impl ModuleVisitor for Layout {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            // An uninitialised parameter will take the backend's float type, f32 here.
+            let dtype = if p.is_initialized() {
+                match p.val().dtype() {
+                    DType::F64 => Some("F64"),
+                    DType::F16 => Some("F16"),
+                    DType::BF16 => Some("BF16"),
+                    DType::F32 | DType::Flex32 => Some("F32"),
+                    _ => None,
+                }
+            } else {
+                Some("F32")
+            };
+            self.push(p.lazy_shape(), dtype);
+        }
+        fn visit_int<const D: usize>(&mut self, p: &Param<Tensor<D, Int>>) {
+            self.push(p.lazy_shape(), None);
+        }
+        fn visit_bool<const D: usize>(&mut self, p: &Param<Tensor<D, Bool>>) {
+            self.push(p.lazy_shape(), None);
+        }
+    }
+    let mut v = Layout {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.out
+}
+
 /// Loads parameters saved by [`save_checkpoint`] into `model` (whose shapes must match).
 ///
 /// The file's header is read and checked first ([`read_safetensors_header`]) and every tensor's
@@ -468,36 +535,28 @@ pub fn compare_tensor_shapes(
 /// naming the file (and the tensor with both shapes).
 pub fn load_checkpoint<M: burn::module::Module>(model: M, path: &Path) -> Result<M> {
     use burn::store::{ModuleSnapshot, SafetensorsStore};
-    use burn::tensor::DType;
     let err = |msg: String| CoreError::Checkpoint {
         path: path.to_path_buf(),
         msg,
     };
     let file = read_safetensors_header(path)?;
-    let tensors = model.collect(None, None, false);
-    let expected: BTreeMap<String, Vec<usize>> = tensors
+    let params = param_layout(&model);
+    let expected: BTreeMap<String, Vec<usize>> = params
         .iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .map(|p| (p.name.clone(), p.shape.clone()))
         .collect();
     compare_tensor_shapes(path, &file, &expected, "the model")?;
-    for t in &tensors {
-        let want = match t.dtype {
-            DType::F64 => "F64",
-            DType::F32 | DType::Flex32 => "F32",
-            DType::F16 => "F16",
-            DType::BF16 => "BF16",
-            _ => continue,
-        };
-        if let Some(f) = file.get(&t.name)
+    for p in &params {
+        let Some(want) = p.float_dtype else { continue };
+        if let Some(f) = file.get(&p.name)
             && f.dtype != want
         {
             return Err(err(format!(
                 "tensor {} is {} in the file, the model expects {want}",
-                t.name, f.dtype
+                p.name, f.dtype
             )));
         }
     }
-    drop(tensors);
     let mut model = model;
     let mut store = SafetensorsStore::from_file(path)
         .allow_partial(true)
@@ -557,6 +616,72 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[derive(burn::module::Module, Debug)]
+    struct Nested {
+        layers: Vec<burn::nn::Linear>,
+        head: Option<burn::nn::Linear>,
+        norm: burn::nn::BatchNorm,
+        conv: burn::nn::conv::Conv2d,
+    }
+
+    #[test]
+    fn param_layout_names_and_shapes_are_collects() {
+        use burn::module::Module;
+        use burn::store::ModuleSnapshot;
+        let dev = crate::backend::device();
+        let net = Nested {
+            layers: vec![
+                burn::nn::LinearConfig::new(3, 4).init(&dev),
+                burn::nn::LinearConfig::new(4, 2)
+                    .with_bias(false)
+                    .init(&dev),
+            ],
+            head: Some(burn::nn::LinearConfig::new(2, 5).init(&dev)),
+            norm: burn::nn::BatchNormConfig::new(6).init(&dev),
+            conv: burn::nn::conv::Conv2dConfig::new([2, 3], [3, 3]).init(&dev),
+        };
+        let lazy: BTreeMap<String, (Vec<usize>, Option<&str>)> = param_layout(&net)
+            .into_iter()
+            .map(|p| (p.name, (p.shape, p.float_dtype)))
+            .collect();
+        let net = net.no_grad();
+        let collected: BTreeMap<String, (Vec<usize>, Option<&str>)> = net
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| {
+                let f = matches!(t.dtype, burn::tensor::DType::F32).then_some("F32");
+                (t.name.clone(), (t.shape.to_vec(), f))
+            })
+            .collect();
+        assert_eq!(lazy, collected);
+        assert!(lazy.contains_key("layers.1.weight") && lazy.contains_key("norm.running_var"));
+    }
+
+    #[test]
+    fn loading_into_a_fresh_model_draws_nothing_from_the_generator() {
+        use burn::nn::LinearConfig;
+        use burn::tensor::Distribution;
+        let d = tmpdir("ckpt-draw");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("m.safetensors");
+        let _g = crate::backend::exclusive_rng();
+        let dev = crate::backend::train_device();
+        save_checkpoint(&LinearConfig::new(5, 4).init(&dev), &p).unwrap();
+        let draw = |dev: &burn::prelude::Device| {
+            burn::Tensor::<1>::random([16], Distribution::Default, dev)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        dev.seed(9);
+        let want = draw(&dev);
+        dev.seed(9);
+        let loaded = load_checkpoint(LinearConfig::new(5, 4).init(&dev), &p).unwrap();
+        crate::backend::materialize(&loaded);
+        assert_eq!(draw(&dev), want, "loading drew from the generator");
         std::fs::remove_dir_all(&d).ok();
     }
 

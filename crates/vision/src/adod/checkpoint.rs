@@ -102,10 +102,11 @@ pub fn load(dir: &Path) -> SysResult<(AdodNet, Meta)> {
     let weights = dir.join("model.safetensors");
     let header = ferrolab_core::run::read_safetensors_header(&weights).map_err(user_checkpoint)?;
     let device = ferrolab_core::backend::device();
-    let net = {
-        let _rng = ferrolab_core::backend::exclusive_rng();
-        AdodNet::new(&meta.net, &device).map_err(|e| bad(&meta_path, e))?
-    };
+    // burn draws a parameter's initial value lazily, when the load first touches it, from the
+    // process-wide generator: the guard covers the build and the load, so a training run in
+    // another thread keeps its stream.
+    let _rng = ferrolab_core::backend::exclusive_rng();
+    let net = AdodNet::new(&meta.net, &device).map_err(|e| bad(&meta_path, e))?;
     let net = if meta.version == 1 {
         load_v1(net, &weights, header)?
     } else {

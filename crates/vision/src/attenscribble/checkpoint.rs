@@ -110,10 +110,11 @@ pub fn load(dir: &Path) -> SysResult<(AttenUNet, Meta)> {
     let weights = dir.join("model.safetensors");
     ferrolab_core::run::read_safetensors_header(&weights).map_err(from_core)?;
     let device = ferrolab_core::backend::device();
-    let net = {
-        let _rng = ferrolab_core::backend::exclusive_rng();
-        meta.spec.build(&device).map_err(SystemError::usage)?
-    };
+    // burn draws a parameter's initial value lazily, when the load first touches it, from the
+    // process-wide generator: the guard covers the build and the load, so a training run in
+    // another thread keeps its stream.
+    let _rng = ferrolab_core::backend::exclusive_rng();
+    let net = meta.spec.build(&device).map_err(SystemError::usage)?;
     let net = load_checkpoint(net, &weights).map_err(from_core)?;
     Ok((net, meta))
 }

@@ -186,12 +186,11 @@ pub fn load(dir: &Path) -> Result<(Net, Meta), CheckpointError> {
     // Fail on a missing or damaged weights file before building anything.
     ferrolab_core::run::read_safetensors_header(&weights).map_err(from_core)?;
     let device = ferrolab_core::backend::device();
-    let net = {
-        // Building draws initial weights (overwritten by the load) from burn's shared
-        // generator; holding the lock keeps a training run in another thread reproducible.
-        let _rng = ferrolab_core::backend::exclusive_rng();
-        meta.spec.build(&device).map_err(|e| bad(&meta_path, e))?
-    };
+    // Building draws initial weights (overwritten by the load) from burn's shared generator,
+    // lazily, when the load first touches each parameter: the guard covers the build and the
+    // load, so a training run in another thread keeps its stream.
+    let _rng = ferrolab_core::backend::exclusive_rng();
+    let net = meta.spec.build(&device).map_err(|e| bad(&meta_path, e))?;
     let net = load_checkpoint(net, &weights).map_err(from_core)?;
     Ok((net, meta))
 }
