@@ -673,7 +673,7 @@ mod tests {
         let draw = |dev: &burn::prelude::Device| {
             burn::Tensor::<1>::random([16], Distribution::Default, dev)
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
         };
         dev.seed(9);
