@@ -48,9 +48,14 @@ struct Args {
     /// TaskMet: a diagonal metric `L(s)` (O(o) per row) instead of the reference's triangular one.
     #[arg(long)]
     diagonal: bool,
-    /// TaskMet: CG on the normal equations instead of the reference's plain CG.
+    /// TaskMet: CG on the normal equations (the reference's; the default since 2026-11-29).
+    /// Kept so that older command lines still parse.
     #[arg(long)]
     normal_cg: bool,
+    /// TaskMet: plain CG on the next-state net's `H + 1e-5·I` instead of the reference's
+    /// joint normal-equation CG.
+    #[arg(long, conflicts_with = "normal_cg")]
+    plain_cg: bool,
     /// Write every run (config, evaluations, timings) here as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -80,7 +85,7 @@ fn run(args: &Args) -> Result<(), String> {
                     metric_warmup_steps: args.warmup,
                     reference_stale_model_adam: args.reference_stale_model_adam,
                     diagonal_metric: args.diagonal,
-                    normal_cg: args.normal_cg,
+                    normal_cg: !args.plain_cg,
                     stop_at_return: args.stop_at,
                     ..AgentConfig::default()
                 };

@@ -166,11 +166,16 @@ ferrolab_core::config_section! {
         /// TaskMet's metric: `full` (the reference's lower-triangular `L(s)`, `O(o²)` per row)
         /// or `diagonal` (`O(o)`; affordable at 256 distractors).
         pub metric: String = "full".into(), "`full` or `diagonal`" => |v| v == "full" || v == "diagonal";
-        /// TaskMet's model solve: `plain` (the reference's CG on `H + 1e-5·I`, one HVP per
-        /// iteration, carrying on through negative curvature as `jax.scipy`'s CG does),
-        /// `plain_stop` (the same, stopping at negative curvature) or `normal` (CG on the
-        /// normal equations, two HVPs per iteration).
-        pub cg: String = "plain".into(), "`plain`, `plain_stop` or `normal`" => |v| v == "plain" || v == "plain_stop" || v == "normal";
+        /// TaskMet's model solve: `normal` (the reference's: jaxopt's `solve_normal_cg` on the
+        /// joint Hessian of both model nets, no ridge, two HVPs per iteration), `plain` (CG on
+        /// `H_s + 1e-5·I` for the next-state net alone, carrying on through negative curvature
+        /// as `jax.scipy`'s CG does: the reference's unused `dynamics_root_solve_bwd`) or
+        /// `plain_stop` (the same, stopping at negative curvature).
+        pub cg: String = "normal".into(), "`plain`, `plain_stop` or `normal`" => |v| v == "plain" || v == "plain_stop" || v == "normal";
+        /// TaskMet's model optimiser: `carried` (Adam whose moments carry over between steps)
+        /// or `reference_stale` (the reference's: its `loss_metric` hands back the incoming
+        /// Adam state, so every model step is Adam's first, i.e. sign descent of size lr).
+        pub model_adam: String = "carried".into(), "`carried` or `reference_stale`" => |v| v == "carried" || v == "reference_stale";
     }
 }
 

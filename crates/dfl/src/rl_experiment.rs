@@ -59,6 +59,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         diagonal_metric: c.metric == "diagonal",
         normal_cg: c.cg == "normal",
         cg_stop_on_negative: c.cg == "plain_stop",
+        reference_stale_model_adam: c.model_adam == "reference_stale",
         ..AgentConfig::default()
     }
 }

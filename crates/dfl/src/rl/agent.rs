@@ -18,7 +18,8 @@
 //!   (`e = ŝ' − s'`), one Q step on the same batch through the new model, then φ descends
 //!   the outer loss `L_Q(Q⁺)` on the *real* transitions, differentiated through the Q step
 //!   (implicit, identity inverse Jacobian: `with_inv_jac: False`) and through the model fit
-//!   (implicit, CG on the model Hessian: `with_inv_jac_model: True`, `cg_iters: 10`).
+//!   (implicit, `with_inv_jac_model: True`: jaxopt's `custom_root` with `solve_normal_cg`,
+//!   `cg_iters: 10`, on the joint Hessian of both model nets).
 //! * `Omd`: no prediction loss at all; the model parameters descend the same outer loss
 //!   through the Q step.
 //!
@@ -514,7 +515,7 @@ impl Agent {
             return Ok(());
         }
         // Outer: dL/dθ_s through the Q step, then through the model fit by CG.
-        let (outer, ds, _) = self.outer_sensitivity(&b, &s_pred)?;
+        let (outer, ds, dr) = self.outer_sensitivity(&b, &s_pred)?;
         self.stats.outer_loss += outer;
         self.stats.outer_updates += 1;
         let g_t = self.model_s.backward(&cs, &ds)?.grad;
@@ -528,7 +529,26 @@ impl Agent {
             model_s.hvp(&cs, &bwd, &rf, v, &rdy)
         };
         let sol = if self.cfg.normal_cg {
-            cg::normal_cg(hvp, &g_t, 0.0, self.cfg.cg_iters, self.cfg.cg_rtol)?
+            // The reference's model parameters `params_T` are both nets (next state and
+            // reward), and jaxopt's `solve_normal_cg` runs one CG on their joint, block-diagonal
+            // Hessian: the blocks share CG's step sizes, so the reward block shapes the
+            // next-state block's solution even though only the latter reaches φ.
+            let model_r = &self.model_r;
+            let cr = model_r.forward(&x, n)?;
+            let dy_r: Vec<f64> = cr
+                .output()
+                .iter()
+                .zip(&b.rewards)
+                .map(|(p, t)| scale * (p - t))
+                .collect();
+            let bwd_r = model_r.backward(&cr, &dy_r)?;
+            let g_r = model_r.backward(&cr, &dr)?.grad;
+            let hvp_r = |v: &[f64]| {
+                let rf = model_r.jvp(&cr, v)?;
+                let rdy: Vec<f64> = rf.output().iter().map(|u| scale * u).collect();
+                model_r.hvp(&cr, &bwd_r, &rf, v, &rdy)
+            };
+            joint_normal_cg(hvp, hvp_r, &g_t, &g_r, self.cfg.cg_iters, self.cfg.cg_rtol)?
         } else {
             // The reference's ridge: `param_func(x) + 1e-5·x` before the CG.
             if self.cfg.cg_stop_on_negative {
@@ -553,6 +573,34 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// CG on the normal equations of the block-diagonal system `diag(H_s, H_r) [u_s; u_r] =
+/// [g_s; g_r]` (jaxopt's `solve_normal_cg` over the reference's `params_T`, both model nets,
+/// no ridge); returns the outcome with `x = u_s`, the block that reaches the metric.
+fn joint_normal_cg<F, G>(
+    hvp_s: F,
+    hvp_r: G,
+    g_s: &[f64],
+    g_r: &[f64],
+    iters: usize,
+    rtol: f64,
+) -> Result<cg::CgOutcome>
+where
+    F: Fn(&[f64]) -> Result<Vec<f64>>,
+    G: Fn(&[f64]) -> Result<Vec<f64>>,
+{
+    let ns = g_s.len();
+    let g: Vec<f64> = g_s.iter().chain(g_r).copied().collect();
+    let joint = |v: &[f64]| {
+        let (vs, vr) = v.split_at(ns);
+        let mut out = hvp_s(vs)?;
+        out.extend(hvp_r(vr)?);
+        Ok(out)
+    };
+    let mut out = cg::normal_cg(joint, &g, 0.0, iters, rtol)?;
+    out.x.truncate(ns);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -588,11 +636,11 @@ mod tests {
                 .unwrap();
             obs = if st.done() { env.reset() } else { st.obs };
         }
-        // TaskMet twice: the reference's plain CG and the normal-equation form.
+        // TaskMet twice: the reference's joint normal-equation CG and the plain form.
         let runs = ModelLoss::ALL
             .into_iter()
-            .map(|l| (l, false))
-            .chain([(ModelLoss::TaskMet, true)]);
+            .map(|l| (l, true))
+            .chain([(ModelLoss::TaskMet, false)]);
         for (loss, normal_cg) in runs {
             let cfg = AgentConfig {
                 loss,
@@ -639,6 +687,54 @@ mod tests {
             }
             assert!(st.mean_outer_loss().is_finite() || loss == ModelLoss::Mse);
         }
+    }
+
+    /// The joint (state, reward) normal-CG solve: converged, its state block is the state
+    /// system's own solution (the blocks decouple); with no reward gradient it is the
+    /// state-only solve at any iteration cap; with one, a capped solve differs (the blocks
+    /// share CG's step sizes, as in the reference).
+    #[test]
+    fn joint_normal_cg_blocks() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mat = |n: usize, shift: f64, rng: &mut StdRng| -> Vec<Vec<f64>> {
+            let a: Vec<Vec<f64>> = (0..n).map(|_| rand_vec(n, rng)).collect();
+            (0..n)
+                .map(|i| {
+                    (0..n)
+                        .map(|j| {
+                            (0..n).map(|k| a[i][k] * a[j][k]).sum::<f64>()
+                                + if i == j { shift } else { 0.0 }
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let apply = |m: &Vec<Vec<f64>>, v: &[f64]| -> Result<Vec<f64>> {
+            Ok(m.iter()
+                .map(|r| r.iter().zip(v).map(|(a, b)| a * b).sum())
+                .collect())
+        };
+        let (hs, hr) = (mat(6, 0.5, &mut rng), mat(4, 2.0, &mut rng));
+        let (gs, gr) = (rand_vec(6, &mut rng), rand_vec(4, &mut rng));
+        let fs = |v: &[f64]| apply(&hs, v);
+        let fr = |v: &[f64]| apply(&hr, v);
+        let full = joint_normal_cg(fs, fr, &gs, &gr, 200, 1e-13).unwrap();
+        let hu = apply(&hs, &full.x).unwrap();
+        for (a, b) in hu.iter().zip(&gs) {
+            assert!((a - b).abs() < 1e-8 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        let zero = vec![0.0; 4];
+        let alone = cg::normal_cg(fs, &gs, 0.0, 3, 0.0).unwrap();
+        let joint0 = joint_normal_cg(fs, fr, &gs, &zero, 3, 0.0).unwrap();
+        assert_eq!(alone.x, joint0.x);
+        let coupled = joint_normal_cg(fs, fr, &gs, &gr, 3, 0.0).unwrap();
+        let diff: f64 = coupled
+            .x
+            .iter()
+            .zip(&alone.x)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        assert!(diff > 1e-6, "capped joint solve equals the state-only one");
     }
 
     /// ∇_Q L_Q against central differences of L_Q.

@@ -101,10 +101,12 @@ pub struct AgentConfig {
     pub metric_lr: f64,
     /// CG iterations of TaskMet's model solve (`cg_iters: 10`).
     pub cg_iters: usize,
-    /// Solve the model system by CG on the normal equations `(H² + ridge) u = H g` (two HVPs
-    /// per iteration, works on an indefinite `H`) instead of the reference's plain CG on
-    /// `(H + 1e-5·I) u = g` (`omd/cartpole/utils.py`, `dynamics_root_solve_bwd`:
-    /// `jax.scipy.sparse.linalg.cg`, one HVP per iteration).
+    /// Solve the model system as the reference does: with `with_inv_jac_model: True` its
+    /// `loss_metric` wraps the model fit in jaxopt's `custom_root` with
+    /// `solve_normal_cg(maxiter=cg_iters)`, i.e. CG on the normal equations `H² u = H g` of
+    /// the joint Hessian of both model nets (`params_T`: next state and reward), no ridge, two
+    /// HVPs per iteration. Off: plain CG on `(H_s + 1e-5·I) u = g_s` for the next-state net
+    /// alone (`utils.py`'s `dynamics_root_solve_bwd`, which that wrapper bypasses).
     pub normal_cg: bool,
     /// Plain CG only: stop at a direction of non-positive curvature and keep what it has
     /// (before 2026-11-29 the only form) instead of carrying on through it as the reference's
@@ -149,7 +151,7 @@ impl Default for AgentConfig {
             inner_lr: 3e-4,
             metric_lr: 1e-3,
             cg_iters: 10,
-            normal_cg: false,
+            normal_cg: true,
             cg_stop_on_negative: false,
             cg_rtol: 1e-5,
             discount: 0.99,
