@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is the test failure report
 
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use ferrolab_core::backend::{device, exclusive_rng, train_device};
@@ -11,9 +12,12 @@ use ferrolab_core::nn::gradcheck::check_input_gradient;
 use ferrolab_core::nn::{float_tensor, to_vec_f32};
 use ferrolab_data::underwater::{SceneConfig, WaterType};
 use ferrolab_vision::adod::config::AdodConfig;
-use ferrolab_vision::adod::experiment::{build_set, detect, evaluate, net_config, train};
+use ferrolab_vision::adod::experiment::{
+    build_set, detect, evaluate, irm_penalty, net_config, step_loss, train,
+};
 use ferrolab_vision::adod::model::{AdodNet, ResidualAttention, alpha, grad_reverse};
 use ferrolab_vision::adod::{checkpoint, config::METHODS};
+use ferrolab_vision::models::yolo::YoloTarget;
 use std::collections::BTreeMap;
 
 #[test]
@@ -94,6 +98,67 @@ fn every_method_builds_with_the_detector_s_shapes() {
             .num_params()
     };
     assert!(p("yolo_attention") > p("yolo") && p("adod") > p("yolo_attention"));
+}
+
+/// `step_loss` (what training minimises and the speed benchmark times) is YOLO's loss, plus
+/// `domain.weight` × the domain cross-entropy where there is a domain classifier, plus
+/// `irm_weight · a` × the IRM penalty for DG-YOLO only: recomputed here term by term from the
+/// same forward pass (train mode is deterministic: batch statistics, no dropout).
+#[test]
+fn the_step_loss_is_yolo_s_plus_the_method_s_terms() {
+    let _g = exclusive_rng();
+    let dev = train_device();
+    let mut cfg = AdodConfig::default();
+    cfg.data.image_size = 64;
+    cfg.model.widths = vec![4, 4, 8, 8, 8, 8, 8];
+    cfg.domain.weight = 0.7;
+    cfg.domain.irm_weight = 0.3;
+    let a = alpha(0.4);
+    let b = 6;
+    let x = Tensor::<4>::random([b, 3, 64, 64], Distribution::Default, &dev);
+    let targets: Vec<Vec<YoloTarget>> = (0..b)
+        .map(|i| {
+            let o = 4.0 * i as f32;
+            vec![YoloTarget {
+                class: i % 5,
+                x1: o,
+                y1: 2.0 + o,
+                x2: 20.0 + o,
+                y2: 30.0 + o,
+            }]
+        })
+        .collect();
+    let domains: Vec<usize> = (0..b).map(|i| i % 3).collect();
+    let ce = CrossEntropyLossConfig::new().init(&dev);
+    for m in METHODS {
+        let nc = net_config(&cfg, m);
+        let net = AdodNet::new(&nc, &dev).unwrap();
+        let total = step_loss(&net, &cfg, m, x.clone(), &targets, &domains, a, &ce, &dev);
+        let total = f64::from(to_vec_f32(total)[0]);
+        let out = net.forward(x.clone(), a * cfg.domain.grl, true);
+        let yolo = net
+            .yolo()
+            .loss((out.p32.clone(), out.p16.clone()), &targets);
+        let mut expect = f64::from(to_vec_f32(yolo)[0]);
+        if let Some(logits) = &out.domain {
+            let ids: Vec<i64> = domains.iter().map(|&d| d as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(ids, [b]), &dev);
+            expect += 0.7 * f64::from(to_vec_f32(ce.forward(logits.clone(), y))[0]);
+        }
+        let irm = irm_penalty(net.yolo(), &out, &targets, &domains, &dev);
+        let irm = f64::from(to_vec_f32(irm)[0]);
+        assert!(
+            irm > 0.0,
+            "{m}: the IRM penalty of an untrained net is positive"
+        );
+        if m == "dg_yolo" {
+            expect += 0.3 * a * irm;
+        }
+        assert!(
+            (total - expect).abs() <= 1e-4 * expect.abs().max(1.0),
+            "{m}: step loss {total} vs its terms {expect}"
+        );
+    }
 }
 
 #[test]

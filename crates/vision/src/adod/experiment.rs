@@ -9,7 +9,7 @@ use super::render;
 use crate::metrics::coco::{self, Category, CocoGt, GtAnnotation};
 use crate::models::yolo::{Detection, YoloConfig, YoloTarget, YoloTiny};
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use ferrolab_core::nn::{float_tensor, to_vec_f32};
@@ -176,7 +176,7 @@ fn batch(
 /// (objectness and classes; box regression is not a classifier output and is left unscaled)
 /// at w = 1. burn has no double backward, so the derivative is a central difference
 /// `(R_e(1+ε) − R_e(1−ε)) / 2ε` (ε = 0.01), which stays differentiable in the weights.
-fn irm_penalty(
+pub fn irm_penalty(
     ops: &YoloTiny,
     out: &Outputs,
     targets: &[Vec<YoloTarget>],
@@ -210,6 +210,39 @@ fn irm_penalty(
         total = total + g.square();
     }
     total
+}
+
+/// The training objective of one step, as `train` minimises it: YOLO's loss, plus (with a
+/// domain classifier) `domain.weight` × the domain cross-entropy through gradient reversal
+/// with coefficient `a · domain.grl`, plus (DG-YOLO) `domain.irm_weight · a` × the IRM
+/// penalty. `x: [B, 3, S, S]`, `domains[b]` the domain index of image b, `a` = α(p). Public
+/// so that the speed benchmark (`examples/adod_step_bench.rs`) times exactly this.
+#[allow(clippy::too_many_arguments)]
+pub fn step_loss(
+    model: &AdodNet,
+    cfg: &AdodConfig,
+    method: &str,
+    x: Tensor<4>,
+    targets: &[Vec<YoloTarget>],
+    domains: &[usize],
+    a: f64,
+    ce: &CrossEntropyLoss,
+    device: &Device,
+) -> Tensor<1> {
+    let out = model.forward(x, a * cfg.domain.grl, model.has_domain_head());
+    let mut loss = model
+        .yolo()
+        .loss((out.p32.clone(), out.p16.clone()), targets);
+    if let Some(logits) = &out.domain {
+        let ids: Vec<i64> = domains.iter().map(|&d| d as i64).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(ids, [domains.len()]), device);
+        loss = loss + ce.forward(logits.clone(), y).mul_scalar(cfg.domain.weight);
+    }
+    if method == "dg_yolo" && cfg.domain.irm_weight > 0.0 {
+        let pen = irm_penalty(model.yolo(), &out, targets, domains, device);
+        loss = loss + pen.mul_scalar(cfg.domain.irm_weight * a);
+    }
+    loss
 }
 
 /// One method, one seed: what is kept of it (the unit saved for `--resume`).
@@ -248,7 +281,6 @@ pub fn train(
     let b = cfg.train.batch_size.min(set.len());
     let mut curve = Vec::new();
     let mut running = 0.0;
-    let with_domain = ncfg.domain.is_some();
     for it in 0..iters {
         let p = it as f64 / iters as f64;
         let a = alpha(p);
@@ -259,23 +291,11 @@ pub fn train(
         let Some(model) = net.take() else {
             return Err(SystemError::runtime("adod: model lost"));
         };
-        let out = model.forward(x, a * cfg.domain.grl, with_domain);
-        let mut loss = model
-            .yolo()
-            .loss((out.p32.clone(), out.p16.clone()), &targets);
         let domains: Vec<usize> = idx
             .iter()
             .map(|&i| domain_of.get(&set.water[i]).copied().unwrap_or(0))
             .collect();
-        if let Some(logits) = &out.domain {
-            let ids: Vec<i64> = domains.iter().map(|&d| d as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(ids, [b]), &device);
-            loss = loss + ce.forward(logits.clone(), y).mul_scalar(cfg.domain.weight);
-        }
-        if method == "dg_yolo" && cfg.domain.irm_weight > 0.0 {
-            let pen = irm_penalty(model.yolo(), &out, &targets, &domains, &device);
-            loss = loss + pen.mul_scalar(cfg.domain.irm_weight * a);
-        }
+        let loss = step_loss(&model, cfg, method, x, &targets, &domains, a, &ce, &device);
         let value = f64::from(to_vec_f32(loss.clone().detach())[0]);
         if !value.is_finite() {
             return Err(SystemError::runtime(format!(
