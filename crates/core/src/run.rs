@@ -629,6 +629,7 @@ mod tests {
 
     #[test]
     fn param_layout_names_and_shapes_are_collects() {
+        let _rng = crate::backend::exclusive_rng();
         use burn::module::Module;
         use burn::store::ModuleSnapshot;
         let dev = crate::backend::device();
@@ -687,6 +688,7 @@ mod tests {
 
     #[test]
     fn load_checkpoint_checks_the_header_and_every_shape_first() {
+        let _rng = crate::backend::exclusive_rng();
         use burn::nn::LinearConfig;
         let d = tmpdir("ckpt");
         std::fs::create_dir_all(&d).unwrap();

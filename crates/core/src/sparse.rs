@@ -117,6 +117,7 @@ mod tests {
 
     #[test]
     fn matches_dense_product() {
+        let _rng = crate::backend::exclusive_rng();
         let dev = train_device();
         let a = example(&dev);
         let x = Tensor::<2>::random([4, 3], burn::tensor::Distribution::Default, &dev);

@@ -310,6 +310,7 @@ mod tests {
 
     #[test]
     fn shapes_for_every_condition() {
+        let _rng = ferrolab_core::backend::exclusive_rng();
         let dev = device();
         let x = Tensor::<2>::random([5, 12], Distribution::Normal(0.0, 1.0), &dev);
         let g = Tensor::<2>::random([5, 6], Distribution::Normal(0.0, 1.0), &dev);

@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 /// Held by every test of this file for its whole body, so that no two run at once. The
 /// resume-exactness test failed twice in CI (val Dice 0.034348 vs 0.034618): two runs of the
 /// same experiment in this process diverged before the resume point while other tests trained
-/// beside them, even in a private one-thread pool, so some backend state is shared across
-/// threads. Until that is found, the tests of this binary run one at a time.
+/// beside them. The likely cause, since fixed in core: loading a checkpoint (as two tests here
+/// do, outside any experiment) read burn's lazily initialised weights, drawing them from the
+/// process-wide generator in the middle of another test's seeded run. Without this lock the
+/// tests passed in every run tried so far; it stays until many more CI runs agree.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {

@@ -123,6 +123,7 @@ mod tests {
 
     #[test]
     fn dense_adam_matches_burns_adam() {
+        let _rng = crate::backend::exclusive_rng();
         let dev = train_device();
         let (rows, dim, lr) = (5, 3, 0.01);
         let w0 = values(rows * dim, 1);

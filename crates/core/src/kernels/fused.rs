@@ -263,6 +263,7 @@ mod tests {
 
     #[test]
     fn layer_norm_relu_matches_burns_layer_norm_and_relu_both_ways() {
+        let _rng = crate::backend::exclusive_rng();
         let dev = train_device();
         // More rows than one reduction block, so the blocked sums are exercised.
         let (n, d) = (1100, 6);

@@ -66,6 +66,7 @@ mod tests {
 
     #[test]
     fn shape() {
+        let _rng = crate::backend::exclusive_rng();
         let dev = train_device();
         let m = MlpConfig::new(vec![5, 7, 3]).init(&dev);
         let y = m.forward(Tensor::<2>::zeros([4, 5], &dev));

@@ -79,6 +79,7 @@ mod tests {
 
     #[test]
     fn shape_and_weights_in_unit_interval() {
+        let _rng = crate::backend::exclusive_rng();
         let dev = train_device();
         let se = SqueezeExcitationConfig::new(8).with_reduction(4).init(&dev);
         let x = Tensor::<3>::random([2, 8, 5], burn::tensor::Distribution::Default, &dev);
@@ -92,6 +93,7 @@ mod tests {
 
     #[test]
     fn masked_squeeze_ignores_padding() {
+        let _rng = crate::backend::exclusive_rng();
         let dev = train_device();
         let se = SqueezeExcitationConfig::new(4).with_reduction(2).init(&dev);
         let x = Tensor::<3>::random([1, 4, 3], burn::tensor::Distribution::Default, &dev);
