@@ -365,7 +365,8 @@ pub fn probe(
 /// The sweep over layers and the grid for any model: `accuracy(model, l)` evaluates the model
 /// as it stands, layer `l` perturbed (called for l in increasing order). Every layer is
 /// written back bit for bit after its probes. Returns the drops per family against `base`
-/// and the number of probes.
+/// and the number of evaluations run (a bit-flip draw that hits no bit reuses the layer's
+/// one unflipped int8 evaluation).
 pub fn sweep<P: LayerParams>(
     model: &mut P,
     base: f64,
@@ -407,6 +408,10 @@ pub fn sweep<P: LayerParams>(
             }
         }
         let stored = Int8Layer::store(&orig);
+        // A flip draw that hits no bit (most seeds at a low rate on a small layer) leaves the
+        // layer at its int8 codes: the same weights give the same accuracy, so that probe is
+        // evaluated once per layer and reused (exact; it saves evaluations, not precision).
+        let mut unflipped: Option<(f64, f64)> = None;
         for (family, settings) in [
             (
                 "flip_count",
@@ -434,9 +439,16 @@ pub fn sweep<P: LayerParams>(
                         }
                         _ => Vec::new(),
                     };
-                    let mut c = stored.clone();
-                    c.flip(&pos);
-                    let (d, e) = run(model, &c.dequantize(&orig));
+                    let (d, e) = if pos.is_empty() {
+                        match unflipped {
+                            Some(v) => v,
+                            None => *unflipped.insert(run(model, &stored.dequantize(&orig))),
+                        }
+                    } else {
+                        let mut c = stored.clone();
+                        c.flip(&pos);
+                        run(model, &c.dequantize(&orig))
+                    };
                     ds.push(d);
                     es.push(e);
                 }
@@ -486,4 +498,92 @@ pub fn to_csv(records: &[ModelRecord]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Two plain layers and an "accuracy" that moves with every weight.
+    struct Toy(Vec<LayerWeights>);
+
+    impl LayerParams for Toy {
+        fn layer_names(&self) -> Vec<String> {
+            (0..self.0.len()).map(|l| format!("l{l}")).collect()
+        }
+        fn layer(&self, l: usize) -> LayerWeights {
+            self.0[l].clone()
+        }
+        fn set_layer_weight(&mut self, l: usize, w: &[f32]) {
+            self.0[l].weight = w.to_vec();
+        }
+    }
+
+    fn score(t: &Toy) -> f64 {
+        let mut s = 0.0;
+        for (l, lw) in t.0.iter().enumerate() {
+            for (i, w) in lw.weight.iter().enumerate() {
+                s += f64::from(*w) * ((l * 7 + i) % 13) as f64;
+            }
+        }
+        0.5 + 1e-3 * s
+    }
+
+    #[test]
+    fn empty_flip_draws_reuse_one_evaluation_and_give_the_same_drops() {
+        let layer = |n: usize, f: usize| LayerWeights {
+            weight: (0..n).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect(),
+            out_channels: f,
+            bn_scale: None,
+        };
+        // 4 weights = 32 stored bits: at 1e-3 most of 30 draws hit nothing; 2000 weights do.
+        let mut toy = Toy(vec![layer(4, 2), layer(2000, 20)]);
+        let grid = Grid {
+            sparsities: vec![],
+            bits: vec![],
+            flip_counts: vec![1],
+            flip_rates: vec![1e-3],
+            flip_seeds: 30,
+        };
+        let seed = 11;
+        let base = score(&toy);
+        let mut calls = 0usize;
+        let (fams, evals) = sweep(&mut toy, base, &grid, seed, |m, _| {
+            calls += 1;
+            score(m)
+        });
+        assert_eq!(evals, calls);
+        // Every draw evaluated from scratch, as before the reuse.
+        let mut empty = [0usize; 2];
+        for (l, empty_l) in empty.iter_mut().enumerate() {
+            let orig = toy.layer(l);
+            let stored = Int8Layer::store(&orig);
+            let mut rate = Vec::new();
+            let mut count = Vec::new();
+            for r in 0..30 {
+                let key = label_f("ber", 1e-3);
+                let s = ferrolab_core::seed::derive(seed, &format!("flip-{l}-{key}-{r}"));
+                let pos = ops::flip_positions_rate(stored.bits(), 1e-3, s).unwrap();
+                *empty_l += usize::from(pos.is_empty());
+                let mut c = stored.clone();
+                c.flip(&pos);
+                toy.set_layer_weight(l, &c.dequantize(&orig));
+                rate.push(base - score(&toy));
+                let s = ferrolab_core::seed::derive(seed, &format!("flip-{l}-m1-{r}"));
+                let mut c = stored.clone();
+                c.flip(&ops::flip_positions_count(stored.bits(), 1, s));
+                toy.set_layer_weight(l, &c.dequantize(&orig));
+                count.push(base - score(&toy));
+            }
+            toy.set_layer_weight(l, &orig.weight);
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let key = label_f("ber", 1e-3);
+            assert!((fams["flip_rate"].0[&key][l] - mean(&rate)).abs() < 1e-12);
+            assert!((fams["flip_count"].0["m1"][l] - mean(&count)).abs() < 1e-12);
+        }
+        // The small layer's empty draws cost one evaluation together; the large layer has none.
+        assert!(empty[0] >= 20 && empty[1] == 0, "{empty:?}");
+        assert_eq!(evals, 2 * 30 + (30 - empty[0]) + 1 + 30);
+    }
 }
