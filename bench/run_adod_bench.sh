@@ -25,7 +25,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch" 2>/dev/
 fi
 # Several people share the build machine: the lock keeps concurrent cargo runs apart.
 flock /tmp/cargo.lock cargo build --release -q -p ferrolab-vision --example adod_step_bench
-BENCH_COMMAND="${BENCH_COMMAND:-THREADS=$THREADS ROUNDS=$ROUNDS WARMUP=$WARMUP ITERS=$ITERS CASES=$CASES NAME=$NAME bench/run_adod_bench.sh}" \
+BENCH_COMMAND="${BENCH_COMMAND:-${TRIES:+TRIES=$TRIES }${IDLE_WAIT:+IDLE_WAIT=$IDLE_WAIT }THREADS=$THREADS ROUNDS=$ROUNDS WARMUP=$WARMUP ITERS=$ITERS CASES=$CASES NAME=$NAME bench/run_adod_bench.sh}" \
   "$VENV/bin/python" bench/adod_harness.py --bin target/release/examples/adod_step_bench \
   --python "$VENV/bin/python" --threads "$THREADS" --rounds "$ROUNDS" \
   --warmup "$WARMUP" --iters "$ITERS" --cases "$CASES" --name "$NAME"
