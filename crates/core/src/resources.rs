@@ -85,13 +85,14 @@ mod tests {
     fn rss_grows_when_memory_is_touched() {
         // The current RSS as the base, with slack: the process's peak may already stand above it
         // (other tests ran and freed), and tests on other threads free memory meanwhile (CI saw
-        // a peak-to-peak growth of 59.8 MiB for these 64 MiB).
+        // a peak-to-peak growth of 59.8 MiB for 64 MiB, and a growth under 48 MiB once in 60
+        // runs at 8 test threads): 256 MiB touched, 160 asked for.
         let before = current_rss_mb().unwrap_or(0.0);
-        let v = vec![1u8; 64 << 20];
+        let v = vec![1u8; 256 << 20];
         let after = peak_rss_mb().unwrap_or(0.0);
-        assert!(v.iter().map(|&x| x as u64).sum::<u64>() == 64 << 20);
+        assert!(v.iter().map(|&x| x as u64).sum::<u64>() == 256 << 20);
         if cfg!(target_os = "linux") {
-            assert!(after >= before + 48.0, "before {before} after {after}");
+            assert!(after >= before + 160.0, "before {before} after {after}");
         }
     }
 }

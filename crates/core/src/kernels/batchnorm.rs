@@ -394,6 +394,8 @@ mod tests {
     }
 
     fn random(shape: [usize; 4], mean: f64, seed: u64, dev: &Device) -> Tensor<4> {
+        // Seed and draw as one step: another test may reseed the shared generator between.
+        let _rng = crate::backend::exclusive_rng();
         dev.seed(seed);
         Tensor::random(shape, Distribution::Normal(mean, 2.0), dev)
     }

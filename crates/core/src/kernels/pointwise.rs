@@ -344,6 +344,8 @@ mod tests {
     ];
 
     fn random(shape: [usize; 4], seed: u64, dev: &Device) -> Tensor<4> {
+        // Seed and draw as one step: another test may reseed the shared generator between.
+        let _rng = crate::backend::exclusive_rng();
         dev.seed(seed);
         Tensor::random(shape, Distribution::Normal(0.0, 3.0), dev)
     }

@@ -340,6 +340,8 @@ mod tests {
     const SHAPES: [[usize; 3]; 5] = [[1, 1, 1], [1, 3, 7], [2, 5, 16], [3, 17, 33], [2, 64, 64]];
 
     fn random<const D: usize>(shape: [usize; D], seed: u64, dev: &Device) -> Tensor<D> {
+        // Seed and draw as one step: another test may reseed the shared generator between.
+        let _rng = crate::backend::exclusive_rng();
         dev.seed(seed);
         Tensor::random(shape, Distribution::Normal(0.0, 2.0), dev)
     }

@@ -17,6 +17,8 @@ pub fn check_input_gradient<const D: usize, const E: usize>(
     shape: [usize; D],
     seed: u64,
 ) {
+    // The draws below, and any lazy parameter `f` reads first, come from the shared generator.
+    let _rng = crate::backend::exclusive_rng();
     let dev = train_device();
     dev.seed(seed);
     let x = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
