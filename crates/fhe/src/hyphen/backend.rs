@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use std::time::Instant;
 
 /// Operation counts and wall time per kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Rotation calls the algorithm issues (a step ≡ 0 included: that is how the published
     /// loop formulas count).

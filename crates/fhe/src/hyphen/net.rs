@@ -342,6 +342,11 @@ pub struct LayerRecord {
     pub level_after: usize,
     /// Modelled rotations of each split (for convolutions: the chosen one first).
     pub note: String,
+    /// Wall seconds of the whole layer (encodings, additions and bookkeeping included).
+    pub wall_seconds: f64,
+    /// Process CPU seconds of the layer (10 ms ticks): on a shared machine this moves far
+    /// less with the load than the wall time, which also counts waiting for a core.
+    pub cpu_seconds: f64,
 }
 
 /// A run's options.
@@ -391,7 +396,13 @@ impl<B: Backend> Runner<'_, B> {
         level: impl Fn(&B, &T) -> usize,
     ) -> Result<T> {
         let before = *self.be.stats();
+        let (t, cpu) = (
+            std::time::Instant::now(),
+            crate::bootstrap::bench::process_cpu_ms(),
+        );
         let out = f(self.be)?;
+        let cpu_seconds = (crate::bootstrap::bench::process_cpu_ms() - cpu) / 1e3;
+        let wall_seconds = t.elapsed().as_secs_f64();
         let stats = self.be.stats().since(&before);
         let level_after = level(self.be, &out);
         self.log.push(LayerRecord {
@@ -400,6 +411,8 @@ impl<B: Backend> Runner<'_, B> {
             stats,
             level_after,
             note,
+            wall_seconds,
+            cpu_seconds,
         });
         Ok(out)
     }
