@@ -195,7 +195,22 @@ impl RunDir {
         E: From<CoreError>,
         F: FnOnce(&mut RunDir) -> std::result::Result<T, E>,
     {
+        let path = self.unit_path(name);
+        if let Some(v) = self.saved_unit::<T>(name) {
+            eprintln!("resume: {name} already done ({})", path.display());
+            return Ok(v);
+        }
+        let v = f(self)?;
         let dir = self.join("units");
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
+        let text = serde_json::to_vec(&v)
+            .map_err(|e| CoreError::Runtime(format!("saving unit {name}: {e}")))?;
+        write_atomic(&path, &text)?;
+        Ok(v)
+    }
+
+    /// Where [`unit`](Self::unit) keeps the result of unit `name`.
+    fn unit_path(&self, name: &str) -> PathBuf {
         let safe: String = name
             .chars()
             .map(|c| {
@@ -206,19 +221,15 @@ impl RunDir {
                 }
             })
             .collect();
-        let path = dir.join(format!("{safe}.json"));
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(v) = serde_json::from_str::<T>(&text)
-        {
-            eprintln!("resume: {name} already done ({})", path.display());
-            return Ok(v);
-        }
-        let v = f(self)?;
-        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
-        let text = serde_json::to_vec(&v)
-            .map_err(|e| CoreError::Runtime(format!("saving unit {name}: {e}")))?;
-        write_atomic(&path, &text)?;
-        Ok(v)
+        self.join("units").join(format!("{safe}.json"))
+    }
+
+    /// The saved result of unit `name`, when a previous run finished it (what
+    /// [`unit`](Self::unit) would return without running); for work that only a pending unit
+    /// needs, such as keys made before it.
+    pub fn saved_unit<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let text = std::fs::read_to_string(self.unit_path(name)).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// Moves the folder to `to` (a finished run leaving its temporary name).

@@ -270,6 +270,12 @@ impl RunContext {
         dir.unit(name, |_| f(self))
     }
 
+    /// The saved result of unit `name` when a resumed run already finished it; see
+    /// [`RunDir::saved_unit`].
+    pub fn saved_unit<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        self.run.saved_unit(name)
+    }
+
     /// Takes the run folder back (the runner writes the report into it).
     pub fn into_run_dir(self) -> RunDir {
         self.run
@@ -681,6 +687,8 @@ mod tests {
         // Tamper with one saved unit: a resumed run must take it instead of recomputing.
         std::fs::write(d.join("units/step1.json"), "0.0").unwrap();
         let mut ctx = RunContext::new(5, 1, None, RunDir::reopen(&d).unwrap());
+        assert_eq!(ctx.saved_unit::<f64>("step1"), Some(0.0));
+        assert_eq!(ctx.saved_unit::<f64>("no-such-unit"), None);
         let b = sys.run(&cfg, &mut ctx).unwrap();
         let (ta, tb) = (a.report.metrics["total"], b.report.metrics["total"]);
         assert!(tb < ta, "{ta} {tb}");

@@ -346,13 +346,6 @@ struct Keyset {
 /// Simulated images per agreement unit (one unit stays well under ten minutes).
 const SIM_CHUNK: usize = 100;
 
-/// A unit's saved result, if a previous (resumed) run finished it.
-fn saved<T: serde::de::DeserializeOwned>(ctx: &mut RunContext, name: &str) -> Option<T> {
-    let path = ctx.run_dir().join("units").join(format!("{name}.json"));
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// Measured time and counts of one layer kind, per image (mean over the encrypted images).
 #[derive(Default)]
 struct KindTime {
@@ -792,7 +785,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             };
             for row in order {
                 let name = format!("enc-{i}-{}", row.name);
-                if saved::<EncResult>(ctx, &name).is_none() && keyset.is_none() {
+                if ctx.saved_unit::<EncResult>(&name).is_none() && keyset.is_none() {
                     let ks = make_keys()?;
                     ctx.log_metrics(&serde_json::json!({"keygen_seconds": ks.keygen_seconds, "eval_key_mb": ks.key_mb, "rotation_keys": ks.rotation_keys}))?;
                     keyset = Some(ks);
