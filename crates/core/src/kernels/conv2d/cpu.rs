@@ -204,6 +204,11 @@ struct Scratch {
     y: Vec<f32>,
     /// Zero-padded input rows of one channel.
     pad: Vec<f32>,
+    /// Zero-padded planes of one sample for [`shift_conv`], and the `(channels, plane
+    /// length, pitch, rows)` they were laid out for: while it matches, the borders are still
+    /// zero and only the interior is rewritten.
+    shift: Vec<f32>,
+    shift_layout: (usize, usize, usize, usize),
 }
 
 thread_local! {
@@ -224,6 +229,10 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
                 if v.capacity() > 4 * COL_BUDGET {
                     *v = Vec::new();
                 }
+            }
+            if s.shift.capacity() > 4 * COL_BUDGET {
+                s.shift = Vec::new();
+                s.shift_layout = (0, 0, 0, 0);
             }
             r
         }
@@ -447,9 +456,26 @@ fn zero_wrapped(g: &Geom, j: usize, row: &mut [f32]) {
     } else {
         (g.w - (j - g.pw).min(g.w), g.w)
     };
-    if a < b {
-        for r in row.chunks_exact_mut(g.w) {
-            r[a..b].fill(0.0);
+    // One or two columns per row for 3x3 and 5x5 kernels: a `fill` here is a libc memset call
+    // per output row (thousands per sample), which `perf` showed costing more than the
+    // copies around it, so the common widths store directly.
+    match b.saturating_sub(a) {
+        0 => {}
+        1 => {
+            for r in row.chunks_exact_mut(g.w) {
+                r[a] = 0.0;
+            }
+        }
+        2 => {
+            for r in row.chunks_exact_mut(g.w) {
+                r[a] = 0.0;
+                r[a + 1] = 0.0;
+            }
+        }
+        _ => {
+            for r in row.chunks_exact_mut(g.w) {
+                r[a..b].fill(0.0);
+            }
         }
     }
 }
@@ -562,6 +588,156 @@ pub(crate) fn reduce_samples_per_chunk(n: usize) -> usize {
     n.div_ceil(REDUCE_CHUNKS.min(n).max(1)).max(1)
 }
 
+/// Output positions of a sample (counting the junk columns) from which [`shift_conv`] is
+/// used: below it the junk columns' share of the work grows (8x8: 20 %) and a GEMM over one
+/// sample's plane is too narrow, and im2col over several samples per GEMM wins.
+const SHIFT_MIN_COLS: usize = 1024;
+
+/// Most values of one band's accumulator in [`shift_conv`]: 512 KiB, half of this
+/// machine's L2 (bands of 128 KiB made the GEMMs too narrow for 32x32 and 64x64 planes).
+const SHIFT_BAND: usize = 1 << 17;
+
+/// Whether [`shift_conv`] can compute this convolution (and, the roles swapped, its input
+/// gradient). Where it is used is narrower, from per-layer A/B runs of
+/// `examples/conv2d_bench.rs` against im2col: it saves writing and re-reading the im2col
+/// matrix, which costs most next to a GEMM with few output rows, and costs the `kh·kw`
+/// passes over its accumulator; so the forward pass takes it for at most 16 output
+/// channels (20 % faster on UNet's 32 -> 16 layer at 128x128, but 5-9 % slower with 32 or 64
+/// output channels at 32x32 and 64x64), the input gradient for at most 16 input channels or
+/// planes of 64x64 and more (8-20 % faster; 5-12 % slower at 32x32 with 32-64 channels).
+/// Requirements: one group, stride 1, odd kernel with "same" padding, a plane wide enough (see
+/// [`SHIFT_MIN_COLS`]) and at least 16 input and output channels — with fewer, the GEMMs'
+/// `K = C` (or `M = F`) is too small to keep the micro-kernel busy (a 1- or 3-channel first
+/// layer took 1.5–3x im2col's time this way).
+fn shift_ok(g: &Geom) -> bool {
+    g.groups == 1
+        && g.c >= 16
+        && g.f >= 16
+        && g.sh == 1
+        && g.sw == 1
+        && g.kh == 2 * g.ph + 1
+        && g.kw == 2 * g.pw + 1
+        && g.kh * g.kw > 1
+        && g.h * (g.w + 2 * g.pw) >= SHIFT_MIN_COLS
+}
+
+/// One sample of a stride-1 "same" convolution without im2col: the input is copied once
+/// into zero-padded planes of row pitch `W + kw − 1`, where the tap `(i, j)`'s im2col row of
+/// every channel is the padded plane read from offset `i·pitch + j` — a plain strided
+/// matrix the GEMM packs directly. So the output, in padded coordinates (`kw − 1` junk
+/// columns per row), is the sum of `kh·kw` GEMMs `w[:, :, i, j] · shifted planes`, and only
+/// the valid columns are copied out. Against im2col + one GEMM this skips writing and
+/// re-reading the `kh·kw`-times larger im2col matrix, at the price of the junk columns and
+/// of GEMMs with `K = C` instead of `C·kh·kw`.
+///
+/// `w` is `[F, C, kh, kw]`; `out_n` (`[F, H, W]`) is overwritten.
+#[allow(clippy::too_many_arguments)]
+fn shift_conv(
+    g: &Geom,
+    x_n: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out_n: &mut [f32],
+    s: &mut Scratch,
+    par: gemm::Parallelism,
+) {
+    let pitch = g.w + 2 * g.pw;
+    let rows = g.h + 2 * g.ph;
+    // The last tap reads `2·pw` values past the last padded row's end.
+    let plane = rows * pitch + 2 * g.pw;
+    let layout = (g.c, plane, pitch, rows);
+    if s.shift_layout != layout {
+        s.shift.clear();
+        s.shift.resize(g.c * plane, 0.0);
+        s.shift_layout = layout;
+    }
+    let hw = g.h * g.w;
+    for ch in 0..g.c {
+        let src = &x_n[ch * hw..(ch + 1) * hw];
+        let dst = &mut s.shift[ch * plane..(ch + 1) * plane];
+        for (r, row) in src.chunks_exact(g.w).enumerate() {
+            let at = (r + g.ph) * pitch + g.pw;
+            copy_row(&mut dst[at..at + g.w], row);
+        }
+    }
+    // Output rows per band: the band's `[F, rows·pitch]` accumulator takes all `kh·kw`
+    // GEMMs in turn, so it is kept small enough to stay in L2 (a whole 128x128 plane's,
+    // re-read and re-written from L3 by every tap, ate the gain).
+    let most = (SHIFT_BAND / (g.f * pitch).max(1)).clamp(1, g.h);
+    let band = g.h.div_ceil(g.h.div_ceil(most));
+    let (kk, ck) = (g.kh * g.kw, g.ck());
+    s.y.resize(g.f * band * pitch, 0.0);
+    for r0 in (0..g.h).step_by(band) {
+        let r1 = (r0 + band).min(g.h);
+        let cols = (r1 - r0) * pitch;
+        let acc = &mut s.y[..g.f * cols];
+        if let Some(b) = b {
+            for (row, &bf) in acc.chunks_exact_mut(cols).zip(b) {
+                row.fill(bf);
+            }
+        }
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let tap = i * g.kw + j;
+                let a = Mat {
+                    data: &w[tap..],
+                    rs: ck,
+                    cs: kk,
+                };
+                let bm = Mat {
+                    data: &s.shift[(r0 + i) * pitch + j..],
+                    rs: plane,
+                    cs: 1,
+                };
+                gemm(
+                    g.f,
+                    cols,
+                    g.c,
+                    a,
+                    bm,
+                    acc,
+                    cols,
+                    tap > 0 || b.is_some(),
+                    par,
+                );
+            }
+        }
+        for (f, src) in acc.chunks_exact(cols).enumerate() {
+            let dst = &mut out_n[f * hw + r0 * g.w..f * hw + r1 * g.w];
+            for (d, r) in dst.chunks_exact_mut(g.w).zip(src.chunks_exact(pitch)) {
+                copy_row(d, &r[..g.w]);
+            }
+        }
+    }
+}
+
+/// The weight of the convolution whose forward pass is this one's input gradient (for a
+/// stride-1 "same" convolution): `w'[c, f, i, j] = w[f, c, kh−1−i, kw−1−j]`.
+fn flipped_transposed(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (kk, c) = (g.kh * g.kw, g.c);
+    let mut out = vec![0.0f32; g.f * c * kk];
+    for f in 0..g.f {
+        for ch in 0..c {
+            let src = &w[(f * c + ch) * kk..][..kk];
+            let dst = &mut out[(ch * g.f + f) * kk..][..kk];
+            for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *v;
+            }
+        }
+    }
+    out
+}
+
+/// `g` with input and output channels swapped: the geometry of the input gradient as a
+/// forward convolution (stride 1, "same" padding, so the plane is unchanged).
+fn transposed_geom(g: &Geom) -> Geom {
+    Geom {
+        c: g.f,
+        f: g.c,
+        ..*g
+    }
+}
+
 /// Forward: `out[n, f, p] = b[f] + Σ w[f, ·] x[n, ·]`.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
     if g.n == 0 || g.out_sample() == 0 {
@@ -573,6 +749,7 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
     }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
+    let shift = shift_ok(g) && g.f <= 16;
     out.par_chunks_mut(per * g.out_sample())
         .enumerate()
         .for_each(|(k, chunk)| {
@@ -580,6 +757,15 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
             let n1 = first + chunk.len() / g.out_sample();
             let x = &x[first * g.in_sample()..n1 * g.in_sample()];
             with_scratch(|s| {
+                if shift {
+                    for (x_n, out_n) in x
+                        .chunks_exact(g.in_sample())
+                        .zip(chunk.chunks_exact_mut(g.out_sample()))
+                    {
+                        shift_conv(g, x_n, w, b, out_n, s, par);
+                    }
+                    return;
+                }
                 for blk in blocks(g, first, n1) {
                     forward_block(g, &blk, x, w, b, chunk, first, s, par);
                 }
@@ -677,6 +863,23 @@ pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
+    if shift_ok(g) && (g.c <= 16 || g.h * g.w >= 4096) {
+        // The input gradient of a stride-1 "same" convolution is itself one (flipped,
+        // transposed weight), so it takes the im2col-free forward path and no col2im.
+        let (gt, wt) = (transposed_geom(g), flipped_transposed(g, w));
+        dx.par_chunks_mut(per * g.in_sample())
+            .enumerate()
+            .for_each(|(k, chunk)| {
+                let first = k * per;
+                with_scratch(|s| {
+                    for (m, dx_n) in chunk.chunks_exact_mut(g.in_sample()).enumerate() {
+                        let dy_n = &dy[(first + m) * g.out_sample()..][..g.out_sample()];
+                        shift_conv(&gt, dy_n, &wt, None, dx_n, s, par);
+                    }
+                });
+            });
+        return;
+    }
     dx.par_chunks_mut(per * g.in_sample())
         .enumerate()
         .for_each(|(k, chunk)| {
@@ -836,12 +1039,7 @@ fn block_im2col_t(g: &Geom, b: &Block, x: &[f32], first: usize, s: &mut Scratch)
                 continue;
             }
             let dst = &mut s.pad[(pr * wp + g.pw) * g.c..(pr * wp + g.pw + g.w) * g.c];
-            for ch in 0..g.c {
-                let src = &x_n[ch * hw + ih * g.w..][..g.w];
-                for (px, v) in dst.chunks_exact_mut(g.c).zip(src) {
-                    px[ch] = *v;
-                }
-            }
+            row_to_channels_last(&x_n[ih * g.w..], hw, g.c, g.w, dst);
         }
         let block_rows = &mut s.col[(n - b.n0) * per * ck..][..per * ck];
         for (k, row) in block_rows.chunks_exact_mut(ck).enumerate() {
@@ -850,6 +1048,43 @@ fn block_im2col_t(g: &Geom, b: &Block, x: &[f32], first: usize, s: &mut Scratch)
                 let start = ((o * g.sh + i) * wp + q * g.sw) * g.c;
                 copy_row(dst, &s.pad[start..start + run]);
             }
+        }
+    }
+}
+
+/// `dst[px·c + ch] = src[ch·plane + px]` for `px < w`, `ch < c`: one input row of every
+/// channel, written channels-last. Eight channels by eight pixels at a time through a small
+/// fixed-size tile, which the compiler turns into vector loads and shuffles; the
+/// one-value-at-a-time loop it replaces stored at a stride of `c` and was most of the weight
+/// gradient's own (non-GEMM) time in `perf`.
+fn row_to_channels_last(src: &[f32], plane: usize, c: usize, w: usize, dst: &mut [f32]) {
+    let mut ch = 0;
+    while ch + 8 <= c {
+        let rows: [&[f32]; 8] = std::array::from_fn(|k| &src[(ch + k) * plane..][..w]);
+        let mut px = 0;
+        while px + 8 <= w {
+            let mut tile = [[0.0f32; 8]; 8];
+            for (t, r) in tile.iter_mut().zip(&rows) {
+                t.copy_from_slice(&r[px..px + 8]);
+            }
+            for (p, out) in dst[px * c..(px + 8) * c].chunks_exact_mut(c).enumerate() {
+                for (o, t) in out[ch..ch + 8].iter_mut().zip(&tile) {
+                    *o = t[p];
+                }
+            }
+            px += 8;
+        }
+        for px in px..w {
+            for (o, r) in dst[px * c + ch..][..8].iter_mut().zip(&rows) {
+                *o = r[px];
+            }
+        }
+        ch += 8;
+    }
+    for ch in ch..c {
+        let row = &src[ch * plane..][..w];
+        for (px, v) in dst.chunks_exact_mut(c).zip(row) {
+            px[ch] = *v;
         }
     }
 }
@@ -1106,6 +1341,29 @@ fn depthwise_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_go_channels_last_for_every_block_and_remainder() {
+        for (c, w) in [
+            (1, 1),
+            (3, 5),
+            (8, 8),
+            (11, 13),
+            (16, 32),
+            (19, 7),
+            (24, 17),
+        ] {
+            let plane = w + 3;
+            let src: Vec<f32> = (0..c * plane).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; c * w];
+            row_to_channels_last(&src, plane, c, w, &mut dst);
+            for px in 0..w {
+                for ch in 0..c {
+                    assert_eq!(dst[px * c + ch], src[ch * plane + px], "c {c} w {w}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn valid_ranges_cover_exactly_the_in_bounds_outputs() {

@@ -148,6 +148,54 @@ fn several_im2col_tiles_per_sample_match_burn() {
         &case([37, 4, 6, 5], [6, 4, 1, 1], true, Conv2dSpec::new(1, 0)),
         24,
     );
+    // 11 channels (one block of eight and three left) over rows of 13 pixels (one tile of
+    // eight and five left): both paths of the channels-last copy of the weight gradient.
+    check(
+        &case([3, 11, 6, 13], [5, 11, 3, 3], true, Conv2dSpec::new(1, 1)),
+        25,
+    );
+    check(
+        &case([2, 16, 9, 8], [7, 16, 3, 3], false, Conv2dSpec::new(2, 1)),
+        26,
+    );
+}
+
+#[test]
+fn im2col_free_same_convolutions_match_burn() {
+    // Planes of >= 1024 padded positions with >= 16 channels each way take the shifted-plane
+    // path: the forward pass with <= 16 output channels (cases 31, 33, 34), the input
+    // gradient with <= 16 input channels or >= 4096 positions (30, 32, 34); odd sizes, batch
+    // 1, 5x5 kernels, with and without bias.
+    check(
+        &case([1, 16, 33, 31], [17, 16, 3, 3], true, Conv2dSpec::new(1, 1)),
+        30,
+    );
+    check(
+        &case(
+            [3, 18, 32, 32],
+            [16, 18, 3, 3],
+            false,
+            Conv2dSpec::new(1, 1),
+        ),
+        31,
+    );
+    check(
+        &case([2, 16, 29, 35], [20, 16, 5, 5], true, Conv2dSpec::new(1, 2)),
+        32,
+    );
+    check(
+        &case([1, 20, 30, 33], [16, 20, 5, 5], true, Conv2dSpec::new(1, 2)),
+        33,
+    );
+    check(
+        &case(
+            [2, 24, 64, 65],
+            [16, 24, 3, 3],
+            false,
+            Conv2dSpec::new(1, 1),
+        ),
+        34,
+    );
 }
 
 #[test]
