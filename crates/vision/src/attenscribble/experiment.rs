@@ -269,6 +269,21 @@ fn report(
                     .map(|h| (h.iteration as f64, h.train_loss))
                     .collect(),
             });
+            // Whether the attention's affinity separates structures (1 = it does not): see
+            // `train::affinity_by_label`. Only AttenScribble's records carry it.
+            let contrast: Vec<(f64, f64)> = x
+                .history
+                .iter()
+                .filter_map(|h| Some((h.iteration as f64, h.k_same_label? / h.k_diff_label?)))
+                .filter(|(_, c)| c.is_finite())
+                .collect();
+            if !contrast.is_empty() {
+                curves.push(Curve {
+                    label: format!("{} seed {}", m.name(), x.seed_index),
+                    y_name: "affinity_contrast_vs_iteration".into(),
+                    points: contrast,
+                });
+            }
         }
         per_method.insert(m.name(), out);
     }

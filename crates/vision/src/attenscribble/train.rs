@@ -122,6 +122,12 @@ pub struct TermSums {
     /// multi-class samples, and the number of steps that had such pairs.
     pub k_mean: f64,
     pub k_steps: usize,
+    /// Sums over steps of the mean `K_ij` over window pairs of label-pure cells with the same
+    /// (different) dense label, and the steps that had such pairs (see [`affinity_by_label`]).
+    pub k_same: f64,
+    pub k_same_steps: usize,
+    pub k_diff: f64,
+    pub k_diff_steps: usize,
     pub steps: usize,
 }
 
@@ -129,13 +135,36 @@ impl TermSums {
     /// One line for the log: per-step means.
     pub fn line(&self) -> String {
         let n = self.steps.max(1) as f64;
-        format!(
+        let mut line = format!(
             "terms/step: pCE {:.4}, w·gCRF {:.4}, w·attentive {:.4}, mean K in window {:.4}",
             self.pce / n,
             self.crf / n,
             self.attn / n,
             self.k_mean / self.k_steps.max(1) as f64
-        )
+        );
+        if let (Some(same), Some(diff)) = (self.k_same_mean(), self.k_diff_mean()) {
+            line.push_str(&format!(
+                ", K same-label {same:.4} vs different-label {diff:.4} (contrast {:.3})",
+                same / diff
+            ));
+        }
+        line
+    }
+
+    /// Mean over steps of the mean affinity in the window (`None` before the attentive loss
+    /// has run).
+    pub fn k_window_mean(&self) -> Option<f64> {
+        (self.k_steps > 0).then(|| self.k_mean / self.k_steps as f64)
+    }
+
+    /// Mean affinity of window pairs whose cells hold the same label.
+    pub fn k_same_mean(&self) -> Option<f64> {
+        (self.k_same_steps > 0).then(|| self.k_same / self.k_same_steps as f64)
+    }
+
+    /// Mean affinity of window pairs whose cells hold different labels.
+    pub fn k_diff_mean(&self) -> Option<f64> {
+        (self.k_diff_steps > 0).then(|| self.k_diff / self.k_diff_steps as f64)
     }
 }
 
@@ -209,7 +238,12 @@ impl StepLoss {
             Method::PceGcrf | Method::AttenScribble => {
                 let p = softmax(out.logits.clone(), 1);
                 let pce = partial_ce(out.logits, t.scribbles);
-                let mut terms = TermSums::default();
+                // NaN: "not measured this step" (no block, or before `attn_start`).
+                let mut terms = TermSums {
+                    k_same: f64::NAN,
+                    k_diff: f64::NAN,
+                    ..TermSums::default()
+                };
                 if self.trace.is_some() {
                     terms.pce = scalar(&pce);
                 }
@@ -228,7 +262,12 @@ impl StepLoss {
                 {
                     let k = block.affinity(att_logits);
                     if self.trace.is_some() {
-                        terms.k_mean = window_mean(&k, win, t.multi);
+                        let kv = ferrolab_core::nn::to_vec_f32(k.clone().detach());
+                        let wv = ferrolab_core::nn::to_vec_f32(win.clone());
+                        terms.k_mean = window_mean(&kv, &wv, t.multi);
+                        let size = (t.labels.len() / t.multi.len().max(1)).isqrt();
+                        let by = affinity_by_label(&kv, &wv, t.labels, t.multi, size, *s);
+                        (terms.k_same, terms.k_diff) = (by.same_mean(), by.diff_mean());
                     }
                     let attn = attentive_loss(k, downsample(p, *s), win.clone(), t.multi)
                         * self.attn_weight;
@@ -246,6 +285,14 @@ impl StepLoss {
                         sums.k_mean += terms.k_mean;
                         sums.k_steps += 1;
                     }
+                    if terms.k_same.is_finite() {
+                        sums.k_same += terms.k_same;
+                        sums.k_same_steps += 1;
+                    }
+                    if terms.k_diff.is_finite() {
+                        sums.k_diff += terms.k_diff;
+                        sums.k_diff_steps += 1;
+                    }
                     sums.steps += 1;
                 }
                 loss
@@ -254,17 +301,16 @@ impl StepLoss {
     }
 }
 
-/// Mean of the affinity `k: [N, L, L]` over the window's pairs of the multi-class samples.
-fn window_mean(k: &Tensor<3>, window: &Tensor<3>, multi: &[bool]) -> f64 {
-    let kv = ferrolab_core::nn::to_vec_f32(k.clone().detach());
-    let wv = ferrolab_core::nn::to_vec_f32(window.clone());
+/// Mean of the affinity `kv: [N, L, L]` over the window's (`wv: [L, L]`) pairs of the
+/// multi-class samples.
+fn window_mean(kv: &[f32], wv: &[f32], multi: &[bool]) -> f64 {
     let l2 = wv.len();
     let (mut sum, mut count) = (0.0, 0usize);
     for (n, &m) in multi.iter().enumerate() {
         if !m {
             continue;
         }
-        for (kk, &g) in kv[n * l2..(n + 1) * l2].iter().zip(&wv) {
+        for (kk, &g) in kv[n * l2..(n + 1) * l2].iter().zip(wv) {
             if g > 0.0 {
                 sum += f64::from(*kk);
                 count += 1;
@@ -276,6 +322,105 @@ fn window_mean(k: &Tensor<3>, window: &Tensor<3>, multi: &[bool]) -> f64 {
     } else {
         sum / count as f64
     }
+}
+
+/// The affinity split by the dense label, a diagnostic of whether `K` carries image
+/// information (see [`affinity_by_label`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LabelAffinity {
+    pub same_sum: f64,
+    pub same_pairs: usize,
+    pub diff_sum: f64,
+    pub diff_pairs: usize,
+}
+
+impl LabelAffinity {
+    /// Mean `K` over same-label pairs (NaN without any).
+    pub fn same_mean(&self) -> f64 {
+        if self.same_pairs == 0 {
+            f64::NAN
+        } else {
+            self.same_sum / self.same_pairs as f64
+        }
+    }
+
+    /// Mean `K` over different-label pairs (NaN without any).
+    pub fn diff_mean(&self) -> f64 {
+        if self.diff_pairs == 0 {
+            f64::NAN
+        } else {
+            self.diff_sum / self.diff_pairs as f64
+        }
+    }
+}
+
+/// The affinity `kv: [N, L, L]` over the window's pairs (`wv: [L, L]`, `G_ij > 0`) of the
+/// multi-class samples, split by the **dense** labels (`labels: [N, size, size]`): a cell of
+/// the attention grid (a `stride × stride` block) counts only when every pixel of it has one
+/// label, and a pair of such cells is "same" or "different" by those labels.
+///
+/// Why: the attentive loss can only do more than an image-agnostic smoothing of the
+/// prediction if the affinity is higher between pixels of one structure than across a
+/// boundary. With `K ≈ sigmoid(b)` everywhere (flat attention, or `a ≈ 0`) the two means are
+/// equal; their ratio measures what the attention adds. The labels are read for this log
+/// only, never by a loss.
+pub fn affinity_by_label(
+    kv: &[f32],
+    wv: &[f32],
+    labels: &[u8],
+    multi: &[bool],
+    size: usize,
+    stride: usize,
+) -> LabelAffinity {
+    let mut out = LabelAffinity::default();
+    if stride == 0 || size == 0 {
+        return out;
+    }
+    let g = size / stride;
+    let l = g * g;
+    if wv.len() != l * l
+        || kv.len() < multi.len() * l * l
+        || labels.len() < multi.len() * size * size
+    {
+        return out;
+    }
+    for (n, &m) in multi.iter().enumerate() {
+        if !m {
+            continue;
+        }
+        let lab = &labels[n * size * size..(n + 1) * size * size];
+        // The label of each cell, when the whole cell has one.
+        let pure: Vec<Option<u8>> = (0..l)
+            .map(|c| {
+                let (gy, gx) = (c / g, c % g);
+                let first = lab[gy * stride * size + gx * stride];
+                let one = (0..stride).all(|dy| {
+                    let row = (gy * stride + dy) * size + gx * stride;
+                    lab[row..row + stride].iter().all(|&v| v == first)
+                });
+                one.then_some(first)
+            })
+            .collect();
+        let k = &kv[n * l * l..(n + 1) * l * l];
+        for (i, li) in pure.iter().enumerate() {
+            let Some(li) = li else { continue };
+            for (j, lj) in pure.iter().enumerate() {
+                let Some(lj) = lj else { continue };
+                if wv[i * l + j] <= 0.0 {
+                    continue;
+                }
+                let v = f64::from(k[i * l + j]);
+                if li == lj {
+                    out.same_sum += v;
+                    out.same_pairs += 1;
+                } else {
+                    out.diff_sum += v;
+                    out.diff_pairs += 1;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Per-class scores over a set of volumes.
@@ -411,6 +556,16 @@ pub struct EvalRecord {
     pub lr: f64,
     /// Seconds of training since the previous record (validation excluded).
     pub train_seconds: f64,
+    /// AttenScribble only, means over the steps since the previous record (of this process:
+    /// a resumed run starts them afresh, a log figure only): the affinity `K`
+    /// over the window, and over its label-pure pairs with the same / a different dense label
+    /// ([`affinity_by_label`]). Absent in records written before these were logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_same_label: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_diff_label: Option<f64>,
 }
 
 /// The result of one method and seed (saved as a unit of the run).
@@ -689,12 +844,16 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         if done.is_multiple_of(cfg.train.eval_every) || done == total {
             let scores = evaluate(&model.valid(), job.val, size, cfg.train.eval_batch)?;
             let d = scores.mean_dice();
+            let terms = step_loss.take_terms();
             st.history.push(EvalRecord {
                 iteration: done,
                 train_loss: st.loss_sum / st.loss_count.max(1) as f64,
                 val_dice: d,
                 lr,
                 train_seconds: st.since_eval_seconds,
+                k_mean: terms.k_window_mean(),
+                k_same_label: terms.k_same_mean(),
+                k_diff_label: terms.k_diff_mean(),
             });
             let affine = model.attention_block().map_or(String::new(), |b| {
                 let (a, b) = b.affine_values();
@@ -707,7 +866,7 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                 scores.dice[1],
                 scores.dice[2],
                 st.since_eval_seconds / st.loss_count.max(1) as f64,
-                step_loss.take_terms().line()
+                terms.line()
             );
             (st.loss_sum, st.loss_count, st.since_eval_seconds) = (0.0, 0, 0.0);
             if d > st.best_dice {
@@ -746,4 +905,87 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         history: st.history,
     };
     Ok((result, best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4×4 slice on a 2×2 attention grid (stride 2): cells 0 and 1 are all background, cell 2
+    /// all LV, cell 3 mixed (left out). Ordered window pairs of pure cells: (0,1), (1,0) same
+    /// label; (0,2), (2,0), (1,2), (2,1) different. The second sample is single-class and must
+    /// not count.
+    #[test]
+    fn affinity_is_split_by_the_dense_label_of_pure_cells() {
+        let (size, stride, l) = (4, 2, 4);
+        #[rustfmt::skip]
+        let first: [u8; 16] = [
+            0, 0, 0, 0,
+            0, 0, 0, 0,
+            3, 3, 3, 2,
+            3, 3, 3, 3,
+        ];
+        let mut labels = first.to_vec();
+        labels.extend([0u8; 16]);
+        let mut kv: Vec<f32> = (0..l * l).map(|v| v as f32 / 100.0).collect();
+        kv.extend(vec![0.9f32; l * l]);
+        let mut wv = vec![1f32; l * l];
+        for i in 0..l {
+            wv[i * l + i] = 0.0;
+        }
+        let by = affinity_by_label(&kv, &wv, &labels, &[true, false], size, stride);
+        assert_eq!((by.same_pairs, by.diff_pairs), (2, 4));
+        assert!(
+            (by.same_mean() - (0.01 + 0.04) / 2.0).abs() < 1e-6,
+            "{by:?}"
+        );
+        assert!(
+            (by.diff_mean() - (0.02 + 0.08 + 0.06 + 0.09) / 4.0).abs() < 1e-6,
+            "{by:?}"
+        );
+        // Pairs outside the window do not count.
+        wv[1] = 0.0;
+        let by = affinity_by_label(&kv, &wv, &labels, &[true, false], size, stride);
+        assert_eq!(by.same_pairs, 1);
+        assert!((by.same_mean() - 0.04).abs() < 1e-6);
+        // No multi-class sample: nothing measured.
+        let none = affinity_by_label(&kv, &wv, &labels, &[false, false], size, stride);
+        assert!(none.same_mean().is_nan() && none.diff_mean().is_nan());
+    }
+
+    /// Records written before the affinity fields existed still load (a `--resume` of an older
+    /// run folder), and the fields are left out of the JSON when absent.
+    #[test]
+    fn eval_records_without_affinity_fields_still_load() {
+        let old =
+            r#"{"iteration":200,"train_loss":0.5,"val_dice":0.4,"lr":0.05,"train_seconds":30.0}"#;
+        let r: EvalRecord = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (r.k_mean, r.k_same_label, r.k_diff_label),
+            (None, None, None)
+        );
+        let back = serde_json::to_string(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!back.contains("k_mean"), "{back}");
+    }
+
+    /// The per-step terms of a method without the block measure no affinity, so the log's
+    /// contrast is absent rather than 0/0 or a count of zeros.
+    #[test]
+    fn term_sums_report_affinity_only_when_measured() {
+        let t = TermSums::default();
+        assert_eq!(
+            (t.k_same_mean(), t.k_diff_mean(), t.k_window_mean()),
+            (None, None, None)
+        );
+        assert!(!t.line().contains("contrast"));
+        let t = TermSums {
+            k_same: 0.6,
+            k_same_steps: 2,
+            k_diff: 0.2,
+            k_diff_steps: 2,
+            steps: 2,
+            ..TermSums::default()
+        };
+        assert!(t.line().contains("contrast 3.000"), "{}", t.line());
+    }
 }
