@@ -183,6 +183,79 @@ fn gcfl_splits_when_told_fedavg_never_and_both_learn() {
     assert!(olog.splits.is_empty());
 }
 
+/// The reference's setting in small: client groups whose graphs differ in size, whose
+/// features differ in width (each client's own input layer reads them) and whose label rules
+/// contradict; GCFL+ runs with FedAvg, plain GCFL and local only beside it in one table.
+#[test]
+fn gcfl_table_runs_plain_gcfl_beside_on_groups_of_different_widths() {
+    use ferrolab_fed::fedgraph::experiment::Regime;
+    let sets: Vec<String> = [
+        "data.dataset=graph-families",
+        "fed.algo=gcfl",
+        "fed.clients=4",
+        "fed.rounds=6",
+        "fed.patience=0",
+        "fed.lrs=[0.01]",
+        "fed.local_steps=[2]",
+        "fed.seeds=1",
+        "model.arch=gin",
+        "model.hidden=8",
+        "model.dropout=0",
+        "families.graphs_per_client=30",
+        "families.labels=by-group",
+        "families.features=width-by-group",
+        "families.sizes=by-group",
+        "families.size_ratio=2",
+        "baselines.global=false",
+        "baselines.gcfl_plain=true",
+        // Splits as soon as allowed, so both variants cut.
+        "gcfl.eps1=1e300",
+        "gcfl.eps2=0",
+        "gcfl.warmup=1",
+        "gcfl.seq_length=2",
+        "gcfl.batch_size=8",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = load::<FedGraphConfig>(None, &sets).unwrap();
+    let t = ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &|_, _, _, _, _| {}).unwrap();
+    let names: Vec<Regime> = t.regimes.iter().map(|r| r.regime).collect();
+    assert_eq!(
+        names,
+        vec![
+            Regime::Gcfl,
+            Regime::FedAvg,
+            Regime::GcflPlain,
+            Regime::Local
+        ]
+    );
+    for r in &t.regimes {
+        let run = &r.best().runs[0];
+        assert_eq!(run.rounds_run, 6, "{:?}", r.regime);
+        assert!(run.test_accuracy.is_finite());
+    }
+    // Both clustered regimes logged their splits; GCFL+ splits at round 2 (2 norms), plain
+    // GCFL needs no sequence and splits at round 2 too (after the 1-round warm-up).
+    for name in ["gcfl", "gcfl_plain"] {
+        let info: Vec<&serde_json::Value> = t.gcfl.iter().filter(|v| v["regime"] == name).collect();
+        assert_eq!(info.len(), 1, "{name}");
+        assert_eq!(info[0]["splits"][0]["round"], 2, "{name}: {}", info[0]);
+    }
+    // The reference code's figure: the last round's for FedAvg and local, at least that for
+    // the clustered regimes (best over the cached models and the last one).
+    let re = t.reference_eval.as_ref().unwrap();
+    for (i, r) in t.regimes.iter().enumerate() {
+        let last = r.best().runs[0].curve.last().unwrap().2;
+        let x = re[r.regime.name()]["test_accuracy"].as_f64().unwrap();
+        if i == 0 || r.regime == Regime::GcflPlain {
+            assert!(x >= last - 1e-12, "{:?}: {x} < {last}", r.regime);
+        } else {
+            assert!((x - last).abs() < 1e-12, "{:?}: {x} vs {last}", r.regime);
+        }
+    }
+}
+
 fn config_error(sets: &[&str]) -> String {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     match load::<FedGraphConfig>(None, &sets) {
@@ -222,6 +295,48 @@ fn algorithm_and_dataset_mismatches_are_config_errors() {
         "families.labels=mixed",
         "families.features=raw",
     ] {
+        let key = bad.split('=').next().unwrap_or_default();
+        let e = config_error(&["data.dataset=graph-families", "fed.algo=gcfl", bad]);
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+    // Groups of different feature widths need each client's own input layer, no global
+    // network and only the message-passing layers shared; plain GCFL beside only GCFL+.
+    let wide = [
+        "data.dataset=graph-families",
+        "fed.algo=gcfl",
+        "families.features=width-by-group",
+    ];
+    let e = config_error(&[
+        wide[0],
+        wide[1],
+        wide[2],
+        "baselines.global=false",
+        "gcfl.pre=false",
+    ]);
+    assert!(
+        e.contains("families.features") && e.contains("gcfl.pre"),
+        "{e}"
+    );
+    let e = config_error(&wide);
+    assert!(e.contains("baselines.global"), "{e}");
+    let e = config_error(&[
+        wide[0],
+        wide[1],
+        wide[2],
+        "baselines.global=false",
+        "gcfl.share=all",
+    ]);
+    assert!(e.contains("gcfl.share"), "{e}");
+    let e = config_error(&["baselines.gcfl_plain=true"]);
+    assert!(e.contains("baselines.gcfl_plain"), "{e}");
+    let e = config_error(&[
+        wide[0],
+        wide[1],
+        "gcfl.variant=gcfl",
+        "baselines.gcfl_plain=true",
+    ]);
+    assert!(e.contains("baselines.gcfl_plain"), "{e}");
+    for bad in ["families.sizes=big", "families.size_ratio=0.5"] {
         let key = bad.split('=').next().unwrap_or_default();
         let e = config_error(&["data.dataset=graph-families", "fed.algo=gcfl", bad]);
         assert!(e.contains(key), "{bad}: {e}");

@@ -121,6 +121,10 @@ ferrolab_core::config_section! {
         pub local: bool = true;
         /// One model trained on the whole graph.
         pub global: bool = true;
+        /// With `fed.algo = "gcfl"` and `gcfl.variant = "gcfl+"`: plain GCFL (cosine cut of
+        /// the updates) on the same data, initialisation and ε, reported as
+        /// `baselines.gcfl_plain`.
+        pub gcfl_plain: bool = false;
     }
 }
 
@@ -172,6 +176,31 @@ impl Validate for FedGraphConfig {
             "fed.algo",
             &self.fed.algo,
             "data.dataset = \"graph-families\" (graph classification) runs `gcfl` or `fedavg`; fedprox, fedopt and fedsage are node-classification algorithms",
+        )?;
+        check(
+            !self.baselines.gcfl_plain || (self.fed.algo == "gcfl" && self.gcfl.variant == "gcfl+"),
+            "baselines.gcfl_plain",
+            self.baselines.gcfl_plain,
+            "runs plain GCFL beside GCFL+: it needs fed.algo = \"gcfl\" with gcfl.variant = \"gcfl+\"",
+        )?;
+        let wide = self.families.features == "width-by-group";
+        check(
+            !(graph_task && wide) || self.gcfl.pre,
+            "families.features",
+            &self.families.features,
+            "gives the client groups features of different widths, which only a per-client input layer reads: it needs gcfl.pre = true",
+        )?;
+        check(
+            !(graph_task && wide && self.baselines.global),
+            "baselines.global",
+            self.baselines.global,
+            "one global network cannot read the groups' different feature widths (families.features = \"width-by-group\"): set baselines.global = false",
+        )?;
+        check(
+            !(graph_task && wide) || self.gcfl.share == "gnn",
+            "gcfl.share",
+            &self.gcfl.share,
+            "\"all\" averages the input layers too, which differ in width between the groups (families.features = \"width-by-group\"): use \"gnn\"",
         )?;
         check(
             !graph_task || self.data.path.is_none(),

@@ -23,6 +23,8 @@ pub enum Regime {
     FedProx,
     FedOpt,
     Gcfl,
+    /// Plain GCFL beside GCFL+ (`baselines.gcfl_plain`).
+    GcflPlain,
     FedAvg,
     Local,
     Global,
@@ -35,6 +37,7 @@ impl Regime {
             Regime::FedProx => "fedprox",
             Regime::FedOpt => "fedopt",
             Regime::Gcfl => "gcfl",
+            Regime::GcflPlain => "gcfl_plain",
             Regime::FedAvg => "fedavg",
             Regime::Local => "local",
             Regime::Global => "global",
@@ -120,6 +123,8 @@ pub struct Table {
     pub fedsage: Vec<serde_json::Value>,
     /// GCFL+ only: per seed of the selected cell, the splits and the final clusters.
     pub gcfl: Vec<serde_json::Value>,
+    /// graph-families only: each regime's figure as the GCFL reference code computes it.
+    pub reference_eval: Option<serde_json::Value>,
 }
 
 /// The cell of best mean validation accuracy (or lowest mean validation loss); ties keep
@@ -267,7 +272,7 @@ pub fn run_table(
                         Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed),
                         Regime::FedProx => fed_node(g, st, &zoo, &sched, *seed, &prox),
                         Regime::FedOpt => fed_node(g, st, &zoo, &sched, *seed, &opt),
-                        Regime::Gcfl => Err(FedGraphError::Usage(
+                        Regime::Gcfl | Regime::GcflPlain => Err(FedGraphError::Usage(
                             "fed.algo = \"gcfl\" needs data.dataset = \"graph-families\"".into(),
                         )),
                         Regime::Local => local_only(g, st, &zoo, &sched, *seed),
@@ -328,6 +333,7 @@ pub fn run_table(
         setups: info,
         fedsage: gen_info,
         gcfl: Vec::new(),
+        reference_eval: None,
     })
 }
 

@@ -36,7 +36,10 @@
 //! triangle-free graph positive (a rule that contradicts the even groups'), and
 //! `families.features = "by-group"` makes odd groups write degree d into one-hot column
 //! `cap − d` (the same columns meaning other things). Both default to the shared rule and
-//! features.
+//! features. Two more move the groups further apart, as different TU data sets are:
+//! `families.sizes = "by-group"` draws odd groups' graphs `families.size_ratio` times larger,
+//! and `families.features = "width-by-group"` gives odd groups a wider one-hot degree (17
+//! columns against 9), read through each client's own input layer (`gcfl.pre`).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -49,6 +52,11 @@ pub const FAMILY_NAMES: [&str; 6] = ["cycle", "grid", "tree", "sbm", "spider", "
 
 /// Degrees at or above this share the last one-hot feature.
 pub const DEGREE_CAP: usize = 8;
+
+/// The one-hot degree cap of odd groups with `families.features = "width-by-group"`: a
+/// wider feature vector of their own (17 columns against 9), as the TU social sets get a
+/// one-hot degree of their own width while the molecule sets carry atom types.
+pub const WIDE_DEGREE_CAP: usize = 16;
 
 ferrolab_core::config_section! {
     /// The synthetic generator: `families.k`, `families.graphs_per_client`, sizes and shares.
@@ -72,7 +80,16 @@ ferrolab_core::config_section! {
         /// Node features: `degree` (one-hot degree for every client) or `by-group` (clients of
         /// odd family groups put degree d in column cap − d: the same columns meaning other
         /// things, as the features of different data sets do).
-        pub features: String = "degree".into(), "`degree` or `by-group`" => |v| v == "degree" || v == "by-group";
+        /// `width-by-group`: odd groups one-hot their degree capped at 16 (17 columns against
+        /// the even groups' 9), so the groups' inputs differ in width as well as meaning;
+        /// needs `gcfl.pre = true` (each client's own input layer, the reference's `pre`).
+        pub features: String = "degree".into(), "`degree`, `by-group` or `width-by-group`" => |v| ["degree", "by-group", "width-by-group"].contains(&v.as_str());
+        /// Graph sizes: `same`, or `by-group` (odd groups draw base graphs of
+        /// `size_ratio` × `min_nodes..=max_nodes` nodes: the TU sets GCFL federates differ
+        /// several-fold in graph size, e.g. MUTAG ~18 nodes, COLLAB ~74, DD ~284).
+        pub sizes: String = "same".into(), "`same` or `by-group`" => |v| v == "same" || v == "by-group";
+        /// Size factor of odd groups' graphs with `sizes = "by-group"`.
+        pub size_ratio: f64 = 3.0, "in [1, 50]" => |v| (1.0..=50.0).contains(v);
     }
 }
 
@@ -135,6 +152,9 @@ pub struct ClientGraphs {
     /// Whether its one-hot degree columns are reversed (`families.features = "by-group"`,
     /// odd group).
     pub reversed_degrees: bool,
+    /// Its one-hot degree cap: node features are `degree_cap + 1` wide ([`DEGREE_CAP`], or
+    /// [`WIDE_DEGREE_CAP`] for odd groups with `families.features = "width-by-group"`).
+    pub degree_cap: usize,
     pub train: Vec<SmallGraph>,
     pub val: Vec<SmallGraph>,
     pub test: Vec<SmallGraph>,
@@ -325,10 +345,21 @@ pub fn generate(
         let group = client_group(c, cfg.k);
         let odd = group % 2 == 1;
         let flip = odd && cfg.labels == "by-group";
+        // Odd groups' graphs several times larger (`sizes = "by-group"`).
+        let scaled = FamiliesSection {
+            min_nodes: (cfg.min_nodes as f64 * cfg.size_ratio).round() as usize,
+            max_nodes: (cfg.max_nodes as f64 * cfg.size_ratio).round() as usize,
+            ..cfg.clone()
+        };
+        let sizes = if odd && cfg.sizes == "by-group" {
+            &scaled
+        } else {
+            cfg
+        };
         let mut graphs: Vec<SmallGraph> = (0..n)
             .map(|i| {
                 let f = fam[rng.random_range(0..2usize)];
-                let mut g = sample_graph(f, i < n / 2, cfg, &mut rng);
+                let mut g = sample_graph(f, i < n / 2, sizes, &mut rng);
                 if flip {
                     g.label = 1 - g.label;
                 }
@@ -342,6 +373,11 @@ pub fn generate(
             families: fam,
             group,
             reversed_degrees: odd && cfg.features == "by-group",
+            degree_cap: if odd && cfg.features == "width-by-group" {
+                WIDE_DEGREE_CAP
+            } else {
+                DEGREE_CAP
+            },
             train: graphs,
             val,
             test,
@@ -461,6 +497,42 @@ mod tests {
                 assert_eq!(usize::from(q.triangles() > 0) != q.label, odd, "client {c}");
             }
             assert_eq!(gy.iter().filter(|g| g.label == 1).count(), gy.len() / 2);
+        }
+    }
+
+    #[test]
+    fn by_group_sizes_and_widths_set_the_odd_groups_apart() {
+        let base = FamiliesSection::default();
+        let domains = FamiliesSection {
+            sizes: "by-group".into(),
+            size_ratio: 3.0,
+            features: "width-by-group".into(),
+            ..Default::default()
+        };
+        let a = generate(&base, 4, 11).unwrap();
+        let b = generate(&domains, 4, 11).unwrap();
+        let mean_nodes = |d: &ClientGraphs| {
+            let all: Vec<&SmallGraph> = d.train.iter().chain(&d.val).chain(&d.test).collect();
+            all.iter().map(|g| g.nodes as f64).sum::<f64>() / all.len() as f64
+        };
+        assert!(a.iter().all(|d| d.degree_cap == DEGREE_CAP));
+        for (c, (x, y)) in a.iter().zip(&b).enumerate() {
+            let odd = client_group(c, 4) % 2 == 1;
+            assert_eq!(y.degree_cap, if odd { WIDE_DEGREE_CAP } else { DEGREE_CAP });
+            if odd {
+                // Base graphs of 24..=48 nodes (+1 gadget) against 8..=16.
+                assert!(mean_nodes(y) > 2.5 * mean_nodes(x), "client {c}");
+                let all = y.train.iter().chain(&y.val).chain(&y.test);
+                assert!(all.clone().all(|g| (24..=49).contains(&g.nodes)));
+                // The triangle rule still holds on the larger graphs.
+                assert!(
+                    all.into_iter()
+                        .all(|g| usize::from(g.triangles() > 0) == g.label)
+                );
+            } else {
+                // Even groups are drawn exactly as before.
+                assert_eq!(x.train, y.train);
+            }
         }
     }
 }

@@ -2,9 +2,11 @@
 //! 2021; reference code `Oxfordblue7/GCFL`), with FedAvg, local-only and global training on
 //! the same clients, for the synthetic [`families`](super::families) data set.
 //!
-//! Every client trains a graph-level GNN ([`GraphNet`]: a zoo network of
-//! [`ferrolab_graph::zoo`] for node embeddings, ReLU, sum or mean pooling per graph, a hidden
-//! linear layer, dropout, a linear classifier) with Adam on minibatches of its graphs, and
+//! Every client trains a graph-level GNN ([`GraphNet`]: its own input layer `Linear(features
+//! → hidden)` (`gcfl.pre`, the reference's `pre`, never shared, so clients may read features
+//! of different widths), a zoo network of [`ferrolab_graph::zoo`] for node embeddings, ReLU,
+//! sum or mean pooling per graph, a hidden linear layer, dropout, a linear classifier) with
+//! Adam on minibatches of its graphs, and
 //! sends the update of the *shared* layers, `ΔW_i = W_i − W_cluster`. As in the reference
 //! code (whose server model, `serverGIN`, holds only the GIN layers), the shared layers are
 //! the message-passing ones (`gcfl.share = "gnn"`); the layers after pooling stay with each
@@ -26,8 +28,9 @@
 //!   every sequence starts again (as the reference code resets them). Nothing stops a cut
 //!   from taking off one client, in the reference code either.
 //!
-//! Plain GCFL (`gcfl.variant = "gcfl"`) cuts on the cosine similarity of the round's shared
-//! updates, shifted by +1 as the reference's `pairwise_angles` does. FedAvg is the same loop
+//! Plain GCFL (`gcfl.variant = "gcfl"`, or beside GCFL+ with `baselines.gcfl_plain`) cuts
+//! on the cosine similarity of the round's shared updates, shifted by +1 as the reference's
+//! `pairwise_angles` does. FedAvg is the same loop
 //! with the split switched off; local only keeps every client in a cluster of its own;
 //! global trains one model on all clients' training graphs, as many minibatch steps per
 //! round as the federation takes together. Each client's model is evaluated on the client's
@@ -108,6 +111,12 @@ ferrolab_core::config_section! {
         /// per family group, the generator's ground truth: an oracle that shows what
         /// clustering could gain, not a method a server could run).
         pub initial: String = "one".into(), "`one` or `groups`" => |v| v == "one" || v == "groups";
+        /// Each client's own input layer, `Linear(features → model.hidden)` before the
+        /// message-passing layers, never shared (the reference's `pre`: its `serverGIN`
+        /// holds only the GIN layers, and clients holding different data sets read features
+        /// of different widths through it). `false`: the first message-passing layer reads
+        /// the one-hot features itself and is shared (this crate's first reading).
+        pub pre: bool = true;
     }
 }
 
@@ -117,13 +126,16 @@ pub const MAX_EXHAUSTIVE: usize = 20;
 /// Graph classes of the generated data (triangle or not).
 const CLASSES: usize = 2;
 
-/// Width of the one-hot degree features.
+/// Width of the one-hot degree features (the default cap).
 pub const FEATURES: usize = DEGREE_CAP + 1;
 
-/// The graph-level network: zoo node embeddings, ReLU, pooling, hidden layer, classifier.
+/// The graph-level network: the client's own input layer (`gcfl.pre`), zoo node embeddings,
+/// ReLU, pooling, hidden layer, classifier. Fields in visiting order: the message-passing
+/// layers come first, so the shared parameters are a prefix of the flat parameter vector.
 #[derive(Module, Debug)]
 pub struct GraphNet {
     gnn: GnnModel,
+    pre: Option<Linear>,
     post: Linear,
     head: Linear,
 }
@@ -132,7 +144,8 @@ pub struct GraphNet {
 #[derive(Debug, Clone)]
 pub struct Batch {
     graph: GraphTensors,
-    x: GcnInput,
+    /// `[nodes, degree_cap + 1]` one-hot degrees.
+    x: Tensor<2>,
     /// `[graphs, nodes]`: 1 (sum) or 1/n (mean) for the nodes of each graph.
     pool: SparseAdj,
     y: Tensor<1, Int>,
@@ -141,24 +154,27 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// `reversed`: degree d goes to one-hot column `DEGREE_CAP − d` (a client whose feature
-    /// columns mean something else, `families.features = "by-group"`).
+    /// Node features one-hot degrees capped at `cap` (`cap + 1` columns); `reversed`:
+    /// degree d goes to column `cap − d` (a client whose feature columns mean something
+    /// else, `families.features = "by-group"`).
     pub fn new(
         graphs: &[&SmallGraph],
         mean: bool,
+        cap: usize,
         reversed: bool,
         dev: &Device,
     ) -> Result<Self, FedGraphError> {
         let total: usize = graphs.iter().map(|g| g.nodes).sum();
+        let width = cap + 1;
         let mut adj: Vec<Vec<u32>> = vec![Vec::new(); total];
-        let mut feats = vec![0f32; total * FEATURES];
+        let mut feats = vec![0f32; total * width];
         let (mut pool_ptr, mut pool_idx, mut pool_val) = (vec![0usize], Vec::new(), Vec::new());
         let mut off = 0usize;
         for g in graphs {
             for (i, l) in g.adjacency().into_iter().enumerate() {
-                let d = l.len().min(DEGREE_CAP);
-                let col = if reversed { DEGREE_CAP - d } else { d };
-                feats[(off + i) * FEATURES + col] = 1.0;
+                let d = l.len().min(cap);
+                let col = if reversed { cap - d } else { d };
+                feats[(off + i) * width + col] = 1.0;
                 adj[off + i] = l.into_iter().map(|j| j + off as u32).collect();
             }
             let w = if mean { 1.0 / g.nodes as f32 } else { 1.0 };
@@ -182,7 +198,7 @@ impl Batch {
         let all: Vec<i64> = (0..b as i64).collect();
         Ok(Batch {
             graph: GraphTensors::new(&csr, dev)?,
-            x: GcnInput::Dense(Box::new(float_tensor(feats, [total, FEATURES], dev))),
+            x: float_tensor(feats, [total, width], dev),
             pool: SparseAdj::from_csr(b, total, &pool_ptr, &pool_idx, Some(&pool_val), dev)
                 .map_err(FedGraphError::Usage)?,
             y: int_tensor(&li, dev),
@@ -201,11 +217,26 @@ impl Batch {
 }
 
 impl GraphNet {
-    /// A fresh network drawn from the backend's generator seeded with `seed`.
-    pub fn init(zoo: &ZooConfig, seed: u64) -> Result<Self, FedGraphError> {
+    /// A fresh network drawn from the backend's generator seeded with `seed`; `pre`: an
+    /// input layer `Linear(features → zoo.d_in)` (then `zoo.d_in` is `model.hidden`).
+    /// The message-passing layers are drawn first, so networks of one seed share them
+    /// whatever their input widths.
+    pub fn init(
+        zoo: &ZooConfig,
+        features: usize,
+        pre: bool,
+        seed: u64,
+    ) -> Result<Self, FedGraphError> {
+        if !pre && features != zoo.d_in {
+            return Err(FedGraphError::Usage(format!(
+                "a client reads {features} features but the shared first layer takes {}: clients with different feature widths need gcfl.pre = true",
+                zoo.d_in
+            )));
+        }
         ferrolab_core::backend::init_seeded(seed, |dev| {
             Ok(GraphNet {
                 gnn: zoo.init(dev)?,
+                pre: pre.then(|| LinearConfig::new(features, zoo.d_in).init(dev)),
                 post: LinearConfig::new(zoo.hidden, zoo.hidden).init(dev),
                 head: LinearConfig::new(zoo.hidden, CLASSES).init(dev),
             })
@@ -214,7 +245,13 @@ impl GraphNet {
 
     /// Class logits `[graphs, 2]`; dropout is active with `rng`.
     pub fn forward(&self, b: &Batch, p: f64, mut rng: Option<&mut StdRng>) -> Tensor<2> {
-        let h = relu(self.gnn.forward(&b.graph, &b.x, p, rng.as_deref_mut()));
+        // The reference's `pre` is a bare linear map (no activation) into the hidden width.
+        let x = match &self.pre {
+            Some(pre) => pre.forward(b.x.clone()),
+            None => b.x.clone(),
+        };
+        let x = GcnInput::Dense(Box::new(x));
+        let h = relu(self.gnn.forward(&b.graph, &x, p, rng.as_deref_mut()));
         let z = relu(self.post.forward(b.pool.propagate(h)));
         self.head.forward(dropout(z, p, rng))
     }
@@ -233,7 +270,12 @@ pub fn graph_zoo(cfg: &FedGraphConfig) -> Result<ZooConfig, FedGraphError> {
         layers: m.layers,
         dropout: m.dropout,
         heads: m.heads,
-        ..ZooConfig::new(Arch::parse(&m.arch)?, FEATURES, m.hidden)
+        // With an input layer per client the message-passing layers read `model.hidden`.
+        ..ZooConfig::new(
+            Arch::parse(&m.arch)?,
+            if cfg.gcfl.pre { m.hidden } else { FEATURES },
+            m.hidden,
+        )
     };
     z.check()?;
     Ok(z)
@@ -487,13 +529,13 @@ fn client_data(
     order.shuffle(rng);
     let train = order
         .chunks(batch)
-        .map(|ch| Batch::new(ch, mean, c.reversed_degrees, dev))
+        .map(|ch| Batch::new(ch, mean, c.degree_cap, c.reversed_degrees, dev))
         .collect::<Result<Vec<_>, _>>()?;
-    let rev = c.reversed_degrees;
+    let (cap, rev) = (c.degree_cap, c.reversed_degrees);
     Ok(ClientData {
         train,
-        val: Batch::new(&c.val.iter().collect::<Vec<_>>(), mean, rev, dev)?,
-        test: Batch::new(&c.test.iter().collect::<Vec<_>>(), mean, rev, dev)?,
+        val: Batch::new(&c.val.iter().collect::<Vec<_>>(), mean, cap, rev, dev)?,
+        test: Batch::new(&c.test.iter().collect::<Vec<_>>(), mean, cap, rev, dev)?,
         n_train: c.train.len(),
     })
 }
@@ -597,6 +639,15 @@ pub struct ClusterLog {
     pub clusters: Vec<Vec<usize>>,
     /// Per round: norm of the mean update and largest update norm of the first cluster.
     pub norms: Vec<(f64, f64)>,
+    /// Per round and cluster: `(round, members, ‖mean ΔW‖, max ‖ΔW‖)` — what ε₁ and ε₂
+    /// are compared with, for choosing them.
+    pub cluster_norms: Vec<(usize, Vec<usize>, f64, f64)>,
+    /// The reference code's figure: each client's best test accuracy over the models cached
+    /// at its cluster's splits and at the end (`run_gcfl(plus)`, then `_aggregate_cfl`'s
+    /// max), averaged over clients; for the unclustered regimes (FedAvg, local) the last
+    /// round's, as its `run_fedavg` reports. It picks on the test set, so it is logged beside
+    /// the selected-round figure, never in its place.
+    pub reference_test_accuracy: f64,
 }
 
 /// One run (one seed, one cell) of `mode` on the given clients' graphs.
@@ -608,6 +659,9 @@ pub fn run_clustered(
     mode: Mode,
     seed: u64,
 ) -> Result<(RunResult, ClusterLog), FedGraphError> {
+    if data.is_empty() {
+        return Err(FedGraphError::Usage("no clients".into()));
+    }
     let dev = train_device();
     let mean = g.readout == "mean";
     let k = data.len();
@@ -616,8 +670,16 @@ pub fn run_clustered(
         .iter()
         .map(|c| client_data(c, g.batch_size, mean, &mut drng, &dev))
         .collect::<Result<Vec<_>, _>>()?;
-    let net0 = GraphNet::init(zoo, ferrolab_core::seed::derive(seed, "init"))?;
-    let w0 = flat(&net0);
+    // Every client's network from the same seed: the same message-passing layers (drawn
+    // first) and, for equal input widths, the same everything.
+    let init_seed = ferrolab_core::seed::derive(seed, "init");
+    let widths: Vec<usize> = data.iter().map(|c| c.degree_cap + 1).collect();
+    if mode == Mode::Global && widths.iter().any(|&w| w != widths[0]) {
+        return Err(FedGraphError::Usage(
+            "the global baseline trains one network, which cannot read the clients' different feature widths (families.features = \"width-by-group\"): set baselines.global = false".into(),
+        ));
+    }
+    let net0 = GraphNet::init(zoo, widths[0], g.pre, init_seed)?;
     let gnn_len = net0.gnn_len();
     let p = zoo.dropout;
     let opt = OptimKind::Adam {
@@ -625,7 +687,14 @@ pub fn run_clustered(
     };
     // Global: one learner over every client's batches, K × local_steps steps per round.
     let learners = if mode == Mode::Global { 1 } else { k };
-    let mut nets: Vec<Option<GraphNet>> = (0..learners).map(|_| Some(net0.clone())).collect();
+    let mut nets: Vec<Option<GraphNet>> = Vec::with_capacity(learners);
+    for &w in &widths[..learners] {
+        nets.push(Some(if w == widths[0] {
+            net0.clone()
+        } else {
+            GraphNet::init(zoo, w, g.pre, init_seed)?
+        }));
+    }
     let mut optims: Vec<ModuleOptimizer> = (0..learners).map(|_| opt.init()).collect();
     let mut rngs: Vec<StdRng> = (0..learners)
         .map(|c| StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("client{c}"))))
@@ -641,8 +710,8 @@ pub fn run_clustered(
         }
         _ => vec![(0..k).collect()],
     };
-    // Model of each client's cluster (Global: index 0 only).
-    let mut weights: Vec<Vec<f32>> = vec![w0.clone(); learners];
+    // Each learner's parameters: its cluster's shared prefix, then its own layers.
+    let mut weights: Vec<Vec<f32>> = nets.iter().flatten().map(flat).collect();
     let mut seqs: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut log = ClusterLog::default();
     let mut out = RunResult {
@@ -651,8 +720,9 @@ pub fn run_clustered(
     };
     let evaluate = |weights: &[Vec<f32>],
                     nets: &mut [Option<GraphNet>]|
-     -> Result<(f64, f64, f64), FedGraphError> {
+     -> Result<(f64, f64, f64, Vec<f64>), FedGraphError> {
         let (mut va, mut vl, mut ta) = (0f64, 0f64, 0f64);
+        let mut per = Vec::with_capacity(k);
         for (c, cd) in clients.iter().enumerate() {
             let l = if mode == Mode::Global { 0 } else { c };
             let net = nets[l]
@@ -665,14 +735,26 @@ pub fn run_clustered(
             va += a / k as f64;
             vl += loss / k as f64;
             ta += t / k as f64;
+            per.push(t);
         }
-        Ok((va, vl, ta))
+        Ok((va, vl, ta, per))
     };
-    let (v0, l0, t0) = evaluate(&weights, &mut nets)?;
+    let (v0, l0, t0, mut last_test) = evaluate(&weights, &mut nets)?;
+    // Per client: the best test accuracy among the models the reference code caches.
+    let mut cached_best = vec![0f64; k];
     let (mut best_v, mut best_l, mut best_t, mut best_round, mut since) = (v0, l0, t0, 0, 0);
     // The prefix of the flat parameters the server averages: the message-passing layers
     // come first in visiting order.
-    let shared = if g.share == "all" { w0.len() } else { gnn_len };
+    let shared = if g.share == "all" {
+        if widths.iter().any(|&w| w != widths[0]) {
+            return Err(FedGraphError::Usage(
+                "gcfl.share = \"all\" averages every layer, which clients of different feature widths do not have in common: use gcfl.share = \"gnn\"".into(),
+            ));
+        }
+        weights[0].len()
+    } else {
+        gnn_len
+    };
     let param_bytes = (shared * 4) as u64;
     for round in 1..=s.rounds {
         let mut updates: Vec<Vec<f32>> = Vec::with_capacity(learners);
@@ -735,6 +817,10 @@ pub fn run_clustered(
                 if ci == 0 {
                     log.norms.push((mean_norm, max_norm));
                 }
+                if mode == Mode::Gcfl {
+                    log.cluster_norms
+                        .push((round, members.clone(), mean_norm, max_norm));
+                }
                 let ready = g.variant == "gcfl" || seqs.iter().all(|q| q.len() >= g.seq_length);
                 if mode == Mode::Gcfl
                     && should_split(mean_norm, max_norm, members.len(), round, ready, g)
@@ -749,6 +835,11 @@ pub fn run_clustered(
                         bipartition(members, &tails, g.standardize, g.min_side)
                     };
                     log.splits.push((round, halves.clone()));
+                    // The reference caches the splitting cluster's model with its members'
+                    // accuracies of the previous round's evaluation.
+                    for &c in members {
+                        cached_best[c] = cached_best[c].max(last_test[c]);
+                    }
                     for q in &mut seqs {
                         q.clear();
                     }
@@ -782,7 +873,8 @@ pub fn run_clustered(
             }
         }
         out.rounds_run = round;
-        let (v, vl, t) = evaluate(&weights, &mut nets)?;
+        let (v, vl, t, per) = evaluate(&weights, &mut nets)?;
+        last_test = per;
         out.curve.push((round, v, t));
         if v > best_v {
             (best_v, best_l, best_t, best_round, since) = (v, vl, t, round, 0);
@@ -798,6 +890,13 @@ pub fn run_clustered(
     out.test_accuracy = best_t;
     out.best_round = best_round;
     log.clusters = clusters;
+    // The final clusters are cached too.
+    log.reference_test_accuracy = cached_best
+        .iter()
+        .zip(&last_test)
+        .map(|(&b, &t)| b.max(t))
+        .sum::<f64>()
+        / k as f64;
     Ok((out, log))
 }
 
@@ -853,6 +952,15 @@ pub fn run_table(
     } else {
         vec![Regime::FedAvg]
     };
+    // Plain GCFL beside GCFL+ on the same data, initialisation and ε (the reference runs
+    // both with one EPS_1 / EPS_2).
+    let plain = GcflSection {
+        variant: "gcfl".into(),
+        ..cfg.gcfl.clone()
+    };
+    if f.algo == "gcfl" && cfg.gcfl.variant == "gcfl+" && cfg.baselines.gcfl_plain {
+        regimes.push(Regime::GcflPlain);
+    }
     if cfg.baselines.local {
         regimes.push(Regime::Local);
     }
@@ -895,19 +1003,25 @@ pub fn run_table(
                         weight_decay: f.weight_decay,
                     };
                     let mode = match regime {
-                        Regime::Gcfl => Mode::Gcfl,
+                        Regime::Gcfl | Regime::GcflPlain => Mode::Gcfl,
                         Regime::Local => Mode::Local,
                         Regime::Global => Mode::Global,
                         _ => Mode::FedAvg,
                     };
                     let (seed, data) = &setups[k];
                     let t0 = Instant::now();
-                    match run_clustered(data, &zoo, &cfg.gcfl, &sched, mode, *seed) {
+                    let section = if regime == Regime::GcflPlain {
+                        &plain
+                    } else {
+                        &cfg.gcfl
+                    };
+                    match run_clustered(data, &zoo, section, &sched, mode, *seed) {
                         Ok(r) => {
                             progress(regime, lr, steps, k, &r.0);
-                            if regime == Regime::Gcfl {
+                            if matches!(regime, Regime::Gcfl | Regime::GcflPlain) {
                                 eprintln!(
-                                    "    gcfl seed {k}: clusters {:?} (splits at rounds {:?})",
+                                    "    {} seed {k}: clusters {:?} (splits at rounds {:?})",
+                                    regime.name(),
                                     r.1.clusters,
                                     r.1.splits.iter().map(|s| s.0).collect::<Vec<_>>()
                                 );
@@ -936,6 +1050,7 @@ pub fn run_table(
     let times = times.into_inner().unwrap_or_default();
     let mut out = Vec::new();
     let mut cluster_info = Vec::new();
+    let mut reference = serde_json::Map::new();
     for (ri, &regime) in regimes.iter().enumerate() {
         let mut cells = Vec::new();
         let mut logs = Vec::new();
@@ -958,14 +1073,29 @@ pub fn run_table(
             }
         }
         let selected = select_cell(&cells, false);
-        if regime == Regime::Gcfl {
+        if regime != Regime::Global {
+            let per: Vec<f64> = logs[selected]
+                .iter()
+                .map(|(_, l)| l.reference_test_accuracy)
+                .collect();
+            let n = per.len().max(1) as f64;
+            let m = per.iter().sum::<f64>() / n;
+            let sd = (per.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt();
+            reference.insert(
+                regime.name().into(),
+                json!({"test_accuracy": m, "test_accuracy_std": sd, "per_seed": per}),
+            );
+        }
+        if matches!(regime, Regime::Gcfl | Regime::GcflPlain) {
             for (k, l) in &logs[selected] {
                 cluster_info.push(json!({
+                    "regime": regime.name(),
                     "seed": k,
                     "final_clusters": l.clusters,
                     "splits": l.splits.iter().map(|(r, h)| json!({"round": r, "clusters": h})).collect::<Vec<_>>(),
                     "family_purity": purity(&l.clusters, &setups[*k].1),
                     "update_norms_mean_max": l.norms,
+                    "update_norms_by_cluster": l.cluster_norms,
                 }));
             }
         }
@@ -982,6 +1112,13 @@ pub fn run_table(
         setups: info,
         fedsage: Vec::new(),
         gcfl: cluster_info,
+        reference_eval: (!reference.is_empty()).then(|| {
+            reference.insert(
+                "how".into(),
+                json!("the reference code's figures (Oxfordblue7/GCFL): GCFL/GCFL+ each client's best test accuracy over the models cached at its cluster's splits and at the end; FedAvg and local the last round's; mean over clients. Chosen on the test set, so not the reported metric"),
+            );
+            serde_json::Value::Object(reference)
+        }),
     })
 }
 
@@ -1013,6 +1150,54 @@ pub fn prepare(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn input_layer_sits_after_the_shared_prefix_and_reads_any_width() {
+        let mut cfg = FedGraphConfig::default();
+        cfg.model.arch = "gin".into();
+        cfg.model.hidden = 8;
+        cfg.model.layers = 2;
+        let z = graph_zoo(&cfg).unwrap();
+        assert_eq!(z.d_in, 8, "with gcfl.pre the GIN layers read model.hidden");
+        let narrow = GraphNet::init(&z, 9, true, 5).unwrap();
+        let wide = GraphNet::init(&z, 17, true, 5).unwrap();
+        let (a, b) = (flat(&narrow), flat(&wide));
+        let shared = narrow.gnn_len();
+        assert_eq!(shared, wide.gnn_len());
+        // The shared prefix is the message-passing layers, drawn alike for both widths; the
+        // input layers (and everything after) follow it and differ in size.
+        assert_eq!(a[..shared], b[..shared]);
+        assert_eq!(b.len() - a.len(), (17 - 9) * 8);
+        let pre_len = |n: &GraphNet| {
+            n.pre
+                .as_ref()
+                .map_or(0, |l| model_params(l).iter().map(|p| p.data.len()).sum())
+        };
+        assert_eq!(pre_len(&narrow), 9 * 8 + 8);
+        // Visiting order: gnn, pre, post, head.
+        let first_after = model_params(narrow.pre.as_ref().unwrap())[0].data.clone();
+        assert_eq!(a[shared..shared + first_after.len()], first_after[..]);
+        // Each reads batches of its own width.
+        let dev = train_device();
+        let g = super::super::families::sample_graph(
+            0,
+            true,
+            &Default::default(),
+            &mut StdRng::seed_from_u64(1),
+        );
+        let bn = Batch::new(&[&g, &g], false, 8, false, &dev).unwrap();
+        let bw = Batch::new(&[&g, &g], false, 16, false, &dev).unwrap();
+        assert_eq!(narrow.forward(&bn, 0.0, None).dims(), [2, 2]);
+        assert_eq!(wide.forward(&bw, 0.0, None).dims(), [2, 2]);
+        // Without an input layer a client must read the shared layer's width.
+        assert!(GraphNet::init(&z, 17, false, 5).is_err());
+        cfg.gcfl.pre = false;
+        let z0 = graph_zoo(&cfg).unwrap();
+        assert_eq!(z0.d_in, FEATURES);
+        let plain = GraphNet::init(&z0, FEATURES, false, 5).unwrap();
+        assert!(plain.pre.is_none());
+        assert_eq!(flat(&plain).len(), plain.gnn_len() + 8 * 8 + 8 + 8 * 2 + 2);
+    }
 
     #[test]
     fn dtw_matches_hand_values() {

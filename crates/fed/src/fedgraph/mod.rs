@@ -142,6 +142,11 @@ impl System for FedGraphSystem {
                 about: "GCFL+ vs FedAvg on synthetic graph families whose client groups differ in structure, features and label rule, 5 seeds",
                 toml: include_str!("../../../../configs/fedgraph/gcfl-mixed.toml"),
             },
+            Preset {
+                name: "gcfl-domains",
+                about: "GCFL+ vs FedAvg and plain GCFL on synthetic graph families whose client groups differ in graph size, feature width, structure and label rule (GCFL's multi-data-set setting), 3 seeds",
+                toml: include_str!("../../../../configs/fedgraph/gcfl-domains.toml"),
+            },
         ]
     }
 
@@ -267,12 +272,19 @@ impl System for FedGraphSystem {
         if !table.gcfl.is_empty() {
             details.insert("gcfl_clusters".into(), json!(table.gcfl));
         }
+        if let Some(r) = &table.reference_eval {
+            details.insert("reference_eval".into(), r.clone());
+        }
         if !table.fedsage.is_empty() {
             details.insert("fedsage_generator".into(), json!(table.fedsage));
         }
         details.insert(
             "selection".into(),
-            json!("grid cell of best mean validation accuracy; test accuracy at each run's best validation round"),
+            json!(if cfg.fed.select_by == "val_loss" {
+                "grid cell of lowest mean validation loss; test accuracy at each run's round of lowest validation loss"
+            } else {
+                "grid cell of best mean validation accuracy; test accuracy at each run's best validation round"
+            }),
         );
         report.details = serde_json::Value::Object(details);
         report
