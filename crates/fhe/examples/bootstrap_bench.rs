@@ -6,7 +6,9 @@
 //! Experiment knobs (environment): `BOOT_CHAIN=q0,LxB,LxB,LxB,LxB,LxB` (q_0 bits, then user,
 //! SlotToCoeff, EvalMod, CoeffToSlot and special primes as count x bits or as `B/B/…`, lowest level first; the 128-bit check
 //! still applies), `BOOT_RATIO` (log message ratio), `BOOT_R` (double angles), `BOOT_K`,
-//! `BOOT_MAXDEG`, `BOOT_TOL`, `BOOT_DH` (0: DFT factors modulo Q, no double hoisting); `BOOT_DIAG=1` splits one input's error into EvalMod's share
+//! `BOOT_MAXDEG`, `BOOT_TOL`, `BOOT_DH` (0: DFT factors modulo Q, no double hoisting),
+//! `BOOT_HORNER` (1: giant steps by Horner's rule, two keys per factor), `BOOT_COMPACT` (0:
+//! every diagonal stored in full); `BOOT_DIAG=1` splits one input's error into EvalMod's share
 //! and the rest (CoeffToSlot noise, the sine's deviation, SlotToCoeff) by re-encrypting
 //! the exact sine of the decrypted CoeffToSlot output.
 
@@ -304,6 +306,12 @@ fn main() {
         if let Some(d) = env::<u32>("BOOT_DH") {
             cfg.double_hoisting = d > 0;
         }
+        if let Some(d) = env::<u32>("BOOT_HORNER") {
+            cfg.giant_horner = d > 0;
+        }
+        if let Some(d) = env::<u32>("BOOT_COMPACT") {
+            cfg.compact_diagonals = d > 0;
+        }
         println!("chain {chain:?}");
         if env::<u32>("BOOT_DIAG").is_some_and(|d| d > 0) {
             let bt = Bootstrapper::new(&ctx, cfg.clone())?;
@@ -322,7 +330,7 @@ fn main() {
         }
         let row = run_one_with(&ctx, cfg, reps, 1)?;
         println!(
-            "log_n {log_n} levels_after {} slots {slots} {kind:?}: median {:.0} ms {:?}, bits worst {:.2} mean {:.2}, K {} degree {}, keys {:.2} GB (wire {:.2} GB), keygen {:.1} s, peak RSS {:.2} GB, stages {:?}",
+            "log_n {log_n} levels_after {} slots {slots} {kind:?}: median {:.0} ms {:?}, bits worst {:.2} mean {:.2}, K {} degree {}, keys {:.2} GB (wire {:.2} GB, {} rotations), DFT {:.2} GB, keygen {:.1} s, peak RSS {:.2} GB, stages {:?}",
             row.levels_after,
             row.median_ms(),
             row.ms.iter().map(|m| m.round()).collect::<Vec<_>>(),
@@ -332,6 +340,8 @@ fn main() {
             row.evalmod_degree,
             row.key_bytes as f64 / 1e9,
             row.key_wire_bytes as f64 / 1e9,
+            row.rotation_keys,
+            row.dft_bytes as f64 / 1e9,
             row.keygen_ms / 1e3,
             peak_rss_bytes() as f64 / 1e9,
             row.stages

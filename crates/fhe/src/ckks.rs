@@ -400,7 +400,7 @@ impl Context {
 
     /// The rounded coefficients·scale as NTT-form residues modulo the table primes `idx`,
     /// checked to fit Q_level.
-    fn encode_coeffs_on(
+    pub(crate) fn encode_coeffs_on(
         &self,
         coeffs: &[f64],
         level: usize,

@@ -20,6 +20,7 @@ use crate::eval::{Evaluator, ExtCiphertext};
 use crate::params::Context;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Generalised diagonals of a matrix on the N/2 slots: offset → d, with
 /// (M·x)[t] = Σ_k d_k[t] · x[t + k]. Offsets are normalised into (−p/2, p/2] for the input
@@ -182,15 +183,184 @@ pub(crate) struct PreparedLt {
     pub pt_scale: f64,
     /// Baby rotation steps (hoisted together; 0 first when present).
     pub baby: Vec<i64>,
-    /// Giant steps, each with (baby index, diagonal rotated back by the giant step), the
-    /// diagonals encoded over the extended basis Q_level·P (see [`ExtCiphertext`]).
-    pub giants: Vec<(i64, Vec<ExtDiagonal>)>,
+    /// Giant steps in ascending order of their index j (rotation by j·G), each with its
+    /// diagonals rotated back by that rotation.
+    pub giants: Vec<Giant>,
+    /// The giant step G (normalised to the input period): with `horner`, every giant rotation
+    /// is a chain of rotations by ±G.
+    pub giant_step: i64,
+    /// Giant rotations by Horner's rule (two keys, ±G) instead of one key per giant step.
+    pub horner: bool,
     /// Diagonals over Q_level·P (double hoisting) or over Q_level only.
     pub ext: bool,
 }
 
-/// A baby-step index and its diagonal's residues over Q_level·P.
-pub(crate) type ExtDiagonal = (usize, Vec<u64>);
+/// The diagonals of one giant step.
+#[derive(Debug, Clone)]
+pub(crate) struct Giant {
+    /// Giant index j (the rotation is j·G).
+    pub index: i64,
+    /// The rotation step j·G normalised to the input period.
+    pub step: i64,
+    /// Its diagonals.
+    pub terms: Vec<EncDiag>,
+}
+
+/// One encoded diagonal: its baby-step index and its NTT residues over the factor's basis
+/// (Q_level, or Q_level·P for double hoisting), limb after limb.
+///
+/// A diagonal whose slots repeat with period p < N/2 is a polynomial in X^(N/2p) (the fixed
+/// ring of the rotation by p, whose Galois element 5^p is 1 mod 4p), so its NTT form takes
+/// only 2p distinct values per limb, at positions that are the same for every prime: such a
+/// diagonal keeps only those (`width` = 2p per limb) and reads them through `classes`. The
+/// butterfly stages of short length have short periods: at N = 2^16 and 32768 slots, two of
+/// the three factors of each DFT keep 1/32 or less of their bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct EncDiag {
+    /// Index into the factor's baby steps.
+    pub baby: usize,
+    /// Residues, `width` per limb.
+    pub data: Vec<u64>,
+    /// Values per limb: N (full) or 2p (periodic).
+    pub width: usize,
+    /// For periodic diagonals: NTT position → index into a limb's `width` values.
+    pub classes: Option<Arc<Vec<u32>>>,
+}
+
+impl EncDiag {
+    /// The full N residues of limb k (tests, and the plain reference path).
+    #[cfg(test)]
+    pub(crate) fn limb(&self, k: usize, n: usize) -> Vec<u64> {
+        let d = &self.data[k * self.width..(k + 1) * self.width];
+        match &self.classes {
+            None => d.to_vec(),
+            Some(c) => (0..n).map(|j| d[c[j] as usize]).collect(),
+        }
+    }
+}
+
+/// The NTT positions of a polynomial in X^(N/2p) grouped by the value they take: position →
+/// class (2p classes), and one representative position per class. Derived from the NTT of
+/// the monomial X^(N/2p) itself, whose values at the 2p distinct roots it takes are distinct,
+/// so the grouping needs no knowledge of the transform's ordering.
+type ClassMap = (Arc<Vec<u32>>, Vec<usize>);
+
+fn class_map(ctx: &Context, period: usize) -> Option<ClassMap> {
+    let n = ctx.n;
+    let m = n / (2 * period);
+    let mut mono = vec![0i64; n];
+    mono[m % n] = 1;
+    let v = ctx.small_to_ntt(&mono, &[0]);
+    let mut ids: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut reps = Vec::new();
+    let classes: Vec<u32> = v
+        .iter()
+        .enumerate()
+        .map(|(j, &x)| {
+            *ids.entry(x).or_insert_with(|| {
+                reps.push(j);
+                (reps.len() - 1) as u32
+            })
+        })
+        .collect();
+    (reps.len() == 2 * period).then(|| (Arc::new(classes), reps))
+}
+
+/// The smallest power-of-two period of `v` (exact equality), at most v.len().
+fn slot_period(v: &[C64]) -> usize {
+    let len = v.len();
+    let mut p = 1;
+    while p < len {
+        if (p..len).all(|t| v[t] == v[t % p]) {
+            return p;
+        }
+        p *= 2;
+    }
+    len
+}
+
+/// Encodes one (rotated) diagonal at `level` and `scale` over Q_level (or Q_level·P), in the
+/// periodic form where its slot period allows and `compact` is set.
+fn encode_diag(
+    ctx: &Context,
+    rd: &[C64],
+    (level, scale): (usize, f64),
+    ext: bool,
+    compact: bool,
+    maps: &mut BTreeMap<usize, Option<ClassMap>>,
+) -> Result<EncDiag> {
+    let n = ctx.n;
+    let slots = ctx.slots();
+    let full = |data: Vec<u64>| EncDiag {
+        baby: 0,
+        data,
+        width: n,
+        classes: None,
+    };
+    let period = if compact { slot_period(rd) } else { slots };
+    let encode_full = || -> Result<Vec<u64>> {
+        if ext {
+            ctx.encode_ext(rd, level, scale)
+        } else {
+            Ok(ctx.encode(rd, level, scale)?.data)
+        }
+    };
+    if period >= slots {
+        return Ok(full(encode_full()?));
+    }
+    let Some((classes, reps)) = maps
+        .entry(period)
+        .or_insert_with(|| class_map(ctx, period))
+        .clone()
+    else {
+        return Ok(full(encode_full()?));
+    };
+    // Off the subring X^(N/2p) the coefficients are the FFT's rounding noise (~2^-50 of the
+    // largest): dropped, so that the encoded polynomial lies exactly in the subring. More
+    // than noise there means the vector is not what its period says: keep the full form.
+    let mut coeffs = ctx.encoder().slots_to_coeffs_owned(rd.to_vec());
+    let m = n / (2 * period);
+    let max = coeffs.iter().fold(0.0f64, |a, c| a.max(c.abs()));
+    let off = coeffs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % m != 0)
+        .fold(0.0f64, |a, (_, c)| a.max(c.abs()));
+    if off > max * 1e-9 {
+        return Ok(full(encode_full()?));
+    }
+    for (i, c) in coeffs.iter_mut().enumerate() {
+        if i % m != 0 {
+            *c = 0.0;
+        }
+    }
+    let mut idx = ctx.q_idx(level);
+    if ext {
+        idx.extend((0..ctx.p.len()).map(|j| ctx.p_index(j)));
+    }
+    let data = ctx.encode_coeffs_on(&coeffs, level, scale, &idx)?;
+    let width = 2 * period;
+    let mut packed = Vec::with_capacity(idx.len() * width);
+    for limb in data.chunks_exact(n) {
+        let start = packed.len();
+        packed.extend(reps.iter().map(|&j| limb[j]));
+        let vals = &packed[start..];
+        // Exact by the algebra above; checked, since a mismatch would be silent otherwise.
+        if !limb
+            .iter()
+            .zip(classes.iter())
+            .all(|(&x, &c)| x == vals[c as usize])
+        {
+            return Ok(full(data));
+        }
+    }
+    Ok(EncDiag {
+        baby: 0,
+        data: packed,
+        width,
+        classes: Some(classes),
+    })
+}
 
 /// Baby and giant steps of a diagonal set: o = s0·(g·G + b), weighing a hoisted baby rotation
 /// at `baby_cost` of a giant one (it shares the decomposition and, kept in the extended
@@ -222,7 +392,7 @@ fn mac<'a>(
     ctx: &Context,
     level: usize,
     w: usize,
-    terms: &[ExtDiagonal],
+    terms: &[EncDiag],
     baby: impl Fn(usize) -> (&'a [u64], &'a [u64]) + Sync,
 ) -> (Vec<u64>, Vec<u64>) {
     let n = ctx.n;
@@ -241,14 +411,25 @@ fn mac<'a>(
             let mut w0 = vec![0u128; n];
             let mut w1 = vec![0u128; n];
             for chunk in terms.chunks(128) {
-                for (bi, pt) in chunk {
-                    let (b0, b1) = baby(*bi);
+                for t in chunk {
+                    let (b0, b1) = baby(t.baby);
                     let (c0, c1) = (&b0[lim.clone()], &b1[lim.clone()]);
-                    let pd = &pt[lim.clone()];
-                    for j in 0..n {
-                        let pv = pd[j] as u128;
-                        w0[j] += c0[j] as u128 * pv;
-                        w1[j] += c1[j] as u128 * pv;
+                    let pd = &t.data[k * t.width..(k + 1) * t.width];
+                    match &t.classes {
+                        None => {
+                            for j in 0..n {
+                                let pv = pd[j] as u128;
+                                w0[j] += c0[j] as u128 * pv;
+                                w1[j] += c1[j] as u128 * pv;
+                            }
+                        }
+                        Some(cls) => {
+                            for j in 0..n {
+                                let pv = pd[cls[j] as usize] as u128;
+                                w0[j] += c0[j] as u128 * pv;
+                                w1[j] += c1[j] as u128 * pv;
+                            }
+                        }
                     }
                 }
                 for j in 0..n {
@@ -264,6 +445,19 @@ fn mac<'a>(
     (p0, p1)
 }
 
+/// How a factor is laid out and stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LtOptions {
+    /// See [`bsgs_plan`].
+    pub baby_cost: f64,
+    /// Diagonals over Q·P (double hoisting).
+    pub ext: bool,
+    /// Giant rotations by Horner's rule.
+    pub horner: bool,
+    /// Periodic diagonals in their compact form.
+    pub compact: bool,
+}
+
 impl PreparedLt {
     /// Plans (see [`bsgs_plan`]) and encodes `d` (input period `period`) for an input at
     /// `level` with scale `in_scale`, so that the output (one level lower) has scale
@@ -274,8 +468,7 @@ impl PreparedLt {
         period: usize,
         level: usize,
         (in_scale, out_scale): (f64, f64),
-        baby_cost: f64,
-        ext: bool,
+        opt: LtOptions,
     ) -> Result<Self> {
         if level == 0 {
             return Err(FheError::Level(
@@ -284,7 +477,8 @@ impl PreparedLt {
         }
         let slots = ctx.slots();
         let offsets: Vec<i64> = d.keys().copied().collect();
-        let (s0, g) = bsgs_plan(&offsets, period, baby_cost);
+        let (s0, g) = bsgs_plan(&offsets, period, opt.baby_cost);
+        let big = s0 * g;
         let pt_scale = out_scale * ctx.q[level] as f64 / in_scale;
         let mut baby: Vec<i64> = offsets
             .iter()
@@ -293,10 +487,14 @@ impl PreparedLt {
             .into_iter()
             .collect();
         baby.sort_by_key(|&b| (b != 0, b));
-        let mut by_giant: BTreeMap<i64, Vec<ExtDiagonal>> = BTreeMap::new();
+        let mut maps = BTreeMap::new();
+        // Keyed by the giant index j with Horner's rule (each j is its own link of the
+        // chain), else by the rotation step (indices that wrap to one step share it).
+        let mut by_giant: BTreeMap<i64, Giant> = BTreeMap::new();
         for (&o, dk) in d {
-            let gs = norm(s0 * g * (o / s0).div_euclid(g), period);
-            let b = o - s0 * g * (o / s0).div_euclid(g);
+            let j = (o / s0).div_euclid(g);
+            let gs = norm(big * j, period);
+            let b = o - big * j;
             let bi = baby.iter().position(|&x| x == b).ok_or_else(|| {
                 FheError::InvalidInput(format!("internal: baby step {b} missing"))
             })?;
@@ -305,43 +503,82 @@ impl PreparedLt {
             let rd: Vec<C64> = (0..slots)
                 .map(|t| dk[(t as i64 - gs).rem_euclid(slots as i64) as usize])
                 .collect();
-            let pt = if ext {
-                ctx.encode_ext(&rd, level, pt_scale)?
-            } else {
-                ctx.encode(&rd, level, pt_scale)?.data
-            };
-            by_giant.entry(gs).or_default().push((bi, pt));
+            let mut enc =
+                encode_diag(ctx, &rd, (level, pt_scale), opt.ext, opt.compact, &mut maps)?;
+            enc.baby = bi;
+            let key = if opt.horner { j } else { gs };
+            by_giant
+                .entry(key)
+                .or_insert_with(|| Giant {
+                    index: j,
+                    step: gs,
+                    terms: Vec::new(),
+                })
+                .terms
+                .push(enc);
         }
         Ok(PreparedLt {
             level,
             pt_scale,
             baby,
-            giants: by_giant.into_iter().collect(),
-            ext,
+            giants: by_giant.into_values().collect(),
+            giant_step: norm(big, period),
+            horner: opt.horner,
+            ext: opt.ext,
         })
     }
 
     /// Every rotation step the factor performs.
     pub fn rotations(&self) -> Vec<i64> {
+        let giants: Vec<i64> = if self.horner {
+            let (lo, hi) = self.giant_range();
+            let mut v = Vec::new();
+            if hi > 0 {
+                v.push(self.giant_step);
+            }
+            if lo < 0 {
+                v.push(-self.giant_step);
+            }
+            v
+        } else {
+            self.giants.iter().map(|g| g.step).collect()
+        };
         self.baby
             .iter()
             .copied()
-            .chain(self.giants.iter().map(|(g, _)| *g))
+            .chain(giants)
             .filter(|&s| s != 0)
             .collect()
     }
 
-    /// Number of encoded diagonals.
-    pub fn diagonals(&self) -> usize {
-        self.giants.iter().map(|(_, t)| t.len()).sum()
+    /// The lowest and highest giant index.
+    fn giant_range(&self) -> (i64, i64) {
+        let lo = self.giants.iter().map(|g| g.index).min().unwrap_or(0);
+        let hi = self.giants.iter().map(|g| g.index).max().unwrap_or(0);
+        (lo.min(0), hi.max(0))
     }
 
-    /// Bytes held by the encoded diagonals.
+    /// Number of encoded diagonals.
+    pub fn diagonals(&self) -> usize {
+        self.giants.iter().map(|g| g.terms.len()).sum()
+    }
+
+    /// Bytes held by the encoded diagonals (class maps shared by several diagonals counted
+    /// once).
     pub fn size_bytes(&self) -> usize {
-        self.giants
-            .iter()
-            .flat_map(|(_, t)| t.iter().map(|(_, p)| p.len() * 8))
-            .sum()
+        let mut maps: Vec<*const Vec<u32>> = Vec::new();
+        let mut total = 0;
+        for t in self.giants.iter().flat_map(|g| &g.terms) {
+            total += t.data.len() * 8;
+            if let Some(c) = &t.classes {
+                let p = Arc::as_ptr(c);
+                if !maps.contains(&p) {
+                    maps.push(p);
+                    total += c.len() * 4;
+                }
+            }
+        }
+        total
     }
 
     /// M·x: hoisted baby rotations, one fused multiply-accumulate per giant step, the giant
@@ -350,6 +587,51 @@ impl PreparedLt {
     pub fn apply(&self, ev: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
         let x = self.apply_ext(ev, ct)?;
         ev.ext_mod_down_rescale(x, ct.scale * self.pt_scale)
+    }
+
+    /// The giant steps' inner sums, Σ_j rot_{j·G}(inner_j), for any representation: `rot_add`
+    /// is acc += rot_step(x), `inner` gives the inner sum of a giant step. Without Horner's
+    /// rule one rotation per giant step, each with its own key; with it, the positive and
+    /// negative indices each run one chain, inner_J, rot_G(inner_J) + inner_{J−1}, …, so
+    /// the same number of rotations use only the keys ±G (an index without diagonals still
+    /// takes its link).
+    fn giant_sum<T>(
+        &self,
+        mut inner: impl FnMut(&Giant) -> Result<T>,
+        mut rot_add: impl FnMut(&mut Option<T>, T, i64) -> Result<()>,
+        mut add: impl FnMut(&mut Option<T>, T) -> Result<()>,
+    ) -> Result<Option<T>> {
+        let mut total: Option<T> = None;
+        if !self.horner {
+            for g in &self.giants {
+                let x = inner(g)?;
+                rot_add(&mut total, x, g.step)?;
+            }
+            return Ok(total);
+        }
+        let (lo, hi) = self.giant_range();
+        for sign in [1i64, -1] {
+            let top = if sign > 0 { hi } else { -lo };
+            let mut acc: Option<T> = None;
+            for k in (1..=top).rev() {
+                let mut cur = match self.giants.iter().find(|g| g.index == sign * k) {
+                    Some(g) => Some(inner(g)?),
+                    None => None,
+                };
+                if let Some(a) = acc.take() {
+                    rot_add(&mut cur, a, sign * self.giant_step)?;
+                }
+                acc = cur;
+            }
+            if let Some(a) = acc {
+                rot_add(&mut total, a, sign * self.giant_step)?;
+            }
+        }
+        if let Some(g) = self.giants.iter().find(|g| g.index == 0) {
+            let x = inner(g)?;
+            add(&mut total, x)?;
+        }
+        Ok(total)
     }
 
     /// M·x times P in the extended basis, before any division (scale in_scale · pt_scale
@@ -375,43 +657,57 @@ impl PreparedLt {
         if !self.ext {
             // Diagonals modulo Q only: every rotation divided by P on its own.
             let rotated = ev.rotate_hoisted(ct, &self.baby)?;
-            let mut total: Option<Ciphertext> = None;
-            for (step, terms) in &self.giants {
-                let (p0, p1) = mac(ctx, level, level + 1, terms, |bi| {
-                    (&rotated[bi].parts[0][..], &rotated[bi].parts[1][..])
-                });
-                let inner = Ciphertext {
-                    parts: vec![p0, p1],
-                    level,
-                    scale: ct.scale * self.pt_scale,
-                    params: ct.params,
-                };
-                let part = if *step == 0 {
-                    inner
-                } else {
-                    ev.rotate(&inner, *step)?
-                };
-                total = Some(match total {
-                    None => part,
-                    Some(t) => ev.add(&t, &part)?,
-                });
-            }
+            let total = self.giant_sum(
+                |g| {
+                    let (p0, p1) = mac(ctx, level, level + 1, &g.terms, |bi| {
+                        (&rotated[bi].parts[0][..], &rotated[bi].parts[1][..])
+                    });
+                    Ok(Ciphertext {
+                        parts: vec![p0, p1],
+                        level,
+                        scale: ct.scale * self.pt_scale,
+                        params: ct.params,
+                    })
+                },
+                |acc: &mut Option<Ciphertext>, x: Ciphertext, step: i64| {
+                    let part = if step == 0 { x } else { ev.rotate(&x, step)? };
+                    *acc = Some(match acc.take() {
+                        None => part,
+                        Some(t) => ev.add(&t, &part)?,
+                    });
+                    Ok(())
+                },
+                |acc: &mut Option<Ciphertext>, x: Ciphertext| {
+                    *acc = Some(match acc.take() {
+                        None => x,
+                        Some(t) => ev.add(&t, &x)?,
+                    });
+                    Ok(())
+                },
+            )?;
             let total = total.ok_or_else(|| FheError::InvalidInput("empty DFT factor".into()))?;
             return Ok(ev.to_ext(&total));
         }
         let rotated = ev.rotate_hoisted_ext(ct, &self.baby)?;
         let w = level + 1 + ctx.p.len();
-        let mut total: Option<ExtCiphertext> = None;
-        for (step, terms) in &self.giants {
-            let (p0, p1) = mac(ctx, level, w, terms, |bi| {
-                (&rotated[bi].parts[0][..], &rotated[bi].parts[1][..])
-            });
-            let inner = ExtCiphertext {
-                parts: [p0, p1],
-                level,
-            };
-            ev.rotate_ext_add(&mut total, inner, *step)?;
-        }
+        let total = self.giant_sum(
+            |g| {
+                let (p0, p1) = mac(ctx, level, w, &g.terms, |bi| {
+                    (&rotated[bi].parts[0][..], &rotated[bi].parts[1][..])
+                });
+                Ok(ExtCiphertext {
+                    parts: [p0, p1],
+                    level,
+                })
+            },
+            |acc: &mut Option<ExtCiphertext>, x: ExtCiphertext, step: i64| {
+                ev.rotate_ext_add(acc, x, step)
+            },
+            |acc: &mut Option<ExtCiphertext>, x: ExtCiphertext| {
+                ev.ext_add_into(acc, x);
+                Ok(())
+            },
+        )?;
         total.ok_or_else(|| FheError::InvalidInput("empty DFT factor".into()))
     }
 }
@@ -427,6 +723,126 @@ mod tests {
         (0..n)
             .map(|i| v[crate::arith::bit_reverse(i, bits)])
             .collect()
+    }
+
+    use crate::bootstrap::BootChain;
+    use crate::ckks::{Decryptor, Encryptor, KeyGenerator, Plaintext};
+
+    fn opts(ext: bool, horner: bool, compact: bool) -> LtOptions {
+        LtOptions {
+            baby_cost: 0.6,
+            ext,
+            horner,
+            compact,
+        }
+    }
+
+    /// The compact form of a periodic diagonal is the full encoding of the same slots: every
+    /// limb expands to residues that decode to the diagonal, and the short butterfly stages
+    /// (CoeffToSlot's last factor, period 16 at 4096 slots) keep far fewer bytes.
+    #[test]
+    fn compact_diagonals_decode_to_the_full_diagonal() {
+        let ctx = Context::new(BootChain::insecure_test(13).spec()).unwrap();
+        let slots = ctx.slots();
+        let level = ctx.max_level();
+        let fs = coeff_to_slot_factors(ctx.encoder(), slots, slots, 3);
+        for ext in [false, true] {
+            for (fi, f) in [(0, &fs[0]), (2, &fs[2])] {
+                let scales = (2f64.powi(45), 2f64.powi(45));
+                let full = PreparedLt::new(&ctx, f, slots, level, scales, opts(ext, false, false))
+                    .unwrap();
+                let comp =
+                    PreparedLt::new(&ctx, f, slots, level, scales, opts(ext, false, true)).unwrap();
+                assert_eq!(full.diagonals(), comp.diagonals());
+                if fi == 0 {
+                    // The longest stages have (nearly) the full period: little to compact.
+                    assert!(comp.size_bytes() <= full.size_bytes());
+                } else {
+                    assert!(
+                        comp.size_bytes() * 8 < full.size_bytes(),
+                        "{} vs {}",
+                        comp.size_bytes(),
+                        full.size_bytes()
+                    );
+                }
+                // Decoded over q_0, q_1 (an exact drop): the CRT value over every limb
+                // overflows f64.
+                let limbs = 2;
+                for (gf, gc) in full.giants.iter().zip(&comp.giants) {
+                    for (tf, tc) in gf.terms.iter().zip(&gc.terms) {
+                        let expand = |t: &EncDiag| -> Vec<C64> {
+                            let data: Vec<u64> =
+                                (0..limbs).flat_map(|k| t.limb(k, ctx.n)).collect();
+                            let pt = Plaintext {
+                                data,
+                                level: 1,
+                                scale: full.pt_scale,
+                                params: ctx.hash,
+                            };
+                            ctx.decode(&pt).unwrap()
+                        };
+                        let (a, b) = (expand(tf), expand(tc));
+                        let err = a
+                            .iter()
+                            .zip(&b)
+                            .map(|(x, y)| (*x - *y).abs())
+                            .fold(0.0, f64::max);
+                        assert!(err < 1e-12, "factor {fi} ext {ext}: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Horner's giant steps compute the same factor as one rotation key per giant step, with
+    /// fewer keys, on both DFT paths.
+    #[test]
+    fn horner_giant_steps_match_one_key_per_step() {
+        let chain = BootChain::insecure_test(13);
+        let ctx = Context::new(chain.spec()).unwrap();
+        let slots = ctx.slots();
+        let level = ctx.max_level();
+        let f = &coeff_to_slot_factors(ctx.encoder(), slots, slots, 3)[1];
+        let scales = (2f64.powi(45), 2f64.powi(45));
+        let plans: Vec<PreparedLt> = [(true, false), (true, true), (false, false), (false, true)]
+            .iter()
+            .map(|&(ext, horner)| {
+                PreparedLt::new(&ctx, f, slots, level, scales, opts(ext, horner, true)).unwrap()
+            })
+            .collect();
+        assert!(plans[1].rotations().len() < plans[0].rotations().len());
+        assert!(plans[1].giants.len() > 3, "needs a chain to test");
+        let mut steps: Vec<i64> = plans.iter().flat_map(|p| p.rotations()).collect();
+        steps.sort();
+        steps.dedup();
+        let mut kg = KeyGenerator::new_seeded(&ctx, 1);
+        let pk = kg.public_key();
+        let dec = Decryptor::new(&ctx, kg.secret_key()).unwrap();
+        let mut enc = Encryptor::new_seeded(&ctx, 2);
+        let horner_keys = plans[1].rotations();
+        let ev = Evaluator::new(&ctx, kg.evaluation_keys(&steps, false)).unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        let x: Vec<C64> = (0..slots)
+            .map(|_| C64::new(rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5))
+            .collect();
+        let want = apply_plain(f, &x);
+        let ct = enc
+            .encrypt(&pk, &ctx.encode(&x, level, scales.0).unwrap())
+            .unwrap();
+        for (i, p) in plans.iter().enumerate() {
+            let got = dec.decrypt_decode(&p.apply(&ev, &ct).unwrap()).unwrap();
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (*g - *w).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-7, "plan {i}: {err}");
+        }
+        // Horner's plan needs only its babies and ±G.
+        let g = plans[1].giant_step;
+        for s in horner_keys {
+            assert!(plans[1].baby.contains(&s) || s == g || s == -g, "{s}");
+        }
     }
 
     #[test]
