@@ -148,6 +148,8 @@ def main():
                          "OpenFHE's EvalBootstrap); $BOOTSTRAP=1")
     ap.add_argument("--slots", default=os.environ.get("SLOTS", "4096,32768"),
                     help="bootstrapping: slot counts, comma-separated")
+    ap.add_argument("--kinds", default=os.environ.get("KINDS", "real"),
+                    help="bootstrapping: slot kinds, comma-separated (real, complex)")
     ap.add_argument("--levels-after", type=int, default=env_int("LEVELS_AFTER", 9),
                     help="bootstrapping: levels left after bootstrapping (9 or 16 at 2^16)")
     ap.add_argument("--openfhe-scale-bits", type=int, default=env_int("OPENFHE_SCALE_BITS", 0),
@@ -288,13 +290,13 @@ def main():
             what, notes=notes, extra=extra)
 
 
-def bootstrap_parse(log_n, slots):
+def bootstrap_parse(log_n, slots, kind="real"):
     """report.json of one `ferrolab ckks bootstrap-bench` run -> the comparison's metrics."""
 
     def parse(_stdout, tmp):
         with open(os.path.join(tmp, "run", "report.json")) as fh:
             rep = json.load(fh)
-        m, tag = rep["metrics"], f"n{log_n}_s{slots}_real"
+        m, tag = rep["metrics"], f"n{log_n}_s{slots}_{kind}"
         return {
             "bootstrap_ms": m[f"bootstrap_ms_{tag}"],
             "bootstrap_precision_bits": m[f"bootstrap_precision_bits_{tag}"],
@@ -309,9 +311,13 @@ def bootstrap_parse(log_n, slots):
 
 
 def bootstrap_main(a):
-    """ferrolab's bootstrapping (real slots) against OpenFHE's EvalBootstrap, one thread each,
-    same ring degree, slot count and levels left; OpenFHE's scaling primes default to
-    ferrolab's scale bits (--openfhe-scale-bits overrides: OpenFHE's own examples use 59)."""
+    """ferrolab's bootstrapping (real and/or complex slots) against OpenFHE's EvalBootstrap,
+    one thread each, same ring degree, slot count, slot kind and levels left; OpenFHE's scaling
+    primes default to ferrolab's scale bits (--openfhe-scale-bits overrides: OpenFHE's own
+    examples use 59). Besides the rows, the JSON holds the issue's report keys: `metrics`
+    (ferrolab) and `baselines.openfhe`, each `bootstrap_ms_n<log N>_s<slots>_<kind>`,
+    `bootstrap_precision_bits_…` (worst slot, `_mean` beside it) and
+    `bootstrap_peak_rss_mb_…`, the median over rounds."""
     H.check_args(a)
     if a.threads != 1:
         raise SystemExit("error: the bootstrapping comparison runs one thread each side")
@@ -320,6 +326,9 @@ def bootstrap_main(a):
         slot_counts = [int(x) for x in a.slots.split(",") if x.strip()]
     except ValueError:
         raise SystemExit("error: --log-n and --slots take comma-separated integers")
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in ("real", "complex") for k in kinds):
+        raise SystemExit(f"error: --kinds {a.kinds!r}: comma-separated real, complex")
     if not os.access(a.exe, os.X_OK):
         raise SystemExit(f"error: {a.exe} is not built (bench/run_ckks_bench.sh builds it)")
     here = os.path.dirname(os.path.abspath(__file__))
@@ -328,35 +337,51 @@ def bootstrap_main(a):
     jobs, chains = [], {}
     for ln in log_ns:
         insecure = ["--allow-insecure"] if ln < 16 else []
-        for s in slot_counts:
-            case = f"boot_n{ln}_s{s}"
-            jobs.append(H.Job(case, "ferrolab", [
-                a.exe, "ckks", "bootstrap-bench", "--log-n", str(ln), "--slots", str(s),
-                "--kinds", "real", "--reps", str(a.reps), "--threads", "1", "--seed", "0",
-                "--levels-after", str(a.levels_after), *insecure, "--out", "{tmp}/run"],
-                bootstrap_parse(ln, s)))
-            if a.openfhe_python:
-                # The chain's first prime and scale: read from a ferrolab dry start would cost a
-                # key generation; the shapes are fixed per (log N, levels left), listed here.
-                q0, sb = (50, 40) if ln == 16 and a.levels_after == 9 else (
-                    (45, 35) if ln == 16 else (60, 40))
-                sb = a.openfhe_scale_bits or sb
-                q0 = max(q0, sb + 1) if not a.openfhe_scale_bits else min(60, sb + 1)
-                chains[case] = {"openfhe_first_bits": q0, "openfhe_scale_bits": sb}
-                jobs.append(H.Job(case, "openfhe", [
-                    a.openfhe_python, ofhe_py, str(ln), f"{q0},{sb}", str(a.reps),
-                    "--bootstrap", str(s), str(a.levels_after), "--seed", "0"]))
+        for kind in kinds:
+            for s in slot_counts:
+                case = f"boot_n{ln}_s{s}_{kind}"
+                jobs.append(H.Job(case, "ferrolab", [
+                    a.exe, "ckks", "bootstrap-bench", "--log-n", str(ln), "--slots", str(s),
+                    "--kinds", kind, "--reps", str(a.reps), "--threads", "1", "--seed", "0",
+                    "--levels-after", str(a.levels_after), *insecure, "--out", "{tmp}/run"],
+                    bootstrap_parse(ln, s, kind)))
+                if a.openfhe_python:
+                    # The chain's first prime and scale: read from a ferrolab dry start would
+                    # cost a key generation; the shapes are fixed per (log N, levels left).
+                    q0, sb = (50, 40) if ln == 16 and a.levels_after == 9 else (
+                        (42, 35) if ln == 16 else (60, 40))
+                    sb = a.openfhe_scale_bits or sb
+                    q0 = max(q0, sb + 1) if not a.openfhe_scale_bits else min(60, sb + 1)
+                    chains[case] = {"openfhe_first_bits": q0, "openfhe_scale_bits": sb}
+                    jobs.append(H.Job(case, "openfhe", [
+                        a.openfhe_python, ofhe_py, str(ln), f"{q0},{sb}", str(a.reps),
+                        "--bootstrap", str(s), str(a.levels_after), "--kind", kind,
+                        "--seed", "0"]))
     m = H.measure(a, jobs, label="bootstrap ")
     rows = []
     for ln in log_ns:
-        for s in slot_counts:
-            case = f"boot_n{ln}_s{s}"
-            if "openfhe" in sides:
-                rows.append(H.Row(f"2^{ln} bootstrap {s} real slots vs OpenFHE", case,
-                                  "bootstrap_ms", "ferrolab", "openfhe"))
-                rows.append(H.Row(f"2^{ln} bootstrap {s} slots peak RSS vs OpenFHE", case,
-                                  "peak_rss_mb", "ferrolab", "openfhe", unit="MB",
-                                  headline=False))
+        for kind in kinds:
+            for s in slot_counts:
+                case = f"boot_n{ln}_s{s}_{kind}"
+                if "openfhe" in sides:
+                    rows.append(H.Row(f"2^{ln} bootstrap {s} {kind} slots vs OpenFHE", case,
+                                      "bootstrap_ms", "ferrolab", "openfhe"))
+                    rows.append(H.Row(f"2^{ln} bootstrap {s} {kind} slots peak RSS vs OpenFHE",
+                                      case, "peak_rss_mb", "ferrolab", "openfhe", unit="MB",
+                                      headline=False))
+    # The issue's report keys, ours under `metrics` and OpenFHE's under `baselines.openfhe`.
+    report = {"ferrolab": {}, "openfhe": {}}
+    for key, runs in m.values.items():
+        case, side = key.rsplit("/", 1)
+        tag = case[len("boot_"):]
+        for field, name in (("bootstrap_ms", "bootstrap_ms"),
+                            ("bootstrap_precision_bits", "bootstrap_precision_bits"),
+                            ("bootstrap_precision_bits_mean", "bootstrap_precision_bits"),
+                            ("peak_rss_mb", "bootstrap_peak_rss_mb")):
+            vals = [r[field] for r in runs if r and r.get(field) is not None]
+            if vals and side in report:
+                suffix = "_mean" if field.endswith("_mean") else ""
+                report[side][f"{name}_{tag}{suffix}"] = statistics.median(vals)
     versions = {"ferrolab": {"commit": H.git_commit(), "rustc": H.rustc_version()}}
     if a.openfhe_python:
         v = H.python_modules(a.openfhe_python, ["openfhe", "numpy"])
@@ -368,9 +393,10 @@ def bootstrap_main(a):
             "bootstrap_precision_bits", "bootstrap_precision_bits_mean", "levels_after",
             "peak_rss_mb")}
     what = ("Bootstrapping latency in ms (median of each process's timed runs), ferrolab "
-            "(side A, `ckks bootstrap-bench`, real slots, imaginary-removing) against OpenFHE's "
-            "EvalBootstrap (side B, real inputs, SPARSE_TERNARY secret, FLEXIBLEAUTO, level "
-            "budget [3, 3]); one thread each; below 1 ferrolab is faster.")
+            "(side A, `ckks bootstrap-bench`; real slots by the imaginary-removing variant, "
+            "complex slots with both parts) against OpenFHE's EvalBootstrap (side B, the same "
+            "slot kind (CKKSDataType COMPLEX for complex), SPARSE_TERNARY secret, "
+            "FLEXIBLEAUTO, level budget [3, 3]); one thread each; below 1 ferrolab is faster.")
     notes = [
         "Precision (worst and mean slot, every slot of every timed run) and levels left per "
         "side and round are under `precision` in the JSON: " + json.dumps(prec),
@@ -383,7 +409,9 @@ def bootstrap_main(a):
     if not a.openfhe_python:
         notes.append("OpenFHE left out: OPENFHE_PY was not set (no CPython 3.10 with openfhe).")
     H.write("ckks_bootstrap", "CKKS bootstrapping: ferrolab vs OpenFHE", m, rows, versions,
-            what, notes=notes, extra={"precision": prec, "reps": a.reps})
+            what, notes=notes, extra={"precision": prec, "reps": a.reps,
+                                      "metrics": report["ferrolab"],
+                                      "baselines": {"openfhe": report["openfhe"]}})
 
 
 def precision_markdown(p, log_ns, sides, params):

@@ -8,7 +8,10 @@
 # (load above the core count) the times are indications, never published figures.
 #
 #   ROUNDS=1 SLOTS=4096 LEVELS_AFTER=9 OPENFHE_SCALE_BITS=59 bench/run_bootstrap_pair.sh
+#   KINDS=complex SLOTS=4096,32768 bench/run_bootstrap_pair.sh     # complex slots (KINDS=real,complex)
 #
+# Every N = 2^16 run takes 8-13 GB: with BIGMEM_LOCK=/path each run (either side) holds that
+# lock file (flock), so that no other big run on a shared machine overlaps it.
 # SKIP_BUILD=1 uses the example as built (EX= another copy of it).
 # ferrolab: N = 2^16 set n16_l<LEVELS_AFTER> (scale 2^40 for 9 levels). OpenFHE: sparse
 # ternary secret, FLEXIBLEAUTO, level budget [3, 3], a (scale+1)-bit first prime and
@@ -18,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-1}"
 SLOTS="${SLOTS:-4096}"
+KINDS="${KINDS:-real}"
 LEVELS_AFTER="${LEVELS_AFTER:-9}"
 SB="${OPENFHE_SCALE_BITS:-59}"
 OUT="${OUT:-bench/results/bootstrap_pair.log}"
@@ -36,20 +40,21 @@ THREADS="${THREADS:-1}"
 # page faults alone were ~13% of a bootstrap's CPU time at N = 2^16.
 export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824}"
 load() { cut -d' ' -f1 /proc/loadavg; }
+big() { if [ -n "${BIGMEM_LOCK:-}" ]; then flock "$BIGMEM_LOCK" "$@"; else "$@"; fi; }
 have_openfhe() { [ -x "$OPY" ] && "$OPY" -c "import openfhe" 2>/dev/null; }
 ours() {
     local l0 line
     l0=$(load)
-    line=$(RAYON_NUM_THREADS="$THREADS" "$EX" 16 "$LEVELS_AFTER" "$1" real 1 | grep '^log_n')
-    echo "round $2 ferrolab threads $THREADS load $l0->$(load): $line"
+    line=$(RAYON_NUM_THREADS="$THREADS" big "$EX" 16 "$LEVELS_AFTER" "$1" "$3" 1 | grep '^log_n')
+    echo "round $2 ferrolab threads $THREADS kind $3 load $l0->$(load): $line"
 }
 theirs() {
     local l0 line
     if have_openfhe; then
         l0=$(load)
-        line=$(OMP_NUM_THREADS="$THREADS" "$OPY" bench/ckks_openfhe.py 16 "$((SB + 1)),$SB" 1 \
-            --bootstrap "$1" "$LEVELS_AFTER" --seed "$2" 2>/dev/null | tail -1)
-        echo "round $2 openfhe threads $THREADS slots $1 load $l0->$(load): $line"
+        line=$(OMP_NUM_THREADS="$THREADS" big "$OPY" bench/ckks_openfhe.py 16 "$((SB + 1)),$SB" 1 \
+            --bootstrap "$1" "$LEVELS_AFTER" --kind "$3" --seed "$2" 2>/dev/null | tail -1)
+        echo "round $2 openfhe threads $THREADS kind $3 slots $1 load $l0->$(load): $line"
     else
         echo "round $2 openfhe: skipped (no CPython 3.10 with PyPI openfhe in bench/.venv-openfhe)"
     fi
@@ -59,10 +64,12 @@ theirs() {
 # either side (each times one bootstrap after its own key generation).
 RUN_LOG=$(mktemp)
 {
-    echo "# $(date -u +%FT%TZ) $(nproc) cores, rounds $ROUNDS, slots $SLOTS, levels after $LEVELS_AFTER, threads $THREADS, commit $(git rev-parse --short HEAD)$(git diff --quiet -- crates/fhe || echo +uncommitted), GLIBC_TUNABLES=$GLIBC_TUNABLES"
+    echo "# $(date -u +%FT%TZ) $(nproc) cores, rounds $ROUNDS, slots $SLOTS, kinds $KINDS, levels after $LEVELS_AFTER, threads $THREADS, commit $(git rev-parse --short HEAD)$(git diff --quiet -- crates/fhe || echo +uncommitted), GLIBC_TUNABLES=$GLIBC_TUNABLES"
     for r in $(seq 1 "$ROUNDS"); do
-        for s in ${SLOTS//,/ }; do
-            if [ $((r % 2)) -eq 1 ]; then ours "$s" "$r"; theirs "$s" "$r"; else theirs "$s" "$r"; ours "$s" "$r"; fi
+        for k in ${KINDS//,/ }; do
+            for s in ${SLOTS//,/ }; do
+                if [ $((r % 2)) -eq 1 ]; then ours "$s" "$r" "$k"; theirs "$s" "$r" "$k"; else theirs "$s" "$r" "$k"; ours "$s" "$r" "$k"; fi
+            done
         done
     done
 } | tee "$RUN_LOG" | tee -a "$OUT"
@@ -72,29 +79,41 @@ import json, re, statistics, sys
 rows = {}
 by_round = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"round (\d+) (ferrolab|openfhe) threads \d+ .*?: (.*)$", line)
-    if not m:
+    m = re.match(r"round (\d+) (ferrolab|openfhe) threads \d+ kind (\w+) .*?: (.*)$", line)
+    if not m or not m.group(4).strip() or "skipped" in line:
         continue
-    rnd, side, rest = m.groups()
+    rnd, side, kind, rest = m.groups()
     if side == "ferrolab":
         s = int(re.search(r"slots (\d+)", rest).group(1))
         ms = float(re.search(r"median (\d+) ms", rest).group(1))
         bits = float(re.search(r"bits worst ([\d.]+)", rest).group(1))
         rss = float(re.search(r"peak RSS ([\d.]+) GB", rest).group(1))
+        c = re.search(r"cpu_ms: \[([^\]]*)\]", rest)
+        cpu = sum(float(x) for x in c.group(1).split(",")) if c else None
     else:
         j = json.loads(rest)
         s = int(re.search(r"slots (\d+)", line).group(1))
         ms, bits, rss = j["bootstrap_ms"], j["bootstrap_precision_bits"], j["peak_rss_mb"] / 1e3
-    rows.setdefault((s, side), []).append((ms, bits, rss))
-    by_round.setdefault((s, rnd), {})[side] = ms
-for (s, side), v in sorted(rows.items()):
+        cpu = j.get("bootstrap_cpu_ms")
+    rows.setdefault((s, kind, side), []).append((ms, bits, rss, cpu))
+    by_round.setdefault((s, kind, rnd), {})[side] = (ms, cpu)
+for (s, kind, side), v in sorted(rows.items()):
     t = [x[0] for x in v]
-    print(f"summary slots {s} {side}: median {statistics.median(t):.0f} ms (min {min(t):.0f}, max {max(t):.0f}, n {len(t)}), worst bits min {min(x[1] for x in v):.2f}, peak RSS {max(x[2] for x in v):.2f} GB")
+    c = [x[3] for x in v if x[3] is not None]
+    cpu = f", CPU median {statistics.median(c):.0f} ms" if c else ""
+    print(f"summary slots {s} {kind} {side}: median {statistics.median(t):.0f} ms (min {min(t):.0f}, max {max(t):.0f}, n {len(t)}){cpu}, worst bits min {min(x[1] for x in v):.2f}, peak RSS {max(x[2] for x in v):.2f} GB")
 # Ratio ferrolab / OpenFHE per round (the two sides of one round ran back to back).
-for s in sorted({k[0] for k in by_round}):
-    r = [v["ferrolab"] / v["openfhe"] for (s2, _), v in sorted(by_round.items())
-         if s2 == s and "ferrolab" in v and "openfhe" in v]
+for s, kind in sorted({k[:2] for k in by_round}):
+    both = [v for (s2, k2, _), v in sorted(by_round.items())
+            if (s2, k2) == (s, kind) and "ferrolab" in v and "openfhe" in v]
+    r = [v["ferrolab"][0] / v["openfhe"][0] for v in both]
     if r:
-        print(f"summary slots {s} ratio ferrolab/openfhe: median {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, rounds {len(r)})")
+        print(f"summary slots {s} {kind} ratio ferrolab/openfhe: median {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, rounds {len(r)})")
+    # CPU time (each process's own, during the bootstrap): on a loaded machine it moves far
+    # less than wall time; OpenFHE's is process_time() around EvalBootstrap.
+    rc = [v["ferrolab"][1] / v["openfhe"][1] for v in both
+          if v["ferrolab"][1] and v["openfhe"][1]]
+    if rc:
+        print(f"summary slots {s} {kind} CPU ratio ferrolab/openfhe: median {statistics.median(rc):.2f} (min {min(rc):.2f}, max {max(rc):.2f}, rounds {len(rc)})")
 PY
 rm -f "$RUN_LOG"

@@ -12,10 +12,12 @@
 #   LOG_N=14 ROUNDS=3 REPS=10 WARMUP=2 KEYSETS=3 INPUTS=20 bench/run_ckks_bench.sh
 #   LOG_N=13 ROUNDS=1 REPS=2 KEYSETS=1 INPUTS=2 bench/run_ckks_bench.sh   # a quick check
 #
-# Bootstrapping (ferrolab ckks bootstrap-bench vs OpenFHE's EvalBootstrap, real slots, one
-# thread each; bench/results/ckks_bootstrap.{md,json}; the OpenFHE side is skipped, saying so,
-# without a CPython 3.10 openfhe):
-#   BOOTSTRAP=1 LOG_N=16 SLOTS=4096,32768 LEVELS_AFTER=9 ROUNDS=1 REPS=2 bench/run_ckks_bench.sh
+# Bootstrapping (ferrolab ckks bootstrap-bench vs OpenFHE's EvalBootstrap, one thread each,
+# KINDS=real (default), complex or real,complex; bench/results/ckks_bootstrap.{md,json} with
+# metrics.bootstrap_ms_n16_s<slots>_<kind> and baselines.openfhe.bootstrap_ms_n16_s<slots>_<kind>;
+# the OpenFHE side is skipped, saying so, without a CPython 3.10 openfhe):
+#   BOOTSTRAP=1 LOG_N=16 SLOTS=4096,32768 KINDS=real,complex LEVELS_AFTER=9 ROUNDS=1 REPS=2 \
+#       OPENFHE_SCALE_BITS=59 bench/run_ckks_bench.sh
 #   BOOTSTRAP=1 LOG_N=13 SLOTS=512 ROUNDS=1 REPS=2 bench/run_ckks_bench.sh   # insecure quick check
 #
 # bench/harness.py also reads ORDER_SEED, TRIES, MAX_FOREIGN, IDLE_WAIT and ALLOCATOR.
@@ -39,8 +41,10 @@ OPY="${OPENFHE_PYTHON:-$(ls -d "$HOME"/.pyenv/versions/3.10*/bin/python3.10 2>/d
 if [ ! -x "$OVENV/bin/python" ] && [ -n "$OPY" ] && [ -x "$OPY" ]; then
     "$OPY" -m venv "$OVENV"
 fi
+# Pinned to the build every comparison here used (suffix .22.4: built for Ubuntu 22.04, glibc
+# 2.35, which Debian 12's 2.36 runs); pip's newest is the .24.4 build, for Ubuntu 24.04.
 if [ -x "$OVENV/bin/python" ] && ! "$OVENV/bin/python" -c "import openfhe" 2>/dev/null; then
-    "$OVENV/bin/pip" install --quiet openfhe numpy || true
+    "$OVENV/bin/pip" install --quiet "openfhe==${OPENFHE_VERSION:-1.6.1.0.22.4}" numpy || true
 fi
 if [ -x "$OVENV/bin/python" ] && "$OVENV/bin/python" -c "import openfhe" 2>/dev/null; then
     export OPENFHE_PY="$ROOT/$OVENV/bin/python"
@@ -54,7 +58,7 @@ cargo_build() {
 cargo_build --release -p ferrolab
 cargo_build --release -p ferrolab-fhe --example ckks_precision
 if [ -n "${BOOTSTRAP:-}" ] && [ "${BOOTSTRAP}" != 0 ]; then
-    export BENCH_COMMAND="BOOTSTRAP=1 ROUNDS=$ROUNDS REPS=$REPS LOG_N=$LOG_N SLOTS=${SLOTS:-4096,32768} LEVELS_AFTER=${LEVELS_AFTER:-9} bench/run_ckks_bench.sh${*:+ $*}"
+    export BENCH_COMMAND="BOOTSTRAP=1 ROUNDS=$ROUNDS REPS=$REPS LOG_N=$LOG_N SLOTS=${SLOTS:-4096,32768} KINDS=${KINDS:-real} LEVELS_AFTER=${LEVELS_AFTER:-9}${OPENFHE_SCALE_BITS:+ OPENFHE_SCALE_BITS=$OPENFHE_SCALE_BITS} bench/run_ckks_bench.sh${*:+ $*}"
     exec "$VENV/bin/python" bench/ckks_harness.py "$@"
 fi
 export BENCH_COMMAND="ROUNDS=$ROUNDS REPS=$REPS WARMUP=$WARMUP LOG_N=$LOG_N KEYSETS=$KEYSETS INPUTS=$INPUTS bench/run_ckks_bench.sh${*:+ $*}"
