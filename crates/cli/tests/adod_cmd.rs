@@ -91,8 +91,37 @@ fn adod_trains_on_a_coco_file_and_names_a_bad_entry() {
         assert!(r["metrics"][k].is_number(), "metrics.{k}: {r}");
         assert!(r["baselines"]["yolo"][k].is_number(), "baselines.yolo.{k}");
     }
-    // An annotation of an unknown category: one line naming the file and the entry, exit 2.
+    // The same images without domains: the mAP-only mode.
     let text = std::fs::read_to_string(&json).unwrap();
+    let mut plain: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for im in plain["images"].as_array_mut().unwrap() {
+        im.as_object_mut().unwrap().remove("domain");
+    }
+    let plain_json = data.join("plain.json");
+    std::fs::write(&plain_json, plain.to_string()).unwrap();
+    let out3 = d.join("run3");
+    let plain_coco = format!("data.coco={}", plain_json.display());
+    let mut args = vec!["adod"];
+    args.extend(
+        tiny.iter()
+            .map(|a| if *a == coco { plain_coco.as_str() } else { *a }),
+    );
+    let out3_s = out3.display().to_string();
+    args.extend(["--out", &out3_s]);
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out3.join("report.json")).unwrap()).unwrap();
+    for k in ["map50", "map", "map50_std", "map_std"] {
+        assert!(r["metrics"][k].is_number(), "metrics.{k}: {r}");
+        assert!(r["baselines"]["yolo"][k].is_number(), "baselines.yolo.{k}");
+    }
+    assert!(r["metrics"]["seen_map50"].is_null(), "{r}");
+    assert!(r["baselines"]["dg_yolo"].is_null(), "{r}");
+    assert_eq!(r["details"]["domains"], false, "{r}");
+    assert!(r["notes"].to_string().contains("mAP-only"), "{r}");
+
+    // An annotation of an unknown category: one line naming the file and the entry, exit 2.
     std::fs::write(
         &json,
         text.replacen("\"category_id\": ", "\"category_id\": 4", 1),

@@ -303,5 +303,25 @@ fn a_coco_file_with_domains_is_split_by_water_type_and_bad_entries_are_named() {
     std::fs::write(&p, &text).unwrap();
     let e = coco_input::load(&p, 64, &["9".to_string()]).err().unwrap();
     assert!(e.to_string().contains("data.unseen"), "{e}");
+    // One image without a domain among images with one: named, exit 2.
+    broken(
+        &|w| {
+            w["images"][4].as_object_mut().unwrap().remove("domain");
+        },
+        "images[4]",
+    );
+    // No image with a domain: the mAP-only mode; every fifth image by id tests, and the
+    // configured unseen types (which have a default) are ignored.
+    let mut w = v.clone();
+    for im in w["images"].as_array_mut().unwrap() {
+        im.as_object_mut().unwrap().remove("domain");
+    }
+    let p = dir.join("plain.json");
+    std::fs::write(&p, w.to_string()).unwrap();
+    let s = coco_input::load(&p, 64, &["7".to_string()]).unwrap();
+    assert!(!s.domains);
+    assert!(s.seen.is_empty() && s.unseen.is_empty());
+    assert_eq!((s.train.len(), s.test.len()), (12, 3));
+    assert!(s.train.water.iter().all(|t| *t == coco_input::NO_DOMAIN));
     let _ = std::fs::remove_dir_all(&dir);
 }

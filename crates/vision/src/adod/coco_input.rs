@@ -8,8 +8,10 @@
 //! The split: every image of a domain in `data.unseen` is an unseen test image; of the other
 //! (seen) domains' images, every fifth by `id` order is a seen test image and the rest train.
 //! Images are stretched to `data.image_size` square (nearest neighbour), boxes with them.
-//! Without domains the domain classifier has nothing to separate: such a file is refused
-//! (the no-domain mode, mAP only, is not built).
+//! A file whose images carry no `domain` at all is read in the mAP-only mode: every fifth
+//! image by `id` is a test image, there are no seen/unseen types (`data.unseen` is ignored),
+//! and the run reports `map50` / `map` over the test images (see `experiment::run`). Some images with a domain
+//! and some without is an error naming the first one without.
 //!
 //! Bad input — a box outside its image, an annotation of a missing image or an unknown
 //! category id, an image file that is missing or of another size than declared, an unknown
@@ -69,7 +71,13 @@ pub struct CocoSplit {
     pub test: DetSet,
     pub seen: Vec<WaterType>,
     pub unseen: Vec<WaterType>,
+    /// Whether the images carry water types; without them every image's `water` is
+    /// [`NO_DOMAIN`], a placeholder nothing reads as a water type.
+    pub domains: bool,
 }
+
+/// The `water` of every image of a file without domains.
+pub const NO_DOMAIN: WaterType = WaterType::I;
 
 fn bad(path: &Path, msg: impl std::fmt::Display) -> SystemError {
     SystemError::usage(format!("data.coco {}: {msg}", path.display()))
@@ -130,6 +138,7 @@ pub fn load(path: &Path, size: usize, unseen_names: &[String]) -> SysResult<Coco
     }
     let mut index_of: BTreeMap<i64, usize> = BTreeMap::new();
     let mut water = Vec::with_capacity(file.images.len());
+    let domains = file.images.iter().any(|im| im.domain.is_some());
     for (k, im) in file.images.iter().enumerate() {
         if index_of.insert(im.id, k).is_some() {
             return Err(bad(path, format!("images[{k}]: id {} repeats", im.id)));
@@ -143,11 +152,15 @@ pub fn load(path: &Path, size: usize, unseen_names: &[String]) -> SysResult<Coco
                 ),
             ));
         }
+        if !domains {
+            water.push(NO_DOMAIN);
+            continue;
+        }
         let Some(d) = &im.domain else {
             return Err(bad(
                 path,
                 format!(
-                    "images[{k}] (id {}) has no `domain` (the water type); ADOD's domain classifier needs one per image",
+                    "images[{k}] (id {}) has no `domain` (the water type) while other images have one; give every image one, or none for the mAP-only mode",
                     im.id
                 ),
             ));
@@ -211,6 +224,8 @@ pub fn load(path: &Path, size: usize, unseen_names: &[String]) -> SysResult<Coco
             y2: (((y + h) * fy) as f32).clamp(0.0, s),
         });
     }
+    // Without domains `data.unseen` (which has a default) names nothing here.
+    let unseen_names = if domains { unseen_names } else { &[] };
     let mut unseen = Vec::new();
     for name in unseen_names {
         let t: WaterType = name
@@ -231,7 +246,9 @@ pub fn load(path: &Path, size: usize, unseen_names: &[String]) -> SysResult<Coco
         .collect();
     seen.sort();
     seen.dedup();
-    if seen.len() < 2 {
+    if !domains {
+        seen.clear();
+    } else if seen.len() < 2 {
         return Err(bad(
             path,
             format!(
@@ -305,5 +322,6 @@ pub fn load(path: &Path, size: usize, unseen_names: &[String]) -> SysResult<Coco
         test: read(&test_idx)?,
         seen,
         unseen,
+        domains,
     })
 }

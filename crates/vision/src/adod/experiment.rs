@@ -411,11 +411,34 @@ fn pr_curve(e: &coco::CocoEval) -> Vec<f64> {
         .collect()
 }
 
-/// Evaluates a trained network on the test set.
-pub fn score(net: &AdodNet, test: &DetSet, cfg: &AdodConfig) -> (UnitResult, Vec<Vec<Detection>>) {
+/// Evaluates a trained network on the test set: per water type, seen and unseen; or, for a
+/// set without domains (`domains` false), `map50` and `map` over all its images.
+pub fn score(
+    net: &AdodNet,
+    test: &DetSet,
+    cfg: &AdodConfig,
+    domains: bool,
+) -> (UnitResult, Vec<Vec<Detection>>) {
     let t0 = Instant::now();
     let dets = detect(net, test, cfg);
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3 / test.len().max(1) as f64;
+    if !domains {
+        let all: Vec<usize> = (0..test.len()).collect();
+        let e = evaluate(test, &dets, &all);
+        let metrics = BTreeMap::from([
+            ("map50".to_string(), e.map50().max(0.0)),
+            ("map".to_string(), e.stats[0].max(0.0)),
+        ]);
+        let result = UnitResult {
+            metrics,
+            pr_seen: pr_curve(&e),
+            pr_unseen: Vec::new(),
+            train_seconds: 0.0,
+            infer_ms_per_image: infer_ms,
+            loss_curve: Vec::new(),
+        };
+        return (result, dets);
+    }
     let seen = cfg.seen();
     let unseen = cfg.unseen();
     let mut metrics = BTreeMap::new();
@@ -464,7 +487,7 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
     let _rng_guard = ferrolab_core::backend::exclusive_rng();
     let t_all = Instant::now();
     let t0 = Instant::now();
-    let (cfg, train_set, test_set) = match &cfg.data.coco {
+    let (cfg, train_set, test_set, domains) = match &cfg.data.coco {
         Some(file) => {
             let split = super::coco_input::load(
                 std::path::Path::new(file),
@@ -475,7 +498,7 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
             let mut c: AdodConfig = (**cfg).clone();
             c.data.seen = split.seen.iter().map(|t| t.name().to_string()).collect();
             c.data.unseen = split.unseen.iter().map(|t| t.name().to_string()).collect();
-            (c, split.train, split.test)
+            (c, split.train, split.test, split.domains)
         }
         None => {
             let cfg: &AdodConfig = cfg;
@@ -502,7 +525,7 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
                 data_seed ^ 0x7E57_0000_0000,
                 true,
             )?;
-            (cfg.clone(), train, test)
+            (cfg.clone(), train, test, true)
         }
     };
     let cfg = &cfg;
@@ -510,14 +533,28 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
     let unseen = cfg.unseen();
     let mut all_types = seen.clone();
     all_types.extend(&unseen);
+    if !domains {
+        all_types.push(super::coco_input::NO_DOMAIN);
+    }
     let render_seconds = t0.elapsed().as_secs_f64();
     let domain_of: BTreeMap<WaterType, usize> =
         seen.iter().enumerate().map(|(i, &t)| (t, i)).collect();
+    // Without domains a domain classifier has nothing to learn: ADOD is then its residual-
+    // attention detector (the yolo_attention network, trained once, under ADOD's name), and
+    // the methods defined by their domain classifier (yolo_domain, dg_yolo) are not run.
     let methods: Vec<String> = super::config::METHODS
         .iter()
         .filter(|m| cfg.train.methods.iter().any(|x| x == *m))
+        .filter(|m| domains || matches!(**m, "yolo" | "adod"))
         .map(|m| (*m).to_string())
         .collect();
+    let arch_of = |method: &str| -> String {
+        if !domains && method == "adod" {
+            "yolo_attention".to_string()
+        } else {
+            method.to_string()
+        }
+    };
     let mut results: BTreeMap<String, Vec<UnitResult>> = BTreeMap::new();
     for s in 0..cfg.train.seeds {
         for method in &methods {
@@ -526,19 +563,30 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
             let r: UnitResult = ctx.unit(&unit, |ctx| {
                 let t = Instant::now();
                 let m = method.clone();
-                let (net, curve) = train(cfg, method, seed, &train_set, &domain_of, |it, loss, a| {
+                let arch = arch_of(method);
+                let (net, curve) = train(cfg, &arch, seed, &train_set, &domain_of, |it, loss, a| {
                     ctx.log_metrics(&serde_json::json!({
                         "method": m, "seed": s, "iteration": it, "loss": loss, "alpha": a
                     }))
                 })?;
                 let train_seconds = t.elapsed().as_secs_f64();
-                let (mut r, dets) = score(&net, &test_set, cfg);
+                let (mut r, dets) = score(&net, &test_set, cfg, domains);
                 r.train_seconds = train_seconds;
                 r.loss_curve = curve;
-                eprintln!(
-                    "adod: {method} seed {s}: seen mAP50 {:.3}, unseen mAP50 {:.3} ({train_seconds:.0} s)",
-                    r.metrics["seen_map50"], r.metrics["unseen_map50"]
-                );
+                let got = |k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+                if domains {
+                    eprintln!(
+                        "adod: {method} seed {s}: seen mAP50 {:.3}, unseen mAP50 {:.3} ({train_seconds:.0} s)",
+                        got("seen_map50"),
+                        got("unseen_map50")
+                    );
+                } else {
+                    eprintln!(
+                        "adod: {method} seed {s}: mAP50 {:.3}, mAP {:.3} ({train_seconds:.0} s)",
+                        got("map50"),
+                        got("map")
+                    );
+                }
                 if s == 0 {
                     let path = ctx.run_dir().join(&format!("examples_{method}.png"));
                     render::example_grid(&test_set, &dets, &all_types, 4, &path)?;
@@ -546,7 +594,7 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
                         super::checkpoint::save(
                             &ctx.run_dir().join("checkpoint"),
                             &net,
-                            &net_config(cfg, method),
+                            &net_config(cfg, &arch),
                         )?;
                     }
                 }
@@ -563,8 +611,9 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
         .iter()
         .map(|m| {
             let rs = &results[m];
+            // 101 points each, or none (the unseen curve of a set without domains).
             let avg = |f: fn(&UnitResult) -> &Vec<f64>| -> Vec<f64> {
-                (0..101)
+                (0..f(&rs[0]).len())
                     .map(|i| rs.iter().map(|r| f(r)[i]).sum::<f64>() / rs.len() as f64)
                     .collect()
             };
@@ -615,12 +664,17 @@ pub fn run(cfg: &Checked<AdodConfig>, ctx: &mut RunContext) -> SysResult<Outcome
         .timings
         .insert("total_seconds".into(), t_all.elapsed().as_secs_f64());
     report.details = serde_json::json!({
-        "seen": cfg.data.seen, "unseen": cfg.data.unseen,
+        "seen": cfg.data.seen, "unseen": cfg.data.unseen, "domains": domains,
         "train_images": train_set.len(), "test_images": test_set.len(),
         "input_px": cfg.data.image_size,
         "pr_curves": pr.iter().map(|(m, s, u)| serde_json::json!({"method": m, "seen": s, "unseen": u})).collect::<Vec<_>>(),
         "pr_png_colours": render::PR_COLOURS_DOC,
     });
+    if !domains {
+        report.notes.push(
+            "mAP-only mode: the COCO file has no images[].domain, so there are no seen/unseen water types (data.unseen is ignored); metrics.map50/map are over every fifth image by id; ADOD without domains is its residual-attention detector (its domain classifier has nothing to learn), yolo_domain and dg_yolo are not run".into(),
+        );
+    }
     report.notes.push(match &cfg.data.coco {
         Some(f) => format!(
             "data: {f} (COCO; domains from images[].domain; every fifth seen image by id is a test image)"
