@@ -1078,9 +1078,8 @@ pub fn run_table(
                 .iter()
                 .map(|(_, l)| l.reference_test_accuracy)
                 .collect();
-            let n = per.len().max(1) as f64;
-            let m = per.iter().sum::<f64>() / n;
-            let sd = (per.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt();
+            // The same spread as the table's own figures.
+            let (m, sd) = super::experiment::mean_std(&per);
             reference.insert(
                 regime.name().into(),
                 json!({"test_accuracy": m, "test_accuracy_std": sd, "per_seed": per}),

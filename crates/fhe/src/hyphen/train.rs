@@ -365,12 +365,9 @@ pub fn train(arch: Arch, data: &Prepared, opt: &TrainOptions) -> (PlainNet, f64)
     let device = ferrolab_core::backend::train_device();
     // The backend's generator draws the initial weights: seeded (and held exclusively while
     // they are drawn), or the same seed trained a different network each run.
-    let mut model = match ferrolab_core::backend::init_seeded(opt.seed, |d| {
+    let Ok(mut model) = ferrolab_core::backend::init_seeded(opt.seed, |d| {
         Ok::<_, std::convert::Infallible>(PlainNet::new(arch, d))
-    }) {
-        Ok(m) => m,
-        Err(never) => match never {},
-    };
+    });
     let mut optim = AdamConfig::new().init();
     let mut rng = StdRng::seed_from_u64(opt.seed);
     let mut order: Vec<usize> = (0..data.x.len()).collect();

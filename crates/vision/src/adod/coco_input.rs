@@ -10,8 +10,8 @@
 //! Images are stretched to `data.image_size` square (nearest neighbour), boxes with them.
 //! A file whose images carry no `domain` at all is read in the mAP-only mode: every fifth
 //! image by `id` is a test image, there are no seen/unseen types (`data.unseen` is ignored),
-//! and the run reports `map50` / `map` over the test images (see `experiment::run`). Some images with a domain
-//! and some without is an error naming the first one without.
+//! and the run reports `map50` / `map` over the test images (see `experiment::run`). Some
+//! images with a domain and some without is an error naming the first one without.
 //!
 //! Bad input — a box outside its image, an annotation of a missing image or an unknown
 //! category id, an image file that is missing or of another size than declared, an unknown

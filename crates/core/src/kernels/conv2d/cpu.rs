@@ -621,6 +621,16 @@ fn shift_ok(g: &Geom) -> bool {
         && g.h * (g.w + 2 * g.pw) >= SHIFT_MIN_COLS
 }
 
+/// The forward pass takes [`shift_conv`] (see [`shift_ok`] for why so narrowly).
+fn shift_forward(g: &Geom) -> bool {
+    shift_ok(g) && g.f <= 16
+}
+
+/// The input gradient takes [`shift_conv`] (see [`shift_ok`]).
+fn shift_input_grad(g: &Geom) -> bool {
+    shift_ok(g) && (g.c <= 16 || g.h * g.w >= 4096)
+}
+
 /// One sample of a stride-1 "same" convolution without im2col: the input is copied once
 /// into zero-padded planes of row pitch `W + kw − 1`, where the tap `(i, j)`'s im2col row of
 /// every channel is the padded plane read from offset `i·pitch + j` — a plain strided
@@ -749,7 +759,7 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
     }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
-    let shift = shift_ok(g) && g.f <= 16;
+    let shift = shift_forward(g);
     out.par_chunks_mut(per * g.out_sample())
         .enumerate()
         .for_each(|(k, chunk)| {
@@ -863,7 +873,7 @@ pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
-    if shift_ok(g) && (g.c <= 16 || g.h * g.w >= 4096) {
+    if shift_input_grad(g) {
         // The input gradient of a stride-1 "same" convolution is itself one (flipped,
         // transposed weight), so it takes the im2col-free forward path and no col2im.
         let (gt, wt) = (transposed_geom(g), flipped_transposed(g, w));
