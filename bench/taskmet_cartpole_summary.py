@@ -89,6 +89,29 @@ def main():
             sv = sum(r["cg_solves"] for r in rs)
             extra = f" (CG breakdowns {bd}/{sv})"
         print(f"| {k} | {loss} | {len(rs)} | {m:.1f} ± {s:.1f} | {per} | {best} | {sps:.0f} | {secs:.0f}{extra} |")
+    # Paired per seed: the same seed gives every model the same environment, distractor and
+    # initialisation streams.
+    for k in sorted({k for k, _ in rows}):
+        for b in ["mse", "omd"]:
+            t = {r["seed"]: r["ret"] for r in rows.get((k, "taskmet"), [])}
+            o = {r["seed"]: r["ret"] for r in rows.get((k, b), [])}
+            seeds = sorted(set(t) & set(o))
+            if not seeds:
+                continue
+            d = [t[s] - o[s] for s in seeds]
+            sd = statistics.stdev(d) if len(d) > 1 else 0.0
+            wins = sum(x > 0 for x in d)
+            print(f"k={k}: TaskMet - {b.upper()} paired {statistics.mean(d):+.1f} ± {sd:.1f} "
+                  f"({wins} of {len(d)} seeds ahead: " + " / ".join(f"{x:+.1f}" for x in d) + ")")
+    for f in sorted(glob.glob(os.path.join(out, "k*-seed*.json"))):
+        for run in json.load(open(f)):
+            w = run.get("metric_weights")
+            if w:
+                st, nz = w[:4], w[4:]
+                extra = (f"; distractors mean {statistics.mean(nz):.3f} (min {min(nz):.3f}, "
+                         f"max {max(nz):.3f})") if nz else ""
+                print(f"metric weights k={run['config']['distractors']} seed={run['seed']}: state "
+                      + ", ".join(f"{v:.3f}" for v in st) + extra)
     for k in sorted({k for k, _ in rows}):
         t = means.get((k, "taskmet"))
         for b in ["mse", "omd"]:

@@ -5,8 +5,10 @@
 #
 #   bench/taskmet_cartpole_sweep.sh OUT_DIR [STEPS] [KS] [SEEDS]
 #
-# Defaults: 20000 environment steps, k = "0 64 256", seeds "0 1 2", the diagonal metric and the
-# reference's joint normal-equation CG, one thread. LOSSES=omd (say) runs only those models;
+# Defaults: 20000 environment steps, k = "0 64 256", seeds "0 1 2", the reference's joint
+# normal-equation CG, one thread, and METRIC (default "--diagonal": the state-conditioned
+# diagonal metric the sweeps before 2026-11-30 used; METRIC= gives the per-dimension metric
+# of the reference's figure, METRIC=--full-metric the lower-triangular one). LOSSES=omd (say) runs only those models;
 # EXTRA="--reference-stale-model-adam" (say) passes flags to every run (--plain-cg: the
 # next-state-only plain CG used before 2026-11-29). Summaries: python3 bench/taskmet_cartpole_summary.py OUT_DIR
 set -euo pipefail
@@ -25,7 +27,7 @@ for k in $ks; do
     [ -s "$f" ] && continue
     t0=$(date +%s)
     # shellcheck disable=SC2086 # EXTRA is a list of flags
-    "$bin" --losses "$losses" --k "$k" --seeds "$s" --steps "$steps" --diagonal ${EXTRA:-} \
+    "$bin" --losses "$losses" --k "$k" --seeds "$s" --steps "$steps" ${METRIC---diagonal} ${EXTRA:-} \
       --threads 1 --json "$f.tmp" >"$out/k$k-seed$s$tag.log" 2>&1
     mv "$f.tmp" "$f"
     echo "k=$k seed=$s $(( $(date +%s) - t0 )) s, load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/sweep.log"

@@ -42,12 +42,22 @@ struct Args {
     /// Rayon threads (the GEMMs of large metric nets use them).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// TaskMet: the reference's stale model-optimiser state (sign-descent model steps).
-    #[arg(long)]
+    /// TaskMet: the reference's stale model-optimiser state (sign-descent model steps), the
+    /// default since 2026-11-30; kept so that older command lines still parse.
+    #[arg(long, conflicts_with = "carried_model_adam")]
     reference_stale_model_adam: bool,
-    /// TaskMet: a diagonal metric `L(s)` (O(o) per row) instead of the reference's triangular one.
+    /// TaskMet: a model Adam whose moments carry over between steps instead of the
+    /// reference's stale state.
     #[arg(long)]
+    carried_model_adam: bool,
+    /// TaskMet: a state-conditioned diagonal metric `L(s)` (O(o) per row) instead of the
+    /// default per-dimension metric of the reference's figure.
+    #[arg(long, conflicts_with = "full_metric")]
     diagonal: bool,
+    /// TaskMet: the state-conditioned lower-triangular metric `L(s)` (the reference's later
+    /// code default) instead of the per-dimension metric of its figure.
+    #[arg(long)]
+    full_metric: bool,
     /// TaskMet: CG on the normal equations (the reference's; the default since 2026-11-29).
     /// Kept so that older command lines still parse.
     #[arg(long)]
@@ -83,8 +93,9 @@ fn run(args: &Args) -> Result<(), String> {
                     eval_every: args.eval_every,
                     init_steps: args.init_steps,
                     metric_warmup_steps: args.warmup,
-                    reference_stale_model_adam: args.reference_stale_model_adam,
+                    reference_stale_model_adam: !args.carried_model_adam,
                     diagonal_metric: args.diagonal,
+                    global_metric: !(args.diagonal || args.full_metric),
                     normal_cg: !args.plain_cg,
                     stop_at_return: args.stop_at,
                     ..AgentConfig::default()
@@ -123,6 +134,19 @@ fn run(args: &Args) -> Result<(), String> {
                     run.stats.mean_cg_residual(),
                     run.stats.cg_breakdowns,
                 );
+                if let Some(w) = &run.metric_weights {
+                    // The CartPole state's weights, then the distractors' spread.
+                    let (state, noise) = w.split_at(w.len().min(4));
+                    let fmt: Vec<String> = state.iter().map(|v| format!("{v:.3}")).collect();
+                    let (lo, hi, mean) = noise.iter().fold(
+                        (f64::INFINITY, f64::NEG_INFINITY, 0.0),
+                        |(lo, hi, s), &v| (lo.min(v), hi.max(v), s + v / noise.len() as f64),
+                    );
+                    println!(
+                        "METRIC {tag}: state [{}] distractors mean {mean:.3} (min {lo:.3}, max {hi:.3})",
+                        fmt.join(", ")
+                    );
+                }
                 runs.push(run);
             }
         }

@@ -163,19 +163,22 @@ ferrolab_core::config_section! {
         /// Evaluations averaged into a run's return (the last ones): one evaluation of 10
         /// episodes is a noisy figure for a policy that is still moving.
         pub final_evals: usize = 1, "1..=1000" => |v| (1..=1000).contains(v);
-        /// TaskMet's metric: `full` (the reference's lower-triangular `L(s)`, `O(o²)` per row)
-        /// or `diagonal` (`O(o)`; affordable at 256 distractors).
-        pub metric: String = "full".into(), "`full` or `diagonal`" => |v| v == "full" || v == "diagonal";
+        /// TaskMet's metric: `global` (one weight per observation dimension, shared by all
+        /// states: the form the reference's CartPole figure was made with, `rl::metric::GlobalMetric`),
+        /// `full` (the state-conditioned lower-triangular `L(s)` the reference's code later
+        /// defaults to, `O(o²)` per row) or `diagonal` (state-conditioned diagonal `L(s)`, `O(o)`).
+        pub metric: String = "global".into(), "`global`, `full` or `diagonal`" => |v| v == "global" || v == "full" || v == "diagonal";
         /// TaskMet's model solve: `normal` (the reference's: jaxopt's `solve_normal_cg` on the
         /// joint Hessian of both model nets, no ridge, two HVPs per iteration), `plain` (CG on
         /// `H_s + 1e-5·I` for the next-state net alone, carrying on through negative curvature
         /// as `jax.scipy`'s CG does: the reference's unused `dynamics_root_solve_bwd`) or
         /// `plain_stop` (the same, stopping at negative curvature).
         pub cg: String = "normal".into(), "`plain`, `plain_stop` or `normal`" => |v| v == "plain" || v == "plain_stop" || v == "normal";
-        /// TaskMet's model optimiser: `carried` (Adam whose moments carry over between steps)
-        /// or `reference_stale` (the reference's: its `loss_metric` hands back the incoming
-        /// Adam state, so every model step is Adam's first, i.e. sign descent of size lr).
-        pub model_adam: String = "carried".into(), "`carried` or `reference_stale`" => |v| v == "carried" || v == "reference_stale";
+        /// TaskMet's model optimiser: `reference_stale` (the default, the reference's: its
+        /// `loss_metric` hands back the incoming Adam state, so every model step is Adam's
+        /// first, i.e. sign descent of size lr; so in its figure's runs too) or `carried` (Adam
+        /// whose moments carry over between steps, as the reference's MSE agent has).
+        pub model_adam: String = "reference_stale".into(), "`carried` or `reference_stale`" => |v| v == "carried" || v == "reference_stale";
     }
 }
 

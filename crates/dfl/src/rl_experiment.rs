@@ -33,6 +33,10 @@ pub struct AgentResult {
     pub cg_breakdowns: usize,
     /// (step, mean return) of every evaluation.
     pub curve: Vec<(f64, f64)>,
+    /// TaskMet with `cartpole.metric = "global"`: the learned per-dimension weights at the end
+    /// (CartPole's 4 state dimensions first).
+    #[serde(default)]
+    pub metric_weights: Option<Vec<f64>>,
 }
 
 /// The methods of `task.methods` that apply to CartPole, in the report's order.
@@ -57,6 +61,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         hidden: c.hidden,
         model_hidden: c.hidden,
         diagonal_metric: c.metric == "diagonal",
+        global_metric: c.metric == "global",
         normal_cg: c.cg == "normal",
         cg_stop_on_negative: c.cg == "plain_stop",
         reference_stale_model_adam: c.model_adam == "reference_stale",
@@ -88,6 +93,7 @@ fn summarise(r: &AgentRun, method: ModelLoss, k: usize, run: usize, last: usize)
             .iter()
             .map(|e| (e.step as f64, e.mean_return))
             .collect(),
+        metric_weights: r.metric_weights.clone(),
     }
 }
 

@@ -33,7 +33,7 @@
 //! `uᵀ∇_T L_Λ = (1/N) Σ_n 2 e_nᵀ Λ_n (J u)_n` (only the next-state net depends on φ).
 
 use super::cartpole::N_ACTIONS;
-use super::metric::{MetricEval, StateMetric};
+use super::metric::{GlobalMetric, ModelMetric, ModelMetricEval, StateMetric};
 use super::nets::{Adam, init_net, input_grad, soft_update};
 use super::replay::{Batch, ReplayBuffer};
 use super::{AgentConfig, ModelLoss};
@@ -266,7 +266,7 @@ pub struct Agent {
     model_r: Mlp,
     opt_s: Adam,
     opt_r: Adam,
-    metric: Option<(StateMetric, Adam)>,
+    metric: Option<(ModelMetric, Adam)>,
     stats: UpdateStats,
 }
 
@@ -281,10 +281,12 @@ impl Agent {
         let model_r = init_net(dim + N_ACTIONS, 1, 3, mh, 1e-2, None, rng)?;
         let metric = match cfg.loss {
             ModelLoss::TaskMet => {
-                let m = if cfg.diagonal_metric {
-                    StateMetric::diagonal(dim, h, rng)?
+                let m = if cfg.global_metric {
+                    ModelMetric::Global(GlobalMetric::new(dim)?)
+                } else if cfg.diagonal_metric {
+                    ModelMetric::State(StateMetric::diagonal(dim, h, rng)?)
                 } else {
-                    StateMetric::new(dim, h, rng)?
+                    ModelMetric::State(StateMetric::new(dim, h, rng)?)
                 };
                 let opt = Adam::new(m.n_params(), cfg.metric_lr);
                 Some((m, opt))
@@ -326,7 +328,7 @@ impl Agent {
     }
 
     /// TaskMet's metric (`None` for the other losses).
-    pub fn metric(&self) -> Option<&StateMetric> {
+    pub fn metric(&self) -> Option<&ModelMetric> {
         self.metric.as_ref().map(|(m, _)| m)
     }
 
@@ -366,7 +368,12 @@ impl Agent {
 
     /// One Adam step of both model nets on the prediction loss at `x` (state error weighted by
     /// `metric` when given, else plain squared error) plus the reward's squared error.
-    fn model_fit_step(&mut self, b: &Batch, x: &[f64], metric: Option<&MetricEval>) -> Result<()> {
+    fn model_fit_step(
+        &mut self,
+        b: &Batch,
+        x: &[f64],
+        metric: Option<&ModelMetricEval>,
+    ) -> Result<()> {
         let n = b.n;
         let cs = self.model_s.forward(x, n)?;
         let cr = self.model_r.forward(x, n)?;
@@ -636,16 +643,19 @@ mod tests {
                 .unwrap();
             obs = if st.done() { env.reset() } else { st.obs };
         }
-        // TaskMet twice: the reference's joint normal-equation CG and the plain form.
-        let runs = ModelLoss::ALL
-            .into_iter()
-            .map(|l| (l, true))
-            .chain([(ModelLoss::TaskMet, false)]);
-        for (loss, normal_cg) in runs {
+        // TaskMet three times: the reference's joint normal-equation CG with its figure's
+        // per-dimension metric (the default), the plain CG form, and the state-conditioned
+        // lower-triangular metric.
+        let runs = ModelLoss::ALL.into_iter().map(|l| (l, true, true)).chain([
+            (ModelLoss::TaskMet, false, true),
+            (ModelLoss::TaskMet, true, false),
+        ]);
+        for (loss, normal_cg, global_metric) in runs {
             let cfg = AgentConfig {
                 loss,
                 batch_size: 64,
                 normal_cg,
+                global_metric,
                 ..AgentConfig::default()
             };
             let mut agent = Agent::new(&cfg, env.obs_dim(), &mut rng).unwrap();

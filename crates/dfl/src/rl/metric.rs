@@ -20,6 +20,10 @@
 //! 1e-2 (the reference's `final_init`) and the packed identity as bias (the reference uses a
 //! bias of 1.0 on every packed entry, which makes its initial metric a dense, non-identity
 //! matrix; starting at Λ = I makes TaskMet start from the MSE model loss instead).
+//!
+//! [`GlobalMetric`] is the form the reference's CartPole *figure* was made with (its code at the
+//! commit that added the figure): one softplus weight per observation dimension, shared by all
+//! states, normalised the same way. [`ModelMetric`] holds either family for the agent.
 
 use super::nets::init_net;
 use crate::mlp::{Cache, Mlp};
@@ -303,6 +307,242 @@ impl MetricEval {
     }
 }
 
+/// The metric the reference's CartPole figure was made with (`omd/cartpole/utils.py` at commit
+/// 8ffbf5a, "experiments to neurips", which added `plot.py` and `distractors.pdf`): its
+/// `config/default.yaml` there sets `metric_contional: False`, and that branch of
+/// `net_fn('metric')` is one learned parameter per observation dimension, shared by every
+/// state,
+///
+/// `λ = √o · softplus(w) / ‖softplus(w)‖₂`, `Λ = diag(λ)`, `w` starting at 1.0,
+///
+/// so the outer problem can only re-weight whole dimensions (a distractor's weight can go to
+/// zero, the real state's can grow), at a fixed total scale. The state-conditioned
+/// lower-triangular [`StateMetric`] is what that file became two months later (commit
+/// e08abf0, "post neurips limited model capacity exps").
+#[derive(Debug, Clone)]
+pub struct GlobalMetric {
+    w: Vec<f64>,
+}
+
+/// Λ of a [`GlobalMetric`], the same for every row.
+#[derive(Debug, Clone)]
+pub struct GlobalEval {
+    /// λ.
+    lam: Vec<f64>,
+    /// softplus(w).
+    s: Vec<f64>,
+    /// σ(w) = softplus′(w).
+    ds: Vec<f64>,
+    /// ‖softplus(w)‖.
+    norm: f64,
+}
+
+fn softplus(x: f64) -> f64 {
+    // ln(1 + eˣ) without overflow for large x.
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+fn logistic(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl GlobalMetric {
+    /// `o` weights at the reference's initial value 1.0 (so Λ = I).
+    pub fn new(o: usize) -> Result<Self> {
+        if o == 0 {
+            return Err(CoreError::Data("metric: need a positive size".into()));
+        }
+        Ok(GlobalMetric { w: vec![1.0; o] })
+    }
+
+    pub fn o(&self) -> usize {
+        self.w.len()
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.w.len()
+    }
+
+    pub fn params(&self) -> Vec<f64> {
+        self.w.clone()
+    }
+
+    pub fn set_params(&mut self, phi: &[f64]) -> Result<()> {
+        if phi.len() != self.w.len() {
+            return Err(CoreError::Data(format!(
+                "metric: {} parameters given, it has {}",
+                phi.len(),
+                self.w.len()
+            )));
+        }
+        self.w.copy_from_slice(phi);
+        Ok(())
+    }
+
+    pub fn eval(&self) -> GlobalEval {
+        let o = self.w.len();
+        let s: Vec<f64> = self.w.iter().map(|&w| softplus(w)).collect();
+        let ds: Vec<f64> = self.w.iter().map(|&w| logistic(w)).collect();
+        // softplus > 0, so the norm is positive.
+        let norm = dot(&s, &s).sqrt();
+        let c = (o as f64).sqrt() / norm;
+        GlobalEval {
+            lam: s.iter().map(|v| c * v).collect(),
+            s,
+            ds,
+            norm,
+        }
+    }
+
+    /// `∂/∂w Σ_r a_rᵀ Λ b_r`: with `G_j = Σ_r a_rj b_rj` and `N = ‖s‖`,
+    /// `∂/∂w_k = √o σ(w_k)/N · (G_k − s_k (G·s)/N²)`.
+    pub fn backward_bilinear(&self, ev: &GlobalEval, a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
+        let o = self.w.len();
+        if ev.lam.len() != o || a.len() != b.len() || !a.len().is_multiple_of(o) {
+            return Err(CoreError::Data(format!(
+                "metric backward: {} and {} values for rows of {o}",
+                a.len(),
+                b.len()
+            )));
+        }
+        let mut g = vec![0.0; o];
+        for (ar, br) in a.chunks_exact(o).zip(b.chunks_exact(o)) {
+            for ((gj, x), y) in g.iter_mut().zip(ar).zip(br) {
+                *gj += x * y;
+            }
+        }
+        let gs = dot(&g, &ev.s) / (ev.norm * ev.norm);
+        let c = (o as f64).sqrt() / ev.norm;
+        Ok((0..o)
+            .map(|k| c * ev.ds[k] * (g[k] - ev.s[k] * gs))
+            .collect())
+    }
+}
+
+impl GlobalEval {
+    /// λ, the diagonal of Λ.
+    pub fn weights(&self) -> &[f64] {
+        &self.lam
+    }
+
+    /// `Λ v_r` for every row, times `scale`.
+    pub fn apply(&self, v: &[f64], scale: f64) -> Vec<f64> {
+        let o = self.lam.len();
+        let mut out = Vec::with_capacity(v.len());
+        for vr in v.chunks_exact(o) {
+            out.extend(vr.iter().zip(&self.lam).map(|(x, l)| scale * l * x));
+        }
+        out
+    }
+
+    /// `Σ_r v_rᵀ Λ v_r`.
+    pub fn quad(&self, v: &[f64]) -> f64 {
+        let o = self.lam.len();
+        v.chunks_exact(o)
+            .map(|vr| {
+                vr.iter()
+                    .zip(&self.lam)
+                    .map(|(x, l)| l * x * x)
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+}
+
+/// TaskMet's model metric in either family: state-conditioned ([`StateMetric`], full or
+/// diagonal `L(s)`) or one weight per dimension ([`GlobalMetric`]).
+#[derive(Debug, Clone)]
+pub enum ModelMetric {
+    State(StateMetric),
+    Global(GlobalMetric),
+}
+
+/// Λ at a batch's rows, for either family.
+#[derive(Debug, Clone)]
+pub enum ModelMetricEval {
+    State(MetricEval),
+    Global(GlobalEval),
+}
+
+impl ModelMetric {
+    pub fn n_params(&self) -> usize {
+        match self {
+            ModelMetric::State(m) => m.n_params(),
+            ModelMetric::Global(m) => m.n_params(),
+        }
+    }
+
+    pub fn params(&self) -> Vec<f64> {
+        match self {
+            ModelMetric::State(m) => m.params(),
+            ModelMetric::Global(m) => m.params(),
+        }
+    }
+
+    pub fn set_params(&mut self, phi: &[f64]) -> Result<()> {
+        match self {
+            ModelMetric::State(m) => m.set_params(phi),
+            ModelMetric::Global(m) => m.set_params(phi),
+        }
+    }
+
+    /// The per-dimension weights λ of the global form (`None` for a state-conditioned one):
+    /// what the outer problem has learned to weight.
+    pub fn global_weights(&self) -> Option<Vec<f64>> {
+        match self {
+            ModelMetric::State(_) => None,
+            ModelMetric::Global(m) => Some(m.eval().weights().to_vec()),
+        }
+    }
+
+    /// Λ at `n` rows of observations `x` (the global form ignores them).
+    pub fn eval(&self, x: &[f64], n: usize) -> Result<ModelMetricEval> {
+        Ok(match self {
+            ModelMetric::State(m) => ModelMetricEval::State(m.eval(x, n)?),
+            ModelMetric::Global(m) => ModelMetricEval::Global(m.eval()),
+        })
+    }
+
+    /// `∂/∂φ Σ_r a_rᵀ Λ_r b_r`.
+    pub fn backward_bilinear(
+        &self,
+        ev: &ModelMetricEval,
+        a: &[f64],
+        b: &[f64],
+    ) -> Result<Vec<f64>> {
+        match (self, ev) {
+            (ModelMetric::State(m), ModelMetricEval::State(e)) => m.backward_bilinear(e, a, b),
+            (ModelMetric::Global(m), ModelMetricEval::Global(e)) => m.backward_bilinear(e, a, b),
+            _ => Err(CoreError::Runtime(
+                "metric backward: evaluation of the other metric family".into(),
+            )),
+        }
+    }
+}
+
+impl ModelMetricEval {
+    /// `Λ_r v_r` for every row, times `scale`.
+    pub fn apply(&self, v: &[f64], scale: f64) -> Vec<f64> {
+        match self {
+            ModelMetricEval::State(e) => e.apply(v, scale),
+            ModelMetricEval::Global(e) => e.apply(v, scale),
+        }
+    }
+
+    /// `Σ_r v_rᵀ Λ_r v_r`.
+    pub fn quad(&self, v: &[f64]) -> f64 {
+        match self {
+            ModelMetricEval::State(e) => e.quad(v),
+            ModelMetricEval::Global(e) => e.quad(v),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +629,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The global (per-dimension) metric: starts at I, stays a normalised positive diagonal,
+    /// `quad` agrees with `apply`, and its backward matches central differences in w.
+    #[test]
+    fn global_metric_is_normalised_and_differentiated() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let (n, o) = (4, 5);
+        let mut m = GlobalMetric::new(o).unwrap();
+        let ev = m.eval();
+        assert!(ev.weights().iter().all(|l| (l - 1.0).abs() < 1e-12));
+        let w: Vec<f64> = (0..o)
+            .map(|_| 3.0 * (2.0 * rng.random::<f64>() - 1.0))
+            .collect();
+        m.set_params(&w).unwrap();
+        let ev = m.eval();
+        let d2: f64 = ev.weights().iter().map(|l| l * l).sum();
+        assert!((d2 - o as f64).abs() < 1e-10, "‖λ‖² = {d2}");
+        assert!(ev.weights().iter().all(|&l| l > 0.0));
+        let spread = ev.weights().iter().fold(0.0f64, |a, &b| a.max(b))
+            - ev.weights().iter().fold(f64::INFINITY, |a, &b| a.min(b));
+        assert!(spread > 0.1, "weights did not move with w");
+        let v = rand_vec(n * o, &mut rng);
+        assert!((ev.quad(&v) - 0.5 * dot(&v, &ev.apply(&v, 2.0))).abs() < 1e-12);
+        let a = rand_vec(n * o, &mut rng);
+        let b = rand_vec(n * o, &mut rng);
+        let f = |m: &GlobalMetric| dot(&a, &m.eval().apply(&b, 1.0));
+        let g = m.backward_bilinear(&ev, &a, &b).unwrap();
+        let eps = 1e-6;
+        for j in 0..o {
+            let mut p = w.clone();
+            p[j] += eps;
+            m.set_params(&p).unwrap();
+            let fp = f(&m);
+            p[j] -= 2.0 * eps;
+            m.set_params(&p).unwrap();
+            let fm = f(&m);
+            let fd = (fp - fm) / (2.0 * eps);
+            assert!(
+                (fd - g[j]).abs() < 1e-8 * (1.0 + fd.abs()),
+                "{j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+        assert!(m.backward_bilinear(&ev, &a[1..], &b).is_err());
+        assert!(m.set_params(&w[1..]).is_err());
+        assert!(GlobalMetric::new(0).is_err());
+        // Large |w| stays finite (softplus and its derivative without overflow).
+        m.set_params(&[800.0, -800.0, 0.0, 1.0, 2.0]).unwrap();
+        let ev = m.eval();
+        assert!(ev.weights().iter().all(|l| l.is_finite()));
+        let g = m.backward_bilinear(&ev, &a, &b).unwrap();
+        assert!(g.iter().all(|v| v.is_finite()));
     }
 
     /// The bilinear backward against central differences of φ ↦ Σ a_rᵀ Λ_r(φ) b_r, both forms.

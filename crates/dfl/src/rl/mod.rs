@@ -127,11 +127,19 @@ pub struct AgentConfig {
     pub stop_at_return: Option<f64>,
     /// Reproduce a quirk of the reference's TaskMet agent: its model optimiser state is never
     /// carried over (`loss_metric` hands back the incoming `opt_state_T`), so every model
-    /// step is Adam's first, `−lr·g/(|g| + ε)`, i.e. sign descent. Off: a normal Adam.
+    /// step is Adam's first, `−lr·g/(|g| + ε)`, i.e. sign descent. On by default (the code of
+    /// the reference's figure has it too); off: an Adam whose moments carry over.
     pub reference_stale_model_adam: bool,
     /// TaskMet's metric with a diagonal `L(s)` (`O(o)` per row) instead of the reference's
-    /// lower-triangular one (`O(o²)`): see [`metric::StateMetric::diagonal`].
+    /// lower-triangular one (`O(o²)`): see [`metric::StateMetric::diagonal`]. Only read when
+    /// `global_metric` is off.
     pub diagonal_metric: bool,
+    /// TaskMet's metric as the reference's CartPole figure had it: one weight per observation
+    /// dimension, the same for every state ([`metric::GlobalMetric`]; `utils.py` at the
+    /// commit that added the figure, whose config sets `metric_contional: False`). Off: the
+    /// state-conditioned metric net its later code defaults to (full, or diagonal with
+    /// `diagonal_metric`).
+    pub global_metric: bool,
 }
 
 impl Default for AgentConfig {
@@ -159,8 +167,9 @@ impl Default for AgentConfig {
             alpha: 0.01,
             eps: 0.1,
             stop_at_return: None,
-            reference_stale_model_adam: false,
+            reference_stale_model_adam: true,
             diagonal_metric: false,
+            global_metric: true,
         }
     }
 }
@@ -250,6 +259,10 @@ pub struct AgentRun {
     pub steady_steps: usize,
     pub steady_seconds: f64,
     pub stats: UpdateStats,
+    /// TaskMet with the global metric: its per-dimension weights λ at the end (the CartPole
+    /// state first, then the distractors).
+    #[serde(default)]
+    pub metric_weights: Option<Vec<f64>>,
 }
 
 impl AgentRun {
@@ -436,6 +449,7 @@ pub fn train_agent(
         steady_steps,
         steady_seconds,
         stats: agent.stats().clone(),
+        metric_weights: agent.metric().and_then(|m| m.global_weights()),
     })
 }
 
