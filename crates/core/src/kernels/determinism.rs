@@ -85,10 +85,12 @@ fn geom(n: usize, c: usize, f: usize, k: usize, s: usize, p: usize, groups: usiz
 #[test]
 fn conv2d_weight_and_bias_gradients_do_not_depend_on_the_pool() {
     // One group (the transposed NHWC path), grouped with stride 2, depthwise; 13 samples so
-    // chunks are uneven; 2 samples, fewer chunks than threads (the GEMMs share the pool).
+    // chunks are uneven; 2 samples, fewer chunks than threads (the GEMMs share the pool);
+    // >= 32 channels each way take the Winograd path (with 2 and with 13 samples).
     for g in [
         geom(13, 6, 8, 3, 1, 1, 1),
         geom(2, 32, 32, 3, 1, 1, 1),
+        geom(13, 32, 40, 3, 1, 1, 1),
         geom(13, 6, 4, 3, 2, 0, 2),
         geom(13, 6, 6, 3, 1, 1, 6),
     ] {

@@ -19,6 +19,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+mod winograd;
+
 /// Largest im2col block (values) a worker keeps: 1 MiB.
 const COL_BUDGET: usize = 1 << 18;
 
@@ -631,6 +633,30 @@ fn shift_input_grad(g: &Geom) -> bool {
     shift_ok(g) && (g.c <= 16 || g.h * g.w >= 4096)
 }
 
+/// Channels (input and output) from which the Winograd path ([`winograd`]) is taken for 3x3
+/// "same" layers. From per-layer A/B runs of `examples/conv2d_bench.rs` against the paths
+/// below (two threads): with 16 channels its transforms, not the GEMMs, took most of the time
+/// and every pass was 15-25 % slower; with 32-128 channels on planes of 8x8 to 64x64 the
+/// forward pass and the input gradient took 0.57-0.94x and the weight gradient 0.49-1.0x.
+const WINO_MIN_CHANNELS: usize = 32;
+
+/// Tiles over the batch (`N·⌈H/2⌉·⌈W/2⌉`) from which the forward pass and the input gradient
+/// take [`winograd`]: below it (YOLO-tiny's 256-512 channels on 4x4 and 8x8 planes) the
+/// GEMMs have too few rows for the `C x F` transformed weight they pack, and the weight
+/// transform itself is a large share; those layers ran 1.15-4x slower. The weight gradient
+/// contracts over the tiles and gained there too (0.56-0.92x).
+const WINO_MIN_TILES: usize = 512;
+
+/// Whether the weight gradient takes [`winograd`].
+fn wino_weight_grad(g: &Geom) -> bool {
+    winograd::shape_ok(g) && g.c >= WINO_MIN_CHANNELS && g.f >= WINO_MIN_CHANNELS
+}
+
+/// Whether the forward pass and the input gradient take [`winograd`].
+fn wino_forward(g: &Geom) -> bool {
+    wino_weight_grad(g) && g.n * g.h.div_ceil(2) * g.w.div_ceil(2) >= WINO_MIN_TILES
+}
+
 /// One sample of a stride-1 "same" convolution without im2col: the input is copied once
 /// into zero-padded planes of row pitch `W + kw − 1`, where the tap `(i, j)`'s im2col row of
 /// every channel is the padded plane read from offset `i·pitch + j` — a plain strided
@@ -757,6 +783,10 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
         depthwise_forward(g, x, w, b, out);
         return;
     }
+    if wino_forward(g) {
+        winograd::forward(g, x, w, b, out);
+        return;
+    }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
     let shift = shift_forward(g);
@@ -871,6 +901,10 @@ pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
         depthwise_input_grad(g, w, dy, dx);
         return;
     }
+    if wino_forward(g) {
+        winograd::input_grad(g, w, dy, dx);
+        return;
+    }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
     if shift_input_grad(g) {
@@ -978,6 +1012,9 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     if g.depthwise() {
         return depthwise_weight_grad(g, x, dy);
+    }
+    if wino_weight_grad(g) {
+        return winograd::weight_grad(g, x, dy);
     }
     // A few fixed chunks, each with its own accumulator, summed in chunk order: the order of
     // the additions then depends neither on the schedule nor on the thread count. With fewer
