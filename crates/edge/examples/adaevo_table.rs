@@ -13,14 +13,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: adaevo_table quick|paper OUT [key=value ...]");
+        eprintln!("usage: adaevo_table quick|paper|detection OUT [key=value ...]");
         return ExitCode::from(2);
     }
     let toml = match args[0].as_str() {
         "quick" => include_str!("../../../configs/adaevo/quick.toml"),
         "paper" => include_str!("../../../configs/adaevo/paper.toml"),
+        "detection" => include_str!("../../../configs/adaevo/detection.toml"),
         other => {
-            eprintln!("unknown preset {other:?} (quick, paper)");
+            eprintln!("unknown preset {other:?} (quick, paper, detection)");
             return ExitCode::from(2);
         }
     };
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
         "edge_utilisation",
         "drift_type_accuracy",
         "estimate_correlation",
+        "estimate_correlation_cc",
         "tasks_completed",
         "evolution_latency_seconds",
     ];
@@ -105,10 +107,19 @@ fn main() -> ExitCode {
             if let Some(x) = d.get(&format!("seed{s}")) {
                 println!(
                     "seed{s}: clean {:.3} teacher clean {:.3}",
-                    x["clean_accuracy"].as_f64().unwrap_or(0.0),
-                    x["teacher_clean_accuracy"].as_f64().unwrap_or(0.0)
+                    x["clean_accuracy"]
+                        .as_f64()
+                        .or(x["clean_map50"].as_f64())
+                        .unwrap_or(0.0),
+                    x["teacher_clean_accuracy"]
+                        .as_f64()
+                        .or(x["teacher_clean_map50"].as_f64())
+                        .unwrap_or(0.0)
                 );
             }
+        }
+        if let Some(p) = d.get("paired_differences") {
+            println!("paired differences (ours − baseline, mean ± std over seeds): {p}");
         }
     }
     let json = serde_json::to_string_pretty(r).unwrap_or_default();

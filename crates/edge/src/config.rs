@@ -8,7 +8,7 @@ use ferrolab_core::ConfigError;
 use ferrolab_core::config::{Validate, check};
 
 /// Tasks the experiment runs.
-pub const TASKS: [&str; 1] = ["classification"];
+pub const TASKS: [&str; 2] = ["classification", "detection"];
 /// Base image sources.
 pub const DATASETS: [&str; 2] = ["synthetic", "fashion-mnist"];
 /// Methods: ours first, then the baselines (report keys `baselines.<name>`).
@@ -43,14 +43,18 @@ ferrolab_core::config_section! {
         pub edge: EdgeSection = EdgeSection::default();
         /// Seeds and methods.
         pub experiment: ExperimentSection = ExperimentSection::default();
+        /// The detection task (`task.name = "detection"`).
+        pub detect: DetectSection = DetectSection::default();
     }
 }
 
 ferrolab_core::config_section! {
     /// Keys `task.*`.
     pub struct TaskSection {
-        /// `classification` (the detection task of the issue is not built yet).
-        pub name: String = "classification".into(), "`classification`" => |v| TASKS.contains(&v.as_str());
+        /// `classification` (shape / Fashion-MNIST frames, `stream.*`, `data.*`) or `detection`
+        /// (rendered underwater frames drifting in water type, light and turbidity,
+        /// `detect.*`; accuracy is mAP@0.5).
+        pub name: String = "classification".into(), "`classification` or `detection`" => |v| TASKS.contains(&v.as_str());
     }
 }
 
@@ -139,7 +143,7 @@ ferrolab_core::config_section! {
     /// Keys `edge.*`.
     pub struct EdgeSection {
         /// Hidden units of the teacher (trained on all conditions, labels uploaded frames).
-        pub teacher_hidden: usize = 128, "4..=4096" => |v| (4..=4096).contains(v);
+        pub teacher_hidden: usize = 64, "4..=4096" => |v| (4..=4096).contains(v);
         /// Units of the teacher's second hidden layer (0: one hidden layer).
         pub teacher_hidden2: usize = 0, "0..=4096" => |v| *v <= 4096;
         /// Renders of each pre-training image under random conditions the teacher trains on.
@@ -194,42 +198,107 @@ ferrolab_core::config_section! {
     }
 }
 
+ferrolab_core::config_section! {
+    /// Keys `detect.*`: the detection task. Ends, stream length, jitter, evaluation period,
+    /// the mobile trigger and sampling, epochs, batch and step size come from the shared
+    /// sections; what differs for detection (frames, models, drifts, edge capacity) is here.
+    pub struct DetectSection {
+        /// Frame side, pixels (RGB, rendered by `ferrolab_data::underwater`).
+        pub side: usize = 64, "16..=256, a multiple of detect.cell" => |v| (16..=256).contains(v);
+        /// Grid cell side, pixels: one prediction (class or background, and a box) per cell.
+        pub cell: usize = 8, "4..=64" => |v| (4..=64).contains(v);
+        /// Average-pooling factor of a cell's input window.
+        pub pool: usize = 2, "1..=16" => |v| (1..=16).contains(v);
+        /// Side of a cell's input window, in cells (odd: centred on the cell).
+        pub context: usize = 3, "odd, 1..=9" => |v| (1..=9).contains(v) && v % 2 == 1;
+        /// Hidden units of the mobile detector.
+        pub hidden: usize = 32, "4..=1024" => |v| (4..=1024).contains(v);
+        /// Hidden units of the teacher detector.
+        pub teacher_hidden: usize = 64, "4..=4096" => |v| (4..=4096).contains(v);
+        /// Scenes the factory model and the teacher pre-train on.
+        pub pretrain_frames: usize = 1000, "20..=100000" => |v| (20..=100_000).contains(v);
+        /// Renders of each pre-training scene under random water for the teacher.
+        pub teacher_renders: usize = 2, "1..=32" => |v| (1..=32).contains(v);
+        /// Pre-training epochs (factory model and teacher).
+        pub pretrain_epochs: usize = 15, "1..=500" => |v| (1..=500).contains(v);
+        /// Step size of pre-training and retraining.
+        pub lr: f64 = 0.01, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Share of background cells kept in a training set (every object cell is kept).
+        pub bg_keep: f64 = 0.2, "(0, 1]" => |v| *v > 0.0 && *v <= 1.0;
+        /// Consecutive frames of one seabed scene (the camera moves on after them).
+        pub frames_per_scene: usize = 3, "1..=1000" => |v| (1..=1000).contains(v);
+        /// Drifts `type:condition@start+duration` of the water (conditions clear, coastal,
+        /// green, turbid, murky, deep; the stream starts in clear water).
+        pub drifts: Vec<String> = vec!["sudden:turbid@60".into(), "incremental:deep@180+80".into(), "gradual:green@330+80".into()];
+        /// Fresh frames per evaluation (their mAP@0.5 is the end's accuracy then).
+        pub eval_frames: usize = 12, "4..=1000" => |v| (4..=1000).contains(v);
+        /// Score from which a mobile detection enters the estimate CLC.
+        pub det_score: f64 = 0.3, "(0, 1)" => |v| *v > 0.0 && *v < 1.0;
+        /// Score from which a teacher detection becomes a label of an uploaded frame.
+        pub label_score: f64 = 0.5, "(0, 1)" => |v| *v > 0.0 && *v < 1.0;
+        /// Hidden units of the IoU regressor (LC).
+        pub iou_hidden: usize = 16, "2..=1024" => |v| (2..=1024).contains(v);
+        /// Jittered copies of every ground-truth box the IoU regressor trains on.
+        pub iou_jitters: usize = 8, "1..=100" => |v| (1..=100).contains(v);
+        /// Clean pre-training frames (with their boxes) mixed into every retraining.
+        pub anchor_frames: usize = 50, "0..=100000" => |v| *v <= 100_000;
+        /// Edge compute for detection tasks, MFLOP per simulated second.
+        pub throughput_mflops: f64 = 120.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Edge training memory for detection tasks, MB.
+        pub memory_mb: f64 = 40.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Memory unit of the knapsack DP for detection tasks, KB.
+        pub memory_unit_kb: f64 = 128.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+    }
+}
+
 impl AdaEvoConfig {
+    /// The parsed detection drifts (`detect.drifts`).
+    pub fn detect_drifts(&self) -> Result<Vec<Drift>, ConfigError> {
+        parse_drifts(
+            &self.detect.drifts,
+            "detect.drifts",
+            &crate::detect::stream::CONDITIONS,
+            self.stream.jitter_s,
+            self.stream.seconds,
+        )
+    }
+
+    /// The detection grid.
+    pub fn grid(&self) -> crate::detect::grid::Grid {
+        crate::detect::grid::Grid {
+            side: self.detect.side,
+            cell: self.detect.cell,
+            pool: self.detect.pool,
+            context: self.detect.context,
+        }
+    }
+
+    /// Edge memory for detection tasks, bytes.
+    pub fn detect_memory_bytes(&self) -> u64 {
+        (self.detect.memory_mb * 1e6) as u64
+    }
+
+    /// Memory of the smallest possible detection task (every cell of its frames kept).
+    pub fn smallest_detect_task_bytes(&self) -> u64 {
+        let g = self.grid();
+        memory_bytes(
+            &[g.input(), self.detect.hidden, crate::detect::grid::OUT],
+            MIN_TASK_FRAMES * g.cells(),
+            self.edge.batch,
+            1,
+            (self.edge.workspace_kb * 1e3) as u64,
+        )
+    }
+
     /// The parsed drifts.
     pub fn drifts(&self) -> Result<Vec<Drift>, ConfigError> {
-        let mut out: Vec<Drift> = Vec::new();
-        for (i, s) in self.stream.drifts.iter().enumerate() {
-            let d = Drift::parse(s).map_err(|e| ConfigError::Invalid {
-                key: format!("stream.drifts[{i}]"),
-                value: s.clone(),
-                reason: e,
-            })?;
-            if let Some(prev) = out.last() {
-                check(
-                    d.start >= prev.end(),
-                    &format!("stream.drifts[{i}]"),
-                    s,
-                    &format!(
-                        "starts at {} s, before the previous drift ends ({} s)",
-                        d.start,
-                        prev.end()
-                    ),
-                )?;
-            }
-            check(
-                d.end() + self.stream.jitter_s <= self.stream.seconds as f64,
-                &format!("stream.drifts[{i}]"),
-                s,
-                &format!(
-                    "ends at {} s (+ jitter {} s), after the stream's {} s",
-                    d.end(),
-                    self.stream.jitter_s,
-                    self.stream.seconds
-                ),
-            )?;
-            out.push(d);
-        }
-        Ok(out)
+        parse_drifts(
+            &self.stream.drifts,
+            "stream.drifts",
+            &crate::stream::CONDITIONS,
+            self.stream.jitter_s,
+            self.stream.seconds,
+        )
     }
 
     /// Widths of the mobile model.
@@ -264,6 +333,50 @@ impl AdaEvoConfig {
     }
 }
 
+/// Parses drift strings against `conditions`: in time order, each ending (plus the jitter)
+/// inside the stream.
+fn parse_drifts(
+    list: &[String],
+    key: &str,
+    conditions: &[&str],
+    jitter_s: f64,
+    seconds: usize,
+) -> Result<Vec<Drift>, ConfigError> {
+    let mut out: Vec<Drift> = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let d = Drift::parse_for(s, conditions).map_err(|e| ConfigError::Invalid {
+            key: format!("{key}[{i}]"),
+            value: s.clone(),
+            reason: e,
+        })?;
+        if let Some(prev) = out.last() {
+            check(
+                d.start >= prev.end(),
+                &format!("{key}[{i}]"),
+                s,
+                &format!(
+                    "starts at {} s, before the previous drift ends ({} s)",
+                    d.start,
+                    prev.end()
+                ),
+            )?;
+        }
+        check(
+            d.end() + jitter_s <= seconds as f64,
+            &format!("{key}[{i}]"),
+            s,
+            &format!(
+                "ends at {} s (+ jitter {} s), after the stream's {} s",
+                d.end(),
+                jitter_s,
+                seconds
+            ),
+        )?;
+        out.push(d);
+    }
+    Ok(out)
+}
+
 impl Validate for AdaEvoConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         check(
@@ -272,7 +385,33 @@ impl Validate for AdaEvoConfig {
             "[]",
             "needs at least one drift",
         )?;
-        self.drifts()?;
+        if self.task.name == "detection" {
+            check(
+                !self.detect.drifts.is_empty(),
+                "detect.drifts",
+                "[]",
+                "needs at least one drift",
+            )?;
+            self.detect_drifts()?;
+            self.grid().check().map_err(|reason| ConfigError::Invalid {
+                key: "detect.side".into(),
+                value: self.detect.side.to_string(),
+                reason,
+            })?;
+            let small = self.smallest_detect_task_bytes();
+            check(
+                self.detect_memory_bytes() >= small,
+                "detect.memory_mb",
+                self.detect.memory_mb,
+                &format!(
+                    "is smaller than any detection task (the smallest, {} frames, needs {:.3} MB)",
+                    MIN_TASK_FRAMES,
+                    small as f64 / 1e6
+                ),
+            )?;
+        } else {
+            self.drifts()?;
+        }
         let m = &self.experiment.methods;
         check(
             !m.is_empty() && distinct(m),

@@ -930,6 +930,9 @@ pub fn timeline_svg(
 
 /// Runs the whole comparison.
 pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+    if cfg.get().task.name == "detection" {
+        return crate::detect::experiment::run(cfg, ctx);
+    }
     let cfg = cfg.get();
     let t0 = Instant::now();
     let methods = cfg.experiment.methods.clone();

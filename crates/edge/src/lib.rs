@@ -20,12 +20,14 @@
 //! | [`edge`] | the edge server: teacher labelling, profiling, scheduling, retrain, ship |
 //! | [`mobile`] | the mobile end: inference, estimate, trigger, sampling, model swap |
 //! | [`experiment`] | the in-process run on a simulated clock, baselines, report, SVG |
+//! | [`detect`] | the detection task: underwater streams, grid detector, CLC = mean(CC·LC), its edge and run |
 //!
 //! The in-process experiment (`ferrolab adaevo`) is deterministic by seed: the clock is
 //! simulated (task durations = counted FLOPs ÷ the configured edge throughput, shared by the
 //! running tasks) while all compute runs for real.
 
 pub mod config;
+pub mod detect;
 pub mod edge;
 pub mod estimator;
 pub mod experiment;

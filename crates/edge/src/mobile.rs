@@ -131,6 +131,22 @@ impl MobileEnd {
         let fwd = self.model.forward(input);
         let cc = confidence(&fwd.probs);
         let predicted = crate::model::argmax(&fwd.probs);
+        self.on_estimate(t, pixels, input, cc, predicted)
+    }
+
+    /// Everything after inference: buffers the frame with its label-free estimate `cc`, runs
+    /// the trigger and, when it fires, samples the upload. The detection task computes its
+    /// estimate (CLC = mean CC·LC over the frame's detections) itself and enters here, so
+    /// both tasks share one trigger, drift typing and sampling; `input` is then the frame's
+    /// descriptor image (drift typing and feature-space sampling read it).
+    pub fn on_estimate(
+        &mut self,
+        t: f64,
+        pixels: &[u8],
+        input: &[f32],
+        cc: f64,
+        predicted: usize,
+    ) -> FrameResult {
         self.buffer.push_back(Obs {
             t,
             pixels: pixels.to_vec(),

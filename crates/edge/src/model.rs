@@ -116,8 +116,8 @@ impl Mlp {
         3.0 * self.flops_forward()
     }
 
-    /// Activations of every layer, input included.
-    fn activations(&self, x: &[f32]) -> Vec<Vec<f32>> {
+    /// Activations of every layer, input included (the last is the raw output, before softmax).
+    pub(crate) fn activations(&self, x: &[f32]) -> Vec<Vec<f32>> {
         let mut acts = vec![x.to_vec()];
         let n = self.weights.len();
         for l in 0..n {
@@ -148,6 +148,12 @@ impl Mlp {
             probs: softmax(&logits),
             feature,
         }
+    }
+
+    /// The raw outputs (logits) of one input: the detection head reads class logits and box
+    /// offsets from one output vector.
+    pub fn outputs(&self, x: &[f32]) -> Vec<f32> {
+        self.activations(x).pop().unwrap_or_default()
     }
 
     /// The arg-max class of `x`.

@@ -132,6 +132,12 @@ pub struct Drift {
 impl Drift {
     /// Parses `type:condition@start+duration` (`+duration` optional, default 0).
     pub fn parse(s: &str) -> Result<Drift, String> {
+        Drift::parse_for(s, &CONDITIONS)
+    }
+
+    /// Parses `type:condition@start+duration` with the condition one of `conditions` (the
+    /// detection task's water conditions use the same grammar).
+    pub fn parse_for(s: &str, conditions: &[&str]) -> Result<Drift, String> {
         let (kind, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("drift {s:?}: expected type:condition@start+duration"))?;
@@ -143,10 +149,10 @@ impl Drift {
         let (target, when) = rest
             .split_once('@')
             .ok_or_else(|| format!("drift {s:?}: expected condition@start"))?;
-        if !CONDITIONS.contains(&target) {
+        if !conditions.contains(&target) {
             return Err(format!(
                 "drift {s:?}: unknown condition {target:?} (known: {})",
-                CONDITIONS.join(", ")
+                conditions.join(", ")
             ));
         }
         let (start, dur) = match when.split_once('+') {

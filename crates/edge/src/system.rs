@@ -28,6 +28,11 @@ impl System for AdaEvoSystem {
                 toml: include_str!("../../../configs/adaevo/quick.toml"),
             },
             Preset {
+                name: "detection",
+                about: "the detection task: 8 ends, 480 s rendered underwater camera paths (water type, light and turbidity drift), mAP@0.5, CLC estimate, 3 seeds, all methods (minutes)",
+                toml: include_str!("../../../configs/adaevo/detection.toml"),
+            },
+            Preset {
                 name: "paper",
                 about: "16 ends contending for one edge, 1200 s streams with six drifts, 5 seeds, all methods (minutes)",
                 toml: include_str!("../../../configs/adaevo/paper.toml"),
@@ -57,6 +62,30 @@ impl System for AdaEvoSystem {
         cfg: &AdaEvoConfig,
         _data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        if cfg.task.name == "detection" {
+            // Per seed: every end's RGB frames and evaluation frames, the pre-training renders
+            // and their cell samples (inputs of the kept cells), and per method (run in
+            // parallel) the mobile buffers of RGB frames.
+            let d = &cfg.detect;
+            let g = cfg.grid();
+            let ends = cfg.stream.ends as u64;
+            let secs = cfg.stream.seconds as u64;
+            let frame = (d.side * d.side * 3 + 256) as u64;
+            let ticks = secs / cfg.stream.eval_every_s.max(1) as u64 + 1;
+            let streams = ends * (secs + ticks * d.eval_frames as u64) * frame;
+            let pre = (d.pretrain_frames * (1 + d.teacher_renders)) as u64;
+            let kept = (g.cells() as f64 * d.bg_keep).ceil() as u64 + 4;
+            let samples = pre * (frame + kept * (g.input() as u64 * 4 + 32));
+            let methods = cfg.experiment.methods.len() as u64;
+            let buffers = methods * ends * 500 * (frame + 1_000);
+            return Some(ferrolab_core::guard::MemoryEstimate {
+                setting: format!(
+                    "stream.ends={}, stream.seconds={}, detect.eval_frames={}, detect.pretrain_frames={}",
+                    cfg.stream.ends, cfg.stream.seconds, d.eval_frames, d.pretrain_frames
+                ),
+                bytes: streams + samples + buffers,
+            });
+        }
         // Per seed: every end's frames (raw + input) and evaluation inputs, the base images,
         // and per method (run in parallel) the mobile buffers and edge replay.
         let ends = cfg.stream.ends as u64;

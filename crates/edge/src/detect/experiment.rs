@@ -1,0 +1,745 @@
+//! The detection task's experiment (`ferrolab adaevo --set task.name=detection`): per seed,
+//! pre-train the teacher detector (every water condition) and the factory mobile detector
+//! (clear water; pruned + int8), fit the IoU regressor, render every end's drifting camera
+//! path and evaluation frames once, then simulate each method on the same streams with the
+//! classification task's simulated clock, mobile ends ([`MobileEnd::on_estimate`] with the
+//! frame's CLC) and methods ([`method_spec`]). Accuracy is the mAP@0.5 of the end's current
+//! model on `detect.eval_frames` fresh frames of that moment (ground truth used only there);
+//! QoE thresholds are 90% / 80% of the factory model's clean-water mAP@0.5.
+
+use super::edge::{DetEdge, DetEdgeParams, Labelled};
+use super::estimator::{IouRegressor, frame_clc};
+use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
+use super::stream::{self as dstream, DetFrame};
+use crate::config::AdaEvoConfig;
+use crate::estimator::{mean, pearson};
+use crate::experiment::{
+    MethodRun, PAIRED_KEYS, TriggerLog, aggregate, method_spec, paired_differences, timeline_svg,
+};
+use crate::mobile::{MobileEnd, MobileParams, TriggerMode};
+use crate::model::{Mlp, TrainOpts};
+use crate::protocol::{DriftType, ModelBlob, TaskRequest, prune};
+use crate::stream::{Drift, Schedule};
+use crate::svg;
+use crate::trigger::RodParams;
+use ferrolab_core::run::{Curve, Report};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Everything one seed's methods share.
+#[derive(Debug, Clone)]
+pub struct DetPrepared {
+    /// The grid.
+    pub grid: Grid,
+    /// The edge's teacher detector.
+    pub teacher: Mlp,
+    /// The factory model before int8 (pruned, mask kept): the edge's copy.
+    pub dense: Mlp,
+    /// The factory compressed model.
+    pub mobile: Mlp,
+    /// The mobile end's IoU regressor (LC).
+    pub iou: IouRegressor,
+    /// mAP@0.5 of the factory model / the teacher on clear-water frames.
+    pub clean_map: f64,
+    pub teacher_map: f64,
+    /// mAP@0.5 of the teacher on frames of every drift target (its labels' quality).
+    pub teacher_map_drifted: f64,
+    /// Each end's drift schedule.
+    pub schedules: Vec<Schedule>,
+    /// Each end's frames, one per second.
+    pub frames: Vec<Vec<DetFrame>>,
+    /// Each end's evaluation frames per tick.
+    pub eval: Vec<Vec<Vec<DetFrame>>>,
+    /// Clean pre-training frames with their boxes (the edge's anchor set).
+    pub anchor: Vec<Labelled>,
+    /// Seconds spent preparing.
+    pub seconds: f64,
+}
+
+fn usage(e: String) -> SystemError {
+    SystemError::usage(format!("detection stream: {e}"))
+}
+
+fn pairs(frames: &[DetFrame]) -> Vec<(&[u8], &[GtBox])> {
+    frames
+        .iter()
+        .map(|f| (f.rgb.as_slice(), f.boxes.as_slice()))
+        .collect()
+}
+
+/// The per-end drift schedules of `drifts` (targets permuted, times jittered, strength
+/// jittered by seed), as the classification task draws them.
+pub fn schedules(cfg: &AdaEvoConfig, drifts: &[Drift], seed: u64) -> Vec<Schedule> {
+    (0..cfg.stream.ends)
+        .map(|k| {
+            let mut r = StdRng::seed_from_u64(seed ^ 0x5C4E_D000 ^ k as u64);
+            let offset = if cfg.stream.jitter_s > 0.0 {
+                r.random_range(0.0..=cfg.stream.jitter_s).round()
+            } else {
+                0.0
+            };
+            let mut targets: Vec<String> = drifts.iter().map(|d| d.target.clone()).collect();
+            if cfg.stream.shuffle_targets {
+                let mut idx: Vec<usize> = (0..targets.len()).collect();
+                crate::model::shuffle(&mut idx, &mut r);
+                targets = idx.iter().map(|&i| targets[i].clone()).collect();
+            }
+            let j = cfg.stream.strength_jitter as f32;
+            let strength = 1.0 + if j > 0.0 { r.random_range(-j..=j) } else { 0.0 };
+            Schedule {
+                drifts: drifts
+                    .iter()
+                    .zip(targets)
+                    .map(|(d, target)| Drift {
+                        kind: d.kind.clone(),
+                        target,
+                        start: d.start + offset,
+                        duration: d.duration,
+                    })
+                    .collect(),
+                strength,
+            }
+        })
+        .collect()
+}
+
+/// Pre-trains the models and renders the streams of one seed.
+pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
+    let t0 = Instant::now();
+    let d = &cfg.detect;
+    let grid = cfg.grid();
+    let scfg = dstream::scene_config(d.side);
+    let clear = dstream::water("clear", 1.0);
+    let base = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xDE7E;
+    // Pre-training scenes in clear water (the factory model's data and the anchor set) and
+    // under random water (the teacher's).
+    let clean: Vec<DetFrame> = (0..d.pretrain_frames)
+        .into_par_iter()
+        .map(|i| dstream::render(&scfg, base.wrapping_add(i as u64), &clear, base ^ i as u64))
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    let renders = d.teacher_renders;
+    let varied: Vec<DetFrame> = (0..d.pretrain_frames * renders)
+        .into_par_iter()
+        .map(|j| {
+            let mut rng = StdRng::seed_from_u64(base ^ 0x7EAC ^ (j as u64) << 20);
+            let w = dstream::random_water(&mut rng);
+            dstream::render(
+                &scfg,
+                base.wrapping_add((j / renders) as u64),
+                &w,
+                base ^ 0x7EAD ^ j as u64,
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    let opts = |epochs: usize, s: u64| TrainOpts {
+        epochs,
+        lr: d.lr as f32,
+        momentum: 0.9,
+        batch: 32,
+        seed: s,
+    };
+    let samples_of = |frames: &[DetFrame], s: u64| -> Vec<_> {
+        frames
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| grid.samples(&f.rgb, &f.boxes, d.bg_keep, s ^ (i as u64) << 12))
+            .collect()
+    };
+    let clean_samples = samples_of(&clean, seed ^ 11);
+    let mut dense = Mlp::new(&[grid.input(), d.hidden, OUT], seed ^ 3);
+    train_detector(
+        &mut dense,
+        &clean_samples,
+        &opts(d.pretrain_epochs, seed ^ 4),
+    );
+    let mut small = prune(&dense, cfg.mobile.sparsity).unwrap_or_else(|_| dense.clone());
+    train_detector(&mut small, &clean_samples, &opts(1, seed ^ 5));
+    let mobile = ModelBlob::encode(0, 0, &small)
+        .decode()
+        .unwrap_or_else(|_| small.clone());
+    let mut teacher_samples = samples_of(&varied, seed ^ 12);
+    teacher_samples.extend(clean_samples);
+    let mut teacher = Mlp::new(&[grid.input(), d.teacher_hidden, OUT], seed ^ 6);
+    train_detector(
+        &mut teacher,
+        &teacher_samples,
+        &opts(d.pretrain_epochs, seed ^ 7),
+    );
+    drop(teacher_samples);
+    let iou = IouRegressor::fit(
+        &pairs(&clean),
+        d.side,
+        d.iou_hidden,
+        d.iou_jitters,
+        10,
+        seed,
+    );
+    // Held-out scenes: clear water (the QoE reference) and every drift target.
+    let held = |w: &ferrolab_data::underwater::Water, s: u64| -> SysResult<Vec<DetFrame>> {
+        (0..100)
+            .into_par_iter()
+            .map(|i| dstream::render(&scfg, s.wrapping_add(i), w, s ^ i))
+            .collect::<Result<_, _>>()
+            .map_err(usage)
+    };
+    let clean_test = held(&clear, base ^ 0xC1EA_0000)?;
+    let clean_map = model_map50(&grid, &mobile, &pairs(&clean_test));
+    let teacher_map = model_map50(&grid, &teacher, &pairs(&clean_test));
+    let drifts = cfg
+        .detect_drifts()
+        .map_err(|e| SystemError::usage(e.to_string()))?;
+    let mut drifted = Vec::new();
+    for (i, dr) in drifts.iter().enumerate() {
+        drifted.extend(held(
+            &dstream::water(&dr.target, 1.0),
+            base ^ 0xD21F_0000 ^ (i as u64) << 24,
+        )?);
+    }
+    let teacher_map_drifted = model_map50(&grid, &teacher, &pairs(&drifted));
+    let schedules = schedules(cfg, &drifts, seed);
+    let secs = cfg.stream.seconds;
+    let every = cfg.stream.eval_every_s;
+    let nf = d.eval_frames;
+    let fps = d.frames_per_scene;
+    type EndFrames = (Vec<DetFrame>, Vec<Vec<DetFrame>>);
+    let per_end: Vec<EndFrames> = (0..cfg.stream.ends)
+        .into_par_iter()
+        .map(|k| -> Result<EndFrames, String> {
+            let sch = &schedules[k];
+            let s_seed = base ^ 0x57EA_0000 ^ (k as u64) << 32;
+            let frames = (0..secs)
+                .map(|t| dstream::draw(&scfg, sch, t as f64, fps, s_seed))
+                .collect::<Result<Vec<_>, _>>()?;
+            let eval = (0..secs)
+                .step_by(every)
+                .map(|t| {
+                    (0..nf)
+                        .map(|j| {
+                            dstream::draw(
+                                &scfg,
+                                sch,
+                                t as f64,
+                                1,
+                                s_seed ^ 0xE7A1 ^ (j as u64 + 1) << 44,
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((frames, eval))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    let (frames, eval) = per_end.into_iter().unzip();
+    Ok(DetPrepared {
+        grid,
+        teacher,
+        dense: small,
+        mobile,
+        iou,
+        clean_map,
+        teacher_map,
+        teacher_map_drifted,
+        schedules,
+        frames,
+        eval,
+        anchor: clean.into_iter().map(|f| (f.rgb, f.boxes)).collect(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The mobile parameters of `method` (QoE threshold 90% of the factory clean mAP@0.5).
+pub fn mobile_params(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str) -> MobileParams {
+    let spec = method_spec(method, cfg.mobile.period_s as f64);
+    let m = &cfg.mobile;
+    MobileParams {
+        rod: RodParams {
+            window: m.window,
+            subwindows: m.subwindows,
+            step: m.step,
+            rod_threshold: m.rod_threshold,
+            stable_f: m.stable_f,
+            stable_t: m.stable_t,
+            max_slides: m.max_slides,
+        },
+        sudden_max_s: m.sudden_max_s,
+        alternation_ratio: m.alternation_ratio,
+        upload_budget: m.upload_budget,
+        fixed_window_s: m.fixed_window_s as f64,
+        trigger: spec.trigger,
+        sampling: spec.sampling,
+        threshold: 0.9 * prep.clean_map,
+        life_s: cfg.stream.seconds as f64,
+    }
+}
+
+/// The detection edge's parameters for `method`.
+pub fn edge_params(
+    cfg: &AdaEvoConfig,
+    prep: &DetPrepared,
+    method: &str,
+    seed: u64,
+) -> DetEdgeParams {
+    let spec = method_spec(method, cfg.mobile.period_s as f64);
+    let (e, d) = (&cfg.edge, &cfg.detect);
+    DetEdgeParams {
+        throughput: d.throughput_mflops * 1e6,
+        memory: cfg.detect_memory_bytes(),
+        memory_unit: (d.memory_unit_kb * 1e3).max(1.0) as u64,
+        max_concurrent: e.max_concurrent,
+        epochs: e.epochs.clone(),
+        fixed_epochs: e.fixed_epochs,
+        probe_epochs: e.probe_epochs,
+        batch: e.batch,
+        lr: d.lr as f32,
+        workspace: (e.workspace_kb * 1e3) as u64,
+        sparsity: cfg.mobile.sparsity,
+        scheduler: spec.scheduler,
+        profiler: spec.profiler,
+        seed: seed ^ 0xED6E,
+        grid: prep.grid,
+        bg_keep: d.bg_keep,
+        label_score: d.label_score as f32,
+        anchor: prep.anchor.clone(),
+        anchor_per_task: d.anchor_frames,
+    }
+}
+
+fn end_map(prep: &DetPrepared, model: &Mlp, k: usize, tick: usize) -> f64 {
+    let set = &prep.eval[k][tick.min(prep.eval[k].len() - 1)];
+    model_map50(&prep.grid, model, &pairs(set))
+}
+
+/// Simulates `method` on the prepared streams.
+pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64) -> MethodRun {
+    let t_wall = Instant::now();
+    let spec = method_spec(method, cfg.mobile.period_s as f64);
+    let m = &cfg.mobile;
+    let theta90 = 0.9 * prep.clean_map;
+    let theta80 = 0.8 * prep.clean_map;
+    let life = cfg.stream.seconds as f64;
+    let side = prep.grid.side;
+    let floor = cfg.detect.det_score as f32;
+    let params = mobile_params(cfg, prep, method);
+    let mut edge = DetEdge::new(edge_params(cfg, prep, method, seed), prep.teacher.clone());
+    let n = cfg.stream.ends;
+    let mut ends: Vec<MobileEnd> = (0..n)
+        .map(|k| {
+            edge.register(k, prep.dense.clone(), prep.mobile.clone());
+            MobileEnd::new(k, prep.mobile.clone(), params)
+        })
+        .collect();
+    let bw = m.bandwidth_mb_s * 1e6;
+    let mut uploads: Vec<(f64, TaskRequest)> = Vec::new();
+    let mut deliveries: Vec<(f64, ModelBlob, f64, f64)> = Vec::new();
+    let mut upload_bytes = 0usize;
+    let mut timeline = vec![Vec::new(); n];
+    let mut triggers: Vec<TriggerLog> = Vec::new();
+    let mut installs = Vec::new();
+    let mut clc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let (mut cc_all, mut cc_acc) = (Vec::new(), Vec::new());
+    let (mut mem_err, mut time_err, mut gain_err, mut latency) = (vec![], vec![], vec![], vec![]);
+    let (mut wait_s, mut train_s, mut install_gain, mut stale) = (vec![], vec![], vec![], 0usize);
+    let (mut up_n, mut current_n, mut dropped) = (0usize, 0usize, 0usize);
+    let seg = |k: usize, t: f64| {
+        prep.schedules[k]
+            .drifts
+            .iter()
+            .filter(|d| d.start <= t)
+            .count()
+    };
+    let next_start = |k: usize, t: f64| {
+        prep.schedules[k]
+            .drifts
+            .iter()
+            .map(|d| d.start)
+            .find(|s| *s > t)
+            .unwrap_or(life)
+    };
+    let every = cfg.stream.eval_every_s;
+    let w = m.window;
+    for t in 0..cfg.stream.seconds {
+        let tf = t as f64;
+        let mut i = 0;
+        while i < deliveries.len() {
+            if deliveries[i].0 > tf {
+                i += 1;
+                continue;
+            }
+            let (at, blob, pred_gain, trig) = deliveries.remove(i);
+            let k = blob.end;
+            let tick = t / every;
+            let old = ends[k].model.clone();
+            let before = end_map(prep, &old, k, tick);
+            if ends[k].install(&blob).is_ok() {
+                let after = end_map(prep, &ends[k].model, k, tick);
+                // Gain until the end's next drift, on every evaluation set in between.
+                let stop = next_start(k, at);
+                let mut g = Vec::new();
+                let mut tk = tick;
+                while tk < prep.eval[k].len() && ((tk * every) as f64) < stop && g.len() < 8 {
+                    g.push(end_map(prep, &ends[k].model, k, tk) - end_map(prep, &old, k, tk));
+                    tk += 1;
+                }
+                install_gain.push(if g.is_empty() {
+                    after - before
+                } else {
+                    mean(&g)
+                });
+                if seg(k, at) != seg(k, trig) {
+                    stale += 1;
+                }
+                if spec.profiler {
+                    gain_err.push((pred_gain - (after - before)).abs());
+                }
+                latency.push(at - trig);
+                installs.push((at, k, blob.version));
+            }
+        }
+        let mut arrived = false;
+        let mut i = 0;
+        while i < uploads.len() {
+            if uploads[i].0 <= tf {
+                let (at, req) = uploads.remove(i);
+                let k = req.end;
+                if edge.submit(req, at).is_err() {
+                    dropped += 1;
+                    ends[k].task_dropped();
+                }
+                arrived = true;
+            } else {
+                i += 1;
+            }
+        }
+        if arrived {
+            edge.schedule(tf);
+        }
+        for (k, end) in ends.iter_mut().enumerate() {
+            let f = &prep.frames[k][t];
+            let dets = prep.grid.detect(&end.model, &f.rgb, floor);
+            let (clc, cc) = frame_clc(&prep.iou, &f.rgb, &dets, floor);
+            clc_hist[k].push(clc);
+            cc_hist[k].push(cc);
+            let desc = dstream::descriptor_input(&f.rgb, side);
+            let r = end.on_estimate(tf, &f.rgb, &desc, clc, 0);
+            if let Some(req) = r.request {
+                let now_seg = seg(k, tf);
+                for fr in &req.frames {
+                    up_n += 1;
+                    let cur = prep.frames[k]
+                        .get(fr.t as usize)
+                        .is_some_and(|sf| sf.new_concept);
+                    if seg(k, fr.t) == now_seg && cur {
+                        current_n += 1;
+                    }
+                }
+                let bytes = req.upload_bytes();
+                upload_bytes += bytes;
+                triggers.push(TriggerLog {
+                    end: k,
+                    t: tf,
+                    onset: r.event.map_or(tf, |e| e.t1),
+                    drift: req.drift.name().to_string(),
+                    sent: true,
+                });
+                uploads.push((tf + bytes as f64 / bw, req));
+            } else if let Some(ev) = r.event {
+                triggers.push(TriggerLog {
+                    end: k,
+                    t: tf,
+                    onset: ev.t1,
+                    drift: DriftType::Unknown.name().to_string(),
+                    sent: false,
+                });
+            }
+        }
+        if t % every == 0 {
+            for k in 0..n {
+                let acc = end_map(prep, &ends[k].model, k, t / every);
+                let h = &clc_hist[k];
+                let est = mean(&h[h.len().saturating_sub(w)..]);
+                let hc = &cc_hist[k];
+                if t > 0 {
+                    cc_all.push(mean(&hc[hc.len().saturating_sub(w)..]));
+                    cc_acc.push(acc);
+                }
+                timeline[k].push((tf, acc, est));
+            }
+        }
+        let done = edge.advance(tf, 1.0);
+        if !done.is_empty() {
+            for c in &done {
+                mem_err.push(
+                    (c.memory_pred as f64 - c.memory_measured as f64).abs()
+                        / c.memory_measured.max(1) as f64,
+                );
+                let actual = c.finished - c.started;
+                wait_s.push(c.started - c.arrival);
+                train_s.push(actual);
+                time_err.push((c.predicted_seconds - actual).abs() / actual.max(1e-9));
+                let bytes = c.blob.bytes.len() as f64;
+                let trig = triggers
+                    .iter()
+                    .rev()
+                    .find(|x| x.end == c.end && x.sent)
+                    .map_or(c.arrival, |x| x.t);
+                deliveries.push((
+                    c.finished + bytes / bw,
+                    c.blob.clone(),
+                    c.predicted_gain,
+                    trig,
+                ));
+            }
+            edge.schedule(tf + 1.0);
+        }
+    }
+    let unfinished = edge.queued() + edge.running() + uploads.len();
+    let mut accs = Vec::new();
+    let mut q90 = Vec::new();
+    let mut q80 = Vec::new();
+    let (mut est_all, mut acc_all) = (Vec::new(), Vec::new());
+    let (mut clean_ph, mut settled) = (vec![], vec![]);
+    for (k, tl) in timeline.iter().enumerate() {
+        let a: Vec<f64> = tl.iter().map(|p| p.1).collect();
+        q90.push(a.iter().filter(|x| **x >= theta90).count() as f64 / a.len().max(1) as f64);
+        q80.push(a.iter().filter(|x| **x >= theta80).count() as f64 / a.len().max(1) as f64);
+        accs.push(mean(&a));
+        for p in tl.iter().skip(1) {
+            est_all.push(p.2);
+            acc_all.push(p.1);
+        }
+        for &(t, acc, _) in tl {
+            let s = seg(k, t);
+            if s == 0 {
+                clean_ph.push(acc);
+            } else if t >= prep.schedules[k].drifts[s - 1].end() {
+                settled.push(acc);
+            }
+        }
+    }
+    let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
+    for (k, sch) in prep.schedules.iter().enumerate() {
+        for (j, d) in sch.drifts.iter().enumerate() {
+            total += 1;
+            let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
+            if let Some(tr) = triggers
+                .iter()
+                .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown")
+            {
+                hits += 1;
+                lat.push(tr.t - d.end());
+                if tr.drift == d.kind {
+                    typed += 1;
+                }
+            }
+        }
+    }
+    let mut mx = BTreeMap::new();
+    let mut put = |k: &str, v: f64| {
+        mx.insert(k.to_string(), v);
+    };
+    put("avg_qoe_t90", mean(&q90));
+    put("avg_qoe_t80", mean(&q80));
+    put("avg_accuracy", mean(&accs));
+    put("avg_map50", mean(&accs));
+    put("upload_mb", upload_bytes as f64 / 1e6);
+    put("edge_utilisation", edge.busy_s / life);
+    put(
+        "tasks_triggered",
+        triggers.iter().filter(|x| x.sent).count() as f64,
+    );
+    put("tasks_completed", installs.len() as f64);
+    put("tasks_unfinished", unfinished as f64);
+    put("tasks_dropped", dropped as f64);
+    put("evolution_latency_seconds", mean(&latency));
+    put(
+        "edge_peak_memory_frac",
+        edge.peak_memory as f64 / cfg.detect_memory_bytes() as f64,
+    );
+    put("estimate_correlation", pearson(&est_all, &acc_all));
+    put("estimate_correlation_cc", pearson(&cc_all, &cc_acc));
+    if spec.trigger == TriggerMode::Rod {
+        put("drift_detection_rate", hits as f64 / total.max(1) as f64);
+        put("drift_latency_seconds", mean(&lat));
+        put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
+    }
+    if spec.profiler && !mem_err.is_empty() {
+        put("profiler_memory_error_frac", mean(&mem_err));
+        put("profiler_time_error_frac", mean(&time_err));
+        put("profiler_gain_mae", mean(&gain_err));
+    }
+    put("accuracy_before_drifts", mean(&clean_ph));
+    put("accuracy_settled", mean(&settled));
+    if !installs.is_empty() {
+        put("install_gain_until_next_drift", mean(&install_gain));
+        put(
+            "installs_after_next_drift_frac",
+            stale as f64 / installs.len() as f64,
+        );
+    }
+    if !wait_s.is_empty() {
+        put("edge_queue_wait_seconds", mean(&wait_s));
+        put("edge_train_seconds", mean(&train_s));
+    }
+    if up_n > 0 {
+        put(
+            "upload_current_condition_frac",
+            current_n as f64 / up_n as f64,
+        );
+    }
+    if edge.starts_total > 0 {
+        put(
+            "edge_starts_out_of_order_frac",
+            edge.starts_bypassing as f64 / edge.starts_total as f64,
+        );
+    }
+    put("wall_seconds", t_wall.elapsed().as_secs_f64());
+    let starts = edge.log.iter().map(|s| (s.t, s.end, s.epochs)).collect();
+    MethodRun {
+        metrics: mx,
+        timeline,
+        triggers,
+        starts,
+        installs,
+        qoe_t90_per_end: q90,
+        diag: BTreeMap::new(),
+    }
+}
+
+/// Runs the whole detection comparison.
+pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
+    let cfg = cfg.get();
+    let t0 = Instant::now();
+    let methods = cfg.experiment.methods.clone();
+    let mut per_method: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+    let mut curves = Vec::new();
+    let mut details = serde_json::Map::new();
+    let mut prep_s = 0.0;
+    for s in 0..cfg.experiment.seeds {
+        let seed = ctx.seed_for(&format!("seed{s}"));
+        let prep = prepare(cfg, seed)?;
+        prep_s += prep.seconds;
+        let runs: Vec<(String, MethodRun)> = methods
+            .par_iter()
+            .map(|m| (m.clone(), simulate(cfg, &prep, m, seed)))
+            .collect();
+        for (m, r) in &runs {
+            let mut rec = serde_json::json!({"seed": s, "method": m});
+            for (k, v) in &r.metrics {
+                rec[k] = serde_json::json!(v);
+            }
+            ctx.log_metrics(&rec)?;
+            per_method
+                .entry(m.clone())
+                .or_default()
+                .push(r.metrics.clone());
+            if s == 0 {
+                let svg = timeline_svg(
+                    r,
+                    m,
+                    prep.clean_map,
+                    cfg.stream.seconds as f64,
+                    cfg.stream.ends,
+                );
+                ctx.run_dir()
+                    .write_file(&format!("timeline_{m}.svg"), svg.as_bytes())?;
+                let ticks = r.timeline.first().map_or(0, Vec::len);
+                let pts = (0..ticks)
+                    .map(|i| {
+                        let t = r.timeline[0][i].0;
+                        let a = mean(&r.timeline.iter().map(|tl| tl[i].1).collect::<Vec<_>>());
+                        (t, a)
+                    })
+                    .collect();
+                curves.push(Curve {
+                    label: m.clone(),
+                    y_name: "avg_map50".into(),
+                    points: pts,
+                });
+                details.insert(
+                    format!("{m}_seed0"),
+                    serde_json::json!({
+                        "qoe_t90_per_end": r.qoe_t90_per_end,
+                        "triggers": r.triggers,
+                        "installs": r.installs,
+                    }),
+                );
+            }
+        }
+        details.insert(
+            format!("seed{s}"),
+            serde_json::json!({
+                "clean_map50": prep.clean_map,
+                "teacher_clean_map50": prep.teacher_map,
+                "teacher_drifted_map50": prep.teacher_map_drifted,
+                "schedules": prep.schedules.iter().map(|sc| sc.drifts.iter().map(|d| format!("{}:{}@{}+{}", d.kind, d.target, d.start, d.duration)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "strengths": prep.schedules.iter().map(|sc| sc.strength).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let all: Vec<svg::Series> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| svg::Series {
+            label: c.label.clone(),
+            points: c.points.clone(),
+            colour: svg::colour(i),
+            dashed: c.label != "adaevo",
+        })
+        .collect();
+    let chart = svg::chart(
+        "average mAP@0.5 over the ends, every method (seed 0)",
+        "simulated seconds",
+        cfg.stream.seconds as f64,
+        (0.0, 1.0),
+        &all,
+        &[],
+        &[],
+        0,
+    );
+    ctx.run_dir()
+        .write_file("timeline_methods.svg", chart.as_bytes())?;
+    let mut report = Report::new("adaevo", "underwater-synthetic", ctx.seed());
+    let agg = |m: &str| -> BTreeMap<String, f64> {
+        let v = per_method
+            .get(m)
+            .map(|v| v.iter().collect::<Vec<_>>())
+            .unwrap_or_default();
+        aggregate(&v)
+    };
+    report.metrics = agg("adaevo");
+    for m in methods.iter().skip(1) {
+        report.baselines.insert(m.clone(), agg(m));
+    }
+    report.timings.insert("prepare_seconds".into(), prep_s);
+    report
+        .timings
+        .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
+    details.insert(
+        "paired_differences".into(),
+        serde_json::json!(paired_differences(&per_method, &methods)),
+    );
+    details.insert("paired_keys".into(), serde_json::json!(PAIRED_KEYS));
+    report.details = serde_json::Value::Object(details);
+    report.notes.push(format!(
+        "detection task: accuracy = mAP@0.5 (COCO 101-point AP at IoU 0.5) of each end's current model on {} fresh rendered underwater frames per evaluation; QoE thresholds 90% and 80% of the factory compressed detector's clear-water mAP@0.5; estimate = CLC = mean(CC·LC) over the last {} frames; {} ends, {} s streams, {} seed(s); simulated clock (FLOPs / {} MFLOP/s shared), compute real",
+        cfg.detect.eval_frames,
+        cfg.mobile.window,
+        cfg.stream.ends,
+        cfg.stream.seconds,
+        cfg.experiment.seeds,
+        cfg.detect.throughput_mflops
+    ));
+    Ok(Outcome {
+        report,
+        curves,
+        paper: Vec::new(),
+    })
+}

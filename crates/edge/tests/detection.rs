@@ -1,0 +1,160 @@
+//! The detection task (issue 22, task b): the factory detector learns the clear-water scenes,
+//! its label-free estimate CLC = mean(CC·LC) follows its true mAP@0.5 along a drifting
+//! rendered stream, the task's configuration errors are caught before any work, and a short
+//! run of AdaEvo, no evolution and naive evolution produces the shared report keys.
+
+#![allow(clippy::unwrap_used)] // test: a panic is the failure report
+
+use ferrolab_edge::config::AdaEvoConfig;
+use ferrolab_edge::detect::estimator::frame_clc;
+use ferrolab_edge::detect::experiment::{prepare, simulate};
+use ferrolab_edge::detect::grid::{GtBox, model_map50};
+use ferrolab_edge::estimator::{mean, pearson};
+
+fn small() -> AdaEvoConfig {
+    let mut c = AdaEvoConfig::default();
+    c.task.name = "detection".into();
+    c.stream.ends = 2;
+    c.stream.seconds = 240;
+    c.stream.jitter_s = 10.0;
+    c.stream.eval_every_s = 10;
+    c.detect.drifts = vec![
+        "sudden:murky@50".into(),
+        "incremental:deep@110+40".into(),
+        "gradual:green@170+30".into(),
+    ];
+    c.detect.pretrain_frames = 600;
+    c.detect.eval_frames = 12;
+    c.mobile.period_s = 60;
+    c
+}
+
+fn load(sets: &[&str]) -> Result<AdaEvoConfig, String> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    ferrolab_core::config::load::<AdaEvoConfig>(None, &sets).map_err(|e| e.to_string())
+}
+
+#[test]
+fn detection_config_errors_are_caught() {
+    assert!(load(&["task.name=\"detection\""]).is_ok());
+    let bad: &[(&[&str], &str)] = &[
+        (&["task.name=\"segmentation\""], "task.name"),
+        (
+            &[
+                "task.name=\"detection\"",
+                "detect.drifts=[\"sudden:fog@30\"]",
+            ],
+            "unknown condition",
+        ),
+        (
+            &[
+                "task.name=\"detection\"",
+                "detect.drifts=[\"sudden:rotate@30\"]",
+            ],
+            "unknown condition",
+        ),
+        (
+            &[
+                "task.name=\"detection\"",
+                "detect.drifts=[\"gradual:green@400+200\"]",
+            ],
+            "after the stream",
+        ),
+        (
+            &["task.name=\"detection\"", "detect.side=50"],
+            "detect.side",
+        ),
+        (
+            &["task.name=\"detection\"", "detect.memory_mb=0.01"],
+            "detect.memory_mb",
+        ),
+        (&["detect.context=2"], "detect.context"),
+    ];
+    for (sets, what) in bad {
+        let e = load(sets).expect_err(&format!("{sets:?} accepted"));
+        assert!(e.contains(what), "{sets:?}: {e}");
+    }
+    // The classification task does not read `detect.*` drifts, nor the detection task
+    // `stream.drifts`' condition names.
+    assert!(load(&["detect.drifts=[\"sudden:clear@1\"]"]).is_ok());
+}
+
+#[test]
+fn clc_follows_map_along_a_rendered_drifting_stream() {
+    let cfg = small();
+    let prep = prepare(&cfg, 3).unwrap();
+    eprintln!(
+        "clean mAP@0.5: factory {:.3}, teacher {:.3}; teacher on the drift targets {:.3}",
+        prep.clean_map, prep.teacher_map, prep.teacher_map_drifted
+    );
+    // The factory detector has learnt the clear-water scenes (an untrained one scores about
+    // 0.01), the teacher too.
+    assert!(
+        prep.clean_map > 0.1,
+        "factory clean mAP@0.5 {}",
+        prep.clean_map
+    );
+    assert!(
+        prep.teacher_map > 0.1,
+        "teacher clean mAP@0.5 {}",
+        prep.teacher_map
+    );
+    let floor = cfg.detect.det_score as f32;
+    let (mut est, mut cc, mut truth) = (vec![], vec![], vec![]);
+    for k in 0..cfg.stream.ends {
+        for set in &prep.eval[k] {
+            let pairs: Vec<(&[u8], &[GtBox])> = set
+                .iter()
+                .map(|f| (f.rgb.as_slice(), f.boxes.as_slice()))
+                .collect();
+            truth.push(model_map50(&prep.grid, &prep.mobile, &pairs));
+            let per: Vec<(f64, f64)> = set
+                .iter()
+                .map(|f| {
+                    let d = prep.grid.detect(&prep.mobile, &f.rgb, floor);
+                    frame_clc(&prep.iou, &f.rgb, &d, floor)
+                })
+                .collect();
+            est.push(mean(&per.iter().map(|p| p.0).collect::<Vec<_>>()));
+            cc.push(mean(&per.iter().map(|p| p.1).collect::<Vec<_>>()));
+        }
+    }
+    let r = pearson(&est, &truth);
+    let r_cc = pearson(&cc, &truth);
+    eprintln!(
+        "CLC vs mAP@0.5: r = {r:.3} (CC only {r_cc:.3}) over {} evaluation sets; clean mAP {:.3}",
+        est.len(),
+        prep.clean_map
+    );
+    assert!(r > 0.4, "CLC correlation with mAP@0.5 {r}");
+}
+
+#[test]
+fn a_short_detection_run_reports_the_shared_keys() {
+    let mut cfg = small();
+    cfg.stream.seconds = 160;
+    cfg.stream.jitter_s = 5.0;
+    cfg.detect.drifts = vec!["sudden:murky@40".into(), "incremental:turbid@90+20".into()];
+    cfg.detect.pretrain_frames = 120;
+    cfg.detect.eval_frames = 6;
+    cfg.stream.eval_every_s = 20;
+    let prep = prepare(&cfg, 1).unwrap();
+    for m in ["adaevo", "no_evolution", "naive"] {
+        let r = simulate(&cfg, &prep, m, 1);
+        for k in ["avg_qoe_t90", "avg_qoe_t80", "avg_accuracy", "avg_map50"] {
+            let v = r.metrics[k];
+            assert!((0.0..=1.0).contains(&v), "{m}.{k} = {v}");
+        }
+        assert!(r.metrics["estimate_correlation"].is_finite(), "{m}");
+        let up = r.metrics["upload_mb"];
+        match m {
+            "no_evolution" => assert_eq!(up, 0.0),
+            "naive" => {
+                assert!(up > 0.0, "naive uploads");
+                assert!(r.metrics["tasks_completed"] > 0.0, "naive installs a model");
+            }
+            _ => {}
+        }
+        assert!(r.metrics["edge_peak_memory_frac"] <= 1.0, "{m}");
+    }
+}
