@@ -131,3 +131,65 @@ fn edge_and_mobile_bad_arguments_are_exit_2() {
     let e = assert_usage_error(&o, "refused server");
     assert!(e.contains("cannot connect to NATS"), "{e}");
 }
+
+/// The detection task (`task.name = "detection"`): its configuration errors — water
+/// conditions it does not know, drifts outside the stream, a frame side the grid cannot cut,
+/// an edge memory smaller than any detection task — are one line and exit 2; a tiny run of
+/// AdaEvo, no evolution and naive evolution writes the shared keys (accuracy = mAP@0.5).
+#[test]
+fn detection_task_bad_input_and_tiny_run() {
+    let cases: &[(&str, &str)] = &[
+        ("detect.drifts=[\"sudden:fog@30\"]", "unknown condition"),
+        ("detect.drifts=[\"sudden:rotate@30\"]", "unknown condition"),
+        (
+            "detect.drifts=[\"gradual:green@400+200\"]",
+            "after the stream",
+        ),
+        ("detect.side=50", "detect.side"),
+        ("detect.memory_mb=0.01", "detect.memory_mb"),
+    ];
+    for (set, what) in cases {
+        let d = tmp("adaevo-det-bad");
+        let out = d.join("run");
+        let o = ferrolab(&[
+            "adaevo",
+            "--set",
+            "task.name=\"detection\"",
+            "--set",
+            set,
+            "--out",
+            &out.display().to_string(),
+        ]);
+        let e = assert_usage_error(&o, set);
+        assert!(e.contains(what), "{set}: {e}");
+        assert_eq!(e.lines().count(), 1, "{set}: {e}");
+        assert!(!out.exists(), "{set}: a run folder was created");
+    }
+    let d = tmp("adaevo-det-tiny");
+    let out = d.join("run");
+    let out_s = out.display().to_string();
+    #[rustfmt::skip]
+    let args = [
+        "adaevo", "--preset", "detection", "--set", "stream.ends=2", "--set", "stream.seconds=120",
+        "--set", "stream.jitter_s=5", "--set", "stream.eval_every_s=20",
+        "--set", "detect.drifts=[\"sudden:murky@30\", \"incremental:turbid@60+20\"]",
+        "--set", "detect.pretrain_frames=60", "--set", "detect.eval_frames=4",
+        "--set", "experiment.seeds=1", "--set", "mobile.period_s=40",
+        "--set", "experiment.methods=[\"adaevo\", \"no_evolution\", \"naive\"]",
+        "--threads", "1", "--out", &out_s,
+    ];
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["dataset"], "underwater-synthetic");
+    for who in ["metrics", "baselines.no_evolution", "baselines.naive"] {
+        let m = who.split('.').fold(&r, |v, k| &v[k]);
+        for k in ["avg_qoe_t90", "avg_qoe_t80", "avg_accuracy", "upload_mb"] {
+            let v = m[k].as_f64().unwrap_or_else(|| panic!("{who}.{k} missing"));
+            assert!(v.is_finite() && v >= 0.0, "{who}.{k} = {v}");
+            assert!(m[format!("{k}_std")].is_number(), "{who}.{k}_std missing");
+        }
+        assert!(m["estimate_correlation"].is_number(), "{who}");
+    }
+}
