@@ -8,7 +8,7 @@
 //! still applies), `BOOT_RATIO` (log message ratio), `BOOT_R` (double angles), `BOOT_K`,
 //! `BOOT_MAXDEG`, `BOOT_TOL`, `BOOT_DH` (0: DFT factors modulo Q, no double hoisting),
 //! `BOOT_HORNER` (1: giant steps by Horner's rule, two keys per factor), `BOOT_COMPACT` (0:
-//! every diagonal stored in full); `BOOT_DIAG=1` splits one input's error into EvalMod's share
+//! every diagonal stored in full), `BOOT_BABY` (the DFT plans' baby-step weight); `BOOT_DIAG=1` splits one input's error into EvalMod's share
 //! and the rest (CoeffToSlot noise, the sine's deviation, SlotToCoeff) by re-encrypting
 //! the exact sine of the decrypted CoeffToSlot output.
 
@@ -311,6 +311,9 @@ fn main() {
         }
         if let Some(d) = env::<u32>("BOOT_COMPACT") {
             cfg.compact_diagonals = d > 0;
+        }
+        if let Some(b) = env("BOOT_BABY") {
+            cfg.baby_cost = b;
         }
         println!("chain {chain:?}");
         if env::<u32>("BOOT_DIAG").is_some_and(|d| d > 0) {

@@ -406,11 +406,10 @@ impl Context {
         let lq = level + 1;
         let mut y = scratch::u64s(lq * n);
         y.copy_from_slice(&c[..lq * n]);
-        let alpha = self.alpha;
         y.par_chunks_mut(n).enumerate().for_each(|(k, yk)| {
             self.tables[k].inverse(yk);
             // With one prime per digit (α = 1) the CRT factor is 1: nothing to scale.
-            let (st, en) = (k / alpha * alpha, ((k / alpha + 1) * alpha).min(lq));
+            let (st, en) = self.digit_of(k, level);
             if en - st < 2 {
                 return;
             }

@@ -29,6 +29,35 @@ pub fn max_log_qp_128(n: usize) -> Option<u32> {
         .map(|(_, l)| *l)
 }
 
+/// The key-switching digits of a chain of q primes of `q_bits` bits with `alpha` special
+/// primes: ranges [start, end) of consecutive q-indices. Grouped by count (α primes per
+/// digit), the largest digit modulus D bounds the key-switching noise (∝ D/P); here each
+/// digit takes as many consecutive primes as fit under that same bound, in bits. With primes
+/// of one size this is the grouping by count; where they differ (a bootstrapping chain's
+/// 35-bit user primes under its 52–58-bit EvalMod primes) it needs fewer digits at the same
+/// noise bound, and a key switch costs one basis extension per digit.
+pub fn digit_ranges(q_bits: &[u32], alpha: usize) -> Vec<(usize, usize)> {
+    let alpha = alpha.max(1);
+    let cap: u32 = q_bits
+        .chunks(alpha)
+        .map(|c| c.iter().sum())
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    let mut st = 0;
+    while st < q_bits.len() {
+        let mut sum = q_bits[st];
+        let mut en = st + 1;
+        while en < q_bits.len() && sum + q_bits[en] <= cap {
+            sum += q_bits[en];
+            en += 1;
+        }
+        out.push((st, en));
+        st = en;
+    }
+    out
+}
+
 /// Standard deviation of the error distribution (rounded Gaussian), as in the HE standard.
 pub const SIGMA: f64 = 3.2;
 
@@ -192,10 +221,13 @@ pub struct Context {
     pub p: Vec<u64>,
     /// NTT tables: index i < L+1 is q_i, index L+1+j is p_j.
     pub tables: Vec<NttTable>,
-    /// α = number of special primes = primes per key-switching digit.
+    /// α = number of special primes (primes per key-switching digit where the q primes are
+    /// all of one size; see [`digit_ranges`]).
     pub alpha: usize,
     /// Number of digits of the key-switching gadget.
     pub dnum: usize,
+    /// The digits: ranges [start, end) of q-indices ([`digit_ranges`]).
+    pub digit_bounds: Vec<(usize, usize)>,
     /// The canonical scale of each level: Δ_L = 2^log_scale, Δ_{l-1} = Δ_l^2 / q_l, so that a
     /// product of two ciphertexts at level l lands exactly on Δ_{l-1} after rescaling.
     pub scales: Vec<f64>,
@@ -340,7 +372,8 @@ impl Context {
             })
             .collect();
         let alpha = p.len();
-        let dnum = q.len().div_ceil(alpha);
+        let digit_bounds = digit_ranges(&spec.q_bits, alpha);
+        let dnum = digit_bounds.len();
         if dnum > 64 {
             return Err(FheError::InvalidParams(format!(
                 "{dnum} key-switching digits (more than 64): use more special primes"
@@ -371,6 +404,7 @@ impl Context {
             tables,
             alpha,
             dnum,
+            digit_bounds,
             scales,
             q_inv,
             p_inv_mod_q,
@@ -423,15 +457,59 @@ impl Context {
 
     /// The digits of the gadget at `level`: ranges of q-indices [start, end).
     pub fn digits(&self, level: usize) -> Vec<(usize, usize)> {
-        (0..self.dnum)
-            .map(|d| (d * self.alpha, ((d + 1) * self.alpha).min(level + 1)))
+        self.digit_bounds
+            .iter()
+            .map(|&(s, e)| (s, e.min(level + 1)))
             .filter(|(s, e)| s < e)
             .collect()
+    }
+
+    /// The digit of q-index k at `level`.
+    pub(crate) fn digit_of(&self, k: usize, level: usize) -> (usize, usize) {
+        self.digit_bounds
+            .iter()
+            .find(|(s, e)| (*s..*e).contains(&k))
+            .map_or((k, k + 1), |&(s, e)| (s, e.min(level + 1)))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    /// Digits by bits: the grouping by count where the primes are of one size (so the
+    /// leveled presets and uniform chains keep their keys), fewer digits under the same
+    /// bound where they differ (the 16-level bootstrapping chain: 7 instead of 8).
+    #[test]
+    fn digits_by_bits_keep_the_count_bound() {
+        use super::digit_ranges;
+        let uniform: Vec<u32> = std::iter::once(60).chain([40; 12]).collect();
+        for alpha in [1, 3, 4] {
+            let by_count: Vec<(usize, usize)> = (0..uniform.len().div_ceil(alpha))
+                .map(|d| (d * alpha, ((d + 1) * alpha).min(uniform.len())))
+                .collect();
+            assert_eq!(digit_ranges(&uniform, alpha), by_count, "alpha {alpha}");
+        }
+        assert_eq!(digit_ranges(&[56, 40, 40, 40], 1).len(), 4);
+        let mut l16 = vec![42u32];
+        l16.extend([35; 19]);
+        l16.extend([52, 53, 54, 55, 56, 57, 58, 57]);
+        l16.extend([55; 3]);
+        let d = digit_ranges(&l16, 4);
+        assert_eq!(
+            d,
+            vec![
+                (0, 6),
+                (6, 12),
+                (12, 18),
+                (18, 22),
+                (22, 26),
+                (26, 30),
+                (30, 31)
+            ]
+        );
+        let bits = |&(s, e): &(usize, usize)| l16[s..e].iter().sum::<u32>();
+        assert!(d.iter().map(bits).max() <= l16.chunks(4).map(|c| c.iter().sum()).max());
+    }
+
     use super::*;
 
     #[test]

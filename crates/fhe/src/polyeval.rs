@@ -257,21 +257,22 @@ impl PolyState<'_> {
         }
         let q = self.ev.context().q[lvl] as f64;
         let target = self.ladder[lvl - 1];
-        let mut acc: Option<Ciphertext> = None;
+        // Each T_i's limbs 0..=lvl times the integer round(c_i·target·q/scale_i), summed in
+        // one pass per limb: the same residues as dropping, multiplying and adding term by
+        // term, without a copy of every term (a leaf of a degree-123 EvalMod has up to 15).
+        let mut ks = Vec::with_capacity(terms.len());
         for (t, &(_, v)) in ts.iter().zip(&terms) {
-            let d = self.ev.drop_to_level(t, lvl)?;
-            let m = self.ev.mul_const(&d, v, target * q / d.scale)?;
-            // The products' scales agree to rounding; record one exactly.
-            let m = Ciphertext {
-                scale: target * q,
-                ..m
-            };
-            acc = Some(match acc {
-                None => m,
-                Some(a) => self.ev.add(&a, &m)?,
-            });
+            let k = v * (target * q / t.scale);
+            if !k.is_finite() || k.abs() >= 2f64.powi(120) {
+                return Err(FheError::ScaleOverflow(format!(
+                    "constant {v} × scale {:e} is too large",
+                    target * q / t.scale
+                )));
+            }
+            ks.push(k.round() as i128);
         }
-        let acc = acc.ok_or_else(|| FheError::InvalidInput("empty polynomial leaf".into()))?;
+        let acc = lin_comb_limbs(self.ev.context(), &ts, &ks, lvl, target * q)
+            .ok_or_else(|| FheError::InvalidInput("empty polynomial leaf".into()))?;
         let mut r = self.ev.rescale(&acc)?;
         r.scale = target;
         self.ev.add_const(&r, C64::real(c0))
@@ -304,6 +305,46 @@ impl PolyState<'_> {
         let re = self.rec(&r, baby, out_min)?;
         self.add(&prod, &re)
     }
+}
+
+/// Σ_t k_t·x_t over the limbs 0..=`level` of every part (all x_t at `level` or above), with
+/// the scale label `scale`; None without terms.
+fn lin_comb_limbs(
+    ctx: &crate::params::Context,
+    xs: &[Ciphertext],
+    ks: &[i128],
+    level: usize,
+    scale: f64,
+) -> Option<Ciphertext> {
+    use rayon::prelude::*;
+    let first = xs.first()?;
+    let n = ctx.n;
+    let size = xs.iter().map(Ciphertext::size).max()?;
+    let parts = (0..size)
+        .map(|p| {
+            let mut out = vec![0u64; (level + 1) * n];
+            out.par_chunks_mut(n).enumerate().for_each(|(i, o)| {
+                let m = ctx.modulus(i);
+                for (x, &k) in xs.iter().zip(ks) {
+                    let Some(part) = x.parts.get(p) else {
+                        continue;
+                    };
+                    let w = m.from_i128(k);
+                    let ws = m.shoup(w);
+                    for (o, &v) in o.iter_mut().zip(&part[i * n..(i + 1) * n]) {
+                        *o = m.add(*o, m.mul_shoup(v, w, ws));
+                    }
+                }
+            });
+            out
+        })
+        .collect();
+    Some(Ciphertext {
+        parts,
+        level,
+        scale,
+        params: first.params,
+    })
 }
 
 impl Evaluator {
@@ -407,6 +448,51 @@ mod tests {
         let r = relu_approx(15);
         assert_eq!(r.depth(), 4);
         assert!((r.eval(0.5) - 0.5).abs() < 0.05);
+    }
+
+    /// The fused linear combination gives exactly the residues of dropping each term to the
+    /// level, multiplying it by its integer constant and adding (the path it replaced).
+    #[test]
+    fn fused_linear_combination_matches_term_by_term() {
+        #![allow(clippy::unwrap_used)]
+        use crate::ckks::{Encryptor, KeyGenerator};
+        use crate::params::{Context, ParamSpec};
+        let ctx = Context::new(ParamSpec::insecure_test(12, 6)).unwrap();
+        let mut kg = KeyGenerator::new_seeded(&ctx, 3);
+        let pk = kg.public_key();
+        let ev = Evaluator::new(&ctx, kg.evaluation_keys(&[], false)).unwrap();
+        let mut enc = Encryptor::new_seeded(&ctx, 4);
+        let xs: Vec<f64> = (0..ctx.slots()).map(|i| (i as f64 * 0.01).sin()).collect();
+        let cts: Vec<Ciphertext> = [6usize, 5, 4]
+            .iter()
+            .map(|&l| {
+                enc.encrypt(&pk, &ctx.encode_real(&xs, l, ctx.scale_at(l)).unwrap())
+                    .unwrap()
+            })
+            .collect();
+        // Exactly representable in f64, as mul_const takes its constant.
+        let ks = [
+            3i128,
+            -((1i128 << 70) + (1 << 20)),
+            (1i128 << 100) + (1 << 60),
+        ];
+        let level = 3;
+        let fused = lin_comb_limbs(&ctx, &cts, &ks, level, 7.0).unwrap();
+        let mut acc: Option<Ciphertext> = None;
+        for (c, &k) in cts.iter().zip(&ks) {
+            let d = ev.drop_to_level(c, level).unwrap();
+            let m = ev.mul_const(&d, k as f64, 1.0).unwrap();
+            let m = Ciphertext { scale: 7.0, ..m };
+            acc = Some(match acc {
+                None => m,
+                Some(a) => ev.add(&a, &m).unwrap(),
+            });
+        }
+        let acc = acc.unwrap();
+        assert_eq!(fused.level, level);
+        assert_eq!(fused.scale, 7.0);
+        assert!(fused.parts == acc.parts, "residues differ");
+        assert!(lin_comb_limbs(&ctx, &[], &[], level, 1.0).is_none());
     }
 
     /// Plain leaves: the same output level and values as the split leaves, with fewer

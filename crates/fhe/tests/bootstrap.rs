@@ -204,7 +204,7 @@ fn bootstraps_complex_sparse_slots() {
 
 /// `n16_l16`'s shape at N = 2^13 (insecure there): 35-bit output scale, EvalMod with one
 /// double angle (degree-123 interpolant, 8 levels) on descending 52..58-bit primes, DFT
-/// factors modulo Q. At N = 2^16 this set measured 21.6 / 24.1 bits (README). Its message
+/// factors in the extended basis at these 4096 slots (modulo Q above 4096). At N = 2^16 this set measured 21.6 / 24.1 bits (README). Its message
 /// ratio is 2^7 (q_0 = 42 bits over a 35-bit scale), so the sine's deviation from its
 /// argument grows with the coefficients: with 512 slots (larger coefficients) it gave
 /// 20.3 / 22.1 bits real and 19.1 / 20.4 complex here; the tests use 4096.
@@ -300,6 +300,28 @@ fn n16_sets_leave_9_and_16_levels_within_the_documented_bound() {
         let rots = bt.rotations().len();
         assert!((8..80).contains(&rots), "{rots} rotation keys");
     }
+}
+
+/// The 16-level set's DFT factors run in the extended basis (double hoisting) up to 4096
+/// slots, where its extended diagonals and baby rotations fit 12 GiB (peak RSS 10.0 GB at
+/// N = 2^16, ~3 s less CPU time than modulo Q), and modulo Q above (32768 slots: 11.56 GB
+/// without them); the 9-level set at every slot count.
+#[test]
+fn double_hoisting_follows_the_slot_count_where_the_chain_says_so() {
+    let l16 = BootChain::n16_l16();
+    for (slots, dh) in [(512, true), (4096, true), (8192, false), (32768, false)] {
+        assert_eq!(
+            l16.config(slots, SlotKind::Real, H).double_hoisting,
+            dh,
+            "n16_l16 at {slots} slots"
+        );
+    }
+    let l9 = BootChain::n16_l9();
+    for slots in [4096, 32768] {
+        assert!(l9.config(slots, SlotKind::Complex, H).double_hoisting);
+    }
+    // The N = 2^13 shape of the 16-level set: 4096 slots take the extended path there too.
+    assert!(l16_shape().config(4096, SlotKind::Real, H).double_hoisting);
 }
 
 /// Key switching divides by P with rounding and no bias. A bias b per coefficient (the fast

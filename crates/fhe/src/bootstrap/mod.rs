@@ -159,8 +159,11 @@ pub struct BootChain {
     pub p_bits: Vec<u32>,
     /// Accept parameters without a documented security level (tests).
     pub allow_insecure: bool,
-    /// The configuration's [`BootstrapConfig::double_hoisting`].
+    /// The configuration's [`BootstrapConfig::double_hoisting`], for every slot count.
     pub double_hoisting: bool,
+    /// Double hoisting also for slot counts up to this one (where the extended diagonals and
+    /// baby rotations fit the memory budget but not at every slot count).
+    pub double_hoisting_max_slots: Option<usize>,
     /// The configuration's [`BootstrapConfig::double_angle`]; EvalMod takes
     /// `evalmod_bits.len()` levels, so the two must agree (see [`BootChain::config`]).
     pub double_angle: u32,
@@ -200,6 +203,7 @@ impl BootChain {
             p_bits: vec![60; 3],
             allow_insecure: true,
             double_hoisting: true,
+            double_hoisting_max_slots: None,
             double_angle: 3,
             max_degree: 63,
             giant_horner: false,
@@ -223,6 +227,7 @@ impl BootChain {
             p_bits: vec![60; 5],
             allow_insecure: false,
             double_hoisting: true,
+            double_hoisting_max_slots: None,
             double_angle: 3,
             max_degree: 63,
             giant_horner: false,
@@ -237,10 +242,14 @@ impl BootChain {
     /// EvalMod primes 53..60 bits on a descending scale ladder (2^58 at the top, where the
     /// Chebyshev basis amplifies rescaling noise ~2^8, down to 2^51 at the double angle, which
     /// hardly amplifies it; the lower output scale also raises SlotToCoeff's diagonal scale),
-    /// 52–53-bit CoeffToSlot primes, four 60-bit special primes over digits of four primes
-    /// (dnum = 8). Its DFT factors stay modulo Q (no double hoisting): its 9 GB of keys leave
-    /// no room for the extended diagonals (peak RSS 13.1 GB with them, over 12 GiB), and at
-    /// these scales the two paths measured the same precision. Giant steps by Horner's rule
+    /// 55-bit CoeffToSlot primes, four 60-bit special primes; key-switching digits grouped
+    /// by bits under the 228-bit bound of four EvalMod primes ([`crate::params::digit_ranges`]:
+    /// six 35-bit primes per user digit, dnum = 7 instead of 8 at the top and 4–6 instead of
+    /// 6–7 at EvalMod's levels). Its DFT factors stay modulo Q (no double hoisting) above 4096 slots: at
+    /// 32768 slots its 8.5 GB of keys leave no room for the extended diagonals (peak RSS
+    /// 13.1 GB with them before the compact diagonals, over 12 GiB); at 4096 slots (compact
+    /// diagonals, 0.09 GB) the extended path measured the same peak RSS (10.0 GB) and
+    /// precision and ~3 s less CPU time per bootstrap. Giant steps by Horner's rule
     /// ([`BootstrapConfig::giant_horner`]): at 32768 slots 27 rotation keys instead of 39,
     /// which with the compact diagonals took the peak RSS from 17.5 GB to 11.6 GB.
     pub fn n16_l16() -> Self {
@@ -255,6 +264,7 @@ impl BootChain {
             p_bits: vec![60; 4],
             allow_insecure: false,
             double_hoisting: false,
+            double_hoisting_max_slots: Some(4096),
             double_angle: 1,
             max_degree: 127,
             giant_horner: true,
@@ -266,7 +276,8 @@ impl BootChain {
         let mut c = BootstrapConfig::new(slots, kind, secret_weight);
         c.cts_levels = self.cts_bits.len();
         c.stc_levels = self.stc_bits.len();
-        c.double_hoisting = self.double_hoisting;
+        c.double_hoisting =
+            self.double_hoisting || self.double_hoisting_max_slots.is_some_and(|m| slots <= m);
         c.double_angle = self.double_angle;
         c.max_degree = self.max_degree;
         c.giant_horner = self.giant_horner;

@@ -328,7 +328,7 @@ fn relin_bytes(spec: &ParamSpec) -> u128 {
         return 0;
     }
     let limbs = (spec.q_bits.len() + spec.p_bits.len()) as u128;
-    let dnum = spec.q_bits.len().div_ceil(spec.p_bits.len()) as u128;
+    let dnum = crate::params::digit_ranges(&spec.q_bits, spec.p_bits.len()).len() as u128;
     1 + 4 + dnum * (limbs * (1u128 << spec.log_n) * 8 + 32)
 }
 
