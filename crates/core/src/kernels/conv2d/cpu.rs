@@ -1104,6 +1104,7 @@ fn block_im2col_t(g: &Geom, b: &Block, x: &[f32], first: usize, s: &mut Scratch)
 /// fixed-size tile, which the compiler turns into vector loads and shuffles; the
 /// one-value-at-a-time loop it replaces stored at a stride of `c` and was most of the weight
 /// gradient's own (non-GEMM) time in `perf`.
+#[inline(always)]
 fn row_to_channels_last(src: &[f32], plane: usize, c: usize, w: usize, dst: &mut [f32]) {
     let mut ch = 0;
     while ch + 8 <= c {

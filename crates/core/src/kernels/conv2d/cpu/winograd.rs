@@ -160,6 +160,7 @@ fn transform_weight(g: &Geom, w: &[f32]) -> Vec<f32> {
 }
 
 /// Splits `s` into four consecutive runs of `len` values.
+#[inline(always)]
 fn four(s: &mut [f32], len: usize) -> [&mut [f32]; 4] {
     let (a, rest) = s.split_at_mut(len);
     let (b, rest) = rest.split_at_mut(len);
@@ -168,6 +169,7 @@ fn four(s: &mut [f32], len: usize) -> [&mut [f32]; 4] {
 }
 
 /// The runs `[ξ][t0..t0 + n][·]` of a `[16][T][width]` tensor for the four ξ = 4a..4a + 4.
+#[inline(always)]
 fn xi_runs(
     buf: &mut [f32],
     a: usize,
@@ -187,6 +189,7 @@ fn xi_runs(
 
 /// Zero-padded channels-last copies of the input rows that tile rows `r0..r1` of sample
 /// `x_n` read (padded rows `2·r0 .. 2·r1 + 2`), into `pad` as `[rows][2·tw + 2][C]`.
+#[inline(always)]
 fn pad_rows(g: &Geom, x_n: &[f32], r0: usize, r1: usize, pad: &mut Vec<f32>) {
     let (_, tw) = tiles(g);
     let (c_n, w, hw) = (g.c, g.w, g.h * g.w);
@@ -209,6 +212,7 @@ fn pad_rows(g: &Geom, x_n: &[f32], r0: usize, r1: usize, pad: &mut Vec<f32>) {
 /// `V = Bᵀ d B` for tile rows `r0..r1` of one sample whose padded rows are in `pad`, tiles
 /// numbered from `t0` in `v` (`[16][t_all][C]`).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn transform_input(
     g: &Geom,
     r0: usize,
@@ -279,6 +283,7 @@ fn transform_input(
 /// `Y = Aᵀ M A` (plus the bias) for tile rows `r0..r1` of one sample, tiles from `t0` in `m`
 /// (`[16][t_all][F]`), written into the sample's planar output `out_n`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn transform_output(
     g: &Geom,
     r0: usize,
@@ -353,6 +358,7 @@ fn transform_output(
 /// `dst[f·plane + px] = src[px·F + f] (+ bias[f])` for `px < w`, `f < F`: one channels-last
 /// row back to planar, eight by eight through a small tile (the inverse of
 /// [`row_to_channels_last`]).
+#[inline(always)]
 fn channels_last_to_rows(
     src: &[f32],
     f_n: usize,
@@ -397,6 +403,7 @@ fn channels_last_to_rows(
 /// `A dy Aᵀ` per 2x2 output-gradient tile (zero past the plane) for tile rows `r0..r1` of
 /// one sample, into `m` (`[16][t_all][F]`) from tile `t0`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn transform_dy(
     g: &Geom,
     r0: usize,
@@ -457,13 +464,119 @@ fn transform_dy(
     }
 }
 
+/// Compiles `$body` three times — for AVX-512, for AVX2 + FMA and for the baseline — and
+/// runs the widest this CPU has. The crate is built for baseline x86-64 (SSE2), so without
+/// this the transforms' adds ran four lanes wide on a machine with sixteen; the GEMMs
+/// already choose their kernels at run time.
+macro_rules! widest {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn mid($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: `wide` only requires the CPU features checked just above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        wide($($arg),*)
+                    };
+                    return;
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: `mid` only requires the CPU features checked just above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        mid($($arg),*)
+                    };
+                    return;
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// Pads and transforms the input of every sample of `blk` into `s.v`.
+#[inline(always)]
+fn block_inputs_body(g: &Geom, blk: &Block, x: &[f32], t: usize, s: &mut Scratch) {
+    let band = (blk.r1 - blk.r0) * tiles(g).1;
+    for n in blk.n0..blk.n1 {
+        let x_n = &x[n * g.in_sample()..][..g.in_sample()];
+        pad_rows(g, x_n, blk.r0, blk.r1, &mut s.pad);
+        let t0 = (n - blk.n0) * band;
+        transform_input(g, blk.r0, blk.r1, &s.pad, &mut s.rows, &mut s.v, t, t0);
+    }
+}
+
+widest!(fn block_inputs(g: &Geom, blk: &Block, x: &[f32], t: usize, s: &mut Scratch) => block_inputs_body);
+
+/// Transforms `s.m` back into the output planes of every sample of `blk`.
+#[inline(always)]
+fn block_outputs_body(
+    g: &Geom,
+    blk: &Block,
+    t: usize,
+    b: Option<&[f32]>,
+    chunk: &mut [f32],
+    first: usize,
+    s: &mut Scratch,
+) {
+    let band = (blk.r1 - blk.r0) * tiles(g).1;
+    let m = std::mem::take(&mut s.m);
+    for n in blk.n0..blk.n1 {
+        let out_n = &mut chunk[(n - first) * g.out_sample()..][..g.out_sample()];
+        let t0 = (n - blk.n0) * band;
+        transform_output(g, blk.r0, blk.r1, &m, t, t0, b, out_n, s);
+    }
+    s.m = m;
+}
+
+widest!(
+    #[allow(clippy::too_many_arguments)]
+    fn block_outputs(
+        g: &Geom,
+        blk: &Block,
+        t: usize,
+        b: Option<&[f32]>,
+        chunk: &mut [f32],
+        first: usize,
+        s: &mut Scratch,
+    ) => block_outputs_body
+);
+
+/// Transforms the input (into `s.v`) and the output gradient (into `s.m`) of every sample
+/// of `blk`.
+#[inline(always)]
+fn block_grads_body(g: &Geom, blk: &Block, x: &[f32], dy: &[f32], t: usize, s: &mut Scratch) {
+    let band = (blk.r1 - blk.r0) * tiles(g).1;
+    for n in blk.n0..blk.n1 {
+        let x_n = &x[n * g.in_sample()..][..g.in_sample()];
+        let dy_n = &dy[n * g.out_sample()..][..g.out_sample()];
+        let t0 = (n - blk.n0) * band;
+        pad_rows(g, x_n, blk.r0, blk.r1, &mut s.pad);
+        transform_input(g, blk.r0, blk.r1, &s.pad, &mut s.rows, &mut s.v, t, t0);
+        transform_dy(g, blk.r0, blk.r1, dy_n, &mut s.m, t, t0, &mut s.rows);
+    }
+}
+
+widest!(fn block_grads(g: &Geom, blk: &Block, x: &[f32], dy: &[f32], t: usize, s: &mut Scratch) => block_grads_body);
+
 /// Forward of a convolution [`shape_ok`] accepts: `out` is overwritten.
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
     let u = transform_weight(g, w);
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
     let (f_n, c_n) = (g.f, g.c);
-    let (_, tw) = tiles(g);
     out.par_chunks_mut(per * g.out_sample())
         .enumerate()
         .for_each(|(k, chunk)| {
@@ -472,15 +585,9 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
             with_scratch(|s| {
                 for blk in blocks(g, first, n1) {
                     let t = block_tiles(g, &blk);
-                    let band = (blk.r1 - blk.r0) * tw;
                     s.v.resize(16 * c_n * t, 0.0);
                     s.m.resize(16 * f_n * t, 0.0);
-                    for n in blk.n0..blk.n1 {
-                        let x_n = &x[n * g.in_sample()..][..g.in_sample()];
-                        pad_rows(g, x_n, blk.r0, blk.r1, &mut s.pad);
-                        let t0 = (n - blk.n0) * band;
-                        transform_input(g, blk.r0, blk.r1, &s.pad, &mut s.rows, &mut s.v, t, t0);
-                    }
+                    block_inputs(g, &blk, x, t, s);
                     for xi in 0..16 {
                         gemm(
                             t,
@@ -494,13 +601,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
                             par,
                         );
                     }
-                    let m = std::mem::take(&mut s.m);
-                    for n in blk.n0..blk.n1 {
-                        let out_n = &mut chunk[(n - first) * g.out_sample()..][..g.out_sample()];
-                        let t0 = (n - blk.n0) * band;
-                        transform_output(g, blk.r0, blk.r1, &m, t, t0, b, out_n, s);
-                    }
-                    s.m = m;
+                    block_outputs(g, &blk, t, b, chunk, first, s);
                 }
             });
         });
@@ -516,7 +617,6 @@ pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (f_n, c_n) = (g.f, g.c);
     let len = 16 * f_n * c_n;
-    let (_, tw) = tiles(g);
     // Fixed chunks summed in order, as the im2col path: the result does not depend on the
     // thread count.
     let per = reduce_samples_per_chunk(g.n);
@@ -530,17 +630,9 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             with_scratch(|s| {
                 for blk in blocks(g, first, n1) {
                     let t = block_tiles(g, &blk);
-                    let band = (blk.r1 - blk.r0) * tw;
                     s.v.resize(16 * c_n * t, 0.0);
                     s.m.resize(16 * f_n * t, 0.0);
-                    for n in blk.n0..blk.n1 {
-                        let x_n = &x[n * g.in_sample()..][..g.in_sample()];
-                        let dy_n = &dy[n * g.out_sample()..][..g.out_sample()];
-                        let t0 = (n - blk.n0) * band;
-                        pad_rows(g, x_n, blk.r0, blk.r1, &mut s.pad);
-                        transform_input(g, blk.r0, blk.r1, &s.pad, &mut s.rows, &mut s.v, t, t0);
-                        transform_dy(g, blk.r0, blk.r1, dy_n, &mut s.m, t, t0, &mut s.rows);
-                    }
+                    block_grads(g, &blk, x, dy, t, s);
                     // dU[ξ] (F×C) += Dy[ξ]ᵀ (F×T) · V[ξ] (T×C): the left operand read
                     // column-major, which is how the GEMM packs it anyway.
                     for xi in 0..16 {
@@ -584,4 +676,66 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(n: usize, c: usize, f: usize, h: usize, w: usize) -> Geom {
+        Geom {
+            n,
+            c,
+            h,
+            w,
+            f,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+            groups: 1,
+            oh: h,
+            ow: w,
+        }
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|k| ((k as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn the_widest_build_of_each_transform_equals_the_baseline_build() {
+        // The CPU-specific builds run the same code as the baseline one: the results must be
+        // bit for bit the same (only adds and subtracts, no fused multiply-adds).
+        let g = geom(3, 33, 40, 9, 11);
+        let x = values(g.n * g.in_sample(), 1);
+        let dy = values(g.n * g.out_sample(), 2);
+        for blk in blocks(&g, 0, g.n) {
+            let t = block_tiles(&g, &blk);
+            let fresh = || {
+                let mut s = Scratch::default();
+                s.v.resize(16 * g.c * t, 0.0);
+                s.m.resize(16 * g.f * t, 0.0);
+                s
+            };
+            let (mut a, mut b) = (fresh(), fresh());
+            block_inputs(&g, &blk, &x, t, &mut a);
+            block_inputs_body(&g, &blk, &x, t, &mut b);
+            assert_eq!(a.v, b.v, "input transform");
+            block_grads(&g, &blk, &x, &dy, t, &mut a);
+            block_grads_body(&g, &blk, &x, &dy, t, &mut b);
+            assert_eq!(a.m, b.m, "output-gradient transform");
+            let mut out_a = vec![0.0f32; g.n * g.out_sample()];
+            let mut out_b = out_a.clone();
+            let bias = values(g.f, 3);
+            block_outputs(&g, &blk, t, Some(&bias), &mut out_a, 0, &mut a);
+            block_outputs_body(&g, &blk, t, Some(&bias), &mut out_b, 0, &mut b);
+            assert_eq!(out_a, out_b, "output transform");
+            assert!(out_a.iter().any(|v| *v != 0.0));
+        }
+    }
 }
