@@ -26,6 +26,8 @@ def main():
                 {
                     "seed": run["seed"],
                     "ret": sum(tail) / len(tail),
+                    "auc": sum(e["mean_return"] for e in evals) / len(evals),
+                    "to400": next((e["step"] for e in evals if e["mean_return"] >= 400), None),
                     "best": max(e["mean_return"] for e in evals),
                     "sps": run["steady_steps"] / max(run["steady_seconds"], 1e-12),
                     "secs": run["train_seconds"] + run["eval_seconds"],
@@ -57,6 +59,8 @@ def main():
             {
                 "seed": seed,
                 "ret": sum(tail) / len(tail),
+                "auc": sum(ev.values()) / len(ev),
+                "to400": next((st for st in steps if ev[st] >= 400), None),
                 "best": max(ev.values()),
                 "sps": float("nan"),
                 "secs": float("nan"),
@@ -89,20 +93,33 @@ def main():
             sv = sum(r["cg_solves"] for r in rs)
             extra = f" (CG breakdowns {bd}/{sv})"
         print(f"| {k} | {loss} | {len(rs)} | {m:.1f} ± {s:.1f} | {per} | {best} | {sps:.0f} | {secs:.0f}{extra} |")
+    # Also per run: the mean over *all* its evaluations (the area under the learning curve,
+    # which separates agents that both end at 500 but got there at different times) and the
+    # first evaluated step with a mean return >= 400.
+    for (k, loss) in sorted(rows, key=lambda t: (t[0], ["mse", "taskmet", "omd"].index(t[1]))):
+        rs = sorted(rows[(k, loss)], key=lambda r: r["seed"])
+        a = [r["auc"] for r in rs]
+        sa = statistics.stdev(a) if len(a) > 1 else 0.0
+        to = " / ".join("-" if r["to400"] is None else str(r["to400"]) for r in rs)
+        print(f"k={k} {loss}: mean over all evaluations {statistics.mean(a):.1f} ± {sa:.1f} "
+              f"(" + " / ".join(f"{x:.1f}" for x in a) + f"); first eval >= 400 at step {to}")
     # Paired per seed: the same seed gives every model the same environment, distractor and
     # initialisation streams.
     for k in sorted({k for k, _ in rows}):
         for b in ["mse", "omd"]:
-            t = {r["seed"]: r["ret"] for r in rows.get((k, "taskmet"), [])}
-            o = {r["seed"]: r["ret"] for r in rows.get((k, b), [])}
-            seeds = sorted(set(t) & set(o))
-            if not seeds:
-                continue
-            d = [t[s] - o[s] for s in seeds]
-            sd = statistics.stdev(d) if len(d) > 1 else 0.0
-            wins = sum(x > 0 for x in d)
-            print(f"k={k}: TaskMet - {b.upper()} paired {statistics.mean(d):+.1f} ± {sd:.1f} "
-                  f"({wins} of {len(d)} seeds ahead: " + " / ".join(f"{x:+.1f}" for x in d) + ")")
+            for what in ["ret", "auc"]:
+                t = {r["seed"]: r[what] for r in rows.get((k, "taskmet"), [])}
+                o = {r["seed"]: r[what] for r in rows.get((k, b), [])}
+                seeds = sorted(set(t) & set(o))
+                if not seeds:
+                    continue
+                d = [t[s] - o[s] for s in seeds]
+                sd = statistics.stdev(d) if len(d) > 1 else 0.0
+                wins = sum(x > 0 for x in d)
+                label = "last evaluations" if what == "ret" else "all evaluations"
+                print(f"k={k}: TaskMet - {b.upper()} ({label}) paired {statistics.mean(d):+.1f} "
+                      f"± {sd:.1f} ({wins} of {len(d)} seeds ahead: "
+                      + " / ".join(f"{x:+.1f}" for x in d) + ")")
     for f in sorted(glob.glob(os.path.join(out, "k*-seed*.json"))):
         for run in json.load(open(f)):
             w = run.get("metric_weights")
