@@ -86,7 +86,8 @@ fn geom(n: usize, c: usize, f: usize, k: usize, s: usize, p: usize, groups: usiz
 fn conv2d_weight_and_bias_gradients_do_not_depend_on_the_pool() {
     // One group (the transposed NHWC path), grouped with stride 2, depthwise; 13 samples so
     // chunks are uneven; 2 samples, fewer chunks than threads (the GEMMs share the pool);
-    // >= 32 channels each way take the Winograd path (with 2 and with 13 samples).
+    // >= 32 channels each way and >= 128 tiles take the Winograd path (13 samples of 6x5
+    // tiles: 390).
     for g in [
         geom(13, 6, 8, 3, 1, 1, 1),
         geom(2, 32, 32, 3, 1, 1, 1),

@@ -643,18 +643,31 @@ const WINO_MIN_CHANNELS: usize = 32;
 /// Tiles over the batch (`N·⌈H/2⌉·⌈W/2⌉`) from which the forward pass and the input gradient
 /// take [`winograd`]: below it (YOLO-tiny's 256-512 channels on 4x4 and 8x8 planes) the
 /// GEMMs have too few rows for the `C x F` transformed weight they pack, and the weight
-/// transform itself is a large share; those layers ran 1.15-4x slower. The weight gradient
-/// contracts over the tiles and gained there too (0.56-0.92x).
+/// transform itself is a large share; those layers ran 1.15-4x slower.
 const WINO_MIN_TILES: usize = 512;
+
+/// The same for the weight gradient, which contracts over the tiles: it gained from 128
+/// tiles (UNet's 256 channels at 8x8, 0.67x; YOLO-tiny's 8x8 layers 0.82x) but lost with 64
+/// (YOLO-tiny's 512-channel 4x4 layers, 1.26-1.33x CPU time on one thread: a `16·C·F`
+/// accumulator per chunk against little work).
+const WINO_MIN_TILES_WEIGHT_GRAD: usize = 128;
+
+/// Tiles of the whole batch.
+fn wino_tiles(g: &Geom) -> usize {
+    g.n * g.h.div_ceil(2) * g.w.div_ceil(2)
+}
 
 /// Whether the weight gradient takes [`winograd`].
 fn wino_weight_grad(g: &Geom) -> bool {
-    winograd::shape_ok(g) && g.c >= WINO_MIN_CHANNELS && g.f >= WINO_MIN_CHANNELS
+    winograd::shape_ok(g)
+        && g.c >= WINO_MIN_CHANNELS
+        && g.f >= WINO_MIN_CHANNELS
+        && wino_tiles(g) >= WINO_MIN_TILES_WEIGHT_GRAD
 }
 
 /// Whether the forward pass and the input gradient take [`winograd`].
 fn wino_forward(g: &Geom) -> bool {
-    wino_weight_grad(g) && g.n * g.h.div_ceil(2) * g.w.div_ceil(2) >= WINO_MIN_TILES
+    wino_weight_grad(g) && wino_tiles(g) >= WINO_MIN_TILES
 }
 
 /// One sample of a stride-1 "same" convolution without im2col: the input is copied once
