@@ -42,6 +42,7 @@ use super::FedGraphError;
 use super::client::{from_params, to_params};
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
+use super::experiment::mean_std;
 use super::run::init_model;
 use crate::params::Params;
 use crate::strategy::{StrategyError, weighted_average};
@@ -652,15 +653,6 @@ pub fn run_method(
             "hpo.methods: unknown method {other:?} (sh, hyperband, fedex, grid)"
         ))),
     }
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (
-        m,
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
-    )
 }
 
 /// Refuses, before any work, a `task.mode` that cannot run with the rest of the

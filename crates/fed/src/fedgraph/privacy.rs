@@ -46,6 +46,7 @@ use serde_json::json;
 use super::FedGraphError;
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
+use super::experiment::mean_std;
 use super::hpo::{Federation, LocalHp};
 
 ferrolab_core::config_section! {
@@ -486,15 +487,6 @@ pub fn run_federation(
 /// `0.8` → `0p8` (a decimal point inside a key is written `p`).
 pub fn sigma_key(s: f64) -> String {
     format!("{s}").replace('.', "p").replace('-', "m")
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (
-        m,
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
-    )
 }
 
 /// `ferrolab fedgraph privacy`: plain FedAvg and one DP run per σ, on every seed.
