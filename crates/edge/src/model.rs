@@ -174,8 +174,31 @@ impl Mlp {
         hit as f64 / xs.len() as f64
     }
 
-    /// Trains on `(xs, ys)` with mini-batch SGD + momentum; masked weights stay zero.
+    /// Trains on `(xs, ys)` with mini-batch SGD + momentum and softmax cross-entropy; masked
+    /// weights stay zero.
     pub fn train(&mut self, xs: &[Vec<f32>], ys: &[u8], opts: &TrainOpts) -> TrainStats {
+        self.train_with(
+            xs,
+            |s, out| {
+                let mut delta = softmax(out);
+                let y = ys[s] as usize;
+                if y < delta.len() {
+                    delta[y] -= 1.0;
+                }
+                delta
+            },
+            opts,
+        )
+    }
+
+    /// Mini-batch SGD + momentum on `xs` with the output-layer error `delta(i, outputs)` of
+    /// sample `i` (the gradient of its loss with respect to the raw outputs); masked weights stay
+    /// zero. [`Mlp::train`] is this with softmax cross-entropy; the detection task's detector
+    /// (class + box) and IoU regressor (sigmoid) pass their own losses.
+    pub fn train_with<F>(&mut self, xs: &[Vec<f32>], delta_of: F, opts: &TrainOpts) -> TrainStats
+    where
+        F: Fn(usize, &[f32]) -> Vec<f32>,
+    {
         let n = xs.len();
         if n == 0 || opts.epochs == 0 {
             return TrainStats::default();
@@ -189,27 +212,21 @@ impl Mlp {
         let batch = opts.batch.max(1);
         let act_floats: usize = self.sizes.iter().sum::<usize>() * 2;
         let p = self.params() as u64;
-        // Parameters + gradients + momentum + the sample copy + one batch's activations and
-        // their gradients, as allocated below.
         let data_bytes: u64 = xs.iter().map(|x| x.len() as u64 * 4 + 1).sum();
         let peak = 4 * p * 3 + data_bytes + (batch * act_floats) as u64 * 4;
         let nl = self.weights.len();
         for _ in 0..opts.epochs {
             shuffle(&mut order, &mut rng);
             for chunk in order.chunks(batch) {
-                for g in grad_w.iter_mut() {
-                    g.iter_mut().for_each(|v| *v = 0.0);
-                }
-                for g in grad_b.iter_mut() {
-                    g.iter_mut().for_each(|v| *v = 0.0);
-                }
+                grad_w
+                    .iter_mut()
+                    .for_each(|g| g.iter_mut().for_each(|v| *v = 0.0));
+                grad_b
+                    .iter_mut()
+                    .for_each(|g| g.iter_mut().for_each(|v| *v = 0.0));
                 for &s in chunk {
                     let acts = self.activations(&xs[s]);
-                    let mut delta = softmax(&acts[nl]);
-                    let y = ys[s] as usize;
-                    if y < delta.len() {
-                        delta[y] -= 1.0;
-                    }
+                    let mut delta = delta_of(s, &acts[nl]);
                     for l in (0..nl).rev() {
                         let (i, o) = (self.sizes[l], self.sizes[l + 1]);
                         let a = &acts[l];
@@ -261,8 +278,8 @@ impl Mlp {
                         *v = opts.momentum * *v - scale * g;
                         *b += *v;
                     }
-                    if let Some(m) = &self.masks[l] {
-                        for (w, keep) in self.weights[l].iter_mut().zip(m) {
+                    if let Some(mask) = &self.masks[l] {
+                        for (w, keep) in self.weights[l].iter_mut().zip(mask) {
                             if !keep {
                                 *w = 0.0;
                             }

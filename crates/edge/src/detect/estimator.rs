@@ -9,7 +9,7 @@
 //! for false positives. A frame without any detection at or above the score floor has
 //! `CLC = 0` (the model is sure of nothing in it).
 
-use super::grid::{Det, GtBox, iou, train_with};
+use super::grid::{Det, GtBox, iou};
 use crate::model::{Mlp, TrainOpts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -108,8 +108,7 @@ impl IouRegressor {
             }
         }
         let mut mlp = Mlp::new(&[IOU_IN, hidden, 1], seed ^ 0x10_0F);
-        train_with(
-            &mut mlp,
+        mlp.train_with(
             &xs,
             |i, out| vec![sigmoid(out[0]) - ys[i]],
             &TrainOpts {

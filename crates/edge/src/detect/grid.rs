@@ -8,10 +8,8 @@
 //! Huber (δ = 1) on the offsets of object cells. Decoding: every class score ≥ a floor,
 //! per-class NMS at IoU 0.45, at most 30 detections per frame.
 
-use crate::model::{Mlp, TrainOpts, TrainStats, shuffle, softmax};
+use crate::model::{Mlp, TrainOpts, TrainStats, softmax};
 use ferrolab_vision::metrics::coco;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 /// Object categories (`ferrolab_data::underwater::CATEGORIES`).
 pub const CATS: usize = 5;
@@ -342,109 +340,6 @@ pub fn model_map50(grid: &Grid, model: &Mlp, frames: &[(&[u8], &[GtBox])]) -> f6
     map50(&gt, &dets)
 }
 
-/// Mini-batch SGD + momentum on `xs` with the output-layer error `delta(i, outputs)` of
-/// sample `i` (the gradient of its loss with respect to the raw outputs); masked weights stay
-/// zero. The same loop as [`Mlp::train`] with the loss left to the caller, so that the
-/// detector (class + box) and the IoU regressor (sigmoid) share it.
-pub fn train_with<F>(m: &mut Mlp, xs: &[Vec<f32>], delta_of: F, opts: &TrainOpts) -> TrainStats
-where
-    F: Fn(usize, &[f32]) -> Vec<f32>,
-{
-    let n = xs.len();
-    if n == 0 || opts.epochs == 0 {
-        return TrainStats::default();
-    }
-    let mut rng = StdRng::seed_from_u64(opts.seed);
-    let mut vel_w: Vec<Vec<f32>> = m.weights.iter().map(|w| vec![0.0; w.len()]).collect();
-    let mut vel_b: Vec<Vec<f32>> = m.biases.iter().map(|b| vec![0.0; b.len()]).collect();
-    let mut grad_w: Vec<Vec<f32>> = vel_w.clone();
-    let mut grad_b: Vec<Vec<f32>> = vel_b.clone();
-    let mut order: Vec<usize> = (0..n).collect();
-    let batch = opts.batch.max(1);
-    let act_floats: usize = m.sizes.iter().sum::<usize>() * 2;
-    let p = m.params() as u64;
-    let data_bytes: u64 = xs.iter().map(|x| x.len() as u64 * 4 + 1).sum();
-    let peak = 4 * p * 3 + data_bytes + (batch * act_floats) as u64 * 4;
-    let nl = m.weights.len();
-    for _ in 0..opts.epochs {
-        shuffle(&mut order, &mut rng);
-        for chunk in order.chunks(batch) {
-            grad_w
-                .iter_mut()
-                .for_each(|g| g.iter_mut().for_each(|v| *v = 0.0));
-            grad_b
-                .iter_mut()
-                .for_each(|g| g.iter_mut().for_each(|v| *v = 0.0));
-            for &s in chunk {
-                let acts = m.activations(&xs[s]);
-                let mut delta = delta_of(s, &acts[nl]);
-                for l in (0..nl).rev() {
-                    let (i, o) = (m.sizes[l], m.sizes[l + 1]);
-                    let a = &acts[l];
-                    for r in 0..o {
-                        let d = delta[r];
-                        grad_b[l][r] += d;
-                        if d != 0.0 {
-                            let g = &mut grad_w[l][r * i..(r + 1) * i];
-                            for (gv, av) in g.iter_mut().zip(a) {
-                                *gv += d * av;
-                            }
-                        }
-                    }
-                    if l > 0 {
-                        let w = &m.weights[l];
-                        let mut prev = vec![0.0f32; i];
-                        for (r, &d) in delta.iter().enumerate().take(o) {
-                            if d != 0.0 {
-                                let row = &w[r * i..(r + 1) * i];
-                                for (pv, wv) in prev.iter_mut().zip(row) {
-                                    *pv += d * wv;
-                                }
-                            }
-                        }
-                        for (pv, av) in prev.iter_mut().zip(a) {
-                            if *av <= 0.0 {
-                                *pv = 0.0;
-                            }
-                        }
-                        delta = prev;
-                    }
-                }
-            }
-            let scale = opts.lr / chunk.len() as f32;
-            for l in 0..nl {
-                for ((w, v), g) in m.weights[l]
-                    .iter_mut()
-                    .zip(vel_w[l].iter_mut())
-                    .zip(&grad_w[l])
-                {
-                    *v = opts.momentum * *v - scale * g;
-                    *w += *v;
-                }
-                for ((b, v), g) in m.biases[l]
-                    .iter_mut()
-                    .zip(vel_b[l].iter_mut())
-                    .zip(&grad_b[l])
-                {
-                    *v = opts.momentum * *v - scale * g;
-                    *b += *v;
-                }
-                if let Some(mask) = &m.masks[l] {
-                    for (w, keep) in m.weights[l].iter_mut().zip(mask) {
-                        if !keep {
-                            *w = 0.0;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    TrainStats {
-        flops: m.flops_train_sample() * (n * opts.epochs) as f64,
-        peak_bytes: peak,
-    }
-}
-
 /// Trains the detector `m` on cell samples: softmax cross-entropy on the class, Huber on the
 /// box offsets of object cells.
 pub fn train_detector(
@@ -453,8 +348,7 @@ pub fn train_detector(
     opts: &TrainOpts,
 ) -> TrainStats {
     let xs: Vec<Vec<f32>> = samples.iter().map(|s| s.0.clone()).collect();
-    train_with(
-        m,
+    m.train_with(
         &xs,
         |i, out| {
             let t = samples[i].1;
