@@ -219,26 +219,36 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Runs `f` on this thread's scratch (a fresh one if a GEMM running on the whole pool made
-/// this thread pick up a second block while the first holds it), then trims buffers that
-/// grew past four blocks so one huge layer does not pin its scratch for the process.
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+/// Runs `f` on this thread's scratch in `key` (a fresh one if a GEMM running on the whole pool
+/// made this thread pick up a second block while the first holds it), then `trim`s it.
+fn with_thread_scratch<S: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<S>>,
+    f: impl FnOnce(&mut S) -> R,
+    trim: fn(&mut S),
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut guard) => {
             let r = f(&mut guard);
-            let s = &mut *guard;
-            for v in [&mut s.col, &mut s.y, &mut s.pad] {
-                if v.capacity() > 4 * COL_BUDGET {
-                    *v = Vec::new();
-                }
-            }
-            if s.shift.capacity() > 4 * COL_BUDGET {
-                s.shift = Vec::new();
-                s.shift_layout = (0, 0, 0, 0);
-            }
+            trim(&mut guard);
             r
         }
-        Err(_) => f(&mut Scratch::default()),
+        Err(_) => f(&mut S::default()),
+    })
+}
+
+/// Runs `f` on this thread's [`Scratch`], then drops buffers that grew past four blocks so
+/// one huge layer does not pin its scratch for the process.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    with_thread_scratch(&SCRATCH, f, |s| {
+        for v in [&mut s.col, &mut s.y, &mut s.pad] {
+            if v.capacity() > 4 * COL_BUDGET {
+                *v = Vec::new();
+            }
+        }
+        if s.shift.capacity() > 4 * COL_BUDGET {
+            s.shift = Vec::new();
+            s.shift_layout = (0, 0, 0, 0);
+        }
     })
 }
 

@@ -27,6 +27,7 @@
 use super::{
     Block, Geom, Mat, add_row, flipped_transposed, gemm, inner_parallelism,
     reduce_samples_per_chunk, row_to_channels_last, samples_per_chunk, transposed_geom,
+    with_thread_scratch,
 };
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -72,19 +73,14 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// [`super::with_thread_scratch`] on this module's scratch, trimmed past four blocks.
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut guard) => {
-            let r = f(&mut guard);
-            let s = &mut *guard;
-            for v in [&mut s.v, &mut s.m, &mut s.pad] {
-                if v.capacity() > 4 * WINO_BUDGET {
-                    *v = Vec::new();
-                }
+    with_thread_scratch(&SCRATCH, f, |s| {
+        for v in [&mut s.v, &mut s.m, &mut s.pad] {
+            if v.capacity() > 4 * WINO_BUDGET {
+                *v = Vec::new();
             }
-            r
         }
-        Err(_) => f(&mut Scratch::default()),
     })
 }
 
