@@ -119,13 +119,14 @@ fn shapes(only: &[String]) -> Vec<Layer> {
         add(64, 128, 16, 3, false);
         add(128, 256, 8, 3, false);
         add(256, 512, 4, 3, false);
-        add(512, 512, 4, 3, false);
-        add(512, 256, 4, 1, false);
+        // The model's defaults (`YoloConfig::default()`): widths up to 1024, 80 classes.
+        add(512, 1024, 4, 3, false);
+        add(1024, 256, 4, 1, false);
         add(256, 512, 4, 3, false);
-        add(512, 75, 4, 1, true);
+        add(512, 255, 4, 1, true);
         add(256, 128, 4, 1, false);
         add(384, 256, 8, 3, false);
-        add(256, 75, 8, 1, true);
+        add(256, 255, 8, 1, true);
     }
     v
 }

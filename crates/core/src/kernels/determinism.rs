@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::conv2d::cpu::{Geom, bias_grad, weight_grad};
+use super::conv2d::cpu::{Geom, bias_grad, forward, input_grad, weight_grad};
 use super::flex_slices::{channel_sums, shifted_sums};
 use super::gemm::{MatRef, matmul};
 use super::hash::splitmix64;
@@ -102,6 +102,31 @@ fn conv2d_weight_and_bias_gradients_do_not_depend_on_the_pool() {
         });
         let p = g.oh * g.ow;
         assert_same_bits_in_pools("conv2d bias_grad", || bias_grad(&dy, g.n, g.f, p));
+    }
+}
+
+#[test]
+fn batch_inner_convolutions_do_not_depend_on_the_pool() {
+    // >= 64 channels each way on an 11x9 plane with fewer than 512 Winograd tiles: all three
+    // passes take the batch-inner path, whose output channels are split into as many parts
+    // as the pool has threads (80 = 48 + 32 with two, 32 + 32 + 16 with three).
+    // 1100 input channels: a contraction longer than one of the GEMM's depth blocks.
+    for g in [geom(3, 64, 80, 3, 1, 1, 1), geom(1, 1100, 96, 3, 1, 1, 1)] {
+        let x = values(g.n * g.c * g.h * g.w, 3);
+        let w = values(g.f * g.c * g.kh * g.kw, 4);
+        let b = values(g.f, 5);
+        let dy = values(g.n * g.f * g.oh * g.ow, 6);
+        assert_same_bits_in_pools("batch-inner forward", || {
+            let mut out = vec![0.0; dy.len()];
+            forward(&g, &x, &w, Some(&b), &mut out);
+            out
+        });
+        assert_same_bits_in_pools("batch-inner input gradient", || {
+            let mut dx = vec![0.0; x.len()];
+            input_grad(&g, &w, &dy, &mut dx);
+            dx
+        });
+        assert_same_bits_in_pools("batch-inner weight gradient", || weight_grad(&g, &x, &dy));
     }
 }
 

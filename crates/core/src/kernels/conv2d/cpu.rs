@@ -7,6 +7,9 @@
 //!   adds (a whole-batch im2col of a ResNet's first stage would be 9x its activations) and
 //!   keeps the tile in L2 while the GEMM streams it.
 //! - 1x1, stride 1, no padding: the input plane already is the im2col matrix, so no copy.
+//! - Stride-1 "same" layers: Winograd F(2x2, 3x3) ([`winograd`]) where the batch has enough
+//!   tiles, the batch-inner per-tap GEMMs ([`batch_inner`]) for many channels on small planes,
+//!   and the shifted-plane GEMMs ([`shift_conv`]) for few channels on large planes.
 //! - Depthwise (groups = C_in = C_out): direct loops over planes, one kernel tap at a time,
 //!   so the inner loop is a contiguous axpy (or dot product) the compiler vectorises.
 //!
@@ -19,6 +22,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+mod batch_inner;
 mod winograd;
 
 /// Largest im2col block (values) a worker keeps: 1 MiB.
@@ -151,14 +155,36 @@ pub(crate) fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    assert!(ldc >= n, "conv gemm: output rows overlap");
+    gemm_strided(m, n, k, a, b, c, (ldc, 1), accumulate, par);
+}
+
+/// [`gemm`] with the output at `c[i*ld.0 + j*ld.1]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    (rs, cs): (usize, usize),
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
     assert!(
-        ldc >= n && (m - 1) * ldc + n <= c.len(),
+        (m - 1) * rs + (n - 1) * cs < c.len(),
         "conv gemm: output too short"
     );
     if k == 0 {
         if !accumulate {
-            for row in c.chunks_mut(ldc).take(m) {
-                row[..n].fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    c[i * rs + j * cs] = 0.0;
+                }
             }
         }
         return;
@@ -169,7 +195,7 @@ pub(crate) fn gemm(
     );
     let stride = |s: usize| isize::try_from(s).unwrap_or(isize::MAX);
     // SAFETY: gemm reads a.data[i*rs + p*cs] for i < m, p < k and b.data likewise for p < k,
-    // j < n, all bounded by the slice lengths (`fits`); it writes c[i*ldc + j] for i < m,
+    // j < n, all bounded by the slice lengths (`fits`); it writes c[i*rs + j*cs] for i < m,
     // j < n, bounded by the length check above; `c` is a unique borrow distinct from a, b.
     #[allow(unsafe_code)]
     unsafe {
@@ -178,8 +204,8 @@ pub(crate) fn gemm(
             n,
             k,
             c.as_mut_ptr(),
-            1,
-            stride(ldc),
+            stride(cs),
+            stride(rs),
             accumulate,
             a.data.as_ptr(),
             stride(a.cs),
@@ -680,6 +706,28 @@ fn wino_forward(g: &Geom) -> bool {
     wino_weight_grad(g) && wino_tiles(g) >= WINO_MIN_TILES
 }
 
+/// Channels (input and output) from which the batch-inner path ([`batch_inner`]) is taken.
+const BATCH_INNER_MIN_CHANNELS: usize = 64;
+
+/// Largest plane (positions) the batch-inner path is taken for.
+const BATCH_INNER_MAX_PLANE: usize = 256;
+
+/// Whether all three passes take the batch-inner path: stride-1 "same" layers with many
+/// channels on small planes, where the Winograd forward pass has too few tiles (see
+/// [`WINO_MIN_TILES`]). From per-layer runs of `examples/conv2d_bench.rs` (two threads)
+/// against the paths it replaces: YOLO-tiny's 4x4 and 8x8 layers (256-1024 channels, batch
+/// 16) forward 0.8-1.1x, input gradient 0.6-0.9x, weight gradient 0.55-0.9x (the last against
+/// Winograd at 8x8); UNet's 8x8 layers (batch 8) weight gradient 0.5-0.7x, the other passes
+/// level. With more tiles Winograd's weight gradient wins (UNet's 16x16 layers, ResNet-20's
+/// 8x8 at batch 128: BI 1.3-1.6x), so those stay with it.
+fn batch_inner(g: &Geom) -> bool {
+    batch_inner::shape_ok(g)
+        && g.c >= BATCH_INNER_MIN_CHANNELS
+        && g.f >= BATCH_INNER_MIN_CHANNELS
+        && g.h * g.w <= BATCH_INNER_MAX_PLANE
+        && wino_tiles(g) < WINO_MIN_TILES
+}
+
 /// One sample of a stride-1 "same" convolution without im2col: the input is copied once
 /// into zero-padded planes of row pitch `W + kw − 1`, where the tap `(i, j)`'s im2col row of
 /// every channel is the padded plane read from offset `i·pitch + j` — a plain strided
@@ -810,6 +858,10 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
         winograd::forward(g, x, w, b, out);
         return;
     }
+    if batch_inner(g) {
+        batch_inner::forward(g, x, w, b, out);
+        return;
+    }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
     let shift = shift_forward(g);
@@ -928,6 +980,10 @@ pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
         winograd::input_grad(g, w, dy, dx);
         return;
     }
+    if batch_inner(g) {
+        batch_inner::input_grad(g, w, dy, dx);
+        return;
+    }
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
     if shift_input_grad(g) {
@@ -1035,6 +1091,9 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     if g.depthwise() {
         return depthwise_weight_grad(g, x, dy);
+    }
+    if batch_inner(g) {
+        return batch_inner::weight_grad(g, x, dy);
     }
     if wino_weight_grad(g) {
         return winograd::weight_grad(g, x, dy);

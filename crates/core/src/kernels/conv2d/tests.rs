@@ -215,6 +215,25 @@ fn winograd_convolutions_match_burn() {
 }
 
 #[test]
+fn batch_inner_convolutions_match_burn() {
+    // Stride-1 "same" layers with >= 64 channels each way on planes of <= 256 positions take
+    // the batch-inner path (fewer than 512 Winograd tiles over the batch for the forward pass
+    // and the input gradient; the weight gradient from fewer than 128): odd planes, batch 1,
+    // a 1x1 plane (centre tap only), a 5x5 kernel, output channels that split unevenly over
+    // the pool's parts, with and without bias.
+    let s = Conv2dSpec::new(1, 1);
+    check(&case([16, 64, 4, 4], [96, 64, 3, 3], true, s), 70);
+    check(&case([3, 72, 5, 7], [80, 72, 3, 3], false, s), 71);
+    check(&case([1, 64, 1, 1], [65, 64, 3, 3], true, s), 72);
+    check(
+        &case([2, 64, 6, 5], [70, 64, 5, 5], true, Conv2dSpec::new(1, 2)),
+        73,
+    );
+    check(&case([1, 96, 9, 3], [64, 96, 3, 3], false, s), 74);
+    check(&case([4, 64, 8, 8], [64, 64, 3, 3], true, s), 75);
+}
+
+#[test]
 fn pointwise_convolutions_match_burn() {
     check(
         &case([3, 4, 8, 8], [6, 4, 1, 1], true, Conv2dSpec::new(1, 0)),
