@@ -195,16 +195,47 @@ fn max_pool_planes(x: &[f32], [n, c, h, w]: [usize; 4], idx: Option<&mut [u8]>) 
             let planes = o.chunks_mut(out_len).zip(ixs.chunks_mut(out_len));
             for ((po, pi), p) in planes.zip(s.chunks(in_len)) {
                 for oy in 0..ho {
-                    for ox in 0..wo {
-                        let (i0, i1) = (2 * oy * w + 2 * ox, (2 * oy + 1) * w + 2 * ox);
-                        let (m, k) = argmax4([p[i0], p[i0 + 1], p[i1], p[i1 + 1]]);
-                        po[oy * wo + ox] = m;
-                        pi[oy * wo + ox] = k;
+                    let (r0, r1) = (&p[2 * oy * w..][..w], &p[(2 * oy + 1) * w..][..w]);
+                    let outs = po[oy * wo..][..wo].iter_mut().zip(&mut pi[oy * wo..][..wo]);
+                    for ((o, k), (a, b)) in outs.zip(r0.chunks_exact(2).zip(r1.chunks_exact(2))) {
+                        (*o, *k) = argmax4([a[0], a[1], b[0], b[1]]);
                     }
                 }
             }
         });
     out
+}
+
+/// One plane's max-pooling gradient: every value of `pd` (`[h, w]`) written once, `dy`
+/// where the window's maximum was and 0 elsewhere (the dropped last row / column of odd
+/// sizes too). Whole rows, branch-free: scattering `dy` into a zeroed plane cost a
+/// dependent store per value and, the plane being larger than L2, each line twice.
+fn unpool_plane(pd: &mut [f32], pg: &[f32], pi: &[u8], [h, w]: [usize; 2]) {
+    let (ho, wo) = (h / 2, w / 2);
+    for (oy, rows) in pd[..2 * ho * w].chunks_exact_mut(2 * w).enumerate() {
+        let (top, bot) = rows.split_at_mut(w);
+        unpool_rows(top, bot, &pg[oy * wo..][..wo], &pi[oy * wo..][..wo]);
+    }
+    pd[2 * ho * w..].fill(0.0);
+}
+
+#[inline(always)]
+fn unpool_rows(top: &mut [f32], bot: &mut [f32], g: &[f32], k: &[u8]) {
+    let wo = g.len();
+    let pick = |k: u8, at: u8, g: f32| if k == at { g } else { 0.0 };
+    for (((t, b), &g), &k) in top
+        .chunks_exact_mut(2)
+        .zip(bot.chunks_exact_mut(2))
+        .zip(g)
+        .zip(k)
+    {
+        t[0] = pick(k, 0, g);
+        t[1] = pick(k, 1, g);
+        b[0] = pick(k, 2, g);
+        b[1] = pick(k, 3, g);
+    }
+    top[2 * wo..].fill(0.0);
+    bot[2 * wo..].fill(0.0);
 }
 
 /// The source rows/columns of a 2x up-sampling of `len` points: `(i0, i1, w1)` per output,
@@ -295,12 +326,7 @@ impl PoolKernels for Flex {
                     .chunks_mut(in_len)
                     .zip(gs.chunks(out_len).zip(is.chunks(out_len)));
                 for (pd, (pg, pi)) in planes {
-                    for oy in 0..ho {
-                        for ox in 0..wo {
-                            let k = usize::from(pi[oy * wo + ox]);
-                            pd[(2 * oy + k / 2) * w + 2 * ox + k % 2] = pg[oy * wo + ox];
-                        }
-                    }
+                    unpool_plane(pd, pg, pi, [h, w]);
                 }
             });
         tensor(dx, Shape::new(x_shape))
