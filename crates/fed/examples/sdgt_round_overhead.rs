@@ -11,8 +11,14 @@
 //! ```text
 //! cargo run --release -p ferrolab-fed --example sdgt_round_overhead -- \
 //!     [--arch logreg|cnn] [--reps 7] [--rounds 5] [--threads 1] [--algos sdgt,sd_fedavg,...] \
-//!     [--null-only]
+//!     [--null-only] [--checksum]
 //! ```
+//!
+//! Each side also reports the process CPU seconds per round (`/proc/self/stat`, every thread,
+//! 10 ms ticks), which a loaded machine distorts less than wall time. `--null-only` runs only
+//! the null side (for A/B of runtime changes); `--checksum` runs `rounds` real rounds per
+//! algorithm and prints a hash of the final x̄'s bits, so two builds can be checked to give
+//! bit-identical models.
 //!
 //! Data: Fashion-MNIST from the usual lookup (`$FERROLAB_DATA`, `/usr/share/datasets`, …),
 //! or `--synthetic`. 40 devices in 10 subnets of 4, 4 devices per client thread, label-sorted,
@@ -32,7 +38,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("error: {msg}");
     eprintln!(
         "usage: sdgt_round_overhead [--arch logreg|cnn] [--reps N] [--rounds N] [--threads N] \
-         [--algos a,b] [--synthetic] [--null-only]"
+         [--algos a,b] [--synthetic] [--null-only] [--checksum]"
     );
     std::process::exit(2)
 }
@@ -42,6 +48,32 @@ fn loadavg() -> String {
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
+}
+
+/// CPU seconds used by this process so far, all threads (utime + stime, Linux clock ticks of
+/// 10 ms); 0 where `/proc` is missing.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Field 2 (the command) may hold spaces; the fields after its ')' are fixed: utime and
+    // stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// FNV-1a over the bits of `v`: equal hashes mean (with overwhelming odds) equal vectors.
+fn fnv(v: &[f32]) -> u64 {
+    v.iter().fold(0xcbf2_9ce4_8422_2325, |h, x| {
+        x.to_bits()
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -64,19 +96,24 @@ fn range(v: &[f64]) -> (f64, f64) {
         })
 }
 
-/// Mean seconds per round of `rounds` rounds (a fresh fabric, so nothing is resumed).
-fn per_round(spec: &RunSpec, data: &RunData, rounds: u64) -> Result<(f64, f64), String> {
+/// Per round of `rounds` rounds (a fresh fabric, so nothing is resumed): wall seconds, client
+/// compute seconds, and process CPU seconds of the whole run (evaluation of x̄ at the end
+/// included: 200 test and 200 validation images, free for the null model).
+fn per_round(spec: &RunSpec, data: &RunData, rounds: u64) -> Result<(f64, f64, f64), String> {
     let s = RunSpec {
         rounds,
         eval_every: rounds,
         checkpoint_every: 0,
         ..*spec
     };
+    let c0 = cpu_seconds();
     let r = driver::run(&s, data, Arc::new(InProcFabric::new()), &mut |_| {})
         .map_err(|e| e.to_string())?;
+    let cpu = cpu_seconds() - c0;
     Ok((
         r.round_seconds / rounds as f64,
         r.compute_seconds / rounds as f64,
+        cpu / rounds as f64,
     ))
 }
 
@@ -90,6 +127,7 @@ fn main() {
     let mut synthetic = false;
     // Only the null side (for profiling the runtime alone): no fraction is printed.
     let mut null_only = false;
+    let mut checksum = false;
     let mut i = 0;
     while i < args.len() {
         let val = |i: usize| {
@@ -117,6 +155,11 @@ fn main() {
             }
             "--null-only" => {
                 null_only = true;
+                i += 1;
+                continue;
+            }
+            "--checksum" => {
+                checksum = true;
                 i += 1;
                 continue;
             }
@@ -185,13 +228,38 @@ fn main() {
                 std::process::exit(1)
             })
         };
+        if checksum {
+            let s = RunSpec {
+                rounds,
+                eval_every: rounds,
+                checkpoint_every: 0,
+                ..spec
+            };
+            let r = driver::run(&s, &real, Arc::new(InProcFabric::new()), &mut |_| {})
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e}");
+                    std::process::exit(1)
+                });
+            println!(
+                "{}",
+                serde_json::json!({"arch": arch, "algo": algo.key(), "rounds": rounds,
+                    "final_params_fnv": format!("{:016x}", fnv(&r.final_params)),
+                    "test_accuracy": r.history.last().map(|h| h.test_accuracy)})
+            );
+            continue;
+        }
         if null_only {
-            let v: Vec<f64> = (0..reps).map(|_| run(&null, rounds).0).collect();
+            let runs: Vec<(f64, f64, f64)> = (0..reps).map(|_| run(&null, rounds)).collect();
+            let v: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let cpu: Vec<f64> = runs.iter().map(|r| r.2).collect();
             println!(
                 "{}",
                 serde_json::json!({"arch": arch, "algo": algo.key(),
                     "overhead_round_seconds_median": median(&v),
-                    "overhead_round_seconds_range": range(&v)})
+                    "overhead_round_seconds_range": range(&v),
+                    "overhead_round_cpu_seconds_median": median(&cpu),
+                    "overhead_round_cpu_seconds_range": range(&cpu),
+                    "loadavg_before": load0, "loadavg_after": loadavg()})
             );
             continue;
         }
@@ -199,10 +267,11 @@ fn main() {
         run(&real, 1);
         run(&null, 1);
         let (mut real_s, mut null_s, mut frac, mut compute) = (vec![], vec![], vec![], vec![]);
+        let (mut real_cpu, mut null_cpu, mut frac_cpu) = (vec![], vec![], vec![]);
         for _ in 0..reps {
             let mut order = [true, false];
             order.shuffle(&mut rng);
-            let (mut r, mut n) = ((0.0, 0.0), (0.0, 0.0));
+            let (mut r, mut n) = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
             for is_real in order {
                 if is_real {
                     r = run(&real, rounds);
@@ -214,6 +283,9 @@ fn main() {
             compute.push(r.1);
             null_s.push(n.0);
             frac.push(n.0 / r.0);
+            real_cpu.push(r.2);
+            null_cpu.push(n.2);
+            frac_cpu.push(n.2 / r.2);
         }
         let (flo, fhi) = range(&frac);
         println!(
@@ -233,6 +305,10 @@ fn main() {
                 "overhead_fraction_median": median(&frac),
                 "overhead_fraction_range": [flo, fhi],
                 "client_compute_seconds_per_round_median": median(&compute),
+                "round_cpu_seconds_median": median(&real_cpu),
+                "overhead_round_cpu_seconds_median": median(&null_cpu),
+                "overhead_cpu_fraction_median": median(&frac_cpu),
+                "overhead_cpu_fraction_range": range(&frac_cpu),
                 "loadavg_before": load0,
                 "loadavg_after": loadavg(),
             })

@@ -145,7 +145,7 @@ pub fn serve(
                 Err(e) => error_reply(msg, TaskKind::Evaluate, e),
             },
         };
-        fabric.send_reply(&reply)?;
+        fabric.send_reply_owned(reply)?;
         served += 1;
     }
 }

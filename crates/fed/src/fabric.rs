@@ -150,6 +150,13 @@ pub trait Fabric: Send + Sync {
     /// bit-identical.
     fn send_task(&self, client: ClientId, task: &Task) -> Result<(), FabricError>;
 
+    /// [`Fabric::send_task`] for a task the caller has no further use for, with the same
+    /// guarantees: a fabric that keeps tasks in memory moves it instead of copying its
+    /// tensors (the default sends a reference, as a serialising fabric needs nothing more).
+    fn send_task_owned(&self, client: ClientId, task: Task) -> Result<(), FabricError> {
+        self.send_task(client, &task)
+    }
+
     /// The next task for `client`, or `None` when none arrived within `timeout`. Each task is
     /// received once.
     fn recv_task(&self, client: ClientId, timeout: Duration) -> Result<Option<Task>, FabricError>;
@@ -158,6 +165,12 @@ pub trait Fabric: Send + Sync {
     /// until a matching collection sees it. Sending the same [`MsgId`] again (a retry after a
     /// lost acknowledgement) is allowed and never yields a second reply.
     fn send_reply(&self, reply: &Reply) -> Result<(), FabricError>;
+
+    /// [`Fabric::send_reply`] for a reply the caller has no further use for (moved, not
+    /// copied, by a fabric that keeps replies in memory), with the same guarantees.
+    fn send_reply_owned(&self, reply: Reply) -> Result<(), FabricError> {
+        self.send_reply(&reply)
+    }
 
     /// Gathers replies of kind `kind` for `round` from `expected` clients.
     ///

@@ -1,8 +1,9 @@
 //! The embedded fabric: every party is a thread of one process, messages are moved through a
 //! mutex-guarded state and a condition variable. Delivery order is deterministic where it is
 //! observable: tasks are FIFO per client, collections and exchanges return sorted lists, so a
-//! run's result never depends on thread scheduling. Tensors are cloned (or moved, to the last
-//! party that takes an exchange's result), not serialised: the bytes a NATS run would move are
+//! run's result never depends on thread scheduling. Tensors are moved where the sender gives
+//! them up (tasks and replies sent with the `_owned` methods, an exchange's contributions to its
+//! last taker) and cloned otherwise, never serialised: the bytes a NATS run would move are
 //! counted by the algorithms, not by the fabric.
 
 use crate::fabric::{
@@ -107,11 +108,15 @@ impl Fabric for InProcFabric {
     }
 
     fn send_task(&self, client: ClientId, task: &Task) -> Result<(), FabricError> {
+        self.send_task_owned(client, task.clone())
+    }
+
+    fn send_task_owned(&self, client: ClientId, task: Task) -> Result<(), FabricError> {
         self.lock()?
             .tasks
             .entry(client)
             .or_default()
-            .push_back(task.clone());
+            .push_back(task);
         self.cv.notify_all();
         Ok(())
     }
@@ -132,11 +137,15 @@ impl Fabric for InProcFabric {
     }
 
     fn send_reply(&self, reply: &Reply) -> Result<(), FabricError> {
+        self.send_reply_owned(reply.clone())
+    }
+
+    fn send_reply_owned(&self, reply: Reply) -> Result<(), FabricError> {
         let mut g = self.lock()?;
         if g.delivered.contains(&reply.id) || g.replies.iter().any(|r| r.id == reply.id) {
             return Ok(());
         }
-        g.replies.push_back(reply.clone());
+        g.replies.push_back(reply);
         drop(g);
         self.cv.notify_all();
         Ok(())

@@ -89,11 +89,17 @@ impl Fabric for MirroredState<'_> {
     fn send_task(&self, client: ClientId, task: &Task) -> Result<(), FabricError> {
         self.inner.get().send_task(client, task)
     }
+    fn send_task_owned(&self, client: ClientId, task: Task) -> Result<(), FabricError> {
+        self.inner.get().send_task_owned(client, task)
+    }
     fn recv_task(&self, client: ClientId, timeout: Duration) -> Result<Option<Task>, FabricError> {
         self.inner.get().recv_task(client, timeout)
     }
     fn send_reply(&self, reply: &Reply) -> Result<(), FabricError> {
         self.inner.get().send_reply(reply)
+    }
+    fn send_reply_owned(&self, reply: Reply) -> Result<(), FabricError> {
+        self.inner.get().send_reply_owned(reply)
     }
     fn collect_replies(
         &self,

@@ -53,6 +53,22 @@ struct HeaderEntry {
     data_offsets: [usize; 2],
 }
 
+/// Index of the first NaN or infinity in `v`. Every update a server accepts is checked, so
+/// this scans 256 values at a time without an early exit inside the chunk (an exponent of all
+/// ones is non-finite), which vectorises, and looks for the index only in a chunk that has one.
+fn first_non_finite(v: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    v.chunks(256)
+        .position(|c| {
+            c.iter()
+                .fold(false, |bad, x| bad | (x.to_bits() & EXP == EXP))
+        })
+        .and_then(|k| {
+            let at = k * 256;
+            v[at..].iter().position(|x| !x.is_finite()).map(|i| at + i)
+        })
+}
+
 /// Header larger than this is refused before it is parsed (safetensors' own limit is 100 MB).
 const MAX_HEADER: usize = 100 << 20;
 
@@ -139,6 +155,34 @@ impl Params {
         v
     }
 
+    /// [`Params::to_flat`] without the copy when there is only one tensor (a model kept as
+    /// one flat vector, as SD-GT's x̄ is): the server reads x̄ every round.
+    pub fn flat_view(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self.tensors.values().next() {
+            Some(t) if self.tensors.len() == 1 => std::borrow::Cow::Borrowed(&t.data),
+            _ => std::borrow::Cow::Owned(self.to_flat()),
+        }
+    }
+
+    /// [`Params::with_flat`] taking the vector: with one tensor it becomes that tensor's data
+    /// without a copy.
+    pub fn with_flat_vec(&self, flat: Vec<f32>) -> Result<Params, ParamsError> {
+        match self.tensors.iter().next() {
+            Some((name, t)) if self.tensors.len() == 1 && t.data.len() == flat.len() => {
+                let mut out = Params::new();
+                out.tensors.insert(
+                    name.clone(),
+                    Tensor {
+                        shape: t.shape.clone(),
+                        data: flat,
+                    },
+                );
+                Ok(out)
+            }
+            _ => self.with_flat(&flat),
+        }
+    }
+
     /// Same names and shapes as `self`, values taken in order from `flat`.
     pub fn with_flat(&self, flat: &[f32]) -> Result<Params, ParamsError> {
         if flat.len() != self.numel() {
@@ -193,7 +237,7 @@ impl Params {
     /// First non-finite value, as an error.
     pub fn check_finite(&self) -> Result<(), ParamsError> {
         for (name, t) in &self.tensors {
-            if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+            if let Some(index) = first_non_finite(&t.data) {
                 return Err(ParamsError::NonFinite {
                     name: name.clone(),
                     index,
@@ -304,7 +348,7 @@ impl Params {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            if let Some(index) = vals.iter().position(|v| !v.is_finite()) {
+            if let Some(index) = first_non_finite(&vals) {
                 return Err(ParamsError::NonFinite { name, index });
             }
             out.tensors.insert(
@@ -387,5 +431,45 @@ mod tests {
         let flat = p.to_flat();
         assert_eq!(p.with_flat(&flat).unwrap(), p);
         assert!(p.with_flat(&flat[1..]).is_err());
+    }
+
+    /// The chunked scan finds the first non-finite value wherever it is (first, last, inside
+    /// and at the edges of a chunk, a short tail) and nothing in finite data.
+    #[test]
+    fn first_non_finite_matches_a_plain_scan() {
+        let n = 256 * 3 + 17;
+        let base: Vec<f32> = (0..n).map(|i| (i as f32 - 300.0) * 1e30).collect();
+        assert_eq!(first_non_finite(&base), None);
+        assert_eq!(first_non_finite(&[]), None);
+        for at in [0, 1, 255, 256, 300, 511, 512, n - 17, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut v = base.clone();
+                v[at] = bad;
+                if at + 5 < n {
+                    v[at + 5] = f32::NAN;
+                }
+                assert_eq!(first_non_finite(&v), Some(at), "at {at}");
+            }
+        }
+        assert_eq!(first_non_finite(&[f32::MAX, f32::MIN_POSITIVE, -0.0]), None);
+    }
+
+    /// The copy-free forms agree with the copying ones, for one tensor and for several.
+    #[test]
+    fn flat_view_and_with_flat_vec_match_the_copies() {
+        let one = Params::flat("x", vec![1.0, -2.0, 3.0]);
+        assert!(matches!(one.flat_view(), std::borrow::Cow::Borrowed(_)));
+        for p in [one, sample()] {
+            let flat = p.to_flat();
+            assert_eq!(&*p.flat_view(), flat.as_slice());
+            assert_eq!(p.with_flat_vec(flat.clone()).unwrap(), p);
+            assert_eq!(
+                p.with_flat_vec(flat.iter().map(|v| v * 2.0).collect())
+                    .unwrap(),
+                p.with_flat(&flat.iter().map(|v| v * 2.0).collect::<Vec<_>>())
+                    .unwrap()
+            );
+            assert!(p.with_flat_vec(flat[1..].to_vec()).is_err());
+        }
     }
 }

@@ -196,6 +196,11 @@ fn view<'a>(p: &'a Params, name: &str, dim: usize) -> Result<&'a [f32], ClientEr
     Ok(&t.data)
 }
 
+/// The tensors `names` of `p`, each checked to hold `dim` values, borrowed.
+fn view_all<'p>(p: &'p Params, names: &[&str], dim: usize) -> Result<Vec<&'p [f32]>, ClientError> {
+    names.iter().map(|n| view(p, n, dim)).collect()
+}
+
 fn take(p: &Params, name: &str, dim: usize) -> Result<Vec<f32>, ClientError> {
     view(p, name, dim).map(<[f32]>::to_vec)
 }
@@ -206,41 +211,200 @@ fn refill(dst: &mut Vec<f32>, src: &[f32]) {
     dst.extend_from_slice(src);
 }
 
-/// `Σ_j w_j v_j[ni]` over `terms`, accumulated per element in `terms`' order from 0 (so the
-/// sum is the same, bit for bit, as one full pass per neighbour), but a cache-sized block at a
-/// time: the block stays in L1 while every neighbour is added, so the output is written to
-/// memory once instead of once per neighbour. D2D mixing of a CNN-sized vector was most of
-/// an SD-GT round's runtime overhead.
-fn weighted_sum(
-    terms: &[(f32, Vec<&[f32]>)],
-    ni: usize,
-    dim: usize,
-    mut out: Vec<f32>,
-) -> Vec<f32> {
-    const BLOCK: usize = 2048;
-    out.clear();
-    out.reserve(dim);
-    let mut start = 0;
-    while start < dim {
-        let end = (start + BLOCK).min(dim);
-        match terms.split_first() {
-            Some(((w, vs), rest)) => {
-                // `0.0 + w·b` is what an accumulator starting at zero holds after its first
-                // term (bit for bit, signed zeros included), without writing the zeros first.
-                out.extend(vs[ni][start..end].iter().map(|b| 0.0 + w * b));
-                let block = &mut out[start..end];
-                for (w, vs) in rest {
-                    block
-                        .iter_mut()
-                        .zip(&vs[ni][start..end])
-                        .for_each(|(a, b)| *a += w * b);
+/// Elements per block of the mixing sums: 8 KiB of f32, so a block of the sum stays in L1
+/// while every neighbour's block is added to it.
+const BLOCK: usize = 2048;
+
+/// `Σ_j w_j v_j[i]` over the block `[s, e)` of the `(w_j, v_j)` in `terms`, into `acc`
+/// (`e − s` long), accumulated per element in `terms`' order from 0: the same sum, bit for
+/// bit, as one full pass per neighbour into a zeroed vector. `0.0 + w·b` is what such an
+/// accumulator holds after its first term (signed zeros included), without writing zeros
+/// first.
+#[inline]
+fn block_sum(terms: &[(f32, &[f32])], s: usize, e: usize, acc: &mut [f32]) {
+    match terms.split_first() {
+        Some(((w, v), rest)) => {
+            for (a, b) in acc.iter_mut().zip(&v[s..e]) {
+                *a = 0.0 + w * b;
+            }
+            for (w, v) in rest {
+                for (a, b) in acc.iter_mut().zip(&v[s..e]) {
+                    *a += w * b;
                 }
             }
-            None => out.resize(end, 0.0),
         }
-        start = end;
+        None => acc.fill(0.0),
     }
-    out
+}
+
+/// `out ← Σ_j w_j v_j` over `terms` (every `v_j` at least `out.len()` long), a cache-sized
+/// block at a time so the output is written to memory once instead of once per neighbour;
+/// per element the same sum as one full pass per neighbour (see [`block_sum`]). D2D mixing
+/// of a CNN-sized vector was most of an SD-GT round's runtime overhead.
+fn weighted_sum(terms: &[(f32, &[f32])], out: &mut [f32]) {
+    let n = out.len();
+    let mut s = 0;
+    while s < n {
+        let e = (s + BLOCK).min(n);
+        block_sum(terms, s, e, &mut out[s..e]);
+        s = e;
+    }
+}
+
+/// SD-GT's subnet-tracking update `z ← base + (d_i − Σ_j W_ij d_j)/(Tγ)` (`base` is the
+/// device's z at the first step of a round, `z` itself after), fused with the mixing sum:
+/// `Σ_j W_ij d_j` is accumulated a block at a time on the stack and used at once, so it is
+/// never written to memory and read back. Per element the same operations in the same order
+/// as [`weighted_sum`] followed by `z += (d − Wd)/tg`, so the same bits.
+fn z_update(terms: &[(f32, &[f32])], own: &[f32], tg: f32, base: Option<&[f32]>, z: &mut [f32]) {
+    let n = z.len();
+    let own = &own[..n];
+    let base = base.map(|b| &b[..n]);
+    let mut acc = [0f32; BLOCK];
+    let mut s = 0;
+    while s < n {
+        let e = (s + BLOCK).min(n);
+        let m = &mut acc[..e - s];
+        block_sum(terms, s, e, m);
+        let zs = z[s..e].iter_mut().zip(&own[s..e]).zip(m.iter());
+        match base {
+            Some(b) => zs
+                .zip(&b[s..e])
+                .for_each(|(((z, d), m), b)| *z = b + (d - m) / tg),
+            None => zs.for_each(|((z, d), m)| *z += (d - m) / tg),
+        }
+        s = e;
+    }
+}
+
+/// SD-GT's half step for one device, both outputs in one pass over its vectors:
+/// `xh = x − γ(g + y + z)`, `d = xh − x + γy` (the same expressions, evaluated in the same
+/// order, as two separate passes).
+fn sdgt_half_step(
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    z: &[f32],
+    gamma: f32,
+    xh: &mut [f32],
+    d: &mut [f32],
+) {
+    let n = x.len();
+    let (g, y, z, xh, d) = (&g[..n], &y[..n], &z[..n], &mut xh[..n], &mut d[..n]);
+    for i in 0..n {
+        let h = x[i] - gamma * (g[i] + y[i] + z[i]);
+        xh[i] = h;
+        d[i] = h - x[i] + gamma * y[i];
+    }
+}
+
+/// `out ← Σ_j w_j src_j` over `w = [(j, w_j)]`, where `src_j` is `src[j·stride ..][..len]`:
+/// [`block_sum`] over one block of several devices' vectors kept side by side in a scratch
+/// buffer (same order, same first term `0.0 + w·b`, so the same bits).
+#[inline]
+fn strided_sum(w: &[(usize, f64)], src: &[f32], stride: usize, out: &mut [f32]) {
+    let len = out.len();
+    match w.split_first() {
+        Some((&(j, wj), rest)) => {
+            let wj = wj as f32;
+            for (o, b) in out.iter_mut().zip(&src[j * stride..][..len]) {
+                *o = 0.0 + wj * b;
+            }
+            for &(j, wj) in rest {
+                let wj = wj as f32;
+                for (o, b) in out.iter_mut().zip(&src[j * stride..][..len]) {
+                    *o += wj * b;
+                }
+            }
+        }
+        None => out.fill(0.0),
+    }
+}
+
+/// SD-GT's tracking terms of a subnet's devices for [`subnet_step`], by local index.
+struct Trackers<'a> {
+    y: &'a [&'a [f32]],
+    z: &'a [&'a [f32]],
+    /// z̃, written as `z + …` at the round's first step and updated in place after.
+    znew: &'a mut [Vec<f32>],
+    first: bool,
+    tg: f32,
+}
+
+/// Elements per block of [`subnet_step`]: its scratch holds two blocks per device (xh and d),
+/// which for a subnet of four stays within L1.
+const SUBNET_BLOCK: usize = 1024;
+
+/// One local step, after the gradients, of a subnet whose devices all belong to this client:
+/// SD-GT's `xh_j = x_j − γ(g_j + y_j + z_j)`, `d_j = xh_j − x_j + γy_j`,
+/// `x_i ← Σ_j W_ij xh_j`, `z̃_i (+)= (d_i − Σ_j W_ij d_j)/(Tγ)` (with `trackers`), or
+/// SD-FedAvg's `x_i ← Σ_j W_ij (x_j − γg_j)` (without), a block of elements at a time for
+/// every device at once. Nothing has to cross the fabric, so xh and d live only in a
+/// cache-resident scratch block instead of being written as model-sized vectors, moved through
+/// the exchange and read back per neighbour: this step then reads each device's x, g, y, z and
+/// z̃ once and writes x and z̃ once. `w` are the subnet's Metropolis rows `(j, W_ij)` (self
+/// included) by local index, in the graph's order. Per element every value is the same
+/// expression, evaluated in the same order, as in the exchange path ([`sdgt_half_step`],
+/// [`weighted_sum`], [`z_update`]), so both give the same bits; x is overwritten block by block
+/// only after every device's xh of that block has been computed.
+fn subnet_step(
+    w: &[Vec<(usize, f64)>],
+    x: &mut [Vec<f32>],
+    g: &[&[f32]],
+    mut trackers: Option<Trackers<'_>>,
+    gamma: f32,
+    scratch: &mut Vec<f32>,
+) {
+    const B: usize = SUBNET_BLOCK;
+    let n = x.len();
+    let dim = x.first().map_or(0, Vec::len);
+    scratch.resize(2 * n * B, 0.0);
+    let (hs, ds) = scratch.split_at_mut(n * B);
+    let mut acc = [0f32; B];
+    let mut s = 0;
+    while s < dim {
+        let e = (s + B).min(dim);
+        let len = e - s;
+        for j in 0..n {
+            let h = &mut hs[j * B..][..len];
+            let (xj, gj) = (&x[j][s..e], &g[j][s..e]);
+            match &trackers {
+                Some(t) => sdgt_half_step(
+                    xj,
+                    gj,
+                    &t.y[j][s..e],
+                    &t.z[j][s..e],
+                    gamma,
+                    h,
+                    &mut ds[j * B..][..len],
+                ),
+                None => h
+                    .iter_mut()
+                    .zip(xj.iter().zip(gj))
+                    .for_each(|(o, (x, g))| *o = x - gamma * g),
+            }
+        }
+        for i in 0..n {
+            strided_sum(&w[i], hs, B, &mut x[i][s..e]);
+            if let Some(t) = &mut trackers {
+                let m = &mut acc[..len];
+                strided_sum(&w[i], ds, B, m);
+                let own = &ds[i * B..][..len];
+                let tg = t.tg;
+                if t.first {
+                    let zs = t.znew[i][s..e].iter_mut().zip(&t.z[i][s..e]);
+                    zs.zip(own.iter().zip(m.iter()))
+                        .for_each(|((zn, z), (d, m))| *zn = z + (d - m) / tg);
+                } else {
+                    t.znew[i][s..e]
+                        .iter_mut()
+                        .zip(own.iter().zip(m.iter()))
+                        .for_each(|(zn, (d, m))| *zn += (d - m) / tg);
+                }
+            }
+        }
+        s = e;
+    }
 }
 
 /// Model-sized vectors a client reuses from one local step to the next. A CNN round moves
@@ -253,11 +417,21 @@ impl Pool {
     /// Most vectors kept: four per device and step are in flight, a few spare.
     const KEEP: usize = 64;
 
-    /// An empty vector with room for `dim` values.
-    fn get(&mut self, dim: usize) -> Vec<f32> {
+    /// A vector of `dim` values with arbitrary contents (a reused one keeps its old values):
+    /// every caller overwrites all of them, so nothing is zeroed or copied first.
+    fn get_full(&mut self, dim: usize) -> Vec<f32> {
         let mut v = self.0.pop().unwrap_or_default();
-        v.clear();
-        v.reserve(dim);
+        if v.len() != dim {
+            v.clear();
+            v.resize(dim, 0.0);
+        }
+        v
+    }
+
+    /// A copy of `src` in a reused vector.
+    fn copy(&mut self, src: &[f32]) -> Vec<f32> {
+        let mut v = self.get_full(src.len());
+        v.copy_from_slice(src);
         v
     }
 
@@ -266,14 +440,6 @@ impl Pool {
             self.0.push(v);
         }
     }
-}
-
-/// What [`DeviceClient::mix`] returns.
-struct MixOut {
-    /// `Σ_j W_ij v_j` per slot and name.
-    mixed: Vec<Vec<Vec<f32>>>,
-    /// The vectors that were sent, per slot and name, handed back.
-    sent: Vec<Vec<Vec<f32>>>,
 }
 
 /// A client owning some devices; it answers fit tasks for every algorithm.
@@ -415,11 +581,16 @@ impl DeviceClient {
     }
 
     /// D2D mixing of the vectors `vals[slot][name]` of this client's devices `who` (indices
-    /// into `self.devices`): returns `Σ_j W_ij v_j` per device and name, over `topo`'s graphs,
-    /// and hands `vals` back. The vectors are moved into the exchange and read back from its
-    /// result (which holds every member's contribution, ours included) rather than copied:
-    /// with the in-process fabric a subnet inside one client then costs no copy at all.
-    #[allow(clippy::too_many_arguments)]
+    /// into `self.devices`) over `topo`'s graphs. Once a subnet's exchange is complete,
+    /// `consume(slot, own, terms)` is called for each of this client's devices in it, with the
+    /// device's own contribution per name and `terms[name]` = `(W_ij, v_j)` over its
+    /// neighbours, self included, in the graph's order, all borrowed from the exchange's
+    /// result: the caller computes what it needs from them (`Σ_j W_ij v_j`, or SD-GT's z
+    /// update fused with it) without any intermediate copy. Returns the vectors that were sent,
+    /// per slot and name, for reuse. They are moved into the exchange and taken back from its
+    /// result (which holds every member's contribution, ours included) rather than copied: with
+    /// the in-process fabric a subnet inside one client then costs no copy at all.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn mix(
         &self,
         ctx: &ClientCtx<'_>,
@@ -428,8 +599,8 @@ impl DeviceClient {
         who: &[usize],
         names: &[&str],
         vals: Vec<Vec<Vec<f32>>>,
-        pool: &mut Pool,
-    ) -> Result<MixOut, ClientError> {
+        consume: &mut dyn FnMut(usize, &[&[f32]], &[Vec<(f32, &[f32])>]) -> Result<(), ClientError>,
+    ) -> Result<Vec<Vec<Vec<f32>>>, ClientError> {
         let dim = self.model.dim();
         let mut by_subnet: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
         for (slot, &k) in who.iter().enumerate() {
@@ -438,7 +609,6 @@ impl DeviceClient {
             })?;
             by_subnet.entry(c).or_default().push((slot, local));
         }
-        let mut out = vec![Vec::new(); who.len()];
         let mut back: Vec<Vec<Vec<f32>>> = vec![Vec::new(); who.len()];
         let mut vals: Vec<Option<Vec<Vec<f32>>>> = vals.into_iter().map(Some).collect();
         // Ascending subnets on every client: an exchange waits only for its own subnet, so
@@ -472,27 +642,26 @@ impl DeviceClient {
                     members.len()
                 )));
             }
+            if let Some(((dev, _), m)) = got.iter().zip(members).find(|((d, _), m)| d != *m) {
+                return Err(ClientError(format!(
+                    "exchange returned device {dev} at slot of {m}"
+                )));
+            }
             let g = &topo.graphs[c];
             for &(slot, local) in &mine {
-                // (w_ij, v_j per name) of the neighbours, self included, in the graph's order.
-                let mut terms: Vec<(f32, Vec<&[f32]>)> = Vec::with_capacity(g.w[local].len());
+                let mut terms: Vec<Vec<(f32, &[f32])>> =
+                    vec![Vec::with_capacity(g.w[local].len()); names.len()];
                 for &(j, wij) in &g.w[local] {
-                    let (dev, p) = &got[j];
-                    if *dev != members[j] {
-                        return Err(ClientError(format!(
-                            "exchange returned device {dev} at slot of {}",
-                            members[j]
-                        )));
+                    let p = &got
+                        .get(j)
+                        .ok_or_else(|| ClientError(format!("no contribution at slot {j}")))?
+                        .1;
+                    for (t, v) in terms.iter_mut().zip(view_all(p, names, dim)?) {
+                        t.push((wij as f32, v));
                     }
-                    let vs = names
-                        .iter()
-                        .map(|n| view(p, n, dim))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    terms.push((wij as f32, vs));
                 }
-                out[slot] = (0..names.len())
-                    .map(|ni| weighted_sum(&terms, ni, dim, pool.get(dim)))
-                    .collect();
+                let own = view_all(&got[local].1, names, dim)?;
+                consume(slot, &own, &terms)?;
             }
             for &(slot, local) in &mine {
                 let p = &mut got[local].1;
@@ -502,10 +671,7 @@ impl DeviceClient {
                     .collect();
             }
         }
-        Ok(MixOut {
-            mixed: out,
-            sent: back,
-        })
+        Ok(back)
     }
 
     fn fit_inner(
@@ -533,17 +699,24 @@ impl DeviceClient {
         } else {
             &self.topo
         });
-        let mut g = vec![0f32; dim];
+        let mut pool = std::mem::take(&mut self.pool);
+        // The gradient buffer of the single-vector paths (SD-GT and SD-FedAvg keep one per
+        // device in `gs`); loss_grad overwrites it whole, so a pooled vector serves.
+        let mut g = if h.algo.uses_d2d() && h.algo != Algo::Gt {
+            Vec::new()
+        } else {
+            pool.get_full(dim)
+        };
         let mut loss = 0f64;
         let mut nloss = 0usize;
-        let mut pool = std::mem::take(&mut self.pool);
         match h.algo {
             Algo::SdGt | Algo::SdFedAvg => {
+                let sdgt = h.algo == Algo::SdGt;
                 for k in 0..self.devices.len() {
                     if reset.contains(&self.devices[k].id) {
                         let x = view(&ins.params, "x_bar", dim)?;
                         refill(&mut self.devices[k].x, x);
-                        if h.algo == Algo::SdGt {
+                        if sdgt {
                             let (c, _) = topo.locate(self.devices[k].id).unwrap_or((0, 0));
                             let y = view(&ins.params, &format!("y_c.{c}"), dim)?;
                             refill(&mut self.devices[k].y, y);
@@ -551,99 +724,166 @@ impl DeviceClient {
                     }
                 }
                 let all: Vec<usize> = (0..self.devices.len()).collect();
-                let copy = |pool: &mut Pool, v: &[f32]| {
-                    let mut c = pool.get(v.len());
-                    c.extend_from_slice(v);
-                    c
-                };
-                let x0: Vec<Vec<f32>> =
-                    self.devices.iter().map(|d| copy(&mut pool, &d.x)).collect();
-                let mut znew: Vec<Vec<f32>> =
-                    self.devices.iter().map(|d| copy(&mut pool, &d.z)).collect();
+                // x^0 is needed only for the Δ of the devices that report this round.
+                let x0: Vec<Option<Vec<f32>>> = self
+                    .devices
+                    .iter()
+                    .map(|d| (sdgt && report.contains(&d.id)).then(|| pool.copy(&d.x)))
+                    .collect();
+                // This client's devices by subnet. A subnet whose devices are all here (with
+                // `ferrolab sdgt`'s layout, every one) mixes without the fabric in
+                // `subnet_step`; the others exchange through it.
+                let mut by_subnet: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+                for &k in &all {
+                    let id = self.devices[k].id;
+                    let (c, local) = topo
+                        .locate(id)
+                        .ok_or_else(|| ClientError(format!("device {id} is in no subnet")))?;
+                    by_subnet.entry(c).or_default().push((local, k));
+                }
+                let mut whole: Vec<(usize, Vec<usize>)> = Vec::new();
+                let mut remote: Vec<usize> = Vec::new();
+                for (c, mut m) in by_subnet {
+                    if m.len() == topo.subnets[c].len() {
+                        m.sort_unstable();
+                        whole.push((c, m.into_iter().map(|(_, k)| k).collect()));
+                    } else {
+                        remote.extend(m.into_iter().map(|(_, k)| k));
+                    }
+                }
+                remote.sort_unstable();
+                let mut gs: Vec<Vec<f32>> = all.iter().map(|_| pool.get_full(dim)).collect();
+                let mut scratch = Vec::new();
+                // z̃, written at the first step as z + (d − Wd)/(Tγ) (no copy of z first).
+                let mut znew: Vec<Vec<f32>> = Vec::new();
                 for t in 0..h.t {
                     let t0 = Instant::now();
-                    let mut vals = Vec::with_capacity(all.len());
                     for &k in &all {
-                        loss += self.grad_at_x(k, h.batch, &mut g);
+                        loss += self.grad_at_x(k, h.batch, &mut gs[k]);
                         nloss += 1;
-                        let d = &self.devices[k];
-                        if h.algo == Algo::SdGt {
-                            // Zipped, not indexed: no bounds checks, so it vectorises
-                            // (same expressions, same bits).
-                            let mut xh = pool.get(dim);
-                            xh.extend(
-                                d.x.iter()
-                                    .zip(&g)
-                                    .zip(d.y.iter().zip(&d.z))
-                                    .map(|((x, g), (y, z))| x - gamma * (g + y + z)),
-                            );
-                            let mut dd = pool.get(dim);
-                            dd.extend(
-                                xh.iter()
-                                    .zip(&d.x)
-                                    .zip(&d.y)
-                                    .map(|((h, x), y)| h - x + gamma * y),
-                            );
+                    }
+                    if sdgt && znew.is_empty() {
+                        znew = all.iter().map(|_| pool.get_full(dim)).collect();
+                    }
+                    for (c, ks) in &whole {
+                        let mut xs: Vec<Vec<f32>> = ks
+                            .iter()
+                            .map(|&k| std::mem::take(&mut self.devices[k].x))
+                            .collect();
+                        let mut zn: Vec<Vec<f32>> = if sdgt {
+                            ks.iter().map(|&k| std::mem::take(&mut znew[k])).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        {
+                            let devs = &self.devices;
+                            let gv: Vec<&[f32]> = ks.iter().map(|&k| gs[k].as_slice()).collect();
+                            let yv: Vec<&[f32]> =
+                                ks.iter().map(|&k| devs[k].y.as_slice()).collect();
+                            let zv: Vec<&[f32]> =
+                                ks.iter().map(|&k| devs[k].z.as_slice()).collect();
+                            let tr = sdgt.then_some(Trackers {
+                                y: &yv,
+                                z: &zv,
+                                znew: &mut zn,
+                                first: t == 0,
+                                tg,
+                            });
+                            subnet_step(&topo.graphs[*c].w, &mut xs, &gv, tr, gamma, &mut scratch);
+                        }
+                        for (&k, x) in ks.iter().zip(xs) {
+                            self.devices[k].x = x;
+                        }
+                        for (&k, z) in ks.iter().zip(zn) {
+                            znew[k] = z;
+                        }
+                    }
+                    compute += t0.elapsed().as_secs_f64();
+                    if remote.is_empty() {
+                        continue;
+                    }
+                    let t0 = Instant::now();
+                    let mut vals = Vec::with_capacity(remote.len());
+                    for &k in &remote {
+                        let (d, g) = (&self.devices[k], &gs[k]);
+                        if sdgt {
+                            let mut xh = pool.get_full(dim);
+                            let mut dd = pool.get_full(dim);
+                            sdgt_half_step(&d.x, g, &d.y, &d.z, gamma, &mut xh, &mut dd);
                             vals.push(vec![xh, dd]);
                         } else {
-                            let mut xn = pool.get(dim);
-                            xn.extend(d.x.iter().zip(&g).map(|(x, g)| x - gamma * g));
+                            let mut xn = pool.get_full(dim);
+                            xn.iter_mut()
+                                .zip(d.x.iter().zip(g))
+                                .for_each(|(o, (x, g))| *o = x - gamma * g);
                             vals.push(vec![xn]);
                         }
                     }
                     compute += t0.elapsed().as_secs_f64();
-                    let names: &[&str] = if h.algo == Algo::SdGt {
-                        &["x", "d"]
-                    } else {
-                        &["x"]
-                    };
-                    let MixOut {
-                        mut mixed,
-                        sent: vals,
-                    } = self.mix(ctx, &topo, t as u32, &all, names, vals, &mut pool)?;
-                    let t1 = Instant::now();
-                    for &k in &all {
-                        if h.algo == Algo::SdGt {
-                            let (dd, md) = (&vals[k][1], &mixed[k][1]);
-                            if dd.len() != dim {
-                                return Err(ClientError(format!(
-                                    "exchange lost device {}'s own d",
-                                    self.devices[k].id
-                                )));
+                    let names: &[&str] = if sdgt { &["x", "d"] } else { &["x"] };
+                    let mut mixed: Vec<Vec<f32>> = vec![Vec::new(); remote.len()];
+                    let mut mix_compute = 0f64;
+                    let sent = {
+                        let devices = &self.devices;
+                        let (pool, znew) = (&mut pool, &mut znew);
+                        let mut consume = |slot: usize,
+                                           own: &[&[f32]],
+                                           terms: &[Vec<(f32, &[f32])>]|
+                         -> Result<(), ClientError> {
+                            let t1 = Instant::now();
+                            let mut x = pool.get_full(dim);
+                            weighted_sum(&terms[0], &mut x);
+                            mixed[slot] = x;
+                            if sdgt {
+                                let k = remote[slot];
+                                let base = (t == 0).then(|| devices[k].z.as_slice());
+                                z_update(&terms[1], own[1], tg, base, &mut znew[k]);
                             }
-                            znew[k]
-                                .iter_mut()
-                                .zip(dd.iter().zip(md))
-                                .for_each(|(z, (a, b))| *z += (a - b) / tg);
+                            mix_compute += t1.elapsed().as_secs_f64();
+                            Ok(())
+                        };
+                        self.mix(ctx, &topo, t as u32, &remote, names, vals, &mut consume)?
+                    };
+                    let t1 = Instant::now();
+                    for (&k, x) in remote.iter().zip(mixed) {
+                        if x.len() != dim {
+                            return Err(ClientError(format!(
+                                "device {} was not mixed",
+                                self.devices[k].id
+                            )));
                         }
-                        let old = std::mem::replace(
-                            &mut self.devices[k].x,
-                            std::mem::take(&mut mixed[k][0]),
-                        );
-                        pool.put(old);
+                        pool.put(std::mem::replace(&mut self.devices[k].x, x));
                     }
-                    for v in vals.into_iter().chain(mixed).flatten() {
+                    for v in sent.into_iter().flatten() {
                         pool.put(v);
                     }
-                    compute += t1.elapsed().as_secs_f64();
+                    compute += mix_compute + t1.elapsed().as_secs_f64();
                 }
-                for k in all {
+                for v in gs {
+                    pool.put(v);
+                }
+                for (k, x0) in all.into_iter().zip(x0) {
                     let d = &mut self.devices[k];
-                    if h.algo == Algo::SdGt {
-                        pool.put(std::mem::replace(&mut d.z, std::mem::take(&mut znew[k])));
+                    if let Some(z) = znew.get_mut(k) {
+                        pool.put(std::mem::replace(&mut d.z, std::mem::take(z)));
                     }
                     if report.contains(&d.id) {
-                        if h.algo == Algo::SdGt {
+                        if sdgt {
+                            let x0 = x0.ok_or_else(|| {
+                                ClientError(format!("no x^0 kept for device {}", d.id))
+                            })?;
                             let delta: Vec<f32> =
-                                (0..dim).map(|i| d.x[i] - x0[k][i] + tg * d.y[i]).collect();
+                                d.x.iter()
+                                    .zip(&x0)
+                                    .zip(&d.y)
+                                    .map(|((x, x0), y)| x - x0 + tg * y)
+                                    .collect();
                             let _ = out.insert(&format!("delta.{}", d.id), vec![dim], delta);
+                            pool.put(x0);
                         } else {
                             let _ = out.insert(&format!("x.{}", d.id), vec![dim], d.x.clone());
                         }
                     }
-                }
-                for v in x0.into_iter().chain(znew) {
-                    pool.put(v);
                 }
             }
             Algo::Scaffold | Algo::FedAvg => {
@@ -653,28 +893,31 @@ impl DeviceClient {
                         continue;
                     }
                     let t0 = Instant::now();
-                    let xbar = take(&ins.params, "x_bar", dim)?;
+                    let xbar = view(&ins.params, "x_bar", dim)?;
                     let cg = if h.algo == Algo::Scaffold {
                         take(&ins.params, "c", dim)?
                     } else {
                         vec![0.0; dim]
                     };
-                    let mut x = xbar.clone();
+                    let mut x = xbar.to_vec();
                     for _ in 0..h.t {
                         loss += self.grad(k, &x, h.batch, &mut g);
                         nloss += 1;
                         let ci = &self.devices[k].c;
-                        for i in 0..dim {
-                            x[i] -= gamma * (g[i] - ci[i] + cg[i]);
-                        }
+                        x.iter_mut()
+                            .zip(g.iter().zip(ci).zip(&cg))
+                            .for_each(|(x, ((g, ci), cg))| *x -= gamma * (g - ci + cg));
                     }
                     let d = &mut self.devices[k];
                     if h.algo == Algo::Scaffold {
-                        let cnew: Vec<f32> = (0..dim)
-                            .map(|i| d.c[i] - cg[i] + (xbar[i] - x[i]) / tg)
-                            .collect();
-                        let dc: Vec<f32> = (0..dim).map(|i| cnew[i] - d.c[i]).collect();
-                        let dx: Vec<f32> = (0..dim).map(|i| x[i] - xbar[i]).collect();
+                        let cnew: Vec<f32> =
+                            d.c.iter()
+                                .zip(&cg)
+                                .zip(xbar.iter().zip(&x))
+                                .map(|((c, cg), (xb, x))| c - cg + (xb - x) / tg)
+                                .collect();
+                        let dc: Vec<f32> = cnew.iter().zip(&d.c).map(|(a, b)| a - b).collect();
+                        let dx: Vec<f32> = x.iter().zip(xbar).map(|(a, b)| a - b).collect();
                         let _ = out.insert(&format!("dx.{id}"), vec![dim], dx);
                         let _ = out.insert(&format!("dc.{id}"), vec![dim], dc);
                         d.c = cnew;
@@ -699,20 +942,52 @@ impl DeviceClient {
                     // Copies, not moves: a failed exchange must leave the devices intact.
                     let vals: Vec<Vec<Vec<f32>>> = all
                         .iter()
-                        .map(|&k| vec![self.devices[k].x.clone(), self.devices[k].y.clone()])
+                        .map(|&k| {
+                            vec![pool.copy(&self.devices[k].x), pool.copy(&self.devices[k].y)]
+                        })
                         .collect();
-                    let mixed = self
-                        .mix(ctx, &topo, t as u32, &all, &["x", "v"], vals, &mut pool)?
-                        .mixed;
+                    let mut mixed: Vec<[Vec<f32>; 2]> = vec![Default::default(); all.len()];
+                    let sent = {
+                        let pool = &mut pool;
+                        let mut consume = |slot: usize,
+                                           _own: &[&[f32]],
+                                           terms: &[Vec<(f32, &[f32])>]|
+                         -> Result<(), ClientError> {
+                            for (m, t) in mixed[slot].iter_mut().zip(terms) {
+                                let mut v = pool.get_full(dim);
+                                weighted_sum(t, &mut v);
+                                *m = v;
+                            }
+                            Ok(())
+                        };
+                        self.mix(ctx, &topo, t as u32, &all, &["x", "v"], vals, &mut consume)?
+                    };
+                    for v in sent.into_iter().flatten() {
+                        pool.put(v);
+                    }
                     let t0 = Instant::now();
                     for &k in &all {
-                        let xn: Vec<f32> = (0..dim)
-                            .map(|i| mixed[k][0][i] - gamma * self.devices[k].y[i])
+                        let [mx, mv] = &mixed[k];
+                        if mx.len() != dim || mv.len() != dim {
+                            return Err(ClientError(format!(
+                                "device {} was not mixed",
+                                self.devices[k].id
+                            )));
+                        }
+                        let xn: Vec<f32> = mx
+                            .iter()
+                            .zip(&self.devices[k].y)
+                            .map(|(m, y)| m - gamma * y)
                             .collect();
                         loss += self.grad(k, &xn, h.batch, &mut g);
                         nloss += 1;
                         let d = &mut self.devices[k];
-                        d.y = (0..dim).map(|i| mixed[k][1][i] + g[i] - d.c[i]).collect();
+                        d.y = mv
+                            .iter()
+                            .zip(&g)
+                            .zip(&d.c)
+                            .map(|((m, g), c)| m + g - c)
+                            .collect();
                         d.c = g.clone();
                         d.x = xn;
                     }
@@ -728,6 +1003,7 @@ impl DeviceClient {
                 }
             }
         }
+        pool.put(g);
         self.pool = pool;
         let mut m = Metrics::new();
         m.insert("compute_seconds".into(), compute);
@@ -999,7 +1275,7 @@ impl Strategy for DeviceStrategy {
         } else {
             self.sample(round)
         };
-        let xbar = params.to_flat();
+        let xbar = params.flat_view();
         let (down, _) = h.algo.server_vectors();
         let mut out = Vec::new();
         for &cl in clients {
@@ -1085,21 +1361,22 @@ impl Strategy for DeviceStrategy {
         let h = self.hyper;
         let dim = self.dim;
         let (_, up) = h.algo.server_vectors();
-        // Every returned vector, keyed by (device, role), device-sorted by the BTreeMap.
-        let mut got: BTreeMap<(u32, String), Vec<f32>> = BTreeMap::new();
+        // Every returned vector, borrowed, keyed by (device, role), device-sorted by the
+        // BTreeMap.
+        let mut got: BTreeMap<(u32, &str), &[f32]> = BTreeMap::new();
         for (_, r) in &results {
             for (name, t) in r.params.iter() {
                 if let Some((role, d)) = name.split_once('.')
                     && let Ok(d) = d.parse::<u32>()
                 {
-                    got.insert((d, role.to_string()), t.data.clone());
+                    got.insert((d, role), &t.data);
                 }
             }
         }
         let arrived = |role: &str| -> Vec<(u32, &[f32])> {
             got.iter()
-                .filter(|((_, r), _)| r == role)
-                .map(|((d, _), v)| (*d, v.as_slice()))
+                .filter(|((_, r), _)| *r == role)
+                .map(|((d, _), v)| (*d, *v))
                 .collect()
         };
         let reporting: BTreeSet<u32> = got.keys().map(|(d, _)| *d).collect();
@@ -1118,26 +1395,31 @@ impl Strategy for DeviceStrategy {
         if h.algo != Algo::Gt {
             self.comm.server_bytes += (reporting.len() * up * dim * 4) as f64;
         }
-        let xbar = params.to_flat();
+        let xbar = params.flat_view();
         let tg = (h.t as f64 * h.lr) as f32;
         let new = match h.algo {
             Algo::SdGt => {
                 let deltas = arrived("delta");
-                let mean = mean_flat(deltas.clone());
-                for (c, members) in self.topo.subnets.iter().enumerate() {
-                    let mine: Vec<(u32, &[f32])> = deltas
-                        .iter()
-                        .filter(|(d, _)| members.binary_search(d).is_ok())
-                        .cloned()
-                        .collect();
-                    if mine.is_empty() {
-                        continue;
-                    }
-                    let mc = mean_flat(mine);
-                    self.y_c_old[c] = std::mem::replace(
-                        &mut self.y_c[c],
-                        (0..dim).map(|i| (mc[i] - mean[i]) / tg).collect(),
-                    );
+                // Subnets with at least one Δ, and which Δ are theirs (device order kept).
+                let (subnets, groups): (Vec<usize>, Vec<Vec<usize>>) = self
+                    .topo
+                    .subnets
+                    .iter()
+                    .enumerate()
+                    .map(|(c, members)| {
+                        let mine = deltas
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (d, _))| members.binary_search(d).is_ok())
+                            .map(|(i, _)| i)
+                            .collect::<Vec<usize>>();
+                        (c, mine)
+                    })
+                    .filter(|(_, mine)| !mine.is_empty())
+                    .unzip();
+                let (new, mean, ys) = sdgt_server_step(&xbar, &deltas, &groups, tg)?;
+                for (c, y) in subnets.into_iter().zip(ys) {
+                    self.y_c_old[c] = std::mem::replace(&mut self.y_c[c], y);
                 }
                 if let Some((m, Some(every))) = self.cost_model
                     && (round + 1).is_multiple_of(every.max(1))
@@ -1169,7 +1451,7 @@ impl Strategy for DeviceStrategy {
                     self.hyper.t = t_new;
                     self.choices.push((round + 1, s_new, t_new));
                 }
-                (0..dim).map(|i| xbar[i] + mean[i]).collect::<Vec<f32>>()
+                new
             }
             Algo::SdFedAvg | Algo::FedAvg | Algo::Gt => mean_flat(arrived("x")),
             Algo::Scaffold => {
@@ -1180,53 +1462,179 @@ impl Strategy for DeviceStrategy {
                 for (c, d) in self.c.iter_mut().zip(&dc) {
                     *c += frac * d;
                 }
-                (0..dim).map(|i| xbar[i] + dx[i]).collect()
+                xbar.iter().zip(&dx).map(|(x, d)| x + d).collect()
             }
         };
         if h.algo.uses_d2d() && h.algo != Algo::Gt {
             self.reset = reporting;
         }
-        Ok(params.with_flat(&new)?)
+        Ok(params.with_flat_vec(new)?)
     }
+}
+
+/// SD-GT's server step over the sampled devices' Δ (device-sorted), in one pass a block at a
+/// time: Δ̄ = mean of all, for each of `groups` (a subnet's Δ, as indices into `deltas`)
+/// `y_c = (Δ̄_c − Δ̄)/(Tγ)`, and x̄ + Δ̄. Returns (x̄ + Δ̄, Δ̄, y_c per group). Each mean is the one
+/// [`mean_flat`] computes (f64 sum from 0 in device order, divided, rounded to f32) and each
+/// output element the same expression as before, so the result is the same bits as computing
+/// the means one vector at a time; reading each Δ from memory once instead of twice, with no
+/// full-length f64 accumulators or per-subnet means written, keeps the server's share of a
+/// round (the clients wait for it) small.
+#[allow(clippy::type_complexity)]
+fn sdgt_server_step(
+    xbar: &[f32],
+    deltas: &[(u32, &[f32])],
+    groups: &[Vec<usize>],
+    tg: f32,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<Vec<f32>>), StrategyError> {
+    const B: usize = 1024;
+    let n = xbar.len();
+    if let Some((d, v)) = deltas.iter().find(|(_, v)| v.len() != n) {
+        return Err(StrategyError::Params(crate::params::ParamsError::Mismatch(
+            format!("Δ of device {d} has {} values, x̄ {n}", v.len()),
+        )));
+    }
+    if groups.iter().flatten().any(|&i| i >= deltas.len()) {
+        return Err(StrategyError::Params(crate::params::ParamsError::Mismatch(
+            "subnet group names a Δ that did not arrive".into(),
+        )));
+    }
+    let k = deltas.len() as f64;
+    let mut new = Vec::with_capacity(n);
+    let mut mean = Vec::with_capacity(n);
+    let mut ys: Vec<Vec<f32>> = groups.iter().map(|_| Vec::with_capacity(n)).collect();
+    let (mut acc, mut m) = ([0f64; B], [0f32; B]);
+    let mut s = 0;
+    while s < n {
+        let e = (s + B).min(n);
+        let (a, mb) = (&mut acc[..e - s], &mut m[..e - s]);
+        a.fill(0.0);
+        for (_, v) in deltas {
+            a.iter_mut()
+                .zip(&v[s..e])
+                .for_each(|(a, x)| *a += *x as f64);
+        }
+        mb.iter_mut()
+            .zip(a.iter())
+            .for_each(|(m, a)| *m = (a / k) as f32);
+        mean.extend_from_slice(mb);
+        new.extend(xbar[s..e].iter().zip(mb.iter()).map(|(x, m)| x + m));
+        for (g, y) in groups.iter().zip(&mut ys) {
+            a.fill(0.0);
+            for &i in g {
+                a.iter_mut()
+                    .zip(&deltas[i].1[s..e])
+                    .for_each(|(a, x)| *a += *x as f64);
+            }
+            let kg = g.len() as f64;
+            y.extend(
+                a.iter()
+                    .zip(mb.iter())
+                    .map(|(a, m)| ((a / kg) as f32 - m) / tg),
+            );
+        }
+        s = e;
+    }
+    Ok((new, mean, ys))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::weighted_sum;
+    use super::{BLOCK, sdgt_half_step, weighted_sum, z_update};
 
-    /// The blocked sum must equal one full pass per neighbour bit for bit (the NATS and
-    /// in-process runs, and runs before this change, are compared for bit-identity), including
-    /// a last block shorter than the others.
-    #[test]
-    fn blocked_mixing_equals_one_pass_per_neighbour() {
-        let dim = 2048 * 2 + 37;
-        let vecs: Vec<Vec<f32>> = (0..4)
+    fn vecs(dim: usize, k: usize) -> Vec<Vec<f32>> {
+        (0..k)
             .map(|j| {
                 (0..dim)
                     .map(|i| ((i * 7 + j * 13) as f32 * 0.37).sin() * 3.0)
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    /// One full pass per neighbour into a zeroed vector: the arithmetic the blocked and fused
+    /// kernels must reproduce bit for bit (NATS and in-process runs, and runs of earlier
+    /// builds, are compared for bit-identity).
+    fn naive_sum(ws: &[f32], vs: &[Vec<f32>], dim: usize) -> Vec<f32> {
+        let mut out = vec![0f32; dim];
+        for (w, v) in ws.iter().zip(vs) {
+            out.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
+        }
+        out
+    }
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// Includes a last block shorter than the others, and a reused output whose old contents
+    /// must not leak in.
+    #[test]
+    fn blocked_mixing_equals_one_pass_per_neighbour() {
+        let dim = BLOCK * 2 + 37;
+        let vs = vecs(dim, 4);
         let ws = [0.25f32, 0.4, 1.0 / 3.0, 0.0166];
-        let terms: Vec<(f32, Vec<&[f32]>)> = ws
+        let terms: Vec<(f32, &[f32])> = ws
             .iter()
-            .zip(&vecs)
-            .map(|(w, v)| (*w, vec![v.as_slice(), v.as_slice()]))
+            .zip(&vs)
+            .map(|(w, v)| (*w, v.as_slice()))
             .collect();
-        let mut naive = vec![0f32; dim];
-        for (w, v) in ws.iter().zip(&vecs) {
-            naive.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
-        }
-        for ni in 0..2 {
-            // A reused buffer's old contents (here longer than the result) must not leak in.
-            let got = weighted_sum(&terms, ni, dim, vec![7.0; dim + 5]);
-            assert_eq!(got.len(), dim);
-            assert!(
-                got.iter()
-                    .zip(&naive)
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
-            );
-        }
-        assert!(weighted_sum(&terms, 0, 0, vec![1.0; 4]).is_empty());
+        let mut got = vec![7.0; dim];
+        weighted_sum(&terms, &mut got);
+        assert!(same_bits(&got, &naive_sum(&ws, &vs, dim)));
+        let mut none = vec![7.0; 5];
+        weighted_sum(&[], &mut none);
+        assert!(same_bits(&none, &[0.0; 5]));
+    }
+
+    /// The fused z update equals Σ W d into a vector, then `z += (d − Wd)/tg` (from a copy of
+    /// z at the first step), bit for bit.
+    #[test]
+    fn fused_z_update_equals_mix_then_update() {
+        let dim = BLOCK + 1000;
+        let vs = vecs(dim, 3);
+        let ws = [0.5f32, 0.3, 0.2];
+        let terms: Vec<(f32, &[f32])> = ws
+            .iter()
+            .zip(&vs)
+            .map(|(w, v)| (*w, v.as_slice()))
+            .collect();
+        let own = &vs[1];
+        let z0: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.01).cos()).collect();
+        let tg = 0.015f32;
+        let md = naive_sum(&ws, &vs, dim);
+        let mut want = z0.clone();
+        want.iter_mut()
+            .zip(own.iter().zip(&md))
+            .for_each(|(z, (a, b))| *z += (a - b) / tg);
+        let mut got = vec![9.0; dim];
+        z_update(&terms, own, tg, Some(&z0), &mut got);
+        assert!(same_bits(&got, &want));
+        // A second step updates in place.
+        want.iter_mut()
+            .zip(own.iter().zip(&md))
+            .for_each(|(z, (a, b))| *z += (a - b) / tg);
+        z_update(&terms, own, tg, None, &mut got);
+        assert!(same_bits(&got, &want));
+        // And it is not a no-op that happens to match: a different own d changes z.
+        let mut other = got.clone();
+        z_update(&terms, &vs[0], tg, None, &mut other);
+        assert!(!same_bits(&other, &want));
+    }
+
+    /// The fused half step equals the two passes it replaced.
+    #[test]
+    fn fused_half_step_equals_two_passes() {
+        let dim = 1001;
+        let v = vecs(dim, 4);
+        let (x, g, y, z) = (&v[0], &v[1], &v[2], &v[3]);
+        let gamma = 0.03f32;
+        let xh: Vec<f32> = (0..dim)
+            .map(|i| x[i] - gamma * (g[i] + y[i] + z[i]))
+            .collect();
+        let dd: Vec<f32> = (0..dim).map(|i| xh[i] - x[i] + gamma * y[i]).collect();
+        let (mut a, mut b) = (vec![1.0; dim], vec![2.0; dim]);
+        sdgt_half_step(x, g, y, z, gamma, &mut a, &mut b);
+        assert!(same_bits(&a, &xh) && same_bits(&b, &dd));
     }
 }

@@ -341,9 +341,9 @@ fn server_loop(
                     .insert("checkpoint".into(), serde_json::json!(true));
             }
             names.insert(c, strategy.expected_names(c));
-            fabric.send_task(
+            fabric.send_task_owned(
                 c,
-                &Task {
+                Task {
                     round,
                     kind: TaskKind::Fit,
                     config: ins.config,
