@@ -460,48 +460,6 @@ fn transform_dy(
     }
 }
 
-/// Compiles `$body` three times — for AVX-512, for AVX2 + FMA and for the baseline — and
-/// runs the widest this CPU has. The crate is built for baseline x86-64 (SSE2), so without
-/// this the transforms' adds ran four lanes wide on a machine with sixteen; the GEMMs
-/// already choose their kernels at run time.
-macro_rules! widest {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
-        $(#[$m])*
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                fn wide($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn mid($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: `wide` only requires the CPU features checked just above.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        wide($($arg),*)
-                    };
-                    return;
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: `mid` only requires the CPU features checked just above.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        mid($($arg),*)
-                    };
-                    return;
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
 /// Pads and transforms the input of every sample of `blk` into `s.v`.
 #[inline(always)]
 fn block_inputs_body(g: &Geom, blk: &Block, x: &[f32], t: usize, s: &mut Scratch) {
