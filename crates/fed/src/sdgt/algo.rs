@@ -280,6 +280,7 @@ fn z_update(terms: &[(f32, &[f32])], own: &[f32], tg: f32, base: Option<&[f32]>,
 /// SD-GT's half step for one device, both outputs in one pass over its vectors:
 /// `xh = x − γ(g + y + z)`, `d = xh − x + γy` (the same expressions, evaluated in the same
 /// order, as two separate passes).
+#[inline(always)]
 fn sdgt_half_step(
     x: &[f32],
     g: &[f32],
@@ -301,7 +302,7 @@ fn sdgt_half_step(
 /// `out ← Σ_j w_j src_j` over `w = [(j, w_j)]`, where `src_j` is `src[j·stride ..][..len]`:
 /// [`block_sum`] over one block of several devices' vectors kept side by side in a scratch
 /// buffer (same order, same first term `0.0 + w·b`, so the same bits).
-#[inline]
+#[inline(always)]
 fn strided_sum(w: &[(usize, f64)], src: &[f32], stride: usize, out: &mut [f32]) {
     let len = out.len();
     match w.split_first() {
@@ -333,7 +334,7 @@ struct Trackers<'a> {
 
 /// Elements per block of [`subnet_step`]: its scratch holds two blocks per device (xh and d),
 /// which for a subnet of four stays within L1.
-const SUBNET_BLOCK: usize = 1024;
+const SUBNET_BLOCK: usize = 4096;
 
 /// One local step, after the gradients, of a subnet whose devices all belong to this client:
 /// SD-GT's `xh_j = x_j − γ(g_j + y_j + z_j)`, `d_j = xh_j − x_j + γy_j`,
@@ -348,6 +349,46 @@ const SUBNET_BLOCK: usize = 1024;
 /// [`weighted_sum`], [`z_update`]), so both give the same bits; x is overwritten block by block
 /// only after every device's xh of that block has been computed.
 fn subnet_step(
+    w: &[Vec<(usize, f64)>],
+    x: &mut [Vec<f32>],
+    g: &[&[f32]],
+    trackers: Option<Trackers<'_>>,
+    gamma: f32,
+    scratch: &mut Vec<f32>,
+) {
+    // The crate is built for baseline x86-64 (SSE2, four lanes); this loop is the client's
+    // whole share of a round's vector work, so it is compiled a second time for AVX-512 and
+    // run that way where the CPU has it. Only the vector width changes: no FMA is enabled and
+    // Rust never contracts a multiply and an add, so every element is the same IEEE
+    // operations in the same order and the result the same bits.
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx2")]
+        fn wide(
+            w: &[Vec<(usize, f64)>],
+            x: &mut [Vec<f32>],
+            g: &[&[f32]],
+            trackers: Option<Trackers<'_>>,
+            gamma: f32,
+            scratch: &mut Vec<f32>,
+        ) {
+            subnet_step_body(w, x, g, trackers, gamma, scratch);
+        }
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: `wide` only requires the CPU features checked just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                wide(w, x, g, trackers, gamma, scratch)
+            };
+            return;
+        }
+    }
+    subnet_step_body(w, x, g, trackers, gamma, scratch);
+}
+
+/// [`subnet_step`]'s loop, inlined into each of its instantiations.
+#[inline(always)]
+fn subnet_step_body(
     w: &[Vec<(usize, f64)>],
     x: &mut [Vec<f32>],
     g: &[&[f32]],
@@ -1540,7 +1581,9 @@ fn sdgt_server_step(
 
 #[cfg(test)]
 mod tests {
-    use super::{BLOCK, sdgt_half_step, weighted_sum, z_update};
+    use super::{
+        BLOCK, SUBNET_BLOCK, Trackers, sdgt_half_step, subnet_step, weighted_sum, z_update,
+    };
 
     fn vecs(dim: usize, k: usize) -> Vec<Vec<f32>> {
         (0..k)
@@ -1620,6 +1663,78 @@ mod tests {
         let mut other = got.clone();
         z_update(&terms, &vs[0], tg, None, &mut other);
         assert!(!same_bits(&other, &want));
+    }
+
+    /// The block-wise step of a subnet held by one client (the AVX-512 build where the CPU
+    /// has it) equals the exchange path's kernels applied to whole vectors, bit for bit, for
+    /// SD-GT at a first and a later step and for SD-FedAvg; a round's result then does not
+    /// depend on whether a subnet's devices share a client.
+    #[test]
+    fn subnet_step_equals_the_exchange_path() {
+        let (n, dim) = (3, SUBNET_BLOCK * 2 + 77);
+        let v = vecs(dim, 4 * n + 1);
+        let (x, rest) = v.split_at(n);
+        let (g, rest) = rest.split_at(n);
+        let (y, rest) = rest.split_at(n);
+        let (z, _) = rest.split_at(n);
+        // Metropolis rows of a path 0 – 1 – 2, self included, not in index order.
+        let w: Vec<Vec<(usize, f64)>> = vec![
+            vec![(1, 1.0 / 3.0), (0, 2.0 / 3.0)],
+            vec![(0, 1.0 / 3.0), (1, 1.0 / 3.0), (2, 1.0 / 3.0)],
+            vec![(2, 2.0 / 3.0), (1, 1.0 / 3.0)],
+        ];
+        let (gamma, tg) = (0.01f32, 0.05f32);
+        for (sdgt, first) in [(true, true), (true, false), (false, true)] {
+            // Exchange path: xh, d per device, then Σ W xh and the z update per device.
+            let (mut xh, mut dd) = (vec![vec![0f32; dim]; n], vec![vec![0f32; dim]; n]);
+            for j in 0..n {
+                if sdgt {
+                    sdgt_half_step(&x[j], &g[j], &y[j], &z[j], gamma, &mut xh[j], &mut dd[j]);
+                } else {
+                    xh[j] = x[j].iter().zip(&g[j]).map(|(x, g)| x - gamma * g).collect();
+                }
+            }
+            let zprev: Vec<Vec<f32>> = z
+                .iter()
+                .map(|z| z.iter().map(|v| v * 0.5).collect())
+                .collect();
+            let (mut want_x, mut want_z) = (vec![vec![0f32; dim]; n], zprev.clone());
+            for i in 0..n {
+                weighted_sum(&terms_of(&w[i], &xh), &mut want_x[i]);
+                if sdgt {
+                    let base = first.then_some(&z[i][..]);
+                    z_update(&terms_of(&w[i], &dd), &dd[i], tg, base, &mut want_z[i]);
+                }
+            }
+            let mut got_x = x.to_vec();
+            let mut got_z = zprev.clone();
+            let gv: Vec<&[f32]> = g.iter().map(Vec::as_slice).collect();
+            let yv: Vec<&[f32]> = y.iter().map(Vec::as_slice).collect();
+            let zv: Vec<&[f32]> = z.iter().map(Vec::as_slice).collect();
+            let tr = sdgt.then_some(Trackers {
+                y: &yv,
+                z: &zv,
+                znew: &mut got_z,
+                first,
+                tg,
+            });
+            subnet_step(&w, &mut got_x, &gv, tr, gamma, &mut Vec::new());
+            for i in 0..n {
+                assert!(
+                    same_bits(&got_x[i], &want_x[i]),
+                    "x of {i} (sdgt {sdgt}, first {first})"
+                );
+                assert!(
+                    same_bits(&got_z[i], &want_z[i]),
+                    "z of {i} (sdgt {sdgt}, first {first})"
+                );
+            }
+            assert!(!same_bits(&got_x[0], &x[0]));
+        }
+    }
+
+    fn terms_of<'v>(w: &[(usize, f64)], vs: &'v [Vec<f32>]) -> Vec<(f32, &'v [f32])> {
+        w.iter().map(|&(j, wij)| (wij as f32, &vs[j][..])).collect()
     }
 
     /// The fused half step equals the two passes it replaced.
