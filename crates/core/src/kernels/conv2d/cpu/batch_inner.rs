@@ -11,23 +11,27 @@
 //! are one contiguous run of `wv·N` rows per `y`. So, per column shift `ox`:
 //! - the input's columns `x + ox` (and, for the weight gradient, the output's columns `x`) are
 //!   copied once into a compact `[H][wv][N][·]` matrix (none for `ox = 0`);
-//! - each row shift `oy` is then a row offset into it: one GEMM `[hv·wv·N, C] x [C, F]` with
-//!   the tap's weight read in place as a strided `[C, F]` view, accumulated into a compact
-//!   output, which is added into the full output at its columns once per `ox`.
+//! - each row shift `oy` is then a row offset into it: one GEMM `[hv·wv·N, C] x [C, F]`
+//!   (run transposed, output channels along the micro-kernel's vector rows), accumulated into
+//!   a compact output, which is added into the full output at its columns once per `ox`.
 //!
-//! Every GEMM spans the whole batch and uses the whole pool (it splits rows and columns, not
-//! the contraction, so results do not depend on the thread count), each tap's weight is
-//! packed once per pass, and the transposes to and from NCHW touch the activations once.
-//! The input gradient is the same convolution of the output gradient with the flipped,
-//! transposed weight (another strided view, nothing copied); the weight gradient is one GEMM
-//! per tap contracting over the valid rows, written straight into the `[F, C, kh, kw]` result.
+//! The output channels are split into one part per thread; each part runs all its GEMMs on
+//! one thread and first transposes its own columns of the weight (`[F][C·kh·kw]` to
+//! `[C·kh·kw][F]`, so every tap's `[C, F]` slice has a unit stride; read in place it had none
+//! and the GEMM's packing gathered one value per cache line). No GEMM splits its contraction,
+//! so results do not depend on the thread count, each weight value is packed once per pass,
+//! and the transposes to and from NCHW touch the activations once. The input gradient is the
+//! same convolution of the output gradient with the flipped, transposed weight; the weight
+//! gradient is one GEMM per tap contracting over the valid rows, each tap's `[F, C]` block
+//! written contiguously and the taps interleaved into `[F, C, kh, kw]` after.
 
 use super::{Geom, Mat, add_row, gemm_strided, transpose, with_thread_scratch};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Whether this convolution has a shape the batch-inner path computes: one group, stride 1,
-/// odd kernel with "same" padding (so the plane keeps its size), more than one tap.
+/// odd kernel with "same" padding (so the plane keeps its size), more than one tap (a 1x1
+/// layer gains nothing here: its transposes cost more than the per-sample GEMMs they save).
 pub(super) fn shape_ok(g: &Geom) -> bool {
     g.groups == 1
         && g.sh == 1
