@@ -194,10 +194,7 @@ pub(crate) fn gemm(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(ldc >= n, "conv gemm: output rows overlap");
+    assert!(m == 0 || ldc >= n, "conv gemm: output rows overlap");
     gemm_strided(m, n, k, a, b, c, (ldc, 1), accumulate, par);
 }
 
@@ -402,7 +399,7 @@ pub(crate) fn transpose(
     );
     let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx") {
+    if r8 > 0 && c8 > 0 && std::is_x86_feature_detected!("avx") {
         // SAFETY: `transpose8_avx` needs AVX, checked just above; it reads rows `i..i+8`,
         // columns `j..j+8` of `src` and writes the mirrored block of `dst`, all inside the
         // bounds asserted above since `i + 8 <= rows` and `j + 8 <= cols`.
@@ -877,12 +874,13 @@ const BATCH_INNER_MAX_PLANE: usize = 256;
 
 /// Whether all three passes take the batch-inner path: stride-1 "same" layers with many
 /// channels on small planes, where the Winograd forward pass has too few tiles (see
-/// [`WINO_MIN_TILES`]). From per-layer runs of `examples/conv2d_bench.rs` (two threads)
-/// against the paths it replaces: YOLO-tiny's 4x4 and 8x8 layers (256-1024 channels, batch
-/// 16) forward 0.8-1.1x, input gradient 0.6-0.9x, weight gradient 0.55-0.9x (the last against
-/// Winograd at 8x8); UNet's 8x8 layers (batch 8) weight gradient 0.5-0.7x, the other passes
-/// level. With more tiles Winograd's weight gradient wins (UNet's 16x16 layers, ResNet-20's
-/// 8x8 at batch 128: BI 1.3-1.6x), so those stay with it.
+/// [`WINO_MIN_TILES`]). Per-layer A/B against the paths it replaced (`T=1 python3
+/// bench/conv_ab.py OLD NEW 3 --only yolo,unet --clock cpu`, OLD built from 0550746 with this
+/// tree's `examples/conv2d_bench.rs`; figures in `crates/vision/README.md`): YOLO-tiny's 4x4
+/// layers 0.61-0.99x, its 8x8 layers 0.83-0.89x forward / input gradient, UNet's 8x8 layers
+/// 0.83-0.97x. The weight gradient of YOLO-tiny's 8x8 layers (256 tiles) was 1.05-1.13x of
+/// Winograd's on one thread but 0.90-0.96x at two (quiet), so it stays here; with 512 tiles and
+/// more (UNet's 16x16 layers, ResNet-20's 8x8 at batch 128) Winograd is taken.
 fn batch_inner(g: &Geom) -> bool {
     batch_inner::shape_ok(g)
         && g.c >= BATCH_INNER_MIN_CHANNELS

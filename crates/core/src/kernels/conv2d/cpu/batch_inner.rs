@@ -72,7 +72,8 @@ thread_local! {
 struct Part {
     /// Its output of a column shift, compact `[H][wv][N][f1 − f0]`.
     acc: Vec<f32>,
-    /// Its columns of every tap's weight, `[kh·kw][K][f1 − f0]` (see [`Weights::fill`]).
+    /// Its columns of every tap's weight as [`Weights::fill`] lays them out; in the weight
+    /// gradient, its per-tap blocks `[kh·kw][f1 − f0][C]` before they are interleaved.
     wt: Vec<f32>,
 }
 
