@@ -15,7 +15,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use ferrolab_core::nn::to_vec_f32;
 use ferrolab_vision::layers::{
-    Conv2dConfig, ConvBn, global_avg_pool, max_pool2d, relu, subsample2,
+    Conv2dConfig, ConvBn, add_relu, global_avg_pool, max_pool2d, relu, shortcut_a,
 };
 use serde::{Deserialize, Serialize};
 
@@ -320,15 +320,8 @@ impl ZooNet {
                 let x = x.map();
                 let y = relu(self.convs[c1].forward(x.clone()));
                 let y = self.convs[c2].forward(y);
-                let id = if stride == 2 { subsample2(x) } else { x };
-                let id = if pad == 0 {
-                    id
-                } else {
-                    let [n, _, h, w] = id.dims();
-                    let z = Tensor::<4>::zeros([n, pad, h, w], &id.device());
-                    Tensor::cat(vec![z.clone(), id, z], 1)
-                };
-                Act::Map(relu(y + id))
+                let id = shortcut_a(x, stride, pad);
+                Act::Map(add_relu(y, id))
             }
             Op::MaxPool => Act::Map(max_pool2d(x.map(), 2, 2)),
             Op::Gap => Act::Flat(global_avg_pool(x.map())),

@@ -41,7 +41,8 @@
 //! outputs against the benchmark's targets, which the PyTorch twin of the loss must reproduce.
 //! `--in-pool` runs everything on a worker of rayon's pool, for profiling: `perf record
 //! --call-graph dwarf` then attributes each kernel to the op that called it (the harness does
-//! not use it).
+//! not use it). `--infer-only` skips the training steps (the inference passes then run the
+//! freshly initialised model: same work, for profiling inference alone).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -64,7 +65,7 @@ use ferrolab_vision::optim::FusedSgdConfig;
 
 const USAGE: &str = "usage: vision_step_bench --model resnet20|unet|yolo [--threads N] \
                      [--warmup N] [--iters N] [--json] [--params-only] [--check-loss] [--in-pool] \
-                     [--burn-sgd]";
+                     [--burn-sgd] [--infer-only]";
 const MODELS: [&str; 3] = ["resnet20", "unet", "yolo"];
 
 #[derive(Debug)]
@@ -78,6 +79,7 @@ struct Args {
     check_loss: bool,
     in_pool: bool,
     burn_sgd: bool,
+    infer_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -91,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         check_loss: false,
         in_pool: false,
         burn_sgd: false,
+        infer_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -112,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
             "--check-loss" => args.check_loss = true,
             "--in-pool" => args.in_pool = true,
             "--burn-sgd" => args.burn_sgd = true,
+            "--infer-only" => args.infer_only = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -233,7 +237,12 @@ fn run<M: Module>(
     };
     let (mut fwd_peak, mut bwd_peak, mut opt_peak) = (f64::NAN, f64::NAN, f64::NAN);
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-    for i in 0..args.warmup + args.iters {
+    let train_steps = if args.infer_only {
+        0
+    } else {
+        args.warmup + args.iters
+    };
+    for i in 0..train_steps {
         let t0 = Instant::now();
         let l = loss(&model);
         // The read-back is the step's own (the loss is logged); it also ends the forward phase.

@@ -334,10 +334,18 @@ pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     pool::global_avg_pool(x).reshape([n, c])
 }
 
-/// Every second row and column, starting at 0 (`x[:, :, ::2, ::2]`): the stride-2 identity of
-/// ResNet's option-A shortcut. A 1×1 max pool with stride 2 selects exactly those elements.
+/// Every second row and column, starting at 0 (`x[:, :, ::2, ::2]`).
 pub fn subsample2(x: Tensor<4>) -> Tensor<4> {
-    max_pool2d(x, 1, 2)
+    pool::shortcut_a(x, 2, 0)
+}
+
+/// ResNet's option-A shortcut: the identity, subsampled (`x[:, :, ::2, ::2]`) when `stride`
+/// is 2, with `pad` channels of zeros on each side — one pass (see `pool::shortcut_a`).
+///
+/// # Panics
+/// When `stride` is not 1 or 2 (a bug of the model).
+pub fn shortcut_a(x: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+    pool::shortcut_a(x, stride, pad)
 }
 
 /// Nearest-neighbour up-sampling by 2 (`nn.Upsample(scale_factor=2)`, darknet's `upsample`).
@@ -371,6 +379,11 @@ pub fn dropout<const D: usize>(layer: &burn::nn::Dropout, x: Tensor<D>) -> Tenso
 
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     pointwise::relu(x)
+}
+
+/// `relu(a + b)` in one pass: a residual block's sum and activation.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    pointwise::add_relu(a, b)
 }
 
 pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {

@@ -52,7 +52,7 @@ pub(crate) fn values(t: &FlexTensor) -> &[f32] {
 }
 
 /// Whether `t` can be overwritten in place: it owns its buffer and covers exactly all of it.
-fn writable(t: &FlexTensor) -> bool {
+pub(crate) fn writable(t: &FlexTensor) -> bool {
     t.is_unique()
         && t.is_contiguous()
         && t.layout().start_offset() == 0

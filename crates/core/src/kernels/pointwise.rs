@@ -30,7 +30,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 
-use super::flex_slices::{contiguous, is_f32, map_elems, values, zip_elems};
+use super::flex_slices::{contiguous, is_f32, map_elems, values, writable, zip_elems};
 
 /// `max(x, 0)`.
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -55,6 +55,20 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as PointwiseKernels>::gelu_fwd(x.into_dispatch()))
 }
 
+/// `max(a + b, 0)`: a residual block's sum and activation in one pass (burn's add, then the
+/// ReLU, read and wrote the activation twice). Backward: `dy·[y > 0]` to both inputs, from the
+/// saved output.
+///
+/// # Panics
+/// When `a` and `b` differ in shape (a bug of the model).
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    assert_eq!(a.dims(), b.dims(), "add_relu: shapes differ");
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::add_relu_fwd(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
 #[backend_extension(Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")), Autodiff)]
 pub trait PointwiseKernels: Backend {
     /// LeakyReLU forward.
@@ -73,6 +87,11 @@ pub trait PointwiseKernels: Backend {
         let positive = Self::float_greater_elem(saved, 0f32.into(), bool_dtype);
         let scaled = Self::float_mul_scalar(dy.clone(), slope.into());
         Self::float_mask_where(scaled, positive, dy)
+    }
+
+    /// `max(a + b, 0)` for equal shapes.
+    fn add_relu_fwd(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu(Self::float_add(a, b))
     }
 
     /// SiLU forward.
@@ -192,6 +211,20 @@ impl PointwiseKernels for Flex {
         )
     }
 
+    fn add_relu_fwd(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&a, &b]) || a.shape() != b.shape() {
+            return Flex::relu(Flex::float_add(a, b));
+        }
+        // Into whichever input nobody else holds (the block's branch usually; the identity is
+        // often still referenced by the autodiff graph).
+        let (a, b) = if writable(&a) { (a, b) } else { (b, a) };
+        let b = contiguous(b);
+        zip_elems(a, values(&b), |u, v| {
+            let s = u + v;
+            if s > 0.0 { s } else { 0.0 }
+        })
+    }
+
     fn silu_fwd(x: FlexTensor) -> FlexTensor {
         if !flex_ok(&[&x]) {
             return Flex::float_mul(x.clone(), Flex::sigmoid(x));
@@ -282,6 +315,28 @@ impl<B: Backend + PointwiseKernels> Backward<B, 1> for PointwiseBackward {
     }
 }
 
+/// The backward of [`add_relu`]: state = its output; both inputs get `dy·[y > 0]`.
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl<B: Backend + PointwiseKernels> Backward<B, 2> for AddReluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pa, pb] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let dx = B::leaky_relu_bwd(ops.state, dy, 0.0);
+        match (pa, pb) {
+            (Some(a), Some(b)) => {
+                grads.register::<B>(a.id, dx.clone());
+                grads.register::<B>(b.id, dx);
+            }
+            (Some(p), None) | (None, Some(p)) => grads.register::<B>(p.id, dx),
+            (None, None) => {}
+        }
+    }
+}
+
 /// Runs `fwd` under autodiff with the backward of `act`, saving the output (LeakyReLU with a
 /// slope ≥ 0) or the input.
 fn tracked<B, C>(
@@ -316,6 +371,22 @@ where
 impl<B: Backend + PointwiseKernels, C: CheckpointStrategy> PointwiseKernels for Autodiff<B, C> {
     fn leaky_relu_fwd(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
         tracked::<B, C>(x, Act::Leaky(slope), |x| B::leaky_relu_fwd(x, slope))
+    }
+
+    fn add_relu_fwd(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        match AddReluBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::add_relu_fwd(a.into_primitive(), b.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::add_relu_fwd(a.into_primitive(), b.into_primitive()))
+            }
+        }
     }
 
     fn silu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -399,6 +470,54 @@ mod tests {
         assert_eq!(&s[4..], &[20.0, 100.0, 1e4]);
         assert_eq!(&g[4..], &[20.0, 100.0, 1e4]);
         assert!(s[..3].iter().chain(&g[..3]).all(|v| v.abs() < 1e-6));
+    }
+
+    /// `add_relu` against burn's add then ReLU: the values, and the gradient of each input
+    /// (one of them also used elsewhere, so that it is shared and the other is written in
+    /// place), on the inference and the training device.
+    #[test]
+    fn add_relu_matches_burn() {
+        for (k, &shape) in SHAPES.iter().enumerate() {
+            let dev = device();
+            let (a, b) = (
+                random(shape, 50 + k as u64, &dev),
+                random(shape, 60 + k as u64, &dev),
+            );
+            let want = to_vec_f32(burn_act::relu(a.clone() + b.clone()));
+            assert_close(
+                "add_relu",
+                &to_vec_f32(add_relu(a.clone(), b.clone())),
+                &want,
+                0.0,
+            );
+            // `a` held elsewhere: the sum goes into `b`'s buffer, `a` keeps its values.
+            let keep = a.clone();
+            assert_close("add_relu shared", &to_vec_f32(add_relu(a, b)), &want, 0.0);
+            let again = to_vec_f32(add_relu(keep.clone(), keep.clone()));
+            let twice = to_vec_f32(burn_act::relu(keep.clone() + keep));
+            assert_close("add_relu same", &again, &twice, 0.0);
+            let dev = train_device();
+            let a0 = random(shape, 70 + k as u64, &dev);
+            let b0 = random(shape, 80 + k as u64, &dev);
+            let r = random(shape, 90 + k as u64, &dev);
+            let grads = |ours: bool| {
+                let a = a0.clone().detach().require_grad();
+                let b = b0.clone().detach().require_grad();
+                // `b` also feeds a second term, as a residual block's identity does.
+                let y = if ours {
+                    add_relu(a.clone(), b.clone())
+                } else {
+                    burn_act::relu(a.clone() + b.clone())
+                };
+                let g = ((y * r.clone()).sum() + (b.clone() * 0.5).sum()).backward();
+                let ga = to_vec_f32(a.grad(&g).expect("grad a"));
+                let gb = to_vec_f32(b.grad(&g).expect("grad b"));
+                (ga, gb)
+            };
+            let ((ga, gb), (wa, wb)) = (grads(true), grads(false));
+            assert_close("add_relu da", &ga, &wa, 0.0);
+            assert_close("add_relu db", &gb, &wb, 0.0);
+        }
     }
 
     #[test]

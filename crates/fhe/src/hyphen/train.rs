@@ -20,7 +20,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use ferrolab_vision::data::ImageSet;
 use ferrolab_vision::layers::{
-    BatchNorm2d, Conv2d, Conv2dConfig, global_avg_pool, relu, subsample2,
+    BatchNorm2d, Conv2d, Conv2dConfig, global_avg_pool, relu, shortcut_a,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -146,14 +146,7 @@ impl PlainNet {
         for b in &self.blocks {
             let h = b.a1.forward(b.c1.forward(y.clone()));
             let z = b.c2.forward(h);
-            let sc = if b.stride == 1 && b.pad_c == 0 {
-                y
-            } else {
-                let s = subsample2(y);
-                let [n, _, hh, ww] = s.dims();
-                let zeros = Tensor::<4>::zeros([n, b.pad_c, hh, ww], &s.device());
-                Tensor::cat(vec![zeros.clone(), s, zeros], 1)
-            };
+            let sc = shortcut_a(y, b.stride, b.pad_c);
             y = b.a2.forward(z + sc);
         }
         self.fc.forward(global_avg_pool(y))

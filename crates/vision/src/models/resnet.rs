@@ -15,7 +15,7 @@
 //! channels and 10 classes). Option B (1×1 convolution with stride 2 + batch norm) is
 //! available through [`ResNet::with_shortcut`].
 
-use crate::layers::{Conv2dConfig, ConvBn, global_avg_pool, relu, subsample2};
+use crate::layers::{Conv2dConfig, ConvBn, add_relu, global_avg_pool, relu, shortcut_a};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -63,18 +63,9 @@ impl BasicBlock {
         let y = self.conv2.forward(y);
         let identity = match &self.projection {
             Some(p) => p.forward(x),
-            None => {
-                let x = if self.stride == 2 { subsample2(x) } else { x };
-                if self.pad_channels == 0 {
-                    x
-                } else {
-                    let [n, _, h, w] = x.dims();
-                    let zeros = Tensor::<4>::zeros([n, self.pad_channels, h, w], &x.device());
-                    Tensor::cat(vec![zeros.clone(), x, zeros], 1)
-                }
-            }
+            None => shortcut_a(x, self.stride, self.pad_channels),
         };
-        relu(y + identity)
+        add_relu(y, identity)
     }
 }
 
