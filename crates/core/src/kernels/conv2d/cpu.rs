@@ -559,6 +559,10 @@ fn im2col(
     pad: &mut Vec<f32>,
 ) {
     let hw = g.h * g.w;
+    if g.sw == 2 {
+        im2col_stride2(g, x, r0, r1, col, ld, off, pad);
+        return;
+    }
     let padded = g.ph > 0 || g.pw > 0;
     let wp = g.w + 2 * g.pw;
     for ch in 0..g.c {
@@ -583,6 +587,68 @@ fn im2col(
                             *d = *s;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] for a column stride of 2: each zero-padded row is first split into its even and
+/// odd columns (`[even | odd]`, `⌈W_p/2⌉` each), after which every tap's output row is one
+/// contiguous copy — tap column `j` reads phase `j mod 2` from `j / 2` on. Gathering every
+/// second value per tap instead (three times per padded row and kernel row) was half of
+/// ResNet-20's stride-2 forward passes in `perf`.
+#[allow(clippy::too_many_arguments)]
+fn im2col_stride2(
+    g: &Geom,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    col: &mut [f32],
+    ld: usize,
+    off: usize,
+    pad: &mut Vec<f32>,
+) {
+    let hw = g.h * g.w;
+    let (rows, wp) = padded_extent(g, r0, r1);
+    let half = wp.div_ceil(2);
+    let (base, odd_pad) = (g.pw / 2, g.pw % 2 == 1);
+    for ch in 0..g.c {
+        let plane = &x[ch * hw..(ch + 1) * hw];
+        pad.clear();
+        pad.resize(rows * 2 * half, 0.0);
+        for (pr, dst) in pad.chunks_exact_mut(2 * half).enumerate() {
+            let ih = (r0 * g.sh + pr).wrapping_sub(g.ph);
+            if ih >= g.h {
+                continue;
+            }
+            let src = &plane[ih * g.w..(ih + 1) * g.w];
+            let (even, odd) = dst.split_at_mut(half);
+            // Input column `xi` sits at padded column `xi + pw`: with an even `pw` pairs
+            // `(2m, 2m+1)` land at even/odd `base + m`, with an odd one at odd `base + m` and
+            // even `base + m + 1`.
+            let (first, second) = if odd_pad {
+                (&mut odd[base..], &mut even[base + 1..])
+            } else {
+                (&mut even[base..], &mut odd[base..])
+            };
+            let mut pairs = src.chunks_exact(2);
+            for ((p, a), b) in (&mut pairs).zip(first.iter_mut()).zip(second.iter_mut()) {
+                *a = p[0];
+                *b = p[1];
+            }
+            if let [last] = pairs.remainder() {
+                first[g.w / 2] = *last;
+            }
+        }
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = ((ch * g.kh + i) * g.kw + j) * ld + off;
+                let phase = (j % 2) * half + j / 2;
+                for o in r0..r1 {
+                    let dst = &mut col[row + (o - r0) * g.ow..][..g.ow];
+                    let start = (o * g.sh + i - r0 * g.sh) * 2 * half + phase;
+                    copy_row(dst, &pad[start..start + g.ow]);
                 }
             }
         }

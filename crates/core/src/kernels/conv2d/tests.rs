@@ -121,6 +121,16 @@ fn other_kernels_strides_and_paddings_match_burn() {
         &case([2, 2, 7, 9], [3, 2, 3, 3], true, Conv2dSpec::new(3, 1)),
         13,
     );
+    // Column stride 2 with an even padding and with none (the split into even and odd
+    // columns places the input differently for each parity of the padding).
+    check(
+        &case([2, 3, 9, 7], [2, 3, 5, 5], true, Conv2dSpec::new(2, 2)),
+        14,
+    );
+    check(
+        &case([1, 2, 8, 7], [3, 2, 3, 3], false, Conv2dSpec::new(2, 0)),
+        15,
+    );
 }
 
 #[test]
