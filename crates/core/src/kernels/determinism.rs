@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::conv2d::cpu::{Geom, bias_grad, forward, input_grad, weight_grad};
+use super::conv2d::cpu::{Geom, bias_grad, forward_act, input_grad, weight_grad};
 use super::flex_slices::{channel_sums, shifted_sums};
 use super::gemm::{MatRef, matmul};
 use super::hash::splitmix64;
@@ -118,7 +118,7 @@ fn batch_inner_convolutions_do_not_depend_on_the_pool() {
         let dy = values(g.n * g.f * g.oh * g.ow, 6);
         assert_same_bits_in_pools("batch-inner forward", || {
             let mut out = vec![0.0; dy.len()];
-            forward(&g, &x, &w, Some(&b), &mut out);
+            forward_act(&g, &x, &w, Some(&b), false, &mut out);
             out
         });
         assert_same_bits_in_pools("batch-inner input gradient", || {

@@ -15,7 +15,7 @@
 //! channels and 10 classes). Option B (1×1 convolution with stride 2 + batch norm) is
 //! available through [`ResNet::with_shortcut`].
 
-use crate::layers::{Conv2dConfig, ConvBn, add_relu, global_avg_pool, relu, shortcut_a};
+use crate::layers::{Conv2dConfig, ConvBn, add_relu, global_avg_pool, shortcut_a};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -59,7 +59,7 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.conv1.forward(x.clone()));
+        let y = self.conv1.forward_relu(x.clone());
         let y = self.conv2.forward(y);
         let identity = match &self.projection {
             Some(p) => p.forward(x),
@@ -128,7 +128,7 @@ impl ResNet {
 
     /// Pooled features `[N, 64]` (the input of the final layer).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.stem.forward(x));
+        let x = self.stem.forward_relu(x);
         let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
         global_avg_pool(x)
     }

@@ -1072,21 +1072,44 @@ fn transposed_geom(g: &Geom) -> Geom {
     }
 }
 
-/// Forward: `out[n, f, p] = b[f] + Σ w[f, ·] x[n, ·]`.
-pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
+/// `max(v, 0)` in place (NaN stays NaN, as the ReLU kernel's).
+pub(crate) fn relu_in_place(v: &mut [f32]) {
+    for x in v {
+        *x = if *x < 0.0 { 0.0 } else { *x };
+    }
+}
+
+/// Forward: `out[n, f, p] = b[f] + Σ w[f, ·] x[n, ·]`, then a ReLU when `relu`, applied to
+/// each sample as soon as it is complete, while its output is still in cache (the depthwise
+/// and batch-inner paths apply it after the whole pass).
+pub(crate) fn forward_act(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
     if g.n == 0 || g.out_sample() == 0 {
         return;
     }
+    let after = |out: &mut [f32]| {
+        if relu {
+            out.par_chunks_mut(g.out_sample()).for_each(relu_in_place);
+        }
+    };
     if g.depthwise() {
         depthwise_forward(g, x, w, b, out);
+        after(out);
         return;
     }
     if wino_forward(g) {
-        winograd::forward(g, x, w, b, out);
+        winograd::forward(g, x, w, b, relu, out);
         return;
     }
     if batch_inner(g) {
         batch_inner::forward(g, x, w, b, out);
+        after(out);
         return;
     }
     let par = inner_parallelism(g.n);
@@ -1105,11 +1128,19 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
                         .zip(chunk.chunks_exact_mut(g.out_sample()))
                     {
                         shift_conv(g, x_n, w, b, out_n, s, par);
+                        if relu {
+                            relu_in_place(out_n);
+                        }
                     }
                     return;
                 }
                 for blk in blocks(g, first, n1) {
                     forward_block(g, &blk, x, w, b, chunk, first, s, par);
+                    if relu && blk.r1 == g.oh {
+                        let done =
+                            (blk.n0 - first) * g.out_sample()..(blk.n1 - first) * g.out_sample();
+                        relu_in_place(&mut chunk[done]);
+                    }
                 }
             });
         });

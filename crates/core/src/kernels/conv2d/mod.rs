@@ -26,7 +26,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
@@ -137,6 +137,28 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>, spec: Conv2dSpec
     })
 }
 
+/// `relu(conv2d(x, w, b))` for inference: on the CPU the ReLU is applied to each sample as
+/// soon as the convolution has written it (one pass less over the activation). Not
+/// differentiable through ferrolab's kernels: on an autodiff device it is the composed
+/// [`conv2d`] then ReLU.
+///
+/// # Panics
+/// When the shapes do not fit together (a bug of the calling model).
+pub fn conv2d_bias_relu(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, spec: Conv2dSpec) -> Tensor<4> {
+    if x.device().is_autodiff() {
+        return crate::kernels::pointwise::relu(conv2d(x, w, Some(b), spec));
+    }
+    if let Err(e) = geometry(x.dims(), w.dims(), Some(b.dims()[0]), spec) {
+        panic!("conv2d_bias_relu: {e}");
+    }
+    Tensor::from_dispatch(<Dispatch as Conv2dKernels>::conv2d_forward_bias_relu(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        spec,
+    ))
+}
+
 #[backend_extension(Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")), Autodiff)]
 pub trait Conv2dKernels: Backend {
     /// The convolution without bias. (The extension macro of burn 0.22.1 does not convert
@@ -157,6 +179,16 @@ pub trait Conv2dKernels: Backend {
         spec: Conv2dSpec,
     ) -> FloatTensor<Self> {
         Self::conv2d(x, w, Some(b), spec.options())
+    }
+
+    /// [`conv2d_bias_relu`]: the convolution plus bias, rectified.
+    fn conv2d_forward_bias_relu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        spec: Conv2dSpec,
+    ) -> FloatTensor<Self> {
+        Self::relu(Self::conv2d(x, w, Some(b), spec.options()))
     }
 
     /// `∂L/∂x` from `dy = ∂L/∂y` (`x` only gives the shape).
@@ -215,6 +247,7 @@ fn flex_forward(
     w: FlexTensor,
     b: Option<FlexTensor>,
     spec: Conv2dSpec,
+    relu: bool,
 ) -> FlexTensor {
     let (xs, ws) = (dims4(&x.shape()), dims4(&w.shape()));
     let b_len = b.as_ref().map(|b| b.shape()[0]);
@@ -225,14 +258,16 @@ fn flex_forward(
         f32_tensor(w.clone()),
         b32.map_or(Some(None), |b| b.map(Some)),
     ) else {
-        return Flex::conv2d(x, w, b, spec.options());
+        let y = Flex::conv2d(x, w, b, spec.options());
+        return if relu { Flex::relu(y) } else { y };
     };
     let mut out = crate::kernels::flex_slices::zeroed(g.n * g.f * g.oh * g.ow);
-    cpu::forward(
+    cpu::forward_act(
         &g,
         slice(&x32),
         slice(&w32),
         b32.as_ref().map(slice),
+        relu,
         &mut out,
     );
     flex_out(out, [g.n, g.f, g.oh, g.ow])
@@ -240,7 +275,7 @@ fn flex_forward(
 
 impl Conv2dKernels for Flex {
     fn conv2d_forward(x: FlexTensor, w: FlexTensor, spec: Conv2dSpec) -> FlexTensor {
-        flex_forward(x, w, None, spec)
+        flex_forward(x, w, None, spec, false)
     }
 
     fn conv2d_forward_bias(
@@ -249,7 +284,16 @@ impl Conv2dKernels for Flex {
         b: FlexTensor,
         spec: Conv2dSpec,
     ) -> FlexTensor {
-        flex_forward(x, w, Some(b), spec)
+        flex_forward(x, w, Some(b), spec, false)
+    }
+
+    fn conv2d_forward_bias_relu(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        spec: Conv2dSpec,
+    ) -> FlexTensor {
+        flex_forward(x, w, Some(b), spec, true)
     }
 
     fn conv2d_input_grad(

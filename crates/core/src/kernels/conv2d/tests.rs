@@ -374,3 +374,41 @@ fn mismatched_shapes_are_reported() {
     let g = geometry([2, 3, 7, 9], [4, 3, 3, 3], Some(4), Conv2dSpec::new(2, 1)).unwrap();
     assert_eq!((g.oh, g.ow), (4, 5));
 }
+
+/// `conv2d_bias_relu` equals `relu(conv2d)` to the bit on every CPU path (Winograd,
+/// shifted planes, im2col with stride 2 and with row tiles, 1x1, depthwise, batch-inner),
+/// and on the training device (the composed path).
+#[test]
+fn fused_relu_equals_relu_of_the_convolution_on_every_path() {
+    let cases = [
+        case([2, 32, 32, 32], [32, 32, 3, 3], true, Conv2dSpec::new(1, 1)),
+        case([3, 16, 32, 32], [16, 16, 3, 3], true, Conv2dSpec::new(1, 1)),
+        case([3, 16, 17, 15], [32, 16, 3, 3], true, Conv2dSpec::new(2, 1)),
+        case([1, 3, 130, 130], [8, 3, 3, 3], true, Conv2dSpec::new(1, 1)),
+        case([2, 8, 9, 7], [12, 8, 1, 1], true, Conv2dSpec::new(1, 0)),
+        case(
+            [2, 6, 9, 8],
+            [6, 1, 3, 3],
+            true,
+            Conv2dSpec::new(1, 1).with_groups(6),
+        ),
+        case([2, 64, 8, 8], [64, 64, 3, 3], true, Conv2dSpec::new(1, 1)),
+    ];
+    for (k, c) in cases.iter().enumerate() {
+        for dev in [device(), train_device()] {
+            let numel = |s: &[usize]| s.iter().product::<usize>();
+            let x = float_tensor(values(numel(&c.x), 200 + k as u64), c.x, &dev);
+            let w = float_tensor(values(numel(&c.w), 300 + k as u64), c.w, &dev);
+            let b = float_tensor(values(c.w[0], 400 + k as u64), [c.w[0]], &dev);
+            let want = to_vec_f32(crate::kernels::pointwise::relu(conv2d(
+                x.clone(),
+                w.clone(),
+                Some(b.clone()),
+                c.spec,
+            )));
+            let got = to_vec_f32(conv2d_bias_relu(x, w, b, c.spec));
+            assert!(want.iter().any(|v| *v > 0.0) && want.contains(&0.0));
+            assert_eq!(got, want, "case {k}");
+        }
+    }
+}

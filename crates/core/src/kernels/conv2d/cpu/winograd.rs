@@ -26,8 +26,8 @@
 
 use super::{
     Block, Geom, Mat, add_row, flipped_transposed, gemm, inner_parallelism,
-    reduce_samples_per_chunk, row_to_channels_last, samples_per_chunk, transposed_geom,
-    with_thread_scratch,
+    reduce_samples_per_chunk, relu_in_place, row_to_channels_last, samples_per_chunk,
+    transposed_geom, with_thread_scratch,
 };
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -526,7 +526,15 @@ fn block_grads_body(g: &Geom, blk: &Block, x: &[f32], dy: &[f32], t: usize, s: &
 widest!(fn block_grads(g: &Geom, blk: &Block, x: &[f32], dy: &[f32], t: usize, s: &mut Scratch) => block_grads_body);
 
 /// Forward of a convolution [`shape_ok`] accepts: `out` is overwritten.
-pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
+/// With `relu`, each sample's output is rectified as soon as its last tile row is written.
+pub(super) fn forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
     let u = transform_weight(g, w);
     let par = inner_parallelism(g.n);
     let per = samples_per_chunk(g.n);
@@ -556,6 +564,11 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
                         );
                     }
                     block_outputs(g, &blk, t, b, chunk, first, s);
+                    if relu && blk.r1 == tiles(g).0 {
+                        let done =
+                            (blk.n0 - first) * g.out_sample()..(blk.n1 - first) * g.out_sample();
+                        relu_in_place(&mut chunk[done]);
+                    }
                 }
             });
         });
@@ -564,7 +577,14 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &m
 /// Input gradient (`dx` overwritten): the forward pass of the flipped, transposed weight
 /// over the output gradient.
 pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
-    forward(&transposed_geom(g), dy, &flipped_transposed(g, w), None, dx);
+    forward(
+        &transposed_geom(g),
+        dy,
+        &flipped_transposed(g, w),
+        None,
+        false,
+        dx,
+    );
 }
 
 /// Weight gradient `[F, C, 3, 3]`.
