@@ -310,7 +310,7 @@ impl ZooSpec {
 impl ZooNet {
     fn run_op(&self, op: Op, x: Act) -> Act {
         match op {
-            Op::Conv { conv } => Act::Map(relu(self.convs[conv].forward(x.map()))),
+            Op::Conv { conv } => Act::Map(self.convs[conv].forward_relu(x.map())),
             Op::Block {
                 c1,
                 c2,
@@ -318,7 +318,7 @@ impl ZooNet {
                 pad,
             } => {
                 let x = x.map();
-                let y = relu(self.convs[c1].forward(x.clone()));
+                let y = self.convs[c1].forward_relu(x.clone());
                 let y = self.convs[c2].forward(y);
                 let id = shortcut_a(x, stride, pad);
                 Act::Map(add_relu(y, id))

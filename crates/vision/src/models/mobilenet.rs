@@ -8,7 +8,7 @@
 //!
 //! Shapes: `[N, C, H, W]` (28×28 → 14 → 7) → logits `[N, classes]`.
 
-use crate::layers::{Conv2dConfig, ConvBn, global_avg_pool, relu};
+use crate::layers::{Conv2dConfig, ConvBn, global_avg_pool};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -32,7 +32,7 @@ impl SeparableBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.pointwise.forward(relu(self.depthwise.forward(x))))
+        self.pointwise.forward_relu(self.depthwise.forward_relu(x))
     }
 }
 
@@ -64,7 +64,7 @@ impl MobileNet {
 
     /// Pooled features `[N, 256]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.stem.forward(x));
+        let x = self.stem.forward_relu(x);
         global_avg_pool(self.blocks.iter().fold(x, |x, b| b.forward(x)))
     }
 

@@ -8,7 +8,7 @@
 //!
 //! Shapes: `[N, C, H, W]` with H, W ≥ 8 (28×28 → 14 → 7 → 3) → logits `[N, classes]`.
 
-use crate::layers::{Conv2dConfig, ConvBn, global_avg_pool, max_pool2d, relu};
+use crate::layers::{Conv2dConfig, ConvBn, global_avg_pool, max_pool2d};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -44,7 +44,7 @@ impl Vgg {
         let mut x = x;
         for pair in self.convs.chunks(2) {
             for layer in pair {
-                x = relu(layer.forward(x));
+                x = layer.forward_relu(x);
             }
             x = max_pool2d(x, 2, 2);
         }
