@@ -336,55 +336,32 @@ struct Trackers<'a> {
 /// which for a subnet of four stays within L1.
 const SUBNET_BLOCK: usize = 4096;
 
-/// One local step, after the gradients, of a subnet whose devices all belong to this client:
-/// SD-GT's `xh_j = x_j − γ(g_j + y_j + z_j)`, `d_j = xh_j − x_j + γy_j`,
-/// `x_i ← Σ_j W_ij xh_j`, `z̃_i (+)= (d_i − Σ_j W_ij d_j)/(Tγ)` (with `trackers`), or
-/// SD-FedAvg's `x_i ← Σ_j W_ij (x_j − γg_j)` (without), a block of elements at a time for
-/// every device at once. Nothing has to cross the fabric, so xh and d live only in a
-/// cache-resident scratch block instead of being written as model-sized vectors, moved through
-/// the exchange and read back per neighbour: this step then reads each device's x, g, y, z and
-/// z̃ once and writes x and z̃ once. `w` are the subnet's Metropolis rows `(j, W_ij)` (self
-/// included) by local index, in the graph's order. Per element every value is the same
-/// expression, evaluated in the same order, as in the exchange path ([`sdgt_half_step`],
-/// [`weighted_sum`], [`z_update`]), so both give the same bits; x is overwritten block by block
-/// only after every device's xh of that block has been computed.
-fn subnet_step(
-    w: &[Vec<(usize, f64)>],
-    x: &mut [Vec<f32>],
-    g: &[&[f32]],
-    trackers: Option<Trackers<'_>>,
-    gamma: f32,
-    scratch: &mut Vec<f32>,
-) {
-    // The crate is built for baseline x86-64 (SSE2, four lanes); this loop is the client's
-    // whole share of a round's vector work, so it is compiled a second time for AVX-512 and
-    // run that way where the CPU has it. Only the vector width changes: no FMA is enabled and
-    // Rust never contracts a multiply and an add, so every element is the same IEEE
-    // operations in the same order and the result the same bits.
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx2")]
-        fn wide(
-            w: &[Vec<(usize, f64)>],
-            x: &mut [Vec<f32>],
-            g: &[&[f32]],
-            trackers: Option<Trackers<'_>>,
-            gamma: f32,
-            scratch: &mut Vec<f32>,
-        ) {
-            subnet_step_body(w, x, g, trackers, gamma, scratch);
-        }
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
-            // SAFETY: `wide` only requires the CPU features checked just above.
-            #[allow(unsafe_code)]
-            unsafe {
-                wide(w, x, g, trackers, gamma, scratch)
-            };
-            return;
-        }
-    }
-    subnet_step_body(w, x, g, trackers, gamma, scratch);
-}
+// The crate is built for baseline x86-64 (SSE2, four lanes); this loop is the client's whole
+// share of a round's vector work, so it is compiled again for AVX2 and AVX-512 and run at the
+// widest the CPU has. Only the vector width changes (no multiply and add is ever contracted),
+// so every element is the same IEEE operations in the same order and the result the same bits.
+ferrolab_core::widest!(
+    /// One local step, after the gradients, of a subnet whose devices all belong to this client:
+    /// SD-GT's `xh_j = x_j − γ(g_j + y_j + z_j)`, `d_j = xh_j − x_j + γy_j`,
+    /// `x_i ← Σ_j W_ij xh_j`, `z̃_i (+)= (d_i − Σ_j W_ij d_j)/(Tγ)` (with `trackers`), or
+    /// SD-FedAvg's `x_i ← Σ_j W_ij (x_j − γg_j)` (without), a block of elements at a time for
+    /// every device at once. Nothing has to cross the fabric, so xh and d live only in a
+    /// cache-resident scratch block instead of being written as model-sized vectors, moved through
+    /// the exchange and read back per neighbour: this step then reads each device's x, g, y, z and
+    /// z̃ once and writes x and z̃ once. `w` are the subnet's Metropolis rows `(j, W_ij)` (self
+    /// included) by local index, in the graph's order. Per element every value is the same
+    /// expression, evaluated in the same order, as in the exchange path ([`sdgt_half_step`],
+    /// [`weighted_sum`], [`z_update`]), so both give the same bits; x is overwritten block by block
+    /// only after every device's xh of that block has been computed.
+    fn subnet_step(
+        w: &[Vec<(usize, f64)>],
+        x: &mut [Vec<f32>],
+        g: &[&[f32]],
+        trackers: Option<Trackers<'_>>,
+        gamma: f32,
+        scratch: &mut Vec<f32>,
+    ) => subnet_step_body
+);
 
 /// [`subnet_step`]'s loop, inlined into each of its instantiations.
 #[inline(always)]

@@ -23,9 +23,12 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 /// Compiles `$body` three times — for AVX-512, for AVX2 + FMA and for the baseline — and
-/// runs the widest this CPU has. The crate is built for baseline x86-64 (SSE2), so without
+/// runs the widest this CPU has. The workspace is built for baseline x86-64 (SSE2), so without
 /// this the Winograd transforms' adds ran four lanes wide on a machine with sixteen; the
-/// GEMMs already choose their kernels at run time.
+/// GEMMs already choose their kernels at run time. Only the vector width changes: Rust never
+/// contracts a multiply and an add into an FMA, so element-wise code gives the same bits in
+/// every variant. Exported for the other crates' hot loops (`ferrolab_core::widest!`).
+#[macro_export]
 macro_rules! widest {
     ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$m])*
