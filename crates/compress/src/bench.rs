@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+/// Mean and population std (`ddof = 0`): layer importance's reports have always used it.
+pub use ferrolab_core::metrics::mean_pop_std as mean_std;
+
 /// Ranks (1-based) with ties given their average rank.
 pub fn ranks(v: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
@@ -86,19 +89,6 @@ pub fn top_precision(criterion: &[f64], truth: &[f64]) -> f64 {
     let k = truth.len().div_ceil(4).max(1);
     let t = top_k(truth, k);
     top_k(criterion, k).iter().filter(|i| t.contains(i)).count() as f64 / k as f64
-}
-
-/// Mean and population standard deviation.
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (
-        m,
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
-    )
 }
 
 /// One criterion against one family on one model.

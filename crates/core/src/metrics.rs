@@ -205,6 +205,19 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     (m, v.sqrt())
 }
 
+/// Mean and population standard deviation (divided by n, numpy's default `ddof = 0`); NaN for
+/// no values. The federated-graph and layer-importance reports use it (their `_std` keys were
+/// defined that way; the other systems report the sample std of [`mean_std`]).
+pub fn mean_pop_std(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
+    (m, v.sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +286,10 @@ mod tests {
         assert!(close(m, 2.5));
         assert!(close(s, (5.0f64 / 3.0).sqrt()));
         assert_eq!(mean_std(&[2.0]), (2.0, 0.0));
+        let (m, s) = mean_pop_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert!(close(m, 2.5));
+        assert!(close(s, 1.25f64.sqrt()));
+        assert_eq!(mean_pop_std(&[2.0]), (2.0, 0.0));
+        assert!(mean_pop_std(&[]).0.is_nan() && mean_std(&[]).1.is_nan());
     }
 }

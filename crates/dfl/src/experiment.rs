@@ -7,6 +7,7 @@ use crate::finance::{self, PortfolioDataSpec};
 use crate::learn::{self, Method};
 use crate::problem::{DecisionProblem, Instances};
 use crate::tasks::{self, BudgetSpec, CubicSpec};
+use ferrolab_core::metrics::mean_std;
 use ferrolab_core::run::{Curve, Outcome, Report};
 use ferrolab_core::{Checked, RunContext, SysResult, SystemError};
 use serde::{Deserialize, Serialize};
@@ -212,20 +213,6 @@ fn verdict(mean: f64, std: f64, n: usize) -> &'static str {
     } else {
         "missed"
     }
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / n;
-    let s = if v.len() > 1 {
-        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, s)
 }
 
 /// Runs every configured method over `task.seeds` runs; each (method, run) is a resumable unit.

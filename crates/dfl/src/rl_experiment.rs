@@ -9,6 +9,7 @@
 
 use crate::config::TaskmetConfig;
 use crate::rl::{AgentConfig, AgentRun, ModelLoss, train_agent};
+use ferrolab_core::metrics::mean_std;
 use ferrolab_core::run::{Curve, Outcome, Report};
 use ferrolab_core::{RunContext, SysResult, SystemError};
 use serde::{Deserialize, Serialize};
@@ -95,20 +96,6 @@ fn summarise(r: &AgentRun, method: ModelLoss, k: usize, run: usize, last: usize)
             .collect(),
         metric_weights: r.metric_weights.clone(),
     }
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let s = if v.len() > 1 {
-        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, s)
 }
 
 /// Trains every (k, method, seed) agent and reports returns per k.

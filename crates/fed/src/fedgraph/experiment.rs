@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use ferrolab_core::metrics::mean_pop_std;
 use ferrolab_graph::zoo::{Arch, ZooConfig};
 use serde_json::json;
 
@@ -53,11 +54,12 @@ pub struct CellResult {
     pub runs: Vec<RunResult>,
 }
 
+/// Mean and population std over runs ([`mean_pop_std`]); `(0, 0)` for no runs.
 pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-    (m, var.sqrt())
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    mean_pop_std(v)
 }
 
 impl CellResult {

@@ -10,6 +10,7 @@ use super::driver::{self, RunData, RunError, RunResult, RunSpec};
 use super::model::{FlatModel, Logistic, Samples};
 use crate::inproc::InProcFabric;
 use crate::topology::{Topology, TopologyError};
+use ferrolab_core::metrics::mean_std;
 use ferrolab_core::run::{Curve, Report};
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
 use ferrolab_vision::data::{self as vdata, ImageSet, Normalization};
@@ -198,19 +199,6 @@ impl RunSummary {
             .iter()
             .find(|h| h.test_accuracy >= target)
     }
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 fn put(m: &mut BTreeMap<String, f64>, key: &str, v: &[f64]) {

@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use ferrolab_core::metrics::mean_std;
 use ferrolab_core::nn::{float_tensor, to_vec_f32};
 use ferrolab_core::run::{Curve, Outcome, Report};
 use ferrolab_core::{Checked, RunContext, SysResult, SystemError};
@@ -469,17 +470,6 @@ pub fn score(
         },
         dets,
     )
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n.max(1.0);
-    let s = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, s)
 }
 
 /// The whole comparison.
