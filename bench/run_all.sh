@@ -5,13 +5,14 @@
 # Run it on an otherwise idle machine: each script waits for quiet CPUs and repeats a job that
 # other processes disturbed, so a busy machine makes it slow rather than wrong.
 #
-#   bench/run_all.sh                     # all comparisons, their default sizes (about 45 min on a quiet machine)
+#   bench/run_all.sh                     # all comparisons, their default sizes (about 70 min on a quiet machine)
 #   ONLY="step secnn" bench/run_all.sh   # a subset: step secnn cluster_gcn ckks apg taskmet vision
+#                                        #   layer_importance fedgraph adod attenscribble
 #   PUBLISH=1 bench/run_all.sh           # afterwards, copy this run's JSON to results/published/
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ONLY="${ONLY:-step secnn cluster_gcn ckks apg taskmet vision}"
+ONLY="${ONLY:-step secnn cluster_gcn ckks apg taskmet vision layer_importance fedgraph adod attenscribble}"
 # The TaskMet anchor times outer steps only here; its reference training runs (12-16 min per
 # seed) are for bench/run_taskmet_reference.sh run alone.
 export TRAIN_SEEDS="${TRAIN_SEEDS-}"
@@ -23,6 +24,10 @@ declare -A SCRIPT=(
     [apg]=bench/run_apg_fuxictr.sh
     [taskmet]=bench/run_taskmet_reference.sh
     [vision]=bench/run_vision_bench.sh
+    [layer_importance]=bench/run_layer_importance_bench.sh
+    [fedgraph]=bench/run_fedgraph_pyg.sh
+    [adod]=bench/run_adod_bench.sh
+    [attenscribble]=bench/run_attenscribble_bench.sh
 )
 for b in $ONLY; do
     if [[ -z "${SCRIPT[$b]:-}" ]]; then
@@ -50,7 +55,8 @@ if [[ "${PUBLISH:-0}" == 1 && ${#failed[@]} -eq 0 ]]; then
         case $b in
             step) n=step_bench ;; secnn) n=secnn_step_bench ;; cluster_gcn) n=cluster_gcn_pyg ;;
             ckks) n=ckks_bench ;; apg) n=apg_fuxictr ;; taskmet) n=taskmet_reference ;;
-            vision) n=vision_bench ;;
+            vision) n=vision_bench ;; layer_importance) n=layer_importance_bench ;;
+            fedgraph) n=fedgraph_pyg ;; adod) n=adod_bench ;; attenscribble) n=attenscribble_bench ;;
         esac
         cp "bench/results/$n.json" bench/results/published/
     done
