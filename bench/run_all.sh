@@ -5,7 +5,7 @@
 # Run it on an otherwise idle machine: each script waits for quiet CPUs and repeats a job that
 # other processes disturbed, so a busy machine makes it slow rather than wrong.
 #
-#   bench/run_all.sh                     # all comparisons, their default sizes (about 70 min on a quiet machine)
+#   bench/run_all.sh                     # all comparisons, their default sizes (the first seven took about 45 min on a quiet machine; the whole set is not timed yet)
 #   ONLY="step secnn" bench/run_all.sh   # a subset: step secnn cluster_gcn ckks apg taskmet vision
 #                                        #   layer_importance fedgraph adod attenscribble
 #   PUBLISH=1 bench/run_all.sh           # afterwards, copy this run's JSON to results/published/

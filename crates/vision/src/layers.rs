@@ -369,11 +369,6 @@ pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     pool::global_avg_pool(x).reshape([n, c])
 }
 
-/// Every second row and column, starting at 0 (`x[:, :, ::2, ::2]`).
-pub fn subsample2(x: Tensor<4>) -> Tensor<4> {
-    pool::shortcut_a(x, 2, 0)
-}
-
 /// ResNet's option-A shortcut: the identity, subsampled (`x[:, :, ::2, ::2]`) when `stride`
 /// is 2, with `pad` channels of zeros on each side — one pass (see `pool::shortcut_a`).
 ///
@@ -720,11 +715,11 @@ mod tests {
         );
         // x[:, :, ::2, ::2]
         assert_eq!(
-            to_vec_f32(subsample2(x.clone())),
+            to_vec_f32(shortcut_a(x.clone(), 2, 0)),
             vec![0., 2., 8., 10., 16., 18., 24., 26.]
         );
         let odd = normal([1, 1, 5, 5], &dev);
-        assert_eq!(subsample2(odd).dims(), [1, 1, 3, 3]);
+        assert_eq!(shortcut_a(odd, 2, 0).dims(), [1, 1, 3, 3]);
         assert_eq!(
             to_vec_f32(max_pool2d(x.clone(), 2, 2)),
             vec![5., 7., 13., 15., 21., 23., 29., 31.]

@@ -219,9 +219,10 @@ impl PointwiseKernels for Flex {
         // often still referenced by the autodiff graph).
         let (a, b) = if writable(&a) { (a, b) } else { (b, a) };
         let b = contiguous(b);
+        // NaN stays NaN, as in the ReLU kernel and burn's `relu`.
         zip_elems(a, values(&b), |u, v| {
             let s = u + v;
-            if s > 0.0 { s } else { 0.0 }
+            if s < 0.0 { 0.0 } else { s }
         })
     }
 
@@ -496,6 +497,9 @@ mod tests {
             let again = to_vec_f32(add_relu(keep.clone(), keep.clone()));
             let twice = to_vec_f32(burn_act::relu(keep.clone() + keep));
             assert_close("add_relu same", &again, &twice, 0.0);
+            let nan = crate::nn::float_tensor(vec![f32::NAN, -1.0, 2.0], [3], &dev);
+            let y = to_vec_f32(add_relu(nan.clone(), nan.ones_like()));
+            assert!(y[0].is_nan() && y[1] == 0.0 && y[2] == 3.0, "{y:?}");
             let dev = train_device();
             let a0 = random(shape, 70 + k as u64, &dev);
             let b0 = random(shape, 80 + k as u64, &dev);

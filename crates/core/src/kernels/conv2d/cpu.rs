@@ -561,11 +561,11 @@ fn im2col(
     off: usize,
     pad: &mut Vec<f32>,
 ) {
-    let hw = g.h * g.w;
     if g.sw == 2 {
         im2col_stride2(g, x, r0, r1, col, ld, off, pad);
         return;
     }
+    let hw = g.h * g.w;
     let padded = g.ph > 0 || g.pw > 0;
     let wp = g.w + 2 * g.pw;
     for ch in 0..g.c {
@@ -1076,10 +1076,16 @@ fn transposed_geom(g: &Geom) -> Geom {
 }
 
 /// `max(v, 0)` in place (NaN stays NaN, as the ReLU kernel's).
-pub(crate) fn relu_in_place(v: &mut [f32]) {
+fn relu_in_place(v: &mut [f32]) {
     for x in v {
         *x = if *x < 0.0 { 0.0 } else { *x };
     }
+}
+
+/// Rectifies samples `blk.n0..blk.n1` of `chunk` (whose first sample is `first`): called once a
+/// block has written their last rows.
+fn relu_block_samples(g: &Geom, blk: &Block, chunk: &mut [f32], first: usize) {
+    relu_in_place(&mut chunk[(blk.n0 - first) * g.out_sample()..(blk.n1 - first) * g.out_sample()]);
 }
 
 /// Forward: `out[n, f, p] = b[f] + Σ w[f, ·] x[n, ·]`, then a ReLU when `relu`, applied to
@@ -1140,9 +1146,7 @@ pub(crate) fn forward_act(
                 for blk in blocks(g, first, n1) {
                     forward_block(g, &blk, x, w, b, chunk, first, s, par);
                     if relu && blk.r1 == g.oh {
-                        let done =
-                            (blk.n0 - first) * g.out_sample()..(blk.n1 - first) * g.out_sample();
-                        relu_in_place(&mut chunk[done]);
+                        relu_block_samples(g, &blk, chunk, first);
                     }
                 }
             });

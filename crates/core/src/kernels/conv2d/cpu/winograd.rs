@@ -26,7 +26,7 @@
 
 use super::{
     Block, Geom, Mat, add_row, flipped_transposed, gemm, inner_parallelism,
-    reduce_samples_per_chunk, relu_in_place, row_to_channels_last, samples_per_chunk,
+    reduce_samples_per_chunk, relu_block_samples, row_to_channels_last, samples_per_chunk,
     transposed_geom, with_thread_scratch,
 };
 use rayon::prelude::*;
@@ -565,9 +565,7 @@ pub(super) fn forward(
                     }
                     block_outputs(g, &blk, t, b, chunk, first, s);
                     if relu && blk.r1 == tiles(g).0 {
-                        let done =
-                            (blk.n0 - first) * g.out_sample()..(blk.n1 - first) * g.out_sample();
-                        relu_in_place(&mut chunk[done]);
+                        relu_block_samples(g, &blk, chunk, first);
                     }
                 }
             });
