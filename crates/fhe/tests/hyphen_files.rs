@@ -194,6 +194,7 @@ fn quick_preset_stays_small() {
     assert!(c.fhe.sim_images >= 10 && c.fhe.sim_images <= 20);
     assert_eq!(c.fhe.encrypted_images, 1);
     assert!(!c.fhe.encrypted_baseline);
+    assert_eq!(c.fhe.encrypted_mpconv_images, 0);
     let est = sys.memory_estimate(c, None).unwrap();
     assert!(est.bytes < 3 << 30, "{} bytes", est.bytes);
     let quick = sys
@@ -201,4 +202,21 @@ fn quick_preset_stays_small() {
         .into_iter()
         .find(|e| e.name == "hyphen-resnet20");
     assert_eq!(quick.map(|e| e.quick), Some("quick"));
+}
+
+/// MPConv as published needs its own 16-level key set at N = 2^16 (~17.5 GB): the resource
+/// guard must see it before any work, and only when it is asked for.
+#[test]
+fn mpconv_encrypted_run_is_in_the_memory_estimate() {
+    let sys = HyphenSystem;
+    let est = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg =
+            ferrolab_core::system::resolve_config(&sys, Some("secure20"), None, &sets).unwrap();
+        sys.memory_estimate(cfg.get(), None).unwrap().bytes
+    };
+    let without = est(&[]);
+    let with = est(&["fhe.encrypted_mpconv_images=1"]);
+    assert!(with >= 17 << 30, "{with} bytes");
+    assert!(without < 17 << 30, "{without} bytes");
 }

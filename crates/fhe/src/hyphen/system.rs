@@ -95,6 +95,10 @@ ferrolab_core::config_section! {
         /// Levels after a bootstrap in the encrypted run when `bootstrapping` (the 128-bit
         /// N = 2^16 sets leave 9 or 16; the 9-level one bootstraps all 32,768 real slots).
         pub encrypted_boot_levels: usize = 9, "2..=40" => |v| (2..=40).contains(v);
+        /// Test images run truly encrypted as MPConv as published (the ReLU network with
+        /// AppReLU), after the other rows, on its own bootstrapping set with 16 levels after a
+        /// bootstrap (0 = counted and simulated only). At N = 2^16 its keys need ~17.5 GB.
+        pub encrypted_mpconv_images: usize = 0, "0..=1000" => |v| *v <= 1000;
     }
 }
 
@@ -196,12 +200,20 @@ impl System for HyphenSystem {
         } else {
             net_keys * dnum * 2 * limbs * n * 8
         };
+        // MPConv as published runs after the other rows' keys are dropped, on the 16-level
+        // set: ~17.5 GB of keys and DFT factors at N = 2^16 with 32,768 slots (measured 11.6
+        // GB for bootstrapping alone, plus the network's keys at 16 levels), scaled by the ring.
+        let mpconv_keys = if cfg.fhe.encrypted_mpconv_images == 0 {
+            0
+        } else {
+            (17_500u64 << 20) * n / (1 << 16)
+        };
         Some(ferrolab_core::guard::MemoryEstimate {
             setting: format!(
-                "fhe.log_n={}, model.blocks_per_stage={}",
-                cfg.fhe.log_n, cfg.model.blocks_per_stage
+                "fhe.log_n={}, model.blocks_per_stage={}, fhe.encrypted_mpconv_images={}",
+                cfg.fhe.log_n, cfg.model.blocks_per_stage, cfg.fhe.encrypted_mpconv_images
             ),
-            bytes: images + keys,
+            bytes: images + keys.max(mpconv_keys),
         })
     }
 
@@ -342,6 +354,17 @@ struct Keyset {
     /// Level of a fresh input ciphertext.
     top: usize,
 }
+
+/// Rows run truly encrypted on one key set.
+struct EncGroup<'r> {
+    rows: Vec<&'r Row>,
+    images: usize,
+    chain: Option<crate::bootstrap::BootChain>,
+}
+
+/// Levels after a bootstrap for MPConv as published: AppReLU takes 14, a convolution one or
+/// two (the 16-level N = 2^16 set).
+const MPCONV_BOOT_LEVELS: usize = 16;
 
 /// Simulated images per agreement unit (one unit stays well under ten minutes).
 const SIM_CHUNK: usize = 100;
@@ -678,36 +701,69 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         );
     }
 
-    // 3. Truly encrypted: the HerPN network in both packings, interleaved per image.
+    // 3. Truly encrypted. Group one: the HerPN network in both packings, interleaved per
+    // image, on one key set. Group two (on request): MPConv as published, the ReLU network
+    // with AppReLU, on its own bootstrapping set with 16 levels after a bootstrap (AppReLU
+    // alone takes 14); its keys are made after group one's are dropped, since both sets at
+    // N = 2^16 do not fit in memory together.
     let n_enc = cfg.fhe.encrypted_images.min(test_p.x.len());
+    let n_mp = cfg.fhe.encrypted_mpconv_images.min(test_p.x.len());
+    let mut groups: Vec<EncGroup> = vec![];
     if n_enc > 0 {
-        let (net, _, _) = &nets[&true];
-        let enc_rows: Vec<&Row> = ROWS
+        groups.push(EncGroup {
+            rows: ROWS
+                .iter()
+                .filter(|r| r.quad && (cfg.fhe.encrypted_baseline || r.name == "hyphen"))
+                .collect(),
+            images: n_enc,
+            chain: if cfg.fhe.bootstrapping {
+                Some(
+                    crate::bootstrap::bench::chain_for(
+                        cfg.fhe.log_n,
+                        cfg.fhe.encrypted_boot_levels,
+                        cfg.fhe.log_n < 16,
+                    )
+                    .map_err(runtime)?,
+                )
+            } else {
+                None
+            },
+        });
+    }
+    if n_mp > 0 {
+        groups.push(EncGroup {
+            rows: ROWS.iter().filter(|r| r.name == "mpconv").collect(),
+            images: n_mp,
+            chain: Some(
+                crate::bootstrap::bench::chain_for(
+                    cfg.fhe.log_n,
+                    MPCONV_BOOT_LEVELS,
+                    cfg.fhe.log_n < 16,
+                )
+                .map_err(runtime)?,
+            ),
+        });
+    }
+    let mut results: BTreeMap<&str, Vec<EncResult>> = BTreeMap::new();
+    let mut group_details: Vec<(usize, serde_json::Value)> = vec![];
+    let mut enc_rows: Vec<&Row> = vec![];
+    for (g, group) in groups.iter().enumerate() {
+        let depth = group
+            .rows
             .iter()
-            .filter(|r| r.quad && (cfg.fhe.encrypted_baseline || r.name == "hyphen"))
-            .collect();
-        let depth = enc_rows.iter().map(|r| depth_of[r.name]).max().unwrap_or(1);
-        // Keys: powers of two plus the most used amounts of both packings (hyphen.md §3.6).
+            .map(|r| depth_of[r.name])
+            .max()
+            .unwrap_or(1);
+        // Keys: powers of two plus the most used amounts of the group's packings (hyphen.md §3.6).
         let mut uses: BTreeMap<i64, u64> = BTreeMap::new();
-        for r in &enc_rows {
+        for r in &group.rows {
             for (&k, &c) in &step_uses[r.name] {
                 *uses.entry(k).or_default() += c;
             }
         }
         let steps = key_steps(slots, &uses, cfg.fhe.extra_keys);
-        let chain = if cfg.fhe.bootstrapping {
-            Some(
-                crate::bootstrap::bench::chain_for(
-                    cfg.fhe.log_n,
-                    cfg.fhe.encrypted_boot_levels,
-                    cfg.fhe.log_n < 16,
-                )
-                .map_err(runtime)?,
-            )
-        } else {
-            None
-        };
-        let (spec, secure) = match &chain {
+        let chain = &group.chain;
+        let (spec, secure) = match chain {
             Some(c) => (c.spec(), !c.allow_insecure),
             None => {
                 // One 41-bit prime on top makes the chain non-uniform, so Context anchors the
@@ -742,7 +798,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 KeyGenerator::new(&ctx_fhe).map_err(runtime)?
             };
             let pk = kg.public_key();
-            let boot = match &chain {
+            let boot = match chain {
                 Some(c) => Some(
                     Bootstrapper::new(&ctx_fhe, c.config(slots, SlotKind::Real, h))
                         .map_err(runtime)?,
@@ -774,20 +830,20 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             })
         };
         let mut keyset: Option<Keyset> = None;
-        let mut results: BTreeMap<&str, Vec<EncResult>> = BTreeMap::new();
-        for i in 0..n_enc {
+        for i in 0..group.images {
             let x = test_p.map(i);
             // Alternate which packing goes first, so drift in machine load hits both.
             let order: Vec<&&Row> = if i % 2 == 0 {
-                enc_rows.iter().collect()
+                group.rows.iter().collect()
             } else {
-                enc_rows.iter().rev().collect()
+                group.rows.iter().rev().collect()
             };
             for row in order {
+                let (net, _, _) = &nets[&row.quad];
                 let name = format!("enc-{i}-{}", row.name);
                 if ctx.saved_unit::<EncResult>(&name).is_none() && keyset.is_none() {
                     let ks = make_keys()?;
-                    ctx.log_metrics(&serde_json::json!({"keygen_seconds": ks.keygen_seconds, "eval_key_mb": ks.key_mb, "rotation_keys": ks.rotation_keys}))?;
+                    ctx.log_metrics(&serde_json::json!({"keygen_seconds": ks.keygen_seconds, "eval_key_mb": ks.key_mb, "rotation_keys": ks.rotation_keys, "key_group": g}))?;
                     keyset = Some(ks);
                 }
                 let r: EncResult = ctx.unit(&name, |ctx| {
@@ -836,15 +892,76 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             }
         }
         drop(keyset);
+        let first = group
+            .rows
+            .iter()
+            .find_map(|r| results.get(r.name).and_then(|v| v.first()));
+        group_details.push((
+            g,
+            serde_json::json!({
+                "rows": group.rows.iter().map(|r| r.name).collect::<Vec<_>>(),
+                "log_n": cfg.fhe.log_n, "levels": depth, "special_primes": cfg.fhe.special_primes,
+                "secure": secure, "rotation_keys": first.map_or(0, |r| r.rotation_keys),
+                "network_key_steps": steps,
+                "eval_key_mb": first.map_or(f64::NAN, |r| r.eval_key_mb),
+                "keygen_seconds": first.map_or(f64::NAN, |r| r.keygen_seconds),
+                "images": group.images, "bootstrapping": chain.is_some(),
+                "levels_after_bootstrap": chain.as_ref().map(|c| c.levels_after), "threads": threads,
+            }),
+        ));
+        report.notes.push(if secure {
+            format!(
+                "encrypted run ({}): N = 2^{}, {}; 128-bit secure as documented",
+                group.rows.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+                cfg.fhe.log_n,
+                match chain {
+                    Some(c) => format!(
+                        "bootstrapping chain with {} levels after a bootstrap (sparse secret h = 192, nominal log QP {})",
+                        c.levels_after,
+                        {
+                            let sp = c.spec();
+                            sp.q_bits.iter().chain(&sp.p_bits).map(|&b| b as u64).sum::<u64>()
+                        }
+                    ),
+                    None => format!("leveled, {depth} levels"),
+                }
+            )
+        } else {
+            format!(
+                "encrypted run ({}): N = 2^{} ({}) is NOT 128-bit secure (insecure test parameters, flagged); latency ratios are meaningful, absolute figures are not those of a secure set",
+                group.rows.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+                cfg.fhe.log_n,
+                if chain.is_some() {
+                    "insecure bootstrapping test chain".to_string()
+                } else {
+                    format!("leveled, {depth} levels")
+                }
+            )
+        });
+        enc_rows.extend(group.rows.iter().copied());
+    }
+    if !enc_rows.is_empty() {
         use ferrolab_core::metrics::median;
-        let first = results.values().next().and_then(|v| v.first());
-        let key_mb = first.map_or(f64::NAN, |r| r.eval_key_mb);
-        let rotation_keys = first.map_or(0, |r| r.rotation_keys);
-        if let Some(r) = first {
-            report.timings.insert("keygen".into(), r.keygen_seconds);
+        for (g, d) in group_details {
+            let hyphen_group = groups[g].rows.iter().any(|r| r.name == "hyphen");
+            if let Some(k) = d.get("keygen_seconds").and_then(|v| v.as_f64()) {
+                let key = if hyphen_group {
+                    "keygen"
+                } else {
+                    "keygen_mpconv"
+                };
+                report.timings.insert(key.into(), k);
+            }
+            let key = if hyphen_group || g == 0 {
+                "encrypted"
+            } else {
+                "encrypted_mpconv"
+            };
+            details.insert(key.into(), d);
         }
-        let depth_name = net.depth();
+        let depth_name = nets[&true].0.depth();
         let mut kinds_of: Vec<(&str, Vec<KindTime>)> = vec![];
+        let mut cpu_of: BTreeMap<&str, f64> = BTreeMap::new();
         for row in &enc_rows {
             let rs = results.remove(row.name).unwrap_or_default();
             kinds_of.push((row.name, by_kind(&rs)));
@@ -860,6 +977,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 st.add(&r.stats);
             }
             let n = rs.len().max(1) as f64;
+            cpu_of.insert(row.name, median(&cpus));
             if let Some(m) = metrics_of.get_mut(row.name) {
                 m.insert(
                     format!("latency_seconds_resnet{depth_name}_t{threads}"),
@@ -873,7 +991,10 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 );
                 m.insert("agreement_top1_encrypted".into(), agree as f64 / n);
                 m.insert("max_logit_error".into(), err);
-                m.insert("eval_key_mb".into(), key_mb);
+                m.insert(
+                    "eval_key_mb".into(),
+                    rs.first().map_or(f64::NAN, |r| r.eval_key_mb),
+                );
                 m.insert("bootstraps_encrypted".into(), st.boot as f64 / n);
                 m.insert(
                     "key_switches_encrypted".into(),
@@ -894,15 +1015,6 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 );
             }
         }
-        details.insert(
-            "encrypted".into(),
-            serde_json::json!({
-                "log_n": cfg.fhe.log_n, "levels": depth, "special_primes": cfg.fhe.special_primes,
-                "secure": secure, "rotation_keys": rotation_keys, "network_key_steps": steps,
-                "eval_key_mb": key_mb, "images": n_enc, "bootstrapping": chain.is_some(),
-                "levels_after_bootstrap": chain.as_ref().map(|c| c.levels_after), "threads": threads,
-            }),
-        );
         let (md, svg) = breakdown(&kinds_of);
         for (name, text) in [("breakdown.md", md), ("breakdown.svg", svg)] {
             let path = ctx.run_dir().join(name);
@@ -910,32 +1022,24 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 SystemError::runtime(format!("hyphen: writing {}: {e}", path.display()))
             })?;
         }
-        if !secure {
-            report.notes.push(format!(
-                "encrypted run: N = 2^{} ({}) is NOT 128-bit secure (insecure test parameters, flagged); latency ratios are meaningful, absolute figures are not those of a secure set",
-                cfg.fhe.log_n,
-                if chain.is_some() { "insecure bootstrapping test chain".to_string() } else { format!("leveled, {depth} levels") }
-            ));
-        } else {
-            report.notes.push(format!(
-                "encrypted run: N = 2^{}, {}; 128-bit secure as documented",
-                cfg.fhe.log_n,
-                if chain.is_some() {
-                    "bootstrapping chain n16_l9 (sparse secret h = 192, log QP 1550 ≤ 1555)"
-                        .to_string()
-                } else {
-                    format!("leveled, {depth} levels")
-                }
-            ));
+        for base in ["mpconv", "mpconv_aespa"] {
+            if let (Some(h), Some(b)) = (cpu_of.get("hyphen"), cpu_of.get(base)) {
+                report.notes.push(format!(
+                    "encrypted CPU seconds per image (median): hyphen {h:.1} vs {base} {b:.1}, {:.2}x",
+                    b / h
+                ));
+            }
         }
+    }
+    if n_mp == 0 {
         report.notes.push(
-            "mpconv (AppReLU, ReLU-trained network) is counted and simulated only: it needs bootstrapping in every block and is not run encrypted here".into(),
+            "mpconv (AppReLU, ReLU-trained network) is counted and simulated only in this run (fhe.encrypted_mpconv_images = 0)".into(),
         );
-        if !cfg.fhe.encrypted_baseline {
-            report.notes.push(
-                "mpconv_aespa is counted and simulated only in this run (fhe.encrypted_baseline = false)".into(),
-            );
-        }
+    }
+    if n_enc > 0 && !cfg.fhe.encrypted_baseline {
+        report.notes.push(
+            "mpconv_aespa is counted and simulated only in this run (fhe.encrypted_baseline = false)".into(),
+        );
     }
     let rss = crate::bootstrap::bench::peak_rss_bytes() as f64 / (1 << 20) as f64;
     for (name, mut m) in metrics_of {
