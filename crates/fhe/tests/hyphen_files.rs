@@ -220,3 +220,46 @@ fn mpconv_encrypted_run_is_in_the_memory_estimate() {
     assert!(with >= 17 << 30, "{with} bytes");
     assert!(without < 17 << 30, "{without} bytes");
 }
+
+/// `hcnn bench` at small insecure parameters: keygen, encrypt, infer (evaluation keys only)
+/// and decrypt in one process; the report has the keys, the decrypted logits match
+/// the plaintext network, and a second run into the same folder is refused before any work.
+#[test]
+fn bench_runs_all_four_legs_and_never_overwrites_its_report() {
+    let dir = std::env::temp_dir().join(format!("ferrolab-hcnn-bench-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let o = hcnn::BenchOptions {
+        keygen: hcnn::KeygenOptions {
+            secure: false,
+            log_n: 11,
+            levels: 30,
+            side: 8,
+            width: 4,
+        },
+        out: dir.clone(),
+        model: None,
+        blocks: 1,
+        image_files: vec![],
+        images: 2,
+        seed: 3,
+        threads: 1,
+    };
+    let r = hcnn::bench(&o).unwrap();
+    let m = &r.metrics;
+    assert_eq!(m["agreement_top1_encrypted"], 1.0);
+    assert!(m["max_logit_error"] < 1e-3, "{}", m["max_logit_error"]);
+    assert!(m["latency_seconds_resnet8_t1"] > 0.0);
+    assert!(m["rotations_total"] > 0.0 && m["eval_key_mb"] > 0.0);
+    assert_eq!(r.details["per_image"].as_array().map(Vec::len), Some(2));
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    assert!(text.contains("latency_seconds_resnet8_t1"));
+    // No ciphertext is left behind; the report stays as it was.
+    assert!(!dir.join(".hcnn-bench").exists());
+    let e = hcnn::bench(&o).unwrap_err().to_string();
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("report.json")).unwrap(),
+        text
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

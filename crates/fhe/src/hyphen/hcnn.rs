@@ -10,6 +10,9 @@
 //!   evaluation keys and parameters only — there is no field a secret key could sit in, and a
 //!   secret-key file given as `--keys` is refused by kind.
 //! * `decrypt --keys DIR Y.ct` (client): the logits as JSON on stdout.
+//! * `bench --out DIR` : the four in one process, each timed, the server leg still on the
+//!   evaluation-key bundle only; `DIR/report.json` with latency, CPU time, agreement and
+//!   key sizes.
 //!
 //! Every file is versioned and checksummed (magic, version, header, payload, 64-bit checksum)
 //! over the leveled scheme's own framed objects; a truncated, corrupted or mismatched file is
@@ -658,10 +661,12 @@ pub fn check_input(
 }
 
 /// What a server run measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InferStats {
     /// Wall seconds of the network.
     pub seconds: f64,
+    /// Process CPU seconds of the network (all threads).
+    pub cpu_seconds: f64,
     /// Rotations the algorithm issued, key switches they cost (composed ones included).
     pub rotations: u64,
     /// Key switches.
@@ -673,72 +678,101 @@ pub struct InferStats {
 /// The server: runs `net` on the input ciphertexts with evaluation keys only; returns the
 /// output file's bytes.
 pub fn infer(keys: ServerKeys, net: &Net, input: &Path) -> SysResult<(Vec<u8>, InferStats)> {
-    let ctx = &keys.ctx;
-    let shape = keys.shape;
-    let (h, cts) = read_cts(ctx, input)?;
-    check_input(ctx, shape, &h, &cts, input)?;
-    check_model(net, shape)?;
-    let geo = geometry(ctx, shape);
-    let opt = RunOptions {
-        geo,
-        cost: OpCost::default(),
-    };
-    let boot = match shape.boot_levels {
-        Some(l) => {
-            let c = BootChain {
-                levels_after: l,
-                ..BootChain::n16_l9()
-            };
-            Some(
-                Bootstrapper::new(ctx, c.config(ctx.slots(), SlotKind::Real, H))
-                    .map_err(|e| SystemError::runtime(format!("bootstrapping: {e}")))?,
-            )
+    Server::new(keys)?.infer(net, input)
+}
+
+/// The server's state, built once from its keys and used for any number of inputs: the
+/// evaluator (which owns the keys) and, at the secure set, the bootstrapper.
+pub struct Server {
+    ctx: Arc<Context>,
+    shape: Shape,
+    ev: Evaluator,
+    boot: Option<Bootstrapper>,
+}
+
+impl Server {
+    /// Takes the keys (moved, not cloned: at the secure set they are gigabytes).
+    pub fn new(keys: ServerKeys) -> SysResult<Server> {
+        let ctx = keys.ctx.clone();
+        let shape = keys.shape;
+        let boot = match shape.boot_levels {
+            Some(l) => {
+                let c = BootChain {
+                    levels_after: l,
+                    ..BootChain::n16_l9()
+                };
+                Some(
+                    Bootstrapper::new(&ctx, c.config(ctx.slots(), SlotKind::Real, H))
+                        .map_err(|e| SystemError::runtime(format!("bootstrapping: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        if keys.keys.relin.is_none() {
+            return Err(usage(
+                "eval.keys has no relinearisation key; the activations need one",
+            ));
         }
-        None => None,
-    };
-    if keys.keys.relin.is_none() {
-        return Err(usage(
-            "eval.keys has no relinearisation key; the activations need one",
-        ));
+        let ev = Evaluator::new(&ctx, keys.keys).map_err(|e| usage(e.to_string()))?;
+        Ok(Server {
+            ctx,
+            shape,
+            ev,
+            boot,
+        })
     }
-    // Moved, not cloned: at the secure set the keys are gigabytes.
-    let ev = Evaluator::new(ctx, keys.keys).map_err(|e| usage(e.to_string()))?;
-    let mut be = Ckks::new(&ev, boot.as_ref());
-    // Every rotation the network issues must be composable from the keys, and a leveled
-    // chain must be deep enough: both found on the simulator first, so a missing key is a
-    // usage error before any work.
-    let mut deep = Sim::new(ctx.slots(), 400);
-    let sim_in: Vec<_> = encode_input(net, geo, Packing::Hyphen, &Map::zeros(3, shape.side))
-        .into_iter()
-        .map(|v| deep.encrypt(v, 400))
-        .collect();
-    let (dout, _, _) = run(&mut deep, net, Packing::Hyphen, sim_in, &opt)
-        .map_err(|e| usage(format!("model: {e}")))?;
-    let need = dout.first().map_or(0, |c| 400 - deep.level(c));
-    for &s in &deep.steps {
-        be.hops(s).map_err(|e| usage(format!("eval.keys: {e}")))?;
+
+    /// Runs `net` on the ciphertext file `input`; returns the output file's bytes.
+    pub fn infer(&self, net: &Net, input: &Path) -> SysResult<(Vec<u8>, InferStats)> {
+        let (ctx, shape) = (&self.ctx, self.shape);
+        let (h, cts) = read_cts(ctx, input)?;
+        check_input(ctx, shape, &h, &cts, input)?;
+        check_model(net, shape)?;
+        let geo = geometry(ctx, shape);
+        let opt = RunOptions {
+            geo,
+            cost: OpCost::default(),
+        };
+        let mut be = Ckks::new(&self.ev, self.boot.as_ref());
+        // Every rotation the network issues must be composable from the keys, and a leveled
+        // chain must be deep enough: both found on the simulator first, so a missing key is a
+        // usage error before any work.
+        let mut deep = Sim::new(ctx.slots(), 400);
+        let sim_in: Vec<_> = encode_input(net, geo, Packing::Hyphen, &Map::zeros(3, shape.side))
+            .into_iter()
+            .map(|v| deep.encrypt(v, 400))
+            .collect();
+        let (dout, _, _) = run(&mut deep, net, Packing::Hyphen, sim_in, &opt)
+            .map_err(|e| usage(format!("model: {e}")))?;
+        let need = dout.first().map_or(0, |c| 400 - deep.level(c));
+        for &s in &deep.steps {
+            be.hops(s).map_err(|e| usage(format!("eval.keys: {e}")))?;
+        }
+        let top = cts.iter().map(|c| c.level).min().unwrap_or(0);
+        if shape.boot_levels.is_none() && top < need {
+            return Err(usage(format!(
+                "{}: the chain has {top} levels, this network needs {need} without bootstrapping (keygen --params test --levels {need})",
+                input.display()
+            )));
+        }
+        let t = Instant::now();
+        let cpu = crate::bootstrap::bench::process_cpu_ms();
+        let (out, pf, _) = run(&mut be, net, Packing::Hyphen, cts, &opt)
+            .map_err(|e| SystemError::runtime(format!("encrypted inference: {e}")))?;
+        let cpu_seconds = (crate::bootstrap::bench::process_cpu_ms() - cpu) / 1e3;
+        let seconds = t.elapsed().as_secs_f64();
+        let st = *be.stats();
+        Ok((
+            output_file(ctx, shape, &pf.slots, net.scale, &out),
+            InferStats {
+                seconds,
+                cpu_seconds,
+                rotations: st.rot_calls,
+                key_switches: st.key_switches(),
+                bootstraps: st.boot,
+            },
+        ))
     }
-    let top = cts.iter().map(|c| c.level).min().unwrap_or(0);
-    if shape.boot_levels.is_none() && top < need {
-        return Err(usage(format!(
-            "{}: the chain has {top} levels, this network needs {need} without bootstrapping (keygen --params test --levels {need})",
-            input.display()
-        )));
-    }
-    let t = Instant::now();
-    let (out, pf, _) = run(&mut be, net, Packing::Hyphen, cts, &opt)
-        .map_err(|e| SystemError::runtime(format!("encrypted inference: {e}")))?;
-    let seconds = t.elapsed().as_secs_f64();
-    let st = *be.stats();
-    Ok((
-        output_file(ctx, shape, &pf.slots, net.scale, &out),
-        InferStats {
-            seconds,
-            rotations: st.rot_calls,
-            key_switches: st.key_switches(),
-            bootstraps: st.boot,
-        },
-    ))
 }
 
 /// An inference output file: the output ciphertexts and where the logits sit in them
@@ -1008,6 +1042,196 @@ pub fn load_model(path: &Path) -> SysResult<Net> {
 
 // ---- the sub-commands ----
 
+/// Options of `hcnn bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Key parameters (the network's shape is filled in from the model).
+    pub keygen: KeygenOptions,
+    /// Folder for `report.json`.
+    pub out: PathBuf,
+    /// A model checkpoint; without one, a random-weight HerPN ResNet-(6·blocks+2) (latency
+    /// does not depend on the weights).
+    pub model: Option<PathBuf>,
+    /// Basic blocks per stage of the random network (3: ResNet-20).
+    pub blocks: usize,
+    /// Images to encrypt (PNG files); without any, `images` synthetic ones.
+    pub image_files: Vec<PathBuf>,
+    /// Synthetic images when no files are given.
+    pub images: usize,
+    /// Seed of the random network and the synthetic images.
+    pub seed: u64,
+    /// Threads the run uses (already initialised by the caller).
+    pub threads: usize,
+}
+
+/// `hcnn bench`: keygen, encrypt, infer and decrypt in one process, each timed, the server
+/// leg on evaluation keys only (a [`Server`] built from the [`ServerKeys`] bundle), and the
+/// decrypted logits against the plaintext network. Writes `out/report.json`.
+pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
+    let report_path = o.out.join("report.json");
+    if report_path.exists() {
+        return Err(usage(format!(
+            "{}: already exists; bench never overwrites a report",
+            report_path.display()
+        )));
+    }
+    let (net, model_name) = match &o.model {
+        Some(p) => (load_model(p)?, p.display().to_string()),
+        None => (
+            Net::random_resnet(o.seed, true, 10, o.blocks, o.keygen.width),
+            format!(
+                "random-weight HerPN ResNet-{} (seed {})",
+                6 * o.blocks + 2,
+                o.seed
+            ),
+        ),
+    };
+    let side = o.keygen.side;
+    let xs: Vec<Map> = if o.image_files.is_empty() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed ^ 0x1a9e5);
+        let set = ferrolab_vision::data::ImageSet {
+            height: 28,
+            width: 28,
+            pixels: (0..o.images * 28 * 28)
+                .map(|_| rng.random::<u8>())
+                .collect(),
+            labels: vec![0; o.images],
+        };
+        let p = Prepared::new(&set, side);
+        (0..o.images).map(|i| p.map(i)).collect()
+    } else {
+        o.image_files
+            .iter()
+            .map(|f| load_image(f, side))
+            .collect::<SysResult<_>>()?
+    };
+    let mut ko = o.keygen.clone();
+    ko.width = net.conv1.co;
+    check_model(
+        &net,
+        Shape {
+            side,
+            width: ko.width,
+            boot_levels: None,
+        },
+    )?;
+    // Everything that can be refused is checked: now the folder.
+    std::fs::create_dir_all(&o.out).map_err(|e| usage(format!("{}: {e}", o.out.display())))?;
+    let work = o.out.join(".hcnn-bench");
+    std::fs::create_dir_all(&work).map_err(|e| usage(format!("{}: {e}", work.display())))?;
+
+    let cpu_now = crate::bootstrap::bench::process_cpu_ms;
+    let (t, c) = (Instant::now(), cpu_now());
+    let (client, server) = keygen(&ko)?;
+    let keygen_seconds = t.elapsed().as_secs_f64();
+    let keygen_cpu = (cpu_now() - c) / 1e3;
+    let rotation_keys = server.keys.galois.keys.len();
+    let eval_key_mb = server.keys.size_bytes() as f64 / (1u64 << 20) as f64;
+    let eval_keys_file_mb = server.to_bytes()?.len() as f64 / (1u64 << 20) as f64;
+    let log_n = client.ctx.spec().log_n;
+    let bootstrapping = server.shape.boot_levels.is_some();
+    let srv = Server::new(server)?;
+    let mut enc = Encryptor::new(&client.ctx).map_err(|e| fhe(&work, e))?;
+
+    let (mut enc_s, mut inf_s, mut inf_cpu, mut dec_s) = (vec![], vec![], vec![], vec![]);
+    let (mut agree, mut max_err) = (0usize, 0.0f64);
+    let mut per_image = vec![];
+    let mut last = InferStats::default();
+    for (i, x) in xs.iter().enumerate() {
+        let xf = work.join(format!("x{i}.ct"));
+        let yf = work.join(format!("y{i}.ct"));
+        let t = Instant::now();
+        write(&xf, &encrypt_with(&client, x, &mut enc)?)?;
+        enc_s.push(t.elapsed().as_secs_f64());
+        let (bytes, st) = srv.infer(&net, &xf)?;
+        write(&yf, &bytes)?;
+        inf_s.push(st.seconds);
+        inf_cpu.push(st.cpu_seconds);
+        let t = Instant::now();
+        let got = decrypt(&client, &yf)?;
+        dec_s.push(t.elapsed().as_secs_f64());
+        let want = net.reference(x);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f64, f64::max);
+        max_err = max_err.max(err);
+        agree += usize::from(argmax(&got) == argmax(&want));
+        eprintln!(
+            "hcnn bench: image {i}: infer {:.1} s (CPU {:.1} s), max logit error {err:.2e}",
+            st.seconds, st.cpu_seconds
+        );
+        per_image.push(
+            json!({"logits": got, "plaintext_logits": want, "infer_seconds": st.seconds,
+            "infer_cpu_seconds": st.cpu_seconds, "max_logit_error": err}),
+        );
+        last = st;
+    }
+    std::fs::remove_dir_all(&work).ok();
+
+    use ferrolab_core::metrics::median;
+    let depth = net.depth();
+    let t = o.threads;
+    let mut r = ferrolab_core::Report::new(
+        "hcnn-bench",
+        if o.image_files.is_empty() {
+            "synthetic"
+        } else {
+            "files"
+        },
+        o.seed,
+    );
+    r.config = json!({"log_n": log_n, "secure": ko.secure, "levels": ko.levels, "side": side,
+        "width": ko.width, "model": model_name, "images": xs.len(), "threads": t});
+    let n = xs.len().max(1) as f64;
+    for (k, v) in [
+        (
+            format!("latency_seconds_resnet{depth}_t{t}"),
+            median(&inf_s),
+        ),
+        (format!("cpu_seconds_resnet{depth}_t{t}"), median(&inf_cpu)),
+        ("keygen_seconds".into(), keygen_seconds),
+        ("keygen_cpu_seconds".into(), keygen_cpu),
+        ("encrypt_seconds".into(), median(&enc_s)),
+        ("decrypt_seconds".into(), median(&dec_s)),
+        ("agreement_top1_encrypted".into(), agree as f64 / n),
+        ("max_logit_error".into(), max_err),
+        ("eval_key_mb".into(), eval_key_mb),
+        ("eval_keys_file_mb".into(), eval_keys_file_mb),
+        ("rotation_keys".into(), rotation_keys as f64),
+        ("rotations_total".into(), last.rotations as f64),
+        ("key_switches_encrypted".into(), last.key_switches as f64),
+        ("bootstraps_encrypted".into(), last.bootstraps as f64),
+        (
+            "peak_rss_mb".into(),
+            crate::bootstrap::bench::peak_rss_bytes() as f64 / (1u64 << 20) as f64,
+        ),
+    ] {
+        r.metrics.insert(k, v);
+    }
+    r.timings.insert("keygen".into(), keygen_seconds);
+    r.timings.insert("infer_total".into(), inf_s.iter().sum());
+    r.details = json!({"per_image": per_image});
+    r.notes.push(if ko.secure {
+        format!("N = 2^{log_n}, bootstrapping set n16_l9 (sparse secret h = 192): 128-bit secure as documented")
+    } else {
+        format!(
+            "N = 2^{log_n}, leveled test chain of {} levels{}: NOT 128-bit secure (insecure test parameters, flagged)",
+            ko.levels,
+            if bootstrapping { " with bootstrapping" } else { "" }
+        )
+    });
+    if o.image_files.is_empty() {
+        r.notes.push("inputs: synthetic images (uniform random grey levels, normalised as Fashion-MNIST); latency does not depend on the pixels".into());
+    }
+    let text =
+        serde_json::to_vec_pretty(&r).map_err(|e| SystemError::runtime(format!("report: {e}")))?;
+    write(&report_path, &text)?;
+    Ok(r)
+}
+
 fn path_arg(name: &'static str, long: bool, help: &'static str) -> clap::Arg {
     let a = clap::Arg::new(name)
         .value_parser(clap::value_parser!(PathBuf))
@@ -1024,7 +1248,7 @@ fn path_arg(name: &'static str, long: bool, help: &'static str) -> clap::Arg {
 pub fn command() -> clap::Command {
     use clap::{Arg, Command, value_parser};
     Command::new("hcnn")
-        .about("HyPHEN's client/server encrypted inference: keygen, encrypt, infer, decrypt")
+        .about("HyPHEN's client/server encrypted inference: keygen, encrypt, infer, decrypt; bench does all four in one process")
         .subcommand_required(true)
         .subcommand(
             Command::new("keygen")
@@ -1051,6 +1275,28 @@ pub fn command() -> clap::Command {
                 .arg(path_arg("model", true, "Model checkpoint (model_herpn.json written by `ferrolab hyphen`)"))
                 .arg(path_arg("input", false, "X.ct"))
                 .arg(path_arg("out", true, "Output ciphertext file (Y.ct)"))
+                .arg(ferrolab_core::system::threads_arg()),
+        )
+        .subcommand(
+            Command::new("bench")
+                .about("keygen, encrypt, infer and decrypt in one process, each timed; writes DIR/report.json")
+                .arg(path_arg("out", true, "Folder for report.json (created; an existing report is never overwritten)"))
+                .arg(Arg::new("model").long("model").value_name("PATH").value_parser(value_parser!(PathBuf))
+                    .help("Model checkpoint (model_herpn.json written by `ferrolab hyphen`); default: a random-weight HerPN ResNet"))
+                .arg(Arg::new("image").value_name("IMAGE.png").num_args(0..).value_parser(value_parser!(PathBuf))
+                    .help("Images to encrypt (28x28 Fashion-MNIST or side x side); default: --images synthetic ones"))
+                .arg(Arg::new("images").long("images").value_parser(value_parser!(u64).range(1..=100)).default_value("1")
+                    .help("Synthetic images when no IMAGE.png is given"))
+                .arg(Arg::new("params").long("params").value_parser(["secure", "test"]).default_value("secure")
+                    .help("secure: N = 2^16 with bootstrapping (n16_l9, 128-bit; ~10 GB); test: leveled insecure chain (--log-n, --levels)"))
+                .arg(Arg::new("log-n").long("log-n").value_parser(value_parser!(u32).range(11..=16)).default_value("13"))
+                .arg(Arg::new("levels").long("levels").value_parser(value_parser!(u64).range(2..=200)).default_value("30"))
+                .arg(Arg::new("side").long("side").value_parser(["8", "16", "32"]).default_value("32").help("Input raster side"))
+                .arg(Arg::new("width").long("width").value_parser(value_parser!(u64).range(4..=64)).default_value("16")
+                    .help("First-stage width of the random network"))
+                .arg(Arg::new("blocks").long("blocks").value_parser(value_parser!(u64).range(1..=9)).default_value("3")
+                    .help("Basic blocks per stage of the random network (3: ResNet-20)"))
+                .arg(Arg::new("seed").long("seed").value_parser(value_parser!(u64)).default_value("0"))
                 .arg(ferrolab_core::system::threads_arg()),
         )
         .subcommand(
@@ -1146,8 +1392,39 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
             println!("{}", json!({"logits": logits, "class": argmax(&logits)}));
             Ok(())
         }
+        Some(("bench", s)) => {
+            let threads =
+                ferrolab_core::backend::try_init_threads(s.get_one::<usize>("threads").copied())?;
+            let get = |k: &str| s.get_one::<u64>(k).map(|&v| v as usize);
+            let o = BenchOptions {
+                keygen: KeygenOptions {
+                    secure: s.get_one::<String>("params").map(String::as_str) != Some("test"),
+                    log_n: s.get_one::<u32>("log-n").copied().unwrap_or(13),
+                    levels: get("levels").unwrap_or(30),
+                    side: s
+                        .get_one::<String>("side")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(32),
+                    width: get("width").unwrap_or(16),
+                },
+                out: p(s, "out")?.clone(),
+                model: s.get_one::<PathBuf>("model").cloned(),
+                blocks: get("blocks").unwrap_or(3),
+                image_files: s
+                    .get_many::<PathBuf>("image")
+                    .map(|v| v.cloned().collect())
+                    .unwrap_or_default(),
+                images: get("images").unwrap_or(1),
+                seed: s.get_one::<u64>("seed").copied().unwrap_or(0),
+                threads,
+            };
+            let r = bench(&o)?;
+            println!("{}", serde_json::to_string(&r.metrics).unwrap_or_default());
+            println!("wrote {}", o.out.join("report.json").display());
+            Ok(())
+        }
         _ => Err(usage(
-            "hcnn needs a sub-command: keygen, encrypt, infer, decrypt",
+            "hcnn needs a sub-command: keygen, encrypt, infer, decrypt, bench",
         )),
     }
 }
