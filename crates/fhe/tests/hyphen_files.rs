@@ -204,7 +204,7 @@ fn quick_preset_stays_small() {
     assert_eq!(quick.map(|e| e.quick), Some("quick"));
 }
 
-/// MPConv as published needs its own 16-level key set at N = 2^16 (~17.5 GB): the resource
+/// MPConv as published needs its own 16-level key set at N = 2^16 (~12 GB): the resource
 /// guard must see it before any work, and only when it is asked for.
 #[test]
 fn mpconv_encrypted_run_is_in_the_memory_estimate() {
@@ -215,10 +215,10 @@ fn mpconv_encrypted_run_is_in_the_memory_estimate() {
             ferrolab_core::system::resolve_config(&sys, Some("secure20"), None, &sets).unwrap();
         sys.memory_estimate(cfg.get(), None).unwrap().bytes
     };
-    let without = est(&[]);
-    let with = est(&["fhe.encrypted_mpconv_images=1"]);
-    assert!(with >= 17 << 30, "{with} bytes");
-    assert!(without < 17 << 30, "{without} bytes");
+    let without = est(&["fhe.encrypted_images=0"]);
+    let with = est(&["fhe.encrypted_images=0", "fhe.encrypted_mpconv_images=1"]);
+    assert!(with >= 12 << 30, "{with} bytes");
+    assert!(without < 2 << 30, "{without} bytes");
 }
 
 /// `hcnn bench` at small insecure parameters: keygen, encrypt, infer (evaluation keys only)

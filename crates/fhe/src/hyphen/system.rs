@@ -97,7 +97,7 @@ ferrolab_core::config_section! {
         pub encrypted_boot_levels: usize = 9, "2..=40" => |v| (2..=40).contains(v);
         /// Test images run truly encrypted as MPConv as published (the ReLU network with
         /// AppReLU), after the other rows, on its own bootstrapping set with 16 levels after a
-        /// bootstrap (0 = counted and simulated only). At N = 2^16 its keys need ~17.5 GB.
+        /// bootstrap (0 = counted and simulated only). At N = 2^16 that leg needs ~12 GB.
         pub encrypted_mpconv_images: usize = 0, "0..=1000" => |v| *v <= 1000;
     }
 }
@@ -149,7 +149,7 @@ impl System for HyphenSystem {
             },
             Preset {
                 name: "paper",
-                about: "ResNet-20 at 32×32 on all of Fashion-MNIST, 1,000-image simulation at N = 2^16 / 16 levels, 5 images truly encrypted with bootstrapping at 128-bit parameters in both packings (hours, ~14 GB)",
+                about: "ResNet-20 at 32×32 on all of Fashion-MNIST, 1,000-image simulation at N = 2^16 / 16 levels, 5 images truly encrypted with bootstrapping at 128-bit parameters in both packings, then as MPConv as published (AppReLU, 16-level set) (hours, ~14 GB)",
                 toml: include_str!("../../../../configs/hyphen/paper.toml"),
             },
             Preset {
@@ -201,12 +201,12 @@ impl System for HyphenSystem {
             net_keys * dnum * 2 * limbs * n * 8
         };
         // MPConv as published runs after the other rows' keys are dropped, on the 16-level
-        // set: ~17.5 GB of keys and DFT factors at N = 2^16 with 32,768 slots (measured 11.6
-        // GB for bootstrapping alone, plus the network's keys at 16 levels), scaled by the ring.
+        // set: measured at N = 2^16 with 32,768 slots, 8.4 GiB of evaluation keys (34 rotation
+        // keys) and 11.9 GB resident in all, scaled by the ring.
         let mpconv_keys = if cfg.fhe.encrypted_mpconv_images == 0 {
             0
         } else {
-            (17_500u64 << 20) * n / (1 << 16)
+            (12_500u64 << 20) * n / (1 << 16)
         };
         Some(ferrolab_core::guard::MemoryEstimate {
             setting: format!(
