@@ -1128,7 +1128,6 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
     let keygen_cpu = (cpu_now() - c) / 1e3;
     let rotation_keys = server.keys.galois.keys.len();
     let eval_key_mb = server.keys.size_bytes() as f64 / (1u64 << 20) as f64;
-    let eval_keys_file_mb = server.to_bytes()?.len() as f64 / (1u64 << 20) as f64;
     let log_n = client.ctx.spec().log_n;
     let bootstrapping = server.shape.boot_levels.is_some();
     let srv = Server::new(server)?;
@@ -1199,7 +1198,6 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
         ("agreement_top1_encrypted".into(), agree as f64 / n),
         ("max_logit_error".into(), max_err),
         ("eval_key_mb".into(), eval_key_mb),
-        ("eval_keys_file_mb".into(), eval_keys_file_mb),
         ("rotation_keys".into(), rotation_keys as f64),
         ("rotations_total".into(), last.rotations as f64),
         ("key_switches_encrypted".into(), last.key_switches as f64),
