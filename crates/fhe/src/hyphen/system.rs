@@ -952,7 +952,9 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 };
                 report.timings.insert(key.into(), k);
             }
-            let key = if hyphen_group || g == 0 {
+            // Keyed by what ran, not by position: a run of MPConv alone still fills
+            // `encrypted_mpconv`.
+            let key = if hyphen_group {
                 "encrypted"
             } else {
                 "encrypted_mpconv"
