@@ -429,6 +429,16 @@ pub fn test_spec(log_n: u32, levels: usize) -> ParamSpec {
 
 /// Generates a client's keys; returns them with the server's bundle.
 pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
+    keygen_keeping_bootstrapper(o).map(|(c, s, _)| (c, s))
+}
+
+/// [`keygen`], also returning the bootstrapper it built to learn bootstrapping's rotation
+/// amounts. It holds public data only (DFT factors, polynomial coefficients), so a server in
+/// the same process may use it instead of building its own (`hcnn bench`: one ~3 GB copy
+/// instead of two).
+fn keygen_keeping_bootstrapper(
+    o: &KeygenOptions,
+) -> SysResult<(ClientKeys, ServerKeys, Option<Bootstrapper>)> {
     let err = |e: crate::FheError| SystemError::usage(format!("keygen: {e}"));
     let (spec, chain): (ParamSpec, Option<BootChain>) = if o.secure {
         let c = BootChain::n16_l9();
@@ -471,7 +481,7 @@ pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
         pk,
         shape,
     };
-    Ok((client, ServerKeys { ctx, keys, shape }))
+    Ok((client, ServerKeys { ctx, keys, shape }, boot))
 }
 
 fn geometry(ctx: &Context, shape: Shape) -> Geometry {
@@ -693,10 +703,18 @@ pub struct Server {
 impl Server {
     /// Takes the keys (moved, not cloned: at the secure set they are gigabytes).
     pub fn new(keys: ServerKeys) -> SysResult<Server> {
+        Server::with_bootstrapper(keys, None)
+    }
+
+    /// [`Server::new`] with the bootstrapper the keys' own keygen built (public data; see
+    /// `keygen_keeping_bootstrapper`), if there is one.
+    fn with_bootstrapper(keys: ServerKeys, built: Option<Bootstrapper>) -> SysResult<Server> {
         let ctx = keys.ctx.clone();
         let shape = keys.shape;
-        let boot = match shape.boot_levels {
-            Some(l) => {
+        let boot = match (shape.boot_levels, built) {
+            (Some(_), Some(b)) => Some(b),
+            (None, _) => None,
+            (Some(l), None) => {
                 let c = BootChain {
                     levels_after: l,
                     ..BootChain::n16_l9()
@@ -706,7 +724,6 @@ impl Server {
                         .map_err(|e| SystemError::runtime(format!("bootstrapping: {e}")))?,
                 )
             }
-            None => None,
         };
         if keys.keys.relin.is_none() {
             return Err(usage(
@@ -1123,14 +1140,14 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
 
     let cpu_now = crate::bootstrap::bench::process_cpu_ms;
     let (t, c) = (Instant::now(), cpu_now());
-    let (client, server) = keygen(&ko)?;
+    let (client, server, boot) = keygen_keeping_bootstrapper(&ko)?;
     let keygen_seconds = t.elapsed().as_secs_f64();
     let keygen_cpu = (cpu_now() - c) / 1e3;
     let rotation_keys = server.keys.galois.keys.len();
     let eval_key_mb = server.keys.size_bytes() as f64 / (1u64 << 20) as f64;
     let log_n = client.ctx.spec().log_n;
     let bootstrapping = server.shape.boot_levels.is_some();
-    let srv = Server::new(server)?;
+    let srv = Server::with_bootstrapper(server, boot)?;
     let mut enc = Encryptor::new(&client.ctx).map_err(|e| fhe(&work, e))?;
 
     let (mut enc_s, mut inf_s, mut inf_cpu, mut dec_s) = (vec![], vec![], vec![], vec![]);
