@@ -219,6 +219,20 @@ fn mpconv_encrypted_run_is_in_the_memory_estimate() {
     let with = est(&["fhe.encrypted_images=0", "fhe.encrypted_mpconv_images=1"]);
     assert!(with >= 12 << 30, "{with} bytes");
     assert!(without < 2 << 30, "{without} bytes");
+    // Below log N = 13 there is no bootstrapping set: refused as a configuration error.
+    let sets: Vec<String> = [
+        "fhe.log_n=12",
+        "fhe.encrypted_mpconv_images=1",
+        "data.side=16",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let e = ferrolab_core::system::resolve_config(&sys, Some("quick"), None, &sets)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("fhe.encrypted_mpconv_images"), "{e}");
 }
 
 /// `hcnn bench` at small insecure parameters: keygen, encrypt, infer (evaluation keys only)

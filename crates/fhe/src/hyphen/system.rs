@@ -104,6 +104,18 @@ ferrolab_core::config_section! {
 
 impl Validate for HyphenConfig {
     fn validate(&self) -> std::result::Result<(), ferrolab_core::ConfigError> {
+        // MPConv as published needs a bootstrapping set (AppReLU alone takes 14 levels per
+        // activation): those exist for log N 13..=16 only. Refused here, before any training.
+        if self.fhe.encrypted_mpconv_images > 0 && self.fhe.log_n < 13 {
+            return Err(ferrolab_core::ConfigError::Invalid {
+                key: "fhe.encrypted_mpconv_images".into(),
+                value: self.fhe.encrypted_mpconv_images.to_string(),
+                reason: format!(
+                    "MPConv as published runs on a bootstrapping set, which needs fhe.log_n >= 13 (it is {})",
+                    self.fhe.log_n
+                ),
+            });
+        }
         let slots = 1usize << (self.fhe.log_n - 1);
         let s = self.data.side * self.data.side;
         // CA layouts hold every channel of a stage in one ciphertext (k² channels per block
