@@ -277,3 +277,39 @@ fn bench_runs_all_four_legs_and_never_overwrites_its_report() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A key set that cannot fit is refused by the resource guard before any key is made or any
+/// folder written; the secure set's estimate covers its measured 8.6 GB peak.
+#[test]
+fn bench_refuses_a_key_set_that_cannot_fit() {
+    let secure = hcnn::KeygenOptions {
+        secure: true,
+        log_n: 16,
+        levels: 30,
+        side: 32,
+        width: 16,
+    };
+    assert!(hcnn::keygen_memory(&secure).bytes >= 8_600 << 20);
+    let dir = std::env::temp_dir().join(format!("ferrolab-hcnn-huge-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let o = hcnn::BenchOptions {
+        keygen: hcnn::KeygenOptions {
+            secure: false,
+            log_n: 16,
+            levels: 200,
+            side: 32,
+            width: 16,
+        },
+        out: dir.clone(),
+        model: None,
+        blocks: 1,
+        image_files: vec![],
+        images: 1,
+        seed: 0,
+        threads: 1,
+    };
+    // ~350 GB of keys.
+    let e = hcnn::bench(&o).unwrap_err().to_string();
+    assert!(e.contains("needs ~") && e.contains("--levels 200"), "{e}");
+    assert!(!dir.exists());
+}

@@ -427,6 +427,36 @@ pub fn test_spec(log_n: u32, levels: usize) -> ParamSpec {
     }
 }
 
+/// Memory the keys of `o` take while they are made and used: at the secure set the measured
+/// peak of `hcnn bench` (8.6 GB: 6.0 GiB of keys and the bootstrapper's DFT factors), else the
+/// power-of-two rotation keys and the relinearisation key (digits × 2 × limbs × N words)
+/// twice (the client's copy while the bundle is written, the server's).
+pub fn keygen_memory(o: &KeygenOptions) -> ferrolab_core::guard::MemoryEstimate {
+    let bytes = if o.secure {
+        9 << 30
+    } else {
+        let n = 1u64 << o.log_n;
+        let limbs = o.levels as u64 + 1 + 4;
+        let digits = (o.levels as u64 + 1).div_ceil(4);
+        let keys = u64::from(o.log_n - 1) + 1;
+        2 * keys * digits * 2 * limbs * n * 8
+    };
+    ferrolab_core::guard::MemoryEstimate {
+        setting: if o.secure {
+            "--params secure".into()
+        } else {
+            format!("--params test --log-n {} --levels {}", o.log_n, o.levels)
+        },
+        bytes,
+    }
+}
+
+/// Refuses (a usage error, exit 2) a key set that would not fit in memory.
+fn check_memory(o: &KeygenOptions) -> SysResult<()> {
+    ferrolab_core::guard::check(&keygen_memory(o), ferrolab_core::guard::default_limit())
+        .map_err(|e| usage(e.to_string()))
+}
+
 /// Generates a client's keys; returns them with the server's bundle.
 pub fn keygen(o: &KeygenOptions) -> SysResult<(ClientKeys, ServerKeys)> {
     keygen_keeping_bootstrapper(o).map(|(c, s, _)| (c, s))
@@ -1133,6 +1163,7 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
             boot_levels: None,
         },
     )?;
+    check_memory(&ko)?;
     // Everything that can be refused is checked: now the folder.
     std::fs::create_dir_all(&o.out).map_err(|e| usage(format!("{}: {e}", o.out.display())))?;
     let work = o.out.join(".hcnn-bench");
@@ -1355,6 +1386,7 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
                     "keygen: --width must be in 1..=64 and --levels in 2..=200",
                 ));
             }
+            check_memory(&o)?;
             let t = Instant::now();
             let (client, server) = keygen(&o)?;
             std::fs::create_dir_all(out).map_err(|e| usage(format!("{}: {e}", out.display())))?;
