@@ -244,3 +244,49 @@ fn hcnn_is_also_a_hyphen_subcommand() {
     ]);
     assert_usage_error(&o, "missing key folder");
 }
+
+/// `hcnn bench` through the binary at the small insecure set: every option reaches the
+/// function (side, width, blocks, images), the report has the contract keys, and a second run
+/// into the same folder is one `error:` line, exit 2, the report untouched.
+#[test]
+fn bench_writes_a_report_and_never_overwrites_it() {
+    let dir = tmp("hcnn-bench").join("out");
+    let args = [
+        "hcnn",
+        "bench",
+        "--params",
+        "test",
+        "--log-n",
+        "11",
+        "--levels",
+        "30",
+        "--side",
+        "8",
+        "--width",
+        "4",
+        "--blocks",
+        "1",
+        "--images",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        &s(&dir),
+    ];
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "bench: {}", stderr(&o));
+    assert!(stdout(&o).contains("latency_seconds_resnet8_t1"));
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["metrics"]["agreement_top1_encrypted"], 1.0);
+    assert_eq!(r["config"]["images"], 2);
+    assert_eq!(r["config"]["side"], 8);
+    assert_eq!(r["config"]["width"], 4);
+    assert!(r["metrics"]["max_logit_error"].as_f64().unwrap() < 1e-3);
+    let o = ferrolab(&args);
+    assert_usage_error(&o, "already exists");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("report.json")).unwrap(),
+        text
+    );
+}
