@@ -242,22 +242,7 @@ fn mpconv_encrypted_run_is_in_the_memory_estimate() {
 fn bench_runs_all_four_legs_and_never_overwrites_its_report() {
     let dir = std::env::temp_dir().join(format!("ferrolab-hcnn-bench-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
-    let o = hcnn::BenchOptions {
-        keygen: hcnn::KeygenOptions {
-            secure: false,
-            log_n: 11,
-            levels: 30,
-            side: 8,
-            width: 4,
-        },
-        out: dir.clone(),
-        model: None,
-        blocks: 1,
-        image_files: vec![],
-        images: 2,
-        seed: 3,
-        threads: 1,
-    };
+    let o = bench_options(&dir, 11, 30, 8, 4, 2);
     let r = hcnn::bench(&o).unwrap();
     let m = &r.metrics;
     assert_eq!(m["agreement_top1_encrypted"], 1.0);
@@ -292,24 +277,36 @@ fn bench_refuses_a_key_set_that_cannot_fit() {
     assert!(hcnn::keygen_memory(&secure).bytes >= 8_600 << 20);
     let dir = std::env::temp_dir().join(format!("ferrolab-hcnn-huge-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
-    let o = hcnn::BenchOptions {
-        keygen: hcnn::KeygenOptions {
-            secure: false,
-            log_n: 16,
-            levels: 200,
-            side: 32,
-            width: 16,
-        },
-        out: dir.clone(),
-        model: None,
-        blocks: 1,
-        image_files: vec![],
-        images: 1,
-        seed: 0,
-        threads: 1,
-    };
+    let o = bench_options(&dir, 16, 200, 32, 16, 1);
     // ~350 GB of keys.
     let e = hcnn::bench(&o).unwrap_err().to_string();
     assert!(e.contains("needs ~") && e.contains("--levels 200"), "{e}");
     assert!(!dir.exists());
+}
+
+/// `hcnn bench` on a random one-block-per-stage network at a leveled test chain.
+fn bench_options(
+    dir: &Path,
+    log_n: u32,
+    levels: usize,
+    side: usize,
+    width: usize,
+    images: usize,
+) -> hcnn::BenchOptions {
+    hcnn::BenchOptions {
+        keygen: hcnn::KeygenOptions {
+            secure: false,
+            log_n,
+            levels,
+            side,
+            width,
+        },
+        out: dir.to_path_buf(),
+        model: None,
+        blocks: 1,
+        image_files: vec![],
+        images,
+        seed: 3,
+        threads: 1,
+    }
 }

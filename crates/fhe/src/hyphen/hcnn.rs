@@ -429,17 +429,16 @@ pub fn test_spec(log_n: u32, levels: usize) -> ParamSpec {
 
 /// Memory the keys of `o` take while they are made and used: at the secure set the measured
 /// peak of `hcnn bench` (8.6 GB: 6.0 GiB of keys and the bootstrapper's DFT factors), else the
-/// power-of-two rotation keys and the relinearisation key (digits × 2 × limbs × N words)
-/// twice (the client's copy while the bundle is written, the server's).
+/// power-of-two rotation keys and the relinearisation key of the test chain, each twice its
+/// seed-compressed size in memory, and twice over (the client's copy while the bundle is
+/// written, the server's).
 pub fn keygen_memory(o: &KeygenOptions) -> ferrolab_core::guard::MemoryEstimate {
     let bytes = if o.secure {
         9 << 30
     } else {
-        let n = 1u64 << o.log_n;
-        let limbs = o.levels as u64 + 1 + 4;
-        let digits = (o.levels as u64 + 1).div_ceil(4);
-        let keys = u64::from(o.log_n - 1) + 1;
-        2 * keys * digits * 2 * limbs * n * 8
+        let keys = u128::from(o.log_n - 1) + 1;
+        let total = 2 * keys * 2 * relin_bytes(&test_spec(o.log_n, o.levels));
+        u64::try_from(total).unwrap_or(u64::MAX)
     };
     ferrolab_core::guard::MemoryEstimate {
         setting: if o.secure {
@@ -1177,7 +1176,6 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
     let rotation_keys = server.keys.galois.keys.len();
     let eval_key_mb = server.keys.size_bytes() as f64 / (1u64 << 20) as f64;
     let log_n = client.ctx.spec().log_n;
-    let bootstrapping = server.shape.boot_levels.is_some();
     let srv = Server::with_bootstrapper(server, boot)?;
     let mut enc = Encryptor::new(&client.ctx).map_err(|e| fhe(&work, e))?;
 
@@ -1264,9 +1262,8 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
         format!("N = 2^{log_n}, bootstrapping set n16_l9 (sparse secret h = 192): 128-bit secure as documented")
     } else {
         format!(
-            "N = 2^{log_n}, leveled test chain of {} levels{}: NOT 128-bit secure (insecure test parameters, flagged)",
-            ko.levels,
-            if bootstrapping { " with bootstrapping" } else { "" }
+            "N = 2^{log_n}, leveled test chain of {} levels: NOT 128-bit secure (insecure test parameters, flagged)",
+            ko.levels
         )
     });
     if o.image_files.is_empty() {

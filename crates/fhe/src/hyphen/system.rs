@@ -757,7 +757,6 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         });
     }
     let mut results: BTreeMap<&str, Vec<EncResult>> = BTreeMap::new();
-    let mut group_details: Vec<(usize, serde_json::Value)> = vec![];
     let mut enc_rows: Vec<&Row> = vec![];
     for (g, group) in groups.iter().enumerate() {
         let depth = group
@@ -908,10 +907,22 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             .rows
             .iter()
             .find_map(|r| results.get(r.name).and_then(|v| v.first()));
-        group_details.push((
-            g,
+        // Keyed by what ran, not by position: a run of MPConv alone still fills
+        // `encrypted_mpconv`.
+        let hyphen_group = group.rows.iter().any(|r| r.name == "hyphen");
+        if let Some(r) = first {
+            let key = if hyphen_group {
+                "keygen"
+            } else {
+                "keygen_mpconv"
+            };
+            report.timings.insert(key.into(), r.keygen_seconds);
+        }
+        let names = group.rows.iter().map(|r| r.name).collect::<Vec<_>>();
+        details.insert(
+            if hyphen_group { "encrypted" } else { "encrypted_mpconv" }.into(),
             serde_json::json!({
-                "rows": group.rows.iter().map(|r| r.name).collect::<Vec<_>>(),
+                "rows": names,
                 "log_n": cfg.fhe.log_n, "levels": depth, "special_primes": cfg.fhe.special_primes,
                 "secure": secure, "rotation_keys": first.map_or(0, |r| r.rotation_keys),
                 "network_key_steps": steps,
@@ -920,59 +931,36 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 "images": group.images, "bootstrapping": chain.is_some(),
                 "levels_after_bootstrap": chain.as_ref().map(|c| c.levels_after), "threads": threads,
             }),
-        ));
-        report.notes.push(if secure {
-            format!(
-                "encrypted run ({}): N = 2^{}, {}; 128-bit secure as documented",
-                group.rows.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
-                cfg.fhe.log_n,
-                match chain {
-                    Some(c) => format!(
-                        "bootstrapping chain with {} levels after a bootstrap (sparse secret h = 192, nominal log QP {})",
-                        c.levels_after,
-                        {
-                            let sp = c.spec();
-                            sp.q_bits.iter().chain(&sp.p_bits).map(|&b| b as u64).sum::<u64>()
-                        }
-                    ),
-                    None => format!("leveled, {depth} levels"),
-                }
-            )
-        } else {
-            format!(
-                "encrypted run ({}): N = 2^{} ({}) is NOT 128-bit secure (insecure test parameters, flagged); latency ratios are meaningful, absolute figures are not those of a secure set",
-                group.rows.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+        );
+        let names = names.join(", ");
+        report.notes.push(match (secure, chain) {
+            (true, Some(c)) => {
+                let sp = c.spec();
+                format!(
+                    "encrypted run ({names}): N = 2^{}, bootstrapping chain with {} levels after a bootstrap (sparse secret h = 192, nominal log QP {}); 128-bit secure as documented",
+                    cfg.fhe.log_n,
+                    c.levels_after,
+                    sp.q_bits.iter().chain(&sp.p_bits).map(|&b| u64::from(b)).sum::<u64>()
+                )
+            }
+            (true, None) => format!(
+                "encrypted run ({names}): N = 2^{}, leveled, {depth} levels; 128-bit secure as documented",
+                cfg.fhe.log_n
+            ),
+            (false, _) => format!(
+                "encrypted run ({names}): N = 2^{} ({}) is NOT 128-bit secure (insecure test parameters, flagged); latency ratios are meaningful, absolute figures are not those of a secure set",
                 cfg.fhe.log_n,
                 if chain.is_some() {
                     "insecure bootstrapping test chain".to_string()
                 } else {
                     format!("leveled, {depth} levels")
                 }
-            )
+            ),
         });
         enc_rows.extend(group.rows.iter().copied());
     }
     if !enc_rows.is_empty() {
         use ferrolab_core::metrics::median;
-        for (g, d) in group_details {
-            let hyphen_group = groups[g].rows.iter().any(|r| r.name == "hyphen");
-            if let Some(k) = d.get("keygen_seconds").and_then(|v| v.as_f64()) {
-                let key = if hyphen_group {
-                    "keygen"
-                } else {
-                    "keygen_mpconv"
-                };
-                report.timings.insert(key.into(), k);
-            }
-            // Keyed by what ran, not by position: a run of MPConv alone still fills
-            // `encrypted_mpconv`.
-            let key = if hyphen_group {
-                "encrypted"
-            } else {
-                "encrypted_mpconv"
-            };
-            details.insert(key.into(), d);
-        }
         let depth_name = nets[&true].0.depth();
         let mut kinds_of: Vec<(&str, Vec<KindTime>)> = vec![];
         let mut cpu_of: BTreeMap<&str, f64> = BTreeMap::new();
