@@ -16,6 +16,7 @@ pub mod eval;
 pub mod hyphen;
 pub mod keyswitch;
 pub mod linear;
+pub mod minimax;
 pub mod ntt;
 pub mod params;
 pub mod polyeval;

@@ -8,13 +8,15 @@
 //!
 //! AppReLU (Lee et al. 2022, §3.5): ReLU(x) = x·(1 + sgn(x/B))/2 with sgn approximated by a
 //! composite of three odd polynomials of degrees {15, 15, 27}: 4 + 4 + 5 levels, one more for
-//! the final product, 14 in all. Lee et al. use minimax polynomials of precision α = 13; the
-//! polynomials here are Cheon et al.'s f_7, f_7, f_13 of the same degrees (same depth and
-//! cost, much lower precision near 0: see [`app_relu_error`]).
+//! the final product, 14 in all. The components are Lee et al.'s composite minimax
+//! polynomials of precision α = 13 ([`app_sign`], computed here by Remez in
+//! [`crate::minimax`]).
 
 use super::backend::Backend;
 use crate::error::Result;
+use crate::minimax::{CompositeSign, composite_sign};
 use crate::polyeval::Chebyshev;
+use std::sync::OnceLock;
 
 /// Per-channel quadratic a·x² + b·x + c.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,31 +108,35 @@ impl HerPn {
     }
 }
 
-/// f_n(x) = Σ_{i ≤ n} C(2i, i)/4^i · x(1 − x²)^i (Cheon et al. 2020): odd, maps [−1, 1] onto
-/// itself and flattens towards ±1, so compositions of it stay bounded (unlike interpolants
-/// of steep functions, which overshoot and then diverge under composition).
-fn sharpen(n: usize) -> impl Fn(f64) -> f64 {
-    move |x: f64| {
-        let (mut s, mut c, mut p) = (0.0, 1.0, x);
-        for i in 0..=n {
-            if i > 0 {
-                c *= (2 * i - 1) as f64 / (2 * i) as f64;
-                p *= 1.0 - x * x;
-            }
-            s += c * p;
-        }
-        s
-    }
+/// Lee et al.'s AppReLU sign approximation: the composite minimax polynomial with component
+/// degrees {15, 15, 27} and precision α = 13 (error ≤ 2^-13 on |x| ≥ 2^-9: ε = 16·2^-α, their
+/// `max_factor` 16 for ReLU; margin η = 2^-15 between stages), from [`composite_sign`],
+/// computed once per process.
+pub fn app_sign() -> &'static CompositeSign {
+    static SIGN: OnceLock<CompositeSign> = OnceLock::new();
+    SIGN.get_or_init(|| {
+        // Fixed, tested parameters: the Remez problems are well posed (see minimax.rs tests).
+        composite_sign(&APP_SIGN_DEGREES, APP_SIGN_EPS, 2f64.powi(-15))
+            .expect("the published AppReLU parameters are a valid composite")
+    })
 }
 
-/// The three sign-approximation components (degrees 15, 15, 27) on [−1, 1]: f_7, f_7, f_13
-/// in the Chebyshev basis (interpolation at d + 1 nodes is exact for a degree-d polynomial).
-pub fn app_sign_polys() -> [Chebyshev; 3] {
-    [
-        Chebyshev::interpolate(sharpen(7), 15, -1.0, 1.0),
-        Chebyshev::interpolate(sharpen(7), 15, -1.0, 1.0),
-        Chebyshev::interpolate(sharpen(13), 27, -1.0, 1.0),
-    ]
+/// Component degrees of the AppReLU sign approximation (Lee et al.).
+pub const APP_SIGN_DEGREES: [usize; 3] = [15, 15, 27];
+
+/// The input gap ε of the AppReLU sign approximation (2^-9 = 16·2^-13).
+pub const APP_SIGN_EPS: f64 = 1.0 / 512.0;
+
+/// The three sign-approximation components (degrees 15, 15, 27) in the Chebyshev basis on
+/// [−1, 1], each scaled so that the next one's input lies in [−1, 1] (no extra level).
+pub fn app_sign_polys() -> &'static [Chebyshev; 3] {
+    static POLYS: OnceLock<[Chebyshev; 3]> = OnceLock::new();
+    POLYS.get_or_init(|| {
+        app_sign()
+            .chebyshev_stages()
+            .try_into()
+            .expect("three degrees give three stages")
+    })
 }
 
 /// Bound B of the AppReLU input range [−B, B] (Lee et al.: 40).

@@ -368,6 +368,8 @@ pub fn train(arch: Arch, data: &Prepared, opt: &TrainOptions) -> (PlainNet, f64)
     let total = (opt.epochs * steps_per_epoch).max(1);
     let mut step = 0usize;
     let mut last = f64::NAN;
+    // Paper scale is an hour of one core per network: the bar shows steps and the ETA.
+    let pb = ferrolab_core::progress::bar(total as u64, "hyphen train");
     for _ in 0..opt.epochs {
         order.shuffle(&mut rng);
         let (mut sum, mut seen) = (0.0, 0usize);
@@ -390,9 +392,11 @@ pub fn train(arch: Arch, data: &Prepared, opt: &TrainOptions) -> (PlainNet, f64)
             seen += idx.len();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
+            pb.inc(1);
         }
         last = sum / seen.max(1) as f64;
     }
+    pb.finish_and_clear();
     (model.valid(), last)
 }
 
