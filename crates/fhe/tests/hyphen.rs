@@ -8,7 +8,9 @@ use ferrolab_fhe::hyphen::act::{
     app_sign_polys,
 };
 use ferrolab_fhe::hyphen::backend::{Backend, Ckks, Sim, SimCt};
-use ferrolab_fhe::hyphen::conv::{ConvWeights, Gather, Split, caconv, raconv};
+use ferrolab_fhe::hyphen::conv::{
+    ConvWeights, Gather, OpCost, ShiftConv, Split, caconv, caconv_groups, choose_groups, raconv,
+};
 use ferrolab_fhe::hyphen::layout::{Geometry, Kind, Layout, Map};
 use ferrolab_fhe::hyphen::mpconv::MpConv;
 use ferrolab_fhe::hyphen::net::{
@@ -112,6 +114,61 @@ fn caconv_raconv_match_plaintext_convolution() {
             let (got2, _) = sim_run(&ra, &ca.post, &want1, 5);
             assert!(got2.max_diff(&want2) < 1e-12, "RAConv {stride} {split:?}");
         }
+    }
+}
+
+/// Every group count g | ρ of the CAConv output: the pair still computes both convolutions;
+/// g = 1 needs no mask (one level fewer) and takes the most ciphertexts; the cost model's
+/// choice is one of the valid ones and follows the activation cost.
+#[test]
+fn caconv_group_counts_all_match_plaintext() {
+    let geo = Geometry { n: 4096, wr: 8 };
+    let x = rand_map(8, 8, 11);
+    let input = Layout::ca(geo, 1, 8);
+    assert_eq!(input.kind, Kind::Ca { rho: 8 });
+    let cost = OpCost::default();
+    for (stride, co) in [(1usize, 8usize), (2, 16)] {
+        let w1 = rand_conv(8, co, stride, 12);
+        let w2 = rand_conv(co, co, 1, 13);
+        let want1 = w1.reference(&x);
+        let want2 = w2.reference(&want1);
+        let mut cts = Vec::new();
+        for g in [1usize, 2, 4, 8] {
+            let mut ca = caconv_groups(&w1, input, g).unwrap();
+            assert_eq!(ca.post.kind, Kind::Ra { g });
+            ca.choose(&cost);
+            let mut ra = raconv(&w2, ca.post).unwrap();
+            ra.choose(&cost);
+            assert_eq!(ra.levels(), 1 + usize::from(g > 1), "g = {g}");
+            let (got1, _) = sim_run(&ca, &input, &x, 5);
+            assert!(
+                got1.max_diff(&want1) < 1e-12,
+                "CAConv stride {stride} g = {g}"
+            );
+            let (got2, _) = sim_run(&ra, &ca.post, &want1, 5);
+            assert!(
+                got2.max_diff(&want2) < 1e-12,
+                "RAConv stride {stride} g = {g}"
+            );
+            cts.push(ca.post.num_cts());
+        }
+        // C_out/(k²·g) ciphertexts between the two convolutions (at least one).
+        let groups = co / (stride * stride);
+        let want: Vec<usize> = [1, 2, 4, 8].iter().map(|g| groups.div_ceil(*g)).collect();
+        assert_eq!(cts, want);
+        assert!(caconv_groups(&w1, input, 3).is_err());
+        assert!(caconv_groups(&w1, input, 16).is_err());
+        // An expensive activation favours the fewest ciphertexts; the choice always computes
+        // the same convolutions.
+        let (ca, ra) = choose_groups(&w1, &w2, input, &cost, 1e6).unwrap();
+        assert_eq!(ca.post.num_cts(), 1);
+        let (ca0, ra0) = choose_groups(&w1, &w2, input, &cost, 0.0).unwrap();
+        let score = |c: &ShiftConv, r: &ShiftConv| c.modelled_cost(&cost) + r.modelled_cost(&cost);
+        assert!(score(&ca0, &ra0) <= score(&ca, &ra) + 1e-9);
+        let (got, _) = sim_run(&ca0, &input, &x, 5);
+        let (got, _) = sim_run(&ra0, &ca0.post, &got, 5);
+        assert!(got.max_diff(&want2) < 1e-12);
+        let _ = ra;
     }
 }
 

@@ -312,6 +312,19 @@ impl ShiftConv {
         a + b + outs * (self.reduce.len() + self.replicate.len())
     }
 
+    /// Modelled cost of the whole convolution under its current split, in units of one
+    /// rotation: product rotations (hoisted ones cheaper), reduction and replication
+    /// rotations, plaintext products.
+    pub fn modelled_cost(&self, cost: &OpCost) -> f64 {
+        let (a, b) = self.product_rotations(self.split);
+        let outs = self.terms.len();
+        a as f64 * cost.hoisted_rot
+            + b as f64
+            + (outs * (self.reduce.len() + self.replicate.len())) as f64
+            + (self.product_pmults(self.split) + usize::from(self.mask.is_some()) * outs) as f64
+                * cost.pmult
+    }
+
     /// Picks the split with the lowest modelled cost.
     pub fn choose(&mut self, cost: &OpCost) -> Split {
         let score = |sp: Split| {
@@ -524,9 +537,26 @@ pub fn caconv(w: &ConvWeights, input: Layout) -> Result<ShiftConv> {
     let Kind::Ca { rho } = input.kind else {
         return Err(FheError::InvalidInput("CAConv needs a CA input".into()));
     };
+    caconv_groups(w, input, rho)
+}
+
+/// CAConv with g output groups per ciphertext, g a power of two dividing the input's copy
+/// count ρ: blocks j and j + ρ·2^i still hold the same output group (g | ρ), so the
+/// reduction over input groups is unchanged, while the output takes C_out/(k²·g)
+/// ciphertexts. Smaller g: more ciphertexts (products, activations) but a cheaper RAConv
+/// after it (log2 g fewer reduction and replication rotations; no mask, one level fewer, at
+/// g = 1). [`choose_groups`] picks g by the cost model.
+pub fn caconv_groups(w: &ConvWeights, input: Layout, g: usize) -> Result<ShiftConv> {
+    let Kind::Ca { rho } = input.kind else {
+        return Err(FheError::InvalidInput("CAConv needs a CA input".into()));
+    };
+    if g == 0 || !g.is_power_of_two() || rho % g != 0 {
+        return Err(FheError::InvalidInput(format!(
+            "CAConv: {g} output groups per ciphertext must be a power of two dividing the input's {rho} copies"
+        )));
+    }
     let geo = input.geo;
     let ko = input.k * w.stride;
-    let g = rho;
     let post = Layout::ra(geo, ko, w.co, g);
     let n_acc = post.num_cts();
     let chan = move |a: usize, j: usize, ph: usize| post.channel(a, j, ph);
@@ -592,6 +622,49 @@ pub fn raconv(w: &ConvWeights, input: Layout) -> Result<ShiftConv> {
         w.bias.get(c).copied().unwrap_or(0.0)
     })];
     Ok(sc)
+}
+
+/// A HyPHEN block's CAConv → activation → RAConv pair with the group count g (the
+/// trade-off HyPHEN searches per layer) chosen by the cost model: every power of two g that
+/// divides both the CA input's copies and the RAConv output's is built, each conv with its
+/// best split, and scored as both convs' modelled cost plus one activation per ciphertext in
+/// between (`act_cost`, in rotations); ties go to fewer levels, then to the larger g.
+pub fn choose_groups(
+    c1: &ConvWeights,
+    c2: &ConvWeights,
+    input: Layout,
+    cost: &OpCost,
+    act_cost: f64,
+) -> Result<(ShiftConv, ShiftConv)> {
+    let Kind::Ca { rho } = input.kind else {
+        return Err(FheError::InvalidInput("CAConv needs a CA input".into()));
+    };
+    let mut best: Option<(f64, usize, ShiftConv, ShiftConv)> = None;
+    let mut g = rho;
+    while g >= 1 {
+        let mut ca = caconv_groups(c1, input, g)?;
+        ca.choose(cost);
+        // A g the RAConv output cannot take (g ∤ ρ') is skipped, not an error.
+        if let Ok(mut ra) = raconv(c2, ca.post) {
+            ra.choose(cost);
+            let score = ca.modelled_cost(cost)
+                + ra.modelled_cost(cost)
+                + act_cost * ca.post.num_cts() as f64;
+            let levels = ca.levels() + ra.levels();
+            let better = best.as_ref().is_none_or(|(s, l, _, _)| {
+                score < *s - 1e-9 || ((score - *s).abs() <= 1e-9 && levels < *l)
+            });
+            if better {
+                best = Some((score, levels, ca, ra));
+            }
+        }
+        g /= 2;
+    }
+    best.map(|(_, _, ca, ra)| (ca, ra)).ok_or_else(|| {
+        FheError::InvalidInput(format!(
+            "HyPHEN block: no group count divides both the input's {rho} copies and the output's"
+        ))
+    })
 }
 
 /// A data movement: output slot ← input slot (one source per output), as masked rotations

@@ -14,7 +14,7 @@
 
 use super::act::{HerPn, app_relu, app_relu_apply, app_relu_levels};
 use super::backend::{Backend, Stats};
-use super::conv::{ConvWeights, Gather, OpCost, PoolFc, caconv, per_channel, raconv};
+use super::conv::{ConvWeights, Gather, OpCost, PoolFc, choose_groups, per_channel, raconv};
 use super::layout::{Geometry, Layout, Map};
 use super::mpconv::MpConv;
 use crate::error::{FheError, Result};
@@ -358,6 +358,16 @@ pub struct RunOptions {
     pub cost: OpCost,
 }
 
+/// Modelled cost of one activation on one ciphertext, in rotations (a relinearised product
+/// costs about one key switch): HerPN is one square and two plaintext products; AppReLU's
+/// three odd polynomials take about 4 + 4 + 7 non-scalar products and one more for x·(1 + p).
+fn act_cost(a: &Act, cost: &OpCost) -> f64 {
+    match a {
+        Act::Quad(_) => 1.0 + 2.0 * cost.pmult,
+        Act::Relu => 16.0,
+    }
+}
+
 /// The input layout the client encrypts for `packing`.
 /// `width`: conv1's output channels. HyPHEN's input holds two groups of the three input
 /// channels when conv1's CA output has an even number of copies (RAConv needs g | ρ), else one.
@@ -530,26 +540,33 @@ pub fn run<B: Backend>(
         let x_layout = layout;
         let (z, z_layout) = match packing {
             Packing::Hyphen => {
-                let need = 1 + b.a1.levels() + 2;
+                let (ca, ra) = choose_groups(
+                    &b.c1,
+                    &b.c2,
+                    x_layout,
+                    &opt.cost,
+                    act_cost(&b.a1, &opt.cost),
+                )?;
+                let need = ca.levels() + b.a1.levels() + ra.levels();
                 let x = r.ensure(&name, y, need)?;
                 y = x;
-                let mut ca = caconv(&b.c1, x_layout)?;
-                let sp = ca.choose(&opt.cost);
+                let g = match ca.post.kind {
+                    super::layout::Kind::Ra { g } => g,
+                    _ => 0,
+                };
                 let h = r.record(
                     &format!("{name}.conv1"),
                     "conv",
-                    format!("CAConv {sp:?}"),
+                    format!("CAConv {:?} g={g}", ca.split),
                     |be| ca.apply(be, std::slice::from_ref(&y)),
                     |be, v| be.level(&v[0]),
                 )?;
                 let h = r.act(&format!("{name}.act1"), &b.a1, &ca.post, h)?;
-                let mut ra = raconv(&b.c2, ca.post)?;
-                let sp = ra.choose(&opt.cost);
                 let z = r
                     .record(
                         &format!("{name}.conv2"),
                         "conv",
-                        format!("RAConv {sp:?}"),
+                        format!("RAConv {:?}", ra.split),
                         |be| ra.apply(be, &h),
                         |be, v| be.level(&v[0]),
                     )?
