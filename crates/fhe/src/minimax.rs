@@ -119,7 +119,7 @@ fn basis_row(x: f64, a: f64, b: f64, m: usize) -> Vec<f64> {
 /// a dense grid of [a, b] (not the levelled error of the last reference, so the figure is what
 /// the polynomial does).
 pub fn remez_sign(degree: usize, a: f64, b: f64) -> Result<(OddPoly, f64)> {
-    if degree % 2 == 0 {
+    if degree.is_multiple_of(2) {
         return Err(FheError::InvalidInput(format!(
             "an odd approximation of sgn needs an odd degree, got {degree}"
         )));

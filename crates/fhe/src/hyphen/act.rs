@@ -173,9 +173,9 @@ pub fn app_relu_error(delta: f64) -> (f64, f64) {
 /// and the logits multiplied back by the client). Returns x'·(1 + sgn x')/2. 14 levels.
 pub fn app_relu_apply<B: Backend>(be: &mut B, xs: &B::Ct) -> Result<B::Ct> {
     let [p1, p2, p3] = app_sign_polys();
-    let s = be.poly(xs, &p1)?;
-    let s = be.poly(&s, &p2)?;
-    let s = be.poly(&s, &p3)?;
+    let s = be.poly(xs, p1)?;
+    let s = be.poly(&s, p2)?;
+    let s = be.poly(&s, p3)?;
     let n = be.slots();
     let s1 = be.add_plain(&s, &vec![1.0; n])?;
     let lvl = be.level(&s1);
