@@ -18,6 +18,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .ok_or_else(|| CoreError::Runtime(format!("{} has no file name", path.display())))?
         .to_string_lossy();
+    if path.is_dir() {
+        // A damaged or hand-edited run folder: a usage error (exit 2) naming the path, not an
+        // I/O failure after the work that produced the bytes.
+        return Err(CoreError::Data(format!(
+            "{} is a folder where this run writes a file; move it away",
+            path.display()
+        )));
+    }
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -200,8 +208,19 @@ impl RunDir {
             eprintln!("resume: {name} already done ({})", path.display());
             return Ok(v);
         }
-        let v = f(self)?;
         let dir = self.join("units");
+        // Checked before the work, which may be long, rather than when its result is saved.
+        for (p, want_dir) in [(&dir, true), (&path, false)] {
+            if p.exists() && p.is_dir() != want_dir {
+                return Err(CoreError::Data(format!(
+                    "{} should be a {} in this run folder; the folder is damaged (move it away and start afresh)",
+                    p.display(),
+                    if want_dir { "folder" } else { "file" }
+                ))
+                .into());
+            }
+        }
+        let v = f(self)?;
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
         let text = serde_json::to_vec(&v)
             .map_err(|e| CoreError::Runtime(format!("saving unit {name}: {e}")))?;
@@ -627,6 +646,31 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// A folder where a unit's file belongs (a damaged folder under `--resume`) is a usage
+    /// error before the unit's work runs; so is one where any file is written atomically.
+    #[test]
+    fn a_folder_in_a_files_place_is_a_usage_error_before_the_work() {
+        let d = tmpdir("unit-dir");
+        let mut run = RunDir::create(&d).unwrap();
+        let first: u32 = run.unit("done", |_| Ok::<_, CoreError>(7)).unwrap();
+        assert_eq!(first, 7);
+        std::fs::create_dir_all(d.join("units").join("next.json")).unwrap();
+        let mut ran = false;
+        let e = run
+            .unit("next", |_| {
+                ran = true;
+                Ok::<u32, CoreError>(1)
+            })
+            .unwrap_err();
+        assert!(!ran, "the unit's work ran before the damage was reported");
+        assert!(e.is_usage() && e.to_string().contains("next.json"), "{e}");
+        let e = write_atomic(&d.join("units"), b"x").unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("units"), "{e}");
+        // The saved unit is still returned.
+        assert_eq!(run.unit("done", |_| Ok::<u32, CoreError>(0)).unwrap(), 7);
         std::fs::remove_dir_all(&d).ok();
     }
 

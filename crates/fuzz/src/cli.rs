@@ -742,7 +742,7 @@ pub fn li_resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<I
     Ok(Invocation {
         args,
         stdin: None,
-        allowed: &[0, 1, 2],
+        allowed: &[0, 2],
         round_trip: None,
     })
 }
