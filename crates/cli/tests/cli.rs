@@ -527,20 +527,22 @@ fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
 }
 
 #[test]
-fn a_runtime_failure_keeps_the_incomplete_run_and_resume_finishes_it() {
+fn a_failure_while_resuming_keeps_the_incomplete_run_and_resume_finishes_it() {
     let d = tmp("resume-ok");
     let done = d.join("done");
     finished_tiny_run(&done);
 
     // An incomplete run with the same configuration, in which writing the plot fails (a
-    // folder sits where curves.svg goes): a runtime failure, exit 1, folder kept.
+    // folder sits where curves.svg goes): a damaged folder, so a usage error (exit 2) that
+    // names the path; a resumed run's folder is kept even then.
     let run = d.join("run");
     let work = incomplete(&run);
     std::fs::create_dir_all(work.join("curves.svg")).unwrap();
     std::fs::copy(done.join("config.toml"), work.join("config.toml")).unwrap();
     let o = ferrolab(&tiny_cluster_gcn(&["--resume", run.to_str().unwrap()]));
     let e = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("curves.svg"), "{e}");
     assert_eq!(
         e.lines().filter(|l| l.starts_with("error:")).count(),
         1,
