@@ -116,13 +116,16 @@ pub fn app_sign() -> &'static CompositeSign {
     static SIGN: OnceLock<CompositeSign> = OnceLock::new();
     SIGN.get_or_init(|| {
         // Fixed, tested parameters: the Remez problems are well posed (see minimax.rs tests).
-        composite_sign(&APP_SIGN_DEGREES, APP_SIGN_EPS, 2f64.powi(-15))
+        composite_sign(&APP_SIGN_DEGREES, APP_SIGN_EPS, APP_SIGN_MARGIN)
             .expect("the published AppReLU parameters are a valid composite")
     })
 }
 
 /// Component degrees of the AppReLU sign approximation (Lee et al.).
 pub const APP_SIGN_DEGREES: [usize; 3] = [15, 15, 27];
+
+/// Margin η between the stages of the AppReLU sign approximation (Lee et al.'s 2^-15).
+pub const APP_SIGN_MARGIN: f64 = 1.0 / 32768.0;
 
 /// The input gap ε of the AppReLU sign approximation (2^-9 = 16·2^-13).
 pub const APP_SIGN_EPS: f64 = 1.0 / 512.0;

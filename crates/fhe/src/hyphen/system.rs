@@ -713,6 +713,17 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         );
     }
 
+    // Which sign polynomial the AppReLU rows used (it was a different one before session 36).
+    let sign = super::act::app_sign();
+    details.insert(
+        "app_relu".to_string(),
+        serde_json::json!({
+            "kind": "composite minimax sign approximation (Lee et al.), Remez",
+            "degrees": super::act::APP_SIGN_DEGREES, "eps": sign.eps, "margin": super::act::APP_SIGN_MARGIN,
+            "sign_error": sign.error, "input_bound": super::act::APP_RELU_B,
+        }),
+    );
+
     // 3. Truly encrypted. Group one: the HerPN network in both packings, interleaved per
     // image, on one key set. Group two (on request): MPConv as published, the ReLU network
     // with AppReLU, on its own bootstrapping set with 16 levels after a bootstrap (AppReLU
