@@ -316,21 +316,21 @@ impl ShiftConv {
     /// rotation: product rotations (hoisted ones cheaper), reduction and replication
     /// rotations, plaintext products.
     pub fn modelled_cost(&self, cost: &OpCost) -> f64 {
-        let (a, b) = self.product_rotations(self.split);
         let outs = self.terms.len();
-        a as f64 * cost.hoisted_rot
-            + b as f64
+        self.product_cost(self.split, cost)
             + (outs * (self.reduce.len() + self.replicate.len())) as f64
-            + (self.product_pmults(self.split) + usize::from(self.mask.is_some()) * outs) as f64
-                * cost.pmult
+            + (usize::from(self.mask.is_some()) * outs) as f64 * cost.pmult
+    }
+
+    /// Modelled cost of the product phase under `split` (the only part a split changes).
+    fn product_cost(&self, split: Split, cost: &OpCost) -> f64 {
+        let (a, b) = self.product_rotations(split);
+        a as f64 * cost.hoisted_rot + b as f64 + self.product_pmults(split) as f64 * cost.pmult
     }
 
     /// Picks the split with the lowest modelled cost.
     pub fn choose(&mut self, cost: &OpCost) -> Split {
-        let score = |sp: Split| {
-            let (a, b) = self.product_rotations(sp);
-            a as f64 * cost.hoisted_rot + b as f64 + self.product_pmults(sp) as f64 * cost.pmult
-        };
+        let score = |sp: Split| self.product_cost(sp, cost);
         let mut best = Split::In;
         for sp in [Split::Out, Split::Bsgs] {
             if score(sp) < score(best) {

@@ -720,7 +720,8 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         serde_json::json!({
             "kind": "composite minimax sign approximation (Lee et al.), Remez",
             "degrees": super::act::APP_SIGN_DEGREES, "eps": sign.eps, "margin": super::act::APP_SIGN_MARGIN,
-            "sign_error": sign.error, "input_bound": super::act::APP_RELU_B,
+            "sign_error": sign.error, "stage_errors": sign.stage_errors,
+            "stage_bounds": sign.bounds, "input_bound": super::act::APP_RELU_B,
         }),
     );
 
