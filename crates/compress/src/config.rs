@@ -126,6 +126,14 @@ ferrolab_core::config_section! {
         /// as a layer's drop, so the ratio is the cost per pruned or coarsened weight)
         /// instead of by the score itself; the ground truth (oracle) alike. Off by default.
         pub per_weight: bool = false;
+        /// Training images (the last ones of the training subset) on which the pruning and bit
+        /// budgets choose how to follow the score: every `sharpness_grid` value, by score and
+        /// by score per weight, is applied and the most accurate allocation kept (the evaluation
+        /// images are never used for it). 0: `sharpness` and `per_weight` as given.
+        pub calibrate_images: usize = 0, "0..=60000" => |v| *v <= 60_000;
+        /// Candidate sharpnesses for the calibrated pruning budget (0 = uniform is not a
+        /// candidate: the budget always follows the score).
+        pub sharpness_grid: Vec<f64> = vec![0.25, 0.5, 1.0, 2.0, 3.0], "1 to 16 values in (0, 20]" => |v| (1..=16).contains(&v.len()) && v.iter().all(|k| *k > 0.0 && *k <= 20.0);
     }
 }
 
@@ -136,6 +144,12 @@ impl ferrolab_core::config::Validate for LayerImportanceConfig {
             "budget.finetune_images",
             self.budget.finetune_images,
             "must not exceed data.train_images (the fine-tune reads the training subset)",
+        )?;
+        ferrolab_core::config::check(
+            self.budget.calibrate_images <= self.data.train_images,
+            "budget.calibrate_images",
+            self.budget.calibrate_images,
+            "must not exceed data.train_images (the calibration reads the training subset)",
         )
     }
 }

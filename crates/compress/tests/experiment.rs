@@ -97,6 +97,34 @@ fn synthetic_run_reports_every_key_writes_the_dataset_and_resumes_exactly() {
         assert!(f("unprotected_min_accuracy") <= f("unprotected_p5_accuracy"));
         assert!(f("unprotected_p5_accuracy") <= f("unprotected_mean_accuracy") + 1e-12);
     }
+    // The quick preset calibrates its budgets: every member names the rule each budget kept,
+    // a sharpness from the grid (never 0, the uniform rule) and its calibration accuracy, and
+    // its gap to uniform under every pruning and bit key.
+    let cal = r.details["budget_calibration"].as_object().unwrap();
+    assert_eq!(cal.len(), 2);
+    let grid = &cfg.budget.sharpness_grid;
+    for (id, member) in cal {
+        for who in ["ours", "oracle"] {
+            for s in ["50", "70", "90"] {
+                let c = &member[format!("{who}_prune_s{s}")];
+                let k = c["sharpness"].as_f64().unwrap();
+                assert!(grid.contains(&k) && k > 0.0, "{id} {who} s{s}: {c}");
+                assert!(c["per_weight"].is_boolean(), "{id}: {c}");
+                let a = c["calibration_accuracy"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&a), "{id}: {c}");
+            }
+            for b in ["4p5", "3p5"] {
+                let c = &member[format!("{who}_quant_b{b}")];
+                assert!(c["per_weight"].is_boolean(), "{id} {who} b{b}: {c}");
+            }
+        }
+        let gap = r.details["budget_minus_uniform"][id].as_object().unwrap();
+        assert_eq!(gap.len(), keys.len(), "{id}: {gap:?}");
+        for k in &keys {
+            let g = gap[k].as_f64().unwrap();
+            assert!((-1.0..=1.0).contains(&g), "{id} {k}: {g}");
+        }
+    }
     // The dataset: versioned JSON with every model's layers, and the CSV.
     let ds: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("dataset.json")).unwrap()).unwrap();
@@ -169,6 +197,11 @@ fn bad_settings_are_usage_errors_before_any_work() {
         ("budget.avg_bits=[1.5]", "budget.avg_bits"),
         ("zoo.archs=[\"resnet21\"]", "zoo.archs"),
         ("grid.flip_rates=[2.0]", "grid.flip_rates"),
+        ("budget.sharpness_grid=[0.0, 1.0]", "budget.sharpness_grid"),
+        ("budget.sharpness_grid=[]", "budget.sharpness_grid"),
+        ("budget.calibrate_images=70000", "budget.calibrate_images"),
+        // More than the quick preset's 4000 training images.
+        ("budget.calibrate_images=5000", "budget.calibrate_images"),
     ] {
         let e = sys
             .resolve(Some("quick"), None, &[set.to_string()])
