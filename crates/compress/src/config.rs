@@ -126,7 +126,8 @@ ferrolab_core::config_section! {
         /// as a layer's drop, so the ratio is the cost per pruned or coarsened weight)
         /// instead of by the score itself; the ground truth (oracle) alike. Off by default.
         pub per_weight: bool = false;
-        /// Training images (the last ones of the training subset) on which the pruning and bit
+        /// Training images (the last ones of the training subset, all of it when it is smaller:
+        /// a preset's value stays usable with a smaller `data.train_images`) on which the pruning and bit
         /// budgets choose how to follow the score: every `sharpness_grid` value, by score and
         /// by score per weight, is applied and the most accurate allocation kept (the evaluation
         /// images are never used for it). 0: `sharpness` and `per_weight` as given.
@@ -144,12 +145,6 @@ impl ferrolab_core::config::Validate for LayerImportanceConfig {
             "budget.finetune_images",
             self.budget.finetune_images,
             "must not exceed data.train_images (the fine-tune reads the training subset)",
-        )?;
-        ferrolab_core::config::check(
-            self.budget.calibrate_images <= self.data.train_images,
-            "budget.calibrate_images",
-            self.budget.calibrate_images,
-            "must not exceed data.train_images (the calibration reads the training subset)",
         )
     }
 }

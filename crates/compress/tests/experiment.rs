@@ -200,8 +200,6 @@ fn bad_settings_are_usage_errors_before_any_work() {
         ("budget.sharpness_grid=[0.0, 1.0]", "budget.sharpness_grid"),
         ("budget.sharpness_grid=[]", "budget.sharpness_grid"),
         ("budget.calibrate_images=70000", "budget.calibrate_images"),
-        // More than the quick preset's 4000 training images.
-        ("budget.calibrate_images=5000", "budget.calibrate_images"),
     ] {
         let e = sys
             .resolve(Some("quick"), None, &[set.to_string()])
