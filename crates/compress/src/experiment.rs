@@ -709,6 +709,33 @@ fn percentile5(v: &mut [f64]) -> f64 {
     v.get(k).copied().unwrap_or(f64::NAN)
 }
 
+/// A budget's allocation: without calibration images the configured rule's; with them, that of
+/// the candidate rule whose model is most accurate there (ties: the first; no candidates: the
+/// configured rule), returned with that accuracy.
+fn pick_rule<R: Copy, A>(
+    configured: R,
+    candidates: &[R],
+    build: impl Fn(R) -> A,
+    model: impl Fn(&A) -> &ZooNet,
+    calib: Option<&EvalSet>,
+) -> (A, Option<(R, f64)>) {
+    let Some(cal) = calib else {
+        return (build(configured), None);
+    };
+    let mut best: Option<(A, R, f64)> = None;
+    for &r in candidates {
+        let a = build(r);
+        let acc = cal.accuracy(model(&a));
+        if best.as_ref().is_none_or(|(_, _, b)| acc > *b) {
+            best = Some((a, r, acc));
+        }
+    }
+    match best {
+        Some((a, r, acc)) => (a, Some((r, acc))),
+        None => (build(configured), None),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn budgets(
     cfg: &LayerImportanceConfig,
@@ -765,50 +792,32 @@ fn budgets(
         let idx: Vec<usize> = (n - k..n).collect();
         EvalSet::new(&data.train.subset(&idx), data.norm, cfg.data.eval_batch)
     });
-    // (score transform, sharpness) candidates of the pruning budget.
-    let prune_rules: Vec<(bool, f64)> = if calib.is_some() {
-        [false, true]
-            .iter()
-            .flat_map(|&pw| b.sharpness_grid.iter().map(move |&k| (pw, k)))
-            .collect()
-    } else {
-        vec![(b.per_weight, b.sharpness)]
-    };
-    let quant_rules: Vec<bool> = if calib.is_some() {
-        vec![false, true]
-    } else {
-        vec![b.per_weight]
-    };
+    // Candidates of the calibrated budgets: (score transform, sharpness) for pruning, the score
+    // transform for bits.
+    let prune_rules: Vec<(bool, f64)> = [false, true]
+        .iter()
+        .flat_map(|&pw| b.sharpness_grid.iter().map(move |&k| (pw, k)))
+        .collect();
     // (a) pruning.
+    let pruned = |counts: &[usize]| {
+        let mut m = net.clone();
+        let masks = prune_model(&mut m, counts);
+        (m, masks)
+    };
     for &s in &b.sparsities {
         let sk = key_num((s * 100.0).round());
         for (who, scores) in [("uniform", None), ("ours", Some(ps)), ("oracle", Some(pt))] {
-            let (counts, rule) = match scores {
-                None => (budget::prune_counts(&sizes, pt, s, 0.0), None),
-                Some(sc) => {
-                    let mut best: Option<(f64, Vec<usize>, (bool, f64))> = None;
-                    for &(pw, k) in &prune_rules {
-                        let counts = budget::prune_counts(&sizes, &density(sc, pw), s, k);
-                        let Some(cal) = &calib else {
-                            best = Some((0.0, counts, (pw, k)));
-                            break;
-                        };
-                        let mut m = net.clone();
-                        prune_model(&mut m, &counts);
-                        let a = cal.accuracy(&m);
-                        if best.as_ref().is_none_or(|(ba, _, _)| a > *ba) {
-                            best = Some((a, counts, (pw, k)));
-                        }
-                    }
-                    match best {
-                        Some((a, c, r)) => (c, Some((a, r))),
-                        None => (budget::prune_counts(&sizes, sc, s, 0.0), None),
-                    }
-                }
+            let ((m, masks), rule) = match scores {
+                None => (pruned(&budget::prune_counts(&sizes, pt, s, 0.0)), None),
+                Some(sc) => pick_rule(
+                    (b.per_weight, b.sharpness),
+                    &prune_rules,
+                    |(pw, k)| pruned(&budget::prune_counts(&sizes, &density(sc, pw), s, k)),
+                    |(m, _)| m,
+                    calib.as_ref(),
+                ),
             };
-            let mut m = net.clone();
-            let masks = prune_model(&mut m, &counts);
-            if let (Some((a, (pw, k))), true) = (rule, calib.is_some()) {
+            if let Some(((pw, k), a)) = rule {
                 out.calibration.insert(
                     format!("{who}_prune_s{sk}"),
                     serde_json::json!({"per_weight": pw, "sharpness": k, "calibration_accuracy": a}),
@@ -838,41 +847,34 @@ fn budgets(
     for &avg in &b.avg_bits {
         let bk = key_num(avg);
         for (who, scores) in [("uniform", None), ("ours", Some(qs)), ("oracle", Some(qt))] {
-            let bits = match scores {
-                None => budget::quant_bits(&sizes, &channels, None, avg, 2),
-                Some(sc) => {
-                    let mut best: Option<(f64, Vec<Vec<u32>>, bool)> = None;
-                    for &pw in &quant_rules {
-                        let d = density(sc, pw);
-                        let bits = budget::quant_bits(&sizes, &channels, Some(&d), avg, 2);
-                        let Some(cal) = &calib else {
-                            best = Some((0.0, bits, pw));
-                            break;
-                        };
-                        let a = cal.accuracy(&quantized(&bits));
-                        if best.as_ref().is_none_or(|(ba, _, _)| a > *ba) {
-                            best = Some((a, bits, pw));
-                        }
-                    }
-                    match best {
-                        Some((a, bits, pw)) => {
-                            if calib.is_some() {
-                                out.calibration.insert(
-                                    format!("{who}_quant_b{bk}"),
-                                    serde_json::json!({"per_weight": pw, "calibration_accuracy": a}),
-                                );
-                            }
-                            bits
-                        }
-                        None => budget::quant_bits(&sizes, &channels, None, avg, 2),
-                    }
-                }
+            let (m, rule) = match scores {
+                None => (
+                    quantized(&budget::quant_bits(&sizes, &channels, None, avg, 2)),
+                    None,
+                ),
+                Some(sc) => pick_rule(
+                    b.per_weight,
+                    &[false, true],
+                    |pw| {
+                        quantized(&budget::quant_bits(
+                            &sizes,
+                            &channels,
+                            Some(&density(sc, pw)),
+                            avg,
+                            2,
+                        ))
+                    },
+                    |m| m,
+                    calib.as_ref(),
+                ),
             };
-            record(
-                who,
-                format!("quant_b{bk}_accuracy"),
-                eval.accuracy(&quantized(&bits)),
-            );
+            if let Some((pw, a)) = rule {
+                out.calibration.insert(
+                    format!("{who}_quant_b{bk}"),
+                    serde_json::json!({"per_weight": pw, "calibration_accuracy": a}),
+                );
+            }
+            record(who, format!("quant_b{bk}_accuracy"), eval.accuracy(&m));
         }
     }
     // (c) protection against bit flips: every layer stored as int8, flips on unprotected ones.
