@@ -21,6 +21,8 @@ pub const METHODS: [&str; 7] = [
     "ablation_fifo_scheduler",
     "ablation_no_profiler",
 ];
+/// Where a task's retraining starts (`edge.base`).
+pub const BASES: [&str; 3] = ["current", "factory", "best"];
 /// Frames of the smallest task the edge must be able to hold.
 pub const MIN_TASK_FRAMES: usize = 8;
 
@@ -80,8 +82,14 @@ ferrolab_core::config_section! {
     pub struct StreamSection {
         /// Mobile ends contending for the edge.
         pub ends: usize = 8, "1..=1000" => |v| (1..=1000).contains(v);
-        /// Stream length, simulated seconds (one frame per second).
+        /// Stream length, simulated seconds.
         pub seconds: usize = 480, "60..=100000" => |v| (60..=100_000).contains(v);
+        /// Frames each end captures per simulated second. The trigger, the drift typing and
+        /// the label-free estimate read the first frame of every second (their windows are
+        /// in seconds, whatever the rate); uploads sample from every captured frame, so a
+        /// drift-end window [t₁, t₃] holds `fps` times as many candidates (the paper's
+        /// dashcams record 30 fps). Classification task only.
+        pub fps: usize = 1, "1..=30" => |v| (1..=30).contains(v);
         /// Drifts `type:condition@start+duration` (seconds; types sudden, incremental,
         /// gradual; conditions clean, rotate, dark, bright, blur, noise, occlude, prior).
         pub drifts: Vec<String> = vec!["sudden:rotate@60".into(), "incremental:dark@180+80".into(), "gradual:blur@330+80".into()];
@@ -183,6 +191,11 @@ ferrolab_core::config_section! {
         /// Teacher confidence (top probability) below which an uploaded frame is left out of
         /// its task (the most confident 8 are always kept; 0: keep all).
         pub label_min_confidence: f64 = 0.0, "[0, 1)" => |v| (0.0..1.0).contains(v);
+        /// The model a task retrains from: `current` (the end's latest evolved model),
+        /// `factory` (the end's original model), or `best` (whichever of the two agrees more
+        /// with the teacher's labels of the task's uploaded frames; neither has trained on
+        /// them). Applies to every evolving method.
+        pub base: String = "current".into(), "`current`, `factory` or `best`" => |v| BASES.contains(&v.as_str());
         /// Framework workspace added to every task's memory, KB.
         pub workspace_kb: f64 = 64.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
     }
@@ -408,6 +421,12 @@ impl Validate for AdaEvoConfig {
                     MIN_TASK_FRAMES,
                     small as f64 / 1e6
                 ),
+            )?;
+            check(
+                self.stream.fps == 1,
+                "stream.fps",
+                self.stream.fps,
+                "is implemented for the classification task only (detection frames come one per second)",
             )?;
         } else {
             self.drifts()?;

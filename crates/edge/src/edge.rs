@@ -74,6 +74,54 @@ pub struct EdgeParams {
     /// task (its likely wrong labels would be learnt); the most confident
     /// [`MIN_LABELLED`] are kept whatever their confidence. 0 keeps every frame.
     pub label_min_confidence: f64,
+    /// The model a task retrains from.
+    pub base: Base,
+}
+
+/// The model a task retrains from (`edge.base`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// The end's latest evolved model: adaptations accumulate.
+    Current,
+    /// The end's factory model: every task adapts the original model to the new condition.
+    Factory,
+    /// Whichever of the two labels the task's uploaded frames more like the teacher (ties go
+    /// to the current model): a model adapted to an earlier condition can be worse on the new
+    /// one than the factory model was.
+    Best,
+}
+
+impl Base {
+    /// Parses `edge.base` (validated by the configuration).
+    pub fn parse(name: &str) -> Base {
+        match name {
+            "factory" => Base::Factory,
+            "best" => Base::Best,
+            _ => Base::Current,
+        }
+    }
+}
+
+/// Whether a task with teacher-labelled `data` retrains from the end's factory model rather
+/// than its `current` one under `base`.
+pub fn retrain_from_factory(
+    base: Base,
+    current: &Mlp,
+    factory: &Mlp,
+    data: &[(Vec<f32>, u8)],
+) -> bool {
+    match base {
+        Base::Current => false,
+        Base::Factory => true,
+        Base::Best => {
+            let agree = |m: &Mlp| {
+                data.iter()
+                    .filter(|(x, y)| crate::model::argmax(&m.forward(x).probs) == *y as usize)
+                    .count()
+            };
+            agree(factory) > agree(current)
+        }
+    }
 }
 
 /// Input-pixel shifts of the augmented copies, in the order `edge.augment` takes them.
@@ -99,6 +147,8 @@ pub const MIN_LABELLED: usize = 8;
 #[derive(Debug, Clone)]
 struct Queued {
     id: usize,
+    /// The model this task retrains from (`edge.base`), fixed when it is accepted.
+    base: Mlp,
     req: TaskRequest,
     arrival: f64,
     data: Vec<(Vec<f32>, u8)>,
@@ -193,6 +243,7 @@ pub struct EdgeServer {
     params: EdgeParams,
     teacher: Teacher,
     dense: BTreeMap<usize, Mlp>,
+    factory: BTreeMap<usize, Mlp>,
     deployed: BTreeMap<usize, Mlp>,
     versions: BTreeMap<usize, u64>,
     replay: BTreeMap<usize, Vec<(Vec<f32>, u8)>>,
@@ -221,6 +272,7 @@ impl EdgeServer {
             params,
             teacher,
             dense: BTreeMap::new(),
+            factory: BTreeMap::new(),
             deployed: BTreeMap::new(),
             versions: BTreeMap::new(),
             replay: BTreeMap::new(),
@@ -238,6 +290,7 @@ impl EdgeServer {
 
     /// Registers end `end` with its factory models.
     pub fn register(&mut self, end: usize, dense: Mlp, deployed: Mlp) {
+        self.factory.insert(end, dense.clone());
         self.dense.insert(end, dense);
         self.deployed.insert(end, deployed);
         self.versions.insert(end, 0);
@@ -330,6 +383,7 @@ impl EdgeServer {
             });
         }
         let data: Vec<(Vec<f32>, u8)> = scored.into_iter().map(|(_, x, y)| (x, y)).collect();
+        let (dense, label_flops) = self.base_model(req.end, dense, &data, label_flops);
         let replay = self
             .replay
             .get(&req.end)
@@ -429,6 +483,7 @@ impl EdgeServer {
         self.next_id += 1;
         self.queue.push(Queued {
             id,
+            base: dense,
             req,
             arrival: now,
             data,
@@ -441,6 +496,29 @@ impl EdgeServer {
             memory_pred,
         });
         Ok(())
+    }
+
+    /// The model task data `data` (teacher-labelled uploads) retrains from, and the labelling
+    /// FLOPs plus what choosing it cost (one forward pass of each candidate per frame).
+    fn base_model(
+        &self,
+        end: usize,
+        current: Mlp,
+        data: &[(Vec<f32>, u8)],
+        label_flops: f64,
+    ) -> (Mlp, f64) {
+        let Some(factory) = self.factory.get(&end) else {
+            return (current, label_flops);
+        };
+        let cost = match self.params.base {
+            Base::Best => (current.flops_forward() + factory.flops_forward()) * data.len() as f64,
+            _ => 0.0,
+        };
+        if retrain_from_factory(self.params.base, &current, factory, data) {
+            (factory.clone(), label_flops + cost)
+        } else {
+            (current, label_flops + cost)
+        }
     }
 
     fn train_flops(&self, dense: &Mlp, samples: usize, epochs: usize) -> f64 {
@@ -552,11 +630,7 @@ impl EdgeServer {
     fn start(&mut self, q: Queued, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
         let p = self.params.clone();
         let end = q.req.end;
-        let mut dense = self
-            .dense
-            .get(&end)
-            .cloned()
-            .unwrap_or_else(|| Mlp::new(&[1, 1], 0));
+        let mut dense = q.base.clone();
         let mut data = q.data.clone();
         data.extend(q.extra.iter().cloned());
         if let Some(r) = self.replay.get(&end) {
@@ -675,5 +749,66 @@ impl EdgeServer {
             }
         }
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_follows_the_teacher_labels() {
+        let factory = Mlp::new(&[6, 5, 3], 1);
+        let current = Mlp::new(&[6, 5, 3], 2);
+        let xs: Vec<Vec<f32>> = (0..40)
+            .map(|i| {
+                (0..6)
+                    .map(|j| ((i * 7 + j * 3) % 11) as f32 - 5.0)
+                    .collect()
+            })
+            .collect();
+        let labelled = |m: &Mlp| -> Vec<(Vec<f32>, u8)> {
+            xs.iter()
+                .map(|x| (x.clone(), crate::model::argmax(&m.forward(x).probs) as u8))
+                .collect()
+        };
+        let by_factory = labelled(&factory);
+        let by_current = labelled(&current);
+        // The two random models must disagree somewhere for the choice to mean anything.
+        assert!(by_factory.iter().zip(&by_current).any(|(a, b)| a.1 != b.1));
+        assert!(retrain_from_factory(
+            Base::Best,
+            &current,
+            &factory,
+            &by_factory
+        ));
+        assert!(!retrain_from_factory(
+            Base::Best,
+            &current,
+            &factory,
+            &by_current
+        ));
+        // A tie keeps the current model.
+        assert!(!retrain_from_factory(
+            Base::Best,
+            &current,
+            &current,
+            &by_factory
+        ));
+        assert!(retrain_from_factory(
+            Base::Factory,
+            &current,
+            &factory,
+            &by_current
+        ));
+        assert!(!retrain_from_factory(
+            Base::Current,
+            &current,
+            &factory,
+            &by_factory
+        ));
+        assert_eq!(Base::parse("best"), Base::Best);
+        assert_eq!(Base::parse("factory"), Base::Factory);
+        assert_eq!(Base::parse("current"), Base::Current);
     }
 }

@@ -97,7 +97,7 @@ pub struct Prepared {
     pub atc_threshold: f64,
     /// Each end's drift schedule.
     pub schedules: Vec<Schedule>,
-    /// Each end's frames, one per second.
+    /// Each end's frames, `stream.fps` per second in time order (see [`second`]).
     pub frames: Vec<Vec<StreamFrame>>,
     /// Each end's evaluation sets per tick: inputs and labels.
     pub eval: Vec<Vec<EvalSet>>,
@@ -248,6 +248,7 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         });
     }
     let secs = cfg.stream.seconds;
+    let fps = cfg.stream.fps;
     let every = cfg.stream.eval_every_s;
     let nf = cfg.stream.eval_frames;
     let per_end: Vec<(Vec<StreamFrame>, Vec<EvalSet>)> = (0..cfg.stream.ends)
@@ -255,8 +256,8 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         .map(|k| {
             let sch = &schedules[k];
             let s_seed = seed ^ 0x57EA_0000 ^ (k as u64) << 20;
-            let frames: Vec<StreamFrame> = (0..secs)
-                .map(|t| stream::draw(pool, sch, t as f64, s_seed))
+            let frames: Vec<StreamFrame> = (0..secs * fps)
+                .map(|i| stream::draw(pool, sch, i as f64 / fps as f64, s_seed))
                 .collect();
             let eval = (0..secs)
                 .step_by(every)
@@ -293,6 +294,13 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         anchor: cx.into_iter().zip(cy).collect(),
         seconds: t0.elapsed().as_secs_f64(),
     }
+}
+
+/// The frames captured in second `t` of a stream drawn at `fps` frames per second (the first
+/// is the key frame the trigger reads).
+pub fn second(frames: &[StreamFrame], t: usize, fps: usize) -> &[StreamFrame] {
+    let lo = (t * fps).min(frames.len());
+    &frames[lo..(lo + fps).min(frames.len())]
 }
 
 /// The components a method uses.
@@ -437,6 +445,7 @@ pub fn method_edge_params(
         anchor_per_task: e.anchor,
         label_min_confidence: e.label_min_confidence,
         augment: e.augment,
+        base: crate::edge::Base::parse(&e.base),
     }
 }
 
@@ -503,6 +512,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
     let mut gain_by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut frames_by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let every = cfg.stream.eval_every_s;
+    let fps = cfg.stream.fps;
     let w = m.window;
     for t in 0..cfg.stream.seconds {
         let tf = t as f64;
@@ -566,8 +576,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
             edge.schedule(tf);
         }
         for (k, end) in ends.iter_mut().enumerate() {
-            let f = &prep.frames[k][t];
-            let r = end.on_frame(tf, &f.pixels, &f.input);
+            let r = end.on_second(t, second(&prep.frames[k], t, fps));
             cc_hist[k].push(r.cc);
             let sent = r.request.is_some();
             if let Some(req) = r.request {
@@ -577,7 +586,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
                     .or_default()
                     .push(req.frames.len() as f64);
                 for fr in &req.frames {
-                    let Some(sf) = prep.frames[k].get(fr.t as usize) else {
+                    let Some(sf) = prep.frames[k].get((fr.t * fps as f64).round() as usize) else {
                         continue;
                     };
                     label_n += 1;

@@ -10,6 +10,7 @@ use crate::estimator::confidence;
 use crate::model::Mlp;
 use crate::protocol::{DriftType, Frame, ModelBlob, ProtocolError, TaskRequest};
 use crate::sampling::{self, Obs};
+use crate::stream::StreamFrame;
 use crate::trigger::{PeriodicTrigger, RodParams, RodTrigger, TriggerEvent};
 use std::collections::VecDeque;
 
@@ -134,6 +135,52 @@ impl MobileEnd {
         self.on_estimate(t, pixels, input, cc, predicted)
     }
 
+    /// Processes one simulated second of frames captured from `t` on, `frames` of them evenly
+    /// spaced: the first goes through [`MobileEnd::on_frame`] (trigger, estimate, drift
+    /// typing), the others are only kept as upload candidates.
+    pub fn on_second(&mut self, t: usize, frames: &[StreamFrame]) -> FrameResult {
+        let fps = frames.len().max(1) as f64;
+        let tf = t as f64;
+        let Some((first, rest)) = frames.split_first() else {
+            return FrameResult {
+                cc: 0.0,
+                predicted: 0,
+                request: None,
+                event: None,
+            };
+        };
+        let out = self.on_frame(tf, &first.pixels, &first.input);
+        for (j, f) in rest.iter().enumerate() {
+            self.record(tf + (j + 1) as f64 / fps, &f.pixels, &f.input);
+        }
+        out
+    }
+
+    /// Keeps a frame captured between two key frames as an upload candidate (the trigger does
+    /// not read it).
+    pub fn record(&mut self, t: f64, pixels: &[u8], input: &[f32]) {
+        let cc = confidence(&self.model.forward(input).probs);
+        self.buffer.push_back(Obs {
+            t,
+            pixels: pixels.to_vec(),
+            input: input.to_vec(),
+            cc,
+            key: false,
+        });
+        self.trim(t);
+    }
+
+    /// Drops frames older than the longest drift the trigger waits out plus its reference
+    /// window and the fixed-rate window (seconds, counted in key frames).
+    fn trim(&mut self, t: f64) {
+        let keep = (self.params.rod.window * 2
+            + self.params.rod.step * self.params.rod.max_slides
+            + self.params.fixed_window_s as usize) as f64;
+        while self.buffer.front().is_some_and(|o| o.t <= t - keep) {
+            self.buffer.pop_front();
+        }
+    }
+
     /// Everything after inference: buffers the frame with its label-free estimate `cc`, runs
     /// the trigger and, when it fires, samples the upload. The detection task computes its
     /// estimate (CLC = mean CC·LC over the frame's detections) itself and enters here, so
@@ -152,14 +199,9 @@ impl MobileEnd {
             pixels: pixels.to_vec(),
             input: input.to_vec(),
             cc,
+            key: true,
         });
-        // Enough for the longest drift the trigger waits out plus its reference window.
-        let keep = self.params.rod.window * 2
-            + self.params.rod.step * self.params.rod.max_slides
-            + self.params.fixed_window_s as usize;
-        while self.buffer.len() > keep {
-            self.buffer.pop_front();
-        }
+        self.trim(t);
         let mut out = FrameResult {
             cc,
             predicted,
@@ -186,6 +228,7 @@ impl MobileEnd {
                         .buffer
                         .iter()
                         .rev()
+                        .filter(|o| o.key)
                         .take(w)
                         .map(|o| o.input.clone())
                         .collect();
@@ -215,7 +258,7 @@ impl MobileEnd {
         let span: Vec<&Obs> = self
             .buffer
             .iter()
-            .filter(|o| o.t >= e.t1 - lead && o.t <= e.t3)
+            .filter(|o| o.key && o.t >= e.t1 - lead && o.t <= e.t3)
             .collect();
         let drift = sampling::classify_drift(
             &span,
@@ -246,8 +289,15 @@ impl MobileEnd {
     }
 
     fn request(&self, t: f64, drift: DriftType, from: &[&Obs], idx: &[usize]) -> TaskRequest {
-        let w = self.params.rod.window.min(self.buffer.len()).max(1);
-        let estimate = self.buffer.iter().rev().take(w).map(|o| o.cc).sum::<f64>() / w as f64;
+        let recent: Vec<f64> = self
+            .buffer
+            .iter()
+            .rev()
+            .filter(|o| o.key)
+            .take(self.params.rod.window)
+            .map(|o| o.cc)
+            .collect();
+        let estimate = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
         let frames: Vec<Frame> = idx
             .iter()
             .filter_map(|&i| from.get(i))
@@ -312,9 +362,8 @@ impl MobileEnd {
 mod tests {
     use super::*;
 
-    #[test]
-    fn periodic_ends_are_not_in_phase() {
-        let params = MobileParams {
+    fn periodic_params() -> MobileParams {
+        MobileParams {
             rod: RodParams {
                 window: 10,
                 subwindows: 2,
@@ -332,7 +381,12 @@ mod tests {
             sampling: SamplingMode::Fixed,
             threshold: 0.8,
             life_s: 1000.0,
-        };
+        }
+    }
+
+    #[test]
+    fn periodic_ends_are_not_in_phase() {
+        let params = periodic_params();
         let model = Mlp::new(&[crate::stream::INPUT, 4, crate::stream::CLASSES], 0);
         let pixels = vec![0u8; crate::stream::SIDE * crate::stream::SIDE];
         let input = vec![0f32; crate::stream::INPUT];
@@ -349,5 +403,42 @@ mod tests {
         distinct.dedup();
         // 16 ends over a 100 s period: no two in the same second, as in phase they all were.
         assert_eq!(distinct.len(), 16, "{first:?}");
+    }
+
+    /// At several frames per second the trigger fires when it does at one (it reads the key
+    /// frames only), and the upload samples from every frame of its window.
+    #[test]
+    fn frame_rate_fills_the_upload_not_the_trigger() {
+        let params = MobileParams {
+            upload_budget: 50,
+            ..periodic_params()
+        };
+        let model = Mlp::new(&[crate::stream::INPUT, 4, crate::stream::CLASSES], 0);
+        let frame = |t: f64| StreamFrame {
+            pixels: vec![(t * 3.0) as u8; crate::stream::SIDE * crate::stream::SIDE],
+            input: vec![t as f32 / 100.0; crate::stream::INPUT],
+            label: 0,
+            new_concept: false,
+        };
+        let first = |fps: usize| {
+            let mut end = MobileEnd::new(3, model.clone(), params);
+            (0..300).find_map(|t| {
+                let frames: Vec<StreamFrame> = (0..fps)
+                    .map(|j| frame(t as f64 + j as f64 / fps as f64))
+                    .collect();
+                end.on_second(t, &frames).request.map(|r| (t, r))
+            })
+        };
+        let (t1, r1) = first(1).expect("fires at 1 fps");
+        let (t3, r3) = first(3).expect("fires at 3 fps");
+        assert_eq!(t1, t3);
+        // A 20 s fixed-rate window: 20 frames at 1 fps, the 50-frame budget at 3 fps, all from
+        // the window and in time order.
+        assert_eq!(r1.frames.len(), 20);
+        assert_eq!(r3.frames.len(), 50);
+        let lo = t3 as f64 - params.fixed_window_s;
+        assert!(r3.frames.iter().all(|f| f.t > lo && f.t <= t3 as f64));
+        assert!(r3.frames.windows(2).all(|w| w[0].t < w[1].t));
+        assert!(r3.frames.iter().any(|f| f.t.fract() != 0.0));
     }
 }

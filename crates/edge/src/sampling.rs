@@ -34,6 +34,9 @@ pub struct Obs {
     pub input: Vec<f32>,
     /// Classification confidence.
     pub cc: f64,
+    /// The first frame of its second: the trigger, drift typing and estimate read these only
+    /// (every frame is one at one frame per second).
+    pub key: bool,
 }
 
 /// Squared Euclidean distance.
@@ -426,6 +429,7 @@ mod tests {
                 pixels: vec![],
                 input: vec![if i % 3 == 0 { 5.0 } else { 0.0 }],
                 cc: 0.5,
+                key: true,
             })
             .collect();
         let refs: Vec<&Obs> = obs.iter().collect();

@@ -69,6 +69,9 @@ fn detection_config_errors_are_caught() {
             "detect.memory_mb",
         ),
         (&["detect.context=2"], "detect.context"),
+        (&["task.name=\"detection\"", "stream.fps=3"], "stream.fps"),
+        (&["stream.fps=0"], "stream.fps"),
+        (&["edge.base=\"latest\""], "edge.base"),
     ];
     for (sets, what) in bad {
         let e = load(sets).expect_err(&format!("{sets:?} accepted"));
@@ -77,6 +80,7 @@ fn detection_config_errors_are_caught() {
     // The classification task does not read `detect.*` drifts, nor the detection task
     // `stream.drifts`' condition names.
     assert!(load(&["detect.drifts=[\"sudden:clear@1\"]"]).is_ok());
+    assert!(load(&["stream.fps=3", "edge.base=\"best\""]).is_ok());
 }
 
 #[test]

@@ -61,6 +61,7 @@ fn frame(kind: &str, t: f64, start: f64, dur: f64, rng: &mut StdRng) -> Obs {
         pixels: Vec::new(),
         input,
         cc,
+        key: true,
     }
 }
 

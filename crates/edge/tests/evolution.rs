@@ -58,6 +58,7 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
                 anchor: prep.anchor.clone(),
                 anchor_per_task: 100,
                 label_min_confidence: 0.0,
+                base: ferrolab_edge::edge::Base::Current,
                 augment: 0,
             },
             prep.teacher.clone(),

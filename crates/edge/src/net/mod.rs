@@ -181,8 +181,11 @@ pub fn make_traces(cfg: &AdaEvoConfig, prep: &Prepared, seconds: usize) -> Vec<T
         .map(|k| {
             let mut end = MobileEnd::new(k, prep.mobile.clone(), params);
             let mut requests = Vec::new();
-            for (t, f) in prep.frames[k].iter().enumerate().take(seconds) {
-                if let Some(r) = end.on_frame(t as f64, &f.pixels, &f.input).request {
+            let fps = cfg.stream.fps;
+            let secs = seconds.min(prep.frames[k].len() / fps);
+            for t in 0..secs {
+                let frames = crate::experiment::second(&prep.frames[k], t, fps);
+                if let Some(r) = end.on_second(t, frames).request {
                     requests.push(r);
                     end.task_dropped();
                 }
