@@ -196,6 +196,10 @@ ferrolab_core::config_section! {
         /// with the teacher's labels of the task's uploaded frames; neither has trained on
         /// them). Applies to every evolving method.
         pub base: String = "current".into(), "`current`, `factory` or `best`" => |v| BASES.contains(&v.as_str());
+        /// With the profiler: a task whose best predicted accuracy gain over the end's
+        /// deployed model (both scored on teacher-labelled uploads the probe did not train
+        /// on) is below this is declined and the end keeps its model (0: never decline).
+        pub min_gain: f64 = 0.0, "[0, 1)" => |v| (0.0..1.0).contains(v);
         /// Framework workspace added to every task's memory, KB.
         pub workspace_kb: f64 = 64.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
     }

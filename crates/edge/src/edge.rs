@@ -76,6 +76,8 @@ pub struct EdgeParams {
     pub label_min_confidence: f64,
     /// The model a task retrains from.
     pub base: Base,
+    /// With the profiler, tasks predicted to gain less than this are declined.
+    pub min_gain: f64,
 }
 
 /// The model a task retrains from (`edge.base`).
@@ -261,6 +263,8 @@ pub struct EdgeServer {
     /// stayed queued (what sets the knapsack's order apart from FIFO's).
     pub starts_total: usize,
     pub starts_bypassing: usize,
+    /// Tasks declined for too small a predicted gain (`edge.min_gain`).
+    pub declined: usize,
 }
 
 impl EdgeServer {
@@ -285,6 +289,7 @@ impl EdgeServer {
             peak_memory: 0,
             starts_total: 0,
             starts_bypassing: 0,
+            declined: 0,
         }
     }
 
@@ -451,6 +456,14 @@ impl EdgeServer {
                     value: 0.0,
                 });
                 accs.push(acc);
+            }
+            let best = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max) - a0;
+            if p.min_gain > 0.0 && best < p.min_gain {
+                self.declined += 1;
+                return Err(ProtocolError::Declined(format!(
+                    "end {} task {}: predicted accuracy gain {best:.3} is below edge.min_gain {}",
+                    req.end, req.seq, p.min_gain
+                )));
             }
             (vs, accs, a0, flops)
         } else {

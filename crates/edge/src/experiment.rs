@@ -446,6 +446,7 @@ pub fn method_edge_params(
         label_min_confidence: e.label_min_confidence,
         augment: e.augment,
         base: crate::edge::Base::parse(&e.base),
+        min_gain: e.min_gain,
     }
 }
 
@@ -752,6 +753,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
     put("tasks_completed", installs.len() as f64);
     put("tasks_unfinished", unfinished as f64);
     put("tasks_dropped", dropped as f64);
+    put("tasks_declined", edge.declined as f64);
     put("evolution_latency_seconds", mean(&latency));
     put(
         "edge_peak_memory_frac",

@@ -20,6 +20,9 @@ pub enum ProtocolError {
     /// The request is inconsistent.
     #[error("task request: {0}")]
     BadRequest(String),
+    /// The edge declined a valid task (its predicted gain is too small to be worth it).
+    #[error("task declined: {0}")]
+    Declined(String),
 }
 
 /// The drift type the mobile end detected (the sampling policy follows it).

@@ -8,7 +8,7 @@
 use ferrolab_edge::config::AdaEvoConfig;
 use ferrolab_edge::edge::{EdgeParams, EdgeServer, SchedulerKind};
 use ferrolab_edge::experiment::{load_base, prepare};
-use ferrolab_edge::protocol::{DriftType, Frame, TaskRequest};
+use ferrolab_edge::protocol::{DriftType, Frame, ProtocolError, TaskRequest};
 use ferrolab_edge::stream::{self, Drift, Schedule};
 
 #[test]
@@ -22,6 +22,29 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
     cfg.data.pretrain_images = 1000;
     let (pre, pool) = load_base(&cfg, None, 5).unwrap();
     let prep = prepare(&cfg, &pre, &pool, 5);
+    let params = |min_gain: f64| EdgeParams {
+        throughput: 1e6,
+        memory: 10_000_000,
+        memory_unit: 8_000,
+        max_concurrent: 2,
+        epochs: vec![4],
+        fixed_epochs: 4,
+        probe_epochs: 3,
+        batch: 16,
+        lr: 0.02,
+        replay: 0,
+        workspace: 0,
+        sparsity: 0.5,
+        scheduler: SchedulerKind::Knapsack,
+        profiler: true,
+        seed: 1,
+        anchor: prep.anchor.clone(),
+        anchor_per_task: 100,
+        label_min_confidence: 0.0,
+        base: ferrolab_edge::edge::Base::Current,
+        min_gain,
+        augment: 0,
+    };
     let mut sums = [0.0f64; 3];
     for target in ["rotate", "dark", "blur", "noise"] {
         let sch = Schedule {
@@ -38,31 +61,7 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
         let ys: Vec<u8> = test.iter().map(|f| f.label).collect();
         let before = prep.mobile.accuracy(&xs, &ys);
         let teacher = prep.teacher.accuracy(&xs, &ys);
-        let mut edge = EdgeServer::new(
-            EdgeParams {
-                throughput: 1e6,
-                memory: 10_000_000,
-                memory_unit: 8_000,
-                max_concurrent: 2,
-                epochs: vec![4],
-                fixed_epochs: 4,
-                probe_epochs: 3,
-                batch: 16,
-                lr: 0.02,
-                replay: 0,
-                workspace: 0,
-                sparsity: 0.5,
-                scheduler: SchedulerKind::Knapsack,
-                profiler: true,
-                seed: 1,
-                anchor: prep.anchor.clone(),
-                anchor_per_task: 100,
-                label_min_confidence: 0.0,
-                base: ferrolab_edge::edge::Base::Current,
-                augment: 0,
-            },
-            prep.teacher.clone(),
-        );
+        let mut edge = EdgeServer::new(params(0.0), prep.teacher.clone());
         edge.register(0, prep.dense.clone(), prep.mobile.clone());
         let req = TaskRequest {
             end: 0,
@@ -81,6 +80,16 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
                 })
                 .collect(),
         };
+        // An edge that asks for more predicted gain than any task can bring declines it:
+        // nothing is queued and the refusal says why.
+        let mut strict = EdgeServer::new(params(0.99), prep.teacher.clone());
+        strict.register(0, prep.dense.clone(), prep.mobile.clone());
+        let e = strict.submit(req.clone(), 0.0).unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::Declined(ref m) if m.contains("edge.min_gain")),
+            "{e}"
+        );
+        assert_eq!((strict.declined, strict.queued()), (1, 0));
         edge.submit(req, 0.0).unwrap();
         edge.schedule(0.0);
         let done = edge.advance(0.0, 1e6);
