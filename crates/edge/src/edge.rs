@@ -789,37 +789,18 @@ mod tests {
         let by_current = labelled(&current);
         // The two random models must disagree somewhere for the choice to mean anything.
         assert!(by_factory.iter().zip(&by_current).any(|(a, b)| a.1 != b.1));
-        assert!(retrain_from_factory(
-            Base::Best,
-            &current,
-            &factory,
-            &by_factory
-        ));
-        assert!(!retrain_from_factory(
-            Base::Best,
-            &current,
-            &factory,
-            &by_current
-        ));
-        // A tie keeps the current model.
-        assert!(!retrain_from_factory(
-            Base::Best,
-            &current,
-            &current,
-            &by_factory
-        ));
-        assert!(retrain_from_factory(
-            Base::Factory,
-            &current,
-            &factory,
-            &by_current
-        ));
-        assert!(!retrain_from_factory(
-            Base::Current,
-            &current,
-            &factory,
-            &by_factory
-        ));
+        // (rule, current, factory, uploads, retrain from the factory model?); a tie keeps the
+        // current model.
+        let cases = [
+            (Base::Best, &current, &factory, &by_factory, true),
+            (Base::Best, &current, &factory, &by_current, false),
+            (Base::Best, &current, &current, &by_factory, false),
+            (Base::Factory, &current, &factory, &by_current, true),
+            (Base::Current, &current, &factory, &by_factory, false),
+        ];
+        for (i, (base, cur, fac, data, want)) in cases.into_iter().enumerate() {
+            assert_eq!(retrain_from_factory(base, cur, fac, data), want, "case {i}");
+        }
         assert_eq!(Base::parse("best"), Base::Best);
         assert_eq!(Base::parse("factory"), Base::Factory);
         assert_eq!(Base::parse("current"), Base::Current);
