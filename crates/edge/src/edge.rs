@@ -643,7 +643,7 @@ impl EdgeServer {
     fn start(&mut self, q: Queued, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
         let p = self.params.clone();
         let end = q.req.end;
-        let mut dense = q.base.clone();
+        let mut dense = q.base;
         let mut data = q.data.clone();
         data.extend(q.extra.iter().cloned());
         if let Some(r) = self.replay.get(&end) {
