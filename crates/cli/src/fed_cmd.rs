@@ -7,6 +7,8 @@
 //! `ferrolab_fed::nats` (see `crates/fed/NATS.md`). `--system sdgt` runs one SD-GT run (the
 //! config file's `[job]` table, or the first split, algorithm and step size): the server
 //! starts one `fed client --id K` process per client and prints the run's summary as JSON.
+//! `--system fedgraph` does the same for one federated run of `ferrolab fedgraph`'s node table
+//! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed).
 
 use crate::common::UsageError;
 use anyhow::Result;
@@ -105,18 +107,84 @@ pub fn run(a: &FedArgs) -> Result<()> {
         Role::Client(c) => (c.system.as_str(), &c.common, Party::Client(c.id)),
     };
     let config = read_config(&common.config)?;
-    if system != "sdgt" {
-        // fedgraph's round loop has no multi-process entry (see crates/fed/NATS.md).
-        return Err(UsageError(format!(
-            "fed {}: the {system} system has no multi-process entry in this build; run `ferrolab {system}` (in-process)",
-            match party {
-                Party::Server => "server",
-                Party::Client(_) => "client",
-            }
-        ))
-        .into());
+    if system == "fedgraph" {
+        return fedgraph(a, common, party, config);
     }
     sdgt(a, common, party, config)
+}
+
+/// `fed server|client --system fedgraph`: one federated run of the node table (the file's
+/// `[job]` table, else `fed.algo` with the first learning rate and local-step count at seed
+/// index 0) with the clients as processes.
+#[cfg(feature = "nats")]
+fn fedgraph(
+    a: &FedArgs,
+    common: &Common,
+    party: ferrolab_fed::nats::Party,
+    config: toml::Table,
+) -> Result<()> {
+    use ferrolab_fed::fedgraph::multiproc;
+    use ferrolab_fed::nats::Party;
+    use std::sync::Arc;
+    let at = |e: String| UsageError(format!("config {}: {e}", common.config.display()));
+    let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
+    let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
+    let unit = multiproc::build(&cfg, &job).map_err(fedgraph_err)?;
+    let fabric = connect(common, party)?;
+    eprintln!(
+        "fed: connected to NATS as {} (run prefix {}): fedgraph {} lr {} local steps {} seed {}",
+        party.tag(),
+        fabric.options().prefix,
+        job.algo,
+        job.lr,
+        job.local_steps,
+        job.seed_index
+    );
+    match party {
+        Party::Client(id) => {
+            let n = multiproc::run_client(&unit, &fabric, id).map_err(fedgraph_err)?;
+            eprintln!("fed: client {id}: {n} tasks answered");
+            Ok(())
+        }
+        Party::Server => {
+            let url = nats_url(common.nats.as_deref())?;
+            let exe = std::env::current_exe()?;
+            let prefix = fabric.options().prefix.clone();
+            let out = multiproc::run_server(&unit, Arc::new(fabric), |id| {
+                multiproc::client_command(&exe, &url, &common.config, &prefix, id)
+            })
+            .map_err(fedgraph_err)?;
+            let summary = serde_json::json!({
+                "algo": job.algo, "lr": job.lr, "local_steps": job.local_steps,
+                "seed_index": job.seed_index, "clients": multiproc::client_ids(&unit).len(),
+                "rounds": out.rounds_run, "best_round": out.best_round,
+                "val_accuracy": out.val_accuracy, "test_accuracy": out.test_accuracy,
+                "server_mb": out.server_bytes as f64 / f64::from(1u32 << 20),
+                "rejected": out.rejected,
+            });
+            if let Role::Server(s) = &a.role
+                && let Some(path) = &s.out
+            {
+                let text = serde_json::to_string_pretty(&serde_json::json!({
+                    "summary": summary, "curve": out.curve, "round_seconds": out.round_seconds,
+                }))?;
+                std::fs::write(path, text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            }
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+    }
+}
+
+/// A fedgraph error as the CLI classifies it (usage: exit 2, runtime: exit 1).
+#[cfg(feature = "nats")]
+fn fedgraph_err(e: ferrolab_fed::fedgraph::FedGraphError) -> anyhow::Error {
+    use ferrolab_core::{Classify, ErrorClass};
+    match e.class() {
+        ErrorClass::Usage => UsageError(e.to_string()).into(),
+        _ => anyhow::anyhow!("fedgraph over NATS: {e}"),
+    }
 }
 
 /// `fed server|client --system sdgt`: one run (the file's `[job]` table, else the first

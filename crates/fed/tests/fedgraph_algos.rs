@@ -55,6 +55,7 @@ fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
     let prox0 = NodeAlgo {
         prox_mu: Some(0.0),
         server_adam: None,
+        reply_timeout: None,
     };
     let p0 = strip(fed_node(&g, &st, &z, &sched(15), 3, &prox0).unwrap());
     assert_eq!(p0, avg, "FedProx with mu = 0 must equal FedAvg exactly");
@@ -62,6 +63,7 @@ fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
     let prox = NodeAlgo {
         prox_mu: Some(1.0),
         server_adam: None,
+        reply_timeout: None,
     };
     let p1 = strip(fed_node(&g, &st, &z, &sched(15), 3, &prox).unwrap());
     assert_ne!(p1.curve, avg.curve);
@@ -73,6 +75,7 @@ fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
             beta2: 0.99,
             tau: 1e-3,
         }),
+        reply_timeout: None,
     };
     let o = strip(fed_node(&g, &st, &z, &sched(15), 3, &opt).unwrap());
     assert_ne!(o.curve, avg.curve);

@@ -109,8 +109,16 @@ ferrolab_core::config_section! {
         /// `val_accuracy`, or `val_loss` (FederatedScope's default
         /// `eval.best_res_update_round_wise_key`, which its citation yaml keeps).
         pub select_by: String = "val_accuracy".into(), "`val_accuracy` or `val_loss`" => |v| ["val_accuracy", "val_loss"].contains(&v.as_str());
-        /// `inproc` (threads of this process).
-        pub runtime: String = "inproc".into(), "`inproc`" => |v| v == "inproc";
+        /// `inproc` (clients are threads of this process) or `nats` (each client a
+        /// `ferrolab fed client --system fedgraph` process, every message through a NATS
+        /// server; FedAvg, FedProx and FedOpt on a node task).
+        pub runtime: String = "inproc".into(), "`inproc` or `nats`" => |v| v == "inproc" || v == "nats";
+        /// NATS server URL for `fed.runtime = "nats"` (empty: `$FERROLAB_NATS_URL`).
+        pub nats_url: String = String::new();
+        /// Seconds the server waits for a round's updates; a client silent that long (a
+        /// crashed or disconnected client process) misses the round, which goes on with the
+        /// others, and its missing update is counted as rejected.
+        pub reply_seconds: f64 = 900.0, "in (0, 86400]" => |v| *v > 0.0 && *v <= 86_400.0;
     }
 }
 
@@ -214,6 +222,15 @@ impl Validate for FedGraphConfig {
             "task.mode",
             &self.task.mode,
             "hpo and privacy tune / attack FedAvg on a node task: they need fed.algo = \"fedavg\" and a node-classification graph",
+        )?;
+        check(
+            self.fed.runtime != "nats"
+                || (self.task.mode == "table"
+                    && !graph_task
+                    && ["fedavg", "fedprox", "fedopt"].contains(&self.fed.algo.as_str())),
+            "fed.runtime",
+            &self.fed.runtime,
+            "\"nats\" runs the server-client algorithms of the node table (fed.algo = fedavg, fedprox or fedopt, task.mode = table, a node-classification graph); FedSage+'s generator stage, GCFL+, hpo and privacy run in-process only",
         )?;
         check(
             self.hpo.min_rounds <= self.hpo.max_rounds,

@@ -14,7 +14,7 @@ use super::FedGraphError;
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
 use super::run::{
-    NodeAlgo, RunResult, Schedule, ServerAdam, fed_node, fedavg, fedsage, global, local_only,
+    NodeAlgo, RunResult, Schedule, ServerAdam, fed_node, fedsage, global, local_only,
 };
 
 /// The regimes of the table.
@@ -32,6 +32,16 @@ pub enum Regime {
 }
 
 impl Regime {
+    /// The federated node regimes by their `fed.algo` key.
+    pub fn parse_node(key: &str) -> Option<Regime> {
+        match key {
+            "fedavg" => Some(Regime::FedAvg),
+            "fedprox" => Some(Regime::FedProx),
+            "fedopt" => Some(Regime::FedOpt),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Regime::FedSage => "fedsage",
@@ -146,29 +156,88 @@ pub fn select_cell(cells: &[CellResult], by_loss: bool) -> usize {
     selected
 }
 
+/// Seed index `s` of the experiment seeded `master_seed`: the run seed and its node and
+/// client split (every party of a multi-process run derives them alike).
+pub fn seed_setup(
+    g: &GraphSet,
+    cfg: &FedGraphConfig,
+    master_seed: u64,
+    s: usize,
+) -> Result<(u64, SeedSetup), FedGraphError> {
+    let seed = ferrolab_core::seed::derive(master_seed, &format!("seed{s}"));
+    let st = SeedSetup::draw(
+        g,
+        &cfg.data,
+        cfg.fed.clients,
+        ferrolab_core::seed::derive(seed, "node_split"),
+        ferrolab_core::seed::derive(seed, "client_split"),
+    )?;
+    Ok((seed, st))
+}
+
+/// The schedule of the grid cell (`lr`, `steps`).
+pub fn schedule(cfg: &FedGraphConfig, lr: f64, steps: usize) -> Schedule {
+    let f = &cfg.fed;
+    Schedule {
+        lr,
+        local_steps: steps,
+        rounds: f.rounds,
+        patience: f.patience,
+        weight_decay: f.weight_decay,
+        by_loss: f.select_by == "val_loss",
+    }
+}
+
+/// The server–client algorithm of a node regime (FedAvg's for the others).
+pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
+    let f = &cfg.fed;
+    let reply_timeout = Some(std::time::Duration::from_secs_f64(f.reply_seconds));
+    match regime {
+        Regime::FedProx => NodeAlgo {
+            prox_mu: Some(f.prox_mu),
+            server_adam: None,
+            reply_timeout,
+        },
+        Regime::FedOpt => NodeAlgo {
+            prox_mu: None,
+            server_adam: Some(ServerAdam {
+                lr: f.server_lr,
+                beta1: f.server_beta1,
+                beta2: f.server_beta2,
+                tau: f.server_tau,
+            }),
+            reply_timeout,
+        },
+        _ => NodeAlgo {
+            reply_timeout,
+            ..NodeAlgo::default()
+        },
+    }
+}
+
+/// Runs one federated node run (regime, lr, local steps, seed index) somewhere else than in
+/// this process's threads: `fed.runtime = "nats"` (see [`super::multiproc`]).
+pub type Remote<'a> =
+    &'a (dyn Fn(Regime, f64, usize, usize) -> Result<RunResult, FedGraphError> + Sync);
+
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
 /// run is seeded by itself, so the figures do not depend on the number of workers).
-/// `progress` receives every finished run.
+/// `progress` receives every finished run. With `remote`, the FedAvg, FedProx and FedOpt runs
+/// go through it; local only and global (no federation) stay in this process.
 pub fn run_table(
     g: &GraphSet,
     cfg: &FedGraphConfig,
     master_seed: u64,
     workers: usize,
     progress: &(dyn Fn(Regime, f64, usize, usize, &RunResult) + Sync),
+    remote: Option<Remote<'_>>,
 ) -> Result<Table, FedGraphError> {
     let zoo = zoo_config(cfg, g.features.num_features(), g.classes)?;
     let f = &cfg.fed;
     let mut setups = Vec::with_capacity(f.seeds);
     let mut info = Vec::new();
     for s in 0..f.seeds {
-        let seed = ferrolab_core::seed::derive(master_seed, &format!("seed{s}"));
-        let st = SeedSetup::draw(
-            g,
-            &cfg.data,
-            f.clients,
-            ferrolab_core::seed::derive(seed, "node_split"),
-            ferrolab_core::seed::derive(seed, "client_split"),
-        )?;
+        let (seed, st) = seed_setup(g, cfg, master_seed, s)?;
         info.push(json!({
             "seed": s,
             "cross_client_edges": st.clients.cross_edges,
@@ -211,19 +280,9 @@ pub fn run_table(
         "fedopt" => vec![Regime::FedOpt, Regime::FedAvg],
         _ => vec![Regime::FedAvg],
     };
-    let prox = NodeAlgo {
-        prox_mu: Some(f.prox_mu),
-        server_adam: None,
-    };
-    let opt = NodeAlgo {
-        prox_mu: None,
-        server_adam: Some(ServerAdam {
-            lr: f.server_lr,
-            beta1: f.server_beta1,
-            beta2: f.server_beta2,
-            tau: f.server_tau,
-        }),
-    };
+    let avg = node_algo(cfg, Regime::FedAvg);
+    let prox = node_algo(cfg, Regime::FedProx);
+    let opt = node_algo(cfg, Regime::FedOpt);
     if cfg.baselines.local {
         regimes.push(Regime::Local);
     }
@@ -259,26 +318,22 @@ pub fn run_table(
                     if first_error.lock().map_or(true, |e| e.is_some()) {
                         break;
                     }
-                    let sched = Schedule {
-                        lr,
-                        local_steps: steps,
-                        rounds: f.rounds,
-                        patience: f.patience,
-                        weight_decay: f.weight_decay,
-                        by_loss: f.select_by == "val_loss",
-                    };
+                    let sched = schedule(cfg, lr, steps);
                     let (seed, st) = &setups[k];
                     let t0 = Instant::now();
-                    let r = match regime {
-                        Regime::FedSage => fedsage(g, st, &mended[k], &zoo, &sched, *seed),
-                        Regime::FedAvg => fedavg(g, st, &zoo, &sched, *seed),
-                        Regime::FedProx => fed_node(g, st, &zoo, &sched, *seed, &prox),
-                        Regime::FedOpt => fed_node(g, st, &zoo, &sched, *seed, &opt),
-                        Regime::Gcfl | Regime::GcflPlain => Err(FedGraphError::Usage(
+                    let federated =
+                        matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt);
+                    let r = match (regime, remote) {
+                        (_, Some(run_remote)) if federated => run_remote(regime, lr, steps, k),
+                        (Regime::FedSage, _) => fedsage(g, st, &mended[k], &zoo, &sched, *seed),
+                        (Regime::FedAvg, _) => fed_node(g, st, &zoo, &sched, *seed, &avg),
+                        (Regime::FedProx, _) => fed_node(g, st, &zoo, &sched, *seed, &prox),
+                        (Regime::FedOpt, _) => fed_node(g, st, &zoo, &sched, *seed, &opt),
+                        (Regime::Gcfl | Regime::GcflPlain, _) => Err(FedGraphError::Usage(
                             "fed.algo = \"gcfl\" needs data.dataset = \"graph-families\"".into(),
                         )),
-                        Regime::Local => local_only(g, st, &zoo, &sched, *seed),
-                        Regime::Global => global(g, st, &zoo, &sched, *seed),
+                        (Regime::Local, _) => local_only(g, st, &zoo, &sched, *seed),
+                        (Regime::Global, _) => global(g, st, &zoo, &sched, *seed),
                     };
                     match r {
                         Ok(r) => {

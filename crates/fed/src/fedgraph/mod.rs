@@ -25,6 +25,7 @@
 //! | [`hpo`] | `ferrolab fedgraph hpo`: successive halving, Hyperband, FedEx, grid over FedAvg |
 //! | [`privacy`] | `ferrolab fedgraph privacy`: membership / property attacks, DP-FedAvg, RDP accountant |
 //! | [`families`], [`gcfl`] | synthetic graph classification (`graph-families`) and GCFL+ |
+//! | `multiproc` | `fed.runtime = "nats"`: the clients as `ferrolab fed client` processes (feature `nats`) |
 
 pub mod client;
 pub mod config;
@@ -34,6 +35,8 @@ pub mod families;
 pub mod fedsage;
 pub mod gcfl;
 pub mod hpo;
+#[cfg(feature = "nats")]
+pub mod multiproc;
 pub mod privacy;
 pub mod run;
 
@@ -84,6 +87,69 @@ const ANCHOR: [(&str, f64); 4] = [
     ("global", 0.8689),
     ("fedsage", 0.8768),
 ];
+
+/// `fed.runtime = "nats"` needs this build's NATS fabric and a server URL; both are the user's
+/// to fix (exit 2) and are checked before the run folder exists.
+fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
+    if cfg.fed.runtime != "nats" {
+        return Ok(());
+    }
+    #[cfg(feature = "nats")]
+    {
+        if multiproc::nats_url(cfg).is_none() {
+            return Err(FedGraphError::Usage(
+                "fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL".into(),
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "nats"))]
+    Err(FedGraphError::Usage(
+        "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)"
+            .into(),
+    ))
+}
+
+/// A federated node run (regime, lr, local steps, seed index) over NATS.
+type NatsRunner = dyn Fn(Regime, f64, usize, usize) -> Result<run::RunResult, FedGraphError> + Sync;
+
+/// The runner of `fed.runtime = "nats"`: each run writes its job file under the run folder's
+/// `fabric/` and starts `fed.clients` client processes of this executable.
+#[cfg(feature = "nats")]
+fn nats_runner(
+    cfg: &FedGraphConfig,
+    ctx: &mut RunContext,
+) -> Result<Box<NatsRunner>, FedGraphError> {
+    let url = multiproc::nats_url(cfg).ok_or_else(|| {
+        FedGraphError::Usage("fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL".into())
+    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
+    let dir = ctx.run_dir().join("fabric");
+    let master_seed = ctx.seed();
+    let data_dir = ctx.data_dir().map(std::path::Path::to_path_buf);
+    let cfg = cfg.clone();
+    Ok(Box::new(move |regime, lr, local_steps, seed_index| {
+        let job = multiproc::Job {
+            master_seed,
+            data_dir: data_dir.clone(),
+            algo: regime.name().into(),
+            lr,
+            local_steps,
+            seed_index,
+        };
+        let unit = multiproc::build(&cfg, &job)?;
+        multiproc::run_job(&cfg, &job, &unit, &url, &dir, &exe)
+    }))
+}
+
+#[cfg(not(feature = "nats"))]
+fn nats_runner(_: &FedGraphConfig, _: &mut RunContext) -> Result<Box<NatsRunner>, FedGraphError> {
+    Err(FedGraphError::Usage(
+        "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)"
+            .into(),
+    ))
+}
 
 /// `ferrolab fedgraph`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -173,6 +239,7 @@ impl System for FedGraphSystem {
 
     fn prepare(&self, cfg: &Checked<FedGraphConfig>, ctx: &RunContext) -> SysResult<()> {
         hpo::check_mode(cfg)?;
+        check_runtime(cfg)?;
         if cfg.data.dataset == "graph-families" {
             return Ok(gcfl::prepare(cfg)?);
         }
@@ -237,7 +304,14 @@ impl System for FedGraphSystem {
             }
         };
         let table = match &g {
-            Some(g) => run_table(g, cfg, ctx.seed(), ctx.threads(), &progress)?,
+            Some(g) if cfg.fed.runtime == "nats" => {
+                let remote = nats_runner(cfg, ctx)?;
+                let t = run_table(g, cfg, ctx.seed(), ctx.threads(), &progress, Some(&*remote))?;
+                // Each run removed its job file; the folder goes too once empty.
+                let _ = std::fs::remove_dir(ctx.run_dir().join("fabric"));
+                t
+            }
+            Some(g) => run_table(g, cfg, ctx.seed(), ctx.threads(), &progress, None)?,
             None => gcfl::run_table(cfg, ctx.seed(), ctx.threads(), &progress)?,
         };
         for rec in log.into_inner().unwrap_or_default() {
@@ -268,6 +342,7 @@ impl System for FedGraphSystem {
         }
         details.insert("seeds".into(), json!(table.setups));
         details.insert("algo".into(), json!(cfg.fed.algo));
+        details.insert("runtime".into(), json!(cfg.fed.runtime));
         details.insert("select_by".into(), json!(cfg.fed.select_by));
         if !table.gcfl.is_empty() {
             details.insert("gcfl_clusters".into(), json!(table.gcfl));

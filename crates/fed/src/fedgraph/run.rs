@@ -71,6 +71,9 @@ pub struct NodeAlgo {
     pub prox_mu: Option<f64>,
     /// FedOpt: the server's Adam on the averaged update instead of taking the average.
     pub server_adam: Option<ServerAdam>,
+    /// How long the server waits for a round's replies before counting the silent clients
+    /// as failed for that round (the round goes on with the others); `None`: 15 minutes.
+    pub reply_timeout: Option<Duration>,
 }
 
 struct AdamState {
@@ -263,12 +266,7 @@ pub fn local_only(
     let k = setup.clients.num_clients();
     for c in 0..k {
         let task = setup.client_task(g, c, &dev)?;
-        let (r, best) = train_alone_keep(
-            &task,
-            zoo,
-            s,
-            ferrolab_core::seed::derive(seed, &format!("client{c}")),
-        )?;
+        let (r, best) = train_alone_keep(&task, zoo, s, client_seed(seed, c))?;
         whole_acc += whole.evaluate(&best).test_accuracy / k as f64;
         let (v, t) = (task.split.val.len(), task.split.test.len());
         val += r.val_accuracy * v as f64;
@@ -306,12 +304,31 @@ pub fn fed_node(
     seed: u64,
     algo: &NodeAlgo,
 ) -> Result<RunResult, FedGraphError> {
-    let fabric = Arc::new(InProcFabric::new());
+    fed_node_on(&InProcFabric::new(), g, setup, zoo, s, seed, algo)
+}
+
+/// The seed of client `c`'s own random stream (dropout) in the run seeded `seed`.
+pub fn client_seed(seed: u64, c: usize) -> u64 {
+    ferrolab_core::seed::derive(seed, &format!("client{c}"))
+}
+
+/// [`fed_node`] over `fabric`: the server's side of a run whose clients may be threads of
+/// this process (an in-process fabric) or other processes (a fabric that stands client
+/// threads down, [`crate::nats::multiprocess::ServerOnly`]).
+pub fn fed_node_on(
+    fabric: &dyn Fabric,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+    algo: &NodeAlgo,
+) -> Result<RunResult, FedGraphError> {
     let dev = train_device();
     let tasks = (0..setup.clients.num_clients())
         .map(|c| setup.client_task(g, c, &dev))
         .collect::<Result<Vec<_>, _>>()?;
-    fed_tasks(fabric.as_ref(), tasks, g, setup, zoo, s, seed, algo)
+    fed_tasks(fabric, tasks, g, setup, zoo, s, seed, algo)
 }
 
 /// FedAvg with the clients served over `fabric` by threads of this process.
@@ -323,11 +340,7 @@ pub fn fedavg_on(
     s: &Schedule,
     seed: u64,
 ) -> Result<RunResult, FedGraphError> {
-    let dev = train_device();
-    let tasks = (0..setup.clients.num_clients())
-        .map(|c| setup.client_task(g, c, &dev))
-        .collect::<Result<Vec<_>, _>>()?;
-    fedavg_tasks(fabric, tasks, g, setup, zoo, s, seed)
+    fed_node_on(fabric, g, setup, zoo, s, seed, &NodeAlgo::default())
 }
 
 /// FedSage+'s classifier stage: FedAvg over the in-process fabric on the clients' mended
@@ -384,7 +397,7 @@ pub fn fed_tasks(
             zoo.clone(),
             model.clone(),
             s.weight_decay,
-            ferrolab_core::seed::derive(seed, &format!("client{c}")),
+            client_seed(seed, c),
         ));
     }
     let whole = g.whole_task(&setup.split, &dev)?;
@@ -462,7 +475,8 @@ fn server_loop(
         }
         let got = {
             let validate = layout_validator(&params);
-            fabric.collect_replies(r, TaskKind::Fit, ids, PATIENCE_WALL, &validate)?
+            let deadline = algo.reply_timeout.unwrap_or(PATIENCE_WALL);
+            fabric.collect_replies(r, TaskKind::Fit, ids, deadline, &validate)?
         };
         for f in &got.failures {
             eprintln!(

@@ -1,0 +1,199 @@
+//! `ferrolab fedgraph --set fed.runtime=nats` and `ferrolab fed server|client --system
+//! fedgraph`: every client a separate process, every model through a NATS server. The run must
+//! equal the in-process one bit for bit (same per-seed accuracies, same curves). Bad requests
+//! are one usage error before any work. The runs need Cora and a nats-server, so those tests are
+//! `#[ignore]`d; `.ci/run` starts a server and runs them with the data.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn report(out: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn the_nats_runtime_refuses_what_it_cannot_run() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["fedgraph", "--set", "fed.algo=fedsage"], "fed.runtime"),
+        (
+            &[
+                "fedgraph",
+                "--set",
+                "data.dataset=graph-families",
+                "--set",
+                "fed.algo=gcfl",
+                "--set",
+                "baselines.global=false",
+            ],
+            "fed.runtime",
+        ),
+        (&["fedgraph", "hpo"], "fed.runtime"),
+        (&["fedgraph", "privacy"], "fed.runtime"),
+    ];
+    for (args, key) in cases {
+        let root = tmp("fedgraph-nats-bad");
+        let out = root.join("out");
+        let mut v = args.to_vec();
+        v.extend_from_slice(&["--set", "fed.runtime=nats", "--out", out.to_str().unwrap()]);
+        let o = ferrolab_fresh(&root, &v);
+        let e = assert_usage_error(&o, key);
+        assert!(e.contains(key), "{args:?}: {e}");
+        assert!(!out.exists() && !incomplete(&out).exists(), "{args:?}");
+    }
+}
+
+#[test]
+fn the_nats_runtime_without_a_server_url_is_a_usage_error_before_any_work() {
+    let root = tmp("fedgraph-nats-nourl");
+    let out = root.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(["fedgraph", "--preset", "quick", "--set", "fed.runtime=nats"])
+        // A graph file that is not there: the runtime is checked before any data is read.
+        .args(["--set", "data.path=missing/cora.npz"])
+        .args(["--out", out.to_str().unwrap()])
+        .env_remove("FERROLAB_NATS_URL")
+        .env_remove("FERROLAB_DATA")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let e = assert_usage_error(&o, "no url");
+    assert!(
+        e.contains("NATS server") && e.contains("fed.nats_url"),
+        "{e}"
+    );
+    assert!(!out.exists() && !incomplete(&out).exists());
+}
+
+#[test]
+fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
+    let root = tmp("fedgraph-nats-job");
+    let cases = [
+        ("[job]\nalgo = \"fedsage\"\n", "job.algo"),
+        ("[job]\nseed_index = 9\n", "job.seed_index"),
+        ("[job]\nbogus = 1\n", "bogus"),
+        ("[fed]\nlrs = []\n", "fed.lrs"),
+    ];
+    for (i, (text, key)) in cases.into_iter().enumerate() {
+        let file = root.join(format!("job{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        for role in [&["client", "--id", "0"][..], &["server"][..]] {
+            let o = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+                .arg("fed")
+                .args(role)
+                .args(["--system", "fedgraph", "--config", file.to_str().unwrap()])
+                .args(["--nats", "nats://127.0.0.1:1"])
+                .output()
+                .unwrap();
+            let e = assert_usage_error(&o, key);
+            assert!(e.contains(key), "{role:?} {text}: {e}");
+        }
+    }
+}
+
+/// The quick preset, shortened, as `fedgraph` args.
+fn quick(out: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "fedgraph",
+        "--preset",
+        "quick",
+        "--set",
+        "fed.rounds=15",
+        "--set",
+        "baselines.global=false",
+        "--threads",
+        "2",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(out.to_string_lossy().into_owned());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+#[ignore = "needs Cora and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+fn fedgraph_over_nats_equals_the_in_process_run_bit_for_bit() {
+    assert!(
+        std::env::var("FERROLAB_NATS_URL").is_ok_and(|u| !u.is_empty()),
+        "FERROLAB_NATS_URL is not set: start `nats-server -js` and export its URL (.ci/run does)"
+    );
+    let root = tmp("fedgraph-nats-run");
+    for algo in ["fedavg", "fedopt"] {
+        let (a, b) = (
+            root.join(format!("in-{algo}")),
+            root.join(format!("nats-{algo}")),
+        );
+        let set = format!("fed.algo={algo}");
+        let args_a = quick(&a, &["--set", &set]);
+        let args_b = quick(&b, &["--set", &set, "--set", "fed.runtime=nats"]);
+        for args in [&args_a, &args_b] {
+            let v: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = ferrolab(&v);
+            assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
+        }
+        let (ra, rb) = (report(&a), report(&b));
+        assert_eq!(rb["details"]["runtime"], "nats");
+        let key = format!("grid_{algo}");
+        let (ga, gb) = (&ra["details"][&key][0], &rb["details"][&key][0]);
+        let seeds = ga["per_seed_test_accuracy"].as_array().map_or(0, Vec::len);
+        assert_eq!(seeds, 2, "{ga}");
+        assert_eq!(ga["per_seed_test_accuracy"], gb["per_seed_test_accuracy"]);
+        assert_eq!(ga["val_accuracy"], gb["val_accuracy"]);
+        assert_eq!(ra["metrics"]["server_mb"], rb["metrics"]["server_mb"]);
+        // FedOpt runs FedAvg beside it, both through the client processes.
+        if algo == "fedopt" {
+            assert_eq!(
+                ra["baselines"]["fedavg"]["test_accuracy"],
+                rb["baselines"]["fedavg"]["test_accuracy"]
+            );
+        }
+        // Local only is no federation: it runs in the server's process either way.
+        assert_eq!(
+            ra["baselines"]["local"]["test_accuracy"],
+            rb["baselines"]["local"]["test_accuracy"]
+        );
+        let acc = ra["metrics"]["test_accuracy"].as_f64().unwrap_or(0.0);
+        assert!(acc > 0.6, "{algo}: {acc}");
+        // The job files went with their runs.
+        let left = std::fs::read_dir(b.join("fabric")).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "job files left in {}", b.display());
+    }
+
+    // `fed server --system fedgraph` runs one job (seed index 1 of the same experiment) and
+    // prints its summary: the same figure as that seed of the in-process table.
+    let job = root.join("job.toml");
+    std::fs::write(
+        &job,
+        "[fed]\nrounds = 15\npatience = 0\nlrs = [0.25]\nlocal_steps = [4]\nseeds = 2\n\n[job]\nseed_index = 1\n",
+    )
+    .unwrap();
+    let summary_file = root.join("summary.json");
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "fedgraph",
+        "--config",
+        job.to_str().unwrap(),
+        "--prefix",
+        &format!("fgcli{}", std::process::id()),
+        "--out",
+        summary_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let ra = report(&root.join("in-fedavg"));
+    assert_eq!(
+        s["test_accuracy"], ra["details"]["grid_fedavg"][0]["per_seed_test_accuracy"][1],
+        "{s}"
+    );
+    assert_eq!(s["clients"], 5);
+    assert_eq!(s["rounds"], 15);
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
+    assert_eq!(full["curve"].as_array().map_or(0, Vec::len), 15);
+}

@@ -1,0 +1,281 @@
+//! `ferrolab fedgraph` with its clients as separate processes over NATS
+//! (`fed.runtime = "nats"`, `ferrolab fed server|client --system fedgraph`).
+//!
+//! One [`Job`] is one federated run of the node table: a regime (FedAvg, FedProx or FedOpt),
+//! a grid cell (learning rate, local steps) and a seed index. The server and every client
+//! process rebuild the same graph, node split, client split and initial model from the same
+//! job file, so nothing but the model parameters crosses the wire, and the run is
+//! bit-identical to the in-process one (the clients' dropout streams are seeded by client
+//! id, not by thread). Local-only and global training are not federated and stay in the
+//! server's process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolab_core::backend::train_device;
+use ferrolab_graph::zoo::ZooConfig;
+use serde::{Deserialize, Serialize};
+
+use super::FedGraphError;
+use super::client::GraphClient;
+use super::config::FedGraphConfig;
+use super::data::{GraphSet, SeedSetup};
+use super::experiment::{Regime, node_algo, schedule, seed_setup, zoo_config};
+use super::run::{self, NodeAlgo, RunResult, Schedule};
+use crate::fabric::{ClientId, Fabric};
+
+/// How long a client process waits for its next task before counting the server as gone
+/// (a round of the slowest grid cell on a loaded machine takes seconds, not minutes).
+const CLIENT_IDLE: Duration = Duration::from_secs(900);
+
+/// One federated run, as the `[job]` table of a job file (the rest of the file is the
+/// `FedGraphConfig`). Every field has a default so a plain `fedgraph` TOML is a job too:
+/// `fed.algo`, the first learning rate and local-step count, seed index 0, master seed 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Job {
+    /// `--seed` of the experiment.
+    pub master_seed: u64,
+    /// `--data-dir` of the experiment.
+    pub data_dir: Option<PathBuf>,
+    /// `fedavg`, `fedprox` or `fedopt` (empty: `fed.algo`).
+    pub algo: String,
+    /// SGD learning rate (0: the first of `fed.lrs`).
+    pub lr: f64,
+    /// Local steps per round (0: the first of `fed.local_steps`).
+    pub local_steps: usize,
+    /// Seed index `s` (the run's seed derives from the master seed and `seed<s>`).
+    pub seed_index: usize,
+}
+
+impl Job {
+    /// Fills the empty fields from `cfg`.
+    pub fn resolved(mut self, cfg: &FedGraphConfig) -> Self {
+        if self.algo.is_empty() {
+            self.algo = cfg.fed.algo.clone();
+        }
+        if self.lr <= 0.0 {
+            self.lr = cfg.fed.lrs.first().copied().unwrap_or(0.25);
+        }
+        if self.local_steps == 0 {
+            self.local_steps = cfg.fed.local_steps.first().copied().unwrap_or(4);
+        }
+        self
+    }
+}
+
+/// The text of a job file: `cfg` as TOML plus the `[job]` table.
+pub fn job_file(cfg: &FedGraphConfig, job: &Job) -> Result<String, String> {
+    let c = ferrolab_core::config::to_toml(cfg).map_err(|e| e.to_string())?;
+    let j = ferrolab_core::config::to_toml(job).map_err(|e| e.to_string())?;
+    Ok(format!("{c}\n[job]\n{j}"))
+}
+
+/// Parses a job file (or a plain `fedgraph` TOML), given as the JSON form of its table, into a
+/// checked config and a resolved job.
+pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), String> {
+    let serde_json::Value::Object(mut table) = table else {
+        return Err("not a table".into());
+    };
+    let job: Job = match table.remove("job") {
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("[job]: {e}"))?,
+        None => Job::default(),
+    };
+    let cfg: FedGraphConfig =
+        serde_json::from_value(serde_json::Value::Object(table)).map_err(|e| e.to_string())?;
+    let cfg = ferrolab_core::Checked::new(cfg)
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let job = job.resolved(&cfg);
+    if Regime::parse_node(&job.algo).is_none() {
+        return Err(format!(
+            "job.algo `{}`: the multi-process runtime runs fedavg, fedprox or fedopt",
+            job.algo
+        ));
+    }
+    if cfg.data.dataset == "graph-families" {
+        return Err("data.dataset = \"graph-families\": the multi-process runtime runs the node table (GCFL+ runs in-process)".into());
+    }
+    if !(job.lr > 0.0 && job.lr.is_finite()) {
+        return Err(format!("job.lr = {}: must be > 0 and finite", job.lr));
+    }
+    if job.seed_index >= cfg.fed.seeds {
+        return Err(format!(
+            "job.seed_index = {}: fed.seeds is {}",
+            job.seed_index, cfg.fed.seeds
+        ));
+    }
+    Ok((cfg, job))
+}
+
+/// Everything one party needs for a job, derived exactly as `ferrolab fedgraph` derives it
+/// in-process.
+pub struct Unit {
+    pub graph: GraphSet,
+    pub setup: SeedSetup,
+    pub zoo: ZooConfig,
+    pub schedule: Schedule,
+    pub algo: NodeAlgo,
+    /// The run seed (initial model, client streams).
+    pub seed: u64,
+}
+
+/// The unit of `job`.
+pub fn build(cfg: &FedGraphConfig, job: &Job) -> Result<Unit, FedGraphError> {
+    let graph = GraphSet::load(&cfg.data, job.data_dir.as_deref())?;
+    let zoo = zoo_config(cfg, graph.features.num_features(), graph.classes)?;
+    let (seed, setup) = seed_setup(&graph, cfg, job.master_seed, job.seed_index)?;
+    let regime = Regime::parse_node(&job.algo).ok_or_else(|| {
+        FedGraphError::Usage(format!("job.algo `{}` is not a node algorithm", job.algo))
+    })?;
+    Ok(Unit {
+        graph,
+        setup,
+        zoo,
+        schedule: schedule(cfg, job.lr, job.local_steps),
+        algo: node_algo(cfg, regime),
+        seed,
+    })
+}
+
+/// The client ids of a unit: `0..K`.
+pub fn client_ids(unit: &Unit) -> Vec<ClientId> {
+    (0..unit.setup.clients.num_clients() as ClientId).collect()
+}
+
+/// The client side: serves client `id`'s subgraph over `fabric` until the server's
+/// `Shutdown`; returns the tasks answered.
+pub fn run_client(unit: &Unit, fabric: &dyn Fabric, id: ClientId) -> Result<u64, FedGraphError> {
+    let k = unit.setup.clients.num_clients();
+    if id as usize >= k {
+        return Err(FedGraphError::Usage(format!(
+            "client id {id}: the run has clients 0..{k}"
+        )));
+    }
+    let dev = train_device();
+    let task = unit.setup.client_task(&unit.graph, id as usize, &dev)?;
+    let model = run::init_model(&unit.zoo, ferrolab_core::seed::derive(unit.seed, "init"))?;
+    let mut client = GraphClient::new(
+        task,
+        unit.zoo.clone(),
+        model,
+        unit.schedule.weight_decay,
+        run::client_seed(unit.seed, id as usize),
+    );
+    Ok(crate::client::serve(&mut client, id, fabric, CLIENT_IDLE)?)
+}
+
+/// The server side: the in-process round loop over `fabric` (a NATS fabric connected as the
+/// server) while `command(k)` processes serve the clients. A client process that dies costs
+/// the rounds after it its update (the server waits `fed.reply_seconds` for it, then goes on
+/// with the others and counts it as rejected) and is named on stderr; a finished run removes
+/// its streams.
+pub fn run_server(
+    unit: &Unit,
+    fabric: Arc<dyn Fabric>,
+    command: impl FnMut(ClientId) -> Command,
+) -> Result<RunResult, FedGraphError> {
+    let ids = client_ids(unit);
+    let (out, bad) =
+        crate::nats::multiprocess::run_multiprocess(Arc::clone(&fabric), &ids, command, |server| {
+            run::fed_node_on(
+                server.as_ref(),
+                &unit.graph,
+                &unit.setup,
+                &unit.zoo,
+                &unit.schedule,
+                unit.seed,
+                &unit.algo,
+            )
+        })
+        .map_err(|e| FedGraphError::Usage(format!("starting client processes: {e}")))?;
+    // A failed run keeps its streams (what was sent can be inspected with `nats stream`).
+    if out.is_ok()
+        && bad.is_empty()
+        && let Err(e) = fabric.end_run()
+    {
+        eprintln!("fedgraph: the run finished, but removing its streams failed: {e}");
+    }
+    // A client process that died lost its updates; the rounds went on without them (each
+    // counted as rejected after `fed.reply_seconds`), so the run stands, and says so.
+    for (k, why) in &bad {
+        eprintln!(
+            "fedgraph: client process {k} {why}; the rounds after it stopped went on without it"
+        );
+    }
+    out
+}
+
+/// `ferrolab fed client --system fedgraph --id K --config FILE --prefix P`, with the URL in the
+/// environment (so a password never shows in the process list).
+pub fn client_command(
+    exe: &Path,
+    url: &str,
+    job_file: &Path,
+    prefix: &str,
+    id: ClientId,
+) -> Command {
+    let mut c = Command::new(exe);
+    c.args(["fed", "client", "--system", "fedgraph", "--id"])
+        .arg(id.to_string())
+        .arg("--config")
+        .arg(job_file)
+        .args(["--prefix", prefix])
+        .env("FERROLAB_NATS_URL", url);
+    c
+}
+
+/// The NATS URL of `cfg`: `fed.nats_url`, else `$FERROLAB_NATS_URL`.
+pub fn nats_url(cfg: &FedGraphConfig) -> Option<String> {
+    if !cfg.fed.nats_url.trim().is_empty() {
+        return Some(cfg.fed.nats_url.clone());
+    }
+    std::env::var("FERROLAB_NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A run prefix (`[A-Za-z0-9_-]{1,40}`) unique to this process and call.
+pub fn fresh_prefix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "fg{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `job` with its clients as processes of `exe` over the NATS server at `url`; the job
+/// file goes to `dir` and is removed afterwards.
+pub fn run_job(
+    cfg: &FedGraphConfig,
+    job: &Job,
+    unit: &Unit,
+    url: &str,
+    dir: &Path,
+    exe: &Path,
+) -> Result<RunResult, FedGraphError> {
+    use crate::nats::{NatsFabric, NatsOptions, Party};
+    let text = job_file(cfg, job).map_err(FedGraphError::Usage)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| FedGraphError::Usage(format!("{}: {e}", dir.display())))?;
+    let prefix = fresh_prefix();
+    let file = dir.join(format!("job-{prefix}.toml"));
+    std::fs::write(&file, text)
+        .map_err(|e| FedGraphError::Usage(format!("{}: {e}", file.display())))?;
+    let out = match NatsFabric::connect(NatsOptions::new(url, &prefix, Party::Server)) {
+        Ok(fabric) => run_server(unit, Arc::new(fabric), |id| {
+            client_command(exe, url, &file, &prefix, id)
+        }),
+        Err(e) => Err(FedGraphError::Usage(e.to_string())),
+    };
+    let _ = std::fs::remove_file(&file);
+    out
+}

@@ -1,0 +1,129 @@
+//! fedgraph over NATS with its clients as separate processes (`fed.runtime = "nats"`), on a
+//! synthetic community graph: with every client alive the run equals the in-process one bit
+//! for bit; a client process that dies costs the rounds its update and the run goes on.
+//!
+//! Child processes are this test binary again, running [`fedgraph_child`] with `FG_CHILD` set.
+
+#![cfg(feature = "nats")]
+#![allow(clippy::unwrap_used)]
+
+mod fedgraph_util;
+mod nats_util;
+
+use ferrolab_fed::fabric::ClientId;
+use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
+use ferrolab_fed::fedgraph::data::SeedSetup;
+use ferrolab_fed::fedgraph::experiment::{Regime, node_algo, zoo_config};
+use ferrolab_fed::fedgraph::multiproc::{self, Unit};
+use ferrolab_fed::fedgraph::run::{Schedule, fed_node};
+use ferrolab_fed::nats::Party;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+/// Every party builds this same unit (as they would from one job file).
+fn unit() -> Unit {
+    let graph = fedgraph_util::communities(400, 16, 11);
+    let data = DataSection {
+        train_per_class: 30,
+        num_val: 80,
+        delta: 10,
+        ..Default::default()
+    };
+    let setup = SeedSetup::draw(&graph, &data, 4, 1, 2).unwrap();
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = 16;
+    cfg.fed.reply_seconds = 3.0;
+    let zoo = zoo_config(&cfg, graph.features.num_features(), graph.classes).unwrap();
+    Unit {
+        graph,
+        setup,
+        zoo,
+        schedule: Schedule {
+            lr: 0.5,
+            local_steps: 3,
+            rounds: 5,
+            patience: 0,
+            weight_decay: 5e-4,
+            by_loss: false,
+        },
+        algo: node_algo(&cfg, Regime::FedAvg),
+        seed: 7,
+    }
+}
+
+/// Entry point of the child processes; does nothing in a normal test run.
+#[test]
+fn fedgraph_child() {
+    let Ok(spec) = std::env::var("FG_CHILD") else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let id = v["id"].as_u64().unwrap() as ClientId;
+    let url = std::env::var("FERROLAB_NATS_URL").unwrap();
+    let f = nats_util::connect(&url, v["prefix"].as_str().unwrap(), Party::Client(id));
+    let n = multiproc::run_client(&unit(), &f, id).unwrap();
+    assert!(n > 0, "client {id} answered no task");
+}
+
+/// Runs the unit with client processes; `dead` clients exit at once instead.
+fn over_nats(dead: &[ClientId]) -> ferrolab_fed::fedgraph::run::RunResult {
+    let url = nats_util::nats_url();
+    let prefix = nats_util::fresh_prefix("fg");
+    let server = nats_util::connect(&url, &prefix, Party::Server);
+    let exe = std::env::current_exe().unwrap();
+    multiproc::run_server(&unit(), Arc::new(server), |id| {
+        if dead.contains(&id) {
+            let mut c = Command::new("sh");
+            c.args(["-c", "exit 3"]);
+            return c;
+        }
+        let mut c = Command::new(&exe);
+        c.args([
+            "--exact",
+            "fedgraph_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FERROLAB_NATS_URL", &url)
+        .env(
+            "FG_CHILD",
+            serde_json::json!({"id": id, "prefix": prefix}).to_string(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        c
+    })
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn fedgraph_over_nats_with_client_processes_matches_in_process_bit_for_bit() {
+    let u = unit();
+    let mut local = fed_node(&u.graph, &u.setup, &u.zoo, &u.schedule, u.seed, &u.algo).unwrap();
+    let mut remote = over_nats(&[]);
+    // Wall-clock round times are the one part that differs.
+    local.round_seconds.clear();
+    remote.round_seconds.clear();
+    // Debug text compares every f64 exactly (the unused whole-graph field is NaN in both).
+    assert_eq!(format!("{remote:?}"), format!("{local:?}"));
+    assert_eq!(local.rounds_run, 5);
+    assert_eq!(local.rejected, 0);
+    assert!(local.test_accuracy > 0.5, "{local:?}");
+}
+
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn a_client_process_that_dies_misses_its_updates_and_the_rounds_go_on() {
+    let r = over_nats(&[0]);
+    assert_eq!(r.rounds_run, 5, "{r:?}");
+    // Client 0's update is missing in each of the 5 rounds (after fed.reply_seconds each).
+    assert_eq!(r.rejected, 5, "{r:?}");
+    assert!(
+        r.curve
+            .iter()
+            .all(|&(_, v, t)| v.is_finite() && t.is_finite()),
+        "{r:?}"
+    );
+    assert!(r.test_accuracy > 0.4, "{r:?}");
+}
