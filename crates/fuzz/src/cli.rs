@@ -447,6 +447,67 @@ pub fn config_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
     })
 }
 
+/// A mutated job file of `ferrolab fed client --system sdgt|fedgraph` (the system's resolved
+/// config plus a `[job]` table). The NATS URL refuses connections, so no case can do work:
+/// every one must end in a clear error (2 for what the user wrote; 1 for a failure building
+/// the run's data), never in a panic or a hang.
+pub fn fed_job_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invocation> {
+    let jobs: Vec<&(String, String)> = s
+        .configs
+        .iter()
+        .filter(|(sys, _)| sys == "sdgt" || sys == "fedgraph")
+        .collect();
+    let Some(&(sys, text)) = jobs.get(rng.below(jobs.len().max(1))) else {
+        return Err(std::io::Error::other(
+            "no sdgt or fedgraph config to seed fed-job",
+        ));
+    };
+    let job = if sys == "fedgraph" {
+        format!(
+            "\n[job]\nmaster_seed = {}\nalgo = \"{}\"\nlr = {}\nlocal_steps = {}\nseed_index = {}\n",
+            rng.below(5),
+            rng.pick(&["fedavg", "fedprox", "fedopt", "fedsage", ""]),
+            rng.pick(&["0.25", "0.01", "0", "-1"]),
+            rng.below(6),
+            rng.below(7),
+        )
+    } else {
+        format!(
+            "\n[job]\nmaster_seed = {}\nalgo = \"{}\"\nlr = {}\nseed_index = {}\n",
+            rng.below(5),
+            rng.pick(&["sdgt", "fedavg", "scaffold", "bogus", ""]),
+            rng.pick(&["0.05", "0", "-1"]),
+            rng.below(4),
+        )
+    };
+    let mut bytes = format!("{text}{job}").into_bytes();
+    let other = s.configs[rng.below(s.configs.len())].1.as_bytes();
+    match rng.below(4) {
+        0 => {}
+        1 | 2 => mutate::text(rng, &mut bytes, other),
+        _ => mutate::bytes(rng, &mut bytes, other),
+    }
+    let f = dir.join("job.toml");
+    std::fs::write(&f, bytes)?;
+    Ok(Invocation {
+        args: vec![
+            "fed".into(),
+            "client".into(),
+            "--system".into(),
+            sys.clone(),
+            "--id".into(),
+            rng.below(6).to_string(),
+            "--config".into(),
+            f.display().to_string(),
+            "--nats".into(),
+            "nats://127.0.0.1:1".into(),
+        ],
+        stdin: None,
+        allowed: &[1, 2],
+        round_trip: None,
+    })
+}
+
 /// A safetensors file damaged in its JSON header (a node edited) or its bytes; also the
 /// `params` reader target's mutation.
 pub(crate) fn mutate_safetensors(rng: &mut Rng, bytes: &mut Vec<u8>) {

@@ -9,7 +9,8 @@
 //! with the hidden `--one TARGET FILE`), config files and `--set` values (through
 //! `ferrolab <system> --print-config`), and checkpoint folders (`secnn predict`,
 //! `apg predict`, `classify predict`, `adod predict`, `attenscribble predict`), training states (`classify --resume`),
-//! layer-importance runs (`layer-importance --resume`: its checkpoints and unit files)
+//! layer-importance runs (`layer-importance --resume`: its checkpoints and unit files),
+//! job files of `fed client --system sdgt|fedgraph`
 //! and the COCO JSON files of `eval coco`. Every case runs in its own process under a memory cap and a timeout; a
 //! panic, an abort or other signal, a hang, or an exit status other than 0/1/2 (0/2 for config
 //! cases) is a failure: the case's files, its command and its output are written under `--out`
@@ -59,6 +60,7 @@ const BINARY_TARGETS: &[&str] = &[
     "ckpt-attenscribble",
     "coco",
     "resume-layer-importance",
+    "fed-job",
 ];
 
 #[derive(Debug)]
@@ -271,6 +273,7 @@ fn run_case(c: &Campaign, target: &'static str, index: usize) -> std::io::Result
             "ckpt-attenscribble" => cli::checkpoint_case(&mut rng, s, &dir, "attenscribble")?,
             "coco" => cli::coco_case(&mut rng, &dir)?,
             "resume-layer-importance" => cli::li_resume_case(&mut rng, s, &dir)?,
+            "fed-job" => cli::fed_job_case(&mut rng, s, &dir)?,
             _ => cli::checkpoint_case(&mut rng, s, &dir, "apg")?,
         };
         std::fs::write(dir.join("args.txt"), inv.args.join("\n"))?;
