@@ -9,7 +9,7 @@ use ferrolab_core::backend::train_device;
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig, FedSageSection};
 use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
 use ferrolab_fed::fedgraph::experiment::zoo_config;
-use ferrolab_fed::fedgraph::fedsage::{gen_data, mend_clients};
+use ferrolab_fed::fedgraph::fedsage::{HideFrom, gen_data, mend_clients};
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg, fedsage};
 
 mod fedgraph_util;
@@ -40,7 +40,7 @@ fn small(rounds: usize) -> FedSageSection {
 fn hidden_targets_count_exactly_the_edges_to_hidden_nodes() {
     let g = communities(400, 12, 5);
     let st = setup(&g);
-    let d = gen_data(&g, &st, 0, 0.5, 9, &train_device()).unwrap();
+    let d = gen_data(&g, &st, 0, (0.5, HideFrom::All), 9, &train_device()).unwrap();
     let (sub, _) = st.clients.subgraph(&g.graph, 0).unwrap();
     let n = sub.num_nodes();
     let kept = d.impaired.graph.num_nodes;
@@ -55,6 +55,51 @@ fn hidden_targets_count_exactly_the_edges_to_hidden_nodes() {
     for (m, x) in d.missing_count.iter().zip(&d.missing_feats) {
         assert_eq!(x.len(), m * f);
     }
+}
+
+#[test]
+fn fs_hiding_takes_a_share_of_the_validation_nodes_and_mending_skips_them() {
+    let g = communities(400, 12, 5);
+    let st = setup(&g);
+    let val: std::collections::HashSet<usize> = st.split.val.iter().copied().collect();
+    let d = gen_data(&g, &st, 1, (0.5, HideFrom::Val), 9, &train_device()).unwrap();
+    let n = d.nodes.len();
+    let in_val = d.nodes.iter().filter(|v| val.contains(v)).count();
+    assert!(in_val >= 4, "{in_val}");
+    let hidden: Vec<usize> = (0..n).filter(|v| !d.kept.contains(v)).collect();
+    // FS's HideGraph: ⌊share · |val|⌋ nodes, all of them validation nodes.
+    assert_eq!(hidden.len(), in_val / 2);
+    assert!(hidden.iter().all(|&v| val.contains(&d.nodes[v])));
+    assert_eq!(d.impaired.graph.num_nodes, n - hidden.len());
+
+    // Mending reads the impaired graph (FS's GraphMender): no hidden node gets a generated
+    // neighbour; `whole` mends from the whole subgraph instead.
+    let fs = FedSageSection {
+        hide_portion: 0.9,
+        ..small(30)
+    };
+    let (m, _) = mend_clients(&g, &st, &fs, 0.5, 3).unwrap();
+    let (_, nodes) = st.clients.subgraph(&g.graph, 1).unwrap();
+    let d = gen_data(
+        &g,
+        &st,
+        1,
+        (0.9, HideFrom::Val),
+        ferrolab_core::seed::derive(3, "hide1"),
+        &train_device(),
+    )
+    .unwrap();
+    let n = nodes.len();
+    for v in (0..n).filter(|v| !d.kept.contains(v)) {
+        let generated = m[1].graph.neighbors(v).iter().filter(|&&u| u as usize >= n);
+        assert_eq!(generated.count(), 0, "hidden node {v}");
+    }
+    let whole = FedSageSection {
+        mend_on: "whole".into(),
+        ..fs.clone()
+    };
+    let (mw, _) = mend_clients(&g, &st, &whole, 0.5, 3).unwrap();
+    assert_ne!(mw[1].graph, m[1].graph);
 }
 
 #[test]
@@ -133,6 +178,8 @@ fn bad_fedsage_keys_are_config_errors() {
     let bad = |k: &str| load::<FedGraphConfig>(None, &[k.to_string()]).is_err();
     assert!(bad("fed.algo=fedsag"));
     assert!(bad("fedsage.hide_portion=1.0"));
+    assert!(bad("fedsage.hide_from=test"));
+    assert!(bad("fedsage.mend_on=all"));
     assert!(bad("fedsage.num_pred=0"));
     assert!(bad("fed.select_by=test_accuracy"));
     assert!(!bad("fed.algo=fedsage"));

@@ -147,8 +147,16 @@ ferrolab_core::config_section! {
         pub gen_hidden: usize = 128, "1..=65536" => |v| (1..=65536).contains(v);
         /// Width of the generator's encoder output.
         pub enc_dim: usize = 64, "1..=65536" => |v| (1..=65536).contains(v);
-        /// Share of each client's nodes hidden to make the training targets (FS `hide_portion`).
+        /// Share hidden to make the training targets (FS `hide_portion`): of the client's
+        /// validation nodes, or of all its nodes (`fedsage.hide_from`).
         pub hide_portion: f64 = 0.5, "in (0, 1)" => |v| *v > 0.0 && *v < 1.0;
+        /// Which nodes may be hidden: `val` (FS's `HideGraph`: a share of the client's
+        /// validation nodes) or `all` (a share of every node of the subgraph).
+        pub hide_from: String = "val".into(), "`val` or `all`" => |v| v == "val" || v == "all";
+        /// Which graph the trained generator reads to mend: `impaired` (FS's `GraphMender`:
+        /// the graph it was trained on; hidden nodes get no generated neighbours) or `whole`
+        /// (the client's whole subgraph).
+        pub mend_on: String = "impaired".into(), "`impaired` or `whole`" => |v| v == "impaired" || v == "whole";
         /// Rounds of federated generator training (FS `fedgen_epoch`).
         pub gen_rounds: usize = 50, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Adam learning rate of the generator.

@@ -5,7 +5,8 @@
 //! missing-neighbour generator **NeighGen** per client and *mends* each subgraph with the
 //! neighbours it generates before the classifier is trained by FedAvg:
 //!
-//! 1. **Targets.** Each client hides a share `h` of its nodes (`fedsage.hide_portion`); on the
+//! 1. **Targets.** Each client hides a share `h` (`fedsage.hide_portion`) of its validation
+//!    nodes, as FS's `HideGraph` does (`fedsage.hide_from = "all"`: of all its nodes); on the
 //!    remaining *impaired* graph every node `v` has `m_v` = its number of hidden neighbours
 //!    and their features `{x_u}` — what NeighGen must restore.
 //! 2. **NeighGen** (paper §3.2): encoder `H = GraphSAGE(G', X)` (2 mean-aggregator layers,
@@ -17,8 +18,9 @@
 //!    `∇L_i(θ_i) + α/(K−1) Σ_{j≠i} ∇L^f_j(θ_i)`: the server relays `θ_i` to every other client
 //!    `j`, which returns the gradient of its *feature* loss at `θ_i` on its own impaired graph
 //!    (its raw features never leave it). Each generator steps with Adam (as FS does).
-//! 4. **Mending** (paper §3.3): with its trained generator on its *whole* subgraph, each
-//!    client attaches `round(clamp(m̂_v, 0, P))` generated nodes to every node `v` (features
+//! 4. **Mending** (paper §3.3): with its trained generator reading the impaired graph (FS's
+//!    `GraphMender`; `fedsage.mend_on = "whole"`: the whole subgraph), each client attaches
+//!    `round(clamp(m̂_v, 0, P))` generated nodes to every node `v` it predicted for (features
 //!    the first slots of `x̂_v`, no noise, no label, in no split); the classifier is then
 //!    trained by FedAvg on the mended subgraphs and evaluated by the server on the whole
 //!    real graph, exactly as FedAvg is.
@@ -132,6 +134,8 @@ pub struct GenData {
     /// The client's whole subgraph and its feature rows (global ids), for mending.
     pub sub: CsrGraph,
     pub nodes: Vec<usize>,
+    /// Local ids (in `sub`) of the impaired graph's nodes, in its order.
+    pub kept: Vec<usize>,
 }
 
 /// A mended client subgraph as plain data (shareable between threads; tasks are built
@@ -167,26 +171,46 @@ fn dense_row(f: &Features, r: usize) -> Vec<f32> {
     out
 }
 
-/// Hides `hide` of client `c`'s nodes (seeded) and records what each remaining node lost.
+/// Which of a client's nodes may be hidden to make NeighGen's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HideFrom {
+    /// A share of the client's validation nodes (FS's `HideGraph`), `⌊share · |val|⌋`.
+    Val,
+    /// A share of all the client's nodes, rounded.
+    All,
+}
+
+/// Hides `hide` of client `c`'s nodes of the `from` pool (seeded) and records what each
+/// remaining node lost.
 pub fn gen_data(
     g: &GraphSet,
     setup: &SeedSetup,
     c: usize,
-    hide: f64,
+    (hide, from): (f64, HideFrom),
     seed: u64,
     dev: &Device,
 ) -> Result<GenData, FedGraphError> {
     let (sub, nodes) = setup.clients.subgraph(&g.graph, c)?;
     let n = nodes.len();
-    let mut order: Vec<usize> = (0..n).collect();
+    let mut pool: Vec<usize> = match from {
+        HideFrom::All => (0..n).collect(),
+        HideFrom::Val => {
+            let val: std::collections::HashSet<usize> = setup.split.val.iter().copied().collect();
+            (0..n).filter(|&v| val.contains(&nodes[v])).collect()
+        }
+    };
     let mut rng = StdRng::seed_from_u64(seed);
-    for i in (1..n).rev() {
+    for i in (1..pool.len()).rev() {
         let j = ((rng.random::<f64>() * (i + 1) as f64) as usize).min(i);
-        order.swap(i, j);
+        pool.swap(i, j);
     }
-    let n_hide = ((n as f64 * hide).round() as usize).min(n.saturating_sub(1));
+    let n_hide = match from {
+        HideFrom::All => (pool.len() as f64 * hide).round() as usize,
+        HideFrom::Val => (pool.len() as f64 * hide).floor() as usize,
+    }
+    .min(n.saturating_sub(1));
     let mut hidden = vec![false; n];
-    for &v in &order[..n_hide] {
+    for &v in &pool[..n_hide] {
         hidden[v] = true;
     }
     let kept: Vec<usize> = (0..n).filter(|&v| !hidden[v]).collect();
@@ -224,6 +248,7 @@ pub fn gen_data(
         missing_feats,
         sub,
         nodes,
+        kept,
     })
 }
 
@@ -415,13 +440,18 @@ pub fn mend_clients(
         num_pred: fs.num_pred,
         dropout,
     };
+    let hide_from = if fs.hide_from == "all" {
+        HideFrom::All
+    } else {
+        HideFrom::Val
+    };
     let data: Vec<GenData> = (0..k)
         .map(|c| {
             gen_data(
                 g,
                 setup,
                 c,
-                fs.hide_portion,
+                (fs.hide_portion, hide_from),
                 ferrolab_core::seed::derive(seed, &format!("hide{c}")),
                 &dev,
             )
@@ -468,14 +498,17 @@ pub fn mend_clients(
         let (cl, fl) = losses(&model, d, &cfg, 0.0, &mut rng);
         stats.count_loss.push(f64::from(to_vec_f32(cl.detach())[0]));
         stats.feat_loss.push(f64::from(to_vec_f32(fl.detach())[0]));
-        let m = mend(g, setup, c, d, &model, &cfg, &dev)?;
+        let m = mend(g, setup, c, d, &model, &cfg, fs.mend_on == "whole", &dev)?;
         stats.added.push(m.added);
         out.push(m);
     }
     Ok((out, stats))
 }
 
-/// Client `c`'s whole subgraph with generated neighbours attached.
+/// Client `c`'s whole subgraph with generated neighbours attached. The generator reads the
+/// whole subgraph (`whole`) or, as FS's `GraphMender` does, the impaired graph it was trained
+/// on, whose nodes map back to the subgraph through `d.kept` (hidden nodes get none).
+#[allow(clippy::too_many_arguments)]
 fn mend(
     g: &GraphSet,
     setup: &SeedSetup,
@@ -483,14 +516,31 @@ fn mend(
     d: &GenData,
     model: &NeighGen,
     cfg: &NeighGenConfig,
+    whole: bool,
     dev: &Device,
 ) -> Result<Mended, FedGraphError> {
     let full = setup.client_task(g, c, dev)?;
     let n = full.graph.num_nodes;
     let (p, f) = (cfg.num_pred, cfg.d_in);
-    let emb = model.embed(&full.graph, &full.x, 0.0, None);
-    let counts = to_vec_f32(model.counts(emb.clone()).detach());
-    let generated = to_vec_f32(model.features(emb).detach());
+    let (read, local): (&NodeTask, Vec<usize>) = if whole {
+        (&full, (0..n).collect())
+    } else {
+        (&d.impaired, d.kept.clone())
+    };
+    let emb = model.embed(&read.graph, &read.x, 0.0, None);
+    let read_counts = to_vec_f32(model.counts(emb.clone()).detach());
+    let read_generated = to_vec_f32(model.features(emb).detach());
+    // Per subgraph node: its predicted count and the row of its generated features.
+    let mut counts = vec![0f32; n];
+    let mut row_of = vec![0usize; n];
+    for (i, &v) in local.iter().enumerate() {
+        counts[v] = read_counts[i];
+        row_of[v] = i;
+    }
+    let generated = |v: usize, s: usize| {
+        let at = row_of[v] * p * f + s * f;
+        &read_generated[at..at + f]
+    };
     let mut values: Vec<f32> = d
         .nodes
         .iter()
@@ -504,7 +554,7 @@ fn mend(
             let id = n + new_of.len();
             extra[v].push(id as u32);
             new_of.push(v);
-            values.extend_from_slice(&generated[v * p * f + s * f..v * p * f + (s + 1) * f]);
+            values.extend_from_slice(generated(v, s));
         }
     }
     let total = n + new_of.len();
