@@ -88,6 +88,10 @@ const ANCHOR: [(&str, f64); 4] = [
     ("fedsage", 0.8768),
 ];
 
+#[cfg(feature = "nats")]
+const NO_URL: &str =
+    "fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL";
+
 /// `fed.runtime = "nats"` needs this build's NATS fabric and a server URL; both are the user's
 /// to fix (exit 2) and are checked before the run folder exists.
 fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
@@ -97,9 +101,7 @@ fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
     #[cfg(feature = "nats")]
     {
         if multiproc::nats_url(cfg).is_none() {
-            return Err(FedGraphError::Usage(
-                "fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL".into(),
-            ));
+            return Err(FedGraphError::Usage(NO_URL.into()));
         }
         Ok(())
     }
@@ -120,9 +122,7 @@ fn nats_runner(
     cfg: &FedGraphConfig,
     ctx: &mut RunContext,
 ) -> Result<Box<NatsRunner>, FedGraphError> {
-    let url = multiproc::nats_url(cfg).ok_or_else(|| {
-        FedGraphError::Usage("fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL".into())
-    })?;
+    let url = multiproc::nats_url(cfg).ok_or_else(|| FedGraphError::Usage(NO_URL.into()))?;
     let exe = std::env::current_exe()
         .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
     let dir = ctx.run_dir().join("fabric");

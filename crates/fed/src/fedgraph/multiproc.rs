@@ -190,7 +190,11 @@ pub fn run_server(
                 &unit.algo,
             )
         })
-        .map_err(|e| FedGraphError::Usage(format!("starting client processes: {e}")))?;
+        .map_err(|e| {
+            FedGraphError::Fabric(crate::fabric::FabricError::Disconnected(format!(
+                "starting client processes: {e}"
+            )))
+        })?;
     // A failed run keeps its streams (what was sent can be inspected with `nats stream`).
     if out.is_ok()
         && bad.is_empty()
