@@ -212,8 +212,8 @@ pub fn run_server(
     out
 }
 
-/// `ferrolab fed client --system fedgraph --id K --config FILE --prefix P`, with the URL in the
-/// environment (so a password never shows in the process list).
+/// `ferrolab fed client --system fedgraph --id K --config FILE --prefix P` (see
+/// [`crate::nats::multiprocess::client_command`]).
 pub fn client_command(
     exe: &Path,
     url: &str,
@@ -221,39 +221,17 @@ pub fn client_command(
     prefix: &str,
     id: ClientId,
 ) -> Command {
-    let mut c = Command::new(exe);
-    c.args(["fed", "client", "--system", "fedgraph", "--id"])
-        .arg(id.to_string())
-        .arg("--config")
-        .arg(job_file)
-        .args(["--prefix", prefix])
-        .env("FERROLAB_NATS_URL", url);
-    c
+    crate::nats::multiprocess::client_command(exe, "fedgraph", url, job_file, prefix, id)
 }
 
 /// The NATS URL of `cfg`: `fed.nats_url`, else `$FERROLAB_NATS_URL`.
 pub fn nats_url(cfg: &FedGraphConfig) -> Option<String> {
-    if !cfg.fed.nats_url.trim().is_empty() {
-        return Some(cfg.fed.nats_url.clone());
-    }
-    std::env::var("FERROLAB_NATS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
+    crate::nats::multiprocess::url_or_env(&cfg.fed.nats_url)
 }
 
 /// A run prefix (`[A-Za-z0-9_-]{1,40}`) unique to this process and call.
 pub fn fresh_prefix() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "fg{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    crate::nats::multiprocess::fresh_prefix("fg")
 }
 
 /// Runs `job` with its clients as processes of `exe` over the NATS server at `url`; the job

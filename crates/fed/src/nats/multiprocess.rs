@@ -159,6 +159,52 @@ pub fn run_multiprocess<R>(
     Ok((out, bad))
 }
 
+/// `ferrolab fed client --system SYSTEM --id K --config FILE --prefix P` with the URL in the
+/// environment (so a password never shows in the process list).
+pub fn client_command(
+    exe: &std::path::Path,
+    system: &str,
+    url: &str,
+    job_file: &std::path::Path,
+    prefix: &str,
+    id: ClientId,
+) -> Command {
+    let mut c = Command::new(exe);
+    c.args(["fed", "client", "--system", system, "--id"])
+        .arg(id.to_string())
+        .arg("--config")
+        .arg(job_file)
+        .args(["--prefix", prefix])
+        .env("FERROLAB_NATS_URL", url);
+    c
+}
+
+/// The configured NATS URL when it is not blank, else `$FERROLAB_NATS_URL` when that is not.
+pub fn url_or_env(configured: &str) -> Option<String> {
+    if !configured.trim().is_empty() {
+        return Some(configured.to_string());
+    }
+    std::env::var("FERROLAB_NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A run prefix (`[A-Za-z0-9_-]{1,40}`) starting with `tag` (≤ 8 characters), unique to this
+/// process and call.
+pub fn fresh_prefix(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
