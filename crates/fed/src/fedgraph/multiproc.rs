@@ -68,26 +68,13 @@ impl Job {
 
 /// The text of a job file: `cfg` as TOML plus the `[job]` table.
 pub fn job_file(cfg: &FedGraphConfig, job: &Job) -> Result<String, String> {
-    let c = ferrolab_core::config::to_toml(cfg).map_err(|e| e.to_string())?;
-    let j = ferrolab_core::config::to_toml(job).map_err(|e| e.to_string())?;
-    Ok(format!("{c}\n[job]\n{j}"))
+    crate::nats::multiprocess::job_text(cfg, job)
 }
 
 /// Parses a job file (or a plain `fedgraph` TOML), given as the JSON form of its table, into a
 /// checked config and a resolved job.
 pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), String> {
-    let serde_json::Value::Object(mut table) = table else {
-        return Err("not a table".into());
-    };
-    let job: Job = match table.remove("job") {
-        Some(v) => serde_json::from_value(v).map_err(|e| format!("[job]: {e}"))?,
-        None => Job::default(),
-    };
-    let cfg: FedGraphConfig =
-        serde_json::from_value(serde_json::Value::Object(table)).map_err(|e| e.to_string())?;
-    let cfg = ferrolab_core::Checked::new(cfg)
-        .map_err(|e| e.to_string())?
-        .into_inner();
+    let (cfg, job): (FedGraphConfig, Job) = crate::nats::multiprocess::read_job(table)?;
     let job = job.resolved(&cfg);
     if Regime::parse_node(&job.algo).is_none() {
         return Err(format!(

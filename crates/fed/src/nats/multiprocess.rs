@@ -159,6 +159,41 @@ pub fn run_multiprocess<R>(
     Ok((out, bad))
 }
 
+/// The text of a job file: a system's config as TOML plus the `[job]` table (every config key
+/// is in a section and a job holds only scalars, so appending the table keeps it valid TOML).
+pub fn job_text<C: serde::Serialize, J: serde::Serialize>(
+    cfg: &C,
+    job: &J,
+) -> Result<String, String> {
+    let c = ferrolab_core::config::to_toml(cfg).map_err(|e| e.to_string())?;
+    let j = ferrolab_core::config::to_toml(job).map_err(|e| e.to_string())?;
+    Ok(format!("{c}\n[job]\n{j}"))
+}
+
+/// A job file (or a plain config TOML), given as the JSON form of its table: the checked
+/// config and the `[job]` table as written (its default when absent).
+pub fn read_job<C, J>(table: serde_json::Value) -> Result<(C, J), String>
+where
+    C: serde::de::DeserializeOwned
+        + ferrolab_core::config::ConfigValue
+        + ferrolab_core::config::Validate,
+    J: serde::de::DeserializeOwned + Default,
+{
+    let serde_json::Value::Object(mut table) = table else {
+        return Err("not a table".into());
+    };
+    let job: J = match table.remove("job") {
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("[job]: {e}"))?,
+        None => J::default(),
+    };
+    let cfg: C =
+        serde_json::from_value(serde_json::Value::Object(table)).map_err(|e| e.to_string())?;
+    let cfg = ferrolab_core::Checked::new(cfg)
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok((cfg, job))
+}
+
 /// `ferrolab fed client --system SYSTEM --id K --config FILE --prefix P` with the URL in the
 /// environment (so a password never shows in the process list).
 pub fn client_command(
