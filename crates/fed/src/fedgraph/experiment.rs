@@ -215,10 +215,13 @@ pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
     }
 }
 
-/// Runs one federated node run (regime, lr, local steps, seed index) somewhere else than in
-/// this process's threads: `fed.runtime = "nats"` (see [`super::multiproc`]).
-pub type Remote<'a> =
-    &'a (dyn Fn(Regime, f64, usize, usize) -> Result<RunResult, FedGraphError> + Sync);
+/// Runs one federated node run (regime, lr, local steps, seed index, that seed's run seed and
+/// split) somewhere else than in this process's threads: `fed.runtime = "nats"` (see
+/// `super::multiproc`).
+pub type Remote<'a> = &'a (
+        dyn Fn(Regime, f64, usize, usize, u64, &SeedSetup) -> Result<RunResult, FedGraphError>
+            + Sync
+    );
 
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
 /// run is seeded by itself, so the figures do not depend on the number of workers).
@@ -324,7 +327,9 @@ pub fn run_table(
                     let federated =
                         matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt);
                     let r = match (regime, remote) {
-                        (_, Some(run_remote)) if federated => run_remote(regime, lr, steps, k),
+                        (_, Some(run_remote)) if federated => {
+                            run_remote(regime, lr, steps, k, *seed, st)
+                        }
                         (Regime::FedSage, _) => fedsage(g, st, &mended[k], &zoo, &sched, *seed),
                         (Regime::FedAvg, _) => fed_node(g, st, &zoo, &sched, *seed, &avg),
                         (Regime::FedProx, _) => fed_node(g, st, &zoo, &sched, *seed, &prox),

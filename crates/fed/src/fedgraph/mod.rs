@@ -112,16 +112,20 @@ fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
     ))
 }
 
-/// A federated node run (regime, lr, local steps, seed index) over NATS.
-type NatsRunner = dyn Fn(Regime, f64, usize, usize) -> Result<run::RunResult, FedGraphError> + Sync;
+/// A federated node run (regime, lr, local steps, seed index, run seed, split) over NATS.
+type NatsRunner<'a> = dyn Fn(Regime, f64, usize, usize, u64, &data::SeedSetup) -> Result<run::RunResult, FedGraphError>
+    + Sync
+    + 'a;
 
 /// The runner of `fed.runtime = "nats"`: each run writes its job file under the run folder's
-/// `fabric/` and starts `fed.clients` client processes of this executable.
+/// `fabric/` and starts `fed.clients` client processes of this executable. The server's side
+/// of a run reuses the graph `g` and the seed's split it already has.
 #[cfg(feature = "nats")]
-fn nats_runner(
+fn nats_runner<'a>(
     cfg: &FedGraphConfig,
+    g: &'a data::GraphSet,
     ctx: &mut RunContext,
-) -> Result<Box<NatsRunner>, FedGraphError> {
+) -> Result<Box<NatsRunner<'a>>, FedGraphError> {
     let url = multiproc::nats_url(cfg).ok_or_else(|| FedGraphError::Usage(NO_URL.into()))?;
     let exe = std::env::current_exe()
         .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
@@ -129,22 +133,28 @@ fn nats_runner(
     let master_seed = ctx.seed();
     let data_dir = ctx.data_dir().map(std::path::Path::to_path_buf);
     let cfg = cfg.clone();
-    Ok(Box::new(move |regime, lr, local_steps, seed_index| {
-        let job = multiproc::Job {
-            master_seed,
-            data_dir: data_dir.clone(),
-            algo: regime.name().into(),
-            lr,
-            local_steps,
-            seed_index,
-        };
-        let unit = multiproc::build(&cfg, &job)?;
-        multiproc::run_job(&cfg, &job, &unit, &url, &dir, &exe)
-    }))
+    Ok(Box::new(
+        move |regime, lr, local_steps, seed_index, seed, setup| {
+            let job = multiproc::Job {
+                master_seed,
+                data_dir: data_dir.clone(),
+                algo: regime.name().into(),
+                lr,
+                local_steps,
+                seed_index,
+            };
+            let unit = multiproc::unit_of(&cfg, &job, g.clone(), setup.clone(), seed)?;
+            multiproc::run_job(&cfg, &job, &unit, &url, &dir, &exe)
+        },
+    ))
 }
 
 #[cfg(not(feature = "nats"))]
-fn nats_runner(_: &FedGraphConfig, _: &mut RunContext) -> Result<Box<NatsRunner>, FedGraphError> {
+fn nats_runner<'a>(
+    _: &FedGraphConfig,
+    _: &'a data::GraphSet,
+    _: &mut RunContext,
+) -> Result<Box<NatsRunner<'a>>, FedGraphError> {
     Err(FedGraphError::Usage(
         "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)"
             .into(),
@@ -305,7 +315,7 @@ impl System for FedGraphSystem {
         };
         let table = match &g {
             Some(g) if cfg.fed.runtime == "nats" => {
-                let remote = nats_runner(cfg, ctx)?;
+                let remote = nats_runner(cfg, g, ctx)?;
                 let t = run_table(g, cfg, ctx.seed(), ctx.threads(), &progress, Some(&*remote))?;
                 // Each run removed its job file; the folder goes too once empty.
                 let _ = std::fs::remove_dir(ctx.run_dir().join("fabric"));

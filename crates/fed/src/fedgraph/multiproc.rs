@@ -112,8 +112,20 @@ pub struct Unit {
 /// The unit of `job`.
 pub fn build(cfg: &FedGraphConfig, job: &Job) -> Result<Unit, FedGraphError> {
     let graph = GraphSet::load(&cfg.data, job.data_dir.as_deref())?;
-    let zoo = zoo_config(cfg, graph.features.num_features(), graph.classes)?;
     let (seed, setup) = seed_setup(&graph, cfg, job.master_seed, job.seed_index)?;
+    unit_of(cfg, job, graph, setup, seed)
+}
+
+/// The unit of `job` from its graph and the seed's split (as [`build`] derives them; the
+/// server of `ferrolab fedgraph` has both already and passes copies).
+pub fn unit_of(
+    cfg: &FedGraphConfig,
+    job: &Job,
+    graph: GraphSet,
+    setup: SeedSetup,
+    seed: u64,
+) -> Result<Unit, FedGraphError> {
+    let zoo = zoo_config(cfg, graph.features.num_features(), graph.classes)?;
     let regime = Regime::parse_node(&job.algo).ok_or_else(|| {
         FedGraphError::Usage(format!("job.algo `{}` is not a node algorithm", job.algo))
     })?;
@@ -192,9 +204,13 @@ pub fn run_server(
     // A client process that died lost its updates; the rounds went on without them (each
     // counted as rejected after `fed.reply_seconds`), so the run stands, and says so.
     for (k, why) in &bad {
-        eprintln!(
-            "fedgraph: client process {k} {why}; the rounds after it stopped went on without it"
-        );
+        if out.is_ok() {
+            eprintln!(
+                "fedgraph: client process {k} {why}; the rounds after it stopped went on without it"
+            );
+        } else {
+            eprintln!("fedgraph: client process {k} {why}");
+        }
     }
     out
 }

@@ -224,7 +224,7 @@ pub fn url_or_env(configured: &str) -> Option<String> {
         .filter(|u| !u.trim().is_empty())
 }
 
-/// A run prefix (`[A-Za-z0-9_-]{1,40}`) starting with `tag` (≤ 8 characters), unique to this
+/// A run prefix (`[A-Za-z0-9_-]{1,40}`) starting with `tag` (≤ 12 characters), unique to this
 /// process and call.
 pub fn fresh_prefix(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use ferrolab_fed::nats::{NatsFabric, NatsOptions, Party};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// `$FERROLAB_NATS_URL`. The NATS tests are `#[ignore]`d in a plain `cargo test`; run with
@@ -20,16 +19,7 @@ pub fn nats_url() -> String {
 
 /// A run prefix no other test (or earlier run against the same server) uses.
 pub fn fresh_prefix(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{tag}{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    ferrolab_fed::nats::multiprocess::fresh_prefix(tag)
 }
 
 /// Fast-failing options for tests.
