@@ -290,3 +290,87 @@ fn bench_writes_a_report_and_never_overwrites_it() {
         text
     );
 }
+
+/// `fhe.encrypted_images_t2` re-runs images on a two-thread pool beside a one-thread run: a
+/// run that is itself at two threads is refused before any work (exit 2, no run folder).
+#[test]
+fn two_thread_rerun_needs_a_one_thread_run() {
+    let root = tmp("hyphen-t2");
+    // Only the runner's availability check reads this folder: the refusal comes first.
+    let fm = root.join("fashion-mnist");
+    std::fs::create_dir_all(&fm).unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(fm.join(f), [0u8, 0, 8, 1, 0, 0, 0, 0]).unwrap();
+    }
+    let out = root.join("run");
+    let o = ferrolab(&[
+        "hyphen",
+        "--preset",
+        "quick",
+        "--threads",
+        "2",
+        "--set",
+        "fhe.encrypted_images_t2=1",
+        "--data-dir",
+        &s(&root),
+        "--out",
+        &s(&out),
+    ]);
+    assert_usage_error(&o, "fhe.encrypted_images_t2");
+    assert_usage_error(&o, "--threads 1");
+    assert!(!out.exists());
+    assert!(!root.join("run.incomplete").exists());
+}
+
+/// `ferrolab hyphen` at one thread with `fhe.encrypted_images_t2 = 1`, shrunk to seconds
+/// (ResNet-8 width 4, N = 2^12, insecure, flagged): the report carries both `_t1` and `_t2`
+/// latencies and CPU times, and the two-thread run's logits equal the one-thread run's to
+/// encryption noise.
+#[test]
+#[ignore = "needs the real Fashion-MNIST (apt-get install dataset-fashion-mnist, or ferrolab data fetch fashion-mnist)"]
+fn one_thread_run_also_reports_two_thread_latency() {
+    let out = tmp("hyphen-t2-run").join("run");
+    let o = ferrolab(&[
+        "hyphen",
+        "--preset",
+        "quick",
+        "--threads",
+        "1",
+        "--set",
+        "fhe.encrypted_images_t2=1",
+        "--set",
+        "model.width=4",
+        "--set",
+        "fhe.log_n=12",
+        "--set",
+        "data.train_limit=300",
+        "--set",
+        "data.test_limit=100",
+        "--set",
+        "fhe.sim_images=1",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "hyphen: {}", stderr(&o));
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = &r["metrics"];
+    for k in [
+        "latency_seconds_resnet8_t1",
+        "latency_seconds_resnet8_t2",
+        "cpu_seconds_resnet8_t1",
+        "cpu_seconds_resnet8_t2",
+    ] {
+        assert!(m[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {}", m[k]);
+    }
+    let t2 = &r["details"]["hyphen"]["encrypted_t2"];
+    assert_eq!(t2["seconds_per_image"].as_array().map(Vec::len), Some(1));
+    let diff = t2["max_logit_difference_to_t1"].as_f64().unwrap();
+    assert!(diff < 1e-3, "{diff}");
+    assert!(text.contains("two threads"));
+}

@@ -99,6 +99,10 @@ ferrolab_core::config_section! {
         /// AppReLU), after the other rows, on its own bootstrapping set with 16 levels after a
         /// bootstrap (0 = counted and simulated only). At N = 2^16 that leg needs ~12 GB.
         pub encrypted_mpconv_images: usize = 0, "0..=1000" => |v| *v <= 1000;
+        /// Of each encrypted row's images, how many run a second time on a two-thread pool
+        /// (`latency_seconds_…_t2` beside the run's `_t1`; needs `--threads 1`, and the
+        /// machine's second core idle while they run). 0 = none.
+        pub encrypted_images_t2: usize = 0, "0..=1000" => |v| *v <= 1000;
     }
 }
 
@@ -539,6 +543,13 @@ fn runtime(e: crate::FheError) -> SystemError {
 
 fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     let t_all = Instant::now();
+    let threads = ctx.threads();
+    if cfg.fhe.encrypted_images_t2 > 0 && threads != 1 {
+        return Err(SystemError::usage(format!(
+            "fhe.encrypted_images_t2 = {} re-runs images on two threads beside a one-thread run: pass --threads 1 (this run has {threads}; its own encrypted images give _t{threads})",
+            cfg.fhe.encrypted_images_t2
+        )));
+    }
     let dir = ctx.dataset("fashion-mnist")?;
     let (train_set, test_set) = ferrolab_vision::data::load_fashion_mnist(&dir)?;
     let train_set = if cfg.data.train_limit > 0 {
@@ -555,7 +566,6 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     let test_p = Prepared::new(&test_set, cfg.data.side);
     let mut report = Report::new("hyphen", "fashion-mnist", ctx.seed());
     report.config = serde_json::to_value(cfg).unwrap_or_default();
-    let threads = ctx.threads();
 
     // Every step below is a unit (`units/<name>.json`): a run continued with `--resume`
     // skips the trained networks, the simulated rows and chunks, and each (image, packing)
@@ -769,6 +779,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         });
     }
     let mut results: BTreeMap<&str, Vec<EncResult>> = BTreeMap::new();
+    let mut results_t2: BTreeMap<&str, Vec<EncResult>> = BTreeMap::new();
     let mut enc_rows: Vec<&Row> = vec![];
     for (g, group) in groups.iter().enumerate() {
         let depth = group
@@ -853,23 +864,41 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             })
         };
         let mut keyset: Option<Keyset> = None;
-        for i in 0..group.images {
-            let x = test_p.map(i);
-            // Alternate which packing goes first, so drift in machine load hits both.
-            let order: Vec<&&Row> = if i % 2 == 0 {
-                group.rows.iter().collect()
-            } else {
-                group.rows.iter().rev().collect()
-            };
-            for row in order {
-                let (net, _, _) = &nets[&row.quad];
-                let name = format!("enc-{i}-{}", row.name);
-                if ctx.saved_unit::<EncResult>(&name).is_none() && keyset.is_none() {
-                    let ks = make_keys()?;
-                    ctx.log_metrics(&serde_json::json!({"keygen_seconds": ks.keygen_seconds, "eval_key_mb": ks.key_mb, "rotation_keys": ks.rotation_keys, "key_group": g}))?;
-                    keyset = Some(ks);
-                }
-                let r: EncResult = ctx.unit(&name, |ctx| {
+        // Pass one at the run's thread count; pass two re-runs the first images on a
+        // two-thread pool (same keys, same ciphertext inputs), for `_t2`.
+        let n_t2 = cfg.fhe.encrypted_images_t2.min(group.images);
+        let pool2 = if n_t2 > 0 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .map_err(|e| SystemError::runtime(format!("hyphen: two-thread pool: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let passes = [
+            (None, group.images, "enc"),
+            (pool2.as_ref(), n_t2, "enc-t2"),
+        ];
+        for (pool, images, prefix) in passes {
+            for i in 0..images {
+                let x = test_p.map(i);
+                // Alternate which packing goes first, so drift in machine load hits both.
+                let order: Vec<&&Row> = if i % 2 == 0 {
+                    group.rows.iter().collect()
+                } else {
+                    group.rows.iter().rev().collect()
+                };
+                for row in order {
+                    let (net, _, _) = &nets[&row.quad];
+                    let name = format!("{prefix}-{i}-{}", row.name);
+                    if ctx.saved_unit::<EncResult>(&name).is_none() && keyset.is_none() {
+                        let ks = make_keys()?;
+                        ctx.log_metrics(&serde_json::json!({"keygen_seconds": ks.keygen_seconds, "eval_key_mb": ks.key_mb, "rotation_keys": ks.rotation_keys, "key_group": g}))?;
+                        keyset = Some(ks);
+                    }
+                    let r: EncResult = ctx.unit(&name, |ctx| {
                     let ks = keyset.as_mut().ok_or_else(|| {
                         SystemError::runtime("hyphen: encrypted unit without keys".to_string())
                     })?;
@@ -884,8 +913,11 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                         .map_err(runtime)?;
                     let mut be = Ckks::new(&ks.ev, ks.boot.as_ref());
                     let (t, cpu) = (Instant::now(), crate::bootstrap::bench::process_cpu_ms());
-                    let (out, pf, log) =
-                        run(&mut be, net, row.packing, cts, &opt).map_err(runtime)?;
+                    let (out, pf, log) = match pool {
+                        Some(p) => p.install(|| run(&mut be, net, row.packing, cts, &opt)),
+                        None => run(&mut be, net, row.packing, cts, &opt),
+                    }
+                    .map_err(runtime)?;
                     let cpu_seconds = (crate::bootstrap::bench::process_cpu_ms() - cpu) / 1e3;
                     let seconds = t.elapsed().as_secs_f64();
                     let vs = out
@@ -898,7 +930,8 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                         .collect::<crate::Result<Vec<_>>>()
                         .map_err(runtime)?;
                     let got = logits(net, &pf, &vs);
-                    ctx.log_metrics(&serde_json::json!({"encrypted": row.name, "image": i, "seconds": seconds, "cpu_seconds": cpu_seconds, "logits": got, "plaintext_logits": want}))?;
+                    let pool_threads = pool.map_or(threads, |p| p.current_num_threads());
+                    ctx.log_metrics(&serde_json::json!({"encrypted": row.name, "image": i, "threads": pool_threads, "seconds": seconds, "cpu_seconds": cpu_seconds, "logits": got, "plaintext_logits": want}))?;
                     Ok(EncResult {
                         seconds,
                         cpu_seconds,
@@ -911,7 +944,13 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                         keygen_seconds: ks.keygen_seconds,
                     })
                 })?;
-                results.entry(row.name).or_default().push(r);
+                    let into = if pool.is_some() {
+                        &mut results_t2
+                    } else {
+                        &mut results
+                    };
+                    into.entry(row.name).or_default().push(r);
+                }
             }
         }
         drop(keyset);
@@ -1014,6 +1053,44 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                     "key_switches_encrypted".into(),
                     st.key_switches() as f64 / n,
                 );
+            }
+            let rs2 = results_t2.remove(row.name).unwrap_or_default();
+            if !rs2.is_empty() {
+                let walls2: Vec<f64> = rs2.iter().map(|r| r.seconds).collect();
+                let cpus2: Vec<f64> = rs2.iter().map(|r| r.cpu_seconds).collect();
+                // Same keys and operations on a fresh encryption of the same image: the logits
+                // differ from the one-thread run's by encryption noise only.
+                let diff = rs2
+                    .iter()
+                    .zip(&rs)
+                    .flat_map(|(a, b)| a.logits.iter().zip(&b.logits))
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f64, f64::max);
+                if let Some(m) = metrics_of.get_mut(row.name) {
+                    m.insert(
+                        format!("latency_seconds_resnet{depth_name}_t2"),
+                        median(&walls2),
+                    );
+                    m.insert(format!("cpu_seconds_resnet{depth_name}_t2"), median(&cpus2));
+                }
+                if let Some(serde_json::Value::Object(d)) = details.get_mut(row.name) {
+                    d.insert(
+                        "encrypted_t2".into(),
+                        serde_json::json!({
+                            "seconds_per_image": walls2, "cpu_seconds_per_image": cpus2,
+                            "max_logit_difference_to_t1": diff,
+                        }),
+                    );
+                }
+                report.notes.push(format!(
+                    "{}: two threads {:.1} s vs one thread {:.1} s wall per image (median, {} vs {} images; {:.2}x), logits equal to the one-thread run's within {diff:.1e}",
+                    row.name,
+                    median(&walls2),
+                    median(&walls),
+                    rs2.len(),
+                    rs.len(),
+                    median(&walls) / median(&walls2)
+                ));
             }
             if let Some(serde_json::Value::Object(d)) = details.get_mut(row.name) {
                 d.insert(
