@@ -368,6 +368,10 @@ fn one_thread_run_also_reports_two_thread_latency() {
     ] {
         assert!(m[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {}", m[k]);
     }
+    // The simulator predicts the encrypted computation of the same image.
+    let vs_sim = m["max_logit_error_vs_sim"].as_f64().unwrap();
+    assert!(vs_sim < 1e-2, "{vs_sim}");
+    assert_eq!(m["agreement_top1_encrypted_vs_sim"], 1.0);
     let t2 = &r["details"]["hyphen"]["encrypted_t2"];
     assert_eq!(t2["seconds_per_image"].as_array().map(Vec::len), Some(1));
     let diff = t2["max_logit_difference_to_t1"].as_f64().unwrap();

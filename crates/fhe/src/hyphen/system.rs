@@ -637,10 +637,27 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     let mut metrics_of: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
     let mut step_uses: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut depth_of: BTreeMap<&str, usize> = BTreeMap::new();
+    // A fresh ciphertext may use the bootstrapping levels too (Lee et al. start at 30).
+    let fresh_of = |row: &Row| if row.quad { lb } else { lb + 14 };
+    // Test image `i` through the noisy simulator: the same draw whenever it is asked for, so
+    // an encrypted image can be set against the simulation of exactly that image.
+    let noise_seed = ctx.seed_for("noise");
+    let simulate = |row: &Row, i: usize| -> SysResult<Vec<f64>> {
+        let (net, _, _) = &nets[&row.quad];
+        let x = test_p.map(i);
+        let mut s = Sim::new(slots, lb).with_noise(
+            2f64.powf(cfg.fhe.noise_log2),
+            2f64.powf(cfg.fhe.boot_noise_log2),
+            noise_seed ^ i as u64,
+        );
+        let input = sim_input(&s, net, geo, row.packing, &x, fresh_of(row));
+        let (o, pf, _) = run(&mut s, net, row.packing, input, &opt).map_err(runtime)?;
+        let vs: Vec<Vec<f64>> = o.iter().map(|c| c.v.clone()).collect();
+        Ok(logits(net, &pf, &vs))
+    };
     for row in &ROWS {
         let (net, acc, _) = &nets[&row.quad];
-        // A fresh ciphertext may use the bootstrapping levels too (Lee et al. start at 30).
-        let fresh = if row.quad { lb } else { lb + 14 };
+        let fresh = fresh_of(row);
         let counts: SimCounts = ctx.unit(&format!("sim-{}", row.name), |_| {
             let t = Instant::now();
             let mut sim = Sim::new(slots, lb);
@@ -667,20 +684,11 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         let (mut agree, mut max_err) = (0usize, 0.0f64);
         for start in (0..n_sim).step_by(SIM_CHUNK) {
             let end = (start + SIM_CHUNK).min(n_sim);
-            let chunk: Agreement = ctx.unit(&format!("sim-{}-{start}-{end}", row.name), |ctx| {
+            let chunk: Agreement = ctx.unit(&format!("sim-{}-{start}-{end}", row.name), |_| {
                 let (mut agree, mut max_err) = (0usize, 0.0f64);
                 for i in start..end {
-                    let x = test_p.map(i);
-                    let mut s = Sim::new(slots, lb).with_noise(
-                        2f64.powf(cfg.fhe.noise_log2),
-                        2f64.powf(cfg.fhe.boot_noise_log2),
-                        ctx.seed_for("noise") ^ i as u64,
-                    );
-                    let input = sim_input(&s, net, geo, row.packing, &x, fresh);
-                    let (o, pf, _) = run(&mut s, net, row.packing, input, &opt).map_err(runtime)?;
-                    let vs: Vec<Vec<f64>> = o.iter().map(|c| c.v.clone()).collect();
-                    let got = logits(net, &pf, &vs);
-                    let want = net.reference(&x);
+                    let got = simulate(row, i)?;
+                    let want = net.reference(&test_p.map(i));
                     agree += usize::from(argmax(&got) == argmax(&want));
                     for (a, b) in got.iter().zip(&want) {
                         max_err = max_err.max((a - b).abs());
@@ -1029,7 +1037,25 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 agree += usize::from(argmax(&r.logits) == argmax(&r.plaintext_logits));
                 st.add(&r.stats);
             }
+            // The check of the simulator: each encrypted image against the noisy
+            // simulation of that same image (encryption's noise and the simulated noise are
+            // independent draws of about the same size).
+            let (mut err_sim, mut agree_sim) = (0.0f64, 0usize);
+            for (i, r) in rs.iter().enumerate() {
+                let sim = simulate(row, i)?;
+                for (a, b) in r.logits.iter().zip(&sim) {
+                    err_sim = err_sim.max((a - b).abs());
+                }
+                agree_sim += usize::from(argmax(&r.logits) == argmax(&sim));
+            }
             let n = rs.len().max(1) as f64;
+            if !rs.is_empty() {
+                report.notes.push(format!(
+                    "{}: encrypted vs simulated logits of the same {} images: max difference {err_sim:.1e} (bound 1e-2), top-1 equal on {agree_sim}",
+                    row.name,
+                    rs.len()
+                ));
+            }
             cpu_of.insert(row.name, median(&cpus));
             if let Some(m) = metrics_of.get_mut(row.name) {
                 m.insert(
@@ -1044,6 +1070,11 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 );
                 m.insert("agreement_top1_encrypted".into(), agree as f64 / n);
                 m.insert("max_logit_error".into(), err);
+                m.insert("max_logit_error_vs_sim".into(), err_sim);
+                m.insert(
+                    "agreement_top1_encrypted_vs_sim".into(),
+                    agree_sim as f64 / n,
+                );
                 m.insert(
                     "eval_key_mb".into(),
                     rs.first().map_or(f64::NAN, |r| r.eval_key_mb),
