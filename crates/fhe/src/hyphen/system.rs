@@ -873,7 +873,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
         };
         let mut keyset: Option<Keyset> = None;
         // Pass one at the run's thread count; pass two re-runs the first images on a
-        // two-thread pool (same keys, same ciphertext inputs), for `_t2`.
+        // two-thread pool (same keys, the same images encrypted afresh), for `_t2`.
         let n_t2 = cfg.fhe.encrypted_images_t2.min(group.images);
         let pool2 = if n_t2 > 0 {
             Some(
@@ -1038,8 +1038,8 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 st.add(&r.stats);
             }
             // The check of the simulator: each encrypted image against the noisy
-            // simulation of that same image (encryption's noise and the simulated noise are
-            // independent draws of about the same size).
+            // simulation of that same image (two independent noise draws; the simulated one is
+            // set pessimistically, so it dominates the difference).
             let (mut err_sim, mut agree_sim) = (0.0f64, 0usize);
             for (i, r) in rs.iter().enumerate() {
                 let sim = simulate(row, i)?;
