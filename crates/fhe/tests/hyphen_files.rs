@@ -219,6 +219,18 @@ fn mpconv_encrypted_run_is_in_the_memory_estimate() {
     let with = est(&["fhe.encrypted_images=0", "fhe.encrypted_mpconv_images=1"]);
     assert!(with >= 12 << 30, "{with} bytes");
     assert!(without < 2 << 30, "{without} bytes");
+    // The two-thread pass's per-thread buffers (15.1 GB measured against 13.7 GB without).
+    let with_t2 = est(&[
+        "fhe.encrypted_images=0",
+        "fhe.encrypted_mpconv_images=1",
+        "fhe.encrypted_images_t2=1",
+    ]);
+    assert!(with_t2 >= with + (1 << 30), "{with_t2} vs {with} bytes");
+    assert_eq!(
+        est(&["fhe.encrypted_images=0", "fhe.encrypted_images_t2=1"]),
+        without,
+        "no encrypted image, no second pass"
+    );
     // Below log N = 13 there is no bootstrapping set: refused as a configuration error.
     let sets: Vec<String> = [
         "fhe.log_n=12",
