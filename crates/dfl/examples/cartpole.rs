@@ -58,6 +58,10 @@ struct Args {
     /// code default) instead of the per-dimension metric of its figure.
     #[arg(long)]
     full_metric: bool,
+    /// TaskMet with the per-dimension metric: the least weight any dimension keeps, in
+    /// [0, 1) (0 = the reference's metric, which can weight a real state dimension to zero).
+    #[arg(long, default_value_t = 0.0)]
+    metric_floor: f64,
     /// TaskMet: CG on the normal equations (the reference's; the default since 2026-11-29).
     /// Kept so that older command lines still parse.
     #[arg(long)]
@@ -96,6 +100,7 @@ fn run(args: &Args) -> Result<(), String> {
                     reference_stale_model_adam: !args.carried_model_adam,
                     diagonal_metric: args.diagonal,
                     global_metric: !(args.diagonal || args.full_metric),
+                    metric_floor: args.metric_floor,
                     normal_cg: !args.plain_cg,
                     stop_at_return: args.stop_at,
                     ..AgentConfig::default()

@@ -282,7 +282,7 @@ impl Agent {
         let metric = match cfg.loss {
             ModelLoss::TaskMet => {
                 let m = if cfg.global_metric {
-                    ModelMetric::Global(GlobalMetric::new(dim)?)
+                    ModelMetric::Global(GlobalMetric::with_floor(dim, cfg.metric_floor)?)
                 } else if cfg.diagonal_metric {
                     ModelMetric::State(StateMetric::diagonal(dim, h, rng)?)
                 } else {

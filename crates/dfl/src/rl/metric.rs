@@ -319,9 +319,14 @@ impl MetricEval {
 /// zero, the real state's can grow), at a fixed total scale. The state-conditioned
 /// lower-triangular [`StateMetric`] is what that file became two months later (commit
 /// e08abf0, "post neurips limited model capacity exps").
+///
+/// `floor` (0 in the reference) mixes in a fixed share of the identity,
+/// `λ' = floor + (1 − floor)·λ`, so that no dimension's weight can fall below `floor`: an
+/// option for the case where the outer problem drives a *real* state dimension to zero.
 #[derive(Debug, Clone)]
 pub struct GlobalMetric {
     w: Vec<f64>,
+    floor: f64,
 }
 
 /// Λ of a [`GlobalMetric`], the same for every row.
@@ -357,7 +362,22 @@ impl GlobalMetric {
         if o == 0 {
             return Err(CoreError::Data("metric: need a positive size".into()));
         }
-        Ok(GlobalMetric { w: vec![1.0; o] })
+        Ok(GlobalMetric {
+            w: vec![1.0; o],
+            floor: 0.0,
+        })
+    }
+
+    /// As [`GlobalMetric::new`], with every weight kept at or above `floor` (in `[0, 1)`).
+    pub fn with_floor(o: usize, floor: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&floor) {
+            return Err(CoreError::Data(format!(
+                "metric: floor {floor} is outside [0, 1)"
+            )));
+        }
+        let mut m = GlobalMetric::new(o)?;
+        m.floor = floor;
+        Ok(m)
     }
 
     pub fn o(&self) -> usize {
@@ -391,8 +411,9 @@ impl GlobalMetric {
         // softplus > 0, so the norm is positive.
         let norm = dot(&s, &s).sqrt();
         let c = (o as f64).sqrt() / norm;
+        let f = self.floor;
         GlobalEval {
-            lam: s.iter().map(|v| c * v).collect(),
+            lam: s.iter().map(|v| f + (1.0 - f) * c * v).collect(),
             s,
             ds,
             norm,
@@ -417,7 +438,7 @@ impl GlobalMetric {
             }
         }
         let gs = dot(&g, &ev.s) / (ev.norm * ev.norm);
-        let c = (o as f64).sqrt() / ev.norm;
+        let c = (1.0 - self.floor) * (o as f64).sqrt() / ev.norm;
         Ok((0..o)
             .map(|k| c * ev.ds[k] * (g[k] - ev.s[k] * gs))
             .collect())
@@ -629,6 +650,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// With a floor, no weight falls below it however negative its parameter, the start is
+    /// still I, and the backward still matches central differences.
+    #[test]
+    fn global_metric_floor_bounds_the_weights_and_is_differentiated() {
+        let o = 4;
+        let mut m = GlobalMetric::with_floor(o, 0.2).unwrap();
+        assert!(m.eval().weights().iter().all(|l| (l - 1.0).abs() < 1e-12));
+        let w = vec![-30.0, 0.5, 2.0, -1.0];
+        m.set_params(&w).unwrap();
+        let ev = m.eval();
+        assert!(ev.weights()[0] >= 0.2 && ev.weights()[0] < 0.2 + 1e-9);
+        assert!(ev.weights().iter().all(|&l| l >= 0.2));
+        let mut rng = StdRng::seed_from_u64(3);
+        let a = rand_vec(3 * o, &mut rng);
+        let b = rand_vec(3 * o, &mut rng);
+        let f = |m: &GlobalMetric| dot(&a, &m.eval().apply(&b, 1.0));
+        let g = m.backward_bilinear(&ev, &a, &b).unwrap();
+        let eps = 1e-6;
+        for j in 0..o {
+            let mut p = w.clone();
+            p[j] += eps;
+            m.set_params(&p).unwrap();
+            let fp = f(&m);
+            p[j] -= 2.0 * eps;
+            m.set_params(&p).unwrap();
+            let fd = (fp - f(&m)) / (2.0 * eps);
+            assert!(
+                (fd - g[j]).abs() < 1e-8 * (1.0 + fd.abs()),
+                "{j}: {fd} vs {}",
+                g[j]
+            );
+        }
+        assert!(GlobalMetric::with_floor(o, 1.0).is_err());
+        assert!(GlobalMetric::with_floor(o, -0.1).is_err());
+        assert!(GlobalMetric::with_floor(o, f64::NAN).is_err());
     }
 
     /// The global (per-dimension) metric: starts at I, stays a normalised positive diagonal,

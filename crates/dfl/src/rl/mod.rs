@@ -140,6 +140,9 @@ pub struct AgentConfig {
     /// state-conditioned metric net its later code defaults to (full, or diagonal with
     /// `diagonal_metric`).
     pub global_metric: bool,
+    /// With `global_metric`: the least weight any dimension keeps (0 = the reference's
+    /// metric; see [`metric::GlobalMetric::with_floor`]).
+    pub metric_floor: f64,
 }
 
 impl Default for AgentConfig {
@@ -170,6 +173,7 @@ impl Default for AgentConfig {
             reference_stale_model_adam: true,
             diagonal_metric: false,
             global_metric: true,
+            metric_floor: 0.0,
         }
     }
 }
