@@ -652,6 +652,30 @@ mod tests {
         }
     }
 
+    /// `backward_bilinear` at parameters `w` against central differences of `Σ aᵀ Λ b`.
+    fn check_global_backward(m: &mut GlobalMetric, w: &[f64], a: &[f64], b: &[f64]) {
+        m.set_params(w).unwrap();
+        let ev = m.eval();
+        let f = |m: &GlobalMetric| dot(a, &m.eval().apply(b, 1.0));
+        let g = m.backward_bilinear(&ev, a, b).unwrap();
+        let eps = 1e-6;
+        for j in 0..w.len() {
+            let mut p = w.to_vec();
+            p[j] += eps;
+            m.set_params(&p).unwrap();
+            let fp = f(m);
+            p[j] -= 2.0 * eps;
+            m.set_params(&p).unwrap();
+            let fd = (fp - f(m)) / (2.0 * eps);
+            assert!(
+                (fd - g[j]).abs() < 1e-8 * (1.0 + fd.abs()),
+                "{j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+        m.set_params(w).unwrap();
+    }
+
     /// With a floor, no weight falls below it however negative its parameter, the start is
     /// still I, and the backward still matches central differences.
     #[test]
@@ -667,23 +691,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let a = rand_vec(3 * o, &mut rng);
         let b = rand_vec(3 * o, &mut rng);
-        let f = |m: &GlobalMetric| dot(&a, &m.eval().apply(&b, 1.0));
-        let g = m.backward_bilinear(&ev, &a, &b).unwrap();
-        let eps = 1e-6;
-        for j in 0..o {
-            let mut p = w.clone();
-            p[j] += eps;
-            m.set_params(&p).unwrap();
-            let fp = f(&m);
-            p[j] -= 2.0 * eps;
-            m.set_params(&p).unwrap();
-            let fd = (fp - f(&m)) / (2.0 * eps);
-            assert!(
-                (fd - g[j]).abs() < 1e-8 * (1.0 + fd.abs()),
-                "{j}: {fd} vs {}",
-                g[j]
-            );
-        }
+        check_global_backward(&mut m, &w, &a, &b);
         assert!(GlobalMetric::with_floor(o, 1.0).is_err());
         assert!(GlobalMetric::with_floor(o, -0.1).is_err());
         assert!(GlobalMetric::with_floor(o, f64::NAN).is_err());
@@ -713,24 +721,7 @@ mod tests {
         assert!((ev.quad(&v) - 0.5 * dot(&v, &ev.apply(&v, 2.0))).abs() < 1e-12);
         let a = rand_vec(n * o, &mut rng);
         let b = rand_vec(n * o, &mut rng);
-        let f = |m: &GlobalMetric| dot(&a, &m.eval().apply(&b, 1.0));
-        let g = m.backward_bilinear(&ev, &a, &b).unwrap();
-        let eps = 1e-6;
-        for j in 0..o {
-            let mut p = w.clone();
-            p[j] += eps;
-            m.set_params(&p).unwrap();
-            let fp = f(&m);
-            p[j] -= 2.0 * eps;
-            m.set_params(&p).unwrap();
-            let fm = f(&m);
-            let fd = (fp - fm) / (2.0 * eps);
-            assert!(
-                (fd - g[j]).abs() < 1e-8 * (1.0 + fd.abs()),
-                "{j}: fd {fd} vs {}",
-                g[j]
-            );
-        }
+        check_global_backward(&mut m, &w, &a, &b);
         assert!(m.backward_bilinear(&ev, &a[1..], &b).is_err());
         assert!(m.set_params(&w[1..]).is_err());
         assert!(GlobalMetric::new(0).is_err());
