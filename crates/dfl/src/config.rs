@@ -179,6 +179,11 @@ ferrolab_core::config_section! {
         /// first, i.e. sign descent of size lr; so in its figure's runs too) or `carried` (Adam
         /// whose moments carry over between steps, as the reference's MSE agent has).
         pub model_adam: String = "reference_stale".into(), "`carried` or `reference_stale`" => |v| v == "carried" || v == "reference_stale";
+        /// A floor under the `global` metric's per-dimension weights, in [0, 1) (0, the
+        /// default, is the reference's metric: `λ' = floor + (1 − floor)·λ`). Without one TaskMet can drive a
+        /// real state dimension's weight to zero at k = 0, where nothing is a distractor
+        /// (crates/dfl/README.md); only the `global` metric has it.
+        pub metric_floor: f64 = 0.0, "in [0, 1)" => |v| (0.0..1.0).contains(v);
     }
 }
 
@@ -330,6 +335,13 @@ impl Validate for TaskmetConfig {
             "portfolio.train_days",
             p.train_days,
             "train_days + val_days + test_days must be <= 8000 (the S&P 500 file has 8313 days)",
+        )?;
+        let r = &self.cartpole;
+        check(
+            r.metric_floor == 0.0 || r.metric == "global",
+            "cartpole.metric_floor",
+            r.metric_floor,
+            "applies to cartpole.metric = \"global\" only",
         )?;
         Ok(())
     }

@@ -66,6 +66,7 @@ fn agent_config(cfg: &TaskmetConfig, loss: ModelLoss, k: usize) -> AgentConfig {
         normal_cg: c.cg == "normal",
         cg_stop_on_negative: c.cg == "plain_stop",
         reference_stale_model_adam: c.model_adam == "reference_stale",
+        metric_floor: c.metric_floor,
         ..AgentConfig::default()
     }
 }
@@ -292,6 +293,31 @@ mod tests {
         assert_eq!(second.report.metrics, rep.metrics);
         assert_eq!(second.report.baselines, rep.baselines);
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn the_metric_floor_key_reaches_the_agent_and_is_checked() {
+        use ferrolab_core::Classify;
+        let cfg: TaskmetConfig =
+            ferrolab_core::config::load(None, &["cartpole.metric_floor=0.1".to_string()]).unwrap();
+        assert_eq!(agent_config(&cfg, ModelLoss::TaskMet, 3).metric_floor, 0.1);
+        assert_eq!(
+            agent_config(&tiny(), ModelLoss::TaskMet, 3).metric_floor,
+            0.0
+        );
+        let mut sets: Vec<Vec<String>> = ["1.0", "-0.1", "nan"]
+            .iter()
+            .map(|v| vec![format!("cartpole.metric_floor={v}")])
+            .collect();
+        sets.push(vec![
+            "cartpole.metric_floor=0.1".into(),
+            "cartpole.metric=\"full\"".into(),
+        ]);
+        for bad in sets {
+            let e = ferrolab_core::config::load::<TaskmetConfig>(None, &bad).unwrap_err();
+            assert_eq!(e.class(), ferrolab_core::ErrorClass::Usage, "{bad:?}");
+            assert!(e.to_string().contains("cartpole.metric_floor"), "{e}");
+        }
     }
 
     #[test]
