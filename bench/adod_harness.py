@@ -34,7 +34,7 @@ PRESETS = ("paper", "quick")
 
 def preset_shape(preset):
     """The input size and batch the preset gives both sides (read, not restated, so the label
-    follows the preset: it said 96x96 for months after the paper preset moved to 128)."""
+    follows the preset: it still said 96x96 after the paper preset moved to 128)."""
     import tomllib
 
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

@@ -179,10 +179,10 @@ ferrolab_core::config_section! {
         /// first, i.e. sign descent of size lr; so in its figure's runs too) or `carried` (Adam
         /// whose moments carry over between steps, as the reference's MSE agent has).
         pub model_adam: String = "reference_stale".into(), "`carried` or `reference_stale`" => |v| v == "carried" || v == "reference_stale";
-        /// A floor under the `global` metric's per-dimension weights, in [0, 1) (0, the
-        /// default, is the reference's metric: `λ' = floor + (1 − floor)·λ`). Without one TaskMet can drive a
-        /// real state dimension's weight to zero at k = 0, where nothing is a distractor
-        /// (crates/dfl/README.md); only the `global` metric has it.
+        /// A floor under the `global` metric's per-dimension weights, in [0, 1):
+        /// `λ' = floor + (1 − floor)·λ`, so no weight falls below it. 0 (the default) is the
+        /// reference's metric, which at k = 0, where nothing is a distractor, can drive a real
+        /// state dimension's weight to zero (crates/dfl/README.md). Only `global` has it.
         pub metric_floor: f64 = 0.0, "in [0, 1)" => |v| (0.0..1.0).contains(v);
     }
 }
