@@ -228,6 +228,21 @@ impl AgentConfig {
         {
             return Err(invalid("stop_at_return", t, "must be finite"));
         }
+        if !(0.0..1.0).contains(&self.metric_floor) {
+            return Err(invalid(
+                "metric_floor",
+                self.metric_floor,
+                "must lie in [0, 1)",
+            ));
+        }
+        // Only the per-dimension metric has a floor; elsewhere it would be silently ignored.
+        if self.metric_floor != 0.0 && !self.global_metric {
+            return Err(invalid(
+                "metric_floor",
+                self.metric_floor,
+                "applies to the per-dimension (global) metric only",
+            ));
+        }
         Ok(())
     }
 }
@@ -469,6 +484,19 @@ mod tests {
             ..AgentConfig::default()
         };
         assert!(bad.validate().is_err());
+        for (floor, global) in [(1.0, true), (f64::NAN, true), (0.1, false)] {
+            let bad = AgentConfig {
+                metric_floor: floor,
+                global_metric: global,
+                ..AgentConfig::default()
+            };
+            assert!(bad.validate().is_err(), "{floor} {global}");
+        }
+        let ok = AgentConfig {
+            metric_floor: 0.1,
+            ..AgentConfig::default()
+        };
+        assert!(ok.validate().is_ok());
         let bad = AgentConfig {
             batch_size: 0,
             ..AgentConfig::default()
