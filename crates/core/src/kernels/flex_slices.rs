@@ -194,6 +194,33 @@ pub(crate) fn zip_elems(
     zip_rows(a, b, GRAIN.min(n.max(1)), |_| &f)
 }
 
+/// `out[i] = f(a[i], b[i], c[i])` over all elements, into a new tensor of `shape` (for a
+/// backward that reads the incoming gradient and two saved operands and must keep all three).
+///
+/// # Panics
+/// When the slices differ in length or do not fill `shape` (a bug of the caller).
+pub(crate) fn zip3_elems(
+    shape: Shape,
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) -> FlexTensor {
+    let n = shape.num_elements();
+    assert!(
+        a.len() == n && b.len() == n && c.len() == n,
+        "zip3_elems: sizes differ"
+    );
+    let out = collect(n, GRAIN, |t, d| {
+        let s = t * GRAIN;
+        let (a, b, c) = (&a[s..][..d.len()], &b[s..][..d.len()], &c[s..][..d.len()]);
+        for (((o, &x), &y), &z) in d.iter_mut().zip(a).zip(b).zip(c) {
+            o.write(f(x, y, z));
+        }
+    });
+    tensor(out, shape)
+}
+
 /// Tasks [`channel_sums`] aims for: enough to keep 16 threads busy with a few channels.
 const CHANNEL_TASKS: usize = 64;
 

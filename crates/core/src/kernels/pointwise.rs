@@ -30,7 +30,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 
-use super::flex_slices::{contiguous, is_f32, map_elems, values, writable, zip_elems};
+use super::flex_slices::{contiguous, is_f32, map_elems, values, writable, zip_elems, zip3_elems};
 
 /// `max(x, 0)`.
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -66,6 +66,40 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as PointwiseKernels>::add_relu_fwd(
         a.into_dispatch(),
         b.into_dispatch(),
+    ))
+}
+
+/// `σ(x) = 1/(1 + e⁻ˣ)` in one parallel pass (burn-flex's runs on one thread below 4M
+/// elements, and its backward recomputes σ before three more passes); backward
+/// `dy·y·(1 − y)` from the saved output.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::sigmoid_fwd(
+        x.into_dispatch(),
+    ))
+}
+
+/// `t·(1 + σ(z))`: a residual attention module's output from its trunk `t` and its mask's
+/// logits `z` (Wang et al. 2017, eq. 3), one pass forward and two backward — `dt = dy·(1 +
+/// σ(z))`, `dz = dy·t·σ(z)·(1 − σ(z))` — where burn's sigmoid, add and multiply recorded
+/// three ops forward and six passes backward, each on one thread.
+///
+/// # Panics
+/// When `t` and `z` differ in shape (a bug of the model).
+pub fn residual_gate<const D: usize>(t: Tensor<D>, z: Tensor<D>) -> Tensor<D> {
+    assert_eq!(t.dims(), z.dims(), "residual_gate: shapes differ");
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::gate_fwd(
+        t.into_dispatch(),
+        z.into_dispatch(),
+    ))
+}
+
+/// `x` unchanged, with its gradient multiplied by `factor` in the backward pass: gradient
+/// reversal (Ganin & Lempitsky 2015) with a negative factor. No copy forward, one in-place
+/// pass backward (the `x̄ + (x − x̄)·(−λ)` composition took three passes each way).
+pub fn scale_grad<const D: usize>(x: Tensor<D>, factor: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseKernels>::scale_grad_fwd(
+        x.into_dispatch(),
+        factor,
     ))
 }
 
@@ -105,6 +139,44 @@ pub trait PointwiseKernels: Backend {
         let one_minus = Self::float_add_scalar(Self::float_neg(s.clone()), 1f32.into());
         let inner = Self::float_add_scalar(Self::float_mul(x, one_minus), 1f32.into());
         Self::float_mul(dy, Self::float_mul(s, inner))
+    }
+
+    /// Sigmoid forward.
+    fn sigmoid_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::sigmoid(x)
+    }
+
+    /// `dx = dy·y·(1 − y)` from the output `y`.
+    fn sigmoid_bwd(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let one_minus = Self::float_add_scalar(Self::float_neg(y.clone()), 1f32.into());
+        Self::float_mul(dy, Self::float_mul(y, one_minus))
+    }
+
+    /// `t·(1 + σ(z))` for equal shapes.
+    fn gate_fwd(t: FloatTensor<Self>, z: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(t, Self::float_add_scalar(Self::sigmoid(z), 1f32.into()))
+    }
+
+    /// `(dt, dz) = (dy·(1 + σ(z)), dy·t·σ(z)·(1 − σ(z)))`.
+    fn gate_bwd(
+        t: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let s = Self::sigmoid(z);
+        let dz = Self::sigmoid_bwd(s.clone(), Self::float_mul(dy.clone(), t));
+        let dt = Self::float_mul(dy, Self::float_add_scalar(s, 1f32.into()));
+        (dt, dz)
+    }
+
+    /// The forward of [`scale_grad`]: the identity.
+    fn scale_grad_fwd(x: FloatTensor<Self>, _factor: f64) -> FloatTensor<Self> {
+        x
+    }
+
+    /// `factor·dy`.
+    fn scale(dy: FloatTensor<Self>, factor: f64) -> FloatTensor<Self> {
+        Self::float_mul_scalar(dy, factor.into())
     }
 
     /// Exact GELU forward.
@@ -244,6 +316,61 @@ impl PointwiseKernels for Flex {
         })
     }
 
+    fn sigmoid_fwd(x: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&x]) {
+            return Flex::sigmoid(x);
+        }
+        map_elems(x, sigmoid_fast)
+    }
+
+    fn sigmoid_bwd(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&y, &dy]) {
+            let one_minus = Flex::float_add_scalar(Flex::float_neg(y.clone()), 1f32.into());
+            return Flex::float_mul(dy, Flex::float_mul(y, one_minus));
+        }
+        let y = contiguous(y);
+        zip_elems(dy, values(&y), |g, s| g * s * (1.0 - s))
+    }
+
+    fn gate_fwd(t: FlexTensor, z: FlexTensor) -> FlexTensor {
+        if !flex_ok(&[&t, &z]) || t.shape() != z.shape() {
+            return Flex::float_mul(t, Flex::float_add_scalar(Flex::sigmoid(z), 1f32.into()));
+        }
+        let z = contiguous(z);
+        zip_elems(t, values(&z), |u, v| u * (1.0 + sigmoid_fast(v)))
+    }
+
+    fn gate_bwd(t: FlexTensor, z: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
+        if !flex_ok(&[&t, &z, &dy]) || t.shape() != z.shape() || t.shape() != dy.shape() {
+            let s = Flex::sigmoid(z);
+            let dz = Flex::sigmoid_bwd(s.clone(), Flex::float_mul(dy.clone(), t));
+            let dt = Flex::float_mul(dy, Flex::float_add_scalar(s, 1f32.into()));
+            return (dt, dz);
+        }
+        let (t, z, dy) = (contiguous(t), contiguous(z), contiguous(dy));
+        // `dz` first, into a new buffer: it reads `dy`, which `dt` then overwrites.
+        let dz = zip3_elems(
+            dy.shape(),
+            values(&dy),
+            values(&t),
+            values(&z),
+            |g, u, v| {
+                let s = sigmoid_fast(v);
+                g * u * s * (1.0 - s)
+            },
+        );
+        let dt = zip_elems(dy, values(&z), |g, v| g * (1.0 + sigmoid_fast(v)));
+        (dt, dz)
+    }
+
+    fn scale(dy: FlexTensor, factor: f64) -> FlexTensor {
+        if !flex_ok(&[&dy]) {
+            return Flex::float_mul_scalar(dy, factor.into());
+        }
+        let k = factor as f32;
+        map_elems(dy, move |g| g * k)
+    }
+
     fn gelu_fwd(x: FlexTensor) -> FlexTensor {
         if !flex_ok(&[&x]) {
             return Flex::gelu(x);
@@ -293,6 +420,7 @@ enum Act {
     Leaky(f64),
     Silu,
     Gelu,
+    Sigmoid,
 }
 
 /// The backward of the activations: state = the saved tensor (see [`Act`]).
@@ -311,6 +439,7 @@ impl<B: Backend + PointwiseKernels> Backward<B, 1> for PointwiseBackward {
             Act::Leaky(slope) => B::leaky_relu_bwd(saved, dy, slope),
             Act::Silu => B::silu_bwd(saved, dy),
             Act::Gelu => B::gelu_bwd(saved, dy),
+            Act::Sigmoid => B::sigmoid_bwd(saved, dy),
         };
         grads.register::<B>(node.id, dx);
     }
@@ -338,6 +467,43 @@ impl<B: Backend + PointwiseKernels> Backward<B, 2> for AddReluBackward {
     }
 }
 
+/// The backward of [`residual_gate`]: state = `(t, z)`.
+#[derive(Debug)]
+struct GateBackward;
+
+impl<B: Backend + PointwiseKernels> Backward<B, 2> for GateBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pt, pz] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (t, z) = ops.state;
+        let (dt, dz) = B::gate_bwd(t, z, dy);
+        if let Some(node) = pt {
+            grads.register::<B>(node.id, dt);
+        }
+        if let Some(node) = pz {
+            grads.register::<B>(node.id, dz);
+        }
+    }
+}
+
+/// The backward of [`scale_grad`]: `factor·dy`.
+#[derive(Debug)]
+struct ScaleGradBackward(f64);
+
+impl<B: Backend + PointwiseKernels> Backward<B, 1> for ScaleGradBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::scale(dy, self.0));
+        }
+    }
+}
+
 /// Runs `fwd` under autodiff with the backward of `act`, saving the output (LeakyReLU with a
 /// slope ≥ 0) or the input.
 fn tracked<B, C>(
@@ -349,7 +515,7 @@ where
     B: Backend + PointwiseKernels,
     C: CheckpointStrategy,
 {
-    let save_output = matches!(act, Act::Leaky(s) if s >= 0.0);
+    let save_output = matches!(act, Act::Leaky(s) if s >= 0.0) || matches!(act, Act::Sigmoid);
     match PointwiseBackward(act)
         .prepare::<C>([x.node()])
         .compute_bound()
@@ -396,6 +562,34 @@ impl<B: Backend + PointwiseKernels, C: CheckpointStrategy> PointwiseKernels for 
 
     fn gelu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked::<B, C>(x, Act::Gelu, B::gelu_fwd)
+    }
+
+    fn sigmoid_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked::<B, C>(x, Act::Sigmoid, B::sigmoid_fwd)
+    }
+
+    fn gate_fwd(t: FloatTensor<Self>, z: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GateBackward
+            .prepare::<C>([t.node(), z.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (t, z) = (t.into_primitive(), z.into_primitive());
+                let h = B::gate_fwd(t.clone(), z.clone());
+                prep.finish((t, z), h)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::gate_fwd(t.into_primitive(), z.into_primitive()))
+            }
+        }
+    }
+
+    fn scale_grad_fwd(x: FloatTensor<Self>, factor: f64) -> FloatTensor<Self> {
+        ScaleGradBackward(factor)
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateless(x.into_primitive())
     }
 }
 
@@ -563,6 +757,75 @@ mod tests {
             }
             crate::nn::gradcheck::check_input_gradient(ours, [2, 3, 2, 3], 30 + k as u64);
         }
+    }
+
+    /// `sigmoid`, `residual_gate` and `scale_grad` against burn's compositions: values on the
+    /// inference device, each operand's gradient on the training device (the trunk also used
+    /// elsewhere, as the graph holds it), and finite differences.
+    #[test]
+    fn sigmoid_gate_and_scale_grad_match_burn() {
+        for (k, &shape) in SHAPES.iter().enumerate() {
+            let dev = device();
+            let (t, z) = (
+                random(shape, 100 + k as u64, &dev),
+                random(shape, 110 + k as u64, &dev),
+            );
+            let want_s = to_vec_f32(burn_act::sigmoid(z.clone()));
+            assert_close("sigmoid", &to_vec_f32(sigmoid(z.clone())), &want_s, 1e-6);
+            let want_h = to_vec_f32(t.clone() * (burn_act::sigmoid(z.clone()) + 1.0));
+            let keep = t.clone();
+            assert_close(
+                "gate",
+                &to_vec_f32(residual_gate(t, z.clone())),
+                &want_h,
+                1e-6,
+            );
+            let again = to_vec_f32(keep.clone());
+            assert_close("gate keeps a shared trunk", &again, &to_vec_f32(keep), 0.0);
+            let x = random(shape, 115 + k as u64, &dev);
+            assert_eq!(
+                to_vec_f32(scale_grad(x.clone(), -0.7)),
+                to_vec_f32(x),
+                "scale_grad is the identity"
+            );
+
+            let dev = train_device();
+            let t0 = random(shape, 120 + k as u64, &dev);
+            let z0 = random(shape, 130 + k as u64, &dev);
+            let r = random(shape, 140 + k as u64, &dev);
+            let grads = |ours: bool| {
+                let t = t0.clone().detach().require_grad();
+                let z = z0.clone().detach().require_grad();
+                let (h, s, q) = if ours {
+                    (
+                        residual_gate(t.clone(), z.clone()),
+                        sigmoid(z.clone()),
+                        scale_grad(t.clone(), -0.7),
+                    )
+                } else {
+                    let s = burn_act::sigmoid(z.clone());
+                    (t.clone() * (s.clone() + 1.0), s, t.clone().mul_scalar(-0.7))
+                };
+                let loss = (h * r.clone()).sum()
+                    + (s * r.clone()).sum().mul_scalar(0.3)
+                    + (q * r.clone()).sum().mul_scalar(0.2)
+                    + (t.clone() * 0.5).sum();
+                let g = loss.backward();
+                (
+                    to_vec_f32(t.grad(&g).expect("grad t")),
+                    to_vec_f32(z.grad(&g).expect("grad z")),
+                )
+            };
+            let ((gt, gz), (wt, wz)) = (grads(true), grads(false));
+            assert_close("gate dt", &gt, &wt, 1e-4);
+            assert_close("gate dz", &gz, &wz, 1e-4);
+        }
+        crate::nn::gradcheck::check_input_gradient(|x| sigmoid(x), [2, 3, 2, 3], 150);
+        crate::nn::gradcheck::check_input_gradient(
+            |x| residual_gate(x.clone(), x.mul_scalar(0.5).sin()),
+            [2, 3, 2, 3],
+            151,
+        );
     }
 
     /// erf in f64 by its Maclaurin series / continued fraction (reference only).

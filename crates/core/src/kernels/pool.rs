@@ -30,7 +30,7 @@ use burn::tensor::Slice;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use rayon::prelude::*;
 
-use super::flex_slices::{contiguous, is_f32, rows_per_task, tensor, values};
+use super::flex_slices::{contiguous, is_f32, rows_per_task, tensor, values, zeroed};
 
 /// 2x2 max pooling with stride 2 (`nn.MaxPool2d(2)`): `[N, C, H, W] → [N, C, ⌊H/2⌋, ⌊W/2⌋]`.
 ///
@@ -266,7 +266,7 @@ fn max_nan(a: f32, b: f32) -> f32 {
 fn max_pool_planes(x: &[f32], [n, c, h, w]: [usize; 4], idx: Option<&mut [u8]>) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
     let (in_len, out_len) = (h * w, ho * wo);
-    let mut out = vec![0f32; n * c * out_len];
+    let mut out = zeroed(n * c * out_len);
     let Some(idx) = idx else {
         per_plane(x, in_len, &mut out, out_len, |p, o| {
             for (oy, orow) in o.chunks_mut(wo.max(1)).enumerate() {
@@ -405,7 +405,7 @@ impl PoolKernels for Flex {
             g.len(),
             "max_pool2x2_bwd: positions and gradient differ"
         );
-        let mut dx = vec![0f32; n * c * h * w];
+        let mut dx = zeroed(n * c * h * w);
         let (in_len, out_len) = (h * w, ho * wo);
         let per_task = rows_per_task(in_len);
         dx.par_chunks_mut(in_len * per_task)
@@ -535,7 +535,7 @@ impl PoolKernels for Flex {
         let x = contiguous(x);
         let [n, c, h, w] = dims4(&x);
         let (ty, tx) = (taps(h, align_corners), taps(w, align_corners));
-        let mut out = vec![0f32; n * c * 4 * h * w];
+        let mut out = zeroed(n * c * 4 * h * w);
         per_plane(values(&x), h * w, &mut out, 4 * h * w, |p, o| {
             let mut row = vec![0f32; w];
             for (oy, &(y0, y1, wy)) in ty.iter().enumerate() {
@@ -563,7 +563,7 @@ impl PoolKernels for Flex {
         }
         let dy = contiguous(dy);
         let (ty, tx) = (taps(h, align_corners), taps(w, align_corners));
-        let mut dx = vec![0f32; n * c * h * w];
+        let mut dx = zeroed(n * c * h * w);
         // Per plane: each output row's gradient is spread over the columns, then added to its
         // two source rows with the row weights.
         let per_task = rows_per_task(4 * h * w);

@@ -34,7 +34,7 @@ use crate::layers::{
 use crate::models::yolo::{YoloConfig, YoloTiny};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
+use ferrolab_core::kernels::pointwise;
 
 const LEAKY: f64 = 0.1;
 /// Backbone layers followed by a residual attention module.
@@ -49,11 +49,9 @@ pub fn alpha(p: f64) -> f64 {
 }
 
 /// Gradient reversal: returns `x` unchanged, and in backward multiplies the incoming gradient
-/// by `−lambda`. Written as `x̄ + (x − x̄)·(−λ)` with `x̄ = x.detach()`: the forward value is
-/// exactly `x` (the difference is exactly zero), the graph sees only the scaled branch.
+/// by `−lambda` (one op: no copy forward, one pass backward).
 pub fn grad_reverse<const D: usize>(x: Tensor<D>, lambda: f64) -> Tensor<D> {
-    let frozen = x.clone().detach();
-    frozen.clone() + (x - frozen).mul_scalar(-lambda)
+    pointwise::scale_grad(x, -lambda)
 }
 
 /// Which domain classifier a network carries.
@@ -94,11 +92,18 @@ impl ResidualAttention {
 
     /// `x: [N, C, H, W]` (H, W even) → `(H(x), M(x))`, both `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let (h, z) = self.forward_logits(x);
+        (h, pointwise::sigmoid(z))
+    }
+
+    /// `(H(x), z)` with `M(x) = σ(z)`: the detector's path, whose one reader of the mask
+    /// besides `H` (attention pooling) takes it detached, so σ is applied there only, and
+    /// `H = t·(1 + σ(z))` is one fused op ([`pointwise::residual_gate`]).
+    pub fn forward_logits(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let t = leaky_relu(self.trunk.forward(x.clone()), LEAKY);
         let m = leaky_relu(self.mask_conv.forward(max_pool2d(x, 2, 2)), LEAKY);
-        let m = sigmoid(self.mask_out.forward(upsample_bilinear2x(m, false)));
-        let h = t * (m.clone() + 1.0);
-        (h, m)
+        let z = self.mask_out.forward(upsample_bilinear2x(m, false));
+        (pointwise::residual_gate(t, z.clone()), z)
     }
 }
 
@@ -231,9 +236,9 @@ impl AdodNet {
             if ATTENTION_AFTER.contains(&i)
                 && let Some(a) = att.next()
             {
-                let (h, m) = a.forward(x);
+                let (h, z) = a.forward_logits(x);
                 x = h;
-                mask = Some(m);
+                mask = Some(z);
             }
             if i == DOMAIN_FEATURES_AFTER {
                 domain_in = Some((x.clone(), mask));
@@ -245,7 +250,7 @@ impl AdodNet {
                 let f = grad_reverse(f, lambda);
                 // The mask only weights the pooling; the reversed gradient reaches the mask
                 // branch through the features H = (1 + M)·T already.
-                Some(head.forward(f, m.map(|m| m.detach())))
+                Some(head.forward(f, m.map(|z| pointwise::sigmoid(z.detach()))))
             }
             _ => None,
         };
