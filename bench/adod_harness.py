@@ -120,7 +120,10 @@ def main():
             "gradient reversal, DG-YOLO's IRM penalty by central difference; loss read back; "
             "backward; Adam, eps 1e-5) on one fixed batch, then as many inference passes (the "
             "forward pass without the domain head, before decoding and NMS; eval mode, no "
-            "autograd). No rendering, augmentation or batch assembly on either side. Figures "
+            "autograd). On the ferrolab side each step and each inference pass runs on a pool "
+            "worker, as `ferrolab adod` runs them (`backend::in_pool`), and the step's time "
+            "includes that crossing. No rendering, augmentation or batch assembly on either "
+            "side. Figures "
             "are the medians of the timed iterations, per batch (divide by the batch for per "
             "image). Ratio = ferrolab / PyTorch.")
     notes = ["Checked before timing, per case: parameter counts (burn's count, batch-norm running "

@@ -296,16 +296,24 @@ pub fn train(
             .iter()
             .map(|&i| domain_of.get(&set.water[i]).copied().unwrap_or(0))
             .collect();
-        let loss = step_loss(&model, cfg, method, x, &targets, &domains, a, &ce, &device);
-        let value = f64::from(to_vec_f32(loss.clone().detach())[0]);
-        if !value.is_finite() {
+        // The step runs on a pool worker (`in_pool`): its few hundred parallel loops then
+        // start without waking the caller each time.
+        let (value, model) = ferrolab_core::backend::in_pool(|| {
+            let loss = step_loss(&model, cfg, method, x, &targets, &domains, a, &ce, &device);
+            let value = f64::from(to_vec_f32(loss.clone().detach())[0]);
+            if !value.is_finite() {
+                return (value, None);
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            (value, Some(optim.step(lr, model, grads)))
+        });
+        let Some(model) = model else {
             return Err(SystemError::runtime(format!(
                 "adod: {method} seed {seed}: loss is {value} at step {it} (lower train.lr)"
             )));
-        }
+        };
         running += value;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        net = Some(optim.step(lr, model, grads));
+        net = Some(model);
         if (it + 1) % 50 == 0 || it + 1 == iters {
             let n = if (it + 1) % 50 == 0 {
                 50
@@ -325,26 +333,27 @@ pub fn train(
 }
 
 /// Detections of every image (inference device), at most 100 per image.
+/// Runs on a pool worker, as training does (see [`ferrolab_core::backend::in_pool`]).
 pub fn detect(net: &AdodNet, set: &DetSet, cfg: &AdodConfig) -> Vec<Vec<Detection>> {
-    let device = ferrolab_core::backend::device();
-    let s = set.size;
-    let mut all = Vec::with_capacity(set.len());
-    let idx: Vec<usize> = (0..set.len()).collect();
-    for chunk in idx.chunks(cfg.eval.batch) {
-        let flip = vec![false; chunk.len()];
-        let (x, _) = batch(set, chunk, &flip, &device);
-        let out = net.forward(x, 0.0, false);
-        let _ = s;
-        for mut d in net.yolo().detect(
-            (out.p32, out.p16),
-            cfg.eval.conf as f32,
-            cfg.eval.nms_iou as f32,
-        ) {
-            d.truncate(100);
-            all.push(d);
+    ferrolab_core::backend::in_pool(|| {
+        let device = ferrolab_core::backend::device();
+        let mut all = Vec::with_capacity(set.len());
+        let idx: Vec<usize> = (0..set.len()).collect();
+        for chunk in idx.chunks(cfg.eval.batch) {
+            let flip = vec![false; chunk.len()];
+            let (x, _) = batch(set, chunk, &flip, &device);
+            let out = net.forward(x, 0.0, false);
+            for mut d in net.yolo().detect(
+                (out.p32, out.p16),
+                cfg.eval.conf as f32,
+                cfg.eval.nms_iou as f32,
+            ) {
+                d.truncate(100);
+                all.push(d);
+            }
         }
-    }
-    all
+        all
+    })
 }
 
 /// COCO evaluation of the images `subset` of `set`.
