@@ -244,6 +244,50 @@ mod tests {
     use super::*;
     use burn::nn::LinearConfig;
 
+    /// `in_pool` runs its closure on a worker of the current pool, nests (in place when
+    /// already on a worker), works in a one-thread pool, and a training-like step gives the
+    /// same bits inside as outside (the kernels' sums do not depend on the calling thread).
+    #[test]
+    fn in_pool_runs_on_a_worker_nests_and_keeps_the_bits() {
+        use burn::prelude::*;
+        use burn::tensor::Distribution;
+        assert!(in_pool(|| rayon::current_thread_index().is_some()));
+        assert_eq!(in_pool(|| in_pool(|| 7) + 1), 8);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool");
+        let nested = one.install(|| in_pool(|| in_pool(|| rayon::current_num_threads())));
+        assert_eq!(nested, 1);
+        // Drawn here, not in the step: a step on a worker waiting for the shared generator's
+        // lock could starve a one-thread pool that the lock's holder needs.
+        let dev = train_device();
+        let (x0, w0) = {
+            let _g = exclusive_rng();
+            dev.seed(11);
+            (
+                Tensor::<4>::random([4, 3, 9, 9], Distribution::Normal(0.0, 1.0), &dev),
+                Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 1.0), &dev),
+            )
+        };
+        let step = || {
+            let x = x0.clone().detach().require_grad();
+            let w = w0.clone().detach().require_grad();
+            let y = crate::kernels::conv2d::conv2d(
+                x.clone(),
+                w.clone(),
+                None,
+                crate::kernels::conv2d::Conv2dSpec::new(1, 1),
+            );
+            let y = crate::kernels::pointwise::residual_gate(y.clone(), y);
+            let g = y.sum().backward();
+            let mut v = crate::nn::to_vec_f32(x.grad(&g).expect("dx"));
+            v.extend(crate::nn::to_vec_f32(w.grad(&g).expect("dw")));
+            v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>()
+        };
+        assert_eq!(in_pool(step), step());
+    }
+
     fn weights(l: &burn::nn::Linear) -> Vec<f32> {
         l.weight
             .val()
