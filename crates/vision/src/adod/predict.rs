@@ -82,14 +82,16 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (p, img) in inputs.iter().zip(&images) {
         let rgb = super::coco_input::to_rgb_square(img, s);
-        let x = float_tensor(to_chw(&rgb, s), [1, 3, s, s], &device);
-        let o = net.forward(x, 0.0, false);
-        let dets: Vec<_> = net
-            .yolo()
-            .detect((o.p32, o.p16), conf, 0.45)
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        // On a pool worker, as the evaluation runs (`backend::in_pool`).
+        let dets: Vec<_> = ferrolab_core::backend::in_pool(|| {
+            let x = float_tensor(to_chw(&rgb, s), [1, 3, s, s], &device);
+            let o = net.forward(x, 0.0, false);
+            net.yolo()
+                .detect((o.p32, o.p16), conf, 0.45)
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+        });
         let (fx, fy) = (img.width as f32 / s as f32, img.height as f32 / s as f32);
         let arr: Vec<serde_json::Value> = dets
             .iter()
