@@ -65,8 +65,12 @@ pub fn init_threads(threads: Option<usize>) -> usize {
 /// and only the idle workers are woken. Wrap whole steps, not single ops: each call crosses
 /// into the pool once.
 ///
-/// Not for work that waits on other threads which themselves use the pool: with one worker
-/// that would deadlock.
+/// `f` must not wait on a lock or a thread that other pool work may need, at any pool size:
+/// a worker waiting inside one of `f`'s parallel loops may run unrelated queued work, and with
+/// one worker nothing else runs. In particular `f` must not take [`exclusive_rng`] (nor call
+/// what does: `init_seeded`, the gradient checker) when its caller may hold it — the guard's
+/// re-entry check is per thread, and `f` runs on another. Pure tensor work (forward, loss,
+/// backward, optimiser step, decoding) is what it is for.
 pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();

@@ -122,8 +122,9 @@ where
         .enumerate()
         .for_each(|(t, d)| fill(t, d));
     // SAFETY: the chunks partition slots 0..n and `fill` wrote every slot of its chunk (each
-    // caller writes `dst` through a zip with a source slice of the same length, and the
-    // source rows tile it exactly: `chunks(row_len)` of both sides).
+    // caller writes `dst` through a zip with source slices of the same length: rows that tile
+    // it exactly, `chunks(row_len)` of both sides, or flat slices cut to `dst.len()`; a short
+    // source would panic, which leaves the length 0).
     unsafe { out.set_len(n) };
     out
 }

@@ -1,5 +1,6 @@
-//! Element-wise activations of the vision and attention models — ReLU, LeakyReLU, SiLU and
-//! GELU (exact, erf-based) — as one burn backend extension in the pattern of
+//! Element-wise activations of the vision and attention models — ReLU, LeakyReLU, SiLU,
+//! GELU (exact, erf-based), sigmoid, the residual-attention gate `t·(1 + σ(z))` and gradient
+//! scaling (gradient reversal) — as one burn backend extension in the pattern of
 //! [`propagate`](super::propagate):
 //!
 //! - `Flex` (CPU): one parallel pass per op (burn-flex runs element-wise ops on one thread
@@ -505,7 +506,7 @@ impl<B: Backend + PointwiseKernels> Backward<B, 1> for ScaleGradBackward {
 }
 
 /// Runs `fwd` under autodiff with the backward of `act`, saving the output (LeakyReLU with a
-/// slope ≥ 0) or the input.
+/// slope ≥ 0, sigmoid) or the input.
 fn tracked<B, C>(
     x: FloatTensor<Autodiff<B, C>>,
     act: Act,
@@ -773,15 +774,28 @@ mod tests {
             let want_s = to_vec_f32(burn_act::sigmoid(z.clone()));
             assert_close("sigmoid", &to_vec_f32(sigmoid(z.clone())), &want_s, 1e-6);
             let want_h = to_vec_f32(t.clone() * (burn_act::sigmoid(z.clone()) + 1.0));
-            let keep = t.clone();
+            // `t` held elsewhere: the gate writes a new buffer and `t` keeps its values; owned
+            // by nobody else, it is written in place with the same result.
+            let (keep, before) = (t.clone(), to_vec_f32(t.clone()));
             assert_close(
                 "gate",
                 &to_vec_f32(residual_gate(t, z.clone())),
                 &want_h,
                 1e-6,
             );
-            let again = to_vec_f32(keep.clone());
-            assert_close("gate keeps a shared trunk", &again, &to_vec_f32(keep), 0.0);
+            assert_eq!(
+                to_vec_f32(keep.clone()),
+                before,
+                "gate keeps a shared trunk"
+            );
+            let owned = keep.clone() + 0.0;
+            drop(keep);
+            assert_close(
+                "gate in place",
+                &to_vec_f32(residual_gate(owned, z.clone())),
+                &want_h,
+                1e-6,
+            );
             let x = random(shape, 115 + k as u64, &dev);
             assert_eq!(
                 to_vec_f32(scale_grad(x.clone(), -0.7)),
