@@ -261,7 +261,7 @@ mod tests {
             .num_threads(1)
             .build()
             .expect("a one-thread pool");
-        let nested = one.install(|| in_pool(|| in_pool(|| rayon::current_num_threads())));
+        let nested = one.install(|| in_pool(|| in_pool(rayon::current_num_threads)));
         assert_eq!(nested, 1);
         // Drawn here, not in the step: a step on a worker waiting for the shared generator's
         // lock could starve a one-thread pool that the lock's holder needs.

@@ -834,7 +834,7 @@ mod tests {
             assert_close("gate dt", &gt, &wt, 1e-4);
             assert_close("gate dz", &gz, &wz, 1e-4);
         }
-        crate::nn::gradcheck::check_input_gradient(|x| sigmoid(x), [2, 3, 2, 3], 150);
+        crate::nn::gradcheck::check_input_gradient(sigmoid::<4>, [2, 3, 2, 3], 150);
         crate::nn::gradcheck::check_input_gradient(
             |x| residual_gate(x.clone(), x.mul_scalar(0.5).sin()),
             [2, 3, 2, 3],
