@@ -149,13 +149,12 @@ pub trait PointwiseKernels: Backend {
 
     /// `dx = dy·y·(1 − y)` from the output `y`.
     fn sigmoid_bwd(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        let one_minus = Self::float_add_scalar(Self::float_neg(y.clone()), 1f32.into());
-        Self::float_mul(dy, Self::float_mul(y, one_minus))
+        sigmoid_bwd_composed::<Self>(y, dy)
     }
 
     /// `t·(1 + σ(z))` for equal shapes.
     fn gate_fwd(t: FloatTensor<Self>, z: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_mul(t, Self::float_add_scalar(Self::sigmoid(z), 1f32.into()))
+        gate_fwd_composed::<Self>(t, z)
     }
 
     /// `(dt, dz) = (dy·(1 + σ(z)), dy·t·σ(z)·(1 − σ(z)))`.
@@ -164,10 +163,7 @@ pub trait PointwiseKernels: Backend {
         z: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let s = Self::sigmoid(z);
-        let dz = Self::sigmoid_bwd(s.clone(), Self::float_mul(dy.clone(), t));
-        let dt = Self::float_mul(dy, Self::float_add_scalar(s, 1f32.into()));
-        (dt, dz)
+        gate_bwd_composed::<Self>(t, z, dy)
     }
 
     /// The forward of [`scale_grad`]: the identity.
@@ -326,8 +322,7 @@ impl PointwiseKernels for Flex {
 
     fn sigmoid_bwd(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
         if !flex_ok(&[&y, &dy]) {
-            let one_minus = Flex::float_add_scalar(Flex::float_neg(y.clone()), 1f32.into());
-            return Flex::float_mul(dy, Flex::float_mul(y, one_minus));
+            return sigmoid_bwd_composed::<Flex>(y, dy);
         }
         let y = contiguous(y);
         zip_elems(dy, values(&y), |g, s| g * s * (1.0 - s))
@@ -335,7 +330,7 @@ impl PointwiseKernels for Flex {
 
     fn gate_fwd(t: FlexTensor, z: FlexTensor) -> FlexTensor {
         if !flex_ok(&[&t, &z]) || t.shape() != z.shape() {
-            return Flex::float_mul(t, Flex::float_add_scalar(Flex::sigmoid(z), 1f32.into()));
+            return gate_fwd_composed::<Flex>(t, z);
         }
         let z = contiguous(z);
         zip_elems(t, values(&z), |u, v| u * (1.0 + sigmoid_fast(v)))
@@ -343,10 +338,7 @@ impl PointwiseKernels for Flex {
 
     fn gate_bwd(t: FlexTensor, z: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
         if !flex_ok(&[&t, &z, &dy]) || t.shape() != z.shape() || t.shape() != dy.shape() {
-            let s = Flex::sigmoid(z);
-            let dz = Flex::sigmoid_bwd(s.clone(), Flex::float_mul(dy.clone(), t));
-            let dt = Flex::float_mul(dy, Flex::float_add_scalar(s, 1f32.into()));
-            return (dt, dz);
+            return gate_bwd_composed::<Flex>(t, z, dy);
         }
         let (t, z, dy) = (contiguous(t), contiguous(z), contiguous(dy));
         // `dz` first, into a new buffer: it reads `dy`, which `dt` then overwrites.
@@ -396,6 +388,29 @@ fn silu_bwd_composed<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> Float
     let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1f32.into());
     let inner = B::float_add_scalar(B::float_mul(x, one_minus), 1f32.into());
     B::float_mul(dy, B::float_mul(s, inner))
+}
+
+/// The default body of [`PointwiseKernels::sigmoid_bwd`], callable for any backend.
+fn sigmoid_bwd_composed<B: Backend>(y: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let one_minus = B::float_add_scalar(B::float_neg(y.clone()), 1f32.into());
+    B::float_mul(dy, B::float_mul(y, one_minus))
+}
+
+/// The default body of [`PointwiseKernels::gate_fwd`], callable for any backend.
+fn gate_fwd_composed<B: Backend>(t: FloatTensor<B>, z: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(t, B::float_add_scalar(B::sigmoid(z), 1f32.into()))
+}
+
+/// The default body of [`PointwiseKernels::gate_bwd`], callable for any backend.
+fn gate_bwd_composed<B: Backend>(
+    t: FloatTensor<B>,
+    z: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let s = B::sigmoid(z);
+    let dz = sigmoid_bwd_composed::<B>(s.clone(), B::float_mul(dy.clone(), t));
+    let dt = B::float_mul(dy, B::float_add_scalar(s, 1f32.into()));
+    (dt, dz)
 }
 
 /// The default body of [`PointwiseKernels::gelu_bwd`], callable for any backend.

@@ -54,7 +54,7 @@ impl System for AdodSystem {
             },
             Preset {
                 name: "paper",
-                about: "the protocol (seen I, IA, IB, II, 1, 3; unseen III, 5, 7, 9), 128 px, 3000 steps, five methods × five seeds, resumable (~1.7 h at one thread)",
+                about: "the protocol (seen I, IA, IB, II, 1, 3; unseen III, 5, 7, 9), 128 px, 3000 steps, five methods × five seeds, resumable (82 min at two threads)",
                 toml: include_str!("../../../../configs/adod/paper.toml"),
             },
         ]
