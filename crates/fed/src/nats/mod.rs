@@ -380,6 +380,40 @@ fn proto<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> FabricError + '_
     move |e| FabricError::Protocol(format!("{what}: {e}"))
 }
 
+/// `get_or_create_stream`, tried again when the server's answer may be a lost race rather than
+/// a refusal. Every party of a run sets up the same streams at about the same moment, and a
+/// 2.9 server (Debian's 2.9.10) does not serialise concurrent creates of one stream: the loser
+/// gets "subjects overlap" (10065), or a 5xx store error while the winner's store is being made.
+/// A second look then finds the winner's stream. Permission and configuration errors (4xx other
+/// than the overlap) are final at once, so a wrong setting still fails fast.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    cfg: stream::Config,
+) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
+    const TRIES: u32 = 5;
+    let mut attempt = 0;
+    loop {
+        match js.get_or_create_stream(cfg.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let racy = match e.kind() {
+                    jetstream::context::CreateStreamErrorKind::JetStream(j) => {
+                        j.code() >= 500
+                            || j.error_code() == jetstream::ErrorCode::STREAM_SUBJECT_OVERLAP
+                    }
+                    _ => false,
+                };
+                attempt += 1;
+                if !racy || attempt >= TRIES {
+                    return Err(e);
+                }
+                // 50, 100, 200, 400 ms: well inside one request timeout in all.
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+        }
+    }
+}
+
 impl NatsFabric {
     /// Connects, then creates (or binds to) the run's streams and buckets. Fails within about
     /// `connect_timeout` (+ one request timeout for the setup) when the server is unreachable.
@@ -506,46 +540,55 @@ impl NatsFabric {
             duplicate_window: DUP_WINDOW,
             ..Default::default()
         };
-        let tasks = js
-            .get_or_create_stream(mk(
+        let tasks = ensure_stream(
+            &js,
+            mk(
                 names.tasks(),
                 vec![format!("{}.task.*", names.subj)],
                 stream::RetentionPolicy::WorkQueue,
-            ))
-            .await
-            .map_err(|e| setup_err(&names.tasks(), &e))?;
-        let replies = js
-            .get_or_create_stream(mk(
+            ),
+        )
+        .await
+        .map_err(|e| setup_err(&names.tasks(), &e))?;
+        let replies = ensure_stream(
+            &js,
+            mk(
                 names.replies(),
                 vec![format!("{}.reply.>", names.subj)],
                 stream::RetentionPolicy::Limits,
-            ))
-            .await
-            .map_err(|e| setup_err(&names.replies(), &e))?;
-        let xs = js
-            .get_or_create_stream(mk(
+            ),
+        )
+        .await
+        .map_err(|e| setup_err(&names.replies(), &e))?;
+        let xs = ensure_stream(
+            &js,
+            mk(
                 names.xs(),
                 vec![format!("{}.x.>", names.subj)],
                 stream::RetentionPolicy::Limits,
-            ))
-            .await
-            .map_err(|e| setup_err(&names.xs(), &e))?;
+            ),
+        )
+        .await
+        .map_err(|e| setup_err(&names.xs(), &e))?;
         // The bucket's stream is made here rather than by `create_key_value`, which first asks
         // for the account's info and cannot parse what a 2.9 server answers (no
         // `reserved_memory`); the config is the one the KV layer itself would send.
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{}", names.kv()),
-            subjects: vec![format!("$KV.{}.>", names.kv())],
-            max_messages_per_subject: 1,
-            storage,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: 1,
-            discard: stream::DiscardPolicy::New,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: format!("KV_{}", names.kv()),
+                subjects: vec![format!("$KV.{}.>", names.kv())],
+                max_messages_per_subject: 1,
+                storage,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: 1,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+        )
         .await
         .map_err(|e| setup_err(&names.kv(), &e))?;
         let kv = js
