@@ -47,6 +47,8 @@ def main():
                     help="comma-separated preset:method pairs")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--name", default=os.environ.get("NAME", "attenscribble_bench"),
+                    help="result file name under bench/results (e.g. a rerun beside the first)")
     a = ap.parse_args()
     H.check_args(a)
     cases = [c.split(":") for c in a.cases.split(",") if c]
@@ -106,7 +108,7 @@ def main():
              + "; ".join(f"{k}: {v['params']['ferrolab']:,} params, loss "
                          f"{v['check_loss']['ferrolab']:.6g} vs {v['check_loss']['pytorch']:.6g}"
                          for k, v in checks.items()) + "."]
-    H.write("attenscribble_bench", "AttenScribble training step: ferrolab vs PyTorch (CPU)", m,
+    H.write(a.name, "AttenScribble training step: ferrolab vs PyTorch (CPU)", m,
             rows, versions, what, notes=notes, extra={"checks": checks})
 
 

@@ -31,9 +31,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::GradientsParams;
 use ferrolab_core::backend::{init_threads, seed_backend, train_device};
 use ferrolab_core::metrics::median;
 use ferrolab_core::nn::float_tensor;
@@ -256,31 +254,28 @@ fn run(args: &Args) -> Result<String, String> {
             .into_scalar::<f32>();
         return Ok(format!("{{\"method\": \"{name}\", \"loss\": {v}}}"));
     }
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: cfg.train.momentum,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: cfg.train.weight_decay as f32,
-        }))
-        .init();
+    let mut optim = ferrolab_vision::attenscribble::train::optimizer(&cfg);
     let x = float_tensor(b.image.clone(), [bs, 1, size, size], &device);
     let mut model = model;
     let (mut train, mut fwd, mut bwd, mut opt) = (vec![], vec![], vec![], vec![]);
     let (mut first, mut last) = (f32::NAN, f32::NAN);
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     for i in 0..args.warmup + args.iters {
+        // As `ferrolab attenscribble` trains: the whole step on a pool worker
+        // (`backend::in_pool`); the timings include the crossing into the pool.
         let t0 = Instant::now();
-        let loss = step.loss(&model, x.clone(), &targets, it);
-        // The training loop reads the loss back every step (it logs it and checks it is finite).
-        let value = loss.clone().into_scalar::<f32>();
-        let t1 = Instant::now();
-        let grads = loss.backward();
-        let t2 = Instant::now();
-        let grads = GradientsParams::from_grads(grads, &model);
-        model = optim.step(cfg.train.lr, model, grads);
+        let (value, t1, t2, stepped) = ferrolab_core::backend::in_pool(|| {
+            let loss = step.loss(&model, x.clone(), &targets, it);
+            // The training loop reads the loss back every step (it logs it and checks it is
+            // finite).
+            let value = loss.clone().into_scalar::<f32>();
+            let t1 = Instant::now();
+            let grads = loss.backward();
+            let t2 = Instant::now();
+            let grads = GradientsParams::from_grads(grads, &model);
+            (value, t1, t2, optim.step(cfg.train.lr, model, grads))
+        });
+        model = stepped;
         let t3 = Instant::now();
         if i == 0 {
             first = value;

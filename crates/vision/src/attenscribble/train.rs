@@ -19,9 +19,7 @@ use super::losses::{
 use super::model::{AttenUNet, AttenUNetSpec, Output, SpatialAttention};
 use crate::metrics::seg::class_score;
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use ferrolab_core::resources::Stopwatch;
@@ -96,7 +94,7 @@ pub struct Targets<'a> {
 /// A method's training loss: the forward pass and the losses of one step, shared by
 /// [`train_one`] and the step benchmark (`examples/attenscribble_step_bench.rs`), so that the
 /// benchmark times exactly what training runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StepLoss {
     method: Method,
     crf: GatedCrf,
@@ -109,7 +107,23 @@ pub struct StepLoss {
     /// affinity inside the window, for the training log: they show which term moves the
     /// network and whether the affinity has collapsed (the attentive term's gradient only
     /// ever pushes `K` down). Off in the step benchmark, which times the bare step.
-    trace: Option<std::cell::RefCell<TermSums>>,
+    trace: Option<std::sync::Mutex<TermSums>>,
+}
+
+impl Clone for StepLoss {
+    fn clone(&self) -> StepLoss {
+        StepLoss {
+            method: self.method,
+            crf: self.crf,
+            crf_weight: self.crf_weight,
+            attn_weight: self.attn_weight,
+            attn_start: self.attn_start,
+            window: self.window.clone(),
+            trace: self.trace.as_ref().map(|t| {
+                std::sync::Mutex::new(t.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            }),
+        }
+    }
 }
 
 /// Running sums of a method's loss terms since the last [`StepLoss::take_terms`].
@@ -206,7 +220,7 @@ impl StepLoss {
 
     /// Keeps running sums of the loss terms (see [`StepLoss::take_terms`]).
     pub fn with_trace(mut self) -> StepLoss {
-        self.trace = Some(std::cell::RefCell::new(TermSums::default()));
+        self.trace = Some(std::sync::Mutex::new(TermSums::default()));
         self
     }
 
@@ -214,7 +228,7 @@ impl StepLoss {
     pub fn take_terms(&self) -> TermSums {
         self.trace
             .as_ref()
-            .map(|t| std::mem::take(&mut *t.borrow_mut()))
+            .map(|t| std::mem::take(&mut *t.lock().unwrap_or_else(|p| p.into_inner())))
             .unwrap_or_default()
     }
 
@@ -277,7 +291,9 @@ impl StepLoss {
                     loss = loss + attn;
                 }
                 if let Some(tr) = &self.trace {
-                    let mut sums = tr.borrow_mut();
+                    // A Mutex, not a RefCell, so that the step can run on a pool worker
+                    // (`in_pool`); it is held for these additions only.
+                    let mut sums = tr.lock().unwrap_or_else(|p| p.into_inner());
                     sums.pce += terms.pce;
                     sums.crf += terms.crf;
                     sums.attn += terms.attn;
@@ -507,7 +523,10 @@ pub fn evaluate(
     let mut skipped = 0;
     for nv in volumes {
         let v = &nv.volume;
-        let pred = predict_volume(model, &v.image, (v.d, v.h, v.w), size, batch);
+        // On a pool worker, as training steps run (`backend::in_pool`).
+        let pred = ferrolab_core::backend::in_pool(|| {
+            predict_volume(model, &v.image, (v.d, v.h, v.w), size, batch)
+        });
         let p: Vec<i64> = pred.iter().map(|&x| i64::from(x)).collect();
         let l: Vec<i64> = v.label.iter().map(|&x| i64::from(x)).collect();
         for (ci, &c) in CLASSES.iter().enumerate() {
@@ -598,18 +617,15 @@ struct State {
     since_eval_seconds: f64,
 }
 
-fn optimizer(cfg: &AttenScribbleConfig) -> ModuleOptimizer {
-    let momentum = (cfg.train.momentum > 0.0).then_some(MomentumConfig {
-        momentum: cfg.train.momentum,
-        dampening: 0.0,
-        nesterov: false,
-    });
-    let decay = (cfg.train.weight_decay > 0.0).then_some(WeightDecayConfig {
-        penalty: cfg.train.weight_decay as f32,
-    });
-    SgdConfig::new()
-        .with_momentum(momentum)
-        .with_weight_decay(decay)
+/// SGD as the reference trains (momentum, no dampening, L2 weight decay added to the gradient),
+/// one fused parallel pass per parameter (`crate::optim::FusedSgd`, the same arithmetic as
+/// burn's `Sgd` to the bit, where burn's composed update took twice PyTorch's time). Its record
+/// is burn `Sgd`'s, so checkpoints saved before resume unchanged. Shared with the step
+/// benchmark, which times what training runs.
+pub fn optimizer(cfg: &AttenScribbleConfig) -> ModuleOptimizer {
+    crate::optim::FusedSgdConfig::default()
+        .with_momentum(cfg.train.momentum.max(0.0))
+        .with_weight_decay(cfg.train.weight_decay.max(0.0))
         .init()
 }
 
@@ -814,26 +830,30 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
             multi.push(set.multi_class[i]);
         }
         let x = Tensor::<4>::from_data(TensorData::new(xs.clone(), [bs, 1, size, size]), &device);
-        let loss = step_loss.loss(
-            &model,
-            x,
-            &Targets {
-                image: &xs,
-                labels: &labels,
-                scribbles: &scribbles,
-                multi: &multi,
-            },
-            it,
-        );
-        let value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone().detach())[0]);
-        if !value.is_finite() {
+        let lr = poly_lr(cfg.train.lr, it, total, cfg.train.poly_power);
+        let targets = Targets {
+            image: &xs,
+            labels: &labels,
+            scribbles: &scribbles,
+            multi: &multi,
+        };
+        // The step runs on a pool worker (`backend::in_pool`): its several hundred parallel
+        // loops then start without waking this thread each time.
+        let (value, stepped) = ferrolab_core::backend::in_pool(|| {
+            let loss = step_loss.loss(&model, x, &targets, it);
+            let value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone().detach())[0]);
+            if !value.is_finite() {
+                return (value, None);
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            (value, Some(optim.step(lr, model, grads)))
+        });
+        let Some(stepped) = stepped else {
             return Err(SystemError::runtime(format!(
                 "{label}: loss is {value} at iteration {it}"
             )));
-        }
-        let lr = poly_lr(cfg.train.lr, it, total, cfg.train.poly_power);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        };
+        model = stepped;
         st.loss_sum += value;
         st.loss_count += 1;
         let secs = clock.seconds();
