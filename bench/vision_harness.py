@@ -44,6 +44,11 @@ def main():
                     help="comma-separated, some of " + ", ".join(MODELS))
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--no-pool", action="store_true",
+                    help="run ferrolab's steps from the main thread, as training did before it "
+                    "moved each step onto a pool worker (an A/B of that change)")
+    ap.add_argument("--name", default=os.environ.get("NAME", "vision_bench"),
+                    help="result file name under bench/results (e.g. a rerun beside the first)")
     a = ap.parse_args()
     H.check_args(a)
     models = [m for m in a.models.split(",") if m]
@@ -56,7 +61,8 @@ def main():
     env = H.env_for(a)
     jobs, counts, yolo_loss = [], {}, None
     for model in models:
-        ours = [a.bin, "--model", model, *common]
+        # On a pool worker, as `ferrolab classify` and `ferrolab adod` run their steps.
+        ours = [a.bin, "--model", model, *common] + ([] if a.no_pool else ["--in-pool"])
         torch = [a.python, os.path.join(H.HERE, "vision_torch.py"), "--model", model, *common]
         counts[model] = {"ferrolab": ask(ours, "--params-only", "params", env),
                          "pytorch": ask(torch, "--params-only", "params", env)}
@@ -120,7 +126,7 @@ def main():
                      "objectness and classes; targets built vectorised, as PyTorch YOLO code "
                      "does), checked on fixed head outputs before timing: "
                      f"{yolo_loss['ferrolab']:.6g} (ferrolab) vs {yolo_loss['pytorch']:.6g}.")
-    H.write("vision_bench", "Vision models: ferrolab vs PyTorch (CPU)", m, rows, versions, what,
+    H.write(a.name, "Vision models: ferrolab vs PyTorch (CPU)", m, rows, versions, what,
             notes=notes, extra={"params": counts, "yolo_check_loss": yolo_loss})
 
 

@@ -39,9 +39,9 @@
 //! `{"model": …, "params": …}` without timing anything (the harness checks the twins with it);
 //! `--check-loss` (YOLO only) prints `{"model": "yolo", "loss": …}`, the loss of fixed head
 //! outputs against the benchmark's targets, which the PyTorch twin of the loss must reproduce.
-//! `--in-pool` runs everything on a worker of rayon's pool, for profiling: `perf record
-//! --call-graph dwarf` then attributes each kernel to the op that called it (the harness does
-//! not use it). `--infer-only` skips the training steps (the inference passes then run the
+//! `--in-pool` runs everything on a worker of rayon's pool, as the training loops run their
+//! steps (`backend::in_pool`; the harness passes it unless told `--no-pool`); `perf record
+//! --call-graph dwarf` then also attributes each kernel to the op that called it. `--infer-only` skips the training steps (the inference passes then run the
 //! freshly initialised model: same work, for profiling inference alone).
 
 use std::process::ExitCode;
@@ -452,11 +452,13 @@ fn main() -> ExitCode {
         "yolo" => yolo(&args),
         _ => unreachable!("parse_args checked the model"),
     };
-    // On a worker of the pool, every kernel's parallel loop runs on (or is stolen from) the
-    // calling thread, so a profiler's call stacks reach the op that called it; from the main
-    // thread each loop is handed to the pool and its stacks start at the worker.
+    // `--in-pool` runs on a worker of the pool, as `ferrolab classify` and `ferrolab adod` run
+    // their steps (`backend::in_pool`; bench/run_vision_bench.sh passes it): every kernel's
+    // parallel loop then starts on the calling thread without waking the main thread, and a
+    // profiler's call stacks reach the op that called it. Without it each loop is handed to
+    // the pool from the main thread.
     let result = if args.in_pool {
-        rayon::scope(|_| bench())
+        ferrolab_core::backend::in_pool(bench)
     } else {
         bench()
     };

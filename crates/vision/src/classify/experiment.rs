@@ -235,16 +235,22 @@ impl TrainStep for Fit<'_> {
         let labels: Vec<i64> = idx.iter().map(|&i| i64::from(set.labels[i])).collect();
         let y =
             Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [idx.len()]), &self.device);
-        let logits = model.forward(x);
-        let pred = ferrolab_core::nn::to_vec_i64(logits.clone().detach().argmax(1));
+        let (device, optim) = (&self.device, &mut self.optim);
+        // The step runs on a pool worker (`backend::in_pool`): its several hundred parallel
+        // loops then start without waking this thread each time.
+        let (pred, loss_value, model) = ferrolab_core::backend::in_pool(|| {
+            let logits = model.forward(x);
+            let pred = ferrolab_core::nn::to_vec_i64(logits.clone().detach().argmax(1));
+            let loss = CrossEntropyLossConfig::new()
+                .init(device)
+                .forward(logits, y);
+            let loss_value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone())[0]);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            (pred, loss_value, optim.step(lr, model, grads))
+        });
         self.correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
         self.seen += idx.len();
-        let loss = CrossEntropyLossConfig::new()
-            .init(&self.device)
-            .forward(logits, y);
-        let loss_value = f64::from(ferrolab_core::nn::to_vec_f32(loss.clone())[0]);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        self.model = Some(self.optim.step(lr, model, grads));
+        self.model = Some(model);
         self.loss_sum += loss_value * idx.len() as f64;
         Ok(StepOutput {
             loss: loss_value,
