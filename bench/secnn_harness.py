@@ -22,6 +22,8 @@ def main():
     ap.add_argument("--len", type=int, default=22, help="sentence length in tokens")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--name", default=os.environ.get("NAME", "secnn_step_bench"),
+                    help="result file name under bench/results (e.g. a rerun beside the first)")
     a = ap.parse_args()
     H.check_args(a)
     if a.warmup < 0 or a.iters < 1 or a.len < 1:
@@ -45,7 +47,7 @@ def main():
     notes = ["PyTorch with dense Adam on every parameter is a different algorithm (it updates "
              "all word vectors every step) and is not compared here "
              "(`bench/secnn_step.py --optim dense` times it)."]
-    H.write("secnn_step_bench", "SECNN / Kim-CNN training step: ferrolab vs PyTorch (CPU)", m,
+    H.write(a.name, "SECNN / Kim-CNN training step: ferrolab vs PyTorch (CPU)", m,
             rows, versions, what, notes=notes)
 
 

@@ -216,25 +216,9 @@ impl<'a, M: SentenceClassifier> Fit<'a, M> {
     }
 }
 
-impl<M: SentenceClassifier> TrainStep for Fit<'_, M> {
-    type Batch = Vec<usize>;
-
-    fn batches(&mut self, _epoch: usize) -> Result<Vec<Vec<usize>>> {
-        // Bucketing: shuffle, sort by length within windows of 50 batches, cut batches, shuffle
-        // the batches. Each batch then pads to a similar length (about half the FLOPs of
-        // random batches on MR) while the order stays random from epoch to epoch.
-        let mut idx: Vec<usize> = (0..self.train.len()).collect();
-        idx.shuffle(&mut self.rng);
-        for window in idx.chunks_mut(self.batch_size * 50) {
-            window.sort_by_key(|&i| self.train.ids[i].len());
-        }
-        let mut batches: Vec<Vec<usize>> =
-            idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
-        batches.shuffle(&mut self.rng);
-        Ok(batches)
-    }
-
-    fn step(&mut self, batch: Vec<usize>, lr: f64) -> Result<StepOutput> {
+impl<M: SentenceClassifier> Fit<'_, M> {
+    /// [`TrainStep::step`]'s work, on whichever thread calls it.
+    fn step_here(&mut self, batch: Vec<usize>, lr: f64) -> Result<StepOutput> {
         let model = self.model.take().ok_or_else(|| {
             ferrolab_core::CoreError::Runtime("model lost after a failed step".into())
         })?;
@@ -283,6 +267,31 @@ impl<M: SentenceClassifier> TrainStep for Fit<'_, M> {
             loss: loss_value,
             examples: batch.len(),
         })
+    }
+}
+
+impl<M: SentenceClassifier> TrainStep for Fit<'_, M> {
+    type Batch = Vec<usize>;
+
+    fn batches(&mut self, _epoch: usize) -> Result<Vec<Vec<usize>>> {
+        // Bucketing: shuffle, sort by length within windows of 50 batches, cut batches, shuffle
+        // the batches. Each batch then pads to a similar length (about half the FLOPs of
+        // random batches on MR) while the order stays random from epoch to epoch.
+        let mut idx: Vec<usize> = (0..self.train.len()).collect();
+        idx.shuffle(&mut self.rng);
+        for window in idx.chunks_mut(self.batch_size * 50) {
+            window.sort_by_key(|&i| self.train.ids[i].len());
+        }
+        let mut batches: Vec<Vec<usize>> =
+            idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+        batches.shuffle(&mut self.rng);
+        Ok(batches)
+    }
+
+    fn step(&mut self, batch: Vec<usize>, lr: f64) -> Result<StepOutput> {
+        // On a pool worker (`backend::in_pool`): the step's many short parallel loops then
+        // start without waking this thread each time. Same bits either way.
+        ferrolab_core::backend::in_pool(|| self.step_here(batch, lr))
     }
 
     fn validate(&mut self) -> Result<BTreeMap<String, f64>> {
