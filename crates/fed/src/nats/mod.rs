@@ -383,9 +383,10 @@ fn proto<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> FabricError + '_
 /// `get_or_create_stream`, tried again when the server's answer may be a lost race rather than
 /// a refusal. Every party of a run sets up the same streams at about the same moment, and a
 /// 2.9 server (Debian's 2.9.10) does not serialise concurrent creates of one stream: the loser
-/// gets "subjects overlap" (10065), or a 5xx store error while the winner's store is being made.
-/// A second look then finds the winner's stream. Permission and configuration errors (4xx other
-/// than the overlap) are final at once, so a wrong setting still fails fast.
+/// gets "subjects overlap" (10065); a store the server failed to make for a passing reason
+/// (out of file descriptors) comes back as a 500. A second look then finds the winner's stream,
+/// or the store made. Everything else — permissions, configuration, 503s such as JetStream not
+/// enabled or insufficient resources — is final at once, so a wrong setting still fails fast.
 async fn ensure_stream(
     js: &jetstream::Context,
     cfg: stream::Config,
@@ -398,7 +399,7 @@ async fn ensure_stream(
             Err(e) => {
                 let racy = match e.kind() {
                     jetstream::context::CreateStreamErrorKind::JetStream(j) => {
-                        j.code() >= 500
+                        j.code() == 500
                             || j.error_code() == jetstream::ErrorCode::STREAM_SUBJECT_OVERLAP
                     }
                     _ => false,
