@@ -41,7 +41,8 @@
 //! outputs against the benchmark's targets, which the PyTorch twin of the loss must reproduce.
 //! `--in-pool` runs everything on a worker of rayon's pool, as the training loops run their
 //! steps (`backend::in_pool`; the harness passes it unless told `--no-pool`); `perf record
-//! --call-graph dwarf` then also attributes each kernel to the op that called it. `--infer-only` skips the training steps (the inference passes then run the
+//! --call-graph dwarf` then also attributes each kernel to the op that called it.
+//! `--infer-only` skips the training steps (the inference passes then run the
 //! freshly initialised model: same work, for profiling inference alone).
 
 use std::process::ExitCode;

@@ -110,22 +110,6 @@ pub struct StepLoss {
     trace: Option<std::sync::Mutex<TermSums>>,
 }
 
-impl Clone for StepLoss {
-    fn clone(&self) -> StepLoss {
-        StepLoss {
-            method: self.method,
-            crf: self.crf,
-            crf_weight: self.crf_weight,
-            attn_weight: self.attn_weight,
-            attn_start: self.attn_start,
-            window: self.window.clone(),
-            trace: self.trace.as_ref().map(|t| {
-                std::sync::Mutex::new(t.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            }),
-        }
-    }
-}
-
 /// Running sums of a method's loss terms since the last [`StepLoss::take_terms`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TermSums {
