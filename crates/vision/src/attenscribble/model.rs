@@ -23,7 +23,8 @@ use burn::module::Param;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use ferrolab_core::kernels::pointwise::{gelu, sigmoid};
+use ferrolab_core::kernels::rowwise::{layer_norm_module, softmax};
 
 /// Architecture of an [`AttenUNet`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -109,6 +110,10 @@ impl AttenUNetSpec {
     }
 }
 
+/// ε of the block's layer norms: `LayerNormConfig`'s default and PyTorch's, which the
+/// reference's `nn.LayerNorm(dim)` uses.
+const LN_EPS: f64 = 1e-5;
+
 /// The spatial self-attention block and its affinity head (see the module documentation).
 #[derive(Module, Debug)]
 pub struct SpatialAttention {
@@ -165,16 +170,16 @@ impl SpatialAttention {
         // outside every `_init_weights`): both uniform in [-1, 1].
         let affine = Tensor::<1>::random([2], Distribution::Uniform(-1.0, 1.0), device);
         SpatialAttention {
-            norm1: LayerNormConfig::new(dim).init(device),
+            norm1: LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device),
             q: lin(dim, dim, false),
             k: lin(dim, dim, false),
             v: lin(dim, dim, false),
             proj: lin(dim, dim, true),
-            norm2: LayerNormConfig::new(dim).init(device),
+            norm2: LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device),
             fc1: lin(dim, hidden, true),
             dwconv,
             fc2: lin(hidden, dim, true),
-            norm_out: LayerNormConfig::new(dim).init(device),
+            norm_out: LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device),
             affine: Param::from_tensor(affine),
             dim,
         }
@@ -199,7 +204,7 @@ impl SpatialAttention {
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<3>) {
         let [n, c, h, w] = x.dims();
         let t = x.reshape([n, c, h * w]).swap_dims(1, 2);
-        let z = self.norm1.forward(t.clone());
+        let z = layer_norm_module(&self.norm1, t.clone(), LN_EPS);
         let (q, k, v) = (
             self.q.forward(z.clone()),
             self.k.forward(z.clone()),
@@ -209,7 +214,9 @@ impl SpatialAttention {
         let scale = 1.0 / (self.dim as f64).sqrt();
         let attn = softmax(logits.clone() * scale, 2);
         let t = t + self.proj.forward(attn.matmul(v));
-        let m = self.fc1.forward(self.norm2.forward(t.clone()));
+        let m = self
+            .fc1
+            .forward(layer_norm_module(&self.norm2, t.clone(), LN_EPS));
         let hidden = m.dims()[2];
         let m = m.swap_dims(1, 2).reshape([n, hidden, h, w]);
         let m = self
@@ -218,9 +225,7 @@ impl SpatialAttention {
             .reshape([n, hidden, h * w])
             .swap_dims(1, 2);
         let t = t + self.fc2.forward(gelu(m));
-        let out = self
-            .norm_out
-            .forward(t)
+        let out = layer_norm_module(&self.norm_out, t, LN_EPS)
             .swap_dims(1, 2)
             .reshape([n, c, h, w]);
         (out, logits)
