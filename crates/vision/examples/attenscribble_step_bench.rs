@@ -206,7 +206,7 @@ fn run(args: &Args) -> Result<String, String> {
     let device = train_device();
     let spec = spec_for(&cfg, args.method);
     let model = spec.build(&device)?;
-    let step = StepLoss::new(&cfg, args.method, &model, size, &device);
+    let step = StepLoss::new(&cfg, args.method, &model, size);
     let b = batch(bs, size);
     let targets = Targets {
         image: &b.image,

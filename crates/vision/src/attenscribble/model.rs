@@ -231,11 +231,18 @@ impl SpatialAttention {
         (out, logits)
     }
 
-    /// `K = sigmoid(a·(S + Sᵀ) + b)`, `S = softmax(logits)` row-wise: `[N, L, L]` → `[N, L, L]`.
+    /// `S = softmax(logits)` row-wise and the affinity head's `(a, b)` (autodiff-tracked): the
+    /// inputs of [`affinity_attentive_loss`](super::losses::affinity_attentive_loss), which
+    /// forms `K` on the attentive loss's window only.
+    pub fn affinity_inputs(&self, logits: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
+        (softmax(logits, 2), self.affine.val())
+    }
+
+    /// `K = sigmoid(a·(S + Sᵀ) + b)`, `S = softmax(logits)` row-wise: `[N, L, L]` → `[N, L, L]`
+    /// (dense; training uses [`SpatialAttention::affinity_inputs`]).
     pub fn affinity(&self, logits: Tensor<3>) -> Tensor<3> {
-        let s = softmax(logits, 2);
+        let (s, ab) = self.affinity_inputs(logits);
         let sym = s.clone() + s.swap_dims(1, 2);
-        let ab = self.affine.val();
         let a = ab.clone().slice(0..1).reshape([1, 1, 1]);
         let b = ab.slice(1..2).reshape([1, 1, 1]);
         sigmoid(sym * a + b)

@@ -14,7 +14,7 @@ use super::data::{
     split_mask,
 };
 use super::losses::{
-    GatedCrf, attentive_loss, downsample, full_supervision, gaussian_window, partial_ce,
+    AttnWindow, GatedCrf, affinity_attentive_loss, downsample, full_supervision, partial_ce,
 };
 use super::model::{AttenUNet, AttenUNetSpec, Output, SpatialAttention};
 use crate::metrics::seg::class_score;
@@ -102,7 +102,7 @@ pub struct StepLoss {
     attn_weight: f64,
     attn_start: usize,
     /// The attentive loss's window and the attention grid's stride (AttenScribble only).
-    window: Option<(Tensor<3>, usize)>,
+    window: Option<(AttnWindow, usize)>,
     /// When on, running sums of the weighted terms (pCE, gated CRF, attentive) and the mean
     /// affinity inside the window, for the training log: they show which term moves the
     /// network and whether the affinity has collapsed (the attentive term's gradient only
@@ -177,12 +177,11 @@ impl StepLoss {
         method: Method,
         model: &AttenUNet,
         size: usize,
-        device: &Device,
     ) -> StepLoss {
         let window = model.attention_stride().map(|s| {
             let g = size / s;
             (
-                gaussian_window(g, g, cfg.loss.attn_radius, cfg.loss.attn_sigma, device),
+                AttnWindow::new(g, g, cfg.loss.attn_radius, cfg.loss.attn_sigma),
                 s,
             )
         });
@@ -258,17 +257,22 @@ impl StepLoss {
                     && self.attn_weight > 0.0
                     && it >= self.attn_start
                 {
-                    let k = block.affinity(att_logits);
-                    if self.trace.is_some() {
-                        let kv = ferrolab_core::nn::to_vec_f32(k.clone().detach());
-                        let wv = ferrolab_core::nn::to_vec_f32(win.clone());
-                        terms.k_mean = window_mean(&kv, &wv, t.multi);
+                    let (probs, ab) = block.affinity_inputs(att_logits);
+                    let out = affinity_attentive_loss(
+                        probs,
+                        ab,
+                        downsample(p, *s),
+                        win,
+                        t.multi,
+                        self.trace.is_some(),
+                    );
+                    if let Some(kp) = &out.k {
+                        terms.k_mean = window_mean(kp);
                         let size = (t.labels.len() / t.multi.len().max(1)).isqrt();
-                        let by = affinity_by_label(&kv, &wv, t.labels, t.multi, size, *s);
+                        let by = affinity_by_label(kp, win, t.labels, t.multi, size, *s);
                         (terms.k_same, terms.k_diff) = (by.same_mean(), by.diff_mean());
                     }
-                    let attn = attentive_loss(k, downsample(p, *s), win.clone(), t.multi)
-                        * self.attn_weight;
+                    let attn = out.loss * self.attn_weight;
                     if self.trace.is_some() {
                         terms.attn = scalar(&attn);
                     }
@@ -301,21 +305,13 @@ impl StepLoss {
     }
 }
 
-/// Mean of the affinity `kv: [N, L, L]` over the window's (`wv: [L, L]`) pairs of the
-/// multi-class samples.
-fn window_mean(kv: &[f32], wv: &[f32], multi: &[bool]) -> f64 {
-    let l2 = wv.len();
+/// Mean of the affinity over the window's pairs of the multi-class samples, from
+/// [`AffinityLoss::k`](super::losses::AffinityLoss) (NaN marks the pairs that do not exist).
+fn window_mean(kp: &[f32]) -> f64 {
     let (mut sum, mut count) = (0.0, 0usize);
-    for (n, &m) in multi.iter().enumerate() {
-        if !m {
-            continue;
-        }
-        for (kk, &g) in kv[n * l2..(n + 1) * l2].iter().zip(wv) {
-            if g > 0.0 {
-                sum += f64::from(*kk);
-                count += 1;
-            }
-        }
+    for k in kp.iter().filter(|k| k.is_finite()) {
+        sum += f64::from(*k);
+        count += 1;
     }
     if count == 0 {
         f64::NAN
@@ -354,7 +350,8 @@ impl LabelAffinity {
     }
 }
 
-/// The affinity `kv: [N, L, L]` over the window's pairs (`wv: [L, L]`, `G_ij > 0`) of the
+/// The affinity `kp: [N, L, P]` (`K_ij` of cell `i` and its `p`-th window neighbour, as
+/// [`AffinityLoss::k`](super::losses::AffinityLoss) holds it; NaN where there is none) of the
 /// multi-class samples, split by the **dense** labels (`labels: [N, size, size]`): a cell of
 /// the attention grid (a `stride × stride` block) counts only when every pixel of it has one
 /// label, and a pair of such cells is "same" or "different" by those labels.
@@ -365,8 +362,8 @@ impl LabelAffinity {
 /// equal; their ratio measures what the attention adds. The labels are read for this log
 /// only, never by a loss.
 pub fn affinity_by_label(
-    kv: &[f32],
-    wv: &[f32],
+    kp: &[f32],
+    window: &AttnWindow,
     labels: &[u8],
     multi: &[bool],
     size: usize,
@@ -377,9 +374,9 @@ pub fn affinity_by_label(
         return out;
     }
     let g = size / stride;
-    let l = g * g;
-    if wv.len() != l * l
-        || kv.len() < multi.len() * l * l
+    let (l, pairs) = (g * g, window.pairs());
+    if window.cells() != l
+        || kp.len() < multi.len() * l * pairs
         || labels.len() < multi.len() * size * size
     {
         return out;
@@ -401,20 +398,24 @@ pub fn affinity_by_label(
                 one.then_some(first)
             })
             .collect();
-        let k = &kv[n * l * l..(n + 1) * l * l];
+        let k = &kp[n * l * pairs..(n + 1) * l * pairs];
         for (i, li) in pure.iter().enumerate() {
             let Some(li) = li else { continue };
-            for (j, lj) in pure.iter().enumerate() {
-                let Some(lj) = lj else { continue };
-                if wv[i * l + j] <= 0.0 {
+            for p in 0..pairs {
+                let Some((j, _)) = window.neighbour(i, p) else {
+                    continue;
+                };
+                let (Some(lj), v) = (pure[j], k[i * pairs + p]) else {
+                    continue;
+                };
+                if !v.is_finite() {
                     continue;
                 }
-                let v = f64::from(k[i * l + j]);
-                if li == lj {
-                    out.same_sum += v;
+                if *li == lj {
+                    out.same_sum += f64::from(v);
                     out.same_pairs += 1;
                 } else {
-                    out.diff_sum += v;
+                    out.diff_sum += f64::from(v);
                     out.diff_pairs += 1;
                 }
             }
@@ -759,7 +760,7 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         };
     let total = cfg.train.iterations;
     let per_epoch = (set.len() / bs).max(1);
-    let step_loss = StepLoss::new(cfg, job.method, &model, size, &device).with_trace();
+    let step_loss = StepLoss::new(cfg, job.method, &model, size).with_trace();
     let mut order: Vec<usize> = Vec::new();
     let mut order_epoch = usize::MAX;
     let start = st.iterations_done;
@@ -915,13 +916,15 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
 mod tests {
     use super::*;
 
-    /// A 4×4 slice on a 2×2 attention grid (stride 2): cells 0 and 1 are all background, cell 2
-    /// all LV, cell 3 mixed (left out). Ordered window pairs of pure cells: (0,1), (1,0) same
-    /// label; (0,2), (2,0), (1,2), (2,1) different. The second sample is single-class and must
-    /// not count.
+    /// A 4×4 slice on a 2×2 attention grid (stride 2), window radius 1 (every other cell):
+    /// cells 0 and 1 are all background, cell 2 all LV, cell 3 mixed (left out). Ordered window
+    /// pairs of pure cells: (0,1), (1,0) same label; (0,2), (2,0), (1,2), (2,1) different. The
+    /// second sample is single-class and must not count.
     #[test]
     fn affinity_is_split_by_the_dense_label_of_pure_cells() {
         let (size, stride, l) = (4, 2, 4);
+        let win = AttnWindow::new(2, 2, 1, 1.0);
+        let p = win.pairs();
         #[rustfmt::skip]
         let first: [u8; 16] = [
             0, 0, 0, 0,
@@ -931,13 +934,17 @@ mod tests {
         ];
         let mut labels = first.to_vec();
         labels.extend([0u8; 16]);
-        let mut kv: Vec<f32> = (0..l * l).map(|v| v as f32 / 100.0).collect();
-        kv.extend(vec![0.9f32; l * l]);
-        let mut wv = vec![1f32; l * l];
+        // K_ij = (i·L + j)/100 on the first sample's window pairs, 0.9 on the second's.
+        let mut kp = vec![f32::NAN; 2 * l * p];
         for i in 0..l {
-            wv[i * l + i] = 0.0;
+            for q in 0..p {
+                if let Some((j, _)) = win.neighbour(i, q) {
+                    kp[i * p + q] = (i * l + j) as f32 / 100.0;
+                    kp[(l + i) * p + q] = 0.9;
+                }
+            }
         }
-        let by = affinity_by_label(&kv, &wv, &labels, &[true, false], size, stride);
+        let by = affinity_by_label(&kp, &win, &labels, &[true, false], size, stride);
         assert_eq!((by.same_pairs, by.diff_pairs), (2, 4));
         assert!(
             (by.same_mean() - (0.01 + 0.04) / 2.0).abs() < 1e-6,
@@ -947,14 +954,18 @@ mod tests {
             (by.diff_mean() - (0.02 + 0.08 + 0.06 + 0.09) / 4.0).abs() < 1e-6,
             "{by:?}"
         );
-        // Pairs outside the window do not count.
-        wv[1] = 0.0;
-        let by = affinity_by_label(&kv, &wv, &labels, &[true, false], size, stride);
+        // A pair without a value (NaN) does not count.
+        let q01 = (0..p)
+            .find(|&q| win.neighbour(0, q).map(|(j, _)| j) == Some(1))
+            .unwrap_or_else(|| panic!("cell 1 is in cell 0's window"));
+        kp[q01] = f32::NAN;
+        let by = affinity_by_label(&kp, &win, &labels, &[true, false], size, stride);
         assert_eq!(by.same_pairs, 1);
         assert!((by.same_mean() - 0.04).abs() < 1e-6);
         // No multi-class sample: nothing measured.
-        let none = affinity_by_label(&kv, &wv, &labels, &[false, false], size, stride);
+        let none = affinity_by_label(&kp, &win, &labels, &[false, false], size, stride);
         assert!(none.same_mean().is_nan() && none.diff_mean().is_nan());
+        assert!((window_mean(&kp[l * p..]) - 0.9).abs() < 1e-6);
     }
 
     /// Records written before the affinity fields existed still load (a `--resume` of an older
