@@ -689,6 +689,11 @@ mod tests {
             )
         };
         let (v1, ga1, gab1, gz1, kp) = run(true);
+        // Without the per-pair K the loss is the same and nothing else is kept.
+        let (s, ab) = block.affinity_inputs(logits.clone());
+        let bare = affinity_attentive_loss(s, ab, softmax(z.clone(), 1), &win, &multi, false);
+        assert!(bare.k.is_none());
+        assert_eq!(ferrolab_core::nn::to_vec_f32(bare.loss)[0], v1);
         let (v0, ga0, gab0, gz0, kd) = run(false);
         assert!((v1 - v0).abs() <= 1e-6 * v0.abs().max(1.0), "{v1} vs {v0}");
         let close = |x: &[f32], y: &[f32], what: &str| {
