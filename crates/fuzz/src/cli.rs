@@ -60,6 +60,10 @@ pub struct Setup {
     /// npz for `attenscribble predict`.
     pub attenscribble_ckpt: PathBuf,
     pub attenscribble_input: PathBuf,
+    /// An AttenScribble run stopped after 2 of its 4 iterations (`train-state/` holds its
+    /// state), and the arguments that continue it (without `--resume`).
+    pub attenscribble_resume_run: PathBuf,
+    pub attenscribble_resume_args: Vec<String>,
     /// A finished tiny layer-importance run (its checkpoints and units are what `--resume`
     /// reads back).
     pub li_run: PathBuf,
@@ -202,6 +206,8 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
     let png = synth.join("images/7_00000.png");
     let adod_input = std::fs::read(&png).map_err(|e| format!("{}: {e}", png.display()))?;
     let (attenscribble_ckpt, attenscribble_input) = attenscribble_setup(bin, work)?;
+    let (attenscribble_resume_run, attenscribble_resume_args) =
+        attenscribble_resume_setup(&work.join("acdc"), work)?;
     let li_run = work.join("li-run");
     let li_out = li_run.display().to_string();
     let mut li_args = LI_TINY.to_vec();
@@ -221,6 +227,8 @@ pub fn setup(bin: &Path, work: &Path) -> Result<Setup, String> {
         adod_input,
         attenscribble_ckpt,
         attenscribble_input,
+        attenscribble_resume_run,
+        attenscribble_resume_args,
         li_run,
     })
 }
@@ -259,6 +267,59 @@ fn attenscribble_setup(bin: &Path, work: &Path) -> Result<(PathBuf, PathBuf), St
         "--set", "train.eval_every=2", "--set", "loss.crf_radius=1", "--set", "loss.attn_radius=1",
         "--out", &out_s, "--threads", "1"], work)?;
     Ok((out.join("checkpoint"), volume))
+}
+
+/// The tiny AttenScribble run of the `--resume` target (after `--preset quick` and the data
+/// folder): 4 iterations, a training state every 2.
+const AS_RESUME_SETS: [&str; 13] = [
+    "data.size=16",
+    "train.iterations=4",
+    "train.batch_size=2",
+    "train.seeds=1",
+    "train.methods=[\"attenscribble\"]",
+    "model.widths=[2,2]",
+    "model.dropout=[0,0]",
+    "model.attention_level=1",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "loss.crf_radius=1",
+    "loss.attn_radius=1",
+    "loss.attn_start=0",
+];
+
+/// Stops a tiny AttenScribble run on the generated `data` after 2 of its 4 iterations, in
+/// process — `experiment::run_with`'s stop, which leaves what a kill at that point leaves: the
+/// resolved `config.toml` and `train-state/attenscribble-seed0/` (`state.json`,
+/// `it-00000002/{model,best,optim}.bpk`). Returns the folder and the arguments that continue
+/// it, so the CLI's resolved configuration matches the folder's.
+fn attenscribble_resume_setup(data: &Path, work: &Path) -> Result<(PathBuf, Vec<String>), String> {
+    use ferrolab_vision::attenscribble::{AttenScribbleSystem, experiment};
+    let err = |e: &dyn std::fmt::Display| format!("attenscribble resume setup: {e}");
+    let mut sets = vec![format!("data.dir={}", data.display())];
+    sets.extend(AS_RESUME_SETS.iter().map(|s| s.to_string()));
+    let checked =
+        ferrolab_core::system::resolve_config(&AttenScribbleSystem, Some("quick"), None, &sets)
+            .map_err(|e| err(&e))?;
+    let toml = ferrolab_core::config::to_toml(checked.get()).map_err(|e| err(&e))?;
+    let root = work.join("attenscribble-resume.incomplete");
+    let run = ferrolab_core::RunDir::create(&root).map_err(|e| err(&e))?;
+    run.write_config(&toml).map_err(|e| err(&e))?;
+    let mut ctx = ferrolab_core::RunContext::new(0, 1, None, run);
+    match experiment::run_with(&checked, &mut ctx, Some(2)) {
+        Err(e) if e.to_string().contains("--resume") => {}
+        Err(e) => return Err(err(&e)),
+        Ok(_) => return Err(err(&"the run was not stopped")),
+    }
+    let mut args = vec![
+        "attenscribble".to_string(),
+        "--preset".into(),
+        "quick".into(),
+    ];
+    for s in sets {
+        args.extend(["--set".to_string(), s]);
+    }
+    args.extend(["--threads".to_string(), "1".into()]);
+    Ok((root, args))
 }
 
 /// One prepared invocation: arguments, an optional stdin file and the exit codes allowed.
@@ -708,6 +769,63 @@ pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
         std::fs::write(&p, bytes)?;
     }
     let mut args: Vec<String> = CLASSIFY_TINY.iter().map(|a| a.to_string()).collect();
+    args.extend(["--resume".to_string(), run.display().to_string()]);
+    Ok(Invocation {
+        args,
+        stdin: None,
+        allowed: &[0, 1, 2],
+        round_trip: None,
+    })
+}
+
+/// A damaged training state of a stopped tiny AttenScribble run, continued with
+/// `attenscribble --resume`: `state.json` or one of the model, best-model and optimiser
+/// records edited, or one of them missing (or a folder in its place).
+pub fn attenscribble_resume_case(
+    rng: &mut Rng,
+    s: &Setup,
+    dir: &Path,
+) -> std::io::Result<Invocation> {
+    let run = dir.join("r.incomplete");
+    copy_tree(&s.attenscribble_resume_run, &run)?;
+    let unit = run.join("train-state/attenscribble-seed0");
+    let it = std::fs::read_dir(&unit)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .ok_or_else(|| std::io::Error::other("attenscribble run has no state folder"))?;
+    let parts = [
+        unit.join("state.json"),
+        it.join("model.bpk"),
+        it.join("best.bpk"),
+        it.join("optim.bpk"),
+    ];
+    let p = match rng.below(10) {
+        0..=3 => parts[0].clone(),
+        4..=5 => parts[1].clone(),
+        6..=7 => parts[2].clone(),
+        8 => parts[3].clone(),
+        _ => {
+            let victim = rng.pick(&parts).clone();
+            std::fs::remove_file(&victim)?;
+            if rng.chance(0.5) {
+                std::fs::create_dir(&victim)?;
+            }
+            PathBuf::new()
+        }
+    };
+    if !p.as_os_str().is_empty() {
+        let mut bytes = std::fs::read(&p)?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut v) if rng.chance(0.7) => {
+                json::mutate(rng, &mut v);
+                bytes = v.to_string().into_bytes();
+            }
+            _ => mutate::bytes(rng, &mut bytes, &[]),
+        }
+        std::fs::write(&p, bytes)?;
+    }
+    let mut args = s.attenscribble_resume_args.clone();
     args.extend(["--resume".to_string(), run.display().to_string()]);
     Ok(Invocation {
         args,

@@ -8,7 +8,8 @@
 //! Targets: each `ferrolab_data` reader (driven in-process in a child: this binary re-executed
 //! with the hidden `--one TARGET FILE`), config files and `--set` values (through
 //! `ferrolab <system> --print-config`), and checkpoint folders (`secnn predict`,
-//! `apg predict`, `classify predict`, `adod predict`, `attenscribble predict`), training states (`classify --resume`),
+//! `apg predict`, `classify predict`, `adod predict`, `attenscribble predict`), training states
+//! (`classify --resume`, `attenscribble --resume` of a run stopped mid-way),
 //! layer-importance runs (`layer-importance --resume`: its checkpoints and unit files),
 //! job files of `fed client --system sdgt|fedgraph`
 //! and the COCO JSON files of `eval coco`. Every case runs in its own process under a memory cap and a timeout; a
@@ -58,6 +59,7 @@ const BINARY_TARGETS: &[&str] = &[
     "resume-classify",
     "ckpt-adod",
     "ckpt-attenscribble",
+    "resume-attenscribble",
     "coco",
     "resume-layer-importance",
     "fed-job",
@@ -271,6 +273,7 @@ fn run_case(c: &Campaign, target: &'static str, index: usize) -> std::io::Result
             "resume-classify" => cli::resume_case(&mut rng, s, &dir)?,
             "ckpt-adod" => cli::checkpoint_case(&mut rng, s, &dir, "adod")?,
             "ckpt-attenscribble" => cli::checkpoint_case(&mut rng, s, &dir, "attenscribble")?,
+            "resume-attenscribble" => cli::attenscribble_resume_case(&mut rng, s, &dir)?,
             "coco" => cli::coco_case(&mut rng, &dir)?,
             "resume-layer-importance" => cli::li_resume_case(&mut rng, s, &dir)?,
             "fed-job" => cli::fed_job_case(&mut rng, s, &dir)?,
