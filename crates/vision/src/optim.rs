@@ -297,6 +297,25 @@ fn owned(t: FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values(&t).to_vec(), t.shape()))
 }
 
+/// Loads an optimiser record saved with `ModuleOptimizer::save`, as a training state's
+/// `--resume` does; `Err` holds the one-line reason. burn's record loading panics on some
+/// damaged records ("Optimizer record tensors should carry a parameter id", found by the fuzz
+/// harness): a damaged file is bad input, not a crash, so the panic is caught here and its
+/// default report silenced meanwhile.
+pub fn load_optimizer_record(
+    optim: ModuleOptimizer,
+    path: &std::path::Path,
+) -> Result<ModuleOptimizer, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optim.load(path)));
+    std::panic::set_hook(hook);
+    match loaded {
+        Ok(r) => r.map_err(|e| ferrolab_core::run::first_line(&e.to_string())),
+        Err(_) => Err("damaged optimizer record".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -698,10 +698,35 @@ fn load_state(
     let best = fresh
         .try_load_file(folder.join("best.bpk"))
         .map_err(|e| bad(&folder.join("best.bpk"), first(e.to_string())))?;
-    let optim = optim
-        .load(folder.join("optim.bpk"))
-        .map_err(|e| bad(&folder.join("optim.bpk"), first(e.to_string())))?;
+    // A damaged record can decode into NaN or infinite weights; training would then stop at
+    // its first step with "loss is NaN", which names neither the cause nor the file.
+    for (m, name) in [(&model, "model.bpk"), (&best, "best.bpk")] {
+        if !all_weights_finite(m) {
+            return Err(bad(
+                &folder.join(name),
+                "holds a weight that is NaN or infinite".into(),
+            ));
+        }
+    }
+    let optim_path = folder.join("optim.bpk");
+    let optim =
+        crate::optim::load_optimizer_record(optim, &optim_path).map_err(|m| bad(&optim_path, m))?;
     Ok(Some((st, model, best, optim)))
+}
+
+/// Whether every float parameter of `m` is finite.
+fn all_weights_finite<M: Module>(m: &M) -> bool {
+    struct Finite(bool);
+    impl burn::module::ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            if self.0 {
+                self.0 = p.val().into_data().iter::<f32>().all(f32::is_finite);
+            }
+        }
+    }
+    let mut v = Finite(true);
+    m.visit(&mut v);
+    v.0
 }
 
 /// Everything one training run reads.
@@ -973,6 +998,24 @@ mod tests {
         let none = affinity_by_label(&kp, &win, &labels, &[false, false], size, stride);
         assert!(none.same_mean().is_nan() && none.diff_mean().is_nan());
         assert!((window_mean(&kp[l * p..]) - 0.9).abs() < 1e-6);
+    }
+
+    /// A training state whose weights decoded to NaN or infinity is refused at load time
+    /// (`load_state`), not discovered as a NaN loss one step later.
+    #[test]
+    fn non_finite_weights_are_found() {
+        let dev = ferrolab_core::backend::device();
+        let lin = |v: f32| {
+            let mut l = burn::nn::LinearConfig::new(2, 1).init(&dev);
+            l.weight = burn::module::Param::from_tensor(Tensor::<2>::from_data(
+                TensorData::new(vec![0.5f32, v], [2, 1]),
+                &dev,
+            ));
+            l
+        };
+        assert!(all_weights_finite(&lin(1.0)));
+        assert!(!all_weights_finite(&lin(f32::NAN)));
+        assert!(!all_weights_finite(&lin(f32::INFINITY)));
     }
 
     /// Records written before the affinity fields existed still load (a `--resume` of an older

@@ -305,16 +305,7 @@ pub fn load_state(
     let model = model
         .try_load_file(&model_path)
         .map_err(|e| bad(&model_path, ferrolab_core::run::first_line(&e.to_string())))?;
-    // burn's record loading panics on some damaged records ("Optimizer record tensors should
-    // carry a parameter id", found by the fuzz harness); a damaged file is bad input, not a
-    // crash, so the panic is caught here and its default report silenced meanwhile.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optim.load(&optim_path)));
-    std::panic::set_hook(hook);
-    let optim = match loaded {
-        Ok(r) => r.map_err(|e| bad(&optim_path, ferrolab_core::run::first_line(&e.to_string())))?,
-        Err(_) => return Err(bad(&optim_path, "damaged optimizer record")),
-    };
+    let optim = crate::optim::load_optimizer_record(optim, &optim_path)
+        .map_err(|m| bad(&optim_path, &m))?;
     Ok(Some((state, model, optim)))
 }
