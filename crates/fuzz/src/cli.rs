@@ -726,6 +726,37 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Damages one file of a training state: `parts[i]` edited with weight `weights[i]` (a JSON
+/// file structurally in most cases, otherwise its bytes), or, with weight 1, one of them
+/// removed (and a folder put in its place half the time).
+fn damage_one(rng: &mut Rng, parts: &[PathBuf], weights: &[usize]) -> std::io::Result<()> {
+    let mut draw = rng.below(weights.iter().sum::<usize>() + 1);
+    let Some(p) = parts.iter().zip(weights).find_map(|(p, &w)| {
+        if draw < w {
+            Some(p)
+        } else {
+            draw -= w;
+            None
+        }
+    }) else {
+        let victim = rng.pick(parts).clone();
+        std::fs::remove_file(&victim)?;
+        if rng.chance(0.5) {
+            std::fs::create_dir(&victim)?;
+        }
+        return Ok(());
+    };
+    let mut bytes = std::fs::read(p)?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut v) if rng.chance(0.7) => {
+            json::mutate(rng, &mut v);
+            bytes = v.to_string().into_bytes();
+        }
+        _ => mutate::bytes(rng, &mut bytes, &[]),
+    }
+    std::fs::write(p, bytes)
+}
+
 /// A damaged training state (`train-state/`) of an unfinished tiny classify run, continued
 /// with `classify --resume`.
 pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invocation> {
@@ -739,35 +770,12 @@ pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .ok_or_else(|| std::io::Error::other("classify run has no epoch folder"))?;
-    let p = match rng.below(10) {
-        0..=3 => state.join("state.json"),
-        4..=6 => epoch.join("model.bpk"),
-        7..=8 => epoch.join("optim.bpk"),
-        _ => {
-            let parts = [
-                state.join("state.json"),
-                epoch.join("model.bpk"),
-                epoch.join("optim.bpk"),
-            ];
-            let victim = rng.pick(&parts).clone();
-            std::fs::remove_file(&victim)?;
-            if rng.chance(0.5) {
-                std::fs::create_dir(&victim)?;
-            }
-            PathBuf::new()
-        }
-    };
-    if !p.as_os_str().is_empty() {
-        let mut bytes = std::fs::read(&p)?;
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(mut v) if rng.chance(0.7) => {
-                json::mutate(rng, &mut v);
-                bytes = v.to_string().into_bytes();
-            }
-            _ => mutate::bytes(rng, &mut bytes, &[]),
-        }
-        std::fs::write(&p, bytes)?;
-    }
+    let parts = [
+        state.join("state.json"),
+        epoch.join("model.bpk"),
+        epoch.join("optim.bpk"),
+    ];
+    damage_one(rng, &parts, &[4, 3, 2])?;
     let mut args: Vec<String> = CLASSIFY_TINY.iter().map(|a| a.to_string()).collect();
     args.extend(["--resume".to_string(), run.display().to_string()]);
     Ok(Invocation {
@@ -800,31 +808,7 @@ pub fn attenscribble_resume_case(
         it.join("best.bpk"),
         it.join("optim.bpk"),
     ];
-    let p = match rng.below(10) {
-        0..=3 => parts[0].clone(),
-        4..=5 => parts[1].clone(),
-        6..=7 => parts[2].clone(),
-        8 => parts[3].clone(),
-        _ => {
-            let victim = rng.pick(&parts).clone();
-            std::fs::remove_file(&victim)?;
-            if rng.chance(0.5) {
-                std::fs::create_dir(&victim)?;
-            }
-            PathBuf::new()
-        }
-    };
-    if !p.as_os_str().is_empty() {
-        let mut bytes = std::fs::read(&p)?;
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(mut v) if rng.chance(0.7) => {
-                json::mutate(rng, &mut v);
-                bytes = v.to_string().into_bytes();
-            }
-            _ => mutate::bytes(rng, &mut bytes, &[]),
-        }
-        std::fs::write(&p, bytes)?;
-    }
+    damage_one(rng, &parts, &[4, 2, 2, 1])?;
     let mut args = s.attenscribble_resume_args.clone();
     args.extend(["--resume".to_string(), run.display().to_string()]);
     Ok(Invocation {
