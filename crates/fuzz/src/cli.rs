@@ -726,6 +726,15 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The first folder inside `dir` (a training state's checkpoint folder).
+fn first_subdir(dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .ok_or_else(|| std::io::Error::other(format!("{} holds no folder", dir.display())))
+}
+
 /// Damages one file of a training state: `parts[i]` edited with weight `weights[i]` (a JSON
 /// file structurally in most cases, otherwise its bytes), or, with weight 1, one of them
 /// removed (and a folder put in its place half the time).
@@ -765,11 +774,7 @@ pub fn resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invo
     // Without its report the run is unfinished, which is what --resume continues.
     std::fs::remove_file(run.join("report.json"))?;
     let state = run.join("train-state");
-    let epoch = std::fs::read_dir(&state)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .ok_or_else(|| std::io::Error::other("classify run has no epoch folder"))?;
+    let epoch = first_subdir(&state)?;
     let parts = [
         state.join("state.json"),
         epoch.join("model.bpk"),
@@ -797,11 +802,7 @@ pub fn attenscribble_resume_case(
     let run = dir.join("r.incomplete");
     copy_tree(&s.attenscribble_resume_run, &run)?;
     let unit = run.join("train-state/attenscribble-seed0");
-    let it = std::fs::read_dir(&unit)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .ok_or_else(|| std::io::Error::other("attenscribble run has no state folder"))?;
+    let it = first_subdir(&unit)?;
     let parts = [
         unit.join("state.json"),
         it.join("model.bpk"),
