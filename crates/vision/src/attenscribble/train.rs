@@ -866,8 +866,19 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
             (value, Some(optim.step(lr, model, grads)))
         });
         let Some(stepped) = stepped else {
+            // Right after a resume the likeliest cause is a damaged training state (optimiser
+            // momentum or batch-norm statistics, which the load does not check): say where.
+            let resumed = if start > 0 && it < start + 10 {
+                format!(
+                    " (continued from the training state in {} at iteration {start}, which may \
+                     be damaged)",
+                    job.state_dir.display()
+                )
+            } else {
+                String::new()
+            };
             return Err(SystemError::runtime(format!(
-                "{label}: loss is {value} at iteration {it}"
+                "{label}: loss is {value} at iteration {it}{resumed}"
             )));
         };
         model = stepped;
