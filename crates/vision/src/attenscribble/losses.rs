@@ -203,9 +203,9 @@ impl GatedCrf {
     }
 }
 
-/// The attentive loss's Gaussian window on a square attention grid: `G_ij = exp(−|p_i −
+/// The attentive loss's Gaussian window on an `h × w` attention grid: `G_ij = exp(−|p_i −
 /// p_j|²/2σ²)` for `j ≠ i` in the `(2r+1)²` square around `i` (the reference's
-/// `pre_compute_xy_mask` times `1 − I`) on an `h × w` grid, stored as its offsets. Symmetric:
+/// `pre_compute_xy_mask` times `1 − I`), stored as its offsets. Symmetric:
 /// `j` is in `i`'s window exactly when `i` is in `j`'s, with the same weight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttnWindow {
@@ -331,7 +331,8 @@ pub struct AffinityLoss {
 ///
 /// Why: only the `(2r+1)² − 1` window pairs of each of the `L` rows enter the loss, but the
 /// composed form builds `S + Sᵀ`, `K`, `K ⊙ G ⊙ g` densely (`N·L²` = 8M values at the `paper`
-/// preset) and records each op for the backward pass: ~220 ms of a 640 ms step. Here `K` and
+/// preset) and records each op for the backward pass (this function took the `paper` step
+/// from 645 to 506 ms, `examples/attenscribble_step_bench.rs`). Here `K` and
 /// the loss are computed on the pairs only (in f64), and the gradients are handed to autodiff
 /// as a first-order surrogate — `∂L/∂S_ij = 2a·∂L/∂z_ij` (the pair `(i, j)` and its mirror
 /// `(j, i)` share `K`, `G` and `⟨y_i, y_j⟩`), `∂L/∂y_i = −2 Σ_j g G_ij K_ij y_j / (L·N)`.
