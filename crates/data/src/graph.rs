@@ -306,12 +306,21 @@ pub fn load_npz_graph(path: impl AsRef<Path>) -> Result<CsrGraphData> {
             ),
         ));
     }
+    let values = adata.to_f32_vec();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        // The row holding stored value i: the last indptr entry at or before it.
+        let node = aindptr.partition_point(|&p| p <= i).saturating_sub(1);
+        return Err(adata.error(
+            &format!("element {i}"),
+            format!("feature value {} of node {node} is not finite", values[i]),
+        ));
+    }
     let features = Features::Sparse(CsrMatrix {
         rows: n,
         cols: fcols,
         indptr: aindptr,
         indices: to_u32(aindices),
-        data: adata.to_f32_vec(),
+        data: values,
     });
 
     let mut labels = labels_from(&npz.get("labels")?, n)?;
@@ -741,6 +750,11 @@ mod tests {
             (
                 replace(members(true), "attr_data", f4(&[1.0])),
                 "attr_data.npy",
+            ),
+            // Stored value 2 is node 2's only feature (attr_indptr 0, 2, 2, 3).
+            (
+                replace(members(true), "attr_data", f4(&[1.0, 1.0, f32::NAN])),
+                "attr_data.npy, element 2: feature value NaN of node 2 is not finite",
             ),
             (
                 replace(

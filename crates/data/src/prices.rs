@@ -41,7 +41,14 @@ impl PriceTable {
     }
 }
 
-fn valid_date(s: &str) -> bool {
+/// Longest run of calendar days allowed between consecutive rows. Market closures are
+/// shorter (the September 2001 closure: 7 days; a long holiday week: 9–10); a longer jump is
+/// rows missing from the file, and a return across it would silently span weeks.
+pub const MAX_GAP_DAYS: i64 = 14;
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date, or `None` when it is not one (a month
+/// outside 1–12, a day the month does not have, 29 February outside leap years).
+pub fn day_number(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() != 10
@@ -51,11 +58,30 @@ fn valid_date(s: &str) -> bool {
         || !digits(5..7)
         || !digits(8..10)
     {
-        return false;
+        return None;
     }
-    let month = (b[5] - b'0') * 10 + (b[6] - b'0');
-    let day = (b[8] - b'0') * 10 + (b[9] - b'0');
-    (1..=12).contains(&month) && (1..=31).contains(&day)
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&d) {
+        return None;
+    }
+    // Count from 1 March so that the leap day ends a year: whole 400-year eras, then years,
+    // then the month's offset by the 153-days-per-5-months rule.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 /// Reads a price CSV, gzip-compressed or plain (detected by the gzip magic bytes). Checks the
@@ -124,21 +150,32 @@ fn parse_price_csv(mut reader: impl BufRead, path: &Path) -> Result<PriceTable> 
         }
         let mut cells = text.split(',');
         let date = cells.next().unwrap_or("").trim();
-        if !valid_date(date) {
+        let Some(day) = day_number(date) else {
             return Err(DataError::malformed(
                 path,
                 at(1),
                 format!("expected a date YYYY-MM-DD, found {}", quote(date)),
             ));
-        }
-        if let Some(prev) = table.dates.last()
-            && date <= prev.as_str()
-        {
-            return Err(DataError::malformed(
-                path,
-                at(1),
-                format!("dates must be strictly ascending: {date} follows {prev}"),
-            ));
+        };
+        if let Some(prev) = table.dates.last() {
+            if date <= prev.as_str() {
+                return Err(DataError::malformed(
+                    path,
+                    at(1),
+                    format!("dates must be strictly ascending: {date} follows {prev}"),
+                ));
+            }
+            let gap = day - day_number(prev).unwrap_or(day);
+            if gap > MAX_GAP_DAYS {
+                return Err(DataError::malformed(
+                    path,
+                    at(1),
+                    format!(
+                        "gap of {gap} days: {date} follows {prev} (rows missing? consecutive \
+                         trading days are at most {MAX_GAP_DAYS} days apart)"
+                    ),
+                ));
+            }
         }
         let mut row = Vec::with_capacity(table.columns.len());
         for (k, cell) in cells.enumerate() {
@@ -205,6 +242,39 @@ mod tests {
         e.finish().unwrap()
     }
 
+    #[test]
+    fn day_numbers_count_from_the_epoch_and_refuse_impossible_dates() {
+        assert_eq!(day_number("1970-01-01"), Some(0));
+        assert_eq!(day_number("1969-12-31"), Some(-1));
+        assert_eq!(day_number("2000-03-01"), Some(11_017));
+        assert_eq!(
+            day_number("1992-02-29")
+                .zip(day_number("1992-03-01"))
+                .map(|(a, b)| b - a),
+            Some(1)
+        );
+        for bad in [
+            "1991-02-29",
+            "1900-02-29",
+            "2005-13-45",
+            "2005-04-31",
+            "2005-00-10",
+            "2005-1-1",
+            "banana",
+        ] {
+            assert_eq!(day_number(bad), None, "{bad}");
+        }
+        assert!(day_number("2000-02-29").is_some());
+        let ok = "Date,A\n1990-01-02,1\n1990-01-16,2\n";
+        let dir = TempDir::new("px_gap");
+        assert_eq!(
+            load_price_csv_gz(dir.write("g.csv", ok.as_bytes()))
+                .unwrap()
+                .num_rows(),
+            2
+        );
+    }
+
     const OK: &str = "Date,AAA,BBB\n1990-01-02,1.0,4.125\n1990-01-03,1.5,4\n";
 
     #[test]
@@ -236,6 +306,12 @@ mod tests {
                 "expected 2 prices after the date, found 3",
             ),
             ("Date,A\n1990-13-02,1\n", "YYYY-MM-DD"),
+            ("Date,A\n1990-02-30,1\n", "YYYY-MM-DD"),
+            ("Date,A\n1991-02-29,1\n", "YYYY-MM-DD"),
+            (
+                "Date,A\n1990-01-02,1\n1990-01-17,2\n",
+                "line 3, column 1: gap of 15 days",
+            ),
             ("Day,A\n", "line 1, column 1"),
             ("Date,A\n", "no data rows"),
         ];
@@ -247,9 +323,19 @@ mod tests {
                 "{want}: {e}"
             );
         }
+        // 25 rows a month, 12 months a year: at most 7 days between rows.
         let long: String = std::iter::once("Date,A\n".to_string())
-            .chain((0..2000).map(|i| format!("{:04}-01-01,{i}.5\n", 1000 + i)))
+            .chain((0..2000).map(|i| {
+                let (y, m, d) = (1000 + i / 300, (i / 25) % 12 + 1, i % 25 + 1);
+                format!("{y:04}-{m:02}-{d:02},{i}.5\n")
+            }))
             .collect();
+        assert_eq!(
+            load_price_csv_gz(dir.write("long.csv.gz", &gz(&long)))
+                .unwrap()
+                .num_rows(),
+            2000
+        );
         let p = dir.write("bin.csv.gz", &gz(b"Date,A\n1990-01-02,\xff\n"));
         let e = load_price_csv_gz(&p).unwrap_err().to_string();
         assert!(

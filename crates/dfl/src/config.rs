@@ -58,7 +58,7 @@ ferrolab_core::config_section! {
     /// Keys `portfolio.*`.
     pub struct PortfolioSection {
         /// First instance: the first trading day on or after this date with a year of history.
-        pub start: String = "2005-01-01".into(), "a date YYYY-MM-DD" => |v| v.len() == 10 && v.as_bytes()[4] == b'-' && v.as_bytes()[7] == b'-';
+        pub start: String = "2005-01-01".into(), "a calendar date YYYY-MM-DD" => |v| ferrolab_data::prices::day_number(v).is_some();
         /// Training days (the reference: 200).
         pub train_days: usize = 200, "2..=5000" => |v| (2..=5000).contains(v);
         /// Validation days (200).

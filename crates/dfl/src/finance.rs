@@ -167,7 +167,7 @@ pub fn build(table: &PriceTable, spec: &PortfolioDataSpec) -> Result<PortfolioDa
         .position(|d| d.as_str() >= spec.start.as_str())
         .ok_or_else(|| {
             format!(
-                "data.start {}: the price file ends on {}",
+                "portfolio.start {}: the price file ends on {}",
                 spec.start,
                 table.dates.last().map(String::as_str).unwrap_or("?")
             )
@@ -201,8 +201,12 @@ pub fn build(table: &PriceTable, spec: &PortfolioDataSpec) -> Result<PortfolioDa
             .map(|s| prices.iter().map(|p| p[s] / p[s - 1] - 1.0).collect())
             .collect();
         let corr = correlation(&rows, n, spec.reg);
-        let l = cholesky(&corr, n)
-            .map_err(|e| format!("risk factor of {}: {e}; raise data.reg", table.dates[t]))?;
+        let l = cholesky(&corr, n).map_err(|e| {
+            format!(
+                "risk factor of {}: {e}; raise portfolio.reg (or check the prices)",
+                table.dates[t]
+            )
+        })?;
         factors.push(l);
         dates.push(table.dates[t].clone());
     }
@@ -364,6 +368,6 @@ mod tests {
         let mut s = spec();
         s.start = "2999-01-01".into();
         let e = build(&table(HISTORY + 60, 3), &s).expect_err("start past the end");
-        assert!(e.contains("data.start"), "{e}");
+        assert!(e.contains("portfolio.start"), "{e}");
     }
 }

@@ -428,7 +428,7 @@ pub fn method_edge_params(
     EdgeParams {
         throughput: e.throughput_mflops * 1e6,
         memory: cfg.memory_bytes(),
-        memory_unit: (e.memory_unit_kb * 1e3).max(1.0) as u64,
+        memory_unit: AdaEvoConfig::unit_bytes(e.memory_unit_kb),
         max_concurrent: e.max_concurrent,
         epochs: e.epochs.clone(),
         fixed_epochs: e.fixed_epochs,

@@ -68,6 +68,12 @@ fn detection_config_errors_are_caught() {
             &["task.name=\"detection\"", "detect.memory_mb=0.01"],
             "detect.memory_mb",
         ),
+        (
+            &["task.name=\"detection\"", "detect.memory_unit_kb=100000"],
+            "detect.memory_unit_kb",
+        ),
+        // The knapsack counts whole units: a unit above the 1 MB budget fits no task.
+        (&["edge.memory_unit_kb=1024"], "edge.memory_unit_kb"),
         (&["detect.context=2"], "detect.context"),
         (&["task.name=\"detection\"", "stream.fps=3"], "stream.fps"),
         (&["stream.fps=0"], "stream.fps"),

@@ -291,7 +291,7 @@ pub fn edge_params(
     DetEdgeParams {
         throughput: d.throughput_mflops * 1e6,
         memory: cfg.detect_memory_bytes(),
-        memory_unit: (d.memory_unit_kb * 1e3).max(1.0) as u64,
+        memory_unit: AdaEvoConfig::unit_bytes(d.memory_unit_kb),
         max_concurrent: e.max_concurrent,
         epochs: e.epochs.clone(),
         fixed_epochs: e.fixed_epochs,

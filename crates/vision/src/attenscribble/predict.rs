@@ -27,6 +27,7 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     };
     ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let (ckpt, out, input) = (get("checkpoint")?, get("out")?, get("input")?);
+    check_out(&out)?;
     let (model, meta) = checkpoint::load(&ckpt)?;
     let (shape, labels) = predict_file(&model, meta.size, &input)?;
     write(&out, &shape, &labels)?;
@@ -70,7 +71,90 @@ pub fn predict_file(
     Ok((shape, predict_volume(model, &image, (d, h, w), size, 16)))
 }
 
+/// `--out` must name a file in an existing folder: checked before the model runs, so a typo
+/// costs no inference (a usage error, exit 2).
+fn check_out(out: &Path) -> SysResult<()> {
+    if out.is_dir() {
+        return Err(SystemError::usage(format!(
+            "--out {}: is a folder; give the output .npz file",
+            out.display()
+        )));
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(SystemError::usage(format!(
+            "--out {}: folder {} does not exist",
+            out.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `label` to a temporary sibling of `out`, then renames it into place: an existing
+/// file at `out` is replaced whole or left as it was.
 fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
     let bytes = ferrolab_data::npy::npy_bytes("|u1", shape, false, labels);
-    write_npz(out, &[("label", bytes)], true).map_err(|e| SystemError::runtime(e.to_string()))
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out.npz".into());
+    let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let res = write_npz(&tmp, &[("label", bytes)], true)
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| e.to_string()));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SystemError::runtime(format!(
+            "cannot write {}: {e}",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_core::ErrorClass;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fl-predict-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn an_unwritable_out_is_a_usage_error_before_any_work() {
+        let d = scratch("out");
+        let folder = check_out(&d).unwrap_err();
+        assert_eq!(folder.class(), ErrorClass::Usage, "{folder}");
+        assert!(folder.to_string().contains("is a folder"), "{folder}");
+        let missing = check_out(&d.join("nope/x.npz")).unwrap_err();
+        assert_eq!(missing.class(), ErrorClass::Usage, "{missing}");
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
+        check_out(&d.join("x.npz")).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_mask_replaces_an_old_file_whole_and_leaves_no_temporary() {
+        let d = scratch("write");
+        let out = d.join("mask.npz");
+        std::fs::write(&out, b"old").unwrap();
+        write(&out, &[2, 3], &[0, 1, 2, 3, 0, 1]).unwrap();
+        let label = Npz::open(&out).unwrap().get("label").unwrap();
+        assert_eq!(label.shape, vec![2, 3]);
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
