@@ -751,7 +751,7 @@ mod tests {
                 replace(members(true), "attr_data", f4(&[1.0])),
                 "attr_data.npy",
             ),
-            // Stored value 2 is node 2's only feature (attr_indptr 0, 2, 2, 3).
+            // Stored value 2 is node 2's only feature (attr_indptr 0, 2, 2, 3, 3).
             (
                 replace(members(true), "attr_data", f4(&[1.0, 1.0, f32::NAN])),
                 "attr_data.npy, element 2: feature value NaN of node 2 is not finite",

@@ -25,8 +25,20 @@ fn check_units(
         &format!(
             "is too coarse: {budget_key} rounds down to {cap} unit(s), the smallest task needs {need}"
         ),
+    )?;
+    check(
+        cap <= MAX_UNITS,
+        key,
+        unit_kb,
+        &format!(
+            "is too fine: {budget_key} is {cap} units, at most {MAX_UNITS} (the scheduler's table grows with them)"
+        ),
     )
 }
+
+/// Memory units of the knapsack's capacity at most: its table holds (tasks + 1) × (units + 1)
+/// × (concurrent + 1) values and is rebuilt at every scheduling event.
+pub const MAX_UNITS: u64 = 4096;
 
 /// Tasks the experiment runs.
 pub const TASKS: [&str; 2] = ["classification", "detection"];
@@ -366,11 +378,12 @@ impl AdaEvoConfig {
         (self.edge.memory_mb * 1e6) as u64
     }
 
-    /// Memory of the smallest possible task.
+    /// Memory of the smallest possible task: its fewest frames plus the clean anchor samples
+    /// the edge adds to every task.
     pub fn smallest_task_bytes(&self) -> u64 {
         memory_bytes(
             &self.mobile_sizes(),
-            MIN_TASK_FRAMES,
+            MIN_TASK_FRAMES + self.edge.anchor.min(self.data.pretrain_images),
             self.edge.batch,
             1,
             (self.edge.workspace_kb * 1e3) as u64,
@@ -500,6 +513,15 @@ impl Validate for AdaEvoConfig {
                 "is smaller than any evolution task (the smallest, {} frames, needs {:.3} MB)",
                 MIN_TASK_FRAMES,
                 small as f64 / 1e6
+            ),
+        )?;
+        check(
+            self.edge.epochs.contains(&self.edge.fixed_epochs),
+            "edge.fixed_epochs",
+            self.edge.fixed_epochs,
+            &format!(
+                "must be one of edge.epochs {:?} (the FIFO ablation trains that variant)",
+                self.edge.epochs
             ),
         )?;
         check_units(

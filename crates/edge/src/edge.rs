@@ -27,6 +27,22 @@ pub enum SchedulerKind {
     Fifo,
 }
 
+impl SchedulerKind {
+    /// Whether a task variant needing `memory` bytes could start on an idle edge of `total`
+    /// bytes: the knapsack counts whole `unit`s (capacity rounded down, the task up), FIFO
+    /// bytes. A task that could not is declined at once rather than queued for ever (where
+    /// FIFO's head-of-line rule would block every task behind it).
+    pub fn fits_idle(self, memory: u64, total: u64, unit: u64) -> bool {
+        match self {
+            SchedulerKind::Knapsack => {
+                let unit = unit.max(1);
+                memory.div_ceil(unit) <= total / unit
+            }
+            SchedulerKind::Fifo => memory <= total,
+        }
+    }
+}
+
 /// Settings of the edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeParams {
@@ -263,7 +279,8 @@ pub struct EdgeServer {
     /// stayed queued (what sets the knapsack's order apart from FIFO's).
     pub starts_total: usize,
     pub starts_bypassing: usize,
-    /// Tasks declined for too small a predicted gain (`edge.min_gain`).
+    /// Tasks declined: too small a predicted gain (`edge.min_gain`), or more training memory
+    /// than the whole edge has.
     pub declined: usize,
 }
 
@@ -492,6 +509,19 @@ impl EdgeServer {
                 0.0,
             )
         };
+        let p = &self.params;
+        if !variants
+            .iter()
+            .any(|v| p.scheduler.fits_idle(v.memory, p.memory, p.memory_unit))
+        {
+            let need = variants.iter().map(|v| v.memory).min().unwrap_or(0);
+            let have = p.memory;
+            self.declined += 1;
+            return Err(ProtocolError::Declined(format!(
+                "end {} task {}: needs {need} bytes of training memory, the edge has {have}",
+                req.end, req.seq
+            )));
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.queue.push(Queued {

@@ -74,6 +74,11 @@ fn detection_config_errors_are_caught() {
         ),
         // The knapsack counts whole units: a unit above the 1 MB budget fits no task.
         (&["edge.memory_unit_kb=1024"], "edge.memory_unit_kb"),
+        // ... and one so fine that the knapsack's table would hold millions of units.
+        (&["edge.memory_unit_kb=0.001"], "too fine"),
+        // Every task carries the 100 clean anchor samples: 0.2 MB holds its 8 frames only.
+        (&["edge.memory_mb=0.2"], "edge.memory_mb"),
+        (&["edge.fixed_epochs=8"], "edge.fixed_epochs"),
         (&["detect.context=2"], "detect.context"),
         (&["task.name=\"detection\"", "stream.fps=3"], "stream.fps"),
         (&["stream.fps=0"], "stream.fps"),

@@ -90,6 +90,25 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
             "{e}"
         );
         assert_eq!((strict.declined, strict.queued()), (1, 0));
+        // A task that needs more memory than the whole edge has is declined at once (queued,
+        // it would wait for ever, and under FIFO block every task behind it).
+        for scheduler in [SchedulerKind::Knapsack, SchedulerKind::Fifo] {
+            let mut tiny = EdgeServer::new(
+                EdgeParams {
+                    memory: 50_000,
+                    scheduler,
+                    ..params(0.0)
+                },
+                prep.teacher.clone(),
+            );
+            tiny.register(0, prep.dense.clone(), prep.mobile.clone());
+            let e = tiny.submit(req.clone(), 0.0).unwrap_err();
+            assert!(
+                matches!(e, ProtocolError::Declined(ref m) if m.contains("training memory")),
+                "{e}"
+            );
+            assert_eq!((tiny.declined, tiny.queued()), (1, 0));
+        }
         edge.submit(req, 0.0).unwrap();
         edge.schedule(0.0);
         let done = edge.advance(0.0, 1e6);

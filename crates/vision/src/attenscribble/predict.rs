@@ -74,6 +74,12 @@ pub fn predict_file(
 /// `--out` must name a file in an existing folder: checked before the model runs, so a typo
 /// costs no inference (a usage error, exit 2).
 fn check_out(out: &Path) -> SysResult<()> {
+    if out.file_name().is_none() {
+        return Err(SystemError::usage(format!(
+            "--out {}: names no file; give the output .npz file",
+            out.display()
+        )));
+    }
     if out.is_dir() {
         return Err(SystemError::usage(format!(
             "--out {}: is a folder; give the output .npz file",
@@ -105,7 +111,13 @@ fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
     let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let res = write_npz(&tmp, &[("label", bytes)], true)
         .map_err(|e| e.to_string())
-        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| e.to_string()));
+        .and_then(|()| {
+            // Synced before the rename, so a crash leaves the old file or the whole new one.
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, out))
+                .map_err(|e| e.to_string())
+        });
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(SystemError::runtime(format!(
@@ -137,6 +149,8 @@ mod tests {
         let missing = check_out(&d.join("nope/x.npz")).unwrap_err();
         assert_eq!(missing.class(), ErrorClass::Usage, "{missing}");
         assert!(missing.to_string().contains("does not exist"), "{missing}");
+        let nameless = check_out(Path::new("..")).unwrap_err();
+        assert_eq!(nameless.class(), ErrorClass::Usage, "{nameless}");
         check_out(&d.join("x.npz")).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
