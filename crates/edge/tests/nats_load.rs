@@ -390,12 +390,20 @@ fn edge_killed_mid_training_restarts_from_its_state_and_loses_nothing() {
     }
     // Kill the edge once it has shipped a version and holds an accepted, unfinished task:
     // the restart must continue both.
+    // Only a task file that appeared since the previous poll counts: a task seen for a while may
+    // finish (and its file go) between the poll and the kill, and the restart would then have
+    // nothing to continue. A just-accepted task has most of its training ahead of it.
     let deadline = start + 0.6 * seconds / speed;
+    let mut seen: Option<Pairs> = None;
     let (open_at_kill, versions_at_kill) = loop {
         let (tasks, vs) = state_files(&state);
-        if !tasks.is_empty() && vs.iter().any(|(_, v)| *v >= 1) {
+        let fresh = seen
+            .as_ref()
+            .is_some_and(|p| tasks.iter().any(|t| !p.contains(t)));
+        if fresh && vs.iter().any(|(_, v)| *v >= 1) {
             break (tasks, vs);
         }
+        seen = Some(tasks);
         assert!(
             unix_now() < deadline,
             "the edge never held an open task after shipping a version"

@@ -218,6 +218,11 @@ pub struct MobileSummary {
     pub upload_bytes: usize,
     /// Tasks still in flight when the process stopped.
     pub unresolved: usize,
+    /// Uploads that timed out (counted dropped) whose model the edge shipped after all: the
+    /// request reached a slow edge after the end gave up on it. Moved from `dropped` to
+    /// `installed` when the model came.
+    #[serde(default)]
+    pub late_installs: usize,
 }
 
 /// Mobile end `trace.end`: replays its trace on the simulated clock, uploads requests, installs
@@ -259,6 +264,10 @@ async fn mobile_loop(
     let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
     let mut next = 0usize;
     let mut in_flight: Option<u64> = None;
+    // Drop reasons of uploads whose outcome is unknown (timed out: the edge may have received
+    // them and accepted late). A model arriving with nothing in flight answers the oldest; what
+    // is left when the process stops goes to `dropped`.
+    let mut uncertain: Vec<String> = Vec::new();
     let mut version = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
@@ -292,8 +301,11 @@ async fn mobile_loop(
                 Ok(Ok(m)) => s
                     .dropped
                     .push(String::from_utf8_lossy(&m.payload).into_owned()),
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                    uncertain.push(format!("upload failed: {e}"));
+                }
                 Ok(Err(e)) => s.dropped.push(format!("upload failed: {e}")),
-                Err(_) => s.dropped.push(format!(
+                Err(_) => uncertain.push(format!(
                     "upload failed: no answer within {:?}",
                     opts.request_timeout
                 )),
@@ -321,6 +333,11 @@ async fn mobile_loop(
                         Ok(_) => {
                             version = blob.version;
                             s.installed.push(version);
+                            if in_flight.is_none() && !uncertain.is_empty() {
+                                uncertain.remove(0);
+                                s.accepted += 1;
+                                s.late_installs += 1;
+                            }
                             in_flight = None;
                             format!("installed {version}")
                         }
@@ -347,6 +364,7 @@ async fn mobile_loop(
         }
     }
     s.unresolved = usize::from(in_flight.is_some());
+    s.dropped.append(&mut uncertain);
     let _ = client.flush().await;
     Ok(s)
 }
