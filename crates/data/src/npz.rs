@@ -162,16 +162,13 @@ impl Npz {
     }
 }
 
-/// Writes an `.npz` of ready-made `.npy` members (see [`crate::npy::npy_bytes`]); a tiny
-/// writer for test fixtures.
-#[doc(hidden)]
-pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) -> Result<()> {
+/// An `.npz` of ready-made `.npy` members (see [`crate::npy::npy_bytes`]), in memory: callers
+/// that must not leave half a file write it with an atomic writer.
+pub fn npz_bytes(members: &[(&str, Vec<u8>)], deflate: bool) -> std::io::Result<Vec<u8>> {
     use std::io::Write;
     use zip::CompressionMethod;
     use zip::write::SimpleFileOptions;
-    let err = |e: &dyn std::fmt::Display| DataError::malformed(path, "zip writer", e.to_string());
-    let file = File::create(path).map_err(|e| DataError::io(path, e))?;
-    let mut zw = zip::ZipWriter::new(file);
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let method = if deflate {
         CompressionMethod::Deflated
     } else {
@@ -180,11 +177,18 @@ pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) -> Res
     let opts = SimpleFileOptions::default().compression_method(method);
     for (key, bytes) in members {
         zw.start_file(format!("{key}.npy"), opts)
-            .map_err(|e| err(&e))?;
-        zw.write_all(bytes).map_err(|e| DataError::io(path, e))?;
+            .map_err(std::io::Error::other)?;
+        zw.write_all(bytes)?;
     }
-    zw.finish().map_err(|e| err(&e))?;
-    Ok(())
+    Ok(zw.finish().map_err(std::io::Error::other)?.into_inner())
+}
+
+/// Writes an `.npz` of ready-made `.npy` members to `path`; a tiny writer for test fixtures.
+#[doc(hidden)]
+pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) -> Result<()> {
+    let bytes = npz_bytes(members, deflate)
+        .map_err(|e| DataError::malformed(path, "zip writer", e.to_string()))?;
+    std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
 #[cfg(test)]

@@ -29,17 +29,34 @@ pub enum SchedulerKind {
 
 impl SchedulerKind {
     /// Whether a task variant needing `memory` bytes could start on an idle edge of `total`
-    /// bytes: the knapsack counts whole `unit`s (capacity rounded down, the task up), FIFO
-    /// bytes. A task that could not is declined at once rather than queued for ever (where
-    /// FIFO's head-of-line rule would block every task behind it).
+    /// bytes: the knapsack counts whole `unit`s, FIFO bytes.
     pub fn fits_idle(self, memory: u64, total: u64, unit: u64) -> bool {
         match self {
-            SchedulerKind::Knapsack => {
-                let unit = unit.max(1);
-                memory.div_ceil(unit) <= total / unit
-            }
+            SchedulerKind::Knapsack => scheduler::fits_units(memory, total, unit),
             SchedulerKind::Fifo => memory <= total,
         }
+    }
+
+    /// Refuses a task none of whose `variants` could ever start on the idle edge: queued, it
+    /// would wait for ever (and under FIFO's head-of-line rule block every task behind it).
+    pub fn admit(
+        self,
+        variants: &[Variant],
+        total: u64,
+        unit: u64,
+        req: &TaskRequest,
+    ) -> Result<(), ProtocolError> {
+        if variants
+            .iter()
+            .any(|v| self.fits_idle(v.memory, total, unit))
+        {
+            return Ok(());
+        }
+        let need = variants.iter().map(|v| v.memory).min().unwrap_or(0);
+        Err(ProtocolError::Declined(format!(
+            "end {} task {}: needs {need} bytes of training memory, the edge has {total}",
+            req.end, req.seq
+        )))
     }
 }
 
@@ -510,17 +527,9 @@ impl EdgeServer {
             )
         };
         let p = &self.params;
-        if !variants
-            .iter()
-            .any(|v| p.scheduler.fits_idle(v.memory, p.memory, p.memory_unit))
-        {
-            let need = variants.iter().map(|v| v.memory).min().unwrap_or(0);
-            let have = p.memory;
+        if let Err(e) = p.scheduler.admit(&variants, p.memory, p.memory_unit, &req) {
             self.declined += 1;
-            return Err(ProtocolError::Declined(format!(
-                "end {} task {}: needs {need} bytes of training memory, the edge has {have}",
-                req.end, req.seq
-            )));
+            return Err(e);
         }
         let id = self.next_id;
         self.next_id += 1;

@@ -61,6 +61,13 @@ pub fn pareto(vs: &[Variant]) -> Vec<usize> {
     out
 }
 
+/// Whether `memory` bytes fit in `free` bytes as the knapsack counts them: in whole `unit`s,
+/// the capacity rounded down and the task rounded up.
+pub fn fits_units(memory: u64, free: u64, unit: u64) -> bool {
+    let unit = unit.max(1);
+    memory.div_ceil(unit) <= free / unit
+}
+
 /// The knapsack DP (see the module doc).
 pub fn knapsack(
     cands: &[Candidate],
@@ -82,7 +89,7 @@ pub fn knapsack(
         .map(|(i, c)| (i, pareto(&c.variants)))
         .filter(|(i, v)| {
             v.iter()
-                .any(|&j| units(cands[*i].variants[j].memory) <= cap)
+                .any(|&j| fits_units(cands[*i].variants[j].memory, free, unit))
         })
         .collect();
     let density = |i: usize, v: &[usize]| -> f64 {

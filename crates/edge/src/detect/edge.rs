@@ -305,16 +305,8 @@ impl DetEdge {
             )
         };
         let p = &self.params;
-        if !variants
-            .iter()
-            .any(|v| p.scheduler.fits_idle(v.memory, p.memory, p.memory_unit))
-        {
-            let need = variants.iter().map(|v| v.memory).min().unwrap_or(0);
-            return Err(ProtocolError::Declined(format!(
-                "end {} task {}: needs {need} bytes of training memory, the edge has {}",
-                req.end, req.seq, p.memory
-            )));
-        }
+        p.scheduler
+            .admit(&variants, p.memory, p.memory_unit, &req)?;
         self.next_id += 1;
         self.queue.push(Queued {
             id,

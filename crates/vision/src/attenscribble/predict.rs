@@ -5,7 +5,7 @@
 use super::checkpoint;
 use super::train::predict_volume;
 use ferrolab_core::{SysResult, SystemError};
-use ferrolab_data::npz::{Npz, write_npz};
+use ferrolab_data::npz::{Npz, npz_bytes};
 use std::path::{Path, PathBuf};
 
 /// The clap command.
@@ -100,31 +100,13 @@ fn check_out(out: &Path) -> SysResult<()> {
     Ok(())
 }
 
-/// Writes `label` to a temporary sibling of `out`, then renames it into place: an existing
-/// file at `out` is replaced whole or left as it was.
+/// Writes `label` through core's atomic writer: an existing file at `out` is replaced whole
+/// or left as it was.
 fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
-    let bytes = ferrolab_data::npy::npy_bytes("|u1", shape, false, labels);
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out.npz".into());
-    let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let res = write_npz(&tmp, &[("label", bytes)], true)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            // Synced before the rename, so a crash leaves the old file or the whole new one.
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, out))
-                .map_err(|e| e.to_string())
-        });
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(SystemError::runtime(format!(
-            "cannot write {}: {e}",
-            out.display()
-        )));
-    }
+    let npy = ferrolab_data::npy::npy_bytes("|u1", shape, false, labels);
+    let bytes = npz_bytes(&[("label", npy)], true)
+        .map_err(|e| SystemError::runtime(format!("cannot encode {}: {e}", out.display())))?;
+    ferrolab_core::run::write_atomic(out, &bytes)?;
     Ok(())
 }
 
