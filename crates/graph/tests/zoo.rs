@@ -12,7 +12,7 @@ use ferrolab_core::sparse::SparseAdj;
 use ferrolab_data::{CsbmConfig, Features, generate_csbm};
 use ferrolab_graph::models::GcnInput;
 use ferrolab_graph::zoo::train::{NodeTask, OptimKind, train_centralised};
-use ferrolab_graph::zoo::{Arch, GraphTensors, ZooConfig, load_params, model_params};
+use ferrolab_graph::zoo::{Arch, GraphTensors, WeightInit, ZooConfig, load_params, model_params};
 use ferrolab_graph::{CsrGraph, NodeData};
 
 /// 0-1-2-3-4-5-0 ring with chord 0-3, and isolated node 6.
@@ -237,4 +237,45 @@ fn gat_on_cora_reaches_81_5_percent() {
         ..ZooConfig::new(Arch::Gat, 1433, 7)
     };
     assert!(cora_mean(Arch::Gat, cfg, 0.005, 2) >= 0.815);
+}
+
+/// `model.init = "glorot"` draws the GCN and GAT linear maps as PyG does, U(±√(6/(in+out))),
+/// which for Cora's first layer (1433 → 64) is 2.4x the fan-in default's bound 1/√1433; the
+/// default stays U(±1/√fan_in).
+#[test]
+fn glorot_init_uses_pygs_bound_and_fan_in_stays_the_default() {
+    let _g = exclusive_rng();
+    let dev = train_device();
+    for arch in [Arch::Gcn, Arch::Gat] {
+        let (d_in, hidden) = (300, 64);
+        let bounds = |init: WeightInit| {
+            dev.seed(7);
+            let cfg = ZooConfig {
+                hidden,
+                init,
+                ..ZooConfig::new(arch, d_in, 5)
+            };
+            let params = model_params(&cfg.init(&dev).unwrap());
+            // The first layer's linear map is the first parameter of `d_in · hidden` values.
+            let w = params
+                .iter()
+                .find(|p| p.data.len() == d_in * hidden)
+                .unwrap();
+            w.data.iter().fold(0f32, |m, v| m.max(v.abs()))
+        };
+        let fan_in = bounds(WeightInit::FanIn);
+        let glorot = bounds(WeightInit::Glorot);
+        let want_fan_in = 1.0 / (d_in as f32).sqrt();
+        let want_glorot = (6.0 / (d_in + hidden) as f32).sqrt();
+        assert!(
+            fan_in <= want_fan_in && fan_in > 0.95 * want_fan_in,
+            "{arch:?}: {fan_in}"
+        );
+        assert!(
+            glorot <= want_glorot && glorot > 0.95 * want_glorot,
+            "{arch:?}: {glorot} vs {want_glorot}"
+        );
+    }
+    assert_eq!(ZooConfig::new(Arch::Gcn, 3, 2).init, WeightInit::FanIn);
+    assert!(WeightInit::parse("xavier").is_err());
 }

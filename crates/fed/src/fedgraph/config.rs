@@ -57,7 +57,8 @@ ferrolab_core::config_section! {
 }
 
 ferrolab_core::config_section! {
-    /// Model keys: `model.arch`, `model.hidden`, `model.layers`, `model.dropout`, `model.heads`.
+    /// Model keys: `model.arch`, `model.hidden`, `model.layers`, `model.dropout`, `model.heads`,
+    /// `model.init`.
     pub struct ModelSection {
         /// `gcn`, `sage`, `gat`, `gin` or `gpr`.
         pub arch: String = "gcn".into(), "`gcn`, `sage`, `gat`, `gin` or `gpr`" => |v| ["gcn", "sage", "gat", "gin", "gpr"].contains(&v.as_str());
@@ -69,6 +70,9 @@ ferrolab_core::config_section! {
         pub dropout: f64 = 0.5, "in [0, 1)" => |v| (0.0..1.0).contains(v);
         /// GAT heads (must divide `hidden`).
         pub heads: usize = 8, "1..=64" => |v| (1..=64).contains(v);
+        /// GCN/GAT weight initialisation: `fan_in` (U(±1/√fan_in), burn's and PyTorch's
+        /// `Linear` default) or `glorot` (PyG's `GCNConv`/`GATConv`, so FS-G's).
+        pub init: String = "fan_in".into(), "`fan_in` or `glorot`" => |v| ["fan_in", "glorot"].contains(&v.as_str());
     }
 }
 

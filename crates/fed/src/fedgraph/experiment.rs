@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ferrolab_core::metrics::mean_pop_std;
-use ferrolab_graph::zoo::{Arch, ZooConfig};
+use ferrolab_graph::zoo::{Arch, WeightInit, ZooConfig};
 use serde_json::json;
 
 use super::FedGraphError;
@@ -118,6 +118,7 @@ pub fn zoo_config(
         layers: m.layers,
         dropout: m.dropout,
         heads: m.heads,
+        init: WeightInit::parse(&m.init)?,
         ..ZooConfig::new(Arch::parse(&m.arch)?, d_in, classes)
     };
     z.check()?;

@@ -21,7 +21,7 @@ use ferrolab_core::burn::tensor::IndexingUpdateOp;
 use ferrolab_core::burn::tensor::activation::{leaky_relu, relu};
 use ferrolab_core::sparse::SparseAdj;
 
-use super::GraphTensors;
+use super::{GraphTensors, WeightInit};
 
 /// A layer's input: sparse rows (only the first layer, bag-of-words) or a dense tensor.
 // Lives for one layer call on the stack; boxing the tensor handle would only add an allocation.
@@ -64,8 +64,12 @@ pub struct GcnConv {
 
 impl GcnConv {
     pub fn new(d_in: usize, d_out: usize, dev: &Device) -> Self {
+        Self::with_init(d_in, d_out, WeightInit::FanIn, dev)
+    }
+
+    pub fn with_init(d_in: usize, d_out: usize, init: WeightInit, dev: &Device) -> Self {
         GcnConv {
-            lin: LinearConfig::new(d_in, d_out).with_bias(false).init(dev),
+            lin: init.linear(d_in, d_out, false, dev),
             bias: Param::from_tensor(Tensor::zeros([d_out], dev)),
         }
     }
@@ -117,6 +121,17 @@ pub struct GatConv {
 
 impl GatConv {
     pub fn new(d_in: usize, d_head: usize, heads: usize, concat: bool, dev: &Device) -> Self {
+        Self::with_init(d_in, d_head, heads, concat, WeightInit::FanIn, dev)
+    }
+
+    pub fn with_init(
+        d_in: usize,
+        d_head: usize,
+        heads: usize,
+        concat: bool,
+        init: WeightInit,
+        dev: &Device,
+    ) -> Self {
         let heads = heads.max(1);
         // Glorot-uniform attention vectors, as PyG's reset_parameters.
         let bound = (6.0 / (1 + d_head) as f64).sqrt();
@@ -129,9 +144,7 @@ impl GatConv {
         };
         let d_out = if concat { heads * d_head } else { d_head };
         GatConv {
-            lin: LinearConfig::new(d_in, heads * d_head)
-                .with_bias(false)
-                .init(dev),
+            lin: init.linear(d_in, heads * d_head, false, dev),
             att_src: att(),
             att_dst: att(),
             bias: Param::from_tensor(Tensor::zeros([d_out], dev)),

@@ -155,6 +155,42 @@ pub struct ZooConfig {
     /// GPR-GNN propagation steps `K` and PageRank teleport `α`.
     pub gpr_k: usize,
     pub gpr_alpha: f64,
+    /// How the message-passing weights are drawn.
+    pub init: WeightInit,
+}
+
+/// Initial weights of the GCN and GAT layers' linear maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightInit {
+    /// burn's `Linear` default, U(±1/√fan_in) (PyTorch's `nn.Linear` default too).
+    FanIn,
+    /// Glorot-uniform, U(±√(6/(fan_in + fan_out))): what PyG's `GCNConv` and `GATConv`
+    /// (`weight_initializer='glorot'`) use, and so FS-G's GCN and GAT.
+    Glorot,
+}
+
+impl WeightInit {
+    /// `fan_in` or `glorot`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "fan_in" => Ok(WeightInit::FanIn),
+            "glorot" => Ok(WeightInit::Glorot),
+            other => Err(GraphError::config(
+                "model.init",
+                format!("unknown initialisation {other:?} (fan_in, glorot)"),
+            )),
+        }
+    }
+
+    pub(crate) fn linear(self, d_in: usize, d_out: usize, bias: bool, dev: &Device) -> Linear {
+        let c = LinearConfig::new(d_in, d_out).with_bias(bias);
+        match self {
+            WeightInit::FanIn => c.init(dev),
+            WeightInit::Glorot => c
+                .with_initializer(burn::nn::Initializer::XavierUniform { gain: 1.0 })
+                .init(dev),
+        }
+    }
 }
 
 impl ZooConfig {
@@ -171,6 +207,7 @@ impl ZooConfig {
             heads: 8,
             gpr_k: 10,
             gpr_alpha: 0.1,
+            init: WeightInit::FanIn,
         }
     }
 
@@ -228,7 +265,7 @@ impl ZooConfig {
             Arch::Gcn => GnnModel::Gcn(
                 widths
                     .iter()
-                    .map(|&(a, b)| GcnConv::new(a, b, dev))
+                    .map(|&(a, b)| GcnConv::with_init(a, b, self.init, dev))
                     .collect(),
             ),
             Arch::Sage => GnnModel::Sage(
@@ -243,9 +280,9 @@ impl ZooConfig {
                     .enumerate()
                     .map(|(l, &(a, b))| {
                         if l == last {
-                            GatConv::new(a, b, 1, false, dev)
+                            GatConv::with_init(a, b, 1, false, self.init, dev)
                         } else {
-                            GatConv::new(a, b / self.heads, self.heads, true, dev)
+                            GatConv::with_init(a, b / self.heads, self.heads, true, self.init, dev)
                         }
                     })
                     .collect(),
