@@ -98,6 +98,31 @@ fn connect(c: &Common, party: ferrolab_fed::nats::Party) -> Result<ferrolab_fed:
         .map_err(|e| UsageError(e.to_string()).into())
 }
 
+#[cfg(feature = "nats")]
+/// `fed server --out FILE` is checked before the run, which may be long: a folder there, or
+/// a parent that is not a folder, is a usage error now rather than a lost result later.
+fn check_out_file(p: &std::path::Path) -> Result<()> {
+    if p.is_dir() {
+        return Err(UsageError(format!(
+            "--out {}: is a folder, expected a file",
+            p.display()
+        ))
+        .into());
+    }
+    let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = parent
+        && !d.is_dir()
+    {
+        return Err(UsageError(format!(
+            "--out {}: {} is not a folder",
+            p.display(),
+            d.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Runs one party.
 #[cfg(feature = "nats")]
 pub fn run(a: &FedArgs) -> Result<()> {
@@ -106,6 +131,9 @@ pub fn run(a: &FedArgs) -> Result<()> {
         Role::Server(s) => (s.system.as_str(), &s.common, Party::Server),
         Role::Client(c) => (c.system.as_str(), &c.common, Party::Client(c.id)),
     };
+    if let Role::Server(ServerArgs { out: Some(p), .. }) = &a.role {
+        check_out_file(p)?;
+    }
     let config = read_config(&common.config)?;
     if system == "fedgraph" {
         return fedgraph(a, common, party, config);
@@ -168,8 +196,7 @@ fn fedgraph(
                 let text = serde_json::to_string_pretty(&serde_json::json!({
                     "summary": summary, "curve": out.curve, "round_seconds": out.round_seconds,
                 }))?;
-                std::fs::write(path, text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                ferrolab_core::run::write_atomic(path, text.as_bytes())?;
             }
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
@@ -242,8 +269,7 @@ fn sdgt(
                 && let Some(path) = &s.out
             {
                 let text = serde_json::to_string_pretty(&out)?;
-                std::fs::write(path, text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                ferrolab_core::run::write_atomic(path, text.as_bytes())?;
             }
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())

@@ -47,6 +47,10 @@ pub fn all_entries() -> Vec<(&'static dyn DynSystem, Entry)> {
 /// Runs the selected entries and writes `report.md`.
 pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
     crate::runner::check_threads(args.run.threads)?;
+    // Each entry parses it again; a bad size is a usage error before any folder is made.
+    if let Some(t) = &args.run.max_memory {
+        ferrolab_core::guard::parse_size(t)?;
+    }
     let all = all_entries();
     for o in &args.only {
         if !all.iter().any(|(s, e)| e.name == o || s.name() == o) {

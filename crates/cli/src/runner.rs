@@ -219,12 +219,21 @@ pub fn execute(
         Some(t) => ferrolab_core::guard::parse_size(t)?,
         None => ferrolab_core::guard::default_limit(),
     };
+    // A `--data-dir` that is not there would otherwise fall through to the rest of the lookup
+    // chain and train on data the user did not name.
+    if let Some(p) = &opts.data_dir
+        && !p.is_dir()
+    {
+        return Err(UsageError(format!("--data-dir {} is not a folder", p.display())).into());
+    }
     for d in &resolved.datasets {
-        if !ferrolab_data::lookup::is_available(opts.data_dir.as_deref(), d) {
-            return Err(UsageError(format!(
-                "dataset {d} unavailable (run `ferrolab data fetch {d}`, or pass --data-dir)"
-            ))
-            .into());
+        if let Err(e) = ferrolab_data::lookup::find_dataset(opts.data_dir.as_deref(), d) {
+            let hint = if opts.data_dir.is_some() {
+                format!("run `ferrolab data fetch {d}`")
+            } else {
+                format!("run `ferrolab data fetch {d}`, or pass --data-dir")
+            };
+            return Err(UsageError(format!("{e} ({hint})")).into());
         }
     }
     if let Some(est) = sys.memory_estimate(resolved, opts.data_dir.as_deref())? {

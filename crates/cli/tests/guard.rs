@@ -46,6 +46,16 @@ fn oversized_settings_are_refused_in_one_line_before_any_work() {
             ],
             "data.train_rows=100000000",
         ),
+        (
+            vec![
+                "fedgraph",
+                "--set",
+                "model.hidden=65536",
+                "--set",
+                "model.layers=16",
+            ],
+            "model.hidden=65536, model.layers=16, fed.clients=5",
+        ),
     ] {
         let mut a = args.clone();
         a.extend(["--out", out_s]);

@@ -44,6 +44,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `path` must not exist, or be an empty folder; a file or a folder holding anything is a
 /// usage error, so nothing already written is replaced or mixed with new files.
 pub fn ensure_fresh(path: &Path) -> Result<()> {
+    if path.is_file() {
+        return Err(CoreError::Data(format!(
+            "output folder {} is a file; choose another --out",
+            path.display()
+        )));
+    }
+    // A file on the way (`report.txt/run`) would only fail when the folder is made, after
+    // the checks a usage error is due before.
+    if let Some(file) = path.ancestors().skip(1).find(|a| a.is_file()) {
+        return Err(CoreError::Data(format!(
+            "output folder {}: {} is a file, not a folder; choose another --out",
+            path.display(),
+            file.display()
+        )));
+    }
     if !path.exists() {
         return Ok(());
     }

@@ -279,3 +279,15 @@ fn glorot_init_uses_pygs_bound_and_fan_in_stays_the_default() {
     assert_eq!(ZooConfig::new(Arch::Gcn, 3, 2).init, WeightInit::FanIn);
     assert!(WeightInit::parse("xavier").is_err());
 }
+
+#[test]
+fn glorot_is_refused_where_pyg_draws_otherwise() {
+    for arch in [Arch::Sage, Arch::Gin, Arch::Gpr] {
+        let cfg = ZooConfig {
+            init: WeightInit::Glorot,
+            ..ZooConfig::new(arch, 3, 2)
+        };
+        let e = cfg.check().unwrap_err().to_string();
+        assert!(e.contains("model.init"), "{arch:?}: {e}");
+    }
+}

@@ -184,6 +184,12 @@ impl Validate for FedGraphConfig {
             self.model.heads,
             "must divide model.hidden for GAT",
         )?;
+        check(
+            self.model.init != "glorot" || ["gcn", "gat"].contains(&self.model.arch.as_str()),
+            "model.init",
+            &self.model.init,
+            "glorot is PyG's initialisation of gcn and gat layers; sage, gin and gpr keep fan_in",
+        )?;
         let graph_task = self.data.dataset == "graph-families";
         check(
             graph_task || self.fed.algo != "gcfl",

@@ -57,8 +57,8 @@ use ferrolab_graph::CsrGraph;
 use ferrolab_graph::models::GcnInput;
 use ferrolab_graph::zoo::train::OptimKind;
 use ferrolab_graph::zoo::{
-    Arch, GnnModel, GraphTensors, ZooConfig, accuracy, dropout, load_params, masked_cross_entropy,
-    model_params,
+    Arch, GnnModel, GraphTensors, WeightInit, ZooConfig, accuracy, dropout, load_params,
+    masked_cross_entropy, model_params,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -270,6 +270,7 @@ pub fn graph_zoo(cfg: &FedGraphConfig) -> Result<ZooConfig, FedGraphError> {
         layers: m.layers,
         dropout: m.dropout,
         heads: m.heads,
+        init: WeightInit::parse(&m.init)?,
         // With an input layer per client the message-passing layers read `model.hidden`.
         ..ZooConfig::new(
             Arch::parse(&m.arch)?,

@@ -980,6 +980,12 @@ fn run_mode(mode: &str, m: &clap::ArgMatches) -> SysResult<()> {
         .get_many::<String>("args")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
+    // The re-run appends `--set task.mode=<mode>`, which would silently override this one.
+    if rest.iter().any(|a| a.starts_with("task.mode=")) {
+        return Err(SystemError::usage(format!(
+            "fedgraph {mode} sets task.mode itself; drop --set task.mode=… or run `ferrolab fedgraph --set task.mode=…`"
+        )));
+    }
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let Some(args) = mode_argv(&argv, &rest, mode) else {
         return Err(SystemError::usage(format!(

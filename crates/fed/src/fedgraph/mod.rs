@@ -94,6 +94,45 @@ const NO_URL: &str =
 
 /// `fed.runtime = "nats"` needs this build's NATS fabric and a server URL; both are the user's
 /// to fix (exit 2) and are checked before the run folder exists.
+/// An upper bound of a run's peak memory from the model's shape and the client count: every
+/// client (and the server, twice: global model and running average) holds its model, gradient
+/// and optimiser state, and every layer's activations and their gradients over a Cora-sized
+/// graph (the hidden width squared is what explodes; the graph itself is checked by its
+/// loader). Features and classes are Cora's (1,433 and 7); GIN's two-layer MLPs count double.
+fn memory_estimate(cfg: &FedGraphConfig) -> ferrolab_core::guard::MemoryEstimate {
+    const FEATURES: u64 = 1433;
+    const CLASSES: u64 = 7;
+    const NODES: u64 = 2708;
+    let h = cfg.model.hidden as u64;
+    let layers = cfg.model.layers as u64;
+    let params = FEATURES
+        .saturating_mul(h)
+        .saturating_add(
+            2u64.saturating_mul(layers)
+                .saturating_mul(h)
+                .saturating_mul(h),
+        )
+        .saturating_add(h.saturating_mul(CLASSES));
+    let copies = 3u64
+        .saturating_mul(cfg.fed.clients as u64)
+        .saturating_add(6);
+    let activations = NODES
+        .saturating_mul(h)
+        .saturating_mul(layers)
+        .saturating_mul(8);
+    let bytes = params
+        .saturating_mul(copies)
+        .saturating_add(activations.saturating_mul(cfg.fed.clients as u64 + 1))
+        .saturating_mul(4);
+    ferrolab_core::guard::MemoryEstimate {
+        setting: format!(
+            "model.hidden={}, model.layers={}, fed.clients={}",
+            cfg.model.hidden, cfg.model.layers, cfg.fed.clients
+        ),
+        bytes,
+    }
+}
+
 fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
     if cfg.fed.runtime != "nats" {
         return Ok(());
@@ -228,6 +267,14 @@ impl System for FedGraphSystem {
 
     fn subcommands(&self) -> Vec<SubCommand> {
         hpo::subcommands()
+    }
+
+    fn memory_estimate(
+        &self,
+        cfg: &FedGraphConfig,
+        _data_dir: Option<&std::path::Path>,
+    ) -> Option<ferrolab_core::guard::MemoryEstimate> {
+        Some(memory_estimate(cfg))
     }
 
     fn entries(&self) -> Vec<Entry> {

@@ -237,6 +237,15 @@ impl ZooConfig {
                 ),
             ));
         }
+        if self.init == WeightInit::Glorot && !matches!(self.arch, Arch::Gcn | Arch::Gat) {
+            return Err(GraphError::config(
+                "model.init",
+                format!(
+                    "glorot is PyG's initialisation of gcn and gat layers; {} keeps fan_in",
+                    self.arch.name()
+                ),
+            ));
+        }
         if self.arch == Arch::Gpr && !(self.gpr_alpha > 0.0 && self.gpr_alpha < 1.0) {
             return Err(GraphError::config(
                 "model.gpr_alpha",
