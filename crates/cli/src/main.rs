@@ -59,9 +59,20 @@ fn main() -> ExitCode {
                 e.exit();
             }
             // One `error:` line (clap adds a blank line and a hint): the exit-code rule.
+            // The lines up to the first blank one say what (the missing arguments, the
+            // allowed values): folded into that line.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+            let head: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = if head.is_empty() {
+                "error: invalid arguments".to_string()
+            } else {
+                head.join(" ")
+            };
+            eprintln!("{line} (see --help)");
             return ExitCode::from(2);
         }
     };

@@ -599,3 +599,17 @@ fn ckks_bench_refuses_an_existing_non_empty_out() {
     assert_eq!(listing(&d), ["keep.txt"]);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// clap's usage errors keep the one-line rule and still say what was wrong: the missing
+/// argument, the allowed values.
+#[test]
+fn a_missing_argument_or_a_bad_choice_is_named_in_the_one_error_line() {
+    let o = ferrolab(&["fed", "server", "--config", "x.toml"]);
+    let e = assert_usage_error(&o, "fed server without --system");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("--system"), "{e}");
+    let o = ferrolab(&["fed", "server", "--system", "foo", "--config", "x.toml"]);
+    let e = assert_usage_error(&o, "fed server --system foo");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("sdgt") && e.contains("fedgraph"), "{e}");
+}

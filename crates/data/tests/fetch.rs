@@ -302,6 +302,31 @@ fn offline_fails_fast_without_retries() {
     assert!(files_below(&dir.0).is_empty());
 }
 
+/// An installed copy that does not parse is not "fetched": it is downloaded again (here the
+/// server is unreachable, so the damaged file is reported, not passed as ok).
+#[test]
+fn a_damaged_installed_copy_is_fetched_again() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = Tmp::new("damaged");
+    let npz = dir.0.join("graphs/cora_planetoid.npz");
+    std::fs::create_dir_all(npz.parent().unwrap()).unwrap();
+    std::fs::write(&npz, b"").unwrap();
+    let res = fetch::fetch_many(
+        &["cora-planetoid"],
+        &dir.0,
+        &opts(&format!("http://127.0.0.1:{port}")),
+    );
+    assert!(
+        matches!(res[0].1, Err(DataError::Offline { .. })),
+        "{:?}",
+        res[0].1
+    );
+}
+
 #[test]
 fn unknown_names_are_rejected_and_old_spellings_accepted() {
     assert!(matches!(

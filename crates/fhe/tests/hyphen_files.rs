@@ -285,6 +285,7 @@ fn bench_refuses_a_key_set_that_cannot_fit() {
         levels: 30,
         side: 32,
         width: 16,
+        max_memory: None,
     };
     assert!(hcnn::keygen_memory(&secure).bytes >= 8_600 << 20);
     let dir = std::env::temp_dir().join(format!("ferrolab-hcnn-huge-{}", std::process::id()));
@@ -293,6 +294,12 @@ fn bench_refuses_a_key_set_that_cannot_fit() {
     // ~350 GB of keys.
     let e = hcnn::bench(&o).unwrap_err().to_string();
     assert!(e.contains("needs ~") && e.contains("--levels 200"), "{e}");
+    assert!(!dir.exists());
+    // The limit the refusal names can be set: a small test chain under a 1 KiB limit.
+    let mut o = bench_options(&dir, 11, 30, 8, 4, 1);
+    o.keygen.max_memory = Some(1024);
+    let e = hcnn::bench(&o).unwrap_err().to_string();
+    assert!(e.contains("needs ~") && e.contains("limit 1 KiB"), "{e}");
     assert!(!dir.exists());
 }
 
@@ -312,6 +319,7 @@ fn bench_options(
             levels,
             side,
             width,
+            max_memory: None,
         },
         out: dir.to_path_buf(),
         model: None,

@@ -364,10 +364,16 @@ pub fn fetch_many(
 ) -> Vec<(String, Result<PathBuf>)> {
     let plans: Vec<(String, Result<Plan>)> =
         names.iter().map(|n| (n.to_string(), plan(n))).collect();
+    // Present means present and parsing: a truncated or damaged copy is fetched again (the
+    // files installed replace it), not reported as fetched.
+    let installed = |p: &Plan| {
+        p.dataset.is_complete_at(&data_dir.join(p.dataset.rel_path))
+            && lookup::verify(data_dir, &p.dataset).is_ok()
+    };
     let mut todo = Vec::new();
     for (_, p) in &plans {
         if let Ok(p) = p
-            && !p.dataset.is_complete_at(&data_dir.join(p.dataset.rel_path))
+            && !installed(p)
         {
             todo.push(p.clone());
         }
@@ -379,7 +385,7 @@ pub fn fetch_many(
         .map(|(n, p)| {
             let r = p.and_then(|p| {
                 let dest = data_dir.join(p.dataset.rel_path);
-                if p.dataset.is_complete_at(&dest) {
+                if !todo.iter().any(|t| t.dataset.name == p.dataset.name) {
                     Ok(dest)
                 } else {
                     fetcher.run(&p, data_dir)

@@ -402,6 +402,8 @@ pub struct KeygenOptions {
     pub side: usize,
     /// conv1 width.
     pub width: usize,
+    /// `--max-memory`: the resource guard's limit (default: the machine's).
+    pub max_memory: Option<u64>,
 }
 
 /// Rotation amounts the client makes keys for: the powers of two below the slot count.
@@ -450,10 +452,19 @@ pub fn keygen_memory(o: &KeygenOptions) -> ferrolab_core::guard::MemoryEstimate 
     }
 }
 
+/// `--max-memory SIZE` of `keygen` and `bench` (a malformed size: exit 2).
+fn max_memory(s: &clap::ArgMatches) -> SysResult<Option<u64>> {
+    s.get_one::<String>("max-memory")
+        .map(|t| ferrolab_core::guard::parse_size(t).map_err(|e| usage(e.to_string())))
+        .transpose()
+}
+
 /// Refuses (a usage error, exit 2) a key set that would not fit in memory.
 fn check_memory(o: &KeygenOptions) -> SysResult<()> {
-    ferrolab_core::guard::check(&keygen_memory(o), ferrolab_core::guard::default_limit())
-        .map_err(|e| usage(e.to_string()))
+    let limit = o
+        .max_memory
+        .unwrap_or_else(ferrolab_core::guard::default_limit);
+    ferrolab_core::guard::check(&keygen_memory(o), limit).map_err(|e| usage(e.to_string()))
 }
 
 /// Generates a client's keys; returns them with the server's bundle.
@@ -1302,7 +1313,9 @@ pub fn command() -> clap::Command {
                 .arg(Arg::new("log-n").long("log-n").value_parser(value_parser!(u32).range(11..=16)).default_value("13"))
                 .arg(Arg::new("levels").long("levels").value_parser(value_parser!(usize)).default_value("30"))
                 .arg(Arg::new("side").long("side").value_parser(["8", "16", "32"]).default_value("32").help("Input raster side"))
-                .arg(Arg::new("width").long("width").value_parser(value_parser!(usize)).default_value("16").help("The network's first-stage width")),
+                .arg(Arg::new("width").long("width").value_parser(value_parser!(usize)).default_value("16").help("The network's first-stage width"))
+                .arg(Arg::new("max-memory").long("max-memory").value_name("SIZE")
+                    .help("Refuse key sets whose estimated memory exceeds SIZE (e.g. 8G; default: the machine's)")),
         )
         .subcommand(
             Command::new("encrypt")
@@ -1340,6 +1353,8 @@ pub fn command() -> clap::Command {
                 .arg(Arg::new("blocks").long("blocks").value_parser(value_parser!(u64).range(1..=9)).default_value("3")
                     .help("Basic blocks per stage of the random network (3: ResNet-20)"))
                 .arg(Arg::new("seed").long("seed").value_parser(value_parser!(u64)).default_value("0").help("Seed of the random network and the synthetic images"))
+                .arg(Arg::new("max-memory").long("max-memory").value_name("SIZE")
+                    .help("Refuse key sets whose estimated memory exceeds SIZE (e.g. 8G; default: the machine's)"))
                 .arg(ferrolab_core::system::threads_arg()),
         )
         .subcommand(
@@ -1377,6 +1392,7 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
                 levels: s.get_one::<usize>("levels").copied().unwrap_or(30),
                 side: num("side"),
                 width: s.get_one::<usize>("width").copied().unwrap_or(16),
+                max_memory: max_memory(s)?,
             };
             if !(1..=64).contains(&o.width) || !(2..=200).contains(&o.levels) {
                 return Err(usage(
@@ -1450,6 +1466,7 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(32),
                     width: get("width").unwrap_or(16),
+                    max_memory: max_memory(s)?,
                 },
                 out: p(s, "out")?.clone(),
                 model: s.get_one::<PathBuf>("model").cloned(),
