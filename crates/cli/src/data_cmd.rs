@@ -76,7 +76,12 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
                 Err(e) if !e.use_stderr() => e.exit(),
                 Err(e) => {
                     let text = e.render().to_string();
-                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    let head: Vec<&str> = text
+                        .lines()
+                        .take_while(|l| !l.trim().is_empty())
+                        .map(str::trim)
+                        .collect();
+                    let first = head.join(" ");
                     let first = first.trim_start_matches("error: ");
                     return Err(crate::common::UsageError(format!("{first} (see --help)")).into());
                 }

@@ -68,6 +68,14 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
             args.only.is_empty() || args.only.iter().any(|o| o == e.name || o == s.name())
         })
         .collect();
+    // Missing datasets are fetched into `--data-dir`, so it may be made here; a file there
+    // would fail every entry.
+    if let Some(d) = &args.run.data_dir
+        && d.exists()
+        && !d.is_dir()
+    {
+        return Err(UsageError(format!("--data-dir {} is not a folder", d.display())).into());
+    }
     let out = args
         .out
         .clone()
@@ -112,6 +120,9 @@ pub fn run(args: &ReproduceArgs) -> anyhow::Result<()> {
             }
         }
         eprintln!("fetch phase: {:.1} s", sw.seconds());
+    }
+    if let Some(d) = data_dir {
+        std::fs::create_dir_all(d).map_err(|e| ferrolab_core::CoreError::io(d, e))?;
     }
     std::fs::create_dir_all(&out).map_err(|e| ferrolab_core::CoreError::io(&out, e))?;
     let threads = crate::runner::start_threads(args.run.threads)?;

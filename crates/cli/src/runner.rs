@@ -219,8 +219,8 @@ pub fn execute(
         Some(t) => ferrolab_core::guard::parse_size(t)?,
         None => ferrolab_core::guard::default_limit(),
     };
-    // A `--data-dir` that is not there would otherwise fall through to the rest of the lookup
-    // chain and train on data the user did not name.
+    // A `--data-dir` that is not there is a mistyped path, not a place to skip: refused
+    // rather than fall through to the rest of the lookup chain.
     if let Some(p) = &opts.data_dir
         && !p.is_dir()
     {

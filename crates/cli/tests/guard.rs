@@ -49,6 +49,11 @@ fn oversized_settings_are_refused_in_one_line_before_any_work() {
         (
             vec![
                 "fedgraph",
+                // Synthetic graphs: the refusal must not depend on Cora being installed.
+                "--set",
+                "data.dataset=graph-families",
+                "--set",
+                "fed.algo=gcfl",
                 "--set",
                 "model.hidden=65536",
                 "--set",

@@ -355,7 +355,7 @@ pub fn fetch_dir(cli: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Fetches each of `names` into `data_dir` (created if needed), skipping those `data_dir`
-/// already holds. Hosts are probed once up front, so offline this returns within about
+/// already holds in a form that parses. Hosts are probed once up front, so offline this returns within about
 /// `connect_timeout`. One result per name, in order: the installed path or why not.
 pub fn fetch_many(
     names: &[&str],
@@ -385,7 +385,8 @@ pub fn fetch_many(
         .map(|(n, p)| {
             let r = p.and_then(|p| {
                 let dest = data_dir.join(p.dataset.rel_path);
-                if !todo.iter().any(|t| t.dataset.name == p.dataset.name) {
+                // A name given twice is fetched once: the second finds it installed.
+                if !todo.iter().any(|t| t.dataset.name == p.dataset.name) || installed(&p) {
                     Ok(dest)
                 } else {
                     fetcher.run(&p, data_dir)

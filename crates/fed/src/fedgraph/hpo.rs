@@ -981,7 +981,15 @@ fn run_mode(mode: &str, m: &clap::ArgMatches) -> SysResult<()> {
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
     // The re-run appends `--set task.mode=<mode>`, which would silently override this one.
-    if rest.iter().any(|a| a.starts_with("task.mode=")) {
+    let sets_mode = rest.iter().enumerate().any(|(i, a)| {
+        let value = match a.strip_prefix("--set=") {
+            Some(v) => Some(v),
+            None if a == "--set" => rest.get(i + 1).map(String::as_str),
+            None => None,
+        };
+        value.is_some_and(|v| v.split('=').next().is_some_and(|k| k.trim() == "task.mode"))
+    });
+    if sets_mode {
         return Err(SystemError::usage(format!(
             "fedgraph {mode} sets task.mode itself; drop --set task.mode=… or run `ferrolab fedgraph --set task.mode=…`"
         )));

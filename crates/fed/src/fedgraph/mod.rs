@@ -92,8 +92,6 @@ const ANCHOR: [(&str, f64); 4] = [
 const NO_URL: &str =
     "fed.runtime = nats needs a NATS server: --set fed.nats_url=URL or set FERROLAB_NATS_URL";
 
-/// `fed.runtime = "nats"` needs this build's NATS fabric and a server URL; both are the user's
-/// to fix (exit 2) and are checked before the run folder exists.
 /// An upper bound of a run's peak memory from the model's shape and the client count: every
 /// client (and the server, twice: global model and running average) holds its model, gradient
 /// and optimiser state, and every layer's activations and their gradients over a Cora-sized
@@ -122,7 +120,9 @@ fn memory_estimate(cfg: &FedGraphConfig) -> ferrolab_core::guard::MemoryEstimate
         .saturating_mul(8);
     let bytes = params
         .saturating_mul(copies)
-        .saturating_add(activations.saturating_mul(cfg.fed.clients as u64 + 1))
+        // The clients' subgraphs split the nodes: together one graph's activations, and the
+        // server's evaluation on the whole graph another.
+        .saturating_add(activations.saturating_mul(2))
         .saturating_mul(4);
     ferrolab_core::guard::MemoryEstimate {
         setting: format!(
@@ -133,6 +133,8 @@ fn memory_estimate(cfg: &FedGraphConfig) -> ferrolab_core::guard::MemoryEstimate
     }
 }
 
+/// `fed.runtime = "nats"` needs this build's NATS fabric and a server URL; both are the user's
+/// to fix (exit 2) and are checked before the run folder exists.
 fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
     if cfg.fed.runtime != "nats" {
         return Ok(());

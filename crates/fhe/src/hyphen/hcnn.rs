@@ -1315,7 +1315,7 @@ pub fn command() -> clap::Command {
                 .arg(Arg::new("side").long("side").value_parser(["8", "16", "32"]).default_value("32").help("Input raster side"))
                 .arg(Arg::new("width").long("width").value_parser(value_parser!(usize)).default_value("16").help("The network's first-stage width"))
                 .arg(Arg::new("max-memory").long("max-memory").value_name("SIZE")
-                    .help("Refuse key sets whose estimated memory exceeds SIZE (e.g. 8G; default: the machine's)")),
+                    .help("Refuse key sets whose estimated memory exceeds SIZE (e.g. 8G; default: 80% of the machine's or cgroup's memory)")),
         )
         .subcommand(
             Command::new("encrypt")
@@ -1354,7 +1354,7 @@ pub fn command() -> clap::Command {
                     .help("Basic blocks per stage of the random network (3: ResNet-20)"))
                 .arg(Arg::new("seed").long("seed").value_parser(value_parser!(u64)).default_value("0").help("Seed of the random network and the synthetic images"))
                 .arg(Arg::new("max-memory").long("max-memory").value_name("SIZE")
-                    .help("Refuse key sets whose estimated memory exceeds SIZE (e.g. 8G; default: the machine's)"))
+                    .help("Refuse key sets whose estimated memory exceeds SIZE (e.g. 8G; default: 80% of the machine's or cgroup's memory)"))
                 .arg(ferrolab_core::system::threads_arg()),
         )
         .subcommand(
