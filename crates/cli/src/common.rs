@@ -59,6 +59,25 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// The error and its causes on one line, skipping a cause whose text the previous message
 /// already contains (typed errors often print their source inside their own message).
+/// A clap usage error as one line without its `error: ` prefix. clap renders the problem, a
+/// blank line and a usage hint; the lines before the first blank one say what is wrong (the
+/// missing arguments, the allowed values), so they are joined rather than cut to the first.
+pub fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let head: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = head.join(" ");
+    let what = joined.trim_start_matches("error:").trim_start();
+    if what.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        what.to_string()
+    }
+}
+
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

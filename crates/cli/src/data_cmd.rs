@@ -75,15 +75,11 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
                 Ok(m) => m,
                 Err(e) if !e.use_stderr() => e.exit(),
                 Err(e) => {
-                    let text = e.render().to_string();
-                    let head: Vec<&str> = text
-                        .lines()
-                        .take_while(|l| !l.trim().is_empty())
-                        .map(str::trim)
-                        .collect();
-                    let first = head.join(" ");
-                    let first = first.trim_start_matches("error: ");
-                    return Err(crate::common::UsageError(format!("{first} (see --help)")).into());
+                    return Err(crate::common::UsageError(format!(
+                        "{} (see --help)",
+                        crate::common::clap_error_line(&e)
+                    ))
+                    .into());
                 }
             };
             Ok(synth_run(&m)?)

@@ -24,10 +24,13 @@ pub struct FedArgs {
 
 #[derive(Subcommand, Debug)]
 enum Role {
-    /// The server of a federated run: sends tasks, collects and aggregates replies,
-    /// checkpoints rounds in the NATS key-value store.
+    /// The server of a federated run: starts its clients itself (one `fed client --id K`
+    /// process per client, same --config and --prefix, on this machine), sends tasks, collects
+    /// and aggregates replies, checkpoints rounds in the NATS key-value store. Do not start
+    /// clients by hand for it: they would answer under the same ids.
     Server(ServerArgs),
-    /// One client process: answers the server's tasks for its devices.
+    /// One client process, answering the server's tasks for its devices: the command `fed
+    /// server` runs for each of its clients (not meant to be started by hand).
     Client(ClientArgs),
 }
 
@@ -98,31 +101,6 @@ fn connect(c: &Common, party: ferrolab_fed::nats::Party) -> Result<ferrolab_fed:
         .map_err(|e| UsageError(e.to_string()).into())
 }
 
-#[cfg(feature = "nats")]
-/// `fed server --out FILE` is checked before the run, which may be long: a folder there, or
-/// a parent that is not a folder, is a usage error now rather than a lost result later.
-fn check_out_file(p: &std::path::Path) -> Result<()> {
-    if p.is_dir() {
-        return Err(UsageError(format!(
-            "--out {}: is a folder, expected a file",
-            p.display()
-        ))
-        .into());
-    }
-    let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(d) = parent
-        && !d.is_dir()
-    {
-        return Err(UsageError(format!(
-            "--out {}: {} is not a folder",
-            p.display(),
-            d.display()
-        ))
-        .into());
-    }
-    Ok(())
-}
-
 /// Runs one party.
 #[cfg(feature = "nats")]
 pub fn run(a: &FedArgs) -> Result<()> {
@@ -132,7 +110,8 @@ pub fn run(a: &FedArgs) -> Result<()> {
         Role::Client(c) => (c.system.as_str(), &c.common, Party::Client(c.id)),
     };
     if let Role::Server(ServerArgs { out: Some(p), .. }) = &a.role {
-        check_out_file(p)?;
+        // Checked before the run, which may be long, rather than losing its result at the end.
+        ferrolab_core::run::check_out_file(p).map_err(|e| UsageError(e.to_string()))?;
     }
     let config = read_config(&common.config)?;
     if system == "fedgraph" {

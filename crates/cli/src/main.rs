@@ -58,21 +58,8 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
-            // One `error:` line (clap adds a blank line and a hint): the exit-code rule.
-            // The lines up to the first blank one say what (the missing arguments, the
-            // allowed values): folded into that line.
-            let text = e.render().to_string();
-            let head: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let line = if head.is_empty() {
-                "error: invalid arguments".to_string()
-            } else {
-                head.join(" ")
-            };
-            eprintln!("{line} (see --help)");
+            // One `error:` line: the exit-code rule.
+            eprintln!("error: {} (see --help)", common::clap_error_line(&e));
             return ExitCode::from(2);
         }
     };

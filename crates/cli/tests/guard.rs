@@ -44,7 +44,7 @@ fn oversized_settings_are_refused_in_one_line_before_any_work() {
                 "--max-memory",
                 "8GiB",
             ],
-            "data.train_rows=100000000",
+            "data.train_rows=100000000, data.valid_rows=25000, data.test_rows=50000",
         ),
         (
             vec![

@@ -11,8 +11,9 @@ pub enum CoreError {
     /// A configuration problem: malformed TOML, unknown key, value out of range.
     #[error("config error: {0}")]
     Config(#[from] ConfigError),
-    /// Input data is missing or malformed.
-    #[error("data error: {0}")]
+    /// Input data, or a path the user gave, is missing or malformed. The message names what
+    /// and where by itself (no "data error:" prefix: for `--out` it would mislead).
+    #[error("{0}")]
     Data(String),
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]

@@ -7,6 +7,40 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// A `--out FILE` argument: it must name a file (not a folder) in an existing folder. Checked
+/// before the work that produces the file, so a typo costs no work (a usage error, exit 2).
+pub fn check_out_file(out: &Path) -> Result<()> {
+    if out.file_name().is_none() {
+        return Err(CoreError::Data(format!(
+            "--out {}: names no file; give the output file",
+            out.display()
+        )));
+    }
+    if out.is_dir() {
+        return Err(CoreError::Data(format!(
+            "--out {}: is a folder; give the output file",
+            out.display()
+        )));
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        let why = if dir.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        return Err(CoreError::Data(format!(
+            "--out {}: {} {why}",
+            out.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
 /// synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -635,6 +669,29 @@ mod tests {
         let d = std::env::temp_dir().join(format!("ferrolab-run-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn an_out_file_that_cannot_be_written_is_a_usage_error_before_work() {
+        use crate::system::{Classify, ErrorClass};
+        let d = tmpdir("outfile");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("f"), b"x").unwrap();
+        for (bad, says) in [
+            (d.clone(), "is a folder"),
+            (d.join("nope/x.ct"), "does not exist"),
+            (d.join("f/x.ct"), "is not a folder"),
+            (PathBuf::from(".."), "names no file"),
+        ] {
+            let e = check_out_file(&bad).unwrap_err();
+            assert_eq!(e.class(), ErrorClass::Usage, "{e}");
+            let text = e.to_string();
+            assert!(text.contains(says) && text.contains("--out "), "{text}");
+        }
+        check_out_file(&d.join("x.ct")).unwrap();
+        // An existing file is replaced later, whole: allowed.
+        check_out_file(&d.join("f")).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

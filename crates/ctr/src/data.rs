@@ -434,26 +434,33 @@ impl Synthetic {
     ) -> std::io::Result<()> {
         let mut err = None;
         let mut line = String::with_capacity(256);
-        self.stream(0, count, |num, cat, click| {
-            if err.is_some() {
-                return;
-            }
-            use std::fmt::Write as _;
-            line.clear();
-            if label {
-                line.push_str(if click { "1\t" } else { "0\t" });
-            }
-            for x in num {
-                let _ = write!(line, "{x:.4}\t");
-            }
-            for (k, v) in cat.iter().enumerate() {
-                let _ = write!(line, "{v}");
-                line.push(if k + 1 == cat.len() { '\n' } else { '\t' });
-            }
-            if let Err(e) = w.write_all(line.as_bytes()) {
-                err = Some(e);
-            }
-        });
+        // Chunk by chunk so that a closed pipe (`generate | head`) stops the generator instead
+        // of computing the remaining rows unwritten.
+        let mut done = 0;
+        while done < count && err.is_none() {
+            let n = (count - done).min(CHUNK_ROWS);
+            self.stream(done, n, |num, cat, click| {
+                if err.is_some() {
+                    return;
+                }
+                use std::fmt::Write as _;
+                line.clear();
+                if label {
+                    line.push_str(if click { "1\t" } else { "0\t" });
+                }
+                for x in num {
+                    let _ = write!(line, "{x:.4}\t");
+                }
+                for (k, v) in cat.iter().enumerate() {
+                    let _ = write!(line, "{v}");
+                    line.push(if k + 1 == cat.len() { '\n' } else { '\t' });
+                }
+                if let Err(e) = w.write_all(line.as_bytes()) {
+                    err = Some(e);
+                }
+            });
+            done += n;
+        }
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -493,6 +500,43 @@ mod tests {
         assert_eq!(&a.ids[CHUNK_ROWS * s..(CHUNK_ROWS + 100) * s], &c.ids[..]);
         let rate = a.labels.iter().sum::<f32>() / a.len() as f32;
         assert!(rate > 0.2 && rate < 0.8, "click rate {rate}");
+    }
+
+    /// A reader that goes away (`generate | head`) stops the generator: with 2^40 rows asked,
+    /// the old row-by-row loop would compute them all unwritten; this one returns after the
+    /// chunk that hit the closed pipe. Rows written before the error are the stream's rows.
+    #[test]
+    fn write_tsv_stops_at_a_closed_pipe_and_matches_the_stream() {
+        struct Closes {
+            left: usize,
+            got: Vec<u8>,
+        }
+        impl std::io::Write for Closes {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.left == 0 {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                self.left -= 1;
+                self.got.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let g = Synthetic::new(SyntheticConfig::default(), 2);
+        let mut w = Closes {
+            left: CHUNK_ROWS + 10,
+            got: Vec::new(),
+        };
+        let e = g.write_tsv(1 << 40, &mut w, true).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+        let mut all = Vec::new();
+        g.write_tsv(CHUNK_ROWS + 10, &mut all, true).unwrap();
+        assert_eq!(w.got, all);
+        let text = String::from_utf8(all).unwrap();
+        assert_eq!(text.lines().count(), CHUNK_ROWS + 10);
+        assert_eq!(text.lines().next().unwrap().split('\t').count(), 40);
     }
 
     /// The true probabilities rank clicks well (there is signal to learn), and that signal

@@ -168,6 +168,13 @@ pub fn run(
     let data = load_data(cfg, data_dir, master_seed)?;
     let load_seconds = sw.seconds();
     let bases = cfg.base_models();
+    // The data's fields are known only now: an unknown condition field is refused before the
+    // first model trains, not after the plain baseline.
+    for &base in &bases {
+        if let Some(a) = &model_spec(cfg, base, true, &data.name).apg {
+            a.condition_positions(&data.layout)?;
+        }
+    }
     // per_model[name] = figures per seed.
     let mut per: BTreeMap<String, Vec<ModelFigures>> = BTreeMap::new();
     let mut curves = Vec::new();

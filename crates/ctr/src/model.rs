@@ -71,6 +71,32 @@ fn yes() -> bool {
     true
 }
 
+impl ApgSpec {
+    /// The layout positions of the group condition's fields (none unless the condition uses
+    /// the group); an unknown field is an error naming the fields there are.
+    pub fn condition_positions(&self, layout: &Layout) -> Result<Vec<usize>> {
+        if !self.condition.uses_group() {
+            return Ok(Vec::new());
+        }
+        if self.condition_fields.is_empty() {
+            return Err(CtrError::Invalid(
+                "apg.condition = group or mix needs apg.condition_fields".into(),
+            ));
+        }
+        self.condition_fields
+            .iter()
+            .map(|name| {
+                layout.position(name).ok_or_else(|| {
+                    CtrError::Invalid(format!(
+                        "apg.condition_fields: `{name}` is not a field (fields: {})",
+                        layout.field_names()
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
 /// A model's architecture: everything needed to rebuild it (stored in checkpoints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,21 +167,7 @@ impl CtrNet {
         let (mut plain, mut apg) = (Vec::new(), Vec::new());
         let mut width = flat;
         if let Some(a) = &spec.apg {
-            if a.condition.uses_group() {
-                if a.condition_fields.is_empty() {
-                    return Err(CtrError::Invalid(
-                        "apg.condition = group or mix needs apg.condition_fields".into(),
-                    ));
-                }
-                for name in &a.condition_fields {
-                    cond_fields.push(layout.position(name).ok_or_else(|| {
-                        CtrError::Invalid(format!(
-                            "apg.condition_fields: `{name}` is not a field (fields: {})",
-                            layout.field_names()
-                        ))
-                    })?);
-                }
-            }
+            cond_fields = a.condition_positions(layout)?;
             for &h in &spec.hidden {
                 apg.push(
                     ApgLayerConfig::new(width, h, a.condition)

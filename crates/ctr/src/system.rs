@@ -79,18 +79,7 @@ impl System for ApgSystem {
         data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
         let d = &cfg.data;
-        // Rows: the configured synthetic sizes, or for MovieLens a bound from the ratings
-        // file (a rating line is at least 8 bytes). Each row holds 13 numeric + 26 categorical
-        // fields of 4 bytes and a label; two copies exist while a split is built.
-        let rows = if d.dataset == "synthetic" {
-            (d.train_rows as u64)
-                .saturating_add(d.valid_rows as u64)
-                .saturating_add(d.test_rows as u64)
-        } else {
-            let dir = ferrolab_data::lookup::find_dataset(data_dir, "ml-100k").ok()?;
-            std::fs::metadata(dir.join("u.data")).ok()?.len() / 8
-        };
-        let data = rows.saturating_mul(40 * 4 * 2);
+        let data = data_rows(cfg, data_dir)?.saturating_mul(ROW_BYTES);
         // Embedding tables (26 fields x vocabulary x width) with Adam's two moments and the
         // gradient; the deep tower and the hyper-network are small next to them.
         let vocab = d.synthetic.max_vocab as u64 * 26;
@@ -124,11 +113,7 @@ impl System for ApgSystem {
         let setting = if naive >= data.max(emb).max(batch) {
             format!("efficiency.batch_size={}", e.batch_size)
         } else if data >= emb.max(batch) {
-            if d.dataset == "synthetic" {
-                format!("data.train_rows={}", d.train_rows)
-            } else {
-                format!("data.dataset={}", d.dataset)
-            }
+            data_setting(cfg)
         } else if batch >= emb {
             format!("train.batch_size={}", cfg.train.batch_size)
         } else {
@@ -192,6 +177,40 @@ impl System for ApgSystem {
                 run: generate,
             },
         ]
+    }
+}
+
+/// Bytes a row takes while a split is built: 13 numeric + 26 categorical fields of 4 bytes and
+/// a label, in two copies.
+const ROW_BYTES: u64 = 40 * 4 * 2;
+
+/// Rows the configured data holds: the synthetic sizes, or for MovieLens a bound from the
+/// ratings file (a rating line is at least 8 bytes). `None` where the file cannot be found
+/// (the data lookup reports that).
+fn data_rows(cfg: &ApgExperimentConfig, data_dir: Option<&std::path::Path>) -> Option<u64> {
+    let d = &cfg.data;
+    if d.dataset == "synthetic" {
+        Some(
+            (d.train_rows as u64)
+                .saturating_add(d.valid_rows as u64)
+                .saturating_add(d.test_rows as u64),
+        )
+    } else {
+        let dir = ferrolab_data::lookup::find_dataset(data_dir, "ml-100k").ok()?;
+        Some(std::fs::metadata(dir.join("u.data")).ok()?.len() / 8)
+    }
+}
+
+/// The setting that sizes the data, for a refusal.
+fn data_setting(cfg: &ApgExperimentConfig) -> String {
+    let d = &cfg.data;
+    if d.dataset == "synthetic" {
+        format!(
+            "data.train_rows={}, data.valid_rows={}, data.test_rows={}",
+            d.train_rows, d.valid_rows, d.test_rows
+        )
+    } else {
+        format!("data.dataset={}", d.dataset)
     }
 }
 
@@ -277,6 +296,15 @@ fn export_command() -> clap::Command {
                 .default_value("0")
                 .help("Master seed (the split depends on it)"),
         )
+        .arg(
+            Arg::new("max-memory")
+                .long("max-memory")
+                .value_name("SIZE")
+                .help(
+                    "Refuse an export whose estimated memory exceeds SIZE (8G, 512M or bytes; \
+                     default 80% of the machine's or cgroup's memory)",
+                ),
+        )
 }
 
 fn export(m: &clap::ArgMatches) -> SysResult<()> {
@@ -292,6 +320,21 @@ fn export(m: &clap::ArgMatches) -> SysResult<()> {
     let cfg = ferrolab_core::system::resolve_config(&ApgSystem, preset, file, &sets)?;
     let data_dir = m.get_one::<PathBuf>("data-dir").map(PathBuf::as_path);
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    let limit = match m.get_one::<String>("max-memory") {
+        Some(t) => {
+            ferrolab_core::guard::parse_size(t).map_err(|e| SystemError::usage(e.to_string()))?
+        }
+        None => ferrolab_core::guard::default_limit(),
+    };
+    // The split, plus the text of one part (a row prints as at most ~256 bytes).
+    if let Some(rows) = data_rows(&cfg, data_dir) {
+        let estimate = ferrolab_core::guard::MemoryEstimate {
+            setting: data_setting(&cfg),
+            bytes: rows.saturating_mul(ROW_BYTES + 256),
+        };
+        ferrolab_core::guard::check(&estimate, limit)
+            .map_err(|e| SystemError::usage(e.to_string()))?;
+    }
     // An export never replaces an earlier one or lands inside a run folder.
     ferrolab_core::run::ensure_fresh(out)?;
     let data = experiment::load_data(&cfg, data_dir, seed)?;

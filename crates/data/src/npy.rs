@@ -167,7 +167,7 @@ impl NpyArray {
                     } else {
                         Err(self.error(
                             &format!("element {i}"),
-                            format!("expected a whole number, found {x}"),
+                            format!("expected a whole number, found {}", short_float(x)),
                         ))
                     }
                 })
@@ -218,6 +218,15 @@ impl NpyArray {
                 })
             })
             .collect()
+    }
+}
+
+/// A float for an error message: `1e308` rather than Rust's 309-digit `Display`.
+fn short_float(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && !(1e-4..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
     }
 }
 
@@ -631,6 +640,25 @@ mod tests {
 
     fn parse(bytes: Vec<u8>) -> Result<NpyArray> {
         parse_npy(bytes, Path::new("t.npy"), None)
+    }
+
+    #[test]
+    fn a_float_that_is_no_index_is_named_briefly() {
+        let d: Vec<u8> = [1.0f64, 1e308, 0.5]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let a = parse(npy_bytes("<f8", &[3], false, &d)).unwrap();
+        let e = a.to_i64_vec().unwrap_err().to_string();
+        assert!(e.contains("element 1") && e.contains("found 1e308"), "{e}");
+        assert!(e.len() < 200, "{e}");
+        let d: Vec<u8> = [0.5f64].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let e = parse(npy_bytes("<f8", &[1], false, &d))
+            .unwrap()
+            .into_u8_vec()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("found 0.5"), "{e}");
     }
 
     #[test]

@@ -104,6 +104,9 @@ fn names_parse_and_bad_names_are_named() {
     assert_eq!(WaterType::IB.key(), "ib");
     let e = WaterType::parse_list("I,IV").unwrap_err();
     assert!(e.contains("\"IV\""), "{e}");
+    // `7` and `C7` are one type: given twice.
+    let e = WaterType::parse_list("I,7,c7").unwrap_err();
+    assert!(e.contains("7 is given twice"), "{e}");
 }
 
 #[test]

@@ -203,6 +203,13 @@ fn part(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
         Ok(gz)
     } else if plain.is_file() {
         Ok(plain)
+    } else if let Some(p) = [&gz, &plain].into_iter().find(|p| p.exists()) {
+        // Something is there, so "missing" would send the user looking for the wrong thing.
+        Err(DataError::Malformed {
+            path: p.clone(),
+            at: "the path".into(),
+            msg: "is a folder (or not a regular file), expected the IDX file".into(),
+        })
     } else {
         Err(DataError::Missing {
             path: dir.to_path_buf(),
@@ -397,6 +404,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_folder_where_the_idx_file_belongs_is_named_as_such() {
+        let d = tmp("partdir");
+        std::fs::create_dir_all(d.join("train-images-idx3-ubyte.gz")).unwrap();
+        let e = part(&d, "train-images-idx3-ubyte").unwrap_err().to_string();
+        assert!(
+            e.contains("is a folder") && e.contains("idx3-ubyte.gz"),
+            "{e}"
+        );
+        let e = part(&d, "t10k-images-idx3-ubyte").unwrap_err().to_string();
+        assert!(e.contains("missing t10k-images-idx3-ubyte.gz"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

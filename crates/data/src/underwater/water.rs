@@ -98,11 +98,16 @@ impl WaterType {
 
     /// Parses a comma-separated list (`I,IA,3,7`), naming the entry that is not a type.
     pub fn parse_list(s: &str) -> Result<Vec<WaterType>, String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| t.parse())
-            .collect()
+        let mut out: Vec<WaterType> = Vec::new();
+        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let w: WaterType = t.parse()?;
+            // Each type names one image set (`i_*.png`): a repeat would list the same files twice.
+            if out.contains(&w) {
+                return Err(format!("water type {w} is given twice"));
+            }
+            out.push(w);
+        }
+        Ok(out)
     }
 }
 

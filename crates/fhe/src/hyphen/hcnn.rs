@@ -171,8 +171,8 @@ fn read(path: &Path) -> SysResult<Vec<u8>> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> SysResult<()> {
-    ferrolab_core::run::write_atomic(path, bytes)
-        .map_err(|e| SystemError::runtime(format!("{}: {e}", path.display())))
+    // The writer's error names the path already.
+    Ok(ferrolab_core::run::write_atomic(path, bytes)?)
 }
 
 fn header(section: &[u8], path: &Path) -> SysResult<Value> {
@@ -1430,12 +1430,14 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
             Ok(())
         }
         Some(("encrypt", s)) => {
+            ferrolab_core::run::check_out_file(p(s, "out")?)?;
             let keys = ClientKeys::load(p(s, "keys")?)?;
             let x = load_image(p(s, "image")?, keys.shape.side)?;
             write(p(s, "out")?, &encrypt(&keys, &x)?)
         }
         Some(("infer", s)) => {
             ferrolab_core::backend::try_init_threads(s.get_one::<usize>("threads").copied())?;
+            ferrolab_core::run::check_out_file(p(s, "out")?)?;
             let net = load_model(p(s, "model")?)?;
             let keys = ServerKeys::load(p(s, "keys")?)?;
             let (bytes, st) = infer(keys, &net, p(s, "input")?)?;

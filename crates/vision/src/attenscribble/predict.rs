@@ -27,7 +27,7 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     };
     ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let (ckpt, out, input) = (get("checkpoint")?, get("out")?, get("input")?);
-    check_out(&out)?;
+    ferrolab_core::run::check_out_file(&out)?;
     let (model, meta) = checkpoint::load(&ckpt)?;
     let (shape, labels) = predict_file(&model, meta.size, &input)?;
     write(&out, &shape, &labels)?;
@@ -71,35 +71,6 @@ pub fn predict_file(
     Ok((shape, predict_volume(model, &image, (d, h, w), size, 16)))
 }
 
-/// `--out` must name a file in an existing folder: checked before the model runs, so a typo
-/// costs no inference (a usage error, exit 2).
-fn check_out(out: &Path) -> SysResult<()> {
-    if out.file_name().is_none() {
-        return Err(SystemError::usage(format!(
-            "--out {}: names no file; give the output .npz file",
-            out.display()
-        )));
-    }
-    if out.is_dir() {
-        return Err(SystemError::usage(format!(
-            "--out {}: is a folder; give the output .npz file",
-            out.display()
-        )));
-    }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(SystemError::usage(format!(
-            "--out {}: folder {} does not exist",
-            out.display(),
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
 /// Writes `label` through core's atomic writer: an existing file at `out` is replaced whole
 /// or left as it was.
 fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
@@ -120,21 +91,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    #[test]
-    fn an_unwritable_out_is_a_usage_error_before_any_work() {
-        let d = scratch("out");
-        let folder = check_out(&d).unwrap_err();
-        assert_eq!(folder.class(), ErrorClass::Usage, "{folder}");
-        assert!(folder.to_string().contains("is a folder"), "{folder}");
-        let missing = check_out(&d.join("nope/x.npz")).unwrap_err();
-        assert_eq!(missing.class(), ErrorClass::Usage, "{missing}");
-        assert!(missing.to_string().contains("does not exist"), "{missing}");
-        let nameless = check_out(Path::new("..")).unwrap_err();
-        assert_eq!(nameless.class(), ErrorClass::Usage, "{nameless}");
-        check_out(&d.join("x.npz")).unwrap();
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
