@@ -9,22 +9,55 @@
 //! checking every stride and extent against the slice lengths first. Reference path: burn's
 //! `Tensor::matmul` (tested below).
 
+/// The element types the products are written for (f32, f64), with what differs between them.
+pub trait Elem: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// `m·n·k` from which a product uses rayon's threads: f64's users are small dense networks
+    /// whose products only pay for the threads' start-up when larger.
+    const PARALLEL_FROM: usize;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+impl Elem for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const PARALLEL_FROM: usize = 1 << 18;
+}
+
+impl Elem for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const PARALLEL_FROM: usize = 1 << 22;
+}
+
 /// A read-only matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
 #[derive(Debug, Clone, Copy)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
+pub struct MatRef<'a, T = f32> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     row_stride: usize,
     col_stride: usize,
 }
 
-impl<'a> MatRef<'a> {
+/// The f64 view, for kernels that need f64 throughout (the hand-written gradients and
+/// Hessian-vector products of small dense networks).
+pub type MatRef64<'a> = MatRef<'a, f64>;
+
+impl<'a, T: Elem> MatRef<'a, T> {
     /// A row-major `rows × cols` matrix.
     ///
     /// # Panics
     /// When `data` holds fewer than `rows * cols` values.
-    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
         assert!(
             data.len() >= rows * cols,
             "MatRef: {} values for a {rows}x{cols} matrix",
@@ -75,6 +108,18 @@ impl<'a> MatRef<'a> {
 /// On mismatched shapes or a `c` shorter than the product: these are programming errors of
 /// the calling kernel, never user input.
 pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
+    matmul_t(a, b, c, accumulate);
+}
+
+/// [`matmul`] in f64.
+///
+/// # Panics
+/// As [`matmul`].
+pub fn matmul_f64(a: MatRef64<'_>, b: MatRef64<'_>, c: &mut [f64], accumulate: bool) {
+    matmul_t(a, b, c, accumulate);
+}
+
+fn matmul_t<T: Elem>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: {m}x{k} times {}x{n}", b.rows);
     assert!(
@@ -91,12 +136,12 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            c[..m * n].fill(T::ZERO);
         }
         return;
     }
     // Thread start-up costs more than it saves on small products.
-    let parallelism = if m * n * k >= 1 << 18 && rayon::current_num_threads() > 1 {
+    let parallelism = if m * n * k >= T::PARALLEL_FROM && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
@@ -121,131 +166,8 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
             b.data.as_ptr(),
             stride(b.col_stride),
             stride(b.row_stride),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
-/// A read-only f64 matrix view, as [`MatRef`]: element (i, j) is
-/// `data[i * row_stride + j * col_stride]`. For kernels that need f64 throughout (the
-/// hand-written gradients and Hessian-vector products of small dense networks).
-#[derive(Debug, Clone, Copy)]
-pub struct MatRef64<'a> {
-    data: &'a [f64],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> MatRef64<'a> {
-    /// A row-major `rows × cols` matrix.
-    ///
-    /// # Panics
-    /// When `data` holds fewer than `rows * cols` values.
-    pub fn new(data: &'a [f64], rows: usize, cols: usize) -> Self {
-        assert!(
-            data.len() >= rows * cols,
-            "MatRef64: {} values for a {rows}x{cols} matrix",
-            data.len()
-        );
-        MatRef64 {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose, as a view (nothing is copied).
-    pub fn t(self) -> Self {
-        MatRef64 {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-        }
-    }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn fits(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
-                < self.data.len()
-    }
-}
-
-/// [`matmul`] in f64: `c ← a·b` (or `c ← c + a·b` with `accumulate`), `c` row-major
-/// `a.rows() × b.cols()`, using the threads of rayon's global pool for large products.
-///
-/// # Panics
-/// On mismatched shapes or a `c` shorter than the product (programming errors of the caller).
-pub fn matmul_f64(a: MatRef64<'_>, b: MatRef64<'_>, c: &mut [f64], accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "matmul_f64: {m}x{k} times {}x{n}", b.rows);
-    assert!(
-        c.len() >= m * n,
-        "matmul_f64: output holds {} < {m}x{n}",
-        c.len()
-    );
-    assert!(
-        a.fits() && b.fits(),
-        "matmul_f64: a view reaches past its slice"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // Thread start-up costs more than it saves on small products.
-    let parallelism = if m * n * k >= 1 << 22 && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
-    let stride = |s: usize| isize::try_from(s).unwrap_or(isize::MAX);
-    // SAFETY: as in `matmul`: every element gemm reads is a.data[i*rs + j*cs] with i < rows,
-    // j < cols, which `fits` bounds by the slice length (same for b); it writes c[i*n + j] for
-    // i < m, j < n, within `c` by the length check; the three slices are distinct borrows.
-    #[allow(unsafe_code)]
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            stride(n),
-            accumulate,
-            a.data.as_ptr(),
-            stride(a.col_stride),
-            stride(a.row_stride),
-            b.data.as_ptr(),
-            stride(b.col_stride),
-            stride(b.row_stride),
-            1.0,
-            1.0,
+            T::ONE,
+            T::ONE,
             false,
             false,
             false,
