@@ -57,8 +57,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
-/// The error and its causes on one line, skipping a cause whose text the previous message
-/// already contains (typed errors often print their source inside their own message).
 /// A clap usage error as one line without its `error: ` prefix. clap renders the problem, a
 /// blank line and a usage hint; the lines before the first blank one say what is wrong (the
 /// missing arguments, the allowed values), so they are joined rather than cut to the first.
@@ -78,6 +76,8 @@ pub fn clap_error_line(e: &clap::Error) -> String {
     }
 }
 
+/// The error and its causes on one line, skipping a cause whose text the previous message
+/// already contains (typed errors often print their source inside their own message).
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

@@ -25,6 +25,9 @@ struct Case {
     code: i32,
     /// Found before any work starts: stderr is exactly the `error:` line.
     before_work: bool,
+    /// Text the error line must hold, where the exit code alone would not tell this refusal
+    /// from an earlier one (`None`: any).
+    says: Option<&'static str>,
 }
 
 const TINY_SECNN: &[&str] = &[
@@ -86,6 +89,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--config is a directory",
@@ -94,6 +98,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "non-UTF-8 --config",
@@ -102,6 +107,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "malformed TOML",
@@ -110,6 +116,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "unknown key",
@@ -118,6 +125,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "unknown key in a file",
@@ -126,6 +134,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "out-of-range value",
@@ -134,6 +143,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "out-of-range value (print-config)",
@@ -142,6 +152,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "unknown preset",
@@ -150,6 +161,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--out is a regular file",
@@ -167,6 +179,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--out is a non-empty folder",
@@ -185,6 +198,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "missing data file (data.train)",
@@ -199,6 +213,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: false,
+        says: None,
     },
     Case {
         name: "missing data file (data.path)",
@@ -213,6 +228,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: false,
+        says: None,
     },
     Case {
         name: "malformed data file",
@@ -221,6 +237,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: false,
+        says: None,
     },
     Case {
         name: "secnn predict: checkpoint folder missing",
@@ -229,6 +246,7 @@ const CASES: &[Case] = &[
         stdin: b"a film\n",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "secnn predict: meta.json missing",
@@ -237,6 +255,7 @@ const CASES: &[Case] = &[
         stdin: b"a film\n",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "secnn predict: garbage meta.json",
@@ -245,6 +264,7 @@ const CASES: &[Case] = &[
         stdin: b"a film\n",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "secnn predict: meta.json of another shape",
@@ -258,6 +278,7 @@ const CASES: &[Case] = &[
         stdin: b"a film\n",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "secnn predict: truncated safetensors",
@@ -266,6 +287,7 @@ const CASES: &[Case] = &[
         stdin: b"a film\n",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--threads 0",
@@ -274,6 +296,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--threads 100000",
@@ -282,6 +305,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "reproduce --threads 0",
@@ -290,6 +314,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "reproduce --only nosuch",
@@ -298,6 +323,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "reproduce --max-memory abc",
@@ -314,6 +340,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--data-dir that is not a folder",
@@ -330,6 +357,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "fedgraph model.init=glorot on an architecture PyG draws otherwise",
@@ -348,6 +376,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "--out under a file",
@@ -356,6 +385,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "fed server --out at a folder",
@@ -373,6 +403,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "hcnn encrypt --out in a folder that does not exist",
@@ -389,9 +420,10 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: Some("nodir does not exist"),
     },
     Case {
-        name: "apg export of 3e8 rows (~160 GiB) on the default memory limit",
+        name: "apg export of 3e8 rows (~160 GiB) over --max-memory",
         args: &[
             "apg",
             "export",
@@ -403,6 +435,8 @@ const CASES: &[Case] = &[
             "data.valid_rows=100000000",
             "--set",
             "data.test_rows=100000000",
+            "--max-memory",
+            "8GiB",
             "--out",
             "{D}/e",
         ],
@@ -410,6 +444,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: Some("needs ~"),
     },
     Case {
         name: "apg with an unknown condition field (refused before the first model trains)",
@@ -428,6 +463,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: Some("`nope` is not a field"),
     },
     Case {
         name: "data synth-underwater --types with a type twice",
@@ -443,6 +479,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: Some("given twice"),
     },
     Case {
         name: "fedgraph hpo with its own task.mode (--set=)",
@@ -457,6 +494,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "fedgraph hpo with its own task.mode",
@@ -472,6 +510,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "data fetch nosuch",
@@ -480,6 +519,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bench --reps 0",
@@ -488,6 +528,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bootstrap-bench --slots 3000 (not a power of two)",
@@ -506,6 +547,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bootstrap-bench --slots 8192 (> N/2)",
@@ -524,6 +566,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bootstrap-bench whose estimated peak exceeds --max-memory",
@@ -548,6 +591,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bootstrap-bench --max-memory 12X (not a size)",
@@ -566,6 +610,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bootstrap-bench --log-n 13 without --allow-insecure",
@@ -574,6 +619,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "ckks bootstrap-bench --levels-after 12 (no such N = 2^16 set)",
@@ -589,6 +635,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "apg generate --groups 0",
@@ -597,6 +644,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "apg predict: checkpoint folder missing",
@@ -605,6 +653,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "apg predict: truncated safetensors",
@@ -613,6 +662,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "apg predict: model.safetensors missing",
@@ -621,6 +671,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "apg predict --threads 0",
@@ -629,6 +680,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "/dev/zero as --config is refused, not read",
@@ -637,6 +689,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "cluster-gcn data.val_per_class = 0 (no validation to pick the epoch)",
@@ -651,6 +704,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "a clap parse error (--seed x) is one error line",
@@ -659,6 +713,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: unknown task name",
@@ -667,6 +722,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: non-positive budget",
@@ -683,6 +739,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: negative risk aversion",
@@ -697,6 +754,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: a non-positive price",
@@ -705,6 +763,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: NaN in the price file",
@@ -713,6 +772,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: a price file with a gap (a row missing a column)",
@@ -721,6 +781,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "taskmet: too few rows for the rolling window",
@@ -737,6 +798,7 @@ const CASES: &[Case] = &[
         stdin: b"",
         code: 2,
         before_work: true,
+        says: None,
     },
     Case {
         name: "secnn predict --threads 0 is a usage error",
@@ -745,6 +807,7 @@ const CASES: &[Case] = &[
         stdin: b"a film\n",
         code: 2,
         before_work: true,
+        says: None,
     },
 ];
 
@@ -847,6 +910,11 @@ fn check(c: &Case, o: &Output) -> Result<(), String> {
         return Err(format!(
             "stderr's last line must be the only `error:` line; stderr:\n{e}"
         ));
+    }
+    if let Some(text) = c.says
+        && !lines.last().is_some_and(|l| l.contains(text))
+    {
+        return Err(format!("the error line must say `{text}`; stderr:\n{e}"));
     }
     if c.before_work && lines.len() != 1 {
         return Err(format!(

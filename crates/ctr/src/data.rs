@@ -504,7 +504,8 @@ mod tests {
 
     /// A reader that goes away (`generate | head`) stops the generator: with 2^40 rows asked,
     /// the old row-by-row loop would compute them all unwritten; this one returns after the
-    /// chunk that hit the closed pipe. Rows written before the error are the stream's rows.
+    /// chunk that hit the closed pipe (so a regression shows as this test never ending, which
+    /// CI's time limit turns into a failure). Rows written before the error are the stream's.
     #[test]
     fn write_tsv_stops_at_a_closed_pipe_and_matches_the_stream() {
         struct Closes {

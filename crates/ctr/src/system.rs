@@ -326,7 +326,8 @@ fn export(m: &clap::ArgMatches) -> SysResult<()> {
         }
         None => ferrolab_core::guard::default_limit(),
     };
-    // The split, plus the text of one part (a row prints as at most ~256 bytes).
+    // The split, plus its text (a row prints as at most ~256 bytes). Only one part's text is
+    // held at a time, so counting every row's is a bound, as estimates here are.
     if let Some(rows) = data_rows(&cfg, data_dir) {
         let estimate = ferrolab_core::guard::MemoryEstimate {
             setting: data_setting(&cfg),

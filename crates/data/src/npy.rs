@@ -164,6 +164,11 @@ impl NpyArray {
                     // 2^63 is exactly representable; anything at or beyond it overflows i64.
                     if x.fract() == 0.0 && x.abs() < 9.223_372_036_854_776e18 {
                         Ok(x as i64)
+                    } else if x.fract() == 0.0 {
+                        Err(self.error(
+                            &format!("element {i}"),
+                            format!("{} is outside the 64-bit integer range", short_float(x)),
+                        ))
                     } else {
                         Err(self.error(
                             &format!("element {i}"),
@@ -650,7 +655,10 @@ mod tests {
             .collect();
         let a = parse(npy_bytes("<f8", &[3], false, &d)).unwrap();
         let e = a.to_i64_vec().unwrap_err().to_string();
-        assert!(e.contains("element 1") && e.contains("found 1e308"), "{e}");
+        assert!(
+            e.contains("element 1") && e.contains("1e308 is outside the 64-bit"),
+            "{e}"
+        );
         assert!(e.len() < 200, "{e}");
         let d: Vec<u8> = [0.5f64].iter().flat_map(|x| x.to_le_bytes()).collect();
         let e = parse(npy_bytes("<f8", &[1], false, &d))

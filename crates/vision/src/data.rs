@@ -205,10 +205,14 @@ fn part(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
         Ok(plain)
     } else if let Some(p) = [&gz, &plain].into_iter().find(|p| p.exists()) {
         // Something is there, so "missing" would send the user looking for the wrong thing.
-        Err(DataError::Malformed {
-            path: p.clone(),
-            at: "the path".into(),
-            msg: "is a folder (or not a regular file), expected the IDX file".into(),
+        let what = if p.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file"
+        };
+        Err(DataError::Invalid {
+            what: "data file".into(),
+            msg: format!("{} is {what}, expected the IDX file", p.display()),
         })
     } else {
         Err(DataError::Missing {

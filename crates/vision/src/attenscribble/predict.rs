@@ -84,7 +84,6 @@ fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrolab_core::ErrorClass;
 
     fn scratch(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("fl-predict-{name}-{}", std::process::id()));
