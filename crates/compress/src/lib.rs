@@ -82,7 +82,7 @@ impl System for LayerImportanceSystem {
             },
             Preset {
                 name: "flip",
-                about: "bit-flip protection comparison: half-width ResNet-20, MobileNet, MLP × 2 seeds, protection at 1e-4 over 24 flip seeds (~30 min loaded)",
+                about: "bit-flip protection comparison: half-width ResNet-20, MobileNet, MLP × 2 seeds, protection at 1e-4 and 1e-3 over 40 flip seeds (~30 min loaded)",
                 toml: include_str!("../../../configs/layer-importance/flip.toml"),
             },
         ]

@@ -140,8 +140,8 @@ ferrolab_core::config_section! {
         pub lambda: f32 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
         /// Seed of the partitioner (METIS or random).
         pub partition_seed: u64 = 0;
-        /// Partition cache folder; empty = `$FERROLAB_CACHE`, else `$XDG_CACHE_HOME/ferrolab`,
-        /// else `~/.cache/ferrolab`; `none` = no cache.
+        /// Partition cache folder; empty = `<base>/partitions` with base `$FERROLAB_CACHE`, else
+        /// `$XDG_CACHE_HOME/ferrolab`, else `~/.cache/ferrolab`; `none` = no cache.
         pub cache_dir: String = String::new();
         /// Train from cluster stores on disk (the graph is dropped from memory first), so that
         /// training memory depends on the batch, not the graph.

@@ -165,7 +165,7 @@ impl System for HyphenSystem {
             },
             Preset {
                 name: "paper",
-                about: "ResNet-20 at 32×32 on all of Fashion-MNIST, 1,000-image simulation at N = 2^16 / 16 levels, 5 images truly encrypted with bootstrapping at 128-bit parameters in both packings, then as MPConv as published (AppReLU, 16-level set) (hours, ~14 GB)",
+                about: "ResNet-20 at 32×32 on all of Fashion-MNIST, 200-image simulation at N = 2^16 / 16 levels, 5 images truly encrypted with bootstrapping at 128-bit parameters in both packings, then as MPConv as published (AppReLU, 16-level set) (hours, ~14 GB)",
                 toml: include_str!("../../../../configs/hyphen/paper.toml"),
             },
             Preset {

@@ -49,7 +49,7 @@ impl System for AdodSystem {
         vec![
             Preset {
                 name: "quick",
-                about: "smoke run: 2 seen + 1 unseen type, 64 px, 60 steps, ADOD vs YOLO, one seed (< 1 min)",
+                about: "smoke run: 2 seen + 1 unseen type, 64 px, 300 steps, ADOD vs YOLO, one seed (< 1 min)",
                 toml: include_str!("../../../../configs/adod/quick.toml"),
             },
             Preset {
