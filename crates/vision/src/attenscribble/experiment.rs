@@ -83,13 +83,13 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// The report keys of one method: `<split>_dice`, `<split>_dice_rv|myo|lv`,
 /// `<split>_hd95_px`, `<split>_hd95_px_rv|myo|lv`, each with `_std`, over seeds.
+/// A key whose mean is not finite is left out and named in `left_out`.
 fn keys(
-    results: &[&RunResult],
+    scores: &[&Scores],
     split: &str,
-    pick: impl Fn(&RunResult) -> Option<&Scores>,
     out: &mut BTreeMap<String, f64>,
+    left_out: &mut Vec<String>,
 ) {
-    let scores: Vec<&Scores> = results.iter().filter_map(|r| pick(r)).collect();
     if scores.is_empty() {
         return;
     }
@@ -98,6 +98,9 @@ fn keys(
         if m.is_finite() {
             out.insert(name.clone(), m);
             out.insert(format!("{name}_std"), s);
+        } else {
+            // JSON has no NaN: the key is left out, and the report's notes say which.
+            left_out.push(name);
         }
     };
     put(
@@ -243,8 +246,18 @@ fn report(
     for &m in methods {
         let rs: Vec<&RunResult> = results.iter().filter(|x| x.method == m.name()).collect();
         let mut out = BTreeMap::new();
-        keys(&rs, "val", |x| Some(&x.val), &mut out);
-        keys(&rs, "test", |x| x.test.as_ref(), &mut out);
+        let mut left_out = Vec::new();
+        let val: Vec<&Scores> = rs.iter().map(|x| &x.val).collect();
+        let test: Vec<&Scores> = rs.iter().filter_map(|x| x.test.as_ref()).collect();
+        keys(&val, "val", &mut out, &mut left_out);
+        keys(&test, "test", &mut out, &mut left_out);
+        if !left_out.is_empty() {
+            r.notes.push(format!(
+                "{}: {} left out — not finite (an HD95 with every volume's prediction of the class empty on some seed; see details.hd95_skipped)",
+                m.name(),
+                left_out.join(", ")
+            ));
+        }
         let (step, _) = mean_std(&rs.iter().map(|x| x.step_seconds).collect::<Vec<_>>());
         out.insert("step_seconds".into(), step);
         let (tr, _) = mean_std(&rs.iter().map(|x| x.train_seconds).collect::<Vec<_>>());
@@ -436,4 +449,40 @@ fn overlay(model: &AttenUNet, p: &Prepared, size: usize, path: &Path) -> SysResu
     let img = ferrolab_data::image::Image::new(w4, v.h, 3, rgb)
         .map_err(|e| SystemError::runtime(e.to_string()))?;
     ferrolab_data::image::write_png(path, &img).map_err(|e| SystemError::runtime(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(dice: [f64; 3], hd95: [f64; 3]) -> Scores {
+        Scores {
+            dice,
+            hd95,
+            hd95_skipped: hd95.iter().filter(|h| h.is_nan()).count(),
+            volumes: 2,
+        }
+    }
+
+    #[test]
+    fn a_class_never_predicted_leaves_its_hd95_out_and_says_so() {
+        // Myo never predicted on either seed: no HD95 for it at all. LV's on one seed only:
+        // the mean is over the seeds that have one (as HD95 is over volumes).
+        let a = scores([0.8, 0.0, 0.9], [3.0, f64::NAN, f64::NAN]);
+        let b = scores([0.6, 0.0, 0.7], [5.0, f64::NAN, 4.0]);
+        let (mut out, mut left_out) = (BTreeMap::new(), Vec::new());
+        keys(&[&a, &b], "val", &mut out, &mut left_out);
+        assert_eq!(left_out, vec!["val_hd95_px_myo".to_string()]);
+        assert!(!out.contains_key("val_hd95_px_myo") && !out.contains_key("val_hd95_px_myo_std"));
+        assert!((out["val_hd95_px_lv"] - 4.0).abs() < 1e-12);
+        assert!((out["val_dice_rv"] - 0.7).abs() < 1e-12);
+        assert!((out["val_dice_rv_std"] - 0.1).abs() < 1e-12);
+        assert!((out["val_dice"] - 0.5).abs() < 1e-12);
+        // A seed's mean HD95 is over its finite classes: (3 + 4.5) / 2.
+        assert!((out["val_hd95_px"] - 3.75).abs() < 1e-12);
+        assert_eq!(out.len(), 14);
+        let (mut out, mut left_out) = (BTreeMap::new(), Vec::new());
+        keys(&[], "test", &mut out, &mut left_out);
+        assert!(out.is_empty() && left_out.is_empty());
+    }
 }
