@@ -4,7 +4,6 @@
 use crate::error::{CoreError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A `--out FILE` argument: it must name a file (not a folder) in an existing folder. Checked
@@ -42,16 +41,14 @@ pub fn check_out_file(out: &Path) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
-/// synced, then renamed over `path`.
+/// synced, then renamed over `path` ([`ferrolab_data::write_file_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| CoreError::Runtime(format!("{} has no file name", path.display())))?
-        .to_string_lossy();
+    if path.file_name().is_none() {
+        return Err(CoreError::Runtime(format!(
+            "{} has no file name",
+            path.display()
+        )));
+    }
     if path.is_dir() {
         // A damaged or hand-edited run folder: a usage error (exit 2) naming the path, not an
         // I/O failure after the work that produced the bytes.
@@ -60,18 +57,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             path.display()
         )));
     }
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CoreError::io(path, e));
-    }
-    Ok(())
+    ferrolab_data::write_file_atomic(path, bytes).map_err(|e| CoreError::io(path, e))
 }
 
 /// The refusal rule of every command that writes a folder (runs, `reproduce`, exports):
@@ -304,6 +290,11 @@ impl RunDir {
     pub fn rename(&mut self, to: &Path) -> Result<()> {
         std::fs::rename(&self.root, to).map_err(|e| CoreError::io(to, e))?;
         self.root = to.to_path_buf();
+        ferrolab_data::sync_dir(
+            to.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        );
         Ok(())
     }
 

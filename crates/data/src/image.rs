@@ -217,9 +217,15 @@ pub fn decode_png_mask(bytes: &[u8], path: &Path) -> Result<Mask> {
     })
 }
 
-/// Writes an 8-bit PNG (1 to 4 channels).
+/// Writes an 8-bit PNG (1 to 4 channels), whole or not at all (an earlier file at `path` is
+/// replaced only once the new one is complete).
 pub fn write_png(path: impl AsRef<Path>, image: &Image) -> Result<()> {
     let path = path.as_ref();
+    crate::io::write_atomic(path, &png_bytes(image)?)
+}
+
+/// An 8-bit PNG (1 to 4 channels) in memory.
+pub fn png_bytes(image: &Image) -> Result<Vec<u8>> {
     let color = match image.channels {
         1 => ColorType::Grayscale,
         2 => ColorType::GrayscaleAlpha,
@@ -236,15 +242,15 @@ pub fn write_png(path: impl AsRef<Path>, image: &Image) -> Result<()> {
         (Ok(w), Ok(h)) => (w, h),
         _ => return Err(DataError::invalid("image", "too large for PNG")),
     };
-    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    let mut out = Vec::with_capacity(image.data.len() / 2 + 1024);
+    let mut enc = png::Encoder::new(&mut out, w, h);
     enc.set_color(color);
     enc.set_depth(BitDepth::Eight);
-    let err = |e: png::EncodingError| DataError::malformed(path, "png writer", e.to_string());
+    let err = |e: png::EncodingError| DataError::invalid("image", e.to_string());
     let mut writer = enc.write_header().map_err(err)?;
     writer.write_image_data(&image.data).map_err(err)?;
     writer.finish().map_err(err)?;
-    Ok(())
+    Ok(out)
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
@@ -309,6 +315,18 @@ mod tests {
         write_png(&p, &g).unwrap();
         assert_eq!(read_png(&p).unwrap(), g);
         assert_eq!(read_png_mask(&p).unwrap().data, vec![0, 1, 2, 255]);
+        // Replaced through a temporary file: nothing else is left in the folder, and an image
+        // that cannot be encoded leaves the earlier file as it was.
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        let bad = Image {
+            width: 1,
+            height: 1,
+            channels: 5,
+            data: vec![0; 5],
+        };
+        assert!(write_png(&p, &bad).is_err());
+        assert_eq!(read_png(&p).unwrap(), g);
     }
 
     #[test]

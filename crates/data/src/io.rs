@@ -36,6 +36,58 @@ pub(crate) fn open_maybe_gz(path: &Path) -> Result<(Box<dyn BufRead>, bool)> {
     })
 }
 
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it with a name unique
+/// to the call (two writers of one name cannot share it), synced, renamed over `path` (an
+/// earlier file there stays intact until then), and the folder synced so the rename is
+/// durable. Core's `run::write_atomic` adds its checks and error type around this.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(name) = path.file_name() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path names no file",
+        ));
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable (the new name survives a power cut). Best effort: where a
+/// folder cannot be opened or synced (some file systems, other platforms) the file itself is
+/// already complete.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// [`write_file_atomic`] with this crate's error.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_atomic(path, bytes).map_err(|e| DataError::io(path, e))
+}
+
 /// The most a gzip data file may expand to.
 pub(crate) const MAX_EXPANDED: u64 = 4 << 30;
 

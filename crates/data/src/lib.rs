@@ -53,6 +53,7 @@ pub use acdc::{AcdcSlice, AcdcVolume, list_acdc, load_acdc_slice, load_acdc_volu
 pub use error::{DataError, Result};
 pub use graph::{CsrGraphData, CsrMatrix, Features, Split, load_npz_graph};
 pub use idx::{IdxArray, read_idx};
+pub use io::{sync_dir, write_file_atomic};
 pub use lookup::{
     DATA_ENV, DatasetInfo, DatasetKind, Source, dataset, datasets, find_dataset, is_available,
     locate, resolve_data_root, user_data_dir, verify,

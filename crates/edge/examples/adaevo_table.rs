@@ -123,7 +123,8 @@ fn main() -> ExitCode {
         }
     }
     let json = serde_json::to_string_pretty(r).unwrap_or_default();
-    if let Err(e) = std::fs::write(std::path::Path::new(&args[1]).join("report.json"), json) {
+    let path = std::path::Path::new(&args[1]).join("report.json");
+    if let Err(e) = ferrolab_core::run::write_atomic(&path, json.as_bytes()) {
         eprintln!("{e}");
         return ExitCode::from(1);
     }

@@ -310,9 +310,10 @@ impl Fabric for InProcFabric {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(io)?;
             }
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, value).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+            // Core's atomic writer: a unique temporary name (two savers of one key cannot
+            // clash), synced before the rename.
+            ferrolab_core::run::write_atomic(&path, value)
+                .map_err(|e| FabricError::Disconnected(e.to_string()))?;
             return Ok(());
         }
         self.lock()?.kv.insert(key.to_string(), value.to_vec());

@@ -666,9 +666,10 @@ pub fn context_for(hash: u64, spec: ParamSpec) -> Result<std::sync::Arc<Context>
     Ok(ctx)
 }
 
-/// Writes bytes to a file.
+/// Writes bytes to a file, whole or not at all (core's atomic writer: an earlier file there
+/// survives a failed write).
 pub fn save(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| FheError::Io {
+    ferrolab_core::run::write_atomic(path, bytes).map_err(|e| FheError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     })

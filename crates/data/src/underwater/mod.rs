@@ -189,9 +189,6 @@ pub fn write_coco(
         "{{\"images\": [\n{images}\n],\n\"annotations\": [\n{anns}\n],\n\"categories\": [\n{}\n]}}\n",
         cats.join(",\n")
     );
-    let path = dir.join("annotations.json");
-    let tmp = dir.join("annotations.json.tmp");
-    std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| DataError::io(&path, e))?;
+    crate::io::write_atomic(&dir.join("annotations.json"), json.as_bytes())?;
     Ok(image_id as usize)
 }

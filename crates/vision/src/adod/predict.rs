@@ -78,6 +78,7 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     if let Some(d) = draw {
         std::fs::create_dir_all(d)
             .map_err(|e| SystemError::usage(format!("--draw {}: {e}", d.display())))?;
+        check_draw_names(d, &inputs)?;
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (p, img) in inputs.iter().zip(&images) {
@@ -119,6 +120,36 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     }
     if let Err(e) = out.flush() {
         return ferrolab_core::system::stdout_closed(e);
+    }
+    Ok(())
+}
+
+/// A drawing is saved under its input's file name: refused (before any work) when that would
+/// replace the input itself (`--draw` is the input's folder) or when two inputs share a name.
+fn check_draw_names(draw: &Path, inputs: &[PathBuf]) -> SysResult<()> {
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for p in inputs {
+        let name = p.file_name().map(std::ffi::OsStr::to_os_string);
+        let target = draw.join(name.clone().unwrap_or_else(|| "image.png".into()));
+        if same_file(&target, p) {
+            return Err(SystemError::usage(format!(
+                "--draw {}: would overwrite the input {} (its drawing takes the same name); draw into another folder",
+                draw.display(),
+                p.display()
+            )));
+        }
+        if let Some(other) = seen.insert(name, p) {
+            return Err(SystemError::usage(format!(
+                "--draw {}: inputs {} and {} share a file name, so one drawing would replace the other",
+                draw.display(),
+                other.display(),
+                p.display()
+            )));
+        }
     }
     Ok(())
 }
@@ -202,4 +233,30 @@ pub fn synth_run(m: &clap::ArgMatches) -> SysResult<()> {
     let written = write_coco(out, &types, n, &scene, seed)?;
     eprintln!("adod synth: {written} images in {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drawing_may_not_replace_an_input_or_another_drawing() {
+        let d = std::env::temp_dir().join(format!("fl-adod-draw-{}", std::process::id()));
+        let (a, b) = (d.join("a"), d.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        for p in [a.join("x.png"), b.join("x.png"), a.join("y.png")] {
+            std::fs::write(p, b"png").unwrap();
+        }
+        let e = check_draw_names(&a, &[a.join("x.png")]).unwrap_err();
+        assert!(e.to_string().contains("would overwrite the input"), "{e}");
+        // The same folder named another way is still the input's folder.
+        let e = check_draw_names(&a.join("..").join("a"), &[a.join("y.png")]).unwrap_err();
+        assert!(e.to_string().contains("would overwrite the input"), "{e}");
+        let e = check_draw_names(&d.join("out"), &[a.join("x.png"), b.join("x.png")]).unwrap_err();
+        assert!(e.to_string().contains("share a file name"), "{e}");
+        check_draw_names(&d.join("out"), &[a.join("x.png"), a.join("y.png")]).unwrap();
+        check_draw_names(&b, &[a.join("y.png")]).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
