@@ -183,12 +183,13 @@ pub fn npz_bytes(members: &[(&str, Vec<u8>)], deflate: bool) -> std::io::Result<
     Ok(zw.finish().map_err(std::io::Error::other)?.into_inner())
 }
 
-/// Writes an `.npz` of ready-made `.npy` members to `path`; a tiny writer for test fixtures.
+/// Writes an `.npz` of ready-made `.npy` members to `path`, whole or not at all (fetch's
+/// conversions, the examples' exports, test fixtures).
 #[doc(hidden)]
 pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) -> Result<()> {
     let bytes = npz_bytes(members, deflate)
         .map_err(|e| DataError::malformed(path, "zip writer", e.to_string()))?;
-    std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
+    crate::io::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

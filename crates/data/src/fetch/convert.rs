@@ -216,8 +216,8 @@ pub fn recbole_to_ml100k(inter: &[u8], user: &[u8], item: &[u8], out_dir: &Path)
         ("u.occupation", occ_txt),
         ("u.info", info),
     ] {
-        let p = out_dir.join(name);
-        std::fs::write(&p, text).map_err(|e| DataError::io(&p, e))?;
+        // Synced, so that the staged folder moved into place later holds complete files.
+        crate::io::write_atomic(&out_dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }
@@ -243,8 +243,8 @@ pub fn grouplens_zip_to_ml100k(zip_path: &Path, out_dir: &Path) -> Result<()> {
         };
         // ISO-8859-1 maps each byte to the code point of the same value.
         let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-        let p = out_dir.join(name);
-        std::fs::write(&p, text).map_err(|e| DataError::io(&p, e))?;
+        // Synced, so that the staged folder moved into place later holds complete files.
+        crate::io::write_atomic(&out_dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }
