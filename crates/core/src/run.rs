@@ -21,10 +21,7 @@ pub fn check_out_file(out: &Path) -> Result<()> {
             out.display()
         )));
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = folder_of(out);
     if !dir.is_dir() {
         let why = if dir.exists() {
             "is not a folder"
@@ -40,15 +37,16 @@ pub fn check_out_file(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The folder `path` lies in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
 /// synced, then renamed over `path` ([`ferrolab_data::write_file_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if path.file_name().is_none() {
-        return Err(CoreError::Runtime(format!(
-            "{} has no file name",
-            path.display()
-        )));
-    }
     if path.is_dir() {
         // A damaged or hand-edited run folder: a usage error (exit 2) naming the path, not an
         // I/O failure after the work that produced the bytes.
@@ -290,11 +288,7 @@ impl RunDir {
     pub fn rename(&mut self, to: &Path) -> Result<()> {
         std::fs::rename(&self.root, to).map_err(|e| CoreError::io(to, e))?;
         self.root = to.to_path_buf();
-        ferrolab_data::sync_dir(
-            to.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        );
+        ferrolab_data::sync_dir(folder_of(to));
         Ok(())
     }
 

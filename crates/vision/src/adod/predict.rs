@@ -63,6 +63,10 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
         .get_many::<PathBuf>("inputs")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
+    let draw = m.get_one::<PathBuf>("draw");
+    if let Some(d) = draw {
+        check_draw_names(d, &inputs)?;
+    }
     let (net, meta) = checkpoint::load(dir)?;
     let s = meta.net.yolo.input_size;
     let mut images = Vec::new();
@@ -74,11 +78,9 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
         images.push(img);
     }
     let device = ferrolab_core::backend::device();
-    let draw = m.get_one::<PathBuf>("draw");
     if let Some(d) = draw {
         std::fs::create_dir_all(d)
             .map_err(|e| SystemError::usage(format!("--draw {}: {e}", d.display())))?;
-        check_draw_names(d, &inputs)?;
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (p, img) in inputs.iter().zip(&images) {
