@@ -59,12 +59,38 @@ pub fn assert_usage_error(o: &Output, what: &str) -> String {
     e
 }
 
-/// A fresh empty folder for the test `tag` (unique per process).
-pub fn tmp(tag: &str) -> PathBuf {
+/// A fresh empty folder for the test `tag` (unique per process), removed when the test
+/// passes. A failing test keeps it (the drop runs while panicking), so what the run wrote can
+/// be read; the next run of the same test starts from an empty one anyway.
+pub fn tmp(tag: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("ferrolab-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
+}
+
+/// See [`tmp`]; derefs to the folder's path.
+pub struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// `<out>.incomplete`.
