@@ -578,9 +578,8 @@ fn a_failure_while_resuming_keeps_the_incomplete_run_and_resume_finishes_it() {
     std::fs::remove_dir_all(&d).ok();
 }
 
-/// `ckks bench --out` writes a run folder too, so it should refuse a folder that already
-/// holds files. Ignored until fixed: the sub-command bypasses the runner and writes (and
-/// overwrites) report.json in any existing folder, exit 0.
+/// `ckks bench --out` writes a run folder too, so it refuses a folder that already holds
+/// files (it once bypassed the runner and overwrote report.json in any existing folder).
 #[test]
 fn ckks_bench_refuses_an_existing_non_empty_out() {
     let d = tmp("ckks-out");

@@ -828,7 +828,7 @@ fn sentences() -> Vec<u8> {
 fn checkpoints() -> &'static (PathBuf, PathBuf) {
     static CK: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
     CK.get_or_init(|| {
-        let d = tmp("exit-codes-ck");
+        let d = tmp("exit-codes-ck").keep();
         write(d.join("train.txt"), &sentences());
         let train = format!("data.train={}", d.join("train.txt").display());
         let out = d.join("secnn");

@@ -91,6 +91,49 @@ pub fn ensure_fresh(path: &Path) -> Result<()> {
     }
 }
 
+/// Makes the output folder `out` whole or not at all: after [`ensure_fresh`], `fill` writes
+/// into a staging folder beside `out` (`<out>.partial-<pid>`), which becomes `out` when `fill`
+/// succeeds and is removed when it fails. A failed export or render therefore leaves no
+/// half-filled `out` that a reader would take for a result or a rerun would refuse; a killed
+/// one leaves only the staging folder, which names itself as partial.
+pub fn fill_fresh_folder<T, E>(
+    out: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E>
+where
+    E: From<CoreError>,
+{
+    ensure_fresh(out)?;
+    let mut name = out
+        .file_name()
+        .ok_or_else(|| {
+            CoreError::Data(format!(
+                "output folder {} names no folder; choose another --out",
+                out.display()
+            ))
+        })?
+        .to_owned();
+    name.push(format!(".partial-{}", std::process::id()));
+    let staging = out.with_file_name(name);
+    // A leftover of this very process id can only be from an earlier killed run.
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| CoreError::io(&staging, e))?;
+    let v = match fill(&staging) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    // `ensure_fresh` allowed an empty `out`; a rename onto a folder is not portable.
+    if out.is_dir() {
+        std::fs::remove_dir(out).map_err(|e| CoreError::io(out, e))?;
+    }
+    std::fs::rename(&staging, out).map_err(|e| CoreError::io(out, e))?;
+    ferrolab_data::sync_dir(folder_of(out));
+    Ok(v)
+}
+
 /// Whether `dir` is a folder with nothing in it (false when it cannot be read).
 pub fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
@@ -676,6 +719,37 @@ mod tests {
         check_out_file(&d.join("x.ct")).unwrap();
         // An existing file is replaced later, whole: allowed.
         check_out_file(&d.join("f")).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_filled_folder_appears_whole_or_not_at_all() {
+        let d = tmpdir("fill");
+        std::fs::create_dir_all(&d).unwrap();
+        let out = d.join("export");
+        // A failure part-way leaves neither `out` nor the staging folder.
+        let e = fill_fresh_folder(&out, |dir| {
+            std::fs::write(dir.join("train.tsv"), b"1").unwrap();
+            Err::<(), _>(CoreError::Runtime("disk full".into()))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        // Success: every file under `out`, nothing else beside it; an empty `out` is allowed.
+        std::fs::create_dir_all(&out).unwrap();
+        let n = fill_fresh_folder(&out, |dir| {
+            write_atomic(&dir.join("train.tsv"), b"1")?;
+            write_atomic(&dir.join("test.tsv"), b"2")?;
+            Ok::<_, CoreError>(2)
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(std::fs::read(out.join("test.tsv")).unwrap(), b"2");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        // A folder holding files is refused before `fill` runs.
+        let e = fill_fresh_folder(&out, |_| -> Result<()> { panic!("must not run") }).unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("not empty"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -336,10 +336,11 @@ fn export(m: &clap::ArgMatches) -> SysResult<()> {
         ferrolab_core::guard::check(&estimate, limit)
             .map_err(|e| SystemError::usage(e.to_string()))?;
     }
-    // An export never replaces an earlier one or lands inside a run folder.
+    // An export never replaces an earlier one or lands inside a run folder, and appears whole
+    // or not at all (a reader would take a lone train.tsv for a finished export).
     ferrolab_core::run::ensure_fresh(out)?;
     let data = experiment::load_data(&cfg, data_dir, seed)?;
-    data.export(out)?;
+    ferrolab_core::run::fill_fresh_folder(out, |dir| data.export(dir))?;
     eprintln!(
         "wrote {}/{{train,valid,test}}.tsv ({}, {}, {} rows; {})",
         out.display(),

@@ -158,7 +158,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&runs).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Whole or not at all: a rerun stopped while writing keeps the previous results.
+        ferrolab_data::write_file_atomic(path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }

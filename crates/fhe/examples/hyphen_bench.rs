@@ -122,9 +122,9 @@ fn measure(chain_name: &str, threads: usize, out: &str) {
         }
     }
     if let Some(dir) = std::path::Path::new(out).parent() {
-        std::fs::create_dir_all(dir).unwrap();
+        or_exit(std::fs::create_dir_all(dir), &dir.display().to_string());
     }
-    std::fs::write(out, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+    save(out, serde_json::to_string_pretty(&t).unwrap());
 }
 
 struct Row {
@@ -163,8 +163,10 @@ fn argmax(v: &[f64]) -> usize {
 }
 
 fn model(times_path: &str, images: usize, out_dir: &str) {
-    let times: OpTimes =
-        serde_json::from_str(&std::fs::read_to_string(times_path).unwrap()).unwrap();
+    let times: OpTimes = or_exit(
+        serde_json::from_str(&or_exit(std::fs::read_to_string(times_path), times_path)),
+        times_path,
+    );
     let levels = *times.levels.last().unwrap();
     let geo = Geometry { n: 1 << 15, wr: 32 };
     let cost = OpCost {
@@ -257,7 +259,7 @@ fn write_report(
     images: usize,
     out_dir: &str,
 ) {
-    std::fs::create_dir_all(out_dir).unwrap();
+    or_exit(std::fs::create_dir_all(out_dir), out_dir);
     let suffix = format!("t{}", times.threads);
     let metrics = |r: &Row| {
         let s = &r.stats;
@@ -305,11 +307,10 @@ fn write_report(
         "details": rows.iter().map(|r| (r.name.to_string(), details(r))).collect::<serde_json::Map<_, _>>(),
         "op_times": times,
     });
-    std::fs::write(
-        format!("{out_dir}/report_{}_{suffix}.json", times.params),
+    save(
+        &format!("{out_dir}/report_{}_{suffix}.json", times.params),
         serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    );
     // Per-layer-type table and a stacked-bar SVG.
     let mut md = String::from(
         "| row | kind | rotations | pmult | cmult | bootstraps | rotation s | mult s | bootstrap s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -354,16 +355,31 @@ fn write_report(
         ));
     }
     svg.push_str("<text x=\"120\" y=\"190\">red: rotations, blue: multiplications/activations, green: bootstrapping (modelled)</text>\n</svg>\n");
-    std::fs::write(
-        format!("{out_dir}/breakdown_{}_{suffix}.md", times.params),
+    save(
+        &format!("{out_dir}/breakdown_{}_{suffix}.md", times.params),
         md,
-    )
-    .unwrap();
-    std::fs::write(
-        format!("{out_dir}/breakdown_{}_{suffix}.svg", times.params),
+    );
+    save(
+        &format!("{out_dir}/breakdown_{}_{suffix}.svg", times.params),
         svg,
-    )
-    .unwrap();
+    );
+}
+
+/// A user-named path that cannot be read or written ends the run with one line naming it.
+fn or_exit<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
+    r.unwrap_or_else(|e| {
+        eprintln!("error: {what}: {e}");
+        std::process::exit(1)
+    })
+}
+
+/// Replaces `path` whole (temporary file, then rename): an interrupted rerun keeps the old
+/// results rather than half of the new ones.
+fn save(path: &str, text: String) {
+    or_exit(
+        ferrolab_core::run::write_atomic(std::path::Path::new(path), text.as_bytes()),
+        path,
+    );
 }
 
 fn main() {

@@ -202,9 +202,20 @@ fn keep_failure(
             BIN_MEM_MB
         } * 1024
     );
-    let _ = std::fs::write(dest.join("repro.sh"), script);
-    let _ = std::fs::write(dest.join("stdout"), &o.stdout);
-    let _ = std::fs::write(dest.join("stderr"), &o.stderr);
+    // A kept case without its script or output cannot be replayed: say so rather than count it.
+    for (file, bytes) in [
+        ("repro.sh", script.as_bytes()),
+        ("stdout", &o.stdout[..]),
+        ("stderr", &o.stderr[..]),
+    ] {
+        if let Err(e) = std::fs::write(dest.join(file), bytes) {
+            eprintln!(
+                "warning: cannot keep failing case {name}: {}: {e}",
+                dest.join(file).display()
+            );
+            return;
+        }
+    }
     c.failures_written.fetch_add(1, Ordering::Relaxed);
 }
 

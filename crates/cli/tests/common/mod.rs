@@ -72,6 +72,16 @@ pub fn tmp(tag: &str) -> TmpDir {
 /// See [`tmp`]; derefs to the folder's path.
 pub struct TmpDir(PathBuf);
 
+impl TmpDir {
+    /// The folder, never removed: for fixtures shared by the whole test process (a static
+    /// outlives every test, so nothing could tell when to remove it).
+    pub fn keep(self) -> PathBuf {
+        let d = self.0.clone();
+        std::mem::forget(self);
+        d
+    }
+}
+
 impl std::ops::Deref for TmpDir {
     type Target = Path;
     fn deref(&self) -> &Path {

@@ -226,13 +226,10 @@ pub fn synth_run(m: &clap::ArgMatches) -> SysResult<()> {
     let Some(out) = m.get_one::<PathBuf>("out") else {
         return Err(SystemError::usage("adod synth needs --out DIR"));
     };
-    if out.exists() && !ferrolab_core::run::is_empty_dir(out) {
-        return Err(SystemError::usage(format!(
-            "--out {}: exists and is not empty",
-            out.display()
-        )));
-    }
-    let written = write_coco(out, &types, n, &scene, seed)?;
+    // Whole or not at all: a half-rendered set would read as a smaller finished one.
+    let written = ferrolab_core::run::fill_fresh_folder(out, |dir| {
+        write_coco(dir, &types, n, &scene, seed).map_err(SystemError::from)
+    })?;
     eprintln!("adod synth: {written} images in {}", out.display());
     Ok(())
 }
