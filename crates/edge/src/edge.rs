@@ -197,27 +197,103 @@ struct Queued {
     memory_pred: u64,
 }
 
-/// A task being trained.
+/// Teacher-labelled frames: (pixels, class).
+type Frames = Vec<(Vec<f32>, u8)>;
+
+/// A task being trained; `D` is what the task hands back when it finishes (classification:
+/// its teacher-labelled frames for the end's replay; detection: nothing).
 #[derive(Debug, Clone)]
-struct Running {
-    end: usize,
-    seq: u64,
-    arrival: f64,
-    started: f64,
-    remaining: f64,
-    flops: f64,
-    blob: ModelBlob,
-    dense: Mlp,
-    predicted_seconds: f64,
-    predicted_gain: f64,
-    concurrency: f64,
-    memory_pred: u64,
-    memory_measured: u64,
-    epochs: usize,
-    /// The task's teacher-labelled frames, added to the end's replay when it finishes (not at
-    /// start: a persisted end state must hold only what finished tasks contributed, so a task
-    /// re-queued after an edge restart does not find its own frames in the replay twice).
-    data: Vec<(Vec<f32>, u8)>,
+pub(crate) struct Running<D> {
+    pub(crate) end: usize,
+    pub(crate) seq: u64,
+    pub(crate) arrival: f64,
+    pub(crate) started: f64,
+    pub(crate) remaining: f64,
+    pub(crate) flops: f64,
+    pub(crate) blob: ModelBlob,
+    pub(crate) dense: Mlp,
+    pub(crate) predicted_seconds: f64,
+    pub(crate) predicted_gain: f64,
+    pub(crate) concurrency: f64,
+    pub(crate) memory_pred: u64,
+    pub(crate) memory_measured: u64,
+    pub(crate) epochs: usize,
+    /// Classification: the task's teacher-labelled frames, added to the end's replay when it
+    /// finishes (not at start: a persisted end state must hold only what finished tasks
+    /// contributed, so a task re-queued after an edge restart does not find its own frames in
+    /// the replay twice).
+    pub(crate) data: D,
+}
+
+/// What the edge keeps of a task that finished at `finished`: the shipped record, the
+/// deployed (decoded) model, the end's new dense copy and the task's payload.
+pub(crate) struct Finished<D> {
+    pub(crate) completed: Completed,
+    pub(crate) deployed: Mlp,
+    pub(crate) dense: Mlp,
+    pub(crate) data: D,
+    pub(crate) time: TimeRecord,
+}
+
+/// Exact processor sharing of `throughput` FLOP per simulated second among `running`, from
+/// `now` for `dt` seconds: the shortest remaining task finishes, then the rest re-share.
+/// `busy_s` accumulates the seconds with work; `finish` receives each finished task, in
+/// finishing order. Shared by the classification and detection edges.
+pub(crate) fn share_processor<D>(
+    running: &mut Vec<Running<D>>,
+    throughput: f64,
+    busy_s: &mut f64,
+    now: f64,
+    dt: f64,
+    mut finish: impl FnMut(Finished<D>),
+) {
+    let mut t = now;
+    let end_t = now + dt;
+    while !running.is_empty() && t < end_t - 1e-12 {
+        let share = throughput / running.len() as f64;
+        let (k, min_rem) = running
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.remaining))
+            .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+        let need = min_rem / share;
+        let step = need.min(end_t - t);
+        for r in running.iter_mut() {
+            r.remaining -= share * step;
+        }
+        *busy_s += step;
+        t += step;
+        if step >= need - 1e-12 {
+            let r = running.remove(k);
+            // A blob that does not decode (it always does: it was just encoded) would leave
+            // the end on its dense copy rather than on nothing.
+            let deployed = r.blob.decode().unwrap_or_else(|_| r.dense.clone());
+            finish(Finished {
+                time: TimeRecord {
+                    flops: r.flops,
+                    concurrency: r.concurrency,
+                    seconds: t - r.started,
+                },
+                completed: Completed {
+                    end: r.end,
+                    seq: r.seq,
+                    blob: r.blob,
+                    arrival: r.arrival,
+                    started: r.started,
+                    finished: t,
+                    flops: r.flops,
+                    epochs: r.epochs,
+                    predicted_seconds: r.predicted_seconds,
+                    predicted_gain: r.predicted_gain,
+                    memory_pred: r.memory_pred,
+                    memory_measured: r.memory_measured,
+                },
+                deployed,
+                dense: r.dense,
+                data: r.data,
+            });
+        }
+    }
 }
 
 /// What the edge keeps about one end between tasks: what a restarted edge needs to continue
@@ -283,7 +359,7 @@ pub struct EdgeServer {
     versions: BTreeMap<usize, u64>,
     replay: BTreeMap<usize, Vec<(Vec<f32>, u8)>>,
     queue: Vec<Queued>,
-    running: Vec<Running>,
+    running: Vec<Running<Frames>>,
     next_id: usize,
     time: TimeRegressor,
     /// Scheduling decisions so far.
@@ -749,57 +825,25 @@ impl EdgeServer {
     /// Moves the clock from `now` by `dt` seconds; returns the tasks that finished.
     pub fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed> {
         let mut done = Vec::new();
-        let mut t = now;
-        let end_t = now + dt;
-        // Exact processor sharing inside the step: finish the shortest remaining task, then
-        // re-share among the rest.
-        while !self.running.is_empty() && t < end_t - 1e-12 {
-            let share = self.params.throughput / self.running.len() as f64;
-            let (k, min_rem) = self
-                .running
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i, r.remaining))
-                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
-            let need = min_rem / share;
-            let step = need.min(end_t - t);
-            for r in self.running.iter_mut() {
-                r.remaining -= share * step;
-            }
-            self.busy_s += step;
-            t += step;
-            if step >= need - 1e-12 {
-                let r = self.running.remove(k);
-                let finished = t;
-                self.time.record(TimeRecord {
-                    flops: r.flops,
-                    concurrency: r.concurrency,
-                    seconds: finished - r.started,
-                });
-                let deployed = r.blob.decode().unwrap_or_else(|_| r.dense.clone());
-                self.deployed.insert(r.end, deployed);
-                self.dense.insert(r.end, r.dense);
-                let keep = self.params.replay.max(1) * 4;
-                let replay = self.replay.entry(r.end).or_default();
-                replay.extend(r.data);
+        let keep = self.params.replay.max(1) * 4;
+        share_processor(
+            &mut self.running,
+            self.params.throughput,
+            &mut self.busy_s,
+            now,
+            dt,
+            |f| {
+                let end = f.completed.end;
+                self.time.record(f.time);
+                self.deployed.insert(end, f.deployed);
+                self.dense.insert(end, f.dense);
+                let replay = self.replay.entry(end).or_default();
+                replay.extend(f.data);
                 let extra = replay.len().saturating_sub(keep);
                 replay.drain(..extra);
-                done.push(Completed {
-                    end: r.end,
-                    seq: r.seq,
-                    blob: r.blob,
-                    arrival: r.arrival,
-                    started: r.started,
-                    finished,
-                    flops: r.flops,
-                    epochs: r.epochs,
-                    predicted_seconds: r.predicted_seconds,
-                    predicted_gain: r.predicted_gain,
-                    memory_pred: r.memory_pred,
-                    memory_measured: r.memory_measured,
-                });
-            }
-        }
+                done.push(f.completed);
+            },
+        );
         done
     }
 }

@@ -9,9 +9,9 @@
 //! of the original training set, re-prunes, stores int8 and ships a checksummed blob.
 
 use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
-use crate::edge::{Completed, ScheduleEvent, SchedulerKind};
+use crate::edge::{Completed, Running, ScheduleEvent, SchedulerKind, share_processor};
 use crate::model::{Mlp, TrainOpts};
-use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, memory_bytes};
+use crate::profiler::{AccuracyCurve, TimeRegressor, memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
 use crate::scheduler::{self, Candidate, Start, Variant};
 use std::collections::BTreeMap;
@@ -77,24 +77,6 @@ struct Queued {
     memory_pred: u64,
 }
 
-#[derive(Debug, Clone)]
-struct Running {
-    end: usize,
-    seq: u64,
-    arrival: f64,
-    started: f64,
-    remaining: f64,
-    flops: f64,
-    blob: ModelBlob,
-    dense: Mlp,
-    predicted_seconds: f64,
-    predicted_gain: f64,
-    concurrency: f64,
-    memory_pred: u64,
-    memory_measured: u64,
-    epochs: usize,
-}
-
 /// The detection edge server (the same calls as [`crate::edge::EdgeServer`]: `submit`,
 /// `schedule`, `advance`).
 #[derive(Debug, Clone)]
@@ -105,7 +87,7 @@ pub struct DetEdge {
     deployed: BTreeMap<usize, Mlp>,
     versions: BTreeMap<usize, u64>,
     queue: Vec<Queued>,
-    running: Vec<Running>,
+    running: Vec<Running<()>>,
     next_id: usize,
     time: TimeRegressor,
     /// Scheduling decisions so far.
@@ -479,6 +461,7 @@ impl DetEdge {
             memory_pred: q.memory_pred,
             memory_measured: measured,
             epochs: v.epochs,
+            data: (),
         });
         self.peak_memory = self.peak_memory.max(self.memory_in_use());
     }
@@ -486,49 +469,20 @@ impl DetEdge {
     /// Moves the clock from `now` by `dt` seconds; returns the tasks that finished.
     pub fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed> {
         let mut done = Vec::new();
-        let mut t = now;
-        let end_t = now + dt;
-        while !self.running.is_empty() && t < end_t - 1e-12 {
-            let share = self.params.throughput / self.running.len() as f64;
-            let (k, min_rem) = self
-                .running
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i, r.remaining))
-                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
-            let need = min_rem / share;
-            let step = need.min(end_t - t);
-            for r in self.running.iter_mut() {
-                r.remaining -= share * step;
-            }
-            self.busy_s += step;
-            t += step;
-            if step >= need - 1e-12 {
-                let r = self.running.remove(k);
-                self.time.record(TimeRecord {
-                    flops: r.flops,
-                    concurrency: r.concurrency,
-                    seconds: t - r.started,
-                });
-                let deployed = r.blob.decode().unwrap_or_else(|_| r.dense.clone());
-                self.deployed.insert(r.end, deployed);
-                self.dense.insert(r.end, r.dense);
-                done.push(Completed {
-                    end: r.end,
-                    seq: r.seq,
-                    blob: r.blob,
-                    arrival: r.arrival,
-                    started: r.started,
-                    finished: t,
-                    flops: r.flops,
-                    epochs: r.epochs,
-                    predicted_seconds: r.predicted_seconds,
-                    predicted_gain: r.predicted_gain,
-                    memory_pred: r.memory_pred,
-                    memory_measured: r.memory_measured,
-                });
-            }
-        }
+        share_processor(
+            &mut self.running,
+            self.params.throughput,
+            &mut self.busy_s,
+            now,
+            dt,
+            |f| {
+                let end = f.completed.end;
+                self.time.record(f.time);
+                self.deployed.insert(end, f.deployed);
+                self.dense.insert(end, f.dense);
+                done.push(f.completed);
+            },
+        );
         done
     }
 }
