@@ -178,23 +178,161 @@ pub fn shifted(x: &[f32], dx: i32, dy: i32) -> Vec<f32> {
 /// Frames a task keeps at least after the teacher-confidence filter.
 pub const MIN_LABELLED: usize = 8;
 
-/// A queued task after labelling and profiling.
+/// A task waiting for the edge; `P` is its training material (classification: [`Material`];
+/// detection: its teacher-labelled frames).
 #[derive(Debug, Clone)]
-struct Queued {
-    id: usize,
+pub(crate) struct Queued<P> {
+    pub(crate) id: usize,
+    pub(crate) req: TaskRequest,
+    pub(crate) arrival: f64,
+    pub(crate) variants: Vec<Variant>,
+    pub(crate) predicted_acc: Vec<f64>,
+    pub(crate) a0: f64,
+    pub(crate) label_flops: f64,
+    pub(crate) probe_flops: f64,
+    pub(crate) memory_pred: u64,
+    pub(crate) material: P,
+}
+
+/// What a classification task trains on.
+#[derive(Debug, Clone)]
+struct Material {
     /// The model this task retrains from (`edge.base`), fixed when it is accepted.
     base: Mlp,
-    req: TaskRequest,
-    arrival: f64,
-    data: Vec<(Vec<f32>, u8)>,
+    data: Frames,
     /// Shifted copies of `data` (trained on, not replayed).
-    extra: Vec<(Vec<f32>, u8)>,
-    variants: Vec<Variant>,
-    predicted_acc: Vec<f64>,
-    a0: f64,
-    label_flops: f64,
-    probe_flops: f64,
-    memory_pred: u64,
+    extra: Frames,
+}
+
+/// The settings both edges schedule by.
+pub(crate) struct Knobs<'a> {
+    pub(crate) memory: u64,
+    pub(crate) memory_unit: u64,
+    pub(crate) max_concurrent: usize,
+    pub(crate) profiler: bool,
+    pub(crate) throughput: f64,
+    pub(crate) scheduler: SchedulerKind,
+    pub(crate) epochs: &'a [usize],
+    pub(crate) fixed_epochs: usize,
+}
+
+/// A task the scheduler starts: the variant chosen and the accuracy gain predicted for it.
+pub(crate) struct Pick<P> {
+    pub(crate) q: Queued<P>,
+    pub(crate) variant: Variant,
+    pub(crate) predicted_gain: f64,
+}
+
+/// Memory the running tasks hold: each its measured or predicted peak, whichever is larger.
+pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
+    running
+        .iter()
+        .map(|r| r.memory_measured.max(r.memory_pred))
+        .sum()
+}
+
+/// The tasks the scheduler starts at `now`, taken out of `queue` in start order, and the
+/// concurrency they will train at. With the profiler a variant's time is the regressor's
+/// prediction and its value the expected accuracy-seconds gained over the end's remaining
+/// life, doubled for an end below its QoE threshold (a floor keeps every task schedulable);
+/// without it, the fixed budget. `starts_total` and `starts_bypassing` (starts ahead of an
+/// earlier arrival left waiting) count the starts. Shared by both edges.
+pub(crate) fn pick_starts<P, D>(
+    queue: &mut Vec<Queued<P>>,
+    running: &[Running<D>],
+    time: &TimeRegressor,
+    k: &Knobs,
+    now: f64,
+    starts_total: &mut usize,
+    starts_bypassing: &mut usize,
+) -> (Vec<Pick<P>>, f64) {
+    let slots = k.max_concurrent.saturating_sub(running.len());
+    if queue.is_empty() || slots == 0 {
+        return (Vec::new(), 0.0);
+    }
+    let free = k.memory.saturating_sub(memory_in_use(running));
+    let conc = (running.len() + 1) as f64;
+    let cands: Vec<Candidate> = queue
+        .iter()
+        .map(|q| {
+            let variants = q
+                .variants
+                .iter()
+                .zip(&q.predicted_acc)
+                .map(|(v, acc)| {
+                    let mut v = *v;
+                    if k.profiler {
+                        v.seconds = time
+                            .predict(v.seconds * k.throughput, conc)
+                            .max(v.seconds)
+                            .max(1e-3);
+                        let wait = now - q.arrival;
+                        let horizon = (q.req.remaining_s - wait - v.seconds).max(0.0);
+                        let gain = (acc - q.a0).max(0.0);
+                        let below = if q.a0 < q.req.threshold { 2.0 } else { 1.0 };
+                        v.value = horizon * gain * below + 1e-3;
+                    }
+                    v
+                })
+                .collect();
+            Candidate {
+                id: q.id,
+                arrival: q.arrival,
+                variants,
+            }
+        })
+        .collect();
+    let starts: Vec<Start> = match k.scheduler {
+        SchedulerKind::Knapsack => scheduler::knapsack(&cands, free, k.memory_unit, slots, 16),
+        SchedulerKind::Fifo => {
+            let j = k
+                .epochs
+                .iter()
+                .position(|e| *e == k.fixed_epochs)
+                .unwrap_or(0);
+            let j = if k.profiler { j } else { 0 };
+            scheduler::fifo(&cands, free, slots, j)
+        }
+    };
+    let n_after = (running.len() + starts.len()) as f64;
+    let left_waiting = queue
+        .iter()
+        .filter(|q| !starts.iter().any(|s| s.id == q.id))
+        .map(|q| q.arrival)
+        .fold(f64::INFINITY, f64::min);
+    for s in &starts {
+        let arrival = queue
+            .iter()
+            .find(|q| q.id == s.id)
+            .map_or(f64::NEG_INFINITY, |q| q.arrival);
+        *starts_total += 1;
+        if left_waiting < arrival {
+            *starts_bypassing += 1;
+        }
+    }
+    let mut picks = Vec::with_capacity(starts.len());
+    for s in starts {
+        let Some(pos) = queue.iter().position(|q| q.id == s.id) else {
+            continue;
+        };
+        let q = queue.remove(pos);
+        let variant = cands
+            .iter()
+            .find(|c| c.id == s.id)
+            .and_then(|c| c.variants.get(s.variant))
+            .copied()
+            .unwrap_or(q.variants[0]);
+        let predicted_gain = q
+            .predicted_acc
+            .get(s.variant)
+            .map_or(0.0, |a| (a - q.a0).max(0.0));
+        picks.push(Pick {
+            q,
+            variant,
+            predicted_gain,
+        });
+    }
+    (picks, n_after)
 }
 
 /// Teacher-labelled frames: (pixels, class).
@@ -358,7 +496,7 @@ pub struct EdgeServer {
     deployed: BTreeMap<usize, Mlp>,
     versions: BTreeMap<usize, u64>,
     replay: BTreeMap<usize, Vec<(Vec<f32>, u8)>>,
-    queue: Vec<Queued>,
+    queue: Vec<Queued<Material>>,
     running: Vec<Running<Frames>>,
     next_id: usize,
     time: TimeRegressor,
@@ -611,11 +749,13 @@ impl EdgeServer {
         self.next_id += 1;
         self.queue.push(Queued {
             id,
-            base: dense,
             req,
             arrival: now,
-            data,
-            extra,
+            material: Material {
+                base: dense,
+                data,
+                extra,
+            },
             variants,
             predicted_acc,
             a0,
@@ -653,114 +793,39 @@ impl EdgeServer {
         dense.flops_train_sample() * (samples * epochs) as f64
     }
 
-    fn memory_in_use(&self) -> u64 {
-        self.running
-            .iter()
-            .map(|r| r.memory_measured.max(r.memory_pred))
-            .sum()
-    }
-
     /// Starts what the scheduler picks at `now` (runs their training for real).
     pub fn schedule(&mut self, now: f64) {
-        if self.queue.is_empty() {
-            return;
-        }
-        let p = self.params.clone();
-        let slots = p.max_concurrent.saturating_sub(self.running.len());
-        if slots == 0 {
-            return;
-        }
-        let free = p.memory.saturating_sub(self.memory_in_use());
-        let conc = (self.running.len() + 1) as f64;
-        let cands: Vec<Candidate> = self
-            .queue
-            .iter()
-            .map(|q| {
-                let variants = q
-                    .variants
-                    .iter()
-                    .zip(&q.predicted_acc)
-                    .map(|(v, acc)| {
-                        let mut v = *v;
-                        if p.profiler {
-                            v.seconds = self
-                                .time
-                                .predict(v.seconds * p.throughput, conc)
-                                .max(v.seconds);
-                            v.seconds = v.seconds.max(1e-3);
-                            let wait = now - q.arrival;
-                            let horizon = (q.req.remaining_s - wait - v.seconds).max(0.0);
-                            let gain = (acc - q.a0).max(0.0);
-                            let below = if q.a0 < q.req.threshold { 2.0 } else { 1.0 };
-                            // Expected accuracy-seconds gained over the end's remaining life,
-                            // doubled for an end below its QoE threshold; a floor keeps every
-                            // task schedulable.
-                            v.value = horizon * gain * below + 1e-3;
-                        }
-                        v
-                    })
-                    .collect();
-                Candidate {
-                    id: q.id,
-                    arrival: q.arrival,
-                    variants,
-                }
-            })
-            .collect();
-        let starts: Vec<Start> = match p.scheduler {
-            SchedulerKind::Knapsack => scheduler::knapsack(&cands, free, p.memory_unit, slots, 16),
-            SchedulerKind::Fifo => {
-                let j = p
-                    .epochs
-                    .iter()
-                    .position(|e| *e == p.fixed_epochs)
-                    .unwrap_or(0);
-                let j = if p.profiler { j } else { 0 };
-                scheduler::fifo(&cands, free, slots, j)
-            }
+        let p = &self.params;
+        let knobs = Knobs {
+            memory: p.memory,
+            memory_unit: p.memory_unit,
+            max_concurrent: p.max_concurrent,
+            profiler: p.profiler,
+            throughput: p.throughput,
+            scheduler: p.scheduler,
+            epochs: &p.epochs,
+            fixed_epochs: p.fixed_epochs,
         };
-        let n_after = (self.running.len() + starts.len()) as f64;
-        let left_waiting = self
-            .queue
-            .iter()
-            .filter(|q| !starts.iter().any(|s| s.id == q.id))
-            .map(|q| q.arrival)
-            .fold(f64::INFINITY, f64::min);
-        for s in &starts {
-            let arrival = self
-                .queue
-                .iter()
-                .find(|q| q.id == s.id)
-                .map_or(f64::NEG_INFINITY, |q| q.arrival);
-            self.starts_total += 1;
-            if left_waiting < arrival {
-                self.starts_bypassing += 1;
-            }
-        }
-        for s in starts {
-            let Some(pos) = self.queue.iter().position(|q| q.id == s.id) else {
-                continue;
-            };
-            let q = self.queue.remove(pos);
-            let cand = cands.iter().find(|c| c.id == s.id);
-            let variant = cand
-                .and_then(|c| c.variants.get(s.variant))
-                .copied()
-                .unwrap_or(q.variants[0]);
-            let predicted_gain = q
-                .predicted_acc
-                .get(s.variant)
-                .map_or(0.0, |a| (a - q.a0).max(0.0));
-            self.start(q, variant, predicted_gain, now, n_after);
+        let (picks, conc) = pick_starts(
+            &mut self.queue,
+            &self.running,
+            &self.time,
+            &knobs,
+            now,
+            &mut self.starts_total,
+            &mut self.starts_bypassing,
+        );
+        for pk in picks {
+            self.start(pk.q, pk.variant, pk.predicted_gain, now, conc);
         }
     }
 
-    fn start(&mut self, q: Queued, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
+    fn start(&mut self, q: Queued<Material>, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
         let p = self.params.clone();
         let end = q.req.end;
-        let mut dense = q.base;
-        let mut data = q.data.clone();
-        data.extend(q.extra.iter().cloned());
+        let mut dense = q.material.base;
+        let mut data = q.material.data.clone();
+        data.extend(q.material.extra.iter().cloned());
         if let Some(r) = self.replay.get(&end) {
             let k = r.len().min(p.replay);
             data.extend(r[r.len() - k..].iter().cloned());
@@ -817,9 +882,9 @@ impl EdgeServer {
             memory_pred: q.memory_pred,
             memory_measured: measured,
             epochs: v.epochs,
-            data: q.data,
+            data: q.material.data,
         });
-        self.peak_memory = self.peak_memory.max(self.memory_in_use());
+        self.peak_memory = self.peak_memory.max(memory_in_use(&self.running));
     }
 
     /// Moves the clock from `now` by `dt` seconds; returns the tasks that finished.

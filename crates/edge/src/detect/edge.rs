@@ -9,11 +9,14 @@
 //! of the original training set, re-prunes, stores int8 and ships a checksummed blob.
 
 use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
-use crate::edge::{Completed, Running, ScheduleEvent, SchedulerKind, share_processor};
+use crate::edge::{
+    Completed, Knobs, Queued, Running, ScheduleEvent, SchedulerKind, memory_in_use, pick_starts,
+    share_processor,
+};
 use crate::model::{Mlp, TrainOpts};
 use crate::profiler::{AccuracyCurve, TimeRegressor, memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
-use crate::scheduler::{self, Candidate, Start, Variant};
+use crate::scheduler::Variant;
 use std::collections::BTreeMap;
 
 /// A frame with boxes (teacher labels on the edge; ground truth in the anchor set).
@@ -62,19 +65,11 @@ pub struct DetEdgeParams {
     pub anchor_per_task: usize,
 }
 
+/// What a detection task trains on: its teacher-labelled frames and their cell-sample count.
 #[derive(Debug, Clone)]
-struct Queued {
-    id: usize,
-    req: TaskRequest,
-    arrival: f64,
+struct Material {
     labelled: Vec<Labelled>,
     samples: usize,
-    variants: Vec<Variant>,
-    predicted_acc: Vec<f64>,
-    a0: f64,
-    label_flops: f64,
-    probe_flops: f64,
-    memory_pred: u64,
 }
 
 /// The detection edge server (the same calls as [`crate::edge::EdgeServer`]: `submit`,
@@ -86,7 +81,7 @@ pub struct DetEdge {
     dense: BTreeMap<usize, Mlp>,
     deployed: BTreeMap<usize, Mlp>,
     versions: BTreeMap<usize, u64>,
-    queue: Vec<Queued>,
+    queue: Vec<Queued<Material>>,
     running: Vec<Running<()>>,
     next_id: usize,
     time: TimeRegressor,
@@ -294,8 +289,7 @@ impl DetEdge {
             id,
             req,
             arrival: now,
-            labelled,
-            samples,
+            material: Material { labelled, samples },
             variants,
             predicted_acc,
             a0,
@@ -306,109 +300,34 @@ impl DetEdge {
         Ok(())
     }
 
-    fn memory_in_use(&self) -> u64 {
-        self.running
-            .iter()
-            .map(|r| r.memory_measured.max(r.memory_pred))
-            .sum()
-    }
-
     /// Starts what the scheduler picks at `now` (runs their training for real).
     pub fn schedule(&mut self, now: f64) {
-        if self.queue.is_empty() {
-            return;
-        }
-        let p = self.params.clone();
-        let slots = p.max_concurrent.saturating_sub(self.running.len());
-        if slots == 0 {
-            return;
-        }
-        let free = p.memory.saturating_sub(self.memory_in_use());
-        let conc = (self.running.len() + 1) as f64;
-        let cands: Vec<Candidate> = self
-            .queue
-            .iter()
-            .map(|q| {
-                let variants = q
-                    .variants
-                    .iter()
-                    .zip(&q.predicted_acc)
-                    .map(|(v, acc)| {
-                        let mut v = *v;
-                        if p.profiler {
-                            v.seconds = self
-                                .time
-                                .predict(v.seconds * p.throughput, conc)
-                                .max(v.seconds)
-                                .max(1e-3);
-                            let wait = now - q.arrival;
-                            let horizon = (q.req.remaining_s - wait - v.seconds).max(0.0);
-                            let gain = (acc - q.a0).max(0.0);
-                            let below = if q.a0 < q.req.threshold { 2.0 } else { 1.0 };
-                            // As the classification edge: expected mAP-seconds gained over the
-                            // end's remaining life, doubled below its QoE threshold.
-                            v.value = horizon * gain * below + 1e-3;
-                        }
-                        v
-                    })
-                    .collect();
-                Candidate {
-                    id: q.id,
-                    arrival: q.arrival,
-                    variants,
-                }
-            })
-            .collect();
-        let starts: Vec<Start> = match p.scheduler {
-            SchedulerKind::Knapsack => scheduler::knapsack(&cands, free, p.memory_unit, slots, 16),
-            SchedulerKind::Fifo => {
-                let j = p
-                    .epochs
-                    .iter()
-                    .position(|e| *e == p.fixed_epochs)
-                    .unwrap_or(0);
-                let j = if p.profiler { j } else { 0 };
-                scheduler::fifo(&cands, free, slots, j)
-            }
+        let p = &self.params;
+        let knobs = Knobs {
+            memory: p.memory,
+            memory_unit: p.memory_unit,
+            max_concurrent: p.max_concurrent,
+            profiler: p.profiler,
+            throughput: p.throughput,
+            scheduler: p.scheduler,
+            epochs: &p.epochs,
+            fixed_epochs: p.fixed_epochs,
         };
-        let n_after = (self.running.len() + starts.len()) as f64;
-        let left_waiting = self
-            .queue
-            .iter()
-            .filter(|q| !starts.iter().any(|s| s.id == q.id))
-            .map(|q| q.arrival)
-            .fold(f64::INFINITY, f64::min);
-        for s in &starts {
-            let arrival = self
-                .queue
-                .iter()
-                .find(|q| q.id == s.id)
-                .map_or(f64::NEG_INFINITY, |q| q.arrival);
-            self.starts_total += 1;
-            if left_waiting < arrival {
-                self.starts_bypassing += 1;
-            }
-        }
-        for s in starts {
-            let Some(pos) = self.queue.iter().position(|q| q.id == s.id) else {
-                continue;
-            };
-            let q = self.queue.remove(pos);
-            let variant = cands
-                .iter()
-                .find(|c| c.id == s.id)
-                .and_then(|c| c.variants.get(s.variant))
-                .copied()
-                .unwrap_or(q.variants[0]);
-            let predicted_gain = q
-                .predicted_acc
-                .get(s.variant)
-                .map_or(0.0, |a| (a - q.a0).max(0.0));
-            self.start(q, variant, predicted_gain, now, n_after);
+        let (picks, conc) = pick_starts(
+            &mut self.queue,
+            &self.running,
+            &self.time,
+            &knobs,
+            now,
+            &mut self.starts_total,
+            &mut self.starts_bypassing,
+        );
+        for pk in picks {
+            self.start(pk.q, pk.variant, pk.predicted_gain, now, conc);
         }
     }
 
-    fn start(&mut self, q: Queued, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
+    fn start(&mut self, q: Queued<Material>, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
         let p = self.params.clone();
         let end = q.req.end;
         let mut dense = self
@@ -416,10 +335,10 @@ impl DetEdge {
             .get(&end)
             .cloned()
             .unwrap_or_else(|| Mlp::new(&[p.grid.input(), 1, OUT], 0));
-        let mut all: Vec<&Labelled> = q.labelled.iter().collect();
+        let mut all: Vec<&Labelled> = q.material.labelled.iter().collect();
         all.extend(self.anchor_frames(q.id));
         let data = self.cell_samples(&all, p.seed ^ q.id as u64);
-        debug_assert_eq!(data.len(), q.samples);
+        debug_assert_eq!(data.len(), q.material.samples);
         let opts = TrainOpts {
             epochs: v.epochs,
             lr: p.lr,
@@ -463,7 +382,7 @@ impl DetEdge {
             epochs: v.epochs,
             data: (),
         });
-        self.peak_memory = self.peak_memory.max(self.memory_in_use());
+        self.peak_memory = self.peak_memory.max(memory_in_use(&self.running));
     }
 
     /// Moves the clock from `now` by `dt` seconds; returns the tasks that finished.
