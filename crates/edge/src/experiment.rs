@@ -939,6 +939,135 @@ pub fn timeline_svg(
     )
 }
 
+/// What a run collects over seeds and methods, shared by the classification and detection
+/// experiments: each method's headline metrics per seed (also logged to `metrics.jsonl` as
+/// they come) and diagnostics, and seed 0's timelines and trigger/install logs.
+pub(crate) struct Collected {
+    pub(crate) per_method: BTreeMap<String, Vec<BTreeMap<String, f64>>>,
+    pub(crate) diag: BTreeMap<String, Vec<BTreeMap<String, f64>>>,
+    pub(crate) curves: Vec<Curve>,
+    pub(crate) details: serde_json::Map<String, serde_json::Value>,
+    /// The timelines' quantity: `avg_accuracy` or `avg_map50`.
+    y_name: &'static str,
+}
+
+impl Collected {
+    pub(crate) fn new(y_name: &'static str) -> Collected {
+        Collected {
+            per_method: BTreeMap::new(),
+            diag: BTreeMap::new(),
+            curves: Vec::new(),
+            details: serde_json::Map::new(),
+            y_name,
+        }
+    }
+
+    /// Records method `m`'s run on seed `s`; on seed 0 it also draws the run's timeline
+    /// (`clean`: the factory model's clean accuracy, the chart's reference).
+    pub(crate) fn add(
+        &mut self,
+        ctx: &mut RunContext,
+        cfg: &AdaEvoConfig,
+        (s, m): (usize, &str),
+        r: &MethodRun,
+        clean: f64,
+    ) -> SysResult<()> {
+        let mut rec = serde_json::json!({"seed": s, "method": m});
+        for (k, v) in &r.metrics {
+            rec[k] = serde_json::json!(v);
+        }
+        ctx.log_metrics(&rec)?;
+        self.per_method
+            .entry(m.to_string())
+            .or_default()
+            .push(r.metrics.clone());
+        self.diag
+            .entry(m.to_string())
+            .or_default()
+            .push(r.diag.clone());
+        if s == 0 {
+            let svg = timeline_svg(r, m, clean, cfg.stream.seconds as f64, cfg.stream.ends);
+            ctx.run_dir()
+                .write_file(&format!("timeline_{m}.svg"), svg.as_bytes())?;
+            let ticks = r.timeline.first().map_or(0, Vec::len);
+            let pts = (0..ticks)
+                .map(|i| {
+                    let t = r.timeline[0][i].0;
+                    let a = mean(&r.timeline.iter().map(|tl| tl[i].1).collect::<Vec<_>>());
+                    (t, a)
+                })
+                .collect();
+            self.curves.push(Curve {
+                label: m.to_string(),
+                y_name: self.y_name.into(),
+                points: pts,
+            });
+            self.details.insert(
+                format!("{m}_seed0"),
+                serde_json::json!({
+                    "qoe_t90_per_end": r.qoe_t90_per_end,
+                    "triggers": r.triggers,
+                    "installs": r.installs,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Draws every method's seed-0 timeline in one chart (`title`) and fills `report`:
+    /// `methods[0]`'s aggregate as its metrics, the others' as baselines, the timings and the
+    /// per-seed paired differences.
+    pub(crate) fn finish(
+        &mut self,
+        ctx: &mut RunContext,
+        cfg: &AdaEvoConfig,
+        methods: &[String],
+        title: &str,
+        report: &mut Report,
+    ) -> SysResult<()> {
+        let all: Vec<svg::Series> = self
+            .curves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| svg::Series {
+                label: c.label.clone(),
+                points: c.points.clone(),
+                colour: svg::colour(i),
+                dashed: c.label != "adaevo",
+            })
+            .collect();
+        let chart = svg::chart(
+            title,
+            "simulated seconds",
+            cfg.stream.seconds as f64,
+            (0.0, 1.0),
+            &all,
+            &[],
+            &[],
+            0,
+        );
+        ctx.run_dir()
+            .write_file("timeline_methods.svg", chart.as_bytes())?;
+        let agg = |m: &str| -> BTreeMap<String, f64> {
+            let v = self
+                .per_method
+                .get(m)
+                .map(|v| v.iter().collect::<Vec<_>>())
+                .unwrap_or_default();
+            aggregate(&v)
+        };
+        report.metrics = agg("adaevo");
+        for m in methods.iter().skip(1) {
+            report.baselines.insert(m.clone(), agg(m));
+        }
+        self.details.insert(
+            "paired_differences".into(),
+            serde_json::json!(paired_differences(&self.per_method, methods)),
+        );
+        Ok(())
+    }
+}
+
 /// Runs the whole comparison.
 pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
     if cfg.get().task.name == "detection" {
@@ -947,10 +1076,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     let cfg = cfg.get();
     let t0 = Instant::now();
     let methods = cfg.experiment.methods.clone();
-    let mut per_method: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
-    let mut diag: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
-    let mut curves = Vec::new();
-    let mut details = serde_json::Map::new();
+    let mut col = Collected::new("avg_accuracy");
     let mut prep_s = 0.0;
     for s in 0..cfg.experiment.seeds {
         let seed = ctx.seed_for(&format!("seed{s}"));
@@ -962,50 +1088,9 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
             .map(|m| (m.clone(), simulate(cfg, &prep, m, seed)))
             .collect();
         for (m, r) in &runs {
-            let mut rec = serde_json::json!({"seed": s, "method": m});
-            for (k, v) in &r.metrics {
-                rec[k] = serde_json::json!(v);
-            }
-            ctx.log_metrics(&rec)?;
-            per_method
-                .entry(m.clone())
-                .or_default()
-                .push(r.metrics.clone());
-            diag.entry(m.clone()).or_default().push(r.diag.clone());
-            if s == 0 {
-                let svg = timeline_svg(
-                    r,
-                    m,
-                    prep.clean_accuracy,
-                    cfg.stream.seconds as f64,
-                    cfg.stream.ends,
-                );
-                ctx.run_dir()
-                    .write_file(&format!("timeline_{m}.svg"), svg.as_bytes())?;
-                let ticks = r.timeline.first().map_or(0, Vec::len);
-                let pts = (0..ticks)
-                    .map(|i| {
-                        let t = r.timeline[0][i].0;
-                        let a = mean(&r.timeline.iter().map(|tl| tl[i].1).collect::<Vec<_>>());
-                        (t, a)
-                    })
-                    .collect();
-                curves.push(Curve {
-                    label: m.clone(),
-                    y_name: "avg_accuracy".into(),
-                    points: pts,
-                });
-                details.insert(
-                    format!("{m}_seed0"),
-                    serde_json::json!({
-                        "qoe_t90_per_end": r.qoe_t90_per_end,
-                        "triggers": r.triggers,
-                        "installs": r.installs,
-                    }),
-                );
-            }
+            col.add(ctx, cfg, (s, m), r, prep.clean_accuracy)?;
         }
-        details.insert(
+        col.details.insert(
             format!("seed{s}"),
             serde_json::json!({
                 "clean_accuracy": prep.clean_accuracy,
@@ -1016,71 +1101,42 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
             }),
         );
     }
-    // The accuracy-over-time chart of every method (seed 0).
-    let all: Vec<svg::Series> = curves
-        .iter()
-        .enumerate()
-        .map(|(i, c)| svg::Series {
-            label: c.label.clone(),
-            points: c.points.clone(),
-            colour: svg::colour(i),
-            dashed: c.label != "adaevo",
-        })
-        .collect();
-    let chart = svg::chart(
-        "average accuracy over the ends, every method (seed 0)",
-        "simulated seconds",
-        cfg.stream.seconds as f64,
-        (0.0, 1.0),
-        &all,
-        &[],
-        &[],
-        0,
-    );
-    ctx.run_dir()
-        .write_file("timeline_methods.svg", chart.as_bytes())?;
     let dataset = if cfg.data.dataset == "synthetic" {
         "synthetic"
     } else {
         "fashion-mnist"
     };
     let mut report = Report::new("adaevo", dataset, ctx.seed());
-    let agg = |m: &str| -> BTreeMap<String, f64> {
-        let v = per_method
-            .get(m)
-            .map(|v| v.iter().collect::<Vec<_>>())
-            .unwrap_or_default();
-        aggregate(&v)
-    };
-    report.metrics = agg("adaevo");
-    for m in methods.iter().skip(1) {
-        report.baselines.insert(m.clone(), agg(m));
-    }
+    // The accuracy-over-time chart of every method (seed 0).
+    col.finish(
+        ctx,
+        cfg,
+        &methods,
+        "average accuracy over the ends, every method (seed 0)",
+        &mut report,
+    )?;
     report.timings.insert("prepare_seconds".into(), prep_s);
     report
         .timings
         .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
     let mut dg = serde_json::Map::new();
-    for (m, v) in &diag {
+    for (m, v) in &col.diag {
         let means: BTreeMap<String, f64> = aggregate(&v.iter().collect::<Vec<_>>())
             .into_iter()
             .filter(|(k, _)| !k.ends_with("_std"))
             .collect();
         dg.insert(m.clone(), serde_json::json!(means));
     }
-    details.insert("diagnostics".into(), serde_json::Value::Object(dg));
-    details.insert(
-        "paired_differences".into(),
-        serde_json::json!(paired_differences(&per_method, &methods)),
-    );
-    report.details = serde_json::Value::Object(details);
+    col.details
+        .insert("diagnostics".into(), serde_json::Value::Object(dg));
+    report.details = serde_json::Value::Object(col.details);
     report.notes.push(format!(
         "QoE thresholds: 90% and 80% of the factory compressed model's accuracy on clean frames; {} ends, {} s streams, {} seed(s); simulated clock (FLOPs / {} MFLOP/s shared), compute real",
         cfg.stream.ends, cfg.stream.seconds, cfg.experiment.seeds, cfg.edge.throughput_mflops
     ));
     Ok(Outcome {
         report,
-        curves,
+        curves: col.curves,
         paper: Vec::new(),
     })
 }

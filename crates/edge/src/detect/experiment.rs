@@ -13,16 +13,13 @@ use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
 use super::stream::{self as dstream, DetFrame};
 use crate::config::AdaEvoConfig;
 use crate::estimator::{mean, pearson};
-use crate::experiment::{
-    MethodRun, PAIRED_KEYS, TriggerLog, aggregate, method_spec, paired_differences, timeline_svg,
-};
+use crate::experiment::{Collected, MethodRun, PAIRED_KEYS, TriggerLog, method_spec};
 use crate::mobile::{MobileEnd, MobileParams, TriggerMode};
 use crate::model::{Mlp, TrainOpts};
 use crate::protocol::{DriftType, ModelBlob, TaskRequest, prune};
 use crate::stream::{Drift, Schedule};
-use crate::svg;
 use crate::trigger::RodParams;
-use ferrolab_core::run::{Curve, Report};
+use ferrolab_core::run::Report;
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -618,9 +615,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     let cfg = cfg.get();
     let t0 = Instant::now();
     let methods = cfg.experiment.methods.clone();
-    let mut per_method: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
-    let mut curves = Vec::new();
-    let mut details = serde_json::Map::new();
+    let mut col = Collected::new("avg_map50");
     let mut prep_s = 0.0;
     for s in 0..cfg.experiment.seeds {
         let seed = ctx.seed_for(&format!("seed{s}"));
@@ -631,49 +626,9 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
             .map(|m| (m.clone(), simulate(cfg, &prep, m, seed)))
             .collect();
         for (m, r) in &runs {
-            let mut rec = serde_json::json!({"seed": s, "method": m});
-            for (k, v) in &r.metrics {
-                rec[k] = serde_json::json!(v);
-            }
-            ctx.log_metrics(&rec)?;
-            per_method
-                .entry(m.clone())
-                .or_default()
-                .push(r.metrics.clone());
-            if s == 0 {
-                let svg = timeline_svg(
-                    r,
-                    m,
-                    prep.clean_map,
-                    cfg.stream.seconds as f64,
-                    cfg.stream.ends,
-                );
-                ctx.run_dir()
-                    .write_file(&format!("timeline_{m}.svg"), svg.as_bytes())?;
-                let ticks = r.timeline.first().map_or(0, Vec::len);
-                let pts = (0..ticks)
-                    .map(|i| {
-                        let t = r.timeline[0][i].0;
-                        let a = mean(&r.timeline.iter().map(|tl| tl[i].1).collect::<Vec<_>>());
-                        (t, a)
-                    })
-                    .collect();
-                curves.push(Curve {
-                    label: m.clone(),
-                    y_name: "avg_map50".into(),
-                    points: pts,
-                });
-                details.insert(
-                    format!("{m}_seed0"),
-                    serde_json::json!({
-                        "qoe_t90_per_end": r.qoe_t90_per_end,
-                        "triggers": r.triggers,
-                        "installs": r.installs,
-                    }),
-                );
-            }
+            col.add(ctx, cfg, (s, m), r, prep.clean_map)?;
         }
-        details.insert(
+        col.details.insert(
             format!("seed{s}"),
             serde_json::json!({
                 "clean_map50": prep.clean_map,
@@ -684,50 +639,21 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
             }),
         );
     }
-    let all: Vec<svg::Series> = curves
-        .iter()
-        .enumerate()
-        .map(|(i, c)| svg::Series {
-            label: c.label.clone(),
-            points: c.points.clone(),
-            colour: svg::colour(i),
-            dashed: c.label != "adaevo",
-        })
-        .collect();
-    let chart = svg::chart(
-        "average mAP@0.5 over the ends, every method (seed 0)",
-        "simulated seconds",
-        cfg.stream.seconds as f64,
-        (0.0, 1.0),
-        &all,
-        &[],
-        &[],
-        0,
-    );
-    ctx.run_dir()
-        .write_file("timeline_methods.svg", chart.as_bytes())?;
     let mut report = Report::new("adaevo", "underwater-synthetic", ctx.seed());
-    let agg = |m: &str| -> BTreeMap<String, f64> {
-        let v = per_method
-            .get(m)
-            .map(|v| v.iter().collect::<Vec<_>>())
-            .unwrap_or_default();
-        aggregate(&v)
-    };
-    report.metrics = agg("adaevo");
-    for m in methods.iter().skip(1) {
-        report.baselines.insert(m.clone(), agg(m));
-    }
+    col.finish(
+        ctx,
+        cfg,
+        &methods,
+        "average mAP@0.5 over the ends, every method (seed 0)",
+        &mut report,
+    )?;
     report.timings.insert("prepare_seconds".into(), prep_s);
     report
         .timings
         .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
-    details.insert(
-        "paired_differences".into(),
-        serde_json::json!(paired_differences(&per_method, &methods)),
-    );
-    details.insert("paired_keys".into(), serde_json::json!(PAIRED_KEYS));
-    report.details = serde_json::Value::Object(details);
+    col.details
+        .insert("paired_keys".into(), serde_json::json!(PAIRED_KEYS));
+    report.details = serde_json::Value::Object(col.details);
     report.notes.push(format!(
         "detection task: accuracy = mAP@0.5 (COCO 101-point AP at IoU 0.5) of each end's current model on {} fresh rendered underwater frames per evaluation; QoE thresholds 90% and 80% of the factory compressed detector's clear-water mAP@0.5; estimate = CLC = mean(CC·LC) over the last {} frames; {} ends, {} s streams, {} seed(s); simulated clock (FLOPs / {} MFLOP/s shared), compute real",
         cfg.detect.eval_frames,
@@ -739,7 +665,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     ));
     Ok(Outcome {
         report,
-        curves,
+        curves: col.curves,
         paper: Vec::new(),
     })
 }
