@@ -38,7 +38,8 @@ fn data_synth_underwater_is_adod_synth() {
         );
     }
     let o = ferrolab(&["data", "synth-underwater", "--types", "XI", "--out", &b_s]);
-    assert_usage_error(&o, "unknown water type");
+    let e = assert_usage_error(&o, "unknown water type");
+    assert!(e.contains("unknown water type \"XI\""), "{e}");
     let o = ferrolab(&["data", "synth-underwater", "--bogus"]);
     assert_usage_error(&o, "unknown flag");
     let o = ferrolab(&["data", "synth-underwater", "--help"]);

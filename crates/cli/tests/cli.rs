@@ -594,7 +594,8 @@ fn ckks_bench_refuses_an_existing_non_empty_out() {
         "--out",
         d.to_str().unwrap(),
     ]);
-    assert_usage_error(&o, "ckks bench --out non-empty");
+    let e = assert_usage_error(&o, "ckks bench --out non-empty");
+    assert!(e.contains("not empty"), "{e}");
     assert_eq!(listing(&d), ["keep.txt"]);
     std::fs::remove_dir_all(&d).ok();
 }

@@ -250,7 +250,8 @@ fn hcnn_is_also_a_hyphen_subcommand() {
 /// into the same folder is one `error:` line, exit 2, the report untouched.
 #[test]
 fn bench_writes_a_report_and_never_overwrites_it() {
-    let dir = tmp("hcnn-bench").join("out");
+    let d = tmp("hcnn-bench");
+    let dir = d.join("out");
     let args = [
         "hcnn",
         "bench",
@@ -334,7 +335,8 @@ fn two_thread_rerun_needs_a_one_thread_run() {
 #[test]
 #[ignore = "needs the real Fashion-MNIST (apt-get install dataset-fashion-mnist, or ferrolab data fetch fashion-mnist)"]
 fn one_thread_run_also_reports_two_thread_latency() {
-    let out = tmp("hyphen-t2-run").join("run");
+    let d = tmp("hyphen-t2-run");
+    let out = d.join("run");
     let o = ferrolab(&[
         "hyphen",
         "--preset",

@@ -91,11 +91,13 @@ pub fn ensure_fresh(path: &Path) -> Result<()> {
     }
 }
 
-/// Makes the output folder `out` whole or not at all: after [`ensure_fresh`], `fill` writes
-/// into a staging folder beside `out` (`<out>.partial-<pid>`), which becomes `out` when `fill`
-/// succeeds and is removed when it fails. A failed export or render therefore leaves no
-/// half-filled `out` that a reader would take for a result or a rerun would refuse; a killed
-/// one leaves only the staging folder, which names itself as partial.
+/// Makes the output folder `out` whole or not at all. After [`ensure_fresh`], `fill` writes
+/// into a staging folder beside `out` (`<out>.partial-<pid>-<ns>`), which is renamed to `out`
+/// when `fill` succeeds and removed when it fails: a failed export or render leaves no
+/// half-filled `out` that a reader would take for a result or a rerun would refuse, and a
+/// killed one leaves only the staging folder, whose name says it is partial. An `out` that
+/// already exists (empty: a folder the user made, maybe a link or a mount point, which a
+/// rename cannot replace) is filled in place and emptied again when `fill` fails.
 pub fn fill_fresh_folder<T, E>(
     out: &Path,
     fill: impl FnOnce(&Path) -> std::result::Result<T, E>,
@@ -104,20 +106,27 @@ where
     E: From<CoreError>,
 {
     ensure_fresh(out)?;
-    let mut name = out
-        .file_name()
-        .ok_or_else(|| {
-            CoreError::Data(format!(
-                "output folder {} names no folder; choose another --out",
-                out.display()
-            ))
-        })?
-        .to_owned();
-    name.push(format!(".partial-{}", std::process::id()));
-    let staging = out.with_file_name(name);
-    // A leftover of this very process id can only be from an earlier killed run.
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| CoreError::io(&staging, e))?;
+    if out.exists() {
+        return fill(out).inspect_err(|_| empty_folder(out));
+    }
+    let name = out.file_name().ok_or_else(|| {
+        CoreError::Data(format!(
+            "output folder {} names no folder; choose another --out",
+            out.display()
+        ))
+    })?;
+    let parent = folder_of(out);
+    std::fs::create_dir_all(parent).map_err(|e| CoreError::io(parent, e))?;
+    // `a/.` and `a/` name the folder `a`: the rename goes to that, not to the spelling.
+    let target = parent.join(name);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut staged = name.to_owned();
+    staged.push(format!(".partial-{}-{nanos}", std::process::id()));
+    let staging = parent.join(staged);
+    // `create_dir`, not `create_dir_all`: a folder of that name belongs to someone else.
+    std::fs::create_dir(&staging).map_err(|e| CoreError::io(&staging, e))?;
     let v = match fill(&staging) {
         Ok(v) => v,
         Err(e) => {
@@ -125,13 +134,31 @@ where
             return Err(e);
         }
     };
-    // `ensure_fresh` allowed an empty `out`; a rename onto a folder is not portable.
-    if out.is_dir() {
-        std::fs::remove_dir(out).map_err(|e| CoreError::io(out, e))?;
+    if let Err(e) = std::fs::rename(&staging, &target) {
+        // The work is done: say where it is rather than throw it away.
+        return Err(CoreError::Runtime(format!(
+            "{}: cannot move the finished folder into place ({e}); it is in {}",
+            out.display(),
+            staging.display()
+        ))
+        .into());
     }
-    std::fs::rename(&staging, out).map_err(|e| CoreError::io(out, e))?;
-    ferrolab_data::sync_dir(folder_of(out));
+    ferrolab_data::sync_dir(parent);
     Ok(v)
+}
+
+/// Removes what is inside `dir` (which [`fill_fresh_folder`] found empty), keeping `dir`.
+fn empty_folder(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 /// Whether `dir` is a folder with nothing in it (false when it cannot be read).
@@ -750,6 +777,32 @@ mod tests {
         // A folder holding files is refused before `fill` runs.
         let e = fill_fresh_folder(&out, |_| -> Result<()> { panic!("must not run") }).unwrap_err();
         assert!(e.is_usage() && e.to_string().contains("not empty"), "{e}");
+        // An empty `out` reached through a link is filled in place, and emptied on failure.
+        let real = d.join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        fill_fresh_folder(&link, |dir| {
+            std::fs::create_dir_all(dir.join("images")).unwrap();
+            Err::<(), _>(CoreError::Runtime("render failed".into()))
+        })
+        .unwrap_err();
+        assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+        fill_fresh_folder(&link, |dir| write_atomic(&dir.join("a.json"), b"{}")).unwrap();
+        assert_eq!(std::fs::read(real.join("a.json")).unwrap(), b"{}");
+        // A trailing `/.` or `/` names the same folder; nothing is left beside it.
+        for (i, spelling) in ["x/.", "y/"].iter().enumerate() {
+            let o = d.join(spelling);
+            fill_fresh_folder(&o, |dir| write_atomic(&dir.join("f"), b"1")).unwrap();
+            let name = ["x", "y"][i];
+            assert_eq!(std::fs::read(d.join(name).join("f")).unwrap(), b"1");
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["export", "link", "real", "x", "y"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

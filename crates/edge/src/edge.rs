@@ -233,7 +233,7 @@ pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
 
 /// The tasks the scheduler starts at `now`, taken out of `queue` in start order, and the
 /// concurrency they will train at. With the profiler a variant's time is the regressor's
-/// prediction and its value the expected accuracy-seconds gained over the end's remaining
+/// prediction and its value the expected accuracy- (detection: mAP-) seconds gained over the end's remaining
 /// life, doubled for an end below its QoE threshold (a floor keeps every task schedulable);
 /// without it, the fixed budget. `starts_total` and `starts_bypassing` (starts ahead of an
 /// earlier arrival left waiting) count the starts. Shared by both edges.

@@ -376,9 +376,10 @@ fn or_exit<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) ->
 /// Replaces `path` whole (temporary file, then rename): an interrupted rerun keeps the old
 /// results rather than half of the new ones.
 fn save(path: &str, text: String) {
+    // The error already names the path.
     or_exit(
         ferrolab_core::run::write_atomic(std::path::Path::new(path), text.as_bytes()),
-        path,
+        "write",
     );
 }
 

@@ -213,6 +213,7 @@ fn keep_failure(
                 "warning: cannot keep failing case {name}: {}: {e}",
                 dest.join(file).display()
             );
+            let _ = std::fs::remove_dir_all(&dest);
             return;
         }
     }
@@ -552,19 +553,24 @@ fn campaign(args: Args) -> Result<bool, String> {
         println!("{e}");
     }
     let kept = c.failures_written.load(Ordering::Relaxed);
+    let failing: usize = stats
+        .values()
+        .map(|s| s.failures.values().sum::<usize>())
+        .sum();
     println!(
         "{} cases in {:.1} s (seed {}, {} per target); {}",
         cases.len(),
         started.elapsed().as_secs_f64(),
         c.args.seed,
         c.args.runs,
-        if kept > 0 {
-            format!(
-                "{kept} failing case(s) written to {} (each with repro.sh)",
+        match (failing, kept) {
+            (0, 0) => "no failing case".to_string(),
+            (f, 0) => format!("{f} failing case(s), none written (see the warnings above)"),
+            // Kept cases also count those kept by --keep or the stderr rule.
+            (f, k) => format!(
+                "{f} failing case(s); {k} case(s) written to {} (each with repro.sh)",
                 c.args.out.display()
-            )
-        } else {
-            "no failing case".to_string()
+            ),
         }
     );
     Ok(ok)
