@@ -156,9 +156,12 @@ mod tests {
         {
             let fifo = dir.join("fifo");
             let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-            if made.is_ok_and(|s| s.success()) {
-                assert!(open_maybe_gz(&fifo).is_err());
-            }
+            assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+            let e = open_maybe_gz(&fifo).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("regular file")),
+                "{e:?}"
+            );
         }
         std::fs::remove_dir_all(&dir).ok();
     }

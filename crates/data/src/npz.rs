@@ -265,19 +265,18 @@ mod tests {
         let dir = TempDir::new("npz_fifo");
         let fifo = dir.path().join("f.npz");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        if made.is_ok_and(|s| s.success()) {
-            // Opening a FIFO with no writer would block forever; it must be refused first.
-            let e = Npz::open(&fifo).unwrap_err().to_string();
-            assert!(e.contains("f.npz") && e.contains("FIFO"), "{e}");
-            let e = crate::text::read_labeled_sentences(&fifo)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("regular file"), "{e}");
-            let e = crate::prices::load_price_csv_gz(&fifo)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("regular file"), "{e}");
-        }
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+        // Opening a FIFO with no writer would block forever; it must be refused first.
+        let e = Npz::open(&fifo).unwrap_err().to_string();
+        assert!(e.contains("f.npz") && e.contains("FIFO"), "{e}");
+        let e = crate::text::read_labeled_sentences(&fifo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("regular file"), "{e}");
+        let e = crate::prices::load_price_csv_gz(&fifo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("regular file"), "{e}");
         let e = crate::text::read_labeled_sentences(dir.path())
             .unwrap_err()
             .to_string();

@@ -1619,13 +1619,26 @@ mod tests {
     /// One TaskMet outer step on a CubicTopK-sized problem (200 training instances of 50
     /// items, d = o = 1, linear predictor, reference defaults); prints the phase times.
     #[test]
+    #[ignore = "timing: prints the phase times (run by .ci/run with --include-ignored)"]
     fn taskmet_step_timing_on_cubic_size() {
         let problem = SoftTop { tau: 0.1 };
         let train_set = cubic_like(200, 50, 1, 1, 0);
         let cfg = LearnConfig::reference("cubic").unwrap();
         let t = time_taskmet_steps(&problem, &train_set, &cfg, 0, 10).unwrap();
         assert_eq!(t.steps.len(), 10);
-        assert!(t.median_step_s > 0.0);
+        // Warm-started solves stay within the configured budget, and the median reported is
+        // one of the timed steps' totals.
+        assert!(
+            t.inner_iters.iter().all(|&i| i <= cfg.inner_iters),
+            "{:?} over {}",
+            t.inner_iters,
+            cfg.inner_iters
+        );
+        assert!(
+            t.steps
+                .iter()
+                .any(|p| p.total() == t.median_step_s && p.implicit_s > 0.0)
+        );
         let med = |f: fn(&PhaseTimes) -> f64| {
             let mut v: Vec<f64> = t.steps.iter().map(f).collect();
             v.sort_by(f64::total_cmp);

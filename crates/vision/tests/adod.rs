@@ -68,7 +68,8 @@ fn residual_attention_keeps_the_trunk_and_has_gradients() {
     assert_eq!(h.dims(), [2, 4, 8, 8]);
     let mv = to_vec_f32(mask);
     assert!(mv.iter().all(|v| *v > 0.0 && *v < 1.0), "mask in (0, 1)");
-    // H / T = 1 + M ∈ (1, 2): H has the trunk's sign and at least its magnitude.
+    // H = T·(1 + M) itself is checked against the trunk in the crate's unit tests
+    // (adod::model::tests), which can reach the trunk.
     let dev_t = train_device();
     let m = ResidualAttention::new(3, &dev_t);
     check_input_gradient(move |x| m.forward(x).0, [2, 3, 4, 4], 5);
@@ -188,7 +189,11 @@ fn a_short_training_run_learns_and_the_checkpoint_round_trips() {
     let dets = detect(&net, &test, &cfg);
     let all: Vec<usize> = (0..test.len()).collect();
     let e = evaluate(&test, &dets, &all);
-    assert!(e.map50() >= 0.0 && e.map50() <= 1.0);
+    // 120 iterations lower the loss but do not yet find objects (mAP@0.5 0.0004 here): the
+    // evaluation must run on the detections; what it learned is the loss check above.
+    assert!(e.map50().is_finite() && e.map50() < 1.0);
+    // The round trip below must compare real detections, not two empty lists.
+    assert!(dets.iter().any(|d| !d.is_empty()), "no boxes at all");
     // Round trip: the loaded network detects exactly the same boxes.
     let dir = std::env::temp_dir().join(format!("ferrolab-adod-ckpt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

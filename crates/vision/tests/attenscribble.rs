@@ -391,7 +391,10 @@ fn bad_input_names_the_file() {
     }
 }
 
-/// The quick preset on the real ACDC files: every method trains and scores real volumes.
+/// The quick preset on the real ACDC files: every method runs end to end and scores the real
+/// validation volumes. The preset is a smoke run, far too short to learn (val Dice 0.004,
+/// 0.131, 0.070 and 0.000 for the four methods, seed 0), so what is checked is that the scores
+/// come from real predictions: in range, and not one value shared by every method.
 #[test]
 #[ignore = "needs ../shared/data/acdc (run by .ci/run with --include-ignored)"]
 fn quick_preset_on_real_acdc() {
@@ -406,6 +409,7 @@ fn quick_preset_on_real_acdc() {
     let o = sys.run(&checked, &mut c).unwrap();
     let r = &o.report;
     assert_eq!(r.details["val_volumes"], 4);
+    let mut dice = Vec::new();
     for t in [
         &r.metrics,
         &r.baselines["pce"],
@@ -414,7 +418,12 @@ fn quick_preset_on_real_acdc() {
     ] {
         let d = t["val_dice"];
         assert!(d.is_finite() && (0.0..=1.0).contains(&d), "{d}");
+        dice.push(d);
     }
+    assert!(
+        dice.iter().any(|d| *d > 0.0) && dice.iter().any(|d| *d != dice[0]),
+        "{dice:?}"
+    );
     std::fs::remove_dir_all(&out).ok();
 }
 

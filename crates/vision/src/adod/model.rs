@@ -261,3 +261,34 @@ impl AdodNet {
         self.domain.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use ferrolab_core::backend::{device, exclusive_rng};
+    use ferrolab_core::nn::to_vec_f32;
+
+    /// `H = T·(1 + M)` with `T` the trunk's output: the module re-weights the trunk by
+    /// between one and two times and never changes its sign (what the fused gate must keep).
+    #[test]
+    fn residual_attention_scales_the_trunk_by_one_plus_the_mask() {
+        let _g = exclusive_rng();
+        let dev = device();
+        let m = ResidualAttention::new(4, &dev);
+        let x = Tensor::<4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let t = to_vec_f32(leaky_relu(m.trunk.forward(x.clone()), LEAKY));
+        let (h, mask) = m.forward(x);
+        let (h, mask) = (to_vec_f32(h), to_vec_f32(mask));
+        assert_eq!(h.len(), t.len());
+        assert!(t.iter().any(|v| *v > 0.0) && t.iter().any(|v| *v < 0.0));
+        for ((h, t), m) in h.iter().zip(&t).zip(&mask) {
+            assert!(*m > 0.0 && *m < 1.0, "mask {m}");
+            let want = t * (1.0 + m);
+            assert!(
+                (h - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{h} vs {want}"
+            );
+        }
+    }
+}
