@@ -223,6 +223,38 @@ pub(crate) struct Pick<P> {
     pub(crate) predicted_gain: f64,
 }
 
+/// The body of both edges' `schedule`: their settings, queues, clocks and `start` are named
+/// alike but typed apart, so one macro serves where a function would need a trait over both
+/// servers.
+macro_rules! schedule_step {
+    ($edge:ident, $now:expr) => {{
+        let p = &$edge.params;
+        let knobs = $crate::edge::Knobs {
+            memory: p.memory,
+            memory_unit: p.memory_unit,
+            max_concurrent: p.max_concurrent,
+            profiler: p.profiler,
+            throughput: p.throughput,
+            scheduler: p.scheduler,
+            epochs: &p.epochs,
+            fixed_epochs: p.fixed_epochs,
+        };
+        let (picks, conc) = $crate::edge::pick_starts(
+            &mut $edge.queue,
+            &$edge.running,
+            &$edge.time,
+            &knobs,
+            $now,
+            &mut $edge.starts_total,
+            &mut $edge.starts_bypassing,
+        );
+        for pk in picks {
+            $edge.start(pk.q, pk.variant, pk.predicted_gain, $now, conc);
+        }
+    }};
+}
+pub(crate) use schedule_step;
+
 /// Memory the running tasks hold: each its measured or predicted peak, whichever is larger.
 pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
     running
@@ -795,29 +827,7 @@ impl EdgeServer {
 
     /// Starts what the scheduler picks at `now` (runs their training for real).
     pub fn schedule(&mut self, now: f64) {
-        let p = &self.params;
-        let knobs = Knobs {
-            memory: p.memory,
-            memory_unit: p.memory_unit,
-            max_concurrent: p.max_concurrent,
-            profiler: p.profiler,
-            throughput: p.throughput,
-            scheduler: p.scheduler,
-            epochs: &p.epochs,
-            fixed_epochs: p.fixed_epochs,
-        };
-        let (picks, conc) = pick_starts(
-            &mut self.queue,
-            &self.running,
-            &self.time,
-            &knobs,
-            now,
-            &mut self.starts_total,
-            &mut self.starts_bypassing,
-        );
-        for pk in picks {
-            self.start(pk.q, pk.variant, pk.predicted_gain, now, conc);
-        }
+        schedule_step!(self, now);
     }
 
     fn start(&mut self, q: Queued<Material>, v: Variant, predicted_gain: f64, now: f64, conc: f64) {

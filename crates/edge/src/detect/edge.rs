@@ -10,7 +10,7 @@
 
 use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
 use crate::edge::{
-    Completed, Knobs, Queued, Running, ScheduleEvent, SchedulerKind, memory_in_use, pick_starts,
+    Completed, Queued, Running, ScheduleEvent, SchedulerKind, memory_in_use, schedule_step,
     share_processor,
 };
 use crate::model::{Mlp, TrainOpts};
@@ -302,29 +302,7 @@ impl DetEdge {
 
     /// Starts what the scheduler picks at `now` (runs their training for real).
     pub fn schedule(&mut self, now: f64) {
-        let p = &self.params;
-        let knobs = Knobs {
-            memory: p.memory,
-            memory_unit: p.memory_unit,
-            max_concurrent: p.max_concurrent,
-            profiler: p.profiler,
-            throughput: p.throughput,
-            scheduler: p.scheduler,
-            epochs: &p.epochs,
-            fixed_epochs: p.fixed_epochs,
-        };
-        let (picks, conc) = pick_starts(
-            &mut self.queue,
-            &self.running,
-            &self.time,
-            &knobs,
-            now,
-            &mut self.starts_total,
-            &mut self.starts_bypassing,
-        );
-        for pk in picks {
-            self.start(pk.q, pk.variant, pk.predicted_gain, now, conc);
-        }
+        schedule_step!(self, now);
     }
 
     fn start(&mut self, q: Queued<Material>, v: Variant, predicted_gain: f64, now: f64, conc: f64) {
