@@ -722,12 +722,30 @@ mod tests {
     #[test]
     fn shapes_are_checked() {
         let m = Mlp::new(2, 1, 2, 4, Activation::Relu, 0).unwrap();
-        assert!(m.forward(&[0.0; 5], 2).is_err());
+        // Each refusal names the argument and both sizes.
+        let says = |e: CoreError, want: &str| {
+            let e = e.to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        };
+        says(
+            m.forward(&[0.0; 5], 2).unwrap_err(),
+            "input has 5 values, expected 2 rows x 2 features",
+        );
         let cache = m.forward(&[0.0; 4], 2).unwrap();
-        assert!(m.backward(&cache, &[0.0; 3]).is_err());
-        assert!(m.jvp(&cache, &[0.0; 3]).is_err());
+        says(
+            m.backward(&cache, &[0.0; 3]).unwrap_err(),
+            "dL/dy has 3 values, expected 2 rows x 1 outputs",
+        );
+        let p = m.theta.len();
+        says(
+            m.jvp(&cache, &[0.0; 3]).unwrap_err(),
+            &format!("direction has 3 values, the network has {p} parameters"),
+        );
         let mut m2 = m.clone();
-        assert!(m2.set_theta(&[0.0; 2]).is_err());
+        says(
+            m2.set_theta(&[0.0; 2]).unwrap_err(),
+            &format!("theta has 2 values, the network has {p} parameters"),
+        );
     }
 
     /// Portfolio-size timing (200 rows = one inner batch of 10 instances x 20 assets, d = 28,

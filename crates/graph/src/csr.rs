@@ -160,10 +160,24 @@ mod tests {
     #[test]
     fn inconsistent_arrays_are_rejected() {
         let _serial = crate::serial_test();
-        assert!(CsrGraph::new(vec![], vec![]).is_err());
-        assert!(CsrGraph::new(vec![1, 1], vec![0]).is_err());
-        assert!(CsrGraph::new(vec![0, 2, 1], vec![0, 1]).is_err());
-        assert!(CsrGraph::new(vec![0, 1], vec![1]).is_err());
-        assert!(CsrGraph::new(vec![0, 1, 1], vec![0, 0]).is_err());
+        // Each array refused for its own reason, named in the error.
+        for (indptr, indices, says) in [
+            (vec![], vec![], "indptr is empty"),
+            (vec![1, 1], vec![0], "indptr starts at 1"),
+            (vec![0, 2, 1], vec![0, 1], "indptr decreases at row"),
+            (
+                vec![0, 1],
+                vec![1],
+                "neighbour id 1 out of range for 1 nodes",
+            ),
+            (
+                vec![0, 1, 1],
+                vec![0, 0],
+                "indptr ends at 1 but there are 2 indices",
+            ),
+        ] {
+            let e = CsrGraph::new(indptr, indices).unwrap_err().to_string();
+            assert!(e.contains(says), "{says}: {e}");
+        }
     }
 }
