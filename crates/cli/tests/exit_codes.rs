@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ferrolab, stderr, tmp};
+use common::{TmpDir, ferrolab, stderr, tmp};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -857,7 +857,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn run_case(i: usize, c: &Case) -> Output {
+/// Runs case `i` in a fresh folder, returned with the output so that a failing case's folder
+/// can be kept for reading (a passing one is removed when the guard drops).
+fn run_case(i: usize, c: &Case) -> (Output, TmpDir) {
     let d = tmp(&format!("exit-codes-{i}"));
     let uses = |tag: &str| c.args.iter().any(|a| a.contains(tag));
     if uses("{CK}") {
@@ -893,8 +895,7 @@ fn run_case(i: usize, c: &Case) -> Output {
         let _ = stdin.write_all(c.stdin);
     }
     let o = child.wait_with_output().unwrap();
-    std::fs::remove_dir_all(&d).ok();
-    o
+    (o, d)
 }
 
 /// The rule for one case; `Err` says what broke it.
@@ -930,9 +931,10 @@ fn every_bad_invocation_exits_with_its_code_and_one_error_line() {
         .iter()
         .enumerate()
         .filter_map(|(i, c)| {
-            check(c, &run_case(i, c))
+            let (o, d) = run_case(i, c);
+            check(c, &o)
                 .err()
-                .map(|e| format!("{}: {e}", c.name))
+                .map(|e| format!("{}: {e} (its folder kept: {})", c.name, d.keep().display()))
         })
         .collect();
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
