@@ -265,9 +265,9 @@ pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
 
 /// The tasks the scheduler starts at `now`, taken out of `queue` in start order, and the
 /// concurrency they will train at. With the profiler a variant's time is the regressor's
-/// prediction and its value the expected accuracy- (detection: mAP-) seconds gained over the end's remaining
-/// life, doubled for an end below its QoE threshold (a floor keeps every task schedulable);
-/// without it, the fixed budget. `starts_total` and `starts_bypassing` (starts ahead of an
+/// prediction and its value the expected accuracy- (detection: mAP-) seconds gained over the
+/// end's remaining life, doubled for an end below its QoE threshold (a floor keeps every task
+/// schedulable); without it, the fixed budget. `starts_total` and `starts_bypassing` (starts ahead of an
 /// earlier arrival left waiting) count the starts. Shared by both edges.
 pub(crate) fn pick_starts<P, D>(
     queue: &mut Vec<Queued<P>>,
@@ -395,14 +395,31 @@ pub(crate) struct Running<D> {
     pub(crate) data: D,
 }
 
-/// What the edge keeps of a task that finished at `finished`: the shipped record, the
-/// deployed (decoded) model, the end's new dense copy and the task's payload.
+/// A task that has just finished: the shipped record, the deployed (decoded) model, the end's
+/// new dense copy, the task's payload and its time for the regressor.
 pub(crate) struct Finished<D> {
-    pub(crate) completed: Completed,
-    pub(crate) deployed: Mlp,
-    pub(crate) dense: Mlp,
-    pub(crate) data: D,
-    pub(crate) time: TimeRecord,
+    completed: Completed,
+    deployed: Mlp,
+    dense: Mlp,
+    data: D,
+    time: TimeRecord,
+}
+
+impl<D> Finished<D> {
+    /// Installs the task on its edge (the time recorded, the end's deployed model and dense
+    /// copy replaced); returns its record and payload.
+    pub(crate) fn install(
+        self,
+        time: &mut TimeRegressor,
+        deployed: &mut BTreeMap<usize, Mlp>,
+        dense: &mut BTreeMap<usize, Mlp>,
+    ) -> (Completed, D) {
+        let end = self.completed.end;
+        time.record(self.time);
+        deployed.insert(end, self.deployed);
+        dense.insert(end, self.dense);
+        (self.completed, self.data)
+    }
 }
 
 /// Exact processor sharing of `throughput` FLOP per simulated second among `running`, from
@@ -527,7 +544,7 @@ pub struct EdgeServer {
     factory: BTreeMap<usize, Mlp>,
     deployed: BTreeMap<usize, Mlp>,
     versions: BTreeMap<usize, u64>,
-    replay: BTreeMap<usize, Vec<(Vec<f32>, u8)>>,
+    replay: BTreeMap<usize, Frames>,
     queue: Vec<Queued<Material>>,
     running: Vec<Running<Frames>>,
     next_id: usize,
@@ -908,15 +925,12 @@ impl EdgeServer {
             now,
             dt,
             |f| {
-                let end = f.completed.end;
-                self.time.record(f.time);
-                self.deployed.insert(end, f.deployed);
-                self.dense.insert(end, f.dense);
-                let replay = self.replay.entry(end).or_default();
-                replay.extend(f.data);
+                let (c, data) = f.install(&mut self.time, &mut self.deployed, &mut self.dense);
+                let replay = self.replay.entry(c.end).or_default();
+                replay.extend(data);
                 let extra = replay.len().saturating_sub(keep);
                 replay.drain(..extra);
-                done.push(f.completed);
+                done.push(c);
             },
         );
         done

@@ -1014,9 +1014,9 @@ impl Collected {
         Ok(())
     }
 
-    /// Draws every method's seed-0 timeline in one chart (`title`) and fills `report`:
-    /// `methods[0]`'s aggregate as its metrics, the others' as baselines, the timings and the
-    /// per-seed paired differences.
+    /// Draws every method's seed-0 timeline in one chart (`title`), fills `report` with
+    /// `adaevo`'s aggregate as its metrics and the methods after the first as baselines, and
+    /// adds the per-seed paired differences to the details.
     pub(crate) fn finish(
         &mut self,
         ctx: &mut RunContext,

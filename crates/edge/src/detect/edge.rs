@@ -373,11 +373,8 @@ impl DetEdge {
             now,
             dt,
             |f| {
-                let end = f.completed.end;
-                self.time.record(f.time);
-                self.deployed.insert(end, f.deployed);
-                self.dense.insert(end, f.dense);
-                done.push(f.completed);
+                let (c, ()) = f.install(&mut self.time, &mut self.deployed, &mut self.dense);
+                done.push(c);
             },
         );
         done
