@@ -191,6 +191,11 @@ ferrolab_core::config_section! {
         pub teacher_renders: usize = 4, "1..=64" => |v| (1..=64).contains(v);
         /// Teacher training epochs (0: `data.pretrain_epochs`).
         pub teacher_epochs: usize = 0, "0..=200" => |v| *v <= 200;
+        /// Training images the teacher learns from (0: the pre-training images). The edge's
+        /// model may know more of the domain than the factory's compressed one: with more, it
+        /// draws them from the training split beyond the pre-training images (Fashion-MNIST)
+        /// or generates more shapes with another seed (synthetic); never from the stream pool.
+        pub teacher_images: usize = 0, "0..=60000" => |v| *v <= 60_000;
         /// The teacher reads each frame standardised (zero mean, unit spread).
         pub teacher_standardise: bool = true;
         /// Edge compute, MFLOP per simulated second, shared by the running tasks.

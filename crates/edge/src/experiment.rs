@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// Reads the base images `cfg` asks for: (pre-training set, stream pool).
+/// Reads the base images `cfg` asks for: (pre-training set, stream pool). The pre-training
+/// set holds the factory's `data.pretrain_images` first, then, where `edge.teacher_images` asks
+/// for more, the teacher's further images ([`teacher_images`]).
 pub fn load_base(
     cfg: &AdaEvoConfig,
     data_dir: Option<&Path>,
@@ -36,10 +38,20 @@ pub fn load_base(
     if cfg.data.dataset == "synthetic" {
         let all = BaseImages::synthetic(cfg.data.synthetic_images, seed);
         let n = cfg.data.pretrain_images * stream::SIDE * stream::SIDE;
-        let pre = BaseImages::new(
-            all.pixels[..n].to_vec(),
-            all.labels[..cfg.data.pretrain_images].to_vec(),
-        );
+        let mut pixels = all.pixels[..n].to_vec();
+        let mut labels = all.labels[..cfg.data.pretrain_images].to_vec();
+        let extra = cfg
+            .edge
+            .teacher_images
+            .saturating_sub(cfg.data.pretrain_images);
+        if extra > 0 {
+            // Fresh shapes from another seed: the teacher's extra images never come from the
+            // stream pool.
+            let more = BaseImages::synthetic(extra, seed ^ 0x7EAC_4E85);
+            pixels.extend_from_slice(&more.pixels);
+            labels.extend_from_slice(&more.labels);
+        }
+        let pre = BaseImages::new(pixels, labels);
         let rest = BaseImages::new(
             all.pixels[n..].to_vec(),
             all.labels[cfg.data.pretrain_images..].to_vec(),
@@ -65,7 +77,11 @@ pub fn load_base(
             train.width
         )));
     }
-    let k = cfg.data.pretrain_images.min(train.len());
+    let k = cfg
+        .data
+        .pretrain_images
+        .max(cfg.edge.teacher_images)
+        .min(train.len());
     let pre = BaseImages::new(
         train.pixels[..k * stream::SIDE * stream::SIDE].to_vec(),
         train.labels[..k].to_vec(),
@@ -119,6 +135,17 @@ fn random_condition(rng: &mut StdRng) -> Condition {
     c
 }
 
+/// How many of `pre`'s images the teacher learns from: `edge.teacher_images`, or the
+/// factory's pre-training images when that is 0.
+pub fn teacher_images(cfg: &AdaEvoConfig, pre: &BaseImages) -> usize {
+    let n = if cfg.edge.teacher_images == 0 {
+        cfg.data.pretrain_images
+    } else {
+        cfg.edge.teacher_images
+    };
+    n.min(pre.len())
+}
+
 /// Trains the edge's teacher of one seed: `edge.teacher_renders` renders of every
 /// pre-training image under random conditions (any of the named ones at strength 0–1.4, a
 /// third of them blended with a second; two renders left it barely better than the mobile
@@ -128,7 +155,7 @@ pub fn train_teacher(cfg: &AdaEvoConfig, pre: &BaseImages, seed: u64) -> Teacher
     let e = &cfg.edge;
     let mut tx = Vec::new();
     let mut ty = Vec::new();
-    for i in 0..pre.len() {
+    for i in 0..teacher_images(cfg, pre) {
         for _ in 0..e.teacher_renders {
             let c = random_condition(&mut rng);
             tx.push(stream::to_input(&stream::render(
@@ -172,7 +199,7 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
     let mut rng = StdRng::seed_from_u64(seed ^ 0xADA);
     let mut cx = Vec::new();
     let mut cy = Vec::new();
-    for i in 0..pre.len() {
+    for i in 0..pre.len().min(cfg.data.pretrain_images) {
         cx.push(stream::to_input(&stream::render(
             pre.image(i),
             &clean,
@@ -1161,5 +1188,28 @@ mod tests {
         assert!((n["avg_accuracy"] - 0.4 / 3.0).abs() < 1e-9);
         assert!((n["avg_accuracy_std"] - (1.0f64 / 300.0).sqrt()).abs() < 1e-9);
         assert!(!d.contains_key("adaevo"));
+    }
+
+    #[test]
+    fn a_larger_teacher_set_leaves_the_factory_set_and_the_stream_pool_as_they_were() {
+        let mut cfg = AdaEvoConfig::default();
+        cfg.data.synthetic_images = 300;
+        cfg.data.pretrain_images = 100;
+        let (pre, pool) = load_base(&cfg, None, 3).unwrap();
+        assert_eq!(pre.len(), 100);
+        assert_eq!(teacher_images(&cfg, &pre), 100);
+        cfg.edge.teacher_images = 250;
+        let (pre2, pool2) = load_base(&cfg, None, 3).unwrap();
+        assert_eq!(pre2.len(), 250);
+        assert_eq!(teacher_images(&cfg, &pre2), 250);
+        // The factory's images come first and are the same; the pool is untouched.
+        assert_eq!(pre2.pixels[..pre.pixels.len()], pre.pixels[..]);
+        assert_eq!(pool2.pixels, pool.pixels);
+        // The extra images are not drawn from the pool.
+        let side = stream::SIDE * stream::SIDE;
+        for i in 100..250 {
+            let img = &pre2.pixels[i * side..(i + 1) * side];
+            assert!(!pool.pixels.chunks(side).any(|p| p == img), "image {i}");
+        }
     }
 }
