@@ -10,9 +10,10 @@
 use crate::config::AdaEvoConfig;
 use crate::edge::{EdgeParams, EdgeServer, SchedulerKind};
 use crate::estimator::{mean, pearson};
-use crate::mobile::{MobileEnd, MobileParams, SamplingMode, TriggerMode};
+use crate::mobile::{FrameResult, MobileEnd, MobileParams, SamplingMode, TriggerMode};
 use crate::model::{Mlp, TrainOpts};
-use crate::protocol::{DriftType, ModelBlob, TaskRequest, prune};
+use crate::protocol::{ModelBlob, TaskRequest, prune};
+use crate::sim;
 use crate::stream::{self, BaseImages, Condition, Drift, Schedule, StreamFrame};
 use crate::svg;
 use crate::teacher::Teacher;
@@ -420,6 +421,12 @@ pub fn method_mobile_params(
     method: &str,
     life_s: f64,
 ) -> MobileParams {
+    mobile_params_at(cfg, method, prep.clean_accuracy, life_s)
+}
+
+/// The mobile-end parameters of `method` for either task: its threshold is 90% of `clean`,
+/// the factory model's clean accuracy (or mAP@0.5).
+pub fn mobile_params_at(cfg: &AdaEvoConfig, method: &str, clean: f64, life_s: f64) -> MobileParams {
     let spec = method_spec(method, cfg.mobile.period_s as f64);
     let m = &cfg.mobile;
     MobileParams {
@@ -438,7 +445,7 @@ pub fn method_mobile_params(
         fixed_window_s: m.fixed_window_s as f64,
         trigger: spec.trigger,
         sampling: spec.sampling,
-        threshold: 0.9 * prep.clean_accuracy,
+        threshold: 0.9 * clean,
         life_s,
     }
 }
@@ -477,13 +484,95 @@ pub fn method_edge_params(
     }
 }
 
+/// The classification streams as [`sim::drive`] reads them, and the diagnostics only this task
+/// keeps (ground truth read here only).
+struct ClsWorld<'a> {
+    prep: &'a Prepared,
+    fps: usize,
+    window: usize,
+    cc_hist: Vec<Vec<f64>>,
+    atc_all: Vec<f64>,
+    atc_acc: Vec<f64>,
+    frames_by_type: BTreeMap<String, Vec<f64>>,
+    gain_by_cond: BTreeMap<String, Vec<f64>>,
+    /// Uploaded frames, those the teacher labels right and those of the end's current drift.
+    label_n: usize,
+    label_hits: usize,
+    current_n: usize,
+}
+
+impl ClsWorld<'_> {
+    fn condition_at(&self, k: usize, t: f64) -> String {
+        let i = sim::segment(&self.prep.schedules[k], t);
+        if i == 0 {
+            "clean".to_string()
+        } else {
+            self.prep.schedules[k].drifts[i - 1].target.clone()
+        }
+    }
+}
+
+impl sim::World for ClsWorld<'_> {
+    fn eval_len(&self, k: usize) -> usize {
+        self.prep.eval[k].len()
+    }
+
+    fn accuracy(&self, model: &Mlp, k: usize, tick: usize) -> f64 {
+        let (xs, ys) = &self.prep.eval[k][tick];
+        model.accuracy(xs, ys)
+    }
+
+    fn second(&mut self, k: usize, t: usize, end: &mut MobileEnd) -> FrameResult {
+        let r = end.on_second(t, second(&self.prep.frames[k], t, self.fps));
+        self.cc_hist[k].push(r.cc);
+        r
+    }
+
+    fn uploaded(&mut self, k: usize, tf: f64, req: &TaskRequest) {
+        let sch = &self.prep.schedules[k];
+        let now_seg = sim::segment(sch, tf);
+        self.frames_by_type
+            .entry(req.drift.name().to_string())
+            .or_default()
+            .push(req.frames.len() as f64);
+        for fr in &req.frames {
+            let Some(sf) = self.prep.frames[k].get((fr.t * self.fps as f64).round() as usize)
+            else {
+                continue;
+            };
+            self.label_n += 1;
+            if self.prep.teacher.predict(&sf.input) == sf.label as usize {
+                self.label_hits += 1;
+            }
+            if sim::segment(sch, fr.t) == now_seg && sf.new_concept {
+                self.current_n += 1;
+            }
+        }
+    }
+
+    fn estimate(&mut self, k: usize, t: usize, acc: f64) -> f64 {
+        let h = &self.cc_hist[k];
+        let recent = &h[h.len().saturating_sub(self.window)..];
+        if t > 0 {
+            self.atc_all.push(crate::estimator::atc_estimate(
+                recent,
+                self.prep.atc_threshold,
+            ));
+            self.atc_acc.push(acc);
+        }
+        mean(recent)
+    }
+
+    fn installed(&mut self, k: usize, at: f64, gain: f64) {
+        let c = self.condition_at(k, at);
+        self.gain_by_cond.entry(c).or_default().push(gain);
+    }
+}
+
 /// Simulates `method` on the prepared streams.
 pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) -> MethodRun {
     let t_wall = Instant::now();
     let spec = method_spec(method, cfg.mobile.period_s as f64);
-    let m = &cfg.mobile;
-    let theta90 = 0.9 * prep.clean_accuracy;
-    let theta80 = 0.8 * prep.clean_accuracy;
     let life = cfg.stream.seconds as f64;
     let params = method_mobile_params(cfg, prep, method, life);
     let mut edge = EdgeServer::new(
@@ -497,225 +586,57 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
             MobileEnd::new(k, prep.mobile.clone(), params)
         })
         .collect();
-    let bw = m.bandwidth_mb_s * 1e6;
-    let mut uploads: Vec<(f64, TaskRequest)> = Vec::new();
-    let mut deliveries: Vec<(f64, ModelBlob, f64, f64)> = Vec::new();
-    let mut upload_bytes = 0usize;
-    let mut timeline = vec![Vec::new(); n];
-    let mut triggers = Vec::new();
-    let mut installs = Vec::new();
-    let mut cc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let (mut atc_all, mut atc_acc) = (Vec::new(), Vec::new());
-    let (mut mem_err, mut time_err, mut gain_err, mut latency) = (vec![], vec![], vec![], vec![]);
-    let mut dropped = 0usize;
-    // Diagnostics: what an installed model gains over the one it replaces until the end's next
-    // drift, installs landing in a later condition than their trigger's, queue wait and
-    // training time on the edge, and the uploads' teacher-label accuracy (ground truth read
-    // here only).
-    let seg = |k: usize, t: f64| {
-        prep.schedules[k]
-            .drifts
-            .iter()
-            .filter(|d| d.start <= t)
-            .count()
+    let mut world = ClsWorld {
+        prep,
+        fps: cfg.stream.fps,
+        window: cfg.mobile.window,
+        cc_hist: vec![Vec::new(); n],
+        atc_all: Vec::new(),
+        atc_acc: Vec::new(),
+        frames_by_type: BTreeMap::new(),
+        gain_by_cond: BTreeMap::new(),
+        label_n: 0,
+        label_hits: 0,
+        current_n: 0,
     };
-    let next_start = |k: usize, t: f64| {
-        prep.schedules[k]
-            .drifts
-            .iter()
-            .map(|d| d.start)
-            .find(|s| *s > t)
-            .unwrap_or(life)
-    };
-    let (mut install_gain, mut stale, mut wait_s, mut train_s) = (vec![], 0usize, vec![], vec![]);
-    let (mut label_hits, mut label_n, mut current_n) = (0usize, 0usize, 0usize);
-    let cond_at = |k: usize, t: f64| {
-        let i = seg(k, t);
-        if i == 0 {
-            "clean".to_string()
-        } else {
-            prep.schedules[k].drifts[i - 1].target.clone()
-        }
-    };
-    let mut gain_by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut frames_by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let every = cfg.stream.eval_every_s;
-    let fps = cfg.stream.fps;
-    let w = m.window;
-    for t in 0..cfg.stream.seconds {
-        let tf = t as f64;
-        // Model versions arriving now.
-        let mut i = 0;
-        while i < deliveries.len() {
-            if deliveries[i].0 <= tf {
-                let (at, blob, pred_gain, trig) = deliveries.remove(i);
-                let k = blob.end;
-                let tick = (t / every).min(prep.eval[k].len() - 1);
-                let (xs, ys) = &prep.eval[k][tick];
-                let before = ends[k].model.accuracy(xs, ys);
-                let old = ends[k].model.clone();
-                if ends[k].install(&blob).is_ok() {
-                    let after = ends[k].model.accuracy(xs, ys);
-                    let stop = next_start(k, at);
-                    let mut g = Vec::new();
-                    let mut tk = tick;
-                    while tk < prep.eval[k].len() && ((tk * every) as f64) < stop {
-                        let (ex, ey) = &prep.eval[k][tk];
-                        g.push(ends[k].model.accuracy(ex, ey) - old.accuracy(ex, ey));
-                        tk += 1;
-                    }
-                    let gain = if g.is_empty() {
-                        after - before
-                    } else {
-                        mean(&g)
-                    };
-                    install_gain.push(gain);
-                    gain_by_cond.entry(cond_at(k, at)).or_default().push(gain);
-                    if seg(k, at) != seg(k, trig) {
-                        stale += 1;
-                    }
-                    if spec.profiler {
-                        gain_err.push((pred_gain - (after - before)).abs());
-                    }
-                    latency.push(at - trig);
-                    installs.push((at, k, blob.version));
-                }
-            } else {
-                i += 1;
-            }
-        }
-        // Uploads reaching the edge.
-        let mut arrived = false;
-        let mut i = 0;
-        while i < uploads.len() {
-            if uploads[i].0 <= tf {
-                let (at, req) = uploads.remove(i);
-                let k = req.end;
-                if edge.submit(req, at).is_err() {
-                    dropped += 1;
-                    ends[k].task_dropped();
-                }
-                arrived = true;
-            } else {
-                i += 1;
-            }
-        }
-        if arrived {
-            edge.schedule(tf);
-        }
-        for (k, end) in ends.iter_mut().enumerate() {
-            let r = end.on_second(t, second(&prep.frames[k], t, fps));
-            cc_hist[k].push(r.cc);
-            let sent = r.request.is_some();
-            if let Some(req) = r.request {
-                let now_seg = seg(k, tf);
-                frames_by_type
-                    .entry(req.drift.name().to_string())
-                    .or_default()
-                    .push(req.frames.len() as f64);
-                for fr in &req.frames {
-                    let Some(sf) = prep.frames[k].get((fr.t * fps as f64).round() as usize) else {
-                        continue;
-                    };
-                    label_n += 1;
-                    if prep.teacher.predict(&sf.input) == sf.label as usize {
-                        label_hits += 1;
-                    }
-                    if seg(k, fr.t) == now_seg && sf.new_concept {
-                        current_n += 1;
-                    }
-                }
-                let bytes = req.upload_bytes();
-                upload_bytes += bytes;
-                triggers.push(TriggerLog {
-                    end: k,
-                    t: tf,
-                    onset: r.event.map_or(tf, |e| e.t1),
-                    drift: req.drift.name().to_string(),
-                    sent,
-                });
-                uploads.push((tf + bytes as f64 / bw, req));
-            } else if let Some(ev) = r.event {
-                triggers.push(TriggerLog {
-                    end: k,
-                    t: tf,
-                    onset: ev.t1,
-                    drift: DriftType::Unknown.name().to_string(),
-                    sent,
-                });
-            }
-        }
-        if t % every == 0 {
-            for k in 0..n {
-                let (xs, ys) = &prep.eval[k][t / every];
-                let acc = ends[k].model.accuracy(xs, ys);
-                let h = &cc_hist[k];
-                let recent = &h[h.len().saturating_sub(w)..];
-                let est = mean(recent);
-                if t > 0 {
-                    atc_all.push(crate::estimator::atc_estimate(recent, prep.atc_threshold));
-                    atc_acc.push(acc);
-                }
-                timeline[k].push((tf, acc, est));
-            }
-        }
-        let done = edge.advance(tf, 1.0);
-        if !done.is_empty() {
-            for c in &done {
-                mem_err.push(
-                    (c.memory_pred as f64 - c.memory_measured as f64).abs()
-                        / c.memory_measured.max(1) as f64,
-                );
-                let actual = c.finished - c.started;
-                wait_s.push(c.started - c.arrival);
-                train_s.push(actual);
-                time_err.push((c.predicted_seconds - actual).abs() / actual.max(1e-9));
-                let bytes = c.blob.bytes.len() as f64;
-                let trig = triggers
-                    .iter()
-                    .rev()
-                    .find(|x| x.end == c.end && x.sent)
-                    .map_or(c.arrival, |x| x.t);
-                deliveries.push((
-                    c.finished + bytes / bw,
-                    c.blob.clone(),
-                    c.predicted_gain,
-                    trig,
-                ));
-            }
-            edge.schedule(tf + 1.0);
-        }
-    }
-    let unfinished = edge.queued() + edge.running() + uploads.len();
-    // Metrics.
-    let mut accs = Vec::new();
-    let mut q90 = Vec::new();
-    let mut q80 = Vec::new();
-    let (mut est_all, mut acc_all) = (Vec::new(), Vec::new());
-    for tl in &timeline {
-        let a: Vec<f64> = tl.iter().map(|p| p.1).collect();
-        q90.push(a.iter().filter(|x| **x >= theta90).count() as f64 / a.len().max(1) as f64);
-        q80.push(a.iter().filter(|x| **x >= theta80).count() as f64 / a.len().max(1) as f64);
-        accs.push(mean(&a));
-        for p in tl.iter().skip(1) {
-            est_all.push(p.2);
-            acc_all.push(p.1);
-        }
-    }
+    let log = sim::drive(
+        &prep.schedules,
+        cfg.stream.seconds,
+        cfg.stream.eval_every_s,
+        cfg.mobile.bandwidth_mb_s,
+        &mut edge,
+        &mut ends,
+        &mut world,
+        &sim::Options {
+            profiler: spec.profiler,
+            gain_sets: usize::MAX,
+        },
+    );
+    let mut mx = BTreeMap::new();
+    let q90 = log.shared_metrics(
+        &mut mx,
+        &prep.schedules,
+        life,
+        (0.9 * prep.clean_accuracy, 0.8 * prep.clean_accuracy),
+        &edge,
+        cfg.memory_bytes(),
+        spec.trigger,
+        spec.profiler,
+    );
     // Accuracy by phase: before the first drift, during transitions, and the first / second
     // half of each drift's settled part (its end to the next drift's start).
     let (mut clean_ph, mut early, mut late) = (vec![], vec![], vec![]);
     let mut by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut since: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    for (k, tl) in timeline.iter().enumerate() {
-        let ds = &prep.schedules[k].drifts;
+    for (k, tl) in log.timeline.iter().enumerate() {
+        let sch = &prep.schedules[k];
         for &(t, acc, _) in tl {
-            let sgi = seg(k, t);
+            let sgi = sim::segment(sch, t);
             if sgi == 0 {
                 clean_ph.push(acc);
                 continue;
             }
-            let d = &ds[sgi - 1];
+            let d = &sch.drifts[sgi - 1];
             since
                 .entry(((t - d.start) / 20.0).floor() as usize * 20)
                 .or_default()
@@ -723,7 +644,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
             if t < d.end() {
                 continue;
             }
-            let len = (next_start(k, t) - d.end()).max(1e-9);
+            let len = (sim::next_start(sch, t, life) - d.end()).max(1e-9);
             if (t - d.end()) / len < 0.5 {
                 early.push(acc);
             } else {
@@ -736,106 +657,45 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
     for (c, v) in &by_cond {
         diag.insert(format!("settled_{c}"), mean(v));
     }
-    for (c, v) in &gain_by_cond {
+    for (c, v) in &world.gain_by_cond {
         diag.insert(format!("install_gain_{c}"), mean(v));
         diag.insert(format!("installs_{c}"), v.len() as f64);
     }
-    for (c, v) in &frames_by_type {
+    for (c, v) in &world.frames_by_type {
         diag.insert(format!("upload_frames_{c}"), mean(v));
     }
     for (b, v) in &since {
         diag.insert(format!("since_onset_{b:03}"), mean(v));
     }
-    // Detection scores against the true drifts (ROD methods only).
-    let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
-    for (k, sch) in prep.schedules.iter().enumerate() {
-        for (j, d) in sch.drifts.iter().enumerate() {
-            total += 1;
-            let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
-            if let Some(tr) = triggers
-                .iter()
-                .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown")
-            {
-                hits += 1;
-                lat.push(tr.t - d.end());
-                if tr.drift == d.kind {
-                    typed += 1;
-                }
-            }
-        }
-    }
-    let mut mx = BTreeMap::new();
     let mut put = |k: &str, v: f64| {
         mx.insert(k.to_string(), v);
     };
-    put("avg_qoe_t90", mean(&q90));
-    put("avg_qoe_t80", mean(&q80));
-    put("avg_accuracy", mean(&accs));
-    put("upload_mb", upload_bytes as f64 / 1e6);
-    put("edge_utilisation", edge.busy_s / life);
-    put(
-        "tasks_triggered",
-        triggers.iter().filter(|x| x.sent).count() as f64,
-    );
-    put("tasks_completed", installs.len() as f64);
-    put("tasks_unfinished", unfinished as f64);
-    put("tasks_dropped", dropped as f64);
     put("tasks_declined", edge.declined as f64);
-    put("evolution_latency_seconds", mean(&latency));
     put(
-        "edge_peak_memory_frac",
-        edge.peak_memory as f64 / cfg.memory_bytes() as f64,
+        "estimate_correlation_atc",
+        pearson(&world.atc_all, &world.atc_acc),
     );
-    put("estimate_correlation", pearson(&est_all, &acc_all));
-    put("estimate_correlation_atc", pearson(&atc_all, &atc_acc));
-    if spec.trigger == TriggerMode::Rod {
-        put("drift_detection_rate", hits as f64 / total.max(1) as f64);
-        put("drift_latency_seconds", mean(&lat));
-        put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
-    }
-    if spec.profiler && !mem_err.is_empty() {
-        put("profiler_memory_error_frac", mean(&mem_err));
-        put("profiler_time_error_frac", mean(&time_err));
-        put("profiler_gain_mae", mean(&gain_err));
-    }
     put("accuracy_before_drifts", mean(&clean_ph));
     put("accuracy_settled_early", mean(&early));
     put("accuracy_settled_late", mean(&late));
-    if !installs.is_empty() {
-        put("install_gain_until_next_drift", mean(&install_gain));
-        put(
-            "installs_after_next_drift_frac",
-            stale as f64 / installs.len() as f64,
-        );
-    }
-    if !wait_s.is_empty() {
-        put("edge_queue_wait_seconds", mean(&wait_s));
-        put("edge_train_seconds", mean(&train_s));
-    }
-    if label_n > 0 {
+    if world.label_n > 0 {
         put(
             "upload_teacher_label_accuracy",
-            label_hits as f64 / label_n as f64,
+            world.label_hits as f64 / world.label_n as f64,
         );
         put(
             "upload_current_condition_frac",
-            current_n as f64 / label_n as f64,
-        );
-    }
-    if edge.starts_total > 0 {
-        put(
-            "edge_starts_out_of_order_frac",
-            edge.starts_bypassing as f64 / edge.starts_total as f64,
+            world.current_n as f64 / world.label_n as f64,
         );
     }
     put("wall_seconds", t_wall.elapsed().as_secs_f64());
     let starts = edge.log.iter().map(|s| (s.t, s.end, s.epochs)).collect();
     MethodRun {
         metrics: mx,
-        timeline,
-        triggers,
+        timeline: log.timeline,
+        triggers: log.triggers,
         starts,
-        installs,
+        installs: log.installs,
         qoe_t90_per_end: q90,
         diag,
     }
@@ -1041,6 +901,52 @@ impl Collected {
         Ok(())
     }
 
+    /// Simulates every method of `cfg` on seed `s`'s prepared streams (the methods in
+    /// parallel), records their runs ([`Collected::add`]) and keeps `about` — what the seed's
+    /// preparation measured — with its drift schedules as `details.seed<s>`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_seed<P: Sync>(
+        &mut self,
+        ctx: &mut RunContext,
+        cfg: &AdaEvoConfig,
+        s: usize,
+        prep: &P,
+        (clean, schedules): (f64, &[Schedule]),
+        simulate: impl Fn(&P, &str) -> MethodRun + Sync,
+        mut about: serde_json::Value,
+    ) -> SysResult<()> {
+        let runs: Vec<(String, MethodRun)> = cfg
+            .experiment
+            .methods
+            .par_iter()
+            .map(|m| (m.clone(), simulate(prep, m)))
+            .collect();
+        for (m, r) in &runs {
+            self.add(ctx, cfg, (s, m), r, clean)?;
+        }
+        if let Some(o) = about.as_object_mut() {
+            o.insert(
+                "schedules".into(),
+                serde_json::json!(
+                    schedules
+                        .iter()
+                        .map(|sc| sc
+                            .drifts
+                            .iter()
+                            .map(|d| format!("{}:{}@{}+{}", d.kind, d.target, d.start, d.duration))
+                            .collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                ),
+            );
+            o.insert(
+                "strengths".into(),
+                serde_json::json!(schedules.iter().map(|sc| sc.strength).collect::<Vec<_>>()),
+            );
+        }
+        self.details.insert(format!("seed{s}"), about);
+        Ok(())
+    }
+
     /// Draws every method's seed-0 timeline in one chart (`title`), fills `report` with
     /// `adaevo`'s aggregate as its metrics and the methods after the first as baselines, and
     /// adds the per-seed paired differences to the details.
@@ -1110,23 +1016,19 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
         let (pre, pool) = load_base(cfg, ctx.data_dir(), seed)?;
         let prep = prepare(cfg, &pre, &pool, seed);
         prep_s += prep.seconds;
-        let runs: Vec<(String, MethodRun)> = methods
-            .par_iter()
-            .map(|m| (m.clone(), simulate(cfg, &prep, m, seed)))
-            .collect();
-        for (m, r) in &runs {
-            col.add(ctx, cfg, (s, m), r, prep.clean_accuracy)?;
-        }
-        col.details.insert(
-            format!("seed{s}"),
+        col.run_seed(
+            ctx,
+            cfg,
+            s,
+            &prep,
+            (prep.clean_accuracy, &prep.schedules),
+            |p, m| simulate(cfg, p, m, seed),
             serde_json::json!({
                 "clean_accuracy": prep.clean_accuracy,
                 "teacher_clean_accuracy": prep.teacher_accuracy,
                 "atc_threshold": prep.atc_threshold,
-                "schedules": prep.schedules.iter().map(|sc| sc.drifts.iter().map(|d| format!("{}:{}@{}+{}", d.kind, d.target, d.start, d.duration)).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                "strengths": prep.schedules.iter().map(|sc| sc.strength).collect::<Vec<_>>(),
             }),
-        );
+        )?;
     }
     let dataset = if cfg.data.dataset == "synthetic" {
         "synthetic"

@@ -19,6 +19,7 @@
 //! | [`scheduler`] | knapsack DP over memory, FIFO |
 //! | [`edge`] | the edge server: teacher labelling, profiling, scheduling, retrain, ship |
 //! | [`mobile`] | the mobile end: inference, estimate, trigger, sampling, model swap |
+//! | [`sim`] | the simulated clock both tasks run on: deliveries, uploads, ends, evaluations, edge |
 //! | [`experiment`] | the in-process run on a simulated clock, baselines, report, SVG |
 //! | [`detect`] | the detection task: underwater streams, grid detector, CLC = mean(CC·LC), its edge and run |
 //!
@@ -39,6 +40,7 @@ pub mod profiler;
 pub mod protocol;
 pub mod sampling;
 pub mod scheduler;
+pub mod sim;
 pub mod stream;
 pub mod svg;
 pub mod system;

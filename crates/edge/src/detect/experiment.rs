@@ -13,12 +13,12 @@ use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
 use super::stream::{self as dstream, DetFrame};
 use crate::config::AdaEvoConfig;
 use crate::estimator::{mean, pearson};
-use crate::experiment::{Collected, MethodRun, PAIRED_KEYS, TriggerLog, method_spec};
-use crate::mobile::{MobileEnd, MobileParams, TriggerMode};
+use crate::experiment::{Collected, MethodRun, PAIRED_KEYS, method_spec, mobile_params_at};
+use crate::mobile::{FrameResult, MobileEnd, MobileParams};
 use crate::model::{Mlp, TrainOpts};
-use crate::protocol::{DriftType, ModelBlob, TaskRequest, prune};
+use crate::protocol::{ModelBlob, TaskRequest, prune};
+use crate::sim;
 use crate::stream::{Drift, Schedule};
-use crate::trigger::RodParams;
 use ferrolab_core::run::Report;
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
 use rand::rngs::StdRng;
@@ -253,27 +253,7 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
 
 /// The mobile parameters of `method` (QoE threshold 90% of the factory clean mAP@0.5).
 pub fn mobile_params(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str) -> MobileParams {
-    let spec = method_spec(method, cfg.mobile.period_s as f64);
-    let m = &cfg.mobile;
-    MobileParams {
-        rod: RodParams {
-            window: m.window,
-            subwindows: m.subwindows,
-            step: m.step,
-            rod_threshold: m.rod_threshold,
-            stable_f: m.stable_f,
-            stable_t: m.stable_t,
-            max_slides: m.max_slides,
-        },
-        sudden_max_s: m.sudden_max_s,
-        alternation_ratio: m.alternation_ratio,
-        upload_budget: m.upload_budget,
-        fixed_window_s: m.fixed_window_s as f64,
-        trigger: spec.trigger,
-        sampling: spec.sampling,
-        threshold: 0.9 * prep.clean_map,
-        life_s: cfg.stream.seconds as f64,
-    }
+    mobile_params_at(cfg, method, prep.clean_map, cfg.stream.seconds as f64)
 }
 
 /// The detection edge's parameters for `method`.
@@ -313,16 +293,72 @@ fn end_map(prep: &DetPrepared, model: &Mlp, k: usize, tick: usize) -> f64 {
     model_map50(&prep.grid, model, &pairs(set))
 }
 
+/// The detection streams as [`sim::drive`] reads them.
+struct DetWorld<'a> {
+    prep: &'a DetPrepared,
+    floor: f32,
+    window: usize,
+    clc_hist: Vec<Vec<f64>>,
+    cc_hist: Vec<Vec<f64>>,
+    cc_all: Vec<f64>,
+    cc_acc: Vec<f64>,
+    /// Uploaded frames, and those of the end's current drift.
+    up_n: usize,
+    current_n: usize,
+}
+
+impl sim::World for DetWorld<'_> {
+    fn eval_len(&self, k: usize) -> usize {
+        self.prep.eval[k].len()
+    }
+
+    fn accuracy(&self, model: &Mlp, k: usize, tick: usize) -> f64 {
+        end_map(self.prep, model, k, tick)
+    }
+
+    fn second(&mut self, k: usize, t: usize, end: &mut MobileEnd) -> FrameResult {
+        let prep = self.prep;
+        let f = &prep.frames[k][t];
+        let dets = prep.grid.detect(&end.model, &f.rgb, self.floor);
+        let (clc, cc) = frame_clc(&prep.iou, &f.rgb, &dets, self.floor);
+        self.clc_hist[k].push(clc);
+        self.cc_hist[k].push(cc);
+        let desc = dstream::descriptor_input(&f.rgb, prep.grid.side);
+        end.on_estimate(t as f64, &f.rgb, &desc, clc, 0)
+    }
+
+    fn uploaded(&mut self, k: usize, tf: f64, req: &TaskRequest) {
+        let sch = &self.prep.schedules[k];
+        let now_seg = sim::segment(sch, tf);
+        for fr in &req.frames {
+            self.up_n += 1;
+            let cur = self.prep.frames[k]
+                .get(fr.t as usize)
+                .is_some_and(|sf| sf.new_concept);
+            if sim::segment(sch, fr.t) == now_seg && cur {
+                self.current_n += 1;
+            }
+        }
+    }
+
+    fn estimate(&mut self, k: usize, t: usize, acc: f64) -> f64 {
+        let w = self.window;
+        let h = &self.clc_hist[k];
+        let est = mean(&h[h.len().saturating_sub(w)..]);
+        let hc = &self.cc_hist[k];
+        if t > 0 {
+            self.cc_all.push(mean(&hc[hc.len().saturating_sub(w)..]));
+            self.cc_acc.push(acc);
+        }
+        est
+    }
+}
+
 /// Simulates `method` on the prepared streams.
 pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64) -> MethodRun {
     let t_wall = Instant::now();
     let spec = method_spec(method, cfg.mobile.period_s as f64);
-    let m = &cfg.mobile;
-    let theta90 = 0.9 * prep.clean_map;
-    let theta80 = 0.8 * prep.clean_map;
     let life = cfg.stream.seconds as f64;
-    let side = prep.grid.side;
-    let floor = cfg.detect.det_score as f32;
     let params = mobile_params(cfg, prep, method);
     let mut edge = DetEdge::new(edge_params(cfg, prep, method, seed), prep.teacher.clone());
     let n = cfg.stream.ends;
@@ -332,279 +368,79 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
             MobileEnd::new(k, prep.mobile.clone(), params)
         })
         .collect();
-    let bw = m.bandwidth_mb_s * 1e6;
-    let mut uploads: Vec<(f64, TaskRequest)> = Vec::new();
-    let mut deliveries: Vec<(f64, ModelBlob, f64, f64)> = Vec::new();
-    let mut upload_bytes = 0usize;
-    let mut timeline = vec![Vec::new(); n];
-    let mut triggers: Vec<TriggerLog> = Vec::new();
-    let mut installs = Vec::new();
-    let mut clc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut cc_hist: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let (mut cc_all, mut cc_acc) = (Vec::new(), Vec::new());
-    let (mut mem_err, mut time_err, mut gain_err, mut latency) = (vec![], vec![], vec![], vec![]);
-    let (mut wait_s, mut train_s, mut install_gain, mut stale) = (vec![], vec![], vec![], 0usize);
-    let (mut up_n, mut current_n, mut dropped) = (0usize, 0usize, 0usize);
-    let seg = |k: usize, t: f64| {
-        prep.schedules[k]
-            .drifts
-            .iter()
-            .filter(|d| d.start <= t)
-            .count()
+    let mut world = DetWorld {
+        prep,
+        floor: cfg.detect.det_score as f32,
+        window: cfg.mobile.window,
+        clc_hist: vec![Vec::new(); n],
+        cc_hist: vec![Vec::new(); n],
+        cc_all: Vec::new(),
+        cc_acc: Vec::new(),
+        up_n: 0,
+        current_n: 0,
     };
-    let next_start = |k: usize, t: f64| {
-        prep.schedules[k]
-            .drifts
-            .iter()
-            .map(|d| d.start)
-            .find(|s| *s > t)
-            .unwrap_or(life)
-    };
-    let every = cfg.stream.eval_every_s;
-    let w = m.window;
-    for t in 0..cfg.stream.seconds {
-        let tf = t as f64;
-        let mut i = 0;
-        while i < deliveries.len() {
-            if deliveries[i].0 > tf {
-                i += 1;
-                continue;
-            }
-            let (at, blob, pred_gain, trig) = deliveries.remove(i);
-            let k = blob.end;
-            let tick = t / every;
-            let old = ends[k].model.clone();
-            let before = end_map(prep, &old, k, tick);
-            if ends[k].install(&blob).is_ok() {
-                let after = end_map(prep, &ends[k].model, k, tick);
-                // Gain until the end's next drift, on every evaluation set in between.
-                let stop = next_start(k, at);
-                let mut g = Vec::new();
-                let mut tk = tick;
-                while tk < prep.eval[k].len() && ((tk * every) as f64) < stop && g.len() < 8 {
-                    g.push(end_map(prep, &ends[k].model, k, tk) - end_map(prep, &old, k, tk));
-                    tk += 1;
-                }
-                install_gain.push(if g.is_empty() {
-                    after - before
-                } else {
-                    mean(&g)
-                });
-                if seg(k, at) != seg(k, trig) {
-                    stale += 1;
-                }
-                if spec.profiler {
-                    gain_err.push((pred_gain - (after - before)).abs());
-                }
-                latency.push(at - trig);
-                installs.push((at, k, blob.version));
-            }
-        }
-        let mut arrived = false;
-        let mut i = 0;
-        while i < uploads.len() {
-            if uploads[i].0 <= tf {
-                let (at, req) = uploads.remove(i);
-                let k = req.end;
-                if edge.submit(req, at).is_err() {
-                    dropped += 1;
-                    ends[k].task_dropped();
-                }
-                arrived = true;
-            } else {
-                i += 1;
-            }
-        }
-        if arrived {
-            edge.schedule(tf);
-        }
-        for (k, end) in ends.iter_mut().enumerate() {
-            let f = &prep.frames[k][t];
-            let dets = prep.grid.detect(&end.model, &f.rgb, floor);
-            let (clc, cc) = frame_clc(&prep.iou, &f.rgb, &dets, floor);
-            clc_hist[k].push(clc);
-            cc_hist[k].push(cc);
-            let desc = dstream::descriptor_input(&f.rgb, side);
-            let r = end.on_estimate(tf, &f.rgb, &desc, clc, 0);
-            if let Some(req) = r.request {
-                let now_seg = seg(k, tf);
-                for fr in &req.frames {
-                    up_n += 1;
-                    let cur = prep.frames[k]
-                        .get(fr.t as usize)
-                        .is_some_and(|sf| sf.new_concept);
-                    if seg(k, fr.t) == now_seg && cur {
-                        current_n += 1;
-                    }
-                }
-                let bytes = req.upload_bytes();
-                upload_bytes += bytes;
-                triggers.push(TriggerLog {
-                    end: k,
-                    t: tf,
-                    onset: r.event.map_or(tf, |e| e.t1),
-                    drift: req.drift.name().to_string(),
-                    sent: true,
-                });
-                uploads.push((tf + bytes as f64 / bw, req));
-            } else if let Some(ev) = r.event {
-                triggers.push(TriggerLog {
-                    end: k,
-                    t: tf,
-                    onset: ev.t1,
-                    drift: DriftType::Unknown.name().to_string(),
-                    sent: false,
-                });
-            }
-        }
-        if t % every == 0 {
-            for k in 0..n {
-                let acc = end_map(prep, &ends[k].model, k, t / every);
-                let h = &clc_hist[k];
-                let est = mean(&h[h.len().saturating_sub(w)..]);
-                let hc = &cc_hist[k];
-                if t > 0 {
-                    cc_all.push(mean(&hc[hc.len().saturating_sub(w)..]));
-                    cc_acc.push(acc);
-                }
-                timeline[k].push((tf, acc, est));
-            }
-        }
-        let done = edge.advance(tf, 1.0);
-        if !done.is_empty() {
-            for c in &done {
-                mem_err.push(
-                    (c.memory_pred as f64 - c.memory_measured as f64).abs()
-                        / c.memory_measured.max(1) as f64,
-                );
-                let actual = c.finished - c.started;
-                wait_s.push(c.started - c.arrival);
-                train_s.push(actual);
-                time_err.push((c.predicted_seconds - actual).abs() / actual.max(1e-9));
-                let bytes = c.blob.bytes.len() as f64;
-                let trig = triggers
-                    .iter()
-                    .rev()
-                    .find(|x| x.end == c.end && x.sent)
-                    .map_or(c.arrival, |x| x.t);
-                deliveries.push((
-                    c.finished + bytes / bw,
-                    c.blob.clone(),
-                    c.predicted_gain,
-                    trig,
-                ));
-            }
-            edge.schedule(tf + 1.0);
-        }
-    }
-    let unfinished = edge.queued() + edge.running() + uploads.len();
-    let mut accs = Vec::new();
-    let mut q90 = Vec::new();
-    let mut q80 = Vec::new();
-    let (mut est_all, mut acc_all) = (Vec::new(), Vec::new());
+    let log = sim::drive(
+        &prep.schedules,
+        cfg.stream.seconds,
+        cfg.stream.eval_every_s,
+        cfg.mobile.bandwidth_mb_s,
+        &mut edge,
+        &mut ends,
+        &mut world,
+        // An install's gain over at most 8 evaluation sets: each is a mAP computation.
+        &sim::Options {
+            profiler: spec.profiler,
+            gain_sets: 8,
+        },
+    );
+    let mut mx = BTreeMap::new();
+    let q90 = log.shared_metrics(
+        &mut mx,
+        &prep.schedules,
+        life,
+        (0.9 * prep.clean_map, 0.8 * prep.clean_map),
+        &edge,
+        cfg.detect_memory_bytes(),
+        spec.trigger,
+        spec.profiler,
+    );
     let (mut clean_ph, mut settled) = (vec![], vec![]);
-    for (k, tl) in timeline.iter().enumerate() {
-        let a: Vec<f64> = tl.iter().map(|p| p.1).collect();
-        q90.push(a.iter().filter(|x| **x >= theta90).count() as f64 / a.len().max(1) as f64);
-        q80.push(a.iter().filter(|x| **x >= theta80).count() as f64 / a.len().max(1) as f64);
-        accs.push(mean(&a));
-        for p in tl.iter().skip(1) {
-            est_all.push(p.2);
-            acc_all.push(p.1);
-        }
+    for (k, tl) in log.timeline.iter().enumerate() {
+        let sch = &prep.schedules[k];
         for &(t, acc, _) in tl {
-            let s = seg(k, t);
+            let s = sim::segment(sch, t);
             if s == 0 {
                 clean_ph.push(acc);
-            } else if t >= prep.schedules[k].drifts[s - 1].end() {
+            } else if t >= sch.drifts[s - 1].end() {
                 settled.push(acc);
             }
         }
     }
-    let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
-    for (k, sch) in prep.schedules.iter().enumerate() {
-        for (j, d) in sch.drifts.iter().enumerate() {
-            total += 1;
-            let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
-            if let Some(tr) = triggers
-                .iter()
-                .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown")
-            {
-                hits += 1;
-                lat.push(tr.t - d.end());
-                if tr.drift == d.kind {
-                    typed += 1;
-                }
-            }
-        }
-    }
-    let mut mx = BTreeMap::new();
+    let avg = mx.get("avg_accuracy").copied().unwrap_or(f64::NAN);
     let mut put = |k: &str, v: f64| {
         mx.insert(k.to_string(), v);
     };
-    put("avg_qoe_t90", mean(&q90));
-    put("avg_qoe_t80", mean(&q80));
-    put("avg_accuracy", mean(&accs));
-    put("avg_map50", mean(&accs));
-    put("upload_mb", upload_bytes as f64 / 1e6);
-    put("edge_utilisation", edge.busy_s / life);
+    put("avg_map50", avg);
     put(
-        "tasks_triggered",
-        triggers.iter().filter(|x| x.sent).count() as f64,
+        "estimate_correlation_cc",
+        pearson(&world.cc_all, &world.cc_acc),
     );
-    put("tasks_completed", installs.len() as f64);
-    put("tasks_unfinished", unfinished as f64);
-    put("tasks_dropped", dropped as f64);
-    put("evolution_latency_seconds", mean(&latency));
-    put(
-        "edge_peak_memory_frac",
-        edge.peak_memory as f64 / cfg.detect_memory_bytes() as f64,
-    );
-    put("estimate_correlation", pearson(&est_all, &acc_all));
-    put("estimate_correlation_cc", pearson(&cc_all, &cc_acc));
-    if spec.trigger == TriggerMode::Rod {
-        put("drift_detection_rate", hits as f64 / total.max(1) as f64);
-        put("drift_latency_seconds", mean(&lat));
-        put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
-    }
-    if spec.profiler && !mem_err.is_empty() {
-        put("profiler_memory_error_frac", mean(&mem_err));
-        put("profiler_time_error_frac", mean(&time_err));
-        put("profiler_gain_mae", mean(&gain_err));
-    }
     put("accuracy_before_drifts", mean(&clean_ph));
     put("accuracy_settled", mean(&settled));
-    if !installs.is_empty() {
-        put("install_gain_until_next_drift", mean(&install_gain));
-        put(
-            "installs_after_next_drift_frac",
-            stale as f64 / installs.len() as f64,
-        );
-    }
-    if !wait_s.is_empty() {
-        put("edge_queue_wait_seconds", mean(&wait_s));
-        put("edge_train_seconds", mean(&train_s));
-    }
-    if up_n > 0 {
+    if world.up_n > 0 {
         put(
             "upload_current_condition_frac",
-            current_n as f64 / up_n as f64,
-        );
-    }
-    if edge.starts_total > 0 {
-        put(
-            "edge_starts_out_of_order_frac",
-            edge.starts_bypassing as f64 / edge.starts_total as f64,
+            world.current_n as f64 / world.up_n as f64,
         );
     }
     put("wall_seconds", t_wall.elapsed().as_secs_f64());
     let starts = edge.log.iter().map(|s| (s.t, s.end, s.epochs)).collect();
     MethodRun {
         metrics: mx,
-        timeline,
-        triggers,
+        timeline: log.timeline,
+        triggers: log.triggers,
         starts,
-        installs,
+        installs: log.installs,
         qoe_t90_per_end: q90,
         diag: BTreeMap::new(),
     }
@@ -621,23 +457,19 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
         let seed = ctx.seed_for(&format!("seed{s}"));
         let prep = prepare(cfg, seed)?;
         prep_s += prep.seconds;
-        let runs: Vec<(String, MethodRun)> = methods
-            .par_iter()
-            .map(|m| (m.clone(), simulate(cfg, &prep, m, seed)))
-            .collect();
-        for (m, r) in &runs {
-            col.add(ctx, cfg, (s, m), r, prep.clean_map)?;
-        }
-        col.details.insert(
-            format!("seed{s}"),
+        col.run_seed(
+            ctx,
+            cfg,
+            s,
+            &prep,
+            (prep.clean_map, &prep.schedules),
+            |p, m| simulate(cfg, p, m, seed),
             serde_json::json!({
                 "clean_map50": prep.clean_map,
                 "teacher_clean_map50": prep.teacher_map,
                 "teacher_drifted_map50": prep.teacher_map_drifted,
-                "schedules": prep.schedules.iter().map(|sc| sc.drifts.iter().map(|d| format!("{}:{}@{}+{}", d.kind, d.target, d.start, d.duration)).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                "strengths": prep.schedules.iter().map(|sc| sc.strength).collect::<Vec<_>>(),
             }),
-        );
+        )?;
     }
     let mut report = Report::new("adaevo", "underwater-synthetic", ctx.seed());
     col.finish(

@@ -1,0 +1,391 @@
+//! The simulated clock both tasks' experiments run on: one loop over the stream's seconds that
+//! delivers finished models, hands uploads to the edge, steps every mobile end, evaluates the
+//! ends' models and advances the edge, keeping the logs the report's shared metrics come from.
+//! What differs between classification and detection — how a model is scored, what an end
+//! reads each second, what its estimate is — comes from a [`World`]; the edge's side from
+//! [`SimEdge`].
+
+use crate::detect::edge::DetEdge;
+use crate::edge::{Completed, EdgeServer, ScheduleEvent};
+use crate::estimator::{mean, pearson};
+use crate::experiment::TriggerLog;
+use crate::mobile::{FrameResult, MobileEnd, TriggerMode};
+use crate::model::Mlp;
+use crate::protocol::{DriftType, ModelBlob, ProtocolError, TaskRequest};
+use crate::stream::Schedule;
+use std::collections::BTreeMap;
+
+/// The edge as the simulation drives it (the classification [`EdgeServer`] and the detection
+/// [`DetEdge`]).
+pub trait SimEdge {
+    /// Accepts a task (an error: the task is dropped).
+    fn submit(&mut self, req: TaskRequest, now: f64) -> Result<(), ProtocolError>;
+    /// Starts what the scheduler picks.
+    fn schedule(&mut self, now: f64);
+    /// Runs the started tasks for `dt` seconds; the finished ones.
+    fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed>;
+    /// Tasks waiting and running.
+    fn queued(&self) -> usize;
+    fn running(&self) -> usize;
+    /// Busy simulated seconds, peak memory (bytes), tasks started and those started out of
+    /// arrival order.
+    fn busy_s(&self) -> f64;
+    fn peak_memory(&self) -> u64;
+    fn starts(&self) -> (usize, usize);
+    /// Scheduling decisions so far.
+    fn log(&self) -> &[ScheduleEvent];
+}
+
+// Both edges keep the same counters under the same names and the same methods, so one body
+// serves them.
+macro_rules! sim_edge {
+    ($t:ty) => {
+        impl SimEdge for $t {
+            fn submit(&mut self, req: TaskRequest, now: f64) -> Result<(), ProtocolError> {
+                <$t>::submit(self, req, now)
+            }
+            fn schedule(&mut self, now: f64) {
+                <$t>::schedule(self, now)
+            }
+            fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed> {
+                <$t>::advance(self, now, dt)
+            }
+            fn queued(&self) -> usize {
+                <$t>::queued(self)
+            }
+            fn running(&self) -> usize {
+                <$t>::running(self)
+            }
+            fn busy_s(&self) -> f64 {
+                self.busy_s
+            }
+            fn peak_memory(&self) -> u64 {
+                self.peak_memory
+            }
+            fn starts(&self) -> (usize, usize) {
+                (self.starts_total, self.starts_bypassing)
+            }
+            fn log(&self) -> &[ScheduleEvent] {
+                &self.log
+            }
+        }
+    };
+}
+
+sim_edge!(EdgeServer);
+sim_edge!(DetEdge);
+
+/// What one task's simulation reads from its prepared streams.
+pub trait World {
+    /// Evaluation sets of end `k`.
+    fn eval_len(&self, k: usize) -> usize;
+    /// Accuracy of `model` on end `k`'s evaluation set `tick`.
+    fn accuracy(&self, model: &Mlp, k: usize, tick: usize) -> f64;
+    /// End `k` reads second `t` of its stream.
+    fn second(&mut self, k: usize, t: usize, end: &mut MobileEnd) -> FrameResult;
+    /// End `k` uploads `req` at `tf` (diagnostics only).
+    fn uploaded(&mut self, k: usize, tf: f64, req: &TaskRequest);
+    /// End `k`'s label-free estimate at evaluation second `t`, where its true accuracy is `acc`.
+    fn estimate(&mut self, k: usize, t: usize, acc: f64) -> f64;
+    /// End `k` installed a model at `at` that gained `gain` until its next drift.
+    fn installed(&mut self, _k: usize, _at: f64, _gain: f64) {}
+}
+
+/// Drifts of `schedule` begun by `t`: the index of the segment `t` lies in.
+pub fn segment(schedule: &Schedule, t: f64) -> usize {
+    schedule.drifts.iter().filter(|d| d.start <= t).count()
+}
+
+/// The start of the first drift of `schedule` after `t`, or `life`.
+pub fn next_start(schedule: &Schedule, t: f64, life: f64) -> f64 {
+    schedule
+        .drifts
+        .iter()
+        .map(|d| d.start)
+        .find(|s| *s > t)
+        .unwrap_or(life)
+}
+
+/// The logs of one method's run.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// Per end, `(t, accuracy, estimate)` at each evaluation.
+    pub timeline: Vec<Vec<(f64, f64, f64)>>,
+    pub triggers: Vec<TriggerLog>,
+    /// Model installs `(t, end, version)`.
+    pub installs: Vec<(f64, usize, u64)>,
+    pub upload_bytes: usize,
+    pub dropped: usize,
+    /// Tasks still queued, running or uploading at the end.
+    pub unfinished: usize,
+    /// Profiler errors (memory and time relative, gain absolute), trigger → install latency.
+    pub mem_err: Vec<f64>,
+    pub time_err: Vec<f64>,
+    pub gain_err: Vec<f64>,
+    pub latency: Vec<f64>,
+    /// Edge queue wait and training time per finished task.
+    pub wait_s: Vec<f64>,
+    pub train_s: Vec<f64>,
+    /// Each install's gain over the model it replaced until the end's next drift, and the
+    /// installs landing in a later drift segment than their trigger's.
+    pub install_gain: Vec<f64>,
+    pub stale: usize,
+}
+
+/// How the simulation scores installs.
+pub struct Options {
+    /// The method profiles its tasks (its predicted gain is scored).
+    pub profiler: bool,
+    /// At most this many evaluation sets enter an install's gain (detection's mAP is costly).
+    pub gain_sets: usize,
+}
+
+/// Runs `ends` against `edge` for `seconds` simulated seconds.
+#[allow(clippy::too_many_arguments)]
+pub fn drive<E: SimEdge, W: World>(
+    schedules: &[Schedule],
+    seconds: usize,
+    every: usize,
+    bandwidth_mb_s: f64,
+    edge: &mut E,
+    ends: &mut [MobileEnd],
+    world: &mut W,
+    opts: &Options,
+) -> Log {
+    let life = seconds as f64;
+    let n = ends.len();
+    let bw = bandwidth_mb_s * 1e6;
+    let mut log = Log {
+        timeline: vec![Vec::new(); n],
+        ..Log::default()
+    };
+    let mut uploads: Vec<(f64, TaskRequest)> = Vec::new();
+    let mut deliveries: Vec<(f64, ModelBlob, f64, f64)> = Vec::new();
+    for t in 0..seconds {
+        let tf = t as f64;
+        // Model versions arriving now.
+        let mut i = 0;
+        while i < deliveries.len() {
+            if deliveries[i].0 > tf {
+                i += 1;
+                continue;
+            }
+            let (at, blob, pred_gain, trig) = deliveries.remove(i);
+            let k = blob.end;
+            let tick = (t / every).min(world.eval_len(k) - 1);
+            let before = world.accuracy(&ends[k].model, k, tick);
+            let old = ends[k].model.clone();
+            if ends[k].install(&blob).is_err() {
+                continue;
+            }
+            let after = world.accuracy(&ends[k].model, k, tick);
+            let stop = next_start(&schedules[k], at, life);
+            let mut g = Vec::new();
+            let mut tk = tick;
+            while tk < world.eval_len(k) && ((tk * every) as f64) < stop && g.len() < opts.gain_sets
+            {
+                g.push(world.accuracy(&ends[k].model, k, tk) - world.accuracy(&old, k, tk));
+                tk += 1;
+            }
+            let gain = if g.is_empty() {
+                after - before
+            } else {
+                mean(&g)
+            };
+            log.install_gain.push(gain);
+            world.installed(k, at, gain);
+            if segment(&schedules[k], at) != segment(&schedules[k], trig) {
+                log.stale += 1;
+            }
+            if opts.profiler {
+                log.gain_err.push((pred_gain - (after - before)).abs());
+            }
+            log.latency.push(at - trig);
+            log.installs.push((at, k, blob.version));
+        }
+        // Uploads reaching the edge.
+        let mut arrived = false;
+        let mut i = 0;
+        while i < uploads.len() {
+            if uploads[i].0 <= tf {
+                let (at, req) = uploads.remove(i);
+                let k = req.end;
+                if edge.submit(req, at).is_err() {
+                    log.dropped += 1;
+                    ends[k].task_dropped();
+                }
+                arrived = true;
+            } else {
+                i += 1;
+            }
+        }
+        if arrived {
+            edge.schedule(tf);
+        }
+        for (k, end) in ends.iter_mut().enumerate() {
+            let r = world.second(k, t, end);
+            if let Some(req) = r.request {
+                world.uploaded(k, tf, &req);
+                let bytes = req.upload_bytes();
+                log.upload_bytes += bytes;
+                log.triggers.push(TriggerLog {
+                    end: k,
+                    t: tf,
+                    onset: r.event.map_or(tf, |e| e.t1),
+                    drift: req.drift.name().to_string(),
+                    sent: true,
+                });
+                uploads.push((tf + bytes as f64 / bw, req));
+            } else if let Some(ev) = r.event {
+                log.triggers.push(TriggerLog {
+                    end: k,
+                    t: tf,
+                    onset: ev.t1,
+                    drift: DriftType::Unknown.name().to_string(),
+                    sent: false,
+                });
+            }
+        }
+        if t % every == 0 {
+            for (k, end) in ends.iter().enumerate() {
+                let acc = world.accuracy(&end.model, k, t / every);
+                let est = world.estimate(k, t, acc);
+                log.timeline[k].push((tf, acc, est));
+            }
+        }
+        let done = edge.advance(tf, 1.0);
+        if !done.is_empty() {
+            for c in &done {
+                log.mem_err.push(
+                    (c.memory_pred as f64 - c.memory_measured as f64).abs()
+                        / c.memory_measured.max(1) as f64,
+                );
+                let actual = c.finished - c.started;
+                log.wait_s.push(c.started - c.arrival);
+                log.train_s.push(actual);
+                log.time_err
+                    .push((c.predicted_seconds - actual).abs() / actual.max(1e-9));
+                let bytes = c.blob.bytes.len() as f64;
+                let trig = log
+                    .triggers
+                    .iter()
+                    .rev()
+                    .find(|x| x.end == c.end && x.sent)
+                    .map_or(c.arrival, |x| x.t);
+                deliveries.push((
+                    c.finished + bytes / bw,
+                    c.blob.clone(),
+                    c.predicted_gain,
+                    trig,
+                ));
+            }
+            edge.schedule(tf + 1.0);
+        }
+    }
+    log.unfinished = edge.queued() + edge.running() + uploads.len();
+    log
+}
+
+impl Log {
+    /// The metrics both tasks report alike, into `mx`: QoE at both thresholds, accuracy,
+    /// upload, edge utilisation and memory, task counts, the estimate's correlation, drift
+    /// detection (ROD methods), profiler errors, install gains, queue times; `memory_budget` is
+    /// the edge's memory in bytes. Returns the per-end QoE@90%.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shared_metrics<E: SimEdge>(
+        &self,
+        mx: &mut BTreeMap<String, f64>,
+        schedules: &[Schedule],
+        life: f64,
+        thresholds: (f64, f64),
+        edge: &E,
+        memory_budget: u64,
+        trigger: TriggerMode,
+        profiler: bool,
+    ) -> Vec<f64> {
+        let (theta90, theta80) = thresholds;
+        let mut accs = Vec::new();
+        let mut q90 = Vec::new();
+        let mut q80 = Vec::new();
+        let (mut est_all, mut acc_all) = (Vec::new(), Vec::new());
+        for tl in &self.timeline {
+            let a: Vec<f64> = tl.iter().map(|p| p.1).collect();
+            q90.push(a.iter().filter(|x| **x >= theta90).count() as f64 / a.len().max(1) as f64);
+            q80.push(a.iter().filter(|x| **x >= theta80).count() as f64 / a.len().max(1) as f64);
+            accs.push(mean(&a));
+            for p in tl.iter().skip(1) {
+                est_all.push(p.2);
+                acc_all.push(p.1);
+            }
+        }
+        // Detection scores against the true drifts.
+        let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
+        for (k, sch) in schedules.iter().enumerate() {
+            for (j, d) in sch.drifts.iter().enumerate() {
+                total += 1;
+                let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
+                if let Some(tr) = self
+                    .triggers
+                    .iter()
+                    .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown")
+                {
+                    hits += 1;
+                    lat.push(tr.t - d.end());
+                    if tr.drift == d.kind {
+                        typed += 1;
+                    }
+                }
+            }
+        }
+        let mut put = |k: &str, v: f64| {
+            mx.insert(k.to_string(), v);
+        };
+        put("avg_qoe_t90", mean(&q90));
+        put("avg_qoe_t80", mean(&q80));
+        put("avg_accuracy", mean(&accs));
+        put("upload_mb", self.upload_bytes as f64 / 1e6);
+        put("edge_utilisation", edge.busy_s() / life);
+        put(
+            "tasks_triggered",
+            self.triggers.iter().filter(|x| x.sent).count() as f64,
+        );
+        put("tasks_completed", self.installs.len() as f64);
+        put("tasks_unfinished", self.unfinished as f64);
+        put("tasks_dropped", self.dropped as f64);
+        put("evolution_latency_seconds", mean(&self.latency));
+        put(
+            "edge_peak_memory_frac",
+            edge.peak_memory() as f64 / memory_budget as f64,
+        );
+        put("estimate_correlation", pearson(&est_all, &acc_all));
+        if trigger == TriggerMode::Rod {
+            put("drift_detection_rate", hits as f64 / total.max(1) as f64);
+            put("drift_latency_seconds", mean(&lat));
+            put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
+        }
+        if profiler && !self.mem_err.is_empty() {
+            put("profiler_memory_error_frac", mean(&self.mem_err));
+            put("profiler_time_error_frac", mean(&self.time_err));
+            put("profiler_gain_mae", mean(&self.gain_err));
+        }
+        if !self.installs.is_empty() {
+            put("install_gain_until_next_drift", mean(&self.install_gain));
+            put(
+                "installs_after_next_drift_frac",
+                self.stale as f64 / self.installs.len() as f64,
+            );
+        }
+        if !self.wait_s.is_empty() {
+            put("edge_queue_wait_seconds", mean(&self.wait_s));
+            put("edge_train_seconds", mean(&self.train_s));
+        }
+        let (started, bypassing) = edge.starts();
+        if started > 0 {
+            put(
+                "edge_starts_out_of_order_frac",
+                bypassing as f64 / started as f64,
+            );
+        }
+        q90
+    }
+}
