@@ -190,6 +190,42 @@ pub fn train_teacher(cfg: &AdaEvoConfig, pre: &BaseImages, seed: u64) -> Teacher
     teacher
 }
 
+/// The per-end drift schedules of `drifts` (targets permuted, times jittered, strength
+/// jittered by seed), for either task.
+pub fn schedules(cfg: &AdaEvoConfig, drifts: &[Drift], seed: u64) -> Vec<Schedule> {
+    (0..cfg.stream.ends)
+        .map(|k| {
+            let mut r = StdRng::seed_from_u64(seed ^ 0x5C4E_D000 ^ k as u64);
+            let offset = if cfg.stream.jitter_s > 0.0 {
+                r.random_range(0.0..=cfg.stream.jitter_s).round()
+            } else {
+                0.0
+            };
+            let mut targets: Vec<String> = drifts.iter().map(|d| d.target.clone()).collect();
+            if cfg.stream.shuffle_targets {
+                let mut idx: Vec<usize> = (0..targets.len()).collect();
+                crate::model::shuffle(&mut idx, &mut r);
+                targets = idx.iter().map(|&i| targets[i].clone()).collect();
+            }
+            let j = cfg.stream.strength_jitter as f32;
+            let strength = 1.0 + if j > 0.0 { r.random_range(-j..=j) } else { 0.0 };
+            Schedule {
+                drifts: drifts
+                    .iter()
+                    .zip(targets)
+                    .map(|(d, target)| Drift {
+                        kind: d.kind.clone(),
+                        target,
+                        start: d.start + offset,
+                        duration: d.duration,
+                    })
+                    .collect(),
+                strength,
+            }
+        })
+        .collect()
+}
+
 /// Pre-trains the models and draws the streams of one seed.
 pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u64) -> Prepared {
     let t0 = Instant::now();
@@ -242,39 +278,8 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         .map(|x| crate::estimator::confidence(&mobile.forward(x).probs))
         .collect();
     let atc_threshold = crate::estimator::atc_threshold(&clean_cc, clean_accuracy);
-    // Schedules.
     let drifts: Vec<Drift> = cfg.drifts().unwrap_or_default();
-    let mut schedules = Vec::new();
-    for k in 0..cfg.stream.ends {
-        let mut r = StdRng::seed_from_u64(seed ^ 0x5C4E_D000 ^ k as u64);
-        let offset = if cfg.stream.jitter_s > 0.0 {
-            r.random_range(0.0..=cfg.stream.jitter_s).round()
-        } else {
-            0.0
-        };
-        let mut targets: Vec<String> = drifts.iter().map(|d| d.target.clone()).collect();
-        if cfg.stream.shuffle_targets {
-            let mut idx: Vec<usize> = (0..targets.len()).collect();
-            crate::model::shuffle(&mut idx, &mut r);
-            targets = idx.iter().map(|&i| targets[i].clone()).collect();
-        }
-        let j = cfg.stream.strength_jitter as f32;
-        let strength = 1.0 + if j > 0.0 { r.random_range(-j..=j) } else { 0.0 };
-        let ds = drifts
-            .iter()
-            .zip(targets)
-            .map(|(d, target)| Drift {
-                kind: d.kind.clone(),
-                target,
-                start: d.start + offset,
-                duration: d.duration,
-            })
-            .collect();
-        schedules.push(Schedule {
-            drifts: ds,
-            strength,
-        });
-    }
+    let schedules = schedules(cfg, &drifts, seed);
     let secs = cfg.stream.seconds;
     let fps = cfg.stream.fps;
     let every = cfg.stream.eval_every_s;

@@ -18,11 +18,11 @@ use crate::mobile::{FrameResult, MobileEnd, MobileParams};
 use crate::model::{Mlp, TrainOpts};
 use crate::protocol::{ModelBlob, TaskRequest, prune};
 use crate::sim;
-use crate::stream::{Drift, Schedule};
+use crate::stream::Schedule;
 use ferrolab_core::run::Report;
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -65,42 +65,6 @@ fn pairs(frames: &[DetFrame]) -> Vec<(&[u8], &[GtBox])> {
     frames
         .iter()
         .map(|f| (f.rgb.as_slice(), f.boxes.as_slice()))
-        .collect()
-}
-
-/// The per-end drift schedules of `drifts` (targets permuted, times jittered, strength
-/// jittered by seed), as the classification task draws them.
-pub fn schedules(cfg: &AdaEvoConfig, drifts: &[Drift], seed: u64) -> Vec<Schedule> {
-    (0..cfg.stream.ends)
-        .map(|k| {
-            let mut r = StdRng::seed_from_u64(seed ^ 0x5C4E_D000 ^ k as u64);
-            let offset = if cfg.stream.jitter_s > 0.0 {
-                r.random_range(0.0..=cfg.stream.jitter_s).round()
-            } else {
-                0.0
-            };
-            let mut targets: Vec<String> = drifts.iter().map(|d| d.target.clone()).collect();
-            if cfg.stream.shuffle_targets {
-                let mut idx: Vec<usize> = (0..targets.len()).collect();
-                crate::model::shuffle(&mut idx, &mut r);
-                targets = idx.iter().map(|&i| targets[i].clone()).collect();
-            }
-            let j = cfg.stream.strength_jitter as f32;
-            let strength = 1.0 + if j > 0.0 { r.random_range(-j..=j) } else { 0.0 };
-            Schedule {
-                drifts: drifts
-                    .iter()
-                    .zip(targets)
-                    .map(|(d, target)| Drift {
-                        kind: d.kind.clone(),
-                        target,
-                        start: d.start + offset,
-                        duration: d.duration,
-                    })
-                    .collect(),
-                strength,
-            }
-        })
         .collect()
 }
 
@@ -199,7 +163,7 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
         )?);
     }
     let teacher_map_drifted = model_map50(&grid, &teacher, &pairs(&drifted));
-    let schedules = schedules(cfg, &drifts, seed);
+    let schedules = crate::experiment::schedules(cfg, &drifts, seed);
     let secs = cfg.stream.seconds;
     let every = cfg.stream.eval_every_s;
     let nf = d.eval_frames;
