@@ -513,6 +513,22 @@ const CASES: &[Case] = &[
         says: None,
     },
     Case {
+        name: "layer-importance dataset with its own task.stage",
+        args: &[
+            "layer-importance",
+            "dataset",
+            "--set",
+            "task.stage=budget",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+        says: Some("sets task.stage itself"),
+    },
+    Case {
         name: "data fetch nosuch",
         args: &["data", "fetch", "nosuch", "--data-dir", "{D}/data"],
         prepare: None,

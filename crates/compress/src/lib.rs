@@ -46,7 +46,7 @@ pub use zoo::LayerParams;
 
 use config::LayerImportanceConfig;
 use ferrolab_core::system::{Entry, Preset, SubCommand};
-use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System, SystemError};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult, System};
 
 /// `ferrolab layer-importance`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,14 +174,7 @@ impl System for LayerImportanceSystem {
 }
 
 fn stage_command(name: &'static str, about: &'static str) -> clap::Command {
-    clap::Command::new(name).about(about).arg(
-        clap::Arg::new("args")
-            .num_args(0..)
-            .trailing_var_arg(true)
-            .allow_hyphen_values(true)
-            .value_name("RUN OPTIONS")
-            .help("The options of `ferrolab layer-importance` (--preset, --set, --out, --resume, ...)"),
-    )
+    ferrolab_core::system::setting_command(name, about, "layer-importance")
 }
 
 fn dataset_command() -> clap::Command {
@@ -225,38 +218,13 @@ pub fn stage_argv(
     rest: &[String],
     stage: &str,
 ) -> Option<Vec<std::ffi::OsString>> {
-    let pos = argv.len().checked_sub(rest.len() + 1)?;
-    if pos == 0 || argv[pos] != stage {
-        return None;
-    }
-    let mut out: Vec<std::ffi::OsString> = argv[1..pos].to_vec();
-    out.extend(rest.iter().map(std::ffi::OsString::from));
-    out.push("--set".into());
-    out.push(format!("task.stage={stage}").into());
-    Some(out)
+    ferrolab_core::system::setting_argv(argv, rest, stage, "task.stage")
 }
 
-/// Runs the stage by running this program again with the stage as a setting, so that the
-/// sub-command has every option of a run (presets, `--out`, `--resume`, the resource guard)
-/// without a second runner; exits with the child's status.
+/// Runs the stage by running this program again with the stage as a setting
+/// ([`ferrolab_core::system::run_setting_command`]).
 fn run_stage(stage: &str, m: &clap::ArgMatches) -> SysResult<()> {
-    let rest: Vec<String> = m
-        .get_many::<String>("args")
-        .map(|v| v.cloned().collect())
-        .unwrap_or_default();
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let Some(args) = stage_argv(&argv, &rest, stage) else {
-        return Err(SystemError::usage(format!(
-            "layer-importance {stage}: could not find the sub-command among the arguments; use --set task.stage={stage}"
-        )));
-    };
-    let exe = std::env::current_exe()
-        .map_err(|e| SystemError::runtime(format!("cannot find this program: {e}")))?;
-    let status = std::process::Command::new(exe)
-        .args(args)
-        .status()
-        .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
-    std::process::exit(status.code().unwrap_or(1));
+    ferrolab_core::system::run_setting_command("layer-importance", stage, "task.stage", m)
 }
 
 #[cfg(test)]

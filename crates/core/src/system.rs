@@ -185,6 +185,84 @@ pub struct SubCommand {
     pub run: fn(&clap::ArgMatches) -> SysResult<()>,
 }
 
+/// A sub-command that is a run with one setting fixed (`layer-importance dataset` is
+/// `layer-importance --set task.stage=dataset`): it takes every option of a run after its name
+/// (`system` names the run's command in the help).
+pub fn setting_command(name: &'static str, about: &'static str, system: &str) -> clap::Command {
+    clap::Command::new(name).about(about).arg(
+        clap::Arg::new("args")
+            .num_args(0..)
+            .trailing_var_arg(true)
+            .allow_hyphen_values(true)
+            .value_name("RUN OPTIONS")
+            .help(format!(
+                "The options of `ferrolab {system}` (--preset, --set, --out, --seed, --resume, ...)"
+            )),
+    )
+}
+
+/// The command line that runs setting sub-command `name` as a plain run: the process's
+/// arguments (`argv`) without the sub-command's name, then what followed it (`rest`), then
+/// `--set KEY=NAME`. `None` when `name` is not where `rest` says it is.
+pub fn setting_argv(
+    argv: &[std::ffi::OsString],
+    rest: &[String],
+    name: &str,
+    key: &str,
+) -> Option<Vec<std::ffi::OsString>> {
+    let pos = argv.len().checked_sub(rest.len() + 1)?;
+    if pos == 0 || argv[pos] != name {
+        return None;
+    }
+    let mut out: Vec<std::ffi::OsString> = argv[1..pos].to_vec();
+    out.extend(rest.iter().map(std::ffi::OsString::from));
+    out.push("--set".into());
+    out.push(format!("{key}={name}").into());
+    Some(out)
+}
+
+/// Runs setting sub-command `name` of `system` (parsed by [`setting_command`]) by running this
+/// program again with `--set KEY=NAME`, so that it has every option of a run (presets, `--out`,
+/// `--resume`, the resource guard) without a second runner; exits with the child's status. A
+/// `--set KEY=…` among its own options is a usage error: the appended one would silently win.
+pub fn run_setting_command(
+    system: &str,
+    name: &str,
+    key: &str,
+    m: &clap::ArgMatches,
+) -> SysResult<()> {
+    let rest: Vec<String> = m
+        .get_many::<String>("args")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let sets_key = rest.iter().enumerate().any(|(i, a)| {
+        let value = match a.strip_prefix("--set=") {
+            Some(v) => Some(v),
+            None if a == "--set" => rest.get(i + 1).map(String::as_str),
+            None => None,
+        };
+        value.is_some_and(|v| v.split('=').next().is_some_and(|k| k.trim() == key))
+    });
+    if sets_key {
+        return Err(SystemError::usage(format!(
+            "{system} {name} sets {key} itself; drop --set {key}=… or run `ferrolab {system} --set {key}=…`"
+        )));
+    }
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(args) = setting_argv(&argv, &rest, name, key) else {
+        return Err(SystemError::usage(format!(
+            "{system} {name}: could not find the sub-command among the arguments; use --set {key}={name}"
+        )));
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| SystemError::runtime(format!("cannot find this program: {e}")))?;
+    let status = std::process::Command::new(exe)
+        .args(args)
+        .status()
+        .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 /// Everything a run needs besides its configuration: the seed, threads, data lookup, the run
 /// folder and its `metrics.jsonl`.
 #[derive(Debug)]

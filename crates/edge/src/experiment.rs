@@ -604,6 +604,10 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         label_hits: 0,
         current_n: 0,
     };
+    let opts = sim::Options {
+        profiler: spec.profiler,
+        gain_sets: usize::MAX,
+    };
     let log = sim::drive(
         &prep.schedules,
         cfg.stream.seconds,
@@ -612,10 +616,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         &mut edge,
         &mut ends,
         &mut world,
-        &sim::Options {
-            profiler: spec.profiler,
-            gain_sets: usize::MAX,
-        },
+        &opts,
     );
     let mut mx = BTreeMap::new();
     let q90 = log.shared_metrics(
@@ -626,7 +627,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         &edge,
         cfg.memory_bytes(),
         spec.trigger,
-        spec.profiler,
+        &opts,
     );
     // Accuracy by phase: before the first drift, during transitions, and the first / second
     // half of each drift's settled part (its end to the next drift's start).

@@ -6,7 +6,7 @@
 //! [`SimEdge`].
 
 use crate::detect::edge::DetEdge;
-use crate::edge::{Completed, EdgeServer, ScheduleEvent};
+use crate::edge::{Completed, EdgeServer};
 use crate::estimator::{mean, pearson};
 use crate::experiment::TriggerLog;
 use crate::mobile::{FrameResult, MobileEnd, TriggerMode};
@@ -24,16 +24,16 @@ pub trait SimEdge {
     fn schedule(&mut self, now: f64);
     /// Runs the started tasks for `dt` seconds; the finished ones.
     fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed>;
-    /// Tasks waiting and running.
+    /// Tasks waiting.
     fn queued(&self) -> usize;
+    /// Tasks running.
     fn running(&self) -> usize;
-    /// Busy simulated seconds, peak memory (bytes), tasks started and those started out of
-    /// arrival order.
+    /// Simulated seconds with at least one task running.
     fn busy_s(&self) -> f64;
+    /// Highest training memory in use at once, bytes.
     fn peak_memory(&self) -> u64;
+    /// Tasks started, and those of them started out of arrival order.
     fn starts(&self) -> (usize, usize);
-    /// Scheduling decisions so far.
-    fn log(&self) -> &[ScheduleEvent];
 }
 
 // Both edges keep the same counters under the same names and the same methods, so one body
@@ -64,9 +64,6 @@ macro_rules! sim_edge {
             }
             fn starts(&self) -> (usize, usize) {
                 (self.starts_total, self.starts_bypassing)
-            }
-            fn log(&self) -> &[ScheduleEvent] {
-                &self.log
             }
         }
     };
@@ -301,7 +298,7 @@ impl Log {
         edge: &E,
         memory_budget: u64,
         trigger: TriggerMode,
-        profiler: bool,
+        opts: &Options,
     ) -> Vec<f64> {
         let (theta90, theta80) = thresholds;
         let mut accs = Vec::new();
@@ -363,7 +360,7 @@ impl Log {
             put("drift_latency_seconds", mean(&lat));
             put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
         }
-        if profiler && !self.mem_err.is_empty() {
+        if opts.profiler && !self.mem_err.is_empty() {
             put("profiler_memory_error_frac", mean(&self.mem_err));
             put("profiler_time_error_frac", mean(&self.time_err));
             put("profiler_gain_mae", mean(&self.gain_err));
@@ -387,5 +384,180 @@ impl Log {
             );
         }
         q90
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AdaEvoConfig;
+    use crate::experiment::mobile_params_at;
+    use crate::stream::Drift;
+
+    /// An edge that finishes the given tasks at their times and takes no uploads.
+    struct ScriptedEdge {
+        done: Vec<Completed>,
+    }
+
+    impl SimEdge for ScriptedEdge {
+        fn submit(&mut self, _: TaskRequest, _: f64) -> Result<(), ProtocolError> {
+            Err(ProtocolError::BadRequest("scripted".into()))
+        }
+        fn schedule(&mut self, _: f64) {}
+        fn advance(&mut self, now: f64, dt: f64) -> Vec<Completed> {
+            let (due, later) = self
+                .done
+                .drain(..)
+                .partition(|c| c.finished >= now && c.finished < now + dt);
+            self.done = later;
+            due
+        }
+        fn queued(&self) -> usize {
+            0
+        }
+        fn running(&self) -> usize {
+            self.done.len()
+        }
+        fn busy_s(&self) -> f64 {
+            0.0
+        }
+        fn peak_memory(&self) -> u64 {
+            0
+        }
+        fn starts(&self) -> (usize, usize) {
+            (0, 0)
+        }
+    }
+
+    /// The factory model scores 0, any other (the shipped one, as the end decoded it) 1 on
+    /// evaluation sets 0 and 1 and 0.5 after them; counts the seconds read.
+    struct MarkWorld {
+        factory: Mlp,
+        sets: usize,
+        calls: usize,
+        installed: Vec<(usize, f64, f64)>,
+    }
+
+    impl World for MarkWorld {
+        fn eval_len(&self, _: usize) -> usize {
+            self.sets
+        }
+        fn accuracy(&self, model: &Mlp, _: usize, tick: usize) -> f64 {
+            match (model == &self.factory, tick) {
+                (true, _) => 0.0,
+                (false, 0 | 1) => 1.0,
+                (false, _) => 0.5,
+            }
+        }
+        fn second(&mut self, _: usize, _: usize, _: &mut MobileEnd) -> FrameResult {
+            self.calls += 1;
+            FrameResult {
+                cc: 0.5,
+                predicted: 0,
+                request: None,
+                event: None,
+            }
+        }
+        fn uploaded(&mut self, _: usize, _: f64, _: &TaskRequest) {}
+        fn estimate(&mut self, _: usize, _: usize, _: f64) -> f64 {
+            0.5
+        }
+        fn installed(&mut self, k: usize, at: f64, gain: f64) {
+            self.installed.push((k, at, gain));
+        }
+    }
+
+    fn completed(end: usize, version: u64, model: &Mlp, finished: f64) -> Completed {
+        Completed {
+            end,
+            seq: version,
+            blob: ModelBlob::encode(end, version, model),
+            arrival: 0.0,
+            started: 0.0,
+            finished,
+            flops: 0.0,
+            epochs: 1,
+            predicted_seconds: finished,
+            predicted_gain: 0.25,
+            memory_pred: 10,
+            memory_measured: 10,
+        }
+    }
+
+    #[test]
+    fn drive_installs_what_an_end_accepts_and_scores_its_gain_until_the_next_drift() {
+        let cfg = AdaEvoConfig::default();
+        let factory = Mlp::new(&cfg.mobile_sizes(), 1);
+        let shipped = Mlp::new(&cfg.mobile_sizes(), 2);
+        let params = mobile_params_at(&cfg, "no_evolution", 0.9, 60.0);
+        let mut ends: Vec<MobileEnd> = (0..2)
+            .map(|k| MobileEnd::new(k, factory.clone(), params))
+            .collect();
+        // End 0 gets a blob that is not newer than its running version 0 (refused), then
+        // version 1, then version 1 again (refused: no longer newer). End 1 gets nothing.
+        let mut edge = ScriptedEdge {
+            done: vec![
+                completed(0, 0, &shipped, 3.0),
+                completed(0, 1, &shipped, 5.0),
+                completed(0, 1, &shipped, 5.0),
+            ],
+        };
+        let drift = Drift::parse("sudden:dark@40").unwrap();
+        let schedules = vec![
+            Schedule {
+                drifts: vec![drift],
+                strength: 1.0,
+            };
+            2
+        ];
+        let mut world = MarkWorld {
+            factory: factory.clone(),
+            sets: 6,
+            calls: 0,
+            installed: Vec::new(),
+        };
+        let opts = Options {
+            profiler: true,
+            gain_sets: 2,
+        };
+        let log = drive(
+            &schedules, 60, 10, 1e9, &mut edge, &mut ends, &mut world, &opts,
+        );
+        assert_eq!(world.calls, 2 * 60, "every end reads every second");
+        assert_eq!(log.timeline[0].len(), 6);
+        assert_eq!(log.installs.len(), 1);
+        let (at, end, version) = log.installs[0];
+        assert_eq!((end, version), (0, 1));
+        assert!(
+            at > 5.0 && at < 7.0,
+            "delivered after the bytes' time: {at}"
+        );
+        assert_eq!(ends[0].version, 1);
+        assert_eq!(ends[1].version, 0);
+        // Gain over the sets before the next drift (0–3), capped at 2: 1 and 1, where all
+        // four would give 0.75. The profiler predicted 0.25 for an immediate gain of 1.
+        assert_eq!(log.install_gain, vec![1.0]);
+        assert_eq!(world.installed, vec![(0, at, 1.0)]);
+        assert_eq!(log.gain_err, vec![0.75]);
+        assert_eq!(log.stale, 0);
+        let acc0: Vec<f64> = log.timeline[0].iter().map(|p| p.1).collect();
+        assert_eq!(acc0, vec![0.0, 1.0, 0.5, 0.5, 0.5, 0.5]);
+        assert!(log.timeline[1].iter().all(|p| p.1 == 0.0));
+        assert_eq!(log.unfinished, 0);
+        let mut mx = BTreeMap::new();
+        let q90 = log.shared_metrics(
+            &mut mx,
+            &schedules,
+            60.0,
+            (0.9, 0.8),
+            &edge,
+            1,
+            TriggerMode::Never,
+            &opts,
+        );
+        assert_eq!(q90, vec![1.0 / 6.0, 0.0]);
+        assert_eq!(mx["tasks_completed"], 1.0);
+        assert_eq!(mx["profiler_gain_mae"], 0.75);
+        assert!(!mx.contains_key("drift_detection_rate"));
     }
 }

@@ -1,9 +1,9 @@
 //! The detection task's experiment (`ferrolab adaevo --set task.name=detection`): per seed,
 //! pre-train the teacher detector (every water condition) and the factory mobile detector
 //! (clear water; pruned + int8), fit the IoU regressor, render every end's drifting camera
-//! path and evaluation frames once, then simulate each method on the same streams with the
-//! classification task's simulated clock, mobile ends ([`MobileEnd::on_estimate`] with the
-//! frame's CLC) and methods ([`method_spec`]). Accuracy is the mAP@0.5 of the end's current
+//! path and evaluation frames once, then simulate each method on the same streams on the
+//! simulated clock both tasks share ([`sim::drive`]), with the classification task's mobile
+//! ends ([`MobileEnd::on_estimate`] with the frame's CLC) and methods ([`method_spec`]). Accuracy is the mAP@0.5 of the end's current
 //! model on `detect.eval_frames` fresh frames of that moment (ground truth used only there);
 //! QoE thresholds are 90% / 80% of the factory model's clean-water mAP@0.5.
 
@@ -343,6 +343,11 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         up_n: 0,
         current_n: 0,
     };
+    // An install's gain over at most 8 evaluation sets: each is a mAP computation.
+    let opts = sim::Options {
+        profiler: spec.profiler,
+        gain_sets: 8,
+    };
     let log = sim::drive(
         &prep.schedules,
         cfg.stream.seconds,
@@ -351,11 +356,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         &mut edge,
         &mut ends,
         &mut world,
-        // An install's gain over at most 8 evaluation sets: each is a mAP computation.
-        &sim::Options {
-            profiler: spec.profiler,
-            gain_sets: 8,
-        },
+        &opts,
     );
     let mut mx = BTreeMap::new();
     let q90 = log.shared_metrics(
@@ -366,7 +367,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         &edge,
         cfg.detect_memory_bytes(),
         spec.trigger,
-        spec.profiler,
+        &opts,
     );
     let (mut clean_ph, mut settled) = (vec![], vec![]);
     for (k, tl) in log.timeline.iter().enumerate() {

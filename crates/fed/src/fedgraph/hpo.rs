@@ -30,7 +30,7 @@ use std::time::Instant;
 use ferrolab_core::backend::train_device;
 use ferrolab_core::run::{Curve, Report};
 use ferrolab_core::system::SubCommand;
-use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
+use ferrolab_core::{Checked, Outcome, RunContext, SysResult};
 use ferrolab_graph::zoo::train::{EvalResult, NodeTask, OptimKind};
 use ferrolab_graph::zoo::{GnnModel, ZooConfig, load_params, model_params};
 use rand::rngs::StdRng;
@@ -924,14 +924,7 @@ pub fn subcommands() -> Vec<SubCommand> {
 }
 
 fn mode_command(name: &'static str, about: &'static str) -> clap::Command {
-    clap::Command::new(name).about(about).arg(
-        clap::Arg::new("args")
-            .num_args(0..)
-            .trailing_var_arg(true)
-            .allow_hyphen_values(true)
-            .value_name("RUN OPTIONS")
-            .help("The options of `ferrolab fedgraph` (--preset, --set, --out, --seed, ...)"),
-    )
+    ferrolab_core::system::setting_command(name, about, "fedgraph")
 }
 
 fn hpo_command() -> clap::Command {
@@ -964,47 +957,9 @@ pub fn mode_argv(
     rest: &[String],
     mode: &str,
 ) -> Option<Vec<std::ffi::OsString>> {
-    let pos = argv.len().checked_sub(rest.len() + 1)?;
-    if pos == 0 || argv[pos] != mode {
-        return None;
-    }
-    let mut out: Vec<std::ffi::OsString> = argv[1..pos].to_vec();
-    out.extend(rest.iter().map(std::ffi::OsString::from));
-    out.push("--set".into());
-    out.push(format!("task.mode={mode}").into());
-    Some(out)
+    ferrolab_core::system::setting_argv(argv, rest, mode, "task.mode")
 }
 
 fn run_mode(mode: &str, m: &clap::ArgMatches) -> SysResult<()> {
-    let rest: Vec<String> = m
-        .get_many::<String>("args")
-        .map(|v| v.cloned().collect())
-        .unwrap_or_default();
-    // The re-run appends `--set task.mode=<mode>`, which would silently override this one.
-    let sets_mode = rest.iter().enumerate().any(|(i, a)| {
-        let value = match a.strip_prefix("--set=") {
-            Some(v) => Some(v),
-            None if a == "--set" => rest.get(i + 1).map(String::as_str),
-            None => None,
-        };
-        value.is_some_and(|v| v.split('=').next().is_some_and(|k| k.trim() == "task.mode"))
-    });
-    if sets_mode {
-        return Err(SystemError::usage(format!(
-            "fedgraph {mode} sets task.mode itself; drop --set task.mode=… or run `ferrolab fedgraph --set task.mode=…`"
-        )));
-    }
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let Some(args) = mode_argv(&argv, &rest, mode) else {
-        return Err(SystemError::usage(format!(
-            "fedgraph {mode}: could not find the sub-command among the arguments; use --set task.mode={mode}"
-        )));
-    };
-    let exe = std::env::current_exe()
-        .map_err(|e| SystemError::runtime(format!("cannot find this program: {e}")))?;
-    let status = std::process::Command::new(exe)
-        .args(args)
-        .status()
-        .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
-    std::process::exit(status.code().unwrap_or(1));
+    ferrolab_core::system::run_setting_command("fedgraph", mode, "task.mode", m)
 }
