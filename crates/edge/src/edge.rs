@@ -267,8 +267,8 @@ pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
 /// concurrency they will train at. With the profiler a variant's time is the regressor's
 /// prediction and its value the expected accuracy- (detection: mAP-) seconds gained over the
 /// end's remaining life, doubled for an end below its QoE threshold (a floor keeps every task
-/// schedulable); without it, the fixed budget. `starts_total` and `starts_bypassing` (starts ahead of an
-/// earlier arrival left waiting) count the starts. Shared by both edges.
+/// schedulable); without it, the fixed budget. `starts_total` and `starts_bypassing` (starts
+/// ahead of an earlier arrival left waiting) count the starts. Shared by both edges.
 pub(crate) fn pick_starts<P, D>(
     queue: &mut Vec<Queued<P>>,
     running: &[Running<D>],

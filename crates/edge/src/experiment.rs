@@ -609,10 +609,8 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         gain_sets: usize::MAX,
     };
     let log = sim::drive(
+        cfg,
         &prep.schedules,
-        cfg.stream.seconds,
-        cfg.stream.eval_every_s,
-        cfg.mobile.bandwidth_mb_s,
         &mut edge,
         &mut ends,
         &mut world,

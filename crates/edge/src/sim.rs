@@ -5,6 +5,7 @@
 //! reads each second, what its estimate is — comes from a [`World`]; the edge's side from
 //! [`SimEdge`].
 
+use crate::config::AdaEvoConfig;
 use crate::detect::edge::DetEdge;
 use crate::edge::{Completed, EdgeServer};
 use crate::estimator::{mean, pearson};
@@ -137,21 +138,22 @@ pub struct Options {
     pub gain_sets: usize,
 }
 
-/// Runs `ends` against `edge` for `seconds` simulated seconds.
-#[allow(clippy::too_many_arguments)]
+/// Runs `ends`, drifting as `schedules` says, against `edge` for the stream's seconds
+/// (`stream.seconds`; evaluations every `stream.eval_every_s`, transfers at
+/// `mobile.bandwidth_mb_s`).
 pub fn drive<E: SimEdge, W: World>(
+    cfg: &AdaEvoConfig,
     schedules: &[Schedule],
-    seconds: usize,
-    every: usize,
-    bandwidth_mb_s: f64,
     edge: &mut E,
     ends: &mut [MobileEnd],
     world: &mut W,
     opts: &Options,
 ) -> Log {
+    let seconds = cfg.stream.seconds;
+    let every = cfg.stream.eval_every_s;
     let life = seconds as f64;
     let n = ends.len();
-    let bw = bandwidth_mb_s * 1e6;
+    let bw = cfg.mobile.bandwidth_mb_s * 1e6;
     let mut log = Log {
         timeline: vec![Vec::new(); n],
         ..Log::default()
@@ -177,9 +179,16 @@ pub fn drive<E: SimEdge, W: World>(
             }
             let after = world.accuracy(&ends[k].model, k, tick);
             let stop = next_start(&schedules[k], at, life);
+            // The set of the install itself was just scored (`after − before`).
             let mut g = Vec::new();
-            let mut tk = tick;
-            while tk < world.eval_len(k) && ((tk * every) as f64) < stop && g.len() < opts.gain_sets
+            if ((tick * every) as f64) < stop && opts.gain_sets > 0 {
+                g.push(after - before);
+            }
+            let mut tk = tick + 1;
+            while !g.is_empty()
+                && tk < world.eval_len(k)
+                && ((tk * every) as f64) < stop
+                && g.len() < opts.gain_sets
             {
                 g.push(world.accuracy(&ends[k].model, k, tk) - world.accuracy(&old, k, tk));
                 tk += 1;
@@ -390,7 +399,6 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AdaEvoConfig;
     use crate::experiment::mobile_params_at;
     use crate::stream::Drift;
 
@@ -486,7 +494,10 @@ mod tests {
 
     #[test]
     fn drive_installs_what_an_end_accepts_and_scores_its_gain_until_the_next_drift() {
-        let cfg = AdaEvoConfig::default();
+        let mut cfg = AdaEvoConfig::default();
+        cfg.stream.seconds = 60;
+        cfg.stream.eval_every_s = 10;
+        cfg.mobile.bandwidth_mb_s = 1e9;
         let factory = Mlp::new(&cfg.mobile_sizes(), 1);
         let shipped = Mlp::new(&cfg.mobile_sizes(), 2);
         let params = mobile_params_at(&cfg, "no_evolution", 0.9, 60.0);
@@ -520,9 +531,7 @@ mod tests {
             profiler: true,
             gain_sets: 2,
         };
-        let log = drive(
-            &schedules, 60, 10, 1e9, &mut edge, &mut ends, &mut world, &opts,
-        );
+        let log = drive(&cfg, &schedules, &mut edge, &mut ends, &mut world, &opts);
         assert_eq!(world.calls, 2 * 60, "every end reads every second");
         assert_eq!(log.timeline[0].len(), 6);
         assert_eq!(log.installs.len(), 1);

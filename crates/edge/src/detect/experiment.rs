@@ -349,10 +349,8 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         gain_sets: 8,
     };
     let log = sim::drive(
+        cfg,
         &prep.schedules,
-        cfg.stream.seconds,
-        cfg.stream.eval_every_s,
-        cfg.mobile.bandwidth_mb_s,
         &mut edge,
         &mut ends,
         &mut world,
