@@ -322,6 +322,11 @@ impl MobileEnd {
 
     /// Installs a shipped model after verifying its checksum; a corrupt or stale blob is
     /// refused and the running model kept.
+    ///
+    /// A refused blob leaves the task in flight on purpose: delivery is at-least-once (the NATS
+    /// runtime redelivers an unacknowledged blob, and a corrupt copy is answered "rejected"), so
+    /// the next copy of the same version still installs; a caller that gives up on the task
+    /// calls [`MobileEnd::task_dropped`].
     pub fn install(&mut self, blob: &ModelBlob) -> Result<(), ProtocolError> {
         if blob.end != self.id {
             return Err(ProtocolError::BadRequest(format!(

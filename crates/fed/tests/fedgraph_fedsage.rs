@@ -144,6 +144,30 @@ fn federated_generator_learns_and_mends_deterministically() {
     }
 }
 
+/// FS's schedule: after the pre-training steps only the feature generator trains, so the
+/// count regressor (and with it how many neighbours are generated) is the same after 1 and
+/// after 40 federated rounds, while the feature loss still falls; without `freeze` the
+/// same rounds move the counts.
+#[test]
+fn freezing_keeps_the_encoder_and_count_regressor_of_the_pre_training() {
+    let g = communities(400, 12, 5);
+    let st = setup(&g);
+    let fs = |rounds: usize, freeze: bool| FedSageSection {
+        pretrain_steps: 5,
+        freeze,
+        ..small(rounds)
+    };
+    let (_, one) = mend_clients(&g, &st, &fs(1, true), 0.5, 3).unwrap();
+    let (_, many) = mend_clients(&g, &st, &fs(40, true), 0.5, 3).unwrap();
+    assert_eq!(one.count_loss, many.count_loss);
+    assert_eq!(one.added, many.added);
+    for c in 0..4 {
+        assert!(many.feat_loss[c] < one.feat_loss[c], "{one:?} {many:?}");
+    }
+    let (_, free) = mend_clients(&g, &st, &fs(40, false), 0.5, 3).unwrap();
+    assert_ne!(free.count_loss, one.count_loss);
+}
+
 #[test]
 fn fedavg_on_mended_graphs_learns() {
     let g = communities(400, 12, 5);
@@ -205,6 +229,8 @@ fn bad_fedsage_keys_are_config_errors() {
     assert!(bad("fedsage.hide_from=test"));
     assert!(bad("fedsage.mend_on=all"));
     assert!(bad("fedsage.num_pred=0"));
+    assert!(bad("fedsage.freeze=yes"));
+    assert!(bad("fedsage.pretrain_steps=-1"));
     assert!(bad("fed.select_by=test_accuracy"));
     assert!(!bad("fed.algo=fedsage"));
     assert!(!bad("fed.select_by=val_loss"));

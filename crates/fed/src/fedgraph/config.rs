@@ -173,6 +173,15 @@ ferrolab_core::config_section! {
         /// Standard deviation of the Gaussian noise added to the encoder output during
         /// generator training (FedSage's sampling layer).
         pub noise: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        /// Local pre-training steps of each client's whole generator on its own losses,
+        /// before the federated rounds (FS `loc_epoch`: one epoch of its full-batch
+        /// trainer). 0: none, the federated rounds start from the initialisation.
+        pub pretrain_steps: usize = 0, "0..=100000" => |v| *v <= 100_000;
+        /// Freeze the encoder and the count regressor after the pre-training steps, so that
+        /// the federated rounds train the feature generator only, as FS's `FedSage_Plus`
+        /// does (`requires_grad_(False)` on `encoder_model` and `reg_model`). false: the
+        /// federated rounds train all of NeighGen.
+        pub freeze: bool = false;
     }
 }
 

@@ -29,7 +29,11 @@
 //! hidden layers (256, 2048) and a tanh output; ours one hidden layer of `gen_hidden` and a
 //! sigmoid (the bag-of-words features are 0/1); FS also trains a classifier jointly with the
 //! generator on the impaired graph (LocSage+'s `c` term), which we leave out; FS trains the
-//! generator 200 rounds, our default is 50 (`fedsage.gen_rounds`). The message exchange of
+//! generator 200 rounds, our default is 50 (`fedsage.gen_rounds`); FS pre-trains each
+//! generator locally for one epoch and then freezes its encoder and count regressor, so that
+//! the federated rounds train the feature generator only — ours trains all of NeighGen in
+//! every round unless `fedsage.pretrain_steps` and `fedsage.freeze` ask for FS's schedule.
+//! The message exchange of
 //! step 3 runs as function calls inside this process (bytes counted as if sent).
 
 use ferrolab_core::backend::train_device;
@@ -392,7 +396,9 @@ impl Adam {
         }
     }
 
-    fn step(&mut self, theta: &mut [f32], g: &[f32], lr: f64) {
+    /// One step of the parameters from index `from` on; those before it are frozen (they
+    /// keep their values and moments, as parameters outside a torch optimiser do).
+    fn step(&mut self, theta: &mut [f32], g: &[f32], lr: f64, from: usize) {
         let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
         self.t += 1;
         let c1 = 1.0 - b1.powi(self.t);
@@ -402,6 +408,7 @@ impl Adam {
             .zip(g)
             .zip(self.m.iter_mut())
             .zip(self.v.iter_mut())
+            .skip(from)
         {
             *m = b1 * *m + (1.0 - b1) * gi;
             *v = b2 * *v + (1.0 - b2) * gi * gi;
@@ -465,8 +472,28 @@ pub fn mend_clients(
         .map(|c| StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("gen{c}"))))
         .collect();
     let bytes_per_model = (thetas[0].len() * 4) as u64;
+    // NeighGen's fields are visited in declaration order (encoder, dgen, fgen1, fgen2), so
+    // the feature generator is the tail of the flat vector.
+    let fgen_from = if fs.freeze {
+        flatten(&model_params(&init.encoder)).len() + flatten(&model_params(&init.dgen)).len()
+    } else {
+        0
+    };
     let mut stats = GenStats::default();
     let mut model = init;
+    // FS's local pre-training: every part of the generator, own losses only.
+    for _step in 0..fs.pretrain_steps {
+        for i in 0..k {
+            model = load_params(model, &unflatten(&template, &thetas[i]))?;
+            let (cl, fl) = losses(&model, &data[i], &cfg, fs.noise, &mut rngs[i]);
+            let gi = flat_grad(&model, cl + fl * fs.feat_weight as f32);
+            adams[i].step(&mut thetas[i], &gi, fs.gen_lr, 0);
+        }
+    }
+    if fs.pretrain_steps > 0 {
+        // FS builds a new trainer, and so a new optimiser, for the federated stage.
+        adams = (0..k).map(|_| Adam::new(thetas[0].len())).collect();
+    }
     for _round in 0..fs.gen_rounds {
         let mut grads = Vec::with_capacity(k);
         for i in 0..k {
@@ -488,7 +515,7 @@ pub fn mend_clients(
             grads.push(gi);
         }
         for ((adam, theta), g) in adams.iter_mut().zip(thetas.iter_mut()).zip(&grads) {
-            adam.step(theta, g, fs.gen_lr);
+            adam.step(theta, g, fs.gen_lr, fgen_from);
         }
     }
     let mut out = Vec::with_capacity(k);
