@@ -33,8 +33,8 @@
 //! generator locally for one epoch and then freezes its encoder and count regressor, so that
 //! the federated rounds train the feature generator only — ours trains all of NeighGen in
 //! every round unless `fedsage.pretrain_steps` and `fedsage.freeze` ask for FS's schedule.
-//! The message exchange of
-//! step 3 runs as function calls inside this process (bytes counted as if sent).
+//! The message exchange of step 3 runs as function calls inside this process (bytes counted
+//! as if sent).
 
 use ferrolab_core::backend::train_device;
 use ferrolab_core::burn;
