@@ -109,13 +109,13 @@ fn run(args: &Args) -> Result<(), String> {
                 let run = train_agent(&cfg, seed, &mut |e| {
                     println!(
                         "{tag} step {:>6} return {:>6.1} ({:.0} s) q-loss {:.3e} model-mse {:.3e} \
-                         outer {:.3e}",
+                         outer {}",
                         e.step,
                         e.mean_return,
                         e.elapsed_s,
                         e.window.mean_q_loss(),
                         e.window.mean_model_mse(),
-                        e.window.mean_outer_loss()
+                        sci(e.window.mean_outer_loss(), 3)
                     );
                 })
                 .map_err(|e| format!("{tag}: {e}"))?;
@@ -125,7 +125,7 @@ fn run(args: &Args) -> Result<(), String> {
                 println!(
                     "SUMMARY {tag}: steps {} final {:.1} best {:.1} steps-to-400 {to400} \
                      steps/s {:.0} steady {:.1} (train {:.1} s, eval {:.1} s) q-loss {:.3e} model-mse {:.3e} \
-                     outer {:.3e} cg-res {:.2e} cg-breakdowns {}",
+                     outer {} cg-res {} cg-breakdowns {}",
                     run.steps,
                     run.final_return(),
                     run.best_return(),
@@ -135,8 +135,8 @@ fn run(args: &Args) -> Result<(), String> {
                     run.eval_seconds,
                     run.stats.mean_q_loss(),
                     run.stats.mean_model_mse(),
-                    run.stats.mean_outer_loss(),
-                    run.stats.mean_cg_residual(),
+                    sci(run.stats.mean_outer_loss(), 3),
+                    sci(run.stats.mean_cg_residual(), 2),
                     run.stats.cg_breakdowns,
                 );
                 if let Some(w) = &run.metric_weights {
@@ -173,5 +173,15 @@ fn main() -> ExitCode {
             eprintln!("cartpole: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A mean over no updates (the MSE model has no outer problem and no CG solves) is NaN in the
+/// statistics; the log shows "-" there so that it does not read as a diverged run.
+fn sci(x: f64, digits: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.digits$e}")
+    } else {
+        "-".to_string()
     }
 }
