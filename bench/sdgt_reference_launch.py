@@ -43,8 +43,13 @@ ALGOS = {"sdgt": "SemiFLGT2_NN", "sd_fedavg": "SemiFL_NN", "scaffold": "SCAFFOLD
 
 
 def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        sys.exit(f"error: {path}: {e} (set FASHION_MNIST to the folder of the four idx .gz files)")
+    if len(raw) < 8:
+        sys.exit(f"error: {path}: truncated idx header")
     magic = int.from_bytes(raw[0:4], "big")
     ndim = magic & 0xFF
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
