@@ -13,8 +13,8 @@
 # committed) into the git-ignored bench/.cache/sdgt-ref/ from SDGT_REPO (a local clone or
 # mirror; default the workplace mirror, else a fresh clone) with the edits that
 # bench/sdgt_reference_launch.py lists (CPU device, 1-channel 28x28 input, evaluation cadence);
-# torch goes into the git-ignored bench/.venv. Fashion-MNIST is read from FASHION_MNIST (default
-# /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist package).
+# torch goes into the git-ignored bench/.venv. Fashion-MNIST is read from FASHION_MNIST, else
+# $FERROLAB_DATA/fashion-mnist, else /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 8 ]; then

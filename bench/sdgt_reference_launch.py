@@ -47,7 +47,7 @@ def read_idx(path):
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        sys.exit(f"error: {path}: {e} (set FASHION_MNIST to the folder of the four idx .gz files)")
+        sys.exit(f"error: {path}: {e} (set FASHION_MNIST to the folder of the four idx .gz files, or FERROLAB_DATA to its parent)")
     if len(raw) < 8:
         sys.exit(f"error: {path}: truncated idx header")
     magic = int.from_bytes(raw[0:4], "big")
@@ -67,7 +67,8 @@ def main():
     lr, batch, t_steps, seed = float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
     if algo not in ALGOS:
         sys.exit(f"error: unknown algorithm '{algo}' (sdgt, sd_fedavg, scaffold)")
-    data_dir = os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
+    data_dir = os.environ.get("FASHION_MNIST") or os.path.join(
+        os.environ.get("FERROLAB_DATA", "/usr/share/datasets"), "fashion-mnist")
     torch.set_num_threads(1)
     base = 123456 + seed
     random.seed(base)
@@ -95,14 +96,19 @@ def main():
     tx, ty = images("t10k"), labels("t10k")
 
     n_agents, n_cluster = 40, 10
+    # setting1: the reference's load_config/save_config name their folder after one of the
+    # setting flags and fail without one; config_id makes that folder new, so nothing resumes.
     opt = Namespace(gpu_id=0, batch=batch, lr=lr, n_cluster=n_cluster, sample_num=int(0.5 * (n_agents // n_cluster)),
                     model="TOMCNN", dataset="MNIST", c_rounds=rounds, setting1=True, setting2=False,
                     setting3=False, config_id=f"ferrolab-{algo}-s{seed}", delta=0.0, p_inv=1000,
-                    update_rounds=20, K_val=t_steps, random=True)
+                    update_rounds=20)
     R, C, N_in, N_out = [], [], [], []
     for _ in range(n_cluster):
         r, c, ni, no = get_geo_graph(n_agents // n_cluster)
-        R.append(r), C.append(c), N_in.append(ni), N_out.append(no)
+        R.append(r)
+        C.append(c)
+        N_in.append(ni)
+        N_out.append(no)
     degrees = [[len(v) for v in ni] for ni in N_in]
     with open(os.path.join(out, "run.json"), "w") as f:
         json.dump({"algo": algo, "fn": ALGOS[algo], "rounds": rounds, "eval_every": every, "lr": lr,
