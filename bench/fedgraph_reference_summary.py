@@ -70,7 +70,12 @@ def main():
     best = {}
     for regime in sorted({k[0] for k in rows}):
         cells = {k: v for k, v in rows.items() if k[0] == regime}
-        common = set.intersection(*({s for s, _, _ in v} for v in cells.values()))
+        # A cell run on fewer seeds than the others (cut short) is left out of the selection
+        # rather than shrinking every cell's comparison to its seeds.
+        most = max(len(v) for v in cells.values())
+        full = [v for v in cells.values() if len(v) >= min(most, 3)]
+        common = set.intersection(*({s for s, _, _ in v} for v in full))
+        cells = {k: v for k, v in cells.items() if common <= {s for s, _, _ in v}}
         if not common:
             continue
         for (_, lr, steps), runs in cells.items():

@@ -82,11 +82,6 @@ run_one() {
   local id="${regime}_lr${lr}_st${steps}_seed${seed}"
   local dir="$RUNS/$id"
   if grep -q "'Final'" "$dir/run/eval_results.log" 2>/dev/null; then return 0; fi
-  if [ -f "$RUNS/../split" ] && [ "$(cat "$RUNS/../split")" != "$FS_SPLIT" ]; then
-    echo "$RUNS/.. holds FS_SPLIT=$(cat "$RUNS/../split") runs; use another OUT for $FS_SPLIT" >&2
-    return 1
-  fi
-  echo "$FS_SPLIT" >"$RUNS/../split"
   rm -rf "$dir"
   mkdir -p "$dir"
   local args=(use_gpu False data.root "$DATA_ROOT" seed "$seed" train.optimizer.lr "$lr"
@@ -108,6 +103,11 @@ run_one() {
 export -f run_one
 FS_SPLIT="${FS_SPLIT:-fixed}"
 case "$FS_SPLIT" in fixed|per-seed) ;; *) echo "FS_SPLIT must be fixed or per-seed" >&2; exit 2 ;; esac
+if [ -f "$OUT/split" ] && [ "$(cat "$OUT/split")" != "$FS_SPLIT" ]; then
+  echo "$OUT holds FS_SPLIT=$(cat "$OUT/split") runs; use another OUT for FS_SPLIT=$FS_SPLIT" >&2
+  exit 2
+fi
+echo "$FS_SPLIT" >"$OUT/split"
 export RUNS DATA_ROOT FS_DIR LAUNCH PY CORA_YAML LOCAL_YAML FS_SPLIT
 for seed in $SEEDS; do
   for c in $CELLS; do
