@@ -23,7 +23,7 @@ def final_line(path):
             if "'Final'" in line:
                 # FS writes numpy scalars with their repr; strip it to plain literals.
                 line = re.sub(r"np\.float64\(([^()]*)\)", r"\1", line.strip())
-                line = line.replace("nan", "None")
+                line = re.sub(r"\bnan\b", "None", line)
                 return ast.literal_eval(line)
     return None
 

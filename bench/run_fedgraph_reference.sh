@@ -25,8 +25,8 @@
 # figure) and a .log beside it. `python3 bench/fedgraph_reference_summary.py OUT` prints the
 # table. The code is materialised (git archive, never committed) into the git-ignored
 # bench/.cache/federatedscope-ref/ from FS_REPO (a local clone or mirror; default the workplace
-# mirror, else a fresh clone) and run unchanged through bench/fedgraph_reference_launch.py (one
-# shim for today's PyTorch Geometric, stated there). Cora's Planetoid files (ind.cora.*) are read
+# mirror, else a fresh clone) and run unchanged through bench/fedgraph_reference_launch.py (shims
+# for today's PyTorch Geometric and torch, and FS_SPLIT, stated there). Cora's Planetoid files (ind.cora.*) are read
 # from PLANETOID_RAW, else ../shared/data-raw/planetoid, and copied into OUT/data/cora/raw, where
 # PyG's Planetoid finds them without downloading.
 set -euo pipefail
@@ -36,7 +36,7 @@ if [ $# -lt 4 ]; then
   exit 2
 fi
 OUT="$1" REGIMES="$2" CELLS="$3" SEEDS="$4" JOBS="${5:-2}"
-COMMIT=480b67de
+COMMIT=480b67de851df2fa02b7cc2189f1803d947998d7
 VENV=bench/.venv
 CACHE=bench/.cache/federatedscope-ref
 FS_REPO="${FS_REPO:-/work/.mirror/alibaba+FederatedScope/repo}"
