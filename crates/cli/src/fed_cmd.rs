@@ -88,8 +88,13 @@ fn nats_url(flag: Option<&str>) -> Result<String> {
 fn read_config(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| UsageError(format!("config {}: {e}", path.display())))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| UsageError(format!("config {}: {}", path.display(), e.message())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "config {}: {}",
+            path.display(),
+            ferrolab_core::config::one_line(&e)
+        ))
+    })?;
     Ok(table)
 }
 

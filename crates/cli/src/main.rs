@@ -39,7 +39,27 @@ enum Command {
     Fed(fed_cmd::FedArgs),
 }
 
+/// `println!` panics when stdout is a closed pipe (`ferrolab … --print-config | head -1`);
+/// like ripgrep, a reader that stopped reading ends the output quietly (exit 0) instead of a
+/// panic and a backtrace. Every other panic goes to the default hook.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let mut cmd = Cli::command();
     for s in registry::systems() {
         cmd = cmd.subcommand(runner::command(s));

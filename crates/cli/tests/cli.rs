@@ -613,3 +613,101 @@ fn a_missing_argument_or_a_bad_choice_is_named_in_the_one_error_line() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("sdgt") && e.contains("fedgraph"), "{e}");
 }
+
+/// `ckks bootstrap-bench --out` is refused before the resource guard's precomputation (a
+/// bootstrapper per configuration: seconds and hundreds of MB each at N = 2^16).
+#[test]
+fn bootstrap_bench_refuses_a_taken_out_before_any_work() {
+    let d = tmp("boot-out");
+    std::fs::write(d.join("keep.txt"), "mine").unwrap();
+    let t = std::time::Instant::now();
+    let o = ferrolab(&[
+        "ckks",
+        "bootstrap-bench",
+        "--log-n",
+        "16",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    let e = assert_usage_error(&o, "ckks bootstrap-bench --out non-empty");
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(listing(&d), ["keep.txt"]);
+    // The default four configurations' precomputation alone takes tens of seconds.
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// A `fed server|client` job file's errors say where, as `--config` of a system does: the
+/// line and column of a syntax error, the key of a wrong type.
+#[test]
+fn fed_job_file_errors_name_the_line_or_the_key() {
+    let d = tmp("fed-config");
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[fed\nrounds = 3\n").unwrap();
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "sdgt",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    let e = assert_usage_error(&o, "fed server, unclosed table");
+    assert!(e.contains("line 1, column 5"), "{e}");
+    assert!(
+        !e.contains(" | "),
+        "the caret diagram stays out of the one line: {e}"
+    );
+    let typed = d.join("typed.toml");
+    std::fs::write(&typed, "[fed]\nrounds = \"x\"\n").unwrap();
+    for system in ["sdgt", "fedgraph"] {
+        let o = ferrolab(&[
+            "fed",
+            "server",
+            "--system",
+            system,
+            "--config",
+            typed.to_str().unwrap(),
+        ]);
+        let e = assert_usage_error(
+            &o,
+            &format!("fed server --system {system}, a string for rounds"),
+        );
+        assert!(e.contains("fed.rounds"), "{system}: {e}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// Every run folder has `metrics.jsonl` (DESIGN.md's run-folder contract): TaskMet logs each
+/// validation point and one line per finished (method, run) unit.
+#[test]
+fn taskmet_run_folder_has_metrics_lines_per_unit() {
+    let d = tmp("taskmet-metrics");
+    let out = d.join("run");
+    let o = ferrolab(&[
+        "taskmet",
+        "--preset",
+        "quick-budget",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished = lines.iter().filter(|l| l.get("test_dq").is_some()).count();
+    let units = std::fs::read_dir(out.join("units")).unwrap().count();
+    assert!(units > 0);
+    assert_eq!(finished, units, "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.get("val_dq_raw").is_some_and(|v| v.is_number())),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

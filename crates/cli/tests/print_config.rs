@@ -124,3 +124,21 @@ fn print_config_writes_nothing() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    // `ferrolab … --print-config | head -1`: the reader is gone before the first write (the
+    // pipe's read end is closed before the child starts, so this does not depend on timing).
+    for args in [&["fedgraph", "--print-config"][..], &["--help"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+    }
+}

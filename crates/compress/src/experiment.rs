@@ -275,7 +275,7 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
     // 1. Dataset (and criteria scores), one unit per member.
     let mut measured: Vec<Measured> = Vec::new();
     for m in &zoo {
-        let record = ctx.unit(&format!("probe-{}", m.id), |_| {
+        let record = ctx.unit(&format!("probe-{}", m.id), |ctx| {
             let (mut net, train_seconds) = trained(m, &data, &ts, &run_path)?;
             let t = Instant::now();
             let (base, fams, probes, ips) = dataset::probe(&mut net, &eval, &g, m.seed);
@@ -284,6 +284,13 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
                 "layer-importance: {} base accuracy {base:.4}, {probes} probes in {probe_seconds:.1} s (trained in {train_seconds:.1} s)",
                 m.id
             );
+            // metrics.jsonl: one line per member (the run's "rounds"), inside the unit so
+            // that a resumed run does not log it twice.
+            ctx.log_metrics(&serde_json::json!({
+                "stage": "probe", "member": m.id, "base_accuracy": base, "probes": probes,
+                "train_seconds": train_seconds, "probe_seconds": probe_seconds,
+                "eval_images_per_second": ips,
+            }))?;
             let (drops, normalized, drop_std) = dataset::split_families(fams);
             Ok(ModelRecord {
                 id: m.id.clone(),
@@ -341,8 +348,15 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
     for name in &cfg.zoo.cross_domain {
         let seed = ferrolab_core::seed::derive(ctx.seed(), &format!("cross-{name}"));
         let data_dir = ctx.data_dir().map(Path::to_path_buf);
-        let m: Measured = ctx.unit(&format!("cross-{name}"), |_| {
-            cross_member(name, data_dir.as_deref(), &g, &cs, seed)
+        let m: Measured = ctx.unit(&format!("cross-{name}"), |ctx| {
+            let m = cross_member(name, data_dir.as_deref(), &g, &cs, seed)?;
+            let r = &m.record;
+            ctx.log_metrics(&serde_json::json!({
+                "stage": "probe", "member": r.id, "base_accuracy": r.base_accuracy,
+                "probes": r.probes, "train_seconds": r.train_seconds,
+                "probe_seconds": r.probe_seconds,
+            }))?;
+            Ok(m)
         })?;
         let unit = format!("cross-{name}");
         check_record(&unit, &m.record, name, None)?;
@@ -520,9 +534,9 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
             serde_json::json!({"prune": pc, "quant": qc, "flip": fc}),
         );
         let truth = &truths[i];
-        let res: BudgetResult = ctx.unit(&format!("budget-{}", m.id), |_| {
+        let res: BudgetResult = ctx.unit(&format!("budget-{}", m.id), |ctx| {
             let (net, _) = trained(m, &data, &ts, &run_path)?;
-            Ok::<_, SystemError>(budgets(
+            let res = budgets(
                 cfg,
                 &net,
                 &data,
@@ -530,7 +544,11 @@ pub fn run(cfg: &Checked<LayerImportanceConfig>, ctx: &mut RunContext) -> SysRes
                 (&ps, &qs, &fs),
                 (&truth["prune"], &truth["quant"], &truth["flip_rate"]),
                 m.seed,
-            ))
+            );
+            ctx.log_metrics(&serde_json::json!({
+                "stage": "budget", "member": m.id, "ours": res.ours, "baselines": res.baselines,
+            }))?;
+            Ok::<_, SystemError>(res)
         })?;
         paired.insert(m.id.clone(), serde_json::json!(res.flip_paired));
         flip_cost.insert(m.id.clone(), serde_json::json!(res.flip_cost));

@@ -146,20 +146,34 @@ fn from_table<T: DeserializeOwned>(table: &Table, origin: &str) -> Result<T> {
 }
 
 fn parse_err(origin: &str, e: impl std::fmt::Display) -> crate::CoreError {
-    // toml's messages span several lines with a caret diagram; one line is what a CLI user
-    // needs, and the key or line number is already inside the first lines.
-    let msg = e
-        .to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with('^'))
-        .collect::<Vec<_>>()
-        .join(" ");
     ConfigError::Parse {
         origin: origin.to_string(),
-        msg,
+        msg: one_line(&e),
     }
     .into()
+}
+
+/// A TOML error on one line. toml's messages span several lines with a caret diagram (`1 |
+/// [fed`, `  |     ^`); one line is what a CLI user needs, and the key or the line and column
+/// are already in the others.
+pub fn one_line(e: &dyn std::fmt::Display) -> String {
+    let diagram = |l: &str| {
+        l.starts_with('^')
+            || l.split_once('|')
+                .is_some_and(|(pre, _)| pre.trim().chars().all(|c| c.is_ascii_digit()))
+    };
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !diagram(l))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Deserialises `T` from an already parsed table; the error is one line and names the key
+/// (`invalid type: string "x", expected u64 in `fed.rounds``).
+pub fn from_toml_table<T: DeserializeOwned>(table: &Table) -> std::result::Result<T, String> {
+    T::deserialize(Value::Table(table.clone())).map_err(|e| one_line(&e))
 }
 
 /// A `--set` value is TOML when it parses as one (`3`, `0.5`, `true`, `[1, 2]`, `"x"`), and a

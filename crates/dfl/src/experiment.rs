@@ -233,8 +233,21 @@ pub fn run(cfg: &Checked<TaskmetConfig>, ctx: &mut RunContext) -> SysResult<Outc
         // One seed per run, shared by the methods: the same initial predictor and batches.
         let seed = ctx.seed_for(&format!("run{run}"));
         for &m in &methods {
-            let r = ctx.unit(&format!("{}-run{run}", m.name()), |_| {
-                train_one(cfg, &prep, m, run, seed)
+            let r = ctx.unit(&format!("{}-run{run}", m.name()), |ctx| {
+                let r = train_one(cfg, &prep, m, run, seed)?;
+                // metrics.jsonl: the validation curve (one line per evaluation), then the
+                // finished run; inside the unit so that a resumed run does not log it twice.
+                for &(step, val_dq_raw) in &r.val_curve {
+                    ctx.log_metrics(&serde_json::json!({
+                        "method": r.method, "run": run, "step": step, "val_dq_raw": val_dq_raw,
+                    }))?;
+                }
+                ctx.log_metrics(&serde_json::json!({
+                    "method": r.method, "run": run, "best_step": r.best_step,
+                    "steps_run": r.steps_run, "test_dq": r.test_dq, "test_dq_raw": r.test_dq_raw,
+                    "test_mse": r.test_mse, "seconds": r.seconds,
+                }))?;
+                Ok(r)
             })?;
             eprintln!(
                 "{} {} run {run}: test DQ {:.4} (normalised), test MSE {:.3e}, {:.1} s",

@@ -117,7 +117,7 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 let name = format!("{}-k{k}-run{run}", m.name());
                 let acfg = agent_config(cfg, m, k);
                 let last = cfg.cartpole.final_evals;
-                let r = ctx.unit(&name, |_| {
+                let r = ctx.unit(&name, |ctx| {
                     let pb = ferrolab_core::progress::bar(
                         acfg.steps as u64,
                         format!("{} k={k} run {run}", m.name()),
@@ -128,7 +128,16 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                     });
                     pb.finish_and_clear();
                     let out = out.map_err(|e| SystemError::runtime(format!("{name}: {e}")))?;
-                    Ok(summarise(&out, m, k, run, last))
+                    let r = summarise(&out, m, k, run, last);
+                    // metrics.jsonl: one line per evaluation, inside the unit so that a
+                    // resumed run does not log a finished agent twice.
+                    for &(step, mean_return) in &r.curve {
+                        ctx.log_metrics(&serde_json::json!({
+                            "method": r.method, "k": k, "run": run, "step": step,
+                            "mean_return": mean_return,
+                        }))?;
+                    }
+                    Ok(r)
                 })?;
                 eprintln!(
                     "cartpole {} k={k} run {run}: return {:.1} (best {:.1}), {:.0} steps/s, {:.1} s",

@@ -470,6 +470,13 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
         Some(text) => guard::parse_size(text).map_err(|e| SystemError::usage(e.to_string()))?,
         None => guard::default_limit(),
     };
+    // A taken --out is a usage error to report before the guard's precomputation below (seconds
+    // and hundreds of MB for each configuration), not after it.
+    let out = m
+        .get_one::<PathBuf>("out")
+        .cloned()
+        .unwrap_or_else(|| ferrolab_core::run::default_out("ckks"));
+    ferrolab_core::run::ensure_fresh(&out)?;
     // The resource guard, for every configuration before any of them runs: the key set and
     // DFT factors are sized from the prepared bootstrapper (its precomputation is seconds,
     // and it is dropped again), so a configuration that cannot fit is refused up front
@@ -487,10 +494,6 @@ fn bootstrap_bench_cmd(m: &clap::ArgMatches) -> SysResult<()> {
             guard::check(&estimate, limit).map_err(|e| SystemError::usage(e.to_string()))?;
         }
     }
-    let out = m
-        .get_one::<PathBuf>("out")
-        .cloned()
-        .unwrap_or_else(|| ferrolab_core::run::default_out("ckks"));
     let run_dir = ferrolab_core::RunDir::create_fresh(out)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -460,7 +460,9 @@ async fn edge_loop(
                 .map_err(|e| NetError::Runtime(format!("config as JSON: {e}")))?;
             let fp = state::fingerprint(&cfg_json, seed, n);
             Some(Store::open(dir, &fp).map_err(|e| match e {
-                state::StateError::OtherRun { .. } => NetError::Usage(e.to_string()),
+                state::StateError::OtherRun { .. } | state::StateError::NotState { .. } => {
+                    NetError::Usage(e.to_string())
+                }
                 state::StateError::Io { .. } => NetError::Runtime(e.to_string()),
             })?)
         }

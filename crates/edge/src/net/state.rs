@@ -71,6 +71,10 @@ pub enum StateError {
         "state directory {dir}: it holds another run's state (config, seed or ends differ); use a fresh directory"
     )]
     OtherRun { dir: String },
+    /// The path cannot be a state directory (a file, or a folder of other files): also the
+    /// user's to fix, before any work.
+    #[error("state directory {dir}: {why}; use a fresh directory")]
+    NotState { dir: String, why: String },
     /// Reading, writing or parsing failed.
     #[error("state directory {path}: {why}")]
     Io { path: String, why: String },
@@ -98,14 +102,32 @@ impl Store {
     /// Opens (creating if needed) `dir` for the run with `fingerprint`; refuses a directory
     /// holding another run's state.
     pub fn open(dir: &Path, fingerprint: &str) -> Result<Store, StateError> {
+        let not_state = |why: String| StateError::NotState {
+            dir: dir.display().to_string(),
+            why,
+        };
+        if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+            return Err(not_state(format!("{} is a file", file.display())));
+        }
+        let meta = dir.join("meta.json");
+        // A folder of the user's own files is not taken over: only an empty folder or one
+        // with an edge's meta.json.
+        if !meta.exists()
+            && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+        {
+            return Err(not_state(
+                "the folder is not empty and has no meta.json (not an edge's state)".into(),
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let store = Store {
             dir: dir.to_path_buf(),
         };
-        let meta = dir.join("meta.json");
         match std::fs::read(&meta) {
             Ok(bytes) => {
-                let m: Meta = serde_json::from_slice(&bytes).map_err(|e| io_err(&meta, e))?;
+                let m: Meta = serde_json::from_slice(&bytes).map_err(|e| {
+                    not_state(format!("{}: not an edge's meta.json ({e})", meta.display()))
+                })?;
                 if m.fingerprint != fingerprint {
                     return Err(StateError::OtherRun {
                         dir: dir.display().to_string(),
@@ -306,5 +328,36 @@ mod tests {
             Err(StateError::OtherRun { .. })
         ));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_or_a_folder_of_other_files_is_refused_and_left_as_it_was() {
+        let d = dir("notstate");
+        std::fs::create_dir_all(&d).unwrap();
+        let file = d.join("notes.txt");
+        std::fs::write(&file, b"mine").unwrap();
+        // A folder holding the user's files: refused, nothing added.
+        let e = Store::open(&d, "a").unwrap_err();
+        assert!(matches!(e, StateError::NotState { .. }), "{e}");
+        assert!(e.to_string().contains("no meta.json"), "{e}");
+        assert!(!d.join("meta.json").exists());
+        // A file, and a path under a file.
+        assert!(matches!(
+            Store::open(&file, "a"),
+            Err(StateError::NotState { .. })
+        ));
+        assert!(matches!(
+            Store::open(&file.join("sub"), "a"),
+            Err(StateError::NotState { .. })
+        ));
+        // A meta.json that is not an edge's.
+        let m = dir("notmeta");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("meta.json"), b"{}").unwrap();
+        let e = Store::open(&m, "a").unwrap_err();
+        assert!(e.to_string().contains("not an edge's meta.json"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&m);
     }
 }

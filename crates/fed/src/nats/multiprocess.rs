@@ -183,15 +183,29 @@ where
         return Err("not a table".into());
     };
     let job: J = match table.remove("job") {
-        Some(v) => serde_json::from_value(v).map_err(|e| format!("[job]: {e}"))?,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("[job]: {}", keyed_message::<J>(&v).unwrap_or(e.to_string())))?,
         None => J::default(),
     };
-    let cfg: C =
-        serde_json::from_value(serde_json::Value::Object(table)).map_err(|e| e.to_string())?;
+    let table = serde_json::Value::Object(table);
+    let cfg: C = serde_json::from_value(table.clone())
+        .map_err(|e| keyed_message::<C>(&table).unwrap_or(e.to_string()))?;
     let cfg = ferrolab_core::Checked::new(cfg)
         .map_err(|e| e.to_string())?
         .into_inner();
     Ok((cfg, job))
+}
+
+/// serde_json's errors do not say which key was wrong; the same value deserialised through
+/// TOML names it (`in `fed.rounds``). `None` when the value is not TOML-shaped (a null).
+fn keyed_message<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Option<String> {
+    let serde_json::Value::Object(_) = v else {
+        return None;
+    };
+    let toml::Value::Table(t) = toml::Value::try_from(v).ok()? else {
+        return None;
+    };
+    ferrolab_core::config::from_toml_table::<T>(&t).err()
 }
 
 /// `ferrolab fed client --system SYSTEM --id K --config FILE --prefix P` with the URL in the

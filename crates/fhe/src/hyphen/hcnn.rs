@@ -1381,6 +1381,14 @@ pub fn run_command(m: &clap::ArgMatches) -> SysResult<()> {
                     out.display()
                 )));
             }
+            // A file in the way is refused before keygen, which takes minutes at N = 2^16.
+            if let Some(file) = out.ancestors().find(|a| a.is_file()) {
+                return Err(usage(format!(
+                    "--out {}: {} is a file, not a folder",
+                    out.display(),
+                    file.display()
+                )));
+            }
             let num = |k: &str| {
                 s.get_one::<String>(k)
                     .and_then(|v| v.parse::<usize>().ok())

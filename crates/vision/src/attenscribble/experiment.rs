@@ -177,8 +177,18 @@ pub fn run_with(
                 state_dir: run_path.join("train-state").join(&unit),
                 max_iterations_now,
             };
-            let r: RunResult = ctx.unit(&unit, |_| {
+            let r: RunResult = ctx.unit(&unit, |ctx| {
                 let (r, best) = train::train_one(&job)?;
+                // metrics.jsonl: one line per validation point of the finished unit (a unit
+                // continued from its training state still has its whole history), inside the
+                // unit so that a resumed run does not log it twice.
+                for e in &r.history {
+                    let mut line = serde_json::to_value(e)
+                        .map_err(|e| SystemError::runtime(format!("metrics line: {e}")))?;
+                    line["method"] = r.method.clone().into();
+                    line["seed_index"] = k.into();
+                    ctx.log_metrics(&line)?;
+                }
                 let dir = run_path.join("checkpoints").join(&unit);
                 checkpoint::save(
                     &dir,
