@@ -620,20 +620,21 @@ fn a_missing_argument_or_a_bad_choice_is_named_in_the_one_error_line() {
 fn bootstrap_bench_refuses_a_taken_out_before_any_work() {
     let d = tmp("boot-out");
     std::fs::write(d.join("keep.txt"), "mine").unwrap();
-    let t = std::time::Instant::now();
+    // With a 1 KB memory limit the guard refuses every configuration: the --out refusal can
+    // only be the error when --out is checked before the guard's precomputation.
     let o = ferrolab(&[
         "ckks",
         "bootstrap-bench",
         "--log-n",
         "16",
+        "--max-memory",
+        "1K",
         "--out",
         d.to_str().unwrap(),
     ]);
     let e = assert_usage_error(&o, "ckks bootstrap-bench --out non-empty");
     assert!(e.contains("not empty"), "{e}");
     assert_eq!(listing(&d), ["keep.txt"]);
-    // The default four configurations' precomputation alone takes tens of seconds.
-    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
     std::fs::remove_dir_all(&d).ok();
 }
 
