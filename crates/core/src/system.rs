@@ -604,6 +604,19 @@ pub fn stdout_closed(e: std::io::Error) -> SysResult<()> {
     }
 }
 
+/// A sub-command's `--data-dir DIR`, refused (usage error) when it is not a folder: a
+/// mistyped path is not a place to skip, so it must not fall through to the rest of the lookup
+/// chain (the system commands refuse it alike).
+pub fn data_dir_arg(m: &clap::ArgMatches) -> SysResult<Option<&Path>> {
+    match m.get_one::<PathBuf>("data-dir") {
+        Some(p) if !p.is_dir() => Err(SystemError::usage(format!(
+            "--data-dir {} is not a folder",
+            p.display()
+        ))),
+        p => Ok(p.map(PathBuf::as_path)),
+    }
+}
+
 /// The `--checkpoint DIR` argument of a `predict` sub-command.
 pub fn checkpoint_arg(help: &'static str) -> clap::Arg {
     clap::Arg::new("checkpoint")

@@ -318,7 +318,7 @@ fn export(m: &clap::ArgMatches) -> SysResult<()> {
     let preset = m.get_one::<String>("preset").map(String::as_str);
     let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
     let cfg = ferrolab_core::system::resolve_config(&ApgSystem, preset, file, &sets)?;
-    let data_dir = m.get_one::<PathBuf>("data-dir").map(PathBuf::as_path);
+    let data_dir = ferrolab_core::system::data_dir_arg(m)?;
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
     let limit = match m.get_one::<String>("max-memory") {
         Some(t) => {

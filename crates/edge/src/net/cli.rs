@@ -186,7 +186,8 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
     }
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
     ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
-    Ok((cfg, opts, seed, m.get_one::<PathBuf>("data-dir").cloned()))
+    let data_dir = ferrolab_core::system::data_dir_arg(m)?.map(PathBuf::from);
+    Ok((cfg, opts, seed, data_dir))
 }
 
 fn net_error(e: NetError) -> SystemError {
