@@ -355,7 +355,28 @@ fn algorithm_and_dataset_mismatches_are_config_errors() {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         load::<FedGraphConfig>(None, &sets).unwrap();
     }
-    // A generator that leaves no training graph is refused when the data is drawn.
+    // Cross-field generator settings are refused when the configuration loads (so
+    // `--print-config` and the run refuse them before any work) ...
+    for (sets, key) in [
+        (
+            &["families.min_nodes=20", "families.max_nodes=10"][..],
+            "families.min_nodes",
+        ),
+        (
+            &[
+                "families.graphs_per_client=10",
+                "families.val_share=0.45",
+                "families.test_share=0.45",
+            ][..],
+            "families.graphs_per_client",
+        ),
+    ] {
+        let mut all = vec!["data.dataset=graph-families", "fed.algo=gcfl"];
+        all.extend_from_slice(sets);
+        let e = config_error(&all);
+        assert!(e.contains(key), "{sets:?}: {e}");
+    }
+    // ... and by the generator itself, a library entry point.
     let bad = FamiliesSection {
         graphs_per_client: 10,
         val_share: 0.45,

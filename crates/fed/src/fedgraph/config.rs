@@ -265,6 +265,23 @@ impl Validate for FedGraphConfig {
             self.hpo.min_rounds,
             "must not exceed hpo.max_rounds",
         )?;
+        // The generator refuses these too (it is a library entry point); here they are found
+        // by `--print-config` and before any run folder is made.
+        let f = &self.families;
+        check(
+            f.min_nodes <= f.max_nodes,
+            "families.min_nodes",
+            f.min_nodes,
+            "must not exceed families.max_nodes",
+        )?;
+        let n = f.graphs_per_client;
+        let (n_val, n_test) = crate::fedgraph::families::held_out(f);
+        check(
+            n_val + n_test < n,
+            "families.graphs_per_client",
+            n,
+            &format!("leaves no training graph after {n_val} validation and {n_test} test graphs"),
+        )?;
         Ok(())
     }
 }

@@ -315,6 +315,13 @@ pub fn sample_graph(
     }
 }
 
+/// Validation and test graphs per client (at least one each).
+pub fn held_out(cfg: &FamiliesSection) -> (usize, usize) {
+    let n = cfg.graphs_per_client as f64;
+    let share = |s: f64| ((n * s).round() as usize).max(1);
+    (share(cfg.val_share), share(cfg.test_share))
+}
+
 /// Every client's graphs for one seed.
 pub fn generate(
     cfg: &FamiliesSection,
@@ -328,8 +335,7 @@ pub fn generate(
         )));
     }
     let n = cfg.graphs_per_client;
-    let n_val = ((n as f64 * cfg.val_share).round() as usize).max(1);
-    let n_test = ((n as f64 * cfg.test_share).round() as usize).max(1);
+    let (n_val, n_test) = held_out(cfg);
     if n_val + n_test >= n {
         return Err(FedGraphError::Usage(format!(
             "families.graphs_per_client = {n} leaves no training graph after {n_val} validation and {n_test} test graphs"
