@@ -336,6 +336,25 @@ impl Validate for TaskmetConfig {
             p.train_days,
             "train_days + val_days + test_days must be <= 8000 (the S&P 500 file has 8313 days)",
         )?;
+        // A task runs only the methods that apply to it: a list with none would run nothing.
+        let applies: &[&str] = if self.task.name == "cartpole" {
+            &["mse", "taskmet", "omd"]
+        } else {
+            &["mse", "dfl", "taskmet", "lodl"]
+        };
+        check(
+            self.task
+                .methods
+                .iter()
+                .any(|m| applies.contains(&m.as_str())),
+            "task.methods",
+            self.task.methods.join(", "),
+            &format!(
+                "none of them applies to task.name = \"{}\" (its methods: {})",
+                self.task.name,
+                applies.join(", ")
+            ),
+        )?;
         let r = &self.cartpole;
         check(
             r.metric_floor == 0.0 || r.metric == "global",
@@ -344,5 +363,39 @@ impl Validate for TaskmetConfig {
             "applies to cartpole.metric = \"global\" only",
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskmetConfig;
+    use ferrolab_core::config::load;
+
+    fn loads(sets: &[&str]) -> Result<TaskmetConfig, String> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        load::<TaskmetConfig>(None, &sets).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_method_list_with_nothing_for_the_task_is_refused_at_load() {
+        for (task, methods) in [
+            ("cartpole", r#"["dfl", "lodl"]"#),
+            ("portfolio", r#"["omd"]"#),
+            ("cubic", r#"["omd"]"#),
+        ] {
+            let e = loads(&[
+                &format!("task.name={task}"),
+                &format!("task.methods={methods}"),
+            ])
+            .err()
+            .unwrap_or_default();
+            assert!(
+                e.contains("task.methods") && e.contains(task),
+                "{task}: {e}"
+            );
+        }
+        // One method that applies is enough; the others are skipped by the run.
+        assert!(loads(&["task.name=cartpole", r#"task.methods=["dfl", "omd"]"#]).is_ok());
+        assert!(loads(&["task.name=budget", r#"task.methods=["omd", "lodl"]"#]).is_ok());
     }
 }

@@ -370,6 +370,7 @@ fn algorithm_and_dataset_mismatches_are_config_errors() {
             ][..],
             "families.graphs_per_client",
         ),
+        (&["fed.clients=25", "gcfl.min_side=2"][..], "gcfl.min_side"),
     ] {
         let mut all = vec!["data.dataset=graph-families", "fed.algo=gcfl"];
         all.extend_from_slice(sets);

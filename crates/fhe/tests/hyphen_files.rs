@@ -245,6 +245,39 @@ fn mpconv_encrypted_run_is_in_the_memory_estimate() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("fhe.encrypted_mpconv_images"), "{e}");
+    // So is an encrypted leg whose bootstrapping set does not exist (it is chosen only after
+    // training): N = 2^16 with other than 9 or 16 levels left, or log N below 13.
+    for (preset, sets, key) in [
+        (
+            "paper",
+            &["fhe.encrypted_boot_levels=12"][..],
+            "fhe.encrypted_boot_levels",
+        ),
+        (
+            "quick",
+            &[
+                "fhe.log_n=12",
+                "fhe.bootstrapping=true",
+                "fhe.encrypted_images=1",
+                "data.side=16",
+            ][..],
+            "fhe.log_n",
+        ),
+    ] {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let e = ferrolab_core::system::resolve_config(&sys, Some(preset), None, &sets)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(key) && e.contains("bootstrapping set"), "{e}");
+    }
+    for ok in [
+        "fhe.encrypted_boot_levels=9",
+        "fhe.encrypted_boot_levels=16",
+    ] {
+        let sets = vec![ok.to_string()];
+        assert!(ferrolab_core::system::resolve_config(&sys, Some("paper"), None, &sets).is_ok());
+    }
 }
 
 /// `hcnn bench` at small insecure parameters: keygen, encrypt, infer (evaluation keys only)

@@ -265,6 +265,17 @@ impl Validate for FedGraphConfig {
             self.hpo.min_rounds,
             "must not exceed hpo.max_rounds",
         )?;
+        check(
+            self.fed.algo != "gcfl"
+                || self.gcfl.min_side <= 1
+                || self.fed.clients <= crate::fedgraph::gcfl::MAX_EXHAUSTIVE,
+            "gcfl.min_side",
+            self.gcfl.min_side,
+            &format!(
+                "> 1 searches every bipartition, which needs fed.clients <= {}",
+                crate::fedgraph::gcfl::MAX_EXHAUSTIVE
+            ),
+        )?;
         // The generator refuses these too (it is a library entry point); here they are found
         // by `--print-config` and before any run folder is made.
         let f = &self.families;

@@ -120,6 +120,31 @@ impl Validate for HyphenConfig {
                 ),
             });
         }
+        // The encrypted leg's bootstrapping set is chosen after training: a choice that has
+        // no set must be refused before it, not hours later.
+        if self.fhe.encrypted_images > 0 && self.fhe.bootstrapping {
+            let (log_n, levels) = (self.fhe.log_n, self.fhe.encrypted_boot_levels);
+            if crate::bootstrap::bench::chain_for(log_n, levels, log_n < 16).is_err() {
+                let (key, value, reason) = if log_n == 16 {
+                    (
+                        "fhe.encrypted_boot_levels",
+                        levels.to_string(),
+                        "the N = 2^16 bootstrapping sets leave 9 or 16 levels".to_string(),
+                    )
+                } else {
+                    (
+                        "fhe.log_n",
+                        log_n.to_string(),
+                        "fhe.encrypted_images with fhe.bootstrapping needs a bootstrapping set, which exists for fhe.log_n 13..=16".to_string(),
+                    )
+                };
+                return Err(ferrolab_core::ConfigError::Invalid {
+                    key: key.into(),
+                    value,
+                    reason,
+                });
+            }
+        }
         let slots = 1usize << (self.fhe.log_n - 1);
         let s = self.data.side * self.data.side;
         // CA layouts hold every channel of a stage in one ciphertext (k² channels per block
