@@ -90,6 +90,8 @@ fn bad_input_is_one_line_and_exit_2() {
             "experiment.methods=[\"adaevo\", \"magic\"]",
             "unknown method",
         ),
+        // 4000 synthetic images by default: 5 left for the streams cannot hold every class.
+        ("data.pretrain_images=3995", "one per class"),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-bad");

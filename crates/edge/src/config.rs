@@ -544,10 +544,13 @@ impl Validate for AdaEvoConfig {
         )?;
         if self.data.dataset == "synthetic" {
             check(
-                self.data.pretrain_images < self.data.synthetic_images,
+                self.data.pretrain_images + crate::stream::CLASSES <= self.data.synthetic_images,
                 "data.pretrain_images",
                 self.data.pretrain_images,
-                "must leave synthetic images for the streams",
+                &format!(
+                    "must leave at least {} of data.synthetic_images for the streams (one per class)",
+                    crate::stream::CLASSES
+                ),
             )?;
         }
         Ok(())
