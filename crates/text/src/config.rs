@@ -90,6 +90,44 @@ impl SecnnConfig {
 impl Validate for SecnnConfig {
     fn validate(&self) -> Result<(), ferrolab_core::ConfigError> {
         self.train
-            .unused(&SecnnConfig::default().train, "secnn", &["weight_decay"])
+            .unused(&SecnnConfig::default().train, "secnn", &["weight_decay"])?;
+        // Folds split the training file; with a given test file every "fold" would train on
+        // the whole file and test on that file, seeded runs reported as cross-validation.
+        let d = &self.data;
+        let test_file = d.test.is_some() || (d.train.is_none() && d.preset == "sst2");
+        ferrolab_core::config::check(
+            d.folds == 1 || !test_file,
+            "data.folds",
+            d.folds,
+            "cross-validation splits the training file, but a test file is given (data.test, or data.preset = \"sst2\"): use train.seeds for repeated runs",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecnnConfig;
+    use ferrolab_core::config::load;
+
+    fn loads(sets: &[&str]) -> Result<SecnnConfig, String> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        load::<SecnnConfig>(None, &sets).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn folds_with_a_given_test_file_are_refused_at_load() {
+        for sets in [
+            &["data.preset=sst2", "data.folds=10"][..],
+            &["data.test=t.txt", "data.folds=5"][..],
+        ] {
+            let e = loads(sets).err().unwrap_or_default();
+            assert!(e.contains("data.folds"), "{sets:?}: {e}");
+        }
+        // MR's cross-validation, SST-2's seeded runs and a custom training file with a test
+        // file of its own but no folds stay valid.
+        assert!(loads(&["data.preset=mr", "data.folds=10"]).is_ok());
+        assert!(loads(&["data.preset=sst2"]).is_ok());
+        assert!(loads(&["data.train=a.txt", "data.folds=10"]).is_ok());
+        assert!(loads(&["data.train=a.txt", "data.test=t.txt"]).is_ok());
     }
 }
