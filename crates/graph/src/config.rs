@@ -198,6 +198,19 @@ impl Validate for ClusterGcnConfig {
             c.parts_per_batch,
             "must be in 1..=cluster.parts",
         )?;
+        // With a graph file the node count is known only once it is read (the run checks it);
+        // a generated graph's is configuration.
+        if let Some(s) = &d.synthetic {
+            check(
+                c.parts <= s.nodes,
+                "cluster.parts",
+                c.parts,
+                &format!(
+                    "must not exceed the generated graph's {} nodes (data.synthetic.nodes)",
+                    s.nodes
+                ),
+            )?;
+        }
         Ok(())
     }
 }
@@ -295,5 +308,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster.q") || e.contains("`q`"), "{e}");
+        // More clusters than generated nodes: refused at load, not once the graph is built.
+        let sets = [
+            "data.synthetic.nodes=300".to_string(),
+            "cluster.parts=400".into(),
+        ];
+        let e = ferrolab_core::config::load::<ClusterGcnConfig>(None, &sets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster.parts") && e.contains("300 nodes"),
+            "{e}"
+        );
     }
 }
