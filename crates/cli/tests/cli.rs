@@ -435,20 +435,20 @@ fn out_naming_an_existing_empty_folder_is_used() {
 fn a_usage_error_found_during_the_run_leaves_no_folder() {
     let d = tmp("midrun");
     // Both configurations pass the configuration checks (`--print-config` accepts them), so
-    // the error is found after the run folder was created: 100000 clusters of a 300-node
-    // graph, and a graph file that does not exist.
+    // the error is found after the run folder was created: a graph file that is not an npz
+    // archive, and one that does not exist.
+    let gd = tmp("midrun-data");
+    let garbage = gd.join("garbage.npz");
+    std::fs::write(&garbage, b"not a zip archive").unwrap();
+    let garbage_set = format!("data.path={}", garbage.display());
     for (i, set) in [
-        "cluster.parts=100000",
+        garbage_set.as_str(),
         "data.path=/nonexistent/ferrolab/graph.npz",
     ]
     .into_iter()
     .enumerate()
     {
-        let mut args: Vec<&str> = if set.starts_with("data.path") {
-            vec!["cluster-gcn", "--set", "cluster.cache_dir=none"]
-        } else {
-            tiny_cluster_gcn(&[])
-        };
+        let mut args: Vec<&str> = vec!["cluster-gcn", "--set", "cluster.cache_dir=none"];
         args.extend(["--set", set]);
         let mut pc = args.clone();
         pc.push("--print-config");
@@ -468,6 +468,7 @@ fn a_usage_error_found_during_the_run_leaves_no_folder() {
     }
     assert!(listing(&d).is_empty(), "{:?}", listing(&d));
     std::fs::remove_dir_all(&d).ok();
+    std::fs::remove_dir_all(&gd).ok();
 }
 
 #[test]
