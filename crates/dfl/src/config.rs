@@ -337,10 +337,10 @@ impl Validate for TaskmetConfig {
             "train_days + val_days + test_days must be <= 8000 (the S&P 500 file has 8313 days)",
         )?;
         // A task runs only the methods that apply to it: a list with none would run nothing.
-        let applies: &[&str] = if self.task.name == "cartpole" {
-            &["mse", "taskmet", "omd"]
+        let applies: Vec<&str> = if self.task.name == "cartpole" {
+            crate::rl::ModelLoss::ALL.map(|m| m.name()).to_vec()
         } else {
-            &["mse", "dfl", "taskmet", "lodl"]
+            crate::learn::Method::ALL.map(|m| m.name()).to_vec()
         };
         check(
             self.task

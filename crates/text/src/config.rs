@@ -87,6 +87,12 @@ impl SecnnConfig {
     }
 }
 
+/// Whether a preset's data set comes with its own test and dev files (SST-2's given split);
+/// the others hold out parts of the training file.
+pub fn preset_has_splits(preset: &str) -> bool {
+    preset == "sst2"
+}
+
 impl Validate for SecnnConfig {
     fn validate(&self) -> Result<(), ferrolab_core::ConfigError> {
         self.train
@@ -94,7 +100,7 @@ impl Validate for SecnnConfig {
         // Folds split the training file; with a given test file every "fold" would train on
         // the whole file and test on that file, seeded runs reported as cross-validation.
         let d = &self.data;
-        let test_file = d.test.is_some() || (d.train.is_none() && d.preset == "sst2");
+        let test_file = d.test.is_some() || (d.train.is_none() && preset_has_splits(&d.preset));
         ferrolab_core::config::check(
             d.folds == 1 || !test_file,
             "data.folds",

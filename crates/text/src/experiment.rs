@@ -65,9 +65,10 @@ fn resolve_paths(cfg: &SecnnConfig, data_dir: Option<&Path>) -> Result<Files> {
     // per-user folder without the text files does not hide ../shared/data.
     let train = ferrolab_data::lookup::find_dataset(data_dir, &d.preset)?;
     let sibling = |ext: &str| train.with_extension(ext);
-    let (test, dev) = match d.preset.as_str() {
-        "sst2" => (Some(sibling("test")), Some(sibling("dev"))),
-        _ => (None, None),
+    let (test, dev) = if crate::config::preset_has_splits(&d.preset) {
+        (Some(sibling("test")), Some(sibling("dev")))
+    } else {
+        (None, None)
     };
     Ok(Files {
         name: d.preset.clone(),
