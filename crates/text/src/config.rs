@@ -29,10 +29,11 @@ ferrolab_core::config_section! {
         pub preset: String = "mr".into(), "`mr` or `sst2`" => |v| ["mr", "sst2"].contains(&v.as_str());
         /// A `label sentence` file to train on (overrides the preset).
         pub train: Option<String> = None;
-        /// A `label sentence` test file; without it a seeded `holdout` share of `train` is held out.
+        /// A `label sentence` test file (replaces the sst2 preset's own); without one a seeded
+        /// `holdout` share of the training file is held out.
         pub test: Option<String> = None;
-        /// A `label sentence` dev file for early stopping; without it `dev_fraction` of the
-        /// training part is used.
+        /// A `label sentence` dev file for early stopping (replaces the sst2 preset's own);
+        /// without one `dev_fraction` of the training part is used.
         pub dev: Option<String> = None;
         /// Share of the training file held out as test when there is no test file.
         pub holdout: f64 = 0.1, "in (0, 0.5)" => |v| *v > 0.0 && *v < 0.5;

@@ -70,11 +70,12 @@ fn resolve_paths(cfg: &SecnnConfig, data_dir: Option<&Path>) -> Result<Files> {
     } else {
         (None, None)
     };
+    // A file the user names wins over the preset's own, as it does with mr.
     Ok(Files {
         name: d.preset.clone(),
         train,
-        test: test.or_else(|| d.test.as_ref().map(PathBuf::from)),
-        dev: dev.or_else(|| d.dev.as_ref().map(PathBuf::from)),
+        test: d.test.as_ref().map(PathBuf::from).or(test),
+        dev: d.dev.as_ref().map(PathBuf::from).or(dev),
     })
 }
 
@@ -639,5 +640,34 @@ fn build_outcome(
         report,
         curves,
         paper,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_paths;
+    use crate::config::SecnnConfig;
+    use std::path::PathBuf;
+
+    #[test]
+    fn named_test_and_dev_files_win_over_the_presets_own() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-secnn-paths-{}", std::process::id()));
+        let text = dir.join("text");
+        std::fs::create_dir_all(&text).unwrap();
+        for ext in ["train", "test", "dev"] {
+            std::fs::write(text.join(format!("stsa.binary.{ext}")), "1 a\n0 b\n").unwrap();
+        }
+        let mut cfg = SecnnConfig::default();
+        cfg.data.preset = "sst2".into();
+        let own = resolve_paths(&cfg, Some(&dir)).unwrap();
+        assert_eq!(own.test, Some(text.join("stsa.binary.test")));
+        assert_eq!(own.dev, Some(text.join("stsa.binary.dev")));
+        cfg.data.test = Some("mine.test".into());
+        cfg.data.dev = Some("mine.dev".into());
+        let named = resolve_paths(&cfg, Some(&dir)).unwrap();
+        assert_eq!(named.train, text.join("stsa.binary.train"));
+        assert_eq!(named.test, Some(PathBuf::from("mine.test")));
+        assert_eq!(named.dev, Some(PathBuf::from("mine.dev")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
