@@ -306,29 +306,46 @@ impl RunDir {
         E: From<CoreError>,
         F: FnOnce(&mut RunDir) -> std::result::Result<T, E>,
     {
-        let path = self.unit_path(name);
         if let Some(v) = self.saved_unit::<T>(name) {
-            eprintln!("resume: {name} already done ({})", path.display());
+            eprintln!(
+                "resume: {name} already done ({})",
+                self.unit_path(name).display()
+            );
             return Ok(v);
         }
-        let dir = self.join("units");
         // Checked before the work, which may be long, rather than when its result is saved.
+        self.check_unit_place(name)?;
+        let v = f(self)?;
+        self.save_unit(name, &v)?;
+        Ok(v)
+    }
+
+    /// Refuses a run folder whose `units` entry or unit file has the wrong kind.
+    pub fn check_unit_place(&self, name: &str) -> Result<()> {
+        let (dir, path) = (self.join("units"), self.unit_path(name));
         for (p, want_dir) in [(&dir, true), (&path, false)] {
             if p.exists() && p.is_dir() != want_dir {
                 return Err(CoreError::Data(format!(
                     "{} should be a {} in this run folder; the folder is damaged (move it away and start afresh)",
                     p.display(),
                     if want_dir { "folder" } else { "file" }
-                ))
-                .into());
+                )));
             }
         }
-        let v = f(self)?;
+        Ok(())
+    }
+
+    /// Saves the result of unit `name` where [`unit`](Self::unit) and
+    /// [`saved_unit`](Self::saved_unit) find it (atomically). For units run side by side on
+    /// threads, which share the folder by reference: check the place with
+    /// [`check_unit_place`](Self::check_unit_place), look for a saved result, work, save.
+    pub fn save_unit<T: Serialize>(&self, name: &str, v: &T) -> Result<()> {
+        self.check_unit_place(name)?;
+        let dir = self.join("units");
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
-        let text = serde_json::to_vec(&v)
+        let text = serde_json::to_vec(v)
             .map_err(|e| CoreError::Runtime(format!("saving unit {name}: {e}")))?;
-        write_atomic(&path, &text)?;
-        Ok(v)
+        write_atomic(&self.unit_path(name), &text)
     }
 
     /// Where [`unit`](Self::unit) keeps the result of unit `name`.

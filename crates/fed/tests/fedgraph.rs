@@ -226,3 +226,82 @@ fn cora_louvain_split_has_fs_g_shape_and_fedavg_beats_local() {
     );
     assert!(a.test_accuracy > 0.8 && a.test_accuracy > l.test_accuracy);
 }
+
+/// `--resume`: every grid run is a unit of the run folder; a run saved there is read back
+/// (a tampered figure shows it was not recomputed), a lost one is run again to the same
+/// figures, and NaN ("not measured") survives the JSON round trip.
+#[test]
+fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
+    use ferrolab_core::run::RunDir;
+    use ferrolab_fed::fedgraph::experiment::run_table;
+    let g = communities(400, 16, 11);
+    let mut cfg = FedGraphConfig {
+        data: DataSection {
+            num_val: 80,
+            ..data_cfg()
+        },
+        ..Default::default()
+    };
+    cfg.fed.clients = 4;
+    cfg.fed.seeds = 2;
+    cfg.fed.rounds = 4;
+    cfg.fed.patience = 0;
+    cfg.fed.lrs = vec![0.5];
+    cfg.fed.local_steps = vec![1, 2];
+    cfg.model.hidden = 8;
+    let dir = std::env::temp_dir().join(format!("ferrolab-fg-units-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rd = RunDir::create(&dir).unwrap();
+    let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
+    let first = run_table(&g, &cfg, 9, 2, &quiet, None, Some(&rd)).unwrap();
+    let units = dir.join("units");
+    let mut names: Vec<String> = std::fs::read_dir(&units)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // FedAvg, local only and global × 2 cells × 2 seeds.
+    assert_eq!(names.len(), 12, "{names:?}");
+    assert!(
+        names.contains(&"fedavg-lr0_5-steps2-seed1.json".to_string()),
+        "{names:?}"
+    );
+    let tampered = units.join("global-lr0_5-steps1-seed0.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tampered).unwrap()).unwrap();
+    v[0]["test_accuracy"] = serde_json::json!(0.123);
+    std::fs::write(&tampered, v.to_string()).unwrap();
+    let lost = units.join("fedavg-lr0_5-steps2-seed1.json");
+    std::fs::remove_file(&lost).unwrap();
+
+    let second = run_table(&g, &cfg, 9, 1, &quiet, None, Some(&rd)).unwrap();
+    assert!(lost.is_file(), "the recomputed run is saved again");
+    // The saved runs bring their compute time back: the global grid was all read back.
+    let (a, b) = (first.regimes[2].seconds, second.regimes[2].seconds);
+    assert!(a > 0.0 && (a - b).abs() <= 1e-9 * a, "{a} vs {b}");
+    for (a, b) in first.regimes.iter().zip(&second.regimes) {
+        assert_eq!(a.regime, b.regime);
+        for (ca, cb) in a.cells.iter().zip(&b.cells) {
+            for (k, (ra, rb)) in ca.runs.iter().zip(&cb.runs).enumerate() {
+                let global_s1_0 = a.regime.name() == "global" && ca.local_steps == 1 && k == 0;
+                let want = if global_s1_0 { 0.123 } else { ra.test_accuracy };
+                assert_eq!(
+                    rb.test_accuracy, want,
+                    "{:?} {} {k}",
+                    a.regime, ca.local_steps
+                );
+                assert_eq!(ra.val_accuracy, rb.val_accuracy);
+                assert_eq!(ra.curve, rb.curve);
+                assert_eq!(
+                    ra.whole_graph_test_accuracy.is_nan(),
+                    rb.whole_graph_test_accuracy.is_nan()
+                );
+                assert_eq!(
+                    a.regime.name() == "local",
+                    rb.whole_graph_test_accuracy.is_finite()
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

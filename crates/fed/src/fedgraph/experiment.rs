@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ferrolab_core::metrics::mean_pop_std;
+use ferrolab_core::run::RunDir;
 use ferrolab_graph::zoo::{Arch, WeightInit, ZooConfig};
 use serde_json::json;
 
@@ -227,7 +228,10 @@ pub type Remote<'a> = &'a (
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
 /// run is seeded by itself, so the figures do not depend on the number of workers).
 /// `progress` receives every finished run. With `remote`, the FedAvg, FedProx and FedOpt runs
-/// go through it; local only and global (no federation) stay in this process.
+/// go through it; local only and global (no federation) stay in this process. With `units`
+/// (the run folder), every finished run is saved as a unit (`<regime>-lr<lr>-steps<k>-seed<i>`)
+/// and a run already saved there — a killed run continued with `--resume` — is read back
+/// instead of run again.
 pub fn run_table(
     g: &GraphSet,
     cfg: &FedGraphConfig,
@@ -235,6 +239,7 @@ pub fn run_table(
     workers: usize,
     progress: &(dyn Fn(Regime, f64, usize, usize, &RunResult) + Sync),
     remote: Option<Remote<'_>>,
+    units: Option<&RunDir>,
 ) -> Result<Table, FedGraphError> {
     let zoo = zoo_config(cfg, g.features.num_features(), g.classes)?;
     let f = &cfg.fed;
@@ -327,7 +332,14 @@ pub fn run_table(
                     let t0 = Instant::now();
                     let federated =
                         matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt);
-                    let r = match (regime, remote) {
+                    let unit = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
+                    // Saved with its compute seconds, so a resumed table reports the grid's
+                    // whole cost.
+                    let saved = units.and_then(|d| d.saved_unit::<(RunResult, f64)>(&unit));
+                    if saved.is_some() {
+                        eprintln!("resume: {unit} already done");
+                    }
+                    let compute = || match (regime, remote) {
                         (_, Some(run_remote)) if federated => {
                             run_remote(regime, lr, steps, k, *seed, st)
                         }
@@ -341,11 +353,21 @@ pub fn run_table(
                         (Regime::Local, _) => local_only(g, st, &zoo, &sched, *seed),
                         (Regime::Global, _) => global(g, st, &zoo, &sched, *seed),
                     };
+                    let r = match saved {
+                        Some(saved) => Ok(saved),
+                        None => compute().and_then(|r| {
+                            let done = (r, t0.elapsed().as_secs_f64());
+                            if let Some(d) = units {
+                                d.save_unit(&unit, &done)?;
+                            }
+                            Ok(done)
+                        }),
+                    };
                     match r {
-                        Ok(r) => {
+                        Ok((r, seconds)) => {
                             progress(regime, lr, steps, k, &r);
                             if let Ok(mut t) = times.lock() {
-                                *t.entry(ri).or_default() += t0.elapsed().as_secs_f64();
+                                *t.entry(ri).or_default() += seconds;
                             }
                             if let Ok(mut m) = results.lock() {
                                 m.insert((ri, li, si, k), r);

@@ -68,6 +68,9 @@ pub enum FedGraphError {
     /// A request that cannot work (exit status 2).
     #[error("{0}")]
     Usage(String),
+    /// The run folder (saving or reading a `--resume` unit).
+    #[error(transparent)]
+    Run(#[from] ferrolab_core::CoreError),
 }
 
 impl ferrolab_core::Classify for FedGraphError {
@@ -75,6 +78,7 @@ impl ferrolab_core::Classify for FedGraphError {
         match self {
             FedGraphError::Graph(e) if e.is_usage() => ErrorClass::Usage,
             FedGraphError::Data(_) | FedGraphError::Usage(_) => ErrorClass::Usage,
+            FedGraphError::Run(e) => ferrolab_core::Classify::class(e),
             _ => ErrorClass::Runtime,
         }
     }
@@ -365,12 +369,25 @@ impl System for FedGraphSystem {
         let table = match &g {
             Some(g) if cfg.fed.runtime == "nats" => {
                 let remote = nats_runner(cfg, g, ctx)?;
-                let t = run_table(g, cfg, ctx.seed(), ctx.threads(), &progress, Some(&*remote))?;
+                let (seed, threads) = (ctx.seed(), ctx.threads());
+                let units = Some(&*ctx.run_dir());
+                let t = run_table(g, cfg, seed, threads, &progress, Some(&*remote), units)?;
                 // Each run removed its job file; the folder goes too once empty.
                 let _ = std::fs::remove_dir(ctx.run_dir().join("fabric"));
                 t
             }
-            Some(g) => run_table(g, cfg, ctx.seed(), ctx.threads(), &progress, None)?,
+            Some(g) => {
+                let (seed, threads) = (ctx.seed(), ctx.threads());
+                run_table(
+                    g,
+                    cfg,
+                    seed,
+                    threads,
+                    &progress,
+                    None,
+                    Some(&*ctx.run_dir()),
+                )?
+            }
             None => gcfl::run_table(cfg, ctx.seed(), ctx.threads(), &progress)?,
         };
         for rec in log.into_inner().unwrap_or_default() {
