@@ -73,14 +73,15 @@ def main():
             if not r.get("headline", True) or not r.get("ratio"):
                 continue
             q = r["ratio"]
-            cell = f"**{q['median']:.2f}** ({q['min']:.2f}-{q['max']:.2f})"
+            # Three decimals: small ratios (memory, 0.15) differ in the third.
+            cell = f"**{q['median']:.3f}** ({q['min']:.3f}-{q['max']:.3f})"
             ref = ref_rows.get(key(r))
             if ref and ref.get("ratio"):
                 p = ref["ratio"]
                 inside = p["min"] <= q["median"] <= p["max"]
                 held += inside
                 missed += not inside
-                ref_cell = f"{p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}), {ref_from}"
+                ref_cell = f"{p['median']:.3f} ({p['min']:.3f}-{p['max']:.3f}), {ref_from}"
                 verdict = "yes" if inside else "**no**"
             else:
                 unref += 1
