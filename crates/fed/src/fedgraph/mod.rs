@@ -366,10 +366,10 @@ impl System for FedGraphSystem {
                 }));
             }
         };
+        let (seed, threads) = (ctx.seed(), ctx.threads());
         let table = match &g {
             Some(g) if cfg.fed.runtime == "nats" => {
                 let remote = nats_runner(cfg, g, ctx)?;
-                let (seed, threads) = (ctx.seed(), ctx.threads());
                 let units = Some(&*ctx.run_dir());
                 let t = run_table(g, cfg, seed, threads, &progress, Some(&*remote), units)?;
                 // Each run removed its job file; the folder goes too once empty.
@@ -377,18 +377,10 @@ impl System for FedGraphSystem {
                 t
             }
             Some(g) => {
-                let (seed, threads) = (ctx.seed(), ctx.threads());
-                run_table(
-                    g,
-                    cfg,
-                    seed,
-                    threads,
-                    &progress,
-                    None,
-                    Some(&*ctx.run_dir()),
-                )?
+                let units = Some(&*ctx.run_dir());
+                run_table(g, cfg, seed, threads, &progress, None, units)?
             }
-            None => gcfl::run_table(cfg, ctx.seed(), ctx.threads(), &progress)?,
+            None => gcfl::run_table(cfg, seed, threads, &progress)?,
         };
         for rec in log.into_inner().unwrap_or_default() {
             ctx.log_metrics(&rec)?;
