@@ -632,7 +632,7 @@ fn norm(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// What one run of [`run_clustered`] did besides its accuracy.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterLog {
     /// `(round, the two new clusters)` for every split.
     pub splits: Vec<(usize, [Vec<usize>; 2])>,
@@ -648,6 +648,7 @@ pub struct ClusterLog {
     /// max), averaged over clients; for the unclustered regimes (FedAvg, local) the last
     /// round's, as its `run_fedavg` reports. It picks on the test set, so it is logged beside
     /// the selected-round figure, never in its place.
+    #[serde(with = "super::run::f64_or_null")]
     pub reference_test_accuracy: f64,
 }
 
@@ -920,6 +921,7 @@ pub fn run_table(
     master_seed: u64,
     workers: usize,
     progress: &(dyn Fn(Regime, f64, usize, usize, &RunResult) + Sync),
+    units: Option<&ferrolab_core::run::RunDir>,
 ) -> Result<Table, FedGraphError> {
     let zoo = graph_zoo(cfg)?;
     let f = &cfg.fed;
@@ -1016,8 +1018,28 @@ pub fn run_table(
                     } else {
                         &cfg.gcfl
                     };
-                    match run_clustered(data, &zoo, section, &sched, mode, *seed) {
-                        Ok(r) => {
+                    // As the node table's runs: saved with their compute seconds, read back
+                    // by a resumed run.
+                    let unit = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
+                    type Saved = ((RunResult, ClusterLog), f64);
+                    let saved = units.and_then(|d| d.saved_unit::<Saved>(&unit));
+                    if saved.is_some() {
+                        eprintln!("resume: {unit} already done");
+                    }
+                    let r = match saved {
+                        Some(saved) => Ok(saved),
+                        None => {
+                            run_clustered(data, &zoo, section, &sched, mode, *seed).and_then(|r| {
+                                let done = (r, t0.elapsed().as_secs_f64());
+                                if let Some(d) = units {
+                                    d.save_unit(&unit, &done)?;
+                                }
+                                Ok(done)
+                            })
+                        }
+                    };
+                    match r {
+                        Ok((r, seconds)) => {
                             progress(regime, lr, steps, k, &r.0);
                             if matches!(regime, Regime::Gcfl | Regime::GcflPlain) {
                                 eprintln!(
@@ -1028,7 +1050,7 @@ pub fn run_table(
                                 );
                             }
                             if let Ok(mut t) = times.lock() {
-                                *t.entry(ri).or_default() += t0.elapsed().as_secs_f64();
+                                *t.entry(ri).or_default() += seconds;
                             }
                             if let Ok(mut m) = results.lock() {
                                 m.insert((ri, li, si, k), r);

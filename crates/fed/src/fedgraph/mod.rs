@@ -380,7 +380,7 @@ impl System for FedGraphSystem {
                 let units = Some(&*ctx.run_dir());
                 run_table(g, cfg, seed, threads, &progress, None, units)?
             }
-            None => gcfl::run_table(cfg, seed, threads, &progress)?,
+            None => gcfl::run_table(cfg, seed, threads, &progress, Some(&*ctx.run_dir()))?,
         };
         for rec in log.into_inner().unwrap_or_default() {
             ctx.log_metrics(&rec)?;

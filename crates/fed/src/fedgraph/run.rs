@@ -135,7 +135,7 @@ pub struct RunResult {
 
 /// JSON has no NaN: a saved run (a `--resume` unit) writes a non-finite value as `null` and
 /// reads `null` back as NaN, so "not measured" survives the round trip.
-mod f64_or_null {
+pub(crate) mod f64_or_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
