@@ -9,6 +9,8 @@ use std::time::Instant;
 use ferrolab_core::metrics::mean_pop_std;
 use ferrolab_core::run::RunDir;
 use ferrolab_graph::zoo::{Arch, WeightInit, ZooConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::FedGraphError;
@@ -225,6 +227,30 @@ pub type Remote<'a> = &'a (
             + Sync
     );
 
+/// One run of a grid (regime, cell, seed `k`) and its compute seconds: read back from the run
+/// folder's units when a resumed run already finished it, else computed, timed and saved there
+/// (`<regime>-lr<lr>-steps<steps>-seed<k>`), so a resumed table reports the grid's whole cost.
+pub(crate) fn grid_unit<T: Serialize + DeserializeOwned>(
+    units: Option<&RunDir>,
+    regime: Regime,
+    lr: f64,
+    steps: usize,
+    k: usize,
+    compute: impl FnOnce() -> Result<T, FedGraphError>,
+) -> Result<(T, f64), FedGraphError> {
+    let name = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
+    if let Some(saved) = units.and_then(|d| d.saved_unit::<(T, f64)>(&name)) {
+        eprintln!("resume: {name} already done");
+        return Ok(saved);
+    }
+    let t0 = Instant::now();
+    let done = (compute()?, t0.elapsed().as_secs_f64());
+    if let Some(d) = units {
+        d.save_unit(&name, &done)?;
+    }
+    Ok(done)
+}
+
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
 /// run is seeded by itself, so the figures do not depend on the number of workers).
 /// `progress` receives every finished run. With `remote`, the FedAvg, FedProx and FedOpt runs
@@ -329,16 +355,8 @@ pub fn run_table(
                     }
                     let sched = schedule(cfg, lr, steps);
                     let (seed, st) = &setups[k];
-                    let t0 = Instant::now();
                     let federated =
                         matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt);
-                    let unit = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
-                    // Saved with its compute seconds, so a resumed table reports the grid's
-                    // whole cost.
-                    let saved = units.and_then(|d| d.saved_unit::<(RunResult, f64)>(&unit));
-                    if saved.is_some() {
-                        eprintln!("resume: {unit} already done");
-                    }
                     let compute = || match (regime, remote) {
                         (_, Some(run_remote)) if federated => {
                             run_remote(regime, lr, steps, k, *seed, st)
@@ -353,17 +371,7 @@ pub fn run_table(
                         (Regime::Local, _) => local_only(g, st, &zoo, &sched, *seed),
                         (Regime::Global, _) => global(g, st, &zoo, &sched, *seed),
                     };
-                    let r = match saved {
-                        Some(saved) => Ok(saved),
-                        None => compute().and_then(|r| {
-                            let done = (r, t0.elapsed().as_secs_f64());
-                            if let Some(d) = units {
-                                d.save_unit(&unit, &done)?;
-                            }
-                            Ok(done)
-                        }),
-                    };
-                    match r {
+                    match grid_unit(units, regime, lr, steps, k, compute) {
                         Ok((r, seconds)) => {
                             progress(regime, lr, steps, k, &r);
                             if let Ok(mut t) = times.lock() {

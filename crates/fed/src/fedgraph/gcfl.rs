@@ -42,7 +42,6 @@
 //! counted.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use ferrolab_core::backend::train_device;
 use ferrolab_core::burn;
@@ -1012,33 +1011,13 @@ pub fn run_table(
                         _ => Mode::FedAvg,
                     };
                     let (seed, data) = &setups[k];
-                    let t0 = Instant::now();
                     let section = if regime == Regime::GcflPlain {
                         &plain
                     } else {
                         &cfg.gcfl
                     };
-                    // As the node table's runs: saved with their compute seconds, read back
-                    // by a resumed run.
-                    let unit = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
-                    type Saved = ((RunResult, ClusterLog), f64);
-                    let saved = units.and_then(|d| d.saved_unit::<Saved>(&unit));
-                    if saved.is_some() {
-                        eprintln!("resume: {unit} already done");
-                    }
-                    let r = match saved {
-                        Some(saved) => Ok(saved),
-                        None => {
-                            run_clustered(data, &zoo, section, &sched, mode, *seed).and_then(|r| {
-                                let done = (r, t0.elapsed().as_secs_f64());
-                                if let Some(d) = units {
-                                    d.save_unit(&unit, &done)?;
-                                }
-                                Ok(done)
-                            })
-                        }
-                    };
-                    match r {
+                    let compute = || run_clustered(data, &zoo, section, &sched, mode, *seed);
+                    match super::experiment::grid_unit(units, regime, lr, steps, k, compute) {
                         Ok((r, seconds)) => {
                             progress(regime, lr, steps, k, &r.0);
                             if matches!(regime, Regime::Gcfl | Regime::GcflPlain) {
