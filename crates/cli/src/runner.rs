@@ -272,6 +272,28 @@ pub fn execute(
                 ))
                 .into());
             }
+            // Units saved under one master seed must not be mixed with runs under another;
+            // `--seed` is not part of config.toml. (A run folder from before `seed.txt` was
+            // written is taken as it is.)
+            let seed_file = work.join(SEED_FILE);
+            if let Ok(text) = std::fs::read_to_string(&seed_file) {
+                let started = text.trim().parse::<u64>().map_err(|_| {
+                    UsageError(format!(
+                        "--resume {}: {} does not hold a seed (\"{}\"); the folder is damaged",
+                        dir.display(),
+                        seed_file.display(),
+                        ferrolab_core::run::first_line(&text)
+                    ))
+                })?;
+                if started != opts.seed {
+                    return Err(UsageError(format!(
+                        "--resume {}: the run was started with --seed {started}, not {}; pass the same --seed",
+                        dir.display(),
+                        opts.seed
+                    ))
+                    .into());
+                }
+            }
             (final_dir, work.clone(), RunDir::reopen(&work)?, true)
         }
         None => {
@@ -291,6 +313,7 @@ pub fn execute(
             }
             let run_dir = RunDir::create(&work)?;
             run_dir.write_config(&resolved.toml)?;
+            run_dir.write_file(SEED_FILE, format!("{}\n", opts.seed).as_bytes())?;
             (final_dir, work, run_dir, false)
         }
     };
@@ -313,6 +336,9 @@ pub fn execute(
         }
     }
 }
+
+/// The master seed a run was started with, beside its config.toml (checked by `--resume`).
+const SEED_FILE: &str = "seed.txt";
 
 fn run_in(
     sys: &'static dyn DynSystem,

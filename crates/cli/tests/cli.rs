@@ -509,6 +509,24 @@ fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
     assert_eq!(listing(&work), ["config.toml"]);
     assert_eq!(std::fs::read(work.join("config.toml")).unwrap(), cfg_before);
 
+    // The same configuration under another master seed: its saved units belong to seed 0.
+    assert_eq!(
+        std::fs::read_to_string(done.join("seed.txt")).unwrap(),
+        "0\n"
+    );
+    std::fs::copy(done.join("seed.txt"), work.join("seed.txt")).unwrap();
+    let mut args = tiny_cluster_gcn(&["--resume", half.to_str().unwrap()]);
+    args.extend(["--seed", "7"]);
+    let e = assert_usage_error(&ferrolab(&args), "--resume with another --seed");
+    assert!(e.contains("--seed 0"), "{e}");
+    std::fs::write(work.join("seed.txt"), "zero\n").unwrap();
+    let e = assert_usage_error(
+        &ferrolab(&tiny_cluster_gcn(&["--resume", half.to_str().unwrap()])),
+        "--resume with a damaged seed.txt",
+    );
+    assert!(e.contains("seed.txt"), "{e}");
+    std::fs::remove_file(work.join("seed.txt")).unwrap();
+
     // Nothing to resume.
     let none = d.join("none");
     let o = ferrolab(&tiny_cluster_gcn(&["--resume", none.to_str().unwrap()]));

@@ -367,8 +367,20 @@ impl RunDir {
     /// [`unit`](Self::unit) would return without running); for work that only a pending unit
     /// needs, such as keys made before it.
     pub fn saved_unit<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
-        let text = std::fs::read_to_string(self.unit_path(name)).ok()?;
-        serde_json::from_str(&text).ok()
+        let path = self.unit_path(name);
+        let text = std::fs::read_to_string(&path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // Written by an older binary, truncated or edited: the work is done again,
+                // which the user should know about.
+                eprintln!(
+                    "warning: {} is not a finished unit this run can read ({e}); running it again",
+                    path.display()
+                );
+                None
+            }
+        }
     }
 
     /// Moves the folder to `to` (a finished run leaving its temporary name).

@@ -279,9 +279,12 @@ fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
     // The saved runs bring their compute time back: the global grid was all read back.
     let (a, b) = (first.regimes[2].seconds, second.regimes[2].seconds);
     assert!(a > 0.0 && (a - b).abs() <= 1e-9 * a, "{a} vs {b}");
+    assert_eq!(first.regimes.len(), second.regimes.len());
     for (a, b) in first.regimes.iter().zip(&second.regimes) {
         assert_eq!(a.regime, b.regime);
+        assert_eq!(a.cells.len(), b.cells.len());
         for (ca, cb) in a.cells.iter().zip(&b.cells) {
+            assert_eq!(ca.runs.len(), cb.runs.len());
             for (k, (ra, rb)) in ca.runs.iter().zip(&cb.runs).enumerate() {
                 let global_s1_0 = a.regime.name() == "global" && ca.local_steps == 1 && k == 0;
                 let want = if global_s1_0 { 0.123 } else { ra.test_accuracy };
@@ -303,5 +306,16 @@ fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
             }
         }
     }
+    // A damaged folder (a unit's place taken by a folder) is refused before any run.
+    std::fs::remove_file(&lost).unwrap();
+    std::fs::create_dir(&lost).unwrap();
+    let e = run_table(&g, &cfg, 9, 1, &quiet, None, Some(&rd))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert_eq!(
+        ferrolab_core::Classify::class(&e),
+        ferrolab_core::ErrorClass::Usage
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -239,6 +239,10 @@ pub(crate) fn grid_unit<T: Serialize + DeserializeOwned>(
     compute: impl FnOnce() -> Result<T, FedGraphError>,
 ) -> Result<(T, f64), FedGraphError> {
     let name = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
+    if let Some(d) = units {
+        // A damaged folder is found before the run's work, not when saving it.
+        d.check_unit_place(&name)?;
+    }
     if let Some(saved) = units.and_then(|d| d.saved_unit::<(T, f64)>(&name)) {
         eprintln!("resume: {name} already done");
         return Ok(saved);
