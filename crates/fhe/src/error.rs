@@ -85,6 +85,19 @@ pub enum FheError {
     /// Input values are malformed (wrong length, not finite, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A layer of a network needs more levels than a bootstrap leaves: the chain (the levels
+    /// after bootstrapping) is too short for that network.
+    #[error(
+        "invalid CKKS parameters: {layer} needs {need} levels and a bootstrap leaves {have}: the chain is too short for this network"
+    )]
+    ChainTooShort {
+        /// The layer that needs them.
+        layer: String,
+        /// Levels it needs.
+        need: usize,
+        /// Levels a bootstrap leaves.
+        have: usize,
+    },
     /// A serialised object is truncated, tampered with or of the wrong kind/version.
     #[error("cannot decode {what}: {reason}")]
     Decode {
@@ -115,6 +128,7 @@ impl FheError {
                 | FheError::Decode { .. }
                 | FheError::Io { .. }
                 | FheError::InvalidInput(_)
+                | FheError::ChainTooShort { .. }
         )
     }
 }

@@ -440,9 +440,11 @@ impl<B: Backend> Runner<'_, B> {
         )?;
         let have = self.be.level(&y);
         if have < need {
-            return Err(FheError::InvalidParams(format!(
-                "{name} needs {need} levels and a bootstrap leaves {have}: the chain is too short for this network"
-            )));
+            return Err(FheError::ChainTooShort {
+                layer: name.to_string(),
+                need,
+                have,
+            });
         }
         Ok(y)
     }

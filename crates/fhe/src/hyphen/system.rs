@@ -70,8 +70,10 @@ ferrolab_core::config_section! {
     pub struct FheSection {
         /// Ring degree (log2 N) of the simulation and of the encrypted run.
         pub log_n: u32 = 16, "11..=16" => |v| (11..=16).contains(v);
-        /// Levels after a bootstrap in the simulated chain (16: the set MPConv+AppReLU needs).
-        pub levels_after_boot: usize = 16, "2..=40" => |v| (2..=40).contains(v);
+        /// Levels after a bootstrap in the simulated chain (16: the set MPConv+AppReLU needs;
+        /// a value some layer cannot run on is refused before training, naming the smallest
+        /// that fits).
+        pub levels_after_boot: usize = 16, "2..=40" => |v| (2..=MAX_LEVELS_AFTER_BOOT).contains(v);
         /// Test images in the noisy simulation (agreement_top1).
         pub sim_images: usize = 100, "1..=10000" => |v| (1..=10_000).contains(v);
         /// log2 of the simulated noise per operation (message units; −25 ≈ the measured 26 bits).
@@ -572,6 +574,83 @@ fn sim_input(
         .collect()
 }
 
+/// Levels a fresh ciphertext starts at in `row`: the bootstrap's `lb`, and for the ReLU rows
+/// the bootstrapping levels too (Lee et al. start at 30).
+fn fresh_level(row: &Row, lb: usize) -> usize {
+    if row.quad { lb } else { lb + 14 }
+}
+
+/// Refuses an `fhe.levels_after_boot` some layer cannot run on, before hours of training
+/// find it: the levels a layer needs depend on the network's shape, not on its weights, so
+/// untrained networks of the configured shape go through the simulator (on a blank image).
+/// The error names the smallest value that fits every packing.
+fn check_chain(cfg: &HyphenConfig) -> SysResult<()> {
+    let slots = 1usize << (cfg.fhe.log_n - 1);
+    let geo = Geometry {
+        n: slots,
+        wr: cfg.data.side,
+    };
+    let opt = RunOptions {
+        geo,
+        cost: OpCost::default(),
+    };
+    let side = cfg.data.side;
+    let blank = super::layout::Map {
+        c: 3,
+        h: side,
+        v: vec![0.0; 3 * side * side],
+    };
+    let nets: Vec<(bool, Net)> = [true, false]
+        .into_iter()
+        .map(|quad| {
+            let arch = Arch {
+                n: cfg.model.blocks_per_stage,
+                width: cfg.model.width,
+                quad,
+                classes: 10,
+            };
+            (quad, super::train::untrained(arch, 0))
+        })
+        .collect();
+    // The first layer that does not fit with `lb` levels after a bootstrap, if any.
+    let short = |lb: usize| -> SysResult<Option<crate::FheError>> {
+        for row in &ROWS {
+            let Some((_, net)) = nets.iter().find(|(q, _)| *q == row.quad) else {
+                continue;
+            };
+            let mut sim = Sim::new(slots, lb);
+            let input = sim_input(&sim, net, geo, row.packing, &blank, fresh_level(row, lb));
+            match run(&mut sim, net, row.packing, input, &opt) {
+                Ok(_) => {}
+                Err(e @ crate::FheError::ChainTooShort { .. }) => return Ok(Some(e)),
+                Err(e) => return Err(runtime(e)),
+            }
+        }
+        Ok(None)
+    };
+    let lb = cfg.fhe.levels_after_boot;
+    let Some(first) = short(lb)? else {
+        return Ok(());
+    };
+    let mut fits = None;
+    for more in lb + 1..=MAX_LEVELS_AFTER_BOOT {
+        if short(more)?.is_none() {
+            fits = Some(more);
+            break;
+        }
+    }
+    let hint = match fits {
+        Some(m) => format!("this network needs fhe.levels_after_boot ≥ {m}"),
+        None => format!("no fhe.levels_after_boot up to {MAX_LEVELS_AFTER_BOOT} fits this network"),
+    };
+    Err(SystemError::usage(format!(
+        "hyphen: fhe.levels_after_boot = {lb}: {first}; {hint}"
+    )))
+}
+
+/// The largest `fhe.levels_after_boot` the configuration accepts.
+const MAX_LEVELS_AFTER_BOOT: usize = 40;
+
 fn runtime(e: crate::FheError) -> SystemError {
     SystemError::runtime(format!("hyphen: {e}"))
 }
@@ -585,6 +664,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             cfg.fhe.encrypted_images_t2
         )));
     }
+    check_chain(cfg)?;
     let dir = ctx.dataset("fashion-mnist")?;
     let (train_set, test_set) = ferrolab_vision::data::load_fashion_mnist(&dir)?;
     let train_set = if cfg.data.train_limit > 0 {
@@ -672,8 +752,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     let mut metrics_of: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
     let mut step_uses: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut depth_of: BTreeMap<&str, usize> = BTreeMap::new();
-    // A fresh ciphertext may use the bootstrapping levels too (Lee et al. start at 30).
-    let fresh_of = |row: &Row| if row.quad { lb } else { lb + 14 };
+    let fresh_of = |row: &Row| fresh_level(row, lb);
     // Test image `i` through the noisy simulator: the same draw whenever it is asked for, so
     // an encrypted image can be set against the simulation of exactly that image.
     let noise_seed = ctx.seed_for("noise");
@@ -1287,5 +1366,37 @@ mod tests {
         // One bar per packing: the longer (mpconv_aespa, 17 s CPU) spans the full width.
         assert_eq!(svg.matches("<rect").count(), 4 + 2);
         assert!(svg.contains("17 s CPU") && svg.contains("9 s CPU"), "{svg}");
+    }
+
+    /// A chain some layer cannot run on is refused before any training (a usage error), and
+    /// the smallest value it names is the one that fits.
+    #[test]
+    fn too_short_a_chain_is_refused_before_training_with_the_value_that_fits() {
+        let with = |lb: usize| {
+            let set = vec![format!("fhe.levels_after_boot={lb}")];
+            let cfg =
+                ferrolab_core::system::resolve_config(&HyphenSystem, Some("quick"), None, &set)
+                    .unwrap();
+            check_chain(cfg.get())
+        };
+        let e = with(3).unwrap_err();
+        assert_eq!(e.class(), ferrolab_core::ErrorClass::Usage, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("fhe.levels_after_boot = 3") && msg.contains("too short"),
+            "{msg}"
+        );
+        let need: usize = msg
+            .rsplit("needs fhe.levels_after_boot ≥ ")
+            .next()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no value named: {msg}"));
+        assert!(need > 3 && need <= MAX_LEVELS_AFTER_BOOT, "{need}");
+        assert!(with(need).is_ok());
+        assert!(with(need - 1).is_err());
+        // The quick preset's own value fits.
+        let cfg =
+            ferrolab_core::system::resolve_config(&HyphenSystem, Some("quick"), None, &[]).unwrap();
+        assert!(check_chain(cfg.get()).is_ok());
     }
 }

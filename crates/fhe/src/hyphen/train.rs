@@ -400,6 +400,16 @@ pub fn train(arch: Arch, data: &Prepared, opt: &TrainOptions) -> (PlainNet, f64)
     (model.valid(), last)
 }
 
+/// The folded network of a freshly initialised `arch` (seeded): what the encrypted code would
+/// run before any training. Its levels and rotations are those of any trained network of the
+/// same shape, so it answers "does this chain fit this network" without training one.
+pub fn untrained(arch: Arch, seed: u64) -> Net {
+    let Ok(model) = ferrolab_core::backend::init_seeded(seed, |d| {
+        Ok::<_, std::convert::Infallible>(PlainNet::new(arch, d))
+    });
+    model.fold()
+}
+
 /// Predicted classes of the (inference-device) network on `idx`, batched.
 pub fn predict(model: &PlainNet, data: &Prepared, idx: &[usize]) -> Vec<Vec<f64>> {
     let device = ferrolab_core::backend::device();
