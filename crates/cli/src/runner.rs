@@ -272,28 +272,12 @@ pub fn execute(
                 ))
                 .into());
             }
-            // Units saved under one master seed must not be mixed with runs under another;
-            // `--seed` is not part of config.toml. (A run folder from before `seed.txt` was
-            // written is taken as it is.)
-            let seed_file = work.join(SEED_FILE);
-            if let Ok(text) = std::fs::read_to_string(&seed_file) {
-                let started = text.trim().parse::<u64>().map_err(|_| {
-                    UsageError(format!(
-                        "--resume {}: {} does not hold a seed (\"{}\"); the folder is damaged",
-                        dir.display(),
-                        seed_file.display(),
-                        ferrolab_core::run::first_line(&text)
-                    ))
-                })?;
-                if started != opts.seed {
-                    return Err(UsageError(format!(
-                        "--resume {}: the run was started with --seed {started}, not {}; pass the same --seed",
-                        dir.display(),
-                        opts.seed
-                    ))
-                    .into());
-                }
-            }
+            // Units saved under one master seed, or computed at one thread count, must not
+            // be mixed with runs under another (DESIGN: same seed, config and thread count,
+            // same figures); neither is part of config.toml. (A run folder from before these
+            // files were written is taken as it is.)
+            same_as_started(dir, &work.join(SEED_FILE), "--seed", opts.seed)?;
+            same_as_started(dir, &work.join(THREADS_FILE), "--threads", threads as u64)?;
             (final_dir, work.clone(), RunDir::reopen(&work)?, true)
         }
         None => {
@@ -314,6 +298,7 @@ pub fn execute(
             let run_dir = RunDir::create(&work)?;
             run_dir.write_config(&resolved.toml)?;
             run_dir.write_file(SEED_FILE, format!("{}\n", opts.seed).as_bytes())?;
+            run_dir.write_file(THREADS_FILE, format!("{threads}\n").as_bytes())?;
             (final_dir, work, run_dir, false)
         }
     };
@@ -339,6 +324,34 @@ pub fn execute(
 
 /// The master seed a run was started with, beside its config.toml (checked by `--resume`).
 const SEED_FILE: &str = "seed.txt";
+
+/// The thread count a run was started with (checked by `--resume`: some systems' figures
+/// depend on it).
+const THREADS_FILE: &str = "threads.txt";
+
+/// Refuses to continue run `dir` with `flag` set to `now` when `file` (written when the run
+/// started) holds another value; a missing file (an older run folder) is accepted.
+fn same_as_started(dir: &Path, file: &Path, flag: &str, now: u64) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Ok(());
+    };
+    let started = text.trim().parse::<u64>().map_err(|_| {
+        UsageError(format!(
+            "--resume {}: {} does not hold a number (\"{}\"); the folder is damaged",
+            dir.display(),
+            file.display(),
+            ferrolab_core::run::first_line(&text)
+        ))
+    })?;
+    if started != now {
+        return Err(UsageError(format!(
+            "--resume {}: the run was started with {flag} {started}, not {now}; pass the same {flag}",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
 
 fn run_in(
     sys: &'static dyn DynSystem,

@@ -527,6 +527,26 @@ fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
     assert!(e.contains("seed.txt"), "{e}");
     std::fs::remove_file(work.join("seed.txt")).unwrap();
 
+    // The same configuration and seed at another thread count (the helper passes
+    // --threads 1): figures may depend on it, so the run's own count is asked for.
+    assert_eq!(
+        std::fs::read_to_string(done.join("threads.txt")).unwrap(),
+        "1\n"
+    );
+    std::fs::write(work.join("threads.txt"), "2\n").unwrap();
+    let e = assert_usage_error(
+        &ferrolab(&tiny_cluster_gcn(&["--resume", half.to_str().unwrap()])),
+        "--resume with another --threads",
+    );
+    assert!(e.contains("--threads 2, not 1"), "{e}");
+    std::fs::write(work.join("threads.txt"), "\n").unwrap();
+    let e = assert_usage_error(
+        &ferrolab(&tiny_cluster_gcn(&["--resume", half.to_str().unwrap()])),
+        "--resume with a damaged threads.txt",
+    );
+    assert!(e.contains("threads.txt"), "{e}");
+    std::fs::remove_file(work.join("threads.txt")).unwrap();
+
     // Nothing to resume.
     let none = d.join("none");
     let o = ferrolab(&tiny_cluster_gcn(&["--resume", none.to_str().unwrap()]));
