@@ -235,3 +235,86 @@ fn bad_fedsage_keys_are_config_errors() {
     assert!(!bad("fed.algo=fedsage"));
     assert!(!bad("fed.select_by=val_loss"));
 }
+
+/// `--resume` with FedSage+: the generator stage's details are a unit of their own, and a
+/// seed whose FedSage+ runs are all saved skips the stage (its details read back: a tampered
+/// figure shows it was not recomputed); a lost run brings its seed's stage back, recomputed
+/// to the same mended graphs (the run's figures equal the first run's), and the stage run
+/// lazily by two workers gives what one worker gives.
+#[test]
+fn generator_stage_is_skipped_on_resume_when_its_seeds_runs_are_saved() {
+    use ferrolab_core::run::RunDir;
+    use ferrolab_fed::fedgraph::experiment::run_table;
+    let g = communities(400, 12, 5);
+    let mut cfg = FedGraphConfig {
+        data: DataSection {
+            train_per_class: 20,
+            num_val: 80,
+            delta: 10,
+            ..Default::default()
+        },
+        fedsage: small(10),
+        ..Default::default()
+    };
+    cfg.fed.algo = "fedsage".into();
+    cfg.fed.clients = 4;
+    cfg.fed.seeds = 2;
+    cfg.fed.rounds = 4;
+    cfg.fed.patience = 0;
+    cfg.fed.lrs = vec![0.5];
+    cfg.fed.local_steps = vec![1, 2];
+    cfg.model.hidden = 8;
+    cfg.baselines.local = false;
+    cfg.baselines.global = false;
+    let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
+    let dir = std::env::temp_dir().join(format!("ferrolab-fs-units-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rd = RunDir::create(&dir).unwrap();
+    let first = run_table(&g, &cfg, 4, 2, &quiet, None, Some(&rd)).unwrap();
+    let alone = run_table(&g, &cfg, 4, 1, &quiet, None, None).unwrap();
+    let units = dir.join("units");
+    for k in 0..2 {
+        assert!(units.join(format!("fedsage-gen-seed{k}.json")).is_file());
+    }
+    let figures = |t: &ferrolab_fed::fedgraph::experiment::Table| -> Vec<(String, Vec<f64>)> {
+        t.regimes
+            .iter()
+            .flat_map(|r| {
+                r.cells.iter().map(move |c| {
+                    (
+                        format!("{:?}-{}", r.regime, c.local_steps),
+                        c.runs.iter().map(|x| x.test_accuracy).collect(),
+                    )
+                })
+            })
+            .collect()
+    };
+    assert_eq!(figures(&first), figures(&alone));
+    assert_eq!(first.fedsage.len(), 2);
+    for (a, b) in first.fedsage.iter().zip(&alone.fedsage) {
+        assert_eq!(a["added"], b["added"]);
+        assert_eq!(a["feat_loss"], b["feat_loss"]);
+    }
+
+    // Every run saved: no stage is run, the saved details come back as they are.
+    let gen0 = units.join("fedsage-gen-seed0.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&gen0).unwrap()).unwrap();
+    v["server_bytes"] = serde_json::json!(12345);
+    std::fs::write(&gen0, v.to_string()).unwrap();
+    let second = run_table(&g, &cfg, 4, 1, &quiet, None, Some(&rd)).unwrap();
+    assert_eq!(second.fedsage[0]["server_bytes"], 12345);
+    assert_eq!(figures(&second), figures(&first));
+
+    // A lost FedSage+ run of seed 0: its stage runs again (fresh details, saved again) and
+    // the run is recomputed to the same figures.
+    std::fs::remove_file(units.join("fedsage-lr0_5-steps2-seed0.json")).unwrap();
+    let third = run_table(&g, &cfg, 4, 2, &quiet, None, Some(&rd)).unwrap();
+    assert_eq!(third.fedsage[0]["server_bytes"], first.fedsage[0]["server_bytes"]);
+    assert_eq!(third.fedsage[0]["added"], first.fedsage[0]["added"]);
+    assert_eq!(figures(&third), figures(&first));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&gen0).unwrap()).unwrap();
+    assert_eq!(saved["server_bytes"], first.fedsage[0]["server_bytes"]);
+    std::fs::remove_dir_all(&dir).ok();
+}

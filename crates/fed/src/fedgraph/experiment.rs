@@ -255,6 +255,11 @@ pub(crate) fn grid_unit<T: Serialize + DeserializeOwned>(
     Ok(done)
 }
 
+/// The unit holding FedSage+'s generator-stage details of seed `k`.
+fn gen_unit_name(k: usize) -> String {
+    format!("fedsage-gen-seed{k}")
+}
+
 /// Runs the grid for every regime the configuration enables, `workers` runs at a time (each
 /// run is seeded by itself, so the figures do not depend on the number of workers).
 /// `progress` receives every finished run. With `remote`, the FedAvg, FedProx and FedOpt runs
@@ -287,32 +292,66 @@ pub fn run_table(
         setups.push((seed, st));
     }
     // FedSage+: one generator stage per seed, shared by every grid cell (it does not depend
-    // on the classifier's learning rate or local steps).
-    let mut mended = Vec::new();
-    let mut gen_info = Vec::new();
-    if f.algo == "fedsage" {
-        for (s, (seed, st)) in setups.iter().enumerate() {
-            let t0 = Instant::now();
-            let (m, stats) = super::fedsage::mend_clients(
-                g,
-                st,
-                &cfg.fedsage,
-                cfg.model.dropout,
-                ferrolab_core::seed::derive(*seed, "fedsage"),
-            )?;
-            let secs = t0.elapsed().as_secs_f64();
-            eprintln!(
-                "  fedsage seed {s}: generator trained in {secs:.1} s; nodes added per client {:?}; feature loss {:?}",
-                stats.added, stats.feat_loss
-            );
-            gen_info.push(json!({
-                "seed": s, "added": stats.added, "count_loss": stats.count_loss,
-                "feat_loss": stats.feat_loss, "server_bytes": stats.server_bytes,
-                "seconds": secs,
-            }));
-            mended.push(m);
+    // on the classifier's learning rate or local steps). Run when a FedSage+ run of that seed
+    // first needs it, so a resumed table whose seed's runs are all saved skips it; its report
+    // details are a unit of their own (`fedsage-gen-seed<i>`), saved before any run that
+    // used the stage can be.
+    let fedsage_on = f.algo == "fedsage";
+    let gens: Vec<std::sync::OnceLock<Option<Vec<super::fedsage::Mended>>>> = (0..setups.len())
+        .map(|_| std::sync::OnceLock::new())
+        .collect();
+    let gen_infos: std::sync::Mutex<BTreeMap<usize, serde_json::Value>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let first_error: std::sync::Mutex<Option<FedGraphError>> = std::sync::Mutex::new(None);
+    let fail = |e: FedGraphError| {
+        if let Ok(mut fe) = first_error.lock() {
+            fe.get_or_insert(e);
         }
-    }
+    };
+    type Stage = (serde_json::Value, Vec<super::fedsage::Mended>);
+    let gen_stage = |k: usize| -> Result<Stage, FedGraphError> {
+        let (seed, st) = &setups[k];
+        let t0 = Instant::now();
+        let (m, stats) = super::fedsage::mend_clients(
+            g,
+            st,
+            &cfg.fedsage,
+            cfg.model.dropout,
+            ferrolab_core::seed::derive(*seed, "fedsage"),
+        )?;
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "  fedsage seed {k}: generator trained in {secs:.1} s; nodes added per client {:?}; feature loss {:?}",
+            stats.added, stats.feat_loss
+        );
+        let info = json!({
+            "seed": k, "added": stats.added, "count_loss": stats.count_loss,
+            "feat_loss": stats.feat_loss, "server_bytes": stats.server_bytes,
+            "seconds": secs,
+        });
+        if let Some(d) = units {
+            d.save_unit(&gen_unit_name(k), &info)?;
+        }
+        Ok((info, m))
+    };
+    let mended_of = |k: usize| -> Result<&Vec<super::fedsage::Mended>, FedGraphError> {
+        // Other workers needing seed `k` wait here until the one stage of it is done.
+        let m = gens[k].get_or_init(|| match gen_stage(k) {
+            Ok((info, m)) => {
+                if let Ok(mut gi) = gen_infos.lock() {
+                    gi.insert(k, info);
+                }
+                Some(m)
+            }
+            Err(e) => {
+                fail(e);
+                None
+            }
+        });
+        m.as_ref().ok_or_else(|| {
+            FedGraphError::Usage(format!("fedsage seed {k}: the generator stage failed"))
+        })
+    };
     let mut regimes = match f.algo.as_str() {
         "fedsage" => vec![Regime::FedSage, Regime::FedAvg],
         "fedprox" => vec![Regime::FedProx, Regime::FedAvg],
@@ -344,7 +383,6 @@ pub fn run_table(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<BTreeMap<(usize, usize, usize, usize), RunResult>> =
         std::sync::Mutex::new(BTreeMap::new());
-    let first_error: std::sync::Mutex<Option<FedGraphError>> = std::sync::Mutex::new(None);
     let times: std::sync::Mutex<BTreeMap<usize, f64>> = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, jobs.len().max(1)) {
@@ -365,7 +403,7 @@ pub fn run_table(
                         (_, Some(run_remote)) if federated => {
                             run_remote(regime, lr, steps, k, *seed, st)
                         }
-                        (Regime::FedSage, _) => fedsage(g, st, &mended[k], &zoo, &sched, *seed),
+                        (Regime::FedSage, _) => fedsage(g, st, mended_of(k)?, &zoo, &sched, *seed),
                         (Regime::FedAvg, _) => fed_node(g, st, &zoo, &sched, *seed, &avg),
                         (Regime::FedProx, _) => fed_node(g, st, &zoo, &sched, *seed, &prox),
                         (Regime::FedOpt, _) => fed_node(g, st, &zoo, &sched, *seed, &opt),
@@ -385,11 +423,7 @@ pub fn run_table(
                                 m.insert((ri, li, si, k), r);
                             }
                         }
-                        Err(e) => {
-                            if let Ok(mut fe) = first_error.lock() {
-                                fe.get_or_insert(e);
-                            }
-                        }
+                        Err(e) => fail(e),
                     }
                 }
             });
@@ -400,6 +434,27 @@ pub fn run_table(
     }
     let mut results = results.into_inner().unwrap_or_default();
     let times = times.into_inner().unwrap_or_default();
+    // The generator stage's details: this run's, else the saved unit's, else (a folder whose
+    // seed's runs were all saved before these units existed) the stage is run for them.
+    let mut gen_info = Vec::new();
+    if fedsage_on {
+        let mut made = gen_infos.into_inner().unwrap_or_default();
+        for k in 0..setups.len() {
+            let info = match made.remove(&k) {
+                Some(i) => i,
+                None => {
+                    match units.and_then(|d| d.saved_unit::<serde_json::Value>(&gen_unit_name(k))) {
+                        Some(i) => {
+                            eprintln!("resume: {} already done", gen_unit_name(k));
+                            i
+                        }
+                        None => gen_stage(k)?.0,
+                    }
+                }
+            };
+            gen_info.push(info);
+        }
+    }
     let mut out = Vec::new();
     for (ri, &regime) in regimes.iter().enumerate() {
         let mut cells = Vec::new();
