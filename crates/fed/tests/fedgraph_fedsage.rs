@@ -310,7 +310,10 @@ fn generator_stage_is_skipped_on_resume_when_its_seeds_runs_are_saved() {
     // the run is recomputed to the same figures.
     std::fs::remove_file(units.join("fedsage-lr0_5-steps2-seed0.json")).unwrap();
     let third = run_table(&g, &cfg, 4, 2, &quiet, None, Some(&rd)).unwrap();
-    assert_eq!(third.fedsage[0]["server_bytes"], first.fedsage[0]["server_bytes"]);
+    assert_eq!(
+        third.fedsage[0]["server_bytes"],
+        first.fedsage[0]["server_bytes"]
+    );
     assert_eq!(third.fedsage[0]["added"], first.fedsage[0]["added"]);
     assert_eq!(figures(&third), figures(&first));
     let saved: serde_json::Value =

@@ -230,13 +230,13 @@ pub type Remote<'a> = &'a (
 /// One run of a grid (regime, cell, seed `k`) and its compute seconds: read back from the run
 /// folder's units when a resumed run already finished it, else computed, timed and saved there
 /// (`<regime>-lr<lr>-steps<steps>-seed<k>`), so a resumed table reports the grid's whole cost.
-pub(crate) fn grid_unit<T: Serialize + DeserializeOwned>(
+/// `prepare` (run only when the run is computed, outside its timing) makes what `compute`
+/// needs and other runs share: FedSage+'s generator stage, reported apart.
+pub(crate) fn grid_unit<T: Serialize + DeserializeOwned, P>(
     units: Option<&RunDir>,
-    regime: Regime,
-    lr: f64,
-    steps: usize,
-    k: usize,
-    compute: impl FnOnce() -> Result<T, FedGraphError>,
+    (regime, lr, steps, k): (Regime, f64, usize, usize),
+    prepare: impl FnOnce() -> Result<P, FedGraphError>,
+    compute: impl FnOnce(P) -> Result<T, FedGraphError>,
 ) -> Result<(T, f64), FedGraphError> {
     let name = format!("{}-lr{lr}-steps{steps}-seed{k}", regime.name());
     if let Some(d) = units {
@@ -247,8 +247,9 @@ pub(crate) fn grid_unit<T: Serialize + DeserializeOwned>(
         eprintln!("resume: {name} already done");
         return Ok(saved);
     }
+    let input = prepare()?;
     let t0 = Instant::now();
-    let done = (compute()?, t0.elapsed().as_secs_f64());
+    let done = (compute(input)?, t0.elapsed().as_secs_f64());
     if let Some(d) = units {
         d.save_unit(&name, &done)?;
     }
@@ -399,21 +400,31 @@ pub fn run_table(
                     let (seed, st) = &setups[k];
                     let federated =
                         matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt);
-                    let compute = || match (regime, remote) {
-                        (_, Some(run_remote)) if federated => {
-                            run_remote(regime, lr, steps, k, *seed, st)
-                        }
-                        (Regime::FedSage, _) => fedsage(g, st, mended_of(k)?, &zoo, &sched, *seed),
-                        (Regime::FedAvg, _) => fed_node(g, st, &zoo, &sched, *seed, &avg),
-                        (Regime::FedProx, _) => fed_node(g, st, &zoo, &sched, *seed, &prox),
-                        (Regime::FedOpt, _) => fed_node(g, st, &zoo, &sched, *seed, &opt),
-                        (Regime::Gcfl | Regime::GcflPlain, _) => Err(FedGraphError::Usage(
-                            "fed.algo = \"gcfl\" needs data.dataset = \"graph-families\"".into(),
-                        )),
-                        (Regime::Local, _) => local_only(g, st, &zoo, &sched, *seed),
-                        (Regime::Global, _) => global(g, st, &zoo, &sched, *seed),
+                    let prepare = || match regime {
+                        Regime::FedSage => mended_of(k).map(Some),
+                        _ => Ok(None),
                     };
-                    match grid_unit(units, regime, lr, steps, k, compute) {
+                    let compute =
+                        |mended: Option<&Vec<super::fedsage::Mended>>| match (regime, remote) {
+                            (_, Some(run_remote)) if federated => {
+                                run_remote(regime, lr, steps, k, *seed, st)
+                            }
+                            (Regime::FedSage, _) => match mended {
+                                Some(m) => fedsage(g, st, m, &zoo, &sched, *seed),
+                                None => mended_of(k)
+                                    .and_then(|m| fedsage(g, st, m, &zoo, &sched, *seed)),
+                            },
+                            (Regime::FedAvg, _) => fed_node(g, st, &zoo, &sched, *seed, &avg),
+                            (Regime::FedProx, _) => fed_node(g, st, &zoo, &sched, *seed, &prox),
+                            (Regime::FedOpt, _) => fed_node(g, st, &zoo, &sched, *seed, &opt),
+                            (Regime::Gcfl | Regime::GcflPlain, _) => Err(FedGraphError::Usage(
+                                "fed.algo = \"gcfl\" needs data.dataset = \"graph-families\""
+                                    .into(),
+                            )),
+                            (Regime::Local, _) => local_only(g, st, &zoo, &sched, *seed),
+                            (Regime::Global, _) => global(g, st, &zoo, &sched, *seed),
+                        };
+                    match grid_unit(units, (regime, lr, steps, k), prepare, compute) {
                         Ok((r, seconds)) => {
                             progress(regime, lr, steps, k, &r);
                             if let Ok(mut t) = times.lock() {

@@ -1016,8 +1016,14 @@ pub fn run_table(
                     } else {
                         &cfg.gcfl
                     };
-                    let compute = || run_clustered(data, &zoo, section, &sched, mode, *seed);
-                    match super::experiment::grid_unit(units, regime, lr, steps, k, compute) {
+                    let compute = |()| run_clustered(data, &zoo, section, &sched, mode, *seed);
+                    let prepare = || Ok(());
+                    match super::experiment::grid_unit(
+                        units,
+                        (regime, lr, steps, k),
+                        prepare,
+                        compute,
+                    ) {
                         Ok((r, seconds)) => {
                             progress(regime, lr, steps, k, &r.0);
                             if matches!(regime, Regime::Gcfl | Regime::GcflPlain) {
