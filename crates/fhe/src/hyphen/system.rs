@@ -580,11 +580,8 @@ fn fresh_level(row: &Row, lb: usize) -> usize {
     if row.quad { lb } else { lb + 14 }
 }
 
-/// Refuses an `fhe.levels_after_boot` some layer cannot run on, before hours of training
-/// find it: the levels a layer needs depend on the network's shape, not on its weights, so
-/// untrained networks of the configured shape go through the simulator (on a blank image).
-/// The error names the smallest value that fits every packing.
-fn check_chain(cfg: &HyphenConfig) -> SysResult<()> {
+/// The simulator's slot count, geometry and options for `cfg`.
+fn sim_setup(cfg: &HyphenConfig) -> (usize, Geometry, RunOptions) {
     let slots = 1usize << (cfg.fhe.log_n - 1);
     let geo = Geometry {
         n: slots,
@@ -594,6 +591,15 @@ fn check_chain(cfg: &HyphenConfig) -> SysResult<()> {
         geo,
         cost: OpCost::default(),
     };
+    (slots, geo, opt)
+}
+
+/// Refuses an `fhe.levels_after_boot` some layer cannot run on, before hours of training
+/// find it: the levels a layer needs depend on the network's shape, not on its weights, so
+/// untrained networks of the configured shape go through the simulator (on a blank image).
+/// The error names the smallest value that fits every packing.
+fn check_chain(cfg: &HyphenConfig) -> SysResult<()> {
+    let (slots, geo, opt) = sim_setup(cfg);
     let side = cfg.data.side;
     let blank = super::layout::Map {
         c: 3,
@@ -737,15 +743,7 @@ fn experiment(cfg: &HyphenConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
     }
 
     // 2. Counts, bootstrap placement and noisy agreement on the simulator.
-    let slots = 1usize << (cfg.fhe.log_n - 1);
-    let geo = Geometry {
-        n: slots,
-        wr: cfg.data.side,
-    };
-    let opt = RunOptions {
-        geo,
-        cost: OpCost::default(),
-    };
+    let (slots, geo, opt) = sim_setup(cfg);
     let lb = cfg.fhe.levels_after_boot;
     let n_sim = cfg.fhe.sim_images.min(test_p.x.len());
     let mut details = serde_json::Map::new();
