@@ -2,7 +2,8 @@
 //!
 //! A run is assembled in `<out>.incomplete` and renamed to `<out>` when its report is written,
 //! so a killed or failed run never looks finished and never mixes with another run's files.
-//! `--resume DIR` (either name) continues an incomplete run with the same resolved config.
+//! `--resume DIR` (either name) continues an incomplete run with the same resolved config,
+//! `--seed` and `--threads`.
 
 use crate::common::UsageError;
 use anyhow::Context;
@@ -73,7 +74,7 @@ pub fn command(sys: &'static dyn DynSystem) -> Command {
                 .long("resume")
                 .value_name("DIR")
                 .value_parser(value_parser!(PathBuf))
-                .help("Continue a killed or failed run in DIR (or DIR.incomplete) with the same resolved configuration"),
+                .help("Continue a killed or failed run in DIR (or DIR.incomplete) with the same resolved configuration, --seed and --threads (the run's count, also when it was left at its default)"),
         )
         .arg(
             Arg::new("seed")

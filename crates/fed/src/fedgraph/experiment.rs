@@ -311,6 +311,10 @@ pub fn run_table(
     };
     type Stage = (serde_json::Value, Vec<super::fedsage::Mended>);
     let gen_stage = |k: usize| -> Result<Stage, FedGraphError> {
+        if let Some(d) = units {
+            // A damaged folder is found before minutes of generator training.
+            d.check_unit_place(&gen_unit_name(k))?;
+        }
         let (seed, st) = &setups[k];
         let t0 = Instant::now();
         let (m, stats) = super::fedsage::mend_clients(
@@ -350,7 +354,9 @@ pub fn run_table(
             }
         });
         m.as_ref().ok_or_else(|| {
-            FedGraphError::Usage(format!("fedsage seed {k}: the generator stage failed"))
+            FedGraphError::Run(ferrolab_core::CoreError::Runtime(format!(
+                "fedsage seed {k}: the generator stage failed"
+            )))
         })
     };
     let mut regimes = match f.algo.as_str() {
@@ -411,8 +417,9 @@ pub fn run_table(
                             }
                             (Regime::FedSage, _) => match mended {
                                 Some(m) => fedsage(g, st, m, &zoo, &sched, *seed),
-                                None => mended_of(k)
-                                    .and_then(|m| fedsage(g, st, m, &zoo, &sched, *seed)),
+                                None => Err(FedGraphError::Run(ferrolab_core::CoreError::Runtime(
+                                    format!("fedsage seed {k}: no mended graphs"),
+                                ))),
                             },
                             (Regime::FedAvg, _) => fed_node(g, st, &zoo, &sched, *seed, &avg),
                             (Regime::FedProx, _) => fed_node(g, st, &zoo, &sched, *seed, &prox),
@@ -454,7 +461,10 @@ pub fn run_table(
             let info = match made.remove(&k) {
                 Some(i) => i,
                 None => {
-                    match units.and_then(|d| d.saved_unit::<serde_json::Value>(&gen_unit_name(k))) {
+                    let saved = units
+                        .and_then(|d| d.saved_unit::<serde_json::Value>(&gen_unit_name(k)))
+                        .filter(|i| i["seed"].as_u64() == Some(k as u64));
+                    match saved {
                         Some(i) => {
                             eprintln!("resume: {} already done", gen_unit_name(k));
                             i

@@ -638,11 +638,20 @@ fn check_chain(cfg: &HyphenConfig) -> SysResult<()> {
     let Some(first) = short(lb)? else {
         return Ok(());
     };
+    // No value below a failing layer's need can fit it, so the search jumps to that need.
+    let need_of = |e: &crate::FheError, at: usize| match e {
+        crate::FheError::ChainTooShort { need, .. } => (*need).max(at + 1),
+        _ => at + 1,
+    };
     let mut fits = None;
-    for more in lb + 1..=MAX_LEVELS_AFTER_BOOT {
-        if short(more)?.is_none() {
-            fits = Some(more);
-            break;
+    let mut at = need_of(&first, lb);
+    while at <= MAX_LEVELS_AFTER_BOOT {
+        match short(at)? {
+            None => {
+                fits = Some(at);
+                break;
+            }
+            Some(e) => at = need_of(&e, at),
         }
     }
     let hint = match fits {
