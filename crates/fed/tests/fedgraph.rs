@@ -16,7 +16,7 @@ use ferrolab_fed::inproc::InProcFabric;
 use ferrolab_fed::params::Params;
 
 mod fedgraph_util;
-use fedgraph_util::communities;
+use fedgraph_util::{communities, fresh_run_dir, small_grid};
 
 fn data_cfg() -> DataSection {
     DataSection {
@@ -232,7 +232,6 @@ fn cora_louvain_split_has_fs_g_shape_and_fedavg_beats_local() {
 /// figures, and NaN ("not measured") survives the JSON round trip.
 #[test]
 fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
-    use ferrolab_core::run::RunDir;
     use ferrolab_fed::fedgraph::experiment::run_table;
     let g = communities(400, 16, 11);
     let mut cfg = FedGraphConfig {
@@ -242,16 +241,8 @@ fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
         },
         ..Default::default()
     };
-    cfg.fed.clients = 4;
-    cfg.fed.seeds = 2;
-    cfg.fed.rounds = 4;
-    cfg.fed.patience = 0;
-    cfg.fed.lrs = vec![0.5];
-    cfg.fed.local_steps = vec![1, 2];
-    cfg.model.hidden = 8;
-    let dir = std::env::temp_dir().join(format!("ferrolab-fg-units-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let rd = RunDir::create(&dir).unwrap();
+    small_grid(&mut cfg);
+    let (dir, rd) = fresh_run_dir("fg");
     let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
     let first = run_table(&g, &cfg, 9, 2, &quiet, None, Some(&rd)).unwrap();
     let units = dir.join("units");

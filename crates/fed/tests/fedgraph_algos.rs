@@ -13,7 +13,7 @@ use ferrolab_fed::fedgraph::gcfl::{GcflSection, GraphSchedule, Mode, graph_zoo, 
 use ferrolab_fed::fedgraph::run::{NodeAlgo, RunResult, Schedule, ServerAdam, fed_node, fedavg};
 
 mod fedgraph_util;
-use fedgraph_util::communities;
+use fedgraph_util::{communities, fresh_run_dir};
 
 fn setup(g: &GraphSet) -> SeedSetup {
     let d = DataSection {
@@ -259,9 +259,7 @@ fn gcfl_table_runs_plain_gcfl_beside_on_groups_of_different_widths() {
     }
     // --resume: the same table saved as units of a run folder, then read back from them
     // (clusters, splits and the reference figure included) without running again.
-    let dir = std::env::temp_dir().join(format!("ferrolab-gcfl-units-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let rd = ferrolab_core::run::RunDir::create(&dir).unwrap();
+    let (dir, rd) = fresh_run_dir("gcfl");
     let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
     let saved = ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &quiet, Some(&rd)).unwrap();
     assert_eq!(std::fs::read_dir(dir.join("units")).unwrap().count(), 4);

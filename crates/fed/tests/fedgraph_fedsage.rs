@@ -13,7 +13,7 @@ use ferrolab_fed::fedgraph::fedsage::{HideFrom, gen_data, mend_clients};
 use ferrolab_fed::fedgraph::run::{Schedule, fedavg, fedsage};
 
 mod fedgraph_util;
-use fedgraph_util::communities;
+use fedgraph_util::{communities, fresh_run_dir, small_grid};
 
 fn setup(g: &GraphSet) -> SeedSetup {
     let d = DataSection {
@@ -243,7 +243,6 @@ fn bad_fedsage_keys_are_config_errors() {
 /// lazily by two workers gives what one worker gives.
 #[test]
 fn generator_stage_is_skipped_on_resume_when_its_seeds_runs_are_saved() {
-    use ferrolab_core::run::RunDir;
     use ferrolab_fed::fedgraph::experiment::run_table;
     let g = communities(400, 12, 5);
     let mut cfg = FedGraphConfig {
@@ -257,19 +256,11 @@ fn generator_stage_is_skipped_on_resume_when_its_seeds_runs_are_saved() {
         ..Default::default()
     };
     cfg.fed.algo = "fedsage".into();
-    cfg.fed.clients = 4;
-    cfg.fed.seeds = 2;
-    cfg.fed.rounds = 4;
-    cfg.fed.patience = 0;
-    cfg.fed.lrs = vec![0.5];
-    cfg.fed.local_steps = vec![1, 2];
-    cfg.model.hidden = 8;
+    small_grid(&mut cfg);
     cfg.baselines.local = false;
     cfg.baselines.global = false;
     let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
-    let dir = std::env::temp_dir().join(format!("ferrolab-fs-units-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let rd = RunDir::create(&dir).unwrap();
+    let (dir, rd) = fresh_run_dir("fs");
     let first = run_table(&g, &cfg, 4, 2, &quiet, None, Some(&rd)).unwrap();
     let alone = run_table(&g, &cfg, 4, 1, &quiet, None, None).unwrap();
     let units = dir.join("units");

@@ -30,3 +30,25 @@ pub fn communities(nodes: usize, features: usize, seed: u64) -> GraphSet {
         classes: n.num_classes,
     }
 }
+
+/// The node table's small resume-test grid: 4 clients, 2 seeds, 4 rounds without early stop,
+/// lr 0.5 with 1 and 2 local steps, hidden 8.
+#[allow(dead_code)]
+pub fn small_grid(cfg: &mut ferrolab_fed::fedgraph::config::FedGraphConfig) {
+    cfg.fed.clients = 4;
+    cfg.fed.seeds = 2;
+    cfg.fed.rounds = 4;
+    cfg.fed.patience = 0;
+    cfg.fed.lrs = vec![0.5];
+    cfg.fed.local_steps = vec![1, 2];
+    cfg.model.hidden = 8;
+}
+
+/// An empty run folder for test `tag` of this process (what a run's `units/` go into).
+#[allow(dead_code)]
+pub fn fresh_run_dir(tag: &str) -> (std::path::PathBuf, ferrolab_core::run::RunDir) {
+    let dir = std::env::temp_dir().join(format!("ferrolab-{tag}-units-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rd = ferrolab_core::run::RunDir::create(&dir).unwrap();
+    (dir, rd)
+}
