@@ -8,11 +8,26 @@
 //!
 //! Every (loss, k, seed) runs in turn; each evaluation is printed as it happens, then one
 //! summary line per run and, with `--json`, every run's record.
+//!
+//! With `--checkpoint DIR` each run keeps a checkpoint in `DIR/<loss>-k<k>-seed<s>/` (every
+//! `--checkpoint-minutes`, and at `--stop-after-minutes`, where the process exits with status
+//! 75 after saving); the same command again continues every run from where it stopped, and a
+//! run that finished is read back from its `done.json` instead of being trained again. The
+//! figures equal an uninterrupted run's (wall times aside). The folders are removed once
+//! `--json` is written.
 
 use clap::Parser;
 use ferrolab_core::backend::try_init_threads;
-use ferrolab_dfl::rl::{AgentConfig, AgentRun, ModelLoss, train_agent};
+use ferrolab_dfl::rl::{
+    AgentConfig, AgentOutcome, AgentRun, Checkpointing, ModelLoss, train_agent_checkpointed,
+};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The exit status of a run paused by `--stop-after-minutes` (sysexits' EX_TEMPFAIL: run the
+/// same command again to continue).
+const PAUSED: u8 = 75;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -72,7 +87,33 @@ struct Args {
     plain_cg: bool,
     /// Write every run (config, evaluations, timings) here as JSON.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
+    /// Keep each run's checkpoint under this folder and continue from it when present.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Minutes of wall time between two checkpoints of a run.
+    #[arg(long, default_value_t = 10.0, requires = "checkpoint")]
+    checkpoint_minutes: f64,
+    /// Save every unfinished run and exit with status 75 once this many minutes have passed.
+    #[arg(long, requires = "checkpoint")]
+    stop_after_minutes: Option<f64>,
+}
+
+fn minutes(m: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(m * 60.0)
+        .map_err(|_| format!("{flag} {m}: expected a non-negative number of minutes"))
+}
+
+/// A finished run kept beside its checkpoint, so that a rerun does not train it again.
+fn read_done(dir: &Path) -> Result<Option<AgentRun>, String> {
+    let path = dir.join("done.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e} (remove it to train the run again)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 fn list<T>(s: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>, String> {
@@ -81,8 +122,15 @@ fn list<T>(s: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec
         .collect()
 }
 
-fn run(args: &Args) -> Result<(), String> {
+/// Whether every run finished (false: at least one paused at `--stop-after-minutes`).
+fn run(args: &Args) -> Result<bool, String> {
     try_init_threads(Some(args.threads)).map_err(|e| e.to_string())?;
+    let every = minutes(args.checkpoint_minutes, "--checkpoint-minutes")?;
+    let deadline = match args.stop_after_minutes {
+        Some(m) => Some(Instant::now() + minutes(m, "--stop-after-minutes")?),
+        None => None,
+    };
+    let mut paused = false;
     let losses = list(&args.losses, ModelLoss::parse, "loss")?;
     let ks = list(&args.k, |t| t.parse::<usize>().ok(), "k")?;
     let seeds = list(&args.seeds, |t| t.parse::<u64>().ok(), "seed")?;
@@ -106,7 +154,12 @@ fn run(args: &Args) -> Result<(), String> {
                     ..AgentConfig::default()
                 };
                 let tag = format!("{} k={k} seed={seed}", loss.name());
-                let run = train_agent(&cfg, seed, &mut |e| {
+                let ck = args.checkpoint.as_ref().map(|base| Checkpointing {
+                    every,
+                    pause_after: deadline,
+                    ..Checkpointing::new(base.join(format!("{}-k{k}-seed{seed}", loss.name())))
+                });
+                let mut show = |e: &ferrolab_dfl::rl::EvalPoint| {
                     println!(
                         "{tag} step {:>6} return {:>6.1} ({:.0} s) q-loss {:.3e} model-mse {:.3e} \
                          outer {}",
@@ -117,8 +170,42 @@ fn run(args: &Args) -> Result<(), String> {
                         e.window.mean_model_mse(),
                         sci(e.window.mean_outer_loss(), 3)
                     );
-                })
-                .map_err(|e| format!("{tag}: {e}"))?;
+                };
+                let run = match &ck {
+                    None => ferrolab_dfl::rl::train_agent(&cfg, seed, &mut show)
+                        .map_err(|e| format!("{tag}: {e}"))?,
+                    Some(ck) => match read_done(&ck.dir)? {
+                        Some(run) if run.config == cfg && run.seed == seed => run,
+                        Some(_) => {
+                            return Err(format!(
+                                "{}: a finished run of another configuration; remove it",
+                                ck.dir.join("done.json").display()
+                            ));
+                        }
+                        None => match train_agent_checkpointed(&cfg, seed, ck, &mut show)
+                            .map_err(|e| format!("{tag}: {e}"))?
+                        {
+                            AgentOutcome::Finished(run) => {
+                                let text = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
+                                let done = ck.dir.join("done.json");
+                                std::fs::create_dir_all(&ck.dir)
+                                    .and_then(|()| ferrolab_data::write_file_atomic(&done, &text))
+                                    .map_err(|e| format!("{}: {e}", done.display()))?;
+                                ck.remove_state().map_err(|e| e.to_string())?;
+                                *run
+                            }
+                            AgentOutcome::Paused { step } => {
+                                println!(
+                                    "PAUSED {tag} at step {step}: checkpoint in {}; run the same \
+                                     command again to continue",
+                                    ck.dir.display()
+                                );
+                                paused = true;
+                                continue;
+                            }
+                        },
+                    },
+                };
                 let to400 = run
                     .steps_to(400.0)
                     .map_or("-".to_string(), |s| s.to_string());
@@ -156,19 +243,36 @@ fn run(args: &Args) -> Result<(), String> {
             }
         }
     }
+    if paused {
+        return Ok(false);
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&runs).map_err(|e| e.to_string())?;
         // Whole or not at all: a rerun stopped while writing keeps the previous results.
         ferrolab_data::write_file_atomic(path, text.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        // The runs are in the JSON now; their checkpoints (up to ~0.4 GB each) can go.
+        if let Some(base) = &args.checkpoint {
+            for &k in &ks {
+                for &loss in &losses {
+                    for &seed in &seeds {
+                        let ck = Checkpointing::new(
+                            base.join(format!("{}-k{k}-seed{seed}", loss.name())),
+                        );
+                        ck.remove().map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(PAUSED),
         Err(e) => {
             eprintln!("cartpole: {e}");
             ExitCode::FAILURE

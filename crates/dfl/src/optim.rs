@@ -2,7 +2,7 @@
 
 /// Adam with PyTorch's and optax's defaults (β = 0.9, 0.999, ε = 1e-8, bias-corrected, no
 /// weight decay): the predictor, metric and agent optimiser of every TaskMet setting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Adam {
     lr: f64,
     m: Vec<f64>,
@@ -18,6 +18,11 @@ impl Adam {
             v: vec![0.0; n],
             t: 0,
         }
+    }
+
+    /// Whether the moments are for `n` parameters (a state read back from a file may not be).
+    pub fn fits(&self, n: usize) -> bool {
+        self.m.len() == n && self.v.len() == n
     }
 
     /// One descent step of `w` along the gradient `g`.

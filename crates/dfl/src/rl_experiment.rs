@@ -8,7 +8,9 @@
 //! seeds, and `timings.<method>_seconds`.
 
 use crate::config::TaskmetConfig;
-use crate::rl::{AgentConfig, AgentRun, ModelLoss, train_agent};
+use crate::rl::{
+    AgentConfig, AgentOutcome, AgentRun, Checkpointing, ModelLoss, train_agent_checkpointed,
+};
 use ferrolab_core::metrics::mean_std;
 use ferrolab_core::run::{Curve, Outcome, Report};
 use ferrolab_core::{RunContext, SysResult, SystemError};
@@ -117,17 +119,32 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 let name = format!("{}-k{k}-run{run}", m.name());
                 let acfg = agent_config(cfg, m, k);
                 let last = cfg.cartpole.final_evals;
+                // An agent runs for up to hours (TaskMet at k = 256): it checkpoints into
+                // `train-state/<unit>/` every ten minutes, and `--resume` continues it there.
+                let ck = Checkpointing::new(ctx.run_dir().join(&format!("train-state/{name}")));
                 let r = ctx.unit(&name, |ctx| {
                     let pb = ferrolab_core::progress::bar(
                         acfg.steps as u64,
                         format!("{} k={k} run {run}", m.name()),
                     );
-                    let out = train_agent(&acfg, seed, &mut |e| {
+                    let out = train_agent_checkpointed(&acfg, seed, &ck, &mut |e| {
                         pb.set_position(e.step as u64);
                         pb.set_message(format!("return {:.0}", e.mean_return));
                     });
                     pb.finish_and_clear();
-                    let out = out.map_err(|e| SystemError::runtime(format!("{name}: {e}")))?;
+                    let out = match out {
+                        Ok(AgentOutcome::Finished(run)) => *run,
+                        // Nothing here asks to pause.
+                        Ok(AgentOutcome::Paused { step }) => {
+                            return Err(SystemError::runtime(format!(
+                                "{name}: paused at step {step}"
+                            )));
+                        }
+                        Err(e) if e.is_usage() => {
+                            return Err(SystemError::usage(format!("{name}: {e}")));
+                        }
+                        Err(e) => return Err(SystemError::runtime(format!("{name}: {e}"))),
+                    };
                     let r = summarise(&out, m, k, run, last);
                     // metrics.jsonl: one line per evaluation, inside the unit so that a
                     // resumed run does not log a finished agent twice.
@@ -139,6 +156,8 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                     }
                     Ok(r)
                 })?;
+                // Only once the unit is saved: a stop before that continues from the state.
+                ck.remove()?;
                 eprintln!(
                     "cartpole {} k={k} run {run}: return {:.1} (best {:.1}), {:.0} steps/s, {:.1} s",
                     r.method, r.final_return, r.best_return, r.steps_per_sec, r.seconds
@@ -301,6 +320,33 @@ mod tests {
         let second = run(&cfg, &mut again).unwrap();
         assert_eq!(second.report.metrics, rep.metrics);
         assert_eq!(second.report.baselines, rep.baselines);
+        // Finished agents leave no training state behind.
+        assert!(!d.join("train-state/taskmet-k3-run1").exists());
+
+        // An agent stopped mid-run (its unit not saved, its checkpoint there) is continued
+        // from the checkpoint by --resume, to the same figures.
+        let unit = "taskmet-k3-run1";
+        std::fs::remove_file(d.join(format!("units/{unit}.json"))).unwrap();
+        let ctx3 = RunContext::new(3, 1, None, RunDir::reopen(&d).unwrap());
+        let acfg = agent_config(&cfg, ModelLoss::TaskMet, 3);
+        let mut ck = Checkpointing::new(d.join(format!("train-state/{unit}")));
+        ck.pause_at_step = Some(200);
+        let paused = train_agent_checkpointed(&acfg, ctx3.seed_for("run1"), &ck, &mut |_| {});
+        assert_eq!(paused.unwrap(), AgentOutcome::Paused { step: 200 });
+        let mut third = RunContext::new(3, 1, None, RunDir::reopen(&d).unwrap());
+        let resumed = run(&cfg, &mut third).unwrap();
+        assert_eq!(resumed.report.metrics, rep.metrics);
+        assert_eq!(resumed.report.baselines, rep.baselines);
+        assert!(!ck.dir.exists());
+
+        // A damaged checkpoint is a usage error naming it, not a silent restart.
+        std::fs::remove_file(d.join(format!("units/{unit}.json"))).unwrap();
+        std::fs::create_dir_all(&ck.dir).unwrap();
+        std::fs::write(ck.dir.join("state.json"), "{ not json").unwrap();
+        let mut fourth = RunContext::new(3, 1, None, RunDir::reopen(&d).unwrap());
+        let err = run(&cfg, &mut fourth).unwrap_err();
+        assert_eq!(err.class(), ferrolab_core::ErrorClass::Usage, "{err}");
+        assert!(err.to_string().contains("state.json"), "{err}");
         std::fs::remove_dir_all(&d).ok();
     }
 

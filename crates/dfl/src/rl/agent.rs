@@ -32,6 +32,7 @@
 //! `dL/dφ = −∂_φ[uᵀ ∇_T L_Λ(T, φ)]`, `(∇²_T L_Λ) u = dL/dT`, where
 //! `uᵀ∇_T L_Λ = (1/N) Σ_n 2 e_nᵀ Λ_n (J u)_n` (only the next-state net depends on φ).
 
+use super::RlRng;
 use super::cartpole::N_ACTIONS;
 use super::metric::{GlobalMetric, ModelMetric, ModelMetricEval, StateMetric};
 use super::nets::{Adam, init_net, input_grad, soft_update};
@@ -40,8 +41,7 @@ use super::{AgentConfig, ModelLoss};
 use crate::cg;
 use crate::mlp::{Cache, Mlp};
 use ferrolab_core::{CoreError, Result};
-use rand::RngExt;
-use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// Q-learning data: `n` transitions, the rewards and next states being real or the model's.
@@ -254,6 +254,20 @@ impl UpdateStats {
     }
 }
 
+/// An agent's learned state, as a checkpoint saves it ([`Agent::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    q: [Mlp; 2],
+    q_targ: [Mlp; 2],
+    q_opt: [Adam; 2],
+    model_s: Mlp,
+    model_r: Mlp,
+    opt_s: Adam,
+    opt_r: Adam,
+    metric: Option<(ModelMetric, Adam)>,
+    stats: UpdateStats,
+}
+
 /// The agent: Q nets and targets, the model, and (TaskMet) the metric, with their optimisers.
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -272,7 +286,7 @@ pub struct Agent {
 
 impl Agent {
     /// A fresh agent for observations of size `dim`, initialised from `rng`.
-    pub fn new(cfg: &AgentConfig, dim: usize, rng: &mut StdRng) -> Result<Self> {
+    pub fn new(cfg: &AgentConfig, dim: usize, rng: &mut RlRng) -> Result<Self> {
         cfg.validate()?;
         let (h, mh) = (cfg.hidden, cfg.model_hidden);
         let q1 = init_net(dim, N_ACTIONS, 3, h, 1e-2, None, rng)?;
@@ -309,6 +323,76 @@ impl Agent {
         })
     }
 
+    /// What a checkpoint keeps of the agent.
+    pub fn snapshot(&self) -> AgentState {
+        AgentState {
+            q: self.q.clone(),
+            q_targ: self.q_targ.clone(),
+            q_opt: self.q_opt.clone(),
+            model_s: self.model_s.clone(),
+            model_r: self.model_r.clone(),
+            opt_s: self.opt_s.clone(),
+            opt_r: self.opt_r.clone(),
+            metric: self.metric.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// The agent a checkpoint saved, for a run of `cfg` on observations of size `dim`. Every
+    /// net, optimiser and the metric must have the shapes `cfg` gives (a state read from a
+    /// file is not trusted to): otherwise an error saying which part differs.
+    pub fn restore(cfg: &AgentConfig, dim: usize, st: AgentState) -> Result<Self> {
+        // Shapes only: the fresh agent's weights are thrown away.
+        let fresh = Agent::new(cfg, dim, &mut RlRng::seed_from_u64(0))?;
+        let net = |a: &Mlp, b: &Mlp| {
+            a.sizes() == b.sizes()
+                && a.theta().len() == b.theta().len()
+                && a.output_activation() == b.output_activation()
+        };
+        let mut wrong = Vec::new();
+        for i in 0..2 {
+            if !net(&st.q[i], &fresh.q[i]) || !st.q_opt[i].fits(fresh.q[i].n_params()) {
+                wrong.push(format!("Q net {i}"));
+            }
+            if !net(&st.q_targ[i], &fresh.q_targ[i]) {
+                wrong.push(format!("target Q net {i}"));
+            }
+        }
+        if !net(&st.model_s, &fresh.model_s) || !st.opt_s.fits(fresh.model_s.n_params()) {
+            wrong.push("next-state model".into());
+        }
+        if !net(&st.model_r, &fresh.model_r) || !st.opt_r.fits(fresh.model_r.n_params()) {
+            wrong.push("reward model".into());
+        }
+        let metric_ok = match (&st.metric, &fresh.metric) {
+            (None, None) => true,
+            (Some((m, opt)), Some((f, _))) => m.same_shape(f) && opt.fits(f.n_params()),
+            _ => false,
+        };
+        if !metric_ok {
+            wrong.push("metric".into());
+        }
+        if !wrong.is_empty() {
+            return Err(CoreError::Data(format!(
+                "agent state: {} not of this configuration's shape",
+                wrong.join(", ")
+            )));
+        }
+        Ok(Agent {
+            cfg: cfg.clone(),
+            dim,
+            q: st.q,
+            q_targ: st.q_targ,
+            q_opt: st.q_opt,
+            model_s: st.model_s,
+            model_r: st.model_r,
+            opt_s: st.opt_s,
+            opt_r: st.opt_r,
+            metric: st.metric,
+            stats: st.stats,
+        })
+    }
+
     pub fn obs_dim(&self) -> usize {
         self.dim
     }
@@ -334,7 +418,7 @@ impl Agent {
 
     /// Actions for `n` observations, sampled from `softmax(½(Q_1 + Q_2)/α)` (the reference's
     /// `act` with `hard: False`).
-    pub fn act_batch(&self, obs: &[f64], n: usize, rng: &mut StdRng) -> Result<Vec<usize>> {
+    pub fn act_batch(&self, obs: &[f64], n: usize, rng: &mut RlRng) -> Result<Vec<usize>> {
         let q1 = self.q[0].predict(obs, n)?;
         let q2 = self.q[1].predict(obs, n)?;
         Ok((0..n)
@@ -349,7 +433,7 @@ impl Agent {
     }
 
     /// One action for one observation.
-    pub fn act(&self, obs: &[f64], rng: &mut StdRng) -> Result<usize> {
+    pub fn act(&self, obs: &[f64], rng: &mut RlRng) -> Result<usize> {
         let a = self.act_batch(obs, 1, rng)?;
         a.first()
             .copied()
@@ -440,7 +524,7 @@ impl Agent {
     pub fn update(
         &mut self,
         buf: &ReplayBuffer,
-        rng: &mut StdRng,
+        rng: &mut RlRng,
         update_metric: bool,
     ) -> Result<()> {
         match self.cfg.loss {
@@ -465,7 +549,7 @@ impl Agent {
         Ok(())
     }
 
-    fn update_mse(&mut self, buf: &ReplayBuffer, rng: &mut StdRng) -> Result<()> {
+    fn update_mse(&mut self, buf: &ReplayBuffer, rng: &mut RlRng) -> Result<()> {
         let b1 = buf.sample(self.cfg.batch_size, rng);
         let x1 = model_input(&b1.obs, &b1.actions, self.dim);
         self.model_fit_step(&b1, &x1, None)?;
@@ -476,7 +560,7 @@ impl Agent {
         self.model_q_step(&b2, &s_pred, &r_pred)
     }
 
-    fn update_omd(&mut self, buf: &ReplayBuffer, rng: &mut StdRng) -> Result<()> {
+    fn update_omd(&mut self, buf: &ReplayBuffer, rng: &mut RlRng) -> Result<()> {
         let b = buf.sample(self.cfg.batch_size, rng);
         let x = model_input(&b.obs, &b.actions, self.dim);
         let cs = self.model_s.forward(&x, b.n)?;
@@ -502,7 +586,7 @@ impl Agent {
     fn update_taskmet(
         &mut self,
         buf: &ReplayBuffer,
-        rng: &mut StdRng,
+        rng: &mut RlRng,
         update_metric: bool,
     ) -> Result<()> {
         let b = buf.sample(self.cfg.batch_size, rng);
@@ -615,13 +699,13 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn rand_vec(n: usize, rng: &mut StdRng) -> Vec<f64> {
+    fn rand_vec(n: usize, rng: &mut RlRng) -> Vec<f64> {
         (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect()
     }
 
-    fn nets(d: usize, rng: &mut StdRng) -> ([Mlp; 2], [Mlp; 2]) {
+    fn nets(d: usize, rng: &mut RlRng) -> ([Mlp; 2], [Mlp; 2]) {
         // Larger final gains than the defaults so Q values differ and every term matters.
-        let mk = |rng: &mut StdRng| init_net(d, N_ACTIONS, 3, 8, 1.0, None, rng).unwrap();
+        let mk = |rng: &mut RlRng| init_net(d, N_ACTIONS, 3, 8, 1.0, None, rng).unwrap();
         ([mk(rng), mk(rng)], [mk(rng), mk(rng)])
     }
 
@@ -634,7 +718,7 @@ mod tests {
         let k = 3;
         let mut env = Distractors::new(CartPole::new(0), k, 1);
         let mut buf = ReplayBuffer::new(env.obs_dim(), 1000).unwrap();
-        let mut rng = StdRng::seed_from_u64(2);
+        let mut rng = RlRng::seed_from_u64(2);
         let mut obs = env.reset();
         for _ in 0..400 {
             let a = rng.random_range(0..2);
@@ -705,8 +789,8 @@ mod tests {
     /// share CG's step sizes, as in the reference).
     #[test]
     fn joint_normal_cg_blocks() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let mat = |n: usize, shift: f64, rng: &mut StdRng| -> Vec<Vec<f64>> {
+        let mut rng = RlRng::seed_from_u64(5);
+        let mat = |n: usize, shift: f64, rng: &mut RlRng| -> Vec<Vec<f64>> {
             let a: Vec<Vec<f64>> = (0..n).map(|_| rand_vec(n, rng)).collect();
             (0..n)
                 .map(|i| {
@@ -750,7 +834,7 @@ mod tests {
     /// ∇_Q L_Q against central differences of L_Q.
     #[test]
     fn q_loss_gradient_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = RlRng::seed_from_u64(0);
         let (n, d) = (6, 3);
         let (mut q, targ) = nets(d, &mut rng);
         let obs = rand_vec(n * d, &mut rng);
@@ -789,7 +873,7 @@ mod tests {
     /// `value_input_grad` and `w` give, negated. Checked by central differences in ŝ' and r̂.
     #[test]
     fn q_step_hypergradient_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = RlRng::seed_from_u64(1);
         let (n, d) = (5, 3);
         let (q, targ) = nets(d, &mut rng);
         let obs = rand_vec(n * d, &mut rng);
@@ -855,7 +939,7 @@ mod tests {
     /// the gradient), and the mixed term ∂_φ[uᵀ∇_θ L_Λ] (against differences in φ).
     #[test]
     fn taskmet_model_terms_match_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(2);
+        let mut rng = RlRng::seed_from_u64(2);
         let (n, d) = (6, 3);
         let mut model = init_net(d + N_ACTIONS, d, 3, 7, 1.0, None, &mut rng).unwrap();
         let mut metric = StateMetric::new(d, 5, &mut rng).unwrap();

@@ -7,8 +7,9 @@
 //! gym keeps the state in f64 and hands out f32 copies; here the observation is the f64 state
 //! itself (the learners are f64 throughout).
 
+use super::RlRng;
+use super::checkpoint::{EnvState, RngState};
 use ferrolab_core::{CoreError, Result};
-use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 /// CartPole's observation size: cart position, cart velocity, pole angle, pole angular velocity.
@@ -86,7 +87,7 @@ pub struct CartPole {
     steps: usize,
     /// Set once an episode ended; stepping again needs a reset.
     over: bool,
-    rng: StdRng,
+    rng: RlRng,
 }
 
 impl CartPole {
@@ -96,7 +97,7 @@ impl CartPole {
             state: [0.0; STATE_DIM],
             steps: 0,
             over: true,
-            rng: StdRng::seed_from_u64(seed),
+            rng: RlRng::seed_from_u64(seed),
         }
     }
 
@@ -155,7 +156,7 @@ impl CartPole {
 }
 
 /// One N(0, 1) draw (Box–Muller; the crate has no `rand_distr`).
-pub fn standard_normal(rng: &mut StdRng) -> f64 {
+pub fn standard_normal(rng: &mut RlRng) -> f64 {
     // 1 − U lies in (0, 1], so the log is finite.
     let u1 = 1.0 - rng.random::<f64>();
     let u2 = rng.random::<f64>();
@@ -169,7 +170,7 @@ pub fn standard_normal(rng: &mut StdRng) -> f64 {
 pub struct Distractors {
     env: CartPole,
     k: usize,
-    rng: StdRng,
+    rng: RlRng,
 }
 
 impl Distractors {
@@ -178,7 +179,7 @@ impl Distractors {
         Distractors {
             env,
             k,
-            rng: StdRng::seed_from_u64(seed),
+            rng: RlRng::seed_from_u64(seed),
         }
     }
 
@@ -195,6 +196,27 @@ impl Distractors {
     /// The wrapped environment.
     pub fn inner(&self) -> &CartPole {
         &self.env
+    }
+
+    /// The state a checkpoint saves: CartPole's and both random streams' positions.
+    pub fn snapshot(&self) -> EnvState {
+        EnvState {
+            state: self.env.state,
+            steps: self.env.steps,
+            over: self.env.over,
+            resets: RngState::of(&self.env.rng),
+            noise: RngState::of(&self.rng),
+        }
+    }
+
+    /// Puts the environment back where [`Distractors::snapshot`] saw it.
+    pub fn restore(&mut self, st: &EnvState) -> std::result::Result<(), String> {
+        self.env.rng = st.resets.rng()?;
+        self.rng = st.noise.rng()?;
+        self.env.state = st.state;
+        self.env.steps = st.steps;
+        self.env.over = st.over;
+        Ok(())
     }
 
     fn pad(&mut self, state: &[f64]) -> Vec<f64> {
@@ -321,7 +343,7 @@ mod tests {
         assert_eq!(env.obs_dim(), 12);
         let mut rows: Vec<Vec<f64>> = Vec::new();
         let mut obs = env.reset();
-        let mut pol = StdRng::seed_from_u64(3);
+        let mut pol = RlRng::seed_from_u64(3);
         while rows.len() < 20_000 {
             assert_eq!(obs.len(), 12);
             assert_eq!(&obs[..4], &env.inner().state());

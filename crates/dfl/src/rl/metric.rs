@@ -25,13 +25,14 @@
 //! commit that added the figure): one softplus weight per observation dimension, shared by all
 //! states, normalised the same way. [`ModelMetric`] holds either family for the agent.
 
+use super::RlRng;
 use super::nets::init_net;
 use crate::mlp::{Cache, Mlp};
 use ferrolab_core::{CoreError, Result};
-use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 
 /// The metric net.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateMetric {
     base: Mlp,
     o: usize,
@@ -111,16 +112,16 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 impl StateMetric {
     /// A metric over observations of size `o` with `hidden` units (the reference's form).
-    pub fn new(o: usize, hidden: usize, rng: &mut StdRng) -> Result<Self> {
+    pub fn new(o: usize, hidden: usize, rng: &mut RlRng) -> Result<Self> {
         Self::with_form(o, hidden, false, rng)
     }
 
     /// The diagonal form: `L(s)` diagonal.
-    pub fn diagonal(o: usize, hidden: usize, rng: &mut StdRng) -> Result<Self> {
+    pub fn diagonal(o: usize, hidden: usize, rng: &mut RlRng) -> Result<Self> {
         Self::with_form(o, hidden, true, rng)
     }
 
-    fn with_form(o: usize, hidden: usize, diag: bool, rng: &mut StdRng) -> Result<Self> {
+    fn with_form(o: usize, hidden: usize, diag: bool, rng: &mut RlRng) -> Result<Self> {
         if o == 0 || hidden == 0 {
             return Err(CoreError::Data(format!(
                 "metric: need positive sizes, got o={o} hidden={hidden}"
@@ -323,7 +324,7 @@ impl MetricEval {
 /// `floor` (0 in the reference) mixes in a fixed share of the identity,
 /// `λ' = floor + (1 − floor)·λ`, so that no dimension's weight can fall below `floor`: an
 /// option for the case where the outer problem drives a *real* state dimension to zero.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GlobalMetric {
     w: Vec<f64>,
     floor: f64,
@@ -477,7 +478,7 @@ impl GlobalEval {
 
 /// TaskMet's model metric in either family: state-conditioned ([`StateMetric`], full or
 /// diagonal `L(s)`) or one weight per dimension ([`GlobalMetric`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ModelMetric {
     State(StateMetric),
     Global(GlobalMetric),
@@ -491,6 +492,24 @@ pub enum ModelMetricEval {
 }
 
 impl ModelMetric {
+    /// The same family and the same sizes as `other` (a metric read back from a checkpoint
+    /// against a fresh one of the run's configuration).
+    pub fn same_shape(&self, other: &ModelMetric) -> bool {
+        match (self, other) {
+            (ModelMetric::State(a), ModelMetric::State(b)) => {
+                a.o == b.o
+                    && a.diag == b.diag
+                    && a.base.sizes() == b.base.sizes()
+                    && a.base.theta().len() == b.base.theta().len()
+                    && a.base.output_activation() == b.base.output_activation()
+            }
+            (ModelMetric::Global(a), ModelMetric::Global(b)) => {
+                a.w.len() == b.w.len() && a.floor == b.floor
+            }
+            _ => false,
+        }
+    }
+
     pub fn n_params(&self) -> usize {
         match self {
             ModelMetric::State(m) => m.n_params(),
@@ -569,16 +588,16 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
 
-    fn rand_vec(n: usize, rng: &mut StdRng) -> Vec<f64> {
+    fn rand_vec(n: usize, rng: &mut RlRng) -> Vec<f64> {
         (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect()
     }
 
     /// A metric moved off its initialisation (random θ, σ ≠ 0) so every term is exercised.
-    fn perturbed(o: usize, rng: &mut StdRng) -> StateMetric {
+    fn perturbed(o: usize, rng: &mut RlRng) -> StateMetric {
         perturbed_form(o, false, rng)
     }
 
-    fn perturbed_form(o: usize, diag: bool, rng: &mut StdRng) -> StateMetric {
+    fn perturbed_form(o: usize, diag: bool, rng: &mut RlRng) -> StateMetric {
         let mut m = StateMetric::with_form(o, 6, diag, rng).unwrap();
         let mut phi = m.params();
         for v in phi.iter_mut() {
@@ -590,7 +609,7 @@ mod tests {
 
     #[test]
     fn starts_at_identity_and_stays_normalised_spd() {
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = RlRng::seed_from_u64(0);
         let (n, o) = (3, 5);
         let m = StateMetric::new(o, 8, &mut rng).unwrap();
         let x = rand_vec(n * o, &mut rng);
@@ -626,7 +645,7 @@ mod tests {
     /// The diagonal form: starts at I, stays diagonal, normalised and positive.
     #[test]
     fn diagonal_form_is_a_normalised_positive_diagonal() {
-        let mut rng = StdRng::seed_from_u64(4);
+        let mut rng = RlRng::seed_from_u64(4);
         let (n, o) = (3, 5);
         let x = rand_vec(n * o, &mut rng);
         let m = StateMetric::diagonal(o, 8, &mut rng).unwrap();
@@ -688,7 +707,7 @@ mod tests {
         let ev = m.eval();
         assert!(ev.weights()[0] >= 0.2 && ev.weights()[0] < 0.2 + 1e-9);
         assert!(ev.weights().iter().all(|&l| l >= 0.2));
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut rng = RlRng::seed_from_u64(3);
         let a = rand_vec(3 * o, &mut rng);
         let b = rand_vec(3 * o, &mut rng);
         check_global_backward(&mut m, &w, &a, &b);
@@ -701,7 +720,7 @@ mod tests {
     /// `quad` agrees with `apply`, and its backward matches central differences in w.
     #[test]
     fn global_metric_is_normalised_and_differentiated() {
-        let mut rng = StdRng::seed_from_u64(7);
+        let mut rng = RlRng::seed_from_u64(7);
         let (n, o) = (4, 5);
         let mut m = GlobalMetric::new(o).unwrap();
         let ev = m.eval();
@@ -742,7 +761,7 @@ mod tests {
     }
 
     fn backward_check(diag: bool) {
-        let mut rng = StdRng::seed_from_u64(2);
+        let mut rng = RlRng::seed_from_u64(2);
         let (n, o) = (4, 3);
         let mut m = perturbed_form(o, diag, &mut rng);
         let x = rand_vec(n * o, &mut rng);

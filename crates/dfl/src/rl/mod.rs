@@ -18,19 +18,31 @@
 
 pub mod agent;
 pub mod cartpole;
+pub mod checkpoint;
 pub mod metric;
 pub mod nets;
 pub mod replay;
 
 pub use agent::{Agent, UpdateStats};
 pub use cartpole::{CartPole, Distractors, Step};
+pub use checkpoint::{AgentOutcome, Checkpointing};
 pub use replay::{Batch, ReplayBuffer};
 
 use ferrolab_core::{ConfigError, CoreError, Result, seed};
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::time::Instant;
+
+/// The agent's random streams: ChaCha12, the generator `StdRng` wraps (the same numbers from the
+/// same seed, so figures from before the change repeat), named so that a checkpoint can save
+/// each stream's position and a resumed agent draws exactly what it would have drawn.
+pub type RlRng = rand::rngs::ChaCha12Rng;
+
+/// The stream `name` of the master seed: [`ferrolab_core::seed::rng`]'s numbers as an [`RlRng`].
+pub fn stream(master: u64, name: &str) -> RlRng {
+    RlRng::seed_from_u64(seed::derive(master, name))
+}
 
 /// What trains the agent's model (the reference's `agent_type`: `mle`, `metric`, `omd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -339,7 +351,7 @@ pub fn evaluate(agent: &Agent, k: usize, episodes: usize, seed: u64) -> Result<V
             )
         })
         .collect();
-    let mut rng = seed::rng(seed, "rl/eval-act");
+    let mut rng = stream(seed, "rl/eval-act");
     let mut obs: Vec<Vec<f64>> = envs.iter_mut().map(|e| e.reset()).collect();
     let mut live: Vec<usize> = (0..episodes).collect();
     let mut returns = vec![0.0; episodes];
@@ -375,6 +387,44 @@ pub fn train_agent(
     seed: u64,
     progress: &mut dyn FnMut(&EvalPoint),
 ) -> Result<AgentRun> {
+    match run_agent(cfg, seed, None, progress)? {
+        AgentOutcome::Finished(run) => Ok(*run),
+        // Without checkpoints there is nothing to pause at.
+        AgentOutcome::Paused { step } => Err(CoreError::Runtime(format!(
+            "agent paused at step {step} without a checkpoint"
+        ))),
+    }
+}
+
+/// [`train_agent`] with checkpoints in `ck.dir`: continues from the checkpoint there if there
+/// is one (made by the same configuration and seed), saves every `ck.every` of wall time and
+/// when pausing. Apart from wall times, a run stopped and continued any number of times gives
+/// what one uninterrupted run gives. The folder stays after the agent finishes (the caller
+/// removes it once the result is kept: [`Checkpointing::remove`]).
+pub fn train_agent_checkpointed(
+    cfg: &AgentConfig,
+    seed: u64,
+    ck: &Checkpointing,
+    progress: &mut dyn FnMut(&EvalPoint),
+) -> Result<AgentOutcome> {
+    run_agent(cfg, seed, Some(ck), progress)
+}
+
+/// What the evaluations carry from one to the next: the index that seeds the next one's
+/// episodes, their wall seconds, and the statistics at the last one (its window's start).
+#[derive(Default)]
+struct EvalClock {
+    index: u64,
+    seconds: f64,
+    last_stats: UpdateStats,
+}
+
+fn run_agent(
+    cfg: &AgentConfig,
+    seed: u64,
+    ck: Option<&Checkpointing>,
+    progress: &mut dyn FnMut(&EvalPoint),
+) -> Result<AgentOutcome> {
     cfg.validate()?;
     let start = Instant::now();
     let k = cfg.distractors;
@@ -385,30 +435,73 @@ pub fn train_agent(
         seed::derive(seed, "rl/distractors"),
     );
     let dim = env.obs_dim();
-    let mut init_rng = seed::rng(seed, "rl/init");
+    let mut init_rng = stream(seed, "rl/init");
     let mut agent = Agent::new(cfg, dim, &mut init_rng)?;
-    let mut act_rng = seed::rng(seed, "rl/act");
-    let mut explore_rng = seed::rng(seed, "rl/explore");
-    let mut replay_rng = seed::rng(seed, "rl/replay");
-    let mut buf = ReplayBuffer::new(dim, cfg.steps.max(1))?;
+    let mut act_rng = stream(seed, "rl/act");
+    let mut explore_rng = stream(seed, "rl/explore");
+    let mut replay_rng = stream(seed, "rl/replay");
+    let capacity = cfg.steps.max(1);
     let mut evals = Vec::new();
-    let mut eval_seconds = 0.0;
-    let mut eval_index = 0u64;
-    let mut last_stats = UpdateStats::default();
-    let mut run_eval = |agent: &Agent, step: usize, evals: &mut Vec<EvalPoint>| -> Result<bool> {
+    let mut clock = EvalClock::default();
+    let (mut steady_steps, mut steady_seconds) = (0, 0.0);
+    // Wall seconds of earlier sittings of a resumed agent.
+    let mut before = 0.0;
+    let mut step = 0;
+    let mut episodes = 0;
+    let resumed = match ck {
+        Some(ck) => checkpoint::load(&ck.dir, cfg, seed, dim)?,
+        None => None,
+    };
+    let (mut buf, mut obs, mut action) = match resumed {
+        Some((st, buf)) => {
+            let dir = &ck.map(|c| c.dir.clone()).unwrap_or_default();
+            env.restore(&st.env).map_err(|e| {
+                CoreError::Data(format!("agent checkpoint in {}: {e}", dir.display()))
+            })?;
+            act_rng = checkpoint::rng_of(dir, "act", &st.act)?;
+            explore_rng = checkpoint::rng_of(dir, "explore", &st.explore)?;
+            replay_rng = checkpoint::rng_of(dir, "replay", &st.replay)?;
+            agent = Agent::restore(cfg, dim, st.agent).map_err(|e| {
+                CoreError::Data(format!("agent checkpoint in {}: {e}", dir.display()))
+            })?;
+            evals = st.evals;
+            clock = EvalClock {
+                index: st.eval_index,
+                seconds: st.eval_seconds,
+                last_stats: st.last_stats,
+            };
+            steady_steps = st.steady_steps;
+            steady_seconds = st.steady_seconds;
+            before = st.elapsed_s;
+            step = st.step;
+            episodes = st.episodes;
+            (buf, st.obs, st.action)
+        }
+        None => {
+            let obs = env.reset();
+            let action = agent.act(&obs, &mut act_rng)?;
+            (ReplayBuffer::new(dim, capacity)?, obs, action)
+        }
+    };
+    let elapsed = |start: &Instant| before + start.elapsed().as_secs_f64();
+    let mut run_eval = |agent: &Agent,
+                        step: usize,
+                        evals: &mut Vec<EvalPoint>,
+                        clock: &mut EvalClock|
+     -> Result<bool> {
         let t = Instant::now();
-        let es = seed::derive(seed, &format!("rl/eval/{eval_index}"));
-        eval_index += 1;
+        let es = seed::derive(seed, &format!("rl/eval/{}", clock.index));
+        clock.index += 1;
         let returns = evaluate(agent, k, cfg.eval_episodes, es)?;
-        eval_seconds += t.elapsed().as_secs_f64();
+        clock.seconds += t.elapsed().as_secs_f64();
         let point = EvalPoint {
             step,
             mean_return: mean(&returns),
             returns,
-            elapsed_s: start.elapsed().as_secs_f64(),
-            window: agent.stats().since(&last_stats),
+            elapsed_s: elapsed(&start),
+            window: agent.stats().since(&clock.last_stats),
         };
-        last_stats = agent.stats().clone();
+        clock.last_stats = agent.stats().clone();
         progress(&point);
         let reached = cfg.stop_at_return.is_some_and(|t| point.mean_return >= t);
         evals.push(point);
@@ -419,14 +512,45 @@ pub fn train_agent(
         ModelLoss::TaskMet => cfg.init_steps.max(cfg.metric_warmup_steps),
         _ => cfg.init_steps,
     };
-    let (mut steady_steps, mut steady_seconds) = (0, 0.0);
-    let mut obs = env.reset();
-    let mut action = agent.act(&obs, &mut act_rng)?;
-    let mut step = 0;
-    let mut episodes = 0;
     let mut stopped = false;
+    let mut last_save = Instant::now();
+    // Saves happen at the top of a step, before its evaluation: the state there is exactly
+    // what a resumed run starts its loop from (a due evaluation then runs after resuming).
     while step < cfg.steps {
-        if step % cfg.eval_every == 0 && run_eval(&agent, step, &mut evals)? {
+        if let Some(ck) = ck {
+            let pause = ck.pause_at_step == Some(step)
+                || ck.pause_after.is_some_and(|t| Instant::now() >= t);
+            if pause || last_save.elapsed() >= ck.every {
+                let st = checkpoint::LoopState {
+                    format: checkpoint::FORMAT,
+                    config: cfg.clone(),
+                    seed,
+                    step,
+                    episodes,
+                    obs: obs.clone(),
+                    action,
+                    eval_index: clock.index,
+                    eval_seconds: clock.seconds,
+                    elapsed_s: elapsed(&start),
+                    steady_steps,
+                    steady_seconds,
+                    last_stats: clock.last_stats.clone(),
+                    evals: evals.clone(),
+                    env: env.snapshot(),
+                    act: checkpoint::RngState::of(&act_rng),
+                    explore: checkpoint::RngState::of(&explore_rng),
+                    replay: checkpoint::RngState::of(&replay_rng),
+                    agent: agent.snapshot(),
+                    replay_file: format!("replay-{step:09}.bin"),
+                };
+                checkpoint::save(&ck.dir, &st, &buf)?;
+                last_save = Instant::now();
+                if pause {
+                    return Ok(AgentOutcome::Paused { step });
+                }
+            }
+        }
+        if step % cfg.eval_every == 0 && run_eval(&agent, step, &mut evals, &mut clock)? {
             stopped = true;
             break;
         }
@@ -454,10 +578,11 @@ pub fn train_agent(
         }
     }
     if !stopped {
-        run_eval(&agent, step, &mut evals)?;
+        run_eval(&agent, step, &mut evals, &mut clock)?;
     }
-    let total = start.elapsed().as_secs_f64();
-    Ok(AgentRun {
+    let total = elapsed(&start);
+    let eval_seconds = clock.seconds;
+    Ok(AgentOutcome::Finished(Box::new(AgentRun {
         config: cfg.clone(),
         seed,
         evals,
@@ -469,7 +594,7 @@ pub fn train_agent(
         steady_seconds,
         stats: agent.stats().clone(),
         metric_weights: agent.metric().and_then(|m| m.global_weights()),
-    })
+    })))
 }
 
 #[cfg(test)]
@@ -504,6 +629,123 @@ mod tests {
         assert!(train_agent(&bad, 0, &mut |_| {}).is_err());
         assert_eq!(ModelLoss::parse("metric"), Some(ModelLoss::TaskMet));
         assert_eq!(ModelLoss::parse("x"), None);
+    }
+
+    /// The run with its wall times zeroed: what a continued run must repeat exactly.
+    fn without_times(r: &AgentRun) -> AgentRun {
+        let mut r = r.clone();
+        r.train_seconds = 0.0;
+        r.eval_seconds = 0.0;
+        r.steady_seconds = 0.0;
+        for e in r.evals.iter_mut() {
+            e.elapsed_s = 0.0;
+        }
+        r
+    }
+
+    fn finished(o: AgentOutcome) -> AgentRun {
+        match o {
+            AgentOutcome::Finished(r) => *r,
+            AgentOutcome::Paused { step } => panic!("paused at {step}"),
+        }
+    }
+
+    #[test]
+    fn a_paused_and_continued_agent_repeats_the_uninterrupted_run() {
+        for loss in [ModelLoss::Mse, ModelLoss::TaskMet, ModelLoss::Omd] {
+            let cfg = AgentConfig {
+                loss,
+                distractors: 3,
+                steps: 1200,
+                init_steps: 200,
+                metric_warmup_steps: 400,
+                eval_every: 400,
+                eval_episodes: 2,
+                ..AgentConfig::default()
+            };
+            let whole = train_agent(&cfg, 4, &mut |_| {}).unwrap();
+            let dir = std::env::temp_dir().join(format!(
+                "ferrolab-rl-ck-{}-{}",
+                std::process::id(),
+                loss.name()
+            ));
+            std::fs::remove_dir_all(&dir).ok();
+            let mut ck = Checkpointing::new(&dir);
+            // One pause before an evaluation is due at that step, one between two.
+            for at in [400, 650] {
+                ck.pause_at_step = Some(at);
+                let mut seen = Vec::new();
+                let o = train_agent_checkpointed(&cfg, 4, &ck, &mut |e| seen.push(e.step));
+                assert_eq!(o.unwrap(), AgentOutcome::Paused { step: at });
+                assert!(seen.iter().all(|&s| s < at), "{seen:?}");
+            }
+            ck.pause_at_step = None;
+            let resumed = finished(train_agent_checkpointed(&cfg, 4, &ck, &mut |_| {}).unwrap());
+            assert_eq!(
+                without_times(&resumed),
+                without_times(&whole),
+                "{}",
+                loss.name()
+            );
+            assert!(resumed.train_seconds > 0.0);
+            // One replay file: older ones are removed as newer ones are written.
+            let replays = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| {
+                    let e = e.as_ref().unwrap();
+                    e.file_name().to_string_lossy().starts_with("replay-")
+                })
+                .count();
+            assert_eq!(replays, 1);
+            ck.remove().unwrap();
+            assert!(!dir.exists());
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_run_or_a_damaged_one_is_refused_by_name() {
+        let cfg = AgentConfig {
+            distractors: 2,
+            steps: 600,
+            init_steps: 100,
+            eval_every: 300,
+            eval_episodes: 1,
+            ..AgentConfig::default()
+        };
+        let dir = std::env::temp_dir().join(format!("ferrolab-rl-bad-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let mut ck = Checkpointing::new(&dir);
+        ck.pause_at_step = Some(250);
+        let o = train_agent_checkpointed(&cfg, 1, &ck, &mut |_| {}).unwrap();
+        assert_eq!(o, AgentOutcome::Paused { step: 250 });
+        ck.pause_at_step = None;
+        let refused = |cfg: &AgentConfig, seed: u64, what: &str| {
+            let e = train_agent_checkpointed(cfg, seed, &ck, &mut |_| {}).unwrap_err();
+            assert!(e.is_usage(), "{e}");
+            assert!(e.to_string().contains(what), "{e}");
+        };
+        refused(&cfg, 2, "seed 1, not 2");
+        let other = AgentConfig {
+            lr: 2e-3,
+            ..cfg.clone()
+        };
+        refused(&other, 1, "another agent configuration");
+        let replay = dir.join("replay-000000250.bin");
+        let bytes = std::fs::read(&replay).unwrap();
+        std::fs::write(&replay, &bytes[..bytes.len() - 7]).unwrap();
+        refused(&cfg, 1, "replay-000000250.bin");
+        std::fs::write(&replay, &bytes).unwrap();
+        let state = dir.join("state.json");
+        let text = std::fs::read_to_string(&state).unwrap();
+        std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+        refused(&cfg, 1, "state.json");
+        std::fs::write(&state, text).unwrap();
+        // Put back whole, the checkpoint continues to the end.
+        assert!(matches!(
+            train_agent_checkpointed(&cfg, 1, &ck, &mut |_| {}).unwrap(),
+            AgentOutcome::Finished(_)
+        ));
+        ck.remove().unwrap();
     }
 
     /// A random policy on CartPole averages ≈ 22 steps (the untrained agent, whose Q nets are

@@ -4,11 +4,11 @@
 //! does not expose and OMD/TaskMet need (the target value `V(ŝ')` is differentiated through
 //! the model's predicted next state `ŝ'`).
 
+use super::RlRng;
 use super::cartpole::standard_normal;
 use crate::mlp::{Activation, Mlp};
 use ferrolab_core::kernels::gemm::{MatRef64, matmul_f64};
 use ferrolab_core::{CoreError, Result};
-use rand::rngs::StdRng;
 
 pub use crate::optim::Adam;
 
@@ -16,7 +16,7 @@ pub use crate::optim::Adam;
 /// columns (`rows > cols`), times `gain`: haiku's `Orthogonal(scale)` for a `Linear` whose
 /// weight, stored as ours `out × in`, is the QR factor of a Gaussian matrix. Gram–Schmidt on
 /// Gaussian vectors gives the same (Haar) distribution as the sign-fixed QR.
-fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut StdRng) -> Vec<f64> {
+fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut RlRng) -> Vec<f64> {
     let (count, len) = if rows <= cols {
         (rows, cols)
     } else {
@@ -61,7 +61,7 @@ pub fn init_net(
     width: usize,
     final_gain: f64,
     final_bias: Option<&[f64]>,
-    rng: &mut StdRng,
+    rng: &mut RlRng,
 ) -> Result<Mlp> {
     let mut net = Mlp::new(d_in, d_out, layers, width, Activation::None, 0)?;
     let sizes = net.sizes().to_vec();
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn orthogonal_rows_or_columns() {
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = RlRng::seed_from_u64(0);
         for (r, c) in [(3, 7), (7, 3), (5, 5)] {
             let w = orthogonal(r, c, 2.0, &mut rng);
             let (count, dot): (usize, Box<dyn Fn(usize, usize) -> f64>) = if r <= c {
@@ -224,7 +224,7 @@ mod tests {
     /// The input gradient against central differences of Σ dy ⊙ net(x).
     #[test]
     fn input_grad_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = RlRng::seed_from_u64(1);
         let (n, d, o) = (5, 4, 3);
         let net = init_net(d, o, 3, 6, 0.7, None, &mut rng).unwrap();
         let x: Vec<f64> = (0..n * d).map(|_| rng.random::<f64>() - 0.5).collect();

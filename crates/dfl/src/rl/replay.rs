@@ -6,8 +6,13 @@
 //! Observations are stored in f32, as the reference's buffer does (`jnp.float32`): with 256
 //! distractors and the reference's 200k-step capacity that is 416 MB instead of 832.
 
+use super::RlRng;
 use ferrolab_core::{CoreError, Result};
-use rand::rngs::StdRng;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+/// The first bytes of a saved buffer (format version 1).
+const MAGIC: &[u8; 8] = b"FLRLRB01";
 
 /// A minibatch, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +31,7 @@ pub struct Batch {
 }
 
 /// A fixed-capacity ring of transitions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplayBuffer {
     dim: usize,
     capacity: usize,
@@ -112,7 +117,7 @@ impl ReplayBuffer {
 
     /// `min(n, len)` distinct transitions, uniformly (`np.random.choice(len, n,
     /// replace=False)`).
-    pub fn sample(&self, n: usize, rng: &mut StdRng) -> Batch {
+    pub fn sample(&self, n: usize, rng: &mut RlRng) -> Batch {
         let idx = rand::seq::index::sample(rng, self.len(), n.min(self.len())).into_vec();
         self.gather(&idx)
     }
@@ -142,6 +147,121 @@ impl ReplayBuffer {
         }
         b
     }
+
+    /// Saves the held transitions to `path` in one go: written beside it, then renamed over
+    /// it, so a stop while writing leaves the previous file whole. The ring's rows are
+    /// written as they lie (f32 observations stay f32), so [`ReplayBuffer::load`] rebuilds
+    /// the buffer bit for bit.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        let io = |e: std::io::Error| CoreError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        };
+        let rows = self.len();
+        let d = self.dim;
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
+        w.write_all(MAGIC).map_err(io)?;
+        for v in [d, self.capacity, self.idx, usize::from(self.full), rows] {
+            w.write_all(&(v as u64).to_le_bytes()).map_err(io)?;
+        }
+        for v in self.obs[..rows * d]
+            .iter()
+            .chain(&self.next_obs[..rows * d])
+        {
+            w.write_all(&v.to_le_bytes()).map_err(io)?;
+        }
+        for &a in &self.actions[..rows] {
+            w.write_all(&(a as u32).to_le_bytes()).map_err(io)?;
+        }
+        for v in self.rewards[..rows]
+            .iter()
+            .chain(&self.not_done[..rows])
+            .chain(&self.not_done_no_max[..rows])
+        {
+            w.write_all(&v.to_le_bytes()).map_err(io)?;
+        }
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// A buffer saved by [`ReplayBuffer::save`]. Its observation size and capacity must be
+    /// `dim` and `capacity` (the configuration the agent resumes with); a file that is
+    /// truncated, padded or from another format is refused with its path.
+    pub fn load(path: &Path, dim: usize, capacity: usize) -> Result<Self> {
+        let bad = |msg: String| CoreError::Data(format!("replay buffer {}: {msg}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let mut read = |buf: &mut [u8]| {
+            r.read_exact(buf)
+                .map_err(|_| bad("truncated (the file ends early)".into()))
+        };
+        let mut magic = [0u8; 8];
+        read(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(bad("not a ferrolab replay buffer".into()));
+        }
+        let mut head = [0u64; 5];
+        for h in head.iter_mut() {
+            let mut b = [0u8; 8];
+            read(&mut b)?;
+            *h = u64::from_le_bytes(b);
+        }
+        let [d, cap, idx, full, rows] = head;
+        if d != dim as u64 || cap != capacity as u64 {
+            return Err(bad(format!(
+                "holds observations of {d} values and room for {cap} transitions; this agent \
+                 needs {dim} and {capacity}"
+            )));
+        }
+        let full = match full {
+            0 => false,
+            1 => true,
+            v => return Err(bad(format!("bad ring flag {v}"))),
+        };
+        let expected_rows = if full { cap } else { idx };
+        if idx >= cap || rows != expected_rows {
+            return Err(bad(format!(
+                "inconsistent ring: {rows} rows, position {idx} of {cap}"
+            )));
+        }
+        let rows = rows as usize;
+        let want = 8 + 5 * 8 + (rows * dim * 2) as u64 * 4 + rows as u64 * (4 + 3 * 8);
+        if len != want {
+            return Err(bad(format!("{len} bytes where its header implies {want}")));
+        }
+        let mut buf = ReplayBuffer::new(dim, capacity)?;
+        buf.idx = idx as usize;
+        buf.full = full;
+        let mut b4 = [0u8; 4];
+        let mut b8 = [0u8; 8];
+        for v in buf.obs[..rows * dim].iter_mut() {
+            read(&mut b4)?;
+            *v = f32::from_le_bytes(b4);
+        }
+        for v in buf.next_obs[..rows * dim].iter_mut() {
+            read(&mut b4)?;
+            *v = f32::from_le_bytes(b4);
+        }
+        for a in buf.actions[..rows].iter_mut() {
+            read(&mut b4)?;
+            *a = u32::from_le_bytes(b4) as usize;
+            if *a >= super::cartpole::N_ACTIONS {
+                return Err(bad(format!("action {a} (CartPole has 2)")));
+            }
+        }
+        for v in buf.rewards[..rows]
+            .iter_mut()
+            .chain(buf.not_done[..rows].iter_mut())
+            .chain(buf.not_done_no_max[..rows].iter_mut())
+        {
+            read(&mut b8)?;
+            *v = f64::from_le_bytes(b8);
+        }
+        Ok(buf)
+    }
 }
 
 #[cfg(test)]
@@ -165,7 +285,7 @@ mod tests {
         assert_eq!(b.actions, vec![1, 1, 0]);
         assert_eq!(b.not_done, vec![0.0, 0.0, 1.0]);
         assert_eq!(b.not_done_no_max, vec![0.0, 1.0, 1.0]);
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = RlRng::seed_from_u64(0);
         let s = buf.sample(10, &mut rng);
         assert_eq!(s.n, 3);
         let mut firsts: Vec<i64> = s.obs.chunks(2).map(|r| r[0] as i64).collect();
