@@ -29,6 +29,7 @@ mod li_dataset;
 mod mutate;
 mod png;
 mod readers;
+mod rl_checkpoint;
 mod rng;
 
 use child::End;

@@ -20,6 +20,7 @@
 //! | li-dataset | JSON: the document and its `version`; CSV: the header line (layer-importance `dataset.json`/`.csv`) |
 //! | hcnn-keys | the outer frame: magic, version, checksum, section list (`hcnn` evaluation-key bundles) |
 //! | hcnn-ct | the outer frame: magic, version, checksum, section list (`hcnn` input / output ciphertexts) |
+//! | rl-checkpoint | `state.json` not a checkpoint of this format; the replay buffer's magic (TaskMet's CartPole agent state) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -45,6 +46,7 @@ pub const READERS: &[&str] = &[
     "li-dataset",
     "hcnn-keys",
     "hcnn-ct",
+    "rl-checkpoint",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -436,6 +438,7 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         "model-blob" => blob_seeds(),
         "hcnn-model" => hcnn_seeds(),
         "li-dataset" => crate::li_dataset::seeds(),
+        "rl-checkpoint" => crate::rl_checkpoint::seeds(),
         "hcnn-keys" => crate::hcnn_file::key_seeds(),
         "hcnn-ct" => crate::hcnn_file::ct_seeds(),
         "png" => crate::png::seeds()
@@ -578,6 +581,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "li-dataset" {
         crate::li_dataset::mutate(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "rl-checkpoint" {
+        crate::rl_checkpoint::mutate(rng, &mut s);
         return (s, false);
     }
     if target == "params" {
@@ -754,6 +761,7 @@ fn classify(target: &str, e: &DataError) -> Verdict {
             msg.contains("not a valid hcnn ciphertext file") || matches!(e, DataError::Io { .. })
         }
         "li-dataset" => crate::li_dataset::is_header(msg, e),
+        "rl-checkpoint" => crate::rl_checkpoint::is_header(msg, e),
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -887,6 +895,7 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
         "hcnn-keys" => crate::hcnn_file::read_keys(path),
         "hcnn-ct" => crate::hcnn_file::read_ct(path),
         "li-dataset" => crate::li_dataset::read(path),
+        "rl-checkpoint" => crate::rl_checkpoint::read(path),
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),
