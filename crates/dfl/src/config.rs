@@ -184,6 +184,9 @@ ferrolab_core::config_section! {
         /// reference's metric, which at k = 0, where nothing is a distractor, can drive a real
         /// state dimension's weight to zero (crates/dfl/README.md). Only `global` has it.
         pub metric_floor: f64 = 0.0, "in [0, 1)" => |v| (0.0..1.0).contains(v);
+        /// Minutes of wall time between two checkpoints of an unfinished agent
+        /// (`train-state/<unit>/`, which `--resume` continues from); at most DESIGN's ten.
+        pub checkpoint_minutes: f64 = 10.0, "in (0, 10]" => |v| *v > 0.0 && *v <= 10.0;
     }
 }
 

@@ -120,8 +120,14 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                 let acfg = agent_config(cfg, m, k);
                 let last = cfg.cartpole.final_evals;
                 // An agent runs for up to hours (TaskMet at k = 256): it checkpoints into
-                // `train-state/<unit>/` every ten minutes, and `--resume` continues it there.
-                let ck = Checkpointing::new(ctx.run_dir().join(&format!("train-state/{name}")));
+                // `train-state/<unit>/` (every `cartpole.checkpoint_minutes`), and `--resume`
+                // continues it there.
+                let ck = Checkpointing {
+                    every: std::time::Duration::from_secs_f64(
+                        cfg.cartpole.checkpoint_minutes * 60.0,
+                    ),
+                    ..Checkpointing::new(ctx.run_dir().join(&format!("train-state/{name}")))
+                };
                 let r = ctx.unit(&name, |ctx| {
                     let pb = ferrolab_core::progress::bar(
                         acfg.steps as u64,
