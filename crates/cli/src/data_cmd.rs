@@ -165,6 +165,14 @@ fn run_fetch(args: &FetchArgs) -> anyhow::Result<()> {
     };
     let dest = fetch::fetch_dir(args.data_dir.as_deref())
         .map_err(|e| crate::common::UsageError(e.to_string()))?;
+    // A folder that does not exist yet is created; anything else in its place is the caller's.
+    if dest.exists() && !dest.is_dir() {
+        return Err(crate::common::UsageError(format!(
+            "--data-dir {} is not a folder",
+            dest.display()
+        ))
+        .into());
+    }
     eprintln!("fetching into {}", dest.display());
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let results = fetch::fetch_many(&refs, &dest, &FetchOptions::default());

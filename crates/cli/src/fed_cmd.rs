@@ -53,7 +53,7 @@ struct ServerArgs {
     /// Which federated system: `sdgt` or `fedgraph`.
     #[arg(long, value_parser = ["sdgt", "fedgraph"])]
     system: String,
-    /// Also write the whole run (history, final parameters) as JSON here.
+    /// Also write the whole run (history, final parameters) as JSON here (a new file).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]

@@ -574,6 +574,15 @@ const CASES: &[Case] = &[
         says: None,
     },
     Case {
+        name: "data fetch into a file",
+        args: &["data", "fetch", "cora", "--data-dir", "{D}/afile"],
+        prepare: Some(|d| write(d.join("afile"), b"x")),
+        stdin: b"",
+        code: 2,
+        before_work: true,
+        says: Some("is not a folder"),
+    },
+    Case {
         name: "ckks bench --reps 0",
         args: &["ckks", "bench", "--reps", "0", "--out", "{D}/b"],
         prepare: None,

@@ -105,6 +105,14 @@ fn client_server_round_trip_matches_plaintext_and_refuses_bad_input() {
     let y = d.join("y.ct");
     let o = encrypt(&keys, &image, &x);
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    // `--out` never replaces a file: not the last ciphertext, not the secret key.
+    for existing in [x.clone(), keys.join("secret.key")] {
+        let before = std::fs::read(&existing).unwrap();
+        let o = encrypt(&keys, &image, &existing);
+        let e = assert_usage_error(&o, "an existing --out");
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&existing).unwrap(), before);
+    }
     // The server gets eval.keys only.
     let o = ferrolab(&[
         "hcnn",
@@ -290,6 +298,19 @@ fn bench_writes_a_report_and_never_overwrites_it() {
         std::fs::read_to_string(dir.join("report.json")).unwrap(),
         text
     );
+    // A chain too short for the network (found by the server after key generation): exit 2
+    // naming the setting that fits, and neither the scratch files nor the new folder left.
+    let short = d.join("short");
+    let mut a: Vec<String> = args.iter().map(|x| x.to_string()).collect();
+    let at = a.iter().position(|x| x == "--levels").unwrap() + 1;
+    a[at] = "12".into();
+    let last = a.len() - 1;
+    a[last] = s(&short);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = ferrolab(&a);
+    let e = assert_usage_error(&o, "a chain too short");
+    assert!(e.contains("(hcnn bench --levels "), "{e}");
+    assert!(!short.exists(), "{e}");
 }
 
 /// `fhe.encrypted_images_t2` re-runs images on a two-thread pool beside a one-thread run: a

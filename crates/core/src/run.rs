@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A `--out FILE` argument: it must name a file (not a folder) in an existing folder. Checked
-/// before the work that produces the file, so a typo costs no work (a usage error, exit 2).
+/// A `--out FILE` argument: it must name a file (not a folder) in an existing folder, and no
+/// file may be there yet — a command never replaces what is already written (its own input, a
+/// key, an earlier result), as [`ensure_fresh`] never fills a folder that holds anything.
+/// Checked before the work that produces the file, so a typo costs no work (a usage error,
+/// exit 2).
 pub fn check_out_file(out: &Path) -> Result<()> {
     if out.file_name().is_none() {
         return Err(CoreError::Data(format!(
@@ -18,6 +21,12 @@ pub fn check_out_file(out: &Path) -> Result<()> {
     if out.is_dir() {
         return Err(CoreError::Data(format!(
             "--out {}: is a folder; give the output file",
+            out.display()
+        )));
+    }
+    if out.symlink_metadata().is_ok() {
+        return Err(CoreError::Data(format!(
+            "--out {}: already exists; nothing is overwritten, so remove it or choose another name",
             out.display()
         )));
     }
@@ -284,11 +293,31 @@ impl RunDir {
                 root.display()
             )));
         }
-        let metrics_lines = match std::fs::read_to_string(root.join("metrics.jsonl")) {
-            Ok(t) => t.lines().map(str::to_string).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(CoreError::io(root.join("metrics.jsonl"), e)),
+        let path = root.join("metrics.jsonl");
+        // The file is only ever replaced whole (`log_metrics`), so a line that is not a JSON
+        // record is damage from outside the run: refused (exit 2) rather than carried into the
+        // finished run's history.
+        let damaged = |what: String| {
+            CoreError::Data(format!(
+                "{}: {what}; the run folder is damaged (restore the file or start a new run)",
+                path.display()
+            ))
         };
+        let metrics_lines: Vec<String> = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text =
+                    String::from_utf8(bytes).map_err(|_| damaged("not UTF-8 text".into()))?;
+                text.lines().map(str::to_string).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(_) if path.is_dir() => return Err(damaged("a folder, not a file".into())),
+            Err(e) => return Err(CoreError::io(&path, e)),
+        };
+        for (i, line) in metrics_lines.iter().enumerate() {
+            if serde_json::from_str::<serde::de::IgnoredAny>(line).is_err() {
+                return Err(damaged(format!("line {} is not a JSON record", i + 1)));
+            }
+        }
         Ok(RunDir {
             root,
             metrics_lines,
@@ -756,6 +785,36 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_metrics_file_is_refused_on_resume() {
+        use crate::system::{Classify, ErrorClass};
+        let d = tmpdir("reopen");
+        let mut run = RunDir::create(&d).unwrap();
+        run.log_metrics(&serde_json::json!({"step": 1})).unwrap();
+        run.log_metrics(&serde_json::json!({"step": 2})).unwrap();
+        assert_eq!(RunDir::reopen(&d).unwrap().metrics_lines.len(), 2);
+        let m = d.join("metrics.jsonl");
+        let whole = std::fs::read(&m).unwrap();
+        for (bytes, says) in [
+            (
+                whole[..whole.len() - 4].to_vec(),
+                "line 2 is not a JSON record",
+            ),
+            (b"\xff\xfe{}\n".to_vec(), "not UTF-8"),
+        ] {
+            std::fs::write(&m, bytes).unwrap();
+            let e = RunDir::reopen(&d).unwrap_err();
+            assert_eq!(e.class(), ErrorClass::Usage, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        std::fs::remove_file(&m).unwrap();
+        std::fs::create_dir(&m).unwrap();
+        let e = RunDir::reopen(&d).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Usage, "{e}");
+        assert!(e.to_string().contains("a folder"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn an_out_file_that_cannot_be_written_is_a_usage_error_before_work() {
         use crate::system::{Classify, ErrorClass};
         let d = tmpdir("outfile");
@@ -766,6 +825,9 @@ mod tests {
             (d.join("nope/x.ct"), "does not exist"),
             (d.join("f/x.ct"), "is not a folder"),
             (PathBuf::from(".."), "names no file"),
+            // An existing file — the command's own input, a key, an earlier result — is
+            // never replaced.
+            (d.join("f"), "already exists"),
         ] {
             let e = check_out_file(&bad).unwrap_err();
             assert_eq!(e.class(), ErrorClass::Usage, "{e}");
@@ -773,8 +835,6 @@ mod tests {
             assert!(text.contains(says) && text.contains("--out "), "{text}");
         }
         check_out_file(&d.join("x.ct")).unwrap();
-        // An existing file is replaced later, whole: allowed.
-        check_out_file(&d.join("f")).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 

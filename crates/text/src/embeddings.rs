@@ -18,6 +18,10 @@ pub fn load_word_vectors(
     let file = std::fs::File::open(path).map_err(|e| TextError::io(path, e))?;
     let mut found = 0;
     let mut seen = vec![false; vocab.len()];
+    // word2vec's header announces the vector count: fewer vectors than that is a truncated
+    // file, which would otherwise train silently from random vectors for the missing words.
+    let mut announced = None;
+    let mut vectors = 0usize;
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(|e| TextError::io(path, e))?;
         let text = ferrolab_data::text::decode_text(&line);
@@ -33,8 +37,10 @@ pub fn load_word_vectors(
                     format!("header says dimension {}, model uses {dim}", values[0]),
                 ));
             }
+            announced = word.parse::<usize>().ok();
             continue;
         }
+        vectors += 1;
         if values.len() != dim {
             return Err(TextError::bad(
                 path,
@@ -58,6 +64,18 @@ pub fn load_word_vectors(
         }
         seen[id] = true;
         found += 1;
+    }
+    if vectors == 0 {
+        return Err(TextError::bad(path, 1, "holds no word vectors".into()));
+    }
+    if let Some(n) = announced.filter(|&n| vectors < n) {
+        return Err(TextError::bad(
+            path,
+            vectors + 1,
+            format!(
+                "the header announces {n} vectors but the file ends after {vectors} (truncated?)"
+            ),
+        ));
     }
     Ok(found)
 }
@@ -87,6 +105,21 @@ mod tests {
         assert!(e.contains("vec.txt") && e.contains("line 1"), "{e}");
         std::fs::write(&p, "good 1 nan\n").unwrap();
         assert!(load_word_vectors(&p, &vocab, 2, &mut m).is_err());
+        // Truncated after its header's count, or empty: refused, not trained from random.
+        for (text, says) in [
+            (
+                "3 2\ngood 1 2\n",
+                "announces 3 vectors but the file ends after 1",
+            ),
+            ("", "holds no word vectors"),
+            ("3 2\n", "holds no word vectors"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = load_word_vectors(&p, &vocab, 2, &mut m)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

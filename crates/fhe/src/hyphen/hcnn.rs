@@ -1174,58 +1174,35 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
         },
     )?;
     check_memory(&ko)?;
-    // Everything that can be refused is checked: now the folder.
+    // Everything that can be refused beforehand is checked: now the folder. A failure from
+    // here on (a chain too short for the network is found by the server's own check, after
+    // key generation) removes the scratch files, and the output folder if this run made it.
+    let made_out = !o.out.exists();
     std::fs::create_dir_all(&o.out).map_err(|e| usage(format!("{}: {e}", o.out.display())))?;
     let work = o.out.join(".hcnn-bench");
-    std::fs::create_dir_all(&work).map_err(|e| usage(format!("{}: {e}", work.display())))?;
-
-    let cpu_now = crate::bootstrap::bench::process_cpu_ms;
-    let (t, c) = (Instant::now(), cpu_now());
-    let (client, server, boot) = keygen_keeping_bootstrapper(&ko)?;
-    let keygen_seconds = t.elapsed().as_secs_f64();
-    let keygen_cpu = (cpu_now() - c) / 1e3;
-    let rotation_keys = server.keys.galois.keys.len();
-    let eval_key_mb = server.keys.size_bytes() as f64 / (1u64 << 20) as f64;
-    let log_n = client.ctx.spec().log_n;
-    let srv = Server::with_bootstrapper(server, boot)?;
-    let mut enc = Encryptor::new(&client.ctx).map_err(|e| fhe(&work, e))?;
-
-    let (mut enc_s, mut inf_s, mut inf_cpu, mut dec_s) = (vec![], vec![], vec![], vec![]);
-    let (mut agree, mut max_err) = (0usize, 0.0f64);
-    let mut per_image = vec![];
-    let mut last = InferStats::default();
-    for (i, x) in xs.iter().enumerate() {
-        let xf = work.join(format!("x{i}.ct"));
-        let yf = work.join(format!("y{i}.ct"));
-        let t = Instant::now();
-        write(&xf, &encrypt_with(&client, x, &mut enc)?)?;
-        enc_s.push(t.elapsed().as_secs_f64());
-        let (bytes, st) = srv.infer(&net, &xf)?;
-        write(&yf, &bytes)?;
-        inf_s.push(st.seconds);
-        inf_cpu.push(st.cpu_seconds);
-        let t = Instant::now();
-        let got = decrypt(&client, &yf)?;
-        dec_s.push(t.elapsed().as_secs_f64());
-        let want = net.reference(x);
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f64, f64::max);
-        max_err = max_err.max(err);
-        agree += usize::from(argmax(&got) == argmax(&want));
-        eprintln!(
-            "hcnn bench: image {i}: infer {:.1} s (CPU {:.1} s), max logit error {err:.2e}",
-            st.seconds, st.cpu_seconds
-        );
-        per_image.push(
-            json!({"logits": got, "plaintext_logits": want, "infer_seconds": st.seconds,
-            "infer_cpu_seconds": st.cpu_seconds, "max_logit_error": err}),
-        );
-        last = st;
-    }
+    let measured = std::fs::create_dir_all(&work)
+        .map_err(|e| usage(format!("{}: {e}", work.display())))
+        .and_then(|()| measure(&net, &ko, &xs, &work));
     std::fs::remove_dir_all(&work).ok();
+    if measured.is_err() && made_out {
+        // Only if empty: `remove_dir` never takes anything else with it.
+        std::fs::remove_dir(&o.out).ok();
+    }
+    let Measured {
+        keygen_seconds,
+        keygen_cpu,
+        rotation_keys,
+        eval_key_mb,
+        log_n,
+        enc_s,
+        inf_s,
+        inf_cpu,
+        dec_s,
+        agree,
+        max_err,
+        per_image,
+        last,
+    } = measured?;
 
     use ferrolab_core::metrics::median;
     let depth = net.depth();
@@ -1286,6 +1263,99 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
     Ok(r)
 }
 
+/// What [`bench`] measures between key generation and the report.
+struct Measured {
+    keygen_seconds: f64,
+    keygen_cpu: f64,
+    rotation_keys: usize,
+    eval_key_mb: f64,
+    log_n: u32,
+    enc_s: Vec<f64>,
+    inf_s: Vec<f64>,
+    inf_cpu: Vec<f64>,
+    dec_s: Vec<f64>,
+    agree: usize,
+    max_err: f64,
+    per_image: Vec<serde_json::Value>,
+    last: InferStats,
+}
+
+/// Key generation, then encrypt → infer → decrypt for each image, files in `work`.
+fn measure(net: &Net, ko: &KeygenOptions, xs: &[Map], work: &Path) -> SysResult<Measured> {
+    let cpu_now = crate::bootstrap::bench::process_cpu_ms;
+    let (t, c) = (Instant::now(), cpu_now());
+    let (client, server, boot) = keygen_keeping_bootstrapper(ko)?;
+    let keygen_seconds = t.elapsed().as_secs_f64();
+    let keygen_cpu = (cpu_now() - c) / 1e3;
+    let rotation_keys = server.keys.galois.keys.len();
+    let eval_key_mb = server.keys.size_bytes() as f64 / (1u64 << 20) as f64;
+    let log_n = client.ctx.spec().log_n;
+    let srv = Server::with_bootstrapper(server, boot)?;
+    let mut enc = Encryptor::new(&client.ctx).map_err(|e| fhe(work, e))?;
+
+    let (mut enc_s, mut inf_s, mut inf_cpu, mut dec_s) = (vec![], vec![], vec![], vec![]);
+    let (mut agree, mut max_err) = (0usize, 0.0f64);
+    let mut per_image = vec![];
+    let mut last = InferStats::default();
+    for (i, x) in xs.iter().enumerate() {
+        let xf = work.join(format!("x{i}.ct"));
+        let yf = work.join(format!("y{i}.ct"));
+        let t = Instant::now();
+        write(&xf, &encrypt_with(&client, x, &mut enc)?)?;
+        enc_s.push(t.elapsed().as_secs_f64());
+        let (bytes, st) = srv.infer(net, &xf).map_err(|e| {
+            // The scratch ciphertext is gone by the time this is read: name the setting.
+            let text = e
+                .to_string()
+                .replace(&xf.display().to_string(), "hcnn bench")
+                .replace("keygen --params test --levels", "hcnn bench --levels");
+            if e.class() == ferrolab_core::ErrorClass::Usage {
+                usage(text)
+            } else {
+                SystemError::runtime(text)
+            }
+        })?;
+        write(&yf, &bytes)?;
+        inf_s.push(st.seconds);
+        inf_cpu.push(st.cpu_seconds);
+        let t = Instant::now();
+        let got = decrypt(&client, &yf)?;
+        dec_s.push(t.elapsed().as_secs_f64());
+        let want = net.reference(x);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f64, f64::max);
+        max_err = max_err.max(err);
+        agree += usize::from(argmax(&got) == argmax(&want));
+        eprintln!(
+            "hcnn bench: image {i}: infer {:.1} s (CPU {:.1} s), max logit error {err:.2e}",
+            st.seconds, st.cpu_seconds
+        );
+        per_image.push(
+            json!({"logits": got, "plaintext_logits": want, "infer_seconds": st.seconds,
+            "infer_cpu_seconds": st.cpu_seconds, "max_logit_error": err}),
+        );
+        last = st;
+    }
+    Ok(Measured {
+        keygen_seconds,
+        keygen_cpu,
+        rotation_keys,
+        eval_key_mb,
+        log_n,
+        enc_s,
+        inf_s,
+        inf_cpu,
+        dec_s,
+        agree,
+        max_err,
+        per_image,
+        last,
+    })
+}
+
 fn path_arg(name: &'static str, long: bool, help: &'static str) -> clap::Arg {
     let a = clap::Arg::new(name)
         .value_parser(clap::value_parser!(PathBuf))
@@ -1322,7 +1392,7 @@ pub fn command() -> clap::Command {
                 .about("Client: encrypt one PNG (28x28 Fashion-MNIST or side x side) with the public key")
                 .arg(path_arg("keys", true, "Key folder written by keygen"))
                 .arg(path_arg("image", false, "IMAGE.png"))
-                .arg(path_arg("out", true, "Ciphertext file to write (X.ct)")),
+                .arg(path_arg("out", true, "Ciphertext file to write (X.ct; must not exist)")),
         )
         .subcommand(
             Command::new("infer")
@@ -1330,7 +1400,7 @@ pub fn command() -> clap::Command {
                 .arg(path_arg("keys", true, "eval.keys (or the folder holding it); a secret key is refused"))
                 .arg(path_arg("model", true, "Model checkpoint (model_herpn.json written by `ferrolab hyphen`)"))
                 .arg(path_arg("input", false, "X.ct"))
-                .arg(path_arg("out", true, "Output ciphertext file (Y.ct)"))
+                .arg(path_arg("out", true, "Output ciphertext file (Y.ct; must not exist)"))
                 .arg(ferrolab_core::system::threads_arg()),
         )
         .subcommand(

@@ -13,7 +13,7 @@ pub fn command() -> clap::Command {
     clap::Command::new("predict")
         .about("Segment a volume (npz with `image`) with a trained checkpoint; writes `label` (uint8) to --out")
         .arg(clap::Arg::new("checkpoint").long("checkpoint").required(true).value_parser(clap::value_parser!(PathBuf)).help("checkpoint folder (model.safetensors + meta.json)"))
-        .arg(clap::Arg::new("out").long("out").required(true).value_parser(clap::value_parser!(PathBuf)).help("output .npz"))
+        .arg(clap::Arg::new("out").long("out").required(true).value_parser(clap::value_parser!(PathBuf)).help("output .npz (must not exist)"))
         .arg(clap::Arg::new("input").required(true).value_parser(clap::value_parser!(PathBuf)).help("volume .npz (D×H×W or H×W uint8 `image`)"))
         .arg(ferrolab_core::system::threads_arg())
 }
@@ -71,8 +71,8 @@ pub fn predict_file(
     Ok((shape, predict_volume(model, &image, (d, h, w), size, 16)))
 }
 
-/// Writes `label` through core's atomic writer: an existing file at `out` is replaced whole
-/// or left as it was.
+/// Writes `label` through core's atomic writer (`out` was checked not to exist: a stop while
+/// writing leaves nothing there).
 fn write(out: &Path, shape: &[usize], labels: &[u8]) -> SysResult<()> {
     let npy = ferrolab_data::npy::npy_bytes("|u1", shape, false, labels);
     let bytes = npz_bytes(&[("label", npy)], true)
