@@ -261,6 +261,10 @@ pub struct Outcome {
 pub struct RunDir {
     root: PathBuf,
     metrics_lines: Vec<String>,
+    /// The unit whose work is running ([`RunDir::unit`]): its `metrics.jsonl` lines carry
+    /// `"unit": name`, so that a resumed run can drop the lines of a unit that a kill
+    /// interrupted before it re-runs it (instead of logging them twice).
+    current_unit: Option<String>,
 }
 
 impl RunDir {
@@ -274,6 +278,7 @@ impl RunDir {
         Ok(RunDir {
             root,
             metrics_lines: Vec::new(),
+            current_unit: None,
         })
     }
 
@@ -321,6 +326,7 @@ impl RunDir {
         Ok(RunDir {
             root,
             metrics_lines,
+            current_unit: None,
         })
     }
 
@@ -344,9 +350,31 @@ impl RunDir {
         }
         // Checked before the work, which may be long, rather than when its result is saved.
         self.check_unit_place(name)?;
-        let v = f(self)?;
+        let outer = self.begin_unit(name);
+        let v = f(self);
+        self.end_unit(outer);
+        let v = v?;
         self.save_unit(name, &v)?;
         Ok(v)
+    }
+
+    /// Marks unit `name` as running and forgets the `metrics.jsonl` lines an earlier, killed
+    /// sitting logged for it (they are logged again as it re-runs); returns the unit that was
+    /// running before, for the caller to put back when this one ends.
+    pub fn begin_unit(&mut self, name: &str) -> Option<String> {
+        let stale = |line: &String| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("unit").and_then(|u| u.as_str().map(|u| u == name)))
+                .unwrap_or(false)
+        };
+        self.metrics_lines.retain(|l| !stale(l));
+        self.current_unit.replace(name.to_string())
+    }
+
+    /// Puts back the unit [`RunDir::begin_unit`] returned.
+    pub fn end_unit(&mut self, outer: Option<String>) {
+        self.current_unit = outer;
     }
 
     /// Refuses a run folder whose `units` entry or unit file has the wrong kind.
@@ -438,7 +466,15 @@ impl RunDir {
     /// Appends one record to `metrics.jsonl` (the file is rewritten atomically each time, so
     /// a reader never sees a torn line).
     pub fn log_metrics(&mut self, record: &serde_json::Value) -> Result<()> {
-        self.metrics_lines.push(record.to_string());
+        match (&self.current_unit, record) {
+            (Some(unit), serde_json::Value::Object(m)) if !m.contains_key("unit") => {
+                let mut m = m.clone();
+                m.insert("unit".into(), unit.clone().into());
+                self.metrics_lines
+                    .push(serde_json::Value::Object(m).to_string());
+            }
+            _ => self.metrics_lines.push(record.to_string()),
+        }
         let mut text = self.metrics_lines.join("\n");
         text.push('\n');
         write_atomic(&self.join("metrics.jsonl"), text.as_bytes())
@@ -782,6 +818,45 @@ mod tests {
         let d = std::env::temp_dir().join(format!("ferrolab-run-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_unit_rerun_after_a_kill_logs_its_lines_once() {
+        let d = tmpdir("unit-lines");
+        let mut run = RunDir::create(&d).unwrap();
+        run.log_metrics(&serde_json::json!({"stage": "setup"}))
+            .unwrap();
+        let work = |r: &mut RunDir, fail: bool| -> Result<u32> {
+            for epoch in 0..3 {
+                r.log_metrics(&serde_json::json!({ "epoch": epoch }))
+                    .unwrap();
+            }
+            if fail {
+                return Err(CoreError::Runtime("killed".into()));
+            }
+            Ok(7)
+        };
+        // A sitting that dies inside the unit leaves its lines but no saved result.
+        assert!(run.unit("a", |r| work(r, true)).is_err());
+        let lines = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines(&d).lines().count(), 4);
+        let mut again = RunDir::reopen(&d).unwrap();
+        assert_eq!(again.unit("a", |r| work(r, false)).unwrap(), 7);
+        again
+            .log_metrics(&serde_json::json!({"stage": "end"}))
+            .unwrap();
+        let text = lines(&d);
+        let recs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), 5, "{text}");
+        assert_eq!(recs[0], serde_json::json!({"stage": "setup"}));
+        for (i, r) in recs[1..4].iter().enumerate() {
+            assert_eq!(r, &serde_json::json!({"epoch": i, "unit": "a"}));
+        }
+        assert_eq!(recs[4], serde_json::json!({"stage": "end"}));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

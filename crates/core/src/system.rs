@@ -343,9 +343,15 @@ impl RunContext {
         T: Serialize + DeserializeOwned,
         F: FnOnce(&mut RunContext) -> SysResult<T>,
     {
-        // The closure needs the whole context; the unit bookkeeping only the folder.
+        // The closure needs the whole context; the unit bookkeeping only the folder. Lines the
+        // unit logs go through the context's own folder, which is told which unit runs.
         let mut dir = RunDir::reopen(self.run.path())?;
-        dir.unit(name, |_| f(self))
+        dir.unit(name, |_| {
+            let outer = self.run.begin_unit(name);
+            let v = f(self);
+            self.run.end_unit(outer);
+            v
+        })
     }
 
     /// The saved result of unit `name` when a resumed run already finished it; see
