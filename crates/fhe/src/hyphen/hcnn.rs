@@ -1188,21 +1188,7 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
         // Only if empty: `remove_dir` never takes anything else with it.
         std::fs::remove_dir(&o.out).ok();
     }
-    let Measured {
-        keygen_seconds,
-        keygen_cpu,
-        rotation_keys,
-        eval_key_mb,
-        log_n,
-        enc_s,
-        inf_s,
-        inf_cpu,
-        dec_s,
-        agree,
-        max_err,
-        per_image,
-        last,
-    } = measured?;
+    let m = measured?;
 
     use ferrolab_core::metrics::median;
     let depth = net.depth();
@@ -1216,26 +1202,29 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
         },
         o.seed,
     );
-    r.config = json!({"log_n": log_n, "secure": ko.secure, "levels": ko.levels, "side": side,
+    r.config = json!({"log_n": m.log_n, "secure": ko.secure, "levels": ko.levels, "side": side,
         "width": ko.width, "model": model_name, "images": xs.len(), "threads": t});
     let n = xs.len().max(1) as f64;
     for (k, v) in [
         (
             format!("latency_seconds_resnet{depth}_t{t}"),
-            median(&inf_s),
+            median(&m.inf_s),
         ),
-        (format!("cpu_seconds_resnet{depth}_t{t}"), median(&inf_cpu)),
-        ("keygen_seconds".into(), keygen_seconds),
-        ("keygen_cpu_seconds".into(), keygen_cpu),
-        ("encrypt_seconds".into(), median(&enc_s)),
-        ("decrypt_seconds".into(), median(&dec_s)),
-        ("agreement_top1_encrypted".into(), agree as f64 / n),
-        ("max_logit_error".into(), max_err),
-        ("eval_key_mb".into(), eval_key_mb),
-        ("rotation_keys".into(), rotation_keys as f64),
-        ("rotations_total".into(), last.rotations as f64),
-        ("key_switches_encrypted".into(), last.key_switches as f64),
-        ("bootstraps_encrypted".into(), last.bootstraps as f64),
+        (
+            format!("cpu_seconds_resnet{depth}_t{t}"),
+            median(&m.inf_cpu),
+        ),
+        ("keygen_seconds".into(), m.keygen_seconds),
+        ("keygen_cpu_seconds".into(), m.keygen_cpu),
+        ("encrypt_seconds".into(), median(&m.enc_s)),
+        ("decrypt_seconds".into(), median(&m.dec_s)),
+        ("agreement_top1_encrypted".into(), m.agree as f64 / n),
+        ("max_logit_error".into(), m.max_err),
+        ("eval_key_mb".into(), m.eval_key_mb),
+        ("rotation_keys".into(), m.rotation_keys as f64),
+        ("rotations_total".into(), m.last.rotations as f64),
+        ("key_switches_encrypted".into(), m.last.key_switches as f64),
+        ("bootstraps_encrypted".into(), m.last.bootstraps as f64),
         (
             "peak_rss_mb".into(),
             crate::bootstrap::bench::peak_rss_bytes() as f64 / (1u64 << 20) as f64,
@@ -1243,15 +1232,15 @@ pub fn bench(o: &BenchOptions) -> SysResult<ferrolab_core::Report> {
     ] {
         r.metrics.insert(k, v);
     }
-    r.timings.insert("keygen".into(), keygen_seconds);
-    r.timings.insert("infer_total".into(), inf_s.iter().sum());
-    r.details = json!({"per_image": per_image});
+    r.timings.insert("keygen".into(), m.keygen_seconds);
+    r.timings.insert("infer_total".into(), m.inf_s.iter().sum());
+    r.details = json!({"per_image": m.per_image});
     r.notes.push(if ko.secure {
-        format!("N = 2^{log_n}, bootstrapping set n16_l9 (sparse secret h = 192): 128-bit secure as documented")
+        format!("N = 2^{}, bootstrapping set n16_l9 (sparse secret h = 192): 128-bit secure as documented", m.log_n)
     } else {
         format!(
-            "N = 2^{log_n}, leveled test chain of {} levels: NOT 128-bit secure (insecure test parameters, flagged)",
-            ko.levels
+            "N = 2^{}, leveled test chain of {} levels: NOT 128-bit secure (insecure test parameters, flagged)",
+            m.log_n, ko.levels
         )
     });
     if o.image_files.is_empty() {
