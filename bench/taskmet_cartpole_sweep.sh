@@ -35,7 +35,8 @@ for k in $ks; do
     if [ -n "${CHECKPOINT:-}" ]; then
       ck=(--checkpoint "$out/checkpoints")
       if [ -n "${STOP_AT:-}" ]; then
-        left=$(( $(date -d "$STOP_AT" +%s) - $(date +%s) ))
+        stop=$(date -d "$STOP_AT" +%s) || { echo "bad STOP_AT: $STOP_AT" >&2; exit 2; }
+        left=$(( stop - $(date +%s) ))
         if [ "$left" -lt 60 ]; then
           echo "stopped at $(date -u +%FT%TZ) (STOP_AT), before k=$k seed=$s" >>"$out/sweep.log"
           exit 0
