@@ -101,7 +101,9 @@ struct Args {
 
 fn minutes(m: f64, flag: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(m * 60.0)
-        .map_err(|_| format!("{flag} {m}: expected a non-negative number of minutes"))
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} {m}: expected a positive number of minutes"))
 }
 
 /// A finished run kept beside its checkpoint, so that a rerun does not train it again.
@@ -127,7 +129,11 @@ fn run(args: &Args) -> Result<bool, String> {
     try_init_threads(Some(args.threads)).map_err(|e| e.to_string())?;
     let every = minutes(args.checkpoint_minutes, "--checkpoint-minutes")?;
     let deadline = match args.stop_after_minutes {
-        Some(m) => Some(Instant::now() + minutes(m, "--stop-after-minutes")?),
+        Some(m) => Some(
+            Instant::now()
+                .checked_add(minutes(m, "--stop-after-minutes")?)
+                .ok_or_else(|| format!("--stop-after-minutes {m}: too far ahead"))?,
+        ),
         None => None,
     };
     let mut paused = false;

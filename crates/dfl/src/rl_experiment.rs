@@ -146,14 +146,9 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
                                 "{name}: paused at step {step}"
                             )));
                         }
-                        // Only a damaged or foreign checkpoint is the user's to fix; a data
-                        // error inside training is a failure of the run (exit 1), which keeps
-                        // the run folder and its finished units.
-                        Err(e)
-                            if e.is_usage()
-                                && (e.to_string().contains("agent checkpoint")
-                                    || e.to_string().contains("replay buffer")) =>
-                        {
+                        // Usage: a damaged or foreign checkpoint (training's own errors are
+                        // runtime, `rl::in_training`), so a failed run keeps its folder.
+                        Err(e) if e.is_usage() => {
                             return Err(SystemError::usage(format!("{name}: {e}")));
                         }
                         Err(e) => return Err(SystemError::runtime(format!("{name}: {e}"))),

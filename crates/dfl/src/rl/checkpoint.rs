@@ -172,12 +172,23 @@ pub(crate) struct LoopState {
 
 /// Writes `st` and `buf` into `dir` (see the module's documentation for the order).
 pub(crate) fn save(dir: &Path, st: &LoopState, buf: &ReplayBuffer) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
-    buf.save(&dir.join(&st.replay_file))?;
     let text = serde_json::to_vec(st).map_err(|e| CoreError::Checkpoint {
         path: dir.join(STATE_FILE),
         msg: e.to_string(),
     })?;
+    // JSON writes NaN and ±∞ as null, which does not read back: a diverged agent keeps its
+    // last readable checkpoint (a resume repeats the steps to here exactly) instead of one
+    // that would refuse to load.
+    if serde_json::from_slice::<LoopState>(&text).is_err() {
+        eprintln!(
+            "warning: {}: the agent holds non-finite values at step {}; keeping the previous checkpoint",
+            dir.display(),
+            st.step
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
+    buf.save(&dir.join(&st.replay_file))?;
     ferrolab_core::run::write_atomic(&dir.join(STATE_FILE), &text)?;
     let entries = std::fs::read_dir(dir).map_err(|e| CoreError::io(dir, e))?;
     for e in entries.flatten() {
@@ -231,7 +242,12 @@ pub(crate) fn load(
     if &st.config != cfg {
         return Err(bad("saved under another agent configuration".into()));
     }
-    if st.step > cfg.steps || st.obs.len() != dim || st.action >= super::cartpole::N_ACTIONS {
+    // A checkpoint is saved between steps of a running episode, never after its end.
+    if st.step > cfg.steps
+        || st.obs.len() != dim
+        || st.action >= super::cartpole::N_ACTIONS
+        || st.env.over
+    {
         return Err(bad(format!(
             "inconsistent loop state (step {} of {}, an observation of {} values where {dim} \
              are expected, action {})",

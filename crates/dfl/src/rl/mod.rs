@@ -410,6 +410,16 @@ pub fn train_agent_checkpointed(
     run_agent(cfg, seed, Some(ck), progress)
 }
 
+/// An error raised while the agent trains: the nets, buffer and environment are this run's
+/// own, so a "bad data" error from them is a failure of the run (exit 1), not the user's input;
+/// only a checkpoint read back from a file is the user's to fix (exit 2).
+fn in_training(e: CoreError) -> CoreError {
+    match e {
+        CoreError::Data(m) => CoreError::Runtime(m),
+        e => e,
+    }
+}
+
 /// What the evaluations carry from one to the next: the index that seeds the next one's
 /// episodes, their wall seconds, and the statistics at the last one (its window's start).
 #[derive(Default)]
@@ -479,7 +489,7 @@ fn run_agent(
         }
         None => {
             let obs = env.reset();
-            let action = agent.act(&obs, &mut act_rng)?;
+            let action = agent.act(&obs, &mut act_rng).map_err(in_training)?;
             (ReplayBuffer::new(dim, capacity)?, obs, action)
         }
     };
@@ -550,7 +560,9 @@ fn run_agent(
                 }
             }
         }
-        if step % cfg.eval_every == 0 && run_eval(&agent, step, &mut evals, &mut clock)? {
+        if step % cfg.eval_every == 0
+            && run_eval(&agent, step, &mut evals, &mut clock).map_err(in_training)?
+        {
             stopped = true;
             break;
         }
@@ -559,8 +571,9 @@ fn run_agent(
         if explore {
             action = explore_rng.random_range(0..cartpole::N_ACTIONS);
         }
-        let st = env.step(action)?;
-        buf.add(&obs, action, st.reward, &st.obs, st.done(), st.terminated)?;
+        let st = env.step(action).map_err(in_training)?;
+        buf.add(&obs, action, st.reward, &st.obs, st.done(), st.terminated)
+            .map_err(in_training)?;
         step += 1;
         obs = if st.done() {
             episodes += 1;
@@ -568,9 +581,11 @@ fn run_agent(
         } else {
             st.obs
         };
-        action = agent.act(&obs, &mut act_rng)?;
+        action = agent.act(&obs, &mut act_rng).map_err(in_training)?;
         if step >= cfg.init_steps {
-            agent.update(&buf, &mut replay_rng, step >= cfg.metric_warmup_steps)?;
+            agent
+                .update(&buf, &mut replay_rng, step >= cfg.metric_warmup_steps)
+                .map_err(in_training)?;
         }
         if step >= steady_from {
             steady_steps += 1;
@@ -578,7 +593,7 @@ fn run_agent(
         }
     }
     if !stopped {
-        run_eval(&agent, step, &mut evals, &mut clock)?;
+        run_eval(&agent, step, &mut evals, &mut clock).map_err(in_training)?;
     }
     let total = elapsed(&start);
     let eval_seconds = clock.seconds;

@@ -158,32 +158,42 @@ impl ReplayBuffer {
             path: path.to_path_buf(),
             msg: e.to_string(),
         };
+        let written = self
+            .write_to(&tmp)
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            // A full disk must not leave up to ~0.4 GB of half buffer behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
+    }
+
+    fn write_to(&self, tmp: &Path) -> std::io::Result<()> {
         let rows = self.len();
         let d = self.dim;
-        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
-        w.write_all(MAGIC).map_err(io)?;
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
+        w.write_all(MAGIC)?;
         for v in [d, self.capacity, self.idx, usize::from(self.full), rows] {
-            w.write_all(&(v as u64).to_le_bytes()).map_err(io)?;
+            w.write_all(&(v as u64).to_le_bytes())?;
         }
         for v in self.obs[..rows * d]
             .iter()
             .chain(&self.next_obs[..rows * d])
         {
-            w.write_all(&v.to_le_bytes()).map_err(io)?;
+            w.write_all(&v.to_le_bytes())?;
         }
         for &a in &self.actions[..rows] {
-            w.write_all(&(a as u32).to_le_bytes()).map_err(io)?;
+            w.write_all(&(a as u32).to_le_bytes())?;
         }
         for v in self.rewards[..rows]
             .iter()
             .chain(&self.not_done[..rows])
             .chain(&self.not_done_no_max[..rows])
         {
-            w.write_all(&v.to_le_bytes()).map_err(io)?;
+            w.write_all(&v.to_le_bytes())?;
         }
-        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
     }
 
     /// A buffer saved by [`ReplayBuffer::save`]. Its observation size and capacity must be
