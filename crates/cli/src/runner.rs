@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use ferrolab_core::system::{DynSystem, Resolved, SystemError};
 use ferrolab_core::{Outcome, RunContext, RunDir};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The clap command of `sys`: the shared flags, its flag aliases and its sub-commands.
@@ -266,12 +267,7 @@ pub fn execute(
                 ))
             })?;
             if old != resolved.toml {
-                return Err(UsageError(format!(
-                    "--resume {}: the resolved configuration differs from the run's config.toml; \
-                     pass the same --preset/--config/--set as the original run",
-                    dir.display()
-                ))
-                .into());
+                same_config_as_started(sys, dir, &work, &old, resolved)?;
             }
             // Units saved under one master seed, or computed at one thread count, must not
             // be mixed with runs under another (DESIGN: same seed, config and thread count,
@@ -319,6 +315,93 @@ pub fn execute(
                 );
             }
             Err(e)
+        }
+    }
+}
+
+/// A `--resume` whose resolved configuration is not the run's `config.toml` word for word:
+/// accepted when that file, read by this binary, resolves to the same configuration — a run
+/// started by an older ferrolab lacks the keys added since, which then take their defaults
+/// (named on stderr, and `config.toml` is rewritten as this binary resolves it); refused
+/// otherwise, naming the keys that differ.
+fn same_config_as_started(
+    sys: &'static dyn DynSystem,
+    dir: &Path,
+    work: &Path,
+    old: &str,
+    resolved: &Resolved,
+) -> anyhow::Result<()> {
+    let path = work.join("config.toml");
+    let keys = |text: &str| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(t) = toml::from_str::<toml::Table>(text) {
+            flatten_toml("", &toml::Value::Table(t), &mut out);
+        }
+        out
+    };
+    let (before, now) = (keys(old), keys(&resolved.toml));
+    let differing: Vec<String> = before
+        .keys()
+        .chain(now.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| before.get(*k) != now.get(*k))
+        .map(|k| match (before.get(k), now.get(k)) {
+            (Some(a), Some(b)) => format!("{k} = {a} in the run, {b} now"),
+            (Some(a), None) => format!("{k} = {a} in the run, not a key now"),
+            (None, Some(b)) => format!("{k} not in the run's file, {b} now"),
+            (None, None) => k.clone(),
+        })
+        .collect();
+    let reread = sys.resolve(None, Some(&path), &[]);
+    match reread {
+        Ok(r) if r.toml == resolved.toml => {
+            let added: Vec<&String> = now.keys().filter(|k| !before.contains_key(*k)).collect();
+            eprintln!(
+                "resume: {} was written by an older ferrolab; {} take their defaults",
+                path.display(),
+                if added.is_empty() {
+                    "its values are the same and".to_string()
+                } else {
+                    added
+                        .iter()
+                        .map(|k| format!("{k} = {}", now[*k]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+            ferrolab_core::run::write_atomic(&path, resolved.toml.as_bytes())?;
+            Ok(())
+        }
+        _ => Err(UsageError(format!(
+            "--resume {}: the resolved configuration differs from the run's config.toml ({}); \
+             pass the same --preset/--config/--set as the original run",
+            dir.display(),
+            if differing.is_empty() {
+                "the file cannot be read as this system's configuration".to_string()
+            } else {
+                differing.join("; ")
+            }
+        ))
+        .into()),
+    }
+}
+
+/// `key.sub = value` pairs of a TOML document, values in TOML's own notation.
+fn flatten_toml(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_toml(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
         }
     }
 }

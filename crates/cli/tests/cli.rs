@@ -471,6 +471,51 @@ fn a_usage_error_found_during_the_run_leaves_no_folder() {
     std::fs::remove_dir_all(&gd).ok();
 }
 
+/// A run started by an older ferrolab has no line for a key added since: resumed when the key's
+/// default is what this run resolves to (and config.toml is brought up to date), refused
+/// naming the key when it is not.
+#[test]
+fn resume_accepts_a_run_folder_written_before_a_key_was_added() {
+    let d = tmp("resume-older");
+    let done = d.join("done");
+    finished_tiny_run(&done);
+    let full = std::fs::read_to_string(done.join("config.toml")).unwrap();
+    let line = "row_normalize = true\n";
+    assert!(full.contains(line), "{full}");
+    let older = full.replacen(line, "", 1);
+
+    let half = d.join("half");
+    let work = incomplete(&half);
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("config.toml"), &older).unwrap();
+    // Another value of the key the file lacks is another configuration.
+    let mut args = tiny_cluster_gcn(&["--resume", half.to_str().unwrap()]);
+    args.extend(["--set", "data.row_normalize=false"]);
+    let e = assert_usage_error(&ferrolab(&args), "--resume, a missing key set otherwise");
+    assert!(
+        e.contains("data.row_normalize not in the run's file, false now"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("config.toml")).unwrap(),
+        older
+    );
+
+    let o = ferrolab(&tiny_cluster_gcn(&["--resume", half.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("data.row_normalize = true"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(half.join("report.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(half.join("config.toml")).unwrap(),
+        full
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
+
 #[test]
 fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
     let d = tmp("resume-refuse");
@@ -504,6 +549,7 @@ fn resume_refuses_a_complete_run_a_different_config_and_a_missing_run() {
         let o = ferrolab(&args);
         let e = assert_usage_error(&o, "--resume with another config");
         assert!(e.contains("differs"), "{e}");
+        assert!(e.contains("train.epochs = 2 in the run, 3 now"), "{e}");
     }
     assert!(!half.exists());
     assert_eq!(listing(&work), ["config.toml"]);

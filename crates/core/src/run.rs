@@ -319,10 +319,17 @@ impl RunDir {
             Err(e) => return Err(CoreError::io(&path, e)),
         };
         for (i, line) in metrics_lines.iter().enumerate() {
-            if serde_json::from_str::<serde::de::IgnoredAny>(line).is_err() {
+            // A blank line (an editor's trailing newline) holds no record and is dropped.
+            if !line.trim().is_empty()
+                && serde_json::from_str::<serde::de::IgnoredAny>(line).is_err()
+            {
                 return Err(damaged(format!("line {} is not a JSON record", i + 1)));
             }
         }
+        let metrics_lines: Vec<String> = metrics_lines
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         Ok(RunDir {
             root,
             metrics_lines,
@@ -355,6 +362,17 @@ impl RunDir {
         self.end_unit(outer);
         let v = v?;
         self.save_unit(name, &v)?;
+        // JSON has no NaN or infinity (serde_json writes `null`), so such a result is saved
+        // but cannot be read back: said now, not as a puzzling "cannot read" on resume.
+        let readable = serde_json::to_vec(&v)
+            .ok()
+            .is_some_and(|t| serde_json::from_slice::<T>(&t).is_ok());
+        if !readable {
+            eprintln!(
+                "warning: unit {name}'s result holds a number JSON cannot store (NaN or infinity); \
+                 it is saved as null, and a --resume would run the unit again"
+            );
+        }
         Ok(v)
     }
 
@@ -821,6 +839,34 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_whose_result_json_cannot_hold_runs_again_and_a_finite_one_does_not() {
+        let d = tmpdir("unit-nan");
+        let mut run = RunDir::create(&d).unwrap();
+        let mut calls = 0;
+        for _ in 0..2 {
+            let v: f64 = run
+                .unit::<_, CoreError, _>("nan", |_| {
+                    calls += 1;
+                    Ok(f64::NAN)
+                })
+                .unwrap();
+            assert!(v.is_nan());
+        }
+        assert_eq!(calls, 2);
+        for _ in 0..2 {
+            let v: f64 = run
+                .unit::<_, CoreError, _>("finite", |_| {
+                    calls += 1;
+                    Ok(0.5)
+                })
+                .unwrap();
+            assert_eq!(v, 0.5);
+        }
+        assert_eq!(calls, 3);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn a_unit_rerun_after_a_kill_logs_its_lines_once() {
         let d = tmpdir("unit-lines");
         let mut run = RunDir::create(&d).unwrap();
@@ -869,6 +915,11 @@ mod tests {
         assert_eq!(RunDir::reopen(&d).unwrap().metrics_lines.len(), 2);
         let m = d.join("metrics.jsonl");
         let whole = std::fs::read(&m).unwrap();
+        let mut blanks = b"\n".to_vec();
+        blanks.extend(&whole);
+        blanks.extend(b"  \n");
+        std::fs::write(&m, &blanks).unwrap();
+        assert_eq!(RunDir::reopen(&d).unwrap().metrics_lines.len(), 2);
         for (bytes, says) in [
             (
                 whole[..whole.len() - 4].to_vec(),

@@ -174,6 +174,8 @@ pub fn run(cfg: &TaskmetConfig, ctx: &mut RunContext) -> SysResult<Outcome> {
             }
         }
     }
+    // Each finished agent removed its own folder; the parent goes when nothing else is in it.
+    let _ = std::fs::remove_dir(ctx.run_dir().join("train-state"));
     Ok(report(cfg, ctx.seed(), results))
 }
 
@@ -329,7 +331,7 @@ mod tests {
         assert_eq!(second.report.metrics, rep.metrics);
         assert_eq!(second.report.baselines, rep.baselines);
         // Finished agents leave no training state behind.
-        assert!(!d.join("train-state/taskmet-k3-run1").exists());
+        assert!(!d.join("train-state").exists());
 
         // An agent stopped mid-run (its unit not saved, its checkpoint there) is continued
         // from the checkpoint by --resume, to the same figures.
