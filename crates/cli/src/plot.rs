@@ -21,6 +21,13 @@ const PALETTE: [RGBColor; 12] = [
     RGBColor(148, 103, 189),
 ];
 
+/// Non-finite points (an ε of ∞ at a vanishing noise level, a diverged loss) are left out:
+/// they have no place on an axis, and plotters' tick search never ends on an infinite range.
+/// Magnitudes beyond 1e150 are left out too, so that the range's width stays finite.
+fn plottable(p: &(f64, f64)) -> bool {
+    p.0.abs() <= 1e150 && p.1.abs() <= 1e150
+}
+
 /// Draws all `curves` on one chart (x = epoch) into an SVG file, written atomically.
 pub fn write_curves(path: &Path, curves: &[Curve], title: &str) -> anyhow::Result<()> {
     write_curves_x(path, curves, title, "epoch")
@@ -37,7 +44,10 @@ pub fn write_curves_x(
     {
         let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pts = curves.iter().flat_map(|c| c.points.iter());
+        let pts = curves
+            .iter()
+            .flat_map(|c| c.points.iter())
+            .filter(|p| plottable(p));
         let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
         for &(x, y) in pts {
             x1 = x1.max(x);
@@ -76,7 +86,7 @@ pub fn write_curves_x(
             let color = PALETTE[i % PALETTE.len()];
             chart
                 .draw_series(LineSeries::new(
-                    c.points.iter().copied(),
+                    c.points.iter().copied().filter(plottable),
                     color.stroke_width(2),
                 ))
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -96,4 +106,32 @@ pub fn write_curves_x(
     }
     ferrolab_core::run::write_atomic(path, svg.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_and_huge_points_are_left_out_and_the_plot_is_written() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.svg");
+        let curve = Curve {
+            label: "eps".into(),
+            y_name: "auc".into(),
+            points: vec![
+                (0.5, 0.6),
+                (f64::INFINITY, 0.7),
+                (1.0, f64::NAN),
+                (2.0, 1e300),
+                (3.0, 0.65),
+            ],
+        };
+        write_curves_x(&path, &[curve], "t", "epsilon").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("<svg"), "{svg}");
+        assert!(!svg.contains("NaN"), "{svg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

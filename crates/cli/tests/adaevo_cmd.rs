@@ -92,6 +92,11 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         // 4000 synthetic images by default: 5 left for the streams cannot hold every class.
         ("data.pretrain_images=3995", "one per class"),
+        // 1e20 KB overflowed the byte count and slipped past the memory check.
+        ("edge.workspace_kb=1e20", "edge.workspace_kb"),
+        ("mobile.bandwidth_mb_s=1e-300", "mobile.bandwidth_mb_s"),
+        // No evaluation would fall inside the stream: every accuracy would read 0.
+        ("stream.eval_every_s=480", "stream.eval_every_s"),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-bad");

@@ -7,7 +7,15 @@ use common::*;
 
 #[test]
 fn a_noise_multiplier_at_or_below_zero_no_sigma_or_a_repeated_one_is_a_usage_error() {
-    for bad in ["[0.0]", "[0.8, -1]", "[0]", "[]", "[0.8, 1.6, 0.8]"] {
+    // 1e-160: ε = ∞ (the accountant), whose curve once sent the plot's tick search into a loop.
+    for bad in [
+        "[0.0]",
+        "[0.8, -1]",
+        "[0]",
+        "[]",
+        "[0.8, 1.6, 0.8]",
+        "[1e-160]",
+    ] {
         let root = tmp("fedgraph-sigma");
         let o = ferrolab_fresh(
             &root,
@@ -28,7 +36,7 @@ fn a_noise_multiplier_at_or_below_zero_no_sigma_or_a_repeated_one_is_a_usage_err
 
 #[test]
 fn hpo_bad_input_is_a_usage_error() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--set", "hpo.min_rounds=50", "--set", "hpo.max_rounds=10"],
             "hpo.min_rounds",
@@ -36,6 +44,12 @@ fn hpo_bad_input_is_a_usage_error() {
         (&["--set", "hpo.methods=[\"sh\", \"bogus\"]"], "hpo.methods"),
         (&["--set", "hpo.eta=1"], "hpo.eta"),
         (&["--set", "fed.algo=fedsage"], "task.mode"),
+        // A repeated grid point would run twice under one unit name.
+        (&["--set", "hpo.lrs=[0.01, 0.01]"], "hpo.lrs"),
+        (&["--set", "hpo.dropouts=[0.5, 0.5]"], "hpo.dropouts"),
+        // 1e-300 once made a 300-digit unit file name ("File name too long", exit 1).
+        (&["--set", "fed.lrs=[1e-300]"], "fed.lrs"),
+        (&["--set", "fed.local_steps=[4, 4]"], "fed.local_steps"),
     ];
     for (args, key) in cases {
         let root = tmp("fedgraph-hpo-bad");

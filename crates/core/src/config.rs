@@ -326,6 +326,12 @@ impl<T: ConfigValue + Default> ConfigValue for Option<T> {
     }
 }
 
+/// True when no value of a grid repeats: a repeated grid point would run twice under one unit
+/// name and write the same metric keys twice.
+pub fn distinct<T: PartialEq>(v: &[T]) -> bool {
+    (1..v.len()).all(|i| !v[..i].contains(&v[i]))
+}
+
 /// Joins a section key and a field name (`""` + `train` = `train`).
 pub fn join_key(prefix: &str, field: &str) -> String {
     if prefix.is_empty() {

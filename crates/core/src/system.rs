@@ -223,8 +223,9 @@ pub fn setting_argv(
 
 /// Runs setting sub-command `name` of `system` (parsed by [`setting_command`]) by running this
 /// program again with `--set KEY=NAME`, so that it has every option of a run (presets, `--out`,
-/// `--resume`, the resource guard) without a second runner; exits with the child's status. A
-/// `--set KEY=…` among its own options is a usage error: the appended one would silently win.
+/// `--resume`, the resource guard) without a second runner. On Unix the new run replaces this
+/// process; elsewhere this process exits with the child's status. A `--set KEY=…` among its
+/// own options is a usage error: the appended one would silently win.
 pub fn run_setting_command(
     system: &str,
     name: &str,
@@ -256,11 +257,25 @@ pub fn run_setting_command(
     };
     let exe = std::env::current_exe()
         .map_err(|e| SystemError::runtime(format!("cannot find this program: {e}")))?;
-    let status = std::process::Command::new(exe)
-        .args(args)
-        .status()
-        .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
-    std::process::exit(status.code().unwrap_or(1));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args);
+    // On Unix the run replaces this process, so that a signal sent to the command (Ctrl-C, a
+    // scheduler's SIGTERM) reaches the run itself instead of leaving it orphaned and running.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(SystemError::runtime(format!(
+            "cannot run this program again: {e}"
+        )))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .map_err(|e| SystemError::runtime(format!("cannot run this program again: {e}")))?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
 }
 
 /// Everything a run needs besides its configuration: the seed, threads, data lookup, the run

@@ -176,7 +176,7 @@ ferrolab_core::config_section! {
         /// Period of the periodic trigger, seconds.
         pub period_s: usize = 100, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Uplink, MB/s (the paper's 10.65).
-        pub bandwidth_mb_s: f64 = 10.65, "> 0" => |v| *v > 0.0 && v.is_finite();
+        pub bandwidth_mb_s: f64 = 10.65, "in [0.001, 1e9]" => |v| (0.001..=1e9).contains(v);
     }
 }
 
@@ -241,7 +241,7 @@ ferrolab_core::config_section! {
         /// on) is below this is declined and the end keeps its model (0: never decline).
         pub min_gain: f64 = 0.0, "[0, 1)" => |v| (0.0..1.0).contains(v);
         /// Framework workspace added to every task's memory, KB.
-        pub workspace_kb: f64 = 64.0, ">= 0" => |v| *v >= 0.0 && v.is_finite();
+        pub workspace_kb: f64 = 64.0, "in [0, 1e9] (1 TB)" => |v| (0.0..=1e9).contains(v);
     }
 }
 
@@ -488,6 +488,15 @@ impl Validate for AdaEvoConfig {
         } else {
             self.drifts()?;
         }
+        check(
+            self.stream.eval_every_s < self.stream.seconds,
+            "stream.eval_every_s",
+            self.stream.eval_every_s,
+            &format!(
+                "must be below stream.seconds ({}): the stream would end before its first evaluation",
+                self.stream.seconds
+            ),
+        )?;
         let m = &self.experiment.methods;
         check(
             !m.is_empty() && distinct(m),

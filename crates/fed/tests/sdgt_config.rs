@@ -62,6 +62,30 @@ fn bad_inputs_name_their_key() {
     assert_eq!(e.class(), ferrolab_core::system::ErrorClass::Usage);
     assert!(e.to_string().contains("nats"), "{e}");
 
+    // Values a run cannot use are refused up front: a deadline past a day (1e308 s overflowed
+    // the clock), step sizes whose 1/(Tγ) overflows, a grid point given twice.
+    for (key, edit) in [
+        (
+            "fed.deadline_seconds",
+            (|c: &mut SdgtConfig| c.fed.deadline_seconds = 1e308) as fn(&mut SdgtConfig),
+        ),
+        ("fed.deadline_seconds", |c| {
+            c.fed.deadline_seconds = 86_401.0
+        }),
+        ("fed.lr_grid", |c| c.fed.lr_grid = vec![1e-200]),
+        ("fed.lr_grid", |c| c.fed.lr_grid = vec![0.01, 0.01]),
+        // 1e308 once overflowed the co-optimisation's cost to NaN in report.json.
+        ("cost.delta", |c| c.cost.delta = 1e308),
+    ] {
+        let mut c = synthetic();
+        edit(&mut c);
+        let e = Checked::new(c).unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    let mut c = synthetic();
+    c.fed.deadline_seconds = 86_400.0;
+    Checked::new(c).unwrap();
+
     let c = Checked::new(synthetic()).unwrap();
     experiment::prepare(c.get(), None, 1).unwrap();
     assert_eq!(

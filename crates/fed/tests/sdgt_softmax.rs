@@ -156,3 +156,28 @@ fn label_sorted_softmax_sdgt_reaches_the_centralised_optimum() {
         "SD-FedAvg should stall away from x* under label skew: {fedavg}"
     );
 }
+
+/// A step size so large that every device's local iterate overflows within a round: every
+/// reply is non-finite, which is the run diverging (so the grid search records it and moves
+/// on), not a federation whose clients all failed.
+#[test]
+fn a_step_size_that_overflows_every_device_is_divergence() {
+    let data = problem();
+    for algo in [Algo::SdGt, Algo::SdFedAvg, Algo::Scaffold] {
+        let e = run(
+            &spec(algo, 1e30, 3),
+            &data,
+            Arc::new(InProcFabric::new()),
+            &mut |_| {},
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                ferrolab_fed::sdgt::driver::RunError::Diverged { round: 0, .. }
+            ),
+            "{algo:?}: {e}"
+        );
+    }
+}

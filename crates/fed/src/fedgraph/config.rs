@@ -102,9 +102,9 @@ ferrolab_core::config_section! {
         /// Stop after this many rounds without a better validation accuracy (0 = never).
         pub patience: usize = 100, "0..=100000" => |v| *v <= 100_000;
         /// SGD learning rates of the grid.
-        pub lrs: Vec<f64> = vec![0.01, 0.05, 0.25], "non-empty, each in (0, 100]" => |v| !v.is_empty() && v.iter().all(|x| *x > 0.0 && *x <= 100.0);
+        pub lrs: Vec<f64> = vec![0.01, 0.05, 0.25], "non-empty, without repeats, each in [1e-9, 100]" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (1e-9..=100.0).contains(x)) && ferrolab_core::config::distinct(v);
         /// Local steps per round of the grid.
-        pub local_steps: Vec<usize> = vec![1, 4, 16], "non-empty, each in 1..=10000" => |v| !v.is_empty() && v.iter().all(|x| (1..=10_000).contains(x));
+        pub local_steps: Vec<usize> = vec![1, 4, 16], "non-empty, without repeats, each in 1..=10000" => |v: &Vec<usize>| !v.is_empty() && v.iter().all(|x| (1..=10_000).contains(x)) && ferrolab_core::config::distinct(v);
         /// L2 weight decay.
         pub weight_decay: f64 = 5e-4, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
         /// Seeds per grid cell (each draws its own node split, client split and initialisation).
@@ -172,7 +172,7 @@ ferrolab_core::config_section! {
         pub feat_weight: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
         /// Standard deviation of the Gaussian noise added to the encoder output during
         /// generator training (FedSage's sampling layer).
-        pub noise: f64 = 1.0, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        pub noise: f64 = 1.0, "in [0, 1000]" => |v| (0.0..=1000.0).contains(v);
         /// Local pre-training steps of each client's whole generator on its own losses,
         /// before the federated rounds (FS `loc_epoch`: one epoch of its full-batch
         /// trainer). 0: none, the federated rounds start from the initialisation.

@@ -63,11 +63,11 @@ ferrolab_core::config_section! {
         /// `sh`, `hyperband`, `fedex`, `grid`.
         pub methods: Vec<String> = vec!["sh".into(), "hyperband".into(), "fedex".into(), "grid".into()], "non-empty list of `sh`, `hyperband`, `fedex`, `grid`, no repeats" => |v: &Vec<String>| !v.is_empty() && v.iter().all(|m| ["sh", "hyperband", "fedex", "grid"].contains(&m.as_str())) && (1..v.len()).all(|i| !v[..i].contains(&v[i]));
         /// Client learning rates of the search space.
-        pub lrs: Vec<f64> = vec![0.01, 0.05, 0.25], "non-empty, each in (0, 100]" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| *x > 0.0 && *x <= 100.0);
+        pub lrs: Vec<f64> = vec![0.01, 0.05, 0.25], "non-empty, without repeats, each in [1e-9, 100]" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (1e-9..=100.0).contains(x)) && ferrolab_core::config::distinct(v);
         /// Local steps per round of the search space.
         pub local_steps: Vec<usize> = vec![1, 4, 16], "non-empty, each in 1..=10000" => |v: &Vec<usize>| !v.is_empty() && v.iter().all(|x| (1..=10_000).contains(x));
         /// Dropout rates of the search space.
-        pub dropouts: Vec<f64> = vec![0.0, 0.25, 0.5], "non-empty, each in [0, 1)" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (0.0..1.0).contains(x));
+        pub dropouts: Vec<f64> = vec![0.0, 0.25, 0.5], "non-empty, without repeats, each in [0, 1)" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (0.0..1.0).contains(x)) && ferrolab_core::config::distinct(v);
         /// Rounds of the first rung (successive halving, Hyperband's most aggressive bracket).
         pub min_rounds: usize = 5, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Rounds of the last rung, of a grid run and of the FedEx run.

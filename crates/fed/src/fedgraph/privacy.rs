@@ -53,7 +53,7 @@ ferrolab_core::config_section! {
     /// Privacy keys (`ferrolab fedgraph privacy`, or `task.mode = "privacy"`).
     pub struct PrivacySection {
         /// Noise multipliers σ of the DP runs (noise std σ · clip on each client update).
-        pub sigmas: Vec<f64> = vec![0.4, 0.8, 1.6], "non-empty, no duplicates, each > 0 and finite (a DP noise multiplier <= 0 is not a defence; a duplicate would overwrite its dp_sigma keys)" => |v: &Vec<f64>| sigmas_ok(v);
+        pub sigmas: Vec<f64> = vec![0.4, 0.8, 1.6], "non-empty, no duplicates, each in [0.01, 1000] (a DP noise multiplier near 0 is not a defence and its ε is not finite; a duplicate would overwrite its dp_sigma keys)" => |v: &Vec<f64>| sigmas_ok(v);
         /// L2 norm every client update is clipped to in the DP runs.
         pub clip: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
         /// δ of the reported (ε, δ).
@@ -73,7 +73,7 @@ ferrolab_core::config_section! {
 /// σ; two σ with the same key would write the same `dp_sigma…` metrics.
 fn sigmas_ok(v: &[f64]) -> bool {
     !v.is_empty()
-        && v.iter().all(|x| *x > 0.0 && x.is_finite())
+        && v.iter().all(|x| (0.01..=1000.0).contains(x))
         && v.iter()
             .enumerate()
             .all(|(i, a)| v[..i].iter().all(|b| sigma_key(*a) != sigma_key(*b)))

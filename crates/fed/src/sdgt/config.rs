@@ -7,16 +7,12 @@
 
 use super::algo::ALGO_NAMES;
 use ferrolab_core::ConfigError;
-use ferrolab_core::config::{Validate, check};
+use ferrolab_core::config::{Validate, check, distinct};
 
 const RUNTIMES: [&str; 2] = ["inproc", "nats"];
 const DATASETS: [&str; 2] = ["fashion-mnist", "synthetic"];
 const SPLITS: [&str; 3] = ["sorted", "iid", "dirichlet"];
 const ARCHS: [&str; 2] = ["logreg", "cnn"];
-
-fn distinct(v: &[String]) -> bool {
-    (1..v.len()).all(|i| !v[..i].contains(&v[i]))
-}
 
 ferrolab_core::config_section! {
     /// The whole experiment configuration.
@@ -55,7 +51,7 @@ ferrolab_core::config_section! {
         pub batch: usize = 32, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Step sizes tried for every algorithm on the first seed; the best validation
         /// accuracy picks each algorithm's.
-        pub lr_grid: Vec<f64> = vec![0.01, 0.03, 0.1], "1 to 16 step sizes, each > 0 and finite" => |v: &Vec<f64>| (1..=16).contains(&v.len()) && v.iter().all(|x| *x > 0.0 && x.is_finite());
+        pub lr_grid: Vec<f64> = vec![0.01, 0.03, 0.1], "1 to 16 distinct step sizes, each in [1e-9, 1e6]" => |v: &Vec<f64>| (1..=16).contains(&v.len()) && v.iter().all(|x| (1e-9..=1e6).contains(x)) && distinct(v);
         /// Seeds per algorithm (run k's seed derives from `--seed` and `run<k>`).
         pub seeds: usize = 3, "1..=100" => |v| (1..=100).contains(v);
         /// Evaluate x̄ every this many rounds.
@@ -63,7 +59,7 @@ ferrolab_core::config_section! {
         /// Devices per client thread (40 devices, 4 per client: 10 clients).
         pub devices_per_client: usize = 4, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Seconds a round waits for a client before counting it as failed.
-        pub deadline_seconds: f64 = 600.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        pub deadline_seconds: f64 = 600.0, "in (0, 86400]" => |v| *v > 0.0 && *v <= 86_400.0;
         /// Checkpoint every this many rounds (0: only whole runs are resumable).
         pub checkpoint_every: u64 = 50, "0..=100000" => |v| *v <= 100_000;
         /// Also run SD-GT with (s, T) co-optimised by the cost model every `coopt_every` rounds
@@ -127,11 +123,11 @@ ferrolab_core::config_section! {
     /// Keys `cost.*`: the co-optimisation's objective (the reference ships no values; see README).
     pub struct CostSection {
         /// λ₀, λ₁, λ₂.
-        pub lambda: Vec<f64> = vec![1.0, 1.0, 0.05], "three values, each >= 0 and finite" => |v: &Vec<f64>| v.len() == 3 && v.iter().all(|x| *x >= 0.0 && x.is_finite());
+        pub lambda: Vec<f64> = vec![1.0, 1.0, 0.05], "three values, each in [0, 1e6]" => |v: &Vec<f64>| v.len() == 3 && v.iter().all(|x| (0.0..=1e6).contains(x));
         /// Energy of one device↔server exchange, per subnet.
-        pub energy: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        pub energy: f64 = 1.0, "in (0, 1e6]" => |v| *v > 0.0 && *v <= 1e6;
         /// Cost of one D2D round relative to a device↔server exchange (δ).
-        pub delta: f64 = 0.02, ">= 0, finite" => |v| *v >= 0.0 && v.is_finite();
+        pub delta: f64 = 0.02, "in [0, 1e6]" => |v| (0.0..=1e6).contains(v);
         /// Largest T the search considers (the reference: 49).
         pub max_t: usize = 49, "1..=1000" => |v| (1..=1000).contains(v);
     }

@@ -379,6 +379,7 @@ fn server_loop(
                 }
             }
         }
+        let non_finite = std::sync::atomic::AtomicUsize::new(0);
         let validate = |r: &Reply| -> Result<(), String> {
             let want = names.get(&r.id.client).ok_or("unexpected client")?;
             let have: std::collections::BTreeSet<String> =
@@ -394,7 +395,10 @@ fn server_loop(
                     ));
                 }
             }
-            r.params.check_finite().map_err(|e| e.to_string())
+            r.params.check_finite().map_err(|e| {
+                non_finite.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                e.to_string()
+            })
         };
         let got = fabric.collect_replies(round, TaskKind::Fit, &expected, deadline, &validate)?;
         for f in &got.failures {
@@ -424,7 +428,23 @@ fn server_loop(
                 )
             })
             .collect();
-        xbar = strategy.aggregate_fit(round, &xbar, results, &got.failures)?;
+        // A non-finite reply among finite ones is a faulty client, dropped by the aggregation;
+        // when nothing is left to aggregate and every failure was a non-finite reply, the step
+        // size (or l2) made the local iterates overflow: this run diverged, which the grid
+        // search records and moves past, rather than a federation whose clients all failed.
+        let all_non_finite = !got.failures.is_empty()
+            && non_finite.load(std::sync::atomic::Ordering::Relaxed) == got.failures.len();
+        xbar = match strategy.aggregate_fit(round, &xbar, results, &got.failures) {
+            Ok(x) => x,
+            Err(_) if all_non_finite => {
+                return Err(RunError::Diverged {
+                    algo: spec.hyper.algo.key(),
+                    lr: spec.hyper.lr,
+                    round,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         round_seconds += t0.elapsed().as_secs_f64();
         if xbar.check_finite().is_err() {
             return Err(RunError::Diverged {
