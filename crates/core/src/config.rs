@@ -256,6 +256,10 @@ pub trait ConfigValue {
     fn check_at(&self, _key: &str) -> std::result::Result<(), ConfigError> {
         Ok(())
     }
+    /// True for an empty string: set, yet naming nothing.
+    fn is_blank(&self) -> bool {
+        false
+    }
 }
 
 /// Documents a value that is one TOML value (for [`ConfigValue`] impls of enums and other
@@ -278,7 +282,16 @@ macro_rules! scalar_config_values {
         }
     )*};
 }
-scalar_config_values!(bool, u8, u16, u32, u64, usize, i32, i64, f32, f64, String);
+scalar_config_values!(bool, u8, u16, u32, u64, usize, i32, i64, f32, f64);
+
+impl ConfigValue for String {
+    fn describe_into(&self, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>) {
+        scalar_doc(self, key, doc, range, out);
+    }
+    fn is_blank(&self) -> bool {
+        self.trim().is_empty()
+    }
+}
 
 impl<T: Serialize> ConfigValue for Vec<T> {
     fn describe_into(&self, key: &str, doc: &str, range: &str, out: &mut Vec<KeyDoc>) {
@@ -320,6 +333,13 @@ impl<T: ConfigValue + Default> ConfigValue for Option<T> {
     }
     fn check_at(&self, key: &str) -> std::result::Result<(), ConfigError> {
         match self {
+            // An optional path or name set to "" would be read as the working folder or a
+            // file named "", and fail later with a message that names no key.
+            Some(v) if v.is_blank() => Err(ConfigError::Invalid {
+                key: key.to_string(),
+                value: "\"\"".into(),
+                reason: "is empty: name a path, or leave the key out for its default".into(),
+            }),
             Some(v) => v.check_at(key),
             None => Ok(()),
         }
@@ -684,6 +704,20 @@ mod tests {
         });
         let e = Checked::new(c).unwrap_err().to_string();
         assert!(e.contains("extra.lr") && e.contains("must be > 0"), "{e}");
+    }
+
+    #[test]
+    fn an_optional_string_set_to_nothing_is_refused_by_key() {
+        for blank in ["", "  "] {
+            let c: Cfg = load_layers(None, None, &[format!("path=\"{blank}\"")]).unwrap();
+            let e = Checked::new(c).unwrap_err().to_string();
+            assert!(e.contains("path") && e.contains("is empty"), "{e}");
+        }
+        let c: Cfg = load_layers(None, None, &["path=\"data\"".into()]).unwrap();
+        assert!(Checked::new(c).is_ok());
+        // A required string may be empty where its own check allows it.
+        let c: Cfg = load_layers(None, None, &["name=\"\"".into()]).unwrap();
+        assert!(Checked::new(c).is_ok());
     }
 
     #[test]

@@ -55,7 +55,7 @@ ferrolab_core::config_section! {
         /// Noise multipliers σ of the DP runs (noise std σ · clip on each client update).
         pub sigmas: Vec<f64> = vec![0.4, 0.8, 1.6], "non-empty, no duplicates, each in [0.01, 1000] (a DP noise multiplier near 0 is not a defence and its ε is not finite; a duplicate would overwrite its dp_sigma keys)" => |v: &Vec<f64>| sigmas_ok(v);
         /// L2 norm every client update is clipped to in the DP runs.
-        pub clip: f64 = 1.0, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        pub clip: f64 = 1.0, "in [1e-6, 1e6]" => |v| (1e-6..=1e6).contains(v);
         /// δ of the reported (ε, δ).
         pub delta: f64 = 1e-5, "in (0, 1)" => |v| *v > 0.0 && *v < 1.0;
         /// FedAvg rounds of every run (no early stopping: the final model is attacked).
