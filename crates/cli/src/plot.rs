@@ -76,7 +76,7 @@ pub fn write_curves_x(
         };
         chart
             .configure_mesh()
-            .x_labels((x1.ceil() as usize + 1).clamp(2, 12))
+            .x_labels(((x1.min(1e6).ceil() as usize) + 1).clamp(2, 12))
             .x_label_formatter(&int_label)
             .x_desc(x_desc)
             .y_desc(y_name)

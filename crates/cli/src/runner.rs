@@ -8,6 +8,7 @@
 use crate::common::UsageError;
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use ferrolab_core::config::one_line;
 use ferrolab_core::system::{DynSystem, Resolved, SystemError};
 use ferrolab_core::{Outcome, RunContext, RunDir};
 use std::collections::BTreeMap;
@@ -266,15 +267,21 @@ pub fn execute(
                     work.join("config.toml").display()
                 ))
             })?;
-            if old != resolved.toml {
-                same_config_as_started(sys, dir, &work, &old, resolved)?;
-            }
+            let rewrite =
+                old != resolved.toml && same_config_as_started(sys, dir, &work, &old, resolved)?;
             // Units saved under one master seed, or computed at one thread count, must not
             // be mixed with runs under another (DESIGN: same seed, config and thread count,
             // same figures); neither is part of config.toml. (A run folder from before these
             // files were written is taken as it is.)
             same_as_started(dir, &work.join(SEED_FILE), "--seed", opts.seed)?;
             same_as_started(dir, &work.join(THREADS_FILE), "--threads", threads as u64)?;
+            // Only once every check has passed: a refused resume leaves the folder as it was.
+            if rewrite {
+                ferrolab_core::run::write_atomic(
+                    &work.join("config.toml"),
+                    resolved.toml.as_bytes(),
+                )?;
+            }
             (final_dir, work.clone(), RunDir::reopen(&work)?, true)
         }
         None => {
@@ -322,24 +329,32 @@ pub fn execute(
 /// A `--resume` whose resolved configuration is not the run's `config.toml` word for word:
 /// accepted when that file, read by this binary, resolves to the same configuration — a run
 /// started by an older ferrolab lacks the keys added since, which then take their defaults
-/// (named on stderr, and `config.toml` is rewritten as this binary resolves it); refused
-/// otherwise, naming the keys that differ.
+/// (named on stderr; `Ok(true)`: the caller rewrites `config.toml` as this binary resolves it,
+/// once its other checks pass); refused otherwise, naming the keys that differ.
 fn same_config_as_started(
     sys: &'static dyn DynSystem,
     dir: &Path,
     work: &Path,
     old: &str,
     resolved: &Resolved,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let path = work.join("config.toml");
-    let keys = |text: &str| -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        if let Ok(t) = toml::from_str::<toml::Table>(text) {
-            flatten_toml("", &toml::Value::Table(t), &mut out);
-        }
-        out
+    let refuse = |why: String| -> anyhow::Error {
+        UsageError(format!(
+            "--resume {}: the resolved configuration differs from the run's config.toml ({why}); \
+             pass the same --preset/--config/--set as the original run",
+            dir.display(),
+        ))
+        .into()
     };
-    let (before, now) = (keys(old), keys(&resolved.toml));
+    let keys = |text: &str| -> Result<BTreeMap<String, String>, String> {
+        let t = toml::from_str::<toml::Table>(text).map_err(|e| one_line(&e))?;
+        let mut out = BTreeMap::new();
+        flatten_toml("", &toml::Value::Table(t), &mut out);
+        Ok(out)
+    };
+    let before = keys(old).map_err(|e| refuse(format!("{} is not TOML: {e}", path.display())))?;
+    let now = keys(&resolved.toml).map_err(|e| refuse(format!("this run's own TOML: {e}")))?;
     let differing: Vec<String> = before
         .keys()
         .chain(now.keys())
@@ -353,37 +368,39 @@ fn same_config_as_started(
             (None, None) => k.clone(),
         })
         .collect();
-    let reread = sys.resolve(None, Some(&path), &[]);
-    match reread {
+    match sys.resolve(None, Some(&path), &[]) {
         Ok(r) if r.toml == resolved.toml => {
-            let added: Vec<&String> = now.keys().filter(|k| !before.contains_key(*k)).collect();
-            eprintln!(
-                "resume: {} was written by an older ferrolab; {} take their defaults",
-                path.display(),
-                if added.is_empty() {
-                    "its values are the same and".to_string()
-                } else {
-                    added
-                        .iter()
-                        .map(|k| format!("{k} = {}", now[*k]))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            );
-            ferrolab_core::run::write_atomic(&path, resolved.toml.as_bytes())?;
-            Ok(())
-        }
-        _ => Err(UsageError(format!(
-            "--resume {}: the resolved configuration differs from the run's config.toml ({}); \
-             pass the same --preset/--config/--set as the original run",
-            dir.display(),
-            if differing.is_empty() {
-                "the file cannot be read as this system's configuration".to_string()
+            let added: Vec<String> = now
+                .iter()
+                .filter(|(k, _)| !before.contains_key(*k))
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect();
+            if added.is_empty() {
+                eprintln!(
+                    "resume: {} is written differently but resolves to the same configuration; rewritten",
+                    path.display()
+                );
             } else {
-                differing.join("; ")
+                eprintln!(
+                    "resume: {} was written by an older ferrolab; {} take their defaults",
+                    path.display(),
+                    added.join(", ")
+                );
             }
-        ))
-        .into()),
+            Ok(true)
+        }
+        Ok(_) => Err(refuse(if differing.is_empty() {
+            "the same keys, resolved differently".to_string()
+        } else {
+            differing.join("; ")
+        })),
+        Err(e) if differing.is_empty() => Err(refuse(format!(
+            "the file cannot be read as this system's configuration: {}",
+            one_line(&e)
+        ))),
+        // The differing keys say more than the reason the old file no longer resolves (it
+        // usually names one of them).
+        Err(_) => Err(refuse(differing.join("; "))),
     }
 }
 

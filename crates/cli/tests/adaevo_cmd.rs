@@ -95,7 +95,7 @@ fn bad_input_is_one_line_and_exit_2() {
         // 1e20 KB overflowed the byte count and slipped past the memory check.
         ("edge.workspace_kb=1e20", "edge.workspace_kb"),
         ("mobile.bandwidth_mb_s=1e-300", "mobile.bandwidth_mb_s"),
-        // No evaluation would fall inside the stream: every accuracy would read 0.
+        // Only the evaluation at t = 0, before any drift, would fall inside the stream.
         ("stream.eval_every_s=480", "stream.eval_every_s"),
     ];
     for (set, what) in cases {

@@ -500,6 +500,18 @@ fn resume_accepts_a_run_folder_written_before_a_key_was_added() {
         std::fs::read_to_string(work.join("config.toml")).unwrap(),
         older
     );
+    // The configuration would do, the seed does not: refused, and the file is not rewritten.
+    std::fs::write(work.join("seed.txt"), "987654\n").unwrap();
+    let e = assert_usage_error(
+        &ferrolab(&tiny_cluster_gcn(&["--resume", half.to_str().unwrap()])),
+        "--resume, an older file and another seed",
+    );
+    assert!(e.contains("--seed"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("config.toml")).unwrap(),
+        older
+    );
+    std::fs::remove_file(work.join("seed.txt")).unwrap();
 
     let o = ferrolab(&tiny_cluster_gcn(&["--resume", half.to_str().unwrap()]));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -36,7 +36,7 @@ fn a_noise_multiplier_at_or_below_zero_no_sigma_or_a_repeated_one_is_a_usage_err
 
 #[test]
 fn hpo_bad_input_is_a_usage_error() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--set", "hpo.min_rounds=50", "--set", "hpo.max_rounds=10"],
             "hpo.min_rounds",
@@ -47,6 +47,7 @@ fn hpo_bad_input_is_a_usage_error() {
         // A repeated grid point would run twice under one unit name.
         (&["--set", "hpo.lrs=[0.01, 0.01]"], "hpo.lrs"),
         (&["--set", "hpo.dropouts=[0.5, 0.5]"], "hpo.dropouts"),
+        (&["--set", "hpo.local_steps=[4, 4]"], "hpo.local_steps"),
         // 1e-300 once made a 300-digit unit file name ("File name too long", exit 1).
         (&["--set", "fed.lrs=[1e-300]"], "fed.lrs"),
         (&["--set", "fed.local_steps=[4, 4]"], "fed.local_steps"),

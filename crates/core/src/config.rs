@@ -256,7 +256,7 @@ pub trait ConfigValue {
     fn check_at(&self, _key: &str) -> std::result::Result<(), ConfigError> {
         Ok(())
     }
-    /// True for an empty string: set, yet naming nothing.
+    /// True for a string that is empty or only whitespace: set, yet naming nothing.
     fn is_blank(&self) -> bool {
         false
     }
@@ -338,7 +338,9 @@ impl<T: ConfigValue + Default> ConfigValue for Option<T> {
             Some(v) if v.is_blank() => Err(ConfigError::Invalid {
                 key: key.to_string(),
                 value: "\"\"".into(),
-                reason: "is empty: name a path, or leave the key out for its default".into(),
+                reason:
+                    "is empty (or only spaces): name a path, or leave the key out for its default"
+                        .into(),
             }),
             Some(v) => v.check_at(key),
             None => Ok(()),

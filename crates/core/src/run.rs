@@ -319,7 +319,7 @@ impl RunDir {
             Err(e) => return Err(CoreError::io(&path, e)),
         };
         for (i, line) in metrics_lines.iter().enumerate() {
-            // A blank line (an editor's trailing newline) holds no record and is dropped.
+            // A blank or whitespace-only line (an editor's stray empty line) holds no record.
             if !line.trim().is_empty()
                 && serde_json::from_str::<serde::de::IgnoredAny>(line).is_err()
             {
@@ -361,16 +361,13 @@ impl RunDir {
         let v = f(self);
         self.end_unit(outer);
         let v = v?;
-        self.save_unit(name, &v)?;
+        let text = self.save_unit(name, &v)?;
         // JSON has no NaN or infinity (serde_json writes `null`), so such a result is saved
-        // but cannot be read back: said now, not as a puzzling "cannot read" on resume.
-        let readable = serde_json::to_vec(&v)
-            .ok()
-            .is_some_and(|t| serde_json::from_slice::<T>(&t).is_ok());
-        if !readable {
+        // but cannot be read back: said now, not as a puzzling re-run on resume.
+        if !reads_back::<T>(&text) {
             eprintln!(
-                "warning: unit {name}'s result holds a number JSON cannot store (NaN or infinity); \
-                 it is saved as null, and a --resume would run the unit again"
+                "warning: unit {name}'s saved result does not read back (JSON stores NaN and \
+                 infinity as null); a --resume would run the unit again"
             );
         }
         Ok(v)
@@ -414,13 +411,14 @@ impl RunDir {
     /// [`saved_unit`](Self::saved_unit) find it (atomically). For units run side by side on
     /// threads, which share the folder by reference: check the place with
     /// [`check_unit_place`](Self::check_unit_place), look for a saved result, work, save.
-    pub fn save_unit<T: Serialize>(&self, name: &str, v: &T) -> Result<()> {
+    pub fn save_unit<T: Serialize>(&self, name: &str, v: &T) -> Result<Vec<u8>> {
         self.check_unit_place(name)?;
         let dir = self.join("units");
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
         let text = serde_json::to_vec(v)
             .map_err(|e| CoreError::Runtime(format!("saving unit {name}: {e}")))?;
-        write_atomic(&self.unit_path(name), &text)
+        write_atomic(&self.unit_path(name), &text)?;
+        Ok(text)
     }
 
     /// Where [`unit`](Self::unit) keeps the result of unit `name`.
@@ -828,6 +826,13 @@ pub fn first_line(s: &str) -> String {
         .to_string()
 }
 
+/// Whether a saved unit result `text` reads back as a `T`. Only a text holding `null` can fail
+/// for a result that was just serialised (a NaN or infinity written as `null`), so the others
+/// are not parsed a second time (a unit's result can be large).
+fn reads_back<T: serde::de::DeserializeOwned>(text: &[u8]) -> bool {
+    !text.windows(4).any(|w| w == b"null") || serde_json::from_slice::<T>(text).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,6 +841,18 @@ mod tests {
         let d = std::env::temp_dir().join(format!("ferrolab-run-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_result_holding_nan_does_not_read_back_and_a_finite_or_optional_one_does() {
+        use serde_json::to_vec as save;
+        assert!(!reads_back::<f64>(&save(&f64::NAN).unwrap()));
+        assert!(!reads_back::<Vec<f64>>(
+            &save(&vec![1.0, f64::INFINITY]).unwrap()
+        ));
+        assert!(reads_back::<f64>(&save(&0.5).unwrap()));
+        // `null` that is a value of the type (an absent option) reads back.
+        assert!(reads_back::<Option<f64>>(&save(&None::<f64>).unwrap()));
     }
 
     #[test]

@@ -493,7 +493,7 @@ impl Validate for AdaEvoConfig {
             "stream.eval_every_s",
             self.stream.eval_every_s,
             &format!(
-                "must be below stream.seconds ({}): the stream would end before its first evaluation",
+                "must be below stream.seconds ({}): only the evaluation at t = 0, before any drift, would fall inside the stream",
                 self.stream.seconds
             ),
         )?;

@@ -65,7 +65,7 @@ ferrolab_core::config_section! {
         /// Client learning rates of the search space.
         pub lrs: Vec<f64> = vec![0.01, 0.05, 0.25], "non-empty, without repeats, each in [1e-9, 100]" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (1e-9..=100.0).contains(x)) && ferrolab_core::config::distinct(v);
         /// Local steps per round of the search space.
-        pub local_steps: Vec<usize> = vec![1, 4, 16], "non-empty, each in 1..=10000" => |v: &Vec<usize>| !v.is_empty() && v.iter().all(|x| (1..=10_000).contains(x));
+        pub local_steps: Vec<usize> = vec![1, 4, 16], "non-empty, without repeats, each in 1..=10000" => |v: &Vec<usize>| !v.is_empty() && v.iter().all(|x| (1..=10_000).contains(x)) && ferrolab_core::config::distinct(v);
         /// Dropout rates of the search space.
         pub dropouts: Vec<f64> = vec![0.0, 0.25, 0.5], "non-empty, without repeats, each in [0, 1)" => |v: &Vec<f64>| !v.is_empty() && v.iter().all(|x| (0.0..1.0).contains(x)) && ferrolab_core::config::distinct(v);
         /// Rounds of the first rung (successive halving, Hyperband's most aggressive bracket).

@@ -436,7 +436,7 @@ fn server_loop(
             && non_finite.load(std::sync::atomic::Ordering::Relaxed) == got.failures.len();
         xbar = match strategy.aggregate_fit(round, &xbar, results, &got.failures) {
             Ok(x) => x,
-            Err(_) if all_non_finite => {
+            Err(crate::strategy::StrategyError::NoResults { .. }) if all_non_finite => {
                 return Err(RunError::Diverged {
                     algo: spec.hyper.algo.key(),
                     lr: spec.hyper.lr,
