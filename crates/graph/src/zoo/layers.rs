@@ -179,16 +179,32 @@ impl GatConv {
             e_src.select(0, g.src.clone()) + e_dst.select(0, g.dst.clone()),
             0.2,
         );
-        // Softmax per destination. Subtracting a constant per head leaves each softmax
-        // unchanged; the per-head maximum keeps exp from overflowing.
+        // Softmax per destination. Subtracting a constant per destination and head leaves
+        // each softmax unchanged; the per-head maximum keeps exp from overflowing.
+        let scatter = |ex: &Tensor<2>| {
+            Tensor::<2>::zeros([n, hh], &g.device).select_assign(
+                0,
+                g.dst.clone(),
+                ex.clone(),
+                IndexingUpdateOp::Add,
+            )
+        };
         let shift = score.clone().detach().max_dim(0);
-        let ex = (score - shift).exp();
-        let denom = Tensor::<2>::zeros([n, hh], &g.device).select_assign(
-            0,
-            g.dst.clone(),
-            ex.clone(),
-            IndexingUpdateOp::Add,
-        );
+        let mut ex = (score.clone() - shift).exp();
+        let mut denom = scatter(&ex);
+        // When all of a node's scores lie ~88 below the head's maximum (noisy weights, e.g.
+        // under DP noise), every exp underflows and its softmax is 0/0 = NaN: then the shift
+        // is taken per destination. Only then, so that earlier runs repeat bit for bit.
+        let underflow = denom
+            .clone()
+            .into_data()
+            .iter::<f32>()
+            .any(|d| d.is_nan() || d <= 0.0);
+        if underflow {
+            let shift = per_destination_max(g, &score.clone().detach(), hh);
+            ex = (score - shift).exp();
+            denom = scatter(&ex);
+        }
         let mut alpha = ex / denom.select(0, g.dst.clone());
         if let Some(m) = att_mask {
             alpha = alpha * m;
@@ -208,6 +224,24 @@ impl GatConv {
         };
         bias_add(out, &self.bias)
     }
+}
+
+/// `[E, H]`: the maximum score into each edge's destination, per head (edges are stored
+/// grouped by destination, `g.att_ptr`).
+fn per_destination_max(g: &GraphTensors, score: &Tensor<2>, hh: usize) -> Tensor<2> {
+    let s: Vec<f32> = score.clone().into_data().iter::<f32>().collect();
+    let mut out = vec![0f32; s.len()];
+    for w in g.att_ptr.windows(2) {
+        for h in 0..hh {
+            let m = (w[0]..w[1])
+                .map(|e| s[e * hh + h])
+                .fold(f32::NEG_INFINITY, f32::max);
+            for e in w[0]..w[1] {
+                out[e * hh + h] = m;
+            }
+        }
+    }
+    Tensor::<2>::from_data(TensorData::new(out, [s.len() / hh.max(1), hh]), &g.device)
 }
 
 /// GIN layer: a two-layer MLP on `(1+ε) h_i + Σ_j h_j`, ε = 0.
@@ -268,5 +302,51 @@ impl GprProp {
             out = out + cur.clone() * coef(i);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csr::CsrGraph;
+    use ferrolab_core::backend::train_device;
+
+    fn out(g: &CsrGraph, layer: &GatConv, x: Vec<f32>, d_in: usize) -> Vec<f32> {
+        let dev = train_device();
+        let gt = GraphTensors::new(g, &dev).unwrap();
+        let n = g.num_nodes();
+        let h = Tensor::<2>::from_data(TensorData::new(x, [n, d_in]), &dev);
+        layer
+            .forward(&gt, &LayerInput::Dense(h), None)
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    }
+
+    /// Two components whose attention scores lie thousands apart: with one shift per head
+    /// every exp into the low component underflowed and its outputs were NaN. They are now
+    /// finite and equal to the low component's outputs computed on its own.
+    #[test]
+    fn gat_scores_far_below_the_heads_maximum_still_give_a_softmax() {
+        let dev = train_device();
+        let d_in = 3;
+        let layer = GatConv::new(d_in, 2, 2, true, &dev);
+        let v = [0.3f32, -0.7, 0.5];
+        let two = CsrGraph::new(vec![0, 1, 2, 3, 4], vec![1, 0, 3, 2]).unwrap();
+        let mut x = Vec::new();
+        for c in [1e4f32, 1e4, -1e4, -1.1e4] {
+            x.extend(v.iter().map(|a| a * c));
+        }
+        let both = out(&two, &layer, x.clone(), d_in);
+        assert!(both.iter().all(|y| y.is_finite()), "{both:?}");
+        // Whichever component is the low one, computed alone it has no far-off maximum.
+        let one = CsrGraph::new(vec![0, 1, 2], vec![1, 0]).unwrap();
+        for (nodes, half) in [(0..2, &x[..6]), (2..4, &x[6..])] {
+            let alone = out(&one, &layer, half.to_vec(), d_in);
+            let w = alone.len() / 2;
+            for (a, b) in alone.iter().zip(&both[nodes.start * w..nodes.end * w]) {
+                assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "{a} vs {b}");
+            }
+        }
     }
 }

@@ -43,6 +43,9 @@ pub struct GraphTensors {
     /// Edges with one self loop per node, source and destination (GAT).
     pub src: Tensor<1, Int>,
     pub dst: Tensor<1, Int>,
+    /// `att_ptr[i]..att_ptr[i+1]`: the attention edges into node i (they are stored grouped
+    /// by destination), for a per-destination softmax shift.
+    pub att_ptr: Vec<usize>,
     pub num_att_edges: usize,
     pub device: Device,
 }
@@ -56,6 +59,7 @@ impl GraphTensors {
         let mut indices = Vec::with_capacity(g.num_edges());
         let mut mean_vals = Vec::with_capacity(g.num_edges());
         let (mut src, mut dst) = (Vec::new(), Vec::new());
+        let mut att_ptr = vec![0usize];
         for i in 0..n {
             let nb: Vec<u32> = g
                 .neighbors(i)
@@ -76,6 +80,7 @@ impl GraphTensors {
             }
             src.push(i as i64);
             dst.push(i as i64);
+            att_ptr.push(src.len());
             indptr.push(indices.len());
         }
         let mean = SparseAdj::from_csr(n, n, &indptr, &indices, Some(&mean_vals), device)
@@ -90,6 +95,7 @@ impl GraphTensors {
             num_att_edges: src.len(),
             src: int_tensor(&src, device),
             dst: int_tensor(&dst, device),
+            att_ptr,
             device: device.clone(),
         })
     }
