@@ -5,7 +5,7 @@
 use crate::profiler::memory_bytes;
 use crate::stream::{Drift, INPUT};
 use ferrolab_core::ConfigError;
-use ferrolab_core::config::{Validate, check};
+use ferrolab_core::config::{Validate, check, distinct};
 
 /// The knapsack DP counts memory in whole units: the budget rounded down, a task rounded up.
 /// A unit so coarse that the smallest task never fits would leave every task queued for ever.
@@ -58,10 +58,6 @@ pub const METHODS: [&str; 7] = [
 pub const BASES: [&str; 3] = ["current", "factory", "best"];
 /// Frames of the smallest task the edge must be able to hold.
 pub const MIN_TASK_FRAMES: usize = 8;
-
-fn distinct(v: &[String]) -> bool {
-    (1..v.len()).all(|i| !v[..i].contains(&v[i]))
-}
 
 ferrolab_core::config_section! {
     /// The whole experiment configuration.

@@ -201,7 +201,7 @@ impl GatConv {
             .iter::<f32>()
             .any(|d| d.is_nan() || d <= 0.0);
         if underflow {
-            let shift = per_destination_max(g, &score.clone().detach(), hh);
+            let shift = per_destination_max(g, score.clone().detach(), hh);
             ex = (score - shift).exp();
             denom = scatter(&ex);
         }
@@ -228,8 +228,8 @@ impl GatConv {
 
 /// `[E, H]`: the maximum score into each edge's destination, per head (edges are stored
 /// grouped by destination, `g.att_ptr`).
-fn per_destination_max(g: &GraphTensors, score: &Tensor<2>, hh: usize) -> Tensor<2> {
-    let s: Vec<f32> = score.clone().into_data().iter::<f32>().collect();
+fn per_destination_max(g: &GraphTensors, score: Tensor<2>, hh: usize) -> Tensor<2> {
+    let s: Vec<f32> = score.into_data().iter::<f32>().collect();
     let mut out = vec![0f32; s.len()];
     for w in g.att_ptr.windows(2) {
         for h in 0..hh {
