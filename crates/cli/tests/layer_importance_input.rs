@@ -159,3 +159,176 @@ fn damaged_unit_file_is_a_usage_error() {
     assert!(e.contains("drops.quant.b4"), "{e}");
     assert_eq!(files(&work), before, "nothing written");
 }
+
+/// Probe output rows keyed by (layer, family, setting): (accuracy, drop, drop_std, draws).
+fn probe_rows(text: &str) -> std::collections::BTreeMap<(String, String, String), Vec<f64>> {
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("layer\tparams\tfamily\tsetting\taccuracy\tdrop\tdrop_std\tnormalized_drop\tdraws")
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 9, "{l}");
+            let nums = [4, 5, 6, 8]
+                .iter()
+                .map(|&i| f[i].parse().unwrap())
+                .collect();
+            ((f[0].into(), f[2].into(), f[3].into()), nums)
+        })
+        .collect()
+}
+
+#[test]
+fn probe_repeats_the_datasets_drops_and_refuses_bad_input_writing_nothing() {
+    let d = tmp("li-probe");
+    let out = d.join("run");
+    let out_s = out.display().to_string();
+    let o = ferrolab(&tiny_args(&["--out", &out_s]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("dataset.json")).unwrap()).unwrap();
+    let rec = ds["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "resnet8-s0")
+        .unwrap();
+    let names: Vec<String> = rec["layer_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    let (first, last) = (names[0].clone(), names[names.len() - 1].clone());
+    let probe = |extra: &[&str]| {
+        let mut a = vec![
+            "layer-importance",
+            "probe",
+            "--run",
+            &out_s,
+            "--model",
+            "resnet8-s0",
+            "--threads",
+            "2",
+        ];
+        a.extend(extra);
+        ferrolab(&a)
+    };
+    // The quick grid's settings (sparsity 0.5, 4 bits, 10 flips, rate 1e-3, 2 flip seeds):
+    // the same values dataset.json holds for those layers, to the printed digit.
+    let o = probe(&[
+        "--layer",
+        &last,
+        "--layer",
+        &first,
+        "--prune",
+        "0.5",
+        "--prune-channels",
+        "0.5",
+        "--bits",
+        "4",
+        "--flips",
+        "10",
+        "--ber",
+        "0.001",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = probe_rows(&stdout(&o));
+    assert_eq!(rows.len(), 10);
+    for (layer, li) in [(&first, 0), (&last, names.len() - 1)] {
+        for (family, setting) in [
+            ("prune", "s0.5"),
+            ("prune_structured", "s0.5"),
+            ("quant", "b4"),
+            ("flip_count", "m10"),
+            ("flip_rate", "ber0.001"),
+        ] {
+            let got = &rows[&(layer.clone(), family.to_string(), setting.to_string())];
+            let want = rec["drops"][family][setting][li].as_f64().unwrap();
+            assert!(
+                (got[1] - want).abs() < 6e-5,
+                "{layer} {family} {setting}: {got:?} vs {want}"
+            );
+            let draws = if family.starts_with("flip") { 2.0 } else { 1.0 };
+            assert_eq!(got[3], draws, "{layer} {family}");
+            if family.starts_with("flip") {
+                let s = rec["drop_std"][family][setting][li].as_f64().unwrap();
+                assert!(
+                    (got[2] - s).abs() < 6e-5,
+                    "{layer} {family} std: {got:?} vs {s}"
+                );
+            }
+        }
+    }
+    // Every layer when none is named; settings outside the grid are measured too.
+    let o = probe(&["--bits", "3", "--flip-seeds", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(probe_rows(&stdout(&o)).len(), names.len());
+    assert!(
+        stderr(&o).contains("unperturbed accuracy"),
+        "{}",
+        stderr(&o)
+    );
+
+    let before = files(&out);
+    let elsewhere = d.join("not-a-run");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let elsewhere_s = elsewhere.display().to_string();
+    for (args, needle) in [
+        (vec!["--prune", "1.0"], "--prune 1"),
+        (vec!["--prune", "-0.25"], "--prune -0.25"),
+        (vec!["--prune-channels", "1.5"], "--prune-channels"),
+        (vec!["--bits", "9"], "--bits 9"),
+        (vec!["--bits", "1"], "--bits 1"),
+        (vec!["--ber", "-0.001"], "--ber -0.001"),
+        (vec!["--ber", "2"], "--ber 2"),
+        (vec!["--flips", "-1"], "-1"),
+        (vec!["--bits", "4", "--flip-seeds", "0"], "--flip-seeds 0"),
+        (vec!["--layer", "nope", "--bits", "4"], "nope"),
+        (vec![], "at least one of"),
+    ] {
+        let o = probe(&args);
+        let e = assert_usage_error(&o, needle);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    let o = ferrolab(&[
+        "layer-importance",
+        "probe",
+        "--run",
+        &out_s,
+        "--model",
+        "vgg-s0",
+        "--bits",
+        "4",
+    ]);
+    let e = assert_usage_error(&o, "unknown member");
+    assert!(e.contains("resnet8-s0, mlp-s0"), "{e}");
+    let o = ferrolab(&[
+        "layer-importance",
+        "probe",
+        "--run",
+        &elsewhere_s,
+        "--model",
+        "mlp-s0",
+        "--bits",
+        "4",
+    ]);
+    let e = assert_usage_error(&o, "not a run folder");
+    assert!(e.contains("config.toml"), "{e}");
+    assert_eq!(files(&out), before, "nothing written");
+
+    // A checkpoint of another architecture under the member's name.
+    std::fs::copy(
+        out.join("models/mlp-s0.safetensors"),
+        out.join("models/resnet8-s0.safetensors"),
+    )
+    .unwrap();
+    let before = files(&out);
+    let o = probe(&["--bits", "4"]);
+    let e = assert_usage_error(&o, "mismatched checkpoint");
+    assert!(e.contains("resnet8-s0.safetensors"), "{e}");
+    assert_eq!(files(&out), before, "nothing written");
+    assert!(listing(&elsewhere).is_empty());
+}

@@ -332,6 +332,22 @@ fn label_f(prefix: &str, v: f64) -> String {
     format!("{prefix}{v}")
 }
 
+/// The setting label of a flip count (`m10`) or a bit-error rate (`ber0.0001`), as the
+/// dataset's keys and its flip seeds name them.
+pub fn flip_label(count: Option<u64>, rate: Option<f64>) -> String {
+    match (count, rate) {
+        (Some(m), _) => format!("m{m}"),
+        (None, Some(r)) => label_f("ber", r),
+        (None, None) => String::new(),
+    }
+}
+
+/// The seed of flip draw `r` of layer `l` at setting `label` for a member probed with `seed`:
+/// shared by the sweep and `layer-importance probe`, so a probe repeats the dataset's draws.
+pub fn flip_seed(seed: u64, l: usize, label: &str, r: usize) -> u64 {
+    ferrolab_core::seed::derive(seed, &format!("flip-{l}-{label}-{r}"))
+}
+
 /// Probes every layer of `model` over `grid` (`seed` draws the bit flips). Returns the base
 /// accuracy, the drops per family, the number of probes and the full-forward throughput
 /// (images per second) on the evaluation set.
@@ -417,21 +433,21 @@ pub fn sweep<P: LayerParams>(
                 "flip_count",
                 grid.flip_counts
                     .iter()
-                    .map(|&m| (format!("m{m}"), Some(m), None))
+                    .map(|&m| (flip_label(Some(m), None), Some(m), None))
                     .collect::<Vec<_>>(),
             ),
             (
                 "flip_rate",
                 grid.flip_rates
                     .iter()
-                    .map(|&r| (label_f("ber", r), None, Some(r)))
+                    .map(|&r| (flip_label(None, Some(r)), None, Some(r)))
                     .collect(),
             ),
         ] {
             for (label, count, rate) in settings {
                 let (mut ds, mut es) = (Vec::new(), Vec::new());
                 for r in 0..grid.flip_seeds.max(1) {
-                    let s = ferrolab_core::seed::derive(seed, &format!("flip-{l}-{label}-{r}"));
+                    let s = flip_seed(seed, l, &label, r);
                     let pos = match (count, rate) {
                         (Some(m), _) => ops::flip_positions_count(stored.bits(), m, s),
                         (_, Some(b)) => {

@@ -17,6 +17,7 @@
 //! | [`crossdomain`] | SECNN on MR and the GCN on Cora as members, through a generic parameter view |
 //! | [`bench`] | Spearman, Kendall, top-k precision, leave-one-seed-out choice, heat map |
 //! | [`budget`] | per-layer sparsities, bit-widths and protection from a score |
+//! | [`probe`] | `layer-importance probe`: named layers of a trained member under chosen perturbations |
 //! | [`experiment`] | `ferrolab layer-importance` |
 //!
 //! ```no_run
@@ -39,6 +40,7 @@ pub mod crossdomain;
 pub mod dataset;
 pub mod experiment;
 pub mod ops;
+pub mod probe;
 pub mod train;
 pub mod zoo;
 
@@ -146,7 +148,8 @@ impl System for LayerImportanceSystem {
     }
 
     /// `dataset`, `benchmark` and `budget`: the run up to that part, exactly as
-    /// `--set task.stage=<part>` (which keeps working).
+    /// `--set task.stage=<part>` (which keeps working); `probe`: chosen layers of a trained
+    /// member under chosen perturbations.
     fn subcommands(&self) -> Vec<SubCommand> {
         vec![
             SubCommand {
@@ -160,6 +163,10 @@ impl System for LayerImportanceSystem {
             SubCommand {
                 command: budget_command,
                 run: run_budget,
+            },
+            SubCommand {
+                command: probe::command,
+                run: probe::run,
             },
         ]
     }

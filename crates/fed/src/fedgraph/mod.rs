@@ -218,7 +218,7 @@ impl System for FedGraphSystem {
     }
 
     fn about(&self) -> &'static str {
-        "FederatedScope-GNN: local-only vs FedAvg vs global GNN training on a graph split among clients"
+        "FederatedScope-GNN: federated GNN training on a graph split among clients (FedAvg, FedProx, FedOpt, FedSage+; GCFL+ on graph families) vs local-only and global training; `hpo`, `privacy`"
     }
 
     fn presets(&self) -> Vec<Preset> {
