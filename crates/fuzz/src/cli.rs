@@ -911,6 +911,117 @@ pub fn li_resume_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<I
     })
 }
 
+/// `layer-importance probe` on a finished tiny run whose `config.toml`, `seed.txt` or a
+/// member's checkpoint is damaged or missing, with flags drawn from valid and out-of-range
+/// values (a member or layer that does not exist among them). The probe only reads the run:
+/// every case ends in exit 0 or 2.
+pub fn li_probe_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<Invocation> {
+    let run = dir.join("r");
+    copy_tree(&s.li_run, &run)?;
+    let mut models: Vec<PathBuf> = std::fs::read_dir(run.join("models"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    models.sort();
+    if models.is_empty() {
+        return Err(std::io::Error::other("layer-importance run has no models"));
+    }
+    let ck = rng.pick(&models).clone();
+    let id = ck
+        .file_stem()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match rng.below(10) {
+        0..=3 => {
+            let mut bytes = std::fs::read(&ck)?;
+            mutate_safetensors(rng, &mut bytes);
+            std::fs::write(&ck, bytes)?;
+        }
+        4 | 5 => {
+            let f = run.join("config.toml");
+            let mut bytes = std::fs::read(&f)?;
+            mutate::text(rng, &mut bytes, &[]);
+            std::fs::write(&f, bytes)?;
+        }
+        6 => {
+            let f = run.join("seed.txt");
+            let mut bytes = std::fs::read(&f)?;
+            mutate::bytes(rng, &mut bytes, &[]);
+            std::fs::write(&f, bytes)?;
+        }
+        7 => {
+            let victim = rng
+                .pick(&[run.join("config.toml"), run.join("seed.txt"), ck.clone()])
+                .clone();
+            std::fs::remove_file(&victim)?;
+            if rng.chance(0.5) {
+                std::fs::create_dir(&victim)?;
+            }
+        }
+        // The flags alone.
+        _ => {}
+    }
+    let mut args: Vec<String> = ["layer-importance", "probe", "--run"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.push(run.display().to_string());
+    args.push("--model".into());
+    args.push(if rng.chance(0.9) {
+        id.clone()
+    } else {
+        "vgg-s0".into()
+    });
+    // Mostly valid flags, so that the damaged files are what the case tests.
+    let bad_flags = rng.chance(0.2);
+    for _ in 0..rng.below(3) {
+        let layer = if bad_flags {
+            rng.pick(&["fc9", "nosuch", ""])
+        } else if id.starts_with("mlp") {
+            rng.pick(&["fc1", "fc2", "fc3"])
+        } else {
+            rng.pick(&["stem", "fc", "block0.conv1", "block2.conv2"])
+        };
+        args.extend(["--layer".to_string(), layer.to_string()]);
+    }
+    let valid = [
+        ("--prune", "0.5"),
+        ("--prune", "0"),
+        ("--prune-channels", "0.75"),
+        ("--bits", "4"),
+        ("--bits", "2"),
+        ("--flips", "3"),
+        ("--flips", "0"),
+        ("--flips", "18446744073709551615"),
+        ("--ber", "0.01"),
+        ("--ber", "1"),
+        ("--flip-seeds", "2"),
+    ];
+    let invalid = [
+        ("--prune", "1"),
+        ("--prune", "nan"),
+        ("--prune-channels", "-0.5"),
+        ("--bits", "9"),
+        ("--ber", "inf"),
+        ("--flip-seeds", "0"),
+    ];
+    for _ in 0..1 + rng.below(3) {
+        let (flag, value) = *rng.pick(&valid);
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    if bad_flags {
+        let (flag, value) = *rng.pick(&invalid);
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    args.extend(["--threads".to_string(), "1".to_string()]);
+    Ok(Invocation {
+        args,
+        stdin: None,
+        allowed: &[0, 2],
+        round_trip: None,
+    })
+}
+
 /// A COCO ground-truth file (crowd region, an image without boxes, `area` unlike `w·h`).
 const COCO_GT: &str = r#"{"images": [{"id": 1, "width": 64, "height": 48}, {"id": 2, "width": 32, "height": 32}, {"id": 3, "width": 16, "height": 16}],
 "annotations": [

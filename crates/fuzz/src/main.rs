@@ -63,6 +63,7 @@ const BINARY_TARGETS: &[&str] = &[
     "resume-attenscribble",
     "coco",
     "resume-layer-importance",
+    "probe-layer-importance",
     "fed-job",
 ];
 
@@ -289,6 +290,7 @@ fn run_case(c: &Campaign, target: &'static str, index: usize) -> std::io::Result
             "resume-attenscribble" => cli::attenscribble_resume_case(&mut rng, s, &dir)?,
             "coco" => cli::coco_case(&mut rng, &dir)?,
             "resume-layer-importance" => cli::li_resume_case(&mut rng, s, &dir)?,
+            "probe-layer-importance" => cli::li_probe_case(&mut rng, s, &dir)?,
             "fed-job" => cli::fed_job_case(&mut rng, s, &dir)?,
             _ => cli::checkpoint_case(&mut rng, s, &dir, "apg")?,
         };
