@@ -338,10 +338,10 @@ fn run_settings(dir: &Path) -> SysResult<(LayerImportanceConfig, u64)> {
     let text = std::fs::read_to_string(&seed_path)
         .map_err(|e| usage(format!("{}: {e}", seed_path.display())))?;
     let seed = text.trim().parse::<u64>().map_err(|_| {
+        let shown: String = text.trim().chars().take(40).collect();
         usage(format!(
-            "{}: not a seed (\"{}\")",
-            seed_path.display(),
-            ferrolab_core::run::first_line(&text)
+            "{}: not a seed ({shown:?}); the folder is damaged",
+            seed_path.display()
         ))
     })?;
     Ok((cfg, seed))
@@ -395,7 +395,15 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
                     ))
                 })
             })
-            .collect::<SysResult<_>>()?,
+            .collect::<SysResult<Vec<usize>>>()?
+            .into_iter()
+            .fold(Vec::new(), |mut v, l| {
+                // A layer named twice is probed once.
+                if !v.contains(&l) {
+                    v.push(l);
+                }
+                v
+            }),
     };
     let mut net = ferrolab_core::run::load_checkpoint(net, &ckpt)
         .map_err(|e| usage(ferrolab_core::run::first_line(&e.to_string())))?;
