@@ -506,17 +506,6 @@ struct ClsWorld<'a> {
     current_n: usize,
 }
 
-impl ClsWorld<'_> {
-    fn condition_at(&self, k: usize, t: f64) -> String {
-        let i = sim::segment(&self.prep.schedules[k], t);
-        if i == 0 {
-            "clean".to_string()
-        } else {
-            self.prep.schedules[k].drifts[i - 1].target.clone()
-        }
-    }
-}
-
 impl sim::World for ClsWorld<'_> {
     fn eval_len(&self, k: usize) -> usize {
         self.prep.eval[k].len()
@@ -569,8 +558,98 @@ impl sim::World for ClsWorld<'_> {
     }
 
     fn installed(&mut self, k: usize, at: f64, gain: f64) {
-        let c = self.condition_at(k, at);
+        let c = condition_at(&self.prep.schedules[k], at);
         self.gain_by_cond.entry(c).or_default().push(gain);
+    }
+}
+
+/// Accuracy over a run's timelines by phase (shared by both tasks).
+pub(crate) struct Phases {
+    /// Before the first drift.
+    pub(crate) clean: Vec<f64>,
+    /// The first / second half of each drift's settled part (its end to the next drift's start).
+    pub(crate) early: Vec<f64>,
+    pub(crate) late: Vec<f64>,
+    /// Both halves, in timeline order.
+    pub(crate) settled: Vec<f64>,
+    /// `settled_<target condition>` and `since_onset_<20 s bin>` means (`details.diagnostics`).
+    pub(crate) diag: BTreeMap<String, f64>,
+}
+
+/// Splits every end's `(t, accuracy, estimate)` timeline by phase against its schedule.
+pub(crate) fn timeline_phases(
+    timeline: &[Vec<(f64, f64, f64)>],
+    schedules: &[Schedule],
+    life: f64,
+) -> Phases {
+    let (mut clean, mut early, mut late, mut settled) = (vec![], vec![], vec![], vec![]);
+    let mut by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut since: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (tl, sch) in timeline.iter().zip(schedules) {
+        for &(t, acc, _) in tl {
+            let sgi = sim::segment(sch, t);
+            if sgi == 0 {
+                clean.push(acc);
+                continue;
+            }
+            let d = &sch.drifts[sgi - 1];
+            since
+                .entry(((t - d.start) / 20.0).floor() as usize * 20)
+                .or_default()
+                .push(acc);
+            if t < d.end() {
+                continue;
+            }
+            let len = (sim::next_start(sch, t, life) - d.end()).max(1e-9);
+            if (t - d.end()) / len < 0.5 {
+                early.push(acc);
+            } else {
+                late.push(acc);
+            }
+            settled.push(acc);
+            by_cond.entry(d.target.clone()).or_default().push(acc);
+        }
+    }
+    let mut diag = BTreeMap::new();
+    for (c, v) in &by_cond {
+        diag.insert(format!("settled_{c}"), mean(v));
+    }
+    for (b, v) in &since {
+        diag.insert(format!("since_onset_{b:03}"), mean(v));
+    }
+    Phases {
+        clean,
+        early,
+        late,
+        settled,
+        diag,
+    }
+}
+
+/// Adds what a world collected during the run to `diag`: the mean gain of installs by the
+/// condition they were installed in (`install_gain_<c>`, `installs_<c>`) and the mean frames
+/// per upload by drift type (`upload_frames_<type>`).
+pub(crate) fn world_diagnostics(
+    diag: &mut BTreeMap<String, f64>,
+    gain_by_cond: &BTreeMap<String, Vec<f64>>,
+    frames_by_type: &BTreeMap<String, Vec<f64>>,
+) {
+    for (c, v) in gain_by_cond {
+        diag.insert(format!("install_gain_{c}"), mean(v));
+        diag.insert(format!("installs_{c}"), v.len() as f64);
+    }
+    for (c, v) in frames_by_type {
+        diag.insert(format!("upload_frames_{c}"), mean(v));
+    }
+}
+
+/// The condition end `k` is in (or drifting to) at `t`: `clean` before its first drift.
+pub(crate) fn condition_at(schedule: &Schedule, t: f64) -> String {
+    let i = sim::segment(schedule, t);
+    if i == 0 {
+        "clean".to_string()
+    } else {
+        schedule.drifts[i - 1].target.clone()
     }
 }
 
@@ -627,50 +706,10 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         spec.trigger,
         &opts,
     );
-    // Accuracy by phase: before the first drift, during transitions, and the first / second
-    // half of each drift's settled part (its end to the next drift's start).
-    let (mut clean_ph, mut early, mut late) = (vec![], vec![], vec![]);
-    let mut by_cond: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut since: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    for (k, tl) in log.timeline.iter().enumerate() {
-        let sch = &prep.schedules[k];
-        for &(t, acc, _) in tl {
-            let sgi = sim::segment(sch, t);
-            if sgi == 0 {
-                clean_ph.push(acc);
-                continue;
-            }
-            let d = &sch.drifts[sgi - 1];
-            since
-                .entry(((t - d.start) / 20.0).floor() as usize * 20)
-                .or_default()
-                .push(acc);
-            if t < d.end() {
-                continue;
-            }
-            let len = (sim::next_start(sch, t, life) - d.end()).max(1e-9);
-            if (t - d.end()) / len < 0.5 {
-                early.push(acc);
-            } else {
-                late.push(acc);
-            }
-            by_cond.entry(d.target.clone()).or_default().push(acc);
-        }
-    }
-    let mut diag = BTreeMap::new();
-    for (c, v) in &by_cond {
-        diag.insert(format!("settled_{c}"), mean(v));
-    }
-    for (c, v) in &world.gain_by_cond {
-        diag.insert(format!("install_gain_{c}"), mean(v));
-        diag.insert(format!("installs_{c}"), v.len() as f64);
-    }
-    for (c, v) in &world.frames_by_type {
-        diag.insert(format!("upload_frames_{c}"), mean(v));
-    }
-    for (b, v) in &since {
-        diag.insert(format!("since_onset_{b:03}"), mean(v));
-    }
+    let phases = timeline_phases(&log.timeline, &prep.schedules, life);
+    let mut diag = phases.diag.clone();
+    world_diagnostics(&mut diag, &world.gain_by_cond, &world.frames_by_type);
+    let (clean_ph, early, late) = (phases.clean, phases.early, phases.late);
     let mut put = |k: &str, v: f64| {
         mx.insert(k.to_string(), v);
     };
@@ -851,6 +890,20 @@ impl Collected {
             details: serde_json::Map::new(),
             y_name,
         }
+    }
+
+    /// `details.diagnostics`: per method, the mean over seeds of each diagnostic.
+    pub(crate) fn insert_diagnostics(&mut self) {
+        let mut dg = serde_json::Map::new();
+        for (m, v) in &self.diag {
+            let means: BTreeMap<String, f64> = aggregate(&v.iter().collect::<Vec<_>>())
+                .into_iter()
+                .filter(|(k, _)| !k.ends_with("_std"))
+                .collect();
+            dg.insert(m.clone(), serde_json::json!(means));
+        }
+        self.details
+            .insert("diagnostics".into(), serde_json::Value::Object(dg));
     }
 
     /// Records method `m`'s run on seed `s`; on seed 0 it also draws the run's timeline
@@ -1052,16 +1105,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     report
         .timings
         .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
-    let mut dg = serde_json::Map::new();
-    for (m, v) in &col.diag {
-        let means: BTreeMap<String, f64> = aggregate(&v.iter().collect::<Vec<_>>())
-            .into_iter()
-            .filter(|(k, _)| !k.ends_with("_std"))
-            .collect();
-        dg.insert(m.clone(), serde_json::json!(means));
-    }
-    col.details
-        .insert("diagnostics".into(), serde_json::Value::Object(dg));
+    col.insert_diagnostics();
     report.details = serde_json::Value::Object(col.details);
     report.notes.push(format!(
         "QoE thresholds: 90% and 80% of the factory compressed model's accuracy on clean frames; {} ends, {} s streams, {} seed(s); simulated clock (FLOPs / {} MFLOP/s shared), compute real",

@@ -171,5 +171,28 @@ fn a_short_detection_run_reports_the_shared_keys() {
             _ => {}
         }
         assert!(r.metrics["edge_peak_memory_frac"] <= 1.0, "{m}");
+        // details.diagnostics: settled accuracy per drift target, accuracy by time since the
+        // drift's onset, and (for evolving methods) install gains and upload sizes.
+        for k in ["settled_murky", "settled_turbid", "since_onset_000"] {
+            let v = r.diag.get(k).copied().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&v), "{m}: diag {k} = {v}");
+        }
+        let installs: f64 = r
+            .diag
+            .iter()
+            .filter(|(k, _)| k.starts_with("installs_"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(
+            installs,
+            r.installs.len() as f64,
+            "{m}: an install per diag count"
+        );
+        if m == "naive" {
+            assert!(
+                r.diag.keys().any(|k| k.starts_with("upload_frames_")),
+                "{m}"
+            );
+        }
     }
 }

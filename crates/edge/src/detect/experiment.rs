@@ -13,7 +13,10 @@ use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
 use super::stream::{self as dstream, DetFrame};
 use crate::config::AdaEvoConfig;
 use crate::estimator::{mean, pearson};
-use crate::experiment::{Collected, MethodRun, PAIRED_KEYS, method_spec, mobile_params_at};
+use crate::experiment::{
+    Collected, MethodRun, PAIRED_KEYS, condition_at, method_spec, mobile_params_at,
+    timeline_phases, world_diagnostics,
+};
 use crate::mobile::{FrameResult, MobileEnd, MobileParams};
 use crate::model::{Mlp, TrainOpts};
 use crate::protocol::{ModelBlob, TaskRequest, prune};
@@ -269,6 +272,9 @@ struct DetWorld<'a> {
     /// Uploaded frames, and those of the end's current drift.
     up_n: usize,
     current_n: usize,
+    /// Frames per upload by drift type, install gains by the condition installed in.
+    frames_by_type: BTreeMap<String, Vec<f64>>,
+    gain_by_cond: BTreeMap<String, Vec<f64>>,
 }
 
 impl sim::World for DetWorld<'_> {
@@ -294,6 +300,10 @@ impl sim::World for DetWorld<'_> {
     fn uploaded(&mut self, k: usize, tf: f64, req: &TaskRequest) {
         let sch = &self.prep.schedules[k];
         let now_seg = sim::segment(sch, tf);
+        self.frames_by_type
+            .entry(req.drift.name().to_string())
+            .or_default()
+            .push(req.frames.len() as f64);
         for fr in &req.frames {
             self.up_n += 1;
             let cur = self.prep.frames[k]
@@ -315,6 +325,11 @@ impl sim::World for DetWorld<'_> {
             self.cc_acc.push(acc);
         }
         est
+    }
+
+    fn installed(&mut self, k: usize, at: f64, gain: f64) {
+        let c = condition_at(&self.prep.schedules[k], at);
+        self.gain_by_cond.entry(c).or_default().push(gain);
     }
 }
 
@@ -342,6 +357,8 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         cc_acc: Vec::new(),
         up_n: 0,
         current_n: 0,
+        frames_by_type: BTreeMap::new(),
+        gain_by_cond: BTreeMap::new(),
     };
     // An install's gain over at most 8 evaluation sets: each is a mAP computation.
     let opts = sim::Options {
@@ -367,18 +384,11 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         spec.trigger,
         &opts,
     );
-    let (mut clean_ph, mut settled) = (vec![], vec![]);
-    for (k, tl) in log.timeline.iter().enumerate() {
-        let sch = &prep.schedules[k];
-        for &(t, acc, _) in tl {
-            let s = sim::segment(sch, t);
-            if s == 0 {
-                clean_ph.push(acc);
-            } else if t >= sch.drifts[s - 1].end() {
-                settled.push(acc);
-            }
-        }
-    }
+    let phases = timeline_phases(&log.timeline, &prep.schedules, life);
+    let mut diag = phases.diag.clone();
+    world_diagnostics(&mut diag, &world.gain_by_cond, &world.frames_by_type);
+    let clean_ph = phases.clean;
+    let settled = phases.settled;
     let avg = mx.get("avg_accuracy").copied().unwrap_or(f64::NAN);
     let mut put = |k: &str, v: f64| {
         mx.insert(k.to_string(), v);
@@ -405,7 +415,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         starts,
         installs: log.installs,
         qoe_t90_per_end: q90,
-        diag: BTreeMap::new(),
+        diag,
     }
 }
 
@@ -446,6 +456,7 @@ pub fn run(cfg: &Checked<AdaEvoConfig>, ctx: &mut RunContext) -> SysResult<Outco
     report
         .timings
         .insert("total_seconds".into(), t0.elapsed().as_secs_f64());
+    col.insert_diagnostics();
     col.details
         .insert("paired_keys".into(), serde_json::json!(PAIRED_KEYS));
     report.details = serde_json::Value::Object(col.details);
