@@ -809,3 +809,44 @@ fn taskmet_run_folder_has_metrics_lines_per_unit() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// An SD-GT minibatch larger than a device's training rows is allowed (a Dirichlet split can
+/// leave a device a handful), but stderr says so, naming the key, the device and its rows.
+#[test]
+fn sdgt_batch_larger_than_a_device_is_named_on_stderr() {
+    let d = tmp("sdgt-batch");
+    let run = |batch: &str, out: &str| {
+        ferrolab(&[
+            "sdgt",
+            "--preset",
+            "quick",
+            "--set",
+            "data.dataset=synthetic",
+            "--set",
+            "data.synthetic_train=1000",
+            "--set",
+            "data.val_size=200",
+            "--set",
+            "fed.rounds=1",
+            "--set",
+            "fed.algorithms=[\"fedavg\"]",
+            "--set",
+            &format!("fed.batch={batch}"),
+            "--threads",
+            "1",
+            "--out",
+            d.join(out).to_str().unwrap(),
+        ])
+    };
+    let o = run("500", "big");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("fed.batch = 500 exceeds the") && e.contains("repeat rows"),
+        "{e}"
+    );
+    let o = run("4", "small");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("fed.batch"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -47,7 +47,8 @@ ferrolab_core::config_section! {
         /// Devices sampled per subnet, s (0 = half of the smallest subnet, at least 1: the
         /// reference's `int(0.5 · n_c)`).
         pub s: usize = 0, "0..=100000" => |v| *v <= 100_000;
-        /// Minibatch size.
+        /// Minibatch size (larger than a device's training rows is allowed: its minibatches
+        /// then repeat rows, and stderr says so at the start).
         pub batch: usize = 32, "1..=100000" => |v| (1..=100_000).contains(v);
         /// Step sizes tried for every algorithm on the first seed; the best validation
         /// accuracy picks each algorithm's.

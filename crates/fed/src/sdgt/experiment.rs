@@ -547,6 +547,21 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
             })
         };
         let data0 = data_for(0, ctx)?;
+        if let Some((dev, rows)) = data0
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.len()))
+            .min_by_key(|&(_, n)| n)
+            && rows < cfg.fed.batch
+        {
+            // Allowed (a Dirichlet split can leave a device a handful of rows), but its
+            // minibatches then hold the same rows more than once: say so.
+            eprintln!(
+                "sdgt: fed.batch = {} exceeds the {rows} training rows of device {dev} under split `{split}` (run 0): its minibatches repeat rows",
+                cfg.fed.batch
+            );
+        }
         for &algo in &algos {
             let mut best: Option<RunSummary> = None;
             let mut vals = Vec::new();
