@@ -260,7 +260,13 @@ pub fn flip_positions_rate(n_bits: u64, ber: f64, seed: u64) -> Result<Vec<u64>,
         return Ok((0..n_bits).collect());
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let ln_q = (1.0 - ber).ln();
+    // Below ~1e-16, `1 − ber` rounds to 1 and its log to 0, which would make every gap −∞
+    // (a loop that never ends): ln_1p keeps such rates exact. Larger rates keep the plain form,
+    // so their draws, and the dataset's values, stay what they were.
+    let ln_q = match (1.0 - ber).ln() {
+        l if l < 0.0 => l,
+        _ => (-ber).ln_1p(),
+    };
     let mut pos: f64 = -1.0;
     loop {
         let u: f64 = rng.random::<f64>();
@@ -291,6 +297,17 @@ pub fn l2_diff(a: &[f32], b: &[f32]) -> f64 {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_rate_too_small_for_one_minus_it_still_draws_and_ends() {
+        for ber in [1e-17, 1e-20, 1e-300, f64::MIN_POSITIVE] {
+            let pos = flip_positions_rate(1 << 20, ber, 3).unwrap();
+            assert!(pos.is_empty(), "{ber}: {pos:?}");
+        }
+        // At the smallest rate the plain form handles, draws are as before.
+        let a = flip_positions_rate(1 << 30, 1e-7, 9).unwrap();
+        assert!((50..=200).contains(&a.len()), "{}", a.len());
+    }
 
     fn layer(w: Vec<f32>, f: usize, bn: Option<Vec<f32>>) -> LayerWeights {
         LayerWeights {

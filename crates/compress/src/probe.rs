@@ -317,7 +317,14 @@ pub fn perturbations(m: &clap::ArgMatches) -> SysResult<Vec<Perturbation>> {
             "probe needs at least one of --prune, --prune-channels, --bits, --flips, --ber",
         ));
     }
-    Ok(out)
+    // A setting given twice is measured once.
+    let mut unique: Vec<Perturbation> = Vec::with_capacity(out.len());
+    for p in out {
+        if !unique.contains(&p) {
+            unique.push(p);
+        }
+    }
+    Ok(unique)
 }
 
 /// The run's resolved configuration and master seed.
@@ -332,8 +339,8 @@ fn run_settings(dir: &Path) -> SysResult<(LayerImportanceConfig, u64)> {
             dir.display()
         )));
     }
-    let cfg: LayerImportanceConfig = ferrolab_core::config::load(Some(&cfg_path), &[])
-        .map_err(|e| usage(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: LayerImportanceConfig =
+        ferrolab_core::config::load(Some(&cfg_path), &[]).map_err(|e| usage(e.to_string()))?;
     let seed_path = dir.join("seed.txt");
     let text = std::fs::read_to_string(&seed_path)
         .map_err(|e| usage(format!("{}: {e}", seed_path.display())))?;
@@ -369,6 +376,12 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     let zoo = members(&cfg, master);
     let Some(member) = zoo.iter().find(|z| &z.id == id) else {
         let ids: Vec<&str> = zoo.iter().map(|z| z.id.as_str()).collect();
+        if cfg.zoo.cross_domain.contains(id) {
+            return Err(usage(format!(
+                "--model {id}: a cross-domain member (trained in the run, no checkpoint kept); probe takes the zoo's members: {}",
+                ids.join(", ")
+            )));
+        }
         return Err(usage(format!(
             "--model {id}: not a member of this run (members: {})",
             ids.join(", ")
@@ -376,8 +389,13 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
     };
     let ckpt = dir.join("models").join(format!("{id}.safetensors"));
     if !ckpt.is_file() {
+        let why = if ckpt.exists() {
+            "not a file"
+        } else {
+            "missing (the run has not trained this member yet)"
+        };
         return Err(usage(format!(
-            "{}: no trained checkpoint for {id} (the run has not trained it yet)",
+            "{}: {id}'s checkpoint is {why}",
             ckpt.display()
         )));
     }
@@ -486,12 +504,55 @@ mod tests {
                 assert_eq!(r.drop_std, 0.0, "{r:?}");
             }
         }
-        // Another seed draws other flips; the deterministic operators do not move.
+        // The same seed repeats every row; another seed draws other flips while the
+        // deterministic operators do not move.
         let (_, again) = probe_layers(&mut net, &eval, &layers, &perts, 3, 3).unwrap();
         assert_eq!(again, rows);
-        let (_, other) = probe_layers(&mut net, &eval, &layers[..1], &perts, 4, 3).unwrap();
-        assert_eq!(other[0], rows[0]);
+        let (_, other) = probe_layers(&mut net, &eval, &layers, &perts, 4, 3).unwrap();
+        for (a, b) in other.iter().zip(&rows) {
+            if !a.family.starts_with("flip") {
+                assert_eq!(a, b);
+            }
+        }
+        assert!(
+            other.iter().zip(&rows).any(
+                |(a, b)| a.family.starts_with("flip") && a.normalized_drop != b.normalized_drop
+            ),
+            "another seed must draw other flips"
+        );
         assert_eq!(snapshot(&net), before);
+    }
+
+    #[test]
+    fn at_grid_settings_every_value_equals_the_sweeps_exactly() {
+        let (mut net, eval) = tiny();
+        let grid = dataset::Grid {
+            sparsities: vec![0.5, 0.9],
+            bits: vec![3],
+            flip_counts: vec![20],
+            flip_rates: vec![0.02],
+            flip_seeds: 3,
+        };
+        let (base, fams, _, _) = dataset::probe(&mut net, &eval, &grid, 11);
+        let perts = [
+            Perturbation::Prune(0.5),
+            Perturbation::Prune(0.9),
+            Perturbation::PruneChannels(0.5),
+            Perturbation::PruneChannels(0.9),
+            Perturbation::Bits(3),
+            Perturbation::Flips(20),
+            Perturbation::Ber(0.02),
+        ];
+        let layers: Vec<usize> = (0..net.layer_names().len()).collect();
+        let (b, rows) = probe_layers(&mut net, &eval, &layers, &perts, 11, 3).unwrap();
+        assert_eq!(b, base);
+        for r in &rows {
+            let l = layers[rows.iter().position(|x| x.layer == r.layer).unwrap() / perts.len()];
+            let (drops, norms, stds) = &fams[r.family];
+            assert_eq!(r.drop, drops[&r.setting][l], "{r:?}");
+            assert_eq!(r.normalized_drop, norms[&r.setting][l], "{r:?}");
+            assert_eq!(r.drop_std, stds[&r.setting][l], "{r:?}");
+        }
     }
 
     #[test]

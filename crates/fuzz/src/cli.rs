@@ -995,6 +995,7 @@ pub fn li_probe_case(rng: &mut Rng, s: &Setup, dir: &Path) -> std::io::Result<In
         ("--flips", "18446744073709551615"),
         ("--ber", "0.01"),
         ("--ber", "1"),
+        ("--ber", "1e-20"),
         ("--flip-seeds", "2"),
     ];
     let invalid = [
