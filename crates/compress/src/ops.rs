@@ -47,7 +47,8 @@ pub enum OpError {
     Layer(String),
 }
 
-fn check_sparsity(s: f64) -> Result<(), OpError> {
+/// Checks a sparsity.
+pub fn check_sparsity(s: f64) -> Result<(), OpError> {
     if (0.0..1.0).contains(&s) {
         Ok(())
     } else {

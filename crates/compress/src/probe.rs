@@ -55,13 +55,7 @@ impl Perturbation {
     /// Refuses a value the operator does not take (the flag's own range).
     pub fn check(&self) -> Result<(), OpError> {
         match *self {
-            Perturbation::Prune(s) | Perturbation::PruneChannels(s) => {
-                if (0.0..1.0).contains(&s) {
-                    Ok(())
-                } else {
-                    Err(OpError::Sparsity(s))
-                }
-            }
+            Perturbation::Prune(s) | Perturbation::PruneChannels(s) => ops::check_sparsity(s),
             Perturbation::Bits(b) => ops::check_bits(b),
             // Zero flips (or rate 0) measure the int8 storage alone.
             Perturbation::Flips(_) => Ok(()),

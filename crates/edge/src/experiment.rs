@@ -706,10 +706,14 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
         spec.trigger,
         &opts,
     );
-    let phases = timeline_phases(&log.timeline, &prep.schedules, life);
-    let mut diag = phases.diag.clone();
+    let Phases {
+        clean: clean_ph,
+        early,
+        late,
+        mut diag,
+        ..
+    } = timeline_phases(&log.timeline, &prep.schedules, life);
     world_diagnostics(&mut diag, &world.gain_by_cond, &world.frames_by_type);
-    let (clean_ph, early, late) = (phases.clean, phases.early, phases.late);
     let mut put = |k: &str, v: f64| {
         mx.insert(k.to_string(), v);
     };

@@ -384,11 +384,13 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         spec.trigger,
         &opts,
     );
-    let phases = timeline_phases(&log.timeline, &prep.schedules, life);
-    let mut diag = phases.diag.clone();
+    let crate::experiment::Phases {
+        clean: clean_ph,
+        settled,
+        mut diag,
+        ..
+    } = timeline_phases(&log.timeline, &prep.schedules, life);
     world_diagnostics(&mut diag, &world.gain_by_cond, &world.frames_by_type);
-    let clean_ph = phases.clean;
-    let settled = phases.settled;
     let avg = mx.get("avg_accuracy").copied().unwrap_or(f64::NAN);
     let mut put = |k: &str, v: f64| {
         mx.insert(k.to_string(), v);
