@@ -67,6 +67,10 @@ ferrolab_core::config_section! {
         pub test_days: usize = 400, "1..=5000" => |v| (1..=5000).contains(v);
         /// Trading days of past returns behind each day's risk factor.
         pub window: usize = 250, "20..=2000" => |v| (20..=2000).contains(v);
+        /// Which returns each day's risk factor is built from: `past` (the `window` trading
+        /// days up to the day; no look-ahead) or `future` (the reference's: the next 2–10 days'
+        /// returns, side information it gives the decision).
+        pub risk: String = "past".into(), "`past` or `future`" => |v| v == "past" || v == "future";
         /// Ridge added to the correlation matrix (the reference's 0.1).
         pub reg: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
         /// Risk aversion λ in `ŷᵀz − λ‖Lz‖²` (the reference's α = 0.1).

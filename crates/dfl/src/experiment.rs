@@ -44,6 +44,7 @@ pub fn prepare(cfg: &TaskmetConfig, data_dir: Option<&Path>) -> SysResult<Prepar
                 val_days: p.val_days,
                 test_days: p.test_days,
                 window: p.window,
+                future_risk: p.risk == "future",
                 reg: p.reg,
             };
             let data = finance::build(&table, &spec)

@@ -10,6 +10,7 @@
 //!   returns *up to and including* the instance's day (+ `reg`·I), not of the next 2–10 days'
 //!   returns the reference uses (look-ahead it treats as side information). The objective keeps
 //!   the reference's form `‖L z‖² = zᵀLᵀLz` (not `zᵀΣz`).
+//!   `portfolio.risk = "future"` builds it as the reference does, for comparison.
 //! - Features are standardised with the training days' mean and standard deviation, not the
 //!   whole series' (which would leak the test period into training).
 
@@ -51,6 +52,10 @@ pub const FEATURES: [&str; 28] = [
 /// Trading days of history the longest feature needs (`pct_change(365)`).
 pub const HISTORY: usize = 365;
 
+/// The reference's risk looks this many trading days ahead (its `next2_return` …
+/// `next10_return`).
+pub const FUTURE_DAYS: usize = 10;
+
 /// How the instances are cut from the price table.
 #[derive(Debug, Clone)]
 pub struct PortfolioDataSpec {
@@ -62,6 +67,9 @@ pub struct PortfolioDataSpec {
     pub test_days: usize,
     /// Trading days of returns behind each day's correlation matrix.
     pub window: usize,
+    /// Build each day's correlation from the next 2–10 days' returns instead (the reference's
+    /// side information; `window` is then unused).
+    pub future_risk: bool,
     /// Ridge added to the correlation matrix (the reference's `reg`).
     pub reg: f64,
 }
@@ -160,7 +168,14 @@ pub fn build(table: &PriceTable, spec: &PortfolioDataSpec) -> Result<PortfolioDa
         ));
     }
     let days = spec.train_days + spec.val_days + spec.test_days;
-    let need_history = HISTORY.max(spec.window);
+    let need_history = if spec.future_risk {
+        HISTORY
+    } else {
+        HISTORY.max(spec.window)
+    };
+    // Each instance needs the next day's price for its target, and the reference's risk the
+    // nine days after that.
+    let ahead = if spec.future_risk { FUTURE_DAYS } else { 1 };
     let first_ok = table
         .dates
         .iter()
@@ -173,12 +188,11 @@ pub fn build(table: &PriceTable, spec: &PortfolioDataSpec) -> Result<PortfolioDa
             )
         })?;
     let first = first_ok.max(need_history);
-    // Each instance also needs the next day's price for its target.
-    if first + days + 1 > t_len {
+    if first + days + ahead > t_len {
         return Err(format!(
-            "the price file has {t_len} trading days; {days} instances from {} with {need_history} days of history before the first and one after the last need {}",
+            "the price file has {t_len} trading days; {days} instances from {} with {need_history} days of history before the first and {ahead} after the last need {}",
             table.dates[first.min(t_len - 1)],
-            first + days + 1
+            first + days + ahead
         ));
     }
     let prices: Vec<Vec<f64>> = (0..n)
@@ -197,7 +211,12 @@ pub fn build(table: &PriceTable, spec: &PortfolioDataSpec) -> Result<PortfolioDa
             x.extend(feats.iter().map(|&v| v as f32));
             y.push((p[t + 1] / p[t] - 1.0) as f32);
         }
-        let rows: Vec<Vec<f64>> = (t + 1 - spec.window..=t)
+        let days_behind = if spec.future_risk {
+            t + 2..=t + FUTURE_DAYS
+        } else {
+            t + 1 - spec.window..=t
+        };
+        let rows: Vec<Vec<f64>> = days_behind
             .map(|s| prices.iter().map(|p| p[s] / p[s - 1] - 1.0).collect())
             .collect();
         let corr = correlation(&rows, n, spec.reg);
@@ -300,6 +319,7 @@ mod tests {
             val_days: 10,
             test_days: 10,
             window: 50,
+            future_risk: false,
             reg: 0.1,
         }
     }
@@ -358,6 +378,44 @@ mod tests {
         let l = &data.factors[0];
         let diag0: f64 = (0..3).map(|k| l[k] * l[k]).sum();
         assert!((diag0 - (50.0 / 49.0 + 0.1)).abs() < 1e-9, "{diag0}");
+    }
+
+    #[test]
+    fn future_risk_is_the_correlation_of_the_next_two_to_ten_days() {
+        let t = table(HISTORY + 60, 3);
+        let mut sp = spec();
+        sp.future_risk = true;
+        let data = build(&t, &sp).expect("enough rows");
+        let day = HISTORY + 7;
+        let rows: Vec<Vec<f64>> = (day + 2..=day + 10)
+            .map(|s| {
+                (0..3)
+                    .map(|j| t.values[s][j] / t.values[s - 1][j] - 1.0)
+                    .collect()
+            })
+            .collect();
+        let want = correlation(&rows, 3, 0.1);
+        let l = &data.factors[7];
+        for i in 0..3 {
+            for j in 0..3 {
+                let v: f64 = (0..3).map(|k| l[i * 3 + k] * l[j * 3 + k]).sum();
+                assert!(
+                    (v - want[i * 3 + j]).abs() < 1e-9,
+                    "({i}, {j}) {v} vs {}",
+                    want[i * 3 + j]
+                );
+            }
+        }
+        // Nine samples: the diagonal is 9/8 + reg; the past window's differs.
+        assert!((want[0] - (9.0 / 8.0 + 0.1)).abs() < 1e-9);
+        let past = build(&t, &spec()).expect("enough rows");
+        assert_ne!(past.factors[7], data.factors[7]);
+        // The targets do not change with the risk.
+        assert_eq!(past.train.y, data.train.y);
+        // The last instance needs ten days after it.
+        let e = build(&table(HISTORY + 40 + 9, 3), &sp).expect_err("one day short");
+        assert!(e.contains("10 after the last"), "{e}");
+        assert!(build(&table(HISTORY + 40 + 10, 3), &sp).is_ok());
     }
 
     #[test]
