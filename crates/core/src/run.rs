@@ -829,6 +829,57 @@ pub fn first_line(s: &str) -> String {
 /// Whether a saved unit result `text` reads back as a `T`. Only a text holding `null` can fail
 /// for a result that was just serialised (a NaN or infinity written as `null`), so the others
 /// are not parsed a second time (a unit's result can be large).
+/// JSON has no NaN: with `#[serde(with = "ferrolab_core::run::f64_or_null")]` a saved unit
+/// writes a non-finite `f64` (a "not measured") as `null` and reads `null` back as NaN, so the
+/// unit survives a `--resume` instead of being run again.
+pub mod f64_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// [`f64_or_null`] for a fixed-size array of `f64` (per-class figures, say).
+pub mod f64s_or_null {
+    use serde::ser::SerializeTuple;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(v: &[f64; N], s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(N)?;
+        for x in v {
+            t.serialize_element(&x.is_finite().then_some(*x))?;
+        }
+        t.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[f64; N], D::Error> {
+        let v = Vec::<Option<f64>>::deserialize(d)?;
+        let n = v.len();
+        let mut out = [f64::NAN; N];
+        if n != N {
+            return Err(serde::de::Error::invalid_length(
+                n,
+                &format!("{N} numbers or nulls").as_str(),
+            ));
+        }
+        for (o, x) in out.iter_mut().zip(v) {
+            *o = x.unwrap_or(f64::NAN);
+        }
+        Ok(out)
+    }
+}
+
 fn reads_back<T: serde::de::DeserializeOwned>(text: &[u8]) -> bool {
     !text.windows(4).any(|w| w == b"null") || serde_json::from_slice::<T>(text).is_ok()
 }
@@ -853,6 +904,34 @@ mod tests {
         assert!(reads_back::<f64>(&save(&0.5).unwrap()));
         // `null` that is a value of the type (an absent option) reads back.
         assert!(reads_back::<Option<f64>>(&save(&None::<f64>).unwrap()));
+    }
+
+    #[test]
+    fn non_finite_figures_marked_or_null_round_trip_as_nan() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct R {
+            #[serde(with = "f64_or_null")]
+            one: f64,
+            #[serde(with = "f64s_or_null")]
+            per_class: [f64; 3],
+        }
+        let r = R {
+            one: f64::NAN,
+            per_class: [1.5, f64::NAN, f64::INFINITY],
+        };
+        let text = serde_json::to_vec(&r).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            r#"{"one":null,"per_class":[1.5,null,null]}"#
+        );
+        assert!(reads_back::<R>(&text));
+        let back: R = serde_json::from_slice(&text).unwrap();
+        assert!(back.one.is_nan());
+        assert_eq!(back.per_class[0], 1.5);
+        assert!(back.per_class[1].is_nan() && back.per_class[2].is_nan());
+        // A wrong length is an error, not a silently padded array.
+        let e = serde_json::from_str::<R>(r#"{"one":1.0,"per_class":[1.0,2.0]}"#).unwrap_err();
+        assert!(e.to_string().contains("3 numbers or nulls"), "{e}");
     }
 
     #[test]

@@ -647,7 +647,7 @@ pub struct ClusterLog {
     /// max), averaged over clients; for the unclustered regimes (FedAvg, local) the last
     /// round's, as its `run_fedavg` reports. It picks on the test set, so it is logged beside
     /// the selected-round figure, never in its place.
-    #[serde(with = "super::run::f64_or_null")]
+    #[serde(with = "ferrolab_core::run::f64_or_null")]
     pub reference_test_accuracy: f64,
 }
 

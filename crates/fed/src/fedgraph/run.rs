@@ -113,7 +113,7 @@ pub struct RunResult {
     pub val_accuracy: f64,
     pub test_accuracy: f64,
     /// Validation loss at the best round.
-    #[serde(with = "f64_or_null")]
+    #[serde(with = "ferrolab_core::run::f64_or_null")]
     pub val_loss: f64,
     /// Round of the best validation accuracy (0 = the initial model).
     pub best_round: usize,
@@ -126,29 +126,11 @@ pub struct RunResult {
     pub rejected: usize,
     /// Local only: each client's best model evaluated on the whole graph's test nodes, mean
     /// over clients (a second reading of FS-G's "local" column); NaN otherwise.
-    #[serde(with = "f64_or_null")]
+    #[serde(with = "ferrolab_core::run::f64_or_null")]
     pub whole_graph_test_accuracy: f64,
     /// FedAvg: wall seconds of each round, from the tasks going out to the server's
     /// evaluation of the new global model (the round-time benchmark reads it); empty otherwise.
     pub round_seconds: Vec<f64>,
-}
-
-/// JSON has no NaN: a saved run (a `--resume` unit) writes a non-finite value as `null` and
-/// reads `null` back as NaN, so "not measured" survives the round trip.
-pub(crate) mod f64_or_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else {
-            s.serialize_none()
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
 }
 
 /// A fresh model drawn from the backend's generator seeded with `seed`.

@@ -437,7 +437,8 @@ pub struct Scores {
     /// Mean Dice per class (RV, Myo, LV) over the volumes holding the class.
     pub dice: [f64; 3],
     /// Mean HD95 (pixels) per class over those volumes with a non-empty prediction
-    /// (`NaN` when none had one).
+    /// (`NaN` when none had one; `null` in a saved unit).
+    #[serde(with = "ferrolab_core::run::f64s_or_null")]
     pub hd95: [f64; 3],
     /// (volume, class) pairs with the class in the label but none predicted: Dice 0, no HD95.
     pub hd95_skipped: usize,
