@@ -2,18 +2,21 @@
 //! allocation on a grid at one global sparsity (the second and third layers' sparsities in steps
 //! of 0.05, the first takes the rest) or one average bit-width (steps of 0.25 bits, channels of a
 //! layer split between the two neighbouring widths), each scored on the budget stage's
-//! calibration images and on the evaluation images. Reads a finished run folder; writes nothing.
+//! calibration images and on the evaluation images; at a sparsity, uniform and the five best by
+//! each are also fine-tuned as the budget stage does. Reads a finished run folder; writes
+//! nothing.
 //!
 //!   mlp_budget_scan RUN_DIR MEMBER SPARSITY|AVG_BITS [DATA_DIR] > scan.txt
 //!
 //! `CALIB=test` scores on test images 2000..4000 instead (never trained on, disjoint from the
 //! evaluation's first 2000), the calibration set a held-out split would give.
 
+use burn::module::Module;
 use ferrolab_compress::config::LayerImportanceConfig;
 use ferrolab_compress::experiment::{self, members};
 use ferrolab_compress::ops;
-use ferrolab_compress::train::EvalSet;
-use ferrolab_compress::zoo::LayerParams;
+use ferrolab_compress::train::{self, EvalSet, TrainSettings, to_train};
+use ferrolab_compress::zoo::{LayerParams, ZooNet};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -75,16 +78,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         m
     };
+    // The budget stage's fine-tune (same images, settings and seed), pruned weights held at 0.
+    let ft_set = data.train.head(cfg.budget.finetune_images);
+    let ft = TrainSettings {
+        epochs: cfg.budget.finetune_epochs,
+        batch_size: cfg.zoo.batch_size,
+        lr: cfg.budget.finetune_lr,
+        weight_decay: cfg.zoo.weight_decay,
+    };
+    let tuned = |m: &ZooNet| {
+        let masks: Vec<Option<Vec<bool>>> = (0..sizes.len())
+            .map(|l| Some(m.layer(l).weight.iter().map(|v| *v == 0.0).collect()))
+            .collect();
+        let t = train::fit(
+            to_train(m),
+            &ft_set,
+            data.norm,
+            &ft,
+            member.seed,
+            Some(&masks),
+        )
+        .valid();
+        eval.accuracy(&t)
+    };
+    let mut scored: Vec<(f64, f64, [usize; 3])> = Vec::new();
     let uni: Vec<usize> = sizes
         .iter()
         .map(|&n| (s * n as f64).round() as usize)
         .collect();
     let mu = prune(&uni);
     println!(
-        "uniform {:?} calib {:.4} eval {:.4}",
+        "uniform {:?} calib {:.4} eval {:.4} tuned {:.4}",
         uni,
         calib.accuracy(&mu),
-        eval.accuracy(&mu)
+        eval.accuracy(&mu),
+        tuned(&mu)
     );
     // Layers after the first on a grid of sparsities; the first takes the rest.
     let grid: Vec<f64> = (0..=19).map(|i| i as f64 * 0.05).collect();
@@ -99,11 +127,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
             let m = prune(&[c1, c2, c3]);
+            let (c, e) = (calib.accuracy(&m), eval.accuracy(&m));
             println!(
-                "s1 {:.3} s2 {s2:.2} s3 {s3:.2} calib {:.4} eval {:.4}",
+                "s1 {:.3} s2 {s2:.2} s3 {s3:.2} calib {c:.4} eval {e:.4}",
                 c1 as f64 / sizes[0] as f64,
-                calib.accuracy(&m),
-                eval.accuracy(&m)
+            );
+            scored.push((c, e, [c1, c2, c3]));
+        }
+    }
+    // Fine-tuned: the calibration's five best and the evaluation's five best (a ceiling).
+    let top = |key: fn(&(f64, f64, [usize; 3])) -> f64| {
+        let mut v = scored.clone();
+        v.sort_by(|a, b| key(b).total_cmp(&key(a)));
+        v.truncate(5);
+        v
+    };
+    for (who, list) in [("calib-top", top(|r| r.0)), ("eval-top", top(|r| r.1))] {
+        for (c, e, counts) in list {
+            println!(
+                "{who} {:?} calib {c:.4} eval {e:.4} tuned {:.4}",
+                counts,
+                tuned(&prune(&counts))
             );
         }
     }
@@ -118,7 +162,7 @@ fn mix(channels: usize, b: f64) -> Vec<u32> {
 }
 
 fn bit_scan(
-    net: &ferrolab_compress::zoo::ZooNet,
+    net: &ZooNet,
     sizes: &[usize],
     avg: f64,
     calib: &EvalSet,
