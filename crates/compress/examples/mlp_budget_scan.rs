@@ -8,10 +8,11 @@
 //!
 //!   mlp_budget_scan RUN_DIR MEMBER SPARSITY|AVG_BITS [DATA_DIR] > scan.txt
 //!
-//! `CALIB=test` scores on test images 2000..4000 instead (never trained on, disjoint from the
-//! evaluation's first 2000), the calibration set a held-out split would give.
+//! `CALIB=test` scores on the 2000 test images after the evaluation's instead (never trained
+//! on), the calibration set a held-out split would give. Fashion-MNIST runs only.
 
 use burn::module::Module;
+use ferrolab_compress::budget;
 use ferrolab_compress::config::LayerImportanceConfig;
 use ferrolab_compress::experiment::{self, members};
 use ferrolab_compress::ops;
@@ -39,7 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .trim()
         .parse()?;
     let zoo = members(&cfg, master);
-    let member = zoo.iter().find(|z| &z.id == id).ok_or("no member")?;
+    let member = zoo
+        .iter()
+        .find(|z| &z.id == id)
+        .ok_or_else(|| format!("{id}: not a member of this run"))?;
     let dev = ferrolab_core::backend::device();
     let net = member.spec.build(&dev)?;
     let net = ferrolab_core::run::load_checkpoint(
@@ -50,12 +54,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let eval = EvalSet::new(&data.eval, data.norm, cfg.data.eval_batch);
     let n = data.train.len();
     let k = cfg.budget.calibrate_images.min(n);
+    if k == 0 {
+        return Err(
+            "the run has budget.calibrate_images = 0: no calibration images to score".into(),
+        );
+    }
     let idx: Vec<usize> = (n - k..n).collect();
-    // CALIB=test: test images 2000..4000 (never trained on, not the evaluation's) instead.
     let calib = if std::env::var("CALIB").as_deref() == Ok("test") {
-        let dir = ferrolab_data::lookup::find_dataset(data_dir.as_deref(), "fashion-mnist")?;
+        if cfg.data.dataset != "fashion-mnist" {
+            return Err("CALIB=test needs a Fashion-MNIST run".into());
+        }
+        let dir = match &cfg.data.dir {
+            Some(p) => PathBuf::from(p),
+            None => ferrolab_data::lookup::find_dataset(data_dir.as_deref(), "fashion-mnist")?,
+        };
         let (_, test) = ferrolab_vision::data::load_fashion_mnist(&dir)?;
-        let held: Vec<usize> = (2000..4000).collect();
+        let lo = cfg.data.eval_images;
+        if lo + 2000 > test.len() {
+            return Err(format!(
+                "CALIB=test: {} test images leave none after the evaluation's {lo}",
+                test.len()
+            )
+            .into());
+        }
+        let held: Vec<usize> = (lo..lo + 2000).collect();
         EvalSet::new(&test.subset(&held), data.norm, cfg.data.eval_batch)
     } else {
         EvalSet::new(&data.train.subset(&idx), data.norm, cfg.data.eval_batch)
@@ -66,10 +88,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let total: usize = sizes.iter().sum();
     let target = (s * total as f64).round() as usize;
-    println!("sizes {sizes:?} target {target}");
     if s >= 2.0 {
+        println!("sizes {sizes:?} average bits {s}");
         return bit_scan(&net, &sizes, s, &calib, &eval);
     }
+    println!("sizes {sizes:?} weights pruned {target}");
     let prune = |counts: &[usize]| {
         let mut m = net.clone();
         for (l, &c) in counts.iter().enumerate() {
@@ -102,10 +125,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eval.accuracy(&t)
     };
     let mut scored: Vec<(f64, f64, [usize; 3])> = Vec::new();
-    let uni: Vec<usize> = sizes
-        .iter()
-        .map(|&n| (s * n as f64).round() as usize)
-        .collect();
+    // The budget stage's uniform allocation (exactly round(s·N) weights).
+    let uni = budget::prune_counts(&sizes, &[0.0; 3], s, 0.0);
     let mu = prune(&uni);
     println!(
         "uniform {:?} calib {:.4} eval {:.4} tuned {:.4}",

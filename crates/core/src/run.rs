@@ -826,9 +826,6 @@ pub fn first_line(s: &str) -> String {
         .to_string()
 }
 
-/// Whether a saved unit result `text` reads back as a `T`. Only a text holding `null` can fail
-/// for a result that was just serialised (a NaN or infinity written as `null`), so the others
-/// are not parsed a second time (a unit's result can be large).
 /// JSON has no NaN: with `#[serde(with = "ferrolab_core::run::f64_or_null")]` a saved unit
 /// writes a non-finite `f64` (a "not measured") as `null` and reads `null` back as NaN, so the
 /// unit survives a `--resume` instead of being run again.
@@ -848,7 +845,8 @@ pub mod f64_or_null {
     }
 }
 
-/// [`f64_or_null`] for a fixed-size array of `f64` (per-class figures, say).
+/// [`f64_or_null`] for a fixed-size array of `f64` (per-class figures, say). For JSON, as the
+/// run folder writes: the array is read back as a sequence.
 pub mod f64s_or_null {
     use serde::ser::SerializeTuple;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -866,13 +864,13 @@ pub mod f64s_or_null {
     ) -> Result<[f64; N], D::Error> {
         let v = Vec::<Option<f64>>::deserialize(d)?;
         let n = v.len();
-        let mut out = [f64::NAN; N];
         if n != N {
             return Err(serde::de::Error::invalid_length(
                 n,
                 &format!("{N} numbers or nulls").as_str(),
             ));
         }
+        let mut out = [f64::NAN; N];
         for (o, x) in out.iter_mut().zip(v) {
             *o = x.unwrap_or(f64::NAN);
         }
@@ -880,6 +878,9 @@ pub mod f64s_or_null {
     }
 }
 
+/// Whether a saved unit result `text` reads back as a `T`. Only a text holding `null` can fail
+/// for a result that was just serialised (a NaN or infinity written as `null`), so the others
+/// are not parsed a second time (a unit's result can be large).
 fn reads_back<T: serde::de::DeserializeOwned>(text: &[u8]) -> bool {
     !text.windows(4).any(|w| w == b"null") || serde_json::from_slice::<T>(text).is_ok()
 }

@@ -65,7 +65,7 @@ ferrolab_core::config_section! {
         pub val_days: usize = 200, "1..=5000" => |v| (1..=5000).contains(v);
         /// Test days (400).
         pub test_days: usize = 400, "1..=5000" => |v| (1..=5000).contains(v);
-        /// Trading days of past returns behind each day's risk factor.
+        /// Trading days of past returns behind each day's risk factor (`risk = "past"` only).
         pub window: usize = 250, "20..=2000" => |v| (20..=2000).contains(v);
         /// Which returns each day's risk factor is built from: `past` (the `window` trading
         /// days up to the day; no look-ahead) or `future` (the reference's: the next 2–10 days'
@@ -338,6 +338,12 @@ impl Validate for TaskmetConfig {
         check(c.k < c.items, "cubic.k", c.k, "must be below cubic.items")?;
         let p = &self.portfolio;
         check(
+            p.risk == "past" || p.window == PortfolioSection::default().window,
+            "portfolio.window",
+            p.window,
+            "is used only with portfolio.risk = \"past\" (\"future\" takes the next 2-10 days' returns); leave it out",
+        )?;
+        check(
             (p.train_days + p.val_days + p.test_days) <= 8000,
             "portfolio.train_days",
             p.train_days,
@@ -404,5 +410,17 @@ mod tests {
         // One method that applies is enough; the others are skipped by the run.
         assert!(loads(&["task.name=cartpole", r#"task.methods=["dfl", "omd"]"#]).is_ok());
         assert!(loads(&["task.name=budget", r#"task.methods=["omd", "lodl"]"#]).is_ok());
+    }
+
+    #[test]
+    fn the_past_window_is_refused_with_the_future_risk_it_would_not_shape() {
+        assert!(loads(&["portfolio.risk=future"]).is_ok());
+        assert!(loads(&["portfolio.window=100"]).is_ok());
+        let e = loads(&["portfolio.risk=future", "portfolio.window=100"])
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("portfolio.window") && e.contains("past"), "{e}");
+        let e = loads(&["portfolio.risk=ahead"]).err().unwrap_or_default();
+        assert!(e.contains("portfolio.risk"), "{e}");
     }
 }

@@ -60,12 +60,19 @@ pub fn prepare(cfg: &TaskmetConfig, data_dir: Option<&Path>) -> SysResult<Prepar
                 test: data.test,
                 dataset: "sp500".into(),
                 notes: vec![format!(
-                    "portfolio: {} stocks, trading days {first} to {last} ({} train / {} val / {} test, chronological); risk factor from the {} days up to each instance (no look-ahead)",
+                    "portfolio: {} stocks, trading days {first} to {last} ({} train / {} val / {} test, chronological); {}",
                     data.symbols.len(),
                     p.train_days,
                     p.val_days,
                     p.test_days,
-                    p.window
+                    if p.risk == "future" {
+                        "risk factor from the next 2-10 days' returns after each instance (the reference's look-ahead)".to_string()
+                    } else {
+                        format!(
+                            "risk factor from the {} days up to each instance (no look-ahead)",
+                            p.window
+                        )
+                    }
                 )],
             })
         }

@@ -434,7 +434,9 @@ pub fn affinity_by_label(
 /// Per-class scores over a set of volumes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
-    /// Mean Dice per class (RV, Myo, LV) over the volumes holding the class.
+    /// Mean Dice per class (RV, Myo, LV) over the volumes holding the class (`NaN` when none
+    /// holds it; `null` in a saved unit).
+    #[serde(with = "ferrolab_core::run::f64s_or_null")]
     pub dice: [f64; 3],
     /// Mean HD95 (pixels) per class over those volumes with a non-empty prediction
     /// (`NaN` when none had one; `null` in a saved unit).
@@ -563,7 +565,9 @@ pub fn evaluate(
 pub struct EvalRecord {
     pub iteration: usize,
     /// Mean training loss since the previous record.
+    #[serde(with = "ferrolab_core::run::f64_or_null")]
     pub train_loss: f64,
+    #[serde(with = "ferrolab_core::run::f64_or_null")]
     pub val_dice: f64,
     pub lr: f64,
     /// Seconds of training since the previous record (validation excluded).
@@ -601,10 +605,13 @@ pub struct RunResult {
 struct State {
     iterations_done: usize,
     size: usize,
-    best_dice: f64,
+    /// `None` until the first validation (a state saved before it once held −∞, which JSON
+    /// writes as `null` and could not read back).
+    best_dice: Option<f64>,
     best_iteration: usize,
     history: Vec<EvalRecord>,
     train_seconds: f64,
+    #[serde(with = "ferrolab_core::run::f64_or_null")]
     loss_sum: f64,
     loss_count: usize,
     since_eval_seconds: f64,
@@ -778,7 +785,7 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                 State {
                     iterations_done: 0,
                     size,
-                    best_dice: f64::NEG_INFINITY,
+                    best_dice: None,
                     best_iteration: 0,
                     history: Vec::new(),
                     train_seconds: 0.0,
@@ -918,8 +925,8 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
                 terms.line()
             );
             (st.loss_sum, st.loss_count, st.since_eval_seconds) = (0.0, 0, 0.0);
-            if d > st.best_dice {
-                st.best_dice = d;
+            if d > st.best_dice.unwrap_or(f64::NEG_INFINITY) {
+                st.best_dice = Some(d);
                 st.best_iteration = done;
                 // `valid()` snapshots batch norm's running statistics; a clone would share
                 // them with the training model, which keeps updating them in place.
@@ -959,6 +966,66 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state saved before the first validation, and records and scores of a run that
+    /// predicted no class at all (Dice and HD95 NaN), read back as saved: JSON writes the
+    /// non-finite figures as `null`.
+    #[test]
+    fn states_and_results_with_missing_figures_read_back() {
+        let rec = EvalRecord {
+            iteration: 20,
+            train_loss: f64::NAN,
+            val_dice: f64::NAN,
+            lr: 0.01,
+            train_seconds: 1.0,
+            k_mean: None,
+            k_same_label: None,
+            k_diff_label: None,
+        };
+        let st = State {
+            iterations_done: 10,
+            size: 64,
+            best_dice: None,
+            best_iteration: 0,
+            history: vec![rec.clone()],
+            train_seconds: 2.0,
+            loss_sum: 3.0,
+            loss_count: 4,
+            since_eval_seconds: 0.5,
+        };
+        let text = serde_json::to_string(&st).expect("serialise");
+        let back: State = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(back.best_dice, None);
+        assert!(back.history[0].val_dice.is_nan() && back.history[0].train_loss.is_nan());
+        // A state written before this change held a number there; it still reads.
+        let old = text.replace("\"best_dice\":null", "\"best_dice\":0.25");
+        assert_eq!(
+            serde_json::from_str::<State>(&old).expect("old").best_dice,
+            Some(0.25)
+        );
+        let sc = Scores {
+            dice: [f64::NAN, 0.5, 0.0],
+            hd95: [f64::NAN, 3.0, f64::NAN],
+            hd95_skipped: 2,
+            volumes: 1,
+        };
+        let r = RunResult {
+            method: "pce".into(),
+            seed_index: 0,
+            seed: 1,
+            val: sc.clone(),
+            test: Some(sc),
+            best_iteration: 20,
+            history: vec![rec],
+            train_seconds: 1.0,
+            step_seconds: 0.1,
+        };
+        let back: RunResult =
+            serde_json::from_str(&serde_json::to_string(&r).expect("serialise")).expect("reads");
+        assert!(back.val.dice[0].is_nan() && back.val.hd95[2].is_nan());
+        assert_eq!(back.val.dice[1], 0.5);
+        assert_eq!(back.val.hd95[1], 3.0);
+    }
 
     /// A 4×4 slice on a 2×2 attention grid (stride 2), window radius 1 (every other cell):
     /// cells 0 and 1 are all background, cell 2 all LV, cell 3 mixed (left out). Ordered window
