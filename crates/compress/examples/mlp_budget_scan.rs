@@ -13,7 +13,6 @@
 
 use burn::module::Module;
 use ferrolab_compress::budget;
-use ferrolab_compress::config::LayerImportanceConfig;
 use ferrolab_compress::experiment::{self, members};
 use ferrolab_compress::ops;
 use ferrolab_compress::train::{self, EvalSet, TrainSettings, to_train};
@@ -34,11 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{s}: neither a sparsity in [0, 1) nor a bit-width in [2, 8]").into());
     }
     let data_dir = a.get(4).map(PathBuf::from);
-    let cfg: LayerImportanceConfig =
-        ferrolab_core::config::load(Some(&dir.join("config.toml")), &[])?;
-    let master: u64 = std::fs::read_to_string(dir.join("seed.txt"))?
-        .trim()
-        .parse()?;
+    let (cfg, master) = ferrolab_compress::probe::run_settings(&dir)?;
     let zoo = members(&cfg, master);
     let member = zoo
         .iter()
@@ -52,14 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let data = experiment::load(&cfg, data_dir.as_deref())?;
     let eval = EvalSet::new(&data.eval, data.norm, cfg.data.eval_batch);
-    let n = data.train.len();
-    let k = cfg.budget.calibrate_images.min(n);
-    if k == 0 {
+    let Some(stage_calib) = experiment::calibration_set(&cfg, &data) else {
         return Err(
             "the run has budget.calibrate_images = 0: no calibration images to score".into(),
         );
-    }
-    let idx: Vec<usize> = (n - k..n).collect();
+    };
     let calib = if std::env::var("CALIB").as_deref() == Ok("test") {
         if cfg.data.dataset != "fashion-mnist" {
             return Err("CALIB=test needs a Fashion-MNIST run".into());
@@ -80,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let held: Vec<usize> = (lo..lo + 2000).collect();
         EvalSet::new(&test.subset(&held), data.norm, cfg.data.eval_batch)
     } else {
-        EvalSet::new(&data.train.subset(&idx), data.norm, cfg.data.eval_batch)
+        stage_calib
     };
     let sizes = net.layer_sizes();
     if sizes.len() != 3 {
@@ -95,11 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("sizes {sizes:?} weights pruned {target}");
     let prune = |counts: &[usize]| {
         let mut m = net.clone();
-        for (l, &c) in counts.iter().enumerate() {
-            let w = ops::prune_count(&m.layer(l).weight, c);
-            m.set_layer_weight(l, &w);
-        }
-        m
+        let masks = experiment::prune_model(&mut m, counts);
+        (m, masks)
     };
     // The budget stage's fine-tune (same images, settings and seed), pruned weights held at 0.
     let ft_set = data.train.head(cfg.budget.finetune_images);
@@ -109,17 +98,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lr: cfg.budget.finetune_lr,
         weight_decay: cfg.zoo.weight_decay,
     };
-    let tuned = |m: &ZooNet| {
-        let masks: Vec<Option<Vec<bool>>> = (0..sizes.len())
-            .map(|l| Some(m.layer(l).weight.iter().map(|v| *v == 0.0).collect()))
-            .collect();
+    let tuned = |(m, masks): &(ZooNet, Vec<Option<Vec<bool>>>)| {
         let t = train::fit(
             to_train(m),
             &ft_set,
             data.norm,
             &ft,
             member.seed,
-            Some(&masks),
+            Some(masks),
         )
         .valid();
         eval.accuracy(&t)
@@ -131,8 +117,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "uniform {:?} calib {:.4} eval {:.4} tuned {:.4}",
         uni,
-        calib.accuracy(&mu),
-        eval.accuracy(&mu),
+        calib.accuracy(&mu.0),
+        eval.accuracy(&mu.0),
         tuned(&mu)
     );
     // Layers after the first on a grid of sparsities; the first takes the rest.
@@ -147,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if c1 > sizes[0] * 98 / 100 {
                 continue;
             }
-            let m = prune(&[c1, c2, c3]);
+            let (m, _) = prune(&[c1, c2, c3]);
             let (c, e) = (calib.accuracy(&m), eval.accuracy(&m));
             println!(
                 "s1 {:.3} s2 {s2:.2} s3 {s3:.2} calib {c:.4} eval {e:.4}",

@@ -711,7 +711,20 @@ fn ber_key(r: f64) -> String {
 }
 
 /// Sets per-layer pruning counts by magnitude; returns the masks.
-fn prune_model(net: &mut ZooNet, counts: &[usize]) -> Vec<Option<Vec<bool>>> {
+/// The budget stage's calibration images (`budget.calibrate_images` of them, the training
+/// subset's last ones; the fine-tune reads its first), or `None` when calibration is off.
+pub fn calibration_set(cfg: &LayerImportanceConfig, data: &Data) -> Option<EvalSet> {
+    (cfg.budget.calibrate_images > 0).then(|| {
+        let n = data.train.len();
+        let k = cfg.budget.calibrate_images.min(n);
+        let idx: Vec<usize> = (n - k..n).collect();
+        EvalSet::new(&data.train.subset(&idx), data.norm, cfg.data.eval_batch)
+    })
+}
+
+/// Prunes `counts[l]` weights of each layer by magnitude; returns the masks (`true` = pruned)
+/// that keep them at zero through a fine-tune.
+pub fn prune_model(net: &mut ZooNet, counts: &[usize]) -> Vec<Option<Vec<bool>>> {
     let mut masks = Vec::new();
     for (l, &k) in counts.iter().enumerate() {
         let w = ops::prune_count(&net.layer(l).weight, k);
@@ -804,12 +817,7 @@ fn budgets(
     // first): how strongly a score should move a budget depends on the model (a sharp rule
     // that helps a CNN with 20 layers of mixed sizes lost 47 points on the three-layer MLP),
     // so the rule's strength is measured, on data the evaluation never sees.
-    let calib = (b.calibrate_images > 0).then(|| {
-        let n = data.train.len();
-        let k = b.calibrate_images.min(n);
-        let idx: Vec<usize> = (n - k..n).collect();
-        EvalSet::new(&data.train.subset(&idx), data.norm, cfg.data.eval_batch)
-    });
+    let calib = calibration_set(cfg, data);
     // Candidates of the calibrated budgets: (score transform, sharpness) for pruning, the score
     // transform for bits.
     let prune_rules: Vec<(bool, f64)> = [false, true]

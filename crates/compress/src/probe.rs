@@ -321,8 +321,8 @@ pub fn perturbations(m: &clap::ArgMatches) -> SysResult<Vec<Perturbation>> {
     Ok(unique)
 }
 
-/// The run's resolved configuration and master seed.
-fn run_settings(dir: &Path) -> SysResult<(LayerImportanceConfig, u64)> {
+/// The run's resolved configuration and master seed (errors are usage errors naming the file).
+pub fn run_settings(dir: &Path) -> SysResult<(LayerImportanceConfig, u64)> {
     if !dir.is_dir() {
         return Err(usage(format!("--run {}: not a folder", dir.display())));
     }
