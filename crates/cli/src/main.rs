@@ -58,6 +58,12 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+// Counts each thread's live heap bytes (thread-local cells, no shared atomics), so that a
+// system can report what a phase really allocated (AdaEvo's profiler checks its memory
+// prediction against it); allocation itself is the system allocator's.
+#[global_allocator]
+static ALLOC: ferrolab_core::alloc::PeakAlloc = ferrolab_core::alloc::PeakAlloc;
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let mut cmd = Cli::command();

@@ -16,6 +16,7 @@
 //!   memory), [`progress`], [`nn`] (shared blocks), [`sparse`] and [`linalg`] (re-exports of
 //!   kernels kept for existing callers).
 
+pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod error;

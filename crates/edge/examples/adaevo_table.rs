@@ -10,6 +10,10 @@ use ferrolab_edge::experiment;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+// Measured task memory is the heap peak, as in the `ferrolab` binary.
+#[global_allocator]
+static ALLOC: ferrolab_core::alloc::PeakAlloc = ferrolab_core::alloc::PeakAlloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {

@@ -9,7 +9,7 @@
 //! real when a task starts; its result ships when its simulated time is up. The net layer's
 //! edge process drives the same calls with the wall clock.
 
-use crate::model::{Mlp, TrainOpts};
+use crate::model::{Mlp, TrainOpts, TrainStats};
 use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
 use crate::scheduler::{self, Candidate, Start, Variant};
@@ -254,6 +254,22 @@ macro_rules! schedule_step {
     }};
 }
 pub(crate) use schedule_step;
+
+/// A task's measured training memory: the heap peak of its training phase (with
+/// [`ferrolab_core::alloc::PeakAlloc`] installed, as the `ferrolab` binary has it) plus the
+/// parameters of the model it trains and the configured workspace. Without the counting
+/// allocator, the buffers training allocates by their sizes stand in.
+pub(crate) fn measured_memory(
+    st: &TrainStats,
+    heap: Option<u64>,
+    model: &Mlp,
+    workspace: u64,
+) -> u64 {
+    match heap {
+        Some(h) => h + 4 * model.params() as u64 + workspace,
+        None => st.peak_bytes + workspace,
+    }
+}
 
 /// Memory the running tasks hold: each its measured or predicted peak, whichever is larger.
 pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
@@ -851,20 +867,6 @@ impl EdgeServer {
         let p = self.params.clone();
         let end = q.req.end;
         let mut dense = q.material.base;
-        let mut data = q.material.data.clone();
-        data.extend(q.material.extra.iter().cloned());
-        if let Some(r) = self.replay.get(&end) {
-            let k = r.len().min(p.replay);
-            data.extend(r[r.len() - k..].iter().cloned());
-        }
-        let na = p.anchor.len();
-        let k = p.anchor_per_task.min(na);
-        if k > 0 {
-            let off = q.id.wrapping_mul(7919) % na;
-            data.extend((0..k).map(|i| p.anchor[(off + i) % na].clone()));
-        }
-        let xs: Vec<Vec<f32>> = data.iter().map(|d| d.0.clone()).collect();
-        let ys: Vec<u8> = data.iter().map(|d| d.1).collect();
         let seed = p.seed ^ (q.id as u64).wrapping_mul(0x9E37_79B9);
         let opts = TrainOpts {
             epochs: v.epochs,
@@ -873,17 +875,35 @@ impl EdgeServer {
             batch: p.batch,
             seed,
         };
-        // The edge's copy is the pruned model with its mask: retraining keeps the pruned
-        // weights at zero (re-pruning a densely retrained copy from a hundred frames wrecked
-        // it), then re-compression re-applies magnitude pruning at the same sparsity (the same
-        // zeros) and stores int8.
-        let st = dense.train(&xs, &ys, &opts);
+        // Measured from the training set's assembly to the end of training: what the task
+        // allocates beside the model it trains (counted below) and the queued upload it keeps.
+        let (st, heap) = ferrolab_core::alloc::measure(|| {
+            let mut data = q.material.data.clone();
+            data.extend(q.material.extra.iter().cloned());
+            if let Some(r) = self.replay.get(&end) {
+                let k = r.len().min(p.replay);
+                data.extend(r[r.len() - k..].iter().cloned());
+            }
+            let na = p.anchor.len();
+            let k = p.anchor_per_task.min(na);
+            if k > 0 {
+                let off = q.id.wrapping_mul(7919) % na;
+                data.extend((0..k).map(|i| p.anchor[(off + i) % na].clone()));
+            }
+            // Moved, not copied: one resident copy of the inputs, as the profiler predicts.
+            let (xs, ys): (Vec<Vec<f32>>, Vec<u8>) = data.into_iter().unzip();
+            // The edge's copy is the pruned model with its mask: retraining keeps the pruned
+            // weights at zero (re-pruning a densely retrained copy from a hundred frames
+            // wrecked it), then re-compression re-applies magnitude pruning at the same
+            // sparsity (the same zeros) and stores int8.
+            dense.train(&xs, &ys, &opts)
+        });
         let small = prune(&dense, p.sparsity).unwrap_or_else(|_| dense.clone());
         let version = self.versions.get(&end).copied().unwrap_or(0) + 1;
         let blob = ModelBlob::encode(end, version, &small);
         self.versions.insert(end, version);
         let flops = st.flops + q.label_flops + q.probe_flops;
-        let measured = st.peak_bytes + p.workspace;
+        let measured = measured_memory(&st, heap, &dense, p.workspace);
         let predicted_seconds = if p.profiler {
             self.time.predict(flops, conc)
         } else {

@@ -54,9 +54,9 @@ pub struct TrainOpts {
 pub struct TrainStats {
     /// Floating-point operations (2 per multiply-add; backward = 2× forward).
     pub flops: f64,
-    /// Bytes of the buffers training allocated (parameters, gradients, momentum, the data set
-    /// copy, one batch's activations) at their peak: the "measured" side of the profiler's
-    /// memory prediction.
+    /// Bytes of the buffers training allocates (parameters, gradients, momentum, the data
+    /// set, one batch's activations) by their sizes: the stand-in for the measured side of the
+    /// profiler's memory check when the counting allocator is not installed.
     pub peak_bytes: u64,
 }
 

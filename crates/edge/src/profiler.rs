@@ -3,8 +3,9 @@
 //!
 //! - **Memory**, analytic (AdaEvo's five terms): parameters + gradients + optimiser state
 //!   (momentum: one copy) + the task's resident samples + one batch's activations and their
-//!   gradients + a fixed framework workspace. Checked against the bytes training actually
-//!   allocated ([`crate::model::TrainStats::peak_bytes`]) plus the same workspace.
+//!   gradients + a fixed framework workspace. Checked against the heap peak of the task's
+//!   training phase (with `ferrolab_core::alloc::PeakAlloc` installed, as the `ferrolab`
+//!   binary has it) plus the trained model's weights and the same workspace.
 //! - **Accuracy gain**: a probe trains a copy on half the teacher-labelled frames for a few
 //!   short epochs and scores the other half after each; the saturating curve
 //!   `acc(e) = β₂ − 1/(β₀·e + β₁)` (Optimus' form) is fitted with β ≥ 0: for each β₂ on a grid

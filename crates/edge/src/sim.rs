@@ -118,6 +118,8 @@ pub struct Log {
     pub unfinished: usize,
     /// Profiler errors (memory and time relative, gain absolute), trigger → install latency.
     pub mem_err: Vec<f64>,
+    /// Signed relative memory prediction errors, (predicted − measured) / measured.
+    pub mem_bias: Vec<f64>,
     pub time_err: Vec<f64>,
     pub gain_err: Vec<f64>,
     pub latency: Vec<f64>,
@@ -262,10 +264,10 @@ pub fn drive<E: SimEdge, W: World>(
         let done = edge.advance(tf, 1.0);
         if !done.is_empty() {
             for c in &done {
-                log.mem_err.push(
-                    (c.memory_pred as f64 - c.memory_measured as f64).abs()
-                        / c.memory_measured.max(1) as f64,
-                );
+                let rel = (c.memory_pred as f64 - c.memory_measured as f64)
+                    / c.memory_measured.max(1) as f64;
+                log.mem_err.push(rel.abs());
+                log.mem_bias.push(rel);
                 let actual = c.finished - c.started;
                 log.wait_s.push(c.started - c.arrival);
                 log.train_s.push(actual);
@@ -371,6 +373,14 @@ impl Log {
         }
         if opts.profiler && !self.mem_err.is_empty() {
             put("profiler_memory_error_frac", mean(&self.mem_err));
+            // Signed: above 0 the prediction is larger than what training allocated.
+            put("profiler_memory_bias_frac", mean(&self.mem_bias));
+            // 1: "measured" is the heap peak the counting allocator saw; 0: it is the sizes
+            // of the buffers training allocates (no counting allocator in this process).
+            put(
+                "profiler_memory_heap_measured",
+                f64::from(u8::from(ferrolab_core::alloc::counting())),
+            );
             put("profiler_time_error_frac", mean(&self.time_err));
             put("profiler_gain_mae", mean(&self.gain_err));
         }

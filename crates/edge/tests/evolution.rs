@@ -11,6 +11,10 @@ use ferrolab_edge::experiment::{load_base, prepare};
 use ferrolab_edge::protocol::{DriftType, Frame, ProtocolError, TaskRequest};
 use ferrolab_edge::stream::{self, Drift, Schedule};
 
+// The task memory the edge reports is the heap peak of training, as in the `ferrolab` binary.
+#[global_allocator]
+static ALLOC: ferrolab_core::alloc::PeakAlloc = ferrolab_core::alloc::PeakAlloc;
+
 #[test]
 fn retraining_on_teacher_labels_recovers_a_drift() {
     let mut cfg = AdaEvoConfig::default();
@@ -113,6 +117,18 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
         edge.schedule(0.0);
         let done = edge.advance(0.0, 1e6);
         assert_eq!(done.len(), 1);
+        // Measured memory is what training allocated: at least its 200 resident inputs (100
+        // uploaded frames, 100 anchor samples) and the model's weights, and within a quarter
+        // of the profiler's analytic prediction.
+        assert!(ferrolab_core::alloc::counting());
+        let (pred, measured) = (done[0].memory_pred, done[0].memory_measured);
+        let floor = 200 * 196 * 4 + 4 * prep.dense.params() as u64;
+        assert!(measured >= floor, "measured {measured} < {floor}");
+        let err = (pred as f64 - measured as f64).abs() / measured as f64;
+        assert!(
+            err < 0.25,
+            "{target}: predicted {pred} vs measured {measured}"
+        );
         let after = done[0].blob.decode().unwrap().accuracy(&xs, &ys);
         eprintln!(
             "{target}: factory {before:.3} teacher {teacher:.3} evolved {after:.3} (clean {:.3})",

@@ -31,6 +31,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+// Measured task memory is the heap peak, as in the `ferrolab` binary.
+#[global_allocator]
+static ALLOC: ferrolab_core::alloc::PeakAlloc = ferrolab_core::alloc::PeakAlloc;
+
 fn nats_url() -> String {
     match std::env::var("FERROLAB_NATS_URL") {
         Ok(u) if !u.trim().is_empty() => u,

@@ -8,10 +8,10 @@
 //! or FIFO, retrains the end's pruned dense copy on the task's cells plus clean anchor frames
 //! of the original training set, re-prunes, stores int8 and ships a checksummed blob.
 
-use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
+use super::grid::{Grid, GtBox, OUT, model_map50, train_detector, train_detector_split};
 use crate::edge::{
-    Completed, Queued, Running, ScheduleEvent, SchedulerKind, memory_in_use, schedule_step,
-    share_processor,
+    Completed, Queued, Running, ScheduleEvent, SchedulerKind, measured_memory, memory_in_use,
+    schedule_step, share_processor,
 };
 use crate::model::{Mlp, TrainOpts};
 use crate::profiler::{AccuracyCurve, TimeRegressor, memory_bytes};
@@ -313,10 +313,6 @@ impl DetEdge {
             .get(&end)
             .cloned()
             .unwrap_or_else(|| Mlp::new(&[p.grid.input(), 1, OUT], 0));
-        let mut all: Vec<&Labelled> = q.material.labelled.iter().collect();
-        all.extend(self.anchor_frames(q.id));
-        let data = self.cell_samples(&all, p.seed ^ q.id as u64);
-        debug_assert_eq!(data.len(), q.material.samples);
         let opts = TrainOpts {
             epochs: v.epochs,
             lr: p.lr,
@@ -324,15 +320,24 @@ impl DetEdge {
             batch: p.batch,
             seed: p.seed ^ (q.id as u64).wrapping_mul(0x9E37_79B9),
         };
-        // As for classification: the masked (pruned) copy is retrained, so re-pruning at the
-        // same sparsity keeps the same zeros; then int8.
-        let st = train_detector(&mut dense, &data, &opts);
+        // Measured as the classification edge measures it: the cell samples' assembly and
+        // the training, beside the model trained (counted in `measured_memory`).
+        let (st, heap) = ferrolab_core::alloc::measure(|| {
+            let mut all: Vec<&Labelled> = q.material.labelled.iter().collect();
+            all.extend(self.anchor_frames(q.id));
+            let data = self.cell_samples(&all, p.seed ^ q.id as u64);
+            debug_assert_eq!(data.len(), q.material.samples);
+            // As for classification: the masked (pruned) copy is retrained, so re-pruning at
+            // the same sparsity keeps the same zeros; then int8.
+            let (xs, targets): (Vec<Vec<f32>>, Vec<_>) = data.into_iter().unzip();
+            train_detector_split(&mut dense, &xs, &targets, &opts)
+        });
         let small = prune(&dense, p.sparsity).unwrap_or_else(|_| dense.clone());
         let version = self.versions.get(&end).copied().unwrap_or(0) + 1;
         let blob = ModelBlob::encode(end, version, &small);
         self.versions.insert(end, version);
         let flops = st.flops + q.label_flops + q.probe_flops;
-        let measured = st.peak_bytes + p.workspace;
+        let measured = measured_memory(&st, heap, &dense, p.workspace);
         let predicted_seconds = if p.profiler {
             self.time.predict(flops, conc)
         } else {

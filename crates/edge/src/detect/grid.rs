@@ -348,10 +348,22 @@ pub fn train_detector(
     opts: &TrainOpts,
 ) -> TrainStats {
     let xs: Vec<Vec<f32>> = samples.iter().map(|s| s.0.clone()).collect();
+    let targets: Vec<CellTarget> = samples.iter().map(|s| s.1).collect();
+    train_detector_split(m, &xs, &targets, opts)
+}
+
+/// [`train_detector`] on inputs and targets held apart (a caller that owns its samples
+/// splits them by move and keeps one copy of the inputs).
+pub fn train_detector_split(
+    m: &mut Mlp,
+    xs: &[Vec<f32>],
+    targets: &[CellTarget],
+    opts: &TrainOpts,
+) -> TrainStats {
     m.train_with(
-        &xs,
+        xs,
         |i, out| {
-            let t = samples[i].1;
+            let t = targets[i];
             let mut d = vec![0f32; out.len()];
             if out.len() < OUT {
                 return d;
