@@ -124,6 +124,17 @@ fn edge_and_mobile_bad_arguments_are_exit_2() {
             "stream.ends",
         ),
         (vec!["adaevo", "mobile", "--id", "0", "--tail=-1"], "--tail"),
+        (
+            vec![
+                "adaevo",
+                "mobile",
+                "--id",
+                "0",
+                "--set",
+                "task.name=\"detection\"",
+            ],
+            "classification task only",
+        ),
     ];
     for (args, what) in cases {
         let mut a = args.clone();

@@ -515,6 +515,65 @@ pub struct EndState {
     pub replay: Vec<(Vec<f32>, u8)>,
 }
 
+impl EndState {
+    /// Whether this state can be an end of a run whose models have layer widths `sizes`: both
+    /// models shaped as `sizes` with finite weights, replay frames of the input width with
+    /// labels in range. A restarted edge refuses a state that is not (a damaged or foreign
+    /// file would otherwise fail inside training, long after the restart).
+    pub fn check(&self, sizes: &[usize]) -> Result<(), String> {
+        for (name, m) in [("dense", &self.dense), ("deployed", &self.deployed)] {
+            if m.sizes != sizes {
+                return Err(format!(
+                    "{name} model has layer widths {:?}, this run's have {sizes:?}",
+                    m.sizes
+                ));
+            }
+            let layers = sizes.len().saturating_sub(1);
+            if m.weights.len() != layers || m.biases.len() != layers {
+                return Err(format!(
+                    "{name} model has {} weight and {} bias layers, expected {layers}",
+                    m.weights.len(),
+                    m.biases.len()
+                ));
+            }
+            for l in 0..layers {
+                let (i, o) = (sizes[l], sizes[l + 1]);
+                if m.weights[l].len() != i * o || m.biases[l].len() != o {
+                    return Err(format!(
+                        "{name} model layer {l}: {} weights and {} biases, expected {} and {o}",
+                        m.weights[l].len(),
+                        m.biases[l].len(),
+                        i * o
+                    ));
+                }
+            }
+            if m.weights
+                .iter()
+                .chain(&m.biases)
+                .flatten()
+                .any(|v| !v.is_finite())
+            {
+                return Err(format!("{name} model has a weight that is not finite"));
+            }
+        }
+        let (input, classes) = (sizes.first().copied(), sizes.last().copied());
+        for (i, (x, y)) in self.replay.iter().enumerate() {
+            if Some(x.len()) != input || Some(usize::from(*y)) >= classes {
+                return Err(format!(
+                    "replay frame {i}: {} inputs and label {y}, expected {} inputs and a label below {}",
+                    x.len(),
+                    input.unwrap_or(0),
+                    classes.unwrap_or(0)
+                ));
+            }
+            if x.iter().any(|v| !v.is_finite()) {
+                return Err(format!("replay frame {i} has an input that is not finite"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A finished task.
 #[derive(Debug, Clone)]
 pub struct Completed {
@@ -960,6 +1019,39 @@ impl EdgeServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn end_state_check_refuses_what_training_could_not_use() {
+        let m = Mlp::new(&[6, 5, 3], 1);
+        let good = EndState {
+            end: 0,
+            version: 1,
+            dense: m.clone(),
+            deployed: m.clone(),
+            replay: vec![(vec![0.1; 6], 2)],
+        };
+        assert_eq!(good.check(&[6, 5, 3]), Ok(()));
+        let refused = |s: &EndState, what: &str| {
+            let e = s.check(&[6, 5, 3]).unwrap_err();
+            assert!(e.contains(what), "{what}: {e}");
+        };
+        let mut nan = good.clone();
+        nan.deployed.biases[1][0] = f32::NAN;
+        refused(&nan, "deployed model has a weight that is not finite");
+        let mut bias = good.clone();
+        bias.dense.biases[0].push(0.0);
+        refused(&bias, "dense model layer 0: 30 weights and 6 biases");
+        let mut layers = good.clone();
+        layers.dense.weights.pop();
+        refused(&layers, "1 weight and 2 bias layers");
+        let mut x = good.clone();
+        x.replay[0].0.push(0.0);
+        refused(&x, "replay frame 0: 7 inputs");
+        let mut inf = good.clone();
+        inf.replay[0].0[2] = f32::INFINITY;
+        refused(&inf, "replay frame 0 has an input that is not finite");
+        assert!(good.check(&[6, 4, 3]).unwrap_err().contains("layer widths"));
+    }
 
     #[test]
     fn base_follows_the_teacher_labels() {

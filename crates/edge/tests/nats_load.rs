@@ -93,6 +93,14 @@ fn adaevo_child() {
             let s = net::run_edge(&cfg, &prep, SEED, &opts).unwrap();
             println!("EDGE-SUMMARY {}", serde_json::to_string(&s).unwrap());
         }
+        "live" => {
+            let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
+            let prep = prepared(&cfg);
+            let end = v["end"].as_u64().unwrap() as usize;
+            let tail = v["tail"].as_f64().unwrap();
+            let s = net::run_mobile_live(&cfg, &prep, end, &opts, tail).unwrap();
+            println!("MOBILE-SUMMARY {}", serde_json::to_string(&s).unwrap());
+        }
         _ => {
             let trace: Trace =
                 serde_json::from_slice(&std::fs::read(v["trace"].as_str().unwrap()).unwrap())
@@ -130,6 +138,181 @@ fn env_or(name: &str, default: f64) -> f64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A restarted edge reads its state directory before it connects: a damaged, foreign or
+/// truncated end file is a usage error naming the file, found before any server is contacted
+/// (the URL here has no server behind it).
+#[test]
+fn a_damaged_state_directory_is_refused_before_connecting() {
+    use ferrolab_edge::edge::EndState;
+    use ferrolab_edge::net::state::{EndFile, Store, fingerprint};
+    let cfg = config(2);
+    let prep = prepared(&cfg);
+    let fp = fingerprint(&serde_json::to_string(&cfg).unwrap(), SEED, 2);
+    let good = EndState {
+        end: 0,
+        version: 1,
+        dense: prep.dense.clone(),
+        deployed: prep.mobile.clone(),
+        replay: prep.anchor[..3].to_vec(),
+    };
+    assert_eq!(good.check(&prep.dense.sizes), Ok(()));
+    let mut wide = good.clone();
+    wide.dense = ferrolab_edge::model::Mlp::new(&[196, 8, 10], 1);
+    let mut short = good.clone();
+    short.dense.weights[0].pop();
+    let mut replay = good.clone();
+    replay.replay[1].1 = 10;
+    let file = |state: EndState| {
+        serde_json::to_value(EndFile {
+            state,
+            finished_seq: Some(0),
+            outbox: Vec::new(),
+            next_id: 1,
+        })
+        .unwrap()
+    };
+    // JSON has no NaN, and a weight beyond f32's range is refused by the parser (the finite
+    // check behind it guards states built in memory).
+    let mut huge = file(good.clone());
+    huge["state"]["deployed"]["weights"][1][3] = serde_json::json!(1e39);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (serde_json::to_vec(&file(wide)).unwrap(), "layer widths"),
+        (serde_json::to_vec(&huge).unwrap(), "out of range"),
+        (serde_json::to_vec(&file(short)).unwrap(), "layer 0"),
+        (serde_json::to_vec(&file(replay)).unwrap(), "replay frame 1"),
+        (
+            serde_json::to_vec(&file(EndState {
+                end: 1,
+                ..good.clone()
+            }))
+            .unwrap(),
+            "holds the state of end 1",
+        ),
+        // Cut off mid-file.
+        (b"{\"state\": {\"end\": 0, \"ver".to_vec(), "EOF"),
+    ];
+    for (bytes, what) in cases {
+        let dir = std::env::temp_dir().join(prefix("adaevo-badstate"));
+        Store::open(&dir, &fp).unwrap();
+        std::fs::write(dir.join("end_0.json"), bytes).unwrap();
+        let mut opts = NetOptions::new("nats://127.0.0.1:1", "badstate");
+        opts.state_dir = Some(dir.clone());
+        let t0 = Instant::now();
+        let e = net::run_edge(&cfg, &prep, SEED, &opts).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, net::NetError::Usage(_)), "{what}: {msg}");
+        assert!(
+            msg.contains(what) && msg.contains("end_0.json"),
+            "{what}: {msg}"
+        );
+        // Refused before the 4-second connection attempt.
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: connected first"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// `ferrolab adaevo mobile` without `--replay-trace`: each process runs its end's compressed
+/// model on its stream, triggers and uploads from what that model sees, and runs every model
+/// the edge ships from then on. Before any install its accuracy is the factory model's to the
+/// bit; after one it is the shipped model's.
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn live_mobile_processes_run_the_models_the_edge_ships() {
+    let url = nats_url();
+    let ends = 3;
+    let speed = 24.0;
+    let cfg = config(ends);
+    let seconds = cfg.stream.seconds as f64;
+    let t_prep = Instant::now();
+    let prep = prepared(&cfg);
+    let prep_s = t_prep.elapsed().as_secs_f64();
+    let run = prefix("aelive");
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 2.0 * prep_s
+        + 3.0;
+    let base = serde_json::json!({
+        "url": url, "prefix": run, "speed": speed, "seconds": seconds, "start": start,
+        "cfg": serde_json::to_value(&cfg).unwrap(),
+    });
+    let mut v = base.clone();
+    v["role"] = "edge".into();
+    let edge = child(v);
+    let mobiles: Vec<Child> = (0..ends)
+        .map(|k| {
+            let mut v = base.clone();
+            v["role"] = "live".into();
+            v["end"] = k.into();
+            v["tail"] = (5.0 * speed).into();
+            child(v)
+        })
+        .collect();
+    let ms: Vec<MobileSummary> = mobiles
+        .into_iter()
+        .map(|c| serde_json::from_str(&summary_line(c, "MOBILE-SUMMARY")).unwrap())
+        .collect();
+    let es: EdgeSummary = serde_json::from_str(&summary_line(edge, "EDGE-SUMMARY")).unwrap();
+    let every = cfg.stream.eval_every_s;
+    let mut after_install = 0;
+    let mut differs = 0;
+    for m in &ms {
+        let k = m.end;
+        eprintln!(
+            "live end {k}: triggered {} installed {:?} dropped {:?} avg accuracy {:?} QoE@90% {:?}",
+            m.triggered, m.installed, m.dropped, m.avg_accuracy, m.qoe_t90
+        );
+        assert_eq!(
+            m.triggered - m.skipped_in_flight,
+            m.installed.len() + m.dropped.len() + m.unresolved,
+            "end {k}: {m:?}"
+        );
+        assert_eq!(m.unresolved, 0);
+        assert!(m.rejected.is_empty(), "end {k}: {:?}", m.rejected);
+        let want: Vec<u64> = (1..=m.installed.len() as u64).collect();
+        assert_eq!(m.installed, want, "end {k}");
+        assert_eq!(
+            es.versions.get(&k).cloned().unwrap_or_default(),
+            m.installed
+        );
+        // One evaluation per `eval_every_s` of the end's life, versions never going back.
+        assert_eq!(
+            m.accuracy.len(),
+            (seconds as usize).div_ceil(every),
+            "end {k}"
+        );
+        assert!(
+            m.accuracy
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+        for &(t, version, acc) in &m.accuracy {
+            let (xs, ys) = &prep.eval[k][t as usize / every];
+            let factory = prep.mobile.accuracy(xs, ys);
+            if version == 0 {
+                assert_eq!(acc, factory, "end {k} at {t}: the factory model runs");
+            } else {
+                after_install += 1;
+                differs += usize::from(acc != factory);
+            }
+        }
+        let mean = m.accuracy.iter().map(|a| a.2).sum::<f64>() / m.accuracy.len() as f64;
+        assert_eq!(m.avg_accuracy, Some(mean));
+        let q90 = m.qoe_t90.unwrap();
+        let q80 = m.qoe_t80.unwrap();
+        assert!((0.0..=1.0).contains(&q90) && q90 <= q80 && q80 <= 1.0);
+    }
+    assert!(after_install > 0, "no end ran a shipped model: {ms:?}");
+    assert!(
+        differs > 0,
+        "every evaluation after an install scored as the factory model: the shipped model is not the one running"
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@
 
 mod child;
 mod cli;
+mod edge_state;
 mod hcnn_file;
 mod json;
 mod li_dataset;

@@ -21,6 +21,7 @@
 //! | hcnn-keys | the outer frame: magic, version, checksum, section list (`hcnn` evaluation-key bundles) |
 //! | hcnn-ct | the outer frame: magic, version, checksum, section list (`hcnn` input / output ciphertexts) |
 //! | rl-checkpoint | `state.json` not a checkpoint of this format; the replay buffer's magic (TaskMet's CartPole agent state) |
+//! | edge-state | `meta.json`: not this run's edge state (AdaEvo's `adaevo edge --state` folder) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -47,6 +48,7 @@ pub const READERS: &[&str] = &[
     "hcnn-keys",
     "hcnn-ct",
     "rl-checkpoint",
+    "edge-state",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -439,6 +441,7 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         "hcnn-model" => hcnn_seeds(),
         "li-dataset" => crate::li_dataset::seeds(),
         "rl-checkpoint" => crate::rl_checkpoint::seeds(),
+        "edge-state" => crate::edge_state::seeds(),
         "hcnn-keys" => crate::hcnn_file::key_seeds(),
         "hcnn-ct" => crate::hcnn_file::ct_seeds(),
         "png" => crate::png::seeds()
@@ -585,6 +588,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "rl-checkpoint" {
         crate::rl_checkpoint::mutate(rng, &mut s);
+        return (s, false);
+    }
+    if target == "edge-state" {
+        crate::edge_state::mutate(rng, &mut s);
         return (s, false);
     }
     if target == "params" {
@@ -762,6 +769,7 @@ fn classify(target: &str, e: &DataError) -> Verdict {
         }
         "li-dataset" => crate::li_dataset::is_header(msg, e),
         "rl-checkpoint" => crate::rl_checkpoint::is_header(msg, e),
+        "edge-state" => crate::edge_state::is_header(msg, e),
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -896,6 +904,7 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
         "hcnn-ct" => crate::hcnn_file::read_ct(path),
         "li-dataset" => crate::li_dataset::read(path),
         "rl-checkpoint" => crate::rl_checkpoint::read(path),
+        "edge-state" => crate::edge_state::read(path),
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),

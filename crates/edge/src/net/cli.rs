@@ -1,8 +1,9 @@
 //! `ferrolab adaevo edge` and `ferrolab adaevo mobile --id K`: one process per role over NATS.
 //!
 //! Every process of a run is given the same configuration (`--preset`, `--config`, `--set`),
-//! `--seed`, `--run` name and `--start` time, so that each builds the same models and, for the
-//! mobile ends, the same precomputed traces (the mobile logic run once up front — see
+//! `--seed`, `--run` name and `--start` time, so that each builds the same models and streams
+//! (a mobile end runs its own: [`run_mobile_live`](super::run_mobile_live); with
+//! `--replay-trace` it replays the requests its factory model would make, computed up front by
 //! [`make_traces`](super::make_traces)); the processes then agree on the simulated clock
 //! without talking about it. Each prints its summary as one JSON object on stdout.
 
@@ -120,7 +121,7 @@ fn edge_command() -> Command {
 fn mobile_command() -> Command {
     common(
         Command::new("mobile")
-            .about("Run mobile end K over NATS: replay its stream's trace, upload evolution requests, install the models the edge ships (checksum-verified)")
+            .about("Run mobile end K over NATS: its compressed model reads its drifting stream on the run's clock (label-free estimate, drift-end trigger, drift-type sampling), uploads evolution requests, and runs each model the edge ships (checksum-verified); prints its accuracy over time and QoE")
             .arg(
                 Arg::new("id")
                     .long("id")
@@ -128,6 +129,12 @@ fn mobile_command() -> Command {
                     .required(true)
                     .value_parser(value_parser!(usize))
                     .help("This end's index, 0..stream.ends"),
+            )
+            .arg(
+                Arg::new("replay-trace")
+                    .long("replay-trace")
+                    .action(ArgAction::SetTrue)
+                    .help("Replay the requests the end's factory model would make (computed up front) instead of running the model: no inference while the run goes, as in the load test; shipped models are verified but not run"),
             )
             .arg(
                 Arg::new("tail")
@@ -165,6 +172,12 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
         &sets,
     )?;
     let cfg = Checked::new(cfg)?.into_inner();
+    if cfg.task.name != "classification" {
+        return Err(SystemError::usage(format!(
+            "task.name = {}: the NATS processes serve the classification task only (run the detection task in-process: ferrolab adaevo --preset detection)",
+            cfg.task.name
+        )));
+    }
     let url = m.get_one::<String>("nats").cloned().unwrap_or_default();
     let run = m.get_one::<String>("run").cloned().unwrap_or_default();
     let mut opts = NetOptions::new(&url, &run);
@@ -230,6 +243,10 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
     }
     let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
     let prep = prepare(&cfg, &pre, &pool, seed);
+    if !m.get_flag("replay-trace") {
+        let summary = super::run_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
+        return print_json(&summary);
+    }
     let traces = super::make_traces(&cfg, &prep, cfg.stream.seconds);
     let Some(trace) = traces.into_iter().nth(id) else {
         return Err(SystemError::runtime(format!(

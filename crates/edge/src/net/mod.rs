@@ -17,17 +17,20 @@
 //!
 //! Clock: each process maps wall time to simulated time as `elapsed × speed`; the edge's task
 //! durations stay the core's cost model (counted FLOPs ÷ throughput), advanced by the same
-//! simulated clock. The mobile processes of the load test replay a precomputed trace of the
-//! requests their end would send ([`make_traces`]): no model inference runs in them.
+//! simulated clock. A mobile process runs its end live ([`run_mobile_live`]: its model reads
+//! its stream, and shipped models replace it); the mobile processes of the load test replay a
+//! precomputed trace of the requests their end would send instead ([`make_traces`],
+//! [`run_mobile`]): no model inference runs in them.
 
 pub mod cli;
 pub mod state;
 
 use crate::config::AdaEvoConfig;
 use crate::edge::{EdgeParams, EdgeServer};
-use crate::experiment::Prepared;
+use crate::experiment::{EvalSet, Prepared};
 use crate::mobile::{MobileEnd, MobileParams};
 use crate::protocol::{ModelBlob, TaskRequest};
+use crate::stream::StreamFrame;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use state::{EndFile, Store, TaskFile};
@@ -223,6 +226,104 @@ pub struct MobileSummary {
     /// `installed` when the model came.
     #[serde(default)]
     pub late_installs: usize,
+    /// A live end (not a trace replay): its model's accuracy on the stream's evaluation sets,
+    /// `(simulated t, running model version, accuracy)` every `stream.eval_every_s`.
+    #[serde(default)]
+    pub accuracy: Vec<(f64, u64, f64)>,
+    /// A live end: mean of `accuracy`, and its QoE (share of evaluations at or above 90% / 80%
+    /// of the factory model's clean accuracy, as `ferrolab adaevo` reports it).
+    #[serde(default)]
+    pub avg_accuracy: Option<f64>,
+    #[serde(default)]
+    pub qoe_t90: Option<f64>,
+    #[serde(default)]
+    pub qoe_t80: Option<f64>,
+}
+
+/// Where a mobile process's requests come from.
+enum Source<'a> {
+    /// A precomputed trace (the load test: no inference in the process).
+    Trace { trace: &'a Trace, next: usize },
+    /// The end itself: its running model reads its stream second by second, and models the
+    /// edge ships replace it.
+    Live(Box<Live<'a>>),
+}
+
+struct Live<'a> {
+    end: MobileEnd,
+    frames: &'a [StreamFrame],
+    fps: usize,
+    eval: &'a [EvalSet],
+    every: usize,
+    /// The next simulated second to process.
+    next_t: usize,
+    thresholds: (f64, f64),
+}
+
+impl Source<'_> {
+    /// The requests due by simulated time `t` (at most `seconds`), in order; a live end
+    /// processes every second up to `t` first (and evaluates its model on the way).
+    fn due(&mut self, t: f64, seconds: f64, s: &mut MobileSummary) -> Vec<TaskRequest> {
+        let mut out = Vec::new();
+        match self {
+            Source::Trace { trace, next } => {
+                while *next < trace.requests.len() && trace.requests[*next].trigger_t <= t {
+                    out.push(trace.requests[*next].clone());
+                    *next += 1;
+                }
+            }
+            Source::Live(l) => {
+                let last = (t.min(seconds - 1.0)).floor();
+                while last >= 0.0 && (l.next_t as f64) <= last {
+                    let sec = l.next_t;
+                    l.next_t += 1;
+                    let frames = crate::experiment::second(l.frames, sec, l.fps);
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    if let Some(r) = l.end.on_second(sec, frames).request {
+                        out.push(r);
+                    }
+                    if sec % l.every == 0
+                        && let Some((xs, ys)) = l.eval.get(sec / l.every)
+                    {
+                        let acc = l.end.model.accuracy(xs, ys);
+                        s.accuracy.push((sec as f64, l.end.version, acc));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The end's task ended without a model (dropped, or the upload failed).
+    fn task_dropped(&mut self) {
+        if let Source::Live(l) = self {
+            l.end.task_dropped();
+        }
+    }
+
+    /// Installs `blob` (already known to be for this end and newer than the running
+    /// version): a live end verifies and runs it; a trace only checks that it decodes.
+    fn install(&mut self, blob: &ModelBlob) -> Result<(), crate::protocol::ProtocolError> {
+        match self {
+            Source::Trace { .. } => blob.decode().map(|_| ()),
+            Source::Live(l) => l.end.install(blob),
+        }
+    }
+
+    fn finish(&self, s: &mut MobileSummary) {
+        if let Source::Live(l) = self {
+            let accs: Vec<f64> = s.accuracy.iter().map(|a| a.2).collect();
+            if !accs.is_empty() {
+                let n = accs.len() as f64;
+                let share = |th: f64| accs.iter().filter(|a| **a >= th).count() as f64 / n;
+                s.avg_accuracy = Some(accs.iter().sum::<f64>() / n);
+                s.qoe_t90 = Some(share(l.thresholds.0));
+                s.qoe_t80 = Some(share(l.thresholds.1));
+            }
+        }
+    }
 }
 
 /// Mobile end `trace.end`: replays its trace on the simulated clock, uploads requests, installs
@@ -234,15 +335,48 @@ pub fn run_mobile(
     tail_s: f64,
 ) -> Result<MobileSummary, NetError> {
     let rt = runtime()?;
-    rt.block_on(mobile_loop(trace, opts, tail_s))
+    let source = Source::Trace { trace, next: 0 };
+    rt.block_on(mobile_loop(trace.end, source, opts, tail_s))
 }
 
-async fn mobile_loop(
-    trace: &Trace,
+/// Mobile end `end` of `prep`, live: the `adaevo` method's mobile logic runs its compressed
+/// model on its stream on the simulated clock (estimate, trigger, drift type, sampling),
+/// uploads the requests it makes, and runs each model the edge ships from then on (verified:
+/// checksum, end, layer widths, newer version). Its accuracy on the stream's evaluation sets
+/// is reported every `stream.eval_every_s` with the model version that produced it.
+pub fn run_mobile_live(
+    cfg: &AdaEvoConfig,
+    prep: &Prepared,
+    end: usize,
     opts: &NetOptions,
     tail_s: f64,
 ) -> Result<MobileSummary, NetError> {
-    let end = trace.end;
+    let (Some(frames), Some(eval)) = (prep.frames.get(end), prep.eval.get(end)) else {
+        return Err(NetError::Usage(format!(
+            "end {end}: the run has {} ends",
+            prep.frames.len()
+        )));
+    };
+    let params = mobile_params(cfg, prep, opts.seconds);
+    let live = Live {
+        end: MobileEnd::new(end, prep.mobile.clone(), params),
+        frames,
+        fps: cfg.stream.fps,
+        eval,
+        every: cfg.stream.eval_every_s,
+        next_t: 0,
+        thresholds: (0.9 * prep.clean_accuracy, 0.8 * prep.clean_accuracy),
+    };
+    let rt = runtime()?;
+    rt.block_on(mobile_loop(end, Source::Live(Box::new(live)), opts, tail_s))
+}
+
+async fn mobile_loop(
+    end: usize,
+    mut source: Source<'_>,
+    opts: &NetOptions,
+    tail_s: f64,
+) -> Result<MobileSummary, NetError> {
     let client = connect(opts, &format!("adaevo mobile {end}")).await?;
     let mut models = client
         .subscribe(subject(&opts.prefix, &format!("model.{end}")))
@@ -262,7 +396,6 @@ async fn mobile_loop(
     };
     let t0 = start_instant(opts).await;
     let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
-    let mut next = 0usize;
     let mut in_flight: Option<u64> = None;
     // Drop reasons of uploads whose outcome is unknown (timed out: the edge may have received
     // them and accepted late). A model arriving with nothing in flight answers the oldest; what
@@ -275,9 +408,7 @@ async fn mobile_loop(
         if t > opts.seconds + tail_s || (t > opts.seconds && in_flight.is_none()) {
             break;
         }
-        while next < trace.requests.len() && trace.requests[next].trigger_t <= t.min(opts.seconds) {
-            let mut req = trace.requests[next].clone();
-            next += 1;
+        for mut req in source.due(t.min(opts.seconds), opts.seconds, &mut s) {
             s.triggered += 1;
             if in_flight.is_some() {
                 s.skipped_in_flight += 1;
@@ -298,17 +429,26 @@ async fn mobile_loop(
                     s.accepted += 1;
                     in_flight = Some(req.seq);
                 }
-                Ok(Ok(m)) => s
-                    .dropped
-                    .push(String::from_utf8_lossy(&m.payload).into_owned()),
+                Ok(Ok(m)) => {
+                    s.dropped
+                        .push(String::from_utf8_lossy(&m.payload).into_owned());
+                    source.task_dropped();
+                }
                 Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
                     uncertain.push(format!("upload failed: {e}"));
+                    source.task_dropped();
                 }
-                Ok(Err(e)) => s.dropped.push(format!("upload failed: {e}")),
-                Err(_) => uncertain.push(format!(
-                    "upload failed: no answer within {:?}",
-                    opts.request_timeout
-                )),
+                Ok(Err(e)) => {
+                    s.dropped.push(format!("upload failed: {e}"));
+                    source.task_dropped();
+                }
+                Err(_) => {
+                    uncertain.push(format!(
+                        "upload failed: no answer within {:?}",
+                        opts.request_timeout
+                    ));
+                    source.task_dropped();
+                }
             }
         }
         tokio::select! {
@@ -329,8 +469,8 @@ async fn mobile_loop(
                         s.duplicates += 1;
                         format!("duplicate {}", blob.version)
                     }
-                    Ok(blob) => match blob.decode() {
-                        Ok(_) => {
+                    Ok(blob) => match source.install(&blob) {
+                        Ok(()) => {
                             version = blob.version;
                             s.installed.push(version);
                             if in_flight.is_none() && !uncertain.is_empty() {
@@ -356,6 +496,7 @@ async fn mobile_loop(
                 if in_flight.is_some() {
                     s.dropped.push(why);
                     in_flight = None;
+                    source.task_dropped();
                 }
                 if let Some(r) = m.reply {
                     let _ = client.publish(r, "ok".into()).await;
@@ -365,6 +506,7 @@ async fn mobile_loop(
     }
     s.unresolved = usize::from(in_flight.is_some());
     s.dropped.append(&mut uncertain);
+    source.finish(&mut s);
     let _ = client.flush().await;
     Ok(s)
 }
@@ -471,6 +613,22 @@ async fn edge_loop(
     let persist = |r: Result<(), state::StateError>| {
         r.map_err(|e| NetError::Runtime(format!("cannot persist the edge's state: {e}")))
     };
+    // Read and checked before connecting: a damaged or foreign state file is the user's to
+    // fix (exit 2), found before the edge serves anyone.
+    let loaded = match &store {
+        Some(st) => st
+            .load()
+            .map_err(|e| NetError::Usage(format!("cannot read the edge's state: {e}")))?,
+        None => state::Loaded::default(),
+    };
+    let dir_name = || {
+        opts.state_dir
+            .as_ref()
+            .map_or_else(String::new, |d| d.display().to_string())
+    };
+    loaded
+        .check(&prep.dense.sizes, n)
+        .map_err(|e| NetError::Usage(format!("state directory {}: {e}", dir_name())))?;
     let client = connect(opts, "adaevo edge").await?;
     let mut reqs = client
         .subscribe(subject(&opts.prefix, "req"))
@@ -493,18 +651,7 @@ async fn edge_loop(
     // end's state).
     let mut finished_seq: BTreeMap<usize, u64> = BTreeMap::new();
     let mut outbox: BTreeMap<usize, Vec<ModelBlob>> = BTreeMap::new();
-    let loaded = match &store {
-        Some(st) => st
-            .load()
-            .map_err(|e| NetError::Runtime(format!("cannot read the edge's state: {e}")))?,
-        None => state::Loaded::default(),
-    };
     for (end, f) in loaded.ends {
-        if end >= n {
-            return Err(NetError::Usage(format!(
-                "state directory: end {end} is not in this run of {n} ends"
-            )));
-        }
         s.restored_versions.insert(end, f.state.version);
         edge.reserve_ids(f.next_id);
         edge.restore_end(f.state);

@@ -63,6 +63,27 @@ pub struct Loaded {
     pub stale: usize,
 }
 
+impl Loaded {
+    /// Whether what was found can continue a run of `ends` ends whose models have layer widths
+    /// `sizes` (see [`EndState::check`](crate::edge::EndState::check)); the error names the
+    /// file. Task files are checked when the edge re-submits them, as any upload is.
+    pub fn check(&self, sizes: &[usize], ends: usize) -> Result<(), String> {
+        for (end, f) in &self.ends {
+            let file = format!("end_{end}.json");
+            if *end >= ends {
+                return Err(format!(
+                    "{file}: end {end} is not in this run of {ends} ends"
+                ));
+            }
+            f.state.check(sizes).map_err(|e| format!("{file}: {e}"))?;
+            if let Some(b) = f.outbox.iter().find(|b| b.end != *end) {
+                return Err(format!("{file}: an unsent model of end {}", b.end));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -214,11 +235,25 @@ impl Store {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+            // A file must hold what its name says: another end's state under this name would
+            // be restored twice or in place of the right one.
             if is_end {
                 let f: EndFile = serde_json::from_slice(&bytes).map_err(|e| io_err(&path, e))?;
+                if name != format!("end_{}.json", f.state.end) {
+                    return Err(io_err(
+                        &path,
+                        format!("holds the state of end {}", f.state.end),
+                    ));
+                }
                 out.ends.insert(f.state.end, f);
             } else {
                 let t: TaskFile = serde_json::from_slice(&bytes).map_err(|e| io_err(&path, e))?;
+                if name != Self::task_name(t.req.end, t.req.seq) {
+                    return Err(io_err(
+                        &path,
+                        format!("holds task {} of end {}", t.req.seq, t.req.end),
+                    ));
+                }
                 tasks.push(t);
             }
         }
