@@ -65,6 +65,22 @@ fn tiny_run_writes_every_report_key() {
     );
     assert!(r["baselines"]["naive"]["upload_mb"].as_f64().unwrap() > 0.0);
     assert!(r["metrics"]["edge_peak_memory_frac"].as_f64().unwrap() <= 1.0);
+    // The binary installs the counting allocator: task memory is measured on the heap, and the
+    // measurement is not the prediction's own formula.
+    assert_eq!(r["metrics"]["profiler_memory_heap_measured"], 1.0);
+    assert!(r["metrics"]["profiler_memory_error_frac"].as_f64().unwrap() > 0.0);
+    // Per-end accuracy over time (seed 0): every end, one point per evaluation, and its mean.
+    let seed0 = &r["details"]["adaevo_seed0"];
+    let per_end = seed0["accuracy_per_end"].as_array().unwrap();
+    assert_eq!(per_end.len(), 3);
+    for (k, tl) in per_end.iter().enumerate() {
+        let pts = tl.as_array().unwrap();
+        assert!(pts.len() >= 120 / 5, "end {k}: {} points", pts.len());
+        let accs: Vec<f64> = pts.iter().map(|p| p[1].as_f64().unwrap()).collect();
+        let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+        let avg = seed0["avg_accuracy_per_end"][k].as_f64().unwrap();
+        assert!((avg - mean).abs() < 1e-12, "end {k}: {avg} vs {mean}");
+    }
     for f in [
         "timeline_adaevo.svg",
         "timeline_naive.svg",

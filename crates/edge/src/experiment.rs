@@ -954,6 +954,17 @@ impl Collected {
                 format!("{m}_seed0"),
                 serde_json::json!({
                     "qoe_t90_per_end": r.qoe_t90_per_end,
+                    // Each end's accuracy over time, `[t, accuracy]` per evaluation, and its mean.
+                    "accuracy_per_end": r
+                        .timeline
+                        .iter()
+                        .map(|tl| tl.iter().map(|p| [p.0, p.1]).collect::<Vec<_>>())
+                        .collect::<Vec<_>>(),
+                    "avg_accuracy_per_end": r
+                        .timeline
+                        .iter()
+                        .map(|tl| mean(&tl.iter().map(|p| p.1).collect::<Vec<_>>()))
+                        .collect::<Vec<_>>(),
                     "triggers": r.triggers,
                     "installs": r.installs,
                 }),
