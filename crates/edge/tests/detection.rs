@@ -195,4 +195,15 @@ fn a_short_detection_run_reports_the_shared_keys() {
             );
         }
     }
+    // edge.min_gain: with the profiler (the periodic-trigger ablation, so that tasks come), a
+    // task predicting less mAP@0.5 gain than 0.99 — every task — is declined, none installed.
+    let m = "ablation_periodic_trigger";
+    let open = simulate(&cfg, &prep, m, 1);
+    assert_eq!(open.metrics["tasks_declined"], 0.0);
+    assert!(open.metrics["tasks_completed"] > 0.0);
+    let mut strict = cfg.clone();
+    strict.edge.min_gain = 0.99;
+    let r = simulate(&strict, &prep, m, 1);
+    assert!(r.metrics["tasks_declined"] > 0.0, "{:?}", r.metrics);
+    assert_eq!(r.metrics["tasks_completed"], 0.0);
 }

@@ -63,6 +63,9 @@ pub struct DetEdgeParams {
     pub anchor: Vec<Labelled>,
     /// Anchor frames per task.
     pub anchor_per_task: usize,
+    /// With the profiler, a task whose best predicted mAP@0.5 gain is below this is declined
+    /// (`edge.min_gain`, shared with the classification edge; 0: none is).
+    pub min_gain: f64,
 }
 
 /// What a detection task trains on: its teacher-labelled frames and their cell-sample count.
@@ -94,6 +97,8 @@ pub struct DetEdge {
     /// Tasks started, and those started while an earlier arrival stayed queued.
     pub starts_total: usize,
     pub starts_bypassing: usize,
+    /// Tasks declined for too small a predicted gain (`edge.min_gain`).
+    pub declined: usize,
 }
 
 impl DetEdge {
@@ -115,6 +120,7 @@ impl DetEdge {
             peak_memory: 0,
             starts_total: 0,
             starts_bypassing: 0,
+            declined: 0,
         }
     }
 
@@ -255,6 +261,14 @@ impl DetEdge {
                     value: 0.0,
                 });
                 accs.push(curve.at(e as f64 * scale));
+            }
+            let best = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max) - a0;
+            if p.min_gain > 0.0 && best < p.min_gain {
+                self.declined += 1;
+                return Err(ProtocolError::Declined(format!(
+                    "end {} task {}: predicted mAP@0.5 gain {best:.3} is below edge.min_gain {}",
+                    req.end, req.seq, p.min_gain
+                )));
             }
             (vs, accs, a0, flops)
         } else {

@@ -252,6 +252,7 @@ pub fn edge_params(
         label_score: d.label_score as f32,
         anchor: prep.anchor.clone(),
         anchor_per_task: d.anchor_frames,
+        min_gain: e.min_gain,
     }
 }
 
@@ -400,6 +401,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str, seed: u64)
         "estimate_correlation_cc",
         pearson(&world.cc_all, &world.cc_acc),
     );
+    put("tasks_declined", edge.declined as f64);
     put("accuracy_before_drifts", mean(&clean_ph));
     put("accuracy_settled", mean(&settled));
     if world.up_n > 0 {
