@@ -113,6 +113,12 @@ fn bad_input_is_one_line_and_exit_2() {
         ("mobile.bandwidth_mb_s=1e-300", "mobile.bandwidth_mb_s"),
         // Only the evaluation at t = 0, before any drift, would fall inside the stream.
         ("stream.eval_every_s=480", "stream.eval_every_s"),
+        // The teacher as the mobile model reads plain inputs: a standardising teacher cannot.
+        (
+            "mobile.source=\"teacher\"",
+            "edge.teacher_standardise = false",
+        ),
+        ("mobile.source=\"student\"", "mobile.source"),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-bad");

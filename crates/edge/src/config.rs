@@ -140,6 +140,11 @@ ferrolab_core::config_section! {
     pub struct MobileSection {
         /// Hidden units of the mobile model (14×14 input, 10 classes).
         pub hidden: usize = 32, "4..=1024" => |v| (4..=1024).contains(v);
+        /// Where the mobile model comes from: `factory` (its own MLP of `mobile.hidden` units
+        /// trained on clean frames) or `teacher` (the teacher's network, pruned and stored
+        /// int8 as the paper deploys it; its widths are the teacher's; needs
+        /// `edge.teacher_standardise = false`, since the end feeds its model the plain input).
+        pub source: String = "factory".into(), "`factory` or `teacher`" => |v| v == "factory" || v == "teacher";
         /// Magnitude-pruned fraction of each weight matrix (then int8).
         pub sparsity: f64 = 0.5, "[0, 0.95]" => |v| (0.0..=0.95).contains(v);
         /// Trigger window, frames.
@@ -356,6 +361,9 @@ impl AdaEvoConfig {
 
     /// Widths of the mobile model.
     pub fn mobile_sizes(&self) -> Vec<usize> {
+        if self.mobile.source == "teacher" {
+            return self.teacher_sizes();
+        }
         vec![INPUT, self.mobile.hidden, crate::stream::CLASSES]
     }
 
@@ -438,6 +446,20 @@ fn parse_drifts(
 
 impl Validate for AdaEvoConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.mobile.source == "teacher" {
+            check(
+                !self.edge.teacher_standardise,
+                "mobile.source",
+                "teacher",
+                "needs edge.teacher_standardise = false (the mobile end feeds its model the plain input, which a standardising teacher was not trained on)",
+            )?;
+            check(
+                self.task.name == "classification",
+                "mobile.source",
+                "teacher",
+                "is implemented for the classification task only",
+            )?;
+        }
         check(
             !self.stream.drifts.is_empty(),
             "stream.drifts",

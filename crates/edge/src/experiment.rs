@@ -251,8 +251,15 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         batch: 32,
         seed: s,
     };
-    let mut dense = Mlp::new(&cfg.mobile_sizes(), seed ^ 3);
-    dense.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
+    let dense = if cfg.mobile.source == "teacher" {
+        // The paper's deployment: the teacher itself, compressed (pruned, a one-epoch
+        // fine-tune on clean frames as the factory model gets, int8).
+        teacher.net.clone()
+    } else {
+        let mut m = Mlp::new(&cfg.mobile_sizes(), seed ^ 3);
+        m.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
+        m
+    };
     let mut small = prune(&dense, cfg.mobile.sparsity).unwrap_or_else(|_| dense.clone());
     small.train(&cx, &cy, &opts(1, seed ^ 5));
     let mobile = ModelBlob::encode(0, 0, &small)
