@@ -56,6 +56,10 @@ struct ServerArgs {
     /// Also write the whole run (history, final parameters) as JSON here (a new file).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// How `ferrolab sdgt --set fed.runtime=nats` gets the run back from this process: the run,
+    /// or the round at which it diverged, as JSON (not meant to be given by hand).
+    #[arg(long, value_name = "FILE", hide = true)]
+    outcome: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -237,8 +241,21 @@ fn sdgt(
             let out = multiproc::run_server(&spec, &data, Arc::new(fabric), |id| {
                 multiproc::client_command(&exe, &url, &common.config, &prefix, id)
             })
-            .map_err(sys_err)?
-            .map_err(|e| anyhow::anyhow!("sdgt over NATS: {e}"))?;
+            .map_err(sys_err)?;
+            let outcome = match &a.role {
+                Role::Server(s) => s.outcome.clone(),
+                Role::Client(_) => None,
+            };
+            let out = match (out, outcome) {
+                (Err(ferrolab_fed::sdgt::driver::RunError::Diverged { round, .. }), Some(path)) => {
+                    let o = multiproc::ServerOutcome::Diverged { round };
+                    ferrolab_core::run::write_atomic(&path, serde_json::to_string(&o)?.as_bytes())?;
+                    return Err(anyhow::anyhow!(
+                        "sdgt over NATS: x̄ became non-finite at round {round}"
+                    ));
+                }
+                (out, _) => out.map_err(|e| anyhow::anyhow!("sdgt over NATS: {e}"))?,
+            };
             let last = out.history.last();
             let summary = serde_json::json!({
                 "split": job.split, "algo": job.algo, "lr": job.lr, "seed_index": job.seed_index,
@@ -256,6 +273,12 @@ fn sdgt(
                 ferrolab_core::run::write_atomic(path, text.as_bytes())?;
             }
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            if let Role::Server(s) = &a.role
+                && let Some(path) = &s.outcome
+            {
+                let text = serde_json::to_string(&multiproc::ServerOutcome::Finished(out))?;
+                ferrolab_core::run::write_atomic(path, text.as_bytes())?;
+            }
             Ok(())
         }
     }

@@ -376,8 +376,9 @@ pub fn unit_spec(cfg: &SdgtConfig, algo: Algo, lr: f64, seed_k: u64, coopt: bool
 fn run_nats(
     cfg: &SdgtConfig,
     ctx: &mut RunContext,
-    spec: &RunSpec,
-    data: &RunData,
+    // The server process rebuilds both from the job file (`multiproc::build`).
+    _spec: &RunSpec,
+    _data: &RunData,
     split: &str,
     algo: Algo,
     lr: f64,
@@ -386,7 +387,6 @@ fn run_nats(
     state_dir: &Path,
 ) -> SysResult<Result<RunResult, RunError>> {
     use super::multiproc::{self, Job};
-    use crate::nats::{NatsFabric, NatsOptions, Party};
     let url = multiproc::nats_url(cfg).ok_or_else(no_url)?;
     let job = Job {
         master_seed: ctx.seed(),
@@ -408,17 +408,45 @@ fn run_nats(
     let exe = std::env::current_exe()
         .map_err(|e| SystemError::runtime(format!("own executable: {e}")))?;
     let prefix = multiproc::fresh_prefix();
-    let fabric = NatsFabric::connect(NatsOptions::new(&url, &prefix, Party::Server))
-        .map_err(|e| SystemError::usage(e.to_string()))?;
-    let data = RunData {
-        state_dir: job.state_dir.clone(),
-        ..data.clone()
-    };
-    let out = multiproc::run_server(spec, &data, Arc::new(fabric), |id| {
-        multiproc::client_command(&exe, &url, &file, &prefix, id)
-    });
+    // The server is a child process too (`ferrolab fed server`, which starts the clients as
+    // its own children); it hands the run back through an outcome file.
+    let outcome = dir.join(format!("outcome-{prefix}.json"));
+    let status = std::process::Command::new(&exe)
+        .args(["fed", "server", "--system", "sdgt", "--config"])
+        .arg(&file)
+        .args(["--prefix", &prefix, "--outcome"])
+        .arg(&outcome)
+        // As for the clients: the URL (it may hold a password) goes in the environment, never
+        // on a command line other users can read.
+        .env("FERROLAB_NATS_URL", &url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .status();
     let _ = std::fs::remove_file(&file);
-    out
+    let read = std::fs::read(&outcome);
+    let _ = std::fs::remove_file(&outcome);
+    let status = status.map_err(|e| {
+        SystemError::runtime(format!("starting `{} fed server`: {e}", exe.display()))
+    })?;
+    match read {
+        Ok(bytes) => {
+            let o: multiproc::ServerOutcome = serde_json::from_slice(&bytes)
+                .map_err(|e| SystemError::runtime(format!("the server process's outcome: {e}")))?;
+            Ok(multiproc::outcome_result(o, algo, lr))
+        }
+        // No outcome: the server process stopped before the run ended (its error is on stderr).
+        Err(_) if status.code() == Some(2) => Err(SystemError::usage(format!(
+            "{} {} lr {lr}: the NATS server process refused the run (its error is above)",
+            split,
+            algo.key()
+        ))),
+        Err(_) => Err(SystemError::runtime(format!(
+            "{} {} lr {lr}: the NATS server process failed ({status}; its error is above)",
+            split,
+            algo.key()
+        ))),
+    }
 }
 
 #[cfg(not(feature = "nats"))]

@@ -256,6 +256,31 @@ pub fn client_command(
     crate::nats::multiprocess::client_command(exe, "sdgt", url, job_file, prefix, id)
 }
 
+/// What a `fed server --system sdgt` process hands back to the `ferrolab sdgt` that started it
+/// (`--outcome FILE`): the run, or where it diverged (a step size too large is a result of the
+/// grid, not a failure).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerOutcome {
+    /// The run finished.
+    Finished(RunResult),
+    /// x̄ became non-finite at this round.
+    Diverged { round: u64 },
+}
+
+/// The outcome of a server process for `algo` at step size `lr`, as the in-process server
+/// would have returned it.
+pub fn outcome_result(o: ServerOutcome, algo: Algo, lr: f64) -> Result<RunResult, RunError> {
+    match o {
+        ServerOutcome::Finished(r) => Ok(r),
+        ServerOutcome::Diverged { round } => Err(RunError::Diverged {
+            algo: algo.key(),
+            lr,
+            round,
+        }),
+    }
+}
+
 /// The NATS URL of `cfg`: `fed.nats_url`, else `$FERROLAB_NATS_URL`.
 pub fn nats_url(cfg: &SdgtConfig) -> Option<String> {
     crate::nats::multiprocess::url_or_env(&cfg.fed.nats_url)
@@ -264,4 +289,38 @@ pub fn nats_url(cfg: &SdgtConfig) -> Option<String> {
 /// A run prefix (`[A-Za-z0-9_-]{1,40}`) unique to this process and call.
 pub fn fresh_prefix() -> String {
     crate::nats::multiprocess::fresh_prefix("sdgt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // What the server process writes is what the in-process server would have returned: a
+    // finished run unchanged through JSON, a divergence as the grid's `Diverged` (a result
+    // of the step size, recorded, not a failure of the comparison).
+    #[test]
+    fn a_server_outcome_reads_back_as_the_in_process_result() {
+        let r = RunResult {
+            history: Vec::new(),
+            round_seconds: 1.25,
+            compute_seconds: 0.5,
+            clients: 10,
+            lost_devices: 0,
+            final_params: vec![0.1, -3.5e-8, f32::MAX],
+            choices: vec![(20, 2, 5)],
+        };
+        let text = serde_json::to_string(&ServerOutcome::Finished(r.clone())).unwrap_or_default();
+        let back: ServerOutcome =
+            serde_json::from_str(&text).unwrap_or(ServerOutcome::Diverged { round: 0 });
+        assert_eq!(outcome_result(back, Algo::SdGt, 0.03).ok(), Some(r));
+        let text = serde_json::to_string(&ServerOutcome::Diverged { round: 7 }).unwrap_or_default();
+        let back: ServerOutcome =
+            serde_json::from_str(&text).unwrap_or(ServerOutcome::Diverged { round: 0 });
+        match outcome_result(back, Algo::SdFedAvg, 10.0) {
+            Err(RunError::Diverged { algo, lr, round }) => {
+                assert_eq!((algo, lr, round), ("sd_fedavg", 10.0, 7));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
