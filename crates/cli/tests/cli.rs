@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{assert_usage_error, ferrolab, incomplete, listing, stderr, tiny_cluster_gcn, tmp};
+use common::{
+    assert_usage_error, ferrolab, incomplete, listing, report, stderr, tiny_cluster_gcn, tmp,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -304,11 +306,6 @@ fn ckks_bench_reports_latency_and_precision_per_op() {
         assert!(!dir.exists(), "{bad:?} created {}", dir.display());
     }
     std::fs::remove_dir_all(&d).ok();
-}
-
-/// Reads `dir/report.json`.
-fn report(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
 }
 
 /// A finished tiny Cluster-GCN run in `out` (its config.toml is the resolved configuration

@@ -8,11 +8,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn report(out: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 #[test]
 fn the_nats_runtime_refuses_what_it_cannot_run() {
     let cases: [(&[&str], &str); 4] = [

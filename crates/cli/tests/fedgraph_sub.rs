@@ -72,11 +72,6 @@ fn the_subcommands_are_listed() {
     assert!(c.contains("mode = \"privacy\""), "{c}");
 }
 
-fn report(out: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 #[test]
 #[ignore = "needs Cora (graphs/cora_planetoid.npz under $FERROLAB_DATA or ../shared/data)"]
 fn hpo_report_has_its_keys() {

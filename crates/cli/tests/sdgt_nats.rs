@@ -7,11 +7,6 @@
 mod common;
 use common::*;
 
-fn report(out: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 #[test]
 #[ignore = "needs Fashion-MNIST (FERROLAB_DATA) and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
 fn sdgt_with_server_and_clients_as_processes_equals_the_in_process_run_bit_for_bit() {

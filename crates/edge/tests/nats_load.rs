@@ -66,6 +66,12 @@ fn prepared(cfg: &AdaEvoConfig) -> ferrolab_edge::experiment::Prepared {
     prepare(cfg, &pre, &pool, SEED)
 }
 
+/// Every process's simulated time 0, as a Unix time: after each has rebuilt its models (which
+/// took `prep_s` here).
+fn start_after(prep_s: f64) -> f64 {
+    unix_now() + 2.0 * prep_s + 3.0
+}
+
 fn opts_from(v: &serde_json::Value) -> NetOptions {
     let mut o = NetOptions::new(v["url"].as_str().unwrap(), v["prefix"].as_str().unwrap());
     o.speed = v["speed"].as_f64().unwrap();
@@ -232,12 +238,7 @@ fn live_mobile_processes_run_the_models_the_edge_ships() {
     let prep = prepared(&cfg);
     let prep_s = t_prep.elapsed().as_secs_f64();
     let run = prefix("aelive");
-    let start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 2.0 * prep_s
-        + 3.0;
+    let start = start_after(prep_s);
     let base = serde_json::json!({
         "url": url, "prefix": run, "speed": speed, "seconds": seconds, "start": start,
         "cfg": serde_json::to_value(&cfg).unwrap(),
@@ -331,12 +332,7 @@ fn load_many_mobile_processes_every_task_completes_or_is_dropped_with_a_reason()
     std::fs::create_dir_all(&dir).unwrap();
     let run = prefix("ae");
     // Every process's simulated time 0: after the edge has rebuilt its models.
-    let start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 2.0 * prep_s
-        + 3.0;
+    let start = start_after(prep_s);
     let base = serde_json::json!({
         "url": url, "prefix": run, "speed": speed, "seconds": seconds, "start": start,
     });
@@ -556,7 +552,7 @@ fn edge_killed_mid_training_restarts_from_its_state_and_loses_nothing() {
     let state = dir.join("edge-state");
     std::fs::create_dir_all(&dir).unwrap();
     let run = prefix("aerestart");
-    let start = unix_now() + 2.0 * prep_s + 3.0;
+    let start = start_after(prep_s);
     let base = serde_json::json!({
         "url": url, "prefix": run, "speed": speed, "seconds": seconds, "start": start,
     });
@@ -692,7 +688,7 @@ fn mobile_dying_mid_upload_is_dropped_cleanly_and_the_edge_keeps_serving() {
     let dir: PathBuf = std::env::temp_dir().join(prefix("adaevo-partial"));
     std::fs::create_dir_all(&dir).unwrap();
     let run = prefix("aepartial");
-    let start = unix_now() + 2.0 * prep_s + 3.0;
+    let start = start_after(prep_s);
     let base = serde_json::json!({
         "url": url, "prefix": run, "speed": speed, "seconds": seconds, "start": start,
     });

@@ -180,3 +180,10 @@ pub fn tiny_cluster_gcn<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v.extend(["--threads", "1"]);
     v
 }
+
+/// `out/report.json`, or `Null` when it is missing or not JSON (the caller's asserts then say
+/// which key was not there).
+pub fn report(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
