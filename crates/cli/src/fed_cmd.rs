@@ -246,13 +246,23 @@ fn sdgt(
                 Role::Server(s) => s.outcome.clone(),
                 Role::Client(_) => None,
             };
+            use ferrolab_fed::sdgt::driver::RunError;
             let out = match (out, outcome) {
-                (Err(ferrolab_fed::sdgt::driver::RunError::Diverged { round, .. }), Some(path)) => {
+                // For the `ferrolab sdgt` that started this process: a divergence is a result
+                // of its step-size grid (exit 0, nothing on stderr); a lost connection keeps its
+                // checkpoint for `--resume` (exit 1, said by the parent).
+                (Err(RunError::Diverged { round, .. }), Some(path)) => {
                     let o = multiproc::ServerOutcome::Diverged { round };
                     ferrolab_core::run::write_atomic(&path, serde_json::to_string(&o)?.as_bytes())?;
-                    return Err(anyhow::anyhow!(
-                        "sdgt over NATS: x̄ became non-finite at round {round}"
-                    ));
+                    return Ok(());
+                }
+                (
+                    Err(RunError::Fabric(ferrolab_fed::fabric::FabricError::Disconnected(why))),
+                    Some(path),
+                ) => {
+                    let o = multiproc::ServerOutcome::Disconnected(why.clone());
+                    ferrolab_core::run::write_atomic(&path, serde_json::to_string(&o)?.as_bytes())?;
+                    return Err(anyhow::anyhow!("sdgt over NATS: {why}"));
                 }
                 (out, _) => out.map_err(|e| anyhow::anyhow!("sdgt over NATS: {e}"))?,
             };

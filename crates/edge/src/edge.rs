@@ -536,6 +536,12 @@ impl EndState {
                     m.biases.len()
                 ));
             }
+            if m.masks.len() != layers {
+                return Err(format!(
+                    "{name} model has {} pruning masks, expected {layers}",
+                    m.masks.len()
+                ));
+            }
             for l in 0..layers {
                 let (i, o) = (sizes[l], sizes[l + 1]);
                 if m.weights[l].len() != i * o || m.biases[l].len() != o {
@@ -543,6 +549,15 @@ impl EndState {
                         "{name} model layer {l}: {} weights and {} biases, expected {} and {o}",
                         m.weights[l].len(),
                         m.biases[l].len(),
+                        i * o
+                    ));
+                }
+                if let Some(mask) = &m.masks[l]
+                    && mask.len() != i * o
+                {
+                    return Err(format!(
+                        "{name} model layer {l}: a pruning mask of {}, expected {}",
+                        mask.len(),
                         i * o
                     ));
                 }
@@ -1044,6 +1059,15 @@ mod tests {
         let mut layers = good.clone();
         layers.dense.weights.pop();
         refused(&layers, "1 weight and 2 bias layers");
+        let mut masks = good.clone();
+        masks.dense.masks.clear();
+        refused(&masks, "dense model has 0 pruning masks, expected 2");
+        let mut mask = good.clone();
+        mask.deployed.masks[1] = Some(vec![true; 14]);
+        refused(
+            &mask,
+            "deployed model layer 1: a pruning mask of 14, expected 15",
+        );
         let mut x = good.clone();
         x.replay[0].0.push(0.0);
         refused(&x, "replay frame 0: 7 inputs");

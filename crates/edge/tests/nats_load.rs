@@ -201,8 +201,25 @@ fn a_damaged_state_directory_is_refused_before_connecting() {
     ];
     for (bytes, what) in cases {
         let dir = std::env::temp_dir().join(prefix("adaevo-badstate"));
-        Store::open(&dir, &fp).unwrap();
+        let store = Store::open(&dir, &fp).unwrap();
         std::fs::write(dir.join("end_0.json"), bytes).unwrap();
+        // A task file the (damaged) end file would call stale: refused, it must stay.
+        store
+            .put_task(&ferrolab_edge::net::state::TaskFile {
+                arrival: 1.0,
+                req: ferrolab_edge::protocol::TaskRequest {
+                    end: 0,
+                    seq: 0,
+                    model_version: 0,
+                    trigger_t: 1.0,
+                    drift: ferrolab_edge::protocol::DriftType::Sudden,
+                    estimate: 0.5,
+                    threshold: 0.8,
+                    remaining_s: 100.0,
+                    frames: Vec::new(),
+                },
+            })
+            .unwrap();
         let mut opts = NetOptions::new("nats://127.0.0.1:1", "badstate");
         opts.state_dir = Some(dir.clone());
         let t0 = Instant::now();
@@ -212,6 +229,10 @@ fn a_damaged_state_directory_is_refused_before_connecting() {
         assert!(
             msg.contains(what) && msg.contains("end_0.json"),
             "{what}: {msg}"
+        );
+        assert!(
+            dir.join("task_0_0.json").exists(),
+            "{what}: a task file was removed"
         );
         // Refused before the 4-second connection attempt.
         assert!(

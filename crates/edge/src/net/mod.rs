@@ -617,18 +617,10 @@ async fn edge_loop(
     // fix (exit 2), found before the edge serves anyone.
     let loaded = match &store {
         Some(st) => st
-            .load()
+            .load_checked(|l| l.check(&prep.dense.sizes, n))
             .map_err(|e| NetError::Usage(format!("cannot read the edge's state: {e}")))?,
         None => state::Loaded::default(),
     };
-    let dir_name = || {
-        opts.state_dir
-            .as_ref()
-            .map_or_else(String::new, |d| d.display().to_string())
-    };
-    loaded
-        .check(&prep.dense.sizes, n)
-        .map_err(|e| NetError::Usage(format!("state directory {}: {e}", dir_name())))?;
     let client = connect(opts, "adaevo edge").await?;
     let mut reqs = client
         .subscribe(subject(&opts.prefix, "req"))

@@ -217,6 +217,16 @@ impl Store {
 
     /// Reads everything back; removes stale task files and left-over temporaries.
     pub fn load(&self) -> Result<Loaded, StateError> {
+        self.load_checked(|_| Ok(()))
+    }
+
+    /// [`Store::load`], with `check` run on what was read before any stale task file is
+    /// removed: a folder that cannot continue the run (see [`Loaded::check`]) is refused with
+    /// its task files untouched.
+    pub fn load_checked(
+        &self,
+        check: impl FnOnce(&Loaded) -> Result<(), String>,
+    ) -> Result<Loaded, StateError> {
         let mut out = Loaded::default();
         let mut tasks = Vec::new();
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
@@ -257,6 +267,10 @@ impl Store {
                 tasks.push(t);
             }
         }
+        check(&out).map_err(|why| StateError::Io {
+            path: self.dir.display().to_string(),
+            why,
+        })?;
         for t in tasks {
             let finished = out
                 .ends

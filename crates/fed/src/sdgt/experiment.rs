@@ -419,6 +419,9 @@ fn run_nats(
         // As for the clients: the URL (it may hold a password) goes in the environment, never
         // on a command line other users can read.
         .env("FERROLAB_NATS_URL", &url)
+        // The server and the clients it starts compute with this run's thread count (their
+        // parallel sums must group as the in-process run's do).
+        .env("RAYON_NUM_THREADS", ctx.threads().to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())

@@ -266,6 +266,8 @@ pub enum ServerOutcome {
     Finished(RunResult),
     /// x̄ became non-finite at this round.
     Diverged { round: u64 },
+    /// The NATS connection was lost (the mirrored state keeps the last checkpoint).
+    Disconnected(String),
 }
 
 /// The outcome of a server process for `algo` at step size `lr`, as the in-process server
@@ -278,6 +280,9 @@ pub fn outcome_result(o: ServerOutcome, algo: Algo, lr: f64) -> Result<RunResult
             lr,
             round,
         }),
+        ServerOutcome::Disconnected(why) => Err(RunError::Fabric(
+            crate::fabric::FabricError::Disconnected(why),
+        )),
     }
 }
 
