@@ -343,7 +343,30 @@ fn reports_predicts_and_resumes() {
             resumed.report.baselines[name].get("val_dice")
         );
     }
-    for d in [&root, &a, &b] {
+    // `data.test`: any folder of volumes gets the `test_` keys under ours and every baseline.
+    // Given the validation volumes themselves, the picked checkpoint scores on them exactly as
+    // on val, and skips the same HD95s.
+    let mut with_test = cfg.get().clone();
+    with_test.data.test = Some(root.join("val").display().to_string());
+    let with_test = Checked::new(with_test).unwrap();
+    let t = tmp("with-test");
+    let o = experiment::run(&with_test, &mut ctx(&t, true)).unwrap();
+    let rt = &o.report;
+    for table in [
+        &rt.metrics,
+        &rt.baselines["pce"],
+        &rt.baselines["pce_gcrf"],
+        &rt.baselines["full"],
+    ] {
+        for k in ["dice", "dice_rv", "dice_myo", "dice_lv"] {
+            let (v, w) = (table[&format!("val_{k}")], table[&format!("test_{k}")]);
+            assert_eq!(v, w, "{k}");
+            assert!(table.contains_key(&format!("test_{k}_std")), "test_{k}_std");
+        }
+    }
+    assert_eq!(rt.details["test_hd95_skipped"], rt.details["hd95_skipped"]);
+    assert!(r.details["test_hd95_skipped"].is_null());
+    for d in [&root, &a, &b, &t] {
         std::fs::remove_dir_all(d).ok();
     }
 }

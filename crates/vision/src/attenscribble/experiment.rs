@@ -362,22 +362,29 @@ fn report(
         "train_seconds".into(),
         results.iter().map(|x| x.train_seconds).sum(),
     );
-    let skipped: BTreeMap<String, usize> = methods
-        .iter()
-        .map(|m| {
-            (
-                m.name().to_string(),
-                results
+    // Per method, summed over seeds: volumes whose HD95 was left out (class never predicted).
+    let skipped_by = |pick: &dyn Fn(&RunResult) -> Option<usize>| -> BTreeMap<String, usize> {
+        methods
+            .iter()
+            .map(|m| {
+                let n = results
                     .iter()
                     .filter(|x| x.method == m.name())
-                    .map(|x| x.val.hd95_skipped)
-                    .sum(),
-            )
-        })
-        .collect();
+                    .filter_map(pick)
+                    .sum();
+                (m.name().to_string(), n)
+            })
+            .collect()
+    };
+    let skipped = skipped_by(&|x| Some(x.val.hd95_skipped));
+    let test_skipped = p
+        .test
+        .as_ref()
+        .map(|_| skipped_by(&|x| x.test.as_ref().map(|t| t.hd95_skipped)));
     r.details = serde_json::json!({
         "protocol": PROTOCOL,
         "hd95_skipped": skipped,
+        "test_hd95_skipped": test_skipped,
         "train_slices": p.train.len(),
         "train_patients": p.train.patients,
         "val_volumes": p.val.len(),
