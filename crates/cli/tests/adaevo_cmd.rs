@@ -157,6 +157,21 @@ fn edge_and_mobile_bad_arguments_are_exit_2() {
             ],
             "classification task only",
         ),
+        // The resource guard, as for the in-process run: 1000 ends' streams do not fit 1 GB.
+        (
+            vec![
+                "adaevo",
+                "edge",
+                "--set",
+                "stream.ends=1000",
+                "--set",
+                "stream.seconds=20000",
+                "--max-memory",
+                "1G",
+            ],
+            "--max-memory",
+        ),
+        (vec!["adaevo", "edge", "--max-memory", "lots"], "lots"),
     ];
     for (args, what) in cases {
         let mut a = args.clone();

@@ -97,6 +97,12 @@ fn common(c: Command) -> Command {
             .help("Compute threads (default: all cores)"),
     )
     .arg(
+        Arg::new("max-memory")
+            .long("max-memory")
+            .value_name("SIZE")
+            .help("Refuse settings whose estimated memory exceeds SIZE (e.g. 2G; default: 80% of this machine's memory), as `ferrolab adaevo` does"),
+    )
+    .arg(
         Arg::new("start")
             .long("start")
             .value_name("UNIX_SECONDS")
@@ -177,6 +183,16 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
             "task.name = {}: the NATS processes serve the classification task only (run the detection task in-process: ferrolab adaevo --preset detection)",
             cfg.task.name
         )));
+    }
+    // The resource guard `ferrolab adaevo` applies: every process rebuilds all ends' streams.
+    let limit = match m.get_one::<String>("max-memory") {
+        Some(s) => ferrolab_core::guard::parse_size(s)?,
+        None => ferrolab_core::guard::default_limit(),
+    };
+    if let Some(est) =
+        ferrolab_core::System::memory_estimate(&crate::system::AdaEvoSystem, &cfg, None)
+    {
+        ferrolab_core::guard::check(&est, limit)?;
     }
     let url = m.get_one::<String>("nats").cloned().unwrap_or_default();
     let run = m.get_one::<String>("run").cloned().unwrap_or_default();
