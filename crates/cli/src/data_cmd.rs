@@ -27,6 +27,10 @@ pub enum DataCommand {
     /// Download datasets from their canonical sources (pinned URL and SHA-256), convert them,
     /// and install them into the per-user data folder (or --data-dir).
     Fetch(FetchArgs),
+    /// Convert Planetoid files you already have (`ind.<name>.{x,y,tx,ty,allx,ally,graph,
+    /// test.index}`, e.g. CiteSeer's or PubMed's) into the graph npz the graph systems read
+    /// (`--set data.path=FILE`); the same conversion `data fetch cora-planetoid` applies.
+    ConvertPlanetoid(ConvertPlanetoidArgs),
     /// Render underwater images of Jerlov water types (PNGs + COCO JSON with images[].domain);
     /// the same command as `ferrolab adod synth` (its options: --types, --images, --size, --seed, --out).
     #[command(disable_help_flag = true)]
@@ -38,6 +42,20 @@ pub enum DataCommand {
         )]
         args: Vec<String>,
     },
+}
+
+/// Arguments of `ferrolab data convert-planetoid`.
+#[derive(Args, Debug)]
+pub struct ConvertPlanetoidArgs {
+    /// The files' dataset name: `ind.<NAME>.x` etc. (cora, citeseer, pubmed).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Folder holding the `ind.<NAME>.*` files.
+    #[arg(long, value_name = "DIR")]
+    pub raw: PathBuf,
+    /// The npz to write (a new file; written whole or not at all).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// Arguments of `ferrolab data fetch`.
@@ -64,6 +82,7 @@ pub struct FetchArgs {
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     match &args.command {
         Some(DataCommand::Fetch(f)) => run_fetch(f),
+        Some(DataCommand::ConvertPlanetoid(c)) => run_convert_planetoid(c),
         Some(DataCommand::SynthUnderwater { args }) => {
             use ferrolab_vision::adod::predict::{synth_command, synth_run};
             let argv = std::iter::once("synth-underwater".to_string()).chain(args.iter().cloned());
@@ -86,6 +105,41 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         }
         None => list(args),
     }
+}
+
+/// Usage errors (exit 2): a name that is not a plain word, a `--raw` that is not a folder,
+/// an `--out` that exists; a missing or malformed `ind.*` file is a data error naming it.
+fn run_convert_planetoid(c: &ConvertPlanetoidArgs) -> anyhow::Result<()> {
+    let usage = |m: String| -> anyhow::Error { crate::common::UsageError(m).into() };
+    if c.name.is_empty()
+        || c.name.len() > 40
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    {
+        return Err(usage(format!(
+            "--name {:?}: a dataset name as in the files `ind.<NAME>.x` (letters, digits, `_`)",
+            c.name
+        )));
+    }
+    if !c.raw.is_dir() {
+        return Err(usage(format!("--raw {}: not a folder", c.raw.display())));
+    }
+    if c.out.exists() {
+        return Err(usage(format!(
+            "--out {}: already exists (nothing is overwritten; choose a new path)",
+            c.out.display()
+        )));
+    }
+    ferrolab_data::fetch::convert_planetoid(&c.raw, &c.name, &c.out)?;
+    eprintln!(
+        "wrote {} (Planetoid `{}`): use it with --set data.path={}",
+        c.out.display(),
+        c.name,
+        c.out.display()
+    );
+    Ok(())
 }
 
 fn list(args: &DataArgs) -> anyhow::Result<()> {

@@ -847,3 +847,81 @@ fn sdgt_batch_larger_than_a_device_is_named_on_stderr() {
     assert!(!stderr(&o).contains("fed.batch"), "{}", stderr(&o));
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `ferrolab data convert-planetoid`: local `ind.<name>.*` files to the graph npz, the same
+/// conversion `data fetch` applies: Cora's raw files give exactly the shared `cora_planetoid.npz`.
+/// Bad arguments are one usage error each and write nothing.
+#[test]
+#[ignore = "needs ../shared/data-raw and ../shared/data"]
+fn data_convert_planetoid_matches_the_shared_cora() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let raw = shared.join("data-raw/planetoid");
+    assert!(raw.is_dir(), "{} is missing", raw.display());
+    let d = tmp("convert-planetoid");
+    let out = d.join("cora.npz");
+    let (raw_s, out_s) = (raw.display().to_string(), out.display().to_string());
+    let args = [
+        "data",
+        "convert-planetoid",
+        "--name",
+        "cora",
+        "--raw",
+        &raw_s,
+        "--out",
+        &out_s,
+    ];
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |p: &Path| {
+        let mut z = ferrolab_data::npz::Npz::open(p).unwrap();
+        let mut keys = z.keys().to_vec();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| {
+                let a = z.get(&k).unwrap();
+                (k, a)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (ours, theirs) = (
+        read(&out),
+        read(&shared.join("data/graphs/cora_planetoid.npz")),
+    );
+    assert_eq!(ours.len(), theirs.len());
+    for ((ka, a), (kb, b)) in ours.iter().zip(&theirs) {
+        assert_eq!(ka, kb);
+        assert_eq!(a.data.dtype(), b.data.dtype(), "{ka}");
+        assert!(a == b, "member {ka} differs");
+    }
+    // Again onto the same file: refused, the file unchanged.
+    let before = std::fs::read(&out).unwrap();
+    let e = assert_usage_error(&ferrolab(&args), "existing --out");
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    let other = d.join("x.npz");
+    let other_s = other.display().to_string();
+    for (bad, what) in [
+        (["--name", "cite seer", "--raw", &raw_s], "--name"),
+        (["--name", "cora", "--raw", &out_s], "not a folder"),
+    ] {
+        let mut a = vec!["data", "convert-planetoid"];
+        a.extend(bad);
+        a.extend(["--out", &other_s]);
+        let e = assert_usage_error(&ferrolab(&a), what);
+        assert!(e.contains(what), "{e}");
+    }
+    // No such files: the error names the missing file, nothing is written.
+    let o = ferrolab(&[
+        "data",
+        "convert-planetoid",
+        "--name",
+        "citeseer",
+        "--raw",
+        &raw_s,
+        "--out",
+        &other_s,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ind.citeseer"), "{}", stderr(&o));
+    assert!(!other.exists());
+}
