@@ -112,10 +112,7 @@ fn quick(out: &std::path::Path, extra: &[&str]) -> Vec<String> {
 #[test]
 #[ignore = "needs Cora and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
 fn fedgraph_over_nats_equals_the_in_process_run_bit_for_bit() {
-    assert!(
-        std::env::var("FERROLAB_NATS_URL").is_ok_and(|u| !u.is_empty()),
-        "FERROLAB_NATS_URL is not set: start `nats-server -js` and export its URL (.ci/run does)"
-    );
+    require_nats_url();
     let root = tmp("fedgraph-nats-run");
     for algo in ["fedavg", "fedopt"] {
         let (a, b) = (

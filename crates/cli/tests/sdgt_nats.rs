@@ -10,10 +10,7 @@ use common::*;
 #[test]
 #[ignore = "needs Fashion-MNIST (FERROLAB_DATA) and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
 fn sdgt_with_server_and_clients_as_processes_equals_the_in_process_run_bit_for_bit() {
-    assert!(
-        std::env::var("FERROLAB_NATS_URL").is_ok_and(|u| !u.is_empty()),
-        "FERROLAB_NATS_URL is not set: start `nats-server -js` and export its URL (.ci/run does)"
-    );
+    require_nats_url();
     let root = tmp("sdgt-nats-run");
     let (a, b) = (root.join("in"), root.join("nats"));
     #[rustfmt::skip]

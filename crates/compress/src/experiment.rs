@@ -710,7 +710,6 @@ fn ber_key(r: f64) -> String {
     }
 }
 
-/// Sets per-layer pruning counts by magnitude; returns the masks.
 /// The budget stage's calibration images (`budget.calibrate_images` of them, the training
 /// subset's last ones; the fine-tune reads its first), or `None` when calibration is off.
 pub fn calibration_set(cfg: &LayerImportanceConfig, data: &Data) -> Option<EvalSet> {

@@ -271,6 +271,25 @@ pub(crate) fn measured_memory(
     }
 }
 
+/// `edge.min_gain` (0: off): a task whose best predicted gain over the deployed model's `a0`
+/// (of `metric`, as the edge scores it) is below it is declined. Shared by both edges.
+pub(crate) fn check_min_gain(
+    predicted: &[f64],
+    a0: f64,
+    min_gain: f64,
+    req: &TaskRequest,
+    metric: &str,
+) -> Result<(), ProtocolError> {
+    let best = predicted.iter().copied().fold(f64::NEG_INFINITY, f64::max) - a0;
+    if min_gain > 0.0 && best < min_gain {
+        return Err(ProtocolError::Declined(format!(
+            "end {} task {}: predicted {metric} gain {best:.3} is below edge.min_gain {min_gain}",
+            req.end, req.seq
+        )));
+    }
+    Ok(())
+}
+
 /// Memory the running tasks hold: each its measured or predicted peak, whichever is larger.
 pub(crate) fn memory_in_use<D>(running: &[Running<D>]) -> u64 {
     running
@@ -844,13 +863,9 @@ impl EdgeServer {
                 });
                 accs.push(acc);
             }
-            let best = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max) - a0;
-            if p.min_gain > 0.0 && best < p.min_gain {
+            if let Err(e) = check_min_gain(&accs, a0, p.min_gain, &req, "accuracy") {
                 self.declined += 1;
-                return Err(ProtocolError::Declined(format!(
-                    "end {} task {}: predicted accuracy gain {best:.3} is below edge.min_gain {}",
-                    req.end, req.seq, p.min_gain
-                )));
+                return Err(e);
             }
             (vs, accs, a0, flops)
         } else {

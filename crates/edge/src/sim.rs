@@ -89,6 +89,11 @@ pub trait World {
     fn installed(&mut self, _k: usize, _at: f64, _gain: f64) {}
 }
 
+/// QoE of one end: the share of its evaluations whose accuracy is at or above `threshold`.
+pub fn qoe(accuracies: &[f64], threshold: f64) -> f64 {
+    accuracies.iter().filter(|a| **a >= threshold).count() as f64 / accuracies.len().max(1) as f64
+}
+
 /// Drifts of `schedule` begun by `t`: the index of the segment `t` lies in.
 pub fn segment(schedule: &Schedule, t: f64) -> usize {
     schedule.drifts.iter().filter(|d| d.start <= t).count()
@@ -117,8 +122,7 @@ pub struct Log {
     /// Tasks still queued, running or uploading at the end.
     pub unfinished: usize,
     /// Profiler errors (memory and time relative, gain absolute), trigger → install latency.
-    pub mem_err: Vec<f64>,
-    /// Signed relative memory prediction errors, (predicted − measured) / measured.
+    /// Memory as signed relative errors, (predicted − measured) / measured.
     pub mem_bias: Vec<f64>,
     pub time_err: Vec<f64>,
     pub gain_err: Vec<f64>,
@@ -264,10 +268,10 @@ pub fn drive<E: SimEdge, W: World>(
         let done = edge.advance(tf, 1.0);
         if !done.is_empty() {
             for c in &done {
-                let rel = (c.memory_pred as f64 - c.memory_measured as f64)
-                    / c.memory_measured.max(1) as f64;
-                log.mem_err.push(rel.abs());
-                log.mem_bias.push(rel);
+                log.mem_bias.push(
+                    (c.memory_pred as f64 - c.memory_measured as f64)
+                        / c.memory_measured.max(1) as f64,
+                );
                 let actual = c.finished - c.started;
                 log.wait_s.push(c.started - c.arrival);
                 log.train_s.push(actual);
@@ -318,8 +322,8 @@ impl Log {
         let (mut est_all, mut acc_all) = (Vec::new(), Vec::new());
         for tl in &self.timeline {
             let a: Vec<f64> = tl.iter().map(|p| p.1).collect();
-            q90.push(a.iter().filter(|x| **x >= theta90).count() as f64 / a.len().max(1) as f64);
-            q80.push(a.iter().filter(|x| **x >= theta80).count() as f64 / a.len().max(1) as f64);
+            q90.push(qoe(&a, theta90));
+            q80.push(qoe(&a, theta80));
             accs.push(mean(&a));
             for p in tl.iter().skip(1) {
                 est_all.push(p.2);
@@ -371,8 +375,9 @@ impl Log {
             put("drift_latency_seconds", mean(&lat));
             put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
         }
-        if opts.profiler && !self.mem_err.is_empty() {
-            put("profiler_memory_error_frac", mean(&self.mem_err));
+        if opts.profiler && !self.mem_bias.is_empty() {
+            let abs: Vec<f64> = self.mem_bias.iter().map(|b| b.abs()).collect();
+            put("profiler_memory_error_frac", mean(&abs));
             // Signed: above 0 the prediction is larger than what training allocated.
             put("profiler_memory_bias_frac", mean(&self.mem_bias));
             // 1: "measured" is the heap peak the counting allocator saw; 0: it is the sizes

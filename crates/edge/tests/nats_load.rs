@@ -66,6 +66,13 @@ fn prepared(cfg: &AdaEvoConfig) -> ferrolab_edge::experiment::Prepared {
     prepare(cfg, &pre, &pool, SEED)
 }
 
+/// [`prepared`] and the seconds it took (every child process takes about as long).
+fn timed_prepared(cfg: &AdaEvoConfig) -> (ferrolab_edge::experiment::Prepared, f64) {
+    let t0 = Instant::now();
+    let prep = prepared(cfg);
+    (prep, t0.elapsed().as_secs_f64())
+}
+
 /// Every process's simulated time 0, as a Unix time: after each has rebuilt its models (which
 /// took `prep_s` here).
 fn start_after(prep_s: f64) -> f64 {
@@ -255,9 +262,7 @@ fn live_mobile_processes_run_the_models_the_edge_ships() {
     let speed = 24.0;
     let cfg = config(ends);
     let seconds = cfg.stream.seconds as f64;
-    let t_prep = Instant::now();
-    let prep = prepared(&cfg);
-    let prep_s = t_prep.elapsed().as_secs_f64();
+    let (prep, prep_s) = timed_prepared(&cfg);
     let run = prefix("aelive");
     let start = start_after(prep_s);
     let base = serde_json::json!({
@@ -345,9 +350,7 @@ fn load_many_mobile_processes_every_task_completes_or_is_dropped_with_a_reason()
     let speed = env_or("ADAEVO_LOAD_SPEED", 15.0);
     let seconds = 300.0;
     let cfg = config(ends);
-    let t_prep = Instant::now();
-    let prep = prepared(&cfg);
-    let prep_s = t_prep.elapsed().as_secs_f64();
+    let (prep, prep_s) = timed_prepared(&cfg);
     let traces = net::make_traces(&cfg, &prep, seconds as usize);
     let dir: PathBuf = std::env::temp_dir().join(prefix("adaevo-load"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -565,9 +568,7 @@ fn edge_killed_mid_training_restarts_from_its_state_and_loses_nothing() {
     let speed = 15.0;
     let seconds = 300.0;
     let cfg = config(ends);
-    let t_prep = Instant::now();
-    let prep = prepared(&cfg);
-    let prep_s = t_prep.elapsed().as_secs_f64();
+    let (prep, prep_s) = timed_prepared(&cfg);
     let traces = net::make_traces(&cfg, &prep, seconds as usize);
     let dir: PathBuf = std::env::temp_dir().join(prefix("adaevo-restart"));
     let state = dir.join("edge-state");
@@ -702,9 +703,7 @@ fn mobile_dying_mid_upload_is_dropped_cleanly_and_the_edge_keeps_serving() {
     // End 0 is a well-behaved mobile process; end 1 is played by this test: a truncated
     // upload, then a complete one from a client that disconnects at once.
     let cfg = config(2);
-    let t_prep = Instant::now();
-    let prep = prepared(&cfg);
-    let prep_s = t_prep.elapsed().as_secs_f64();
+    let (prep, prep_s) = timed_prepared(&cfg);
     let traces = net::make_traces(&cfg, &prep, seconds as usize);
     let dir: PathBuf = std::env::temp_dir().join(prefix("adaevo-partial"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -187,3 +187,12 @@ pub fn report(out: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_default();
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
+
+/// Fails (never skips) a test that needs a NATS server when `$FERROLAB_NATS_URL` is unset:
+/// `.ci/run` starts one and exports it.
+pub fn require_nats_url() {
+    assert!(
+        std::env::var("FERROLAB_NATS_URL").is_ok_and(|u| !u.is_empty()),
+        "FERROLAB_NATS_URL is not set: start `nats-server -js` and export its URL (.ci/run does)"
+    );
+}

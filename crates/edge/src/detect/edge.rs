@@ -10,8 +10,8 @@
 
 use super::grid::{Grid, GtBox, OUT, model_map50, train_detector, train_detector_split};
 use crate::edge::{
-    Completed, Queued, Running, ScheduleEvent, SchedulerKind, measured_memory, memory_in_use,
-    schedule_step, share_processor,
+    Completed, Queued, Running, ScheduleEvent, SchedulerKind, check_min_gain, measured_memory,
+    memory_in_use, schedule_step, share_processor,
 };
 use crate::model::{Mlp, TrainOpts};
 use crate::profiler::{AccuracyCurve, TimeRegressor, memory_bytes};
@@ -262,13 +262,9 @@ impl DetEdge {
                 });
                 accs.push(curve.at(e as f64 * scale));
             }
-            let best = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max) - a0;
-            if p.min_gain > 0.0 && best < p.min_gain {
+            if let Err(e) = check_min_gain(&accs, a0, p.min_gain, &req, "mAP@0.5") {
                 self.declined += 1;
-                return Err(ProtocolError::Declined(format!(
-                    "end {} task {}: predicted mAP@0.5 gain {best:.3} is below edge.min_gain {}",
-                    req.end, req.seq, p.min_gain
-                )));
+                return Err(e);
             }
             (vs, accs, a0, flops)
         } else {

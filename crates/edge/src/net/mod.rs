@@ -316,11 +316,9 @@ impl Source<'_> {
         if let Source::Live(l) = self {
             let accs: Vec<f64> = s.accuracy.iter().map(|a| a.2).collect();
             if !accs.is_empty() {
-                let n = accs.len() as f64;
-                let share = |th: f64| accs.iter().filter(|a| **a >= th).count() as f64 / n;
-                s.avg_accuracy = Some(accs.iter().sum::<f64>() / n);
-                s.qoe_t90 = Some(share(l.thresholds.0));
-                s.qoe_t80 = Some(share(l.thresholds.1));
+                s.avg_accuracy = Some(crate::estimator::mean(&accs));
+                s.qoe_t90 = Some(crate::sim::qoe(&accs, l.thresholds.0));
+                s.qoe_t80 = Some(crate::sim::qoe(&accs, l.thresholds.1));
             }
         }
     }

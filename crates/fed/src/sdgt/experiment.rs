@@ -302,7 +302,8 @@ fn one(
         let spec = unit_spec(cfg, algo, lr, seed_k, coopt);
         let t0 = Instant::now();
         let out = if cfg.fed.runtime == "nats" {
-            run_nats(cfg, ctx, &spec, data, split, algo, lr, k, coopt, &fabric_dir)?
+            // The server process rebuilds the run's spec and data from the job file.
+            run_nats(cfg, ctx, split, algo, lr, k, coopt, &fabric_dir)?
         } else {
             let fabric: Arc<dyn crate::Fabric> = if checkpoint_every > 0 {
                 Arc::new(InProcFabric::with_dir(&fabric_dir))
@@ -376,9 +377,6 @@ pub fn unit_spec(cfg: &SdgtConfig, algo: Algo, lr: f64, seed_k: u64, coopt: bool
 fn run_nats(
     cfg: &SdgtConfig,
     ctx: &mut RunContext,
-    // The server process rebuilds both from the job file (`multiproc::build`).
-    _spec: &RunSpec,
-    _data: &RunData,
     split: &str,
     algo: Algo,
     lr: f64,
@@ -457,8 +455,6 @@ fn run_nats(
 fn run_nats(
     _: &SdgtConfig,
     _: &mut RunContext,
-    _: &RunSpec,
-    _: &RunData,
     _: &str,
     _: Algo,
     _: f64,
