@@ -175,7 +175,8 @@ fn fedgraph(
                 "seed_index": job.seed_index, "clients": multiproc::client_ids(&unit).len(),
                 "rounds": out.rounds_run, "best_round": out.best_round,
                 "val_accuracy": out.val_accuracy, "test_accuracy": out.test_accuracy,
-                "server_mb": out.server_bytes as f64 / f64::from(1u32 << 20),
+                "server_mb": out.server_bytes as f64 / 1e6,
+                "server_mib": out.server_bytes as f64 / f64::from(1u32 << 20),
                 "rejected": out.rejected,
             });
             if let Role::Server(s) = &a.role

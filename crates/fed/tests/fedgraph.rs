@@ -310,3 +310,44 @@ fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `metrics.server_mb` counts MB of 10^6 bytes, as `sdgt`'s key of that name does, and
+/// `server_mib` the same bytes in MiB; FedAvg moves at least the model down to and back from
+/// every client each round.
+#[test]
+fn server_traffic_is_reported_in_mb_and_mib() {
+    use ferrolab_fed::fedgraph::experiment::{regime_metrics, run_table};
+    let g = communities(400, 16, 11);
+    let mut cfg = FedGraphConfig {
+        data: DataSection {
+            num_val: 80,
+            ..data_cfg()
+        },
+        ..Default::default()
+    };
+    small_grid(&mut cfg);
+    cfg.fed.seeds = 1;
+    cfg.fed.local_steps = vec![1];
+    let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
+    let t = run_table(&g, &cfg, 9, 1, &quiet, None, None).unwrap();
+    let fedavg = t
+        .regimes
+        .iter()
+        .find(|r| r.regime.name() == "fedavg")
+        .unwrap();
+    let bytes = fedavg.cells[0].runs[0].server_bytes as f64;
+    // GCN 16 -> 8 -> 4: 16·8 + 8 + 8·4 + 4 float32 parameters.
+    let model_bytes = 4.0 * (16 * 8 + 8 + 8 * 4 + 4) as f64;
+    let rounds = fedavg.cells[0].runs[0].rounds_run as f64;
+    assert!(rounds >= 1.0);
+    assert!(
+        bytes >= 2.0 * 4.0 * rounds * model_bytes,
+        "{bytes} bytes in {rounds} rounds"
+    );
+    let m = regime_metrics(fedavg);
+    assert!((m["server_mb"] - bytes / 1e6).abs() <= 1e-12, "{m:?}");
+    assert!(
+        (m["server_mib"] - bytes / 1_048_576.0).abs() <= 1e-12,
+        "{m:?}"
+    );
+}

@@ -534,10 +534,11 @@ pub fn regime_metrics(r: &RegimeResult) -> BTreeMap<String, f64> {
         "best_round".into(),
         best.runs.iter().map(|x| x.best_round as f64).sum::<f64>() / n,
     );
-    m.insert(
-        "server_mb".into(),
-        best.runs.iter().map(|x| x.server_bytes as f64).sum::<f64>() / n / (1u64 << 20) as f64,
-    );
+    // MB of 10^6 bytes, as `sdgt`'s key of the same name; the MiB figure first published under
+    // `server_mb` stays available as `server_mib`.
+    let bytes = best.runs.iter().map(|x| x.server_bytes as f64).sum::<f64>() / n;
+    m.insert("server_mb".into(), bytes / 1e6);
+    m.insert("server_mib".into(), bytes / (1u64 << 20) as f64);
     m.insert("grid_seconds".into(), r.seconds);
     if r.regime == Regime::Local {
         let w: Vec<f64> = best
