@@ -216,3 +216,73 @@ fn resumed_run_matches_uninterrupted_run() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A damaged server checkpoint (SD-GT's y_c cut short, a device that is not in the run, s
+/// beyond the subnets) is refused on resume with a checkpoint error naming what is wrong,
+/// instead of indexing out of bounds rounds later.
+#[test]
+fn a_damaged_server_checkpoint_is_refused_on_resume() {
+    use ferrolab_fed::fabric::Fabric;
+    use ferrolab_fed::sdgt::driver::RunError;
+    let data = problem(8, 2);
+    let dir = std::env::temp_dir().join(format!("fed-bad-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut s = spec(Algo::SdGt, 0.05, 2, 20, 3);
+    s.checkpoint_every = 5;
+    let first = RunSpec { rounds: 10, ..s };
+    run(
+        &first,
+        &data,
+        Arc::new(InProcFabric::with_dir(&dir)),
+        &mut |_| {},
+    )
+    .unwrap();
+    let fab = InProcFabric::with_dir(&dir);
+    let good = fab.get_state("server/checkpoint").unwrap().unwrap();
+    let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&good[8..8 + n]).unwrap();
+    let tail = good[8 + n..].to_vec();
+    let damaged: [(&str, fn(&mut serde_json::Value)); 3] = [
+        ("y_c", |m| {
+            m["strategy"]["y_c"][0].as_array_mut().unwrap().pop();
+        }),
+        ("device 99", |m| {
+            m["strategy"]["reset"] = serde_json::json!([99]);
+        }),
+        ("s = 40", |m| {
+            m["strategy"]["s"] = serde_json::json!(40);
+        }),
+    ];
+    for (want, damage) in damaged {
+        let mut m = meta.clone();
+        damage(&mut m);
+        let json = serde_json::to_vec(&m).unwrap();
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&tail);
+        fab.put_state("server/checkpoint", &bytes).unwrap();
+        let e = run(
+            &s,
+            &data,
+            Arc::new(InProcFabric::with_dir(&dir)),
+            &mut |_| {},
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{want}: the damaged checkpoint was accepted"));
+        assert!(
+            matches!(e, RunError::Checkpoint(_)) && e.to_string().contains(want),
+            "{want}: {e}"
+        );
+    }
+    // The intact checkpoint still resumes.
+    fab.put_state("server/checkpoint", &good).unwrap();
+    let r = run(
+        &s,
+        &data,
+        Arc::new(InProcFabric::with_dir(&dir)),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.history.first().map(|h| h.round), Some(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1211,8 +1211,46 @@ impl DeviceStrategy {
         }
     }
 
-    /// Restores [`DeviceStrategy::state`].
-    pub fn restore(&mut self, s: StrategyState) {
+    /// Restores [`DeviceStrategy::state`], refusing a state that does not fit this run's
+    /// subnets, devices and model size (a damaged or foreign checkpoint would otherwise index
+    /// out of bounds rounds later).
+    pub fn restore(&mut self, s: StrategyState) -> Result<(), String> {
+        let n_sub = self.topo.subnets.len();
+        if s.y_c.len() != n_sub || s.y_c.iter().any(|v| v.len() != self.dim) {
+            return Err(format!(
+                "y_c holds {} vectors of lengths {:?}; this run has {n_sub} subnets and {} parameters",
+                s.y_c.len(),
+                s.y_c.iter().map(Vec::len).collect::<BTreeSet<_>>(),
+                self.dim
+            ));
+        }
+        if s.c.len() != self.dim {
+            return Err(format!(
+                "c holds {} values; this run has {} parameters",
+                s.c.len(),
+                self.dim
+            ));
+        }
+        if s.y_c.iter().flatten().chain(&s.c).any(|v| !v.is_finite()) {
+            return Err("y_c or c holds a value that is not finite".into());
+        }
+        let largest = self.topo.subnets.iter().map(Vec::len).max().unwrap_or(0);
+        if s.s == 0 || s.s > largest {
+            return Err(format!(
+                "s = {} devices per subnet; this run's subnets have at most {largest}",
+                s.s
+            ));
+        }
+        if s.t == 0 {
+            return Err("T = 0 local steps".into());
+        }
+        let known: BTreeSet<u32> = self.clients.values().flatten().copied().collect();
+        if let Some(d) = s.reset.iter().find(|d| !known.contains(d)) {
+            return Err(format!(
+                "device {d} is not one of this run's {}",
+                known.len()
+            ));
+        }
         self.reset = s.reset.into_iter().collect();
         self.comm = s.comm;
         self.y_c = s.y_c;
@@ -1221,6 +1259,7 @@ impl DeviceStrategy {
         self.s = s.s;
         self.hyper.t = s.t;
         self.choices = s.choices;
+        Ok(())
     }
 
     /// s devices per subnet for `round`, from a stream that depends only on (seed, round).

@@ -232,8 +232,10 @@ pub fn run(
             template
                 .check_same_layout(&p)
                 .map_err(|e| RunError::Checkpoint(e.to_string()))?;
+            strategy.restore(cp.strategy).map_err(|e| {
+                RunError::Checkpoint(format!("server state of round {}: {e}", cp.round))
+            })?;
             xbar = p;
-            strategy.restore(cp.strategy);
             start = cp.round;
             history = cp.history;
             round_seconds = cp.round_seconds;
