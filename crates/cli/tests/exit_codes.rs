@@ -396,6 +396,23 @@ const CASES: &[Case] = &[
         says: None,
     },
     Case {
+        name: "fedgraph fed.select_by=val_loss on the graph-classification table",
+        args: &[
+            "fedgraph",
+            "--preset",
+            "gcfl",
+            "--set",
+            "fed.select_by=val_loss",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+        says: Some("fed.select_by"),
+    },
+    Case {
         name: "fedgraph model.init=glorot on an architecture PyG draws otherwise",
         args: &[
             "fedgraph",

@@ -152,3 +152,62 @@ fn privacy_report_has_its_keys() {
     };
     assert!(en("1p6") > e("1p6") && en("0p8") > en("1p6"), "{m}");
 }
+
+/// FedSage+'s `server_mb` is its whole server traffic: the generator stage's relayed
+/// generators and gradients plus the classifier's FedAvg rounds, each part under its own key.
+#[test]
+#[ignore = "needs Cora (graphs/cora_planetoid.npz under $FERROLAB_DATA or ../shared/data)"]
+fn fedsage_server_traffic_counts_the_generator_stage() {
+    let root = tmp("fedgraph-fedsage-mb");
+    let out = root.join("out");
+    let o = ferrolab(&[
+        "fedgraph",
+        "--preset",
+        "quick",
+        "--set",
+        "fed.algo=fedsage",
+        "--set",
+        "fed.seeds=1",
+        "--set",
+        "fed.rounds=5",
+        "--set",
+        "fedsage.gen_rounds=2",
+        "--set",
+        "fedsage.gen_hidden=16",
+        "--out",
+        out.to_str().unwrap_or("out"),
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&out);
+    let m = &r["metrics"];
+    let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    let (total, classifier, generator) = (
+        f("server_mb"),
+        f("classifier_server_mb"),
+        f("generator_server_mb"),
+    );
+    assert!(classifier > 0.0 && generator > 0.0, "{m}");
+    assert!(
+        (total - classifier - generator).abs() <= 1e-9 * total,
+        "{m}"
+    );
+    assert!(
+        (f("server_mib") * 1_048_576.0 - total * 1e6).abs() <= 1e-6 * total * 1e6,
+        "{m}"
+    );
+    // The per-seed stage figure the total was built from.
+    let gen_bytes = r["details"]["fedsage_generator"][0]["server_bytes"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    assert!(
+        (gen_bytes / 1e6 - generator).abs() <= 1e-9 * generator,
+        "{r}"
+    );
+    // FedAvg's classifier traffic alone, as its baseline reports it.
+    assert!(
+        r["baselines"]["fedavg"]["generator_server_mb"].is_null(),
+        "{r}"
+    );
+}

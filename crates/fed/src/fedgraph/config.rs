@@ -260,6 +260,12 @@ impl Validate for FedGraphConfig {
             "\"nats\" runs the server-client algorithms of the node table (fed.algo = fedavg, fedprox or fedopt, task.mode = table, a node-classification graph); FedSage+'s generator stage, GCFL+, hpo and privacy run in-process only",
         )?;
         check(
+            !graph_task || self.fed.select_by == "val_accuracy",
+            "fed.select_by",
+            &self.fed.select_by,
+            "the graph-classification table (data.dataset = \"graph-families\") selects by validation accuracy only",
+        )?;
+        check(
             self.hpo.min_rounds <= self.hpo.max_rounds,
             "hpo.min_rounds",
             self.hpo.min_rounds,

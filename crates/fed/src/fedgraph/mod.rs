@@ -389,7 +389,24 @@ impl System for FedGraphSystem {
         let mut details = serde_json::Map::new();
         let mut curves = Vec::new();
         for (i, r) in table.regimes.iter().enumerate() {
-            let m = regime_metrics(r);
+            let mut m = regime_metrics(r);
+            if r.regime == Regime::FedSage && !table.fedsage.is_empty() {
+                // FedSage+'s generator stage goes through the server too (generators out,
+                // gradients back): `server_mb` is the whole cost, its two parts beside it.
+                let per_seed: Vec<f64> = table
+                    .fedsage
+                    .iter()
+                    .filter_map(|v| v["server_bytes"].as_f64())
+                    .collect();
+                let gen_mb = per_seed.iter().sum::<f64>() / per_seed.len().max(1) as f64 / 1e6;
+                let classifier = m.get("server_mb").copied().unwrap_or(0.0);
+                m.insert("classifier_server_mb".into(), classifier);
+                m.insert("generator_server_mb".into(), gen_mb);
+                m.insert("server_mb".into(), classifier + gen_mb);
+                if let Some(mib) = m.get_mut("server_mib") {
+                    *mib += gen_mb * 1e6 / f64::from(1u32 << 20);
+                }
+            }
             // The first regime is the selected algorithm; the rest are its baselines.
             if i == 0 {
                 report.metrics = m;

@@ -310,7 +310,37 @@ fn one(
             } else {
                 Arc::new(InProcFabric::new())
             };
-            driver::run(&spec, data, fabric, &mut |_| {})
+            // Progress of slow runs (the CNN's rounds take minutes): an evaluated round is
+            // logged and printed once 10 s have passed since the last such line. Every round
+            // would rewrite metrics.jsonl thousands of times in the fast logistic runs.
+            let mut last_line = Instant::now();
+            let mut log_error = None;
+            let out = driver::run(&spec, data, fabric, &mut |h| {
+                if last_line.elapsed().as_secs_f64() < 10.0 || log_error.is_some() {
+                    return;
+                }
+                last_line = Instant::now();
+                eprintln!(
+                    "sdgt: {name}: round {} test {:.4} val {:.4} ({:.0}s)",
+                    h.round,
+                    h.test_accuracy,
+                    h.val_accuracy,
+                    t0.elapsed().as_secs_f64()
+                );
+                log_error = ctx
+                    .log_metrics(&serde_json::json!({
+                        "split": split, "algo": algo.key(), "lr": lr, "seed": k, "coopt": coopt,
+                        "round": h.round, "test_accuracy": h.test_accuracy,
+                        "val_accuracy": h.val_accuracy, "train_loss": h.train_loss,
+                        "d2d_mb": h.d2d_mb, "server_mb": h.server_mb,
+                        "seconds": t0.elapsed().as_secs_f64(),
+                    }))
+                    .err();
+            });
+            if let Some(e) = log_error {
+                return Err(e);
+            }
+            out
         };
         let wall_seconds = t0.elapsed().as_secs_f64();
         let (result, diverged) = match out {
