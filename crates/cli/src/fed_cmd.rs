@@ -6,7 +6,8 @@
 //! unreadable or non-TOML config file, an unknown system. The transport is
 //! `ferrolab_fed::nats` (see `crates/fed/NATS.md`). `--system sdgt` runs one SD-GT run (the
 //! config file's `[job]` table, or the first split, algorithm and step size): the server
-//! starts one `fed client --id K` process per client and prints the run's summary as JSON.
+//! starts one `fed client --id K` process per client (none with `--external-clients`: the
+//! operator starts them, on any machine) and prints the run's summary as JSON.
 //! `--system fedgraph` does the same for one federated run of `ferrolab fedgraph`'s node table
 //! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed).
 
@@ -25,12 +26,13 @@ pub struct FedArgs {
 #[derive(Subcommand, Debug)]
 enum Role {
     /// The server of a federated run: starts its clients itself (one `fed client --id K`
-    /// process per client, same --config and --prefix, on this machine), sends tasks, collects
-    /// and aggregates replies, checkpoints rounds in the NATS key-value store. Do not start
-    /// clients by hand for it: they would answer under the same ids.
+    /// process per client, same --config and --prefix, on this machine) unless
+    /// --external-clients, sends tasks, collects and aggregates replies, checkpoints rounds in
+    /// the NATS key-value store.
     Server(ServerArgs),
-    /// One client process, answering the server's tasks for its devices: the command `fed
-    /// server` runs for each of its clients (not meant to be started by hand).
+    /// One client process, answering the server's tasks for its devices: what `fed server`
+    /// starts for each of its clients, or what you start yourself, on any machine, for a
+    /// `fed server --external-clients` (same --config file and --prefix).
     Client(ClientArgs),
 }
 
@@ -60,6 +62,13 @@ struct ServerArgs {
     /// or the round at which it diverged, as JSON (not meant to be given by hand).
     #[arg(long, value_name = "FILE", hide = true)]
     outcome: Option<PathBuf>,
+    /// Start no client processes: you start `ferrolab fed client --system S --id K --config
+    /// FILE --prefix P` for every client it names (ids 0 to N-1), on any machine that reaches
+    /// the NATS server, each with its own --nats URL and credentials. Tasks wait in each
+    /// client's queue until it connects; a client missing at a round's deadline
+    /// (`fed.deadline_seconds` / `fed.reply_seconds`) loses that round's reply.
+    #[arg(long)]
+    external_clients: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -166,13 +175,19 @@ fn fedgraph(
             let url = nats_url(common.nats.as_deref())?;
             let exe = std::env::current_exe()?;
             let prefix = fabric.options().prefix.clone();
-            let out = multiproc::run_server(&unit, Arc::new(fabric), |id| {
-                multiproc::client_command(&exe, &url, &common.config, &prefix, id)
-            })
+            let clients = multiproc::client_ids(&unit);
+            let out = if external(a) {
+                waiting_for("fedgraph", &clients, &common.config, &prefix);
+                multiproc::run_server_external(&unit, Arc::new(fabric))
+            } else {
+                multiproc::run_server(&unit, Arc::new(fabric), |id| {
+                    multiproc::client_command(&exe, &url, &common.config, &prefix, id)
+                })
+            }
             .map_err(fedgraph_err)?;
             let summary = serde_json::json!({
                 "algo": job.algo, "lr": job.lr, "local_steps": job.local_steps,
-                "seed_index": job.seed_index, "clients": multiproc::client_ids(&unit).len(),
+                "seed_index": job.seed_index, "clients": clients.len(),
                 "rounds": out.rounds_run, "best_round": out.best_round,
                 "val_accuracy": out.val_accuracy, "test_accuracy": out.test_accuracy,
                 "server_mb": out.server_bytes as f64 / 1e6,
@@ -239,9 +254,15 @@ fn sdgt(
             let url = nats_url(common.nats.as_deref())?;
             let exe = std::env::current_exe()?;
             let prefix = fabric.options().prefix.clone();
-            let out = multiproc::run_server(&spec, &data, Arc::new(fabric), |id| {
-                multiproc::client_command(&exe, &url, &common.config, &prefix, id)
-            })
+            let out = if external(a) {
+                let clients = multiproc::client_ids(&spec, &data);
+                waiting_for("sdgt", &clients, &common.config, &prefix);
+                multiproc::run_server_external(&spec, &data, Arc::new(fabric))
+            } else {
+                multiproc::run_server(&spec, &data, Arc::new(fabric), |id| {
+                    multiproc::client_command(&exe, &url, &common.config, &prefix, id)
+                })
+            }
             .map_err(sys_err)?;
             let outcome = match &a.role {
                 Role::Server(s) => s.outcome.clone(),
@@ -293,6 +314,26 @@ fn sdgt(
             Ok(())
         }
     }
+}
+
+/// Whether the server leaves starting its clients to the operator.
+#[cfg(feature = "nats")]
+fn external(a: &FedArgs) -> bool {
+    matches!(&a.role, Role::Server(s) if s.external_clients)
+}
+
+/// What a server with `--external-clients` waits for, as the commands that provide it.
+#[cfg(feature = "nats")]
+fn waiting_for(system: &str, clients: &[u32], config: &Path, prefix: &str) {
+    let (first, last) = (
+        clients.first().copied().unwrap_or(0),
+        clients.last().copied().unwrap_or(0),
+    );
+    eprintln!(
+        "fed: waiting for {} clients: start `ferrolab fed client --system {system} --id K --config {} --prefix {prefix} --nats URL` for K = {first}..={last}",
+        clients.len(),
+        config.display()
+    );
 }
 
 /// A fingerprint of the final model's exact bits, to compare runs.

@@ -70,3 +70,72 @@ fn sdgt_with_server_and_clients_as_processes_equals_the_in_process_run_bit_for_b
         rb["details"]["lr_grid_val_accuracy"]
     );
 }
+
+/// `fed server --external-clients`: the server starts no process and the clients are started
+/// by hand (here after the server, as an operator on other machines would), each `fed client
+/// --id K` with the same job file and prefix. The run ends with the same model, bit for bit, as
+/// the server that starts its own clients.
+#[test]
+#[ignore = "needs Fashion-MNIST (FERROLAB_DATA) and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+fn clients_started_by_hand_for_an_external_clients_server_give_the_same_run() {
+    require_nats_url();
+    let root = tmp("sdgt-nats-external");
+    let job = root.join("job.toml");
+    std::fs::write(
+        &job,
+        "[fed]\nrounds = 3\neval_every = 3\ncheckpoint_every = 0\ncoopt_every = 0\nlr_grid = [0.03]\nseeds = 1\n\n\
+         [data]\nsplits = [\"sorted\"]\nval_size = 500\ntrain_limit = 2000\ntest_limit = 500\n",
+    )
+    .unwrap();
+    let job_s = job.to_str().unwrap();
+    let pid = std::process::id();
+    let (p1, p2) = (format!("sdgtown{pid}"), format!("sdgtext{pid}"));
+    let o = ferrolab(&[
+        "fed", "server", "--system", "sdgt", "--config", job_s, "--prefix", &p1,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let own: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let n = own["clients"].as_u64().unwrap_or(0);
+    assert!(n >= 2, "{own}");
+
+    let bin = env!("CARGO_BIN_EXE_ferrolab");
+    let server = std::process::Command::new(bin)
+        .args(["fed", "server", "--system", "sdgt", "--external-clients"])
+        .args(["--config", job_s, "--prefix", &p2])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Started after the server has sent its first tasks: they wait in each client's queue.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let clients: Vec<_> = (0..n)
+        .map(|k| {
+            std::process::Command::new(bin)
+                .args(["fed", "client", "--system", "sdgt", "--id", &k.to_string()])
+                .args(["--config", job_s, "--prefix", &p2])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let so = server.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&so.stderr).into_owned();
+    for c in clients {
+        let co = c.wait_with_output().unwrap();
+        assert!(
+            co.status.success(),
+            "{}",
+            String::from_utf8_lossy(&co.stderr)
+        );
+    }
+    assert!(so.status.success(), "{err}");
+    assert!(err.contains(&format!("waiting for {n} clients")), "{err}");
+    let ext: serde_json::Value = serde_json::from_slice(&so.stdout).unwrap();
+    assert_eq!(
+        ext["final_params_fnv1a"], own["final_params_fnv1a"],
+        "{ext} vs {own}"
+    );
+    assert_eq!(ext["test_accuracy"], own["test_accuracy"]);
+    assert_eq!(ext["lost_devices"], 0);
+}

@@ -176,9 +176,27 @@ pub fn run_server(
     fabric: Arc<dyn Fabric>,
     command: impl FnMut(ClientId) -> Command,
 ) -> Result<RunResult, FedGraphError> {
-    let ids = client_ids(unit);
+    serve(unit, fabric, &client_ids(unit), command)
+}
+
+/// [`run_server`] for clients its operator starts (`ferrolab fed client --system fedgraph --id
+/// K`, same job file and prefix, on any machine that reaches the NATS server): no process is
+/// spawned; a client that never comes costs each round its update at `fed.reply_seconds`.
+pub fn run_server_external(
+    unit: &Unit,
+    fabric: Arc<dyn Fabric>,
+) -> Result<RunResult, FedGraphError> {
+    serve(unit, fabric, &[], |_| Command::new("ferrolab"))
+}
+
+fn serve(
+    unit: &Unit,
+    fabric: Arc<dyn Fabric>,
+    ids: &[ClientId],
+    command: impl FnMut(ClientId) -> Command,
+) -> Result<RunResult, FedGraphError> {
     let (out, bad) =
-        crate::nats::multiprocess::run_multiprocess(Arc::clone(&fabric), &ids, command, |server| {
+        crate::nats::multiprocess::run_multiprocess(Arc::clone(&fabric), ids, command, |server| {
             run::fed_node_on(
                 server.as_ref(),
                 &unit.graph,

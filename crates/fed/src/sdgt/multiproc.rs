@@ -166,12 +166,36 @@ pub fn run_server(
     spec: &RunSpec,
     data: &RunData,
     fabric: Arc<dyn Fabric>,
-    command: impl FnMut(ClientId) -> Command,
+    mut command: impl FnMut(ClientId) -> Command,
+) -> SysResult<Result<RunResult, RunError>> {
+    serve_run(spec, data, fabric, Some(&mut command))
+}
+
+/// [`run_server`] for clients its operator starts (`ferrolab fed client --id K` with the same
+/// job file and prefix, on any machine that reaches the NATS server, each with its own
+/// credentials): no process is spawned; tasks wait in each client's durable queue until it
+/// connects, and a client that never comes is a lost reply at each round's deadline.
+pub fn run_server_external(
+    spec: &RunSpec,
+    data: &RunData,
+    fabric: Arc<dyn Fabric>,
+) -> SysResult<Result<RunResult, RunError>> {
+    serve_run(spec, data, fabric, None)
+}
+
+fn serve_run(
+    spec: &RunSpec,
+    data: &RunData,
+    fabric: Arc<dyn Fabric>,
+    command: Option<&mut dyn FnMut(ClientId) -> Command>,
 ) -> SysResult<Result<RunResult, RunError>> {
     let fabric = with_state_dir(fabric, data);
     let ids = client_ids(spec, data);
-    let procs = ClientProcesses::spawn(&ids, command)
-        .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?;
+    let procs = match command {
+        Some(command) => ClientProcesses::spawn(&ids, command)
+            .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?,
+        None => ClientProcesses::default(),
+    };
     let out = driver::run(
         spec,
         data,
