@@ -1,6 +1,7 @@
 //! `ferrolab fedgraph hpo` and `ferrolab fedgraph privacy`: bad input is one clear error line
 //! and exit 2 before any work; the report keys the issue names appear (the runs need Cora, so
-//! those tests are `#[ignore]`d; `.ci/run` runs them with the data).
+//! those tests are `#[ignore]`d; `.ci/run` runs them with the data). The table on a generated
+//! graph (`data.synthetic`) runs without any data.
 
 mod common;
 use common::*;
@@ -210,4 +211,52 @@ fn fedsage_server_traffic_counts_the_generator_stage() {
         r["baselines"]["fedavg"]["generator_server_mb"].is_null(),
         "{r}"
     );
+}
+
+/// `data.synthetic.*`: the table runs on a generated graph on a machine without any data
+/// folder, learns it, and refuses a file and a generator together.
+#[test]
+fn the_table_runs_on_a_generated_graph_without_data() {
+    let root = tmp("fedgraph-synthetic");
+    let out = root.join("out");
+    #[rustfmt::skip]
+    let args = [
+        "fedgraph", "--preset", "quick",
+        // FS-G's Louvain assignment packs pieces largest first under a cap of N/K + δ: the
+        // four big class blocks of this small graph need δ = 60 to fit 5 clients.
+        "--set", "data.synthetic.nodes=800", "--set", "data.synthetic.classes=4",
+        "--set", "data.delta=60",
+        "--set", "data.synthetic.features=16", "--set", "data.synthetic.p_in_ratio=0.9",
+        "--set", "data.train_per_class=40", "--set", "data.num_val=120",
+        "--set", "fed.rounds=20", "--set", "fed.seeds=1", "--threads", "2",
+    ];
+    let mut v: Vec<&str> = args.to_vec();
+    let out_s = out.to_string_lossy().into_owned();
+    v.extend(["--out", &out_s]);
+    let o = ferrolab_fresh(&root, &v);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&out);
+    assert_eq!(r["dataset"], "csbm", "{r}");
+    let acc = |m: &serde_json::Value| m["test_accuracy"].as_f64().unwrap_or(0.0);
+    // Four balanced classes: chance is 0.25.
+    assert!(acc(&r["metrics"]) > 0.5, "{}", r["metrics"]);
+    assert!(acc(&r["baselines"]["global"]) > 0.5, "{}", r["baselines"]);
+    assert!(r["baselines"]["local"]["test_accuracy"].is_number(), "{r}");
+
+    let bad = root.join("bad");
+    let bad_s = bad.to_string_lossy().into_owned();
+    let o = ferrolab_fresh(
+        &root,
+        &[
+            "fedgraph",
+            "--set",
+            "data.synthetic.nodes=800",
+            "--set",
+            "data.path=g.npz",
+            "--out",
+            &bad_s,
+        ],
+    );
+    assert_usage_error(&o, "data.synthetic");
+    assert!(!bad.exists());
 }

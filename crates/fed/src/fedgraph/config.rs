@@ -40,6 +40,11 @@ ferrolab_core::config_section! {
         pub dataset: String = "cora".into(), "`cora` or `graph-families`" => |v| v == "cora" || v == "graph-families";
         /// A CSR graph npz in either layout of the data README (gnn-benchmark or Planetoid).
         pub path: Option<String> = None;
+        /// A generated node-classification graph instead of a file: `data.synthetic.nodes`,
+        /// `.classes`, `.avg_degree`, `.p_in_ratio`, `.features`, `.feature_signal`,
+        /// `.feature_noise`, `.seed` (a contextual stochastic block model, as `cluster-gcn`'s;
+        /// deterministic by `--seed`). Needs no data folder.
+        pub synthetic: Option<ferrolab_graph::config::SyntheticSection> = None;
         /// How nodes are divided among clients: `louvain`, `random` or `dirichlet`.
         pub split: String = "louvain".into(), "`louvain`, `random` or `dirichlet`" => |v| ["louvain", "random", "dirichlet"].contains(&v.as_str());
         /// Louvain slack δ: pieces of at most ⌊N/K⌋−δ nodes, clients of at most ⌊N/K⌋+δ.
@@ -237,6 +242,25 @@ impl Validate for FedGraphConfig {
             &self.gcfl.share,
             "\"all\" averages the input layers too, which differ in width between the groups (families.features = \"width-by-group\"): use \"gnn\"",
         )?;
+        check(
+            !(self.data.path.is_some() && self.data.synthetic.is_some()),
+            "data.synthetic",
+            "set",
+            "data.path and data.synthetic are exclusive",
+        )?;
+        check(
+            !graph_task || self.data.synthetic.is_none(),
+            "data.synthetic",
+            "set",
+            "data.dataset = \"graph-families\" generates its own graphs (families.*)",
+        )?;
+        if let Some(s) = &self.data.synthetic {
+            s.csbm(0).validate().map_err(|e| ConfigError::Invalid {
+                key: "data.synthetic".into(),
+                value: format!("{} nodes", s.nodes),
+                reason: e.to_string(),
+            })?;
+        }
         check(
             !graph_task || self.data.path.is_none(),
             "data.path",

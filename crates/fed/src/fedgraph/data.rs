@@ -25,8 +25,29 @@ pub struct GraphSet {
 }
 
 impl GraphSet {
-    /// `data.path` when set, else Cora in Planetoid order from the data folder.
+    /// `data.path` when set, else Cora in Planetoid order from the data folder (a
+    /// `data.synthetic` graph is generated with master seed 0: see [`GraphSet::load_seeded`]).
     pub fn load(cfg: &DataSection, data_dir: Option<&Path>) -> Result<Self, FedGraphError> {
+        Self::load_seeded(cfg, data_dir, 0)
+    }
+
+    /// [`GraphSet::load`], with `data.synthetic`'s graph drawn from the run's master seed.
+    pub fn load_seeded(
+        cfg: &DataSection,
+        data_dir: Option<&Path>,
+        master_seed: u64,
+    ) -> Result<Self, FedGraphError> {
+        if let Some(s) = &cfg.synthetic {
+            let g = ferrolab_data::generate_csbm(&s.csbm(master_seed))?.to_graph_data();
+            let d = NodeData::from_graph_data(&g, Some(Split::default()), cfg.row_normalize)?;
+            return Ok(GraphSet {
+                name: "csbm".into(),
+                graph: d.graph,
+                features: d.features,
+                labels: d.labels,
+                classes: d.num_classes,
+            });
+        }
         let (path, name) = match &cfg.path {
             Some(p) => {
                 let p = std::path::PathBuf::from(p);

@@ -100,25 +100,28 @@ const NO_URL: &str =
 /// client (and the server, twice: global model and running average) holds its model, gradient
 /// and optimiser state, and every layer's activations and their gradients over a Cora-sized
 /// graph (the hidden width squared is what explodes; the graph itself is checked by its
-/// loader). Features and classes are Cora's (1,433 and 7); GIN's two-layer MLPs count double.
+/// loader). Features and classes are Cora's (1,433 and 7), or a `data.synthetic` graph's own
+/// (its nodes too); GIN's two-layer MLPs count double.
 fn memory_estimate(cfg: &FedGraphConfig) -> ferrolab_core::guard::MemoryEstimate {
-    const FEATURES: u64 = 1433;
-    const CLASSES: u64 = 7;
-    const NODES: u64 = 2708;
+    // A generated graph's sizes are known before it exists; a file's are checked by its loader.
+    let (features, classes, nodes) = match &cfg.data.synthetic {
+        Some(s) => (s.features as u64, s.classes as u64, s.nodes as u64),
+        None => (1433, 7, 2708),
+    };
     let h = cfg.model.hidden as u64;
     let layers = cfg.model.layers as u64;
-    let params = FEATURES
+    let params = features
         .saturating_mul(h)
         .saturating_add(
             2u64.saturating_mul(layers)
                 .saturating_mul(h)
                 .saturating_mul(h),
         )
-        .saturating_add(h.saturating_mul(CLASSES));
+        .saturating_add(h.saturating_mul(classes));
     let copies = 3u64
         .saturating_mul(cfg.fed.clients as u64)
         .saturating_add(6);
-    let activations = NODES
+    let activations = nodes
         .saturating_mul(h)
         .saturating_mul(layers)
         .saturating_mul(8);
@@ -293,7 +296,10 @@ impl System for FedGraphSystem {
     }
 
     fn datasets(&self, cfg: &FedGraphConfig) -> Vec<&'static str> {
-        if cfg.data.path.is_some() || cfg.data.dataset == "graph-families" {
+        if cfg.data.path.is_some()
+            || cfg.data.synthetic.is_some()
+            || cfg.data.dataset == "graph-families"
+        {
             Vec::new()
         } else {
             vec!["cora-planetoid"]
@@ -306,7 +312,7 @@ impl System for FedGraphSystem {
         if cfg.data.dataset == "graph-families" {
             return Ok(gcfl::prepare(cfg)?);
         }
-        let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
+        let g = data::GraphSet::load_seeded(&cfg.data, ctx.data_dir(), ctx.seed())?;
         experiment::zoo_config(cfg, g.features.num_features(), g.classes)?;
         // Draw the first seed's splits now, so an impossible split (more clients than
         // communities or nodes, too few nodes for the validation set) fails before the run.
@@ -317,7 +323,7 @@ impl System for FedGraphSystem {
     fn run(&self, cfg: &Checked<FedGraphConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
         if cfg.task.mode != "table" {
             hpo::check_mode(cfg)?;
-            let g = data::GraphSet::load(&cfg.data, ctx.data_dir())?;
+            let g = data::GraphSet::load_seeded(&cfg.data, ctx.data_dir(), ctx.seed())?;
             return if cfg.task.mode == "hpo" {
                 hpo::run(&g, cfg, ctx)
             } else {
@@ -329,7 +335,11 @@ impl System for FedGraphSystem {
         let g = if families {
             None
         } else {
-            Some(data::GraphSet::load(&cfg.data, ctx.data_dir())?)
+            Some(data::GraphSet::load_seeded(
+                &cfg.data,
+                ctx.data_dir(),
+                ctx.seed(),
+            )?)
         };
         if let Some(g) = &g {
             eprintln!(

@@ -111,7 +111,7 @@ pub struct Unit {
 
 /// The unit of `job`.
 pub fn build(cfg: &FedGraphConfig, job: &Job) -> Result<Unit, FedGraphError> {
-    let graph = GraphSet::load(&cfg.data, job.data_dir.as_deref())?;
+    let graph = GraphSet::load_seeded(&cfg.data, job.data_dir.as_deref(), job.master_seed)?;
     let (seed, setup) = seed_setup(&graph, cfg, job.master_seed, job.seed_index)?;
     unit_of(cfg, job, graph, setup, seed)
 }
