@@ -581,7 +581,7 @@ pub fn run(cfg: &Checked<SdgtConfig>, ctx: &mut RunContext) -> SysResult<Outcome
     ferrolab_core::backend::seed_backend(ctx.seed_for("init"));
     let model = build_model(cfg, ctx.seed_for("init"));
     let x0 = Arc::new(model.init(ctx.seed_for("init")));
-    let target = cfg.model.target_accuracy;
+    let target = cfg.model.target();
     let mut all: Vec<RunSummary> = Vec::new();
     let mut chosen: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut grid_val: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
