@@ -71,8 +71,13 @@ ferrolab_core::config_section! {
         /// days up to the day; no look-ahead) or `future` (the reference's: the next 2–10 days'
         /// returns, side information it gives the decision).
         pub risk: String = "past".into(), "`past` or `future`" => |v| v == "past" || v == "future";
-        /// Ridge added to the correlation matrix (the reference's 0.1).
+        /// Ridge added to the risk matrix, relative to its mean diagonal (the reference's 0.1
+        /// on a correlation; on a covariance 0.1 times the mean variance).
         pub reg: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
+        /// The matrix `L` factors: `correlation` (the reference's `computeCovariance(correl=True)`)
+        /// or `covariance` (the wording: at daily-return scale the risk term then weighs
+        /// about 10⁻⁴ of a correlation's, so decisions follow the predictions).
+        pub risk_matrix: String = "correlation".into(), "`correlation` or `covariance`" => |v| v == "correlation" || v == "covariance";
         /// Risk aversion λ in `ŷᵀz − λ‖Lz‖²` (the reference's α = 0.1).
         pub lambda: f64 = 0.1, "> 0, finite" => |v| *v > 0.0 && v.is_finite();
         /// Predictor linear layers.

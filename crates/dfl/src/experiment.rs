@@ -46,6 +46,7 @@ pub fn prepare(cfg: &TaskmetConfig, data_dir: Option<&Path>) -> SysResult<Prepar
                 window: p.window,
                 future_risk: p.risk == "future",
                 reg: p.reg,
+                covariance: p.risk_matrix == "covariance",
             };
             let data = finance::build(&table, &spec)
                 .map_err(|e| SystemError::usage(format!("{}: {e}", path.display())))?;

@@ -70,8 +70,12 @@ pub struct PortfolioDataSpec {
     /// Build each day's correlation from the next 2–10 days' returns instead (the reference's
     /// side information; `window` is then unused).
     pub future_risk: bool,
-    /// Ridge added to the correlation matrix (the reference's `reg`).
+    /// Ridge added to the risk matrix (the reference's `reg`), relative to the matrix's mean
+    /// diagonal: `reg`·I on a correlation, `reg`·mean variance·I on a covariance.
     pub reg: f64,
+    /// Build `L` from the returns' covariance instead of their correlation (the issue's
+    /// wording; the reference's `computeCovariance(correl=True)` is a correlation).
+    pub covariance: bool,
 }
 
 /// Chronological train / validation / test instances and the risk factor of every instance.
@@ -120,6 +124,36 @@ fn stock_features(p: &[f64], t: usize, out: &mut Vec<f64>) {
 pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>, String> {
     crate::decision::linalg::cholesky(a, n)
         .ok_or_else(|| "matrix is not positive definite".to_string())
+}
+
+/// Covariance of the returns in `rows` (each row one day, `n` assets): summed products of the
+/// centred returns divided by `days − 1`, plus `reg` times the mean variance on the diagonal
+/// (so `reg` is a ridge relative to the matrix's scale, as it is on a correlation).
+fn covariance(rows: &[Vec<f64>], n: usize, reg: f64) -> Vec<f64> {
+    let days = rows.len() as f64;
+    let mut mean = vec![0.0; n];
+    for r in rows {
+        for j in 0..n {
+            mean[j] += r[j] / days;
+        }
+    }
+    let mut c = vec![0.0; n * n];
+    for r in rows {
+        for i in 0..n {
+            for j in 0..=i {
+                c[i * n + j] += (r[i] - mean[i]) * (r[j] - mean[j]);
+            }
+        }
+    }
+    let mean_var = (0..n).map(|i| c[i * n + i]).sum::<f64>() / (n as f64 * (days - 1.0));
+    for i in 0..n {
+        for j in 0..=i {
+            let v = c[i * n + j] / (days - 1.0) + if i == j { reg * mean_var } else { 0.0 };
+            c[i * n + j] = v;
+            c[j * n + i] = v;
+        }
+    }
+    c
 }
 
 /// Correlation (+ `reg`·I) of the returns in `rows` (each row one day, `n` assets), computed
@@ -219,8 +253,12 @@ pub fn build(table: &PriceTable, spec: &PortfolioDataSpec) -> Result<PortfolioDa
         let rows: Vec<Vec<f64>> = days_behind
             .map(|s| prices.iter().map(|p| p[s] / p[s - 1] - 1.0).collect())
             .collect();
-        let corr = correlation(&rows, n, spec.reg);
-        let l = cholesky(&corr, n).map_err(|e| {
+        let risk = if spec.covariance {
+            covariance(&rows, n, spec.reg)
+        } else {
+            correlation(&rows, n, spec.reg)
+        };
+        let l = cholesky(&risk, n).map_err(|e| {
             format!(
                 "risk factor of {}: {e}; raise portfolio.reg (or check the prices)",
                 table.dates[t]
@@ -321,7 +359,50 @@ mod tests {
             window: 50,
             future_risk: false,
             reg: 0.1,
+            covariance: false,
         }
+    }
+
+    #[test]
+    fn covariance_risk_is_the_past_windows_covariance_with_a_relative_ridge() {
+        let t = table(HISTORY + 60, 3);
+        let mut sp = spec();
+        sp.covariance = true;
+        let data = build(&t, &sp).expect("enough rows");
+        let day = HISTORY + 5;
+        let rows: Vec<Vec<f64>> = (day + 1 - 50..=day)
+            .map(|s| {
+                (0..3)
+                    .map(|j| t.values[s][j] / t.values[s - 1][j] - 1.0)
+                    .collect()
+            })
+            .collect();
+        // Written out from the definition: sample covariance, ridge 0.1 x mean variance.
+        let mean: Vec<f64> = (0..3)
+            .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / 50.0)
+            .collect();
+        let cov = |i: usize, j: usize| {
+            rows.iter()
+                .map(|r| (r[i] - mean[i]) * (r[j] - mean[j]))
+                .sum::<f64>()
+                / 49.0
+        };
+        let mean_var = (0..3).map(|i| cov(i, i)).sum::<f64>() / 3.0;
+        let l = &data.factors[5];
+        for i in 0..3 {
+            for j in 0..3 {
+                let got: f64 = (0..3).map(|k| l[i * 3 + k] * l[j * 3 + k]).sum();
+                let want = cov(i, j) + if i == j { 0.1 * mean_var } else { 0.0 };
+                assert!(
+                    (got - want).abs() <= 1e-9 * mean_var,
+                    "({i},{j}) {got} vs {want}"
+                );
+            }
+        }
+        // Daily returns: the covariance is orders of magnitude below the correlation.
+        let corr = build(&t, &spec()).expect("enough rows");
+        let d = |l: &[f64]| (0..3).map(|k| l[k] * l[k]).sum::<f64>();
+        assert!(d(&data.factors[5]) < 1e-2 * d(&corr.factors[5]));
     }
 
     #[test]

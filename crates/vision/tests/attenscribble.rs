@@ -235,6 +235,54 @@ fn acdc_like(root: &Path) {
     }
 }
 
+/// [`acdc_like`] with every validation label passed through `relabel`.
+fn acdc_like_val_relabelled(root: &Path, relabel: fn(u8) -> u8) {
+    acdc_like(root);
+    for p in 11..13 {
+        let path = root.join(format!("val/patient{p:03}_frame01.npz"));
+        let (mut iv, mut lv, mut sv) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..3 {
+            let (i, l, s) = synthetic((18, 22), k % 2);
+            iv.extend(i);
+            lv.extend(l.into_iter().map(relabel));
+            sv.extend(s);
+        }
+        write(&path, &[3, 18, 22], &iv, &lv, &sv);
+    }
+}
+
+/// Validation volumes that label no LV still select a model by the mean Dice of the classes
+/// they do label (it was NaN, so the run kept its initial weights); volumes that label no
+/// structure at all are a usage error before any training.
+#[test]
+fn a_validation_set_without_a_class_still_selects_a_model() {
+    let _serial = serial();
+    let root = tmp("no-lv");
+    acdc_like_val_relabelled(&root, |l| if l == 3 { 0 } else { l });
+    let mut c = tiny_cfg(&root).into_inner();
+    c.train.seeds = 1;
+    c.train.methods = vec!["pce".into()];
+    let cfg = Checked::new(c.clone()).unwrap();
+    let out = tmp("no-lv-run");
+    let o = experiment::run(&cfg, &mut ctx(&out, true)).unwrap();
+    // Ours is `metrics`; the baselines run here keep theirs under their names.
+    let m = &o.report.baselines["pce"];
+    let d = m.get("val_dice").copied().unwrap_or(f64::NAN);
+    assert!(d.is_finite(), "{m:?}");
+    let (rv, myo) = (m["val_dice_rv"], m["val_dice_myo"]);
+    assert!((d - (rv + myo) / 2.0).abs() < 1e-12, "{d} vs {rv}, {myo}");
+    assert!(!m.contains_key("val_dice_lv"), "{m:?}");
+
+    let root = tmp("no-structure");
+    acdc_like_val_relabelled(&root, |_| 0);
+    c.data.dir = Some(root.display().to_string());
+    let cfg = Checked::new(c).unwrap();
+    let out = tmp("no-structure-run");
+    let e = experiment::run(&cfg, &mut ctx(&out, true)).err().unwrap();
+    assert_eq!(e.class(), ferrolab_core::ErrorClass::Usage);
+    assert!(e.to_string().contains("data.val"), "{e}");
+}
+
 fn tiny_cfg(root: &Path) -> Checked<AttenScribbleConfig> {
     let mut c = AttenScribbleConfig::default();
     c.data.dir = Some(root.display().to_string());

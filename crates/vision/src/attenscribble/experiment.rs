@@ -263,7 +263,7 @@ fn report(
         keys(&test, "test", &mut out, &mut left_out);
         if !left_out.is_empty() {
             r.notes.push(format!(
-                "{}: {} left out — not finite (an HD95 whose class was predicted in no volume on any seed; see details.hd95_skipped)",
+                "{}: {} left out — not finite (a class no evaluated label holds, or an HD95 whose class was predicted in no volume on any seed; see details.hd95_skipped)",
                 m.name(),
                 left_out.join(", ")
             ));

@@ -448,9 +448,21 @@ pub struct Scores {
 }
 
 impl Scores {
-    /// Mean Dice over the three classes.
+    /// Mean Dice over the classes some volume's label holds (all three on ACDC); `NaN` when
+    /// no label holds any. A class absent from every label has no Dice, and averaging its
+    /// `NaN` in would make every evaluation `NaN` and leave model selection with nothing.
     pub fn mean_dice(&self) -> f64 {
-        self.dice.iter().sum::<f64>() / 3.0
+        let v: Vec<f64> = self
+            .dice
+            .iter()
+            .copied()
+            .filter(|d| d.is_finite())
+            .collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
     }
 
     /// Mean HD95 over the classes that have one.
@@ -762,6 +774,19 @@ pub fn train_one(job: &Job) -> SysResult<(RunResult, AttenUNet)> {
         return Err(SystemError::usage(format!(
             "train.batch_size = {bs} exceeds the {} training slices",
             set.len()
+        )));
+    }
+    // The best checkpoint is chosen by validation Dice: labels without any structure give
+    // none, and the run would end with its initial weights.
+    let labelled = |c: i64| {
+        job.val
+            .iter()
+            .any(|nv| nv.volume.label.iter().any(|&x| i64::from(x) == c))
+    };
+    if !CLASSES.iter().any(|&c| labelled(c)) {
+        return Err(SystemError::usage(format!(
+            "the {} validation volume(s) label no RV, Myo or LV voxel (classes 1-3): no Dice to select the model by (data.val)",
+            job.val.len()
         )));
     }
     let device = ferrolab_core::backend::train_device();
