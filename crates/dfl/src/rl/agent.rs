@@ -216,6 +216,12 @@ pub struct UpdateStats {
     pub cg_rel_residual: f64,
     pub cg_solves: usize,
     pub cg_breakdowns: usize,
+    /// Solves that ended above `cg_rtol` (at the iteration cap), and the largest relative
+    /// residual of any solve: what the run's notes report (absent from older checkpoints).
+    #[serde(default)]
+    pub cg_not_converged: usize,
+    #[serde(default)]
+    pub cg_max_residual: f64,
 }
 
 impl UpdateStats {
@@ -230,6 +236,11 @@ impl UpdateStats {
             cg_rel_residual: self.cg_rel_residual - earlier.cg_rel_residual,
             cg_solves: self.cg_solves.saturating_sub(earlier.cg_solves),
             cg_breakdowns: self.cg_breakdowns.saturating_sub(earlier.cg_breakdowns),
+            cg_not_converged: self
+                .cg_not_converged
+                .saturating_sub(earlier.cg_not_converged),
+            // A maximum does not subtract: the run's so far.
+            cg_max_residual: self.cg_max_residual,
         }
     }
 
@@ -650,6 +661,10 @@ impl Agent {
         };
         self.stats.cg_solves += 1;
         self.stats.cg_rel_residual += sol.rel_residual_h;
+        if sol.rel_residual_h > self.cfg.cg_rtol {
+            self.stats.cg_not_converged += 1;
+        }
+        self.stats.cg_max_residual = self.stats.cg_max_residual.max(sol.rel_residual_h);
         if sol.breakdown {
             self.stats.cg_breakdowns += 1;
         }
