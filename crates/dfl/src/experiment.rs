@@ -61,7 +61,7 @@ pub fn prepare(cfg: &TaskmetConfig, data_dir: Option<&Path>) -> SysResult<Prepar
                 test: data.test,
                 dataset: "sp500".into(),
                 notes: vec![format!(
-                    "portfolio: {} stocks, trading days {first} to {last} ({} train / {} val / {} test, chronological); {}",
+                    "portfolio: {} stocks, trading days {first} to {last} ({} train / {} val / {} test, chronological); {} (the {}'s factor, ridge {} of its mean diagonal)",
                     data.symbols.len(),
                     p.train_days,
                     p.val_days,
@@ -73,7 +73,9 @@ pub fn prepare(cfg: &TaskmetConfig, data_dir: Option<&Path>) -> SysResult<Prepar
                             "risk factor from the {} days up to each instance (no look-ahead)",
                             p.window
                         )
-                    }
+                    },
+                    p.risk_matrix,
+                    p.reg
                 )],
             })
         }
