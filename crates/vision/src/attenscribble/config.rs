@@ -110,7 +110,8 @@ ferrolab_core::config_section! {
         pub seeds: usize = 3, "1..=100" => |v| (1..=100).contains(v);
         /// Validate (and keep the best checkpoint) every this many iterations, and at the end.
         pub eval_every: usize = 200, "1..=10000000" => |v| (1..=10_000_000).contains(v);
-        /// Save the training state for `--resume` every this many iterations.
+        /// Save the training state for `--resume` every this many iterations, and in any case
+        /// once 10 minutes have passed since the last save.
         pub checkpoint_every: usize = 500, "1..=10000000" => |v| (1..=10_000_000).contains(v);
         /// Methods to run: `attenscribble`, `pce`, `pce_gcrf`, `full`.
         pub methods: Vec<String> = METHODS.iter().map(|s| s.to_string()).collect(), "a non-empty subset of attenscribble, pce, pce_gcrf, full" => |v| !v.is_empty() && v.iter().all(|m| METHODS.contains(&m.as_str()));
