@@ -681,11 +681,44 @@ pub fn checkpoint_case(
         });
     }
     if system == "attenscribble" {
-        // The volume is not mutated: its reader has its own target (`acdc`).
+        // `predict` reads the volume's `image` itself (not through the `acdc` reader), so a
+        // fifth of the cases give it a damaged file or an `image` of another rank, size or
+        // dtype, or whose data does not fill its shape.
+        let mut input = s.attenscribble_input.clone();
+        if rng.chance(0.2) {
+            let f = dir.join("volume.npz");
+            let bytes = if rng.chance(0.3) {
+                let mut b = std::fs::read(&s.attenscribble_input)?;
+                mutate::bytes(rng, &mut b, &[]);
+                b
+            } else {
+                let rank = rng.below(5);
+                let shape: Vec<usize> = (0..rank).map(|_| rng.below(7)).collect();
+                let n: usize = shape.iter().product();
+                let len = if rng.chance(0.8) {
+                    n
+                } else {
+                    rng.below(2 * n + 2)
+                };
+                let dtype = *rng.pick(&["|u1", "|u1", "|u1", "<f4", "|i1", "<u2"]);
+                let width = if dtype == "<f4" {
+                    4
+                } else if dtype == "<u2" {
+                    2
+                } else {
+                    1
+                };
+                let data: Vec<u8> = (0..len * width).map(|i| (i * 37 % 251) as u8).collect();
+                let npy = ferrolab_data::npy::npy_bytes(dtype, &shape, false, &data);
+                ferrolab_data::npz::npz_bytes(&[("image", npy)], rng.chance(0.5))?
+            };
+            std::fs::write(&f, bytes)?;
+            input = f;
+        }
         args.extend([
             "--out".into(),
             dir.join("mask.npz").display().to_string(),
-            s.attenscribble_input.display().to_string(),
+            input.display().to_string(),
         ]);
         return Ok(Invocation {
             args,
