@@ -132,6 +132,18 @@ pub fn run(a: &FedArgs) -> Result<()> {
         ferrolab_core::run::check_out_file(p).map_err(|e| UsageError(e.to_string()))?;
     }
     let config = read_config(&common.config)?;
+    if matches!(a.role, Role::Server(_)) && !config.contains_key("job") {
+        // A whole experiment's config names a grid; a server runs one job of it.
+        eprintln!(
+            "fed: {} has no [job] table: this server runs one job, the first {} at seed index 0 (the whole grid over NATS: `ferrolab {system} --set fed.runtime=nats`)",
+            common.config.display(),
+            if system == "fedgraph" {
+                "learning rate and local-step count of fed.algo"
+            } else {
+                "split, algorithm and step size"
+            }
+        );
+    }
     if system == "fedgraph" {
         return fedgraph(a, common, party, config);
     }

@@ -94,6 +94,8 @@ fn clients_started_by_hand_for_an_external_clients_server_give_the_same_run() {
         "fed", "server", "--system", "sdgt", "--config", job_s, "--prefix", &p1,
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A plain config (no [job] table): the server says which one job of its grid it runs.
+    assert!(stderr(&o).contains("has no [job] table"), "{}", stderr(&o));
     let own: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let n = own["clients"].as_u64().unwrap_or(0);
     assert!(n >= 2, "{own}");
