@@ -242,6 +242,21 @@ fn the_table_runs_on_a_generated_graph_without_data() {
     assert!(acc(&r["metrics"]) > 0.5, "{}", r["metrics"]);
     assert!(acc(&r["baselines"]["global"]) > 0.5, "{}", r["baselines"]);
     assert!(r["baselines"]["local"]["test_accuracy"].is_number(), "{r}");
+    // metrics.jsonl: a line per run, each with its per-round curves.
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let fedavg: serde_json::Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["regime"] == "fedavg")
+        .unwrap();
+    let rounds = fedavg["rounds"].as_u64().unwrap() as usize;
+    for k in ["curve_rounds", "val_accuracy_curve", "test_accuracy_curve"] {
+        assert_eq!(
+            fedavg[k].as_array().map_or(0, Vec::len),
+            rounds,
+            "{k}: {fedavg}"
+        );
+    }
 
     let bad = root.join("bad");
     let bad_s = bad.to_string_lossy().into_owned();

@@ -373,6 +373,12 @@ impl System for FedGraphSystem {
                     "regime": regime.name(), "lr": lr, "local_steps": steps,
                     "seed": seed, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
                     "best_round": r.best_round, "rounds": r.rounds_run,
+                    "server_mb": r.server_bytes as f64 / 1e6, "rejected": r.rejected,
+                    // The run's rounds, one entry each (DESIGN: a record per round; kept in
+                    // the run's line so the file is written once per run, not per round).
+                    "curve_rounds": r.curve.iter().map(|c| c.0).collect::<Vec<_>>(),
+                    "val_accuracy_curve": r.curve.iter().map(|c| c.1).collect::<Vec<_>>(),
+                    "test_accuracy_curve": r.curve.iter().map(|c| c.2).collect::<Vec<_>>(),
                 }));
             }
         };
