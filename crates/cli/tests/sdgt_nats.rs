@@ -141,3 +141,62 @@ fn clients_started_by_hand_for_an_external_clients_server_give_the_same_run() {
     assert_eq!(ext["test_accuracy"], own["test_accuracy"]);
     assert_eq!(ext["lost_devices"], 0);
 }
+
+/// A client that never comes (an `--external-clients` server, one client not started): each
+/// round its sampled devices are lost at `fed.deadline_seconds` and the round goes on with the
+/// others; the run finishes and its summary counts the lost replies.
+#[test]
+#[ignore = "needs Fashion-MNIST (FERROLAB_DATA) and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+fn a_client_that_never_comes_costs_its_replies_and_the_rounds_go_on() {
+    require_nats_url();
+    let root = tmp("sdgt-nats-missing");
+    let job = root.join("job.toml");
+    std::fs::write(
+        &job,
+        "[fed]\nrounds = 2\neval_every = 2\ncheckpoint_every = 0\ncoopt_every = 0\nlr_grid = [0.03]\nseeds = 1\n\
+         deadline_seconds = 3.0\nalgorithms = [\"sd_fedavg\"]\n\n\
+         [data]\nsplits = [\"sorted\"]\nval_size = 500\ntrain_limit = 2000\ntest_limit = 500\n",
+    )
+    .unwrap();
+    let job_s = job.to_str().unwrap();
+    let prefix = format!("sdgtmiss{}", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_ferrolab");
+    let server = std::process::Command::new(bin)
+        .args(["fed", "server", "--system", "sdgt", "--external-clients"])
+        .args(["--config", job_s, "--prefix", &prefix])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 40 devices, 4 per client: clients 1..=9 come, client 0 does not.
+    let clients: Vec<_> = (1..10)
+        .map(|k: u32| {
+            std::process::Command::new(bin)
+                .args(["fed", "client", "--system", "sdgt", "--id", &k.to_string()])
+                .args(["--config", job_s, "--prefix", &prefix])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let so = server.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&so.stderr).into_owned();
+    for c in clients {
+        let co = c.wait_with_output().unwrap();
+        assert!(
+            co.status.success(),
+            "{}",
+            String::from_utf8_lossy(&co.stderr)
+        );
+    }
+    assert!(so.status.success(), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&so.stdout).unwrap();
+    assert_eq!(s["rounds"], 2, "{s}");
+    // Client 0's sampled devices (2 of its subnet's 4) in each of the 2 rounds.
+    assert!(s["lost_devices"].as_u64().unwrap_or(0) >= 2, "{s}");
+    assert!(
+        s["test_accuracy"].as_f64().is_some_and(f64::is_finite),
+        "{s}"
+    );
+}

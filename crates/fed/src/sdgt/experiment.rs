@@ -837,8 +837,25 @@ fn report(
             "test_accuracy": r.last().map(|h| h.test_accuracy),
             "rounds_to_target": r.hit(target).map(|h| h.round),
             "choices": r.result.as_ref().map(|x| x.choices.clone()),
+            "lost_devices": r.result.as_ref().map(|x| x.lost_devices),
         })).collect::<Vec<_>>(),
     });
+    // Over NATS a client process can die mid-run: its devices' replies are lost and the rounds
+    // go on without them. Such a run differs from the in-process one, and the report says so.
+    let lossy: Vec<String> = all
+        .iter()
+        .filter_map(|r| {
+            let n = r.result.as_ref()?.lost_devices;
+            (n > 0).then(|| format!("{}-{}-lr{}-seed{} ({n})", r.split, r.algo, r.lr, r.seed))
+        })
+        .collect();
+    if !lossy.is_empty() {
+        rep.notes.push(format!(
+            "{} run(s) lost sampled devices' replies (a client process that died or missed a deadline; the rounds went on without them): {}",
+            lossy.len(),
+            lossy.join(", ")
+        ));
+    }
     rep.notes.push(format!(
         "headline split `{headline}`; target accuracy {target} fixed before running; rounds_to_target is null when some seed never reached it"
     ));
