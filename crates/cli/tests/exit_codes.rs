@@ -396,6 +396,23 @@ const CASES: &[Case] = &[
         says: None,
     },
     Case {
+        name: "fedgraph: a node-split key on the graph-classification table",
+        args: &[
+            "fedgraph",
+            "--preset",
+            "gcfl",
+            "--set",
+            "data.split=random",
+            "--out",
+            "{D}/out",
+        ],
+        prepare: None,
+        stdin: b"",
+        code: 2,
+        before_work: true,
+        says: Some("data.split"),
+    },
+    Case {
         name: "fedgraph fed.select_by=val_loss on the graph-classification table",
         args: &[
             "fedgraph",

@@ -83,7 +83,8 @@ fn clients_started_by_hand_for_an_external_clients_server_give_the_same_run() {
     let job = root.join("job.toml");
     std::fs::write(
         &job,
-        "[fed]\nrounds = 3\neval_every = 3\ncheckpoint_every = 0\ncoopt_every = 0\nlr_grid = [0.03]\nseeds = 1\n\n\
+        // deadline_seconds also bounds the external server's wait before removing its streams.
+        "[fed]\nrounds = 3\neval_every = 3\ncheckpoint_every = 0\ncoopt_every = 0\nlr_grid = [0.03]\nseeds = 1\ndeadline_seconds = 10.0\n\n\
          [data]\nsplits = [\"sorted\"]\nval_size = 500\ntrain_limit = 2000\ntest_limit = 500\n",
     )
     .unwrap();

@@ -270,7 +270,7 @@ fn report(cfg: &TaskmetConfig, seed: u64, results: Vec<AgentResult>) -> Outcome 
             let breakdowns: usize = rs.iter().map(|r| r.cg_breakdowns).sum();
             let ac = agent_config(cfg, m, k);
             notes.push(format!(
-                "{} k={k}: {bad} of {solves} CG solves (cap {} iterations, the reference's; learn.* keys do not apply to cartpole) ended above rtol {:e}: mean relative residual {mean:.3e}, max {max:.3e}; {breakdowns} breakdown(s)",
+                "{} k={k}: {bad} of {solves} CG solves (cap {} iterations, the reference's; learn.* keys do not apply to cartpole) stopped above rtol {:e}: mean ‖b − Hu‖/‖b‖ {mean:.3e}, max {max:.3e}; {breakdowns} breakdown(s)",
                 m.name(),
                 ac.cg_iters,
                 ac.cg_rtol,
@@ -376,7 +376,7 @@ mod tests {
             .iter()
             .find(|n| n.starts_with("taskmet k=3:") && n.contains("CG solves"))
             .unwrap_or_else(|| panic!("no CG note: {:?}", rep.notes));
-        assert!(note.contains("mean relative residual"), "{note}");
+        assert!(note.contains("mean ‖b − Hu‖/‖b‖"), "{note}");
         // A CartPole episode lasts at least 8 steps and at most 500.
         for v in [rep.metrics["return_k0"], rep.baselines["mse"]["return_k3"]] {
             assert!((8.0..=500.0).contains(&v), "{v}");

@@ -661,7 +661,8 @@ impl Agent {
         };
         self.stats.cg_solves += 1;
         self.stats.cg_rel_residual += sol.rel_residual_h;
-        if sol.rel_residual_h > self.cfg.cg_rtol {
+        // CG's own stopping test (on the system it solves: ridged, or the normal equations).
+        if !sol.converged {
             self.stats.cg_not_converged += 1;
         }
         self.stats.cg_max_residual = self.stats.cg_max_residual.max(sol.rel_residual_h);

@@ -283,6 +283,29 @@ impl Validate for FedGraphConfig {
             &self.fed.runtime,
             "\"nats\" runs the server-client algorithms of the node table (fed.algo = fedavg, fedprox or fedopt, task.mode = table, a node-classification graph); FedSage+'s generator stage, GCFL+, hpo and privacy run in-process only",
         )?;
+        if graph_task {
+            // The graph-classification table draws its graphs and their splits from
+            // `families.*`: the node table's split keys would be accepted and ignored.
+            let (d, base) = (&self.data, DataSection::default());
+            for (key, unchanged) in [
+                ("data.split", d.split == base.split),
+                ("data.delta", d.delta == base.delta),
+                ("data.alpha", d.alpha == base.alpha),
+                (
+                    "data.train_per_class",
+                    d.train_per_class == base.train_per_class,
+                ),
+                ("data.num_val", d.num_val == base.num_val),
+                ("data.row_normalize", d.row_normalize == base.row_normalize),
+            ] {
+                check(
+                    unchanged,
+                    key,
+                    "set",
+                    "applies to node-classification graphs; data.dataset = \"graph-families\" splits its graphs by families.*",
+                )?;
+            }
+        }
         check(
             !graph_task || self.fed.select_by == "val_accuracy",
             "fed.select_by",

@@ -212,6 +212,16 @@ fn serve(
                 "starting client processes: {e}"
             )))
         })?;
+    if ids.is_empty() && out.is_ok() {
+        // Hand-started clients read their `Shutdown` from the run's streams: give a late one
+        // the time a spawned client gets before they go.
+        let grace = unit
+            .algo
+            .reply_timeout
+            .unwrap_or(Duration::from_secs(30))
+            .min(Duration::from_secs(30));
+        crate::nats::multiprocess::external_grace(grace);
+    }
     // A failed run keeps its streams (what was sent can be inspected with `nats stream`).
     if out.is_ok()
         && bad.is_empty()

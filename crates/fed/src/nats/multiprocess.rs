@@ -143,6 +143,17 @@ impl Drop for ClientProcesses {
     }
 }
 
+/// After a run whose clients were started by hand (`fed server --external-clients`): waits
+/// `grace` before the run's streams are removed, so that a client still finishing its last
+/// task reads its `Shutdown` (spawned clients get up to 30 s the same way), and says so.
+pub fn external_grace(grace: Duration) {
+    eprintln!(
+        "fed: the run finished; waiting {:.0} s for hand-started clients to read their shutdown before the run's streams are removed",
+        grace.as_secs_f64()
+    );
+    std::thread::sleep(grace);
+}
+
 /// Runs `server` (a driver's whole round loop) against `fabric` wrapped in [`ServerOnly`],
 /// while `command(k)` processes serve the clients; returns the server's result and the clients
 /// that did not exit cleanly. This is the hook `fed.runtime = nats` uses: the driver is the

@@ -846,7 +846,16 @@ fn report(
         .iter()
         .filter_map(|r| {
             let n = r.result.as_ref()?.lost_devices;
-            (n > 0).then(|| format!("{}-{}-lr{}-seed{} ({n})", r.split, r.algo, r.lr, r.seed))
+            (n > 0).then(|| {
+                format!(
+                    "{}-{}-lr{}-seed{}{} ({n})",
+                    r.split,
+                    r.algo,
+                    r.lr,
+                    r.seed,
+                    if r.coopt { "-coopt" } else { "" }
+                )
+            })
         })
         .collect();
     if !lossy.is_empty() {

@@ -192,6 +192,7 @@ fn serve_run(
 ) -> SysResult<Result<RunResult, RunError>> {
     let fabric = with_state_dir(fabric, data);
     let ids = client_ids(spec, data);
+    let external = command.is_none();
     let procs = match command {
         Some(command) => ClientProcesses::spawn(&ids, command)
             .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?,
@@ -210,6 +211,11 @@ fn serve_run(
     } else {
         Duration::from_secs(2)
     });
+    if external && out.is_ok() {
+        crate::nats::multiprocess::external_grace(
+            Duration::from_secs_f64(spec.deadline_seconds).min(Duration::from_secs(30)),
+        );
+    }
     // A finished run's streams and buckets go; a failed one keeps them (its KV state is what
     // a resume without a local state folder reads).
     if out.is_ok()
