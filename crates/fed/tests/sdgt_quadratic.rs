@@ -242,7 +242,8 @@ fn a_damaged_server_checkpoint_is_refused_on_resume() {
     let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let meta: serde_json::Value = serde_json::from_slice(&good[8..8 + n]).unwrap();
     let tail = good[8 + n..].to_vec();
-    let damaged: [(&str, fn(&mut serde_json::Value)); 3] = [
+    type Damage = fn(&mut serde_json::Value);
+    let damaged: [(&str, Damage); 3] = [
         ("y_c", |m| {
             m["strategy"]["y_c"][0].as_array_mut().unwrap().pop();
         }),
