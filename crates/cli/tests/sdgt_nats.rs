@@ -101,37 +101,8 @@ fn clients_started_by_hand_for_an_external_clients_server_give_the_same_run() {
     let n = own["clients"].as_u64().unwrap_or(0);
     assert!(n >= 2, "{own}");
 
-    let bin = env!("CARGO_BIN_EXE_ferrolab");
-    let server = std::process::Command::new(bin)
-        .args(["fed", "server", "--system", "sdgt", "--external-clients"])
-        .args(["--config", job_s, "--prefix", &p2])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Started after the server has sent its first tasks: they wait in each client's queue.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let clients: Vec<_> = (0..n)
-        .map(|k| {
-            std::process::Command::new(bin)
-                .args(["fed", "client", "--system", "sdgt", "--id", &k.to_string()])
-                .args(["--config", job_s, "--prefix", &p2])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let so = server.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&so.stderr).into_owned();
-    for c in clients {
-        let co = c.wait_with_output().unwrap();
-        assert!(
-            co.status.success(),
-            "{}",
-            String::from_utf8_lossy(&co.stderr)
-        );
-    }
+    // Clients started after the server has sent its first tasks: they wait in each queue.
+    let (so, err) = external_run(job_s, &p2, 0..n as u32, 2);
     assert!(so.status.success(), "{err}");
     assert!(err.contains(&format!("waiting for {n} clients")), "{err}");
     let ext: serde_json::Value = serde_json::from_slice(&so.stdout).unwrap();
@@ -161,22 +132,46 @@ fn a_client_that_never_comes_costs_its_replies_and_the_rounds_go_on() {
     .unwrap();
     let job_s = job.to_str().unwrap();
     let prefix = format!("sdgtmiss{}", std::process::id());
+    // 40 devices, 4 per client: clients 1..=9 come, client 0 does not.
+    let (so, err) = external_run(job_s, &prefix, 1..10, 0);
+    assert!(so.status.success(), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&so.stdout).unwrap();
+    assert_eq!(s["rounds"], 2, "{s}");
+    // Client 0's sampled devices (2 of its subnet's 4) in each of the 2 rounds.
+    assert!(s["lost_devices"].as_u64().unwrap_or(0) >= 2, "{s}");
+    assert!(
+        s["test_accuracy"].as_f64().is_some_and(f64::is_finite),
+        "{s}"
+    );
+}
+
+/// `fed server --external-clients` on `job` under `prefix`, with `fed client --id K` for each K
+/// of `ids` started by hand `delay_s` seconds later; every client must exit cleanly. Returns
+/// the server's output and its stderr.
+#[allow(clippy::unwrap_used)] // a test helper: a panic is the failure report
+fn external_run(
+    job: &str,
+    prefix: &str,
+    ids: impl Iterator<Item = u32>,
+    delay_s: u64,
+) -> (std::process::Output, String) {
+    use std::process::{Command, Stdio};
     let bin = env!("CARGO_BIN_EXE_ferrolab");
-    let server = std::process::Command::new(bin)
+    let server = Command::new(bin)
         .args(["fed", "server", "--system", "sdgt", "--external-clients"])
-        .args(["--config", job_s, "--prefix", &prefix])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .args(["--config", job, "--prefix", prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // 40 devices, 4 per client: clients 1..=9 come, client 0 does not.
-    let clients: Vec<_> = (1..10)
-        .map(|k: u32| {
-            std::process::Command::new(bin)
+    std::thread::sleep(std::time::Duration::from_secs(delay_s));
+    let clients: Vec<_> = ids
+        .map(|k| {
+            Command::new(bin)
                 .args(["fed", "client", "--system", "sdgt", "--id", &k.to_string()])
-                .args(["--config", job_s, "--prefix", &prefix])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
+                .args(["--config", job, "--prefix", prefix])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -191,13 +186,5 @@ fn a_client_that_never_comes_costs_its_replies_and_the_rounds_go_on() {
             String::from_utf8_lossy(&co.stderr)
         );
     }
-    assert!(so.status.success(), "{err}");
-    let s: serde_json::Value = serde_json::from_slice(&so.stdout).unwrap();
-    assert_eq!(s["rounds"], 2, "{s}");
-    // Client 0's sampled devices (2 of its subnet's 4) in each of the 2 rounds.
-    assert!(s["lost_devices"].as_u64().unwrap_or(0) >= 2, "{s}");
-    assert!(
-        s["test_accuracy"].as_f64().is_some_and(f64::is_finite),
-        "{s}"
-    );
+    (so, err)
 }
