@@ -48,6 +48,34 @@ struct Common {
     /// Run namespace shared by the server and its clients (streams and buckets are named after it).
     #[arg(long, default_value = "ferrolab")]
     prefix: String,
+    /// PEM file of the CA that signed the NATS server's certificate; TLS is then required
+    /// (default: $FERROLAB_NATS_CA). A server passes it on to the clients it starts.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM certificate this party presents to a server that verifies clients (with --tls-key;
+    /// default: $FERROLAB_NATS_CERT).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (default: $FERROLAB_NATS_KEY).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl Common {
+    /// `command` with this party's TLS files in its environment, where the spawned party's
+    /// `NatsOptions` read them.
+    #[cfg(feature = "nats")]
+    fn with_tls(&self, mut command: std::process::Command) -> std::process::Command {
+        if let Some(ca) = &self.tls_ca {
+            command.env("FERROLAB_NATS_CA", ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            command
+                .env("FERROLAB_NATS_CERT", cert)
+                .env("FERROLAB_NATS_KEY", key);
+        }
+        command
+    }
 }
 
 #[derive(Args, Debug)]
@@ -115,8 +143,14 @@ fn read_config(path: &Path) -> Result<toml::Table> {
 fn connect(c: &Common, party: ferrolab_fed::nats::Party) -> Result<ferrolab_fed::nats::NatsFabric> {
     use ferrolab_fed::nats::{NatsFabric, NatsOptions};
     let url = nats_url(c.nats.as_deref())?;
-    NatsFabric::connect(NatsOptions::new(&url, &c.prefix, party))
-        .map_err(|e| UsageError(e.to_string()).into())
+    let mut opts = NatsOptions::new(&url, &c.prefix, party);
+    if let Some(ca) = &c.tls_ca {
+        opts.tls_ca = Some(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
+        opts.tls_client = Some((cert.clone(), key.clone()));
+    }
+    NatsFabric::connect(opts).map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// Runs one party.
@@ -193,7 +227,13 @@ fn fedgraph(
                 multiproc::run_server_external(&unit, Arc::new(fabric))
             } else {
                 multiproc::run_server(&unit, Arc::new(fabric), |id| {
-                    multiproc::client_command(&exe, &url, &common.config, &prefix, id)
+                    common.with_tls(multiproc::client_command(
+                        &exe,
+                        &url,
+                        &common.config,
+                        &prefix,
+                        id,
+                    ))
                 })
             }
             .map_err(fedgraph_err)?;
@@ -272,7 +312,13 @@ fn sdgt(
                 multiproc::run_server_external(&spec, &data, Arc::new(fabric))
             } else {
                 multiproc::run_server(&spec, &data, Arc::new(fabric), |id| {
-                    multiproc::client_command(&exe, &url, &common.config, &prefix, id)
+                    common.with_tls(multiproc::client_command(
+                        &exe,
+                        &url,
+                        &common.config,
+                        &prefix,
+                        id,
+                    ))
                 })
             }
             .map_err(sys_err)?;

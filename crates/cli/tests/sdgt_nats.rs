@@ -188,3 +188,101 @@ fn external_run(
     }
     (so, err)
 }
+
+/// TLS with a private CA: a throw-away CA signs a certificate for 127.0.0.1, a nats-server that
+/// requires TLS starts on it, and `fed server --tls-ca` runs a job whose spawned clients trust
+/// the same CA (passed on in their environment). Without the CA the connection is refused with
+/// exit 2 naming the unknown issuer; a CA file that is not there is named before connecting.
+#[test]
+#[ignore = "needs Fashion-MNIST (FERROLAB_DATA), nats-server and openssl (.ci/run installs both)"]
+fn tls_with_a_private_ca_runs_a_job_and_refuses_without_it() {
+    use std::process::{Command, Stdio};
+    let root = tmp("sdgt-nats-tls");
+    let d = root.to_path_buf();
+    let sh = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("openssl runs (.ci/run installs it)");
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    #[rustfmt::skip]
+    sh(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+         "-days", "2", "-subj", "/CN=ferrolab test CA"]);
+    #[rustfmt::skip]
+    sh(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+         "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    #[rustfmt::skip]
+    sh(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    std::fs::write(
+        d.join("nats.conf"),
+        format!(
+            "listen: 127.0.0.1:-1\njetstream {{ store_dir: \"{0}/js\" }}\ntls {{ cert_file: \"{0}/server.pem\", key_file: \"{0}/server.key\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new("nats-server")
+        .args(["-c", "nats.conf", "--ports_file_dir", "."])
+        .current_dir(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (.ci/run installs it)");
+    let url = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let f = std::fs::read_dir(&d)
+                .ok()?
+                .filter_map(Result::ok)
+                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(f.path()).ok()?).ok()?;
+            v["nats"][0].as_str().map(str::to_string)
+        })
+        .expect("the TLS nats-server wrote its ports file");
+    assert!(url.starts_with("tls://"), "{url}");
+    let job = d.join("job.toml");
+    std::fs::write(
+        &job,
+        "[fed]\nrounds = 2\neval_every = 2\ncheckpoint_every = 0\ncoopt_every = 0\nlr_grid = [0.03]\nseeds = 1\n\n\
+         [data]\nsplits = [\"sorted\"]\nval_size = 500\ntrain_limit = 2000\ntest_limit = 500\n",
+    )
+    .unwrap();
+    let job_s = job.to_str().unwrap();
+    let ca = d.join("ca.pem");
+    let run = |prefix: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferrolab"));
+        c.args(["fed", "server", "--system", "sdgt", "--config", job_s])
+            .args(["--nats", &url, "--prefix", prefix])
+            .args(extra)
+            .env_remove("FERROLAB_NATS_CA")
+            .env_remove("FERROLAB_NATS_CERT")
+            .env_remove("FERROLAB_NATS_KEY");
+        c.output().unwrap()
+    };
+    let no_ca = run("tlsnoca", &[]);
+    let ok = run("tlsca", &["--tls-ca", ca.to_str().unwrap()]);
+    let missing = run("tlsmiss", &["--tls-ca", "/nonexistent/ca.pem"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(no_ca.status.code(), Some(2), "{}", stderr(&no_ca));
+    assert!(
+        stderr(&no_ca).contains("UnknownIssuer"),
+        "{}",
+        stderr(&no_ca)
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
+    assert_eq!(s["rounds"], 2, "{s}");
+    assert_eq!(s["lost_devices"], 0, "{s}");
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("/nonexistent/ca.pem"),
+        "{}",
+        stderr(&missing)
+    );
+}

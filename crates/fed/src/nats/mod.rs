@@ -88,6 +88,20 @@ pub struct NatsOptions {
     pub disconnect_grace: Duration,
     /// Keep streams in memory instead of on the server's disk (benchmarks, throw-away runs).
     pub memory_storage: bool,
+    /// PEM file of the CA that signed the NATS server's certificate (a private CA); TLS is
+    /// then required. Default: `$FERROLAB_NATS_CA`.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM certificate and key this party presents when the server verifies clients
+    /// (`verify: true` in its `tls { }` block). Default: `$FERROLAB_NATS_CERT` and
+    /// `$FERROLAB_NATS_KEY`.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// `$name` as a path, when set and not empty.
+fn env_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
 }
 
 impl NatsOptions {
@@ -101,6 +115,10 @@ impl NatsOptions {
             request_timeout: Duration::from_secs(10),
             disconnect_grace: Duration::from_secs(10),
             memory_storage: false,
+            // From the environment, as the URL is in the CLI: spawned servers and clients
+            // inherit them, so every party of a run trusts the same CA.
+            tls_ca: env_path("FERROLAB_NATS_CA"),
+            tls_client: env_path("FERROLAB_NATS_CERT").zip(env_path("FERROLAB_NATS_KEY")),
         }
     }
 }
@@ -493,6 +511,21 @@ impl NatsFabric {
         let mut base = async_nats::ConnectOptions::new();
         if let Some((user, pass)) = creds {
             base = base.user_and_password(user, pass);
+        }
+        // A missing PEM file would otherwise surface as a TLS handshake error naming nothing.
+        let readable = |what: &str, p: &std::path::Path| {
+            std::fs::File::open(p)
+                .map(drop)
+                .map_err(|e| NatsError::Invalid(format!("TLS {what} {}: {e}", p.display())))
+        };
+        if let Some(ca) = &opts.tls_ca {
+            readable("CA file (FERROLAB_NATS_CA / --tls-ca)", ca)?;
+            base = base.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &opts.tls_client {
+            readable("client certificate (FERROLAB_NATS_CERT / --tls-cert)", cert)?;
+            readable("client key (FERROLAB_NATS_KEY / --tls-key)", key)?;
+            base = base.add_client_certificate(cert.clone(), key.clone());
         }
         let connect = base
             .connection_timeout(opts.connect_timeout)
