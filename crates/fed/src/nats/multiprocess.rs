@@ -72,6 +72,143 @@ impl Fabric for ServerOnly {
     }
 }
 
+/// Clients whose process died (id → how), shared by a [`DeathWatch`] and a [`SkipDead`].
+pub type Dead = Arc<std::sync::Mutex<std::collections::BTreeMap<ClientId, String>>>;
+
+/// Delegates everything to the inner fabric, except that a collection does not wait for
+/// clients recorded in `dead`: they are failures at once ("client process exited …"), so that
+/// after a client process dies each later round no longer waits its whole deadline for it.
+pub struct SkipDead {
+    inner: Arc<dyn Fabric>,
+    dead: Dead,
+}
+
+impl SkipDead {
+    /// `inner`, skipping the clients `dead` holds at each collection.
+    pub fn new(inner: Arc<dyn Fabric>, dead: Dead) -> Self {
+        Self { inner, dead }
+    }
+}
+
+impl std::fmt::Debug for SkipDead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SkipDead({})", self.inner.name())
+    }
+}
+
+impl Fabric for SkipDead {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn send_task(&self, client: ClientId, task: &Task) -> Result<(), FabricError> {
+        self.inner.send_task(client, task)
+    }
+    fn send_task_owned(&self, client: ClientId, task: Task) -> Result<(), FabricError> {
+        self.inner.send_task_owned(client, task)
+    }
+    fn recv_task(&self, client: ClientId, timeout: Duration) -> Result<Option<Task>, FabricError> {
+        self.inner.recv_task(client, timeout)
+    }
+    fn send_reply(&self, reply: &Reply) -> Result<(), FabricError> {
+        self.inner.send_reply(reply)
+    }
+    fn collect_replies(
+        &self,
+        round: u64,
+        kind: TaskKind,
+        expected: &[ClientId],
+        deadline: Duration,
+        validate: Validator<'_>,
+    ) -> Result<Collected, FabricError> {
+        let dead = self.dead.lock().map(|d| d.clone()).unwrap_or_default();
+        let alive: Vec<ClientId> = expected
+            .iter()
+            .copied()
+            .filter(|k| !dead.contains_key(k))
+            .collect();
+        let mut c = self
+            .inner
+            .collect_replies(round, kind, &alive, deadline, validate)?;
+        for k in expected.iter().filter(|k| dead.contains_key(k)) {
+            c.failures.push(crate::fabric::Failure {
+                client: *k,
+                reason: format!("client process {}", dead[k]),
+            });
+        }
+        c.failures.sort_by_key(|f| f.client);
+        Ok(c)
+    }
+    fn exchange(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        self.inner.exchange(key, members, outgoing, timeout)
+    }
+    fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {
+        self.inner.put_state(key, value)
+    }
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
+        self.inner.get_state(key)
+    }
+    fn end_run(&self) -> Result<(), FabricError> {
+        self.inner.end_run()
+    }
+}
+
+/// Polls the client processes every 200 ms while the server runs, recording each one that
+/// exits unsuccessfully in `dead` (a clean exit only follows `Shutdown`) and saying so once.
+pub struct DeathWatch {
+    procs: Arc<std::sync::Mutex<ClientProcesses>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeathWatch {
+    /// Starts watching `procs`.
+    pub fn start(procs: ClientProcesses, dead: Dead) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let procs = Arc::new(std::sync::Mutex::new(procs));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, st) = (Arc::clone(&procs), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let exited = p.lock().map(|mut g| g.exited()).unwrap_or_default();
+                if let Ok(mut d) = dead.lock() {
+                    for (k, status) in exited.into_iter().filter(|(_, s)| !s.success()) {
+                        if !d.contains_key(&k) {
+                            eprintln!(
+                                "fed: client process {k} exited with {status}; the rounds go on without it"
+                            );
+                            d.insert(k, format!("exited with {status}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Self {
+            procs,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching and hands the processes back.
+    pub fn finish(mut self) -> ClientProcesses {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.procs
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default()
+    }
+}
+
 /// Child processes, one per client; killed when dropped unless [`ClientProcesses::wait`]ed.
 #[derive(Debug, Default)]
 pub struct ClientProcesses {

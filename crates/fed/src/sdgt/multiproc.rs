@@ -198,12 +198,18 @@ fn serve_run(
             .map_err(|e| SystemError::runtime(format!("starting client processes: {e}")))?,
         None => ClientProcesses::default(),
     };
+    // A client process that dies is noticed within 200 ms, and later collections stop
+    // waiting for it (each round would otherwise wait its whole deadline).
+    let dead = crate::nats::multiprocess::Dead::default();
+    let watch = crate::nats::multiprocess::DeathWatch::start(procs, Arc::clone(&dead));
+    let skip = crate::nats::multiprocess::SkipDead::new(Arc::clone(&fabric), dead);
     let out = driver::run(
         spec,
         data,
-        Arc::new(ServerOnly(Arc::clone(&fabric))),
+        Arc::new(ServerOnly(Arc::new(skip))),
         &mut |_| {},
     );
+    let procs = watch.finish();
     // After a finished run the clients exit on their `Shutdown`; after a failed one they have
     // nothing left to do and may sit out their own timeouts, so they get little time.
     let bad = procs.wait(if out.is_ok() {
