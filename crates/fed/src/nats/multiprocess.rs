@@ -178,11 +178,11 @@ impl DeathWatch {
                 let exited = p.lock().map(|mut g| g.exited()).unwrap_or_default();
                 if let Ok(mut d) = dead.lock() {
                     for (k, status) in exited.into_iter().filter(|(_, s)| !s.success()) {
-                        if !d.contains_key(&k) {
+                        if let std::collections::btree_map::Entry::Vacant(e) = d.entry(k) {
                             eprintln!(
                                 "fed: client process {k} exited with {status}; the rounds go on without it"
                             );
-                            d.insert(k, format!("exited with {status}"));
+                            e.insert(format!("exited with {status}"));
                         }
                     }
                 }
