@@ -225,13 +225,23 @@ fn tls_with_a_private_ca_runs_a_job_and_refuses_without_it() {
         ),
     )
     .unwrap();
-    let mut server = Command::new("nats-server")
-        .args(["-c", "nats.conf", "--ports_file_dir", "."])
-        .current_dir(&d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs (.ci/run installs it)");
+    /// The TLS server goes when the test does, failing or not.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = KillOnDrop(
+        Command::new("nats-server")
+            .args(["-c", "nats.conf", "--ports_file_dir", "."])
+            .current_dir(&d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (.ci/run installs it)"),
+    );
     let url = (0..100)
         .find_map(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -267,8 +277,7 @@ fn tls_with_a_private_ca_runs_a_job_and_refuses_without_it() {
     let no_ca = run("tlsnoca", &[]);
     let ok = run("tlsca", &["--tls-ca", ca.to_str().unwrap()]);
     let missing = run("tlsmiss", &["--tls-ca", "/nonexistent/ca.pem"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(no_ca.status.code(), Some(2), "{}", stderr(&no_ca));
     assert!(
         stderr(&no_ca).contains("UnknownIssuer"),

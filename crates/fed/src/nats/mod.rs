@@ -522,6 +522,13 @@ impl NatsFabric {
             readable("CA file (FERROLAB_NATS_CA / --tls-ca)", ca)?;
             base = base.add_root_certificates(ca.clone()).require_tls(true);
         }
+        if opts.tls_client.is_none()
+            && env_path("FERROLAB_NATS_CERT").is_some() != env_path("FERROLAB_NATS_KEY").is_some()
+        {
+            return Err(NatsError::Invalid(
+                "TLS client certificate: FERROLAB_NATS_CERT and FERROLAB_NATS_KEY go together; only one is set".into(),
+            ));
+        }
         if let Some((cert, key)) = &opts.tls_client {
             readable("client certificate (FERROLAB_NATS_CERT / --tls-cert)", cert)?;
             readable("client key (FERROLAB_NATS_KEY / --tls-key)", key)?;

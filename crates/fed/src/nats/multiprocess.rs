@@ -198,14 +198,26 @@ impl DeathWatch {
 
     /// Stops watching and hands the processes back.
     pub fn finish(mut self) -> ClientProcesses {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
         self.procs
             .lock()
             .map(|mut g| std::mem::take(&mut *g))
             .unwrap_or_default()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DeathWatch {
+    /// A server that unwinds still stops the watcher, so the processes it holds are dropped,
+    /// and so killed, with it.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
