@@ -227,13 +227,8 @@ fn cora_louvain_split_has_fs_g_shape_and_fedavg_beats_local() {
     assert!(a.test_accuracy > 0.8 && a.test_accuracy > l.test_accuracy);
 }
 
-/// `--resume`: every grid run is a unit of the run folder; a run saved there is read back
-/// (a tampered figure shows it was not recomputed), a lost one is run again to the same
-/// figures, and NaN ("not measured") survives the JSON round trip.
-#[test]
-fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
-    use ferrolab_fed::fedgraph::experiment::run_table;
-    let g = communities(400, 16, 11);
+/// The node table's small graph and grid (the resume and traffic tests).
+fn small_table() -> (ferrolab_fed::fedgraph::data::GraphSet, FedGraphConfig) {
     let mut cfg = FedGraphConfig {
         data: DataSection {
             num_val: 80,
@@ -242,6 +237,16 @@ fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
         ..Default::default()
     };
     small_grid(&mut cfg);
+    (communities(400, 16, 11), cfg)
+}
+
+/// `--resume`: every grid run is a unit of the run folder; a run saved there is read back
+/// (a tampered figure shows it was not recomputed), a lost one is run again to the same
+/// figures, and NaN ("not measured") survives the JSON round trip.
+#[test]
+fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
+    use ferrolab_fed::fedgraph::experiment::run_table;
+    let (g, cfg) = small_table();
     let (dir, rd) = fresh_run_dir("fg");
     let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
     let first = run_table(&g, &cfg, 9, 2, &quiet, None, Some(&rd)).unwrap();
@@ -317,15 +322,7 @@ fn grid_runs_are_saved_as_units_and_read_back_on_resume() {
 #[test]
 fn server_traffic_is_reported_in_mb_and_mib() {
     use ferrolab_fed::fedgraph::experiment::{regime_metrics, run_table};
-    let g = communities(400, 16, 11);
-    let mut cfg = FedGraphConfig {
-        data: DataSection {
-            num_val: 80,
-            ..data_cfg()
-        },
-        ..Default::default()
-    };
-    small_grid(&mut cfg);
+    let (g, mut cfg) = small_table();
     cfg.fed.seeds = 1;
     cfg.fed.local_steps = vec![1];
     let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};

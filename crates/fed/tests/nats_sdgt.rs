@@ -43,6 +43,26 @@ fn small() -> (SdgtConfig, Job) {
     (cfg, job)
 }
 
+/// This test binary again as client `id` of the run (see [`sdgt_child`]).
+fn child(
+    exe: &std::path::Path,
+    url: &str,
+    job_json: &serde_json::Value,
+    prefix: &str,
+    id: ClientId,
+) -> Command {
+    let mut c = Command::new(exe);
+    c.args(["--exact", "sdgt_child", "--nocapture", "--test-threads=1"])
+        .env("FERROLAB_NATS_URL", url)
+        .env(
+            "SDGT_CHILD",
+            serde_json::json!({"job_file": job_json, "id": id, "prefix": prefix}).to_string(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c
+}
+
 /// Entry point of the child processes; does nothing in a normal test run.
 #[test]
 fn sdgt_child() {
@@ -86,16 +106,7 @@ fn sdgt_over_nats_with_client_processes_matches_in_process_bit_for_bit() {
     let exe = std::env::current_exe().unwrap();
     let t0 = Instant::now();
     let remote = multiproc::run_server(&spec, &data, Arc::new(server), |id| {
-        let mut c = Command::new(&exe);
-        c.args(["--exact", "sdgt_child", "--nocapture", "--test-threads=1"])
-            .env("FERROLAB_NATS_URL", &url)
-            .env(
-                "SDGT_CHILD",
-                serde_json::json!({"job_file": job_json, "id": id, "prefix": prefix}).to_string(),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        c
+        child(&exe, &url, &job_json, &prefix, id)
     })
     .unwrap()
     .unwrap();
@@ -147,16 +158,7 @@ fn a_dead_client_process_is_skipped_instead_of_waited_for_each_round() {
         if id == 0 {
             return Command::new("false");
         }
-        let mut c = Command::new(&exe);
-        c.args(["--exact", "sdgt_child", "--nocapture", "--test-threads=1"])
-            .env("FERROLAB_NATS_URL", &url)
-            .env(
-                "SDGT_CHILD",
-                serde_json::json!({"job_file": job_json, "id": id, "prefix": prefix}).to_string(),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        c
+        child(&exe, &url, &job_json, &prefix, id)
     })
     .unwrap()
     .unwrap();

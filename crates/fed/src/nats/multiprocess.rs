@@ -15,7 +15,17 @@ use std::time::Duration;
 /// Delegates everything to the inner fabric except [`Fabric::recv_task`], which answers
 /// `Shutdown` at once: a driver that starts in-process client threads (each `serve`-ing its
 /// tasks) can then run unchanged as the server of a run whose clients are other processes.
-pub struct ServerOnly(pub Arc<dyn Fabric>);
+/// A collection does not wait for the clients the second field holds (filled by a
+/// [`DeathWatch`]): they are failures at once ("client process exited …"), so that after a
+/// client process dies each later round no longer waits its whole deadline for it.
+pub struct ServerOnly(pub Arc<dyn Fabric>, pub Dead);
+
+impl ServerOnly {
+    /// `inner` as the server, with no dead clients to skip.
+    pub fn new(inner: Arc<dyn Fabric>) -> Self {
+        Self(inner, Dead::default())
+    }
+}
 
 impl std::fmt::Debug for ServerOnly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,8 +59,28 @@ impl Fabric for ServerOnly {
         deadline: Duration,
         validate: Validator<'_>,
     ) -> Result<Collected, FabricError> {
-        self.0
-            .collect_replies(round, kind, expected, deadline, validate)
+        let dead = self.1.lock().map(|d| d.clone()).unwrap_or_default();
+        if dead.is_empty() {
+            return self
+                .0
+                .collect_replies(round, kind, expected, deadline, validate);
+        }
+        let alive: Vec<ClientId> = expected
+            .iter()
+            .copied()
+            .filter(|k| !dead.contains_key(k))
+            .collect();
+        let mut c = self
+            .0
+            .collect_replies(round, kind, &alive, deadline, validate)?;
+        for k in expected.iter().filter(|k| dead.contains_key(k)) {
+            c.failures.push(crate::fabric::Failure {
+                client: *k,
+                reason: format!("client process {}", dead[k]),
+            });
+        }
+        c.failures.sort_by_key(|f| f.client);
+        Ok(c)
     }
     fn exchange(
         &self,
@@ -72,91 +102,8 @@ impl Fabric for ServerOnly {
     }
 }
 
-/// Clients whose process died (id → how), shared by a [`DeathWatch`] and a [`SkipDead`].
+/// Clients whose process died (id → how), shared by a [`DeathWatch`] and a [`ServerOnly`].
 pub type Dead = Arc<std::sync::Mutex<std::collections::BTreeMap<ClientId, String>>>;
-
-/// Delegates everything to the inner fabric, except that a collection does not wait for
-/// clients recorded in `dead`: they are failures at once ("client process exited …"), so that
-/// after a client process dies each later round no longer waits its whole deadline for it.
-pub struct SkipDead {
-    inner: Arc<dyn Fabric>,
-    dead: Dead,
-}
-
-impl SkipDead {
-    /// `inner`, skipping the clients `dead` holds at each collection.
-    pub fn new(inner: Arc<dyn Fabric>, dead: Dead) -> Self {
-        Self { inner, dead }
-    }
-}
-
-impl std::fmt::Debug for SkipDead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SkipDead({})", self.inner.name())
-    }
-}
-
-impl Fabric for SkipDead {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn send_task(&self, client: ClientId, task: &Task) -> Result<(), FabricError> {
-        self.inner.send_task(client, task)
-    }
-    fn send_task_owned(&self, client: ClientId, task: Task) -> Result<(), FabricError> {
-        self.inner.send_task_owned(client, task)
-    }
-    fn recv_task(&self, client: ClientId, timeout: Duration) -> Result<Option<Task>, FabricError> {
-        self.inner.recv_task(client, timeout)
-    }
-    fn send_reply(&self, reply: &Reply) -> Result<(), FabricError> {
-        self.inner.send_reply(reply)
-    }
-    fn collect_replies(
-        &self,
-        round: u64,
-        kind: TaskKind,
-        expected: &[ClientId],
-        deadline: Duration,
-        validate: Validator<'_>,
-    ) -> Result<Collected, FabricError> {
-        let dead = self.dead.lock().map(|d| d.clone()).unwrap_or_default();
-        let alive: Vec<ClientId> = expected
-            .iter()
-            .copied()
-            .filter(|k| !dead.contains_key(k))
-            .collect();
-        let mut c = self
-            .inner
-            .collect_replies(round, kind, &alive, deadline, validate)?;
-        for k in expected.iter().filter(|k| dead.contains_key(k)) {
-            c.failures.push(crate::fabric::Failure {
-                client: *k,
-                reason: format!("client process {}", dead[k]),
-            });
-        }
-        c.failures.sort_by_key(|f| f.client);
-        Ok(c)
-    }
-    fn exchange(
-        &self,
-        key: ExchangeKey,
-        members: &[DeviceId],
-        outgoing: Vec<(DeviceId, Params)>,
-        timeout: Duration,
-    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
-        self.inner.exchange(key, members, outgoing, timeout)
-    }
-    fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {
-        self.inner.put_state(key, value)
-    }
-    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
-        self.inner.get_state(key)
-    }
-    fn end_run(&self) -> Result<(), FabricError> {
-        self.inner.end_run()
-    }
-}
 
 /// Polls the client processes every 200 ms while the server runs, recording each one that
 /// exits unsuccessfully in `dead` (a clean exit only follows `Shutdown`) and saying so once.
@@ -314,7 +261,7 @@ pub fn run_multiprocess<R>(
     server: impl FnOnce(Arc<dyn Fabric>) -> R,
 ) -> std::io::Result<(R, Vec<(ClientId, String)>)> {
     let procs = ClientProcesses::spawn(clients, command)?;
-    let out = server(Arc::new(ServerOnly(fabric)));
+    let out = server(Arc::new(ServerOnly::new(fabric)));
     let bad = procs.wait(Duration::from_secs(30));
     Ok((out, bad))
 }
@@ -422,7 +369,7 @@ mod tests {
     #[test]
     fn server_only_stands_client_threads_down_and_passes_the_rest_through() {
         let inner: Arc<dyn Fabric> = Arc::new(InProcFabric::new());
-        let f = ServerOnly(Arc::clone(&inner));
+        let f = ServerOnly::new(Arc::clone(&inner));
         let t = f.recv_task(3, Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!(t.kind, TaskKind::Shutdown);
         f.put_state("k", b"v").unwrap();

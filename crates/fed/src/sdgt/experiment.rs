@@ -278,6 +278,14 @@ fn keys(runs: &[&RunSummary], target: f64, prefix: &str) -> BTreeMap<String, f64
     m
 }
 
+/// A run's unit name in the run folder (and in notes that name runs).
+fn unit_name(split: &str, algo: &str, lr: f64, seed: usize, coopt: bool) -> String {
+    format!(
+        "{split}-{algo}-lr{lr}-seed{seed}{}",
+        if coopt { "-coopt" } else { "" }
+    )
+}
+
 /// Runs one (split, algorithm, lr, seed) unit.
 #[allow(clippy::too_many_arguments)]
 fn one(
@@ -290,11 +298,7 @@ fn one(
     k: usize,
     coopt: bool,
 ) -> SysResult<RunSummary> {
-    let name = format!(
-        "{split}-{}-lr{lr}-seed{k}{}",
-        algo.key(),
-        if coopt { "-coopt" } else { "" }
-    );
+    let name = unit_name(split, algo.key(), lr, k, coopt);
     let seed_k = ctx.seed_for(&format!("run{k}"));
     let fabric_dir = ctx.run_dir().join("fabric").join(&name);
     let checkpoint_every = cfg.fed.checkpoint_every;
@@ -848,12 +852,8 @@ fn report(
             let n = r.result.as_ref()?.lost_devices;
             (n > 0).then(|| {
                 format!(
-                    "{}-{}-lr{}-seed{}{} ({n})",
-                    r.split,
-                    r.algo,
-                    r.lr,
-                    r.seed,
-                    if r.coopt { "-coopt" } else { "" }
+                    "{} ({n})",
+                    unit_name(&r.split, &r.algo, r.lr, r.seed, r.coopt)
                 )
             })
         })

@@ -202,11 +202,10 @@ fn serve_run(
     // waiting for it (each round would otherwise wait its whole deadline).
     let dead = crate::nats::multiprocess::Dead::default();
     let watch = crate::nats::multiprocess::DeathWatch::start(procs, Arc::clone(&dead));
-    let skip = crate::nats::multiprocess::SkipDead::new(Arc::clone(&fabric), dead);
     let out = driver::run(
         spec,
         data,
-        Arc::new(ServerOnly(Arc::new(skip))),
+        Arc::new(ServerOnly(Arc::clone(&fabric), dead)),
         &mut |_| {},
     );
     let procs = watch.finish();
