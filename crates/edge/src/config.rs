@@ -2,8 +2,9 @@
 //! unknown task, method, drift type or condition names, drifts that end after the stream, and
 //! an edge memory budget smaller than the smallest evolution task are configuration errors.
 
-use crate::profiler::memory_bytes;
-use crate::stream::{Drift, INPUT};
+use crate::model::Mlp;
+use crate::profiler::{memory_bytes, model_memory_bytes};
+use crate::stream::{CLASSES, Drift, INPUT, INPUT_SIDE};
 use ferrolab_core::ConfigError;
 use ferrolab_core::config::{Validate, check, distinct};
 
@@ -145,6 +146,12 @@ ferrolab_core::config_section! {
         /// int8 as the paper deploys it; its widths are the teacher's; needs
         /// `edge.teacher_standardise = false`, since the end feeds its model the plain input).
         pub source: String = "factory".into(), "`factory` or `teacher`" => |v| v == "factory" || v == "teacher";
+        /// Filters of a convolutional first block (3×3 by default, "same" padding, ReLU, 2×2
+        /// max-pool: `ferrolab_vision::tiny::ConvPool`) in front of the hidden layer; 0: the
+        /// plain MLP on the 14×14 input. Classification only.
+        pub conv_channels: usize = 0, "0..=64" => |v| *v <= 64;
+        /// Kernel size of that block (odd).
+        pub conv_kernel: usize = 3, "odd, 1..=7" => |v| v % 2 == 1 && *v <= 7;
         /// Magnitude-pruned fraction of each weight matrix (then int8).
         pub sparsity: f64 = 0.5, "[0, 0.95]" => |v| (0.0..=0.95).contains(v);
         /// Trigger window, frames.
@@ -188,6 +195,9 @@ ferrolab_core::config_section! {
         pub teacher_hidden: usize = 64, "4..=4096" => |v| (4..=4096).contains(v);
         /// Units of the teacher's second hidden layer (0: one hidden layer).
         pub teacher_hidden2: usize = 0, "0..=4096" => |v| *v <= 4096;
+        /// Filters of the teacher's convolutional first block (`mobile.conv_kernel` wide; 0:
+        /// none). Classification only.
+        pub teacher_conv_channels: usize = 0, "0..=64" => |v| *v <= 64;
         /// Renders of each pre-training image under random conditions the teacher trains on.
         pub teacher_renders: usize = 4, "1..=64" => |v| (1..=64).contains(v);
         /// Teacher training epochs (0: `data.pretrain_epochs`).
@@ -361,20 +371,39 @@ impl AdaEvoConfig {
 
     /// Widths of the mobile model.
     pub fn mobile_sizes(&self) -> Vec<usize> {
-        if self.mobile.source == "teacher" {
-            return self.teacher_sizes();
-        }
-        vec![INPUT, self.mobile.hidden, crate::stream::CLASSES]
+        self.new_mobile(0).sizes
     }
 
-    /// Widths of the teacher.
+    /// Widths of the teacher's fully connected part.
     pub fn teacher_sizes(&self) -> Vec<usize> {
-        let mut v = vec![INPUT, self.edge.teacher_hidden];
-        if self.edge.teacher_hidden2 > 0 {
-            v.push(self.edge.teacher_hidden2);
+        self.new_teacher(0).sizes
+    }
+
+    /// A freshly initialised mobile model (`mobile.hidden` units, behind a conv block when
+    /// `mobile.conv_channels` > 0; the teacher's architecture with `mobile.source = teacher`).
+    pub fn new_mobile(&self, seed: u64) -> Mlp {
+        if self.mobile.source == "teacher" {
+            return self.new_teacher(seed);
         }
-        v.push(crate::stream::CLASSES);
-        v
+        let hidden = [self.mobile.hidden, CLASSES];
+        match self.mobile.conv_channels {
+            0 => Mlp::new(&[INPUT, hidden[0], hidden[1]], seed),
+            c => Mlp::with_stem(INPUT_SIDE, c, self.mobile.conv_kernel, &hidden, seed),
+        }
+    }
+
+    /// A freshly initialised teacher (`edge.teacher_hidden`, `teacher_hidden2`,
+    /// `teacher_conv_channels`).
+    pub fn new_teacher(&self, seed: u64) -> Mlp {
+        let mut hidden = vec![self.edge.teacher_hidden];
+        if self.edge.teacher_hidden2 > 0 {
+            hidden.push(self.edge.teacher_hidden2);
+        }
+        hidden.push(CLASSES);
+        match self.edge.teacher_conv_channels {
+            0 => Mlp::new(&[[INPUT].as_slice(), &hidden].concat(), seed),
+            c => Mlp::with_stem(INPUT_SIDE, c, self.mobile.conv_kernel, &hidden, seed),
+        }
     }
 
     /// The knapsack scheduler's memory unit, bytes.
@@ -390,8 +419,8 @@ impl AdaEvoConfig {
     /// Memory of the smallest possible task: its fewest frames plus the clean anchor samples
     /// the edge adds to every task.
     pub fn smallest_task_bytes(&self) -> u64 {
-        memory_bytes(
-            &self.mobile_sizes(),
+        model_memory_bytes(
+            &self.new_mobile(0),
             MIN_TASK_FRAMES + self.edge.anchor.min(self.data.pretrain_images),
             self.edge.batch,
             1,
@@ -446,6 +475,20 @@ fn parse_drifts(
 
 impl Validate for AdaEvoConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("mobile.conv_channels", self.mobile.conv_channels),
+            (
+                "edge.teacher_conv_channels",
+                self.edge.teacher_conv_channels,
+            ),
+        ] {
+            check(
+                v == 0 || self.task.name == "classification",
+                key,
+                v,
+                "is implemented for the classification task only (the detector is a grid MLP)",
+            )?;
+        }
         if self.mobile.source == "teacher" {
             check(
                 !self.edge.teacher_standardise,

@@ -10,7 +10,7 @@
 //! edge process drives the same calls with the wall clock.
 
 use crate::model::{Mlp, TrainOpts, TrainStats};
-use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, memory_bytes};
+use crate::profiler::{AccuracyCurve, TimeRecord, TimeRegressor, model_memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
 use crate::scheduler::{self, Candidate, Start, Variant};
 use crate::stream::{SIDE, to_input};
@@ -540,7 +540,47 @@ impl EndState {
     /// labels in range. A restarted edge refuses a state that is not (a damaged or foreign
     /// file would otherwise fail inside training, long after the restart).
     pub fn check(&self, sizes: &[usize]) -> Result<(), String> {
+        self.check_shape(sizes, None)
+    }
+
+    /// [`check`](Self::check) against the run's reference model: its widths and, where it has
+    /// one, its conv stem (shape, weights, mask), with replay frames of the stem's input width.
+    pub fn check_model(&self, reference: &Mlp) -> Result<(), String> {
+        self.check_shape(&reference.sizes, reference.stem.as_ref())
+    }
+
+    fn check_shape(
+        &self,
+        sizes: &[usize],
+        stem: Option<&ferrolab_vision::tiny::ConvPool>,
+    ) -> Result<(), String> {
         for (name, m) in [("dense", &self.dense), ("deployed", &self.deployed)] {
+            match (stem, &m.stem) {
+                (None, None) => {}
+                (Some(want), Some(got)) => {
+                    if !want.same_shape(got) {
+                        return Err(format!(
+                            "{name} model is {}, this run's are {}×{} filters of {}×{}",
+                            m.describe(),
+                            want.out_channels,
+                            want.in_channels,
+                            want.kernel,
+                            want.kernel
+                        ));
+                    }
+                    got.check().map_err(|e| format!("{name} model: {e}"))?;
+                }
+                (Some(_), None) => {
+                    return Err(format!(
+                        "{name} model has no conv stem, this run's models have one"
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "{name} model has a conv stem, this run's models have none"
+                    ));
+                }
+            }
             if m.sizes != sizes {
                 return Err(format!(
                     "{name} model has layer widths {:?}, this run's have {sizes:?}",
@@ -590,7 +630,11 @@ impl EndState {
                 return Err(format!("{name} model has a weight that is not finite"));
             }
         }
-        let (input, classes) = (sizes.first().copied(), sizes.last().copied());
+        let input = match stem {
+            Some(st) => Some(st.input_len()),
+            None => sizes.first().copied(),
+        };
+        let classes = sizes.last().copied();
         for (i, (x, y)) in self.replay.iter().enumerate() {
             if Some(x.len()) != input || Some(usize::from(*y)) >= classes {
                 return Err(format!(
@@ -811,13 +855,8 @@ impl EdgeServer {
             })
             .collect();
         let samples = data.len() + extra.len() + replay + anchor;
-        let memory_pred = memory_bytes(
-            &dense.sizes,
-            samples,
-            self.params.batch,
-            1,
-            self.params.workspace,
-        );
+        let memory_pred =
+            model_memory_bytes(&dense, samples, self.params.batch, 1, self.params.workspace);
         let p = &self.params;
         let (variants, predicted_acc, a0, probe_flops) = if p.profiler {
             // Probe: half the frames train a copy for a few epochs, the other half score it.
@@ -871,8 +910,8 @@ impl EdgeServer {
         } else {
             // Without the profiler: the worst-case task memory, the fixed epoch budget, and no
             // gain prediction (every task is worth the same).
-            let worst = memory_bytes(
-                &dense.sizes,
+            let worst = model_memory_bytes(
+                &dense,
                 req.frames.len().max(1) * (1 + p.augment.min(SHIFTS.len()))
                     + p.replay
                     + p.anchor_per_task.min(p.anchor.len()),

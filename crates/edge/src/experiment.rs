@@ -172,10 +172,7 @@ pub fn train_teacher(cfg: &AdaEvoConfig, pre: &BaseImages, seed: u64) -> Teacher
     } else {
         e.teacher_epochs
     };
-    let mut teacher = Teacher::new(
-        Mlp::new(&cfg.teacher_sizes(), seed ^ 1),
-        e.teacher_standardise,
-    );
+    let mut teacher = Teacher::new(cfg.new_teacher(seed ^ 1), e.teacher_standardise);
     teacher.train(
         &tx,
         &ty,
@@ -256,7 +253,7 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         // fine-tune on clean frames as the factory model gets, int8).
         teacher.net.clone()
     } else {
-        let mut m = Mlp::new(&cfg.mobile_sizes(), seed ^ 3);
+        let mut m = cfg.new_mobile(seed ^ 3);
         m.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
         m
     };

@@ -335,10 +335,11 @@ impl MobileEnd {
             )));
         }
         let model = blob.decode()?;
-        if model.sizes != self.model.sizes {
+        if !model.same_shape(&self.model) {
             return Err(ProtocolError::Malformed(format!(
-                "blob layer widths {:?}, this end runs {:?}",
-                model.sizes, self.model.sizes
+                "blob model {}, this end runs {}",
+                model.describe(),
+                self.model.describe()
             )));
         }
         if blob.version <= self.version {

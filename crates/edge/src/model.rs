@@ -1,5 +1,7 @@
-//! The small fully connected classifiers AdaEvo moves around: the mobile end's model (dense on
-//! the edge, pruned + int8 on the device), and the edge's larger teacher.
+//! The small classifiers AdaEvo moves around: the mobile end's model (dense on the edge,
+//! pruned + int8 on the device), and the edge's larger teacher. Each is fully connected, with
+//! an optional convolutional first block (`ferrolab_vision::tiny::ConvPool`: k×k conv, ReLU,
+//! 2×2 max-pool) in front (`mobile.conv_channels`, `edge.teacher_conv_channels`).
 //!
 //! Plain `f32` vectors rather than burn tensors: the experiment trains hundreds of tiny models
 //! (tens of thousands of weights) one sample at a time on a simulated clock, where a tensor
@@ -7,14 +9,17 @@
 //! cost model (`flops_*`). Layers are `[out, in]` row-major, ReLU between layers, softmax at
 //! the end; training is SGD with momentum on the cross-entropy.
 
+use ferrolab_vision::tiny::ConvPool;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-/// A multi-layer perceptron `sizes[0] → … → sizes[L]`.
+/// A multi-layer perceptron `sizes[0] → … → sizes[L]`, optionally behind a convolutional block
+/// (`stem`) whose output is the perceptron's input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mlp {
-    /// Widths, input first, classes last.
+    /// Widths of the fully connected part, its input first (the stem's output length where
+    /// there is a stem), classes last.
     pub sizes: Vec<usize>,
     /// Per layer `[out · in]`, row-major.
     pub weights: Vec<Vec<f32>>,
@@ -23,6 +28,9 @@ pub struct Mlp {
     /// Per layer: which weights are kept (pruning mask, `None` = dense). Training keeps masked
     /// weights at zero so a pruned model stays pruned.
     pub masks: Vec<Option<Vec<bool>>>,
+    /// The convolutional first block, if any (its own pruning mask inside).
+    #[serde(default)]
+    pub stem: Option<ConvPool>,
 }
 
 /// Outputs of one forward pass.
@@ -82,12 +90,61 @@ impl Mlp {
             weights,
             biases,
             masks,
+            stem: None,
         }
     }
 
-    /// Input width.
+    /// A convolutional block on a `side × side` single-channel input (`channels` filters of
+    /// `kernel × kernel`, ReLU, 2×2 max-pool), then fully connected layers of the widths
+    /// `hidden` (classes last).
+    pub fn with_stem(
+        side: usize,
+        channels: usize,
+        kernel: usize,
+        hidden: &[usize],
+        seed: u64,
+    ) -> Mlp {
+        let stem = ConvPool::new(1, side, channels, kernel, seed ^ 0x57E4);
+        let mut sizes = vec![stem.output_len()];
+        sizes.extend_from_slice(hidden);
+        let mut m = Mlp::new(&sizes, seed);
+        m.stem = Some(stem);
+        m
+    }
+
+    /// Input width (the stem's input where there is one).
     pub fn input(&self) -> usize {
-        self.sizes[0]
+        match &self.stem {
+            Some(s) => s.input_len(),
+            None => self.sizes[0],
+        }
+    }
+
+    /// Whether `o` has this model's architecture (widths and stem shape; weights aside).
+    pub fn same_shape(&self, o: &Mlp) -> bool {
+        self.sizes == o.sizes
+            && match (&self.stem, &o.stem) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same_shape(b),
+                _ => false,
+            }
+    }
+
+    /// The architecture in words, for error messages: `conv 8×3×3 → 392–32–10`.
+    pub fn describe(&self) -> String {
+        let fc = self
+            .sizes
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("–");
+        match &self.stem {
+            Some(s) => format!(
+                "conv {}×{}×{} on {}×{} → {fc}",
+                s.out_channels, s.kernel, s.kernel, s.side, s.side
+            ),
+            None => fc,
+        }
     }
 
     /// Classes.
@@ -97,13 +154,18 @@ impl Mlp {
 
     /// Parameters (weights and biases).
     pub fn params(&self) -> usize {
-        self.sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+        self.sizes
+            .windows(2)
+            .map(|w| w[0] * w[1] + w[1])
+            .sum::<usize>()
+            + self.stem.as_ref().map_or(0, ConvPool::params)
     }
 
     /// Multiply-adds of one forward pass (dense count: the cost model charges pruned weights
     /// too, as a dense kernel would).
     pub fn macs(&self) -> usize {
-        self.sizes.windows(2).map(|w| w[0] * w[1]).sum()
+        self.sizes.windows(2).map(|w| w[0] * w[1]).sum::<usize>()
+            + self.stem.as_ref().map_or(0, ConvPool::macs)
     }
 
     /// FLOPs of one forward pass.
@@ -118,7 +180,16 @@ impl Mlp {
 
     /// Activations of every layer, input included (the last is the raw output, before softmax).
     pub(crate) fn activations(&self, x: &[f32]) -> Vec<Vec<f32>> {
-        let mut acts = vec![x.to_vec()];
+        let first = match &self.stem {
+            Some(s) => s.forward(x),
+            None => x.to_vec(),
+        };
+        self.activations_from(first)
+    }
+
+    /// [`activations`](Self::activations) of the fully connected part from its input.
+    fn activations_from(&self, first: Vec<f32>) -> Vec<Vec<f32>> {
+        let mut acts = vec![first];
         let n = self.weights.len();
         for l in 0..n {
             let (i, o) = (self.sizes[l], self.sizes[l + 1]);
@@ -208,12 +279,25 @@ impl Mlp {
         let mut vel_b: Vec<Vec<f32>> = self.biases.iter().map(|b| vec![0.0; b.len()]).collect();
         let mut grad_w: Vec<Vec<f32>> = vel_w.clone();
         let mut grad_b: Vec<Vec<f32>> = vel_b.clone();
+        let stem_len = self
+            .stem
+            .as_ref()
+            .map_or((0, 0), |s| (s.weight.len(), s.bias.len()));
+        let mut vel_sw = vec![0f32; stem_len.0];
+        let mut vel_sb = vec![0f32; stem_len.1];
+        let mut grad_sw = vec![0f32; stem_len.0];
+        let mut grad_sb = vec![0f32; stem_len.1];
         let mut order: Vec<usize> = (0..n).collect();
         let batch = opts.batch.max(1);
         let act_floats: usize = self.sizes.iter().sum::<usize>() * 2;
+        // The stem's maps exist for one sample at a time (see `profiler::model_memory_bytes`).
+        let stem_floats = self
+            .stem
+            .as_ref()
+            .map_or(0, |s| s.conv_len() + 2 * s.output_len());
         let p = self.params() as u64;
         let data_bytes: u64 = xs.iter().map(|x| x.len() as u64 * 4 + 1).sum();
-        let peak = 4 * p * 3 + data_bytes + (batch * act_floats) as u64 * 4;
+        let peak = 4 * p * 3 + data_bytes + (batch * act_floats + stem_floats) as u64 * 4;
         let nl = self.weights.len();
         for _ in 0..opts.epochs {
             shuffle(&mut order, &mut rng);
@@ -224,8 +308,16 @@ impl Mlp {
                 grad_b
                     .iter_mut()
                     .for_each(|g| g.iter_mut().for_each(|v| *v = 0.0));
+                grad_sw.iter_mut().for_each(|v| *v = 0.0);
+                grad_sb.iter_mut().for_each(|v| *v = 0.0);
                 for &s in chunk {
-                    let acts = self.activations(&xs[s]);
+                    let (acts, cache) = match &self.stem {
+                        Some(st) => {
+                            let (o, c) = st.forward_cached(&xs[s]);
+                            (self.activations_from(o), Some(c))
+                        }
+                        None => (self.activations(&xs[s]), None),
+                    };
                     let mut delta = delta_of(s, &acts[nl]);
                     for l in (0..nl).rev() {
                         let (i, o) = (self.sizes[l], self.sizes[l + 1]);
@@ -240,7 +332,7 @@ impl Mlp {
                                 }
                             }
                         }
-                        if l > 0 {
+                        if l > 0 || cache.is_some() {
                             let w = &self.weights[l];
                             let mut prev = vec![0.0f32; i];
                             for (r, &d) in delta.iter().enumerate().take(o) {
@@ -258,6 +350,9 @@ impl Mlp {
                             }
                             delta = prev;
                         }
+                    }
+                    if let (Some(st), Some(c)) = (&self.stem, &cache) {
+                        st.accumulate_grad(&xs[s], c, &delta, &mut grad_sw, &mut grad_sb);
                     }
                 }
                 let scale = opts.lr / chunk.len() as f32;
@@ -286,6 +381,17 @@ impl Mlp {
                         }
                     }
                 }
+                if let Some(st) = &mut self.stem {
+                    for ((w, v), g) in st.weight.iter_mut().zip(&mut vel_sw).zip(&grad_sw) {
+                        *v = opts.momentum * *v - scale * g;
+                        *w += *v;
+                    }
+                    for ((b, v), g) in st.bias.iter_mut().zip(&mut vel_sb).zip(&grad_sb) {
+                        *v = opts.momentum * *v - scale * g;
+                        *b += *v;
+                    }
+                    st.apply_mask();
+                }
             }
         }
         TrainStats {
@@ -296,10 +402,12 @@ impl Mlp {
 
     /// Fraction of weights that are exactly zero.
     pub fn sparsity(&self) -> f64 {
-        let total: usize = self.weights.iter().map(Vec::len).sum();
+        let stem = self.stem.as_ref().map(|s| &s.weight);
+        let total: usize = self.weights.iter().chain(stem).map(Vec::len).sum();
         let zeros: usize = self
             .weights
             .iter()
+            .chain(stem)
             .map(|w| w.iter().filter(|v| **v == 0.0).count())
             .sum();
         zeros as f64 / total.max(1) as f64
@@ -385,6 +493,67 @@ mod tests {
             (numeric - analytic).abs() < 1e-2 * numeric.abs().max(1e-2),
             "{numeric} vs {analytic}"
         );
+    }
+
+    /// One SGD step of a model with a conv stem moves a stem weight by −lr × its gradient from
+    /// central differences of the cross-entropy, and the FC part's input is the stem's output.
+    #[test]
+    fn stem_gradient_matches_finite_differences() {
+        let mut m = Mlp::with_stem(6, 3, 3, &[5, 3], 2);
+        assert_eq!(m.sizes, vec![27, 5, 3]);
+        assert_eq!(m.input(), 36);
+        assert!(m.describe().starts_with("conv 3×3×3 on 6×6"));
+        let x: Vec<f32> = (0..36).map(|i| ((i * 7 % 13) as f32 / 6.5) - 1.0).collect();
+        let xs = vec![x];
+        let y = vec![2u8];
+        let loss = |m: &Mlp| -> f64 { -(m.forward(&xs[0]).probs[2] as f64).ln() };
+        let opts = TrainOpts {
+            epochs: 1,
+            lr: 1.0,
+            momentum: 0.0,
+            batch: 1,
+            seed: 0,
+        };
+        let mut moved = 0;
+        for i in [0usize, 4, 9, 13, 22] {
+            let stem = m.stem.as_ref().map(|s| s.weight[i]).unwrap_or_default();
+            let h = 1e-3f32;
+            let set = |m: &mut Mlp, v: f32| {
+                if let Some(s) = m.stem.as_mut() {
+                    s.weight[i] = v;
+                }
+            };
+            set(&mut m, stem + h);
+            let lp = loss(&m);
+            set(&mut m, stem - h);
+            let lm = loss(&m);
+            set(&mut m, stem);
+            let numeric = (lp - lm) / (2.0 * h as f64);
+            let mut t = m.clone();
+            t.train(&xs, &y, &opts);
+            let analytic = (stem - t.stem.as_ref().map(|s| s.weight[i]).unwrap_or_default()) as f64;
+            assert!(
+                (numeric - analytic).abs() < 2e-2 * numeric.abs().max(1e-2),
+                "stem weight {i}: {numeric} vs {analytic}"
+            );
+            if analytic != 0.0 {
+                moved += 1;
+            }
+        }
+        assert!(moved >= 3, "only {moved} stem weights had a gradient");
+        // Masked stem weights stay zero through training.
+        if let Some(s) = m.stem.as_mut() {
+            s.mask = Some((0..s.weight.len()).map(|i| i % 2 == 0).collect());
+            s.apply_mask();
+        }
+        m.train(&xs, &y, &opts);
+        let s = m
+            .stem
+            .as_ref()
+            .map(|s| s.weight.clone())
+            .unwrap_or_default();
+        assert!(s.iter().skip(1).step_by(2).all(|w| *w == 0.0));
+        assert!(s.iter().step_by(2).any(|w| *w != 0.0));
     }
 
     #[test]

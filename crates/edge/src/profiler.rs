@@ -15,6 +15,8 @@
 //!   log of its FLOPs and the number of tasks it will share the edge with, trained online on
 //!   completed tasks; until it has seen a few, the analytic `FLOPs ÷ throughput` stands in.
 
+use crate::model::Mlp;
+
 /// Analytic training memory of an MLP with `sizes`, `samples` resident inputs of `input`
 /// floats, mini-batch `batch`, `opt_copies` optimiser state copies, plus `workspace` bytes.
 pub fn memory_bytes(
@@ -32,6 +34,31 @@ pub fn memory_bytes(
     let data = samples as u64 * (4 * input + 1);
     let acts = 4 * (batch as u64) * sizes.iter().map(|s| *s as u64).sum::<u64>() * 2;
     weights + grads + opt + data + acts + workspace
+}
+
+/// [`memory_bytes`] of training `model`, its conv stem included: the stem's weights with their
+/// gradients and optimiser copies, input samples of the stem's input width rather than the
+/// perceptron's, and one sample's stem maps (pre-pool, pooled, and the pool's argmax indices).
+/// The maps are counted once, not per batch sample as AdaEvo's activation term counts them,
+/// because the trainer forms them one sample at a time; counted per batch they made the
+/// prediction a third above the measured heap peak (the MLP's batch term leaves it ~9% above).
+pub fn model_memory_bytes(
+    model: &Mlp,
+    samples: usize,
+    batch: usize,
+    opt_copies: usize,
+    workspace: u64,
+) -> u64 {
+    let fc = memory_bytes(&model.sizes, samples, batch, opt_copies, workspace);
+    let Some(st) = &model.stem else {
+        return fc;
+    };
+    let params = st.params() as u64;
+    let data = |width: usize| samples as u64 * 4 * width as u64;
+    fc - data(model.sizes[0])
+        + data(model.input())
+        + 4 * params * (2 + opt_copies as u64)
+        + 4 * (st.conv_len() + 2 * st.output_len()) as u64
 }
 
 /// Least squares `min ‖A x − b‖` with `x ≥ 0`, exact for few unknowns: every support set is

@@ -6,6 +6,7 @@
 
 use crate::model::Mlp;
 use ferrolab_compress::ops::{Int8Layer, LayerWeights, magnitude_prune};
+use ferrolab_vision::tiny::ConvPool;
 use serde::{Deserialize, Serialize};
 
 /// Why a blob or request was refused.
@@ -145,9 +146,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compresses `dense` as the mobile end runs it: magnitude pruning of each weight matrix to
-/// `sparsity` (ferrolab-compress), then per-row int8 storage; returns the int8 layers and the
-/// pruned dense model (its masks set) for the mask-keeping fine-tune.
+/// Compresses `dense` as the mobile end runs it: magnitude pruning of each weight matrix (and
+/// of the conv stem's filters) to `sparsity` (ferrolab-compress), then per-row int8 storage;
+/// returns the int8 layers and the pruned dense model (its masks set) for the mask-keeping
+/// fine-tune.
 pub fn prune(dense: &Mlp, sparsity: f64) -> Result<Mlp, ProtocolError> {
     let mut m = dense.clone();
     for l in 0..m.weights.len() {
@@ -156,32 +158,66 @@ pub fn prune(dense: &Mlp, sparsity: f64) -> Result<Mlp, ProtocolError> {
         m.masks[l] = Some(pruned.iter().map(|v| *v != 0.0).collect());
         m.weights[l] = pruned;
     }
+    if let Some(st) = m.stem.as_mut() {
+        let pruned = magnitude_prune(&st.weight, sparsity)
+            .map_err(|e| ProtocolError::Malformed(format!("pruning the conv stem: {e}")))?;
+        st.mask = Some(pruned.iter().map(|v| *v != 0.0).collect());
+        st.weight = pruned;
+    }
     Ok(m)
 }
+
+/// Appends one layer as int8 codes with per-output-row scales, then its float biases.
+fn put_int8(out: &mut Vec<u8>, weight: &[f32], out_channels: usize, bias: &[f32]) {
+    let lw = LayerWeights {
+        weight: weight.to_vec(),
+        out_channels,
+        bn_scale: None,
+    };
+    let q = Int8Layer::store(&lw);
+    for s in &q.scales {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.extend(q.codes.iter().map(|c| *c as u8));
+    for b in bias {
+        out.extend_from_slice(&b.to_le_bytes());
+    }
+}
+
+/// Largest conv stem a blob may declare (a corrupt header must not ask for a huge buffer).
+const STEM_LIMITS: [(&str, u32); 4] = [
+    ("input channels", 64),
+    ("input side", 1024),
+    ("filters", 1024),
+    ("kernel", 15),
+];
 
 impl ModelBlob {
     /// Quantises `model` to int8 (per output row) and encodes it.
     pub fn encode(end: usize, version: u64, model: &Mlp) -> ModelBlob {
         let mut out = Vec::new();
-        out.extend_from_slice(b"AEVO1");
+        // AEVO1: fully connected only; AEVO2: a conv stem's shape and int8 filters first.
+        match &model.stem {
+            None => out.extend_from_slice(b"AEVO1"),
+            Some(st) => {
+                out.extend_from_slice(b"AEVO2");
+                for v in [st.in_channels, st.side, st.out_channels, st.kernel] {
+                    out.extend_from_slice(&(v as u32).to_le_bytes());
+                }
+                put_int8(&mut out, &st.weight, st.out_channels, &st.bias);
+            }
+        }
         out.extend_from_slice(&(model.sizes.len() as u32).to_le_bytes());
         for s in &model.sizes {
             out.extend_from_slice(&(*s as u32).to_le_bytes());
         }
         for l in 0..model.weights.len() {
-            let lw = LayerWeights {
-                weight: model.weights[l].clone(),
-                out_channels: model.sizes[l + 1],
-                bn_scale: None,
-            };
-            let q = Int8Layer::store(&lw);
-            for s in &q.scales {
-                out.extend_from_slice(&s.to_le_bytes());
-            }
-            out.extend(q.codes.iter().map(|c| *c as u8));
-            for b in &model.biases[l] {
-                out.extend_from_slice(&b.to_le_bytes());
-            }
+            put_int8(
+                &mut out,
+                &model.weights[l],
+                model.sizes[l + 1],
+                &model.biases[l],
+            );
         }
         let sha256 = sha256_hex(&out);
         ModelBlob {
@@ -203,14 +239,68 @@ impl ModelBlob {
         }
         let b = &self.bytes;
         let bad = |w: &str| ProtocolError::Malformed(w.to_string());
-        if b.len() < 9 || &b[..5] != b"AEVO1" {
-            return Err(bad("no AEVO1 header"));
+        if b.len() < 9 || (&b[..5] != b"AEVO1" && &b[..5] != b"AEVO2") {
+            return Err(bad("no AEVO1/AEVO2 header"));
         }
         let mut pos = 5;
         let u32_at = |pos: &mut usize| -> Result<u32, ProtocolError> {
             let s = b.get(*pos..*pos + 4).ok_or_else(|| bad("truncated"))?;
             *pos += 4;
             Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        };
+        let f32s = |pos: &mut usize, n: usize| -> Result<Vec<f32>, ProtocolError> {
+            let s = b.get(*pos..*pos + 4 * n).ok_or_else(|| bad("truncated"))?;
+            *pos += 4 * n;
+            Ok(s.chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        // One int8 layer of `o` rows of `fan_in` codes: scales, codes, biases.
+        let int8 = |pos: &mut usize,
+                    fan_in: usize,
+                    o: usize|
+         -> Result<(Vec<f32>, Vec<f32>), ProtocolError> {
+            let scales = f32s(pos, o)?;
+            let codes = b
+                .get(*pos..*pos + fan_in * o)
+                .ok_or_else(|| bad("truncated"))?;
+            *pos += fan_in * o;
+            let q = Int8Layer {
+                codes: codes.iter().map(|c| *c as i8).collect(),
+                scales,
+                fan_in,
+            };
+            let lw = LayerWeights {
+                weight: vec![0.0; fan_in * o],
+                out_channels: o,
+                bn_scale: None,
+            };
+            Ok((q.dequantize(&lw), f32s(pos, o)?))
+        };
+        let stem = if &b[..5] == b"AEVO2" {
+            let mut dims = [0usize; 4];
+            for (d, (what, max)) in dims.iter_mut().zip(STEM_LIMITS) {
+                let v = u32_at(&mut pos)?;
+                if v == 0 || v > max {
+                    return Err(bad(&format!("conv stem {what} {v} outside 1..={max}")));
+                }
+                *d = v as usize;
+            }
+            let [ci, side, co, k] = dims;
+            let (weight, bias) = int8(&mut pos, ci * k * k, co)?;
+            let st = ConvPool {
+                in_channels: ci,
+                side,
+                out_channels: co,
+                kernel: k,
+                weight,
+                bias,
+                mask: None,
+            };
+            st.check().map_err(|e| bad(&e))?;
+            Some(st)
+        } else {
+            None
         };
         let nl = u32_at(&mut pos)? as usize;
         if !(2..=16).contains(&nl) {
@@ -224,32 +314,21 @@ impl ModelBlob {
             }
             sizes.push(s);
         }
-        let f32s = |pos: &mut usize, n: usize| -> Result<Vec<f32>, ProtocolError> {
-            let s = b.get(*pos..*pos + 4 * n).ok_or_else(|| bad("truncated"))?;
-            *pos += 4 * n;
-            Ok(s.chunks(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
+        if let Some(st) = &stem
+            && sizes[0] != st.output_len()
+        {
+            return Err(bad(&format!(
+                "first layer width {} is not the conv stem's output {}",
+                sizes[0],
+                st.output_len()
+            )));
+        }
         let mut weights = Vec::new();
         let mut biases = Vec::new();
         for w in sizes.windows(2) {
-            let (i, o) = (w[0], w[1]);
-            let scales = f32s(&mut pos, o)?;
-            let codes = b.get(pos..pos + i * o).ok_or_else(|| bad("truncated"))?;
-            pos += i * o;
-            let q = Int8Layer {
-                codes: codes.iter().map(|c| *c as i8).collect(),
-                scales,
-                fan_in: i,
-            };
-            let lw = LayerWeights {
-                weight: vec![0.0; i * o],
-                out_channels: o,
-                bn_scale: None,
-            };
-            weights.push(q.dequantize(&lw));
-            biases.push(f32s(&mut pos, o)?);
+            let (wt, bs) = int8(&mut pos, w[0], w[1])?;
+            weights.push(wt);
+            biases.push(bs);
         }
         if pos != b.len() {
             return Err(bad("trailing bytes"));
@@ -260,6 +339,7 @@ impl ModelBlob {
             weights,
             biases,
             masks,
+            stem,
         })
     }
 }
@@ -284,5 +364,45 @@ mod tests {
             bad.decode(),
             Err(ProtocolError::Checksum { end: 3, .. })
         ));
+    }
+
+    /// A model with a conv stem travels as AEVO2: pruned stem and layers, int8, decoded to
+    /// the same shape and (within int8 error) the same outputs; a corrupt stem header whose
+    /// checksum was recomputed is refused by the bounds check, not allocated.
+    #[test]
+    fn stem_blob_round_trip_and_bad_header() {
+        let m = prune(&Mlp::with_stem(14, 4, 3, &[16, 10], 5), 0.5).unwrap();
+        let st = m.stem.as_ref().unwrap();
+        assert!(st.mask.as_ref().unwrap().iter().filter(|k| !**k).count() >= st.weight.len() / 2);
+        let blob = ModelBlob::encode(1, 2, &m);
+        assert_eq!(&blob.bytes[..5], b"AEVO2");
+        let d = blob.decode().unwrap();
+        assert!(d.same_shape(&m));
+        let x: Vec<f32> = (0..196)
+            .map(|i| ((i * 31 % 17) as f32 / 8.5) - 1.0)
+            .collect();
+        let (a, b) = (m.forward(&x).probs, d.forward(&x).probs);
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 0.03),
+            "{a:?} vs {b:?}"
+        );
+        assert!(d.sparsity() >= 0.49);
+        let mut bytes = blob.bytes.clone();
+        bytes[5..9].copy_from_slice(&100_000u32.to_le_bytes());
+        let forged = ModelBlob {
+            sha256: sha256_hex(&bytes),
+            bytes,
+            ..blob.clone()
+        };
+        let e = forged.decode().unwrap_err().to_string();
+        assert!(e.contains("input channels 100000"), "{e}");
+        let mut bytes = blob.bytes.clone();
+        bytes.truncate(40);
+        let cut = ModelBlob {
+            sha256: sha256_hex(&bytes),
+            bytes,
+            ..blob
+        };
+        assert!(cut.decode().unwrap_err().to_string().contains("truncated"));
     }
 }

@@ -513,8 +513,8 @@ mod tests {
         cfg.stream.seconds = 60;
         cfg.stream.eval_every_s = 10;
         cfg.mobile.bandwidth_mb_s = 1e9;
-        let factory = Mlp::new(&cfg.mobile_sizes(), 1);
-        let shipped = Mlp::new(&cfg.mobile_sizes(), 2);
+        let factory = cfg.new_mobile(1);
+        let shipped = cfg.new_mobile(2);
         let params = mobile_params_at(&cfg, "no_evolution", 0.9, 60.0);
         let mut ends: Vec<MobileEnd> = (0..2)
             .map(|k| MobileEnd::new(k, factory.clone(), params))

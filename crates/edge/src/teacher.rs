@@ -1,5 +1,6 @@
 //! The edge's teacher: the model that labels uploaded frames (ground truth never trains
-//! anything). The paper's teacher is a large model on the edge; ours is a wider MLP trained on
+//! anything). The paper's teacher is a large model on the edge; ours is a wider MLP (behind a
+//! conv block with `edge.teacher_conv_channels`) trained on
 //! renders of the pre-training images under every capture condition the edge knows of, which
 //! reads each frame standardised (zero mean, unit spread over its pixels). Standardising
 //! removes what a brightness or contrast change does to a frame before the network sees it;

@@ -17,7 +17,21 @@ static ALLOC: ferrolab_core::alloc::PeakAlloc = ferrolab_core::alloc::PeakAlloc;
 
 #[test]
 fn retraining_on_teacher_labels_recovers_a_drift() {
+    recovers(0);
+}
+
+/// The same with a conv stem on the mobile model and the teacher (`mobile.conv_channels`,
+/// `edge.teacher_conv_channels`): the stem is pruned, shipped as AEVO2, trained by the edge,
+/// and the profiler's memory prediction (stem terms included) holds against the heap.
+#[test]
+fn a_conv_stem_model_evolves_too() {
+    recovers(4);
+}
+
+fn recovers(conv: usize) {
     let mut cfg = AdaEvoConfig::default();
+    cfg.mobile.conv_channels = conv;
+    cfg.edge.teacher_conv_channels = conv;
     cfg.stream.ends = 1;
     cfg.stream.seconds = 60;
     cfg.stream.drifts = vec!["sudden:rotate@10".into()];
@@ -123,13 +137,30 @@ fn retraining_on_teacher_labels_recovers_a_drift() {
         assert!(ferrolab_core::alloc::counting());
         let (pred, measured) = (done[0].memory_pred, done[0].memory_measured);
         let floor = 200 * 196 * 4 + 4 * prep.dense.params() as u64;
+        if conv > 0 {
+            let st = prep.dense.stem.as_ref().unwrap();
+            assert!(
+                prep.mobile
+                    .stem
+                    .as_ref()
+                    .unwrap()
+                    .weight
+                    .iter()
+                    .filter(|w| **w == 0.0)
+                    .count()
+                    >= st.weight.len() / 2
+            );
+        }
         assert!(measured >= floor, "measured {measured} < {floor}");
         let err = (pred as f64 - measured as f64).abs() / measured as f64;
         assert!(
             err < 0.25,
             "{target}: predicted {pred} vs measured {measured}"
         );
-        let after = done[0].blob.decode().unwrap().accuracy(&xs, &ys);
+        let shipped = done[0].blob.decode().unwrap();
+        assert!(shipped.same_shape(&prep.dense));
+        assert_eq!(shipped.stem.is_some(), conv > 0);
+        let after = shipped.accuracy(&xs, &ys);
         eprintln!(
             "{target}: factory {before:.3} teacher {teacher:.3} evolved {after:.3} (clean {:.3})",
             prep.clean_accuracy

@@ -136,7 +136,7 @@ pub fn read(dir: &Path) -> ferrolab_data::Result<()> {
     };
     let store = Store::open(dir, &run_fingerprint()).map_err(|e| bad(e.to_string()))?;
     let loaded = store
-        .load_checked(|l| l.check(&SIZES, ENDS))
+        .load_checked(|l| l.check(&Mlp::new(&SIZES, 3), ENDS))
         .map_err(|e| bad(e.to_string()))?;
     for t in &loaded.tasks {
         t.req.check(SIDE).map_err(|e| bad(e.to_string()))?;

@@ -477,12 +477,17 @@ fn params_seeds() -> Vec<Seed> {
     ]
 }
 
-/// AdaEvo's shipped model: JSON `ModelBlob`s of two small MLPs.
+/// AdaEvo's shipped model: JSON `ModelBlob`s of two small MLPs (AEVO1) and one with a conv
+/// stem (AEVO2).
 fn blob_seeds() -> Vec<Seed> {
-    [(vec![16, 8, 4], 1), (vec![9, 5, 7, 3], 2)]
+    [(vec![16, 8, 4], 1), (vec![9, 5, 7, 3], 2), (vec![], 3)]
         .into_iter()
         .map(|(sizes, seed)| {
-            let m = ferrolab_edge::model::Mlp::new(&sizes, seed);
+            let m = if sizes.is_empty() {
+                ferrolab_edge::model::Mlp::with_stem(6, 2, 3, &[5, 3], seed)
+            } else {
+                ferrolab_edge::model::Mlp::new(&sizes, seed)
+            };
             let blob = ferrolab_edge::protocol::ModelBlob::encode(seed as usize, seed, &m);
             let name = format!("blob{seed}.json");
             one(
@@ -875,10 +880,13 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
             let again = ferrolab_edge::protocol::ModelBlob::encode(blob.end, blob.version, &m);
             // int8 codes and scales re-encode to the same bytes (a decoded model is a fixpoint).
             let m2 = again.decode().map_err(|e| bad(e.to_string()))?;
-            assert_eq!(
-                m2.sizes, m.sizes,
-                "model-blob: sizes changed on re-encoding"
+            assert!(
+                m2.same_shape(&m),
+                "model-blob: shape changed on re-encoding"
             );
+            // An accepted model runs: the end feeds it frames of its input width.
+            let out = m.forward(&vec![0.5; m.input()]).probs;
+            assert_eq!(out.len(), m.classes(), "model-blob: output width");
             Ok(())
         }
         "hcnn-model" => {

@@ -8,6 +8,8 @@
 //! - [`augment`]: seeded augmentations for classification, segmentation and detection.
 //! - [`dropout`]: element-wise dropout in one pass each way, its mask recomputed from a seed.
 //! - [`optim`]: SGD with momentum and weight decay fused into one pass per parameter.
+//! - [`tiny`]: a convolution + ReLU + max-pool block for tiny on-device models, one sample at
+//!   a time in plain `f32` (AdaEvo's mobile models), held to [`layers`] by its tests.
 //! - [`metrics`]: COCO mAP (as pycocotools) and segmentation Dice / IoU / HD95 (as medpy 0.5.2).
 
 pub mod adod;
@@ -20,3 +22,4 @@ pub mod layers;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+pub mod tiny;

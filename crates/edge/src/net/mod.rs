@@ -615,7 +615,7 @@ async fn edge_loop(
     // fix (exit 2), found before the edge serves anyone.
     let loaded = match &store {
         Some(st) => st
-            .load_checked(|l| l.check(&prep.dense.sizes, n))
+            .load_checked(|l| l.check(&prep.dense, n))
             .map_err(|e| NetError::Usage(format!("cannot read the edge's state: {e}")))?,
         None => state::Loaded::default(),
     };

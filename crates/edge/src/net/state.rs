@@ -19,6 +19,7 @@
 //! deliver) is written before its task file goes.
 
 use crate::edge::EndState;
+use crate::model::Mlp;
 use crate::protocol::{ModelBlob, TaskRequest, sha256_hex};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -64,10 +65,10 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Whether what was found can continue a run of `ends` ends whose models have layer widths
-    /// `sizes` (see [`EndState::check`](crate::edge::EndState::check)); the error names the
+    /// Whether what was found can continue a run of `ends` ends whose models are shaped as
+    /// `reference` (see [`EndState::check_model`](crate::edge::EndState::check_model)); the error names the
     /// file. Task files are checked when the edge re-submits them, as any upload is.
-    pub fn check(&self, sizes: &[usize], ends: usize) -> Result<(), String> {
+    pub fn check(&self, reference: &Mlp, ends: usize) -> Result<(), String> {
         for (end, f) in &self.ends {
             let file = format!("end_{end}.json");
             if *end >= ends {
@@ -75,7 +76,9 @@ impl Loaded {
                     "{file}: end {end} is not in this run of {ends} ends"
                 ));
             }
-            f.state.check(sizes).map_err(|e| format!("{file}: {e}"))?;
+            f.state
+                .check_model(reference)
+                .map_err(|e| format!("{file}: {e}"))?;
             if let Some(b) = f.outbox.iter().find(|b| b.end != *end) {
                 return Err(format!("{file}: an unsent model of end {}", b.end));
             }
