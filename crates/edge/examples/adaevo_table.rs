@@ -17,15 +17,16 @@ static ALLOC: ferrolab_core::alloc::PeakAlloc = ferrolab_core::alloc::PeakAlloc;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: adaevo_table quick|paper|detection OUT [key=value ...]");
+        eprintln!("usage: adaevo_table quick|paper|detection|fashion OUT [key=value ...]");
         return ExitCode::from(2);
     }
     let toml = match args[0].as_str() {
         "quick" => include_str!("../../../configs/adaevo/quick.toml"),
         "paper" => include_str!("../../../configs/adaevo/paper.toml"),
         "detection" => include_str!("../../../configs/adaevo/detection.toml"),
+        "fashion" => include_str!("../../../configs/adaevo/fashion.toml"),
         other => {
-            eprintln!("unknown preset {other:?} (quick, paper, detection)");
+            eprintln!("unknown preset {other:?} (quick, paper, detection, fashion)");
             return ExitCode::from(2);
         }
     };

@@ -33,6 +33,11 @@ impl System for AdaEvoSystem {
                 toml: include_str!("../../../configs/adaevo/detection.toml"),
             },
             Preset {
+                name: "fashion",
+                about: "the paper preset on Fashion-MNIST frames with a small CNN as the mobile model (8 3×3 filters, pruned, int8) and a 15 MFLOP/s edge, 5 seeds, all methods (minutes)",
+                toml: include_str!("../../../configs/adaevo/fashion.toml"),
+            },
+            Preset {
                 name: "paper",
                 about: "16 ends contending for one edge, 1200 s streams with six drifts, 5 seeds, all methods (minutes)",
                 toml: include_str!("../../../configs/adaevo/paper.toml"),

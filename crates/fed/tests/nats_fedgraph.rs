@@ -67,11 +67,16 @@ fn fedgraph_child() {
 
 /// Runs the unit with client processes; `dead` clients exit at once instead.
 fn over_nats(dead: &[ClientId]) -> ferrolab_fed::fedgraph::run::RunResult {
+    over_nats_with(unit(), dead)
+}
+
+/// [`over_nats`] with the server's side of the unit given (its reply deadline, say).
+fn over_nats_with(u: Unit, dead: &[ClientId]) -> ferrolab_fed::fedgraph::run::RunResult {
     let url = nats_util::nats_url();
     let prefix = nats_util::fresh_prefix("fg");
     let server = nats_util::connect(&url, &prefix, Party::Server);
     let exe = std::env::current_exe().unwrap();
-    multiproc::run_server(&unit(), Arc::new(server), |id| {
+    multiproc::run_server(&u, Arc::new(server), |id| {
         if dead.contains(&id) {
             let mut c = Command::new("sh");
             c.args(["-c", "exit 3"]);
@@ -115,7 +120,18 @@ fn fedgraph_over_nats_with_client_processes_matches_in_process_bit_for_bit() {
 #[test]
 #[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
 fn a_client_process_that_dies_misses_its_updates_and_the_rounds_go_on() {
-    let r = over_nats(&[0]);
+    // A reply deadline of 60 s: a server that waited it out for the dead client each round
+    // would take 5 minutes; the death watch skips the client once its exit is seen (at worst
+    // the first round, started before the first poll, waits one deadline).
+    let mut u = unit();
+    u.algo.reply_timeout = Some(std::time::Duration::from_secs(60));
+    let t0 = std::time::Instant::now();
+    let r = over_nats_with(u, &[0]);
+    let took = t0.elapsed().as_secs_f64();
+    assert!(
+        took < 150.0,
+        "{took:.0} s: the dead client was waited for in more than two rounds"
+    );
     assert_eq!(r.rounds_run, 5, "{r:?}");
     // Client 0's update is missing in each of the 5 rounds (after fed.reply_seconds each).
     assert_eq!(r.rejected, 5, "{r:?}");

@@ -253,7 +253,9 @@ pub fn external_grace(grace: Duration) {
 /// Runs `server` (a driver's whole round loop) against `fabric` wrapped in [`ServerOnly`],
 /// while `command(k)` processes serve the clients; returns the server's result and the clients
 /// that did not exit cleanly. This is the hook `fed.runtime = nats` uses: the driver is the
-/// in-process one, the clients are `ferrolab fed client --id K` processes.
+/// in-process one, the clients are `ferrolab fed client --id K` processes. A [`DeathWatch`]
+/// notices a client process that dies within 200 ms, and later collections stop waiting for
+/// it (each round would otherwise wait its whole deadline for a reply that cannot come).
 pub fn run_multiprocess<R>(
     fabric: Arc<dyn Fabric>,
     clients: &[ClientId],
@@ -261,8 +263,10 @@ pub fn run_multiprocess<R>(
     server: impl FnOnce(Arc<dyn Fabric>) -> R,
 ) -> std::io::Result<(R, Vec<(ClientId, String)>)> {
     let procs = ClientProcesses::spawn(clients, command)?;
-    let out = server(Arc::new(ServerOnly::new(fabric)));
-    let bad = procs.wait(Duration::from_secs(30));
+    let dead = Dead::default();
+    let watch = DeathWatch::start(procs, Arc::clone(&dead));
+    let out = server(Arc::new(ServerOnly(fabric, dead)));
+    let bad = watch.finish().wait(Duration::from_secs(30));
     Ok((out, bad))
 }
 
