@@ -91,6 +91,41 @@ fn tiny_run_writes_every_report_key() {
     }
 }
 
+/// The small-CNN mobile model (`mobile.conv_channels`) and teacher run the whole experiment:
+/// every method reports, evolution ships conv models that the ends install (AdaEvo completes
+/// tasks and its accuracy differs from no evolution's), and the heap-measured task memory
+/// stays within the prediction's reach.
+#[test]
+fn a_conv_mobile_model_runs_the_whole_experiment() {
+    let d = tmp("adaevo-conv");
+    let out = d.join("run");
+    let out_s = out.display().to_string();
+    let mut args = vec!["adaevo"];
+    args.extend(TINY);
+    args.extend([
+        "--set",
+        "mobile.conv_channels=4",
+        "--set",
+        "edge.teacher_conv_channels=4",
+        "--set",
+        "edge.throughput_mflops=12",
+        "--out",
+        &out_s,
+    ]);
+    let o = ferrolab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let m = &r["metrics"];
+    assert!(m["tasks_completed"].as_f64().unwrap() > 0.0, "{m}");
+    let acc = m["avg_accuracy"].as_f64().unwrap();
+    let none = r["baselines"]["no_evolution"]["avg_accuracy"].as_f64().unwrap();
+    assert!(acc.is_finite() && acc != none, "{acc} vs {none}");
+    let err = m["profiler_memory_error_frac"].as_f64().unwrap();
+    assert!(err > 0.0 && err < 0.5, "memory prediction off by {err}");
+    assert_eq!(r["config"]["mobile"]["conv_channels"], 4);
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let cases: &[(&str, &str)] = &[
@@ -119,6 +154,8 @@ fn bad_input_is_one_line_and_exit_2() {
             "edge.teacher_standardise = false",
         ),
         ("mobile.source=\"student\"", "mobile.source"),
+        ("mobile.conv_kernel=4", "mobile.conv_kernel"),
+        ("mobile.conv_channels=65", "mobile.conv_channels"),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-bad");
@@ -202,6 +239,9 @@ fn detection_task_bad_input_and_tiny_run() {
         ),
         ("detect.side=50", "detect.side"),
         ("detect.memory_mb=0.01", "detect.memory_mb"),
+        // The detector is a grid MLP: a conv stem is the classification model's option.
+        ("mobile.conv_channels=4", "classification task only"),
+        ("edge.teacher_conv_channels=4", "classification task only"),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-det-bad");
