@@ -119,7 +119,9 @@ fn a_conv_mobile_model_runs_the_whole_experiment() {
     let m = &r["metrics"];
     assert!(m["tasks_completed"].as_f64().unwrap() > 0.0, "{m}");
     let acc = m["avg_accuracy"].as_f64().unwrap();
-    let none = r["baselines"]["no_evolution"]["avg_accuracy"].as_f64().unwrap();
+    let none = r["baselines"]["no_evolution"]["avg_accuracy"]
+        .as_f64()
+        .unwrap();
     assert!(acc.is_finite() && acc != none, "{acc} vs {none}");
     let err = m["profiler_memory_error_frac"].as_f64().unwrap();
     assert!(err > 0.0 && err < 0.5, "memory prediction off by {err}");

@@ -94,6 +94,31 @@ pub fn load_price_csv_gz(path: impl AsRef<Path>) -> Result<PriceTable> {
     parse_price_csv(reader, path)
 }
 
+/// The number of asset columns a price CSV declares (its header's fields after `Date`), read
+/// from the header alone: what a resource estimate needs before the whole table is parsed. A
+/// header longer than 1 MiB or a file without one is an error naming the file.
+pub fn count_assets(path: impl AsRef<Path>) -> Result<usize> {
+    use std::io::Read;
+    let path = path.as_ref();
+    crate::npz::ensure_regular(path)?;
+    let (reader, _) = crate::io::open_maybe_gz(path)?;
+    let mut head = Vec::with_capacity(4096);
+    reader
+        .take(1 << 20)
+        .read_until(b'\n', &mut head)
+        .map_err(|e| {
+            DataError::malformed(path, "line 1", format!("cannot read the header: {e}"))
+        })?;
+    if !head.ends_with(b"\n") {
+        return Err(DataError::malformed(
+            path,
+            "line 1",
+            "no complete header line in the first 1 MiB",
+        ));
+    }
+    Ok(head.iter().filter(|b| **b == b',').count())
+}
+
 fn parse_price_csv(mut reader: impl BufRead, path: &Path) -> Result<PriceTable> {
     let read_err = |e: std::io::Error, line: usize| match e.kind() {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
@@ -240,6 +265,24 @@ mod tests {
         let mut e = GzEncoder::new(Vec::new(), Compression::default());
         e.write_all(text.as_ref()).unwrap();
         e.finish().unwrap()
+    }
+
+    /// The asset count comes from the header alone, gzip or plain; a file without a complete
+    /// header line is refused by name.
+    #[test]
+    fn assets_are_counted_from_the_header() {
+        let dir = TempDir::new("prices-count");
+        let text = "Date,A,B,C\n2020-01-02,1,2,3\n";
+        let plain = dir.path().join("p.csv");
+        std::fs::write(&plain, text).unwrap();
+        let zipped = dir.path().join("p.csv.gz");
+        std::fs::write(&zipped, gz(text)).unwrap();
+        assert_eq!(count_assets(&plain).unwrap(), 3);
+        assert_eq!(count_assets(&zipped).unwrap(), 3);
+        let cut = dir.path().join("cut.csv");
+        std::fs::write(&cut, "Date,A,B").unwrap();
+        let e = count_assets(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.csv") && e.contains("header"), "{e}");
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl System for TaskmetSystem {
     fn memory_estimate(
         &self,
         cfg: &TaskmetConfig,
-        _data_dir: Option<&std::path::Path>,
+        data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
         // Features and targets in f32 and f64 copies, the predictor's activations over a whole
         // split (evaluation runs every row through the width-`learn.width` hidden layers), and
@@ -141,7 +141,24 @@ impl System for TaskmetSystem {
             _ => {
                 let p = &cfg.portfolio;
                 let n = p.train_days + p.val_days + p.test_days;
-                (20, 28, 1, n, format!("portfolio.test_days={}", p.test_days))
+                // Every column of the price file is a stock: count them from its header (the
+                // bundled S&P 500 file has 20; a missing or unreadable file is prepare's to
+                // report, so the estimate falls back to that).
+                let stocks = ferrolab_data::lookup::find_dataset(data_dir, "sp500")
+                    .ok()
+                    .and_then(|f| ferrolab_data::prices::count_assets(f).ok())
+                    .unwrap_or(20)
+                    .max(1);
+                (
+                    stocks,
+                    28,
+                    1,
+                    n,
+                    format!(
+                        "portfolio.test_days={} with {stocks} stocks in the price file",
+                        p.test_days
+                    ),
+                )
             }
         };
         let all_rows = (n as u64).saturating_mul(rows as u64);
@@ -165,5 +182,39 @@ impl System for TaskmetSystem {
 
     fn run(&self, cfg: &Checked<TaskmetConfig>, ctx: &mut RunContext) -> SysResult<Outcome> {
         experiment::run(cfg, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolab_core::System;
+
+    /// The portfolio estimate counts the stocks of the price file it will read: a file of 500
+    /// stocks costs 25× one of 20 (the estimate is linear in the stocks).
+    #[test]
+    fn the_portfolio_estimate_counts_the_price_files_stocks() {
+        let root = std::env::temp_dir().join(format!("fl-dfl-guard-{}", std::process::id()));
+        let dir = root.join("finance");
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = |n: usize| {
+            let cols: Vec<String> = (0..n).map(|i| format!("S{i}")).collect();
+            format!(
+                "Date,{}\n2020-01-02,{}\n",
+                cols.join(","),
+                vec!["1"; n].join(",")
+            )
+        };
+        let file = dir.join("sp500_dataset.csv.gz");
+        let cfg = TaskmetConfig::default();
+        let mut bytes = Vec::new();
+        for n in [20, 500] {
+            std::fs::write(&file, header(n)).unwrap();
+            let e = TaskmetSystem.memory_estimate(&cfg, Some(&root)).unwrap();
+            assert!(e.setting.contains(&format!("{n} stocks")), "{}", e.setting);
+            bytes.push(e.bytes);
+        }
+        assert_eq!(bytes[1], bytes[0] * 25);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -491,6 +491,12 @@ impl Validate for AdaEvoConfig {
         }
         if self.mobile.source == "teacher" {
             check(
+                self.mobile.conv_channels == 0,
+                "mobile.conv_channels",
+                self.mobile.conv_channels,
+                "is the factory model's: with mobile.source = teacher the mobile model is the teacher (set edge.teacher_conv_channels)",
+            )?;
+            check(
                 !self.edge.teacher_standardise,
                 "mobile.source",
                 "teacher",

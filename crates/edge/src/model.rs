@@ -130,7 +130,7 @@ impl Mlp {
             }
     }
 
-    /// The architecture in words, for error messages: `conv 8×3×3 → 392–32–10`.
+    /// The architecture in words, for error messages: `conv 8×3×3 on 14×14 → 392–32–10`.
     pub fn describe(&self) -> String {
         let fc = self
             .sizes
@@ -173,7 +173,9 @@ impl Mlp {
         2.0 * self.macs() as f64
     }
 
-    /// FLOPs of one training sample (forward + backward ≈ 3× forward).
+    /// FLOPs of one training sample (forward + backward ≈ 3× forward). A conv stem is charged
+    /// the same 3×, although its backward pass forms no input gradient (≈ 2× would do): the
+    /// cost model errs towards slower CNN tasks on the simulated clock.
     pub fn flops_train_sample(&self) -> f64 {
         3.0 * self.flops_forward()
     }

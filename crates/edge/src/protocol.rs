@@ -146,10 +146,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compresses `dense` as the mobile end runs it: magnitude pruning of each weight matrix (and
-/// of the conv stem's filters) to `sparsity` (ferrolab-compress), then per-row int8 storage;
-/// returns the int8 layers and the pruned dense model (its masks set) for the mask-keeping
-/// fine-tune.
+/// Prunes `dense` as the mobile end runs it: magnitude pruning of each weight matrix (and of
+/// the conv stem's filters) to `sparsity` (ferrolab-compress); returns the pruned model (its
+/// masks set) for the mask-keeping fine-tune ([`ModelBlob::encode`] then stores it int8).
 pub fn prune(dense: &Mlp, sparsity: f64) -> Result<Mlp, ProtocolError> {
     let mut m = dense.clone();
     for l in 0..m.weights.len() {

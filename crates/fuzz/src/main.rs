@@ -32,6 +32,7 @@ mod png;
 mod readers;
 mod rl_checkpoint;
 mod rng;
+mod sdgt_state;
 
 use child::End;
 use rng::Rng;

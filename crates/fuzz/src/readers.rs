@@ -22,6 +22,7 @@
 //! | hcnn-ct | the outer frame: magic, version, checksum, section list (`hcnn` input / output ciphertexts) |
 //! | rl-checkpoint | `state.json` not a checkpoint of this format; the replay buffer's magic (TaskMet's CartPole agent state) |
 //! | edge-state | `meta.json`: not this run's edge state (AdaEvo's `adaevo edge --state` folder) |
+//! | sdgt-state | the server checkpoint's length prefix and JSON header (SD-GT's resume folder) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -49,6 +50,7 @@ pub const READERS: &[&str] = &[
     "hcnn-ct",
     "rl-checkpoint",
     "edge-state",
+    "sdgt-state",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -442,6 +444,7 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         "li-dataset" => crate::li_dataset::seeds(),
         "rl-checkpoint" => crate::rl_checkpoint::seeds(),
         "edge-state" => crate::edge_state::seeds(),
+        "sdgt-state" => crate::sdgt_state::seeds(),
         "hcnn-keys" => crate::hcnn_file::key_seeds(),
         "hcnn-ct" => crate::hcnn_file::ct_seeds(),
         "png" => crate::png::seeds()
@@ -597,6 +600,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "edge-state" {
         crate::edge_state::mutate(rng, &mut s);
+        return (s, false);
+    }
+    if target == "sdgt-state" {
+        crate::sdgt_state::mutate(rng, &mut s);
         return (s, false);
     }
     if target == "params" {
@@ -775,6 +782,7 @@ fn classify(target: &str, e: &DataError) -> Verdict {
         "li-dataset" => crate::li_dataset::is_header(msg, e),
         "rl-checkpoint" => crate::rl_checkpoint::is_header(msg, e),
         "edge-state" => crate::edge_state::is_header(msg, e),
+        "sdgt-state" => crate::sdgt_state::is_header(msg, e),
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -913,6 +921,7 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
         "li-dataset" => crate::li_dataset::read(path),
         "rl-checkpoint" => crate::rl_checkpoint::read(path),
         "edge-state" => crate::edge_state::read(path),
+        "sdgt-state" => crate::sdgt_state::read(path),
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),

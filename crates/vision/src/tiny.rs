@@ -10,6 +10,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+/// Largest convolution map (values) a block may make: 256 MiB of `f32` per sample.
+pub const MAX_CONV_LEN: usize = 1 << 26;
+
 /// `k×k` convolution with "same" zero padding (stride 1), ReLU, then 2×2 max-pooling with
 /// stride 2 (an odd last row/column is dropped, as PyTorch's `MaxPool2d(2)` drops it).
 ///
@@ -83,6 +86,16 @@ impl ConvPool {
         }
         if self.in_channels > 4096 || self.out_channels > 4096 {
             return Err("conv block with more than 4096 channels".into());
+        }
+        // The pool's argmax indices are u32, and the maps are allocated per sample.
+        if self.conv_len() > MAX_CONV_LEN {
+            return Err(format!(
+                "conv block of {} filters on {}×{} makes maps of {} values, more than {MAX_CONV_LEN}",
+                self.out_channels,
+                self.side,
+                self.side,
+                self.conv_len()
+            ));
         }
         let nw = self.out_channels * self.in_channels * self.kernel * self.kernel;
         if self.weight.len() != nw || self.bias.len() != self.out_channels {

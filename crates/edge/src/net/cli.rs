@@ -50,7 +50,7 @@ fn common(c: Command) -> Command {
             .long("preset")
             .value_name("NAME")
             .default_value("quick")
-            .help("Preset every process of the run uses (quick, paper)"),
+            .help("Preset every process of the run uses (quick, paper, fashion)"),
     )
     .arg(
         Arg::new("config")
@@ -95,6 +95,29 @@ fn common(c: Command) -> Command {
             .value_name("N")
             .value_parser(value_parser!(usize))
             .help("Compute threads (default: all cores)"),
+    )
+    .arg(
+        Arg::new("tls-ca")
+            .long("tls-ca")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .help("PEM file of the CA that signed the NATS server's certificate (TLS then required; default: $FERROLAB_NATS_CA)"),
+    )
+    .arg(
+        Arg::new("tls-cert")
+            .long("tls-cert")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .requires("tls-key")
+            .help("PEM client certificate for a server that verifies clients (with --tls-key; default: $FERROLAB_NATS_CERT)"),
+    )
+    .arg(
+        Arg::new("tls-key")
+            .long("tls-key")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .requires("tls-cert")
+            .help("PEM key of --tls-cert (default: $FERROLAB_NATS_KEY)"),
     )
     .arg(
         Arg::new("max-memory")
@@ -162,9 +185,10 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
     let base = match preset {
         "quick" => include_str!("../../../../configs/adaevo/quick.toml"),
         "paper" => include_str!("../../../../configs/adaevo/paper.toml"),
+        "fashion" => include_str!("../../../../configs/adaevo/fashion.toml"),
         other => {
             return Err(SystemError::usage(format!(
-                "--preset {other}: unknown preset (quick, paper)"
+                "--preset {other}: unknown preset (quick, paper, fashion)"
             )));
         }
     };
@@ -213,6 +237,23 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
         }
         opts.start = Some(UNIX_EPOCH + Duration::from_secs_f64(s));
     }
+    if let Some(ca) = m.get_one::<PathBuf>("tls-ca") {
+        opts.tls_ca = Some(ca.clone());
+    }
+    if m.get_one::<PathBuf>("tls-cert").is_none()
+        && super::env_path("FERROLAB_NATS_CERT").is_some()
+            != super::env_path("FERROLAB_NATS_KEY").is_some()
+    {
+        return Err(SystemError::usage(
+            "TLS client certificate: FERROLAB_NATS_CERT and FERROLAB_NATS_KEY go together; only one is set",
+        ));
+    }
+    if let (Some(c), Some(k)) = (
+        m.get_one::<PathBuf>("tls-cert"),
+        m.get_one::<PathBuf>("tls-key"),
+    ) {
+        opts.tls_client = Some((c.clone(), k.clone()));
+    }
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(0);
     ferrolab_core::backend::try_init_threads(m.get_one::<usize>("threads").copied())?;
     let data_dir = ferrolab_core::system::data_dir_arg(m)?.map(PathBuf::from);
@@ -236,6 +277,8 @@ fn print_json<T: serde::Serialize>(v: &T) -> SysResult<()> {
 fn edge_run(m: &ArgMatches) -> SysResult<()> {
     let (cfg, mut opts, seed, data_dir) = setup(m)?;
     opts.state_dir = m.get_one::<PathBuf>("state").cloned();
+    // The server (URL, TLS) is checked before any model is built.
+    super::probe(&opts).map_err(net_error)?;
     let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
     let prep = prepare(&cfg, &pre, &pool, seed);
     let summary = super::run_edge(&cfg, &prep, seed, &opts).map_err(net_error)?;
@@ -257,6 +300,7 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
             "--tail {tail}: must be ≥ 0 seconds"
         )));
     }
+    super::probe(&opts).map_err(net_error)?;
     let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
     let prep = prepare(&cfg, &pre, &pool, seed);
     if !m.get_flag("replay-trace") {

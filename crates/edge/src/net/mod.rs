@@ -60,6 +60,19 @@ pub struct NetOptions {
     /// Edge only: wall time after the ends' life during which unacknowledged models are still
     /// re-sent (an end that went away is then given up, logged as undelivered).
     pub delivery_grace: Duration,
+    /// PEM file of the CA that signed the NATS server's certificate (a private CA); TLS is
+    /// then required. Default: `$FERROLAB_NATS_CA`, as for `ferrolab fed`.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate and key this process presents when the server verifies clients.
+    /// Default: `$FERROLAB_NATS_CERT` and `$FERROLAB_NATS_KEY`.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+}
+
+/// `$name` as a path, when set and not empty.
+pub(crate) fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 impl NetOptions {
@@ -74,6 +87,8 @@ impl NetOptions {
             start: None,
             state_dir: None,
             delivery_grace: Duration::from_secs(30),
+            tls_ca: env_path("FERROLAB_NATS_CA"),
+            tls_client: env_path("FERROLAB_NATS_CERT").zip(env_path("FERROLAB_NATS_KEY")),
         }
     }
 }
@@ -116,7 +131,23 @@ async fn connect(opts: &NetOptions, name: &str) -> Result<async_nats::Client, Ne
         .url
         .parse()
         .map_err(|e| NetError::Usage(format!("NATS URL `{}`: {e}", opts.url)))?;
-    let connect = async_nats::ConnectOptions::new()
+    let mut base = async_nats::ConnectOptions::new();
+    // A missing PEM file would otherwise surface as a TLS handshake error naming nothing.
+    let readable = |what: &str, p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(drop)
+            .map_err(|e| NetError::Usage(format!("TLS {what} {}: {e}", p.display())))
+    };
+    if let Some(ca) = &opts.tls_ca {
+        readable("CA file (FERROLAB_NATS_CA / --tls-ca)", ca)?;
+        base = base.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &opts.tls_client {
+        readable("client certificate (FERROLAB_NATS_CERT / --tls-cert)", cert)?;
+        readable("client key (FERROLAB_NATS_KEY / --tls-key)", key)?;
+        base = base.add_client_certificate(cert.clone(), key.clone());
+    }
+    let connect = base
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(opts.request_timeout))
         .name(name)
@@ -132,6 +163,20 @@ async fn connect(opts: &NetOptions, name: &str) -> Result<async_nats::Client, Ne
             opts.url
         ))),
     }
+}
+
+/// Connects to the NATS server as `opts` says (URL, TLS files) and round-trips once, then
+/// disconnects: the processes call it before they build their models, so that a wrong URL, an
+/// unreachable server or a certificate the server does not accept is one line and exit 2
+/// within seconds rather than after the preparation.
+pub fn probe(opts: &NetOptions) -> Result<(), NetError> {
+    runtime()?.block_on(async {
+        let client = connect(opts, "adaevo probe").await?;
+        client
+            .flush()
+            .await
+            .map_err(|e| NetError::Usage(format!("NATS at {}: {e}", opts.url)))
+    })
 }
 
 /// Waits for the run's shared start (if it is ahead) and returns it as an `Instant`.

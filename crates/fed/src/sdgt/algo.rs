@@ -570,6 +570,7 @@ impl DeviceClient {
         let meta: ClientMeta =
             serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(e.to_string()))?;
         let p = Params::from_safetensors(&bytes[8 + n..]).map_err(|e| bad(e.to_string()))?;
+        p.check_finite().map_err(|e| bad(e.to_string()))?;
         let dim = self.model.dim();
         for d in &mut self.devices {
             d.x = take(&p, &format!("{}.x", d.id), dim)?;

@@ -232,6 +232,9 @@ pub fn run(
             template
                 .check_same_layout(&p)
                 .map_err(|e| RunError::Checkpoint(e.to_string()))?;
+            // A damaged x̄ would otherwise be broadcast to every sampled device.
+            p.check_finite()
+                .map_err(|e| RunError::Checkpoint(format!("x̄ of round {}: {e}", cp.round)))?;
             strategy.restore(cp.strategy).map_err(|e| {
                 RunError::Checkpoint(format!("server state of round {}: {e}", cp.round))
             })?;
