@@ -89,7 +89,9 @@ fn spec(rounds: u64) -> RunSpec {
         eval_every: 2,
         checkpoint_every: 2,
         devices_per_client: 3,
-        deadline_seconds: 30.0,
+        // A client refused by its damaged checkpoint leaves its subnet's D2D exchanges waiting
+        // this long (the runtime's known limit); short, so a case stays inside its timeout.
+        deadline_seconds: 1.0,
         cost: CostModel {
             lambda: [1.0, 1.0, 0.05],
             energy: 1.0,
@@ -159,13 +161,99 @@ pub fn mutate(rng: &mut Rng, s: &mut Seed) {
         return;
     };
     for _ in 0..1 + rng.below(3) {
-        crate::json::mutate(rng, &mut v);
+        if rng.chance(0.8) {
+            typed_edit(rng, &mut v);
+        } else {
+            crate::json::mutate(rng, &mut v);
+        }
     }
     let json = v.to_string().into_bytes();
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&json);
     out.extend_from_slice(&m[8 + n..]);
     *m = out;
+}
+
+/// An edit that keeps the header a server checkpoint (so that it reaches the state checks
+/// rather than the JSON parser): a number replaced by another (zero, negative, huge, scaled,
+/// fractional), an array shortened, lengthened or emptied. The run spec is left alone most of
+/// the time: a checkpoint of another spec is ignored, not read.
+fn typed_edit(rng: &mut Rng, v: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    path.push(k.clone());
+                    leaves(c, path, out);
+                    path.pop();
+                }
+            }
+            Value::Array(a) => {
+                out.push(path.clone());
+                for (i, c) in a.iter().enumerate().take(6) {
+                    path.push(i.to_string());
+                    leaves(c, path, out);
+                    path.pop();
+                }
+            }
+            Value::Number(_) | Value::Bool(_) => out.push(path.clone()),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    leaves(v, &mut Vec::new(), &mut all);
+    all.retain(|p| p.first().map(String::as_str) != Some("spec") || rng.chance(0.1));
+    if all.is_empty() {
+        return;
+    }
+    let path = all[rng.below(all.len())].clone();
+    let mut node = &mut *v;
+    for k in &path {
+        node = match node {
+            Value::Object(m) => match m.get_mut(k) {
+                Some(c) => c,
+                None => return,
+            },
+            Value::Array(a) => match k.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(c) => c,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    match node {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            let y = match rng.below(7) {
+                0 => 0.0,
+                1 => -1.0,
+                2 => 1e30,
+                3 => x * 2.0 + 1.0,
+                4 => -x,
+                5 => x + 0.5,
+                _ => rng.below(100) as f64,
+            };
+            *node = serde_json::Number::from_f64(y).map_or(Value::Null, Value::Number);
+            // Integers stay integers where the field is one (serde refuses 2.0 for a u64).
+            if x.fract() == 0.0 && y.fract() == 0.0 && (0.0..9e15).contains(&y) {
+                *node = Value::from(y as u64);
+            }
+        }
+        Value::Bool(b) => *b = !*b,
+        Value::Array(a) => match rng.below(3) {
+            0 => {
+                a.pop();
+            }
+            1 => {
+                if let Some(last) = a.last().cloned() {
+                    a.push(last);
+                }
+            }
+            _ => a.clear(),
+        },
+        _ => {}
+    }
 }
 
 /// Errors at the header: the length prefix, or a JSON header that is not a server checkpoint.
