@@ -369,16 +369,6 @@ impl AdaEvoConfig {
         )
     }
 
-    /// Widths of the mobile model.
-    pub fn mobile_sizes(&self) -> Vec<usize> {
-        self.new_mobile(0).sizes
-    }
-
-    /// Widths of the teacher's fully connected part.
-    pub fn teacher_sizes(&self) -> Vec<usize> {
-        self.new_teacher(0).sizes
-    }
-
     /// A freshly initialised mobile model (`mobile.hidden` units, behind a conv block when
     /// `mobile.conv_channels` > 0; the teacher's architecture with `mobile.source = teacher`).
     pub fn new_mobile(&self, seed: u64) -> Mlp {

@@ -535,25 +535,13 @@ pub struct EndState {
 }
 
 impl EndState {
-    /// Whether this state can be an end of a run whose models have layer widths `sizes`: both
-    /// models shaped as `sizes` with finite weights, replay frames of the input width with
-    /// labels in range. A restarted edge refuses a state that is not (a damaged or foreign
-    /// file would otherwise fail inside training, long after the restart).
-    pub fn check(&self, sizes: &[usize]) -> Result<(), String> {
-        self.check_shape(sizes, None)
-    }
-
-    /// [`check`](Self::check) against the run's reference model: its widths and, where it has
-    /// one, its conv stem (shape, weights, mask), with replay frames of the stem's input width.
+    /// Whether this state can be an end of a run whose models are shaped as `reference`: both
+    /// models of its layer widths and conv stem (shape, mask) with finite weights, replay
+    /// frames of its input width with labels in range. A restarted edge refuses a state that
+    /// is not (a damaged or foreign file would otherwise fail inside training, long after the
+    /// restart).
     pub fn check_model(&self, reference: &Mlp) -> Result<(), String> {
-        self.check_shape(&reference.sizes, reference.stem.as_ref())
-    }
-
-    fn check_shape(
-        &self,
-        sizes: &[usize],
-        stem: Option<&ferrolab_vision::tiny::ConvPool>,
-    ) -> Result<(), String> {
+        let (sizes, stem) = (reference.sizes.as_slice(), reference.stem.as_ref());
         for (name, m) in [("dense", &self.dense), ("deployed", &self.deployed)] {
             match (stem, &m.stem) {
                 (None, None) => {}
@@ -1099,9 +1087,9 @@ mod tests {
             deployed: m.clone(),
             replay: vec![(vec![0.1; 6], 2)],
         };
-        assert_eq!(good.check(&[6, 5, 3]), Ok(()));
+        assert_eq!(good.check_model(&m), Ok(()));
         let refused = |s: &EndState, what: &str| {
-            let e = s.check(&[6, 5, 3]).unwrap_err();
+            let e = s.check_model(&m).unwrap_err();
             assert!(e.contains(what), "{what}: {e}");
         };
         let mut nan = good.clone();
@@ -1128,7 +1116,18 @@ mod tests {
         let mut inf = good.clone();
         inf.replay[0].0[2] = f32::INFINITY;
         refused(&inf, "replay frame 0 has an input that is not finite");
-        assert!(good.check(&[6, 4, 3]).unwrap_err().contains("layer widths"));
+        let narrower = Mlp::new(&[6, 4, 3], 1);
+        assert!(
+            good.check_model(&narrower)
+                .unwrap_err()
+                .contains("layer widths")
+        );
+        // A stem the run's models do not have, and the other way round.
+        let stemmed = Mlp::with_stem(2, 1, 1, &[5, 3], 1);
+        assert!(good.check_model(&stemmed).unwrap_err().contains("have one"));
+        let mut extra = good.clone();
+        extra.dense.stem = stemmed.stem.clone();
+        assert!(extra.check_model(&m).unwrap_err().contains("have none"));
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn a_damaged_state_directory_is_refused_before_connecting() {
         deployed: prep.mobile.clone(),
         replay: prep.anchor[..3].to_vec(),
     };
-    assert_eq!(good.check(&prep.dense.sizes), Ok(()));
+    assert_eq!(good.check_model(&prep.dense), Ok(()));
     let mut wide = good.clone();
     wide.dense = ferrolab_edge::model::Mlp::new(&[196, 8, 10], 1);
     let mut short = good.clone();

@@ -96,25 +96,18 @@ impl System for AttenScribbleSystem {
         let s = cfg.data.size as u64;
         // Training slices at the training size (f32 image + two masks), all 1512 at most.
         let data = 1512 * s * s * 6;
-        // Activations kept for backward: about 12 f32 maps per channel per level (conv, BN,
-        // activation, dropout, decoder copies), the levels' pixels quartering as widths grow.
-        let per_slice: u64 = cfg
-            .model
-            .widths
-            .iter()
-            .enumerate()
-            .map(|(l, &w)| (s >> l) * (s >> l) * w as u64 * 12 * 4)
-            .sum();
-        let g = (s >> cfg.model.attention_level).pow(2);
-        // Attention logits, softmaxes, affinity, window products: ~10 L×L maps per slice.
-        let attn = g * g * 4 * 10;
+        let per_slice = model::maps_bytes_per_slice(
+            &cfg.model.widths,
+            Some(cfg.model.attention_level),
+            cfg.data.size,
+        );
         let bs = cfg.train.batch_size as u64;
         Some(ferrolab_core::guard::MemoryEstimate {
             setting: format!(
                 "train.batch_size={} at data.size={}",
                 cfg.train.batch_size, cfg.data.size
             ),
-            bytes: data + bs * (per_slice + attn),
+            bytes: data + bs * per_slice,
         })
     }
 

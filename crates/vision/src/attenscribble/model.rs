@@ -38,6 +38,25 @@ pub struct AttenUNetSpec {
     pub mlp_ratio: usize,
 }
 
+/// Bytes of the network's maps for one `size × size` slice, as the resource guards count them:
+/// about 12 f32 maps per channel per level (conv, BN, activation, dropout, decoder copies; what
+/// training keeps for backward, which bounds what inference holds), the levels' pixels
+/// quartering as widths grow, plus ~10 L×L attention maps (logits, softmaxes, affinity,
+/// window products) at the attention level's L pixels.
+pub fn maps_bytes_per_slice(widths: &[usize], attention_level: Option<usize>, size: usize) -> u64 {
+    let s = size as u64;
+    let levels: u64 = widths
+        .iter()
+        .enumerate()
+        .map(|(l, &w)| (s >> l) * (s >> l) * w as u64 * 12 * 4)
+        .sum();
+    let attn = attention_level.map_or(0, |l| {
+        let g = (s >> l).pow(2);
+        g * g * 4 * 10
+    });
+    levels + attn
+}
+
 impl AttenUNetSpec {
     /// Why this network cannot be built, if it cannot.
     pub fn check(&self) -> Result<(), String> {

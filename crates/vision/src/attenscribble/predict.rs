@@ -24,7 +24,7 @@ const BATCH: usize = 16;
 
 /// Peak memory of segmenting a `d × h × w` volume: the image and its labels (one byte a voxel
 /// each), one batch of resized slices, and one batch of the network's maps at the checkpoint's
-/// size (by the training estimate's count of maps per level, which bounds what inference keeps).
+/// size ([`super::model::maps_bytes_per_slice`], the training estimate's count).
 pub fn memory_estimate(
     spec: &super::model::AttenUNetSpec,
     size: usize,
@@ -32,22 +32,13 @@ pub fn memory_estimate(
 ) -> ferrolab_core::guard::MemoryEstimate {
     let s = size as u64;
     let voxels = (d as u64).saturating_mul(h as u64).saturating_mul(w as u64);
-    let per_slice: u64 = spec
-        .widths
-        .iter()
-        .enumerate()
-        .map(|(l, &wd)| (s >> l) * (s >> l) * wd as u64 * 12 * 4)
-        .sum();
-    let attn = spec.attention_level.map_or(0, |l| {
-        let g = (s >> l).pow(2);
-        g * g * 4 * 10
-    });
+    let maps = super::model::maps_bytes_per_slice(&spec.widths, spec.attention_level, size);
     let batch = d.min(BATCH) as u64;
     ferrolab_core::guard::MemoryEstimate {
         setting: format!("a {d}×{h}×{w} volume at the checkpoint's size {size}"),
         bytes: voxels
             .saturating_mul(2)
-            .saturating_add(batch * (s * s * 4 + per_slice + attn)),
+            .saturating_add(batch * (s * s * 4 + maps)),
     }
 }
 
