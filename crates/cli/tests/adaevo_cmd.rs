@@ -241,9 +241,10 @@ fn detection_task_bad_input_and_tiny_run() {
         ),
         ("detect.side=50", "detect.side"),
         ("detect.memory_mb=0.01", "detect.memory_mb"),
-        // The detector is a grid MLP: a conv stem is the classification model's option.
-        ("mobile.conv_channels=4", "classification task only"),
-        ("edge.teacher_conv_channels=4", "classification task only"),
+        // The mobile detector and the teacher read the same cell windows: both have a conv
+        // stem or neither has.
+        ("mobile.conv_channels=4", "edge.teacher_conv_channels"),
+        ("edge.teacher_conv_channels=4", "edge.teacher_conv_channels"),
     ];
     for (set, what) in cases {
         let d = tmp("adaevo-det-bad");

@@ -347,154 +347,12 @@ fn unknown_names_are_rejected_and_old_spellings_accepted() {
     }
 }
 
-// ---- a tiny pickle writer, so the Planetoid converter is tested without Python ----
-
-struct Pk(Vec<u8>);
-
-impl Pk {
-    fn new() -> Pk {
-        Pk(vec![0x80, 2])
-    }
-    fn op(&mut self, b: &[u8]) -> &mut Pk {
-        self.0.extend_from_slice(b);
-        self
-    }
-    fn global(&mut self, module: &str, name: &str) -> &mut Pk {
-        self.op(format!("c{module}\n{name}\n").as_bytes())
-    }
-    fn int(&mut self, v: u16) -> &mut Pk {
-        self.op(b"M").op(&v.to_le_bytes())
-    }
-    fn short(&mut self, s: &str) -> &mut Pk {
-        self.op(&[b'U', s.len() as u8]).op(s.as_bytes())
-    }
-    fn bin(&mut self, b: &[u8]) -> &mut Pk {
-        self.op(b"T").op(&(b.len() as i32).to_le_bytes()).op(b)
-    }
-    /// `numpy.core.multiarray._reconstruct(ndarray, (0,), 'b')` + BUILD of its state.
-    fn ndarray(&mut self, code: &str, shape: &[u16], data: &[u8]) -> &mut Pk {
-        self.global("numpy.core.multiarray", "_reconstruct")
-            .global("numpy", "ndarray")
-            .int(0)
-            .op(&[0x85])
-            .short("b")
-            .op(&[0x87, b'R', b'('])
-            .int(1)
-            .op(b"(");
-        for &d in shape {
-            self.int(d);
-        }
-        self.op(b"t")
-            .global("numpy", "dtype")
-            .short(code)
-            .int(0)
-            .int(1)
-            .op(&[0x87, b'R', b'('])
-            .int(3)
-            .short("<")
-            .op(b"NNN")
-            .op(b"J\xff\xff\xff\xffJ\xff\xff\xff\xff")
-            .int(0)
-            .op(b"tb")
-            .op(&[0x89])
-            .bin(data)
-            .op(b"tb")
-    }
-    fn csr(
-        &mut self,
-        rows: u16,
-        cols: u16,
-        indptr: &[i32],
-        indices: &[i32],
-        data: &[f32],
-    ) -> &mut Pk {
-        let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let f32s: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.global("scipy.sparse.csr", "csr_matrix")
-            .op(&[b')', 0x81, b'}', b'('])
-            .short("format")
-            .short("csr")
-            .short("_shape")
-            .int(rows)
-            .int(cols)
-            .op(&[0x86])
-            .short("indptr")
-            .ndarray("i4", &[indptr.len() as u16], &i32s(indptr))
-            .short("indices")
-            .ndarray("i4", &[indices.len() as u16], &i32s(indices))
-            .short("data")
-            .ndarray("f4", &[data.len() as u16], &f32s)
-            .op(b"ub")
-    }
-    fn done(&mut self) -> Vec<u8> {
-        self.op(b".");
-        std::mem::take(&mut self.0)
-    }
-}
-
-fn one_hot(rows: &[usize], classes: usize) -> Vec<u8> {
-    rows.iter()
-        .flat_map(|&c| (0..classes).map(move |j| i32::from(j == c)))
-        .flat_map(|v| v.to_le_bytes())
-        .collect()
-}
-
 #[test]
 fn planetoid_set_with_a_test_index_gap_gets_zero_rows() {
     let dir = Tmp::new("gap");
-    let w =
-        |ext: &str, b: Vec<u8>| std::fs::write(dir.0.join(format!("ind.toy.{ext}")), b).unwrap();
-    // 3 labelled nodes (0-2, x = node 0), test nodes 5 and 3; node 4 is the gap.
-    w("x", Pk::new().csr(1, 4, &[0, 1], &[2], &[1.0]).done());
-    w(
-        "y",
-        Pk::new().ndarray("i4", &[1, 2], &one_hot(&[1], 2)).done(),
-    );
-    w(
-        "allx",
-        Pk::new()
-            .csr(3, 4, &[0, 1, 3, 3], &[2, 3, 0], &[1.0, 0.5, 2.0])
-            .done(),
-    );
-    w(
-        "ally",
-        Pk::new()
-            .ndarray("i4", &[3, 2], &one_hot(&[1, 0, 1], 2))
-            .done(),
-    );
-    w(
-        "tx",
-        Pk::new().csr(2, 4, &[0, 1, 2], &[1, 3], &[3.0, 4.0]).done(),
-    );
-    w(
-        "ty",
-        Pk::new()
-            .ndarray("i4", &[2, 2], &one_hot(&[1, 1], 2))
-            .done(),
-    );
-    std::fs::write(dir.0.join("ind.toy.test.index"), "5\n3\n").unwrap();
-    // defaultdict(list, {0: [1], 1: [0, 2], 3: [5, 3]}): a repeat and a self loop.
-    let graph = Pk::new()
-        .global("collections", "defaultdict")
-        .global("__builtin__", "list")
-        .op(&[0x85, b'R', b'('])
-        .int(0)
-        .op(b"]")
-        .op(b"(")
-        .int(1)
-        .op(b"e")
-        .int(1)
-        .op(b"](")
-        .int(0)
-        .int(2)
-        .op(b"e")
-        .int(3)
-        .op(b"](")
-        .int(5)
-        .int(3)
-        .op(b"eu")
-        .done();
-    w("graph", graph);
+    for (name, bytes) in fetch::toy_planetoid_files("toy") {
+        std::fs::write(dir.0.join(name), bytes).unwrap();
+    }
     let out = dir.0.join("toy.npz");
     fetch::convert_planetoid(&dir.0, "toy", &out).unwrap();
     let g = ferrolab_data::load_npz_graph(&out).unwrap();
@@ -522,6 +380,23 @@ fn planetoid_set_with_a_test_index_gap_gets_zero_rows() {
     assert_eq!((s.train.clone(), s.test.clone()), (vec![0], vec![3, 5]));
     // PyG's val (the nodes after the training rows) minus the test nodes: parts never overlap.
     assert_eq!(s.val, vec![1, 2, 4]);
+
+    // A damaged test index (found by the `planetoid` fuzz target): a far node would size the
+    // node tables by itself; it is refused, naming the line, and nothing is written.
+    let bad_out = dir.0.join("bad.npz");
+    for (index, line) in [
+        ("5\n4294967295\n", "line 2"),
+        ("18446744073709551615\n3\n", "line 1"),
+    ] {
+        std::fs::write(dir.0.join("ind.toy.test.index"), index).unwrap();
+        let e = fetch::convert_planetoid(&dir.0, "toy", &bad_out).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(line) && text.contains("without a feature row"),
+            "{text}"
+        );
+        assert!(!bad_out.exists());
+    }
 }
 
 #[test]

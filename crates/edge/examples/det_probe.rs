@@ -18,6 +18,7 @@ fn main() {
     let mut cfg = AdaEvoConfig::default();
     cfg.detect.side = arg(5, 48.0) as usize;
     cfg.detect.pool = arg(6, 2.0) as usize;
+    cfg.mobile.conv_channels = arg(7, 0.0) as usize;
     let g = cfg.grid();
     let scfg = ds::scene_config(g.side);
     let clear = ds::water("clear", 1.0);
@@ -51,7 +52,11 @@ fn main() {
         .collect();
     let pos = samples.iter().filter(|s| s.1.class > 0).count();
     println!("samples {} ({} object cells)", samples.len(), pos);
-    let mut m = Mlp::new(&[g.input(), hidden, OUT], 3);
+    let mut m = match cfg.mobile.conv_channels {
+        0 => Mlp::new(&[g.input(), hidden, OUT], 3),
+        c => Mlp::with_stem(3, g.window_side(), c, 3, &[hidden, OUT], 3),
+    };
+    println!("model {}", m.describe());
     let pairs = |fs: &[ds::DetFrame]| -> Vec<(Vec<u8>, Vec<GtBox>)> {
         fs.iter()
             .map(|f| (f.rgb.clone(), f.boxes.clone()))

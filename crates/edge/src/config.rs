@@ -3,7 +3,7 @@
 //! an edge memory budget smaller than the smallest evolution task are configuration errors.
 
 use crate::model::Mlp;
-use crate::profiler::{memory_bytes, model_memory_bytes};
+use crate::profiler::model_memory_bytes;
 use crate::stream::{CLASSES, Drift, INPUT, INPUT_SIDE};
 use ferrolab_core::ConfigError;
 use ferrolab_core::config::{Validate, check, distinct};
@@ -338,6 +338,7 @@ impl AdaEvoConfig {
             cell: self.detect.cell,
             pool: self.detect.pool,
             context: self.detect.context,
+            conv: self.mobile.conv_channels > 0,
         }
     }
 
@@ -349,8 +350,8 @@ impl AdaEvoConfig {
     /// Memory of the smallest possible detection task (every cell of its frames kept).
     pub fn smallest_detect_task_bytes(&self) -> u64 {
         let g = self.grid();
-        memory_bytes(
-            &[g.input(), self.detect.hidden, crate::detect::grid::OUT],
+        model_memory_bytes(
+            &self.new_detector(0),
             MIN_TASK_FRAMES * g.cells(),
             self.edge.batch,
             1,
@@ -378,7 +379,7 @@ impl AdaEvoConfig {
         let hidden = [self.mobile.hidden, CLASSES];
         match self.mobile.conv_channels {
             0 => Mlp::new(&[INPUT, hidden[0], hidden[1]], seed),
-            c => Mlp::with_stem(INPUT_SIDE, c, self.mobile.conv_kernel, &hidden, seed),
+            c => Mlp::with_stem(1, INPUT_SIDE, c, self.mobile.conv_kernel, &hidden, seed),
         }
     }
 
@@ -392,7 +393,40 @@ impl AdaEvoConfig {
         hidden.push(CLASSES);
         match self.edge.teacher_conv_channels {
             0 => Mlp::new(&[[INPUT].as_slice(), &hidden].concat(), seed),
-            c => Mlp::with_stem(INPUT_SIDE, c, self.mobile.conv_kernel, &hidden, seed),
+            c => Mlp::with_stem(1, INPUT_SIDE, c, self.mobile.conv_kernel, &hidden, seed),
+        }
+    }
+
+    /// A freshly initialised mobile detector: per cell `detect.hidden` units and the class and
+    /// box outputs, behind a conv block of `mobile.conv_channels` filters on the cell's window
+    /// when there is one.
+    pub fn new_detector(&self, seed: u64) -> Mlp {
+        self.detector(self.mobile.conv_channels, self.detect.hidden, seed)
+    }
+
+    /// A freshly initialised teacher detector (`detect.teacher_hidden`,
+    /// `edge.teacher_conv_channels`).
+    pub fn new_detect_teacher(&self, seed: u64) -> Mlp {
+        self.detector(
+            self.edge.teacher_conv_channels,
+            self.detect.teacher_hidden,
+            seed,
+        )
+    }
+
+    fn detector(&self, channels: usize, hidden: usize, seed: u64) -> Mlp {
+        let g = self.grid();
+        let out = crate::detect::grid::OUT;
+        match channels {
+            0 => Mlp::new(&[g.input(), hidden, out], seed),
+            c => Mlp::with_stem(
+                3,
+                g.window_side(),
+                c,
+                self.mobile.conv_kernel,
+                &[hidden, out],
+                seed,
+            ),
         }
     }
 
@@ -465,18 +499,18 @@ fn parse_drifts(
 
 impl Validate for AdaEvoConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, v) in [
-            ("mobile.conv_channels", self.mobile.conv_channels),
-            (
+        // The detection grid cuts one window layout per run (channel-major for a conv stem,
+        // pixel-major with the cell's position otherwise), and the teacher labels the very
+        // windows the mobile detector trains on: both have a stem or neither has.
+        if self.task.name == "detection" {
+            check(
+                (self.mobile.conv_channels == 0) == (self.edge.teacher_conv_channels == 0),
                 "edge.teacher_conv_channels",
                 self.edge.teacher_conv_channels,
-            ),
-        ] {
-            check(
-                v == 0 || self.task.name == "classification",
-                key,
-                v,
-                "is implemented for the classification task only (the detector is a grid MLP)",
+                &format!(
+                    "must be 0 when mobile.conv_channels is 0 and above 0 when it is not (mobile.conv_channels = {}): the detection task's mobile detector and teacher read the same cell windows",
+                    self.mobile.conv_channels
+                ),
             )?;
         }
         if self.mobile.source == "teacher" {

@@ -1123,7 +1123,7 @@ mod tests {
                 .contains("layer widths")
         );
         // A stem the run's models do not have, and the other way round.
-        let stemmed = Mlp::with_stem(2, 1, 1, &[5, 3], 1);
+        let stemmed = Mlp::with_stem(1, 2, 1, 1, &[5, 3], 1);
         assert!(good.check_model(&stemmed).unwrap_err().contains("have one"));
         let mut extra = good.clone();
         extra.dense.stem = stemmed.stem.clone();

@@ -94,17 +94,18 @@ impl Mlp {
         }
     }
 
-    /// A convolutional block on a `side × side` single-channel input (`channels` filters of
+    /// A convolutional block on an `in_channels × side × side` input (`channels` filters of
     /// `kernel × kernel`, ReLU, 2×2 max-pool), then fully connected layers of the widths
     /// `hidden` (classes last).
     pub fn with_stem(
+        in_channels: usize,
         side: usize,
         channels: usize,
         kernel: usize,
         hidden: &[usize],
         seed: u64,
     ) -> Mlp {
-        let stem = ConvPool::new(1, side, channels, kernel, seed ^ 0x57E4);
+        let stem = ConvPool::new(in_channels, side, channels, kernel, seed ^ 0x57E4);
         let mut sizes = vec![stem.output_len()];
         sizes.extend_from_slice(hidden);
         let mut m = Mlp::new(&sizes, seed);
@@ -501,7 +502,7 @@ mod tests {
     /// central differences of the cross-entropy, and the FC part's input is the stem's output.
     #[test]
     fn stem_gradient_matches_finite_differences() {
-        let mut m = Mlp::with_stem(6, 3, 3, &[5, 3], 2);
+        let mut m = Mlp::with_stem(1, 6, 3, 3, &[5, 3], 2);
         assert_eq!(m.sizes, vec![27, 5, 3]);
         assert_eq!(m.input(), 36);
         assert!(m.describe().starts_with("conv 3×3×3 on 6×6"));

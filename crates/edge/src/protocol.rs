@@ -370,7 +370,7 @@ mod tests {
     /// checksum was recomputed is refused by the bounds check, not allocated.
     #[test]
     fn stem_blob_round_trip_and_bad_header() {
-        let m = prune(&Mlp::with_stem(14, 4, 3, &[16, 10], 5), 0.5).unwrap();
+        let m = prune(&Mlp::with_stem(1, 14, 4, 3, &[16, 10], 5), 0.5).unwrap();
         let st = m.stem.as_ref().unwrap();
         assert!(st.mask.as_ref().unwrap().iter().filter(|k| !**k).count() >= st.weight.len() / 2);
         let blob = ModelBlob::encode(1, 2, &m);

@@ -144,8 +144,7 @@ fn clc_follows_map_along_a_rendered_drifting_stream() {
     assert!(r > 0.4, "CLC correlation with mAP@0.5 {r}");
 }
 
-#[test]
-fn a_short_detection_run_reports_the_shared_keys() {
+fn short() -> AdaEvoConfig {
     let mut cfg = small();
     cfg.stream.seconds = 160;
     cfg.stream.jitter_s = 5.0;
@@ -153,6 +152,60 @@ fn a_short_detection_run_reports_the_shared_keys() {
     cfg.detect.pretrain_frames = 120;
     cfg.detect.eval_frames = 6;
     cfg.stream.eval_every_s = 20;
+    cfg
+}
+
+/// The detectors can be small CNNs (`mobile.conv_channels`, `edge.teacher_conv_channels`): a
+/// conv block on each cell's window in front of the shared perceptron. The factory model is
+/// pruned with its stem, shipped as AEVO2, and the edge retrains and re-ships it.
+#[test]
+fn conv_detectors_run_the_detection_task() {
+    let mut cfg = short();
+    cfg.mobile.conv_channels = 4;
+    cfg.edge.teacher_conv_channels = 6;
+    let prep = prepare(&cfg, 1).unwrap();
+    let g = prep.grid;
+    assert!(g.conv);
+    for (what, m, c) in [("mobile", &prep.mobile, 4), ("teacher", &prep.teacher, 6)] {
+        let st = m
+            .stem
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what} has no stem"));
+        assert_eq!(
+            (st.in_channels, st.side, st.out_channels),
+            (3, g.window_side(), c)
+        );
+        assert_eq!(m.input(), g.input(), "{what}");
+    }
+    // Pruned with its stem (the mobile model ships as the int8 blob the edge re-ships).
+    let stem = prep.mobile.stem.as_ref().unwrap();
+    let zeros = stem.weight.iter().filter(|w| **w == 0.0).count();
+    assert!(
+        zeros * 3 >= stem.weight.len(),
+        "{zeros} of {} stem weights pruned",
+        stem.weight.len()
+    );
+    assert!(
+        prep.teacher_map > 0.05,
+        "teacher clean mAP@0.5 {}",
+        prep.teacher_map
+    );
+    let r = simulate(&cfg, &prep, "naive", 1);
+    assert!(r.metrics["tasks_completed"] > 0.0, "{:?}", r.metrics);
+    for k in ["avg_qoe_t90", "avg_accuracy", "edge_peak_memory_frac"] {
+        let v = r.metrics[k];
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    // The cost model charges the stem: the same run with MLP detectors counts fewer FLOPs
+    // per frame.
+    let mut flat = cfg.clone();
+    flat.mobile.conv_channels = 0;
+    assert!(g.frame_flops(&prep.mobile) > flat.grid().frame_flops(&flat.new_detector(1)));
+}
+
+#[test]
+fn a_short_detection_run_reports_the_shared_keys() {
+    let cfg = short();
     let prep = prepare(&cfg, 1).unwrap();
     for m in ["adaevo", "no_evolution", "naive"] {
         let r = simulate(&cfg, &prep, m, 1);

@@ -23,6 +23,7 @@
 //! | rl-checkpoint | `state.json` not a checkpoint of this format; the replay buffer's magic (TaskMet's CartPole agent state) |
 //! | edge-state | `meta.json`: not this run's edge state (AdaEvo's `adaevo edge --state` folder) |
 //! | sdgt-state | the server checkpoint's length prefix and JSON header (SD-GT's resume folder) |
+//! | planetoid | a file missing, or a pickle's protocol opcode (Planetoid's `ind.<name>.*` pickles, `data convert-planetoid`) |
 
 use crate::mutate;
 use crate::rng::Rng;
@@ -51,6 +52,7 @@ pub const READERS: &[&str] = &[
     "rl-checkpoint",
     "edge-state",
     "sdgt-state",
+    "planetoid",
 ];
 
 /// A seed: named members (one file, a zip's `.npy` members, or a folder's files) plus how the
@@ -445,6 +447,11 @@ pub fn seeds(target: &str) -> Vec<Seed> {
         "rl-checkpoint" => crate::rl_checkpoint::seeds(),
         "edge-state" => crate::edge_state::seeds(),
         "sdgt-state" => crate::sdgt_state::seeds(),
+        "planetoid" => vec![Seed {
+            name: "planetoid".into(),
+            kind: SeedKind::Folder,
+            members: ferrolab_data::fetch::toy_planetoid_files("toy"),
+        }],
         "hcnn-keys" => crate::hcnn_file::key_seeds(),
         "hcnn-ct" => crate::hcnn_file::ct_seeds(),
         "png" => crate::png::seeds()
@@ -487,7 +494,7 @@ fn blob_seeds() -> Vec<Seed> {
         .into_iter()
         .map(|(sizes, seed)| {
             let m = if sizes.is_empty() {
-                ferrolab_edge::model::Mlp::with_stem(6, 2, 3, &[5, 3], seed)
+                ferrolab_edge::model::Mlp::with_stem(1, 6, 2, 3, &[5, 3], seed)
             } else {
                 ferrolab_edge::model::Mlp::new(&sizes, seed)
             };
@@ -561,6 +568,32 @@ fn mutate_blob(rng: &mut Rng, bytes: &mut Vec<u8>) {
     }
 }
 
+/// One Planetoid file: the test index as text; a pickle by a new `BININT2` argument half the
+/// time (shapes, lengths, node ids: the values the converter checks), by byte edits otherwise.
+fn mutate_planetoid(rng: &mut Rng, s: &mut Seed) {
+    let k = rng.below(s.members.len());
+    let other = s.members[rng.below(s.members.len())].1.clone();
+    let (name, m) = &mut s.members[k];
+    if name.ends_with("test.index") {
+        mutate::text(rng, m, &other);
+        return;
+    }
+    let ints: Vec<usize> = (2..m.len().saturating_sub(2))
+        .filter(|&i| m[i] == b'M')
+        .collect();
+    if !ints.is_empty() && rng.chance(0.5) {
+        let i = *rng.pick(&ints);
+        let v = match rng.below(3) {
+            0 => *rng.pick(&[0u16, 1, 2, 3, 4, 5, 6, 7, 255, 65535]),
+            1 => u16::from_le_bytes([m[i + 1], m[i + 2]]).wrapping_add(1),
+            _ => rng.below(65536) as u16,
+        };
+        m[i + 1..i + 3].copy_from_slice(&v.to_le_bytes());
+        return;
+    }
+    mutate::bytes(rng, m, &other);
+}
+
 fn is_text_target(target: &str) -> bool {
     matches!(target, "sentences" | "prices" | "movielens")
 }
@@ -608,6 +641,10 @@ pub fn mutate(rng: &mut Rng, target: &str, seed: &Seed) -> (Seed, bool) {
     }
     if target == "params" {
         crate::cli::mutate_safetensors(rng, &mut s.members[0].1);
+        return (s, false);
+    }
+    if target == "planetoid" {
+        mutate_planetoid(rng, &mut s);
         return (s, false);
     }
     let k = match target {
@@ -783,6 +820,11 @@ fn classify(target: &str, e: &DataError) -> Verdict {
         "rl-checkpoint" => crate::rl_checkpoint::is_header(msg, e),
         "edge-state" => crate::edge_state::is_header(msg, e),
         "sdgt-state" => crate::sdgt_state::is_header(msg, e),
+        "planetoid" => {
+            matches!(e, DataError::Io { .. } | DataError::Missing { .. })
+                || msg.contains("pickle protocol")
+                || (at == "pickle" && (msg.starts_with("byte 0:") || msg.starts_with("byte 1:")))
+        }
         "params" => {
             msg.contains("header length")
                 || msg.contains("8-byte header")
@@ -922,6 +964,19 @@ fn call(target: &str, path: &Path) -> ferrolab_data::Result<()> {
         "rl-checkpoint" => crate::rl_checkpoint::read(path),
         "edge-state" => crate::edge_state::read(path),
         "sdgt-state" => crate::sdgt_state::read(path),
+        "planetoid" => {
+            // What `ferrolab data convert-planetoid` does, then what every graph system does
+            // with its output: a converted set must load.
+            let out = path.join("converted.npz");
+            ferrolab_data::fetch::convert_planetoid(path, "toy", &out)?;
+            match ferrolab_data::load_npz_graph(&out) {
+                Ok(g) => {
+                    let _ = (g.is_symmetric(), g.class_counts());
+                    Ok(())
+                }
+                Err(e) => panic!("planetoid: the converter wrote a graph its loader refuses: {e}"),
+            }
+        }
         "params" => {
             let bytes = std::fs::read(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),

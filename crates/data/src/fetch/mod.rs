@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use convert::{convert_acdc_h5, grouplens_zip_to_ml100k, recbole_to_ml100k, zip_member};
-pub use planetoid::convert_planetoid;
+pub use planetoid::{convert_planetoid, toy_planetoid_files};
 
 use crate::error::{DataError, Result};
 use crate::lookup::{self, DatasetInfo};

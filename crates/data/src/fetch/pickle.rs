@@ -756,3 +756,133 @@ fn decode_numbers(code: &str, order: char, raw: &[u8], n: usize) -> R<Numbers> {
 fn f32_of(w: &[u8; 8]) -> f64 {
     f64::from(f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
 }
+
+/// A protocol-2 pickle writer for the values Planetoid's files hold: NumPy arrays (through
+/// `numpy.core.multiarray._reconstruct` and `BUILD`, as NumPy pickles them), SciPy CSR
+/// matrices and `collections.defaultdict(list)` adjacency. It builds Planetoid folders without
+/// Python: the converter's tests and the fuzz harness's seeds. Integers are `BININT2`, so
+/// shapes and values stay below 65536.
+#[derive(Debug, Clone)]
+pub struct Writer(Vec<u8>);
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer::new()
+    }
+}
+
+impl Writer {
+    /// An empty pickle (the `PROTO 2` opcode written).
+    pub fn new() -> Writer {
+        Writer(vec![0x80, 2])
+    }
+
+    /// Raw opcodes and their arguments.
+    pub fn op(&mut self, b: &[u8]) -> &mut Writer {
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    /// `GLOBAL module name`.
+    pub fn global(&mut self, module: &str, name: &str) -> &mut Writer {
+        self.op(format!("c{module}\n{name}\n").as_bytes())
+    }
+
+    /// `BININT2 v`.
+    pub fn int(&mut self, v: u16) -> &mut Writer {
+        self.op(b"M").op(&v.to_le_bytes())
+    }
+
+    /// `SHORT_BINSTRING s` (at most 255 bytes).
+    pub fn short(&mut self, s: &str) -> &mut Writer {
+        let n = s.len().min(255);
+        self.op(&[b'U', n as u8]).op(&s.as_bytes()[..n])
+    }
+
+    /// `BINSTRING b`.
+    pub fn bin(&mut self, b: &[u8]) -> &mut Writer {
+        self.op(b"T").op(&(b.len() as i32).to_le_bytes()).op(b)
+    }
+
+    /// A NumPy array of dtype `code` (`i4`, `f4`, …, little-endian) and `shape`, its raw
+    /// `data`: `_reconstruct(ndarray, (0,), 'b')`, then `BUILD` with the state tuple
+    /// `(1, shape, dtype, False, data)`.
+    pub fn ndarray(&mut self, code: &str, shape: &[u16], data: &[u8]) -> &mut Writer {
+        self.global("numpy.core.multiarray", "_reconstruct")
+            .global("numpy", "ndarray")
+            .int(0)
+            .op(&[0x85])
+            .short("b")
+            .op(&[0x87, b'R', b'('])
+            .int(1)
+            .op(b"(");
+        for &d in shape {
+            self.int(d);
+        }
+        self.op(b"t")
+            .global("numpy", "dtype")
+            .short(code)
+            .int(0)
+            .int(1)
+            .op(&[0x87, b'R', b'('])
+            .int(3)
+            .short("<")
+            .op(b"NNN")
+            .op(b"J\xff\xff\xff\xffJ\xff\xff\xff\xff")
+            .int(0)
+            .op(b"tb")
+            .op(&[0x89])
+            .bin(data)
+            .op(b"tb")
+    }
+
+    /// A `scipy.sparse.csr_matrix` of `rows × cols` (int32 `indptr`/`indices`, float32 `data`).
+    pub fn csr(
+        &mut self,
+        rows: u16,
+        cols: u16,
+        indptr: &[i32],
+        indices: &[i32],
+        data: &[f32],
+    ) -> &mut Writer {
+        let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let f32s: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let len = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        self.global("scipy.sparse.csr", "csr_matrix")
+            .op(&[b')', 0x81, b'}', b'('])
+            .short("format")
+            .short("csr")
+            .short("_shape")
+            .int(rows)
+            .int(cols)
+            .op(&[0x86])
+            .short("indptr")
+            .ndarray("i4", &[len(indptr.len())], &i32s(indptr))
+            .short("indices")
+            .ndarray("i4", &[len(indices.len())], &i32s(indices))
+            .short("data")
+            .ndarray("f4", &[len(data.len())], &f32s)
+            .op(b"ub")
+    }
+
+    /// `defaultdict(list, {node: [neighbours…]})`, as Planetoid's `graph` files are written.
+    pub fn adjacency(&mut self, lists: &[(u16, &[u16])]) -> &mut Writer {
+        self.global("collections", "defaultdict")
+            .global("__builtin__", "list")
+            .op(&[0x85, b'R', b'(']);
+        for (node, nbrs) in lists {
+            self.int(*node).op(b"](");
+            for &n in *nbrs {
+                self.int(n);
+            }
+            self.op(b"e");
+        }
+        self.op(b"u")
+    }
+
+    /// The bytes, `STOP` appended.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.op(b".");
+        std::mem::take(&mut self.0)
+    }
+}

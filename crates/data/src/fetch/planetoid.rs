@@ -91,10 +91,29 @@ pub fn convert_planetoid(dir: &Path, name: &str, out: &Path) -> Result<()> {
     let base = allx.rows;
     let n = test_index
         .iter()
-        .map(|&i| i + 1)
+        .map(|&i| i.saturating_add(1))
         .max()
         .unwrap_or(0)
         .max(base);
+    // Nodes between the allx rows and the largest test index that no test row fills keep zero
+    // rows (CiteSeer: 15 among 1,015). Far more missing nodes than test rows is a damaged
+    // index, and sizing the node tables by it would allocate without bound.
+    let missing = n.saturating_sub(base).saturating_sub(test_index.len());
+    if missing > test_index.len().max(16) {
+        let (j, far) = test_index
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, i)| **i)
+            .map_or((0, 0), |(j, i)| (j, *i));
+        return Err(DataError::malformed(
+            &index_p,
+            format!("line {}", j + 1),
+            format!(
+                "test node {far} would leave {missing} nodes without a feature row, more than the {} test rows (Planetoid's sets leave a few: CiteSeer 15)",
+                test_index.len()
+            ),
+        ));
+    }
     let mut row_of: Vec<Option<(bool, usize)>> =
         (0..n).map(|i| (i < base).then_some((false, i))).collect();
     for (j, &node) in test_index.iter().enumerate() {
@@ -231,6 +250,49 @@ pub fn convert_planetoid(dir: &Path, name: &str, out: &Path) -> Result<()> {
         ),
     ];
     crate::npz::write_npz(out, &members, false)
+}
+
+/// A six-node, four-feature, two-class Planetoid set named `name`, as the files
+/// `ind.<name>.{x,y,allx,ally,tx,ty,graph,test.index}`: 3 labelled nodes (0–2, `x` holds node
+/// 0), test nodes 5 and 3 in that order, node 4 the test-index gap; `allx` a CSR whose row 1
+/// lists its columns unsorted; a graph with a repeated link and a self loop. The converter's
+/// test and the fuzz harness's seed, built without Python by [`pickle::Writer`].
+pub fn toy_planetoid_files(name: &str) -> Vec<(String, Vec<u8>)> {
+    let one_hot = |rows: &[usize]| -> Vec<u8> {
+        rows.iter()
+            .flat_map(|&c| (0..2).map(move |j| i32::from(j == c)))
+            .flat_map(i32::to_le_bytes)
+            .collect()
+    };
+    let w = pickle::Writer::new;
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("x", w().csr(1, 4, &[0, 1], &[2], &[1.0]).finish()),
+        ("y", w().ndarray("i4", &[1, 2], &one_hot(&[1])).finish()),
+        (
+            "allx",
+            w().csr(3, 4, &[0, 1, 3, 3], &[2, 3, 0], &[1.0, 0.5, 2.0])
+                .finish(),
+        ),
+        (
+            "ally",
+            w().ndarray("i4", &[3, 2], &one_hot(&[1, 0, 1])).finish(),
+        ),
+        (
+            "tx",
+            w().csr(2, 4, &[0, 1, 2], &[1, 3], &[3.0, 4.0]).finish(),
+        ),
+        ("ty", w().ndarray("i4", &[2, 2], &one_hot(&[1, 1])).finish()),
+        ("test.index", b"5\n3\n".to_vec()),
+        (
+            "graph",
+            w().adjacency(&[(0, &[1]), (1, &[0, 2]), (3, &[5, 3])])
+                .finish(),
+        ),
+    ];
+    files
+        .into_iter()
+        .map(|(ext, b)| (format!("ind.{name}.{ext}"), b))
+        .collect()
 }
 
 fn to_i32(v: usize) -> Result<i32> {

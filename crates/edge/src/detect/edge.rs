@@ -14,7 +14,7 @@ use crate::edge::{
     memory_in_use, schedule_step, share_processor,
 };
 use crate::model::{Mlp, TrainOpts};
-use crate::profiler::{AccuracyCurve, TimeRegressor, memory_bytes};
+use crate::profiler::{AccuracyCurve, TimeRegressor, model_memory_bytes};
 use crate::protocol::{ModelBlob, ProtocolError, TaskRequest, prune};
 use crate::scheduler::Variant;
 use std::collections::BTreeMap;
@@ -213,7 +213,7 @@ impl DetEdge {
         let mut all: Vec<&Labelled> = labelled.iter().collect();
         all.extend(self.anchor_frames(id));
         let samples = self.cell_samples(&all, p.seed ^ id as u64).len();
-        let memory_pred = memory_bytes(&dense.sizes, samples, p.batch, 1, p.workspace);
+        let memory_pred = model_memory_bytes(&dense, samples, p.batch, 1, p.workspace);
         let (variants, predicted_acc, a0, probe_flops) = if p.profiler {
             // Probe: the even frames' cells train a copy for a few epochs; the odd frames
             // score it (mAP@0.5 against the teacher's boxes).
@@ -270,8 +270,8 @@ impl DetEdge {
         } else {
             // Without the profiler: worst-case memory (every cell of every frame kept), the
             // fixed epoch budget, every task worth the same.
-            let worst = memory_bytes(
-                &dense.sizes,
+            let worst = model_memory_bytes(
+                &dense,
                 (req.frames.len() + p.anchor_per_task.min(p.anchor.len())) * g.cells(),
                 p.batch,
                 1,

@@ -9,7 +9,7 @@
 
 use super::edge::{DetEdge, DetEdgeParams, Labelled};
 use super::estimator::{IouRegressor, frame_clc};
-use super::grid::{Grid, GtBox, OUT, model_map50, train_detector};
+use super::grid::{Grid, GtBox, model_map50, train_detector};
 use super::stream::{self as dstream, DetFrame};
 use crate::config::AdaEvoConfig;
 use crate::estimator::{mean, pearson};
@@ -116,7 +116,7 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
             .collect()
     };
     let clean_samples = samples_of(&clean, seed ^ 11);
-    let mut dense = Mlp::new(&[grid.input(), d.hidden, OUT], seed ^ 3);
+    let mut dense = cfg.new_detector(seed ^ 3);
     train_detector(
         &mut dense,
         &clean_samples,
@@ -129,7 +129,7 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
         .unwrap_or_else(|_| small.clone());
     let mut teacher_samples = samples_of(&varied, seed ^ 12);
     teacher_samples.extend(clean_samples);
-    let mut teacher = Mlp::new(&[grid.input(), d.teacher_hidden, OUT], seed ^ 6);
+    let mut teacher = cfg.new_detect_teacher(seed ^ 6);
     train_detector(
         &mut teacher,
         &teacher_samples,

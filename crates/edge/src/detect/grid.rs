@@ -30,6 +30,10 @@ pub struct Grid {
     pub cell: usize,
     pub pool: usize,
     pub context: usize,
+    /// Windows for a model with a conv stem: channel-major `[3][win][win]` (the stem's layout)
+    /// and no position features (the convolution is translation-equivariant; the zero border
+    /// shows where the frame ends). Otherwise `[win][win][3]` and the cell's position.
+    pub conv: bool,
 }
 
 /// One detection.
@@ -73,7 +77,12 @@ impl Grid {
 
     /// Input width of one cell.
     pub fn input(&self) -> usize {
-        self.win() * self.win() * 3 + 2
+        self.win() * self.win() * 3 + if self.conv { 0 } else { 2 }
+    }
+
+    /// Side of a cell's window, the input side of a conv stem.
+    pub fn window_side(&self) -> usize {
+        self.win()
     }
 
     /// Why this geometry cannot work, if it cannot.
@@ -123,24 +132,33 @@ impl Grid {
         let (ps, win, n) = (self.pooled_side() as isize, self.win(), self.n());
         let cp = (self.cell / self.pool) as isize;
         let half = ((self.context as isize - 1) / 2) * cp;
+        let plane = win * win;
         let mut out = Vec::with_capacity(n * n);
         for cy in 0..n {
             for cx in 0..n {
                 let (x0, y0) = (cx as isize * cp - half, cy as isize * cp - half);
-                let mut v = Vec::with_capacity(self.input());
-                for wy in 0..win as isize {
-                    for wx in 0..win as isize {
-                        let (y, x) = (y0 + wy, x0 + wx);
-                        if (0..ps).contains(&y) && (0..ps).contains(&x) {
-                            let i = ((y * ps + x) * 3) as usize;
-                            v.extend_from_slice(&p[i..i + 3]);
-                        } else {
-                            v.extend_from_slice(&[0.0; 3]);
+                let mut v = vec![0f32; self.input()];
+                for wy in 0..win {
+                    for wx in 0..win {
+                        let (y, x) = (y0 + wy as isize, x0 + wx as isize);
+                        if !((0..ps).contains(&y) && (0..ps).contains(&x)) {
+                            continue;
+                        }
+                        let i = ((y * ps + x) * 3) as usize;
+                        for c in 0..3 {
+                            let at = if self.conv {
+                                c * plane + wy * win + wx
+                            } else {
+                                (wy * win + wx) * 3 + c
+                            };
+                            v[at] = p[i + c];
                         }
                     }
                 }
-                v.push((cx as f32 + 0.5) / n as f32 - 0.5);
-                v.push((cy as f32 + 0.5) / n as f32 - 0.5);
+                if !self.conv {
+                    v[3 * plane] = (cx as f32 + 0.5) / n as f32 - 0.5;
+                    v[3 * plane + 1] = (cy as f32 + 0.5) / n as f32 - 0.5;
+                }
                 out.push(v);
             }
         }
@@ -393,6 +411,7 @@ mod tests {
             cell: 8,
             pool: 2,
             context: 3,
+            conv: false,
         };
         assert!(g.check().is_ok());
         assert_eq!(g.input(), 12 * 12 * 3 + 2);
@@ -409,6 +428,40 @@ mod tests {
         assert!(iou(&d, &b) > 0.99, "{d:?}");
         let x = g.cell_inputs(&vec![128u8; 48 * 48 * 3]);
         assert_eq!((x.len(), x[0].len()), (36, g.input()));
+    }
+
+    /// A conv stem's windows hold the same pixels as the MLP's, channel-major and without the
+    /// two position features, and a stem detector over them runs on every cell.
+    #[test]
+    fn conv_windows_are_the_mlp_windows_transposed() {
+        let flat = Grid {
+            side: 32,
+            cell: 8,
+            pool: 2,
+            context: 3,
+            conv: false,
+        };
+        let conv = Grid { conv: true, ..flat };
+        let rgb: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let (a, b) = (flat.cell_inputs(&rgb), conv.cell_inputs(&rgb));
+        let w = conv.window_side();
+        assert_eq!((w, conv.input(), flat.input()), (12, 432, 434));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(y.len(), conv.input());
+            for p in 0..w * w {
+                for c in 0..3 {
+                    assert_eq!(x[p * 3 + c], y[c * w * w + p]);
+                }
+            }
+        }
+        // The corner cell's window reaches past the frame: zeros there, pixels inside.
+        assert_eq!(b[0][0], 0.0);
+        assert_ne!(b[0][4 * w + 4], 0.0);
+        let m = Mlp::with_stem(3, w, 4, 3, &[8, OUT], 1);
+        assert_eq!(m.input(), conv.input());
+        let dets = conv.detect(&m, &rgb, 0.0);
+        assert!(!dets.is_empty() && dets.len() <= MAX_DETS);
     }
 
     #[test]
