@@ -148,7 +148,8 @@ ferrolab_core::config_section! {
         pub source: String = "factory".into(), "`factory` or `teacher`" => |v| v == "factory" || v == "teacher";
         /// Filters of a convolutional first block (3×3 by default, "same" padding, ReLU, 2×2
         /// max-pool: `ferrolab_vision::tiny::ConvPool`) in front of the hidden layer; 0: the
-        /// plain MLP on the 14×14 input. Classification only.
+        /// plain MLP on the 14×14 input. The detection task puts it on each cell's window
+        /// (with `edge.teacher_conv_channels` > 0 too).
         pub conv_channels: usize = 0, "0..=64" => |v| *v <= 64;
         /// Kernel size of that block (odd).
         pub conv_kernel: usize = 3, "odd, 1..=7" => |v| v % 2 == 1 && *v <= 7;
@@ -196,7 +197,7 @@ ferrolab_core::config_section! {
         /// Units of the teacher's second hidden layer (0: one hidden layer).
         pub teacher_hidden2: usize = 0, "0..=4096" => |v| *v <= 4096;
         /// Filters of the teacher's convolutional first block (`mobile.conv_kernel` wide; 0:
-        /// none). Classification only.
+        /// none). Detection: set with `mobile.conv_channels` or not at all.
         pub teacher_conv_channels: usize = 0, "0..=64" => |v| *v <= 64;
         /// Renders of each pre-training image under random conditions the teacher trains on.
         pub teacher_renders: usize = 4, "1..=64" => |v| (1..=64).contains(v);

@@ -2,8 +2,9 @@
 //! edge --state DIR` persists and a restarted edge continues from (`meta.json`, `end_<k>.json`,
 //! `task_<k>_<seq>.json`; `ferrolab_edge::net::state`).
 //!
-//! The seed is a state folder written through the store itself: one end with its models and
-//! replay frames and an unsent model, and one accepted task. A mutant edits one to three nodes
+//! The seeds are state folders written through the store itself: one end with its models and
+//! replay frames and an unsent model, and one accepted task; one folder with the MLP mobile
+//! model, one (`edge-state-stem`) with the small CNN (`mobile.conv_channels`). A mutant edits one to three nodes
 //! of an end or task file's JSON (models' widths and weights, replay frames, versions, the
 //! task's frames), or bytes of any file. The child does what a restarted edge does before it
 //! serves anyone: opens the folder for the run, reads it back, checks the ends against the
@@ -19,7 +20,7 @@ use ferrolab_edge::edge::EndState;
 use ferrolab_edge::model::Mlp;
 use ferrolab_edge::net::state::{EndFile, Store, TaskFile, fingerprint};
 use ferrolab_edge::protocol::{DriftType, Frame, ModelBlob, TaskRequest};
-use ferrolab_edge::stream::{CLASSES, INPUT, SIDE};
+use ferrolab_edge::stream::{CLASSES, INPUT, INPUT_SIDE, SIDE};
 use std::path::Path;
 
 const SIZES: [usize; 3] = [INPUT, 4, CLASSES];
@@ -29,13 +30,43 @@ fn run_fingerprint() -> String {
     fingerprint("{\"fuzz\":\"edge-state\"}", 1, ENDS)
 }
 
-/// The folder, written by the store (a few milliseconds).
+/// The run's model: the MLP, or (a folder named `…-stem`) the small CNN of
+/// `mobile.conv_channels`, whose conv block's shape and filters the state files carry too.
+fn reference(stem: bool) -> Mlp {
+    if stem {
+        Mlp::with_stem(1, INPUT_SIDE, 2, 3, &SIZES[1..], 3)
+    } else {
+        Mlp::new(&SIZES, 3)
+    }
+}
+
+fn is_stem(dir: &Path) -> bool {
+    dir.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with("-stem"))
+}
+
+/// The folders, MLP and CNN, written by the store (a few milliseconds each).
 pub fn seeds() -> Vec<Seed> {
-    let dir = std::env::temp_dir().join(format!("ferrolab-fuzz-edge-{}", std::process::id()));
+    ["edge-state", "edge-state-stem"]
+        .into_iter()
+        .filter_map(|name| {
+            let members = folder(name.ends_with("-stem"))?;
+            Some(Seed {
+                name: name.into(),
+                kind: SeedKind::Folder,
+                members,
+            })
+        })
+        .collect()
+}
+
+fn folder(stem: bool) -> Option<Vec<(String, Vec<u8>)>> {
+    let dir =
+        std::env::temp_dir().join(format!("ferrolab-fuzz-edge-{}-{stem}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let made = (|| -> Option<Vec<(String, Vec<u8>)>> {
         let store = Store::open(&dir, &run_fingerprint()).ok()?;
-        let dense = Mlp::new(&SIZES, 3);
+        let dense = reference(stem);
         let replay = (0..2)
             .map(|i| {
                 (
@@ -89,14 +120,7 @@ pub fn seeds() -> Vec<Seed> {
         Some(members)
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    match made {
-        Some(members) => vec![Seed {
-            name: "edge-state".into(),
-            kind: SeedKind::Folder,
-            members,
-        }],
-        None => Vec::new(),
-    }
+    made
 }
 
 /// Mostly JSON edits of the end or task file; otherwise bytes of any file.
@@ -135,8 +159,9 @@ pub fn read(dir: &Path) -> ferrolab_data::Result<()> {
         msg,
     };
     let store = Store::open(dir, &run_fingerprint()).map_err(|e| bad(e.to_string()))?;
+    let run_model = reference(is_stem(dir));
     let loaded = store
-        .load_checked(|l| l.check(&Mlp::new(&SIZES, 3), ENDS))
+        .load_checked(|l| l.check(&run_model, ENDS))
         .map_err(|e| bad(e.to_string()))?;
     for t in &loaded.tasks {
         t.req.check(SIDE).map_err(|e| bad(e.to_string()))?;
@@ -144,7 +169,11 @@ pub fn read(dir: &Path) -> ferrolab_data::Result<()> {
     // Accepted: what the edge will restore is shaped as the run's models.
     for (end, f) in &loaded.ends {
         assert!(*end < ENDS, "edge-state: end {end} accepted");
-        assert_eq!(f.state.dense.sizes, SIZES, "edge-state: widths accepted");
+        assert!(
+            f.state.dense.same_shape(&run_model) && f.state.deployed.same_shape(&run_model),
+            "edge-state: a model of another shape accepted: {}",
+            f.state.dense.describe()
+        );
         // What the edge then does with them: retrain the dense copy (its masks included) on
         // the replay frames and re-compress it. Huge finite weights may give a non-finite
         // loss; that is the model's arithmetic, not a failure of the reader.
@@ -160,7 +189,7 @@ pub fn read(dir: &Path) -> ferrolab_data::Result<()> {
         };
         dense.train(&xs, &ys, &opts);
         let _ = ferrolab_edge::protocol::prune(&dense, 0.5);
-        let _ = f.state.deployed.forward(&vec![0.5f32; SIZES[0]]);
+        let _ = f.state.deployed.forward(&vec![0.5f32; run_model.input()]);
     }
     Ok(())
 }
