@@ -48,6 +48,8 @@ const CHUNK: usize = 512 << 10;
 const DUP_WINDOW: Duration = Duration::from_secs(30 * 60);
 /// Poll step of the waiting loops (they re-check the connection this often).
 const TICK: Duration = Duration::from_millis(250);
+/// A client's heartbeat period.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Who this fabric speaks for: its tensor objects go to that party's own bucket, and its
 /// exchange messages carry that party's name in their subject, so per-user permissions can
@@ -95,6 +97,10 @@ pub struct NatsOptions {
     /// (`verify: true` in its `tls { }` block). Default: `$FERROLAB_NATS_CERT` and
     /// `$FERROLAB_NATS_KEY`.
     pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// A client whose heartbeats (one a second on `fl.P.alive.<k>`, from its connection's own
+    /// thread) stop for this long is gone: the server's collections stop waiting for it until
+    /// it beats again. A client never heard from is waited for until each deadline, as before.
+    pub silence: Duration,
 }
 
 /// `$name` as a path, when set and not empty.
@@ -105,7 +111,8 @@ fn env_path(name: &str) -> Option<std::path::PathBuf> {
 }
 
 impl NatsOptions {
-    /// Defaults: 3 s connect timeout, 10 s requests, 10 s grace, file storage.
+    /// Defaults: 3 s connect timeout, 10 s requests, 10 s grace, 15 s heartbeat silence, file
+    /// storage.
     pub fn new(url: &str, prefix: &str, party: Party) -> Self {
         Self {
             url: url.to_string(),
@@ -119,6 +126,9 @@ impl NatsOptions {
             // inherit them, so every party of a run trusts the same CA.
             tls_ca: env_path("FERROLAB_NATS_CA"),
             tls_client: env_path("FERROLAB_NATS_CERT").zip(env_path("FERROLAB_NATS_KEY")),
+            // Longer than `disconnect_grace`: a client riding out a short outage on its own
+            // reconnects is not given up on.
+            silence: Duration::from_secs(15),
         }
     }
 }
@@ -333,6 +343,9 @@ impl Names {
     fn reply_subject(&self, round: u64, kind: TaskKind, c: ClientId) -> String {
         format!("{}.reply.{round}.{}.{c}", self.subj, kind_tag(kind))
     }
+    fn alive_subject(&self, c: ClientId) -> String {
+        format!("{}.alive.{c}", self.subj)
+    }
     fn x_filter(&self, k: ExchangeKey) -> String {
         format!("{}.x.{}.{}.{}.>", self.subj, k.round, k.step, k.group)
     }
@@ -380,6 +393,8 @@ pub struct NatsFabric {
     xs: stream::Stream,
     kv: kv::Store,
     local: Mutex<Local>,
+    /// Server side: when each client's last heartbeat came.
+    beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
 }
 
 impl std::fmt::Debug for NatsFabric {
@@ -472,8 +487,31 @@ impl NatsFabric {
                 return Err(e);
             }
         };
+        let names = Names::new(&opts.prefix);
+        let beats = std::sync::Arc::new(Mutex::new(HashMap::new()));
+        let started = match opts.party {
+            Party::Client(k) => {
+                Self::start_heartbeat(&handle, client.clone(), names.alive_subject(k));
+                Ok(())
+            }
+            Party::Server => handle.block_on(Self::start_listener(
+                &handle,
+                &client,
+                format!("{}.alive.*", names.subj),
+                std::sync::Arc::clone(&beats),
+            )),
+        };
+        if let Err(reason) = started {
+            let _ = stop_tx.send(());
+            let _ = driver.join();
+            return Err(NatsError::Setup {
+                url: redact_url(&opts.url),
+                what: "heartbeat subscription".into(),
+                reason,
+            });
+        }
         Ok(Self {
-            names: Names::new(&opts.prefix),
+            names,
             opts,
             handle,
             stop: Mutex::new(Some(stop_tx)),
@@ -485,7 +523,61 @@ impl NatsFabric {
             xs,
             kv,
             local: Mutex::new(Local::default()),
+            beats,
         })
+    }
+
+    /// A client's heartbeat: an empty core-NATS message on its `alive` subject every second,
+    /// sent by the connection's own thread, so it keeps beating while the client computes and
+    /// stops with the process (or the fabric). A publish that fails (no permission for the
+    /// subject on an older deployment, a connection down) is skipped: the server then never
+    /// hears the client and waits for it as it did before heartbeats.
+    fn start_heartbeat(
+        handle: &tokio::runtime::Handle,
+        client: async_nats::Client,
+        subject: String,
+    ) {
+        handle.spawn(async move {
+            loop {
+                let _ = client.publish(subject.clone(), Default::default()).await;
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        });
+    }
+
+    /// The server's side: records when each client last beat.
+    async fn start_listener(
+        handle: &tokio::runtime::Handle,
+        client: &async_nats::Client,
+        filter: String,
+        beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
+    ) -> Result<(), String> {
+        let mut sub = client.subscribe(filter).await.map_err(|e| e.to_string())?;
+        handle.spawn(async move {
+            while let Some(m) = sub.next().await {
+                let Some(c) = m
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|s| s.parse::<ClientId>().ok())
+                else {
+                    continue;
+                };
+                beats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(c, Instant::now());
+            }
+        });
+        Ok(())
+    }
+
+    /// How long client `c` has been silent, when it has beaten before and has been silent for
+    /// at least the configured [`NatsOptions::silence`].
+    fn gone(&self, c: ClientId) -> Option<Duration> {
+        let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        let quiet = beats.get(&c)?.elapsed();
+        (quiet >= self.opts.silence).then_some(quiet)
     }
 
     #[allow(clippy::type_complexity)]
@@ -1190,7 +1282,26 @@ impl Fabric for NatsFabric {
                     break;
                 }
                 let m = match tokio::time::timeout(left.min(TICK * 4), msgs.next()).await {
-                    Err(_) => continue,
+                    Err(_) => {
+                        // Nothing more in the stream for now. A client that beat and then
+                        // fell silent is gone (killed, its machine lost): its reply cannot
+                        // come, so the round stops waiting for it. (Checked only here, once
+                        // what it sent before has been read.)
+                        for &c in &expected {
+                            if replies.contains_key(&c) || failures.contains_key(&c) {
+                                continue;
+                            }
+                            if let Some(quiet) = self.gone(c) {
+                                let why = format!(
+                                    "no heartbeat for {:.0} s: its process or machine is gone",
+                                    quiet.as_secs_f64()
+                                );
+                                eprintln!("fed/nats: round {round}: client {c}: {why}");
+                                failures.insert(c, why);
+                            }
+                        }
+                        continue;
+                    }
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
                         if self.connected() {

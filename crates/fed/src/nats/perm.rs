@@ -2,7 +2,8 @@
 //! that a client can publish replies, exchange contributions and tensor objects only under its
 //! own name. The fault tests start a server from it; `NATS.md` shows it for deployments.
 //!
-//! What a client `k` may publish: its reply subjects `fl.P.reply.*.*.k`, its exchange subjects
+//! What a client `k` may publish: its reply subjects `fl.P.reply.*.*.k`, its heartbeat
+//! `fl.P.alive.k`, its exchange subjects
 //! `fl.P.x.*.*.*.ck.*`, its own object bucket `$O.fl_P_ck.>`, acknowledgements of its own task
 //! consumer, JetStream flow-control answers and the JetStream API minus the calls that delete or
 //! reconfigure the run's streams. It may subscribe only to its inboxes. The server user may do
@@ -42,6 +43,7 @@ fn list(items: &[String]) -> String {
 pub fn client_publish_allow(prefix: &str, k: ClientId) -> Vec<String> {
     vec![
         format!("fl.{prefix}.reply.*.*.{k}"),
+        format!("fl.{prefix}.alive.{k}"),
         format!("fl.{prefix}.x.*.*.*.c{k}.*"),
         format!("$O.fl_{prefix}_c{k}.>"),
         format!("$JS.ACK.FL_{prefix}_TASKS.task_{k}.>"),
