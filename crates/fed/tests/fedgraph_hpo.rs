@@ -293,6 +293,35 @@ fn bad_keys_are_config_errors() {
     c.task.mode = "privacy".into();
     c.fed.algo = "fedsage".into();
     assert!(c.validate().unwrap_err().to_string().contains("task.mode"));
+    // The table's keys that hpo and privacy do not read are refused, naming what to set.
+    let mut c = FedGraphConfig::default();
+    c.task.mode = "hpo".into();
+    c.fed.rounds = 10;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("fed.rounds") && e.contains("hpo.max_rounds"),
+        "{e}"
+    );
+    let mut c = FedGraphConfig::default();
+    c.task.mode = "privacy".into();
+    c.fed.lrs = vec![0.1];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("fed.lrs") && e.contains("privacy.lr"), "{e}");
+    let mut c = FedGraphConfig::default();
+    c.task.mode = "hpo".into();
+    c.fed.server_lr = 0.5;
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fed.server_lr")
+    );
+    // What they do read stays free.
+    let mut c = FedGraphConfig::default();
+    c.task.mode = "privacy".into();
+    c.fed.clients = 3;
+    c.fed.weight_decay = 0.0;
+    assert!(c.validate().is_ok());
 }
 
 #[test]

@@ -306,6 +306,69 @@ impl Validate for FedGraphConfig {
                 )?;
             }
         }
+        if self.task.mode != "table" {
+            // hpo and privacy draw their rounds, step sizes, local steps and seeds from their
+            // own sections and run plain FedAvg in-process: the table's keys would be accepted
+            // and ignored.
+            let (f, base, mode) = (&self.fed, FedSection::default(), self.task.mode.as_str());
+            let own = |k: &str| format!("{mode}.{k}");
+            let rounds = if mode == "hpo" {
+                own("max_rounds")
+            } else {
+                own("rounds")
+            };
+            let lr = if mode == "hpo" { own("lrs") } else { own("lr") };
+            for (key, unchanged, instead) in [
+                ("fed.rounds", f.rounds == base.rounds, rounds),
+                ("fed.lrs", f.lrs == base.lrs, lr),
+                (
+                    "fed.local_steps",
+                    f.local_steps == base.local_steps,
+                    own("local_steps"),
+                ),
+                ("fed.seeds", f.seeds == base.seeds, own("seeds")),
+                (
+                    "fed.patience",
+                    f.patience == base.patience,
+                    format!("nothing: {mode} runs every round it is given"),
+                ),
+                (
+                    "fed.select_by",
+                    f.select_by == base.select_by,
+                    "nothing: the best round is picked by validation accuracy".into(),
+                ),
+                (
+                    "fed.reply_seconds",
+                    f.reply_seconds == base.reply_seconds,
+                    "nothing: it runs in-process".into(),
+                ),
+                (
+                    "fed.prox_mu",
+                    f.prox_mu == base.prox_mu,
+                    "nothing: it runs FedAvg".into(),
+                ),
+            ] {
+                check(
+                    unchanged,
+                    key,
+                    "set",
+                    &format!("is not read with task.mode = {mode:?}; set {instead}"),
+                )?;
+            }
+            for (key, unchanged) in [
+                ("fed.server_lr", f.server_lr == base.server_lr),
+                ("fed.server_beta1", f.server_beta1 == base.server_beta1),
+                ("fed.server_beta2", f.server_beta2 == base.server_beta2),
+                ("fed.server_tau", f.server_tau == base.server_tau),
+            ] {
+                check(
+                    unchanged,
+                    key,
+                    "set",
+                    &format!("is FedOpt's; task.mode = {mode:?} runs FedAvg"),
+                )?;
+            }
+        }
         check(
             !graph_task || self.fed.select_by == "val_accuracy",
             "fed.select_by",
