@@ -59,6 +59,12 @@ struct Common {
     /// PEM private key of --tls-cert (default: $FERROLAB_NATS_KEY).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Refuse a configuration whose estimated peak memory exceeds SIZE (8G, 8GiB, 512M or
+    /// bytes; default 80% of the machine's or cgroup's memory), checked before any data is
+    /// loaded. The estimate is the whole run's, as `ferrolab sdgt|fedgraph` makes it: every
+    /// process loads the whole dataset, and a server that starts its clients runs them all here.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
 }
 
 impl Common {
@@ -200,6 +206,10 @@ fn fedgraph(
     let at = |e: String| UsageError(format!("config {}: {e}", common.config.display()));
     let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
     let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
+    guard(
+        common,
+        ferrolab_core::System::memory_estimate(&ferrolab_fed::fedgraph::FedGraphSystem, &cfg, None),
+    )?;
     let unit = multiproc::build(&cfg, &job).map_err(fedgraph_err)?;
     let fabric = connect(common, party)?;
     eprintln!(
@@ -285,6 +295,10 @@ fn sdgt(
     let at = |e: String| UsageError(format!("config {}: {e}", common.config.display()));
     let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
     let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
+    guard(
+        common,
+        ferrolab_core::System::memory_estimate(&ferrolab_fed::sdgt::SdgtSystem, &cfg, None),
+    )?;
     let (spec, data) = multiproc::build(&cfg, &job).map_err(sys_err)?;
     let fabric = connect(common, party)?;
     eprintln!(
@@ -372,6 +386,19 @@ fn sdgt(
             Ok(())
         }
     }
+}
+
+/// The resource guard every `ferrolab <system>` run applies, before this process loads data.
+#[cfg(feature = "nats")]
+fn guard(common: &Common, estimate: Option<ferrolab_core::guard::MemoryEstimate>) -> Result<()> {
+    let limit = match &common.max_memory {
+        Some(s) => ferrolab_core::guard::parse_size(s).map_err(|e| UsageError(e.to_string()))?,
+        None => ferrolab_core::guard::default_limit(),
+    };
+    if let Some(est) = estimate {
+        ferrolab_core::guard::check(&est, limit).map_err(|e| UsageError(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Whether the server leaves starting its clients to the operator.

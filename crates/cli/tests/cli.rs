@@ -773,6 +773,37 @@ fn fed_job_file_errors_name_the_line_or_the_key() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// `fed server|client` apply the resource guard before loading any data or connecting:
+/// `--max-memory` below the run's estimate is one line naming the limit (exit 2), as in
+/// `ferrolab sdgt|fedgraph`; a size that does not parse is refused the same way.
+#[test]
+fn fed_parties_apply_the_resource_guard_before_any_work() {
+    let d = tmp("fed-guard");
+    let job = d.join("job.toml");
+    std::fs::write(
+        &job, "[fed]
+",
+    )
+    .unwrap();
+    let job = job.to_str().unwrap();
+    for system in ["sdgt", "fedgraph"] {
+        for (role, extra) in [("server", vec![]), ("client", vec!["--id", "0"])] {
+            for (size, says) in [("1K", "--max-memory"), ("lots", "lots")] {
+                let mut args = vec!["fed", role, "--system", system, "--config", job];
+                args.extend(&extra);
+                args.extend(["--max-memory", size, "--nats", "nats://127.0.0.1:1"]);
+                let o = ferrolab(&args);
+                let e = assert_usage_error(
+                    &o,
+                    &format!("fed {role} --system {system} --max-memory {size}"),
+                );
+                assert!(e.contains(says), "{system} {role} {size}: {e}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
 /// Every run folder has `metrics.jsonl` (DESIGN.md's run-folder contract): TaskMet logs each
 /// validation point and one line per finished (method, run) unit.
 #[test]
