@@ -14,7 +14,8 @@ mod nats_util;
 
 use ferrolab_fed::client::{Client, ClientCtx, ClientError, EvaluateRes, FitIns, FitRes, serve};
 use ferrolab_fed::fabric::{
-    ClientId, Collected, Config, Fabric, MsgId, Reply, Task, TaskKind, layout_validator,
+    ClientId, Collected, Config, ExchangeKey, Fabric, MsgId, Reply, Task, TaskKind,
+    layout_validator,
 };
 use ferrolab_fed::nats::{NatsFabric, NatsOptions, Party};
 use ferrolab_fed::params::Params;
@@ -379,6 +380,55 @@ fn nats_a_client_whose_heartbeats_stop_is_not_waited_for() {
         c.failures
     );
     drop(live);
+}
+
+/// A D2D exchange stops waiting for a member whose client the server has found silent (the
+/// server keeps that list in the run's KV, which clients may read): it fails at once, naming
+/// the device and its client, instead of at its timeout. A device never seen in an exchange
+/// has no known client and is waited for until the timeout, as before.
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn nats_an_exchange_does_not_wait_for_a_gone_client() {
+    let url = nats_util::nats_url();
+    let prefix = nats_util::fresh_prefix("xgone");
+    let mut so = nats_util::opts(&url, &prefix, Party::Server);
+    so.silence = Duration::from_secs(2);
+    let _server = NatsFabric::connect(so).unwrap();
+    let c1 = nats_util::connect(&url, &prefix, Party::Client(1));
+    let c2 = nats_util::connect(&url, &prefix, Party::Client(2));
+    let key = |round| ExchangeKey {
+        round,
+        step: 0,
+        group: 0,
+    };
+    // Round 0: both contribute (device k belongs to client k), so each learns the other's.
+    std::thread::scope(|s| {
+        for (f, d) in [(&c1, 1u32), (&c2, 2u32)] {
+            s.spawn(move || {
+                let got = f
+                    .exchange(key(0), &[1, 2], vec![(d, x0())], Duration::from_secs(20))
+                    .unwrap();
+                assert_eq!(got.len(), 2);
+            });
+        }
+    });
+    drop(c2);
+    std::thread::sleep(Duration::from_secs(4));
+    let t = Instant::now();
+    let e = c1
+        .exchange(key(1), &[1, 2], vec![(1, x0())], Duration::from_secs(60))
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(e.contains("device 2 (client 2) gone"), "{e}");
+    // Device 3 was never seen: no known client, waited for until the timeout.
+    let t = Instant::now();
+    let e = c1
+        .exchange(key(2), &[1, 3], vec![(1, x0())], Duration::from_secs(3))
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(e.contains("devices [3]"), "{e}");
 }
 
 #[test]

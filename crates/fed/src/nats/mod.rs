@@ -50,6 +50,9 @@ const DUP_WINDOW: Duration = Duration::from_secs(30 * 60);
 const TICK: Duration = Duration::from_millis(250);
 /// A client's heartbeat period.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// KV key of the clients the server has found silent (a JSON list of ids). It holds a `.`,
+/// which [`kv_key`] never produces, so no state key can collide with it.
+const GONE_KEY: &str = "gone.clients";
 
 /// Who this fabric speaks for: its tensor objects go to that party's own bucket, and its
 /// exchange messages carry that party's name in their subject, so per-user permissions can
@@ -377,6 +380,9 @@ struct Local {
     uploaded: HashSet<String>,
     /// Rounds below this have had their reply and exchange messages purged.
     purged_below: u64,
+    /// Which client each device seen in an exchange belongs to (from the sender part of its
+    /// subject): what lets an exchange tell that a missing member's client is gone.
+    owners: HashMap<DeviceId, ClientId>,
 }
 
 /// The NATS implementation of [`Fabric`]. One per process; share it with `Arc`.
@@ -499,6 +505,7 @@ impl NatsFabric {
                 &client,
                 format!("{}.alive.*", names.subj),
                 std::sync::Arc::clone(&beats),
+                (kv.clone(), opts.silence),
             )),
         };
         if let Err(reason) = started {
@@ -545,14 +552,41 @@ impl NatsFabric {
         });
     }
 
-    /// The server's side: records when each client last beat.
+    /// The server's side: records when each client last beat, and keeps the list of clients
+    /// silent for `silence` in the KV bucket under [`GONE_KEY`] (rewritten when it changes),
+    /// where clients waiting in an exchange read it: they may subscribe to nothing but their
+    /// inboxes, but they may read the run's KV.
     async fn start_listener(
         handle: &tokio::runtime::Handle,
         client: &async_nats::Client,
         filter: String,
         beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
+        (kv, silence): (kv::Store, Duration),
     ) -> Result<(), String> {
         let mut sub = client.subscribe(filter).await.map_err(|e| e.to_string())?;
+        let seen = std::sync::Arc::clone(&beats);
+        handle.spawn(async move {
+            let mut last: Option<Vec<ClientId>> = None;
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let mut gone: Vec<ClientId> = seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|(_, t)| t.elapsed() >= silence)
+                    .map(|(c, _)| *c)
+                    .collect();
+                gone.sort_unstable();
+                // The first write goes out even when nobody is gone, so that a list left by a
+                // previous server process of the same run is replaced.
+                if last.as_ref() != Some(&gone) {
+                    let body = serde_json::to_vec(&gone).unwrap_or_default();
+                    if kv.put(GONE_KEY, body.into()).await.is_ok() {
+                        last = Some(gone);
+                    }
+                }
+            }
+        });
         handle.spawn(async move {
             while let Some(m) = sub.next().await {
                 let Some(c) = m
@@ -570,6 +604,42 @@ impl NatsFabric {
             }
         });
         Ok(())
+    }
+
+    /// The members still missing from an exchange whose client the server lists as gone
+    /// ([`GONE_KEY`]), in words; `None` when there is none (or the list cannot be read now).
+    async fn gone_members<T>(
+        &self,
+        members: &[DeviceId],
+        got: &BTreeMap<DeviceId, T>,
+    ) -> Option<String> {
+        let missing: Vec<(DeviceId, ClientId)> = {
+            let l = self.lock();
+            members
+                .iter()
+                .filter(|d| !got.contains_key(d))
+                .filter_map(|d| l.owners.get(d).map(|c| (*d, *c)))
+                .collect()
+        };
+        if missing.is_empty() {
+            return None;
+        }
+        let raw = tokio::time::timeout(self.opts.request_timeout, self.kv.get(GONE_KEY))
+            .await
+            .ok()?
+            .ok()??;
+        let gone: Vec<ClientId> = serde_json::from_slice(&raw).ok()?;
+        let dead: Vec<String> = missing
+            .iter()
+            .filter(|(_, c)| gone.contains(c))
+            .map(|(d, c)| format!("device {d} (client {c})"))
+            .collect();
+        (!dead.is_empty()).then(|| {
+            format!(
+                "{} gone (the server hears no heartbeat from it), not waited for",
+                dead.join(", ")
+            )
+        })
     }
 
     /// How long client `c` has been silent, when it has beaten before and has been silent for
@@ -1458,7 +1528,19 @@ impl Fabric for NatsFabric {
                     });
                 }
                 let m = match tokio::time::timeout(left.min(TICK * 4), msgs.next()).await {
-                    Err(_) => continue,
+                    Err(_) => {
+                        // Nothing more for now: a missing member whose client the server has
+                        // found silent (gone) cannot come, so the exchange fails now rather
+                        // than at its timeout. Devices never seen have no known client and
+                        // are waited for.
+                        if let Some(why) = self.gone_members(members, &got).await {
+                            return Err(FabricError::Timeout {
+                                what: format!("exchange {key:?}: {why}"),
+                                after: timeout.saturating_sub(left),
+                            });
+                        }
+                        continue;
+                    }
                     Ok(None) => {
                         return Err(FabricError::Disconnected("exchange stream closed".into()));
                     }
@@ -1485,6 +1567,12 @@ impl Fabric for NatsFabric {
                         "exchange message from {sender} points at bucket {}",
                         env.params.bucket
                     )));
+                }
+                if let Some(c) = sender
+                    .strip_prefix('c')
+                    .and_then(|k| k.parse::<ClientId>().ok())
+                {
+                    self.lock().owners.insert(env.device, c);
                 }
                 match got.get(&env.device) {
                     Some(_) if mine.contains_key(&env.device) => {}
