@@ -59,10 +59,10 @@ struct Common {
     /// PEM private key of --tls-cert (default: $FERROLAB_NATS_KEY).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Refuse a configuration whose estimated peak memory exceeds SIZE (8G, 8GiB, 512M or
-    /// bytes; default 80% of the machine's or cgroup's memory), checked before any data is
-    /// loaded. The estimate is the whole run's, as `ferrolab sdgt|fedgraph` makes it: every
-    /// process loads the whole dataset, and a server that starts its clients runs them all here.
+    /// Server: refuse a configuration whose estimated peak memory exceeds SIZE (8G, 8GiB, 512M
+    /// or bytes; default 80% of the machine's or cgroup's memory), checked before any data is
+    /// loaded. The estimate is the whole run's, as `ferrolab sdgt|fedgraph` makes it (a server
+    /// that starts its clients runs them all here); a client does not check it.
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<String>,
 }
@@ -207,7 +207,7 @@ fn fedgraph(
     let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
     let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
     guard(
-        common,
+        a,
         ferrolab_core::System::memory_estimate(&ferrolab_fed::fedgraph::FedGraphSystem, &cfg, None),
     )?;
     let unit = multiproc::build(&cfg, &job).map_err(fedgraph_err)?;
@@ -296,7 +296,7 @@ fn sdgt(
     let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
     let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
     guard(
-        common,
+        a,
         ferrolab_core::System::memory_estimate(&ferrolab_fed::sdgt::SdgtSystem, &cfg, None),
     )?;
     let (spec, data) = multiproc::build(&cfg, &job).map_err(sys_err)?;
@@ -389,9 +389,19 @@ fn sdgt(
 }
 
 /// The resource guard every `ferrolab <system>` run applies, before this process loads data.
+/// Only a server that was not started by `ferrolab <system>` applies it: the estimate is the
+/// whole run's (a server that starts its clients runs them all on its machine), not one
+/// client's, and a `ferrolab <system> --set fed.runtime=nats` parent has checked it already
+/// against its own `--max-memory`.
 #[cfg(feature = "nats")]
-fn guard(common: &Common, estimate: Option<ferrolab_core::guard::MemoryEstimate>) -> Result<()> {
-    let limit = match &common.max_memory {
+fn guard(a: &FedArgs, estimate: Option<ferrolab_core::guard::MemoryEstimate>) -> Result<()> {
+    let Role::Server(s) = &a.role else {
+        return Ok(());
+    };
+    if s.outcome.is_some() {
+        return Ok(());
+    }
+    let limit = match &s.common.max_memory {
         Some(s) => ferrolab_core::guard::parse_size(s).map_err(|e| UsageError(e.to_string()))?,
         None => ferrolab_core::guard::default_limit(),
     };

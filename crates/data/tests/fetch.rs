@@ -387,6 +387,8 @@ fn planetoid_set_with_a_test_index_gap_gets_zero_rows() {
     for (index, line) in [
         ("5\n4294967295\n", "line 2"),
         ("18446744073709551615\n3\n", "line 1"),
+        // Blank lines are skipped but counted: the line named is the file's.
+        ("5\n\n\n4294967295\n", "line 4"),
     ] {
         std::fs::write(dir.0.join("ind.toy.test.index"), index).unwrap();
         let e = fetch::convert_planetoid(&dir.0, "toy", &bad_out).unwrap_err();

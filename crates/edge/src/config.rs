@@ -3,10 +3,11 @@
 //! an edge memory budget smaller than the smallest evolution task are configuration errors.
 
 use crate::model::Mlp;
-use crate::profiler::model_memory_bytes;
+use crate::profiler::{model_memory_bytes, shape_memory_bytes};
 use crate::stream::{CLASSES, Drift, INPUT, INPUT_SIDE};
 use ferrolab_core::ConfigError;
 use ferrolab_core::config::{Validate, check, distinct};
+use ferrolab_vision::tiny::ConvPool;
 
 /// The knapsack DP counts memory in whole units: the budget rounded down, a task rounded up.
 /// A unit so coarse that the smallest task never fits would leave every task queued for ever.
@@ -351,8 +352,17 @@ impl AdaEvoConfig {
     /// Memory of the smallest possible detection task (every cell of its frames kept).
     pub fn smallest_detect_task_bytes(&self) -> u64 {
         let g = self.grid();
-        model_memory_bytes(
-            &self.new_detector(0),
+        let out = crate::detect::grid::OUT;
+        let (sizes, stem) = match self.mobile.conv_channels {
+            0 => (vec![g.input(), self.detect.hidden, out], None),
+            c => {
+                let st = ConvPool::new(3, g.window_side(), c, self.mobile.conv_kernel, 0);
+                (vec![st.output_len(), self.detect.hidden, out], Some(st))
+            }
+        };
+        shape_memory_bytes(
+            &sizes,
+            stem.as_ref(),
             MIN_TASK_FRAMES * g.cells(),
             self.edge.batch,
             1,
@@ -503,6 +513,17 @@ impl Validate for AdaEvoConfig {
         // The detection grid cuts one window layout per run (channel-major for a conv stem,
         // pixel-major with the cell's position otherwise), and the teacher labels the very
         // windows the mobile detector trains on: both have a stem or neither has.
+        if self.task.name == "detection" && self.mobile.conv_channels > 0 {
+            let side = self.grid().window_side();
+            check(
+                side >= 2,
+                "mobile.conv_channels",
+                self.mobile.conv_channels,
+                &format!(
+                    "needs a cell window of at least 2×2 pixels for its 2×2 pooling; detect.context × detect.cell / detect.pool gives {side}"
+                ),
+            )?;
+        }
         if self.task.name == "detection" {
             check(
                 (self.mobile.conv_channels == 0) == (self.edge.teacher_conv_channels == 0),

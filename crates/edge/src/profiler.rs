@@ -16,6 +16,7 @@
 //!   completed tasks; until it has seen a few, the analytic `FLOPs ÷ throughput` stands in.
 
 use crate::model::Mlp;
+use ferrolab_vision::tiny::ConvPool;
 
 /// Analytic training memory of an MLP with `sizes`, `samples` resident inputs of `input`
 /// floats, mini-batch `batch`, `opt_copies` optimiser state copies, plus `workspace` bytes.
@@ -49,14 +50,36 @@ pub fn model_memory_bytes(
     opt_copies: usize,
     workspace: u64,
 ) -> u64 {
-    let fc = memory_bytes(&model.sizes, samples, batch, opt_copies, workspace);
-    let Some(st) = &model.stem else {
+    shape_memory_bytes(
+        &model.sizes,
+        model.stem.as_ref(),
+        samples,
+        batch,
+        opt_copies,
+        workspace,
+    )
+}
+
+/// [`model_memory_bytes`] from the architecture alone: the fully connected widths `sizes` and
+/// the conv block, if any (whose weights are few). What a configuration check uses, so that it
+/// allocates no model.
+pub fn shape_memory_bytes(
+    sizes: &[usize],
+    stem: Option<&ConvPool>,
+    samples: usize,
+    batch: usize,
+    opt_copies: usize,
+    workspace: u64,
+) -> u64 {
+    let fc = memory_bytes(sizes, samples, batch, opt_copies, workspace);
+    let Some(st) = stem else {
         return fc;
     };
     let params = st.params() as u64;
     let data = |width: usize| samples as u64 * 4 * width as u64;
-    fc - data(model.sizes[0])
-        + data(model.input())
+    let first = sizes.first().copied().unwrap_or(0);
+    (fc - data(first))
+        + data(st.input_len())
         + 4 * params * (2 + opt_copies as u64)
         + 4 * (st.conv_len() + 2 * st.output_len()) as u64
 }

@@ -80,6 +80,21 @@ fn detection_config_errors_are_caught() {
         (&["edge.memory_mb=0.2"], "edge.memory_mb"),
         (&["edge.fixed_epochs=8"], "edge.fixed_epochs"),
         (&["detect.context=2"], "detect.context"),
+        // A conv stem pools 2×2: a 1-pixel cell window has nothing to pool.
+        (
+            &[
+                "task.name=\"detection\"",
+                "mobile.conv_channels=4",
+                "edge.teacher_conv_channels=4",
+                "detect.context=1",
+                "detect.pool=8",
+            ],
+            "at least 2×2",
+        ),
+        (
+            &["task.name=\"detection\"", "mobile.conv_channels=4"],
+            "edge.teacher_conv_channels",
+        ),
         (&["task.name=\"detection\"", "stream.fps=3"], "stream.fps"),
         (&["stream.fps=0"], "stream.fps"),
         (&["edge.base=\"latest\""], "edge.base"),

@@ -53,7 +53,9 @@ pub fn convert_planetoid(dir: &Path, name: &str, out: &Path) -> Result<()> {
     let (ally, ally_p) = labels("ally")?;
     let (ty, ty_p) = labels("ty")?;
     let index_p = path_of("test.index");
-    let test_index = read_test_index(&index_p)?;
+    let (test_index, index_lines) = read_test_index(&index_p)?;
+    // The file's line of entry j, for messages (blank lines are skipped when reading).
+    let line_of = |j: usize| format!("line {}", index_lines.get(j).copied().unwrap_or(j + 1));
 
     if allx.cols != tx.cols {
         return Err(DataError::malformed(
@@ -107,7 +109,7 @@ pub fn convert_planetoid(dir: &Path, name: &str, out: &Path) -> Result<()> {
             .map_or((0, 0), |(j, i)| (j, *i));
         return Err(DataError::malformed(
             &index_p,
-            format!("line {}", j + 1),
+            line_of(j),
             format!(
                 "test node {far} would leave {missing} nodes without a feature row, more than the {} test rows (Planetoid's sets leave a few: CiteSeer 15)",
                 test_index.len()
@@ -122,7 +124,7 @@ pub fn convert_planetoid(dir: &Path, name: &str, out: &Path) -> Result<()> {
             _ => {
                 return Err(DataError::malformed(
                     &index_p,
-                    format!("line {}", j + 1),
+                    line_of(j),
                     format!("test node {node} repeats or lies among the allx nodes (< {base})"),
                 ));
             }
@@ -300,21 +302,24 @@ fn to_i32(v: usize) -> Result<i32> {
         .map_err(|_| DataError::invalid("Planetoid graph", format!("{v} exceeds int32")))
 }
 
-fn read_test_index(p: &Path) -> Result<Vec<usize>> {
+/// The test node indices and the (1-based) file line each came from.
+fn read_test_index(p: &Path) -> Result<(Vec<usize>, Vec<usize>)> {
     let text = std::fs::read_to_string(p).map_err(|e| DataError::io(p, e))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            l.trim().parse().map_err(|_| {
+            let node = l.trim().parse().map_err(|_| {
                 DataError::malformed(
                     p,
                     format!("line {}", i + 1),
                     format!("expected a node index, found {}", crate::error::quote(l)),
                 )
-            })
+            })?;
+            Ok((node, i + 1))
         })
-        .collect()
+        .collect::<Result<Vec<(usize, usize)>>>()
+        .map(|v| v.into_iter().unzip())
 }
 
 fn dense_to_csr(a: &Array) -> std::result::Result<Csr, String> {

@@ -50,6 +50,17 @@ const DUP_WINDOW: Duration = Duration::from_secs(30 * 60);
 const TICK: Duration = Duration::from_millis(250);
 /// A client's heartbeat period.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The client id that ends a subject (`…alive.<k>`, `…reply.<r>.<kind>.<k>`).
+fn last_client(subject: &str) -> Option<ClientId> {
+    subject.rsplit('.').next()?.parse().ok()
+}
+
+/// The heartbeat silence after which a client is gone: the configured one, but never under
+/// three heartbeat periods (a smaller one would give up on clients that are beating).
+fn silence(opts: &NatsOptions) -> Duration {
+    opts.silence.max(HEARTBEAT * 3)
+}
+
 /// KV key of the clients the server has found silent (a JSON list of ids). It holds a `.`,
 /// which [`kv_key`] never produces, so no state key can collide with it.
 const GONE_KEY: &str = "gone.clients";
@@ -349,6 +360,9 @@ impl Names {
     fn alive_subject(&self, c: ClientId) -> String {
         format!("{}.alive.{c}", self.subj)
     }
+    fn alive_filter(&self) -> String {
+        format!("{}.alive.*", self.subj)
+    }
     fn x_filter(&self, k: ExchangeKey) -> String {
         format!("{}.x.{}.{}.{}.>", self.subj, k.round, k.step, k.group)
     }
@@ -401,6 +415,8 @@ pub struct NatsFabric {
     local: Mutex<Local>,
     /// Server side: when each client's last heartbeat came.
     beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
+    /// Set once the run's streams and buckets are removed: the gone-list writer stops.
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for NatsFabric {
@@ -495,6 +511,7 @@ impl NatsFabric {
         };
         let names = Names::new(&opts.prefix);
         let beats = std::sync::Arc::new(Mutex::new(HashMap::new()));
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let started = match opts.party {
             Party::Client(k) => {
                 Self::start_heartbeat(&handle, client.clone(), names.alive_subject(k));
@@ -503,9 +520,9 @@ impl NatsFabric {
             Party::Server => handle.block_on(Self::start_listener(
                 &handle,
                 &client,
-                format!("{}.alive.*", names.subj),
+                names.alive_filter(),
                 std::sync::Arc::clone(&beats),
-                (kv.clone(), opts.silence),
+                (kv.clone(), silence(&opts), std::sync::Arc::clone(&ended)),
             )),
         };
         if let Err(reason) = started {
@@ -531,6 +548,7 @@ impl NatsFabric {
             kv,
             local: Mutex::new(Local::default()),
             beats,
+            ended,
         })
     }
 
@@ -561,7 +579,11 @@ impl NatsFabric {
         client: &async_nats::Client,
         filter: String,
         beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
-        (kv, silence): (kv::Store, Duration),
+        (kv, silence, ended): (
+            kv::Store,
+            Duration,
+            std::sync::Arc<std::sync::atomic::AtomicBool>,
+        ),
     ) -> Result<(), String> {
         let mut sub = client.subscribe(filter).await.map_err(|e| e.to_string())?;
         let seen = std::sync::Arc::clone(&beats);
@@ -569,6 +591,9 @@ impl NatsFabric {
             let mut last: Option<Vec<ClientId>> = None;
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
+                if ended.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 let mut gone: Vec<ClientId> = seen
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -589,12 +614,7 @@ impl NatsFabric {
         });
         handle.spawn(async move {
             while let Some(m) = sub.next().await {
-                let Some(c) = m
-                    .subject
-                    .rsplit('.')
-                    .next()
-                    .and_then(|s| s.parse::<ClientId>().ok())
-                else {
+                let Some(c) = last_client(&m.subject) else {
                     continue;
                 };
                 beats
@@ -602,6 +622,10 @@ impl NatsFabric {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(c, Instant::now());
             }
+            // The subscription is over (the connection was closed): no heartbeat can arrive,
+            // so silence no longer says anything; forget them all rather than declare every
+            // client gone.
+            beats.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
         Ok(())
     }
@@ -612,6 +636,7 @@ impl NatsFabric {
         &self,
         members: &[DeviceId],
         got: &BTreeMap<DeviceId, T>,
+        left: Duration,
     ) -> Option<String> {
         let missing: Vec<(DeviceId, ClientId)> = {
             let l = self.lock();
@@ -624,7 +649,8 @@ impl NatsFabric {
         if missing.is_empty() {
             return None;
         }
-        let raw = tokio::time::timeout(self.opts.request_timeout, self.kv.get(GONE_KEY))
+        let limit = self.opts.request_timeout.min(left);
+        let raw = tokio::time::timeout(limit, self.kv.get(GONE_KEY))
             .await
             .ok()?
             .ok()??;
@@ -647,7 +673,7 @@ impl NatsFabric {
     fn gone(&self, c: ClientId) -> Option<Duration> {
         let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
         let quiet = beats.get(&c)?.elapsed();
-        (quiet >= self.opts.silence).then_some(quiet)
+        (quiet >= silence(&self.opts)).then_some(quiet)
     }
 
     #[allow(clippy::type_complexity)]
@@ -838,6 +864,7 @@ impl NatsFabric {
     /// returns how many streams went. Only for the server party once its clients have stopped:
     /// the fabric is unusable afterwards.
     pub fn remove_run(&self) -> Result<usize, FabricError> {
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
         let names = self.run_streams(&self.opts.prefix)?;
         self.run(async {
             for n in &names {
@@ -1396,12 +1423,7 @@ impl Fabric for NatsFabric {
                     }
                     Ok(Some(Ok(m))) => m,
                 };
-                let Some(c) = m
-                    .subject
-                    .rsplit('.')
-                    .next()
-                    .and_then(|s| s.parse::<ClientId>().ok())
-                else {
+                let Some(c) = last_client(&m.subject) else {
                     continue;
                 };
                 if !expected.contains(&c) || replies.contains_key(&c) || failures.contains_key(&c) {
@@ -1533,10 +1555,13 @@ impl Fabric for NatsFabric {
                         // found silent (gone) cannot come, so the exchange fails now rather
                         // than at its timeout. Devices never seen have no known client and
                         // are waited for.
-                        if let Some(why) = self.gone_members(members, &got).await {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if let Some(why) = self.gone_members(members, &got, left).await {
                             return Err(FabricError::Timeout {
                                 what: format!("exchange {key:?}: {why}"),
-                                after: timeout.saturating_sub(left),
+                                after: timeout.saturating_sub(
+                                    until.saturating_duration_since(Instant::now()),
+                                ),
                             });
                         }
                         continue;
