@@ -313,6 +313,14 @@ fn nats_client_killed_mid_round_is_a_failure_then_rejoins() {
     assert_eq!(x, want);
 }
 
+/// A server that gives up on a client after 5 s without a heartbeat: five heartbeat periods,
+/// so a live client on a loaded machine is not taken for gone.
+fn server_with_silence(url: &str, prefix: &str) -> NatsFabric {
+    let mut so = nats_util::opts(url, prefix, Party::Server);
+    so.silence = Duration::from_secs(5);
+    NatsFabric::connect(so).unwrap()
+}
+
 /// A client that beat and then fell silent (its fabric gone, and with it the connection's
 /// thread: what a killed hand-started process or a lost machine looks like) is given up on
 /// once its heartbeats have stopped for `silence`, not waited for until the deadline; a reply
@@ -322,10 +330,7 @@ fn nats_client_killed_mid_round_is_a_failure_then_rejoins() {
 fn nats_a_client_whose_heartbeats_stop_is_not_waited_for() {
     let url = nats_util::nats_url();
     let prefix = nats_util::fresh_prefix("beat");
-    let mut so = nats_util::opts(&url, &prefix, Party::Server);
-    // Five heartbeat periods: a live client on a loaded machine is not taken for gone.
-    so.silence = Duration::from_secs(5);
-    let server = NatsFabric::connect(so).unwrap();
+    let server = server_with_silence(&url, &prefix);
     let reply = |c: ClientId| Reply {
         id: MsgId {
             round: 0,
@@ -392,9 +397,7 @@ fn nats_a_client_whose_heartbeats_stop_is_not_waited_for() {
 fn nats_an_exchange_does_not_wait_for_a_gone_client() {
     let url = nats_util::nats_url();
     let prefix = nats_util::fresh_prefix("xgone");
-    let mut so = nats_util::opts(&url, &prefix, Party::Server);
-    so.silence = Duration::from_secs(5);
-    let _server = NatsFabric::connect(so).unwrap();
+    let _server = server_with_silence(&url, &prefix);
     let c1 = nats_util::connect(&url, &prefix, Party::Client(1));
     let c2 = nats_util::connect(&url, &prefix, Party::Client(2));
     let key = |round| ExchangeKey {
