@@ -6,6 +6,8 @@
 
 mod common;
 use common::*;
+#[path = "../../edge/tests/tls_server/mod.rs"]
+mod tls_server;
 
 #[test]
 #[ignore = "needs Fashion-MNIST (FERROLAB_DATA) and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
@@ -196,65 +198,10 @@ fn external_run(
 #[test]
 #[ignore = "needs Fashion-MNIST (FERROLAB_DATA), nats-server and openssl (.ci/run installs both)"]
 fn tls_with_a_private_ca_runs_a_job_and_refuses_without_it() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let root = tmp("sdgt-nats-tls");
     let d = root.to_path_buf();
-    let sh = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(&d)
-            .output()
-            .expect("openssl runs (.ci/run installs it)");
-        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
-    };
-    #[rustfmt::skip]
-    sh(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-         "-days", "2", "-subj", "/CN=ferrolab test CA"]);
-    #[rustfmt::skip]
-    sh(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-         "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    #[rustfmt::skip]
-    sh(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
-    std::fs::write(
-        d.join("nats.conf"),
-        format!(
-            "listen: 127.0.0.1:-1\njetstream {{ store_dir: \"{0}/js\" }}\ntls {{ cert_file: \"{0}/server.pem\", key_file: \"{0}/server.key\" }}\n",
-            d.display()
-        ),
-    )
-    .unwrap();
-    /// The TLS server goes when the test does, failing or not.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let server = KillOnDrop(
-        Command::new("nats-server")
-            .args(["-c", "nats.conf", "--ports_file_dir", "."])
-            .current_dir(&d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (.ci/run installs it)"),
-    );
-    let url = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let f = std::fs::read_dir(&d)
-                .ok()?
-                .filter_map(Result::ok)
-                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(f.path()).ok()?).ok()?;
-            v["nats"][0].as_str().map(str::to_string)
-        })
-        .expect("the TLS nats-server wrote its ports file");
-    assert!(url.starts_with("tls://"), "{url}");
+    let (server, url) = tls_server::start(&d, true);
     let job = d.join("job.toml");
     std::fs::write(
         &job,

@@ -352,14 +352,7 @@ impl AdaEvoConfig {
     /// Memory of the smallest possible detection task (every cell of its frames kept).
     pub fn smallest_detect_task_bytes(&self) -> u64 {
         let g = self.grid();
-        let out = crate::detect::grid::OUT;
-        let (sizes, stem) = match self.mobile.conv_channels {
-            0 => (vec![g.input(), self.detect.hidden, out], None),
-            c => {
-                let st = ConvPool::new(3, g.window_side(), c, self.mobile.conv_kernel, 0);
-                (vec![st.output_len(), self.detect.hidden, out], Some(st))
-            }
-        };
+        let (sizes, stem) = self.detector_shape(self.mobile.conv_channels, self.detect.hidden, 0);
         shape_memory_bytes(
             &sizes,
             stem.as_ref(),
@@ -426,18 +419,29 @@ impl AdaEvoConfig {
     }
 
     fn detector(&self, channels: usize, hidden: usize, seed: u64) -> Mlp {
+        let (sizes, stem) = self.detector_shape(channels, hidden, seed);
+        let mut m = Mlp::new(&sizes, seed);
+        m.stem = stem;
+        m
+    }
+
+    /// A detector's fully connected widths and its conv block (on the RGB cell window) when
+    /// `channels` > 0, as [`Mlp::with_stem`] lays them out.
+    fn detector_shape(
+        &self,
+        channels: usize,
+        hidden: usize,
+        seed: u64,
+    ) -> (Vec<usize>, Option<ConvPool>) {
         let g = self.grid();
         let out = crate::detect::grid::OUT;
         match channels {
-            0 => Mlp::new(&[g.input(), hidden, out], seed),
-            c => Mlp::with_stem(
-                3,
-                g.window_side(),
-                c,
-                self.mobile.conv_kernel,
-                &[hidden, out],
-                seed,
-            ),
+            0 => (vec![g.input(), hidden, out], None),
+            c => {
+                let k = self.mobile.conv_kernel;
+                let (stem, sizes) = Mlp::stem_shape(3, g.window_side(), c, k, &[hidden, out], seed);
+                (sizes, Some(stem))
+            }
         }
     }
 
@@ -510,21 +514,19 @@ fn parse_drifts(
 
 impl Validate for AdaEvoConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        // The detection grid cuts one window layout per run (channel-major for a conv stem,
-        // pixel-major with the cell's position otherwise), and the teacher labels the very
-        // windows the mobile detector trains on: both have a stem or neither has.
-        if self.task.name == "detection" && self.mobile.conv_channels > 0 {
+        if self.task.name == "detection" {
             let side = self.grid().window_side();
             check(
-                side >= 2,
+                self.mobile.conv_channels == 0 || side >= 2,
                 "mobile.conv_channels",
                 self.mobile.conv_channels,
                 &format!(
                     "needs a cell window of at least 2×2 pixels for its 2×2 pooling; detect.context × detect.cell / detect.pool gives {side}"
                 ),
             )?;
-        }
-        if self.task.name == "detection" {
+            // The detection grid cuts one window layout per run (channel-major for a conv
+            // stem, pixel-major with the cell's position otherwise), and the teacher labels the
+            // very windows the mobile detector trains on: both have a stem or neither has.
             check(
                 (self.mobile.conv_channels == 0) == (self.edge.teacher_conv_channels == 0),
                 "edge.teacher_conv_channels",

@@ -105,12 +105,26 @@ impl Mlp {
         hidden: &[usize],
         seed: u64,
     ) -> Mlp {
-        let stem = ConvPool::new(in_channels, side, channels, kernel, seed ^ 0x57E4);
-        let mut sizes = vec![stem.output_len()];
-        sizes.extend_from_slice(hidden);
+        let (stem, sizes) = Mlp::stem_shape(in_channels, side, channels, kernel, hidden, seed);
         let mut m = Mlp::new(&sizes, seed);
         m.stem = Some(stem);
         m
+    }
+
+    /// The conv block and the fully connected widths of [`with_stem`](Self::with_stem)
+    /// without the perceptron's weights (the block's are few): what a memory estimate reads.
+    pub fn stem_shape(
+        in_channels: usize,
+        side: usize,
+        channels: usize,
+        kernel: usize,
+        hidden: &[usize],
+        seed: u64,
+    ) -> (ConvPool, Vec<usize>) {
+        let stem = ConvPool::new(in_channels, side, channels, kernel, seed ^ 0x57E4);
+        let mut sizes = vec![stem.output_len()];
+        sizes.extend_from_slice(hidden);
+        (stem, sizes)
     }
 
     /// Input width (the stem's input where there is one).

@@ -16,77 +16,10 @@
 use ferrolab_edge::AdaEvoConfig;
 use ferrolab_edge::experiment::{load_base, prepare};
 use ferrolab_edge::net::{self, NetError, NetOptions};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// The TLS server goes when the test does, failing or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs (.ci/run installs it)");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 signed by it, and a nats-server requiring TLS.
-fn tls_server(dir: &Path) -> (KillOnDrop, String) {
-    #[rustfmt::skip]
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-        "-out", "ca.pem", "-days", "2", "-subj", "/CN=ferrolab adaevo test CA"]);
-    #[rustfmt::skip]
-    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-        "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    #[rustfmt::skip]
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
-    std::fs::write(
-        dir.join("nats.conf"),
-        format!(
-            "listen: 127.0.0.1:-1\ntls {{ cert_file: \"{0}/server.pem\", key_file: \"{0}/server.key\" }}\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let server = KillOnDrop(
-        Command::new("nats-server")
-            .args(["-c", "nats.conf", "--ports_file_dir", "."])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (.ci/run installs it)"),
-    );
-    let url = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            let f = std::fs::read_dir(dir)
-                .ok()?
-                .filter_map(Result::ok)
-                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(f.path()).ok()?).ok()?;
-            v["nats"][0].as_str().map(str::to_string)
-        })
-        .expect("the TLS nats-server wrote its ports file");
-    assert!(url.starts_with("tls://"), "{url}");
-    (server, url)
-}
+mod tls_server;
 
 fn options(url: &str, prefix: &str, ca: Option<PathBuf>) -> NetOptions {
     let mut o = NetOptions::new(url, prefix);
@@ -102,7 +35,7 @@ fn processes_run_over_tls_with_a_private_ca_and_are_refused_without_it() {
     let dir = std::env::temp_dir().join(format!("fl-adaevo-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (server, url) = tls_server(&dir);
+    let (server, url) = tls_server::start(&dir, false);
     let ca = dir.join("ca.pem");
 
     // Refusals, each a usage error naming its cause.

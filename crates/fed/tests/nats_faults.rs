@@ -313,6 +313,23 @@ fn nats_client_killed_mid_round_is_a_failure_then_rejoins() {
     assert_eq!(x, want);
 }
 
+/// Client `c`'s reply to round 0's fit task, carrying `params`.
+fn fit_reply(c: ClientId, params: Params) -> Reply {
+    Reply {
+        id: MsgId {
+            round: 0,
+            client: c,
+            kind: TaskKind::Fit,
+            attempt: 0,
+        },
+        kind: TaskKind::Fit,
+        params,
+        n_examples: 1,
+        metrics: Default::default(),
+        error: None,
+    }
+}
+
 /// A server that gives up on a client after 5 s without a heartbeat: five heartbeat periods,
 /// so a live client on a loaded machine is not taken for gone.
 fn server_with_silence(url: &str, prefix: &str) -> NatsFabric {
@@ -331,19 +348,7 @@ fn nats_a_client_whose_heartbeats_stop_is_not_waited_for() {
     let url = nats_util::nats_url();
     let prefix = nats_util::fresh_prefix("beat");
     let server = server_with_silence(&url, &prefix);
-    let reply = |c: ClientId| Reply {
-        id: MsgId {
-            round: 0,
-            client: c,
-            kind: TaskKind::Fit,
-            attempt: 0,
-        },
-        kind: TaskKind::Fit,
-        params: x0(),
-        n_examples: 1,
-        metrics: Default::default(),
-        error: None,
-    };
+    let reply = |c: ClientId| fit_reply(c, x0());
     let gone = nats_util::connect(&url, &prefix, Party::Client(1));
     let answered = nats_util::connect(&url, &prefix, Party::Client(2));
     let live = nats_util::connect(&url, &prefix, Party::Client(3));
@@ -505,19 +510,7 @@ fn nats_corrupt_nan_and_wrong_shape_updates_are_rejected_and_the_round_goes_on()
     let prefix = nats_util::fresh_prefix("bad");
     let server = nats_util::connect(&url, &prefix, Party::Server);
     let template = x0();
-    let reply = |c: ClientId, p: Params| Reply {
-        id: MsgId {
-            round: 0,
-            client: c,
-            kind: TaskKind::Fit,
-            attempt: 0,
-        },
-        kind: TaskKind::Fit,
-        params: p,
-        n_examples: 1,
-        metrics: Default::default(),
-        error: None,
-    };
+    let reply = fit_reply;
     let c1 = nats_util::connect(&url, &prefix, Party::Client(1));
     c1.send_reply(&reply(1, template.clone())).unwrap();
     let c2 = nats_util::connect(&url, &prefix, Party::Client(2));

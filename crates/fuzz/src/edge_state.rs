@@ -50,7 +50,7 @@ pub fn seeds() -> Vec<Seed> {
     ["edge-state", "edge-state-stem"]
         .into_iter()
         .filter_map(|name| {
-            let members = folder(name.ends_with("-stem"))?;
+            let members = folder(is_stem(Path::new(name)))?;
             Some(Seed {
                 name: name.into(),
                 kind: SeedKind::Folder,

@@ -71,18 +71,14 @@ impl Grid {
         self.side / self.pool
     }
 
-    fn win(&self) -> usize {
-        self.context * self.cell / self.pool
-    }
-
     /// Input width of one cell.
     pub fn input(&self) -> usize {
-        self.win() * self.win() * 3 + if self.conv { 0 } else { 2 }
+        self.window_side() * self.window_side() * 3 + if self.conv { 0 } else { 2 }
     }
 
-    /// Side of a cell's window, the input side of a conv stem.
+    /// Side of a cell's (pooled) window, the input side of a conv stem.
     pub fn window_side(&self) -> usize {
-        self.win()
+        self.context * self.cell / self.pool
     }
 
     /// Why this geometry cannot work, if it cannot.
@@ -129,7 +125,7 @@ impl Grid {
     /// Every cell's input (row-major cells); outside the frame reads 0 (mid grey).
     pub fn cell_inputs(&self, rgb: &[u8]) -> Vec<Vec<f32>> {
         let p = self.pooled(rgb);
-        let (ps, win, n) = (self.pooled_side() as isize, self.win(), self.n());
+        let (ps, win, n) = (self.pooled_side() as isize, self.window_side(), self.n());
         let cp = (self.cell / self.pool) as isize;
         let half = ((self.context as isize - 1) / 2) * cp;
         let plane = win * win;
