@@ -10,6 +10,7 @@
 //! | [`prices`] | gzip price CSV (S&P 500) | [`load_price_csv_gz`] |
 //! | [`acdc`] | ACDC scribble npz slices/volumes | [`list_acdc`], [`load_acdc_slice`] |
 //! | [`idx`] | IDX (Fashion-MNIST), plain or gzip | [`read_idx`] |
+//! | [`acdc_synthetic`] | synthetic short-axis cardiac volumes with scribbles, in the ACDC layout | [`synthetic_acdc_volume`] |
 //! | [`synthetic`] | contextual stochastic block model, streamed to CSR | [`generate_csbm`] |
 //! | [`underwater`] | physically based underwater scenes, ten Jerlov water types, COCO output | [`underwater::sample`] |
 //! | [`lookup`] | where each dataset is; registry of known data sets | [`find_dataset`], [`datasets`], [`verify`] |
@@ -31,6 +32,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod acdc;
+pub mod acdc_synthetic;
 pub mod error;
 pub mod fetch;
 pub mod graph;
@@ -50,6 +52,7 @@ pub mod underwater;
 mod testutil;
 
 pub use acdc::{AcdcSlice, AcdcVolume, list_acdc, load_acdc_slice, load_acdc_volume};
+pub use acdc_synthetic::synthetic_acdc_volume;
 pub use error::{DataError, Result};
 pub use graph::{CsrGraphData, CsrMatrix, Features, Split, load_npz_graph};
 pub use idx::{IdxArray, read_idx};

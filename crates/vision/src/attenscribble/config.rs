@@ -32,8 +32,10 @@ ferrolab_core::config_section! {
 ferrolab_core::config_section! {
     /// Keys `data.*`.
     pub struct DataSection {
-        /// `acdc` (found by the data lookup, or `data.dir`).
-        pub dataset: String = "acdc".into(), "`acdc`" => |v| v == "acdc";
+        /// `acdc` (found by the data lookup, or `data.dir`), or `synthetic`: generated
+        /// short-axis cardiac volumes with scribbles in ACDC's layout
+        /// (`ferrolab_data::acdc_synthetic`), no files needed.
+        pub dataset: String = "acdc".into(), "`acdc` or `synthetic`" => |v| v == "acdc" || v == "synthetic";
         /// A folder with `train/` (slices) and `val/` (volumes) in the ACDC npz layout
         /// (overrides the lookup).
         pub dir: Option<String> = None;
@@ -48,6 +50,12 @@ ferrolab_core::config_section! {
         pub train_patients: usize = 0;
         /// Validate on the first this many volumes (0 = all).
         pub val_volumes: usize = 0;
+        /// `synthetic` only: slices per generated volume, base to apex (a training patient
+        /// gives this many training slices).
+        pub synthetic_slices: usize = 8, "1..=64" => |v| (1..=64).contains(v);
+        /// `synthetic` only: stored slice shape `[height, width]` (resized to `data.size`
+        /// for training, as ACDC's slices are).
+        pub synthetic_shape: Vec<usize> = vec![112, 96], "[height, width], each 32..=1024" => |v| v.len() == 2 && v.iter().all(|s| (32..=1024).contains(s));
     }
 }
 
@@ -160,6 +168,26 @@ impl Validate for AttenScribbleConfig {
             m.attention_level,
             "gives more than 64×64 attention tokens at data.size (an hw × hw affinity per slice)",
         )?;
+        if self.data.dataset == "synthetic" {
+            check(
+                self.data.dir.is_none(),
+                "data.dir",
+                self.data.dir.as_deref().unwrap_or_default(),
+                "is not read with data.dataset = \"synthetic\" (the volumes are generated; use data.val / data.test for folders of real volumes)",
+            )?;
+        } else {
+            let d = DataSection::default();
+            check(
+                self.data.synthetic_slices == d.synthetic_slices
+                    && self.data.synthetic_shape == d.synthetic_shape,
+                "data.synthetic_slices / data.synthetic_shape",
+                format!(
+                    "{} / {:?}",
+                    self.data.synthetic_slices, self.data.synthetic_shape
+                ),
+                "are read only with data.dataset = \"synthetic\"",
+            )?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for name in &self.train.methods {
             check(

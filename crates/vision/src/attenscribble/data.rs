@@ -11,7 +11,9 @@
 
 use crate::augment::{Image, Mask, SegSample};
 use ferrolab_core::{SysResult, SystemError};
-use ferrolab_data::acdc::{ACDC_UNLABELED, AcdcVolume, load_acdc_slice, load_acdc_volume};
+use ferrolab_data::acdc::{
+    ACDC_UNLABELED, AcdcSlice, AcdcVolume, load_acdc_slice, load_acdc_volume,
+};
 use rand::{Rng, RngExt};
 use std::path::{Path, PathBuf};
 
@@ -199,25 +201,35 @@ pub fn load_train(dir: &Path, size: usize, patients: usize) -> SysResult<TrainSe
                 if s.h == 0 || s.w == 0 {
                     return Err(SystemError::usage(format!("{}: empty slice", p.display())));
                 }
-                let (hw, o) = ((s.h, s.w), (size, size));
-                Ok((
-                    resize_bilinear(&s.image, hw, o),
-                    resize_nearest(&s.label, hw, o),
-                    resize_nearest(&s.scribble, hw, o),
-                ))
+                Ok(resize_slice(&s, size))
             })
             .collect()
     };
+    let resized = loaded.into_iter().collect::<SysResult<Vec<Resized>>>()?;
+    Ok(assemble(size, keep.len(), resized))
+}
+
+/// Resizes one stored slice to the training size.
+fn resize_slice(s: &AcdcSlice, size: usize) -> Resized {
+    let (hw, o) = ((s.h, s.w), (size, size));
+    (
+        resize_bilinear(&s.image, hw, o),
+        resize_nearest(&s.label, hw, o),
+        resize_nearest(&s.scribble, hw, o),
+    )
+}
+
+/// A training set of resized slices from `patients` patients.
+fn assemble(size: usize, patients: usize, slices: Vec<Resized>) -> TrainSet {
     let mut set = TrainSet {
         size,
         images: Vec::new(),
         labels: Vec::new(),
         scribbles: Vec::new(),
         multi_class: Vec::new(),
-        patients: keep.len(),
+        patients,
     };
-    for r in loaded {
-        let (im, la, sc) = r?;
+    for (im, la, sc) in slices {
         let mut present = [false; 4];
         for &s in &sc {
             if s < 4 {
@@ -230,7 +242,58 @@ pub fn load_train(dir: &Path, size: usize, patients: usize) -> SysResult<TrainSe
         set.labels.extend(la);
         set.scribbles.extend(sc);
     }
-    Ok(set)
+    set
+}
+
+/// Patient numbers of the synthetic set, mirroring ACDC's split: training patients 21–100,
+/// validation 11–20, test 1–10 (so `patientNNN` names mean the same role in both).
+pub const SYNTHETIC_TRAIN_FIRST: u32 = 21;
+/// Training patients of the synthetic set when `data.train_patients = 0`.
+pub const SYNTHETIC_TRAIN_ALL: usize = 80;
+/// Validation volumes of the synthetic set when `data.val_volumes = 0`.
+pub const SYNTHETIC_VAL_ALL: usize = 10;
+
+/// The synthetic set's stored volumes of patients `first, first + 1, …` (`count` of them).
+pub fn synthetic_volumes(
+    seed: u64,
+    first: u32,
+    count: usize,
+    slices: usize,
+    (h, w): (usize, usize),
+) -> SysResult<Vec<NamedVolume>> {
+    use rayon::prelude::*;
+    (0..count)
+        .into_par_iter()
+        .map(|k| {
+            let patient = first + k as u32;
+            let volume = ferrolab_data::synthetic_acdc_volume(seed, patient, slices, h, w)?;
+            Ok(NamedVolume {
+                name: format!("patient{patient:03}_synthetic"),
+                volume,
+            })
+        })
+        .collect()
+}
+
+/// Training slices of `patients` synthetic training patients (0 = all 80), resized.
+pub fn synthetic_train(
+    seed: u64,
+    size: usize,
+    patients: usize,
+    slices: usize,
+    shape: (usize, usize),
+) -> SysResult<TrainSet> {
+    let n = if patients == 0 {
+        SYNTHETIC_TRAIN_ALL
+    } else {
+        patients
+    };
+    let volumes = synthetic_volumes(seed, SYNTHETIC_TRAIN_FIRST, n, slices, shape)?;
+    let resized = volumes
+        .iter()
+        .flat_map(|v| (0..v.volume.d).map(|k| resize_slice(&v.volume.slice(k), size)))
+        .collect();
+    Ok(assemble(size, n, resized))
 }
 
 /// A validation or test volume.
