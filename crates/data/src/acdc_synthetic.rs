@@ -4,17 +4,19 @@
 //! What the generator keeps from ACDC, because scribble supervision is about it:
 //! - the three structures and their arrangement: a left-ventricle (LV) blood pool, the
 //!   myocardium (Myo) ring around it, and the right ventricle (RV) as a crescent hugging the
-//!   ring on one side; all shrink from base to apex, and the RV vanishes near the apex, so
+//!   ring on one side, with papillary muscles (dark, labelled LV) inside the cavity near its
+//!   wall in basal and mid slices; all shrink from base to apex, and the RV vanishes near the apex, so
 //!   some slices lack a class;
 //! - contrast where it matters and its absence where it does not: blood is bright, the
-//!   myocardium is dark and close to the surrounding tissue (its outer edge is faint), a
+//!   myocardium is dark, the surrounding tissue a little brighter (its outer edge is weaker than
+//!   the blood's), a
 //!   bright fat arc runs along part of that edge without being a class boundary, and bright
-//!   and dark organs elsewhere look like blood pools or muscle; a smooth bias field, texture,
+//!   and dark organs elsewhere look like blood pools or muscle (one like the LV in its ring); a smooth bias field, texture,
 //!   a partial-volume blur and noise;
 //! - scribbles like Valvano et al.'s: one stroke of about 2 pixels inside each structure
 //!   present, along its middle (an arc through the LV, a ring through the myocardium over
-//!   most of its turn, a curve through the RV), and a background stroke looping around the
-//!   heart; everything else is unannotated ([`ACDC_UNLABELED`]). Strokes never cross a
+//!   most of its turn, a curve through the RV), a background stroke looping around the heart
+//!   and one across the slice from border to border; everything else is unannotated ([`ACDC_UNLABELED`]). Strokes never cross a
 //!   structure's edge, so the scribbles are always right about the pixels they mark.
 //!
 //! A volume depends on `(seed, patient)` only.
@@ -48,8 +50,11 @@ struct Patient {
     fat: f64,
     fat_from: f64,
     fat_span: f64,
-    /// Other organs: centre (y, x), radii (y, x), intensity.
-    organs: Vec<[f64; 5]>,
+    /// Other organs: centre (y, x), radii (y, x), intensity, and the thickness of a dark wall
+    /// as a fraction of the radii (0: none).
+    organs: Vec<[f64; 6]>,
+    /// Papillary muscles inside the LV cavity: direction, radius as a fraction of the cavity's.
+    papillary: [[f64; 2]; 2],
     bias: [f64; 3],
     texture: Vec<[f64; 4]>,
     noise: f64,
@@ -60,27 +65,30 @@ struct Patient {
 fn draw_patient(rng: &mut StdRng, h: usize, w: usize) -> Patient {
     let m = h.min(w) as f64;
     let u = |rng: &mut StdRng, a: f64, b: f64| a + (b - a) * rng.random::<f64>();
-    let r_lv = m * u(rng, 0.085, 0.12);
-    let thick = r_lv * u(rng, 0.45, 0.65);
+    let r_lv = m * u(rng, 0.1, 0.135);
+    let thick = r_lv * u(rng, 0.5, 0.7);
     let cy = h as f64 * u(rng, 0.44, 0.56);
     let cx = w as f64 * u(rng, 0.46, 0.58);
     let mut organs = Vec::new();
-    for k in 0..3 {
-        // Away from the heart, inside the body: at 2.2–3 heart radii, pulled in when that
+    for k in 0..5 {
+        // Away from the heart, inside the body: at 1.8–3 heart radii, pulled in when that
         // would leave the body.
         let a = u(rng, 0.0, 2.0 * PI);
-        let mut d = (r_lv + thick) * u(rng, 2.2, 3.0);
+        let mut d = (r_lv + thick) * u(rng, 1.8, 3.0);
         let r = m * u(rng, 0.05, 0.09);
         let limit = 0.42 * m - r;
         if d > limit {
             d = limit.max(0.0);
         }
-        // A vessel as bright as blood, a lung-like dark region as dark as muscle or darker,
-        // and a liver-like grey.
-        let level = match k {
-            0 => u(rng, 0.7, 0.9),
-            1 => u(rng, 0.05, 0.22),
-            _ => u(rng, 0.4, 0.6),
+        // Look-alikes: a vessel as bright as blood, a bright fluid-filled organ with a dark
+        // muscular wall (like the LV in its ring), a lung-like dark region, a liver-like grey
+        // and a second bright one.
+        let (level, wall) = match k {
+            0 => (u(rng, 0.7, 0.9), 0.0),
+            1 => (u(rng, 0.65, 0.85), u(rng, 0.25, 0.4)),
+            2 => (u(rng, 0.05, 0.22), 0.0),
+            3 => (u(rng, 0.4, 0.6), 0.0),
+            _ => (u(rng, 0.6, 0.85), 0.0),
         };
         let r = if k == 0 { 0.6 * r } else { r };
         organs.push([
@@ -89,6 +97,7 @@ fn draw_patient(rng: &mut StdRng, h: usize, w: usize) -> Patient {
             r * u(rng, 0.8, 1.3),
             r * u(rng, 0.8, 1.3),
             level,
+            wall,
         ]);
     }
     let texture = (0..4)
@@ -119,15 +128,22 @@ fn draw_patient(rng: &mut StdRng, h: usize, w: usize) -> Patient {
         ],
         blood: u(rng, 0.72, 0.9),
         rv_blood: u(rng, 0.65, 0.85),
-        myo: u(rng, 0.2, 0.3),
-        tissue: u(rng, 0.3, 0.42),
+        myo: u(rng, 0.15, 0.27),
+        tissue: u(rng, 0.32, 0.45),
         fat: u(rng, 0.6, 0.8),
         fat_from: u(rng, 0.0, 2.0 * PI),
         fat_span: u(rng, 0.5, 1.5),
         organs,
-        bias: [u(rng, 0.0, 2.0 * PI), u(rng, 0.08, 0.2), u(rng, 0.9, 1.05)],
+        papillary: {
+            let a = u(rng, 0.0, 2.0 * PI);
+            [
+                [a, u(rng, 0.15, 0.25)],
+                [a + u(rng, 1.6, 2.4), u(rng, 0.15, 0.25)],
+            ]
+        },
+        bias: [u(rng, 0.0, 2.0 * PI), u(rng, 0.1, 0.3), u(rng, 0.9, 1.05)],
         texture,
-        noise: u(rng, 0.02, 0.05),
+        noise: u(rng, 0.04, 0.08),
         strokes: [
             u(rng, 0.0, 2.0 * PI),
             u(rng, 1.1, 1.6) * PI,
@@ -176,6 +192,21 @@ impl Geometry<'_> {
         let along = dy * uy + dx * ux - d0;
         let across = -dy * ux + dx * uy;
         (along / radial).powi(2) + (across / tangential).powi(2) <= 1.0
+    }
+
+    /// Whether `(y, x)` lies in a papillary muscle (base and mid slices only).
+    fn in_papillary(&self, y: f64, x: f64) -> bool {
+        if self.s < 0.7 {
+            return false;
+        }
+        self.p.papillary.iter().any(|&[a, frac]| {
+            let (r_in, _) = self.radii(a);
+            let (py, px) = (
+                self.p.cy + 0.72 * r_in * a.sin(),
+                self.p.cx + 0.72 * r_in * a.cos(),
+            );
+            (y - py).hypot(x - px) <= frac * r_in
+        })
     }
 
     fn label(&self, y: f64, x: f64) -> u8 {
@@ -254,6 +285,9 @@ fn render_slice(
             let i = y * w + x;
             let body = ((fy - hc) / by).powi(2) + ((fx - wc) / bx).powi(2) <= 1.0;
             let mut v = match label[i] {
+                // Papillary muscles are muscle inside the cavity, labelled as cavity (as ACDC
+                // labels them): dark pixels of the LV class.
+                3 if g.in_papillary(fy, fx) => p.myo,
                 3 => p.blood,
                 2 => p.myo,
                 1 => p.rv_blood,
@@ -270,8 +304,9 @@ fn render_slice(
                     v = p.fat;
                 }
                 for o in &p.organs {
-                    if ((fy - o[0]) / o[2]).powi(2) + ((fx - o[1]) / o[3]).powi(2) <= 1.0 {
-                        v = o[4];
+                    let e = ((fy - o[0]) / o[2]).powi(2) + ((fx - o[1]) / o[3]).powi(2);
+                    if e <= 1.0 {
+                        v = if e.sqrt() > 1.0 - o[5] { p.myo } else { o[4] };
                     }
                 }
             }
@@ -355,6 +390,17 @@ fn render_slice(
             }
             mark((edge + 0.5 * p.r_lv * g.s.max(0.5) + 2.0) * wander, 0);
         }
+    }
+    // A second background stroke across the slice, above or below the heart, from border to
+    // border: through air, body and organs, so that the background's scribbles are not all
+    // tissue next to the heart.
+    let side = if p.strokes[4] < PI { -1.0 } else { 1.0 };
+    let y0 = (p.cy + side * (reach / 3.0 + 0.22 * h as f64)).clamp(2.0, h as f64 - 3.0);
+    let mut x = 1.0;
+    while x <= w as f64 - 2.0 {
+        let y = y0 + 2.0 * (x / w as f64 * 2.0 * PI + p.strokes[5]).sin();
+        stamp(scribble, label, (h, w), y, x, 0);
+        x += 0.5;
     }
     // The RV stroke: the central 70% of the rays that cross it (its angular extent is one
     // interval around the RV direction).
@@ -495,7 +541,7 @@ mod tests {
                 let sc = counts(&s.scribble);
                 // Scribbles mark a small part of the slice, every present class, and only
                 // pixels of their own class.
-                assert!(sc[4] > s.h * s.w * 9 / 10);
+                assert!(sc[4] > s.h * s.w * 17 / 20, "{sc:?}");
                 let lab = counts(&s.label);
                 for class in 0..=3 {
                     if lab[class] > 40 {

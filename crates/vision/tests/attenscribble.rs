@@ -542,3 +542,73 @@ fn medium_preset_scales_the_loss_weights_with_the_window() {
     // UNet (ATTENSCRIBBLE.md, fourth pass).
     assert_eq!(cfg.train.lr, 0.01);
 }
+
+/// `data.dataset = "synthetic"`: the whole comparison on generated volumes, no files. Scribble
+/// supervision learns the structures (pCE alone at this size, seed 5: val Dice 0.66 after 50
+/// iterations, 0.82 after 200, RV 0.81, Myo 0.74, LV 0.91), the report says which data it used,
+/// and
+/// the synthetic keys are checked against the dataset.
+#[test]
+fn synthetic_data_runs_the_comparison_without_files() {
+    let _serial = serial();
+    let mut c = AttenScribbleConfig::default();
+    c.data.dataset = "synthetic".into();
+    c.data.size = 32;
+    c.data.train_patients = 12;
+    c.data.val_volumes = 3;
+    c.data.synthetic_slices = 4;
+    c.data.synthetic_shape = vec![48, 48];
+    c.model.widths = vec![8, 16, 32];
+    c.model.dropout = vec![0.0, 0.0, 0.1];
+    c.model.attention_level = 1;
+    c.loss.crf_radius = 2;
+    c.loss.crf_sigma_xy = 1.5;
+    c.loss.attn_radius = 2;
+    c.loss.attn_sigma = 1.5;
+    c.train.iterations = 200;
+    c.train.batch_size = 4;
+    c.train.lr = 0.05;
+    c.train.seeds = 1;
+    c.train.eval_every = 50;
+    c.train.checkpoint_every = 1000;
+    c.train.methods = vec!["pce".into()];
+    let cfg = Checked::new(c.clone()).unwrap();
+    let out = tmp("synthetic");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let o = pool
+        .install(|| experiment::run(&cfg, &mut ctx(&out, true)))
+        .unwrap();
+    let r = &o.report;
+    assert_eq!(r.dataset, "synthetic");
+    assert_eq!(r.details["train_slices"], 48);
+    assert_eq!(r.details["val_volumes"], 3);
+    assert!(
+        r.details["protocol"]
+            .as_str()
+            .is_some_and(|p| p.contains("synthetic")),
+        "{}",
+        r.details["protocol"]
+    );
+    let pce = &r.baselines["pce"];
+    let dice = pce["val_dice"];
+    assert!(dice > 0.6, "pCE on synthetic scribbles: val Dice {dice}");
+    for class in ["rv", "myo", "lv"] {
+        assert!(pce[&format!("val_dice_{class}")] > 0.4, "{class}");
+    }
+    std::fs::remove_dir_all(&out).ok();
+    // data.dir is not read by the synthetic set; the synthetic keys only by it.
+    let mut bad = c.clone();
+    bad.data.dir = Some("/somewhere".into());
+    let e = Checked::new(bad).unwrap_err().to_string();
+    assert!(e.contains("data.dir") && e.contains("synthetic"), "{e}");
+    let mut bad = AttenScribbleConfig::default();
+    bad.data.synthetic_slices = 3;
+    let e = Checked::new(bad).unwrap_err().to_string();
+    assert!(e.contains("data.synthetic_slices"), "{e}");
+    let mut bad = c;
+    bad.data.dataset = "acdc2".into();
+    assert!(Checked::new(bad).is_err());
+}
