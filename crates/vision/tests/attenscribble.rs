@@ -599,6 +599,29 @@ fn synthetic_data_runs_the_comparison_without_files() {
         assert!(pce[&format!("val_dice_{class}")] > 0.4, "{class}");
     }
     std::fs::remove_dir_all(&out).ok();
+    // `attenscribble synth` writes the same set: trained from its files (as ACDC's), the run
+    // gives the same figures.
+    let files = tmp("synthetic-files");
+    let seed = ferrolab_core::seed::derive(5, experiment::SYNTHETIC_STREAM);
+    let written =
+        ferrolab_vision::attenscribble::synth::write_set(&files, seed, (12, 3, 2), 4, (48, 48))
+            .unwrap();
+    assert_eq!(written, 12 * 4 + 3 + 2);
+    let mut from_files = c.clone();
+    from_files.data.dataset = "acdc".into();
+    from_files.data.dir = Some(files.display().to_string());
+    from_files.data.synthetic_slices = 8;
+    from_files.data.synthetic_shape = vec![112, 96];
+    let from_files = Checked::new(from_files).unwrap();
+    let out2 = tmp("synthetic-from-files");
+    let o2 = pool
+        .install(|| experiment::run(&from_files, &mut ctx(&out2, true)))
+        .unwrap();
+    assert_eq!(o2.report.dataset, "acdc");
+    assert_eq!(o2.report.baselines["pce"]["val_dice"], dice);
+    for d in [&files, &out2] {
+        std::fs::remove_dir_all(d).ok();
+    }
     // data.dir is not read by the synthetic set; the synthetic keys only by it.
     let mut bad = c.clone();
     bad.data.dir = Some("/somewhere".into());

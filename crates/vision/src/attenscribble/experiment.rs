@@ -37,13 +37,16 @@ pub fn data_root(cfg: &AttenScribbleConfig, data_dir: Option<&Path>) -> SysResul
     }
 }
 
+/// The seed stream of the synthetic set (`RunContext::seed_for`).
+pub const SYNTHETIC_STREAM: &str = "data.synthetic";
+
 /// Whether the run generates its data (`data.dataset = "synthetic"`).
 pub fn is_synthetic(cfg: &AttenScribbleConfig) -> bool {
     cfg.data.dataset == "synthetic"
 }
 
-/// The synthetic set's data seed: the run's `--seed`, so that another seed is another set
-/// of patients.
+/// The synthetic set from its data seed (the run's [`SYNTHETIC_STREAM`]: another `--seed`,
+/// other patients).
 fn synthetic_prepare(cfg: &AttenScribbleConfig, seed: u64) -> SysResult<Prepared> {
     let d = &cfg.data;
     let shape = (d.synthetic_shape[0], d.synthetic_shape[1]);
@@ -208,7 +211,7 @@ pub fn run_with(
 ) -> SysResult<Outcome> {
     let clock = Stopwatch::start();
     let load_clock = Stopwatch::start();
-    let prepared = prepare(cfg, ctx.data_dir(), ctx.seed_for("data.synthetic"))?;
+    let prepared = prepare(cfg, ctx.data_dir(), ctx.seed_for(SYNTHETIC_STREAM))?;
     let load_seconds = load_clock.seconds();
     eprintln!(
         "attenscribble: {} training slices of {} patients at {}×{}, {} validation volumes{}",

@@ -17,6 +17,7 @@
 //! | [`train`] | one method × seed: SGD + poly, best-validation weights, resumable state |
 //! | [`experiment`] | the comparison and `report.json` |
 //! | [`checkpoint`], [`predict`] | `attenscribble predict` |
+//! | [`synth`] | `attenscribble synth`: the synthetic set written in ACDC's layout |
 
 pub mod checkpoint;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod experiment;
 pub mod losses;
 pub mod model;
 pub mod predict;
+pub mod synth;
 pub mod train;
 
 use config::AttenScribbleConfig;
@@ -159,9 +161,15 @@ impl System for AttenScribbleSystem {
     }
 
     fn subcommands(&self) -> Vec<SubCommand> {
-        vec![SubCommand {
-            command: predict::command,
-            run: predict::run,
-        }]
+        vec![
+            SubCommand {
+                command: predict::command,
+                run: predict::run,
+            },
+            SubCommand {
+                command: synth::command,
+                run: synth::run,
+            },
+        ]
     }
 }

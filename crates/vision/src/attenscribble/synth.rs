@@ -1,0 +1,163 @@
+//! `ferrolab attenscribble synth --out DIR`: the synthetic cardiac set
+//! (`data.dataset = "synthetic"`) written in ACDC's layout, so that it can be looked at, fed to
+//! `predict`, or used as `data.dir` / `data.val` / `data.test` like the real files:
+//! `DIR/train/patientNNN_frame01_slice_K.npz` (2-D slices of patients 21–…),
+//! `DIR/val/patientNNN_frame01.npz` (volumes of patients 11–…) and `DIR/test/` (patients 1–…),
+//! each with `uint8` `image`, `label` and `scribble`.
+//!
+//! `--seed S` writes what `ferrolab attenscribble --seed S` generates in memory with
+//! `data.dataset = "synthetic"` (both draw from the run's `data.synthetic` seed stream), so a
+//! run with `--set data.dir=DIR` trains on those same slices and validates on those volumes.
+
+use super::data::{NamedVolume, SYNTHETIC_TRAIN_FIRST, synthetic_volumes};
+use ferrolab_core::{SysResult, SystemError};
+use ferrolab_data::npy::npy_bytes;
+use ferrolab_data::npz::write_npz;
+use std::path::{Path, PathBuf};
+
+/// The clap command.
+pub fn command() -> clap::Command {
+    let count = |name: &'static str, default: &'static str, help: &'static str| {
+        clap::Arg::new(name)
+            .long(name)
+            .value_name("N")
+            .default_value(default)
+            .value_parser(clap::value_parser!(usize))
+            .help(help)
+    };
+    clap::Command::new("synth")
+        .about("Write generated cardiac volumes with scribbles in ACDC's layout: DIR/train (slices), DIR/val and DIR/test (volumes)")
+        .arg(count("train-patients", "80", "Training patients (numbered from 21), written as slices"))
+        .arg(count("val-volumes", "10", "Validation volumes (patients from 11)"))
+        .arg(count("test-volumes", "10", "Test volumes (patients from 1)"))
+        .arg(count("slices", "8", "Slices per volume, base to apex (1..=64)"))
+        .arg(
+            clap::Arg::new("shape")
+                .long("shape")
+                .value_name("HxW")
+                .default_value("112x96")
+                .help("Stored slice shape, each side 32..=1024"),
+        )
+        .arg(
+            clap::Arg::new("seed")
+                .long("seed")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u64))
+                .help("The run seed whose generated set to write (as `ferrolab attenscribble --seed N`; another seed, other patients)"),
+        )
+        .arg(
+            clap::Arg::new("out")
+                .long("out")
+                .value_name("DIR")
+                .required(true)
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Folder to create (must not exist; written whole or not at all)"),
+        )
+}
+
+/// `HxW` → (h, w).
+fn parse_shape(s: &str) -> SysResult<(usize, usize)> {
+    let bad = || SystemError::usage(format!("--shape {s}: expected HxW, e.g. 112x96"));
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let h: usize = h.trim().parse().map_err(|_| bad())?;
+    let w: usize = w.trim().parse().map_err(|_| bad())?;
+    Ok((h, w))
+}
+
+/// Runs it.
+pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
+    let n = |k: &str| m.get_one::<usize>(k).copied().unwrap_or(0);
+    let (train, val, test, slices) = (
+        n("train-patients"),
+        n("val-volumes"),
+        n("test-volumes"),
+        n("slices"),
+    );
+    // Patient numbers keep ACDC's roles: 1–10 test, 11–20 validation, 21+ training.
+    if val > 10 || test > 10 {
+        return Err(SystemError::usage(format!(
+            "--val-volumes {val} / --test-volumes {test}: at most 10 each (patients 11–20 and 1–10)"
+        )));
+    }
+    if !(1..=1000).contains(&train) {
+        return Err(SystemError::usage(format!(
+            "--train-patients {train}: must be in 1..=1000"
+        )));
+    }
+    let shape = parse_shape(m.get_one::<String>("shape").map_or("", String::as_str))?;
+    let master = m.get_one::<u64>("seed").copied().unwrap_or(0);
+    let seed = ferrolab_core::seed::derive(master, super::experiment::SYNTHETIC_STREAM);
+    let Some(out) = m.get_one::<PathBuf>("out") else {
+        return Err(SystemError::usage("attenscribble synth needs --out DIR"));
+    };
+    // Shape and slice errors before the folder exists.
+    ferrolab_data::synthetic_acdc_volume(seed, 0, slices, shape.0, shape.1)
+        .map_err(|e| SystemError::usage(format!("--slices / --shape: {e}")))?;
+    let files = ferrolab_core::run::fill_fresh_folder(out, |dir| {
+        write_set(dir, seed, (train, val, test), slices, shape)
+    })?;
+    eprintln!(
+        "attenscribble synth: {files} files ({train} training patients × {slices} slices, {val} validation and {test} test volumes of {}×{}) in {}",
+        shape.0,
+        shape.1,
+        out.display()
+    );
+    Ok(())
+}
+
+fn members(
+    image: &[u8],
+    label: &[u8],
+    scribble: &[u8],
+    shape: &[usize],
+) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("image", npy_bytes("|u1", shape, false, image)),
+        ("label", npy_bytes("|u1", shape, false, label)),
+        ("scribble", npy_bytes("|u1", shape, false, scribble)),
+    ]
+}
+
+fn write_volumes(dir: &Path, vols: &[NamedVolume]) -> SysResult<usize> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SystemError::from(ferrolab_core::CoreError::io(dir, e)))?;
+    for v in vols {
+        let name = v.name.replace("_synthetic", "_frame01.npz");
+        let x = &v.volume;
+        let m = members(&x.image, &x.label, &x.scribble, &[x.d, x.h, x.w]);
+        write_npz(&dir.join(name), &m, true)?;
+    }
+    Ok(vols.len())
+}
+
+/// Writes the set under `dir`; returns the number of files.
+pub fn write_set(
+    dir: &Path,
+    seed: u64,
+    (train, val, test): (usize, usize, usize),
+    slices: usize,
+    shape: (usize, usize),
+) -> SysResult<usize> {
+    let mut files = write_volumes(
+        &dir.join("val"),
+        &synthetic_volumes(seed, 11, val, slices, shape)?,
+    )?;
+    files += write_volumes(
+        &dir.join("test"),
+        &synthetic_volumes(seed, 1, test, slices, shape)?,
+    )?;
+    let tdir = dir.join("train");
+    std::fs::create_dir_all(&tdir)
+        .map_err(|e| SystemError::from(ferrolab_core::CoreError::io(&tdir, e)))?;
+    for v in synthetic_volumes(seed, SYNTHETIC_TRAIN_FIRST, train, slices, shape)? {
+        let stem = v.name.replace("_synthetic", "_frame01");
+        for k in 0..v.volume.d {
+            let s = v.volume.slice(k);
+            let m = members(&s.image, &s.label, &s.scribble, &[s.h, s.w]);
+            write_npz(&tdir.join(format!("{stem}_slice_{k}.npz")), &m, true)?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}
