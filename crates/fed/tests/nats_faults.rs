@@ -393,6 +393,58 @@ fn nats_a_client_whose_heartbeats_stop_is_not_waited_for() {
     drop(live);
 }
 
+/// A client the server never hears from is waited for one whole deadline (it may not have
+/// started yet); in later rounds, until it beats, only for the heartbeat silence. That is what
+/// a resumed server sees of a client that died while it was down. Once it beats it is waited
+/// for again.
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn nats_a_client_never_heard_from_costs_one_deadline() {
+    let url = nats_util::nats_url();
+    let prefix = nats_util::fresh_prefix("never");
+    let server = server_with_silence(&url, &prefix);
+    let ok = |_: &Reply| Ok(());
+    let t = Instant::now();
+    let c = server
+        .collect_replies(0, TaskKind::Fit, &[4], Duration::from_secs(6), &ok)
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(
+        c.failures[0].reason.contains("no reply within"),
+        "{:?}",
+        c.failures
+    );
+    let t = Instant::now();
+    let c = server
+        .collect_replies(1, TaskKind::Fit, &[4], Duration::from_secs(60), &ok)
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "waited {:?} for a client never heard from",
+        t.elapsed()
+    );
+    assert!(
+        c.failures[0].reason.contains("never heard from")
+            && c.failures[0].reason.contains("round 0"),
+        "{:?}",
+        c.failures
+    );
+    // It starts and beats: waited for until the deadline again.
+    let late = nats_util::connect(&url, &prefix, Party::Client(4));
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let c = server
+        .collect_replies(2, TaskKind::Fit, &[4], Duration::from_secs(7), &ok)
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(7), "{:?}", t.elapsed());
+    assert!(
+        c.failures[0].reason.contains("no reply within"),
+        "{:?}",
+        c.failures
+    );
+    drop(late);
+}
+
 /// A D2D exchange stops waiting for a member whose client the server has found silent (the
 /// server keeps that list in the run's KV, which clients may read): it fails at once, naming
 /// the device and its client, instead of at its timeout. A device never seen in an exchange

@@ -113,7 +113,8 @@ pub struct NatsOptions {
     pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// A client whose heartbeats (one a second on `fl.P.alive.<k>`, from its connection's own
     /// thread) stop for this long is gone: the server's collections stop waiting for it until
-    /// it beats again. A client never heard from is waited for until each deadline, as before.
+    /// it beats again. A client never heard from is waited for one whole deadline; after that,
+    /// until it beats, only for this silence.
     pub silence: Duration,
 }
 
@@ -397,6 +398,10 @@ struct Local {
     /// Which client each device seen in an exchange belongs to (from the sender part of its
     /// subject): what lets an exchange tell that a missing member's client is gone.
     owners: HashMap<DeviceId, ClientId>,
+    /// Server side: clients that this process never heard a heartbeat from and that missed a
+    /// whole collection's deadline (the round they first failed): from then on they are not
+    /// waited for longer than the heartbeat silence, until they beat.
+    waited_out: BTreeMap<ClientId, u64>,
 }
 
 /// The NATS implementation of [`Fabric`]. One per process; share it with `Arc`.
@@ -674,6 +679,30 @@ impl NatsFabric {
         let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
         let quiet = beats.get(&c)?.elapsed();
         (quiet >= silence(&self.opts)).then_some(quiet)
+    }
+
+    /// Why client `c` is not waited for any longer in a collection that has run for
+    /// `waited`: it was never heard from by this process, missed a whole deadline before (the
+    /// round named), and the heartbeat silence has passed in this collection too. A client
+    /// that has not started yet is waited for one full deadline, not less; one that died while
+    /// the server was down (a resumed server never heard it) costs one deadline, not one per
+    /// round.
+    fn never_heard(&self, c: ClientId, waited: Duration) -> Option<String> {
+        if waited < silence(&self.opts) {
+            return None;
+        }
+        if self
+            .beats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&c)
+        {
+            return None;
+        }
+        let first = *self.lock().waited_out.get(&c)?;
+        Some(format!(
+            "never heard from (no heartbeat since this server started; it missed round {first}'s deadline too), not waited for"
+        ))
     }
 
     #[allow(clippy::type_complexity)]
@@ -1349,7 +1378,8 @@ impl Fabric for NatsFabric {
         deadline: Duration,
         validate: Validator<'_>,
     ) -> Result<Collected, FabricError> {
-        let until = Instant::now() + deadline;
+        let began = Instant::now();
+        let until = began + deadline;
         let tag = kind_tag(kind);
         self.run(async {
             self.gc(round).await;
@@ -1393,6 +1423,9 @@ impl Fabric for NatsFabric {
                                     "no heartbeat for {:.0} s: its process or machine is gone",
                                     quiet.as_secs_f64()
                                 );
+                                eprintln!("fed/nats: round {round}: client {c}: {why}");
+                                failures.insert(c, why);
+                            } else if let Some(why) = self.never_heard(c, began.elapsed()) {
                                 eprintln!("fed/nats: round {round}: client {c}: {why}");
                                 failures.insert(c, why);
                             }
@@ -1464,9 +1497,29 @@ impl Fabric for NatsFabric {
                     }
                 }
             }
+            // Clients that let the whole deadline pass without a single heartbeat.
+            let unheard: Vec<ClientId> = {
+                let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+                expected
+                    .iter()
+                    .filter(|c| !replies.contains_key(c) && !failures.contains_key(c))
+                    .filter(|c| !beats.contains_key(c))
+                    .copied()
+                    .collect()
+            };
             let mut l = self.lock();
             for &c in replies.keys().chain(failures.keys()) {
                 l.collected.insert((round, tag, c));
+            }
+            if Instant::now() >= until {
+                for c in unheard {
+                    l.waited_out.entry(c).or_insert(round);
+                }
+            }
+            // A reply shows it alive (a client whose credentials predate the heartbeat
+            // subject replies without beating).
+            for c in replies.keys() {
+                l.waited_out.remove(c);
             }
             drop(l);
             let mut out = Collected::default();
