@@ -631,7 +631,22 @@ fn synthetic_data_runs_the_comparison_without_files() {
     bad.data.synthetic_slices = 3;
     let e = Checked::new(bad).unwrap_err().to_string();
     assert!(e.contains("data.synthetic_slices"), "{e}");
-    let mut bad = c;
+    let mut bad = c.clone();
     bad.data.dataset = "acdc2".into();
     assert!(Checked::new(bad).is_err());
+    // Validation patients stop at 20 (more would be training patients), training patients at
+    // 999, and a batch needs that many slices.
+    for (key, set) in [
+        (
+            "data.val_volumes",
+            (|b: &mut AttenScribbleConfig| b.data.val_volumes = 11) as fn(&mut AttenScribbleConfig),
+        ),
+        ("data.train_patients", |b| b.data.train_patients = 980),
+        ("train.batch_size", |b| b.train.batch_size = 49),
+    ] {
+        let mut bad = c.clone();
+        set(&mut bad);
+        let e = Checked::new(bad).unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
 }

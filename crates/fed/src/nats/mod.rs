@@ -561,7 +561,8 @@ impl NatsFabric {
     /// sent by the connection's own thread, so it keeps beating while the client computes and
     /// stops with the process (or the fabric). A publish that fails (no permission for the
     /// subject on an older deployment, a connection down) is skipped: the server then never
-    /// hears the client and waits for it as it did before heartbeats.
+    /// hears the client. Where no client beats, it waits for it as it did before heartbeats;
+    /// where others beat, it treats it as never heard from (`never_heard`).
     fn start_heartbeat(
         handle: &tokio::runtime::Handle,
         client: async_nats::Client,
@@ -691,13 +692,18 @@ impl NatsFabric {
         if waited < silence(&self.opts) {
             return None;
         }
-        if self
-            .beats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&c)
         {
-            return None;
+            let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+            // Nobody beats: heartbeats do not reach this server (credentials that predate the
+            // subject), so silence says nothing about anyone.
+            if beats.is_empty() {
+                return None;
+            }
+            if beats.contains_key(&c) {
+                drop(beats);
+                self.lock().waited_out.remove(&c);
+                return None;
+            }
         }
         let first = *self.lock().waited_out.get(&c)?;
         Some(format!(
@@ -1459,6 +1465,8 @@ impl Fabric for NatsFabric {
                 let Some(c) = last_client(&m.subject) else {
                     continue;
                 };
+                // Any message from it, late or rejected, shows it alive.
+                self.lock().waited_out.remove(&c);
                 if !expected.contains(&c) || replies.contains_key(&c) || failures.contains_key(&c) {
                     continue;
                 }
@@ -1516,11 +1524,7 @@ impl Fabric for NatsFabric {
                     l.waited_out.entry(c).or_insert(round);
                 }
             }
-            // A reply shows it alive (a client whose credentials predate the heartbeat
-            // subject replies without beating).
-            for c in replies.keys() {
-                l.waited_out.remove(c);
-            }
+
             drop(l);
             let mut out = Collected::default();
             let mut ids: Vec<ClientId> = expected.into_iter().collect();

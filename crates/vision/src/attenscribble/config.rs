@@ -173,7 +173,35 @@ impl Validate for AttenScribbleConfig {
                 self.data.dir.is_none(),
                 "data.dir",
                 self.data.dir.as_deref().unwrap_or_default(),
-                "is not read with data.dataset = \"synthetic\" (the volumes are generated; use data.val / data.test for folders of real volumes)",
+                "is not read with data.dataset = \"synthetic\" (the volumes are generated; data.val / data.test take folders of volumes; to train on files that `attenscribble synth` wrote, set data.dataset = \"acdc\" with data.dir)",
+            )?;
+            let d = &self.data;
+            check(
+                d.train_patients <= 979,
+                "data.train_patients",
+                d.train_patients,
+                "at most 979 with data.dataset = \"synthetic\" (patients 21–999)",
+            )?;
+            check(
+                d.val.is_some() || d.val_volumes <= 10,
+                "data.val_volumes",
+                d.val_volumes,
+                "at most 10 with data.dataset = \"synthetic\" (patients 11–20; more would be training patients)",
+            )?;
+            let patients = if d.train_patients == 0 {
+                80
+            } else {
+                d.train_patients
+            };
+            check(
+                patients * d.synthetic_slices >= self.train.batch_size,
+                "train.batch_size",
+                self.train.batch_size,
+                &format!(
+                    "is more than the synthetic set's {} training slices ({patients} patients × data.synthetic_slices = {})",
+                    patients * d.synthetic_slices,
+                    d.synthetic_slices
+                ),
             )?;
         } else {
             let d = DataSection::default();

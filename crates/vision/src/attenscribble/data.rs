@@ -221,12 +221,13 @@ fn resize_slice(s: &AcdcSlice, size: usize) -> Resized {
 
 /// A training set of resized slices from `patients` patients.
 fn assemble(size: usize, patients: usize, slices: Vec<Resized>) -> TrainSet {
+    let n = slices.len() * size * size;
     let mut set = TrainSet {
         size,
-        images: Vec::new(),
-        labels: Vec::new(),
-        scribbles: Vec::new(),
-        multi_class: Vec::new(),
+        images: Vec::with_capacity(n),
+        labels: Vec::with_capacity(n),
+        scribbles: Vec::with_capacity(n),
+        multi_class: Vec::with_capacity(slices.len()),
         patients,
     };
     for (im, la, sc) in slices {
@@ -245,13 +246,43 @@ fn assemble(size: usize, patients: usize, slices: Vec<Resized>) -> TrainSet {
     set
 }
 
-/// Patient numbers of the synthetic set, mirroring ACDC's split: training patients 21–100,
+/// Patient numbers of the synthetic set, mirroring ACDC's split: training patients 21–…,
 /// validation 11–20, test 1–10 (so `patientNNN` names mean the same role in both).
 pub const SYNTHETIC_TRAIN_FIRST: u32 = 21;
 /// Training patients of the synthetic set when `data.train_patients = 0`.
 pub const SYNTHETIC_TRAIN_ALL: usize = 80;
-/// Validation volumes of the synthetic set when `data.val_volumes = 0`.
+/// Most training patients: their names stay three digits (patient999), so the written files
+/// sort in the order the in-memory set holds them.
+pub const SYNTHETIC_TRAIN_MAX: usize = 979;
+/// Validation volumes of the synthetic set when `data.val_volumes = 0`, and at most (patients
+/// 11–20: more would be training patients).
 pub const SYNTHETIC_VAL_ALL: usize = 10;
+
+/// Patient `first + k`, or an error past the three-digit names.
+pub fn synthetic_patient(first: u32, k: usize) -> SysResult<u32> {
+    u32::try_from(k)
+        .ok()
+        .and_then(|k| first.checked_add(k))
+        .filter(|&p| p <= 999)
+        .ok_or_else(|| {
+            SystemError::usage(format!(
+                "synthetic patient {first} + {k}: past patient999 (at most {SYNTHETIC_TRAIN_MAX} training patients)"
+            ))
+        })
+}
+
+/// One synthetic patient's volume.
+pub fn synthetic_volume(
+    seed: u64,
+    patient: u32,
+    slices: usize,
+    (h, w): (usize, usize),
+) -> SysResult<NamedVolume> {
+    Ok(NamedVolume {
+        name: format!("patient{patient:03}_synthetic"),
+        volume: ferrolab_data::synthetic_acdc_volume(seed, patient, slices, h, w)?,
+    })
+}
 
 /// The synthetic set's stored volumes of patients `first, first + 1, …` (`count` of them).
 pub fn synthetic_volumes(
@@ -259,23 +290,25 @@ pub fn synthetic_volumes(
     first: u32,
     count: usize,
     slices: usize,
-    (h, w): (usize, usize),
+    shape: (usize, usize),
 ) -> SysResult<Vec<NamedVolume>> {
     use rayon::prelude::*;
     (0..count)
         .into_par_iter()
-        .map(|k| {
-            let patient = first + k as u32;
-            let volume = ferrolab_data::synthetic_acdc_volume(seed, patient, slices, h, w)?;
-            Ok(NamedVolume {
-                name: format!("patient{patient:03}_synthetic"),
-                volume,
-            })
-        })
+        .map(|k| synthetic_volume(seed, synthetic_patient(first, k)?, slices, shape))
         .collect()
 }
 
-/// Training slices of `patients` synthetic training patients (0 = all 80), resized.
+/// The training file name of slice `k` of `patient` (what `attenscribble synth` writes).
+pub fn synthetic_slice_name(patient: u32, k: usize) -> String {
+    format!("patient{patient:03}_frame01_slice_{k}.npz")
+}
+
+/// Training slices of `patients` synthetic training patients (0 = all 80), resized. Each
+/// volume is resized as soon as it is drawn, so the stored volumes never all exist at once.
+/// Slices are held in the order their file names sort (`slice_10` before `slice_2`), which is
+/// the order [`load_train`] reads the files `attenscribble synth` writes: the same set, the
+/// same batches.
 pub fn synthetic_train(
     seed: u64,
     size: usize,
@@ -283,17 +316,34 @@ pub fn synthetic_train(
     slices: usize,
     shape: (usize, usize),
 ) -> SysResult<TrainSet> {
+    use rayon::prelude::*;
     let n = if patients == 0 {
         SYNTHETIC_TRAIN_ALL
     } else {
         patients
     };
-    let volumes = synthetic_volumes(seed, SYNTHETIC_TRAIN_FIRST, n, slices, shape)?;
-    let resized = volumes
-        .iter()
-        .flat_map(|v| (0..v.volume.d).map(|k| resize_slice(&v.volume.slice(k), size)))
-        .collect();
-    Ok(assemble(size, n, resized))
+    let per_patient: Vec<Vec<(String, Resized)>> = (0..n)
+        .into_par_iter()
+        .map(|k| {
+            let patient = synthetic_patient(SYNTHETIC_TRAIN_FIRST, k)?;
+            let v = synthetic_volume(seed, patient, slices, shape)?.volume;
+            Ok((0..v.d)
+                .map(|j| {
+                    (
+                        synthetic_slice_name(patient, j),
+                        resize_slice(&v.slice(j), size),
+                    )
+                })
+                .collect())
+        })
+        .collect::<SysResult<_>>()?;
+    let mut named: Vec<(String, Resized)> = per_patient.into_iter().flatten().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(assemble(
+        size,
+        n,
+        named.into_iter().map(|(_, r)| r).collect(),
+    ))
 }
 
 /// A validation or test volume.

@@ -114,8 +114,29 @@ impl System for AttenScribbleSystem {
         _data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
         let s = cfg.data.size as u64;
-        // Training slices at the training size (f32 image + two masks), all 1512 at most.
-        let data = 1512 * s * s * 6;
+        // Training slices at the training size (f32 image + two masks): ACDC's 1512 at most.
+        // The synthetic set's count is configured; its resized slices exist twice while they
+        // are put in order, and its validation volumes (three bytes a voxel) stay.
+        let patients = if cfg.data.train_patients == 0 {
+            data::SYNTHETIC_TRAIN_ALL
+        } else {
+            cfg.data.train_patients
+        } as u64;
+        let data = if experiment::is_synthetic(cfg) {
+            let d = &cfg.data;
+            let slices = patients.saturating_mul(d.synthetic_slices as u64);
+            let stored: u64 = d.synthetic_shape.iter().map(|&v| v as u64).product();
+            let val = if d.val_volumes == 0 {
+                data::SYNTHETIC_VAL_ALL as u64
+            } else {
+                d.val_volumes as u64
+            };
+            slices
+                .saturating_mul(2 * s * s * 6)
+                .saturating_add(val.saturating_mul(d.synthetic_slices as u64 * stored * 3))
+        } else {
+            1512 * s * s * 6
+        };
         let per_slice = model::maps_bytes_per_slice(
             &cfg.model.widths,
             Some(cfg.model.attention_level),
@@ -123,11 +144,18 @@ impl System for AttenScribbleSystem {
         );
         let bs = cfg.train.batch_size as u64;
         Some(ferrolab_core::guard::MemoryEstimate {
-            setting: format!(
-                "train.batch_size={} at data.size={}",
-                cfg.train.batch_size, cfg.data.size
-            ),
-            bytes: data + bs * per_slice,
+            setting: if experiment::is_synthetic(cfg) {
+                format!(
+                    "train.batch_size={} at data.size={}, {patients} synthetic training patients × data.synthetic_slices={}",
+                    cfg.train.batch_size, cfg.data.size, cfg.data.synthetic_slices
+                )
+            } else {
+                format!(
+                    "train.batch_size={} at data.size={}",
+                    cfg.train.batch_size, cfg.data.size
+                )
+            },
+            bytes: data.saturating_add(bs.saturating_mul(per_slice)),
         })
     }
 

@@ -7,9 +7,13 @@
 //!
 //! `--seed S` writes what `ferrolab attenscribble --seed S` generates in memory with
 //! `data.dataset = "synthetic"` (both draw from the run's `data.synthetic` seed stream), so a
-//! run with `--set data.dir=DIR` trains on those same slices and validates on those volumes.
+//! run with `--set data.dataset=acdc --set data.dir=DIR` trains on those same slices, in the
+//! same order, and validates on those volumes.
 
-use super::data::{NamedVolume, SYNTHETIC_TRAIN_FIRST, synthetic_volumes};
+use super::data::{
+    SYNTHETIC_TRAIN_FIRST, SYNTHETIC_TRAIN_MAX, synthetic_patient, synthetic_slice_name,
+    synthetic_volume,
+};
 use ferrolab_core::{SysResult, SystemError};
 use ferrolab_data::npy::npy_bytes;
 use ferrolab_data::npz::write_npz;
@@ -80,9 +84,9 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
             "--val-volumes {val} / --test-volumes {test}: at most 10 each (patients 11–20 and 1–10)"
         )));
     }
-    if !(1..=1000).contains(&train) {
+    if !(1..=SYNTHETIC_TRAIN_MAX).contains(&train) {
         return Err(SystemError::usage(format!(
-            "--train-patients {train}: must be in 1..=1000"
+            "--train-patients {train}: must be in 1..={SYNTHETIC_TRAIN_MAX} (patients 21–999)"
         )));
     }
     let shape = parse_shape(m.get_one::<String>("shape").map_or("", String::as_str))?;
@@ -119,19 +123,34 @@ fn members(
     ]
 }
 
-fn write_volumes(dir: &Path, vols: &[NamedVolume]) -> SysResult<usize> {
+/// Writes the volumes of patients `first, …` (`count`) into `dir`, one at a time (memory: one
+/// volume); nothing, not even the folder, when `count` is 0.
+fn write_volumes(
+    dir: &Path,
+    seed: u64,
+    (first, count): (u32, usize),
+    slices: usize,
+    shape: (usize, usize),
+) -> SysResult<usize> {
+    if count == 0 {
+        return Ok(0);
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| SystemError::from(ferrolab_core::CoreError::io(dir, e)))?;
-    for v in vols {
-        let name = v.name.replace("_synthetic", "_frame01.npz");
-        let x = &v.volume;
+    for k in 0..count {
+        let patient = synthetic_patient(first, k)?;
+        let x = synthetic_volume(seed, patient, slices, shape)?.volume;
         let m = members(&x.image, &x.label, &x.scribble, &[x.d, x.h, x.w]);
-        write_npz(&dir.join(name), &m, true)?;
+        write_npz(
+            &dir.join(format!("patient{patient:03}_frame01.npz")),
+            &m,
+            true,
+        )?;
     }
-    Ok(vols.len())
+    Ok(count)
 }
 
-/// Writes the set under `dir`; returns the number of files.
+/// Writes the set under `dir`, one patient at a time; returns the number of files.
 pub fn write_set(
     dir: &Path,
     seed: u64,
@@ -139,23 +158,18 @@ pub fn write_set(
     slices: usize,
     shape: (usize, usize),
 ) -> SysResult<usize> {
-    let mut files = write_volumes(
-        &dir.join("val"),
-        &synthetic_volumes(seed, 11, val, slices, shape)?,
-    )?;
-    files += write_volumes(
-        &dir.join("test"),
-        &synthetic_volumes(seed, 1, test, slices, shape)?,
-    )?;
+    let mut files = write_volumes(&dir.join("val"), seed, (11, val), slices, shape)?;
+    files += write_volumes(&dir.join("test"), seed, (1, test), slices, shape)?;
     let tdir = dir.join("train");
     std::fs::create_dir_all(&tdir)
         .map_err(|e| SystemError::from(ferrolab_core::CoreError::io(&tdir, e)))?;
-    for v in synthetic_volumes(seed, SYNTHETIC_TRAIN_FIRST, train, slices, shape)? {
-        let stem = v.name.replace("_synthetic", "_frame01");
-        for k in 0..v.volume.d {
-            let s = v.volume.slice(k);
+    for k in 0..train {
+        let patient = synthetic_patient(SYNTHETIC_TRAIN_FIRST, k)?;
+        let v = synthetic_volume(seed, patient, slices, shape)?.volume;
+        for j in 0..v.d {
+            let s = v.slice(j);
             let m = members(&s.image, &s.label, &s.scribble, &[s.h, s.w]);
-            write_npz(&tdir.join(format!("{stem}_slice_{k}.npz")), &m, true)?;
+            write_npz(&tdir.join(synthetic_slice_name(patient, j)), &m, true)?;
             files += 1;
         }
     }
