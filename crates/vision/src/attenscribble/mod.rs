@@ -111,10 +111,12 @@ impl System for AttenScribbleSystem {
     fn memory_estimate(
         &self,
         cfg: &AttenScribbleConfig,
-        _data_dir: Option<&std::path::Path>,
+        data_dir: Option<&std::path::Path>,
     ) -> Option<ferrolab_core::guard::MemoryEstimate> {
         let s = cfg.data.size as u64;
-        // Training slices at the training size (f32 image + two masks): ACDC's 1512 at most.
+        // Training slices at the training size (f32 image + two masks): as many as the
+        // training folder holds (ACDC: 1512; a folder `attenscribble synth` wrote may hold
+        // tens of thousands), 1512 when it cannot be listed now (the run reports that).
         // The synthetic set's count is configured; its resized slices exist twice while they
         // are put in order, and its validation volumes (three bytes a voxel) stay.
         let patients = if cfg.data.train_patients == 0 {
@@ -135,7 +137,16 @@ impl System for AttenScribbleSystem {
                 .saturating_mul(2 * s * s * 6)
                 .saturating_add(val.saturating_mul(d.synthetic_slices as u64 * stored * 3))
         } else {
-            1512 * s * s * 6
+            let files = experiment::data_root(cfg, data_dir)
+                .ok()
+                .and_then(|root| std::fs::read_dir(root.join("train")).ok())
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "npz"))
+                        .count() as u64
+                })
+                .unwrap_or(1512);
+            files.max(1).saturating_mul(s * s * 6)
         };
         let per_slice = model::maps_bytes_per_slice(
             &cfg.model.widths,
