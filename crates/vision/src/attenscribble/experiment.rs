@@ -69,11 +69,7 @@ fn synthetic_prepare(cfg: &AttenScribbleConfig, seed: u64) -> SysResult<Prepared
             )
         }
     };
-    let test_dir = d.test.as_ref().map(PathBuf::from);
-    let test = match &test_dir {
-        Some(dir) => Some(data::load_volumes(dir, 0)?),
-        None => None,
-    };
+    let (test_dir, test) = test_volumes(cfg)?;
     Ok(Prepared {
         train,
         val,
@@ -82,6 +78,18 @@ fn synthetic_prepare(cfg: &AttenScribbleConfig, seed: u64) -> SysResult<Prepared
         val_dir,
         test_dir,
     })
+}
+
+/// The `data.test` folder and its volumes, when set.
+type TestSet = (Option<PathBuf>, Option<Vec<NamedVolume>>);
+
+fn test_volumes(cfg: &AttenScribbleConfig) -> SysResult<TestSet> {
+    let dir = cfg.data.test.as_ref().map(PathBuf::from);
+    let volumes = match &dir {
+        Some(d) => Some(data::load_volumes(d, 0)?),
+        None => None,
+    };
+    Ok((dir, volumes))
 }
 
 /// Loads training slices and validation/test volumes (data errors name the file: exit 2);
@@ -110,11 +118,7 @@ pub fn prepare(
         .as_ref()
         .map_or_else(|| root.join("val"), PathBuf::from);
     let val = data::load_volumes(&val_dir, cfg.data.val_volumes)?;
-    let test_dir = cfg.data.test.as_ref().map(PathBuf::from);
-    let test = match &test_dir {
-        Some(d) => Some(data::load_volumes(d, 0)?),
-        None => None,
-    };
+    let (test_dir, test) = test_volumes(cfg)?;
     Ok(Prepared {
         train,
         val,
