@@ -1524,7 +1524,6 @@ impl Fabric for NatsFabric {
                     l.waited_out.entry(c).or_insert(round);
                 }
             }
-
             drop(l);
             let mut out = Collected::default();
             let mut ids: Vec<ClientId> = expected.into_iter().collect();

@@ -139,6 +139,26 @@ ferrolab_core::config_section! {
     }
 }
 
+impl DataSection {
+    /// Training patients of the synthetic set (`train_patients`, 0 = all 80).
+    pub fn synthetic_train_count(&self) -> usize {
+        if self.train_patients == 0 {
+            super::data::SYNTHETIC_TRAIN_ALL
+        } else {
+            self.train_patients
+        }
+    }
+
+    /// Generated validation volumes of the synthetic set (`val_volumes`, 0 = all 10).
+    pub fn synthetic_val_count(&self) -> usize {
+        if self.val_volumes == 0 {
+            super::data::SYNTHETIC_VAL_ALL
+        } else {
+            self.val_volumes
+        }
+    }
+}
+
 impl Validate for AttenScribbleConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.model;
@@ -176,23 +196,24 @@ impl Validate for AttenScribbleConfig {
                 "is not read with data.dataset = \"synthetic\" (the volumes are generated; data.val / data.test take folders of volumes; to train on files that `attenscribble synth` wrote, set data.dataset = \"acdc\" with data.dir)",
             )?;
             let d = &self.data;
+            use super::data::{SYNTHETIC_TRAIN_MAX, SYNTHETIC_VAL_ALL};
             check(
-                d.train_patients <= 979,
+                d.train_patients <= SYNTHETIC_TRAIN_MAX,
                 "data.train_patients",
                 d.train_patients,
-                "at most 979 with data.dataset = \"synthetic\" (patients 21–999)",
+                &format!(
+                    "at most {SYNTHETIC_TRAIN_MAX} with data.dataset = \"synthetic\" (patients 21–999)"
+                ),
             )?;
             check(
-                d.val.is_some() || d.val_volumes <= 10,
+                d.val.is_some() || d.val_volumes <= SYNTHETIC_VAL_ALL,
                 "data.val_volumes",
                 d.val_volumes,
-                "at most 10 with data.dataset = \"synthetic\" (patients 11–20; more would be training patients)",
+                &format!(
+                    "at most {SYNTHETIC_VAL_ALL} with data.dataset = \"synthetic\" (patients 11–20; more would be training patients)"
+                ),
             )?;
-            let patients = if d.train_patients == 0 {
-                80
-            } else {
-                d.train_patients
-            };
+            let patients = d.synthetic_train_count();
             check(
                 patients * d.synthetic_slices >= self.train.batch_size,
                 "train.batch_size",

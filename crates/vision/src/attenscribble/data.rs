@@ -257,6 +257,10 @@ pub const SYNTHETIC_TRAIN_MAX: usize = 979;
 /// Validation volumes of the synthetic set when `data.val_volumes = 0`, and at most (patients
 /// 11–20: more would be training patients).
 pub const SYNTHETIC_VAL_ALL: usize = 10;
+/// First validation patient of the synthetic set.
+pub const SYNTHETIC_VAL_FIRST: u32 = 11;
+/// First test patient of the synthetic set (`attenscribble synth`'s `test/`).
+pub const SYNTHETIC_TEST_FIRST: u32 = 1;
 
 /// Patient `first + k`, or an error past the three-digit names.
 pub fn synthetic_patient(first: u32, k: usize) -> SysResult<u32> {
@@ -304,7 +308,7 @@ pub fn synthetic_slice_name(patient: u32, k: usize) -> String {
     format!("patient{patient:03}_frame01_slice_{k}.npz")
 }
 
-/// Training slices of `patients` synthetic training patients (0 = all 80), resized. Each
+/// Training slices of `n` synthetic training patients, resized. Each
 /// volume is resized as soon as it is drawn, so the stored volumes never all exist at once.
 /// Slices are held in the order their file names sort (`slice_10` before `slice_2`), which is
 /// the order [`load_train`] reads the files `attenscribble synth` writes: the same set, the
@@ -312,16 +316,11 @@ pub fn synthetic_slice_name(patient: u32, k: usize) -> String {
 pub fn synthetic_train(
     seed: u64,
     size: usize,
-    patients: usize,
+    n: usize,
     slices: usize,
     shape: (usize, usize),
 ) -> SysResult<TrainSet> {
     use rayon::prelude::*;
-    let n = if patients == 0 {
-        SYNTHETIC_TRAIN_ALL
-    } else {
-        patients
-    };
     let per_patient: Vec<Vec<(String, Resized)>> = (0..n)
         .into_par_iter()
         .map(|k| {

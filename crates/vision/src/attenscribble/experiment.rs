@@ -51,23 +51,28 @@ fn synthetic_prepare(cfg: &AttenScribbleConfig, seed: u64) -> SysResult<Prepared
     let d = &cfg.data;
     let shape = (d.synthetic_shape[0], d.synthetic_shape[1]);
     // The configuration's check has made sure there are train.batch_size slices at least.
-    let train = data::synthetic_train(seed, d.size, d.train_patients, d.synthetic_slices, shape)?;
+    let train = data::synthetic_train(
+        seed,
+        d.size,
+        d.synthetic_train_count(),
+        d.synthetic_slices,
+        shape,
+    )?;
     let (val, val_dir) = match &d.val {
         Some(dir) => (
             data::load_volumes(Path::new(dir), d.val_volumes)?,
             PathBuf::from(dir),
         ),
-        None => {
-            let n = if d.val_volumes == 0 {
-                data::SYNTHETIC_VAL_ALL
-            } else {
-                d.val_volumes
-            };
-            (
-                data::synthetic_volumes(seed, 11, n, d.synthetic_slices, shape)?,
-                PathBuf::from("synthetic:val"),
-            )
-        }
+        None => (
+            data::synthetic_volumes(
+                seed,
+                data::SYNTHETIC_VAL_FIRST,
+                d.synthetic_val_count(),
+                d.synthetic_slices,
+                shape,
+            )?,
+            PathBuf::from("synthetic:val"),
+        ),
     };
     let (test_dir, test) = test_volumes(cfg)?;
     Ok(Prepared {
@@ -191,7 +196,11 @@ fn protocol(cfg: &AttenScribbleConfig, p: &Prepared) -> String {
     let val = if cfg.data.val.is_some() {
         format!("the volumes of {}", p.val_dir.display())
     } else {
-        format!("generated volumes of patients 11–{}", 10 + p.val.len())
+        let v0 = data::SYNTHETIC_VAL_FIRST as usize;
+        format!(
+            "generated volumes of patients {v0}–{}",
+            v0 + p.val.len() - 1
+        )
     };
     format!(
         "protocol: synthetic short-axis cardiac volumes (ferrolab_data::acdc_synthetic, drawn from the run's seed), not ACDC: trained on the slices of generated patients {first}–{} (scribbles; dense labels only for `full`), checkpoint picked by mean 3D Dice on {val}; Dice and HD95 per 3D volume, HD95 in pixels of the generated slices; figures show the methods' relative behaviour on a stand-in, not ACDC's",

@@ -119,20 +119,12 @@ impl System for AttenScribbleSystem {
         // tens of thousands), 1512 when it cannot be listed now (the run reports that).
         // The synthetic set's count is configured; its resized slices exist twice while they
         // are put in order, and its validation volumes (three bytes a voxel) stay.
-        let patients = if cfg.data.train_patients == 0 {
-            data::SYNTHETIC_TRAIN_ALL
-        } else {
-            cfg.data.train_patients
-        } as u64;
+        let patients = cfg.data.synthetic_train_count();
         let data = if experiment::is_synthetic(cfg) {
             let d = &cfg.data;
-            let slices = patients.saturating_mul(d.synthetic_slices as u64);
+            let slices = (patients as u64).saturating_mul(d.synthetic_slices as u64);
             let stored: u64 = d.synthetic_shape.iter().map(|&v| v as u64).product();
-            let val = if d.val_volumes == 0 {
-                data::SYNTHETIC_VAL_ALL as u64
-            } else {
-                d.val_volumes as u64
-            };
+            let val = d.synthetic_val_count() as u64;
             slices
                 .saturating_mul(2 * s * s * 6)
                 .saturating_add(val.saturating_mul(d.synthetic_slices as u64 * stored * 3))

@@ -11,8 +11,8 @@
 //! same order, and validates on those volumes.
 
 use super::data::{
-    SYNTHETIC_TRAIN_FIRST, SYNTHETIC_TRAIN_MAX, synthetic_patient, synthetic_slice_name,
-    synthetic_volume,
+    SYNTHETIC_TEST_FIRST, SYNTHETIC_TRAIN_FIRST, SYNTHETIC_TRAIN_MAX, SYNTHETIC_VAL_ALL,
+    SYNTHETIC_VAL_FIRST, synthetic_patient, synthetic_slice_name, synthetic_volume,
 };
 use ferrolab_core::{SysResult, SystemError};
 use ferrolab_data::npy::npy_bytes;
@@ -79,9 +79,11 @@ pub fn run(m: &clap::ArgMatches) -> SysResult<()> {
         n("slices"),
     );
     // Patient numbers keep ACDC's roles: 1–10 test, 11–20 validation, 21+ training.
-    if val > 10 || test > 10 {
+    // Test patients run up to the first validation patient.
+    let test_max = (SYNTHETIC_VAL_FIRST - SYNTHETIC_TEST_FIRST) as usize;
+    if val > SYNTHETIC_VAL_ALL || test > test_max {
         return Err(SystemError::usage(format!(
-            "--val-volumes {val} / --test-volumes {test}: at most 10 each (patients 11–20 and 1–10)"
+            "--val-volumes {val} / --test-volumes {test}: at most {SYNTHETIC_VAL_ALL} and {test_max} (patients 11–20 and 1–10)"
         )));
     }
     if !(1..=SYNTHETIC_TRAIN_MAX).contains(&train) {
@@ -158,8 +160,20 @@ pub fn write_set(
     slices: usize,
     shape: (usize, usize),
 ) -> SysResult<usize> {
-    let mut files = write_volumes(&dir.join("val"), seed, (11, val), slices, shape)?;
-    files += write_volumes(&dir.join("test"), seed, (1, test), slices, shape)?;
+    let mut files = write_volumes(
+        &dir.join("val"),
+        seed,
+        (SYNTHETIC_VAL_FIRST, val),
+        slices,
+        shape,
+    )?;
+    files += write_volumes(
+        &dir.join("test"),
+        seed,
+        (SYNTHETIC_TEST_FIRST, test),
+        slices,
+        shape,
+    )?;
     let tdir = dir.join("train");
     std::fs::create_dir_all(&tdir)
         .map_err(|e| SystemError::from(ferrolab_core::CoreError::io(&tdir, e)))?;
