@@ -191,10 +191,12 @@ fn edge_and_mobile_bad_arguments_are_exit_2() {
                 "mobile",
                 "--id",
                 "0",
+                "--preset",
+                "detection",
                 "--set",
-                "task.name=\"detection\"",
+                "detect.side=50",
             ],
-            "classification task only",
+            "detect.side",
         ),
         // The resource guard, as for the in-process run: 1000 ends' streams do not fit 1 GB.
         (

@@ -23,6 +23,7 @@
 #![allow(clippy::unwrap_used)]
 
 use ferrolab_edge::AdaEvoConfig;
+use ferrolab_edge::detect::experiment::prepare as det_prepare;
 use ferrolab_edge::experiment::{load_base, prepare};
 use ferrolab_edge::net::{self, EdgeSummary, MobileSummary, NetOptions, Trace};
 use ferrolab_edge::protocol::ModelBlob;
@@ -88,6 +89,7 @@ fn opts_from(v: &serde_json::Value) -> NetOptions {
     if let Some(g) = v["grace"].as_f64() {
         o.delivery_grace = Duration::from_secs_f64(g);
     }
+    o.inline_limit = v["inline"].as_u64().map(|b| b as usize);
     o
 }
 
@@ -105,6 +107,20 @@ fn adaevo_child() {
             let prep = prepared(&cfg);
             let s = net::run_edge(&cfg, &prep, SEED, &opts).unwrap();
             println!("EDGE-SUMMARY {}", serde_json::to_string(&s).unwrap());
+        }
+        "det-edge" => {
+            let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
+            let prep = det_prepare(&cfg, SEED).unwrap();
+            let s = net::run_det_edge(&cfg, &prep, SEED, &opts).unwrap();
+            println!("EDGE-SUMMARY {}", serde_json::to_string(&s).unwrap());
+        }
+        "det-live" => {
+            let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
+            let prep = det_prepare(&cfg, SEED).unwrap();
+            let end = v["end"].as_u64().unwrap() as usize;
+            let tail = v["tail"].as_f64().unwrap();
+            let s = net::run_det_mobile_live(&cfg, &prep, end, &opts, tail).unwrap();
+            println!("MOBILE-SUMMARY {}", serde_json::to_string(&s).unwrap());
         }
         "live" => {
             let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
@@ -339,6 +355,133 @@ fn live_mobile_processes_run_the_models_the_edge_ships() {
     assert!(
         differs > 0,
         "every evaluation after an install scored as the factory model: the shipped model is not the one running"
+    );
+}
+
+/// The detection task across processes: an upload of RGB frames is over NATS's message cap, so
+/// it goes through the run's object store (the mobile ends use the server's cap as their
+/// limit); the edge here is told a 4 KiB limit, so its model blobs take the object store too.
+/// Every task is installed or dropped with a reason, each end's detector is the shipped one
+/// after an install (its mAP@0.5 differs from the factory detector's there, equals it before).
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn detection_over_nats_moves_large_bodies_through_the_object_store() {
+    let url = nats_url();
+    let mut cfg = AdaEvoConfig::default();
+    cfg.task.name = "detection".into();
+    cfg.stream.ends = 2;
+    cfg.stream.seconds = 240;
+    cfg.stream.jitter_s = 10.0;
+    cfg.stream.eval_every_s = 10;
+    cfg.detect.drifts = vec![
+        "sudden:murky@50".into(),
+        "incremental:deep@110+40".into(),
+        "gradual:green@170+30".into(),
+    ];
+    cfg.detect.pretrain_frames = 300;
+    cfg.detect.eval_frames = 8;
+    let speed = 8.0;
+    let seconds = cfg.stream.seconds as f64;
+    let t0 = Instant::now();
+    let prep = det_prepare(&cfg, SEED).unwrap();
+    let prep_s = t0.elapsed().as_secs_f64();
+    eprintln!("detection over NATS: preparation {prep_s:.1} s");
+    let run = prefix("aedet");
+    let base = serde_json::json!({
+        "url": url, "prefix": run, "speed": speed, "seconds": seconds,
+        // Three processes prepare at once on this machine's cores.
+        "start": unix_now() + 3.0 * prep_s + 5.0,
+        "cfg": serde_json::to_value(&cfg).unwrap(),
+    });
+    let mut v = base.clone();
+    v["role"] = "det-edge".into();
+    v["inline"] = 4096.into();
+    let edge = child(v);
+    let mobiles: Vec<Child> = (0..cfg.stream.ends)
+        .map(|k| {
+            let mut v = base.clone();
+            v["role"] = "det-live".into();
+            v["end"] = k.into();
+            v["tail"] = (10.0 * speed).into();
+            child(v)
+        })
+        .collect();
+    let ms: Vec<MobileSummary> = mobiles
+        .into_iter()
+        .map(|c| serde_json::from_str(&summary_line(c, "MOBILE-SUMMARY")).unwrap())
+        .collect();
+    let es: EdgeSummary = serde_json::from_str(&summary_line(edge, "EDGE-SUMMARY")).unwrap();
+    let every = cfg.stream.eval_every_s;
+    let (mut installs, mut differs) = (0, 0);
+    for m in &ms {
+        let k = m.end;
+        eprintln!(
+            "detection end {k}: triggered {} uploads {} B ({} through the object store) installed {:?} ({} blobs through it) dropped {:?} mAP {:?} QoE@90% {:?}",
+            m.triggered,
+            m.upload_bytes,
+            m.stored_uploads,
+            m.installed,
+            m.stored_blobs,
+            m.dropped,
+            m.avg_accuracy,
+            m.qoe_t90
+        );
+        assert_eq!(
+            m.triggered - m.skipped_in_flight,
+            m.installed.len() + m.dropped.len() + m.unresolved,
+            "end {k}: {m:?}"
+        );
+        assert_eq!(m.unresolved, 0);
+        assert!(m.rejected.is_empty(), "end {k}: {:?}", m.rejected);
+        assert!(
+            m.dropped
+                .iter()
+                .all(|r| !r.contains("unreadable") && !r.contains("upload failed")),
+            "end {k}: {:?}",
+            m.dropped
+        );
+        let want: Vec<u64> = (1..=m.installed.len() as u64).collect();
+        assert_eq!(m.installed, want, "end {k}");
+        assert_eq!(
+            es.versions.get(&k).cloned().unwrap_or_default(),
+            m.installed
+        );
+        // Every shipped detector came through the object store (the edge's 4 KiB limit).
+        assert_eq!(m.stored_blobs, m.installed.len() + m.duplicates, "end {k}");
+        assert_eq!(
+            m.accuracy.len(),
+            (seconds as usize).div_ceil(every),
+            "end {k}"
+        );
+        for &(t, version, map) in &m.accuracy {
+            let set: Vec<(&[u8], &[ferrolab_edge::detect::grid::GtBox])> = prep.eval[k]
+                [t as usize / every]
+                .iter()
+                .map(|f| (f.rgb.as_slice(), f.boxes.as_slice()))
+                .collect();
+            let factory = ferrolab_edge::detect::grid::model_map50(&prep.grid, &prep.mobile, &set);
+            if version == 0 {
+                assert_eq!(map, factory, "end {k} at {t}: the factory detector runs");
+            } else {
+                installs += 1;
+                differs += usize::from(map != factory);
+            }
+        }
+    }
+    let stored: usize = ms.iter().map(|m| m.stored_uploads).sum();
+    assert!(
+        stored > 0,
+        "no upload went through the object store: {ms:?}"
+    );
+    assert_eq!(
+        es.stored_uploads, stored,
+        "the edge read every stored upload"
+    );
+    assert!(es.undelivered.is_empty(), "{:?}", es.undelivered);
+    assert!(installs > 0, "no end ran a shipped detector: {ms:?}");
+    assert!(
+        differs > 0,
+        "every evaluation after an install scored as the factory detector"
     );
 }
 

@@ -10,8 +10,8 @@
 
 use super::grid::{Grid, GtBox, OUT, model_map50, train_detector, train_detector_split};
 use crate::edge::{
-    Completed, Queued, Running, ScheduleEvent, SchedulerKind, check_min_gain, measured_memory,
-    memory_in_use, schedule_step, share_processor,
+    Completed, EndState, Queued, Running, ScheduleEvent, SchedulerKind, check_min_gain,
+    measured_memory, memory_in_use, schedule_step, share_processor,
 };
 use crate::model::{Mlp, TrainOpts};
 use crate::profiler::{AccuracyCurve, TimeRegressor, model_memory_bytes};
@@ -129,6 +129,44 @@ impl DetEdge {
         self.dense.insert(end, dense);
         self.deployed.insert(end, deployed);
         self.versions.insert(end, 0);
+    }
+
+    /// End `end`'s state as of its last finished task, as
+    /// [`EdgeServer::end_state`](crate::edge::EdgeServer::end_state) gives it (a detection
+    /// edge keeps no replay frames). `None` for an unknown end.
+    pub fn end_state(&self, end: usize) -> Option<EndState> {
+        let running = self.running.iter().any(|r| r.end == end);
+        let version = self.versions.get(&end).copied()?;
+        Some(EndState {
+            end,
+            version: if running {
+                version.saturating_sub(1)
+            } else {
+                version
+            },
+            dense: self.dense.get(&end)?.clone(),
+            deployed: self.deployed.get(&end)?.clone(),
+            replay: Vec::new(),
+        })
+    }
+
+    /// Puts back an end's persisted state (after [`register`](Self::register)).
+    pub fn restore_end(&mut self, state: EndState) {
+        let end = state.end;
+        self.dense.insert(end, state.dense);
+        self.deployed.insert(end, state.deployed);
+        self.versions.insert(end, state.version);
+    }
+
+    /// Task ids (which seed each task's training and anchor frames) continue from at least
+    /// `next`.
+    pub fn reserve_ids(&mut self, next: usize) {
+        self.next_id = self.next_id.max(next);
+    }
+
+    /// Tasks accepted so far (the next task's id).
+    pub fn next_id(&self) -> usize {
+        self.next_id
     }
 
     /// Tasks waiting.

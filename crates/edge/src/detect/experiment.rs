@@ -64,7 +64,7 @@ fn usage(e: String) -> SystemError {
     SystemError::usage(format!("detection stream: {e}"))
 }
 
-fn pairs(frames: &[DetFrame]) -> Vec<(&[u8], &[GtBox])> {
+pub(crate) fn pairs(frames: &[DetFrame]) -> Vec<(&[u8], &[GtBox])> {
     frames
         .iter()
         .map(|f| (f.rgb.as_slice(), f.boxes.as_slice()))

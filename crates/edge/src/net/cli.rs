@@ -50,7 +50,7 @@ fn common(c: Command) -> Command {
             .long("preset")
             .value_name("NAME")
             .default_value("quick")
-            .help("Preset every process of the run uses (quick, paper, fashion)"),
+            .help("Preset every process of the run uses (quick, paper, fashion, detection)"),
     )
     .arg(
         Arg::new("config")
@@ -186,9 +186,10 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
         "quick" => include_str!("../../../../configs/adaevo/quick.toml"),
         "paper" => include_str!("../../../../configs/adaevo/paper.toml"),
         "fashion" => include_str!("../../../../configs/adaevo/fashion.toml"),
+        "detection" => include_str!("../../../../configs/adaevo/detection.toml"),
         other => {
             return Err(SystemError::usage(format!(
-                "--preset {other}: unknown preset (quick, paper, fashion)"
+                "--preset {other}: unknown preset (quick, paper, fashion, detection)"
             )));
         }
     };
@@ -202,12 +203,6 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
         &sets,
     )?;
     let cfg = Checked::new(cfg)?.into_inner();
-    if cfg.task.name != "classification" {
-        return Err(SystemError::usage(format!(
-            "task.name = {}: the NATS processes serve the classification task only (run the detection task in-process: ferrolab adaevo --preset detection)",
-            cfg.task.name
-        )));
-    }
     // The resource guard `ferrolab adaevo` applies: every process rebuilds all ends' streams.
     let limit = match m.get_one::<String>("max-memory") {
         Some(s) => ferrolab_core::guard::parse_size(s)?,
@@ -260,6 +255,10 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
     Ok((cfg, opts, seed, data_dir))
 }
 
+fn is_detection(cfg: &AdaEvoConfig) -> bool {
+    cfg.task.name == "detection"
+}
+
 fn net_error(e: NetError) -> SystemError {
     match e {
         NetError::Usage(m) => SystemError::usage(m),
@@ -279,10 +278,15 @@ fn edge_run(m: &ArgMatches) -> SysResult<()> {
     opts.state_dir = m.get_one::<PathBuf>("state").cloned();
     // The server (URL, TLS) is checked before any model is built.
     super::probe(&opts).map_err(net_error)?;
-    let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
-    let prep = prepare(&cfg, &pre, &pool, seed);
-    let summary = super::run_edge(&cfg, &prep, seed, &opts).map_err(net_error)?;
-    print_json(&summary)
+    let summary = if is_detection(&cfg) {
+        let prep = crate::detect::experiment::prepare(&cfg, seed)?;
+        super::run_det_edge(&cfg, &prep, seed, &opts)
+    } else {
+        let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
+        let prep = prepare(&cfg, &pre, &pool, seed);
+        super::run_edge(&cfg, &prep, seed, &opts)
+    };
+    print_json(&summary.map_err(net_error)?)
 }
 
 fn mobile_run(m: &ArgMatches) -> SysResult<()> {
@@ -301,13 +305,25 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
         )));
     }
     super::probe(&opts).map_err(net_error)?;
-    let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
-    let prep = prepare(&cfg, &pre, &pool, seed);
-    if !m.get_flag("replay-trace") {
-        let summary = super::run_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
-        return print_json(&summary);
-    }
-    let traces = super::make_traces(&cfg, &prep, cfg.stream.seconds);
+    let replay = m.get_flag("replay-trace");
+    let traces = if is_detection(&cfg) {
+        let prep = crate::detect::experiment::prepare(&cfg, seed)?;
+        if !replay {
+            let summary =
+                super::run_det_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
+            return print_json(&summary);
+        }
+        super::make_det_traces(&cfg, &prep, cfg.stream.seconds)
+    } else {
+        let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
+        let prep = prepare(&cfg, &pre, &pool, seed);
+        if !replay {
+            let summary =
+                super::run_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
+            return print_json(&summary);
+        }
+        super::make_traces(&cfg, &prep, cfg.stream.seconds)
+    };
     let Some(trace) = traces.into_iter().nth(id) else {
         return Err(SystemError::runtime(format!(
             "no trace was made for end {id}"

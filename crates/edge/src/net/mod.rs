@@ -12,8 +12,10 @@
 //! | `ae.P.drop.<end>` | edge → mobile (request/reply) | reason text | retried like blobs |
 //!
 //! A blob whose SHA-256 does not match is rejected by the mobile end ([`ModelBlob::decode`]
-//! checks it first) and the running model stays. Requests are small (frames are 14×14 grey
-//! bytes), blobs a few tens of KiB: both fit the 1 MiB core-message cap.
+//! checks it first) and the running model stays. A body over the server's message cap (1 MiB
+//! by default: a detection upload of 100 RGB 64×64 frames) goes through the run's JetStream
+//! object store and the message names it ([`carry`]); classification requests (14×14 grey
+//! frames) and model blobs (a few tens of KiB) go inline.
 //!
 //! Clock: each process maps wall time to simulated time as `elapsed × speed`; the edge's task
 //! durations stay the core's cost model (counted FLOPs ÷ throughput), advanced by the same
@@ -22,15 +24,21 @@
 //! precomputed trace of the requests their end would send instead ([`make_traces`],
 //! [`run_mobile`]): no model inference runs in them.
 
+pub mod carry;
 pub mod cli;
 pub mod state;
 
 use crate::config::AdaEvoConfig;
-use crate::edge::{EdgeParams, EdgeServer};
+use crate::detect::edge::DetEdge;
+use crate::detect::experiment::DetPrepared;
+use crate::edge::{EdgeParams, EdgeServer, EndState};
 use crate::experiment::{EvalSet, Prepared};
-use crate::mobile::{MobileEnd, MobileParams};
+use crate::mobile::{FrameResult, MobileEnd, MobileParams};
+use crate::model::Mlp;
 use crate::protocol::{ModelBlob, TaskRequest};
+use crate::sim::SimEdge;
 use crate::stream::StreamFrame;
+use carry::{Carrier, Packed, RequestFailure};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use state::{EndFile, Store, TaskFile};
@@ -66,6 +74,9 @@ pub struct NetOptions {
     /// PEM certificate and key this process presents when the server verifies clients.
     /// Default: `$FERROLAB_NATS_CERT` and `$FERROLAB_NATS_KEY`.
     pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Bodies above this many bytes go through the object store; `None`: the server's
+    /// message cap less room for headers (a lower value is for tests).
+    pub inline_limit: Option<usize>,
 }
 
 /// `$name` as a path, when set and not empty.
@@ -89,6 +100,7 @@ impl NetOptions {
             delivery_grace: Duration::from_secs(30),
             tls_ca: env_path("FERROLAB_NATS_CA"),
             tls_client: env_path("FERROLAB_NATS_CERT").zip(env_path("FERROLAB_NATS_KEY")),
+            inline_limit: None,
         }
     }
 }
@@ -227,20 +239,116 @@ pub fn make_traces(cfg: &AdaEvoConfig, prep: &Prepared, seconds: usize) -> Vec<T
     let params = mobile_params(cfg, prep, seconds as f64);
     (0..prep.frames.len())
         .map(|k| {
-            let mut end = MobileEnd::new(k, prep.mobile.clone(), params);
-            let mut requests = Vec::new();
-            let fps = cfg.stream.fps;
-            let secs = seconds.min(prep.frames[k].len() / fps);
-            for t in 0..secs {
-                let frames = crate::experiment::second(&prep.frames[k], t, fps);
-                if let Some(r) = end.on_second(t, frames).request {
-                    requests.push(r);
-                    end.task_dropped();
-                }
-            }
-            Trace { end: k, requests }
+            let mut task = ClassTask {
+                frames: &prep.frames[k],
+                fps: cfg.stream.fps,
+                eval: &[],
+            };
+            trace_of(k, &prep.mobile, params, seconds, &mut task)
         })
         .collect()
+}
+
+/// [`make_traces`] for the detection task: each end's factory detector reads its rendered
+/// stream (estimate CLC, trigger, drift type, sampling of RGB frames).
+pub fn make_det_traces(cfg: &AdaEvoConfig, prep: &DetPrepared, seconds: usize) -> Vec<Trace> {
+    let params = det_mobile_params(cfg, prep, seconds as f64);
+    (0..prep.frames.len())
+        .map(|k| {
+            let mut task = DetTask::new(cfg, prep, k);
+            trace_of(k, &prep.mobile, params, seconds, &mut task)
+        })
+        .collect()
+}
+
+fn trace_of(
+    k: usize,
+    model: &Mlp,
+    params: MobileParams,
+    seconds: usize,
+    task: &mut dyn LiveTask,
+) -> Trace {
+    let mut end = MobileEnd::new(k, model.clone(), params);
+    let mut requests = Vec::new();
+    for t in 0..seconds {
+        if let Some(r) = task.second(&mut end, t).and_then(|f| f.request) {
+            requests.push(r);
+            end.task_dropped();
+        }
+    }
+    Trace { end: k, requests }
+}
+
+/// The detection task's mobile parameters of the `adaevo` method.
+pub fn det_mobile_params(cfg: &AdaEvoConfig, prep: &DetPrepared, life_s: f64) -> MobileParams {
+    crate::experiment::mobile_params_at(cfg, "adaevo", prep.clean_map, life_s)
+}
+
+/// What a live end reads each second and how its model is scored: the task's side of a
+/// mobile process.
+trait LiveTask {
+    /// `end` processes second `sec` of its stream; `None` when the stream has no frame then.
+    fn second(&mut self, end: &mut MobileEnd, sec: usize) -> Option<FrameResult>;
+    /// `model`'s accuracy on evaluation set `tick`, when the stream has one.
+    fn accuracy(&self, model: &Mlp, tick: usize) -> Option<f64>;
+}
+
+/// Classification: `fps` grey frames a second, top-1 accuracy.
+struct ClassTask<'a> {
+    frames: &'a [StreamFrame],
+    fps: usize,
+    eval: &'a [EvalSet],
+}
+
+impl LiveTask for ClassTask<'_> {
+    fn second(&mut self, end: &mut MobileEnd, sec: usize) -> Option<FrameResult> {
+        let frames = crate::experiment::second(self.frames, sec, self.fps);
+        (!frames.is_empty()).then(|| end.on_second(sec, frames))
+    }
+
+    fn accuracy(&self, model: &Mlp, tick: usize) -> Option<f64> {
+        self.eval.get(tick).map(|(xs, ys)| model.accuracy(xs, ys))
+    }
+}
+
+/// Detection: one rendered RGB frame a second, read as the in-process experiment reads it
+/// (detections above `detect.det_score`, CLC from the IoU regressor, the descriptor image for
+/// drift typing); mAP@0.5 on the moment's evaluation frames.
+struct DetTask<'a> {
+    prep: &'a DetPrepared,
+    k: usize,
+    floor: f32,
+}
+
+impl<'a> DetTask<'a> {
+    fn new(cfg: &AdaEvoConfig, prep: &'a DetPrepared, k: usize) -> DetTask<'a> {
+        DetTask {
+            prep,
+            k,
+            floor: cfg.detect.det_score as f32,
+        }
+    }
+}
+
+impl LiveTask for DetTask<'_> {
+    fn second(&mut self, end: &mut MobileEnd, sec: usize) -> Option<FrameResult> {
+        let p = self.prep;
+        let f = p.frames.get(self.k)?.get(sec)?;
+        let dets = p.grid.detect(&end.model, &f.rgb, self.floor);
+        let (clc, _) = crate::detect::estimator::frame_clc(&p.iou, &f.rgb, &dets, self.floor);
+        let desc = crate::detect::stream::descriptor_input(&f.rgb, p.grid.side);
+        Some(end.on_estimate(sec as f64, &f.rgb, &desc, clc, 0))
+    }
+
+    fn accuracy(&self, model: &Mlp, tick: usize) -> Option<f64> {
+        let set = self.prep.eval.get(self.k)?.get(tick)?;
+        let pairs = crate::detect::experiment::pairs(set);
+        Some(crate::detect::grid::model_map50(
+            &self.prep.grid,
+            model,
+            &pairs,
+        ))
+    }
 }
 
 /// What a mobile process did.
@@ -283,6 +391,12 @@ pub struct MobileSummary {
     pub qoe_t90: Option<f64>,
     #[serde(default)]
     pub qoe_t80: Option<f64>,
+    /// Uploads too large for one message, sent through the object store.
+    #[serde(default)]
+    pub stored_uploads: usize,
+    /// Model blobs received through the object store.
+    #[serde(default)]
+    pub stored_blobs: usize,
 }
 
 /// Where a mobile process's requests come from.
@@ -296,9 +410,7 @@ enum Source<'a> {
 
 struct Live<'a> {
     end: MobileEnd,
-    frames: &'a [StreamFrame],
-    fps: usize,
-    eval: &'a [EvalSet],
+    task: Box<dyn LiveTask + 'a>,
     every: usize,
     /// The next simulated second to process.
     next_t: usize,
@@ -322,17 +434,15 @@ impl Source<'_> {
                 while last >= 0.0 && (l.next_t as f64) <= last {
                     let sec = l.next_t;
                     l.next_t += 1;
-                    let frames = crate::experiment::second(l.frames, sec, l.fps);
-                    if frames.is_empty() {
+                    let Some(f) = l.task.second(&mut l.end, sec) else {
                         continue;
-                    }
-                    if let Some(r) = l.end.on_second(sec, frames).request {
+                    };
+                    if let Some(r) = f.request {
                         out.push(r);
                     }
                     if sec % l.every == 0
-                        && let Some((xs, ys)) = l.eval.get(sec / l.every)
+                        && let Some(acc) = l.task.accuracy(&l.end.model, sec / l.every)
                     {
-                        let acc = l.end.model.accuracy(xs, ys);
                         s.accuracy.push((sec as f64, l.end.version, acc));
                     }
                 }
@@ -403,12 +513,47 @@ pub fn run_mobile_live(
     let params = mobile_params(cfg, prep, opts.seconds);
     let live = Live {
         end: MobileEnd::new(end, prep.mobile.clone(), params),
-        frames,
-        fps: cfg.stream.fps,
-        eval,
+        task: Box::new(ClassTask {
+            frames,
+            fps: cfg.stream.fps,
+            eval,
+        }),
         every: cfg.stream.eval_every_s,
         next_t: 0,
         thresholds: (0.9 * prep.clean_accuracy, 0.8 * prep.clean_accuracy),
+    };
+    let rt = runtime()?;
+    rt.block_on(mobile_loop(end, Source::Live(Box::new(live)), opts, tail_s))
+}
+
+/// [`run_mobile_live`] for the detection task: end `end`'s pruned int8 detector reads its
+/// rendered camera path (CLC estimate, trigger, drift type, sampling), uploads its RGB frames
+/// (through the object store when over the message cap) and runs each detector the edge
+/// ships; its mAP@0.5 on the moment's evaluation frames is reported every
+/// `stream.eval_every_s`, QoE against 90% / 80% of the factory detector's clean-water mAP.
+pub fn run_det_mobile_live(
+    cfg: &AdaEvoConfig,
+    prep: &DetPrepared,
+    end: usize,
+    opts: &NetOptions,
+    tail_s: f64,
+) -> Result<MobileSummary, NetError> {
+    if end >= prep.frames.len() {
+        return Err(NetError::Usage(format!(
+            "end {end}: the run has {} ends",
+            prep.frames.len()
+        )));
+    }
+    let live = Live {
+        end: MobileEnd::new(
+            end,
+            prep.mobile.clone(),
+            det_mobile_params(cfg, prep, opts.seconds),
+        ),
+        task: Box::new(DetTask::new(cfg, prep, end)),
+        every: cfg.stream.eval_every_s,
+        next_t: 0,
+        thresholds: (0.9 * prep.clean_map, 0.8 * prep.clean_map),
     };
     let rt = runtime()?;
     rt.block_on(mobile_loop(end, Source::Live(Box::new(live)), opts, tail_s))
@@ -421,6 +566,12 @@ async fn mobile_loop(
     tail_s: f64,
 ) -> Result<MobileSummary, NetError> {
     let client = connect(opts, &format!("adaevo mobile {end}")).await?;
+    let carrier = Carrier::new(
+        &client,
+        &opts.prefix,
+        opts.inline_limit,
+        opts.request_timeout,
+    );
     let mut models = client
         .subscribe(subject(&opts.prefix, &format!("model.{end}")))
         .await
@@ -462,34 +613,39 @@ async fn mobile_loop(
             let payload = serde_json::to_vec(&req)
                 .map_err(|e| NetError::Runtime(format!("encode request: {e}")))?;
             s.upload_bytes += req.upload_bytes();
-            let answer = tokio::time::timeout(
-                opts.request_timeout,
-                client.request(subject(&opts.prefix, "req"), payload.into()),
-            )
-            .await;
+            let packed = match carrier
+                .pack(&format!("req-{end}-{}", req.seq), payload)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    s.dropped.push(format!("upload failed: {e}"));
+                    source.task_dropped();
+                    continue;
+                }
+            };
+            s.stored_uploads += usize::from(packed.object.is_some());
+            let answer = carrier
+                .request(subject(&opts.prefix, "req"), &packed, opts.request_timeout)
+                .await;
+            // Answered or given up: the edge has read the body or never will.
+            carrier.discard(&packed).await;
             match answer {
-                Ok(Ok(m)) if &m.payload[..] == b"accepted" => {
+                Ok(m) if &m.payload[..] == b"accepted" => {
                     s.accepted += 1;
                     in_flight = Some(req.seq);
                 }
-                Ok(Ok(m)) => {
+                Ok(m) => {
                     s.dropped
                         .push(String::from_utf8_lossy(&m.payload).into_owned());
                     source.task_dropped();
                 }
-                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                Err(RequestFailure::TimedOut(e)) => {
                     uncertain.push(format!("upload failed: {e}"));
                     source.task_dropped();
                 }
-                Ok(Err(e)) => {
+                Err(RequestFailure::Failed(e)) => {
                     s.dropped.push(format!("upload failed: {e}"));
-                    source.task_dropped();
-                }
-                Err(_) => {
-                    uncertain.push(format!(
-                        "upload failed: no answer within {:?}",
-                        opts.request_timeout
-                    ));
                     source.task_dropped();
                 }
             }
@@ -497,7 +653,14 @@ async fn mobile_loop(
         tokio::select! {
             _ = tick.tick() => {}
             Some(m) = models.next() => {
-                let ack = match serde_json::from_slice::<ModelBlob>(&m.payload) {
+                let body = carrier.unpack(&m).await;
+                if let Ok((_, true)) = &body {
+                    s.stored_blobs += 1;
+                }
+                let decoded = body.and_then(|(b, _)| {
+                    serde_json::from_slice::<ModelBlob>(&b).map_err(|e| e.to_string())
+                });
+                let ack = match decoded {
                     Err(e) => {
                         let why = format!("malformed blob: {e}");
                         s.rejected.push(why.clone());
@@ -585,6 +748,53 @@ pub struct EdgeSummary {
     pub restored_versions: BTreeMap<usize, u64>,
     /// With a state directory: unacknowledged models found at start, sent again.
     pub redelivered: usize,
+    /// Uploads received through the object store (too large for one message).
+    #[serde(default)]
+    pub stored_uploads: usize,
+}
+
+/// The edge as the net layer drives it: the simulation's calls plus what the state directory
+/// persists (the classification [`EdgeServer`] and the detection [`DetEdge`]).
+pub trait NetEdge: SimEdge {
+    /// End `end`'s state as of its last finished task.
+    fn end_state(&self, end: usize) -> Option<EndState>;
+    /// Puts back a persisted end state.
+    fn restore_end(&mut self, state: EndState);
+    /// Task ids continue from at least `next`.
+    fn reserve_ids(&mut self, next: usize);
+    /// The next task's id.
+    fn next_id(&self) -> usize;
+}
+
+macro_rules! net_edge {
+    ($t:ty) => {
+        impl NetEdge for $t {
+            fn end_state(&self, end: usize) -> Option<EndState> {
+                <$t>::end_state(self, end)
+            }
+            fn restore_end(&mut self, state: EndState) {
+                <$t>::restore_end(self, state)
+            }
+            fn reserve_ids(&mut self, next: usize) {
+                <$t>::reserve_ids(self, next)
+            }
+            fn next_id(&self) -> usize {
+                <$t>::next_id(self)
+            }
+        }
+    };
+}
+
+net_edge!(EdgeServer);
+net_edge!(DetEdge);
+
+/// What [`edge_loop`] serves: an edge with its ends registered.
+struct Served<'a, E> {
+    edge: E,
+    ends: usize,
+    /// The shape every end's models have (a restored state is checked against it).
+    reference: &'a Mlp,
+    memory_budget: u64,
 }
 
 fn peak_rss() -> Option<u64> {
@@ -596,19 +806,14 @@ fn peak_rss() -> Option<u64> {
 
 /// Sends `payload` to `subj` as a request until it is acknowledged or `until` passes.
 async fn deliver(
-    client: async_nats::Client,
+    carrier: &Carrier,
     subj: String,
-    payload: Vec<u8>,
+    payload: &Packed,
     per_try: Duration,
     until: Instant,
 ) -> Option<String> {
     while Instant::now() < until {
-        if let Ok(Ok(m)) = tokio::time::timeout(
-            per_try,
-            client.request(subj.clone(), payload.clone().into()),
-        )
-        .await
-        {
+        if let Ok(m) = carrier.request(subj.clone(), payload, per_try).await {
             return Some(String::from_utf8_lossy(&m.payload).into_owned());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -626,17 +831,57 @@ pub fn run_edge(
     seed: u64,
     opts: &NetOptions,
 ) -> Result<EdgeSummary, NetError> {
-    let rt = runtime()?;
-    rt.block_on(edge_loop(cfg, prep, seed, opts))
+    let params = edge_params(cfg, prep, seed);
+    let memory_budget = params.memory;
+    let mut edge = EdgeServer::new(params, prep.teacher.clone());
+    for k in 0..prep.frames.len() {
+        edge.register(k, prep.dense.clone(), prep.mobile.clone());
+    }
+    let served = Served {
+        edge,
+        ends: prep.frames.len(),
+        reference: &prep.dense,
+        memory_budget,
+    };
+    runtime()?.block_on(edge_loop(cfg, seed, opts, served))
 }
 
-async fn edge_loop(
+/// [`run_edge`] for the detection task: the detection edge labels each upload's RGB frames
+/// with the teacher detector, profiles, schedules, retrains, re-prunes and ships the detector
+/// (the `adaevo` method's components, as `ferrolab adaevo --preset detection` runs them).
+pub fn run_det_edge(
     cfg: &AdaEvoConfig,
-    prep: &Prepared,
+    prep: &DetPrepared,
     seed: u64,
     opts: &NetOptions,
 ) -> Result<EdgeSummary, NetError> {
-    let n = prep.frames.len();
+    let params = crate::detect::experiment::edge_params(cfg, prep, "adaevo", seed);
+    let memory_budget = params.memory;
+    let mut edge = DetEdge::new(params, prep.teacher.clone());
+    for k in 0..prep.frames.len() {
+        edge.register(k, prep.dense.clone(), prep.mobile.clone());
+    }
+    let served = Served {
+        edge,
+        ends: prep.frames.len(),
+        reference: &prep.dense,
+        memory_budget,
+    };
+    runtime()?.block_on(edge_loop(cfg, seed, opts, served))
+}
+
+async fn edge_loop<E: NetEdge>(
+    cfg: &AdaEvoConfig,
+    seed: u64,
+    opts: &NetOptions,
+    served: Served<'_, E>,
+) -> Result<EdgeSummary, NetError> {
+    let Served {
+        mut edge,
+        ends: n,
+        reference,
+        memory_budget,
+    } = served;
     // The state directory is checked before connecting: another run's directory is the user's
     // mistake (exit 2), found before any work.
     let store = match &opts.state_dir {
@@ -660,7 +905,7 @@ async fn edge_loop(
     // fix (exit 2), found before the edge serves anyone.
     let loaded = match &store {
         Some(st) => st
-            .load_checked(|l| l.check(&prep.dense, n))
+            .load_checked(|l| l.check(reference, n))
             .map_err(|e| NetError::Usage(format!("cannot read the edge's state: {e}")))?,
         None => state::Loaded::default(),
     };
@@ -673,15 +918,16 @@ async fn edge_loop(
         .flush()
         .await
         .map_err(|e| NetError::Runtime(format!("flush: {e}")))?;
-    let params = edge_params(cfg, prep, seed);
+    let carrier = Carrier::new(
+        &client,
+        &opts.prefix,
+        opts.inline_limit,
+        opts.request_timeout,
+    );
     let mut s = EdgeSummary {
-        memory_budget: params.memory,
+        memory_budget,
         ..Default::default()
     };
-    let mut edge = EdgeServer::new(params, prep.teacher.clone());
-    for k in 0..n {
-        edge.register(k, prep.dense.clone(), prep.mobile.clone());
-    }
     // Per end: the last finished task and the models not yet acknowledged (persisted with the
     // end's state).
     let mut finished_seq: BTreeMap<usize, u64> = BTreeMap::new();
@@ -736,10 +982,19 @@ async fn edge_loop(
             serde_json::to_vec(blob).map_err(|e| NetError::Runtime(format!("encode blob: {e}")))?;
         let subj = subject(&opts.prefix, &format!("model.{}", blob.end));
         let (end, version) = (blob.end, blob.version);
-        let cl = client.clone();
+        let cr = carrier.clone();
         let until = give_up(t0);
         sends.spawn(async move {
-            let ack = deliver(cl, subj, payload, per_try, until).await;
+            let packed = match cr.pack(&format!("model-{end}-{version}"), payload).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Left in the outbox: a restarted edge sends it again.
+                    eprintln!("adaevo edge: model {version} of end {end}: {e}");
+                    return (end, version, None);
+                }
+            };
+            let ack = deliver(&cr, subj, &packed, per_try, until).await;
+            cr.discard(&packed).await;
             (end, version, ack)
         });
         Ok(())
@@ -750,7 +1005,7 @@ async fn edge_loop(
         }
     }
     // Writes end `end`'s state file (after a finished task or an acknowledgement).
-    let save_end = |edge: &EdgeServer,
+    let save_end = |edge: &E,
                     end: usize,
                     finished_seq: &BTreeMap<usize, u64>,
                     outbox: &BTreeMap<usize, Vec<ModelBlob>>|
@@ -771,8 +1026,18 @@ async fn edge_loop(
             Some(m) = reqs.next() => {
                 s.received += 1;
                 let t = now(t0).min(opts.seconds);
-                let answer = match serde_json::from_slice::<TaskRequest>(&m.payload) {
-                    Err(e) => format!("dropped: malformed request: {e}"),
+                let body = carrier.unpack(&m).await;
+                if let Ok((_, true)) = &body {
+                    s.stored_uploads += 1;
+                }
+                let decoded = body
+                    .map_err(|e| format!("upload unreadable: {e}"))
+                    .and_then(|(b, _)| {
+                        serde_json::from_slice::<TaskRequest>(&b)
+                            .map_err(|e| format!("malformed request: {e}"))
+                    });
+                let answer = match decoded {
+                    Err(e) => format!("dropped: {e}"),
                     Ok(req) if req.end >= n => format!("dropped: unknown end {}", req.end),
                     Ok(req) if open.contains(&(req.end, req.seq))
                         || finished_seq.get(&req.end).is_some_and(|q| req.seq <= *q) => {
@@ -848,11 +1113,11 @@ async fn edge_loop(
             persist(st.remove_task(end, seq))?;
         }
         s.dropped.push((end, seq, why.clone()));
-        let cl = client.clone();
+        let cr = carrier.clone();
         let subj = subject(&opts.prefix, &format!("drop.{end}"));
         let until = Instant::now() + Duration::from_secs(10);
         sends.spawn(async move {
-            let _ = deliver(cl, subj, why.into_bytes(), per_try, until).await;
+            let _ = deliver(&cr, subj, &Packed::inline(why.into_bytes()), per_try, until).await;
             (end, u64::MAX, None)
         });
     }
@@ -864,8 +1129,8 @@ async fn edge_loop(
             save_end(&edge, end, &finished_seq, &outbox)?;
         }
     }
-    s.peak_memory = edge.peak_memory;
-    s.busy_s = edge.busy_s;
+    s.peak_memory = edge.peak_memory();
+    s.busy_s = edge.busy_s();
     s.peak_rss = peak_rss();
     s.wall_s = t0.elapsed().as_secs_f64();
     let _ = client.flush().await;
