@@ -220,6 +220,15 @@ pub trait Fabric: Send + Sync {
     fn end_run(&self) -> Result<(), FabricError> {
         Ok(())
     }
+
+    /// Which client serves each device. Every process of a run derives the same assignment
+    /// from its configuration; told it, an exchange knows a missing member's client before
+    /// that device was ever heard from (so a device whose client died before its first
+    /// exchange is not waited for once the client is known to be gone). A fabric that cannot
+    /// lose a client (in-process) ignores it.
+    fn set_owners(&self, owners: &[(DeviceId, ClientId)]) {
+        let _ = owners;
+    }
 }
 
 /// A validator that checks an update has the template's layout and finite values.

@@ -136,6 +136,9 @@ impl Fabric for MirroredState<'_> {
     fn end_run(&self) -> Result<(), FabricError> {
         self.inner.get().end_run()
     }
+    fn set_owners(&self, owners: &[(DeviceId, ClientId)]) {
+        self.inner.get().set_owners(owners)
+    }
 }
 
 #[cfg(test)]

@@ -452,7 +452,8 @@ fn nats_a_client_never_heard_from_costs_one_deadline() {
 /// A D2D exchange stops waiting for a member whose client the server has found silent (the
 /// server keeps that list in the run's KV, which clients may read): it fails at once, naming
 /// the device and its client, instead of at its timeout. A device never seen in an exchange
-/// has no known client and is waited for until the timeout, as before.
+/// has no known client and is waited for until the timeout, unless the fabric was told the
+/// run's device assignment ([`Fabric::set_owners`], which `fed client` does).
 #[test]
 #[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
 fn nats_an_exchange_does_not_wait_for_a_gone_client() {
@@ -494,6 +495,16 @@ fn nats_an_exchange_does_not_wait_for_a_gone_client() {
         .to_string();
     assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(e.contains("devices [3]"), "{e}");
+    // Told the run's assignment (as `fed client` is, from its config), the same exchange
+    // knows device 3's client is the gone one and fails at once.
+    c1.set_owners(&[(1, 1), (2, 2), (3, 2)]);
+    let t = Instant::now();
+    let e = c1
+        .exchange(key(3), &[1, 3], vec![(1, x0())], Duration::from_secs(60))
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(e.contains("device 3 (client 2) gone"), "{e}");
 }
 
 #[test]

@@ -1732,6 +1732,10 @@ impl Fabric for NatsFabric {
         self.remove_run().map(|_| ())
     }
 
+    fn set_owners(&self, owners: &[(DeviceId, ClientId)]) {
+        self.lock().owners.extend(owners.iter().copied());
+    }
+
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {
         self.run(async {
             let k = kv_key(key);

@@ -9,7 +9,7 @@ use super::config::SdgtConfig;
 use super::driver::{self, RunData, RunError, RunResult, RunSpec};
 use super::experiment;
 use crate::client::serve;
-use crate::fabric::{ClientId, Fabric};
+use crate::fabric::{ClientId, DeviceId, Fabric};
 use crate::mirror::MirroredState;
 use crate::nats::multiprocess::{ClientProcesses, ServerOnly};
 use ferrolab_core::{SysResult, SystemError};
@@ -261,6 +261,11 @@ pub fn run_client(
             spec.devices_per_client
         ))
     })?;
+    let owners: Vec<(DeviceId, ClientId)> = clients
+        .iter()
+        .flat_map(|(c, ds)| ds.iter().map(move |d| (*d, *c)))
+        .collect();
+    fabric.set_owners(&owners);
     let mut c = DeviceClient::new(
         id,
         devs,
