@@ -224,6 +224,23 @@ impl Carrier {
     }
 }
 
+impl Carrier {
+    /// Deletes the object `msg`'s headers name, if any (the receiver's side of
+    /// [`Carrier::discard`], for bodies read once).
+    pub async fn forget(&self, msg: &async_nats::Message) {
+        let name = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(OBJECT))
+            .map(|v| v.as_str().to_string());
+        if let Some(name) = name
+            && let Ok(store) = self.store().await
+        {
+            let _ = tokio::time::timeout(self.timeout, store.delete(&name)).await;
+        }
+    }
+}
+
 /// Why a request got no answer.
 #[derive(Debug)]
 pub enum RequestFailure {

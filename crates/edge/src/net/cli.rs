@@ -2,9 +2,11 @@
 //!
 //! Every process of a run is given the same configuration (`--preset`, `--config`, `--set`),
 //! `--seed`, `--run` name and `--start` time, so that each builds the same models and streams
-//! (a mobile end runs its own: [`run_mobile_live`](super::run_mobile_live); with
+//! (a mobile end runs its own: [`run_mobile_live`](super::run_mobile_live), or
+//! [`run_det_mobile_live`](super::run_det_mobile_live) for `task.name = "detection"`; with
 //! `--replay-trace` it replays the requests its factory model would make, computed up front by
-//! [`make_traces`](super::make_traces)); the processes then agree on the simulated clock
+//! [`make_trace`](super::make_trace) / [`make_det_trace`](super::make_det_trace)); the
+//! processes then agree on the simulated clock
 //! without talking about it. Each prints its summary as one JSON object on stdout.
 
 use super::{NetError, NetOptions};
@@ -306,14 +308,15 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
     }
     super::probe(&opts).map_err(net_error)?;
     let replay = m.get_flag("replay-trace");
-    let traces = if is_detection(&cfg) {
+    // Only this end's trace: each mobile process replays its own.
+    let trace = if is_detection(&cfg) {
         let prep = crate::detect::experiment::prepare(&cfg, seed)?;
         if !replay {
             let summary =
                 super::run_det_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
             return print_json(&summary);
         }
-        super::make_det_traces(&cfg, &prep, cfg.stream.seconds)
+        super::make_det_trace(&cfg, &prep, id, cfg.stream.seconds)
     } else {
         let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
         let prep = prepare(&cfg, &pre, &pool, seed);
@@ -322,9 +325,9 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
                 super::run_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
             return print_json(&summary);
         }
-        super::make_traces(&cfg, &prep, cfg.stream.seconds)
+        super::make_trace(&cfg, &prep, id, cfg.stream.seconds)
     };
-    let Some(trace) = traces.into_iter().nth(id) else {
+    let Some(trace) = trace else {
         return Err(SystemError::runtime(format!(
             "no trace was made for end {id}"
         )));

@@ -192,7 +192,7 @@ pub fn probe(opts: &NetOptions) -> Result<(), NetError> {
 }
 
 /// Waits for the run's shared start (if it is ahead) and returns it as an `Instant`.
-async fn start_instant(opts: &NetOptions) -> Instant {
+async fn start_instant(opts: &NetOptions, who: &str) -> Instant {
     let Some(start) = opts.start else {
         return Instant::now();
     };
@@ -202,9 +202,27 @@ async fn start_instant(opts: &NetOptions) -> Instant {
             Instant::now()
         }
         // Already past: this process joined late; its clock is the run's.
-        Err(e) => Instant::now()
-            .checked_sub(e.duration())
-            .unwrap_or_else(Instant::now),
+        Err(e) => {
+            let late = e.duration().as_secs_f64();
+            if late > 1.0 {
+                // Said, not refused: a restarted process joins late on purpose. One that
+                // missed the whole run (its models took longer to build than --start
+                // allowed) would otherwise print an empty summary with no hint why.
+                let sim = late * opts.speed;
+                let over = if sim >= opts.seconds {
+                    " — after the run's end, so it takes part in nothing (start the run later: --start)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{who}: joined {late:.1} s after the run's start (simulated {sim:.0} of {:.0} s){over}",
+                    opts.seconds
+                );
+            }
+            Instant::now()
+                .checked_sub(e.duration())
+                .unwrap_or_else(Instant::now)
+        }
     }
 }
 
@@ -236,29 +254,34 @@ pub struct Trace {
 /// the end is released as if its task had been dropped, so later drifts trigger too. This is
 /// the inference the load test's mobile processes do not redo.
 pub fn make_traces(cfg: &AdaEvoConfig, prep: &Prepared, seconds: usize) -> Vec<Trace> {
-    let params = mobile_params(cfg, prep, seconds as f64);
     (0..prep.frames.len())
-        .map(|k| {
-            let mut task = ClassTask {
-                frames: &prep.frames[k],
-                fps: cfg.stream.fps,
-                eval: &[],
-            };
-            trace_of(k, &prep.mobile, params, seconds, &mut task)
-        })
+        .filter_map(|k| make_trace(cfg, prep, k, seconds))
         .collect()
 }
 
-/// [`make_traces`] for the detection task: each end's factory detector reads its rendered
+/// End `k`'s trace of [`make_traces`] (`None`: the run has no end `k`).
+pub fn make_trace(cfg: &AdaEvoConfig, prep: &Prepared, k: usize, seconds: usize) -> Option<Trace> {
+    let mut task = ClassTask {
+        frames: prep.frames.get(k)?,
+        fps: cfg.stream.fps,
+        eval: &[],
+    };
+    let params = mobile_params(cfg, prep, seconds as f64);
+    Some(trace_of(k, &prep.mobile, params, seconds, &mut task))
+}
+
+/// [`make_trace`] for the detection task: end `k`'s factory detector reads its rendered
 /// stream (estimate CLC, trigger, drift type, sampling of RGB frames).
-pub fn make_det_traces(cfg: &AdaEvoConfig, prep: &DetPrepared, seconds: usize) -> Vec<Trace> {
+pub fn make_det_trace(
+    cfg: &AdaEvoConfig,
+    prep: &DetPrepared,
+    k: usize,
+    seconds: usize,
+) -> Option<Trace> {
+    prep.frames.get(k)?;
     let params = det_mobile_params(cfg, prep, seconds as f64);
-    (0..prep.frames.len())
-        .map(|k| {
-            let mut task = DetTask::new(cfg, prep, k);
-            trace_of(k, &prep.mobile, params, seconds, &mut task)
-        })
-        .collect()
+    let mut task = DetTask::new(cfg, prep, k);
+    Some(trace_of(k, &prep.mobile, params, seconds, &mut task))
 }
 
 fn trace_of(
@@ -588,7 +611,7 @@ async fn mobile_loop(
         end,
         ..Default::default()
     };
-    let t0 = start_instant(opts).await;
+    let t0 = start_instant(opts, &format!("adaevo mobile {end}")).await;
     let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
     let mut in_flight: Option<u64> = None;
     // Drop reasons of uploads whose outcome is unknown (timed out: the edge may have received
@@ -942,7 +965,7 @@ async fn edge_loop<E: NetEdge>(
         s.redelivered += f.outbox.len();
         outbox.insert(end, f.outbox);
     }
-    let t0 = start_instant(opts).await;
+    let t0 = start_instant(opts, "adaevo edge").await;
     let now = |t0: Instant| t0.elapsed().as_secs_f64() * opts.speed;
     // A restarted edge joins the run's clock where it is now (not at 0: the time it was down
     // is not training time).
@@ -1029,6 +1052,8 @@ async fn edge_loop<E: NetEdge>(
                 let body = carrier.unpack(&m).await;
                 if let Ok((_, true)) = &body {
                     s.stored_uploads += 1;
+                    // Read once: the sender deletes it too, but may die before it does.
+                    carrier.forget(&m).await;
                 }
                 let decoded = body
                     .map_err(|e| format!("upload unreadable: {e}"))
