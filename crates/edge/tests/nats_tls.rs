@@ -2,7 +2,8 @@
 //! 127.0.0.1, a nats-server that requires TLS starts on it, and
 //!
 //! * without the CA a process is refused before it builds anything (a usage error, exit 2 in
-//!   the CLI), and a CA file or client certificate that is not there is named;
+//!   the CLI), and a CA file or client certificate that is not there is named; so is a
+//!   detection run's process on this server, which has no JetStream for its large uploads;
 //! * with the CA (`NetOptions::tls_ca`, which `--tls-ca` and `$FERROLAB_NATS_CA` set) an edge
 //!   and two live mobile ends run a short stream to its end: every task is installed or dropped
 //!   with a reason and the ends install the versions the edge ships.
@@ -56,6 +57,17 @@ fn processes_run_over_tls_with_a_private_ca_and_are_refused_without_it() {
     let half = usage(net::probe(&half));
     assert!(half.contains("absent.pem"), "{half}");
     net::probe(&options(&url, "tlsok", Some(ca.clone()))).unwrap();
+    // This server has no JetStream: a detection run, whose uploads need the object store, is
+    // refused at the probe, naming why.
+    let nojs = usage(net::probe_store(&options(
+        &url,
+        "tlsnojs",
+        Some(ca.clone()),
+    )));
+    assert!(
+        nojs.contains("object store") && nojs.contains("JetStream"),
+        "{nojs}"
+    );
 
     // A short run: an edge and two live mobile ends, all over TLS.
     let mut cfg = AdaEvoConfig::default();

@@ -112,6 +112,12 @@ impl Carrier {
             .await
     }
 
+    /// Opens (or creates) the run's bucket now: for a task whose bodies exceed the server's
+    /// cap, so that a server without JetStream is found at start, not at the first upload.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.store().await.map(|_| ())
+    }
+
     /// `body` as a message: inline when it fits, otherwise stored as object `name`.
     pub async fn pack(&self, name: &str, body: Vec<u8>) -> Result<Packed, NetError> {
         if body.len() <= self.inline_limit {

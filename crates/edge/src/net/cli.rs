@@ -261,6 +261,15 @@ fn is_detection(cfg: &AdaEvoConfig) -> bool {
     cfg.task.name == "detection"
 }
 
+/// The server (URL, TLS, and for detection JetStream) is checked before any model is built.
+fn probe(cfg: &AdaEvoConfig, opts: &NetOptions) -> SysResult<()> {
+    if is_detection(cfg) {
+        super::probe_store(opts).map_err(net_error)
+    } else {
+        super::probe(opts).map_err(net_error)
+    }
+}
+
 fn net_error(e: NetError) -> SystemError {
     match e {
         NetError::Usage(m) => SystemError::usage(m),
@@ -278,8 +287,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> SysResult<()> {
 fn edge_run(m: &ArgMatches) -> SysResult<()> {
     let (cfg, mut opts, seed, data_dir) = setup(m)?;
     opts.state_dir = m.get_one::<PathBuf>("state").cloned();
-    // The server (URL, TLS) is checked before any model is built.
-    super::probe(&opts).map_err(net_error)?;
+    probe(&cfg, &opts)?;
     let summary = if is_detection(&cfg) {
         let prep = crate::detect::experiment::prepare(&cfg, seed)?;
         super::run_det_edge(&cfg, &prep, seed, &opts)
@@ -306,7 +314,7 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
             "--tail {tail}: must be ≥ 0 seconds"
         )));
     }
-    super::probe(&opts).map_err(net_error)?;
+    probe(&cfg, &opts)?;
     let replay = m.get_flag("replay-trace");
     // Only this end's trace: each mobile process replays its own.
     let trace = if is_detection(&cfg) {

@@ -191,6 +191,23 @@ pub fn probe(opts: &NetOptions) -> Result<(), NetError> {
     })
 }
 
+/// [`probe`] for a run whose bodies can exceed the server's message cap (the detection task's
+/// uploads): also opens the run's object store, so that a server without JetStream is one
+/// line and exit 2 at start rather than a dropped upload at every trigger.
+pub fn probe_store(opts: &NetOptions) -> Result<(), NetError> {
+    runtime()?.block_on(async {
+        let client = connect(opts, "adaevo probe").await?;
+        let carrier = Carrier::new(&client, &opts.prefix, opts.inline_limit, opts.request_timeout);
+        carrier.ready().await.map_err(|e| {
+            NetError::Usage(format!(
+                "NATS at {}: the detection task's uploads are over the server's {} B message cap and go through JetStream's object store, which is not available: {e}",
+                opts.url,
+                client.server_info().max_payload
+            ))
+        })
+    })
+}
+
 /// Waits for the run's shared start (if it is ahead) and returns it as an `Instant`.
 async fn start_instant(opts: &NetOptions, who: &str) -> Instant {
     let Some(start) = opts.start else {
