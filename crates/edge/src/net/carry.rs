@@ -6,14 +6,27 @@
 //! the cap goes into the run's JetStream object store (bucket `adaevo_<run>`) and the message
 //! carries only its name and size in headers; the receiver reads the object, checks its size
 //! (the object store checks its SHA-256 digest on read) and handles the body as if it had come
-//! inline. The sender deletes the object once the request is answered or given up, so the
-//! bucket holds only bodies in flight (and what a killed process left behind).
+//! inline. The receiver of an upload deletes its object once it has answered; the sender
+//! deletes it too once answered (or when it could not be sent), but leaves it when the answer
+//! timed out, since the receiver may still read it late. A model blob's object lives until its
+//! delivery ends. The edge removes the bucket when its run is over, so what a killed process
+//! or a timed-out upload left behind goes with it. Object names carry a per-process suffix, so
+//! that a restarted process's bodies never overwrite ones still being read.
 
 use super::NetError;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, object_store, stream::StorageType};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+
+/// `base` made unique to this process and moment (see the module notes).
+pub fn object_name(base: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{base}-{:x}-{nanos:x}", std::process::id())
+}
 
 /// Header naming the object that holds the body.
 const OBJECT: &str = "Ferrolab-Object";
@@ -231,6 +244,12 @@ impl Carrier {
 }
 
 impl Carrier {
+    /// Removes the run's bucket (the edge, once its run is over); best effort: a run whose
+    /// bodies all went inline has none, and a server without JetStream answers at once.
+    pub async fn remove_bucket(&self) {
+        let _ = tokio::time::timeout(self.timeout, self.js.delete_object_store(&self.bucket)).await;
+    }
+
     /// Deletes the object `msg`'s headers name, if any (the receiver's side of
     /// [`Carrier::discard`], for bodies read once).
     pub async fn forget(&self, msg: &async_nats::Message) {

@@ -652,9 +652,11 @@ async fn mobile_loop(
             req.remaining_s = (opts.seconds - req.trigger_t).max(0.0);
             let payload = serde_json::to_vec(&req)
                 .map_err(|e| NetError::Runtime(format!("encode request: {e}")))?;
-            s.upload_bytes += req.upload_bytes();
             let packed = match carrier
-                .pack(&format!("req-{end}-{}", req.seq), payload)
+                .pack(
+                    &carry::object_name(&format!("req-{end}-{}", req.seq)),
+                    payload,
+                )
                 .await
             {
                 Ok(p) => p,
@@ -664,12 +666,17 @@ async fn mobile_loop(
                     continue;
                 }
             };
+            s.upload_bytes += req.upload_bytes();
             s.stored_uploads += usize::from(packed.object.is_some());
             let answer = carrier
                 .request(subject(&opts.prefix, "req"), &packed, opts.request_timeout)
                 .await;
-            // Answered or given up: the edge has read the body or never will.
-            carrier.discard(&packed).await;
+            // Answered: the edge has read the body (and deleted it). Timed out: it may still
+            // be queued at the edge, which would accept it late, so the object stays for the
+            // edge to read and delete. Not sent at all: nobody will read it.
+            if !matches!(answer, Err(RequestFailure::TimedOut(_))) {
+                carrier.discard(&packed).await;
+            }
             match answer {
                 Ok(m) if &m.payload[..] == b"accepted" => {
                     s.accepted += 1;
@@ -693,13 +700,17 @@ async fn mobile_loop(
         tokio::select! {
             _ = tick.tick() => {}
             Some(m) = models.next() => {
-                let body = carrier.unpack(&m).await;
-                if let Ok((_, true)) = &body {
-                    s.stored_blobs += 1;
-                }
-                let decoded = body.and_then(|(b, _)| {
-                    serde_json::from_slice::<ModelBlob>(&b).map_err(|e| e.to_string())
-                });
+                let body = match carrier.unpack(&m).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Not answered: the edge sends the blob again (an answer, even a
+                        // refusal, would end its delivery and lose the version).
+                        eprintln!("adaevo mobile {end}: model blob unreadable for now: {e}");
+                        continue;
+                    }
+                };
+                s.stored_blobs += usize::from(body.1);
+                let decoded = serde_json::from_slice::<ModelBlob>(&body.0);
                 let ack = match decoded {
                     Err(e) => {
                         let why = format!("malformed blob: {e}");
@@ -1025,7 +1036,8 @@ async fn edge_loop<E: NetEdge>(
         let cr = carrier.clone();
         let until = give_up(t0);
         sends.spawn(async move {
-            let packed = match cr.pack(&format!("model-{end}-{version}"), payload).await {
+            let name = carry::object_name(&format!("model-{end}-{version}"));
+            let packed = match cr.pack(&name, payload).await {
                 Ok(p) => p,
                 Err(e) => {
                     // Left in the outbox: a restarted edge sends it again.
@@ -1067,11 +1079,8 @@ async fn edge_loop<E: NetEdge>(
                 s.received += 1;
                 let t = now(t0).min(opts.seconds);
                 let body = carrier.unpack(&m).await;
-                if let Ok((_, true)) = &body {
-                    s.stored_uploads += 1;
-                    // Read once: the sender deletes it too, but may die before it does.
-                    carrier.forget(&m).await;
-                }
+                let stored = matches!(body, Ok((_, true)));
+                s.stored_uploads += usize::from(stored);
                 let decoded = body
                     .map_err(|e| format!("upload unreadable: {e}"))
                     .and_then(|(b, _)| {
@@ -1118,8 +1127,13 @@ async fn edge_loop<E: NetEdge>(
                         }
                     }
                 };
-                if let Some(r) = m.reply {
-                    let _ = client.publish(r, answer.into()).await;
+                if let Some(r) = &m.reply {
+                    let _ = client.publish(r.clone(), answer.into()).await;
+                }
+                if stored {
+                    // Read once, deleted after the answer (not before: the sender is waiting).
+                    // The sender deletes it too, unless it timed out or died.
+                    carrier.forget(&m).await;
                 }
                 edge.schedule(t);
             }
@@ -1171,6 +1185,9 @@ async fn edge_loop<E: NetEdge>(
             save_end(&edge, end, &finished_seq, &outbox)?;
         }
     }
+    // The run is over: bodies left behind (timed-out uploads, objects of killed processes)
+    // go with the bucket.
+    carrier.remove_bucket().await;
     s.peak_memory = edge.peak_memory();
     s.busy_s = edge.busy_s();
     s.peak_rss = peak_rss();
