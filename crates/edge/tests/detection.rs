@@ -113,6 +113,18 @@ fn detection_config_errors_are_caught() {
 fn clc_follows_map_along_a_rendered_drifting_stream() {
     let cfg = small();
     let prep = prepare(&cfg, 3).unwrap();
+    // The NATS processes prepare only their share; it is the whole preparation's, bit for bit.
+    let edge = ferrolab_edge::detect::experiment::prepare_edge(&cfg, 3).unwrap();
+    let whole = prep.edge_part();
+    assert!(edge.teacher == whole.teacher && edge.dense == whole.dense);
+    assert!(edge.mobile == whole.mobile && edge.anchor == whole.anchor);
+    assert_eq!(edge.ends, whole.ends);
+    let end = ferrolab_edge::detect::experiment::prepare_end(&cfg, 3, 1).unwrap();
+    let whole = prep.end_part(1).unwrap();
+    assert!(end.mobile == whole.mobile && end.iou == whole.iou);
+    assert_eq!(end.clean_map, whole.clean_map);
+    assert!(end.frames == whole.frames && end.eval == whole.eval);
+    assert!(ferrolab_edge::detect::experiment::prepare_end(&cfg, 3, 2).is_err());
     eprintln!(
         "clean mAP@0.5: factory {:.3}, teacher {:.3}; teacher on the drift targets {:.3}",
         prep.clean_map, prep.teacher_map, prep.teacher_map_drifted

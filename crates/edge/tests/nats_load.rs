@@ -110,16 +110,16 @@ fn adaevo_child() {
         }
         "det-edge" => {
             let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
-            let prep = det_prepare(&cfg, SEED).unwrap();
+            let prep = ferrolab_edge::detect::experiment::prepare_edge(&cfg, SEED).unwrap();
             let s = net::run_det_edge(&cfg, &prep, SEED, &opts).unwrap();
             println!("EDGE-SUMMARY {}", serde_json::to_string(&s).unwrap());
         }
         "det-live" => {
             let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
-            let prep = det_prepare(&cfg, SEED).unwrap();
             let end = v["end"].as_u64().unwrap() as usize;
+            let prep = ferrolab_edge::detect::experiment::prepare_end(&cfg, SEED, end).unwrap();
             let tail = v["tail"].as_f64().unwrap();
-            let s = net::run_det_mobile_live(&cfg, &prep, end, &opts, tail).unwrap();
+            let s = net::run_det_mobile_live(&cfg, &prep, &opts, tail).unwrap();
             println!("MOBILE-SUMMARY {}", serde_json::to_string(&s).unwrap());
         }
         "live" => {

@@ -24,6 +24,7 @@ use crate::sim;
 use crate::stream::Schedule;
 use ferrolab_core::run::Report;
 use ferrolab_core::{Checked, Outcome, RunContext, SysResult, SystemError};
+use ferrolab_data::underwater::{SceneConfig, Water};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rayon::prelude::*;
@@ -71,71 +72,80 @@ pub(crate) fn pairs(frames: &[DetFrame]) -> Vec<(&[u8], &[GtBox])> {
         .collect()
 }
 
-/// Pre-trains the models and renders the streams of one seed.
-pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
-    let t0 = Instant::now();
+/// The factory detector and what derives from it: every role of a seed needs these.
+struct Factory {
+    grid: Grid,
+    scfg: SceneConfig,
+    /// The seed's render base.
+    base: u64,
+    clean: Vec<DetFrame>,
+    clean_samples: Vec<(Vec<f32>, super::grid::CellTarget)>,
+    dense: Mlp,
+    mobile: Mlp,
+    iou: IouRegressor,
+    clean_test: Vec<DetFrame>,
+    clean_map: f64,
+}
+
+fn train_opts(cfg: &AdaEvoConfig, epochs: usize, seed: u64) -> TrainOpts {
+    TrainOpts {
+        epochs,
+        lr: cfg.detect.lr as f32,
+        momentum: 0.9,
+        batch: 32,
+        seed,
+    }
+}
+
+fn samples_of(
+    cfg: &AdaEvoConfig,
+    grid: &Grid,
+    frames: &[DetFrame],
+    s: u64,
+) -> Vec<(Vec<f32>, super::grid::CellTarget)> {
+    frames
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| grid.samples(&f.rgb, &f.boxes, cfg.detect.bg_keep, s ^ (i as u64) << 12))
+        .collect()
+}
+
+/// Held-out scenes of water `w`: the QoE reference (clear) and the drift targets.
+fn held(scfg: &SceneConfig, w: &Water, s: u64) -> SysResult<Vec<DetFrame>> {
+    (0..100)
+        .into_par_iter()
+        .map(|i| dstream::render(scfg, s.wrapping_add(i), w, s ^ i))
+        .collect::<Result<_, _>>()
+        .map_err(usage)
+}
+
+/// Pre-trains the factory detector (clear-water scenes; pruned, fine-tuned, int8) and fits
+/// the IoU regressor. Every piece draws from its own seed, so each role's preparation gives
+/// the same models as the whole one, bit for bit.
+fn factory(cfg: &AdaEvoConfig, seed: u64) -> SysResult<Factory> {
     let d = &cfg.detect;
     let grid = cfg.grid();
     let scfg = dstream::scene_config(d.side);
     let clear = dstream::water("clear", 1.0);
     let base = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xDE7E;
-    // Pre-training scenes in clear water (the factory model's data and the anchor set) and
-    // under random water (the teacher's).
+    // Pre-training scenes in clear water: the factory model's data and the anchor set.
     let clean: Vec<DetFrame> = (0..d.pretrain_frames)
         .into_par_iter()
         .map(|i| dstream::render(&scfg, base.wrapping_add(i as u64), &clear, base ^ i as u64))
         .collect::<Result<_, _>>()
         .map_err(usage)?;
-    let renders = d.teacher_renders;
-    let varied: Vec<DetFrame> = (0..d.pretrain_frames * renders)
-        .into_par_iter()
-        .map(|j| {
-            let mut rng = StdRng::seed_from_u64(base ^ 0x7EAC ^ (j as u64) << 20);
-            let w = dstream::random_water(&mut rng);
-            dstream::render(
-                &scfg,
-                base.wrapping_add((j / renders) as u64),
-                &w,
-                base ^ 0x7EAD ^ j as u64,
-            )
-        })
-        .collect::<Result<_, _>>()
-        .map_err(usage)?;
-    let opts = |epochs: usize, s: u64| TrainOpts {
-        epochs,
-        lr: d.lr as f32,
-        momentum: 0.9,
-        batch: 32,
-        seed: s,
-    };
-    let samples_of = |frames: &[DetFrame], s: u64| -> Vec<_> {
-        frames
-            .iter()
-            .enumerate()
-            .flat_map(|(i, f)| grid.samples(&f.rgb, &f.boxes, d.bg_keep, s ^ (i as u64) << 12))
-            .collect()
-    };
-    let clean_samples = samples_of(&clean, seed ^ 11);
+    let clean_samples = samples_of(cfg, &grid, &clean, seed ^ 11);
     let mut dense = cfg.new_detector(seed ^ 3);
     train_detector(
         &mut dense,
         &clean_samples,
-        &opts(d.pretrain_epochs, seed ^ 4),
+        &train_opts(cfg, d.pretrain_epochs, seed ^ 4),
     );
     let mut small = prune(&dense, cfg.mobile.sparsity).unwrap_or_else(|_| dense.clone());
-    train_detector(&mut small, &clean_samples, &opts(1, seed ^ 5));
+    train_detector(&mut small, &clean_samples, &train_opts(cfg, 1, seed ^ 5));
     let mobile = ModelBlob::encode(0, 0, &small)
         .decode()
         .unwrap_or_else(|_| small.clone());
-    let mut teacher_samples = samples_of(&varied, seed ^ 12);
-    teacher_samples.extend(clean_samples);
-    let mut teacher = cfg.new_detect_teacher(seed ^ 6);
-    train_detector(
-        &mut teacher,
-        &teacher_samples,
-        &opts(d.pretrain_epochs, seed ^ 7),
-    );
-    drop(teacher_samples);
     let iou = IouRegressor::fit(
         &pairs(&clean),
         d.side,
@@ -144,77 +154,227 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
         10,
         seed,
     );
-    // Held-out scenes: clear water (the QoE reference) and every drift target.
-    let held = |w: &ferrolab_data::underwater::Water, s: u64| -> SysResult<Vec<DetFrame>> {
-        (0..100)
-            .into_par_iter()
-            .map(|i| dstream::render(&scfg, s.wrapping_add(i), w, s ^ i))
-            .collect::<Result<_, _>>()
-            .map_err(usage)
-    };
-    let clean_test = held(&clear, base ^ 0xC1EA_0000)?;
+    let clean_test = held(&scfg, &clear, base ^ 0xC1EA_0000)?;
     let clean_map = model_map50(&grid, &mobile, &pairs(&clean_test));
-    let teacher_map = model_map50(&grid, &teacher, &pairs(&clean_test));
+    Ok(Factory {
+        grid,
+        scfg,
+        base,
+        clean,
+        clean_samples,
+        dense: small,
+        mobile,
+        iou,
+        clean_test,
+        clean_map,
+    })
+}
+
+/// The teacher detector: trained on scenes under random water plus the clear ones.
+fn teacher(cfg: &AdaEvoConfig, seed: u64, f: &Factory) -> SysResult<Mlp> {
+    let d = &cfg.detect;
+    let (base, renders) = (f.base, d.teacher_renders);
+    let varied: Vec<DetFrame> = (0..d.pretrain_frames * renders)
+        .into_par_iter()
+        .map(|j| {
+            let mut rng = StdRng::seed_from_u64(base ^ 0x7EAC ^ (j as u64) << 20);
+            let w = dstream::random_water(&mut rng);
+            dstream::render(
+                &f.scfg,
+                base.wrapping_add((j / renders) as u64),
+                &w,
+                base ^ 0x7EAD ^ j as u64,
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    let mut teacher_samples = samples_of(cfg, &f.grid, &varied, seed ^ 12);
+    drop(varied);
+    teacher_samples.extend(f.clean_samples.iter().cloned());
+    let mut teacher = cfg.new_detect_teacher(seed ^ 6);
+    train_detector(
+        &mut teacher,
+        &teacher_samples,
+        &train_opts(cfg, d.pretrain_epochs, seed ^ 7),
+    );
+    Ok(teacher)
+}
+
+/// End `k`'s camera path (one frame per second) and evaluation frames (per tick).
+fn end_streams(
+    cfg: &AdaEvoConfig,
+    f: &Factory,
+    schedule: &Schedule,
+    k: usize,
+) -> Result<(Vec<DetFrame>, Vec<Vec<DetFrame>>), String> {
+    let d = &cfg.detect;
+    let s_seed = f.base ^ 0x57EA_0000 ^ (k as u64) << 32;
+    let frames = (0..cfg.stream.seconds)
+        .map(|t| dstream::draw(&f.scfg, schedule, t as f64, d.frames_per_scene, s_seed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let eval = (0..cfg.stream.seconds)
+        .step_by(cfg.stream.eval_every_s)
+        .map(|t| {
+            (0..d.eval_frames)
+                .map(|j| {
+                    dstream::draw(
+                        &f.scfg,
+                        schedule,
+                        t as f64,
+                        1,
+                        s_seed ^ 0xE7A1 ^ (j as u64 + 1) << 44,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((frames, eval))
+}
+
+fn schedules(cfg: &AdaEvoConfig, seed: u64) -> SysResult<Vec<Schedule>> {
+    let drifts = cfg
+        .detect_drifts()
+        .map_err(|e| SystemError::usage(e.to_string()))?;
+    Ok(crate::experiment::schedules(cfg, &drifts, seed))
+}
+
+/// Pre-trains the models and renders the streams of one seed.
+pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
+    let t0 = Instant::now();
+    let f = factory(cfg, seed)?;
+    let teacher = teacher(cfg, seed, &f)?;
+    let teacher_map = model_map50(&f.grid, &teacher, &pairs(&f.clean_test));
     let drifts = cfg
         .detect_drifts()
         .map_err(|e| SystemError::usage(e.to_string()))?;
     let mut drifted = Vec::new();
     for (i, dr) in drifts.iter().enumerate() {
         drifted.extend(held(
+            &f.scfg,
             &dstream::water(&dr.target, 1.0),
-            base ^ 0xD21F_0000 ^ (i as u64) << 24,
+            f.base ^ 0xD21F_0000 ^ (i as u64) << 24,
         )?);
     }
-    let teacher_map_drifted = model_map50(&grid, &teacher, &pairs(&drifted));
-    let schedules = crate::experiment::schedules(cfg, &drifts, seed);
-    let secs = cfg.stream.seconds;
-    let every = cfg.stream.eval_every_s;
-    let nf = d.eval_frames;
-    let fps = d.frames_per_scene;
+    let teacher_map_drifted = model_map50(&f.grid, &teacher, &pairs(&drifted));
+    let schedules = schedules(cfg, seed)?;
     type EndFrames = (Vec<DetFrame>, Vec<Vec<DetFrame>>);
     let per_end: Vec<EndFrames> = (0..cfg.stream.ends)
         .into_par_iter()
-        .map(|k| -> Result<EndFrames, String> {
-            let sch = &schedules[k];
-            let s_seed = base ^ 0x57EA_0000 ^ (k as u64) << 32;
-            let frames = (0..secs)
-                .map(|t| dstream::draw(&scfg, sch, t as f64, fps, s_seed))
-                .collect::<Result<Vec<_>, _>>()?;
-            let eval = (0..secs)
-                .step_by(every)
-                .map(|t| {
-                    (0..nf)
-                        .map(|j| {
-                            dstream::draw(
-                                &scfg,
-                                sch,
-                                t as f64,
-                                1,
-                                s_seed ^ 0xE7A1 ^ (j as u64 + 1) << 44,
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((frames, eval))
-        })
+        .map(|k| end_streams(cfg, &f, &schedules[k], k))
         .collect::<Result<_, _>>()
         .map_err(usage)?;
     let (frames, eval) = per_end.into_iter().unzip();
     Ok(DetPrepared {
-        grid,
+        grid: f.grid,
         teacher,
-        dense: small,
-        mobile,
-        iou,
-        clean_map,
+        dense: f.dense,
+        mobile: f.mobile,
+        iou: f.iou,
+        clean_map: f.clean_map,
         teacher_map,
         teacher_map_drifted,
         schedules,
         frames,
         eval,
-        anchor: clean.into_iter().map(|f| (f.rgb, f.boxes)).collect(),
+        anchor: f.clean.into_iter().map(|x| (x.rgb, x.boxes)).collect(),
         seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// What the edge process of the detection task needs: the teacher, the factory models and
+/// the anchor set (no streams: the edge sees frames only in uploads).
+#[derive(Debug, Clone)]
+pub struct DetEdgePrepared {
+    pub grid: Grid,
+    pub teacher: Mlp,
+    /// The factory model before int8 (the edge's copy of every end's model).
+    pub dense: Mlp,
+    /// The factory compressed model.
+    pub mobile: Mlp,
+    /// Clean pre-training frames with their boxes.
+    pub anchor: Vec<Labelled>,
+    /// Ends of the run.
+    pub ends: usize,
+}
+
+/// What one mobile end of the detection task needs: its compressed detector, the IoU
+/// regressor, its own stream and evaluation frames, and the QoE reference.
+#[derive(Debug, Clone)]
+pub struct DetEndPrepared {
+    pub grid: Grid,
+    pub mobile: Mlp,
+    pub iou: IouRegressor,
+    /// mAP@0.5 of the factory model on clear water (the QoE thresholds' base).
+    pub clean_map: f64,
+    /// The end.
+    pub end: usize,
+    /// Its frames, one per second.
+    pub frames: Vec<DetFrame>,
+    /// Its evaluation frames per tick.
+    pub eval: Vec<Vec<DetFrame>>,
+}
+
+impl DetPrepared {
+    /// The edge's share of this preparation.
+    pub fn edge_part(&self) -> DetEdgePrepared {
+        DetEdgePrepared {
+            grid: self.grid,
+            teacher: self.teacher.clone(),
+            dense: self.dense.clone(),
+            mobile: self.mobile.clone(),
+            anchor: self.anchor.clone(),
+            ends: self.frames.len(),
+        }
+    }
+
+    /// End `k`'s share of this preparation (`None`: no such end).
+    pub fn end_part(&self, k: usize) -> Option<DetEndPrepared> {
+        Some(DetEndPrepared {
+            grid: self.grid,
+            mobile: self.mobile.clone(),
+            iou: self.iou.clone(),
+            clean_map: self.clean_map,
+            end: k,
+            frames: self.frames.get(k)?.clone(),
+            eval: self.eval.get(k)?.clone(),
+        })
+    }
+}
+
+/// The edge's share of [`prepare`], built alone (the same models bit for bit, without the
+/// ends' streams or the held-out drift scenes).
+pub fn prepare_edge(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetEdgePrepared> {
+    let f = factory(cfg, seed)?;
+    let teacher = teacher(cfg, seed, &f)?;
+    Ok(DetEdgePrepared {
+        grid: f.grid,
+        teacher,
+        dense: f.dense,
+        mobile: f.mobile,
+        anchor: f.clean.into_iter().map(|x| (x.rgb, x.boxes)).collect(),
+        ends: cfg.stream.ends,
+    })
+}
+
+/// End `k`'s share of [`prepare`], built alone (no teacher, no other end's stream).
+pub fn prepare_end(cfg: &AdaEvoConfig, seed: u64, k: usize) -> SysResult<DetEndPrepared> {
+    if k >= cfg.stream.ends {
+        return Err(SystemError::usage(format!(
+            "end {k}: the run has stream.ends = {}",
+            cfg.stream.ends
+        )));
+    }
+    let f = factory(cfg, seed)?;
+    let schedules = schedules(cfg, seed)?;
+    let (frames, eval) = end_streams(cfg, &f, &schedules[k], k).map_err(usage)?;
+    Ok(DetEndPrepared {
+        grid: f.grid,
+        mobile: f.mobile,
+        iou: f.iou,
+        clean_map: f.clean_map,
+        end: k,
+        frames,
+        eval,
     })
 }
 
@@ -227,6 +387,17 @@ pub fn mobile_params(cfg: &AdaEvoConfig, prep: &DetPrepared, method: &str) -> Mo
 pub fn edge_params(
     cfg: &AdaEvoConfig,
     prep: &DetPrepared,
+    method: &str,
+    seed: u64,
+) -> DetEdgeParams {
+    edge_params_with(cfg, prep.grid, &prep.anchor, method, seed)
+}
+
+/// [`edge_params`] from the grid and anchor set alone (what the edge process prepares).
+pub fn edge_params_with(
+    cfg: &AdaEvoConfig,
+    grid: Grid,
+    anchor: &[Labelled],
     method: &str,
     seed: u64,
 ) -> DetEdgeParams {
@@ -247,10 +418,10 @@ pub fn edge_params(
         scheduler: spec.scheduler,
         profiler: spec.profiler,
         seed: seed ^ 0xED6E,
-        grid: prep.grid,
+        grid,
         bg_keep: d.bg_keep,
         label_score: d.label_score as f32,
-        anchor: prep.anchor.clone(),
+        anchor: anchor.to_vec(),
         anchor_per_task: d.anchor_frames,
         min_gain: e.min_gain,
     }

@@ -289,7 +289,8 @@ fn edge_run(m: &ArgMatches) -> SysResult<()> {
     opts.state_dir = m.get_one::<PathBuf>("state").cloned();
     probe(&cfg, &opts)?;
     let summary = if is_detection(&cfg) {
-        let prep = crate::detect::experiment::prepare(&cfg, seed)?;
+        // The edge's share only: no ends' streams (it sees frames in uploads).
+        let prep = crate::detect::experiment::prepare_edge(&cfg, seed)?;
         super::run_det_edge(&cfg, &prep, seed, &opts)
     } else {
         let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
@@ -318,13 +319,14 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
     let replay = m.get_flag("replay-trace");
     // Only this end's trace: each mobile process replays its own.
     let trace = if is_detection(&cfg) {
-        let prep = crate::detect::experiment::prepare(&cfg, seed)?;
+        // This end's share only: no teacher, no other end's stream.
+        let prep = crate::detect::experiment::prepare_end(&cfg, seed, id)?;
         if !replay {
             let summary =
-                super::run_det_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
+                super::run_det_mobile_live(&cfg, &prep, &opts, tail).map_err(net_error)?;
             return print_json(&summary);
         }
-        super::make_det_trace(&cfg, &prep, id, cfg.stream.seconds)
+        Some(super::make_det_trace(&cfg, &prep, cfg.stream.seconds))
     } else {
         let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
         let prep = prepare(&cfg, &pre, &pool, seed);

@@ -30,7 +30,7 @@ pub mod state;
 
 use crate::config::AdaEvoConfig;
 use crate::detect::edge::DetEdge;
-use crate::detect::experiment::DetPrepared;
+use crate::detect::experiment::{DetEdgePrepared, DetEndPrepared};
 use crate::edge::{EdgeParams, EdgeServer, EndState};
 use crate::experiment::{EvalSet, Prepared};
 use crate::mobile::{FrameResult, MobileEnd, MobileParams};
@@ -289,16 +289,10 @@ pub fn make_trace(cfg: &AdaEvoConfig, prep: &Prepared, k: usize, seconds: usize)
 
 /// [`make_trace`] for the detection task: end `k`'s factory detector reads its rendered
 /// stream (estimate CLC, trigger, drift type, sampling of RGB frames).
-pub fn make_det_trace(
-    cfg: &AdaEvoConfig,
-    prep: &DetPrepared,
-    k: usize,
-    seconds: usize,
-) -> Option<Trace> {
-    prep.frames.get(k)?;
-    let params = det_mobile_params(cfg, prep, seconds as f64);
-    let mut task = DetTask::new(cfg, prep, k);
-    Some(trace_of(k, &prep.mobile, params, seconds, &mut task))
+pub fn make_det_trace(cfg: &AdaEvoConfig, prep: &DetEndPrepared, seconds: usize) -> Trace {
+    let params = det_mobile_params(cfg, prep.clean_map, seconds as f64);
+    let mut task = DetTask::new(cfg, prep);
+    trace_of(prep.end, &prep.mobile, params, seconds, &mut task)
 }
 
 fn trace_of(
@@ -319,9 +313,10 @@ fn trace_of(
     Trace { end: k, requests }
 }
 
-/// The detection task's mobile parameters of the `adaevo` method.
-pub fn det_mobile_params(cfg: &AdaEvoConfig, prep: &DetPrepared, life_s: f64) -> MobileParams {
-    crate::experiment::mobile_params_at(cfg, "adaevo", prep.clean_map, life_s)
+/// The detection task's mobile parameters of the `adaevo` method (`clean_map`: the factory
+/// detector's clear-water mAP@0.5, the QoE thresholds' base).
+pub fn det_mobile_params(cfg: &AdaEvoConfig, clean_map: f64, life_s: f64) -> MobileParams {
+    crate::experiment::mobile_params_at(cfg, "adaevo", clean_map, life_s)
 }
 
 /// What a live end reads each second and how its model is scored: the task's side of a
@@ -355,16 +350,14 @@ impl LiveTask for ClassTask<'_> {
 /// (detections above `detect.det_score`, CLC from the IoU regressor, the descriptor image for
 /// drift typing); mAP@0.5 on the moment's evaluation frames.
 struct DetTask<'a> {
-    prep: &'a DetPrepared,
-    k: usize,
+    prep: &'a DetEndPrepared,
     floor: f32,
 }
 
 impl<'a> DetTask<'a> {
-    fn new(cfg: &AdaEvoConfig, prep: &'a DetPrepared, k: usize) -> DetTask<'a> {
+    fn new(cfg: &AdaEvoConfig, prep: &'a DetEndPrepared) -> DetTask<'a> {
         DetTask {
             prep,
-            k,
             floor: cfg.detect.det_score as f32,
         }
     }
@@ -373,7 +366,7 @@ impl<'a> DetTask<'a> {
 impl LiveTask for DetTask<'_> {
     fn second(&mut self, end: &mut MobileEnd, sec: usize) -> Option<FrameResult> {
         let p = self.prep;
-        let f = p.frames.get(self.k)?.get(sec)?;
+        let f = p.frames.get(sec)?;
         let dets = p.grid.detect(&end.model, &f.rgb, self.floor);
         let (clc, _) = crate::detect::estimator::frame_clc(&p.iou, &f.rgb, &dets, self.floor);
         let desc = crate::detect::stream::descriptor_input(&f.rgb, p.grid.side);
@@ -381,7 +374,7 @@ impl LiveTask for DetTask<'_> {
     }
 
     fn accuracy(&self, model: &Mlp, tick: usize) -> Option<f64> {
-        let set = self.prep.eval.get(self.k)?.get(tick)?;
+        let set = self.prep.eval.get(tick)?;
         let pairs = crate::detect::experiment::pairs(set);
         Some(crate::detect::grid::model_map50(
             &self.prep.grid,
@@ -573,24 +566,18 @@ pub fn run_mobile_live(
 /// `stream.eval_every_s`, QoE against 90% / 80% of the factory detector's clean-water mAP.
 pub fn run_det_mobile_live(
     cfg: &AdaEvoConfig,
-    prep: &DetPrepared,
-    end: usize,
+    prep: &DetEndPrepared,
     opts: &NetOptions,
     tail_s: f64,
 ) -> Result<MobileSummary, NetError> {
-    if end >= prep.frames.len() {
-        return Err(NetError::Usage(format!(
-            "end {end}: the run has {} ends",
-            prep.frames.len()
-        )));
-    }
+    let end = prep.end;
     let live = Live {
         end: MobileEnd::new(
             end,
             prep.mobile.clone(),
-            det_mobile_params(cfg, prep, opts.seconds),
+            det_mobile_params(cfg, prep.clean_map, opts.seconds),
         ),
-        task: Box::new(DetTask::new(cfg, prep, end)),
+        task: Box::new(DetTask::new(cfg, prep)),
         every: cfg.stream.eval_every_s,
         next_t: 0,
         thresholds: (0.9 * prep.clean_map, 0.8 * prep.clean_map),
@@ -902,19 +889,20 @@ pub fn run_edge(
 /// (the `adaevo` method's components, as `ferrolab adaevo --preset detection` runs them).
 pub fn run_det_edge(
     cfg: &AdaEvoConfig,
-    prep: &DetPrepared,
+    prep: &DetEdgePrepared,
     seed: u64,
     opts: &NetOptions,
 ) -> Result<EdgeSummary, NetError> {
-    let params = crate::detect::experiment::edge_params(cfg, prep, "adaevo", seed);
+    let params =
+        crate::detect::experiment::edge_params_with(cfg, prep.grid, &prep.anchor, "adaevo", seed);
     let memory_budget = params.memory;
     let mut edge = DetEdge::new(params, prep.teacher.clone());
-    for k in 0..prep.frames.len() {
+    for k in 0..prep.ends {
         edge.register(k, prep.dense.clone(), prep.mobile.clone());
     }
     let served = Served {
         edge,
-        ends: prep.frames.len(),
+        ends: prep.ends,
         reference: &prep.dense,
         memory_budget,
     };
