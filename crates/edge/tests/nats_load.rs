@@ -150,6 +150,33 @@ fn child(v: serde_json::Value) -> Child {
         .unwrap()
 }
 
+/// Starts the edge child `edge` and `ends` live mobile children (`role`, each `base` with its
+/// end and `tail`), and returns their summaries once all have exited.
+fn edge_and_live_ends(
+    edge: serde_json::Value,
+    base: &serde_json::Value,
+    role: &str,
+    ends: usize,
+    tail: f64,
+) -> (Vec<MobileSummary>, EdgeSummary) {
+    let edge = child(edge);
+    let mobiles: Vec<Child> = (0..ends)
+        .map(|k| {
+            let mut v = base.clone();
+            v["role"] = role.into();
+            v["end"] = k.into();
+            v["tail"] = tail.into();
+            child(v)
+        })
+        .collect();
+    let ms = mobiles
+        .into_iter()
+        .map(|c| serde_json::from_str(&summary_line(c, "MOBILE-SUMMARY")).unwrap())
+        .collect();
+    let es = serde_json::from_str(&summary_line(edge, "EDGE-SUMMARY")).unwrap();
+    (ms, es)
+}
+
 fn summary_line(c: Child, tag: &str) -> String {
     let out = c.wait_with_output().unwrap();
     assert!(out.status.success(), "{tag} child failed: {:?}", out.status);
@@ -285,23 +312,9 @@ fn live_mobile_processes_run_the_models_the_edge_ships() {
         "url": url, "prefix": run, "speed": speed, "seconds": seconds, "start": start,
         "cfg": serde_json::to_value(&cfg).unwrap(),
     });
-    let mut v = base.clone();
-    v["role"] = "edge".into();
-    let edge = child(v);
-    let mobiles: Vec<Child> = (0..ends)
-        .map(|k| {
-            let mut v = base.clone();
-            v["role"] = "live".into();
-            v["end"] = k.into();
-            v["tail"] = (5.0 * speed).into();
-            child(v)
-        })
-        .collect();
-    let ms: Vec<MobileSummary> = mobiles
-        .into_iter()
-        .map(|c| serde_json::from_str(&summary_line(c, "MOBILE-SUMMARY")).unwrap())
-        .collect();
-    let es: EdgeSummary = serde_json::from_str(&summary_line(edge, "EDGE-SUMMARY")).unwrap();
+    let mut edge = base.clone();
+    edge["role"] = "edge".into();
+    let (ms, es) = edge_and_live_ends(edge, &base, "live", ends, 5.0 * speed);
     let every = cfg.stream.eval_every_s;
     let mut after_install = 0;
     let mut differs = 0;
@@ -393,24 +406,10 @@ fn detection_over_nats_moves_large_bodies_through_the_object_store() {
         "start": unix_now() + 3.0 * prep_s + 5.0,
         "cfg": serde_json::to_value(&cfg).unwrap(),
     });
-    let mut v = base.clone();
-    v["role"] = "det-edge".into();
-    v["inline"] = 4096.into();
-    let edge = child(v);
-    let mobiles: Vec<Child> = (0..cfg.stream.ends)
-        .map(|k| {
-            let mut v = base.clone();
-            v["role"] = "det-live".into();
-            v["end"] = k.into();
-            v["tail"] = (10.0 * speed).into();
-            child(v)
-        })
-        .collect();
-    let ms: Vec<MobileSummary> = mobiles
-        .into_iter()
-        .map(|c| serde_json::from_str(&summary_line(c, "MOBILE-SUMMARY")).unwrap())
-        .collect();
-    let es: EdgeSummary = serde_json::from_str(&summary_line(edge, "EDGE-SUMMARY")).unwrap();
+    let mut edge = base.clone();
+    edge["role"] = "det-edge".into();
+    edge["inline"] = 4096.into();
+    let (ms, es) = edge_and_live_ends(edge, &base, "det-live", cfg.stream.ends, 10.0 * speed);
     let every = cfg.stream.eval_every_s;
     let (mut installs, mut differs) = (0, 0);
     for m in &ms {

@@ -205,7 +205,9 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
         &sets,
     )?;
     let cfg = Checked::new(cfg)?.into_inner();
-    // The resource guard `ferrolab adaevo` applies: every process rebuilds all ends' streams.
+    // The resource guard `ferrolab adaevo` applies: a classification process rebuilds all
+    // ends' streams; for a detection process, which builds only its share, it is an upper
+    // bound.
     let limit = match m.get_one::<String>("max-memory") {
         Some(s) => ferrolab_core::guard::parse_size(s)?,
         None => ferrolab_core::guard::default_limit(),
