@@ -177,6 +177,26 @@ fn edge_and_live_ends(
     (ms, es)
 }
 
+/// A live end's tasks all resolved: each sent task installed or dropped (none unresolved),
+/// no model refused, versions 1, 2, 3, … without a gap, the same ones the edge shipped.
+fn assert_live_end_accounted(m: &MobileSummary, es: &EdgeSummary) {
+    let k = m.end;
+    assert_eq!(
+        m.triggered - m.skipped_in_flight,
+        m.installed.len() + m.dropped.len() + m.unresolved,
+        "end {k}: {m:?}"
+    );
+    assert_eq!(m.unresolved, 0, "end {k}");
+    assert!(m.rejected.is_empty(), "end {k}: {:?}", m.rejected);
+    let want: Vec<u64> = (1..=m.installed.len() as u64).collect();
+    assert_eq!(m.installed, want, "end {k}");
+    assert_eq!(
+        es.versions.get(&k).cloned().unwrap_or_default(),
+        m.installed,
+        "end {k}: shipped vs installed"
+    );
+}
+
 fn summary_line(c: Child, tag: &str) -> String {
     let out = c.wait_with_output().unwrap();
     assert!(out.status.success(), "{tag} child failed: {:?}", out.status);
@@ -324,19 +344,7 @@ fn live_mobile_processes_run_the_models_the_edge_ships() {
             "live end {k}: triggered {} installed {:?} dropped {:?} avg accuracy {:?} QoE@90% {:?}",
             m.triggered, m.installed, m.dropped, m.avg_accuracy, m.qoe_t90
         );
-        assert_eq!(
-            m.triggered - m.skipped_in_flight,
-            m.installed.len() + m.dropped.len() + m.unresolved,
-            "end {k}: {m:?}"
-        );
-        assert_eq!(m.unresolved, 0);
-        assert!(m.rejected.is_empty(), "end {k}: {:?}", m.rejected);
-        let want: Vec<u64> = (1..=m.installed.len() as u64).collect();
-        assert_eq!(m.installed, want, "end {k}");
-        assert_eq!(
-            es.versions.get(&k).cloned().unwrap_or_default(),
-            m.installed
-        );
+        assert_live_end_accounted(m, &es);
         // One evaluation per `eval_every_s` of the end's life, versions never going back.
         assert_eq!(
             m.accuracy.len(),
@@ -425,25 +433,13 @@ fn detection_over_nats_moves_large_bodies_through_the_object_store() {
             m.avg_accuracy,
             m.qoe_t90
         );
-        assert_eq!(
-            m.triggered - m.skipped_in_flight,
-            m.installed.len() + m.dropped.len() + m.unresolved,
-            "end {k}: {m:?}"
-        );
-        assert_eq!(m.unresolved, 0);
-        assert!(m.rejected.is_empty(), "end {k}: {:?}", m.rejected);
+        assert_live_end_accounted(m, &es);
         assert!(
             m.dropped
                 .iter()
                 .all(|r| !r.contains("unreadable") && !r.contains("upload failed")),
             "end {k}: {:?}",
             m.dropped
-        );
-        let want: Vec<u64> = (1..=m.installed.len() as u64).collect();
-        assert_eq!(m.installed, want, "end {k}");
-        assert_eq!(
-            es.versions.get(&k).cloned().unwrap_or_default(),
-            m.installed
         );
         // Every shipped detector came through the object store (the edge's 4 KiB limit).
         assert_eq!(m.stored_blobs, m.installed.len() + m.duplicates, "end {k}");

@@ -82,6 +82,11 @@ struct Factory {
     clean_samples: Vec<(Vec<f32>, super::grid::CellTarget)>,
     dense: Mlp,
     mobile: Mlp,
+}
+
+/// What the mobile side reads besides the factory detector: the IoU regressor, and the
+/// clear-water held-out scenes with the factory detector's mAP@0.5 on them (the QoE base).
+struct Scored {
     iou: IouRegressor,
     clean_test: Vec<DetFrame>,
     clean_map: f64,
@@ -146,16 +151,6 @@ fn factory(cfg: &AdaEvoConfig, seed: u64) -> SysResult<Factory> {
     let mobile = ModelBlob::encode(0, 0, &small)
         .decode()
         .unwrap_or_else(|_| small.clone());
-    let iou = IouRegressor::fit(
-        &pairs(&clean),
-        d.side,
-        d.iou_hidden,
-        d.iou_jitters,
-        10,
-        seed,
-    );
-    let clean_test = held(&scfg, &clear, base ^ 0xC1EA_0000)?;
-    let clean_map = model_map50(&grid, &mobile, &pairs(&clean_test));
     Ok(Factory {
         grid,
         scfg,
@@ -164,6 +159,24 @@ fn factory(cfg: &AdaEvoConfig, seed: u64) -> SysResult<Factory> {
         clean_samples,
         dense: small,
         mobile,
+    })
+}
+
+/// Fits the IoU regressor and scores the factory detector on held-out clear water (the edge
+/// needs neither).
+fn scored(cfg: &AdaEvoConfig, seed: u64, f: &Factory) -> SysResult<Scored> {
+    let d = &cfg.detect;
+    let iou = IouRegressor::fit(
+        &pairs(&f.clean),
+        d.side,
+        d.iou_hidden,
+        d.iou_jitters,
+        10,
+        seed,
+    );
+    let clean_test = held(&f.scfg, &dstream::water("clear", 1.0), f.base ^ 0xC1EA_0000)?;
+    let clean_map = model_map50(&f.grid, &f.mobile, &pairs(&clean_test));
+    Ok(Scored {
         iou,
         clean_test,
         clean_map,
@@ -243,7 +256,8 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
     let t0 = Instant::now();
     let f = factory(cfg, seed)?;
     let teacher = teacher(cfg, seed, &f)?;
-    let teacher_map = model_map50(&f.grid, &teacher, &pairs(&f.clean_test));
+    let sc = scored(cfg, seed, &f)?;
+    let teacher_map = model_map50(&f.grid, &teacher, &pairs(&sc.clean_test));
     let drifts = cfg
         .detect_drifts()
         .map_err(|e| SystemError::usage(e.to_string()))?;
@@ -269,8 +283,8 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
         teacher,
         dense: f.dense,
         mobile: f.mobile,
-        iou: f.iou,
-        clean_map: f.clean_map,
+        iou: sc.iou,
+        clean_map: sc.clean_map,
         teacher_map,
         teacher_map_drifted,
         schedules,
@@ -365,13 +379,14 @@ pub fn prepare_end(cfg: &AdaEvoConfig, seed: u64, k: usize) -> SysResult<DetEndP
         )));
     }
     let f = factory(cfg, seed)?;
+    let sc = scored(cfg, seed, &f)?;
     let schedules = schedules(cfg, seed)?;
     let (frames, eval) = end_streams(cfg, &f, &schedules[k], k).map_err(usage)?;
     Ok(DetEndPrepared {
         grid: f.grid,
         mobile: f.mobile,
-        iou: f.iou,
-        clean_map: f.clean_map,
+        iou: sc.iou,
+        clean_map: sc.clean_map,
         end: k,
         frames,
         eval,

@@ -7,8 +7,8 @@
 //! carries only its name and size in headers; the receiver reads the object, checks its size
 //! (the object store checks its SHA-256 digest on read) and handles the body as if it had come
 //! inline. The receiver of an upload deletes its object once it has answered; the sender
-//! deletes it too once answered (or when it could not be sent), but leaves it when the answer
-//! timed out, since the receiver may still read it late. A model blob's object lives until its
+//! deletes it only when the request could not be sent (after a timeout the receiver may still
+//! read it late). A model blob's object lives until its
 //! delivery ends. The edge removes the bucket when its run is over, so what a killed process
 //! or a timed-out upload left behind goes with it. Object names carry a per-process suffix, so
 //! that a restarted process's bodies never overwrite ones still being read.
@@ -170,16 +170,19 @@ impl Carrier {
         })
     }
 
-    /// The body of `msg`: its payload, or the object its headers name (`Err`: the reason the
-    /// body cannot be had, for the sender's answer).
-    pub async fn unpack(&self, msg: &async_nats::Message) -> Result<(Vec<u8>, bool), String> {
+    /// The body of `msg`: its payload, or the object its headers name, with that object's
+    /// name (`Err`: the reason the body cannot be had, for the sender's answer).
+    pub async fn unpack(
+        &self,
+        msg: &async_nats::Message,
+    ) -> Result<(Vec<u8>, Option<String>), String> {
         let Some(name) = msg
             .headers
             .as_ref()
             .and_then(|h| h.get(OBJECT))
             .map(|v| v.as_str().to_string())
         else {
-            return Ok((msg.payload.to_vec(), false));
+            return Ok((msg.payload.to_vec(), None));
         };
         let size: usize = msg
             .headers
@@ -206,7 +209,7 @@ impl Carrier {
             Ok(buf)
         };
         match tokio::time::timeout(self.limit_for(size), read).await {
-            Ok(r) => r.map(|b| (b, true)),
+            Ok(r) => r.map(|b| (b, Some(name))),
             Err(_) => Err(format!("object {name}: not read within the time allowed")),
         }
     }
@@ -233,36 +236,17 @@ impl Carrier {
         }
     }
 
-    /// Deletes the object behind `p`, if any (best effort: one already gone is what we want).
-    pub async fn discard(&self, p: &Packed) {
-        if let Some(name) = &p.object
-            && let Ok(store) = self.store().await
-        {
+    /// Deletes object `name` (best effort: one already gone is what we want).
+    pub async fn delete(&self, name: &str) {
+        if let Ok(store) = self.store().await {
             let _ = tokio::time::timeout(self.timeout, store.delete(name)).await;
         }
     }
-}
 
-impl Carrier {
     /// Removes the run's bucket (the edge, once its run is over); best effort: a run whose
     /// bodies all went inline has none, and a server without JetStream answers at once.
     pub async fn remove_bucket(&self) {
         let _ = tokio::time::timeout(self.timeout, self.js.delete_object_store(&self.bucket)).await;
-    }
-
-    /// Deletes the object `msg`'s headers name, if any (the receiver's side of
-    /// [`Carrier::discard`], for bodies read once).
-    pub async fn forget(&self, msg: &async_nats::Message) {
-        let name = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(OBJECT))
-            .map(|v| v.as_str().to_string());
-        if let Some(name) = name
-            && let Ok(store) = self.store().await
-        {
-            let _ = tokio::time::timeout(self.timeout, store.delete(&name)).await;
-        }
     }
 }
 

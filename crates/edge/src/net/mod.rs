@@ -658,11 +658,11 @@ async fn mobile_loop(
             let answer = carrier
                 .request(subject(&opts.prefix, "req"), &packed, opts.request_timeout)
                 .await;
-            // Answered: the edge has read the body (and deleted it). Timed out: it may still
-            // be queued at the edge, which would accept it late, so the object stays for the
-            // edge to read and delete. Not sent at all: nobody will read it.
-            if !matches!(answer, Err(RequestFailure::TimedOut(_))) {
-                carrier.discard(&packed).await;
+            // Answered: the edge has read the body and deleted it. Timed out: it may still be
+            // queued at the edge, which would accept it late and delete it then. Not sent at
+            // all: nobody will read it. (What is left goes with the bucket at the run's end.)
+            if let (Err(RequestFailure::Failed(_)), Some(name)) = (&answer, &packed.object) {
+                carrier.delete(name).await;
             }
             match answer {
                 Ok(m) if &m.payload[..] == b"accepted" => {
@@ -696,7 +696,7 @@ async fn mobile_loop(
                         continue;
                     }
                 };
-                s.stored_blobs += usize::from(body.1);
+                s.stored_blobs += usize::from(body.1.is_some());
                 let decoded = serde_json::from_slice::<ModelBlob>(&body.0);
                 let ack = match decoded {
                     Err(e) => {
@@ -802,6 +802,8 @@ pub trait NetEdge: SimEdge {
     fn reserve_ids(&mut self, next: usize);
     /// The next task's id.
     fn next_id(&self) -> usize;
+    /// Registers end `end` with its factory models.
+    fn register(&mut self, end: usize, dense: Mlp, deployed: Mlp);
 }
 
 macro_rules! net_edge {
@@ -819,6 +821,9 @@ macro_rules! net_edge {
             fn next_id(&self) -> usize {
                 <$t>::next_id(self)
             }
+            fn register(&mut self, end: usize, dense: Mlp, deployed: Mlp) {
+                <$t>::register(self, end, dense, deployed)
+            }
         }
     };
 }
@@ -826,12 +831,15 @@ macro_rules! net_edge {
 net_edge!(EdgeServer);
 net_edge!(DetEdge);
 
-/// What [`edge_loop`] serves: an edge with its ends registered.
+/// What [`edge_loop`] serves: an edge, its ends and their factory models.
 struct Served<'a, E> {
     edge: E,
     ends: usize,
-    /// The shape every end's models have (a restored state is checked against it).
-    reference: &'a Mlp,
+    /// The factory model before int8, the edge's copy of every end's (a restored state is
+    /// checked against its shape).
+    dense: &'a Mlp,
+    /// The factory compressed model every end starts with.
+    mobile: &'a Mlp,
     memory_budget: u64,
 }
 
@@ -870,16 +878,12 @@ pub fn run_edge(
     opts: &NetOptions,
 ) -> Result<EdgeSummary, NetError> {
     let params = edge_params(cfg, prep, seed);
-    let memory_budget = params.memory;
-    let mut edge = EdgeServer::new(params, prep.teacher.clone());
-    for k in 0..prep.frames.len() {
-        edge.register(k, prep.dense.clone(), prep.mobile.clone());
-    }
     let served = Served {
-        edge,
+        memory_budget: params.memory,
+        edge: EdgeServer::new(params, prep.teacher.clone()),
         ends: prep.frames.len(),
-        reference: &prep.dense,
-        memory_budget,
+        dense: &prep.dense,
+        mobile: &prep.mobile,
     };
     runtime()?.block_on(edge_loop(cfg, seed, opts, served))
 }
@@ -895,16 +899,12 @@ pub fn run_det_edge(
 ) -> Result<EdgeSummary, NetError> {
     let params =
         crate::detect::experiment::edge_params_with(cfg, prep.grid, &prep.anchor, "adaevo", seed);
-    let memory_budget = params.memory;
-    let mut edge = DetEdge::new(params, prep.teacher.clone());
-    for k in 0..prep.ends {
-        edge.register(k, prep.dense.clone(), prep.mobile.clone());
-    }
     let served = Served {
-        edge,
+        memory_budget: params.memory,
+        edge: DetEdge::new(params, prep.teacher.clone()),
         ends: prep.ends,
-        reference: &prep.dense,
-        memory_budget,
+        dense: &prep.dense,
+        mobile: &prep.mobile,
     };
     runtime()?.block_on(edge_loop(cfg, seed, opts, served))
 }
@@ -918,9 +918,13 @@ async fn edge_loop<E: NetEdge>(
     let Served {
         mut edge,
         ends: n,
-        reference,
+        dense: reference,
+        mobile,
         memory_budget,
     } = served;
+    for k in 0..n {
+        edge.register(k, reference.clone(), mobile.clone());
+    }
     // The state directory is checked before connecting: another run's directory is the user's
     // mistake (exit 2), found before any work.
     let store = match &opts.state_dir {
@@ -1034,7 +1038,9 @@ async fn edge_loop<E: NetEdge>(
                 }
             };
             let ack = deliver(&cr, subj, &packed, per_try, until).await;
-            cr.discard(&packed).await;
+            if let Some(name) = &packed.object {
+                cr.delete(name).await;
+            }
             (end, version, ack)
         });
         Ok(())
@@ -1067,8 +1073,8 @@ async fn edge_loop<E: NetEdge>(
                 s.received += 1;
                 let t = now(t0).min(opts.seconds);
                 let body = carrier.unpack(&m).await;
-                let stored = matches!(body, Ok((_, true)));
-                s.stored_uploads += usize::from(stored);
+                let stored = body.as_ref().ok().and_then(|b| b.1.clone());
+                s.stored_uploads += usize::from(stored.is_some());
                 let decoded = body
                     .map_err(|e| format!("upload unreadable: {e}"))
                     .and_then(|(b, _)| {
@@ -1118,10 +1124,9 @@ async fn edge_loop<E: NetEdge>(
                 if let Some(r) = &m.reply {
                     let _ = client.publish(r.clone(), answer.into()).await;
                 }
-                if stored {
+                if let Some(name) = stored {
                     // Read once, deleted after the answer (not before: the sender is waiting).
-                    // The sender deletes it too, unless it timed out or died.
-                    carrier.forget(&m).await;
+                    carrier.delete(&name).await;
                 }
                 edge.schedule(t);
             }
