@@ -168,6 +168,10 @@ ferrolab_core::config_section! {
         pub stable_f: f64 = 3.0, "> 0" => |v| *v > 0.0 && v.is_finite();
         /// |t| of the window's linear trend below which a window is stable.
         pub stable_t: f64 = 2.0, "> 0" => |v| *v > 0.0 && v.is_finite();
+        /// Whether the drift-end test also waits for the frames' condition descriptors to stop
+        /// moving (`trigger.rs`). Off by default: slow drifts are then typed right more often,
+        /// but the later triggers cost QoE (crates/edge/README.md, "Drift typing").
+        pub settle_on_descriptors: bool = false;
         /// Slides after onset after which the trigger fires anyway.
         pub max_slides: usize = 40, "1..=100000" => |v| (1..=100_000).contains(v);
         /// No longer read: the drift type used to rest on the slides from onset to trigger (a

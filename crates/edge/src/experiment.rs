@@ -448,6 +448,7 @@ pub fn mobile_params_at(cfg: &AdaEvoConfig, method: &str, clean: f64, life_s: f6
             stable_t: m.stable_t,
             max_slides: m.max_slides,
         },
+        settle_on_descriptors: m.settle_on_descriptors,
         sudden_max_s: m.sudden_max_s,
         alternation_ratio: m.alternation_ratio,
         upload_budget: m.upload_budget,

@@ -39,6 +39,8 @@ pub enum SamplingMode {
 pub struct MobileParams {
     /// Trigger thresholds.
     pub rod: RodParams,
+    /// Whether the trigger reads the frames' condition descriptors too.
+    pub settle_on_descriptors: bool,
     /// Longest fitted confidence transition (seconds) of a sudden drift.
     pub sudden_max_s: f64,
     /// Alternation statistic threshold (incremental above, gradual below).
@@ -221,7 +223,11 @@ impl MobileEnd {
             }
             TriggerMode::Rod => {
                 let had_ref = self.rod.reference().is_some();
-                let ev = self.rod.observe(t, cc);
+                let desc = self
+                    .params
+                    .settle_on_descriptors
+                    .then(|| sampling::descriptor(input));
+                let ev = self.rod.observe_described(t, cc, desc);
                 if !had_ref && self.rod.reference().is_some() {
                     let w = self.params.rod.window;
                     self.old = self
@@ -379,6 +385,7 @@ mod tests {
                 stable_t: 2.0,
                 max_slides: 10,
             },
+            settle_on_descriptors: true,
             sudden_max_s: 25.0,
             alternation_ratio: 1.08,
             upload_budget: 8,

@@ -332,9 +332,15 @@ impl Log {
         }
         // Detection scores against the true drifts.
         let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
+        // By the drift's true type: (drifts, hits, typed right, latencies).
+        let mut by_kind: BTreeMap<&str, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
         for (k, sch) in schedules.iter().enumerate() {
             for (j, d) in sch.drifts.iter().enumerate() {
                 total += 1;
+                // Every kind in the schedules gets its keys, detected or not, so that seeds
+                // report the same keys.
+                let row = by_kind.entry(d.kind.as_str()).or_default();
+                row.0 += 1;
                 let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
                 if let Some(tr) = self
                     .triggers
@@ -343,8 +349,11 @@ impl Log {
                 {
                     hits += 1;
                     lat.push(tr.t - d.end());
+                    row.1 += 1;
+                    row.3.push(tr.t - d.end());
                     if tr.drift == d.kind {
                         typed += 1;
+                        row.2 += 1;
                     }
                 }
             }
@@ -374,6 +383,17 @@ impl Log {
             put("drift_detection_rate", hits as f64 / total.max(1) as f64);
             put("drift_latency_seconds", mean(&lat));
             put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
+            for (kind, (n, h, right, l)) in &by_kind {
+                put(
+                    &format!("drift_detection_rate_{kind}"),
+                    *h as f64 / (*n).max(1) as f64,
+                );
+                put(
+                    &format!("drift_type_accuracy_{kind}"),
+                    *right as f64 / (*h).max(1) as f64,
+                );
+                put(&format!("drift_latency_seconds_{kind}"), mean(l));
+            }
         }
         if opts.profiler && !self.mem_bias.is_empty() {
             let abs: Vec<f64> = self.mem_bias.iter().map(|b| b.abs()).collect();

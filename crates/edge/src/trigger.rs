@@ -15,6 +15,16 @@
 //! The reference after a swap is at least the previous reference × (1 − `rod_threshold`): an
 //! evolved model that is still (or more) confused than before the drift keeps the end
 //! triggering instead of becoming its new normal.
+//!
+//! Per-frame confidence is noisy: over one window a slow ramp (an incremental or gradual
+//! drift of a hundred seconds) barely shows a trend in it, so a confidence-only test calls
+//! the drift over while the inputs are still moving. A caller that also passes each frame's
+//! condition descriptor ([`crate::sampling::descriptor`], [`RodTrigger::observe_described`])
+//! adds a second settling test on the frames' position between the reference window's
+//! concept and the current window's ([`crate::sampling::concept_axis`]): the position must
+//! show no trend over the window and its ramp, fitted since a window before the onset, must
+//! have ended before the window starts. Where the descriptors do not tell the two windows
+//! apart (a rotation) the test passes and the confidence alone decides.
 
 use crate::estimator::{mean, variance};
 use std::collections::VecDeque;
@@ -37,6 +47,9 @@ pub struct RodParams {
     /// Slides after onset beyond which the trigger fires anyway (a drift that never settles).
     pub max_slides: usize,
 }
+
+/// A frame's condition descriptor ([`crate::sampling::descriptor`]).
+pub type Descriptor = [f64; 6];
 
 /// A fired trigger.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +89,10 @@ pub struct RodTrigger {
     history: VecDeque<(f64, f64)>,
     /// Longer than `history`: the frames since a window before the onset, for the ramp fit.
     trace: VecDeque<(f64, f64)>,
+    /// The descriptors of the frames in `trace`, when the caller passes them.
+    described: VecDeque<(f64, Descriptor)>,
+    /// The reference window's descriptors.
+    reference_desc: Vec<Descriptor>,
     since_reset: usize,
     phase: Phase,
     floor: f64,
@@ -88,6 +105,8 @@ impl RodTrigger {
             params,
             history: VecDeque::new(),
             trace: VecDeque::new(),
+            described: VecDeque::new(),
+            reference_desc: Vec::new(),
             since_reset: 0,
             phase: Phase::Reference,
             floor: 0.0,
@@ -105,6 +124,8 @@ impl RodTrigger {
         }
         self.history.clear();
         self.trace.clear();
+        self.described.clear();
+        self.reference_desc.clear();
         self.since_reset = 0;
         self.phase = Phase::Reference;
     }
@@ -124,14 +145,32 @@ impl RodTrigger {
 
     /// Feeds one frame's confidence at time `t`; returns the event when the trigger fires.
     pub fn observe(&mut self, t: f64, cc: f64) -> Option<TriggerEvent> {
+        self.observe_described(t, cc, None)
+    }
+
+    /// [`RodTrigger::observe`] with the frame's condition descriptor, which the settling test
+    /// reads too (module docs). Pass descriptors for every frame or for none.
+    pub fn observe_described(
+        &mut self,
+        t: f64,
+        cc: f64,
+        desc: Option<Descriptor>,
+    ) -> Option<TriggerEvent> {
         let p = self.params;
         self.history.push_back((t, cc));
         while self.history.len() > p.window {
             self.history.pop_front();
         }
+        let keep = 2 * p.window + p.step.max(1) * p.max_slides;
         self.trace.push_back((t, cc));
-        while self.trace.len() > 2 * p.window + p.step.max(1) * p.max_slides {
+        while self.trace.len() > keep {
             self.trace.pop_front();
+        }
+        if let Some(d) = desc {
+            self.described.push_back((t, d));
+            while self.described.len() > keep {
+                self.described.pop_front();
+            }
         }
         self.since_reset += 1;
         if self.history.len() < p.window {
@@ -144,6 +183,8 @@ impl RodTrigger {
                 self.phase = Phase::Stable {
                     reference: cur.max(self.floor),
                 };
+                let skip = self.described.len().saturating_sub(p.window);
+                self.reference_desc = self.described.iter().skip(skip).map(|d| d.1).collect();
                 None
             }
             Phase::Fired { .. } => None,
@@ -176,7 +217,8 @@ impl RodTrigger {
                 let stable = front >= t1
                     && self.transition_end(t1) <= front
                     && f_statistic(&vals, p.subwindows) < p.stable_f
-                    && trend_t(&vals).abs() < p.stable_t;
+                    && trend_t(&vals).abs() < p.stable_t
+                    && self.concept_settled(t1, front);
                 if stable || slides >= p.max_slides {
                     self.phase = Phase::Fired { reference };
                     return Some(TriggerEvent {
@@ -205,6 +247,39 @@ impl RodTrigger {
         let (ts, ys): (Vec<f64>, Vec<f64>) =
             self.trace.iter().filter(|h| h.0 >= lead).copied().unzip();
         crate::sampling::ramp_fit(&ts, &ys, 30).map_or(t1, |f| f.tau2)
+    }
+
+    /// The descriptor half of the settling test (module docs): whether the frames' position
+    /// between the reference concept and the current window's has stopped moving by `front`,
+    /// the current window's first frame. True when no descriptors were given or the two
+    /// windows' descriptors do not differ.
+    fn concept_settled(&self, t1: f64, front: f64) -> bool {
+        let w = self.params.window;
+        if self.reference_desc.len() < 2 || self.described.len() < w {
+            return true;
+        }
+        let lead = t1 - w as f64;
+        let skip = self.described.len() - w;
+        let current: Vec<Descriptor> = self.described.iter().skip(skip).map(|d| d.1).collect();
+        let (ts, span): (Vec<f64>, Vec<Descriptor>) = self
+            .described
+            .iter()
+            .filter(|d| d.0 >= lead)
+            .copied()
+            .unzip();
+        let Some((z, so, _)) = crate::sampling::concept_axis(&self.reference_desc, &current, &span)
+        else {
+            return true;
+        };
+        // The reference frames' own spread on the axis, in units of the distance moved: above
+        // one, the two windows' conditions overlap and the position carries no drift signal.
+        if so > 1.0 || z.len() < w {
+            return true;
+        }
+        if trend_t(&z[z.len() - w..]).abs() >= self.params.stable_t {
+            return false;
+        }
+        crate::sampling::ramp_fit(&ts, &z, 30).is_none_or(|f| f.tau2 <= front)
     }
 }
 
@@ -347,6 +422,31 @@ mod tests {
         let e = fired.expect("fires");
         assert!(e.t3 >= 230.0, "fired at {} during the ramp", e.t3);
         assert!(e.slides > 30 / 5 + 1, "slides {}", e.slides);
+    }
+
+    /// Descriptors that stay put (a drift the conditions' descriptors cannot see, such as a
+    /// rotation) leave the trigger to the confidence: it fires when `observe` does; ones that
+    /// keep moving after the confidence has levelled off hold it until they stop.
+    #[test]
+    fn descriptors_hold_the_trigger_only_while_they_move() {
+        let fire = |desc: &dyn Fn(usize) -> Option<Descriptor>| {
+            let mut tr = RodTrigger::new(params());
+            (0..600).find_map(|i| {
+                let level = if i < 100 { 0.9 } else { 0.6 };
+                tr.observe_described(i as f64, level + jitter(i), desc(i))
+                    .map(|e| e.t3)
+            })
+        };
+        let plain = fire(&|_| None).expect("fires on confidence");
+        let still = |i: usize| Some([jitter(i), jitter(i + 1), 0.3, 0.3, 0.1, jitter(i + 2)]);
+        assert_eq!(fire(&still), Some(plain));
+        // The inputs' intensity keeps sliding until t = 260, long after the drop at 100.
+        let moving = |i: usize| {
+            let m = ((i as f64 - 100.0) / 160.0).clamp(0.0, 1.0);
+            Some([m + 0.2 * jitter(i), 0.5, 0.3, 0.3, 0.1, 0.2])
+        };
+        let held = fire(&moving).expect("fires once the inputs settle");
+        assert!(held > plain && held >= 260.0, "{held} vs {plain}");
     }
 
     #[test]
