@@ -204,6 +204,22 @@ pub trait Fabric: Send + Sync {
         timeout: Duration,
     ) -> Result<Vec<(DeviceId, Params)>, FabricError>;
 
+    /// [`Fabric::exchange`], except that a missing member whose client is known to be gone
+    /// (over NATS: on the server's list of clients it hears no heartbeat from) is left out of
+    /// the result instead of failing the exchange. Members not known gone are waited for as
+    /// `exchange` waits. The result, sorted by device id, holds the caller's own contributions
+    /// and every other member's that arrived, so a caller that mixes can re-weight around the
+    /// absent ones. A fabric that cannot lose a client returns what `exchange` returns.
+    fn exchange_skipping_gone(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        self.exchange(key, members, outgoing, timeout)
+    }
+
     /// Stores `value` under `key`, replacing any previous value whole (a reader never sees a
     /// mix of two writes). Durable for as long as the fabric is (process lifetime in-process,
     /// the JetStream KV bucket over NATS). Values may exceed 1 MiB (a model checkpoint); an

@@ -122,6 +122,17 @@ impl Fabric for MirroredState<'_> {
     ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
         self.inner.get().exchange(key, members, outgoing, timeout)
     }
+    fn exchange_skipping_gone(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        self.inner
+            .get()
+            .exchange_skipping_gone(key, members, outgoing, timeout)
+    }
     fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {
         // Local first: if the remote write then fails, the state is still saved here.
         self.local.put_state(key, value)?;

@@ -505,6 +505,22 @@ fn nats_an_exchange_does_not_wait_for_a_gone_client() {
         .to_string();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(e.contains("device 3 (client 2) gone"), "{e}");
+    // Skipping gone clients (what SD-GT's mixing asks for), the exchange ends with the live
+    // members' contributions instead of failing: here only the caller's own.
+    let t = Instant::now();
+    let got = c1
+        .exchange_skipping_gone(key(4), &[1, 2, 3], vec![(1, x0())], Duration::from_secs(60))
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1]);
+    // A member whose client is not known to be gone is still waited for, to the timeout.
+    let t = Instant::now();
+    let e = c1
+        .exchange_skipping_gone(key(5), &[1, 2, 7], vec![(1, x0())], Duration::from_secs(3))
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(e.contains("devices [2, 7]"), "{e}");
 }
 
 #[test]

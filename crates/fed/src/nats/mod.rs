@@ -402,6 +402,8 @@ struct Local {
     /// whole collection's deadline (the round they first failed): from then on they are not
     /// waited for longer than the heartbeat silence, until they beat.
     waited_out: BTreeMap<ClientId, u64>,
+    /// The server's gone list as this process last read it in an exchange.
+    gone_seen: HashSet<ClientId>,
 }
 
 /// The NATS implementation of [`Fabric`]. One per process; share it with `Arc`.
@@ -637,13 +639,14 @@ impl NatsFabric {
     }
 
     /// The members still missing from an exchange whose client the server lists as gone
-    /// ([`GONE_KEY`]), in words; `None` when there is none (or the list cannot be read now).
+    /// ([`GONE_KEY`]), with their clients; empty when there is none (or the list cannot be
+    /// read now).
     async fn gone_members<T>(
         &self,
         members: &[DeviceId],
         got: &BTreeMap<DeviceId, T>,
         left: Duration,
-    ) -> Option<String> {
+    ) -> Vec<(DeviceId, ClientId)> {
         let missing: Vec<(DeviceId, ClientId)> = {
             let l = self.lock();
             members
@@ -653,25 +656,20 @@ impl NatsFabric {
                 .collect()
         };
         if missing.is_empty() {
-            return None;
+            return missing;
         }
         let limit = self.opts.request_timeout.min(left);
-        let raw = tokio::time::timeout(limit, self.kv.get(GONE_KEY))
-            .await
-            .ok()?
-            .ok()??;
-        let gone: Vec<ClientId> = serde_json::from_slice(&raw).ok()?;
-        let dead: Vec<String> = missing
-            .iter()
+        let gone: Vec<ClientId> = match tokio::time::timeout(limit, self.kv.get(GONE_KEY)).await {
+            Ok(Ok(Some(raw))) => serde_json::from_slice(&raw).unwrap_or_default(),
+            Ok(Ok(None)) => Vec::new(),
+            // Unreadable now: keep what was last read.
+            _ => return Vec::new(),
+        };
+        self.lock().gone_seen = gone.iter().copied().collect();
+        missing
+            .into_iter()
             .filter(|(_, c)| gone.contains(c))
-            .map(|(d, c)| format!("device {d} (client {c})"))
-            .collect();
-        (!dead.is_empty()).then(|| {
-            format!(
-                "{} gone (the server hears no heartbeat from it), not waited for",
-                dead.join(", ")
-            )
-        })
+            .collect()
     }
 
     /// How long client `c` has been silent, when it has beaten before and has been silent for
@@ -1239,6 +1237,182 @@ impl Drop for NatsFabric {
     }
 }
 
+impl NatsFabric {
+    /// [`Fabric::exchange`] (`skip_gone` false) and [`Fabric::exchange_skipping_gone`].
+    fn exchange_with(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+        skip_gone: bool,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        let member_set: HashSet<DeviceId> = members.iter().copied().collect();
+        let mut mine = BTreeMap::new();
+        for (d, p) in outgoing {
+            if !member_set.contains(&d) {
+                return Err(FabricError::Protocol(format!(
+                    "device {d} is not a member of exchange {key:?} ({members:?})"
+                )));
+            }
+            if mine.insert(d, p).is_some() {
+                return Err(FabricError::Protocol(format!(
+                    "device {d} contributes twice to {key:?}"
+                )));
+            }
+        }
+        let until = Instant::now() + timeout;
+        self.run(async {
+            self.gc(key.round).await;
+            let bucket = self.names.bucket(self.opts.party);
+            for (d, p) in &mine {
+                let name = format!("x.{}.{}.{}.{d}", key.round, key.step, key.group);
+                let blob = self.put_blob(&bucket, &name, &p.to_safetensors()).await?;
+                self.lock()
+                    .written
+                    .entry(key.round)
+                    .or_default()
+                    .push((bucket.clone(), name));
+                let env = XEnv {
+                    key,
+                    device: *d,
+                    params: blob,
+                };
+                let payload = serde_json::to_vec(&env).map_err(proto("encode exchange"))?;
+                let id = format!("x-{}-{}-{}-{d}", key.round, key.step, key.group);
+                self.publish(self.names.x_subject(key, self.opts.party, *d), id, payload)
+                    .await?;
+            }
+            let mut got: BTreeMap<DeviceId, Option<BlobRef>> = BTreeMap::new();
+            for d in mine.keys() {
+                got.insert(*d, None);
+            }
+            let mut msgs = self.reader(&self.xs, self.names.x_filter(key)).await?;
+            let mut down = None;
+            while got.len() < member_set.len() {
+                self.check_link(&mut down)?;
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let missing: Vec<DeviceId> = members
+                        .iter()
+                        .copied()
+                        .filter(|d| !got.contains_key(d))
+                        .collect();
+                    return Err(FabricError::Timeout {
+                        what: format!("exchange {key:?}: devices {missing:?}"),
+                        after: timeout,
+                    });
+                }
+                // Once every missing member's client was on the gone list at the last look,
+                // the list is read again after a short lull: a quiet second per exchange made
+                // each SD-GT round with a gone peer cost seconds (one per mixing step).
+                let lull = {
+                    let l = self.lock();
+                    let known = members.iter().filter(|d| !got.contains_key(d)).all(|d| {
+                        l.owners.get(d).is_some_and(|c| l.gone_seen.contains(c))
+                    });
+                    if known { TICK / 5 } else { TICK * 4 }
+                };
+                let m = match tokio::time::timeout(left.min(lull), msgs.next()).await {
+                    Err(_) => {
+                        // Nothing more for now: a missing member whose client the server has
+                        // found silent (gone) cannot come, so the exchange fails now rather
+                        // than at its timeout (or, skipping, ends without it). Devices whose
+                        // client is unknown are waited for.
+                        let left = until.saturating_duration_since(Instant::now());
+                        let dead = self.gone_members(members, &got, left).await;
+                        if dead.is_empty() {
+                            continue;
+                        }
+                        // Skipping: done once every member still missing is a gone one.
+                        if skip_gone {
+                            if got.len() + dead.len() == member_set.len() {
+                                break;
+                            }
+                            continue;
+                        }
+                        let dead: Vec<String> = dead
+                            .iter()
+                            .map(|(d, c)| format!("device {d} (client {c})"))
+                            .collect();
+                        return Err(FabricError::Timeout {
+                            what: format!(
+                                "exchange {key:?}: {} gone (the server hears no heartbeat from it), not waited for",
+                                dead.join(", ")
+                            ),
+                            after: timeout
+                                .saturating_sub(until.saturating_duration_since(Instant::now())),
+                        });
+                    }
+                    Ok(None) => {
+                        return Err(FabricError::Disconnected("exchange stream closed".into()));
+                    }
+                    Ok(Some(Err(e))) => {
+                        if self.connected() {
+                            return Err(FabricError::Protocol(format!("exchange stream: {e}")));
+                        }
+                        tokio::time::sleep(TICK).await;
+                        continue;
+                    }
+                    Ok(Some(Ok(m))) => m,
+                };
+                let env: XEnv =
+                    serde_json::from_slice(&m.payload).map_err(proto("exchange envelope"))?;
+                let sender = m.subject.split('.').rev().nth(1).unwrap_or("").to_string();
+                if env.key != key || !member_set.contains(&env.device) {
+                    return Err(FabricError::Protocol(format!(
+                        "device {} is not a member of exchange {key:?}",
+                        env.device
+                    )));
+                }
+                if env.params.bucket != format!("{}_{sender}", self.names.low) {
+                    return Err(FabricError::Protocol(format!(
+                        "exchange message from {sender} points at bucket {}",
+                        env.params.bucket
+                    )));
+                }
+                if let Some(c) = sender
+                    .strip_prefix('c')
+                    .and_then(|k| k.parse::<ClientId>().ok())
+                {
+                    self.lock().owners.insert(env.device, c);
+                }
+                match got.get(&env.device) {
+                    Some(_) if mine.contains_key(&env.device) => {}
+                    Some(_) => {
+                        return Err(FabricError::Protocol(format!(
+                            "device {} contributes twice to {key:?}",
+                            env.device
+                        )));
+                    }
+                    None => {
+                        got.insert(env.device, Some(env.params));
+                    }
+                }
+            }
+            let fetches = got
+                .iter()
+                .filter_map(|(d, b)| b.as_ref().map(|b| (*d, b.clone())));
+            let fetched = futures_util::future::join_all(fetches.map(|(d, b)| async move {
+                let bytes = self.get_blob(&b).await?.ok_or_else(|| {
+                    FabricError::Protocol(format!(
+                        "exchange object {}/{} does not exist",
+                        b.bucket, b.name
+                    ))
+                })?;
+                Ok::<_, FabricError>((d, Params::from_safetensors(&bytes)?))
+            }))
+            .await;
+            let mut out: BTreeMap<DeviceId, Params> = mine;
+            for r in fetched {
+                let (d, p) = r?;
+                out.insert(d, p);
+            }
+            Ok(out.into_iter().collect())
+        })
+    }
+}
+
 impl Fabric for NatsFabric {
     fn name(&self) -> &str {
         "nats"
@@ -1549,145 +1723,17 @@ impl Fabric for NatsFabric {
         outgoing: Vec<(DeviceId, Params)>,
         timeout: Duration,
     ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
-        let member_set: HashSet<DeviceId> = members.iter().copied().collect();
-        let mut mine = BTreeMap::new();
-        for (d, p) in outgoing {
-            if !member_set.contains(&d) {
-                return Err(FabricError::Protocol(format!(
-                    "device {d} is not a member of exchange {key:?} ({members:?})"
-                )));
-            }
-            if mine.insert(d, p).is_some() {
-                return Err(FabricError::Protocol(format!(
-                    "device {d} contributes twice to {key:?}"
-                )));
-            }
-        }
-        let until = Instant::now() + timeout;
-        self.run(async {
-            self.gc(key.round).await;
-            let bucket = self.names.bucket(self.opts.party);
-            for (d, p) in &mine {
-                let name = format!("x.{}.{}.{}.{d}", key.round, key.step, key.group);
-                let blob = self.put_blob(&bucket, &name, &p.to_safetensors()).await?;
-                self.lock()
-                    .written
-                    .entry(key.round)
-                    .or_default()
-                    .push((bucket.clone(), name));
-                let env = XEnv {
-                    key,
-                    device: *d,
-                    params: blob,
-                };
-                let payload = serde_json::to_vec(&env).map_err(proto("encode exchange"))?;
-                let id = format!("x-{}-{}-{}-{d}", key.round, key.step, key.group);
-                self.publish(self.names.x_subject(key, self.opts.party, *d), id, payload)
-                    .await?;
-            }
-            let mut got: BTreeMap<DeviceId, Option<BlobRef>> = BTreeMap::new();
-            for d in mine.keys() {
-                got.insert(*d, None);
-            }
-            let mut msgs = self.reader(&self.xs, self.names.x_filter(key)).await?;
-            let mut down = None;
-            while got.len() < member_set.len() {
-                self.check_link(&mut down)?;
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    let missing: Vec<DeviceId> = members
-                        .iter()
-                        .copied()
-                        .filter(|d| !got.contains_key(d))
-                        .collect();
-                    return Err(FabricError::Timeout {
-                        what: format!("exchange {key:?}: devices {missing:?}"),
-                        after: timeout,
-                    });
-                }
-                let m = match tokio::time::timeout(left.min(TICK * 4), msgs.next()).await {
-                    Err(_) => {
-                        // Nothing more for now: a missing member whose client the server has
-                        // found silent (gone) cannot come, so the exchange fails now rather
-                        // than at its timeout. Devices never seen have no known client and
-                        // are waited for.
-                        let left = until.saturating_duration_since(Instant::now());
-                        if let Some(why) = self.gone_members(members, &got, left).await {
-                            return Err(FabricError::Timeout {
-                                what: format!("exchange {key:?}: {why}"),
-                                after: timeout.saturating_sub(
-                                    until.saturating_duration_since(Instant::now()),
-                                ),
-                            });
-                        }
-                        continue;
-                    }
-                    Ok(None) => {
-                        return Err(FabricError::Disconnected("exchange stream closed".into()));
-                    }
-                    Ok(Some(Err(e))) => {
-                        if self.connected() {
-                            return Err(FabricError::Protocol(format!("exchange stream: {e}")));
-                        }
-                        tokio::time::sleep(TICK).await;
-                        continue;
-                    }
-                    Ok(Some(Ok(m))) => m,
-                };
-                let env: XEnv =
-                    serde_json::from_slice(&m.payload).map_err(proto("exchange envelope"))?;
-                let sender = m.subject.split('.').rev().nth(1).unwrap_or("").to_string();
-                if env.key != key || !member_set.contains(&env.device) {
-                    return Err(FabricError::Protocol(format!(
-                        "device {} is not a member of exchange {key:?}",
-                        env.device
-                    )));
-                }
-                if env.params.bucket != format!("{}_{sender}", self.names.low) {
-                    return Err(FabricError::Protocol(format!(
-                        "exchange message from {sender} points at bucket {}",
-                        env.params.bucket
-                    )));
-                }
-                if let Some(c) = sender
-                    .strip_prefix('c')
-                    .and_then(|k| k.parse::<ClientId>().ok())
-                {
-                    self.lock().owners.insert(env.device, c);
-                }
-                match got.get(&env.device) {
-                    Some(_) if mine.contains_key(&env.device) => {}
-                    Some(_) => {
-                        return Err(FabricError::Protocol(format!(
-                            "device {} contributes twice to {key:?}",
-                            env.device
-                        )));
-                    }
-                    None => {
-                        got.insert(env.device, Some(env.params));
-                    }
-                }
-            }
-            let fetches = got
-                .iter()
-                .filter_map(|(d, b)| b.as_ref().map(|b| (*d, b.clone())));
-            let fetched = futures_util::future::join_all(fetches.map(|(d, b)| async move {
-                let bytes = self.get_blob(&b).await?.ok_or_else(|| {
-                    FabricError::Protocol(format!(
-                        "exchange object {}/{} does not exist",
-                        b.bucket, b.name
-                    ))
-                })?;
-                Ok::<_, FabricError>((d, Params::from_safetensors(&bytes)?))
-            }))
-            .await;
-            let mut out: BTreeMap<DeviceId, Params> = mine;
-            for r in fetched {
-                let (d, p) = r?;
-                out.insert(d, p);
-            }
-            Ok(out.into_iter().collect())
-        })
+        self.exchange_with(key, members, outgoing, timeout, false)
+    }
+
+    fn exchange_skipping_gone(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        self.exchange_with(key, members, outgoing, timeout, true)
     }
 
     fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {

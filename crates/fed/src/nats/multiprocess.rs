@@ -91,6 +91,16 @@ impl Fabric for ServerOnly {
     ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
         self.0.exchange(key, members, outgoing, timeout)
     }
+    fn exchange_skipping_gone(
+        &self,
+        key: ExchangeKey,
+        members: &[DeviceId],
+        outgoing: Vec<(DeviceId, Params)>,
+        timeout: Duration,
+    ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+        self.0
+            .exchange_skipping_gone(key, members, outgoing, timeout)
+    }
     fn put_state(&self, key: &str, value: &[u8]) -> Result<(), FabricError> {
         self.0.put_state(key, value)
     }

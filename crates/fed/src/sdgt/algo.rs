@@ -474,6 +474,8 @@ pub struct DeviceClient {
     /// How long a D2D exchange may wait for the other devices.
     pub exchange_timeout: Duration,
     pool: Pool,
+    /// Contributions of gone clients' devices mixed around in the current fit.
+    skipped: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for DeviceClient {
@@ -534,6 +536,7 @@ impl DeviceClient {
             gt_topo,
             exchange_timeout: Duration::from_secs(120),
             pool: Pool::default(),
+            skipped: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -651,39 +654,55 @@ impl DeviceClient {
                 step,
                 group: c as u32,
             };
-            let mut got = ctx
-                .fabric
-                .exchange(key, members, outgoing, self.exchange_timeout)?;
-            if got.len() != members.len() {
-                return Err(ClientError(format!(
-                    "exchange returned {} contributions for {} members",
-                    got.len(),
-                    members.len()
-                )));
+            let mut got =
+                ctx.fabric
+                    .exchange_skipping_gone(key, members, outgoing, self.exchange_timeout)?;
+            // Where each member's contribution sits in `got`; `None`: its client is gone.
+            let mut at: Vec<Option<usize>> = vec![None; members.len()];
+            for (i, (dev, _)) in got.iter().enumerate() {
+                let j = members.iter().position(|m| m == dev).ok_or_else(|| {
+                    ClientError(format!("exchange returned device {dev}, not a member"))
+                })?;
+                if at[j].replace(i).is_some() {
+                    return Err(ClientError(format!("exchange returned device {dev} twice")));
+                }
             }
-            if let Some(((dev, _), m)) = got.iter().zip(members).find(|((d, _), m)| d != *m) {
-                return Err(ClientError(format!(
-                    "exchange returned device {dev} at slot of {m}"
-                )));
+            let absent = at.iter().filter(|a| a.is_none()).count();
+            if absent > 0 {
+                self.skipped
+                    .fetch_add(absent, std::sync::atomic::Ordering::Relaxed);
             }
             let g = &topo.graphs[c];
             for &(slot, local) in &mine {
+                let own_at = at[local].ok_or_else(|| {
+                    ClientError(format!("exchange lost this client's device at {local}"))
+                })?;
+                // A gone neighbour's weight moves onto the device itself: the row still sums
+                // to one, and since Metropolis weights are symmetric, so does every live
+                // device's column among the live devices (the live devices' mixing stays
+                // doubly stochastic, which gradient tracking needs).
+                let lost: f64 = g.w[local]
+                    .iter()
+                    .filter(|(j, _)| at.get(*j).is_none_or(|a| a.is_none()))
+                    .map(|(_, w)| w)
+                    .sum();
                 let mut terms: Vec<Vec<(f32, &[f32])>> =
                     vec![Vec::with_capacity(g.w[local].len()); names.len()];
                 for &(j, wij) in &g.w[local] {
-                    let p = &got
-                        .get(j)
-                        .ok_or_else(|| ClientError(format!("no contribution at slot {j}")))?
-                        .1;
-                    for (t, v) in terms.iter_mut().zip(view_all(p, names, dim)?) {
-                        t.push((wij as f32, v));
+                    let Some(Some(i)) = at.get(j) else {
+                        continue;
+                    };
+                    let w = if j == local { wij + lost } else { wij };
+                    for (t, v) in terms.iter_mut().zip(view_all(&got[*i].1, names, dim)?) {
+                        t.push((w as f32, v));
                     }
                 }
-                let own = view_all(&got[local].1, names, dim)?;
+                let own = view_all(&got[own_at].1, names, dim)?;
                 consume(slot, &own, &terms)?;
             }
             for &(slot, local) in &mine {
-                let p = &mut got[local].1;
+                let Some(i) = at[local] else { continue };
+                let p = &mut got[i].1;
                 back[slot] = names
                     .iter()
                     .map(|n| p.remove(n).map(|t| t.data).unwrap_or_default())
@@ -698,6 +717,8 @@ impl DeviceClient {
         ins: &FitIns,
         ctx: &ClientCtx<'_>,
     ) -> Result<(Params, Metrics), ClientError> {
+        // A fit that failed midway left its count behind.
+        self.skipped.store(0, std::sync::atomic::Ordering::Relaxed);
         let h: Hyper = serde_json::from_value(
             ins.config
                 .get("hyper")
@@ -1026,6 +1047,8 @@ impl DeviceClient {
         self.pool = pool;
         let mut m = Metrics::new();
         m.insert("compute_seconds".into(), compute);
+        let skipped = self.skipped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        m.insert("gone_contributions".into(), skipped as f64);
         m.insert(
             "train_loss".into(),
             if nloss > 0 {
@@ -1594,6 +1617,165 @@ fn sdgt_server_step(
         s = e;
     }
     Ok((new, mean, ys))
+}
+
+#[cfg(test)]
+mod gone_tests {
+    use super::DeviceClient;
+    use crate::client::ClientCtx;
+    use crate::fabric::{
+        ClientId, Collected, DeviceId, ExchangeKey, Fabric, FabricError, Reply, Task, TaskKind,
+        Validator,
+    };
+    use crate::params::Params;
+    use crate::sdgt::model::{Logistic, Samples};
+    use crate::topology::{Graph, Topology};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A fabric on which device 2's client is gone: an exchange brings the caller's own
+    /// contributions and device 1's (another, live client's), never device 2's.
+    struct Device2Gone;
+
+    fn no(_: &str) -> FabricError {
+        FabricError::Protocol("not used by this test".into())
+    }
+
+    impl Fabric for Device2Gone {
+        fn name(&self) -> &str {
+            "device-2-gone"
+        }
+        fn send_task(&self, _: ClientId, _: &Task) -> Result<(), FabricError> {
+            Err(no("send_task"))
+        }
+        fn recv_task(&self, _: ClientId, _: Duration) -> Result<Option<Task>, FabricError> {
+            Err(no("recv_task"))
+        }
+        fn send_reply(&self, _: &Reply) -> Result<(), FabricError> {
+            Err(no("send_reply"))
+        }
+        fn collect_replies(
+            &self,
+            _: u64,
+            _: TaskKind,
+            _: &[ClientId],
+            _: Duration,
+            _: Validator<'_>,
+        ) -> Result<Collected, FabricError> {
+            Err(no("collect_replies"))
+        }
+        fn exchange(
+            &self,
+            key: ExchangeKey,
+            _: &[DeviceId],
+            _: Vec<(DeviceId, Params)>,
+            timeout: Duration,
+        ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+            Err(FabricError::Timeout {
+                what: format!("exchange {key:?}: device 2 (client 9) gone"),
+                after: timeout,
+            })
+        }
+        fn exchange_skipping_gone(
+            &self,
+            _: ExchangeKey,
+            _: &[DeviceId],
+            mut outgoing: Vec<(DeviceId, Params)>,
+            _: Duration,
+        ) -> Result<Vec<(DeviceId, Params)>, FabricError> {
+            let mut p = Params::new();
+            p.insert("x", vec![4], vec![10.0; 4])
+                .map_err(|e| FabricError::Protocol(e.to_string()))?;
+            outgoing.push((1, p));
+            outgoing.sort_by_key(|d| d.0);
+            Ok(outgoing)
+        }
+        fn put_state(&self, _: &str, _: &[u8]) -> Result<(), FabricError> {
+            Err(no("put_state"))
+        }
+        fn get_state(&self, _: &str) -> Result<Option<Vec<u8>>, FabricError> {
+            Err(no("get_state"))
+        }
+    }
+
+    /// A live device whose subnet peer's client is gone mixes with the peers that remain,
+    /// the gone one's Metropolis weight kept on itself (the row still sums to one), instead of
+    /// failing the client's whole task.
+    #[test]
+    fn a_gone_peer_s_weight_stays_with_the_device() {
+        // One subnet of three devices, all linked: Metropolis weights 1/3 everywhere.
+        let graph = Graph::from_adjacency(vec![vec![1, 2], vec![0, 2], vec![0, 1]], 1.0);
+        let w00 = graph.w[0]
+            .iter()
+            .find(|(j, _)| *j == 0)
+            .map_or(0.0, |p| p.1);
+        let w02 = graph.w[0]
+            .iter()
+            .find(|(j, _)| *j == 2)
+            .map_or(0.0, |p| p.1);
+        let topo = Arc::new(Topology {
+            subnets: vec![vec![0, 1, 2]],
+            graphs: vec![graph],
+        });
+        let model = Arc::new(Logistic {
+            dim_in: 1,
+            classes: 2,
+            l2: 0.0,
+        });
+        let train = Arc::new(Samples {
+            x: vec![0.0, 1.0],
+            y: vec![0, 1],
+            dim: 1,
+            classes: 2,
+        });
+        let parts = vec![vec![0], vec![1], vec![0]];
+        let client = DeviceClient::new(
+            0,
+            &[0],
+            &parts,
+            &[1.0; 4],
+            0,
+            model,
+            train,
+            Arc::clone(&topo),
+            topo.clone(),
+        );
+        let fabric = Device2Gone;
+        let ctx = ClientCtx {
+            client: 0,
+            round: 0,
+            fabric: &fabric,
+        };
+        let mut seen = Vec::new();
+        let mut consume = |_: usize, own: &[&[f32]], terms: &[Vec<(f32, &[f32])>]| {
+            seen = terms[0].iter().map(|(w, v)| (*w, v[0])).collect();
+            assert_eq!(own[0], &[1.0; 4]);
+            Ok(())
+        };
+        let back = client
+            .mix(
+                &ctx,
+                &topo,
+                0,
+                &[0],
+                &["x"],
+                vec![vec![vec![1.0; 4]]],
+                &mut consume,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, vec![vec![vec![1.0; 4]]]);
+        // Itself (value 1) with its own weight plus the gone device's, device 1 (value 10).
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            (f64::from(seen[0].0) - (w00 + w02)).abs() < 1e-6,
+            "{seen:?}"
+        );
+        assert_eq!(seen[0].1, 1.0);
+        assert_eq!(seen[1].1, 10.0);
+        let sum: f32 = seen.iter().map(|t| t.0).sum();
+        assert!((sum - 1.0).abs() < 1e-6, "{seen:?}");
+        assert_eq!(client.skipped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 }
 
 #[cfg(test)]

@@ -419,6 +419,12 @@ fn server_loop(
             .into_iter()
             .map(|r| {
                 compute_seconds += r.metrics.get("compute_seconds").copied().unwrap_or(0.0);
+                if let Some(n) = r.metrics.get("gone_contributions").filter(|n| **n > 0.0) {
+                    eprintln!(
+                        "fed: round {round}: client {} mixed its devices around {n} D2D contributions of gone clients' devices (their weight kept by each device itself)",
+                        r.id.client
+                    );
+                }
                 if let Some(l) = r.metrics.get("train_loss").filter(|l| l.is_finite()) {
                     train_loss += l;
                     nl += 1;
