@@ -273,6 +273,8 @@ impl RodTrigger {
         };
         // The reference frames' own spread on the axis, in units of the distance moved: above
         // one, the two windows' conditions overlap and the position carries no drift signal.
+        // Unlike the classifier, the current window's spread is not gated: mid-way through a
+        // gradual drift it alternates between the concepts, and that is when the test matters.
         if so > 1.0 || z.len() < w {
             return true;
         }

@@ -1326,7 +1326,7 @@ impl NatsFabric {
                         }
                         // Skipping: done once every member still missing is a gone one.
                         if skip_gone {
-                            if got.len() + dead.len() == member_set.len() {
+                            if got.len() + dead.len() >= member_set.len() {
                                 break;
                             }
                             continue;

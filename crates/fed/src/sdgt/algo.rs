@@ -610,8 +610,9 @@ impl DeviceClient {
     /// result: the caller computes what it needs from them (`Σ_j W_ij v_j`, or SD-GT's z
     /// update fused with it) without any intermediate copy. Returns the vectors that were sent,
     /// per slot and name, for reuse. They are moved into the exchange and taken back from its
-    /// result (which holds every member's contribution, ours included) rather than copied: with
-    /// the in-process fabric a subnet inside one client then costs no copy at all.
+    /// result (every member's contribution, ours included, except those of gone clients'
+    /// devices, whose weight each device keeps itself) rather than copied: with the in-process
+    /// fabric a subnet inside one client then costs no copy at all.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn mix(
         &self,
@@ -675,25 +676,34 @@ impl DeviceClient {
             let g = &topo.graphs[c];
             for &(slot, local) in &mine {
                 let own_at = at[local].ok_or_else(|| {
-                    ClientError(format!("exchange lost this client's device at {local}"))
+                    ClientError(format!(
+                        "exchange lost this client's own device {}",
+                        members[local]
+                    ))
                 })?;
+                if let Some((j, _)) = g.w[local].iter().find(|(j, _)| *j >= members.len()) {
+                    return Err(ClientError(format!(
+                        "subnet {c}'s graph names slot {j} of {} members",
+                        members.len()
+                    )));
+                }
                 // A gone neighbour's weight moves onto the device itself: the row still sums
                 // to one, and since Metropolis weights are symmetric, so does every live
                 // device's column among the live devices (the live devices' mixing stays
                 // doubly stochastic, which gradient tracking needs).
                 let lost: f64 = g.w[local]
                     .iter()
-                    .filter(|(j, _)| at.get(*j).is_none_or(|a| a.is_none()))
+                    .filter(|(j, _)| at[*j].is_none())
                     .map(|(_, w)| w)
                     .sum();
                 let mut terms: Vec<Vec<(f32, &[f32])>> =
                     vec![Vec::with_capacity(g.w[local].len()); names.len()];
                 for &(j, wij) in &g.w[local] {
-                    let Some(Some(i)) = at.get(j) else {
+                    let Some(i) = at[j] else {
                         continue;
                     };
                     let w = if j == local { wij + lost } else { wij };
-                    for (t, v) in terms.iter_mut().zip(view_all(&got[*i].1, names, dim)?) {
+                    for (t, v) in terms.iter_mut().zip(view_all(&got[i].1, names, dim)?) {
                         t.push((w as f32, v));
                     }
                 }
