@@ -330,30 +330,25 @@ impl Log {
                 acc_all.push(p.1);
             }
         }
-        // Detection scores against the true drifts.
-        let (mut hits, mut lat, mut typed, mut total) = (0usize, Vec::new(), 0usize, 0usize);
-        // By the drift's true type: (drifts, hits, typed right, latencies).
-        let mut by_kind: BTreeMap<&str, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
+        // Detection scores against the true drifts, over all of them (key suffix "") and by
+        // true type ("_sudden", …): (drifts, hits, typed right, latencies). Every type in the
+        // schedules gets its keys, detected or not, so that seeds report the same keys.
+        let mut scores: BTreeMap<String, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
+        scores.insert(String::new(), Default::default());
         for (k, sch) in schedules.iter().enumerate() {
             for (j, d) in sch.drifts.iter().enumerate() {
-                total += 1;
-                // Every kind in the schedules gets its keys, detected or not, so that seeds
-                // report the same keys.
-                let row = by_kind.entry(d.kind.as_str()).or_default();
-                row.0 += 1;
                 let next = sch.drifts.get(j + 1).map_or(life, |x| x.start);
-                if let Some(tr) = self
+                let hit = self
                     .triggers
                     .iter()
-                    .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown")
-                {
-                    hits += 1;
-                    lat.push(tr.t - d.end());
-                    row.1 += 1;
-                    row.3.push(tr.t - d.end());
-                    if tr.drift == d.kind {
-                        typed += 1;
-                        row.2 += 1;
+                    .find(|x| x.end == k && x.t >= d.start && x.t < next && x.drift != "unknown");
+                for suffix in [String::new(), format!("_{}", d.kind)] {
+                    let row = scores.entry(suffix).or_default();
+                    row.0 += 1;
+                    if let Some(tr) = hit {
+                        row.1 += 1;
+                        row.3.push(tr.t - d.end());
+                        row.2 += usize::from(tr.drift == d.kind);
                     }
                 }
             }
@@ -380,19 +375,16 @@ impl Log {
         );
         put("estimate_correlation", pearson(&est_all, &acc_all));
         if trigger == TriggerMode::Rod {
-            put("drift_detection_rate", hits as f64 / total.max(1) as f64);
-            put("drift_latency_seconds", mean(&lat));
-            put("drift_type_accuracy", typed as f64 / hits.max(1) as f64);
-            for (kind, (n, h, right, l)) in &by_kind {
+            for (suffix, (n, h, right, l)) in &scores {
                 put(
-                    &format!("drift_detection_rate_{kind}"),
+                    &format!("drift_detection_rate{suffix}"),
                     *h as f64 / (*n).max(1) as f64,
                 );
                 put(
-                    &format!("drift_type_accuracy_{kind}"),
+                    &format!("drift_type_accuracy{suffix}"),
                     *right as f64 / (*h).max(1) as f64,
                 );
-                put(&format!("drift_latency_seconds_{kind}"), mean(l));
+                put(&format!("drift_latency_seconds{suffix}"), mean(l));
             }
         }
         if opts.profiler && !self.mem_bias.is_empty() {

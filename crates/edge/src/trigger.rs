@@ -88,9 +88,8 @@ pub struct RodTrigger {
     params: RodParams,
     history: VecDeque<(f64, f64)>,
     /// Longer than `history`: the frames since a window before the onset, for the ramp fit.
-    trace: VecDeque<(f64, f64)>,
-    /// The descriptors of the frames in `trace`, when the caller passes them.
-    described: VecDeque<(f64, Descriptor)>,
+    /// Each frame's time, confidence and, when the caller passes it, descriptor.
+    trace: VecDeque<(f64, f64, Option<Descriptor>)>,
     /// The reference window's descriptors.
     reference_desc: Vec<Descriptor>,
     since_reset: usize,
@@ -105,7 +104,6 @@ impl RodTrigger {
             params,
             history: VecDeque::new(),
             trace: VecDeque::new(),
-            described: VecDeque::new(),
             reference_desc: Vec::new(),
             since_reset: 0,
             phase: Phase::Reference,
@@ -124,7 +122,6 @@ impl RodTrigger {
         }
         self.history.clear();
         self.trace.clear();
-        self.described.clear();
         self.reference_desc.clear();
         self.since_reset = 0;
         self.phase = Phase::Reference;
@@ -162,15 +159,9 @@ impl RodTrigger {
             self.history.pop_front();
         }
         let keep = 2 * p.window + p.step.max(1) * p.max_slides;
-        self.trace.push_back((t, cc));
+        self.trace.push_back((t, cc, desc));
         while self.trace.len() > keep {
             self.trace.pop_front();
-        }
-        if let Some(d) = desc {
-            self.described.push_back((t, d));
-            while self.described.len() > keep {
-                self.described.pop_front();
-            }
         }
         self.since_reset += 1;
         if self.history.len() < p.window {
@@ -183,8 +174,8 @@ impl RodTrigger {
                 self.phase = Phase::Stable {
                     reference: cur.max(self.floor),
                 };
-                let skip = self.described.len().saturating_sub(p.window);
-                self.reference_desc = self.described.iter().skip(skip).map(|d| d.1).collect();
+                let skip = self.trace.len().saturating_sub(p.window);
+                self.reference_desc = self.trace.iter().skip(skip).filter_map(|h| h.2).collect();
                 None
             }
             Phase::Fired { .. } => None,
@@ -244,8 +235,12 @@ impl RodTrigger {
     /// End `τ₂` of the confidence ramp fitted to the frames since a window before `t1`.
     fn transition_end(&self, t1: f64) -> f64 {
         let lead = t1 - self.params.window as f64;
-        let (ts, ys): (Vec<f64>, Vec<f64>) =
-            self.trace.iter().filter(|h| h.0 >= lead).copied().unzip();
+        let (ts, ys): (Vec<f64>, Vec<f64>) = self
+            .trace
+            .iter()
+            .filter(|h| h.0 >= lead)
+            .map(|h| (h.0, h.1))
+            .unzip();
         crate::sampling::ramp_fit(&ts, &ys, 30).map_or(t1, |f| f.tau2)
     }
 
@@ -255,18 +250,24 @@ impl RodTrigger {
     /// windows' descriptors do not differ.
     fn concept_settled(&self, t1: f64, front: f64) -> bool {
         let w = self.params.window;
-        if self.reference_desc.len() < 2 || self.described.len() < w {
+        if self.reference_desc.len() < 2 {
             return true;
         }
         let lead = t1 - w as f64;
-        let skip = self.described.len() - w;
-        let current: Vec<Descriptor> = self.described.iter().skip(skip).map(|d| d.1).collect();
-        let (ts, span): (Vec<f64>, Vec<Descriptor>) = self
-            .described
+        let described: Vec<(f64, Descriptor)> = self
+            .trace
             .iter()
-            .filter(|d| d.0 >= lead)
-            .copied()
-            .unzip();
+            .filter_map(|h| h.2.map(|d| (h.0, d)))
+            .collect();
+        if described.len() < w {
+            return true;
+        }
+        let current: Vec<Descriptor> = described[described.len() - w..]
+            .iter()
+            .map(|d| d.1)
+            .collect();
+        let (ts, span): (Vec<f64>, Vec<Descriptor>) =
+            described.into_iter().filter(|d| d.0 >= lead).unzip();
         let Some((z, so, _)) = crate::sampling::concept_axis(&self.reference_desc, &current, &span)
         else {
             return true;

@@ -270,7 +270,7 @@ pub fn prepare(cfg: &AdaEvoConfig, seed: u64) -> SysResult<DetPrepared> {
         )?);
     }
     let teacher_map_drifted = model_map50(&f.grid, &teacher, &pairs(&drifted));
-    let schedules = schedules(cfg, seed)?;
+    let schedules = crate::experiment::schedules(cfg, &drifts, seed);
     type EndFrames = (Vec<DetFrame>, Vec<Vec<DetFrame>>);
     let per_end: Vec<EndFrames> = (0..cfg.stream.ends)
         .into_par_iter()
