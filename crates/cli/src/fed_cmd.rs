@@ -103,8 +103,22 @@ struct ServerArgs {
     /// (`fed.deadline_seconds` / `fed.reply_seconds`) loses that round's reply.
     #[arg(long)]
     external_clients: bool,
+    /// A client whose heartbeats (one a second) stop for this many seconds is gone: rounds and
+    /// D2D exchanges stop waiting for it until it beats again (at least 3; default 15, longer
+    /// than the 10 s in which a dropped connection reconnects). Raise it on a network that
+    /// stalls for longer; lower it to give up on a killed client sooner.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_silence)]
+    silence: Option<f64>,
     #[command(flatten)]
     common: Common,
+}
+
+fn parse_silence(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (3.0..=86_400.0).contains(&v) => Ok(v),
+        Ok(_) => Err("must be between 3 and 86400 seconds".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -146,10 +160,23 @@ fn read_config(path: &Path) -> Result<toml::Table> {
 }
 
 #[cfg(feature = "nats")]
-fn connect(c: &Common, party: ferrolab_fed::nats::Party) -> Result<ferrolab_fed::nats::NatsFabric> {
+fn connect(
+    a: &FedArgs,
+    party: ferrolab_fed::nats::Party,
+) -> Result<ferrolab_fed::nats::NatsFabric> {
     use ferrolab_fed::nats::{NatsFabric, NatsOptions};
+    let c = match &a.role {
+        Role::Server(s) => &s.common,
+        Role::Client(c) => &c.common,
+    };
     let url = nats_url(c.nats.as_deref())?;
     let mut opts = NatsOptions::new(&url, &c.prefix, party);
+    if let Role::Server(ServerArgs {
+        silence: Some(s), ..
+    }) = &a.role
+    {
+        opts.silence = std::time::Duration::from_secs_f64(*s);
+    }
     if let Some(ca) = &c.tls_ca {
         opts.tls_ca = Some(ca.clone());
     }
@@ -211,7 +238,7 @@ fn fedgraph(
         ferrolab_core::System::memory_estimate(&ferrolab_fed::fedgraph::FedGraphSystem, &cfg, None),
     )?;
     let unit = multiproc::build(&cfg, &job).map_err(fedgraph_err)?;
-    let fabric = connect(common, party)?;
+    let fabric = connect(a, party)?;
     eprintln!(
         "fed: connected to NATS as {} (run prefix {}): fedgraph {} lr {} local steps {} seed {}",
         party.tag(),
@@ -300,7 +327,7 @@ fn sdgt(
         ferrolab_core::System::memory_estimate(&ferrolab_fed::sdgt::SdgtSystem, &cfg, None),
     )?;
     let (spec, data) = multiproc::build(&cfg, &job).map_err(sys_err)?;
-    let fabric = connect(common, party)?;
+    let fabric = connect(a, party)?;
     eprintln!(
         "fed: connected to NATS as {} (run prefix {}): sdgt {} lr {} seed {} split {}",
         party.tag(),

@@ -706,6 +706,19 @@ fn a_missing_argument_or_a_bad_choice_is_named_in_the_one_error_line() {
     let e = assert_usage_error(&o, "fed server --system foo");
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("sdgt") && e.contains("fedgraph"), "{e}");
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "sdgt",
+        "--silence",
+        "1",
+        "--config",
+        "x.toml",
+    ]);
+    let e = assert_usage_error(&o, "fed server --silence 1");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("--silence") && e.contains("between 3"), "{e}");
 }
 
 /// `ckks bootstrap-bench --out` is refused before the resource guard's precomputation (a

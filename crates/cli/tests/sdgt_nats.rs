@@ -147,6 +147,87 @@ fn a_client_that_never_comes_costs_its_replies_and_the_rounds_go_on() {
     );
 }
 
+/// A client process killed mid-run (SIGKILL, so no goodbye): the server stops waiting for it
+/// once its heartbeats have stopped for `--silence`, counts its devices' replies as lost and
+/// finishes every round; its subnet peer (two clients per subnet) mixes around its devices'
+/// D2D contributions instead of failing. The same run as `bench/sdgt_gone_client.sh`, shorter.
+#[test]
+#[ignore = "needs nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+#[allow(clippy::unwrap_used)] // a test: a panic is the failure report
+fn a_client_killed_mid_run_is_given_up_on_and_its_peers_mix_around_it() {
+    use std::process::{Command, Stdio};
+    require_nats_url();
+    let root = tmp("sdgt-nats-killed");
+    let job = root.join("job.toml");
+    let rounds = 40;
+    std::fs::write(
+        &job,
+        format!(
+            "[fed]\nrounds = {rounds}\neval_every = {rounds}\ncheckpoint_every = 0\ncoopt_every = 0\nlr_grid = [0.03]\nseeds = 1\n\
+             devices_per_client = 2\ndeadline_seconds = 60.0\nalgorithms = [\"sdgt\"]\n\n\
+             [topology]\ndevices = 12\nsubnets = 3\n\n\
+             [data]\ndataset = \"synthetic\"\nsplits = [\"sorted\"]\nval_size = 500\n"
+        ),
+    )
+    .unwrap();
+    let job_s = job.to_str().unwrap();
+    let prefix = format!("sdgtkill{}", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_ferrolab");
+    let server = Command::new(bin)
+        .args(["fed", "server", "--system", "sdgt", "--external-clients"])
+        .args(["--silence", "3", "--config", job_s, "--prefix", &prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut clients: Vec<_> = (0..6)
+        .map(|k| {
+            Command::new(bin)
+                .args(["fed", "client", "--system", "sdgt", "--id", &k.to_string()])
+                .args(["--config", job_s, "--prefix", &prefix])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // About a third of the healthy run (0.25 s a round here).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    clients[1].kill().unwrap();
+    let so = server.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&so.stderr).into_owned();
+    assert!(so.status.success(), "{err}");
+    for (k, c) in clients.into_iter().enumerate() {
+        let co = c.wait_with_output().unwrap();
+        assert!(
+            k == 1 || co.status.success(),
+            "client {k}: {}",
+            String::from_utf8_lossy(&co.stderr)
+        );
+    }
+    let s: serde_json::Value = serde_json::from_slice(&so.stdout).unwrap();
+    assert_eq!(s["rounds"], rounds, "{s}");
+    let failed = |c: u32| err.matches(&format!("client {c} failed")).count();
+    assert!(
+        failed(1) >= 1,
+        "the run ended before client 1 was killed, or it was never given up on: {err}"
+    );
+    assert!(
+        err.contains("client 1 failed: no heartbeat for"),
+        "not given up on for its silence: {err}"
+    );
+    assert_eq!(failed(0), 0, "its subnet peer failed: {err}");
+    assert!(
+        err.contains("client 0 mixed its devices around"),
+        "client 0 did not mix around the gone devices: {err}"
+    );
+    assert!(s["lost_devices"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(
+        s["test_accuracy"].as_f64().is_some_and(f64::is_finite),
+        "{s}"
+    );
+}
+
 /// `fed server --external-clients` on `job` under `prefix`, with `fed client --id K` for each K
 /// of `ids` started by hand `delay_s` seconds later; every client must exit cleanly. Returns
 /// the server's output and its stderr.

@@ -245,6 +245,15 @@ pub trait Fabric: Send + Sync {
     fn set_owners(&self, owners: &[(DeviceId, ClientId)]) {
         let _ = owners;
     }
+
+    /// Server side, once a run has ended: whether each of `clients` has taken every task sent
+    /// to it (its `Shutdown` included) or is gone, so the run's streams can go without cutting
+    /// off a client still reading. `false` when it cannot tell (the default): the caller then
+    /// waits its whole grace.
+    fn tasks_taken(&self, clients: &[ClientId]) -> bool {
+        let _ = clients;
+        false
+    }
 }
 
 /// A validator that checks an update has the template's layout and finite values.

@@ -150,6 +150,9 @@ impl Fabric for MirroredState<'_> {
     fn set_owners(&self, owners: &[(DeviceId, ClientId)]) {
         self.inner.get().set_owners(owners)
     }
+    fn tasks_taken(&self, clients: &[ClientId]) -> bool {
+        self.inner.get().tasks_taken(clients)
+    }
 }
 
 #[cfg(test)]

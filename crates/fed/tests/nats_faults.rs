@@ -417,6 +417,21 @@ fn nats_a_client_never_heard_from_costs_one_deadline() {
         "{:?}",
         c.failures
     );
+    // Having missed a whole deadline unheard, it is on the gone list: a live client's exchange
+    // with one of its devices (the run's assignment known, as `fed client` knows it) does not
+    // wait for it, where before it waited its timeout in every exchange.
+    other.set_owners(&[(4, 4), (5, 5)]);
+    let key = |step| ExchangeKey {
+        round: 0,
+        step,
+        group: 0,
+    };
+    let t = Instant::now();
+    let got = other
+        .exchange_skipping_gone(key(0), &[4, 5], vec![(5, x0())], Duration::from_secs(60))
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![5]);
     let t = Instant::now();
     let c = server
         .collect_replies(1, TaskKind::Fit, &[4], Duration::from_secs(60), &ok)
@@ -432,9 +447,17 @@ fn nats_a_client_never_heard_from_costs_one_deadline() {
         "{:?}",
         c.failures
     );
-    // It starts and beats: waited for until the deadline again.
+    // It starts and beats: waited for until the deadline again, by the server and by the
+    // exchanges (it is off the gone list).
     let late = nats_util::connect(&url, &prefix, Party::Client(4));
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
+    let t = Instant::now();
+    let e = other
+        .exchange_skipping_gone(key(1), &[4, 5], vec![(5, x0())], Duration::from_secs(3))
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(e.contains("devices [4]"), "{e}");
     let t = Instant::now();
     let c = server
         .collect_replies(2, TaskKind::Fit, &[4], Duration::from_secs(7), &ok)

@@ -220,7 +220,7 @@ fn serve(
             .reply_timeout
             .unwrap_or(Duration::from_secs(30))
             .min(Duration::from_secs(30));
-        crate::nats::multiprocess::external_grace(grace);
+        crate::nats::multiprocess::external_grace(fabric.as_ref(), &client_ids(unit), grace);
     }
     // A failed run keeps its streams (what was sent can be inspected with `nats stream`).
     if out.is_ok()

@@ -398,13 +398,14 @@ struct Local {
     /// Which client each device seen in an exchange belongs to (from the sender part of its
     /// subject): what lets an exchange tell that a missing member's client is gone.
     owners: HashMap<DeviceId, ClientId>,
-    /// Server side: clients that this process never heard a heartbeat from and that missed a
-    /// whole collection's deadline (the round they first failed): from then on they are not
-    /// waited for longer than the heartbeat silence, until they beat.
-    waited_out: BTreeMap<ClientId, u64>,
     /// The server's gone list as this process last read it in an exchange.
     gone_seen: HashSet<ClientId>,
 }
+
+/// When each client's last heartbeat came (server side).
+type Beats = std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>;
+/// Clients never heard from that missed a whole deadline, with the round they first missed.
+type WaitedOut = std::sync::Arc<Mutex<BTreeMap<ClientId, u64>>>;
 
 /// The NATS implementation of [`Fabric`]. One per process; share it with `Arc`.
 pub struct NatsFabric {
@@ -421,7 +422,13 @@ pub struct NatsFabric {
     kv: kv::Store,
     local: Mutex<Local>,
     /// Server side: when each client's last heartbeat came.
-    beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
+    beats: Beats,
+    /// Server side: clients that this process never heard a heartbeat from and that missed a
+    /// whole collection's deadline (the round they first failed): from then on they are not
+    /// waited for longer than the heartbeat silence, until they beat, and (while some client
+    /// beats) the gone list carries them, so live clients' exchanges skip them too. Shared
+    /// with the gone-list writer.
+    waited_out: WaitedOut,
     /// Set once the run's streams and buckets are removed: the gone-list writer stops.
     ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -518,6 +525,7 @@ impl NatsFabric {
         };
         let names = Names::new(&opts.prefix);
         let beats = std::sync::Arc::new(Mutex::new(HashMap::new()));
+        let waited_out = std::sync::Arc::new(Mutex::new(BTreeMap::new()));
         let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let started = match opts.party {
             Party::Client(k) => {
@@ -528,7 +536,10 @@ impl NatsFabric {
                 &handle,
                 &client,
                 names.alive_filter(),
-                std::sync::Arc::clone(&beats),
+                (
+                    std::sync::Arc::clone(&beats),
+                    std::sync::Arc::clone(&waited_out),
+                ),
                 (kv.clone(), silence(&opts), std::sync::Arc::clone(&ended)),
             )),
         };
@@ -555,6 +566,7 @@ impl NatsFabric {
             kv,
             local: Mutex::new(Local::default()),
             beats,
+            waited_out,
             ended,
         })
     }
@@ -586,7 +598,7 @@ impl NatsFabric {
         handle: &tokio::runtime::Handle,
         client: &async_nats::Client,
         filter: String,
-        beats: std::sync::Arc<Mutex<HashMap<ClientId, Instant>>>,
+        (beats, waited_out): (Beats, WaitedOut),
         (kv, silence, ended): (
             kv::Store,
             Duration,
@@ -602,14 +614,26 @@ impl NatsFabric {
                 if ended.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let mut gone: Vec<ClientId> = seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .filter(|(_, t)| t.elapsed() >= silence)
-                    .map(|(c, _)| *c)
-                    .collect();
+                let mut gone: Vec<ClientId> = {
+                    let beaten = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut gone: Vec<ClientId> = beaten
+                        .iter()
+                        .filter(|(_, t)| t.elapsed() >= silence)
+                        .map(|(c, _)| *c)
+                        .collect();
+                    // A client that let a whole deadline pass without one heartbeat while
+                    // others beat is as gone to the exchanges as a silent one (without it, a
+                    // client that never came cost its peers' every exchange its timeout).
+                    // Where nobody beats, silence says nothing: the list leaves it out, as
+                    // the collections do.
+                    if !beaten.is_empty() {
+                        let unheard = waited_out.lock().unwrap_or_else(|p| p.into_inner());
+                        gone.extend(unheard.keys().filter(|c| !beaten.contains_key(c)));
+                    }
+                    gone
+                };
                 gone.sort_unstable();
+                gone.dedup();
                 // The first write goes out even when nobody is gone, so that a list left by a
                 // previous server process of the same run is replaced.
                 if last.as_ref() != Some(&gone) {
@@ -672,6 +696,10 @@ impl NatsFabric {
             .collect()
     }
 
+    fn waited(&self) -> std::sync::MutexGuard<'_, BTreeMap<ClientId, u64>> {
+        self.waited_out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How long client `c` has been silent, when it has beaten before and has been silent for
     /// at least the configured [`NatsOptions::silence`].
     fn gone(&self, c: ClientId) -> Option<Duration> {
@@ -698,12 +726,11 @@ impl NatsFabric {
                 return None;
             }
             if beats.contains_key(&c) {
-                drop(beats);
-                self.lock().waited_out.remove(&c);
+                self.waited().remove(&c);
                 return None;
             }
         }
-        let first = *self.lock().waited_out.get(&c)?;
+        let first = *self.waited().get(&c)?;
         Some(format!(
             "never heard from (no heartbeat since this server started; it missed round {first}'s deadline too), not waited for"
         ))
@@ -1648,7 +1675,7 @@ impl Fabric for NatsFabric {
                     continue;
                 };
                 // Any message from it, late or rejected, shows it alive.
-                self.lock().waited_out.remove(&c);
+                self.waited().remove(&c);
                 if !expected.contains(&c) || replies.contains_key(&c) || failures.contains_key(&c) {
                     continue;
                 }
@@ -1701,12 +1728,13 @@ impl Fabric for NatsFabric {
             for &c in replies.keys().chain(failures.keys()) {
                 l.collected.insert((round, tag, c));
             }
+            drop(l);
             if Instant::now() >= until {
+                let mut w = self.waited();
                 for c in unheard {
-                    l.waited_out.entry(c).or_insert(round);
+                    w.entry(c).or_insert(round);
                 }
             }
-            drop(l);
             let mut out = Collected::default();
             let mut ids: Vec<ClientId> = expected.into_iter().collect();
             ids.sort_unstable();
@@ -1788,6 +1816,32 @@ impl Fabric for NatsFabric {
 
     fn set_owners(&self, owners: &[(DeviceId, ClientId)]) {
         self.lock().owners.extend(owners.iter().copied());
+    }
+
+    fn tasks_taken(&self, clients: &[ClientId]) -> bool {
+        if self.opts.party != Party::Server {
+            return false;
+        }
+        self.run(async {
+            for &c in clients {
+                // A gone client cannot take its tasks; waiting for it is what the grace is
+                // not for. (Unheard ones count only where others beat, as in collections.)
+                if self.gone(c).is_some() || self.never_heard(c, Duration::MAX).is_some() {
+                    continue;
+                }
+                let name = format!("task_{c}");
+                let info = tokio::time::timeout(
+                    self.opts.request_timeout,
+                    self.tasks.consumer_info(&name),
+                );
+                match info.await {
+                    Ok(Ok(i)) if i.num_pending == 0 && i.num_ack_pending == 0 => {}
+                    // Pending tasks, no consumer yet (never connected), or no answer now.
+                    _ => return false,
+                }
+            }
+            true
+        })
     }
 
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, FabricError> {

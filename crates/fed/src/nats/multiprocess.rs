@@ -250,14 +250,23 @@ impl Drop for ClientProcesses {
 }
 
 /// After a run whose clients were started by hand (`fed server --external-clients`): waits
-/// `grace` before the run's streams are removed, so that a client still finishing its last
-/// task reads its `Shutdown` (spawned clients get up to 30 s the same way), and says so.
-pub fn external_grace(grace: Duration) {
+/// up to `grace` before the run's streams are removed, so that a client still finishing its
+/// last task reads its `Shutdown` (spawned clients get up to 30 s the same way), and says so.
+/// It stops waiting once every one of `clients` has taken all its tasks or is gone
+/// ([`Fabric::tasks_taken`]): before, every external run ended with the whole grace (up to
+/// 30 s) however quickly its clients read their shutdown.
+pub fn external_grace(fabric: &dyn Fabric, clients: &[ClientId], grace: Duration) {
     eprintln!(
-        "fed: the run finished; waiting {:.0} s for hand-started clients to read their shutdown before the run's streams are removed",
+        "fed: the run finished; waiting up to {:.0} s for hand-started clients to read their shutdown before the run's streams are removed",
         grace.as_secs_f64()
     );
-    std::thread::sleep(grace);
+    let until = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < until {
+        if fabric.tasks_taken(clients) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200).min(until - std::time::Instant::now()));
+    }
 }
 
 /// Runs `server` (a driver's whole round loop) against `fabric` wrapped in [`ServerOnly`],

@@ -218,6 +218,8 @@ fn serve_run(
     });
     if external && out.is_ok() {
         crate::nats::multiprocess::external_grace(
+            fabric.as_ref(),
+            &ids,
             Duration::from_secs_f64(spec.deadline_seconds).min(Duration::from_secs(30)),
         );
     }
