@@ -96,7 +96,7 @@ fn main() -> ExitCode {
         let before = prep.mobile.accuracy(&xs, &ys);
         let teacher = prep.teacher.accuracy(&xs, &ys);
         let mut edge = EdgeServer::new(
-            method_edge_params(&cfg, &prep, "adaevo", seed),
+            method_edge_params(&cfg, &prep.anchor, "adaevo", seed),
             prep.teacher.clone(),
         );
         edge.register(0, prep.dense.clone(), prep.mobile.clone());

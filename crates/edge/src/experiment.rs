@@ -223,11 +223,30 @@ pub fn schedules(cfg: &AdaEvoConfig, drifts: &[Drift], seed: u64) -> Vec<Schedul
         .collect()
 }
 
-/// Pre-trains the models and draws the streams of one seed.
-pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u64) -> Prepared {
-    let t0 = Instant::now();
+/// The factory models of one seed, shared by every process of a run (the edge's and each end's
+/// share of [`prepare`]).
+struct Factory {
+    dense: Mlp,
+    mobile: Mlp,
+    clean_accuracy: f64,
+    atc_threshold: f64,
+    anchor: Vec<(Vec<f32>, u8)>,
+    /// The clean evaluation frames (inputs, labels) the accuracies were measured on.
+    clean: EvalSet,
+}
+
+/// The factory's dense and compressed mobile models and their clean accuracy. `teacher` is
+/// read only where `mobile.source = "teacher"` (the paper's deployment compresses the teacher
+/// itself); every draw here has its own seed, so the result does not depend on whether the
+/// teacher was trained in the same process.
+fn factory(
+    cfg: &AdaEvoConfig,
+    pre: &BaseImages,
+    pool: &BaseImages,
+    seed: u64,
+    teacher: Option<&Teacher>,
+) -> Factory {
     let clean = Condition::default();
-    let teacher = train_teacher(cfg, pre, seed);
     // Clean renders of the pre-training images: the factory model's training set (and the
     // edge's anchor set). A clean render draws no randomness.
     let mut rng = StdRng::seed_from_u64(seed ^ 0xADA);
@@ -248,14 +267,15 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         batch: 32,
         seed: s,
     };
-    let dense = if cfg.mobile.source == "teacher" {
+    let dense = match teacher {
         // The paper's deployment: the teacher itself, compressed (pruned, a one-epoch
         // fine-tune on clean frames as the factory model gets, int8).
-        teacher.net.clone()
-    } else {
-        let mut m = cfg.new_mobile(seed ^ 3);
-        m.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
-        m
+        Some(t) if cfg.mobile.source == "teacher" => t.net.clone(),
+        _ => {
+            let mut m = cfg.new_mobile(seed ^ 3);
+            m.train(&cx, &cy, &opts(cfg.data.pretrain_epochs, seed ^ 4));
+            m
+        }
     };
     let mut small = prune(&dense, cfg.mobile.sparsity).unwrap_or_else(|_| dense.clone());
     small.train(&cx, &cy, &opts(1, seed ^ 5));
@@ -276,60 +296,192 @@ pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u6
         ey.push(pool.labels[i]);
     }
     let clean_accuracy = mobile.accuracy(&ex, &ey);
-    let teacher_accuracy = teacher.accuracy(&ex, &ey);
     let clean_cc: Vec<f64> = ex
         .iter()
         .map(|x| crate::estimator::confidence(&mobile.forward(x).probs))
         .collect();
     let atc_threshold = crate::estimator::atc_threshold(&clean_cc, clean_accuracy);
+    Factory {
+        dense: small,
+        mobile,
+        clean_accuracy,
+        atc_threshold,
+        anchor: cx.into_iter().zip(cy).collect(),
+        clean: (ex, ey),
+    }
+}
+
+/// End `k`'s stream under `schedule`: its frames, `stream.fps` per second, and its evaluation
+/// sets, one every `stream.eval_every_s`.
+fn draw_end(
+    cfg: &AdaEvoConfig,
+    pool: &BaseImages,
+    schedule: &Schedule,
+    seed: u64,
+    k: usize,
+) -> (Vec<StreamFrame>, Vec<EvalSet>) {
+    let (secs, fps) = (cfg.stream.seconds, cfg.stream.fps);
+    let (every, nf) = (cfg.stream.eval_every_s, cfg.stream.eval_frames);
+    let s_seed = seed ^ 0x57EA_0000 ^ (k as u64) << 20;
+    let frames: Vec<StreamFrame> = (0..secs * fps)
+        .map(|i| stream::draw(pool, schedule, i as f64 / fps as f64, s_seed))
+        .collect();
+    let eval = (0..secs)
+        .step_by(every)
+        .map(|t| {
+            let mut xs = Vec::with_capacity(nf);
+            let mut ys = Vec::with_capacity(nf);
+            for j in 0..nf {
+                let f = stream::draw(
+                    pool,
+                    schedule,
+                    t as f64 + j as f64 / nf as f64,
+                    s_seed ^ 0xE7A1 ^ (j as u64) << 40,
+                );
+                xs.push(f.input);
+                ys.push(f.label);
+            }
+            (xs, ys)
+        })
+        .collect();
+    (frames, eval)
+}
+
+/// Pre-trains the models and draws the streams of one seed.
+pub fn prepare(cfg: &AdaEvoConfig, pre: &BaseImages, pool: &BaseImages, seed: u64) -> Prepared {
+    let t0 = Instant::now();
+    let teacher = train_teacher(cfg, pre, seed);
+    let f = factory(cfg, pre, pool, seed, Some(&teacher));
+    let teacher_accuracy = teacher.accuracy(&f.clean.0, &f.clean.1);
     let drifts: Vec<Drift> = cfg.drifts().unwrap_or_default();
     let schedules = schedules(cfg, &drifts, seed);
-    let secs = cfg.stream.seconds;
-    let fps = cfg.stream.fps;
-    let every = cfg.stream.eval_every_s;
-    let nf = cfg.stream.eval_frames;
     let per_end: Vec<(Vec<StreamFrame>, Vec<EvalSet>)> = (0..cfg.stream.ends)
         .into_par_iter()
-        .map(|k| {
-            let sch = &schedules[k];
-            let s_seed = seed ^ 0x57EA_0000 ^ (k as u64) << 20;
-            let frames: Vec<StreamFrame> = (0..secs * fps)
-                .map(|i| stream::draw(pool, sch, i as f64 / fps as f64, s_seed))
-                .collect();
-            let eval = (0..secs)
-                .step_by(every)
-                .map(|t| {
-                    let mut xs = Vec::with_capacity(nf);
-                    let mut ys = Vec::with_capacity(nf);
-                    for j in 0..nf {
-                        let f = stream::draw(
-                            pool,
-                            sch,
-                            t as f64 + j as f64 / nf as f64,
-                            s_seed ^ 0xE7A1 ^ (j as u64) << 40,
-                        );
-                        xs.push(f.input);
-                        ys.push(f.label);
-                    }
-                    (xs, ys)
-                })
-                .collect();
-            (frames, eval)
-        })
+        .map(|k| draw_end(cfg, pool, &schedules[k], seed, k))
         .collect();
     let (frames, eval) = per_end.into_iter().unzip();
     Prepared {
         teacher,
-        dense: small,
-        mobile,
-        clean_accuracy,
+        dense: f.dense,
+        mobile: f.mobile,
+        clean_accuracy: f.clean_accuracy,
         teacher_accuracy,
-        atc_threshold,
+        atc_threshold: f.atc_threshold,
         schedules,
         frames,
         eval,
-        anchor: cx.into_iter().zip(cy).collect(),
+        anchor: f.anchor,
         seconds: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// What the edge process of a run needs of [`prepare`]: the teacher, the factory models and
+/// the anchor set, no end's stream (it sees frames only in uploads).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgePrepared {
+    /// The teacher.
+    pub teacher: Teacher,
+    /// The factory mobile model before int8 (pruned, its mask kept).
+    pub dense: Mlp,
+    /// The factory compressed mobile model.
+    pub mobile: Mlp,
+    /// Clean original training samples (the edge's anchor set).
+    pub anchor: Vec<(Vec<f32>, u8)>,
+    /// How many ends the run has.
+    pub ends: usize,
+}
+
+/// What mobile end `end`'s process needs of [`prepare`]: the factory compressed model, its
+/// clean accuracy and ATC threshold, and this end's stream only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndPrepared {
+    /// The end.
+    pub end: usize,
+    /// The factory compressed mobile model.
+    pub mobile: Mlp,
+    /// The factory model's accuracy on clean frames.
+    pub clean_accuracy: f64,
+    /// The factory model's ATC threshold on the clean frames.
+    pub atc_threshold: f64,
+    /// This end's drift schedule.
+    pub schedule: Schedule,
+    /// This end's frames, `stream.fps` per second in time order.
+    pub frames: Vec<StreamFrame>,
+    /// This end's evaluation sets per tick.
+    pub eval: Vec<EvalSet>,
+}
+
+/// The edge's share of [`prepare`], equal to what [`Prepared::edge`] takes from it, without
+/// drawing a stream.
+pub fn prepare_edge(
+    cfg: &AdaEvoConfig,
+    pre: &BaseImages,
+    pool: &BaseImages,
+    seed: u64,
+) -> EdgePrepared {
+    let teacher = train_teacher(cfg, pre, seed);
+    let f = factory(cfg, pre, pool, seed, Some(&teacher));
+    EdgePrepared {
+        teacher,
+        dense: f.dense,
+        mobile: f.mobile,
+        anchor: f.anchor,
+        ends: cfg.stream.ends,
+    }
+}
+
+/// End `k`'s share of [`prepare`], equal to what [`Prepared::end`] takes from it: the other
+/// ends' streams are not drawn, and the teacher is trained only where the mobile model is
+/// made from it (`mobile.source = "teacher"`). `None` when the run has no end `k`.
+pub fn prepare_end(
+    cfg: &AdaEvoConfig,
+    pre: &BaseImages,
+    pool: &BaseImages,
+    seed: u64,
+    k: usize,
+) -> Option<EndPrepared> {
+    if k >= cfg.stream.ends {
+        return None;
+    }
+    let teacher = (cfg.mobile.source == "teacher").then(|| train_teacher(cfg, pre, seed));
+    let f = factory(cfg, pre, pool, seed, teacher.as_ref());
+    let drifts: Vec<Drift> = cfg.drifts().unwrap_or_default();
+    let schedule = schedules(cfg, &drifts, seed).swap_remove(k);
+    let (frames, eval) = draw_end(cfg, pool, &schedule, seed, k);
+    Some(EndPrepared {
+        end: k,
+        mobile: f.mobile,
+        clean_accuracy: f.clean_accuracy,
+        atc_threshold: f.atc_threshold,
+        schedule,
+        frames,
+        eval,
+    })
+}
+
+impl Prepared {
+    /// The edge's share (clones).
+    pub fn edge(&self) -> EdgePrepared {
+        EdgePrepared {
+            teacher: self.teacher.clone(),
+            dense: self.dense.clone(),
+            mobile: self.mobile.clone(),
+            anchor: self.anchor.clone(),
+            ends: self.frames.len(),
+        }
+    }
+
+    /// End `k`'s share (clones); `None` when the run has no end `k`.
+    pub fn end(&self, k: usize) -> Option<EndPrepared> {
+        Some(EndPrepared {
+            end: k,
+            mobile: self.mobile.clone(),
+            clean_accuracy: self.clean_accuracy,
+            atc_threshold: self.atc_threshold,
+            schedule: self.schedules.get(k)?.clone(),
+            frames: self.frames.get(k)?.clone(),
+            eval: self.eval.get(k)?.clone(),
+        })
     }
 }
 
@@ -463,7 +615,7 @@ pub fn mobile_params_at(cfg: &AdaEvoConfig, method: &str, clean: f64, life_s: f6
 /// The edge parameters of `method` (its scheduler and whether the profiler is used).
 pub fn method_edge_params(
     cfg: &AdaEvoConfig,
-    prep: &Prepared,
+    anchor: &[(Vec<f32>, u8)],
     method: &str,
     seed: u64,
 ) -> EdgeParams {
@@ -485,7 +637,7 @@ pub fn method_edge_params(
         scheduler: spec.scheduler,
         profiler: spec.profiler,
         seed: seed ^ 0xED6E,
-        anchor: prep.anchor.clone(),
+        anchor: anchor.to_vec(),
         anchor_per_task: e.anchor,
         label_min_confidence: e.label_min_confidence,
         augment: e.augment,
@@ -665,7 +817,7 @@ pub fn simulate(cfg: &AdaEvoConfig, prep: &Prepared, method: &str, seed: u64) ->
     let life = cfg.stream.seconds as f64;
     let params = method_mobile_params(cfg, prep, method, life);
     let mut edge = EdgeServer::new(
-        method_edge_params(cfg, prep, method, seed),
+        method_edge_params(cfg, &prep.anchor, method, seed),
         prep.teacher.clone(),
     );
     let n = cfg.stream.ends;
@@ -1158,6 +1310,36 @@ mod tests {
         assert!((n["avg_accuracy"] - 0.4 / 3.0).abs() < 1e-9);
         assert!((n["avg_accuracy_std"] - (1.0f64 / 300.0).sqrt()).abs() < 1e-9);
         assert!(!d.contains_key("adaevo"));
+    }
+
+    /// A process builds only its share (`ferrolab adaevo edge` / `mobile --id K`), and it is
+    /// the share the whole run's [`prepare`] holds, bit for bit: with the factory model trained
+    /// on its own (no teacher in an end's process) and made from the teacher.
+    #[test]
+    fn each_process_s_share_equals_the_whole_run_s() {
+        let mut cfg = AdaEvoConfig::default();
+        cfg.data.synthetic_images = 400;
+        cfg.data.pretrain_images = 150;
+        cfg.data.pretrain_epochs = 2;
+        cfg.edge.teacher_epochs = 2;
+        cfg.stream.ends = 3;
+        cfg.stream.seconds = 40;
+        cfg.stream.eval_every_s = 10;
+        cfg.stream.drifts = vec!["sudden:rotate@10".into(), "gradual:blur@20+10".into()];
+        let (pre, pool) = load_base(&cfg, None, 7).unwrap();
+        for source in ["factory", "teacher"] {
+            cfg.mobile.source = source.into();
+            let whole = prepare(&cfg, &pre, &pool, 7);
+            assert_eq!(prepare_edge(&cfg, &pre, &pool, 7), whole.edge(), "{source}");
+            for k in 0..3 {
+                let end = prepare_end(&cfg, &pre, &pool, 7, k).unwrap();
+                assert_eq!(Some(&end), whole.end(k).as_ref(), "{source}: end {k}");
+                assert_eq!(end.frames.len(), 40);
+                assert_eq!(end.eval.len(), 4);
+            }
+            assert!(prepare_end(&cfg, &pre, &pool, 7, 3).is_none());
+            assert!(whole.end(3).is_none());
+        }
     }
 
     #[test]

@@ -104,7 +104,9 @@ fn adaevo_child() {
     match v["role"].as_str().unwrap() {
         "edge" => {
             let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
-            let prep = prepared(&cfg);
+            // The edge's share only, as `ferrolab adaevo edge` builds it.
+            let (pre, pool) = load_base(&cfg, None, SEED).unwrap();
+            let prep = ferrolab_edge::experiment::prepare_edge(&cfg, &pre, &pool, SEED);
             let s = net::run_edge(&cfg, &prep, SEED, &opts).unwrap();
             println!("EDGE-SUMMARY {}", serde_json::to_string(&s).unwrap());
         }
@@ -124,10 +126,13 @@ fn adaevo_child() {
         }
         "live" => {
             let cfg: AdaEvoConfig = serde_json::from_value(v["cfg"].clone()).unwrap();
-            let prep = prepared(&cfg);
             let end = v["end"].as_u64().unwrap() as usize;
+            // This end's share only, as `ferrolab adaevo mobile --id K` builds it.
+            let (pre, pool) = load_base(&cfg, None, SEED).unwrap();
+            let prep =
+                ferrolab_edge::experiment::prepare_end(&cfg, &pre, &pool, SEED, end).unwrap();
             let tail = v["tail"].as_f64().unwrap();
-            let s = net::run_mobile_live(&cfg, &prep, end, &opts, tail).unwrap();
+            let s = net::run_mobile_live(&cfg, &prep, &opts, tail).unwrap();
             println!("MOBILE-SUMMARY {}", serde_json::to_string(&s).unwrap());
         }
         _ => {
@@ -293,7 +298,7 @@ fn a_damaged_state_directory_is_refused_before_connecting() {
         let mut opts = NetOptions::new("nats://127.0.0.1:1", "badstate");
         opts.state_dir = Some(dir.clone());
         let t0 = Instant::now();
-        let e = net::run_edge(&cfg, &prep, SEED, &opts).unwrap_err();
+        let e = net::run_edge(&cfg, &prep.edge(), SEED, &opts).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, net::NetError::Usage(_)), "{what}: {msg}");
         assert!(

@@ -91,11 +91,11 @@ fn processes_run_over_tls_with_a_private_ca_and_are_refused_without_it() {
     opts.start = Some(SystemTime::now() + Duration::from_secs(2));
     opts.delivery_grace = Duration::from_secs(5);
     let (edge, mobiles) = std::thread::scope(|s| {
-        let edge = s.spawn(|| net::run_edge(&cfg, &prep, 3, &opts));
+        let edge = s.spawn(|| net::run_edge(&cfg, &prep.edge(), 3, &opts));
         let mobiles: Vec<_> = (0..2)
             .map(|k| {
                 let (cfg, prep, opts) = (&cfg, &prep, &opts);
-                s.spawn(move || net::run_mobile_live(cfg, prep, k, opts, 20.0))
+                s.spawn(move || net::run_mobile_live(cfg, &prep.end(k).unwrap(), opts, 20.0))
             })
             .collect();
         let mobiles: Vec<_> = mobiles

@@ -11,7 +11,7 @@
 
 use super::{NetError, NetOptions};
 use crate::config::AdaEvoConfig;
-use crate::experiment::{load_base, prepare};
+use crate::experiment::{load_base, prepare_edge, prepare_end};
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use ferrolab_core::system::SubCommand;
 use ferrolab_core::{Checked, SysResult, SystemError};
@@ -205,9 +205,8 @@ fn setup(m: &ArgMatches) -> SysResult<(AdaEvoConfig, NetOptions, u64, Option<Pat
         &sets,
     )?;
     let cfg = Checked::new(cfg)?.into_inner();
-    // The resource guard `ferrolab adaevo` applies: a classification process rebuilds all
-    // ends' streams; for a detection process, which builds only its share, it is an upper
-    // bound.
+    // The resource guard `ferrolab adaevo` applies: an upper bound for a process, which
+    // builds only its share (the edge no stream, a mobile end its own).
     let limit = match m.get_one::<String>("max-memory") {
         Some(s) => ferrolab_core::guard::parse_size(s)?,
         None => ferrolab_core::guard::default_limit(),
@@ -295,8 +294,9 @@ fn edge_run(m: &ArgMatches) -> SysResult<()> {
         let prep = crate::detect::experiment::prepare_edge(&cfg, seed)?;
         super::run_det_edge(&cfg, &prep, seed, &opts)
     } else {
+        // The edge's share only: no end's stream.
         let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
-        let prep = prepare(&cfg, &pre, &pool, seed);
+        let prep = prepare_edge(&cfg, &pre, &pool, seed);
         super::run_edge(&cfg, &prep, seed, &opts)
     };
     print_json(&summary.map_err(net_error)?)
@@ -330,14 +330,20 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
         }
         Some(super::make_det_trace(&cfg, &prep, cfg.stream.seconds))
     } else {
+        // This end's share only: no other end's stream, and no teacher unless the mobile
+        // model is made from it.
         let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
-        let prep = prepare(&cfg, &pre, &pool, seed);
+        let prep = prepare_end(&cfg, &pre, &pool, seed, id);
+        let Some(prep) = prep else {
+            return Err(SystemError::runtime(format!(
+                "no share was made for end {id}"
+            )));
+        };
         if !replay {
-            let summary =
-                super::run_mobile_live(&cfg, &prep, id, &opts, tail).map_err(net_error)?;
+            let summary = super::run_mobile_live(&cfg, &prep, &opts, tail).map_err(net_error)?;
             return print_json(&summary);
         }
-        super::make_trace(&cfg, &prep, id, cfg.stream.seconds)
+        Some(super::make_trace(&cfg, &prep, cfg.stream.seconds))
     };
     let Some(trace) = trace else {
         return Err(SystemError::runtime(format!(

@@ -32,7 +32,7 @@ use crate::config::AdaEvoConfig;
 use crate::detect::edge::DetEdge;
 use crate::detect::experiment::{DetEdgePrepared, DetEndPrepared};
 use crate::edge::{EdgeParams, EdgeServer, EndState};
-use crate::experiment::{EvalSet, Prepared};
+use crate::experiment::{EdgePrepared, EndPrepared, EvalSet, Prepared};
 use crate::mobile::{FrameResult, MobileEnd, MobileParams};
 use crate::model::Mlp;
 use crate::protocol::{ModelBlob, TaskRequest};
@@ -247,14 +247,15 @@ fn subject(prefix: &str, what: &str) -> String {
     format!("ae.{prefix}.{what}")
 }
 
-/// The mobile-end parameters of the `adaevo` method (as the in-process experiment builds them).
-pub fn mobile_params(cfg: &AdaEvoConfig, prep: &Prepared, life_s: f64) -> MobileParams {
-    crate::experiment::method_mobile_params(cfg, prep, "adaevo", life_s)
+/// The mobile-end parameters of the `adaevo` method (as the in-process experiment builds them)
+/// for a factory model of clean accuracy `clean`.
+pub fn mobile_params(cfg: &AdaEvoConfig, clean: f64, life_s: f64) -> MobileParams {
+    crate::experiment::mobile_params_at(cfg, "adaevo", clean, life_s)
 }
 
 /// The edge parameters of the `adaevo` method (knapsack scheduler, profiler).
-pub fn edge_params(cfg: &AdaEvoConfig, prep: &Prepared, seed: u64) -> EdgeParams {
-    crate::experiment::method_edge_params(cfg, prep, "adaevo", seed)
+pub fn edge_params(cfg: &AdaEvoConfig, prep: &EdgePrepared, seed: u64) -> EdgeParams {
+    crate::experiment::method_edge_params(cfg, &prep.anchor, "adaevo", seed)
 }
 
 /// One end's precomputed requests: what its mobile end sends, in time order.
@@ -272,19 +273,19 @@ pub struct Trace {
 /// the inference the load test's mobile processes do not redo.
 pub fn make_traces(cfg: &AdaEvoConfig, prep: &Prepared, seconds: usize) -> Vec<Trace> {
     (0..prep.frames.len())
-        .filter_map(|k| make_trace(cfg, prep, k, seconds))
+        .filter_map(|k| Some(make_trace(cfg, &prep.end(k)?, seconds)))
         .collect()
 }
 
-/// End `k`'s trace of [`make_traces`] (`None`: the run has no end `k`).
-pub fn make_trace(cfg: &AdaEvoConfig, prep: &Prepared, k: usize, seconds: usize) -> Option<Trace> {
+/// One end's trace of [`make_traces`], from that end's share only.
+pub fn make_trace(cfg: &AdaEvoConfig, prep: &EndPrepared, seconds: usize) -> Trace {
     let mut task = ClassTask {
-        frames: prep.frames.get(k)?,
+        frames: &prep.frames,
         fps: cfg.stream.fps,
         eval: &[],
     };
-    let params = mobile_params(cfg, prep, seconds as f64);
-    Some(trace_of(k, &prep.mobile, params, seconds, &mut task))
+    let params = mobile_params(cfg, prep.clean_accuracy, seconds as f64);
+    trace_of(prep.end, &prep.mobile, params, seconds, &mut task)
 }
 
 /// [`make_trace`] for the detection task: end `k`'s factory detector reads its rendered
@@ -532,24 +533,18 @@ pub fn run_mobile(
 /// is reported every `stream.eval_every_s` with the model version that produced it.
 pub fn run_mobile_live(
     cfg: &AdaEvoConfig,
-    prep: &Prepared,
-    end: usize,
+    prep: &EndPrepared,
     opts: &NetOptions,
     tail_s: f64,
 ) -> Result<MobileSummary, NetError> {
-    let (Some(frames), Some(eval)) = (prep.frames.get(end), prep.eval.get(end)) else {
-        return Err(NetError::Usage(format!(
-            "end {end}: the run has {} ends",
-            prep.frames.len()
-        )));
-    };
-    let params = mobile_params(cfg, prep, opts.seconds);
+    let end = prep.end;
+    let params = mobile_params(cfg, prep.clean_accuracy, opts.seconds);
     let live = Live {
         end: MobileEnd::new(end, prep.mobile.clone(), params),
         task: Box::new(ClassTask {
-            frames,
+            frames: &prep.frames,
             fps: cfg.stream.fps,
-            eval,
+            eval: &prep.eval,
         }),
         every: cfg.stream.eval_every_s,
         next_t: 0,
@@ -873,7 +868,7 @@ async fn deliver(
 /// tasks still queued or running are dropped with that reason.
 pub fn run_edge(
     cfg: &AdaEvoConfig,
-    prep: &Prepared,
+    prep: &EdgePrepared,
     seed: u64,
     opts: &NetOptions,
 ) -> Result<EdgeSummary, NetError> {
@@ -881,7 +876,7 @@ pub fn run_edge(
     let served = Served {
         memory_budget: params.memory,
         edge: EdgeServer::new(params, prep.teacher.clone()),
-        ends: prep.frames.len(),
+        ends: prep.ends,
         dense: &prep.dense,
         mobile: &prep.mobile,
     };
