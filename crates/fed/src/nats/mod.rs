@@ -114,7 +114,7 @@ pub struct NatsOptions {
     /// A client whose heartbeats (one a second on `fl.P.alive.<k>`, from its connection's own
     /// thread) stop for this long is gone: the server's collections stop waiting for it until
     /// it beats again. A client never heard from is waited for one whole deadline; after that,
-    /// until it beats, only for this silence.
+    /// until it beats, only for three heartbeat periods per collection.
     pub silence: Duration,
 }
 
@@ -425,7 +425,7 @@ pub struct NatsFabric {
     beats: Beats,
     /// Server side: clients that this process never heard a heartbeat from and that missed a
     /// whole collection's deadline (the round they first failed): from then on they are not
-    /// waited for longer than the heartbeat silence, until they beat, and (while some client
+    /// waited for longer than three heartbeat periods, until they beat, and (while some client
     /// beats) the gone list carries them, so live clients' exchanges skip them too. Shared
     /// with the gone-list writer.
     waited_out: WaitedOut,
@@ -710,12 +710,14 @@ impl NatsFabric {
 
     /// Why client `c` is not waited for any longer in a collection that has run for
     /// `waited`: it was never heard from by this process, missed a whole deadline before (the
-    /// round named), and the heartbeat silence has passed in this collection too. A client
+    /// round named), and three heartbeat periods have passed in this collection too. A client
     /// that has not started yet is waited for one full deadline, not less; one that died while
     /// the server was down (a resumed server never heard it) costs one deadline, not one per
-    /// round.
+    /// round. Three periods, not the silence: a client that starts during the collection beats
+    /// within one, and the longer silence is there for a known client's connection stall,
+    /// which a client never heard from has not had (it cost each later round 15 s).
     fn never_heard(&self, c: ClientId, waited: Duration) -> Option<String> {
-        if waited < silence(&self.opts) {
+        if waited < HEARTBEAT * 3 {
             return None;
         }
         {
@@ -1621,7 +1623,9 @@ impl Fabric for NatsFabric {
                 let all_gone = expected
                     .iter()
                     .filter(|c| !replies.contains_key(c) && !failures.contains_key(c))
-                    .all(|c| self.gone(*c).is_some());
+                    .all(|c| {
+                        self.gone(*c).is_some() || self.never_heard(*c, began.elapsed()).is_some()
+                    });
                 let lull = if all_gone { TICK / 5 } else { TICK * 4 };
                 let m = match tokio::time::timeout(left.min(lull), msgs.next()).await {
                     Err(_) => {
