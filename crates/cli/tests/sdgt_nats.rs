@@ -191,8 +191,26 @@ fn a_client_killed_mid_run_is_given_up_on_and_its_peers_mix_around_it() {
                 .unwrap()
         })
         .collect();
-    // About a third of the healthy run (0.25 s a round here).
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Killed once it has connected (so it has beaten: on a slow machine a fixed delay could
+    // kill it before, making it a never-heard client) and run a few rounds (0.25 s a round
+    // here, 10 s for the whole run).
+    let connected = {
+        use std::io::BufRead;
+        let err = clients[1].stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("connected to NATS") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx
+    };
+    connected
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("client 1 did not connect within 60 s");
+    std::thread::sleep(std::time::Duration::from_secs(2));
     clients[1].kill().unwrap();
     let so = server.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&so.stderr).into_owned();

@@ -246,6 +246,10 @@ fn factory(
     seed: u64,
     teacher: Option<&Teacher>,
 ) -> Factory {
+    debug_assert!(
+        cfg.mobile.source != "teacher" || teacher.is_some(),
+        "mobile.source = teacher needs the teacher"
+    );
     let clean = Condition::default();
     // Clean renders of the pre-training images: the factory model's training set (and the
     // edge's anchor set). A clean render draws no randomness.

@@ -67,7 +67,8 @@ fn prepared(cfg: &AdaEvoConfig) -> ferrolab_edge::experiment::Prepared {
     prepare(cfg, &pre, &pool, SEED)
 }
 
-/// [`prepared`] and the seconds it took (every child process takes about as long).
+/// [`prepared`] and the seconds it took (a bound on any child process's, which builds only its
+/// share).
 fn timed_prepared(cfg: &AdaEvoConfig) -> (ferrolab_edge::experiment::Prepared, f64) {
     let t0 = Instant::now();
     let prep = prepared(cfg);

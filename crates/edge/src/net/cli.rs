@@ -328,27 +328,23 @@ fn mobile_run(m: &ArgMatches) -> SysResult<()> {
                 super::run_det_mobile_live(&cfg, &prep, &opts, tail).map_err(net_error)?;
             return print_json(&summary);
         }
-        Some(super::make_det_trace(&cfg, &prep, cfg.stream.seconds))
+        super::make_det_trace(&cfg, &prep, cfg.stream.seconds)
     } else {
         // This end's share only: no other end's stream, and no teacher unless the mobile
         // model is made from it.
         let (pre, pool) = load_base(&cfg, data_dir.as_deref(), seed)?;
-        let prep = prepare_end(&cfg, &pre, &pool, seed, id);
-        let Some(prep) = prep else {
-            return Err(SystemError::runtime(format!(
-                "no share was made for end {id}"
+        // `None` only past stream.ends, which `--id` was checked against above.
+        let Some(prep) = prepare_end(&cfg, &pre, &pool, seed, id) else {
+            return Err(SystemError::usage(format!(
+                "--id {id}: the run has stream.ends = {}",
+                cfg.stream.ends
             )));
         };
         if !replay {
             let summary = super::run_mobile_live(&cfg, &prep, &opts, tail).map_err(net_error)?;
             return print_json(&summary);
         }
-        Some(super::make_trace(&cfg, &prep, cfg.stream.seconds))
-    };
-    let Some(trace) = trace else {
-        return Err(SystemError::runtime(format!(
-            "no trace was made for end {id}"
-        )));
+        super::make_trace(&cfg, &prep, cfg.stream.seconds)
     };
     let summary = super::run_mobile(&trace, &opts, tail).map_err(net_error)?;
     print_json(&summary)

@@ -214,7 +214,7 @@ fn serve(
         })?;
     if ids.is_empty() && out.is_ok() {
         // Hand-started clients read their `Shutdown` from the run's streams: give a late one
-        // the time a spawned client gets before they go.
+        // up to the time a spawned client gets before they go (less once all have read it).
         let grace = unit
             .algo
             .reply_timeout

@@ -61,7 +61,16 @@ fn silence(opts: &NatsOptions) -> Duration {
     opts.silence.max(HEARTBEAT * 3)
 }
 
-/// KV key of the clients the server has found silent (a JSON list of ids). It holds a `.`,
+/// Whether heartbeats reach the server now: some client beat within `silence`. Only then does
+/// a client's silence say something about it (a server that hears nobody, e.g. every client on
+/// credentials that predate the subject, waits for everyone as before heartbeats). Clients that
+/// beat once and died long ago do not count.
+fn beats_arrive(beats: &HashMap<ClientId, Instant>, silence: Duration) -> bool {
+    beats.values().any(|t| t.elapsed() < silence)
+}
+
+/// KV key of the clients the server has found gone (a JSON list of ids): silent past the
+/// heartbeat silence, or never heard from and past a whole deadline while others beat. It holds a `.`,
 /// which [`kv_key`] never produces, so no state key can collide with it.
 const GONE_KEY: &str = "gone.clients";
 
@@ -576,7 +585,8 @@ impl NatsFabric {
     /// stops with the process (or the fabric). A publish that fails (no permission for the
     /// subject on an older deployment, a connection down) is skipped: the server then never
     /// hears the client. Where no client beats, it waits for it as it did before heartbeats;
-    /// where others beat, it treats it as never heard from (`never_heard`).
+    /// where others beat, it treats it as never heard from (`never_heard`), which once it has
+    /// missed a whole deadline also puts it on the gone list (peers' exchanges skip it).
     fn start_heartbeat(
         handle: &tokio::runtime::Handle,
         client: async_nats::Client,
@@ -591,7 +601,8 @@ impl NatsFabric {
     }
 
     /// The server's side: records when each client last beat, and keeps the list of clients
-    /// silent for `silence` in the KV bucket under [`GONE_KEY`] (rewritten when it changes),
+    /// silent for `silence` (and, while heartbeats arrive, of clients never heard from that
+    /// missed a whole deadline) in the KV bucket under [`GONE_KEY`] (rewritten when it changes),
     /// where clients waiting in an exchange read it: they may subscribe to nothing but their
     /// inboxes, but they may read the run's KV.
     async fn start_listener(
@@ -626,7 +637,7 @@ impl NatsFabric {
                     // client that never came cost its peers' every exchange its timeout).
                     // Where nobody beats, silence says nothing: the list leaves it out, as
                     // the collections do.
-                    if !beaten.is_empty() {
+                    if beats_arrive(&beaten, silence) {
                         let unheard = waited_out.lock().unwrap_or_else(|p| p.into_inner());
                         gone.extend(unheard.keys().filter(|c| !beaten.contains_key(c)));
                     }
@@ -724,7 +735,7 @@ impl NatsFabric {
             let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
             // Nobody beats: heartbeats do not reach this server (credentials that predate the
             // subject), so silence says nothing about anyone.
-            if beats.is_empty() {
+            if !beats_arrive(&beats, silence(&self.opts)) {
                 return None;
             }
             if beats.contains_key(&c) {
@@ -1834,8 +1845,10 @@ impl Fabric for NatsFabric {
                     continue;
                 }
                 let name = format!("task_{c}");
+                // Short: the caller polls within its grace, which one slow answer must not
+                // outlast by the whole request timeout.
                 let info = tokio::time::timeout(
-                    self.opts.request_timeout,
+                    self.opts.request_timeout.min(Duration::from_secs(2)),
                     self.tasks.consumer_info(&name),
                 );
                 match info.await {
