@@ -1557,7 +1557,18 @@ impl Strategy for DeviceStrategy {
             }
         };
         if h.algo.uses_d2d() && h.algo != Algo::Gt {
-            self.reset = reporting;
+            // A failed client's devices take x̄ (and y_c) next round as the sampled ones do:
+            // its task stopped midway (their x half-stepped) or its process died (a restarted
+            // one starts them from x⁰), and either way an unsampled device would otherwise go
+            // on from that state until it is next sampled. A healthy run has no failure, so
+            // its bits are unchanged.
+            let mut reset = reporting;
+            for f in failures {
+                if let Some(ds) = self.clients.get(&f.client) {
+                    reset.extend(ds.iter().copied());
+                }
+            }
+            self.reset = reset;
         }
         Ok(params.with_flat_vec(new)?)
     }
@@ -1793,6 +1804,72 @@ mod tests {
     use super::{
         BLOCK, SUBNET_BLOCK, Trackers, sdgt_half_step, subnet_step, weighted_sum, z_update,
     };
+
+    /// A client whose task failed gets x̄ and y_c for all its devices next round, sampled or
+    /// not, where a client that answered gets them only for its sampled devices.
+    #[test]
+    fn a_failed_client_s_devices_take_the_global_model_next_round() {
+        use super::{Algo, DeviceStrategy, FitRes, Hyper, ids};
+        use crate::fabric::Failure;
+        use crate::params::Params;
+        use crate::strategy::Strategy;
+        use rand::SeedableRng;
+        use std::sync::Arc;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let topo = Arc::new(crate::topology::Topology::build(8, 2, None, &mut rng).unwrap());
+        let clients: std::collections::BTreeMap<u32, Vec<u32>> =
+            [(0u32, vec![0u32, 1, 2, 3]), (1, vec![4, 5, 6, 7])]
+                .into_iter()
+                .collect();
+        for algo in [Algo::SdGt, Algo::SdFedAvg] {
+            let hyper = Hyper {
+                algo,
+                lr: 0.1,
+                t: 2,
+                batch: 4,
+            };
+            let mut st = DeviceStrategy::new(
+                hyper,
+                1,
+                Arc::clone(&topo),
+                Arc::clone(&topo),
+                clients.clone(),
+                9,
+                3,
+            );
+            let x = Params::flat("x_bar", vec![0.5; 3]);
+            let tasks = st.configure_fit(0, &x, &[0, 1]);
+            assert_eq!(tasks.len(), 2);
+            // Client 0 answers for its sampled device; client 1 fails.
+            let sampled0: Vec<u32> = ids(&tasks[0].1.config, "report").into_iter().collect();
+            assert_eq!(sampled0.len(), 1, "{algo:?}");
+            let role = if algo == Algo::SdGt { "delta" } else { "x" };
+            let mut p = Params::new();
+            for d in &sampled0 {
+                p.insert(&format!("{role}.{d}"), vec![3], vec![0.25; 3])
+                    .unwrap();
+            }
+            let res = FitRes {
+                params: p,
+                n_examples: 4,
+                metrics: Default::default(),
+            };
+            let failures = [Failure {
+                client: 1,
+                reason: "died".into(),
+            }];
+            let x = st.aggregate_fit(0, &x, vec![(0, res)], &failures).unwrap();
+            let tasks = st.configure_fit(1, &x, &[0, 1]);
+            let reset =
+                |c: usize| -> Vec<u32> { ids(&tasks[c].1.config, "reset").into_iter().collect() };
+            assert_eq!(reset(0), sampled0, "{algo:?}: the answering client");
+            assert_eq!(reset(1), vec![4, 5, 6, 7], "{algo:?}: the failed client");
+            assert!(tasks[1].1.params.get("x_bar").is_some(), "{algo:?}");
+            if algo == Algo::SdGt {
+                assert!(tasks[1].1.params.get("y_c.1").is_some());
+            }
+        }
+    }
 
     fn vecs(dim: usize, k: usize) -> Vec<Vec<f32>> {
         (0..k)
