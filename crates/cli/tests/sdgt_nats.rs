@@ -150,7 +150,9 @@ fn a_client_that_never_comes_costs_its_replies_and_the_rounds_go_on() {
 /// A client process killed mid-run (SIGKILL, so no goodbye): the server stops waiting for it
 /// once its heartbeats have stopped for `--silence`, counts its devices' replies as lost and
 /// finishes every round; its subnet peer (two clients per subnet) mixes around its devices'
-/// D2D contributions instead of failing. The same run as `bench/sdgt_gone_client.sh`, shorter.
+/// D2D contributions instead of failing. Restarted, the client rejoins: it skips the tasks of
+/// rounds already over and answers again, up to the last round. The same run as
+/// `bench/sdgt_gone_client.sh`, shorter, plus the restart.
 #[test]
 #[ignore = "needs nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
 #[allow(clippy::unwrap_used)] // a test: a panic is the failure report
@@ -159,7 +161,7 @@ fn a_client_killed_mid_run_is_given_up_on_and_its_peers_mix_around_it() {
     require_nats_url();
     let root = tmp("sdgt-nats-killed");
     let job = root.join("job.toml");
-    let rounds = 40;
+    let rounds = 60;
     std::fs::write(
         &job,
         format!(
@@ -212,6 +214,15 @@ fn a_client_killed_mid_run_is_given_up_on_and_its_peers_mix_around_it() {
         .expect("client 1 did not connect within 60 s");
     std::thread::sleep(std::time::Duration::from_secs(2));
     clients[1].kill().unwrap();
+    // Past the 3 s silence: given up on, then back.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let back = Command::new(bin)
+        .args(["fed", "client", "--system", "sdgt", "--id", "1"])
+        .args(["--config", job_s, "--prefix", &prefix])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let so = server.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&so.stderr).into_owned();
     assert!(so.status.success(), "{err}");
@@ -240,6 +251,15 @@ fn a_client_killed_mid_run_is_given_up_on_and_its_peers_mix_around_it() {
         "client 0 did not mix around the gone devices: {err}"
     );
     assert!(s["lost_devices"].as_u64().unwrap_or(0) >= 1, "{s}");
+    // The restarted client rejoined: it answered the last round.
+    let bo = back.wait_with_output().unwrap();
+    let berr = String::from_utf8_lossy(&bo.stderr);
+    assert!(bo.status.success(), "restarted client 1: {berr}");
+    assert!(berr.contains("tasks answered"), "{berr}");
+    assert!(
+        !err.contains(&format!("round {}: client 1 failed", rounds - 1)),
+        "the restarted client 1 did not answer the last round: {err}"
+    );
     assert!(
         s["test_accuracy"].as_f64().is_some_and(f64::is_finite),
         "{s}"
