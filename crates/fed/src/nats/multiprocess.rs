@@ -265,7 +265,10 @@ pub fn external_grace(fabric: &dyn Fabric, clients: &[ClientId], grace: Duration
         if fabric.tasks_taken(clients) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(200).min(until - std::time::Instant::now()));
+        std::thread::sleep(
+            Duration::from_millis(200)
+                .min(until.saturating_duration_since(std::time::Instant::now())),
+        );
     }
 }
 
