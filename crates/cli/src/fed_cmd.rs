@@ -394,7 +394,8 @@ fn sdgt(
                 "test_accuracy": last.map(|h| h.test_accuracy),
                 "val_accuracy": last.map(|h| h.val_accuracy),
                 "d2d_mb": last.map(|h| h.d2d_mb), "server_mb": last.map(|h| h.server_mb),
-                "lost_devices": out.lost_devices, "round_seconds": out.round_seconds,
+                "lost_devices": out.lost_devices, "gone_contributions": out.gone_contributions,
+                "round_seconds": out.round_seconds,
                 "final_params_fnv1a": fnv1a(&out.final_params),
             });
             if let Role::Server(s) = &a.role

@@ -251,6 +251,7 @@ fn a_client_killed_mid_run_is_given_up_on_and_its_peers_mix_around_it() {
         "client 0 did not mix around the gone devices: {err}"
     );
     assert!(s["lost_devices"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(s["gone_contributions"].as_u64().unwrap_or(0) >= 1, "{s}");
     // The restarted client rejoined: it answered the last round.
     let bo = back.wait_with_output().unwrap();
     let berr = String::from_utf8_lossy(&bo.stderr);

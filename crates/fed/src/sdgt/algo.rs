@@ -1165,6 +1165,9 @@ pub struct DeviceStrategy {
     pub comm: Comm,
     /// Sampled devices whose reply did not arrive, over the run.
     pub lost_devices: u64,
+    /// D2D contributions of gone clients' devices that live devices mixed around (their
+    /// weight kept on themselves), over the run, as the replies report them.
+    pub gone_contributions: u64,
     /// The cost model, and with `Some(k)` the co-optimisation of (s, T) every k rounds.
     pub cost_model: Option<(CostModel, Option<u64>)>,
     y_c_old: Vec<Vec<f32>>,
@@ -1185,6 +1188,9 @@ pub struct StrategyState {
     pub c: Vec<f32>,
     /// Lost replies so far.
     pub lost_devices: u64,
+    /// Gone contributions mixed around so far (absent in checkpoints of older builds).
+    #[serde(default)]
+    pub gone_contributions: u64,
     /// Current s and T (the co-optimisation changes them).
     pub s: usize,
     /// Current T.
@@ -1225,6 +1231,7 @@ impl DeviceStrategy {
             sampled: BTreeSet::new(),
             comm: Comm::default(),
             lost_devices: 0,
+            gone_contributions: 0,
             cost_model: None,
             y_c_old: vec![vec![0.0; dim]; n_sub],
             choices: Vec::new(),
@@ -1239,6 +1246,7 @@ impl DeviceStrategy {
             y_c: self.y_c.clone(),
             c: self.c.clone(),
             lost_devices: self.lost_devices,
+            gone_contributions: self.gone_contributions,
             s: self.s,
             t: self.hyper.t,
             choices: self.choices.clone(),
@@ -1290,6 +1298,7 @@ impl DeviceStrategy {
         self.y_c = s.y_c;
         self.c = s.c;
         self.lost_devices = s.lost_devices;
+        self.gone_contributions = s.gone_contributions;
         self.s = s.s;
         self.hyper.t = s.t;
         self.choices = s.choices;
@@ -1471,6 +1480,15 @@ impl Strategy for DeviceStrategy {
                 .collect()
         };
         let reporting: BTreeSet<u32> = got.keys().map(|(d, _)| *d).collect();
+        for (_, r) in &results {
+            if let Some(n) = r
+                .metrics
+                .get("gone_contributions")
+                .filter(|n| n.is_finite())
+            {
+                self.gone_contributions += n.max(0.0) as u64;
+            }
+        }
         let expected = if h.algo == Algo::Gt {
             self.topo.devices()
         } else {

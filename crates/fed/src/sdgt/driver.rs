@@ -99,6 +99,10 @@ pub struct RunResult {
     pub clients: usize,
     /// Sampled devices whose reply never arrived.
     pub lost_devices: u64,
+    /// D2D contributions of gone clients' devices that live devices mixed around (over NATS,
+    /// a client process that died or was cut off; 0 in process). Absent in older units.
+    #[serde(default)]
+    pub gone_contributions: u64,
     /// Final x̄.
     pub final_params: Vec<f32>,
     /// (round, s, T) chosen by the co-optimisation.
@@ -308,6 +312,7 @@ pub fn run(
     });
     result.map(|mut r| {
         r.lost_devices = strategy.lost_devices;
+        r.gone_contributions = strategy.gone_contributions;
         r.choices = strategy.choices.clone();
         r
     })
@@ -504,6 +509,7 @@ fn server_loop(
         compute_seconds,
         clients: ids.len(),
         lost_devices: 0,
+        gone_contributions: 0,
         final_params: xbar.to_flat(),
         choices: Vec::new(),
     })

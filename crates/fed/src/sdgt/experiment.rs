@@ -842,6 +842,7 @@ fn report(
             "rounds_to_target": r.hit(target).map(|h| h.round),
             "choices": r.result.as_ref().map(|x| x.choices.clone()),
             "lost_devices": r.result.as_ref().map(|x| x.lost_devices),
+            "gone_contributions": r.result.as_ref().map(|x| x.gone_contributions),
         })).collect::<Vec<_>>(),
     });
     // Over NATS a client process can die mid-run: its devices' replies are lost and the rounds

@@ -360,6 +360,7 @@ mod tests {
             compute_seconds: 0.5,
             clients: 10,
             lost_devices: 0,
+            gone_contributions: 3,
             final_params: vec![0.1, -3.5e-8, f32::MAX],
             choices: vec![(20, 2, 5)],
         };
