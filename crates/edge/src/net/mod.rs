@@ -273,19 +273,48 @@ pub struct Trace {
 /// the inference the load test's mobile processes do not redo.
 pub fn make_traces(cfg: &AdaEvoConfig, prep: &Prepared, seconds: usize) -> Vec<Trace> {
     (0..prep.frames.len())
-        .filter_map(|k| Some(make_trace(cfg, &prep.end(k)?, seconds)))
+        .map(|k| {
+            class_trace(
+                cfg,
+                k,
+                &prep.mobile,
+                prep.clean_accuracy,
+                &prep.frames[k],
+                seconds,
+            )
+        })
         .collect()
 }
 
 /// One end's trace of [`make_traces`], from that end's share only.
 pub fn make_trace(cfg: &AdaEvoConfig, prep: &EndPrepared, seconds: usize) -> Trace {
+    class_trace(
+        cfg,
+        prep.end,
+        &prep.mobile,
+        prep.clean_accuracy,
+        &prep.frames,
+        seconds,
+    )
+}
+
+/// End `end`'s trace over `frames`, read by the factory model `mobile` of clean accuracy
+/// `clean` (borrowed, so the whole run's traces copy no stream).
+fn class_trace(
+    cfg: &AdaEvoConfig,
+    end: usize,
+    mobile: &Mlp,
+    clean: f64,
+    frames: &[StreamFrame],
+    seconds: usize,
+) -> Trace {
     let mut task = ClassTask {
-        frames: &prep.frames,
+        frames,
         fps: cfg.stream.fps,
         eval: &[],
     };
-    let params = mobile_params(cfg, prep.clean_accuracy, seconds as f64);
-    trace_of(prep.end, &prep.mobile, params, seconds, &mut task)
+    let params = mobile_params(cfg, clean, seconds as f64);
+    trace_of(end, mobile, params, seconds, &mut task)
 }
 
 /// [`make_trace`] for the detection task: end `k`'s factory detector reads its rendered
