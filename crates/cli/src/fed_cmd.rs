@@ -239,20 +239,32 @@ fn fedgraph(
     )?;
     let unit = multiproc::build(&cfg, &job).map_err(fedgraph_err)?;
     let fabric = connect(a, party)?;
-    eprintln!(
-        "fed: connected to NATS as {} (run prefix {}): fedgraph {} lr {} local steps {} seed {}",
-        party.tag(),
-        fabric.options().prefix,
-        job.algo,
-        job.lr,
-        job.local_steps,
-        job.seed_index
-    );
+    if cfg.task.mode == "hpo" {
+        eprintln!(
+            "fed: connected to NATS as {} (run prefix {}): fedgraph hpo, seed index {} (each task carries its trial's configuration)",
+            party.tag(),
+            fabric.options().prefix,
+            job.seed_index
+        );
+    } else {
+        eprintln!(
+            "fed: connected to NATS as {} (run prefix {}): fedgraph {} lr {} local steps {} seed {}",
+            party.tag(),
+            fabric.options().prefix,
+            job.algo,
+            job.lr,
+            job.local_steps,
+            job.seed_index
+        );
+    }
     match party {
         Party::Client(id) => {
             let n = multiproc::run_client(&unit, &fabric, id).map_err(fedgraph_err)?;
             eprintln!("fed: client {id}: {n} tasks answered");
             Ok(())
+        }
+        Party::Server if cfg.task.mode == "hpo" => {
+            fedgraph_search(a, common, &cfg, &job, &unit, fabric)
         }
         Party::Server => {
             let url = nats_url(common.nats.as_deref())?;
@@ -295,6 +307,77 @@ fn fedgraph(
             Ok(())
         }
     }
+}
+
+/// `fed server --system fedgraph` on a job of `task.mode = "hpo"`: that seed's federated
+/// search (every method of `hpo.methods`) with the clients as processes (or started by hand
+/// with `--external-clients`); prints one line per method as JSON and writes it to `--out`.
+#[cfg(feature = "nats")]
+fn fedgraph_search(
+    a: &FedArgs,
+    common: &Common,
+    cfg: &ferrolab_fed::fedgraph::config::FedGraphConfig,
+    job: &ferrolab_fed::fedgraph::multiproc::Job,
+    unit: &ferrolab_fed::fedgraph::multiproc::Unit,
+    fabric: ferrolab_fed::nats::NatsFabric,
+) -> Result<()> {
+    use ferrolab_fed::fedgraph::{hpo, multiproc};
+    use std::sync::Arc;
+    let url = nats_url(common.nats.as_deref())?;
+    let exe = std::env::current_exe()?;
+    let prefix = fabric.options().prefix.clone();
+    let clients = multiproc::client_ids(unit);
+    let cx = hpo::SeedCtx {
+        g: &unit.graph,
+        setup: &unit.setup,
+        zoo: &unit.zoo,
+        weight_decay: cfg.fed.weight_decay,
+        seed: unit.seed,
+        workers: 1,
+        trainer: &hpo::InProcess,
+    };
+    let spawn = if external(a) {
+        waiting_for("fedgraph", &clients, &common.config, &prefix);
+        Vec::new()
+    } else {
+        clients.clone()
+    };
+    let results = hpo::search_on(cfg, &cx, job.seed_index, Arc::new(fabric), &spawn, |id| {
+        common.with_tls(multiproc::client_command(
+            &exe,
+            &url,
+            &common.config,
+            &prefix,
+            id,
+        ))
+    })
+    .map_err(fedgraph_err)?;
+    let grid_rounds = hpo::search_space(&cfg.hpo).len() * cfg.hpo.max_rounds;
+    let methods: Vec<serde_json::Value> = cfg
+        .hpo
+        .methods
+        .iter()
+        .zip(&results)
+        .map(|(m, r)| {
+            serde_json::json!({
+                "method": m, "best_config": r.best.json(),
+                "best_val_accuracy": r.val_accuracy, "best_test_accuracy": r.test_accuracy,
+                "rounds_used": r.rounds_used, "grid_rounds": grid_rounds,
+                "seconds": r.seconds,
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "seed_index": job.seed_index, "clients": clients.len(), "methods": methods,
+    });
+    if let Role::Server(s) = &a.role
+        && let Some(path) = &s.out
+    {
+        let text = serde_json::to_string_pretty(&summary)?;
+        ferrolab_core::run::write_atomic(path, text.as_bytes())?;
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }
 
 /// A fedgraph error as the CLI classifies it (usage: exit 2, runtime: exit 1).

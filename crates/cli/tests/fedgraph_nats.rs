@@ -10,7 +10,7 @@ use std::process::Command;
 
 #[test]
 fn the_nats_runtime_refuses_what_it_cannot_run() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 3] = [
         (&["fedgraph", "--set", "fed.algo=fedsage"], "fed.runtime"),
         (
             &[
@@ -24,7 +24,6 @@ fn the_nats_runtime_refuses_what_it_cannot_run() {
             ],
             "fed.runtime",
         ),
-        (&["fedgraph", "hpo"], "fed.runtime"),
         (&["fedgraph", "privacy"], "fed.runtime"),
     ];
     for (args, key) in cases {
@@ -69,6 +68,12 @@ fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
         ("[job]\nseed_index = 9\n", "job.seed_index"),
         ("[job]\nbogus = 1\n", "bogus"),
         ("[fed]\nlrs = []\n", "fed.lrs"),
+        ("[task]\nmode = \"privacy\"\n", "privacy"),
+        // A search job's seed index counts the search's seeds.
+        (
+            "[task]\nmode = \"hpo\"\n[hpo]\nseeds = 1\n[job]\nseed_index = 1\n",
+            "hpo.seeds",
+        ),
     ];
     for (i, (text, key)) in cases.into_iter().enumerate() {
         let file = root.join(format!("job{i}.toml"));
@@ -188,4 +193,83 @@ fn fedgraph_over_nats_equals_the_in_process_run_bit_for_bit() {
     let full: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
     assert_eq!(full["curve"].as_array().map_or(0, Vec::len), 15);
+}
+
+#[test]
+#[ignore = "needs Cora and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+fn fedgraph_hpo_over_nats_equals_the_in_process_search_bit_for_bit() {
+    require_nats_url();
+    let root = tmp("fedgraph-nats-hpo");
+    let space = [
+        "--set",
+        "hpo.lrs=[0.05,0.25]",
+        "--set",
+        "hpo.local_steps=[1,4]",
+        "--set",
+        "hpo.dropouts=[0.0,0.5]",
+        "--set",
+        "hpo.min_rounds=3",
+        "--set",
+        "hpo.max_rounds=9",
+        "--set",
+        "hpo.methods=[\"sh\",\"fedex\"]",
+    ];
+    let (a, b) = (root.join("in"), root.join("nats"));
+    for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
+        let mut v = vec!["fedgraph", "hpo", "--preset", "hpo", "--threads", "2"];
+        v.extend_from_slice(&space);
+        if let Some(e) = extra {
+            v.extend_from_slice(&["--set", e]);
+        }
+        v.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = ferrolab(&v);
+        assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
+        if extra.is_some() {
+            // One job per seed, every trial's rounds through the same client processes.
+            assert!(
+                stderr(&o).contains("federated rounds through nats (5 clients)"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    let (ra, rb) = (report(&a), report(&b));
+    assert_eq!(rb["details"]["runtime"], "nats");
+    assert_eq!(ra["metrics"], rb["metrics"]);
+    assert_eq!(ra["baselines"], rb["baselines"]);
+    for key in ["sh_per_seed", "fedex_per_seed", "best_config"] {
+        assert_eq!(ra["details"][key], rb["details"][key], "{key}");
+    }
+    assert!(ra["metrics"]["best_test_accuracy"].as_f64().unwrap_or(0.0) > 0.6);
+    let left = std::fs::read_dir(b.join("fabric")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "job files left in {}", b.display());
+
+    // `fed server --system fedgraph` on a search job runs that seed's search.
+    let job = root.join("job.toml");
+    std::fs::write(
+        &job,
+        "[task]\nmode = \"hpo\"\n[hpo]\nlrs = [0.05, 0.25]\nlocal_steps = [1, 4]\ndropouts = [0.0, 0.5]\nmin_rounds = 3\nmax_rounds = 9\nmethods = [\"sh\", \"fedex\"]\nseeds = 1\n\n[job]\nseed_index = 0\n",
+    )
+    .unwrap();
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "fedgraph",
+        "--config",
+        job.to_str().unwrap(),
+        "--prefix",
+        &format!("fghpo{}", std::process::id()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(s["methods"][0]["method"], "sh");
+    assert_eq!(
+        s["methods"][0]["best_test_accuracy"], ra["details"]["sh_per_seed"][0]["test_accuracy"],
+        "{s}"
+    );
+    assert_eq!(
+        s["methods"][1]["best_config"],
+        ra["details"]["fedex_per_seed"][0]["best_config"]
+    );
 }

@@ -7,15 +7,20 @@
 #![allow(clippy::unwrap_used)]
 
 use ferrolab_core::config::Validate;
+use ferrolab_fed::client::serve;
+use ferrolab_fed::fedgraph::client::GraphClient;
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
 use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
 use ferrolab_fed::fedgraph::experiment::zoo_config;
+use ferrolab_fed::fedgraph::hpo::{FabricTrainer, fit_config};
 use ferrolab_fed::fedgraph::hpo::{
-    Federation, HpoSection, LocalHp, SeedCtx, mode_argv, run_fedex, run_grid, run_hyperband,
-    run_sh, search_space,
+    Federation, HpoSection, InProcess, LocalHp, SeedCtx, mode_argv, run_fedex, run_grid,
+    run_hyperband, run_sh, search_space,
 };
 use ferrolab_fed::fedgraph::privacy::{PrivacySection, run_one};
-use ferrolab_fed::fedgraph::run::{Schedule, fedavg};
+use ferrolab_fed::fedgraph::run::{Schedule, client_seed, fedavg, init_model};
+use ferrolab_fed::inproc::InProcFabric;
+use serde_json::json;
 
 mod fedgraph_util;
 use fedgraph_util::communities;
@@ -133,6 +138,7 @@ fn successive_halving_and_hyperband_cost_less_than_the_grid_and_find_a_good_conf
         weight_decay: 5e-4,
         seed: 3,
         workers: 2,
+        trainer: &InProcess,
     };
     let h = space();
     assert_eq!(search_space(&h).len(), 12);
@@ -167,6 +173,7 @@ fn fedex_moves_mass_away_from_a_useless_learning_rate() {
         weight_decay: 5e-4,
         seed: 5,
         workers: 1,
+        trainer: &InProcess,
     };
     let h = HpoSection {
         lrs: vec![1e-4, 0.5],
@@ -204,6 +211,148 @@ fn fedex_moves_mass_away_from_a_useless_learning_rate() {
     assert!(r.mixed_accuracy.is_some());
 }
 
+/// Client `c` of `st` as [`GraphClient`] builds it in a client process.
+fn graph_client(
+    g: &GraphSet,
+    st: &SeedSetup,
+    z: &ferrolab_graph::zoo::ZooConfig,
+    seed: u64,
+    c: usize,
+) -> GraphClient {
+    let task = st
+        .client_task(g, c, &ferrolab_core::backend::train_device())
+        .unwrap();
+    let model = init_model(z, ferrolab_core::seed::derive(seed, "init")).unwrap();
+    GraphClient::new(task, z.clone(), model, 5e-4, client_seed(seed, c))
+}
+
+#[test]
+fn a_search_through_a_fabric_to_client_threads_repeats_the_in_process_search() {
+    use ferrolab_fed::fabric::{ClientId, Fabric, Task, TaskKind};
+    use std::time::Duration;
+    let g = communities(600, 16, 11);
+    let st = setup(&g);
+    let z = zoo(&g);
+    let seed = 3;
+    let k = st.clients.num_clients();
+    let h = HpoSection {
+        lrs: vec![0.002, 0.5, 100.0],
+        local_steps: vec![1, 4],
+        dropouts: vec![0.0, 0.5],
+        min_rounds: 2,
+        max_rounds: 6,
+        eta: 3,
+        ..Default::default()
+    };
+    let local = SeedCtx {
+        g: &g,
+        setup: &st,
+        zoo: &z,
+        weight_decay: 5e-4,
+        seed,
+        workers: 2,
+        trainer: &InProcess,
+    };
+    let fabric = InProcFabric::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..k)
+            .map(|c| {
+                let mut cl = graph_client(&g, &st, &z, seed, c);
+                let f = &fabric;
+                s.spawn(move || serve(&mut cl, c as ClientId, f, Duration::from_secs(120)))
+            })
+            .collect();
+        let trainer = FabricTrainer::new(&fabric, Duration::from_secs(120));
+        let remote = SeedCtx {
+            trainer: &trainer,
+            ..local
+        };
+        let (a, b) = (run_sh(&local, &h).unwrap(), run_sh(&remote, &h).unwrap());
+        assert_eq!(
+            (a.best, a.val_accuracy, a.test_accuracy),
+            (b.best, b.val_accuracy, b.test_accuracy)
+        );
+        assert_eq!(
+            (a.rounds_used, &a.trials, &a.curve),
+            (b.rounds_used, &b.trials, &b.curve)
+        );
+        let (c, d) = (
+            run_fedex(&local, &h).unwrap(),
+            run_fedex(&remote, &h).unwrap(),
+        );
+        assert_eq!(c.theta, d.theta);
+        assert_eq!(c.mixed_accuracy, d.mixed_accuracy);
+        assert_eq!(
+            (c.best, c.test_accuracy, &c.curve),
+            (d.best, d.test_accuracy, &d.curve)
+        );
+        // Every round of both searches went through the fabric, one task per client each.
+        let rounds = trainer.rounds();
+        assert_eq!(rounds as usize, b.rounds_used + d.rounds_used);
+        for c in 0..k {
+            let stop = Task {
+                round: u64::MAX,
+                kind: TaskKind::Shutdown,
+                config: Default::default(),
+                params: Default::default(),
+            };
+            fabric.send_task(c as ClientId, &stop).unwrap();
+        }
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), rounds);
+        }
+    });
+}
+
+#[test]
+fn a_graph_client_refuses_a_bad_trial_configuration_and_keeps_its_model() {
+    use ferrolab_fed::client::{Client, ClientCtx, FitIns};
+    let g = communities(600, 16, 11);
+    let st = setup(&g);
+    let z = zoo(&g);
+    let mut cl = graph_client(&g, &st, &z, 3, 0);
+    let fed = Federation::new(&g, &st, &z, 5e-4, 3).unwrap();
+    let fabric = InProcFabric::new();
+    let ctx = ClientCtx {
+        client: 0,
+        round: 1,
+        fabric: &fabric,
+    };
+    let hp = LocalHp {
+        lr: 0.5,
+        local_steps: 2,
+        dropout: 0.5,
+    };
+    let ins = |config| FitIns {
+        round: 40,
+        params: fed.params().clone(),
+        config,
+    };
+    for (key, v) in [
+        ("dropout", json!(1.0)),
+        ("dropout", json!("half")),
+        ("seed_round", json!(-1)),
+    ] {
+        let mut c = fit_config(&hp, 1, false);
+        c.insert(key.into(), v.clone());
+        let e = cl.fit(&ins(c), &ctx).err().map(|e| e.0).unwrap_or_default();
+        assert!(e.contains(key), "{key} = {v}: {e}");
+    }
+    // The refusals lost nothing: the next task trains as the federation's own client 0 does
+    // in its round 1 (the fabric's round 40 is not the trial's).
+    let got = cl.fit(&ins(fit_config(&hp, 1, true)), &ctx).unwrap();
+    let (want, local) = fed.local_fit(0, &hp).unwrap();
+    assert_eq!(got.params, want.params);
+    assert_eq!(
+        got.metrics["val_loss_after"],
+        fed.evaluate_client(0, &local).val_loss
+    );
+    assert_eq!(
+        got.metrics["val_loss_before"],
+        fed.evaluate_client(0, &fed.model().unwrap()).val_loss
+    );
+}
+
 #[test]
 fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
     let g = communities(600, 16, 11);
@@ -216,6 +365,7 @@ fn successive_halving_trains_a_lone_survivor_to_max_rounds() {
         weight_decay: 5e-4,
         seed: 3,
         workers: 2,
+        trainer: &InProcess,
     };
     // 4 configurations, eta 3: 4 to 3 rounds, then one survivor, which must reach 27
     // (stopping at the 9-round rung would compare a 9-round model with 27-round ones).

@@ -2,6 +2,9 @@
 //! full-batch SGD steps on its training nodes and returns the new parameters, weighted by its
 //! number of training nodes (FedAvg's `n_k`). A task config holding `prox_mu` makes it a
 //! FedProx client (Li et al., MLSys 2020): every step also descends μ/2 ‖w − w_global‖².
+//! Federated HPO's tasks also carry the trial's `dropout` and `seed_round`, and `val_losses`
+//! asks for the validation loss of the global and the trained model (FedEx's signal); see
+//! [`super::hpo::fit_config`].
 
 use ferrolab_core::burn::optim::ModuleOptimizer;
 use ferrolab_graph::zoo::train::{NodeTask, OptimKind};
@@ -122,16 +125,42 @@ impl Client for GraphClient {
     fn fit(&mut self, ins: &FitIns, _ctx: &ClientCtx<'_>) -> Result<FitRes, ClientError> {
         let lr = config_f64(&ins.config, "lr")?;
         let steps = config_f64(&ins.config, "local_steps")? as usize;
+        // Federated HPO runs many trials through one fabric, whose round counts them all:
+        // `seed_round` is the trial's own round, which the dropout stream follows in-process.
+        let seed_round = match ins.config.get("seed_round") {
+            None => ins.round,
+            Some(v) => v.as_u64().ok_or_else(|| {
+                ClientError(format!(
+                    "task config `seed_round` = {v}: not a round number"
+                ))
+            })?,
+        };
+        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(
+            self.seed,
+            &format!("round{seed_round}"),
+        ));
+        let cfg = match ins.config.get("dropout") {
+            None => self.cfg.clone(),
+            Some(v) => match v.as_f64() {
+                Some(d) if (0.0..1.0).contains(&d) => ZooConfig {
+                    dropout: d,
+                    ..self.cfg.clone()
+                },
+                _ => {
+                    return Err(ClientError(format!(
+                        "task config `dropout` = {v}: must be a number in [0, 1)"
+                    )));
+                }
+            },
+        };
         let template = self
             .model
             .take()
             .ok_or_else(|| ClientError("client model lost by an earlier failure".into()))?;
         let model = load_params(template, &from_params(&ins.params))
             .map_err(|e| ClientError(format!("global model: {e}")))?;
-        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(
-            self.seed,
-            &format!("round{}", ins.round),
-        ));
+        let val_losses = ins.config.get("val_losses") == Some(&serde_json::Value::Bool(true));
+        let before = val_losses.then(|| self.task.evaluate(&model).val_loss);
         let mut optim = OptimKind::Sgd {
             weight_decay: self.weight_decay,
         }
@@ -143,18 +172,22 @@ impl Client for GraphClient {
         let (model, loss) = match prox_mu {
             None => self
                 .task
-                .train_steps(model, &self.cfg, &mut optim, lr, steps, &mut rng),
+                .train_steps(model, &cfg, &mut optim, lr, steps, &mut rng),
             Some(mu) => {
                 let global = from_params(&ins.params);
                 prox_steps(
-                    &self.task, model, &self.cfg, &mut optim, lr, steps, mu, &global, &mut rng,
+                    &self.task, model, &cfg, &mut optim, lr, steps, mu, &global, &mut rng,
                 )
                 .map_err(|e| ClientError(format!("FedProx step: {e}")))?
             }
         };
         let params = to_params(&model_params(&model));
-        self.model = Some(model);
         let mut metrics = Metrics::new();
+        if let Some(before) = before {
+            metrics.insert("val_loss_before".into(), before);
+            metrics.insert("val_loss_after".into(), self.task.evaluate(&model).val_loss);
+        }
+        self.model = Some(model);
         metrics.insert("train_loss".into(), loss);
         Ok(FitRes {
             params,

@@ -287,26 +287,232 @@ impl Federation {
         Ok(())
     }
 
-    /// One FedAvg round with every client training with `hp`.
+    /// One FedAvg round with every client training with `hp`, in this thread.
     pub fn round_with(&mut self, hp: &LocalHp) -> Result<(), FedGraphError> {
+        self.round_on(&InProcess, hp)
+    }
+
+    /// One FedAvg round with every client training with `hp` where `trainer` runs them.
+    pub fn round_on(&mut self, trainer: &dyn Trainer, hp: &LocalHp) -> Result<(), FedGraphError> {
         if self.diverged {
             return Ok(());
         }
-        let mut ups = Vec::with_capacity(self.tasks.len());
-        for c in 0..self.tasks.len() {
-            ups.push((c, self.local_fit(c, hp)?.0.params));
-        }
+        let hps = vec![*hp; self.tasks.len()];
+        let fits = trainer.fit_round(self, &hps, false)?;
+        let ups: Vec<(usize, Params)> = fits.into_iter().map(|f| (f.client, f.params)).collect();
         self.aggregate(&ups)
     }
 
     /// Rounds with `hp` until `rounds` have been trained (or the run diverged); returns the
     /// rounds trained now.
     pub fn train_to(&mut self, hp: &LocalHp, rounds: usize) -> Result<usize, FedGraphError> {
+        self.train_to_on(&InProcess, hp, rounds)
+    }
+
+    /// [`Federation::train_to`] with the clients' training where `trainer` runs it.
+    pub fn train_to_on(
+        &mut self,
+        trainer: &dyn Trainer,
+        hp: &LocalHp,
+        rounds: usize,
+    ) -> Result<usize, FedGraphError> {
         let before = self.round;
         while self.round < rounds && !self.diverged {
-            self.round_with(hp)?;
+            self.round_on(trainer, hp)?;
         }
         Ok(self.round - before)
+    }
+}
+
+/// One client's part of a round: its trained parameters and, when asked for, the validation
+/// loss on its own nodes of the global model it started from and of the model it trained
+/// (FedEx's signal; NaN when not asked for or not finite).
+#[derive(Debug, Clone)]
+pub struct ClientFit {
+    pub client: usize,
+    pub params: Params,
+    pub val_loss_before: f64,
+    pub val_loss_after: f64,
+}
+
+/// Where the clients' local training of a [`Federation`] round runs: in this thread
+/// ([`InProcess`]) or in client processes over a fabric ([`FabricTrainer`]). The server's
+/// side (aggregation, evaluation on the whole graph, the search) is the same either way.
+pub trait Trainer: Sync {
+    /// Every client's fit from `fed`'s global model for round `fed.round + 1`, client `c`
+    /// training with `hps[c]`, in client order. A client whose update did not come back is
+    /// left out (its round goes on with the others); an error when none came back.
+    fn fit_round(
+        &self,
+        fed: &Federation,
+        hps: &[LocalHp],
+        val_losses: bool,
+    ) -> Result<Vec<ClientFit>, FedGraphError>;
+
+    /// Whether several trials may run their rounds at once (the fabric's collections are one
+    /// round at a time, so a remote trainer's trials take turns).
+    fn concurrent(&self) -> bool;
+}
+
+/// The clients' training in the calling thread, from the federation's own client tasks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InProcess;
+
+impl Trainer for InProcess {
+    fn fit_round(
+        &self,
+        fed: &Federation,
+        hps: &[LocalHp],
+        val_losses: bool,
+    ) -> Result<Vec<ClientFit>, FedGraphError> {
+        let global = if val_losses { Some(fed.model()?) } else { None };
+        let mut fits = Vec::with_capacity(hps.len());
+        for (c, hp) in hps.iter().enumerate() {
+            let (res, local) = fed.local_fit(c, hp)?;
+            let (before, after) = match &global {
+                Some(g) => (
+                    fed.evaluate_client(c, g).val_loss,
+                    fed.evaluate_client(c, &local).val_loss,
+                ),
+                None => (f64::NAN, f64::NAN),
+            };
+            fits.push(ClientFit {
+                client: c,
+                params: res.params,
+                val_loss_before: before,
+                val_loss_after: after,
+            });
+        }
+        Ok(fits)
+    }
+
+    fn concurrent(&self) -> bool {
+        true
+    }
+}
+
+/// The task config of a fit that [`super::client::GraphClient`] answers as
+/// [`Federation::local_fit`] trains: `hp`, and the trial's round (`seed_round`) for the
+/// dropout stream, since the fabric's own round counts every trial's rounds.
+pub fn fit_config(hp: &LocalHp, trial_round: usize, val_losses: bool) -> crate::fabric::Config {
+    let mut c = crate::fabric::Config::new();
+    c.insert("lr".into(), json!(hp.lr));
+    c.insert("local_steps".into(), json!(hp.local_steps));
+    c.insert("dropout".into(), json!(hp.dropout));
+    c.insert("seed_round".into(), json!(trial_round as u64));
+    if val_losses {
+        c.insert("val_losses".into(), json!(true));
+    }
+    c
+}
+
+/// The clients' training in `ferrolab fed client --system fedgraph` processes over a fabric
+/// (`fed.runtime = "nats"`): each round is one fit task per client carrying the global model
+/// and that client's configuration ([`fit_config`]); the fabric's rounds count up across
+/// trials. The clients build the same subgraphs and dropout streams from the same job, so a
+/// search gives what it gives in-process, bit for bit. A diverged update (non-finite) is
+/// accepted, as in-process, and makes its trial diverge; an update of the wrong layout, or a
+/// client that does not answer within `deadline`, is left out of its round and named.
+pub struct FabricTrainer<'a> {
+    pub fabric: &'a dyn crate::fabric::Fabric,
+    pub deadline: std::time::Duration,
+    next_round: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> FabricTrainer<'a> {
+    pub fn new(fabric: &'a dyn crate::fabric::Fabric, deadline: std::time::Duration) -> Self {
+        FabricTrainer {
+            fabric,
+            deadline,
+            next_round: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Fabric rounds used so far (one per federated round of any trial).
+    pub fn rounds(&self) -> u64 {
+        self.next_round.load(Ordering::SeqCst) - 1
+    }
+}
+
+impl std::fmt::Debug for FabricTrainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FabricTrainer({}, round {})",
+            self.fabric.name(),
+            self.rounds()
+        )
+    }
+}
+
+impl Trainer for FabricTrainer<'_> {
+    fn fit_round(
+        &self,
+        fed: &Federation,
+        hps: &[LocalHp],
+        val_losses: bool,
+    ) -> Result<Vec<ClientFit>, FedGraphError> {
+        use crate::fabric::{ClientId, Reply, Task, TaskKind};
+        let r = self.next_round.fetch_add(1, Ordering::SeqCst);
+        let ids: Vec<ClientId> = (0..hps.len() as ClientId).collect();
+        for (c, hp) in hps.iter().enumerate() {
+            self.fabric.send_task(
+                c as ClientId,
+                &Task {
+                    round: r,
+                    kind: TaskKind::Fit,
+                    config: fit_config(hp, fed.round + 1, val_losses),
+                    params: fed.params().clone(),
+                },
+            )?;
+        }
+        // Layout only: a non-finite update is the trial's divergence, which the federation
+        // records as the in-process search does (a NaN average ends the trial).
+        let template = fed.params();
+        let validate = |rep: &Reply| {
+            template
+                .check_same_layout(&rep.params)
+                .map_err(|e| e.to_string())
+        };
+        let got = self
+            .fabric
+            .collect_replies(r, TaskKind::Fit, &ids, self.deadline, &validate)?;
+        for f in &got.failures {
+            eprintln!(
+                "fedgraph hpo: trial round {}: client {} left out: {}",
+                fed.round + 1,
+                f.client,
+                f.reason
+            );
+        }
+        if got.replies.is_empty() {
+            return Err(FedGraphError::Fabric(
+                crate::fabric::FabricError::Disconnected(format!(
+                    "trial round {}: no client's update came back ({})",
+                    fed.round + 1,
+                    got.failures
+                        .iter()
+                        .map(|f| format!("client {}: {}", f.client, f.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+            ));
+        }
+        let metric = |rep: &Reply, k: &str| rep.metrics.get(k).copied().unwrap_or(f64::NAN);
+        Ok(got
+            .replies
+            .into_iter()
+            .map(|rep| ClientFit {
+                client: rep.id.client as usize,
+                val_loss_before: metric(&rep, "val_loss_before"),
+                val_loss_after: metric(&rep, "val_loss_after"),
+                params: rep.params,
+            })
+            .collect())
+    }
+
+    fn concurrent(&self) -> bool {
+        false
     }
 }
 
@@ -328,8 +534,15 @@ fn rank(a: &Trial, b: &Trial) -> std::cmp::Ordering {
         .then(a.index.cmp(&b.index))
 }
 
-/// Trains every trial to `rounds` rounds, `workers` trials at a time; returns the rounds spent.
-fn advance(trials: &mut [Trial], rounds: usize, workers: usize) -> Result<usize, FedGraphError> {
+/// Trains every trial to `rounds` rounds, `workers` trials at a time (one when `trainer` runs
+/// one round at a time); returns the rounds spent.
+fn advance(
+    trials: &mut [Trial],
+    rounds: usize,
+    workers: usize,
+    trainer: &dyn Trainer,
+) -> Result<usize, FedGraphError> {
+    let workers = if trainer.concurrent() { workers } else { 1 };
     let cells: Vec<Mutex<&mut Trial>> = trials.iter_mut().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
     let spent = AtomicUsize::new(0);
@@ -342,7 +555,7 @@ fn advance(trials: &mut [Trial], rounds: usize, workers: usize) -> Result<usize,
                     let Some(cell) = cells.get(i) else { break };
                     let Ok(mut t) = cell.lock() else { break };
                     let hp = t.hp;
-                    match t.fed.train_to(&hp, rounds) {
+                    match t.fed.train_to_on(trainer, &hp, rounds) {
                         Ok(n) => {
                             spent.fetch_add(n, Ordering::SeqCst);
                         }
@@ -393,6 +606,8 @@ pub struct SeedCtx<'a> {
     pub weight_decay: f64,
     pub seed: u64,
     pub workers: usize,
+    /// Where the clients train.
+    pub trainer: &'a dyn Trainer,
 }
 
 impl SeedCtx<'_> {
@@ -453,7 +668,7 @@ fn successive_halving(
     let mut spent = 0;
     let mut r = r0.min(rmax);
     loop {
-        spent += advance(&mut alive, r, cx.workers)?;
+        spent += advance(&mut alive, r, cx.workers, cx.trainer)?;
         for t in &alive {
             reached.insert(t.index, t.fed.round);
         }
@@ -494,7 +709,7 @@ pub fn run_grid(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraphE
     let mut trials = (0..space.len())
         .map(|i| cx.trial(&space, i))
         .collect::<Result<Vec<_>, _>>()?;
-    let spent = advance(&mut trials, h.max_rounds, cx.workers)?;
+    let spent = advance(&mut trials, h.max_rounds, cx.workers, cx.trainer)?;
     let log = trials.iter().map(|t| (t.index, t.fed.round)).collect();
     finish(&space, &trials, spent, log, t0)
 }
@@ -556,24 +771,21 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
         if fed.diverged {
             break;
         }
-        let global = fed.model()?;
-        let mut ups = Vec::with_capacity(fed.num_clients());
-        let mut draws = Vec::with_capacity(fed.num_clients());
-        for (c, &nv) in nval.iter().enumerate() {
-            let a = sample(&theta, &mut rng);
-            let before = fed.evaluate_client(c, &global).val_loss;
-            let (res, local) = fed.local_fit(c, &space[a])?;
-            let after = fed.evaluate_client(c, &local).val_loss;
+        let arms: Vec<usize> = nval.iter().map(|_| sample(&theta, &mut rng)).collect();
+        let hps: Vec<LocalHp> = arms.iter().map(|&a| space[a]).collect();
+        for &a in &arms {
             steps_used += space[a].local_steps;
-            // A diverged local model gives an infinite change: the arm is pushed down hard.
-            let change = if (after - before).is_finite() {
-                after - before
-            } else {
-                1e3
-            };
-            draws.push((a, change, nv / total_val));
-            ups.push((c, res.params));
             log.push((a, 1));
+        }
+        let fits = cx.trainer.fit_round(&fed, &hps, true)?;
+        let mut ups = Vec::with_capacity(fits.len());
+        let mut draws = Vec::with_capacity(fits.len());
+        for f in fits {
+            // A diverged local model gives an infinite change: the arm is pushed down hard.
+            let d = f.val_loss_after - f.val_loss_before;
+            let change = if d.is_finite() { d } else { 1e3 };
+            draws.push((arms[f.client], change, nval[f.client] / total_val));
+            ups.push((f.client, f.params));
         }
         fed.aggregate(&ups)?;
         let mean_change: f64 = draws.iter().map(|&(_, d, w)| d * w).sum();
@@ -608,7 +820,7 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
         .map_or(0, |(i, _)| i);
     let clients = fed.num_clients().max(1);
     let mut refit = [cx.trial(&space, mode)?];
-    let refit_rounds = advance(&mut refit, h.max_rounds, 1)?;
+    let refit_rounds = advance(&mut refit, h.max_rounds, 1, cx.trainer)?;
     let [refit] = refit;
     log.push((mode, refit_rounds));
     Ok(HpoResult {
@@ -761,25 +973,21 @@ pub fn run(
             ferrolab_core::seed::derive(seed, "node_split"),
             ferrolab_core::seed::derive(seed, "client_split"),
         )?;
-        let cx = SeedCtx {
-            g,
-            setup: &setup,
-            zoo: &zoo,
-            weight_decay: cfg.fed.weight_decay,
-            seed,
-            workers: ctx.threads(),
+        let results = if cfg.fed.runtime == "nats" {
+            search_over_nats(cfg, g, &setup, &zoo, seed, s, ctx)?
+        } else {
+            let cx = SeedCtx {
+                g,
+                setup: &setup,
+                zoo: &zoo,
+                weight_decay: cfg.fed.weight_decay,
+                seed,
+                workers: ctx.threads(),
+                trainer: &InProcess,
+            };
+            methods_on(&cx, h, s, grid_rounds)?
         };
-        for m in &h.methods {
-            let r = run_method(m, &cx, h)?;
-            eprintln!(
-                "  {m:>9} seed {s}: best {:?}; val {:.4} test {:.4}; {} rounds ({:.0}% of the grid's {grid_rounds}); {:.1} s",
-                r.best,
-                r.val_accuracy,
-                r.test_accuracy,
-                r.rounds_used,
-                100.0 * r.rounds_used as f64 / grid_rounds.max(1) as f64,
-                r.seconds
-            );
+        for (m, r) in h.methods.iter().zip(results) {
             ctx.log_metrics(&json!({
                 "method": m, "seed": s, "best_config": r.best.json(),
                 "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
@@ -788,6 +996,8 @@ pub fn run(
             per.entry(m.clone()).or_default().push(r);
         }
     }
+    // Each seed's job file went with its run; the folder goes too once empty.
+    let _ = std::fs::remove_dir(ctx.run_dir().join("fabric"));
     let mut report = Report::new("fedgraph", &g.name, ctx.seed());
     let mut details = serde_json::Map::new();
     let mut curves = Vec::new();
@@ -837,6 +1047,7 @@ pub fn run(
         json!(space.iter().map(LocalHp::json).collect::<Vec<_>>()),
     );
     details.insert("grid_rounds".into(), json!(grid_rounds));
+    details.insert("runtime".into(), json!(cfg.fed.runtime));
     details.insert(
         "selection".into(),
         json!("configurations ranked by best validation accuracy so far; test accuracy at that round; best_config = the configuration most seeds chose (FedEx: the mode of its final θ, retrained alone for max_rounds; its accuracies are that refit's, its rounds_used includes the refit, and mixed_val/test_accuracy are the mixed-configuration FedEx model's)"),
@@ -856,6 +1067,129 @@ pub fn run(
         curves,
         paper: Vec::new(),
     })
+}
+
+/// Every method of `h.methods` on one seed, in order, each reported on stderr as it ends.
+fn methods_on(
+    cx: &SeedCtx<'_>,
+    h: &HpoSection,
+    s: usize,
+    grid_rounds: usize,
+) -> Result<Vec<HpoResult>, FedGraphError> {
+    let mut out = Vec::with_capacity(h.methods.len());
+    for m in &h.methods {
+        let r = run_method(m, cx, h)?;
+        eprintln!(
+            "  {m:>9} seed {s}: best {:?}; val {:.4} test {:.4}; {} rounds ({:.0}% of the grid's {grid_rounds}); {:.1} s",
+            r.best,
+            r.val_accuracy,
+            r.test_accuracy,
+            r.rounds_used,
+            100.0 * r.rounds_used as f64 / grid_rounds.max(1) as f64,
+            r.seconds
+        );
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// One seed's search with its clients as `ferrolab fed client --system fedgraph` processes over
+/// NATS (`fed.runtime = "nats"`): one job per seed, whose clients answer every trial's rounds.
+#[cfg(feature = "nats")]
+#[allow(clippy::too_many_arguments)]
+fn search_over_nats(
+    cfg: &FedGraphConfig,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    seed: u64,
+    s: usize,
+    ctx: &mut RunContext,
+) -> Result<Vec<HpoResult>, FedGraphError> {
+    use super::multiproc;
+    use crate::fabric::ClientId;
+    let url = multiproc::nats_url(cfg).ok_or_else(|| FedGraphError::Usage(super::NO_URL.into()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
+    let dir = ctx.run_dir().join("fabric");
+    let job = multiproc::Job {
+        master_seed: ctx.seed(),
+        data_dir: ctx.data_dir().map(std::path::Path::to_path_buf),
+        algo: "fedavg".into(),
+        lr: 0.0,
+        local_steps: 0,
+        seed_index: s,
+    }
+    .resolved(cfg);
+    let clients: Vec<ClientId> = (0..setup.clients.num_clients() as ClientId).collect();
+    multiproc::run_job_with(cfg, &job, &url, &dir, &exe, |fabric, command| {
+        let cx = SeedCtx {
+            g,
+            setup,
+            zoo,
+            weight_decay: cfg.fed.weight_decay,
+            seed,
+            workers: 1,
+            trainer: &InProcess,
+        };
+        search_on(cfg, &cx, s, fabric, &clients, command)
+    })
+}
+
+/// The server of one seed's search over `fabric` (a NATS fabric connected as the server):
+/// every method of `hpo.methods` on `cx`'s seed `s`, its clients' training done by the
+/// client processes `command(k)` starts for `spawn` (none: started by hand, `ferrolab fed
+/// client --system fedgraph` on the same job file and prefix). `cx.trainer` is replaced by
+/// the fabric's. Used by `ferrolab fedgraph hpo --set fed.runtime=nats` and by `ferrolab fed
+/// server --system fedgraph` on a job of `task.mode = "hpo"`.
+#[cfg(feature = "nats")]
+pub fn search_on(
+    cfg: &FedGraphConfig,
+    cx: &SeedCtx<'_>,
+    s: usize,
+    fabric: std::sync::Arc<dyn crate::fabric::Fabric>,
+    spawn: &[crate::fabric::ClientId],
+    command: impl FnMut(crate::fabric::ClientId) -> std::process::Command,
+) -> Result<Vec<HpoResult>, FedGraphError> {
+    use std::time::Duration;
+    let clients: Vec<crate::fabric::ClientId> =
+        (0..cx.setup.clients.num_clients() as crate::fabric::ClientId).collect();
+    let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
+    let grace = deadline.min(Duration::from_secs(30));
+    let grid_rounds = search_space(&cfg.hpo).len() * cfg.hpo.max_rounds;
+    super::multiproc::serve_search(fabric, spawn, &clients, grace, command, |server| {
+        let trainer = FabricTrainer::new(server, deadline);
+        let cx = SeedCtx {
+            trainer: &trainer,
+            workers: 1,
+            ..*cx
+        };
+        let out = methods_on(&cx, &cfg.hpo, s, grid_rounds);
+        eprintln!(
+            "  seed {s}: {} federated rounds through {} ({} clients)",
+            trainer.rounds(),
+            server.name(),
+            clients.len()
+        );
+        out
+    })
+}
+
+#[cfg(not(feature = "nats"))]
+#[allow(clippy::too_many_arguments)]
+fn search_over_nats(
+    _: &FedGraphConfig,
+    _: &GraphSet,
+    _: &SeedSetup,
+    _: &ZooConfig,
+    _: u64,
+    _: usize,
+    _: &mut RunContext,
+) -> Result<Vec<HpoResult>, FedGraphError> {
+    Err(FedGraphError::Usage(
+        "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)"
+            .into(),
+    ))
 }
 
 /// The report block of one method (shared keys for every method).

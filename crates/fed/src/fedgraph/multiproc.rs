@@ -8,6 +8,10 @@
 //! bit-identical to the in-process one (the clients' dropout streams are seeded by client
 //! id, not by thread). Local-only and global training are not federated and stay in the
 //! server's process.
+//!
+//! A job of `task.mode = "hpo"` is one seed of a federated hyper-parameter search
+//! (`ferrolab fedgraph hpo --set fed.runtime=nats`): the same client processes answer every
+//! trial's rounds, each task carrying the trial's configuration ([`super::hpo::FabricTrainer`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,10 +92,19 @@ pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), Stri
     if !(job.lr > 0.0 && job.lr.is_finite()) {
         return Err(format!("job.lr = {}: must be > 0 and finite", job.lr));
     }
-    if job.seed_index >= cfg.fed.seeds {
+    if cfg.task.mode == "privacy" {
+        return Err("task.mode = \"privacy\": the privacy study runs in-process only (the multi-process runtime runs the node table and hpo)".into());
+    }
+    // A search job (`task.mode = "hpo"`) serves one of the search's seeds.
+    let (seeds, key) = if cfg.task.mode == "hpo" {
+        (cfg.hpo.seeds, "hpo.seeds")
+    } else {
+        (cfg.fed.seeds, "fed.seeds")
+    };
+    if job.seed_index >= seeds {
         return Err(format!(
-            "job.seed_index = {}: fed.seeds is {}",
-            job.seed_index, cfg.fed.seeds
+            "job.seed_index = {}: {key} is {seeds}",
+            job.seed_index
         ));
     }
     Ok((cfg, job))
@@ -195,32 +208,50 @@ fn serve(
     ids: &[ClientId],
     command: impl FnMut(ClientId) -> Command,
 ) -> Result<RunResult, FedGraphError> {
-    let (out, bad) =
-        crate::nats::multiprocess::run_multiprocess(Arc::clone(&fabric), ids, command, |server| {
-            run::fed_node_on(
-                server.as_ref(),
-                &unit.graph,
-                &unit.setup,
-                &unit.zoo,
-                &unit.schedule,
-                unit.seed,
-                &unit.algo,
-            )
-        })
-        .map_err(|e| {
-            FedGraphError::Fabric(crate::fabric::FabricError::Disconnected(format!(
-                "starting client processes: {e}"
-            )))
-        })?;
-    if ids.is_empty() && out.is_ok() {
-        // Hand-started clients read their `Shutdown` from the run's streams: give a late one
-        // up to the time a spawned client gets before they go (less once all have read it).
-        let grace = unit
-            .algo
-            .reply_timeout
-            .unwrap_or(Duration::from_secs(30))
-            .min(Duration::from_secs(30));
-        crate::nats::multiprocess::external_grace(fabric.as_ref(), &client_ids(unit), grace);
+    // Hand-started clients read their `Shutdown` from the run's streams: give a late one up
+    // to the time a spawned client gets before they go (less once all have read it).
+    let grace = unit
+        .algo
+        .reply_timeout
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(30));
+    serve_with(fabric, ids, &client_ids(unit), grace, command, |server| {
+        run::fed_node_on(
+            server,
+            &unit.graph,
+            &unit.setup,
+            &unit.zoo,
+            &unit.schedule,
+            unit.seed,
+            &unit.algo,
+        )
+    })
+}
+
+/// Runs `body` (a server's whole round loop, which ends by sending every client its
+/// `Shutdown`) over `fabric` while `command(k)` processes serve the clients `spawn`; with none
+/// to spawn, `clients` are started by hand and get up to `grace` to read their shutdown.
+fn serve_with<R>(
+    fabric: Arc<dyn Fabric>,
+    spawn: &[ClientId],
+    clients: &[ClientId],
+    grace: Duration,
+    command: impl FnMut(ClientId) -> Command,
+    body: impl FnOnce(&dyn Fabric) -> Result<R, FedGraphError>,
+) -> Result<R, FedGraphError> {
+    let (out, bad) = crate::nats::multiprocess::run_multiprocess(
+        Arc::clone(&fabric),
+        spawn,
+        command,
+        |server| body(server.as_ref()),
+    )
+    .map_err(|e| {
+        FedGraphError::Fabric(crate::fabric::FabricError::Disconnected(format!(
+            "starting client processes: {e}"
+        )))
+    })?;
+    if spawn.is_empty() && out.is_ok() {
+        crate::nats::multiprocess::external_grace(fabric.as_ref(), clients, grace);
     }
     // A failed run keeps its streams (what was sent can be inspected with `nats stream`).
     if out.is_ok()
@@ -241,6 +272,22 @@ fn serve(
         }
     }
     out
+}
+
+/// Tells each of `clients` the run is over (a client already gone cannot be told; its
+/// process ends on its own).
+pub fn shutdown(fabric: &dyn Fabric, clients: &[ClientId]) {
+    for &id in clients {
+        let _ = fabric.send_task(
+            id,
+            &crate::fabric::Task {
+                round: u64::MAX,
+                kind: crate::fabric::TaskKind::Shutdown,
+                config: Default::default(),
+                params: crate::params::Params::new(),
+            },
+        );
+    }
 }
 
 /// `ferrolab fed client --system fedgraph --id K --config FILE --prefix P` (see
@@ -275,6 +322,22 @@ pub fn run_job(
     dir: &Path,
     exe: &Path,
 ) -> Result<RunResult, FedGraphError> {
+    run_job_with(cfg, job, url, dir, exe, |fabric, command| {
+        run_server(unit, fabric, command)
+    })
+}
+
+/// The job file of `job` in `dir`, a fresh run prefix on the NATS server at `url`, and
+/// `server(fabric, command)` as that run's server, where `command(k)` is client `k`'s process
+/// (`exe fed client --system fedgraph` on the job file); the file is removed afterwards.
+pub fn run_job_with<R>(
+    cfg: &FedGraphConfig,
+    job: &Job,
+    url: &str,
+    dir: &Path,
+    exe: &Path,
+    server: impl FnOnce(Arc<dyn Fabric>, &dyn Fn(ClientId) -> Command) -> Result<R, FedGraphError>,
+) -> Result<R, FedGraphError> {
     use crate::nats::{NatsFabric, NatsOptions, Party};
     let text = job_file(cfg, job).map_err(FedGraphError::Usage)?;
     std::fs::create_dir_all(dir)
@@ -284,11 +347,29 @@ pub fn run_job(
     std::fs::write(&file, text)
         .map_err(|e| FedGraphError::Usage(format!("{}: {e}", file.display())))?;
     let out = match NatsFabric::connect(NatsOptions::new(url, &prefix, Party::Server)) {
-        Ok(fabric) => run_server(unit, Arc::new(fabric), |id| {
+        Ok(fabric) => server(Arc::new(fabric), &|id| {
             client_command(exe, url, &file, &prefix, id)
         }),
         Err(e) => Err(FedGraphError::Usage(e.to_string())),
     };
     let _ = std::fs::remove_file(&file);
     out
+}
+
+/// Federated HPO's server for one seed ([`super::hpo`] with a [`super::hpo::FabricTrainer`]):
+/// `body` runs the search over `fabric` while the seed's `clients` are processes from
+/// `command` (none: started by hand), and every client is shut down after it.
+pub fn serve_search<R>(
+    fabric: Arc<dyn Fabric>,
+    spawn: &[ClientId],
+    clients: &[ClientId],
+    grace: Duration,
+    command: impl FnMut(ClientId) -> Command,
+    body: impl FnOnce(&dyn Fabric) -> Result<R, FedGraphError>,
+) -> Result<R, FedGraphError> {
+    serve_with(fabric, spawn, clients, grace, command, |server| {
+        let out = body(server);
+        shutdown(server, clients);
+        out
+    })
 }

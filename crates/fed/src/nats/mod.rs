@@ -206,9 +206,66 @@ struct ReplyEnv {
     id: MsgId,
     kind: TaskKind,
     n_examples: u64,
+    #[serde(with = "wire_metrics")]
     metrics: Metrics,
     error: Option<String>,
     params: Option<BlobRef>,
+}
+
+/// Metrics in JSON, where a non-finite value (the loss of a client that diverged) has no
+/// number: it goes as the string `NaN`, `inf` or `-inf`. Plain JSON turned it into `null`,
+/// which failed the whole envelope, so the server read a diverged client's reply as malformed.
+mod wire_metrics {
+    use super::Metrics;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Num(f64),
+        Tag(String),
+    }
+
+    pub fn serialize<S: Serializer>(m: &Metrics, s: S) -> Result<S::Ok, S::Error> {
+        let v: std::collections::BTreeMap<&String, Value> = m
+            .iter()
+            .map(|(k, &x)| {
+                let v = if x.is_finite() {
+                    Value::Num(x)
+                } else if x.is_nan() {
+                    Value::Tag("NaN".into())
+                } else if x > 0.0 {
+                    Value::Tag("inf".into())
+                } else {
+                    Value::Tag("-inf".into())
+                };
+                (k, v)
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Metrics, D::Error> {
+        let v = std::collections::BTreeMap::<String, Value>::deserialize(d)?;
+        v.into_iter()
+            .map(|(k, v)| {
+                let x = match v {
+                    Value::Num(x) => x,
+                    Value::Tag(t) => match t.as_str() {
+                        "NaN" => f64::NAN,
+                        "inf" => f64::INFINITY,
+                        "-inf" => f64::NEG_INFINITY,
+                        _ => {
+                            return Err(serde::de::Error::custom(format!(
+                                "metric `{k}` = {t:?}: not a number"
+                            )));
+                        }
+                    },
+                };
+                Ok((k, x))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -1937,6 +1994,43 @@ impl NatsFabric {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_diverged_client_s_metrics_survive_the_envelope() {
+        let mut metrics = Metrics::new();
+        metrics.insert("train_loss".into(), f64::NAN);
+        metrics.insert("val_loss_after".into(), f64::INFINITY);
+        metrics.insert("low".into(), f64::NEG_INFINITY);
+        metrics.insert("acc".into(), 0.25);
+        let env = ReplyEnv {
+            id: MsgId {
+                round: 3,
+                client: 1,
+                kind: TaskKind::Fit,
+                attempt: 0,
+            },
+            kind: TaskKind::Fit,
+            n_examples: 7,
+            metrics,
+            error: None,
+            params: None,
+        };
+        let text = serde_json::to_string(&env).unwrap_or_default();
+        let back: ReplyEnv = match serde_json::from_str(&text) {
+            Ok(b) => b,
+            Err(e) => panic!("{text}: {e}"),
+        };
+        assert!(back.metrics["train_loss"].is_nan());
+        assert_eq!(back.metrics["val_loss_after"], f64::INFINITY);
+        assert_eq!(back.metrics["low"], f64::NEG_INFINITY);
+        assert_eq!(back.metrics["acc"], 0.25);
+        // Anything else in a string is not a number.
+        let bad = text.replace("\"NaN\"", "\"many\"");
+        let e = serde_json::from_str::<ReplyEnv>(&bad)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("train_loss")), "{bad}");
+    }
 
     #[test]
     fn urls_are_checked_and_redacted() {
