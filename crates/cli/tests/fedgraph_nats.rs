@@ -227,7 +227,8 @@ fn fedgraph_hpo_over_nats_equals_the_in_process_search_bit_for_bit() {
         if extra.is_some() {
             // One job per seed, every trial's rounds through the same client processes.
             assert!(
-                stderr(&o).contains("federated rounds through nats (5 clients)"),
+                stderr(&o)
+                    .contains("federated rounds through nats (5 clients, 0 updates left out)"),
                 "{}",
                 stderr(&o)
             );

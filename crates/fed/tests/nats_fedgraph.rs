@@ -1,6 +1,7 @@
 //! fedgraph over NATS with its clients as separate processes (`fed.runtime = "nats"`), on a
 //! synthetic community graph: with every client alive the run equals the in-process one bit
-//! for bit; a client process that dies costs the rounds its update and the run goes on.
+//! for bit; a client process that dies costs the rounds its update and the run goes on. The
+//! same for a federated hyper-parameter search, whose trials share the client processes.
 //!
 //! Child processes are this test binary again, running [`fedgraph_child`] with `FG_CHILD` set.
 
@@ -14,6 +15,7 @@ use ferrolab_fed::fabric::ClientId;
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
 use ferrolab_fed::fedgraph::data::SeedSetup;
 use ferrolab_fed::fedgraph::experiment::{Regime, node_algo, zoo_config};
+use ferrolab_fed::fedgraph::hpo::{self, HpoResult, HpoSection, InProcess, SeedCtx};
 use ferrolab_fed::fedgraph::multiproc::{self, Unit};
 use ferrolab_fed::fedgraph::run::{Schedule, fed_node};
 use ferrolab_fed::nats::Party;
@@ -75,30 +77,118 @@ fn over_nats_with(u: Unit, dead: &[ClientId]) -> ferrolab_fed::fedgraph::run::Ru
     let url = nats_util::nats_url();
     let prefix = nats_util::fresh_prefix("fg");
     let server = nats_util::connect(&url, &prefix, Party::Server);
-    let exe = std::env::current_exe().unwrap();
-    multiproc::run_server(&u, Arc::new(server), |id| {
-        if dead.contains(&id) {
-            let mut c = Command::new("sh");
-            c.args(["-c", "exit 3"]);
-            return c;
-        }
-        let mut c = Command::new(&exe);
-        c.args([
-            "--exact",
-            "fedgraph_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FERROLAB_NATS_URL", &url)
-        .env(
-            "FG_CHILD",
-            serde_json::json!({"id": id, "prefix": prefix}).to_string(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-        c
+    multiproc::run_server(&u, Arc::new(server), |id| child(&url, &prefix, dead, id)).unwrap()
+}
+
+/// Client `id`'s process: [`fedgraph_child`], or one that exits at once when `dead` holds it.
+fn child(url: &str, prefix: &str, dead: &[ClientId], id: ClientId) -> Command {
+    if dead.contains(&id) {
+        let mut c = Command::new("sh");
+        c.args(["-c", "exit 3"]);
+        return c;
+    }
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        "fedgraph_child",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("FERROLAB_NATS_URL", url)
+    .env(
+        "FG_CHILD",
+        serde_json::json!({"id": id, "prefix": prefix}).to_string(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    c
+}
+
+/// The unit's seed searched by successive halving and FedEx with client processes over NATS
+/// (`dead` clients exit at once), next to the configuration it ran with.
+fn search_over_nats(dead: &[ClientId]) -> Vec<HpoResult> {
+    let u = unit();
+    let cfg = search_config();
+    let url = nats_util::nats_url();
+    let prefix = nats_util::fresh_prefix("fgh");
+    let server = nats_util::connect(&url, &prefix, Party::Server);
+    let ids = multiproc::client_ids(&u);
+    hpo::search_on(&cfg, &search_ctx(&u), 0, Arc::new(server), &ids, |id| {
+        child(&url, &prefix, dead, id)
     })
     .unwrap()
+}
+
+fn search_config() -> FedGraphConfig {
+    let mut cfg = FedGraphConfig::default();
+    // Long enough for a loaded machine, short enough that a round whose collection began
+    // before the dead client's exit was seen costs little.
+    cfg.fed.reply_seconds = 10.0;
+    cfg.hpo = HpoSection {
+        methods: vec!["sh".into(), "fedex".into()],
+        lrs: vec![0.05, 0.5],
+        local_steps: vec![2],
+        dropouts: vec![0.0, 0.5],
+        min_rounds: 2,
+        max_rounds: 4,
+        eta: 2,
+        seeds: 1,
+        ..Default::default()
+    };
+    cfg
+}
+
+fn search_ctx(u: &Unit) -> SeedCtx<'_> {
+    SeedCtx {
+        g: &u.graph,
+        setup: &u.setup,
+        zoo: &u.zoo,
+        weight_decay: u.schedule.weight_decay,
+        seed: u.seed,
+        workers: 2,
+        trainer: &InProcess,
+    }
+}
+
+#[test]
+#[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
+fn a_search_over_nats_repeats_the_in_process_one_and_goes_on_without_a_dead_client() {
+    let u = unit();
+    let cfg = search_config();
+    let local: Vec<HpoResult> = cfg
+        .hpo
+        .methods
+        .iter()
+        .map(|m| hpo::run_method(m, &search_ctx(&u), &cfg.hpo).unwrap())
+        .collect();
+    let remote = search_over_nats(&[]);
+    assert_eq!(remote.len(), 2);
+    for (a, b) in local.iter().zip(&remote) {
+        assert_eq!(
+            (a.best, a.val_accuracy, a.test_accuracy, a.rounds_used),
+            (b.best, b.val_accuracy, b.test_accuracy, b.rounds_used)
+        );
+        assert_eq!(
+            (&a.curve, &a.theta, a.mixed_accuracy),
+            (&b.curve, &b.theta, b.mixed_accuracy)
+        );
+    }
+    // Client 0's process exits at once: every round goes on with the other three.
+    let t0 = std::time::Instant::now();
+    let gone = search_over_nats(&[0]);
+    let took = t0.elapsed().as_secs_f64();
+    assert!(
+        took < 60.0,
+        "{took:.0} s: the dead client was waited for round after round"
+    );
+    assert_eq!(gone.len(), 2);
+    for (a, b) in local.iter().zip(&gone) {
+        assert_eq!(a.rounds_used, b.rounds_used);
+        assert!(
+            b.test_accuracy.is_finite() && b.test_accuracy > 0.3,
+            "{b:?}"
+        );
+    }
 }
 
 #[test]

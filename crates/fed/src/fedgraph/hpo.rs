@@ -20,7 +20,11 @@
 //! [`Federation`] is FedAvg stepped round by round in one thread: the same client training
 //! ([`NodeTask::train_steps`], a fresh SGD per round, dropout seeded by client and round as
 //! [`GraphClient`](super::client::GraphClient) does) and the same example-weighted average as
-//! [`super::run::fedavg`], which a test checks round for round.
+//! [`super::run::fedavg`], which a test checks round for round. Where the clients' training
+//! runs is a [`Trainer`]: [`InProcess`] (the federation's own client tasks, trials in threads)
+//! or [`FabricTrainer`] (`fed.runtime = "nats"`: client processes answer fit tasks carrying
+//! each trial's configuration, all trials' tasks of a step sent before the first collection),
+//! with the same search on the server and the same figures bit for bit.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -299,6 +303,11 @@ impl Federation {
         }
         let hps = vec![*hp; self.tasks.len()];
         let fits = trainer.fit_round(self, &hps, false)?;
+        self.apply(fits)
+    }
+
+    /// Ends a round with the clients' fits (FedAvg over those that came back).
+    pub fn apply(&mut self, fits: Vec<ClientFit>) -> Result<(), FedGraphError> {
         let ups: Vec<(usize, Params)> = fits.into_iter().map(|f| (f.client, f.params)).collect();
         self.aggregate(&ups)
     }
@@ -349,8 +358,22 @@ pub trait Trainer: Sync {
         val_losses: bool,
     ) -> Result<Vec<ClientFit>, FedGraphError>;
 
-    /// Whether several trials may run their rounds at once (the fabric's collections are one
-    /// round at a time, so a remote trainer's trials take turns).
+    /// One round of each federation of `batch`, each with its clients' configurations:
+    /// [`Trainer::fit_round`] for each in turn, unless the trainer can overlap them.
+    fn fit_rounds(
+        &self,
+        batch: &[(&Federation, Vec<LocalHp>)],
+        val_losses: bool,
+    ) -> Result<Vec<Vec<ClientFit>>, FedGraphError> {
+        batch
+            .iter()
+            .map(|(fed, hps)| self.fit_round(fed, hps, val_losses))
+            .collect()
+    }
+
+    /// Whether trials may run in threads of their own. A fabric's collections go one round
+    /// at a time, so a remote trainer's trials advance together through
+    /// [`Trainer::fit_rounds`] instead.
     fn concurrent(&self) -> bool;
 }
 
@@ -417,6 +440,7 @@ pub struct FabricTrainer<'a> {
     pub fabric: &'a dyn crate::fabric::Fabric,
     pub deadline: std::time::Duration,
     next_round: std::sync::atomic::AtomicU64,
+    left_out: AtomicUsize,
 }
 
 impl<'a> FabricTrainer<'a> {
@@ -425,12 +449,19 @@ impl<'a> FabricTrainer<'a> {
             fabric,
             deadline,
             next_round: std::sync::atomic::AtomicU64::new(1),
+            left_out: AtomicUsize::new(0),
         }
     }
 
     /// Fabric rounds used so far (one per federated round of any trial).
     pub fn rounds(&self) -> u64 {
         self.next_round.load(Ordering::SeqCst) - 1
+    }
+
+    /// Client updates left out of their rounds so far (no reply in time, a dead process, a
+    /// wrong layout).
+    pub fn left_out(&self) -> usize {
+        self.left_out.load(Ordering::SeqCst)
     }
 }
 
@@ -445,16 +476,17 @@ impl std::fmt::Debug for FabricTrainer<'_> {
     }
 }
 
-impl Trainer for FabricTrainer<'_> {
-    fn fit_round(
+impl FabricTrainer<'_> {
+    /// Sends `fed`'s next round's fit tasks (client `c` training with `hps[c]`) under a fresh
+    /// fabric round, which it returns.
+    fn send(
         &self,
         fed: &Federation,
         hps: &[LocalHp],
         val_losses: bool,
-    ) -> Result<Vec<ClientFit>, FedGraphError> {
-        use crate::fabric::{ClientId, Reply, Task, TaskKind};
+    ) -> Result<u64, FedGraphError> {
+        use crate::fabric::{ClientId, Task, TaskKind};
         let r = self.next_round.fetch_add(1, Ordering::SeqCst);
-        let ids: Vec<ClientId> = (0..hps.len() as ClientId).collect();
         for (c, hp) in hps.iter().enumerate() {
             self.fabric.send_task(
                 c as ClientId,
@@ -466,6 +498,18 @@ impl Trainer for FabricTrainer<'_> {
                 },
             )?;
         }
+        Ok(r)
+    }
+
+    /// The fits of fabric round `r`, sent for `fed` to `clients` clients.
+    fn collect(
+        &self,
+        fed: &Federation,
+        r: u64,
+        clients: usize,
+    ) -> Result<Vec<ClientFit>, FedGraphError> {
+        use crate::fabric::{ClientId, Reply, TaskKind};
+        let ids: Vec<ClientId> = (0..clients as ClientId).collect();
         // Layout only: a non-finite update is the trial's divergence, which the federation
         // records as the in-process search does (a NaN average ends the trial).
         let template = fed.params();
@@ -477,6 +521,8 @@ impl Trainer for FabricTrainer<'_> {
         let got = self
             .fabric
             .collect_replies(r, TaskKind::Fit, &ids, self.deadline, &validate)?;
+        self.left_out
+            .fetch_add(got.failures.len(), Ordering::SeqCst);
         for f in &got.failures {
             eprintln!(
                 "fedgraph hpo: trial round {}: client {} left out: {}",
@@ -510,6 +556,38 @@ impl Trainer for FabricTrainer<'_> {
             })
             .collect())
     }
+}
+
+impl Trainer for FabricTrainer<'_> {
+    fn fit_round(
+        &self,
+        fed: &Federation,
+        hps: &[LocalHp],
+        val_losses: bool,
+    ) -> Result<Vec<ClientFit>, FedGraphError> {
+        let r = self.send(fed, hps, val_losses)?;
+        self.collect(fed, r, hps.len())
+    }
+
+    /// Every trial's tasks go out before the first collection: each client process works
+    /// through its queue while the server gathers round after round, so the processes never
+    /// sit idle waiting for the server between trials.
+    fn fit_rounds(
+        &self,
+        batch: &[(&Federation, Vec<LocalHp>)],
+        val_losses: bool,
+    ) -> Result<Vec<Vec<ClientFit>>, FedGraphError> {
+        let rounds = batch
+            .iter()
+            .map(|(fed, hps)| self.send(fed, hps, val_losses))
+            .collect::<Result<Vec<_>, _>>()?;
+        // In sending order: a collection ignores replies of rounds below its own.
+        batch
+            .iter()
+            .zip(rounds)
+            .map(|((fed, hps), r)| self.collect(fed, r, hps.len()))
+            .collect()
+    }
 
     fn concurrent(&self) -> bool {
         false
@@ -542,7 +620,9 @@ fn advance(
     workers: usize,
     trainer: &dyn Trainer,
 ) -> Result<usize, FedGraphError> {
-    let workers = if trainer.concurrent() { workers } else { 1 };
+    if !trainer.concurrent() {
+        return advance_together(trials, rounds, trainer);
+    }
     let cells: Vec<Mutex<&mut Trial>> = trials.iter_mut().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
     let spent = AtomicUsize::new(0);
@@ -574,6 +654,36 @@ fn advance(
         return Err(e);
     }
     Ok(spent.into_inner())
+}
+
+/// [`advance`] for a trainer whose trials cannot have threads of their own: every trial still
+/// short of `rounds` trains one round per step, all in one [`Trainer::fit_rounds`] batch.
+fn advance_together(
+    trials: &mut [Trial],
+    rounds: usize,
+    trainer: &dyn Trainer,
+) -> Result<usize, FedGraphError> {
+    let mut spent = 0;
+    loop {
+        let mut active: Vec<&mut Trial> = trials
+            .iter_mut()
+            .filter(|t| t.fed.round < rounds && !t.fed.diverged)
+            .collect();
+        if active.is_empty() {
+            return Ok(spent);
+        }
+        let fits = {
+            let batch: Vec<(&Federation, Vec<LocalHp>)> = active
+                .iter()
+                .map(|t| (&t.fed, vec![t.hp; t.fed.num_clients()]))
+                .collect();
+            trainer.fit_rounds(&batch, false)?
+        };
+        for (t, f) in active.iter_mut().zip(fits) {
+            t.fed.apply(f)?;
+            spent += 1;
+        }
+    }
 }
 
 /// What one method found on one seed.
@@ -1166,10 +1276,11 @@ pub fn search_on(
         };
         let out = methods_on(&cx, &cfg.hpo, s, grid_rounds);
         eprintln!(
-            "  seed {s}: {} federated rounds through {} ({} clients)",
+            "  seed {s}: {} federated rounds through {} ({} clients, {} updates left out)",
             trainer.rounds(),
             server.name(),
-            clients.len()
+            clients.len(),
+            trainer.left_out()
         );
         out
     })
