@@ -233,6 +233,12 @@ fn fedgraph(
     let at = |e: String| UsageError(format!("config {}: {e}", common.config.display()));
     let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
     let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
+    if matches!(party, Party::Server) && cfg.task.mode == "privacy" {
+        return Err(at(
+            "task.mode = \"privacy\": `fed server` runs table and hpo jobs; the privacy study's server is `ferrolab fedgraph privacy --set fed.runtime=nats` (its clients take privacy jobs)".into(),
+        )
+        .into());
+    }
     guard(
         a,
         ferrolab_core::System::memory_estimate(&ferrolab_fed::fedgraph::FedGraphSystem, &cfg, None),

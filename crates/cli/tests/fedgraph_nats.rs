@@ -10,7 +10,7 @@ use std::process::Command;
 
 #[test]
 fn the_nats_runtime_refuses_what_it_cannot_run() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 2] = [
         (&["fedgraph", "--set", "fed.algo=fedsage"], "fed.runtime"),
         (
             &[
@@ -24,7 +24,6 @@ fn the_nats_runtime_refuses_what_it_cannot_run() {
             ],
             "fed.runtime",
         ),
-        (&["fedgraph", "privacy"], "fed.runtime"),
     ];
     for (args, key) in cases {
         let root = tmp("fedgraph-nats-bad");
@@ -68,7 +67,6 @@ fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
         ("[job]\nseed_index = 9\n", "job.seed_index"),
         ("[job]\nbogus = 1\n", "bogus"),
         ("[fed]\nlrs = []\n", "fed.lrs"),
-        ("[task]\nmode = \"privacy\"\n", "privacy"),
         // A search job's seed index counts the search's seeds.
         (
             "[task]\nmode = \"hpo\"\n[hpo]\nseeds = 1\n[job]\nseed_index = 1\n",
@@ -90,6 +88,17 @@ fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
             assert!(e.contains(key), "{role:?} {text}: {e}");
         }
     }
+    // A privacy job is for clients: its server is `fedgraph privacy --set fed.runtime=nats`.
+    let file = root.join("privacy.toml");
+    std::fs::write(&file, "[task]\nmode = \"privacy\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(["fed", "server", "--system", "fedgraph", "--config"])
+        .arg(&file)
+        .args(["--nats", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let e = assert_usage_error(&o, "privacy server");
+    assert!(e.contains("fedgraph privacy --set fed.runtime=nats"), "{e}");
 }
 
 /// The quick preset, shortened, as `fedgraph` args.
@@ -273,4 +282,51 @@ fn fedgraph_hpo_over_nats_equals_the_in_process_search_bit_for_bit() {
         s["methods"][1]["best_config"],
         ra["details"]["fedex_per_seed"][0]["best_config"]
     );
+}
+
+#[test]
+#[ignore = "needs Cora and nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+fn fedgraph_privacy_over_nats_equals_the_in_process_study_bit_for_bit() {
+    require_nats_url();
+    let root = tmp("fedgraph-nats-privacy");
+    let (a, b) = (root.join("in"), root.join("nats"));
+    for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
+        let mut v = vec![
+            "fedgraph",
+            "privacy",
+            "--preset",
+            "privacy",
+            "--set",
+            "privacy.rounds=10",
+            "--set",
+            "privacy.sigmas=[0.8]",
+            "--threads",
+            "2",
+        ];
+        if let Some(e) = extra {
+            v.extend_from_slice(&["--set", e]);
+        }
+        v.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = ferrolab(&v);
+        assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
+        if extra.is_some() {
+            // Both arms' rounds went through the client processes, which noised their own
+            // updates.
+            assert!(
+                stderr(&o)
+                    .contains("20 federated rounds through nats (5 clients, 0 updates left out)"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    let (ra, rb) = (report(&a), report(&b));
+    assert_eq!(ra["metrics"], rb["metrics"]);
+    assert_eq!(ra["baselines"], rb["baselines"]);
+    let m = &ra["metrics"];
+    assert!(
+        m["dp_sigma0p8_epsilon"].as_f64().unwrap_or(0.0) > 1.0,
+        "{m}"
+    );
+    assert!(m["test_accuracy"].as_f64().unwrap_or(0.0) > 0.6, "{m}");
 }

@@ -12,12 +12,12 @@ use ferrolab_fed::fedgraph::client::GraphClient;
 use ferrolab_fed::fedgraph::config::{DataSection, FedGraphConfig};
 use ferrolab_fed::fedgraph::data::{GraphSet, SeedSetup};
 use ferrolab_fed::fedgraph::experiment::zoo_config;
-use ferrolab_fed::fedgraph::hpo::{FabricTrainer, fit_config};
+use ferrolab_fed::fedgraph::hpo::{Ask, FabricTrainer, Trainer, fit_config};
 use ferrolab_fed::fedgraph::hpo::{
     Federation, HpoSection, InProcess, LocalHp, SeedCtx, mode_argv, run_fedex, run_grid,
     run_hyperband, run_sh, search_space,
 };
-use ferrolab_fed::fedgraph::privacy::{PrivacySection, run_one};
+use ferrolab_fed::fedgraph::privacy::{PrivacySection, run_federation, run_one};
 use ferrolab_fed::fedgraph::run::{Schedule, client_seed, fedavg, init_model};
 use ferrolab_fed::inproc::InProcFabric;
 use serde_json::json;
@@ -286,9 +286,26 @@ fn a_search_through_a_fabric_to_client_threads_repeats_the_in_process_search() {
             (c.best, c.test_accuracy, &c.curve),
             (d.best, d.test_accuracy, &d.curve)
         );
-        // Every round of both searches went through the fabric, one task per client each.
+        // The privacy study's DP arm: the clients clip and noise their own updates.
+        let p = PrivacySection {
+            rounds: 5,
+            lr: 0.5,
+            clip: 1.0,
+            ..Default::default()
+        };
+        let dp = |t: &dyn Trainer| {
+            let fed = Federation::new(&g, &st, &z, 5e-4, seed).unwrap();
+            run_federation(fed, g.classes, z.dropout, &p, Some(0.5), t).unwrap()
+        };
+        let (here, there) = (dp(&InProcess), dp(&trainer));
+        assert_eq!(here, there);
+        assert!(
+            here.clipped_fraction > 0.0 && here.epsilon.is_finite(),
+            "{here:?}"
+        );
+        // Every round went through the fabric, one task per client each.
         let rounds = trainer.rounds();
-        assert_eq!(rounds as usize, b.rounds_used + d.rounds_used);
+        assert_eq!(rounds as usize, b.rounds_used + d.rounds_used + 5);
         for c in 0..k {
             let stop = Task {
                 round: u64::MAX,
@@ -332,15 +349,29 @@ fn a_graph_client_refuses_a_bad_trial_configuration_and_keeps_its_model() {
         ("dropout", json!(1.0)),
         ("dropout", json!("half")),
         ("seed_round", json!(-1)),
+        ("dp_sigma", json!(0.5)),
+        ("dp_clip", json!(1.0)),
     ] {
-        let mut c = fit_config(&hp, 1, false);
+        let mut c = fit_config(&hp, 1, Ask::default());
         c.insert(key.into(), v.clone());
         let e = cl.fit(&ins(c), &ctx).err().map(|e| e.0).unwrap_or_default();
         assert!(e.contains(key), "{key} = {v}: {e}");
     }
     // The refusals lost nothing: the next task trains as the federation's own client 0 does
     // in its round 1 (the fabric's round 40 is not the trial's).
-    let got = cl.fit(&ins(fit_config(&hp, 1, true)), &ctx).unwrap();
+    let got = cl
+        .fit(
+            &ins(fit_config(
+                &hp,
+                1,
+                Ask {
+                    val_losses: true,
+                    ..Ask::default()
+                },
+            )),
+            &ctx,
+        )
+        .unwrap();
     let (want, local) = fed.local_fit(0, &hp).unwrap();
     assert_eq!(got.params, want.params);
     assert_eq!(

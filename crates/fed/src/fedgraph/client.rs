@@ -12,6 +12,8 @@ use ferrolab_graph::zoo::{FlatParam, GnnModel, ZooConfig, load_params, model_par
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::hpo::Dp;
+use super::privacy::{dp_update, noise_seed};
 use crate::client::{Client, ClientCtx, ClientError, EvaluateRes, FitIns, FitRes};
 use crate::fabric::{Config, Metrics};
 use crate::params::Params;
@@ -153,6 +155,28 @@ impl Client for GraphClient {
                 }
             },
         };
+        // The privacy study's local DP: this client clips and noises its own update.
+        let dp = match (ins.config.get("dp_clip"), ins.config.get("dp_sigma")) {
+            (None, None) => None,
+            (Some(c), Some(s)) => match (c.as_f64(), s.as_f64()) {
+                (Some(clip), Some(sigma))
+                    if clip > 0.0 && clip.is_finite() && sigma > 0.0 && sigma.is_finite() =>
+                {
+                    Some(Dp { clip, sigma })
+                }
+                _ => {
+                    return Err(ClientError(format!(
+                        "task config `dp_clip` = {c}, `dp_sigma` = {s}: both must be numbers > 0"
+                    )));
+                }
+            },
+            _ => {
+                return Err(ClientError(
+                    "task config has one of `dp_clip` and `dp_sigma` without the other".into(),
+                ));
+            }
+        };
+        let update_norm = ins.config.get("update_norm") == Some(&serde_json::Value::Bool(true));
         let template = self
             .model
             .take()
@@ -181,8 +205,16 @@ impl Client for GraphClient {
                 .map_err(|e| ClientError(format!("FedProx step: {e}")))?
             }
         };
-        let params = to_params(&model_params(&model));
+        let mut params = to_params(&model_params(&model));
         let mut metrics = Metrics::new();
+        if update_norm || dp.is_some() {
+            let noise = noise_seed(self.seed, dp, seed_round as usize);
+            let (sent, norm, clipped) = dp_update(&ins.params, params, dp, noise)
+                .map_err(|e| ClientError(format!("DP update: {e}")))?;
+            params = sent;
+            metrics.insert("update_norm".into(), norm);
+            metrics.insert("clipped".into(), f64::from(u8::from(clipped)));
+        }
         if let Some(before) = before {
             metrics.insert("val_loss_before".into(), before);
             metrics.insert("val_loss_after".into(), self.task.evaluate(&model).val_loss);

@@ -276,12 +276,12 @@ impl Validate for FedGraphConfig {
         )?;
         check(
             self.fed.runtime != "nats"
-                || (["table", "hpo"].contains(&self.task.mode.as_str())
+                || (["table", "hpo", "privacy"].contains(&self.task.mode.as_str())
                     && !graph_task
                     && ["fedavg", "fedprox", "fedopt"].contains(&self.fed.algo.as_str())),
             "fed.runtime",
             &self.fed.runtime,
-            "\"nats\" runs the server-client algorithms of the node table (fed.algo = fedavg, fedprox or fedopt, task.mode = table, a node-classification graph) and hpo; FedSage+'s generator stage, GCFL+ and privacy run in-process only",
+            "\"nats\" runs the server-client algorithms of the node table (fed.algo = fedavg, fedprox or fedopt, task.mode = table, a node-classification graph), hpo and privacy; FedSage+'s generator stage and GCFL+ run in-process only",
         )?;
         if graph_task {
             // The graph-classification table draws its graphs and their splits from

@@ -209,6 +209,11 @@ impl Federation {
         &self.whole
     }
 
+    /// The seed of client `c`'s own random streams (dropout, DP noise).
+    pub fn client_seed(&self, c: usize) -> u64 {
+        self.client_seeds[c]
+    }
+
     /// The current global parameters.
     pub fn params(&self) -> &Params {
         &self.params
@@ -302,7 +307,7 @@ impl Federation {
             return Ok(());
         }
         let hps = vec![*hp; self.tasks.len()];
-        let fits = trainer.fit_round(self, &hps, false)?;
+        let fits = trainer.fit_round(self, &hps, Ask::default())?;
         self.apply(fits)
     }
 
@@ -342,6 +347,10 @@ pub struct ClientFit {
     pub params: Params,
     pub val_loss_before: f64,
     pub val_loss_after: f64,
+    /// The update's L2 norm before clipping (NaN when not asked for).
+    pub update_norm: f64,
+    /// Whether the DP clip shortened the update.
+    pub clipped: bool,
 }
 
 /// Where the clients' local training of a [`Federation`] round runs: in this thread
@@ -355,7 +364,7 @@ pub trait Trainer: Sync {
         &self,
         fed: &Federation,
         hps: &[LocalHp],
-        val_losses: bool,
+        ask: Ask,
     ) -> Result<Vec<ClientFit>, FedGraphError>;
 
     /// One round of each federation of `batch`, each with its clients' configurations:
@@ -363,11 +372,11 @@ pub trait Trainer: Sync {
     fn fit_rounds(
         &self,
         batch: &[(&Federation, Vec<LocalHp>)],
-        val_losses: bool,
+        ask: Ask,
     ) -> Result<Vec<Vec<ClientFit>>, FedGraphError> {
         batch
             .iter()
-            .map(|(fed, hps)| self.fit_round(fed, hps, val_losses))
+            .map(|(fed, hps)| self.fit_round(fed, hps, ask))
             .collect()
     }
 
@@ -386,9 +395,13 @@ impl Trainer for InProcess {
         &self,
         fed: &Federation,
         hps: &[LocalHp],
-        val_losses: bool,
+        ask: Ask,
     ) -> Result<Vec<ClientFit>, FedGraphError> {
-        let global = if val_losses { Some(fed.model()?) } else { None };
+        let global = if ask.val_losses {
+            Some(fed.model()?)
+        } else {
+            None
+        };
         let mut fits = Vec::with_capacity(hps.len());
         for (c, hp) in hps.iter().enumerate() {
             let (res, local) = fed.local_fit(c, hp)?;
@@ -399,11 +412,20 @@ impl Trainer for InProcess {
                 ),
                 None => (f64::NAN, f64::NAN),
             };
+            let (params, update_norm, clipped) = if ask.update_norms || ask.dp.is_some() {
+                let noise = super::privacy::noise_seed(fed.client_seed(c), ask.dp, fed.round + 1);
+                super::privacy::dp_update(fed.params(), res.params, ask.dp, noise)
+                    .map_err(StrategyError::from)?
+            } else {
+                (res.params, f64::NAN, false)
+            };
             fits.push(ClientFit {
                 client: c,
-                params: res.params,
+                params,
                 val_loss_before: before,
                 val_loss_after: after,
+                update_norm,
+                clipped,
             });
         }
         Ok(fits)
@@ -417,16 +439,42 @@ impl Trainer for InProcess {
 /// The task config of a fit that [`super::client::GraphClient`] answers as
 /// [`Federation::local_fit`] trains: `hp`, and the trial's round (`seed_round`) for the
 /// dropout stream, since the fabric's own round counts every trial's rounds.
-pub fn fit_config(hp: &LocalHp, trial_round: usize, val_losses: bool) -> crate::fabric::Config {
+pub fn fit_config(hp: &LocalHp, trial_round: usize, ask: Ask) -> crate::fabric::Config {
     let mut c = crate::fabric::Config::new();
     c.insert("lr".into(), json!(hp.lr));
     c.insert("local_steps".into(), json!(hp.local_steps));
     c.insert("dropout".into(), json!(hp.dropout));
     c.insert("seed_round".into(), json!(trial_round as u64));
-    if val_losses {
+    if ask.val_losses {
         c.insert("val_losses".into(), json!(true));
     }
+    if ask.update_norms {
+        c.insert("update_norm".into(), json!(true));
+    }
+    if let Some(dp) = ask.dp {
+        c.insert("dp_clip".into(), json!(dp.clip));
+        c.insert("dp_sigma".into(), json!(dp.sigma));
+    }
     c
+}
+
+/// What a round asks of the clients besides their trained parameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ask {
+    /// The validation loss of the global and of the trained model (FedEx).
+    pub val_losses: bool,
+    /// The L2 norm of the update before any clipping (the privacy study).
+    pub update_norms: bool,
+    /// Local differential privacy: the client clips its update and adds Gaussian noise
+    /// before sending ([`super::privacy::dp_update`]).
+    pub dp: Option<Dp>,
+}
+
+/// The client-side Gaussian mechanism's parameters: clip norm and noise multiplier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dp {
+    pub clip: f64,
+    pub sigma: f64,
 }
 
 /// The clients' training in `ferrolab fed client --system fedgraph` processes over a fabric
@@ -479,12 +527,7 @@ impl std::fmt::Debug for FabricTrainer<'_> {
 impl FabricTrainer<'_> {
     /// Sends `fed`'s next round's fit tasks (client `c` training with `hps[c]`) under a fresh
     /// fabric round, which it returns.
-    fn send(
-        &self,
-        fed: &Federation,
-        hps: &[LocalHp],
-        val_losses: bool,
-    ) -> Result<u64, FedGraphError> {
+    fn send(&self, fed: &Federation, hps: &[LocalHp], ask: Ask) -> Result<u64, FedGraphError> {
         use crate::fabric::{ClientId, Task, TaskKind};
         let r = self.next_round.fetch_add(1, Ordering::SeqCst);
         for (c, hp) in hps.iter().enumerate() {
@@ -493,7 +536,7 @@ impl FabricTrainer<'_> {
                 &Task {
                     round: r,
                     kind: TaskKind::Fit,
-                    config: fit_config(hp, fed.round + 1, val_losses),
+                    config: fit_config(hp, fed.round + 1, ask),
                     params: fed.params().clone(),
                 },
             )?;
@@ -552,6 +595,8 @@ impl FabricTrainer<'_> {
                 client: rep.id.client as usize,
                 val_loss_before: metric(&rep, "val_loss_before"),
                 val_loss_after: metric(&rep, "val_loss_after"),
+                update_norm: metric(&rep, "update_norm"),
+                clipped: metric(&rep, "clipped") == 1.0,
                 params: rep.params,
             })
             .collect())
@@ -563,9 +608,9 @@ impl Trainer for FabricTrainer<'_> {
         &self,
         fed: &Federation,
         hps: &[LocalHp],
-        val_losses: bool,
+        ask: Ask,
     ) -> Result<Vec<ClientFit>, FedGraphError> {
-        let r = self.send(fed, hps, val_losses)?;
+        let r = self.send(fed, hps, ask)?;
         self.collect(fed, r, hps.len())
     }
 
@@ -575,11 +620,11 @@ impl Trainer for FabricTrainer<'_> {
     fn fit_rounds(
         &self,
         batch: &[(&Federation, Vec<LocalHp>)],
-        val_losses: bool,
+        ask: Ask,
     ) -> Result<Vec<Vec<ClientFit>>, FedGraphError> {
         let rounds = batch
             .iter()
-            .map(|(fed, hps)| self.send(fed, hps, val_losses))
+            .map(|(fed, hps)| self.send(fed, hps, ask))
             .collect::<Result<Vec<_>, _>>()?;
         // In sending order: a collection ignores replies of rounds below its own.
         batch
@@ -677,7 +722,7 @@ fn advance_together(
                 .iter()
                 .map(|t| (&t.fed, vec![t.hp; t.fed.num_clients()]))
                 .collect();
-            trainer.fit_rounds(&batch, false)?
+            trainer.fit_rounds(&batch, Ask::default())?
         };
         for (t, f) in active.iter_mut().zip(fits) {
             t.fed.apply(f)?;
@@ -887,7 +932,11 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
             steps_used += space[a].local_steps;
             log.push((a, 1));
         }
-        let fits = cx.trainer.fit_round(&fed, &hps, true)?;
+        let ask = Ask {
+            val_losses: true,
+            ..Ask::default()
+        };
+        let fits = cx.trainer.fit_round(&fed, &hps, ask)?;
         let mut ups = Vec::with_capacity(fits.len());
         let mut draws = Vec::with_capacity(fits.len());
         for f in fits {

@@ -12,6 +12,8 @@
 //! A job of `task.mode = "hpo"` is one seed of a federated hyper-parameter search
 //! (`ferrolab fedgraph hpo --set fed.runtime=nats`): the same client processes answer every
 //! trial's rounds, each task carrying the trial's configuration ([`super::hpo::FabricTrainer`]).
+//! A `task.mode = "privacy"` job is one seed of the privacy study: its tasks ask the clients
+//! to clip and noise their own updates (`dp_clip`, `dp_sigma`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,14 +94,11 @@ pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), Stri
     if !(job.lr > 0.0 && job.lr.is_finite()) {
         return Err(format!("job.lr = {}: must be > 0 and finite", job.lr));
     }
-    if cfg.task.mode == "privacy" {
-        return Err("task.mode = \"privacy\": the privacy study runs in-process only (the multi-process runtime runs the node table and hpo)".into());
-    }
-    // A search job (`task.mode = "hpo"`) serves one of the search's seeds.
-    let (seeds, key) = if cfg.task.mode == "hpo" {
-        (cfg.hpo.seeds, "hpo.seeds")
-    } else {
-        (cfg.fed.seeds, "fed.seeds")
+    // A search (`task.mode = "hpo"`) or privacy job serves one of that mode's seeds.
+    let (seeds, key) = match cfg.task.mode.as_str() {
+        "hpo" => (cfg.hpo.seeds, "hpo.seeds"),
+        "privacy" => (cfg.privacy.seeds, "privacy.seeds"),
+        _ => (cfg.fed.seeds, "fed.seeds"),
     };
     if job.seed_index >= seeds {
         return Err(format!(

@@ -15,8 +15,9 @@
 //!   best constant guess (`property_attack_chance`).
 //! - **Defence**: a client-side (local) Gaussian mechanism: each client clips its update
 //!   `Δ = θ_local − θ_global` to L2 norm `C` (`privacy.clip`) and adds `N(0, σ² C² I)` itself
-//!   before sending ([`privatize`]), so the server sees every client's noised update on its
-//!   own. This is not McMahan et al.'s DP-FedAvg (ICLR 2018), where the server adds noise once
+//!   before sending ([`privatize`], [`dp_update`]; each client's noise comes from its own
+//!   stream, [`noise_seed`]), so the server sees every client's noised update on its own. With
+//!   `fed.runtime = "nats"` the clip and the noise happen in the client processes. This is not McMahan et al.'s DP-FedAvg (ICLR 2018), where the server adds noise once
 //!   to the clipped sum; with local noise the average's noise falls only as `1/√n` and no
 //!   client's ε improves with more clients. Every client takes part in every round (`q = 1`),
 //!   the rounds compose in Rényi DP (Mironov, CSF 2017), converted to `(ε, δ)` with the bound
@@ -47,7 +48,8 @@ use super::FedGraphError;
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
 use super::experiment::mean_std;
-use super::hpo::{Federation, LocalHp};
+use super::hpo::{Ask, Dp, Federation, InProcess, LocalHp, Trainer};
+use crate::params::Params;
 
 ferrolab_core::config_section! {
     /// Privacy keys (`ferrolab fedgraph privacy`, or `task.mode = "privacy"`).
@@ -340,6 +342,45 @@ pub fn privatize(delta: &mut [f64], clip: f64, sigma: f64, rng: &mut StdRng) -> 
     shortened
 }
 
+/// The seed of the DP noise client `c` adds in its round `round` of an arm with `dp`
+/// (`client_seed`: the client's own stream seed): each client noises its update with its own
+/// randomness, round by round, so a client process draws what the in-process client draws.
+pub fn noise_seed(client_seed: u64, dp: Option<Dp>, round: usize) -> u64 {
+    let sigma = dp.map_or(0.0, |d| d.sigma);
+    ferrolab_core::seed::derive(client_seed, &format!("dp_noise{sigma}/round{round}"))
+}
+
+/// A client's update as it leaves the client: with `dp`, `trained − global` clipped and
+/// noised by [`privatize`] (the noise from `noise_seed`), added back to `global`; without,
+/// `trained` unchanged. Also returns the update's L2 norm before clipping and whether the clip
+/// shortened it.
+pub fn dp_update(
+    global: &Params,
+    trained: Params,
+    dp: Option<Dp>,
+    noise_seed: u64,
+) -> Result<(Params, f64, bool), crate::params::ParamsError> {
+    let g0 = global.to_flat();
+    let mut delta: Vec<f64> = trained
+        .to_flat()
+        .iter()
+        .zip(&g0)
+        .map(|(a, b)| f64::from(*a) - f64::from(*b))
+        .collect();
+    let norm = delta.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let Some(dp) = dp else {
+        return Ok((trained, norm, false));
+    };
+    let mut rng = StdRng::seed_from_u64(noise_seed);
+    let clipped = privatize(&mut delta, dp.clip, dp.sigma, &mut rng);
+    let sent: Vec<f32> = g0
+        .iter()
+        .zip(&delta)
+        .map(|(b, d)| (f64::from(*b) + d) as f32)
+        .collect();
+    Ok((trained.with_flat(&sent)?, norm, clipped))
+}
+
 /// One FedAvg run of the privacy experiment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrivacyRun {
@@ -380,18 +421,19 @@ pub fn run_one(
     seed: u64,
 ) -> Result<PrivacyRun, FedGraphError> {
     let fed = Federation::new(g, setup, zoo, weight_decay, seed)?;
-    run_federation(fed, g.classes, zoo.dropout, p, sigma, seed)
+    run_federation(fed, g.classes, zoo.dropout, p, sigma, &InProcess)
 }
 
 /// [`run_one`] on a federation built beforehand (parallel arms build theirs one after another
-/// on the calling thread, so model initialisation never races between threads).
+/// on the calling thread, so model initialisation never races between threads), its clients'
+/// training (and their DP) where `trainer` runs it.
 pub fn run_federation(
     mut fed: Federation,
     classes: usize,
     dropout: f64,
     p: &PrivacySection,
     sigma: Option<f64>,
-    seed: u64,
+    trainer: &dyn Trainer,
 ) -> Result<PrivacyRun, FedGraphError> {
     let bias = output_bias(&fed, classes)?;
     let truth: Vec<usize> = (0..fed.num_clients())
@@ -402,10 +444,14 @@ pub fn run_federation(
         local_steps: p.local_steps,
         dropout,
     };
-    let mut noise_rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(
-        seed,
-        &format!("dp_noise{}", sigma.unwrap_or(0.0)),
-    ));
+    let ask = Ask {
+        update_norms: true,
+        dp: sigma.map(|s| Dp {
+            clip: p.clip,
+            sigma: s,
+        }),
+        ..Ask::default()
+    };
     let (mut hits, mut guesses, mut clipped) = (0usize, 0usize, 0usize);
     let mut norms = Vec::new();
     for _ in 0..p.rounds {
@@ -413,41 +459,24 @@ pub fn run_federation(
             break;
         }
         let g0 = fed.params().to_flat();
-        let mut ups = Vec::with_capacity(fed.num_clients());
-        for (c, &label) in truth.iter().enumerate() {
-            let (res, _) = fed.local_fit(c, &hp)?;
-            let mut delta: Vec<f64> = res
+        let fits = trainer.fit_round(&fed, &vec![hp; fed.num_clients()], ask)?;
+        for f in &fits {
+            norms.push(f.update_norm);
+            clipped += usize::from(f.clipped);
+            // The server's view: the update as sent.
+            let seen: Vec<f64> = f
                 .params
                 .to_flat()
                 .iter()
                 .zip(&g0)
                 .map(|(a, b)| f64::from(*a) - f64::from(*b))
                 .collect();
-            let norm = delta.iter().map(|x| x * x).sum::<f64>().sqrt();
-            norms.push(norm);
-            if let Some(s) = sigma
-                && privatize(&mut delta, p.clip, s, &mut noise_rng)
-            {
-                clipped += 1;
-            }
-            // The server's view: the update as sent.
             guesses += 1;
-            if argmax(&delta[bias.clone()]) == label {
+            if argmax(&seen[bias.clone()]) == truth[f.client] {
                 hits += 1;
             }
-            let sent: Vec<f32> = g0
-                .iter()
-                .zip(&delta)
-                .map(|(b, d)| (f64::from(*b) + d) as f32)
-                .collect();
-            ups.push((
-                c,
-                res.params
-                    .with_flat(&sent)
-                    .map_err(crate::strategy::StrategyError::from)?,
-            ));
         }
-        fed.aggregate(&ups)?;
+        fed.apply(fits)?;
     }
     let mut counts = vec![0usize; classes];
     for &t in &truth {
@@ -515,17 +544,22 @@ pub fn run(
             ferrolab_core::seed::derive(seed, "node_split"),
             ferrolab_core::seed::derive(seed, "client_split"),
         )?;
-        // The arms are independent runs: one thread each, up to --threads.
-        let results = run_arms(
-            g,
-            &setup,
-            &zoo,
-            cfg.fed.weight_decay,
-            p,
-            &arms,
-            seed,
-            ctx.threads(),
-        )?;
+        let results = if cfg.fed.runtime == "nats" {
+            arms_over_nats(cfg, g, &setup, &zoo, &arms, seed, s, ctx)?
+        } else {
+            // The arms are independent runs: one thread each, up to --threads.
+            run_arms(
+                g,
+                &setup,
+                &zoo,
+                cfg.fed.weight_decay,
+                p,
+                &arms,
+                seed,
+                ctx.threads(),
+                &InProcess,
+            )?
+        };
         for (i, r) in results.into_iter().enumerate() {
             eprintln!(
                 "  seed {s} sigma {}: eps {:.2} (node level {:.2}), test {:.4}, MIA AUC {:.4} (same-class {:.4}), property attack {:.3} (chance {:.3}), update norm median {:.3}, clipped {:.2}",
@@ -696,7 +730,18 @@ fn run_arms(
     arms: &[Option<f64>],
     seed: u64,
     workers: usize,
+    trainer: &dyn Trainer,
 ) -> Result<Vec<PrivacyRun>, FedGraphError> {
+    if !trainer.concurrent() {
+        // A fabric's collections go one round at a time: the arms take turns.
+        return arms
+            .iter()
+            .map(|&arm| {
+                let fed = Federation::new(g, setup, zoo, weight_decay, seed)?;
+                run_federation(fed, g.classes, zoo.dropout, p, arm, trainer)
+            })
+            .collect();
+    }
     let feds = arms
         .iter()
         .map(|_| {
@@ -716,7 +761,7 @@ fn run_arms(
                     let Some(fed) = feds[i].lock().ok().and_then(|mut f| f.take()) else {
                         break;
                     };
-                    let r = run_federation(fed, g.classes, zoo.dropout, p, arm, seed);
+                    let r = run_federation(fed, g.classes, zoo.dropout, p, arm, trainer);
                     if let Ok(mut o) = out.lock() {
                         o.insert(i, r);
                     }
@@ -725,6 +770,85 @@ fn run_arms(
         }
     });
     out.into_inner().unwrap_or_default().into_values().collect()
+}
+
+/// One seed's arms with the clients as `ferrolab fed client --system fedgraph` processes over
+/// NATS (`fed.runtime = "nats"`): one job per seed; each client clips and noises its own
+/// update before it leaves the process, so the server (and its attacks) see only what a real
+/// server would.
+#[cfg(feature = "nats")]
+#[allow(clippy::too_many_arguments)]
+fn arms_over_nats(
+    cfg: &FedGraphConfig,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ferrolab_graph::zoo::ZooConfig,
+    arms: &[Option<f64>],
+    seed: u64,
+    s: usize,
+    ctx: &mut RunContext,
+) -> Result<Vec<PrivacyRun>, FedGraphError> {
+    use super::multiproc;
+    use crate::fabric::ClientId;
+    use std::time::Duration;
+    let url = multiproc::nats_url(cfg).ok_or_else(|| FedGraphError::Usage(super::NO_URL.into()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
+    let dir = ctx.run_dir().join("fabric");
+    let job = multiproc::Job {
+        master_seed: ctx.seed(),
+        data_dir: ctx.data_dir().map(std::path::Path::to_path_buf),
+        algo: "fedavg".into(),
+        lr: 0.0,
+        local_steps: 0,
+        seed_index: s,
+    }
+    .resolved(cfg);
+    let clients: Vec<ClientId> = (0..setup.clients.num_clients() as ClientId).collect();
+    let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
+    let grace = deadline.min(Duration::from_secs(30));
+    multiproc::run_job_with(cfg, &job, &url, &dir, &exe, |fabric, command| {
+        multiproc::serve_search(fabric, &clients, &clients, grace, command, |server| {
+            let trainer = super::hpo::FabricTrainer::new(server, deadline);
+            let out = run_arms(
+                g,
+                setup,
+                zoo,
+                cfg.fed.weight_decay,
+                &cfg.privacy,
+                arms,
+                seed,
+                1,
+                &trainer,
+            );
+            eprintln!(
+                "  seed {s}: {} federated rounds through {} ({} clients, {} updates left out)",
+                trainer.rounds(),
+                server.name(),
+                clients.len(),
+                trainer.left_out()
+            );
+            out
+        })
+    })
+}
+
+#[cfg(not(feature = "nats"))]
+#[allow(clippy::too_many_arguments)]
+fn arms_over_nats(
+    _: &FedGraphConfig,
+    _: &GraphSet,
+    _: &SeedSetup,
+    _: &ferrolab_graph::zoo::ZooConfig,
+    _: &[Option<f64>],
+    _: u64,
+    _: usize,
+    _: &mut RunContext,
+) -> Result<Vec<PrivacyRun>, FedGraphError> {
+    Err(FedGraphError::Usage(
+        "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)"
+            .into(),
+    ))
 }
 
 #[cfg(test)]
