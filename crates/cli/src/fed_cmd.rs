@@ -9,7 +9,10 @@
 //! starts one `fed client --id K` process per client (none with `--external-clients`: the
 //! operator starts them, on any machine) and prints the run's summary as JSON.
 //! `--system fedgraph` does the same for one federated run of `ferrolab fedgraph`'s node table
-//! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed).
+//! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed), or, for a job of
+//! `task.mode = "hpo"`, one seed's federated hyper-parameter search; its clients also serve
+//! the privacy study's jobs (`task.mode = "privacy"`), whose server is `ferrolab fedgraph
+//! privacy --set fed.runtime=nats`.
 
 use crate::common::UsageError;
 use anyhow::Result;
@@ -201,14 +204,23 @@ pub fn run(a: &FedArgs) -> Result<()> {
     let config = read_config(&common.config)?;
     if matches!(a.role, Role::Server(_)) && !config.contains_key("job") {
         // A whole experiment's config names a grid; a server runs one job of it.
+        let search = config
+            .get("task")
+            .and_then(|t| t.get("mode"))
+            .and_then(toml::Value::as_str)
+            == Some("hpo");
         eprintln!(
-            "fed: {} has no [job] table: this server runs one job, the first {} at seed index 0 (the whole grid over NATS: `ferrolab {system} --set fed.runtime=nats`)",
+            "fed: {} has no [job] table: this server runs one job, {} at seed index 0 (the whole {} over NATS: `ferrolab {system}{} --set fed.runtime=nats`)",
             common.config.display(),
-            if system == "fedgraph" {
-                "learning rate and local-step count of fed.algo"
+            if search {
+                "the search"
+            } else if system == "fedgraph" {
+                "the first learning rate and local-step count of fed.algo"
             } else {
-                "split, algorithm and step size"
-            }
+                "the first split, algorithm and step size"
+            },
+            if search { "search" } else { "grid" },
+            if search { " hpo" } else { "" }
         );
     }
     if system == "fedgraph" {
