@@ -67,6 +67,11 @@ fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
         ("[job]\nseed_index = 9\n", "job.seed_index"),
         ("[job]\nbogus = 1\n", "bogus"),
         ("[fed]\nlrs = []\n", "fed.lrs"),
+        // A search tunes FedAvg.
+        (
+            "[task]\nmode = \"hpo\"\n[fed]\nalgo = \"fedprox\"\n",
+            "fed.algo",
+        ),
         // A search job's seed index counts the search's seeds.
         (
             "[task]\nmode = \"hpo\"\n[hpo]\nseeds = 1\n[job]\nseed_index = 1\n",

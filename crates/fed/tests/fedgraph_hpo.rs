@@ -321,6 +321,109 @@ fn a_search_through_a_fabric_to_client_threads_repeats_the_in_process_search() {
     });
 }
 
+/// A client of another build: trains nothing, answers every fit with the global model and
+/// no metrics.
+struct Ignorant;
+
+impl ferrolab_fed::client::Client for Ignorant {
+    fn fit(
+        &mut self,
+        ins: &ferrolab_fed::client::FitIns,
+        _: &ferrolab_fed::client::ClientCtx<'_>,
+    ) -> Result<ferrolab_fed::client::FitRes, ferrolab_fed::client::ClientError> {
+        Ok(ferrolab_fed::client::FitRes {
+            params: ins.params.clone(),
+            n_examples: 1,
+            metrics: Default::default(),
+        })
+    }
+    fn evaluate(
+        &mut self,
+        _: &ferrolab_fed::client::FitIns,
+        _: &ferrolab_fed::client::ClientCtx<'_>,
+    ) -> Result<ferrolab_fed::client::EvaluateRes, ferrolab_fed::client::ClientError> {
+        Err(ferrolab_fed::client::ClientError("not asked".into()))
+    }
+}
+
+#[test]
+fn a_reply_without_what_its_task_asked_for_is_refused() {
+    use ferrolab_fed::fabric::{ClientId, Fabric, Task, TaskKind};
+    use ferrolab_fed::fedgraph::hpo::Dp;
+    use std::time::Duration;
+    let g = communities(600, 16, 11);
+    let st = setup(&g);
+    let z = zoo(&g);
+    let fed = Federation::new(&g, &st, &z, 5e-4, 3).unwrap();
+    let k = fed.num_clients();
+    let fabric = InProcFabric::new();
+    let hp = LocalHp {
+        lr: 0.5,
+        local_steps: 1,
+        dropout: 0.0,
+    };
+    std::thread::scope(|s| {
+        for c in 0..k {
+            let f = &fabric;
+            s.spawn(move || serve(&mut Ignorant, c as ClientId, f, Duration::from_secs(60)));
+        }
+        let trainer = FabricTrainer::new(&fabric, Duration::from_secs(60));
+        // Nothing asked for: the (untrained) updates are taken.
+        assert_eq!(
+            trainer
+                .fit_round(&fed, &vec![hp; k], Ask::default())
+                .unwrap()
+                .len(),
+            k
+        );
+        // Asked to clip and noise, a client that sends its raw update is refused.
+        let dp = Ask {
+            dp: Some(Dp {
+                clip: 1.0,
+                sigma: 1.0,
+                secret: false,
+            }),
+            ..Ask::default()
+        };
+        let e = trainer
+            .fit_round(&fed, &vec![hp; k], dp)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lacks `update_norm`"), "{e}");
+        assert_eq!(trainer.left_out(), k);
+        for c in 0..k {
+            let stop = Task {
+                round: u64::MAX,
+                kind: TaskKind::Shutdown,
+                config: Default::default(),
+                params: Default::default(),
+            };
+            fabric.send_task(c as ClientId, &stop).unwrap();
+        }
+    });
+}
+
+#[test]
+fn secret_noise_does_not_repeat_and_seeded_noise_does() {
+    let g = communities(600, 16, 11);
+    let st = setup(&g);
+    let z = zoo(&g);
+    let mut p = PrivacySection {
+        rounds: 3,
+        lr: 0.5,
+        clip: 1.0,
+        ..Default::default()
+    };
+    let run = |p: &PrivacySection| run_one(&g, &st, &z, 5e-4, p, Some(0.5), 9).unwrap();
+    assert_eq!(run(&p), run(&p));
+    p.noise = "secret".into();
+    let (a, b) = (run(&p), run(&p));
+    // The final models differ: every node's membership score moves with them.
+    assert_ne!((a.mia_auc, &a.test_curve), (b.mia_auc, &b.test_curve));
+    // The same mechanism otherwise: same ε, same clipping of the same first-round updates.
+    assert_eq!(a.epsilon, b.epsilon);
+}
+
 #[test]
 fn a_graph_client_refuses_a_bad_trial_configuration_and_keeps_its_model() {
     use ferrolab_fed::client::{Client, ClientCtx, FitIns};

@@ -3,8 +3,10 @@
 //! number of training nodes (FedAvg's `n_k`). A task config holding `prox_mu` makes it a
 //! FedProx client (Li et al., MLSys 2020): every step also descends μ/2 ‖w − w_global‖².
 //! Federated HPO's tasks also carry the trial's `dropout` and `seed_round`, and `val_losses`
-//! asks for the validation loss of the global and the trained model (FedEx's signal); see
-//! [`super::hpo::fit_config`].
+//! asks for the validation loss of the global and the trained model (FedEx's signal); the
+//! privacy study's carry `update_norm` (report the update's norm before clipping) and
+//! `dp_clip` / `dp_sigma` (clip and noise the update here, before it is sent; `dp_secret`:
+//! with noise from this process's own entropy); see [`super::hpo::fit_config`].
 
 use ferrolab_core::burn::optim::ModuleOptimizer;
 use ferrolab_graph::zoo::train::{NodeTask, OptimKind};
@@ -13,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::hpo::Dp;
-use super::privacy::{dp_update, noise_seed};
+use super::privacy::{dp_update, noise_seed, noise_seed_secret};
 use crate::client::{Client, ClientCtx, ClientError, EvaluateRes, FitIns, FitRes};
 use crate::fabric::{Config, Metrics};
 use crate::params::Params;
@@ -162,7 +164,13 @@ impl Client for GraphClient {
                 (Some(clip), Some(sigma))
                     if clip > 0.0 && clip.is_finite() && sigma > 0.0 && sigma.is_finite() =>
                 {
-                    Some(Dp { clip, sigma })
+                    let secret =
+                        ins.config.get("dp_secret") == Some(&serde_json::Value::Bool(true));
+                    Some(Dp {
+                        clip,
+                        sigma,
+                        secret,
+                    })
                 }
                 _ => {
                     return Err(ClientError(format!(
@@ -207,19 +215,23 @@ impl Client for GraphClient {
         };
         let mut params = to_params(&model_params(&model));
         let mut metrics = Metrics::new();
+        if let Some(before) = before {
+            metrics.insert("val_loss_before".into(), before);
+            metrics.insert("val_loss_after".into(), self.task.evaluate(&model).val_loss);
+        }
+        // Kept before anything below can fail: a failed task must not cost the next ones.
+        self.model = Some(model);
         if update_norm || dp.is_some() {
-            let noise = noise_seed(self.seed, dp, seed_round as usize);
+            let noise = match dp {
+                Some(d) if d.secret => noise_seed_secret(),
+                _ => noise_seed(self.seed, dp, seed_round as usize),
+            };
             let (sent, norm, clipped) = dp_update(&ins.params, params, dp, noise)
                 .map_err(|e| ClientError(format!("DP update: {e}")))?;
             params = sent;
             metrics.insert("update_norm".into(), norm);
             metrics.insert("clipped".into(), f64::from(u8::from(clipped)));
         }
-        if let Some(before) = before {
-            metrics.insert("val_loss_before".into(), before);
-            metrics.insert("val_loss_after".into(), self.task.evaluate(&model).val_loss);
-        }
-        self.model = Some(model);
         metrics.insert("train_loss".into(), loss);
         Ok(FitRes {
             params,

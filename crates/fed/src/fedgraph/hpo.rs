@@ -413,7 +413,10 @@ impl Trainer for InProcess {
                 None => (f64::NAN, f64::NAN),
             };
             let (params, update_norm, clipped) = if ask.update_norms || ask.dp.is_some() {
-                let noise = super::privacy::noise_seed(fed.client_seed(c), ask.dp, fed.round + 1);
+                let noise = match ask.dp {
+                    Some(d) if d.secret => super::privacy::noise_seed_secret(),
+                    _ => super::privacy::noise_seed(fed.client_seed(c), ask.dp, fed.round + 1),
+                };
                 super::privacy::dp_update(fed.params(), res.params, ask.dp, noise)
                     .map_err(StrategyError::from)?
             } else {
@@ -454,6 +457,9 @@ pub fn fit_config(hp: &LocalHp, trial_round: usize, ask: Ask) -> crate::fabric::
     if let Some(dp) = ask.dp {
         c.insert("dp_clip".into(), json!(dp.clip));
         c.insert("dp_sigma".into(), json!(dp.sigma));
+        if dp.secret {
+            c.insert("dp_secret".into(), json!(true));
+        }
     }
     c
 }
@@ -470,11 +476,17 @@ pub struct Ask {
     pub dp: Option<Dp>,
 }
 
-/// The client-side Gaussian mechanism's parameters: clip norm and noise multiplier.
+/// The client-side Gaussian mechanism's parameters: clip norm and noise multiplier, and
+/// where the noise comes from (`privacy.noise`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dp {
     pub clip: f64,
     pub sigma: f64,
+    /// `false` (`privacy.noise = "seeded"`): each client's noise stream derives from its
+    /// client seed, σ and the round, so a study repeats bit for bit, and whoever holds the
+    /// job's master seed (the server) can regenerate and remove it. `true` (`"secret"`): from
+    /// the client process's own entropy, which the server cannot know; no two runs repeat.
+    pub secret: bool,
 }
 
 /// The clients' training in `ferrolab fed client --system fedgraph` processes over a fabric
@@ -544,19 +556,33 @@ impl FabricTrainer<'_> {
         Ok(r)
     }
 
-    /// The fits of fabric round `r`, sent for `fed` to `clients` clients.
+    /// The fits of fabric round `r`, sent for `fed` to `clients` clients with `ask`.
     fn collect(
         &self,
         fed: &Federation,
         r: u64,
         clients: usize,
+        ask: Ask,
     ) -> Result<Vec<ClientFit>, FedGraphError> {
         use crate::fabric::{ClientId, Reply, TaskKind};
         let ids: Vec<ClientId> = (0..clients as ClientId).collect();
+        let mut wanted: Vec<&str> = Vec::new();
+        if ask.val_losses {
+            wanted.extend(["val_loss_before", "val_loss_after"]);
+        }
+        if ask.update_norms || ask.dp.is_some() {
+            // A client that ignored `dp_clip` would send its raw update: refused.
+            wanted.extend(["update_norm", "clipped"]);
+        }
         // Layout only: a non-finite update is the trial's divergence, which the federation
         // records as the in-process search does (a NaN average ends the trial).
         let template = fed.params();
         let validate = |rep: &Reply| {
+            if let Some(k) = wanted.iter().find(|k| !rep.metrics.contains_key(**k)) {
+                return Err(format!(
+                    "reply lacks `{k}`, which the task asked for (a client of another build?)"
+                ));
+            }
             template
                 .check_same_layout(&rep.params)
                 .map_err(|e| e.to_string())
@@ -611,7 +637,7 @@ impl Trainer for FabricTrainer<'_> {
         ask: Ask,
     ) -> Result<Vec<ClientFit>, FedGraphError> {
         let r = self.send(fed, hps, ask)?;
-        self.collect(fed, r, hps.len())
+        self.collect(fed, r, hps.len(), ask)
     }
 
     /// Every trial's tasks go out before the first collection: each client process works
@@ -630,7 +656,7 @@ impl Trainer for FabricTrainer<'_> {
         batch
             .iter()
             .zip(rounds)
-            .map(|((fed, hps), r)| self.collect(fed, r, hps.len()))
+            .map(|((fed, hps), r)| self.collect(fed, r, hps.len(), ask))
             .collect()
     }
 
@@ -937,6 +963,14 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
             ..Ask::default()
         };
         let fits = cx.trainer.fit_round(&fed, &hps, ask)?;
+        // Weighted over the clients that answered (all of them in-process), so a client left
+        // out of a round does not shrink the loss change the baseline tracks.
+        let answered = fits.iter().map(|f| nval[f.client]).sum::<f64>();
+        let total_val = if fits.len() == nval.len() {
+            total_val
+        } else {
+            answered.max(1.0)
+        };
         let mut ups = Vec::with_capacity(fits.len());
         let mut draws = Vec::with_capacity(fits.len());
         for f in fits {

@@ -94,6 +94,11 @@ pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), Stri
     if !(job.lr > 0.0 && job.lr.is_finite()) {
         return Err(format!("job.lr = {}: must be > 0 and finite", job.lr));
     }
+    if cfg.task.mode != "table" {
+        // What `ferrolab fedgraph hpo|privacy` refuses, a job of that mode refuses too (a
+        // search job with fed.algo = "fedprox" would otherwise run FedAvg silently).
+        super::hpo::check_mode(&cfg).map_err(|e| e.to_string())?;
+    }
     // A search (`task.mode = "hpo"`) or privacy job serves one of that mode's seeds.
     let (seeds, key) = match cfg.task.mode.as_str() {
         "hpo" => (cfg.hpo.seeds, "hpo.seeds"),

@@ -15,10 +15,15 @@
 //!   best constant guess (`property_attack_chance`).
 //! - **Defence**: a client-side (local) Gaussian mechanism: each client clips its update
 //!   `Δ = θ_local − θ_global` to L2 norm `C` (`privacy.clip`) and adds `N(0, σ² C² I)` itself
-//!   before sending ([`privatize`], [`dp_update`]; each client's noise comes from its own
-//!   stream, [`noise_seed`]), so the server sees every client's noised update on its own. With
-//!   `fed.runtime = "nats"` the clip and the noise happen in the client processes. This is not McMahan et al.'s DP-FedAvg (ICLR 2018), where the server adds noise once
-//!   to the clipped sum; with local noise the average's noise falls only as `1/√n` and no
+//!   before sending ([`privatize`], [`dp_update`]), so the server sees every client's noised
+//!   update on its own. With `fed.runtime = "nats"` the clip and the noise happen in the
+//!   client processes. Each client's noise comes from its own stream: by default
+//!   ([`noise_seed`], `privacy.noise = "seeded"`) derived from its client seed, σ and the
+//!   round, so a study repeats bit for bit, and a server holding the seeds could regenerate
+//!   and remove it: the attacks here do not, but the ε is then no guarantee against the
+//!   server; `privacy.noise = "secret"` draws it from the client's own entropy
+//!   ([`noise_seed_secret`]). This is not McMahan et al.'s DP-FedAvg (ICLR 2018), where the
+//!   server adds noise once to the clipped sum; with local noise the average's noise falls only as `1/√n` and no
 //!   client's ε improves with more clients. Every client takes part in every round (`q = 1`),
 //!   the rounds compose in Rényi DP (Mironov, CSF 2017), converted to `(ε, δ)` with the bound
 //!   of Balle et al. 2020 (Prop. 12 of arXiv 2004.00010; the one Opacus and Google's
@@ -68,6 +73,11 @@ ferrolab_core::config_section! {
         pub local_steps: usize = 4, "1..=10000" => |v| (1..=10_000).contains(v);
         /// Seeds (each draws its own node split, client split, initialisation and noise).
         pub seeds: usize = 2, "1..=100" => |v| (1..=100).contains(v);
+        /// Where each client's DP noise comes from: `seeded` (its client seed, σ and the
+        /// round: the study repeats bit for bit, and the server, which knows the seeds, could
+        /// regenerate and remove the noise) or `secret` (the client process's own entropy,
+        /// which the server cannot know; no two runs repeat).
+        pub noise: String = "seeded".into(), "`seeded` or `secret`" => |v| v == "seeded" || v == "secret";
     }
 }
 
@@ -350,6 +360,20 @@ pub fn noise_seed(client_seed: u64, dp: Option<Dp>, round: usize) -> u64 {
     ferrolab_core::seed::derive(client_seed, &format!("dp_noise{sigma}/round{round}"))
 }
 
+/// A noise seed from this process's own entropy (the standard library's per-thread random
+/// hash keys, drawn from the operating system, mixed with the time and the process id): what
+/// `privacy.noise = "secret"` clients noise with, which no other party can regenerate.
+pub fn noise_seed_secret() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// A client's update as it leaves the client: with `dp`, `trained − global` clipped and
 /// noised by [`privatize`] (the noise from `noise_seed`), added back to `global`; without,
 /// `trained` unchanged. Also returns the update's L2 norm before clipping and whether the clip
@@ -449,6 +473,7 @@ pub fn run_federation(
         dp: sigma.map(|s| Dp {
             clip: p.clip,
             sigma: s,
+            secret: p.noise == "secret",
         }),
         ..Ask::default()
     };
@@ -649,6 +674,11 @@ pub fn run(
         "attack_mia": "loss threshold (Yeom et al. 2018) on the final global model over the whole graph; members = training nodes, non-members = test nodes",
         "attack_property": "each client's majority training label guessed as the arg-max of the output-bias part of its (noised) update, every round",
         "defence": "client-side (local) Gaussian mechanism, not McMahan et al.'s central DP-FedAvg: each client clips its update to privacy.clip and adds N(0, (sigma*clip)^2) per coordinate itself; every client every round (q = 1); RDP composed over privacy.rounds, converted to (epsilon, delta) (Balle et al. 2020)",
+        "noise": if p.noise == "secret" {
+            "secret: each client's noise from its own process's entropy (no other party can regenerate it; runs do not repeat)"
+        } else {
+            "seeded: each client's noise stream from its client seed, sigma and the round (the study repeats bit for bit; a party holding the run's seeds, the server included, could regenerate it)"
+        },
         "adjacency": "dp_sigma<s>_epsilon: client level, zero-out (the client's update replaced by zero; sensitivity = clip, noise multiplier sigma). dp_sigma<s>_epsilon_node: node level, replace-one node of a client (two clipped updates differ by up to 2*clip; noise multiplier sigma/2), the adjacency the attacks probe",
     });
     report
@@ -774,8 +804,9 @@ fn run_arms(
 
 /// One seed's arms with the clients as `ferrolab fed client --system fedgraph` processes over
 /// NATS (`fed.runtime = "nats"`): one job per seed; each client clips and noises its own
-/// update before it leaves the process, so the server (and its attacks) see only what a real
-/// server would.
+/// update before it leaves the process, so what arrives at the server (and its attacks) is
+/// the noised update (with `privacy.noise = "seeded"` the server could still regenerate the
+/// noise from the job's seeds; `"secret"` closes that).
 #[cfg(feature = "nats")]
 #[allow(clippy::too_many_arguments)]
 fn arms_over_nats(

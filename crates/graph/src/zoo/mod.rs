@@ -483,6 +483,28 @@ pub fn model_params<M: Module>(m: &M) -> Vec<FlatParam> {
     c.0
 }
 
+/// Replaces every float parameter by an untracked copy of its value.
+struct Detach;
+
+impl ModuleMapper for Detach {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        // A new parameter around the value: `Param::set_require_grad` on a lazily initialised
+        // parameter would flip the setting its clones share (the original would then train
+        // nothing), and `Param::map` re-applies the lazy setting after the map. On the tensor,
+        // `set_require_grad(false)` makes an untracked leaf; `detach` would keep the leaf
+        // requiring grad, and every op on it tracked.
+        Param::initialized(param.id, param.val().set_require_grad(false))
+    }
+}
+
+/// `m` with every float parameter untracked: a forward pass of the result records nothing in
+/// the autodiff graph, and `m` is left as it was. (A forward pass of tracked parameters
+/// leaves its nodes until some backward pass sweeps them; a process that only evaluates
+/// never runs one.)
+pub fn untracked<M: Module>(m: &M) -> M {
+    m.clone().map(&mut Detach)
+}
+
 struct Load<'a> {
     params: &'a [FlatParam],
     next: usize,

@@ -188,10 +188,9 @@ impl NodeTask {
 
     /// Row-major logits `[n, classes]` without dropout.
     pub fn logits(&self, model: &GnnModel) -> Vec<f32> {
-        // Untracked parameters: a forward pass of tracked ones leaves its nodes in the
-        // autodiff graph until some backward pass sweeps them, and a process that only
-        // evaluates (a federated server) never runs one; it grew by a hidden layer per call.
-        let model = model.clone().no_grad();
+        // A federated server only evaluates: with tracked parameters it grew by a hidden
+        // layer per call (see `untracked`).
+        let model = super::untracked(model);
         to_vec_f32(model.forward(&self.graph, &self.x, 0.0, None))
     }
 
