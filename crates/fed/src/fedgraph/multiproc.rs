@@ -377,3 +377,27 @@ pub fn serve_search<R>(
         out
     })
 }
+
+/// Where one seed's job of `ferrolab fedgraph hpo|privacy --set fed.runtime=nats` goes: the
+/// NATS URL, this executable (the clients' program), the run folder's `fabric/` for the job
+/// file, and the job (seed index `s` of the run's master seed and data folder).
+pub fn seed_job(
+    cfg: &FedGraphConfig,
+    ctx: &mut ferrolab_core::RunContext,
+    s: usize,
+) -> Result<(String, PathBuf, PathBuf, Job), FedGraphError> {
+    let url = nats_url(cfg).ok_or_else(|| FedGraphError::Usage(super::NO_URL.into()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
+    let dir = ctx.run_dir().join("fabric");
+    let job = Job {
+        master_seed: ctx.seed(),
+        data_dir: ctx.data_dir().map(Path::to_path_buf),
+        algo: "fedavg".into(),
+        lr: 0.0,
+        local_steps: 0,
+        seed_index: s,
+    }
+    .resolved(cfg);
+    Ok((url, exe, dir, job))
+}

@@ -822,19 +822,7 @@ fn arms_over_nats(
     use super::multiproc;
     use crate::fabric::ClientId;
     use std::time::Duration;
-    let url = multiproc::nats_url(cfg).ok_or_else(|| FedGraphError::Usage(super::NO_URL.into()))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
-    let dir = ctx.run_dir().join("fabric");
-    let job = multiproc::Job {
-        master_seed: ctx.seed(),
-        data_dir: ctx.data_dir().map(std::path::Path::to_path_buf),
-        algo: "fedavg".into(),
-        lr: 0.0,
-        local_steps: 0,
-        seed_index: s,
-    }
-    .resolved(cfg);
+    let (url, exe, dir, job) = multiproc::seed_job(cfg, ctx, s)?;
     let clients: Vec<ClientId> = (0..setup.clients.num_clients() as ClientId).collect();
     let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
     let grace = deadline.min(Duration::from_secs(30));
