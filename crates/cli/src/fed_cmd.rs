@@ -10,9 +10,8 @@
 //! operator starts them, on any machine) and prints the run's summary as JSON.
 //! `--system fedgraph` does the same for one federated run of `ferrolab fedgraph`'s node table
 //! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed), or, for a job of
-//! `task.mode = "hpo"`, one seed's federated hyper-parameter search; its clients also serve
-//! the privacy study's jobs (`task.mode = "privacy"`), whose server is `ferrolab fedgraph
-//! privacy --set fed.runtime=nats`.
+//! `task.mode = "hpo"`, one seed's federated hyper-parameter search, or, for `task.mode =
+//! "privacy"`, one seed of the privacy study (its clients clip and noise their own updates).
 
 use crate::common::UsageError;
 use anyhow::Result;
@@ -245,12 +244,6 @@ fn fedgraph(
     let at = |e: String| UsageError(format!("config {}: {e}", common.config.display()));
     let json = serde_json::to_value(&config).map_err(|e| at(e.to_string()))?;
     let (cfg, job) = multiproc::parse_job(json).map_err(at)?;
-    if matches!(party, Party::Server) && cfg.task.mode == "privacy" {
-        return Err(at(
-            "task.mode = \"privacy\": `fed server` runs table and hpo jobs; the privacy study's server is `ferrolab fedgraph privacy --set fed.runtime=nats` (its clients take privacy jobs)".into(),
-        )
-        .into());
-    }
     guard(
         a,
         ferrolab_core::System::memory_estimate(&ferrolab_fed::fedgraph::FedGraphSystem, &cfg, None),
@@ -283,6 +276,9 @@ fn fedgraph(
         }
         Party::Server if cfg.task.mode == "hpo" => {
             fedgraph_search(a, common, &cfg, &job, &unit, fabric)
+        }
+        Party::Server if cfg.task.mode == "privacy" => {
+            fedgraph_privacy(a, common, &cfg, &job, &unit, fabric)
         }
         Party::Server => {
             let url = nats_url(common.nats.as_deref())?;
@@ -387,6 +383,84 @@ fn fedgraph_search(
         .collect();
     let summary = serde_json::json!({
         "seed_index": job.seed_index, "clients": clients.len(), "methods": methods,
+    });
+    if let Role::Server(s) = &a.role
+        && let Some(path) = &s.out
+    {
+        let text = serde_json::to_string_pretty(&summary)?;
+        ferrolab_core::run::write_atomic(path, text.as_bytes())?;
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// `fed server --system fedgraph` on a job of `task.mode = "privacy"`: that seed's arms (no DP,
+/// then each σ) with the clients as processes (or started by hand with `--external-clients`),
+/// each client clipping and noising its own updates; prints each arm's figures as JSON and
+/// writes them to `--out`.
+#[cfg(feature = "nats")]
+fn fedgraph_privacy(
+    a: &FedArgs,
+    common: &Common,
+    cfg: &ferrolab_fed::fedgraph::config::FedGraphConfig,
+    job: &ferrolab_fed::fedgraph::multiproc::Job,
+    unit: &ferrolab_fed::fedgraph::multiproc::Unit,
+    fabric: ferrolab_fed::nats::NatsFabric,
+) -> Result<()> {
+    use ferrolab_fed::fedgraph::{multiproc, privacy};
+    use std::sync::Arc;
+    let url = nats_url(common.nats.as_deref())?;
+    let exe = std::env::current_exe()?;
+    let prefix = fabric.options().prefix.clone();
+    let clients = multiproc::client_ids(unit);
+    let spawn = if external(a) {
+        waiting_for("fedgraph", &clients, &common.config, &prefix);
+        Vec::new()
+    } else {
+        clients.clone()
+    };
+    let arms = privacy::arms(&cfg.privacy);
+    let runs = privacy::arms_on(
+        cfg,
+        &unit.graph,
+        &unit.setup,
+        &unit.zoo,
+        &arms,
+        unit.seed,
+        job.seed_index,
+        Arc::new(fabric),
+        &spawn,
+        |id| {
+            common.with_tls(multiproc::client_command(
+                &exe,
+                &url,
+                &common.config,
+                &prefix,
+                id,
+            ))
+        },
+    )
+    .map_err(fedgraph_err)?;
+    // ε of the no-DP arm is infinite: JSON has no such number, so it is null there.
+    let finite = |x: f64| x.is_finite().then_some(x);
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "sigma": r.sigma, "epsilon": finite(r.epsilon),
+                "epsilon_node": finite(r.epsilon_node),
+                "test_accuracy": r.test_accuracy, "val_accuracy": r.val_accuracy,
+                "mia_auc": finite(r.mia_auc), "mia_auc_same_class": finite(r.mia_auc_same_class),
+                "property_attack_accuracy": r.property_attack_accuracy,
+                "property_attack_chance": r.property_attack_chance,
+                "update_norm_median": finite(r.update_norm_median),
+                "clipped_fraction": r.clipped_fraction, "rounds": r.rounds,
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "seed_index": job.seed_index, "clients": clients.len(), "noise": cfg.privacy.noise,
+        "delta": cfg.privacy.delta, "arms": rows,
     });
     if let Role::Server(s) = &a.role
         && let Some(path) = &s.out

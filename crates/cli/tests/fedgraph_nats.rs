@@ -93,17 +93,6 @@ fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
             assert!(e.contains(key), "{role:?} {text}: {e}");
         }
     }
-    // A privacy job is for clients: its server is `fedgraph privacy --set fed.runtime=nats`.
-    let file = root.join("privacy.toml");
-    std::fs::write(&file, "[task]\nmode = \"privacy\"\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-        .args(["fed", "server", "--system", "fedgraph", "--config"])
-        .arg(&file)
-        .args(["--nats", "nats://127.0.0.1:1"])
-        .output()
-        .unwrap();
-    let e = assert_usage_error(&o, "privacy server");
-    assert!(e.contains("fedgraph privacy --set fed.runtime=nats"), "{e}");
 }
 
 /// The quick preset, shortened, as `fedgraph` args.
@@ -334,4 +323,33 @@ fn fedgraph_privacy_over_nats_equals_the_in_process_study_bit_for_bit() {
         "{m}"
     );
     assert!(m["test_accuracy"].as_f64().unwrap_or(0.0) > 0.6, "{m}");
+
+    // `fed server --system fedgraph` on a privacy job runs that seed's arms: the same figures.
+    let job = root.join("job.toml");
+    std::fs::write(
+        &job,
+        "[task]\nmode = \"privacy\"\n[privacy]\nrounds = 10\nsigmas = [0.8]\nseeds = 1\n\n[job]\nseed_index = 0\n",
+    )
+    .unwrap();
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "fedgraph",
+        "--config",
+        job.to_str().unwrap(),
+        "--prefix",
+        &format!("fgpriv{}", std::process::id()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(s["arms"][0]["sigma"], serde_json::Value::Null, "{s}");
+    assert_eq!(s["arms"][0]["epsilon"], serde_json::Value::Null, "{s}");
+    assert_eq!(s["arms"][0]["test_accuracy"], m["test_accuracy"], "{s}");
+    assert_eq!(s["arms"][1]["sigma"], 0.8);
+    assert_eq!(
+        s["arms"][1]["test_accuracy"], m["dp_sigma0p8_test_accuracy"],
+        "{s}"
+    );
+    assert_eq!(s["arms"][1]["epsilon"], m["dp_sigma0p8_epsilon"], "{s}");
 }

@@ -556,9 +556,7 @@ pub fn run(
         "{}: privacy, FedAvg {} rounds (lr {}, {} steps), {} clients, sigmas {:?}, clip {}, delta {}, {} seeds",
         g.name, p.rounds, p.lr, p.local_steps, cfg.fed.clients, p.sigmas, p.clip, p.delta, p.seeds
     );
-    let arms: Vec<Option<f64>> = std::iter::once(None)
-        .chain(p.sigmas.iter().map(|&s| Some(s)))
-        .collect();
+    let arms = arms(p);
     let mut runs: BTreeMap<usize, Vec<PrivacyRun>> = BTreeMap::new();
     for s in 0..p.seeds {
         let seed = ferrolab_core::seed::derive(ctx.seed(), &format!("seed{s}"));
@@ -821,35 +819,66 @@ fn arms_over_nats(
 ) -> Result<Vec<PrivacyRun>, FedGraphError> {
     use super::multiproc;
     use crate::fabric::ClientId;
-    use std::time::Duration;
     let (url, exe, dir, job) = multiproc::seed_job(cfg, ctx, s)?;
+    let clients: Vec<ClientId> = (0..setup.clients.num_clients() as ClientId).collect();
+    multiproc::run_job_with(cfg, &job, &url, &dir, &exe, |fabric, command| {
+        arms_on(cfg, g, setup, zoo, arms, seed, s, fabric, &clients, command)
+    })
+}
+
+/// The server of one seed's arms over `fabric` (a NATS fabric connected as the server), the
+/// clients' training (and their DP) done by the processes `command(k)` starts for `spawn`
+/// (none: started by hand, `ferrolab fed client --system fedgraph` on the same job file and
+/// prefix); every client is shut down after. Used by `ferrolab fedgraph privacy --set
+/// fed.runtime=nats` and by `ferrolab fed server --system fedgraph` on a privacy job.
+#[cfg(feature = "nats")]
+#[allow(clippy::too_many_arguments)]
+pub fn arms_on(
+    cfg: &FedGraphConfig,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ferrolab_graph::zoo::ZooConfig,
+    arms: &[Option<f64>],
+    seed: u64,
+    s: usize,
+    fabric: std::sync::Arc<dyn crate::fabric::Fabric>,
+    spawn: &[crate::fabric::ClientId],
+    command: impl FnMut(crate::fabric::ClientId) -> std::process::Command,
+) -> Result<Vec<PrivacyRun>, FedGraphError> {
+    use crate::fabric::ClientId;
+    use std::time::Duration;
     let clients: Vec<ClientId> = (0..setup.clients.num_clients() as ClientId).collect();
     let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
     let grace = deadline.min(Duration::from_secs(30));
-    multiproc::run_job_with(cfg, &job, &url, &dir, &exe, |fabric, command| {
-        multiproc::serve_search(fabric, &clients, &clients, grace, command, |server| {
-            let trainer = super::hpo::FabricTrainer::new(server, deadline);
-            let out = run_arms(
-                g,
-                setup,
-                zoo,
-                cfg.fed.weight_decay,
-                &cfg.privacy,
-                arms,
-                seed,
-                1,
-                &trainer,
-            );
-            eprintln!(
-                "  seed {s}: {} federated rounds through {} ({} clients, {} updates left out)",
-                trainer.rounds(),
-                server.name(),
-                clients.len(),
-                trainer.left_out()
-            );
-            out
-        })
+    super::multiproc::serve_search(fabric, spawn, &clients, grace, command, |server| {
+        let trainer = super::hpo::FabricTrainer::new(server, deadline);
+        let out = run_arms(
+            g,
+            setup,
+            zoo,
+            cfg.fed.weight_decay,
+            &cfg.privacy,
+            arms,
+            seed,
+            1,
+            &trainer,
+        );
+        eprintln!(
+            "  seed {s}: {} federated rounds through {} ({} clients, {} updates left out)",
+            trainer.rounds(),
+            server.name(),
+            clients.len(),
+            trainer.left_out()
+        );
+        out
     })
+}
+
+/// The study's arms: no DP, then each of `privacy.sigmas`.
+pub fn arms(p: &PrivacySection) -> Vec<Option<f64>> {
+    std::iter::once(None)
+        .chain(p.sigmas.iter().map(|&s| Some(s)))
+        .collect()
 }
 
 #[cfg(not(feature = "nats"))]
