@@ -281,23 +281,12 @@ fn fedgraph(
             fedgraph_privacy(a, common, &cfg, &job, &unit, fabric)
         }
         Party::Server => {
-            let url = nats_url(common.nats.as_deref())?;
-            let exe = std::env::current_exe()?;
-            let prefix = fabric.options().prefix.clone();
-            let clients = multiproc::client_ids(&unit);
-            let out = if external(a) {
-                waiting_for("fedgraph", &clients, &common.config, &prefix);
+            let st = Starter::new(a, common, multiproc::client_ids(&unit), &fabric)?;
+            let clients = &st.clients;
+            let out = if st.spawn.is_empty() {
                 multiproc::run_server_external(&unit, Arc::new(fabric))
             } else {
-                multiproc::run_server(&unit, Arc::new(fabric), |id| {
-                    common.with_tls(multiproc::client_command(
-                        &exe,
-                        &url,
-                        &common.config,
-                        &prefix,
-                        id,
-                    ))
-                })
+                multiproc::run_server(&unit, Arc::new(fabric), |id| st.command(common, id))
             }
             .map_err(fedgraph_err)?;
             let summary = serde_json::json!({
@@ -309,18 +298,74 @@ fn fedgraph(
                 "server_mib": out.server_bytes as f64 / f64::from(1u32 << 20),
                 "rejected": out.rejected,
             });
-            if let Role::Server(s) = &a.role
-                && let Some(path) = &s.out
-            {
-                let text = serde_json::to_string_pretty(&serde_json::json!({
-                    "summary": summary, "curve": out.curve, "round_seconds": out.round_seconds,
-                }))?;
-                ferrolab_core::run::write_atomic(path, text.as_bytes())?;
-            }
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(())
+            let file = serde_json::json!({
+                "summary": summary, "curve": out.curve, "round_seconds": out.round_seconds,
+            });
+            print_summary(a, &summary, &file)
         }
     }
+}
+
+/// How a fedgraph server starts its clients: each of `clients` as a `fed client` process of
+/// this executable on the same config and prefix, or none with `--external-clients` (`spawn`
+/// is then empty, and the operator is told what to start).
+#[cfg(feature = "nats")]
+struct Starter {
+    url: String,
+    exe: PathBuf,
+    prefix: String,
+    clients: Vec<u32>,
+    spawn: Vec<u32>,
+}
+
+#[cfg(feature = "nats")]
+impl Starter {
+    fn new(
+        a: &FedArgs,
+        common: &Common,
+        clients: Vec<u32>,
+        fabric: &ferrolab_fed::nats::NatsFabric,
+    ) -> Result<Self> {
+        let url = nats_url(common.nats.as_deref())?;
+        let exe = std::env::current_exe()?;
+        let prefix = fabric.options().prefix.clone();
+        let spawn = if external(a) {
+            waiting_for("fedgraph", &clients, &common.config, &prefix);
+            Vec::new()
+        } else {
+            clients.clone()
+        };
+        Ok(Starter {
+            url,
+            exe,
+            prefix,
+            clients,
+            spawn,
+        })
+    }
+
+    fn command(&self, common: &Common, id: u32) -> std::process::Command {
+        common.with_tls(ferrolab_fed::fedgraph::multiproc::client_command(
+            &self.exe,
+            &self.url,
+            &common.config,
+            &self.prefix,
+            id,
+        ))
+    }
+}
+
+/// Prints a fedgraph server's `summary` as JSON and writes `file` to `fed server --out`.
+#[cfg(feature = "nats")]
+fn print_summary(a: &FedArgs, summary: &serde_json::Value, file: &serde_json::Value) -> Result<()> {
+    if let Role::Server(s) = &a.role
+        && let Some(path) = &s.out
+    {
+        let text = serde_json::to_string_pretty(file)?;
+        ferrolab_core::run::write_atomic(path, text.as_bytes())?;
+    }
+    println!("{}", serde_json::to_string_pretty(summary)?);
+    Ok(())
 }
 
 /// `fed server --system fedgraph` on a job of `task.mode = "hpo"`: that seed's federated
@@ -337,10 +382,7 @@ fn fedgraph_search(
 ) -> Result<()> {
     use ferrolab_fed::fedgraph::{hpo, multiproc};
     use std::sync::Arc;
-    let url = nats_url(common.nats.as_deref())?;
-    let exe = std::env::current_exe()?;
-    let prefix = fabric.options().prefix.clone();
-    let clients = multiproc::client_ids(unit);
+    let st = Starter::new(a, common, multiproc::client_ids(unit), &fabric)?;
     let cx = hpo::SeedCtx {
         g: &unit.graph,
         setup: &unit.setup,
@@ -350,21 +392,14 @@ fn fedgraph_search(
         workers: 1,
         trainer: &hpo::InProcess,
     };
-    let spawn = if external(a) {
-        waiting_for("fedgraph", &clients, &common.config, &prefix);
-        Vec::new()
-    } else {
-        clients.clone()
-    };
-    let results = hpo::search_on(cfg, &cx, job.seed_index, Arc::new(fabric), &spawn, |id| {
-        common.with_tls(multiproc::client_command(
-            &exe,
-            &url,
-            &common.config,
-            &prefix,
-            id,
-        ))
-    })
+    let results = hpo::search_on(
+        cfg,
+        &cx,
+        job.seed_index,
+        Arc::new(fabric),
+        &st.spawn,
+        |id| st.command(common, id),
+    )
     .map_err(fedgraph_err)?;
     let grid_rounds = hpo::search_space(&cfg.hpo).len() * cfg.hpo.max_rounds;
     let methods: Vec<serde_json::Value> = cfg
@@ -382,16 +417,9 @@ fn fedgraph_search(
         })
         .collect();
     let summary = serde_json::json!({
-        "seed_index": job.seed_index, "clients": clients.len(), "methods": methods,
+        "seed_index": job.seed_index, "clients": st.clients.len(), "methods": methods,
     });
-    if let Role::Server(s) = &a.role
-        && let Some(path) = &s.out
-    {
-        let text = serde_json::to_string_pretty(&summary)?;
-        ferrolab_core::run::write_atomic(path, text.as_bytes())?;
-    }
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
+    print_summary(a, &summary, &summary)
 }
 
 /// `fed server --system fedgraph` on a job of `task.mode = "privacy"`: that seed's arms (no DP,
@@ -409,16 +437,7 @@ fn fedgraph_privacy(
 ) -> Result<()> {
     use ferrolab_fed::fedgraph::{multiproc, privacy};
     use std::sync::Arc;
-    let url = nats_url(common.nats.as_deref())?;
-    let exe = std::env::current_exe()?;
-    let prefix = fabric.options().prefix.clone();
-    let clients = multiproc::client_ids(unit);
-    let spawn = if external(a) {
-        waiting_for("fedgraph", &clients, &common.config, &prefix);
-        Vec::new()
-    } else {
-        clients.clone()
-    };
+    let st = Starter::new(a, common, multiproc::client_ids(unit), &fabric)?;
     let arms = privacy::arms(&cfg.privacy);
     let runs = privacy::arms_on(
         cfg,
@@ -429,16 +448,8 @@ fn fedgraph_privacy(
         unit.seed,
         job.seed_index,
         Arc::new(fabric),
-        &spawn,
-        |id| {
-            common.with_tls(multiproc::client_command(
-                &exe,
-                &url,
-                &common.config,
-                &prefix,
-                id,
-            ))
-        },
+        &st.spawn,
+        |id| st.command(common, id),
     )
     .map_err(fedgraph_err)?;
     // ε of the no-DP arm is infinite: JSON has no such number, so it is null there.
@@ -459,17 +470,10 @@ fn fedgraph_privacy(
         })
         .collect();
     let summary = serde_json::json!({
-        "seed_index": job.seed_index, "clients": clients.len(), "noise": cfg.privacy.noise,
+        "seed_index": job.seed_index, "clients": st.clients.len(), "noise": cfg.privacy.noise,
         "delta": cfg.privacy.delta, "arms": rows,
     });
-    if let Role::Server(s) = &a.role
-        && let Some(path) = &s.out
-    {
-        let text = serde_json::to_string_pretty(&summary)?;
-        ferrolab_core::run::write_atomic(path, text.as_bytes())?;
-    }
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
+    print_summary(a, &summary, &summary)
 }
 
 /// A fedgraph error as the CLI classifies it (usage: exit 2, runtime: exit 1).

@@ -1332,28 +1332,15 @@ pub fn search_on(
     spawn: &[crate::fabric::ClientId],
     command: impl FnMut(crate::fabric::ClientId) -> std::process::Command,
 ) -> Result<Vec<HpoResult>, FedGraphError> {
-    use std::time::Duration;
-    let clients: Vec<crate::fabric::ClientId> =
-        (0..cx.setup.clients.num_clients() as crate::fabric::ClientId).collect();
-    let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
-    let grace = deadline.min(Duration::from_secs(30));
     let grid_rounds = search_space(&cfg.hpo).len() * cfg.hpo.max_rounds;
-    super::multiproc::serve_search(fabric, spawn, &clients, grace, command, |server| {
-        let trainer = FabricTrainer::new(server, deadline);
+    let clients = cx.setup.clients.num_clients();
+    super::multiproc::serve_search(cfg, fabric, spawn, clients, s, command, |trainer| {
         let cx = SeedCtx {
-            trainer: &trainer,
+            trainer,
             workers: 1,
             ..*cx
         };
-        let out = methods_on(&cx, &cfg.hpo, s, grid_rounds);
-        eprintln!(
-            "  seed {s}: {} federated rounds through {} ({} clients, {} updates left out)",
-            trainer.rounds(),
-            server.name(),
-            clients.len(),
-            trainer.left_out()
-        );
-        out
+        methods_on(&cx, &cfg.hpo, s, grid_rounds)
     })
 }
 

@@ -360,20 +360,33 @@ pub fn run_job_with<R>(
     out
 }
 
-/// Federated HPO's server for one seed ([`super::hpo`] with a [`super::hpo::FabricTrainer`]):
-/// `body` runs the search over `fabric` while the seed's `clients` are processes from
-/// `command` (none: started by hand), and every client is shut down after it.
+/// The server of one seed of a search or privacy job (`fedgraph hpo|privacy` over NATS):
+/// `body` runs on a [`FabricTrainer`](super::hpo::FabricTrainer) over `fabric` (replies
+/// awaited `fed.reply_seconds`) while the seed's `clients` clients are processes from
+/// `command` for `spawn` (none: started by hand); then every client is shut down and the
+/// rounds and left-out updates of seed `s` are said on stderr.
 pub fn serve_search<R>(
+    cfg: &FedGraphConfig,
     fabric: Arc<dyn Fabric>,
     spawn: &[ClientId],
-    clients: &[ClientId],
-    grace: Duration,
+    clients: usize,
+    s: usize,
     command: impl FnMut(ClientId) -> Command,
-    body: impl FnOnce(&dyn Fabric) -> Result<R, FedGraphError>,
+    body: impl FnOnce(&super::hpo::FabricTrainer<'_>) -> Result<R, FedGraphError>,
 ) -> Result<R, FedGraphError> {
-    serve_with(fabric, spawn, clients, grace, command, |server| {
-        let out = body(server);
-        shutdown(server, clients);
+    let ids: Vec<ClientId> = (0..clients as ClientId).collect();
+    let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
+    let grace = deadline.min(Duration::from_secs(30));
+    serve_with(fabric, spawn, &ids, grace, command, |server| {
+        let trainer = super::hpo::FabricTrainer::new(server, deadline);
+        let out = body(&trainer);
+        eprintln!(
+            "  seed {s}: {} federated rounds through {} ({clients} clients, {} updates left out)",
+            trainer.rounds(),
+            server.name(),
+            trainer.left_out()
+        );
+        shutdown(server, &ids);
         out
     })
 }

@@ -845,14 +845,9 @@ pub fn arms_on(
     spawn: &[crate::fabric::ClientId],
     command: impl FnMut(crate::fabric::ClientId) -> std::process::Command,
 ) -> Result<Vec<PrivacyRun>, FedGraphError> {
-    use crate::fabric::ClientId;
-    use std::time::Duration;
-    let clients: Vec<ClientId> = (0..setup.clients.num_clients() as ClientId).collect();
-    let deadline = Duration::from_secs_f64(cfg.fed.reply_seconds);
-    let grace = deadline.min(Duration::from_secs(30));
-    super::multiproc::serve_search(fabric, spawn, &clients, grace, command, |server| {
-        let trainer = super::hpo::FabricTrainer::new(server, deadline);
-        let out = run_arms(
+    let clients = setup.clients.num_clients();
+    super::multiproc::serve_search(cfg, fabric, spawn, clients, s, command, |trainer| {
+        run_arms(
             g,
             setup,
             zoo,
@@ -861,16 +856,8 @@ pub fn arms_on(
             arms,
             seed,
             1,
-            &trainer,
-        );
-        eprintln!(
-            "  seed {s}: {} federated rounds through {} ({} clients, {} updates left out)",
-            trainer.rounds(),
-            server.name(),
-            clients.len(),
-            trainer.left_out()
-        );
-        out
+            trainer,
+        )
     })
 }
 
