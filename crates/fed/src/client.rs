@@ -150,6 +150,22 @@ pub fn serve(
     }
 }
 
+/// Tells each of `clients` that the run is over: [`serve`] returns on it. A client already
+/// gone cannot be told; its loop ends on its own after its idle time.
+pub fn shutdown(fabric: &dyn Fabric, clients: &[ClientId]) {
+    for &id in clients {
+        let _ = fabric.send_task(
+            id,
+            &crate::fabric::Task {
+                round: u64::MAX,
+                kind: TaskKind::Shutdown,
+                config: Config::new(),
+                params: Params::new(),
+            },
+        );
+    }
+}
+
 fn error_reply(id: MsgId, kind: TaskKind, e: ClientError) -> Reply {
     Reply {
         id,

@@ -449,3 +449,119 @@ fn prox_steps_with_mu_zero_match_plain_steps() {
         assert_eq!(model_params(&a), model_params(&b), "{steps} steps");
     }
 }
+
+/// A client that fails every fit task from round `from` on (its process stays up, so the
+/// server hears of each failure at once).
+struct FailsFrom<C> {
+    inner: C,
+    from: u64,
+}
+
+impl<C: ferrolab_fed::client::Client> ferrolab_fed::client::Client for FailsFrom<C> {
+    fn fit(
+        &mut self,
+        ins: &ferrolab_fed::client::FitIns,
+        ctx: &ferrolab_fed::client::ClientCtx<'_>,
+    ) -> Result<ferrolab_fed::client::FitRes, ferrolab_fed::client::ClientError> {
+        if ins.round >= self.from {
+            return Err(ferrolab_fed::client::ClientError("out of battery".into()));
+        }
+        self.inner.fit(ins, ctx)
+    }
+
+    fn evaluate(
+        &mut self,
+        ins: &ferrolab_fed::client::FitIns,
+        ctx: &ferrolab_fed::client::ClientCtx<'_>,
+    ) -> Result<ferrolab_fed::client::EvaluateRes, ferrolab_fed::client::ClientError> {
+        self.inner.evaluate(ins, ctx)
+    }
+}
+
+#[test]
+fn gcfl_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
+    use ferrolab_fed::client::serve;
+    use ferrolab_fed::fabric::ClientId;
+    use ferrolab_fed::fedgraph::gcfl::run_clustered_on;
+    use ferrolab_fed::fedgraph::gcfl_fabric::{FabricLearners, FamilyClient};
+    use ferrolab_fed::inproc::InProcFabric;
+    use std::time::Duration;
+    // Two feature widths (each client reads its own through its input layer), dropout on
+    // (each client's own stream), thresholds every round meets (the split path).
+    let fam = FamiliesSection {
+        features: "width-by-group".into(),
+        ..tiny_families()
+    };
+    let k = 6;
+    let data = generate(&fam, k, 4).unwrap();
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.arch = "gin".into();
+    cfg.model.hidden = 16;
+    cfg.model.dropout = 0.3;
+    let z = graph_zoo(&cfg).unwrap();
+    let s = GraphSchedule {
+        lr: 0.01,
+        local_steps: 3,
+        rounds: 8,
+        patience: 0,
+        weight_decay: 5e-4,
+    };
+    let plus = GcflSection {
+        eps1: f64::MAX,
+        eps2: 0.0,
+        warmup: 2,
+        seq_length: 3,
+        batch_size: 16,
+        ..Default::default()
+    };
+    let plain = GcflSection {
+        variant: "gcfl".into(),
+        ..plus.clone()
+    };
+    let seed = 9;
+    let run_remote = |g: &GcflSection, mode: Mode, fails: Option<(usize, u64)>| {
+        let fabric = InProcFabric::new();
+        std::thread::scope(|sc| {
+            for c in 0..k {
+                let f = &fabric;
+                let cl = FamilyClient::new(&data, c, &z, g, s.weight_decay, seed).unwrap();
+                let from = match fails {
+                    Some((who, r)) if who == c => r,
+                    _ => u64::MAX,
+                };
+                sc.spawn(move || {
+                    let mut cl = FailsFrom { inner: cl, from };
+                    serve(&mut cl, c as ClientId, f, Duration::from_secs(120))
+                });
+            }
+            let mut l =
+                FabricLearners::new(&fabric, Duration::from_secs(120), k, s.lr, s.local_steps);
+            let out = run_clustered_on(&data, &z, g, &s, mode, seed, &mut l);
+            let ids: Vec<ClientId> = (0..k as ClientId).collect();
+            ferrolab_fed::client::shutdown(&fabric, &ids);
+            (out.unwrap(), l.left_out())
+        })
+    };
+    for (g, mode) in [
+        (&plus, Mode::Gcfl),
+        (&plain, Mode::Gcfl),
+        (&plus, Mode::FedAvg),
+    ] {
+        let (a, alog) = run_clustered(&data, &z, g, &s, mode, seed).unwrap();
+        let ((b, blog), left_out) = run_remote(g, mode, None);
+        assert_eq!(left_out, 0);
+        assert_eq!(strip(a), strip(b), "{} {mode:?}", g.variant);
+        assert_eq!(alog, blog, "{} {mode:?}", g.variant);
+        if mode == Mode::Gcfl {
+            assert!(!alog.splits.is_empty(), "the split path is exercised");
+        }
+    }
+    // Client 2 fails every fit from round 2 on: the run goes on without its updates, its
+    // cluster is never cut (a cut needs every member's signal), its evaluations still come.
+    let ((r, log), left_out) = run_remote(&plus, Mode::Gcfl, Some((2, 2)));
+    assert_eq!(r.rounds_run, s.rounds);
+    assert_eq!(left_out, s.rounds - 1);
+    assert!(log.splits.is_empty(), "{:?}", log.splits);
+    assert_eq!(log.clusters, vec![(0..k).collect::<Vec<_>>()]);
+    assert!(r.val_accuracy.is_finite() && r.test_accuracy > 0.0);
+}

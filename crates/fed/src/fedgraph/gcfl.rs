@@ -511,11 +511,11 @@ pub struct GraphSchedule {
     pub weight_decay: f64,
 }
 
-struct ClientData {
-    train: Vec<Batch>,
-    val: Batch,
-    test: Batch,
-    n_train: usize,
+pub(crate) struct ClientData {
+    pub(crate) train: Vec<Batch>,
+    pub(crate) val: Batch,
+    pub(crate) test: Batch,
+    pub(crate) n_train: usize,
 }
 
 fn client_data(
@@ -555,6 +555,11 @@ fn eval(net: &GraphNet, b: &Batch) -> (f64, f64) {
     (acc, loss / b.len().max(1) as f64)
 }
 
+/// [`eval`] on a client's validation and on its test graphs.
+pub(crate) fn eval_pair(net: &GraphNet, cd: &ClientData) -> ((f64, f64), (f64, f64)) {
+    (eval(net, &cd.val), eval(net, &cd.test))
+}
+
 /// Sum of squares of the gradients of the parameters a visited module holds.
 struct GradSquares<'a> {
     grads: &'a GradientsParams,
@@ -577,7 +582,7 @@ impl ModuleVisitor for GradSquares<'_> {
 /// One local training pass: `steps` minibatch Adam steps, batches in an order drawn by
 /// `rng`. Returns the new model, the mean loss and the norm of the message-passing layers'
 /// gradient at the last step (GCFL+'s `convGradsNorm`).
-fn local_train(
+pub(crate) fn local_train(
     mut net: GraphNet,
     batches: &[&Batch],
     optim: &mut ModuleOptimizer,
@@ -611,11 +616,11 @@ fn local_train(
     (net, total / steps.max(1) as f64, grad_norm)
 }
 
-fn flat(net: &GraphNet) -> Vec<f32> {
+pub(crate) fn flat(net: &GraphNet) -> Vec<f32> {
     model_params(net).into_iter().flat_map(|p| p.data).collect()
 }
 
-fn load_flat(net: GraphNet, v: &[f32]) -> Result<GraphNet, FedGraphError> {
+pub(crate) fn load_flat(net: GraphNet, v: &[f32]) -> Result<GraphNet, FedGraphError> {
     let mut ps = model_params(&net);
     let mut off = 0;
     for p in &mut ps {
@@ -651,7 +656,166 @@ pub struct ClusterLog {
     pub reference_test_accuracy: f64,
 }
 
-/// One run (one seed, one cell) of `mode` on the given clients' graphs.
+/// What one learner's local training pass gives the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trained {
+    /// The trained values of the parameters the server holds: the shared prefix (every
+    /// parameter of the global baseline's one model).
+    pub prefix: Vec<f32>,
+    /// Mean training loss of the pass (non-finite: the learner diverged).
+    pub loss: f64,
+    /// Norm of the message-passing layers' gradient at the last step.
+    pub grad_norm: f64,
+}
+
+/// One client's evaluation of its model: validation accuracy, validation loss, test accuracy.
+pub type Eval = (f64, f64, f64);
+
+/// Where the learners of [`run_clustered_on`] train and are evaluated. The server holds
+/// only each learner's shared prefix; every learner keeps the rest of its model (and its
+/// Adam state, its batches, its random stream) itself.
+pub trait Learners {
+    /// Trains every learner `l` from `prefixes[l]` for round `round`; `None` for a learner
+    /// whose pass did not come back (it is left out of the round).
+    fn train(
+        &mut self,
+        round: usize,
+        prefixes: &[Vec<f32>],
+    ) -> Result<Vec<Option<Trained>>, FedGraphError>;
+
+    /// Evaluates every client's model (its learner's prefix `prefixes[l]`, its own other
+    /// layers) after round `round` (0: the initial models); `None` for an evaluation that did
+    /// not come back.
+    fn evaluate(
+        &mut self,
+        round: usize,
+        prefixes: &[Vec<f32>],
+    ) -> Result<Vec<Option<Eval>>, FedGraphError>;
+}
+
+/// Client `c`'s data: its graphs batched as [`run_clustered`] batches them, the batch order
+/// drawn from the run's one `batches` stream after clients `0..c` drew theirs.
+pub(crate) fn client_data_of(
+    data: &[ClientGraphs],
+    c: usize,
+    g: &GcflSection,
+    seed: u64,
+    dev: &Device,
+) -> Result<ClientData, FedGraphError> {
+    let mut drng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "batches"));
+    for d in &data[..c] {
+        // Only the stream's position matters: a shuffle draws by length alone.
+        let mut skip: Vec<usize> = (0..d.train.len()).collect();
+        skip.shuffle(&mut drng);
+    }
+    client_data(&data[c], g.batch_size, g.readout == "mean", &mut drng, dev)
+}
+
+/// Client `c`'s network at the start of a run of `seed` (every client draws the same
+/// message-passing layers).
+pub(crate) fn client_net(
+    data: &[ClientGraphs],
+    c: usize,
+    zoo: &ZooConfig,
+    g: &GcflSection,
+    seed: u64,
+) -> Result<GraphNet, FedGraphError> {
+    let init_seed = ferrolab_core::seed::derive(seed, "init");
+    GraphNet::init(zoo, data[c].degree_cap + 1, g.pre, init_seed)
+}
+
+/// Client `c`'s own random stream (dropout, batch order within a round).
+pub(crate) fn client_rng(seed: u64, c: usize) -> StdRng {
+    StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("client{c}")))
+}
+
+/// Every learner in this process: what [`run_clustered`] trains on.
+struct InProcessLearners<'a> {
+    clients: &'a [ClientData],
+    nets: Vec<Option<GraphNet>>,
+    /// Each learner's whole flat model: its prefix as last loaded, its other layers as it
+    /// last trained them.
+    weights: Vec<Vec<f32>>,
+    optims: Vec<ModuleOptimizer>,
+    rngs: Vec<StdRng>,
+    global: bool,
+    lr: f64,
+    steps: usize,
+    p: f64,
+}
+
+impl InProcessLearners<'_> {
+    /// Learner `l`'s network with `prefix` loaded over its own other layers.
+    fn load(&mut self, l: usize, prefix: &[f32]) -> Result<GraphNet, FedGraphError> {
+        let net = self.nets[l]
+            .take()
+            .ok_or_else(|| FedGraphError::Usage("model lost".into()))?;
+        self.weights[l][..prefix.len()].copy_from_slice(prefix);
+        load_flat(net, &self.weights[l])
+    }
+}
+
+impl Learners for InProcessLearners<'_> {
+    fn train(
+        &mut self,
+        _round: usize,
+        prefixes: &[Vec<f32>],
+    ) -> Result<Vec<Option<Trained>>, FedGraphError> {
+        let mut out = Vec::with_capacity(prefixes.len());
+        for (l, prefix) in prefixes.iter().enumerate() {
+            let net = self.load(l, prefix)?;
+            let k = self.clients.len();
+            let (batches, steps): (Vec<&Batch>, usize) = if self.global {
+                (
+                    self.clients.iter().flat_map(|c| c.train.iter()).collect(),
+                    self.steps * k,
+                )
+            } else {
+                (self.clients[l].train.iter().collect(), self.steps)
+            };
+            let (net, loss, grad_norm) = local_train(
+                net,
+                &batches,
+                &mut self.optims[l],
+                self.lr,
+                steps,
+                self.p,
+                &mut self.rngs[l],
+            );
+            self.weights[l] = flat(&net);
+            self.nets[l] = Some(net);
+            out.push(Some(Trained {
+                prefix: self.weights[l][..prefix.len()].to_vec(),
+                loss,
+                grad_norm,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn evaluate(
+        &mut self,
+        _round: usize,
+        prefixes: &[Vec<f32>],
+    ) -> Result<Vec<Option<Eval>>, FedGraphError> {
+        let mut out = Vec::with_capacity(self.clients.len());
+        for (c, cd) in self.clients.iter().enumerate() {
+            let l = if self.global { 0 } else { c };
+            let net = self.nets[l]
+                .take()
+                .ok_or_else(|| FedGraphError::Usage("model lost".into()))?;
+            self.weights[l][..prefixes[l].len()].copy_from_slice(&prefixes[l]);
+            let net = load_flat(net, &self.weights[l])?;
+            let ((a, loss), (t, _)) = eval_pair(&net, cd);
+            self.nets[l] = Some(net);
+            out.push(Some((a, loss, t)));
+        }
+        Ok(out)
+    }
+}
+
+/// One run (one seed, one cell) of `mode` on the given clients' graphs, every learner in this
+/// process.
 pub fn run_clustered(
     data: &[ClientGraphs],
     zoo: &ZooConfig,
@@ -673,33 +837,85 @@ pub fn run_clustered(
         .collect::<Result<Vec<_>, _>>()?;
     // Every client's network from the same seed: the same message-passing layers (drawn
     // first) and, for equal input widths, the same everything.
-    let init_seed = ferrolab_core::seed::derive(seed, "init");
     let widths: Vec<usize> = data.iter().map(|c| c.degree_cap + 1).collect();
-    if mode == Mode::Global && widths.iter().any(|&w| w != widths[0]) {
+    check_widths(&widths, mode, g)?;
+    // Global: one learner over every client's batches, K × local_steps steps per round.
+    let learners = if mode == Mode::Global { 1 } else { k };
+    let mut nets: Vec<Option<GraphNet>> = Vec::with_capacity(learners);
+    for c in 0..learners {
+        nets.push(Some(client_net(data, c, zoo, g, seed)?));
+    }
+    let opt = OptimKind::Adam {
+        weight_decay: s.weight_decay,
+    };
+    let mut local = InProcessLearners {
+        clients: &clients,
+        weights: nets.iter().flatten().map(flat).collect(),
+        nets,
+        optims: (0..learners).map(|_| opt.init()).collect(),
+        rngs: (0..learners).map(|c| client_rng(seed, c)).collect(),
+        global: mode == Mode::Global,
+        lr: s.lr,
+        steps: s.local_steps,
+        p: zoo.dropout,
+    };
+    run_clustered_on(data, zoo, g, s, mode, seed, &mut local)
+}
+
+/// What no learner layout can do: one global network over different feature widths, or
+/// sharing every layer among them.
+fn check_widths(widths: &[usize], mode: Mode, g: &GcflSection) -> Result<(), FedGraphError> {
+    let mixed = widths.iter().any(|&w| w != widths[0]);
+    if mode == Mode::Global && mixed {
         return Err(FedGraphError::Usage(
             "the global baseline trains one network, which cannot read the clients' different feature widths (families.features = \"width-by-group\"): set baselines.global = false".into(),
         ));
     }
-    let net0 = GraphNet::init(zoo, widths[0], g.pre, init_seed)?;
-    let gnn_len = net0.gnn_len();
-    let p = zoo.dropout;
-    let opt = OptimKind::Adam {
-        weight_decay: s.weight_decay,
-    };
-    // Global: one learner over every client's batches, K × local_steps steps per round.
-    let learners = if mode == Mode::Global { 1 } else { k };
-    let mut nets: Vec<Option<GraphNet>> = Vec::with_capacity(learners);
-    for &w in &widths[..learners] {
-        nets.push(Some(if w == widths[0] {
-            net0.clone()
-        } else {
-            GraphNet::init(zoo, w, g.pre, init_seed)?
-        }));
+    if g.share == "all" && mixed {
+        return Err(FedGraphError::Usage(
+            "gcfl.share = \"all\" averages every layer, which clients of different feature widths do not have in common: use gcfl.share = \"gnn\"".into(),
+        ));
     }
-    let mut optims: Vec<ModuleOptimizer> = (0..learners).map(|_| opt.init()).collect();
-    let mut rngs: Vec<StdRng> = (0..learners)
-        .map(|c| StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("client{c}"))))
-        .collect();
+    Ok(())
+}
+
+/// The server's side of one run of `mode`: clustering, aggregation, selection, with the
+/// learners' training and evaluation done by `learners` (in this process, or client
+/// processes over a fabric). A learner left out of a round (no reply) adds nothing to its
+/// cluster's update or norms, gets the cluster's new shared layers, and its cluster is not
+/// split that round (a cut needs every member's signal); a client whose evaluation is left
+/// out counts with its last figures. Nothing at all coming back is an error.
+pub fn run_clustered_on(
+    data: &[ClientGraphs],
+    zoo: &ZooConfig,
+    g: &GcflSection,
+    s: &GraphSchedule,
+    mode: Mode,
+    seed: u64,
+    learners: &mut dyn Learners,
+) -> Result<(RunResult, ClusterLog), FedGraphError> {
+    if data.is_empty() {
+        return Err(FedGraphError::Usage("no clients".into()));
+    }
+    let k = data.len();
+    let widths: Vec<usize> = data.iter().map(|c| c.degree_cap + 1).collect();
+    check_widths(&widths, mode, g)?;
+    let n_learners = if mode == Mode::Global { 1 } else { k };
+    let gnn_len = client_net(data, 0, zoo, g, seed)?.gnn_len();
+    let mut prefixes: Vec<Vec<f32>> = Vec::with_capacity(n_learners);
+    for c in 0..n_learners {
+        let w = flat(&client_net(data, c, zoo, g, seed)?);
+        let held = if mode == Mode::Global || g.share == "all" {
+            w.len()
+        } else {
+            gnn_len
+        };
+        prefixes.push(w[..held].to_vec());
+    }
+    // The prefix of the flat parameters the server averages: the message-passing layers
+    // come first in visiting order.
+    let shared = prefixes[0].len();
+    let n_train: Vec<f64> = data.iter().map(|c| c.train.len() as f64).collect();
     let mut clusters: Vec<Vec<usize>> = match mode {
         Mode::Local => (0..k).map(|c| vec![c]).collect(),
         Mode::Gcfl if g.initial == "groups" => {
@@ -711,28 +927,30 @@ pub fn run_clustered(
         }
         _ => vec![(0..k).collect()],
     };
-    // Each learner's parameters: its cluster's shared prefix, then its own layers.
-    let mut weights: Vec<Vec<f32>> = nets.iter().flatten().map(flat).collect();
     let mut seqs: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut log = ClusterLog::default();
     let mut out = RunResult {
         whole_graph_test_accuracy: f64::NAN,
         ..Default::default()
     };
-    let evaluate = |weights: &[Vec<f32>],
-                    nets: &mut [Option<GraphNet>]|
+    // Each client's last evaluation, standing in for one that does not come back.
+    let mut figures: Vec<Option<Eval>> = vec![None; k];
+    let mut evaluate = |round: usize,
+                        prefixes: &[Vec<f32>],
+                        learners: &mut dyn Learners|
      -> Result<(f64, f64, f64, Vec<f64>), FedGraphError> {
+        let got = learners.evaluate(round, prefixes)?;
         let (mut va, mut vl, mut ta) = (0f64, 0f64, 0f64);
         let mut per = Vec::with_capacity(k);
-        for (c, cd) in clients.iter().enumerate() {
-            let l = if mode == Mode::Global { 0 } else { c };
-            let net = nets[l]
-                .take()
-                .ok_or_else(|| FedGraphError::Usage("model lost".into()))?;
-            let net = load_flat(net, &weights[l])?;
-            let (a, loss) = eval(&net, &cd.val);
-            let (t, _) = eval(&net, &cd.test);
-            nets[l] = Some(net);
+        for c in 0..k {
+            if let Some(Some(e)) = got.get(c) {
+                figures[c] = Some(*e);
+            }
+            let (a, loss, t) = figures[c].ok_or_else(|| {
+                FedGraphError::Fabric(crate::fabric::FabricError::Disconnected(format!(
+                    "client {c}'s evaluation of the initial model did not come back"
+                )))
+            })?;
             va += a / k as f64;
             vl += loss / k as f64;
             ta += t / k as f64;
@@ -740,59 +958,50 @@ pub fn run_clustered(
         }
         Ok((va, vl, ta, per))
     };
-    let (v0, l0, t0, mut last_test) = evaluate(&weights, &mut nets)?;
+    let (v0, l0, t0, mut last_test) = evaluate(0, &prefixes, learners)?;
     // Per client: the best test accuracy among the models the reference code caches.
     let mut cached_best = vec![0f64; k];
     let (mut best_v, mut best_l, mut best_t, mut best_round, mut since) = (v0, l0, t0, 0, 0);
-    // The prefix of the flat parameters the server averages: the message-passing layers
-    // come first in visiting order.
-    let shared = if g.share == "all" {
-        if widths.iter().any(|&w| w != widths[0]) {
-            return Err(FedGraphError::Usage(
-                "gcfl.share = \"all\" averages every layer, which clients of different feature widths do not have in common: use gcfl.share = \"gnn\"".into(),
-            ));
-        }
-        weights[0].len()
-    } else {
-        gnn_len
-    };
     let param_bytes = (shared * 4) as u64;
     for round in 1..=s.rounds {
-        let mut updates: Vec<Vec<f32>> = Vec::with_capacity(learners);
-        let mut trained: Vec<Vec<f32>> = Vec::with_capacity(learners);
-        let mut grad_norms: Vec<f64> = Vec::with_capacity(learners);
-        let mut diverged = false;
-        for l in 0..learners {
-            let net = nets[l]
-                .take()
-                .ok_or_else(|| FedGraphError::Usage("model lost".into()))?;
-            let net = load_flat(net, &weights[l])?;
-            let (batches, steps): (Vec<&Batch>, usize) = if mode == Mode::Global {
-                (
-                    clients.iter().flat_map(|c| c.train.iter()).collect(),
-                    s.local_steps * k,
-                )
-            } else {
-                (clients[l].train.iter().collect(), s.local_steps)
-            };
-            let (net, loss, grad_norm) =
-                local_train(net, &batches, &mut optims[l], s.lr, steps, p, &mut rngs[l]);
-            diverged |= !loss.is_finite();
-            let w = flat(&net);
-            updates.push(w.iter().zip(&weights[l]).map(|(a, b)| a - b).collect());
-            trained.push(w);
-            grad_norms.push(grad_norm);
-            nets[l] = Some(net);
+        let got = learners.train(round, &prefixes)?;
+        if got.iter().all(Option::is_none) {
+            return Err(FedGraphError::Fabric(
+                crate::fabric::FabricError::Disconnected(format!(
+                    "round {round}: no learner's update came back"
+                )),
+            ));
         }
-        if diverged {
+        if got.iter().flatten().any(|t| !t.loss.is_finite()) {
             break;
         }
+        // Each learner's update of the held prefix; empty for one left out.
+        let present: Vec<bool> = got.iter().map(Option::is_some).collect();
+        let mut grad_norms = vec![0f64; got.len()];
+        let updates: Vec<Vec<f32>> = got
+            .into_iter()
+            .enumerate()
+            .map(|(l, t)| match t {
+                Some(t) => {
+                    grad_norms[l] = t.grad_norm;
+                    t.prefix
+                        .iter()
+                        .zip(&prefixes[l])
+                        .map(|(a, b)| a - b)
+                        .collect()
+                }
+                None => Vec::new(),
+            })
+            .collect();
         if mode == Mode::Global {
-            for (x, d) in weights[0].iter_mut().zip(&updates[0]) {
+            for (x, d) in prefixes[0].iter_mut().zip(&updates[0]) {
                 *x += d;
             }
         } else {
             for (c, u) in updates.iter().enumerate() {
+                if !present[c] {
+                    continue;
+                }
                 seqs[c].push(if g.sequence == "grad" {
                     grad_norms[c]
                 } else {
@@ -800,14 +1009,16 @@ pub fn run_clustered(
                 });
             }
             if mode != Mode::Local {
-                out.server_bytes += 2 * param_bytes * k as u64;
+                let back = present.iter().filter(|&&p| p).count();
+                out.server_bytes += param_bytes * (k + back) as u64;
             }
             let mut next = Vec::new();
             for (ci, members) in clusters.iter().enumerate() {
-                let n = members.len() as f64;
+                let came: Vec<usize> = members.iter().copied().filter(|&c| present[c]).collect();
+                let n = came.len() as f64;
                 let mut mean_u = vec![0f64; shared];
                 let mut max_norm = 0f64;
-                for &c in members {
+                for &c in &came {
                     let u = &updates[c][..shared];
                     for (m, &x) in mean_u.iter_mut().zip(u) {
                         *m += f64::from(x) / n;
@@ -824,6 +1035,7 @@ pub fn run_clustered(
                 }
                 let ready = g.variant == "gcfl" || seqs.iter().all(|q| q.len() >= g.seq_length);
                 if mode == Mode::Gcfl
+                    && came.len() == members.len()
                     && should_split(mean_norm, max_norm, members.len(), round, ready, g)
                 {
                     let tails: Vec<Vec<f64>> = seqs
@@ -854,27 +1066,30 @@ pub fn run_clustered(
             // update (all members started the round from the same shared layers); each
             // client keeps the rest of its model as it trained it.
             for members in &clusters {
-                let total: f64 = members.iter().map(|&c| clients[c].n_train as f64).sum();
+                let came: Vec<usize> = members.iter().copied().filter(|&c| present[c]).collect();
+                if came.is_empty() {
+                    continue;
+                }
+                let total: f64 = came.iter().map(|&c| n_train[c]).sum();
                 let mut acc = vec![0f64; shared];
-                for &c in members {
-                    let wgt = clients[c].n_train as f64 / total;
+                for &c in &came {
+                    let wgt = n_train[c] / total;
                     for (a, &x) in acc.iter_mut().zip(&updates[c][..shared]) {
                         *a += wgt * f64::from(x);
                     }
                 }
-                let new: Vec<f32> = weights[members[0]][..shared]
+                let new: Vec<f32> = prefixes[members[0]][..shared]
                     .iter()
                     .zip(&acc)
                     .map(|(&b, &a)| (f64::from(b) + a) as f32)
                     .collect();
                 for &c in members {
-                    weights[c][..shared].copy_from_slice(&new);
-                    weights[c][shared..].copy_from_slice(&trained[c][shared..]);
+                    prefixes[c].copy_from_slice(&new);
                 }
             }
         }
         out.rounds_run = round;
-        let (v, vl, t, per) = evaluate(&weights, &mut nets)?;
+        let (v, vl, t, per) = evaluate(round, &prefixes, learners)?;
         last_test = per;
         out.curve.push((round, v, t));
         if v > best_v {

@@ -25,6 +25,7 @@
 //! | [`hpo`] | `ferrolab fedgraph hpo`: successive halving, Hyperband, FedEx, grid over FedAvg |
 //! | [`privacy`] | `ferrolab fedgraph privacy`: membership / property attacks, DP-FedAvg, RDP accountant |
 //! | [`families`], [`gcfl`] | synthetic graph classification (`graph-families`) and GCFL+ |
+//! | [`gcfl_fabric`] | GCFL+'s clients behind a fabric: [`FamilyClient`](gcfl_fabric::FamilyClient), [`FabricLearners`](gcfl_fabric::FabricLearners) |
 //! | `multiproc` | `fed.runtime = "nats"`: the clients as `ferrolab fed client` processes (feature `nats`) |
 
 pub mod client;
@@ -34,6 +35,7 @@ pub mod experiment;
 pub mod families;
 pub mod fedsage;
 pub mod gcfl;
+pub mod gcfl_fabric;
 pub mod hpo;
 #[cfg(feature = "nats")]
 pub mod multiproc;

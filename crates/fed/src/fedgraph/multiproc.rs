@@ -281,17 +281,7 @@ fn serve_with<R>(
 /// Tells each of `clients` the run is over (a client already gone cannot be told; its
 /// process ends on its own).
 pub fn shutdown(fabric: &dyn Fabric, clients: &[ClientId]) {
-    for &id in clients {
-        let _ = fabric.send_task(
-            id,
-            &crate::fabric::Task {
-                round: u64::MAX,
-                kind: crate::fabric::TaskKind::Shutdown,
-                config: Default::default(),
-                params: crate::params::Params::new(),
-            },
-        );
-    }
+    crate::client::shutdown(fabric, clients);
 }
 
 /// `ferrolab fed client --system fedgraph --id K --config FILE --prefix P` (see

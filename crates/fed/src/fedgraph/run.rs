@@ -411,18 +411,7 @@ pub fn fed_tasks(
             .map(|(mut cl, &id)| scope.spawn(move || serve(&mut cl, id, fabric, PATIENCE_WALL)))
             .collect();
         let result = server_loop(fabric, &ids, model, &whole, s, algo);
-        for &id in &ids {
-            // A client already gone cannot be told to stop; its thread ends on its own.
-            let _ = fabric.send_task(
-                id,
-                &Task {
-                    round: u64::MAX,
-                    kind: TaskKind::Shutdown,
-                    config: Config::new(),
-                    params: crate::params::Params::new(),
-                },
-            );
-        }
+        crate::client::shutdown(fabric, &ids);
         for h in handles {
             match h.join() {
                 Ok(Ok(_)) => {}
