@@ -11,7 +11,9 @@
 //! `--system fedgraph` does the same for one federated run of `ferrolab fedgraph`'s node table
 //! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed), or, for a job of
 //! `task.mode = "hpo"`, one seed's federated hyper-parameter search, or, for `task.mode =
-//! "privacy"`, one seed of the privacy study (its clients clip and noise their own updates).
+//! "privacy"`, one seed of the privacy study (its clients clip and noise their own updates), or,
+//! on `data.dataset = "graph-families"`, one GCFL+, plain GCFL or FedAvg run of the
+//! graph-classification table (each client process keeps its own graphs and unshared layers).
 
 use crate::common::UsageError;
 use anyhow::Result;
@@ -228,7 +230,7 @@ pub fn run(a: &FedArgs) -> Result<()> {
     sdgt(a, common, party, config)
 }
 
-/// `fed server|client --system fedgraph`: one federated run of the node table (the file's
+/// `fed server|client --system fedgraph`: one federated run of the node or graph-families table (the file's
 /// `[job]` table, else `fed.algo` with the first learning rate and local-step count at seed
 /// index 0) with the clients as processes.
 #[cfg(feature = "nats")]
@@ -248,6 +250,9 @@ fn fedgraph(
         a,
         ferrolab_core::System::memory_estimate(&ferrolab_fed::fedgraph::FedGraphSystem, &cfg, None),
     )?;
+    if cfg.data.dataset == "graph-families" {
+        return fedgraph_families(a, common, party, &cfg, &job);
+    }
     let unit = multiproc::build(&cfg, &job).map_err(fedgraph_err)?;
     let fabric = connect(a, party)?;
     if cfg.task.mode == "hpo" {
@@ -300,6 +305,63 @@ fn fedgraph(
             });
             let file = serde_json::json!({
                 "summary": summary, "curve": out.curve, "round_seconds": out.round_seconds,
+            });
+            print_summary(a, &summary, &file)
+        }
+    }
+}
+
+/// `fed server|client --system fedgraph` on a graph-families job: one GCFL+, plain GCFL or
+/// FedAvg run of the graph-classification table, each client a process holding its own
+/// graphs and unshared layers; the server prints the run's figures and clusters as JSON.
+#[cfg(feature = "nats")]
+fn fedgraph_families(
+    a: &FedArgs,
+    common: &Common,
+    party: ferrolab_fed::nats::Party,
+    cfg: &ferrolab_fed::fedgraph::config::FedGraphConfig,
+    job: &ferrolab_fed::fedgraph::multiproc::Job,
+) -> Result<()> {
+    use ferrolab_fed::fedgraph::multiproc;
+    use ferrolab_fed::nats::Party;
+    use std::sync::Arc;
+    let unit = multiproc::build_families(cfg, job).map_err(fedgraph_err)?;
+    let fabric = connect(a, party)?;
+    eprintln!(
+        "fed: connected to NATS as {} (run prefix {}): fedgraph {} on graph-families, lr {} local steps {} seed {}",
+        party.tag(),
+        fabric.options().prefix,
+        job.algo,
+        job.lr,
+        job.local_steps,
+        job.seed_index
+    );
+    match party {
+        Party::Client(id) => {
+            let n = multiproc::run_family_client(&unit, &fabric, id).map_err(fedgraph_err)?;
+            eprintln!("fed: client {id}: {n} tasks answered");
+            Ok(())
+        }
+        Party::Server => {
+            let st = Starter::new(a, common, multiproc::family_ids(&unit), &fabric)?;
+            let spawn = st.spawn.clone();
+            let (out, log) = multiproc::run_family_server(&unit, Arc::new(fabric), &spawn, |id| {
+                st.command(common, id)
+            })
+            .map_err(fedgraph_err)?;
+            let summary = serde_json::json!({
+                "algo": job.algo, "lr": job.lr, "local_steps": job.local_steps,
+                "seed_index": job.seed_index, "clients": st.clients.len(),
+                "rounds": out.rounds_run, "best_round": out.best_round,
+                "val_accuracy": out.val_accuracy, "test_accuracy": out.test_accuracy,
+                "server_mb": out.server_bytes as f64 / 1e6,
+                "server_mib": out.server_bytes as f64 / f64::from(1u32 << 20),
+                "left_out": out.rejected,
+                "final_clusters": log.clusters,
+                "split_rounds": log.splits.iter().map(|s| s.0).collect::<Vec<_>>(),
+            });
+            let file = serde_json::json!({
+                "summary": summary, "curve": out.curve, "clusters": log,
             });
             print_summary(a, &summary, &file)
         }

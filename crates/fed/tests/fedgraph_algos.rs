@@ -222,7 +222,8 @@ fn gcfl_table_runs_plain_gcfl_beside_on_groups_of_different_widths() {
     .map(|s| s.to_string())
     .collect();
     let cfg = load::<FedGraphConfig>(None, &sets).unwrap();
-    let t = ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &|_, _, _, _, _| {}, None).unwrap();
+    let t = ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &|_, _, _, _, _| {}, None, None)
+        .unwrap();
     let names: Vec<Regime> = t.regimes.iter().map(|r| r.regime).collect();
     assert_eq!(
         names,
@@ -261,14 +262,16 @@ fn gcfl_table_runs_plain_gcfl_beside_on_groups_of_different_widths() {
     // (clusters, splits and the reference figure included) without running again.
     let (dir, rd) = fresh_run_dir("gcfl");
     let quiet = |_: _, _: f64, _: usize, _: usize, _: &_| {};
-    let saved = ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &quiet, Some(&rd)).unwrap();
+    let saved =
+        ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &quiet, None, Some(&rd)).unwrap();
     assert_eq!(std::fs::read_dir(dir.join("units")).unwrap().count(), 4);
     let unit = dir.join("units/gcfl-lr0_01-steps2-seed0.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&unit).unwrap()).unwrap();
     v[0][0]["test_accuracy"] = serde_json::json!(0.123);
     std::fs::write(&unit, v.to_string()).unwrap();
-    let back = ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &quiet, Some(&rd)).unwrap();
+    let back =
+        ferrolab_fed::fedgraph::gcfl::run_table(&cfg, 3, 1, &quiet, None, Some(&rd)).unwrap();
     assert_eq!(back.regimes[0].best().runs[0].test_accuracy, 0.123);
     for (a, b) in saved.regimes.iter().zip(&back.regimes).skip(1) {
         // Debug text: NaN (not measured) compares equal there, as it should.

@@ -1116,6 +1116,71 @@ pub fn run_clustered_on(
     Ok((out, log))
 }
 
+/// One federated run of the graph-families table somewhere else than in this process's
+/// threads: (regime, lr, local steps, seed index, run seed, the seed's clients' graphs).
+pub type RemoteRun<'a> = &'a RemoteRunFn;
+
+/// What a [`RemoteRun`] calls.
+pub type RemoteRunFn = dyn Fn(
+        Regime,
+        f64,
+        usize,
+        usize,
+        u64,
+        &[ClientGraphs],
+    ) -> Result<(RunResult, ClusterLog), FedGraphError>
+    + Sync;
+
+/// Seed index `s` of the table seeded `master_seed`: the run seed and every client's graphs
+/// (every party of a multi-process run draws them alike).
+pub fn seed_data(
+    cfg: &FedGraphConfig,
+    master_seed: u64,
+    s: usize,
+) -> Result<(u64, Vec<ClientGraphs>), FedGraphError> {
+    let seed = ferrolab_core::seed::derive(master_seed, &format!("seed{s}"));
+    let data = generate(
+        &cfg.families,
+        cfg.fed.clients,
+        ferrolab_core::seed::derive(seed, "families"),
+    )?;
+    Ok((seed, data))
+}
+
+/// What one run of `regime` at (`lr`, `steps`) uses: its GCFL section (plain GCFL beside
+/// GCFL+ on the same data, initialisation and ε, as the reference runs both with one
+/// EPS_1 / EPS_2), its schedule and its clustering mode.
+pub fn regime_run(
+    cfg: &FedGraphConfig,
+    regime: Regime,
+    lr: f64,
+    steps: usize,
+) -> (GcflSection, GraphSchedule, Mode) {
+    let f = &cfg.fed;
+    let section = if regime == Regime::GcflPlain {
+        GcflSection {
+            variant: "gcfl".into(),
+            ..cfg.gcfl.clone()
+        }
+    } else {
+        cfg.gcfl.clone()
+    };
+    let sched = GraphSchedule {
+        lr,
+        local_steps: steps,
+        rounds: f.rounds,
+        patience: f.patience,
+        weight_decay: f.weight_decay,
+    };
+    let mode = match regime {
+        Regime::Gcfl | Regime::GcflPlain => Mode::Gcfl,
+        Regime::Local => Mode::Local,
+        Regime::Global => Mode::Global,
+        _ => Mode::FedAvg,
+    };
+    (section, sched, mode)
+}
+
 /// Share of clients whose cluster holds only clients of their own family pair.
 fn purity(clusters: &[Vec<usize>], data: &[ClientGraphs]) -> f64 {
     let k = data.len().max(1) as f64;
@@ -1130,11 +1195,15 @@ fn purity(clusters: &[Vec<usize>], data: &[ClientGraphs]) -> f64 {
 
 /// The graph-families table: every regime × grid cell × seed, `workers` runs at a time, the
 /// cell of best mean validation accuracy selected per regime (as the node table does).
+///
+/// With `remote`, the federated runs (GCFL+, plain GCFL, FedAvg) go through it instead of
+/// this process's threads (`fed.runtime = "nats"`); local only and global stay here.
 pub fn run_table(
     cfg: &FedGraphConfig,
     master_seed: u64,
     workers: usize,
     progress: &(dyn Fn(Regime, f64, usize, usize, &RunResult) + Sync),
+    remote: Option<RemoteRun<'_>>,
     units: Option<&ferrolab_core::run::RunDir>,
 ) -> Result<Table, FedGraphError> {
     let zoo = graph_zoo(cfg)?;
@@ -1142,12 +1211,7 @@ pub fn run_table(
     let mut setups = Vec::new();
     let mut info = Vec::new();
     for s in 0..f.seeds {
-        let seed = ferrolab_core::seed::derive(master_seed, &format!("seed{s}"));
-        let data = generate(
-            &cfg.families,
-            f.clients,
-            ferrolab_core::seed::derive(seed, "families"),
-        )?;
+        let (seed, data) = seed_data(cfg, master_seed, s)?;
         info.push(json!({
             "seed": s,
             "client_families": data.iter().map(|d| d.families.iter().map(|&x| FAMILY_NAMES[x]).collect::<Vec<_>>()).collect::<Vec<_>>(),
@@ -1168,12 +1232,6 @@ pub fn run_table(
         vec![Regime::Gcfl, Regime::FedAvg]
     } else {
         vec![Regime::FedAvg]
-    };
-    // Plain GCFL beside GCFL+ on the same data, initialisation and ε (the reference runs
-    // both with one EPS_1 / EPS_2).
-    let plain = GcflSection {
-        variant: "gcfl".into(),
-        ..cfg.gcfl.clone()
     };
     if f.algo == "gcfl" && cfg.gcfl.variant == "gcfl+" && cfg.baselines.gcfl_plain {
         regimes.push(Regime::GcflPlain);
@@ -1212,26 +1270,14 @@ pub fn run_table(
                     if first_error.lock().map_or(true, |e| e.is_some()) {
                         break;
                     }
-                    let sched = GraphSchedule {
-                        lr,
-                        local_steps: steps,
-                        rounds: f.rounds,
-                        patience: f.patience,
-                        weight_decay: f.weight_decay,
-                    };
-                    let mode = match regime {
-                        Regime::Gcfl | Regime::GcflPlain => Mode::Gcfl,
-                        Regime::Local => Mode::Local,
-                        Regime::Global => Mode::Global,
-                        _ => Mode::FedAvg,
-                    };
+                    let (section, sched, mode) = regime_run(cfg, regime, lr, steps);
                     let (seed, data) = &setups[k];
-                    let section = if regime == Regime::GcflPlain {
-                        &plain
-                    } else {
-                        &cfg.gcfl
+                    let compute = |()| match remote {
+                        Some(run) if mode != Mode::Local && mode != Mode::Global => {
+                            run(regime, lr, steps, k, *seed, data)
+                        }
+                        _ => run_clustered(data, &zoo, &section, &sched, mode, *seed),
                     };
-                    let compute = |()| run_clustered(data, &zoo, section, &sched, mode, *seed);
                     let prepare = || Ok(());
                     match super::experiment::grid_unit(
                         units,

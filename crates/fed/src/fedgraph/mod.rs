@@ -211,6 +211,47 @@ fn nats_runner<'a>(
     ))
 }
 
+/// The runner of the graph-families table's federated runs over NATS: each writes its job
+/// file under the run folder's `fabric/` and starts `fed.clients` client processes of this
+/// executable, each holding one client's graphs and model.
+#[cfg(feature = "nats")]
+fn families_runner(
+    cfg: &FedGraphConfig,
+    ctx: &mut RunContext,
+) -> Result<Box<gcfl::RemoteRunFn>, FedGraphError> {
+    let url = multiproc::nats_url(cfg).ok_or_else(|| FedGraphError::Usage(NO_URL.into()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| FedGraphError::Usage(format!("own executable: {e}")))?;
+    let dir = ctx.run_dir().join("fabric");
+    let master_seed = ctx.seed();
+    let cfg = cfg.clone();
+    Ok(Box::new(
+        move |regime, lr, local_steps, seed_index, seed, data| {
+            let job = multiproc::Job {
+                master_seed,
+                data_dir: None,
+                algo: regime.name().into(),
+                lr,
+                local_steps,
+                seed_index,
+            };
+            let unit = multiproc::family_unit(&cfg, &job, data.to_vec(), seed)?;
+            multiproc::run_family_job(&cfg, &job, &unit, &url, &dir, &exe)
+        },
+    ))
+}
+
+#[cfg(not(feature = "nats"))]
+fn families_runner(
+    _: &FedGraphConfig,
+    _: &mut RunContext,
+) -> Result<Box<gcfl::RemoteRunFn>, FedGraphError> {
+    Err(FedGraphError::Usage(
+        "fed.runtime = nats: this build has no NATS fabric (rebuild with the `nats` feature)"
+            .into(),
+    ))
+}
+
 /// `ferrolab fedgraph`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FedGraphSystem;
@@ -398,7 +439,14 @@ impl System for FedGraphSystem {
                 let units = Some(&*ctx.run_dir());
                 run_table(g, cfg, seed, threads, &progress, None, units)?
             }
-            None => gcfl::run_table(cfg, seed, threads, &progress, Some(&*ctx.run_dir()))?,
+            None if cfg.fed.runtime == "nats" => {
+                let remote = families_runner(cfg, ctx)?;
+                let units = Some(&*ctx.run_dir());
+                let t = gcfl::run_table(cfg, seed, threads, &progress, Some(&*remote), units)?;
+                let _ = std::fs::remove_dir(ctx.run_dir().join("fabric"));
+                t
+            }
+            None => gcfl::run_table(cfg, seed, threads, &progress, None, Some(&*ctx.run_dir()))?,
         };
         for rec in log.into_inner().unwrap_or_default() {
             ctx.log_metrics(&rec)?;

@@ -14,6 +14,12 @@
 //! trial's rounds, each task carrying the trial's configuration ([`super::hpo::FabricTrainer`]).
 //! A `task.mode = "privacy"` job is one seed of the privacy study: its tasks ask the clients
 //! to clip and noise their own updates (`dp_clip`, `dp_sigma`).
+//!
+//! On `data.dataset = "graph-families"` a job is one GCFL+, plain GCFL or FedAvg run of the
+//! graph-classification table ([`FamilyUnit`]): each client process draws the same graphs
+//! and keeps its own, its unshared layers, Adam state and random stream
+//! ([`FamilyClient`]); only the shared layers and the clients' figures cross the wire
+//! ([`super::gcfl_fabric`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +35,12 @@ use super::client::GraphClient;
 use super::config::FedGraphConfig;
 use super::data::{GraphSet, SeedSetup};
 use super::experiment::{Regime, node_algo, schedule, seed_setup, zoo_config};
+use super::families::ClientGraphs;
+use super::gcfl::{
+    ClusterLog, GcflSection, GraphSchedule, Mode, graph_zoo, regime_run, run_clustered_on,
+    seed_data,
+};
+use super::gcfl_fabric::{FabricLearners, FamilyClient};
 use super::run::{self, NodeAlgo, RunResult, Schedule};
 use crate::fabric::{ClientId, Fabric};
 
@@ -82,14 +94,18 @@ pub fn job_file(cfg: &FedGraphConfig, job: &Job) -> Result<String, String> {
 pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), String> {
     let (cfg, job): (FedGraphConfig, Job) = crate::nats::multiprocess::read_job(table)?;
     let job = job.resolved(&cfg);
-    if Regime::parse_node(&job.algo).is_none() {
+    if cfg.data.dataset == "graph-families" {
+        if !FAMILY_ALGOS.contains(&job.algo.as_str()) {
+            return Err(format!(
+                "job.algo `{}`: on data.dataset = \"graph-families\" the multi-process runtime runs gcfl, gcfl_plain or fedavg (local only and global are not federated)",
+                job.algo
+            ));
+        }
+    } else if Regime::parse_node(&job.algo).is_none() {
         return Err(format!(
             "job.algo `{}`: the multi-process runtime runs fedavg, fedprox or fedopt",
             job.algo
         ));
-    }
-    if cfg.data.dataset == "graph-families" {
-        return Err("data.dataset = \"graph-families\": the multi-process runtime runs the node table (GCFL+ runs in-process)".into());
     }
     if !(job.lr > 0.0 && job.lr.is_finite()) {
         return Err(format!("job.lr = {}: must be > 0 and finite", job.lr));
@@ -112,6 +128,138 @@ pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), Stri
         ));
     }
     Ok((cfg, job))
+}
+
+/// The federated regimes of the graph-families table a job can name.
+const FAMILY_ALGOS: [&str; 3] = ["gcfl", "gcfl_plain", "fedavg"];
+
+/// One GCFL+ / plain GCFL / FedAvg run of the graph-families table (a job on
+/// `data.dataset = "graph-families"`), derived exactly as `ferrolab fedgraph` derives it.
+pub struct FamilyUnit {
+    /// Every client's graphs (a client process keeps only its own).
+    pub data: Vec<ClientGraphs>,
+    pub zoo: ZooConfig,
+    pub section: GcflSection,
+    pub schedule: GraphSchedule,
+    pub mode: Mode,
+    /// The run seed (graphs' batch order, initial model, client streams).
+    pub seed: u64,
+    /// How long the server waits for a reply (`fed.reply_seconds`).
+    pub deadline: Duration,
+}
+
+/// The family unit of `job`.
+pub fn build_families(cfg: &FedGraphConfig, job: &Job) -> Result<FamilyUnit, FedGraphError> {
+    let (seed, data) = seed_data(cfg, job.master_seed, job.seed_index)?;
+    family_unit(cfg, job, data, seed)
+}
+
+/// The family unit of `job` from its seed's graphs and run seed (as [`build_families`]
+/// derives them; the server of `ferrolab fedgraph` has both already).
+pub fn family_unit(
+    cfg: &FedGraphConfig,
+    job: &Job,
+    data: Vec<ClientGraphs>,
+    seed: u64,
+) -> Result<FamilyUnit, FedGraphError> {
+    let regime = match job.algo.as_str() {
+        "gcfl" => Regime::Gcfl,
+        "gcfl_plain" => Regime::GcflPlain,
+        "fedavg" => Regime::FedAvg,
+        other => {
+            return Err(FedGraphError::Usage(format!(
+                "job.algo `{other}`: not a federated regime of the graph-families table"
+            )));
+        }
+    };
+    let (section, schedule, mode) = regime_run(cfg, regime, job.lr, job.local_steps);
+    Ok(FamilyUnit {
+        data,
+        zoo: graph_zoo(cfg)?,
+        section,
+        schedule,
+        mode,
+        seed,
+        deadline: Duration::from_secs_f64(cfg.fed.reply_seconds),
+    })
+}
+
+/// The client ids of a family unit: `0..K`.
+pub fn family_ids(unit: &FamilyUnit) -> Vec<ClientId> {
+    (0..unit.data.len() as ClientId).collect()
+}
+
+/// The client side of a family unit: serves client `id`'s graphs and model over `fabric`
+/// until the server's `Shutdown`; returns the tasks answered.
+pub fn run_family_client(
+    unit: &FamilyUnit,
+    fabric: &dyn Fabric,
+    id: ClientId,
+) -> Result<u64, FedGraphError> {
+    let mut client = FamilyClient::new(
+        &unit.data,
+        id as usize,
+        &unit.zoo,
+        &unit.section,
+        unit.schedule.weight_decay,
+        unit.seed,
+    )?;
+    Ok(crate::client::serve(&mut client, id, fabric, CLIENT_IDLE)?)
+}
+
+/// The server side of a family unit over `fabric` while `command(k)` processes serve the
+/// clients `spawn` (none: started by hand, `ferrolab fed client --system fedgraph`). A
+/// client that dies or misses `fed.reply_seconds` is left out of the round (its cluster
+/// is not cut that round) and named on stderr; its evaluation counts with its last figures.
+pub fn run_family_server(
+    unit: &FamilyUnit,
+    fabric: Arc<dyn Fabric>,
+    spawn: &[ClientId],
+    command: impl FnMut(ClientId) -> Command,
+) -> Result<(RunResult, ClusterLog), FedGraphError> {
+    let ids = family_ids(unit);
+    let grace = unit.deadline.min(Duration::from_secs(30));
+    serve_with(fabric, spawn, &ids, grace, command, |server| {
+        let s = &unit.schedule;
+        let mut learners =
+            FabricLearners::new(server, unit.deadline, ids.len(), s.lr, s.local_steps);
+        let mut out = run_clustered_on(
+            &unit.data,
+            &unit.zoo,
+            &unit.section,
+            s,
+            unit.mode,
+            unit.seed,
+            &mut learners,
+        );
+        if let Ok((r, _)) = &mut out {
+            r.rejected = learners.left_out();
+        }
+        if learners.left_out() > 0 {
+            eprintln!(
+                "fedgraph gcfl: {} replies left out over {} rounds",
+                learners.left_out(),
+                out.as_ref().map_or(0, |o| o.0.rounds_run)
+            );
+        }
+        shutdown(server, &ids);
+        out
+    })
+}
+
+/// [`run_family_job`]'s counterpart of [`run_job`]: the job file in `dir`, a fresh run
+/// prefix, `fed.clients` client processes of `exe`.
+pub fn run_family_job(
+    cfg: &FedGraphConfig,
+    job: &Job,
+    unit: &FamilyUnit,
+    url: &str,
+    dir: &Path,
+    exe: &Path,
+) -> Result<(RunResult, ClusterLog), FedGraphError> {
+    run_job_with(cfg, job, url, dir, exe, |fabric, command| {
+        run_family_server(unit, fabric, &family_ids(unit), command)
+    })
 }
 
 /// Everything one party needs for a job, derived exactly as `ferrolab fedgraph` derives it
