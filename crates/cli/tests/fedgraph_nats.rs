@@ -10,21 +10,8 @@ use std::process::Command;
 
 #[test]
 fn the_nats_runtime_refuses_what_it_cannot_run() {
-    let cases: [(&[&str], &str); 2] = [
-        (&["fedgraph", "--set", "fed.algo=fedsage"], "fed.runtime"),
-        (
-            &[
-                "fedgraph",
-                "--set",
-                "data.dataset=graph-families",
-                "--set",
-                "fed.algo=gcfl",
-                "--set",
-                "baselines.global=false",
-            ],
-            "fed.runtime",
-        ),
-    ];
+    // FedSage+'s generator stage runs in-process only (GCFL+ runs over NATS: see below).
+    let cases: [(&[&str], &str); 1] = [(&["fedgraph", "--set", "fed.algo=fedsage"], "fed.runtime")];
     for (args, key) in cases {
         let root = tmp("fedgraph-nats-bad");
         let out = root.join("out");
@@ -67,6 +54,15 @@ fn a_fedgraph_job_the_runtime_cannot_run_is_a_usage_error() {
         ("[job]\nseed_index = 9\n", "job.seed_index"),
         ("[job]\nbogus = 1\n", "bogus"),
         ("[fed]\nlrs = []\n", "fed.lrs"),
+        // Local only and global are not federated; node algorithms need a node task.
+        (
+            "[data]\ndataset = \"graph-families\"\n[fed]\nalgo = \"gcfl\"\n[job]\nalgo = \"local\"\n",
+            "job.algo",
+        ),
+        (
+            "[data]\ndataset = \"graph-families\"\n[fed]\nalgo = \"gcfl\"\n[job]\nalgo = \"fedprox\"\n",
+            "job.algo",
+        ),
         // A search tunes FedAvg.
         (
             "[task]\nmode = \"hpo\"\n[fed]\nalgo = \"fedprox\"\n",
@@ -352,4 +348,116 @@ fn fedgraph_privacy_over_nats_equals_the_in_process_study_bit_for_bit() {
         "{s}"
     );
     assert_eq!(s["arms"][1]["epsilon"], m["dp_sigma0p8_epsilon"], "{s}");
+}
+
+/// A small GCFL+ table on the synthetic graph families whose thresholds every round meets
+/// (so clusters split within its rounds), plain GCFL and FedAvg beside it.
+const FAMILIES: &str = "[data]
+dataset = \"graph-families\"
+[model]
+arch = \"gin\"
+hidden = 16
+layers = 2
+dropout = 0.2
+[fed]
+algo = \"gcfl\"
+clients = 6
+rounds = 10
+patience = 0
+lrs = [0.01]
+local_steps = [2]
+seeds = 1
+[families]
+graphs_per_client = 60
+[gcfl]
+eps1 = 1e9
+eps2 = 0.0
+warmup = 2
+seq_length = 3
+batch_size = 16
+[baselines]
+gcfl_plain = true
+local = false
+global = false
+";
+
+#[test]
+#[ignore = "needs nats-server (FERROLAB_NATS_URL; .ci/run starts one)"]
+fn fedgraph_gcfl_over_nats_equals_the_in_process_table_bit_for_bit() {
+    require_nats_url();
+    let root = tmp("fedgraph-nats-gcfl");
+    let cfg = root.join("families.toml");
+    std::fs::write(&cfg, FAMILIES).unwrap();
+    let (a, b) = (root.join("in"), root.join("nats"));
+    for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
+        let mut v = vec![
+            "fedgraph",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--threads",
+            "2",
+        ];
+        if let Some(e) = extra {
+            v.extend_from_slice(&["--set", e]);
+        }
+        v.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = ferrolab(&v);
+        assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
+    }
+    let (ra, rb) = (report(&a), report(&b));
+    let strip = |mut m: serde_json::Value| {
+        // Wall-clock figures differ; everything else must not.
+        if let Some(o) = m.as_object_mut() {
+            o.remove("grid_seconds");
+        }
+        m
+    };
+    assert_eq!(strip(ra["metrics"].clone()), strip(rb["metrics"].clone()));
+    for r in ["fedavg", "gcfl_plain"] {
+        assert_eq!(
+            strip(ra["baselines"][r].clone()),
+            strip(rb["baselines"][r].clone()),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        ra["details"]["gcfl_clusters"],
+        rb["details"]["gcfl_clusters"]
+    );
+    assert_eq!(rb["details"]["runtime"], "nats");
+    let clusters = &ra["details"]["gcfl_clusters"];
+    let plain = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["regime"] == "gcfl_plain")
+        .unwrap();
+    assert!(
+        !plain["splits"].as_array().unwrap().is_empty(),
+        "the split path is exercised: {clusters}"
+    );
+
+    // `fed server --system fedgraph` on a graph-families job runs that one regime's run with
+    // its clients as processes: the same figures and clusters.
+    let job = root.join("job.toml");
+    std::fs::write(&job, format!("{FAMILIES}\n[job]\nalgo = \"gcfl_plain\"\n")).unwrap();
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "fedgraph",
+        "--config",
+        job.to_str().unwrap(),
+        "--prefix",
+        &format!("fggcfl{}", std::process::id()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(s["algo"], "gcfl_plain");
+    assert_eq!(s["left_out"], 0, "{s}");
+    assert_eq!(
+        s["test_accuracy"], ra["baselines"]["gcfl_plain"]["test_accuracy"],
+        "{s}"
+    );
+    assert_eq!(s["final_clusters"], plain["final_clusters"], "{s}");
 }
