@@ -56,6 +56,7 @@ fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
         prox_mu: Some(0.0),
         server_adam: None,
         reply_timeout: None,
+        round_offset: 0,
     };
     let p0 = strip(fed_node(&g, &st, &z, &sched(15), 3, &prox0).unwrap());
     assert_eq!(p0, avg, "FedProx with mu = 0 must equal FedAvg exactly");
@@ -64,6 +65,7 @@ fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
         prox_mu: Some(1.0),
         server_adam: None,
         reply_timeout: None,
+        round_offset: 0,
     };
     let p1 = strip(fed_node(&g, &st, &z, &sched(15), 3, &prox).unwrap());
     assert_ne!(p1.curve, avg.curve);
@@ -76,6 +78,7 @@ fn fedprox_with_mu_zero_is_fedavg_and_both_variants_learn() {
             tau: 1e-3,
         }),
         reply_timeout: None,
+        round_offset: 0,
     };
     let o = strip(fed_node(&g, &st, &z, &sched(15), 3, &opt).unwrap());
     assert_ne!(o.curve, avg.curve);

@@ -201,6 +201,7 @@ pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
             prox_mu: Some(f.prox_mu),
             server_adam: None,
             reply_timeout,
+            round_offset: 0,
         },
         Regime::FedOpt => NodeAlgo {
             prox_mu: None,
@@ -211,6 +212,7 @@ pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
                 tau: f.server_tau,
             }),
             reply_timeout,
+            round_offset: 0,
         },
         _ => NodeAlgo {
             reply_timeout,
@@ -322,7 +324,7 @@ pub fn run_table(
             st,
             &cfg.fedsage,
             cfg.model.dropout,
-            ferrolab_core::seed::derive(*seed, "fedsage"),
+            super::fedsage_fabric::gen_seed(*seed),
         )?;
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(

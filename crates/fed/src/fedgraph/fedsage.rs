@@ -429,6 +429,246 @@ pub struct GenStats {
     pub server_bytes: u64,
 }
 
+/// One client's side of the generator stage: its impaired graph and what was hidden from it,
+/// its generator (parameters and Adam state) and its random stream. [`mend_clients`] runs
+/// one per client in this process; over a fabric each lives in its client's process
+/// ([`super::fedsage_fabric::FedSageClient`]), and the run is the same bit for bit.
+pub struct GenClient {
+    c: usize,
+    k: usize,
+    data: GenData,
+    cfg: NeighGenConfig,
+    fs: FedSageSection,
+    template: Vec<FlatParam>,
+    model: Option<NeighGen>,
+    theta: Vec<f32>,
+    adam: Adam,
+    rng: StdRng,
+    /// Where the trained part of the flat parameters starts (`fedsage.freeze`).
+    fgen_from: usize,
+    /// This round's gradient of the client's own losses at its own generator.
+    own: Option<Vec<f32>>,
+}
+
+impl std::fmt::Debug for GenClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GenClient({} of {}, {} generator parameters)",
+            self.c,
+            self.k,
+            self.theta.len()
+        )
+    }
+}
+
+impl GenClient {
+    /// Client `c` of the seed's `setup` (its hidden nodes drawn from `seed`), the generator
+    /// as every client starts it.
+    pub fn new(
+        g: &GraphSet,
+        setup: &SeedSetup,
+        c: usize,
+        fs: &FedSageSection,
+        dropout: f64,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Self, FedGraphError> {
+        let k = setup.clients.num_clients();
+        if c >= k {
+            return Err(FedGraphError::Usage(format!(
+                "client id {c}: the run has clients 0..{k}"
+            )));
+        }
+        let cfg = NeighGenConfig {
+            d_in: g.features.num_features(),
+            enc_dim: fs.enc_dim,
+            gen_hidden: fs.gen_hidden,
+            num_pred: fs.num_pred,
+            dropout,
+        };
+        let hide_from = if fs.hide_from == "all" {
+            HideFrom::All
+        } else {
+            HideFrom::Val
+        };
+        let data = gen_data(
+            g,
+            setup,
+            c,
+            (fs.hide_portion, hide_from),
+            ferrolab_core::seed::derive(seed, &format!("hide{c}")),
+            dev,
+        )?;
+        let init = cfg.init(ferrolab_core::seed::derive(seed, "neighgen"))?;
+        let template = model_params(&init);
+        let theta = flatten(&template);
+        // NeighGen's fields are visited in declaration order (encoder, dgen, fgen1, fgen2),
+        // so the feature generator is the tail of the flat vector.
+        let fgen_from = if fs.freeze {
+            flatten(&model_params(&init.encoder)).len() + flatten(&model_params(&init.dgen)).len()
+        } else {
+            0
+        };
+        Ok(GenClient {
+            c,
+            k,
+            data,
+            cfg,
+            fs: fs.clone(),
+            template,
+            model: Some(init),
+            adam: Adam::new(theta.len()),
+            theta,
+            rng: StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("gen{c}"))),
+            fgen_from,
+            own: None,
+        })
+    }
+
+    /// This client's generator parameters, flat.
+    pub fn theta(&self) -> &[f32] {
+        &self.theta
+    }
+
+    /// Whether the federated rounds relay generators between clients (FedSage+'s cross
+    /// term): more than one client and `fedsage.cross_weight` > 0.
+    pub fn crosses(&self) -> bool {
+        self.k > 1 && self.fs.cross_weight > 0.0
+    }
+
+    /// The generator with `theta` loaded.
+    fn load(&mut self, theta: &[f32]) -> Result<NeighGen, FedGraphError> {
+        let model = self
+            .model
+            .take()
+            .ok_or_else(|| FedGraphError::Usage("generator lost by an earlier failure".into()))?;
+        Ok(load_params(model, &unflatten(&self.template, theta))?)
+    }
+
+    /// The gradient at `theta` of the own losses (`own`) or of the feature loss alone.
+    fn grad_at(&mut self, theta: &[f32], own: bool) -> Result<Vec<f32>, FedGraphError> {
+        let model = self.load(theta)?;
+        let (cl, fl) = losses(&model, &self.data, &self.cfg, self.fs.noise, &mut self.rng);
+        let loss = if own {
+            cl + fl * self.fs.feat_weight as f32
+        } else {
+            fl
+        };
+        let g = flat_grad(&model, loss);
+        self.model = Some(model);
+        Ok(g)
+    }
+
+    /// FS's local pre-training: `fedsage.pretrain_steps` Adam steps on the own losses (every
+    /// part of the generator); then a fresh optimiser for the federated stage, as FS builds a
+    /// new trainer for it.
+    pub fn pretrain(&mut self) -> Result<(), FedGraphError> {
+        for _ in 0..self.fs.pretrain_steps {
+            let theta = self.theta.clone();
+            let g = self.grad_at(&theta, true)?;
+            self.adam.step(&mut self.theta, &g, self.fs.gen_lr, 0);
+        }
+        if self.fs.pretrain_steps > 0 {
+            self.adam = Adam::new(self.theta.len());
+        }
+        Ok(())
+    }
+
+    /// A federated round's gradients from this client: of its own losses at its own
+    /// generator (kept for [`GenClient::step`]) and, when [`GenClient::crosses`], of its
+    /// feature loss at every other client's generator `others` (`(client, θ)`, by client),
+    /// returned in that order. Computed in client order, own included, which fixes the
+    /// random stream's use.
+    pub fn round_grads(
+        &mut self,
+        others: &[(usize, &[f32])],
+    ) -> Result<Vec<Vec<f32>>, FedGraphError> {
+        let crosses = self.crosses();
+        let mut out = Vec::with_capacity(others.len());
+        let mut own_done = false;
+        for &(i, theta) in others.iter().filter(|_| crosses) {
+            if i > self.c && !own_done {
+                let own = self.theta.clone();
+                self.own = Some(self.grad_at(&own, true)?);
+                own_done = true;
+            }
+            out.push(self.grad_at(theta, false)?);
+        }
+        if !own_done {
+            let own = self.theta.clone();
+            self.own = Some(self.grad_at(&own, true)?);
+        }
+        Ok(out)
+    }
+
+    /// The round's Adam step: the own gradient plus `α/(K−1)` times each other client's
+    /// feature-loss gradient at this generator (`cross`, by client), added in that order.
+    pub fn step(&mut self, cross: &[&[f32]]) -> Result<(), FedGraphError> {
+        let mut g = self.own.take().ok_or_else(|| {
+            FedGraphError::Usage("a generator step without this round's own gradient".into())
+        })?;
+        if self.crosses() {
+            let w = (self.fs.cross_weight * self.fs.feat_weight / (self.k - 1) as f64) as f32;
+            for gj in cross {
+                if gj.len() != g.len() {
+                    return Err(FedGraphError::Usage(format!(
+                        "a relayed generator gradient of {} values for a generator of {}",
+                        gj.len(),
+                        g.len()
+                    )));
+                }
+                for (a, b) in g.iter_mut().zip(gj.iter()) {
+                    *a += w * b;
+                }
+            }
+        }
+        self.adam
+            .step(&mut self.theta, &g, self.fs.gen_lr, self.fgen_from);
+        Ok(())
+    }
+
+    /// The trained generator's count and feature loss on the impaired graph (no noise, the
+    /// `eval` stream of `seed`) and the client's whole subgraph mended by it.
+    pub fn finish(
+        &mut self,
+        g: &GraphSet,
+        setup: &SeedSetup,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<(Mended, f64, f64), FedGraphError> {
+        let theta = self.theta.clone();
+        let model = self.load(&theta)?;
+        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "eval"));
+        let (cl, fl) = losses(&model, &self.data, &self.cfg, 0.0, &mut rng);
+        let count = f64::from(to_vec_f32(cl.detach())[0]);
+        let feat = f64::from(to_vec_f32(fl.detach())[0]);
+        let whole = self.fs.mend_on == "whole";
+        let m = mend(g, setup, self.c, &self.data, &model, &self.cfg, whole, dev);
+        self.model = Some(model);
+        Ok((m?, count, feat))
+    }
+}
+
+/// Parameters of one generator for a graph of `d_in` features.
+pub fn gen_len(d_in: usize, fs: &FedSageSection) -> Result<usize, FedGraphError> {
+    let cfg = NeighGenConfig {
+        d_in,
+        enc_dim: fs.enc_dim,
+        gen_hidden: fs.gen_hidden,
+        num_pred: fs.num_pred,
+        dropout: 0.0,
+    };
+    Ok(flatten(&model_params(&cfg.init(0)?)).len())
+}
+
+/// Bytes one federated round of the generator stage relays through the server, as counted
+/// since FedSage+ was built: per client, its generator to the `K − 1` others and their
+/// gradients back, both ways (float32).
+pub fn gen_round_bytes(k: usize, theta_len: usize) -> u64 {
+    4 * (k as u64).saturating_sub(1) * (theta_len * 4) as u64 * k as u64
+}
+
 /// Trains one NeighGen per client federatedly (FedSage+) and mends every client's
 /// subgraph. Deterministic for a seed.
 pub fn mend_clients(
@@ -440,92 +680,41 @@ pub fn mend_clients(
 ) -> Result<(Vec<Mended>, GenStats), FedGraphError> {
     let dev = train_device();
     let k = setup.clients.num_clients();
-    let cfg = NeighGenConfig {
-        d_in: g.features.num_features(),
-        enc_dim: fs.enc_dim,
-        gen_hidden: fs.gen_hidden,
-        num_pred: fs.num_pred,
-        dropout,
-    };
-    let hide_from = if fs.hide_from == "all" {
-        HideFrom::All
-    } else {
-        HideFrom::Val
-    };
-    let data: Vec<GenData> = (0..k)
-        .map(|c| {
-            gen_data(
-                g,
-                setup,
-                c,
-                (fs.hide_portion, hide_from),
-                ferrolab_core::seed::derive(seed, &format!("hide{c}")),
-                &dev,
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    let init = cfg.init(ferrolab_core::seed::derive(seed, "neighgen"))?;
-    let template = model_params(&init);
-    let mut thetas: Vec<Vec<f32>> = vec![flatten(&template); k];
-    let mut adams: Vec<Adam> = (0..k).map(|_| Adam::new(thetas[0].len())).collect();
-    let mut rngs: Vec<StdRng> = (0..k)
-        .map(|c| StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("gen{c}"))))
-        .collect();
-    let bytes_per_model = (thetas[0].len() * 4) as u64;
-    // NeighGen's fields are visited in declaration order (encoder, dgen, fgen1, fgen2), so
-    // the feature generator is the tail of the flat vector.
-    let fgen_from = if fs.freeze {
-        flatten(&model_params(&init.encoder)).len() + flatten(&model_params(&init.dgen)).len()
-    } else {
-        0
-    };
+    let mut clients = (0..k)
+        .map(|c| GenClient::new(g, setup, c, fs, dropout, seed, &dev))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut stats = GenStats::default();
-    let mut model = init;
-    // FS's local pre-training: every part of the generator, own losses only.
-    for _step in 0..fs.pretrain_steps {
-        for i in 0..k {
-            model = load_params(model, &unflatten(&template, &thetas[i]))?;
-            let (cl, fl) = losses(&model, &data[i], &cfg, fs.noise, &mut rngs[i]);
-            let gi = flat_grad(&model, cl + fl * fs.feat_weight as f32);
-            adams[i].step(&mut thetas[i], &gi, fs.gen_lr, 0);
-        }
-    }
-    if fs.pretrain_steps > 0 {
-        // FS builds a new trainer, and so a new optimiser, for the federated stage.
-        adams = (0..k).map(|_| Adam::new(thetas[0].len())).collect();
+    for cl in &mut clients {
+        cl.pretrain()?;
     }
     for _round in 0..fs.gen_rounds {
-        let mut grads = Vec::with_capacity(k);
-        for i in 0..k {
-            model = load_params(model, &unflatten(&template, &thetas[i]))?;
-            let (cl, fl) = losses(&model, &data[i], &cfg, fs.noise, &mut rngs[i]);
-            let mut gi = flat_grad(&model, cl + fl * fs.feat_weight as f32);
-            if k > 1 && fs.cross_weight > 0.0 {
-                // FedSage+'s cross-client feature loss: client j's gradient at θ_i.
-                let w = (fs.cross_weight * fs.feat_weight / (k - 1) as f64) as f32;
-                for j in (0..k).filter(|&j| j != i) {
-                    let (_, flj) = losses(&model, &data[j], &cfg, fs.noise, &mut rngs[j]);
-                    let gj = flat_grad(&model, flj);
-                    for (a, b) in gi.iter_mut().zip(&gj) {
-                        *a += w * b;
-                    }
-                }
-                stats.server_bytes += 4 * (k as u64 - 1) * bytes_per_model;
-            }
-            grads.push(gi);
+        let thetas: Vec<Vec<f32>> = clients.iter().map(|c| c.theta.clone()).collect();
+        let mut grads: Vec<Vec<Vec<f32>>> = Vec::with_capacity(k);
+        for (j, cl) in clients.iter_mut().enumerate() {
+            let others: Vec<(usize, &[f32])> = (0..k)
+                .filter(|&i| i != j)
+                .map(|i| (i, thetas[i].as_slice()))
+                .collect();
+            grads.push(cl.round_grads(&others)?);
         }
-        for ((adam, theta), g) in adams.iter_mut().zip(thetas.iter_mut()).zip(&grads) {
-            adam.step(theta, g, fs.gen_lr, fgen_from);
+        if clients.first().is_some_and(GenClient::crosses) {
+            stats.server_bytes += gen_round_bytes(k, thetas[0].len());
+        }
+        for (i, cl) in clients.iter_mut().enumerate() {
+            // Client j's gradient at θ_i sits at i's place among j's others.
+            let cross: Vec<&[f32]> = (0..k)
+                .filter(|&j| j != i)
+                .filter_map(|j| grads[j].get(if i < j { i } else { i - 1 }))
+                .map(Vec::as_slice)
+                .collect();
+            cl.step(&cross)?;
         }
     }
     let mut out = Vec::with_capacity(k);
-    for (c, d) in data.iter().enumerate() {
-        model = load_params(model, &unflatten(&template, &thetas[c]))?;
-        let mut rng = StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, "eval"));
-        let (cl, fl) = losses(&model, d, &cfg, 0.0, &mut rng);
-        stats.count_loss.push(f64::from(to_vec_f32(cl.detach())[0]));
-        stats.feat_loss.push(f64::from(to_vec_f32(fl.detach())[0]));
-        let m = mend(g, setup, c, d, &model, &cfg, fs.mend_on == "whole", &dev)?;
+    for cl in &mut clients {
+        let (m, count, feat) = cl.finish(g, setup, seed, &dev)?;
+        stats.count_loss.push(count);
+        stats.feat_loss.push(feat);
         stats.added.push(m.added);
         out.push(m);
     }

@@ -37,9 +37,12 @@
 //! own validation and test graphs; the figures are the means over clients, at the round of
 //! best mean validation accuracy (the reference reports the last round).
 //!
-//! Messages are function calls in one process (the server and the clients of one run share
-//! a thread); the bytes a real deployment would move (the shared layers, both ways) are
-//! counted.
+//! The server's loop ([`run_clustered_on`]) talks to its clients through [`Learners`]: in
+//! one process ([`run_clustered`]; the server and the clients of one run share a thread), or
+//! through a fabric to client threads or `ferrolab fed client` processes over NATS
+//! ([`super::gcfl_fabric`], `fed.runtime = "nats"`), bit for bit the same run. The bytes of
+//! the shared layers, both ways, are counted as `server_mb` (the evaluate tasks' copies
+//! down are not).
 
 use std::collections::BTreeMap;
 

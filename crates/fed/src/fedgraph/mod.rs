@@ -21,6 +21,7 @@
 //! | [`client`] | [`GraphClient`](client::GraphClient): `fit` = local SGD steps on a subgraph |
 //! | [`run`] | FedAvg over a fabric, local only, global |
 //! | [`fedsage`] | FedSage+: NeighGen trained federatedly, subgraphs mended before FedAvg |
+//! | [`fedsage_fabric`] | FedSage+'s clients behind a fabric: [`FedSageClient`](fedsage_fabric::FedSageClient), the server's relay |
 //! | [`experiment`] | the grid, cell selection, report blocks |
 //! | [`hpo`] | `ferrolab fedgraph hpo`: successive halving, Hyperband, FedEx, grid over FedAvg |
 //! | [`privacy`] | `ferrolab fedgraph privacy`: membership / property attacks, DP-FedAvg, RDP accountant |
@@ -34,6 +35,7 @@ pub mod data;
 pub mod experiment;
 pub mod families;
 pub mod fedsage;
+pub mod fedsage_fabric;
 pub mod gcfl;
 pub mod gcfl_fabric;
 pub mod hpo;

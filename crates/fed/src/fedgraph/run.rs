@@ -74,6 +74,10 @@ pub struct NodeAlgo {
     /// How long the server waits for a round's replies before counting the silent clients
     /// as failed for that round (the round goes on with the others); `None`: 15 minutes.
     pub reply_timeout: Option<Duration>,
+    /// Fabric rounds already used by an earlier stage of the same run (FedSage+'s generator
+    /// stage over NATS): round `r` goes out as fabric round `round_offset + r`, with `r` as
+    /// the task's `seed_round`, so the clients' dropout streams stay those of round `r`.
+    pub round_offset: u64,
 }
 
 struct AdamState {
@@ -364,6 +368,26 @@ pub fn fedsage(
     fedavg_tasks(fabric.as_ref(), tasks, g, setup, zoo, s, seed)
 }
 
+/// The server's round loop alone over `fabric`, whose `k` clients are served elsewhere
+/// (client processes, or threads the caller started): the model initialised as
+/// [`fed_tasks`] does, evaluated on the whole real graph. The clients are not shut down.
+#[allow(clippy::too_many_arguments)]
+pub fn server_on(
+    fabric: &dyn Fabric,
+    k: usize,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    zoo: &ZooConfig,
+    s: &Schedule,
+    seed: u64,
+    algo: &NodeAlgo,
+) -> Result<RunResult, FedGraphError> {
+    let model = init_model(zoo, ferrolab_core::seed::derive(seed, "init"))?;
+    let whole = g.whole_task(&setup.split, &train_device())?;
+    let ids: Vec<ClientId> = (0..k as ClientId).collect();
+    server_loop(fabric, &ids, model, &whole, s, algo)
+}
+
 /// FedAvg of one client per task (task `c` is client `c`), served over `fabric`.
 pub fn fedavg_tasks(
     fabric: &dyn Fabric,
@@ -451,15 +475,19 @@ fn server_loop(
     };
     for round in 1..=s.rounds {
         let t0 = std::time::Instant::now();
-        let r = round as u64;
+        let r = algo.round_offset + round as u64;
         let tasks = strategy.configure_fit(r, &params, ids);
         for (c, ins) in &tasks {
+            let mut config = ins.config.clone();
+            if algo.round_offset > 0 {
+                config.insert("seed_round".into(), serde_json::json!(round as u64));
+            }
             fabric.send_task(
                 *c,
                 &Task {
                     round: r,
                     kind: TaskKind::Fit,
-                    config: ins.config.clone(),
+                    config,
                     params: ins.params.clone(),
                 },
             )?;
