@@ -312,3 +312,119 @@ fn generator_stage_is_skipped_on_resume_when_its_seeds_runs_are_saved() {
     assert_eq!(saved["server_bytes"], first.fedsage[0]["server_bytes"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A client whose generator steps fail (its process stays up).
+struct NoSteps<C>(C);
+
+impl<C: ferrolab_fed::client::Client> ferrolab_fed::client::Client for NoSteps<C> {
+    fn fit(
+        &mut self,
+        ins: &ferrolab_fed::client::FitIns,
+        ctx: &ferrolab_fed::client::ClientCtx<'_>,
+    ) -> Result<ferrolab_fed::client::FitRes, ferrolab_fed::client::ClientError> {
+        if ins.config.get("stage").and_then(|v| v.as_str()) == Some("gen_step") {
+            return Err(ferrolab_fed::client::ClientError("disk full".into()));
+        }
+        self.0.fit(ins, ctx)
+    }
+
+    fn evaluate(
+        &mut self,
+        ins: &ferrolab_fed::client::FitIns,
+        ctx: &ferrolab_fed::client::ClientCtx<'_>,
+    ) -> Result<ferrolab_fed::client::EvaluateRes, ferrolab_fed::client::ClientError> {
+        self.0.evaluate(ins, ctx)
+    }
+}
+
+#[test]
+fn fedsage_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
+    use ferrolab_fed::client::{serve, shutdown};
+    use ferrolab_fed::fabric::ClientId;
+    use ferrolab_fed::fedgraph::fedsage_fabric::{FedSageClient, fedsage_server_on, gen_seed};
+    use ferrolab_fed::fedgraph::run::{NodeAlgo, client_seed, init_model};
+    use ferrolab_fed::inproc::InProcFabric;
+    use std::time::Duration;
+    let g = communities(400, 12, 5);
+    let st = setup(&g);
+    let mut cfg = FedGraphConfig::default();
+    cfg.model.hidden = 16;
+    let z = zoo_config(&cfg, g.features.num_features(), g.classes).unwrap();
+    assert!(
+        z.dropout > 0.0,
+        "the generators' and classifiers' streams are exercised"
+    );
+    // Local pre-training (its fresh optimiser after it), then the federated rounds.
+    let fs = FedSageSection {
+        pretrain_steps: 2,
+        ..small(30)
+    };
+    let seed = 7;
+    let s = Schedule {
+        lr: 0.5,
+        local_steps: 2,
+        rounds: 6,
+        patience: 0,
+        weight_decay: 5e-4,
+        by_loss: false,
+    };
+    let (m, stats) = mend_clients(&g, &st, &fs, z.dropout, gen_seed(seed)).unwrap();
+    let mut a = fedsage(&g, &st, &m, &z, &s, seed).unwrap();
+    let k = st.clients.num_clients();
+    let ids: Vec<ClientId> = (0..k as ClientId).collect();
+    let model = init_model(&z, ferrolab_core::seed::derive(seed, "init")).unwrap();
+    let remote = |failing: Option<usize>| {
+        let fabric = InProcFabric::new();
+        std::thread::scope(|sc| {
+            for c in 0..k {
+                let cl = FedSageClient::new(
+                    &g,
+                    &st,
+                    c,
+                    &fs,
+                    gen_seed(seed),
+                    z.clone(),
+                    model.clone(),
+                    s.weight_decay,
+                    client_seed(seed, c),
+                )
+                .unwrap();
+                let f = &fabric;
+                let fails = failing == Some(c);
+                sc.spawn(move || {
+                    let id = c as ClientId;
+                    if fails {
+                        serve(&mut NoSteps(cl), id, f, Duration::from_secs(60))
+                    } else {
+                        let mut cl = cl;
+                        serve(&mut cl, id, f, Duration::from_secs(60))
+                    }
+                });
+            }
+            let algo = NodeAlgo {
+                reply_timeout: Some(Duration::from_secs(60)),
+                ..NodeAlgo::default()
+            };
+            let out = fedsage_server_on(&fabric, &g, &st, &fs, &z, &s, seed, &algo);
+            shutdown(&fabric, &ids);
+            out
+        })
+    };
+    let (mut b, bstats) = remote(None).unwrap();
+    for r in [&mut a, &mut b] {
+        r.round_seconds.clear();
+        // Not measured by this path (NaN, which equals nothing).
+        assert!(r.whole_graph_test_accuracy.is_nan());
+        r.whole_graph_test_accuracy = 0.0;
+    }
+    assert_eq!(stats, bstats, "generator stage");
+    assert_eq!(a, b, "classifier stage on the mended subgraphs");
+    assert!(bstats.added.iter().sum::<usize>() > 0);
+    // A generator round needs every client's gradients: a client whose step fails ends the
+    // stage with an error naming it.
+    let e = remote(Some(2)).unwrap_err().to_string();
+    assert!(
+        e.contains("client 2") && e.contains("disk full") && e.contains("gen_step"),
+        "{e}"
+    );
+}
