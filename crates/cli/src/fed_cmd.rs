@@ -9,7 +9,8 @@
 //! starts one `fed client --id K` process per client (none with `--external-clients`: the
 //! operator starts them, on any machine) and prints the run's summary as JSON.
 //! `--system fedgraph` does the same for one federated run of `ferrolab fedgraph`'s node table
-//! (FedAvg, FedProx or FedOpt; the job names the grid cell and seed), or, for a job of
+//! (FedAvg, FedProx, FedOpt or FedSage+ with its generator stage; the job names the grid cell
+//! and seed), or, for a job of
 //! `task.mode = "hpo"`, one seed's federated hyper-parameter search, or, for `task.mode =
 //! "privacy"`, one seed of the privacy study (its clients clip and noise their own updates), or,
 //! on `data.dataset = "graph-families"`, one GCFL+, plain GCFL or FedAvg run of the
@@ -288,13 +289,13 @@ fn fedgraph(
         Party::Server => {
             let st = Starter::new(a, common, multiproc::client_ids(&unit), &fabric)?;
             let clients = &st.clients;
-            let out = if st.spawn.is_empty() {
-                multiproc::run_server_external(&unit, Arc::new(fabric))
-            } else {
-                multiproc::run_server(&unit, Arc::new(fabric), |id| st.command(common, id))
-            }
-            .map_err(fedgraph_err)?;
-            let summary = serde_json::json!({
+            let spawn = st.spawn.clone();
+            let (out, generator) =
+                multiproc::run_node_server(&unit, Arc::new(fabric), &spawn, |id| {
+                    st.command(common, id)
+                })
+                .map_err(fedgraph_err)?;
+            let mut summary = serde_json::json!({
                 "algo": job.algo, "lr": job.lr, "local_steps": job.local_steps,
                 "seed_index": job.seed_index, "clients": clients.len(),
                 "rounds": out.rounds_run, "best_round": out.best_round,
@@ -303,6 +304,13 @@ fn fedgraph(
                 "server_mib": out.server_bytes as f64 / f64::from(1u32 << 20),
                 "rejected": out.rejected,
             });
+            if let Some((g, secs)) = &generator {
+                // FedSage+'s generator stage, through the same client processes.
+                summary["generator"] = serde_json::json!({
+                    "added": g.added, "count_loss": g.count_loss, "feat_loss": g.feat_loss,
+                    "server_mb": g.server_bytes as f64 / 1e6, "seconds": secs,
+                });
+            }
             let file = serde_json::json!({
                 "summary": summary, "curve": out.curve, "round_seconds": out.round_seconds,
             });

@@ -410,7 +410,7 @@ fn fedsage_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
             out
         })
     };
-    let (mut b, bstats) = remote(None).unwrap();
+    let (mut b, bstats, _) = remote(None).unwrap();
     for r in [&mut a, &mut b] {
         r.round_seconds.clear();
         // Not measured by this path (NaN, which equals nothing).

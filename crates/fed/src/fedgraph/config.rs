@@ -278,11 +278,11 @@ impl Validate for FedGraphConfig {
             self.fed.runtime != "nats"
                 || (["table", "hpo", "privacy"].contains(&self.task.mode.as_str())
                     && !graph_task
-                    && ["fedavg", "fedprox", "fedopt"].contains(&self.fed.algo.as_str()))
+                    && ["fedavg", "fedprox", "fedopt", "fedsage"].contains(&self.fed.algo.as_str()))
                 || (self.task.mode == "table" && graph_task),
             "fed.runtime",
             &self.fed.runtime,
-            "\"nats\" runs the server-client algorithms of the node table (fed.algo = fedavg, fedprox or fedopt, task.mode = table, a node-classification graph), hpo, privacy and the graph-families table (gcfl, fedavg); FedSage+'s generator stage runs in-process only",
+            "\"nats\" runs the node table (fed.algo = fedavg, fedprox, fedopt or fedsage), hpo, privacy and the graph-families table (gcfl, fedavg)",
         )?;
         if graph_task {
             // The graph-classification table draws its graphs and their splits from

@@ -225,9 +225,22 @@ pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
 /// split) somewhere else than in this process's threads: `fed.runtime = "nats"` (see
 /// `super::multiproc`).
 pub type Remote<'a> = &'a (
-        dyn Fn(Regime, f64, usize, usize, u64, &SeedSetup) -> Result<RunResult, FedGraphError>
+        dyn Fn(Regime, f64, usize, usize, u64, &SeedSetup) -> Result<RemoteOut, FedGraphError>
             + Sync
     );
+
+/// What a [`Remote`] run returns: the run and, for FedSage+, its generator stage (what it
+/// did, its seconds).
+pub type RemoteOut = (RunResult, Option<(super::fedsage::GenStats, f64)>);
+
+/// The report's record of seed `k`'s generator stage.
+fn gen_info(k: usize, stats: &super::fedsage::GenStats, secs: f64) -> serde_json::Value {
+    json!({
+        "seed": k, "added": stats.added, "count_loss": stats.count_loss,
+        "feat_loss": stats.feat_loss, "server_bytes": stats.server_bytes,
+        "seconds": secs,
+    })
+}
 
 /// One run of a grid (regime, cell, seed `k`) and its compute seconds: read back from the run
 /// folder's units when a resumed run already finished it, else computed, timed and saved there
@@ -331,15 +344,33 @@ pub fn run_table(
             "  fedsage seed {k}: generator trained in {secs:.1} s; nodes added per client {:?}; feature loss {:?}",
             stats.added, stats.feat_loss
         );
-        let info = json!({
-            "seed": k, "added": stats.added, "count_loss": stats.count_loss,
-            "feat_loss": stats.feat_loss, "server_bytes": stats.server_bytes,
-            "seconds": secs,
-        });
+        let info = gen_info(k, &stats, secs);
         if let Some(d) = units {
             d.save_unit(&gen_unit_name(k), &info)?;
         }
         Ok((info, m))
+    };
+    // A remote FedSage+ job's generator stage: the first of seed `k` is its record (every job
+    // of a seed trains the same generators).
+    let record_gen = |k: usize,
+                      stats: &super::fedsage::GenStats,
+                      secs: f64|
+     -> Result<(), FedGraphError> {
+        let mut gi = gen_infos
+            .lock()
+            .map_err(|_| FedGraphError::Usage("generator records poisoned".into()))?;
+        if let std::collections::btree_map::Entry::Vacant(e) = gi.entry(k) {
+            let info = gen_info(k, stats, secs);
+            eprintln!(
+                "  fedsage seed {k}: generator trained in {secs:.1} s (client processes); nodes added per client {:?}; feature loss {:?}",
+                stats.added, stats.feat_loss
+            );
+            if let Some(d) = units {
+                d.save_unit(&gen_unit_name(k), &info)?;
+            }
+            e.insert(info);
+        }
+        Ok(())
     };
     let mended_of = |k: usize| -> Result<&Vec<super::fedsage::Mended>, FedGraphError> {
         // Other workers needing seed `k` wait here until the one stage of it is done.
@@ -406,16 +437,23 @@ pub fn run_table(
                     }
                     let sched = schedule(cfg, lr, steps);
                     let (seed, st) = &setups[k];
+                    // Over NATS FedSage+'s generator stage runs in each of its jobs' client
+                    // processes, which keep the mended subgraphs for the classifier.
                     let federated =
-                        matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt);
+                        matches!(regime, Regime::FedAvg | Regime::FedProx | Regime::FedOpt)
+                            || (regime == Regime::FedSage && remote.is_some());
                     let prepare = || match regime {
-                        Regime::FedSage => mended_of(k).map(Some),
+                        Regime::FedSage if remote.is_none() => mended_of(k).map(Some),
                         _ => Ok(None),
                     };
                     let compute =
                         |mended: Option<&Vec<super::fedsage::Mended>>| match (regime, remote) {
                             (_, Some(run_remote)) if federated => {
-                                run_remote(regime, lr, steps, k, *seed, st)
+                                let (r, stage) = run_remote(regime, lr, steps, k, *seed, st)?;
+                                if let Some((stats, secs)) = stage {
+                                    record_gen(k, &stats, secs)?;
+                                }
+                                Ok(r)
                             }
                             (Regime::FedSage, _) => match mended {
                                 Some(m) => fedsage(g, st, m, &zoo, &sched, *seed),

@@ -332,7 +332,8 @@ pub fn gen_stage_on(
 /// FedSage+ (generator stage, then the classifier's FedAvg on the mended subgraphs) as the
 /// server of `k` clients behind `fabric` (served elsewhere, [`FedSageClient`]s), bit for bit
 /// the in-process [`mend_clients`](super::fedsage::mend_clients) and
-/// [`fedsage`](super::run::fedsage) of the same seed. The clients are not shut down.
+/// [`fedsage`](super::run::fedsage) of the same seed; also the generator stage's seconds. The
+/// clients are not shut down.
 #[allow(clippy::too_many_arguments)]
 pub fn fedsage_server_on(
     fabric: &dyn Fabric,
@@ -343,18 +344,20 @@ pub fn fedsage_server_on(
     s: &super::run::Schedule,
     seed: u64,
     algo: &super::run::NodeAlgo,
-) -> Result<(super::run::RunResult, GenStats), FedGraphError> {
+) -> Result<(super::run::RunResult, GenStats, f64), FedGraphError> {
     let k = setup.clients.num_clients();
+    let t0 = std::time::Instant::now();
     let theta_len = super::fedsage::gen_len(g.features.num_features(), fs)?;
     let crosses = k > 1 && fs.cross_weight > 0.0;
     let deadline = algo.reply_timeout.unwrap_or(Duration::from_secs(900));
     let (stats, used) = gen_stage_on(fabric, k, fs, theta_len, crosses, deadline)?;
+    let gen_secs = t0.elapsed().as_secs_f64();
     let classifier = super::run::NodeAlgo {
         round_offset: used,
         ..*algo
     };
     let out = super::run::server_on(fabric, k, g, setup, zoo, s, seed, &classifier)?;
-    Ok((out, stats))
+    Ok((out, stats, gen_secs))
 }
 
 /// The seed FedSage+'s generator stage of run seed `seed` draws from (as the table's).

@@ -40,6 +40,8 @@ use super::gcfl::{
     ClusterLog, GcflSection, GraphSchedule, Mode, graph_zoo, regime_run, run_clustered_on,
     seed_data,
 };
+use super::config::FedSageSection;
+use super::fedsage_fabric::{FedSageClient, fedsage_server_on, gen_seed};
 use super::gcfl_fabric::{FabricLearners, FamilyClient};
 use super::run::{self, NodeAlgo, RunResult, Schedule};
 use crate::fabric::{ClientId, Fabric};
@@ -101,9 +103,9 @@ pub fn parse_job(table: serde_json::Value) -> Result<(FedGraphConfig, Job), Stri
                 job.algo
             ));
         }
-    } else if Regime::parse_node(&job.algo).is_none() {
+    } else if job.algo != "fedsage" && Regime::parse_node(&job.algo).is_none() {
         return Err(format!(
-            "job.algo `{}`: the multi-process runtime runs fedavg, fedprox or fedopt",
+            "job.algo `{}`: the multi-process runtime runs fedavg, fedprox, fedopt or fedsage",
             job.algo
         ));
     }
@@ -270,9 +272,17 @@ pub struct Unit {
     pub zoo: ZooConfig,
     pub schedule: Schedule,
     pub algo: NodeAlgo,
+    /// FedAvg, FedProx, FedOpt or FedSage+ (generator stage first).
+    pub regime: Regime,
+    /// FedSage+'s generator keys.
+    pub fedsage: FedSageSection,
     /// The run seed (initial model, client streams).
     pub seed: u64,
 }
+
+/// What a node job's server returns: the run and, for FedSage+, its generator stage (what
+/// it did, its seconds).
+pub type NodeOut = super::experiment::RemoteOut;
 
 /// The unit of `job`.
 pub fn build(cfg: &FedGraphConfig, job: &Job) -> Result<Unit, FedGraphError> {
@@ -291,15 +301,20 @@ pub fn unit_of(
     seed: u64,
 ) -> Result<Unit, FedGraphError> {
     let zoo = zoo_config(cfg, graph.features.num_features(), graph.classes)?;
-    let regime = Regime::parse_node(&job.algo).ok_or_else(|| {
-        FedGraphError::Usage(format!("job.algo `{}` is not a node algorithm", job.algo))
-    })?;
+    let regime = match job.algo.as_str() {
+        "fedsage" => Regime::FedSage,
+        other => Regime::parse_node(other).ok_or_else(|| {
+            FedGraphError::Usage(format!("job.algo `{other}` is not a node algorithm"))
+        })?,
+    };
     Ok(Unit {
         graph,
         setup,
         zoo,
         schedule: schedule(cfg, job.lr, job.local_steps),
         algo: node_algo(cfg, regime),
+        regime,
+        fedsage: cfg.fedsage.clone(),
         seed,
     })
 }
@@ -318,9 +333,23 @@ pub fn run_client(unit: &Unit, fabric: &dyn Fabric, id: ClientId) -> Result<u64,
             "client id {id}: the run has clients 0..{k}"
         )));
     }
+    let model = run::init_model(&unit.zoo, ferrolab_core::seed::derive(unit.seed, "init"))?;
+    if unit.regime == Regime::FedSage {
+        let mut client = FedSageClient::new(
+            &unit.graph,
+            &unit.setup,
+            id as usize,
+            &unit.fedsage,
+            gen_seed(unit.seed),
+            unit.zoo.clone(),
+            model,
+            unit.schedule.weight_decay,
+            run::client_seed(unit.seed, id as usize),
+        )?;
+        return Ok(crate::client::serve(&mut client, id, fabric, CLIENT_IDLE)?);
+    }
     let dev = train_device();
     let task = unit.setup.client_task(&unit.graph, id as usize, &dev)?;
-    let model = run::init_model(&unit.zoo, ferrolab_core::seed::derive(unit.seed, "init"))?;
     let mut client = GraphClient::new(
         task,
         unit.zoo.clone(),
@@ -341,7 +370,18 @@ pub fn run_server(
     fabric: Arc<dyn Fabric>,
     command: impl FnMut(ClientId) -> Command,
 ) -> Result<RunResult, FedGraphError> {
-    serve(unit, fabric, &client_ids(unit), command)
+    Ok(serve(unit, fabric, &client_ids(unit), command)?.0)
+}
+
+/// [`run_server`] (clients `spawn` spawned by `command`; none: started by hand) with
+/// FedSage+'s generator stage when the job is FedSage+'s.
+pub fn run_node_server(
+    unit: &Unit,
+    fabric: Arc<dyn Fabric>,
+    spawn: &[ClientId],
+    command: impl FnMut(ClientId) -> Command,
+) -> Result<NodeOut, FedGraphError> {
+    serve(unit, fabric, spawn, command)
 }
 
 /// [`run_server`] for clients its operator starts (`ferrolab fed client --system fedgraph --id
@@ -351,7 +391,7 @@ pub fn run_server_external(
     unit: &Unit,
     fabric: Arc<dyn Fabric>,
 ) -> Result<RunResult, FedGraphError> {
-    serve(unit, fabric, &[], |_| Command::new("ferrolab"))
+    Ok(serve(unit, fabric, &[], |_| Command::new("ferrolab"))?.0)
 }
 
 fn serve(
@@ -359,7 +399,7 @@ fn serve(
     fabric: Arc<dyn Fabric>,
     ids: &[ClientId],
     command: impl FnMut(ClientId) -> Command,
-) -> Result<RunResult, FedGraphError> {
+) -> Result<NodeOut, FedGraphError> {
     // Hand-started clients read their `Shutdown` from the run's streams: give a late one up
     // to the time a spawned client gets before they go (less once all have read it).
     let grace = unit
@@ -367,16 +407,40 @@ fn serve(
         .reply_timeout
         .unwrap_or(Duration::from_secs(30))
         .min(Duration::from_secs(30));
-    serve_with(fabric, ids, &client_ids(unit), grace, command, |server| {
-        run::fed_node_on(
+    let all = client_ids(unit);
+    serve_with(fabric, ids, &all, grace, command, |server| {
+        if unit.regime != Regime::FedSage {
+            let out = run::fed_node_on(
+                server,
+                &unit.graph,
+                &unit.setup,
+                &unit.zoo,
+                &unit.schedule,
+                unit.seed,
+                &unit.algo,
+            )?;
+            return Ok((out, None));
+        }
+        let t0 = std::time::Instant::now();
+        let out = fedsage_server_on(
             server,
             &unit.graph,
             &unit.setup,
+            &unit.fedsage,
             &unit.zoo,
             &unit.schedule,
             unit.seed,
             &unit.algo,
-        )
+        );
+        shutdown(server, &all);
+        let (r, stats, gen_secs) = out?;
+        eprintln!(
+            "  fedsage: generator stage through {} in {gen_secs:.1} s ({:.1} s with the classifier); nodes added per client {:?}",
+            server.name(),
+            t0.elapsed().as_secs_f64(),
+            stats.added
+        );
+        Ok((r, Some((stats, gen_secs))))
     })
 }
 
@@ -463,9 +527,9 @@ pub fn run_job(
     url: &str,
     dir: &Path,
     exe: &Path,
-) -> Result<RunResult, FedGraphError> {
+) -> Result<NodeOut, FedGraphError> {
     run_job_with(cfg, job, url, dir, exe, |fabric, command| {
-        run_server(unit, fabric, command)
+        serve(unit, fabric, &client_ids(unit), command)
     })
 }
 
