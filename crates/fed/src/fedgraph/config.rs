@@ -278,7 +278,8 @@ impl Validate for FedGraphConfig {
             self.fed.runtime != "nats"
                 || (["table", "hpo", "privacy"].contains(&self.task.mode.as_str())
                     && !graph_task
-                    && ["fedavg", "fedprox", "fedopt", "fedsage"].contains(&self.fed.algo.as_str()))
+                    && ["fedavg", "fedprox", "fedopt", "fedsage"]
+                        .contains(&self.fed.algo.as_str()))
                 || (self.task.mode == "table" && graph_task),
             "fed.runtime",
             &self.fed.runtime,

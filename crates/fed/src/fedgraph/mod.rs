@@ -165,7 +165,14 @@ fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
 }
 
 /// A federated node run (regime, lr, local steps, seed index, run seed, split) over NATS.
-type NatsRunner<'a> = dyn Fn(Regime, f64, usize, usize, u64, &data::SeedSetup) -> Result<experiment::RemoteOut, FedGraphError>
+type NatsRunner<'a> = dyn Fn(
+        Regime,
+        f64,
+        usize,
+        usize,
+        u64,
+        &data::SeedSetup,
+    ) -> Result<experiment::RemoteOut, FedGraphError>
     + Sync
     + 'a;
 

@@ -33,15 +33,15 @@ use serde::{Deserialize, Serialize};
 use super::FedGraphError;
 use super::client::GraphClient;
 use super::config::FedGraphConfig;
+use super::config::FedSageSection;
 use super::data::{GraphSet, SeedSetup};
 use super::experiment::{Regime, node_algo, schedule, seed_setup, zoo_config};
 use super::families::ClientGraphs;
+use super::fedsage_fabric::{FedSageClient, fedsage_server_on, gen_seed};
 use super::gcfl::{
     ClusterLog, GcflSection, GraphSchedule, Mode, graph_zoo, regime_run, run_clustered_on,
     seed_data,
 };
-use super::config::FedSageSection;
-use super::fedsage_fabric::{FedSageClient, fedsage_server_on, gen_seed};
 use super::gcfl_fabric::{FabricLearners, FamilyClient};
 use super::run::{self, NodeAlgo, RunResult, Schedule};
 use crate::fabric::{ClientId, Fabric};
