@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# fedgraph's hpo, privacy, node-table and GCFL+ (graph-families table) runs in-process and over NATS, back to back with the same
+# fedgraph's hpo, privacy, node-table, FedSage+ and GCFL+ (graph-families table) runs in-process
+# and over NATS, back to back with the same
 # binary (crates/fed/FEDGRAPH.md, "Over NATS"): for each mode, both runs' wall time and peak
 # RSS (of the server process: the clients are its children, started after it), and whether
 # the two reports are the same (every metric and baseline, timing keys aside).
 #
 #   FERROLAB_NATS_URL=nats://127.0.0.1:4222 FERROLAB_DATA=../shared/data \
 #     bench/fedgraph_nats_modes.sh [FERROLAB_BIN] [OUT_DIR] [THREADS=2]
-# MODES="gcfl" (any of hpo privacy table gcfl, default all) runs only those.
+# MODES="gcfl" (any of hpo privacy table fedsage gcfl, default all) runs only those.
 set -euo pipefail
 BIN=${1:-target/release/ferrolab}
 OUT=${2:-$(mktemp -d)}
@@ -34,12 +35,14 @@ print(f"{name:8} in-process {a[2]:6.1f} s {a[3]:5.0f} MiB | nats {b[2]:6.1f} s {
       f"ratio {b[2] / a[2]:.2f}x | same report: {a[0] == b[0] and a[1] == b[1]}")
 PY
 }
-for mode in ${MODES:-hpo privacy table gcfl}; do
+for mode in ${MODES:-hpo privacy table fedsage gcfl}; do
     case $mode in
         hpo) run hpo --preset hpo --set task.mode=hpo ;;
         privacy) run privacy --preset privacy --set task.mode=privacy ;;
         table) run table --preset quick ;;
+        # The quick preset's FedSage+ with 10 generator rounds (50 by default).
+        fedsage) run fedsage --preset quick --set fed.algo=fedsage --set fedsage.gen_rounds=10 ;;
         gcfl) run gcfl --preset gcfl ;;
-        *) echo "unknown mode $mode (hpo, privacy, table, gcfl)" >&2; exit 2 ;;
+        *) echo "unknown mode $mode (hpo, privacy, table, fedsage, gcfl)" >&2; exit 2 ;;
     esac
 done

@@ -562,6 +562,27 @@ fn gcfl_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
             assert!(!alog.splits.is_empty(), "the split path is exercised");
         }
     }
+    // A step size no network survives: the clients' passes diverge, which they report without
+    // parameters (no fabric carries non-finite values), and the run stops where the
+    // in-process one does.
+    let wild = GraphSchedule { lr: 1e30, ..s };
+    let (a, _) = run_clustered(&data, &z, &plus, &wild, Mode::FedAvg, seed).unwrap();
+    assert!(a.rounds_run < s.rounds, "{a:?}");
+    let fabric = InProcFabric::new();
+    let b = std::thread::scope(|sc| {
+        for c in 0..k {
+            let f = &fabric;
+            let mut cl = FamilyClient::new(&data, c, &z, &plus, s.weight_decay, seed).unwrap();
+            sc.spawn(move || serve(&mut cl, c as ClientId, f, Duration::from_secs(120)));
+        }
+        let mut l =
+            FabricLearners::new(&fabric, Duration::from_secs(120), k, wild.lr, s.local_steps);
+        let out = run_clustered_on(&data, &z, &plus, &wild, Mode::FedAvg, seed, &mut l);
+        let ids: Vec<ClientId> = (0..k as ClientId).collect();
+        ferrolab_fed::client::shutdown(&fabric, &ids);
+        out.unwrap().0
+    });
+    assert_eq!(strip(a), strip(b));
     // Client 2 fails every fit from round 2 on: the run goes on without its updates, its
     // cluster is never cut (a cut needs every member's signal), its evaluations still come.
     let ((r, log), left_out) = run_remote(&plus, Mode::Gcfl, Some((2, 2)));

@@ -49,6 +49,8 @@ fn unit() -> Unit {
             by_loss: false,
         },
         algo: node_algo(&cfg, Regime::FedAvg),
+        regime: Regime::FedAvg,
+        fedsage: cfg.fedsage.clone(),
         seed: 7,
     }
 }
@@ -106,27 +108,26 @@ fn child(url: &str, prefix: &str, dead: &[ClientId], id: ClientId) -> Command {
 
 /// The unit's seed searched by successive halving and FedEx with client processes over NATS
 /// (`dead` clients exit at once), next to the configuration it ran with.
-fn search_over_nats(dead: &[ClientId]) -> Vec<HpoResult> {
+fn search_over_nats(dead: &[ClientId], cfg: &FedGraphConfig) -> Vec<HpoResult> {
     let u = unit();
-    let cfg = search_config();
     let url = nats_util::nats_url();
     let prefix = nats_util::fresh_prefix("fgh");
     let server = nats_util::connect(&url, &prefix, Party::Server);
     let ids = multiproc::client_ids(&u);
-    hpo::search_on(&cfg, &search_ctx(&u), 0, Arc::new(server), &ids, |id| {
+    hpo::search_on(cfg, &search_ctx(&u), 0, Arc::new(server), &ids, |id| {
         child(&url, &prefix, dead, id)
     })
     .unwrap()
 }
 
-fn search_config() -> FedGraphConfig {
+fn search_config(lrs: &[f64]) -> FedGraphConfig {
     let mut cfg = FedGraphConfig::default();
     // Long enough for a loaded machine, short enough that a round whose collection began
     // before the dead client's exit was seen costs little.
     cfg.fed.reply_seconds = 10.0;
     cfg.hpo = HpoSection {
         methods: vec!["sh".into(), "fedex".into()],
-        lrs: vec![0.05, 0.5],
+        lrs: lrs.to_vec(),
         local_steps: vec![2],
         dropouts: vec![0.0, 0.5],
         min_rounds: 2,
@@ -154,14 +155,18 @@ fn search_ctx(u: &Unit) -> SeedCtx<'_> {
 #[ignore = "needs nats-server: FERROLAB_NATS_URL (.ci/run starts one)"]
 fn a_search_over_nats_repeats_the_in_process_one_and_goes_on_without_a_dead_client() {
     let u = unit();
-    let cfg = search_config();
-    let local: Vec<HpoResult> = cfg
-        .hpo
-        .methods
-        .iter()
-        .map(|m| hpo::run_method(m, &search_ctx(&u), &cfg.hpo).unwrap())
-        .collect();
-    let remote = search_over_nats(&[]);
+    let in_process = |cfg: &FedGraphConfig| -> Vec<HpoResult> {
+        cfg.hpo
+            .methods
+            .iter()
+            .map(|m| hpo::run_method(m, &search_ctx(&u), &cfg.hpo).unwrap())
+            .collect()
+    };
+    // A learning rate of 100 diverges: its clients' non-finite updates, which NATS cannot
+    // carry, go as their `diverged` flag and end the trial as in-process.
+    let wild = search_config(&[0.05, 0.5, 100.0]);
+    let local = in_process(&wild);
+    let remote = search_over_nats(&[], &wild);
     assert_eq!(remote.len(), 2);
     for (a, b) in local.iter().zip(&remote) {
         assert_eq!(
@@ -174,8 +179,10 @@ fn a_search_over_nats_repeats_the_in_process_one_and_goes_on_without_a_dead_clie
         );
     }
     // Client 0's process exits at once: every round goes on with the other three.
+    let tame = search_config(&[0.05, 0.5]);
+    let local = in_process(&tame);
     let t0 = std::time::Instant::now();
-    let gone = search_over_nats(&[0]);
+    let gone = search_over_nats(&[0], &tame);
     let took = t0.elapsed().as_secs_f64();
     assert!(
         took < 60.0,

@@ -233,6 +233,12 @@ impl Client for GraphClient {
             metrics.insert("clipped".into(), f64::from(u8::from(clipped)));
         }
         metrics.insert("train_loss".into(), loss);
+        // No fabric carries non-finite values (NATS refuses them on arrival): a diverged
+        // update goes as its flag, which a search's server reads as the NaN update it is.
+        if !params.flat_view().iter().all(|v| v.is_finite()) {
+            metrics.insert("diverged".into(), 1.0);
+            params = Params::new();
+        }
         Ok(FitRes {
             params,
             n_examples: self.task.num_train() as u64,

@@ -444,6 +444,14 @@ pub fn run_table(
                             || (regime == Regime::FedSage && remote.is_some());
                     let prepare = || match regime {
                         Regime::FedSage if remote.is_none() => mended_of(k).map(Some),
+                        Regime::FedSage => {
+                            // The remote job saves the stage's record: a damaged folder is
+                            // found before its minutes of work.
+                            if let Some(d) = units {
+                                d.check_unit_place(&gen_unit_name(k))?;
+                            }
+                            Ok(None)
+                        }
                         _ => Ok(None),
                     };
                     let compute =
@@ -509,7 +517,12 @@ pub fn run_table(
                             eprintln!("resume: {} already done", gen_unit_name(k));
                             i
                         }
-                        None => gen_stage(k)?.0,
+                        None => {
+                            eprintln!(
+                                "fedsage seed {k}: no record of its generator stage in the run folder; training it here for the report"
+                            );
+                            gen_stage(k)?.0
+                        }
                     }
                 }
             };

@@ -34,7 +34,9 @@
 //! the federated rounds train the feature generator only — ours trains all of NeighGen in
 //! every round unless `fedsage.pretrain_steps` and `fedsage.freeze` ask for FS's schedule.
 //! The message exchange of step 3 runs as function calls inside this process (bytes counted
-//! as if sent).
+//! as if sent) in [`mend_clients`], or as messages between client processes over a fabric
+//! ([`super::fedsage_fabric`], `fed.runtime = "nats"`); each client's side is a
+//! [`GenClient`] either way, so both give the same generators bit for bit.
 
 use ferrolab_core::backend::train_device;
 use ferrolab_core::burn;
@@ -539,6 +541,13 @@ impl GenClient {
 
     /// The generator with `theta` loaded.
     fn load(&mut self, theta: &[f32]) -> Result<NeighGen, FedGraphError> {
+        if theta.len() != self.theta.len() {
+            return Err(FedGraphError::Usage(format!(
+                "a generator of {} parameters for a generator of {}",
+                theta.len(),
+                self.theta.len()
+            )));
+        }
         let model = self
             .model
             .take()
@@ -557,6 +566,13 @@ impl GenClient {
         };
         let g = flat_grad(&model, loss);
         self.model = Some(model);
+        if g.iter().any(|x| !x.is_finite()) {
+            // Nothing a generator could be mended with; and no fabric carries it.
+            return Err(FedGraphError::Usage(format!(
+                "client {}'s generator diverged (non-finite gradient): lower fedsage.gen_lr",
+                self.c
+            )));
+        }
         Ok(g)
     }
 
@@ -605,19 +621,21 @@ impl GenClient {
     /// The round's Adam step: the own gradient plus `α/(K−1)` times each other client's
     /// feature-loss gradient at this generator (`cross`, by client), added in that order.
     pub fn step(&mut self, cross: &[&[f32]]) -> Result<(), FedGraphError> {
+        let want = if self.crosses() { self.k - 1 } else { 0 };
+        if cross.len() != want || cross.iter().any(|gj| gj.len() != self.theta.len()) {
+            return Err(FedGraphError::Usage(format!(
+                "a generator step needs {want} relayed gradients of {} values; got {} of lengths {:?}",
+                self.theta.len(),
+                cross.len(),
+                cross.iter().map(|g| g.len()).collect::<Vec<_>>()
+            )));
+        }
         let mut g = self.own.take().ok_or_else(|| {
             FedGraphError::Usage("a generator step without this round's own gradient".into())
         })?;
         if self.crosses() {
             let w = (self.fs.cross_weight * self.fs.feat_weight / (self.k - 1) as f64) as f32;
             for gj in cross {
-                if gj.len() != g.len() {
-                    return Err(FedGraphError::Usage(format!(
-                        "a relayed generator gradient of {} values for a generator of {}",
-                        gj.len(),
-                        g.len()
-                    )));
-                }
                 for (a, b) in g.iter_mut().zip(gj.iter()) {
                     *a += w * b;
                 }
@@ -625,6 +643,12 @@ impl GenClient {
         }
         self.adam
             .step(&mut self.theta, &g, self.fs.gen_lr, self.fgen_from);
+        if self.theta.iter().any(|x| !x.is_finite()) {
+            return Err(FedGraphError::Usage(format!(
+                "client {}'s generator diverged (non-finite parameters): lower fedsage.gen_lr",
+                self.c
+            )));
+        }
         Ok(())
     }
 
@@ -707,6 +731,8 @@ pub fn mend_clients(
                 .filter_map(|j| grads[j].get(if i < j { i } else { i - 1 }))
                 .map(Vec::as_slice)
                 .collect();
+            // A client that relayed nothing (no cross term) leaves `cross` empty, which
+            // `step` checks against what it expects.
             cl.step(&cross)?;
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! The generator stage is FedSage+'s relay with real messages. Each [`FedSageClient`] holds
 //! its [`GenClient`]: its impaired graph, hidden neighbours, generator and Adam state, and
-//! random stream. The server holds nothing of the clients' graphs; per generator round:
+//! random stream. No graph crosses the wire (the server loads the whole graph only to
+//! evaluate the classifier, as FS-G's protocol does); per generator round:
 //!
 //! 1. a `gen_grads` task to each client `j` with every other client's generator `θ_i`
 //!    (`t0003`, …): `j` returns its feature-loss gradient at each (`g0003`, …), having
@@ -115,7 +116,7 @@ impl<'a> FedSageClient<'a> {
                 Params::flat("theta", self.generator.theta().to_vec())
             }
             "gen_grads" => {
-                let others: Vec<(usize, &[f32])> = ins
+                let mut others: Vec<(usize, &[f32])> = ins
                     .params
                     .iter()
                     .map(|(name, t)| {
@@ -131,6 +132,8 @@ impl<'a> FedSageClient<'a> {
                         Ok((i, t.data.as_slice()))
                     })
                     .collect::<Result<_, FedGraphError>>()?;
+                // Client order, whatever the names' sorting (it fixes the stream's use).
+                others.sort_by_key(|o| o.0);
                 let grads = self.generator.round_grads(&others)?;
                 let mut p = Params::new();
                 for ((i, _), gr) in others.iter().zip(grads) {
@@ -141,8 +144,25 @@ impl<'a> FedSageClient<'a> {
                 p
             }
             "gen_step" => {
-                let cross: Vec<&[f32]> =
-                    ins.params.iter().map(|(_, t)| t.data.as_slice()).collect();
+                let mut cross: Vec<(usize, &[f32])> = ins
+                    .params
+                    .iter()
+                    .map(|(name, t)| {
+                        let j = name
+                            .strip_prefix('g')
+                            .and_then(|d| d.parse::<usize>().ok())
+                            .filter(|&j| j != self.c)
+                            .ok_or_else(|| {
+                                FedGraphError::Usage(format!(
+                                    "gen_step task tensor `{name}`: not another client's gradient"
+                                ))
+                            })?;
+                        Ok((j, t.data.as_slice()))
+                    })
+                    .collect::<Result<_, FedGraphError>>()?;
+                // Added in client order, as in-process.
+                cross.sort_by_key(|c| c.0);
+                let cross: Vec<&[f32]> = cross.into_iter().map(|c| c.1).collect();
                 self.generator.step(&cross)?;
                 Params::flat("theta", self.generator.theta().to_vec())
             }

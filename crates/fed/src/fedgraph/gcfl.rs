@@ -732,6 +732,17 @@ pub(crate) fn client_rng(seed: u64, c: usize) -> StdRng {
     StdRng::seed_from_u64(ferrolab_core::seed::derive(seed, &format!("client{c}")))
 }
 
+/// A pass's loss as the server sees it: NaN (the learner diverged) when the loss or any
+/// trained parameter is not finite, so the run stops there whichever way the learners run
+/// (a fabric cannot carry non-finite parameters).
+pub(crate) fn diverged_loss(loss: f64, trained: &[f32]) -> f64 {
+    if loss.is_finite() && trained.iter().all(|x| x.is_finite()) {
+        loss
+    } else {
+        f64::NAN
+    }
+}
+
 /// Every learner in this process: what [`run_clustered`] trains on.
 struct InProcessLearners<'a> {
     clients: &'a [ClientData],
@@ -789,7 +800,7 @@ impl Learners for InProcessLearners<'_> {
             self.nets[l] = Some(net);
             out.push(Some(Trained {
                 prefix: self.weights[l][..prefix.len()].to_vec(),
-                loss,
+                loss: diverged_loss(loss, &self.weights[l]),
                 grad_norm,
             }));
         }
@@ -945,11 +956,11 @@ pub fn run_clustered_on(
         let got = learners.evaluate(round, prefixes)?;
         let (mut va, mut vl, mut ta) = (0f64, 0f64, 0f64);
         let mut per = Vec::with_capacity(k);
-        for c in 0..k {
+        for (c, fig) in figures.iter_mut().enumerate() {
             if let Some(Some(e)) = got.get(c) {
-                figures[c] = Some(*e);
+                *fig = Some(*e);
             }
-            let (a, loss, t) = figures[c].ok_or_else(|| {
+            let (a, loss, t) = fig.ok_or_else(|| {
                 FedGraphError::Fabric(crate::fabric::FabricError::Disconnected(format!(
                     "client {c}'s evaluation of the initial model did not come back"
                 )))
@@ -968,6 +979,18 @@ pub fn run_clustered_on(
     let param_bytes = (shared * 4) as u64;
     for round in 1..=s.rounds {
         let got = learners.train(round, &prefixes)?;
+        // A learner set of another layout is a bug of its own, not this loop's to index past.
+        if got.len() != n_learners
+            || got
+                .iter()
+                .flatten()
+                .any(|t| t.loss.is_finite() && t.prefix.len() != prefixes[0].len())
+        {
+            return Err(FedGraphError::Usage(format!(
+                "round {round}: the learners returned {} passes for {n_learners} learners, or a pass of the wrong size",
+                got.len()
+            )));
+        }
         if got.iter().all(Option::is_none) {
             return Err(FedGraphError::Fabric(
                 crate::fabric::FabricError::Disconnected(format!(

@@ -27,7 +27,7 @@ use super::client::config_f64;
 use super::families::ClientGraphs;
 use super::gcfl::{
     ClientData, Eval, GcflSection, GraphNet, Learners, Trained, client_data_of, client_net,
-    client_rng, eval_pair, flat, load_flat, local_train,
+    client_rng, diverged_loss, eval_pair, flat, load_flat, local_train,
 };
 use crate::client::{Client, ClientCtx, ClientError, EvaluateRes, FitIns, FitRes};
 use crate::fabric::{ClientId, Fabric, Metrics, Reply, Task, TaskKind};
@@ -128,11 +128,19 @@ impl Client for FamilyClient {
         );
         let w = flat(&net);
         self.net = Some(net);
+        let loss = diverged_loss(loss, &w);
         let mut metrics = Metrics::new();
         metrics.insert("train_loss".into(), loss);
         metrics.insert("grad_norm".into(), grad_norm);
+        // A diverged pass ends the run at the server; its parameters, which no fabric can
+        // carry, are not sent.
+        let params = if loss.is_finite() {
+            Params::flat(SHARED, w[..held].to_vec())
+        } else {
+            Params::new()
+        };
         Ok(FitRes {
-            params: Params::flat(SHARED, w[..held].to_vec()),
+            params,
             n_examples: self.data.n_train as u64,
             metrics,
         })
@@ -283,10 +291,18 @@ impl Learners for FabricLearners<'_> {
         prefixes: &[Vec<f32>],
     ) -> Result<Vec<Option<Trained>>, FedGraphError> {
         let held = prefixes.first().map_or(0, Vec::len);
-        // Layout and figures only: a non-finite update is the run's divergence, which the
-        // server records as the in-process run does (it stops there).
+        // Layout and figures only: a diverged pass (non-finite loss, no parameters) is the
+        // run's divergence, which the server records as the in-process run does (it stops
+        // there).
         let validate = |rep: &Reply| {
             lacks(rep, &["train_loss", "grad_norm"])?;
+            let diverged = rep
+                .metrics
+                .get("train_loss")
+                .is_some_and(|l| !l.is_finite());
+            if diverged && rep.params.is_empty() {
+                return Ok(());
+            }
             match rep.params.get(SHARED) {
                 Some(t) if t.data.len() == held && rep.params.len() == 1 => Ok(()),
                 Some(t) => Err(format!(
@@ -300,13 +316,10 @@ impl Learners for FabricLearners<'_> {
         Ok(got
             .into_iter()
             .map(|r| {
-                r.and_then(|mut r| {
-                    let prefix = r.params.remove(SHARED)?.data;
-                    Some(Trained {
-                        prefix,
-                        loss: r.metrics.get("train_loss").copied().unwrap_or(f64::NAN),
-                        grad_norm: r.metrics.get("grad_norm").copied().unwrap_or(f64::NAN),
-                    })
+                r.map(|mut r| Trained {
+                    prefix: r.params.remove(SHARED).map(|t| t.data).unwrap_or_default(),
+                    loss: r.metrics.get("train_loss").copied().unwrap_or(f64::NAN),
+                    grad_norm: r.metrics.get("grad_norm").copied().unwrap_or(f64::NAN),
                 })
             })
             .collect())

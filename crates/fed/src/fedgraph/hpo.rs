@@ -577,11 +577,16 @@ impl FabricTrainer<'_> {
         // Layout only: a non-finite update is the trial's divergence, which the federation
         // records as the in-process search does (a NaN average ends the trial).
         let template = fed.params();
+        let diverged =
+            |rep: &Reply| rep.metrics.get("diverged") == Some(&1.0) && rep.params.is_empty();
         let validate = |rep: &Reply| {
             if let Some(k) = wanted.iter().find(|k| !rep.metrics.contains_key(**k)) {
                 return Err(format!(
                     "reply lacks `{k}`, which the task asked for (a client of another build?)"
                 ));
+            }
+            if diverged(rep) {
+                return Ok(());
             }
             template
                 .check_same_layout(&rep.params)
@@ -614,18 +619,28 @@ impl FabricTrainer<'_> {
             ));
         }
         let metric = |rep: &Reply, k: &str| rep.metrics.get(k).copied().unwrap_or(f64::NAN);
-        Ok(got
-            .replies
-            .into_iter()
-            .map(|rep| ClientFit {
+        let mut fits = Vec::with_capacity(got.replies.len());
+        for rep in got.replies {
+            // A diverged client's update stands for what it is in-process: NaN everywhere,
+            // which ends the trial when averaged.
+            let fit = ClientFit {
                 client: rep.id.client as usize,
                 val_loss_before: metric(&rep, "val_loss_before"),
                 val_loss_after: metric(&rep, "val_loss_after"),
                 update_norm: metric(&rep, "update_norm"),
                 clipped: metric(&rep, "clipped") == 1.0,
-                params: rep.params,
-            })
-            .collect())
+                params: Params::new(),
+            };
+            let params = if diverged(&rep) {
+                template
+                    .with_flat_vec(vec![f32::NAN; template.numel()])
+                    .map_err(|e| FedGraphError::Usage(e.to_string()))?
+            } else {
+                rep.params
+            };
+            fits.push(ClientFit { params, ..fit });
+        }
+        Ok(fits)
     }
 }
 
