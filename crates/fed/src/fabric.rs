@@ -262,6 +262,10 @@ pub fn layout_validator(template: &Params) -> impl Fn(&Reply) -> Result<(), Stri
         if r.kind != TaskKind::Fit {
             return Ok(());
         }
+        // A client whose update diverged sends this flag instead of values no wire carries.
+        if r.params.is_empty() && r.metrics.get("diverged") == Some(&1.0) {
+            return Err("the client's update diverged (non-finite values)".into());
+        }
         template
             .check_same_layout(&r.params)
             .map_err(|e| e.to_string())?;

@@ -969,10 +969,6 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
         }
         let arms: Vec<usize> = nval.iter().map(|_| sample(&theta, &mut rng)).collect();
         let hps: Vec<LocalHp> = arms.iter().map(|&a| space[a]).collect();
-        for &a in &arms {
-            steps_used += space[a].local_steps;
-            log.push((a, 1));
-        }
         let ask = Ask {
             val_losses: true,
             ..Ask::default()
@@ -989,6 +985,11 @@ pub fn run_fedex(cx: &SeedCtx<'_>, h: &HpoSection) -> Result<HpoResult, FedGraph
         let mut ups = Vec::with_capacity(fits.len());
         let mut draws = Vec::with_capacity(fits.len());
         for f in fits {
+            // Only the clients that answered count as having trained their arm (over NATS a
+            // client left out of the round may never have).
+            let a = arms[f.client];
+            steps_used += space[a].local_steps;
+            log.push((a, 1));
             // A diverged local model gives an infinite change: the arm is pushed down hard.
             let d = f.val_loss_after - f.val_loss_before;
             let change = if d.is_finite() { d } else { 1e3 };
