@@ -109,7 +109,7 @@ impl Client for FamilyClient {
     fn fit(&mut self, ins: &FitIns, _ctx: &ClientCtx<'_>) -> Result<FitRes, ClientError> {
         let lr = config_f64(&ins.config, "lr")?;
         let steps = config_f64(&ins.config, "local_steps")?;
-        if !(lr > 0.0 && lr.is_finite()) || !(steps >= 1.0 && steps.fract() == 0.0) {
+        if !(lr > 0.0 && lr.is_finite() && steps >= 1.0 && steps.fract() == 0.0) {
             return Err(ClientError(format!(
                 "task config lr = {lr}, local_steps = {steps}: need lr > 0 and a whole number of steps >= 1"
             )));
