@@ -360,6 +360,38 @@ fn fedgraph_privacy_over_nats_equals_the_in_process_study_bit_for_bit() {
     assert_eq!(s["arms"][1]["epsilon"], m["dp_sigma0p8_epsilon"], "{s}");
 }
 
+/// `ferrolab fedgraph --config` on `config` (written under `root`), in-process and with
+/// `--set fed.runtime=nats`: both reports.
+#[allow(clippy::unwrap_used)]
+fn in_process_and_over_nats(
+    root: &std::path::Path,
+    config: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let cfg = root.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let (a, b) = (root.join("in"), root.join("nats"));
+    for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
+        let mut v = vec!["fedgraph", "--config", cfg.to_str().unwrap()];
+        v.extend_from_slice(&["--threads", "2"]);
+        if let Some(e) = extra {
+            v.extend_from_slice(&["--set", e]);
+        }
+        v.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = ferrolab(&v);
+        assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
+    }
+    (report(&a), report(&b))
+}
+
+/// A report block without its wall-clock keys (the one part runs may differ in).
+fn no_seconds(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|k, _| !k.contains("seconds"));
+    }
+    v
+}
+
 /// A small GCFL+ table on the synthetic graph families whose thresholds every round meets
 /// (so clusters split within its rounds), plain GCFL and FedAvg beside it.
 const FAMILIES: &str = "[data]
@@ -396,37 +428,12 @@ global = false
 fn fedgraph_gcfl_over_nats_equals_the_in_process_table_bit_for_bit() {
     require_nats_url();
     let root = tmp("fedgraph-nats-gcfl");
-    let cfg = root.join("families.toml");
-    std::fs::write(&cfg, FAMILIES).unwrap();
-    let (a, b) = (root.join("in"), root.join("nats"));
-    for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
-        let mut v = vec![
-            "fedgraph",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--threads",
-            "2",
-        ];
-        if let Some(e) = extra {
-            v.extend_from_slice(&["--set", e]);
-        }
-        v.extend_from_slice(&["--out", out.to_str().unwrap()]);
-        let o = ferrolab(&v);
-        assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
-    }
-    let (ra, rb) = (report(&a), report(&b));
-    let strip = |mut m: serde_json::Value| {
-        // Wall-clock figures differ; everything else must not.
-        if let Some(o) = m.as_object_mut() {
-            o.remove("grid_seconds");
-        }
-        m
-    };
-    assert_eq!(strip(ra["metrics"].clone()), strip(rb["metrics"].clone()));
+    let (ra, rb) = in_process_and_over_nats(&root, FAMILIES);
+    assert_eq!(no_seconds(&ra["metrics"]), no_seconds(&rb["metrics"]));
     for r in ["fedavg", "gcfl_plain"] {
         assert_eq!(
-            strip(ra["baselines"][r].clone()),
-            strip(rb["baselines"][r].clone()),
+            no_seconds(&ra["baselines"][r]),
+            no_seconds(&rb["baselines"][r]),
             "{r}"
         );
     }
@@ -479,41 +486,16 @@ fn fedgraph_fedsage_over_nats_equals_the_in_process_run_bit_for_bit() {
     let root = tmp("fedgraph-nats-fedsage");
     // A small generator, pre-trained one step, three federated rounds.
     let generator = "[fedsage]\ngen_rounds = 3\ngen_hidden = 16\nenc_dim = 16\nnum_pred = 2\npretrain_steps = 1\n";
-    let cfg = root.join("fedsage.toml");
     let base = "[fed]\nalgo = \"fedsage\"\nrounds = 8\npatience = 0\nlrs = [0.25]\nlocal_steps = [4]\nseeds = 1\n[baselines]\nlocal = false\nglobal = false\n";
-    std::fs::write(&cfg, format!("{base}{generator}")).unwrap();
-    let (a, b) = (root.join("in"), root.join("nats"));
-    for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
-        let mut v = vec![
-            "fedgraph",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--threads",
-            "2",
-        ];
-        if let Some(e) = extra {
-            v.extend_from_slice(&["--set", e]);
-        }
-        v.extend_from_slice(&["--out", out.to_str().unwrap()]);
-        let o = ferrolab(&v);
-        assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
-    }
-    let (ra, rb) = (report(&a), report(&b));
-    let strip = |v: &serde_json::Value| {
-        let mut v = v.clone();
-        if let Some(o) = v.as_object_mut() {
-            o.retain(|k, _| !k.contains("seconds"));
-        }
-        v
-    };
-    assert_eq!(strip(&ra["metrics"]), strip(&rb["metrics"]));
+    let (ra, rb) = in_process_and_over_nats(&root, &format!("{base}{generator}"));
+    assert_eq!(no_seconds(&ra["metrics"]), no_seconds(&rb["metrics"]));
     assert_eq!(
-        strip(&ra["baselines"]["fedavg"]),
-        strip(&rb["baselines"]["fedavg"])
+        no_seconds(&ra["baselines"]["fedavg"]),
+        no_seconds(&rb["baselines"]["fedavg"])
     );
     let (ga, gb) = (
-        strip(&ra["details"]["fedsage_generator"][0]),
-        strip(&rb["details"]["fedsage_generator"][0]),
+        no_seconds(&ra["details"]["fedsage_generator"][0]),
+        no_seconds(&rb["details"]["fedsage_generator"][0]),
     );
     assert_eq!(ga, gb, "the generator stage through the client processes");
     assert!(ga["added"].as_array().is_some_and(|v| v.len() == 5), "{ga}");

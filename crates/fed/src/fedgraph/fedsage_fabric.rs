@@ -116,24 +116,7 @@ impl<'a> FedSageClient<'a> {
                 Params::flat("theta", self.generator.theta().to_vec())
             }
             "gen_grads" => {
-                let mut others: Vec<(usize, &[f32])> = ins
-                    .params
-                    .iter()
-                    .map(|(name, t)| {
-                        let i = name
-                            .strip_prefix('t')
-                            .and_then(|d| d.parse::<usize>().ok())
-                            .filter(|&i| i != self.c)
-                            .ok_or_else(|| {
-                                FedGraphError::Usage(format!(
-                                    "gen_grads task tensor `{name}`: not another client's generator"
-                                ))
-                            })?;
-                        Ok((i, t.data.as_slice()))
-                    })
-                    .collect::<Result<_, FedGraphError>>()?;
-                // Client order, whatever the names' sorting (it fixes the stream's use).
-                others.sort_by_key(|o| o.0);
+                let others = self.peers(&ins.params, 't', stage)?;
                 let grads = self.generator.round_grads(&others)?;
                 let mut p = Params::new();
                 for ((i, _), gr) in others.iter().zip(grads) {
@@ -144,25 +127,11 @@ impl<'a> FedSageClient<'a> {
                 p
             }
             "gen_step" => {
-                let mut cross: Vec<(usize, &[f32])> = ins
-                    .params
-                    .iter()
-                    .map(|(name, t)| {
-                        let j = name
-                            .strip_prefix('g')
-                            .and_then(|d| d.parse::<usize>().ok())
-                            .filter(|&j| j != self.c)
-                            .ok_or_else(|| {
-                                FedGraphError::Usage(format!(
-                                    "gen_step task tensor `{name}`: not another client's gradient"
-                                ))
-                            })?;
-                        Ok((j, t.data.as_slice()))
-                    })
-                    .collect::<Result<_, FedGraphError>>()?;
-                // Added in client order, as in-process.
-                cross.sort_by_key(|c| c.0);
-                let cross: Vec<&[f32]> = cross.into_iter().map(|c| c.1).collect();
+                let cross: Vec<&[f32]> = self
+                    .peers(&ins.params, 'g', stage)?
+                    .into_iter()
+                    .map(|c| c.1)
+                    .collect();
                 self.generator.step(&cross)?;
                 Params::flat("theta", self.generator.theta().to_vec())
             }
@@ -194,6 +163,34 @@ impl<'a> FedSageClient<'a> {
             n_examples: 0,
             metrics,
         })
+    }
+
+    /// A stage task's tensors, each another client's (`<tag><id>`: a generator `t…` or a
+    /// gradient `g…`), in client order whatever the names' sorting: the order fixes the random
+    /// stream's use and the sum's.
+    fn peers<'p>(
+        &self,
+        params: &'p Params,
+        tag: char,
+        stage: &str,
+    ) -> Result<Vec<(usize, &'p [f32])>, FedGraphError> {
+        let mut out = params
+            .iter()
+            .map(|(name, t)| {
+                let i = name
+                    .strip_prefix(tag)
+                    .and_then(|d| d.parse::<usize>().ok())
+                    .filter(|&i| i != self.c)
+                    .ok_or_else(|| {
+                        FedGraphError::Usage(format!(
+                            "{stage} task tensor `{name}`: not another client's"
+                        ))
+                    })?;
+                Ok((i, t.data.as_slice()))
+            })
+            .collect::<Result<Vec<_>, FedGraphError>>()?;
+        out.sort_by_key(|p| p.0);
+        Ok(out)
     }
 
     fn classifier(&mut self) -> Result<&mut GraphClient, ClientError> {
