@@ -361,15 +361,16 @@ fn fedgraph_privacy_over_nats_equals_the_in_process_study_bit_for_bit() {
 }
 
 /// `ferrolab fedgraph --config` on `config` (written under `root`), in-process and with
-/// `--set fed.runtime=nats`: both reports.
+/// `--set fed.runtime=nats`: both reports and the NATS run's stderr.
 #[allow(clippy::unwrap_used)]
 fn in_process_and_over_nats(
     root: &std::path::Path,
     config: &str,
-) -> (serde_json::Value, serde_json::Value) {
+) -> (serde_json::Value, serde_json::Value, String) {
     let cfg = root.join("config.toml");
     std::fs::write(&cfg, config).unwrap();
     let (a, b) = (root.join("in"), root.join("nats"));
+    let mut said = String::new();
     for (out, extra) in [(&a, None), (&b, Some("fed.runtime=nats"))] {
         let mut v = vec!["fedgraph", "--config", cfg.to_str().unwrap()];
         v.extend_from_slice(&["--threads", "2"]);
@@ -379,8 +380,9 @@ fn in_process_and_over_nats(
         v.extend_from_slice(&["--out", out.to_str().unwrap()]);
         let o = ferrolab(&v);
         assert_eq!(o.status.code(), Some(0), "{v:?}: {}", stderr(&o));
+        said = stderr(&o);
     }
-    (report(&a), report(&b))
+    (report(&a), report(&b), said)
 }
 
 /// A report block without its wall-clock keys (the one part runs may differ in).
@@ -428,7 +430,7 @@ global = false
 fn fedgraph_gcfl_over_nats_equals_the_in_process_table_bit_for_bit() {
     require_nats_url();
     let root = tmp("fedgraph-nats-gcfl");
-    let (ra, rb) = in_process_and_over_nats(&root, FAMILIES);
+    let (ra, rb, _) = in_process_and_over_nats(&root, FAMILIES);
     assert_eq!(no_seconds(&ra["metrics"]), no_seconds(&rb["metrics"]));
     for r in ["fedavg", "gcfl_plain"] {
         assert_eq!(
@@ -486,8 +488,17 @@ fn fedgraph_fedsage_over_nats_equals_the_in_process_run_bit_for_bit() {
     let root = tmp("fedgraph-nats-fedsage");
     // A small generator, pre-trained one step, three federated rounds.
     let generator = "[fedsage]\ngen_rounds = 3\ngen_hidden = 16\nenc_dim = 16\nnum_pred = 2\npretrain_steps = 1\n";
-    let base = "[fed]\nalgo = \"fedsage\"\nrounds = 8\npatience = 0\nlrs = [0.25]\nlocal_steps = [4]\nseeds = 1\n[baselines]\nlocal = false\nglobal = false\n";
-    let (ra, rb) = in_process_and_over_nats(&root, &format!("{base}{generator}"));
+    // Two grid cells: over NATS one set of client processes trains the generators once and
+    // serves both cells' classifier runs.
+    let base = "[fed]\nalgo = \"fedsage\"\nrounds = 8\npatience = 0\nlrs = [0.25, 0.05]\nlocal_steps = [4]\nseeds = 1\n[baselines]\nlocal = false\nglobal = false\n";
+    let (ra, rb, said) = in_process_and_over_nats(&root, &format!("{base}{generator}"));
+    assert_eq!(
+        said.matches("generator stage through nats").count(),
+        1,
+        "one generator stage for both cells: {said}"
+    );
+    assert!(said.contains("with 2 classifier run(s)"), "{said}");
+    assert_eq!(ra["details"]["grid_fedsage"], rb["details"]["grid_fedsage"]);
     assert_eq!(no_seconds(&ra["metrics"]), no_seconds(&rb["metrics"]));
     assert_eq!(
         no_seconds(&ra["baselines"]["fedavg"]),
@@ -517,7 +528,11 @@ fn fedgraph_fedsage_over_nats_equals_the_in_process_run_bit_for_bit() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(s["algo"], "fedsage");
-    assert_eq!(s["test_accuracy"], ra["metrics"]["test_accuracy"], "{s}");
+    // The job's cell is the first (lr 0.25).
+    assert_eq!(
+        s["test_accuracy"], ra["details"]["grid_fedsage"][0]["per_seed_test_accuracy"][0],
+        "{s}"
+    );
     assert_eq!(s["generator"]["added"], ga["added"], "{s}");
     assert_eq!(s["generator"]["feat_loss"], ga["feat_loss"], "{s}");
 }

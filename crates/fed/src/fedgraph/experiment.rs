@@ -224,14 +224,17 @@ pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
 /// Runs one federated node run (regime, lr, local steps, seed index, that seed's run seed and
 /// split) somewhere else than in this process's threads: `fed.runtime = "nats"` (see
 /// `super::multiproc`).
+/// (regime, its grid cells `(lr, local steps)`, seed index, run seed, split): one run per
+/// cell, in order. FedSage+ is asked for every cell of a seed at once (one generator stage
+/// serves them all); the others one cell at a time.
 pub type Remote<'a> = &'a (
-        dyn Fn(Regime, f64, usize, usize, u64, &SeedSetup) -> Result<RemoteOut, FedGraphError>
+        dyn Fn(Regime, &[(f64, usize)], usize, u64, &SeedSetup) -> Result<RemoteOut, FedGraphError>
             + Sync
     );
 
-/// What a [`Remote`] run returns: the run and, for FedSage+, its generator stage (what it
-/// did, its seconds).
-pub type RemoteOut = (RunResult, Option<(super::fedsage::GenStats, f64)>);
+/// What a [`Remote`] call returns: one run per cell asked for and, for FedSage+, its
+/// generator stage (what it did, its seconds).
+pub type RemoteOut = (Vec<RunResult>, Option<(super::fedsage::GenStats, f64)>);
 
 /// The report's record of seed `k`'s generator stage.
 fn gen_info(k: usize, stats: &super::fedsage::GenStats, secs: f64) -> serde_json::Value {
@@ -372,6 +375,42 @@ pub fn run_table(
         }
         Ok(())
     };
+    // Over NATS: every cell of seed `k`'s FedSage+ runs, from one set of client processes
+    // (one generator stage), computed when the first of them is needed.
+    let cells: Vec<(f64, usize)> = f
+        .lrs
+        .iter()
+        .flat_map(|&lr| f.local_steps.iter().map(move |&st| (lr, st)))
+        .collect();
+    let seed_runs: Vec<std::sync::OnceLock<Option<Vec<RunResult>>>> = (0..setups.len())
+        .map(|_| std::sync::OnceLock::new())
+        .collect();
+    let remote_fedsage = |k: usize| -> Result<&Vec<RunResult>, FedGraphError> {
+        let runs = seed_runs[k].get_or_init(|| {
+            let (seed, st) = &setups[k];
+            let run_remote = remote?;
+            match run_remote(Regime::FedSage, &cells, k, *seed, st) {
+                Ok((runs, stage)) => {
+                    if let Some((stats, secs)) = stage
+                        && let Err(e) = record_gen(k, &stats, secs)
+                    {
+                        fail(e);
+                        return None;
+                    }
+                    Some(runs)
+                }
+                Err(e) => {
+                    fail(e);
+                    None
+                }
+            }
+        });
+        runs.as_ref().ok_or_else(|| {
+            FedGraphError::Run(ferrolab_core::CoreError::Runtime(format!(
+                "fedsage seed {k}: the remote FedSage+ runs failed"
+            )))
+        })
+    };
     let mended_of = |k: usize| -> Result<&Vec<super::fedsage::Mended>, FedGraphError> {
         // Other workers needing seed `k` wait here until the one stage of it is done.
         let m = gens[k].get_or_init(|| match gen_stage(k) {
@@ -456,12 +495,23 @@ pub fn run_table(
                     };
                     let compute =
                         |mended: Option<&Vec<super::fedsage::Mended>>| match (regime, remote) {
+                            (Regime::FedSage, Some(_)) => remote_fedsage(k)?
+                                .get(li * f.local_steps.len() + si)
+                                .cloned()
+                                .ok_or_else(|| {
+                                    FedGraphError::Usage(format!(
+                                        "fedsage seed {k}: no run of cell lr {lr}, {steps} steps"
+                                    ))
+                                }),
                             (_, Some(run_remote)) if federated => {
-                                let (r, stage) = run_remote(regime, lr, steps, k, *seed, st)?;
-                                if let Some((stats, secs)) = stage {
-                                    record_gen(k, &stats, secs)?;
-                                }
-                                Ok(r)
+                                let (mut runs, _) =
+                                    run_remote(regime, &[(lr, steps)], k, *seed, st)?;
+                                runs.pop().ok_or_else(|| {
+                                    FedGraphError::Usage(format!(
+                                        "{} seed {k}: the remote run returned nothing",
+                                        regime.name()
+                                    ))
+                                })
                             }
                             (Regime::FedSage, _) => match mended {
                                 Some(m) => fedsage(g, st, m, &zoo, &sched, *seed),

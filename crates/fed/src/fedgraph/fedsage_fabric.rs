@@ -362,6 +362,37 @@ pub fn fedsage_server_on(
     seed: u64,
     algo: &super::run::NodeAlgo,
 ) -> Result<(super::run::RunResult, GenStats, f64), FedGraphError> {
+    let (mut runs, stats, secs) = fedsage_cells_on(
+        fabric,
+        g,
+        setup,
+        fs,
+        zoo,
+        std::slice::from_ref(s),
+        seed,
+        algo,
+    )?;
+    let out = runs
+        .pop()
+        .ok_or_else(|| FedGraphError::Usage("no classifier run".into()))?;
+    Ok((out, stats, secs))
+}
+
+/// [`fedsage_server_on`] for several classifier schedules (a seed's grid cells): one
+/// generator stage, then each cell's FedAvg in turn through the same clients (their mended
+/// subgraphs kept), each from the same initial model as in-process, so every cell's run is
+/// the in-process one of that cell. Each cell gets `s.rounds` fabric rounds of its own.
+#[allow(clippy::too_many_arguments)]
+pub fn fedsage_cells_on(
+    fabric: &dyn Fabric,
+    g: &GraphSet,
+    setup: &SeedSetup,
+    fs: &FedSageSection,
+    zoo: &ZooConfig,
+    cells: &[super::run::Schedule],
+    seed: u64,
+    algo: &super::run::NodeAlgo,
+) -> Result<(Vec<super::run::RunResult>, GenStats, f64), FedGraphError> {
     let k = setup.clients.num_clients();
     let t0 = std::time::Instant::now();
     let theta_len = super::fedsage::gen_len(g.features.num_features(), fs)?;
@@ -369,12 +400,26 @@ pub fn fedsage_server_on(
     let deadline = algo.reply_timeout.unwrap_or(Duration::from_secs(900));
     let (stats, used) = gen_stage_on(fabric, k, fs, theta_len, crosses, deadline)?;
     let gen_secs = t0.elapsed().as_secs_f64();
-    let classifier = super::run::NodeAlgo {
-        round_offset: used,
-        ..*algo
-    };
-    let out = super::run::server_on(fabric, k, g, setup, zoo, s, seed, &classifier)?;
-    Ok((out, stats, gen_secs))
+    let mut offset = used;
+    let mut runs = Vec::with_capacity(cells.len());
+    for s in cells {
+        let classifier = super::run::NodeAlgo {
+            round_offset: offset,
+            ..*algo
+        };
+        runs.push(super::run::server_on(
+            fabric,
+            k,
+            g,
+            setup,
+            zoo,
+            s,
+            seed,
+            &classifier,
+        )?);
+        offset += s.rounds as u64;
+    }
+    Ok((runs, stats, gen_secs))
 }
 
 /// The seed FedSage+'s generator stage of run seed `seed` draws from (as the table's).

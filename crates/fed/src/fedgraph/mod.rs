@@ -167,8 +167,7 @@ fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
 /// A federated node run (regime, lr, local steps, seed index, run seed, split) over NATS.
 type NatsRunner<'a> = dyn Fn(
         Regime,
-        f64,
-        usize,
+        &[(f64, usize)],
         usize,
         u64,
         &data::SeedSetup,
@@ -193,7 +192,10 @@ fn nats_runner<'a>(
     let data_dir = ctx.data_dir().map(std::path::Path::to_path_buf);
     let cfg = cfg.clone();
     Ok(Box::new(
-        move |regime, lr, local_steps, seed_index, seed, setup| {
+        move |regime, cells: &[(f64, usize)], seed_index, seed, setup| {
+            let &(lr, local_steps) = cells
+                .first()
+                .ok_or_else(|| FedGraphError::Usage("a remote run with no grid cell".into()))?;
             let job = multiproc::Job {
                 master_seed,
                 data_dir: data_dir.clone(),
@@ -203,7 +205,19 @@ fn nats_runner<'a>(
                 seed_index,
             };
             let unit = multiproc::unit_of(&cfg, &job, g.clone(), setup.clone(), seed)?;
-            multiproc::run_job(&cfg, &job, &unit, &url, &dir, &exe)
+            if regime == Regime::FedSage {
+                // One generator stage in one set of client processes serves every cell.
+                let schedules: Vec<run::Schedule> = cells
+                    .iter()
+                    .map(|&(lr, steps)| experiment::schedule(&cfg, lr, steps))
+                    .collect();
+                let (runs, stats, secs) = multiproc::run_fedsage_cells_job(
+                    &cfg, &job, &unit, &schedules, &url, &dir, &exe,
+                )?;
+                return Ok((runs, Some((stats, secs))));
+            }
+            let (r, stage) = multiproc::run_job(&cfg, &job, &unit, &url, &dir, &exe)?;
+            Ok((vec![r], stage))
         },
     ))
 }

@@ -37,7 +37,7 @@ use super::config::FedSageSection;
 use super::data::{GraphSet, SeedSetup};
 use super::experiment::{Regime, node_algo, schedule, seed_setup, zoo_config};
 use super::families::ClientGraphs;
-use super::fedsage_fabric::{FedSageClient, fedsage_server_on, gen_seed};
+use super::fedsage_fabric::{FedSageClient, fedsage_cells_on, gen_seed};
 use super::gcfl::{
     ClusterLog, GcflSection, GraphSchedule, Mode, graph_zoo, regime_run, run_clustered_on,
     seed_data,
@@ -282,7 +282,7 @@ pub struct Unit {
 
 /// What a node job's server returns: the run and, for FedSage+, its generator stage (what
 /// it did, its seconds).
-pub type NodeOut = super::experiment::RemoteOut;
+pub type NodeOut = (RunResult, Option<(super::fedsage::GenStats, f64)>);
 
 /// The unit of `job`.
 pub fn build(cfg: &FedGraphConfig, job: &Job) -> Result<Unit, FedGraphError> {
@@ -421,26 +421,68 @@ fn serve(
             )?;
             return Ok((out, None));
         }
-        let t0 = std::time::Instant::now();
-        let out = fedsage_server_on(
-            server,
-            &unit.graph,
-            &unit.setup,
-            &unit.fedsage,
-            &unit.zoo,
-            &unit.schedule,
-            unit.seed,
-            &unit.algo,
-        );
-        shutdown(server, &all);
-        let (r, stats, gen_secs) = out?;
-        eprintln!(
-            "  fedsage: generator stage through {} in {gen_secs:.1} s ({:.1} s with the classifier); nodes added per client {:?}",
-            server.name(),
-            t0.elapsed().as_secs_f64(),
-            stats.added
-        );
+        let (mut runs, stats, gen_secs) =
+            fedsage_body(unit, server, std::slice::from_ref(&unit.schedule))?;
+        let r = runs
+            .pop()
+            .ok_or_else(|| FedGraphError::Usage("no classifier run".into()))?;
         Ok((r, Some((stats, gen_secs))))
+    })
+}
+
+/// A FedSage+ job's whole server over `server`: the generator stage and one classifier run
+/// per schedule of `cells`, then every client shut down.
+fn fedsage_body(
+    unit: &Unit,
+    server: &dyn Fabric,
+    cells: &[Schedule],
+) -> Result<(Vec<RunResult>, super::fedsage::GenStats, f64), FedGraphError> {
+    let t0 = std::time::Instant::now();
+    let out = fedsage_cells_on(
+        server,
+        &unit.graph,
+        &unit.setup,
+        &unit.fedsage,
+        &unit.zoo,
+        cells,
+        unit.seed,
+        &unit.algo,
+    );
+    shutdown(server, &client_ids(unit));
+    let (runs, stats, gen_secs) = out?;
+    eprintln!(
+        "  fedsage: generator stage through {} in {gen_secs:.1} s ({:.1} s with {} classifier run(s)); nodes added per client {:?}",
+        server.name(),
+        t0.elapsed().as_secs_f64(),
+        runs.len(),
+        stats.added
+    );
+    Ok((runs, stats, gen_secs))
+}
+
+/// A FedSage+ job run for every cell of its seed (`cells`: each cell's schedule) with one set
+/// of client processes of `exe` over the NATS server at `url`: one generator stage, then each
+/// cell's classifier run through the same processes (they keep their mended subgraphs). The
+/// runs, the stage's record and its seconds.
+pub fn run_fedsage_cells_job(
+    cfg: &FedGraphConfig,
+    job: &Job,
+    unit: &Unit,
+    cells: &[Schedule],
+    url: &str,
+    dir: &Path,
+    exe: &Path,
+) -> Result<(Vec<RunResult>, super::fedsage::GenStats, f64), FedGraphError> {
+    let all = client_ids(unit);
+    let grace = unit
+        .algo
+        .reply_timeout
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(30));
+    run_job_with(cfg, job, url, dir, exe, |fabric, command| {
+        serve_with(fabric, &all, &all, grace, command, |server| {
+            fedsage_body(unit, server, cells)
+        })
     })
 }
 
