@@ -235,7 +235,7 @@ impl Client for GraphClient {
         metrics.insert("train_loss".into(), loss);
         // No fabric carries non-finite values (NATS refuses them on arrival): a diverged
         // update goes as its flag, which a search's server reads as the NaN update it is.
-        if !params.flat_view().iter().all(|v| v.is_finite()) {
+        if params.check_finite().is_err() {
             metrics.insert("diverged".into(), 1.0);
             params = Params::new();
         }

@@ -221,11 +221,9 @@ pub fn node_algo(cfg: &FedGraphConfig, regime: Regime) -> NodeAlgo {
     }
 }
 
-/// Runs one federated node run (regime, lr, local steps, seed index, that seed's run seed and
-/// split) somewhere else than in this process's threads: `fed.runtime = "nats"` (see
-/// `super::multiproc`).
-/// (regime, its grid cells `(lr, local steps)`, seed index, run seed, split): one run per
-/// cell, in order. FedSage+ is asked for every cell of a seed at once (one generator stage
+/// Runs federated node runs somewhere else than in this process's threads:
+/// `fed.runtime = "nats"` (see `super::multiproc`). Given (regime, its grid cells
+/// `(lr, local steps)`, seed index, run seed, split), one run per cell, in order. FedSage+ is asked for every cell of a seed at once (one generator stage
 /// serves them all); the others one cell at a time.
 pub type Remote<'a> = &'a (
         dyn Fn(Regime, &[(f64, usize)], usize, u64, &SeedSetup) -> Result<RemoteOut, FedGraphError>
@@ -375,6 +373,7 @@ pub fn run_table(
         }
         Ok(())
     };
+    let times: std::sync::Mutex<BTreeMap<usize, f64>> = std::sync::Mutex::new(BTreeMap::new());
     // Over NATS: every cell of seed `k`'s FedSage+ runs, from one set of client processes
     // (one generator stage), computed when the first of them is needed.
     let cells: Vec<(f64, usize)> = f
@@ -385,11 +384,18 @@ pub fn run_table(
     let seed_runs: Vec<std::sync::OnceLock<Option<Vec<RunResult>>>> = (0..setups.len())
         .map(|_| std::sync::OnceLock::new())
         .collect();
-    let remote_fedsage = |k: usize| -> Result<&Vec<RunResult>, FedGraphError> {
+    // Its time (generator stage and every cell's run) counts once, in the regime's total;
+    // the cells' own timings (taken around a look-up) are about zero.
+    let remote_fedsage = |k: usize, ri: usize| -> Result<&Vec<RunResult>, FedGraphError> {
         let runs = seed_runs[k].get_or_init(|| {
             let (seed, st) = &setups[k];
             let run_remote = remote?;
-            match run_remote(Regime::FedSage, &cells, k, *seed, st) {
+            let t0 = Instant::now();
+            let out = run_remote(Regime::FedSage, &cells, k, *seed, st);
+            if let Ok(mut t) = times.lock() {
+                *t.entry(ri).or_default() += t0.elapsed().as_secs_f64();
+            }
+            match out {
                 Ok((runs, stage)) => {
                     if let Some((stats, secs)) = stage
                         && let Err(e) = record_gen(k, &stats, secs)
@@ -462,7 +468,6 @@ pub fn run_table(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<BTreeMap<(usize, usize, usize, usize), RunResult>> =
         std::sync::Mutex::new(BTreeMap::new());
-    let times: std::sync::Mutex<BTreeMap<usize, f64>> = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, jobs.len().max(1)) {
             scope.spawn(|| {
@@ -485,17 +490,20 @@ pub fn run_table(
                         Regime::FedSage if remote.is_none() => mended_of(k).map(Some),
                         Regime::FedSage => {
                             // The remote job saves the stage's record: a damaged folder is
-                            // found before its minutes of work.
+                            // found before its minutes of work. The seed's runs are made here,
+                            // outside the cell's timing (a worker waiting for another's
+                            // would count its wait).
                             if let Some(d) = units {
                                 d.check_unit_place(&gen_unit_name(k))?;
                             }
+                            remote_fedsage(k, ri)?;
                             Ok(None)
                         }
                         _ => Ok(None),
                     };
                     let compute =
                         |mended: Option<&Vec<super::fedsage::Mended>>| match (regime, remote) {
-                            (Regime::FedSage, Some(_)) => remote_fedsage(k)?
+                            (Regime::FedSage, Some(_)) => remote_fedsage(k, ri)?
                                 .get(li * f.local_steps.len() + si)
                                 .cloned()
                                 .ok_or_else(|| {

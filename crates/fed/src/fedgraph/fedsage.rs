@@ -584,6 +584,7 @@ impl GenClient {
             let theta = self.theta.clone();
             let g = self.grad_at(&theta, true)?;
             self.adam.step(&mut self.theta, &g, self.fs.gen_lr, 0);
+            self.check_theta()?;
         }
         if self.fs.pretrain_steps > 0 {
             self.adam = Adam::new(self.theta.len());
@@ -643,6 +644,12 @@ impl GenClient {
         }
         self.adam
             .step(&mut self.theta, &g, self.fs.gen_lr, self.fgen_from);
+        self.check_theta()
+    }
+
+    /// A generator with a non-finite parameter mends nothing sensibly (and no fabric carries
+    /// it): an error naming the client.
+    fn check_theta(&self) -> Result<(), FedGraphError> {
         if self.theta.iter().any(|x| !x.is_finite()) {
             return Err(FedGraphError::Usage(format!(
                 "client {}'s generator diverged (non-finite parameters): lower fedsage.gen_lr",

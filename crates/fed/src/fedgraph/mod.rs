@@ -164,7 +164,8 @@ fn check_runtime(cfg: &FedGraphConfig) -> Result<(), FedGraphError> {
     ))
 }
 
-/// A federated node run (regime, lr, local steps, seed index, run seed, split) over NATS.
+/// Federated node runs over NATS: (regime, grid cells, seed index, run seed, split), one run
+/// per cell (see [`experiment::Remote`]).
 type NatsRunner<'a> = dyn Fn(
         Regime,
         &[(f64, usize)],
@@ -215,6 +216,13 @@ fn nats_runner<'a>(
                     &cfg, &job, &unit, &schedules, &url, &dir, &exe,
                 )?;
                 return Ok((runs, Some((stats, secs))));
+            }
+            if cells.len() != 1 {
+                return Err(FedGraphError::Usage(format!(
+                    "a {} job runs one grid cell, not {}",
+                    regime.name(),
+                    cells.len()
+                )));
             }
             let (r, stage) = multiproc::run_job(&cfg, &job, &unit, &url, &dir, &exe)?;
             Ok((vec![r], stage))
