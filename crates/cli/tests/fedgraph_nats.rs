@@ -385,6 +385,26 @@ fn in_process_and_over_nats(
     (report(&a), report(&b), said)
 }
 
+/// `ferrolab fed server --system fedgraph` on the job file `job` (written under `root`) with
+/// a prefix unique to this process: its summary.
+#[allow(clippy::unwrap_used)]
+fn fed_server_summary(root: &std::path::Path, job: &str, prefix: &str) -> serde_json::Value {
+    let file = root.join("job.toml");
+    std::fs::write(&file, job).unwrap();
+    let o = ferrolab(&[
+        "fed",
+        "server",
+        "--system",
+        "fedgraph",
+        "--config",
+        file.to_str().unwrap(),
+        "--prefix",
+        &format!("{prefix}{}", std::process::id()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
 /// A report block without its wall-clock keys (the one part runs may differ in).
 fn no_seconds(v: &serde_json::Value) -> serde_json::Value {
     let mut v = v.clone();
@@ -458,20 +478,8 @@ fn fedgraph_gcfl_over_nats_equals_the_in_process_table_bit_for_bit() {
 
     // `fed server --system fedgraph` on a graph-families job runs that one regime's run with
     // its clients as processes: the same figures and clusters.
-    let job = root.join("job.toml");
-    std::fs::write(&job, format!("{FAMILIES}\n[job]\nalgo = \"gcfl_plain\"\n")).unwrap();
-    let o = ferrolab(&[
-        "fed",
-        "server",
-        "--system",
-        "fedgraph",
-        "--config",
-        job.to_str().unwrap(),
-        "--prefix",
-        &format!("fggcfl{}", std::process::id()),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let job = format!("{FAMILIES}\n[job]\nalgo = \"gcfl_plain\"\n");
+    let s = fed_server_summary(&root, &job, "fggcfl");
     assert_eq!(s["algo"], "gcfl_plain");
     assert_eq!(s["left_out"], 0, "{s}");
     assert_eq!(
@@ -513,20 +521,8 @@ fn fedgraph_fedsage_over_nats_equals_the_in_process_run_bit_for_bit() {
 
     // `fed server --system fedgraph` on a fedsage job: both stages through its client
     // processes, the same figures.
-    let job = root.join("job.toml");
-    std::fs::write(&job, format!("{base}{generator}\n[job]\nseed_index = 0\n")).unwrap();
-    let o = ferrolab(&[
-        "fed",
-        "server",
-        "--system",
-        "fedgraph",
-        "--config",
-        job.to_str().unwrap(),
-        "--prefix",
-        &format!("fgsage{}", std::process::id()),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let job = format!("{base}{generator}\n[job]\nseed_index = 0\n");
+    let s = fed_server_summary(&root, &job, "fgsage");
     assert_eq!(s["algo"], "fedsage");
     // The job's cell is the first (lr 0.25).
     assert_eq!(
