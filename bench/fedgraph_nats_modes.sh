@@ -7,7 +7,8 @@
 #
 #   FERROLAB_NATS_URL=nats://127.0.0.1:4222 FERROLAB_DATA=../shared/data \
 #     bench/fedgraph_nats_modes.sh [FERROLAB_BIN] [OUT_DIR] [THREADS=2]
-# MODES="gcfl" (any of hpo privacy table fedsage gcfl, default all) runs only those.
+# MODES="gcfl" (any of hpo privacy table fedsage fedsage-grid gcfl; default all but
+# fedsage-grid) runs only those.
 set -euo pipefail
 BIN=${1:-target/release/ferrolab}
 OUT=${2:-$(mktemp -d)}
@@ -42,7 +43,10 @@ for mode in ${MODES:-hpo privacy table fedsage gcfl}; do
         table) run table --preset quick ;;
         # The quick preset's FedSage+ with 10 generator rounds (50 by default).
         fedsage) run fedsage --preset quick --set fed.algo=fedsage --set fedsage.gen_rounds=10 ;;
+        # Two grid cells of one seed: over NATS one generator stage serves both.
+        fedsage-grid) run fedsage-grid --preset quick --set fed.algo=fedsage --set fedsage.gen_rounds=10 \
+            --set 'fed.lrs=[0.25,0.05]' --set fed.seeds=1 ;;
         gcfl) run gcfl --preset gcfl ;;
-        *) echo "unknown mode $mode (hpo, privacy, table, fedsage, gcfl)" >&2; exit 2 ;;
+        *) echo "unknown mode $mode (hpo, privacy, table, fedsage, fedsage-grid, gcfl)" >&2; exit 2 ;;
     esac
 done
