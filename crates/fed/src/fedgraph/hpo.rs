@@ -422,6 +422,15 @@ impl Trainer for InProcess {
             } else {
                 (res.params, f64::NAN, false)
             };
+            // A diverged update is NaN throughout, as it reaches a server over any fabric
+            // (which carries the client's `diverged` flag, not its values).
+            let params = if params.check_finite().is_err() {
+                params
+                    .with_flat_vec(vec![f32::NAN; params.numel()])
+                    .map_err(StrategyError::from)?
+            } else {
+                params
+            };
             fits.push(ClientFit {
                 client: c,
                 params,
