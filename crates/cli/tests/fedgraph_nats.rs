@@ -255,24 +255,11 @@ fn fedgraph_hpo_over_nats_equals_the_in_process_search_bit_for_bit() {
     assert_eq!(left, 0, "job files left in {}", b.display());
 
     // `fed server --system fedgraph` on a search job runs that seed's search.
-    let job = root.join("job.toml");
-    std::fs::write(
-        &job,
+    let s = fed_server_summary(
+        &root,
         "[task]\nmode = \"hpo\"\n[hpo]\nlrs = [0.05, 0.25]\nlocal_steps = [1, 4]\ndropouts = [0.0, 0.5]\nmin_rounds = 3\nmax_rounds = 9\nmethods = [\"sh\", \"fedex\"]\nseeds = 1\n\n[job]\nseed_index = 0\n",
-    )
-    .unwrap();
-    let o = ferrolab(&[
-        "fed",
-        "server",
-        "--system",
-        "fedgraph",
-        "--config",
-        job.to_str().unwrap(),
-        "--prefix",
-        &format!("fghpo{}", std::process::id()),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        "fghpo",
+    );
     assert_eq!(s["methods"][0]["method"], "sh");
     assert_eq!(
         s["methods"][0]["best_test_accuracy"], ra["details"]["sh_per_seed"][0]["test_accuracy"],
@@ -331,24 +318,11 @@ fn fedgraph_privacy_over_nats_equals_the_in_process_study_bit_for_bit() {
     assert!(m["test_accuracy"].as_f64().unwrap_or(0.0) > 0.6, "{m}");
 
     // `fed server --system fedgraph` on a privacy job runs that seed's arms: the same figures.
-    let job = root.join("job.toml");
-    std::fs::write(
-        &job,
+    let s = fed_server_summary(
+        &root,
         "[task]\nmode = \"privacy\"\n[privacy]\nrounds = 10\nsigmas = [0.8]\nseeds = 1\n\n[job]\nseed_index = 0\n",
-    )
-    .unwrap();
-    let o = ferrolab(&[
-        "fed",
-        "server",
-        "--system",
-        "fedgraph",
-        "--config",
-        job.to_str().unwrap(),
-        "--prefix",
-        &format!("fgpriv{}", std::process::id()),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        "fgpriv",
+    );
     assert_eq!(s["arms"][0]["sigma"], serde_json::Value::Null, "{s}");
     assert_eq!(s["arms"][0]["epsilon"], serde_json::Value::Null, "{s}");
     assert_eq!(s["arms"][0]["test_accuracy"], m["test_accuracy"], "{s}");

@@ -341,7 +341,7 @@ impl<C: ferrolab_fed::client::Client> ferrolab_fed::client::Client for NoSteps<C
 fn fedsage_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
     use ferrolab_fed::client::{serve, shutdown};
     use ferrolab_fed::fabric::ClientId;
-    use ferrolab_fed::fedgraph::fedsage_fabric::{FedSageClient, fedsage_server_on, gen_seed};
+    use ferrolab_fed::fedgraph::fedsage_fabric::{FedSageClient, fedsage_cells_on, gen_seed};
     use ferrolab_fed::fedgraph::run::{NodeAlgo, client_seed, init_model};
     use ferrolab_fed::inproc::InProcFabric;
     use std::time::Duration;
@@ -368,8 +368,13 @@ fn fedsage_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
         weight_decay: 5e-4,
         by_loss: false,
     };
+    // A second grid cell: served by the same clients after the first, from one generator stage.
+    let s2 = Schedule { lr: 0.1, ..s };
     let (m, stats) = mend_clients(&g, &st, &fs, z.dropout, gen_seed(seed)).unwrap();
-    let mut a = fedsage(&g, &st, &m, &z, &s, seed).unwrap();
+    let mut a = vec![
+        fedsage(&g, &st, &m, &z, &s, seed).unwrap(),
+        fedsage(&g, &st, &m, &z, &s2, seed).unwrap(),
+    ];
     let k = st.clients.num_clients();
     let ids: Vec<ClientId> = (0..k as ClientId).collect();
     let model = init_model(&z, ferrolab_core::seed::derive(seed, "init")).unwrap();
@@ -405,13 +410,14 @@ fn fedsage_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
                 reply_timeout: Some(Duration::from_secs(60)),
                 ..NodeAlgo::default()
             };
-            let out = fedsage_server_on(&fabric, &g, &st, &fs, &z, &s, seed, &algo);
+            let out = fedsage_cells_on(&fabric, &g, &st, &fs, &z, &[s, s2], seed, &algo);
             shutdown(&fabric, &ids);
             out
         })
     };
     let (mut b, bstats, _) = remote(None).unwrap();
-    for r in [&mut a, &mut b] {
+    assert_eq!(b.len(), 2);
+    for r in a.iter_mut().chain(b.iter_mut()) {
         r.round_seconds.clear();
         // Not measured by this path (NaN, which equals nothing).
         assert!(r.whole_graph_test_accuracy.is_nan());
@@ -420,6 +426,7 @@ fn fedsage_through_a_fabric_to_client_threads_repeats_the_in_process_run() {
     assert_eq!(stats, bstats, "generator stage");
     assert_eq!(a, b, "classifier stage on the mended subgraphs");
     assert!(bstats.added.iter().sum::<usize>() > 0);
+    assert_ne!(a[0].curve, a[1].curve, "the two cells train differently");
     // A generator round needs every client's gradients: a client whose step fails ends the
     // stage with an error naming it.
     let e = remote(Some(2)).unwrap_err().to_string();

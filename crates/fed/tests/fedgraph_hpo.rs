@@ -228,7 +228,7 @@ fn graph_client(
 
 #[test]
 fn a_search_through_a_fabric_to_client_threads_repeats_the_in_process_search() {
-    use ferrolab_fed::fabric::{ClientId, Fabric, Task, TaskKind};
+    use ferrolab_fed::fabric::ClientId;
     use std::time::Duration;
     let g = communities(600, 16, 11);
     let st = setup(&g);
@@ -306,15 +306,8 @@ fn a_search_through_a_fabric_to_client_threads_repeats_the_in_process_search() {
         // Every round went through the fabric, one task per client each.
         let rounds = trainer.rounds();
         assert_eq!(rounds as usize, b.rounds_used + d.rounds_used + 5);
-        for c in 0..k {
-            let stop = Task {
-                round: u64::MAX,
-                kind: TaskKind::Shutdown,
-                config: Default::default(),
-                params: Default::default(),
-            };
-            fabric.send_task(c as ClientId, &stop).unwrap();
-        }
+        let ids: Vec<ClientId> = (0..k as ClientId).collect();
+        ferrolab_fed::client::shutdown(&fabric, &ids);
         for h in handles {
             assert_eq!(h.join().unwrap().unwrap(), rounds);
         }
@@ -348,7 +341,7 @@ impl ferrolab_fed::client::Client for Ignorant {
 
 #[test]
 fn a_reply_without_what_its_task_asked_for_is_refused() {
-    use ferrolab_fed::fabric::{ClientId, Fabric, Task, TaskKind};
+    use ferrolab_fed::fabric::ClientId;
     use ferrolab_fed::fedgraph::hpo::Dp;
     use std::time::Duration;
     let g = communities(600, 16, 11);
@@ -391,15 +384,8 @@ fn a_reply_without_what_its_task_asked_for_is_refused() {
             .to_string();
         assert!(e.contains("lacks `update_norm`"), "{e}");
         assert_eq!(trainer.left_out(), k);
-        for c in 0..k {
-            let stop = Task {
-                round: u64::MAX,
-                kind: TaskKind::Shutdown,
-                config: Default::default(),
-                params: Default::default(),
-            };
-            fabric.send_task(c as ClientId, &stop).unwrap();
-        }
+        let ids: Vec<ClientId> = (0..k as ClientId).collect();
+        ferrolab_fed::client::shutdown(&fabric, &ids);
     });
 }
 

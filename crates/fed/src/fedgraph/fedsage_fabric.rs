@@ -346,42 +346,13 @@ pub fn gen_stage_on(
     Ok((stats, round))
 }
 
-/// FedSage+ (generator stage, then the classifier's FedAvg on the mended subgraphs) as the
-/// server of `k` clients behind `fabric` (served elsewhere, [`FedSageClient`]s), bit for bit
-/// the in-process [`mend_clients`](super::fedsage::mend_clients) and
-/// [`fedsage`](super::run::fedsage) of the same seed; also the generator stage's seconds. The
-/// clients are not shut down.
-#[allow(clippy::too_many_arguments)]
-pub fn fedsage_server_on(
-    fabric: &dyn Fabric,
-    g: &GraphSet,
-    setup: &SeedSetup,
-    fs: &FedSageSection,
-    zoo: &ZooConfig,
-    s: &super::run::Schedule,
-    seed: u64,
-    algo: &super::run::NodeAlgo,
-) -> Result<(super::run::RunResult, GenStats, f64), FedGraphError> {
-    let (mut runs, stats, secs) = fedsage_cells_on(
-        fabric,
-        g,
-        setup,
-        fs,
-        zoo,
-        std::slice::from_ref(s),
-        seed,
-        algo,
-    )?;
-    let out = runs
-        .pop()
-        .ok_or_else(|| FedGraphError::Usage("no classifier run".into()))?;
-    Ok((out, stats, secs))
-}
-
-/// [`fedsage_server_on`] for several classifier schedules (a seed's grid cells): one
-/// generator stage, then each cell's FedAvg in turn through the same clients (their mended
-/// subgraphs kept), each from the same initial model as in-process, so every cell's run is
-/// the in-process one of that cell. Each cell gets `s.rounds` fabric rounds of its own.
+/// FedSage+ as the server of `k` clients behind `fabric` (served elsewhere,
+/// [`FedSageClient`]s): one generator stage, then each of `cells` (a seed's grid cells)
+/// trained by FedAvg in turn through the same clients (their mended subgraphs kept), each from
+/// the same initial model, so every cell's run is bit for bit the in-process
+/// [`mend_clients`](super::fedsage::mend_clients) and [`fedsage`](super::run::fedsage) of that
+/// cell. Each cell gets `s.rounds` fabric rounds of its own. Also the generator stage's
+/// seconds; the clients are not shut down.
 #[allow(clippy::too_many_arguments)]
 pub fn fedsage_cells_on(
     fabric: &dyn Fabric,

@@ -373,7 +373,8 @@ pub fn run_server(
     Ok(serve(unit, fabric, &client_ids(unit), command)?.0)
 }
 
-/// [`run_server`] (clients `spawn` spawned by `command`; none: started by hand) with
+/// [`run_server`] (clients `spawn` spawned by `command`; none: started by hand, `ferrolab fed
+/// client --system fedgraph --id K` on any machine that reaches the NATS server) with
 /// FedSage+'s generator stage when the job is FedSage+'s.
 pub fn run_node_server(
     unit: &Unit,
@@ -382,16 +383,6 @@ pub fn run_node_server(
     command: impl FnMut(ClientId) -> Command,
 ) -> Result<NodeOut, FedGraphError> {
     serve(unit, fabric, spawn, command)
-}
-
-/// [`run_server`] for clients its operator starts (`ferrolab fed client --system fedgraph --id
-/// K`, same job file and prefix, on any machine that reaches the NATS server): no process is
-/// spawned; a client that never comes costs each round its update at `fed.reply_seconds`.
-pub fn run_server_external(
-    unit: &Unit,
-    fabric: Arc<dyn Fabric>,
-) -> Result<RunResult, FedGraphError> {
-    Ok(serve(unit, fabric, &[], |_| Command::new("ferrolab"))?.0)
 }
 
 fn serve(

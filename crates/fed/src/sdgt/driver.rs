@@ -294,16 +294,8 @@ pub fn run(
         );
         // Over a lost connection each send would only wait out its own timeout.
         let lost = matches!(out, Err(RunError::Fabric(FabricError::Disconnected(_))));
-        for &c in ids.iter().filter(|_| !lost) {
-            let _ = fabric.send_task(
-                c,
-                &Task {
-                    round: u64::MAX,
-                    kind: TaskKind::Shutdown,
-                    config: Default::default(),
-                    params: Params::new(),
-                },
-            );
+        if !lost {
+            crate::client::shutdown(fabric.as_ref(), &ids);
         }
         for h in handles {
             let _ = h.join();
